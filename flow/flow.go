@@ -1,0 +1,108 @@
+// Package flow defines what a flow is: a piece of Go code, often built on
+// langchaingo, that a worker runs for a task and that reports its progress
+// as it goes.
+//
+// The smallest flow is a function:
+//
+//	hello := flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+//		t.Progress.Log("saying hello")
+//		return "hello", nil
+//	})
+//
+// A flow that takes inputs declares them as a struct; the struct is its
+// input schema, and inputs are decoded and validated before the task is
+// queued:
+//
+//	type GreetInput struct {
+//		Name string `json:"name" desc:"who to greet"`
+//	}
+//	greet := flow.Typed(func(ctx context.Context, in GreetInput, t *flow.Task) (string, error) {
+//		return "hello " + in.Name, nil
+//	})
+package flow
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// Task is what a running flow receives about the task it runs.
+type Task struct {
+	// ID is the task's id, as returned by start-task.
+	ID string
+	// Flow is the name the flow was registered under.
+	Flow string
+	// Attempt counts the runs of this task, starting at 1. Delivery is at
+	// least once: a task whose worker died is run again with a higher
+	// attempt, so side effects should be made idempotent with ID and
+	// Attempt.
+	Attempt int
+	// Inputs is the task's inputs as JSON (an object, possibly empty).
+	Inputs json.RawMessage
+	// Progress is where the flow reports what it is doing.
+	Progress progress.Reporter
+}
+
+// Flow is the unit of work a worker runs. Run gets a context that is
+// cancelled when the task is cancelled or its time limit passes; a flow
+// should return promptly then. Its result becomes the task's final_result
+// (encoded as JSON); an error makes the task FAILURE with the error's text as
+// its status.
+type Flow interface {
+	Run(ctx context.Context, t *Task) (any, error)
+}
+
+// Func adapts an ordinary function to a Flow, as http.HandlerFunc does for
+// handlers. A Func declares no inputs: it accepts any JSON object.
+type Func func(ctx context.Context, t *Task) (any, error)
+
+// Run calls f.
+func (f Func) Run(ctx context.Context, t *Task) (any, error) { return f(ctx, t) }
+
+// Validate accepts any JSON object (or no inputs at all).
+func (f Func) Validate(inputs json.RawMessage) (json.RawMessage, error) {
+	return normalizeObject(inputs)
+}
+
+// Validator is implemented by flows that check their inputs. Validate
+// returns the inputs in the form the flow will receive them (an empty object
+// for absent inputs) or an error wrapping ErrInvalidInputs. Flows that do
+// not implement it get their inputs unchecked, apart from being a JSON
+// object.
+type Validator interface {
+	Validate(inputs json.RawMessage) (json.RawMessage, error)
+}
+
+// Schemer is implemented by flows that declare an input schema, which the
+// flows endpoint lists and the demo page builds its form from.
+type Schemer interface {
+	InputSchema() *Schema
+}
+
+// Describer is implemented by flows that describe themselves. The
+// registry's Description option takes precedence.
+type Describer interface {
+	Description() string
+}
+
+// Validate checks inputs for f: with f's own Validator when it has one,
+// otherwise only that inputs are a JSON object (or empty).
+func Validate(f Flow, inputs json.RawMessage) (json.RawMessage, error) {
+	if v, ok := f.(Validator); ok {
+		return v.Validate(inputs)
+	}
+	return normalizeObject(inputs)
+}
+
+// SchemaOf returns f's input schema, or an empty object schema when f
+// declares none.
+func SchemaOf(f Flow) *Schema {
+	if s, ok := f.(Schemer); ok {
+		if sc := s.InputSchema(); sc != nil {
+			return sc
+		}
+	}
+	return &Schema{Type: "object", Properties: map[string]*Schema{}}
+}

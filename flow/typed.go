@@ -1,0 +1,158 @@
+package flow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+)
+
+// ErrInvalidInputs is wrapped by every error that reports inputs failing a
+// flow's declared schema. The HTTP layer answers it with 422.
+var ErrInvalidInputs = errors.New("invalid inputs")
+
+// InputError describes inputs that fail a flow's schema.
+type InputError struct {
+	// Field is the JSON name of the offending field, "" for the whole input.
+	Field string
+	// Reason says what is wrong.
+	Reason string
+}
+
+// Error implements error.
+func (e *InputError) Error() string {
+	if e.Field == "" {
+		return "invalid inputs: " + e.Reason
+	}
+	return fmt.Sprintf("invalid inputs: field %q: %s", e.Field, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrInvalidInputs) true.
+func (e *InputError) Unwrap() error { return ErrInvalidInputs }
+
+// InputValidator may be implemented by a typed flow's input struct to add
+// checks beyond the schema (ranges, formats). An error it returns is
+// reported as invalid inputs.
+type InputValidator interface {
+	Validate() error
+}
+
+// TypedFlow is a Flow whose inputs are decoded into In. Build one with
+// Typed. In must be a struct; its exported fields, named by their json tags,
+// are the flow's inputs:
+//
+//   - a field is required unless its json tag has omitempty or it is a
+//     pointer;
+//   - a `desc:"..."` tag becomes the field's description in the schema;
+//   - unknown fields and wrong types are refused;
+//   - if *In or In implements InputValidator, its Validate runs last.
+type TypedFlow[In, Out any] struct {
+	fn     func(ctx context.Context, in In, t *Task) (Out, error)
+	schema *Schema
+}
+
+// Typed returns a flow that decodes and validates its inputs into In before
+// calling fn. It panics if In is not a struct type, so a misdeclared flow
+// fails at start-up rather than at run time.
+func Typed[In, Out any](fn func(ctx context.Context, in In, t *Task) (Out, error)) *TypedFlow[In, Out] {
+	rt := reflect.TypeFor[In]()
+	if rt.Kind() != reflect.Struct {
+		panic(fmt.Sprintf("flow.Typed: input type %s is not a struct", rt))
+	}
+	if fn == nil {
+		panic("flow.Typed: nil function")
+	}
+	return &TypedFlow[In, Out]{fn: fn, schema: schemaForType(rt)}
+}
+
+// InputSchema returns the schema derived from In.
+func (f *TypedFlow[In, Out]) InputSchema() *Schema { return f.schema }
+
+// Validate decodes inputs into In, checking the schema, and returns them
+// normalized (absent inputs become an empty object).
+func (f *TypedFlow[In, Out]) Validate(inputs json.RawMessage) (json.RawMessage, error) {
+	if _, err := f.decode(inputs); err != nil {
+		return nil, err
+	}
+	return normalizeObject(inputs)
+}
+
+// Run decodes the task's inputs and calls the function.
+func (f *TypedFlow[In, Out]) Run(ctx context.Context, t *Task) (any, error) {
+	in, err := f.decode(t.Inputs)
+	if err != nil {
+		return nil, err
+	}
+	return f.fn(ctx, in, t)
+}
+
+func (f *TypedFlow[In, Out]) decode(inputs json.RawMessage) (In, error) {
+	var in In
+	obj, err := normalizeObject(inputs)
+	if err != nil {
+		return in, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(obj, &fields); err != nil {
+		return in, &InputError{Reason: "inputs must be a JSON object"}
+	}
+	for _, name := range f.schema.Required {
+		v, ok := fields[name]
+		if !ok || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
+			return in, &InputError{Field: name, Reason: "is required"}
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(obj))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&in); err != nil {
+		return in, decodeError(err)
+	}
+	var v any = &in
+	if iv, ok := v.(InputValidator); ok {
+		if err := iv.Validate(); err != nil {
+			return in, inputErrorFrom(err)
+		}
+	} else if iv, ok := any(in).(InputValidator); ok {
+		if err := iv.Validate(); err != nil {
+			return in, inputErrorFrom(err)
+		}
+	}
+	return in, nil
+}
+
+func inputErrorFrom(err error) error {
+	var ie *InputError
+	if errors.As(err, &ie) {
+		return err
+	}
+	return &InputError{Reason: err.Error()}
+}
+
+func decodeError(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		field := te.Field
+		return &InputError{Field: field, Reason: fmt.Sprintf("must be %s, got %s", jsonKind(te.Type), te.Value)}
+	}
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "json: unknown field "); ok {
+		return &InputError{Field: strings.Trim(name, `"`), Reason: "is not a known input"}
+	}
+	return &InputError{Reason: strings.TrimPrefix(msg, "json: ")}
+}
+
+// normalizeObject checks that raw is a JSON object, null or empty, and
+// returns it with absent inputs as {}.
+func normalizeObject(raw json.RawMessage) (json.RawMessage, error) {
+	trimmed := bytes.TrimSpace(raw)
+	if len(trimmed) == 0 || bytes.Equal(trimmed, []byte("null")) {
+		return json.RawMessage("{}"), nil
+	}
+	if trimmed[0] != '{' || !json.Valid(trimmed) {
+		return nil, &InputError{Reason: "inputs must be a JSON object"}
+	}
+	return json.RawMessage(trimmed), nil
+}

@@ -1,0 +1,208 @@
+// Package progress defines what a running flow reports and how those reports
+// are stored and delivered: the Reporter a flow calls, the Event log of a
+// task, the Snapshot the HTTP clients render, and the Store and Subscriber
+// interfaces with an in-memory implementation.
+//
+// A task's history is an append-only sequence of events. Each event has an
+// id that grows monotonically within the task; the snapshot of a task is the
+// fold of its events (see Snapshot.Apply). Because the whole log is kept
+// while the task's retention lasts, a subscriber can start after any id and
+// rebuild exactly what it missed.
+package progress
+
+import (
+	"encoding/json"
+	"errors"
+)
+
+// State is the life-cycle state of a task, spelled as the original platform
+// spelled it on the wire.
+type State string
+
+// The four states of a task. A task starts PENDING, moves to PROGRESS when a
+// worker starts it, and ends in exactly one of SUCCESS or FAILURE.
+const (
+	StatePending  State = "PENDING"
+	StateProgress State = "PROGRESS"
+	StateSuccess  State = "SUCCESS"
+	StateFailure  State = "FAILURE"
+)
+
+// Terminal reports whether s is SUCCESS or FAILURE.
+func (s State) Terminal() bool { return s == StateSuccess || s == StateFailure }
+
+// Valid reports whether s is one of the four states.
+func (s State) Valid() bool {
+	switch s {
+	case StatePending, StateProgress, StateSuccess, StateFailure:
+		return true
+	}
+	return false
+}
+
+// Step types carried in Details.StepResults.
+const (
+	StepLog        = "log"
+	StepToolResult = "tool_result"
+)
+
+// StepResult is one entry of a task's step_results: a log line or the
+// result of a tool call.
+type StepResult struct {
+	// Type is StepLog or StepToolResult.
+	Type string `json:"type"`
+	// Message is the text of a log entry.
+	Message string `json:"message,omitempty"`
+	// StepName names the step that called the tool (tool results only).
+	StepName string `json:"step_name,omitempty"`
+	// Tool names the tool (tool results only).
+	Tool string `json:"tool,omitempty"`
+	// Data is the tool's output as JSON (tool results only).
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Details is the "details" object of a snapshot.
+type Details struct {
+	// Status is a human-readable line about what the task is doing; on
+	// FAILURE it carries the reason.
+	Status string `json:"status"`
+	// Progress is a percentage from 0 to 100.
+	Progress int `json:"progress"`
+	// StepResults lists log entries and tool results in the order reported.
+	StepResults []StepResult `json:"step_results"`
+	// FinalResult is the flow's result as JSON, null until SUCCESS.
+	FinalResult json.RawMessage `json:"final_result"`
+}
+
+// Snapshot is the full state of a task as the HTTP clients see it: the JSON
+// of every default SSE message and of GET /tasks/{id}/.
+type Snapshot struct {
+	State   State   `json:"state"`
+	Details Details `json:"details"`
+}
+
+// NewSnapshot returns the snapshot of a task that was just accepted.
+func NewSnapshot() Snapshot {
+	return Snapshot{
+		State:   StatePending,
+		Details: Details{Status: "Queued", StepResults: []StepResult{}},
+	}
+}
+
+// Clone returns a deep copy of s that shares no slices with it.
+func (s Snapshot) Clone() Snapshot {
+	c := s
+	c.Details.StepResults = append(make([]StepResult, 0, len(s.Details.StepResults)), s.Details.StepResults...)
+	if s.Details.FinalResult != nil {
+		c.Details.FinalResult = append(json.RawMessage(nil), s.Details.FinalResult...)
+	}
+	return c
+}
+
+// EventType says what an Event changes.
+type EventType string
+
+// The event types. Every type but EventToken changes the snapshot.
+const (
+	// EventState moves the task to State. With StateSuccess it carries
+	// Result; with StateFailure, Status holds the reason. Status, when
+	// non-empty, also replaces the status line for the other states.
+	EventState EventType = "state"
+	// EventStatus replaces the status line with Status.
+	EventStatus EventType = "status"
+	// EventProgress sets the percentage to Progress, and the status line
+	// to Status when Status is non-empty.
+	EventProgress EventType = "progress"
+	// EventStep appends Step to the step results.
+	EventStep EventType = "step"
+	// EventToken carries a chunk of text written by a language model. It
+	// does not change the snapshot: the final result carries the whole text.
+	EventToken EventType = "token"
+)
+
+// Event is one entry in a task's append-only log.
+type Event struct {
+	// ID is assigned by the Store on Append; ids of one task grow
+	// monotonically. Its form belongs to the Store (see Store.Append).
+	ID string `json:"id,omitempty"`
+	// Type says which of the fields below matter.
+	Type EventType `json:"type"`
+	// State is the new state (EventState).
+	State State `json:"state,omitempty"`
+	// Status is a status line (EventState, EventStatus, EventProgress).
+	Status string `json:"status,omitempty"`
+	// Progress is a percentage (EventProgress).
+	Progress int `json:"progress,omitempty"`
+	// Step is the step result to append (EventStep).
+	Step *StepResult `json:"step,omitempty"`
+	// Token is a chunk of model output (EventToken).
+	Token string `json:"token,omitempty"`
+	// Result is the final result as JSON (EventState with StateSuccess).
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// Terminal reports whether e moves its task to SUCCESS or FAILURE.
+func (e Event) Terminal() bool { return e.Type == EventState && e.State.Terminal() }
+
+// ErrInvalidEvent is returned (wrapped) for an event that cannot be applied.
+var ErrInvalidEvent = errors.New("progress: invalid event")
+
+// Validate checks that e is well formed: a known type with the fields that
+// type needs.
+func (e Event) Validate() error {
+	switch e.Type {
+	case EventState:
+		if !e.State.Valid() {
+			return errors.Join(ErrInvalidEvent, errors.New("unknown state "+string(e.State)))
+		}
+	case EventStatus, EventToken:
+	case EventProgress:
+		if e.Progress < 0 || e.Progress > 100 {
+			return errors.Join(ErrInvalidEvent, errors.New("progress out of range 0-100"))
+		}
+	case EventStep:
+		if e.Step == nil {
+			return errors.Join(ErrInvalidEvent, errors.New("step event without a step"))
+		}
+	default:
+		return errors.Join(ErrInvalidEvent, errors.New("unknown event type "+string(e.Type)))
+	}
+	return nil
+}
+
+// Apply folds e into s and reports whether s changed. Applying a task's
+// events in order to NewSnapshot() gives its current snapshot. Events after
+// a terminal state change nothing; a Store refuses them anyway.
+func (s *Snapshot) Apply(e Event) bool {
+	if s.State.Terminal() {
+		return false
+	}
+	switch e.Type {
+	case EventState:
+		s.State = e.State
+		if e.Status != "" {
+			s.Details.Status = e.Status
+		}
+		if e.State == StateSuccess {
+			s.Details.Progress = 100
+			s.Details.FinalResult = e.Result
+		}
+	case EventStatus:
+		s.Details.Status = e.Status
+	case EventProgress:
+		s.Details.Progress = min(max(e.Progress, 0), 100)
+		if e.Status != "" {
+			s.Details.Status = e.Status
+		}
+	case EventStep:
+		if e.Step != nil {
+			s.Details.StepResults = append(s.Details.StepResults, *e.Step)
+		}
+	default:
+		return false
+	}
+	if s.State == StatePending && e.Type != EventState {
+		s.State = StateProgress
+	}
+	return true
+}

@@ -1,0 +1,70 @@
+package progress
+
+import (
+	"context"
+	"errors"
+)
+
+// Errors returned by Store and Subscriber implementations. Check them with
+// errors.Is; implementations wrap them with context.
+var (
+	// ErrNotFound: no task with that id (never created, or its retention
+	// has passed).
+	ErrNotFound = errors.New("progress: task not found")
+	// ErrExists: Create was called for an id that is already stored.
+	ErrExists = errors.New("progress: task already exists")
+	// ErrFinished: the task has already reached SUCCESS or FAILURE, so the
+	// event was not recorded.
+	ErrFinished = errors.New("progress: task already finished")
+	// ErrBadEventID: an event id (from Last-Event-ID, say) is not of the
+	// form the store issues.
+	ErrBadEventID = errors.New("progress: malformed event id")
+)
+
+// Store keeps the event log and current snapshot of each task.
+//
+// Implementations must be safe for concurrent use. The in-memory
+// implementation is MemoryStore; the Redis one lives in package queue's
+// Redis backend so that both share one key schema.
+type Store interface {
+	// Create records a new task in state PENDING with no events. It returns
+	// ErrExists if the id is taken.
+	Create(ctx context.Context, taskID string) error
+
+	// Append validates the events, assigns each the next id of the task and
+	// appends them, updating the snapshot in the same atomic step. It
+	// returns the id of the last event appended. Once a terminal event has
+	// been appended, every later Append fails with ErrFinished and records
+	// nothing, so a task reaches exactly one terminal state. Within one call,
+	// events after a terminal one are refused the same way (the whole call
+	// fails). Unknown tasks give ErrNotFound.
+	Append(ctx context.Context, taskID string, events ...Event) (lastID string, err error)
+
+	// Snapshot returns the task's current snapshot and the id of the last
+	// event folded into it ("" when there is none yet).
+	Snapshot(ctx context.Context, taskID string) (snap Snapshot, lastID string, err error)
+
+	// Events returns the task's events with ids after afterID, in order;
+	// afterID "" means from the first event. A malformed afterID gives
+	// ErrBadEventID.
+	Events(ctx context.Context, taskID, afterID string) ([]Event, error)
+}
+
+// Subscriber delivers a task's events as they are appended.
+type Subscriber interface {
+	// Subscribe returns a channel that yields every event of the task with
+	// an id after afterID ("" for all), in order, each exactly once: first
+	// the stored backlog, then live events. The channel is closed after the
+	// terminal event has been delivered, when ctx ends, or when the task
+	// disappears. Cancelling ctx frees everything the subscription holds.
+	// An unknown task gives ErrNotFound and a malformed afterID
+	// ErrBadEventID, before any channel is returned.
+	Subscribe(ctx context.Context, taskID, afterID string) (<-chan Event, error)
+}
+
+// Backend is a Store that can also deliver live events: what the queue's
+// workers write to and what the SSE handler reads from.
+type Backend interface {
+	Store
+	Subscriber
+}

@@ -1,0 +1,153 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// Defaults used where a Broker's or a task's setting is zero.
+const (
+	DefaultMaxAttempts = 3
+	DefaultTimeout     = 15 * time.Minute
+)
+
+// BrokerConfig configures a Broker. The zero value is usable.
+type BrokerConfig struct {
+	// MaxAttempts is the default number of runs a task gets (counting runs
+	// cut short by a worker's death). Zero means DefaultMaxAttempts.
+	MaxAttempts int
+	// Timeout is the default time limit of one run. Zero means
+	// DefaultTimeout.
+	Timeout time.Duration
+}
+
+// EnqueueOptions are the per-task settings of Enqueue. Zero fields take the
+// Broker's defaults.
+type EnqueueOptions struct {
+	// MaxAttempts overrides BrokerConfig.MaxAttempts.
+	MaxAttempts int
+	// Timeout overrides BrokerConfig.Timeout.
+	Timeout time.Duration
+	// RunAt delays the task's first run until then.
+	RunAt time.Time
+}
+
+// Broker accepts, cancels and looks up tasks. It is safe for concurrent use.
+type Broker struct {
+	backend Backend
+	store   progress.Store
+	cfg     BrokerConfig
+}
+
+// NewBroker returns a Broker that queues tasks in backend and records
+// their progress in store.
+func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker {
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	return &Broker{backend: backend, store: store, cfg: cfg}
+}
+
+// Enqueue accepts a task for the named flow and returns its id. The task
+// is PENDING from the moment Enqueue returns. Inputs must already be
+// validated (flow.Validate); nil inputs become {}.
+func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts EnqueueOptions) (string, error) {
+	if len(inputs) == 0 {
+		inputs = json.RawMessage("{}")
+	}
+	t := &Task{
+		ID:          NewID(),
+		Flow:        flowName,
+		Inputs:      inputs,
+		MaxAttempts: opts.MaxAttempts,
+		Timeout:     opts.Timeout,
+		EnqueuedAt:  time.Now().UTC(),
+		RunAt:       opts.RunAt,
+	}
+	if t.MaxAttempts <= 0 {
+		t.MaxAttempts = b.cfg.MaxAttempts
+	}
+	if t.Timeout <= 0 {
+		t.Timeout = b.cfg.Timeout
+	}
+	if err := b.store.Create(ctx, t.ID); err != nil {
+		return "", fmt.Errorf("queue: record task: %w", err)
+	}
+	if err := b.backend.Enqueue(ctx, t); err != nil {
+		return "", fmt.Errorf("queue: enqueue task: %w", err)
+	}
+	return t.ID, nil
+}
+
+// Cancel asks a pending or running task to stop. A pending task ends
+// FAILURE at once; a running one has its context cancelled on whichever
+// worker runs it, and ends FAILURE when its flow returns (or when the
+// worker's abandon delay passes). It returns ErrNotFound for an unknown
+// task and ErrFinished for one that has already ended.
+func (b *Broker) Cancel(ctx context.Context, id string) error {
+	if !ValidID(id) {
+		return fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidID)
+	}
+	snap, _, err := b.store.Snapshot(ctx, id)
+	switch {
+	case errors.Is(err, progress.ErrNotFound):
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	case err != nil:
+		return err
+	case snap.State.Terminal():
+		return fmt.Errorf("%w: %s is %s", ErrFinished, id, snap.State)
+	}
+	if err := b.backend.Cancel(ctx, id); err != nil {
+		return err
+	}
+	if snap.State == progress.StatePending {
+		// Nobody runs it yet: end it now. If a worker started it in the
+		// meantime, the worker's cancellation ends it instead, and this
+		// append fails with ErrFinished or lands first; either way there
+		// is exactly one terminal state.
+		_, err := b.store.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: StatusCancelled})
+		if err != nil && !errors.Is(err, progress.ErrFinished) {
+			return err
+		}
+	}
+	return nil
+}
+
+// StatusCancelled is the status line of a task that ended because it was
+// cancelled.
+const StatusCancelled = "Cancelled"
+
+// TaskInfo is a task's queue record together with its progress snapshot.
+type TaskInfo struct {
+	Task     *Task
+	Snapshot progress.Snapshot
+	// LastEventID is the id of the last event folded into Snapshot.
+	LastEventID string
+}
+
+// Task returns the task with its current snapshot, or ErrNotFound.
+func (b *Broker) Task(ctx context.Context, id string) (*TaskInfo, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidID)
+	}
+	snap, last, err := b.store.Snapshot(ctx, id)
+	if errors.Is(err, progress.ErrNotFound) {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	t, err := b.backend.Get(ctx, id)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	return &TaskInfo{Task: t, Snapshot: snap, LastEventID: last}, nil
+}

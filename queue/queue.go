@@ -1,0 +1,126 @@
+// Package queue runs flows off the request path. It has three roles, as
+// small as their names:
+//
+//   - Broker accepts tasks (Enqueue), cancels them (Cancel) and looks them up
+//     (Task).
+//   - Worker fetches tasks, runs their flows with a progress reporter, and
+//     acknowledges, retries or fails them; it recovers from panics, enforces
+//     time limits and shuts down gracefully.
+//   - Backend is the storage both run on: NewMemory for a single process
+//     (the default), and a Redis implementation for many.
+//
+// Delivery is at least once: a task whose worker dies while running it is
+// leased again after the lease expires, and the flow sees a higher
+// Task.Attempt. A task reaches exactly one terminal state, because the
+// progress store refuses every event after the first terminal one.
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"regexp"
+	"time"
+)
+
+// Errors of the queue; check them with errors.Is.
+var (
+	// ErrNotFound: no task with that id.
+	ErrNotFound = errors.New("queue: task not found")
+	// ErrFinished: the task has already reached SUCCESS or FAILURE.
+	ErrFinished = errors.New("queue: task already finished")
+	// ErrLeaseLost: the lease expired and the task was handed to another
+	// worker, or the task was acknowledged already.
+	ErrLeaseLost = errors.New("queue: lease lost")
+	// ErrUnavailable wraps errors of a backend that cannot be reached
+	// (Redis down); the HTTP layer answers it with 503.
+	ErrUnavailable = errors.New("queue: backend unavailable")
+	// ErrInvalidID: a task id that no task can have.
+	ErrInvalidID = errors.New("queue: invalid task id")
+)
+
+// Task is a task as the queue stores it.
+type Task struct {
+	// ID identifies the task everywhere: HTTP, progress, Redis keys.
+	ID string `json:"task_id"`
+	// Flow is the registered name of the flow to run.
+	Flow string `json:"flow"`
+	// Inputs are the validated inputs, a JSON object.
+	Inputs json.RawMessage `json:"inputs"`
+	// Attempt counts the leases of this task so far: 0 while it waits for
+	// its first run, 1 during the first run, and so on.
+	Attempt int `json:"attempt"`
+	// MaxAttempts bounds the runs of the task, counting runs cut short by
+	// a worker's death.
+	MaxAttempts int `json:"max_attempts"`
+	// Timeout is the task's time limit for one run.
+	Timeout time.Duration `json:"timeout"`
+	// EnqueuedAt is when the task was accepted.
+	EnqueuedAt time.Time `json:"enqueued_at"`
+	// RunAt is when the task becomes ready; zero means at once.
+	RunAt time.Time `json:"run_at,omitzero"`
+	// Cancelled is set once Cancel has been asked for the task.
+	Cancelled bool `json:"cancelled,omitempty"`
+}
+
+// Lease is a worker's claim on a task, valid until Deadline unless
+// extended. Token is the backend's own handle on the claim.
+type Lease struct {
+	Task     *Task
+	Token    string
+	Deadline time.Time
+}
+
+// Backend is the storage a Broker and Workers share. Implementations must
+// be safe for concurrent use; package queuetest has the conformance suite
+// every implementation passes.
+type Backend interface {
+	// Enqueue stores t and makes it ready at t.RunAt (at once when zero).
+	// It returns an error wrapping ErrUnavailable when the storage cannot
+	// be reached.
+	Enqueue(ctx context.Context, t *Task) error
+
+	// Fetch blocks until at least one task is ready or ctx ends, then
+	// leases up to max ready tasks to the named worker until now+lease,
+	// incrementing each task's Attempt. Tasks whose lease expired are ready
+	// again. When ctx ends first it returns ctx.Err().
+	Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*Lease, error)
+
+	// Extend moves l's deadline to now+lease. It returns ErrLeaseLost when
+	// the task is no longer held under l.
+	Extend(ctx context.Context, l *Lease, lease time.Duration) error
+
+	// Ack removes the task from the queue for good: it has reached a
+	// terminal state. It returns ErrLeaseLost when l is no longer valid.
+	Ack(ctx context.Context, l *Lease) error
+
+	// Retry gives the task back to be leased again at or after at.
+	Retry(ctx context.Context, l *Lease, at time.Time) error
+
+	// Get returns the stored task, or ErrNotFound. A task stays readable
+	// after Ack for the backend's retention period.
+	Get(ctx context.Context, id string) (*Task, error)
+
+	// Cancel marks the task cancelled and tells every worker listening on
+	// Cancellations. It returns ErrNotFound for an unknown task.
+	Cancel(ctx context.Context, id string) error
+
+	// Cancellations delivers the ids of tasks cancelled from now on, until
+	// ctx ends; then the channel is closed.
+	Cancellations(ctx context.Context) (<-chan string, error)
+}
+
+// NewID returns a new random task id: 32 lowercase hex digits.
+func NewID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidID reports whether id can be a task id: 1-64 letters, digits, _ or
+// -. Ids from outside (URLs) are checked with it before they reach storage.
+func ValidID(id string) bool { return idPattern.MatchString(id) }

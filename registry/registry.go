@@ -1,0 +1,153 @@
+// Package registry maps flow names to flows. A host registers its flows at
+// start-up, usually in the package-level Default registry:
+//
+//	registry.MustRegister("poem_flow", poemFlow, registry.Description("Writes a short poem"))
+//
+// Tests and hosts that need several independent sets of flows use New.
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"sync"
+
+	"github.com/flowsrun/flows/flow"
+)
+
+// Errors returned by Register and Lookup; check them with errors.Is.
+var (
+	// ErrDuplicate: a flow is already registered under that name.
+	ErrDuplicate = errors.New("registry: flow already registered")
+	// ErrInvalid: the name or the flow is not acceptable.
+	ErrInvalid = errors.New("registry: invalid flow")
+	// ErrUnknownFlow: no flow is registered under that name.
+	ErrUnknownFlow = errors.New("unknown flow")
+)
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$`)
+
+// Info describes a registered flow, as GET /flows/ lists it.
+type Info struct {
+	// Name is the name the flow is started by.
+	Name string `json:"name"`
+	// Description says what the flow does.
+	Description string `json:"description"`
+	// Schema describes the flow's inputs.
+	Schema *flow.Schema `json:"input_schema"`
+	// Labels are free-form facts about the flow for clients to show, such
+	// as the model it uses ("model": "offline (scripted, no network)").
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Entry is a registered flow with its description.
+type Entry struct {
+	Info
+	// Flow is the flow itself.
+	Flow flow.Flow
+}
+
+// Option sets part of a flow's Info at registration.
+type Option func(*Info)
+
+// Description sets the flow's description.
+func Description(text string) Option { return func(i *Info) { i.Description = text } }
+
+// Label adds a label to the flow's Info.
+func Label(key, value string) Option {
+	return func(i *Info) {
+		if i.Labels == nil {
+			i.Labels = map[string]string{}
+		}
+		i.Labels[key] = value
+	}
+}
+
+// Registry is a set of named flows, safe for concurrent use. The zero
+// value is not usable; call New.
+type Registry struct {
+	mu    sync.RWMutex
+	flows map[string]*Entry
+}
+
+// New returns an empty registry.
+func New() *Registry { return &Registry{flows: map[string]*Entry{}} }
+
+// Default is the registry the package-level functions use.
+var Default = New()
+
+// Register adds f under name. Names are 1-128 characters of letters,
+// digits and _ . : - starting with a letter or digit. It fails with
+// ErrInvalid for a bad name or a nil flow and with ErrDuplicate when the name
+// is taken.
+func (r *Registry) Register(name string, f flow.Flow, opts ...Option) error {
+	if !namePattern.MatchString(name) {
+		return fmt.Errorf("%w: name %q must be 1-128 letters, digits, _ . : - starting with a letter or digit", ErrInvalid, name)
+	}
+	if f == nil {
+		return fmt.Errorf("%w: flow %q is nil", ErrInvalid, name)
+	}
+	e := &Entry{Info: Info{Name: name, Schema: flow.SchemaOf(f)}, Flow: f}
+	if d, ok := f.(flow.Describer); ok {
+		e.Description = d.Description()
+	}
+	for _, o := range opts {
+		o(&e.Info)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.flows[name]; ok {
+		return fmt.Errorf("%w: %q", ErrDuplicate, name)
+	}
+	r.flows[name] = e
+	return nil
+}
+
+// MustRegister is Register that panics on error, for start-up code where a
+// misconfiguration must stop the program.
+func (r *Registry) MustRegister(name string, f flow.Flow, opts ...Option) {
+	if err := r.Register(name, f, opts...); err != nil {
+		panic(err)
+	}
+}
+
+// Lookup returns the flow registered under name, or an error wrapping
+// ErrUnknownFlow.
+func (r *Registry) Lookup(name string) (*Entry, error) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.flows[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownFlow, name)
+	}
+	return e, nil
+}
+
+// List returns the Info of every registered flow, sorted by name.
+func (r *Registry) List() []Info {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Info, 0, len(r.flows))
+	for _, name := range slices.Sorted(maps.Keys(r.flows)) {
+		out = append(out, r.flows[name].Info)
+	}
+	return out
+}
+
+// Register adds f to the Default registry.
+func Register(name string, f flow.Flow, opts ...Option) error {
+	return Default.Register(name, f, opts...)
+}
+
+// MustRegister adds f to the Default registry and panics on error.
+func MustRegister(name string, f flow.Flow, opts ...Option) {
+	Default.MustRegister(name, f, opts...)
+}
+
+// Lookup finds a flow in the Default registry.
+func Lookup(name string) (*Entry, error) { return Default.Lookup(name) }
+
+// List lists the flows of the Default registry.
+func List() []Info { return Default.List() }
