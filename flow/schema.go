@@ -1,8 +1,10 @@
 package flow
 
 import (
+	"encoding"
 	"encoding/json"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -25,7 +27,11 @@ type Schema struct {
 	Items *Schema `json:"items,omitempty"`
 }
 
-var rawMessageType = reflect.TypeFor[json.RawMessage]()
+var (
+	rawMessageType      = reflect.TypeFor[json.RawMessage]()
+	jsonUnmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
 
 func schemaForType(t reflect.Type) *Schema {
 	return schemaFor(t, map[reflect.Type]bool{})
@@ -36,6 +42,13 @@ func schemaFor(t reflect.Type, seen map[reflect.Type]bool) *Schema {
 		t = t.Elem()
 	}
 	if t == rawMessageType {
+		return &Schema{}
+	}
+	// Types that decode themselves: a TextUnmarshaler (time.Time, say) is
+	// a JSON string; any other json.Unmarshaler can be any JSON value.
+	if pt := reflect.PointerTo(t); pt.Implements(textUnmarshalerType) {
+		return &Schema{Type: "string"}
+	} else if pt.Implements(jsonUnmarshalerType) {
 		return &Schema{}
 	}
 	switch t.Kind() {
@@ -49,6 +62,9 @@ func schemaFor(t reflect.Type, seen map[reflect.Type]bool) *Schema {
 	case reflect.Float32, reflect.Float64:
 		return &Schema{Type: "number"}
 	case reflect.Slice, reflect.Array:
+		if t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Uint8 {
+			return &Schema{Type: "string"} // encoding/json uses base64
+		}
 		return &Schema{Type: "array", Items: schemaFor(t.Elem(), seen)}
 	case reflect.Map:
 		return &Schema{Type: "object"}
@@ -59,33 +75,83 @@ func schemaFor(t reflect.Type, seen map[reflect.Type]bool) *Schema {
 		seen[t] = true
 		defer delete(seen, t)
 		s := &Schema{Type: "object", Properties: map[string]*Schema{}}
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() {
-				continue
-			}
-			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
-			if name == "-" && opts == "" {
-				continue
-			}
-			if name == "" {
-				name = f.Name
-			}
-			fs := schemaFor(f.Type, seen)
-			fs.Description = f.Tag.Get("desc")
-			s.Properties[name] = fs
-			s.Order = append(s.Order, name)
-			omitempty := false
-			for o := range strings.SplitSeq(opts, ",") {
-				omitempty = omitempty || o == "omitempty" || o == "omitzero"
-			}
-			if !omitempty && f.Type.Kind() != reflect.Pointer {
-				s.Required = append(s.Required, name)
+		var fields []schemaField
+		collectFields(&fields, t, seen, 0, false)
+		for _, f := range fields {
+			s.Properties[f.name] = f.schema
+			s.Order = append(s.Order, f.name)
+			if f.required {
+				s.Required = append(s.Required, f.name)
 			}
 		}
 		return s
 	default:
 		return &Schema{}
+	}
+}
+
+// schemaField is one input of a struct as encoding/json sees it.
+type schemaField struct {
+	name     string
+	schema   *Schema
+	required bool
+	depth    int // how deeply embedded the field is
+}
+
+// collectFields appends the JSON fields of struct type t to fields, in
+// declaration order, following encoding/json's rules: the fields of an
+// embedded struct without a json name are promoted into the outer object,
+// and of two fields with one name the less deeply embedded wins. optional
+// is set inside an embedded pointer, whose fields may all be absent.
+func collectFields(fields *[]schemaField, t reflect.Type, seen map[reflect.Type]bool, depth int, optional bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, hasOpts := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" && !hasOpts {
+			continue
+		}
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				if f.Type.Kind() == reflect.Pointer && !f.IsExported() {
+					continue // encoding/json cannot allocate it
+				}
+				if !seen[ft] {
+					seen[ft] = true
+					collectFields(fields, ft, seen, depth+1, optional || f.Type.Kind() == reflect.Pointer)
+					delete(seen, ft)
+				}
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		fs := schemaFor(f.Type, seen)
+		fs.Description = f.Tag.Get("desc")
+		omitempty := false
+		for o := range strings.SplitSeq(opts, ",") {
+			omitempty = omitempty || o == "omitempty" || o == "omitzero"
+		}
+		field := schemaField{
+			name:     name,
+			schema:   fs,
+			required: !optional && !omitempty && f.Type.Kind() != reflect.Pointer,
+			depth:    depth,
+		}
+		if j := slices.IndexFunc(*fields, func(g schemaField) bool { return g.name == name }); j >= 0 {
+			if (*fields)[j].depth > depth {
+				(*fields)[j] = field
+			}
+			continue
+		}
+		*fields = append(*fields, field)
 	}
 }
 

@@ -44,8 +44,11 @@ type InputValidator interface {
 // Typed. In must be a struct; its exported fields, named by their json tags,
 // are the flow's inputs:
 //
-//   - a field is required unless its json tag has omitempty or it is a
-//     pointer;
+//   - a field is required unless its json tag has omitempty or omitzero
+//     or it is a pointer, in nested structs as at the top; null counts as
+//     absent;
+//   - the fields of an embedded struct are inputs of the outer object, as
+//     encoding/json promotes them;
 //   - a `desc:"..."` tag becomes the field's description in the schema;
 //   - unknown fields and wrong types are refused;
 //   - if *In or In implements InputValidator, its Validate runs last.
@@ -95,15 +98,8 @@ func (f *TypedFlow[In, Out]) decode(inputs json.RawMessage) (In, error) {
 	if err != nil {
 		return in, err
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(obj, &fields); err != nil {
-		return in, &InputError{Reason: "inputs must be a JSON object"}
-	}
-	for _, name := range f.schema.Required {
-		v, ok := fields[name]
-		if !ok || bytes.Equal(bytes.TrimSpace(v), []byte("null")) {
-			return in, &InputError{Field: name, Reason: "is required"}
-		}
+	if err := checkRequired(f.schema, obj, ""); err != nil {
+		return in, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(obj))
 	dec.DisallowUnknownFields()
@@ -121,6 +117,58 @@ func (f *TypedFlow[In, Out]) decode(inputs json.RawMessage) (In, error) {
 		}
 	}
 	return in, nil
+}
+
+// checkRequired reports the first required field that raw, a value of
+// schema s, lacks or has as null, in nested objects and arrays of objects
+// too. Values of the wrong type are left for the decoder to report. path
+// is the JSON path of raw, as "outer.items[2]".
+func checkRequired(s *Schema, raw json.RawMessage, path string) error {
+	switch {
+	case s.Type == "object" && s.Properties != nil:
+		var fields map[string]json.RawMessage
+		if json.Unmarshal(raw, &fields) != nil || fields == nil {
+			if path == "" {
+				return &InputError{Reason: "inputs must be a JSON object"}
+			}
+			return nil
+		}
+		for _, name := range s.Required {
+			if v, ok := fields[name]; !ok || isNull(v) {
+				return &InputError{Field: joinPath(path, name), Reason: "is required"}
+			}
+		}
+		for _, name := range s.Order {
+			if v, ok := fields[name]; ok && !isNull(v) {
+				if err := checkRequired(s.Properties[name], v, joinPath(path, name)); err != nil {
+					return err
+				}
+			}
+		}
+	case s.Type == "array" && s.Items != nil && (s.Items.Type == "object" || s.Items.Type == "array"):
+		var items []json.RawMessage
+		if json.Unmarshal(raw, &items) != nil {
+			return nil
+		}
+		for i, v := range items {
+			if isNull(v) {
+				continue
+			}
+			if err := checkRequired(s.Items, v, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func isNull(v json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(v), []byte("null")) }
+
+func joinPath(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 func inputErrorFrom(err error) error {

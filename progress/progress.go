@@ -13,6 +13,7 @@ package progress
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 )
 
 // State is the life-cycle state of a task, spelled as the original platform
@@ -74,6 +75,17 @@ type Details struct {
 	FinalResult json.RawMessage `json:"final_result"`
 }
 
+// MarshalJSON encodes d with step_results as an array even when
+// StepResults is nil, since clients iterate over it without checking.
+func (d Details) MarshalJSON() ([]byte, error) {
+	type plain Details // without this method
+	p := plain(d)
+	if p.StepResults == nil {
+		p.StepResults = []StepResult{}
+	}
+	return json.Marshal(p)
+}
+
 // Snapshot is the full state of a task as the HTTP clients see it: the JSON
 // of every default SSE message and of GET /tasks/{id}/.
 type Snapshot struct {
@@ -93,6 +105,11 @@ func NewSnapshot() Snapshot {
 func (s Snapshot) Clone() Snapshot {
 	c := s
 	c.Details.StepResults = append(make([]StepResult, 0, len(s.Details.StepResults)), s.Details.StepResults...)
+	for i := range c.Details.StepResults {
+		if d := c.Details.StepResults[i].Data; d != nil {
+			c.Details.StepResults[i].Data = append(json.RawMessage(nil), d...)
+		}
+	}
 	if s.Details.FinalResult != nil {
 		c.Details.FinalResult = append(json.RawMessage(nil), s.Details.FinalResult...)
 	}
@@ -148,24 +165,30 @@ func (e Event) Terminal() bool { return e.Type == EventState && e.State.Terminal
 var ErrInvalidEvent = errors.New("progress: invalid event")
 
 // Validate checks that e is well formed: a known type with the fields that
-// type needs.
+// type needs, and valid JSON wherever it carries JSON.
 func (e Event) Validate() error {
 	switch e.Type {
 	case EventState:
 		if !e.State.Valid() {
-			return errors.Join(ErrInvalidEvent, errors.New("unknown state "+string(e.State)))
+			return fmt.Errorf("%w: unknown state %q", ErrInvalidEvent, e.State)
+		}
+		if len(e.Result) > 0 && !json.Valid(e.Result) {
+			return fmt.Errorf("%w: result is not valid JSON", ErrInvalidEvent)
 		}
 	case EventStatus, EventToken:
 	case EventProgress:
 		if e.Progress < 0 || e.Progress > 100 {
-			return errors.Join(ErrInvalidEvent, errors.New("progress out of range 0-100"))
+			return fmt.Errorf("%w: progress %d out of range 0-100", ErrInvalidEvent, e.Progress)
 		}
 	case EventStep:
 		if e.Step == nil {
-			return errors.Join(ErrInvalidEvent, errors.New("step event without a step"))
+			return fmt.Errorf("%w: step event without a step", ErrInvalidEvent)
+		}
+		if len(e.Step.Data) > 0 && !json.Valid(e.Step.Data) {
+			return fmt.Errorf("%w: step data is not valid JSON", ErrInvalidEvent)
 		}
 	default:
-		return errors.Join(ErrInvalidEvent, errors.New("unknown event type "+string(e.Type)))
+		return fmt.Errorf("%w: unknown event type %q", ErrInvalidEvent, e.Type)
 	}
 	return nil
 }

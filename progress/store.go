@@ -56,7 +56,9 @@ type Subscriber interface {
 	// an id after afterID ("" for all), in order, each exactly once: first
 	// the stored backlog, then live events. The channel is closed after the
 	// terminal event has been delivered, when ctx ends, or when the task
-	// disappears. Cancelling ctx frees everything the subscription holds.
+	// disappears; a subscription after the terminal event's id is closed at
+	// once, and one after an id the task has not reached yet waits for it.
+	// Cancelling ctx frees everything the subscription holds.
 	// An unknown task gives ErrNotFound and a malformed afterID
 	// ErrBadEventID, before any channel is returned.
 	Subscribe(ctx context.Context, taskID, afterID string) (<-chan Event, error)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"regexp"
 	"slices"
 	"sync"
@@ -86,7 +87,7 @@ func (r *Registry) Register(name string, f flow.Flow, opts ...Option) error {
 	if !namePattern.MatchString(name) {
 		return fmt.Errorf("%w: name %q must be 1-128 letters, digits, _ . : - starting with a letter or digit", ErrInvalid, name)
 	}
-	if f == nil {
+	if isNil(f) {
 		return fmt.Errorf("%w: flow %q is nil", ErrInvalid, name)
 	}
 	e := &Entry{Info: Info{Name: name, Schema: flow.SchemaOf(f)}, Flow: f}
@@ -103,6 +104,19 @@ func (r *Registry) Register(name string, f flow.Flow, opts ...Option) error {
 	}
 	r.flows[name] = e
 	return nil
+}
+
+// isNil reports whether f is nil or holds a nil pointer, func, map, slice,
+// channel or interface, which would panic when run.
+func isNil(f flow.Flow) bool {
+	if f == nil {
+		return true
+	}
+	switch v := reflect.ValueOf(f); v.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Slice, reflect.Chan, reflect.Interface:
+		return v.IsNil()
+	}
+	return false
 }
 
 // MustRegister is Register that panics on error, for start-up code where a
@@ -125,13 +139,16 @@ func (r *Registry) Lookup(name string) (*Entry, error) {
 	return e, nil
 }
 
-// List returns the Info of every registered flow, sorted by name.
+// List returns the Info of every registered flow, sorted by name. The
+// label maps are copies; the schemas are shared and must not be modified.
 func (r *Registry) List() []Info {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]Info, 0, len(r.flows))
 	for _, name := range slices.Sorted(maps.Keys(r.flows)) {
-		out = append(out, r.flows[name].Info)
+		info := r.flows[name].Info
+		info.Labels = maps.Clone(info.Labels)
+		out = append(out, info)
 	}
 	return out
 }
