@@ -96,7 +96,9 @@ type Backend interface {
 	// terminal state. It returns ErrLeaseLost when l is no longer valid.
 	Ack(ctx context.Context, l *Lease) error
 
-	// Retry gives the task back to be leased again at or after at.
+	// Retry gives the task back to be leased again at or after at; a
+	// cancelled task is ready at once (see Cancel). It returns
+	// ErrLeaseLost when l is no longer valid.
 	Retry(ctx context.Context, l *Lease, at time.Time) error
 
 	// Get returns the stored task, or ErrNotFound. A task stays readable
@@ -104,7 +106,9 @@ type Backend interface {
 	Get(ctx context.Context, id string) (*Task, error)
 
 	// Cancel marks the task cancelled and tells every worker listening on
-	// Cancellations. It returns ErrNotFound for an unknown task.
+	// Cancellations. A task waiting for its RunAt or for a retry becomes
+	// ready at once, so that a worker ends it without waiting out the
+	// delay. It returns ErrNotFound for an unknown task.
 	Cancel(ctx context.Context, id string) error
 
 	// Cancellations delivers the ids of tasks cancelled from now on, until

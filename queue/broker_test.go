@@ -1,0 +1,178 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+func TestBrokerEnqueue(t *testing.T) {
+	runAt := time.Now().Add(time.Hour).UTC()
+	for _, tc := range []struct {
+		name        string
+		cfg         queue.BrokerConfig
+		inputs      json.RawMessage
+		opts        queue.EnqueueOptions
+		wantInputs  string
+		wantMax     int
+		wantTimeout time.Duration
+		wantRunAt   time.Time
+	}{
+		{"defaults", queue.BrokerConfig{}, nil, queue.EnqueueOptions{}, `{}`, queue.DefaultMaxAttempts, queue.DefaultTimeout, time.Time{}},
+		{"broker config", queue.BrokerConfig{MaxAttempts: 5, Timeout: time.Minute}, json.RawMessage(`{"a":1}`), queue.EnqueueOptions{}, `{"a":1}`, 5, time.Minute, time.Time{}},
+		{"task options win", queue.BrokerConfig{MaxAttempts: 5, Timeout: time.Minute},
+			json.RawMessage(`{"a":1}`), queue.EnqueueOptions{MaxAttempts: 1, Timeout: time.Second, RunAt: runAt},
+			`{"a":1}`, 1, time.Second, runAt},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := queue.NewMemory(queue.MemoryConfig{})
+			store := progress.NewMemoryStore(progress.MemoryConfig{})
+			b := queue.NewBroker(mem, store, tc.cfg)
+			ctx := context.Background()
+			before := time.Now()
+			id, err := b.Enqueue(ctx, "poem_flow", tc.inputs, tc.opts)
+			require.NoError(t, err)
+			assert.True(t, queue.ValidID(id), "id %q", id)
+
+			snap, _, err := store.Snapshot(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, progress.StatePending, snap.State, "PENDING once Enqueue returns")
+
+			task, err := mem.Get(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, id, task.ID)
+			assert.Equal(t, "poem_flow", task.Flow)
+			assert.JSONEq(t, tc.wantInputs, string(task.Inputs))
+			assert.Equal(t, tc.wantMax, task.MaxAttempts)
+			assert.Equal(t, tc.wantTimeout, task.Timeout)
+			assert.True(t, tc.wantRunAt.Equal(task.RunAt), "RunAt %v", task.RunAt)
+			assert.Zero(t, task.Attempt)
+			assert.False(t, task.EnqueuedAt.Before(before.Truncate(time.Second)), "EnqueuedAt %v", task.EnqueuedAt)
+		})
+	}
+}
+
+func TestBrokerEnqueueBackendDown(t *testing.T) {
+	mem := queue.NewMemory(queue.MemoryConfig{})
+	b := queue.NewBroker(&downBackend{mem}, progress.NewMemoryStore(progress.MemoryConfig{}), queue.BrokerConfig{})
+	_, err := b.Enqueue(context.Background(), "poem_flow", nil, queue.EnqueueOptions{})
+	assert.ErrorIs(t, err, queue.ErrUnavailable)
+}
+
+// downBackend refuses every Enqueue as an unreachable backend would.
+type downBackend struct{ queue.Backend }
+
+func (downBackend) Enqueue(context.Context, *queue.Task) error { return errConnRefused }
+
+func TestBrokerCancel(t *testing.T) {
+	ctx := context.Background()
+	s := newSetup()
+	pending := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
+	finished := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
+	_, err := s.store.Append(ctx, finished, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"done"`)})
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name    string
+		id      string
+		wantErr []error
+	}{
+		{"pending", pending, nil},
+		{"finished", finished, []error{queue.ErrFinished}},
+		{"cancelled already", pending, []error{queue.ErrFinished}},
+		{"unknown", queue.NewID(), []error{queue.ErrNotFound}},
+		{"bogus id", "../../etc/passwd", []error{queue.ErrNotFound, queue.ErrInvalidID}},
+		{"empty id", "", []error{queue.ErrNotFound, queue.ErrInvalidID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.broker.Cancel(ctx, tc.id)
+			if len(tc.wantErr) == 0 {
+				require.NoError(t, err)
+				return
+			}
+			for _, want := range tc.wantErr {
+				assert.ErrorIs(t, err, want)
+			}
+		})
+	}
+
+	snap, _, err := s.store.Snapshot(ctx, pending)
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+	task, err := s.mem.Get(ctx, pending)
+	require.NoError(t, err)
+	assert.True(t, task.Cancelled)
+
+	snap, _, err = s.store.Snapshot(ctx, finished)
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, snap.State, "a finished task is left alone")
+	task, err = s.mem.Get(ctx, finished)
+	require.NoError(t, err)
+	assert.False(t, task.Cancelled)
+}
+
+func TestBrokerTask(t *testing.T) {
+	ctx := context.Background()
+	s := newSetup()
+	id := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
+	last, err := s.store.Append(ctx, id, progress.Event{Type: progress.EventProgress, Progress: 30, Status: "thinking"})
+	require.NoError(t, err)
+
+	info, err := s.broker.Task(ctx, id)
+	require.NoError(t, err)
+	require.NotNil(t, info.Task)
+	assert.Equal(t, id, info.Task.ID)
+	assert.Equal(t, "poem_flow", info.Task.Flow)
+	assert.Equal(t, progress.StateProgress, info.Snapshot.State)
+	assert.Equal(t, 30, info.Snapshot.Details.Progress)
+	assert.Equal(t, "thinking", info.Snapshot.Details.Status)
+	assert.Equal(t, last, info.LastEventID)
+
+	for _, tc := range []struct {
+		name    string
+		id      string
+		wantErr []error
+	}{
+		{"unknown", queue.NewID(), []error{queue.ErrNotFound}},
+		{"bogus id", "a b", []error{queue.ErrNotFound, queue.ErrInvalidID}},
+		{"too long", strings.Repeat("a", 65), []error{queue.ErrNotFound, queue.ErrInvalidID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			info, err := s.broker.Task(ctx, tc.id)
+			assert.Nil(t, info)
+			for _, want := range tc.wantErr {
+				assert.ErrorIs(t, err, want)
+			}
+		})
+	}
+}
+
+func TestBrokerTaskAfterQueueRetention(t *testing.T) {
+	ctx := context.Background()
+	mem := queue.NewMemory(queue.MemoryConfig{Retention: time.Millisecond})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	b := queue.NewBroker(mem, store, queue.BrokerConfig{})
+	id, err := b.Enqueue(ctx, "poem_flow", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	leases, err := mem.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, mem.Ack(ctx, leases[0]))
+	require.Eventually(t, func() bool {
+		_, err := mem.Get(ctx, id)
+		return err != nil
+	}, waitLong, time.Millisecond)
+
+	info, err := b.Task(ctx, id)
+	require.NoError(t, err, "the progress record alone is enough")
+	assert.Nil(t, info.Task)
+	assert.Equal(t, progress.StatePending, info.Snapshot.State)
+}

@@ -1,0 +1,411 @@
+package queuetest
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// runBackend checks the queue.Backend contract, with no Broker or Worker
+// in between.
+func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	backend := func(t *testing.T) queue.Backend {
+		t.Helper()
+		b, _ := newBackends(t)
+		require.NotNil(t, b)
+		return b
+	}
+
+	t.Run("FetchLeasesInOrderUpToMax", func(t *testing.T) {
+		b := backend(t)
+		tasks := []*queue.Task{newTask(), newTask(), newTask()}
+		enqueue(t, b, tasks...)
+
+		var got []*queue.Lease
+		for len(got) < len(tasks) {
+			got = append(got, fetch(t, b, 2, time.Minute)...)
+		}
+		require.Len(t, got, len(tasks), "more tasks leased than enqueued")
+		tokens := map[string]bool{}
+		for i, l := range got {
+			want := tasks[i]
+			require.NotNil(t, l.Task)
+			assert.Equal(t, want.ID, l.Task.ID, "lease %d out of order", i)
+			assert.Equal(t, want.Flow, l.Task.Flow)
+			assert.JSONEq(t, string(want.Inputs), string(l.Task.Inputs))
+			assert.Equal(t, want.MaxAttempts, l.Task.MaxAttempts)
+			assert.Equal(t, want.Timeout, l.Task.Timeout)
+			assert.True(t, want.EnqueuedAt.Equal(l.Task.EnqueuedAt), "EnqueuedAt %v, want %v", l.Task.EnqueuedAt, want.EnqueuedAt)
+			assert.Equal(t, 1, l.Task.Attempt, "first lease is attempt 1")
+			assert.NotEmpty(t, l.Token)
+			assert.False(t, tokens[l.Token], "token %q reused", l.Token)
+			tokens[l.Token] = true
+			assert.True(t, l.Deadline.After(time.Now()), "deadline %v already passed", l.Deadline)
+		}
+		requireNothingReady(t, b)
+	})
+
+	t.Run("FetchBlocksUntilEnqueue", func(t *testing.T) {
+		b := backend(t)
+		ctx, cancel := context.WithTimeout(context.Background(), long)
+		t.Cleanup(cancel)
+		type result struct {
+			leases []*queue.Lease
+			err    error
+		}
+		done := make(chan result, 1)
+		go func() {
+			leases, err := b.Fetch(ctx, "conformance-worker", 5, time.Minute)
+			done <- result{leases, err}
+		}()
+		select {
+		case r := <-done:
+			require.FailNow(t, "Fetch returned with nothing enqueued", "%d tasks, err %v", len(r.leases), r.err)
+		case <-time.After(short):
+		}
+		task := newTask()
+		enqueue(t, b, task)
+		select {
+		case r := <-done:
+			require.NoError(t, r.err)
+			require.Len(t, r.leases, 1)
+			assert.Equal(t, task.ID, r.leases[0].Task.ID)
+		case <-time.After(long):
+			require.FailNow(t, "a waiting Fetch did not wake up on Enqueue")
+		}
+	})
+
+	t.Run("FetchReturnsWhenContextEnds", func(t *testing.T) {
+		for _, tc := range []struct {
+			name string
+			ctx  func() (context.Context, context.CancelFunc)
+			end  func(cancel context.CancelFunc)
+			want error
+		}{
+			{"cancelled", func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
+				func(cancel context.CancelFunc) { time.Sleep(short); cancel() }, context.Canceled},
+			{"deadline", func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), short) },
+				func(context.CancelFunc) {}, context.DeadlineExceeded},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b := backend(t)
+				ctx, cancel := tc.ctx()
+				t.Cleanup(cancel)
+				done := make(chan error, 1)
+				go func() {
+					leases, err := b.Fetch(ctx, "conformance-worker", 1, time.Minute)
+					assert.Empty(t, leases)
+					done <- err
+				}()
+				tc.end(cancel)
+				select {
+				case err := <-done:
+					assert.ErrorIs(t, err, tc.want)
+				case <-time.After(long):
+					require.FailNow(t, "Fetch did not return when its context ended")
+				}
+			})
+		}
+	})
+
+	t.Run("DelayedTaskNotFetchedEarly", func(t *testing.T) {
+		b := backend(t)
+		delayed := newTask()
+		delayed.RunAt = time.Now().Add(500 * time.Millisecond)
+		now := newTask()
+		enqueue(t, b, delayed, now)
+
+		// The task due now is not held up by the one enqueued before it.
+		first := fetch(t, b, 10, time.Minute)
+		fetched := time.Now()
+		require.Equal(t, now.ID, first[0].Task.ID)
+		if len(first) == 2 { // the machine was slow enough for RunAt to pass
+			require.Equal(t, delayed.ID, first[1].Task.ID)
+			assert.False(t, fetched.Before(delayed.RunAt), "task leased before its RunAt")
+			return
+		}
+		require.Len(t, first, 1)
+
+		second := fetchOne(t, b, time.Minute)
+		assert.Equal(t, delayed.ID, second.Task.ID)
+		assert.False(t, time.Now().Before(delayed.RunAt), "task leased before its RunAt")
+		assert.Equal(t, 1, second.Task.Attempt)
+	})
+
+	t.Run("ExpiredLeaseIsLeasedAgain", func(t *testing.T) {
+		b := backend(t)
+		task := newTask()
+		enqueue(t, b, task)
+		first := fetchOne(t, b, 50*time.Millisecond)
+		require.Equal(t, 1, first.Task.Attempt)
+
+		// Nobody extends or acknowledges: a waiting Fetch gets it back
+		// once the lease has expired.
+		second := fetchOne(t, b, time.Minute)
+		assert.Equal(t, task.ID, second.Task.ID)
+		assert.Equal(t, 2, second.Task.Attempt, "each lease increments Attempt")
+		assert.NotEqual(t, first.Token, second.Token)
+
+		got, err := b.Get(context.Background(), task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, 2, got.Attempt)
+	})
+
+	t.Run("ExtendKeepsLease", func(t *testing.T) {
+		b := backend(t)
+		task := newTask()
+		enqueue(t, b, task)
+		const lease = 300 * time.Millisecond
+		l := fetchOne(t, b, lease)
+		require.NoError(t, b.Extend(context.Background(), l, time.Minute))
+		time.Sleep(lease + short) // past the first deadline
+		requireNothingReady(t, b)
+		require.NoError(t, b.Extend(context.Background(), l, time.Minute), "the lease is still held")
+		require.NoError(t, b.Ack(context.Background(), l))
+	})
+
+	t.Run("StaleLeaseIsLost", func(t *testing.T) {
+		b := backend(t)
+		enqueue(t, b, newTask())
+		stale := fetchOne(t, b, 50*time.Millisecond)
+		current := fetchOne(t, b, time.Minute)
+		require.Equal(t, stale.Task.ID, current.Task.ID)
+
+		ctx := context.Background()
+		assert.ErrorIs(t, b.Extend(ctx, stale, time.Minute), queue.ErrLeaseLost, "Extend")
+		assert.ErrorIs(t, b.Ack(ctx, stale), queue.ErrLeaseLost, "Ack")
+		assert.ErrorIs(t, b.Retry(ctx, stale, time.Now()), queue.ErrLeaseLost, "Retry")
+
+		require.NoError(t, b.Extend(ctx, current, time.Minute), "the current lease is unaffected")
+		require.NoError(t, b.Ack(ctx, current))
+		assert.ErrorIs(t, b.Ack(ctx, current), queue.ErrLeaseLost, "second Ack")
+		assert.ErrorIs(t, b.Extend(ctx, current, time.Minute), queue.ErrLeaseLost, "Extend after Ack")
+		assert.ErrorIs(t, b.Retry(ctx, current, time.Now()), queue.ErrLeaseLost, "Retry after Ack")
+		requireNothingReady(t, b)
+	})
+
+	t.Run("RetryDelaysTask", func(t *testing.T) {
+		b := backend(t)
+		task := newTask()
+		enqueue(t, b, task)
+		ctx := context.Background()
+
+		l := fetchOne(t, b, time.Minute)
+		at := time.Now().Add(300 * time.Millisecond)
+		require.NoError(t, b.Retry(ctx, l, at))
+		assert.ErrorIs(t, b.Ack(ctx, l), queue.ErrLeaseLost, "a lease given back is gone")
+
+		l = fetchOne(t, b, time.Minute)
+		assert.Equal(t, task.ID, l.Task.ID)
+		assert.False(t, time.Now().Before(at), "task leased before the time given to Retry")
+		assert.Equal(t, 2, l.Task.Attempt)
+
+		require.NoError(t, b.Retry(ctx, l, time.Now()))
+		l = fetchOne(t, b, time.Minute)
+		assert.Equal(t, task.ID, l.Task.ID, "Retry(now) makes the task ready at once")
+		assert.Equal(t, 3, l.Task.Attempt)
+	})
+
+	t.Run("RetryQueuesBehindReadyTasks", func(t *testing.T) {
+		b := backend(t)
+		a, c := newTask(), newTask()
+		enqueue(t, b, a)
+		l := fetchOne(t, b, time.Minute)
+		enqueue(t, b, c)
+		require.NoError(t, b.Retry(context.Background(), l, time.Now()))
+		var order []string
+		for len(order) < 2 {
+			for _, l := range fetch(t, b, 2, time.Minute) {
+				order = append(order, l.Task.ID)
+			}
+		}
+		assert.Equal(t, []string{c.ID, a.ID}, order, "a task given back goes behind the ready ones")
+	})
+
+	t.Run("GetReturnsStoredTask", func(t *testing.T) {
+		b := backend(t)
+		ctx := context.Background()
+		task := newTask()
+		enqueue(t, b, task)
+
+		got, err := b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, task.ID, got.ID)
+		assert.Equal(t, task.Flow, got.Flow)
+		assert.JSONEq(t, string(task.Inputs), string(got.Inputs))
+		assert.Equal(t, task.MaxAttempts, got.MaxAttempts)
+		assert.Equal(t, task.Timeout, got.Timeout)
+		assert.True(t, task.EnqueuedAt.Equal(got.EnqueuedAt))
+		assert.Equal(t, 0, got.Attempt)
+		assert.False(t, got.Cancelled)
+
+		got.Attempt, got.Flow = 42, "changed"
+		again, err := b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, 0, again.Attempt, "Get returns a copy")
+		assert.Equal(t, task.Flow, again.Flow, "Get returns a copy")
+
+		l := fetchOne(t, b, time.Minute)
+		require.NoError(t, b.Ack(ctx, l))
+		got, err = b.Get(ctx, task.ID)
+		require.NoError(t, err, "a task stays readable after Ack")
+		assert.Equal(t, 1, got.Attempt)
+
+		_, err = b.Get(ctx, queue.NewID())
+		assert.ErrorIs(t, err, queue.ErrNotFound)
+	})
+
+	t.Run("CancelNotifiesEveryListener", func(t *testing.T) {
+		b := backend(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		listeners := make([]<-chan string, 2)
+		for i := range listeners {
+			ch, err := b.Cancellations(ctx)
+			require.NoError(t, err)
+			listeners[i] = ch
+		}
+		doomed, spared := newTask(), newTask()
+		enqueue(t, b, doomed, spared)
+		held := fetch(t, b, 1, time.Minute)[0] // doomed, running somewhere
+		require.Equal(t, doomed.ID, held.Task.ID)
+
+		require.NoError(t, b.Cancel(context.Background(), doomed.ID))
+		for i, ch := range listeners {
+			select {
+			case id, ok := <-ch:
+				require.True(t, ok, "listener %d closed early", i)
+				assert.Equal(t, doomed.ID, id, "listener %d", i)
+			case <-time.After(long):
+				require.FailNow(t, "cancellation not delivered", "listener %d", i)
+			}
+		}
+
+		got, err := b.Get(context.Background(), doomed.ID)
+		require.NoError(t, err)
+		assert.True(t, got.Cancelled)
+		got, err = b.Get(context.Background(), spared.ID)
+		require.NoError(t, err)
+		assert.False(t, got.Cancelled)
+
+		// The flag travels with the task to the next lease.
+		require.NoError(t, b.Retry(context.Background(), held, time.Now()))
+		var leased []*queue.Lease
+		for len(leased) < 2 {
+			leased = append(leased, fetch(t, b, 2, time.Minute)...)
+		}
+		for _, l := range leased {
+			assert.Equal(t, l.Task.ID == doomed.ID, l.Task.Cancelled, "task %s", l.Task.ID)
+		}
+
+		cancel()
+		for i, ch := range listeners {
+			eventually(t, func() bool {
+				select {
+				case _, ok := <-ch:
+					return !ok
+				default:
+					return false
+				}
+			}, "listener %d not closed after its context ended", i)
+		}
+	})
+
+	t.Run("CancelMakesDelayedTaskReady", func(t *testing.T) {
+		b := backend(t)
+		later := newTask()
+		later.RunAt = time.Now().Add(time.Hour)
+		enqueue(t, b, later)
+		retried := newTask()
+		enqueue(t, b, retried)
+		l := fetchOne(t, b, time.Minute)
+		require.NoError(t, b.Retry(context.Background(), l, time.Now().Add(time.Hour)))
+
+		require.NoError(t, b.Cancel(context.Background(), later.ID))
+		require.NoError(t, b.Cancel(context.Background(), retried.ID))
+		got := map[string]bool{}
+		for len(got) < 2 {
+			for _, l := range fetch(t, b, 2, time.Minute) {
+				assert.True(t, l.Task.Cancelled, "task %s", l.Task.ID)
+				got[l.Task.ID] = true
+			}
+		}
+		assert.Equal(t, map[string]bool{later.ID: true, retried.ID: true}, got,
+			"a cancelled task does not wait out its delay")
+	})
+
+	t.Run("RetryOfCancelledTaskIsNotDelayed", func(t *testing.T) {
+		b := backend(t)
+		task := newTask()
+		enqueue(t, b, task)
+		l := fetchOne(t, b, time.Minute)
+		require.NoError(t, b.Cancel(context.Background(), task.ID))
+		require.NoError(t, b.Retry(context.Background(), l, time.Now().Add(time.Hour)))
+		l = fetchOne(t, b, time.Minute)
+		assert.Equal(t, task.ID, l.Task.ID)
+		assert.True(t, l.Task.Cancelled)
+	})
+
+	t.Run("CancelUnknownTask", func(t *testing.T) {
+		b := backend(t)
+		err := b.Cancel(context.Background(), queue.NewID())
+		assert.ErrorIs(t, err, queue.ErrNotFound)
+	})
+
+	t.Run("ManyFetchersShareTheWork", func(t *testing.T) {
+		b := backend(t)
+		const n = 30
+		tasks := make([]*queue.Task, n)
+		for i := range tasks {
+			tasks[i] = newTask()
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		got := make(chan string, 4*n) // room for duplicates, so that a fetcher never blocks
+		const fetchers = 4
+		done := make(chan struct{}, fetchers)
+		for range fetchers {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for {
+					leases, err := b.Fetch(ctx, "conformance-worker", 3, time.Minute)
+					if err != nil {
+						return
+					}
+					for _, l := range leases {
+						got <- l.Task.ID
+						assert.NoError(t, b.Ack(context.Background(), l))
+					}
+				}
+			}()
+		}
+		enqueue(t, b, tasks...)
+		var ids []string
+		for len(ids) < n {
+			select {
+			case id := <-got:
+				ids = append(ids, id)
+			case <-time.After(long):
+				require.FailNow(t, "tasks not all fetched", "%d of %d", len(ids), n)
+			}
+		}
+		cancel()
+		for range fetchers {
+			<-done
+		}
+		want := make([]string, n)
+		for i, task := range tasks {
+			want[i] = task.ID
+		}
+		slices.Sort(ids)
+		slices.Sort(want)
+		assert.Equal(t, want, ids, "every task leased exactly once")
+	})
+}

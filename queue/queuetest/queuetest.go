@@ -1,0 +1,250 @@
+// Package queuetest is the conformance suite of queue.Backend
+// implementations. Every backend of this module (in-memory, Redis) passes
+// it, and so should a backend written outside it:
+//
+//	func TestConformance(t *testing.T) {
+//		queuetest.Run(t, func(t *testing.T) (queue.Backend, progress.Backend) {
+//			return mybackend.New(...), progress.NewMemoryStore(progress.MemoryConfig{})
+//		})
+//	}
+//
+// The suite checks the Backend contract directly (ordering, blocking
+// fetches, delays, leases, cancellation) and then runs tasks end to end
+// through a queue.Broker and queue.Workers. Its timings are short
+// (leases of a few hundred milliseconds at most) but it never asserts how
+// long anything took, so a slow machine makes it slower, not flaky.
+package queuetest
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+// Run runs the whole suite. newBackends is called once per subtest and
+// must return empty backends that share nothing with those of other
+// subtests; it registers their teardown with t.Cleanup. The queue backend
+// and the progress backend are the pair a deployment would use together.
+func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	t.Run("Backend", func(t *testing.T) { runBackend(t, newBackends) })
+	t.Run("Worker", func(t *testing.T) { runWorker(t, newBackends) })
+}
+
+const (
+	// long bounds the wait for something that must happen.
+	long = 15 * time.Second
+	// short is how long the suite watches for something that must not
+	// happen.
+	short = 100 * time.Millisecond
+	// poll is the interval of polling loops.
+	poll = 5 * time.Millisecond
+)
+
+// newTask returns a task as a Broker would enqueue it.
+func newTask() *queue.Task {
+	return &queue.Task{
+		ID:          queue.NewID(),
+		Flow:        "conformance",
+		Inputs:      json.RawMessage(`{"question":"why is the sky blue?","n":3}`),
+		MaxAttempts: 3,
+		Timeout:     time.Minute,
+		EnqueuedAt:  time.Now().UTC().Truncate(time.Millisecond),
+	}
+}
+
+func enqueue(t *testing.T, b queue.Backend, tasks ...*queue.Task) {
+	t.Helper()
+	for _, task := range tasks {
+		require.NoError(t, b.Enqueue(context.Background(), task), "enqueue %s", task.ID)
+	}
+}
+
+// fetch leases up to max tasks, waiting for them as long as needed.
+func fetch(t *testing.T, b queue.Backend, max int, lease time.Duration) []*queue.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), long)
+	defer cancel()
+	leases, err := b.Fetch(ctx, "conformance-worker", max, lease)
+	require.NoError(t, err, "Fetch")
+	require.NotEmpty(t, leases, "Fetch returned without error but with no task")
+	require.LessOrEqual(t, len(leases), max, "Fetch leased more tasks than max")
+	return leases
+}
+
+// fetchOne leases one task, waiting for it as long as needed.
+func fetchOne(t *testing.T, b queue.Backend, lease time.Duration) *queue.Lease {
+	t.Helper()
+	return fetch(t, b, 1, lease)[0]
+}
+
+// requireNothingReady checks that Fetch finds nothing for a while.
+func requireNothingReady(t *testing.T, b queue.Backend) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), short)
+	defer cancel()
+	leases, err := b.Fetch(ctx, "conformance-worker", 10, time.Minute)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "Fetch should have found nothing, got %d tasks", len(leases))
+	require.Empty(t, leases)
+}
+
+// eventually polls cond until it holds, failing the test after long.
+func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(long)
+	for !cond() {
+		if time.Now().After(deadline) {
+			require.FailNowf(t, "condition not met in time", msg, args...)
+		}
+		time.Sleep(poll)
+	}
+}
+
+// harness is a Broker and Worker setup on fresh backends with a private
+// registry.
+type harness struct {
+	t       *testing.T
+	backend queue.Backend
+	store   progress.Backend
+	reg     *registry.Registry
+	broker  *queue.Broker
+}
+
+func newHarness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) *harness {
+	t.Helper()
+	b, s := newBackends(t)
+	require.NotNil(t, b)
+	require.NotNil(t, s)
+	return &harness{t: t, backend: b, store: s, reg: registry.New(), broker: queue.NewBroker(b, s, queue.BrokerConfig{})}
+}
+
+var quiet = slog.New(slog.DiscardHandler)
+
+// fastBackoff retries at once, so that retries do not slow the suite.
+func fastBackoff(int) time.Duration { return time.Millisecond }
+
+// runningWorker is a Worker started by the harness.
+type runningWorker struct {
+	t      *testing.T
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// start runs a Worker until the test ends or stop is called. Zero fields
+// of cfg get the harness's registry, a quiet logger and fastBackoff.
+func (h *harness) start(cfg queue.WorkerConfig) *runningWorker {
+	h.t.Helper()
+	if cfg.Registry == nil {
+		cfg.Registry = h.reg
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = fastBackoff
+	}
+	w := queue.NewWorker(h.backend, h.store, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	rw := &runningWorker{t: h.t, cancel: cancel, done: make(chan error, 1)}
+	go func() { rw.done <- w.Run(ctx) }()
+	h.t.Cleanup(func() { rw.stop() })
+	return rw
+}
+
+// stop cancels the worker's context and waits for Run to return nil.
+func (rw *runningWorker) stop() {
+	rw.t.Helper()
+	rw.cancel()
+	rw.wait()
+}
+
+// wait waits for Run to return nil; it is safe to call more than once.
+func (rw *runningWorker) wait() {
+	rw.t.Helper()
+	select {
+	case err, ok := <-rw.done:
+		if ok {
+			close(rw.done)
+			require.NoError(rw.t, err, "Worker.Run")
+		}
+	case <-time.After(long):
+		require.FailNow(rw.t, "Worker.Run did not return after its context ended")
+	}
+}
+
+func (h *harness) enqueue(flowName string, inputs string, opts queue.EnqueueOptions) string {
+	h.t.Helper()
+	id, err := h.broker.Enqueue(context.Background(), flowName, json.RawMessage(inputs), opts)
+	require.NoError(h.t, err, "Enqueue")
+	return id
+}
+
+func (h *harness) snapshot(id string) progress.Snapshot {
+	h.t.Helper()
+	snap, _, err := h.store.Snapshot(context.Background(), id)
+	require.NoError(h.t, err, "Snapshot %s", id)
+	return snap
+}
+
+// waitTerminal waits for the task to reach SUCCESS or FAILURE and returns
+// its snapshot.
+func (h *harness) waitTerminal(id string) progress.Snapshot {
+	h.t.Helper()
+	var snap progress.Snapshot
+	eventually(h.t, func() bool {
+		snap = h.snapshot(id)
+		return snap.State.Terminal()
+	}, "task %s did not reach a terminal state; last %+v", id, &snap)
+	return snap
+}
+
+// stepMessages lists the messages of the task's log steps.
+func stepMessages(snap progress.Snapshot) []string {
+	var msgs []string
+	for _, s := range snap.Details.StepResults {
+		if s.Type == progress.StepLog {
+			msgs = append(msgs, s.Message)
+		}
+	}
+	return msgs
+}
+
+// goroutineBaseline runs one task through a worker first, so that
+// whatever a backend sets up once (connection pools) is in place, then
+// returns the number of goroutines.
+func (h *harness) goroutineBaseline() int {
+	h.t.Helper()
+	h.reg.MustRegister("warm-up", flow.Func(func(context.Context, *flow.Task) (any, error) { return "warm", nil }))
+	w := h.start(queue.WorkerConfig{})
+	h.waitTerminal(h.enqueue("warm-up", "", queue.EnqueueOptions{}))
+	w.stop()
+	return runtime.NumGoroutine()
+}
+
+// requireGoroutinesSettle waits for the number of goroutines to fall back
+// to base.
+func requireGoroutinesSettle(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(long)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= base {
+			return
+		}
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			require.FailNowf(t, "goroutines leaked", "%d goroutines, %d before:\n%s", n, base, buf)
+		}
+		time.Sleep(poll)
+	}
+}

@@ -1,0 +1,572 @@
+package queuetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// attempts records the attempt numbers a flow was run with.
+type attempts struct {
+	mu   sync.Mutex
+	seen []int
+}
+
+func (a *attempts) add(n int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.seen = append(a.seen, n)
+}
+
+func (a *attempts) get() []int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]int(nil), a.seen...)
+}
+
+// waitFor waits for ch to be closed or to yield a value.
+func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(long):
+		require.FailNow(t, "timed out waiting: "+what)
+	}
+	var zero T
+	return zero
+}
+
+// runWorker runs tasks end to end through a Broker and Workers.
+func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	t.Run("Success", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		got := make(chan flow.Task, 1)
+		h.reg.MustRegister("poem", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			got <- *ft
+			ft.Progress.Progress(40, "writing")
+			ft.Progress.Log("wrote the first verse")
+			ft.Progress.ToolResult("research", "search", map[string]int{"hits": 2})
+			return map[string]string{"poem": "roses are red"}, nil
+		}))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("poem", `{"topic":"roses"}`, queue.EnqueueOptions{})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, `{"poem":"roses are red"}`, string(snap.Details.FinalResult))
+		assert.Equal(t, 100, snap.Details.Progress)
+		require.Len(t, snap.Details.StepResults, 2)
+		assert.Equal(t, progress.StepResult{Type: progress.StepLog, Message: "wrote the first verse"}, snap.Details.StepResults[0])
+		tool := snap.Details.StepResults[1]
+		assert.Equal(t, progress.StepToolResult, tool.Type)
+		assert.Equal(t, "research", tool.StepName)
+		assert.Equal(t, "search", tool.Tool)
+		assert.JSONEq(t, `{"hits":2}`, string(tool.Data))
+
+		ft := waitFor(t, got, "flow run")
+		assert.Equal(t, id, ft.ID)
+		assert.Equal(t, "poem", ft.Flow)
+		assert.Equal(t, 1, ft.Attempt)
+		assert.JSONEq(t, `{"topic":"roses"}`, string(ft.Inputs))
+		assert.NotNil(t, ft.Progress)
+	})
+
+	t.Run("RetriesThenFailure", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var runs, backoffs attempts
+		h.reg.MustRegister("flaky", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			return nil, errors.New("model overloaded")
+		}))
+		h.start(queue.WorkerConfig{Backoff: func(n int) time.Duration {
+			backoffs.add(n)
+			return time.Millisecond
+		}})
+		id := h.enqueue("flaky", "", queue.EnqueueOptions{MaxAttempts: 3})
+
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "failed after 3 attempts: model overloaded", snap.Details.Status)
+		assert.Equal(t, []int{1, 2, 3}, runs.get(), "attempts seen by the flow")
+		assert.Equal(t, []int{1, 2}, backoffs.get(), "Backoff is asked after each failed attempt but the last")
+		msgs := stepMessages(snap)
+		require.Len(t, msgs, 2, "one log step per retry: %q", msgs)
+		assert.True(t, strings.HasPrefix(msgs[0], "attempt 1 failed: model overloaded; retrying in "), msgs[0])
+		assert.True(t, strings.HasPrefix(msgs[1], "attempt 2 failed: model overloaded; retrying in "), msgs[1])
+	})
+
+	t.Run("RetryThenSuccess", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var runs attempts
+		h.reg.MustRegister("flaky", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			if ft.Attempt == 1 {
+				return nil, errors.New("rate limited")
+			}
+			return fmt.Sprintf("ok on attempt %d", ft.Attempt), nil
+		}))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("flaky", "", queue.EnqueueOptions{MaxAttempts: 3})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, `"ok on attempt 2"`, string(snap.Details.FinalResult))
+		assert.Equal(t, []int{1, 2}, runs.get())
+		msgs := stepMessages(snap)
+		require.Len(t, msgs, 1)
+		assert.True(t, strings.HasPrefix(msgs[0], "attempt 1 failed: rate limited; retrying in "), msgs[0])
+	})
+
+	t.Run("ErrorsNotRetried", func(t *testing.T) {
+		type nameInput struct {
+			Name string `json:"name"`
+		}
+		for _, tc := range []struct {
+			name       string
+			flow       func(runs *attempts) flow.Flow
+			inputs     string
+			wantStatus string
+			wantRuns   int
+		}{
+			{
+				name: "permanent",
+				flow: func(runs *attempts) flow.Flow {
+					return flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+						runs.add(ft.Attempt)
+						return nil, flow.Permanent(errors.New("search API refused the key"))
+					})
+				},
+				wantStatus: "search API refused the key",
+				wantRuns:   1,
+			},
+			{
+				name: "invalid inputs",
+				flow: func(runs *attempts) flow.Flow {
+					return flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+						runs.add(ft.Attempt)
+						return nil, fmt.Errorf("question: %w", flow.ErrInvalidInputs)
+					})
+				},
+				wantStatus: "question: invalid inputs",
+				wantRuns:   1,
+			},
+			{
+				name: "typed flow given bad inputs",
+				flow: func(runs *attempts) flow.Flow {
+					return flow.Typed(func(ctx context.Context, in nameInput, ft *flow.Task) (string, error) {
+						runs.add(ft.Attempt)
+						return "hello " + in.Name, nil
+					})
+				},
+				inputs:     `{}`,
+				wantStatus: `invalid inputs: field "name": is required`,
+				wantRuns:   0,
+			},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h := newHarness(t, newBackends)
+				var runs attempts
+				h.reg.MustRegister("doomed", tc.flow(&runs))
+				h.start(queue.WorkerConfig{})
+				id := h.enqueue("doomed", tc.inputs, queue.EnqueueOptions{MaxAttempts: 3})
+
+				snap := h.waitTerminal(id)
+				assert.Equal(t, progress.StateFailure, snap.State)
+				assert.Equal(t, tc.wantStatus, snap.Details.Status)
+				assert.Len(t, runs.get(), tc.wantRuns, "runs of the flow")
+				assert.Empty(t, stepMessages(snap), "no retry announced")
+			})
+		}
+	})
+
+	t.Run("PanicFailsTaskNotWorker", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var runs attempts
+		h.reg.MustRegister("panics", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			panic("kaboom")
+		}))
+		h.reg.MustRegister("after", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			return "still alive", nil
+		}))
+		h.start(queue.WorkerConfig{Concurrency: 1})
+		bad := h.enqueue("panics", "", queue.EnqueueOptions{MaxAttempts: 3})
+		good := h.enqueue("after", "", queue.EnqueueOptions{})
+
+		snap := h.waitTerminal(bad)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "panic: kaboom", snap.Details.Status)
+		assert.Equal(t, []int{1}, runs.get(), "a panic is not retried")
+
+		snap = h.waitTerminal(good)
+		assert.Equal(t, progress.StateSuccess, snap.State, "the worker runs the next task")
+		assert.JSONEq(t, `"still alive"`, string(snap.Details.FinalResult))
+	})
+
+	t.Run("UnknownFlow", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("no-such-flow", "", queue.EnqueueOptions{})
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Contains(t, snap.Details.Status, "unknown flow")
+		assert.Contains(t, snap.Details.Status, "no-such-flow")
+	})
+
+	t.Run("WorkerLost", func(t *testing.T) {
+		for _, tc := range []struct {
+			name        string
+			maxAttempts int
+			wantState   progress.State
+			wantStatus  string
+			wantRuns    []int
+		}{
+			{"run again with the next attempt", 3, progress.StateSuccess, "Completed", []int{2}},
+			{"gave up when attempts are spent", 1, progress.StateFailure, "gave up after 1 attempt: worker lost", nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h := newHarness(t, newBackends)
+				var runs attempts
+				h.reg.MustRegister("fragile", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+					runs.add(ft.Attempt)
+					return ft.Attempt, nil
+				}))
+				id := h.enqueue("fragile", "", queue.EnqueueOptions{MaxAttempts: tc.maxAttempts})
+				// A worker leases the task and dies without a word.
+				lost := fetchOne(t, h.backend, 50*time.Millisecond)
+				require.Equal(t, id, lost.Task.ID)
+
+				h.start(queue.WorkerConfig{})
+				snap := h.waitTerminal(id)
+				assert.Equal(t, tc.wantState, snap.State)
+				assert.Equal(t, tc.wantStatus, snap.Details.Status)
+				assert.Equal(t, tc.wantRuns, runs.get())
+			})
+		}
+	})
+
+	t.Run("CancelPendingTask", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var ran atomic.Int32
+		h.reg.MustRegister("never", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			ran.Add(1)
+			return "ran anyway", nil
+		}))
+		h.reg.MustRegister("marker", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			return "done", nil
+		}))
+		id := h.enqueue("never", "", queue.EnqueueOptions{})
+		ctx := context.Background()
+		require.NoError(t, h.broker.Cancel(ctx, id))
+
+		snap := h.snapshot(id)
+		assert.Equal(t, progress.StateFailure, snap.State, "a pending task ends at once")
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		assert.ErrorIs(t, h.broker.Cancel(ctx, id), queue.ErrFinished)
+
+		// One slot: the worker is done with the cancelled task before it
+		// fetches the marker queued behind it.
+		h.start(queue.WorkerConfig{Concurrency: 1})
+		marker := h.enqueue("marker", "", queue.EnqueueOptions{})
+		assert.Equal(t, progress.StateSuccess, h.waitTerminal(marker).State)
+
+		assert.Zero(t, ran.Load(), "the flow of a cancelled task never runs")
+		snap = h.snapshot(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		requireOneTerminalEvent(t, h, id)
+	})
+
+	t.Run("CancelRunningTask", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		started := make(chan struct{})
+		sawCancel := make(chan error, 1)
+		var runs attempts
+		h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			close(started)
+			<-ctx.Done()
+			sawCancel <- ctx.Err()
+			return nil, ctx.Err()
+		}))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("slow", "", queue.EnqueueOptions{MaxAttempts: 3})
+		waitFor(t, started, "flow start")
+		require.NoError(t, h.broker.Cancel(context.Background(), id))
+
+		assert.ErrorIs(t, waitFor(t, sawCancel, "flow context cancelled"), context.Canceled)
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		assert.Equal(t, []int{1}, runs.get(), "a cancelled task is not retried")
+		requireOneTerminalEvent(t, h, id)
+	})
+
+	t.Run("CancelTaskWaitingToRetry", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var runs attempts
+		h.reg.MustRegister("flaky", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			return nil, errors.New("upstream down")
+		}))
+		h.start(queue.WorkerConfig{Backoff: func(int) time.Duration { return time.Hour }})
+		id := h.enqueue("flaky", "", queue.EnqueueOptions{MaxAttempts: 3})
+		eventually(t, func() bool { return len(stepMessages(h.snapshot(id))) == 1 }, "first attempt did not fail")
+
+		require.NoError(t, h.broker.Cancel(context.Background(), id))
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		assert.Equal(t, []int{1}, runs.get())
+	})
+
+	t.Run("CancelIgnoredByFlow", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		started := make(chan struct{})
+		release := make(chan struct{})
+		t.Cleanup(func() { close(release) })
+		h.reg.MustRegister("stubborn", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			close(started)
+			<-release
+			return "too late", nil
+		}))
+		h.reg.MustRegister("next", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			return "next", nil
+		}))
+		h.start(queue.WorkerConfig{Concurrency: 1, AbandonAfter: 50 * time.Millisecond})
+		id := h.enqueue("stubborn", "", queue.EnqueueOptions{})
+		waitFor(t, started, "flow start")
+		require.NoError(t, h.broker.Cancel(context.Background(), id))
+
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		next := h.enqueue("next", "", queue.EnqueueOptions{})
+		assert.Equal(t, progress.StateSuccess, h.waitTerminal(next).State, "the abandoned flow does not hold its slot")
+	})
+
+	t.Run("Timeout", func(t *testing.T) {
+		for _, tc := range []struct {
+			name    string
+			ignores bool
+		}{
+			{"flow returns when its context ends", false},
+			{"flow ignores its context", true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h := newHarness(t, newBackends)
+				release := make(chan struct{})
+				t.Cleanup(func() { close(release) })
+				var runs attempts
+				h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+					runs.add(ft.Attempt)
+					if tc.ignores {
+						<-release
+						return "late", nil
+					}
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}))
+				h.start(queue.WorkerConfig{AbandonAfter: 50 * time.Millisecond})
+				id := h.enqueue("slow", "", queue.EnqueueOptions{Timeout: 50 * time.Millisecond, MaxAttempts: 3})
+
+				snap := h.waitTerminal(id)
+				assert.Equal(t, progress.StateFailure, snap.State)
+				assert.Equal(t, "timed out after 50ms", snap.Details.Status)
+				assert.Equal(t, []int{1}, runs.get(), "a timed-out task is not retried")
+			})
+		}
+	})
+
+	t.Run("ConcurrencyLimit", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		const limit, n = 3, 15
+		var running, peak atomic.Int32
+		h.reg.MustRegister("busy", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			now := running.Add(1)
+			defer running.Add(-1)
+			for {
+				p := peak.Load()
+				if now <= p || peak.CompareAndSwap(p, now) {
+					break
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+			return nil, nil
+		}))
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = h.enqueue("busy", "", queue.EnqueueOptions{})
+		}
+		h.start(queue.WorkerConfig{Concurrency: limit})
+		for _, id := range ids {
+			assert.Equal(t, progress.StateSuccess, h.waitTerminal(id).State)
+		}
+		assert.LessOrEqual(t, peak.Load(), int32(limit), "flows running at once")
+		assert.Positive(t, peak.Load())
+	})
+
+	t.Run("GracefulShutdownLetsFlowFinish", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		base := h.goroutineBaseline()
+		started := make(chan struct{})
+		release := make(chan struct{})
+		h.reg.MustRegister("finishing", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			close(started)
+			select {
+			case <-release:
+				return "finished", nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}))
+		w := h.start(queue.WorkerConfig{ShutdownGrace: long})
+		id := h.enqueue("finishing", "", queue.EnqueueOptions{})
+		waitFor(t, started, "flow start")
+
+		w.cancel()
+		select {
+		case err := <-w.done:
+			require.FailNow(t, "Run returned while a flow was still running within the grace period", "err %v", err)
+		case <-time.After(short):
+		}
+		close(release)
+		w.wait()
+
+		snap := h.snapshot(id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "the flow's outcome is recorded before Run returns")
+		assert.JSONEq(t, `"finished"`, string(snap.Details.FinalResult))
+		requireGoroutinesSettle(t, base)
+	})
+
+	t.Run("ShutdownHandsBackUnfinishedTask", func(t *testing.T) {
+		for _, tc := range []struct {
+			name    string
+			ignores bool
+		}{
+			{"flow returns when its context ends", false},
+			{"flow ignores its context", true},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h := newHarness(t, newBackends)
+				base := h.goroutineBaseline()
+				started := make(chan struct{})
+				release := make(chan struct{})
+				var runs attempts
+				h.reg.MustRegister("handoff", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+					runs.add(ft.Attempt)
+					if ft.Attempt == 1 {
+						close(started)
+						if tc.ignores {
+							<-release
+						} else {
+							<-ctx.Done()
+						}
+						return nil, errors.New("interrupted")
+					}
+					return map[string]int{"attempt": ft.Attempt}, nil
+				}))
+				first := h.start(queue.WorkerConfig{ShutdownGrace: 50 * time.Millisecond, AbandonAfter: 50 * time.Millisecond})
+				id := h.enqueue("handoff", "", queue.EnqueueOptions{MaxAttempts: 3})
+				waitFor(t, started, "flow start")
+				first.stop()
+
+				snap := h.snapshot(id)
+				assert.Equal(t, progress.StateProgress, snap.State, "an interrupted task is not ended")
+				close(release) // lets an abandoned first attempt return
+				requireGoroutinesSettle(t, base)
+
+				h.start(queue.WorkerConfig{})
+				snap = h.waitTerminal(id)
+				require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+				assert.JSONEq(t, `{"attempt":2}`, string(snap.Details.FinalResult))
+				assert.Equal(t, []int{1, 2}, runs.get())
+				assert.Empty(t, stepMessages(snap), "a hand-back is not a failed attempt")
+			})
+		}
+	})
+
+	t.Run("LeaseExtendedWhileFlowRuns", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		const lease = 500 * time.Millisecond
+		var runs attempts
+		h.reg.MustRegister("marathon", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			select {
+			case <-time.After(3 * lease):
+				return "done", nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}))
+		h.start(queue.WorkerConfig{Name: "first", Lease: lease})
+		h.start(queue.WorkerConfig{Name: "second", Lease: lease})
+		id := h.enqueue("marathon", "", queue.EnqueueOptions{MaxAttempts: 3})
+
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, []int{1}, runs.get(), "the task was never leased to the other worker")
+	})
+
+	t.Run("ManyTasksTwoWorkers", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		const n = 200
+		var mu sync.Mutex
+		runs := map[string]int{}
+		h.reg.MustRegister("echo", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			mu.Lock()
+			runs[ft.ID]++
+			mu.Unlock()
+			ft.Progress.Progress(50, "echoing")
+			return ft.ID, nil
+		}))
+		h.start(queue.WorkerConfig{Name: "first", Concurrency: 8})
+		h.start(queue.WorkerConfig{Name: "second", Concurrency: 8})
+		ids := make([]string, n)
+		for i := range ids {
+			ids[i] = h.enqueue("echo", "", queue.EnqueueOptions{})
+		}
+		for _, id := range ids {
+			snap := h.waitTerminal(id)
+			require.Equal(t, progress.StateSuccess, snap.State, "task %s: %q", id, snap.Details.Status)
+			want, _ := json.Marshal(id)
+			assert.JSONEq(t, string(want), string(snap.Details.FinalResult))
+			requireOneTerminalEvent(t, h, id)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Len(t, runs, n)
+		for id, r := range runs {
+			assert.Equal(t, 1, r, "runs of task %s", id)
+		}
+	})
+}
+
+// requireOneTerminalEvent checks that the task's log holds exactly one
+// terminal event.
+func requireOneTerminalEvent(t *testing.T, h *harness, id string) {
+	t.Helper()
+	events, err := h.store.Events(context.Background(), id, "")
+	require.NoError(t, err)
+	n := 0
+	for _, e := range events {
+		if e.Terminal() {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n, "terminal events of task %s", id)
+}

@@ -1,0 +1,672 @@
+package queue
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mathrand "math/rand/v2"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/registry"
+)
+
+// Defaults used where a WorkerConfig field is zero.
+const (
+	DefaultConcurrency   = 10
+	DefaultLease         = 30 * time.Second
+	DefaultShutdownGrace = 30 * time.Second
+	DefaultAbandonAfter  = 5 * time.Second
+)
+
+// WorkerConfig configures a Worker. The zero value is usable: each zero
+// field takes the default its comment names.
+type WorkerConfig struct {
+	// Registry is where the flows named by tasks are looked up. Nil means
+	// registry.Default.
+	Registry *registry.Registry
+
+	// Name identifies the worker to the backend and in logs. Empty means
+	// hostname-pid-random.
+	Name string
+
+	// Concurrency is the most flows the worker runs at once. Zero means
+	// DefaultConcurrency. The worker only fetches as many tasks as it has
+	// free slots.
+	Concurrency int
+
+	// Lease is how long a fetched task stays claimed without news from
+	// the worker. While a flow runs, the worker extends the lease every
+	// Lease/3, so a long flow is never handed to another worker; if the
+	// worker dies, its tasks are run again by others once Lease passes.
+	// Zero means DefaultLease.
+	Lease time.Duration
+
+	// ShutdownGrace is how long Run lets in-flight flows finish once its
+	// context ends. Then their contexts are cancelled, and a task whose
+	// flow does not come back with a result (it fails, or has not returned
+	// within AbandonAfter) is given back to the queue to run again
+	// elsewhere. Zero means DefaultShutdownGrace.
+	ShutdownGrace time.Duration
+
+	// AbandonAfter is how long the worker waits for a flow to return once
+	// the flow's context has been cancelled (task cancelled, time limit
+	// passed, shutdown). Past it, the worker records the outcome anyway
+	// and frees the slot; the flow's goroutine is left to finish on its
+	// own and whatever it reports afterwards is refused by the store.
+	// Zero means DefaultAbandonAfter.
+	AbandonAfter time.Duration
+
+	// Backoff gives the delay before a failed task's next attempt; its
+	// argument is the attempt that failed (1 for the first run). Nil
+	// means DefaultBackoff.
+	Backoff func(attempt int) time.Duration
+
+	// Logger receives the worker's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultBackoff is the retry delay used when WorkerConfig.Backoff is
+// nil: one second after the first attempt, doubling after each later one
+// up to five minutes, with ±20% random jitter so that tasks failing
+// together do not come back together.
+func DefaultBackoff(attempt int) time.Duration {
+	const (
+		base    = time.Second
+		ceiling = 5 * time.Minute
+	)
+	d := ceiling
+	if attempt < 1 {
+		attempt = 1
+	}
+	if attempt <= 20 {
+		d = min(base<<(attempt-1), ceiling)
+	}
+	return time.Duration(float64(d) * (0.8 + 0.4*mathrand.Float64()))
+}
+
+// Worker fetches tasks from a Backend and runs their flows, reporting to a
+// progress.Store. Create it with NewWorker and start it with Run; a process
+// may run several Workers, on one backend or on many.
+//
+// For each task the Worker:
+//   - fails it with StatusCancelled if it was cancelled before it started,
+//     and only acknowledges it if a previous attempt already ended it;
+//   - fails it if its flow is not registered, or if it has been leased
+//     more than Task.MaxAttempts times (its runs keep killing workers);
+//   - runs the flow with a context that is cancelled by Broker.Cancel, by
+//     the task's time limit (Task.Timeout) and by shutdown;
+//   - records SUCCESS with the flow's result, or retries a failed run
+//     after Backoff while attempts remain (append a "log" step saying so),
+//     or records FAILURE. Errors wrapping flow.ErrPermanent or
+//     flow.ErrInvalidInputs, and panics, are not retried. A cancelled or
+//     timed-out run ends FAILURE whatever the flow returns.
+//
+// A panic in a flow becomes FAILURE with the status "panic: <value>"; it
+// never crashes the worker.
+type Worker struct {
+	backend Backend
+	store   progress.Store
+	cfg     WorkerConfig
+	log     *slog.Logger
+
+	running atomic.Bool
+
+	mu     sync.Mutex
+	active map[string]map[*activeRun]struct{} // running tasks by id
+}
+
+type activeRun struct{ cancel context.CancelCauseFunc }
+
+// NewWorker returns a Worker that takes tasks from backend and records
+// their progress in store. Zero fields of cfg take their defaults.
+func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker {
+	if cfg.Registry == nil {
+		cfg.Registry = registry.Default
+	}
+	if cfg.Name == "" {
+		cfg.Name = defaultWorkerName()
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = DefaultConcurrency
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = DefaultShutdownGrace
+	}
+	if cfg.AbandonAfter <= 0 {
+		cfg.AbandonAfter = DefaultAbandonAfter
+	}
+	if cfg.Backoff == nil {
+		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Worker{
+		backend: backend,
+		store:   store,
+		cfg:     cfg,
+		log:     cfg.Logger.With("worker", cfg.Name),
+		active:  map[string]map[*activeRun]struct{}{},
+	}
+}
+
+// Name returns the worker's name, as given in WorkerConfig.Name or made
+// up by NewWorker.
+func (w *Worker) Name() string { return w.cfg.Name }
+
+func defaultWorkerName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// Errors that say why a running flow's context was cancelled
+// (context.Cause).
+var (
+	errTaskCancelled = errors.New("queue: task cancelled")
+	errTimedOut      = errors.New("queue: task timed out")
+	errShutdown      = errors.New("queue: worker shutting down")
+	errLeaseStolen   = errors.New("queue: lease lost to another worker")
+)
+
+// Backend operations are bounded by opTimeout, and fetch errors are
+// retried after a delay growing from minFetchBackoff to maxFetchBackoff.
+const (
+	opTimeout       = 10 * time.Second
+	minFetchBackoff = 100 * time.Millisecond
+	maxFetchBackoff = 5 * time.Second
+)
+
+// Run fetches and runs tasks until ctx ends, then shuts down gracefully
+// and returns nil: it stops fetching, lets the flows in flight finish for
+// ShutdownGrace, then cancels the rest, giving their tasks back to the
+// queue (see WorkerConfig.ShutdownGrace). Errors of the backend do not end
+// Run: they are logged and the worker tries again after a growing delay.
+// A Worker runs one Run at a time; a second concurrent call returns an
+// error at once.
+func (w *Worker) Run(ctx context.Context) error {
+	if !w.running.CompareAndSwap(false, true) {
+		return errors.New("queue: Worker.Run is already running")
+	}
+	defer w.running.Store(false)
+
+	// What the worker does for tasks it already holds outlives ctx: only
+	// the shutdown sequence below ends it.
+	base := context.WithoutCancel(ctx)
+	flowsCtx, stopFlows := context.WithCancelCause(base)
+	defer stopFlows(nil)
+	listenCtx, stopListening := context.WithCancel(base)
+	defer stopListening()
+
+	// Listen for cancellations before the first fetch, so that none is
+	// missed for a task this worker holds.
+	cancels := w.subscribe(ctx, listenCtx)
+	if cancels == nil {
+		return nil
+	}
+	listening := make(chan struct{})
+	go func() {
+		defer close(listening)
+		w.listen(listenCtx, cancels)
+	}()
+
+	w.log.Info("flows: worker started", "concurrency", w.cfg.Concurrency, "lease", w.cfg.Lease)
+	var inFlight sync.WaitGroup
+	w.fetchLoop(ctx, &inFlight, func(l *Lease) { w.handle(base, flowsCtx, l) })
+
+	drained := make(chan struct{})
+	go func() {
+		inFlight.Wait()
+		close(drained)
+	}()
+	grace := time.NewTimer(w.cfg.ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-drained:
+	case <-grace.C:
+		w.log.Warn("flows: shutdown grace passed; interrupting the flows still running", "grace", w.cfg.ShutdownGrace)
+		stopFlows(errShutdown)
+		<-drained
+	}
+	stopListening()
+	<-listening
+	w.log.Info("flows: worker stopped")
+	return nil
+}
+
+// fetchLoop leases tasks for the free slots and hands each to handle in
+// its own goroutine, until ctx ends.
+func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(*Lease)) {
+	slots := make(chan struct{}, w.cfg.Concurrency)
+	release := func(n int) {
+		for range n {
+			<-slots
+		}
+	}
+	backoff := minFetchBackoff
+	for {
+		// Wait for one free slot, then take every other free one.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+	take:
+		for n < cap(slots) {
+			select {
+			case slots <- struct{}{}:
+				n++
+			default:
+				break take
+			}
+		}
+
+		leases, err := w.backend.Fetch(ctx, w.cfg.Name, n, w.cfg.Lease)
+		if len(leases) > n {
+			// A backend that hands out more than asked for must not
+			// break the concurrency limit: give the extra back.
+			w.log.Error("flows: backend leased more tasks than asked for", "asked", n, "got", len(leases))
+			for _, l := range leases[n:] {
+				w.giveBack(context.WithoutCancel(ctx), l, time.Now())
+			}
+			leases = leases[:n]
+		}
+		release(n - len(leases))
+		for _, l := range leases {
+			inFlight.Go(func() {
+				defer release(1)
+				handle(l)
+			})
+		}
+		if err == nil {
+			backoff = minFetchBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Error("flows: fetching tasks failed; retrying", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, maxFetchBackoff)
+	}
+}
+
+// subscribe opens the backend's cancellation feed, retrying while the
+// backend fails, until ctx (Run's) ends; then it returns nil.
+func (w *Worker) subscribe(ctx, listenCtx context.Context) <-chan string {
+	backoff := minFetchBackoff
+	for {
+		ch, err := w.backend.Cancellations(listenCtx)
+		if err == nil {
+			return ch
+		}
+		w.log.Error("flows: listening for cancellations failed; retrying", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(2*backoff, maxFetchBackoff)
+	}
+}
+
+// listen cancels the running tasks named on the cancellation feed until
+// ctx ends, subscribing again if the feed closes early.
+func (w *Worker) listen(ctx context.Context, cancels <-chan string) {
+	for {
+		for id := range cancels {
+			w.cancelActive(id)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Warn("flows: cancellation feed closed; listening again")
+		if !sleep(ctx, minFetchBackoff) {
+			return
+		}
+		if cancels = w.subscribe(ctx, ctx); cancels == nil {
+			return
+		}
+	}
+}
+
+func (w *Worker) cancelActive(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for r := range w.active[id] {
+		r.cancel(errTaskCancelled)
+	}
+}
+
+// track records the cancel func of a running task until the returned
+// func is called.
+func (w *Worker) track(id string, cancel context.CancelCauseFunc) (untrack func()) {
+	r := &activeRun{cancel: cancel}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.active[id] == nil {
+		w.active[id] = map[*activeRun]struct{}{}
+	}
+	w.active[id][r] = struct{}{}
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.active[id], r)
+		if len(w.active[id]) == 0 {
+			delete(w.active, id)
+		}
+	}
+}
+
+// job is one leased task in the hands of the worker.
+type job struct {
+	w     *Worker
+	base  context.Context // for backend and store calls: outlives Run's ctx
+	lease *Lease
+	task  *Task
+	rep   *progress.TaskReporter
+	log   *slog.Logger
+}
+
+func (j *job) op() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(j.base, opTimeout)
+}
+
+// handle takes one leased task to its end: a terminal state and an Ack,
+// or a Retry.
+func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
+	t := l.Task
+	log := w.log.With("task_id", t.ID, "flow", t.Flow, "attempt", t.Attempt)
+	j := &job{w: w, base: base, lease: l, task: t, log: log, rep: progress.NewTaskReporter(w.store, t.ID, log)}
+
+	if t.Cancelled {
+		j.fail(StatusCancelled)
+		return
+	}
+	ctx, cancel := j.op()
+	snap, _, err := w.store.Snapshot(ctx, t.ID)
+	cancel()
+	switch {
+	case errors.Is(err, progress.ErrNotFound):
+		log.Error("flows: task has no progress record; dropping it")
+		j.ack()
+		return
+	case err != nil:
+		j.storeDown(err)
+		return
+	case snap.State.Terminal():
+		j.ack() // a previous attempt ended it
+		return
+	}
+	entry, err := w.cfg.Registry.Lookup(t.Flow)
+	if err != nil {
+		j.fail(err.Error())
+		return
+	}
+	if t.MaxAttempts > 0 && t.Attempt > t.MaxAttempts {
+		j.fail(fmt.Sprintf("gave up after %s: worker lost", plural(t.MaxAttempts, "attempt")))
+		return
+	}
+	ctx, cancel = j.op()
+	err = j.rep.Start(ctx, "Running")
+	cancel()
+	switch {
+	case errors.Is(err, progress.ErrFinished), errors.Is(err, progress.ErrNotFound):
+		j.ack()
+		return
+	case err != nil:
+		j.storeDown(err)
+		return
+	}
+	j.run(flowsCtx, entry.Flow)
+}
+
+// outcome is what a flow's Run returned.
+type outcome struct {
+	result any
+	err    error
+}
+
+// panicError is a panic recovered from a flow.
+type panicError struct{ value any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
+
+// run runs the flow and records its outcome.
+func (j *job) run(flowsCtx context.Context, f flow.Flow) {
+	t := j.task
+	ctx, cancel := context.WithCancelCause(flowsCtx)
+	defer cancel(nil)
+	if t.Timeout > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, t.Timeout, errTimedOut)
+		defer stop()
+	}
+	defer j.w.track(t.ID, cancel)()
+	// A Cancel that landed between the fetch and track was announced
+	// before this run listened: look once.
+	opCtx, opCancel := j.op()
+	if cur, err := j.w.backend.Get(opCtx, t.ID); err == nil && cur.Cancelled {
+		cancel(errTaskCancelled)
+	}
+	opCancel()
+
+	stopHeartbeat := make(chan struct{})
+	heartbeatDone := make(chan struct{})
+	go func() {
+		defer close(heartbeatDone)
+		j.heartbeat(cancel, stopHeartbeat)
+	}()
+
+	done := make(chan outcome, 1) // buffered: an abandoned flow still returns
+	go func() {
+		defer func() {
+			if v := recover(); v != nil {
+				j.log.Error("flows: flow panicked", "panic", v, "stack", string(debug.Stack()))
+				done <- outcome{err: &panicError{value: v}}
+			}
+		}()
+		res, err := f.Run(ctx, &flow.Task{ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep})
+		done <- outcome{result: res, err: err}
+	}()
+
+	var out outcome
+	returned := true
+	select {
+	case out = <-done:
+	case <-ctx.Done():
+		abandon := time.NewTimer(j.w.cfg.AbandonAfter)
+		select {
+		case out = <-done:
+		case <-abandon.C:
+			returned = false
+		}
+		abandon.Stop()
+	}
+	cause := context.Cause(ctx)
+	close(stopHeartbeat)
+	<-heartbeatDone
+	if !returned {
+		j.log.Warn("flows: flow did not return after its context was cancelled; abandoning it",
+			"cause", cause, "waited", j.w.cfg.AbandonAfter)
+	}
+	j.settle(out, returned, cause)
+}
+
+// heartbeat extends the lease every Lease/3 until stop is closed. When
+// the lease turns out to be lost, it cancels the run.
+func (j *job) heartbeat(cancel context.CancelCauseFunc, stop <-chan struct{}) {
+	tick := time.NewTicker(max(j.w.cfg.Lease/3, time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		ctx, c := j.op()
+		err := j.w.backend.Extend(ctx, j.lease, j.w.cfg.Lease)
+		c()
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrLeaseLost):
+			j.log.Warn("flows: lease lost; stopping the flow", "err", err)
+			cancel(errLeaseStolen)
+			return
+		default:
+			j.log.Warn("flows: extending the lease failed", "err", err)
+		}
+	}
+}
+
+// settle records the outcome of a run. cause is why the flow's context
+// was cancelled, nil if it was not.
+func (j *job) settle(out outcome, returned bool, cause error) {
+	t := j.task
+	succeeded := returned && out.err == nil
+	switch {
+	case errors.Is(cause, errTaskCancelled):
+		j.fail(StatusCancelled)
+	case errors.Is(cause, errTimedOut):
+		j.fail(fmt.Sprintf("timed out after %s", t.Timeout))
+	case errors.Is(cause, errLeaseStolen):
+		// Another worker holds the task now and will end it; a result
+		// is still worth recording if there is one.
+		if succeeded {
+			j.succeed(out.result)
+		}
+	case errors.Is(cause, errShutdown):
+		if succeeded {
+			j.succeed(out.result)
+			return
+		}
+		j.log.Info("flows: handing the task back for another worker")
+		j.giveBack(time.Now())
+	case succeeded:
+		j.succeed(out.result)
+	default:
+		j.failed(out.err)
+	}
+}
+
+// failed handles an error returned by the flow: retry or FAILURE.
+func (j *job) failed(err error) {
+	t := j.task
+	var pe *panicError
+	retryable := !errors.Is(err, flow.ErrPermanent) && !errors.Is(err, flow.ErrInvalidInputs) && !errors.As(err, &pe)
+	if retryable && t.Attempt < t.MaxAttempts {
+		delay := max(j.w.cfg.Backoff(t.Attempt), 0)
+		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
+		j.log.Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
+		ctx, cancel := j.op()
+		_, aerr := j.w.store.Append(ctx, t.ID, progress.LogEvent(msg))
+		cancel()
+		if errors.Is(aerr, progress.ErrFinished) {
+			j.ack() // ended meanwhile (cancelled)
+			return
+		}
+		j.giveBack(time.Now().Add(delay))
+		return
+	}
+	reason := errText(err)
+	if t.Attempt > 1 {
+		reason = fmt.Sprintf("failed after %d attempts: %s", t.Attempt, reason)
+	}
+	j.log.Info("flows: flow failed", "err", err)
+	j.fail(reason)
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func errText(err error) string {
+	if s := err.Error(); s != "" {
+		return s
+	}
+	return "flow failed"
+}
+
+// succeed records SUCCESS and acknowledges the task.
+func (j *job) succeed(result any) {
+	ctx, cancel := j.op()
+	err := j.rep.Succeed(ctx, result)
+	cancel()
+	j.finished(err)
+}
+
+// fail records FAILURE with reason and acknowledges the task.
+func (j *job) fail(reason string) {
+	ctx, cancel := j.op()
+	err := j.rep.Fail(ctx, reason)
+	cancel()
+	j.finished(err)
+}
+
+// finished acknowledges the task once its terminal state is recorded (by
+// this call or an earlier one). If the store could not record it, the task
+// is given back so that a later attempt does.
+func (j *job) finished(recordErr error) {
+	if recordErr != nil && !errors.Is(recordErr, progress.ErrFinished) && !errors.Is(recordErr, progress.ErrNotFound) {
+		j.storeDown(recordErr)
+		return
+	}
+	j.ack()
+}
+
+// storeDown gives the task back for later when the progress store failed.
+func (j *job) storeDown(err error) {
+	delay := max(j.w.cfg.Backoff(j.task.Attempt), 0)
+	j.log.Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay)
+	j.giveBack(time.Now().Add(delay))
+}
+
+func (j *job) ack() {
+	ctx, cancel := j.op()
+	defer cancel()
+	if err := j.w.backend.Ack(ctx, j.lease); err != nil {
+		j.log.Warn("flows: acknowledging the task failed", "err", err)
+	}
+}
+
+func (j *job) giveBack(at time.Time) { j.w.giveBack(j.base, j.lease, at) }
+
+func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time) {
+	ctx, cancel := context.WithTimeout(base, opTimeout)
+	defer cancel()
+	if err := w.backend.Retry(ctx, l, at); err != nil {
+		w.log.Warn("flows: giving the task back failed", "task_id", l.Task.ID, "err", err)
+	}
+}
+
+// sleep waits for d or until ctx ends, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

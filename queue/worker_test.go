@@ -1,0 +1,332 @@
+package queue_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+const waitLong = 15 * time.Second
+
+// faultyBackend wraps a Backend and makes some of its calls fail.
+type faultyBackend struct {
+	queue.Backend
+	fetchFailures  atomic.Int32 // Fetch calls still to fail
+	cancelFailures atomic.Int32 // Cancellations calls still to fail
+	extendLost     atomic.Bool  // Extend always reports a lost lease
+	maxAsked       atomic.Int32 // largest max passed to Fetch
+}
+
+var errConnRefused = fmt.Errorf("%w: connection refused", queue.ErrUnavailable)
+
+func (b *faultyBackend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
+	for {
+		m := b.maxAsked.Load()
+		if int32(max) <= m || b.maxAsked.CompareAndSwap(m, int32(max)) {
+			break
+		}
+	}
+	if b.fetchFailures.Add(-1) >= 0 {
+		return nil, errConnRefused
+	}
+	return b.Backend.Fetch(ctx, worker, max, lease)
+}
+
+func (b *faultyBackend) Cancellations(ctx context.Context) (<-chan string, error) {
+	if b.cancelFailures.Add(-1) >= 0 {
+		return nil, errConnRefused
+	}
+	return b.Backend.Cancellations(ctx)
+}
+
+func (b *faultyBackend) Extend(ctx context.Context, l *queue.Lease, lease time.Duration) error {
+	if b.extendLost.Load() {
+		return queue.ErrLeaseLost
+	}
+	return b.Backend.Extend(ctx, l, lease)
+}
+
+// faultyStore wraps a progress store and makes its first Appends fail.
+type faultyStore struct {
+	progress.Backend
+	appendFailures atomic.Int32
+}
+
+func (s *faultyStore) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
+	if s.appendFailures.Add(-1) >= 0 {
+		return "", errors.New("store: connection reset")
+	}
+	return s.Backend.Append(ctx, id, events...)
+}
+
+// logRecorder is a slog.Handler that keeps the messages it is given.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.msgs = append(r.msgs, rec.Message)
+	return nil
+}
+func (r *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *logRecorder) WithGroup(string) slog.Handler      { return r }
+
+func (r *logRecorder) count(msg string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, m := range r.msgs {
+		if m == msg {
+			n++
+		}
+	}
+	return n
+}
+
+// setup is a Broker on memory backends, with a private registry.
+type setup struct {
+	mem    *queue.Memory
+	store  *progress.MemoryStore
+	reg    *registry.Registry
+	broker *queue.Broker
+}
+
+func newSetup() *setup {
+	mem := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	return &setup{mem: mem, store: store, reg: registry.New(), broker: queue.NewBroker(mem, store, queue.BrokerConfig{})}
+}
+
+func (s *setup) enqueue(t *testing.T, name string, opts queue.EnqueueOptions) string {
+	t.Helper()
+	id, err := s.broker.Enqueue(context.Background(), name, nil, opts)
+	require.NoError(t, err)
+	return id
+}
+
+// runWorker runs w until the test ends, then checks that Run returned nil.
+func runWorker(t *testing.T, w *queue.Worker) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "Worker.Run")
+		case <-time.After(waitLong):
+			t.Error("Worker.Run did not return")
+		}
+	})
+}
+
+func waitTerminal(t *testing.T, store progress.Store, id string) progress.Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(waitLong)
+	for {
+		snap, _, err := store.Snapshot(context.Background(), id)
+		require.NoError(t, err)
+		if snap.State.Terminal() {
+			return snap
+		}
+		if time.Now().After(deadline) {
+			require.FailNow(t, "task did not end", "last snapshot %+v", snap)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func fastBackoff(int) time.Duration { return time.Millisecond }
+
+func TestWorkerSurvivesBackendErrors(t *testing.T) {
+	s := newSetup()
+	started := make(chan struct{})
+	s.reg.MustRegister("ok", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) { return "ok", nil }))
+	s.reg.MustRegister("wait", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	b := &faultyBackend{Backend: s.mem}
+	b.fetchFailures.Store(3)
+	b.cancelFailures.Store(2)
+	logs := &logRecorder{}
+	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{Registry: s.reg, Logger: slog.New(logs)}))
+
+	snap := waitTerminal(t, s.store, s.enqueue(t, "ok", queue.EnqueueOptions{}))
+	assert.Equal(t, progress.StateSuccess, snap.State)
+	assert.Equal(t, 2, logs.count("flows: listening for cancellations failed; retrying"))
+	assert.Equal(t, 3, logs.count("flows: fetching tasks failed; retrying"))
+
+	// Cancellation still reaches the worker after the failed subscriptions.
+	id := s.enqueue(t, "wait", queue.EnqueueOptions{})
+	select {
+	case <-started:
+	case <-time.After(waitLong):
+		require.FailNow(t, "flow did not start")
+	}
+	require.NoError(t, s.broker.Cancel(context.Background(), id))
+	snap = waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+}
+
+func TestWorkerFetchesOnlyFreeSlots(t *testing.T) {
+	s := newSetup()
+	const limit = 2
+	release := make(chan struct{})
+	var running atomic.Int32
+	s.reg.MustRegister("hold", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		running.Add(1)
+		<-release
+		return nil, nil
+	}))
+	b := &faultyBackend{Backend: s.mem}
+	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{Registry: s.reg, Concurrency: limit, Logger: slog.New(slog.DiscardHandler)}))
+	ids := []string{
+		s.enqueue(t, "hold", queue.EnqueueOptions{}),
+		s.enqueue(t, "hold", queue.EnqueueOptions{}),
+		s.enqueue(t, "hold", queue.EnqueueOptions{}),
+	}
+	require.Eventually(t, func() bool { return running.Load() == limit }, waitLong, 5*time.Millisecond)
+
+	task, err := s.mem.Get(context.Background(), ids[2])
+	require.NoError(t, err)
+	assert.Equal(t, 0, task.Attempt, "the third task is not leased while every slot is taken")
+	close(release)
+	for _, id := range ids {
+		assert.Equal(t, progress.StateSuccess, waitTerminal(t, s.store, id).State)
+	}
+	assert.LessOrEqual(t, b.maxAsked.Load(), int32(limit), "Fetch asked for more tasks than slots")
+}
+
+func TestWorkerLeaseLostStopsFlow(t *testing.T) {
+	s := newSetup()
+	var runs atomic.Int32
+	sawCancel := make(chan struct{})
+	s.reg.MustRegister("long", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		runs.Add(1)
+		<-ctx.Done()
+		close(sawCancel)
+		return nil, ctx.Err()
+	}))
+	b := &faultyBackend{Backend: s.mem}
+	b.extendLost.Store(true)
+	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+		Registry: s.reg, Lease: 30 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	}))
+	id := s.enqueue(t, "long", queue.EnqueueOptions{MaxAttempts: 1})
+
+	// The worker stops the flow and records nothing: the task belongs to
+	// whoever holds it now. Here that is the same worker again, once the
+	// lease runs out, and the task has no attempts left.
+	select {
+	case <-sawCancel:
+	case <-time.After(waitLong):
+		require.FailNow(t, "flow context not cancelled after the lease was lost")
+	}
+	snap := waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, "gave up after 1 attempt: worker lost", snap.Details.Status)
+	assert.Equal(t, int32(1), runs.Load())
+}
+
+func TestWorkerStoreFailureHandsTaskBack(t *testing.T) {
+	s := newSetup()
+	var attempts []int
+	var mu sync.Mutex
+	s.reg.MustRegister("ok", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, ft.Attempt)
+		return "ok", nil
+	}))
+	store := &faultyStore{Backend: s.store}
+	store.appendFailures.Store(1) // the worker's Start
+	logs := &logRecorder{}
+	runWorker(t, queue.NewWorker(s.mem, store, queue.WorkerConfig{Registry: s.reg, Backoff: fastBackoff, Logger: slog.New(logs)}))
+
+	snap := waitTerminal(t, s.store, s.enqueue(t, "ok", queue.EnqueueOptions{}))
+	assert.Equal(t, progress.StateSuccess, snap.State)
+	mu.Lock()
+	assert.Equal(t, []int{2}, attempts, "the flow runs once the store works again")
+	mu.Unlock()
+	assert.Equal(t, 1, logs.count("flows: progress store failed; giving the task back"))
+}
+
+func TestWorkerRunRefusesSecondCall(t *testing.T) {
+	s := newSetup()
+	s.reg.MustRegister("ok", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) { return "ok", nil }))
+	w := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Registry: s.reg, Logger: slog.New(slog.DiscardHandler)})
+	runWorker(t, w)
+	waitTerminal(t, s.store, s.enqueue(t, "ok", queue.EnqueueOptions{})) // Run is under way
+
+	err := w.Run(context.Background())
+	assert.Error(t, err)
+}
+
+func TestWorkerRunEndedContext(t *testing.T) {
+	s := newSetup()
+	w := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Registry: s.reg, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.NoError(t, w.Run(ctx))
+	assert.NoError(t, w.Run(ctx), "a Worker can run again after Run returned")
+}
+
+func TestWorkerName(t *testing.T) {
+	s := newSetup()
+	a := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{})
+	b := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{})
+	assert.Regexp(t, `^.+-[0-9]+-[0-9a-f]{8}$`, a.Name())
+	assert.NotEqual(t, a.Name(), b.Name())
+	assert.Equal(t, "w1", queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Name: "w1"}).Name())
+}
+
+func TestDefaultBackoff(t *testing.T) {
+	for _, tc := range []struct {
+		attempt int
+		base    time.Duration
+	}{
+		{-1, time.Second},
+		{0, time.Second},
+		{1, time.Second},
+		{2, 2 * time.Second},
+		{3, 4 * time.Second},
+		{8, 128 * time.Second},
+		{9, 256 * time.Second},
+		{10, 5 * time.Minute},
+		{30, 5 * time.Minute},
+		{1 << 20, 5 * time.Minute},
+	} {
+		t.Run(fmt.Sprint(tc.attempt), func(t *testing.T) {
+			lo, hi := tc.base*8/10, tc.base*12/10
+			seen := map[time.Duration]bool{}
+			for range 50 {
+				d := queue.DefaultBackoff(tc.attempt)
+				assert.GreaterOrEqual(t, d, lo)
+				assert.LessOrEqual(t, d, hi)
+				seen[d] = true
+			}
+			assert.Greater(t, len(seen), 1, "backoff has jitter")
+		})
+	}
+}
