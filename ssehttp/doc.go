@@ -1,0 +1,68 @@
+// Package ssehttp serves the HTTP API of flows: starting tasks, watching
+// them live over Server-Sent Events, listing flows, reading and cancelling
+// tasks. It keeps the wire contract of the original platform, so that its
+// vanilla-JS client works unchanged.
+//
+// The Handler is mounted by the host application on any prefix:
+//
+//	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store})
+//	mux.Handle("/api/", http.StripPrefix("/api", h))
+//
+// Routes, relative to the mount point:
+//
+//	POST /start-task/           {"flow": "name", "inputs": {...}} -> 200 {"task_id": "..."}
+//	GET  /task-status/{id}/     text/event-stream of the task's snapshots
+//	GET  /flows/                200 [{"name", "description", "input_schema", "labels"}, ...]
+//	GET  /tasks/{id}/           200 {"task_id", "state", "details", "last_event_id", ...}
+//	POST /cancel-task/{id}/     202 {"task_id": "...", "status": "cancelling"}
+//
+// Each route also answers without its trailing slash (no redirect, so it
+// works under any prefix).
+//
+// # Errors
+//
+// Every error is a JSON body {"error": "message"} with Content-Type
+// application/json. The message says what is wrong with the request; the
+// causes of 5xx answers are logged, never sent. Statuses:
+//
+//	400  start-task body that is not one JSON object, or without a "flow" string;
+//	     a Last-Event-ID the progress store cannot parse
+//	403  a cross-site browser request to start-task or cancel-task, or a
+//	     request refused by Config.Authorize
+//	404  unknown flow, unknown or invalid task id, unknown path
+//	405  wrong method for the route
+//	409  cancel-task of a task that has already finished
+//	413  start-task body over Config.MaxBodyBytes
+//	415  start-task without Content-Type application/json
+//	422  "inputs" that are not a JSON object or fail the flow's schema
+//	500  anything else (a generic message)
+//	503  the queue or the store cannot be reached in time
+//
+// # Event stream
+//
+// GET /task-status/{id}/ answers 404 (as a JSON error, before any stream
+// starts) for a task it does not know. Otherwise it streams:
+//
+//   - a "retry:" line first, the reconnection delay hint (Config.Retry);
+//   - for every event of the task, in order, a message with the event's id.
+//     Default messages (no "event:" field, so EventSource.onmessage sees
+//     them) carry the task's full snapshot as JSON:
+//     {"state": "...", "details": {"status", "progress", "step_results", "final_result"}}.
+//     Language-model tokens travel as named messages, "event: token" with
+//     data {"token": "..."}, which old clients ignore;
+//   - a comment line ": ping" every Config.Heartbeat while nothing happens,
+//     which keeps proxies from closing an idle stream.
+//
+// The stream ends after the terminal snapshot (SUCCESS or FAILURE). A watch
+// that starts before the task has any event first gets the PENDING snapshot
+// with an empty id.
+//
+// A client that reconnects sends the id of the last message it saw, in the
+// Last-Event-ID header or, for clients that cannot set headers, the
+// lastEventId query parameter (the header wins when both are present). It
+// then gets every later event exactly once, each message still carrying the
+// full snapshot. An id the progress store cannot parse is refused with 400;
+// a well-formed id that the task never issued restarts the stream from the
+// first event. A client that resumes after the terminal event gets 204 No
+// Content, which tells an EventSource to stop reconnecting.
+package ssehttp

@@ -1,0 +1,269 @@
+package ssehttp_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+	"github.com/flowsrun/flows/ssehttp"
+)
+
+// unavailableQueue is a Queue whose backend cannot be reached.
+type unavailableQueue struct{}
+
+func (unavailableQueue) Enqueue(context.Context, string, json.RawMessage, queue.EnqueueOptions) (string, error) {
+	return "", fmt.Errorf("enqueue: dial redis: %w", queue.ErrUnavailable)
+}
+
+func (unavailableQueue) Cancel(context.Context, string) error {
+	return fmt.Errorf("cancel: dial redis: %w", queue.ErrUnavailable)
+}
+
+// brokenQueue fails with an error that says nothing about availability.
+type brokenQueue struct{ unavailableQueue }
+
+func (brokenQueue) Enqueue(context.Context, string, json.RawMessage, queue.EnqueueOptions) (string, error) {
+	return "", errors.New("secret internal detail: disk on fire")
+}
+
+// TestErrorMatrix checks every refusal of the API: its status and its
+// {"error": ...} body.
+func TestErrorMatrix(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	finished := e.start(t, "poem_flow")
+	e.waitTerminal(t, finished)
+	unknown := queue.NewID()
+
+	refusing := ssehttp.New(ssehttp.Config{
+		Queue: e.broker, Progress: e.store, Registry: registry.New(),
+		Authorize: func(r *http.Request, action ssehttp.Action, taskID string) error {
+			if action == ssehttp.ActionRead && taskID == "" {
+				return nil
+			}
+			return fmt.Errorf("%s refused for this user", action)
+		},
+	})
+	poemEntry, err := testRegistry(0, nil, nil).Lookup("poem_flow")
+	require.NoError(t, err)
+	poemOnly := registry.New()
+	poemOnly.MustRegister("poem_flow", poemEntry.Flow)
+	down := ssehttp.New(ssehttp.Config{Queue: unavailableQueue{}, Progress: e.store, Registry: poemOnly})
+	broken := ssehttp.New(ssehttp.Config{Queue: brokenQueue{}, Progress: e.store, Registry: poemOnly})
+
+	const poem = `{"flow":"poem_flow","inputs":{}}`
+	big := `{"flow":"poem_flow","inputs":{"pad":"` + strings.Repeat("x", ssehttp.DefaultMaxBodyBytes) + `"}}`
+	tests := []struct {
+		name    string
+		handler http.Handler // nil: the env's handler
+		method  string
+		path    string
+		headers map[string]string
+		body    string
+		status  int
+		// inError must be part of the error message ("" for a success).
+		inError string
+	}{
+		{name: "invalid JSON", method: "POST", path: "/start-task/", body: `{"flow":`, status: 400, inError: "not valid JSON"},
+		{name: "trailing garbage", method: "POST", path: "/start-task/", body: poem + `x`, status: 400, inError: "after the JSON"},
+		{name: "two objects", method: "POST", path: "/start-task/", body: poem + poem, status: 400, inError: "after the JSON"},
+		{name: "empty body", method: "POST", path: "/start-task/", body: ``, status: 400, inError: "not valid JSON"},
+		{name: "body not an object", method: "POST", path: "/start-task/", body: `["poem_flow"]`, status: 400, inError: "JSON object"},
+		{name: "missing flow", method: "POST", path: "/start-task/", body: `{"inputs":{}}`, status: 400, inError: `missing "flow"`},
+		{name: "empty flow", method: "POST", path: "/start-task/", body: `{"flow":""}`, status: 400, inError: `missing "flow"`},
+		{name: "null flow", method: "POST", path: "/start-task/", body: `{"flow":null}`, status: 400, inError: `missing "flow"`},
+		{name: "flow not a string", method: "POST", path: "/start-task/", body: `{"flow":7}`, status: 400, inError: "must be a string"},
+		{name: "unknown flow", method: "POST", path: "/start-task/", body: `{"flow":"nope"}`, status: 404, inError: "unknown flow"},
+		{name: "inputs not an object", method: "POST", path: "/start-task/", body: `{"flow":"poem_flow","inputs":[1]}`, status: 422, inError: "JSON object"},
+		{name: "required input missing", method: "POST", path: "/start-task/", body: `{"flow":"web_search_flow","inputs":{}}`, status: 422, inError: `"question"`},
+		{name: "input of the wrong type", method: "POST", path: "/start-task/", body: `{"flow":"web_search_flow","inputs":{"question":5}}`, status: 422, inError: `"question"`},
+		{name: "unknown input", method: "POST", path: "/start-task/", body: `{"flow":"web_search_flow","inputs":{"question":"q","x":1}}`, status: 422, inError: `"x"`},
+		{name: "typed inputs accepted", method: "POST", path: "/start-task/", body: `{"flow":"web_search_flow","inputs":{"question":"why?"}}`, status: 200},
+		{name: "inputs optional", method: "POST", path: "/start-task/", body: `{"flow":"poem_flow"}`, status: 200},
+		{name: "oversized body", method: "POST", path: "/start-task/", body: big, status: 413, inError: "too large"},
+		{name: "wrong content type", method: "POST", path: "/start-task/", headers: map[string]string{"Content-Type": "text/plain"}, body: poem, status: 415, inError: "application/json"},
+		{name: "no content type", method: "POST", path: "/start-task/", headers: map[string]string{"Content-Type": ""}, body: poem, status: 415, inError: "application/json"},
+		{name: "content type with charset", method: "POST", path: "/start-task/", headers: map[string]string{"Content-Type": "application/json; charset=utf-8"}, body: poem, status: 200},
+		{name: "cross-site POST", method: "POST", path: "/start-task/", headers: map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"}, body: poem, status: 403, inError: "cross-origin"},
+		{name: "cross-origin POST from an old browser", method: "POST", path: "/start-task/", headers: map[string]string{"Origin": "https://evil.example"}, body: poem, status: 403, inError: "cross-origin"},
+		{name: "cross-site cancel", method: "POST", path: "/cancel-task/" + unknown + "/", headers: map[string]string{"Sec-Fetch-Site": "cross-site"}, status: 403, inError: "cross-origin"},
+		{name: "curl-like POST", method: "POST", path: "/start-task/", body: poem, status: 200},
+		{name: "same-origin fetch", method: "POST", path: "/start-task/", headers: map[string]string{"Sec-Fetch-Site": "same-origin", "Origin": "http://example.com"}, body: poem, status: 200},
+		{name: "without trailing slash", method: "POST", path: "/start-task", body: poem, status: 200},
+		{name: "status of an unknown task", method: "GET", path: "/task-status/" + unknown + "/", status: 404, inError: "not found"},
+		{name: "status of an invalid id", method: "GET", path: "/task-status/" + strings.Repeat("a", 65) + "/", status: 404, inError: "not found"},
+		{name: "task unknown", method: "GET", path: "/tasks/" + unknown + "/", status: 404, inError: "not found"},
+		{name: "task invalid id", method: "GET", path: "/tasks/a.b/", status: 404, inError: "not found"},
+		{name: "cancel unknown", method: "POST", path: "/cancel-task/" + unknown + "/", status: 404, inError: "not found"},
+		{name: "cancel invalid id", method: "POST", path: "/cancel-task/%20/", status: 404, inError: "not found"},
+		{name: "cancel finished", method: "POST", path: "/cancel-task/" + finished + "/", status: 409, inError: "finished"},
+		{name: "malformed Last-Event-ID", method: "GET", path: "/task-status/" + finished + "/", headers: map[string]string{"Last-Event-ID": "abc"}, status: 400, inError: "Last-Event-ID"},
+		{name: "malformed lastEventId", method: "GET", path: "/task-status/" + finished + "/?lastEventId=-1", status: 400, inError: "Last-Event-ID"},
+		{name: "huge Last-Event-ID", method: "GET", path: "/task-status/" + finished + "/", headers: map[string]string{"Last-Event-ID": strings.Repeat("1", 300)}, status: 400, inError: "Last-Event-ID"},
+		{name: "authorizer refuses start", handler: refusing, method: "POST", path: "/start-task/", body: poem, status: 403, inError: "start refused for this user"},
+		{name: "authorizer refuses watch", handler: refusing, method: "GET", path: "/task-status/" + finished + "/", status: 403, inError: "watch refused"},
+		{name: "authorizer refuses read", handler: refusing, method: "GET", path: "/tasks/" + finished + "/", status: 403, inError: "read refused"},
+		{name: "authorizer refuses cancel", handler: refusing, method: "POST", path: "/cancel-task/" + finished + "/", status: 403, inError: "cancel refused"},
+		{name: "authorizer allows flows", handler: refusing, method: "GET", path: "/flows/", status: 200},
+		{name: "queue unavailable on start", handler: down, method: "POST", path: "/start-task/", body: poem, status: 503, inError: "unavailable"},
+		{name: "queue unavailable on cancel", handler: down, method: "POST", path: "/cancel-task/" + finished + "/", status: 503, inError: "unavailable"},
+		{name: "queue failure hides its cause", handler: broken, method: "POST", path: "/start-task/", body: poem, status: 500, inError: "internal error"},
+		{name: "unknown route", method: "GET", path: "/nope/", status: 404, inError: "not found"},
+		{name: "GET on start-task", method: "GET", path: "/start-task/", status: 405, inError: "method not allowed"},
+		{name: "DELETE on a task", method: "DELETE", path: "/tasks/" + finished + "/", status: 405, inError: "method not allowed"},
+		{name: "start-task subpath", method: "POST", path: "/start-task/x", body: poem, status: 404, inError: "not found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			for k, v := range tc.headers {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			h := tc.handler
+			if h == nil {
+				h = e.handler
+			}
+			h.ServeHTTP(rec, req)
+			resp := rec.Result()
+			body := rec.Body.Bytes()
+			require.Equal(t, tc.status, resp.StatusCode, "body: %s", body)
+			if tc.inError == "" {
+				assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+				assert.True(t, json.Valid(body), "body: %s", body)
+				return
+			}
+			msg := errorOf(t, resp, body)
+			assert.Contains(t, msg, tc.inError)
+			assert.NotContains(t, msg, "secret", "internal details never reach the client")
+		})
+	}
+}
+
+// TestStartTaskAnswer checks the body of a successful start-task and that
+// the task exists, with its flow and attempt visible at /tasks/{id}/.
+func TestStartTaskAnswer(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	resp, body := e.post(t, "/start-task/", `{"flow":"web_search_flow","inputs":{"question":"tides"}}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var started map[string]string
+	require.NoError(t, json.Unmarshal(body, &started))
+	require.Len(t, started, 1)
+	id := started["task_id"]
+	require.True(t, queue.ValidID(id))
+	e.waitTerminal(t, id)
+
+	resp, body = e.get(t, "/tasks/"+id+"/")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var task struct {
+		TaskID      string           `json:"task_id"`
+		State       progress.State   `json:"state"`
+		Details     progress.Details `json:"details"`
+		LastEventID string           `json:"last_event_id"`
+		Flow        string           `json:"flow"`
+		Attempt     int              `json:"attempt"`
+	}
+	require.NoError(t, json.Unmarshal(body, &task))
+	snap, last, err := e.store.Snapshot(t.Context(), id)
+	require.NoError(t, err)
+	assert.Equal(t, id, task.TaskID)
+	assert.Equal(t, snap.State, task.State)
+	assert.Equal(t, snap.Details.StepResults, task.Details.StepResults)
+	assert.JSONEq(t, `"answer to tides"`, string(task.Details.FinalResult))
+	assert.Equal(t, last, task.LastEventID)
+	assert.Equal(t, "web_search_flow", task.Flow)
+	assert.Equal(t, 1, task.Attempt)
+
+	// Without a TaskInspector, the snapshot alone.
+	plain := ssehttp.New(ssehttp.Config{Queue: unavailableQueue{}, Progress: e.store, Registry: registry.New()})
+	rec := httptest.NewRecorder()
+	plain.ServeHTTP(rec, httptest.NewRequest("GET", "/tasks/"+id, nil))
+	require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
+	var bare map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &bare))
+	assert.NotContains(t, bare, "flow")
+	assert.JSONEq(t, `"`+last+`"`, string(bare["last_event_id"]))
+}
+
+// TestFlows checks GET /flows/: every registered flow with its
+// description and input schema.
+func TestFlows(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	resp, body := e.get(t, "/flows/")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var flows []struct {
+		Name        string          `json:"name"`
+		Description string          `json:"description"`
+		Schema      json.RawMessage `json:"input_schema"`
+	}
+	require.NoError(t, json.Unmarshal(body, &flows))
+	byName := map[string]int{}
+	for i, f := range flows {
+		byName[f.Name] = i
+	}
+	require.Contains(t, byName, "poem_flow")
+	require.Contains(t, byName, "web_search_flow")
+	assert.Equal(t, "Writes a short poem", flows[byName["poem_flow"]].Description)
+	var schema struct {
+		Type       string                     `json:"type"`
+		Properties map[string]json.RawMessage `json:"properties"`
+		Required   []string                   `json:"required"`
+	}
+	require.NoError(t, json.Unmarshal(flows[byName["web_search_flow"]].Schema, &schema))
+	assert.Equal(t, "object", schema.Type)
+	assert.Contains(t, schema.Properties, "question")
+	assert.Equal(t, []string{"question"}, schema.Required)
+
+	resp2, body2 := e.get(t, "/flows")
+	assert.Equal(t, http.StatusOK, resp2.StatusCode)
+	assert.JSONEq(t, string(body), string(body2), "the route answers without its slash too")
+}
+
+// TestMountedUnderPrefix serves the handler under /api with
+// http.StripPrefix and runs a task through it.
+func TestMountedUnderPrefix(t *testing.T) {
+	e := newEnv(t, envOptions{mount: func(h http.Handler) http.Handler {
+		mux := http.NewServeMux()
+		mux.Handle("/api/", http.StripPrefix("/api", h))
+		return mux
+	}})
+	resp, body := e.post(t, "/api/start-task/", `{"flow":"poem_flow","inputs":{}}`)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var started struct {
+		TaskID string `json:"task_id"`
+	}
+	require.NoError(t, json.Unmarshal(body, &started))
+
+	u := "/api/task-status/" + started.TaskID // without the slash
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, e.server.URL+u, nil)
+	require.NoError(t, err)
+	sresp, err := e.client.Do(req)
+	require.NoError(t, err)
+	t.Cleanup(func() { sresp.Body.Close() })
+	require.Equal(t, http.StatusOK, sresp.StatusCode)
+	w := &watch{resp: sresp, sse: &sseReader{r: bufio.NewReader(sresp.Body)}, cancel: func() {}}
+	all := w.rest(t)
+	require.NotEmpty(t, all)
+	assert.Equal(t, progress.StateSuccess, snapshotOf(t, all[len(all)-1]).State)
+
+	resp, body = e.get(t, "/api/tasks/"+started.TaskID)
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	resp, body = e.get(t, "/api/flows/")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	resp, body = e.get(t, "/api/nope")
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+	errorOf(t, resp, body)
+}

@@ -1,0 +1,208 @@
+package ssehttp
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+// Defaults used where a Config field is zero.
+const (
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultHeartbeat    = 15 * time.Second
+	DefaultRetry        = 3 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+)
+
+// Queue is what the Handler needs from the task queue: accepting and
+// cancelling tasks. *queue.Broker implements it.
+//
+// Errors are interpreted with errors.Is: queue.ErrNotFound and
+// queue.ErrFinished from Cancel become 404 and 409; queue.ErrUnavailable,
+// context.DeadlineExceeded and network errors become 503.
+type Queue interface {
+	// Enqueue accepts a task for the named flow with validated inputs and
+	// returns its id.
+	Enqueue(ctx context.Context, flow string, inputs json.RawMessage, opts queue.EnqueueOptions) (string, error)
+	// Cancel asks a pending or running task to stop.
+	Cancel(ctx context.Context, id string) error
+}
+
+// TaskInspector may be implemented by a Queue to add the queue's own
+// record (flow name, attempt) to GET /tasks/{id}/. *queue.Broker implements
+// it.
+type TaskInspector interface {
+	// Task returns the task with its snapshot, or an error wrapping
+	// queue.ErrNotFound.
+	Task(ctx context.Context, id string) (*queue.TaskInfo, error)
+}
+
+// Action names what a request wants to do, for Config.Authorize.
+type Action string
+
+// The actions of the API.
+const (
+	// ActionStart: POST /start-task/ (taskID is "").
+	ActionStart Action = "start"
+	// ActionWatch: GET /task-status/{id}/.
+	ActionWatch Action = "watch"
+	// ActionCancel: POST /cancel-task/{id}/.
+	ActionCancel Action = "cancel"
+	// ActionRead: GET /tasks/{id}/, and GET /flows/ (taskID is "").
+	ActionRead Action = "read"
+)
+
+// Config configures a Handler. Queue and Progress are required; every
+// other field has a useful zero value.
+type Config struct {
+	// Queue accepts and cancels tasks; usually a *queue.Broker. Required.
+	Queue Queue
+
+	// Progress is where task snapshots and events are read from: the same
+	// store the workers write to. Required.
+	Progress progress.Backend
+
+	// Registry holds the flows that can be started. Nil means
+	// registry.Default.
+	Registry *registry.Registry
+
+	// MaxBodyBytes limits the size of a start-task body; a larger body is
+	// answered with 413. Zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+
+	// Heartbeat is how long an event stream may stay silent before a
+	// comment is sent to keep it open. Zero means DefaultHeartbeat.
+	Heartbeat time.Duration
+
+	// Retry is the reconnection delay suggested to EventSource clients
+	// with the stream's "retry:" line. Zero means DefaultRetry.
+	Retry time.Duration
+
+	// WriteTimeout bounds each write to an event stream: a client that does
+	// not take a message within it is dropped. It replaces the server's
+	// own WriteTimeout for streams, which would otherwise cut every long
+	// stream. Zero means DefaultWriteTimeout.
+	WriteTimeout time.Duration
+
+	// Authorize, when set, is called before every request is served, with
+	// the action asked for and the task id ("" for start-task and flows). A
+	// non-nil error refuses the request with 403 and the error's text as
+	// the message, so it should say why in words fit for the client.
+	Authorize func(r *http.Request, action Action, taskID string) error
+
+	// CrossOrigin protects the state-changing routes (start-task and
+	// cancel-task) against cross-site browser requests, which get 403.
+	// Same-origin browser requests and non-browser clients (no Origin or
+	// Sec-Fetch-Site header) pass. Nil means http.NewCrossOriginProtection().
+	CrossOrigin *http.CrossOriginProtection
+
+	// Logger receives the causes of 5xx answers and stream failures. Nil
+	// means slog.Default().
+	Logger *slog.Logger
+}
+
+// Handler is the http.Handler of the flows API. Create it with New; it is
+// safe for concurrent use.
+type Handler struct {
+	cfg Config
+	mux *http.ServeMux
+}
+
+// New returns a Handler serving the API with cfg. It panics if cfg.Queue or
+// cfg.Progress is nil, or if a duration or size is negative, so that a
+// misconfigured server fails at start-up.
+func New(cfg Config) *Handler {
+	if cfg.Queue == nil {
+		panic("ssehttp.New: Config.Queue is nil")
+	}
+	if cfg.Progress == nil {
+		panic("ssehttp.New: Config.Progress is nil")
+	}
+	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 {
+		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry or WriteTimeout")
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = registry.Default
+	}
+	if cfg.MaxBodyBytes == 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
+	if cfg.Retry == 0 {
+		cfg.Retry = DefaultRetry
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.CrossOrigin == nil {
+		cfg.CrossOrigin = http.NewCrossOriginProtection()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	h.route("POST", "/start-task/", h.startTask)
+	h.route("GET", "/task-status/{id}/", h.taskStatus)
+	h.route("GET", "/flows/", h.flows)
+	h.route("GET", "/tasks/{id}/", h.task)
+	h.route("POST", "/cancel-task/{id}/", h.cancelTask)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not found")
+	})
+	return h
+}
+
+// route registers fn for method on path (which ends with a slash) and on
+// path without its slash, plus a JSON 405 for the other methods.
+func (h *Handler) route(method, path string, fn http.HandlerFunc) {
+	bare := path[:len(path)-1]
+	notAllowed := func(w http.ResponseWriter, r *http.Request) {
+		if method == http.MethodGet {
+			w.Header().Set("Allow", "GET, HEAD")
+		} else {
+			w.Header().Set("Allow", method)
+		}
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+	}
+	for _, p := range []string{path + "{$}", bare} {
+		h.mux.HandleFunc(method+" "+p, fn)
+		h.mux.HandleFunc(p, notAllowed)
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+// authorize runs the Authorize hook and answers 403 when it refuses. It
+// reports whether the request may go on.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, action Action, taskID string) bool {
+	if h.cfg.Authorize == nil {
+		return true
+	}
+	if err := h.cfg.Authorize(r, action, taskID); err != nil {
+		writeError(w, http.StatusForbidden, err.Error())
+		return false
+	}
+	return true
+}
+
+// sameOrigin applies the cross-origin protection and answers 403 when it
+// refuses. It reports whether the request may go on.
+func (h *Handler) sameOrigin(w http.ResponseWriter, r *http.Request) bool {
+	if err := h.cfg.CrossOrigin.Check(r); err != nil {
+		h.cfg.Logger.DebugContext(r.Context(), "flows: cross-origin request refused", "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusForbidden, "cross-origin request refused")
+		return false
+	}
+	return true
+}

@@ -1,0 +1,65 @@
+package ssehttp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+// errorBody is the body of every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// writeJSON answers with status and v encoded as JSON.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Only the handler's own types are written; they always encode.
+		status, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// writeError answers with status and {"error": msg}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+// unavailable reports whether err means a backend could not be reached in
+// time, which is answered with 503 rather than 500.
+func unavailable(err error) bool {
+	if errors.Is(err, queue.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
+
+// backendError answers a backend failure that the route has no specific
+// status for: 503 when the backend is unavailable, 500 otherwise. The cause
+// is logged, never sent to the client.
+func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if r.Context().Err() != nil {
+		// The client has gone and the error is most likely the
+		// cancellation itself: nothing worth logging, nobody reads.
+		writeError(w, http.StatusServiceUnavailable, "request cancelled")
+		return
+	}
+	if unavailable(err) {
+		h.cfg.Logger.WarnContext(r.Context(), "flows: backend unavailable", "op", what, "path", r.URL.Path, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "service temporarily unavailable, try again later")
+		return
+	}
+	h.cfg.Logger.ErrorContext(r.Context(), "flows: request failed", "op", what, "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error")
+}

@@ -1,0 +1,115 @@
+package ssehttp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+// startRequest is the body of POST /start-task/. Flow is kept raw so that a
+// non-string name is told apart from a missing one.
+type startRequest struct {
+	Flow   json.RawMessage `json:"flow"`
+	Inputs json.RawMessage `json:"inputs"`
+}
+
+// startResponse is the answer of a successful start-task.
+type startResponse struct {
+	TaskID string `json:"task_id"`
+}
+
+// startTask serves POST /start-task/.
+//
+// Checks, in order: cross-origin (403), the authorizer (403), the content
+// type (415), the body size (413), the JSON (400), the flow name (400, or
+// 404 when no such flow is registered), the inputs (422: not an object, or
+// failing the flow's schema), then the queue (503 when unavailable).
+func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
+	if !h.sameOrigin(w, r) || !h.authorize(w, r, ActionStart, "") {
+		return
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "could not read request body")
+		return
+	}
+	name, inputs, msg := parseStart(body)
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	entry, err := h.cfg.Registry.Lookup(name)
+	if err != nil {
+		if errors.Is(err, registry.ErrUnknownFlow) {
+			writeError(w, http.StatusNotFound, err.Error())
+			return
+		}
+		h.backendError(w, r, "lookup flow", err)
+		return
+	}
+	inputs, err = flow.Validate(entry.Flow, inputs)
+	if err != nil {
+		if errors.Is(err, flow.ErrInvalidInputs) {
+			writeError(w, http.StatusUnprocessableEntity, err.Error())
+			return
+		}
+		h.backendError(w, r, "validate inputs", err)
+		return
+	}
+	id, err := h.cfg.Queue.Enqueue(r.Context(), name, inputs, queue.EnqueueOptions{})
+	if err != nil {
+		h.backendError(w, r, "enqueue", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, startResponse{TaskID: id})
+}
+
+// isJSON reports whether a Content-Type header names application/json,
+// with or without parameters.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+// parseStart decodes a start-task body. It returns the flow name and the
+// raw inputs (nil when absent), or a message for a 400 answer.
+func parseStart(body []byte) (name string, inputs json.RawMessage, msg string) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var req startRequest
+	if err := dec.Decode(&req); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field == "" {
+			return "", nil, "request body must be a JSON object"
+		}
+		return "", nil, "request body is not valid JSON"
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", nil, "request body has data after the JSON object"
+	}
+	if len(req.Flow) == 0 || bytes.Equal(req.Flow, []byte("null")) {
+		return "", nil, `missing "flow"`
+	}
+	if err := json.Unmarshal(req.Flow, &name); err != nil {
+		return "", nil, `"flow" must be a string`
+	}
+	if name == "" {
+		return "", nil, `missing "flow"`
+	}
+	return name, req.Inputs, ""
+}

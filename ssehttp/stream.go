@@ -1,0 +1,253 @@
+package ssehttp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// maxEventIDLen bounds a Last-Event-ID before it reaches the store.
+const maxEventIDLen = 256
+
+// taskStatus serves GET /task-status/{id}/: the task's event stream. See
+// the package documentation for what the stream carries.
+func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !queue.ValidID(id) {
+		writeError(w, http.StatusNotFound, "task not found")
+		return
+	}
+	if !h.authorize(w, r, ActionWatch, id) {
+		return
+	}
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = r.URL.Query().Get("lastEventId")
+	}
+	if len(lastID) > maxEventIDLen || strings.ContainsAny(lastID, "\x00\r\n") {
+		writeError(w, http.StatusBadRequest, "malformed Last-Event-ID")
+		return
+	}
+
+	ctx := r.Context()
+	sub, err := h.open(ctx, id, lastID)
+	if err != nil {
+		switch {
+		case errors.Is(err, progress.ErrNotFound):
+			writeError(w, http.StatusNotFound, "task not found")
+		case errors.Is(err, progress.ErrBadEventID):
+			writeError(w, http.StatusBadRequest, "malformed Last-Event-ID")
+		default:
+			h.backendError(w, r, "subscribe", err)
+		}
+		return
+	}
+	defer sub.cancel()
+	if lastID != "" && sub.snap.State.Terminal() {
+		// The client has seen the end already: 204 tells an EventSource
+		// to stop reconnecting.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+
+	s := &stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("Connection", "keep-alive")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+
+	s.write("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
+	if sub.initial {
+		s.snapshot("", sub.snap)
+	}
+	if err := s.flush(); err != nil {
+		return
+	}
+
+	heartbeat := time.NewTicker(h.cfg.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-heartbeat.C:
+			s.write(": ping\n\n")
+		case ev, ok := <-sub.events:
+			if !ok {
+				// Expired, or the store gave up: end the stream and let
+				// the client reconnect with its Last-Event-ID.
+				return
+			}
+			if ev.Type == progress.EventToken {
+				s.token(ev)
+			} else {
+				sub.snap.Apply(ev)
+				s.snapshot(ev.ID, sub.snap)
+			}
+			if ev.Terminal() {
+				_ = s.flush()
+				return
+			}
+			heartbeat.Reset(h.cfg.Heartbeat)
+		}
+		if err := s.flush(); err != nil {
+			h.cfg.Logger.DebugContext(ctx, "flows: event stream closed", "task_id", id, "err", err)
+			return
+		}
+	}
+}
+
+// subscription is an open watch of a task: the snapshot as the client
+// last saw it, and the channel of the events it has not seen.
+type subscription struct {
+	snap   progress.Snapshot
+	events <-chan progress.Event
+	// initial is set when the client has seen nothing and the task has
+	// no event yet: snap, the PENDING snapshot, is sent first.
+	initial bool
+	// cancel ends the subscription and frees what the store holds for it.
+	cancel context.CancelFunc
+}
+
+// open subscribes to the task's events after lastID and rebuilds the
+// snapshot the client saw with that event.
+//
+// Event ids belong to the store and are opaque here: they are only
+// compared for equality. The store itself tells where lastID is in the log
+// (Subscribe after lastID), and the snapshot at lastID is the fold of the
+// stored events up to the one with that id. Since the log is append-only,
+// that prefix never changes, so the two reads need no common lock. When no
+// stored event has the id (a well-formed id the task never issued), the
+// watch restarts from the first event.
+func (h *Handler) open(ctx context.Context, id, lastID string) (*subscription, error) {
+	if lastID != "" {
+		subCtx, cancel := context.WithCancel(ctx)
+		events, err := h.cfg.Progress.Subscribe(subCtx, id, lastID)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		past, err := h.cfg.Progress.Events(ctx, id, "")
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		snap := progress.NewSnapshot()
+		for _, ev := range past {
+			snap.Apply(ev)
+			if ev.ID == lastID {
+				return &subscription{snap: snap, events: events, cancel: cancel}, nil
+			}
+		}
+		// An id the task never issued: drop this subscription and start
+		// over from the first event.
+		cancel()
+	}
+	_, last, err := h.cfg.Progress.Snapshot(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	events, err := h.cfg.Progress.Subscribe(subCtx, id, "")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &subscription{snap: progress.NewSnapshot(), events: events, initial: last == "", cancel: cancel}, nil
+}
+
+// stream writes Server-Sent Events messages. Writes stay in the
+// ResponseWriter's buffer until flush sends them; the first error is kept
+// and returned by flush. Every write may reach the connection (a large
+// message fills the buffer), so each one first moves the write deadline.
+type stream struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	err     error
+}
+
+// write writes text as it is.
+func (s *stream) write(text string) {
+	if s.err == nil {
+		s.extend()
+		_, s.err = io.WriteString(s.w, text)
+	}
+}
+
+// extend gives the next write WriteTimeout to complete. A ResponseWriter
+// without deadlines (a recorder in tests) is fine.
+func (s *stream) extend() {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+}
+
+// message writes one message: its id, its event name when not "", and data.
+// Data is JSON, which has no raw line breaks; any line in it would still get
+// its own data line.
+func (s *stream) message(id, event string, data []byte) {
+	if s.err != nil {
+		return
+	}
+	var b strings.Builder
+	b.WriteString("id: ")
+	b.WriteString(id)
+	b.WriteByte('\n')
+	if event != "" {
+		b.WriteString("event: ")
+		b.WriteString(event)
+		b.WriteByte('\n')
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		b.WriteString("data: ")
+		b.WriteString(strings.TrimSuffix(line, "\r"))
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	s.write(b.String())
+}
+
+// snapshot writes a default message carrying snap.
+func (s *stream) snapshot(id string, snap progress.Snapshot) {
+	data, err := json.Marshal(snap)
+	if err != nil {
+		s.err = err
+		return
+	}
+	s.message(id, "", data)
+}
+
+// token writes a named "token" message.
+func (s *stream) token(ev progress.Event) {
+	data, err := json.Marshal(struct {
+		Token string `json:"token"`
+	}{ev.Token})
+	if err != nil {
+		s.err = err
+		return
+	}
+	s.message(ev.ID, "token", data)
+}
+
+// flush sends the buffered messages to the client, within the write
+// timeout.
+func (s *stream) flush() error {
+	if s.err != nil {
+		return s.err
+	}
+	s.extend()
+	s.err = s.rc.Flush()
+	return s.err
+}

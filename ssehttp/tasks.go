@@ -1,0 +1,107 @@
+package ssehttp
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// flows serves GET /flows/: the registered flows, sorted by name.
+func (h *Handler) flows(w http.ResponseWriter, r *http.Request) {
+	if !h.authorize(w, r, ActionRead, "") {
+		return
+	}
+	writeJSON(w, http.StatusOK, h.cfg.Registry.List())
+}
+
+// taskResponse is the body of GET /tasks/{id}/: the snapshot, flattened,
+// with what the queue knows about the task when it can tell.
+type taskResponse struct {
+	TaskID      string           `json:"task_id"`
+	State       progress.State   `json:"state"`
+	Details     progress.Details `json:"details"`
+	LastEventID string           `json:"last_event_id"`
+	// Flow and Attempt come from the queue's record, when the Queue is a
+	// TaskInspector and still holds the task.
+	Flow    string `json:"flow,omitempty"`
+	Attempt int    `json:"attempt,omitempty"`
+}
+
+// task serves GET /tasks/{id}/: the task's current snapshot as JSON.
+func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !queue.ValidID(id) {
+		writeError(w, http.StatusNotFound, "task not found")
+		return
+	}
+	if !h.authorize(w, r, ActionRead, id) {
+		return
+	}
+	resp := taskResponse{TaskID: id}
+	if insp, ok := h.cfg.Queue.(TaskInspector); ok {
+		info, err := insp.Task(r.Context(), id)
+		if err != nil {
+			h.notFoundOr(w, r, "get task", err)
+			return
+		}
+		resp.State, resp.Details, resp.LastEventID = info.Snapshot.State, info.Snapshot.Details, info.LastEventID
+		if info.Task != nil {
+			resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempt
+		}
+	} else {
+		snap, last, err := h.cfg.Progress.Snapshot(r.Context(), id)
+		if err != nil {
+			h.notFoundOr(w, r, "get snapshot", err)
+			return
+		}
+		resp.State, resp.Details, resp.LastEventID = snap.State, snap.Details, last
+	}
+	if resp.Details.StepResults == nil {
+		resp.Details.StepResults = []progress.StepResult{}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// cancelResponse is the body of an accepted cancel-task.
+type cancelResponse struct {
+	TaskID string `json:"task_id"`
+	Status string `json:"status"`
+}
+
+// cancelTask serves POST /cancel-task/{id}/. It answers 202 once the
+// cancellation is asked for: a pending task ends at once, a running one when
+// its flow returns, and watchers see it end FAILURE with status "Cancelled".
+func (h *Handler) cancelTask(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !h.sameOrigin(w, r) {
+		return
+	}
+	if !queue.ValidID(id) {
+		writeError(w, http.StatusNotFound, "task not found")
+		return
+	}
+	if !h.authorize(w, r, ActionCancel, id) {
+		return
+	}
+	err := h.cfg.Queue.Cancel(r.Context(), id)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusAccepted, cancelResponse{TaskID: id, Status: "cancelling"})
+	case errors.Is(err, queue.ErrFinished):
+		writeError(w, http.StatusConflict, "task already finished")
+	default:
+		h.notFoundOr(w, r, "cancel", err)
+	}
+}
+
+// notFoundOr answers 404 for an unknown task, and a backend error
+// otherwise.
+func (h *Handler) notFoundOr(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, queue.ErrNotFound) || errors.Is(err, progress.ErrNotFound) {
+		writeError(w, http.StatusNotFound, "task not found")
+		return
+	}
+	h.backendError(w, r, what, err)
+}
