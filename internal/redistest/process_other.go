@@ -1,0 +1,15 @@
+//go:build !linux
+
+package redistest
+
+import (
+	"os/exec"
+	"syscall"
+)
+
+// terminateSignal asks redis-server to shut down cleanly.
+var terminateSignal = syscall.SIGTERM
+
+// setProcAttr leaves the process attributes alone where the kernel cannot
+// tie the server's life to the test's.
+func setProcAttr(*exec.Cmd) {}
