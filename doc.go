@@ -1,0 +1,161 @@
+// Package flows is the overview of a module for running AI flows written in
+// Go: define a flow, register it under a name, let workers run it
+// asynchronously off a queue, and let browsers follow every step live over
+// Server-Sent Events.
+//
+// The root package holds no code; the work is done by its sub-packages:
+//
+//   - [github.com/flowsrun/flows/flow]: what a flow is (Flow, Func, Typed).
+//   - [github.com/flowsrun/flows/registry]: flows by name.
+//   - [github.com/flowsrun/flows/progress]: what a running flow reports, and
+//     where it is stored (Reporter, Snapshot, MemoryStore, Recorder).
+//   - [github.com/flowsrun/flows/queue]: accepting tasks (Broker) and running
+//     them (Worker) on a Backend (Memory for one process).
+//   - [github.com/flowsrun/flows/ssehttp]: the HTTP API, an http.Handler.
+//
+// It keeps the HTTP contract of the Python platform (Django, Celery,
+// LangChain) it succeeds, so a client written for that platform works
+// against it unchanged.
+//
+// # Defining a flow
+//
+// A flow is anything with a Run method that takes a context and a
+// *flow.Task and returns a result or an error. The result becomes the
+// task's final_result (as JSON); an error makes the task FAILURE, after
+// retries (see Delivery guarantees). The simplest flow is a function,
+// adapted by flow.Func as http.HandlerFunc adapts handlers:
+//
+//	hello := flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+//		t.Progress.Log("saying hello")
+//		return "hello, world", nil
+//	})
+//
+// A flow that takes inputs declares them as a struct with json tags, and
+// flow.Typed makes a flow of a function of that struct. The struct is the
+// flow's input schema: every field is required unless its tag says
+// omitempty or it is a pointer, and a desc tag describes it. Inputs are
+// decoded and checked when the task is started, so a missing field or a
+// wrong type is refused at once (HTTP 422) instead of failing later on a
+// worker:
+//
+//	type GreetInput struct {
+//		Name string `json:"name" desc:"Who to greet"`
+//	}
+//
+//	greet := flow.Typed(func(ctx context.Context, in GreetInput, t *flow.Task) (string, error) {
+//		t.Progress.Progress(50, "Choosing words")
+//		t.Progress.Log("greeting " + in.Name)
+//		return "Hello, " + in.Name + "!", nil
+//	})
+//
+// An input struct that has a Validate() error method gets it called after
+// decoding, for checks a schema cannot say (a blank string, a range).
+//
+// # Registering flows
+//
+// Workers and the HTTP API find flows by name in a registry. Hosts usually
+// register at start-up in registry.Default; tests and hosts that need
+// several sets of flows use their own from registry.New. MustRegister
+// panics on a bad or duplicate name, so a misconfigured program stops at
+// start-up:
+//
+//	reg := registry.New()
+//	reg.MustRegister("greet", greet,
+//		registry.Description("Greets someone by name"),
+//		registry.Label("model", "none"))
+//
+// The description, input schema and labels are what GET /flows/ lists and
+// what a client builds its form from.
+//
+// # Running workers
+//
+// A queue.Worker fetches tasks from a queue.Backend, runs their flows and
+// records their progress in a progress.Store. In one process, both are in
+// memory:
+//
+//	store := progress.NewMemoryStore(progress.MemoryConfig{})
+//	backend := queue.NewMemory(queue.MemoryConfig{})
+//
+//	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: reg, Concurrency: 8})
+//	go worker.Run(ctx)
+//
+// Run works until ctx ends, then shuts down gracefully: it stops fetching,
+// lets the flows in flight finish for WorkerConfig.ShutdownGrace, then
+// cancels the rest and gives their tasks back to the queue. A panic in a
+// flow becomes a FAILURE with a message; it never crashes the worker. Each
+// run has a time limit (queue.BrokerConfig.Timeout), after which the flow's
+// context is cancelled and the task ends FAILURE even if the flow ignores
+// it.
+//
+// # Serving the HTTP API
+//
+// A queue.Broker accepts and cancels tasks; ssehttp.New serves them over
+// HTTP. The handler can be mounted on any prefix:
+//
+//	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+//	api := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg})
+//	mux.Handle("/api/", http.StripPrefix("/api", api))
+//
+// It serves, relative to where it is mounted:
+//
+//	POST /start-task/          {"flow": "greet", "inputs": {"name": "Ada"}} -> {"task_id": "..."}
+//	GET  /task-status/{id}/    the task's progress as a text/event-stream
+//	GET  /flows/               the registered flows with their input schemas
+//	GET  /tasks/{id}/          the task's current snapshot as JSON
+//	POST /cancel-task/{id}/    ask a pending or running task to stop (202)
+//
+// Every default message of the event stream carries the task's full
+// snapshot, {"state": ..., "details": {"status", "progress", "step_results",
+// "final_result"}}; language-model tokens come as "event: token" messages.
+// Every message has an id, and a client that reconnects with Last-Event-ID
+// gets what it missed and nothing twice. Errors are {"error": "..."} with a
+// fitting status. See package ssehttp for the details and the options
+// (authorizer, body limit, heartbeats, cross-origin protection).
+//
+// # Reporting progress
+//
+// A running flow reports through t.Progress, a progress.Reporter:
+//
+//	t.Progress.Status("Reading the question")          // the status line
+//	t.Progress.Progress(40, "Searching")               // percent, and status
+//	t.Progress.Log("found 3 pages")                    // a "log" step
+//	t.Progress.ToolResult("search", "web_search", hits) // a "tool_result" step, data as JSON
+//	t.Progress.Token("Once ")                          // streamed model output
+//
+// The worker adds the rest: PROGRESS when the flow starts, and SUCCESS
+// (progress 100, final_result) or FAILURE (the reason in details.status)
+// when it ends. Reporting never fails the flow: an event that cannot be
+// recorded is logged by the worker's reporter.
+//
+// A flow is unit tested without a queue: run it with a progress.Recorder as
+// its Task.Progress and look at the recorded Snapshot, Events and Tokens
+// afterwards (see the examples).
+//
+// # Delivery guarantees
+//
+//   - A task accepted by start-task is run at least once while its backend
+//     keeps its data. A task whose worker dies is run again once its lease
+//     passes, with a higher flow.Task.Attempt, so side effects should be
+//     made idempotent with the task's ID and Attempt. A failed run is retried
+//     with backoff until queue.BrokerConfig.MaxAttempts; errors wrapping
+//     flow.ErrPermanent (see flow.Permanent) or flow.ErrInvalidInputs, and
+//     panics, are not retried.
+//   - A task reaches exactly one terminal state, SUCCESS or FAILURE: the
+//     progress store refuses every event after the first terminal one.
+//     Cancellation and exhausted retries are FAILURE with the reason in
+//     details.status.
+//   - A task's events reach a watcher in order, without gaps or repeats,
+//     across reconnects, while the task's retention lasts.
+//
+// The in-memory backend keeps these promises within one process; what it
+// holds is lost when the process exits.
+//
+// # Running the demo
+//
+// The module ships a demo server with two example flows and a web page to
+// start them and watch them run; it needs nothing else running:
+//
+//	go run ./examples/server
+//
+// then open http://localhost:8080.
+package flows

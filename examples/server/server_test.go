@@ -1,0 +1,330 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/progress"
+)
+
+// testConfig is a server configuration with fast flows and quiet logs.
+func testConfig() config {
+	return config{
+		Workers:         4,
+		Flows:           exampleflows.Config{StepDelay: 10 * time.Millisecond, TokenDelay: time.Millisecond},
+		ShutdownTimeout: 5 * time.Second,
+		Grace:           5 * time.Second,
+		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// startServer serves newServer(cfg) on an httptest server with its workers
+// running; both stop when the test ends.
+func startServer(t *testing.T, cfg config) *httptest.Server {
+	t.Helper()
+	handler, run, err := newServer(cfg)
+	require.NoError(t, err)
+	srv := httptest.NewServer(handler)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx) }()
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		assert.NoError(t, <-done)
+	})
+	return srv
+}
+
+// sseMessage is one Server-Sent Events message.
+type sseMessage struct {
+	ID, Event, Data string
+}
+
+// readSSE parses the messages of an event stream until it ends, calling
+// each for every message (comments and retry lines are skipped).
+func readSSE(t *testing.T, body io.Reader, each func(sseMessage)) {
+	t.Helper()
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	var msg sseMessage
+	var data []string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if data != nil {
+				msg.Data = strings.Join(data, "\n")
+				each(msg)
+			}
+			msg, data = sseMessage{}, nil
+		case strings.HasPrefix(line, ":"):
+		default:
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "id":
+				msg.ID = value
+			case "event":
+				msg.Event = value
+			case "data":
+				data = append(data, value)
+			}
+		}
+	}
+	require.NoError(t, sc.Err())
+}
+
+func startTask(t *testing.T, client *http.Client, baseURL, body string) string {
+	t.Helper()
+	resp, err := client.Post(baseURL+"/start-task/", "application/json", strings.NewReader(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var out struct {
+		TaskID string `json:"task_id"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	require.NotEmpty(t, out.TaskID)
+	return out.TaskID
+}
+
+func TestServerServesThePage(t *testing.T) {
+	srv := startServer(t, testConfig())
+	tests := []struct {
+		path, contentType, contains string
+	}{
+		{"/", "text/html", `<script src="app.js" defer></script>`},
+		{"/app.js", "javascript", "new EventSource("},
+		{"/style.css", "text/css", ".task-card"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			resp, err := http.Get(srv.URL + tt.path)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			assert.Contains(t, resp.Header.Get("Content-Type"), tt.contentType)
+			assert.Contains(t, resp.Header.Get("Content-Security-Policy"), "default-src 'none'")
+			body, err := io.ReadAll(resp.Body)
+			require.NoError(t, err)
+			assert.Contains(t, string(body), tt.contains)
+		})
+	}
+	t.Run("only the root is the page", func(t *testing.T) {
+		resp, err := http.Get(srv.URL + "/no-such-page")
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+		assert.Contains(t, resp.Header.Get("Content-Type"), "application/json", "unknown paths belong to the API")
+	})
+}
+
+func TestServerListsTheExampleFlows(t *testing.T) {
+	srv := startServer(t, testConfig())
+	resp, err := http.Get(srv.URL + "/flows/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var list []struct {
+		Name        string            `json:"name"`
+		Description string            `json:"description"`
+		InputSchema json.RawMessage   `json:"input_schema"`
+		Labels      map[string]string `json:"labels"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
+	var names []string
+	for _, f := range list {
+		names = append(names, f.Name)
+		assert.Equal(t, exampleflows.ModelLabel, f.Labels["model"], f.Name)
+		assert.NotEmpty(t, f.InputSchema, f.Name)
+	}
+	assert.ElementsMatch(t, []string{exampleflows.PoemFlowName, exampleflows.WebSearchFlowName}, names)
+}
+
+func TestServerRunsPoemFlowToSuccessOverSSE(t *testing.T) {
+	srv := startServer(t, testConfig())
+	id := startTask(t, srv.Client(), srv.URL, `{"flow": "poem_flow", "inputs": {}}`)
+
+	resp, err := http.Get(srv.URL + "/task-status/" + id + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, resp.Header.Get("Content-Type"), "text/event-stream")
+
+	var snaps []progress.Snapshot
+	var tokens strings.Builder
+	readSSE(t, resp.Body, func(m sseMessage) {
+		switch m.Event {
+		case "":
+			var s progress.Snapshot
+			require.NoError(t, json.Unmarshal([]byte(m.Data), &s), m.Data)
+			snaps = append(snaps, s)
+		case "token":
+			var tok struct {
+				Token string `json:"token"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(m.Data), &tok), m.Data)
+			tokens.WriteString(tok.Token)
+		}
+	})
+
+	require.NotEmpty(t, snaps, "the stream ended without a snapshot")
+	assert.Contains(t, []progress.State{progress.StatePending, progress.StateProgress}, snaps[0].State)
+	for i := 1; i < len(snaps); i++ {
+		assert.GreaterOrEqual(t, len(snaps[i].Details.StepResults), len(snaps[i-1].Details.StepResults), "step_results shrank")
+	}
+	last := snaps[len(snaps)-1]
+	require.Equal(t, progress.StateSuccess, last.State, "status: %s", last.Details.Status)
+	assert.Equal(t, 100, last.Details.Progress)
+	var poem string
+	require.NoError(t, json.Unmarshal(last.Details.FinalResult, &poem))
+	assert.NotEmpty(t, poem)
+	assert.Equal(t, poem, tokens.String(), "the streamed tokens add up to the poem")
+	assert.Greater(t, len(last.Details.StepResults), 2)
+}
+
+func TestServerRefusesBadInputs(t *testing.T) {
+	srv := startServer(t, testConfig())
+	resp, err := http.Post(srv.URL+"/start-task/", "application/json", strings.NewReader(`{"flow": "web_search_flow", "inputs": {"question": " "}}`))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode)
+	var body struct {
+		Error string `json:"error"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	assert.Contains(t, body.Error, "question")
+}
+
+func TestServeShutsDownGracefully(t *testing.T) {
+	cfg := testConfig()
+	cfg.Flows.StepDelay = time.Hour // the task is still running at shutdown
+	cfg.Grace = 50 * time.Millisecond
+	before := runtime.NumGoroutine()
+	client := &http.Client{Transport: &http.Transport{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, cfg, ln) }()
+
+	base := "http://" + ln.Addr().String()
+	id := startTask(t, client, base, `{"flow": "poem_flow"}`)
+	resp, err := client.Get(base + "/task-status/" + id + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	streamEnded := make(chan struct{})
+	go func() {
+		defer close(streamEnded)
+		_, _ = io.Copy(io.Discard, resp.Body)
+	}()
+
+	cancel()
+	select {
+	case err := <-served:
+		assert.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not return after its context ended")
+	}
+	select {
+	case <-streamEnded:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the open event stream was not closed by the shutdown")
+	}
+	_, err = client.Get(base + "/flows/")
+	assert.Error(t, err, "the server still answers after shutdown")
+
+	client.CloseIdleConnections()
+	// Polled here rather than with assert.Eventually, whose own goroutine
+	// would be counted.
+	for deadline := time.Now().Add(10 * time.Second); runtime.NumGoroutine() > before && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		t.Errorf("%d goroutines left after shutdown, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		addr    string
+		workers int
+		wantErr string
+	}{
+		{name: "defaults", addr: ":8080", workers: 8},
+		{name: "PORT", env: map[string]string{"PORT": "9000"}, addr: ":9000", workers: 8},
+		{name: "ADDR wins over PORT", env: map[string]string{"PORT": "9000", "ADDR": "127.0.0.1:9001"}, addr: "127.0.0.1:9001", workers: 8},
+		{name: "flag wins over env", args: []string{"-addr", ":7000", "-workers", "2"}, env: map[string]string{"ADDR": ":9001"}, addr: ":7000", workers: 2},
+		{name: "no workers", args: []string{"-workers", "0"}, wantErr: "at least 1"},
+		{name: "unknown flag", args: []string{"-nope"}, wantErr: "nope"},
+		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := parseConfig(tt.args, func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.addr, cfg.Addr)
+			assert.Equal(t, tt.workers, cfg.Workers)
+			assert.Equal(t, exampleflows.DefaultStepDelay, cfg.Flows.StepDelay)
+		})
+	}
+}
+
+func TestRedisURLIsRefusedUntilSupported(t *testing.T) {
+	cfg, err := parseConfig(nil, func(k string) string {
+		if k == "REDIS_URL" {
+			return "redis://127.0.0.1:1/0"
+		}
+		return ""
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "redis://127.0.0.1:1/0", cfg.RedisURL)
+	_, _, err = newServer(cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "REDIS_URL")
+}
+
+func TestPageURL(t *testing.T) {
+	tests := []struct {
+		addr string
+		want string
+	}{
+		{"0.0.0.0:8080", "http://localhost:8080/"},
+		{"[::]:8080", "http://localhost:8080/"},
+		{"127.0.0.1:18080", "http://127.0.0.1:18080/"},
+		{"[::1]:9000", "http://[::1]:9000/"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.addr, func(t *testing.T) {
+			addr, err := net.ResolveTCPAddr("tcp", tt.addr)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, pageURL(addr))
+		})
+	}
+}
