@@ -1,0 +1,175 @@
+package redisbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// Defaults used where a Config field is zero.
+const (
+	DefaultPrefix       = "flows"
+	DefaultQueue        = "default"
+	DefaultRetention    = 24 * time.Hour
+	DefaultPollInterval = 30 * time.Second
+)
+
+// group is the consumer group of every queue's stream.
+const group = "workers"
+
+// ErrClosed is returned by calls that need the backend's own goroutines
+// (Subscribe, Cancellations) after Close.
+var ErrClosed = errors.New("redisbackend: backend closed")
+
+// Config configures a Backend. The zero value is usable.
+type Config struct {
+	// Prefix starts every key and channel name, so that several
+	// applications can share one Redis. Zero means DefaultPrefix. It must
+	// not contain '{' or '}'.
+	Prefix string
+	// Queue names the queue this backend enqueues to and fetches from.
+	// Zero means DefaultQueue. It must not contain '{' or '}'.
+	Queue string
+	// Retention is how long a task's keys are kept after they were last
+	// written (see the package documentation). Zero means
+	// DefaultRetention.
+	Retention time.Duration
+	// PollInterval is how often a live subscription with nothing to
+	// deliver reads its task's stream directly, which ends subscriptions
+	// of tasks whose retention has passed and catches anything pub/sub
+	// failed to carry. Zero means DefaultPollInterval.
+	PollInterval time.Duration
+	// Logger receives the backend's warnings. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Backend is a queue.Backend and a progress.Backend on Redis. Create it
+// with New; it is safe for concurrent use. The rueidis client stays the
+// caller's: Close stops what the Backend started but does not close the
+// client.
+type Backend struct {
+	client rueidis.Client
+	cfg    Config
+	log    *slog.Logger
+	// qtag is the prefix of the queue's keys, "P:{q:Q}".
+	qtag string
+
+	hub *hub
+
+	// ctx ends when Close is called; every goroutine of the backend
+	// watches it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var (
+	_ queue.Backend    = (*Backend)(nil)
+	_ progress.Backend = (*Backend)(nil)
+)
+
+// New returns a Backend that runs on client with the settings of cfg.
+func New(client rueidis.Client, cfg Config) (*Backend, error) {
+	if client == nil {
+		return nil, errors.New("redisbackend: nil client")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultPrefix
+	}
+	if cfg.Queue == "" {
+		cfg.Queue = DefaultQueue
+	}
+	if strings.ContainsAny(cfg.Prefix, "{}") || strings.ContainsAny(cfg.Queue, "{}") {
+		return nil, fmt.Errorf("redisbackend: prefix %q and queue %q must not contain braces", cfg.Prefix, cfg.Queue)
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	b := &Backend{
+		client: client,
+		cfg:    cfg,
+		log:    cfg.Logger,
+		qtag:   cfg.Prefix + ":{q:" + cfg.Queue + "}",
+	}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.hub = newHub(b.ctx, client, cfg.Logger, &b.wg)
+	return b, nil
+}
+
+// Close stops the backend's goroutines and its pub/sub connection, ending
+// every subscription and cancellation listener, and waits for them. It
+// does not close the rueidis client. Calling Close again does nothing.
+func (b *Backend) Close() error {
+	b.cancel()
+	b.wg.Wait()
+	return nil
+}
+
+// Prefix returns the prefix of the backend's keys and channels.
+func (b *Backend) Prefix() string { return b.cfg.Prefix }
+
+// Queue returns the name of the backend's queue.
+func (b *Backend) Queue() string { return b.cfg.Queue }
+
+// closed reports whether Close has been called.
+func (b *Backend) closed() bool { return b.ctx.Err() != nil }
+
+// Keys of a task; see the package documentation.
+func (b *Backend) taskKey(id string) string   { return b.cfg.Prefix + ":{" + id + "}:task" }
+func (b *Backend) snapKey(id string) string   { return b.cfg.Prefix + ":{" + id + "}:snap" }
+func (b *Backend) stepsKey(id string) string  { return b.cfg.Prefix + ":{" + id + "}:steps" }
+func (b *Backend) eventsKey(id string) string { return b.cfg.Prefix + ":{" + id + "}:events" }
+func (b *Backend) liveChannel(id string) string {
+	return b.cfg.Prefix + ":{" + id + "}:live"
+}
+
+// Keys of the queue.
+func (b *Backend) streamKey() string     { return b.qtag + ":stream" }
+func (b *Backend) delayedKey() string    { return b.qtag + ":delayed" }
+func (b *Backend) leasesKey() string     { return b.qtag + ":leases" }
+func (b *Backend) holdersKey() string    { return b.qtag + ":holders" }
+func (b *Backend) seqKey() string        { return b.qtag + ":seq" }
+func (b *Backend) cancelChannel() string { return b.qtag + ":cancel" }
+
+// retentionMS is the retention in milliseconds, as PEXPIRE takes it.
+func (b *Backend) retentionMS() int64 { return b.cfg.Retention.Milliseconds() }
+
+// wrap adds context to an error from Redis. Errors of the connection (not
+// error replies of the server) also wrap queue.ErrUnavailable; errors of
+// the caller's context are kept as they are.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, isReply := rueidis.IsRedisErr(err); isReply ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("redisbackend: %s: %w", op, err)
+	}
+	return fmt.Errorf("redisbackend: %s: %w: %w", op, queue.ErrUnavailable, err)
+}
+
+// replyCode returns the first word of a Redis error reply ("NOTFOUND",
+// "BUSYGROUP", ...), or "" for other errors.
+func replyCode(err error) string {
+	re, ok := rueidis.IsRedisErr(err)
+	if !ok || re.IsNil() {
+		return ""
+	}
+	code, _, _ := strings.Cut(re.Error(), " ")
+	return code
+}

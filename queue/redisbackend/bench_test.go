@@ -1,0 +1,114 @@
+package redisbackend_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// Benchmarks run against a local redis-server, so their figures are
+// mostly round trips to it: compare them with each other, not with a
+// network deployment.
+
+func BenchmarkEnqueue(b *testing.B) {
+	srv := redistest.Start(b)
+	backend := newBackend(b, newClient(b, srv), redisbackend.Config{})
+	ctx := context.Background()
+
+	b.Run("Backend", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := backend.Enqueue(ctx, newTask()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Broker", func(b *testing.B) {
+		// What start-task costs: the progress record, then the task.
+		broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+		inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := broker.Enqueue(ctx, "f", inputs, queue.EnqueueOptions{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkAppend(b *testing.B) {
+	srv := redistest.Start(b)
+	backend := newBackend(b, newClient(b, srv), redisbackend.Config{})
+	ctx := context.Background()
+
+	for _, subscribers := range []int{0, 1, 100} {
+		b.Run(fmt.Sprintf("subscribers=%d", subscribers), func(b *testing.B) {
+			id := queue.NewID()
+			require.NoError(b, backend.Create(ctx, id))
+			subCtx, cancel := context.WithCancel(ctx)
+			var drained sync.WaitGroup
+			for range subscribers {
+				ch, err := backend.Subscribe(subCtx, id, "")
+				require.NoError(b, err)
+				drained.Go(func() {
+					for range ch {
+					}
+				})
+			}
+			e := progress.Event{Type: progress.EventToken, Token: "a token of some twenty bytes"}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := backend.Append(ctx, id, e); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			cancel()
+			drained.Wait()
+		})
+	}
+}
+
+func BenchmarkLifecycle(b *testing.B) {
+	srv := redistest.Start(b)
+	backend := newBackend(b, newClient(b, srv), redisbackend.Config{})
+	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+	ctx := context.Background()
+	inputs := json.RawMessage(`{"topic":"roses"}`)
+	result := json.RawMessage(`{"poem":"roses are red"}`)
+
+	b.ReportAllocs()
+	for b.Loop() {
+		id, err := broker.Enqueue(ctx, "poem", inputs, queue.EnqueueOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		leases, err := backend.Fetch(ctx, "bench", 1, time.Minute)
+		if err != nil || len(leases) != 1 || leases[0].Task.ID != id {
+			b.Fatalf("fetch: %v (%d leases)", err, len(leases))
+		}
+		rep := progress.NewTaskReporter(backend, id, nil)
+		if err := rep.Start(ctx, "Running"); err != nil {
+			b.Fatal(err)
+		}
+		for i := range 5 {
+			rep.Log(fmt.Sprintf("step %d", i))
+		}
+		if err := rep.Succeed(ctx, result); err != nil {
+			b.Fatal(err)
+		}
+		if err := backend.Ack(ctx, leases[0]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,127 @@
+package redisbackend
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+// cancelScript marks a task cancelled and tells the workers.
+//
+//	KEYS[1] task record
+//	ARGV[1] the queue's cancel channel, ARGV[2] task id
+//
+// It returns 0 when the task does not exist, 1 otherwise.
+var cancelScript = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'cancelled', '1')
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+`)
+
+// readyScript moves a task from the delayed set to the end of the stream,
+// if it is in the delayed set.
+//
+//	KEYS[1] delayed set, KEYS[2] stream
+//	ARGV[1] task id
+//
+// It returns 1 if the task was moved, 0 otherwise.
+var readyScript = rueidis.NewLuaScript(`
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'task', ARGV[1])
+  return 1
+end
+return 0
+`)
+
+// Cancel implements queue.Backend. It takes two round trips, since the
+// task's record and the queue's keys live on different cluster slots:
+// cancelScript marks the record and publishes the id, then readyScript
+// makes the task ready at once if it waits in the delayed set. Retry does
+// the same two steps in the opposite order, so that a cancelled task never
+// stays delayed whatever the interleaving.
+func (b *Backend) Cancel(ctx context.Context, id string) error {
+	if !queue.ValidID(id) {
+		return fmt.Errorf("%w: %w", queue.ErrNotFound, queue.ErrInvalidID)
+	}
+	n, err := cancelScript.Exec(ctx, b.client, []string{b.taskKey(id)}, []string{b.cancelChannel(), id}).AsInt64()
+	if err != nil {
+		return wrap("cancel task "+id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: %s", queue.ErrNotFound, id)
+	}
+	return b.makeReady(ctx, id)
+}
+
+// makeReady moves a delayed task to the stream (see readyScript).
+func (b *Backend) makeReady(ctx context.Context, id string) error {
+	err := readyScript.Exec(ctx, b.client, []string{b.delayedKey(), b.streamKey()}, []string{id}).Error()
+	return wrap("make task "+id+" ready", err)
+}
+
+// Cancellations implements queue.Backend on the backend's one pub/sub
+// connection. It returns once the subscription is in place, so that every
+// Cancel after it is delivered, or with an error wrapping
+// queue.ErrUnavailable if that takes longer than ten seconds. Ids are
+// buffered for a slow reader, never dropped. Cancellations published while
+// the pub/sub connection is down are not delivered: workers also find the
+// cancelled flag in the task record.
+func (b *Backend) Cancellations(ctx context.Context) (<-chan string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if b.closed() {
+		return nil, ErrClosed
+	}
+	channel := b.cancelChannel()
+	in := newInbox()
+	in.unbounded = true
+	ready := b.hub.join(channel, in)
+	wait, cancelWait := context.WithTimeout(ctx, commandTimeout)
+	defer cancelWait()
+	select {
+	case <-ready:
+	case <-b.ctx.Done():
+		b.hub.leave(channel, in)
+		return nil, ErrClosed
+	case <-wait.Done():
+		b.hub.leave(channel, in)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		return nil, fmt.Errorf("redisbackend: listen for cancellations: %w: subscription not confirmed in %v", queue.ErrUnavailable, commandTimeout)
+	}
+
+	out := make(chan string)
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer close(out)
+		defer b.hub.leave(channel, in)
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(b.ctx, cancel)()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-in.notify:
+			}
+			ids, _ := in.take()
+			for _, id := range ids {
+				select {
+				case out <- id:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, nil
+}

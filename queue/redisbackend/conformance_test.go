@@ -1,0 +1,27 @@
+package redisbackend_test
+
+import (
+	"testing"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/progress/progresstest"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/queuetest"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+func TestProgressConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	progresstest.Run(t, func(t *testing.T) progress.Backend {
+		return newBackend(t, newClient(t, srv), redisbackend.Config{})
+	})
+}
+
+func TestQueueConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	queuetest.Run(t, func(t *testing.T) (queue.Backend, progress.Backend) {
+		b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+		return b, b
+	})
+}

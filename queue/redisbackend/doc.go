@@ -1,0 +1,104 @@
+// Package redisbackend runs the queue and the progress store of flows on
+// Redis, through one rueidis client that the caller hands in. A *Backend
+// is both a queue.Backend and a progress.Backend, so that a web process and
+// any number of worker processes share tasks, progress and live events:
+//
+//	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{"127.0.0.1:6379"}})
+//	if err != nil { ... }
+//	defer client.Close()
+//	backend, err := redisbackend.New(client, redisbackend.Config{})
+//	if err != nil { ... }
+//	defer backend.Close()
+//	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+//
+// # Key schema
+//
+// Every key starts with Config.Prefix (P below, "flows" by default). Each
+// key of one task carries the task id as its hash tag, so that all of a
+// task's keys live on one Redis Cluster slot and the scripts that update
+// several of them are atomic there too; the keys of one queue (Q,
+// Config.Queue) share the tag "{q:Q}". No command or script ever touches
+// the keys of two tasks, nor a task's keys together with a queue's.
+//
+//	P:{<id>}:task       hash    the queue's record of the task: id, flow,
+//	                            inputs, attempt, max_attempts, timeout (ns),
+//	                            enqueued_at and run_at (Unix ns), cancelled
+//	P:{<id>}:snap       hash    the progress snapshot: state, status,
+//	                            progress, result (final result JSON) and
+//	                            last (id of the last event appended)
+//	P:{<id>}:steps      list    the snapshot's step results, one JSON each
+//	P:{<id>}:events     stream  the task's event log; entry ids are the
+//	                            event ids ("<ms>-<seq>"), field "e" holds
+//	                            the event's JSON
+//	P:{<id>}:live       channel live events of the task, published by the
+//	                            append script as {"id","prev","event"}
+//	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id;
+//	                            consumer group "workers" hands each entry
+//	                            out once
+//	P:{q:Q}:delayed     zset    tasks waiting to be ready (delayed start,
+//	                            retry backoff), scored by due Unix ms
+//	P:{q:Q}:leases      zset    stream entries leased to a worker, scored by
+//	                            the lease's deadline (Redis server clock, ms)
+//	P:{q:Q}:holders     hash    stream entry id -> number of its current
+//	                            lease, the second half of the lease token
+//	P:{q:Q}:seq         string  counter that numbers the leases
+//	P:{q:Q}:cancel      channel ids of cancelled tasks, for the workers
+//
+// The four keys of a task expire Config.Retention after they were last
+// written: the progress keys on every Append, the task record on enqueue
+// (plus any delay), on every lease and on Ack. Retention must therefore
+// exceed the longest time a task can wait in the queue or run without
+// reporting progress.
+//
+// # Queue
+//
+// Enqueue writes the task record and adds the task to the stream (or the
+// delayed set) in one round trip. Fetch runs one script that moves due
+// delayed tasks into the stream, takes over entries whose lease has passed
+// (a dead worker's tasks run again, with a higher attempt) and reads new
+// entries through the consumer group; each entry taken gets a deadline in
+// the leases set and a new lease number. A second, pipelined round trip
+// increments each task's attempt and reads its record. With nothing to
+// take, Fetch waits on the stream with a blocking XREAD, which changes
+// nothing and so can be cancelled at any time.
+//
+// Lease deadlines are kept per lease, not derived from the consumer
+// group's idle times, so that workers with different lease lengths share
+// a queue correctly; and a lease's token, "<entry id>/<lease number>",
+// tells a current lease from a stale one even when the same worker name
+// took the entry again. Extend, Ack and Retry each run one script that
+// checks the token and fail with queue.ErrLeaseLost when it no longer
+// matches. Delivery is at least once.
+//
+// # Progress
+//
+// Append validates the events, then one Lua script checks that the task
+// exists and has not finished, adds each event to the task's stream (Redis
+// assigns the ids), folds it into the snapshot, refreshes the expiry and
+// publishes it on the task's channel: one round trip, all or nothing.
+//
+// Each Backend holds one pub/sub connection for all its live subscriptions
+// and cancellation listeners, whatever their number. A subscription first
+// registers for live messages, then reads the backlog from the event stream,
+// then follows the live messages; each message names the event before it,
+// so a subscription that sees a gap (or whose pub/sub connection was lost
+// and restored) reads what it missed from the stream. Events reach each
+// subscriber once, in order, with no gap, and a slow subscriber delays no
+// one: what it has not taken yet is buffered for it, and past a bound it
+// re-reads from the stream instead.
+//
+// # When Redis goes away
+//
+// Errors that come from not reaching Redis wrap queue.ErrUnavailable, for
+// the progress methods as well, so that the HTTP layer can answer 503.
+// Commands that change data fail at once; rueidis retries read-only ones
+// (Get, Events, Subscribe's existence check) until their context ends,
+// unless the client is built with DisableRetry. Nothing needs restarting
+// when Redis is back: the client reconnects, the pub/sub connection is
+// restored with every channel, and each live subscription reads what it
+// missed from its event stream, so its reader sees a delay, never a gap or
+// a duplicate. What Redis itself loses depends on its persistence: with
+// appendonly yes and appendfsync always, nothing acknowledged; with
+// everysec, up to a second of writes on a crash; without persistence,
+// everything.
+package redisbackend

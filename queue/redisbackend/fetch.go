@@ -1,0 +1,271 @@
+package redisbackend
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+// Fetch tuning.
+const (
+	// maxBlock bounds one wait of Fetch, so that it looks at the queue at
+	// least this often whatever it expects.
+	maxBlock = time.Second
+	// promoteBatch bounds the delayed tasks one Fetch moves to the stream.
+	promoteBatch = 100
+	// defaultLease replaces a lease of zero or less.
+	defaultLease = 30 * time.Second
+)
+
+// fetchScript leases up to max tasks to a consumer, atomically:
+//
+//  1. due delayed tasks (score <= now) move to the end of the stream;
+//
+//  2. entries whose lease has passed (score <= the server's clock in the
+//     leases set) are claimed for the consumer (XCLAIM); entries deleted
+//     meanwhile (or whose stream is gone) are forgotten;
+//
+//  3. new entries are read for the consumer (XREADGROUP), creating the
+//     stream and group if they are missing;
+//
+//  4. each entry taken gets a fresh token from the seq counter, recorded
+//     in the holders hash, and a deadline in the leases set.
+//
+//     KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set,
+//     KEYS[4] holders hash, KEYS[5] seq counter
+//     ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max,
+//     ARGV[4] lease (ms), ARGV[5] now (the caller's clock, Unix ms),
+//     ARGV[6] most delayed tasks to move
+//
+// It returns {taken, dueIn, expiresIn, lastID}: taken lists {entry id,
+// {field, value...}, token} for each entry leased; dueIn is the time in ms
+// until the next delayed task is due and expiresIn until the next lease
+// passes (-1 when there is none); lastID is the id of the newest entry of
+// the stream ("0-0" if empty), after which a blocking XREAD waits for new
+// entries.
+var fetchScript = rueidis.NewLuaScript(`
+local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local group, consumer, max, leasems, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, ARGV[6])
+for i = 1, #due do
+  redis.call('ZREM', delayed, due[i])
+  redis.call('XADD', stream, '*', 'task', due[i])
+end
+
+local taken = {}
+local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
+for i = 1, #expired do
+  local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, expired[i])
+  if claimed.err or #claimed == 0 then
+    redis.call('ZREM', leases, expired[i])
+    redis.call('HDEL', holders, expired[i])
+  else
+    taken[#taken + 1] = claimed[1]
+  end
+end
+
+if #taken < max then
+  local read = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', max - #taken, 'STREAMS', stream, '>')
+  if type(read) == 'table' and read.err then
+    if not string.find(read.err, 'NOGROUP') then
+      return redis.error_reply(read.err)
+    end
+    redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+    read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', max - #taken, 'STREAMS', stream, '>')
+  end
+  if read then
+    local entries = read[1][2]
+    for i = 1, #entries do
+      taken[#taken + 1] = entries[i]
+    end
+  end
+end
+
+local out = {}
+for i = 1, #taken do
+  local id = taken[i][1]
+  local token = tostring(redis.call('INCR', seq))
+  redis.call('HSET', holders, id, token)
+  redis.call('ZADD', leases, clock + leasems, id)
+  out[i] = {id, taken[i][2], token}
+end
+
+local dueIn, expiresIn = -1, -1
+local nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if #nextDue > 0 then dueIn = math.max(tonumber(nextDue[2]) - now, 0) end
+local nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+if #nextExpiry > 0 then expiresIn = math.max(tonumber(nextExpiry[2]) - clock, 0) end
+local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+local lastID = '0-0'
+if #last > 0 then lastID = last[1][1] end
+return {out, dueIn, expiresIn, lastID}
+`)
+
+// Fetch implements queue.Backend. One script moves due delayed tasks into
+// the stream, takes over entries whose lease has passed and reads new ones
+// (see fetchScript); a second round trip increments the attempt of each
+// task taken and reads its record. With nothing to take, Fetch waits on the
+// stream (a blocking XREAD, which changes nothing, so cancelling it loses
+// nothing) until an entry is added, the next delayed task is due, the next
+// lease passes, ctx ends, or a second goes by, and then looks again.
+func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
+	if max <= 0 {
+		max = 1
+	}
+	if lease <= 0 {
+		lease = defaultLease
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		taken, wait, lastID, err := b.take(ctx, worker, max, lease)
+		if err != nil {
+			return nil, err
+		}
+		if len(taken) > 0 {
+			leases, err := b.lease(ctx, taken, lease)
+			if len(leases) > 0 || err != nil {
+				return leases, err
+			}
+			continue
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl))
+		}
+		if wait > 0 {
+			if err := b.waitForEntries(ctx, lastID, wait); err != nil {
+				return nil, err
+			}
+		}
+	}
+}
+
+// takenEntry is an entry fetchScript leased.
+type takenEntry struct {
+	entry, taskID, token string
+}
+
+// take runs fetchScript and returns what it leased, how long to wait
+// before looking again if nothing, and the stream's last id.
+func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration) ([]takenEntry, time.Duration, string, error) {
+	res, err := fetchScript.Exec(ctx, b.client,
+		[]string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.seqKey()},
+		[]string{group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10),
+			strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.Itoa(promoteBatch)},
+	).ToArray()
+	if err != nil {
+		return nil, 0, "", wrap("fetch tasks", err)
+	}
+	if len(res) != 4 {
+		return nil, 0, "", fmt.Errorf("redisbackend: fetch tasks: unexpected reply of %d values", len(res))
+	}
+	items, err := res[0].ToArray()
+	if err != nil {
+		return nil, 0, "", fmt.Errorf("redisbackend: fetch tasks: %w", err)
+	}
+	taken := make([]takenEntry, 0, len(items))
+	for _, item := range items {
+		parts, err := item.ToArray()
+		if err != nil || len(parts) != 3 {
+			return nil, 0, "", fmt.Errorf("redisbackend: fetch tasks: malformed entry: %v", err)
+		}
+		var e takenEntry
+		e.entry, _ = parts[0].ToString()
+		e.token, _ = parts[2].ToString()
+		fields, _ := parts[1].AsStrSlice()
+		for i := 0; i+1 < len(fields); i += 2 {
+			if fields[i] == streamField {
+				e.taskID = fields[i+1]
+			}
+		}
+		taken = append(taken, e)
+	}
+	wait := maxBlock
+	for _, r := range res[1:3] {
+		if ms, err := r.AsInt64(); err == nil && ms >= 0 {
+			wait = min(wait, time.Duration(ms)*time.Millisecond)
+		}
+	}
+	lastID, _ := res[3].ToString()
+	return taken, wait, lastID, nil
+}
+
+// waitForEntries blocks until an entry is added to the stream after
+// lastID, wait passes or ctx ends (then it returns ctx.Err()).
+func (b *Backend) waitForEntries(ctx context.Context, lastID string, wait time.Duration) error {
+	ms := max(int64((wait+time.Millisecond-1)/time.Millisecond), 1)
+	c := b.client
+	err := c.Do(ctx, c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey()).Id(lastID).Build()).Error()
+	if err != nil && !rueidis.IsRedisNil(err) {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return ctxErr
+		}
+		return wrap("wait for tasks", err)
+	}
+	return nil
+}
+
+// lease turns entries taken by fetchScript into leases: each task's
+// attempt is incremented and its record read and kept for the retention
+// period, in one pipelined round trip. An entry whose task record is gone
+// (expired) is removed from the queue. The round trip is not cut short by
+// ctx: the entries are held already, and are better run than left to
+// expire.
+func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Duration) ([]*queue.Lease, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commandTimeout)
+	defer cancel()
+	c := b.client
+	deadline := time.Now().Add(lease)
+	cmds := make(rueidis.Commands, 0, 3*len(taken))
+	for i, e := range taken {
+		if !queue.ValidID(e.taskID) {
+			taken[i].taskID = "-" // an id no task has: its record is missing
+		}
+		key := b.taskKey(taken[i].taskID)
+		cmds = append(cmds,
+			c.B().Hincrby().Key(key).Field(recAttempt).Increment(1).Build(),
+			c.B().Hgetall().Key(key).Build(),
+			c.B().Pexpire().Key(key).Milliseconds(b.retentionMS()).Build(),
+		)
+	}
+	res := c.DoMulti(ctx, cmds...)
+	leases := make([]*queue.Lease, 0, len(taken))
+	var firstErr error
+	for i, e := range taken {
+		fields, err := res[3*i+1].AsStrMap()
+		if err != nil {
+			// Still held: the entry is taken over once the lease passes.
+			if firstErr == nil {
+				firstErr = wrap("lease task "+e.taskID, err)
+			}
+			continue
+		}
+		t, ok, err := decodeRecord(fields)
+		if err != nil || !ok {
+			b.log.Warn("flows: dropping a queue entry without a usable task record",
+				"task_id", e.taskID, "entry", e.entry, "err", err)
+			l := &queue.Lease{Task: &queue.Task{ID: e.taskID}, Token: makeToken(e.entry, e.token)}
+			if err := b.onLease(ctx, "drop", ackScript, l, b.leaseKeys(), group); err != nil {
+				b.log.Warn("flows: could not drop a queue entry", "entry", e.entry, "err", err)
+			}
+			if !ok {
+				_ = c.Do(ctx, c.B().Del().Key(b.taskKey(e.taskID)).Build()).Error()
+			}
+			continue
+		}
+		leases = append(leases, &queue.Lease{Task: t, Token: makeToken(e.entry, e.token), Deadline: deadline})
+	}
+	if len(leases) > 0 {
+		return leases, nil // the rest is taken over later
+	}
+	return nil, firstErr
+}

@@ -1,0 +1,60 @@
+package redisbackend_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// waitLimit bounds every wait of these tests, so that a bug fails a test
+// instead of hanging it; it is a guard, not a measurement.
+const waitLimit = 30 * time.Second
+
+// eventually polls cond until it holds, failing the test after waitLimit.
+func eventually(t testing.TB, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			require.FailNow(t, "condition not met in time", msg)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// collect reads ch until it is closed.
+func collect(t testing.TB, ch <-chan progress.Event) []progress.Event {
+	t.Helper()
+	var got []progress.Event
+	timeout := time.NewTimer(waitLimit)
+	defer timeout.Stop()
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				return got
+			}
+			got = append(got, e)
+		case <-timeout.C:
+			require.FailNow(t, "subscription did not end", "got %d events", len(got))
+		}
+	}
+}
+
+func ids(events []progress.Event) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = e.ID
+	}
+	return out
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}

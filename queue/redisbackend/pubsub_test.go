@@ -1,0 +1,204 @@
+package redisbackend_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// clients returns the connections of srv from CLIENT LIST, each as its
+// fields.
+func clients(t *testing.T, srv *redistest.Server) []map[string]string {
+	t.Helper()
+	list, err := srv.Do("CLIENT", "LIST").ToString()
+	require.NoError(t, err)
+	var out []map[string]string
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		fields := map[string]string{}
+		for _, kv := range strings.Fields(line) {
+			k, v, _ := strings.Cut(kv, "=")
+			fields[k] = v
+		}
+		out = append(out, fields)
+	}
+	return out
+}
+
+// subscribedClients returns the connections subscribed to at least one
+// channel.
+func subscribedClients(t *testing.T, srv *redistest.Server) []map[string]string {
+	t.Helper()
+	var out []map[string]string
+	for _, c := range clients(t, srv) {
+		if c["sub"] != "0" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func TestSubscribersShareOneConnection(t *testing.T) {
+	const tasks, perTask, live = 200, 10, 5 // 2,000 subscriptions
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	ids := make([]string, tasks)
+	for i := range ids {
+		ids[i] = newTask().ID
+		require.NoError(t, b.Create(ctx, ids[i]))
+		_, err := b.Append(ctx, ids[i], progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+		require.NoError(t, err)
+	}
+	// One subscription, so that the backend has opened all it shares.
+	warm, stopWarm := context.WithCancel(ctx)
+	ch, err := b.Subscribe(warm, ids[0], "")
+	require.NoError(t, err)
+	<-ch
+	stopWarm()
+	collect(t, ch)
+	before := len(clients(t, srv))
+
+	type result struct {
+		task   int
+		events []progress.Event
+	}
+	results := make(chan result, tasks*perTask)
+	var started sync.WaitGroup
+	for i := range tasks * perTask {
+		task := i % tasks
+		ch, err := b.Subscribe(ctx, ids[task], "")
+		require.NoError(t, err)
+		started.Add(1)
+		go func() {
+			first, ok := <-ch // the backlog: the subscription is up
+			started.Done()
+			got := []progress.Event{first}
+			if ok {
+				got = append(got, collect(t, ch)...)
+			}
+			results <- result{task, got}
+		}()
+	}
+	started.Wait()
+
+	during := len(clients(t, srv))
+	assert.Equal(t, before, during, "connections with 1 subscription and with %d", tasks*perTask)
+	subs := subscribedClients(t, srv)
+	require.Len(t, subs, 1, "one pub/sub connection for every subscription")
+	assert.Equal(t, fmt.Sprint(tasks), subs[0]["sub"], "one Redis subscription per task, not per subscriber")
+
+	var writers sync.WaitGroup
+	for _, id := range ids {
+		writers.Go(func() {
+			for j := range live {
+				_, err := b.Append(ctx, id, progress.LogEvent(fmt.Sprintf("line %d", j)))
+				assert.NoError(t, err)
+			}
+			_, err := b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
+			assert.NoError(t, err)
+		})
+	}
+	writers.Wait()
+
+	want := make([][]string, tasks)
+	for i, id := range ids {
+		events, err := b.Events(ctx, id, "")
+		require.NoError(t, err)
+		require.Len(t, events, live+2)
+		want[i] = idsOf(events)
+	}
+	for range tasks * perTask {
+		select {
+		case r := <-results:
+			assert.Equal(t, want[r.task], idsOf(r.events), "subscriber of task %d", r.task)
+		case <-ctx.Done():
+			require.FailNow(t, "subscribers did not finish")
+		}
+	}
+	assert.Equal(t, before, len(clients(t, srv)), "connections after the subscriptions ended")
+	eventually(t, func() bool { return len(subscribedClients(t, srv)) == 0 || subscribedClients(t, srv)[0]["sub"] == "0" },
+		"every channel unsubscribed once its subscribers left")
+}
+
+func idsOf(events []progress.Event) []string { return ids(events) }
+
+func TestSubscriptionsLeaveWithTheirLastSubscriber(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	task := newTask()
+	require.NoError(t, b.Create(ctx, task.ID))
+	numsub := func() int64 {
+		res, err := srv.Do("PUBSUB", "NUMSUB", b.Prefix()+":{"+task.ID+"}:live").ToArray()
+		require.NoError(t, err)
+		require.Len(t, res, 2)
+		n, err := res[1].AsInt64()
+		require.NoError(t, err)
+		return n
+	}
+
+	var cancels []context.CancelFunc
+	var chans []<-chan progress.Event
+	for range 3 {
+		sub, cancel := context.WithCancel(ctx)
+		ch, err := b.Subscribe(sub, task.ID, "")
+		require.NoError(t, err)
+		cancels, chans = append(cancels, cancel), append(chans, ch)
+	}
+	_, err := b.Append(ctx, task.ID, progress.LogEvent("hello"))
+	require.NoError(t, err)
+	for _, ch := range chans {
+		<-ch
+	}
+	assert.Equal(t, int64(1), numsub(), "three local subscribers, one Redis subscription")
+
+	for i, cancel := range cancels {
+		cancel()
+		collect(t, chans[i])
+		if i < len(cancels)-1 {
+			assert.Equal(t, int64(1), numsub(), "still subscribed with %d subscribers left", len(cancels)-1-i)
+		}
+	}
+	eventually(t, func() bool { return numsub() == 0 }, "unsubscribed after the last subscriber left")
+
+	// And subscribed again for a new subscriber.
+	sub, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := b.Subscribe(sub, task.ID, "")
+	require.NoError(t, err)
+	require.Len(t, collectN(t, ch, 1), 1)
+	assert.Equal(t, int64(1), numsub())
+	_, err = b.Append(ctx, task.ID, progress.LogEvent("again"))
+	require.NoError(t, err)
+	got := collectN(t, ch, 1)
+	assert.Equal(t, "again", got[0].Step.Message)
+}
+
+// collectN reads n events from ch.
+func collectN(t *testing.T, ch <-chan progress.Event, n int) []progress.Event {
+	t.Helper()
+	var got []progress.Event
+	timeout := time.After(waitLimit)
+	for len(got) < n {
+		select {
+		case e, ok := <-ch:
+			require.True(t, ok, "channel closed after %d of %d events", len(got), n)
+			got = append(got, e)
+		case <-timeout:
+			require.FailNow(t, "events did not arrive", "got %d of %d", len(got), n)
+		}
+	}
+	return got
+}

@@ -1,0 +1,184 @@
+package redisbackend_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// Two Backends on one prefix, each with its own client, play two
+// processes sharing a Redis.
+
+func TestDeadWorkersTaskIsTakenOver(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
+	a := newBackend(t, newClient(t, srv), cfg)
+	b := newBackend(t, newClient(t, srv), cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	task := newTask()
+	require.NoError(t, a.Create(ctx, task.ID))
+	require.NoError(t, a.Enqueue(ctx, task))
+	first, err := a.Fetch(ctx, "process-a", 1, 200*time.Millisecond)
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+	assert.Equal(t, 1, first[0].Task.Attempt)
+
+	// Process a dies: nobody extends its lease. Process b, with a long
+	// lease of its own, takes the task over once a's lease has passed.
+	second, err := b.Fetch(ctx, "process-b", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, second, 1)
+	assert.Equal(t, task.ID, second[0].Task.ID)
+	assert.Equal(t, 2, second[0].Task.Attempt, "the flow sees the second attempt")
+
+	assert.ErrorIs(t, a.Ack(ctx, first[0]), queue.ErrLeaseLost, "the dead worker's lease")
+	assert.ErrorIs(t, a.Extend(ctx, first[0], time.Minute), queue.ErrLeaseLost)
+	require.NoError(t, b.Extend(ctx, second[0], time.Minute))
+	require.NoError(t, b.Ack(ctx, second[0]))
+	pending, err := srv.Do("XLEN", cfg.Prefix+":{q:default}:stream").AsInt64()
+	require.NoError(t, err)
+	assert.Zero(t, pending, "acknowledged entries leave the stream")
+}
+
+func TestCancellationsReachOtherProcesses(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
+	web := newBackend(t, newClient(t, srv), cfg)
+	worker := newBackend(t, newClient(t, srv), cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	cancels, err := worker.Cancellations(ctx)
+	require.NoError(t, err)
+	task := newTask()
+	require.NoError(t, web.Enqueue(ctx, task))
+	require.NoError(t, web.Cancel(ctx, task.ID))
+	select {
+	case id := <-cancels:
+		assert.Equal(t, task.ID, id)
+	case <-ctx.Done():
+		require.FailNow(t, "cancellation not delivered")
+	}
+
+	other, err := redisbackend.New(newClient(t, srv), redisbackend.Config{Prefix: cfg.Prefix, Queue: "other"})
+	require.NoError(t, err)
+	defer other.Close()
+	otherTask := newTask()
+	otherTask.ID = task.ID + "x"
+	require.NoError(t, other.Enqueue(ctx, otherTask))
+	require.NoError(t, other.Cancel(ctx, otherTask.ID))
+	require.NoError(t, web.Cancel(ctx, task.ID))
+	assert.Equal(t, task.ID, <-cancels, "cancellations of another queue are not delivered")
+}
+
+func TestOrphanEntryIsDropped(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	lost, kept := newTask(), newTask()
+	require.NoError(t, b.Enqueue(ctx, lost))
+	require.NoError(t, b.Enqueue(ctx, kept))
+	// The record expired while the task waited.
+	require.NoError(t, srv.Do("DEL", b.Prefix()+":{"+lost.ID+"}:task").Error())
+
+	fctx, cancel := context.WithTimeout(ctx, waitLimit)
+	defer cancel()
+	leases, err := b.Fetch(fctx, "w", 2, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, kept.ID, leases[0].Task.ID)
+
+	exists, err := srv.Do("EXISTS", b.Prefix()+":{"+lost.ID+"}:task").AsInt64()
+	require.NoError(t, err)
+	assert.Zero(t, exists, "no record is left behind by the attempt count")
+	entries, err := srv.Do("XLEN", b.Prefix()+":{q:default}:stream").AsInt64()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), entries, "only the leased task's entry remains")
+	_, err = b.Get(ctx, lost.ID)
+	assert.ErrorIs(t, err, queue.ErrNotFound)
+}
+
+func TestSlowSubscriberPastTheBuffer(t *testing.T) {
+	defer redisbackend.SetInboxLimit(10)()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	task := newTask()
+	require.NoError(t, b.Create(ctx, task.ID))
+	ch, err := b.Subscribe(ctx, task.ID, "")
+	require.NoError(t, err)
+	_, err = b.Append(ctx, task.ID, progress.LogEvent("first"))
+	require.NoError(t, err)
+	collectN(t, ch, 1) // the subscription is live
+
+	// Nobody reads while far more than the buffer holds is appended.
+	const n = 300
+	for range n {
+		_, err := b.Append(ctx, task.ID, progress.Event{Type: progress.EventToken, Token: "t"})
+		require.NoError(t, err)
+	}
+	_, err = b.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: "stopped"})
+	require.NoError(t, err)
+
+	events, err := b.Events(ctx, task.ID, "")
+	require.NoError(t, err)
+	require.Len(t, events, n+2)
+	assert.Equal(t, ids(events[1:]), ids(collect(t, ch)), "every event once, in order, read from the stream")
+}
+
+func TestCancellationsSurviveRestart(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	cancels, err := b.Cancellations(ctx)
+	require.NoError(t, err)
+
+	srv.Restart()
+	eventually(t, func() bool { return len(subscribedClients(t, srv)) == 1 }, "pub/sub connection restored")
+	task := newTask()
+	eventually(t, func() bool { return b.Enqueue(ctx, task) == nil }, "Redis is back")
+	require.NoError(t, b.Cancel(ctx, task.ID))
+	select {
+	case id, ok := <-cancels:
+		require.True(t, ok, "the listener survived the restart")
+		assert.Equal(t, task.ID, id)
+	case <-ctx.Done():
+		require.FailNow(t, "cancellation not delivered after the restart")
+	}
+}
+
+func TestStreamDeletedUnderALease(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	held := newTask()
+	require.NoError(t, b.Enqueue(ctx, held))
+	leases, err := b.Fetch(ctx, "w", 1, 50*time.Millisecond)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+
+	// Someone deletes the stream (and its consumer group) while the lease
+	// runs out.
+	require.NoError(t, srv.Do("DEL", b.Prefix()+":{q:default}:stream").Error())
+	time.Sleep(100 * time.Millisecond)
+	next := newTask()
+	require.NoError(t, b.Enqueue(ctx, next))
+	got, err := b.Fetch(ctx, "w", 2, time.Minute)
+	require.NoError(t, err, "Fetch forgets the lost lease and recreates the group")
+	require.Len(t, got, 1)
+	assert.Equal(t, next.ID, got[0].Task.ID)
+	assert.ErrorIs(t, b.Ack(ctx, leases[0]), queue.ErrLeaseLost)
+}

@@ -1,0 +1,113 @@
+package redisbackend_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// countingClient counts the round trips made through it: each Do and each
+// DoMulti is one.
+type countingClient struct {
+	rueidis.Client
+	trips atomic.Int64
+}
+
+func (c *countingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.trips.Add(1)
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *countingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	c.trips.Add(1)
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+// commandCalls returns the calls of each command since the last CONFIG
+// RESETSTAT, from INFO commandstats (commands run by scripts included).
+func commandCalls(t *testing.T, srv *redistest.Server) map[string]int {
+	t.Helper()
+	info, err := srv.Do("INFO", "commandstats").ToString()
+	require.NoError(t, err)
+	calls := map[string]int{}
+	for _, line := range strings.Split(info, "\n") {
+		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		for _, kv := range strings.Split(stats, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, err := strconv.Atoi(v)
+				require.NoError(t, err)
+				calls[strings.TrimPrefix(name, "cmdstat_")] = n
+			}
+		}
+	}
+	return calls
+}
+
+func TestRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	counter := &countingClient{Client: newClient(t, srv)}
+	b := newBackend(t, counter, redisbackend.Config{})
+	ctx := context.Background()
+
+	// Warm up: load every script once, so that no NOSCRIPT retry is
+	// counted below.
+	warm := runTask(ctx, t, b)
+	_, _, err := b.Snapshot(ctx, warm.ID)
+	require.NoError(t, err)
+
+	task := newTask()
+	events := []progress.Event{
+		progress.LogEvent("one"),
+		{Type: progress.EventProgress, Progress: 50, Status: "half"},
+		{Type: progress.EventToken, Token: "tok"},
+	}
+	tests := []struct {
+		name  string
+		op    func() error
+		trips int64
+	}{
+		{"Create", func() error { return b.Create(ctx, task.ID) }, 1},
+		{"Enqueue", func() error { return b.Enqueue(ctx, task) }, 1},
+		{"Append one event", func() error { _, err := b.Append(ctx, task.ID, events[0]); return err }, 1},
+		{"Append three events", func() error { _, err := b.Append(ctx, task.ID, events...); return err }, 1},
+		{"Snapshot", func() error { _, _, err := b.Snapshot(ctx, task.ID); return err }, 1},
+		{"Events", func() error { _, err := b.Events(ctx, task.ID, ""); return err }, 1},
+		{"Get", func() error { _, err := b.Get(ctx, task.ID); return err }, 1},
+		{"Fetch with a task ready", func() error { _, err := b.Fetch(ctx, "w", 1, time.Minute); return err }, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := counter.trips.Load()
+			require.NoError(t, tt.op())
+			assert.Equal(t, tt.trips, counter.trips.Load()-before, "round trips")
+		})
+	}
+
+	t.Run("Append is one script call", func(t *testing.T) {
+		require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+		const appends = 10
+		for range appends {
+			_, err := b.Append(ctx, task.ID, events...)
+			require.NoError(t, err)
+		}
+		calls := commandCalls(t, srv)
+		assert.Equal(t, appends, calls["evalsha"], "one EVALSHA per Append")
+		assert.Zero(t, calls["eval"], "no script sent again")
+		assert.Equal(t, appends*len(events), calls["xadd"], "every event added by the script")
+		assert.Equal(t, appends*len(events), calls["publish"], "every event published by the script")
+	})
+}

@@ -1,0 +1,199 @@
+package redisbackend_test
+
+import (
+	"context"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// hashTag returns the part of key Redis Cluster hashes: the text between
+// the first '{' and the next '}', when not empty; the whole key otherwise.
+func hashTag(key string) string {
+	open := strings.IndexByte(key, '{')
+	if open < 0 {
+		return key
+	}
+	end := strings.IndexByte(key[open+1:], '}')
+	if end <= 0 {
+		return key
+	}
+	return key[open+1 : open+1+end]
+}
+
+func TestHashTag(t *testing.T) {
+	for key, want := range map[string]string{
+		"p:{abc}:task": "abc",
+		"p:{q:x}:seq":  "q:x",
+		"p:{}:x{y}":    "p:{}:x{y}",
+		"plain":        "plain",
+		"a{b}c{d}":     "b",
+	} {
+		assert.Equal(t, want, hashTag(key), key)
+	}
+}
+
+// newTask returns a task as a Broker would enqueue it.
+func newTask() *queue.Task {
+	return &queue.Task{
+		ID: queue.NewID(), Flow: "f", Inputs: json.RawMessage(`{}`),
+		MaxAttempts: 3, Timeout: time.Minute, EnqueuedAt: time.Now().UTC(),
+	}
+}
+
+// runTask takes a task through its life: progress record, enqueue, lease,
+// events, success, ack. It returns the task.
+func runTask(ctx context.Context, t *testing.T, b *redisbackend.Backend) *queue.Task {
+	t.Helper()
+	task := newTask()
+	require.NoError(t, b.Create(ctx, task.ID))
+	require.NoError(t, b.Enqueue(ctx, task))
+	leases, err := b.Fetch(ctx, "w1", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	require.Equal(t, task.ID, leases[0].Task.ID)
+	_, err = b.Append(ctx, task.ID,
+		progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"},
+		progress.LogEvent("working"),
+		progress.Event{Type: progress.EventToken, Token: "tok"},
+		progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"ok"`)},
+	)
+	require.NoError(t, err)
+	require.NoError(t, b.Ack(ctx, leases[0]))
+	return task
+}
+
+func TestKeySchema(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	const prefix = "schema"
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: prefix, Queue: "mail"})
+
+	done := runTask(ctx, t, b)
+	running := newTask()
+	require.NoError(t, b.Create(ctx, running.ID))
+	require.NoError(t, b.Enqueue(ctx, running))
+	_, err := b.Fetch(ctx, "w1", 1, time.Minute)
+	require.NoError(t, err)
+	later := newTask()
+	later.RunAt = time.Now().Add(time.Hour)
+	require.NoError(t, b.Create(ctx, later.ID))
+	require.NoError(t, b.Enqueue(ctx, later))
+	sub, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err = b.Subscribe(sub, running.ID, "")
+	require.NoError(t, err)
+	_, err = b.Cancellations(sub)
+	require.NoError(t, err)
+
+	keys, err := srv.Do("KEYS", "*").AsStrSlice()
+	require.NoError(t, err)
+	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|snap|steps|events)$`)
+	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq)$`)
+	perTask := map[string][]string{}
+	var queueKeys []string
+	for _, k := range keys {
+		switch {
+		case taskKey.MatchString(k):
+			m := taskKey.FindStringSubmatch(k)
+			assert.Equal(t, m[1], hashTag(k), "task key %s is tagged with its task id", k)
+			perTask[m[1]] = append(perTask[m[1]], m[2])
+		case queueKey.MatchString(k):
+			assert.Equal(t, "q:mail", hashTag(k))
+			queueKeys = append(queueKeys, queueKey.FindStringSubmatch(k)[1])
+		default:
+			assert.Fail(t, "key outside the schema", k)
+		}
+	}
+	assert.ElementsMatch(t, []string{"task", "snap", "steps", "events"}, perTask[done.ID], "keys of a finished task")
+	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[running.ID], "keys of a task without events yet")
+	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[later.ID], "keys of a delayed task")
+	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq"}, queueKeys)
+
+	eventually(t, func() bool {
+		chans, err := srv.Do("PUBSUB", "CHANNELS", "*").AsStrSlice()
+		require.NoError(t, err)
+		return assert.ObjectsAreEqual(
+			[]string{"schema:{" + running.ID + "}:live", "schema:{q:mail}:cancel"}, sorted(chans))
+	}, "channels follow the schema")
+}
+
+func TestRetention(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	client := newClient(t, srv)
+
+	t.Run("every task key expires", func(t *testing.T) {
+		const retention = time.Hour
+		b := newBackend(t, client, redisbackend.Config{Retention: retention})
+		task := runTask(ctx, t, b)
+		keys, err := srv.Do("KEYS", "*{"+task.ID+"}*").AsStrSlice()
+		require.NoError(t, err)
+		require.Len(t, keys, 4)
+		for _, k := range keys {
+			ttl, err := srv.Do("PTTL", k).AsInt64()
+			require.NoError(t, err)
+			assert.Positive(t, ttl, k)
+			assert.LessOrEqual(t, ttl, retention.Milliseconds(), k)
+		}
+	})
+
+	t.Run("append refreshes the expiry", func(t *testing.T) {
+		b := newBackend(t, client, redisbackend.Config{Retention: time.Hour})
+		task := newTask()
+		require.NoError(t, b.Create(ctx, task.ID))
+		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
+		require.NoError(t, err)
+		prefix := b.Prefix() + ":{" + task.ID + "}:"
+		for _, k := range []string{"snap", "steps", "events"} {
+			require.NoError(t, srv.Do("PEXPIRE", prefix+k, "5000").Error())
+		}
+		_, err = b.Append(ctx, task.ID, progress.Event{Type: progress.EventStatus, Status: "two"})
+		require.NoError(t, err)
+		for _, k := range []string{"snap", "steps", "events"} {
+			ttl, err := srv.Do("PTTL", prefix+k).AsInt64()
+			require.NoError(t, err)
+			assert.Greater(t, ttl, int64(5000), k)
+		}
+	})
+
+	t.Run("a delayed task outlives its delay", func(t *testing.T) {
+		const retention, delay = time.Hour, 10 * time.Hour
+		b := newBackend(t, client, redisbackend.Config{Retention: retention})
+		task := newTask()
+		task.RunAt = time.Now().Add(delay)
+		require.NoError(t, b.Create(ctx, task.ID))
+		require.NoError(t, b.Enqueue(ctx, task))
+		for _, k := range []string{"task", "snap"} {
+			ttl, err := srv.Do("PTTL", b.Prefix()+":{"+task.ID+"}:"+k).AsInt64()
+			require.NoError(t, err)
+			assert.Greater(t, ttl, delay.Milliseconds(), k)
+		}
+	})
+
+	t.Run("an expired task is gone and its subscription ends", func(t *testing.T) {
+		b := newBackend(t, client, redisbackend.Config{Retention: 300 * time.Millisecond, PollInterval: 20 * time.Millisecond})
+		task := newTask()
+		require.NoError(t, b.Create(ctx, task.ID))
+		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
+		require.NoError(t, err)
+		ch, err := b.Subscribe(ctx, task.ID, "")
+		require.NoError(t, err)
+		got := collect(t, ch)
+		require.Len(t, got, 1, "the backlog, then the channel closes when the task expires")
+		_, _, err = b.Snapshot(ctx, task.ID)
+		assert.ErrorIs(t, err, progress.ErrNotFound)
+		_, err = b.Append(ctx, task.ID, progress.LogEvent("late"))
+		assert.ErrorIs(t, err, progress.ErrNotFound)
+	})
+}

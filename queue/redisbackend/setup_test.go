@@ -1,0 +1,55 @@
+package redisbackend_test
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"testing"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// Tests share one redis-server per top-level test; each backend gets a key
+// prefix of its own, so that backends of subtests share nothing.
+
+// newClient returns a client of srv, closed when the test ends. It
+// pipelines always, so that its connections start their goroutines on
+// first use rather than under load (the conformance suite counts
+// goroutines).
+func newClient(t testing.TB, srv *redistest.Server) rueidis.Client {
+	t.Helper()
+	opt := srv.ClientOption()
+	opt.AlwaysPipelining = true
+	client, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	return client
+}
+
+// newBackend returns a Backend on client with a fresh prefix unless cfg
+// names one, closed when the test ends (before the client).
+func newBackend(t testing.TB, client rueidis.Client, cfg redisbackend.Config) *redisbackend.Backend {
+	t.Helper()
+	if cfg.Prefix == "" {
+		cfg.Prefix = uniquePrefix(t)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	b, err := redisbackend.New(client, cfg)
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, b.Close()) })
+	return b
+}
+
+func uniquePrefix(t testing.TB) string {
+	t.Helper()
+	var buf [6]byte
+	_, err := rand.Read(buf[:])
+	require.NoError(t, err)
+	return "t" + hex.EncodeToString(buf[:])
+}

@@ -1,0 +1,347 @@
+package redisbackend
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// Snapshot hash fields.
+const (
+	fieldState    = "state"
+	fieldStatus   = "status"
+	fieldProgress = "progress"
+	fieldResult   = "result"
+	fieldLast     = "last"
+)
+
+// eventField is the field of an event stream entry that holds the event's
+// JSON.
+const eventField = "e"
+
+// pageSize is how many events one XRANGE reads.
+const pageSize = 500
+
+// createScript records a new task in state PENDING with no events.
+//
+//	KEYS[1] snapshot hash, KEYS[2] steps list, KEYS[3] events stream
+//	ARGV[1] retention in ms, ARGV[2] initial state, ARGV[3] initial status
+//
+// It fails with "EXISTS" when the snapshot exists. Steps and events left
+// by an expired namesake are removed.
+var createScript = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('EXISTS task already exists')
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+`)
+
+// Create implements progress.Store in one round trip.
+func (b *Backend) Create(ctx context.Context, taskID string) error {
+	if !queue.ValidID(taskID) {
+		return fmt.Errorf("redisbackend: create task %q: %w", taskID, queue.ErrInvalidID)
+	}
+	init := progress.NewSnapshot()
+	err := createScript.Exec(ctx, b.client,
+		[]string{b.snapKey(taskID), b.stepsKey(taskID), b.eventsKey(taskID)},
+		[]string{strconv.FormatInt(b.retentionMS(), 10), string(init.State), init.Details.Status},
+	).Error()
+	if replyCode(err) == "EXISTS" {
+		return fmt.Errorf("%w: %q", progress.ErrExists, taskID)
+	}
+	return wrap("create task "+taskID, err)
+}
+
+// appendScript records events of one task, all or nothing.
+//
+//	KEYS[1] snapshot hash, KEYS[2] steps list, KEYS[3] events stream
+//	ARGV[1] retention in ms
+//	ARGV[2] the task's live channel
+//	ARGV[3] number of events n
+//	then, for each event, 7 values: its JSON, type, state, status,
+//	progress, step JSON (step events) and result JSON (success)
+//
+// It fails with "NOTFOUND" when the task does not exist and with
+// "FINISHED" when it has reached SUCCESS or FAILURE; then nothing is
+// recorded. Otherwise it adds each event to the stream (Redis assigns the
+// id), folds it into the snapshot as progress.Snapshot.Apply does,
+// publishes {"id","prev","event"} on the live channel, refreshes the
+// expiry of the three keys and returns the id of the last event.
+var appendScript = rueidis.NewLuaScript(`
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then
+  return redis.error_reply('NOTFOUND task not found')
+end
+if state == 'SUCCESS' or state == 'FAILURE' then
+  return redis.error_reply('FINISHED task already finished')
+end
+local prev = redis.call('HGET', KEYS[1], 'last') or ''
+local set = {}
+local steps = {}
+for i = 0, tonumber(ARGV[3]) - 1 do
+  local a = 4 + i * 7
+  local json, typ, st, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local id = redis.call('XADD', KEYS[3], '*', 'e', json)
+  local changes = true
+  if typ == 'state' then
+    state = st
+    if status ~= '' then set['status'] = status end
+    if st == 'SUCCESS' then
+      set['progress'] = '100'
+      set['result'] = ARGV[a + 6]
+    end
+  elseif typ == 'status' then
+    set['status'] = status
+  elseif typ == 'progress' then
+    set['progress'] = ARGV[a + 4]
+    if status ~= '' then set['status'] = status end
+  elseif typ == 'step' then
+    steps[#steps + 1] = ARGV[a + 5]
+  else
+    changes = false
+  end
+  if changes and state == 'PENDING' and typ ~= 'state' then
+    state = 'PROGRESS'
+  end
+  redis.call('PUBLISH', ARGV[2], '{"id":"' .. id .. '","prev":"' .. prev .. '","event":' .. json .. '}')
+  prev = id
+end
+local args = {'state', state, 'last', prev}
+for k, v in pairs(set) do
+  args[#args + 1] = k
+  args[#args + 1] = v
+end
+redis.call('HSET', KEYS[1], unpack(args))
+if #steps > 0 then
+  redis.call('RPUSH', KEYS[2], unpack(steps))
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+return prev
+`)
+
+// appendArgs is the number of ARGV values appendScript takes per event.
+const appendArgs = 7
+
+// Append implements progress.Store in one round trip. Events are checked
+// before anything is sent: an invalid event gives progress.ErrInvalidEvent
+// and an event after a terminal one in the same call progress.ErrFinished.
+func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	if !queue.ValidID(taskID) {
+		return "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
+	}
+	if len(events) == 0 {
+		_, last, err := b.Snapshot(ctx, taskID)
+		return last, err
+	}
+	args := make([]string, 3, 3+appendArgs*len(events))
+	args[0] = strconv.FormatInt(b.retentionMS(), 10)
+	args[1] = b.liveChannel(taskID)
+	args[2] = strconv.Itoa(len(events))
+	for i, e := range events {
+		ev, err := encodeEvent(e)
+		if err != nil {
+			return "", fmt.Errorf("redisbackend: append to task %q: event %d: %w", taskID, i, err)
+		}
+		args = append(args, ev...)
+	}
+	for i, e := range events[:len(events)-1] {
+		if e.Terminal() {
+			return "", fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
+		}
+	}
+	last, err := appendScript.Exec(ctx, b.client,
+		[]string{b.snapKey(taskID), b.stepsKey(taskID), b.eventsKey(taskID)}, args).ToString()
+	switch replyCode(err) {
+	case "NOTFOUND":
+		return "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+	case "FINISHED":
+		return "", fmt.Errorf("%w: task %q: nothing recorded", progress.ErrFinished, taskID)
+	}
+	if err != nil {
+		return "", wrap("append to task "+taskID, err)
+	}
+	return last, nil
+}
+
+// encodeEvent validates e and returns the appendArgs values appendScript
+// takes for it.
+func encodeEvent(e progress.Event) ([]string, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	if e.Result != nil && !json.Valid(e.Result) {
+		return nil, fmt.Errorf("%w: result is not JSON", progress.ErrInvalidEvent)
+	}
+	var step []byte
+	if e.Step != nil {
+		if e.Step.Data != nil && !json.Valid(e.Step.Data) {
+			return nil, fmt.Errorf("%w: step data is not JSON", progress.ErrInvalidEvent)
+		}
+		var err error
+		if step, err = json.Marshal(e.Step); err != nil {
+			return nil, fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
+		}
+	}
+	e.ID = ""
+	data, err := json.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
+	}
+	return []string{
+		string(data),
+		string(e.Type),
+		string(e.State),
+		e.Status,
+		strconv.Itoa(min(max(e.Progress, 0), 100)),
+		string(step),
+		string(e.Result),
+	}, nil
+}
+
+// Snapshot implements progress.Store in one round trip: the hash and the
+// steps are read in one MULTI/EXEC, so they agree with each other.
+func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapshot, string, error) {
+	if !queue.ValidID(taskID) {
+		return progress.Snapshot{}, "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
+	}
+	c := b.client
+	res := c.DoMulti(ctx,
+		c.B().Multi().Build(),
+		c.B().Hgetall().Key(b.snapKey(taskID)).Build(),
+		c.B().Lrange().Key(b.stepsKey(taskID)).Start(0).Stop(-1).Build(),
+		c.B().Exec().Build(),
+	)
+	for _, r := range res {
+		if err := r.Error(); err != nil {
+			return progress.Snapshot{}, "", wrap("read snapshot of task "+taskID, err)
+		}
+	}
+	parts, err := res[3].ToArray()
+	if err != nil || len(parts) != 2 {
+		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
+	}
+	fields, err := parts[0].AsStrMap()
+	if err != nil {
+		return progress.Snapshot{}, "", wrap("read snapshot of task "+taskID, err)
+	}
+	if len(fields) == 0 {
+		return progress.Snapshot{}, "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+	}
+	steps, err := parts[1].AsStrSlice()
+	if err != nil {
+		return progress.Snapshot{}, "", wrap("read steps of task "+taskID, err)
+	}
+	snap, err := decodeSnapshot(fields, steps)
+	if err != nil {
+		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: decode snapshot of task %q: %w", taskID, err)
+	}
+	return snap, fields[fieldLast], nil
+}
+
+func decodeSnapshot(fields map[string]string, steps []string) (progress.Snapshot, error) {
+	snap := progress.Snapshot{
+		State: progress.State(fields[fieldState]),
+		Details: progress.Details{
+			Status:      fields[fieldStatus],
+			StepResults: make([]progress.StepResult, len(steps)),
+		},
+	}
+	if p := fields[fieldProgress]; p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return snap, fmt.Errorf("progress %q: %w", p, err)
+		}
+		snap.Details.Progress = n
+	}
+	if r := fields[fieldResult]; r != "" {
+		snap.Details.FinalResult = json.RawMessage(r)
+	}
+	for i, s := range steps {
+		if err := json.Unmarshal([]byte(s), &snap.Details.StepResults[i]); err != nil {
+			return snap, fmt.Errorf("step %d: %w", i, err)
+		}
+	}
+	return snap, nil
+}
+
+// Events implements progress.Store, reading the stream in pages of
+// pageSize entries.
+func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progress.Event, error) {
+	after, err := parseEventID(afterID)
+	if err != nil {
+		return nil, err
+	}
+	if !queue.ValidID(taskID) {
+		return nil, fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
+	}
+	var all []progress.Event
+	for {
+		page, _, err := b.readPage(ctx, taskID, after, pageSize)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if len(page) < pageSize {
+			return all, nil
+		}
+		after, _ = parseEventID(page[len(page)-1].ID)
+	}
+}
+
+// readPage reads up to count events of the task after the given id, and
+// whether the task had reached a terminal state when the read began (then
+// every event of the task is in the stream, so reading on to the end
+// yields them all). It fails with progress.ErrNotFound when the task does
+// not exist.
+func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, count int64) ([]progress.Event, bool, error) {
+	if after.isMax() {
+		return nil, false, nil
+	}
+	start := "-"
+	if !after.isZero() {
+		start = "(" + after.String()
+	}
+	c := b.client
+	// HGET runs first: if it sees a terminal state, the XRANGE after it
+	// sees the terminal event.
+	res := c.DoMulti(ctx,
+		c.B().Hget().Key(b.snapKey(taskID)).Field(fieldState).Build(),
+		c.B().Xrange().Key(b.eventsKey(taskID)).Start(start).End("+").Count(count).Build(),
+	)
+	state, err := res[0].ToString()
+	if rueidis.IsRedisNil(err) {
+		return nil, false, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+	}
+	if err != nil {
+		return nil, false, wrap("read events of task "+taskID, err)
+	}
+	entries, err := res[1].AsXRange()
+	if err != nil {
+		return nil, false, wrap("read events of task "+taskID, err)
+	}
+	events := make([]progress.Event, 0, len(entries))
+	for _, en := range entries {
+		var e progress.Event
+		if err := json.Unmarshal([]byte(en.FieldValues[eventField]), &e); err != nil {
+			return nil, false, fmt.Errorf("redisbackend: decode event %s of task %q: %w", en.ID, taskID, err)
+		}
+		e.ID = en.ID
+		events = append(events, e)
+	}
+	return events, progress.State(state).Terminal(), nil
+}
+
+// errTaskGone reports whether err means that a task does not exist.
+func errTaskGone(err error) bool { return errors.Is(err, progress.ErrNotFound) }
