@@ -1,0 +1,218 @@
+// Package llm chooses the language model of the examples from the
+// environment, and provides the models that need no network: Offline, the
+// scripted model used when no provider is configured, and Scripted, a test
+// double answering queued responses.
+//
+// FromEnv looks at, in order:
+//
+//	GEMINI_API_KEY  (GEMINI_MODEL)                   Gemini through langchaingo's googleai provider
+//	OPENAI_API_KEY  (OPENAI_BASE_URL, OPENAI_MODEL)  OpenAI, or any OpenAI-compatible endpoint
+//	OLLAMA_HOST / OLLAMA_MODEL                       a local or remote Ollama server
+//
+// and falls back to Offline, labelled "offline model (scripted, no
+// network)" so that no one mistakes its output for a real model's.
+//
+// The provider packages live here, in the examples, and not in the
+// library: a program that imports the library pays only for the providers
+// it chooses. Wrap the model with lcflow.Model to have its calls reported
+// in a flow's steps.
+package llm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/tmc/langchaingo/llms"
+	"github.com/tmc/langchaingo/llms/googleai"
+	"github.com/tmc/langchaingo/llms/ollama"
+	"github.com/tmc/langchaingo/llms/openai"
+)
+
+// Providers, as reported in Info.Provider.
+const (
+	ProviderGemini  = "gemini"
+	ProviderOpenAI  = "openai"
+	ProviderOllama  = "ollama"
+	ProviderOffline = "offline"
+)
+
+// Default models, used when the matching *_MODEL variable is empty.
+const (
+	DefaultGeminiModel = "gemini-2.0-flash"
+	DefaultOpenAIModel = "gpt-4o-mini"
+	DefaultOllamaModel = "llama3.2"
+)
+
+// OfflineLabel is the label of the offline model, shown in the flow list,
+// the API and the demo page.
+const OfflineLabel = "offline model (scripted, no network)"
+
+const (
+	defaultOpenAIBaseURL = "https://api.openai.com/v1"
+	defaultOllamaPort    = "11434"
+)
+
+// Info describes the model FromEnv chose.
+type Info struct {
+	// Provider is one of the Provider constants.
+	Provider string `json:"provider"`
+	// Model is the provider's model name ("offline" for the offline model).
+	Model string `json:"model"`
+	// Offline is true for the offline model: its answers are scripted.
+	Offline bool `json:"offline"`
+	// Label says in a few words what answers: to show users.
+	Label string `json:"label"`
+}
+
+// FromEnv returns the model the environment asks for, read through getenv
+// (os.Getenv in a program, a map in tests). It makes no network call:
+// providers that connect when they are built (googleai does) are built on
+// their first use. A provider that is asked for but misconfigured (a
+// malformed OLLAMA_HOST, say) is an error rather than a silent fall back to
+// the offline model.
+func FromEnv(getenv func(string) string) (llms.Model, Info, error) {
+	env := func(k string) string { return strings.TrimSpace(getenv(k)) }
+
+	if key := env("GEMINI_API_KEY"); key != "" {
+		model := or(env("GEMINI_MODEL"), DefaultGeminiModel)
+		m := &lazyModel{build: func() (llms.Model, error) {
+			return googleai.New(context.Background(), googleai.WithAPIKey(key), googleai.WithDefaultModel(model))
+		}}
+		return m, Info{Provider: ProviderGemini, Model: model, Label: "Gemini " + model + " (Google AI)"}, nil
+	}
+
+	if key := env("OPENAI_API_KEY"); key != "" {
+		model := or(env("OPENAI_MODEL"), DefaultOpenAIModel)
+		base := env("OPENAI_BASE_URL")
+		label := "OpenAI " + model
+		if base != "" {
+			if err := checkURL(base); err != nil {
+				return nil, Info{}, fmt.Errorf("llm: OPENAI_BASE_URL: %w", err)
+			}
+			label = "OpenAI-compatible " + model + " at " + base
+		}
+		// Every option is given explicitly, so that the provider does not
+		// read the process environment behind getenv's back.
+		m, err := openai.New(
+			openai.WithToken(key),
+			openai.WithModel(model),
+			openai.WithBaseURL(or(base, defaultOpenAIBaseURL)),
+			openai.WithOrganization(env("OPENAI_ORGANIZATION")),
+		)
+		if err != nil {
+			return nil, Info{}, fmt.Errorf("llm: openai: %w", err)
+		}
+		return m, Info{Provider: ProviderOpenAI, Model: model, Label: label}, nil
+	}
+
+	if host, model := env("OLLAMA_HOST"), env("OLLAMA_MODEL"); host != "" || model != "" {
+		server, err := ollamaURL(host)
+		if err != nil {
+			return nil, Info{}, fmt.Errorf("llm: OLLAMA_HOST: %w", err)
+		}
+		model = or(model, DefaultOllamaModel)
+		m, err := ollama.New(ollama.WithServerURL(server), ollama.WithModel(model))
+		if err != nil {
+			return nil, Info{}, fmt.Errorf("llm: ollama: %w", err)
+		}
+		return m, Info{Provider: ProviderOllama, Model: model, Label: "Ollama " + model + " at " + server}, nil
+	}
+
+	return NewOffline(), Info{Provider: ProviderOffline, Model: "offline", Offline: true, Label: OfflineLabel}, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", raw)
+	}
+	return nil
+}
+
+// ollamaURL turns OLLAMA_HOST as Ollama's own tools accept it ("host",
+// "host:port", "http://host:port", or empty for the local default) into a
+// URL. It is checked here because the provider's option exits the process
+// on a malformed URL.
+func ollamaURL(host string) (string, error) {
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	if !strings.Contains(host, "://") {
+		host = "http://" + host
+	}
+	u, err := url.Parse(host)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" || u.Hostname() == "" {
+		return "", fmt.Errorf("%q is not an Ollama server address", host)
+	}
+	if u.Port() == "" {
+		u.Host += ":" + defaultOllamaPort
+	}
+	return u.String(), nil
+}
+
+var errClosed = errors.New("llm: model closed")
+
+// lazyModel builds its model on first use: googleai.New starts gRPC
+// connections (DNS lookups and dials) as soon as it is called, which a
+// program that only lists its flows, and every test, should not do.
+type lazyModel struct {
+	build func() (llms.Model, error)
+
+	once  sync.Once
+	model llms.Model
+	err   error
+}
+
+func (l *lazyModel) get() (llms.Model, error) {
+	l.once.Do(func() {
+		l.model, l.err = l.build()
+		if l.err != nil {
+			l.err = fmt.Errorf("llm: building the model: %w", l.err)
+		}
+	})
+	return l.model, l.err
+}
+
+// GenerateContent builds the model if needed and calls it.
+func (l *lazyModel) GenerateContent(ctx context.Context, messages []llms.MessageContent, options ...llms.CallOption) (*llms.ContentResponse, error) {
+	m, err := l.get()
+	if err != nil {
+		return nil, err
+	}
+	return m.GenerateContent(ctx, messages, options...)
+}
+
+// Call implements llms.Model.
+func (l *lazyModel) Call(ctx context.Context, prompt string, options ...llms.CallOption) (string, error) {
+	return llms.GenerateFromSinglePrompt(ctx, l, prompt, options...)
+}
+
+// Close releases the model's connections, if it was built and holds any.
+func (l *lazyModel) Close() error {
+	built := true
+	l.once.Do(func() { built = false; l.err = errClosed })
+	if !built {
+		return nil
+	}
+	if c, ok := l.model.(interface{ Close() error }); ok {
+		return c.Close()
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+package lcflow
+
+import (
+	"context"
+
+	"github.com/tmc/langchaingo/llms"
+)
+
+// Model wraps m so that each of its calls is reported to the running
+// task's Handler: a "Calling the language model" log entry before, a move
+// of the progress bar after, the error in the status line on failure. Most
+// langchaingo providers report the start of a call to a callbacks handler
+// of their own, but each takes it differently and none reports the end;
+// the wrapper works the same with every model, including test doubles.
+// Callbacks that m makes to its own handler are not reported a second
+// time.
+//
+// Streaming needs no wrapper: Flow.Run asks the chains it runs to stream
+// to the Handler.
+func Model(m llms.Model) llms.Model {
+	if m == nil {
+		panic("lcflow.Model: nil model")
+	}
+	if rm, ok := m.(reportingModel); ok {
+		return rm
+	}
+	return reportingModel{m: m}
+}
+
+type reportingModel struct{ m llms.Model }
+
+func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.MessageContent, options ...llms.CallOption) (*llms.ContentResponse, error) {
+	h := HandlerFromContext(ctx)
+	if h == nil || modelReported(ctx) {
+		return r.m.GenerateContent(ctx, messages, options...)
+	}
+	h.llmStarted()
+	resp, err := r.m.GenerateContent(markModelReported(ctx), messages, options...)
+	if err != nil {
+		h.r.Status("Language model failed: " + err.Error())
+		return resp, err
+	}
+	h.llmEnded()
+	return resp, nil
+}
+
+func (r reportingModel) Call(ctx context.Context, prompt string, options ...llms.CallOption) (string, error) {
+	return llms.GenerateFromSinglePrompt(ctx, r, prompt, options...)
+}
