@@ -12,6 +12,9 @@
 //   - [github.com/flowsrun/flows/queue]: accepting tasks (Broker) and running
 //     them (Worker) on a Backend (Memory for one process).
 //   - [github.com/flowsrun/flows/ssehttp]: the HTTP API, an http.Handler.
+//   - [github.com/flowsrun/flows/flow/lcflow]: langchaingo chains and agents
+//     as flows, their steps reported by a callback handler. It is opt-in:
+//     the packages above do not import langchaingo.
 //
 // It keeps the HTTP contract of the Python platform (Django, Celery,
 // LangChain) it succeeds, so a client written for that platform works
@@ -50,6 +53,19 @@
 //
 // An input struct that has a Validate() error method gets it called after
 // decoding, for checks a schema cannot say (a blank string, a range).
+//
+// A flow can also be a langchaingo chain or agent executor. lcflow.Chain
+// turns one into a flow whose inputs are the chain's input keys. Its named
+// steps, model calls, tool results and agent actions become step_results
+// with no reporting code, and the model's output streams as tokens:
+//
+//	poem := lcflow.Chain(lcflow.Sequence(
+//		lcflow.QuietStep("Choosing a theme", themeChain), // reported, not streamed
+//		lcflow.Step("Writing the poem", poemChain),
+//	))
+//
+// See package lcflow for what is reported, and the README's "Adding a
+// flow" for the example flows and how they pick a model.
 //
 // # Registering flows
 //
@@ -152,8 +168,11 @@
 //
 // # Running the demo
 //
-// The module ships a demo server with two example flows and a web page to
-// start them and watch them run; it needs nothing else running:
+// The module ships a demo server with three example flows built with
+// langchaingo (a poem, a web search, an agent) and a web page to start them
+// and watch them run. It needs nothing else running: without API keys the
+// flows use an offline scripted model and sample search results, labelled
+// as such:
 //
 //	go run ./examples/server
 //

@@ -1,17 +1,25 @@
-// Package flows holds the example flows that the demo server runs:
-// poem_flow, which writes a short poem, and web_search_flow, which answers a
-// question from search results.
+// Package flows holds the example flows that the demo server and the
+// example worker run, written as langchaingo chains and an agent and turned
+// into flows with lcflow, so that their steps appear live without
+// reporting code of their own:
 //
-// Both are written in plain Go and use no network and no language model:
-// their "model" is a few lines of scripted text and their search results are
-// offline sample data. They exist to show what a flow looks like from the
-// outside (several steps with real pauses, a tool result, streamed tokens
-// and a final result) and are registered with the label
-// {"model": "offline (no network)"} so that nobody mistakes their output for
-// a real model's.
+//   - poem_flow: the model suggests a theme, then writes a short poem about
+//     it; the poem streams token by token.
+//   - web_search_flow: searches the web for a question, then answers it
+//     from the results, which appear as one tool_result.
+//   - research_agent: a langchaingo agent that answers a question by
+//     choosing between web search and a calculator; each action and tool
+//     result appears as it happens.
 //
-// Register them in a registry with Register, or with RegisterWith to choose
-// their pace (tests make them fast):
+// The model and the search tool are chosen from the environment (see
+// Config): a real model when GEMINI_API_KEY, OPENAI_API_KEY or
+// OLLAMA_HOST/OLLAMA_MODEL is set, Tavily when TAVILY_API_KEY is set, and
+// offline stand-ins otherwise, so that the demo runs with no key and no
+// network. Each flow is registered with labels naming the model and the
+// search tool in use, such as {"model": "offline model (scripted, no
+// network)", "search": "offline sample data"}, which the flows endpoint
+// lists and the demo page shows, so that nobody mistakes scripted output
+// for a real model's.
 //
 //	reg := registry.New()
 //	if err := flows.Register(reg); err != nil {
@@ -29,27 +37,40 @@ import (
 const (
 	PoemFlowName      = "poem_flow"
 	WebSearchFlowName = "web_search_flow"
+	ResearchAgentName = "research_agent"
 )
 
-// ModelLabel is the "model" label of the example flows, shown by the flows
-// endpoint and the demo page.
-const ModelLabel = "offline (no network)"
+// Keys of the labels the example flows are registered with.
+const (
+	// LabelModel names the language model the flows use.
+	LabelModel = "model"
+	// LabelSearch names the web-search tool of the flows that search.
+	LabelSearch = "search"
+)
 
-// Register adds poem_flow and web_search_flow to reg at their default pace.
-// It fails, wrapping registry.ErrDuplicate, if either name is taken.
+// Register adds the example flows to reg, with the model and search tool
+// the environment asks for (see Config) at the default pace. It fails,
+// wrapping registry.ErrDuplicate, if a name is taken, and with the
+// configuration error of a provider that is asked for but misconfigured.
 func Register(reg *registry.Registry) error { return RegisterWith(reg, Config{}) }
 
-// RegisterWith adds poem_flow and web_search_flow to reg, paced by cfg.
+// RegisterWith adds the example flows to reg, configured by cfg.
 func RegisterWith(reg *registry.Registry, cfg Config) error {
-	model := registry.Label("model", ModelLabel)
-	if err := reg.Register(PoemFlowName, Poem(cfg),
-		registry.Description("Chooses a theme, then writes a short poem about it, streaming it as it goes."),
-		model); err != nil {
+	model, modelLabel, err := cfg.model()
+	if err != nil {
 		return fmt.Errorf("example flows: %w", err)
 	}
-	if err := reg.Register(WebSearchFlowName, WebSearch(cfg),
-		registry.Description("Searches the web for a question (offline sample results) and composes an answer from what it found."),
-		model); err != nil {
+	search, searchLabel := cfg.search()
+	labelModel := registry.Label(LabelModel, modelLabel)
+	labelSearch := registry.Label(LabelSearch, searchLabel)
+
+	if err := reg.Register(PoemFlowName, Poem(model), labelModel); err != nil {
+		return fmt.Errorf("example flows: %w", err)
+	}
+	if err := reg.Register(WebSearchFlowName, WebSearch(model, search), labelModel, labelSearch); err != nil {
+		return fmt.Errorf("example flows: %w", err)
+	}
+	if err := reg.Register(ResearchAgentName, ResearchAgent(model, search), labelModel, labelSearch); err != nil {
 		return fmt.Errorf("example flows: %w", err)
 	}
 	return nil
