@@ -1,22 +1,36 @@
 // Command server is the demo server: the flows HTTP API and a web page to
-// start flows and watch them run, on the in-memory backend with workers in
-// the same process. It needs nothing else running:
+// start flows and watch them run. By default it runs on the in-memory
+// backend with workers in the same process, and needs nothing else
+// running:
 //
 //	go run ./examples/server
 //
 // then open http://localhost:8080.
 //
+// The example flows (examples/flows) run on the model the environment
+// names: GEMINI_API_KEY for Gemini, OPENAI_API_KEY (and OPENAI_BASE_URL)
+// for OpenAI or a compatible endpoint, OLLAMA_HOST or OLLAMA_MODEL for
+// Ollama. Their web search uses Tavily when TAVILY_API_KEY is set. Without
+// these they use an offline scripted model and sample search results,
+// labelled as such in the flow list and on the page.
+//
+// With REDIS_URL set (a redis://, rediss:// or unix:// URL, read by
+// rueidis.ParseURL), the queue and the progress store live in Redis
+// instead, so that worker processes (examples/worker) can run the flows:
+//
+//	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/server -workers 0
+//
 // Flags, each with an environment variable as its default:
 //
 //	-addr      listen address (ADDR, or ":"+PORT; default ":8080")
-//	-workers   flows run at once by the in-process workers (default 8)
+//	-workers   flows run at once by the in-process workers (default 8);
+//	           0 runs none, and needs REDIS_URL
+//	-queue     the Redis queue tasks go to (FLOWS_QUEUE; default "default")
+//	-prefix    the prefix of every Redis key (FLOWS_PREFIX; default "flows")
 //	-grace     how long running flows may finish on shutdown (default 10s)
 //	-step-delay, -token-delay
-//	           the pace of the example flows (default 700ms and 40ms)
-//
-// REDIS_URL is reserved for the Redis backend, which is not built yet: the
-// server refuses to start when it is set rather than silently running in
-// memory.
+//	           the pace of the example flows on the in-process workers
+//	           (default 700ms and 40ms)
 //
 // It stops gracefully on SIGINT or SIGTERM: the HTTP server stops taking
 // requests and closes live streams (browsers reconnect and resume), then

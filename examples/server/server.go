@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -9,11 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
+
+	"github.com/redis/rueidis"
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
 	"github.com/flowsrun/flows/ssehttp"
 )
@@ -25,11 +30,16 @@ const defaultShutdownTimeout = 10 * time.Second
 type config struct {
 	// Addr is the address to listen on.
 	Addr string
-	// Workers is how many flows the in-process workers run at once.
+	// Workers is how many flows the in-process workers run at once; 0
+	// runs none (Redis only: separate worker processes run the flows).
 	Workers int
-	// RedisURL selects the Redis backend when set. Not supported yet: see
-	// backends.
+	// RedisURL selects the Redis backend when set (REDIS_URL); empty
+	// means in memory. See backends.
 	RedisURL string
+	// Queue is the Redis queue tasks are sent to and taken from.
+	Queue string
+	// Prefix starts every Redis key.
+	Prefix string
 	// Flows sets the pace of the example flows.
 	Flows exampleflows.Config
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown. Zero
@@ -44,7 +54,8 @@ type config struct {
 
 // parseConfig reads the flags in args, taking their defaults from the
 // environment through getenv: ADDR, else ":"+PORT, else ":8080" for -addr;
-// REDIS_URL for the backend.
+// FLOWS_QUEUE and FLOWS_PREFIX for -queue and -prefix; REDIS_URL for the
+// backend.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
 	cfg := config{ShutdownTimeout: defaultShutdownTimeout, RedisURL: getenv("REDIS_URL")}
 	addr := ":8080"
@@ -57,39 +68,71 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&cfg.Addr, "addr", addr, "listen address (env ADDR, or PORT)")
-	fs.IntVar(&cfg.Workers, "workers", 8, "number of flows the in-process workers run at once")
+	fs.IntVar(&cfg.Workers, "workers", 8, "number of flows the in-process workers run at once; 0 for none (needs REDIS_URL)")
+	fs.StringVar(&cfg.Queue, "queue", cmp.Or(getenv("FLOWS_QUEUE"), redisbackend.DefaultQueue), "Redis queue of the tasks (env FLOWS_QUEUE)")
+	fs.StringVar(&cfg.Prefix, "prefix", cmp.Or(getenv("FLOWS_PREFIX"), redisbackend.DefaultPrefix), "prefix of every Redis key (env FLOWS_PREFIX)")
 	fs.DurationVar(&cfg.Grace, "grace", 10*time.Second, "how long running flows may finish on shutdown")
 	fs.DurationVar(&cfg.Flows.StepDelay, "step-delay", exampleflows.DefaultStepDelay, "pause of each step of the example flows")
 	fs.DurationVar(&cfg.Flows.TokenDelay, "token-delay", exampleflows.DefaultTokenDelay, "pause between streamed tokens of the example flows")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
-	if fs.NArg() > 0 {
+	switch {
+	case fs.NArg() > 0:
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case cfg.Workers < 0:
+		return config{}, fmt.Errorf("-workers must be 0 or more, got %d", cfg.Workers)
+	case cfg.Workers == 0 && cfg.RedisURL == "":
+		return config{}, errors.New("-workers 0 needs REDIS_URL: in memory, no other process can run the tasks")
+	case cfg.Queue == "" || strings.ContainsAny(cfg.Queue, "{}"):
+		return config{}, fmt.Errorf("-queue %q: must be non-empty and without braces", cfg.Queue)
+	case cfg.Prefix == "" || strings.ContainsAny(cfg.Prefix, "{}"):
+		return config{}, fmt.Errorf("-prefix %q: must be non-empty and without braces", cfg.Prefix)
 	}
-	if cfg.Workers < 1 {
-		return config{}, fmt.Errorf("-workers must be at least 1, got %d", cfg.Workers)
+	if cfg.RedisURL != "" {
+		if _, err := rueidis.ParseURL(cfg.RedisURL); err != nil {
+			return config{}, fmt.Errorf("REDIS_URL: %w", err)
+		}
 	}
 	return cfg, nil
 }
 
 // backends returns the queue backend and the progress store the server
-// runs on: in memory, for one process.
-//
-// This is the seam for Redis: when REDIS_URL is set, the Redis engine will
-// build both from one rueidis client here. Until it exists, a set
-// REDIS_URL is an error rather than a silent fallback to memory.
-func backends(cfg config) (queue.Backend, *progress.MemoryStore, error) {
-	if cfg.RedisURL != "" {
-		return nil, nil, errors.New("REDIS_URL is set, but this build has no Redis backend yet; unset it to run in memory")
+// runs on, and the func that releases them once the server and its
+// workers have stopped. Without REDIS_URL both live in memory, for one
+// process. With it, both are one redisbackend.Backend on one rueidis
+// client, shared with any number of worker processes (examples/worker);
+// the server fails to start if Redis cannot be reached.
+func backends(cfg config) (queue.Backend, progress.Backend, func(), error) {
+	if cfg.RedisURL == "" {
+		return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}), func() {}, nil
 	}
-	return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}), nil
+	opt, err := rueidis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	opt.DisableCache = true // the backend reads nothing through the client-side cache
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), err)
+	}
+	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, Logger: cfg.Logger})
+	if err != nil {
+		client.Close()
+		return nil, nil, nil, err
+	}
+	release := func() {
+		_ = backend.Close() // before the client: it ends the pub/sub connection
+		client.Close()
+	}
+	return backend, backend, release, nil
 }
 
 // newServer wires the server: the example flows in a registry, the
 // backend, the API handler and the demo page. It returns the HTTP handler
-// and run, which runs the workers until ctx ends and then stops them
-// gracefully.
+// and run, which runs the workers until ctx ends, stops them gracefully and
+// then releases the backend: call run, and stop using the handler before
+// run returns.
 func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error) {
 	logger := cfg.Logger
 	if logger == nil {
@@ -99,17 +142,31 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 	if err := exampleflows.RegisterWith(reg, cfg.Flows); err != nil {
 		return nil, nil, err
 	}
-	backend, store, err := backends(cfg)
+	for _, f := range reg.List() {
+		logger.Info("flow registered", "flow", f.Name, "labels", f.Labels) // the model and search in use
+	}
+	cfg.Logger = logger
+	backend, store, release, err := backends(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
 	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
-	worker := queue.NewWorker(backend, store, queue.WorkerConfig{
-		Registry:      reg,
-		Concurrency:   cfg.Workers,
-		ShutdownGrace: cfg.Grace,
-		Logger:        logger,
-	})
+	// run runs the in-process workers, if any, until ctx ends; then it
+	// releases the backend, which the handler no longer uses by then.
+	run := func(ctx context.Context) error {
+		defer release()
+		if cfg.Workers == 0 {
+			<-ctx.Done()
+			return nil
+		}
+		worker := queue.NewWorker(backend, store, queue.WorkerConfig{
+			Registry:      reg,
+			Concurrency:   cfg.Workers,
+			ShutdownGrace: cfg.Grace,
+			Logger:        logger,
+		})
+		return worker.Run(ctx)
+	}
 	api := ssehttp.New(ssehttp.Config{
 		Queue:    broker,
 		Progress: store,
@@ -121,7 +178,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 	mux.Handle("/", api)
 	mountPage(mux)
 
-	return mux, worker.Run, nil
+	return mux, run, nil
 }
 
 // serve runs the server on ln until ctx ends, then shuts it down: the HTTP
@@ -159,7 +216,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener) error {
 	go func() { workersDone <- run(workerCtx) }()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("flows demo server listening", "url", pageURL(ln.Addr()), "workers", cfg.Workers)
+	logger.Info("flows demo server listening", "url", pageURL(ln.Addr()), "backend", backendName(cfg), "workers", cfg.Workers)
 
 	var runErr error
 	select {
@@ -183,6 +240,14 @@ func serve(ctx context.Context, cfg config, ln net.Listener) error {
 	}
 	logger.Info("stopped")
 	return runErr
+}
+
+// backendName names the backend of cfg for the log.
+func backendName(cfg config) string {
+	if cfg.RedisURL != "" {
+		return "redis"
+	}
+	return "memory"
 }
 
 // pageURL is the address of the demo page on addr, for the log: a wildcard

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -18,14 +19,17 @@ import (
 	"github.com/stretchr/testify/require"
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/examples/llm"
 	"github.com/flowsrun/flows/progress"
 )
 
 // testConfig is a server configuration with fast flows and quiet logs.
+// The flows see an empty environment: the offline model and search,
+// whatever keys the machine running the tests has.
 func testConfig() config {
 	return config{
 		Workers:         4,
-		Flows:           exampleflows.Config{StepDelay: 10 * time.Millisecond, TokenDelay: time.Millisecond},
+		Flows:           exampleflows.Config{Getenv: func(string) string { return "" }, StepDelay: 10 * time.Millisecond, TokenDelay: time.Millisecond},
 		ShutdownTimeout: 5 * time.Second,
 		Grace:           5 * time.Second,
 		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -150,14 +154,50 @@ func TestServerListsTheExampleFlows(t *testing.T) {
 	var names []string
 	for _, f := range list {
 		names = append(names, f.Name)
-		assert.Equal(t, exampleflows.ModelLabel, f.Labels["model"], f.Name)
+		assert.Equal(t, llm.OfflineLabel, f.Labels[exampleflows.LabelModel], "%s: the offline model is labelled as such", f.Name)
+		if f.Name != exampleflows.PoemFlowName {
+			assert.Equal(t, exampleflows.OfflineSearchLabel, f.Labels[exampleflows.LabelSearch], f.Name)
+		}
 		assert.NotEmpty(t, f.InputSchema, f.Name)
 	}
-	assert.ElementsMatch(t, []string{exampleflows.PoemFlowName, exampleflows.WebSearchFlowName}, names)
+	assert.ElementsMatch(t, []string{exampleflows.PoemFlowName, exampleflows.WebSearchFlowName, exampleflows.ResearchAgentName}, names)
+}
+
+func TestServerLabelsFlowsWithTheModelOfTheEnvironment(t *testing.T) {
+	cfg := testConfig()
+	// The Gemini provider is built from the key but called only when a
+	// flow runs: listing the flows makes no request.
+	cfg.Flows.Getenv = func(k string) string {
+		return map[string]string{"GEMINI_API_KEY": "test-key", "TAVILY_API_KEY": "tvly-test"}[k]
+	}
+	srv := startServer(t, cfg)
+	resp, err := http.Get(srv.URL + "/flows/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var list []struct {
+		Name   string            `json:"name"`
+		Labels map[string]string `json:"labels"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&list))
+	require.NotEmpty(t, list)
+	for _, f := range list {
+		assert.Equal(t, "Gemini "+llm.DefaultGeminiModel+" (Google AI)", f.Labels[exampleflows.LabelModel], f.Name)
+		if f.Name != exampleflows.PoemFlowName {
+			assert.Equal(t, exampleflows.TavilySearchLabel, f.Labels[exampleflows.LabelSearch], f.Name)
+		}
+	}
 }
 
 func TestServerRunsPoemFlowToSuccessOverSSE(t *testing.T) {
-	srv := startServer(t, testConfig())
+	assertPoemOverSSE(t, startServer(t, testConfig()))
+}
+
+// assertPoemOverSSE starts poem_flow on srv and follows its event stream
+// to SUCCESS, checking the snapshots and tokens on the way. It returns the
+// task's id.
+func assertPoemOverSSE(t *testing.T, srv *httptest.Server) string {
+	t.Helper()
 	id := startTask(t, srv.Client(), srv.URL, `{"flow": "poem_flow", "inputs": {}}`)
 
 	resp, err := http.Get(srv.URL + "/task-status/" + id + "/")
@@ -196,6 +236,7 @@ func TestServerRunsPoemFlowToSuccessOverSSE(t *testing.T) {
 	assert.NotEmpty(t, poem)
 	assert.Equal(t, poem, tokens.String(), "the streamed tokens add up to the poem")
 	assert.Greater(t, len(last.Details.StepResults), 2)
+	return id
 }
 
 func TestServerRefusesBadInputs(t *testing.T) {
@@ -264,19 +305,30 @@ func TestServeShutsDownGracefully(t *testing.T) {
 }
 
 func TestParseConfig(t *testing.T) {
+	const redisURL = "redis://127.0.0.1:6390/0"
 	tests := []struct {
-		name    string
-		args    []string
-		env     map[string]string
-		addr    string
-		workers int
-		wantErr string
+		name          string
+		args          []string
+		env           map[string]string
+		addr          string
+		workers       int
+		queue, prefix string
+		wantErr       string
 	}{
 		{name: "defaults", addr: ":8080", workers: 8},
 		{name: "PORT", env: map[string]string{"PORT": "9000"}, addr: ":9000", workers: 8},
 		{name: "ADDR wins over PORT", env: map[string]string{"PORT": "9000", "ADDR": "127.0.0.1:9001"}, addr: "127.0.0.1:9001", workers: 8},
 		{name: "flag wins over env", args: []string{"-addr", ":7000", "-workers", "2"}, env: map[string]string{"ADDR": ":9001"}, addr: ":7000", workers: 2},
-		{name: "no workers", args: []string{"-workers", "0"}, wantErr: "at least 1"},
+		{name: "queue and prefix from the environment", env: map[string]string{"FLOWS_QUEUE": "emails", "FLOWS_PREFIX": "app"},
+			addr: ":8080", workers: 8, queue: "emails", prefix: "app"},
+		{name: "queue and prefix flags", args: []string{"-queue", "q2", "-prefix", "p2"}, env: map[string]string{"FLOWS_QUEUE": "emails"},
+			addr: ":8080", workers: 8, queue: "q2", prefix: "p2"},
+		{name: "no workers on Redis", args: []string{"-workers", "0"}, env: map[string]string{"REDIS_URL": redisURL}, addr: ":8080", workers: 0},
+		{name: "no workers in memory", args: []string{"-workers", "0"}, wantErr: "needs REDIS_URL"},
+		{name: "negative workers", args: []string{"-workers", "-1"}, env: map[string]string{"REDIS_URL": redisURL}, wantErr: "-workers"},
+		{name: "bad REDIS_URL", env: map[string]string{"REDIS_URL": "http://example.com"}, wantErr: "REDIS_URL"},
+		{name: "braces in the queue", args: []string{"-queue", "a{b}"}, wantErr: "-queue"},
+		{name: "empty prefix", args: []string{"-prefix", ""}, wantErr: "-prefix"},
 		{name: "unknown flag", args: []string{"-nope"}, wantErr: "nope"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
 	}
@@ -291,23 +343,12 @@ func TestParseConfig(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tt.addr, cfg.Addr)
 			assert.Equal(t, tt.workers, cfg.Workers)
+			assert.Equal(t, tt.env["REDIS_URL"], cfg.RedisURL)
+			assert.Equal(t, cmp.Or(tt.queue, "default"), cfg.Queue)
+			assert.Equal(t, cmp.Or(tt.prefix, "flows"), cfg.Prefix)
 			assert.Equal(t, exampleflows.DefaultStepDelay, cfg.Flows.StepDelay)
 		})
 	}
-}
-
-func TestRedisURLIsRefusedUntilSupported(t *testing.T) {
-	cfg, err := parseConfig(nil, func(k string) string {
-		if k == "REDIS_URL" {
-			return "redis://127.0.0.1:1/0"
-		}
-		return ""
-	})
-	require.NoError(t, err)
-	assert.Equal(t, "redis://127.0.0.1:1/0", cfg.RedisURL)
-	_, _, err = newServer(cfg)
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "REDIS_URL")
 }
 
 func TestPageURL(t *testing.T) {

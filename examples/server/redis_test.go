@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+// redisConfig is testConfig on the Redis of srv, under a key prefix of the
+// test's own.
+func redisConfig(t *testing.T, srv *redistest.Server) config {
+	t.Helper()
+	var buf [6]byte
+	_, err := rand.Read(buf[:])
+	require.NoError(t, err)
+	cfg := testConfig()
+	cfg.RedisURL = srv.URL()
+	cfg.Prefix = "t" + hex.EncodeToString(buf[:])
+	cfg.Queue = "default"
+	return cfg
+}
+
+func TestServerOnRedisRunsPoemFlowToSuccessOverSSE(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, srv)
+	id := assertPoemOverSSE(t, startServer(t, cfg))
+
+	// The task lives in Redis, under the configured prefix.
+	n, err := srv.Do("EXISTS", cfg.Prefix+":{"+id+"}:snap", cfg.Prefix+":{"+id+"}:events").AsInt64()
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n, "the task's snapshot and events are not in Redis")
+}
+
+// TestServerWithoutWorkers runs the server with -workers 0: a task it
+// accepts stays PENDING until a worker elsewhere, here one on a client of
+// its own, runs it; the server's event stream follows the task to the end.
+func TestServerWithoutWorkers(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, srv)
+	cfg.Workers = 0
+	web := startServer(t, cfg)
+	id := startTask(t, web.Client(), web.URL, `{"flow": "poem_flow"}`)
+
+	resp, err := http.Get(web.URL + "/task-status/" + id + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	var states []progress.State
+	readSSE(t, resp.Body, func(m sseMessage) {
+		if m.Event != "" {
+			return
+		}
+		var s progress.Snapshot
+		require.NoError(t, json.Unmarshal([]byte(m.Data), &s), m.Data)
+		states = append(states, s.State)
+		if len(states) > 1 {
+			return
+		}
+		require.Equal(t, progress.StatePending, s.State, "first snapshot")
+		// Give in-process workers, were there any, time to take it.
+		time.Sleep(300 * time.Millisecond)
+		assert.Equal(t, progress.StatePending, taskState(t, web.URL, id), "a server without workers ran the task")
+		startSeparateWorker(t, cfg)
+	})
+	require.NotEmpty(t, states)
+	assert.Equal(t, progress.StateSuccess, states[len(states)-1], "states seen: %v", states)
+	assert.Contains(t, states, progress.StateProgress)
+}
+
+// taskState returns the state of the task from GET /tasks/{id}/.
+func taskState(t *testing.T, baseURL, id string) progress.State {
+	t.Helper()
+	resp, err := http.Get(baseURL + "/tasks/" + id + "/")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var body struct {
+		State progress.State `json:"state"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	return body.State
+}
+
+// startSeparateWorker runs a worker for the example flows on the Redis of
+// cfg with a client of its own, as a worker process would, until the test
+// ends.
+func startSeparateWorker(t *testing.T, cfg config) {
+	t.Helper()
+	opt, err := rueidis.ParseURL(cfg.RedisURL)
+	require.NoError(t, err)
+	opt.DisableCache = true
+	client, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, Logger: logger})
+	require.NoError(t, err)
+	reg := registry.New()
+	require.NoError(t, exampleflows.RegisterWith(reg, cfg.Flows))
+	worker := queue.NewWorker(backend, backend, queue.WorkerConfig{Registry: reg, Concurrency: 2, Logger: logger})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- worker.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-done)
+		assert.NoError(t, backend.Close())
+		client.Close()
+	})
+}
+
+func TestServerFailsWhenRedisIsUnreachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+
+	cfg := testConfig()
+	cfg.RedisURL = "redis://127.0.0.1:" + strconv.Itoa(port) + "/0"
+	cfg.Queue, cfg.Prefix = "default", "flows"
+	_, _, err = newServer(cfg)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "connect to Redis at 127.0.0.1:"+strconv.Itoa(port))
+}

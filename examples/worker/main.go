@@ -1,0 +1,40 @@
+// Command worker runs flows and nothing else: it takes tasks from a Redis
+// queue, runs the example flows, and records their progress in the same
+// Redis, where a web process (examples/server started with REDIS_URL and
+// -workers 0) serves them to browsers. Start as many workers as the load
+// needs, on as many machines as you like:
+//
+//	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/worker -concurrency 16
+//
+// REDIS_URL is required: a redis://, rediss:// or unix:// URL, read by
+// rueidis.ParseURL. Flags, some with an environment variable as their
+// default:
+//
+//	-concurrency  flows run at once (default 10)
+//	-queue        the queue to take tasks from (FLOWS_QUEUE; default "default")
+//	-prefix       the prefix of every Redis key (FLOWS_PREFIX; default "flows")
+//	-lease        how long a task stays claimed without news from this
+//	              worker: if the worker dies, its tasks run elsewhere once
+//	              the lease has passed (default 30s)
+//	-grace        on shutdown, how long running flows may finish before
+//	              they are interrupted and their tasks handed back (default 30s)
+//
+// The example flows choose their model and search tool from the
+// environment (GEMINI_API_KEY, TAVILY_API_KEY, ...; see examples/flows),
+// so the API keys belong in the workers' environment.
+//
+// On SIGTERM or SIGINT it stops fetching, lets the flows in flight finish
+// within -grace, hands the others back to the queue for other workers, and
+// exits with status 0. A second signal ends it at once.
+package main
+
+import (
+	"os"
+	"syscall"
+
+	exampleflows "github.com/flowsrun/flows/examples/flows"
+)
+
+func main() {
+	os.Exit(command(os.Args[1:], os.Getenv, os.Stderr, exampleflows.Register, os.Interrupt, syscall.SIGTERM))
+}

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+func TestParseConfig(t *testing.T) {
+	const url = "redis://127.0.0.1:6390/0"
+	defaults := config{RedisURL: url, Queue: "default", Prefix: "flows", Concurrency: queue.DefaultConcurrency,
+		Lease: queue.DefaultLease, Grace: queue.DefaultShutdownGrace}
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    func(c *config)
+		wantErr string
+	}{
+		{name: "defaults", want: func(*config) {}},
+		{name: "flags", args: []string{"-concurrency", "16", "-queue", "emails", "-prefix", "app", "-lease", "5s", "-grace", "1m"},
+			want: func(c *config) {
+				c.Concurrency, c.Queue, c.Prefix, c.Lease, c.Grace = 16, "emails", "app", 5*time.Second, time.Minute
+			}},
+		{name: "queue and prefix from the environment", env: map[string]string{"FLOWS_QUEUE": "emails", "FLOWS_PREFIX": "app"},
+			want: func(c *config) { c.Queue, c.Prefix = "emails", "app" }},
+		{name: "flags win over the environment", args: []string{"-queue", "q2"}, env: map[string]string{"FLOWS_QUEUE": "q1"},
+			want: func(c *config) { c.Queue = "q2" }},
+		{name: "no REDIS_URL", env: map[string]string{"REDIS_URL": ""}, wantErr: "REDIS_URL is not set"},
+		{name: "bad REDIS_URL", env: map[string]string{"REDIS_URL": "http://example.com"}, wantErr: "REDIS_URL"},
+		{name: "no concurrency", args: []string{"-concurrency", "0"}, wantErr: "-concurrency"},
+		{name: "no lease", args: []string{"-lease", "0s"}, wantErr: "-lease"},
+		{name: "no grace", args: []string{"-grace", "-1s"}, wantErr: "-grace"},
+		{name: "braces in the queue", args: []string{"-queue", "a{b}"}, wantErr: "-queue"},
+		{name: "empty prefix", args: []string{"-prefix", ""}, wantErr: "-prefix"},
+		{name: "unknown flag", args: []string{"-workers", "2"}, wantErr: "workers"},
+		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"REDIS_URL": url}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			cfg, err := parseConfig(tt.args, func(k string) string { return env[k] }, io.Discard)
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			want := defaults
+			tt.want(&want)
+			assert.Equal(t, want, cfg)
+		})
+	}
+}
+
+// closedPortURL is a redis:// URL on which nothing listens.
+func closedPortURL(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	return "redis://127.0.0.1:" + strconv.Itoa(port) + "/0"
+}
+
+func TestCommandExitStatus(t *testing.T) {
+	unreachable := closedPortURL(t)
+	tests := []struct {
+		name     string
+		args     []string
+		env      map[string]string
+		status   int
+		contains string
+	}{
+		{name: "help", args: []string{"-h"}, status: 0, contains: "-concurrency"},
+		{name: "no REDIS_URL", status: 2, contains: "REDIS_URL is not set"},
+		{name: "bad flag", args: []string{"-concurrency", "many"}, env: map[string]string{"REDIS_URL": unreachable}, status: 2, contains: "-concurrency"},
+		{name: "Redis unreachable", env: map[string]string{"REDIS_URL": unreachable}, status: 1, contains: "connect to Redis"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			status := command(tt.args, func(k string) string { return tt.env[k] }, &stderr, registerTestFlows)
+			assert.Equal(t, tt.status, status, "stderr:\n%s", stderr.String())
+			assert.Contains(t, stderr.String(), tt.contains)
+		})
+	}
+}
+
+// TestRunRunsTheExampleFlows runs the worker in this process against a
+// real Redis: a poem_flow task enqueued by a web process's broker ends
+// SUCCESS, and the worker stops when its context ends.
+func TestRunRunsTheExampleFlows(t *testing.T) {
+	srv := redistest.Start(t)
+	q := newTestQueue(t, srv)
+	reg := registry.New()
+	require.NoError(t, exampleflows.RegisterWith(reg, offlineFlows(exampleflows.Config{StepDelay: time.Millisecond, TokenDelay: -1})))
+	cfg := config{RedisURL: srv.URL(), Queue: q.name, Prefix: q.prefix, Concurrency: 2, Lease: 5 * time.Second, Grace: 5 * time.Second,
+		Logger: slog.New(slog.DiscardHandler)}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var runErr error
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		runErr = run(ctx, cfg, reg)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-stopped
+	})
+
+	id, err := q.broker.Enqueue(context.Background(), exampleflows.PoemFlowName, nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	events, err := q.b.Subscribe(ctx, id, "")
+	require.NoError(t, err)
+	var last progress.Event
+	for e := range events {
+		last = e
+	}
+	require.True(t, last.Terminal(), "the event stream ended before the task: %+v", last)
+	assert.Equal(t, progress.StateSuccess, last.State, "status: %s", last.Status)
+
+	cancel()
+	select {
+	case <-stopped:
+		assert.NoError(t, runErr)
+	case <-time.After(30 * time.Second):
+		t.Fatal("run did not return after its context ended")
+	}
+}
