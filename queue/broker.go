@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/flowsrun/flows/progress"
@@ -37,15 +38,20 @@ type EnqueueOptions struct {
 	RunAt time.Time
 }
 
-// Broker accepts, cancels and looks up tasks. It is safe for concurrent use.
+// Broker accepts, cancels and looks up tasks, and re-queues dead ones. It
+// is safe for concurrent use.
 type Broker struct {
 	backend Backend
 	store   progress.Store
 	cfg     BrokerConfig
+	// creator is backend when it is also store and a TaskCreator.
+	creator TaskCreator
 }
 
 // NewBroker returns a Broker that queues tasks in backend and records
-// their progress in store.
+// their progress in store. When backend and store are the same value and
+// it implements TaskCreator (the Redis backend does), Enqueue takes one
+// step instead of two.
 func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
@@ -53,7 +59,17 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	return &Broker{backend: backend, store: store, cfg: cfg}
+	b := &Broker{backend: backend, store: store, cfg: cfg}
+	if tc, ok := backend.(TaskCreator); ok && sameValue(backend, store) {
+		b.creator = tc
+	}
+	return b
+}
+
+// sameValue reports whether a and b hold the same comparable value.
+func sameValue(a, b any) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Comparable() && a == b
 }
 
 // Enqueue accepts a task for the named flow and returns its id. The task
@@ -78,11 +94,72 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 	if t.Timeout <= 0 {
 		t.Timeout = b.cfg.Timeout
 	}
+	if err := b.add(ctx, t); err != nil {
+		return "", err
+	}
+	return t.ID, nil
+}
+
+// add records the new task t as PENDING and enqueues it.
+func (b *Broker) add(ctx context.Context, t *Task) error {
+	if b.creator != nil {
+		if err := b.creator.CreateAndEnqueue(ctx, t); err != nil {
+			return fmt.Errorf("queue: enqueue task: %w", err)
+		}
+		return nil
+	}
+	if err := b.store.Create(ctx, t.ID); err != nil {
+		return fmt.Errorf("queue: record task: %w", err)
+	}
+	if err := b.backend.Enqueue(ctx, t); err != nil {
+		return fmt.Errorf("queue: enqueue task: %w", err)
+	}
+	return nil
+}
+
+// Dead lists the dead-letter set: the tasks that failed for good within
+// the backend's retention period, most recently buried first, up to limit
+// entries (all of them when limit < 1).
+func (b *Broker) Dead(ctx context.Context, limit int) ([]DeadTask, error) {
+	return b.backend.Dead(ctx, limit)
+}
+
+// Requeue runs a dead task again and returns the id of the new task that
+// does so. The new task has the dead one's flow, inputs, attempts and time
+// limit, starts with attempt 1, and names the dead task in
+// Task.RequeuedFrom and in the first step of its log ("re-queued from task
+// <id>"); the dead task keeps its FAILURE and leaves the dead-letter set.
+// Requeue returns ErrNotFound for an unknown task and ErrNotDead for a task
+// that is not in the dead-letter set (it did not fail, or was re-queued
+// already: of two concurrent calls for one task, one fails so).
+//
+// A new id keeps "one terminal state per task" true: the progress store
+// refuses every event after FAILURE, so the dead task's history stays as
+// it ended, and watchers of the new task see it from PENDING.
+func (b *Broker) Requeue(ctx context.Context, id string) (string, error) {
+	if !ValidID(id) {
+		return "", fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidID)
+	}
+	dead, err := b.backend.Get(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	t := &Task{
+		ID:           NewID(),
+		Flow:         dead.Flow,
+		Inputs:       dead.Inputs,
+		MaxAttempts:  dead.MaxAttempts,
+		Timeout:      dead.Timeout,
+		EnqueuedAt:   time.Now().UTC(),
+		RequeuedFrom: id,
+	}
 	if err := b.store.Create(ctx, t.ID); err != nil {
 		return "", fmt.Errorf("queue: record task: %w", err)
 	}
-	if err := b.backend.Enqueue(ctx, t); err != nil {
-		return "", fmt.Errorf("queue: enqueue task: %w", err)
+	if err := b.backend.Requeue(ctx, id, t); err != nil {
+		// The new progress record is known to no one and expires with
+		// the store's retention.
+		return "", fmt.Errorf("queue: re-queue task %s: %w", id, err)
 	}
 	return t.ID, nil
 }

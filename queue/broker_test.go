@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +72,52 @@ func TestBrokerEnqueueBackendDown(t *testing.T) {
 type downBackend struct{ queue.Backend }
 
 func (downBackend) Enqueue(context.Context, *queue.Task) error { return errConnRefused }
+
+// creatorBackend is a queue backend and progress store in one value that
+// counts its CreateAndEnqueue calls.
+type creatorBackend struct {
+	*queue.Memory
+	*progress.MemoryStore
+	calls atomic.Int32
+}
+
+func (c *creatorBackend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
+	c.calls.Add(1)
+	if err := c.Create(ctx, t.ID); err != nil {
+		return err
+	}
+	return c.Enqueue(ctx, t)
+}
+
+func TestBrokerEnqueueInOneStep(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		separate  bool // the store is another value
+		wantCalls int32
+	}{
+		{"backend is the store", false, 1},
+		{"backend and store differ", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cb := &creatorBackend{Memory: queue.NewMemory(queue.MemoryConfig{}), MemoryStore: progress.NewMemoryStore(progress.MemoryConfig{})}
+			var store progress.Store = cb
+			if tc.separate {
+				store = cb.MemoryStore
+			}
+			b := queue.NewBroker(cb, store, queue.BrokerConfig{})
+			ctx := context.Background()
+			id, err := b.Enqueue(ctx, "poem_flow", nil, queue.EnqueueOptions{})
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantCalls, cb.calls.Load(), "CreateAndEnqueue calls")
+			snap, _, err := cb.Snapshot(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, progress.StatePending, snap.State)
+			task, err := cb.Get(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, "poem_flow", task.Flow)
+		})
+	}
+}
 
 func TestBrokerCancel(t *testing.T) {
 	ctx := context.Background()

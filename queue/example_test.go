@@ -3,8 +3,12 @@ package queue_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
@@ -63,4 +67,82 @@ func Example() {
 	// log: greeting Ada
 	// SUCCESS "hello, Ada"
 	// worker stopped: <nil>
+}
+
+// A task that fails for good is buried in the dead-letter set; once the
+// cause is fixed, Requeue runs it again as a new task.
+func ExampleBroker_Requeue() {
+	var keyFixed atomic.Bool
+	flows := registry.New()
+	flows.MustRegister("search", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		if !keyFixed.Load() {
+			return nil, flow.Permanent(errors.New("search API refused the key"))
+		}
+		return "42 results", nil
+	}))
+	backend := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: flows, Logger: slog.New(slog.DiscardHandler)})
+	ctx, stop := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- worker.Run(ctx) }()
+	defer func() { stop(); <-stopped }()
+
+	// follow prints the log steps and the end of a task, with the id of
+	// the dead task (random) written <id>.
+	var deadID string
+	follow := func(id string) {
+		events, err := store.Subscribe(context.Background(), id, "")
+		if err != nil {
+			fmt.Println("subscribe:", err)
+			return
+		}
+		for e := range events {
+			switch {
+			case e.Type == progress.EventStep:
+				msg := e.Step.Message
+				if deadID != "" {
+					msg = strings.ReplaceAll(msg, deadID, "<id>")
+				}
+				fmt.Println("log:", msg)
+			case e.Terminal():
+				end := string(e.State) + ": " + e.Status
+				if e.Result != nil {
+					end += " " + string(e.Result)
+				}
+				fmt.Println(end)
+			}
+		}
+	}
+
+	id, err := broker.Enqueue(context.Background(), "search", nil, queue.EnqueueOptions{})
+	if err != nil {
+		fmt.Println("enqueue:", err)
+		return
+	}
+	follow(id)
+	var dead []queue.DeadTask
+	for len(dead) == 0 { // the worker buries the task right after its FAILURE
+		time.Sleep(time.Millisecond)
+		if dead, err = broker.Dead(context.Background(), 10); err != nil {
+			fmt.Println("dead:", err)
+			return
+		}
+	}
+	fmt.Printf("dead: %s (%s) after %d attempt\n", dead[0].Flow, dead[0].Reason, dead[0].Attempts)
+
+	keyFixed.Store(true)
+	deadID = dead[0].ID
+	again, err := broker.Requeue(context.Background(), deadID)
+	if err != nil {
+		fmt.Println("requeue:", err)
+		return
+	}
+	follow(again)
+	// Output:
+	// FAILURE: search API refused the key
+	// dead: search (search API refused the key) after 1 attempt
+	// log: re-queued from task <id>
+	// SUCCESS: Completed "42 results"
 }

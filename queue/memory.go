@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -16,8 +17,9 @@ const DefaultRetention = 24 * time.Hour
 
 // MemoryConfig configures a Memory backend. The zero value is usable.
 type MemoryConfig struct {
-	// Retention is how long an acknowledged task stays readable by Get
-	// before its record is dropped. Zero means DefaultRetention.
+	// Retention is how long an acknowledged or buried task stays readable
+	// by Get, and a buried one in the dead-letter set, before its record
+	// is dropped. Zero means DefaultRetention.
 	Retention time.Duration
 }
 
@@ -34,7 +36,8 @@ type MemoryConfig struct {
 // task; from then on Extend, Ack and Retry with it fail with ErrLeaseLost.
 //
 // Memory use is bounded by the tasks not yet acknowledged plus those
-// acknowledged within the retention period. The one exception is a
+// acknowledged or buried within the retention period: a dead task leaves
+// the dead-letter set when its record expires. The one exception is a
 // Cancellations listener that stops reading without ending its context:
 // the ids it has not taken are kept for it (never dropped), so a listener
 // must read its channel or end its context.
@@ -44,9 +47,10 @@ type Memory struct {
 	mu        sync.Mutex
 	tasks     map[string]*memTask
 	ready     fifo[*memTask]
-	timers    timerHeap      // delayed tasks by due time, leased tasks by deadline
-	finished  fifo[*memTask] // acknowledged tasks, by time of expiry
-	wake      chan struct{}  // closed (and replaced) when a task becomes ready
+	timers    timerHeap           // delayed tasks by due time, leased tasks by deadline
+	finished  fifo[*memTask]      // acknowledged tasks, by time of expiry
+	dead      map[string]*memTask // buried tasks, by id
+	wake      chan struct{}       // closed (and replaced) when a task becomes ready
 	listeners map[*cancelListener]struct{}
 	seq       uint64 // lease counter, for tokens
 }
@@ -68,6 +72,8 @@ type memTask struct {
 	at    time.Time
 	token string // of the current lease
 	index int    // in Memory.timers, -1 when not there
+	// buried is set while the task is in the dead-letter set.
+	buried *DeadTask
 }
 
 // NewMemory returns an empty in-memory backend.
@@ -78,6 +84,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 	return &Memory{
 		retention: cfg.Retention,
 		tasks:     map[string]*memTask{},
+		dead:      map[string]*memTask{},
 		wake:      make(chan struct{}),
 		listeners: map[*cancelListener]struct{}{},
 	}
@@ -91,12 +98,16 @@ func (m *Memory) Enqueue(ctx context.Context, t *Task) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.enqueue(t, time.Now())
+}
+
+// enqueue stores a copy of t and queues it. m.mu is held.
+func (m *Memory) enqueue(t *Task, now time.Time) error {
 	if t == nil || !ValidID(t.ID) {
 		return fmt.Errorf("queue: enqueue: %w", ErrInvalidID)
 	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	now := time.Now()
 	m.expire(now)
 	if _, ok := m.tasks[t.ID]; ok {
 		return fmt.Errorf("queue: enqueue: task %s is already stored", t.ID)
@@ -186,6 +197,17 @@ func (m *Memory) Extend(ctx context.Context, l *Lease, lease time.Duration) erro
 // Ack implements Backend. The task stays readable by Get for the
 // retention period.
 func (m *Memory) Ack(ctx context.Context, l *Lease) error {
+	return m.finish(ctx, l, nil)
+}
+
+// Bury implements Backend. The task stays readable by Get, and listed by
+// Dead, for the retention period.
+func (m *Memory) Bury(ctx context.Context, l *Lease, reason string) error {
+	return m.finish(ctx, l, &reason)
+}
+
+// finish acknowledges the task of l and buries it when reason is not nil.
+func (m *Memory) finish(ctx context.Context, l *Lease, reason *string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -198,8 +220,57 @@ func (m *Memory) Ack(ctx context.Context, l *Lease) error {
 	now := time.Now()
 	heap.Remove(&m.timers, mt.index)
 	mt.state, mt.token, mt.at = memDone, "", now.Add(m.retention)
+	if reason != nil {
+		mt.buried = &DeadTask{ID: mt.task.ID, Flow: mt.task.Flow, Reason: *reason, Attempts: mt.task.Attempt, BuriedAt: now.UTC()}
+		m.dead[mt.task.ID] = mt
+	}
 	m.finished.push(mt)
 	m.expire(now)
+	return nil
+}
+
+// Dead implements Backend.
+func (m *Memory) Dead(ctx context.Context, limit int) ([]DeadTask, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expire(time.Now())
+	list := make([]DeadTask, 0, len(m.dead))
+	for _, mt := range m.dead {
+		list = append(list, *mt.buried)
+	}
+	slices.SortFunc(list, func(a, b DeadTask) int {
+		if c := b.BuriedAt.Compare(a.BuriedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	if limit > 0 && len(list) > limit {
+		list = list[:limit]
+	}
+	return list, nil
+}
+
+// Requeue implements Backend.
+func (m *Memory) Requeue(ctx context.Context, deadID string, t *Task) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	m.expire(now)
+	mt, ok := m.dead[deadID]
+	if !ok {
+		return fmt.Errorf("%w: %s", ErrNotDead, deadID)
+	}
+	if err := m.enqueue(t, now); err != nil {
+		return err
+	}
+	mt.buried = nil
+	delete(m.dead, deadID)
 	return nil
 }
 
@@ -345,7 +416,9 @@ func (m *Memory) advance(now time.Time) {
 // m.mu is held.
 func (m *Memory) expire(now time.Time) {
 	for m.finished.len() > 0 && !m.finished.peek().at.After(now) {
-		delete(m.tasks, m.finished.pop().task.ID)
+		id := m.finished.pop().task.ID
+		delete(m.tasks, id)
+		delete(m.dead, id)
 	}
 }
 

@@ -49,6 +49,28 @@ func TestMemoryRetention(t *testing.T) {
 	assert.NoError(t, err, "a task not yet finished is kept whatever its age")
 }
 
+func TestMemoryDeadLettersExpire(t *testing.T) {
+	ctx := context.Background()
+	m := queue.NewMemory(queue.MemoryConfig{Retention: 20 * time.Millisecond})
+	task := memTask()
+	require.NoError(t, m.Enqueue(ctx, task))
+	leases, err := m.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, m.Bury(ctx, leases[0], "boom"))
+	dead, err := m.Dead(ctx, 0)
+	require.NoError(t, err)
+	require.Len(t, dead, 1, "listed right after Bury")
+
+	require.Eventually(t, func() bool {
+		dead, err := m.Dead(ctx, 0)
+		require.NoError(t, err)
+		return len(dead) == 0
+	}, waitLong, time.Millisecond, "the dead task leaves the set after the retention")
+	_, err = m.Get(ctx, task.ID)
+	assert.ErrorIs(t, err, queue.ErrNotFound)
+	assert.ErrorIs(t, m.Requeue(ctx, task.ID, memTask()), queue.ErrNotDead)
+}
+
 func TestMemorySlowListenerLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

@@ -1,8 +1,9 @@
 // Package queue runs flows off the request path. It has three roles, as
 // small as their names:
 //
-//   - Broker accepts tasks (Enqueue), cancels them (Cancel) and looks them up
-//     (Task).
+//   - Broker accepts tasks (Enqueue), cancels them (Cancel), looks them up
+//     (Task), lists the dead-letter set (Dead) and runs dead tasks again
+//     (Requeue).
 //   - Worker fetches tasks, runs their flows with a progress reporter, and
 //     acknowledges, retries or fails them; it recovers from panics, enforces
 //     time limits and shuts down gracefully.
@@ -13,6 +14,18 @@
 // leased again after the lease expires, and the flow sees a higher
 // Task.Attempt. A task reaches exactly one terminal state, because the
 // progress store refuses every event after the first terminal one.
+//
+// # Dead letters
+//
+// A task that a worker ends FAILURE for any reason but cancellation (its
+// retries are spent, its runs kept killing workers, its flow returned a
+// permanent error, panicked, timed out or is not registered) is buried:
+// acknowledged, and kept in the backend's dead-letter set for the
+// backend's retention period. Broker.Dead lists that set and
+// Broker.Requeue runs a dead task again, as a new task with a new id: the
+// failed task keeps its one terminal state, and the new one names it in
+// Task.RequeuedFrom and in the first step of its log. Cancelled tasks are
+// never buried: someone asked for them to stop.
 package queue
 
 import (
@@ -39,6 +52,9 @@ var (
 	ErrUnavailable = errors.New("queue: backend unavailable")
 	// ErrInvalidID: a task id that no task can have.
 	ErrInvalidID = errors.New("queue: invalid task id")
+	// ErrNotDead: the task is not in the dead-letter set (it did not fail,
+	// was re-queued already, or its retention has passed).
+	ErrNotDead = errors.New("queue: task is not in the dead-letter set")
 )
 
 // Task is a task as the queue stores it.
@@ -63,6 +79,25 @@ type Task struct {
 	RunAt time.Time `json:"run_at,omitzero"`
 	// Cancelled is set once Cancel has been asked for the task.
 	Cancelled bool `json:"cancelled,omitempty"`
+	// RequeuedFrom is the id of the dead task this task was re-queued
+	// from (Broker.Requeue), "" for a task started afresh.
+	RequeuedFrom string `json:"requeued_from,omitempty"`
+}
+
+// DeadTask is an entry of the dead-letter set: a task that failed for
+// good (see the package documentation for which failures bury a task).
+type DeadTask struct {
+	// ID is the id of the failed task.
+	ID string `json:"task_id"`
+	// Flow is the name of its flow.
+	Flow string `json:"flow"`
+	// Reason is why it failed: the status line of its FAILURE.
+	Reason string `json:"reason"`
+	// Attempts is the number of runs it was given (Task.Attempt when it
+	// was buried).
+	Attempts int `json:"attempts"`
+	// BuriedAt is when it was buried.
+	BuriedAt time.Time `json:"buried_at"`
 }
 
 // Lease is a worker's claim on a task, valid until Deadline unless
@@ -96,6 +131,23 @@ type Backend interface {
 	// terminal state. It returns ErrLeaseLost when l is no longer valid.
 	Ack(ctx context.Context, l *Lease) error
 
+	// Bury does what Ack does and keeps the task in the dead-letter set,
+	// with reason and the time, for the backend's retention period. It
+	// returns ErrLeaseLost when l is no longer valid; then nothing is
+	// buried.
+	Bury(ctx context.Context, l *Lease, reason string) error
+
+	// Dead lists the dead-letter set, most recently buried first, up to
+	// limit entries (all of them when limit < 1).
+	Dead(ctx context.Context, limit int) ([]DeadTask, error)
+
+	// Requeue takes the task deadID out of the dead-letter set and
+	// enqueues t (a new task, as Enqueue does) in its place, as one step:
+	// when two calls race for one dead task, one fails with ErrNotDead and
+	// enqueues nothing. It returns an error wrapping ErrNotDead when
+	// deadID is not in the set.
+	Requeue(ctx context.Context, deadID string, t *Task) error
+
 	// Retry gives the task back to be leased again at or after at; a
 	// cancelled task is ready at once (see Cancel). It returns
 	// ErrLeaseLost when l is no longer valid.
@@ -114,6 +166,29 @@ type Backend interface {
 	// Cancellations delivers the ids of tasks cancelled from now on, until
 	// ctx ends; then the channel is closed.
 	Cancellations(ctx context.Context) (<-chan string, error)
+}
+
+// TaskCreator is implemented by a Backend that is also a progress store
+// and can record a new task's progress and enqueue it in one step (one
+// round trip on Redis). A Broker whose backend and store are the same
+// value uses it; otherwise Enqueue calls progress.Store.Create and then
+// Backend.Enqueue.
+type TaskCreator interface {
+	// CreateAndEnqueue does what progress.Store.Create(ctx, t.ID) followed
+	// by Backend.Enqueue(ctx, t) does. t.ID must be new (NewID): an
+	// implementation may queue t before it finds the id taken, so it must
+	// not be used to probe whether an id is free.
+	CreateAndEnqueue(ctx context.Context, t *Task) error
+}
+
+// Retirer is implemented by a Backend that keeps state for each worker
+// name (the Redis backend keeps a consumer of its stream's group). A Worker
+// calls Retire with its name when Run returns, after its last task is
+// settled; a backend keeps whatever the worker may still hold (a task it
+// could not hand back is taken over once its lease passes).
+type Retirer interface {
+	// Retire forgets what the backend keeps about the named worker.
+	Retire(ctx context.Context, worker string) error
 }
 
 // NewID returns a new random task id: 32 lowercase hex digits.

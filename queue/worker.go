@@ -110,6 +110,13 @@ func DefaultBackoff(attempt int) time.Duration {
 //     flow.ErrInvalidInputs, and panics, are not retried. A cancelled or
 //     timed-out run ends FAILURE whatever the flow returns.
 //
+// Every FAILURE the Worker records buries the task in the dead-letter set
+// (Backend.Bury) with the FAILURE's status as the reason, except a
+// cancellation, which is only acknowledged. If burying fails, the next
+// worker to lease the task finds it FAILED and buries it then. A task
+// re-queued from a dead one (Task.RequeuedFrom) logs "re-queued from task
+// <id>" as it first starts.
+//
 // A panic in a flow becomes FAILURE with the status "panic: <value>"; it
 // never crashes the worker.
 type Worker struct {
@@ -246,8 +253,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	stopListening()
 	<-listening
+	w.retire(base)
 	w.log.Info("flows: worker stopped")
 	return nil
+}
+
+// retire tells a backend that keeps per-worker state that this worker is
+// gone (see Retirer).
+func (w *Worker) retire(base context.Context) {
+	r, ok := w.backend.(Retirer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(base, opTimeout)
+	defer cancel()
+	if err := r.Retire(ctx, w.cfg.Name); err != nil {
+		w.log.Warn("flows: retiring the worker from the backend failed", "err", err)
+	}
 }
 
 // fetchLoop leases tasks for the free slots and hands each to handle in
@@ -397,7 +419,7 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 	j := &job{w: w, base: base, lease: l, task: t, log: log, rep: progress.NewTaskReporter(w.store, t.ID, log)}
 
 	if t.Cancelled {
-		j.fail(StatusCancelled)
+		j.cancelled()
 		return
 	}
 	ctx, cancel := j.op()
@@ -410,6 +432,10 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 		return
 	case err != nil:
 		j.storeDown(err)
+		return
+	case snap.State == progress.StateFailure && snap.Details.Status != StatusCancelled:
+		// A previous attempt failed the task but could not bury it.
+		j.bury(snap.Details.Status)
 		return
 	case snap.State.Terminal():
 		j.ack() // a previous attempt ended it
@@ -424,8 +450,12 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 		j.fail(fmt.Sprintf("gave up after %s: worker lost", plural(t.MaxAttempts, "attempt")))
 		return
 	}
+	start := []progress.Event{{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}}
+	if t.RequeuedFrom != "" && snap.State == progress.StatePending {
+		start = append(start, progress.LogEvent("re-queued from task "+t.RequeuedFrom))
+	}
 	ctx, cancel = j.op()
-	err = j.rep.Start(ctx, "Running")
+	_, err = w.store.Append(ctx, t.ID, start...)
 	cancel()
 	switch {
 	case errors.Is(err, progress.ErrFinished), errors.Is(err, progress.ErrNotFound):
@@ -543,7 +573,7 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 	succeeded := returned && out.err == nil
 	switch {
 	case errors.Is(cause, errTaskCancelled):
-		j.fail(StatusCancelled)
+		j.cancelled()
 	case errors.Is(cause, errTimedOut):
 		j.fail(fmt.Sprintf("timed out after %s", t.Timeout))
 	case errors.Is(cause, errLeaseStolen):
@@ -615,11 +645,24 @@ func (j *job) succeed(result any) {
 	j.finished(err)
 }
 
-// fail records FAILURE with reason and acknowledges the task.
-func (j *job) fail(reason string) {
+// fail records FAILURE with reason and buries the task.
+func (j *job) fail(reason string) { j.end(reason, true) }
+
+// cancelled records FAILURE with StatusCancelled and acknowledges the
+// task: a cancelled task is not buried.
+func (j *job) cancelled() { j.end(StatusCancelled, false) }
+
+// end records FAILURE with reason, then buries the task if bury is set or
+// acknowledges it. A task that had already ended (cancelled meanwhile, say)
+// is only acknowledged.
+func (j *job) end(reason string, bury bool) {
 	ctx, cancel := j.op()
 	err := j.rep.Fail(ctx, reason)
 	cancel()
+	if err == nil && bury {
+		j.bury(reason)
+		return
+	}
 	j.finished(err)
 }
 
@@ -646,6 +689,17 @@ func (j *job) ack() {
 	defer cancel()
 	if err := j.w.backend.Ack(ctx, j.lease); err != nil {
 		j.log.Warn("flows: acknowledging the task failed", "err", err)
+	}
+}
+
+// bury acknowledges the FAILED task and keeps it in the dead-letter set.
+// On failure the task stays leased; the worker that takes it over once the
+// lease passes buries it (see handle).
+func (j *job) bury(reason string) {
+	ctx, cancel := j.op()
+	defer cancel()
+	if err := j.w.backend.Bury(ctx, j.lease, reason); err != nil {
+		j.log.Warn("flows: burying the failed task failed", "err", err)
 	}
 }
 

@@ -28,6 +28,14 @@ type faultyBackend struct {
 	cancelFailures atomic.Int32 // Cancellations calls still to fail
 	extendLost     atomic.Bool  // Extend always reports a lost lease
 	maxAsked       atomic.Int32 // largest max passed to Fetch
+	buryFailures   atomic.Int32 // Bury calls still to fail
+}
+
+func (b *faultyBackend) Bury(ctx context.Context, l *queue.Lease, reason string) error {
+	if b.buryFailures.Add(-1) >= 0 {
+		return errConnRefused
+	}
+	return b.Backend.Bury(ctx, l, reason)
 }
 
 var errConnRefused = fmt.Errorf("%w: connection refused", queue.ErrUnavailable)
@@ -329,4 +337,73 @@ func TestDefaultBackoff(t *testing.T) {
 			assert.Greater(t, len(seen), 1, "backoff has jitter")
 		})
 	}
+}
+
+func TestWorkerBuryFailureIsMadeGoodByNextLease(t *testing.T) {
+	s := newSetup()
+	var runs atomic.Int32
+	s.reg.MustRegister("doomed", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		runs.Add(1)
+		return nil, flow.Permanent(errors.New("bad key"))
+	}))
+	b := &faultyBackend{Backend: s.mem}
+	b.buryFailures.Store(1)
+	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+		Registry: s.reg, Lease: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	}))
+	id := s.enqueue(t, "doomed", queue.EnqueueOptions{MaxAttempts: 3})
+	assert.Equal(t, "bad key", waitTerminal(t, s.store, id).Details.Status)
+
+	// The FAILURE is recorded but the task stays leased; once the lease
+	// passes, the worker leases it again and buries it without running it.
+	var dead []queue.DeadTask
+	require.Eventually(t, func() bool {
+		var err error
+		dead, err = s.broker.Dead(context.Background(), 0)
+		require.NoError(t, err)
+		return len(dead) == 1
+	}, waitLong, 5*time.Millisecond, "task not buried")
+	assert.Equal(t, id, dead[0].ID)
+	assert.Equal(t, "bad key", dead[0].Reason)
+	assert.Equal(t, 2, dead[0].Attempts)
+	assert.Equal(t, int32(1), runs.Load(), "the flow ran once")
+}
+
+// retiringBackend records the names given to Retire.
+type retiringBackend struct {
+	queue.Backend
+	mu      sync.Mutex
+	retired []string
+}
+
+func (b *retiringBackend) Retire(ctx context.Context, worker string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.retired = append(b.retired, worker)
+	return nil
+}
+
+func TestWorkerRetiresWhenRunReturns(t *testing.T) {
+	s := newSetup()
+	b := &retiringBackend{Backend: s.mem}
+	w := queue.NewWorker(b, s.store, queue.WorkerConfig{Name: "w7", Registry: s.reg, Logger: slog.New(slog.DiscardHandler)})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	s.reg.MustRegister("ok", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) { return "ok", nil }))
+	waitTerminal(t, s.store, s.enqueue(t, "ok", queue.EnqueueOptions{}))
+	b.mu.Lock()
+	assert.Empty(t, b.retired, "not retired while running")
+	b.mu.Unlock()
+
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(waitLong):
+		require.FailNow(t, "Worker.Run did not return")
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	assert.Equal(t, []string{"w7"}, b.retired)
 }

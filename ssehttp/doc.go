@@ -36,7 +36,9 @@
 //	415  start-task without Content-Type application/json
 //	422  "inputs" that are not a JSON object or fail the flow's schema
 //	500  anything else (a generic message)
-//	503  the queue or the store cannot be reached in time
+//	503  the queue or the store cannot be reached in time (an error wrapping
+//	     queue.ErrUnavailable, a deadline or a network error), on every
+//	     route, with a Retry-After header
 //
 // # Event stream
 //
@@ -65,4 +67,10 @@
 // a well-formed id that the task never issued restarts the stream from the
 // first event. A client that resumes after the terminal event gets 204 No
 // Content, which tells an EventSource to stop reconnecting.
+//
+// A store that becomes unreachable while a stream is open does not break
+// it: the heartbeats go on, and the events recorded meanwhile follow when
+// the store is back, each once and in order, as far as the store's
+// Subscribe promises it (the Redis backend's does, across a Redis
+// restart). Opening a stream while the store is down is answered with 503.
 package ssehttp

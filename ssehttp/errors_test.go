@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -266,4 +268,64 @@ func TestMountedUnderPrefix(t *testing.T) {
 	resp, body = e.get(t, "/api/nope")
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 	errorOf(t, resp, body)
+}
+
+// downStore is a progress store that cannot be reached: every read fails
+// with an error wrapping queue.ErrUnavailable, as the Redis backend's do.
+type downStore struct{ progress.Backend }
+
+var errStoreDown = fmt.Errorf("read snapshot: dial tcp: connection refused: %w", queue.ErrUnavailable)
+
+func (downStore) Snapshot(context.Context, string) (progress.Snapshot, string, error) {
+	return progress.Snapshot{}, "", errStoreDown
+}
+
+func (downStore) Events(context.Context, string, string) ([]progress.Event, error) {
+	return nil, errStoreDown
+}
+
+func (downStore) Subscribe(context.Context, string, string) (<-chan progress.Event, error) {
+	return nil, errStoreDown
+}
+
+func (downStore) Create(context.Context, string) error { return errStoreDown }
+
+// TestStoreUnavailable checks that an unreachable progress store is a 503
+// on every route that reads it, with a Retry-After header.
+func TestStoreUnavailable(t *testing.T) {
+	store := downStore{progress.NewMemoryStore(progress.MemoryConfig{})}
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{})
+	reg := registry.New()
+	poem, err := testRegistry(0, nil, nil).Lookup("poem_flow")
+	require.NoError(t, err)
+	reg.MustRegister("poem_flow", poem.Flow)
+	id := queue.NewID()
+	for _, tc := range []struct {
+		name  string
+		queue ssehttp.Queue
+	}{
+		{"broker", broker},
+		{"queue without TaskInspector", unavailableQueue{}},
+	} {
+		h := ssehttp.New(ssehttp.Config{Queue: tc.queue, Progress: store, Registry: reg, Retry: 1500 * time.Millisecond,
+			Logger: slog.New(slog.DiscardHandler)})
+		for _, r := range []struct{ method, path, body string }{
+			{"POST", "/start-task/", `{"flow":"poem_flow"}`},
+			{"GET", "/tasks/" + id + "/", ""},
+			{"GET", "/task-status/" + id + "/", ""},
+			{"GET", "/task-status/" + id + "/?lastEventId=1-0", ""},
+			{"POST", "/cancel-task/" + id + "/", ""},
+		} {
+			t.Run(tc.name+" "+r.method+" "+r.path, func(t *testing.T) {
+				req := httptest.NewRequest(r.method, r.path, strings.NewReader(r.body))
+				req.Header.Set("Content-Type", "application/json")
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				resp := rec.Result()
+				require.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "body: %s", rec.Body)
+				assert.Equal(t, "2", resp.Header.Get("Retry-After"), "Config.Retry rounded up to seconds")
+				assert.Contains(t, errorOf(t, resp, rec.Body.Bytes()), "unavailable")
+			})
+		}
+	}
 }

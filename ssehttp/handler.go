@@ -25,7 +25,7 @@ const (
 //
 // Errors are interpreted with errors.Is: queue.ErrNotFound and
 // queue.ErrFinished from Cancel become 404 and 409; queue.ErrUnavailable,
-// context.DeadlineExceeded and network errors become 503.
+// context.DeadlineExceeded and network errors become 503 on every route.
 type Queue interface {
 	// Enqueue accepts a task for the named flow with validated inputs and
 	// returns its id.
@@ -65,7 +65,9 @@ type Config struct {
 	Queue Queue
 
 	// Progress is where task snapshots and events are read from: the same
-	// store the workers write to. Required.
+	// store the workers write to. Required. Its errors that wrap
+	// queue.ErrUnavailable (the Redis backend's do when Redis cannot be
+	// reached) are answered with 503, as are the queue's.
 	Progress progress.Backend
 
 	// Registry holds the flows that can be started. Nil means

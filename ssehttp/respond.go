@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/flowsrun/flows/queue"
 )
@@ -36,7 +38,9 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 }
 
 // unavailable reports whether err means a backend could not be reached in
-// time, which is answered with 503 rather than 500.
+// time, which is answered with 503 rather than 500. queue.ErrUnavailable is
+// the one sentinel for both the queue and the progress store: the Redis
+// backend wraps it in the errors of both.
 func unavailable(err error) bool {
 	if errors.Is(err, queue.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
 		return true
@@ -46,8 +50,9 @@ func unavailable(err error) bool {
 }
 
 // backendError answers a backend failure that the route has no specific
-// status for: 503 when the backend is unavailable, 500 otherwise. The cause
-// is logged, never sent to the client.
+// status for: 503 when the backend is unavailable, with a Retry-After of
+// Config.Retry, and 500 otherwise. The cause is logged, never sent to the
+// client.
 func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	if r.Context().Err() != nil {
 		// The client has gone and the error is most likely the
@@ -57,7 +62,8 @@ func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what stri
 	}
 	if unavailable(err) {
 		h.cfg.Logger.WarnContext(r.Context(), "flows: backend unavailable", "op", what, "path", r.URL.Path, "err", err)
-		writeError(w, http.StatusServiceUnavailable, "service temporarily unavailable, try again later")
+		w.Header().Set("Retry-After", strconv.FormatInt(int64(max((h.cfg.Retry+time.Second-1)/time.Second, 1)), 10))
+		writeError(w, http.StatusServiceUnavailable, "task backend unavailable, try again later")
 		return
 	}
 	h.cfg.Logger.ErrorContext(r.Context(), "flows: request failed", "op", what, "path", r.URL.Path, "err", err)

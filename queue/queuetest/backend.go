@@ -359,6 +359,142 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.ErrorIs(t, err, queue.ErrNotFound)
 	})
 
+	t.Run("BuryKeepsTaskInDeadSet", func(t *testing.T) {
+		b := backend(t)
+		ctx := context.Background()
+		first, second, spared := newTask(), newTask(), newTask()
+		enqueue(t, b, first, second, spared)
+		leases := map[string]*queue.Lease{}
+		for len(leases) < 3 {
+			for _, l := range fetch(t, b, 3, time.Minute) {
+				leases[l.Task.ID] = l
+			}
+		}
+		empty, err := b.Dead(ctx, 0)
+		require.NoError(t, err)
+		assert.Empty(t, empty, "nothing buried yet")
+
+		before := time.Now().Add(-time.Millisecond)
+		require.NoError(t, b.Bury(ctx, leases[first.ID], "model overloaded"))
+		time.Sleep(5 * time.Millisecond) // apart on a millisecond clock
+		require.NoError(t, b.Bury(ctx, leases[second.ID], "panic: kaboom"))
+		require.NoError(t, b.Ack(ctx, leases[spared.ID]))
+		after := time.Now().Add(time.Millisecond)
+
+		dead, err := b.Dead(ctx, 0)
+		require.NoError(t, err)
+		require.Len(t, dead, 2, "acknowledged tasks are not buried")
+		assert.Equal(t, second.ID, dead[0].ID, "most recently buried first")
+		assert.Equal(t, first.ID, dead[1].ID)
+		for i, want := range []struct {
+			task   *queue.Task
+			reason string
+		}{{second, "panic: kaboom"}, {first, "model overloaded"}} {
+			d := dead[i]
+			assert.Equal(t, want.task.Flow, d.Flow)
+			assert.Equal(t, want.reason, d.Reason)
+			assert.Equal(t, 1, d.Attempts)
+			assert.True(t, !d.BuriedAt.Before(before) && !d.BuriedAt.After(after),
+				"BuriedAt %v not within [%v, %v]", d.BuriedAt, before, after)
+		}
+		limited, err := b.Dead(ctx, 1)
+		require.NoError(t, err)
+		require.Len(t, limited, 1)
+		assert.Equal(t, second.ID, limited[0].ID)
+
+		// Burying is acknowledging: the lease is gone, the task stays
+		// readable and is not run again.
+		assert.ErrorIs(t, b.Ack(ctx, leases[first.ID]), queue.ErrLeaseLost, "Ack after Bury")
+		assert.ErrorIs(t, b.Bury(ctx, leases[first.ID], "again"), queue.ErrLeaseLost, "Bury twice")
+		assert.ErrorIs(t, b.Bury(ctx, leases[spared.ID], "late"), queue.ErrLeaseLost, "Bury after Ack")
+		got, err := b.Get(ctx, first.ID)
+		require.NoError(t, err, "a buried task stays readable")
+		assert.Equal(t, 1, got.Attempt)
+		requireNothingReady(t, b)
+		dead, err = b.Dead(ctx, 0)
+		require.NoError(t, err)
+		assert.Len(t, dead, 2, "refused Bury calls bury nothing")
+	})
+
+	t.Run("BuryStaleLeaseIsRefused", func(t *testing.T) {
+		b := backend(t)
+		enqueue(t, b, newTask())
+		stale := fetchOne(t, b, 50*time.Millisecond)
+		current := fetchOne(t, b, time.Minute)
+		require.Equal(t, stale.Task.ID, current.Task.ID)
+		assert.ErrorIs(t, b.Bury(context.Background(), stale, "lost"), queue.ErrLeaseLost)
+		dead, err := b.Dead(context.Background(), 0)
+		require.NoError(t, err)
+		assert.Empty(t, dead)
+		require.NoError(t, b.Bury(context.Background(), current, "failed"))
+		dead, err = b.Dead(context.Background(), 0)
+		require.NoError(t, err)
+		require.Len(t, dead, 1)
+		assert.Equal(t, 2, dead[0].Attempts)
+	})
+
+	t.Run("RequeueReplacesDeadTask", func(t *testing.T) {
+		b := backend(t)
+		ctx := context.Background()
+		failed, other := newTask(), newTask()
+		enqueue(t, b, failed, other)
+		for range 2 {
+			require.NoError(t, b.Bury(ctx, fetchOne(t, b, time.Minute), "boom"))
+		}
+
+		again := newTask()
+		again.RequeuedFrom = failed.ID
+		require.NoError(t, b.Requeue(ctx, failed.ID, again))
+		dead := fetchDead(t, b)
+		require.Len(t, dead, 1, "the re-queued task left the dead-letter set")
+		assert.Equal(t, other.ID, dead[0].ID)
+
+		l := fetchOne(t, b, time.Minute)
+		assert.Equal(t, again.ID, l.Task.ID, "the new task is ready")
+		assert.Equal(t, 1, l.Task.Attempt)
+		assert.Equal(t, failed.ID, l.Task.RequeuedFrom)
+		got, err := b.Get(ctx, again.ID)
+		require.NoError(t, err)
+		assert.Equal(t, failed.ID, got.RequeuedFrom)
+		got, err = b.Get(ctx, failed.ID)
+		require.NoError(t, err, "the dead task stays readable")
+		assert.Empty(t, got.RequeuedFrom)
+
+		twice := newTask()
+		assert.ErrorIs(t, b.Requeue(ctx, failed.ID, twice), queue.ErrNotDead, "re-queued already")
+		assert.ErrorIs(t, b.Requeue(ctx, again.ID, twice), queue.ErrNotDead, "a task that never failed")
+		assert.ErrorIs(t, b.Requeue(ctx, queue.NewID(), twice), queue.ErrNotDead, "an unknown task")
+		_, err = b.Get(ctx, twice.ID)
+		assert.ErrorIs(t, err, queue.ErrNotFound, "a refused Requeue enqueues nothing")
+		requireNothingReady(t, b)
+	})
+
+	t.Run("ConcurrentRequeueRunsOnce", func(t *testing.T) {
+		b := backend(t)
+		ctx := context.Background()
+		failed := newTask()
+		enqueue(t, b, failed)
+		require.NoError(t, b.Bury(ctx, fetchOne(t, b, time.Minute), "boom"))
+
+		const racers = 5
+		errs := make(chan error, racers)
+		for range racers {
+			go func() { errs <- b.Requeue(ctx, failed.ID, newTask()) }()
+		}
+		won := 0
+		for range racers {
+			err := <-errs
+			if err == nil {
+				won++
+				continue
+			}
+			assert.ErrorIs(t, err, queue.ErrNotDead)
+		}
+		assert.Equal(t, 1, won, "exactly one Requeue of a dead task succeeds")
+		fetchOne(t, b, time.Minute)
+		requireNothingReady(t, b)
+	})
+
 	t.Run("ManyFetchersShareTheWork", func(t *testing.T) {
 		b := backend(t)
 		const n = 30
@@ -408,4 +544,12 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		slices.Sort(want)
 		assert.Equal(t, want, ids, "every task leased exactly once")
 	})
+}
+
+// fetchDead lists the whole dead-letter set.
+func fetchDead(t *testing.T, b queue.Backend) []queue.DeadTask {
+	t.Helper()
+	dead, err := b.Dead(context.Background(), 0)
+	require.NoError(t, err, "Dead")
+	return dead
 }

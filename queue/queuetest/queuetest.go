@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
@@ -117,6 +118,8 @@ type harness struct {
 	store   progress.Backend
 	reg     *registry.Registry
 	broker  *queue.Broker
+	// settleFlow is set once the flow of settle is registered.
+	settleFlow bool
 }
 
 func newHarness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) *harness {
@@ -247,4 +250,43 @@ func requireGoroutinesSettle(t *testing.T, base int) {
 		}
 		time.Sleep(poll)
 	}
+}
+
+// waitBuried waits for the task to be in the dead-letter set and returns
+// its entry.
+func (h *harness) waitBuried(id string) queue.DeadTask {
+	h.t.Helper()
+	var found *queue.DeadTask
+	eventually(h.t, func() bool {
+		for _, d := range fetchDead(h.t, h.backend) {
+			if d.ID == id {
+				found = &d
+				return true
+			}
+		}
+		return false
+	}, "task %s was not buried", id)
+	return *found
+}
+
+// requireNotBuried checks that the task is not in the dead-letter set.
+// Call it once the worker is done with the task (see settle).
+func (h *harness) requireNotBuried(id string) {
+	h.t.Helper()
+	for _, d := range fetchDead(h.t, h.backend) {
+		assert.NotEqual(h.t, id, d.ID, "task %s buried: %+v", id, d)
+	}
+}
+
+// settle runs a marker task to the end. With a worker of one slot, which
+// takes tasks in order, it returns once the worker is done with every task
+// it had fetched before.
+func (h *harness) settle() {
+	h.t.Helper()
+	if !h.settleFlow {
+		h.reg.MustRegister("settle-marker", flow.Func(func(context.Context, *flow.Task) (any, error) { return "settled", nil }))
+		h.settleFlow = true
+	}
+	snap := h.waitTerminal(h.enqueue("settle-marker", "", queue.EnqueueOptions{}))
+	require.Equal(h.t, progress.StateSuccess, snap.State, "marker task: %q", snap.Details.Status)
 }

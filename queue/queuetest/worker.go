@@ -107,6 +107,11 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		require.Len(t, msgs, 2, "one log step per retry: %q", msgs)
 		assert.True(t, strings.HasPrefix(msgs[0], "attempt 1 failed: model overloaded; retrying in "), msgs[0])
 		assert.True(t, strings.HasPrefix(msgs[1], "attempt 2 failed: model overloaded; retrying in "), msgs[1])
+
+		dead := h.waitBuried(id)
+		assert.Equal(t, "flaky", dead.Flow)
+		assert.Equal(t, snap.Details.Status, dead.Reason, "the reason is the FAILURE's status")
+		assert.Equal(t, 3, dead.Attempts)
 	})
 
 	t.Run("RetryThenSuccess", func(t *testing.T) {
@@ -189,6 +194,9 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				assert.Equal(t, tc.wantStatus, snap.Details.Status)
 				assert.Len(t, runs.get(), tc.wantRuns, "runs of the flow")
 				assert.Empty(t, stepMessages(snap), "no retry announced")
+				dead := h.waitBuried(id)
+				assert.Equal(t, tc.wantStatus, dead.Reason)
+				assert.Equal(t, 1, dead.Attempts)
 			})
 		}
 	})
@@ -215,6 +223,8 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		snap = h.waitTerminal(good)
 		assert.Equal(t, progress.StateSuccess, snap.State, "the worker runs the next task")
 		assert.JSONEq(t, `"still alive"`, string(snap.Details.FinalResult))
+		assert.Equal(t, "panic: kaboom", h.waitBuried(bad).Reason)
+		h.requireNotBuried(good)
 	})
 
 	t.Run("UnknownFlow", func(t *testing.T) {
@@ -225,6 +235,9 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, progress.StateFailure, snap.State)
 		assert.Contains(t, snap.Details.Status, "unknown flow")
 		assert.Contains(t, snap.Details.Status, "no-such-flow")
+		dead := h.waitBuried(id)
+		assert.Equal(t, "no-such-flow", dead.Flow)
+		assert.Equal(t, snap.Details.Status, dead.Reason, "buried: a deploy that adds the flow can re-queue it")
 	})
 
 	t.Run("WorkerLost", func(t *testing.T) {
@@ -250,11 +263,19 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				lost := fetchOne(t, h.backend, 50*time.Millisecond)
 				require.Equal(t, id, lost.Task.ID)
 
-				h.start(queue.WorkerConfig{})
+				h.start(queue.WorkerConfig{Concurrency: 1})
 				snap := h.waitTerminal(id)
 				assert.Equal(t, tc.wantState, snap.State)
 				assert.Equal(t, tc.wantStatus, snap.Details.Status)
 				assert.Equal(t, tc.wantRuns, runs.get())
+				if tc.wantState == progress.StateFailure {
+					dead := h.waitBuried(id)
+					assert.Equal(t, tc.wantStatus, dead.Reason)
+					assert.Equal(t, 2, dead.Attempts, "the lost run counts")
+				} else {
+					h.settle()
+					h.requireNotBuried(id)
+				}
 			})
 		}
 	})
@@ -289,6 +310,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, progress.StateFailure, snap.State)
 		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
 		requireOneTerminalEvent(t, h, id)
+		h.requireNotBuried(id)
 	})
 
 	t.Run("CancelRunningTask", func(t *testing.T) {
@@ -303,7 +325,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			sawCancel <- ctx.Err()
 			return nil, ctx.Err()
 		}))
-		h.start(queue.WorkerConfig{})
+		h.start(queue.WorkerConfig{Concurrency: 1})
 		id := h.enqueue("slow", "", queue.EnqueueOptions{MaxAttempts: 3})
 		waitFor(t, started, "flow start")
 		require.NoError(t, h.broker.Cancel(context.Background(), id))
@@ -314,6 +336,8 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
 		assert.Equal(t, []int{1}, runs.get(), "a cancelled task is not retried")
 		requireOneTerminalEvent(t, h, id)
+		h.settle()
+		h.requireNotBuried(id)
 	})
 
 	t.Run("CancelTaskWaitingToRetry", func(t *testing.T) {
@@ -323,7 +347,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			runs.add(ft.Attempt)
 			return nil, errors.New("upstream down")
 		}))
-		h.start(queue.WorkerConfig{Backoff: func(int) time.Duration { return time.Hour }})
+		h.start(queue.WorkerConfig{Concurrency: 1, Backoff: func(int) time.Duration { return time.Hour }})
 		id := h.enqueue("flaky", "", queue.EnqueueOptions{MaxAttempts: 3})
 		eventually(t, func() bool { return len(stepMessages(h.snapshot(id))) == 1 }, "first attempt did not fail")
 
@@ -332,6 +356,8 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, progress.StateFailure, snap.State)
 		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
 		assert.Equal(t, []int{1}, runs.get())
+		h.settle()
+		h.requireNotBuried(id)
 	})
 
 	t.Run("CancelIgnoredByFlow", func(t *testing.T) {
@@ -357,6 +383,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
 		next := h.enqueue("next", "", queue.EnqueueOptions{})
 		assert.Equal(t, progress.StateSuccess, h.waitTerminal(next).State, "the abandoned flow does not hold its slot")
+		h.requireNotBuried(id)
 	})
 
 	t.Run("Timeout", func(t *testing.T) {
@@ -388,8 +415,68 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				assert.Equal(t, progress.StateFailure, snap.State)
 				assert.Equal(t, "timed out after 50ms", snap.Details.Status)
 				assert.Equal(t, []int{1}, runs.get(), "a timed-out task is not retried")
+				assert.Equal(t, "timed out after 50ms", h.waitBuried(id).Reason)
 			})
 		}
+	})
+
+	t.Run("RequeueRunsDeadTaskAgain", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		ctx := context.Background()
+		var fixed atomic.Bool
+		var runs attempts
+		h.reg.MustRegister("fragile", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			if !fixed.Load() {
+				return nil, flow.Permanent(errors.New("search API refused the key"))
+			}
+			ft.Progress.Log("searched")
+			return "found", nil
+		}))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("fragile", `{"q":"sky"}`, queue.EnqueueOptions{MaxAttempts: 2, Timeout: time.Minute})
+		failed := h.waitTerminal(id)
+		require.Equal(t, progress.StateFailure, failed.State)
+		h.waitBuried(id)
+		listed, err := h.broker.Dead(ctx, 10)
+		require.NoError(t, err)
+		require.Len(t, listed, 1)
+		assert.Equal(t, id, listed[0].ID)
+
+		fixed.Store(true) // the key was replaced
+		again, err := h.broker.Requeue(ctx, id)
+		require.NoError(t, err)
+		assert.NotEqual(t, id, again, "a re-queued task gets a new id")
+		assert.True(t, queue.ValidID(again))
+
+		snap := h.waitTerminal(again)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, `"found"`, string(snap.Details.FinalResult))
+		assert.Equal(t, []string{"re-queued from task " + id, "searched"}, stepMessages(snap),
+			"the new task's log names the dead one first")
+		assert.Equal(t, []int{1, 1}, runs.get(), "the new task starts from attempt 1")
+		info, err := h.broker.Task(ctx, again)
+		require.NoError(t, err)
+		require.NotNil(t, info.Task)
+		assert.Equal(t, id, info.Task.RequeuedFrom)
+		assert.Equal(t, "fragile", info.Task.Flow)
+		assert.JSONEq(t, `{"q":"sky"}`, string(info.Task.Inputs))
+		assert.Equal(t, 2, info.Task.MaxAttempts)
+		assert.Equal(t, time.Minute, info.Task.Timeout)
+
+		old := h.snapshot(id)
+		assert.Equal(t, failed, old, "the dead task keeps its one terminal state")
+		requireOneTerminalEvent(t, h, id)
+		assert.Empty(t, fetchDead(t, h.backend), "the dead task left the dead-letter set")
+
+		_, err = h.broker.Requeue(ctx, id)
+		assert.ErrorIs(t, err, queue.ErrNotDead, "re-queued already")
+		_, err = h.broker.Requeue(ctx, again)
+		assert.ErrorIs(t, err, queue.ErrNotDead, "a task that succeeded")
+		_, err = h.broker.Requeue(ctx, queue.NewID())
+		assert.ErrorIs(t, err, queue.ErrNotFound)
+		_, err = h.broker.Requeue(ctx, "not a valid id!")
+		assert.ErrorIs(t, err, queue.ErrNotFound)
 	})
 
 	t.Run("ConcurrencyLimit", func(t *testing.T) {

@@ -21,6 +21,7 @@ const (
 	DefaultQueue        = "default"
 	DefaultRetention    = 24 * time.Hour
 	DefaultPollInterval = 30 * time.Second
+	DefaultOpTimeout    = 5 * time.Second
 )
 
 // group is the consumer group of every queue's stream.
@@ -48,6 +49,12 @@ type Config struct {
 	// of tasks whose retention has passed and catches anything pub/sub
 	// failed to carry. Zero means DefaultPollInterval.
 	PollInterval time.Duration
+	// OpTimeout bounds each operation on Redis (one or two round trips)
+	// whose context has no earlier deadline, so that nothing waits for a
+	// Redis that is down: the operation then fails with an error wrapping
+	// queue.ErrUnavailable. A blocking wait of Fetch gets OpTimeout on top
+	// of the time it means to block. Zero means DefaultOpTimeout.
+	OpTimeout time.Duration
 	// Logger receives the backend's warnings. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -73,8 +80,10 @@ type Backend struct {
 }
 
 var (
-	_ queue.Backend    = (*Backend)(nil)
-	_ progress.Backend = (*Backend)(nil)
+	_ queue.Backend     = (*Backend)(nil)
+	_ queue.TaskCreator = (*Backend)(nil)
+	_ queue.Retirer     = (*Backend)(nil)
+	_ progress.Backend  = (*Backend)(nil)
 )
 
 // New returns a Backend that runs on client with the settings of cfg.
@@ -97,6 +106,9 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = DefaultOpTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -107,7 +119,7 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 		qtag:   cfg.Prefix + ":{q:" + cfg.Queue + "}",
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
-	b.hub = newHub(b.ctx, client, cfg.Logger, &b.wg)
+	b.hub = newHub(b.ctx, client, cfg.Logger, &b.wg, cfg.OpTimeout)
 	return b, nil
 }
 
@@ -144,20 +156,44 @@ func (b *Backend) delayedKey() string    { return b.qtag + ":delayed" }
 func (b *Backend) leasesKey() string     { return b.qtag + ":leases" }
 func (b *Backend) holdersKey() string    { return b.qtag + ":holders" }
 func (b *Backend) seqKey() string        { return b.qtag + ":seq" }
+func (b *Backend) wakeKey() string       { return b.qtag + ":wake" }
+func (b *Backend) deadKey() string       { return b.qtag + ":dead" }
+func (b *Backend) buriedKey() string     { return b.qtag + ":buried" }
 func (b *Backend) cancelChannel() string { return b.qtag + ":cancel" }
 
 // retentionMS is the retention in milliseconds, as PEXPIRE takes it.
 func (b *Backend) retentionMS() int64 { return b.cfg.Retention.Milliseconds() }
 
-// wrap adds context to an error from Redis. Errors of the connection (not
-// error replies of the server) also wrap queue.ErrUnavailable; errors of
-// the caller's context are kept as they are.
-func wrap(op string, err error) error {
+// errNoAnswer is the cause of a context ended by bound.
+var errNoAnswer = errors.New("no answer from Redis in time")
+
+// bound limits ctx to OpTimeout from now, plus extra for a command that
+// blocks on purpose, unless ctx ends sooner. Every operation runs under
+// it: rueidis retries read-only commands until their context ends, so
+// without it a caller with no deadline would wait as long as Redis is
+// down.
+func (b *Backend) bound(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, b.cfg.OpTimeout+extra, errNoAnswer)
+}
+
+// wrap adds context to an error of an operation run under ctx, a context
+// from bound not yet cancelled. Errors of the connection (not error replies of the server),
+// and running out of OpTimeout, also wrap queue.ErrUnavailable; the end of
+// the caller's own context is kept as it is.
+func (b *Backend) wrap(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, isReply := rueidis.IsRedisErr(err); isReply ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if _, isReply := rueidis.IsRedisErr(err); isReply {
+		return fmt.Errorf("redisbackend: %s: %w", op, err)
+	}
+	ctxErr := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+	// A context error while ctx is still live comes from a deadline
+	// rueidis derived from ctx's, which may fire a moment before ctx's own.
+	if errors.Is(context.Cause(ctx), errNoAnswer) || (ctxErr && ctx.Err() == nil) {
+		return fmt.Errorf("redisbackend: %s: %w: %w within %v", op, queue.ErrUnavailable, errNoAnswer, b.cfg.OpTimeout)
+	}
+	if ctxErr {
 		return fmt.Errorf("redisbackend: %s: %w", op, err)
 	}
 	return fmt.Errorf("redisbackend: %s: %w: %w", op, queue.ErrUnavailable, err)

@@ -49,9 +49,11 @@ func (b *Backend) Cancel(ctx context.Context, id string) error {
 	if !queue.ValidID(id) {
 		return fmt.Errorf("%w: %w", queue.ErrNotFound, queue.ErrInvalidID)
 	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	n, err := cancelScript.Exec(ctx, b.client, []string{b.taskKey(id)}, []string{b.cancelChannel(), id}).AsInt64()
 	if err != nil {
-		return wrap("cancel task "+id, err)
+		return b.wrap(ctx, "cancel task "+id, err)
 	}
 	if n == 0 {
 		return fmt.Errorf("%w: %s", queue.ErrNotFound, id)
@@ -59,16 +61,17 @@ func (b *Backend) Cancel(ctx context.Context, id string) error {
 	return b.makeReady(ctx, id)
 }
 
-// makeReady moves a delayed task to the stream (see readyScript).
+// makeReady moves a delayed task to the stream (see readyScript). ctx
+// comes from bound.
 func (b *Backend) makeReady(ctx context.Context, id string) error {
 	err := readyScript.Exec(ctx, b.client, []string{b.delayedKey(), b.streamKey()}, []string{id}).Error()
-	return wrap("make task "+id+" ready", err)
+	return b.wrap(ctx, "make task "+id+" ready", err)
 }
 
 // Cancellations implements queue.Backend on the backend's one pub/sub
 // connection. It returns once the subscription is in place, so that every
 // Cancel after it is delivered, or with an error wrapping
-// queue.ErrUnavailable if that takes longer than ten seconds. Ids are
+// queue.ErrUnavailable if that takes longer than Config.OpTimeout. Ids are
 // buffered for a slow reader, never dropped. Cancellations published while
 // the pub/sub connection is down are not delivered: workers also find the
 // cancelled flag in the task record.
@@ -83,7 +86,7 @@ func (b *Backend) Cancellations(ctx context.Context) (<-chan string, error) {
 	in := newInbox()
 	in.unbounded = true
 	ready := b.hub.join(channel, in)
-	wait, cancelWait := context.WithTimeout(ctx, commandTimeout)
+	wait, cancelWait := context.WithTimeout(ctx, b.cfg.OpTimeout)
 	defer cancelWait()
 	select {
 	case <-ready:
@@ -95,7 +98,7 @@ func (b *Backend) Cancellations(ctx context.Context) (<-chan string, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("redisbackend: listen for cancellations: %w: subscription not confirmed in %v", queue.ErrUnavailable, commandTimeout)
+		return nil, fmt.Errorf("redisbackend: listen for cancellations: %w: subscription not confirmed in %v", queue.ErrUnavailable, b.cfg.OpTimeout)
 	}
 
 	out := make(chan string)

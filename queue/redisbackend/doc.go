@@ -22,7 +22,8 @@
 //
 //	P:{<id>}:task       hash    the queue's record of the task: id, flow,
 //	                            inputs, attempt, max_attempts, timeout (ns),
-//	                            enqueued_at and run_at (Unix ns), cancelled
+//	                            enqueued_at and run_at (Unix ns), cancelled,
+//	                            requeued_from
 //	P:{<id>}:snap       hash    the progress snapshot: state, status,
 //	                            progress, result (final result JSON) and
 //	                            last (id of the last event appended)
@@ -42,25 +43,57 @@
 //	P:{q:Q}:holders     hash    stream entry id -> number of its current
 //	                            lease, the second half of the lease token
 //	P:{q:Q}:seq         string  counter that numbers the leases
+//	P:{q:Q}:wake        stream  one entry, replaced whenever a task is
+//	                            delayed to less than a second from now:
+//	                            wakes the waiting fetchers
+//	P:{q:Q}:dead        zset    the dead-letter set: buried task ids,
+//	                            scored by the Unix ms of their burial
+//	P:{q:Q}:buried      hash    task id -> {"flow","reason","attempts"} of
+//	                            each dead task
 //	P:{q:Q}:cancel      channel ids of cancelled tasks, for the workers
 //
 // The four keys of a task expire Config.Retention after they were last
 // written: the progress keys on every Append, the task record on enqueue
-// (plus any delay), on every lease and on Ack. Retention must therefore
-// exceed the longest time a task can wait in the queue or run without
-// reporting progress.
+// (plus any delay), on every lease, Extend, Retry, Ack and Bury. Retention
+// must therefore exceed the longest time a task can wait in the queue or
+// run without reporting progress.
 //
 // # Queue
 //
 // Enqueue writes the task record and adds the task to the stream (or the
-// delayed set) in one round trip. Fetch runs one script that moves due
-// delayed tasks into the stream, takes over entries whose lease has passed
-// (a dead worker's tasks run again, with a higher attempt) and reads new
-// entries through the consumer group; each entry taken gets a deadline in
-// the leases set and a new lease number. A second, pipelined round trip
-// increments each task's attempt and reads its record. With nothing to
-// take, Fetch waits on the stream with a blocking XREAD, which changes
-// nothing and so can be cancelled at any time.
+// delayed set) in one round trip. A queue.Broker whose backend and store
+// are the same Backend enqueues through CreateAndEnqueue
+// (queue.TaskCreator), which records the progress snapshot in that same
+// round trip: start-task costs one round trip.
+//
+// Fetch runs one script that moves due delayed tasks into the stream,
+// takes over entries whose lease has passed (a dead worker's tasks run
+// again, with a higher attempt) and reads new entries through the consumer
+// group; each entry taken gets a deadline in the leases set and a new lease
+// number. A second, pipelined round trip increments each task's attempt and
+// reads its record. With nothing to take, Fetch waits with a blocking
+// XREAD, which changes nothing and so can be cancelled at any time, on the
+// stream and on the wake stream, until the next delayed task is due (to the
+// millisecond) or the next lease passes, and never longer than a second. A
+// task delayed to less than a second from now (a close RunAt, a short retry
+// backoff) adds an entry to the wake stream, so that waiting fetchers look
+// again and learn its due time.
+//
+// Each worker name is a consumer of the stream's group. A worker that
+// stops gracefully retires (queue.Retirer): its consumer is deleted unless
+// it still holds an entry, and so is every consumer that holds nothing and
+// has been idle for a minute (those of workers that died), so the group
+// does not fill up with the names of past workers.
+//
+// # Dead letters
+//
+// Bury acknowledges a task as Ack does and, in the same script, adds it to
+// the queue's dead set and buried hash; Dead lists them, newest first, and
+// Requeue takes one out and queues its replacement in one script, so of two
+// concurrent re-queues of one task only one succeeds. Entries older than
+// the retention are pruned by Bury and Dead, and both keys expire a
+// retention after the last Bury: the dead-letter set holds at most the
+// tasks buried within one retention period.
 //
 // Lease deadlines are kept per lease, not derived from the consumer
 // group's idle times, so that workers with different lease lengths share
@@ -91,14 +124,19 @@
 //
 // Errors that come from not reaching Redis wrap queue.ErrUnavailable, for
 // the progress methods as well, so that the HTTP layer can answer 503.
-// Commands that change data fail at once; rueidis retries read-only ones
-// (Get, Events, Subscribe's existence check) until their context ends,
-// unless the client is built with DisableRetry. Nothing needs restarting
-// when Redis is back: the client reconnects, the pub/sub connection is
-// restored with every channel, and each live subscription reads what it
-// missed from its event stream, so its reader sees a delay, never a gap or
-// a duplicate. What Redis itself loses depends on its persistence: with
-// appendonly yes and appendfsync always, nothing acknowledged; with
-// everysec, up to a second of writes on a crash; without persistence,
-// everything.
+// Every operation is bounded by Config.OpTimeout (unless its context ends
+// sooner) and fails with queue.ErrUnavailable past it: commands that change
+// data fail at once when the connection is refused, but rueidis retries
+// read-only ones (Get, Events, Subscribe's existence check) until their
+// context ends, and a Redis that hangs answers nothing.
+//
+// Nothing needs restarting when Redis is back: the client reconnects, the
+// pub/sub connection is restored with every channel, and each live
+// subscription reads what it missed from its event stream, so its reader
+// sees a delay, never a gap or a duplicate; workers go on fetching, and a
+// task whose outcome could not be recorded while Redis was away is run
+// again once its lease passes. What Redis itself loses depends on its
+// persistence: with appendonly yes and appendfsync always, nothing
+// acknowledged; with everysec, up to a second of writes on a crash;
+// without persistence, everything.
 package redisbackend

@@ -37,17 +37,17 @@ const (
 //     in the holders hash, and a deadline in the leases set.
 //
 //     KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set,
-//     KEYS[4] holders hash, KEYS[5] seq counter
+//     KEYS[4] holders hash, KEYS[5] seq counter, KEYS[6] wake stream
 //     ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max,
 //     ARGV[4] lease (ms), ARGV[5] now (the caller's clock, Unix ms),
 //     ARGV[6] most delayed tasks to move
 //
-// It returns {taken, dueIn, expiresIn, lastID}: taken lists {entry id,
-// {field, value...}, token} for each entry leased; dueIn is the time in ms
-// until the next delayed task is due and expiresIn until the next lease
-// passes (-1 when there is none); lastID is the id of the newest entry of
-// the stream ("0-0" if empty), after which a blocking XREAD waits for new
-// entries.
+// It returns {taken, dueIn, expiresIn, lastID, lastWake}: taken lists
+// {entry id, {field, value...}, token} for each entry leased; dueIn is the
+// time in ms until the next delayed task is due and expiresIn until the
+// next lease passes (-1 when there is none); lastID and lastWake are the
+// ids of the newest entries of the stream and of the wake stream ("0-0" if
+// empty), after which a blocking XREAD waits for new entries.
 var fetchScript = rueidis.NewLuaScript(`
 local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, max, leasems, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -103,19 +103,25 @@ local nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
 if #nextDue > 0 then dueIn = math.max(tonumber(nextDue[2]) - now, 0) end
 local nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 if #nextExpiry > 0 then expiresIn = math.max(tonumber(nextExpiry[2]) - clock, 0) end
-local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
-local lastID = '0-0'
-if #last > 0 then lastID = last[1][1] end
-return {out, dueIn, expiresIn, lastID}
+local function newest(key)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  if #last > 0 then return last[1][1] end
+  return '0-0'
+end
+return {out, dueIn, expiresIn, newest(stream), newest(KEYS[6])}
 `)
 
 // Fetch implements queue.Backend. One script moves due delayed tasks into
 // the stream, takes over entries whose lease has passed and reads new ones
 // (see fetchScript); a second round trip increments the attempt of each
-// task taken and reads its record. With nothing to take, Fetch waits on the
-// stream (a blocking XREAD, which changes nothing, so cancelling it loses
-// nothing) until an entry is added, the next delayed task is due, the next
-// lease passes, ctx ends, or a second goes by, and then looks again.
+// task taken and reads its record. With nothing to take, Fetch waits (a
+// blocking XREAD, which changes nothing, so cancelling it loses nothing)
+// until an entry is added to the stream, the next delayed task is due (to
+// the millisecond), the next lease passes, ctx ends, or a second goes by,
+// and then looks again. A task delayed to less than a second from now
+// (Enqueue with a close RunAt, Retry with a short backoff) also adds an
+// entry to the queue's wake stream, which the same XREAD watches: the
+// waiting fetchers look again and learn the new due time.
 func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
 	if max <= 0 {
 		max = 1
@@ -127,7 +133,7 @@ func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		taken, wait, lastID, err := b.take(ctx, worker, max, lease)
+		taken, wait, lastIDs, err := b.take(ctx, worker, max, lease)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +148,7 @@ func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.
 			wait = min(wait, time.Until(dl))
 		}
 		if wait > 0 {
-			if err := b.waitForEntries(ctx, lastID, wait); err != nil {
+			if err := b.waitForEntries(ctx, lastIDs, wait); err != nil {
 				return nil, err
 			}
 		}
@@ -155,28 +161,32 @@ type takenEntry struct {
 }
 
 // take runs fetchScript and returns what it leased, how long to wait
-// before looking again if nothing, and the stream's last id.
-func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration) ([]takenEntry, time.Duration, string, error) {
+// before looking again if nothing, and the last ids of the stream and the
+// wake stream.
+func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration) ([]takenEntry, time.Duration, [2]string, error) {
+	var lastIDs [2]string
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	res, err := fetchScript.Exec(ctx, b.client,
-		[]string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.seqKey()},
+		[]string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.seqKey(), b.wakeKey()},
 		[]string{group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10),
 			strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.Itoa(promoteBatch)},
 	).ToArray()
 	if err != nil {
-		return nil, 0, "", wrap("fetch tasks", err)
+		return nil, 0, lastIDs, b.wrap(ctx, "fetch tasks", err)
 	}
-	if len(res) != 4 {
-		return nil, 0, "", fmt.Errorf("redisbackend: fetch tasks: unexpected reply of %d values", len(res))
+	if len(res) != 5 {
+		return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: unexpected reply of %d values", len(res))
 	}
 	items, err := res[0].ToArray()
 	if err != nil {
-		return nil, 0, "", fmt.Errorf("redisbackend: fetch tasks: %w", err)
+		return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: %w", err)
 	}
 	taken := make([]takenEntry, 0, len(items))
 	for _, item := range items {
 		parts, err := item.ToArray()
 		if err != nil || len(parts) != 3 {
-			return nil, 0, "", fmt.Errorf("redisbackend: fetch tasks: malformed entry: %v", err)
+			return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: malformed entry: %v", err)
 		}
 		var e takenEntry
 		e.entry, _ = parts[0].ToString()
@@ -195,21 +205,26 @@ func (b *Backend) take(ctx context.Context, worker string, max int, lease time.D
 			wait = min(wait, time.Duration(ms)*time.Millisecond)
 		}
 	}
-	lastID, _ := res[3].ToString()
-	return taken, wait, lastID, nil
+	lastIDs[0], _ = res[3].ToString()
+	lastIDs[1], _ = res[4].ToString()
+	return taken, wait, lastIDs, nil
 }
 
-// waitForEntries blocks until an entry is added to the stream after
-// lastID, wait passes or ctx ends (then it returns ctx.Err()).
-func (b *Backend) waitForEntries(ctx context.Context, lastID string, wait time.Duration) error {
+// waitForEntries blocks until an entry is added to the stream or the wake
+// stream after lastIDs, wait passes or ctx ends (then it returns
+// ctx.Err()).
+func (b *Backend) waitForEntries(parent context.Context, lastIDs [2]string, wait time.Duration) error {
 	ms := max(int64((wait+time.Millisecond-1)/time.Millisecond), 1)
+	ctx, cancel := b.bound(parent, time.Duration(ms)*time.Millisecond)
+	defer cancel()
 	c := b.client
-	err := c.Do(ctx, c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey()).Id(lastID).Build()).Error()
+	err := c.Do(ctx, c.B().Xread().Count(1).Block(ms).Streams().
+		Key(b.streamKey(), b.wakeKey()).Id(lastIDs[0], lastIDs[1]).Build()).Error()
 	if err != nil && !rueidis.IsRedisNil(err) {
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		if ctxErr := parent.Err(); ctxErr != nil {
 			return ctxErr
 		}
-		return wrap("wait for tasks", err)
+		return b.wrap(ctx, "wait for tasks", err)
 	}
 	return nil
 }
@@ -221,7 +236,7 @@ func (b *Backend) waitForEntries(ctx context.Context, lastID string, wait time.D
 // ctx: the entries are held already, and are better run than left to
 // expire.
 func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Duration) ([]*queue.Lease, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commandTimeout)
+	ctx, cancel := b.bound(context.WithoutCancel(ctx), 0)
 	defer cancel()
 	c := b.client
 	deadline := time.Now().Add(lease)
@@ -245,7 +260,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 		if err != nil {
 			// Still held: the entry is taken over once the lease passes.
 			if firstErr == nil {
-				firstErr = wrap("lease task "+e.taskID, err)
+				firstErr = b.wrap(ctx, "lease task "+e.taskID, err)
 			}
 			continue
 		}
@@ -254,7 +269,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 			b.log.Warn("flows: dropping a queue entry without a usable task record",
 				"task_id", e.taskID, "entry", e.entry, "err", err)
 			l := &queue.Lease{Task: &queue.Task{ID: e.taskID}, Token: makeToken(e.entry, e.token)}
-			if err := b.onLease(ctx, "drop", ackScript, l, b.leaseKeys(), group); err != nil {
+			if err := b.onLease(ctx, "drop", ackScript, l, b.leaseKeys(), noKeep, group); err != nil {
 				b.log.Warn("flows: could not drop a queue entry", "entry", e.entry, "err", err)
 			}
 			if !ok {

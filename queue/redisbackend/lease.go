@@ -2,6 +2,8 @@ package redisbackend
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -46,7 +48,7 @@ end
 //	ARGV[1] entry id, ARGV[2] token, ARGV[3] lease (ms)
 //
 // It returns 1, or 0 when the lease is no longer held.
-var extendScript = rueidis.NewLuaScript(holderCheck + `
+var extendScript = newLeaseScript(holderCheck + `
 local t = redis.call('TIME')
 local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), ARGV[1])
@@ -59,39 +61,67 @@ return 1
 //	ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group
 //
 // It returns 1, or 0 when the lease is no longer held.
-var ackScript = rueidis.NewLuaScript(holderCheck + `
-redis.call('XACK', KEYS[1], ARGV[3], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
+var ackScript = newLeaseScript(holderCheck + releaseLease + `
 return 1
 `)
 
-// retryScript removes a held entry and queues its task again: at the end
-// of the stream when it is due already, in the delayed set otherwise.
-//
-//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash,
-//	KEYS[4] delayed set
-//	ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group,
-//	ARGV[4] task id, ARGV[5] due time (Unix ms), ARGV[6] now (Unix ms)
-//
-// It returns 1, or 0 when the lease is no longer held.
-var retryScript = rueidis.NewLuaScript(holderCheck + `
+// releaseLease ends a held lease: the entry leaves the consumer group's
+// pending list, the stream and the lease bookkeeping. KEYS and ARGV begin
+// as those of ackScript.
+const releaseLease = `
 redis.call('XACK', KEYS[1], ARGV[3], ARGV[1])
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-if tonumber(ARGV[5]) <= tonumber(ARGV[6]) then
+`
+
+// retryScript removes a held entry and queues its task again: at the end
+// of the stream when it is due already, in the delayed set otherwise; a
+// task due within ARGV[7] ms also adds an entry to the wake stream, so
+// that the fetchers waiting on it look again in time.
+//
+//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash,
+//	KEYS[4] delayed set, KEYS[5] wake stream
+//	ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group,
+//	ARGV[4] task id, ARGV[5] due time (Unix ms), ARGV[6] now (Unix ms),
+//	ARGV[7] longest wait of a fetcher (ms)
+//
+// It returns 1, or 0 when the lease is no longer held.
+var retryScript = newLeaseScript(holderCheck + releaseLease + `
+local due, now = tonumber(ARGV[5]), tonumber(ARGV[6])
+if due <= now then
   redis.call('XADD', KEYS[1], '*', 'task', ARGV[4])
 else
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('ZADD', KEYS[4], due, ARGV[4])
+  if due - now < tonumber(ARGV[7]) then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '1', '*', 'w', '1')
+  end
 end
 return 1
 `)
 
+// leaseScript is a Lua script that acts on a lease. Its SHA-1 is kept so
+// that an EVALSHA of it can share a pipeline with the command that
+// refreshes the task record's expiry (a key of another cluster slot).
+type leaseScript struct {
+	src, sha string
+}
+
+func newLeaseScript(src string) *leaseScript {
+	sum := sha1.Sum([]byte(src))
+	return &leaseScript{src: src, sha: hex.EncodeToString(sum[:])}
+}
+
+// noKeep tells onLease not to refresh the task record's expiry.
+const noKeep = -1
+
 // onLease runs a lease script with ARGV entry, token, extra... and turns
-// its 0 into queue.ErrLeaseLost.
-func (b *Backend) onLease(ctx context.Context, op string, script *rueidis.Lua, l *queue.Lease, keys []string, extra ...string) error {
+// its 0 into queue.ErrLeaseLost. Unless keep is noKeep, the task record's
+// expiry is refreshed to the retention plus keep in the same round trip
+// (whether or not the lease is still held: it only keeps the record
+// longer). Only when Redis has lost the script (a restart) does it take a
+// second round trip, which loads it. ctx comes from bound.
+func (b *Backend) onLease(ctx context.Context, op string, s *leaseScript, l *queue.Lease, keys []string, keep time.Duration, extra ...string) error {
 	if l == nil || l.Task == nil {
 		return fmt.Errorf("redisbackend: %s: %w: no lease", op, queue.ErrLeaseLost)
 	}
@@ -99,25 +129,31 @@ func (b *Backend) onLease(ctx context.Context, op string, script *rueidis.Lua, l
 	if !ok {
 		return fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
-	n, err := script.Exec(ctx, b.client, keys, append([]string{entry, token}, extra...)).AsInt64()
+	c := b.client
+	args := append([]string{entry, token}, extra...)
+	cmds := rueidis.Commands{c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}
+	if keep != noKeep {
+		ttl := b.cfg.Retention + max(keep, 0)
+		cmds = append(cmds, c.B().Pexpire().Key(b.taskKey(l.Task.ID)).Milliseconds(ttl.Milliseconds()).Build())
+	}
+	res := c.DoMulti(ctx, cmds...)
+	n, err := res[0].AsInt64()
+	if re, isReply := rueidis.IsRedisErr(err); isReply && re.IsNoScript() {
+		n, err = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()).AsInt64()
+	}
 	if err != nil {
-		return wrap(op+" task "+l.Task.ID, err)
+		return b.wrap(ctx, op+" task "+l.Task.ID, err)
+	}
+	if len(res) > 1 {
+		if err := res[1].Error(); err != nil {
+			// It only shortens how long the record is kept.
+			b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", l.Task.ID, "err", err)
+		}
 	}
 	if n == 0 {
 		return fmt.Errorf("redisbackend: %s task %s: %w", op, l.Task.ID, queue.ErrLeaseLost)
 	}
 	return nil
-}
-
-// keepRecord refreshes the expiry of a task's record to the retention
-// period plus extra. A failure only shortens how long the record is kept,
-// so it is logged, not returned.
-func (b *Backend) keepRecord(ctx context.Context, id string, extra time.Duration) {
-	ttl := b.cfg.Retention + max(extra, 0)
-	c := b.client
-	if err := c.Do(ctx, c.B().Pexpire().Key(b.taskKey(id)).Milliseconds(ttl.Milliseconds()).Build()).Error(); err != nil {
-		b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", id, "err", err)
-	}
 }
 
 // Extend implements queue.Backend. The deadline Fetch goes by is kept in
@@ -126,38 +162,41 @@ func (b *Backend) Extend(ctx context.Context, l *queue.Lease, lease time.Duratio
 	if lease <= 0 {
 		lease = defaultLease
 	}
-	err := b.onLease(ctx, "extend lease of", extendScript, l, b.leaseKeys(), strconv.FormatInt(lease.Milliseconds(), 10))
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	err := b.onLease(ctx, "extend lease of", extendScript, l, b.leaseKeys(), 0, strconv.FormatInt(lease.Milliseconds(), 10))
 	if err != nil {
 		return err
 	}
 	l.Deadline = time.Now().Add(lease)
-	b.keepRecord(ctx, l.Task.ID, 0)
 	return nil
 }
 
-// Ack implements queue.Backend. The task record stays readable for the
-// retention period.
+// Ack implements queue.Backend in one round trip. The task record stays
+// readable for the retention period.
 func (b *Backend) Ack(ctx context.Context, l *queue.Lease) error {
-	if err := b.onLease(ctx, "ack", ackScript, l, b.leaseKeys(), group); err != nil {
-		return err
-	}
-	b.keepRecord(ctx, l.Task.ID, 0)
-	return nil
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	return b.onLease(ctx, "ack", ackScript, l, b.leaseKeys(), 0, group)
 }
 
 // Retry implements queue.Backend: a task due at once goes to the end of
-// the stream, behind the tasks ready before it; one due later waits in the
-// delayed set, unless it has been cancelled: then, after the script, the
-// record's flag is read and the task made ready (see Cancel for why this
-// order leaves no cancelled task delayed).
+// the stream, behind the tasks ready before it, in one round trip; one due
+// later waits in the delayed set, unless it has been cancelled: then, after
+// the script, the record's flag is read (a second round trip) and the task
+// made ready (see Cancel for why this order leaves no cancelled task
+// delayed).
 func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time) error {
 	var id string
 	if l != nil && l.Task != nil {
 		id = l.Task.ID
 	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	err := b.onLease(ctx, "retry", retryScript, l,
-		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey()},
-		group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10))
+		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey()},
+		time.Until(at), group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
+		strconv.FormatInt(maxBlock.Milliseconds(), 10))
 	if err != nil {
 		return err
 	}
@@ -165,12 +204,11 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time) error
 		c := b.client
 		flag, err := c.Do(ctx, c.B().Hget().Key(b.taskKey(id)).Field(recCancelled).Build()).ToString()
 		if err != nil && !rueidis.IsRedisNil(err) {
-			return wrap("retry task "+id, err)
+			return b.wrap(ctx, "retry task "+id, err)
 		}
 		if flag == "1" {
 			return b.makeReady(ctx, id)
 		}
 	}
-	b.keepRecord(ctx, id, time.Until(at))
 	return nil
 }

@@ -10,12 +10,10 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// Bounds of the hub's reconnection backoff and of one command on its
-// connection.
+// Bounds of the hub's reconnection backoff.
 const (
-	reconnectMin   = 50 * time.Millisecond
-	reconnectMax   = 2 * time.Second
-	commandTimeout = 10 * time.Second
+	reconnectMin = 50 * time.Millisecond
+	reconnectMax = 2 * time.Second
 	// subscribeBatch bounds the channels of one SUBSCRIBE or UNSUBSCRIBE.
 	subscribeBatch = 1000
 )
@@ -35,6 +33,8 @@ type hub struct {
 	ctx    context.Context // ends when the backend closes
 	wg     *sync.WaitGroup
 	kick   chan struct{}
+	// opTimeout bounds one command on the connection.
+	opTimeout time.Duration
 
 	mu      sync.Mutex
 	started bool
@@ -52,16 +52,17 @@ type topic struct {
 	subs  map[*inbox]struct{}
 }
 
-func newHub(ctx context.Context, client rueidis.Client, log *slog.Logger, wg *sync.WaitGroup) *hub {
+func newHub(ctx context.Context, client rueidis.Client, log *slog.Logger, wg *sync.WaitGroup, opTimeout time.Duration) *hub {
 	return &hub{
-		client:  client,
-		log:     log,
-		ctx:     ctx,
-		wg:      wg,
-		kick:    make(chan struct{}, 1),
-		topics:  map[string]*topic{},
-		pending: map[string]*topic{},
-		dropped: map[string]struct{}{},
+		client:    client,
+		log:       log,
+		ctx:       ctx,
+		wg:        wg,
+		kick:      make(chan struct{}, 1),
+		opTimeout: opTimeout,
+		topics:    map[string]*topic{},
+		pending:   map[string]*topic{},
+		dropped:   map[string]struct{}{},
 	}
 }
 
@@ -244,7 +245,7 @@ func (h *hub) reconcile(ctx context.Context, dc rueidis.DedicatedClient, subscri
 }
 
 func (h *hub) do(ctx context.Context, dc rueidis.DedicatedClient, cmd rueidis.Completed) error {
-	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.opTimeout)
 	defer cancel()
 	return dc.Do(ctx, cmd).Error()
 }

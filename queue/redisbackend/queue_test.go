@@ -182,3 +182,55 @@ func TestStreamDeletedUnderALease(t *testing.T) {
 	assert.Equal(t, next.ID, got[0].Task.ID)
 	assert.ErrorIs(t, b.Ack(ctx, leases[0]), queue.ErrLeaseLost)
 }
+
+func TestWaitingFetchWakesForTaskDueSoon(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// prepare sets the task up before the fetcher waits; delay then
+		// makes it due at the given time and returns its id.
+		prepare func(t *testing.T, b *redisbackend.Backend) (delay func(due time.Time) string)
+	}{
+		{"enqueued with a close RunAt", func(t *testing.T, b *redisbackend.Backend) func(time.Time) string {
+			return func(due time.Time) string {
+				task := newTask()
+				task.RunAt = due
+				require.NoError(t, b.Enqueue(context.Background(), task))
+				return task.ID
+			}
+		}},
+		{"given back with a short delay", func(t *testing.T, b *redisbackend.Backend) func(time.Time) string {
+			held := leaseOne(t, b)
+			return func(due time.Time) string {
+				require.NoError(t, b.Retry(context.Background(), held, due))
+				return held.Task.ID
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+			other := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: b.Prefix()})
+			delay := tc.prepare(t, b)
+			// The fetcher waits with nothing due, so it means to look
+			// again only after its longest wait (a second); its context
+			// ends before that. Only the wake-up can hand it the task.
+			ctx, cancel := context.WithTimeout(context.Background(), 900*time.Millisecond)
+			defer cancel()
+			type result struct {
+				leases []*queue.Lease
+				err    error
+			}
+			done := make(chan result, 1)
+			go func() {
+				leases, err := other.Fetch(ctx, "waiting", 1, time.Minute)
+				done <- result{leases, err}
+			}()
+			time.Sleep(100 * time.Millisecond) // let it block
+			id := delay(time.Now().Add(50 * time.Millisecond))
+			r := <-done
+			require.NoError(t, r.err, "the waiting Fetch did not wake up for the task")
+			require.Len(t, r.leases, 1)
+			assert.Equal(t, id, r.leases[0].Task.ID)
+		})
+	}
+}

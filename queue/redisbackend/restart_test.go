@@ -94,23 +94,17 @@ func TestRestartMidStream(t *testing.T) {
 	}
 }
 
-func TestRedisDown(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
-	ctx := context.Background()
-	running := newTask()
-	require.NoError(t, b.Create(ctx, running.ID))
-	require.NoError(t, b.Enqueue(ctx, running))
-	leases, err := b.Fetch(ctx, "w", 1, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, leases, 1)
+// operation is one call of the Backend, made with ctx.
+type operation struct {
+	name string
+	op   func(ctx context.Context) error
+}
 
-	srv.Stop()
-	task := newTask()
-	tests := []struct {
-		name string
-		op   func(ctx context.Context) error
-	}{
+// operations lists a call of every Backend method that reaches Redis,
+// on a task that runs under held and on a task that is new.
+func operations(b *redisbackend.Backend, held *queue.Lease) []operation {
+	running, task := held.Task, newTask()
+	return []operation{
 		{"Create", func(ctx context.Context) error { return b.Create(ctx, task.ID) }},
 		{"Append", func(ctx context.Context) error {
 			_, err := b.Append(ctx, running.ID, progress.LogEvent("x"))
@@ -118,31 +112,71 @@ func TestRedisDown(t *testing.T) {
 		}},
 		{"Snapshot", func(ctx context.Context) error { _, _, err := b.Snapshot(ctx, running.ID); return err }},
 		{"Enqueue", func(ctx context.Context) error { return b.Enqueue(ctx, task) }},
+		{"CreateAndEnqueue", func(ctx context.Context) error { return b.CreateAndEnqueue(ctx, task) }},
 		{"Fetch", func(ctx context.Context) error { _, err := b.Fetch(ctx, "w", 1, time.Minute); return err }},
-		{"Extend", func(ctx context.Context) error { return b.Extend(ctx, leases[0], time.Minute) }},
-		{"Ack", func(ctx context.Context) error { return b.Ack(ctx, leases[0]) }},
+		{"Extend", func(ctx context.Context) error { return b.Extend(ctx, held, time.Minute) }},
+		{"Ack", func(ctx context.Context) error { return b.Ack(ctx, held) }},
+		{"Bury", func(ctx context.Context) error { return b.Bury(ctx, held, "boom") }},
+		{"Retry", func(ctx context.Context) error { return b.Retry(ctx, held, time.Now()) }},
 		{"Cancel", func(ctx context.Context) error { return b.Cancel(ctx, running.ID) }},
+		{"Dead", func(ctx context.Context) error { _, err := b.Dead(ctx, 0); return err }},
+		{"Requeue", func(ctx context.Context) error { return b.Requeue(ctx, running.ID, task) }},
+		{"Retire", func(ctx context.Context) error { return b.Retire(ctx, "w") }},
 		// Read-only commands are retried by rueidis until their context
-		// ends; the error still says why.
+		// ends: Config.OpTimeout bounds them.
 		{"Get", func(ctx context.Context) error { _, err := b.Get(ctx, running.ID); return err }},
 		{"Events", func(ctx context.Context) error { _, err := b.Events(ctx, running.ID, ""); return err }},
+		{"Subscribe", func(ctx context.Context) error { _, err := b.Subscribe(ctx, running.ID, ""); return err }},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-			defer cancel()
-			err := tt.op(ctx)
-			require.Error(t, err)
-			assert.ErrorIs(t, err, queue.ErrUnavailable, "error: %v", err)
-		})
+}
+
+// requireUnavailable runs op with a context that has no deadline and
+// checks that it fails with queue.ErrUnavailable rather than hang.
+func requireUnavailable(t *testing.T, op func(context.Context) error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- op(ctx) }()
+	select {
+	case err := <-done:
+		require.Error(t, err)
+		assert.ErrorIs(t, err, queue.ErrUnavailable, "error: %v", err)
+	case <-time.After(waitLimit):
+		require.FailNow(t, "the operation hangs while Redis cannot answer")
+	}
+}
+
+// leaseOne enqueues a task and leases it.
+func leaseOne(t *testing.T, b *redisbackend.Backend) *queue.Lease {
+	t.Helper()
+	ctx := context.Background()
+	running := newTask()
+	require.NoError(t, b.Create(ctx, running.ID))
+	require.NoError(t, b.Enqueue(ctx, running))
+	leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	return leases[0]
+}
+
+func TestRedisDown(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{OpTimeout: 300 * time.Millisecond})
+	held := leaseOne(t, b)
+
+	srv.Stop()
+	for _, tt := range operations(b, held) {
+		t.Run(tt.name, func(t *testing.T) { requireUnavailable(t, tt.op) })
 	}
 
 	srv.Restart() // without persistence: everything is gone
-	ctx2, cancel := context.WithTimeout(ctx, waitLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	eventually(t, func() bool { return b.Create(ctx2, task.ID) == nil }, "Create works again once Redis is back")
-	require.NoError(t, b.Enqueue(ctx2, task))
-	got, err := b.Fetch(ctx2, "w", 1, time.Minute)
+	task := newTask()
+	eventually(t, func() bool { return b.Create(ctx, task.ID) == nil }, "Create works again once Redis is back")
+	require.NoError(t, b.Enqueue(ctx, task))
+	got, err := b.Fetch(ctx, "w", 1, time.Minute)
 	require.NoError(t, err, "Fetch recreates the consumer group")
 	require.Len(t, got, 1)
 	assert.Equal(t, task.ID, got[0].Task.ID)

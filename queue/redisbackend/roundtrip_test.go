@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
 
@@ -57,6 +58,10 @@ func commandCalls(t *testing.T, srv *redistest.Server) map[string]int {
 	return calls
 }
 
+// progressOnly hides every method of a Backend but those of a progress
+// store, so that a Broker cannot tell that it is also the queue.
+type progressOnly struct{ progress.Backend }
+
 func TestRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	counter := &countingClient{Client: newClient(t, srv)}
@@ -69,7 +74,27 @@ func TestRoundTrips(t *testing.T) {
 	_, _, err := b.Snapshot(ctx, warm.ID)
 	require.NoError(t, err)
 
+	broker := queue.NewBroker(b, b, queue.BrokerConfig{})
+	// Warm up the dead-letter scripts too.
+	held := leaseOne(t, b)
+	require.NoError(t, b.Extend(ctx, held, time.Minute))
+	require.NoError(t, b.Retry(ctx, held, time.Now()))
+	leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	held = leases[0]
+	require.NoError(t, b.Bury(ctx, held, "warm-up"))
+	_, err = b.Dead(ctx, 0)
+	require.NoError(t, err)
+	_, err = broker.Requeue(ctx, held.Task.ID)
+	require.NoError(t, err)
+	drain, err := b.Fetch(ctx, "w", 10, time.Minute)
+	require.NoError(t, err)
+	for _, l := range drain {
+		require.NoError(t, b.Ack(ctx, l))
+	}
+
 	task := newTask()
+	var lease *queue.Lease
 	events := []progress.Event{
 		progress.LogEvent("one"),
 		{Type: progress.EventProgress, Progress: 50, Status: "half"},
@@ -87,7 +112,27 @@ func TestRoundTrips(t *testing.T) {
 		{"Snapshot", func() error { _, _, err := b.Snapshot(ctx, task.ID); return err }, 1},
 		{"Events", func() error { _, err := b.Events(ctx, task.ID, ""); return err }, 1},
 		{"Get", func() error { _, err := b.Get(ctx, task.ID); return err }, 1},
-		{"Fetch with a task ready", func() error { _, err := b.Fetch(ctx, "w", 1, time.Minute); return err }, 2},
+		{"Fetch with a task ready", func() error {
+			leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+			if err == nil {
+				lease = leases[0]
+			}
+			return err
+		}, 2},
+		{"Extend", func() error { return b.Extend(ctx, lease, time.Minute) }, 1},
+		{"Bury", func() error { return b.Bury(ctx, lease, "boom") }, 1},
+		{"Dead", func() error { _, err := b.Dead(ctx, 0); return err }, 1},
+		{"Requeue", func() error { return b.Requeue(ctx, task.ID, newTask()) }, 2},
+		{"CreateAndEnqueue", func() error { return b.CreateAndEnqueue(ctx, newTask()) }, 1},
+		{"Broker.Enqueue", func() error {
+			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+			return err
+		}, 1},
+		{"Broker.Enqueue with a separate store", func() error {
+			split := queue.NewBroker(b, progressOnly{b}, queue.BrokerConfig{})
+			_, err := split.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+			return err
+		}, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,5 +154,37 @@ func TestRoundTrips(t *testing.T) {
 		assert.Zero(t, calls["eval"], "no script sent again")
 		assert.Equal(t, appends*len(events), calls["xadd"], "every event added by the script")
 		assert.Equal(t, appends*len(events), calls["publish"], "every event published by the script")
+	})
+	t.Run("lease scripts", func(t *testing.T) {
+		trips := func(op func() error) int64 {
+			t.Helper()
+			before := counter.trips.Load()
+			require.NoError(t, op())
+			return counter.trips.Load() - before
+		}
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		l := leases[0]
+		assert.Equal(t, int64(1), trips(func() error { return b.Retry(ctx, l, time.Now()) }), "Retry at once")
+		leases, err = b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		l = leases[0]
+		assert.Equal(t, int64(2), trips(func() error { return b.Retry(ctx, l, time.Now().Add(time.Millisecond)) }),
+			"Retry later: the cancelled flag is read after the script")
+		leases, err = b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		l = leases[0]
+
+		// Redis forgets its scripts (a restart): the script is loaded
+		// again at the cost of one round trip.
+		require.NoError(t, srv.Do("SCRIPT", "FLUSH").Error())
+		assert.Equal(t, int64(2), trips(func() error { return b.Extend(ctx, l, time.Minute) }), "Extend after SCRIPT FLUSH")
+		assert.Equal(t, int64(1), trips(func() error { return b.Extend(ctx, l, time.Minute) }), "Extend once loaded again")
+		require.NoError(t, srv.Do("PERSIST", b.Prefix()+":{"+l.Task.ID+"}:task").Error())
+		require.NoError(t, b.Ack(ctx, l))
+		ttl, err := srv.Do("PTTL", b.Prefix()+":{"+l.Task.ID+"}:task").AsInt64()
+		require.NoError(t, err)
+		assert.Positive(t, ttl, "Ack refreshes the record's expiry")
 	})
 }

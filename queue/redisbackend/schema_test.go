@@ -89,6 +89,17 @@ func TestKeySchema(t *testing.T) {
 	later.RunAt = time.Now().Add(time.Hour)
 	require.NoError(t, b.Create(ctx, later.ID))
 	require.NoError(t, b.Enqueue(ctx, later))
+	failed := newTask()
+	require.NoError(t, b.Create(ctx, failed.ID))
+	require.NoError(t, b.Enqueue(ctx, failed))
+	leases, err := b.Fetch(ctx, "w1", 1, time.Minute)
+	require.NoError(t, err)
+	require.Equal(t, failed.ID, leases[0].Task.ID)
+	require.NoError(t, b.Bury(ctx, leases[0], "boom"))
+	soon := newTask() // due before a waiting fetcher would look again
+	soon.RunAt = time.Now().Add(500 * time.Millisecond)
+	require.NoError(t, b.Create(ctx, soon.ID))
+	require.NoError(t, b.Enqueue(ctx, soon))
 	sub, cancel := context.WithCancel(ctx)
 	defer cancel()
 	_, err = b.Subscribe(sub, running.ID, "")
@@ -99,7 +110,7 @@ func TestKeySchema(t *testing.T) {
 	keys, err := srv.Do("KEYS", "*").AsStrSlice()
 	require.NoError(t, err)
 	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|snap|steps|events)$`)
-	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq)$`)
+	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq|wake|dead|buried)$`)
 	perTask := map[string][]string{}
 	var queueKeys []string
 	for _, k := range keys {
@@ -118,7 +129,8 @@ func TestKeySchema(t *testing.T) {
 	assert.ElementsMatch(t, []string{"task", "snap", "steps", "events"}, perTask[done.ID], "keys of a finished task")
 	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[running.ID], "keys of a task without events yet")
 	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[later.ID], "keys of a delayed task")
-	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq"}, queueKeys)
+	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[failed.ID], "keys of a buried task")
+	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq", "wake", "dead", "buried"}, queueKeys)
 
 	eventually(t, func() bool {
 		chans, err := srv.Do("PUBSUB", "CHANNELS", "*").AsStrSlice()

@@ -52,6 +52,8 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 		return fmt.Errorf("redisbackend: create task %q: %w", taskID, queue.ErrInvalidID)
 	}
 	init := progress.NewSnapshot()
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	err := createScript.Exec(ctx, b.client,
 		[]string{b.snapKey(taskID), b.stepsKey(taskID), b.eventsKey(taskID)},
 		[]string{strconv.FormatInt(b.retentionMS(), 10), string(init.State), init.Details.Status},
@@ -59,7 +61,7 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 	if replyCode(err) == "EXISTS" {
 		return fmt.Errorf("%w: %q", progress.ErrExists, taskID)
 	}
-	return wrap("create task "+taskID, err)
+	return b.wrap(ctx, "create task "+taskID, err)
 }
 
 // appendScript records events of one task, all or nothing.
@@ -161,6 +163,8 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 			return "", fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
 		}
 	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	last, err := appendScript.Exec(ctx, b.client,
 		[]string{b.snapKey(taskID), b.stepsKey(taskID), b.eventsKey(taskID)}, args).ToString()
 	switch replyCode(err) {
@@ -170,7 +174,7 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 		return "", fmt.Errorf("%w: task %q: nothing recorded", progress.ErrFinished, taskID)
 	}
 	if err != nil {
-		return "", wrap("append to task "+taskID, err)
+		return "", b.wrap(ctx, "append to task "+taskID, err)
 	}
 	return last, nil
 }
@@ -216,6 +220,8 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	if !queue.ValidID(taskID) {
 		return progress.Snapshot{}, "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
 	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	c := b.client
 	res := c.DoMulti(ctx,
 		c.B().Multi().Build(),
@@ -225,7 +231,7 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	)
 	for _, r := range res {
 		if err := r.Error(); err != nil {
-			return progress.Snapshot{}, "", wrap("read snapshot of task "+taskID, err)
+			return progress.Snapshot{}, "", b.wrap(ctx, "read snapshot of task "+taskID, err)
 		}
 	}
 	parts, err := res[3].ToArray()
@@ -234,14 +240,14 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	}
 	fields, err := parts[0].AsStrMap()
 	if err != nil {
-		return progress.Snapshot{}, "", wrap("read snapshot of task "+taskID, err)
+		return progress.Snapshot{}, "", b.wrap(ctx, "read snapshot of task "+taskID, err)
 	}
 	if len(fields) == 0 {
 		return progress.Snapshot{}, "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 	steps, err := parts[1].AsStrSlice()
 	if err != nil {
-		return progress.Snapshot{}, "", wrap("read steps of task "+taskID, err)
+		return progress.Snapshot{}, "", b.wrap(ctx, "read steps of task "+taskID, err)
 	}
 	snap, err := decodeSnapshot(fields, steps)
 	if err != nil {
@@ -313,6 +319,8 @@ func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, co
 	if !after.isZero() {
 		start = "(" + after.String()
 	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	c := b.client
 	// HGET runs first: if it sees a terminal state, the XRANGE after it
 	// sees the terminal event.
@@ -325,11 +333,11 @@ func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, co
 		return nil, false, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 	if err != nil {
-		return nil, false, wrap("read events of task "+taskID, err)
+		return nil, false, b.wrap(ctx, "read events of task "+taskID, err)
 	}
 	entries, err := res[1].AsXRange()
 	if err != nil {
-		return nil, false, wrap("read events of task "+taskID, err)
+		return nil, false, b.wrap(ctx, "read events of task "+taskID, err)
 	}
 	events := make([]progress.Event, 0, len(entries))
 	for _, en := range entries {

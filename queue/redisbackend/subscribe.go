@@ -37,9 +37,12 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 	if b.closed() {
 		return nil, ErrClosed
 	}
-	n, err := b.client.Do(ctx, b.client.B().Exists().Key(b.snapKey(taskID)).Build()).AsInt64()
+	opCtx, cancel := b.bound(ctx, 0)
+	n, err := b.client.Do(opCtx, b.client.B().Exists().Key(b.snapKey(taskID)).Build()).AsInt64()
+	err = b.wrap(opCtx, "subscribe to task "+taskID, err)
+	cancel()
 	if err != nil {
-		return nil, wrap("subscribe to task "+taskID, err)
+		return nil, err
 	}
 	if n == 0 {
 		return nil, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)

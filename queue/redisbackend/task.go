@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
 
@@ -23,10 +24,15 @@ const (
 	recEnqueuedAt  = "enqueued_at"
 	recRunAt       = "run_at"
 	recCancelled   = "cancelled"
+	recRequeued    = "requeued_from"
 )
 
-// streamField is the field of a queue stream entry that holds the task id.
-const streamField = "task"
+// streamField is the field of a queue stream entry that holds the task id;
+// wakeField is the one field of a wake stream entry.
+const (
+	streamField = "task"
+	wakeField   = "w"
+)
 
 // Enqueue implements queue.Backend in one round trip: the task record, its
 // expiry and the stream entry (or, for a task due later, the delayed-set
@@ -36,11 +42,7 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
 	}
 	now := time.Now()
-	ttl := b.cfg.Retention
-	delayed := t.RunAt.After(now)
-	if delayed {
-		ttl += t.RunAt.Sub(now)
-	}
+	ttl := b.recordTTL(t, now)
 	c := b.client
 	hset := c.B().Hset().Key(b.taskKey(t.ID)).FieldValue()
 	for _, f := range recordFields(t) {
@@ -50,18 +52,102 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		hset.Build(),
 		c.B().Pexpire().Key(b.taskKey(t.ID)).Milliseconds(ttl.Milliseconds()).Build(),
 	}
-	if delayed {
-		cmds = append(cmds,
-			c.B().Zadd().Key(b.delayedKey()).ScoreMember().ScoreMember(float64(t.RunAt.UnixMilli()), t.ID).Build(),
-			// The progress snapshot must outlive the wait too.
-			c.B().Pexpire().Key(b.snapKey(t.ID)).Milliseconds(ttl.Milliseconds()).Gt().Build(),
-		)
-	} else {
-		cmds = append(cmds, c.B().Xadd().Key(b.streamKey()).Id("*").FieldValue().FieldValue(streamField, t.ID).Build())
+	if t.RunAt.After(now) {
+		// The progress snapshot must outlive the wait too.
+		cmds = append(cmds, c.B().Pexpire().Key(b.snapKey(t.ID)).Milliseconds(ttl.Milliseconds()).Gt().Build())
 	}
-	for _, r := range c.DoMulti(ctx, cmds...) {
+	return b.send(ctx, "enqueue task "+t.ID, append(cmds, b.queueCommands(t, now)...))
+}
+
+// createTaskScript records a new task's progress as PENDING with no events,
+// as createScript does, and writes its queue record.
+//
+//	KEYS[1] snapshot hash, KEYS[2] steps list, KEYS[3] events stream,
+//	KEYS[4] task record
+//	ARGV[1] expiry of the snapshot and the record in ms, ARGV[2] initial
+//	state, ARGV[3] initial status, then the record's fields and values
+//
+// It fails with "EXISTS" when the snapshot exists, and then writes
+// nothing.
+const createTaskScript = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.error_reply('EXISTS task already exists')
+end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[4], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[4], ARGV[1])
+return 1
+`
+
+// CreateAndEnqueue implements queue.TaskCreator in one round trip: a
+// script records the task's progress snapshot and its queue record (both
+// under the task's hash tag, so atomically), and the stream entry (or the
+// delayed-set member) is pipelined behind it. A queue.Broker whose backend
+// and store are this Backend enqueues through it.
+//
+// The script goes as EVAL, not EVALSHA: if Redis had lost it (a restart),
+// the entry behind it would be queued for a task with no record, which a
+// worker would drop; EVAL cannot miss. It returns an error wrapping
+// progress.ErrExists for an id that is taken, but the entry is queued all
+// the same: t.ID must be new (queue.NewID).
+func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
+	if t == nil || !queue.ValidID(t.ID) {
+		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
+	}
+	now := time.Now()
+	init := progress.NewSnapshot()
+	args := []string{strconv.FormatInt(b.recordTTL(t, now).Milliseconds(), 10), string(init.State), init.Details.Status}
+	for _, f := range recordFields(t) {
+		args = append(args, f[0], f[1])
+	}
+	c := b.client
+	create := c.B().Eval().Script(createTaskScript).Numkeys(4).
+		Key(b.snapKey(t.ID), b.stepsKey(t.ID), b.eventsKey(t.ID), b.taskKey(t.ID)).Arg(args...).Build()
+	err := b.send(ctx, "enqueue task "+t.ID, append(rueidis.Commands{create}, b.queueCommands(t, now)...))
+	if replyCode(err) == "EXISTS" {
+		return fmt.Errorf("%w: %q", progress.ErrExists, t.ID)
+	}
+	return err
+}
+
+// recordTTL is how long a new task's keys must live: the retention,
+// plus the wait of a task due later.
+func (b *Backend) recordTTL(t *queue.Task, now time.Time) time.Duration {
+	return b.cfg.Retention + max(t.RunAt.Sub(now), 0)
+}
+
+// queueCommands returns the commands that queue t: a stream entry when it
+// is due, a delayed-set member otherwise, with a wake-up for the waiting
+// fetchers when it is due before they would look again.
+func (b *Backend) queueCommands(t *queue.Task, now time.Time) rueidis.Commands {
+	c := b.client
+	if !t.RunAt.After(now) {
+		return rueidis.Commands{c.B().Xadd().Key(b.streamKey()).Id("*").FieldValue().FieldValue(streamField, t.ID).Build()}
+	}
+	cmds := rueidis.Commands{c.B().Zadd().Key(b.delayedKey()).ScoreMember().ScoreMember(float64(t.RunAt.UnixMilli()), t.ID).Build()}
+	if t.RunAt.Sub(now) < maxBlock {
+		cmds = append(cmds, b.wakeCommand())
+	}
+	return cmds
+}
+
+// wakeCommand adds an entry to the wake stream, which ends the blocking
+// wait of every Fetch (see Fetch); the stream keeps only its last entry.
+func (b *Backend) wakeCommand() rueidis.Completed {
+	c := b.client
+	return c.B().Xadd().Key(b.wakeKey()).Maxlen().Threshold("1").Id("*").FieldValue().FieldValue(wakeField, "1").Build()
+}
+
+// send runs cmds in one pipelined round trip under OpTimeout and returns
+// the first error.
+func (b *Backend) send(ctx context.Context, op string, cmds rueidis.Commands) error {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	for _, r := range b.client.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
-			return wrap("enqueue task "+t.ID, err)
+			return b.wrap(ctx, op, err)
 		}
 	}
 	return nil
@@ -87,6 +173,9 @@ func recordFields(t *queue.Task) [][2]string {
 	if t.Cancelled {
 		fields = append(fields, [2]string{recCancelled, "1"})
 	}
+	if t.RequeuedFrom != "" {
+		fields = append(fields, [2]string{recRequeued, t.RequeuedFrom})
+	}
 	return fields
 }
 
@@ -97,9 +186,10 @@ func decodeRecord(fields map[string]string) (t *queue.Task, ok bool, err error) 
 		return nil, false, nil
 	}
 	t = &queue.Task{
-		ID:        fields[recID],
-		Flow:      fields[recFlow],
-		Cancelled: fields[recCancelled] == "1",
+		ID:           fields[recID],
+		Flow:         fields[recFlow],
+		Cancelled:    fields[recCancelled] == "1",
+		RequeuedFrom: fields[recRequeued],
 	}
 	if in := fields[recInputs]; in != "" {
 		t.Inputs = json.RawMessage(in)
@@ -136,9 +226,11 @@ func (b *Backend) Get(ctx context.Context, id string) (*queue.Task, error) {
 	if !queue.ValidID(id) {
 		return nil, fmt.Errorf("%w: %w", queue.ErrNotFound, queue.ErrInvalidID)
 	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
 	fields, err := b.client.Do(ctx, b.client.B().Hgetall().Key(b.taskKey(id)).Build()).AsStrMap()
 	if err != nil {
-		return nil, wrap("get task "+id, err)
+		return nil, b.wrap(ctx, "get task "+id, err)
 	}
 	t, ok, err := decodeRecord(fields)
 	if err != nil {

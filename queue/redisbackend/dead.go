@@ -1,0 +1,206 @@
+package redisbackend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+// The dead-letter set of a queue is two keys under the queue's hash tag:
+// the dead sorted set (task id scored by the Unix ms it was buried at) and
+// the buried hash (task id -> deadEntry JSON). Entries older than the
+// retention are pruned by Bury and by Dead, and both keys expire a
+// retention after the last Bury, so the set holds at most the tasks buried
+// within one retention period.
+
+// deadEntry is what the buried hash keeps of a dead task.
+type deadEntry struct {
+	Flow     string `json:"flow"`
+	Reason   string `json:"reason"`
+	Attempts int    `json:"attempts"`
+}
+
+// pruneDead defines the Lua function prune(dead, buried, cutoff), which
+// removes up to 100 entries buried before cutoff (Unix ms) from the dead
+// set and the buried hash.
+const pruneDead = `
+local function prune(dead, buried, cutoff)
+  local old = redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. cutoff, 'LIMIT', 0, 100)
+  for i = 1, #old do
+    redis.call('ZREM', dead, old[i])
+    redis.call('HDEL', buried, old[i])
+  end
+end
+`
+
+// buryScript acknowledges a held entry as ackScript does and keeps its
+// task in the dead-letter set.
+//
+//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash,
+//	KEYS[4] dead set, KEYS[5] buried hash
+//	ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group,
+//	ARGV[4] task id, ARGV[5] deadEntry JSON, ARGV[6] now (Unix ms),
+//	ARGV[7] retention (ms)
+//
+// It returns 1, or 0 when the lease is no longer held.
+var buryScript = newLeaseScript(holderCheck + releaseLease + pruneDead + `
+local now, retention = tonumber(ARGV[6]), tonumber(ARGV[7])
+prune(KEYS[4], KEYS[5], now - retention)
+redis.call('ZADD', KEYS[4], now, ARGV[4])
+redis.call('HSET', KEYS[5], ARGV[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[4], retention)
+redis.call('PEXPIRE', KEYS[5], retention)
+return 1
+`)
+
+// deadScript lists the dead-letter set, newest first, after pruning it.
+//
+//	KEYS[1] dead set, KEYS[2] buried hash
+//	ARGV[1] oldest time listed (Unix ms), ARGV[2] most entries (0: all)
+//
+// It returns {task id, buried at (ms), deadEntry JSON or ""} for each
+// entry.
+var deadScript = rueidis.NewLuaScript(pruneDead + `
+prune(KEYS[1], KEYS[2], ARGV[1])
+local ids
+if tonumber(ARGV[2]) > 0 then
+  ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+else
+  ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'WITHSCORES')
+end
+local out = {}
+for i = 1, #ids, 2 do
+  out[#out + 1] = {ids[i], ids[i + 1], redis.call('HGET', KEYS[2], ids[i]) or ''}
+end
+return out
+`)
+
+// requeueScript takes a task out of the dead-letter set and queues another
+// in its place, or does nothing.
+//
+//	KEYS[1] dead set, KEYS[2] buried hash, KEYS[3] stream,
+//	KEYS[4] delayed set, KEYS[5] wake stream
+//	ARGV[1] dead task id, ARGV[2] oldest time still listed (Unix ms),
+//	ARGV[3] new task id, ARGV[4] its due time (Unix ms), ARGV[5] now
+//	(Unix ms), ARGV[6] longest wait of a fetcher (ms)
+//
+// It returns 1, or 0 when the dead task is not in the set.
+var requeueScript = rueidis.NewLuaScript(`
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not at or tonumber(at) < tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+local due, now = tonumber(ARGV[4]), tonumber(ARGV[5])
+if due <= now then
+  redis.call('XADD', KEYS[3], '*', 'task', ARGV[3])
+else
+  redis.call('ZADD', KEYS[4], due, ARGV[3])
+  if due - now < tonumber(ARGV[6]) then
+    redis.call('XADD', KEYS[5], 'MAXLEN', '1', '*', 'w', '1')
+  end
+end
+return 1
+`)
+
+// Bury implements queue.Backend in one round trip: one script acknowledges
+// the entry and adds the task to the dead-letter set (pruning entries past
+// the retention), and the task record's expiry is refreshed as by Ack.
+func (b *Backend) Bury(ctx context.Context, l *queue.Lease, reason string) error {
+	var info []byte
+	var id string
+	if l != nil && l.Task != nil {
+		id = l.Task.ID
+		var err error
+		if info, err = json.Marshal(deadEntry{Flow: l.Task.Flow, Reason: reason, Attempts: l.Task.Attempt}); err != nil {
+			return fmt.Errorf("redisbackend: bury task %s: %w", id, err)
+		}
+	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	return b.onLease(ctx, "bury", buryScript, l,
+		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.deadKey(), b.buriedKey()}, 0,
+		group, id, string(info), strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(b.retentionMS(), 10))
+}
+
+// Dead implements queue.Backend in one round trip.
+func (b *Backend) Dead(ctx context.Context, limit int) ([]queue.DeadTask, error) {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	oldest := time.Now().Add(-b.cfg.Retention).UnixMilli()
+	res, err := deadScript.Exec(ctx, b.client, []string{b.deadKey(), b.buriedKey()},
+		[]string{strconv.FormatInt(oldest, 10), strconv.Itoa(max(limit, 0))}).ToArray()
+	if err != nil {
+		return nil, b.wrap(ctx, "list dead tasks", err)
+	}
+	dead := make([]queue.DeadTask, 0, len(res))
+	for _, r := range res {
+		parts, err := r.AsStrSlice()
+		if err != nil || len(parts) != 3 {
+			return nil, fmt.Errorf("redisbackend: list dead tasks: malformed entry: %v", err)
+		}
+		ms, err := strconv.ParseInt(parts[1], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("redisbackend: list dead tasks: time of %s: %w", parts[0], err)
+		}
+		d := queue.DeadTask{ID: parts[0], BuriedAt: time.UnixMilli(ms).UTC()}
+		var e deadEntry
+		if parts[2] != "" && json.Unmarshal([]byte(parts[2]), &e) == nil {
+			d.Flow, d.Reason, d.Attempts = e.Flow, e.Reason, e.Attempts
+		}
+		dead = append(dead, d)
+	}
+	return dead, nil
+}
+
+// Requeue implements queue.Backend in two round trips: t's record is
+// written, then one script takes deadID out of the dead-letter set and
+// queues t, or finds deadID missing and queues nothing (then t's record
+// is deleted again).
+func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) error {
+	if t == nil || !queue.ValidID(t.ID) {
+		return fmt.Errorf("redisbackend: re-queue: %w", queue.ErrInvalidID)
+	}
+	if !queue.ValidID(deadID) {
+		return fmt.Errorf("redisbackend: re-queue: %w: %w", queue.ErrNotDead, queue.ErrInvalidID)
+	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	now := time.Now()
+	c := b.client
+	hset := c.B().Hset().Key(b.taskKey(t.ID)).FieldValue()
+	for _, f := range recordFields(t) {
+		hset = hset.FieldValue(f[0], f[1])
+	}
+	for _, r := range c.DoMulti(ctx,
+		hset.Build(),
+		c.B().Pexpire().Key(b.taskKey(t.ID)).Milliseconds(b.recordTTL(t, now).Milliseconds()).Build(),
+	) {
+		if err := r.Error(); err != nil {
+			return b.wrap(ctx, "re-queue task "+deadID, err)
+		}
+	}
+	var due int64
+	if !t.RunAt.IsZero() {
+		due = t.RunAt.UnixMilli()
+	}
+	n, err := requeueScript.Exec(ctx, c,
+		[]string{b.deadKey(), b.buriedKey(), b.streamKey(), b.delayedKey(), b.wakeKey()},
+		[]string{deadID, strconv.FormatInt(now.Add(-b.cfg.Retention).UnixMilli(), 10), t.ID,
+			strconv.FormatInt(due, 10), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
+	).AsInt64()
+	if err == nil && n == 0 {
+		if err := c.Do(ctx, c.B().Del().Key(b.taskKey(t.ID)).Build()).Error(); err != nil {
+			b.log.Warn("flows: could not delete the record of a task not re-queued", "task_id", t.ID, "err", err)
+		}
+		return fmt.Errorf("redisbackend: re-queue task %s: %w", deadID, queue.ErrNotDead)
+	}
+	return b.wrap(ctx, "re-queue task "+deadID, err)
+}
