@@ -92,16 +92,20 @@ func (h *Handler) Reporter() progress.Reporter {
 }
 
 // advance moves the percentage num/den of the remaining way to maxProgress,
-// by at least one point, and reports it. It never goes back.
-func (h *Handler) advance(num, den int) {
+// by at least one point, and reports it with status (which may be empty).
+// It never goes back; at maxProgress it reports only a non-empty status.
+func (h *Handler) advance(num, den int, status string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.percent >= maxProgress {
+		if status != "" {
+			h.r.Status(status)
+		}
 		return
 	}
 	step := max((maxProgress-h.percent)*num/den, 1)
 	h.percent = min(h.percent+step, maxProgress)
-	h.r.Progress(h.percent, "")
+	h.r.Progress(h.percent, status)
 }
 
 // Percent returns the percentage h last reported.
@@ -112,14 +116,16 @@ func (h *Handler) Percent() int {
 }
 
 func (h *Handler) stepStarted(name string) {
-	h.r.Status(name)
+	// A small move at the start shows a long first step (a search, a slow
+	// model) as under way rather than stuck at 0%.
+	h.advance(1, 10, name)
 	h.r.Log(name + ": started")
 }
 
 func (h *Handler) stepDone(name string) {
 	h.flushTokens()
 	h.r.Log(name + ": done")
-	h.advance(1, 2)
+	h.advance(1, 2, "")
 }
 
 func (h *Handler) stepFailed(name string, err error) {
@@ -133,7 +139,7 @@ func (h *Handler) llmStarted() {
 
 func (h *Handler) llmEnded() {
 	h.flushTokens()
-	h.advance(1, 4)
+	h.advance(1, 4, "")
 }
 
 // toolStarted logs a tool call unless an agent action already announced it.
@@ -165,7 +171,7 @@ func (h *Handler) toolEnded(ctx context.Context, tool, output string) {
 		step = tool
 	}
 	h.r.ToolResult(step, tool, ToolData(output))
-	h.advance(1, 4)
+	h.advance(1, 4, "")
 }
 
 func (h *Handler) toolFailed(ctx context.Context, tool string, err error) {
