@@ -55,8 +55,8 @@ type config struct {
 // parseConfig reads the flags in args, taking their defaults from the
 // environment through getenv: ADDR, else ":"+PORT, else ":8080" for -addr;
 // FLOWS_QUEUE and FLOWS_PREFIX for -queue and -prefix; REDIS_URL for the
-// backend.
-func parseConfig(args []string, getenv func(string) string) (config, error) {
+// backend. Usage and flag errors are written to output.
+func parseConfig(args []string, getenv func(string) string, output io.Writer) (config, error) {
 	cfg := config{ShutdownTimeout: defaultShutdownTimeout, RedisURL: getenv("REDIS_URL")}
 	addr := ":8080"
 	if port := getenv("PORT"); port != "" {
@@ -66,7 +66,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		addr = a
 	}
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	fs.SetOutput(output)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), "Usage: server [flags]\n\nServes the demo page and the flows API; in memory unless REDIS_URL is set.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&cfg.Addr, "addr", addr, "listen address (env ADDR, or PORT)")
 	fs.IntVar(&cfg.Workers, "workers", 8, "number of flows the in-process workers run at once; 0 for none (needs REDIS_URL)")
 	fs.StringVar(&cfg.Queue, "queue", cmp.Or(getenv("FLOWS_QUEUE"), redisbackend.DefaultQueue), "Redis queue of the tasks (env FLOWS_QUEUE)")
