@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -76,14 +77,53 @@ func LogEvent(msg string) Event {
 }
 
 // TaskReporter is the Reporter of one task, writing to a Store. Workers
-// create one per attempt; it also carries the terminal transitions that only
-// the worker makes (Start, Succeed, Fail).
+// create one per attempt; it also carries the transitions that only the
+// worker makes (Start, Succeed, Fail).
+//
+// The Reporter methods do not wait for the store. Each event joins a batch
+// that one background goroutine appends as soon as the Append before it
+// has returned, so events are recorded in the order they were reported,
+// and a flow that reports faster than the store records (a burst of log
+// lines, a stream of model tokens) costs one Append per round trip to the
+// store rather than one per event, and is not slowed down by it. A failure
+// to record an event is logged, except ErrFinished: once the task has
+// ended, later reports are expected to be refused. Past maxPending events
+// waiting, reporting waits for the store, so that memory stays bounded.
+//
+// Start, Succeed, Fail and Flush wait for the store. Start and the
+// terminal transitions are recorded after every event reported before
+// them, in the same Append when they can.
 type TaskReporter struct {
 	store   Store
 	taskID  string
 	logger  *slog.Logger
 	timeout time.Duration
+
+	mu sync.Mutex
+	// queue holds the batches not sent yet, in order; inflight is the one
+	// being appended, and sending is set while a goroutine sends.
+	queue    []*batch
+	inflight *batch
+	sending  bool
+	waiting  int // events in queue
 }
+
+// batch is events appended in one call. done is closed once the Append
+// has returned, with its error in err.
+type batch struct {
+	events []Event
+	// async is set when a Reporter method added an event: nobody waits
+	// for the outcome, so a failure is logged.
+	async bool
+	// closed is set once a terminal event is in: nothing may follow it in
+	// the same Append.
+	closed bool
+	done   chan struct{}
+	err    error
+}
+
+// maxPending bounds the events a TaskReporter holds before they are sent.
+const maxPending = 1000
 
 // NewTaskReporter returns a reporter writing task taskID's events to store.
 // A nil logger means slog.Default().
@@ -97,11 +137,125 @@ func NewTaskReporter(store Store, taskID string, logger *slog.Logger) *TaskRepor
 // TaskID returns the id of the task this reporter writes to.
 func (r *TaskReporter) TaskID() string { return r.taskID }
 
-func (r *TaskReporter) emit(events ...Event) {
+// addLocked puts e in the last open batch, or a new one, and returns it.
+// r.mu must be held.
+func (r *TaskReporter) addLocked(e Event, async bool) *batch {
+	var b *batch
+	if n := len(r.queue); n > 0 && !r.queue[n-1].closed {
+		b = r.queue[n-1]
+	} else {
+		b = &batch{done: make(chan struct{})}
+		r.queue = append(r.queue, b)
+	}
+	b.events = append(b.events, e)
+	b.async = b.async || async
+	b.closed = e.Terminal()
+	r.waiting++
+	return b
+}
+
+// takeLocked removes the first batch of the queue and makes it the one in
+// flight. r.mu must be held and the queue not empty.
+func (r *TaskReporter) takeLocked() *batch {
+	b := r.queue[0]
+	r.queue[0] = nil
+	r.queue = r.queue[1:]
+	r.waiting -= len(b.events)
+	r.inflight = b
+	return b
+}
+
+// emit queues e without waiting for the store.
+func (r *TaskReporter) emit(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for r.waiting >= maxPending && r.inflight != nil {
+		done := r.inflight.done
+		r.mu.Unlock()
+		<-done
+		r.mu.Lock()
+	}
+	r.addLocked(e, true)
+	if !r.sending {
+		r.sending = true
+		go r.sendLoop()
+	}
+}
+
+// sendLoop appends the queued batches one after the other until none is
+// left.
+func (r *TaskReporter) sendLoop() {
+	for {
+		r.mu.Lock()
+		if len(r.queue) == 0 {
+			r.inflight, r.sending = nil, false
+			r.mu.Unlock()
+			return
+		}
+		b := r.takeLocked()
+		r.mu.Unlock()
+		r.append(b)
+	}
+}
+
+// append records b and closes its done channel.
+func (r *TaskReporter) append(b *batch) {
 	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-	defer cancel()
-	if _, err := r.store.Append(ctx, r.taskID, events...); err != nil && !errors.Is(err, ErrFinished) {
-		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", events[0].Type, "err", err)
+	_, b.err = r.store.Append(ctx, r.taskID, b.events...)
+	cancel()
+	if b.err != nil && b.async && !errors.Is(b.err, ErrFinished) {
+		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", b.events[0].Type, "events", len(b.events), "err", b.err)
+	}
+	close(b.done)
+}
+
+// record appends e after every event reported before it and waits for
+// the outcome, or for ctx to end.
+func (r *TaskReporter) record(ctx context.Context, e Event) error {
+	r.mu.Lock()
+	b := r.addLocked(e, false)
+	if r.sending {
+		r.mu.Unlock()
+		select {
+		case <-b.done:
+			return b.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// Nothing in flight: append on this goroutine. b is the only batch.
+	r.sending = true
+	r.takeLocked()
+	r.mu.Unlock()
+	r.append(b)
+	r.mu.Lock()
+	r.inflight = nil
+	if len(r.queue) > 0 {
+		go r.sendLoop() // events reported meanwhile
+	} else {
+		r.sending = false
+	}
+	r.mu.Unlock()
+	return b.err
+}
+
+// Flush waits until every event reported so far has been appended (or
+// has failed to be, which is logged), or until ctx ends.
+func (r *TaskReporter) Flush(ctx context.Context) error {
+	r.mu.Lock()
+	last := r.inflight
+	if n := len(r.queue); n > 0 {
+		last = r.queue[n-1]
+	}
+	r.mu.Unlock()
+	if last == nil {
+		return nil
+	}
+	select {
+	case <-last.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -130,20 +284,19 @@ func (r *TaskReporter) Token(text string) {
 
 // Start moves the task to PROGRESS with the given status line.
 func (r *TaskReporter) Start(ctx context.Context, status string) error {
-	_, err := r.store.Append(ctx, r.taskID, Event{Type: EventState, State: StateProgress, Status: status})
-	return err
+	return r.record(ctx, Event{Type: EventState, State: StateProgress, Status: status})
 }
 
-// Succeed moves the task to SUCCESS with result (encoded as by EncodeData).
-// It returns ErrFinished if the task had already ended.
+// Succeed moves the task to SUCCESS with result (encoded as by EncodeData),
+// after the events reported before. It returns ErrFinished if the task had
+// already ended.
 func (r *TaskReporter) Succeed(ctx context.Context, result any) error {
-	_, err := r.store.Append(ctx, r.taskID, Event{Type: EventState, State: StateSuccess, Status: "Completed", Result: EncodeData(result)})
-	return err
+	return r.record(ctx, Event{Type: EventState, State: StateSuccess, Status: "Completed", Result: EncodeData(result)})
 }
 
-// Fail moves the task to FAILURE with reason as its status line. It
-// returns ErrFinished if the task had already ended.
+// Fail moves the task to FAILURE with reason as its status line, after the
+// events reported before. It returns ErrFinished if the task had already
+// ended.
 func (r *TaskReporter) Fail(ctx context.Context, reason string) error {
-	_, err := r.store.Append(ctx, r.taskID, Event{Type: EventState, State: StateFailure, Status: reason})
-	return err
+	return r.record(ctx, Event{Type: EventState, State: StateFailure, Status: reason})
 }

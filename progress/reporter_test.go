@@ -132,6 +132,7 @@ func TestTaskReporterLogsOtherErrors(t *testing.T) {
 	r := progress.NewTaskReporter(store, "missing", slog.New(slog.NewTextHandler(&logs, nil)))
 
 	r.Log("into the void")
+	require.NoError(t, r.Flush(context.Background()))
 	assert.Contains(t, logs.String(), "level=WARN")
 	assert.Contains(t, logs.String(), "task_id=missing")
 	assert.Contains(t, logs.String(), "task not found")
@@ -144,6 +145,7 @@ func TestTaskReporterNilLogger(t *testing.T) {
 	require.NoError(t, store.Create(context.Background(), "t"))
 	r := progress.NewTaskReporter(store, "t", nil)
 	r.Log("works without a logger")
+	require.NoError(t, r.Flush(context.Background()))
 	assert.Len(t, storedEvents(t, store, "t"), 1)
 }
 

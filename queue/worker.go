@@ -129,6 +129,7 @@ type Worker struct {
 
 	mu     sync.Mutex
 	active map[string]map[*activeRun]struct{} // running tasks by id
+	recent map[string]time.Time               // cancellations of tasks not running here, when heard
 }
 
 type activeRun struct{ cancel context.CancelCauseFunc }
@@ -166,6 +167,7 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 		cfg:     cfg,
 		log:     cfg.Logger.With("worker", cfg.Name),
 		active:  map[string]map[*activeRun]struct{}{},
+		recent:  map[string]time.Time{},
 	}
 }
 
@@ -369,16 +371,39 @@ func (w *Worker) listen(ctx context.Context, cancels <-chan string) {
 	}
 }
 
+// recentCancelWindow is how long a worker remembers the cancellation of
+// a task it was not running: a run of that task that starts meanwhile
+// (fetched before the cancellation, tracked after it) is cancelled at
+// once.
+const recentCancelWindow = time.Minute
+
+// maxRecentCancels is the size past which forgetting old cancellations
+// starts.
+const maxRecentCancels = 1024
+
 func (w *Worker) cancelActive(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(w.active[id]) == 0 {
+		now := time.Now()
+		if len(w.recent) >= maxRecentCancels {
+			for k, at := range w.recent {
+				if now.Sub(at) > recentCancelWindow {
+					delete(w.recent, k)
+				}
+			}
+		}
+		w.recent[id] = now
+		return
+	}
 	for r := range w.active[id] {
 		r.cancel(errTaskCancelled)
 	}
 }
 
 // track records the cancel func of a running task until the returned
-// func is called.
+// func is called. A task cancelled recently (see cancelActive) is
+// cancelled at once.
 func (w *Worker) track(id string, cancel context.CancelCauseFunc) (untrack func()) {
 	r := &activeRun{cancel: cancel}
 	w.mu.Lock()
@@ -387,6 +412,12 @@ func (w *Worker) track(id string, cancel context.CancelCauseFunc) (untrack func(
 		w.active[id] = map[*activeRun]struct{}{}
 	}
 	w.active[id][r] = struct{}{}
+	if at, ok := w.recent[id]; ok {
+		delete(w.recent, id)
+		if time.Since(at) <= recentCancelWindow {
+			cancel(errTaskCancelled)
+		}
+	}
 	return func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
@@ -422,24 +453,28 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 		j.cancelled()
 		return
 	}
-	ctx, cancel := j.op()
-	snap, _, err := w.store.Snapshot(ctx, t.ID)
-	cancel()
-	switch {
-	case errors.Is(err, progress.ErrNotFound):
-		log.Error("flows: task has no progress record; dropping it")
-		j.ack()
-		return
-	case err != nil:
-		j.storeDown(err)
-		return
-	case snap.State == progress.StateFailure && snap.Details.Status != StatusCancelled:
-		// A previous attempt failed the task but could not bury it.
-		j.bury(snap.Details.Status)
-		return
-	case snap.State.Terminal():
-		j.ack() // a previous attempt ended it
-		return
+	// A re-queued task logs where it came from when it first starts, which
+	// takes its state first. Any other task is started at once: the store
+	// refuses the start of a task that is unknown or has ended, and only
+	// then is the state read (see alreadyEnded).
+	requeued := false
+	if t.RequeuedFrom != "" {
+		ctx, cancel := j.op()
+		snap, _, err := w.store.Snapshot(ctx, t.ID)
+		cancel()
+		switch {
+		case errors.Is(err, progress.ErrNotFound):
+			log.Error("flows: task has no progress record; dropping it")
+			j.ack()
+			return
+		case err != nil:
+			j.storeDown(err)
+			return
+		case snap.State.Terminal():
+			j.ended(snap)
+			return
+		}
+		requeued = snap.State == progress.StatePending
 	}
 	entry, err := w.cfg.Registry.Lookup(t.Flow)
 	if err != nil {
@@ -451,14 +486,18 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 		return
 	}
 	start := []progress.Event{{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}}
-	if t.RequeuedFrom != "" && snap.State == progress.StatePending {
+	if requeued {
 		start = append(start, progress.LogEvent("re-queued from task "+t.RequeuedFrom))
 	}
-	ctx, cancel = j.op()
+	ctx, cancel := j.op()
 	_, err = w.store.Append(ctx, t.ID, start...)
 	cancel()
 	switch {
-	case errors.Is(err, progress.ErrFinished), errors.Is(err, progress.ErrNotFound):
+	case errors.Is(err, progress.ErrFinished):
+		j.alreadyEnded()
+		return
+	case errors.Is(err, progress.ErrNotFound):
+		log.Error("flows: task has no progress record; dropping it")
 		j.ack()
 		return
 	case err != nil:
@@ -489,21 +528,11 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 		ctx, stop = context.WithTimeoutCause(ctx, t.Timeout, errTimedOut)
 		defer stop()
 	}
+	// A Cancel that landed after the fetch read the task was announced
+	// before this run was tracked: track finds it among the recent ones.
 	defer j.w.track(t.ID, cancel)()
-	// A Cancel that landed between the fetch and track was announced
-	// before this run listened: look once.
-	opCtx, opCancel := j.op()
-	if cur, err := j.w.backend.Get(opCtx, t.ID); err == nil && cur.Cancelled {
-		cancel(errTaskCancelled)
-	}
-	opCancel()
 
-	stopHeartbeat := make(chan struct{})
-	heartbeatDone := make(chan struct{})
-	go func() {
-		defer close(heartbeatDone)
-		j.heartbeat(cancel, stopHeartbeat)
-	}()
+	hb := j.startHeartbeat(cancel)
 
 	done := make(chan outcome, 1) // buffered: an abandoned flow still returns
 	go func() {
@@ -531,8 +560,7 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 		abandon.Stop()
 	}
 	cause := context.Cause(ctx)
-	close(stopHeartbeat)
-	<-heartbeatDone
+	hb.stop()
 	if !returned {
 		j.log.Warn("flows: flow did not return after its context was cancelled; abandoning it",
 			"cause", cause, "waited", j.w.cfg.AbandonAfter)
@@ -540,30 +568,67 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 	j.settle(out, returned, cause)
 }
 
-// heartbeat extends the lease every Lease/3 until stop is closed. When
-// the lease turns out to be lost, it cancels the run.
-func (j *job) heartbeat(cancel context.CancelCauseFunc, stop <-chan struct{}) {
-	tick := time.NewTicker(max(j.w.cfg.Lease/3, time.Millisecond))
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-		}
-		ctx, c := j.op()
-		err := j.w.backend.Extend(ctx, j.lease, j.w.cfg.Lease)
-		c()
-		switch {
-		case err == nil:
-		case errors.Is(err, ErrLeaseLost):
-			j.log.Warn("flows: lease lost; stopping the flow", "err", err)
-			cancel(errLeaseStolen)
-			return
-		default:
-			j.log.Warn("flows: extending the lease failed", "err", err)
-		}
+// heartbeat extends a run's lease every Lease/3 until stop is called; when
+// the lease turns out to be lost, it cancels the run. It is a timer, not a
+// goroutine: most flows end before the first beat, and cost nothing more.
+type heartbeat struct {
+	j        *job
+	cancel   context.CancelCauseFunc
+	interval time.Duration
+	timer    *time.Timer
+
+	mu      sync.Mutex
+	stopped bool
+	beating sync.WaitGroup // a beat in progress
+}
+
+func (j *job) startHeartbeat(cancel context.CancelCauseFunc) *heartbeat {
+	h := &heartbeat{j: j, cancel: cancel, interval: max(j.w.cfg.Lease/3, time.Millisecond)}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.timer = time.AfterFunc(h.interval, h.beat)
+	return h
+}
+
+// beat extends the lease once and sets the timer for the next beat.
+func (h *heartbeat) beat() {
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return
 	}
+	h.beating.Add(1)
+	h.mu.Unlock()
+	defer h.beating.Done()
+
+	j := h.j
+	ctx, c := j.op()
+	err := j.w.backend.Extend(ctx, j.lease, j.w.cfg.Lease)
+	c()
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrLeaseLost):
+		j.log.Warn("flows: lease lost; stopping the flow", "err", err)
+		h.cancel(errLeaseStolen)
+		return
+	default:
+		j.log.Warn("flows: extending the lease failed", "err", err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.stopped {
+		h.timer.Reset(h.interval)
+	}
+}
+
+// stop ends the beats and waits for one in progress, so that no Extend
+// follows the run's outcome.
+func (h *heartbeat) stop() {
+	h.mu.Lock()
+	h.stopped = true
+	h.timer.Stop()
+	h.mu.Unlock()
+	h.beating.Wait()
 }
 
 // settle records the outcome of a run. cause is why the flow's context
@@ -606,6 +671,7 @@ func (j *job) failed(err error) {
 		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
 		j.log.Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
 		ctx, cancel := j.op()
+		_ = j.rep.Flush(ctx) // the flow's own reports come first
 		_, aerr := j.w.store.Append(ctx, t.ID, progress.LogEvent(msg))
 		cancel()
 		if errors.Is(aerr, progress.ErrFinished) {
@@ -659,11 +725,41 @@ func (j *job) end(reason string, bury bool) {
 	ctx, cancel := j.op()
 	err := j.rep.Fail(ctx, reason)
 	cancel()
-	if err == nil && bury {
+	switch {
+	case err == nil && bury:
 		j.bury(reason)
+	case errors.Is(err, progress.ErrFinished):
+		j.alreadyEnded()
+	default:
+		j.finished(err)
+	}
+}
+
+// alreadyEnded handles a task found ended by an earlier attempt (or by a
+// cancellation meanwhile): see ended.
+func (j *job) alreadyEnded() {
+	ctx, cancel := j.op()
+	snap, _, err := j.w.store.Snapshot(ctx, j.task.ID)
+	cancel()
+	switch {
+	case errors.Is(err, progress.ErrNotFound):
+		j.ack()
+	case err != nil:
+		j.storeDown(err)
+	default:
+		j.ended(snap)
+	}
+}
+
+// ended handles a task whose snapshot is terminal: a FAILURE that an
+// earlier attempt could not bury is buried now, with its recorded reason;
+// anything else is acknowledged.
+func (j *job) ended(snap progress.Snapshot) {
+	if snap.State == progress.StateFailure && snap.Details.Status != StatusCancelled {
+		j.bury(snap.Details.Status)
 		return
 	}
-	j.finished(err)
+	j.ack()
 }
 
 // finished acknowledges the task once its terminal state is recorded (by

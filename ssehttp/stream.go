@@ -2,7 +2,6 @@ package ssehttp
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flowsrun/flows/internal/jsonenc"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
@@ -177,6 +177,7 @@ type stream struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
+	enc     snapshotEncoder
 	err     error
 }
 
@@ -194,51 +195,47 @@ func (s *stream) extend() {
 	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
 }
 
-// message writes one message: its id, its event name when not "", and data.
-// Data is JSON, which has no raw line breaks; any line in it would still get
-// its own data line.
-func (s *stream) message(id, event string, data []byte) {
+// message writes one message: its id, its event name when not "", and the
+// data that appendData appends, which must be JSON (it has no line
+// breaks, so it fits one data line). The message is built in a pooled
+// buffer and written at once.
+func (s *stream) message(id, event string, appendData func([]byte) ([]byte, error)) {
 	if s.err != nil {
 		return
 	}
-	var b strings.Builder
-	b.WriteString("id: ")
-	b.WriteString(id)
-	b.WriteByte('\n')
+	bp := bufPool.Get().(*[]byte)
+	buf := append((*bp)[:0], "id: "...)
+	buf = append(buf, id...)
 	if event != "" {
-		b.WriteString("event: ")
-		b.WriteString(event)
-		b.WriteByte('\n')
+		buf = append(buf, "\nevent: "...)
+		buf = append(buf, event...)
 	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		b.WriteString("data: ")
-		b.WriteString(strings.TrimSuffix(line, "\r"))
-		b.WriteByte('\n')
-	}
-	b.WriteByte('\n')
-	s.write(b.String())
-}
-
-// snapshot writes a default message carrying snap.
-func (s *stream) snapshot(id string, snap progress.Snapshot) {
-	data, err := json.Marshal(snap)
+	buf = append(buf, "\ndata: "...)
+	buf, err := appendData(buf)
 	if err != nil {
 		s.err = err
-		return
+	} else {
+		buf = append(buf, "\n\n"...)
+		s.extend()
+		_, s.err = s.w.Write(buf)
 	}
-	s.message(id, "", data)
+	*bp = buf
+	bufPool.Put(bp)
+}
+
+// snapshot writes a default message carrying snap, which must be the
+// stream's snapshot (the encoder keeps the steps it has encoded).
+func (s *stream) snapshot(id string, snap progress.Snapshot) {
+	s.message(id, "", func(buf []byte) ([]byte, error) { return s.enc.appendSnapshot(buf, snap) })
 }
 
 // token writes a named "token" message.
 func (s *stream) token(ev progress.Event) {
-	data, err := json.Marshal(struct {
-		Token string `json:"token"`
-	}{ev.Token})
-	if err != nil {
-		s.err = err
-		return
-	}
-	s.message(ev.ID, "token", data)
+	s.message(ev.ID, "token", func(buf []byte) ([]byte, error) {
+		buf = append(buf, `{"token":`...)
+		buf = jsonenc.AppendString(buf, ev.Token)
+		return append(buf, '}'), nil
+	})
 }
 
 // flush sends the buffered messages to the client, within the write

@@ -8,37 +8,30 @@
 //	client := srv.Client(t)
 //
 // A machine without redis-server makes the test fail with a message on how
-// to install it; such tests never skip.
+// to install it; such tests never skip. The process itself is run by
+// package redisproc, which the benchmark command shares.
 package redistest
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/internal/redisproc"
 )
 
 // InstallHint is the message of the failure reported when redis-server is
 // not on PATH.
-const InstallHint = "redis-server not found: install it with `apt-get install redis-server` (Debian) or `brew install redis`"
+const InstallHint = redisproc.InstallHint
 
 // reservedPort is the port of a developer's own Redis, which tests never
 // touch.
-const reservedPort = 6379
-
-// startTimeout bounds how long a server may take to answer PING.
-const startTimeout = 15 * time.Second
+const reservedPort = redisproc.ReservedPort
 
 // Options configures a server started with StartWith. The zero value is
 // the default of Start: no persistence at all.
@@ -54,17 +47,16 @@ type Options struct {
 	Args []string
 }
 
+func (o Options) proc(dir string) redisproc.Options {
+	return redisproc.Options{Dir: dir, AppendOnly: o.AppendOnly, AppendFsync: o.AppendFsync, Args: o.Args}
+}
+
 // Server is a redis-server process owned by one test.
 type Server struct {
 	tb   testing.TB
-	bin  string
-	dir  string
-	port int
-	args []string
+	proc *redisproc.Server
 
 	mu    sync.Mutex
-	proc  *exec.Cmd
-	done  chan struct{} // closed when proc has exited
 	admin rueidis.Client
 }
 
@@ -80,149 +72,38 @@ func Start(tb testing.TB) *Server {
 // answer PING in time.
 func StartWith(tb testing.TB, opts Options) *Server {
 	tb.Helper()
-	bin, err := findServer()
-	if err != nil {
+	proc, err := redisproc.Start(opts.proc(tb.TempDir()))
+	switch {
+	case errors.Is(err, redisproc.ErrNotInstalled):
 		tb.Fatalf("%v", err)
+	case err != nil:
+		tb.Fatalf("redistest: %v", err)
 	}
-	s := &Server{tb: tb, bin: bin, dir: tb.TempDir()}
+	s := &Server{tb: tb, proc: proc}
 	tb.Cleanup(s.cleanup)
-
-	var lastErr error
-	for range 5 {
-		port, err := freePort()
-		if err != nil {
-			tb.Fatalf("redistest: find a free port: %v", err)
-		}
-		s.port = port
-		s.args = buildArgs(port, s.dir, opts)
-		if lastErr = s.launch(); lastErr == nil {
-			return s
-		}
-		// Another process may have taken the port between our probe and
-		// the server's bind: try another one.
-	}
-	tb.Fatalf("redistest: start redis-server: %v", lastErr)
-	return nil
-}
-
-func findServer() (string, error) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", errors.New(InstallHint)
-	}
-	return bin, nil
+	return s
 }
 
 func buildArgs(port int, dir string, opts Options) []string {
-	args := []string{
-		"--port", strconv.Itoa(port),
-		"--bind", "127.0.0.1",
-		"--dir", dir,
-		"--logfile", "redis.log",
-		"--daemonize", "no",
-		"--save", "",
-	}
-	if opts.AppendOnly {
-		fsync := opts.AppendFsync
-		if fsync == "" {
-			fsync = "everysec"
-		}
-		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
-	} else {
-		args = append(args, "--appendonly", "no")
-	}
-	return append(args, opts.Args...)
+	return redisproc.Args(port, dir, opts.proc(dir))
 }
 
-// freePort asks the kernel for a free port on the loopback interface,
-// avoiding the port of a developer's own Redis.
-func freePort() (int, error) {
-	for {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return 0, err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if err := l.Close(); err != nil {
-			return 0, err
-		}
-		if port != reservedPort {
-			return port, nil
-		}
-	}
-}
-
-// launch starts the process on s.port and waits for PING.
-func (s *Server) launch() error {
-	cmd := exec.Command(s.bin, s.args...)
-	cmd.Dir = s.dir
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("run %s: %w", s.bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	s.mu.Lock()
-	s.proc, s.done = cmd, done
-	s.mu.Unlock()
-
-	deadline := time.Now().Add(startTimeout)
-	for {
-		err := ping(s.Addr())
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("redis-server exited at start (port %d): %s", s.port, s.logTail(10))
-		default:
-		}
-		if time.Now().After(deadline) {
-			s.signal(true)
-			return fmt.Errorf("redis-server on port %d did not answer PING within %v: %w", s.port, startTimeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// ping sends one inline PING and expects +PONG (a server still loading its
-// append-only file answers -LOADING, which counts as not ready).
-func ping(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(time.Second))
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line = strings.TrimSpace(line); line != "+PONG" {
-		return fmt.Errorf("PING answered %q", line)
-	}
-	return nil
-}
+// ping sends one inline PING and expects +PONG.
+func ping(addr string) error { return redisproc.Ping(addr) }
 
 // Addr returns the server's host:port.
-func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+func (s *Server) Addr() string { return s.proc.Addr() }
 
 // URL returns the server's address as a redis:// URL, the form REDIS_URL
 // takes.
-func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+func (s *Server) URL() string { return s.proc.URL() }
 
 // Port returns the server's port.
-func (s *Server) Port() int { return s.port }
+func (s *Server) Port() int { return s.proc.Port() }
 
 // Dir returns the server's working directory, where its append-only file
 // and its log (redis.log) live.
-func (s *Server) Dir() string { return s.dir }
+func (s *Server) Dir() string { return s.proc.Dir() }
 
 // ClientOption returns the rueidis options Client uses, for tests that need
 // to adjust them before calling rueidis.NewClient.
@@ -280,84 +161,25 @@ func (s *Server) adminClient() (rueidis.Client, error) {
 }
 
 // Running reports whether the server process is alive.
-func (s *Server) Running() bool {
-	s.mu.Lock()
-	done := s.done
-	s.mu.Unlock()
-	if done == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-		return true
-	}
-}
+func (s *Server) Running() bool { return s.proc.Running() }
 
 // Stop shuts the server down gracefully (SIGTERM: an append-only file is
 // flushed) and waits for it to exit. Stopping a stopped server does
 // nothing.
-func (s *Server) Stop() { s.stop(false) }
+func (s *Server) Stop() { s.proc.Stop() }
 
 // Kill ends the server with SIGKILL, as a crash would, and waits for it to
 // exit. Writes not yet fsynced to the append-only file are lost.
-func (s *Server) Kill() { s.stop(true) }
-
-func (s *Server) stop(kill bool) {
-	s.tb.Helper()
-	if !s.signal(kill) {
-		return
-	}
-	s.mu.Lock()
-	done := s.done
-	s.mu.Unlock()
-	select {
-	case <-done:
-	case <-time.After(startTimeout):
-		s.signal(true)
-		<-done
-	}
-}
-
-// signal sends SIGTERM (or SIGKILL) to a running process and reports
-// whether there was one.
-func (s *Server) signal(kill bool) bool {
-	s.mu.Lock()
-	proc, done := s.proc, s.done
-	s.mu.Unlock()
-	if proc == nil || proc.Process == nil {
-		return false
-	}
-	select {
-	case <-done:
-		return false
-	default:
-	}
-	if kill {
-		_ = proc.Process.Kill()
-	} else {
-		_ = proc.Process.Signal(terminateSignal)
-	}
-	return true
-}
+func (s *Server) Kill() { s.proc.Kill() }
 
 // Restart stops the server if it is running and starts it again on the
 // same port and in the same directory, so that an append-only file is
 // replayed. It fails the test if the server cannot come back.
 func (s *Server) Restart() {
 	s.tb.Helper()
-	s.Stop()
-	var err error
-	for range 50 {
-		if err = s.launch(); err == nil {
-			return
-		}
-		// The old socket may linger or another process may hold the port
-		// for a moment: try again shortly.
-		time.Sleep(100 * time.Millisecond)
+	if err := s.proc.Restart(); err != nil {
+		s.tb.Fatalf("redistest: %v", err)
 	}
-	s.tb.Fatalf("redistest: restart redis-server on port %d: %v", s.port, err)
 }
 
 func (s *Server) cleanup() {
@@ -370,19 +192,6 @@ func (s *Server) cleanup() {
 	}
 	s.Kill()
 	if s.tb.Failed() {
-		s.tb.Logf("redistest: last lines of the log of redis-server on port %d:\n%s", s.port, s.logTail(20))
+		s.tb.Logf("redistest: last lines of the log of redis-server on port %d:\n%s", s.Port(), s.proc.LogTail(20))
 	}
-}
-
-// logTail returns the last n lines of the server's log.
-func (s *Server) logTail(n int) string {
-	b, err := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-	if err != nil {
-		return "(no log: " + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

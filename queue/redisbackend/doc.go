@@ -31,8 +31,9 @@
 //	P:{<id>}:events     stream  the task's event log; entry ids are the
 //	                            event ids ("<ms>-<seq>"), field "e" holds
 //	                            the event's JSON
-//	P:{<id>}:live       channel live events of the task, published by the
-//	                            append script as {"id","prev","event"}
+//	P:{<id>}:live       channel live events of the task: one message per
+//	                            Append, the id before them, then each
+//	                            event's id and JSON (one line each)
 //	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id;
 //	                            consumer group "workers" hands each entry
 //	                            out once

@@ -276,6 +276,10 @@ type inbox struct {
 	// stream to read again).
 	unbounded bool
 
+	// onWake, when set, is called on every push and resync, instead of
+	// a signal on notify (which is nil then). It must not block.
+	onWake func()
+
 	mu     sync.Mutex
 	msgs   []string
 	stale  bool // messages may have been missed: read the stream
@@ -283,6 +287,10 @@ type inbox struct {
 }
 
 func newInbox() *inbox { return &inbox{notify: make(chan struct{}, 1)} }
+
+// newWakingInbox returns an inbox that calls onWake when it has something
+// to take, for a listener with no goroutine of its own waiting on it.
+func newWakingInbox(onWake func()) *inbox { return &inbox{onWake: onWake} }
 
 func (in *inbox) push(msg string) {
 	in.mu.Lock()
@@ -304,6 +312,10 @@ func (in *inbox) resync() {
 }
 
 func (in *inbox) wake() {
+	if in.onWake != nil {
+		in.onWake()
+		return
+	}
 	select {
 	case in.notify <- struct{}{}:
 	default:

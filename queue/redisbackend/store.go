@@ -77,17 +77,19 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 // "FINISHED" when it has reached SUCCESS or FAILURE; then nothing is
 // recorded. Otherwise it adds each event to the stream (Redis assigns the
 // id), folds it into the snapshot as progress.Snapshot.Apply does,
-// publishes {"id","prev","event"} on the live channel, refreshes the
+// publishes them all in one live message (see liveMessage), refreshes the
 // expiry of the three keys and returns the id of the last event.
 var appendScript = rueidis.NewLuaScript(`
-local state = redis.call('HGET', KEYS[1], 'state')
+local cur = redis.call('HMGET', KEYS[1], 'state', 'last')
+local state = cur[1]
 if not state then
   return redis.error_reply('NOTFOUND task not found')
 end
 if state == 'SUCCESS' or state == 'FAILURE' then
   return redis.error_reply('FINISHED task already finished')
 end
-local prev = redis.call('HGET', KEYS[1], 'last') or ''
+local prev = cur[2] or ''
+local live = {prev}
 local set = {}
 local steps = {}
 for i = 0, tonumber(ARGV[3]) - 1 do
@@ -115,9 +117,10 @@ for i = 0, tonumber(ARGV[3]) - 1 do
   if changes and state == 'PENDING' and typ ~= 'state' then
     state = 'PROGRESS'
   end
-  redis.call('PUBLISH', ARGV[2], '{"id":"' .. id .. '","prev":"' .. prev .. '","event":' .. json .. '}')
+  live[#live + 1] = id .. ' ' .. json
   prev = id
 end
+redis.call('PUBLISH', ARGV[2], table.concat(live, '\n'))
 local args = {'state', state, 'last', prev}
 for k, v in pairs(set) do
   args[#args + 1] = k
@@ -194,12 +197,11 @@ func encodeEvent(e progress.Event) ([]string, error) {
 			return nil, fmt.Errorf("%w: step data is not JSON", progress.ErrInvalidEvent)
 		}
 		var err error
-		if step, err = json.Marshal(e.Step); err != nil {
+		if step, err = appendStepJSON(nil, e.Step); err != nil {
 			return nil, fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 		}
 	}
-	e.ID = ""
-	data, err := json.Marshal(e)
+	data, err := appendEventJSON(make([]byte, 0, 64+len(step)), e, step)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 	}

@@ -4,25 +4,35 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
 
-// liveMessage is what appendScript publishes for each event.
-type liveMessage struct {
-	ID    string          `json:"id"`
-	Prev  string          `json:"prev"`
-	Event json.RawMessage `json:"event"`
-}
+// A live message is what appendScript publishes for each Append: lines
+// separated by "\n" (the JSON of an event has no raw line break), the
+// first holding the id of the event before the first one ("" when there
+// is none), then one line per event: its id, a space, its JSON.
+//
+//	1764111600000-3
+//	1764111600000-4 {"type":"progress","progress":40}
+//	1764111600000-5 {"type":"status","status":"Writing"}
+//
+// Each event thus names the one before it, so that a subscriber sees a
+// gap, and one message carries a whole batch.
 
 // Subscribe implements progress.Subscriber. The subscription shares the
-// backend's one pub/sub connection; its own goroutine reads the backlog,
-// then follows live events, reading the stream again whenever a message
-// shows a gap or the connection was restored. When Redis cannot be reached
-// the subscription waits and retries rather than ending. It also ends when
-// the backend closes.
+// backend's one pub/sub connection. A goroutine works for it only while
+// it has something to do: first to read the backlog, then whenever live
+// messages arrive (or the poll interval passes, or the pub/sub connection
+// was restored) and until they are delivered, reading the stream again
+// whenever a message shows a gap. An idle subscription holds no goroutine,
+// which keeps thousands of open event streams cheap. When Redis cannot be
+// reached the subscription waits and retries rather than ending. It also
+// ends when the backend closes.
 func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan progress.Event, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -53,17 +63,23 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 		taskID:  taskID,
 		channel: b.liveChannel(taskID),
 		cursor:  after,
-		in:      newInbox(),
 		out:     make(chan progress.Event),
+		running: true, // the first goroutine, started below
 	}
+	s.in = newWakingInbox(s.kick)
+	s.ctx, s.cancel = context.WithCancel(ctx)
+	s.unlinkBackend = context.AfterFunc(b.ctx, s.cancel)
+	s.unlinkWake = context.AfterFunc(s.ctx, s.kick)
 	ready := b.hub.join(s.channel, s.in)
-	b.wg.Add(1)
-	go s.run(ctx, ready)
+	b.wg.Add(1) // until finish
+	go s.start(ready)
 	return s.out, nil
 }
 
 // subscription is one Subscribe call: cursor is the id of the last event
-// delivered (or the afterID it started from).
+// delivered (or the afterID it started from). At most one goroutine works
+// for it at a time (running); a wake-up while it works makes it go round
+// again (again). Only that goroutine touches cursor and poll.
 type subscription struct {
 	b       *Backend
 	taskID  string
@@ -71,82 +87,143 @@ type subscription struct {
 	cursor  eventID
 	in      *inbox
 	out     chan progress.Event
+	poll    *time.Timer // resynchronises after PollInterval without news
+
+	// ctx ends with the caller's context or the backend.
+	ctx                       context.Context
+	cancel                    context.CancelFunc
+	unlinkBackend, unlinkWake func() bool
+
+	mu      sync.Mutex
+	running bool
+	again   bool
 }
 
-func (s *subscription) run(ctx context.Context, ready <-chan struct{}) {
-	defer s.b.wg.Done()
-	defer close(s.out)
-	defer s.b.hub.leave(s.channel, s.in)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(s.b.ctx, cancel)()
+// kick makes sure a goroutine looks at the subscription: its inbox has
+// something, or its context ended. It never blocks.
+func (s *subscription) kick() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running {
+		s.again = true
+		return
+	}
+	s.running = true
+	go s.work()
+}
 
-	// Live messages reach the inbox from now on; the backlog is read
-	// only after the channel is subscribed, so nothing falls between.
+// start waits for the live channel, delivers the backlog, then works as
+// work does. Live messages reach the inbox from the moment the channel is
+// subscribed; the backlog is read only after that, so nothing falls
+// between.
+func (s *subscription) start(ready <-chan struct{}) {
 	select {
 	case <-ready:
-	case <-ctx.Done():
+	case <-s.ctx.Done():
+		s.finish()
 		return
 	}
-	if s.catchUp(ctx) {
+	if s.catchUp(s.ctx) {
+		s.finish()
 		return
 	}
-	poll := time.NewTimer(s.b.cfg.PollInterval)
-	defer poll.Stop()
+	s.poll = time.AfterFunc(s.b.cfg.PollInterval, s.in.resync)
+	s.work()
+}
+
+// work handles what the inbox holds until it is empty, then lets the
+// goroutine go, unless the subscription is over.
+func (s *subscription) work() {
 	for {
-		select {
-		case <-ctx.Done():
+		if s.step() {
+			s.finish()
 			return
-		case <-s.in.notify:
-		case <-poll.C:
-			s.in.resync()
 		}
-		msgs, stale := s.in.take()
-		if stale {
-			if s.catchUp(ctx) {
-				return
-			}
+		s.mu.Lock()
+		if !s.again {
+			s.running = false
+			s.mu.Unlock()
+			return
 		}
-		for _, raw := range msgs {
-			done, ok := s.live(ctx, raw)
-			if !done && !ok {
-				done = s.catchUp(ctx)
-			}
-			if done {
-				return
-			}
-		}
-		poll.Reset(s.b.cfg.PollInterval)
+		s.again = false
+		s.mu.Unlock()
 	}
 }
 
-// live handles one published message: an event at or before the cursor is
-// dropped, the event right after it is delivered. ok is false when the
-// message cannot be used (a gap before it, or garbage): then the stream
-// must be read. done reports that the subscription is over.
+// step handles the messages in the inbox and reports whether the
+// subscription is over.
+func (s *subscription) step() bool {
+	if s.ctx.Err() != nil {
+		return true
+	}
+	msgs, stale := s.in.take()
+	if stale && s.catchUp(s.ctx) {
+		return true
+	}
+	for _, raw := range msgs {
+		done, ok := s.live(s.ctx, raw)
+		if !done && !ok {
+			done = s.catchUp(s.ctx)
+		}
+		if done {
+			return true
+		}
+	}
+	s.poll.Reset(s.b.cfg.PollInterval)
+	return false
+}
+
+// finish ends the subscription for good. It runs once, on the goroutine
+// working for it, which keeps running set so that no other starts.
+func (s *subscription) finish() {
+	if s.poll != nil {
+		s.poll.Stop()
+	}
+	s.unlinkWake()
+	s.unlinkBackend()
+	s.cancel()
+	s.b.hub.leave(s.channel, s.in)
+	close(s.out)
+	s.b.wg.Done()
+}
+
+// live handles one published message (see above): each event at or
+// before the cursor is dropped, each event right after it is delivered.
+// ok is false when the message cannot be used (a gap before an event, or
+// garbage): then the stream must be read. done reports that the
+// subscription is over.
 func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
-	var m liveMessage
-	if err := json.Unmarshal([]byte(raw), &m); err != nil {
-		s.b.log.Warn("flows: undecodable live event", "task_id", s.taskID, "err", err)
-		return false, false
-	}
-	id, err := parseEventID(m.ID)
+	prevID, rest, _ := strings.Cut(raw, "\n")
+	prev, err := parseEventID(prevID)
 	if err != nil {
+		s.b.log.Warn("flows: undecodable live message", "task_id", s.taskID, "err", err)
 		return false, false
 	}
-	if id.compare(s.cursor) <= 0 {
-		return false, true // already delivered
+	for rest != "" {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		idText, data, found := strings.Cut(line, " ")
+		id, err := parseEventID(idText)
+		if !found || err != nil || id.isZero() {
+			s.b.log.Warn("flows: undecodable live message", "task_id", s.taskID)
+			return false, false
+		}
+		if id.compare(s.cursor) > 0 {
+			if prev != s.cursor {
+				return false, false // a gap: the stream has what is missing
+			}
+			var e progress.Event
+			if err := json.Unmarshal([]byte(data), &e); err != nil {
+				return false, false
+			}
+			e.ID = idText
+			if !s.deliver(ctx, e) {
+				return true, true
+			}
+		}
+		prev = id
 	}
-	prev, err := parseEventID(m.Prev)
-	if err != nil || prev != s.cursor {
-		return false, false // a gap: the stream has what is missing
-	}
-	var e progress.Event
-	if err := json.Unmarshal(m.Event, &e); err != nil {
-		return false, false
-	}
-	e.ID = m.ID
-	return !s.deliver(ctx, e), true
+	return false, true
 }
 
 // catchUp delivers every stored event after the cursor. It reports

@@ -1,4 +1,4 @@
-package redistest
+package redisproc
 
 import (
 	"os/exec"
@@ -8,8 +8,9 @@ import (
 // terminateSignal asks redis-server to shut down cleanly.
 var terminateSignal = syscall.SIGTERM
 
-// setProcAttr makes the kernel kill the server if the test process dies
-// without running its cleanups, so no server outlives a crashed test.
+// setProcAttr makes the kernel kill the server if the process that
+// started it dies without stopping it, so no server outlives a crashed
+// test or benchmark.
 func setProcAttr(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package redistest
+package redisproc
 
 import (
 	"os/exec"
@@ -11,5 +11,5 @@ import (
 var terminateSignal = syscall.SIGTERM
 
 // setProcAttr leaves the process attributes alone where the kernel cannot
-// tie the server's life to the test's.
+// tie the server's life to its parent's.
 func setProcAttr(*exec.Cmd) {}

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/internal/redisproc"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// clientName names the connections of the benchmarked code in CLIENT
+// LIST; the command's own admin connection has another name.
+const clientName = "flowbench"
+
+// retention of the benchmark's keys: long enough for any run, short
+// enough not to clutter a Redis given with REDIS_URL.
+const retention = 30 * time.Minute
+
+// discard is the logger of the benchmarked code.
+var discard = slog.New(slog.DiscardHandler)
+
+// env is what every run shares: the Redis server (started here, or given)
+// and an admin connection to it.
+type env struct {
+	cfg     config
+	proc    *redisproc.Server // nil unless started here
+	url     string
+	admin   rueidis.Client
+	version string
+}
+
+func newEnv(ctx context.Context, cfg config) (*env, error) {
+	e := &env{cfg: cfg}
+	if cfg.Backend == "memory" {
+		return e, nil
+	}
+	e.url = cfg.RedisURL
+	if e.url == "" {
+		proc, err := redisproc.Start(redisproc.Options{})
+		if err != nil {
+			return nil, err
+		}
+		e.proc, e.url = proc, proc.URL()
+	}
+	opt, err := rueidis.ParseURL(e.url)
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("redis url: %w", err)
+	}
+	opt.ClientName = clientName + "-admin"
+	opt.DisableCache = true
+	if e.admin, err = rueidis.NewClient(opt); err != nil {
+		e.close()
+		return nil, fmt.Errorf("connect to redis: %w", err)
+	}
+	info, err := e.admin.Do(ctx, e.admin.B().Info().Section("server").Build()).ToString()
+	if err != nil {
+		e.close()
+		return nil, fmt.Errorf("redis info: %w", err)
+	}
+	e.version = infoField(info, "redis_version")
+	return e, nil
+}
+
+func (e *env) close() {
+	if e.admin != nil {
+		e.admin.Close()
+	}
+	if e.proc != nil {
+		e.proc.Close()
+	}
+}
+
+func (e *env) describe() string {
+	switch {
+	case e.cfg.Backend == "memory":
+		return "backend memory (no Redis)"
+	case e.proc != nil:
+		return fmt.Sprintf("backend redis, own redis-server %s on %s (no persistence)", e.version, e.proc.Addr())
+	default:
+		return fmt.Sprintf("backend redis, redis %s at REDIS_URL", e.version)
+	}
+}
+
+func (e *env) redis() bool { return e.cfg.Backend == "redis" }
+
+// stack is a fresh queue and progress store for one run.
+type stack struct {
+	queue   queue.Backend
+	store   progress.Backend
+	counter *countingClient // nil in memory
+	writes  *atomic.Int64   // socket writes of the benchmarked client; nil in memory
+	close   func()
+}
+
+// newStack returns a new backend: in memory, or on Redis with a key
+// prefix of its own and a client that counts its round trips. On a Redis
+// started here, the database is emptied first so that runs start alike.
+func (e *env) newStack(ctx context.Context) (*stack, error) {
+	if !e.redis() {
+		return &stack{
+			queue: queue.NewMemory(queue.MemoryConfig{}),
+			store: progress.NewMemoryStore(progress.MemoryConfig{}),
+			close: func() {},
+		}, nil
+	}
+	if e.proc != nil {
+		if err := e.admin.Do(ctx, e.admin.B().Flushall().Sync().Build()).Error(); err != nil {
+			return nil, fmt.Errorf("flushall: %w", err)
+		}
+	}
+	opt, err := rueidis.ParseURL(e.url)
+	if err != nil {
+		return nil, err
+	}
+	writes := new(atomic.Int64)
+	opt.ClientName = clientName
+	opt.DisableCache = true
+	opt.MaxFlushDelay = e.cfg.FlushDelay
+	opt.PipelineMultiplex = e.cfg.Multiplex
+	opt.DisableAutoPipelining = e.cfg.NoAutoPipe
+	opt.DialCtxFn = func(ctx context.Context, addr string, d *net.Dialer, tc *tls.Config) (net.Conn, error) {
+		var conn net.Conn
+		var err error
+		if tc != nil {
+			conn, err = (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", addr)
+		} else {
+			conn, err = d.DialContext(ctx, "tcp", addr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &countingConn{Conn: conn, writes: writes}, nil
+	}
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("connect to redis: %w", err)
+	}
+	counter := &countingClient{Client: client}
+	var prefix [6]byte
+	_, _ = rand.Read(prefix[:])
+	b, err := redisbackend.New(counter, redisbackend.Config{
+		Prefix:    "flowbench-" + hex.EncodeToString(prefix[:]),
+		Retention: retention,
+		Logger:    discard,
+	})
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	return &stack{
+		queue:   b,
+		store:   b,
+		counter: counter,
+		writes:  writes,
+		close: func() {
+			_ = b.Close()
+			client.Close()
+		},
+	}, nil
+}
+
+// countingClient counts the round trips of the client it wraps: each Do
+// and each non-empty DoMulti waits for one reply.
+type countingClient struct {
+	rueidis.Client
+	calls atomic.Int64
+}
+
+func (c *countingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.calls.Add(1)
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *countingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	if len(cmds) > 0 {
+		c.calls.Add(1)
+	}
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+func (c *countingClient) DoCache(ctx context.Context, cmd rueidis.Cacheable, ttl time.Duration) rueidis.RedisResult {
+	c.calls.Add(1)
+	return c.Client.DoCache(ctx, cmd, ttl)
+}
+
+func (c *countingClient) DoMultiCache(ctx context.Context, multi ...rueidis.CacheableTTL) []rueidis.RedisResult {
+	if len(multi) > 0 {
+		c.calls.Add(1)
+	}
+	return c.Client.DoMultiCache(ctx, multi...)
+}
+
+// countingConn counts the writes to a connection: with pipelining, one
+// write carries every command queued meanwhile.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// commandCalls returns the total calls of INFO commandstats (commands run
+// by scripts included), leaving out the admin commands of flowbench
+// itself, and the calls of each command.
+func (e *env) commandCalls(ctx context.Context) (int64, map[string]int64, error) {
+	info, err := e.admin.Do(ctx, e.admin.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		return 0, nil, fmt.Errorf("info commandstats: %w", err)
+	}
+	var total int64
+	calls := map[string]int64{}
+	for line := range strings.SplitSeq(info, "\n") {
+		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd || name == "info" || name == "client|list" || name == "flushall" {
+			continue
+		}
+		for kv := range strings.SplitSeq(stats, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return 0, nil, fmt.Errorf("commandstats %s: %w", name, err)
+				}
+				calls[name] = n
+				total += n
+			}
+		}
+	}
+	return total, calls, nil
+}
+
+// connections returns the number of connections named clientName that
+// Redis has open: the benchmarked client's.
+func (e *env) connections(ctx context.Context) (int, error) {
+	list, err := e.admin.Do(ctx, e.admin.B().ClientList().Build()).ToString()
+	if err != nil {
+		return 0, fmt.Errorf("client list: %w", err)
+	}
+	n := 0
+	for line := range strings.SplitSeq(list, "\n") {
+		if strings.Contains(line, " name="+clientName+" ") {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// infoField returns the value of one field of an INFO reply.
+func infoField(info, field string) string {
+	for line := range strings.SplitSeq(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// redisCPU returns the CPU time the Redis server has used (0 when it
+// cannot be read), from INFO cpu.
+func (e *env) redisCPU(ctx context.Context) time.Duration {
+	if e.admin == nil {
+		return 0
+	}
+	info, err := e.admin.Do(ctx, e.admin.B().Info().Section("cpu").Build()).ToString()
+	if err != nil {
+		return 0
+	}
+	var total float64
+	for _, f := range []string{"used_cpu_user", "used_cpu_sys"} {
+		v, _ := strconv.ParseFloat(infoField(info, f), 64)
+		total += v
+	}
+	return time.Duration(total * float64(time.Second))
+}

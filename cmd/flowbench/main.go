@@ -1,0 +1,239 @@
+// Command flowbench measures how fast flows runs tasks and delivers their
+// progress, on the machine it runs on, and prints one line per figure with
+// the median and the spread (min..max) over several runs.
+//
+// It starts its own throwaway redis-server on a free loopback port (or
+// uses the Redis at REDIS_URL, or no Redis at all with -backend memory)
+// and runs, in one process, everything a deployment splits across
+// machines: the load generator, the worker, the HTTP/SSE server and, for
+// the SSE capacity scenario, a child process holding the browsers'
+// connections. All traffic stays on the loopback interface.
+//
+// Usage:
+//
+//	go run ./cmd/flowbench [flags]
+//	go run ./cmd/flowbench -quick                  # a few seconds, tiny N
+//	go run ./cmd/flowbench -scenario throughput,pickup -runs 3
+//
+// Scenarios (-scenario, a comma-separated list, or "all"):
+//
+//	throughput  -n tasks of a no-op flow reporting 5 progress events each,
+//	            enqueued as fast as possible and run by one worker with
+//	            -concurrency slots; tasks/s from the first enqueue to the
+//	            last terminal state
+//	roundtrips  the Redis traffic of the throughput runs, per task: client
+//	            calls (each Do or DoMulti waits for one reply), socket
+//	            writes (what auto-pipelining actually sends), and commands
+//	            executed (INFO commandstats, script internals included)
+//	pickup      enqueue -> flow start, tasks enqueued at a steady -rate
+//	            (default 200/s) for -duration; p50 and p99
+//	event       progress event reported in a flow -> received by an SSE
+//	            client over HTTP, at -rate (default 1000/s) for -duration;
+//	            p50 and p99
+//	sse         -clients concurrent SSE streams on one server, each watching
+//	            its own live task; every event must arrive in order; server
+//	            RSS per stream and the server's Redis connections
+//	starttask   POST /start-task/ requests per second from -conns
+//	            keep-alive connections for -duration (no worker running)
+//
+// Timings never fail the command: it exits non-zero only when a scenario
+// goes wrong (a lost or reordered event, a failed task, an HTTP error).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Scenario names, in the order they run.
+var scenarioNames = []string{"throughput", "roundtrips", "pickup", "event", "sse", "starttask"}
+
+// config is what the flags say.
+type config struct {
+	Scenarios   []string
+	Backend     string // "redis" or "memory"
+	RedisURL    string
+	Runs        int
+	N           int
+	Concurrency int
+	Events      int // progress events per task
+	Producers   int
+	Clients     int
+	Conns       int
+	Rate        int // 0: the scenario's default
+	Duration    time.Duration
+	Quick       bool
+	Verbose     bool
+	CPUProfile  string
+	MemProfile  string
+	FlushDelay  time.Duration // rueidis ClientOption.MaxFlushDelay
+	Multiplex   int           // rueidis ClientOption.PipelineMultiplex
+	NoAutoPipe  bool          // rueidis ClientOption.DisableAutoPipelining
+}
+
+// Defaults of the full run, and of -quick for the flags not set.
+var (
+	fullDefaults  = config{Runs: 5, N: 50000, Clients: 10000, Duration: 10 * time.Second}
+	quickDefaults = config{Runs: 1, N: 200, Clients: 20, Duration: 300 * time.Millisecond}
+)
+
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	var cfg config
+	var scenarios string
+	fs := flag.NewFlagSet("flowbench", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&scenarios, "scenario", "all", "scenarios to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ", "))
+	fs.StringVar(&cfg.Backend, "backend", "redis", "redis or memory")
+	fs.StringVar(&cfg.RedisURL, "redis-url", getenv("REDIS_URL"), "Redis to use instead of a throwaway redis-server (env REDIS_URL); keys get a fresh prefix")
+	fs.IntVar(&cfg.Runs, "runs", fullDefaults.Runs, "runs of each scenario")
+	fs.IntVar(&cfg.N, "n", fullDefaults.N, "tasks of the throughput scenario")
+	fs.IntVar(&cfg.Concurrency, "concurrency", 64, "flows the worker runs at once")
+	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
+	fs.IntVar(&cfg.Producers, "producers", 16, "goroutines that enqueue (throughput) or append events (sse)")
+	fs.IntVar(&cfg.Clients, "clients", fullDefaults.Clients, "concurrent SSE streams of the sse scenario")
+	fs.IntVar(&cfg.Conns, "conns", 32, "concurrent keep-alive connections of the starttask scenario")
+	fs.IntVar(&cfg.Rate, "rate", 0, "tasks/s (pickup) or events/s (event); 0 means 200 and 1000")
+	fs.DurationVar(&cfg.Duration, "duration", fullDefaults.Duration, "length of the pickup, event and starttask runs")
+	fs.BoolVar(&cfg.Quick, "quick", false, "tiny runs for a smoke test: -runs 1 -n 200 -clients 20 -duration 300ms unless set")
+	fs.BoolVar(&cfg.Verbose, "v", false, "print every run's figures and the command breakdown")
+	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile of the sse server, its streams open, to this file")
+	fs.DurationVar(&cfg.FlushDelay, "flush-delay", 0, "rueidis MaxFlushDelay of the benchmarked client")
+	fs.BoolVar(&cfg.NoAutoPipe, "no-autopipelining", false, "rueidis DisableAutoPipelining of the benchmarked client: a pooled connection per request")
+	fs.IntVar(&cfg.Multiplex, "multiplex", 0, "rueidis PipelineMultiplex of the benchmarked client (0: its default)")
+	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stderr)
+			fs.PrintDefaults()
+		}
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if cfg.Quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["runs"] {
+			cfg.Runs = quickDefaults.Runs
+		}
+		if !set["n"] {
+			cfg.N = quickDefaults.N
+		}
+		if !set["clients"] {
+			cfg.Clients = quickDefaults.Clients
+		}
+		if !set["duration"] {
+			cfg.Duration = quickDefaults.Duration
+		}
+	}
+	if cfg.Backend != "redis" && cfg.Backend != "memory" {
+		return config{}, fmt.Errorf("-backend must be redis or memory, got %q", cfg.Backend)
+	}
+	for name, v := range map[string]int{"runs": cfg.Runs, "n": cfg.N, "concurrency": cfg.Concurrency, "producers": cfg.Producers, "clients": cfg.Clients, "conns": cfg.Conns} {
+		if v < 1 {
+			return config{}, fmt.Errorf("-%s must be at least 1, got %d", name, v)
+		}
+	}
+	if cfg.Events < 0 || cfg.Rate < 0 || cfg.Duration <= 0 {
+		return config{}, errors.New("-events and -rate must not be negative, -duration must be positive")
+	}
+	for s := range strings.SplitSeq(scenarios, ",") {
+		s = strings.TrimSpace(s)
+		switch {
+		case s == "all":
+			cfg.Scenarios = append(cfg.Scenarios, scenarioNames...)
+		case slices.Contains(scenarioNames, s):
+			cfg.Scenarios = append(cfg.Scenarios, s)
+		case s != "":
+			return config{}, fmt.Errorf("unknown scenario %q (want all or %s)", s, strings.Join(scenarioNames, ", "))
+		}
+	}
+	if len(cfg.Scenarios) == 0 {
+		return config{}, errors.New("no scenario to run")
+	}
+	return cfg, nil
+}
+
+// wants reports whether the scenario was asked for.
+func (c config) wants(s string) bool { return slices.Contains(c.Scenarios, s) }
+
+func main() {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain(os.Stdin, os.Stdout))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "flowbench:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// run parses args and runs the scenarios asked for, printing figures to
+// out as they come.
+func run(ctx context.Context, args []string, getenv func(string) string, out io.Writer) error {
+	cfg, err := parseConfig(args, getenv)
+	if err != nil {
+		return err
+	}
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	e, err := newEnv(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer e.close()
+	p := &printer{w: out, verbose: cfg.Verbose}
+	p.header("flowbench %s; %s; GOMAXPROCS=%d, %d CPUs; runs=%d", time.Now().UTC().Format(time.DateTime+" UTC"),
+		e.describe(), runtime.GOMAXPROCS(0), runtime.NumCPU(), cfg.Runs)
+
+	if cfg.wants("throughput") || cfg.wants("roundtrips") {
+		if err := benchThroughput(ctx, e, p); err != nil {
+			return fmt.Errorf("throughput: %w", err)
+		}
+	}
+	if cfg.wants("pickup") {
+		if err := benchPickup(ctx, e, p); err != nil {
+			return fmt.Errorf("pickup: %w", err)
+		}
+	}
+	if cfg.wants("event") {
+		if err := benchEvent(ctx, e, p); err != nil {
+			return fmt.Errorf("event: %w", err)
+		}
+	}
+	if cfg.wants("sse") {
+		if err := benchSSE(ctx, e, p); err != nil {
+			return fmt.Errorf("sse: %w", err)
+		}
+	}
+	if cfg.wants("starttask") {
+		if err := benchStartTask(ctx, e, p); err != nil {
+			return fmt.Errorf("starttask: %w", err)
+		}
+	}
+	return nil
+}

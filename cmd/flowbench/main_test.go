@@ -1,0 +1,217 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"regexp"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestMain lets the test binary play the SSE client process of the sse
+// scenario, as the flowbench binary does.
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain(os.Stdin, os.Stdout))
+	}
+	os.Exit(m.Run())
+}
+
+// noEnv is a getenv with nothing set, so that the smoke test starts its
+// own redis-server whatever REDIS_URL says.
+func noEnv(string) string { return "" }
+
+// TestQuickRunPrintsEveryFigure runs every scenario with tiny numbers on
+// both backends: the command must complete and print each figure line.
+// Nothing about the figures' values is asserted.
+func TestQuickRunPrintsEveryFigure(t *testing.T) {
+	number := `-?[0-9.]+|NaN`
+	figure := func(name, unit string) *regexp.Regexp {
+		return regexp.MustCompile(`(?m)^` + name + `\s+` + regexp.QuoteMeta(unit) + `\s+(` + number + `)\s+\((` + number + `)\.\.(` + number + `)\)\s+runs=1 `)
+	}
+	common := []*regexp.Regexp{
+		figure("throughput", "tasks/s"),
+		figure("throughput", "cpu us/task process"),
+		figure("pickup", "p50 ms"),
+		figure("pickup", "p99 ms"),
+		figure("event", "p50 ms"),
+		figure("event", "p99 ms"),
+		figure("sse", "streams complete"),
+		figure("sse", "KiB/stream settled"),
+		figure("sse", "KiB/stream peak"),
+		figure("starttask", "req/s"),
+	}
+	redisOnly := []*regexp.Regexp{
+		figure("throughput", "cpu us/task redis"),
+		figure("roundtrips", "calls/task"),
+		figure("roundtrips", "writes/task"),
+		figure("roundtrips", "commands/task"),
+		figure("sse", "redis conns 0 streams"),
+		figure("sse", "redis conns N streams"),
+	}
+	for _, backend := range []string{"redis", "memory"} {
+		t.Run(backend, func(t *testing.T) {
+			baseline := runtime.NumGoroutine()
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			var out bytes.Buffer
+			err := run(ctx, []string{"-quick", "-backend", backend, "-v"}, noEnv, &out)
+			require.NoError(t, err, "output so far:\n%s", out.String())
+			t.Logf("output:\n%s", out.String())
+
+			assert.Regexp(t, `(?m)^# flowbench .*backend `+backend, out.String())
+			for _, re := range common {
+				assert.Regexp(t, re, out.String())
+			}
+			for _, re := range redisOnly {
+				if backend == "redis" {
+					assert.Regexp(t, re, out.String())
+				} else {
+					assert.NotRegexp(t, re, out.String(), "no Redis figures without Redis")
+				}
+			}
+			// Every stream received every event in order.
+			m := figure("sse", "streams complete").FindStringSubmatch(out.String())
+			require.NotNil(t, m)
+			assert.Equal(t, "20.0", m[1])
+			assertNoLeak(t, baseline)
+		})
+	}
+}
+
+func TestScenarioSelection(t *testing.T) {
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"-quick", "-backend", "memory", "-scenario", "starttask"}, noEnv, &out)
+	require.NoError(t, err)
+	assert.Contains(t, out.String(), "starttask ")
+	for _, other := range []string{"throughput ", "pickup ", "event ", "sse "} {
+		assert.NotContains(t, out.String(), "\n"+other, "scenario not asked for")
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	env := func(url string) func(string) string {
+		return func(k string) string {
+			if k == "REDIS_URL" {
+				return url
+			}
+			return ""
+		}
+	}
+	tests := []struct {
+		name    string
+		args    []string
+		url     string
+		check   func(t *testing.T, c config)
+		wantErr string
+	}{
+		{name: "defaults", check: func(t *testing.T, c config) {
+			assert.Equal(t, scenarioNames, c.Scenarios)
+			assert.Equal(t, "redis", c.Backend)
+			assert.Equal(t, 5, c.Runs)
+			assert.Equal(t, 50000, c.N)
+			assert.Equal(t, 10000, c.Clients)
+			assert.Equal(t, 10*time.Second, c.Duration)
+		}},
+		{name: "quick shrinks what is not set", args: []string{"-quick", "-n", "1000"}, check: func(t *testing.T, c config) {
+			assert.Equal(t, 1, c.Runs)
+			assert.Equal(t, 1000, c.N)
+			assert.Equal(t, quickDefaults.Clients, c.Clients)
+			assert.Equal(t, quickDefaults.Duration, c.Duration)
+		}},
+		{name: "scenario list", args: []string{"-scenario", "pickup, sse"}, check: func(t *testing.T, c config) {
+			assert.Equal(t, []string{"pickup", "sse"}, c.Scenarios)
+		}},
+		{name: "REDIS_URL", url: "redis://127.0.0.1:1/0", check: func(t *testing.T, c config) {
+			assert.Equal(t, "redis://127.0.0.1:1/0", c.RedisURL)
+		}},
+		{name: "unknown scenario", args: []string{"-scenario", "speed"}, wantErr: `unknown scenario "speed"`},
+		{name: "bad backend", args: []string{"-backend", "postgres"}, wantErr: "-backend must be"},
+		{name: "zero runs", args: []string{"-runs", "0"}, wantErr: "-runs must be at least 1"},
+		{name: "stray argument", args: []string{"now"}, wantErr: "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(tt.args, env(tt.url))
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	tests := []struct {
+		in            []float64
+		med, min, max float64
+	}{
+		{[]float64{3}, 3, 3, 3},
+		{[]float64{5, 1, 3}, 3, 1, 5},
+		{[]float64{4, 1, 3, 2}, 2.5, 1, 4},
+	}
+	for _, tt := range tests {
+		med, lo, hi := summarize(tt.in)
+		assert.Equal(t, []float64{tt.med, tt.min, tt.max}, []float64{med, lo, hi}, "%v", tt.in)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	d := make([]time.Duration, 100)
+	for i := range d {
+		d[i] = time.Duration(100-i) * time.Millisecond // 100ms..1ms, unsorted
+	}
+	assert.Equal(t, 50*time.Millisecond, percentile(d, 0.50))
+	assert.Equal(t, 99*time.Millisecond, percentile(d, 0.99))
+	assert.Equal(t, 100*time.Millisecond, percentile(d, 1))
+	assert.Equal(t, time.Duration(0), percentile(nil, 0.99))
+}
+
+func TestSSEReader(t *testing.T) {
+	stream := "retry: 3000\n\n: ping\n\nid: 1\ndata: {\"state\":\"PENDING\",\"details\":{\"status\":\"Queued\"}}\n\n" +
+		"id: 2\nevent: token\ndata: {\"token\":\"a\"}\n\nid: 3\ndata: one\ndata: two\n\n"
+	r := &sseReader{r: bufioReader(stream)}
+	m, err := r.next()
+	require.NoError(t, err)
+	assert.Equal(t, sseMessage{ID: "1", Data: `{"state":"PENDING","details":{"status":"Queued"}}`}, m)
+	s, err := m.snapshot()
+	require.NoError(t, err)
+	assert.Equal(t, "Queued", s.Details.Status)
+	m, err = r.next()
+	require.NoError(t, err)
+	assert.Equal(t, sseMessage{ID: "2", Event: "token", Data: `{"token":"a"}`}, m)
+	m, err = r.next()
+	require.NoError(t, err)
+	assert.Equal(t, "one\ntwo", m.Data)
+	_, err = r.next()
+	assert.ErrorIs(t, err, io.EOF)
+}
+
+func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
+
+// assertNoLeak waits for the goroutine count to fall back to baseline and
+// fails with the goroutines' stacks if it does not.
+func assertNoLeak(t *testing.T, baseline int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > baseline {
+		if time.Now().After(deadline) {
+			var buf strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
+			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), baseline, buf.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

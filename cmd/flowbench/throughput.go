@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+// terminals wraps the worker's progress store to notice, without asking
+// Redis, when every task has reached its terminal state.
+type terminals struct {
+	progress.Store
+	want    int64
+	n       atomic.Int64
+	failed  atomic.Int64
+	lastErr atomic.Value // string: the status of a failure
+	done    chan struct{}
+}
+
+func newTerminals(s progress.Store, want int) *terminals {
+	return &terminals{Store: s, want: int64(want), done: make(chan struct{})}
+}
+
+func (t *terminals) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
+	last, err := t.Store.Append(ctx, id, events...)
+	if err == nil && len(events) > 0 && events[len(events)-1].Terminal() {
+		if e := events[len(events)-1]; e.State == progress.StateFailure {
+			t.failed.Add(1)
+			t.lastErr.Store(e.Status)
+		}
+		if t.n.Add(1) == t.want {
+			close(t.done)
+		}
+	}
+	return last, err
+}
+
+func (t *terminals) check() error {
+	if f := t.failed.Load(); f > 0 {
+		return fmt.Errorf("%d tasks failed, the last one with %q", f, t.lastErr.Load())
+	}
+	return nil
+}
+
+// worker runs a queue.Worker on st with the flows of reg until stop is
+// called; stop waits for it to finish what it holds.
+func startWorker(st *stack, store progress.Store, reg *registry.Registry, concurrency int) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := queue.NewWorker(st.queue, store, queue.WorkerConfig{
+		Registry:    reg,
+		Name:        "flowbench",
+		Concurrency: concurrency,
+		Logger:      discard,
+	})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = w.Run(ctx) })
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// noopFlow reports events progress events and returns.
+func noopFlow(events int) flow.Flow {
+	return flow.Func(func(_ context.Context, t *flow.Task) (any, error) {
+		for i := 1; i <= events; i++ {
+			t.Progress.Progress(i*100/(events+1), "")
+		}
+		return nil, nil
+	})
+}
+
+// throughputRun is what one throughput run measured.
+type throughputRun struct {
+	tasksPerSec float64
+	calls       float64 // client round trips per task
+	writes      float64 // socket writes per task
+	commands    float64 // Redis commands per task
+	perCommand  map[string]int64
+	cpu         float64 // cores used by this process
+	redisCPU    float64 // cores used by Redis
+	enqueued    float64 // tasks/s enqueued, while the worker runs
+}
+
+func benchThroughput(ctx context.Context, e *env, p *printer) error {
+	cfg := e.cfg
+	var runs []throughputRun
+	for i := range cfg.Runs {
+		r, err := throughputOnce(ctx, e)
+		if err != nil {
+			return err
+		}
+		p.note("throughput run %d: %.0f tasks/s, %.2f calls/task, %.2f writes/task, %.2f commands/task; cores used: flowbench %.2f, redis %.2f; enqueued at %.0f tasks/s",
+			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.enqueued)
+		runs = append(runs, r)
+	}
+	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "producers", cfg.Producers, "backend", cfg.Backend)
+	if cfg.wants("throughput") {
+		p.figure("throughput", "tasks/s", collect(runs, func(r throughputRun) float64 { return r.tasksPerSec }), par)
+		// CPU per task: what the run costs whatever else the machine does.
+		p.figure("throughput", "cpu us/task process", collect(runs, func(r throughputRun) float64 { return r.cpu / r.tasksPerSec * 1e6 }), par)
+		if e.redis() {
+			p.figure("throughput", "cpu us/task redis", collect(runs, func(r throughputRun) float64 { return r.redisCPU / r.tasksPerSec * 1e6 }), par)
+		}
+	}
+	if cfg.wants("roundtrips") && e.redis() {
+		p.figure("roundtrips", "calls/task", collect(runs, func(r throughputRun) float64 { return r.calls }), par)
+		p.figure("roundtrips", "writes/task", collect(runs, func(r throughputRun) float64 { return r.writes }), par)
+		p.figure("roundtrips", "commands/task", collect(runs, func(r throughputRun) float64 { return r.commands }), par)
+		last := runs[len(runs)-1].perCommand
+		for _, name := range slices.Sorted(maps.Keys(last)) {
+			p.note("commands/task %-12s %.2f", name, float64(last[name])/float64(cfg.N))
+		}
+	}
+	return nil
+}
+
+func collect[T any](runs []T, f func(T) float64) []float64 {
+	out := make([]float64, len(runs))
+	for i, r := range runs {
+		out[i] = f(r)
+	}
+	return out
+}
+
+func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
+	cfg := e.cfg
+	st, err := e.newStack(ctx)
+	if err != nil {
+		return throughputRun{}, err
+	}
+	defer st.close()
+	reg := registry.New()
+	reg.MustRegister("noop", noopFlow(cfg.Events))
+	done := newTerminals(st.store, cfg.N)
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
+
+	stopWorker := startWorker(st, done, reg, cfg.Concurrency)
+	workerStopped := false
+	defer func() {
+		if !workerStopped {
+			stopWorker()
+		}
+	}()
+	// Let the worker subscribe and block in Fetch before counting.
+	time.Sleep(50 * time.Millisecond)
+
+	var calls0, writes0, commands0 int64
+	var perCommand0 map[string]int64
+	if st.counter != nil {
+		if commands0, perCommand0, err = e.commandCalls(ctx); err != nil {
+			return throughputRun{}, err
+		}
+		calls0, writes0 = st.counter.calls.Load(), st.writes.Load()
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, timeoutFor(cfg.N))
+	defer cancel()
+	inputs := json.RawMessage(`{}`)
+	cpu0, redisCPU0 := cpuTime(), e.redisCPU(ctx)
+	var next atomic.Int64
+	errs := make(chan error, cfg.Producers)
+	start := time.Now()
+	for range cfg.Producers {
+		go func() {
+			for next.Add(1) <= int64(cfg.N) {
+				if _, err := broker.Enqueue(ctx, "noop", inputs, queue.EnqueueOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range cfg.Producers {
+		if err := <-errs; err != nil {
+			return throughputRun{}, fmt.Errorf("enqueue: %w", err)
+		}
+	}
+	enqueued := time.Since(start)
+	select {
+	case <-done.done:
+	case <-ctx.Done():
+		return throughputRun{}, fmt.Errorf("%d of %d tasks ended before the timeout: %w", done.n.Load(), cfg.N, ctx.Err())
+	}
+	elapsed := time.Since(start)
+	if err := done.check(); err != nil {
+		return throughputRun{}, err
+	}
+	r := throughputRun{
+		tasksPerSec: float64(cfg.N) / elapsed.Seconds(),
+		cpu:         float64(cpuTime()-cpu0) / float64(elapsed),
+		redisCPU:    float64(e.redisCPU(ctx)-redisCPU0) / float64(elapsed),
+		enqueued:    float64(cfg.N) / enqueued.Seconds(),
+	}
+
+	// Stop the worker so that the last acknowledgements are counted too.
+	stopWorker()
+	workerStopped = true
+	if st.counter != nil {
+		commands1, perCommand1, err := e.commandCalls(context.WithoutCancel(ctx))
+		if err != nil {
+			return throughputRun{}, err
+		}
+		n := float64(cfg.N)
+		r.calls = float64(st.counter.calls.Load()-calls0) / n
+		r.writes = float64(st.writes.Load()-writes0) / n
+		r.commands = float64(commands1-commands0) / n
+		r.perCommand = map[string]int64{}
+		for name, c := range perCommand1 {
+			if d := c - perCommand0[name]; d > 0 {
+				r.perCommand[name] = d
+			}
+		}
+	}
+	return r, nil
+}
+
+// timeoutFor bounds a run of n tasks: generous, so that only a stuck run
+// hits it.
+func timeoutFor(n int) time.Duration {
+	return 2*time.Minute + time.Duration(n)*time.Millisecond
+}
+
+// errTimeout says that a run did not complete in time.
+var errTimeout = errors.New("run did not complete in time")

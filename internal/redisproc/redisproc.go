@@ -1,0 +1,318 @@
+// Package redisproc runs a throwaway redis-server process on a free
+// loopback port, for the module's tests (through package redistest) and
+// for the benchmark command. The server listens on 127.0.0.1 only, never
+// on 6379, and keeps its files in a directory of its own.
+package redisproc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// InstallHint says how to install redis-server; it is the text of
+// ErrNotInstalled.
+const InstallHint = "redis-server not found: install it with `apt-get install redis-server` (Debian) or `brew install redis`"
+
+// ErrNotInstalled is returned by Start when redis-server is not on PATH.
+var ErrNotInstalled = errors.New(InstallHint)
+
+// ReservedPort is the port of a developer's own Redis, which a server
+// started here never takes.
+const ReservedPort = 6379
+
+// StartTimeout bounds how long a server may take to answer PING, and how
+// long Stop waits for it to exit before killing it.
+const StartTimeout = 15 * time.Second
+
+// Options configures a server. The zero value starts a server without
+// persistence in a new temporary directory.
+type Options struct {
+	// Dir is the server's working directory, where its append-only file
+	// and its log (redis.log) live; it must exist. Empty means a new
+	// temporary directory, removed by Close.
+	Dir string
+	// AppendOnly turns the append-only file on, so that data survives
+	// Restart.
+	AppendOnly bool
+	// AppendFsync is the appendfsync policy when AppendOnly is set:
+	// "always", "everysec" or "no". Empty means "everysec".
+	AppendFsync string
+	// Args are extra command-line arguments, appended last so that they
+	// override the defaults (for example "--maxmemory", "10mb").
+	Args []string
+}
+
+// Server is a redis-server process. Its methods are safe for concurrent
+// use.
+type Server struct {
+	bin     string
+	dir     string
+	ownsDir bool
+	port    int
+	args    []string
+
+	mu   sync.Mutex
+	proc *exec.Cmd
+	done chan struct{} // closed when proc has exited
+}
+
+// Start starts a redis-server configured by opts on a free port and waits
+// until it answers PING. It returns an error wrapping ErrNotInstalled when
+// redis-server is missing.
+func Start(opts Options) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, ErrNotInstalled
+	}
+	s := &Server{bin: bin, dir: opts.Dir}
+	if s.dir == "" {
+		if s.dir, err = os.MkdirTemp("", "redisproc-"); err != nil {
+			return nil, fmt.Errorf("redisproc: make a directory: %w", err)
+		}
+		s.ownsDir = true
+	}
+	var lastErr error
+	for range 5 {
+		port, err := FreePort()
+		if err != nil {
+			s.removeDir()
+			return nil, fmt.Errorf("redisproc: find a free port: %w", err)
+		}
+		s.port = port
+		s.args = Args(port, s.dir, opts)
+		if lastErr = s.launch(); lastErr == nil {
+			return s, nil
+		}
+		// Another process may have taken the port between our probe and
+		// the server's bind: try another one.
+	}
+	s.removeDir()
+	return nil, fmt.Errorf("redisproc: start redis-server: %w", lastErr)
+}
+
+// Args returns the command-line arguments of a server on port with its
+// files in dir: loopback only, no RDB snapshots, the append-only file as
+// opts says, then opts.Args.
+func Args(port int, dir string, opts Options) []string {
+	args := []string{
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--dir", dir,
+		"--logfile", "redis.log",
+		"--daemonize", "no",
+		"--save", "",
+	}
+	if opts.AppendOnly {
+		fsync := opts.AppendFsync
+		if fsync == "" {
+			fsync = "everysec"
+		}
+		args = append(args, "--appendonly", "yes", "--appendfsync", fsync)
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	return append(args, opts.Args...)
+}
+
+// FreePort asks the kernel for a free port on the loopback interface,
+// avoiding ReservedPort.
+func FreePort() (int, error) {
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		if err := l.Close(); err != nil {
+			return 0, err
+		}
+		if port != ReservedPort {
+			return port, nil
+		}
+	}
+}
+
+// launch starts the process on s.port and waits for PING.
+func (s *Server) launch() error {
+	cmd := exec.Command(s.bin, s.args...)
+	cmd.Dir = s.dir
+	setProcAttr(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", s.bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	s.mu.Lock()
+	s.proc, s.done = cmd, done
+	s.mu.Unlock()
+
+	deadline := time.Now().Add(StartTimeout)
+	for {
+		err := Ping(s.Addr())
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("redis-server exited at start (port %d): %s", s.port, s.LogTail(10))
+		default:
+		}
+		if time.Now().After(deadline) {
+			s.signal(true)
+			return fmt.Errorf("redis-server on port %d did not answer PING within %v: %w", s.port, StartTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Ping sends one inline PING to addr and expects +PONG (a server still
+// loading its append-only file answers -LOADING, which counts as not
+// ready).
+func Ping(addr string) error {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(time.Second))
+	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line = strings.TrimSpace(line); line != "+PONG" {
+		return fmt.Errorf("PING answered %q", line)
+	}
+	return nil
+}
+
+// Addr returns the server's host:port.
+func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
+
+// URL returns the server's address as a redis:// URL, the form REDIS_URL
+// takes.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Port returns the server's port.
+func (s *Server) Port() int { return s.port }
+
+// Dir returns the server's working directory.
+func (s *Server) Dir() string { return s.dir }
+
+// Running reports whether the server process is alive.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	if done == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop shuts the server down gracefully (SIGTERM: an append-only file is
+// flushed) and waits for it to exit, killing it if that takes longer than
+// StartTimeout. Stopping a stopped server does nothing.
+func (s *Server) Stop() { s.stop(false) }
+
+// Kill ends the server with SIGKILL, as a crash would, and waits for it to
+// exit. Writes not yet fsynced to the append-only file are lost.
+func (s *Server) Kill() { s.stop(true) }
+
+// Close kills the server and removes its directory if Start made it.
+func (s *Server) Close() {
+	s.Kill()
+	s.removeDir()
+}
+
+func (s *Server) removeDir() {
+	if s.ownsDir {
+		_ = os.RemoveAll(s.dir)
+	}
+}
+
+func (s *Server) stop(kill bool) {
+	if !s.signal(kill) {
+		return
+	}
+	s.mu.Lock()
+	done := s.done
+	s.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(StartTimeout):
+		s.signal(true)
+		<-done
+	}
+}
+
+// signal sends SIGTERM (or SIGKILL) to a running process and reports
+// whether there was one.
+func (s *Server) signal(kill bool) bool {
+	s.mu.Lock()
+	proc, done := s.proc, s.done
+	s.mu.Unlock()
+	if proc == nil || proc.Process == nil {
+		return false
+	}
+	select {
+	case <-done:
+		return false
+	default:
+	}
+	if kill {
+		_ = proc.Process.Kill()
+	} else {
+		_ = proc.Process.Signal(terminateSignal)
+	}
+	return true
+}
+
+// Restart stops the server if it is running and starts it again on the
+// same port and in the same directory, so that an append-only file is
+// replayed. It retries for a few seconds while the port is still taken.
+func (s *Server) Restart() error {
+	s.Stop()
+	var err error
+	for range 50 {
+		if err = s.launch(); err == nil {
+			return nil
+		}
+		// The old socket may linger or another process may hold the port
+		// for a moment: try again shortly.
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("redisproc: restart redis-server on port %d: %w", s.port, err)
+}
+
+// LogTail returns the last n lines of the server's log.
+func (s *Server) LogTail(n int) string {
+	b, err := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,64 @@
+package redisbackend
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// TestLiveMessage feeds published messages to a subscription and checks
+// what it delivers and when it asks for the stream instead.
+func TestLiveMessage(t *testing.T) {
+	const (
+		one   = `{"type":"status","status":"one"}`
+		two   = `{"type":"progress","progress":40}`
+		three = `{"type":"state","state":"SUCCESS","status":"Completed","result":null}`
+	)
+	tests := []struct {
+		name      string
+		cursor    string
+		raw       string
+		delivered []string // ids
+		done, ok  bool
+	}{
+		{"a batch after the cursor", "1-1", "1-1\n1-2 " + one + "\n1-3 " + two, []string{"1-2", "1-3"}, false, true},
+		{"the first events", "", "\n1-1 " + one, []string{"1-1"}, false, true},
+		{"events already delivered are skipped", "1-2", "1-1\n1-2 " + one + "\n1-3 " + two, []string{"1-3"}, false, true},
+		{"all already delivered", "1-3", "1-1\n1-2 " + one + "\n1-3 " + two, nil, false, true},
+		{"a gap before the batch", "1-1", "1-2\n1-3 " + two, nil, false, false},
+		{"the terminal event ends it", "1-2", "1-2\n1-3 " + three, []string{"1-3"}, true, true},
+		{"garbage", "1-1", `{"id":"1-2","prev":"1-1","event":{}}`, nil, false, false},
+		{"a line without an id", "1-1", "1-1\n" + one, nil, false, false},
+		{"undecodable event", "1-1", "1-1\n1-2 {oops", nil, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cursor, err := parseEventID(tt.cursor)
+			require.NoError(t, err)
+			out := make(chan progress.Event, 10)
+			s := &subscription{
+				b:      &Backend{log: slog.New(slog.DiscardHandler)},
+				taskID: "t",
+				cursor: cursor,
+				out:    out,
+			}
+			done, ok := s.live(context.Background(), tt.raw)
+			assert.Equal(t, tt.done, done, "done")
+			assert.Equal(t, tt.ok, ok, "ok")
+			close(out)
+			var got []string
+			for e := range out {
+				got = append(got, e.ID)
+			}
+			assert.Equal(t, tt.delivered, got)
+			if len(tt.delivered) > 0 {
+				assert.Equal(t, tt.delivered[len(tt.delivered)-1], s.cursor.String(), "cursor moved")
+			}
+		})
+	}
+}

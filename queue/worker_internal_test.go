@@ -1,0 +1,78 @@
+package queue
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// TestRecentCancellation: a cancellation heard for a task that is not
+// running here (it was fetched before the cancellation and is about to
+// start) cancels the run as soon as it is tracked, unless it is too old.
+func TestRecentCancellation(t *testing.T) {
+	w := NewWorker(NewMemory(MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}),
+		WorkerConfig{Logger: slog.New(slog.DiscardHandler)})
+
+	tests := []struct {
+		name      string
+		heard     time.Duration // how long before the run starts
+		cancelled bool
+	}{
+		{"just now", 0, true},
+		{"within the window", recentCancelWindow / 2, true},
+		{"too long ago", 2 * recentCancelWindow, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := NewID()
+			w.cancelActive(id)
+			w.mu.Lock()
+			w.recent[id] = w.recent[id].Add(-tt.heard)
+			w.mu.Unlock()
+
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			untrack := w.track(id, cancel)
+			defer untrack()
+			assert.Equal(t, tt.cancelled, ctx.Err() != nil)
+			if tt.cancelled {
+				assert.ErrorIs(t, context.Cause(ctx), errTaskCancelled)
+			}
+			w.mu.Lock()
+			_, kept := w.recent[id]
+			w.mu.Unlock()
+			assert.False(t, kept, "a cancellation is used once")
+		})
+	}
+
+	t.Run("a running task is cancelled, not remembered", func(t *testing.T) {
+		id := NewID()
+		ctx, cancel := context.WithCancelCause(context.Background())
+		defer cancel(nil)
+		untrack := w.track(id, cancel)
+		defer untrack()
+		w.cancelActive(id)
+		assert.ErrorIs(t, context.Cause(ctx), errTaskCancelled)
+		w.mu.Lock()
+		_, kept := w.recent[id]
+		w.mu.Unlock()
+		assert.False(t, kept)
+	})
+
+	t.Run("old cancellations are forgotten", func(t *testing.T) {
+		w.mu.Lock()
+		for i := range maxRecentCancels {
+			w.recent[NewID()] = time.Now().Add(-2*recentCancelWindow - time.Duration(i))
+		}
+		w.mu.Unlock()
+		w.cancelActive(NewID())
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		assert.Len(t, w.recent, 1, "only the new one is kept")
+	})
+}
