@@ -174,7 +174,8 @@ func (m *Memory) Fetch(ctx context.Context, worker string, max int, lease time.D
 	}
 }
 
-// Extend implements Backend. On success it also moves l.Deadline.
+// Extend implements Backend. On success, and when it reports
+// ErrCancelled, it also moves l.Deadline.
 func (m *Memory) Extend(ctx context.Context, l *Lease, lease time.Duration) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -191,6 +192,9 @@ func (m *Memory) Extend(ctx context.Context, l *Lease, lease time.Duration) erro
 	mt.at = time.Now().Add(lease)
 	heap.Fix(&m.timers, mt.index)
 	l.Deadline = mt.at
+	if mt.task.Cancelled {
+		return ErrCancelled
+	}
 	return nil
 }
 

@@ -54,6 +54,10 @@ var (
 	// ErrNotDead: the task is not in the dead-letter set (it did not fail,
 	// was re-queued already, or its retention has passed).
 	ErrNotDead = errors.New("queue: task is not in the dead-letter set")
+	// ErrCancelled: Extend found the task cancelled (Cancel was asked for
+	// it). The lease was extended all the same; the holder should stop the
+	// run and end the task.
+	ErrCancelled = errors.New("queue: task cancelled")
 )
 
 // Task is a task as the queue stores it.
@@ -123,7 +127,10 @@ type Backend interface {
 	Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*Lease, error)
 
 	// Extend moves l's deadline to now+lease. It returns ErrLeaseLost when
-	// the task is no longer held under l.
+	// the task is no longer held under l. When the task is still held but
+	// has been cancelled, it extends the lease and returns ErrCancelled:
+	// a worker learns of a cancellation from its heartbeat even when the
+	// Cancellations feed missed it.
 	Extend(ctx context.Context, l *Lease, lease time.Duration) error
 
 	// Ack removes the task from the queue for good: it has reached a

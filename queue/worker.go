@@ -54,7 +54,10 @@ type WorkerConfig struct {
 	// context ends. Then their contexts are cancelled, and a task whose
 	// flow does not come back with a result (it fails, or has not returned
 	// within AbandonAfter) is given back to the queue to run again
-	// elsewhere. Zero means DefaultShutdownGrace.
+	// elsewhere. The interrupted run still counts as one of the task's
+	// Task.MaxAttempts, as a run cut short by a worker's death does: a
+	// task handed back by as many shutdowns as it has attempts ends
+	// FAILURE. Zero means DefaultShutdownGrace.
 	ShutdownGrace time.Duration
 
 	// AbandonAfter is how long the worker waits for a flow to return once
@@ -102,13 +105,16 @@ func DefaultBackoff(attempt int) time.Duration {
 //     and only acknowledges it if a previous attempt already ended it;
 //   - fails it if its flow is not registered, or if it has been leased
 //     more than Task.MaxAttempts times (its runs keep killing workers);
-//   - runs the flow with a context that is cancelled by Broker.Cancel, by
-//     the task's time limit (Task.Timeout) and by shutdown;
+//   - runs the flow with a context that is cancelled by Broker.Cancel (as
+//     the cancellation feed announces it, or at the latest when the lease
+//     is next extended, see Backend.Extend), by the task's time limit
+//     (Task.Timeout) and by shutdown;
 //   - records SUCCESS with the flow's result, or retries a failed run
 //     after Backoff while attempts remain (append a "log" step saying so),
 //     or records FAILURE. Errors wrapping flow.ErrPermanent or
-//     flow.ErrInvalidInputs, and panics, are not retried. A cancelled or
-//     timed-out run ends FAILURE whatever the flow returns.
+//     flow.ErrInvalidInputs, and panics, are not retried. A run cancelled
+//     or timed out before its flow returns ends FAILURE whatever the flow
+//     returns; a result returned first stands.
 //
 // Every FAILURE the Worker records buries the task in the dead-letter set
 // (Backend.Bury) with the FAILURE's status as the reason, except a
@@ -130,6 +136,10 @@ type Worker struct {
 	mu     sync.Mutex
 	active map[string]map[*activeRun]struct{} // running tasks by id
 	recent map[string]time.Time               // cancellations of tasks not running here, when heard
+
+	// flowReturned, when set (by tests), is called as a flow's Run has
+	// returned, before the worker receives its outcome.
+	flowReturned func(taskID string)
 }
 
 type activeRun struct{ cancel context.CancelCauseFunc }
@@ -507,10 +517,12 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 	j.run(flowsCtx, entry.Flow)
 }
 
-// outcome is what a flow's Run returned.
+// outcome is what a flow's Run returned, and why its context had been
+// cancelled by then (nil if it had not).
 type outcome struct {
 	result any
 	err    error
+	cause  error
 }
 
 // panicError is a panic recovered from a flow.
@@ -539,11 +551,17 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 		defer func() {
 			if v := recover(); v != nil {
 				j.log.Error("flows: flow panicked", "panic", v, "stack", string(debug.Stack()))
-				done <- outcome{err: &panicError{value: v}}
+				done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
 			}
 		}()
 		res, err := f.Run(ctx, &flow.Task{ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep})
-		done <- outcome{result: res, err: err}
+		// The cause is read as the flow returns: a cancellation, time
+		// limit or shutdown landing after that does not undo its result.
+		out := outcome{result: res, err: err, cause: context.Cause(ctx)}
+		if hook := j.w.flowReturned; hook != nil {
+			hook(t.ID)
+		}
+		done <- out
 	}()
 
 	var out outcome
@@ -559,7 +577,10 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 		}
 		abandon.Stop()
 	}
-	cause := context.Cause(ctx)
+	cause := out.cause
+	if !returned {
+		cause = context.Cause(ctx)
+	}
 	hb.stop()
 	if !returned {
 		j.log.Warn("flows: flow did not return after its context was cancelled; abandoning it",
@@ -569,7 +590,8 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 }
 
 // heartbeat extends a run's lease every Lease/3 until stop is called; when
-// the lease turns out to be lost, it cancels the run. It is a timer, not a
+// the lease turns out to be lost, or the task cancelled, it cancels the
+// run. It is a timer, not a
 // goroutine: most flows end before the first beat, and cost nothing more.
 type heartbeat struct {
 	j        *job
@@ -611,6 +633,11 @@ func (h *heartbeat) beat() {
 		j.log.Warn("flows: lease lost; stopping the flow", "err", err)
 		h.cancel(errLeaseStolen)
 		return
+	case errors.Is(err, ErrCancelled):
+		// The cancellation feed may have missed it; the lease is
+		// extended all the same and kept until the run is settled.
+		j.log.Info("flows: task cancelled; stopping the flow")
+		h.cancel(errTaskCancelled)
 	default:
 		j.log.Warn("flows: extending the lease failed", "err", err)
 	}
@@ -632,7 +659,7 @@ func (h *heartbeat) stop() {
 }
 
 // settle records the outcome of a run. cause is why the flow's context
-// was cancelled, nil if it was not.
+// was cancelled before the flow returned, nil if it was not.
 func (j *job) settle(out outcome, returned bool, cause error) {
 	t := j.task
 	succeeded := returned && out.err == nil

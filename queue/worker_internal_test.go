@@ -7,8 +7,11 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/registry"
 )
 
 // TestRecentCancellation: a cancellation heard for a task that is not
@@ -75,4 +78,45 @@ func TestRecentCancellation(t *testing.T) {
 		defer w.mu.Unlock()
 		assert.Len(t, w.recent, 1, "only the new one is kept")
 	})
+}
+
+// TestResultBeforeCancellationStands: a flow that has returned its result
+// before its context is cancelled succeeds, however late the worker
+// receives the result.
+func TestResultBeforeCancellationStands(t *testing.T) {
+	mem := NewMemory(MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	reg := registry.New()
+	reg.MustRegister("quick", flow.Func(func(context.Context, *flow.Task) (any, error) { return "done", nil }))
+	w := NewWorker(mem, store, WorkerConfig{Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	// The task is cancelled after the flow returned, before the worker
+	// reads the outcome.
+	w.flowReturned = w.cancelActive
+
+	id, err := NewBroker(mem, store, BrokerConfig{}).Enqueue(context.Background(), "quick", nil, EnqueueOptions{})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "Worker.Run")
+		case <-time.After(10 * time.Second):
+			t.Error("Worker.Run did not return")
+		}
+	})
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		snap, _, err := store.Snapshot(context.Background(), id)
+		require.NoError(t, err)
+		if snap.State.Terminal() {
+			assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "task did not end: %+v", snap)
+		time.Sleep(5 * time.Millisecond)
+	}
 }

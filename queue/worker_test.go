@@ -29,6 +29,7 @@ type faultyBackend struct {
 	extendLost     atomic.Bool  // Extend always reports a lost lease
 	maxAsked       atomic.Int32 // largest max passed to Fetch
 	buryFailures   atomic.Int32 // Bury calls still to fail
+	deaf           atomic.Bool  // Cancellations delivers nothing
 }
 
 func (b *faultyBackend) Bury(ctx context.Context, l *queue.Lease, reason string) error {
@@ -56,6 +57,11 @@ func (b *faultyBackend) Fetch(ctx context.Context, worker string, max int, lease
 func (b *faultyBackend) Cancellations(ctx context.Context) (<-chan string, error) {
 	if b.cancelFailures.Add(-1) >= 0 {
 		return nil, errConnRefused
+	}
+	if b.deaf.Load() {
+		ch := make(chan string)
+		context.AfterFunc(ctx, func() { close(ch) })
+		return ch, nil
 	}
 	return b.Backend.Cancellations(ctx)
 }
@@ -406,4 +412,31 @@ func TestWorkerRetiresWhenRunReturns(t *testing.T) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	assert.Equal(t, []string{"w7"}, b.retired)
+}
+
+// TestWorkerHearsCancellationFromHeartbeat: a cancellation that the feed
+// missed stops the run when the lease is next extended.
+func TestWorkerHearsCancellationFromHeartbeat(t *testing.T) {
+	s := newSetup()
+	fb := &faultyBackend{Backend: s.mem}
+	fb.deaf.Store(true)
+	started := make(chan struct{})
+	s.reg.MustRegister("wait", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	runWorker(t, queue.NewWorker(fb, s.store, queue.WorkerConfig{
+		Registry: s.reg, Lease: 150 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	}))
+	id := s.enqueue(t, "wait", queue.EnqueueOptions{})
+	select {
+	case <-started:
+	case <-time.After(waitLong):
+		require.FailNow(t, "the flow did not start")
+	}
+	require.NoError(t, s.broker.Cancel(context.Background(), id))
+	snap := waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
 }

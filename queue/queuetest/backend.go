@@ -171,6 +171,23 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		require.NoError(t, b.Ack(context.Background(), l))
 	})
 
+	t.Run("ExtendReportsCancellation", func(t *testing.T) {
+		b := backend(t)
+		task := newTask()
+		enqueue(t, b, task)
+		const lease = 300 * time.Millisecond
+		l := fetchOne(t, b, lease)
+		ctx := context.Background()
+		require.NoError(t, b.Extend(ctx, l, time.Minute), "not cancelled yet")
+		require.NoError(t, b.Cancel(ctx, task.ID))
+		assert.ErrorIs(t, b.Extend(ctx, l, time.Minute), queue.ErrCancelled, "Extend after Cancel")
+		time.Sleep(lease + short) // past the first deadline
+		requireNothingReady(t, b) // the lease was extended all the same
+		assert.ErrorIs(t, b.Extend(ctx, l, time.Minute), queue.ErrCancelled, "every Extend reports it")
+		require.NoError(t, b.Ack(ctx, l))
+		assert.ErrorIs(t, b.Extend(ctx, l, time.Minute), queue.ErrLeaseLost, "Extend after Ack")
+	})
+
 	t.Run("StaleLeaseIsLost", func(t *testing.T) {
 		b := backend(t)
 		enqueue(t, b, newTask())

@@ -74,7 +74,8 @@ func (b *Backend) makeReady(ctx context.Context, id string) error {
 // queue.ErrUnavailable if that takes longer than Config.OpTimeout. Ids are
 // buffered for a slow reader, never dropped. Cancellations published while
 // the pub/sub connection is down are not delivered: workers also find the
-// cancelled flag in the task record.
+// cancelled flag in the task record, when they fetch the task and each
+// time they extend its lease (Extend reports queue.ErrCancelled).
 func (b *Backend) Cancellations(ctx context.Context) (<-chan string, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err

@@ -102,7 +102,11 @@
 // tells a current lease from a stale one even when the same worker name
 // took the entry again. Extend, Ack and Retry each run one script that
 // checks the token and fail with queue.ErrLeaseLost when it no longer
-// matches. Delivery is at least once.
+// matches. Extend also reads the task record's cancelled flag in the
+// same round trip and reports it with queue.ErrCancelled, so that a
+// worker whose pub/sub connection missed a cancellation (it was
+// reconnecting) stops the run at its next heartbeat. Delivery is at least
+// once.
 //
 // # Progress
 //

@@ -1,6 +1,7 @@
 package redisbackend_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -29,6 +30,14 @@ func eventually(t testing.TB, cond func() bool, msg string) {
 // collect reads ch until it is closed.
 func collect(t testing.TB, ch <-chan progress.Event) []progress.Event {
 	t.Helper()
+	got, err := drain(ch)
+	require.NoError(t, err)
+	return got
+}
+
+// drain is collect for a goroutine other than the test's: it returns an
+// error when the subscription does not end within waitLimit.
+func drain(ch <-chan progress.Event) ([]progress.Event, error) {
 	var got []progress.Event
 	timeout := time.NewTimer(waitLimit)
 	defer timeout.Stop()
@@ -36,11 +45,11 @@ func collect(t testing.TB, ch <-chan progress.Event) []progress.Event {
 		select {
 		case e, ok := <-ch:
 			if !ok {
-				return got
+				return got, nil
 			}
 			got = append(got, e)
 		case <-timeout.C:
-			require.FailNow(t, "subscription did not end", "got %d events", len(got))
+			return got, fmt.Errorf("subscription did not end: got %d events", len(got))
 		}
 	}
 }

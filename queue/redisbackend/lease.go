@@ -122,12 +122,20 @@ const noKeep = -1
 // longer). Only when Redis has lost the script (a restart) does it take a
 // second round trip, which loads it. ctx comes from bound.
 func (b *Backend) onLease(ctx context.Context, op string, s *leaseScript, l *queue.Lease, keys []string, keep time.Duration, extra ...string) error {
+	_, err := b.onLeaseAlso(ctx, op, s, l, keys, keep, nil, extra...)
+	return err
+}
+
+// onLeaseAlso does what onLease does and sends the commands also in the
+// same round trip, after the script; it returns their results, in order,
+// when the script succeeded.
+func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *leaseScript, l *queue.Lease, keys []string, keep time.Duration, also []rueidis.Completed, extra ...string) ([]rueidis.RedisResult, error) {
 	if l == nil || l.Task == nil {
-		return fmt.Errorf("redisbackend: %s: %w: no lease", op, queue.ErrLeaseLost)
+		return nil, fmt.Errorf("redisbackend: %s: %w: no lease", op, queue.ErrLeaseLost)
 	}
 	entry, token, ok := parseToken(l.Token)
 	if !ok {
-		return fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
+		return nil, fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
 	c := b.client
 	args := append([]string{entry, token}, extra...)
@@ -136,39 +144,59 @@ func (b *Backend) onLease(ctx context.Context, op string, s *leaseScript, l *que
 		ttl := b.cfg.Retention + max(keep, 0)
 		cmds = append(cmds, c.B().Pexpire().Key(b.taskKey(l.Task.ID)).Milliseconds(ttl.Milliseconds()).Build())
 	}
+	first := len(cmds) // of the results of also
+	cmds = append(cmds, also...)
 	res := c.DoMulti(ctx, cmds...)
 	n, err := res[0].AsInt64()
 	if re, isReply := rueidis.IsRedisErr(err); isReply && re.IsNoScript() {
 		n, err = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()).AsInt64()
 	}
 	if err != nil {
-		return b.wrap(ctx, op+" task "+l.Task.ID, err)
+		return nil, b.wrap(ctx, op+" task "+l.Task.ID, err)
 	}
-	if len(res) > 1 {
+	if keep != noKeep {
 		if err := res[1].Error(); err != nil {
 			// It only shortens how long the record is kept.
 			b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", l.Task.ID, "err", err)
 		}
 	}
 	if n == 0 {
-		return fmt.Errorf("redisbackend: %s task %s: %w", op, l.Task.ID, queue.ErrLeaseLost)
+		return nil, fmt.Errorf("redisbackend: %s task %s: %w", op, l.Task.ID, queue.ErrLeaseLost)
 	}
-	return nil
+	return res[first:], nil
 }
 
-// Extend implements queue.Backend. The deadline Fetch goes by is kept in
-// Redis, on the server's clock; l.Deadline follows it on the caller's.
+// Extend implements queue.Backend in one round trip, which also reads
+// the task record's cancelled flag: a worker that missed a cancellation
+// on the pub/sub channel learns of it here (queue.ErrCancelled). The
+// deadline Fetch goes by is kept in Redis, on the server's clock;
+// l.Deadline follows it on the caller's.
 func (b *Backend) Extend(ctx context.Context, l *queue.Lease, lease time.Duration) error {
 	if lease <= 0 {
 		lease = defaultLease
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	err := b.onLease(ctx, "extend lease of", extendScript, l, b.leaseKeys(), 0, strconv.FormatInt(lease.Milliseconds(), 10))
+	var also []rueidis.Completed
+	if l != nil && l.Task != nil && queue.ValidID(l.Task.ID) {
+		c := b.client
+		also = append(also, c.B().Hget().Key(b.taskKey(l.Task.ID)).Field(recCancelled).Build())
+	}
+	res, err := b.onLeaseAlso(ctx, "extend lease of", extendScript, l, b.leaseKeys(), 0, also, strconv.FormatInt(lease.Milliseconds(), 10))
 	if err != nil {
 		return err
 	}
 	l.Deadline = time.Now().Add(lease)
+	if len(res) > 0 {
+		flag, err := res[0].ToString()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			// The lease is extended; the flag is read again next time.
+			b.log.Warn("flows: could not read the cancelled flag of a task", "task_id", l.Task.ID, "err", err)
+		}
+		if flag == "1" {
+			return fmt.Errorf("redisbackend: extend lease of task %s: %w", l.Task.ID, queue.ErrCancelled)
+		}
+	}
 	return nil
 }
 

@@ -73,6 +73,7 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 	type result struct {
 		task   int
 		events []progress.Event
+		err    error
 	}
 	results := make(chan result, tasks*perTask)
 	var started sync.WaitGroup
@@ -85,10 +86,13 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 			first, ok := <-ch // the backlog: the subscription is up
 			started.Done()
 			got := []progress.Event{first}
+			var err error
 			if ok {
-				got = append(got, collect(t, ch)...)
+				var rest []progress.Event
+				rest, err = drain(ch)
+				got = append(got, rest...)
 			}
-			results <- result{task, got}
+			results <- result{task, got, err}
 		}()
 	}
 	started.Wait()
@@ -122,6 +126,7 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 	for range tasks * perTask {
 		select {
 		case r := <-results:
+			assert.NoError(t, r.err, "subscriber of task %d", r.task)
 			assert.Equal(t, want[r.task], idsOf(r.events), "subscriber of task %d", r.task)
 		case <-ctx.Done():
 			require.FailNow(t, "subscribers did not finish")
