@@ -1,7 +1,6 @@
 package ssehttp_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -256,7 +256,7 @@ func TestMountedUnderPrefix(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { sresp.Body.Close() })
 	require.Equal(t, http.StatusOK, sresp.StatusCode)
-	w := &watch{resp: sresp, sse: &sseReader{r: bufio.NewReader(sresp.Body)}, cancel: func() {}}
+	w := &watch{resp: sresp, sse: sse.NewReader(sresp.Body), cancel: func() {}}
 	all := w.rest(t)
 	require.NotEmpty(t, all)
 	assert.Equal(t, progress.StateSuccess, snapshotOf(t, all[len(all)-1]).State)

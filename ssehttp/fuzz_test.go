@@ -1,7 +1,6 @@
 package ssehttp_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/ssehttp"
@@ -72,10 +72,10 @@ func FuzzStartTaskBody(f *testing.F) {
 // recordedStream reads a whole event stream from a recorder.
 func recordedStream(t testing.TB, rec *httptest.ResponseRecorder) []message {
 	t.Helper()
-	sse := &sseReader{r: bufio.NewReader(rec.Body)}
+	stream := sse.NewReader(rec.Body)
 	var out []message
 	for {
-		f, err := sse.next()
+		f, err := stream.Next()
 		if errors.Is(err, io.EOF) {
 			return out
 		}

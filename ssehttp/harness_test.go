@@ -1,7 +1,6 @@
 package ssehttp_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -20,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -269,73 +269,10 @@ func (e *env) release(t *testing.T, n int) {
 	}
 }
 
-// frame is one dispatched block of an event stream, parsed as an
-// EventSource does: fields accumulated up to a blank line.
-type frame struct {
-	ID       string
-	HasID    bool
-	Event    string
-	Data     string
-	HasData  bool
-	Retry    string
-	Comments []string
-}
-
-// sseReader parses a text/event-stream.
-type sseReader struct {
-	r *bufio.Reader
-}
-
-// next returns the next frame, or io.EOF when the stream has ended
-// between frames.
-func (s *sseReader) next() (frame, error) {
-	var f frame
-	var data []string
-	started := false
-	for {
-		line, err := s.r.ReadString('\n')
-		if err != nil {
-			if err == io.EOF && line == "" && !started {
-				return f, io.EOF
-			}
-			if err == io.EOF {
-				return f, io.ErrUnexpectedEOF
-			}
-			return f, err
-		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		if line == "" {
-			if !started {
-				continue
-			}
-			f.Data = strings.Join(data, "\n")
-			return f, nil
-		}
-		started = true
-		if c, ok := strings.CutPrefix(line, ":"); ok {
-			f.Comments = append(f.Comments, strings.TrimPrefix(c, " "))
-			continue
-		}
-		name, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch name {
-		case "id":
-			f.ID, f.HasID = value, true
-		case "event":
-			f.Event = value
-		case "data":
-			data = append(data, value)
-			f.HasData = true
-		case "retry":
-			f.Retry = value
-		}
-	}
-}
-
 // watch is an open event stream.
 type watch struct {
 	resp   *http.Response
-	sse    *sseReader
+	sse    *sse.Reader
 	cancel context.CancelFunc
 }
 
@@ -378,7 +315,7 @@ func (e *env) openStatus(t *testing.T, id, header, query string) (*watch, int) {
 	require.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	require.Equal(t, "no-cache", resp.Header.Get("Cache-Control"))
 	require.Equal(t, "no", resp.Header.Get("X-Accel-Buffering"))
-	w := &watch{resp: resp, sse: &sseReader{r: bufio.NewReader(resp.Body)}, cancel: cancel}
+	w := &watch{resp: resp, sse: sse.NewReader(resp.Body), cancel: cancel}
 	t.Cleanup(w.close)
 	return w, resp.StatusCode
 }
@@ -401,7 +338,7 @@ type message struct {
 func (w *watch) nextMessage(t *testing.T) (message, bool) {
 	t.Helper()
 	for {
-		f, err := w.sse.next()
+		f, err := w.sse.Next()
 		if errors.Is(err, io.EOF) {
 			return message{}, false
 		}

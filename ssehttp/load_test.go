@@ -1,7 +1,6 @@
 package ssehttp_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -55,9 +55,9 @@ func startAndWatch(ctx context.Context, client *http.Client, base string) (progr
 	if resp.StatusCode != http.StatusOK {
 		return last, fmt.Errorf("task-status: status %d", resp.StatusCode)
 	}
-	sse := &sseReader{r: bufio.NewReader(resp.Body)}
+	stream := sse.NewReader(resp.Body)
 	for {
-		f, err := sse.next()
+		f, err := stream.Next()
 		if errors.Is(err, io.EOF) {
 			return last, nil
 		}

@@ -24,7 +24,7 @@ func TestOriginalClient(t *testing.T) {
 	id := e.start(t, "poem_flow")
 
 	w := e.open(t, id, "", "")
-	first, err := w.sse.next()
+	first, err := w.sse.Next()
 	require.NoError(t, err)
 	assert.Equal(t, strconv.FormatInt(ssehttp.DefaultRetry.Milliseconds(), 10), first.Retry, "the stream opens with the retry hint")
 
@@ -207,7 +207,7 @@ func TestHeartbeat(t *testing.T) {
 	w := e.open(t, id, "", "")
 	pings := 0
 	for pings < 3 {
-		f, err := w.sse.next()
+		f, err := w.sse.Next()
 		require.NoError(t, err)
 		if slices.Contains(f.Comments, "ping") {
 			assert.False(t, f.HasData, "a heartbeat is a comment only")

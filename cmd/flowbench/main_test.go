@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"io"
@@ -182,7 +181,7 @@ func TestPercentile(t *testing.T) {
 func TestSSEReader(t *testing.T) {
 	stream := "retry: 3000\n\n: ping\n\nid: 1\ndata: {\"state\":\"PENDING\",\"details\":{\"status\":\"Queued\"}}\n\n" +
 		"id: 2\nevent: token\ndata: {\"token\":\"a\"}\n\nid: 3\ndata: one\ndata: two\n\n"
-	r := &sseReader{r: bufioReader(stream)}
+	r := newSSEReader(strings.NewReader(stream))
 	m, err := r.next()
 	require.NoError(t, err)
 	assert.Equal(t, sseMessage{ID: "1", Data: `{"state":"PENDING","details":{"status":"Queued"}}`}, m)
@@ -198,8 +197,6 @@ func TestSSEReader(t *testing.T) {
 	_, err = r.next()
 	assert.ErrorIs(t, err, io.EOF)
 }
-
-func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewReader(s)) }
 
 // assertNoLeak waits for the goroutine count to fall back to baseline and
 // fails with the goroutines' stacks if it does not.

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
+
+	"github.com/flowsrun/flows/internal/sse"
 )
 
 // sseMessage is one Server-Sent Events message.
@@ -15,48 +15,25 @@ type sseMessage struct {
 	ID, Event, Data string
 }
 
-// sseReader reads messages from an event stream, skipping comments and
-// "retry:" lines.
+// sseReader reads the messages with data of an event stream, skipping
+// comments and retry hints.
 type sseReader struct {
-	r *bufio.Reader
+	r *sse.Reader
 }
+
+// newSSEReader returns an sseReader of the event stream r.
+func newSSEReader(r io.Reader) *sseReader { return &sseReader{r: sse.NewReader(r)} }
 
 // next returns the next message that has data, or io.EOF at the end of
 // the stream.
 func (s *sseReader) next() (sseMessage, error) {
-	var m sseMessage
-	var data strings.Builder
-	hasData := false
 	for {
-		line, err := s.r.ReadString('\n')
+		m, err := s.r.Next()
 		if err != nil {
-			if err == io.EOF && line == "" {
-				return m, io.EOF
-			}
-			return m, err
+			return sseMessage{}, err
 		}
-		line = strings.TrimSuffix(strings.TrimSuffix(line, "\n"), "\r")
-		if line == "" {
-			if hasData {
-				m.Data = data.String()
-				return m, nil
-			}
-			m = sseMessage{}
-			continue
-		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			m.ID = value
-		case "event":
-			m.Event = value
-		case "data":
-			if hasData {
-				data.WriteByte('\n')
-			}
-			data.WriteString(value)
-			hasData = true
+		if m.HasData {
+			return sseMessage{ID: m.ID, Event: m.Event, Data: m.Data}, nil
 		}
 	}
 }
@@ -90,5 +67,5 @@ func watch(ctx context.Context, client *http.Client, base, id string) (*sseReade
 		resp.Body.Close()
 		return nil, nil, fmt.Errorf("task-status %s: status %d", id, resp.StatusCode)
 	}
-	return &sseReader{r: bufio.NewReaderSize(resp.Body, 1024)}, resp.Body, nil
+	return newSSEReader(resp.Body), resp.Body, nil
 }

@@ -1,9 +1,9 @@
 package flows_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +19,7 @@ import (
 
 	"github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/examples/llm"
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -108,45 +109,31 @@ func (s *stack) follow(t *testing.T, id string) followed {
 	require.Contains(t, resp.Header.Get("Content-Type"), "text/event-stream")
 
 	var out followed
-	var msgID, event string
-	var data []string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" {
-			if data != nil {
-				out.ids = append(out.ids, msgID)
-				payload := []byte(strings.Join(data, "\n"))
-				switch event {
-				case "":
-					var snap progress.Snapshot
-					require.NoError(t, json.Unmarshal(payload, &snap), "%s", payload)
-					out.snaps = append(out.snaps, snap)
-				case "token":
-					var tok struct {
-						Token string `json:"token"`
-					}
-					require.NoError(t, json.Unmarshal(payload, &tok), "%s", payload)
-					out.tokens = append(out.tokens, tok.Token)
-				}
-			}
-			msgID, event, data = "", "", nil
+	stream := sse.NewReader(resp.Body)
+	for {
+		m, err := stream.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		require.NoError(t, err)
+		if !m.HasData {
 			continue
 		}
-		field, value, _ := strings.Cut(line, ":")
-		value = strings.TrimPrefix(value, " ")
-		switch field {
-		case "id":
-			msgID = value
-		case "event":
-			event = value
-		case "data":
-			data = append(data, value)
+		out.ids = append(out.ids, m.ID)
+		payload := []byte(m.Data)
+		switch m.Event {
+		case "":
+			var snap progress.Snapshot
+			require.NoError(t, json.Unmarshal(payload, &snap), "%s", payload)
+			out.snaps = append(out.snaps, snap)
+		case "token":
+			var tok struct {
+				Token string `json:"token"`
+			}
+			require.NoError(t, json.Unmarshal(payload, &tok), "%s", payload)
+			out.tokens = append(out.tokens, tok.Token)
 		}
 	}
-	require.NoError(t, sc.Err())
-	return out
 }
 
 // assertOrderedStream checks what every stream of a task must show: ids

@@ -19,6 +19,7 @@ import (
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -66,7 +67,7 @@ func TestServerWithoutWorkers(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 
 	var states []progress.State
-	readSSE(t, resp.Body, func(m sseMessage) {
+	readSSE(t, resp.Body, func(m sse.Message) {
 		if m.Event != "" {
 			return
 		}

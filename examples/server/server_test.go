@@ -1,10 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -20,6 +20,7 @@ import (
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/examples/llm"
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -54,43 +55,21 @@ func startServer(t *testing.T, cfg config) *httptest.Server {
 	return srv
 }
 
-// sseMessage is one Server-Sent Events message.
-type sseMessage struct {
-	ID, Event, Data string
-}
-
-// readSSE parses the messages of an event stream until it ends, calling
-// each for every message (comments and retry lines are skipped).
-func readSSE(t *testing.T, body io.Reader, each func(sseMessage)) {
+// readSSE reads the messages of an event stream until it ends, calling
+// each for every message with data (comments and retry hints are skipped).
+func readSSE(t *testing.T, body io.Reader, each func(sse.Message)) {
 	t.Helper()
-	sc := bufio.NewScanner(body)
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	var msg sseMessage
-	var data []string
-	for sc.Scan() {
-		line := sc.Text()
-		switch {
-		case line == "":
-			if data != nil {
-				msg.Data = strings.Join(data, "\n")
-				each(msg)
-			}
-			msg, data = sseMessage{}, nil
-		case strings.HasPrefix(line, ":"):
-		default:
-			field, value, _ := strings.Cut(line, ":")
-			value = strings.TrimPrefix(value, " ")
-			switch field {
-			case "id":
-				msg.ID = value
-			case "event":
-				msg.Event = value
-			case "data":
-				data = append(data, value)
-			}
+	r := sse.NewReader(body)
+	for {
+		m, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		require.NoError(t, err)
+		if m.HasData {
+			each(m)
 		}
 	}
-	require.NoError(t, sc.Err())
 }
 
 func startTask(t *testing.T, client *http.Client, baseURL, body string) string {
@@ -208,7 +187,7 @@ func assertPoemOverSSE(t *testing.T, srv *httptest.Server) string {
 
 	var snaps []progress.Snapshot
 	var tokens strings.Builder
-	readSSE(t, resp.Body, func(m sseMessage) {
+	readSSE(t, resp.Body, func(m sse.Message) {
 		switch m.Event {
 		case "":
 			var s progress.Snapshot
