@@ -63,18 +63,26 @@ func benchPickup(ctx context.Context, e *env, p *printer) error {
 	if rate == 0 {
 		rate = defaultPickupRate
 	}
+	par := params("rate", rate, "duration", cfg.Duration, "concurrency", cfg.Concurrency, "backend", cfg.Backend)
+	return latencyRuns(p, "pickup", cfg.Runs, par, func() (time.Duration, time.Duration, error) {
+		return pickupOnce(ctx, e, rate)
+	})
+}
+
+// latencyRuns calls once runs times and prints the median and spread of
+// the p50 and p99 latencies it returns as the figures of scenario.
+func latencyRuns(p *printer, scenario string, runs int, par string, once func() (p50, p99 time.Duration, err error)) error {
 	var p50, p99 []float64
-	for i := range cfg.Runs {
-		a, b, err := pickupOnce(ctx, e, rate)
+	for i := range runs {
+		a, b, err := once()
 		if err != nil {
 			return err
 		}
-		p.note("pickup run %d: p50 %.3f ms, p99 %.3f ms", i+1, ms(a), ms(b))
+		p.note("%s run %d: p50 %.3f ms, p99 %.3f ms", scenario, i+1, ms(a), ms(b))
 		p50, p99 = append(p50, ms(a)), append(p99, ms(b))
 	}
-	par := params("rate", rate, "duration", cfg.Duration, "concurrency", cfg.Concurrency, "backend", cfg.Backend)
-	p.figure("pickup", "p50 ms", p50, par)
-	p.figure("pickup", "p99 ms", p99, par)
+	p.figure(scenario, "p50 ms", p50, par)
+	p.figure(scenario, "p99 ms", p99, par)
 	return nil
 }
 
@@ -167,19 +175,10 @@ func benchEvent(ctx context.Context, e *env, p *printer) error {
 	if rate == 0 {
 		rate = defaultEventRate
 	}
-	var p50, p99 []float64
-	for i := range cfg.Runs {
-		a, b, err := eventOnce(ctx, e, rate)
-		if err != nil {
-			return err
-		}
-		p.note("event run %d: p50 %.3f ms, p99 %.3f ms", i+1, ms(a), ms(b))
-		p50, p99 = append(p50, ms(a)), append(p99, ms(b))
-	}
 	par := params("rate", rate, "duration", cfg.Duration, "backend", cfg.Backend)
-	p.figure("event", "p50 ms", p50, par)
-	p.figure("event", "p99 ms", p99, par)
-	return nil
+	return latencyRuns(p, "event", cfg.Runs, par, func() (time.Duration, time.Duration, error) {
+		return eventOnce(ctx, e, rate)
+	})
 }
 
 // server serves h on a loopback port until close is called.
