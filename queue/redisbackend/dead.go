@@ -91,22 +91,14 @@ return out
 //	(Unix ms), ARGV[6] longest wait of a fetcher (ms)
 //
 // It returns 1, or 0 when the dead task is not in the set.
-var requeueScript = rueidis.NewLuaScript(`
+var requeueScript = rueidis.NewLuaScript(scheduleTask + `
 local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not at or tonumber(at) < tonumber(ARGV[2]) then
   return 0
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-local due, now = tonumber(ARGV[4]), tonumber(ARGV[5])
-if due <= now then
-  redis.call('XADD', KEYS[3], '*', 'task', ARGV[3])
-else
-  redis.call('ZADD', KEYS[4], due, ARGV[3])
-  if due - now < tonumber(ARGV[6]) then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '1', '*', 'w', '1')
-  end
-end
+schedule(KEYS[3], KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
 return 1
 `)
 

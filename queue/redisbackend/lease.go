@@ -87,18 +87,29 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 //	ARGV[7] longest wait of a fetcher (ms)
 //
 // It returns 1, or 0 when the lease is no longer held.
-var retryScript = newLeaseScript(holderCheck + releaseLease + `
-local due, now = tonumber(ARGV[5]), tonumber(ARGV[6])
-if due <= now then
-  redis.call('XADD', KEYS[1], '*', 'task', ARGV[4])
-else
-  redis.call('ZADD', KEYS[4], due, ARGV[4])
-  if due - now < tonumber(ARGV[7]) then
-    redis.call('XADD', KEYS[5], 'MAXLEN', '1', '*', 'w', '1')
-  end
-end
+var retryScript = newLeaseScript(scheduleTask + holderCheck + releaseLease + `
+schedule(KEYS[1], KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 return 1
 `)
+
+// scheduleTask defines the Lua function schedule(stream, delayed, wake,
+// id, due, now, wakeWithin), which queues task id: at the end of stream
+// when it is due already (due <= now, Unix ms), in the delayed set
+// otherwise; a task due within wakeWithin ms also adds an entry to the wake
+// stream, so that the fetchers waiting on it look again in time. Retry and
+// Requeue share it.
+const scheduleTask = `
+local function schedule(stream, delayed, wake, id, due, now, wakeWithin)
+  if due <= now then
+    redis.call('XADD', stream, '*', 'task', id)
+  else
+    redis.call('ZADD', delayed, due, id)
+    if due - now < wakeWithin then
+      redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
+    end
+  end
+end
+`
 
 // leaseScript is a Lua script that acts on a lease. Its SHA-1 is kept so
 // that an EVALSHA of it can share a pipeline with the command that
