@@ -71,6 +71,12 @@ type Backend struct {
 	qtag string
 
 	hub *hub
+	// appends batches concurrent Appends.
+	appends *batcher[appendCall, string]
+	// acks batches concurrent Acks.
+	acks *batcher[ackCall, struct{}]
+	// creates batches concurrent CreateAndEnqueues.
+	creates *batcher[createCall, struct{}]
 
 	// ctx ends when Close is called; every goroutine of the backend
 	// watches it.
@@ -119,6 +125,9 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 		qtag:   cfg.Prefix + ":{q:" + cfg.Queue + "}",
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
+	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 2 })
+	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
 	b.hub = newHub(b.ctx, client, cfg.Logger, &b.wg, cfg.OpTimeout)
 	return b, nil
 }
@@ -163,6 +172,28 @@ func (b *Backend) cancelChannel() string { return b.qtag + ":cancel" }
 
 // retentionMS is the retention in milliseconds, as PEXPIRE takes it.
 func (b *Backend) retentionMS() int64 { return b.cfg.Retention.Milliseconds() }
+
+// Batch limits: the calls of one script invocation, and their ARGV
+// values. They keep one script's run on the Redis thread short (well
+// under a millisecond).
+const (
+	maxBatch     = 128
+	maxBatchArgs = 4096
+)
+
+// newBatcher returns a batcher for one operation of b. Against a Redis
+// Cluster, where one script may only touch keys of one slot, batches hold
+// one call each.
+func newBatcher[T, R any](b *Backend, run func(context.Context, []*batchCall[T, R]), weight func(T) int) *batcher[T, R] {
+	n := maxBatch
+	if b.client.Mode() == rueidis.ClientModeCluster {
+		n = 1
+	}
+	return &batcher[T, R]{
+		max: n, weight: weight, maxWeight: maxBatchArgs, run: run,
+		bound: func() (context.Context, context.CancelFunc) { return b.bound(context.Background(), 0) },
+	}
+}
 
 // errNoAnswer is the cause of a context ended by bound.
 var errNoAnswer = errors.New("no answer from Redis in time")

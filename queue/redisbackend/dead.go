@@ -39,7 +39,7 @@ local function prune(dead, buried, cutoff)
 end
 `
 
-// buryScript acknowledges a held entry as ackScript does and keeps its
+// buryScript releases a held entry as Ack does and keeps its
 // task in the dead-letter set.
 //
 //	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash,
@@ -49,7 +49,8 @@ end
 //	ARGV[7] retention (ms)
 //
 // It returns 1, or 0 when the lease is no longer held.
-var buryScript = newLeaseScript(holderCheck + releaseLease + pruneDead + `
+var buryScript = newLeaseScript(releaseLease + pruneDead + holderCheck + `
+releaseHeld()
 local now, retention = tonumber(ARGV[6]), tonumber(ARGV[7])
 prune(KEYS[4], KEYS[5], now - retention)
 redis.call('ZADD', KEYS[4], now, ARGV[4])

@@ -17,3 +17,9 @@ func SetRetireIdle(d time.Duration) (restore func()) {
 	retireIdle = d
 	return func() { retireIdle = old }
 }
+
+// Waiting returns how many calls of each batched operation wait for the
+// batch in flight to end.
+func (b *Backend) Waiting() (appends, acks, creates int) {
+	return b.appends.waitingCalls(), b.acks.waitingCalls(), b.creates.waitingCalls()
+}

@@ -268,8 +268,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 		if err != nil || !ok {
 			b.log.Warn("flows: dropping a queue entry without a usable task record",
 				"task_id", e.taskID, "entry", e.entry, "err", err)
-			l := &queue.Lease{Task: &queue.Task{ID: e.taskID}, Token: makeToken(e.entry, e.token)}
-			if err := b.onLease(ctx, "drop", ackScript, l, b.leaseKeys(), noKeep, group); err != nil {
+			if _, err := b.acks.do(ctx, ackCall{taskID: e.taskID, entry: e.entry, token: e.token}); err != nil {
 				b.log.Warn("flows: could not drop a queue entry", "entry", e.entry, "err", err)
 			}
 			if !ok {

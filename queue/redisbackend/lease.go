@@ -28,7 +28,7 @@ func parseToken(token string) (entry, n string, ok bool) {
 	return entry, n, ok
 }
 
-// leaseKeys are the KEYS of extendScript and ackScript.
+// leaseKeys are the KEYS of extendScript and ackManyScript.
 func (b *Backend) leaseKeys() []string {
 	return []string{b.streamKey(), b.leasesKey(), b.holdersKey()}
 }
@@ -55,24 +55,21 @@ redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), ARGV[1])
 return 1
 `)
 
-// ackScript removes a held entry from the queue for good.
-//
-//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
-//	ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group
-//
-// It returns 1, or 0 when the lease is no longer held.
-var ackScript = newLeaseScript(holderCheck + releaseLease + `
-return 1
-`)
-
-// releaseLease ends a held lease: the entry leaves the consumer group's
-// pending list, the stream and the lease bookkeeping. KEYS and ARGV begin
-// as those of ackScript.
+// releaseLease defines the Lua function release(stream, leases, holders,
+// group, entry), which ends a held lease: the entry leaves the consumer
+// group's pending list, the stream and the lease bookkeeping; and
+// releaseHeld, which runs it on entry ARGV[1] with KEYS and ARGV as
+// extendScript's (ARGV[3] being the consumer group).
 const releaseLease = `
-redis.call('XACK', KEYS[1], ARGV[3], ARGV[1])
-redis.call('XDEL', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
+local function release(stream, leases, holders, group, entry)
+  redis.call('XACK', stream, group, entry)
+  redis.call('XDEL', stream, entry)
+  redis.call('ZREM', leases, entry)
+  redis.call('HDEL', holders, entry)
+end
+local function releaseHeld()
+  release(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[1])
+end
 `
 
 // retryScript removes a held entry and queues its task again: at the end
@@ -87,7 +84,8 @@ redis.call('HDEL', KEYS[3], ARGV[1])
 //	ARGV[7] longest wait of a fetcher (ms)
 //
 // It returns 1, or 0 when the lease is no longer held.
-var retryScript = newLeaseScript(scheduleTask + holderCheck + releaseLease + `
+var retryScript = newLeaseScript(scheduleTask + releaseLease + holderCheck + `
+releaseHeld()
 schedule(KEYS[1], KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 return 1
 `)
@@ -123,12 +121,8 @@ func newLeaseScript(src string) *leaseScript {
 	return &leaseScript{src: src, sha: hex.EncodeToString(sum[:])}
 }
 
-// noKeep tells onLease not to refresh the task record's expiry.
-const noKeep = -1
-
 // onLease runs a lease script with ARGV entry, token, extra... and turns
-// its 0 into queue.ErrLeaseLost. Unless keep is noKeep, the task record's
-// expiry is refreshed to the retention plus keep in the same round trip
+// its 0 into queue.ErrLeaseLost. The task record's expiry is refreshed to the retention plus keep in the same round trip
 // (whether or not the lease is still held: it only keeps the record
 // longer). Only when Redis has lost the script (a restart) does it take a
 // second round trip, which loads it. ctx comes from bound.
@@ -149,32 +143,35 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *leaseScript, l 
 		return nil, fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
 	c := b.client
-	args := append([]string{entry, token}, extra...)
-	cmds := rueidis.Commands{c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}
-	if keep != noKeep {
-		ttl := b.cfg.Retention + max(keep, 0)
-		cmds = append(cmds, c.B().Pexpire().Key(b.taskKey(l.Task.ID)).Milliseconds(ttl.Milliseconds()).Build())
-	}
-	first := len(cmds) // of the results of also
-	cmds = append(cmds, also...)
-	res := c.DoMulti(ctx, cmds...)
-	n, err := res[0].AsInt64()
-	if re, isReply := rueidis.IsRedisErr(err); isReply && re.IsNoScript() {
-		n, err = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()).AsInt64()
-	}
+	ttl := b.cfg.Retention + max(keep, 0)
+	keepRecord := c.B().Pexpire().Key(b.taskKey(l.Task.ID)).Milliseconds(ttl.Milliseconds()).Build()
+	reply, res := b.runLeaseScript(ctx, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
+	n, err := reply.AsInt64()
 	if err != nil {
 		return nil, b.wrap(ctx, op+" task "+l.Task.ID, err)
 	}
-	if keep != noKeep {
-		if err := res[1].Error(); err != nil {
-			// It only shortens how long the record is kept.
-			b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", l.Task.ID, "err", err)
-		}
+	if err := res[0].Error(); err != nil {
+		// It only shortens how long the record is kept.
+		b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", l.Task.ID, "err", err)
 	}
 	if n == 0 {
 		return nil, fmt.Errorf("redisbackend: %s task %s: %w", op, l.Task.ID, queue.ErrLeaseLost)
 	}
-	return res[first:], nil
+	return res[1:], nil
+}
+
+// runLeaseScript runs s with keys and args as EVALSHA, the commands also
+// after it in the same round trip, and returns the script's reply and
+// theirs. Only when Redis has lost the script (a restart) does it take a
+// second round trip, which runs it as EVAL.
+func (b *Backend) runLeaseScript(ctx context.Context, s *leaseScript, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
+	c := b.client
+	cmds := append(rueidis.Commands{c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}, also...)
+	res := c.DoMulti(ctx, cmds...)
+	if re, isReply := rueidis.IsRedisErr(res[0].Error()); isReply && re.IsNoScript() {
+		res[0] = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+	}
+	return res[0], res[1:]
 }
 
 // Extend implements queue.Backend in one round trip, which also reads
@@ -211,12 +208,80 @@ func (b *Backend) Extend(ctx context.Context, l *queue.Lease, lease time.Duratio
 	return nil
 }
 
-// Ack implements queue.Backend in one round trip. The task record stays
-// readable for the retention period.
+// Ack implements queue.Backend in one round trip, which concurrent Acks
+// share (see batcher). The task record stays readable for the retention
+// period.
 func (b *Backend) Ack(ctx context.Context, l *queue.Lease) error {
-	ctx, cancel := b.bound(ctx, 0)
-	defer cancel()
-	return b.onLease(ctx, "ack", ackScript, l, b.leaseKeys(), 0, group)
+	if l == nil || l.Task == nil {
+		return fmt.Errorf("redisbackend: ack: %w: no lease", queue.ErrLeaseLost)
+	}
+	entry, token, ok := parseToken(l.Token)
+	if !ok {
+		return fmt.Errorf("redisbackend: ack task %s: %w: token %q is not this backend's", l.Task.ID, queue.ErrLeaseLost, l.Token)
+	}
+	_, err := b.acks.do(ctx, ackCall{taskID: l.Task.ID, entry: entry, token: token})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("redisbackend: ack task %s: %w", l.Task.ID, err)
+	}
+	return err
+}
+
+// ackCall is one Ack's share of ackManyScript.
+type ackCall struct {
+	taskID, entry, token string
+}
+
+// ackManyScript removes held entries from the queue for good.
+//
+//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
+//	ARGV[1] consumer group, then, for each entry, its id and token
+//
+// It returns, for each entry, 1, or 0 when its lease is no longer held.
+var ackManyScript = newLeaseScript(releaseLease + `
+local out = {}
+for i = 2, #ARGV, 2 do
+  local entry = ARGV[i]
+  if redis.call('HGET', KEYS[3], entry) == ARGV[i + 1] then
+    release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], entry)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
+`)
+
+// runAcks acknowledges a batch of leases in one round trip: one
+// ackManyScript and the refresh of each task record's expiry.
+func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struct{}]) {
+	c := b.client
+	args := make([]string, 1, 1+2*len(calls))
+	args[0] = group
+	keep := make(rueidis.Commands, 0, len(calls))
+	for _, call := range calls {
+		args = append(args, call.item.entry, call.item.token)
+		keep = append(keep, c.B().Pexpire().Key(b.taskKey(call.item.taskID)).Milliseconds(b.retentionMS()).Build())
+	}
+	reply, res := b.runLeaseScript(ctx, ackManyScript, b.leaseKeys(), args, keep)
+	replies, err := reply.ToArray()
+	if err == nil && len(replies) != len(calls) {
+		err = fmt.Errorf("unexpected reply of %d values for %d leases", len(replies), len(calls))
+	}
+	for i, call := range calls {
+		id := call.item.taskID
+		if err != nil {
+			call.err = b.wrap(ctx, "ack task "+id, err)
+			continue
+		}
+		if n, _ := replies[i].AsInt64(); n == 0 {
+			call.err = fmt.Errorf("redisbackend: ack task %s: %w", id, queue.ErrLeaseLost)
+			continue
+		}
+		if err := res[i].Error(); err != nil {
+			// It only shortens how long the record is kept.
+			b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", id, "err", err)
+		}
+	}
 }
 
 // Retry implements queue.Backend: a task due at once goes to the end of

@@ -64,84 +64,105 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 	return b.wrap(ctx, "create task "+taskID, err)
 }
 
-// appendScript records events of one task, all or nothing.
+// appendScript records the events of one or more Append calls, each all
+// or nothing, in order; calls of several tasks go together when Appends
+// are batched (see batcher).
 //
-//	KEYS[1] snapshot hash, KEYS[2] steps list, KEYS[3] events stream
-//	ARGV[1] retention in ms
-//	ARGV[2] the task's live channel
-//	ARGV[3] number of events n
-//	then, for each event, 7 values: its JSON, type, state, status,
+//	KEYS, per call: snapshot hash, steps list, events stream
+//	ARGV[1] retention in ms, ARGV[2] number of calls
+//	then, for each call: its task's live channel, its number of events n
+//	and, for each event, 7 values: its JSON, type, state, status,
 //	progress, step JSON (step events) and result JSON (success)
 //
-// It fails with "NOTFOUND" when the task does not exist and with
-// "FINISHED" when it has reached SUCCESS or FAILURE; then nothing is
-// recorded. Otherwise it adds each event to the stream (Redis assigns the
-// id), folds it into the snapshot as progress.Snapshot.Apply does,
-// publishes them all in one live message (see liveMessage), refreshes the
-// expiry of the three keys and returns the id of the last event.
+// It returns one reply per call: a "NOTFOUND" error when the task does not
+// exist and a "FINISHED" error when it has reached SUCCESS or FAILURE
+// (then nothing of that call is recorded); otherwise it adds each event to
+// the stream (Redis assigns the id), folds it into the snapshot as
+// progress.Snapshot.Apply does, publishes them all in one live message
+// (see liveMessage), refreshes the expiry of the three keys and replies
+// with the id of the last event.
 var appendScript = rueidis.NewLuaScript(`
-local cur = redis.call('HMGET', KEYS[1], 'state', 'last')
-local state = cur[1]
-if not state then
-  return redis.error_reply('NOTFOUND task not found')
-end
-if state == 'SUCCESS' or state == 'FAILURE' then
-  return redis.error_reply('FINISHED task already finished')
-end
-local prev = cur[2] or ''
-local live = {prev}
-local set = {}
-local steps = {}
-for i = 0, tonumber(ARGV[3]) - 1 do
-  local a = 4 + i * 7
-  local json, typ, st, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-  local id = redis.call('XADD', KEYS[3], '*', 'e', json)
-  local changes = true
-  if typ == 'state' then
-    state = st
-    if status ~= '' then set['status'] = status end
-    if st == 'SUCCESS' then
-      set['progress'] = '100'
-      set['result'] = ARGV[a + 6]
+local retention = ARGV[1]
+local function append(snap, stepsKey, events, channel, a, n)
+  local cur = redis.call('HMGET', snap, 'state', 'last')
+  local state = cur[1]
+  if not state then
+    return redis.error_reply('NOTFOUND task not found')
+  end
+  if state == 'SUCCESS' or state == 'FAILURE' then
+    return redis.error_reply('FINISHED task already finished')
+  end
+  local prev = cur[2] or ''
+  local live = {prev}
+  local set = {}
+  local steps = {}
+  for i = 1, n do
+    local json, typ, st, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    local id = redis.call('XADD', events, '*', 'e', json)
+    local changes = true
+    if typ == 'state' then
+      state = st
+      if status ~= '' then set['status'] = status end
+      if st == 'SUCCESS' then
+        set['progress'] = '100'
+        set['result'] = ARGV[a + 6]
+      end
+    elseif typ == 'status' then
+      set['status'] = status
+    elseif typ == 'progress' then
+      set['progress'] = ARGV[a + 4]
+      if status ~= '' then set['status'] = status end
+    elseif typ == 'step' then
+      steps[#steps + 1] = ARGV[a + 5]
+    else
+      changes = false
     end
-  elseif typ == 'status' then
-    set['status'] = status
-  elseif typ == 'progress' then
-    set['progress'] = ARGV[a + 4]
-    if status ~= '' then set['status'] = status end
-  elseif typ == 'step' then
-    steps[#steps + 1] = ARGV[a + 5]
-  else
-    changes = false
+    if changes and state == 'PENDING' and typ ~= 'state' then
+      state = 'PROGRESS'
+    end
+    live[#live + 1] = id .. ' ' .. json
+    prev = id
+    a = a + 7
   end
-  if changes and state == 'PENDING' and typ ~= 'state' then
-    state = 'PROGRESS'
+  redis.call('PUBLISH', channel, table.concat(live, '\n'))
+  local args = {'state', state, 'last', prev}
+  for k, v in pairs(set) do
+    args[#args + 1] = k
+    args[#args + 1] = v
   end
-  live[#live + 1] = id .. ' ' .. json
-  prev = id
+  redis.call('HSET', snap, unpack(args))
+  if #steps > 0 then
+    redis.call('RPUSH', stepsKey, unpack(steps))
+  end
+  redis.call('PEXPIRE', snap, retention)
+  redis.call('PEXPIRE', stepsKey, retention)
+  redis.call('PEXPIRE', events, retention)
+  return prev
 end
-redis.call('PUBLISH', ARGV[2], table.concat(live, '\n'))
-local args = {'state', state, 'last', prev}
-for k, v in pairs(set) do
-  args[#args + 1] = k
-  args[#args + 1] = v
+local out = {}
+local a = 3
+for c = 0, tonumber(ARGV[2]) - 1 do
+  local n = tonumber(ARGV[a + 1])
+  out[c + 1] = append(KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3], ARGV[a], a + 2, n)
+  a = a + 2 + n * 7
 end
-redis.call('HSET', KEYS[1], unpack(args))
-if #steps > 0 then
-  redis.call('RPUSH', KEYS[2], unpack(steps))
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[1])
-return prev
+return out
 `)
 
 // appendArgs is the number of ARGV values appendScript takes per event.
 const appendArgs = 7
 
-// Append implements progress.Store in one round trip. Events are checked
-// before anything is sent: an invalid event gives progress.ErrInvalidEvent
-// and an event after a terminal one in the same call progress.ErrFinished.
+// appendCall is one Append call's share of appendScript: its task and
+// ARGV values (the live channel, the number of events, the events').
+type appendCall struct {
+	taskID string
+	args   []string
+}
+
+// Append implements progress.Store in one round trip, which concurrent
+// Appends (of any tasks) share (see batcher). Events are checked before
+// anything is sent: an invalid event gives progress.ErrInvalidEvent and an
+// event after a terminal one in the same call progress.ErrFinished.
 func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
 	if !queue.ValidID(taskID) {
 		return "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
@@ -150,10 +171,9 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 		_, last, err := b.Snapshot(ctx, taskID)
 		return last, err
 	}
-	args := make([]string, 3, 3+appendArgs*len(events))
-	args[0] = strconv.FormatInt(b.retentionMS(), 10)
-	args[1] = b.liveChannel(taskID)
-	args[2] = strconv.Itoa(len(events))
+	args := make([]string, 2, 2+appendArgs*len(events))
+	args[0] = b.liveChannel(taskID)
+	args[1] = strconv.Itoa(len(events))
 	for i, e := range events {
 		ev, err := encodeEvent(e)
 		if err != nil {
@@ -166,20 +186,42 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 			return "", fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
 		}
 	}
-	ctx, cancel := b.bound(ctx, 0)
-	defer cancel()
-	last, err := appendScript.Exec(ctx, b.client,
-		[]string{b.snapKey(taskID), b.stepsKey(taskID), b.eventsKey(taskID)}, args).ToString()
+	last, err := b.appends.do(ctx, appendCall{taskID: taskID, args: args})
 	switch replyCode(err) {
 	case "NOTFOUND":
 		return "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	case "FINISHED":
 		return "", fmt.Errorf("%w: task %q: nothing recorded", progress.ErrFinished, taskID)
 	}
-	if err != nil {
-		return "", b.wrap(ctx, "append to task "+taskID, err)
+	if err != nil && ctx.Err() != nil {
+		return "", fmt.Errorf("redisbackend: append to task %q: %w", taskID, err)
 	}
-	return last, nil
+	return last, err
+}
+
+// runAppends runs a batch of Append calls in one appendScript.
+func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall, string]) {
+	keys := make([]string, 0, 3*len(calls))
+	args := []string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))}
+	for _, c := range calls {
+		id := c.item.taskID
+		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id))
+		args = append(args, c.item.args...)
+	}
+	replies, err := appendScript.Exec(ctx, b.client, keys, args).ToArray()
+	if err == nil && len(replies) != len(calls) {
+		err = fmt.Errorf("unexpected reply of %d values for %d calls", len(replies), len(calls))
+	}
+	for i, c := range calls {
+		if err != nil {
+			c.err = b.wrap(ctx, "append to task "+c.item.taskID, err)
+			continue
+		}
+		c.res, c.err = replies[i].ToString()
+		if c.err != nil && replyCode(c.err) == "" {
+			c.err = fmt.Errorf("redisbackend: append to task %q: %w", c.item.taskID, c.err)
+		}
+	}
 }
 
 // encodeEvent validates e and returns the appendArgs values appendScript

@@ -59,36 +59,46 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	return b.send(ctx, "enqueue task "+t.ID, append(cmds, b.queueCommands(t, now)...))
 }
 
-// createTaskScript records a new task's progress as PENDING with no events,
-// as createScript does, and writes its queue record.
+// createTaskScript records new tasks' progress as PENDING with no events,
+// as createScript does, and writes their queue records.
 //
-//	KEYS[1] snapshot hash, KEYS[2] steps list, KEYS[3] events stream,
-//	KEYS[4] task record
-//	ARGV[1] expiry of the snapshot and the record in ms, ARGV[2] initial
-//	state, ARGV[3] initial status, then the record's fields and values
+//	KEYS, per task: snapshot hash, steps list, events stream, task record
+//	ARGV[1] initial state, ARGV[2] initial status, then, for each task:
+//	the expiry of its snapshot and record in ms, the number of record
+//	values k, and k values: the record's fields and values
 //
-// It fails with "EXISTS" when the snapshot exists, and then writes
-// nothing.
+// It replies, for each task, 1, or an "EXISTS" error when its snapshot
+// exists (then it writes nothing of that task).
 const createTaskScript = `
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return redis.error_reply('EXISTS task already exists')
+local out = {}
+local a = 3
+for t = 0, #KEYS / 4 - 1 do
+  local snap, steps, events, record = KEYS[4 * t + 1], KEYS[4 * t + 2], KEYS[4 * t + 3], KEYS[4 * t + 4]
+  local ttl, k = ARGV[a], tonumber(ARGV[a + 1])
+  if redis.call('EXISTS', snap) == 1 then
+    out[t + 1] = redis.error_reply('EXISTS task already exists')
+  else
+    redis.call('DEL', steps, events, record)
+    redis.call('HSET', snap, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '')
+    redis.call('PEXPIRE', snap, ttl)
+    redis.call('HSET', record, unpack(ARGV, a + 2, a + 1 + k))
+    redis.call('PEXPIRE', record, ttl)
+    out[t + 1] = 1
+  end
+  a = a + 2 + k
 end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '')
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[4], unpack(ARGV, 4))
-redis.call('PEXPIRE', KEYS[4], ARGV[1])
-return 1
+return out
 `
 
-// CreateAndEnqueue implements queue.TaskCreator in one round trip: a
-// script records the task's progress snapshot and its queue record (both
-// under the task's hash tag, so atomically), and the stream entry (or the
-// delayed-set member) is pipelined behind it. A queue.Broker whose backend
-// and store are this Backend enqueues through it.
+// CreateAndEnqueue implements queue.TaskCreator in one round trip, which
+// concurrent calls share (see batcher): a script records each task's
+// progress snapshot and its queue record (both under the task's hash tag,
+// so atomically), and the stream entries (or delayed-set members) are
+// pipelined behind it. A queue.Broker whose backend and store are this
+// Backend enqueues through it.
 //
 // The script goes as EVAL, not EVALSHA: if Redis had lost it (a restart),
-// the entry behind it would be queued for a task with no record, which a
+// the entries behind it would be queued for tasks with no record, which a
 // worker would drop; EVAL cannot miss. It returns an error wrapping
 // progress.ErrExists for an id that is taken, but the entry is queued all
 // the same: t.ID must be new (queue.NewID).
@@ -96,20 +106,65 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
 	}
-	now := time.Now()
-	init := progress.NewSnapshot()
-	args := []string{strconv.FormatInt(b.recordTTL(t, now).Milliseconds(), 10), string(init.State), init.Details.Status}
-	for _, f := range recordFields(t) {
+	fields := recordFields(t)
+	args := make([]string, 2, 2+2*len(fields))
+	args[0] = strconv.FormatInt(b.recordTTL(t, time.Now()).Milliseconds(), 10)
+	args[1] = strconv.Itoa(2 * len(fields))
+	for _, f := range fields {
 		args = append(args, f[0], f[1])
 	}
-	c := b.client
-	create := c.B().Eval().Script(createTaskScript).Numkeys(4).
-		Key(b.snapKey(t.ID), b.stepsKey(t.ID), b.eventsKey(t.ID), b.taskKey(t.ID)).Arg(args...).Build()
-	err := b.send(ctx, "enqueue task "+t.ID, append(rueidis.Commands{create}, b.queueCommands(t, now)...))
+	_, err := b.creates.do(ctx, createCall{task: t, args: args})
 	if replyCode(err) == "EXISTS" {
 		return fmt.Errorf("%w: %q", progress.ErrExists, t.ID)
 	}
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("redisbackend: enqueue task %s: %w", t.ID, err)
+	}
 	return err
+}
+
+// createCall is one CreateAndEnqueue's share of createTaskScript: its
+// task and ARGV values.
+type createCall struct {
+	task *queue.Task
+	args []string
+}
+
+// runCreates creates and enqueues a batch of tasks in one round trip.
+func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall, struct{}]) {
+	c := b.client
+	init := progress.NewSnapshot()
+	keys := make([]string, 0, 4*len(calls))
+	args := []string{string(init.State), init.Details.Status}
+	for _, call := range calls {
+		id := call.item.task.ID
+		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id), b.taskKey(id))
+		args = append(args, call.item.args...)
+	}
+	cmds := rueidis.Commands{c.B().Eval().Script(createTaskScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}
+	now := time.Now()
+	for _, call := range calls {
+		cmds = append(cmds, b.queueCommands(call.item.task, now)...)
+	}
+	res := c.DoMulti(ctx, cmds...)
+	replies, err := res[0].ToArray()
+	if err == nil && len(replies) != len(calls) {
+		err = fmt.Errorf("unexpected reply of %d values for %d tasks", len(replies), len(calls))
+	}
+	if err == nil {
+		for _, r := range res[1:] {
+			if err = r.Error(); err != nil {
+				break
+			}
+		}
+	}
+	for i, call := range calls {
+		if err != nil {
+			call.err = b.wrap(ctx, "enqueue task "+call.item.task.ID, err)
+			continue
+		}
+		call.err = replies[i].Error()
+	}
 }
 
 // recordTTL is how long a new task's keys must live: the retention,

@@ -1,0 +1,121 @@
+package redisbackend
+
+import (
+	"context"
+	"sync"
+)
+
+// A batcher coalesces concurrent calls of one operation: calls made while
+// a batch is in flight wait and go together in the next one, so that n
+// callers cost Redis one script invocation and one round trip instead of
+// n, while a lone caller waits for nothing but its own round trip. This is
+// where most of the Redis time per task is saved under load: a script's
+// fixed cost, and the client's per-command work, are paid per batch.
+//
+// One goroutine runs the batches while there are calls waiting and exits
+// when there are none.
+type batcher[T, R any] struct {
+	// max bounds the items of one batch; 1 turns batching off.
+	max int
+	// weight, when set, is an item's share of maxWeight (the ARGV values
+	// it adds to a script), which bounds a batch too.
+	weight    func(T) int
+	maxWeight int
+	// run performs a batch, setting res or err of every call.
+	run func(ctx context.Context, calls []*batchCall[T, R])
+	// bound gives run its context: each batch gets its own time limit,
+	// whoever waits for it.
+	bound func() (context.Context, context.CancelFunc)
+
+	mu      sync.Mutex
+	waiting []*batchCall[T, R]
+	running bool
+}
+
+// batchCall is one call of a batch.
+type batchCall[T, R any] struct {
+	item T
+	res  R
+	err  error
+	// gone is set (under the batcher's lock) when the caller stopped
+	// waiting before its call was taken into a batch: it is then left out.
+	gone bool
+	done chan struct{}
+}
+
+// do adds item to the next batch and waits for its result. When ctx ends
+// first, do returns ctx's error; the call is then left out of its batch
+// unless the batch has already been sent, in which case it may or may not
+// have taken effect, as with any request whose answer is not awaited.
+func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
+	var zero R
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	c := &batchCall[T, R]{item: item, done: make(chan struct{})}
+	b.mu.Lock()
+	b.waiting = append(b.waiting, c)
+	if !b.running {
+		b.running = true
+		go b.loop()
+	}
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		b.mu.Lock()
+		c.gone = true
+		b.mu.Unlock()
+		return zero, ctx.Err()
+	}
+}
+
+// loop runs batches until no call is waiting.
+func (b *batcher[T, R]) loop() {
+	for {
+		calls := b.take()
+		if calls == nil {
+			return
+		}
+		ctx, cancel := b.bound()
+		b.run(ctx, calls)
+		cancel()
+		for _, c := range calls {
+			close(c.done)
+		}
+	}
+}
+
+// take removes the next batch from the waiting calls, or returns nil and
+// ends the loop when there is none.
+func (b *batcher[T, R]) take() []*batchCall[T, R] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var calls []*batchCall[T, R]
+	weight, n := 0, 0
+	for _, c := range b.waiting {
+		n++
+		if c.gone {
+			continue
+		}
+		w := 0
+		if b.weight != nil {
+			w = b.weight(c.item)
+		}
+		if len(calls) > 0 && (len(calls) >= b.max || weight+w > b.maxWeight) {
+			n--
+			break
+		}
+		calls = append(calls, c)
+		weight += w
+	}
+	rest := copy(b.waiting, b.waiting[n:])
+	clear(b.waiting[rest:])
+	b.waiting = b.waiting[:rest]
+	if len(calls) == 0 {
+		b.running = false
+		return nil
+	}
+	return calls
+}

@@ -1,0 +1,154 @@
+package redisbackend_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// holdingClient counts round trips and, while held, makes each wait
+// until release.
+type holdingClient struct {
+	rueidis.Client
+	trips   atomic.Int64
+	mu      sync.Mutex
+	gate    chan struct{} // nil: not held
+	blocked atomic.Int64
+}
+
+func (c *holdingClient) hold() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gate = make(chan struct{})
+}
+
+func (c *holdingClient) release() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	close(c.gate)
+	c.gate = nil
+}
+
+func (c *holdingClient) wait() {
+	c.trips.Add(1)
+	c.mu.Lock()
+	gate := c.gate
+	c.mu.Unlock()
+	if gate != nil {
+		c.blocked.Add(1)
+		<-gate
+		c.blocked.Add(-1)
+	}
+}
+
+func (c *holdingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.wait()
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *holdingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	c.wait()
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+// TestConcurrentCallsShareRoundTrips checks that Appends, Acks and
+// enqueues made while one of the same kind is in flight go together in
+// the next round trip, and that each still gets its own answer.
+func TestConcurrentCallsShareRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := &holdingClient{Client: newClient(t, srv)}
+	b := newBackend(t, client, redisbackend.Config{})
+	broker := queue.NewBroker(b, b, queue.BrokerConfig{})
+	ctx := context.Background()
+	runTask(ctx, t, b) // loads the scripts
+
+	const n = 20
+	// batched runs first, which the client holds; then n more calls,
+	// which must wait for it; then everything is released. It returns
+	// the round trips the n+1 calls took.
+	batched := func(t *testing.T, first func() error, call func(i int) error, waiting func() int) int64 {
+		t.Helper()
+		client.hold()
+		before := client.trips.Load()
+		var wg sync.WaitGroup
+		wg.Go(func() { assert.NoError(t, first()) })
+		require.Eventually(t, func() bool { return client.blocked.Load() == 1 }, 5*time.Second, time.Millisecond)
+		for i := range n {
+			wg.Go(func() { assert.NoError(t, call(i)) })
+		}
+		require.Eventually(t, func() bool { return waiting() == n }, 5*time.Second, time.Millisecond)
+		client.release()
+		wg.Wait()
+		return client.trips.Load() - before
+	}
+
+	// Enqueue n+1 tasks through the Broker (CreateAndEnqueue).
+	ids := make([]string, n+1)
+	enqueue := func(i int) error {
+		var err error
+		ids[i], err = broker.Enqueue(ctx, "f", json.RawMessage(`{"i":1}`), queue.EnqueueOptions{})
+		return err
+	}
+	trips := batched(t, func() error { return enqueue(n) }, enqueue,
+		func() int { _, _, c := b.Waiting(); return c })
+	assert.Equal(t, int64(2), trips, "%d enqueues in 2 round trips", n+1)
+
+	var leases []*queue.Lease
+	for len(leases) < n+1 {
+		got, err := b.Fetch(ctx, "w", n+1, time.Minute)
+		require.NoError(t, err)
+		leases = append(leases, got...)
+	}
+	byID := map[string]*queue.Lease{}
+	for _, l := range leases {
+		byID[l.Task.ID] = l
+	}
+	for _, id := range ids {
+		require.Contains(t, byID, id, "every enqueued task is fetched")
+	}
+
+	// Append the n+1 tasks' results: each task's own event.
+	appendOne := func(i int) error {
+		_, err := b.Append(ctx, ids[i], progress.Event{Type: progress.EventStatus, Status: ids[i]},
+			progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"done"`)})
+		return err
+	}
+	trips = batched(t, func() error { return appendOne(n) }, appendOne,
+		func() int { a, _, _ := b.Waiting(); return a })
+	assert.Equal(t, int64(2), trips, "%d appends in 2 round trips", n+1)
+	for _, id := range ids {
+		snap, _, err := b.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateSuccess, snap.State)
+		assert.Equal(t, id, snap.Details.Status, "each task got its own events")
+	}
+	// One call of a batch fails alone: the task has finished.
+	_, err := b.Append(ctx, ids[0], progress.LogEvent("late"))
+	assert.ErrorIs(t, err, progress.ErrFinished)
+
+	// Ack them, one lease being stale.
+	stale := *byID[ids[0]]
+	stale.Token += "0"
+	ackOne := func(i int) error { return b.Ack(ctx, byID[ids[i]]) }
+	trips = batched(t, func() error { return ackOne(n) }, ackOne,
+		func() int { _, a, _ := b.Waiting(); return a })
+	assert.Equal(t, int64(2), trips, "%d acks in 2 round trips", n+1)
+	assert.ErrorIs(t, b.Ack(ctx, &stale), queue.ErrLeaseLost)
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	leases, err = b.Fetch(short, "w", 1, time.Minute)
+	assert.ErrorIs(t, err, context.DeadlineExceeded, "every task acknowledged: nothing left to fetch")
+	assert.Empty(t, leases)
+}
