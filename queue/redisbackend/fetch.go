@@ -34,7 +34,8 @@ const (
 //     stream and group if they are missing;
 //
 //  4. each entry taken gets a fresh token from the seq counter, recorded
-//     in the holders hash, and a deadline in the leases set.
+//     in the holders hash, and a deadline in the leases set (one command
+//     each for all the entries).
 //
 //     KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set,
 //     KEYS[4] holders hash, KEYS[5] seq counter, KEYS[6] wake stream
@@ -43,11 +44,13 @@ const (
 //     ARGV[6] most delayed tasks to move
 //
 // It returns {taken, dueIn, expiresIn, lastID, lastWake}: taken lists
-// {entry id, {field, value...}, token} for each entry leased; dueIn is the
-// time in ms until the next delayed task is due and expiresIn until the
-// next lease passes (-1 when there is none); lastID and lastWake are the
-// ids of the newest entries of the stream and of the wake stream ("0-0" if
-// empty), after which a blocking XREAD waits for new entries.
+// {entry id, {field, value...}, token} for each entry leased. When it is
+// empty, dueIn is the time in ms until the next delayed task is due and
+// expiresIn until the next lease passes (-1 when there is none), and
+// lastID and lastWake are the ids of the newest entries of the stream and
+// of the wake stream ("0-0" if empty), after which a blocking XREAD waits
+// for new entries; otherwise they are -1, -1, "" and "", as the caller
+// does not wait.
 var fetchScript = rueidis.NewLuaScript(`
 local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, max, leasems, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -90,12 +93,18 @@ if #taken < max then
 end
 
 local out = {}
-for i = 1, #taken do
-  local id = taken[i][1]
-  local token = tostring(redis.call('INCR', seq))
-  redis.call('HSET', holders, id, token)
-  redis.call('ZADD', leases, clock + leasems, id)
-  out[i] = {id, taken[i][2], token}
+if #taken > 0 then
+  local first = redis.call('INCRBY', seq, #taken) - #taken
+  local tokens, deadlines = {}, {}
+  for i = 1, #taken do
+    local id, token = taken[i][1], tostring(first + i)
+    tokens[2 * i - 1], tokens[2 * i] = id, token
+    deadlines[2 * i - 1], deadlines[2 * i] = clock + leasems, id
+    out[i] = {id, taken[i][2], token}
+  end
+  redis.call('HSET', holders, unpack(tokens))
+  redis.call('ZADD', leases, unpack(deadlines))
+  return {out, -1, -1, '', ''}
 end
 
 local dueIn, expiresIn = -1, -1

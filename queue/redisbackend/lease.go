@@ -231,22 +231,33 @@ type ackCall struct {
 	taskID, entry, token string
 }
 
-// ackManyScript removes held entries from the queue for good.
+// ackManyScript removes held entries from the queue for good, as
+// release does for one, with one command of each kind for them all.
 //
 //	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
 //	ARGV[1] consumer group, then, for each entry, its id and token
 //
 // It returns, for each entry, 1, or 0 when its lease is no longer held.
-var ackManyScript = newLeaseScript(releaseLease + `
-local out = {}
+var ackManyScript = newLeaseScript(`
+local ids = {}
 for i = 2, #ARGV, 2 do
-  local entry = ARGV[i]
-  if redis.call('HGET', KEYS[3], entry) == ARGV[i + 1] then
-    release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], entry)
-    out[#out + 1] = 1
+  ids[#ids + 1] = ARGV[i]
+end
+local holders = redis.call('HMGET', KEYS[3], unpack(ids))
+local out, held = {}, {}
+for i = 1, #ids do
+  if holders[i] == ARGV[2 * i + 1] then
+    held[#held + 1] = ids[i]
+    out[i] = 1
   else
-    out[#out + 1] = 0
+    out[i] = 0
   end
+end
+if #held > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(held))
+  redis.call('XDEL', KEYS[1], unpack(held))
+  redis.call('ZREM', KEYS[2], unpack(held))
+  redis.call('HDEL', KEYS[3], unpack(held))
 end
 return out
 `)
