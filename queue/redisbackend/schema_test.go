@@ -3,6 +3,7 @@ package redisbackend_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -191,6 +192,36 @@ func TestRetention(t *testing.T) {
 			require.NoError(t, err)
 			assert.Greater(t, ttl, delay.Milliseconds(), k)
 		}
+	})
+
+	t.Run("a task created again after it expired starts empty", func(t *testing.T) {
+		b := newBackend(t, client, redisbackend.Config{Retention: 200 * time.Millisecond})
+		task := newTask()
+		require.NoError(t, b.CreateAndEnqueue(ctx, task))
+		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
+		require.NoError(t, err)
+		snap, _, err := b.Snapshot(ctx, task.ID)
+		require.NoError(t, err)
+		require.Len(t, snap.Details.StepResults, 1, "a log entry is a step")
+		// The record outlives the snapshot (as after an Ack), marked.
+		record := b.Prefix() + ":{" + task.ID + "}:task"
+		require.NoError(t, srv.Do("HSET", record, "cancelled", "1").Error())
+		require.NoError(t, srv.Do("PEXPIRE", record, "60000").Error())
+		require.Eventually(t, func() bool {
+			_, _, err := b.Snapshot(ctx, task.ID)
+			return errors.Is(err, progress.ErrNotFound)
+		}, 5*time.Second, 10*time.Millisecond)
+
+		require.NoError(t, b.CreateAndEnqueue(ctx, task))
+		events, err := b.Events(ctx, task.ID, "")
+		require.NoError(t, err)
+		assert.Empty(t, events, "no event of the namesake")
+		snap, _, err = b.Snapshot(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Empty(t, snap.Details.StepResults, "no step of the namesake")
+		got, err := b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.False(t, got.Cancelled, "the record is the new task's")
 	})
 
 	t.Run("an expired task is gone and its subscription ends", func(t *testing.T) {

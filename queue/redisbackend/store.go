@@ -31,16 +31,17 @@ const pageSize = 500
 
 // createScript records a new task in state PENDING with no events.
 //
-//	KEYS[1] snapshot hash, KEYS[2] steps list, KEYS[3] events stream
+//	KEYS[1] snapshot hash
 //	ARGV[1] retention in ms, ARGV[2] initial state, ARGV[3] initial status
 //
-// It fails with "EXISTS" when the snapshot exists. Steps and events left
-// by an expired namesake are removed.
+// It fails with "EXISTS" when the snapshot exists. An expired namesake
+// leaves no steps or events behind: Append gives those keys the
+// snapshot's expiry, in the same script, so they expire with it (an
+// expired key reads as missing even before Redis deletes it).
 var createScript = rueidis.NewLuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('EXISTS task already exists')
 end
-redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '')
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
@@ -55,7 +56,7 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	err := createScript.Exec(ctx, b.client,
-		[]string{b.snapKey(taskID), b.stepsKey(taskID), b.eventsKey(taskID)},
+		[]string{b.snapKey(taskID)},
 		[]string{strconv.FormatInt(b.retentionMS(), 10), string(init.State), init.Details.Status},
 	).Error()
 	if replyCode(err) == "EXISTS" {

@@ -62,23 +62,24 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 // createTaskScript records new tasks' progress as PENDING with no events,
 // as createScript does, and writes their queue records.
 //
-//	KEYS, per task: snapshot hash, steps list, events stream, task record
+//	KEYS, per task: snapshot hash, task record
 //	ARGV[1] initial state, ARGV[2] initial status, then, for each task:
 //	the expiry of its snapshot and record in ms, the number of record
 //	values k, and k values: the record's fields and values
 //
 // It replies, for each task, 1, or an "EXISTS" error when its snapshot
-// exists (then it writes nothing of that task).
+// exists (then it writes nothing of that task). The record of an expired
+// namesake, which may outlive its snapshot, is replaced.
 const createTaskScript = `
 local out = {}
 local a = 3
-for t = 0, #KEYS / 4 - 1 do
-  local snap, steps, events, record = KEYS[4 * t + 1], KEYS[4 * t + 2], KEYS[4 * t + 3], KEYS[4 * t + 4]
+for t = 0, #KEYS / 2 - 1 do
+  local snap, record = KEYS[2 * t + 1], KEYS[2 * t + 2]
   local ttl, k = ARGV[a], tonumber(ARGV[a + 1])
   if redis.call('EXISTS', snap) == 1 then
     out[t + 1] = redis.error_reply('EXISTS task already exists')
   else
-    redis.call('DEL', steps, events, record)
+    redis.call('DEL', record)
     redis.call('HSET', snap, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '')
     redis.call('PEXPIRE', snap, ttl)
     redis.call('HSET', record, unpack(ARGV, a + 2, a + 1 + k))
@@ -134,11 +135,11 @@ type createCall struct {
 func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall, struct{}]) {
 	c := b.client
 	init := progress.NewSnapshot()
-	keys := make([]string, 0, 4*len(calls))
+	keys := make([]string, 0, 2*len(calls))
 	args := []string{string(init.State), init.Details.Status}
 	for _, call := range calls {
 		id := call.item.task.ID
-		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id), b.taskKey(id))
+		keys = append(keys, b.snapKey(id), b.taskKey(id))
 		args = append(args, call.item.args...)
 	}
 	cmds := rueidis.Commands{c.B().Eval().Script(createTaskScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}
