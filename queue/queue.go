@@ -35,6 +35,8 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
+
+	"github.com/flowsrun/flows/progress"
 )
 
 // Errors of the queue; check them with errors.Is.
@@ -185,6 +187,22 @@ type TaskCreator interface {
 	// implementation may queue t before it finds the id taken, so it must
 	// not be used to probe whether an id is free.
 	CreateAndEnqueue(ctx context.Context, t *Task) error
+}
+
+// Finisher is implemented by a Backend that is also a progress store and
+// can record a task's last events and acknowledge its lease in one step
+// (one round trip on Redis). A Worker whose backend and store are the same
+// value records a success through it; otherwise it appends the events,
+// then acknowledges the lease.
+type Finisher interface {
+	// AppendAndAck appends events to l's task as progress.Store.Append
+	// does, and returns what Append would. If the events were recorded,
+	// or the task had already ended or is unknown (progress.ErrFinished,
+	// progress.ErrNotFound), it also acknowledges l as Backend.Ack does,
+	// in the same step, and acked reports whether that succeeded (false
+	// for a lease no longer held). On any other error nothing is
+	// acknowledged.
+	AppendAndAck(ctx context.Context, l *Lease, events ...progress.Event) (lastID string, acked bool, err error)
 }
 
 // Retirer is implemented by a Backend that keeps state for each worker

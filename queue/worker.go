@@ -128,8 +128,10 @@ func DefaultBackoff(attempt int) time.Duration {
 type Worker struct {
 	backend Backend
 	store   progress.Store
-	cfg     WorkerConfig
-	log     *slog.Logger
+	// finisher is backend when it is also store and a Finisher.
+	finisher Finisher
+	cfg      WorkerConfig
+	log      *slog.Logger
 
 	running atomic.Bool
 
@@ -145,7 +147,10 @@ type Worker struct {
 type activeRun struct{ cancel context.CancelCauseFunc }
 
 // NewWorker returns a Worker that takes tasks from backend and records
-// their progress in store. Zero fields of cfg take their defaults.
+// their progress in store. Zero fields of cfg take their defaults. When
+// backend and store are the same value and it implements Finisher (the
+// Redis backend does), a task's success and its acknowledgement go
+// together.
 func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker {
 	if cfg.Registry == nil {
 		cfg.Registry = registry.Default
@@ -171,7 +176,7 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Worker{
+	w := &Worker{
 		backend: backend,
 		store:   store,
 		cfg:     cfg,
@@ -179,6 +184,10 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 		active:  map[string]map[*activeRun]struct{}{},
 		recent:  map[string]time.Time{},
 	}
+	if f, ok := backend.(Finisher); ok && sameValue(backend, store) {
+		w.finisher = f
+	}
+	return w
 }
 
 // Name returns the worker's name, as given in WorkerConfig.Name or made
@@ -446,6 +455,28 @@ type job struct {
 	task  *Task
 	rep   *progress.TaskReporter
 	log   *slog.Logger
+	// fin is the reporter's store when the worker has a Finisher.
+	fin *finishingStore
+}
+
+// finishingStore is the store of a job's reporter when the worker's
+// backend is a Finisher: once armed (by succeed), the Append that carries
+// the terminal event also acknowledges the lease, in one step.
+type finishingStore struct {
+	progress.Store
+	f     Finisher
+	lease *Lease
+	armed atomic.Bool
+	acked atomic.Bool
+}
+
+func (s *finishingStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	if !s.armed.Load() || len(events) == 0 || !events[len(events)-1].Terminal() {
+		return s.Store.Append(ctx, taskID, events...)
+	}
+	last, acked, err := s.f.AppendAndAck(ctx, s.lease, events...)
+	s.acked.Store(acked)
+	return last, err
 }
 
 func (j *job) op() (context.Context, context.CancelFunc) {
@@ -457,7 +488,13 @@ func (j *job) op() (context.Context, context.CancelFunc) {
 func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 	t := l.Task
 	log := w.log.With("task_id", t.ID, "flow", t.Flow, "attempt", t.Attempt)
-	j := &job{w: w, base: base, lease: l, task: t, log: log, rep: progress.NewTaskReporter(w.store, t.ID, log)}
+	j := &job{w: w, base: base, lease: l, task: t, log: log}
+	var store progress.Store = w.store
+	if w.finisher != nil {
+		j.fin = &finishingStore{Store: w.store, f: w.finisher, lease: l}
+		store = j.fin
+	}
+	j.rep = progress.NewTaskReporter(store, t.ID, log)
 
 	if t.Cancelled {
 		j.cancelled()
@@ -730,11 +767,18 @@ func errText(err error) string {
 	return "flow failed"
 }
 
-// succeed records SUCCESS and acknowledges the task.
+// succeed records SUCCESS and acknowledges the task: in one step when the
+// backend is a Finisher, unless that could not acknowledge it.
 func (j *job) succeed(result any) {
+	if j.fin != nil {
+		j.fin.armed.Store(true)
+	}
 	ctx, cancel := j.op()
 	err := j.rep.Succeed(ctx, result)
 	cancel()
+	if j.fin != nil && j.fin.acked.Load() {
+		return
+	}
 	j.finished(err)
 }
 

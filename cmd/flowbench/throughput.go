@@ -34,6 +34,12 @@ func newTerminals(s progress.Store, want int) *terminals {
 
 func (t *terminals) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
 	last, err := t.Store.Append(ctx, id, events...)
+	t.appended(events, err)
+	return last, err
+}
+
+// appended counts the terminal event of events if they were recorded.
+func (t *terminals) appended(events []progress.Event, err error) {
 	if err == nil && len(events) > 0 && events[len(events)-1].Terminal() {
 		if e := events[len(events)-1]; e.State == progress.StateFailure {
 			t.failed.Add(1)
@@ -43,7 +49,31 @@ func (t *terminals) Append(ctx context.Context, id string, events ...progress.Ev
 			close(t.done)
 		}
 	}
-	return last, err
+}
+
+// finishingTerminals is terminals for a backend that is also the store
+// and a queue.Finisher: the worker records successes through
+// AppendAndAck, as it would with the backend itself.
+type finishingTerminals struct {
+	queue.Backend
+	*terminals
+	f queue.Finisher
+}
+
+func (t *finishingTerminals) AppendAndAck(ctx context.Context, l *queue.Lease, events ...progress.Event) (string, bool, error) {
+	last, acked, err := t.f.AppendAndAck(ctx, l, events...)
+	t.appended(events, err)
+	return last, acked, err
+}
+
+// workerPair returns the backend and store a worker of the throughput
+// run takes, with done watching the store.
+func workerPair(st *stack, done *terminals) (queue.Backend, progress.Store) {
+	if f, ok := st.queue.(queue.Finisher); ok && any(st.queue) == any(st.store) {
+		ft := &finishingTerminals{Backend: st.queue, terminals: done, f: f}
+		return ft, ft
+	}
+	return st.queue, done
 }
 
 func (t *terminals) check() error {
@@ -55,9 +85,9 @@ func (t *terminals) check() error {
 
 // worker runs a queue.Worker on st with the flows of reg until stop is
 // called; stop waits for it to finish what it holds.
-func startWorker(st *stack, store progress.Store, reg *registry.Registry, concurrency int) (stop func()) {
+func startWorker(backend queue.Backend, store progress.Store, reg *registry.Registry, concurrency int) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
-	w := queue.NewWorker(st.queue, store, queue.WorkerConfig{
+	w := queue.NewWorker(backend, store, queue.WorkerConfig{
 		Registry:    reg,
 		Name:        "flowbench",
 		Concurrency: concurrency,
@@ -146,7 +176,8 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	done := newTerminals(st.store, cfg.N)
 	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
 
-	stopWorker := startWorker(st, done, reg, cfg.Concurrency)
+	wq, ws := workerPair(st, done)
+	stopWorker := startWorker(wq, ws, reg, cfg.Concurrency)
 	workerStopped := false
 	defer func() {
 		if !workerStopped {

@@ -2,6 +2,7 @@ package queuetest
 
 import (
 	"context"
+	"encoding/json"
 	"slices"
 	"testing"
 	"time"
@@ -206,6 +207,72 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.ErrorIs(t, b.Extend(ctx, current, time.Minute), queue.ErrLeaseLost, "Extend after Ack")
 		assert.ErrorIs(t, b.Retry(ctx, current, time.Now()), queue.ErrLeaseLost, "Retry after Ack")
 		requireNothingReady(t, b)
+	})
+
+	t.Run("FinisherRecordsAndAcknowledges", func(t *testing.T) {
+		qb, pb := newBackends(t)
+		f, ok := qb.(queue.Finisher)
+		if !ok {
+			t.Skip("the backend does not implement queue.Finisher (optional)")
+		}
+		ctx := context.Background()
+		start := func(lease time.Duration) (*queue.Task, *queue.Lease) {
+			t.Helper()
+			task := newTask()
+			require.NoError(t, pb.Create(ctx, task.ID))
+			enqueue(t, qb, task)
+			l := fetchOne(t, qb, lease)
+			require.Equal(t, task.ID, l.Task.ID)
+			return task, l
+		}
+		success := progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"ok"`)}
+
+		// Recorded and acknowledged.
+		task, l := start(time.Minute)
+		last, acked, err := f.AppendAndAck(ctx, l, progress.LogEvent("almost"), success)
+		require.NoError(t, err)
+		assert.True(t, acked)
+		snap, lastID, err := pb.Snapshot(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateSuccess, snap.State)
+		assert.Equal(t, lastID, last, "the id of the last event, as Append returns")
+		assert.ErrorIs(t, qb.Ack(ctx, l), queue.ErrLeaseLost, "already acknowledged")
+
+		// A task that had ended is acknowledged all the same.
+		task, l = start(time.Minute)
+		_, err = pb.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: "cancelled"})
+		require.NoError(t, err)
+		_, acked, err = f.AppendAndAck(ctx, l, success)
+		assert.ErrorIs(t, err, progress.ErrFinished)
+		assert.True(t, acked)
+		snap, _, err = pb.Snapshot(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateFailure, snap.State, "the first terminal state stands")
+
+		// Events that cannot be recorded acknowledge nothing.
+		task, l = start(time.Minute)
+		_, acked, err = f.AppendAndAck(ctx, l, success, progress.LogEvent("after the end"))
+		assert.ErrorIs(t, err, progress.ErrFinished)
+		assert.False(t, acked)
+		_, acked, err = f.AppendAndAck(ctx, l, progress.Event{Type: "nonsense"})
+		assert.ErrorIs(t, err, progress.ErrInvalidEvent)
+		assert.False(t, acked)
+		require.NoError(t, qb.Extend(ctx, l, time.Minute), "the lease is still held")
+		snap, _, err = pb.Snapshot(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StatePending, snap.State, "nothing recorded")
+
+		// A stale lease: the events are recorded, the current holder keeps
+		// its lease.
+		requireNothingReady(t, qb)
+		task, stale := start(50 * time.Millisecond)
+		current := fetchOne(t, qb, time.Minute)
+		require.Equal(t, task.ID, current.Task.ID)
+		_, acked, err = f.AppendAndAck(ctx, stale, success)
+		require.NoError(t, err)
+		assert.False(t, acked, "a lease no longer held is not acknowledged")
+		require.NoError(t, qb.Ack(ctx, current), "the current lease is unaffected")
+		requireNothingReady(t, qb)
 	})
 
 	t.Run("RetryDelaysTask", func(t *testing.T) {

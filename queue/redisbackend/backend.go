@@ -77,6 +77,9 @@ type Backend struct {
 	acks *batcher[ackCall, struct{}]
 	// creates batches concurrent CreateAndEnqueues.
 	creates *batcher[createCall, struct{}]
+	// finishes batches concurrent AppendAndAcks; nil on a Redis Cluster
+	// client, where finishScript cannot run.
+	finishes *batcher[finishCall, finishResult]
 
 	// ctx ends when Close is called; every goroutine of the backend
 	// watches it.
@@ -128,6 +131,9 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
 	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 2 })
 	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
+	if client.Mode() != rueidis.ClientModeCluster {
+		b.finishes = newBatcher(b, b.runFinishes, func(c finishCall) int { return len(c.args) })
+	}
 	b.hub = newHub(b.ctx, client, cfg.Logger, &b.wg, cfg.OpTimeout)
 	return b, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,4 +120,51 @@ func BenchmarkLifecycle(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
+}
+
+// BenchmarkConcurrent runs the batched operations from 64 goroutines at
+// once, as a busy worker and web process do: each operation waits for the
+// batch in flight and then goes with the others in one script call.
+// trips/op is the round trips per operation.
+func BenchmarkConcurrent(b *testing.B) {
+	srv := redistest.Start(b)
+	counter := &countingClient{Client: newClient(b, srv)}
+	backend := newBackend(b, counter, redisbackend.Config{})
+	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+	ctx := context.Background()
+	inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
+
+	run := func(b *testing.B, op func() error) {
+		b.SetParallelism(32) // 64 goroutines on 2 CPUs
+		b.ReportAllocs()
+		before := counter.trips.Load()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := op(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
+	}
+	b.Run("Enqueue", func(b *testing.B) {
+		run(b, func() error {
+			_, err := broker.Enqueue(ctx, "f", inputs, queue.EnqueueOptions{})
+			return err
+		})
+	})
+	b.Run("Append", func(b *testing.B) {
+		var next atomic.Int64
+		ids := make([]string, 64)
+		for i := range ids {
+			ids[i] = queue.NewID()
+			require.NoError(b, backend.Create(ctx, ids[i]))
+		}
+		e := progress.Event{Type: progress.EventToken, Token: "a token of some twenty bytes"}
+		run(b, func() error {
+			_, err := backend.Append(ctx, ids[next.Add(1)%int64(len(ids))], e)
+			return err
+		})
+	})
 }

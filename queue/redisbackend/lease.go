@@ -56,19 +56,21 @@ return 1
 `)
 
 // releaseLease defines the Lua function release(stream, leases, holders,
-// group, entry), which ends a held lease: the entry leaves the consumer
-// group's pending list, the stream and the lease bookkeeping; and
-// releaseHeld, which runs it on entry ARGV[1] with KEYS and ARGV as
-// extendScript's (ARGV[3] being the consumer group).
+// group, entries), which ends held leases: the entries (a list of ids)
+// leave the consumer group's pending list, the stream and the lease
+// bookkeeping, with one command of each kind; and releaseHeld, which runs
+// it on entry ARGV[1] with KEYS and ARGV as extendScript's (ARGV[3] being
+// the consumer group).
 const releaseLease = `
-local function release(stream, leases, holders, group, entry)
-  redis.call('XACK', stream, group, entry)
-  redis.call('XDEL', stream, entry)
-  redis.call('ZREM', leases, entry)
-  redis.call('HDEL', holders, entry)
+local function release(stream, leases, holders, group, entries)
+  if #entries == 0 then return end
+  redis.call('XACK', stream, group, unpack(entries))
+  redis.call('XDEL', stream, unpack(entries))
+  redis.call('ZREM', leases, unpack(entries))
+  redis.call('HDEL', holders, unpack(entries))
 end
 local function releaseHeld()
-  release(KEYS[1], KEYS[2], KEYS[3], ARGV[3], ARGV[1])
+  release(KEYS[1], KEYS[2], KEYS[3], ARGV[3], {ARGV[1]})
 end
 `
 
@@ -231,14 +233,13 @@ type ackCall struct {
 	taskID, entry, token string
 }
 
-// ackManyScript removes held entries from the queue for good, as
-// release does for one, with one command of each kind for them all.
+// ackManyScript removes held entries from the queue for good.
 //
 //	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
 //	ARGV[1] consumer group, then, for each entry, its id and token
 //
 // It returns, for each entry, 1, or 0 when its lease is no longer held.
-var ackManyScript = newLeaseScript(`
+var ackManyScript = newLeaseScript(releaseLease + `
 local ids = {}
 for i = 2, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
@@ -253,12 +254,7 @@ for i = 1, #ids do
     out[i] = 0
   end
 end
-if #held > 0 then
-  redis.call('XACK', KEYS[1], ARGV[1], unpack(held))
-  redis.call('XDEL', KEYS[1], unpack(held))
-  redis.call('ZREM', KEYS[2], unpack(held))
-  redis.call('HDEL', KEYS[3], unpack(held))
-end
+release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], held)
 return out
 `)
 

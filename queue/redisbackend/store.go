@@ -82,7 +82,22 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 // progress.Snapshot.Apply does, publishes them all in one live message
 // (see liveMessage), refreshes the expiry of the three keys and replies
 // with the id of the last event.
-var appendScript = rueidis.NewLuaScript(`
+var appendScript = rueidis.NewLuaScript(appendFunction + `
+local out = {}
+local a = 3
+for c = 0, tonumber(ARGV[2]) - 1 do
+  local n = tonumber(ARGV[a + 1])
+  out[c + 1] = append(KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3], ARGV[a], a + 2, n)
+  a = a + 2 + n * 7
+end
+return out
+`)
+
+// appendFunction defines the Lua function append(snap, stepsKey, events,
+// channel, a, n), which records the n events whose values start at
+// ARGV[a] (7 each, as appendScript takes them) as appendScript does for
+// one call, with the retention in ms at ARGV[1], and returns its reply.
+const appendFunction = `
 local retention = ARGV[1]
 local function append(snap, stepsKey, events, channel, a, n)
   local cur = redis.call('HMGET', snap, 'state', 'last')
@@ -140,15 +155,7 @@ local function append(snap, stepsKey, events, channel, a, n)
   redis.call('PEXPIRE', events, retention)
   return prev
 end
-local out = {}
-local a = 3
-for c = 0, tonumber(ARGV[2]) - 1 do
-  local n = tonumber(ARGV[a + 1])
-  out[c + 1] = append(KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3], ARGV[a], a + 2, n)
-  a = a + 2 + n * 7
-end
-return out
-`)
+`
 
 // appendArgs is the number of ARGV values appendScript takes per event.
 const appendArgs = 7
@@ -172,32 +179,50 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 		_, last, err := b.Snapshot(ctx, taskID)
 		return last, err
 	}
-	args := make([]string, 2, 2+appendArgs*len(events))
-	args[0] = b.liveChannel(taskID)
-	args[1] = strconv.Itoa(len(events))
+	args, err := b.appendValues(taskID, events, 0)
+	if err != nil {
+		return "", err
+	}
+	last, err := b.appends.do(ctx, appendCall{taskID: taskID, args: args})
+	return last, appendError(ctx, taskID, err)
+}
+
+// appendValues checks events and returns the ARGV values appendFunction
+// takes for them (the live channel, the number of events, the events'),
+// after room for lead values the caller puts first. An invalid event gives
+// progress.ErrInvalidEvent and an event after a terminal one
+// progress.ErrFinished.
+func (b *Backend) appendValues(taskID string, events []progress.Event, lead int) ([]string, error) {
+	args := make([]string, lead, lead+2+appendArgs*len(events))
+	args = append(args, b.liveChannel(taskID), strconv.Itoa(len(events)))
 	for i, e := range events {
 		ev, err := encodeEvent(e)
 		if err != nil {
-			return "", fmt.Errorf("redisbackend: append to task %q: event %d: %w", taskID, i, err)
+			return nil, fmt.Errorf("redisbackend: append to task %q: event %d: %w", taskID, i, err)
 		}
 		args = append(args, ev...)
 	}
 	for i, e := range events[:len(events)-1] {
 		if e.Terminal() {
-			return "", fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
+			return nil, fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
 		}
 	}
-	last, err := b.appends.do(ctx, appendCall{taskID: taskID, args: args})
+	return args, nil
+}
+
+// appendError turns the error of an append to taskID, run under the
+// caller's ctx, into what Append returns.
+func appendError(ctx context.Context, taskID string, err error) error {
 	switch replyCode(err) {
 	case "NOTFOUND":
-		return "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+		return fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	case "FINISHED":
-		return "", fmt.Errorf("%w: task %q: nothing recorded", progress.ErrFinished, taskID)
+		return fmt.Errorf("%w: task %q: nothing recorded", progress.ErrFinished, taskID)
 	}
 	if err != nil && ctx.Err() != nil {
-		return "", fmt.Errorf("redisbackend: append to task %q: %w", taskID, err)
+		return fmt.Errorf("redisbackend: append to task %q: %w", taskID, err)
 	}
-	return last, err
+	return err
 }
 
 // runAppends runs a batch of Append calls in one appendScript.
