@@ -22,6 +22,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	mrand "math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
@@ -50,6 +51,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) progress.Backend) {
 		{"CreateExistsNotFound", testCreate},
 		{"AppendAssignsOrderedIDs", testAppendIDs},
 		{"SnapshotFold", testSnapshotFold},
+		{"RandomBatchesFoldLikeApply", testRandomFold},
 		{"ResultsAreCopies", testCopies},
 		{"OneTerminalState", testOneTerminal},
 		{"RacingTerminalAppends", testRacingTerminal},
@@ -422,6 +424,63 @@ func testSnapshotFold(t *testing.T, b progress.Backend) {
 			}
 			assertSnapshot(t, folded, snap, "snapshot is the fold of Events")
 		})
+	}
+}
+
+// testRandomFold appends random sequences of events, in random batches,
+// and checks that each snapshot is what Snapshot.Apply makes of them, and
+// that the log holds every event. The seed is fixed, so a failure repeats.
+func testRandomFold(t *testing.T, b progress.Backend) {
+	ctx := testContext(t)
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	states := []progress.State{progress.StatePending, progress.StateProgress}
+	statuses := []string{"", "thinking", "searching", ""}
+	randomEvent := func() progress.Event {
+		switch rng.IntN(6) {
+		case 0:
+			return progress.Event{Type: progress.EventState, State: states[rng.IntN(2)], Status: statuses[rng.IntN(4)]}
+		case 1:
+			return progress.Event{Type: progress.EventStatus, Status: statuses[rng.IntN(4)]}
+		case 2:
+			return progress.Event{Type: progress.EventProgress, Progress: rng.IntN(101), Status: statuses[rng.IntN(4)]}
+		case 3:
+			return progress.LogEvent(fmt.Sprintf("log %d", rng.IntN(100)))
+		case 4:
+			return progress.ToolResultEvent("step", "tool", json.RawMessage(fmt.Sprintf(`{"n":%d}`, rng.IntN(100))))
+		default:
+			return progress.Event{Type: progress.EventToken, Token: "tok"}
+		}
+	}
+	for range 40 {
+		id := createTask(ctx, t, b)
+		events := make([]progress.Event, rng.IntN(12))
+		for i := range events {
+			events[i] = randomEvent()
+		}
+		switch rng.IntN(3) {
+		case 0:
+			events = append(events, successEvent(`{"ok":true}`))
+		case 1:
+			events = append(events, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: statuses[rng.IntN(4)]})
+		}
+		want := progress.NewSnapshot()
+		for len(events) > 0 {
+			n := 1 + rng.IntN(len(events))
+			_, err := b.Append(ctx, id, events[:n]...)
+			require.NoError(t, err)
+			for _, e := range events[:n] {
+				want.Apply(e)
+			}
+			events = events[n:]
+			snap, _, err := b.Snapshot(ctx, id)
+			require.NoError(t, err)
+			assertSnapshot(t, want, snap, "after a batch")
+		}
+		folded := progress.NewSnapshot()
+		for _, e := range allEvents(ctx, t, b, id) {
+			folded.Apply(e)
+		}
+		assertSnapshot(t, want, folded, "the log holds every event")
 	}
 }
 

@@ -71,35 +71,38 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 //
 //	KEYS, per call: snapshot hash, steps list, events stream
 //	ARGV[1] retention in ms, ARGV[2] number of calls
-//	then, for each call: its task's live channel, its number of events n
-//	and, for each event, 7 values: its JSON, type, state, status,
-//	progress, step JSON (step events) and result JSON (success)
+//	then, for each call: its task's live channel, the number m of values
+//	that follow for the call, and those values (see appendFunction)
 //
 // It returns one reply per call: a "NOTFOUND" error when the task does not
 // exist and a "FINISHED" error when it has reached SUCCESS or FAILURE
 // (then nothing of that call is recorded); otherwise it adds each event to
-// the stream (Redis assigns the id), folds it into the snapshot as
-// progress.Snapshot.Apply does, publishes them all in one live message
-// (see liveMessage), refreshes the expiry of the three keys and replies
-// with the id of the last event.
+// the stream (Redis assigns the id), folds the call's events into the
+// snapshot, publishes them all in one live message (see liveMessage),
+// refreshes the expiry of the three keys and replies with the id of the
+// last event.
 var appendScript = rueidis.NewLuaScript(appendFunction + `
 local out = {}
 local a = 3
 for c = 0, tonumber(ARGV[2]) - 1 do
-  local n = tonumber(ARGV[a + 1])
-  out[c + 1] = append(KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3], ARGV[a], a + 2, n)
-  a = a + 2 + n * 7
+  out[c + 1] = append(KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3], ARGV[a], a + 2)
+  a = a + 2 + tonumber(ARGV[a + 1])
 end
 return out
 `)
 
 // appendFunction defines the Lua function append(snap, stepsKey, events,
-// channel, a, n), which records the n events whose values start at
-// ARGV[a] (7 each, as appendScript takes them) as appendScript does for
-// one call, with the retention in ms at ARGV[1], and returns its reply.
+// channel, a), which records one call's events, whose values start at
+// ARGV[a], with the retention in ms at ARGV[1], and returns its reply. The
+// values are those of appendValues: the number of events n, each event's
+// JSON, the state to set when the task is PENDING and when it is not (""
+// for no change), the number of snapshot field-value values k and those
+// values, the number of step results s and their JSON. Go folds the
+// events into these (see foldEvents), so that the script only stores
+// them.
 const appendFunction = `
 local retention = ARGV[1]
-local function append(snap, stepsKey, events, channel, a, n)
+local function append(snap, stepsKey, events, channel, a)
   local cur = redis.call('HMGET', snap, 'state', 'last')
   local state = cur[1]
   if not state then
@@ -110,45 +113,27 @@ local function append(snap, stepsKey, events, channel, a, n)
   end
   local prev = cur[2] or ''
   local live = {prev}
-  local set = {}
-  local steps = {}
-  for i = 1, n do
-    local json, typ, st, status = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-    local id = redis.call('XADD', events, '*', 'e', json)
-    local changes = true
-    if typ == 'state' then
-      state = st
-      if status ~= '' then set['status'] = status end
-      if st == 'SUCCESS' then
-        set['progress'] = '100'
-        set['result'] = ARGV[a + 6]
-      end
-    elseif typ == 'status' then
-      set['status'] = status
-    elseif typ == 'progress' then
-      set['progress'] = ARGV[a + 4]
-      if status ~= '' then set['status'] = status end
-    elseif typ == 'step' then
-      steps[#steps + 1] = ARGV[a + 5]
-    else
-      changes = false
-    end
-    if changes and state == 'PENDING' and typ ~= 'state' then
-      state = 'PROGRESS'
-    end
-    live[#live + 1] = id .. ' ' .. json
+  local n = tonumber(ARGV[a])
+  for i = a + 1, a + n do
+    local id = redis.call('XADD', events, '*', 'e', ARGV[i])
+    live[#live + 1] = id .. ' ' .. ARGV[i]
     prev = id
-    a = a + 7
   end
+  a = a + n + 1
+  local to = ARGV[a + 1]
+  if state == 'PENDING' then to = ARGV[a] end
+  if to ~= '' then state = to end
   redis.call('PUBLISH', channel, table.concat(live, '\n'))
-  local args = {'state', state, 'last', prev}
-  for k, v in pairs(set) do
-    args[#args + 1] = k
-    args[#args + 1] = v
+  local k = tonumber(ARGV[a + 2])
+  local set = {'state', state, 'last', prev}
+  for i = a + 3, a + 2 + k do
+    set[#set + 1] = ARGV[i]
   end
-  redis.call('HSET', snap, unpack(args))
-  if #steps > 0 then
-    redis.call('RPUSH', stepsKey, unpack(steps))
+  redis.call('HSET', snap, unpack(set))
+  a = a + 3 + k
+  local s = tonumber(ARGV[a])
+  if s > 0 then
+    redis.call('RPUSH', stepsKey, unpack(ARGV, a + 1, a + s))
   end
   redis.call('PEXPIRE', snap, retention)
   redis.call('PEXPIRE', stepsKey, retention)
@@ -156,9 +141,6 @@ local function append(snap, stepsKey, events, channel, a, n)
   return prev
 end
 `
-
-// appendArgs is the number of ARGV values appendScript takes per event.
-const appendArgs = 7
 
 // appendCall is one Append call's share of appendScript: its task and
 // ARGV values (the live channel, the number of events, the events').
@@ -187,27 +169,102 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 	return last, appendError(ctx, taskID, err)
 }
 
-// appendValues checks events and returns the ARGV values appendFunction
-// takes for them (the live channel, the number of events, the events'),
-// after room for lead values the caller puts first. An invalid event gives
-// progress.ErrInvalidEvent and an event after a terminal one
-// progress.ErrFinished.
+// appendValues checks events and returns the ARGV values of one call of
+// appendScript (the live channel, the number of values that follow, and
+// those of appendFunction), after room for lead values the caller puts
+// first. An invalid event gives progress.ErrInvalidEvent and an event
+// after a terminal one progress.ErrFinished.
 func (b *Backend) appendValues(taskID string, events []progress.Event, lead int) ([]string, error) {
-	args := make([]string, lead, lead+2+appendArgs*len(events))
-	args = append(args, b.liveChannel(taskID), strconv.Itoa(len(events)))
-	for i, e := range events {
-		ev, err := encodeEvent(e)
-		if err != nil {
-			return nil, fmt.Errorf("redisbackend: append to task %q: event %d: %w", taskID, i, err)
-		}
-		args = append(args, ev...)
-	}
 	for i, e := range events[:len(events)-1] {
 		if e.Terminal() {
 			return nil, fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
 		}
 	}
+	args := make([]string, lead, lead+8+2*len(events))
+	args = append(args, b.liveChannel(taskID), "", strconv.Itoa(len(events)))
+	steps := make([]string, 0, len(events))
+	for i, e := range events {
+		data, step, err := encodeEvent(e)
+		if err != nil {
+			return nil, fmt.Errorf("redisbackend: append to task %q: event %d: %w", taskID, i, err)
+		}
+		args = append(args, data)
+		if step != "" {
+			steps = append(steps, step)
+		}
+	}
+	f := foldEvents(events)
+	args = append(args, string(f.ifPending), string(f.otherwise), strconv.Itoa(len(f.set)))
+	args = append(args, f.set...)
+	args = append(args, strconv.Itoa(len(steps)))
+	args = append(args, steps...)
+	args[lead+1] = strconv.Itoa(len(args) - lead - 2)
 	return args, nil
+}
+
+// fold is what a call's events change in a task's snapshot hash.
+type fold struct {
+	// ifPending and otherwise are the state to record when the task is
+	// PENDING and when it is not ("" for no change).
+	ifPending, otherwise progress.State
+	// set are the other fields to write, as field-value values.
+	set []string
+}
+
+// foldEvents folds events as progress.Snapshot.Apply does, for a task in
+// either non-terminal state; the step results are added by the caller.
+func foldEvents(events []progress.Event) fold {
+	state := func(initial progress.State) progress.State {
+		s := initial
+		for _, e := range events {
+			switch e.Type {
+			case progress.EventState:
+				s = e.State
+			case progress.EventStatus, progress.EventProgress, progress.EventStep:
+				if s == progress.StatePending {
+					s = progress.StateProgress
+				}
+			}
+		}
+		return s
+	}
+	var f fold
+	if s := state(progress.StatePending); s != progress.StatePending {
+		f.ifPending = s
+	}
+	if s := state(progress.StateProgress); s != progress.StateProgress {
+		f.otherwise = s
+	}
+	var status, pct, result *string
+	for _, e := range events {
+		switch e.Type {
+		case progress.EventState:
+			if e.Status != "" {
+				status = &e.Status
+			}
+			if e.State == progress.StateSuccess {
+				p, r := "100", string(e.Result)
+				pct, result = &p, &r
+			}
+		case progress.EventStatus:
+			status = &e.Status
+		case progress.EventProgress:
+			p := strconv.Itoa(min(max(e.Progress, 0), 100))
+			pct = &p
+			if e.Status != "" {
+				status = &e.Status
+			}
+		}
+	}
+	for _, kv := range []struct {
+		field string
+		value *string
+	}{{fieldStatus, status}, {fieldProgress, pct}, {fieldResult, result}} {
+		if kv.value != nil {
+			f.set = append(f.set, kv.field, *kv.value)
+		}
+	}
+	return f
 }
 
 // appendError turns the error of an append to taskID, run under the
@@ -250,38 +307,29 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 	}
 }
 
-// encodeEvent validates e and returns the appendArgs values appendScript
-// takes for it.
-func encodeEvent(e progress.Event) ([]string, error) {
+// encodeEvent validates e and returns its JSON and, for a step event, the
+// step result's JSON.
+func encodeEvent(e progress.Event) (data, step string, err error) {
 	if err := e.Validate(); err != nil {
-		return nil, err
+		return "", "", err
 	}
 	if e.Result != nil && !json.Valid(e.Result) {
-		return nil, fmt.Errorf("%w: result is not JSON", progress.ErrInvalidEvent)
+		return "", "", fmt.Errorf("%w: result is not JSON", progress.ErrInvalidEvent)
 	}
-	var step []byte
+	var stepJSON []byte
 	if e.Step != nil {
 		if e.Step.Data != nil && !json.Valid(e.Step.Data) {
-			return nil, fmt.Errorf("%w: step data is not JSON", progress.ErrInvalidEvent)
+			return "", "", fmt.Errorf("%w: step data is not JSON", progress.ErrInvalidEvent)
 		}
-		var err error
-		if step, err = appendStepJSON(nil, e.Step); err != nil {
-			return nil, fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
+		if stepJSON, err = appendStepJSON(nil, e.Step); err != nil {
+			return "", "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 		}
 	}
-	data, err := appendEventJSON(make([]byte, 0, 64+len(step)), e, step)
+	buf, err := appendEventJSON(make([]byte, 0, 64+len(stepJSON)), e, stepJSON)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
+		return "", "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 	}
-	return []string{
-		string(data),
-		string(e.Type),
-		string(e.State),
-		e.Status,
-		strconv.Itoa(min(max(e.Progress, 0), 100)),
-		string(step),
-		string(e.Result),
-	}, nil
+	return string(buf), string(stepJSON), nil
 }
 
 // Snapshot implements progress.Store in one round trip: the hash and the
