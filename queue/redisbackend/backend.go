@@ -197,7 +197,7 @@ func newBatcher[T, R any](b *Backend, run func(context.Context, []*batchCall[T, 
 	}
 	return &batcher[T, R]{
 		max: n, weight: weight, maxWeight: maxBatchArgs, run: run,
-		bound: func() (context.Context, context.CancelFunc) { return b.bound(context.Background(), 0) },
+		bound: func(parent context.Context) (context.Context, context.CancelFunc) { return b.bound(parent, 0) },
 	}
 }
 

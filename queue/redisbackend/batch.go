@@ -8,12 +8,14 @@ import (
 // A batcher coalesces concurrent calls of one operation: calls made while
 // a batch is in flight wait and go together in the next one, so that n
 // callers cost Redis one script invocation and one round trip instead of
-// n, while a lone caller waits for nothing but its own round trip. This is
-// where most of the Redis time per task is saved under load: a script's
-// fixed cost, and the client's per-command work, are paid per batch.
+// n. This is where much of the Redis time per task is saved under load: a
+// script's fixed cost, and the client's per-command work, are paid per
+// batch.
 //
-// One goroutine runs the batches while there are calls waiting and exits
-// when there are none.
+// A call made while no batch is in flight runs at once, on its caller's
+// goroutine, as a batch of one: a lone caller pays nothing for batching.
+// When it is done and calls have queued meanwhile, one goroutine runs
+// their batches until none is waiting.
 type batcher[T, R any] struct {
 	// max bounds the items of one batch; 1 turns batching off.
 	max int
@@ -23,12 +25,14 @@ type batcher[T, R any] struct {
 	maxWeight int
 	// run performs a batch, setting res or err of every call.
 	run func(ctx context.Context, calls []*batchCall[T, R])
-	// bound gives run its context: each batch gets its own time limit,
-	// whoever waits for it.
-	bound func() (context.Context, context.CancelFunc)
+	// bound gives run its context from parent: each batch gets its own
+	// time limit. A batch of queued calls runs under
+	// context.Background(), whoever waits for it; a lone call under its
+	// caller's context.
+	bound func(parent context.Context) (context.Context, context.CancelFunc)
 
 	mu      sync.Mutex
-	waiting []*batchCall[T, R]
+	waiting []*batchCall[T, R] // not empty only while running
 	running bool
 }
 
@@ -43,22 +47,33 @@ type batchCall[T, R any] struct {
 	done chan struct{}
 }
 
-// do adds item to the next batch and waits for its result. When ctx ends
-// first, do returns ctx's error; the call is then left out of its batch
-// unless the batch has already been sent, in which case it may or may not
-// have taken effect, as with any request whose answer is not awaited.
+// do runs item in a batch and returns its result. When ctx ends while the
+// call waits for a batch, do returns ctx's error; the call is then left
+// out of its batch unless the batch has already been sent, in which case
+// it may or may not have taken effect, as with any request whose answer
+// is not awaited.
 func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 	var zero R
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	c := &batchCall[T, R]{item: item, done: make(chan struct{})}
+	c := &batchCall[T, R]{item: item}
 	b.mu.Lock()
-	b.waiting = append(b.waiting, c)
 	if !b.running {
 		b.running = true
-		go b.loop()
+		b.mu.Unlock()
+		b.runBatch(ctx, []*batchCall[T, R]{c})
+		b.mu.Lock()
+		if len(b.waiting) > 0 {
+			go b.loop()
+		} else {
+			b.running = false
+		}
+		b.mu.Unlock()
+		return c.res, c.err
 	}
+	c.done = make(chan struct{})
+	b.waiting = append(b.waiting, c)
 	b.mu.Unlock()
 	select {
 	case <-c.done:
@@ -71,6 +86,13 @@ func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 	}
 }
 
+// runBatch runs one batch under a context bound from parent.
+func (b *batcher[T, R]) runBatch(parent context.Context, calls []*batchCall[T, R]) {
+	ctx, cancel := b.bound(parent)
+	defer cancel()
+	b.run(ctx, calls)
+}
+
 // loop runs batches until no call is waiting.
 func (b *batcher[T, R]) loop() {
 	for {
@@ -78,9 +100,7 @@ func (b *batcher[T, R]) loop() {
 		if calls == nil {
 			return
 		}
-		ctx, cancel := b.bound()
-		b.run(ctx, calls)
-		cancel()
+		b.runBatch(context.Background(), calls)
 		for _, c := range calls {
 			close(c.done)
 		}

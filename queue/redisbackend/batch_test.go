@@ -19,7 +19,7 @@ func gatedBatcher(max, maxWeight int, gate chan struct{}) (*batcher[int, int], *
 	b := &batcher[int, int]{
 		max: max, maxWeight: maxWeight,
 		weight: func(n int) int { return n },
-		bound:  func() (context.Context, context.CancelFunc) { return context.WithCancel(context.Background()) },
+		bound:  func(parent context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(parent) },
 		run: func(_ context.Context, calls []*batchCall[int, int]) {
 			items := make([]int, len(calls))
 			for i, c := range calls {
