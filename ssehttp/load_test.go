@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/internal/leakcheck"
 	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
 )
@@ -98,7 +98,7 @@ func TestManyTasksAndWatchers(t *testing.T) {
 	}
 
 	e.stop()
-	assertNoLeak(t, baseline)
+	leakcheck.Settle(t, baseline, 10*time.Second)
 }
 
 // TestDisconnectFreesEverything closes a watch in the middle of a task:
@@ -117,23 +117,8 @@ func TestDisconnectFreesEverything(t *testing.T) {
 		w.close()
 	}
 	e.client.CloseIdleConnections()
-	assertNoLeak(t, baseline)
+	leakcheck.Settle(t, baseline, 10*time.Second)
 
 	e.release(t, 5)
 	assert.Equal(t, progress.StateSuccess, e.waitTerminal(t, id).State)
-}
-
-// assertNoLeak waits for the goroutine count to fall back to baseline and
-// fails with the goroutines' stacks if it does not.
-func assertNoLeak(t *testing.T, baseline int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > baseline {
-		if time.Now().After(deadline) {
-			var buf strings.Builder
-			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
-			t.Fatalf("%d goroutines left, %d before the test:\n%s", runtime.NumGoroutine(), baseline, buf.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

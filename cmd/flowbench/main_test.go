@@ -7,13 +7,14 @@ import (
 	"os"
 	"regexp"
 	"runtime"
-	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/leakcheck"
 )
 
 // TestMain lets the test binary play the SSE client process of the sse
@@ -82,7 +83,7 @@ func TestQuickRunPrintsEveryFigure(t *testing.T) {
 			m := figure("sse", "streams complete").FindStringSubmatch(out.String())
 			require.NotNil(t, m)
 			assert.Equal(t, "20.0", m[1])
-			assertNoLeak(t, baseline)
+			leakcheck.Settle(t, baseline, 10*time.Second)
 		})
 	}
 }
@@ -196,19 +197,4 @@ func TestSSEReader(t *testing.T) {
 	assert.Equal(t, "one\ntwo", m.Data)
 	_, err = r.next()
 	assert.ErrorIs(t, err, io.EOF)
-}
-
-// assertNoLeak waits for the goroutine count to fall back to baseline and
-// fails with the goroutines' stacks if it does not.
-func assertNoLeak(t *testing.T, baseline int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > baseline {
-		if time.Now().After(deadline) {
-			var buf strings.Builder
-			_ = pprof.Lookup("goroutine").WriteTo(&buf, 1)
-			t.Fatalf("%d goroutines left, %d before:\n%s", runtime.NumGoroutine(), baseline, buf.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/leakcheck"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -237,19 +238,7 @@ func (h *harness) goroutineBaseline() int {
 // to base.
 func requireGoroutinesSettle(t *testing.T, base int) {
 	t.Helper()
-	deadline := time.Now().Add(long)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= base {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			require.FailNowf(t, "goroutines leaked", "%d goroutines, %d before:\n%s", n, base, buf)
-		}
-		time.Sleep(poll)
-	}
+	leakcheck.Settle(t, base, long)
 }
 
 // waitBuried waits for the task to be in the dead-letter set and returns

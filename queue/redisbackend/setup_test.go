@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/require"
@@ -18,12 +19,14 @@ import (
 
 // newClient returns a client of srv, closed when the test ends. It
 // pipelines always, so that its connections start their goroutines on
-// first use rather than under load (the conformance suite counts
-// goroutines).
+// first use rather than under load, and closes idle connections of its
+// blocking pool (two workers blocked in Fetch at once open a second one),
+// because the conformance suite counts goroutines.
 func newClient(t testing.TB, srv *redistest.Server) rueidis.Client {
 	t.Helper()
 	opt := srv.ClientOption()
 	opt.AlwaysPipelining = true
+	opt.BlockingPoolCleanup = 100 * time.Millisecond
 	client, err := rueidis.NewClient(opt)
 	require.NoError(t, err)
 	t.Cleanup(client.Close)
