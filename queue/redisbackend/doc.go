@@ -90,15 +90,19 @@
 //
 // # Batching
 //
-// Under load most of Redis's time per task goes to running scripts, and
-// most of the client's to sending commands. So calls of the hot
-// operations made while another of the same kind is in flight wait for
-// it and then go together: CreateAndEnqueue, Append and Ack each send one
-// script for all the calls that were waiting (up to 128 calls, or 4096
-// script arguments), in one round trip. A lone call waits for nothing
-// but its own round trip; each call still gets its own result, and a call
-// whose context ends before its batch is sent is left out of it. With 64
-// flows running at once, a task costs about half a round trip in all.
+// Under load most of the client's time per task goes to sending commands,
+// and a script call carries a fixed cost on both sides. So calls of the
+// hot operations made while another of the same kind is in flight wait for
+// it and then go together: CreateAndEnqueue, Append, Ack and AppendAndAck
+// each send one script for all the calls that were waiting (up to 128
+// calls, or 4096 script arguments), in one round trip. A call made while
+// none is in flight runs at once on its caller's goroutine, so a lone
+// caller pays nothing for batching; each call still gets its own result,
+// and a call whose context ends before its batch is sent is left out of
+// it. AppendAndAck (queue.Finisher) records a task's last events and
+// releases its lease in one script, so a worker whose store is this
+// Backend ends a successful task in one round trip. With 256 flows
+// running at once, a task costs about a tenth of a round trip in all.
 //
 // # Dead letters
 //
