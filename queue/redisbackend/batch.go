@@ -2,7 +2,10 @@ package redisbackend
 
 import (
 	"context"
+	"fmt"
 	"sync"
+
+	"github.com/redis/rueidis"
 )
 
 // A batcher coalesces concurrent calls of one operation: calls made while
@@ -138,4 +141,14 @@ func (b *batcher[T, R]) take() []*batchCall[T, R] {
 		return nil
 	}
 	return calls
+}
+
+// batchReplies returns the replies of a script that answers each of a
+// batch's n calls with one value, or the error of the script itself.
+func batchReplies(r rueidis.RedisResult, n int) ([]rueidis.RedisMessage, error) {
+	replies, err := r.ToArray()
+	if err == nil && len(replies) != n {
+		err = fmt.Errorf("unexpected reply of %d values for %d calls", len(replies), n)
+	}
+	return replies, err
 }

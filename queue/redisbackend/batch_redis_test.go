@@ -18,11 +18,10 @@ import (
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
 
-// holdingClient counts round trips and, while held, makes each wait
-// until release.
+// holdingClient is a countingClient that, while held, makes each round
+// trip wait until release.
 type holdingClient struct {
-	rueidis.Client
-	trips   atomic.Int64
+	countingClient
 	mu      sync.Mutex
 	gate    chan struct{} // nil: not held
 	blocked atomic.Int64
@@ -42,7 +41,6 @@ func (c *holdingClient) release() {
 }
 
 func (c *holdingClient) wait() {
-	c.trips.Add(1)
 	c.mu.Lock()
 	gate := c.gate
 	c.mu.Unlock()
@@ -55,12 +53,12 @@ func (c *holdingClient) wait() {
 
 func (c *holdingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
 	c.wait()
-	return c.Client.Do(ctx, cmd)
+	return c.countingClient.Do(ctx, cmd)
 }
 
 func (c *holdingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
 	c.wait()
-	return c.Client.DoMulti(ctx, cmds...)
+	return c.countingClient.DoMulti(ctx, cmds...)
 }
 
 // TestConcurrentCallsShareRoundTrips checks that Appends, Acks and
@@ -68,7 +66,7 @@ func (c *holdingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) 
 // the next round trip, and that each still gets its own answer.
 func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
-	client := &holdingClient{Client: newClient(t, srv)}
+	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
 	b := newBackend(t, client, redisbackend.Config{})
 	broker := queue.NewBroker(b, b, queue.BrokerConfig{})
 	ctx := context.Background()

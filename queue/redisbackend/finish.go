@@ -108,10 +108,7 @@ func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall
 		keep = append(keep, c.B().Pexpire().Key(b.taskKey(id)).Milliseconds(b.retentionMS()).Build())
 	}
 	reply, res := b.runLeaseScript(ctx, finishScript, keys, args, keep)
-	replies, err := reply.ToArray()
-	if err == nil && len(replies) != len(calls) {
-		err = fmt.Errorf("unexpected reply of %d values for %d calls", len(replies), len(calls))
-	}
+	replies, err := batchReplies(reply, len(calls))
 	for i, call := range calls {
 		id := call.item.taskID
 		if err != nil {

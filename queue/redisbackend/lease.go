@@ -270,10 +270,7 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 		keep = append(keep, c.B().Pexpire().Key(b.taskKey(call.item.taskID)).Milliseconds(b.retentionMS()).Build())
 	}
 	reply, res := b.runLeaseScript(ctx, ackManyScript, b.leaseKeys(), args, keep)
-	replies, err := reply.ToArray()
-	if err == nil && len(replies) != len(calls) {
-		err = fmt.Errorf("unexpected reply of %d values for %d leases", len(replies), len(calls))
-	}
+	replies, err := batchReplies(reply, len(calls))
 	for i, call := range calls {
 		id := call.item.taskID
 		if err != nil {

@@ -291,10 +291,7 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id))
 		args = append(args, c.item.args...)
 	}
-	replies, err := appendScript.Exec(ctx, b.client, keys, args).ToArray()
-	if err == nil && len(replies) != len(calls) {
-		err = fmt.Errorf("unexpected reply of %d values for %d calls", len(replies), len(calls))
-	}
+	replies, err := batchReplies(appendScript.Exec(ctx, b.client, keys, args), len(calls))
 	for i, c := range calls {
 		if err != nil {
 			c.err = b.wrap(ctx, "append to task "+c.item.taskID, err)

@@ -148,10 +148,7 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		cmds = append(cmds, b.queueCommands(call.item.task, now)...)
 	}
 	res := c.DoMulti(ctx, cmds...)
-	replies, err := res[0].ToArray()
-	if err == nil && len(replies) != len(calls) {
-		err = fmt.Errorf("unexpected reply of %d values for %d tasks", len(replies), len(calls))
-	}
+	replies, err := batchReplies(res[0], len(calls))
 	if err == nil {
 		for _, r := range res[1:] {
 			if err = r.Error(); err != nil {
