@@ -41,7 +41,8 @@ type Config struct {
 	// Zero means DefaultQueue. It must not contain '{' or '}'.
 	Queue string
 	// Retention is how long a task's keys are kept after they were last
-	// written (see the package documentation). Zero means
+	// written: at least seven eighths of it while the task runs, all of it
+	// after its end (see the package documentation). Zero means
 	// DefaultRetention.
 	Retention time.Duration
 	// PollInterval is how often a live subscription with nothing to

@@ -55,11 +55,15 @@
 //	                            each dead task
 //	P:{q:Q}:cancel      channel ids of cancelled tasks, for the workers
 //
-// The four keys of a task expire Config.Retention after they were last
-// written: the progress keys on every Append, the task record on enqueue
-// (plus any delay), on every lease, Extend, Retry, Ack and Bury. Retention
-// must therefore exceed the longest time a task can wait in the queue or
-// run without reporting progress.
+// The four keys of a task expire about Config.Retention after they were
+// last written. The three progress keys share one expiry time: it is set
+// on creation (plus any delay), moved to the full retention by the
+// terminal event, and by any Append that finds less than seven eighths of
+// the retention left, so a task streaming events refreshes it once in a
+// while rather than on every Append. The task record's expiry is set on
+// enqueue (plus any delay) and on every lease, Extend, Retry, Ack and
+// Bury. Retention must therefore exceed the longest time a task can wait
+// in the queue or run without reporting progress.
 //
 // # Queue
 //

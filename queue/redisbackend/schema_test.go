@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -161,23 +162,72 @@ func TestRetention(t *testing.T) {
 		}
 	})
 
-	t.Run("append refreshes the expiry", func(t *testing.T) {
-		b := newBackend(t, client, redisbackend.Config{Retention: time.Hour})
+	t.Run("append refreshes the expiry when due and at the end", func(t *testing.T) {
+		const retention = time.Hour
+		b := newBackend(t, client, redisbackend.Config{Retention: retention})
 		task := newTask()
 		require.NoError(t, b.Create(ctx, task.ID))
+		prefix := b.Prefix() + ":{" + task.ID + "}:"
+		keys := []string{"snap", "steps", "events"}
+		ttls := func() map[string]int64 {
+			t.Helper()
+			out := map[string]int64{}
+			for _, k := range keys {
+				ttl, err := srv.Do("PTTL", prefix+k).AsInt64()
+				require.NoError(t, err)
+				out[k] = ttl
+			}
+			return out
+		}
+		// age makes the keys look written d ago: their expiry, and the
+		// snapshot's record of it, move d closer.
+		age := func(d time.Duration) {
+			t.Helper()
+			now, err := srv.Do("TIME").AsStrSlice()
+			require.NoError(t, err)
+			sec, _ := strconv.ParseInt(now[0], 10, 64)
+			exp := sec*1000 + (retention - d).Milliseconds()
+			require.NoError(t, srv.Do("HSET", prefix+"snap", "exp", strconv.FormatInt(exp, 10)).Error())
+			for _, k := range keys {
+				require.NoError(t, srv.Do("PEXPIREAT", prefix+k, strconv.FormatInt(exp, 10)).Error())
+			}
+		}
+		sameExpiry := func(got map[string]int64) {
+			t.Helper()
+			for _, k := range keys {
+				assert.InDelta(t, got["snap"], got[k], 100, "%s expires with the snapshot", k)
+			}
+		}
+
+		// The first Append creates the steps and the events: they get the
+		// snapshot's expiry.
 		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
 		require.NoError(t, err)
-		prefix := b.Prefix() + ":{" + task.ID + "}:"
-		for _, k := range []string{"snap", "steps", "events"} {
-			require.NoError(t, srv.Do("PEXPIRE", prefix+k, "5000").Error())
-		}
-		_, err = b.Append(ctx, task.ID, progress.Event{Type: progress.EventStatus, Status: "two"})
+		sameExpiry(ttls())
+
+		// Written a little while ago: an Append leaves the expiry alone.
+		age(5 * time.Minute)
+		_, err = b.Append(ctx, task.ID, progress.LogEvent("two"))
 		require.NoError(t, err)
-		for _, k := range []string{"snap", "steps", "events"} {
-			ttl, err := srv.Do("PTTL", prefix+k).AsInt64()
-			require.NoError(t, err)
-			assert.Greater(t, ttl, int64(5000), k)
-		}
+		got := ttls()
+		sameExpiry(got)
+		assert.Less(t, got["snap"], (retention-5*time.Minute).Milliseconds()+1, "not refreshed")
+
+		// Written long ago: an Append gives all three the whole retention.
+		age(30 * time.Minute)
+		_, err = b.Append(ctx, task.ID, progress.Event{Type: progress.EventStatus, Status: "three"})
+		require.NoError(t, err)
+		got = ttls()
+		sameExpiry(got)
+		assert.Greater(t, got["snap"], (retention - time.Minute).Milliseconds(), "refreshed")
+
+		// The terminal event always refreshes.
+		age(time.Minute)
+		_, err = b.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
+		require.NoError(t, err)
+		got = ttls()
+		sameExpiry(got)
+		assert.Greater(t, got["snap"], (retention - 30*time.Second).Milliseconds(), "refreshed at the end")
 	})
 
 	t.Run("a delayed task outlives its delay", func(t *testing.T) {

@@ -29,21 +29,30 @@ const eventField = "e"
 // pageSize is how many events one XRANGE reads.
 const pageSize = 500
 
+// luaClock defines now, the Redis server's clock in Unix ms, which the
+// scripts that set expiry times go by.
+const luaClock = `
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+`
+
 // createScript records a new task in state PENDING with no events.
 //
 //	KEYS[1] snapshot hash
 //	ARGV[1] retention in ms, ARGV[2] initial state, ARGV[3] initial status
 //
 // It fails with "EXISTS" when the snapshot exists. An expired namesake
-// leaves no steps or events behind: Append gives those keys the
-// snapshot's expiry, in the same script, so they expire with it (an
-// expired key reads as missing even before Redis deletes it).
-var createScript = rueidis.NewLuaScript(`
+// leaves no steps or events behind: the three progress keys of a task
+// always share one expiry time (the snapshot's field exp, see
+// appendFunction), so they expire together, and an expired key reads as
+// missing even before Redis deletes it.
+var createScript = rueidis.NewLuaScript(luaClock + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('EXISTS task already exists')
 end
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '')
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local exp = string.format('%d', now + tonumber(ARGV[1]))
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '', 'exp', exp)
+redis.call('PEXPIREAT', KEYS[1], exp)
 return 1
 `)
 
@@ -100,10 +109,20 @@ return out
 // values, the number of step results s and their JSON. Go folds the
 // events into these (see foldEvents), so that the script only stores
 // them.
-const appendFunction = `
-local retention = ARGV[1]
+//
+// The three keys of a task share one expiry time, kept in the snapshot's
+// field exp (Unix ms, Redis's clock). An Append moves it to the retention
+// from now when the task reaches its terminal state or when less than
+// seven eighths of the retention is left; otherwise it only gives a key
+// this call creates (the events stream, the steps list) the same time. So
+// a task streaming many events refreshes its expiry once in a while
+// rather than three times per Append, and its keys still live at least
+// seven eighths of the retention after its last write, and the whole
+// retention after its end.
+const appendFunction = luaClock + `
+local retention = tonumber(ARGV[1])
 local function append(snap, stepsKey, events, channel, a)
-  local cur = redis.call('HMGET', snap, 'state', 'last')
+  local cur = redis.call('HMGET', snap, 'state', 'last', 'exp')
   local state = cur[1]
   if not state then
     return redis.error_reply('NOTFOUND task not found')
@@ -112,6 +131,7 @@ local function append(snap, stepsKey, events, channel, a)
     return redis.error_reply('FINISHED task already finished')
   end
   local prev = cur[2] or ''
+  local created = prev == ''
   local live = {prev}
   local n = tonumber(ARGV[a])
   for i = a + 1, a + n do
@@ -124,8 +144,12 @@ local function append(snap, stepsKey, events, channel, a)
   if state == 'PENDING' then to = ARGV[a] end
   if to ~= '' then state = to end
   redis.call('PUBLISH', channel, table.concat(live, '\n'))
+  local exp = tonumber(cur[3])
+  local refresh = state == 'SUCCESS' or state == 'FAILURE' or not exp or exp - now < retention * 7 / 8
+  if refresh then exp = now + retention end
+  exp = string.format('%d', exp)
   local k = tonumber(ARGV[a + 2])
-  local set = {'state', state, 'last', prev}
+  local set = {'state', state, 'last', prev, 'exp', exp}
   for i = a + 3, a + 2 + k do
     set[#set + 1] = ARGV[i]
   end
@@ -135,9 +159,15 @@ local function append(snap, stepsKey, events, channel, a)
   if s > 0 then
     redis.call('RPUSH', stepsKey, unpack(ARGV, a + 1, a + s))
   end
-  redis.call('PEXPIRE', snap, retention)
-  redis.call('PEXPIRE', stepsKey, retention)
-  redis.call('PEXPIRE', events, retention)
+  if refresh then
+    redis.call('PEXPIREAT', snap, exp)
+  end
+  if refresh or s > 0 then
+    redis.call('PEXPIREAT', stepsKey, exp)
+  end
+  if refresh or created then
+    redis.call('PEXPIREAT', events, exp)
+  end
   return prev
 end
 `

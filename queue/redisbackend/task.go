@@ -70,7 +70,7 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 // It replies, for each task, 1, or an "EXISTS" error when its snapshot
 // exists (then it writes nothing of that task). The record of an expired
 // namesake, which may outlive its snapshot, is replaced.
-const createTaskScript = `
+var createTaskScript = luaClock + `
 local out = {}
 local a = 3
 for t = 0, #KEYS / 2 - 1 do
@@ -80,10 +80,11 @@ for t = 0, #KEYS / 2 - 1 do
     out[t + 1] = redis.error_reply('EXISTS task already exists')
   else
     redis.call('DEL', record)
-    redis.call('HSET', snap, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '')
-    redis.call('PEXPIRE', snap, ttl)
+    local exp = string.format('%d', now + tonumber(ttl))
+    redis.call('HSET', snap, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp)
+    redis.call('PEXPIREAT', snap, exp)
     redis.call('HSET', record, unpack(ARGV, a + 2, a + 1 + k))
-    redis.call('PEXPIRE', record, ttl)
+    redis.call('PEXPIREAT', record, exp)
     out[t + 1] = 1
   end
   a = a + 2 + k
