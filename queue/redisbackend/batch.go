@@ -20,7 +20,9 @@ import (
 // When it is done and calls have queued meanwhile, one goroutine runs
 // their batches until none is waiting.
 type batcher[T, R any] struct {
-	// max bounds the items of one batch; 1 turns batching off.
+	// max bounds the items of one batch; 1 turns batching off: each call
+	// then runs at once on its caller's goroutine, concurrently with the
+	// others.
 	max int
 	// weight, when set, is an item's share of maxWeight (the ARGV values
 	// it adds to a script), which bounds a batch too.
@@ -61,6 +63,11 @@ func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 		return zero, err
 	}
 	c := &batchCall[T, R]{item: item}
+	if b.max <= 1 {
+		// No batching: concurrent calls go their own ways.
+		b.runBatch(ctx, []*batchCall[T, R]{c})
+		return c.res, c.err
+	}
 	b.mu.Lock()
 	if !b.running {
 		b.running = true

@@ -150,3 +150,57 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	assert.ErrorIs(t, err, context.DeadlineExceeded, "every task acknowledged: nothing left to fetch")
 	assert.Empty(t, leases)
 }
+
+// clusterMode makes a client look like a Redis Cluster client, whose
+// scripts may touch the keys of one slot only.
+type clusterMode struct{ rueidis.Client }
+
+func (clusterMode) Mode() rueidis.ClientMode { return rueidis.ClientModeCluster }
+
+// TestClusterClientDoesNotBatch checks that on a Redis Cluster client
+// concurrent calls go to Redis each on its own, at once, and that
+// AppendAndAck appends and then acknowledges.
+func TestClusterClientDoesNotBatch(t *testing.T) {
+	srv := redistest.Start(t)
+	client := &holdingClient{countingClient: countingClient{Client: clusterMode{newClient(t, srv)}}}
+	b := newBackend(t, client, redisbackend.Config{})
+	ctx := context.Background()
+	runTask(ctx, t, b) // loads the scripts
+
+	const n = 8
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = queue.NewID()
+		require.NoError(t, b.Create(ctx, ids[i]))
+	}
+	client.hold()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, err := b.Append(ctx, ids[i], progress.LogEvent("one"))
+			assert.NoError(t, err)
+		})
+	}
+	require.Eventually(t, func() bool { return client.blocked.Load() == n }, 5*time.Second, time.Millisecond,
+		"every Append on its way to Redis at once, none waiting for another")
+	appends, _, _ := b.Waiting()
+	assert.Zero(t, appends)
+	client.release()
+	wg.Wait()
+
+	task := newTask()
+	require.NoError(t, b.Create(ctx, task.ID))
+	require.NoError(t, b.Enqueue(ctx, task))
+	leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	before := client.trips.Load()
+	_, acked, err := b.AppendAndAck(ctx, leases[0], progress.Event{Type: progress.EventState, State: progress.StateSuccess})
+	require.NoError(t, err)
+	assert.True(t, acked)
+	assert.Equal(t, int64(2), client.trips.Load()-before, "an Append, then an Ack")
+	snap, _, err := b.Snapshot(ctx, task.ID)
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, snap.State)
+	assert.ErrorIs(t, b.Ack(ctx, leases[0]), queue.ErrLeaseLost, "already acknowledged")
+}
