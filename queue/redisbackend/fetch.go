@@ -51,11 +51,9 @@ const (
 // of the wake stream ("0-0" if empty), after which a blocking XREAD waits
 // for new entries; otherwise they are -1, -1, "" and "", as the caller
 // does not wait.
-var fetchScript = rueidis.NewLuaScript(`
+var fetchScript = rueidis.NewLuaScript(luaClock + `
 local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, max, leasems, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local t = redis.call('TIME')
-local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, ARGV[6])
 for i = 1, #due do

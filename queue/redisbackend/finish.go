@@ -120,10 +120,7 @@ func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall
 			call.err = fmt.Errorf("redisbackend: append to task %q: malformed reply: %v", id, perr)
 			continue
 		}
-		call.res.last, call.err = pair[0].ToString()
-		if call.err != nil && replyCode(call.err) == "" {
-			call.err = fmt.Errorf("redisbackend: append to task %q: %w", id, call.err)
-		}
+		call.res.last, call.err = appendReply(pair[0], id)
 		acked, _ := pair[1].AsInt64()
 		call.res.acked = acked == 1
 		if err := res[i].Error(); err != nil && call.res.acked {

@@ -48,9 +48,7 @@ end
 //	ARGV[1] entry id, ARGV[2] token, ARGV[3] lease (ms)
 //
 // It returns 1, or 0 when the lease is no longer held.
-var extendScript = newLeaseScript(holderCheck + `
-local t = redis.call('TIME')
-local clock = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+var extendScript = newLeaseScript(holderCheck + luaClock + `
 redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), ARGV[1])
 return 1
 `)

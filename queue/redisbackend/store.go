@@ -29,11 +29,11 @@ const eventField = "e"
 // pageSize is how many events one XRANGE reads.
 const pageSize = 500
 
-// luaClock defines now, the Redis server's clock in Unix ms, which the
-// scripts that set expiry times go by.
+// luaClock defines clock, the Redis server's clock in Unix ms, which the
+// scripts that set expiry times and lease deadlines go by.
 const luaClock = `
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local time = redis.call('TIME')
+local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 `
 
 // createScript records a new task in state PENDING with no events.
@@ -50,7 +50,7 @@ var createScript = rueidis.NewLuaScript(luaClock + `
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return redis.error_reply('EXISTS task already exists')
 end
-local exp = string.format('%d', now + tonumber(ARGV[1]))
+local exp = string.format('%d', clock + tonumber(ARGV[1]))
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '', 'exp', exp)
 redis.call('PEXPIREAT', KEYS[1], exp)
 return 1
@@ -145,8 +145,8 @@ local function append(snap, stepsKey, events, channel, a)
   if to ~= '' then state = to end
   redis.call('PUBLISH', channel, table.concat(live, '\n'))
   local exp = tonumber(cur[3])
-  local refresh = state == 'SUCCESS' or state == 'FAILURE' or not exp or exp - now < retention * 7 / 8
-  if refresh then exp = now + retention end
+  local refresh = state == 'SUCCESS' or state == 'FAILURE' or not exp or exp - clock < retention * 7 / 8
+  if refresh then exp = clock + retention end
   exp = string.format('%d', exp)
   local k = tonumber(ARGV[a + 2])
   local set = {'state', state, 'last', prev, 'exp', exp}
@@ -245,18 +245,11 @@ type fold struct {
 // either non-terminal state; the step results are added by the caller.
 func foldEvents(events []progress.Event) fold {
 	state := func(initial progress.State) progress.State {
-		s := initial
+		s := progress.Snapshot{State: initial}
 		for _, e := range events {
-			switch e.Type {
-			case progress.EventState:
-				s = e.State
-			case progress.EventStatus, progress.EventProgress, progress.EventStep:
-				if s == progress.StatePending {
-					s = progress.StateProgress
-				}
-			}
+			s.Apply(e)
 		}
-		return s
+		return s.State
 	}
 	var f fold
 	if s := state(progress.StatePending); s != progress.StatePending {
@@ -327,11 +320,19 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 			c.err = b.wrap(ctx, "append to task "+c.item.taskID, err)
 			continue
 		}
-		c.res, c.err = replies[i].ToString()
-		if c.err != nil && replyCode(c.err) == "" {
-			c.err = fmt.Errorf("redisbackend: append to task %q: %w", c.item.taskID, c.err)
-		}
+		c.res, c.err = appendReply(replies[i], c.item.taskID)
 	}
+}
+
+// appendReply returns the id of the last event that appendFunction
+// replied for one call to taskID, or its error: a coded reply (NOTFOUND,
+// FINISHED) as it is, for appendError, anything else wrapped.
+func appendReply(m rueidis.RedisMessage, taskID string) (string, error) {
+	last, err := m.ToString()
+	if err != nil && replyCode(err) == "" {
+		err = fmt.Errorf("redisbackend: append to task %q: %w", taskID, err)
+	}
+	return last, err
 }
 
 // encodeEvent validates e and returns its JSON and, for a step event, the

@@ -80,7 +80,7 @@ for t = 0, #KEYS / 2 - 1 do
     out[t + 1] = redis.error_reply('EXISTS task already exists')
   else
     redis.call('DEL', record)
-    local exp = string.format('%d', now + tonumber(ttl))
+    local exp = string.format('%d', clock + tonumber(ttl))
     redis.call('HSET', snap, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp)
     redis.call('PEXPIREAT', snap, exp)
     redis.call('HSET', record, unpack(ARGV, a + 2, a + 1 + k))
