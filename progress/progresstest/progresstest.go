@@ -683,20 +683,27 @@ func testEventsAfter(t *testing.T, b progress.Backend) {
 		appendOne(ctx, t, b, id, e)
 		appended = append(appended, e)
 	}
+	// Then three events in one Append.
+	batch := []progress.Event{statusEvent("batch 0"), progress.LogEvent("batch 1"), statusEvent("batch 2")}
+	_, err := b.Append(ctx, id, batch...)
+	require.NoError(t, err)
+	appended = append(appended, batch...)
 	events := allEvents(ctx, t, b, id)
-	require.Len(t, events, 5)
+	require.Len(t, events, 8)
 
 	t.Run("from the start", func(t *testing.T) {
 		assertSameContent(t, appended, events)
 	})
-	t.Run("after a middle id", func(t *testing.T) {
-		got, err := b.Events(ctx, id, events[1].ID)
-		require.NoError(t, err)
-		assert.Equal(t, ids(events[2:]), ids(got))
-		assertSameContent(t, appended[2:], got)
-	})
+	for _, i := range []int{1, 4, 5, 6} { // 5 and 6 are inside the batch
+		t.Run(fmt.Sprintf("after id %d", i), func(t *testing.T) {
+			got, err := b.Events(ctx, id, events[i].ID)
+			require.NoError(t, err)
+			assert.Equal(t, ids(events[i+1:]), ids(got))
+			assertSameContent(t, appended[i+1:], got)
+		})
+	}
 	t.Run("after the last id", func(t *testing.T) {
-		got, err := b.Events(ctx, id, events[4].ID)
+		got, err := b.Events(ctx, id, events[7].ID)
 		require.NoError(t, err)
 		assert.Empty(t, got)
 	})
@@ -764,10 +771,17 @@ func subscribeAndCollect(ctx context.Context, t *testing.T, b progress.Backend, 
 func testSubscribeResume(t *testing.T, b progress.Backend) {
 	ctx := testContext(t)
 	id := createTask(ctx, t, b)
+	// Appends of one and of several events, so that some resume points
+	// are inside one Append's events.
 	const before, later = 6, 6
-	for i := range before {
-		appendOne(ctx, t, b, id, statusEvent(fmt.Sprintf("before %d", i)))
+	appendMany := func(events ...progress.Event) {
+		t.Helper()
+		_, err := b.Append(ctx, id, events...)
+		require.NoError(t, err)
 	}
+	appendMany(statusEvent("before 0"))
+	appendMany(statusEvent("before 1"), statusEvent("before 2"), statusEvent("before 3"))
+	appendMany(statusEvent("before 4"), statusEvent("before 5"))
 	head := allEvents(ctx, t, b, id)
 	require.Len(t, head, before)
 
@@ -777,10 +791,9 @@ func testSubscribeResume(t *testing.T, b progress.Backend) {
 	for i, after := range afterIDs {
 		waits[i] = subscribeAndCollect(ctx, t, b, id, after)
 	}
-	for i := range later - 1 {
-		appendOne(ctx, t, b, id, progress.LogEvent(fmt.Sprintf("later %d", i)))
-	}
-	appendOne(ctx, t, b, id, successEvent(`"done"`))
+	appendMany(progress.LogEvent("later 0"), progress.LogEvent("later 1"))
+	appendMany(progress.LogEvent("later 2"))
+	appendMany(progress.LogEvent("later 3"), progress.LogEvent("later 4"), successEvent(`"done"`))
 
 	events := allEvents(ctx, t, b, id)
 	require.Len(t, events, before+later)

@@ -40,10 +40,9 @@ type Config struct {
 	// Queue names the queue this backend enqueues to and fetches from.
 	// Zero means DefaultQueue. It must not contain '{' or '}'.
 	Queue string
-	// Retention is how long a task's keys are kept after they were last
-	// written: at least seven eighths of it while the task runs, all of it
-	// after its end (see the package documentation). Zero means
-	// DefaultRetention.
+	// Retention is how long a task's keys are kept at least after they
+	// were last written; progress keys may live up to an eighth longer
+	// (see the package documentation). Zero means DefaultRetention.
 	Retention time.Duration
 	// PollInterval is how often a live subscription with nothing to
 	// deliver reads its task's stream directly, which ends subscriptions
@@ -179,6 +178,13 @@ func (b *Backend) cancelChannel() string { return b.qtag + ":cancel" }
 
 // retentionMS is the retention in milliseconds, as PEXPIRE takes it.
 func (b *Backend) retentionMS() int64 { return b.cfg.Retention.Milliseconds() }
+
+// keepMS is the time to live, in ms, of progress keys that must live at
+// least ttl: an eighth of the retention more, so that the writes that
+// follow within that eighth need not move it (see appendFunction).
+func (b *Backend) keepMS(ttl time.Duration) int64 {
+	return ttl.Milliseconds() + b.retentionMS()/8
+}
 
 // Batch limits: the calls of one script invocation, and their ARGV
 // values. They keep one script's run on the Redis thread short (well

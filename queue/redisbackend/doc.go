@@ -30,9 +30,11 @@
 //	                            progress, result (final result JSON) and
 //	                            last (id of the last event appended)
 //	P:{<id>}:steps      list    the snapshot's step results, one JSON each
-//	P:{<id>}:events     stream  the task's event log; entry ids are the
-//	                            event ids ("<ms>-<seq>"), field "e" holds
-//	                            the event's JSON
+//	P:{<id>}:events     stream  the task's event log: one entry per
+//	                            Append, a field "e" with each event's JSON;
+//	                            the entry's id is the last event's id
+//	                            ("<ms>-<seq>"), the others precede it
+//	                            (same ms, consecutive seq)
 //	P:{<id>}:live       channel live events of the task: one message per
 //	                            Append, the id before them, then each
 //	                            event's id and JSON (one line each)
@@ -55,15 +57,16 @@
 //	                            each dead task
 //	P:{q:Q}:cancel      channel ids of cancelled tasks, for the workers
 //
-// The four keys of a task expire about Config.Retention after they were
+// The four keys of a task expire at least Config.Retention after they were
 // last written. The three progress keys share one expiry time: it is set
-// on creation (plus any delay), moved to the full retention by the
-// terminal event, and by any Append that finds less than seven eighths of
-// the retention left, so a task streaming events refreshes it once in a
-// while rather than on every Append. The task record's expiry is set on
-// enqueue (plus any delay) and on every lease, Extend, Retry, Ack and
-// Bury. Retention must therefore exceed the longest time a task can wait
-// in the queue or run without reporting progress.
+// on creation to nine eighths of the retention (plus any delay), and moved
+// to nine eighths of the retention from now by any Append that finds less
+// than the retention left, so a task refreshes it once per eighth of the
+// retention rather than on every Append, and a short task not at all. The
+// task record's expiry is set on enqueue (plus any delay) and on every
+// lease, Extend, Retry, Ack and Bury. Retention must therefore exceed the
+// longest time a task can wait in the queue or run without reporting
+// progress.
 //
 // # Queue
 //

@@ -26,15 +26,17 @@ func TestLiveMessage(t *testing.T) {
 		delivered []string // ids
 		done, ok  bool
 	}{
-		{"a batch after the cursor", "1-1", "1-1\n1-2 " + one + "\n1-3 " + two, []string{"1-2", "1-3"}, false, true},
-		{"the first events", "", "\n1-1 " + one, []string{"1-1"}, false, true},
-		{"events already delivered are skipped", "1-2", "1-1\n1-2 " + one + "\n1-3 " + two, []string{"1-3"}, false, true},
-		{"all already delivered", "1-3", "1-1\n1-2 " + one + "\n1-3 " + two, nil, false, true},
-		{"a gap before the batch", "1-1", "1-2\n1-3 " + two, nil, false, false},
-		{"the terminal event ends it", "1-2", "1-2\n1-3 " + three, []string{"1-3"}, true, true},
+		{"a batch after the cursor", "1-1", "1-1 1-3\n" + one + "\n" + two, []string{"1-2", "1-3"}, false, true},
+		{"the first events", "", " 1-0\n" + one, []string{"1-0"}, false, true},
+		{"events already delivered are skipped", "1-2", "1-1 1-3\n" + one + "\n" + two, []string{"1-3"}, false, true},
+		{"all already delivered", "1-3", "1-1 1-3\n" + one + "\n" + two, nil, false, true},
+		{"a gap before the batch", "1-1", "1-2 1-3\n" + two, nil, false, false},
+		{"a new millisecond", "1-7", "1-7 2-1\n" + one + "\n" + two, []string{"2-0", "2-1"}, false, true},
+		{"the terminal event ends it", "1-2", "1-2 1-4\n" + two + "\n" + three, []string{"1-3", "1-4"}, true, true},
 		{"garbage", "1-1", `{"id":"1-2","prev":"1-1","event":{}}`, nil, false, false},
-		{"a line without an id", "1-1", "1-1\n" + one, nil, false, false},
-		{"undecodable event", "1-1", "1-1\n1-2 {oops", nil, false, false},
+		{"no last id", "1-1", "1-1\n" + one, nil, false, false},
+		{"more events than ids", "", " 1-0\n" + one + "\n" + two, nil, false, false},
+		{"undecodable event", "1-1", "1-1 1-2\n{oops", nil, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -152,7 +152,8 @@ func TestRoundTrips(t *testing.T) {
 		calls := commandCalls(t, srv)
 		assert.Equal(t, appends, calls["evalsha"], "one EVALSHA per Append")
 		assert.Zero(t, calls["eval"], "no script sent again")
-		assert.Equal(t, appends*len(events), calls["xadd"], "every event added by the script")
+		require.Greater(t, len(events), 1)
+		assert.Equal(t, appends, calls["xadd"], "the events of one Append added as one stream entry")
 		assert.Equal(t, appends, calls["publish"], "the events of one Append published in one message")
 	})
 	t.Run("lease scripts", func(t *testing.T) {

@@ -158,7 +158,8 @@ func TestRetention(t *testing.T) {
 			ttl, err := srv.Do("PTTL", k).AsInt64()
 			require.NoError(t, err)
 			assert.Positive(t, ttl, k)
-			assert.LessOrEqual(t, ttl, retention.Milliseconds(), k)
+			assert.LessOrEqual(t, ttl, (retention + retention/8).Milliseconds(), k)
+			assert.Greater(t, ttl, (retention - time.Minute).Milliseconds(), k)
 		}
 	})
 
@@ -181,12 +182,13 @@ func TestRetention(t *testing.T) {
 		}
 		// age makes the keys look written d ago: their expiry, and the
 		// snapshot's record of it, move d closer.
+		keep := retention + retention/8
 		age := func(d time.Duration) {
 			t.Helper()
 			now, err := srv.Do("TIME").AsStrSlice()
 			require.NoError(t, err)
 			sec, _ := strconv.ParseInt(now[0], 10, 64)
-			exp := sec*1000 + (retention - d).Milliseconds()
+			exp := sec*1000 + (keep - d).Milliseconds()
 			require.NoError(t, srv.Do("HSET", prefix+"snap", "exp", strconv.FormatInt(exp, 10)).Error())
 			for _, k := range keys {
 				require.NoError(t, srv.Do("PEXPIREAT", prefix+k, strconv.FormatInt(exp, 10)).Error())
@@ -199,35 +201,43 @@ func TestRetention(t *testing.T) {
 			}
 		}
 
+		// Created with an eighth more than the retention.
+		created, err := srv.Do("PTTL", prefix+"snap").AsInt64()
+		require.NoError(t, err)
+		assert.Greater(t, created, (keep - time.Minute).Milliseconds(), "on creation")
+
 		// The first Append creates the steps and the events: they get the
 		// snapshot's expiry.
-		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
+		_, err = b.Append(ctx, task.ID, progress.LogEvent("one"))
 		require.NoError(t, err)
 		sameExpiry(ttls())
 
-		// Written a little while ago: an Append leaves the expiry alone.
+		// Written a little while ago, more than the retention left: an
+		// Append leaves the expiry alone.
 		age(5 * time.Minute)
 		_, err = b.Append(ctx, task.ID, progress.LogEvent("two"))
 		require.NoError(t, err)
 		got := ttls()
 		sameExpiry(got)
-		assert.Less(t, got["snap"], (retention-5*time.Minute).Milliseconds()+1, "not refreshed")
+		assert.Less(t, got["snap"], (keep-5*time.Minute).Milliseconds()+1, "not refreshed")
+		assert.Greater(t, got["snap"], retention.Milliseconds(), "at least the retention left")
 
-		// Written long ago: an Append gives all three the whole retention.
+		// Written long ago, less than the retention left: an Append gives
+		// all three nine eighths of it again.
 		age(30 * time.Minute)
 		_, err = b.Append(ctx, task.ID, progress.Event{Type: progress.EventStatus, Status: "three"})
 		require.NoError(t, err)
 		got = ttls()
 		sameExpiry(got)
-		assert.Greater(t, got["snap"], (retention - time.Minute).Milliseconds(), "refreshed")
+		assert.Greater(t, got["snap"], (keep - time.Minute).Milliseconds(), "refreshed")
 
-		// The terminal event always refreshes.
-		age(time.Minute)
+		// So does the terminal event, under the same rule.
+		age(20 * time.Minute)
 		_, err = b.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
 		require.NoError(t, err)
 		got = ttls()
 		sameExpiry(got)
-		assert.Greater(t, got["snap"], (retention - 30*time.Second).Milliseconds(), "refreshed at the end")
+		assert.Greater(t, got["snap"], (keep - time.Minute).Milliseconds(), "refreshed at the end")
 	})
 
 	t.Run("a delayed task outlives its delay", func(t *testing.T) {
@@ -289,4 +299,90 @@ func TestRetention(t *testing.T) {
 		_, err = b.Append(ctx, task.ID, progress.LogEvent("late"))
 		assert.ErrorIs(t, err, progress.ErrNotFound)
 	})
+}
+
+func TestEventIDs(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: "ids"})
+	id := queue.NewID()
+	require.NoError(t, b.Create(ctx, id))
+	eventsKey, snapKey := "ids:{"+id+"}:events", "ids:{"+id+"}:snap"
+	status := func(s string) progress.Event { return progress.Event{Type: progress.EventStatus, Status: s} }
+	parse := func(id string) (ms, seq uint64) {
+		t.Helper()
+		a, b, ok := strings.Cut(id, "-")
+		require.True(t, ok, id)
+		ms, err1 := strconv.ParseUint(a, 10, 64)
+		seq, err2 := strconv.ParseUint(b, 10, 64)
+		require.NoError(t, errors.Join(err1, err2), id)
+		return ms, seq
+	}
+	// consecutive asserts that ids have one ms and consecutive seqs.
+	consecutive := func(ids []string) {
+		t.Helper()
+		ms0, seq0 := parse(ids[0])
+		for i, id := range ids {
+			ms, seq := parse(id)
+			assert.Equal(t, [2]uint64{ms0, seq0 + uint64(i)}, [2]uint64{ms, seq}, "ids %v", ids)
+		}
+	}
+	eventIDs := func(after string) []string {
+		t.Helper()
+		events, err := b.Events(ctx, id, after)
+		require.NoError(t, err)
+		out := make([]string, len(events))
+		for i, e := range events {
+			out[i] = e.ID
+		}
+		return out
+	}
+
+	last, err := b.Append(ctx, id, status("a"), status("b"), status("c"))
+	require.NoError(t, err)
+	entries, err := srv.Do("XRANGE", eventsKey, "-", "+").ToArray()
+	require.NoError(t, err)
+	require.Len(t, entries, 1, "one stream entry per Append")
+	entry, err := entries[0].ToArray()
+	require.NoError(t, err)
+	entryID, err := entry[0].ToString()
+	require.NoError(t, err)
+	assert.Equal(t, last, entryID, "the entry's id is its last event's")
+	fields, err := entry[1].AsStrSlice()
+	require.NoError(t, err)
+	require.Len(t, fields, 2, "one field")
+	assert.Equal(t, "e", fields[0])
+	assert.Len(t, strings.Split(fields[1], "\n"), 3, "one line per event")
+	first := eventIDs("")
+	require.Len(t, first, 3)
+	assert.Equal(t, last, first[2])
+	consecutive(first)
+
+	// Appends in a burst: ids keep growing whether or not the clock moved.
+	for range 20 {
+		_, err := b.Append(ctx, id, status("x"), status("y"))
+		require.NoError(t, err)
+	}
+	all := eventIDs("")
+	require.Len(t, all, 43)
+	for i := 1; i < len(all); i++ {
+		pm, ps := parse(all[i-1])
+		ms, seq := parse(all[i])
+		assert.True(t, ms > pm || (ms == pm && seq == ps+1), "%s follows %s", all[i], all[i-1])
+	}
+
+	// A last id ahead of Redis's clock (a clock set back): the next
+	// events follow it.
+	ahead := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10) + "-7"
+	require.NoError(t, srv.Do("XADD", eventsKey, ahead, "e", `{"type":"status","status":"ahead"}`+"\n"+`{"type":"status","status":"ahead 2"}`).Error())
+	require.NoError(t, srv.Do("HSET", snapKey, "last", ahead).Error())
+	_, err = b.Append(ctx, id, status("p"), status("q"))
+	require.NoError(t, err)
+	got := eventIDs(all[len(all)-1])
+	ms, _ := parse(ahead)
+	want := []string{strconv.FormatUint(ms, 10) + "-6", ahead}
+	for _, seq := range []int{8, 9} {
+		want = append(want, strconv.FormatUint(ms, 10)+"-"+strconv.Itoa(seq))
+	}
+	assert.Equal(t, want, got)
 }

@@ -1,11 +1,13 @@
 package redisbackend
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/rueidis"
 
@@ -22,11 +24,12 @@ const (
 	fieldLast     = "last"
 )
 
-// eventField is the field of an event stream entry that holds the event's
-// JSON.
+// eventField is the one field of an event stream entry: the JSON of the
+// events of one Append, one per line (see eventBatch).
 const eventField = "e"
 
-// pageSize is how many events one XRANGE reads.
+// pageSize is how many stream entries (each the events of one Append)
+// one XRANGE reads.
 const pageSize = 500
 
 // luaClock defines clock, the Redis server's clock in Unix ms, which the
@@ -39,7 +42,8 @@ local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 // createScript records a new task in state PENDING with no events.
 //
 //	KEYS[1] snapshot hash
-//	ARGV[1] retention in ms, ARGV[2] initial state, ARGV[3] initial status
+//	ARGV[1] time to live in ms (see keepMS), ARGV[2] initial state,
+//	ARGV[3] initial status
 //
 // It fails with "EXISTS" when the snapshot exists. An expired namesake
 // leaves no steps or events behind: the three progress keys of a task
@@ -66,7 +70,7 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 	defer cancel()
 	err := createScript.Exec(ctx, b.client,
 		[]string{b.snapKey(taskID)},
-		[]string{strconv.FormatInt(b.retentionMS(), 10), string(init.State), init.Details.Status},
+		[]string{strconv.FormatInt(b.keepMS(b.cfg.Retention), 10), string(init.State), init.Details.Status},
 	).Error()
 	if replyCode(err) == "EXISTS" {
 		return fmt.Errorf("%w: %q", progress.ErrExists, taskID)
@@ -85,11 +89,11 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 //
 // It returns one reply per call: a "NOTFOUND" error when the task does not
 // exist and a "FINISHED" error when it has reached SUCCESS or FAILURE
-// (then nothing of that call is recorded); otherwise it adds each event to
-// the stream (Redis assigns the id), folds the call's events into the
-// snapshot, publishes them all in one live message (see liveMessage),
-// refreshes the expiry of the three keys and replies with the id of the
-// last event.
+// (then nothing of that call is recorded); otherwise it adds the call's
+// events to the stream as one entry, folds them into the snapshot,
+// publishes them all in one live message (see subscribe.go), refreshes the
+// expiry of the three keys when due and replies with the id of the last
+// event.
 var appendScript = rueidis.NewLuaScript(appendFunction + `
 local out = {}
 local a = 3
@@ -103,22 +107,31 @@ return out
 // appendFunction defines the Lua function append(snap, stepsKey, events,
 // channel, a), which records one call's events, whose values start at
 // ARGV[a], with the retention in ms at ARGV[1], and returns its reply. The
-// values are those of appendValues: the number of events n, each event's
-// JSON, the state to set when the task is PENDING and when it is not (""
-// for no change), the number of snapshot field-value values k and those
-// values, the number of step results s and their JSON. Go folds the
-// events into these (see foldEvents), so that the script only stores
-// them.
+// values are those of appendValues: the number of events n, their JSON
+// as one string (see eventBatch), the state to set when the task is
+// PENDING and when it is not ("" for no change), the number of snapshot
+// field-value values k and those values, the number of step results s and
+// their JSON. Go folds the events into these (see foldEvents), so that
+// the script only stores them.
+//
+// Event ids have the form of stream entry ids, "<ms>-<seq>", and one
+// entry holds all the events of a call (see eventBatch): its id is the id
+// of the last of them, and the others have the ids just before it (same
+// ms, consecutive seq), which no entry uses. The first event takes the
+// Redis clock with seq 0 or, if the task's last event has a later or
+// equal ms (a burst within one millisecond, or a clock that went back),
+// the id after it; so ids always grow, and one XADD records a whole call.
+// The live message is the id of the event before the call's, a space,
+// the entry's id, a line break and the entry's value (see subscribe.go).
 //
 // The three keys of a task share one expiry time, kept in the snapshot's
-// field exp (Unix ms, Redis's clock). An Append moves it to the retention
-// from now when the task reaches its terminal state or when less than
-// seven eighths of the retention is left; otherwise it only gives a key
-// this call creates (the events stream, the steps list) the same time. So
-// a task streaming many events refreshes its expiry once in a while
-// rather than three times per Append, and its keys still live at least
-// seven eighths of the retention after its last write, and the whole
-// retention after its end.
+// field exp (Unix ms, Redis's clock). An Append that finds less than the
+// retention left moves it to nine eighths of the retention from now (see
+// keepMS); otherwise it only gives a key this call creates (the events
+// stream, the steps list) the same time. So the keys live at least the
+// retention after the last write, and a task refreshes its expiry once
+// per eighth of the retention rather than three times per Append: a short
+// task, not at all after its creation.
 const appendFunction = luaClock + `
 local retention = tonumber(ARGV[1])
 local function append(snap, stepsKey, events, channel, a)
@@ -132,21 +145,25 @@ local function append(snap, stepsKey, events, channel, a)
   end
   local prev = cur[2] or ''
   local created = prev == ''
-  local live = {prev}
-  local n = tonumber(ARGV[a])
-  for i = a + 1, a + n do
-    local id = redis.call('XADD', events, '*', 'e', ARGV[i])
-    live[#live + 1] = id .. ' ' .. ARGV[i]
-    prev = id
+  local ms, seq = clock, 0
+  if not created then
+    local dash = string.find(prev, '-', 1, true)
+    local pms = tonumber(string.sub(prev, 1, dash - 1))
+    if pms >= clock then
+      ms, seq = pms, tonumber(string.sub(prev, dash + 1)) + 1
+    end
   end
-  a = a + n + 1
+  local last = string.format('%d-%d', ms, seq + tonumber(ARGV[a]) - 1)
+  redis.call('XADD', events, last, 'e', ARGV[a + 1])
+  redis.call('PUBLISH', channel, prev .. ' ' .. last .. '\n' .. ARGV[a + 1])
+  prev = last
+  a = a + 2
   local to = ARGV[a + 1]
   if state == 'PENDING' then to = ARGV[a] end
   if to ~= '' then state = to end
-  redis.call('PUBLISH', channel, table.concat(live, '\n'))
   local exp = tonumber(cur[3])
-  local refresh = state == 'SUCCESS' or state == 'FAILURE' or not exp or exp - clock < retention * 7 / 8
-  if refresh then exp = clock + retention end
+  local refresh = not exp or exp - clock < retention
+  if refresh then exp = clock + retention + math.floor(retention / 8) end
   exp = string.format('%d', exp)
   local k = tonumber(ARGV[a + 2])
   local set = {'state', state, 'last', prev, 'exp', exp}
@@ -173,7 +190,8 @@ end
 `
 
 // appendCall is one Append call's share of appendScript: its task and
-// ARGV values (the live channel, the number of events, the events').
+// ARGV values (the live channel, the number of values that follow, and
+// those of appendFunction).
 type appendCall struct {
 	taskID string
 	args   []string
@@ -210,19 +228,23 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int)
 			return nil, fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
 		}
 	}
-	args := make([]string, lead, lead+8+2*len(events))
-	args = append(args, b.liveChannel(taskID), "", strconv.Itoa(len(events)))
-	steps := make([]string, 0, len(events))
+	args := make([]string, lead, lead+16)
+	var blob []byte
+	var steps []string
 	for i, e := range events {
-		data, step, err := encodeEvent(e)
-		if err != nil {
+		if i > 0 {
+			blob = append(blob, '\n')
+		}
+		var step string
+		var err error
+		if blob, step, err = appendEncodedEvent(blob, e); err != nil {
 			return nil, fmt.Errorf("redisbackend: append to task %q: event %d: %w", taskID, i, err)
 		}
-		args = append(args, data)
 		if step != "" {
 			steps = append(steps, step)
 		}
 	}
+	args = append(args, b.liveChannel(taskID), "", strconv.Itoa(len(events)), string(blob))
 	f := foldEvents(events)
 	args = append(args, string(f.ifPending), string(f.otherwise), strconv.Itoa(len(f.set)))
 	args = append(args, f.set...)
@@ -335,29 +357,35 @@ func appendReply(m rueidis.RedisMessage, taskID string) (string, error) {
 	return last, err
 }
 
-// encodeEvent validates e and returns its JSON and, for a step event, the
-// step result's JSON.
-func encodeEvent(e progress.Event) (data, step string, err error) {
+// appendEncodedEvent validates e and appends its JSON to buf; for a step
+// event it also returns the step result's JSON. The JSON has no line
+// break, which eventBatch relies on: json.Marshal, whose output
+// appendEventJSON reproduces, escapes them in strings and compacts raw
+// JSON.
+func appendEncodedEvent(buf []byte, e progress.Event) (_ []byte, step string, err error) {
 	if err := e.Validate(); err != nil {
-		return "", "", err
+		return buf, "", err
 	}
 	if e.Result != nil && !json.Valid(e.Result) {
-		return "", "", fmt.Errorf("%w: result is not JSON", progress.ErrInvalidEvent)
+		return buf, "", fmt.Errorf("%w: result is not JSON", progress.ErrInvalidEvent)
 	}
 	var stepJSON []byte
 	if e.Step != nil {
 		if e.Step.Data != nil && !json.Valid(e.Step.Data) {
-			return "", "", fmt.Errorf("%w: step data is not JSON", progress.ErrInvalidEvent)
+			return buf, "", fmt.Errorf("%w: step data is not JSON", progress.ErrInvalidEvent)
 		}
 		if stepJSON, err = appendStepJSON(nil, e.Step); err != nil {
-			return "", "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
+			return buf, "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 		}
 	}
-	buf, err := appendEventJSON(make([]byte, 0, 64+len(stepJSON)), e, stepJSON)
-	if err != nil {
-		return "", "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
+	start := len(buf)
+	if buf, err = appendEventJSON(buf, e, stepJSON); err != nil {
+		return buf[:start], "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 	}
-	return string(buf), string(stepJSON), nil
+	if bytes.IndexByte(buf[start:], '\n') >= 0 {
+		return buf[:start], "", fmt.Errorf("%w: its JSON has a line break", progress.ErrInvalidEvent)
+	}
+	return buf, string(stepJSON), nil
 }
 
 // Snapshot implements progress.Store in one round trip: the hash and the
@@ -440,26 +468,27 @@ func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progres
 	}
 	var all []progress.Event
 	for {
-		page, _, err := b.readPage(ctx, taskID, after, pageSize)
+		page, more, _, err := b.readPage(ctx, taskID, after, pageSize)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, page...)
-		if len(page) < pageSize {
+		if !more || len(page) == 0 {
 			return all, nil
 		}
 		after, _ = parseEventID(page[len(page)-1].ID)
 	}
 }
 
-// readPage reads up to count events of the task after the given id, and
-// whether the task had reached a terminal state when the read began (then
-// every event of the task is in the stream, so reading on to the end
-// yields them all). It fails with progress.ErrNotFound when the task does
-// not exist.
-func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, count int64) ([]progress.Event, bool, error) {
+// readPage reads the events of the task after the given id from up to
+// count stream entries, whether there may be more (count entries were
+// read), and whether the task had reached a terminal state when the read
+// began (then every event of the task is in the stream, so reading on to
+// the end yields them all). It fails with progress.ErrNotFound when the
+// task does not exist.
+func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, count int64) (events []progress.Event, more, terminal bool, err error) {
 	if after.isMax() {
-		return nil, false, nil
+		return nil, false, false, nil
 	}
 	start := "-"
 	if !after.isZero() {
@@ -476,25 +505,93 @@ func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, co
 	)
 	state, err := res[0].ToString()
 	if rueidis.IsRedisNil(err) {
-		return nil, false, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+		return nil, false, false, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 	if err != nil {
-		return nil, false, b.wrap(ctx, "read events of task "+taskID, err)
+		return nil, false, false, b.wrap(ctx, "read events of task "+taskID, err)
 	}
-	entries, err := res[1].AsXRange()
+	entries, err := res[1].ToArray()
 	if err != nil {
-		return nil, false, b.wrap(ctx, "read events of task "+taskID, err)
+		return nil, false, false, b.wrap(ctx, "read events of task "+taskID, err)
 	}
-	events := make([]progress.Event, 0, len(entries))
 	for _, en := range entries {
-		var e progress.Event
-		if err := json.Unmarshal([]byte(en.FieldValues[eventField]), &e); err != nil {
-			return nil, false, fmt.Errorf("redisbackend: decode event %s of task %q: %w", en.ID, taskID, err)
+		if events, err = appendEntryEvents(events, en, after); err != nil {
+			return nil, false, false, fmt.Errorf("redisbackend: read events of task %q: %w", taskID, err)
 		}
-		e.ID = en.ID
-		events = append(events, e)
 	}
-	return events, progress.State(state).Terminal(), nil
+	return events, int64(len(entries)) == count, progress.State(state).Terminal(), nil
+}
+
+// appendEntryEvents decodes the events of one stream entry (an XRANGE
+// reply element) that come after the given id and appends them to events.
+func appendEntryEvents(events []progress.Event, entry rueidis.RedisMessage, after eventID) ([]progress.Event, error) {
+	parts, err := entry.ToArray()
+	if err != nil || len(parts) != 2 {
+		return events, fmt.Errorf("malformed stream entry: %v", err)
+	}
+	idText, err := parts[0].ToString()
+	if err != nil {
+		return events, fmt.Errorf("malformed stream entry id: %w", err)
+	}
+	last, err := parseEventID(idText)
+	if err != nil {
+		return events, err
+	}
+	fields, err := parts[1].AsStrSlice()
+	if err != nil || len(fields) != 2 || fields[0] != eventField {
+		return events, fmt.Errorf("malformed stream entry %s", idText)
+	}
+	err = eventBatch{last: last, events: fields[1]}.each(func(id eventID, data string) error {
+		if id.compare(after) <= 0 {
+			return nil
+		}
+		var e progress.Event
+		if err := json.Unmarshal([]byte(data), &e); err != nil {
+			return fmt.Errorf("decode event %s: %w", id, err)
+		}
+		e.ID = id.String()
+		events = append(events, e)
+		return nil
+	})
+	return events, err
+}
+
+// eventBatch is the events of one Append as they are stored (a stream
+// entry) and published (in a live message): the id of the last event and
+// every event's JSON, one per line. The events before the last have the
+// ids just before its id: the same ms, consecutive seqs.
+type eventBatch struct {
+	last   eventID
+	events string
+}
+
+// errBreak stops eventBatch.each without an error.
+var errBreak = errors.New("break")
+
+// each calls fn with each event's id and JSON, in order, until fn returns
+// an error: errBreak stops without one, any other is returned. A batch
+// with more events than ids fit before its last is malformed.
+func (b eventBatch) each(fn func(id eventID, data string) error) error {
+	n := uint64(strings.Count(b.events, "\n")) + 1
+	if b.events == "" || n > b.last.seq+1 || b.last.seq+1-n == 0 && b.last.ms == 0 {
+		return fmt.Errorf("malformed batch of events ending at %s", b.last)
+	}
+	id := eventID{b.last.ms, b.last.seq + 1 - n}
+	rest := b.events
+	for {
+		data, more, found := strings.Cut(rest, "\n")
+		if err := fn(id, data); err != nil {
+			if err == errBreak {
+				return nil
+			}
+			return err
+		}
+		if !found {
+			return nil
+		}
+		rest = more
+		id.seq++
+	}
 }
 
 // errTaskGone reports whether err means that a task does not exist.

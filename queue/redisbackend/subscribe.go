@@ -3,6 +3,7 @@ package redisbackend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -12,17 +13,18 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// A live message is what appendScript publishes for each Append: lines
-// separated by "\n" (the JSON of an event has no raw line break), the
-// first holding the id of the event before the first one ("" when there
-// is none), then one line per event: its id, a space, its JSON.
+// A live message is what appendScript publishes for each Append: a line
+// with the id of the event before the first one ("" when there is none),
+// a space and the id of the last one, then the events' JSON, one line
+// each, as in the stream entry of that Append (see eventBatch): the ids
+// of the events before the last one precede it.
 //
-//	1764111600000-3
-//	1764111600000-4 {"type":"progress","progress":40}
-//	1764111600000-5 {"type":"status","status":"Writing"}
+//	1764111600000-3 1764111600000-5
+//	{"type":"progress","progress":40}
+//	{"type":"status","status":"Writing"}
 //
-// Each event thus names the one before it, so that a subscriber sees a
-// gap, and one message carries a whole batch.
+// Each message thus names the event before it, so that a subscriber sees
+// a gap, and one message carries a whole batch.
 
 // Subscribe implements progress.Subscriber. The subscription shares the
 // backend's one pub/sub connection. A goroutine works for it only while
@@ -193,38 +195,44 @@ func (s *subscription) finish() {
 // garbage): then the stream must be read. done reports that the
 // subscription is over.
 func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
-	prevID, rest, _ := strings.Cut(raw, "\n")
-	prev, err := parseEventID(prevID)
-	if err != nil {
-		s.b.log.Warn("flows: undecodable live message", "task_id", s.taskID, "err", err)
+	header, events, _ := strings.Cut(raw, "\n")
+	prevText, lastText, found := strings.Cut(header, " ")
+	prev, err := parseEventID(prevText)
+	last, err2 := parseEventID(lastText)
+	if !found || err != nil || err2 != nil || last.isZero() {
+		s.b.log.Warn("flows: undecodable live message", "task_id", s.taskID, "err", errors.Join(err, err2))
 		return false, false
 	}
-	for rest != "" {
-		var line string
-		line, rest, _ = strings.Cut(rest, "\n")
-		idText, data, found := strings.Cut(line, " ")
-		id, err := parseEventID(idText)
-		if !found || err != nil || id.isZero() {
-			s.b.log.Warn("flows: undecodable live message", "task_id", s.taskID)
-			return false, false
-		}
+	err = eventBatch{last: last, events: events}.each(func(id eventID, data string) error {
 		if id.compare(s.cursor) > 0 {
 			if prev != s.cursor {
-				return false, false // a gap: the stream has what is missing
+				return errGap
 			}
 			var e progress.Event
 			if err := json.Unmarshal([]byte(data), &e); err != nil {
-				return false, false
+				return err
 			}
-			e.ID = idText
+			e.ID = id.String()
 			if !s.deliver(ctx, e) {
-				return true, true
+				done = true
+				return errBreak
 			}
 		}
 		prev = id
+		return nil
+	})
+	if err != nil {
+		if err != errGap {
+			s.b.log.Warn("flows: undecodable live message", "task_id", s.taskID, "err", err)
+		}
+		return false, false
 	}
-	return false, true
+	return done, true
 }
+
+// errGap stops the reading of a live message whose first new event does
+// not follow the cursor: the stream has what is missing.
+var errGap = errors.New("gap before the live message")
 
 // catchUp delivers every stored event after the cursor. It reports
 // whether the subscription is over: terminal event delivered, task gone,
@@ -232,7 +240,7 @@ func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
 func (s *subscription) catchUp(ctx context.Context) bool {
 	backoff := reconnectMin
 	for {
-		events, terminal, err := s.b.readPage(ctx, s.taskID, s.cursor, pageSize)
+		events, more, terminal, err := s.b.readPage(ctx, s.taskID, s.cursor, pageSize)
 		switch {
 		case errTaskGone(err):
 			return true
@@ -254,7 +262,7 @@ func (s *subscription) catchUp(ctx context.Context) bool {
 				return true
 			}
 		}
-		if len(events) == pageSize {
+		if more && len(events) > 0 {
 			continue
 		}
 		return terminal

@@ -64,7 +64,7 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 //
 //	KEYS, per task: snapshot hash, task record
 //	ARGV[1] initial state, ARGV[2] initial status, then, for each task:
-//	the expiry of its snapshot and record in ms, the number of record
+//	the time to live of its snapshot and record in ms, the number of record
 //	values k, and k values: the record's fields and values
 //
 // It replies, for each task, 1, or an "EXISTS" error when its snapshot
@@ -76,10 +76,13 @@ local a = 3
 for t = 0, #KEYS / 2 - 1 do
   local snap, record = KEYS[2 * t + 1], KEYS[2 * t + 2]
   local ttl, k = ARGV[a], tonumber(ARGV[a + 1])
-  if redis.call('EXISTS', snap) == 1 then
+  local found = redis.call('EXISTS', snap, record)
+  if found > 0 and redis.call('EXISTS', snap) == 1 then
     out[t + 1] = redis.error_reply('EXISTS task already exists')
   else
-    redis.call('DEL', record)
+    if found > 0 then
+      redis.call('DEL', record)
+    end
     local exp = string.format('%d', clock + tonumber(ttl))
     redis.call('HSET', snap, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp)
     redis.call('PEXPIREAT', snap, exp)
@@ -110,7 +113,7 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	}
 	fields := recordFields(t)
 	args := make([]string, 2, 2+2*len(fields))
-	args[0] = strconv.FormatInt(b.recordTTL(t, time.Now()).Milliseconds(), 10)
+	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, time.Now())), 10)
 	args[1] = strconv.Itoa(2 * len(fields))
 	for _, f := range fields {
 		args = append(args, f[0], f[1])
