@@ -293,14 +293,40 @@ func (w *Worker) retire(base context.Context) {
 	}
 }
 
-// fetchLoop leases tasks for the free slots and hands each to handle in
-// its own goroutine, until ctx ends.
+// fetchLoop leases tasks for the free slots and hands each to handle,
+// until ctx ends. Tasks run on goroutines that take one task after the
+// other, at most one per slot, started as needed and ended when fetchLoop
+// returns: a goroutine whose stack has grown for one task keeps it for
+// the next, where a goroutine per task would grow it again every time.
 func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(*Lease)) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	release := func(n int) {
 		for range n {
 			<-slots
 		}
+	}
+	jobs := make(chan *Lease)
+	defer close(jobs)
+	runners := 0
+	dispatch := func(l *Lease) {
+		select {
+		case jobs <- l: // an idle runner took it
+			return
+		default:
+		}
+		if runners == cap(slots) {
+			// Every runner exists: one that has just released its slot
+			// takes l as soon as it is back.
+			jobs <- l
+			return
+		}
+		runners++
+		inFlight.Go(func() {
+			for ok := true; ok; l, ok = <-jobs {
+				handle(l)
+				release(1)
+			}
+		})
 	}
 	backoff := minFetchBackoff
 	for {
@@ -333,10 +359,7 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 		}
 		release(n - len(leases))
 		for _, l := range leases {
-			inFlight.Go(func() {
-				defer release(1)
-				handle(l)
-			})
+			dispatch(l)
 		}
 		if err == nil {
 			backoff = minFetchBackoff

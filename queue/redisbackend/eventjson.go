@@ -77,9 +77,25 @@ func appendEventJSON(buf []byte, e progress.Event, step []byte) ([]byte, error) 
 // appendRawJSON appends raw as json.Marshal writes a json.RawMessage:
 // compacted, with HTML characters escaped. It fails on invalid JSON.
 func appendRawJSON(buf []byte, raw json.RawMessage) ([]byte, error) {
+	if marshalKeeps(raw) && json.Valid(raw) {
+		return append(buf, raw...), nil
+	}
 	b, err := json.Marshal(raw)
 	if err != nil {
 		return buf, err
 	}
 	return append(buf, b...), nil
+}
+
+// marshalKeeps reports whether json.Marshal writes raw, if valid, as it
+// is: it has no whitespace to compact, no '<', '>' or '&' to escape and no
+// byte that may start U+2028 or U+2029, which are escaped too.
+func marshalKeeps(raw []byte) bool {
+	for _, c := range raw {
+		switch c {
+		case ' ', '\t', '\n', '\r', '<', '>', '&', 0xE2:
+			return false
+		}
+	}
+	return true
 }

@@ -246,8 +246,10 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int)
 	}
 	args = append(args, b.liveChannel(taskID), "", strconv.Itoa(len(events)), string(blob))
 	f := foldEvents(events)
-	args = append(args, string(f.ifPending), string(f.otherwise), strconv.Itoa(len(f.set)))
-	args = append(args, f.set...)
+	args = append(args, string(f.ifPending), string(f.otherwise), "")
+	k := len(args)
+	args = f.appendSet(args)
+	args[k-1] = strconv.Itoa(len(args) - k)
 	args = append(args, strconv.Itoa(len(steps)))
 	args = append(args, steps...)
 	args[lead+1] = strconv.Itoa(len(args) - lead - 2)
@@ -259,8 +261,27 @@ type fold struct {
 	// ifPending and otherwise are the state to record when the task is
 	// PENDING and when it is not ("" for no change).
 	ifPending, otherwise progress.State
-	// set are the other fields to write, as field-value values.
-	set []string
+	// The other fields, when the events set them.
+	status, progress, result foldValue
+}
+
+// foldValue is the last value a fold gives a field, if it gives one.
+type foldValue struct {
+	s   string
+	set bool
+}
+
+// appendSet appends the fields f sets and their values to args.
+func (f *fold) appendSet(args []string) []string {
+	for _, kv := range [...]struct {
+		field string
+		foldValue
+	}{{fieldStatus, f.status}, {fieldProgress, f.progress}, {fieldResult, f.result}} {
+		if kv.set {
+			args = append(args, kv.field, kv.s)
+		}
+	}
+	return args
 }
 
 // foldEvents folds events as progress.Snapshot.Apply does, for a task in
@@ -280,35 +301,27 @@ func foldEvents(events []progress.Event) fold {
 	if s := state(progress.StateProgress); s != progress.StateProgress {
 		f.otherwise = s
 	}
-	var status, pct, result *string
-	for _, e := range events {
+	var status, pct, result foldValue
+	for i := range events {
+		e := &events[i]
 		switch e.Type {
 		case progress.EventState:
 			if e.Status != "" {
-				status = &e.Status
+				status = foldValue{e.Status, true}
 			}
 			if e.State == progress.StateSuccess {
-				p, r := "100", string(e.Result)
-				pct, result = &p, &r
+				pct, result = foldValue{"100", true}, foldValue{string(e.Result), true}
 			}
 		case progress.EventStatus:
-			status = &e.Status
+			status = foldValue{e.Status, true}
 		case progress.EventProgress:
-			p := strconv.Itoa(min(max(e.Progress, 0), 100))
-			pct = &p
+			pct = foldValue{strconv.Itoa(min(max(e.Progress, 0), 100)), true}
 			if e.Status != "" {
-				status = &e.Status
+				status = foldValue{e.Status, true}
 			}
 		}
 	}
-	for _, kv := range []struct {
-		field string
-		value *string
-	}{{fieldStatus, status}, {fieldProgress, pct}, {fieldResult, result}} {
-		if kv.value != nil {
-			f.set = append(f.set, kv.field, *kv.value)
-		}
-	}
+	f.status, f.progress, f.result = status, pct, result
 	return f
 }
 
@@ -366,14 +379,8 @@ func appendEncodedEvent(buf []byte, e progress.Event) (_ []byte, step string, er
 	if err := e.Validate(); err != nil {
 		return buf, "", err
 	}
-	if e.Result != nil && !json.Valid(e.Result) {
-		return buf, "", fmt.Errorf("%w: result is not JSON", progress.ErrInvalidEvent)
-	}
 	var stepJSON []byte
 	if e.Step != nil {
-		if e.Step.Data != nil && !json.Valid(e.Step.Data) {
-			return buf, "", fmt.Errorf("%w: step data is not JSON", progress.ErrInvalidEvent)
-		}
 		if stepJSON, err = appendStepJSON(nil, e.Step); err != nil {
 			return buf, "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 		}
