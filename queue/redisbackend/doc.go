@@ -40,7 +40,8 @@
 //	                            event's id and JSON (one line each)
 //	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id;
 //	                            consumer group "workers" hands each entry
-//	                            out once
+//	                            out once; acknowledged entries are trimmed
+//	                            in blocks of about a hundred
 //	P:{q:Q}:delayed     zset    tasks waiting to be ready (delayed start,
 //	                            retry backoff), scored by due Unix ms
 //	P:{q:Q}:leases      zset    stream entries leased to a worker, scored by

@@ -45,9 +45,65 @@ func TestDeadWorkersTaskIsTakenOver(t *testing.T) {
 	assert.ErrorIs(t, a.Extend(ctx, first[0], time.Minute), queue.ErrLeaseLost)
 	require.NoError(t, b.Extend(ctx, second[0], time.Minute))
 	require.NoError(t, b.Ack(ctx, second[0]))
-	pending, err := srv.Do("XLEN", cfg.Prefix+":{q:default}:stream").AsInt64()
+	pending, err := srv.Do("XPENDING", cfg.Prefix+":{q:default}:stream", "workers").ToArray()
 	require.NoError(t, err)
-	assert.Zero(t, pending, "acknowledged entries leave the stream")
+	n, err := pending[0].AsInt64()
+	require.NoError(t, err)
+	assert.Zero(t, n, "acknowledged entries leave the pending list")
+}
+
+func TestAcknowledgedEntriesAreTrimmed(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	const tasks = 1000
+	for range tasks {
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+	}
+	xlen := func() int64 {
+		t.Helper()
+		n, err := srv.Do("XLEN", b.Prefix()+":{q:default}:stream").AsInt64()
+		require.NoError(t, err)
+		return n
+	}
+	require.Equal(t, int64(tasks), xlen())
+	// All held, then acknowledged newest first: the oldest is pending
+	// until the last Ack, which leaves nothing pending.
+	var all []*queue.Lease
+	for len(all) < tasks {
+		leases, err := b.Fetch(ctx, "w", 64, time.Minute)
+		require.NoError(t, err)
+		all = append(all, leases...)
+	}
+	for i := len(all) - 1; i > 0; i-- {
+		require.NoError(t, b.Ack(ctx, all[i]))
+	}
+	assert.Equal(t, int64(tasks), xlen(), "nothing trimmed while the oldest entry is pending")
+	require.NoError(t, b.Ack(ctx, all[0]))
+	// Whole blocks go (stream-node-max-entries, 100 by default): at most
+	// one block of acknowledged entries is left.
+	assert.LessOrEqual(t, xlen(), int64(100), "acknowledged entries are trimmed")
+
+	// Entries still held are kept, whatever their age.
+	held := newTask()
+	require.NoError(t, b.Enqueue(ctx, held))
+	leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	for range 300 {
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+	}
+	for done := 0; done < 300; {
+		more, err := b.Fetch(ctx, "w", 64, time.Minute)
+		require.NoError(t, err)
+		for _, l := range more {
+			require.NoError(t, b.Ack(ctx, l))
+		}
+		done += len(more)
+	}
+	assert.Greater(t, xlen(), int64(300), "nothing after the held entry is trimmed")
+	require.NoError(t, b.Ack(ctx, leases[0]), "the held lease is intact")
 }
 
 func TestCancellationsReachOtherProcesses(t *testing.T) {
@@ -106,9 +162,11 @@ func TestOrphanEntryIsDropped(t *testing.T) {
 	exists, err := srv.Do("EXISTS", b.Prefix()+":{"+lost.ID+"}:task").AsInt64()
 	require.NoError(t, err)
 	assert.Zero(t, exists, "no record is left behind by the attempt count")
-	entries, err := srv.Do("XLEN", b.Prefix()+":{q:default}:stream").AsInt64()
+	pending, err := srv.Do("XPENDING", b.Prefix()+":{q:default}:stream", "workers").ToArray()
 	require.NoError(t, err)
-	assert.Equal(t, int64(1), entries, "only the leased task's entry remains")
+	n, err := pending[0].AsInt64()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n, "only the leased task's entry is pending")
 	_, err = b.Get(ctx, lost.ID)
 	assert.ErrorIs(t, err, queue.ErrNotFound)
 }
