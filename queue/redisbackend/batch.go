@@ -150,6 +150,20 @@ func (b *batcher[T, R]) take() []*batchCall[T, R] {
 	return calls
 }
 
+// batchArgs returns the script arguments of a batch: lead, then the
+// arguments of each call (args gives them), in one allocation.
+func batchArgs[T any](lead []string, calls []T, args func(T) []string) []string {
+	n := len(lead)
+	for _, c := range calls {
+		n += len(args(c))
+	}
+	out := append(make([]string, 0, n), lead...)
+	for _, c := range calls {
+		out = append(out, args(c)...)
+	}
+	return out
+}
+
 // batchReplies returns the replies of a script that answers each of a
 // batch's n calls with one value, or the error of the script itself.
 func batchReplies(r rueidis.RedisResult, n int) ([]rueidis.RedisMessage, error) {

@@ -99,12 +99,12 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall, finishResult]) {
 	c := b.client
 	keys := append(make([]string, 0, 3+3*len(calls)), b.leaseKeys()...)
-	args := []string{strconv.FormatInt(b.retentionMS(), 10), group, strconv.Itoa(len(calls))}
+	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), group, strconv.Itoa(len(calls))},
+		calls, func(c *batchCall[finishCall, finishResult]) []string { return c.item.args })
 	keep := make(rueidis.Commands, 0, len(calls))
 	for _, call := range calls {
 		id := call.item.taskID
 		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id))
-		args = append(args, call.item.args...)
 		keep = append(keep, c.B().Pexpire().Key(b.taskKey(id)).Milliseconds(b.retentionMS()).Build())
 	}
 	reply, res := b.runLeaseScript(ctx, finishScript, keys, args, keep)

@@ -229,7 +229,7 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int)
 		}
 	}
 	args := make([]string, lead, lead+16)
-	var blob []byte
+	blob := make([]byte, 0, 64*len(events))
 	var steps []string
 	for i, e := range events {
 		if i > 0 {
@@ -343,12 +343,12 @@ func appendError(ctx context.Context, taskID string, err error) error {
 // runAppends runs a batch of Append calls in one appendScript.
 func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall, string]) {
 	keys := make([]string, 0, 3*len(calls))
-	args := []string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))}
 	for _, c := range calls {
 		id := c.item.taskID
 		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id))
-		args = append(args, c.item.args...)
 	}
+	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))},
+		calls, func(c *batchCall[appendCall, string]) []string { return c.item.args })
 	replies, err := batchReplies(appendScript.Exec(ctx, b.client, keys, args), len(calls))
 	for i, c := range calls {
 		if err != nil {

@@ -140,12 +140,12 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	c := b.client
 	init := progress.NewSnapshot()
 	keys := make([]string, 0, 2*len(calls))
-	args := []string{string(init.State), init.Details.Status}
 	for _, call := range calls {
 		id := call.item.task.ID
 		keys = append(keys, b.snapKey(id), b.taskKey(id))
-		args = append(args, call.item.args...)
 	}
+	args := batchArgs([]string{string(init.State), init.Details.Status},
+		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
 	cmds := rueidis.Commands{c.B().Eval().Script(createTaskScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}
 	now := time.Now()
 	for _, call := range calls {
