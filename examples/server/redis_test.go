@@ -46,9 +46,9 @@ func TestServerOnRedisRunsPoemFlowToSuccessOverSSE(t *testing.T) {
 	id := assertPoemOverSSE(t, startServer(t, cfg))
 
 	// The task lives in Redis, under the configured prefix.
-	n, err := srv.Do("EXISTS", cfg.Prefix+":{"+id+"}:snap", cfg.Prefix+":{"+id+"}:events").AsInt64()
+	n, err := srv.Do("EXISTS", cfg.Prefix+":{"+id+"}:task", cfg.Prefix+":{"+id+"}:events").AsInt64()
 	require.NoError(t, err)
-	assert.EqualValues(t, 2, n, "the task's snapshot and events are not in Redis")
+	assert.EqualValues(t, 2, n, "the task and its events are not in Redis")
 }
 
 // TestServerWithoutWorkers runs the server with -workers 0: a task it

@@ -158,7 +158,6 @@ func (b *Backend) closed() bool { return b.ctx.Err() != nil }
 
 // Keys of a task; see the package documentation.
 func (b *Backend) taskKey(id string) string   { return b.cfg.Prefix + ":{" + id + "}:task" }
-func (b *Backend) snapKey(id string) string   { return b.cfg.Prefix + ":{" + id + "}:snap" }
 func (b *Backend) stepsKey(id string) string  { return b.cfg.Prefix + ":{" + id + "}:steps" }
 func (b *Backend) eventsKey(id string) string { return b.cfg.Prefix + ":{" + id + "}:events" }
 func (b *Backend) liveChannel(id string) string {

@@ -172,10 +172,7 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	for _, f := range recordFields(t) {
 		hset = hset.FieldValue(f[0], f[1])
 	}
-	for _, r := range c.DoMulti(ctx,
-		hset.Build(),
-		c.B().Pexpire().Key(b.taskKey(t.ID)).Milliseconds(b.recordTTL(t, now).Milliseconds()).Build(),
-	) {
+	for _, r := range c.DoMulti(ctx, append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, b.recordTTL(t, now))...)...) {
 		if err := r.Error(); err != nil {
 			return b.wrap(ctx, "re-queue task "+deadID, err)
 		}

@@ -25,10 +25,10 @@
 //	P:{<id>}:task       hash    the queue's record of the task: id, flow,
 //	                            inputs, attempt, max_attempts, timeout (ns),
 //	                            enqueued_at and run_at (Unix ns), cancelled,
-//	                            requeued_from
-//	P:{<id>}:snap       hash    the progress snapshot: state, status,
-//	                            progress, result (final result JSON) and
-//	                            last (id of the last event appended)
+//	                            requeued_from; and its progress snapshot:
+//	                            state, status, progress, result (final
+//	                            result JSON), last (id of the last event
+//	                            appended) and exp (expiry, Unix ms)
 //	P:{<id>}:steps      list    the snapshot's step results, one JSON each
 //	P:{<id>}:events     stream  the task's event log: one entry per
 //	                            Append, a field "e" with each event's JSON;
@@ -58,16 +58,16 @@
 //	                            each dead task
 //	P:{q:Q}:cancel      channel ids of cancelled tasks, for the workers
 //
-// The four keys of a task expire at least Config.Retention after they were
-// last written. The three progress keys share one expiry time: it is set
-// on creation to nine eighths of the retention (plus any delay), and moved
-// to nine eighths of the retention from now by any Append that finds less
+// The three keys of a task expire at least Config.Retention after they
+// were last written. They share one expiry time, exp: it is set on
+// creation to nine eighths of the retention (plus any delay), and moved to
+// nine eighths of the retention from now by any Append that finds less
 // than the retention left, so a task refreshes it once per eighth of the
-// retention rather than on every Append, and a short task not at all. The
-// task record's expiry is set on enqueue (plus any delay) and on every
-// lease, Extend, Retry, Ack and Bury. Retention must therefore exceed the
-// longest time a task can wait in the queue or run without reporting
-// progress.
+// retention rather than on every Append, and a short task not at all.
+// Enqueue, a lease, Extend, Retry, Ack and Bury also make the task hash
+// live at least the retention (plus any delay) from now, never shorter
+// than it would. Retention must therefore exceed the longest time a task
+// can wait in the queue or run without reporting progress.
 //
 // # Queue
 //

@@ -256,7 +256,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 		cmds = append(cmds,
 			c.B().Hincrby().Key(key).Field(recAttempt).Increment(1).Build(),
 			c.B().Hgetall().Key(key).Build(),
-			c.B().Pexpire().Key(key).Milliseconds(b.retentionMS()).Build(),
+			c.B().Pexpire().Key(key).Milliseconds(b.retentionMS()).Gt().Build(),
 		)
 	}
 	res := c.DoMulti(ctx, cmds...)

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strconv"
 
-	"github.com/redis/rueidis"
-
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
@@ -20,7 +18,7 @@ var _ queue.Finisher = (*Backend)(nil)
 // or is unknown, the lease is released as Ack does, when still held.
 //
 //	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash, then, per
-//	call: snapshot hash, steps list, events stream
+//	call: task hash, steps list, events stream
 //	ARGV[1] retention in ms, ARGV[2] consumer group, ARGV[3] number of
 //	calls, then, for each call: its lease's entry id and token, its
 //	task's live channel, the number m of values that follow for the
@@ -69,8 +67,8 @@ type finishResult struct {
 
 // AppendAndAck implements queue.Finisher: one script records the events
 // and acknowledges the lease, in one round trip that concurrent calls
-// share (see batcher); the task record's expiry is refreshed as by Ack.
-// On a Redis Cluster client, where one script cannot touch a task's keys
+// share (see batcher); the terminal event keeps the task's keys for the
+// retention, so no other refresh is needed. On a Redis Cluster client, where one script cannot touch a task's keys
 // and the queue's, it appends and then acknowledges, in two round trips.
 func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...progress.Event) (string, bool, error) {
 	if l == nil || l.Task == nil {
@@ -94,20 +92,16 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 	return res.last, res.acked, appendError(ctx, id, err)
 }
 
-// runFinishes runs a batch of AppendAndAck calls in one finishScript,
-// with the refresh of each task record's expiry in the same round trip.
+// runFinishes runs a batch of AppendAndAck calls in one finishScript.
 func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall, finishResult]) {
-	c := b.client
 	keys := append(make([]string, 0, 3+3*len(calls)), b.leaseKeys()...)
 	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), group, strconv.Itoa(len(calls))},
 		calls, func(c *batchCall[finishCall, finishResult]) []string { return c.item.args })
-	keep := make(rueidis.Commands, 0, len(calls))
 	for _, call := range calls {
 		id := call.item.taskID
-		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id))
-		keep = append(keep, c.B().Pexpire().Key(b.taskKey(id)).Milliseconds(b.retentionMS()).Build())
+		keys = append(keys, b.taskKey(id), b.stepsKey(id), b.eventsKey(id))
 	}
-	reply, res := b.runLeaseScript(ctx, finishScript, keys, args, keep)
+	reply, _ := b.runLeaseScript(ctx, finishScript, keys, args, nil)
 	replies, err := batchReplies(reply, len(calls))
 	for i, call := range calls {
 		id := call.item.taskID
@@ -123,9 +117,5 @@ func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall
 		call.res.last, call.err = appendReply(pair[0], id)
 		acked, _ := pair[1].AsInt64()
 		call.res.acked = acked == 1
-		if err := res[i].Error(); err != nil && call.res.acked {
-			// It only shortens how long the record is kept.
-			b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", id, "err", err)
-		}
 	}
 }

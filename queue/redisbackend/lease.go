@@ -144,10 +144,11 @@ func newLeaseScript(src string) *leaseScript {
 }
 
 // onLease runs a lease script with ARGV entry, token, extra... and turns
-// its 0 into queue.ErrLeaseLost. The task record's expiry is refreshed to the retention plus keep in the same round trip
-// (whether or not the lease is still held: it only keeps the record
-// longer). Only when Redis has lost the script (a restart) does it take a
-// second round trip, which loads it. ctx comes from bound.
+// its 0 into queue.ErrLeaseLost. The task hash's expiry is moved to at
+// least the retention plus keep from now in the same round trip (whether
+// or not the lease is still held: it only keeps the task longer). Only
+// when Redis has lost the script (a restart) does it take a second round
+// trip, which loads it. ctx comes from bound.
 func (b *Backend) onLease(ctx context.Context, op string, s *leaseScript, l *queue.Lease, keys []string, keep time.Duration, extra ...string) error {
 	_, err := b.onLeaseAlso(ctx, op, s, l, keys, keep, nil, extra...)
 	return err
@@ -166,7 +167,7 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *leaseScript, l 
 	}
 	c := b.client
 	ttl := b.cfg.Retention + max(keep, 0)
-	keepRecord := c.B().Pexpire().Key(b.taskKey(l.Task.ID)).Milliseconds(ttl.Milliseconds()).Build()
+	keepRecord := c.B().Pexpire().Key(b.taskKey(l.Task.ID)).Milliseconds(ttl.Milliseconds()).Gt().Build()
 	reply, res := b.runLeaseScript(ctx, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
 	n, err := reply.AsInt64()
 	if err != nil {
@@ -279,7 +280,8 @@ return out
 `)
 
 // runAcks acknowledges a batch of leases in one round trip: one
-// ackManyScript and the refresh of each task record's expiry.
+// ackManyScript and, for each task, an expiry of its hash at least the
+// retention from now.
 func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struct{}]) {
 	c := b.client
 	args := make([]string, 1, 1+2*len(calls))
@@ -287,7 +289,7 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 	keep := make(rueidis.Commands, 0, len(calls))
 	for _, call := range calls {
 		args = append(args, call.item.entry, call.item.token)
-		keep = append(keep, c.B().Pexpire().Key(b.taskKey(call.item.taskID)).Milliseconds(b.retentionMS()).Build())
+		keep = append(keep, c.B().Pexpire().Key(b.taskKey(call.item.taskID)).Milliseconds(b.retentionMS()).Gt().Build())
 	}
 	reply, res := b.runLeaseScript(ctx, ackManyScript, b.leaseKeys(), args, keep)
 	replies, err := batchReplies(reply, len(calls))

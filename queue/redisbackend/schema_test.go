@@ -111,7 +111,7 @@ func TestKeySchema(t *testing.T) {
 
 	keys, err := srv.Do("KEYS", "*").AsStrSlice()
 	require.NoError(t, err)
-	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|snap|steps|events)$`)
+	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|steps|events)$`)
 	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq|wake|dead|buried)$`)
 	perTask := map[string][]string{}
 	var queueKeys []string
@@ -128,10 +128,10 @@ func TestKeySchema(t *testing.T) {
 			assert.Fail(t, "key outside the schema", k)
 		}
 	}
-	assert.ElementsMatch(t, []string{"task", "snap", "steps", "events"}, perTask[done.ID], "keys of a finished task")
-	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[running.ID], "keys of a task without events yet")
-	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[later.ID], "keys of a delayed task")
-	assert.ElementsMatch(t, []string{"task", "snap"}, perTask[failed.ID], "keys of a buried task")
+	assert.ElementsMatch(t, []string{"task", "steps", "events"}, perTask[done.ID], "keys of a finished task")
+	assert.ElementsMatch(t, []string{"task"}, perTask[running.ID], "keys of a task without events yet")
+	assert.ElementsMatch(t, []string{"task"}, perTask[later.ID], "keys of a delayed task")
+	assert.ElementsMatch(t, []string{"task"}, perTask[failed.ID], "keys of a buried task")
 	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq", "wake", "dead", "buried"}, queueKeys)
 
 	eventually(t, func() bool {
@@ -153,7 +153,7 @@ func TestRetention(t *testing.T) {
 		task := runTask(ctx, t, b)
 		keys, err := srv.Do("KEYS", "*{"+task.ID+"}*").AsStrSlice()
 		require.NoError(t, err)
-		require.Len(t, keys, 4)
+		require.Len(t, keys, 3)
 		for _, k := range keys {
 			ttl, err := srv.Do("PTTL", k).AsInt64()
 			require.NoError(t, err)
@@ -169,7 +169,7 @@ func TestRetention(t *testing.T) {
 		task := newTask()
 		require.NoError(t, b.Create(ctx, task.ID))
 		prefix := b.Prefix() + ":{" + task.ID + "}:"
-		keys := []string{"snap", "steps", "events"}
+		keys := []string{"task", "steps", "events"}
 		ttls := func() map[string]int64 {
 			t.Helper()
 			out := map[string]int64{}
@@ -189,7 +189,7 @@ func TestRetention(t *testing.T) {
 			require.NoError(t, err)
 			sec, _ := strconv.ParseInt(now[0], 10, 64)
 			exp := sec*1000 + (keep - d).Milliseconds()
-			require.NoError(t, srv.Do("HSET", prefix+"snap", "exp", strconv.FormatInt(exp, 10)).Error())
+			require.NoError(t, srv.Do("HSET", prefix+"task", "exp", strconv.FormatInt(exp, 10)).Error())
 			for _, k := range keys {
 				require.NoError(t, srv.Do("PEXPIREAT", prefix+k, strconv.FormatInt(exp, 10)).Error())
 			}
@@ -197,12 +197,12 @@ func TestRetention(t *testing.T) {
 		sameExpiry := func(got map[string]int64) {
 			t.Helper()
 			for _, k := range keys {
-				assert.InDelta(t, got["snap"], got[k], 100, "%s expires with the snapshot", k)
+				assert.InDelta(t, got["task"], got[k], 100, "%s expires with the task hash", k)
 			}
 		}
 
 		// Created with an eighth more than the retention.
-		created, err := srv.Do("PTTL", prefix+"snap").AsInt64()
+		created, err := srv.Do("PTTL", prefix+"task").AsInt64()
 		require.NoError(t, err)
 		assert.Greater(t, created, (keep - time.Minute).Milliseconds(), "on creation")
 
@@ -219,8 +219,8 @@ func TestRetention(t *testing.T) {
 		require.NoError(t, err)
 		got := ttls()
 		sameExpiry(got)
-		assert.Less(t, got["snap"], (keep-5*time.Minute).Milliseconds()+1, "not refreshed")
-		assert.Greater(t, got["snap"], retention.Milliseconds(), "at least the retention left")
+		assert.Less(t, got["task"], (keep-5*time.Minute).Milliseconds()+1, "not refreshed")
+		assert.Greater(t, got["task"], retention.Milliseconds(), "at least the retention left")
 
 		// Written long ago, less than the retention left: an Append gives
 		// all three nine eighths of it again.
@@ -229,7 +229,7 @@ func TestRetention(t *testing.T) {
 		require.NoError(t, err)
 		got = ttls()
 		sameExpiry(got)
-		assert.Greater(t, got["snap"], (keep - time.Minute).Milliseconds(), "refreshed")
+		assert.Greater(t, got["task"], (keep - time.Minute).Milliseconds(), "refreshed")
 
 		// So does the terminal event, under the same rule.
 		age(20 * time.Minute)
@@ -237,7 +237,7 @@ func TestRetention(t *testing.T) {
 		require.NoError(t, err)
 		got = ttls()
 		sameExpiry(got)
-		assert.Greater(t, got["snap"], (keep - time.Minute).Milliseconds(), "refreshed at the end")
+		assert.Greater(t, got["task"], (keep - time.Minute).Milliseconds(), "refreshed at the end")
 	})
 
 	t.Run("a delayed task outlives its delay", func(t *testing.T) {
@@ -247,11 +247,9 @@ func TestRetention(t *testing.T) {
 		task.RunAt = time.Now().Add(delay)
 		require.NoError(t, b.Create(ctx, task.ID))
 		require.NoError(t, b.Enqueue(ctx, task))
-		for _, k := range []string{"task", "snap"} {
-			ttl, err := srv.Do("PTTL", b.Prefix()+":{"+task.ID+"}:"+k).AsInt64()
-			require.NoError(t, err)
-			assert.Greater(t, ttl, delay.Milliseconds(), k)
-		}
+		ttl, err := srv.Do("PTTL", b.Prefix()+":{"+task.ID+"}:task").AsInt64()
+		require.NoError(t, err)
+		assert.Greater(t, ttl, delay.Milliseconds())
 	})
 
 	t.Run("a task created again after it expired starts empty", func(t *testing.T) {
@@ -263,14 +261,15 @@ func TestRetention(t *testing.T) {
 		snap, _, err := b.Snapshot(ctx, task.ID)
 		require.NoError(t, err)
 		require.Len(t, snap.Details.StepResults, 1, "a log entry is a step")
-		// The record outlives the snapshot (as after an Ack), marked.
-		record := b.Prefix() + ":{" + task.ID + "}:task"
-		require.NoError(t, srv.Do("HSET", record, "cancelled", "1").Error())
-		require.NoError(t, srv.Do("PEXPIRE", record, "60000").Error())
 		require.Eventually(t, func() bool {
 			_, _, err := b.Snapshot(ctx, task.ID)
 			return errors.Is(err, progress.ErrNotFound)
 		}, 5*time.Second, 10*time.Millisecond)
+		// A record without a snapshot under the same id (what Enqueue
+		// alone leaves), marked.
+		record := b.Prefix() + ":{" + task.ID + "}:task"
+		require.NoError(t, srv.Do("HSET", record, "flow", "f", "cancelled", "1").Error())
+		require.NoError(t, srv.Do("PEXPIRE", record, "60000").Error())
 
 		require.NoError(t, b.CreateAndEnqueue(ctx, task))
 		events, err := b.Events(ctx, task.ID, "")
@@ -307,7 +306,7 @@ func TestEventIDs(t *testing.T) {
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: "ids"})
 	id := queue.NewID()
 	require.NoError(t, b.Create(ctx, id))
-	eventsKey, snapKey := "ids:{"+id+"}:events", "ids:{"+id+"}:snap"
+	eventsKey, taskKey := "ids:{"+id+"}:events", "ids:{"+id+"}:task"
 	status := func(s string) progress.Event { return progress.Event{Type: progress.EventStatus, Status: s} }
 	parse := func(id string) (ms, seq uint64) {
 		t.Helper()
@@ -375,7 +374,7 @@ func TestEventIDs(t *testing.T) {
 	// events follow it.
 	ahead := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10) + "-7"
 	require.NoError(t, srv.Do("XADD", eventsKey, ahead, "e", `{"type":"status","status":"ahead"}`+"\n"+`{"type":"status","status":"ahead 2"}`).Error())
-	require.NoError(t, srv.Do("HSET", snapKey, "last", ahead).Error())
+	require.NoError(t, srv.Do("HSET", taskKey, "last", ahead).Error())
 	_, err = b.Append(ctx, id, status("p"), status("q"))
 	require.NoError(t, err)
 	got := eventIDs(all[len(all)-1])

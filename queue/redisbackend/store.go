@@ -15,7 +15,7 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// Snapshot hash fields.
+// Snapshot fields of the task hash (the queue record's are in task.go).
 const (
 	fieldState    = "state"
 	fieldStatus   = "status"
@@ -23,6 +23,9 @@ const (
 	fieldResult   = "result"
 	fieldLast     = "last"
 )
+
+// snapshotFields are the fields Snapshot reads.
+var snapshotFields = []string{fieldState, fieldStatus, fieldProgress, fieldResult, fieldLast}
 
 // eventField is the one field of an event stream entry: the JSON of the
 // events of one Append, one per line (see eventBatch).
@@ -41,22 +44,26 @@ local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 
 // createScript records a new task in state PENDING with no events.
 //
-//	KEYS[1] snapshot hash
+//	KEYS[1] task hash
 //	ARGV[1] time to live in ms (see keepMS), ARGV[2] initial state,
 //	ARGV[3] initial status
 //
-// It fails with "EXISTS" when the snapshot exists. An expired namesake
-// leaves no steps or events behind: the three progress keys of a task
-// always share one expiry time (the snapshot's field exp, see
+// It fails with "EXISTS" when the task has a snapshot. A queue record
+// already in the hash (Enqueue came first) is kept, its expiry extended
+// if need be. An expired namesake leaves no steps or events behind: the
+// three keys of a task share one expiry time (the hash's field exp, see
 // appendFunction), so they expire together, and an expired key reads as
 // missing even before Redis deletes it.
 var createScript = rueidis.NewLuaScript(luaClock + `
-if redis.call('EXISTS', KEYS[1]) == 1 then
+if redis.call('HEXISTS', KEYS[1], 'state') == 1 then
   return redis.error_reply('EXISTS task already exists')
 end
-local exp = string.format('%d', clock + tonumber(ARGV[1]))
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '', 'exp', exp)
-redis.call('PEXPIREAT', KEYS[1], exp)
+local exp = clock + tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '', 'exp', string.format('%d', exp))
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 or ttl < exp - clock then
+  redis.call('PEXPIREAT', KEYS[1], string.format('%d', exp))
+end
 return 1
 `)
 
@@ -69,7 +76,7 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	err := createScript.Exec(ctx, b.client,
-		[]string{b.snapKey(taskID)},
+		[]string{b.taskKey(taskID)},
 		[]string{strconv.FormatInt(b.keepMS(b.cfg.Retention), 10), string(init.State), init.Details.Status},
 	).Error()
 	if replyCode(err) == "EXISTS" {
@@ -82,7 +89,7 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 // or nothing, in order; calls of several tasks go together when Appends
 // are batched (see batcher).
 //
-//	KEYS, per call: snapshot hash, steps list, events stream
+//	KEYS, per call: task hash, steps list, events stream
 //	ARGV[1] retention in ms, ARGV[2] number of calls
 //	then, for each call: its task's live channel, the number m of values
 //	that follow for the call, and those values (see appendFunction)
@@ -104,7 +111,7 @@ end
 return out
 `)
 
-// appendFunction defines the Lua function append(snap, stepsKey, events,
+// appendFunction defines the Lua function append(task, stepsKey, events,
 // channel, a), which records one call's events, whose values start at
 // ARGV[a], with the retention in ms at ARGV[1], and returns its reply. The
 // values are those of appendValues: the number of events n, their JSON
@@ -124,7 +131,7 @@ return out
 // The live message is the id of the event before the call's, a space,
 // the entry's id, a line break and the entry's value (see subscribe.go).
 //
-// The three keys of a task share one expiry time, kept in the snapshot's
+// The three keys of a task share one expiry time, kept in the task hash's
 // field exp (Unix ms, Redis's clock). An Append that finds less than the
 // retention left moves it to nine eighths of the retention from now (see
 // keepMS); otherwise it only gives a key this call creates (the events
@@ -134,8 +141,8 @@ return out
 // task, not at all after its creation.
 const appendFunction = luaClock + `
 local retention = tonumber(ARGV[1])
-local function append(snap, stepsKey, events, channel, a)
-  local cur = redis.call('HMGET', snap, 'state', 'last', 'exp')
+local function append(task, stepsKey, events, channel, a)
+  local cur = redis.call('HMGET', task, 'state', 'last', 'exp')
   local state = cur[1]
   if not state then
     return redis.error_reply('NOTFOUND task not found')
@@ -170,14 +177,14 @@ local function append(snap, stepsKey, events, channel, a)
   for i = a + 3, a + 2 + k do
     set[#set + 1] = ARGV[i]
   end
-  redis.call('HSET', snap, unpack(set))
+  redis.call('HSET', task, unpack(set))
   a = a + 3 + k
   local s = tonumber(ARGV[a])
   if s > 0 then
     redis.call('RPUSH', stepsKey, unpack(ARGV, a + 1, a + s))
   end
   if refresh then
-    redis.call('PEXPIREAT', snap, exp)
+    redis.call('PEXPIREAT', task, exp, 'GT')
   end
   if refresh or s > 0 then
     redis.call('PEXPIREAT', stepsKey, exp)
@@ -256,7 +263,7 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int)
 	return args, nil
 }
 
-// fold is what a call's events change in a task's snapshot hash.
+// fold is what a call's events change in a task's hash.
 type fold struct {
 	// ifPending and otherwise are the state to record when the task is
 	// PENDING and when it is not ("" for no change).
@@ -345,7 +352,7 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 	keys := make([]string, 0, 3*len(calls))
 	for _, c := range calls {
 		id := c.item.taskID
-		keys = append(keys, b.snapKey(id), b.stepsKey(id), b.eventsKey(id))
+		keys = append(keys, b.taskKey(id), b.stepsKey(id), b.eventsKey(id))
 	}
 	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))},
 		calls, func(c *batchCall[appendCall, string]) []string { return c.item.args })
@@ -406,7 +413,7 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	c := b.client
 	res := c.DoMulti(ctx,
 		c.B().Multi().Build(),
-		c.B().Hgetall().Key(b.snapKey(taskID)).Build(),
+		c.B().Hmget().Key(b.taskKey(taskID)).Field(snapshotFields...).Build(),
 		c.B().Lrange().Key(b.stepsKey(taskID)).Start(0).Stop(-1).Build(),
 		c.B().Exec().Build(),
 	)
@@ -419,11 +426,17 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	if err != nil || len(parts) != 2 {
 		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
 	}
-	fields, err := parts[0].AsStrMap()
-	if err != nil {
-		return progress.Snapshot{}, "", b.wrap(ctx, "read snapshot of task "+taskID, err)
+	values, err := parts[0].ToArray()
+	if err != nil || len(values) != len(snapshotFields) {
+		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
 	}
-	if len(fields) == 0 {
+	fields := make(map[string]string, len(snapshotFields))
+	for i, v := range values {
+		if s, err := v.ToString(); err == nil {
+			fields[snapshotFields[i]] = s
+		}
+	}
+	if _, ok := fields[fieldState]; !ok {
 		return progress.Snapshot{}, "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 	steps, err := parts[1].AsStrSlice()
@@ -507,7 +520,7 @@ func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, co
 	// HGET runs first: if it sees a terminal state, the XRANGE after it
 	// sees the terminal event.
 	res := c.DoMulti(ctx,
-		c.B().Hget().Key(b.snapKey(taskID)).Field(fieldState).Build(),
+		c.B().Hget().Key(b.taskKey(taskID)).Field(fieldState).Build(),
 		c.B().Xrange().Key(b.eventsKey(taskID)).Start(start).End("+").Count(count).Build(),
 	)
 	state, err := res[0].ToString()

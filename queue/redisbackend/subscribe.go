@@ -50,7 +50,7 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 		return nil, ErrClosed
 	}
 	opCtx, cancel := b.bound(ctx, 0)
-	n, err := b.client.Do(opCtx, b.client.B().Exists().Key(b.snapKey(taskID)).Build()).AsInt64()
+	n, err := b.client.Do(opCtx, b.client.B().Hexists().Key(b.taskKey(taskID)).Field(fieldState).Build()).AsInt64()
 	err = b.wrap(opCtx, "subscribe to task "+taskID, err)
 	cancel()
 	if err != nil {

@@ -48,47 +48,51 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	for _, f := range recordFields(t) {
 		hset = hset.FieldValue(f[0], f[1])
 	}
-	cmds := rueidis.Commands{
-		hset.Build(),
-		c.B().Pexpire().Key(b.taskKey(t.ID)).Milliseconds(ttl.Milliseconds()).Build(),
-	}
-	if t.RunAt.After(now) {
-		// The progress snapshot must outlive the wait too.
-		cmds = append(cmds, c.B().Pexpire().Key(b.snapKey(t.ID)).Milliseconds(ttl.Milliseconds()).Gt().Build())
-	}
+	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, ttl)...)
 	return b.send(ctx, "enqueue task "+t.ID, append(cmds, b.queueCommands(t, now)...))
 }
 
+// expireAtLeast returns the commands that make task id's hash live at
+// least ttl from now: they set its expiry if it has none (a hash the
+// record has just created) and move it only later otherwise, since its
+// snapshot may have given it longer (see appendFunction).
+func (b *Backend) expireAtLeast(id string, ttl time.Duration) rueidis.Commands {
+	c := b.client
+	key, ms := b.taskKey(id), ttl.Milliseconds()
+	return rueidis.Commands{
+		c.B().Pexpire().Key(key).Milliseconds(ms).Nx().Build(),
+		c.B().Pexpire().Key(key).Milliseconds(ms).Gt().Build(),
+	}
+}
+
 // createTaskScript records new tasks' progress as PENDING with no events,
-// as createScript does, and writes their queue records.
+// as createScript does, together with their queue records.
 //
-//	KEYS, per task: snapshot hash, task record
+//	KEYS, per task: task hash
 //	ARGV[1] initial state, ARGV[2] initial status, then, for each task:
-//	the time to live of its snapshot and record in ms, the number of record
-//	values k, and k values: the record's fields and values
+//	the time to live of its hash in ms, the number of record values k,
+//	and k values: the record's fields and values
 //
-// It replies, for each task, 1, or an "EXISTS" error when its snapshot
-// exists (then it writes nothing of that task). The record of an expired
-// namesake, which may outlive its snapshot, is replaced.
+// It replies, for each task, 1, or an "EXISTS" error when it has a
+// snapshot (then it writes nothing of that task). A record without a
+// snapshot (left by Enqueue under the same id) is replaced.
 var createTaskScript = luaClock + `
 local out = {}
 local a = 3
-for t = 0, #KEYS / 2 - 1 do
-  local snap, record = KEYS[2 * t + 1], KEYS[2 * t + 2]
+for t = 1, #KEYS do
+  local task = KEYS[t]
   local ttl, k = ARGV[a], tonumber(ARGV[a + 1])
-  local found = redis.call('EXISTS', snap, record)
-  if found > 0 and redis.call('EXISTS', snap) == 1 then
-    out[t + 1] = redis.error_reply('EXISTS task already exists')
+  local found = redis.call('EXISTS', task) == 1
+  if found and redis.call('HEXISTS', task, 'state') == 1 then
+    out[t] = redis.error_reply('EXISTS task already exists')
   else
-    if found > 0 then
-      redis.call('DEL', record)
+    if found then
+      redis.call('DEL', task)
     end
     local exp = string.format('%d', clock + tonumber(ttl))
-    redis.call('HSET', snap, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp)
-    redis.call('PEXPIREAT', snap, exp)
-    redis.call('HSET', record, unpack(ARGV, a + 2, a + 1 + k))
-    redis.call('PEXPIREAT', record, exp)
-    out[t + 1] = 1
+    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 2, a + 1 + k))
+    redis.call('PEXPIREAT', task, exp)
+    out[t] = 1
   end
   a = a + 2 + k
 end
@@ -97,8 +101,8 @@ return out
 
 // CreateAndEnqueue implements queue.TaskCreator in one round trip, which
 // concurrent calls share (see batcher): a script records each task's
-// progress snapshot and its queue record (both under the task's hash tag,
-// so atomically), and the stream entries (or delayed-set members) are
+// progress snapshot and its queue record (in the task's hash, so
+// atomically), and the stream entries (or delayed-set members) are
 // pipelined behind it. A queue.Broker whose backend and store are this
 // Backend enqueues through it.
 //
@@ -139,10 +143,9 @@ type createCall struct {
 func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall, struct{}]) {
 	c := b.client
 	init := progress.NewSnapshot()
-	keys := make([]string, 0, 2*len(calls))
+	keys := make([]string, 0, len(calls))
 	for _, call := range calls {
-		id := call.item.task.ID
-		keys = append(keys, b.snapKey(id), b.taskKey(id))
+		keys = append(keys, b.taskKey(call.item.task.ID))
 	}
 	args := batchArgs([]string{string(init.State), init.Details.Status},
 		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
