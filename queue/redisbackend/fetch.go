@@ -255,7 +255,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 		key := b.taskKey(taken[i].taskID)
 		cmds = append(cmds,
 			c.B().Hincrby().Key(key).Field(recAttempt).Increment(1).Build(),
-			c.B().Hgetall().Key(key).Build(),
+			c.B().Hmget().Key(key).Field(recordFieldNames[:]...).Build(),
 			c.B().Pexpire().Key(key).Milliseconds(b.retentionMS()).Gt().Build(),
 		)
 	}
@@ -263,7 +263,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 	leases := make([]*queue.Lease, 0, len(taken))
 	var firstErr error
 	for i, e := range taken {
-		fields, err := res[3*i+1].AsStrMap()
+		fields, err := readRecord(res[3*i+1])
 		if err != nil {
 			// Still held: the entry is taken over once the lease passes.
 			if firstErr == nil {

@@ -27,6 +27,44 @@ const (
 	recRequeued    = "requeued_from"
 )
 
+// recordFieldNames are the fields of a task record, in the order of a
+// record's values (see record).
+var recordFieldNames = [...]string{recID, recFlow, recInputs, recAttempt, recMaxAttempts,
+	recTimeout, recEnqueuedAt, recRunAt, recCancelled, recRequeued}
+
+// Indexes of the record fields in recordFieldNames and record.
+const (
+	iID = iota
+	iFlow
+	iInputs
+	iAttempt
+	iMaxAttempts
+	iTimeout
+	iEnqueuedAt
+	iRunAt
+	iCancelled
+	iRequeued
+)
+
+// record is a task record as read: the value of each field of
+// recordFieldNames, "" for one that is missing.
+type record [len(recordFieldNames)]string
+
+// readRecord reads the reply of an HMGET of recordFieldNames.
+func readRecord(reply rueidis.RedisResult) (r record, err error) {
+	values, err := reply.ToArray()
+	if err != nil {
+		return r, err
+	}
+	if len(values) != len(r) {
+		return r, fmt.Errorf("unexpected reply of %d values", len(values))
+	}
+	for i, v := range values {
+		r[i], _ = v.ToString() // "" for a missing field
+	}
+	return r, nil
+}
+
 // streamField is the field of a queue stream entry that holds the task id;
 // wakeField is the one field of a wake stream entry.
 const (
@@ -241,42 +279,33 @@ func recordFields(t *queue.Task) [][2]string {
 
 // decodeRecord turns a task record back into a Task. ok is false for a
 // record without a flow: what HINCRBY leaves of a task that expired.
-func decodeRecord(fields map[string]string) (t *queue.Task, ok bool, err error) {
-	if fields[recFlow] == "" {
+func decodeRecord(r record) (t *queue.Task, ok bool, err error) {
+	if r[iFlow] == "" {
 		return nil, false, nil
 	}
-	t = &queue.Task{
-		ID:           fields[recID],
-		Flow:         fields[recFlow],
-		Cancelled:    fields[recCancelled] == "1",
-		RequeuedFrom: fields[recRequeued],
-	}
-	if in := fields[recInputs]; in != "" {
-		t.Inputs = json.RawMessage(in)
-	}
-	ints := []struct {
-		field string
-		dst   *int64
-	}{
-		{recAttempt, new(int64)},
-		{recMaxAttempts, new(int64)},
-		{recTimeout, new(int64)},
-		{recEnqueuedAt, new(int64)},
-		{recRunAt, new(int64)},
-	}
-	for _, f := range ints {
-		if s := fields[f.field]; s != "" {
-			if *f.dst, err = strconv.ParseInt(s, 10, 64); err != nil {
-				return nil, false, fmt.Errorf("field %s: %w", f.field, err)
+	var n [iRunAt + 1]int64 // the integer fields, by index
+	for _, i := range [...]int{iAttempt, iMaxAttempts, iTimeout, iEnqueuedAt, iRunAt} {
+		if r[i] != "" {
+			if n[i], err = strconv.ParseInt(r[i], 10, 64); err != nil {
+				return nil, false, fmt.Errorf("field %s: %w", recordFieldNames[i], err)
 			}
 		}
 	}
-	t.Attempt = int(*ints[0].dst)
-	t.MaxAttempts = int(*ints[1].dst)
-	t.Timeout = time.Duration(*ints[2].dst)
-	t.EnqueuedAt = time.Unix(0, *ints[3].dst).UTC()
-	if n := *ints[4].dst; n != 0 {
-		t.RunAt = time.Unix(0, n).UTC()
+	t = &queue.Task{
+		ID:           r[iID],
+		Flow:         r[iFlow],
+		Attempt:      int(n[iAttempt]),
+		MaxAttempts:  int(n[iMaxAttempts]),
+		Timeout:      time.Duration(n[iTimeout]),
+		EnqueuedAt:   time.Unix(0, n[iEnqueuedAt]).UTC(),
+		Cancelled:    r[iCancelled] == "1",
+		RequeuedFrom: r[iRequeued],
+	}
+	if r[iInputs] != "" {
+		t.Inputs = json.RawMessage(r[iInputs])
+	}
+	if n[iRunAt] != 0 {
+		t.RunAt = time.Unix(0, n[iRunAt]).UTC()
 	}
 	return t, true, nil
 }
@@ -288,7 +317,7 @@ func (b *Backend) Get(ctx context.Context, id string) (*queue.Task, error) {
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	fields, err := b.client.Do(ctx, b.client.B().Hgetall().Key(b.taskKey(id)).Build()).AsStrMap()
+	fields, err := readRecord(b.client.Do(ctx, b.client.B().Hmget().Key(b.taskKey(id)).Field(recordFieldNames[:]...).Build()))
 	if err != nil {
 		return nil, b.wrap(ctx, "get task "+id, err)
 	}
