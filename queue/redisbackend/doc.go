@@ -30,11 +30,10 @@
 //	                            result JSON), last (id of the last event
 //	                            appended) and exp (expiry, Unix ms)
 //	P:{<id>}:steps      list    the snapshot's step results, one JSON each
-//	P:{<id>}:events     stream  the task's event log: one entry per
-//	                            Append, a field "e" with each event's JSON;
-//	                            the entry's id is the last event's id
-//	                            ("<ms>-<seq>"), the others precede it
-//	                            (same ms, consecutive seq)
+//	P:{<id>}:events     list    the task's event log: one element per
+//	                            Append, each event's JSON on a line; the
+//	                            events of the n-th element have the ids
+//	                            "<n>-0", "<n>-1"...
 //	P:{<id>}:live       channel live events of the task: one message per
 //	                            Append, the id before them, then each
 //	                            event's id and JSON (one line each)
@@ -137,20 +136,21 @@
 // # Progress
 //
 // Append validates the events, then one Lua script checks that the task
-// exists and has not finished, adds each event to the task's stream (Redis
-// assigns the ids), folds it into the snapshot, refreshes the expiry and
-// publishes it on the task's channel: one round trip (shared with the
-// Appends made meanwhile), all or nothing for each call.
+// exists and has not finished, adds the events to the task's event log as
+// one list element (which gives them their ids), folds them into the
+// snapshot, refreshes the expiry when due and publishes them on the task's
+// channel: one round trip (shared with the Appends made meanwhile), all or
+// nothing for each call.
 //
 // Each Backend holds one pub/sub connection for all its live subscriptions
 // and cancellation listeners, whatever their number. A subscription first
-// registers for live messages, then reads the backlog from the event stream,
+// registers for live messages, then reads the backlog from the event log,
 // then follows the live messages; each message names the event before it,
 // so a subscription that sees a gap (or whose pub/sub connection was lost
-// and restored) reads what it missed from the stream. Events reach each
+// and restored) reads what it missed from the log. Events reach each
 // subscriber once, in order, with no gap, and a slow subscriber delays no
 // one: what it has not taken yet is buffered for it, and past a bound it
-// re-reads from the stream instead.
+// re-reads from the log instead.
 //
 // # When Redis goes away
 //
@@ -164,7 +164,7 @@
 //
 // Nothing needs restarting when Redis is back: the client reconnects, the
 // pub/sub connection is restored with every channel, and each live
-// subscription reads what it missed from its event stream, so its reader
+// subscription reads what it missed from its event log, so its reader
 // sees a delay, never a gap or a duplicate; workers go on fetching, and a
 // task whose outcome could not be recorded while Redis was away is run
 // again once its lease passes. What Redis itself loses depends on its

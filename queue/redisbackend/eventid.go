@@ -8,25 +8,26 @@ import (
 	"github.com/flowsrun/flows/progress"
 )
 
-// eventID is a stream entry id, "<ms>-<seq>", the form of every event id.
-type eventID struct{ ms, seq uint64 }
+// eventID is an event id, "<n>-<k>": the k-th event (from 0) of the n-th
+// element (from 1) of its task's events list (see appendFunction).
+type eventID struct{ n, k uint64 }
 
 // parseEventID parses an event id; "" is the zero id, before every event.
-// Anything else that is not "<ms>-<seq>" in decimal gives an error
+// Anything else that is not "<n>-<k>" in decimal gives an error
 // wrapping progress.ErrBadEventID.
 func parseEventID(s string) (eventID, error) {
 	if s == "" {
 		return eventID{}, nil
 	}
-	ms, seq, ok := strings.Cut(s, "-")
+	n, k, ok := strings.Cut(s, "-")
 	if ok {
-		m, err1 := parseDecimal(ms)
-		q, err2 := parseDecimal(seq)
+		m, err1 := parseDecimal(n)
+		q, err2 := parseDecimal(k)
 		if err1 == nil && err2 == nil {
 			return eventID{m, q}, nil
 		}
 	}
-	return eventID{}, fmt.Errorf("%w: %q is not of the form <ms>-<seq>", progress.ErrBadEventID, s)
+	return eventID{}, fmt.Errorf("%w: %q is not of the form <n>-<k>", progress.ErrBadEventID, s)
 }
 
 // parseDecimal accepts only plain decimal digits (no sign, no spaces).
@@ -40,7 +41,7 @@ func parseDecimal(s string) (uint64, error) {
 // compare returns -1, 0 or +1 as a is before, equal to or after c.
 func (a eventID) compare(c eventID) int {
 	switch {
-	case a.ms < c.ms || (a.ms == c.ms && a.seq < c.seq):
+	case a.n < c.n || (a.n == c.n && a.k < c.k):
 		return -1
 	case a == c:
 		return 0
@@ -53,12 +54,12 @@ func (a eventID) compare(c eventID) int {
 func (a eventID) isZero() bool { return a == eventID{} }
 
 // isMax reports whether no id can follow a.
-func (a eventID) isMax() bool { return a.ms == ^uint64(0) && a.seq == ^uint64(0) }
+func (a eventID) isMax() bool { return a.n == ^uint64(0) && a.k == ^uint64(0) }
 
-// String returns a in the form Redis uses, "" for the zero id.
+// String returns a as an event id, "" for the zero id.
 func (a eventID) String() string {
 	if a.isZero() {
 		return ""
 	}
-	return strconv.FormatUint(a.ms, 10) + "-" + strconv.FormatUint(a.seq, 10)
+	return strconv.FormatUint(a.n, 10) + "-" + strconv.FormatUint(a.k, 10)
 }

@@ -31,7 +31,7 @@ func TestLiveMessage(t *testing.T) {
 		{"events already delivered are skipped", "1-2", "1-1 1-3\n" + one + "\n" + two, []string{"1-3"}, false, true},
 		{"all already delivered", "1-3", "1-1 1-3\n" + one + "\n" + two, nil, false, true},
 		{"a gap before the batch", "1-1", "1-2 1-3\n" + two, nil, false, false},
-		{"a new millisecond", "1-7", "1-7 2-1\n" + one + "\n" + two, []string{"2-0", "2-1"}, false, true},
+		{"a new element", "1-7", "1-7 2-1\n" + one + "\n" + two, []string{"2-0", "2-1"}, false, true},
 		{"the terminal event ends it", "1-2", "1-2 1-4\n" + two + "\n" + three, []string{"1-3", "1-4"}, true, true},
 		{"garbage", "1-1", `{"id":"1-2","prev":"1-1","event":{}}`, nil, false, false},
 		{"no last id", "1-1", "1-1\n" + one, nil, false, false},

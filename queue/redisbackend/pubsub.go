@@ -264,7 +264,7 @@ func chunks(s []string, n int) func(func([]string) bool) {
 }
 
 // inboxLimit bounds the messages an inbox buffers. Past it, an inbox drops
-// its buffer and asks its reader to resynchronise from the event stream,
+// its buffer and asks its reader to resynchronise from the event log,
 // which holds every event anyway: memory stays bounded and nothing is lost.
 // It is a variable for tests only.
 var inboxLimit = 10000
@@ -273,7 +273,7 @@ var inboxLimit = 10000
 // never blocks.
 type inbox struct {
 	// unbounded inboxes never drop messages (for listeners that have no
-	// stream to read again).
+	// event log to read again).
 	unbounded bool
 
 	// onWake, when set, is called on every push and resync, instead of

@@ -16,10 +16,10 @@ import (
 // A live message is what appendScript publishes for each Append: a line
 // with the id of the event before the first one ("" when there is none),
 // a space and the id of the last one, then the events' JSON, one line
-// each, as in the stream entry of that Append (see eventBatch): the ids
-// of the events before the last one precede it.
+// each, as in the event log's element of that Append (see eventBatch):
+// the ids of the events before the last one precede it.
 //
-//	1764111600000-3 1764111600000-5
+//	3-0 4-1
 //	{"type":"progress","progress":40}
 //	{"type":"status","status":"Writing"}
 //
@@ -30,7 +30,7 @@ import (
 // backend's one pub/sub connection. A goroutine works for it only while
 // it has something to do: first to read the backlog, then whenever live
 // messages arrive (or the poll interval passes, or the pub/sub connection
-// was restored) and until they are delivered, reading the stream again
+// was restored) and until they are delivered, reading the event log again
 // whenever a message shows a gap. An idle subscription holds no goroutine,
 // which keeps thousands of open event streams cheap. When Redis cannot be
 // reached the subscription waits and retries rather than ending. It also
@@ -192,7 +192,7 @@ func (s *subscription) finish() {
 // live handles one published message (see above): each event at or
 // before the cursor is dropped, each event right after it is delivered.
 // ok is false when the message cannot be used (a gap before an event, or
-// garbage): then the stream must be read. done reports that the
+// garbage): then the event log must be read. done reports that the
 // subscription is over.
 func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
 	header, events, _ := strings.Cut(raw, "\n")
@@ -231,7 +231,7 @@ func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
 }
 
 // errGap stops the reading of a live message whose first new event does
-// not follow the cursor: the stream has what is missing.
+// not follow the cursor: the event log has what is missing.
 var errGap = errors.New("gap before the live message")
 
 // catchUp delivers every stored event after the cursor. It reports
