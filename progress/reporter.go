@@ -165,8 +165,9 @@ func (r *TaskReporter) takeLocked() *batch {
 	return b
 }
 
-// emit queues e without waiting for the store.
-func (r *TaskReporter) emit(e Event) {
+// emit queues events without waiting for the store, in one batch unless
+// one of them ends it.
+func (r *TaskReporter) emit(events ...Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for r.waiting >= maxPending && r.inflight != nil {
@@ -175,7 +176,9 @@ func (r *TaskReporter) emit(e Event) {
 		<-done
 		r.mu.Lock()
 	}
-	r.addLocked(e, true)
+	for _, e := range events {
+		r.addLocked(e, true)
+	}
 	if !r.sending {
 		r.sending = true
 		go r.sendLoop()
@@ -279,6 +282,16 @@ func (r *TaskReporter) ToolResult(step, tool string, data any) {
 func (r *TaskReporter) Token(text string) {
 	if text != "" {
 		r.emit(Event{Type: EventToken, Token: text})
+	}
+}
+
+// Report queues events as the Reporter methods do: in order, after every
+// event reported before, without waiting for the store, in one Append
+// with the events reported next if they can. A failure to record them is
+// logged, except ErrFinished.
+func (r *TaskReporter) Report(events ...Event) {
+	if len(events) > 0 {
+		r.emit(events...)
 	}
 }
 

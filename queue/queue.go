@@ -111,6 +111,15 @@ type Lease struct {
 	Task     *Task
 	Token    string
 	Deadline time.Time
+	// State is the task's progress state as it was read with the lease,
+	// by a backend that is also the progress store (the Redis backend,
+	// which keeps both in one hash); "" when the backend does not read it,
+	// or the task has no progress record. A Worker whose backend is its
+	// store and finds PENDING or PROGRESS here does not wait for the start
+	// of the task to be recorded before running its flow: the start goes
+	// with the flow's first events. A terminal state means that the task
+	// has ended: the Worker does not run it.
+	State progress.State
 }
 
 // Backend is the storage a Broker and Workers share. Implementations must

@@ -526,7 +526,8 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 	// A re-queued task logs where it came from when it first starts, which
 	// takes its state first. Any other task is started at once: the store
 	// refuses the start of a task that is unknown or has ended, and only
-	// then is the state read (see alreadyEnded).
+	// then is the state read (see alreadyEnded); unless the backend read
+	// the state with the lease (see Lease.State).
 	requeued := false
 	if t.RequeuedFrom != "" {
 		ctx, cancel := j.op()
@@ -558,6 +559,18 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 	start := []progress.Event{{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}}
 	if requeued {
 		start = append(start, progress.LogEvent("re-queued from task "+t.RequeuedFrom))
+	}
+	if j.fin != nil && l.State != "" {
+		// The backend, which is the store, read the state as it leased
+		// the task (see Lease.State): no need to learn it by recording
+		// the start first. The start goes with the flow's first events.
+		if l.State.Terminal() {
+			j.alreadyEnded()
+			return
+		}
+		j.rep.Report(start...)
+		j.run(flowsCtx, entry.Flow)
+		return
 	}
 	ctx, cancel := j.op()
 	_, err = w.store.Append(ctx, t.ID, start...)

@@ -275,6 +275,34 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		requireNothingReady(t, qb)
 	})
 
+	t.Run("LeaseStateIsTheSnapshots", func(t *testing.T) {
+		// Lease.State is optional: a backend that reports it reports the
+		// task's state as it was when leased.
+		qb, pb := newBackends(t)
+		ctx := context.Background()
+		task := newTask()
+		require.NoError(t, pb.Create(ctx, task.ID))
+		enqueue(t, qb, task)
+		l := fetchOne(t, qb, 50*time.Millisecond)
+		if l.State == "" {
+			t.Skip("the backend does not report Lease.State (optional)")
+		}
+		assert.Equal(t, progress.StatePending, l.State)
+		_, err := pb.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"})
+		require.NoError(t, err)
+		l = fetchOne(t, qb, 50*time.Millisecond) // the first lease passed
+		assert.Equal(t, progress.StateProgress, l.State)
+		_, err = pb.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
+		require.NoError(t, err)
+		l = fetchOne(t, qb, time.Minute)
+		assert.Equal(t, progress.StateSuccess, l.State)
+		require.NoError(t, qb.Ack(ctx, l))
+
+		other := newTask() // no progress record
+		enqueue(t, qb, other)
+		assert.Empty(t, fetchOne(t, qb, time.Minute).State, "a task without a progress record")
+	})
+
 	t.Run("RetryDelaysTask", func(t *testing.T) {
 		b := backend(t)
 		task := newTask()

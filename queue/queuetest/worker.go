@@ -313,6 +313,39 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		h.requireNotBuried(id)
 	})
 
+	t.Run("EndedTaskIsNotRunAgain", func(t *testing.T) {
+		// An earlier attempt recorded the end of each task, but its
+		// worker died before acknowledging it: the tasks are leased
+		// again, and must not run again.
+		h := newHarness(t, newBackends)
+		var ran atomic.Int32
+		h.reg.MustRegister("once", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			ran.Add(1)
+			return "again", nil
+		}))
+		ctx := context.Background()
+		running := progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}
+		succeeded := h.enqueue("once", "", queue.EnqueueOptions{})
+		_, err := h.store.Append(ctx, succeeded, running, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"first"`)})
+		require.NoError(t, err)
+		failed := h.enqueue("once", "", queue.EnqueueOptions{})
+		_, err = h.store.Append(ctx, failed, running, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: "boom"})
+		require.NoError(t, err)
+
+		h.start(queue.WorkerConfig{Concurrency: 1})
+		h.settle()
+
+		assert.Zero(t, ran.Load(), "the flow of an ended task never runs again")
+		snap := h.snapshot(succeeded)
+		assert.Equal(t, progress.StateSuccess, snap.State)
+		assert.JSONEq(t, `"first"`, string(snap.Details.FinalResult))
+		requireOneTerminalEvent(t, h, succeeded)
+		h.requireNotBuried(succeeded)
+		assert.Equal(t, "boom", h.waitBuried(failed).Reason, "a FAILURE not buried yet is buried")
+		requireOneTerminalEvent(t, h, failed)
+		requireNothingReady(t, h.backend)
+	})
+
 	t.Run("CancelRunningTask", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		started := make(chan struct{})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
 
@@ -237,8 +238,9 @@ func (b *Backend) waitForEntries(parent context.Context, lastIDs [2]string, wait
 }
 
 // lease turns entries taken by fetchScript into leases: each task's
-// attempt is incremented and its record read and kept for the retention
-// period, in one pipelined round trip. An entry whose task record is gone
+// attempt is incremented and its record read, with its progress state
+// (queue.Lease.State), and kept for the retention period, in one
+// pipelined round trip. An entry whose task record is gone
 // (expired) is removed from the queue. The round trip is not cut short by
 // ctx: the entries are held already, and are better run than left to
 // expire.
@@ -283,7 +285,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 			}
 			continue
 		}
-		leases = append(leases, &queue.Lease{Task: t, Token: makeToken(e.entry, e.token), Deadline: deadline})
+		leases = append(leases, &queue.Lease{Task: t, Token: makeToken(e.entry, e.token), Deadline: deadline, State: progress.State(fields[iState])})
 	}
 	if len(leases) > 0 {
 		return leases, nil // the rest is taken over later

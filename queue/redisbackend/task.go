@@ -28,9 +28,10 @@ const (
 )
 
 // recordFieldNames are the fields of a task record, in the order of a
-// record's values (see record).
+// record's values (see record), and last the snapshot's state, which a
+// lease reports (queue.Lease.State).
 var recordFieldNames = [...]string{recID, recFlow, recInputs, recAttempt, recMaxAttempts,
-	recTimeout, recEnqueuedAt, recRunAt, recCancelled, recRequeued}
+	recTimeout, recEnqueuedAt, recRunAt, recCancelled, recRequeued, fieldState}
 
 // Indexes of the record fields in recordFieldNames and record.
 const (
@@ -44,6 +45,7 @@ const (
 	iRunAt
 	iCancelled
 	iRequeued
+	iState
 )
 
 // record is a task record as read: the value of each field of
