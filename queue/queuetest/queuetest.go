@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -265,6 +266,17 @@ func (h *harness) requireNotBuried(id string) {
 	for _, d := range fetchDead(h.t, h.backend) {
 		assert.NotEqual(h.t, id, d.ID, "task %s buried: %+v", id, d)
 	}
+}
+
+// registerCounting registers a flow under name that counts its runs, and
+// returns the count.
+func (h *harness) registerCounting(name string) *atomic.Int32 {
+	var ran atomic.Int32
+	h.reg.MustRegister(name, flow.Func(func(context.Context, *flow.Task) (any, error) {
+		ran.Add(1)
+		return "ran", nil
+	}))
+	return &ran
 }
 
 // settle runs a marker task to the end. With a worker of one slot, which
