@@ -170,13 +170,14 @@ local function append(task, stepsKey, events, channel, a)
   redis.call('HSET', task, unpack(set))
   a = a + 3 + k
   local s = tonumber(ARGV[a])
+  local stepsCreated = false
   if s > 0 then
-    redis.call('RPUSH', stepsKey, unpack(ARGV, a + 1, a + s))
+    stepsCreated = redis.call('RPUSH', stepsKey, unpack(ARGV, a + 1, a + s)) == s
   end
   if refresh then
     redis.call('PEXPIREAT', task, exp, 'GT')
   end
-  if refresh or s > 0 then
+  if refresh or stepsCreated then
     redis.call('PEXPIREAT', stepsKey, exp)
   end
   if refresh or created then
