@@ -533,11 +533,10 @@ func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, co
 			if id.compare(after) <= 0 {
 				return nil
 			}
-			var e progress.Event
-			if err := json.Unmarshal([]byte(data), &e); err != nil {
-				return fmt.Errorf("decode event %s: %w", id, err)
+			e, err := decodeEvent(id, data)
+			if err != nil {
+				return err
 			}
-			e.ID = id.String()
 			events = append(events, e)
 			return nil
 		})
@@ -555,6 +554,17 @@ func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, co
 type eventBatch struct {
 	last   eventID
 	events string
+}
+
+// decodeEvent decodes the JSON of the event with the given id, as an
+// eventBatch holds it.
+func decodeEvent(id eventID, data string) (progress.Event, error) {
+	var e progress.Event
+	if err := json.Unmarshal([]byte(data), &e); err != nil {
+		return e, fmt.Errorf("decode event %s: %w", id, err)
+	}
+	e.ID = id.String()
+	return e, nil
 }
 
 // errBreak stops eventBatch.each without an error.

@@ -2,7 +2,6 @@ package redisbackend
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -208,11 +207,10 @@ func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
 			if prev != s.cursor {
 				return errGap
 			}
-			var e progress.Event
-			if err := json.Unmarshal([]byte(data), &e); err != nil {
+			e, err := decodeEvent(id, data)
+			if err != nil {
 				return err
 			}
-			e.ID = id.String()
 			if !s.deliver(ctx, e) {
 				done = true
 				return errBreak
