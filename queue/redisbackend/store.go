@@ -25,8 +25,22 @@ const (
 	fieldLast     = "last"
 )
 
-// snapshotFields are the fields Snapshot reads.
-var snapshotFields = []string{fieldState, fieldStatus, fieldProgress, fieldResult, fieldLast}
+// snapshotFields are the fields Snapshot reads, in the order of a
+// snapshotValues.
+var snapshotFields = [...]string{fieldState, fieldStatus, fieldProgress, fieldResult, fieldLast}
+
+// Indexes of the snapshot fields in snapshotFields and snapshotValues.
+const (
+	sState = iota
+	sStatus
+	sProgress
+	sResult
+	sLast
+)
+
+// snapshotValues is a snapshot as read: the value of each field of
+// snapshotFields, "" for one that is missing (a task has no empty state).
+type snapshotValues [len(snapshotFields)]string
 
 // pageSize is how many elements of a task's events list (each the events
 // of one Append) one LRANGE reads.
@@ -404,7 +418,7 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	c := b.client
 	res := c.DoMulti(ctx,
 		c.B().Multi().Build(),
-		c.B().Hmget().Key(b.taskKey(taskID)).Field(snapshotFields...).Build(),
+		c.B().Hmget().Key(b.taskKey(taskID)).Field(snapshotFields[:]...).Build(),
 		c.B().Lrange().Key(b.stepsKey(taskID)).Start(0).Stop(-1).Build(),
 		c.B().Exec().Build(),
 	)
@@ -417,17 +431,11 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	if err != nil || len(parts) != 2 {
 		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
 	}
-	values, err := parts[0].ToArray()
-	if err != nil || len(values) != len(snapshotFields) {
-		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
+	var fields snapshotValues
+	if err := hmgetValues(parts[0], fields[:]); err != nil {
+		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: %w", taskID, err)
 	}
-	fields := make(map[string]string, len(snapshotFields))
-	for i, v := range values {
-		if s, err := v.ToString(); err == nil {
-			fields[snapshotFields[i]] = s
-		}
-	}
-	if _, ok := fields[fieldState]; !ok {
+	if fields[sState] == "" {
 		return progress.Snapshot{}, "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 	steps, err := parts[1].AsStrSlice()
@@ -438,25 +446,25 @@ func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapsho
 	if err != nil {
 		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: decode snapshot of task %q: %w", taskID, err)
 	}
-	return snap, fields[fieldLast], nil
+	return snap, fields[sLast], nil
 }
 
-func decodeSnapshot(fields map[string]string, steps []string) (progress.Snapshot, error) {
+func decodeSnapshot(fields snapshotValues, steps []string) (progress.Snapshot, error) {
 	snap := progress.Snapshot{
-		State: progress.State(fields[fieldState]),
+		State: progress.State(fields[sState]),
 		Details: progress.Details{
-			Status:      fields[fieldStatus],
+			Status:      fields[sStatus],
 			StepResults: make([]progress.StepResult, len(steps)),
 		},
 	}
-	if p := fields[fieldProgress]; p != "" {
+	if p := fields[sProgress]; p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil {
 			return snap, fmt.Errorf("progress %q: %w", p, err)
 		}
 		snap.Details.Progress = n
 	}
-	if r := fields[fieldResult]; r != "" {
+	if r := fields[sResult]; r != "" {
 		snap.Details.FinalResult = json.RawMessage(r)
 	}
 	for i, s := range steps {

@@ -54,17 +54,27 @@ type record [len(recordFieldNames)]string
 
 // readRecord reads the reply of an HMGET of recordFieldNames.
 func readRecord(reply rueidis.RedisResult) (r record, err error) {
-	values, err := reply.ToArray()
+	m, err := reply.ToMessage()
 	if err != nil {
 		return r, err
 	}
-	if len(values) != len(r) {
-		return r, fmt.Errorf("unexpected reply of %d values", len(values))
+	return r, hmgetValues(m, r[:])
+}
+
+// hmgetValues puts the values of an HMGET reply into dst, one per field
+// asked for, "" for a missing field.
+func hmgetValues(reply rueidis.RedisMessage, dst []string) error {
+	values, err := reply.ToArray()
+	if err != nil {
+		return err
+	}
+	if len(values) != len(dst) {
+		return fmt.Errorf("unexpected reply of %d values", len(values))
 	}
 	for i, v := range values {
-		r[i], _ = v.ToString() // "" for a missing field
+		dst[i], _ = v.ToString() // "" for a missing field
 	}
-	return r, nil
+	return nil
 }
 
 // streamField is the field of a queue stream entry that holds the task id;
