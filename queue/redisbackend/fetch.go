@@ -258,7 +258,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 		cmds = append(cmds,
 			c.B().Hincrby().Key(key).Field(recAttempt).Increment(1).Build(),
 			c.B().Hmget().Key(key).Field(recordFieldNames[:]...).Build(),
-			c.B().Pexpire().Key(key).Milliseconds(b.retentionMS()).Gt().Build(),
+			b.extendTask(taken[i].taskID, b.cfg.Retention),
 		)
 	}
 	res := c.DoMulti(ctx, cmds...)

@@ -165,9 +165,7 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *leaseScript, l 
 	if !ok {
 		return nil, fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
-	c := b.client
-	ttl := b.cfg.Retention + max(keep, 0)
-	keepRecord := c.B().Pexpire().Key(b.taskKey(l.Task.ID)).Milliseconds(ttl.Milliseconds()).Gt().Build()
+	keepRecord := b.extendTask(l.Task.ID, b.cfg.Retention+max(keep, 0))
 	reply, res := b.runLeaseScript(ctx, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
 	n, err := reply.AsInt64()
 	if err != nil {
@@ -283,13 +281,12 @@ return out
 // ackManyScript and, for each task, an expiry of its hash at least the
 // retention from now.
 func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struct{}]) {
-	c := b.client
 	args := make([]string, 1, 1+2*len(calls))
 	args[0] = group
 	keep := make(rueidis.Commands, 0, len(calls))
 	for _, call := range calls {
 		args = append(args, call.item.entry, call.item.token)
-		keep = append(keep, c.B().Pexpire().Key(b.taskKey(call.item.taskID)).Milliseconds(b.retentionMS()).Gt().Build())
+		keep = append(keep, b.extendTask(call.item.taskID, b.cfg.Retention))
 	}
 	reply, res := b.runLeaseScript(ctx, ackManyScript, b.leaseKeys(), args, keep)
 	replies, err := batchReplies(reply, len(calls))

@@ -104,15 +104,20 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 
 // expireAtLeast returns the commands that make task id's hash live at
 // least ttl from now: they set its expiry if it has none (a hash the
-// record has just created) and move it only later otherwise, since its
-// snapshot may have given it longer (see appendFunction).
+// record has just created) and extend it otherwise (see extendTask).
 func (b *Backend) expireAtLeast(id string, ttl time.Duration) rueidis.Commands {
-	c := b.client
-	key, ms := b.taskKey(id), ttl.Milliseconds()
 	return rueidis.Commands{
-		c.B().Pexpire().Key(key).Milliseconds(ms).Nx().Build(),
-		c.B().Pexpire().Key(key).Milliseconds(ms).Gt().Build(),
+		b.client.B().Pexpire().Key(b.taskKey(id)).Milliseconds(ttl.Milliseconds()).Nx().Build(),
+		b.extendTask(id, ttl),
 	}
+}
+
+// extendTask returns the command that moves the expiry of task id's hash
+// to ttl from now if that is later: never earlier, since its snapshot may
+// have given it longer (see appendFunction). It does nothing to a hash
+// without an expiry.
+func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
+	return b.client.B().Pexpire().Key(b.taskKey(id)).Milliseconds(ttl.Milliseconds()).Gt().Build()
 }
 
 // createTaskScript records new tasks' progress as PENDING with no events,
