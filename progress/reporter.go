@@ -101,10 +101,15 @@ type TaskReporter struct {
 
 	mu sync.Mutex
 	// queue holds the batches not sent yet, in order; inflight is the one
-	// being appended, and sending is set while a goroutine sends.
+	// being appended, and sending is set while a goroutine sends or one
+	// has been started to. Until that goroutine has taken a batch
+	// (started), record may take its place (see record): gen tells it
+	// then that it has nothing to do.
 	queue    []*batch
 	inflight *batch
 	sending  bool
+	started  bool
+	gen      uint64
 	waiting  int // events in queue
 }
 
@@ -180,14 +185,37 @@ func (r *TaskReporter) emit(events ...Event) {
 		r.addLocked(e, true)
 	}
 	if !r.sending {
-		r.sending = true
-		go r.sendLoop()
+		r.startSenderLocked()
 	}
 }
 
+// startSenderLocked starts a goroutine that sends the queued batches.
+// r.mu must be held.
+func (r *TaskReporter) startSenderLocked() {
+	r.sending, r.started = true, false
+	r.gen++
+	go r.sendLoop(r.gen)
+}
+
 // sendLoop appends the queued batches one after the other until none is
-// left.
-func (r *TaskReporter) sendLoop() {
+// left, unless record has taken its place before it started (gen is no
+// longer the reporter's).
+func (r *TaskReporter) sendLoop(gen uint64) {
+	r.mu.Lock()
+	if r.gen != gen {
+		r.mu.Unlock()
+		return
+	}
+	r.started = true
+	r.mu.Unlock()
+	r.sendUntil(nil)
+}
+
+// sendUntil appends the queued batches one after the other on the
+// calling goroutine, which must be the sender (r.sending and r.started
+// set), until none is left or last has been appended; then a goroutine
+// takes over the batches left, if any.
+func (r *TaskReporter) sendUntil(last *batch) {
 	for {
 		r.mu.Lock()
 		if len(r.queue) == 0 {
@@ -198,6 +226,17 @@ func (r *TaskReporter) sendLoop() {
 		b := r.takeLocked()
 		r.mu.Unlock()
 		r.append(b)
+		if b == last {
+			r.mu.Lock()
+			r.inflight = nil
+			if len(r.queue) > 0 {
+				r.startSenderLocked() // events reported meanwhile
+			} else {
+				r.sending = false
+			}
+			r.mu.Unlock()
+			return
+		}
 	}
 }
 
@@ -213,11 +252,15 @@ func (r *TaskReporter) append(b *batch) {
 }
 
 // record appends e after every event reported before it and waits for
-// the outcome, or for ctx to end.
+// the outcome, or for ctx to end. When no Append is in flight, the calling
+// goroutine sends the queued batches itself, up to e's, in place of a
+// goroutine started for them that has not begun yet: a flow that ends
+// soon after reporting (most do, when the store is busy) has all its
+// events appended in one call, without a hand-over between goroutines.
 func (r *TaskReporter) record(ctx context.Context, e Event) error {
 	r.mu.Lock()
 	b := r.addLocked(e, false)
-	if r.sending {
+	if r.sending && r.started {
 		r.mu.Unlock()
 		select {
 		case <-b.done:
@@ -226,19 +269,10 @@ func (r *TaskReporter) record(ctx context.Context, e Event) error {
 			return ctx.Err()
 		}
 	}
-	// Nothing in flight: append on this goroutine. b is the only batch.
-	r.sending = true
-	r.takeLocked()
+	r.sending, r.started = true, true
+	r.gen++ // a sendLoop started for the batches before b now has nothing to do
 	r.mu.Unlock()
-	r.append(b)
-	r.mu.Lock()
-	r.inflight = nil
-	if len(r.queue) > 0 {
-		go r.sendLoop() // events reported meanwhile
-	} else {
-		r.sending = false
-	}
-	r.mu.Unlock()
+	r.sendUntil(b)
 	return b.err
 }
 

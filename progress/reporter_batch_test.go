@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"testing"
@@ -167,4 +169,43 @@ func TestTaskReporterLogsFailedBatch(t *testing.T) {
 	require.NoError(t, r.Flush(context.Background()))
 	assert.Contains(t, logs.String(), "progress event not recorded")
 	assert.Contains(t, logs.String(), "task_id=missing")
+}
+
+func TestTaskReporterTerminalTakesOverUnstartedSender(t *testing.T) {
+	// With one P, the goroutine started for the first report cannot run
+	// before Succeed, which is called without yielding: Succeed sends the
+	// reports and the terminal event itself, in one Append.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	g := newGatedStore(t)
+	g.release(t)
+	s := &stackStore{Store: g}
+	r := progress.NewTaskReporter(s, "t", nil)
+	r.Status("one")
+	r.Progress(50, "two")
+	require.NoError(t, r.Succeed(context.Background(), "done"))
+	require.NoError(t, r.Flush(context.Background()))
+	assert.Equal(t, []int{3}, g.appendSizes())
+	require.Len(t, s.stacks, 1)
+	assert.Contains(t, s.stacks[0], "(*TaskReporter).Succeed", "the Append was not made by Succeed's goroutine")
+	assert.Equal(t, []string{"one", "two", "SUCCESS"}, statuses(t, g.Store))
+
+	// Reports after the terminal event still go through the store, which
+	// refuses them, in the background.
+	r.Status("late")
+	require.NoError(t, r.Flush(context.Background()))
+	assert.Equal(t, []int{3, 1}, g.appendSizes())
+}
+
+// stackStore records the stack of each Append's goroutine.
+type stackStore struct {
+	progress.Store
+	mu     sync.Mutex
+	stacks []string
+}
+
+func (s *stackStore) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
+	s.mu.Lock()
+	s.stacks = append(s.stacks, string(debug.Stack()))
+	s.mu.Unlock()
+	return s.Store.Append(ctx, id, events...)
 }
