@@ -80,8 +80,11 @@
 // takes over entries whose lease has passed (a dead worker's tasks run
 // again, with a higher attempt) and reads new entries through the consumer
 // group; each entry taken gets a deadline in the leases set and a new lease
-// number. A second, pipelined round trip increments each task's attempt and
-// reads its record. With nothing to take, Fetch waits with a blocking
+// number; the same script increments each task's attempt and reads its
+// record, so that a Fetch that finds work costs one round trip. (A Redis
+// Cluster client, whose scripts may only touch the keys of one slot, reads
+// the records in a second, pipelined round trip.) With nothing to take,
+// Fetch waits with a blocking
 // XREAD, which changes nothing and so can be cancelled at any time, on the
 // stream and on the wake stream, until the next delayed task is due (to the
 // millisecond) or the next lease passes, and never longer than a second. A

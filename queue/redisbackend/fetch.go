@@ -36,16 +36,28 @@ const (
 //
 //  4. each entry taken gets a fresh token from the seq counter, recorded
 //     in the holders hash, and a deadline in the leases set (one command
-//     each for all the entries).
+//     each for all the entries);
+//
+//  5. unless ARGV[7] is empty, each entry's task record is read as the
+//     lease step of Fetch would (see lease): its attempt incremented
+//     unless the record is gone, and its hash kept for at least the
+//     retention. The task's hash is named from its id, so this touches
+//     keys the script was not given: only a client of a single Redis
+//     (not a Cluster, whose slots would differ) asks for it.
 //
 //     KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set,
 //     KEYS[4] holders hash, KEYS[5] seq counter, KEYS[6] wake stream
 //     ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max,
 //     ARGV[4] lease (ms), ARGV[5] now (the caller's clock, Unix ms),
-//     ARGV[6] most delayed tasks to move
+//     ARGV[6] most delayed tasks to move, ARGV[7] the key prefix of task
+//     hashes or "", ARGV[8] retention (ms), ARGV[9...] the fields of a
+//     record to read (recordFieldNames)
 //
 // It returns {taken, dueIn, expiresIn, lastID, lastWake}: taken lists
-// {entry id, {field, value...}, token} for each entry leased. When it is
+// {entry id, {field, value...}, token, record} for each entry leased,
+// record being the values of the fields asked for (false for a missing
+// one, all false for a missing record) or absent when ARGV[7] is empty or
+// the entry names no valid task id. When it is
 // empty, dueIn is the time in ms until the next delayed task is due and
 // expiresIn until the next lease passes (-1 when there is none), and
 // lastID and lastWake are the ids of the newest entries of the stream and
@@ -103,6 +115,27 @@ if #taken > 0 then
   end
   redis.call('HSET', holders, unpack(tokens))
   redis.call('ZADD', leases, unpack(deadlines))
+  local prefix, retention = ARGV[7], tonumber(ARGV[8])
+  if prefix ~= '' then
+    for i = 1, #out do
+      local fields, id = out[i][2], nil
+      for f = 1, #fields - 1, 2 do
+        if fields[f] == 'task' then id = fields[f + 1] end
+      end
+      if id and #id <= 64 and not string.find(id, '[^%w_%-]') then
+        local key = prefix .. ':{' .. id .. '}:task'
+        local rec = redis.call('HMGET', key, 'exp', unpack(ARGV, 9))
+        local exp = tonumber(table.remove(rec, 1))
+        if rec[2] then
+          rec[4] = tostring(redis.call('HINCRBY', key, 'attempt', 1))
+          if not exp or exp - clock < retention then
+            redis.call('PEXPIRE', key, retention, 'GT')
+          end
+        end
+        out[i][4] = rec
+      end
+    end
+  end
   return {out, -1, -1, '', ''}
 end
 
@@ -121,8 +154,9 @@ return {out, dueIn, expiresIn, newest(stream), newest(KEYS[6])}
 
 // Fetch implements queue.Backend. One script moves due delayed tasks into
 // the stream, takes over entries whose lease has passed and reads new ones
-// (see fetchScript); a second round trip increments the attempt of each
-// task taken and reads its record. With nothing to take, Fetch waits (a
+// (see fetchScript), increments the attempt of each task taken and reads
+// its record: one round trip (two on a Cluster client, see lease). With
+// nothing to take, Fetch waits (a
 // blocking XREAD, which changes nothing, so cancelling it loses nothing)
 // until an entry is added to the stream, the next delayed task is due (to
 // the millisecond), the next lease passes, ctx ends, or a second goes by,
@@ -166,19 +200,35 @@ func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.
 // takenEntry is an entry fetchScript leased.
 type takenEntry struct {
 	entry, taskID, token string
+	// read is set when the script read the task's record, into rec.
+	read bool
+	rec  record
 }
+
+// The fetch script finds a record's flow and attempt at these places of
+// recordFieldNames (Lua counts from 1).
+const _ = uint(iFlow-1) + uint(1-iFlow) + uint(iAttempt-3) + uint(3-iAttempt)
 
 // take runs fetchScript and returns what it leased, how long to wait
 // before looking again if nothing, and the last ids of the stream and the
-// wake stream.
+// wake stream. Unless the client is a Cluster client, the script also
+// reads the records of the tasks it leases (see lease).
 func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration) ([]takenEntry, time.Duration, [2]string, error) {
 	var lastIDs [2]string
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
+	args := make([]string, 0, 8+len(recordFieldNames))
+	args = append(args, group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10),
+		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.Itoa(promoteBatch))
+	if b.client.Mode() == rueidis.ClientModeCluster {
+		args = append(args, "", "0")
+	} else {
+		args = append(args, b.cfg.Prefix, strconv.FormatInt(b.retentionMS(), 10))
+		args = append(args, recordFieldNames[:]...)
+	}
 	res, err := fetchScript.Exec(ctx, b.client,
 		[]string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.seqKey(), b.wakeKey()},
-		[]string{group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10),
-			strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.Itoa(promoteBatch)},
+		args,
 	).ToArray()
 	if err != nil {
 		return nil, 0, lastIDs, b.wrap(ctx, "fetch tasks", err)
@@ -190,13 +240,13 @@ func (b *Backend) take(ctx context.Context, worker string, max int, lease time.D
 	if err != nil {
 		return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: %w", err)
 	}
-	taken := make([]takenEntry, 0, len(items))
-	for _, item := range items {
+	taken := make([]takenEntry, len(items))
+	for i, item := range items {
 		parts, err := item.ToArray()
-		if err != nil || len(parts) != 3 {
+		if err != nil || len(parts) < 3 {
 			return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: malformed entry: %v", err)
 		}
-		var e takenEntry
+		e := &taken[i]
 		e.entry, _ = parts[0].ToString()
 		e.token, _ = parts[2].ToString()
 		fields, _ := parts[1].AsStrSlice()
@@ -205,7 +255,12 @@ func (b *Backend) take(ctx context.Context, worker string, max int, lease time.D
 				e.taskID = fields[i+1]
 			}
 		}
-		taken = append(taken, e)
+		if len(parts) > 3 {
+			if err := hmgetValues(parts[3], e.rec[:]); err != nil {
+				return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: malformed record: %w", err)
+			}
+			e.read = true
+		}
 	}
 	wait := maxBlock
 	for _, r := range res[1:3] {
@@ -237,20 +292,23 @@ func (b *Backend) waitForEntries(parent context.Context, lastIDs [2]string, wait
 	return nil
 }
 
-// lease turns entries taken by fetchScript into leases: each task's
-// attempt is incremented and its record read, with its progress state
-// (queue.Lease.State), and kept for the retention period, in one
-// pipelined round trip. An entry whose task record is gone
-// (expired) is removed from the queue. The round trip is not cut short by
-// ctx: the entries are held already, and are better run than left to
-// expire.
+// lease turns entries taken by fetchScript into leases. Unless the
+// script has read them already, each task's attempt is incremented and
+// its record read, with its progress state (queue.Lease.State), and kept
+// for the retention period, in one pipelined round trip. An entry whose
+// task record is gone (expired) is removed from the queue. The round trip
+// is not cut short by ctx: the entries are held already, and are better
+// run than left to expire.
 func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Duration) ([]*queue.Lease, error) {
 	ctx, cancel := b.bound(context.WithoutCancel(ctx), 0)
 	defer cancel()
 	c := b.client
 	deadline := time.Now().Add(lease)
-	cmds := make(rueidis.Commands, 0, 3*len(taken))
+	var cmds rueidis.Commands
 	for i, e := range taken {
+		if e.read {
+			continue
+		}
 		if !queue.ValidID(e.taskID) {
 			taken[i].taskID = "-" // an id no task has: its record is missing
 		}
@@ -261,17 +319,25 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 			b.extendTask(taken[i].taskID, b.cfg.Retention),
 		)
 	}
-	res := c.DoMulti(ctx, cmds...)
+	var res []rueidis.RedisResult
+	if len(cmds) > 0 {
+		res = c.DoMulti(ctx, cmds...)
+	}
 	leases := make([]*queue.Lease, 0, len(taken))
 	var firstErr error
-	for i, e := range taken {
-		fields, err := readRecord(res[3*i+1])
-		if err != nil {
-			// Still held: the entry is taken over once the lease passes.
-			if firstErr == nil {
-				firstErr = b.wrap(ctx, "lease task "+e.taskID, err)
+	for _, e := range taken {
+		fields := e.rec
+		if !e.read {
+			var err error
+			fields, err = readRecord(res[1])
+			res = res[3:]
+			if err != nil {
+				// Still held: the entry is taken over once the lease passes.
+				if firstErr == nil {
+					firstErr = b.wrap(ctx, "lease task "+e.taskID, err)
+				}
+				continue
 			}
-			continue
 		}
 		t, ok, err := decodeRecord(fields)
 		if err != nil || !ok {
@@ -280,7 +346,8 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 			if _, err := b.acks.do(ctx, ackCall{taskID: e.taskID, entry: e.entry, token: e.token}); err != nil {
 				b.log.Warn("flows: could not drop a queue entry", "entry", e.entry, "err", err)
 			}
-			if !ok {
+			if !ok && !e.read {
+				// What HINCRBY left of a missing record.
 				_ = c.Do(ctx, c.B().Del().Key(b.taskKey(e.taskID)).Build()).Error()
 			}
 			continue

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -143,32 +144,48 @@ func TestCancellationsReachOtherProcesses(t *testing.T) {
 }
 
 func TestOrphanEntryIsDropped(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
-	ctx := context.Background()
-	lost, kept := newTask(), newTask()
-	require.NoError(t, b.Enqueue(ctx, lost))
-	require.NoError(t, b.Enqueue(ctx, kept))
-	// The record expired while the task waited.
-	require.NoError(t, srv.Do("DEL", b.Prefix()+":{"+lost.ID+"}:task").Error())
+	// A single Redis's Fetch reads the records in its script; a Cluster
+	// client's in a second round trip.
+	for _, cluster := range []bool{false, true} {
+		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
+			srv := redistest.Start(t)
+			var client rueidis.Client = newClient(t, srv)
+			if cluster {
+				client = clusterMode{client}
+			}
+			b := newBackend(t, client, redisbackend.Config{})
+			ctx := context.Background()
+			lost, kept := newTask(), newTask()
+			require.NoError(t, b.Enqueue(ctx, lost))
+			// An entry that names no valid task id, as only a foreign
+			// writer could add.
+			stream := b.Prefix() + ":{q:default}:stream"
+			require.NoError(t, srv.Do("XADD", stream, "*", "task", "bad}id").Error())
+			require.NoError(t, b.Enqueue(ctx, kept))
+			// The record expired while the task waited.
+			require.NoError(t, srv.Do("DEL", b.Prefix()+":{"+lost.ID+"}:task").Error())
 
-	fctx, cancel := context.WithTimeout(ctx, waitLimit)
-	defer cancel()
-	leases, err := b.Fetch(fctx, "w", 2, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, leases, 1)
-	assert.Equal(t, kept.ID, leases[0].Task.ID)
+			fctx, cancel := context.WithTimeout(ctx, waitLimit)
+			defer cancel()
+			leases, err := b.Fetch(fctx, "w", 3, time.Minute)
+			require.NoError(t, err)
+			require.Len(t, leases, 1)
+			assert.Equal(t, kept.ID, leases[0].Task.ID)
+			assert.Equal(t, 1, leases[0].Task.Attempt)
 
-	exists, err := srv.Do("EXISTS", b.Prefix()+":{"+lost.ID+"}:task").AsInt64()
-	require.NoError(t, err)
-	assert.Zero(t, exists, "no record is left behind by the attempt count")
-	pending, err := srv.Do("XPENDING", b.Prefix()+":{q:default}:stream", "workers").ToArray()
-	require.NoError(t, err)
-	n, err := pending[0].AsInt64()
-	require.NoError(t, err)
-	assert.Equal(t, int64(1), n, "only the leased task's entry is pending")
-	_, err = b.Get(ctx, lost.ID)
-	assert.ErrorIs(t, err, queue.ErrNotFound)
+			keys, err := srv.Do("KEYS", b.Prefix()+":{[^q]*").AsStrSlice()
+			require.NoError(t, err)
+			assert.Equal(t, []string{b.Prefix() + ":{" + kept.ID + "}:task"}, keys,
+				"no record is left behind by the attempt count")
+			pending, err := srv.Do("XPENDING", stream, "workers").ToArray()
+			require.NoError(t, err)
+			n, err := pending[0].AsInt64()
+			require.NoError(t, err)
+			assert.Equal(t, int64(1), n, "only the leased task's entry is pending")
+			_, err = b.Get(ctx, lost.ID)
+			assert.ErrorIs(t, err, queue.ErrNotFound)
+		})
+	}
 }
 
 func TestSlowSubscriberPastTheBuffer(t *testing.T) {

@@ -118,7 +118,7 @@ func TestRoundTrips(t *testing.T) {
 				lease = leases[0]
 			}
 			return err
-		}, 2},
+		}, 1},
 		{"Extend", func() error { return b.Extend(ctx, lease, time.Minute) }, 1},
 		{"Bury", func() error { return b.Bury(ctx, lease, "boom") }, 1},
 		{"Dead", func() error { _, err := b.Dead(ctx, 0); return err }, 1},
