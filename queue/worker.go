@@ -598,6 +598,10 @@ type outcome struct {
 	cause  error
 }
 
+// errGoexit is the error of a flow that ended its goroutine
+// (runtime.Goexit, as testing's FailNow does) instead of returning.
+var errGoexit = errors.New("flow ended its goroutine (runtime.Goexit) without returning")
+
 // panicError is a panic recovered from a flow.
 type panicError struct{ value any }
 
@@ -621,13 +625,17 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 
 	done := make(chan outcome, 1) // buffered: an abandoned flow still returns
 	go func() {
+		returned := false
 		defer func() {
 			if v := recover(); v != nil {
 				j.log.Error("flows: flow panicked", "panic", v, "stack", string(debug.Stack()))
 				done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
+			} else if !returned {
+				done <- outcome{err: errGoexit, cause: context.Cause(ctx)}
 			}
 		}()
 		res, err := f.Run(ctx, &flow.Task{ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep})
+		returned = true
 		// The cause is read as the flow returns: a cancellation, time
 		// limit or shutdown landing after that does not undo its result.
 		out := outcome{result: res, err: err, cause: context.Cause(ctx)}

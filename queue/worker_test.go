@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -261,6 +262,36 @@ func TestWorkerLeaseLostStopsFlow(t *testing.T) {
 	assert.Equal(t, progress.StateFailure, snap.State)
 	assert.Equal(t, "gave up after 1 attempt: worker lost", snap.Details.Status)
 	assert.Equal(t, int32(1), runs.Load())
+}
+
+// TestWorkerSurvivesGoexit: a flow that ends its goroutine
+// (runtime.Goexit, as t.FailNow does) fails its attempt as if it had
+// returned an error; its slot is freed and the task is retried.
+func TestWorkerSurvivesGoexit(t *testing.T) {
+	s := newSetup()
+	var runs atomic.Int32
+	s.reg.MustRegister("exits", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		runs.Add(1)
+		if ft.Attempt == 1 {
+			runtime.Goexit()
+		}
+		return "second time", nil
+	}))
+	s.reg.MustRegister("other", flow.Func(func(context.Context, *flow.Task) (any, error) { return "ok", nil }))
+	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
+		Registry: s.reg, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
+		Backoff: func(int) time.Duration { return time.Millisecond },
+	}))
+	id := s.enqueue(t, "exits", queue.EnqueueOptions{MaxAttempts: 3})
+	other := s.enqueue(t, "other", queue.EnqueueOptions{})
+
+	assert.Equal(t, progress.StateSuccess, waitTerminal(t, s.store, other).State, "the slot was freed")
+	snap := waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	assert.Equal(t, int32(2), runs.Load())
+	require.Len(t, snap.Details.StepResults, 1)
+	assert.Equal(t, "attempt 1 failed: flow ended its goroutine (runtime.Goexit) without returning; retrying in 1ms",
+		snap.Details.StepResults[0].Message)
 }
 
 func TestWorkerStoreFailureHandsTaskBack(t *testing.T) {
