@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/flowsrun/flows/internal/opctx"
 )
 
 // Reporter is what a running flow calls to report its progress. Every
@@ -94,10 +96,9 @@ func LogEvent(msg string) Event {
 // terminal transitions are recorded after every event reported before
 // them, in the same Append when they can.
 type TaskReporter struct {
-	store   Store
-	taskID  string
-	logger  *slog.Logger
-	timeout time.Duration
+	store  Store
+	taskID string
+	logger *slog.Logger
 
 	mu sync.Mutex
 	// queue holds the batches not sent yet, in order; inflight is the one
@@ -127,6 +128,12 @@ type batch struct {
 	err    error
 }
 
+// appendTimeout bounds a TaskReporter's Append (to a second more: the
+// context is shared by the Appends of that second, see opctx).
+const appendTimeout = 10 * time.Second
+
+var appendDeadlines = opctx.New(context.Background(), appendTimeout, time.Second)
+
 // maxPending bounds the events a TaskReporter holds before they are sent.
 const maxPending = 1000
 
@@ -136,7 +143,7 @@ func NewTaskReporter(store Store, taskID string, logger *slog.Logger) *TaskRepor
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &TaskReporter{store: store, taskID: taskID, logger: logger, timeout: 10 * time.Second}
+	return &TaskReporter{store: store, taskID: taskID, logger: logger}
 }
 
 // TaskID returns the id of the task this reporter writes to.
@@ -242,9 +249,7 @@ func (r *TaskReporter) sendUntil(last *batch) {
 
 // append records b and closes its done channel.
 func (r *TaskReporter) append(b *batch) {
-	ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
-	_, b.err = r.store.Append(ctx, r.taskID, b.events...)
-	cancel()
+	_, b.err = r.store.Append(appendDeadlines.Get(), r.taskID, b.events...)
 	if b.err != nil && b.async && !errors.Is(b.err, ErrFinished) {
 		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", b.events[0].Type, "events", len(b.events), "err", b.err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/opctx"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/registry"
 )
@@ -134,17 +135,23 @@ type Worker struct {
 	log      *slog.Logger
 
 	running atomic.Bool
+	ops     *opctx.Source // contexts of backend and store calls, set by Run
 
 	mu     sync.Mutex
-	active map[string]map[*activeRun]struct{} // running tasks by id
-	recent map[string]time.Time               // cancellations of tasks not running here, when heard
+	active map[string]*activeRun // running tasks by id
+	recent map[string]time.Time  // cancellations of tasks not running here, when heard
 
 	// flowReturned, when set (by tests), is called as a flow's Run has
 	// returned, before the worker receives its outcome.
 	flowReturned func(taskID string)
 }
 
-type activeRun struct{ cancel context.CancelCauseFunc }
+// activeRun is a running task's run; next is another run of the same
+// task (a lease lost and the task leased again by this worker).
+type activeRun struct {
+	cancel context.CancelCauseFunc
+	next   *activeRun
+}
 
 // NewWorker returns a Worker that takes tasks from backend and records
 // their progress in store. Zero fields of cfg take their defaults. When
@@ -181,7 +188,7 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 		store:   store,
 		cfg:     cfg,
 		log:     cfg.Logger.With("worker", cfg.Name),
-		active:  map[string]map[*activeRun]struct{}{},
+		active:  map[string]*activeRun{},
 		recent:  map[string]time.Time{},
 	}
 	if f, ok := backend.(Finisher); ok && sameValue(backend, store) {
@@ -213,7 +220,8 @@ var (
 	errLeaseStolen   = errors.New("queue: lease lost to another worker")
 )
 
-// Backend operations are bounded by opTimeout, and fetch errors are
+// Backend operations are bounded by opTimeout (to a second more, see
+// job.op), and fetch errors are
 // retried after a delay growing from minFetchBackoff to maxFetchBackoff.
 const (
 	opTimeout       = 10 * time.Second
@@ -237,6 +245,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	// What the worker does for tasks it already holds outlives ctx: only
 	// the shutdown sequence below ends it.
 	base := context.WithoutCancel(ctx)
+	w.ops = opctx.New(base, opTimeout, time.Second)
 	flowsCtx, stopFlows := context.WithCancelCause(base)
 	defer stopFlows(nil)
 	listenCtx, stopListening := context.WithCancel(base)
@@ -426,7 +435,7 @@ const maxRecentCancels = 1024
 func (w *Worker) cancelActive(id string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.active[id]) == 0 {
+	if w.active[id] == nil {
 		now := time.Now()
 		if len(w.recent) >= maxRecentCancels {
 			for k, at := range w.recent {
@@ -438,34 +447,45 @@ func (w *Worker) cancelActive(id string) {
 		w.recent[id] = now
 		return
 	}
-	for r := range w.active[id] {
+	for r := w.active[id]; r != nil; r = r.next {
 		r.cancel(errTaskCancelled)
 	}
 }
 
-// track records the cancel func of a running task until the returned
-// func is called. A task cancelled recently (see cancelActive) is
-// cancelled at once.
-func (w *Worker) track(id string, cancel context.CancelCauseFunc) (untrack func()) {
-	r := &activeRun{cancel: cancel}
+// track records the cancel func of a running task until untrack is
+// called with the run it returns. A task cancelled recently (see
+// cancelActive) is cancelled at once.
+func (w *Worker) track(id string, cancel context.CancelCauseFunc) *activeRun {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.active[id] == nil {
-		w.active[id] = map[*activeRun]struct{}{}
-	}
-	w.active[id][r] = struct{}{}
+	r := &activeRun{cancel: cancel, next: w.active[id]}
+	w.active[id] = r
 	if at, ok := w.recent[id]; ok {
 		delete(w.recent, id)
 		if time.Since(at) <= recentCancelWindow {
 			cancel(errTaskCancelled)
 		}
 	}
-	return func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
-		delete(w.active[id], r)
-		if len(w.active[id]) == 0 {
+	return r
+}
+
+// untrack forgets the run r of task id.
+func (w *Worker) untrack(id string, r *activeRun) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	head := w.active[id]
+	if head == r {
+		if r.next == nil {
 			delete(w.active, id)
+		} else {
+			w.active[id] = r.next
+		}
+		return
+	}
+	for p := head; p != nil; p = p.next {
+		if p.next == r {
+			p.next = r.next
+			return
 		}
 	}
 }
@@ -477,9 +497,23 @@ type job struct {
 	lease *Lease
 	task  *Task
 	rep   *progress.TaskReporter
-	log   *slog.Logger
+	log   atomic.Pointer[slog.Logger] // see logger
 	// fin is the reporter's store when the worker has a Finisher.
 	fin *finishingStore
+}
+
+// logger returns the worker's logger with the task's id, flow and
+// attempt, made on first use: most tasks log nothing.
+func (j *job) logger() *slog.Logger {
+	if l := j.log.Load(); l != nil {
+		return l
+	}
+	t := j.task
+	l := j.w.log.With("task_id", t.ID, "flow", t.Flow, "attempt", t.Attempt)
+	if j.log.CompareAndSwap(nil, l) {
+		return l
+	}
+	return j.log.Load()
 }
 
 // finishingStore is the store of a job's reporter when the worker's
@@ -502,22 +536,24 @@ func (s *finishingStore) Append(ctx context.Context, taskID string, events ...pr
 	return last, err
 }
 
+// op returns the context of a backend or store call: it ends opTimeout
+// (up to a second more) from now. It is shared with the calls made about
+// the same time (see opctx): cancelling it is left to its deadline.
 func (j *job) op() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(j.base, opTimeout)
+	return j.w.ops.Get(), func() {}
 }
 
 // handle takes one leased task to its end: a terminal state and an Ack,
 // or a Retry.
 func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 	t := l.Task
-	log := w.log.With("task_id", t.ID, "flow", t.Flow, "attempt", t.Attempt)
-	j := &job{w: w, base: base, lease: l, task: t, log: log}
+	j := &job{w: w, base: base, lease: l, task: t}
 	var store progress.Store = w.store
 	if w.finisher != nil {
 		j.fin = &finishingStore{Store: w.store, f: w.finisher, lease: l}
 		store = j.fin
 	}
-	j.rep = progress.NewTaskReporter(store, t.ID, log)
+	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
 
 	if t.Cancelled {
 		j.cancelled()
@@ -535,7 +571,7 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 		cancel()
 		switch {
 		case errors.Is(err, progress.ErrNotFound):
-			log.Error("flows: task has no progress record; dropping it")
+			j.logger().Error("flows: task has no progress record; dropping it")
 			j.ack()
 			return
 		case err != nil:
@@ -580,7 +616,7 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 		j.alreadyEnded()
 		return
 	case errors.Is(err, progress.ErrNotFound):
-		log.Error("flows: task has no progress record; dropping it")
+		j.logger().Error("flows: task has no progress record; dropping it")
 		j.ack()
 		return
 	case err != nil:
@@ -619,7 +655,7 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 	}
 	// A Cancel that landed after the fetch read the task was announced
 	// before this run was tracked: track finds it among the recent ones.
-	defer j.w.track(t.ID, cancel)()
+	defer j.w.untrack(t.ID, j.w.track(t.ID, cancel))
 
 	hb := j.startHeartbeat(cancel)
 
@@ -628,7 +664,7 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 		returned := false
 		defer func() {
 			if v := recover(); v != nil {
-				j.log.Error("flows: flow panicked", "panic", v, "stack", string(debug.Stack()))
+				j.logger().Error("flows: flow panicked", "panic", v, "stack", string(debug.Stack()))
 				done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
 			} else if !returned {
 				done <- outcome{err: errGoexit, cause: context.Cause(ctx)}
@@ -664,7 +700,7 @@ func (j *job) run(flowsCtx context.Context, f flow.Flow) {
 	}
 	hb.stop()
 	if !returned {
-		j.log.Warn("flows: flow did not return after its context was cancelled; abandoning it",
+		j.logger().Warn("flows: flow did not return after its context was cancelled; abandoning it",
 			"cause", cause, "waited", j.w.cfg.AbandonAfter)
 	}
 	j.settle(out, returned, cause)
@@ -711,16 +747,16 @@ func (h *heartbeat) beat() {
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrLeaseLost):
-		j.log.Warn("flows: lease lost; stopping the flow", "err", err)
+		j.logger().Warn("flows: lease lost; stopping the flow", "err", err)
 		h.cancel(errLeaseStolen)
 		return
 	case errors.Is(err, ErrCancelled):
 		// The cancellation feed may have missed it; the lease is
 		// extended all the same and kept until the run is settled.
-		j.log.Info("flows: task cancelled; stopping the flow")
+		j.logger().Info("flows: task cancelled; stopping the flow")
 		h.cancel(errTaskCancelled)
 	default:
-		j.log.Warn("flows: extending the lease failed", "err", err)
+		j.logger().Warn("flows: extending the lease failed", "err", err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -760,7 +796,7 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 			j.succeed(out.result)
 			return
 		}
-		j.log.Info("flows: handing the task back for another worker")
+		j.logger().Info("flows: handing the task back for another worker")
 		j.giveBack(time.Now())
 	case succeeded:
 		j.succeed(out.result)
@@ -777,7 +813,7 @@ func (j *job) failed(err error) {
 	if retryable && t.Attempt < t.MaxAttempts {
 		delay := max(j.w.cfg.Backoff(t.Attempt), 0)
 		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
-		j.log.Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
+		j.logger().Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
 		ctx, cancel := j.op()
 		_ = j.rep.Flush(ctx) // the flow's own reports come first
 		_, aerr := j.w.store.Append(ctx, t.ID, progress.LogEvent(msg))
@@ -793,7 +829,7 @@ func (j *job) failed(err error) {
 	if t.Attempt > 1 {
 		reason = fmt.Sprintf("failed after %d attempts: %s", t.Attempt, reason)
 	}
-	j.log.Info("flows: flow failed", "err", err)
+	j.logger().Info("flows: flow failed", "err", err)
 	j.fail(reason)
 }
 
@@ -891,7 +927,7 @@ func (j *job) finished(recordErr error) {
 // storeDown gives the task back for later when the progress store failed.
 func (j *job) storeDown(err error) {
 	delay := max(j.w.cfg.Backoff(j.task.Attempt), 0)
-	j.log.Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay)
+	j.logger().Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay)
 	j.giveBack(time.Now().Add(delay))
 }
 
@@ -899,7 +935,7 @@ func (j *job) ack() {
 	ctx, cancel := j.op()
 	defer cancel()
 	if err := j.w.backend.Ack(ctx, j.lease); err != nil {
-		j.log.Warn("flows: acknowledging the task failed", "err", err)
+		j.logger().Warn("flows: acknowledging the task failed", "err", err)
 	}
 }
 
@@ -910,7 +946,7 @@ func (j *job) bury(reason string) {
 	ctx, cancel := j.op()
 	defer cancel()
 	if err := j.w.backend.Bury(ctx, j.lease, reason); err != nil {
-		j.log.Warn("flows: burying the failed task failed", "err", err)
+		j.logger().Warn("flows: burying the failed task failed", "err", err)
 	}
 }
 

@@ -40,8 +40,7 @@ func TestRecentCancellation(t *testing.T) {
 
 			ctx, cancel := context.WithCancelCause(context.Background())
 			defer cancel(nil)
-			untrack := w.track(id, cancel)
-			defer untrack()
+			defer w.untrack(id, w.track(id, cancel))
 			assert.Equal(t, tt.cancelled, ctx.Err() != nil)
 			if tt.cancelled {
 				assert.ErrorIs(t, context.Cause(ctx), errTaskCancelled)
@@ -57,14 +56,36 @@ func TestRecentCancellation(t *testing.T) {
 		id := NewID()
 		ctx, cancel := context.WithCancelCause(context.Background())
 		defer cancel(nil)
-		untrack := w.track(id, cancel)
-		defer untrack()
+		defer w.untrack(id, w.track(id, cancel))
 		w.cancelActive(id)
 		assert.ErrorIs(t, context.Cause(ctx), errTaskCancelled)
 		w.mu.Lock()
 		_, kept := w.recent[id]
 		w.mu.Unlock()
 		assert.False(t, kept)
+	})
+
+	t.Run("every run of a task is cancelled", func(t *testing.T) {
+		id := NewID()
+		var runs []*activeRun
+		var ctxs []context.Context
+		for range 3 {
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			ctxs = append(ctxs, ctx)
+			runs = append(runs, w.track(id, cancel))
+		}
+		w.untrack(id, runs[1]) // the middle one ends first
+		w.cancelActive(id)
+		assert.ErrorIs(t, context.Cause(ctxs[0]), errTaskCancelled)
+		assert.NoError(t, ctxs[1].Err(), "no longer tracked")
+		assert.ErrorIs(t, context.Cause(ctxs[2]), errTaskCancelled)
+		w.untrack(id, runs[2])
+		w.untrack(id, runs[0])
+		w.mu.Lock()
+		_, left := w.active[id]
+		w.mu.Unlock()
+		assert.False(t, left, "nothing left of the task once its runs end")
 	})
 
 	t.Run("old cancellations are forgotten", func(t *testing.T) {
