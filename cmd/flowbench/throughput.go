@@ -121,6 +121,8 @@ type throughputRun struct {
 	cpu         float64 // cores used by this process
 	redisCPU    float64 // cores used by Redis
 	enqueued    float64 // tasks/s enqueued, while the worker runs
+	allocs      float64 // heap allocations of this process per task
+	schedP99    float64 // goroutines' wait to run, p99 (seconds)
 }
 
 func benchThroughput(ctx context.Context, e *env, p *printer) error {
@@ -131,8 +133,8 @@ func benchThroughput(ctx context.Context, e *env, p *printer) error {
 		if err != nil {
 			return err
 		}
-		p.note("throughput run %d: %.0f tasks/s, %.2f calls/task, %.2f writes/task, %.2f commands/task; cores used: flowbench %.2f, redis %.2f; enqueued at %.0f tasks/s",
-			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.enqueued)
+		p.note("throughput run %d: %.0f tasks/s, %.2f calls/task, %.2f writes/task, %.2f commands/task; cores used: flowbench %.2f, redis %.2f; enqueued at %.0f tasks/s; %.1f allocations/task; goroutines waited to run %.2f ms at p99",
+			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.enqueued, r.allocs, r.schedP99*1e3)
 		runs = append(runs, r)
 	}
 	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "producers", cfg.Producers, "backend", cfg.Backend)
@@ -200,6 +202,7 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	defer cancel()
 	inputs := json.RawMessage(`{}`)
 	cpu0, redisCPU0 := cpuTime(), e.redisCPU(ctx)
+	sched0, mallocs0 := schedLatencies(), mallocs()
 	var next atomic.Int64
 	errs := make(chan error, cfg.Producers)
 	start := time.Now()
@@ -226,6 +229,7 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 		return throughputRun{}, fmt.Errorf("%d of %d tasks ended before the timeout: %w", done.n.Load(), cfg.N, ctx.Err())
 	}
 	elapsed := time.Since(start)
+	sched1, mallocs1 := schedLatencies(), mallocs()
 	if err := done.check(); err != nil {
 		return throughputRun{}, err
 	}
@@ -234,6 +238,8 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 		cpu:         float64(cpuTime()-cpu0) / float64(elapsed),
 		redisCPU:    float64(e.redisCPU(ctx)-redisCPU0) / float64(elapsed),
 		enqueued:    float64(cfg.N) / enqueued.Seconds(),
+		allocs:      float64(mallocs1-mallocs0) / float64(cfg.N),
+		schedP99:    schedQuantile(sched0, sched1, 0.99),
 	}
 
 	// Stop the worker so that the last acknowledgements are counted too.
