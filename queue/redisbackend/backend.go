@@ -67,8 +67,7 @@ type Backend struct {
 	client rueidis.Client
 	cfg    Config
 	log    *slog.Logger
-	// qtag is the prefix of the queue's keys, "P:{q:Q}".
-	qtag string
+	qkeys  queueKeys
 
 	hub *hub
 	// appends batches concurrent Appends.
@@ -125,7 +124,7 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 		client: client,
 		cfg:    cfg,
 		log:    cfg.Logger,
-		qtag:   cfg.Prefix + ":{q:" + cfg.Queue + "}",
+		qkeys:  newQueueKeys(cfg.Prefix + ":{q:" + cfg.Queue + "}"),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
@@ -164,16 +163,30 @@ func (b *Backend) liveChannel(id string) string {
 	return b.cfg.Prefix + ":{" + id + "}:live"
 }
 
+// queueKeys are the names of the queue's keys, made once by New from
+// their prefix "P:{q:Q}".
+type queueKeys struct {
+	stream, delayed, leases, holders, seq, wake, dead, buried, cancel string
+}
+
+func newQueueKeys(qtag string) queueKeys {
+	return queueKeys{
+		stream: qtag + ":stream", delayed: qtag + ":delayed", leases: qtag + ":leases",
+		holders: qtag + ":holders", seq: qtag + ":seq", wake: qtag + ":wake",
+		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
+	}
+}
+
 // Keys of the queue.
-func (b *Backend) streamKey() string     { return b.qtag + ":stream" }
-func (b *Backend) delayedKey() string    { return b.qtag + ":delayed" }
-func (b *Backend) leasesKey() string     { return b.qtag + ":leases" }
-func (b *Backend) holdersKey() string    { return b.qtag + ":holders" }
-func (b *Backend) seqKey() string        { return b.qtag + ":seq" }
-func (b *Backend) wakeKey() string       { return b.qtag + ":wake" }
-func (b *Backend) deadKey() string       { return b.qtag + ":dead" }
-func (b *Backend) buriedKey() string     { return b.qtag + ":buried" }
-func (b *Backend) cancelChannel() string { return b.qtag + ":cancel" }
+func (b *Backend) streamKey() string     { return b.qkeys.stream }
+func (b *Backend) delayedKey() string    { return b.qkeys.delayed }
+func (b *Backend) leasesKey() string     { return b.qkeys.leases }
+func (b *Backend) holdersKey() string    { return b.qkeys.holders }
+func (b *Backend) seqKey() string        { return b.qkeys.seq }
+func (b *Backend) wakeKey() string       { return b.qkeys.wake }
+func (b *Backend) deadKey() string       { return b.qkeys.dead }
+func (b *Backend) buriedKey() string     { return b.qkeys.buried }
+func (b *Backend) cancelChannel() string { return b.qkeys.cancel }
 
 // retentionMS is the retention in milliseconds, as PEXPIRE takes it.
 func (b *Backend) retentionMS() int64 { return b.cfg.Retention.Milliseconds() }

@@ -121,22 +121,26 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 }
 
 // createTaskScript records new tasks' progress as PENDING with no events,
-// as createScript does, together with their queue records.
+// as createScript does, together with their queue records, and adds the
+// tasks that are due to the stream.
 //
 //	KEYS, per task: task hash
-//	ARGV[1] initial state, ARGV[2] initial status, then, for each task:
-//	the time to live of its hash in ms, the number of record values k,
-//	and k values: the record's fields and values
+//	ARGV[1] initial state, ARGV[2] initial status, ARGV[3] the stream,
+//	then, for each task: the time to live of its hash in ms, its id if
+//	the script is to add it to the stream or "", the number of record
+//	values k, and k values: the record's fields and values
 //
 // It replies, for each task, 1, or an "EXISTS" error when it has a
 // snapshot (then it writes nothing of that task). A record without a
-// snapshot (left by Enqueue under the same id) is replaced.
+// snapshot (left by Enqueue under the same id) is replaced. The stream
+// is a key of another Cluster slot: a Cluster client queues its tasks
+// itself (see runCreates).
 var createTaskScript = luaClock + `
 local out = {}
-local a = 3
+local a = 4
 for t = 1, #KEYS do
   local task = KEYS[t]
-  local ttl, k = ARGV[a], tonumber(ARGV[a + 1])
+  local ttl, queued, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   local found = redis.call('EXISTS', task) == 1
   if found and redis.call('HEXISTS', task, 'state') == 1 then
     out[t] = redis.error_reply('EXISTS task already exists')
@@ -145,11 +149,14 @@ for t = 1, #KEYS do
       redis.call('DEL', task)
     end
     local exp = string.format('%d', clock + tonumber(ttl))
-    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 2, a + 1 + k))
+    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 3, a + 2 + k))
     redis.call('PEXPIREAT', task, exp)
+    if queued ~= '' then
+      redis.call('XADD', ARGV[3], '*', '` + streamField + `', queued)
+    end
     out[t] = 1
   end
-  a = a + 2 + k
+  a = a + 3 + k
 end
 return out
 `
@@ -157,27 +164,33 @@ return out
 // CreateAndEnqueue implements queue.TaskCreator in one round trip, which
 // concurrent calls share (see batcher): a script records each task's
 // progress snapshot and its queue record (in the task's hash, so
-// atomically), and the stream entries (or delayed-set members) are
-// pipelined behind it. A queue.Broker whose backend and store are this
-// Backend enqueues through it.
+// atomically) and adds the task to the stream when it is due. A task due
+// later goes to the delayed set by commands pipelined behind the script,
+// as every task does on a Redis Cluster client (the queue's keys are on
+// another slot). A queue.Broker whose backend and store are this Backend
+// enqueues through it.
 //
 // The script goes as EVAL, not EVALSHA: if Redis had lost it (a restart),
-// the entries behind it would be queued for tasks with no record, which a
-// worker would drop; EVAL cannot miss. It returns an error wrapping
-// progress.ErrExists for an id that is taken, but the entry is queued all
-// the same: t.ID must be new (queue.NewID).
+// the commands behind it would queue tasks with no record, which a worker
+// would drop; EVAL cannot miss. It returns an error wrapping
+// progress.ErrExists for an id that is taken (the task may be queued all
+// the same: t.ID must be new, see queue.NewID).
 func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
 	}
+	now := time.Now()
 	fields := recordFields(t)
-	args := make([]string, 2, 2+2*len(fields))
-	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, time.Now())), 10)
-	args[1] = strconv.Itoa(2 * len(fields))
+	args := make([]string, 3, 3+2*len(fields))
+	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
+	if !t.RunAt.After(now) && b.client.Mode() != rueidis.ClientModeCluster {
+		args[1] = t.ID
+	}
+	args[2] = strconv.Itoa(2 * len(fields))
 	for _, f := range fields {
 		args = append(args, f[0], f[1])
 	}
-	_, err := b.creates.do(ctx, createCall{task: t, args: args})
+	_, err := b.creates.do(ctx, createCall{task: t, args: args, now: now})
 	if replyCode(err) == "EXISTS" {
 		return fmt.Errorf("%w: %q", progress.ErrExists, t.ID)
 	}
@@ -188,13 +201,15 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 }
 
 // createCall is one CreateAndEnqueue's share of createTaskScript: its
-// task and ARGV values.
+// task, ARGV values and the time they were made at.
 type createCall struct {
 	task *queue.Task
 	args []string
+	now  time.Time
 }
 
-// runCreates creates and enqueues a batch of tasks in one round trip.
+// runCreates creates and enqueues a batch of tasks in one round trip: the
+// script, then the commands that queue the tasks it does not.
 func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall, struct{}]) {
 	c := b.client
 	init := progress.NewSnapshot()
@@ -202,12 +217,13 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	for _, call := range calls {
 		keys = append(keys, b.taskKey(call.item.task.ID))
 	}
-	args := batchArgs([]string{string(init.State), init.Details.Status},
+	args := batchArgs([]string{string(init.State), init.Details.Status, b.streamKey()},
 		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
 	cmds := rueidis.Commands{c.B().Eval().Script(createTaskScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}
-	now := time.Now()
 	for _, call := range calls {
-		cmds = append(cmds, b.queueCommands(call.item.task, now)...)
+		if call.item.args[1] == "" {
+			cmds = append(cmds, b.queueCommands(call.item.task, call.item.now)...)
+		}
 	}
 	res := c.DoMulti(ctx, cmds...)
 	replies, err := batchReplies(res[0], len(calls))
