@@ -114,8 +114,7 @@ type TaskReporter struct {
 	waiting  int // events in queue
 }
 
-// batch is events appended in one call. done is closed once the Append
-// has returned, with its error in err.
+// batch is events appended in one call.
 type batch struct {
 	events []Event
 	// async is set when a Reporter method added an event: nobody waits
@@ -124,8 +123,32 @@ type batch struct {
 	// closed is set once a terminal event is in: nothing may follow it in
 	// the same Append.
 	closed bool
-	done   chan struct{}
-	err    error
+	// finished is set once the Append has returned, with its error in
+	// err; done, made for the first caller that waits (see doneLocked),
+	// is closed then.
+	finished bool
+	done     chan struct{}
+	err      error
+}
+
+// closedChan is the done channel of a batch finished before anyone
+// waited for it.
+var closedChan = func() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
+
+// doneLocked returns a channel closed once b has been appended. r.mu
+// must be held.
+func (r *TaskReporter) doneLocked(b *batch) <-chan struct{} {
+	if b.finished {
+		return closedChan
+	}
+	if b.done == nil {
+		b.done = make(chan struct{})
+	}
+	return b.done
 }
 
 // appendTimeout bounds a TaskReporter's Append (to a second more: the
@@ -156,7 +179,9 @@ func (r *TaskReporter) addLocked(e Event, async bool) *batch {
 	if n := len(r.queue); n > 0 && !r.queue[n-1].closed {
 		b = r.queue[n-1]
 	} else {
-		b = &batch{done: make(chan struct{})}
+		// Room for a short flow's whole run (start, a few reports, end)
+		// without growing.
+		b = &batch{events: make([]Event, 0, 4)}
 		r.queue = append(r.queue, b)
 	}
 	b.events = append(b.events, e)
@@ -183,7 +208,7 @@ func (r *TaskReporter) emit(events ...Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for r.waiting >= maxPending && r.inflight != nil {
-		done := r.inflight.done
+		done := r.doneLocked(r.inflight)
 		r.mu.Unlock()
 		<-done
 		r.mu.Lock()
@@ -247,13 +272,18 @@ func (r *TaskReporter) sendUntil(last *batch) {
 	}
 }
 
-// append records b and closes its done channel.
+// append records b and marks it finished.
 func (r *TaskReporter) append(b *batch) {
-	_, b.err = r.store.Append(appendDeadlines.Get(), r.taskID, b.events...)
-	if b.err != nil && b.async && !errors.Is(b.err, ErrFinished) {
-		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", b.events[0].Type, "events", len(b.events), "err", b.err)
+	_, err := r.store.Append(appendDeadlines.Get(), r.taskID, b.events...)
+	if err != nil && b.async && !errors.Is(err, ErrFinished) {
+		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", b.events[0].Type, "events", len(b.events), "err", err)
 	}
-	close(b.done)
+	r.mu.Lock()
+	b.err, b.finished = err, true
+	if b.done != nil {
+		close(b.done)
+	}
+	r.mu.Unlock()
 }
 
 // record appends e after every event reported before it and waits for
@@ -266,10 +296,11 @@ func (r *TaskReporter) record(ctx context.Context, e Event) error {
 	r.mu.Lock()
 	b := r.addLocked(e, false)
 	if r.sending && r.started {
+		done := r.doneLocked(b)
 		r.mu.Unlock()
 		select {
-		case <-b.done:
-			return b.err
+		case <-done:
+			return r.batchErr(b)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -278,6 +309,13 @@ func (r *TaskReporter) record(ctx context.Context, e Event) error {
 	r.gen++ // a sendLoop started for the batches before b now has nothing to do
 	r.mu.Unlock()
 	r.sendUntil(b)
+	return r.batchErr(b)
+}
+
+// batchErr returns the error of the finished batch b.
+func (r *TaskReporter) batchErr(b *batch) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return b.err
 }
 
@@ -289,12 +327,14 @@ func (r *TaskReporter) Flush(ctx context.Context) error {
 	if n := len(r.queue); n > 0 {
 		last = r.queue[n-1]
 	}
-	r.mu.Unlock()
 	if last == nil {
+		r.mu.Unlock()
 		return nil
 	}
+	done := r.doneLocked(last)
+	r.mu.Unlock()
 	select {
-	case <-last.done:
+	case <-done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
