@@ -139,7 +139,10 @@ type Worker struct {
 
 	mu     sync.Mutex
 	active map[string]*activeRun // running tasks by id
-	recent map[string]time.Time  // cancellations of tasks not running here, when heard
+	// flowsStopped, once set by stopFlows, cancels every run, those
+	// tracked later too.
+	flowsStopped error
+	recent       map[string]time.Time // cancellations of tasks not running here, when heard
 
 	// flowReturned, when set (by tests), is called as a flow's Run has
 	// returned, before the worker receives its outcome.
@@ -246,8 +249,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	// the shutdown sequence below ends it.
 	base := context.WithoutCancel(ctx)
 	w.ops = opctx.New(base, opTimeout, time.Second)
-	flowsCtx, stopFlows := context.WithCancelCause(base)
-	defer stopFlows(nil)
+	w.mu.Lock()
+	w.flowsStopped = nil
+	w.mu.Unlock()
 	listenCtx, stopListening := context.WithCancel(base)
 	defer stopListening()
 
@@ -265,7 +269,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.log.Info("flows: worker started", "concurrency", w.cfg.Concurrency, "lease", w.cfg.Lease)
 	var inFlight sync.WaitGroup
-	w.fetchLoop(ctx, &inFlight, func(l *Lease) { w.handle(base, flowsCtx, l) })
+	w.fetchLoop(ctx, &inFlight, func(l *Lease) { w.handle(base, l) })
 
 	drained := make(chan struct{})
 	go func() {
@@ -278,7 +282,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	case <-drained:
 	case <-grace.C:
 		w.log.Warn("flows: shutdown grace passed; interrupting the flows still running", "grace", w.cfg.ShutdownGrace)
-		stopFlows(errShutdown)
+		w.stopFlows(errShutdown)
 		<-drained
 	}
 	stopListening()
@@ -452,14 +456,30 @@ func (w *Worker) cancelActive(id string) {
 	}
 }
 
+// stopFlows cancels every run with cause, those tracked from now on
+// too, until the next Run.
+func (w *Worker) stopFlows(cause error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flowsStopped = cause
+	for _, r := range w.active {
+		for ; r != nil; r = r.next {
+			r.cancel(cause)
+		}
+	}
+}
+
 // track records the cancel func of a running task until untrack is
 // called with the run it returns. A task cancelled recently (see
-// cancelActive) is cancelled at once.
+// cancelActive), or a run tracked after stopFlows, is cancelled at once.
 func (w *Worker) track(id string, cancel context.CancelCauseFunc) *activeRun {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	r := &activeRun{cancel: cancel, next: w.active[id]}
 	w.active[id] = r
+	if w.flowsStopped != nil {
+		cancel(w.flowsStopped)
+	}
 	if at, ok := w.recent[id]; ok {
 		delete(w.recent, id)
 		if time.Since(at) <= recentCancelWindow {
@@ -545,7 +565,7 @@ func (j *job) op() (context.Context, context.CancelFunc) {
 
 // handle takes one leased task to its end: a terminal state and an Ack,
 // or a Retry.
-func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
+func (w *Worker) handle(base context.Context, l *Lease) {
 	t := l.Task
 	j := &job{w: w, base: base, lease: l, task: t}
 	var store progress.Store = w.store
@@ -605,7 +625,7 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 			return
 		}
 		j.rep.Report(start...)
-		j.run(flowsCtx, entry.Flow)
+		j.run(base, entry.Flow)
 		return
 	}
 	ctx, cancel := j.op()
@@ -623,7 +643,7 @@ func (w *Worker) handle(base, flowsCtx context.Context, l *Lease) {
 		j.storeDown(err)
 		return
 	}
-	j.run(flowsCtx, entry.Flow)
+	j.run(base, entry.Flow)
 }
 
 // outcome is what a flow's Run returned, and why its context had been
@@ -644,9 +664,12 @@ type panicError struct{ value any }
 func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
 
 // run runs the flow and records its outcome.
-func (j *job) run(flowsCtx context.Context, f flow.Flow) {
+func (j *job) run(base context.Context, f flow.Flow) {
 	t := j.task
-	ctx, cancel := context.WithCancelCause(flowsCtx)
+	// Not a child of a context of the worker's, which every run would
+	// join and leave under one lock: shutdown cancels the tracked runs
+	// (see stopFlows).
+	ctx, cancel := context.WithCancelCause(base)
 	defer cancel(nil)
 	if t.Timeout > 0 {
 		var stop context.CancelFunc
