@@ -22,10 +22,12 @@
 // once (see Batching below), except on a Redis Cluster client
 // (rueidis.ClientModeCluster), where each touches one task's keys.
 //
-//	P:{<id>}:task       hash    the queue's record of the task: id, flow,
-//	                            inputs, attempt, max_attempts, timeout (ns),
-//	                            enqueued_at and run_at (Unix ns), cancelled,
-//	                            requeued_from; and its progress snapshot:
+//	P:{<id>}:task       hash    the queue's record of the task: rec (what
+//	                            does not change once it is queued: max
+//	                            attempts, time limit, enqueued and due
+//	                            times, flow, requeued_from and inputs, in
+//	                            one string), attempt and cancelled; and its
+//	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event
 //	                            appended) and exp (expiry, Unix ms)

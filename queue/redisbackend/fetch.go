@@ -126,8 +126,8 @@ if #taken > 0 then
         local key = prefix .. ':{' .. id .. '}:task'
         local rec = redis.call('HMGET', key, 'exp', unpack(ARGV, 9))
         local exp = tonumber(table.remove(rec, 1))
-        if rec[2] then
-          rec[4] = tostring(redis.call('HINCRBY', key, 'attempt', 1))
+        if rec[1] then
+          rec[2] = tostring(redis.call('HINCRBY', key, 'attempt', 1))
           if not exp or exp - clock < retention then
             redis.call('PEXPIRE', key, retention, 'GT')
           end
@@ -205,9 +205,9 @@ type takenEntry struct {
 	rec  record
 }
 
-// The fetch script finds a record's flow and attempt at these places of
+// The fetch script finds a record's rec and attempt at these places of
 // recordFieldNames (Lua counts from 1).
-const _ = uint(iFlow-1) + uint(1-iFlow) + uint(iAttempt-3) + uint(3-iAttempt)
+const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt)
 
 // take runs fetchScript and returns what it leased, how long to wait
 // before looking again if nothing, and the last ids of the stream and the
@@ -339,15 +339,16 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 				continue
 			}
 		}
-		t, ok, err := decodeRecord(fields)
+		t, ok, err := decodeRecord(e.taskID, fields)
 		if err != nil || !ok {
 			b.log.Warn("flows: dropping a queue entry without a usable task record",
 				"task_id", e.taskID, "entry", e.entry, "err", err)
 			if _, err := b.acks.do(ctx, ackCall{taskID: e.taskID, entry: e.entry, token: e.token}); err != nil {
 				b.log.Warn("flows: could not drop a queue entry", "entry", e.entry, "err", err)
 			}
-			if !ok && !e.read {
-				// What HINCRBY left of a missing record.
+			if !ok && !e.read && fields[iState] == "" {
+				// What HINCRBY left of a missing record (a hash with
+				// a progress snapshot is the store's).
 				_ = c.Do(ctx, c.B().Del().Key(b.taskKey(e.taskID)).Build()).Error()
 			}
 			continue

@@ -268,7 +268,7 @@ func TestRetention(t *testing.T) {
 		// A record without a snapshot under the same id (what Enqueue
 		// alone leaves), marked.
 		record := b.Prefix() + ":{" + task.ID + "}:task"
-		require.NoError(t, srv.Do("HSET", record, "flow", "f", "cancelled", "1").Error())
+		require.NoError(t, srv.Do("HSET", record, "rec", "3 0 0 0 1 0 f{}", "cancelled", "1").Error())
 		require.NoError(t, srv.Do("PEXPIRE", record, "60000").Error())
 
 		require.NoError(t, b.CreateAndEnqueue(ctx, task))

@@ -3,8 +3,10 @@ package redisbackend
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -13,38 +15,24 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// Task record hash fields.
+// Task record hash fields: rec holds what does not change once the task
+// is queued (see encodeRec); attempt and cancelled change.
 const (
-	recID          = "id"
-	recFlow        = "flow"
-	recInputs      = "inputs"
-	recAttempt     = "attempt"
-	recMaxAttempts = "max_attempts"
-	recTimeout     = "timeout"
-	recEnqueuedAt  = "enqueued_at"
-	recRunAt       = "run_at"
-	recCancelled   = "cancelled"
-	recRequeued    = "requeued_from"
+	recRec       = "rec"
+	recAttempt   = "attempt"
+	recCancelled = "cancelled"
 )
 
-// recordFieldNames are the fields of a task record, in the order of a
-// record's values (see record), and last the snapshot's state, which a
-// lease reports (queue.Lease.State).
-var recordFieldNames = [...]string{recID, recFlow, recInputs, recAttempt, recMaxAttempts,
-	recTimeout, recEnqueuedAt, recRunAt, recCancelled, recRequeued, fieldState}
+// recordFieldNames are the fields a lease or Get reads, in the order of a
+// record's values: the record's, then the snapshot's state, which a lease
+// reports (queue.Lease.State).
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState}
 
-// Indexes of the record fields in recordFieldNames and record.
+// Indexes of the fields in recordFieldNames and record.
 const (
-	iID = iota
-	iFlow
-	iInputs
+	iRec = iota
 	iAttempt
-	iMaxAttempts
-	iTimeout
-	iEnqueuedAt
-	iRunAt
 	iCancelled
-	iRequeued
 	iState
 )
 
@@ -285,60 +273,91 @@ func (b *Backend) send(ctx context.Context, op string, cmds rueidis.Commands) er
 }
 
 // recordFields returns the hash fields of t's record, as field-value
-// pairs.
+// pairs: rec, and attempt and cancelled when they are not zero.
 func recordFields(t *queue.Task) [][2]string {
-	var runAt int64
-	if !t.RunAt.IsZero() {
-		runAt = t.RunAt.UnixNano()
-	}
-	fields := [][2]string{
-		{recID, t.ID},
-		{recFlow, t.Flow},
-		{recInputs, string(t.Inputs)},
-		{recAttempt, strconv.Itoa(t.Attempt)},
-		{recMaxAttempts, strconv.Itoa(t.MaxAttempts)},
-		{recTimeout, strconv.FormatInt(int64(t.Timeout), 10)},
-		{recEnqueuedAt, strconv.FormatInt(t.EnqueuedAt.UnixNano(), 10)},
-		{recRunAt, strconv.FormatInt(runAt, 10)},
+	fields := make([][2]string, 1, 3)
+	fields[0] = [2]string{recRec, encodeRec(t)}
+	if t.Attempt != 0 {
+		fields = append(fields, [2]string{recAttempt, strconv.Itoa(t.Attempt)})
 	}
 	if t.Cancelled {
 		fields = append(fields, [2]string{recCancelled, "1"})
 	}
-	if t.RequeuedFrom != "" {
-		fields = append(fields, [2]string{recRequeued, t.RequeuedFrom})
-	}
 	return fields
 }
 
-// decodeRecord turns a task record back into a Task. ok is false for a
-// record without a flow: what HINCRBY leaves of a task that expired.
-func decodeRecord(r record) (t *queue.Task, ok bool, err error) {
-	if r[iFlow] == "" {
+// encodeRec returns the value of a task's rec field: what does not change
+// once it is queued, in one string, so that a task's record is one field
+// to write and read rather than eight. It is six decimal integers, each
+// followed by a space: max attempts, time limit (ns), enqueued at and run
+// at (Unix ns, 0 for none), the lengths in bytes of the flow's name and of
+// RequeuedFrom; then the flow's name, RequeuedFrom and the inputs.
+func encodeRec(t *queue.Task) string {
+	var runAt int64
+	if !t.RunAt.IsZero() {
+		runAt = t.RunAt.UnixNano()
+	}
+	b := make([]byte, 0, 64+len(t.Flow)+len(t.RequeuedFrom)+len(t.Inputs))
+	for _, n := range [...]int64{int64(t.MaxAttempts), int64(t.Timeout), t.EnqueuedAt.UnixNano(), runAt,
+		int64(len(t.Flow)), int64(len(t.RequeuedFrom))} {
+		b = strconv.AppendInt(b, n, 10)
+		b = append(b, ' ')
+	}
+	b = append(b, t.Flow...)
+	b = append(b, t.RequeuedFrom...)
+	b = append(b, t.Inputs...)
+	return string(b)
+}
+
+// decodeRec fills t from the value of a rec field (see encodeRec).
+func decodeRec(rec string, t *queue.Task) error {
+	var n [6]int64
+	for i := range n {
+		field, rest, ok := strings.Cut(rec, " ")
+		if !ok {
+			return errors.New("field rec: too short")
+		}
+		v, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			return fmt.Errorf("field rec: %w", err)
+		}
+		n[i], rec = v, rest
+	}
+	flowLen, fromLen := n[4], n[5]
+	if flowLen < 0 || fromLen < 0 || flowLen+fromLen > int64(len(rec)) {
+		return errors.New("field rec: lengths out of range")
+	}
+	t.MaxAttempts = int(n[0])
+	t.Timeout = time.Duration(n[1])
+	t.EnqueuedAt = time.Unix(0, n[2]).UTC()
+	if n[3] != 0 {
+		t.RunAt = time.Unix(0, n[3]).UTC()
+	}
+	t.Flow = rec[:flowLen]
+	t.RequeuedFrom = rec[flowLen : flowLen+fromLen]
+	if inputs := rec[flowLen+fromLen:]; inputs != "" {
+		t.Inputs = json.RawMessage(inputs)
+	}
+	return nil
+}
+
+// decodeRecord turns the record of task id back into a Task. ok is false
+// for a record without rec: what HINCRBY leaves of a task that expired,
+// or a task that has a progress snapshot only.
+func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
+	if r[iRec] == "" {
 		return nil, false, nil
 	}
-	var n [iRunAt + 1]int64 // the integer fields, by index
-	for _, i := range [...]int{iAttempt, iMaxAttempts, iTimeout, iEnqueuedAt, iRunAt} {
-		if r[i] != "" {
-			if n[i], err = strconv.ParseInt(r[i], 10, 64); err != nil {
-				return nil, false, fmt.Errorf("field %s: %w", recordFieldNames[i], err)
-			}
+	t = &queue.Task{ID: id, Cancelled: r[iCancelled] == "1"}
+	if r[iAttempt] != "" {
+		n, err := strconv.Atoi(r[iAttempt])
+		if err != nil {
+			return nil, false, fmt.Errorf("field attempt: %w", err)
 		}
+		t.Attempt = n
 	}
-	t = &queue.Task{
-		ID:           r[iID],
-		Flow:         r[iFlow],
-		Attempt:      int(n[iAttempt]),
-		MaxAttempts:  int(n[iMaxAttempts]),
-		Timeout:      time.Duration(n[iTimeout]),
-		EnqueuedAt:   time.Unix(0, n[iEnqueuedAt]).UTC(),
-		Cancelled:    r[iCancelled] == "1",
-		RequeuedFrom: r[iRequeued],
-	}
-	if r[iInputs] != "" {
-		t.Inputs = json.RawMessage(r[iInputs])
-	}
-	if n[iRunAt] != 0 {
-		t.RunAt = time.Unix(0, n[iRunAt]).UTC()
+	if err := decodeRec(r[iRec], t); err != nil {
+		return nil, false, err
 	}
 	return t, true, nil
 }
@@ -354,7 +373,7 @@ func (b *Backend) Get(ctx context.Context, id string) (*queue.Task, error) {
 	if err != nil {
 		return nil, b.wrap(ctx, "get task "+id, err)
 	}
-	t, ok, err := decodeRecord(fields)
+	t, ok, err := decodeRecord(id, fields)
 	if err != nil {
 		return nil, fmt.Errorf("redisbackend: decode task %q: %w", id, err)
 	}

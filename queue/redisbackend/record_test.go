@@ -1,0 +1,57 @@
+package redisbackend
+
+import (
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+func TestRecordRoundTrip(t *testing.T) {
+	at := time.Date(2026, 12, 2, 18, 0, 0, 123, time.UTC)
+	for name, task := range map[string]*queue.Task{
+		"plain": {ID: "a", Flow: "poem", Inputs: json.RawMessage(`{"topic":"sea"}`), MaxAttempts: 3,
+			Timeout: 15 * time.Minute, EnqueuedAt: at},
+		"everything": {ID: "b", Flow: "odd flow name 7 ", Inputs: json.RawMessage(`{"a": "x y"}`), Attempt: 2,
+			MaxAttempts: 1, Timeout: time.Second, EnqueuedAt: at, RunAt: at.Add(time.Hour),
+			Cancelled: true, RequeuedFrom: "c0ffee"},
+		"no inputs": {ID: "c", Flow: "f", EnqueuedAt: at},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var r record
+			for _, f := range recordFields(task) {
+				for i, name := range recordFieldNames {
+					if name == f[0] {
+						r[i] = f[1]
+					}
+				}
+			}
+			got, ok, err := decodeRecord(task.ID, r)
+			require.NoError(t, err)
+			require.True(t, ok)
+			assert.Equal(t, task, got)
+		})
+	}
+}
+
+func TestRecordMalformed(t *testing.T) {
+	_, ok, err := decodeRecord("x", record{})
+	assert.NoError(t, err)
+	assert.False(t, ok, "no rec: no record")
+	for _, rec := range []string{
+		"3 0 0",              // too few numbers
+		"3 0 0 0 x 0 f",      // not a number
+		"3 0 0 0 9 0 f",      // flow longer than what is left
+		"3 0 0 0 -1 0 f",     // negative length
+		"3 0 0 0 1 9 fabc{}", // requeued_from longer than what is left
+	} {
+		_, _, err := decodeRecord("x", record{iRec: rec})
+		assert.Error(t, err, rec)
+	}
+	_, _, err = decodeRecord("x", record{iRec: "3 0 0 0 1 0 f", iAttempt: "two"})
+	assert.Error(t, err)
+}
