@@ -157,6 +157,22 @@ type clusterMode struct{ rueidis.Client }
 
 func (clusterMode) Mode() rueidis.ClientMode { return rueidis.ClientModeCluster }
 
+// inBothModes runs test as a subtest twice, each on a Backend of its own
+// Redis: through a client of a single Redis, and through one that looks
+// like a Redis Cluster client (see clusterMode).
+func inBothModes(t *testing.T, test func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend)) {
+	for _, cluster := range []bool{false, true} {
+		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
+			srv := redistest.Start(t)
+			var client rueidis.Client = newClient(t, srv)
+			if cluster {
+				client = clusterMode{client}
+			}
+			test(t, srv, newBackend(t, client, redisbackend.Config{}))
+		})
+	}
+}
+
 // TestClusterClientDoesNotBatch checks that on a Redis Cluster client
 // concurrent calls go to Redis each on its own, at once, and that
 // AppendAndAck appends and then acknowledges.
@@ -214,40 +230,32 @@ func TestClusterClientDoesNotBatch(t *testing.T) {
 // script do), and that an id taken is refused without a change to its
 // task.
 func TestCreateAndEnqueueQueues(t *testing.T) {
-	for _, cluster := range []bool{false, true} {
-		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
-			srv := redistest.Start(t)
-			var client rueidis.Client = newClient(t, srv)
-			if cluster {
-				client = clusterMode{client}
-			}
-			b := newBackend(t, client, redisbackend.Config{})
-			ctx := context.Background()
-			now, later := newTask(), newTask()
-			later.RunAt = time.Now().Add(300 * time.Millisecond)
-			require.NoError(t, b.CreateAndEnqueue(ctx, later))
-			require.NoError(t, b.CreateAndEnqueue(ctx, now))
+	inBothModes(t, func(t *testing.T, _ *redistest.Server, b *redisbackend.Backend) {
+		ctx := context.Background()
+		now, later := newTask(), newTask()
+		later.RunAt = time.Now().Add(300 * time.Millisecond)
+		require.NoError(t, b.CreateAndEnqueue(ctx, later))
+		require.NoError(t, b.CreateAndEnqueue(ctx, now))
 
-			fctx, cancel := context.WithTimeout(ctx, waitLimit)
-			defer cancel()
-			var got []string
-			for len(got) < 2 {
-				leases, err := b.Fetch(fctx, "w", 2, time.Minute)
-				require.NoError(t, err)
-				for _, l := range leases {
-					got = append(got, l.Task.ID)
-					assert.Equal(t, progress.StatePending, l.State)
-				}
+		fctx, cancel := context.WithTimeout(ctx, waitLimit)
+		defer cancel()
+		var got []string
+		for len(got) < 2 {
+			leases, err := b.Fetch(fctx, "w", 2, time.Minute)
+			require.NoError(t, err)
+			for _, l := range leases {
+				got = append(got, l.Task.ID)
+				assert.Equal(t, progress.StatePending, l.State)
 			}
-			assert.Equal(t, []string{now.ID, later.ID}, got, "the one due now first, the other when due")
+		}
+		assert.Equal(t, []string{now.ID, later.ID}, got, "the one due now first, the other when due")
 
-			_, err := b.Append(ctx, now.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
-			require.NoError(t, err)
-			err = b.CreateAndEnqueue(ctx, now)
-			assert.ErrorIs(t, err, progress.ErrExists)
-			snap, _, err := b.Snapshot(ctx, now.ID)
-			require.NoError(t, err)
-			assert.Equal(t, progress.StateSuccess, snap.State, "the task taken is left as it was")
-		})
-	}
+		_, err := b.Append(ctx, now.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
+		require.NoError(t, err)
+		err = b.CreateAndEnqueue(ctx, now)
+		assert.ErrorIs(t, err, progress.ErrExists)
+		snap, _, err := b.Snapshot(ctx, now.ID)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateSuccess, snap.State, "the task taken is left as it was")
+	})
 }

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -146,54 +145,46 @@ func TestCancellationsReachOtherProcesses(t *testing.T) {
 func TestOrphanEntryIsDropped(t *testing.T) {
 	// A single Redis's Fetch reads the records in its script; a Cluster
 	// client's in a second round trip.
-	for _, cluster := range []bool{false, true} {
-		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
-			srv := redistest.Start(t)
-			var client rueidis.Client = newClient(t, srv)
-			if cluster {
-				client = clusterMode{client}
-			}
-			b := newBackend(t, client, redisbackend.Config{})
-			ctx := context.Background()
-			lost, kept := newTask(), newTask()
-			require.NoError(t, b.Enqueue(ctx, lost))
-			// An entry that names no valid task id, as only a foreign
-			// writer could add.
-			stream := b.Prefix() + ":{q:default}:stream"
-			require.NoError(t, srv.Do("XADD", stream, "*", "task", "bad}id").Error())
-			// A task with a progress snapshot and no record (as one
-			// recorded by an earlier version of the layout looks).
-			snapOnly := newTask()
-			require.NoError(t, b.Create(ctx, snapOnly.ID))
-			require.NoError(t, srv.Do("XADD", stream, "*", "task", snapOnly.ID).Error())
-			require.NoError(t, b.Enqueue(ctx, kept))
-			// The record expired while the task waited.
-			require.NoError(t, srv.Do("DEL", b.Prefix()+":{"+lost.ID+"}:task").Error())
+	inBothModes(t, func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend) {
+		ctx := context.Background()
+		lost, kept := newTask(), newTask()
+		require.NoError(t, b.Enqueue(ctx, lost))
+		// An entry that names no valid task id, as only a foreign
+		// writer could add.
+		stream := b.Prefix() + ":{q:default}:stream"
+		require.NoError(t, srv.Do("XADD", stream, "*", "task", "bad}id").Error())
+		// A task with a progress snapshot and no record (as one
+		// recorded by an earlier version of the layout looks).
+		snapOnly := newTask()
+		require.NoError(t, b.Create(ctx, snapOnly.ID))
+		require.NoError(t, srv.Do("XADD", stream, "*", "task", snapOnly.ID).Error())
+		require.NoError(t, b.Enqueue(ctx, kept))
+		// The record expired while the task waited.
+		require.NoError(t, srv.Do("DEL", b.Prefix()+":{"+lost.ID+"}:task").Error())
 
-			fctx, cancel := context.WithTimeout(ctx, waitLimit)
-			defer cancel()
-			leases, err := b.Fetch(fctx, "w", 4, time.Minute)
-			require.NoError(t, err)
-			require.Len(t, leases, 1)
-			assert.Equal(t, kept.ID, leases[0].Task.ID)
-			assert.Equal(t, 1, leases[0].Task.Attempt)
+		fctx, cancel := context.WithTimeout(ctx, waitLimit)
+		defer cancel()
+		leases, err := b.Fetch(fctx, "w", 4, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		assert.Equal(t, kept.ID, leases[0].Task.ID)
+		assert.Equal(t, 1, leases[0].Task.Attempt)
 
-			keys, err := srv.Do("KEYS", b.Prefix()+":{[^q]*").AsStrSlice()
-			require.NoError(t, err)
-			assert.ElementsMatch(t, []string{b.Prefix() + ":{" + kept.ID + "}:task", b.Prefix() + ":{" + snapOnly.ID + "}:task"}, keys,
-				"no record is left behind by the attempt count, and a snapshot is kept")
-			snap, _, err := b.Snapshot(ctx, snapOnly.ID)
-			require.NoError(t, err)
-			assert.Equal(t, progress.StatePending, snap.State)
-			pending, err := srv.Do("XPENDING", stream, "workers").ToArray()
-			require.NoError(t, err)
-			n, err := pending[0].AsInt64()
-			require.NoError(t, err)
-			assert.Equal(t, int64(1), n, "only the leased task's entry is pending")
-			_, err = b.Get(ctx, lost.ID)
-			assert.ErrorIs(t, err, queue.ErrNotFound)
-		})
-	}
+		keys, err := srv.Do("KEYS", b.Prefix()+":{[^q]*").AsStrSlice()
+		require.NoError(t, err)
+		assert.ElementsMatch(t, []string{b.Prefix() + ":{" + kept.ID + "}:task", b.Prefix() + ":{" + snapOnly.ID + "}:task"}, keys,
+			"no record is left behind by the attempt count, and a snapshot is kept")
+		snap, _, err := b.Snapshot(ctx, snapOnly.ID)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StatePending, snap.State)
+		pending, err := srv.Do("XPENDING", stream, "workers").ToArray()
+		require.NoError(t, err)
+		n, err := pending[0].AsInt64()
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n, "only the leased task's entry is pending")
+		_, err = b.Get(ctx, lost.ID)
+		assert.ErrorIs(t, err, queue.ErrNotFound)
+	})
 }
 
 func TestSlowSubscriberPastTheBuffer(t *testing.T) {
