@@ -125,7 +125,9 @@ func DefaultBackoff(attempt int) time.Duration {
 // <id>" as it first starts.
 //
 // A panic in a flow becomes FAILURE with the status "panic: <value>"; it
-// never crashes the worker.
+// never crashes the worker. A flow that ends its goroutine
+// (runtime.Goexit, as testing's FailNow does) fails its attempt, as if
+// it had returned an error.
 type Worker struct {
 	backend Backend
 	store   progress.Store
