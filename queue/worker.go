@@ -560,10 +560,8 @@ func (s *finishingStore) Append(ctx context.Context, taskID string, events ...pr
 
 // op returns the context of a backend or store call: it ends opTimeout
 // (up to a second more) from now. It is shared with the calls made about
-// the same time (see opctx): cancelling it is left to its deadline.
-func (j *job) op() (context.Context, context.CancelFunc) {
-	return j.w.ops.Get(), func() {}
-}
+// the same time (see opctx), and ends by its deadline.
+func (j *job) op() context.Context { return j.w.ops.Get() }
 
 // handle takes one leased task to its end: a terminal state and an Ack,
 // or a Retry.
@@ -588,9 +586,8 @@ func (w *Worker) handle(base context.Context, l *Lease) {
 	// the state with the lease (see Lease.State).
 	requeued := false
 	if t.RequeuedFrom != "" {
-		ctx, cancel := j.op()
+		ctx := j.op()
 		snap, _, err := w.store.Snapshot(ctx, t.ID)
-		cancel()
 		switch {
 		case errors.Is(err, progress.ErrNotFound):
 			j.logger().Error("flows: task has no progress record; dropping it")
@@ -627,12 +624,11 @@ func (w *Worker) handle(base context.Context, l *Lease) {
 			return
 		}
 		j.rep.Report(start...)
-		j.run(base, entry.Flow)
+		j.run(entry.Flow)
 		return
 	}
-	ctx, cancel := j.op()
+	ctx := j.op()
 	_, err = w.store.Append(ctx, t.ID, start...)
-	cancel()
 	switch {
 	case errors.Is(err, progress.ErrFinished):
 		j.alreadyEnded()
@@ -645,7 +641,7 @@ func (w *Worker) handle(base context.Context, l *Lease) {
 		j.storeDown(err)
 		return
 	}
-	j.run(base, entry.Flow)
+	j.run(entry.Flow)
 }
 
 // outcome is what a flow's Run returned, and why its context had been
@@ -666,12 +662,12 @@ type panicError struct{ value any }
 func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
 
 // run runs the flow and records its outcome.
-func (j *job) run(base context.Context, f flow.Flow) {
+func (j *job) run(f flow.Flow) {
 	t := j.task
 	// Not a child of a context of the worker's, which every run would
 	// join and leave under one lock: shutdown cancels the tracked runs
 	// (see stopFlows).
-	ctx, cancel := context.WithCancelCause(base)
+	ctx, cancel := context.WithCancelCause(j.base)
 	defer cancel(nil)
 	if t.Timeout > 0 {
 		var stop context.CancelFunc
@@ -766,9 +762,8 @@ func (h *heartbeat) beat() {
 	defer h.beating.Done()
 
 	j := h.j
-	ctx, c := j.op()
+	ctx := j.op()
 	err := j.w.backend.Extend(ctx, j.lease, j.w.cfg.Lease)
-	c()
 	switch {
 	case err == nil:
 	case errors.Is(err, ErrLeaseLost):
@@ -839,10 +834,9 @@ func (j *job) failed(err error) {
 		delay := max(j.w.cfg.Backoff(t.Attempt), 0)
 		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
 		j.logger().Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
-		ctx, cancel := j.op()
+		ctx := j.op()
 		_ = j.rep.Flush(ctx) // the flow's own reports come first
 		_, aerr := j.w.store.Append(ctx, t.ID, progress.LogEvent(msg))
-		cancel()
 		if errors.Is(aerr, progress.ErrFinished) {
 			j.ack() // ended meanwhile (cancelled)
 			return
@@ -878,9 +872,8 @@ func (j *job) succeed(result any) {
 	if j.fin != nil {
 		j.fin.armed.Store(true)
 	}
-	ctx, cancel := j.op()
+	ctx := j.op()
 	err := j.rep.Succeed(ctx, result)
-	cancel()
 	if j.fin != nil && j.fin.acked.Load() {
 		return
 	}
@@ -898,9 +891,8 @@ func (j *job) cancelled() { j.end(StatusCancelled, false) }
 // acknowledges it. A task that had already ended (cancelled meanwhile, say)
 // is only acknowledged.
 func (j *job) end(reason string, bury bool) {
-	ctx, cancel := j.op()
+	ctx := j.op()
 	err := j.rep.Fail(ctx, reason)
-	cancel()
 	switch {
 	case err == nil && bury:
 		j.bury(reason)
@@ -914,9 +906,8 @@ func (j *job) end(reason string, bury bool) {
 // alreadyEnded handles a task found ended by an earlier attempt (or by a
 // cancellation meanwhile): see ended.
 func (j *job) alreadyEnded() {
-	ctx, cancel := j.op()
+	ctx := j.op()
 	snap, _, err := j.w.store.Snapshot(ctx, j.task.ID)
-	cancel()
 	switch {
 	case errors.Is(err, progress.ErrNotFound):
 		j.ack()
@@ -957,8 +948,7 @@ func (j *job) storeDown(err error) {
 }
 
 func (j *job) ack() {
-	ctx, cancel := j.op()
-	defer cancel()
+	ctx := j.op()
 	if err := j.w.backend.Ack(ctx, j.lease); err != nil {
 		j.logger().Warn("flows: acknowledging the task failed", "err", err)
 	}
@@ -968,8 +958,7 @@ func (j *job) ack() {
 // On failure the task stays leased; the worker that takes it over once the
 // lease passes buries it (see handle).
 func (j *job) bury(reason string) {
-	ctx, cancel := j.op()
-	defer cancel()
+	ctx := j.op()
 	if err := j.w.backend.Bury(ctx, j.lease, reason); err != nil {
 		j.logger().Warn("flows: burying the failed task failed", "err", err)
 	}
