@@ -68,6 +68,10 @@ type Backend struct {
 	cfg    Config
 	log    *slog.Logger
 	qkeys  queueKeys
+	// cluster is set for a Redis Cluster client, whose scripts may only
+	// touch the keys of one slot: scripts then act on one task at a time
+	// and never on a task's keys together with the queue's.
+	cluster bool
 
 	hub *hub
 	// appends batches concurrent Appends.
@@ -121,16 +125,17 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 		cfg.Logger = slog.Default()
 	}
 	b := &Backend{
-		client: client,
-		cfg:    cfg,
-		log:    cfg.Logger,
-		qkeys:  newQueueKeys(cfg.Prefix + ":{q:" + cfg.Queue + "}"),
+		client:  client,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		qkeys:   newQueueKeys(cfg.Prefix + ":{q:" + cfg.Queue + "}"),
+		cluster: client.Mode() == rueidis.ClientModeCluster,
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
 	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 2 })
 	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
-	if client.Mode() != rueidis.ClientModeCluster {
+	if !b.cluster {
 		b.finishes = newBatcher(b, b.runFinishes, func(c finishCall) int { return len(c.args) })
 	}
 	b.hub = newHub(b.ctx, client, cfg.Logger, &b.wg, cfg.OpTimeout)
@@ -211,7 +216,7 @@ const (
 // one call each.
 func newBatcher[T, R any](b *Backend, run func(context.Context, []*batchCall[T, R]), weight func(T) int) *batcher[T, R] {
 	n := maxBatch
-	if b.client.Mode() == rueidis.ClientModeCluster {
+	if b.cluster {
 		n = 1
 	}
 	return &batcher[T, R]{

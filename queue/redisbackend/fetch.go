@@ -220,7 +220,7 @@ func (b *Backend) take(ctx context.Context, worker string, max int, lease time.D
 	args := make([]string, 0, 8+len(recordFieldNames))
 	args = append(args, group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10),
 		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.Itoa(promoteBatch))
-	if b.client.Mode() == rueidis.ClientModeCluster {
+	if b.cluster {
 		args = append(args, "", "0")
 	} else {
 		args = append(args, b.cfg.Prefix, strconv.FormatInt(b.retentionMS(), 10))

@@ -171,7 +171,7 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	fields := recordFields(t)
 	args := make([]string, 3, 3+2*len(fields))
 	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
-	if !t.RunAt.After(now) && b.client.Mode() != rueidis.ClientModeCluster {
+	if !t.RunAt.After(now) && !b.cluster {
 		args[1] = t.ID
 	}
 	args[2] = strconv.Itoa(2 * len(fields))
