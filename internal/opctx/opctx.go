@@ -20,7 +20,7 @@ type Source struct {
 
 type shared struct {
 	ctx    context.Context
-	cancel context.CancelFunc // called by the context's own deadline
+	cancel context.CancelFunc // kept, not called: the context ends by its deadline
 	until  time.Time          // handed out until then
 }
 

@@ -6,24 +6,27 @@ import "runtime/metrics"
 // spend runnable before they run.
 const schedLatencyMetric = "/sched/latencies:seconds"
 
+// readMetric reads one of the runtime's metrics.
+func readMetric(name string) metrics.Value {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	return s[0].Value
+}
+
 // mallocs returns the heap allocations made by the process so far.
 func mallocs() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/allocs:objects"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return 0
+	if v := readMetric("/gc/heap/allocs:objects"); v.Kind() == metrics.KindUint64 {
+		return v.Uint64()
 	}
-	return s[0].Value.Uint64()
+	return 0
 }
 
 // schedLatencies reads the scheduling latency histogram.
 func schedLatencies() *metrics.Float64Histogram {
-	s := []metrics.Sample{{Name: schedLatencyMetric}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
-		return nil
+	if v := readMetric(schedLatencyMetric); v.Kind() == metrics.KindFloat64Histogram {
+		return v.Float64Histogram()
 	}
-	return s[0].Value.Float64Histogram()
+	return nil
 }
 
 // schedQuantile returns the q-quantile, in seconds, of the scheduling
