@@ -19,13 +19,16 @@ import (
 
 // newClient returns a client of srv, closed when the test ends. It
 // pipelines always, so that its connections start their goroutines on
-// first use rather than under load, and closes idle connections of its
-// blocking pool (two workers blocked in Fetch at once open a second one),
-// because the conformance suite counts goroutines.
+// first use rather than under load; it pipelines on one connection, where
+// rueidis would open a second on first use by a command that happens to
+// pick it, at random; and it closes idle connections of its blocking pool
+// (two workers blocked in Fetch at once open a second one): the
+// conformance suite counts goroutines.
 func newClient(t testing.TB, srv *redistest.Server) rueidis.Client {
 	t.Helper()
 	opt := srv.ClientOption()
 	opt.AlwaysPipelining = true
+	opt.PipelineMultiplex = -1
 	opt.BlockingPoolCleanup = 100 * time.Millisecond
 	client, err := rueidis.NewClient(opt)
 	require.NoError(t, err)
