@@ -114,7 +114,9 @@
 // it. AppendAndAck (queue.Finisher) records a task's last events and
 // releases its lease in one script, so a worker whose store is this
 // Backend ends a successful task in one round trip. With 256 flows
-// running at once, a task costs about a tenth of a round trip in all.
+// running at once, a task costs about a tenth of a round trip in all. A
+// Fetch leases at most 128 tasks per call, for the same reason: a
+// worker with more free slots fetches again at once.
 //
 // # Dead letters
 //

@@ -23,3 +23,6 @@ func SetRetireIdle(d time.Duration) (restore func()) {
 func (b *Backend) Waiting() (appends, acks, creates int) {
 	return b.appends.waitingCalls(), b.acks.waitingCalls(), b.creates.waitingCalls()
 }
+
+// MaxFetch is the most tasks one Fetch leases.
+const MaxFetch = maxBatch

@@ -155,7 +155,10 @@ return {out, dueIn, expiresIn, newest(stream), newest(KEYS[6])}
 // Fetch implements queue.Backend. One script moves due delayed tasks into
 // the stream, takes over entries whose lease has passed and reads new ones
 // (see fetchScript), increments the attempt of each task taken and reads
-// its record: one round trip (two on a Cluster client, see lease). With
+// its record: one round trip (two on a Cluster client, see lease). It
+// leases at most maxBatch tasks per call, whatever max asks, so that one
+// script does not hold Redis for long; a worker with more free slots
+// fetches again at once. With
 // nothing to take, Fetch waits (a
 // blocking XREAD, which changes nothing, so cancelling it loses nothing)
 // until an entry is added to the stream, the next delayed task is due (to
@@ -168,6 +171,7 @@ func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.
 	if max <= 0 {
 		max = 1
 	}
+	max = min(max, maxBatch)
 	if lease <= 0 {
 		lease = defaultLease
 	}

@@ -106,6 +106,30 @@ func TestAcknowledgedEntriesAreTrimmed(t *testing.T) {
 	require.NoError(t, b.Ack(ctx, leases[0]), "the held lease is intact")
 }
 
+// A Fetch asking for more tasks than one script should lease gets a
+// bounded batch; the rest stay ready for the next Fetch.
+func TestFetchLeasesABoundedBatch(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	tasks := 2*redisbackend.MaxFetch + 10
+	for range tasks {
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+	}
+	seen := map[string]bool{}
+	for _, want := range []int{redisbackend.MaxFetch, redisbackend.MaxFetch, 10} {
+		leases, err := b.Fetch(ctx, "w", 10*tasks, time.Minute)
+		require.NoError(t, err)
+		require.Equal(t, want, len(leases), "tasks leased by one Fetch")
+		for _, l := range leases {
+			assert.False(t, seen[l.Task.ID], "task %s leased twice", l.Task.ID)
+			seen[l.Task.ID] = true
+		}
+	}
+	assert.Len(t, seen, tasks, "every task leased once")
+}
+
 func TestCancellationsReachOtherProcesses(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
