@@ -20,8 +20,23 @@ type snapshotEncoder struct {
 }
 
 // bufPool holds message buffers between messages, so that an idle stream
-// keeps none.
+// keeps none. A buffer that grew past maxPooledBuf (a snapshot with many
+// or large steps) is left to the garbage collector rather than kept for
+// every later message of every stream; see putBuf.
 var bufPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledBuf is the capacity above which a message buffer is not pooled.
+const maxPooledBuf = 64 << 10
+
+// putBuf returns *bp to bufPool unless it has grown past maxPooledBuf. It
+// reports whether it did.
+func putBuf(bp *[]byte) bool {
+	if cap(*bp) > maxPooledBuf {
+		return false
+	}
+	bufPool.Put(bp)
+	return true
+}
 
 // appendSnapshot appends the JSON of snap to buf.
 func (e *snapshotEncoder) appendSnapshot(buf []byte, snap progress.Snapshot) ([]byte, error) {

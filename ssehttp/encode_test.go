@@ -57,3 +57,10 @@ func TestSnapshotEncoderMatchesMarshal(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, string(want), string(got))
 }
+
+func TestLargeMessageBuffersAreNotPooled(t *testing.T) {
+	small := make([]byte, 0, 4<<10)
+	assert.True(t, putBuf(&small), "a usual buffer is kept for the next message")
+	large := make([]byte, 0, maxPooledBuf+1)
+	assert.False(t, putBuf(&large), "a buffer grown by one large snapshot is not kept")
+}

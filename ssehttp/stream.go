@@ -220,7 +220,7 @@ func (s *stream) message(id, event string, appendData func([]byte) ([]byte, erro
 		_, s.err = s.w.Write(buf)
 	}
 	*bp = buf
-	bufPool.Put(bp)
+	putBuf(bp)
 }
 
 // snapshot writes a default message carrying snap, which must be the
