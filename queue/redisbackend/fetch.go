@@ -158,9 +158,8 @@ return {out, dueIn, expiresIn, newest(stream), newest(KEYS[6])}
 // its record: one round trip (two on a Cluster client, see lease). It
 // leases at most maxBatch tasks per call, whatever max asks, so that one
 // script does not hold Redis for long; a worker with more free slots
-// fetches again at once. With
-// nothing to take, Fetch waits (a
-// blocking XREAD, which changes nothing, so cancelling it loses nothing)
+// fetches again at once. With nothing to take, Fetch waits (a blocking
+// XREAD, which changes nothing, so cancelling it loses nothing)
 // until an entry is added to the stream, the next delayed task is due (to
 // the millisecond), the next lease passes, ctx ends, or a second goes by,
 // and then looks again. A task delayed to less than a second from now
