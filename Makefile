@@ -1,17 +1,24 @@
 # Targets a newcomer runs; each is one command.
+#
+# The repository holds three Go modules, tied together by go.work: the
+# library (.), the examples (./examples) and the benchmark command
+# (./cmd/flowbench). PKGS names the packages of all three, since ./...
+# stops at a nested module's directory.
+PKGS := ./... ./examples/... ./cmd/flowbench/...
+
 .PHONY: test bench lint run
 
 # test: vet, then every test with the race detector, never cached.
 test:
-	go vet ./... && go test -race -count=1 ./...
+	go vet $(PKGS) && go test -race -count=1 $(PKGS)
 
 # bench: every benchmark, no tests, with allocations.
 bench:
-	go test -run '^$$' -bench . -benchmem ./...
+	go test -run '^$$' -bench . -benchmem $(PKGS)
 
 # lint: fail if a file is not gofmt-formatted, then vet.
 lint:
-	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w on the files above"; exit 1; } && go vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "run gofmt -w on the files above"; exit 1; } && go vet $(PKGS)
 
 # run: the demo server on :8080, in memory, with the example flows.
 run:

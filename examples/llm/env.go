@@ -5,12 +5,17 @@
 //
 // FromEnv looks at, in order:
 //
-//	GEMINI_API_KEY  (GEMINI_MODEL)                   Gemini through langchaingo's googleai provider
+//	GEMINI_API_KEY  (GEMINI_MODEL, GEMINI_BASE_URL)  Gemini, through its OpenAI-compatible endpoint
 //	OPENAI_API_KEY  (OPENAI_BASE_URL, OPENAI_MODEL)  OpenAI, or any OpenAI-compatible endpoint
 //	OLLAMA_HOST / OLLAMA_MODEL                       a local or remote Ollama server
 //
 // and falls back to Offline, labelled "offline model (scripted, no
 // network)" so that no one mistakes its output for a real model's.
+//
+// Gemini is reached through Google's OpenAI-compatible endpoint with
+// langchaingo's openai provider, not through the googleai provider: that
+// one brings Google's Cloud SDK and gRPC, which more than doubled the
+// examples' first build.
 //
 // The provider packages live here, in the examples, and not in the
 // library: a program that imports the library pays only for the providers
@@ -19,15 +24,11 @@
 package llm
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"strings"
-	"sync"
 
 	"github.com/tmc/langchaingo/llms"
-	"github.com/tmc/langchaingo/llms/googleai"
 	"github.com/tmc/langchaingo/llms/ollama"
 	"github.com/tmc/langchaingo/llms/openai"
 )
@@ -53,6 +54,9 @@ const OfflineLabel = "offline model (scripted, no network)"
 
 const (
 	defaultOpenAIBaseURL = "https://api.openai.com/v1"
+	// DefaultGeminiBaseURL is Gemini's OpenAI-compatible endpoint, used
+	// when GEMINI_BASE_URL is empty.
+	DefaultGeminiBaseURL = "https://generativelanguage.googleapis.com/v1beta/openai"
 	defaultOllamaPort    = "11434"
 )
 
@@ -69,20 +73,24 @@ type Info struct {
 }
 
 // FromEnv returns the model the environment asks for, read through getenv
-// (os.Getenv in a program, a map in tests). It makes no network call:
-// providers that connect when they are built (googleai does) are built on
-// their first use. A provider that is asked for but misconfigured (a
-// malformed OLLAMA_HOST, say) is an error rather than a silent fall back to
-// the offline model.
+// (os.Getenv in a program, a map in tests). It makes no network call. A
+// provider that is asked for but misconfigured (a malformed OLLAMA_HOST,
+// say) is an error rather than a silent fall back to the offline model.
 func FromEnv(getenv func(string) string) (llms.Model, Info, error) {
 	env := func(k string) string { return strings.TrimSpace(getenv(k)) }
 
 	if key := env("GEMINI_API_KEY"); key != "" {
 		model := or(env("GEMINI_MODEL"), DefaultGeminiModel)
-		m := &lazyModel{build: func() (llms.Model, error) {
-			return googleai.New(context.Background(), googleai.WithAPIKey(key), googleai.WithDefaultModel(model))
-		}}
-		return m, Info{Provider: ProviderGemini, Model: model, Label: "Gemini " + model + " (Google AI)"}, nil
+		label := "Gemini " + model + " (Google AI)"
+		base := env("GEMINI_BASE_URL")
+		if base != "" {
+			label = "Gemini " + model + " at " + base
+		}
+		m, err := openAICompatible(key, model, or(base, DefaultGeminiBaseURL), "")
+		if err != nil {
+			return nil, Info{}, fmt.Errorf("llm: GEMINI_BASE_URL: %w", err)
+		}
+		return m, Info{Provider: ProviderGemini, Model: model, Label: label}, nil
 	}
 
 	if key := env("OPENAI_API_KEY"); key != "" {
@@ -90,21 +98,11 @@ func FromEnv(getenv func(string) string) (llms.Model, Info, error) {
 		base := env("OPENAI_BASE_URL")
 		label := "OpenAI " + model
 		if base != "" {
-			if err := checkURL(base); err != nil {
-				return nil, Info{}, fmt.Errorf("llm: OPENAI_BASE_URL: %w", err)
-			}
 			label = "OpenAI-compatible " + model + " at " + base
 		}
-		// Every option is given explicitly, so that the provider does not
-		// read the process environment behind getenv's back.
-		m, err := openai.New(
-			openai.WithToken(key),
-			openai.WithModel(model),
-			openai.WithBaseURL(or(base, defaultOpenAIBaseURL)),
-			openai.WithOrganization(env("OPENAI_ORGANIZATION")),
-		)
+		m, err := openAICompatible(key, model, or(base, defaultOpenAIBaseURL), env("OPENAI_ORGANIZATION"))
 		if err != nil {
-			return nil, Info{}, fmt.Errorf("llm: openai: %w", err)
+			return nil, Info{}, fmt.Errorf("llm: OPENAI_BASE_URL: %w", err)
 		}
 		return m, Info{Provider: ProviderOpenAI, Model: model, Label: label}, nil
 	}
@@ -123,6 +121,25 @@ func FromEnv(getenv func(string) string) (llms.Model, Info, error) {
 	}
 
 	return NewOffline(), Info{Provider: ProviderOffline, Model: "offline", Offline: true, Label: OfflineLabel}, nil
+}
+
+// openAICompatible returns langchaingo's openai provider for an endpoint
+// that speaks OpenAI's chat API. Every option is given explicitly, so that
+// the provider does not read the process environment behind getenv's back.
+func openAICompatible(key, model, base, org string) (llms.Model, error) {
+	if err := checkURL(base); err != nil {
+		return nil, err
+	}
+	m, err := openai.New(
+		openai.WithToken(key),
+		openai.WithModel(model),
+		openai.WithBaseURL(base),
+		openai.WithOrganization(org),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("openai provider: %w", err)
+	}
+	return m, nil
 }
 
 func or(s, def string) string {
@@ -165,54 +182,4 @@ func ollamaURL(host string) (string, error) {
 		u.Host += ":" + defaultOllamaPort
 	}
 	return u.String(), nil
-}
-
-var errClosed = errors.New("llm: model closed")
-
-// lazyModel builds its model on first use: googleai.New starts gRPC
-// connections (DNS lookups and dials) as soon as it is called, which a
-// program that only lists its flows, and every test, should not do.
-type lazyModel struct {
-	build func() (llms.Model, error)
-
-	once  sync.Once
-	model llms.Model
-	err   error
-}
-
-func (l *lazyModel) get() (llms.Model, error) {
-	l.once.Do(func() {
-		l.model, l.err = l.build()
-		if l.err != nil {
-			l.err = fmt.Errorf("llm: building the model: %w", l.err)
-		}
-	})
-	return l.model, l.err
-}
-
-// GenerateContent builds the model if needed and calls it.
-func (l *lazyModel) GenerateContent(ctx context.Context, messages []llms.MessageContent, options ...llms.CallOption) (*llms.ContentResponse, error) {
-	m, err := l.get()
-	if err != nil {
-		return nil, err
-	}
-	return m.GenerateContent(ctx, messages, options...)
-}
-
-// Call implements llms.Model.
-func (l *lazyModel) Call(ctx context.Context, prompt string, options ...llms.CallOption) (string, error) {
-	return llms.GenerateFromSinglePrompt(ctx, l, prompt, options...)
-}
-
-// Close releases the model's connections, if it was built and holds any.
-func (l *lazyModel) Close() error {
-	built := true
-	l.once.Do(func() { built = false; l.err = errClosed })
-	if !built {
-		return nil
-	}
-	if c, ok := l.model.(interface{ Close() error }); ok {
-		return c.Close()
-	}
-	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -60,7 +59,7 @@ func TestFromEnvChoosesTheProvider(t *testing.T) {
 			switch info.Provider {
 			case llm.ProviderOffline:
 				assert.IsType(t, &llm.Offline{}, m)
-			case llm.ProviderOpenAI:
+			case llm.ProviderOpenAI, llm.ProviderGemini:
 				assert.IsType(t, &openai.LLM{}, m)
 			case llm.ProviderOllama:
 				assert.IsType(t, &ollama.LLM{}, m)
@@ -76,6 +75,7 @@ func TestFromEnvRefusesMisconfiguration(t *testing.T) {
 		want string
 	}{
 		{"openai base URL without scheme", map[string]string{"OPENAI_API_KEY": "sk", "OPENAI_BASE_URL": "localhost:8000"}, "OPENAI_BASE_URL"},
+		{"gemini base URL without scheme", map[string]string{"GEMINI_API_KEY": "g", "GEMINI_BASE_URL": "localhost:8000"}, "GEMINI_BASE_URL"},
 		{"ollama host that is no URL", map[string]string{"OLLAMA_HOST": "http://[::1"}, "OLLAMA_HOST"},
 		{"ollama host with another scheme", map[string]string{"OLLAMA_HOST": "ftp://box"}, "OLLAMA_HOST"},
 	}
@@ -89,26 +89,25 @@ func TestFromEnvRefusesMisconfiguration(t *testing.T) {
 	}
 }
 
-// TestFromEnvGeminiConnectsNothing checks that choosing Gemini starts
-// nothing: googleai.New opens gRPC connections (and their goroutines) as
-// soon as it is called, so the provider must be built on first use only.
-func TestFromEnvGeminiConnectsNothing(t *testing.T) {
-	m, info, err := llm.FromEnv(mapEnv(map[string]string{"GEMINI_API_KEY": "g-key"}))
+// TestFromEnvGeminiSpeaksOpenAI checks that Gemini is reached through its
+// OpenAI-compatible endpoint with the key as a bearer token: no Google SDK.
+func TestFromEnvGeminiSpeaksOpenAI(t *testing.T) {
+	srv := newRecordingServer(t, `{"id": "c1", "object": "chat.completion", "created": 1, "model": "gemini-2.0-flash",
+		"choices": [{"index": 0, "message": {"role": "assistant", "content": "hello from gemini"}, "finish_reason": "stop"}],
+		"usage": {"prompt_tokens": 1, "completion_tokens": 3, "total_tokens": 4}}`)
+
+	m, info, err := llm.FromEnv(mapEnv(map[string]string{"GEMINI_API_KEY": "g-key", "GEMINI_BASE_URL": srv.URL + "/v1beta/openai"}))
 	require.NoError(t, err)
-	require.Equal(t, llm.ProviderGemini, info.Provider)
-	assert.NotContains(t, goroutineStacks(), "google.golang.org/grpc", "building the Gemini model must not start connections")
+	assert.Equal(t, llm.ProviderGemini, info.Provider)
+	assert.Equal(t, "Gemini "+llm.DefaultGeminiModel+" at "+srv.URL+"/v1beta/openai", info.Label)
+	assert.Zero(t, srv.hits.Load(), "FromEnv makes no call")
 
-	closer, ok := m.(interface{ Close() error })
-	require.True(t, ok, "the Gemini model can be closed")
-	require.NoError(t, closer.Close())
-	_, err = llms.GenerateFromSinglePrompt(t.Context(), m, "hello")
-	require.Error(t, err, "a closed model is not built any more")
-	assert.NotContains(t, goroutineStacks(), "google.golang.org/grpc")
-}
-
-func goroutineStacks() string {
-	buf := make([]byte, 1<<20)
-	return string(buf[:runtime.Stack(buf, true)])
+	out, err := llms.GenerateFromSinglePrompt(t.Context(), m, "hi")
+	require.NoError(t, err)
+	assert.Equal(t, "hello from gemini", out)
+	assert.Equal(t, "/v1beta/openai/chat/completions", srv.path.Load())
+	assert.Equal(t, "Bearer g-key", srv.auth.Load())
+	assert.Equal(t, llm.DefaultGeminiModel, srv.requestedModel.Load())
 }
 
 // recordingServer answers every request with body and records the last
