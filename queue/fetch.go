@@ -1,0 +1,90 @@
+package queue
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// fetchLoop leases tasks for the free slots and hands each to handle,
+// until ctx ends. Tasks run on goroutines that take one task after the
+// other, at most one per slot, started as needed and ended when fetchLoop
+// returns: a goroutine whose stack has grown for one task keeps it for
+// the next, where a goroutine per task would grow it again every time.
+func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(*Lease)) {
+	slots := make(chan struct{}, w.cfg.Concurrency)
+	release := func(n int) {
+		for range n {
+			<-slots
+		}
+	}
+	jobs := make(chan *Lease)
+	defer close(jobs)
+	runners := 0
+	dispatch := func(l *Lease) {
+		select {
+		case jobs <- l: // an idle runner took it
+			return
+		default:
+		}
+		if runners == cap(slots) {
+			// Every runner exists: one that has just released its slot
+			// takes l as soon as it is back.
+			jobs <- l
+			return
+		}
+		runners++
+		inFlight.Go(func() {
+			for ok := true; ok; l, ok = <-jobs {
+				handle(l)
+				release(1)
+			}
+		})
+	}
+	backoff := minFetchBackoff
+	for {
+		// Wait for one free slot, then take every other free one.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		n := 1
+	take:
+		for n < cap(slots) {
+			select {
+			case slots <- struct{}{}:
+				n++
+			default:
+				break take
+			}
+		}
+
+		leases, err := w.backend.Fetch(ctx, w.cfg.Name, n, w.cfg.Lease)
+		if len(leases) > n {
+			// A backend that hands out more than asked for must not
+			// break the concurrency limit: give the extra back.
+			w.log.Error("flows: backend leased more tasks than asked for", "asked", n, "got", len(leases))
+			for _, l := range leases[n:] {
+				w.giveBack(context.WithoutCancel(ctx), l, time.Now())
+			}
+			leases = leases[:n]
+		}
+		release(n - len(leases))
+		for _, l := range leases {
+			dispatch(l)
+		}
+		if err == nil {
+			backoff = minFetchBackoff
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		w.log.Error("flows: fetching tasks failed; retrying", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, maxFetchBackoff)
+	}
+}

@@ -1,0 +1,229 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+)
+
+// job is one leased task in the hands of the worker.
+type job struct {
+	w     *Worker
+	base  context.Context // for backend and store calls: outlives Run's ctx
+	lease *Lease
+	task  *Task
+	rep   *progress.TaskReporter
+	log   atomic.Pointer[slog.Logger] // see logger
+	// fin is the reporter's store when the worker has a Finisher.
+	fin *finishingStore
+}
+
+// logger returns the worker's logger with the task's id, flow and
+// attempt, made on first use: most tasks log nothing.
+func (j *job) logger() *slog.Logger {
+	if l := j.log.Load(); l != nil {
+		return l
+	}
+	t := j.task
+	l := j.w.log.With("task_id", t.ID, "flow", t.Flow, "attempt", t.Attempt)
+	if j.log.CompareAndSwap(nil, l) {
+		return l
+	}
+	return j.log.Load()
+}
+
+// finishingStore is the store of a job's reporter when the worker's
+// backend is a Finisher: once armed (by succeed), the Append that carries
+// the terminal event also acknowledges the lease, in one step.
+type finishingStore struct {
+	progress.Store
+	f     Finisher
+	lease *Lease
+	armed atomic.Bool
+	acked atomic.Bool
+}
+
+func (s *finishingStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	if !s.armed.Load() || len(events) == 0 || !events[len(events)-1].Terminal() {
+		return s.Store.Append(ctx, taskID, events...)
+	}
+	last, acked, err := s.f.AppendAndAck(ctx, s.lease, events...)
+	s.acked.Store(acked)
+	return last, err
+}
+
+// op returns the context of a backend or store call: it ends opTimeout
+// (up to a second more) from now. It is shared with the calls made about
+// the same time (see opctx), and ends by its deadline.
+func (j *job) op() context.Context { return j.w.ops.Get() }
+
+// handle takes one leased task to its end: a terminal state and an Ack,
+// or a Retry.
+func (w *Worker) handle(base context.Context, l *Lease) {
+	t := l.Task
+	j := &job{w: w, base: base, lease: l, task: t}
+	var store progress.Store = w.store
+	if w.finisher != nil {
+		j.fin = &finishingStore{Store: w.store, f: w.finisher, lease: l}
+		store = j.fin
+	}
+	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
+
+	if t.Cancelled {
+		j.cancelled()
+		return
+	}
+	// A re-queued task logs where it came from when it first starts, which
+	// takes its state first. Any other task is started at once: the store
+	// refuses the start of a task that is unknown or has ended, and only
+	// then is the state read (see alreadyEnded); unless the backend read
+	// the state with the lease (see Lease.State).
+	requeued := false
+	if t.RequeuedFrom != "" {
+		ctx := j.op()
+		snap, _, err := w.store.Snapshot(ctx, t.ID)
+		switch {
+		case errors.Is(err, progress.ErrNotFound):
+			j.logger().Error("flows: task has no progress record; dropping it")
+			j.ack()
+			return
+		case err != nil:
+			j.storeDown(err)
+			return
+		case snap.State.Terminal():
+			j.ended(snap)
+			return
+		}
+		requeued = snap.State == progress.StatePending
+	}
+	entry, err := w.cfg.Registry.Lookup(t.Flow)
+	if err != nil {
+		j.fail(err.Error())
+		return
+	}
+	if t.MaxAttempts > 0 && t.Attempt > t.MaxAttempts {
+		j.fail(fmt.Sprintf("gave up after %s: worker lost", plural(t.MaxAttempts, "attempt")))
+		return
+	}
+	start := []progress.Event{{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}}
+	if requeued {
+		start = append(start, progress.LogEvent("re-queued from task "+t.RequeuedFrom))
+	}
+	if j.fin != nil && l.State != "" {
+		// The backend, which is the store, read the state as it leased
+		// the task (see Lease.State): no need to learn it by recording
+		// the start first. The start goes with the flow's first events.
+		if l.State.Terminal() {
+			j.alreadyEnded()
+			return
+		}
+		j.rep.Report(start...)
+		j.run(entry.Flow)
+		return
+	}
+	ctx := j.op()
+	_, err = w.store.Append(ctx, t.ID, start...)
+	switch {
+	case errors.Is(err, progress.ErrFinished):
+		j.alreadyEnded()
+		return
+	case errors.Is(err, progress.ErrNotFound):
+		j.logger().Error("flows: task has no progress record; dropping it")
+		j.ack()
+		return
+	case err != nil:
+		j.storeDown(err)
+		return
+	}
+	j.run(entry.Flow)
+}
+
+// outcome is what a flow's Run returned, and why its context had been
+// cancelled by then (nil if it had not).
+type outcome struct {
+	result any
+	err    error
+	cause  error
+}
+
+// errGoexit is the error of a flow that ended its goroutine
+// (runtime.Goexit, as testing's FailNow does) instead of returning.
+var errGoexit = errors.New("flow ended its goroutine (runtime.Goexit) without returning")
+
+// panicError is a panic recovered from a flow.
+type panicError struct{ value any }
+
+func (e *panicError) Error() string { return fmt.Sprintf("panic: %v", e.value) }
+
+// run runs the flow and records its outcome.
+func (j *job) run(f flow.Flow) {
+	t := j.task
+	// Not a child of a context of the worker's, which every run would
+	// join and leave under one lock: shutdown cancels the tracked runs
+	// (see stopFlows).
+	ctx, cancel := context.WithCancelCause(j.base)
+	defer cancel(nil)
+	if t.Timeout > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, t.Timeout, errTimedOut)
+		defer stop()
+	}
+	// A Cancel that landed after the fetch read the task was announced
+	// before this run was tracked: track finds it among the recent ones.
+	defer j.w.untrack(t.ID, j.w.track(t.ID, cancel))
+
+	hb := j.startHeartbeat(cancel)
+
+	done := make(chan outcome, 1) // buffered: an abandoned flow still returns
+	go func() {
+		returned := false
+		defer func() {
+			if v := recover(); v != nil {
+				j.logger().Error("flows: flow panicked", "panic", v, "stack", string(debug.Stack()))
+				done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
+			} else if !returned {
+				done <- outcome{err: errGoexit, cause: context.Cause(ctx)}
+			}
+		}()
+		res, err := f.Run(ctx, &flow.Task{ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep})
+		returned = true
+		// The cause is read as the flow returns: a cancellation, time
+		// limit or shutdown landing after that does not undo its result.
+		out := outcome{result: res, err: err, cause: context.Cause(ctx)}
+		if hook := j.w.flowReturned; hook != nil {
+			hook(t.ID)
+		}
+		done <- out
+	}()
+
+	var out outcome
+	returned := true
+	select {
+	case out = <-done:
+	case <-ctx.Done():
+		abandon := time.NewTimer(j.w.cfg.AbandonAfter)
+		select {
+		case out = <-done:
+		case <-abandon.C:
+			returned = false
+		}
+		abandon.Stop()
+	}
+	cause := out.cause
+	if !returned {
+		cause = context.Cause(ctx)
+	}
+	hb.stop()
+	if !returned {
+		j.logger().Warn("flows: flow did not return after its context was cancelled; abandoning it",
+			"cause", cause, "waited", j.w.cfg.AbandonAfter)
+	}
+	j.settle(out, returned, cause)
+}

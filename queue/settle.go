@@ -1,0 +1,190 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+)
+
+// settle records the outcome of a run. cause is why the flow's context
+// was cancelled before the flow returned, nil if it was not.
+func (j *job) settle(out outcome, returned bool, cause error) {
+	t := j.task
+	succeeded := returned && out.err == nil
+	switch {
+	case errors.Is(cause, errTaskCancelled):
+		j.cancelled()
+	case errors.Is(cause, errTimedOut):
+		j.fail(fmt.Sprintf("timed out after %s", t.Timeout))
+	case errors.Is(cause, errLeaseStolen):
+		// Another worker holds the task now and will end it; a result
+		// is still worth recording if there is one.
+		if succeeded {
+			j.succeed(out.result)
+		}
+	case errors.Is(cause, errShutdown):
+		if succeeded {
+			j.succeed(out.result)
+			return
+		}
+		j.logger().Info("flows: handing the task back for another worker")
+		j.giveBack(time.Now())
+	case succeeded:
+		j.succeed(out.result)
+	default:
+		j.failed(out.err)
+	}
+}
+
+// failed handles an error returned by the flow: retry or FAILURE.
+func (j *job) failed(err error) {
+	t := j.task
+	var pe *panicError
+	retryable := !errors.Is(err, flow.ErrPermanent) && !errors.Is(err, flow.ErrInvalidInputs) && !errors.As(err, &pe)
+	if retryable && t.Attempt < t.MaxAttempts {
+		delay := max(j.w.cfg.Backoff(t.Attempt), 0)
+		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
+		j.logger().Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
+		ctx := j.op()
+		_ = j.rep.Flush(ctx) // the flow's own reports come first
+		_, aerr := j.w.store.Append(ctx, t.ID, progress.LogEvent(msg))
+		if errors.Is(aerr, progress.ErrFinished) {
+			j.ack() // ended meanwhile (cancelled)
+			return
+		}
+		j.giveBack(time.Now().Add(delay))
+		return
+	}
+	reason := errText(err)
+	if t.Attempt > 1 {
+		reason = fmt.Sprintf("failed after %d attempts: %s", t.Attempt, reason)
+	}
+	j.logger().Info("flows: flow failed", "err", err)
+	j.fail(reason)
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+func errText(err error) string {
+	if s := err.Error(); s != "" {
+		return s
+	}
+	return "flow failed"
+}
+
+// succeed records SUCCESS and acknowledges the task: in one step when the
+// backend is a Finisher, unless that could not acknowledge it.
+func (j *job) succeed(result any) {
+	if j.fin != nil {
+		j.fin.armed.Store(true)
+	}
+	ctx := j.op()
+	err := j.rep.Succeed(ctx, result)
+	if j.fin != nil && j.fin.acked.Load() {
+		return
+	}
+	j.finished(err)
+}
+
+// fail records FAILURE with reason and buries the task.
+func (j *job) fail(reason string) { j.end(reason, true) }
+
+// cancelled records FAILURE with StatusCancelled and acknowledges the
+// task: a cancelled task is not buried.
+func (j *job) cancelled() { j.end(StatusCancelled, false) }
+
+// end records FAILURE with reason, then buries the task if bury is set or
+// acknowledges it. A task that had already ended (cancelled meanwhile, say)
+// is only acknowledged.
+func (j *job) end(reason string, bury bool) {
+	ctx := j.op()
+	err := j.rep.Fail(ctx, reason)
+	switch {
+	case err == nil && bury:
+		j.bury(reason)
+	case errors.Is(err, progress.ErrFinished):
+		j.alreadyEnded()
+	default:
+		j.finished(err)
+	}
+}
+
+// alreadyEnded handles a task found ended by an earlier attempt (or by a
+// cancellation meanwhile): see ended.
+func (j *job) alreadyEnded() {
+	ctx := j.op()
+	snap, _, err := j.w.store.Snapshot(ctx, j.task.ID)
+	switch {
+	case errors.Is(err, progress.ErrNotFound):
+		j.ack()
+	case err != nil:
+		j.storeDown(err)
+	default:
+		j.ended(snap)
+	}
+}
+
+// ended handles a task whose snapshot is terminal: a FAILURE that an
+// earlier attempt could not bury is buried now, with its recorded reason;
+// anything else is acknowledged.
+func (j *job) ended(snap progress.Snapshot) {
+	if snap.State == progress.StateFailure && snap.Details.Status != StatusCancelled {
+		j.bury(snap.Details.Status)
+		return
+	}
+	j.ack()
+}
+
+// finished acknowledges the task once its terminal state is recorded (by
+// this call or an earlier one). If the store could not record it, the task
+// is given back so that a later attempt does.
+func (j *job) finished(recordErr error) {
+	if recordErr != nil && !errors.Is(recordErr, progress.ErrFinished) && !errors.Is(recordErr, progress.ErrNotFound) {
+		j.storeDown(recordErr)
+		return
+	}
+	j.ack()
+}
+
+// storeDown gives the task back for later when the progress store failed.
+func (j *job) storeDown(err error) {
+	delay := max(j.w.cfg.Backoff(j.task.Attempt), 0)
+	j.logger().Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay)
+	j.giveBack(time.Now().Add(delay))
+}
+
+func (j *job) ack() {
+	ctx := j.op()
+	if err := j.w.backend.Ack(ctx, j.lease); err != nil {
+		j.logger().Warn("flows: acknowledging the task failed", "err", err)
+	}
+}
+
+// bury acknowledges the FAILED task and keeps it in the dead-letter set.
+// On failure the task stays leased; the worker that takes it over once the
+// lease passes buries it (see handle).
+func (j *job) bury(reason string) {
+	ctx := j.op()
+	if err := j.w.backend.Bury(ctx, j.lease, reason); err != nil {
+		j.logger().Warn("flows: burying the failed task failed", "err", err)
+	}
+}
+
+func (j *job) giveBack(at time.Time) { j.w.giveBack(j.base, j.lease, at) }
+
+func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time) {
+	ctx, cancel := context.WithTimeout(base, opTimeout)
+	defer cancel()
+	if err := w.backend.Retry(ctx, l, at); err != nil {
+		w.log.Warn("flows: giving the task back failed", "task_id", l.Task.ID, "err", err)
+	}
+}
