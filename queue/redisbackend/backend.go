@@ -198,7 +198,7 @@ func (b *Backend) retentionMS() int64 { return b.cfg.Retention.Milliseconds() }
 
 // keepMS is the time to live, in ms, of progress keys that must live at
 // least ttl: an eighth of the retention more, so that the writes that
-// follow within that eighth need not move it (see appendFunction).
+// follow within that eighth need not move it (see lua/lib/append.lua).
 func (b *Backend) keepMS(ttl time.Duration) int64 {
 	return ttl.Milliseconds() + b.retentionMS()/8
 }

@@ -4,40 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/redis/rueidis"
-
 	"github.com/flowsrun/flows/queue"
 )
-
-// cancelScript marks a task cancelled and tells the workers.
-//
-//	KEYS[1] task record
-//	ARGV[1] the queue's cancel channel, ARGV[2] task id
-//
-// It returns 0 when the task does not exist, 1 otherwise.
-var cancelScript = rueidis.NewLuaScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 0
-end
-redis.call('HSET', KEYS[1], 'cancelled', '1')
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-return 1
-`)
-
-// readyScript moves a task from the delayed set to the end of the stream,
-// if it is in the delayed set.
-//
-//	KEYS[1] delayed set, KEYS[2] stream
-//	ARGV[1] task id
-//
-// It returns 1 if the task was moved, 0 otherwise.
-var readyScript = rueidis.NewLuaScript(`
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'task', ARGV[1])
-  return 1
-end
-return 0
-`)
 
 // Cancel implements queue.Backend. It takes two round trips, since the
 // task's record and the queue's keys live on different cluster slots:
@@ -51,7 +19,7 @@ func (b *Backend) Cancel(ctx context.Context, id string) error {
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	n, err := cancelScript.Exec(ctx, b.client, []string{b.taskKey(id)}, []string{b.cancelChannel(), id}).AsInt64()
+	n, err := cancelScript.exec(ctx, b.client, []string{b.taskKey(id)}, []string{b.cancelChannel(), id}).AsInt64()
 	if err != nil {
 		return b.wrap(ctx, "cancel task "+id, err)
 	}
@@ -64,7 +32,7 @@ func (b *Backend) Cancel(ctx context.Context, id string) error {
 // makeReady moves a delayed task to the stream (see readyScript). ctx
 // comes from bound.
 func (b *Backend) makeReady(ctx context.Context, id string) error {
-	err := readyScript.Exec(ctx, b.client, []string{b.delayedKey(), b.streamKey()}, []string{id}).Error()
+	err := readyScript.exec(ctx, b.client, []string{b.delayedKey(), b.streamKey()}, []string{id}).Error()
 	return b.wrap(ctx, "make task "+id+" ready", err)
 }
 

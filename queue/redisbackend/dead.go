@@ -26,83 +26,6 @@ type deadEntry struct {
 	Attempts int    `json:"attempts"`
 }
 
-// pruneDead defines the Lua function prune(dead, buried, cutoff), which
-// removes up to 100 entries buried before cutoff (Unix ms) from the dead
-// set and the buried hash.
-const pruneDead = `
-local function prune(dead, buried, cutoff)
-  local old = redis.call('ZRANGEBYSCORE', dead, '-inf', '(' .. cutoff, 'LIMIT', 0, 100)
-  for i = 1, #old do
-    redis.call('ZREM', dead, old[i])
-    redis.call('HDEL', buried, old[i])
-  end
-end
-`
-
-// buryScript releases a held entry as Ack does and keeps its
-// task in the dead-letter set.
-//
-//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash,
-//	KEYS[4] dead set, KEYS[5] buried hash
-//	ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group,
-//	ARGV[4] task id, ARGV[5] deadEntry JSON, ARGV[6] now (Unix ms),
-//	ARGV[7] retention (ms)
-//
-// It returns 1, or 0 when the lease is no longer held.
-var buryScript = newLeaseScript(releaseLease + pruneDead + holderCheck + `
-releaseHeld()
-local now, retention = tonumber(ARGV[6]), tonumber(ARGV[7])
-prune(KEYS[4], KEYS[5], now - retention)
-redis.call('ZADD', KEYS[4], now, ARGV[4])
-redis.call('HSET', KEYS[5], ARGV[4], ARGV[5])
-redis.call('PEXPIRE', KEYS[4], retention)
-redis.call('PEXPIRE', KEYS[5], retention)
-return 1
-`)
-
-// deadScript lists the dead-letter set, newest first, after pruning it.
-//
-//	KEYS[1] dead set, KEYS[2] buried hash
-//	ARGV[1] oldest time listed (Unix ms), ARGV[2] most entries (0: all)
-//
-// It returns {task id, buried at (ms), deadEntry JSON or ""} for each
-// entry.
-var deadScript = rueidis.NewLuaScript(pruneDead + `
-prune(KEYS[1], KEYS[2], ARGV[1])
-local ids
-if tonumber(ARGV[2]) > 0 then
-  ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
-else
-  ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[1], 'WITHSCORES')
-end
-local out = {}
-for i = 1, #ids, 2 do
-  out[#out + 1] = {ids[i], ids[i + 1], redis.call('HGET', KEYS[2], ids[i]) or ''}
-end
-return out
-`)
-
-// requeueScript takes a task out of the dead-letter set and queues another
-// in its place, or does nothing.
-//
-//	KEYS[1] dead set, KEYS[2] buried hash, KEYS[3] stream,
-//	KEYS[4] delayed set, KEYS[5] wake stream
-//	ARGV[1] dead task id, ARGV[2] oldest time still listed (Unix ms),
-//	ARGV[3] new task id, ARGV[4] its due time (Unix ms), ARGV[5] now
-//	(Unix ms), ARGV[6] longest wait of a fetcher (ms)
-//
-// It returns 1, or 0 when the dead task is not in the set.
-var requeueScript = rueidis.NewLuaScript(scheduleTask + `
-local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not at or tonumber(at) < tonumber(ARGV[2]) then
-  return 0
-end
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-schedule(KEYS[3], KEYS[4], KEYS[5], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
-return 1
-`)
-
 // Bury implements queue.Backend in one round trip: one script acknowledges
 // the entry and adds the task to the dead-letter set (pruning entries past
 // the retention), and the task record's expiry is refreshed as by Ack.
@@ -128,7 +51,7 @@ func (b *Backend) Dead(ctx context.Context, limit int) ([]queue.DeadTask, error)
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	oldest := time.Now().Add(-b.cfg.Retention).UnixMilli()
-	res, err := deadScript.Exec(ctx, b.client, []string{b.deadKey(), b.buriedKey()},
+	res, err := deadScript.exec(ctx, b.client, []string{b.deadKey(), b.buriedKey()},
 		[]string{strconv.FormatInt(oldest, 10), strconv.Itoa(max(limit, 0))}).ToArray()
 	if err != nil {
 		return nil, b.wrap(ctx, "list dead tasks", err)
@@ -181,7 +104,7 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	if !t.RunAt.IsZero() {
 		due = t.RunAt.UnixMilli()
 	}
-	n, err := requeueScript.Exec(ctx, c,
+	n, err := requeueScript.exec(ctx, c,
 		[]string{b.deadKey(), b.buriedKey(), b.streamKey(), b.delayedKey(), b.wakeKey()},
 		[]string{deadID, strconv.FormatInt(now.Add(-b.cfg.Retention).UnixMilli(), 10), t.ID,
 			strconv.FormatInt(due, 10), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},

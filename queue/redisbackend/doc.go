@@ -70,6 +70,16 @@
 // than it would. Retention must therefore exceed the longest time a task
 // can wait in the queue or run without reporting progress.
 //
+// # Scripts
+//
+// What must be atomic runs as Lua scripts, one file per script in the
+// package's lua directory, embedded in the binary. Each file opens with
+// its contract: its KEYS, its ARGV and what it returns. Code that several
+// scripts share (the server's clock, recording events, releasing a lease,
+// scheduling a task, pruning dead letters) is written once, as a fragment
+// in lua/lib, which a script takes in with a line "--@include lib/<name>"
+// (see script.go).
+//
 // # Queue
 //
 // Enqueue writes the task record and adds the task to the stream (or the

@@ -9,7 +9,7 @@ import (
 )
 
 // eventID is an event id, "<n>-<k>": the k-th event (from 0) of the n-th
-// element (from 1) of its task's events list (see appendFunction).
+// element (from 1) of its task's events list (see lua/lib/append.lua).
 type eventID struct{ n, k uint64 }
 
 // parseEventID parses an event id; "" is the zero id, before every event.

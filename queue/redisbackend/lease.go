@@ -2,8 +2,6 @@ package redisbackend
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -28,119 +26,9 @@ func parseToken(token string) (entry, n string, ok bool) {
 	return entry, n, ok
 }
 
-// leaseKeys are the KEYS of extendScript and ackManyScript.
+// leaseKeys are the KEYS of extendScript and ackScript.
 func (b *Backend) leaseKeys() []string {
 	return []string{b.streamKey(), b.leasesKey(), b.holdersKey()}
-}
-
-// holderCheck opens every script that acts on a lease: it returns 0
-// unless the holders hash KEYS[3] records token ARGV[2] for entry ARGV[1].
-const holderCheck = `
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
-  return 0
-end
-`
-
-// extendScript moves the deadline of a held lease to the server's clock
-// plus the lease.
-//
-//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
-//	ARGV[1] entry id, ARGV[2] token, ARGV[3] lease (ms)
-//
-// It returns 1, or 0 when the lease is no longer held.
-var extendScript = newLeaseScript(holderCheck + luaClock + `
-redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), ARGV[1])
-return 1
-`)
-
-// releaseLease defines the Lua function release(stream, leases, holders,
-// group, entries), which ends held leases: the entries (a list of ids)
-// leave the consumer group's pending list and the lease bookkeeping, with
-// one command of each kind, and then the stream is trimmed; and
-// releaseHeld, which runs it on entry ARGV[1] with KEYS and ARGV as
-// extendScript's (ARGV[3] being the consumer group).
-//
-// Trimming removes the entries older than the oldest one still pending
-// or, with none pending, than the last one delivered: all of them have
-// been acknowledged. It removes whole blocks of entries (XTRIM MINID ~),
-// which costs next to nothing, where deleting each acknowledged entry
-// (XDEL) was the costliest command per task; so the stream keeps up to a
-// block (about a hundred) of acknowledged entries behind the oldest one
-// in use, which XLEN counts.
-const releaseLease = `
-local function release(stream, leases, holders, group, entries)
-  if #entries == 0 then return end
-  redis.call('XACK', stream, group, unpack(entries))
-  redis.call('ZREM', leases, unpack(entries))
-  redis.call('HDEL', holders, unpack(entries))
-  local pending = redis.call('XPENDING', stream, group)
-  local floor = pending[2]
-  if tonumber(pending[1]) == 0 then
-    floor = nil
-    for _, g in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
-      if g[2] == group then
-        for i = 1, #g, 2 do
-          if g[i] == 'last-delivered-id' then floor = g[i + 1] end
-        end
-      end
-    end
-  end
-  if floor then
-    redis.call('XTRIM', stream, 'MINID', '~', floor)
-  end
-end
-local function releaseHeld()
-  release(KEYS[1], KEYS[2], KEYS[3], ARGV[3], {ARGV[1]})
-end
-`
-
-// retryScript removes a held entry and queues its task again: at the end
-// of the stream when it is due already, in the delayed set otherwise; a
-// task due within ARGV[7] ms also adds an entry to the wake stream, so
-// that the fetchers waiting on it look again in time.
-//
-//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash,
-//	KEYS[4] delayed set, KEYS[5] wake stream
-//	ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group,
-//	ARGV[4] task id, ARGV[5] due time (Unix ms), ARGV[6] now (Unix ms),
-//	ARGV[7] longest wait of a fetcher (ms)
-//
-// It returns 1, or 0 when the lease is no longer held.
-var retryScript = newLeaseScript(scheduleTask + releaseLease + holderCheck + `
-releaseHeld()
-schedule(KEYS[1], KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-return 1
-`)
-
-// scheduleTask defines the Lua function schedule(stream, delayed, wake,
-// id, due, now, wakeWithin), which queues task id: at the end of stream
-// when it is due already (due <= now, Unix ms), in the delayed set
-// otherwise; a task due within wakeWithin ms also adds an entry to the wake
-// stream, so that the fetchers waiting on it look again in time. Retry and
-// Requeue share it.
-const scheduleTask = `
-local function schedule(stream, delayed, wake, id, due, now, wakeWithin)
-  if due <= now then
-    redis.call('XADD', stream, '*', 'task', id)
-  else
-    redis.call('ZADD', delayed, due, id)
-    if due - now < wakeWithin then
-      redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
-    end
-  end
-end
-`
-
-// leaseScript is a Lua script that acts on a lease. Its SHA-1 is kept so
-// that an EVALSHA of it can share a pipeline with the command that
-// refreshes the task record's expiry (a key of another cluster slot).
-type leaseScript struct {
-	src, sha string
-}
-
-func newLeaseScript(src string) *leaseScript {
-	sum := sha1.Sum([]byte(src))
-	return &leaseScript{src: src, sha: hex.EncodeToString(sum[:])}
 }
 
 // onLease runs a lease script with ARGV entry, token, extra... and turns
@@ -149,7 +37,7 @@ func newLeaseScript(src string) *leaseScript {
 // or not the lease is still held: it only keeps the task longer). Only
 // when Redis has lost the script (a restart) does it take a second round
 // trip, which loads it. ctx comes from bound.
-func (b *Backend) onLease(ctx context.Context, op string, s *leaseScript, l *queue.Lease, keys []string, keep time.Duration, extra ...string) error {
+func (b *Backend) onLease(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, extra ...string) error {
 	_, err := b.onLeaseAlso(ctx, op, s, l, keys, keep, nil, extra...)
 	return err
 }
@@ -157,7 +45,7 @@ func (b *Backend) onLease(ctx context.Context, op string, s *leaseScript, l *que
 // onLeaseAlso does what onLease does and sends the commands also in the
 // same round trip, after the script; it returns their results, in order,
 // when the script succeeded.
-func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *leaseScript, l *queue.Lease, keys []string, keep time.Duration, also []rueidis.Completed, extra ...string) ([]rueidis.RedisResult, error) {
+func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, also []rueidis.Completed, extra ...string) ([]rueidis.RedisResult, error) {
 	if l == nil || l.Task == nil {
 		return nil, fmt.Errorf("redisbackend: %s: %w: no lease", op, queue.ErrLeaseLost)
 	}
@@ -185,12 +73,12 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *leaseScript, l 
 // after it in the same round trip, and returns the script's reply and
 // theirs. Only when Redis has lost the script (a restart) does it take a
 // second round trip, which runs it as EVAL.
-func (b *Backend) runLeaseScript(ctx context.Context, s *leaseScript, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
+func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
 	c := b.client
-	cmds := append(rueidis.Commands{c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}, also...)
+	cmds := append(rueidis.Commands{s.evalsha(c, keys, args)}, also...)
 	res := c.DoMulti(ctx, cmds...)
-	if re, isReply := rueidis.IsRedisErr(res[0].Error()); isReply && re.IsNoScript() {
-		res[0] = c.Do(ctx, c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build())
+	if noScript(res[0].Error()) {
+		res[0] = c.Do(ctx, s.eval(c, keys, args))
 	}
 	return res[0], res[1:]
 }
@@ -247,38 +135,13 @@ func (b *Backend) Ack(ctx context.Context, l *queue.Lease) error {
 	return err
 }
 
-// ackCall is one Ack's share of ackManyScript.
+// ackCall is one Ack's share of ackScript.
 type ackCall struct {
 	taskID, entry, token string
 }
 
-// ackManyScript removes held entries from the queue for good.
-//
-//	KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
-//	ARGV[1] consumer group, then, for each entry, its id and token
-//
-// It returns, for each entry, 1, or 0 when its lease is no longer held.
-var ackManyScript = newLeaseScript(releaseLease + `
-local ids = {}
-for i = 2, #ARGV, 2 do
-  ids[#ids + 1] = ARGV[i]
-end
-local holders = redis.call('HMGET', KEYS[3], unpack(ids))
-local out, held = {}, {}
-for i = 1, #ids do
-  if holders[i] == ARGV[2 * i + 1] then
-    held[#held + 1] = ids[i]
-    out[i] = 1
-  else
-    out[i] = 0
-  end
-end
-release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], held)
-return out
-`)
-
 // runAcks acknowledges a batch of leases in one round trip: one
-// ackManyScript and, for each task, an expiry of its hash at least the
+// ackScript and, for each task, an expiry of its hash at least the
 // retention from now.
 func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struct{}]) {
 	args := make([]string, 1, 1+2*len(calls))
@@ -288,7 +151,7 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 		args = append(args, call.item.entry, call.item.token)
 		keep = append(keep, b.extendTask(call.item.taskID, b.cfg.Retention))
 	}
-	reply, res := b.runLeaseScript(ctx, ackManyScript, b.leaseKeys(), args, keep)
+	reply, res := b.runLeaseScript(ctx, ackScript, b.leaseKeys(), args, keep)
 	replies, err := batchReplies(reply, len(calls))
 	for i, call := range calls {
 		id := call.item.taskID

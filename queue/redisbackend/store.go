@@ -46,38 +46,6 @@ type snapshotValues [len(snapshotFields)]string
 // of one Append) one LRANGE reads.
 const pageSize = 500
 
-// luaClock defines clock, the Redis server's clock in Unix ms, which the
-// scripts that set expiry times and lease deadlines go by.
-const luaClock = `
-local time = redis.call('TIME')
-local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-`
-
-// createScript records a new task in state PENDING with no events.
-//
-//	KEYS[1] task hash
-//	ARGV[1] time to live in ms (see keepMS), ARGV[2] initial state,
-//	ARGV[3] initial status
-//
-// It fails with "EXISTS" when the task has a snapshot. A queue record
-// already in the hash (Enqueue came first) is kept, its expiry extended
-// if need be. An expired namesake leaves no steps or events behind: the
-// three keys of a task share one expiry time (the hash's field exp, see
-// appendFunction), so they expire together, and an expired key reads as
-// missing even before Redis deletes it.
-var createScript = rueidis.NewLuaScript(luaClock + `
-if redis.call('HEXISTS', KEYS[1], 'state') == 1 then
-  return redis.error_reply('EXISTS task already exists')
-end
-local exp = clock + tonumber(ARGV[1])
-redis.call('HSET', KEYS[1], 'state', ARGV[2], 'status', ARGV[3], 'progress', '0', 'last', '', 'exp', string.format('%d', exp))
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 or ttl < exp - clock then
-  redis.call('PEXPIREAT', KEYS[1], string.format('%d', exp))
-end
-return 1
-`)
-
 // Create implements progress.Store in one round trip.
 func (b *Backend) Create(ctx context.Context, taskID string) error {
 	if !queue.ValidID(taskID) {
@@ -86,7 +54,7 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 	init := progress.NewSnapshot()
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	err := createScript.Exec(ctx, b.client,
+	err := createScript.exec(ctx, b.client,
 		[]string{b.taskKey(taskID)},
 		[]string{strconv.FormatInt(b.keepMS(b.cfg.Retention), 10), string(init.State), init.Details.Status},
 	).Error()
@@ -96,114 +64,9 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 	return b.wrap(ctx, "create task "+taskID, err)
 }
 
-// appendScript records the events of one or more Append calls, each all
-// or nothing, in order; calls of several tasks go together when Appends
-// are batched (see batcher).
-//
-//	KEYS, per call: task hash, steps list, events list
-//	ARGV[1] retention in ms, ARGV[2] number of calls
-//	then, for each call: its task's live channel, the number m of values
-//	that follow for the call, and those values (see appendFunction)
-//
-// It returns one reply per call: a "NOTFOUND" error when the task does not
-// exist and a "FINISHED" error when it has reached SUCCESS or FAILURE
-// (then nothing of that call is recorded); otherwise it adds the call's
-// events to the events list as one element, folds them into the snapshot,
-// publishes them all in one live message (see subscribe.go), refreshes the
-// expiry of the three keys when due and replies with the id of the last
-// event.
-var appendScript = rueidis.NewLuaScript(appendFunction + `
-local out = {}
-local a = 3
-for c = 0, tonumber(ARGV[2]) - 1 do
-  out[c + 1] = append(KEYS[3 * c + 1], KEYS[3 * c + 2], KEYS[3 * c + 3], ARGV[a], a + 2)
-  a = a + 2 + tonumber(ARGV[a + 1])
-end
-return out
-`)
-
-// appendFunction defines the Lua function append(task, stepsKey, events,
-// channel, a), which records one call's events, whose values start at
-// ARGV[a], with the retention in ms at ARGV[1], and returns its reply. The
-// values are those of appendValues: the number of events n, their JSON
-// as one string (see eventBatch), the state to set when the task is
-// PENDING and when it is not ("" for no change), the number of snapshot
-// field-value values k and those values, the number of step results s and
-// their JSON. Go folds the events into these (see foldEvents), so that
-// the script only stores them.
-//
-// One element of the task's events list holds all the events of a call
-// (see eventBatch): the n-th element's events have the ids "<n>-0",
-// "<n>-1"... in order. So ids grow with every event, one RPUSH records a
-// whole call, and a reader finds the element of any id at once (LRANGE
-// from n-1). A Redis stream, whose entry ids carry a time, would cost
-// more: Redis 7.0 gives a stream's first node 4 KB at once, 4.8 KB per
-// task in all, against a few hundred bytes for a short list, and an XADD
-// took 4 to 9 us per call against about 1 for an RPUSH. The live message
-// is the id of the event before the call's, a space, the id of the call's
-// last event, a line break and the element (see subscribe.go).
-//
-// The three keys of a task share one expiry time, kept in the task hash's
-// field exp (Unix ms, Redis's clock). An Append that finds less than the
-// retention left moves it to nine eighths of the retention from now (see
-// keepMS); otherwise it only gives a key this call creates (the events
-// list, the steps list) the same time. So the keys live at least the
-// retention after the last write, and a task refreshes its expiry once
-// per eighth of the retention rather than three times per Append: a short
-// task, not at all after its creation.
-const appendFunction = luaClock + `
-local retention = tonumber(ARGV[1])
-local function append(task, stepsKey, events, channel, a)
-  local cur = redis.call('HMGET', task, 'state', 'last', 'exp')
-  local state = cur[1]
-  if not state then
-    return redis.error_reply('NOTFOUND task not found')
-  end
-  if state == 'SUCCESS' or state == 'FAILURE' then
-    return redis.error_reply('FINISHED task already finished')
-  end
-  local prev = cur[2] or ''
-  local n = redis.call('RPUSH', events, ARGV[a + 1])
-  local created = n == 1
-  local last = string.format('%d-%d', n, tonumber(ARGV[a]) - 1)
-  redis.call('PUBLISH', channel, prev .. ' ' .. last .. '\n' .. ARGV[a + 1])
-  prev = last
-  a = a + 2
-  local to = ARGV[a + 1]
-  if state == 'PENDING' then to = ARGV[a] end
-  if to ~= '' then state = to end
-  local exp = tonumber(cur[3])
-  local refresh = not exp or exp - clock < retention
-  if refresh then exp = clock + retention + math.floor(retention / 8) end
-  exp = string.format('%d', exp)
-  local k = tonumber(ARGV[a + 2])
-  local set = {'state', state, 'last', prev, 'exp', exp}
-  for i = a + 3, a + 2 + k do
-    set[#set + 1] = ARGV[i]
-  end
-  redis.call('HSET', task, unpack(set))
-  a = a + 3 + k
-  local s = tonumber(ARGV[a])
-  local stepsCreated = false
-  if s > 0 then
-    stepsCreated = redis.call('RPUSH', stepsKey, unpack(ARGV, a + 1, a + s)) == s
-  end
-  if refresh then
-    redis.call('PEXPIREAT', task, exp, 'GT')
-  end
-  if refresh or stepsCreated then
-    redis.call('PEXPIREAT', stepsKey, exp)
-  end
-  if refresh or created then
-    redis.call('PEXPIREAT', events, exp)
-  end
-  return prev
-end
-`
-
 // appendCall is one Append call's share of appendScript: its task and
 // ARGV values (the live channel, the number of values that follow, and
-// those of appendFunction).
+// those of lua/lib/append.lua).
 type appendCall struct {
 	taskID string
 	args   []string
@@ -231,7 +94,7 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 
 // appendValues checks events and returns the ARGV values of one call of
 // appendScript (the live channel, the number of values that follow, and
-// those of appendFunction), after room for lead values the caller puts
+// those of lua/lib/append.lua), after room for lead values the caller puts
 // first. An invalid event gives progress.ErrInvalidEvent and an event
 // after a terminal one progress.ErrFinished.
 func (b *Backend) appendValues(taskID string, events []progress.Event, lead int) ([]string, error) {
@@ -361,7 +224,7 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 	}
 	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))},
 		calls, func(c *batchCall[appendCall, string]) []string { return c.item.args })
-	replies, err := batchReplies(appendScript.Exec(ctx, b.client, keys, args), len(calls))
+	replies, err := batchReplies(appendScript.exec(ctx, b.client, keys, args), len(calls))
 	for i, c := range calls {
 		if err != nil {
 			c.err = b.wrap(ctx, "append to task "+c.item.taskID, err)
@@ -371,7 +234,7 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 	}
 }
 
-// appendReply returns the id of the last event that appendFunction
+// appendReply returns the id of the last event that lua/lib/append.lua
 // replied for one call to taskID, or its error: a coded reply (NOTFOUND,
 // FINISHED) as it is, for appendError, anything else wrapped.
 func appendReply(m rueidis.RedisMessage, taskID string) (string, error) {

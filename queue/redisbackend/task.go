@@ -102,52 +102,11 @@ func (b *Backend) expireAtLeast(id string, ttl time.Duration) rueidis.Commands {
 
 // extendTask returns the command that moves the expiry of task id's hash
 // to ttl from now if that is later: never earlier, since its snapshot may
-// have given it longer (see appendFunction). It does nothing to a hash
+// have given it longer (see lua/lib/append.lua). It does nothing to a hash
 // without an expiry.
 func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 	return b.client.B().Pexpire().Key(b.taskKey(id)).Milliseconds(ttl.Milliseconds()).Gt().Build()
 }
-
-// createTaskScript records new tasks' progress as PENDING with no events,
-// as createScript does, together with their queue records, and adds the
-// tasks that are due to the stream.
-//
-//	KEYS, per task: task hash
-//	ARGV[1] initial state, ARGV[2] initial status, ARGV[3] the stream,
-//	then, for each task: the time to live of its hash in ms, its id if
-//	the script is to add it to the stream or "", the number of record
-//	values k, and k values: the record's fields and values
-//
-// It replies, for each task, 1, or an "EXISTS" error when it has a
-// snapshot (then it writes nothing of that task). A record without a
-// snapshot (left by Enqueue under the same id) is replaced. The stream
-// is a key of another Cluster slot: a Cluster client queues its tasks
-// itself (see runCreates).
-var createTaskScript = luaClock + `
-local out = {}
-local a = 4
-for t = 1, #KEYS do
-  local task = KEYS[t]
-  local ttl, queued, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
-  local found = redis.call('EXISTS', task) == 1
-  if found and redis.call('HEXISTS', task, 'state') == 1 then
-    out[t] = redis.error_reply('EXISTS task already exists')
-  else
-    if found then
-      redis.call('DEL', task)
-    end
-    local exp = string.format('%d', clock + tonumber(ttl))
-    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 3, a + 2 + k))
-    redis.call('PEXPIREAT', task, exp)
-    if queued ~= '' then
-      redis.call('XADD', ARGV[3], '*', '` + streamField + `', queued)
-    end
-    out[t] = 1
-  end
-  a = a + 3 + k
-end
-return out
-`
 
 // CreateAndEnqueue implements queue.TaskCreator in one round trip, which
 // concurrent calls share (see batcher): a script records each task's
@@ -207,7 +166,7 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	}
 	args := batchArgs([]string{string(init.State), init.Details.Status, b.streamKey()},
 		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
-	cmds := rueidis.Commands{c.B().Eval().Script(createTaskScript).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()}
+	cmds := rueidis.Commands{createTaskScript.eval(c, keys, args)}
 	for _, call := range calls {
 		if call.item.args[1] == "" {
 			cmds = append(cmds, b.queueCommands(call.item.task, call.item.now)...)

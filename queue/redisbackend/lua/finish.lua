@@ -1,0 +1,38 @@
+-- finish: records the last events of tasks and acknowledges their leases,
+-- atomically: for each call, the events are appended as append.lua does
+-- and then, if they were recorded or the task had ended or is unknown, the
+-- lease is released as ack.lua does, when still held.
+--
+-- KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash, then, per
+--   call: task hash, steps list, events list
+-- ARGV[1] retention (ms), ARGV[2] consumer group, ARGV[3] number of
+--   calls, then, for each call: its lease's entry id and token, its task's
+--   live channel, the number m of values that follow for the call, and
+--   those values (see lib/append.lua)
+--
+-- Returns, for each call, {append reply, 1 if the lease was released or 0}.
+--@include lib/append.lua
+--@include lib/release.lua
+local calls = {}
+local a = 4
+for c = 1, tonumber(ARGV[3]) do
+  calls[c] = a
+  a = a + 4 + tonumber(ARGV[a + 3])
+end
+local entries = {}
+for c = 1, #calls do entries[c] = ARGV[calls[c]] end
+local holders = redis.call('HMGET', KEYS[3], unpack(entries))
+local out, held = {}, {}
+for c = 1, #calls do
+  local a, k = calls[c], 3 * c
+  local r = append(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 2], a + 4)
+  local ended = type(r) ~= 'table' or string.find(r.err, '^NOTFOUND') or string.find(r.err, '^FINISHED')
+  local acked = 0
+  if ended and holders[c] == ARGV[a + 1] then
+    held[#held + 1] = entries[c]
+    acked = 1
+  end
+  out[c] = {r, acked}
+end
+release(KEYS[1], KEYS[2], KEYS[3], ARGV[2], held)
+return out
