@@ -95,6 +95,11 @@
 //	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: reg, Concurrency: 8})
 //	go worker.Run(ctx)
 //
+// With Redis (package queue/redisbackend), one Backend is both the queue
+// and the progress store: pass nil as the store, queue.NewWorker(backend,
+// nil, cfg), which says so and lets the worker and the broker take fewer
+// round trips per task.
+//
 // Run works until ctx ends, then shuts down gracefully: it stops fetching,
 // lets the flows in flight finish for WorkerConfig.ShutdownGrace, then
 // cancels the rest and gives their tasks back to the queue. A panic in a

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"reflect"
+	"log/slog"
 	"time"
 
 	"github.com/flowsrun/flows/progress"
@@ -25,6 +25,8 @@ type BrokerConfig struct {
 	// Timeout is the default time limit of one run. Zero means
 	// DefaultTimeout.
 	Timeout time.Duration
+	// Logger receives the Broker's warnings. Nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // EnqueueOptions are the per-task settings of Enqueue. Zero fields take the
@@ -44,14 +46,22 @@ type Broker struct {
 	backend Backend
 	store   progress.Store
 	cfg     BrokerConfig
-	// creator is backend when it is also store and a TaskCreator.
-	creator TaskCreator
+	// creator is set when the backend is the store and offers the
+	// one-step path.
+	creator taskCreator
 }
 
 // NewBroker returns a Broker that queues tasks in backend and records
-// their progress in store. When backend and store are the same value and
-// it implements TaskCreator (the Redis backend does), Enqueue takes one
-// step instead of two.
+// their progress in store. Zero fields of cfg take their defaults.
+//
+// A nil store means that backend is also the progress store (the Redis
+// backend is): it must then implement progress.Store, or NewBroker
+// panics. A backend that is its own store records a new task and queues
+// it in one step (one round trip on Redis) instead of two. Passing the
+// backend itself as store means the same. Any other store, a wrapper of
+// the backend included, is used as it is and takes two steps; NewBroker
+// then logs a warning if the backend could have taken one. NewBroker
+// panics on a nil backend.
 func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
@@ -59,17 +69,11 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	b := &Broker{backend: backend, store: store, cfg: cfg}
-	if tc, ok := backend.(TaskCreator); ok && sameValue(backend, store) {
-		b.creator = tc
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	return b
-}
-
-// sameValue reports whether a and b hold the same comparable value.
-func sameValue(a, b any) bool {
-	ta := reflect.TypeOf(a)
-	return ta != nil && ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
+	return &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator}
 }
 
 // Enqueue accepts a task for the named flow and returns its id. The task

@@ -223,3 +223,39 @@ func TestBrokerTaskAfterQueueRetention(t *testing.T) {
 	assert.Nil(t, info.Task)
 	assert.Equal(t, progress.StatePending, info.Snapshot.State)
 }
+
+// memoryPair is an in-memory backend that is also its own progress
+// store, as the Redis backend is.
+type memoryPair struct {
+	*queue.Memory
+	*progress.MemoryStore
+}
+
+// TestNilStoreMeansTheBackend: a nil store makes the backend the store; a
+// backend that is not a progress.Store then fails at construction, with a
+// message that says what to pass.
+func TestNilStoreMeansTheBackend(t *testing.T) {
+	pair := memoryPair{queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})}
+	ctx := context.Background()
+	id, err := queue.NewBroker(pair, nil, queue.BrokerConfig{}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	snap, _, err := pair.Snapshot(ctx, id)
+	require.NoError(t, err, "recorded in the backend, which is the store")
+	assert.Equal(t, progress.StatePending, snap.State)
+
+	mem := queue.NewMemory(queue.MemoryConfig{})
+	for name, construct := range map[string]func(){
+		"NewBroker": func() { queue.NewBroker(mem, nil, queue.BrokerConfig{}) },
+		"NewWorker": func() { queue.NewWorker(mem, nil, queue.WorkerConfig{}) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.PanicsWithValue(t,
+				"queue: "+name+": nil store, and the backend (*queue.Memory) is not a progress.Store: pass the progress store the tasks are recorded in",
+				construct)
+		})
+	}
+	t.Run("nil backend", func(t *testing.T) {
+		assert.PanicsWithValue(t, "queue: NewBroker: nil backend", func() { queue.NewBroker(nil, pair, queue.BrokerConfig{}) })
+		assert.PanicsWithValue(t, "queue: NewWorker: nil backend", func() { queue.NewWorker(nil, pair, queue.WorkerConfig{}) })
+	})
+}

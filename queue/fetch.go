@@ -4,24 +4,33 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/flowsrun/flows/progress"
 )
+
+// leased is a task leased by the worker, with its progress state when
+// the backend read it with the lease (see stateFetcher), else "".
+type leased struct {
+	lease *Lease
+	state progress.State
+}
 
 // fetchLoop leases tasks for the free slots and hands each to handle,
 // until ctx ends. Tasks run on goroutines that take one task after the
 // other, at most one per slot, started as needed and ended when fetchLoop
 // returns: a goroutine whose stack has grown for one task keeps it for
 // the next, where a goroutine per task would grow it again every time.
-func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(*Lease)) {
+func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(leased)) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	release := func(n int) {
 		for range n {
 			<-slots
 		}
 	}
-	jobs := make(chan *Lease)
+	jobs := make(chan leased)
 	defer close(jobs)
 	runners := 0
-	dispatch := func(l *Lease) {
+	dispatch := func(l leased) {
 		select {
 		case jobs <- l: // an idle runner took it
 			return
@@ -60,7 +69,7 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			}
 		}
 
-		leases, err := w.backend.Fetch(ctx, w.cfg.Name, n, w.cfg.Lease)
+		leases, states, err := w.fetch(ctx, n)
 		if len(leases) > n {
 			// A backend that hands out more than asked for must not
 			// break the concurrency limit: give the extra back.
@@ -71,8 +80,12 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			leases = leases[:n]
 		}
 		release(n - len(leases))
-		for _, l := range leases {
-			dispatch(l)
+		for i, l := range leases {
+			var state progress.State
+			if i < len(states) {
+				state = states[i]
+			}
+			dispatch(leased{lease: l, state: state})
 		}
 		if err == nil {
 			backoff = minFetchBackoff
@@ -87,4 +100,15 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 		}
 		backoff = min(2*backoff, maxFetchBackoff)
 	}
+}
+
+// fetch leases up to n tasks, with their progress states when the
+// backend is the store and reads them with the lease (else states is
+// nil).
+func (w *Worker) fetch(ctx context.Context, n int) (leases []*Lease, states []progress.State, err error) {
+	if w.fetcher != nil {
+		return w.fetcher.FetchWithState(ctx, w.cfg.Name, n, w.cfg.Lease)
+	}
+	leases, err = w.backend.Fetch(ctx, w.cfg.Name, n, w.cfg.Lease)
+	return leases, nil, err
 }

@@ -21,7 +21,8 @@ type job struct {
 	task  *Task
 	rep   *progress.TaskReporter
 	log   atomic.Pointer[slog.Logger] // see logger
-	// fin is the reporter's store when the worker has a Finisher.
+	// fin is the reporter's store when the worker has the one-step path
+	// (see NewWorker).
 	fin *finishingStore
 }
 
@@ -40,11 +41,11 @@ func (j *job) logger() *slog.Logger {
 }
 
 // finishingStore is the store of a job's reporter when the worker's
-// backend is a Finisher: once armed (by succeed), the Append that carries
+// backend is the store and a finisher: once armed (by succeed), the Append that carries
 // the terminal event also acknowledges the lease, in one step.
 type finishingStore struct {
 	progress.Store
-	f     Finisher
+	f     finisher
 	lease *Lease
 	armed atomic.Bool
 	acked atomic.Bool
@@ -66,12 +67,13 @@ func (j *job) op() context.Context { return j.w.ops.Get() }
 
 // handle takes one leased task to its end: a terminal state and an Ack,
 // or a Retry.
-func (w *Worker) handle(base context.Context, l *Lease) {
+func (w *Worker) handle(base context.Context, ld leased) {
+	l := ld.lease
 	t := l.Task
 	j := &job{w: w, base: base, lease: l, task: t}
 	var store progress.Store = w.store
-	if w.finisher != nil {
-		j.fin = &finishingStore{Store: w.store, f: w.finisher, lease: l}
+	if w.fin != nil {
+		j.fin = &finishingStore{Store: w.store, f: w.fin, lease: l}
 		store = j.fin
 	}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
@@ -84,7 +86,7 @@ func (w *Worker) handle(base context.Context, l *Lease) {
 	// takes its state first. Any other task is started at once: the store
 	// refuses the start of a task that is unknown or has ended, and only
 	// then is the state read (see alreadyEnded); unless the backend read
-	// the state with the lease (see Lease.State).
+	// the state with the lease (see stateFetcher).
 	requeued := false
 	if t.RequeuedFrom != "" {
 		ctx := j.op()
@@ -116,11 +118,11 @@ func (w *Worker) handle(base context.Context, l *Lease) {
 	if requeued {
 		start = append(start, progress.LogEvent("re-queued from task "+t.RequeuedFrom))
 	}
-	if j.fin != nil && l.State != "" {
+	if ld.state != "" {
 		// The backend, which is the store, read the state as it leased
-		// the task (see Lease.State): no need to learn it by recording
+		// the task (see stateFetcher): no need to learn it by recording
 		// the start first. The start goes with the flow's first events.
-		if l.State.Terminal() {
+		if ld.state.Terminal() {
 			j.alreadyEnded()
 			return
 		}

@@ -15,6 +15,17 @@
 // Task.Attempt. A task reaches exactly one terminal state, because the
 // progress store refuses every event after the first terminal one.
 //
+// # Backend and store
+//
+// NewBroker and NewWorker take the Backend and the progress.Store the
+// tasks are recorded in. A nil store means that the backend is the store
+// too (the Redis backend is): then they take the one-step path, where
+// the backend records a new task and queues it in one step, and records
+// a task's end and acknowledges it in one step. Any other store is used
+// as it is, on the two-step path; if the backend could have taken the
+// one-step path, the constructor logs a warning with the cost. The path is
+// chosen by that argument, never guessed from the values.
+//
 // # Dead letters
 //
 // A task that a worker ends FAILURE for any reason but cancellation (its
@@ -35,8 +46,6 @@ import (
 	"encoding/json"
 	"errors"
 	"time"
-
-	"github.com/flowsrun/flows/progress"
 )
 
 // Errors of the queue; check them with errors.Is.
@@ -111,15 +120,6 @@ type Lease struct {
 	Task     *Task
 	Token    string
 	Deadline time.Time
-	// State is the task's progress state as it was read with the lease,
-	// by a backend that is also the progress store (the Redis backend,
-	// which keeps both in one hash); "" when the backend does not read it,
-	// or the task has no progress record. A Worker whose backend is its
-	// store and finds PENDING or PROGRESS here does not wait for the start
-	// of the task to be recorded before running its flow: the start goes
-	// with the flow's first events. A terminal state means that the task
-	// has ended: the Worker does not run it.
-	State progress.State
 }
 
 // Backend is the storage a Broker and Workers share. Implementations must
@@ -183,35 +183,6 @@ type Backend interface {
 	// Cancellations delivers the ids of tasks cancelled from now on, until
 	// ctx ends; then the channel is closed.
 	Cancellations(ctx context.Context) (<-chan string, error)
-}
-
-// TaskCreator is implemented by a Backend that is also a progress store
-// and can record a new task's progress and enqueue it in one step (one
-// round trip on Redis). A Broker whose backend and store are the same
-// value uses it; otherwise Enqueue calls progress.Store.Create and then
-// Backend.Enqueue.
-type TaskCreator interface {
-	// CreateAndEnqueue does what progress.Store.Create(ctx, t.ID) followed
-	// by Backend.Enqueue(ctx, t) does. t.ID must be new (NewID): an
-	// implementation may queue t before it finds the id taken, so it must
-	// not be used to probe whether an id is free.
-	CreateAndEnqueue(ctx context.Context, t *Task) error
-}
-
-// Finisher is implemented by a Backend that is also a progress store and
-// can record a task's last events and acknowledge its lease in one step
-// (one round trip on Redis). A Worker whose backend and store are the same
-// value records a success through it; otherwise it appends the events,
-// then acknowledges the lease.
-type Finisher interface {
-	// AppendAndAck appends events to l's task as progress.Store.Append
-	// does, and returns what Append would. If the events were recorded,
-	// or the task had already ended or is unknown (progress.ErrFinished,
-	// progress.ErrNotFound), it also acknowledges l as Backend.Ack does,
-	// in the same step, and acked reports whether that succeeded (false
-	// for a lease no longer held). On any other error nothing is
-	// acknowledged.
-	AppendAndAck(ctx context.Context, l *Lease, events ...progress.Event) (lastID string, acked bool, err error)
 }
 
 // Retirer is implemented by a Backend that keeps state for each worker

@@ -82,7 +82,8 @@ func errText(err error) string {
 }
 
 // succeed records SUCCESS and acknowledges the task: in one step when the
-// backend is a Finisher, unless that could not acknowledge it.
+// backend is the store and a finisher, unless that could not acknowledge
+// it.
 func (j *job) succeed(result any) {
 	if j.fin != nil {
 		j.fin.armed.Store(true)

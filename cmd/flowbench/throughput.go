@@ -51,17 +51,27 @@ func (t *terminals) appended(events []progress.Event, err error) {
 	}
 }
 
-// finishingTerminals is terminals for a backend that is also the store
-// and a queue.Finisher: the worker records successes through
-// AppendAndAck, as it would with the backend itself.
-type finishingTerminals struct {
+// oneStepBackend is a backend that is also the store and offers the
+// one-step path a queue.Worker takes when its store is its backend (see
+// queue.NewWorker): the methods the Redis backend has for it.
+type oneStepBackend interface {
 	queue.Backend
-	*terminals
-	f queue.Finisher
+	AppendAndAck(ctx context.Context, l *queue.Lease, events ...progress.Event) (string, bool, error)
+	FetchWithState(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, []progress.State, error)
 }
 
+// finishingTerminals is terminals for a backend that offers the one-step
+// path: passed as both the worker's backend and its store, it keeps the
+// worker on that path (successes recorded through AppendAndAck, states
+// read with the leases), as it would be with the backend itself.
+type finishingTerminals struct {
+	oneStepBackend
+	*terminals
+}
+
+// AppendAndAck is the backend's, counted.
 func (t *finishingTerminals) AppendAndAck(ctx context.Context, l *queue.Lease, events ...progress.Event) (string, bool, error) {
-	last, acked, err := t.f.AppendAndAck(ctx, l, events...)
+	last, acked, err := t.oneStepBackend.AppendAndAck(ctx, l, events...)
 	t.appended(events, err)
 	return last, acked, err
 }
@@ -69,8 +79,8 @@ func (t *finishingTerminals) AppendAndAck(ctx context.Context, l *queue.Lease, e
 // workerPair returns the backend and store a worker of the throughput
 // run takes, with done watching the store.
 func workerPair(st *stack, done *terminals) (queue.Backend, progress.Store) {
-	if f, ok := st.queue.(queue.Finisher); ok && any(st.queue) == any(st.store) {
-		ft := &finishingTerminals{Backend: st.queue, terminals: done, f: f}
+	if b, ok := st.queue.(oneStepBackend); ok && any(st.queue) == any(st.store) {
+		ft := &finishingTerminals{oneStepBackend: b, terminals: done}
 		return ft, ft
 	}
 	return st.queue, done

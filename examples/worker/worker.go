@@ -162,7 +162,7 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 	for _, f := range reg.List() {
 		logger.Info("flow registered", "flow", f.Name, "labels", f.Labels) // the model and search in use
 	}
-	w := queue.NewWorker(backend, backend, queue.WorkerConfig{
+	w := queue.NewWorker(backend, nil, queue.WorkerConfig{ // nil: the backend is the store
 		Registry:      reg,
 		Concurrency:   cfg.Concurrency,
 		Lease:         cfg.Lease,

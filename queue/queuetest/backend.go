@@ -209,11 +209,32 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		requireNothingReady(t, b)
 	})
 
+	t.Run("CreateAndEnqueueRecordsAndQueues", func(t *testing.T) {
+		qb, pb := newBackends(t)
+		c, ok := qb.(taskCreator)
+		if !ok {
+			t.Skip("the backend has no CreateAndEnqueue (optional)")
+		}
+		ctx := context.Background()
+		task := newTask()
+		require.NoError(t, c.CreateAndEnqueue(ctx, task))
+		snap, _, err := pb.Snapshot(ctx, task.ID)
+		require.NoError(t, err, "the progress record exists")
+		assert.Equal(t, progress.StatePending, snap.State)
+		got, err := qb.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, task.Flow, got.Flow)
+		assert.JSONEq(t, string(task.Inputs), string(got.Inputs))
+		l := fetchOne(t, qb, time.Minute)
+		assert.Equal(t, task.ID, l.Task.ID, "the task is queued")
+		require.NoError(t, qb.Ack(ctx, l))
+	})
+
 	t.Run("FinisherRecordsAndAcknowledges", func(t *testing.T) {
 		qb, pb := newBackends(t)
-		f, ok := qb.(queue.Finisher)
+		f, ok := qb.(finisher)
 		if !ok {
-			t.Skip("the backend does not implement queue.Finisher (optional)")
+			t.Skip("the backend has no AppendAndAck (optional)")
 		}
 		ctx := context.Background()
 		start := func(lease time.Duration) (*queue.Task, *queue.Lease) {
@@ -275,32 +296,46 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		requireNothingReady(t, qb)
 	})
 
-	t.Run("LeaseStateIsTheSnapshots", func(t *testing.T) {
-		// Lease.State is optional: a backend that reports it reports the
-		// task's state as it was when leased.
+	t.Run("FetchWithStateReadsTheSnapshots", func(t *testing.T) {
+		// FetchWithState is optional: a backend that offers it reports
+		// each task's state as it was when leased.
 		qb, pb := newBackends(t)
+		f, ok := qb.(stateFetcher)
+		if !ok {
+			t.Skip("the backend has no FetchWithState (optional)")
+		}
 		ctx := context.Background()
+		fetchState := func(lease time.Duration) (*queue.Lease, progress.State) {
+			t.Helper()
+			ctx, cancel := context.WithTimeout(ctx, long)
+			defer cancel()
+			leases, states, err := f.FetchWithState(ctx, "conformance-worker", 1, lease)
+			require.NoError(t, err)
+			require.Len(t, leases, 1)
+			require.Len(t, states, 1, "one state per lease")
+			return leases[0], states[0]
+		}
 		task := newTask()
 		require.NoError(t, pb.Create(ctx, task.ID))
 		enqueue(t, qb, task)
-		l := fetchOne(t, qb, 50*time.Millisecond)
-		if l.State == "" {
-			t.Skip("the backend does not report Lease.State (optional)")
-		}
-		assert.Equal(t, progress.StatePending, l.State)
+		l, state := fetchState(50 * time.Millisecond)
+		assert.Equal(t, task.ID, l.Task.ID)
+		assert.Equal(t, 1, l.Task.Attempt)
+		assert.Equal(t, progress.StatePending, state)
 		_, err := pb.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"})
 		require.NoError(t, err)
-		l = fetchOne(t, qb, 50*time.Millisecond) // the first lease passed
-		assert.Equal(t, progress.StateProgress, l.State)
+		_, state = fetchState(50 * time.Millisecond) // the first lease passed
+		assert.Equal(t, progress.StateProgress, state)
 		_, err = pb.Append(ctx, task.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
 		require.NoError(t, err)
-		l = fetchOne(t, qb, time.Minute)
-		assert.Equal(t, progress.StateSuccess, l.State)
+		l, state = fetchState(time.Minute)
+		assert.Equal(t, progress.StateSuccess, state)
 		require.NoError(t, qb.Ack(ctx, l))
 
 		other := newTask() // no progress record
 		enqueue(t, qb, other)
-		assert.Empty(t, fetchOne(t, qb, time.Minute).State, "a task without a progress record")
+		_, state = fetchState(time.Minute)
+		assert.Empty(t, state, "a task without a progress record")
 	})
 
 	t.Run("RetryDelaysTask", func(t *testing.T) {

@@ -8,6 +8,17 @@
 //		})
 //	}
 //
+// A backend that is also the progress store may offer the one-step path
+// that queue.NewBroker and queue.NewWorker take when given a nil store
+// (see there), by having these methods, whose contracts are those of the
+// interfaces below:
+//
+//	CreateAndEnqueue(ctx context.Context, t *queue.Task) error
+//	AppendAndAck(ctx context.Context, l *queue.Lease, events ...progress.Event) (lastID string, acked bool, err error)
+//	FetchWithState(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, []progress.State, error)
+//
+// The suite checks those it finds.
+//
 // The suite checks the Backend contract directly (ordering, blocking
 // fetches, delays, leases, cancellation) and then runs tasks end to end
 // through a queue.Broker and queue.Workers. Its timings are short

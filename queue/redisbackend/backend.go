@@ -92,10 +92,9 @@ type Backend struct {
 }
 
 var (
-	_ queue.Backend     = (*Backend)(nil)
-	_ queue.TaskCreator = (*Backend)(nil)
-	_ queue.Retirer     = (*Backend)(nil)
-	_ progress.Backend  = (*Backend)(nil)
+	_ queue.Backend    = (*Backend)(nil)
+	_ queue.Retirer    = (*Backend)(nil)
+	_ progress.Backend = (*Backend)(nil)
 )
 
 // New returns a Backend that runs on client with the settings of cfg.

@@ -241,11 +241,12 @@ func TestCreateAndEnqueueQueues(t *testing.T) {
 		defer cancel()
 		var got []string
 		for len(got) < 2 {
-			leases, err := b.Fetch(fctx, "w", 2, time.Minute)
+			leases, states, err := b.FetchWithState(fctx, "w", 2, time.Minute)
 			require.NoError(t, err)
-			for _, l := range leases {
+			require.Len(t, states, len(leases))
+			for i, l := range leases {
 				got = append(got, l.Task.ID)
-				assert.Equal(t, progress.StatePending, l.State)
+				assert.Equal(t, progress.StatePending, states[i])
 			}
 		}
 		assert.Equal(t, []string{now.ID, later.ID}, got, "the one due now first, the other when due")

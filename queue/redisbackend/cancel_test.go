@@ -26,7 +26,7 @@ func TestMissedCancellationStopsRun(t *testing.T) {
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
 	web := newBackend(t, newClient(t, srv), cfg)
 	workerSide := newBackend(t, newClient(t, srv), cfg)
-	broker := queue.NewBroker(web, web, queue.BrokerConfig{})
+	broker := queue.NewBroker(web, nil, queue.BrokerConfig{})
 
 	started := make(chan struct{})
 	var once sync.Once
@@ -36,21 +36,9 @@ func TestMissedCancellationStopsRun(t *testing.T) {
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}))
-	w := queue.NewWorker(workerSide, workerSide, queue.WorkerConfig{
+	startWorker(t, queue.NewWorker(workerSide, nil, queue.WorkerConfig{
 		Registry: reg, Lease: 300 * time.Millisecond, Logger: quiet,
-	})
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "Worker.Run")
-		case <-time.After(waitLimit):
-			t.Error("Worker.Run did not return")
-		}
-	})
+	}))
 
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()

@@ -9,7 +9,7 @@
 //	backend, err := redisbackend.New(client, redisbackend.Config{})
 //	if err != nil { ... }
 //	defer backend.Close()
-//	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+//	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{}) // nil: the backend is the store
 //
 // # Key schema
 //
@@ -83,9 +83,9 @@
 // # Queue
 //
 // Enqueue writes the task record and adds the task to the stream (or the
-// delayed set) in one round trip. A queue.Broker whose backend and store
-// are the same Backend enqueues through CreateAndEnqueue
-// (queue.TaskCreator), which records the progress snapshot in that same
+// delayed set) in one round trip. A queue.Broker whose store is this
+// Backend (a nil store, see queue.NewBroker) enqueues through
+// CreateAndEnqueue, which records the progress snapshot in that same
 // round trip: start-task costs one round trip.
 //
 // Fetch runs one script that moves due delayed tasks into the stream,
@@ -121,9 +121,9 @@
 // none is in flight runs at once on its caller's goroutine, so a lone
 // caller pays nothing for batching; each call still gets its own result,
 // and a call whose context ends before its batch is sent is left out of
-// it. AppendAndAck (queue.Finisher) records a task's last events and
-// releases its lease in one script, so a worker whose store is this
-// Backend ends a successful task in one round trip. With 256 flows
+// it. AppendAndAck records a task's last events and releases its lease
+// in one script, so a worker whose store is this Backend (a nil store,
+// see queue.NewWorker) ends a successful task in one round trip. With 256 flows
 // running at once, a task costs about a tenth of a round trip in all. A
 // Fetch leases at most 128 tasks per call, for the same reason: a
 // worker with more free slots fetches again at once.

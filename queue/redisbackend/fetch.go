@@ -38,6 +38,17 @@ const (
 // entry to the queue's wake stream, which the same XREAD watches: the
 // waiting fetchers look again and learn the new due time.
 func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
+	leases, _, err := b.FetchWithState(ctx, worker, max, lease)
+	return leases, err
+}
+
+// FetchWithState is Fetch that also returns, for each lease, the task's
+// progress state as the same round trip read it ("" for a task with no
+// progress record). A queue.Worker whose store is this Backend (see
+// queue.NewWorker) fetches through it: a task found PENDING or PROGRESS
+// runs at once, its start recorded with the flow's first events, and one
+// found ended is not run again.
+func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, []progress.State, error) {
 	if max <= 0 {
 		max = 1
 	}
@@ -47,16 +58,16 @@ func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.
 	}
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		taken, wait, lastIDs, err := b.take(ctx, worker, max, lease)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if len(taken) > 0 {
-			leases, err := b.lease(ctx, taken, lease)
+			leases, states, err := b.lease(ctx, taken, lease)
 			if len(leases) > 0 || err != nil {
-				return leases, err
+				return leases, states, err
 			}
 			continue
 		}
@@ -65,7 +76,7 @@ func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.
 		}
 		if wait > 0 {
 			if err := b.waitForEntries(ctx, lastIDs, wait); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
@@ -168,12 +179,12 @@ func (b *Backend) waitForEntries(parent context.Context, lastIDs [2]string, wait
 
 // lease turns entries taken by fetchScript into leases. Unless the
 // script has read them already, each task's attempt is incremented and
-// its record read, with its progress state (queue.Lease.State), and kept
+// its record read, with its progress state (see FetchWithState), and kept
 // for the retention period, in one pipelined round trip. An entry whose
 // task record is gone (expired) is removed from the queue. The round trip
 // is not cut short by ctx: the entries are held already, and are better
 // run than left to expire.
-func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Duration) ([]*queue.Lease, error) {
+func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Duration) ([]*queue.Lease, []progress.State, error) {
 	ctx, cancel := b.bound(context.WithoutCancel(ctx), 0)
 	defer cancel()
 	c := b.client
@@ -198,6 +209,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 		res = c.DoMulti(ctx, cmds...)
 	}
 	leases := make([]*queue.Lease, 0, len(taken))
+	states := make([]progress.State, 0, len(taken))
 	var firstErr error
 	for _, e := range taken {
 		fields := e.rec
@@ -227,10 +239,11 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 			}
 			continue
 		}
-		leases = append(leases, &queue.Lease{Task: t, Token: makeToken(e.entry, e.token), Deadline: deadline, State: progress.State(fields[iState])})
+		leases = append(leases, &queue.Lease{Task: t, Token: makeToken(e.entry, e.token), Deadline: deadline})
+		states = append(states, progress.State(fields[iState]))
 	}
 	if len(leases) > 0 {
-		return leases, nil // the rest is taken over later
+		return leases, states, nil // the rest is taken over later
 	}
-	return nil, firstErr
+	return nil, nil, firstErr
 }

@@ -10,8 +10,6 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-var _ queue.Finisher = (*Backend)(nil)
-
 // finishCall is one AppendAndAck's share of finishScript.
 type finishCall struct {
 	taskID string
@@ -25,9 +23,12 @@ type finishResult struct {
 	acked bool
 }
 
-// AppendAndAck implements queue.Finisher: one script records the events
-// and acknowledges the lease, in one round trip that concurrent calls
-// share (see batcher); the terminal event keeps the task's keys for the
+// AppendAndAck records events as Append does and, if they were recorded
+// or the task had ended or is unknown, acknowledges l as Ack does; acked
+// reports whether l was acknowledged (false for a lease no longer held).
+// A queue.Worker whose store is this Backend ends a successful task
+// through it. One script records the events and acknowledges the lease,
+// in one round trip that concurrent calls share (see batcher); the terminal event keeps the task's keys for the
 // retention, so no other refresh is needed. On a Redis Cluster client, where one script cannot touch a task's keys
 // and the queue's, it appends and then acknowledges, in two round trips.
 func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...progress.Event) (string, bool, error) {

@@ -74,7 +74,7 @@ func TestRoundTrips(t *testing.T) {
 	_, _, err := b.Snapshot(ctx, warm.ID)
 	require.NoError(t, err)
 
-	broker := queue.NewBroker(b, b, queue.BrokerConfig{})
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
 	// Warm up the dead-letter scripts too.
 	held := leaseOne(t, b)
 	require.NoError(t, b.Extend(ctx, held, time.Minute))
@@ -128,8 +128,12 @@ func TestRoundTrips(t *testing.T) {
 			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err
 		}, 1},
+		{"Broker.Enqueue with the backend passed as the store", func() error {
+			_, err := queue.NewBroker(b, b, queue.BrokerConfig{}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+			return err
+		}, 1},
 		{"Broker.Enqueue with a separate store", func() error {
-			split := queue.NewBroker(b, progressOnly{b}, queue.BrokerConfig{})
+			split := queue.NewBroker(b, progressOnly{b}, queue.BrokerConfig{Logger: quiet})
 			_, err := split.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err
 		}, 2},

@@ -25,7 +25,7 @@ const (
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
-// reports (queue.Lease.State).
+// reports (FetchWithState).
 var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState}
 
 // Indexes of the fields in recordFieldNames and record.
@@ -108,14 +108,15 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 	return b.client.B().Pexpire().Key(b.taskKey(id)).Milliseconds(ttl.Milliseconds()).Gt().Build()
 }
 
-// CreateAndEnqueue implements queue.TaskCreator in one round trip, which
-// concurrent calls share (see batcher): a script records each task's
-// progress snapshot and its queue record (in the task's hash, so
-// atomically) and adds the task to the stream when it is due. A task due
+// CreateAndEnqueue does what Create(ctx, t.ID) followed by Enqueue(ctx, t)
+// does, in one round trip, which concurrent calls share (see batcher): a
+// script records each task's progress snapshot and its queue record (in
+// the task's hash, so atomically) and adds the task to the stream when it
+// is due. A task due
 // later goes to the delayed set by commands pipelined behind the script,
 // as every task does on a Redis Cluster client (the queue's keys are on
-// another slot). A queue.Broker whose backend and store are this Backend
-// enqueues through it.
+// another slot). A queue.Broker whose store is this Backend (see
+// queue.NewBroker) enqueues through it.
 //
 // The script goes as EVAL, not EVALSHA: if Redis had lost it (a restart),
 // the commands behind it would queue tasks with no record, which a worker

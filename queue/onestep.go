@@ -1,0 +1,128 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// The one-step path. A Backend that is also the progress store (the Redis
+// backend keeps a task's queue record and its progress in one hash) can do
+// in one step what otherwise takes two: record a new task and queue it,
+// record a task's last events and acknowledge its lease, and read a task's
+// progress state as it leases it. It offers these through the methods
+// below, which the Broker and the Worker use when, and only when, they
+// were told that the backend is the store: a nil store (or the backend
+// itself passed as the store) says so. A different store, even one that
+// wraps the backend, takes the two-step path, and the constructor logs a
+// warning once that names the cost.
+//
+// These interfaces are unexported on purpose: they are a contract between
+// this package and its backends, met by method set, not something a user
+// of the package calls.
+
+// taskCreator records a new task's progress and enqueues it in one step.
+type taskCreator interface {
+	// CreateAndEnqueue does what progress.Store.Create(ctx, t.ID) followed
+	// by Backend.Enqueue(ctx, t) does. t.ID must be new (NewID): an
+	// implementation may queue t before it finds the id taken, so it must
+	// not be used to probe whether an id is free.
+	CreateAndEnqueue(ctx context.Context, t *Task) error
+}
+
+// finisher records a task's last events and acknowledges its lease in one
+// step.
+type finisher interface {
+	// AppendAndAck appends events to l's task as progress.Store.Append
+	// does, and returns what Append would. If the events were recorded,
+	// or the task had already ended or is unknown (progress.ErrFinished,
+	// progress.ErrNotFound), it also acknowledges l as Backend.Ack does,
+	// in the same step, and acked reports whether that succeeded (false
+	// for a lease no longer held). On any other error nothing is
+	// acknowledged.
+	AppendAndAck(ctx context.Context, l *Lease, events ...progress.Event) (lastID string, acked bool, err error)
+}
+
+// stateFetcher leases tasks as Backend.Fetch does and reads each one's
+// progress state with its lease.
+type stateFetcher interface {
+	// FetchWithState is Backend.Fetch that also returns, for each lease,
+	// the task's progress state as it was read with the lease ("" when
+	// the task has no progress record). A Worker that finds PENDING or
+	// PROGRESS there does not wait for the start of the task to be
+	// recorded before running its flow: the start goes with the flow's
+	// first events. A terminal state means that the task has ended: the
+	// Worker does not run it.
+	FetchWithState(ctx context.Context, worker string, max int, lease time.Duration) ([]*Lease, []progress.State, error)
+}
+
+// oneStep is what a Broker or Worker learnt of its backend and store.
+type oneStep struct {
+	store   progress.Store
+	creator taskCreator  // nil unless the backend is the store
+	fin     finisher     // nil unless the backend is the store
+	fetcher stateFetcher // nil unless the backend is the store
+}
+
+// resolveStore interprets the store argument of NewBroker and NewWorker
+// (who names the caller in messages; worker says which of the two it is):
+// nil, or the backend itself, means that the backend is the store, which
+// must then implement progress.Store (else resolveStore panics), and turns
+// on the one-step path for what the backend offers of it. Any other store
+// is used as it is; if the backend offers a one-step method the caller
+// would have used, a warning names what the two-step path costs.
+func resolveStore(who string, worker bool, backend Backend, store progress.Store, log *slog.Logger) oneStep {
+	if backend == nil {
+		panic(fmt.Sprintf("queue: %s: nil backend", who))
+	}
+	self, isStore := backend.(progress.Store)
+	if store == nil {
+		if !isStore {
+			panic(fmt.Sprintf("queue: %s: nil store, and the backend (%T) is not a progress.Store: "+
+				"pass the progress store the tasks are recorded in", who, backend))
+		}
+		store = self
+	}
+	s := oneStep{store: store}
+	s.creator, _ = backend.(taskCreator)
+	s.fin, _ = backend.(finisher)
+	s.fetcher, _ = backend.(stateFetcher)
+	if worker {
+		s.creator = nil
+	} else {
+		s.fin, s.fetcher = nil, nil
+	}
+	if isStore && sameValue(self, store) {
+		return s
+	}
+	var slower []string
+	if s.creator != nil {
+		slower = append(slower, "Enqueue")
+	}
+	if s.fetcher != nil {
+		slower = append(slower, "the start of a task")
+	}
+	if s.fin != nil {
+		slower = append(slower, "the end of a task")
+	}
+	if len(slower) > 0 {
+		log.Warn("flows: the progress store is not the backend, so the one-step path is off: "+
+			"each of these costs one more round trip to the backend per task. "+
+			"Pass a nil store to record progress in the backend itself",
+			"caller", who, "slower", slower,
+			"backend", fmt.Sprintf("%T", backend), "store", fmt.Sprintf("%T", store))
+	}
+	return oneStep{store: store}
+}
+
+// sameValue reports whether a and b are the same value: the backend passed
+// as the store too. Values of a type that cannot be compared are never the
+// same (comparing them would panic).
+func sameValue(a, b progress.Store) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Comparable() && a == b
+}

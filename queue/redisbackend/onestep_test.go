@@ -1,0 +1,210 @@
+package redisbackend_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+// recordingClient keeps the commands of each round trip made through it:
+// each Do and each DoMulti is one.
+type recordingClient struct {
+	rueidis.Client
+	mu    sync.Mutex
+	trips [][]string // per round trip, each command's arguments joined by spaces
+}
+
+func (c *recordingClient) record(cmds ...rueidis.Completed) {
+	trip := make([]string, len(cmds))
+	for i, cmd := range cmds {
+		trip[i] = strings.Join(cmd.Commands(), " ")
+	}
+	c.mu.Lock()
+	c.trips = append(c.trips, trip)
+	c.mu.Unlock()
+}
+
+func (c *recordingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.record(cmd)
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *recordingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	c.record(cmds...)
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+// mark returns the number of round trips so far.
+var debugTrips = false
+
+func (c *recordingClient) mark() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.trips)
+}
+
+// naming returns the first command of each round trip since mark whose
+// commands name s: the round trips made for one task, when s is its id.
+func (c *recordingClient) naming(mark int, s string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, trip := range c.trips[mark:] {
+		for _, cmd := range trip {
+			if strings.Contains(cmd, s) {
+				name, _, _ := strings.Cut(trip[0], " ")
+				out = append(out, name)
+				if debugTrips {
+					var short []string
+					for _, c := range trip {
+						short = append(short, c[:min(len(c), 120)])
+					}
+					out[len(out)-1] = strings.Join(short, " | ")
+				}
+				break
+			}
+		}
+	}
+	return out
+}
+
+// TestTaskRoundTrips counts the round trips one task costs through a
+// Broker and a Worker, apart from the Fetch that leases it (one script
+// for up to 128 tasks, which names no task): those whose commands name
+// the task. The one-step path is taken when the store is the backend (nil,
+// or the backend itself); a store that wraps the backend costs a round
+// trip more for Enqueue and for the task's end (Append, then Ack), and
+// its flow waits for its start to be recorded before it runs.
+func TestTaskRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+
+	tests := []struct {
+		name          string
+		store         func(b *redisbackend.Backend) progress.Store
+		enqueue, work int
+	}{
+		{"nil store: the backend is the store", func(*redisbackend.Backend) progress.Store { return nil }, 1, 2},
+		{"the backend passed as the store", func(b *redisbackend.Backend) progress.Store { return b }, 1, 2},
+		{"a store wrapping the backend", func(b *redisbackend.Backend) progress.Store { return progressOnly{b} }, 2, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// The Broker and the Worker each on a client of its own, as in
+			// a deployment, so that the round trips of each are told apart.
+			webClient := &recordingClient{Client: newClient(t, srv)}
+			workerClient := &recordingClient{Client: newClient(t, srv)}
+			web := newBackend(t, webClient, redisbackend.Config{})
+			cfg := redisbackend.Config{Prefix: web.Prefix()}
+			workerSide := newBackend(t, workerClient, cfg)
+			observer := newBackend(t, newClient(t, srv), cfg)
+			// The flow returns once its start is recorded: on the one-step
+			// path the start goes in the background and, with a flow that
+			// returns at once, goes with its end or not depending on
+			// timing; this way it always goes alone.
+			reg := registry.New()
+			reg.MustRegister("quick", flow.Func(func(ctx context.Context, task *flow.Task) (any, error) {
+				for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+					if snap, _, err := observer.Snapshot(ctx, task.ID); err == nil && snap.State == progress.StateProgress {
+						return "ok", nil
+					}
+				}
+				return nil, flow.Permanent(errors.New("the start was not recorded"))
+			}))
+			broker := queue.NewBroker(web, tt.store(web), queue.BrokerConfig{Logger: quiet})
+			startWorker(t, queue.NewWorker(workerSide, tt.store(workerSide), queue.WorkerConfig{Registry: reg, Concurrency: 1, Logger: quiet}))
+
+			run := func() (enqueue, work []string) {
+				t.Helper()
+				ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+				defer cancel()
+				webMark, workerMark := webClient.mark(), workerClient.mark()
+				id, err := broker.Enqueue(ctx, "quick", nil, queue.EnqueueOptions{})
+				require.NoError(t, err)
+				eventually(t, func() bool {
+					snap, _, err := observer.Snapshot(ctx, id)
+					leased, lerr := srv.Do("ZCARD", web.Prefix()+":{q:"+web.Queue()+"}:leases").AsInt64()
+					return err == nil && snap.State == progress.StateSuccess && lerr == nil && leased == 0
+				}, "the task did not succeed and get acknowledged")
+				return webClient.naming(webMark, id), workerClient.naming(workerMark, id)
+			}
+			run() // loads the scripts, so that no NOSCRIPT retry is counted
+			enqueue, work := run()
+			t.Logf("Enqueue: %q; worker: %q", enqueue, work)
+			assert.Len(t, enqueue, tt.enqueue, "round trips of Enqueue: %q", enqueue)
+			assert.Len(t, work, tt.work, "round trips of the worker for the task: %q", work)
+		})
+	}
+}
+
+// startWorker runs w until the test ends.
+func startWorker(t *testing.T, w *queue.Worker) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "Worker.Run")
+		case <-time.After(waitLimit):
+			t.Error("Worker.Run did not return")
+		}
+	})
+}
+
+// TestOneStepChoiceIsLogged: a Broker or Worker given a store other than
+// the backend, while the backend offers the one-step path, says so once,
+// with the cost and the remedy; one given a nil store, or the backend
+// itself, says nothing.
+func TestOneStepChoiceIsLogged(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	tests := []struct {
+		name  string
+		store progress.Store
+		warns bool
+	}{
+		{"nil store", nil, false},
+		{"the backend itself", b, false},
+		{"a store wrapping the backend", progressOnly{b}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			logger := slog.New(slog.NewTextHandler(&logs, nil))
+			queue.NewBroker(b, tt.store, queue.BrokerConfig{Logger: logger})
+			queue.NewWorker(b, tt.store, queue.WorkerConfig{Logger: logger})
+			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+			if !tt.warns {
+				assert.Empty(t, logs.String())
+				return
+			}
+			require.Len(t, lines, 2, "one warning from each constructor: %s", logs.String())
+			for i, caller := range []string{"NewBroker", "NewWorker"} {
+				assert.Contains(t, lines[i], "level=WARN")
+				assert.Contains(t, lines[i], "caller="+caller)
+				assert.Contains(t, lines[i], "one more round trip", "the cost")
+				assert.Contains(t, lines[i], "nil store", "the remedy")
+			}
+			assert.Contains(t, lines[0], "slower=[Enqueue]")
+			assert.Contains(t, lines[1], `slower="[the start of a task the end of a task]"`)
+		})
+	}
+}
