@@ -17,7 +17,8 @@
 //	POST /cancel-task/{id}/     202 {"task_id": "...", "status": "cancelling"}
 //
 // Each route also answers without its trailing slash (no redirect, so it
-// works under any prefix).
+// works under any prefix), and OPTIONS, for the preflight requests of
+// pages on other origins (see Cross-origin use).
 //
 // # Errors
 //
@@ -27,8 +28,9 @@
 //
 //	400  start-task body that is not one JSON object, or without a "flow" string;
 //	     a Last-Event-ID the progress store cannot parse
-//	403  a cross-site browser request to start-task or cancel-task, or a
-//	     request refused by Config.Authorize
+//	403  a cross-site browser request to start-task or cancel-task from an
+//	     origin not listed in Config.CORS, or a request refused by
+//	     Config.Authorize; a preflight (OPTIONS) from an origin not listed
 //	404  unknown flow, unknown or invalid task id, unknown path
 //	405  wrong method for the route
 //	409  cancel-task of a task that has already finished
@@ -73,4 +75,25 @@
 // the store is back, each once and in order, as far as the store's
 // Subscribe promises it (the Redis backend's does, across a Redis
 // restart). Opening a stream while the store is down is answered with 503.
+//
+// # Cross-origin use
+//
+// By default the API serves the pages of its own origin, and non-browser
+// clients. A front end served from another origin (its own host, or a dev
+// server on another port) is listed in [Config.CORS]:
+//
+//	h := ssehttp.New(ssehttp.Config{
+//		Queue: broker, Progress: store,
+//		CORS: ssehttp.CORS{AllowedOrigins: []string{"https://app.example.com"}},
+//	})
+//
+// The page's fetch and EventSource calls then work as from the same origin:
+// its preflight requests (OPTIONS, sent before a POST with a JSON body, or
+// a fetch that sets Last-Event-ID) are answered with the route's
+// methods and the headers the API reads; every answer, errors and event
+// streams included, names the page's origin in
+// Access-Control-Allow-Origin; and its start-task and cancel-task requests
+// pass [Config.CrossOrigin], which still refuses every other origin with
+// 403. Cookies and HTTP authentication stay off unless
+// [CORS.AllowCredentials] is set, for an Authorize hook that reads them.
 package ssehttp

@@ -66,3 +66,35 @@ func Example() {
 	fmt.Println(last.State, string(last.Details.FinalResult), last.Details.StepResults[0].Message)
 	// Output: SUCCESS "hello, world" saying hello
 }
+
+// ExampleCORS lets a front end on https://app.example.com use the API: the
+// browser's preflight before a JSON start-task is answered, naming the
+// page's origin, the route's methods and the headers the API reads.
+func ExampleCORS() {
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{})
+	api := ssehttp.New(ssehttp.Config{
+		Queue: broker, Progress: store, Registry: registry.New(),
+		CORS: ssehttp.CORS{AllowedOrigins: []string{"https://app.example.com"}},
+	})
+
+	// What the browser sends before fetch(api + "/start-task/", {method:
+	// "POST", headers: {"Content-Type": "application/json"}, ...}).
+	preflight := httptest.NewRequest(http.MethodOptions, "/start-task/", nil)
+	preflight.Header.Set("Origin", "https://app.example.com")
+	preflight.Header.Set("Access-Control-Request-Method", "POST")
+	preflight.Header.Set("Access-Control-Request-Headers", "content-type")
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, preflight)
+
+	fmt.Println(rec.Code)
+	for _, name := range []string{"Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers", "Access-Control-Max-Age"} {
+		fmt.Printf("%s: %s\n", name, rec.Header().Get(name))
+	}
+	// Output:
+	// 204
+	// Access-Control-Allow-Origin: https://app.example.com
+	// Access-Control-Allow-Methods: POST
+	// Access-Control-Allow-Headers: Content-Type, Last-Event-ID
+	// Access-Control-Max-Age: 600
+}

@@ -100,9 +100,16 @@ type Config struct {
 
 	// CrossOrigin protects the state-changing routes (start-task and
 	// cancel-task) against cross-site browser requests, which get 403.
-	// Same-origin browser requests and non-browser clients (no Origin or
-	// Sec-Fetch-Site header) pass. Nil means http.NewCrossOriginProtection().
+	// Same-origin browser requests, non-browser clients (no Origin or
+	// Sec-Fetch-Site header) and requests from an origin listed in CORS
+	// pass. Nil means http.NewCrossOriginProtection().
 	CrossOrigin *http.CrossOriginProtection
+
+	// CORS lets pages on the origins it lists use the API from another
+	// origin: preflight answers, Access-Control-Allow-Origin, and a pass
+	// through CrossOrigin for their state-changing requests. The zero
+	// value lists none. New panics if it is invalid (see CORS.Validate).
+	CORS CORS
 
 	// Logger receives the causes of 5xx answers and stream failures. Nil
 	// means slog.Default().
@@ -112,8 +119,9 @@ type Config struct {
 // Handler is the http.Handler of the flows API. Create it with New; it is
 // safe for concurrent use.
 type Handler struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg  Config
+	cors *corsPolicy
+	mux  *http.ServeMux
 }
 
 // New returns a Handler serving the API with cfg. It panics if cfg.Queue or
@@ -150,7 +158,11 @@ func New(cfg Config) *Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	h := &Handler{cfg: cfg, mux: http.NewServeMux()}
+	cors, err := newCORSPolicy(cfg.CORS)
+	if err != nil {
+		panic("ssehttp.New: " + err.Error())
+	}
+	h := &Handler{cfg: cfg, cors: cors, mux: http.NewServeMux()}
 	h.route("POST", "/start-task/", h.startTask)
 	h.route("GET", "/task-status/{id}/", h.taskStatus)
 	h.route("GET", "/flows/", h.flows)
@@ -163,25 +175,29 @@ func New(cfg Config) *Handler {
 }
 
 // route registers fn for method on path (which ends with a slash) and on
-// path without its slash, plus a JSON 405 for the other methods.
+// path without its slash, the CORS preflight for OPTIONS, and a JSON 405
+// for the other methods.
 func (h *Handler) route(method, path string, fn http.HandlerFunc) {
 	bare := path[:len(path)-1]
+	methods := method
+	if method == http.MethodGet {
+		methods = "GET, HEAD"
+	}
 	notAllowed := func(w http.ResponseWriter, r *http.Request) {
-		if method == http.MethodGet {
-			w.Header().Set("Allow", "GET, HEAD")
-		} else {
-			w.Header().Set("Allow", method)
-		}
+		w.Header().Set("Allow", methods+", OPTIONS")
 		writeError(w, http.StatusMethodNotAllowed, "method not allowed")
 	}
+	preflight := h.preflight(methods)
 	for _, p := range []string{path + "{$}", bare} {
 		h.mux.HandleFunc(method+" "+p, fn)
+		h.mux.HandleFunc("OPTIONS "+p, preflight)
 		h.mux.HandleFunc(p, notAllowed)
 	}
 }
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.cors.annotate(w, r)
 	h.mux.ServeHTTP(w, r)
 }
 
@@ -199,8 +215,13 @@ func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, action Actio
 }
 
 // sameOrigin applies the cross-origin protection and answers 403 when it
-// refuses. It reports whether the request may go on.
+// refuses; a request from an origin listed in Config.CORS passes, as from
+// a trusted origin of http.CrossOriginProtection. It reports whether the
+// request may go on.
 func (h *Handler) sameOrigin(w http.ResponseWriter, r *http.Request) bool {
+	if h.cors.allows(r.Header.Get("Origin")) {
+		return true
+	}
 	if err := h.cfg.CrossOrigin.Check(r); err != nil {
 		h.cfg.Logger.DebugContext(r.Context(), "flows: cross-origin request refused", "path", r.URL.Path, "err", err)
 		writeError(w, http.StatusForbidden, "cross-origin request refused")

@@ -28,6 +28,10 @@
 //	-queue     the Redis queue tasks go to (FLOWS_QUEUE; default "default")
 //	-prefix    the prefix of every Redis key (FLOWS_PREFIX; default "flows")
 //	-grace     how long running flows may finish on shutdown (default 10s)
+//	-cors-origins
+//	           comma-separated origins of front ends served elsewhere that
+//	           may use the API, as in https://app.example.com
+//	           (FLOWS_CORS_ORIGINS; default none)
 //	-step-delay, -token-delay
 //	           the pace of the example flows on the in-process workers
 //	           (default 700ms and 40ms)

@@ -48,14 +48,18 @@ type config struct {
 	// Grace is how long running flows may finish on shutdown before they
 	// are interrupted (queue.WorkerConfig.ShutdownGrace).
 	Grace time.Duration
+	// CORSOrigins are the origins of front ends elsewhere that may use
+	// the API (ssehttp.CORS.AllowedOrigins).
+	CORSOrigins []string
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
 
 // parseConfig reads the flags in args, taking their defaults from the
 // environment through getenv: ADDR, else ":"+PORT, else ":8080" for -addr;
-// FLOWS_QUEUE and FLOWS_PREFIX for -queue and -prefix; REDIS_URL for the
-// backend. Usage and flag errors are written to output.
+// FLOWS_QUEUE and FLOWS_PREFIX for -queue and -prefix; FLOWS_CORS_ORIGINS
+// for -cors-origins; REDIS_URL for the backend. Usage and flag errors are
+// written to output.
 func parseConfig(args []string, getenv func(string) string, output io.Writer) (config, error) {
 	cfg := config{ShutdownTimeout: defaultShutdownTimeout, RedisURL: getenv("REDIS_URL")}
 	addr := ":8080"
@@ -78,6 +82,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&cfg.Grace, "grace", 10*time.Second, "how long running flows may finish on shutdown")
 	fs.DurationVar(&cfg.Flows.StepDelay, "step-delay", exampleflows.DefaultStepDelay, "pause of each step of the example flows")
 	fs.DurationVar(&cfg.Flows.TokenDelay, "token-delay", exampleflows.DefaultTokenDelay, "pause between streamed tokens of the example flows")
+	origins := fs.String("cors-origins", getenv("FLOWS_CORS_ORIGINS"), "comma-separated origins of front ends elsewhere that may use the API, as in https://app.example.com (env FLOWS_CORS_ORIGINS)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -97,6 +102,14 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		if _, err := rueidis.ParseURL(cfg.RedisURL); err != nil {
 			return config{}, fmt.Errorf("REDIS_URL: %w", err)
 		}
+	}
+	for o := range strings.SplitSeq(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.CORSOrigins = append(cfg.CORSOrigins, o)
+		}
+	}
+	if err := (ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins}).Validate(); err != nil {
+		return config{}, fmt.Errorf("-cors-origins: %w", err)
 	}
 	return cfg, nil
 }
@@ -175,6 +188,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		Queue:    broker,
 		Progress: store,
 		Registry: reg,
+		CORS:     ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins},
 		Logger:   logger,
 	})
 

@@ -292,6 +292,7 @@ func TestParseConfig(t *testing.T) {
 		addr          string
 		workers       int
 		queue, prefix string
+		origins       []string
 		wantErr       string
 	}{
 		{name: "defaults", addr: ":8080", workers: 8},
@@ -308,6 +309,12 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad REDIS_URL", env: map[string]string{"REDIS_URL": "http://example.com"}, wantErr: "REDIS_URL"},
 		{name: "braces in the queue", args: []string{"-queue", "a{b}"}, wantErr: "-queue"},
 		{name: "empty prefix", args: []string{"-prefix", ""}, wantErr: "-prefix"},
+		{name: "CORS origins from the environment", env: map[string]string{"FLOWS_CORS_ORIGINS": "https://app.example, http://localhost:5173,"},
+			addr: ":8080", workers: 8, origins: []string{"https://app.example", "http://localhost:5173"}},
+		{name: "CORS origins flag", args: []string{"-cors-origins", "https://b.example"}, env: map[string]string{"FLOWS_CORS_ORIGINS": "https://app.example"},
+			addr: ":8080", workers: 8, origins: []string{"https://b.example"}},
+		{name: "CORS origin with a path", args: []string{"-cors-origins", "https://app.example/"}, wantErr: "-cors-origins"},
+		{name: "CORS wildcard", env: map[string]string{"FLOWS_CORS_ORIGINS": "*"}, wantErr: `"*" is not allowed`},
 		{name: "unknown flag", args: []string{"-nope"}, wantErr: "nope"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
 	}
@@ -326,6 +333,7 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, cmp.Or(tt.queue, "default"), cfg.Queue)
 			assert.Equal(t, cmp.Or(tt.prefix, "flows"), cfg.Prefix)
 			assert.Equal(t, exampleflows.DefaultStepDelay, cfg.Flows.StepDelay)
+			assert.Equal(t, tt.origins, cfg.CORSOrigins)
 		})
 	}
 }
