@@ -32,6 +32,10 @@
 //	           comma-separated origins of front ends served elsewhere that
 //	           may use the API, as in https://app.example.com
 //	           (FLOWS_CORS_ORIGINS; default none)
+//	-healthcheck
+//	           instead of serving, ask the server on -addr for GET /flows/
+//	           and exit 0 if it answers 200, else 1: the container image
+//	           has no shell and no curl for its health check
 //	-step-delay, -token-delay
 //	           the pace of the example flows on the in-process workers
 //	           (default 700ms and 40ms)
@@ -63,6 +67,13 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Logger = logger
+	if cfg.Healthcheck {
+		if err := healthcheck(context.Background(), cfg.Addr); err != nil {
+			logger.Error("unhealthy", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {

@@ -51,6 +51,9 @@ type config struct {
 	// CORSOrigins are the origins of front ends elsewhere that may use
 	// the API (ssehttp.CORS.AllowedOrigins).
 	CORSOrigins []string
+	// Healthcheck asks a running server on Addr whether it answers,
+	// instead of serving (the -healthcheck flag).
+	Healthcheck bool
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -83,6 +86,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&cfg.Flows.StepDelay, "step-delay", exampleflows.DefaultStepDelay, "pause of each step of the example flows")
 	fs.DurationVar(&cfg.Flows.TokenDelay, "token-delay", exampleflows.DefaultTokenDelay, "pause between streamed tokens of the example flows")
 	origins := fs.String("cors-origins", getenv("FLOWS_CORS_ORIGINS"), "comma-separated origins of front ends elsewhere that may use the API, as in https://app.example.com (env FLOWS_CORS_ORIGINS)")
+	fs.BoolVar(&cfg.Healthcheck, "healthcheck", false, "instead of serving, ask the server on -addr for GET /flows/ and exit 0 if it answers 200, else 1 (for container health checks)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}

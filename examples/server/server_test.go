@@ -334,6 +334,7 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, cmp.Or(tt.prefix, "flows"), cfg.Prefix)
 			assert.Equal(t, exampleflows.DefaultStepDelay, cfg.Flows.StepDelay)
 			assert.Equal(t, tt.origins, cfg.CORSOrigins)
+			assert.False(t, cfg.Healthcheck)
 		})
 	}
 }
