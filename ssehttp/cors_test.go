@@ -42,6 +42,17 @@ func serve(h http.Handler, req *http.Request) *http.Response {
 	return rec.Result()
 }
 
+// assertCredentials checks that resp lets the page send credentials
+// exactly when they are on.
+func assertCredentials(t *testing.T, resp *http.Response, on bool) {
+	t.Helper()
+	if on {
+		assert.Equal(t, "true", resp.Header.Get("Access-Control-Allow-Credentials"))
+	} else {
+		assert.Empty(t, resp.Header.Get("Access-Control-Allow-Credentials"))
+	}
+}
+
 // TestCORSPreflight sends a browser's preflight request to every route,
 // from a listed origin, another origin and no origin, with credentials off
 // and on, and to a handler that lists no origin.
@@ -102,11 +113,7 @@ func TestCORSPreflight(t *testing.T) {
 					assert.Equal(t, "Content-Type, Last-Event-ID, Authorization", resp.Header.Get("Access-Control-Allow-Headers"))
 					assert.Equal(t, "600", resp.Header.Get("Access-Control-Max-Age"))
 					assert.Subset(t, resp.Header.Values("Vary"), []string{"Access-Control-Request-Method", "Access-Control-Request-Headers"})
-					if credentials {
-						assert.Equal(t, "true", resp.Header.Get("Access-Control-Allow-Credentials"))
-					} else {
-						assert.Empty(t, resp.Header.Get("Access-Control-Allow-Credentials"))
-					}
+					assertCredentials(t, resp, credentials)
 				})
 			}
 		}
@@ -210,11 +217,7 @@ func TestCORSRequests(t *testing.T) {
 				}
 				assert.Equal(t, tc.origin, resp.Header.Get("Access-Control-Allow-Origin"))
 				assert.Equal(t, "Retry-After", resp.Header.Get("Access-Control-Expose-Headers"))
-				if credentials {
-					assert.Equal(t, "true", resp.Header.Get("Access-Control-Allow-Credentials"))
-				} else {
-					assert.Empty(t, resp.Header.Get("Access-Control-Allow-Credentials"))
-				}
+				assertCredentials(t, resp, credentials)
 			})
 		}
 	}
@@ -257,11 +260,7 @@ func TestCORSEventSource(t *testing.T) {
 				t.Helper()
 				assert.Equal(t, listedOrigin, resp.Header.Get("Access-Control-Allow-Origin"))
 				assert.Contains(t, resp.Header.Values("Vary"), "Origin")
-				if credentials {
-					assert.Equal(t, "true", resp.Header.Get("Access-Control-Allow-Credentials"))
-				} else {
-					assert.Empty(t, resp.Header.Get("Access-Control-Allow-Credentials"))
-				}
+				assertCredentials(t, resp, credentials)
 			}
 
 			resp := get("")
