@@ -47,6 +47,9 @@ func (j *job) failed(err error) {
 	retryable := !errors.Is(err, flow.ErrPermanent) && !errors.Is(err, flow.ErrInvalidInputs) && !errors.As(err, &pe)
 	if retryable && t.Attempt < t.MaxAttempts {
 		delay := max(j.w.cfg.Backoff(t.Attempt), 0)
+		if d, ok := flow.RetryDelay(err); ok {
+			delay = max(delay, d) // the flow was told when to come back
+		}
 		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
 		j.logger().Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
 		ctx := j.op()

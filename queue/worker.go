@@ -68,8 +68,9 @@ type WorkerConfig struct {
 	AbandonAfter time.Duration
 
 	// Backoff gives the delay before a failed task's next attempt; its
-	// argument is the attempt that failed (1 for the first run). Nil
-	// means DefaultBackoff.
+	// argument is the attempt that failed (1 for the first run). A flow
+	// error wrapped with flow.RetryAfter waits at least the delay it asks
+	// for. Nil means DefaultBackoff.
 	Backoff func(attempt int) time.Duration
 
 	// Logger receives the worker's logs. Nil means slog.Default().

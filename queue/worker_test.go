@@ -471,3 +471,24 @@ func TestWorkerHearsCancellationFromHeartbeat(t *testing.T) {
 	assert.Equal(t, progress.StateFailure, snap.State)
 	assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
 }
+
+// TestWorkerHonoursRetryAfter: a flow error wrapped with flow.RetryAfter
+// delays the retry by at least the asked delay, longer than the backoff,
+// and the log step says so.
+func TestWorkerHonoursRetryAfter(t *testing.T) {
+	s := newSetup()
+	var runs atomic.Int32
+	s.reg.MustRegister("busy", flow.Func(func(ctx context.Context, task *flow.Task) (any, error) {
+		if runs.Add(1) == 1 {
+			return nil, flow.RetryAfter(errors.New("receiver busy"), 250*time.Millisecond)
+		}
+		return "done", nil
+	}))
+	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Registry: s.reg, Backoff: fastBackoff, Logger: slog.New(slog.DiscardHandler)}))
+	id := s.enqueue(t, "busy", queue.EnqueueOptions{MaxAttempts: 2})
+	snap := waitTerminal(t, s.store, id)
+	require.Equal(t, progress.StateSuccess, snap.State, snap.Details.Status)
+	assert.Equal(t, int32(2), runs.Load())
+	require.NotEmpty(t, snap.Details.StepResults)
+	assert.Equal(t, "attempt 1 failed: receiver busy; retrying in 250ms", snap.Details.StepResults[0].Message)
+}
