@@ -41,6 +41,10 @@ type Info struct {
 	// Labels are free-form facts about the flow for clients to show, such
 	// as the model it uses ("model": "offline (scripted, no network)").
 	Labels map[string]string `json:"labels,omitempty"`
+	// Internal marks a flow that only the host's own code enqueues (see
+	// the Internal option): List leaves it out and ssehttp refuses to
+	// start it.
+	Internal bool `json:"-"`
 }
 
 // Entry is a registered flow with its description.
@@ -65,6 +69,14 @@ func Label(key, value string) Option {
 		i.Labels[key] = value
 	}
 }
+
+// Internal marks the flow as one that only the host's own code enqueues
+// (through queue.Broker), never a client: List does not show it and
+// ssehttp's start-task answers 404 for it, as for an unknown flow. Workers
+// run it as any other. The delivery flow of package notify is one: a
+// client that could start it would have the host sign and send messages
+// of the client's choosing.
+func Internal() Option { return func(i *Info) { i.Internal = true } }
 
 // Registry is a set of named flows, safe for concurrent use. The zero
 // value is not usable; call New.
@@ -139,14 +151,18 @@ func (r *Registry) Lookup(name string) (*Entry, error) {
 	return e, nil
 }
 
-// List returns the Info of every registered flow, sorted by name. The
-// label maps are copies; the schemas are shared and must not be modified.
+// List returns the Info of every registered flow but the internal ones
+// (see Internal), sorted by name. The label maps are copies; the schemas
+// are shared and must not be modified.
 func (r *Registry) List() []Info {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	out := make([]Info, 0, len(r.flows))
 	for _, name := range slices.Sorted(maps.Keys(r.flows)) {
 		info := r.flows[name].Info
+		if info.Internal {
+			continue
+		}
 		info.Labels = maps.Clone(info.Labels)
 		out = append(out, info)
 	}

@@ -167,6 +167,21 @@ func TestList(t *testing.T) {
 	assert.Equal(t, "gemini", r.List()[2].Labels["model"], "List returns copies of the labels")
 }
 
+func TestInternal(t *testing.T) {
+	r := registry.New()
+	require.NoError(t, r.Register("poem_flow", flow.Func(noop)))
+	require.NoError(t, r.Register("deliver", flow.Func(noop), registry.Internal(), registry.Description("sends")))
+
+	e, err := r.Lookup("deliver")
+	require.NoError(t, err, "workers find an internal flow")
+	assert.True(t, e.Internal)
+	assert.Equal(t, "sends", e.Description)
+	list := r.List()
+	require.Len(t, list, 1, "List leaves internal flows out")
+	assert.Equal(t, "poem_flow", list[0].Name)
+	assert.ErrorIs(t, r.Register("deliver", flow.Func(noop)), registry.ErrDuplicate, "the name is taken all the same")
+}
+
 func TestConcurrentUse(t *testing.T) {
 	r := registry.New()
 	const workers, each = 8, 50

@@ -87,6 +87,7 @@ func TestErrorMatrix(t *testing.T) {
 		{name: "null flow", method: "POST", path: "/start-task/", body: `{"flow":null}`, status: 400, inError: `missing "flow"`},
 		{name: "flow not a string", method: "POST", path: "/start-task/", body: `{"flow":7}`, status: 400, inError: "must be a string"},
 		{name: "unknown flow", method: "POST", path: "/start-task/", body: `{"flow":"nope"}`, status: 404, inError: "unknown flow"},
+		{name: "internal flow", method: "POST", path: "/start-task/", body: `{"flow":"internal_flow"}`, status: 404, inError: "unknown flow"},
 		{name: "inputs not an object", method: "POST", path: "/start-task/", body: `{"flow":"poem_flow","inputs":[1]}`, status: 422, inError: "JSON object"},
 		{name: "required input missing", method: "POST", path: "/start-task/", body: `{"flow":"web_search_flow","inputs":{}}`, status: 422, inError: `"question"`},
 		{name: "input of the wrong type", method: "POST", path: "/start-task/", body: `{"flow":"web_search_flow","inputs":{"question":5}}`, status: 422, inError: `"question"`},

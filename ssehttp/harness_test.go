@@ -124,6 +124,10 @@ func testRegistry(stepDelay time.Duration, gate <-chan struct{}, started chan<- 
 		}
 		return "gated done", nil
 	}))
+
+	reg.MustRegister("internal_flow", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		return "only the host's code starts it", nil
+	}), registry.Internal())
 	return reg
 }
 

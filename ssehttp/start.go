@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime"
 	"net/http"
@@ -55,6 +56,11 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	entry, err := h.cfg.Registry.Lookup(name)
+	if err == nil && entry.Internal {
+		// Only the host's code starts it (registry.Internal): to a
+		// client it does not exist.
+		err = fmt.Errorf("%w: %q", registry.ErrUnknownFlow, name)
+	}
 	if err != nil {
 		if errors.Is(err, registry.ErrUnknownFlow) {
 			writeError(w, http.StatusNotFound, err.Error())
