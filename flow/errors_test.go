@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 
