@@ -1,0 +1,82 @@
+package notify_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/flowsrun/flows/notify"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+// A webhook about each finished task, and a receiver that verifies it.
+func Example() {
+	secret := notify.NewSecret() // shared with the receiver
+
+	// The receiver's side: verify, then use the body.
+	verifier, _ := notify.NewVerifier(secret)
+	got := make(chan string, 1)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := verifier.VerifyRequest(r, 0)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var event struct {
+			Type string `json:"type"`
+			Data struct {
+				Flow     string            `json:"flow"`
+				Snapshot progress.Snapshot `json:"snapshot"`
+			} `json:"data"`
+		}
+		_ = json.Unmarshal(body, &event)
+		got <- fmt.Sprintf("%s %s: %s", event.Type, event.Data.Flow, event.Data.Snapshot.Details.FinalResult)
+	}))
+	defer receiver.Close()
+
+	// The host's side: a queue, a webhook channel, the notifier.
+	backend := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	hook, err := notify.NewWebhook(notify.WebhookConfig{
+		URL:          receiver.URL,
+		Secret:       secret,
+		AllowPrivate: true, // the receiver of this example runs on loopback
+	})
+	if err != nil {
+		panic(err)
+	}
+	notifier, err := notify.New(notify.Config{Queue: broker, Channels: []notify.Channel{hook}})
+	if err != nil {
+		panic(err)
+	}
+	reg := registry.New()
+	if err := notifier.Register(reg); err != nil {
+		panic(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	go worker.Run(ctx)
+
+	// A task has finished: notify (the Worker's finish hook does this).
+	_, err = notifier.Notify(ctx, notify.Notification{
+		TaskID:     queue.NewID(),
+		Flow:       "greet",
+		State:      progress.StateSuccess,
+		Snapshot:   progress.Snapshot{State: progress.StateSuccess, Details: progress.Details{Status: "Completed", Progress: 100, FinalResult: json.RawMessage(`"Hello, Ada!"`)}},
+		Attempts:   1,
+		FinishedAt: time.Now(),
+	})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(<-got)
+	// Output: task.succeeded greet: "Hello, Ada!"
+}

@@ -1,0 +1,190 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+// FlowName is the name the delivery flow is registered under (see
+// Notifier.Register). Tasks of this flow are never notified about: a
+// notification does not beget notifications.
+const FlowName = "flows.notify"
+
+// Defaults of a Config's zero fields.
+const (
+	// DefaultMaxAttempts is the number of delivery attempts of one
+	// notification: with the worker's default backoff (1 s doubling, with
+	// jitter) the last comes about two minutes after the first.
+	DefaultMaxAttempts = 8
+	// DefaultTimeout bounds one delivery attempt.
+	DefaultTimeout = time.Minute
+)
+
+// Enqueuer is where notification tasks are enqueued: a *queue.Broker.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts queue.EnqueueOptions) (string, error)
+}
+
+// ErrInvalidConfig is returned (wrapped) by New for a configuration that
+// cannot work.
+var ErrInvalidConfig = errors.New("notify: invalid configuration")
+
+// Config configures a Notifier.
+type Config struct {
+	// Channels deliver the notifications: each finished task gets one
+	// notification per channel. At least one is required.
+	Channels []Channel
+	// Queue is where notification tasks are enqueued. Required.
+	Queue Enqueuer
+	// MaxAttempts is the number of delivery attempts of one
+	// notification. Zero means DefaultMaxAttempts.
+	MaxAttempts int
+	// Timeout bounds one delivery attempt (the notification task's time
+	// limit). Zero means DefaultTimeout.
+	Timeout time.Duration
+	// Filter, when set, chooses the notifications to send: it is called
+	// with each notification, its Channel set, before it is enqueued.
+	// Nil sends them all.
+	Filter func(n *Notification) bool
+	// Logger receives the Notifier's logs. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Notifier turns finished tasks into notifications. Each notification is
+// a task of its own (of the flow FlowName), so it has the engine's
+// promises: it is delivered at least once, survives a worker's crash, is
+// retried with backoff and, when its attempts are spent, is buried in
+// the dead-letter set with the last error as its reason.
+//
+// Wire it in three places: Register adds the delivery flow to the
+// registry of every worker; Notify (or the Worker's finish hook that
+// calls it) enqueues the notifications of a finished task.
+type Notifier struct {
+	channels map[string]Channel
+	names    []string // in configuration order
+	queue    Enqueuer
+	cfg      Config
+	log      *slog.Logger
+}
+
+// New checks cfg and returns a Notifier.
+func New(cfg Config) (*Notifier, error) {
+	if cfg.Queue == nil {
+		return nil, fmt.Errorf("%w: no Queue", ErrInvalidConfig)
+	}
+	if len(cfg.Channels) == 0 {
+		return nil, fmt.Errorf("%w: no channel", ErrInvalidConfig)
+	}
+	if cfg.MaxAttempts < 0 || cfg.Timeout < 0 {
+		return nil, fmt.Errorf("%w: negative MaxAttempts or Timeout", ErrInvalidConfig)
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	n := &Notifier{channels: map[string]Channel{}, queue: cfg.Queue, cfg: cfg, log: cfg.Logger}
+	for _, c := range cfg.Channels {
+		if c == nil {
+			return nil, fmt.Errorf("%w: a nil channel", ErrInvalidChannel)
+		}
+		name := c.Name()
+		if err := checkChannelName(name); err != nil {
+			return nil, err
+		}
+		if _, dup := n.channels[name]; dup {
+			return nil, fmt.Errorf("%w: two channels are named %q", ErrInvalidChannel, name)
+		}
+		n.channels[name] = c
+		n.names = append(n.names, name)
+	}
+	return n, nil
+}
+
+// Channels returns the names of the channels, in configuration order.
+func (n *Notifier) Channels() []string { return append([]string(nil), n.names...) }
+
+// Register registers the delivery flow under FlowName in reg, as an
+// internal flow (registry.Internal): workers run it, clients cannot start
+// it. Every worker that may take a notification task needs it.
+func (n *Notifier) Register(reg *registry.Registry) error {
+	return reg.Register(FlowName, flow.Func(n.deliver),
+		registry.Internal(),
+		registry.Description("Delivers a notification about a finished task"))
+}
+
+// Notify enqueues one notification task per channel (that Filter
+// accepts) about the finished task that ended is a notification of: its
+// ID and Channel are set here for each channel. A notification task's own
+// end is never notified about. It returns the ids of the tasks enqueued.
+func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, error) {
+	if ended.Flow == FlowName {
+		return nil, nil
+	}
+	if !ended.State.Terminal() {
+		return nil, fmt.Errorf("notify: task %s is %s, not finished", ended.TaskID, ended.State)
+	}
+	var ids []string
+	var errs []error
+	for _, name := range n.names {
+		nt := ended
+		nt.Channel = name
+		nt.ID = ID(ended.TaskID, name)
+		if n.cfg.Filter != nil && !n.cfg.Filter(&nt) {
+			continue
+		}
+		inputs, err := json.Marshal(&nt)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("notify: encode notification %s: %w", nt.ID, err))
+			continue
+		}
+		id, err := n.queue.Enqueue(ctx, FlowName, inputs, queue.EnqueueOptions{
+			MaxAttempts: n.cfg.MaxAttempts,
+			Timeout:     n.cfg.Timeout,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("notify: enqueue notification %s: %w", nt.ID, err))
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids, errors.Join(errs...)
+}
+
+// deliver is the delivery flow: it delivers the notification its task
+// carries on the channel it names.
+func (n *Notifier) deliver(ctx context.Context, t *flow.Task) (any, error) {
+	var nt Notification
+	if err := json.Unmarshal(t.Inputs, &nt); err != nil {
+		return nil, flow.Permanent(fmt.Errorf("notify: the task's inputs are not a notification: %w", err))
+	}
+	c, ok := n.channels[nt.Channel]
+	if !ok {
+		return nil, flow.Permanent(fmt.Errorf("notify: no channel %q on this worker", nt.Channel))
+	}
+	t.Progress.Status(fmt.Sprintf("Delivering to %s (attempt %d)", nt.Channel, t.Attempt))
+	if err := c.Deliver(ctx, &nt); err != nil {
+		return nil, err
+	}
+	return deliveryResult{ID: nt.ID, Channel: nt.Channel, TaskID: nt.TaskID, DeliveredAt: time.Now().UTC()}, nil
+}
+
+// deliveryResult is the final result of a delivered notification.
+type deliveryResult struct {
+	ID          string    `json:"id"`
+	Channel     string    `json:"channel"`
+	TaskID      string    `json:"task_id"`
+	DeliveredAt time.Time `json:"delivered_at"`
+}

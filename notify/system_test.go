@@ -1,0 +1,152 @@
+package notify_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/notify"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+const waitLimit = 30 * time.Second
+
+// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a
+// logger.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// system is a broker and a worker on one backend, with the logs of both
+// captured, running notification tasks.
+type system struct {
+	backend queue.Backend
+	store   progress.Store
+	broker  *queue.Broker
+	reg     *registry.Registry
+	logs    *lockedBuffer
+	logger  *slog.Logger
+}
+
+// backendKinds names the backends the delivery tests run on.
+var backendKinds = []string{"memory", "redis"}
+
+// newSystem returns a system on the named backend; the worker is not
+// started (see run).
+func newSystem(t *testing.T, kind string) *system {
+	t.Helper()
+	s := &system{reg: registry.New(), logs: &lockedBuffer{}}
+	s.logger = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	switch kind {
+	case "memory":
+		s.backend = queue.NewMemory(queue.MemoryConfig{})
+		s.store = progress.NewMemoryStore(progress.MemoryConfig{})
+	case "redis":
+		srv := redistest.Start(t)
+		var b [6]byte
+		_, _ = rand.Read(b[:])
+		rb, err := redisbackend.New(srv.Client(t), redisbackend.Config{Prefix: "n" + hex.EncodeToString(b[:]), Logger: s.logger})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = rb.Close() })
+		s.backend, s.store = rb, rb
+	default:
+		t.Fatalf("unknown backend %q", kind)
+	}
+	s.broker = queue.NewBroker(s.backend, s.store, queue.BrokerConfig{})
+	return s
+}
+
+// notifier makes a Notifier of channels on s and registers its flow.
+func (s *system) notifier(t *testing.T, cfg notify.Config) *notify.Notifier {
+	t.Helper()
+	cfg.Queue = s.broker
+	cfg.Logger = s.logger
+	n, err := notify.New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, n.Register(s.reg))
+	return n
+}
+
+// run runs a worker on s until the test ends, retrying failed tasks
+// after backoff.
+func (s *system) run(t *testing.T, backoff time.Duration) {
+	t.Helper()
+	w := queue.NewWorker(s.backend, s.store, queue.WorkerConfig{
+		Registry: s.reg, Concurrency: 4, Logger: s.logger,
+		Backoff: func(int) time.Duration { return backoff },
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(waitLimit):
+			t.Error("the worker did not stop")
+		}
+	})
+}
+
+// waitEnded waits for task id to end and returns it.
+func (s *system) waitEnded(t *testing.T, id string) *queue.TaskInfo {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		info, err := s.broker.Task(context.Background(), id)
+		require.NoError(t, err)
+		if info.Snapshot.State.Terminal() {
+			return info
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s did not end: %+v", id, info.Snapshot)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// dead returns the dead-letter entry of task id, failing the test when
+// there is none.
+func (s *system) dead(t *testing.T, id string) queue.DeadTask {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		dead, err := s.broker.Dead(context.Background(), 0)
+		require.NoError(t, err)
+		for _, d := range dead {
+			if d.ID == id {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("task %s is not in the dead-letter set: %+v", id, dead)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,112 @@
+package notify
+
+import (
+	"fmt"
+	htmltemplate "html/template"
+	"strings"
+	texttemplate "text/template"
+	"unicode/utf8"
+)
+
+// Templates are the texts of a message about a finished task, as Go
+// templates executed with the *Notification: {{.TaskID}}, {{.Flow}},
+// {{.State}}, {{.Status}}, {{.Result}}, {{.Attempts}}, {{.Duration}},
+// {{.FinishedAt}}, {{.Snapshot.Details.StepResults}} and so on. Subject and
+// Text are text/template templates, HTML an html/template one, which
+// escapes what it inserts. A zero field takes the default below.
+type Templates struct {
+	// Subject is the subject line. Line breaks in its output become
+	// spaces, and it is cut to 200 characters.
+	Subject string
+	// Text is the plain-text body.
+	Text string
+	// HTML is the HTML body, sent as an alternative to Text.
+	HTML string
+}
+
+// The default templates.
+const (
+	DefaultSubject = `[flows] {{.Flow}} {{if eq .State "SUCCESS"}}succeeded{{else}}failed{{end}} ({{.TaskID}})`
+	DefaultText    = `Task {{.TaskID}} of flow {{.Flow}} ended {{.State}} after {{.Attempts}} attempt(s).
+Status: {{.Status}}
+{{with .Result}}
+Result:
+{{.}}
+{{end}}`
+	DefaultHTML = `<!DOCTYPE html>
+<html><body>
+<p>Task <code>{{.TaskID}}</code> of flow <strong>{{.Flow}}</strong> ended <strong>{{.State}}</strong> after {{.Attempts}} attempt(s).</p>
+<p>Status: {{.Status}}</p>
+{{with .Result}}<h2>Result</h2>
+<pre>{{.}}</pre>{{end}}
+</body></html>
+`
+)
+
+// maxSubject is the most characters a rendered subject keeps.
+const maxSubject = 200
+
+// Message is a rendered message.
+type Message struct {
+	Subject string
+	Text    string
+	HTML    string
+}
+
+// Renderer renders Templates. Make it with NewRenderer; it is safe for
+// concurrent use.
+type Renderer struct {
+	subject, text *texttemplate.Template
+	html          *htmltemplate.Template
+}
+
+// NewRenderer parses t, taking the default for each zero field. A
+// template that does not parse is an error here, at configuration time.
+func NewRenderer(t Templates) (*Renderer, error) {
+	if t.Subject == "" {
+		t.Subject = DefaultSubject
+	}
+	if t.Text == "" {
+		t.Text = DefaultText
+	}
+	if t.HTML == "" {
+		t.HTML = DefaultHTML
+	}
+	r := &Renderer{}
+	var err error
+	if r.subject, err = texttemplate.New("subject").Option("missingkey=error").Parse(t.Subject); err != nil {
+		return nil, fmt.Errorf("notify: subject template: %w", err)
+	}
+	if r.text, err = texttemplate.New("text").Option("missingkey=error").Parse(t.Text); err != nil {
+		return nil, fmt.Errorf("notify: text template: %w", err)
+	}
+	if r.html, err = htmltemplate.New("html").Option("missingkey=error").Parse(t.HTML); err != nil {
+		return nil, fmt.Errorf("notify: HTML template: %w", err)
+	}
+	return r, nil
+}
+
+// Render executes the templates with n.
+func (r *Renderer) Render(n *Notification) (Message, error) {
+	var subject, text, html strings.Builder
+	if err := r.subject.Execute(&subject, n); err != nil {
+		return Message{}, fmt.Errorf("notify: subject template: %w", err)
+	}
+	if err := r.text.Execute(&text, n); err != nil {
+		return Message{}, fmt.Errorf("notify: text template: %w", err)
+	}
+	if err := r.html.Execute(&html, n); err != nil {
+		return Message{}, fmt.Errorf("notify: HTML template: %w", err)
+	}
+	return Message{Subject: oneLine(subject.String(), maxSubject), Text: text.String(), HTML: html.String()}, nil
+}
+
+// oneLine joins s's lines with spaces, trims it and cuts it to max
+// characters, so that a status line cannot add a header to a message.
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) <= max {
+		return s
+	}
+	return string([]rune(s)[:max-1]) + "…"
+}

@@ -1,0 +1,86 @@
+package notify_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/notify"
+	"github.com/flowsrun/flows/progress"
+)
+
+func TestRendererDefaults(t *testing.T) {
+	r, err := notify.NewRenderer(notify.Templates{})
+	require.NoError(t, err)
+	m, err := r.Render(sampleNotification("email"))
+	require.NoError(t, err)
+	assert.Equal(t, "[flows] poem_flow succeeded (0123456789abcdef0123456789abcdef)", m.Subject)
+	assert.Contains(t, m.Text, "Task 0123456789abcdef0123456789abcdef of flow poem_flow ended SUCCESS after 1 attempt(s).")
+	assert.Contains(t, m.Text, "Status: Completed")
+	assert.Contains(t, m.Text, "The sea <hums> & the deep replies.", "the text is not escaped")
+	assert.Contains(t, m.HTML, "<pre>The sea &lt;hums&gt; &amp; the deep replies.</pre>", "the HTML is")
+
+	failed := sampleNotification("email")
+	failed.State = progress.StateFailure
+	failed.Snapshot.Details.Status = "failed after 3 attempts: model\r\nBcc: victim@example.com"
+	failed.Snapshot.Details.FinalResult = nil
+	m, err = r.Render(failed)
+	require.NoError(t, err)
+	assert.Equal(t, "[flows] poem_flow failed (0123456789abcdef0123456789abcdef)", m.Subject)
+	assert.NotContains(t, m.Text, "Result:")
+}
+
+func TestRendererCustom(t *testing.T) {
+	r, err := notify.NewRenderer(notify.Templates{
+		Subject: "{{.Flow}}: {{.Status}}\nBcc: someone@example.com",
+		Text:    "{{.Result}} in {{.Attempts}}",
+		HTML:    "<b>{{.Result}}</b>",
+	})
+	require.NoError(t, err)
+	n := sampleNotification("email")
+	n.Snapshot.Details.Status = strings.Repeat("x", 300)
+	m, err := r.Render(n)
+	require.NoError(t, err)
+	assert.NotContains(t, m.Subject, "\n", "no header can be added through the subject")
+	assert.Equal(t, 200, len([]rune(m.Subject)))
+	assert.Equal(t, "The sea <hums> & the deep replies. in 1", m.Text)
+	assert.Equal(t, "<b>The sea &lt;hums&gt; &amp; the deep replies.</b>", m.HTML)
+}
+
+func TestRendererErrors(t *testing.T) {
+	for name, tpl := range map[string]notify.Templates{
+		"subject": {Subject: "{{.Flow"},
+		"text":    {Text: "{{if}}"},
+		"HTML":    {HTML: "{{end}}"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := notify.NewRenderer(tpl)
+			assert.ErrorContains(t, err, name+" template")
+		})
+	}
+	r, err := notify.NewRenderer(notify.Templates{Text: "{{.NoSuchField}}"})
+	require.NoError(t, err)
+	_, err = r.Render(sampleNotification("email"))
+	assert.ErrorContains(t, err, "NoSuchField")
+}
+
+func TestNotificationResult(t *testing.T) {
+	n := sampleNotification("x")
+	for raw, want := range map[string]string{
+		`"text"`:       "text",
+		`{"a": 1}`:     `{"a": 1}`,
+		`42`:           "42",
+		`null`:         "",
+		``:             "",
+		`"line\nnext"`: "line\nnext",
+	} {
+		n.Snapshot.Details.FinalResult = []byte(raw)
+		assert.Equal(t, want, n.Result(), raw)
+	}
+	assert.Equal(t, "2s", n.Duration().String())
+	assert.Equal(t, "task.succeeded", n.EventType())
+	n.State = progress.StateFailure
+	assert.Equal(t, "task.failed", n.EventType())
+}
