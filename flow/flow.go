@@ -88,13 +88,27 @@ type Describer interface {
 }
 
 // Validate checks inputs for f: with f's own Validator when it has one,
-// otherwise only that inputs are a JSON object (or empty).
+// otherwise only that inputs are a JSON object (or empty). Either way,
+// inputs in which a key appears twice in one object are refused, naming
+// the key: encoding/json would keep the last one silently.
 func Validate(f Flow, inputs json.RawMessage) (json.RawMessage, error) {
-	if v, ok := f.(Validator); ok {
-		return v.Validate(inputs)
+	v, ok := f.(Validator)
+	if !ok {
+		return normalizeObject(inputs)
 	}
-	return normalizeObject(inputs)
+	if _, strict := f.(strictValidator); !strict && json.Valid(inputs) {
+		if err := checkDuplicates(inputs); err != nil {
+			return nil, err
+		}
+	}
+	return v.Validate(inputs)
 }
+
+// strictValidator marks the Validators of this package, which refuse
+// duplicate keys themselves (see normalizeObject).
+type strictValidator interface{ refusesDuplicateKeys() }
+
+func (Func) refusesDuplicateKeys() {}
 
 // SchemaOf returns f's input schema, or an empty object schema when f
 // declares none.

@@ -66,6 +66,9 @@ func TestValidate(t *testing.T) {
 		{in: `true`, wantErr: true},
 		{in: `{"open":`, wantErr: true},
 		{in: `{} {}`, wantErr: true},
+		{in: `{"a":1,"a":2}`, wantErr: true},
+		{in: `{"a":[{"b":1,"b":1}]}`, wantErr: true},
+		{in: `{"a":1,"A":2}`, want: `{"a":1,"A":2}`},
 	}
 	for _, f := range anyObject {
 		for _, tt := range inputs {
@@ -88,5 +91,14 @@ func TestValidate(t *testing.T) {
 		assert.JSONEq(t, `{"validated":true}`, string(out))
 		_, err = flow.Validate(upperValidator{}, json.RawMessage(`"bad"`))
 		assert.ErrorIs(t, err, flow.ErrInvalidInputs)
+	})
+
+	t.Run("duplicate keys are refused before a flow's own validator", func(t *testing.T) {
+		out, err := flow.Validate(upperValidator{}, json.RawMessage(`{"x":{"y":1,"y":2}}`))
+		assert.Nil(t, out)
+		var ie *flow.InputError
+		require.ErrorAs(t, err, &ie)
+		assert.Equal(t, "x.y", ie.Field)
+		assert.EqualError(t, err, `invalid inputs: field "x.y": is given twice`)
 	})
 }

@@ -6,8 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
+
+	"github.com/flowsrun/flows/internal/strictjson"
 )
 
 // ErrInvalidInputs is wrapped by every error that reports inputs failing a
@@ -50,7 +54,10 @@ type InputValidator interface {
 //   - the fields of an embedded struct are inputs of the outer object, as
 //     encoding/json promotes them;
 //   - a `desc:"..."` tag becomes the field's description in the schema;
-//   - unknown fields and wrong types are refused;
+//   - unknown fields and wrong types are refused, and so are a key given
+//     twice in one object and a key that matches a field's name only
+//     without regard to case ("Name" for `json:"name"`), both of which
+//     encoding/json would accept silently;
 //   - if *In or In implements InputValidator, its Validate runs last.
 type TypedFlow[In, Out any] struct {
 	fn     func(ctx context.Context, in In, t *Task) (Out, error)
@@ -83,6 +90,8 @@ func (f *TypedFlow[In, Out]) Validate(inputs json.RawMessage) (json.RawMessage, 
 	return normalizeObject(inputs)
 }
 
+func (*TypedFlow[In, Out]) refusesDuplicateKeys() {}
+
 // Run decodes the task's inputs and calls the function.
 func (f *TypedFlow[In, Out]) Run(ctx context.Context, t *Task) (any, error) {
 	in, err := f.decode(t.Inputs)
@@ -98,7 +107,7 @@ func (f *TypedFlow[In, Out]) decode(inputs json.RawMessage) (In, error) {
 	if err != nil {
 		return in, err
 	}
-	if err := checkRequired(f.schema, obj, ""); err != nil {
+	if err := checkFields(f.schema, obj, ""); err != nil {
 		return in, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(obj))
@@ -119,11 +128,19 @@ func (f *TypedFlow[In, Out]) decode(inputs json.RawMessage) (In, error) {
 	return in, nil
 }
 
-// checkRequired reports the first required field that raw, a value of
-// schema s, lacks or has as null, in nested objects and arrays of objects
-// too. Values of the wrong type are left for the decoder to report. path
-// is the JSON path of raw, as "outer.items[2]".
-func checkRequired(s *Schema, raw json.RawMessage, path string) error {
+// checkFields checks raw, a value of schema s, against the names of its
+// fields: it reports the first key that is not a field's name exactly (in
+// sorted order, so that the report does not vary), then the first
+// required field that raw lacks or has as null, in nested objects and
+// arrays of objects too. encoding/json would match a key to a field
+// without regard to case ("Name" or "NAME" to "name"); the schema, the
+// demo page and every other reader of the inputs would not, so such a key
+// is refused. Values of the wrong type are left for the decoder to report.
+// path is the JSON path of raw, as "outer.items[2]".
+//
+// A type that contains itself has no properties where it recurs
+// (schemaFor), so its fields below that point are left to the decoder.
+func checkFields(s *Schema, raw json.RawMessage, path string) error {
 	switch {
 	case s.Type == "object" && s.Properties != nil:
 		var fields map[string]json.RawMessage
@@ -133,6 +150,17 @@ func checkRequired(s *Schema, raw json.RawMessage, path string) error {
 			}
 			return nil
 		}
+		for _, key := range slices.Sorted(maps.Keys(fields)) {
+			if _, ok := s.Properties[key]; ok {
+				continue
+			}
+			for _, name := range s.Order {
+				if strings.EqualFold(key, name) {
+					return &InputError{Field: joinPath(path, key), Reason: fmt.Sprintf("names are case-sensitive: did you mean %q?", name)}
+				}
+			}
+			return &InputError{Field: joinPath(path, key), Reason: "is not a known input"}
+		}
 		for _, name := range s.Required {
 			if v, ok := fields[name]; !ok || isNull(v) {
 				return &InputError{Field: joinPath(path, name), Reason: "is required"}
@@ -140,7 +168,7 @@ func checkRequired(s *Schema, raw json.RawMessage, path string) error {
 		}
 		for _, name := range s.Order {
 			if v, ok := fields[name]; ok && !isNull(v) {
-				if err := checkRequired(s.Properties[name], v, joinPath(path, name)); err != nil {
+				if err := checkFields(s.Properties[name], v, joinPath(path, name)); err != nil {
 					return err
 				}
 			}
@@ -154,7 +182,7 @@ func checkRequired(s *Schema, raw json.RawMessage, path string) error {
 			if isNull(v) {
 				continue
 			}
-			if err := checkRequired(s.Items, v, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+			if err := checkFields(s.Items, v, fmt.Sprintf("%s[%d]", path, i)); err != nil {
 				return err
 			}
 		}
@@ -202,5 +230,19 @@ func normalizeObject(raw json.RawMessage) (json.RawMessage, error) {
 	if trimmed[0] != '{' || !json.Valid(trimmed) {
 		return nil, &InputError{Reason: "inputs must be a JSON object"}
 	}
+	if err := checkDuplicates(trimmed); err != nil {
+		return nil, err
+	}
 	return json.RawMessage(trimmed), nil
+}
+
+// checkDuplicates refuses a JSON object, raw, in which a key appears twice
+// in one object at any depth: encoding/json would keep the last silently,
+// and a check and the flow could each see a different one.
+func checkDuplicates(raw json.RawMessage) error {
+	var dup *strictjson.DuplicateKeyError
+	if errors.As(strictjson.Check(raw), &dup) {
+		return &InputError{Field: dup.Path, Reason: "is given twice"}
+	}
+	return nil
 }

@@ -27,7 +27,9 @@
 // causes of 5xx answers are logged, never sent. Statuses:
 //
 //	400  start-task body that is not one JSON object, or without a "flow" string;
-//	     a Last-Event-ID the progress store cannot parse
+//	     a key repeated in one object of the body outside "inputs"; a key
+//	     that is "flow" or "inputs" but for case; a Last-Event-ID the
+//	     progress store cannot parse
 //	403  a cross-site browser request to start-task or cancel-task from an
 //	     origin not listed in Config.CORS, or a request refused by
 //	     Config.Authorize; a preflight (OPTIONS) from an origin not listed
@@ -36,7 +38,9 @@
 //	409  cancel-task of a task that has already finished
 //	413  start-task body over Config.MaxBodyBytes
 //	415  start-task without Content-Type application/json
-//	422  "inputs" that are not a JSON object or fail the flow's schema
+//	422  "inputs" that are not a JSON object or fail the flow's schema (a
+//	     key repeated in one object of the inputs is refused for every
+//	     flow, see flow.Validate)
 //	500  anything else (a generic message)
 //	503  the queue or the store cannot be reached in time (an error wrapping
 //	     queue.ErrUnavailable, a deadline or a network error), on every

@@ -8,18 +8,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strings"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/strictjson"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
 )
-
-// startRequest is the body of POST /start-task/. Flow is kept raw so that a
-// non-string name is told apart from a missing one.
-type startRequest struct {
-	Flow   json.RawMessage `json:"flow"`
-	Inputs json.RawMessage `json:"inputs"`
-}
 
 // startResponse is the answer of a successful start-task.
 type startResponse struct {
@@ -93,8 +88,22 @@ func isJSON(contentType string) bool {
 	return err == nil && mt == "application/json"
 }
 
-// parseStart decodes a start-task body. It returns the flow name and the
-// raw inputs (nil when absent), or a message for a 400 answer.
+// startRequest is the body of POST /start-task/. Flow is kept raw so that a
+// non-string name is told apart from a missing one.
+type startRequest struct {
+	Flow   json.RawMessage `json:"flow"`
+	Inputs json.RawMessage `json:"inputs"`
+}
+
+// parseStart decodes a start-task body, strictly: a JSON object whose
+// "flow" is a string and whose "inputs", if present, are left to the
+// flow's validation. Members with other names are ignored, for clients
+// that send more than they need, but a key that is "flow" or "inputs" but
+// for case is refused (encoding/json would take it for the field), as is
+// a key repeated in any object of the body outside "inputs" (the inputs'
+// own duplicates are the flow's to refuse, with 422). It returns the flow
+// name and the raw inputs (nil when absent), or a message for a 400
+// answer.
 func parseStart(body []byte) (name string, inputs json.RawMessage, msg string) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	var req startRequest
@@ -108,6 +117,9 @@ func parseStart(body []byte) (name string, inputs json.RawMessage, msg string) {
 	if _, err := dec.Token(); err != io.EOF {
 		return "", nil, "request body has data after the JSON object"
 	}
+	if err := checkStartKeys(body[:dec.InputOffset()]); err != nil {
+		return "", nil, err.Error()
+	}
 	if len(req.Flow) == 0 || bytes.Equal(req.Flow, []byte("null")) {
 		return "", nil, `missing "flow"`
 	}
@@ -118,4 +130,30 @@ func parseStart(body []byte) (name string, inputs json.RawMessage, msg string) {
 		return "", nil, `missing "flow"`
 	}
 	return name, req.Inputs, ""
+}
+
+// checkStartKeys checks the keys of obj, a start-task body that decoded
+// as an object, as parseStart says.
+func checkStartKeys(obj []byte) error {
+	var seenFlow, seenInputs bool
+	var others map[string]bool // the other keys, made for the first
+	return strictjson.Members(obj, func(key, value []byte) error {
+		switch k := string(key); {
+		case k == "flow" && seenFlow, k == "inputs" && seenInputs, others[k]:
+			return fmt.Errorf("duplicate key %q", k)
+		case k == "flow":
+			seenFlow = true
+		case k == "inputs":
+			seenInputs = true
+		case strings.EqualFold(k, "flow"), strings.EqualFold(k, "inputs"):
+			return fmt.Errorf("unknown key %q: keys are case-sensitive, did you mean %q?", k, strings.ToLower(k))
+		default:
+			if others == nil {
+				others = map[string]bool{}
+			}
+			others[k] = true
+			return strictjson.CheckMember(k, value)
+		}
+		return nil
+	})
 }
