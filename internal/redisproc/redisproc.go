@@ -49,7 +49,21 @@ type Options struct {
 	// Args are extra command-line arguments, appended last so that they
 	// override the defaults (for example "--maxmemory", "10mb").
 	Args []string
+	// Config, when not empty, is written to a file in Dir that the server
+	// reads before its command-line arguments (a Sentinel needs a config
+	// file it can rewrite).
+	Config string
+	// Sentinel runs the server as a Redis Sentinel (--sentinel); Config
+	// then holds its "sentinel monitor" lines.
+	Sentinel bool
+	// ClusterBus, when set, runs the server with cluster mode on and its
+	// cluster bus on a free port of its own (not port+10000, which may be
+	// taken).
+	ClusterBus bool
 }
+
+// configFile is the name of the file Options.Config is written to.
+const configFile = "redis.conf"
 
 // Server is a redis-server process. Its methods are safe for concurrent
 // use.
@@ -80,6 +94,12 @@ func Start(opts Options) (*Server, error) {
 		}
 		s.ownsDir = true
 	}
+	if opts.Config != "" {
+		if err := os.WriteFile(filepath.Join(s.dir, configFile), []byte(opts.Config), 0o600); err != nil {
+			s.removeDir()
+			return nil, fmt.Errorf("redisproc: write the config file: %w", err)
+		}
+	}
 	var lastErr error
 	for range 5 {
 		port, err := FreePort()
@@ -88,7 +108,17 @@ func Start(opts Options) (*Server, error) {
 			return nil, fmt.Errorf("redisproc: find a free port: %w", err)
 		}
 		s.port = port
-		s.args = Args(port, s.dir, opts)
+		o := opts
+		if o.ClusterBus {
+			bus, err := FreePort()
+			if err != nil {
+				s.removeDir()
+				return nil, fmt.Errorf("redisproc: find a free port: %w", err)
+			}
+			o.Args = append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+				"--cluster-port", strconv.Itoa(bus)}, o.Args...)
+		}
+		s.args = Args(port, s.dir, o)
 		if lastErr = s.launch(); lastErr == nil {
 			return s, nil
 		}
@@ -100,17 +130,25 @@ func Start(opts Options) (*Server, error) {
 }
 
 // Args returns the command-line arguments of a server on port with its
-// files in dir: loopback only, no RDB snapshots, the append-only file as
-// opts says, then opts.Args.
+// files in dir: the config file and --sentinel if opts ask for them,
+// loopback only, no RDB snapshots, the append-only file as opts says, then
+// opts.Args.
 func Args(port int, dir string, opts Options) []string {
-	args := []string{
+	var args []string
+	if opts.Config != "" {
+		args = append(args, filepath.Join(dir, configFile))
+	}
+	if opts.Sentinel {
+		args = append(args, "--sentinel")
+	}
+	args = append(args,
 		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--dir", dir,
 		"--logfile", "redis.log",
 		"--daemonize", "no",
 		"--save", "",
-	}
+	)
 	if opts.AppendOnly {
 		fsync := opts.AppendFsync
 		if fsync == "" {
@@ -310,9 +348,5 @@ func (s *Server) LogTail(n int) string {
 	if err != nil {
 		return "(no log: " + err.Error() + ")"
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return tail(string(b), n)
 }

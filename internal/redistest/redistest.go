@@ -7,8 +7,15 @@
 //	srv := redistest.Start(t)
 //	client := srv.Client(t)
 //
-// A machine without redis-server makes the test fail with a message on how
-// to install it; such tests never skip. The process itself is run by
+// StartCluster starts a Redis Cluster the same way (three masters by
+// default, joined by redis-cli --cluster create), and StartSentinel a
+// primary, its replica and three sentinels:
+//
+//	cluster := redistest.StartCluster(t, redistest.ClusterOptions{})
+//	client := cluster.Client(t) // a rueidis Cluster client
+//
+// A machine without redis-server (or, for a cluster, redis-cli) makes the
+// test fail with a message on how to install it; such tests never skip. The process itself is run by
 // package redisproc, which the benchmark command shares.
 package redistest
 
@@ -118,12 +125,7 @@ func (s *Server) ClientOption() rueidis.ClientOption {
 // the test ends.
 func (s *Server) Client(tb testing.TB) rueidis.Client {
 	tb.Helper()
-	c, err := rueidis.NewClient(s.ClientOption())
-	if err != nil {
-		tb.Fatalf("redistest: connect to %s: %v", s.Addr(), err)
-	}
-	tb.Cleanup(c.Close)
-	return c
+	return newClient(tb, s.ClientOption())
 }
 
 // Do runs an arbitrary command, such as Do("CLIENT", "LIST"), on an admin

@@ -3,11 +3,15 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
@@ -147,4 +151,63 @@ func TestBuildArgs(t *testing.T) {
 	assert.Contains(t, args, "--bind 127.0.0.1")
 	assert.Contains(t, args, "--appendonly no")
 	assert.True(t, strings.HasSuffix(args, "--loglevel debug"), args)
+}
+
+func TestClusterClient(t *testing.T) {
+	c := StartCluster(t, ClusterOptions{})
+	client := c.Client(t)
+	assert.Equal(t, rueidis.ClientModeCluster, client.Mode())
+	ctx := context.Background()
+	// Keys of every master's slots.
+	for i := range 30 {
+		key := "k" + strconv.Itoa(i)
+		require.NoError(t, client.Do(ctx, client.B().Set().Key(key).Value(key).Build()).Error())
+		got, err := client.Do(ctx, client.B().Get().Key(key).Build()).ToString()
+		require.NoError(t, err)
+		assert.Equal(t, key, got)
+	}
+	masters, err := c.Masters()
+	require.NoError(t, err)
+	assert.Len(t, masters, 3)
+}
+
+func TestSentinelClientFollowsFailover(t *testing.T) {
+	s := StartSentinel(t, SentinelOptions{})
+	client := s.Client(t)
+	assert.Equal(t, rueidis.ClientModeSentinel, client.Mode())
+	ctx := context.Background()
+	require.NoError(t, client.Do(ctx, client.B().Set().Key("k").Value("before").Build()).Error())
+	n, err := client.Do(ctx, client.B().Wait().Numreplicas(1).Timeout(5000).Build()).AsInt64()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n, "the replica has the write")
+
+	old, err := s.Primary()
+	require.NoError(t, err)
+	old.Kill()
+	_, err = s.WaitFailover(old)
+	require.NoError(t, err)
+	var got string
+	require.Eventually(t, func() bool {
+		got, err = client.Do(ctx, client.B().Get().Key("k").Build()).ToString()
+		return err == nil && client.Do(ctx, client.B().Set().Key("k2").Value("after").Build()).Error() == nil
+	}, ClusterTimeout, 50*time.Millisecond, "the client writes to the new primary")
+	assert.Equal(t, "before", got)
+}
+
+func TestMissingRedisCLIFailsWithInstallHint(t *testing.T) {
+	bin, err := exec.LookPath("redis-server")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink(bin, filepath.Join(dir, "redis-server")))
+	t.Setenv("PATH", dir)
+	ft := &fatalTB{TB: t}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		StartCluster(ft, ClusterOptions{}) // Fatalf ends this goroutine
+		ft.returned = true
+	})
+	wg.Wait()
+	assert.False(t, ft.returned, "StartCluster returned instead of failing")
+	assert.Contains(t, ft.msg, "redis-cli not found")
+	assert.Contains(t, ft.msg, "apt-get install redis-tools")
 }

@@ -1,0 +1,116 @@
+package redisproc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ReplyError is an error reply of a server, such as "ERR unknown command".
+type ReplyError string
+
+func (e ReplyError) Error() string { return string(e) }
+
+// Do sends one command to the server at addr on a connection of its own
+// and returns the reply: a string for a simple or bulk string, an int64
+// for an integer, []any for an array, nil for a null, or a ReplyError.
+// It is for setting up and inspecting servers in tests and benchmarks
+// (CLUSTER INFO, SENTINEL commands), not for load.
+func Do(addr string, args ...string) (any, error) {
+	conn, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	if _, err := io.WriteString(conn, b.String()); err != nil {
+		return nil, err
+	}
+	reply, err := readReply(bufio.NewReader(conn))
+	if err != nil {
+		return nil, err
+	}
+	if re, ok := reply.(ReplyError); ok {
+		return nil, re
+	}
+	return reply, nil
+}
+
+// DoString is Do for a command whose reply is a string.
+func DoString(addr string, args ...string) (string, error) {
+	reply, err := Do(addr, args...)
+	if err != nil {
+		return "", err
+	}
+	s, ok := reply.(string)
+	if !ok {
+		return "", fmt.Errorf("%s: reply %v is not a string", args[0], reply)
+	}
+	return s, nil
+}
+
+// readReply reads one RESP2 reply. An error reply inside an array is kept
+// as a ReplyError element.
+func readReply(r *bufio.Reader) (any, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return nil, err
+	}
+	line = strings.TrimSuffix(line, "\r\n")
+	if line == "" {
+		return nil, errors.New("empty reply line")
+	}
+	body := line[1:]
+	switch line[0] {
+	case '+':
+		return body, nil
+	case '-':
+		return ReplyError(body), nil
+	case ':':
+		return strconv.ParseInt(body, 10, 64)
+	case '$':
+		n, err := strconv.Atoi(body)
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return nil, err
+		}
+		return string(buf[:n]), nil
+	case '*':
+		n, err := strconv.Atoi(body)
+		if err != nil || n < 0 {
+			return nil, err
+		}
+		out := make([]any, n)
+		for i := range out {
+			if out[i], err = readReply(r); err != nil {
+				return nil, err
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("unexpected reply line %q", line)
+}
+
+// infoField returns the value of field in the text of INFO or CLUSTER
+// INFO ("field:value" lines), or "".
+func infoField(info, field string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
+			return v
+		}
+	}
+	return ""
+}

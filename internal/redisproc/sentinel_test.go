@@ -1,0 +1,37 @@
+package redisproc
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestSentinelFailsOver(t *testing.T) {
+	s, err := StartSentinel(SentinelOptions{})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	require.Len(t, s.Data, 2)
+	require.Len(t, s.Sentinels, 3)
+
+	first, err := s.Primary()
+	require.NoError(t, err)
+	assert.Same(t, s.Data[0], first)
+	_, err = Do(first.Addr(), "SET", "k", "v")
+	require.NoError(t, err)
+	_, err = Do(first.Addr(), "WAIT", "1", "5000")
+	require.NoError(t, err)
+
+	first.Kill()
+	next, err := s.WaitFailover(first)
+	require.NoError(t, err)
+	assert.Same(t, s.Data[1], next)
+	v, err := DoString(next.Addr(), "GET", "k")
+	require.NoError(t, err)
+	assert.Equal(t, "v", v, "the replica had the write")
+}
+
+func TestSentinelURL(t *testing.T) {
+	s := &Sentinel{Sentinels: []*Server{{port: 26379}, {port: 26380}, {port: 26381}}, masterName: "m"}
+	assert.Equal(t, "redis://127.0.0.1:26379?addr=127.0.0.1:26380&addr=127.0.0.1:26381&master_set=m", s.URL())
+}
