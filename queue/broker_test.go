@@ -259,3 +259,27 @@ func TestNilStoreMeansTheBackend(t *testing.T) {
 		assert.PanicsWithValue(t, "queue: NewWorker: nil backend", func() { queue.NewWorker(nil, pair, queue.WorkerConfig{}) })
 	})
 }
+
+// TestWorkerConfigMisuseFailsAtStart: hooks that cannot work make
+// NewWorker panic with what is wrong.
+func TestWorkerConfigMisuseFailsAtStart(t *testing.T) {
+	mem := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	ok := func(context.Context, queue.Finished) error { return nil }
+	for _, tc := range []struct {
+		name string
+		cfg  queue.WorkerConfig
+		want string
+	}{
+		{"nil hook", queue.WorkerConfig{OnFinish: []queue.FinishHook{ok, nil}}, "queue: NewWorker: OnFinish[1] is nil"},
+		{"hooks outlast the lease", queue.WorkerConfig{Lease: time.Minute, FinishHookTimeout: 31 * time.Second},
+			"queue: NewWorker: FinishHookTimeout 31s passes half the Lease (1m0s): the lease would end before the hooks"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.PanicsWithValue(t, tc.want, func() { queue.NewWorker(mem, store, tc.cfg) })
+		})
+	}
+	assert.NotPanics(t, func() {
+		queue.NewWorker(mem, store, queue.WorkerConfig{Lease: time.Minute, FinishHookTimeout: 30 * time.Second, OnFinish: []queue.FinishHook{ok}})
+	}, "half the lease is allowed")
+}

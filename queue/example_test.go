@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -145,4 +146,49 @@ func ExampleBroker_Requeue() {
 	// dead: search (search API refused the key) after 1 attempt
 	// log: re-queued from task <id>
 	// SUCCESS: Completed "42 results"
+}
+
+// A finish hook hears of every task that ends, on the worker that ends
+// it: here it counts outcomes by flow and state. Hooks run at least once
+// per task (again, after a worker's crash), so what they do must be
+// idempotent: key it on the task id, as a map does here.
+func ExampleWorkerConfig_onFinish() {
+	flows := registry.New()
+	flows.MustRegister("add", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) { return 3, nil }))
+
+	var mu sync.Mutex
+	outcomes := map[string]string{} // task id -> "flow STATE"
+	ended := make(chan struct{}, 1)
+	record := func(ctx context.Context, f queue.Finished) error {
+		mu.Lock()
+		defer mu.Unlock()
+		outcomes[f.Task.ID] = f.Task.Flow + " " + string(f.Snapshot.State) + " " + string(f.Snapshot.Details.FinalResult)
+		ended <- struct{}{}
+		return nil
+	}
+
+	backend := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	worker := queue.NewWorker(backend, store, queue.WorkerConfig{
+		Registry: flows,
+		OnFinish: []queue.FinishHook{record},
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- worker.Run(ctx) }()
+	defer func() { stop(); <-stopped }()
+
+	id, err := broker.Enqueue(context.Background(), "add", nil, queue.EnqueueOptions{})
+	if err != nil {
+		fmt.Println("enqueue:", err)
+		return
+	}
+	<-ended
+	mu.Lock()
+	defer mu.Unlock()
+	fmt.Println(outcomes[id])
+	// Output:
+	// add SUCCESS 3
 }

@@ -24,6 +24,8 @@ type job struct {
 	// fin is the reporter's store when the worker has the one-step path
 	// (see NewWorker).
 	fin *finishingStore
+	// startedAt is when the flow's run started; zero if it did not.
+	startedAt time.Time
 }
 
 // logger returns the worker's logger with the task's id, flow and
@@ -182,6 +184,9 @@ func (j *job) run(f flow.Flow) {
 	defer j.w.untrack(t.ID, j.w.track(t.ID, cancel))
 
 	hb := j.startHeartbeat(cancel)
+	if len(j.w.hooks) > 0 {
+		j.startedAt = time.Now()
+	}
 
 	done := make(chan outcome, 1) // buffered: an abandoned flow still returns
 	go func() {

@@ -112,7 +112,8 @@ func resolveStore(who string, worker bool, backend Backend, store progress.Store
 	if len(slower) > 0 {
 		log.Warn("flows: the progress store is not the backend, so the one-step path is off: "+
 			"each of these costs one more round trip to the backend per task. "+
-			"Pass a nil store to record progress in the backend itself",
+			"Pass a nil store to record progress in the backend itself; "+
+			"to observe tasks, register finish hooks (WorkerConfig.OnFinish) instead of wrapping the store",
 			"caller", who, "slower", slower,
 			"backend", fmt.Sprintf("%T", backend), "store", fmt.Sprintf("%T", store))
 	}

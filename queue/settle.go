@@ -56,7 +56,12 @@ func (j *job) failed(err error) {
 		_ = j.rep.Flush(ctx) // the flow's own reports come first
 		_, aerr := j.w.store.Append(ctx, t.ID, progress.LogEvent(msg))
 		if errors.Is(aerr, progress.ErrFinished) {
-			j.ack() // ended meanwhile (cancelled)
+			// Ended meanwhile (cancelled).
+			if len(j.w.hooks) > 0 {
+				j.alreadyEnded()
+			} else {
+				j.ack()
+			}
 			return
 		}
 		j.giveBack(time.Now().Add(delay))
@@ -108,18 +113,45 @@ func (j *job) cancelled() { j.end(StatusCancelled, false) }
 
 // end records FAILURE with reason, then buries the task if bury is set or
 // acknowledges it. A task that had already ended (cancelled meanwhile, say)
-// is only acknowledged.
+// is handled as ended.
 func (j *job) end(reason string, bury bool) {
 	ctx := j.op()
 	err := j.rep.Fail(ctx, reason)
 	switch {
-	case err == nil && bury:
-		j.bury(reason)
+	case err == nil:
+		j.recorded(bury, reason)
 	case errors.Is(err, progress.ErrFinished):
 		j.alreadyEnded()
 	default:
 		j.finished(err)
 	}
+}
+
+// recorded handles a task whose terminal state this worker has just
+// recorded: it runs the finish hooks, if any, with the final snapshot,
+// then buries the task (a FAILURE, if bury is set, with reason) or
+// acknowledges it. If the snapshot cannot be read, the task is given back:
+// the worker that leases it next finds it ended (see ended).
+func (j *job) recorded(bury bool, reason string) {
+	if len(j.w.hooks) > 0 {
+		ctx := j.op()
+		snap, _, err := j.w.store.Snapshot(ctx, j.task.ID)
+		switch {
+		case errors.Is(err, progress.ErrNotFound):
+			j.logger().Error("flows: task has no progress record; dropping it")
+			j.ack()
+			return
+		case err != nil:
+			j.storeDown(err)
+			return
+		}
+		j.runHooks(snap, false)
+	}
+	if bury {
+		j.bury(reason)
+		return
+	}
+	j.ack()
 }
 
 // alreadyEnded handles a task found ended by an earlier attempt (or by a
@@ -137,10 +169,14 @@ func (j *job) alreadyEnded() {
 	}
 }
 
-// ended handles a task whose snapshot is terminal: a FAILURE that an
-// earlier attempt could not bury is buried now, with its recorded reason;
-// anything else is acknowledged.
+// ended handles a task found ended, whose snapshot snap is terminal: the
+// finish hooks run, if any; then a FAILURE that an earlier attempt could
+// not bury is buried, with its recorded reason, and anything else is
+// acknowledged.
 func (j *job) ended(snap progress.Snapshot) {
+	if len(j.w.hooks) > 0 {
+		j.runHooks(snap, true)
+	}
 	if snap.State == progress.StateFailure && snap.Details.Status != StatusCancelled {
 		j.bury(snap.Details.Status)
 		return
@@ -148,15 +184,22 @@ func (j *job) ended(snap progress.Snapshot) {
 	j.ack()
 }
 
-// finished acknowledges the task once its terminal state is recorded (by
-// this call or an earlier one). If the store could not record it, the task
-// is given back so that a later attempt does.
+// finished handles the outcome of recording a task's terminal state:
+// recorded, or already ended before (then, with hooks, as ended) are
+// acknowledged, and so is a task without a progress record. If the store
+// could not record it, the task is given back so that a later attempt
+// does.
 func (j *job) finished(recordErr error) {
-	if recordErr != nil && !errors.Is(recordErr, progress.ErrFinished) && !errors.Is(recordErr, progress.ErrNotFound) {
+	switch {
+	case recordErr == nil:
+		j.recorded(false, "")
+	case errors.Is(recordErr, progress.ErrFinished) && len(j.w.hooks) > 0:
+		j.alreadyEnded()
+	case errors.Is(recordErr, progress.ErrFinished), errors.Is(recordErr, progress.ErrNotFound):
+		j.ack()
+	default:
 		j.storeDown(recordErr)
-		return
 	}
-	j.ack()
 }
 
 // storeDown gives the task back for later when the progress store failed.

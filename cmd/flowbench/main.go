@@ -19,8 +19,8 @@
 //
 //	throughput  -n tasks of a no-op flow reporting 5 progress events each,
 //	            enqueued as fast as possible and run by one worker with
-//	            -concurrency slots; tasks/s from the first enqueue to the
-//	            last terminal state
+//	            -concurrency slots (and -hooks no-op finish hooks); tasks/s
+//	            from the first enqueue to the last terminal state
 //	roundtrips  the Redis traffic of the throughput runs, per task: client
 //	            calls (each Do or DoMulti waits for one reply), socket
 //	            writes (what auto-pipelining actually sends), and commands
@@ -68,6 +68,7 @@ type config struct {
 	N           int
 	Concurrency int
 	Events      int // progress events per task
+	Hooks       int // no-op finish hooks of the throughput worker
 	Producers   int
 	Clients     int
 	Conns       int
@@ -100,6 +101,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.N, "n", fullDefaults.N, "tasks of the throughput scenario")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "flows the worker runs at once")
 	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
+	fs.IntVar(&cfg.Hooks, "hooks", 0, "no-op finish hooks (queue.WorkerConfig.OnFinish) of the throughput worker, to measure what hooks cost")
 	fs.IntVar(&cfg.Producers, "producers", 64, "goroutines that enqueue (throughput) or append events (sse)")
 	fs.IntVar(&cfg.Clients, "clients", fullDefaults.Clients, "concurrent SSE streams of the sse scenario")
 	fs.IntVar(&cfg.Conns, "conns", 32, "concurrent keep-alive connections of the starttask scenario")
@@ -148,6 +150,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if cfg.Events < 0 || cfg.Rate < 0 || cfg.Duration <= 0 {
 		return config{}, errors.New("-events and -rate must not be negative, -duration must be positive")
+	}
+	if cfg.Hooks < 0 {
+		return config{}, fmt.Errorf("-hooks must not be negative, got %d", cfg.Hooks)
 	}
 	for s := range strings.SplitSeq(scenarios, ",") {
 		s = strings.TrimSpace(s)

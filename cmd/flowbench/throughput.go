@@ -95,12 +95,13 @@ func (t *terminals) check() error {
 
 // worker runs a queue.Worker on st with the flows of reg until stop is
 // called; stop waits for it to finish what it holds.
-func startWorker(backend queue.Backend, store progress.Store, reg *registry.Registry, concurrency int) (stop func()) {
+func startWorker(backend queue.Backend, store progress.Store, reg *registry.Registry, concurrency int, hooks ...queue.FinishHook) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := queue.NewWorker(backend, store, queue.WorkerConfig{
 		Registry:    reg,
 		Name:        "flowbench",
 		Concurrency: concurrency,
+		OnFinish:    hooks,
 		Logger:      discard,
 	})
 	var wg sync.WaitGroup
@@ -147,7 +148,7 @@ func benchThroughput(ctx context.Context, e *env, p *printer) error {
 			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.enqueued, r.allocs, r.schedP99*1e3)
 		runs = append(runs, r)
 	}
-	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "producers", cfg.Producers, "backend", cfg.Backend)
+	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "hooks", cfg.Hooks, "producers", cfg.Producers, "backend", cfg.Backend)
 	if cfg.wants("throughput") {
 		p.figure("throughput", "tasks/s", collect(runs, func(r throughputRun) float64 { return r.tasksPerSec }), par)
 		// CPU per task: what the run costs whatever else the machine does.
@@ -189,7 +190,11 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
 
 	wq, ws := workerPair(st, done)
-	stopWorker := startWorker(wq, ws, reg, cfg.Concurrency)
+	hooks := make([]queue.FinishHook, cfg.Hooks)
+	for i := range hooks {
+		hooks[i] = func(context.Context, queue.Finished) error { return nil }
+	}
+	stopWorker := startWorker(wq, ws, reg, cfg.Concurrency, hooks...)
 	workerStopped := false
 	defer func() {
 		if !workerStopped {

@@ -52,6 +52,7 @@ import (
 func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
 	t.Run("Backend", func(t *testing.T) { runBackend(t, newBackends) })
 	t.Run("Worker", func(t *testing.T) { runWorker(t, newBackends) })
+	t.Run("FinishHooks", func(t *testing.T) { runFinishHooks(t, newBackends) })
 }
 
 const (
@@ -159,6 +160,13 @@ type runningWorker struct {
 // of cfg get the harness's registry, a quiet logger and fastBackoff.
 func (h *harness) start(cfg queue.WorkerConfig) *runningWorker {
 	h.t.Helper()
+	return h.startOn(h.backend, cfg)
+}
+
+// startOn is start with the worker on backend b rather than the
+// harness's.
+func (h *harness) startOn(b queue.Backend, cfg queue.WorkerConfig) *runningWorker {
+	h.t.Helper()
 	if cfg.Registry == nil {
 		cfg.Registry = h.reg
 	}
@@ -168,7 +176,7 @@ func (h *harness) start(cfg queue.WorkerConfig) *runningWorker {
 	if cfg.Backoff == nil {
 		cfg.Backoff = fastBackoff
 	}
-	w := queue.NewWorker(h.backend, h.store, cfg)
+	w := queue.NewWorker(b, h.store, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	rw := &runningWorker{t: h.t, cancel: cancel, done: make(chan error, 1)}
 	go func() { rw.done <- w.Run(ctx) }()

@@ -90,18 +90,30 @@ func (c *recordingClient) naming(mark int, s string) []string {
 // the task. The one-step path is taken when the store is the backend (nil,
 // or the backend itself); a store that wraps the backend costs a round
 // trip more for Enqueue and for the task's end (Append, then Ack), and
-// its flow waits for its start to be recorded before it runs.
+// its flow waits for its start to be recorded before it runs. Finish
+// hooks, however many, cost two round trips more per task: the success
+// and its acknowledgement go apart, and the final snapshot is read for
+// the hooks.
 func TestTaskRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 
+	nilStore := func(*redisbackend.Backend) progress.Store { return nil }
+	hook := func(context.Context, queue.Finished) error { return nil }
 	tests := []struct {
 		name          string
 		store         func(b *redisbackend.Backend) progress.Store
+		hooks         []queue.FinishHook
 		enqueue, work int
 	}{
-		{"nil store: the backend is the store", func(*redisbackend.Backend) progress.Store { return nil }, 1, 2},
-		{"the backend passed as the store", func(b *redisbackend.Backend) progress.Store { return b }, 1, 2},
-		{"a store wrapping the backend", func(b *redisbackend.Backend) progress.Store { return progressOnly{b} }, 2, 3},
+		// The start, then the success and the acknowledgement in one.
+		{"nil store: the backend is the store", nilStore, nil, 1, 2},
+		{"the backend passed as the store", func(b *redisbackend.Backend) progress.Store { return b }, nil, 1, 2},
+		// The start, the success, the acknowledgement.
+		{"a store wrapping the backend", func(b *redisbackend.Backend) progress.Store { return progressOnly{b} }, nil, 2, 3},
+		// The start, the success, the snapshot for the hooks, the
+		// acknowledgement.
+		{"nil store and a finish hook", nilStore, []queue.FinishHook{hook}, 1, 4},
+		{"nil store and three finish hooks", nilStore, []queue.FinishHook{hook, hook, hook}, 1, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -127,7 +139,9 @@ func TestTaskRoundTrips(t *testing.T) {
 				return nil, flow.Permanent(errors.New("the start was not recorded"))
 			}))
 			broker := queue.NewBroker(web, tt.store(web), queue.BrokerConfig{Logger: quiet})
-			startWorker(t, queue.NewWorker(workerSide, tt.store(workerSide), queue.WorkerConfig{Registry: reg, Concurrency: 1, Logger: quiet}))
+			startWorker(t, queue.NewWorker(workerSide, tt.store(workerSide), queue.WorkerConfig{
+				Registry: reg, Concurrency: 1, Logger: quiet, OnFinish: tt.hooks,
+			}))
 
 			run := func() (enqueue, work []string) {
 				t.Helper()
@@ -202,6 +216,7 @@ func TestOneStepChoiceIsLogged(t *testing.T) {
 				assert.Contains(t, lines[i], "caller="+caller)
 				assert.Contains(t, lines[i], "one more round trip", "the cost")
 				assert.Contains(t, lines[i], "nil store", "the remedy")
+				assert.Contains(t, lines[i], "finish hooks (WorkerConfig.OnFinish)", "the remedy for observers")
 			}
 			assert.Contains(t, lines[0], "slower=[Enqueue]")
 			assert.Contains(t, lines[1], `slower="[the start of a task the end of a task]"`)

@@ -1,0 +1,367 @@
+package queuetest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// finishes records the calls of a finish hook.
+type finishes struct {
+	h     *harness
+	mu    sync.Mutex
+	calls []finishCall
+}
+
+// finishCall is one call of a finish hook: what it was given, and the
+// state the store held for the task as the hook ran.
+type finishCall struct {
+	f      queue.Finished
+	stored progress.State
+}
+
+func newFinishes(h *harness) *finishes { return &finishes{h: h} }
+
+// hook is the FinishHook that records its calls.
+func (r *finishes) hook(ctx context.Context, f queue.Finished) error {
+	snap, _, err := r.h.store.Snapshot(ctx, f.Task.ID)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, finishCall{f: f, stored: snap.State})
+	return nil
+}
+
+// of returns the calls made for task id.
+func (r *finishes) of(id string) []finishCall {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []finishCall
+	for _, c := range r.calls {
+		if c.f.Task.ID == id {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitCalls waits until the hook has been called n times for task id,
+// and returns those calls.
+func (r *finishes) waitCalls(t *testing.T, id string, n int) []finishCall {
+	t.Helper()
+	eventually(t, func() bool { return len(r.of(id)) >= n }, "the finish hook was not called %d times for task %s", n, id)
+	return r.of(id)
+}
+
+// losingAcks is a backend whose Ack and Bury fail while lose is set, as
+// they do for a worker that dies, or loses the backend, once it has
+// recorded a task's end. It logs each Ack in steps.
+type losingAcks struct {
+	queue.Backend
+	lose  atomic.Bool
+	steps *steps
+}
+
+// steps is a log of what happened, in order.
+type steps struct {
+	mu   sync.Mutex
+	list []string
+}
+
+func (s *steps) add(step string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.list = append(s.list, step)
+}
+
+func (s *steps) get() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.list...)
+}
+
+func (b *losingAcks) Ack(ctx context.Context, l *queue.Lease) error {
+	b.steps.add("ack")
+	if b.lose.Load() {
+		return fmt.Errorf("%w: acknowledgement lost on purpose", queue.ErrUnavailable)
+	}
+	return b.Backend.Ack(ctx, l)
+}
+
+func (b *losingAcks) Bury(ctx context.Context, l *queue.Lease, reason string) error {
+	if b.lose.Load() {
+		return fmt.Errorf("%w: burial lost on purpose", queue.ErrUnavailable)
+	}
+	return b.Backend.Bury(ctx, l, reason)
+}
+
+// runFinishHooks checks WorkerConfig.OnFinish: once per task that ends,
+// after the end is recorded and before the task is acknowledged, on
+// every path to an end.
+func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	t.Run("SuccessAndFailure", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		h.reg.MustRegister("ok", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			if ft.Attempt == 1 {
+				return nil, errors.New("try again")
+			}
+			ft.Progress.Log("second time lucky")
+			return "fine", nil
+		}))
+		h.reg.MustRegister("boom", flow.Func(func(context.Context, *flow.Task) (any, error) {
+			return nil, flow.Permanent(errors.New("broken"))
+		}))
+		h.start(queue.WorkerConfig{Name: "hooked", Concurrency: 1, OnFinish: []queue.FinishHook{rec.hook}})
+		before := time.Now().UTC().Add(-time.Second)
+		ok := h.enqueue("ok", `{"n":1}`, queue.EnqueueOptions{MaxAttempts: 2})
+		boom := h.enqueue("boom", "", queue.EnqueueOptions{})
+
+		calls := rec.waitCalls(t, ok, 1)
+		h.settle()
+		calls = rec.of(ok)
+		require.Len(t, calls, 1, "one call per task, none for the failed attempt")
+		c := calls[0]
+		assert.Equal(t, progress.StateSuccess, c.stored, "called once the end is recorded")
+		f := c.f
+		assert.Equal(t, ok, f.Task.ID)
+		assert.Equal(t, "ok", f.Task.Flow)
+		assert.JSONEq(t, `{"n":1}`, string(f.Task.Inputs))
+		assert.Equal(t, 2, f.Task.Attempt)
+		assert.Equal(t, progress.StateSuccess, f.Snapshot.State)
+		assert.JSONEq(t, `"fine"`, string(f.Snapshot.Details.FinalResult))
+		assert.Contains(t, stepMessages(f.Snapshot), "second time lucky", "the final snapshot, steps included")
+		assert.Equal(t, "hooked", f.Worker)
+		assert.False(t, f.FoundEnded)
+		assert.True(t, f.Task.EnqueuedAt.After(before), "EnqueuedAt %v", f.Task.EnqueuedAt)
+		assert.False(t, f.StartedAt.Before(f.Task.EnqueuedAt.Truncate(time.Millisecond)), "StartedAt %v", f.StartedAt)
+		assert.False(t, f.EndedAt.Before(f.StartedAt), "EndedAt %v", f.EndedAt)
+
+		calls = rec.of(boom)
+		require.Len(t, calls, 1)
+		f = calls[0].f
+		assert.Equal(t, progress.StateFailure, f.Snapshot.State)
+		assert.Equal(t, "broken", f.Snapshot.Details.Status)
+		assert.False(t, f.StartedAt.IsZero(), "the flow ran")
+		assert.Equal(t, "broken", h.waitBuried(boom).Reason, "buried as without hooks")
+		h.requireNotBuried(ok)
+		requireNothingReady(t, h.backend)
+	})
+
+	t.Run("TasksThatNeverRan", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		ran := h.registerCounting("fragile")
+		ctx := context.Background()
+
+		cancelled := h.enqueue("fragile", "", queue.EnqueueOptions{})
+		require.NoError(t, h.broker.Cancel(ctx, cancelled))
+		unknown := h.enqueue("no-such-flow", "", queue.EnqueueOptions{})
+		spent := h.enqueue("fragile", "", queue.EnqueueOptions{MaxAttempts: 1})
+		// A worker leases the first two tasks and the third and dies
+		// without a word: the third has spent its one attempt.
+		var lost []string
+		for len(lost) < 3 {
+			for _, l := range fetch(t, h.backend, 3-len(lost), 50*time.Millisecond) {
+				lost = append(lost, l.Task.ID)
+			}
+		}
+		require.ElementsMatch(t, []string{cancelled, unknown, spent}, lost)
+
+		h.start(queue.WorkerConfig{Concurrency: 1, OnFinish: []queue.FinishHook{rec.hook}})
+		for _, tc := range []struct {
+			id, status string
+			found      bool
+		}{
+			{cancelled, queue.StatusCancelled, true},
+			{unknown, "no-such-flow", false},
+			{spent, "gave up after 1 attempt: worker lost", false},
+		} {
+			calls := rec.waitCalls(t, tc.id, 1)
+			require.Len(t, calls, 1)
+			f := calls[0].f
+			assert.Equal(t, progress.StateFailure, f.Snapshot.State)
+			assert.Contains(t, f.Snapshot.Details.Status, tc.status)
+			assert.True(t, f.StartedAt.IsZero(), "task %s did not run", tc.id)
+			assert.Equal(t, tc.found, f.FoundEnded, "task %s", tc.id)
+		}
+		h.settle()
+		assert.Zero(t, ran.Load())
+		for _, id := range []string{cancelled, unknown, spent} {
+			assert.Len(t, rec.of(id), 1, "task %s", id)
+		}
+		h.waitBuried(unknown)
+		h.waitBuried(spent)
+		h.requireNotBuried(cancelled)
+		requireNothingReady(t, h.backend)
+	})
+
+	t.Run("CancelledWhileRunning", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		started := make(chan struct{})
+		h.reg.MustRegister("wait", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}))
+		h.start(queue.WorkerConfig{OnFinish: []queue.FinishHook{rec.hook}})
+		id := h.enqueue("wait", "", queue.EnqueueOptions{})
+		waitFor(t, started, "the flow to start")
+		require.NoError(t, h.broker.Cancel(context.Background(), id))
+		f := rec.waitCalls(t, id, 1)[0].f
+		assert.Equal(t, progress.StateFailure, f.Snapshot.State)
+		assert.Equal(t, queue.StatusCancelled, f.Snapshot.Details.Status)
+		assert.False(t, f.StartedAt.IsZero())
+		assert.False(t, f.FoundEnded)
+	})
+
+	t.Run("RunAgainWhenTheAckIsLost", func(t *testing.T) {
+		// The first worker records the end and runs its hooks, but its
+		// acknowledgement never lands (it died, say): the task stays
+		// leased, and the next worker to lease it runs the hooks again
+		// before acknowledging it.
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		ran := h.registerCounting("once")
+		order := &steps{}
+		losing := &losingAcks{Backend: h.backend, steps: order}
+		losing.lose.Store(true)
+		// The first worker stops as its hooks run, so that it does not
+		// lease the task again itself: its one slot is busy until then.
+		var first atomic.Pointer[runningWorker]
+		stopFirst := func(context.Context, queue.Finished) error {
+			order.add("hook")
+			first.Load().cancel()
+			return nil
+		}
+		first.Store(h.startOn(losing, queue.WorkerConfig{
+			Name: "first", Concurrency: 1, Lease: 300 * time.Millisecond,
+			OnFinish: []queue.FinishHook{rec.hook, stopFirst},
+		}))
+		id := h.enqueue("once", "", queue.EnqueueOptions{})
+		rec.waitCalls(t, id, 1)
+		first.Load().wait()
+		assert.Equal(t, []string{"hook", "ack"}, order.get(), "the hooks run before the acknowledgement")
+
+		h.start(queue.WorkerConfig{Name: "second", Concurrency: 1, OnFinish: []queue.FinishHook{rec.hook}})
+		calls := rec.waitCalls(t, id, 2)
+		h.settle()
+		require.Len(t, rec.of(id), 2)
+		assert.Equal(t, "first", calls[0].f.Worker)
+		assert.False(t, calls[0].f.FoundEnded)
+		assert.Equal(t, "second", calls[1].f.Worker)
+		assert.True(t, calls[1].f.FoundEnded)
+		assert.Equal(t, 2, calls[1].f.Task.Attempt)
+		assert.True(t, calls[1].f.StartedAt.IsZero())
+		for _, c := range calls {
+			assert.Equal(t, progress.StateSuccess, c.f.Snapshot.State)
+			assert.JSONEq(t, `"ran"`, string(c.f.Snapshot.Details.FinalResult))
+		}
+		assert.Equal(t, int32(1), ran.Load(), "the flow is not run again")
+		requireOneTerminalEvent(t, h, id)
+		requireNothingReady(t, h.backend)
+	})
+
+	t.Run("ErrorsAndPanicsChangeNothing", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		ran := h.registerCounting("fine")
+		var failing, panicking atomic.Int32
+		h.start(queue.WorkerConfig{Concurrency: 1, OnFinish: []queue.FinishHook{
+			func(context.Context, queue.Finished) error {
+				failing.Add(1)
+				return errors.New("hook failed")
+			},
+			func(context.Context, queue.Finished) error {
+				panicking.Add(1)
+				panic("hook panicked")
+			},
+			rec.hook,
+		}})
+		id := h.enqueue("fine", "", queue.EnqueueOptions{})
+		rec.waitCalls(t, id, 1)
+		h.settle()
+		assert.Len(t, rec.of(id), 1, "the hooks after a failing one are called")
+		assert.Equal(t, int32(2), failing.Load(), "once for the task, once for the settle marker")
+		assert.Equal(t, int32(2), panicking.Load())
+		assert.Equal(t, int32(1), ran.Load(), "the task is not run again")
+		snap := h.snapshot(id)
+		assert.Equal(t, progress.StateSuccess, snap.State)
+		requireOneTerminalEvent(t, h, id)
+		h.requireNotBuried(id)
+		requireNothingReady(t, h.backend)
+	})
+
+	t.Run("Timeout", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		base := h.goroutineBaseline()
+		rec := newFinishes(h)
+		h.registerCounting("fine")
+		release := make(chan struct{})
+		sawDeadline := make(chan error, 1)
+		var after atomic.Int32
+		w := h.start(queue.WorkerConfig{
+			Concurrency: 1, FinishHookTimeout: 50 * time.Millisecond,
+			OnFinish: []queue.FinishHook{
+				rec.hook,
+				func(ctx context.Context, f queue.Finished) error {
+					if f.Task.Flow != "fine" {
+						return nil
+					}
+					<-ctx.Done()
+					sawDeadline <- ctx.Err()
+					<-release // and ignores it
+					return nil
+				},
+				func(context.Context, queue.Finished) error {
+					after.Add(1)
+					return nil
+				},
+			},
+		})
+		id := h.enqueue("fine", "", queue.EnqueueOptions{})
+		assert.ErrorIs(t, waitFor(t, sawDeadline, "the hook's context to end"), context.DeadlineExceeded)
+		h.settle() // the worker went on without the hook
+		assert.Equal(t, int32(1), after.Load(), "the hook after the late one: skipped for the task, called for the marker")
+		require.Len(t, rec.of(id), 1)
+		assert.Equal(t, progress.StateSuccess, h.snapshot(id).State)
+		requireNothingReady(t, h.backend)
+		close(release)
+		w.stop()
+		requireGoroutinesSettle(t, base)
+	})
+
+	t.Run("StoredSnapshotAndOwnHookList", func(t *testing.T) {
+		// The hook gets the snapshot the store holds; the worker keeps
+		// its own copy of the hook list.
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		h.registerCounting("fine")
+		hooks := []queue.FinishHook{rec.hook}
+		h.start(queue.WorkerConfig{Concurrency: 1, OnFinish: hooks})
+		hooks[0] = func(context.Context, queue.Finished) error { panic("the worker kept the caller's slice") }
+		id := h.enqueue("fine", "", queue.EnqueueOptions{})
+		rec.waitCalls(t, id, 1)
+		snap := h.waitTerminal(id)
+		data, err := json.Marshal(rec.of(id)[0].f.Snapshot)
+		require.NoError(t, err)
+		want, err := json.Marshal(snap)
+		require.NoError(t, err)
+		assert.JSONEq(t, string(want), string(data), "the hook's snapshot is the stored one")
+	})
+}
