@@ -74,6 +74,8 @@ type Backend struct {
 	cluster bool
 
 	hub *hub
+	// plans keeps what each worker's last Fetch learnt of how to wait.
+	plans fetchPlans
 	// appends batches concurrent Appends.
 	appends *batcher[appendCall, string]
 	// acks batches concurrent Acks.

@@ -71,6 +71,10 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	broker := queue.NewBroker(b, b, queue.BrokerConfig{})
 	ctx := context.Background()
 	runTask(ctx, t, b) // loads the scripts
+	require.NoError(t, b.CreateAndEnqueue(ctx, newTask()))
+	warm, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, b.Ack(ctx, warm[0]))
 
 	const n = 20
 	// batched runs first, which the client holds; then n more calls,
@@ -133,7 +137,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 		assert.Equal(t, id, snap.Details.Status, "each task got its own events")
 	}
 	// One call of a batch fails alone: the task has finished.
-	_, err := b.Append(ctx, ids[0], progress.LogEvent("late"))
+	_, err = b.Append(ctx, ids[0], progress.LogEvent("late"))
 	assert.ErrorIs(t, err, progress.ErrFinished)
 
 	// Ack them, one lease being stale.
@@ -182,6 +186,10 @@ func TestClusterClientDoesNotBatch(t *testing.T) {
 	b := newBackend(t, client, redisbackend.Config{})
 	ctx := context.Background()
 	runTask(ctx, t, b) // loads the scripts
+	require.NoError(t, b.CreateAndEnqueue(ctx, newTask()))
+	warm, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.NoError(t, b.Ack(ctx, warm[0]))
 
 	const n = 8
 	ids := make([]string, n)

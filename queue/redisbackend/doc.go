@@ -42,17 +42,20 @@
 //	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id;
 //	                            consumer group "workers" hands each entry
 //	                            out once; acknowledged entries are trimmed
-//	                            in blocks of about a hundred
+//	                            in blocks of about a hundred, once per
+//	                            hundred leases released
 //	P:{q:Q}:delayed     zset    tasks waiting to be ready (delayed start,
-//	                            retry backoff), scored by due Unix ms
+//	                            retry backoff), scored by due Unix ms;
+//	                            due by the Redis server's clock
 //	P:{q:Q}:leases      zset    stream entries leased to a worker, scored by
 //	                            the lease's deadline (Redis server clock, ms)
 //	P:{q:Q}:holders     hash    stream entry id -> number of its current
 //	                            lease, the second half of the lease token
 //	P:{q:Q}:seq         string  counter that numbers the leases
 //	P:{q:Q}:wake        stream  one entry, replaced whenever a task is
-//	                            delayed to less than a second from now:
-//	                            wakes the waiting fetchers
+//	                            delayed to less than a second from now
+//	                            or a waiting Fetch is cancelled: wakes
+//	                            the waiting fetchers
 //	P:{q:Q}:dead        zset    the dead-letter set: buried task ids,
 //	                            scored by the Unix ms of their burial
 //	P:{q:Q}:buried      hash    task id -> {"flow","reason","attempts"} of
@@ -80,13 +83,25 @@
 // in lua/lib, which a script takes in with a line "--@include lib/<name>"
 // (see script.go).
 //
+// Scripts run by their SHA-1 (EVALSHA), so that their text is not sent
+// with every call. When Redis does not have a script (after a restart, a
+// SCRIPT FLUSH, or a failover to a replica that never ran it), the call
+// fails with NOSCRIPT without running anything, and the script is sent
+// whole (EVAL) in a second round trip. No command that depends on a
+// script having run is sent behind it: only commands that extend a task
+// hash's expiry or read a flag, harmless either way. That is why
+// CreateAndEnqueue queues its tasks inside its script, delayed ones too;
+// only on a Redis Cluster client, where the queue's keys are on another
+// slot, does it queue them with commands behind the script, which it then
+// sends whole, as it cannot be missing.
+//
 // # Queue
 //
 // Enqueue writes the task record and adds the task to the stream (or the
 // delayed set) in one round trip. A queue.Broker whose store is this
 // Backend (a nil store, see queue.NewBroker) enqueues through
-// CreateAndEnqueue, which records the progress snapshot in that same
-// round trip: start-task costs one round trip.
+// CreateAndEnqueue, whose one script records the progress snapshot and
+// the record and queues the task: start-task costs one round trip.
 //
 // Fetch runs one script that moves due delayed tasks into the stream,
 // takes over entries whose lease has passed (a dead worker's tasks run
@@ -95,14 +110,26 @@
 // number; the same script increments each task's attempt and reads its
 // record, so that a Fetch that finds work costs one round trip. (A Redis
 // Cluster client, whose scripts may only touch the keys of one slot, reads
-// the records in a second, pipelined round trip.) With nothing to take,
-// Fetch waits with a blocking
-// XREAD, which changes nothing and so can be cancelled at any time, on the
-// stream and on the wake stream, until the next delayed task is due (to the
-// millisecond) or the next lease passes, and never longer than a second. A
-// task delayed to less than a second from now (a close RunAt, a short retry
-// backoff) adds an entry to the wake stream, so that waiting fetchers look
-// again and learn its due time.
+// the records in a second, pipelined round trip.) When the script has
+// taken every task that was ready, it also says how to wait for the next:
+// after which entries of the stream and of the wake stream, and until
+// when: the next delayed task is due (to the millisecond), the next lease
+// passes, or a second has gone by. The backend keeps that plan for the
+// worker's next Fetch, which sends a blocking XREAD on both streams and
+// the script together, in one round trip: Redis runs the script as soon as
+// the XREAD returns. So a worker that waits for work takes each task with
+// one round trip and one script, where it took an empty look, a wait and
+// a second look. A plan is not trusted beyond its second: a task delayed
+// to less than a second from now (a close RunAt, a short retry backoff)
+// adds an entry to the wake stream, so that waiting fetchers look again
+// and learn its due time, and one delayed for longer is not due before
+// the plan runs out.
+//
+// The XREAD changes nothing. A Fetch whose context is cancelled while it
+// waits ends the wait with an entry in the wake stream and takes the
+// script's answer, so a task is never leased by a Fetch that has stopped
+// listening; what that last look leased is returned although the context
+// has ended (a worker runs it).
 //
 // Each worker name is a consumer of the stream's group. A worker that
 // stops gracefully retires (queue.Retirer): its consumer is deleted unless
@@ -127,6 +154,15 @@
 // running at once, a task costs about a tenth of a round trip in all. A
 // Fetch leases at most 128 tasks per call, for the same reason: a
 // worker with more free slots fetches again at once.
+//
+// At a low rate nothing is shared, and a task costs three round trips:
+// CreateAndEnqueue, the Fetch that waits for it and takes it, and
+// AppendAndAck; three scripts, each sent by its SHA-1. Releasing a lease
+// removes it from the consumer group's pending list and the lease
+// bookkeeping, and trims the stream only once per hundred leases (when it
+// releases one whose number is a multiple of a hundred): finding the
+// oldest entry still in use costs two commands, which every
+// acknowledgement paid when the queue was idle.
 //
 // # Dead letters
 //

@@ -2,8 +2,10 @@ package redisbackend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -25,18 +27,34 @@ const (
 
 // Fetch implements queue.Backend. One script moves due delayed tasks into
 // the stream, takes over entries whose lease has passed and reads new ones
-// (see fetchScript), increments the attempt of each task taken and reads
+// (see lua/fetch.lua), increments the attempt of each task taken and reads
 // its record: one round trip (two on a Cluster client, see lease). It
 // leases at most maxBatch tasks per call, whatever max asks, so that one
 // script does not hold Redis for long; a worker with more free slots
-// fetches again at once. With nothing to take, Fetch waits (a blocking
-// XREAD, which changes nothing, so cancelling it loses nothing)
-// until an entry is added to the stream, the next delayed task is due (to
-// the millisecond), the next lease passes, ctx ends, or a second goes by,
-// and then looks again. A task delayed to less than a second from now
-// (Enqueue with a close RunAt, Retry with a short backoff) also adds an
-// entry to the queue's wake stream, which the same XREAD watches: the
-// waiting fetchers look again and learn the new due time.
+// fetches again at once.
+//
+// When the script has taken every task that was ready, it also tells how
+// to wait for the next: until an entry is added to the stream, the next
+// delayed task is due (to the millisecond, by the Redis server's clock),
+// the next lease passes, or a second goes by (maxBlock). The backend keeps
+// that plan for the worker's next Fetch, which sends a blocking XREAD
+// and the script together: Redis runs the script as soon as the XREAD
+// returns, so that a worker waiting for work takes each task in one round
+// trip and one script. A Fetch with no plan, or whose plan says to look at
+// once, runs the script alone, and waits (with the XREAD and the script)
+// only if it found nothing. A plan is never trusted for longer than it
+// may be stale: a task delayed to less than maxBlock from now (a close
+// RunAt, a short retry backoff) adds an entry to the queue's wake stream,
+// which the same XREAD watches, and one delayed for longer is not due
+// before the plan's second has passed.
+//
+// The XREAD changes nothing, and a Fetch whose ctx is cancelled while it
+// waits ends the wait by adding an entry to the wake stream (which makes
+// the other waiting fetchers look too, harmlessly), then waits for the
+// script's answer: so no task is ever leased by a Fetch that has stopped
+// listening. If that look took tasks, Fetch returns them although ctx has
+// ended; the caller runs them or hands them back. A wait cut short by
+// ctx's deadline likewise ends with a look whose answer is awaited.
 func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
 	leases, _, err := b.FetchWithState(ctx, worker, max, lease)
 	return leases, err
@@ -60,7 +78,19 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
-		taken, wait, lastIDs, err := b.take(ctx, worker, max, lease)
+		plan := b.plans.get(worker)
+		wait := time.Until(plan.until)
+		if dl, ok := ctx.Deadline(); ok {
+			wait = min(wait, time.Until(dl))
+		}
+		var taken []takenEntry
+		var err error
+		if wait > 0 {
+			taken, plan, err = b.waitAndTake(ctx, worker, max, lease, plan, wait)
+		} else {
+			taken, plan, err = b.take(ctx, worker, max, lease, plan)
+		}
+		b.plans.set(worker, plan)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -69,20 +99,56 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 			if len(leases) > 0 || err != nil {
 				return leases, states, err
 			}
-			continue
-		}
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(dl))
-		}
-		if wait > 0 {
-			if err := b.waitForEntries(ctx, lastIDs, wait); err != nil {
-				return nil, nil, err
-			}
 		}
 	}
 }
 
-// takenEntry is an entry fetchScript leased.
+// A waitPlan is what a look at the queue tells the next look of the same
+// worker: until when it may wait for new entries, and after which ones.
+type waitPlan struct {
+	// until is when to look again at the latest: when the next delayed
+	// task is due, the next lease passes or maxBlock has passed since the
+	// look, whichever is first; zero (the past) when more tasks may be
+	// ready, and the next look must not wait.
+	until time.Time
+	// lastID and wakeID are the ids after which the wait watches the
+	// stream and the wake stream; wakeID is kept from look to look, ""
+	// until the first look that tells it.
+	lastID, wakeID string
+}
+
+// fetchPlans keeps each worker's waitPlan.
+type fetchPlans struct {
+	mu sync.Mutex
+	m  map[string]waitPlan
+}
+
+// maxPlans bounds the plans kept: past it, they are all forgotten, which
+// only costs each worker a look without a wait.
+const maxPlans = 1024
+
+func (p *fetchPlans) get(worker string) waitPlan {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.m[worker]
+}
+
+func (p *fetchPlans) set(worker string, plan waitPlan) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.m[worker]; !ok && len(p.m) >= maxPlans || p.m == nil {
+		p.m = make(map[string]waitPlan)
+	}
+	p.m[worker] = plan
+}
+
+func (p *fetchPlans) forget(worker string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.m, worker)
+}
+
+// takenEntry is an entry the fetch script leased.
 type takenEntry struct {
 	entry, taskID, token string
 	// read is set when the script read the task's record, into rec.
@@ -94,42 +160,115 @@ type takenEntry struct {
 // recordFieldNames (Lua counts from 1).
 const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt)
 
-// take runs fetchScript and returns what it leased, how long to wait
-// before looking again if nothing, and the last ids of the stream and the
-// wake stream. Unless the client is a Cluster client, the script also
-// reads the records of the tasks it leases (see lease).
-func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration) ([]takenEntry, time.Duration, [2]string, error) {
-	var lastIDs [2]string
-	ctx, cancel := b.bound(ctx, 0)
-	defer cancel()
-	args := make([]string, 0, 8+len(recordFieldNames))
-	args = append(args, group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10),
-		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.Itoa(promoteBatch))
+// fetchCall returns the KEYS and ARGV of the fetch script for a look by
+// worker; prev is the worker's plan so far.
+func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev waitPlan) (keys, args []string) {
+	keys = []string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.seqKey(), b.wakeKey()}
+	args = make([]string, 0, 8+len(recordFieldNames))
+	args = append(args, group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10), strconv.Itoa(promoteBatch))
 	if b.cluster {
 		args = append(args, "", "0")
 	} else {
 		args = append(args, b.cfg.Prefix, strconv.FormatInt(b.retentionMS(), 10))
+	}
+	wantWake := ""
+	if prev.wakeID == "" {
+		wantWake = "1"
+	}
+	args = append(args, wantWake)
+	if !b.cluster {
 		args = append(args, recordFieldNames[:]...)
 	}
-	res, err := fetchScript.exec(ctx, b.client,
-		[]string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.seqKey(), b.wakeKey()},
-		args,
-	).ToArray()
+	return keys, args
+}
+
+// take runs the fetch script alone and returns what it leased and the
+// worker's next plan. Unless the client is a Cluster client, the script
+// also reads the records of the tasks it leases (see lease).
+func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration, prev waitPlan) ([]takenEntry, waitPlan, error) {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	keys, args := b.fetchCall(worker, max, lease, prev)
+	return b.readTaken(ctx, fetchScript.exec(ctx, b.client, keys, args), prev)
+}
+
+// waitAndTake waits up to wait for an entry after the plan's (a blocking
+// XREAD) and then runs the fetch script, in one round trip. It waits for
+// the script's answer whatever happens to ctx: when ctx is cancelled, an
+// entry added to the wake stream ends the wait (see Fetch).
+func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease time.Duration, prev waitPlan, wait time.Duration) ([]takenEntry, waitPlan, error) {
+	ms := blockMS(wait)
+	callCtx, cancel := b.bound(context.WithoutCancel(ctx), time.Duration(ms)*time.Millisecond)
+	defer cancel()
+	woken := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(woken)
+		if errors.Is(ctx.Err(), context.Canceled) {
+			b.wakeFetchers()
+		}
+	})
+	defer func() {
+		if !stop() {
+			<-woken // no goroutine outlives the call
+		}
+	}()
+	c := b.client
+	keys, args := b.fetchCall(worker, max, lease, prev)
+	res := c.DoMulti(callCtx,
+		c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build(),
+		fetchScript.evalsha(c, keys, args))
+	if err := res[0].Error(); err != nil && !rueidis.IsRedisNil(err) {
+		return nil, waitPlan{wakeID: prev.wakeID}, b.wrap(callCtx, "wait for tasks", err)
+	}
+	if got, err := res[0].AsXRead(); err == nil {
+		if woke := got[b.wakeKey()]; len(woke) > 0 {
+			prev.wakeID = woke[len(woke)-1].ID
+		}
+	}
+	reply := res[1]
+	if noScript(reply.Error()) {
+		reply = c.Do(callCtx, fetchScript.eval(c, keys, args))
+	}
+	return b.readTaken(callCtx, reply, prev)
+}
+
+// blockMS is wait in whole milliseconds, rounded up, at least one: what
+// XREAD's BLOCK takes (zero would block for ever).
+func blockMS(wait time.Duration) int64 {
+	return max(int64((wait+time.Millisecond-1)/time.Millisecond), 1)
+}
+
+// wakeFetchers adds an entry to the wake stream, which ends the wait of
+// every Fetch of the queue (see Fetch).
+func (b *Backend) wakeFetchers() {
+	ctx, cancel := b.bound(context.Background(), 0)
+	defer cancel()
+	if err := b.client.Do(ctx, b.wakeCommand()).Error(); err != nil {
+		b.log.Warn("flows: could not end the wait of a cancelled fetch; it ends within a second", "err", err)
+	}
+}
+
+// readTaken reads the fetch script's reply: the entries it leased and the
+// worker's next plan, made from prev. ctx is the context of the call, from
+// bound.
+func (b *Backend) readTaken(ctx context.Context, reply rueidis.RedisResult, prev waitPlan) ([]takenEntry, waitPlan, error) {
+	next := waitPlan{wakeID: prev.wakeID}
+	res, err := reply.ToArray()
 	if err != nil {
-		return nil, 0, lastIDs, b.wrap(ctx, "fetch tasks", err)
+		return nil, next, b.wrap(ctx, "fetch tasks", err)
 	}
 	if len(res) != 5 {
-		return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: unexpected reply of %d values", len(res))
+		return nil, next, fmt.Errorf("redisbackend: fetch tasks: unexpected reply of %d values", len(res))
 	}
 	items, err := res[0].ToArray()
 	if err != nil {
-		return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: %w", err)
+		return nil, next, fmt.Errorf("redisbackend: fetch tasks: %w", err)
 	}
 	taken := make([]takenEntry, len(items))
 	for i, item := range items {
 		parts, err := item.ToArray()
 		if err != nil || len(parts) < 3 {
-			return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: malformed entry: %v", err)
+			return nil, next, fmt.Errorf("redisbackend: fetch tasks: malformed entry: %v", err)
 		}
 		e := &taken[i]
 		e.entry, _ = parts[0].ToString()
@@ -142,10 +281,17 @@ func (b *Backend) take(ctx context.Context, worker string, max int, lease time.D
 		}
 		if len(parts) > 3 {
 			if err := hmgetValues(parts[3], e.rec[:]); err != nil {
-				return nil, 0, lastIDs, fmt.Errorf("redisbackend: fetch tasks: malformed record: %w", err)
+				return nil, next, fmt.Errorf("redisbackend: fetch tasks: malformed record: %w", err)
 			}
 			e.read = true
 		}
+	}
+	next.lastID, _ = res[3].ToString()
+	if wake, _ := res[4].ToString(); wake != "" {
+		next.wakeID = wake
+	}
+	if next.lastID == "" || next.wakeID == "" {
+		return taken, next, nil // more may be ready: look again at once
 	}
 	wait := maxBlock
 	for _, r := range res[1:3] {
@@ -153,28 +299,8 @@ func (b *Backend) take(ctx context.Context, worker string, max int, lease time.D
 			wait = min(wait, time.Duration(ms)*time.Millisecond)
 		}
 	}
-	lastIDs[0], _ = res[3].ToString()
-	lastIDs[1], _ = res[4].ToString()
-	return taken, wait, lastIDs, nil
-}
-
-// waitForEntries blocks until an entry is added to the stream or the wake
-// stream after lastIDs, wait passes or ctx ends (then it returns
-// ctx.Err()).
-func (b *Backend) waitForEntries(parent context.Context, lastIDs [2]string, wait time.Duration) error {
-	ms := max(int64((wait+time.Millisecond-1)/time.Millisecond), 1)
-	ctx, cancel := b.bound(parent, time.Duration(ms)*time.Millisecond)
-	defer cancel()
-	c := b.client
-	err := c.Do(ctx, c.B().Xread().Count(1).Block(ms).Streams().
-		Key(b.streamKey(), b.wakeKey()).Id(lastIDs[0], lastIDs[1]).Build()).Error()
-	if err != nil && !rueidis.IsRedisNil(err) {
-		if ctxErr := parent.Err(); ctxErr != nil {
-			return ctxErr
-		}
-		return b.wrap(ctx, "wait for tasks", err)
-	}
-	return nil
+	next.until = time.Now().Add(wait)
+	return taken, next, nil
 }
 
 // lease turns entries taken by fetchScript into leases. Unless the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -66,4 +67,15 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// pendingEntries returns how many entries of the default queue of prefix
+// are in its consumer group's pending list: leased and not released.
+func pendingEntries(t *testing.T, srv *redistest.Server, prefix string) int64 {
+	t.Helper()
+	pending, err := srv.Do("XPENDING", prefix+":{q:default}:stream", "workers").ToArray()
+	require.NoError(t, err)
+	n, err := pending[0].AsInt64()
+	require.NoError(t, err)
+	return n
 }

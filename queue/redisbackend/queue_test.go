@@ -45,11 +45,7 @@ func TestDeadWorkersTaskIsTakenOver(t *testing.T) {
 	assert.ErrorIs(t, a.Extend(ctx, first[0], time.Minute), queue.ErrLeaseLost)
 	require.NoError(t, b.Extend(ctx, second[0], time.Minute))
 	require.NoError(t, b.Ack(ctx, second[0]))
-	pending, err := srv.Do("XPENDING", cfg.Prefix+":{q:default}:stream", "workers").ToArray()
-	require.NoError(t, err)
-	n, err := pending[0].AsInt64()
-	require.NoError(t, err)
-	assert.Zero(t, n, "acknowledged entries leave the pending list")
+	assert.Zero(t, pendingEntries(t, srv, cfg.Prefix), "acknowledged entries leave the pending list")
 }
 
 func TestAcknowledgedEntriesAreTrimmed(t *testing.T) {
@@ -81,8 +77,20 @@ func TestAcknowledgedEntriesAreTrimmed(t *testing.T) {
 	}
 	assert.Equal(t, int64(tasks), xlen(), "nothing trimmed while the oldest entry is pending")
 	require.NoError(t, b.Ack(ctx, all[0]))
-	// Whole blocks go (stream-node-max-entries, 100 by default): at most
-	// one block of acknowledged entries is left.
+	// A release trims only when it ends a lease whose number is a
+	// multiple of a hundred; the thousand leases were numbered 1 to 1000,
+	// and the last one released was number 1.
+	assert.Equal(t, int64(tasks), xlen(), "an acknowledgement does not trim each time")
+	for range 100 {
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		require.NoError(t, b.Ack(ctx, leases[0]))
+	}
+	// The hundredth lease since (number 1100) trims. Whole blocks go
+	// (stream-node-max-entries, 100 by default): at most one block of
+	// acknowledged entries is left.
 	assert.LessOrEqual(t, xlen(), int64(100), "acknowledged entries are trimmed")
 
 	// Entries still held are kept, whatever their age.

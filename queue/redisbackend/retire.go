@@ -20,6 +20,7 @@ var retireIdle = time.Minute
 // missed. Without Retire, every worker name ever used would stay in the
 // group (XINFO CONSUMERS) for good.
 func (b *Backend) Retire(ctx context.Context, worker string) error {
+	b.plans.forget(worker)
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	err := retireScript.exec(ctx, b.client, []string{b.streamKey()},

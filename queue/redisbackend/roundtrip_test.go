@@ -75,6 +75,7 @@ func TestRoundTrips(t *testing.T) {
 	require.NoError(t, err)
 
 	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	require.NoError(t, b.CreateAndEnqueue(ctx, newTask()))
 	// Warm up the dead-letter scripts too.
 	held := leaseOne(t, b)
 	require.NoError(t, b.Extend(ctx, held, time.Minute))

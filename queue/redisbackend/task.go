@@ -111,30 +111,38 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 // CreateAndEnqueue does what Create(ctx, t.ID) followed by Enqueue(ctx, t)
 // does, in one round trip, which concurrent calls share (see batcher): a
 // script records each task's progress snapshot and its queue record (in
-// the task's hash, so atomically) and adds the task to the stream when it
-// is due. A task due
-// later goes to the delayed set by commands pipelined behind the script,
-// as every task does on a Redis Cluster client (the queue's keys are on
-// another slot). A queue.Broker whose store is this Backend (see
-// queue.NewBroker) enqueues through it.
+// the task's hash, so atomically) and queues the task, at the end of the
+// stream when it is due and in the delayed set otherwise. A queue.Broker
+// whose store is this Backend (see queue.NewBroker) enqueues through it.
 //
-// The script goes as EVAL, not EVALSHA: if Redis had lost it (a restart),
-// the commands behind it would queue tasks with no record, which a worker
-// would drop; EVAL cannot miss. It returns an error wrapping
-// progress.ErrExists for an id that is taken (the task may be queued all
-// the same: t.ID must be new, see queue.NewID).
+// The script runs by its SHA-1 (EVALSHA), so that its text is not sent
+// with every call; when Redis has lost it (a restart, SCRIPT FLUSH), it
+// fails without running and is sent whole in a second round trip. Nothing
+// else is sent with it: had commands that queue the task followed it, a
+// lost script would have left tasks queued with no record, which a worker
+// drops. On a Redis Cluster client the queue's keys are on another slot
+// than the task's, so the task is queued by commands pipelined behind the
+// script, which then goes whole (EVAL), as it cannot be missing.
+//
+// It returns an error wrapping progress.ErrExists for an id that is taken
+// (then nothing is written, unless on a Cluster client, where the task may
+// be queued all the same: t.ID must be new, see queue.NewID).
 func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
 	}
 	now := time.Now()
 	fields := recordFields(t)
-	args := make([]string, 3, 3+2*len(fields))
+	args := make([]string, 4, 4+2*len(fields))
 	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
-	if !t.RunAt.After(now) && !b.cluster {
+	if !b.cluster {
 		args[1] = t.ID
 	}
-	args[2] = strconv.Itoa(2 * len(fields))
+	args[2] = "0"
+	if !t.RunAt.IsZero() {
+		args[2] = strconv.FormatInt(t.RunAt.UnixMilli(), 10)
+	}
+	args[3] = strconv.Itoa(2 * len(fields))
 	for _, f := range fields {
 		args = append(args, f[0], f[1])
 	}
@@ -157,7 +165,8 @@ type createCall struct {
 }
 
 // runCreates creates and enqueues a batch of tasks in one round trip: the
-// script, then the commands that queue the tasks it does not.
+// script, which queues the tasks too, or, on a Cluster client, the script
+// and then the commands that queue the task.
 func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall, struct{}]) {
 	c := b.client
 	init := progress.NewSnapshot()
@@ -165,22 +174,26 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	for _, call := range calls {
 		keys = append(keys, b.taskKey(call.item.task.ID))
 	}
-	args := batchArgs([]string{string(init.State), init.Details.Status, b.streamKey()},
+	args := batchArgs([]string{string(init.State), init.Details.Status, b.streamKey(), b.delayedKey(), b.wakeKey(),
+		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
 		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
-	cmds := rueidis.Commands{createTaskScript.eval(c, keys, args)}
-	for _, call := range calls {
-		if call.item.args[1] == "" {
+	var replies []rueidis.RedisMessage
+	var err error
+	if b.cluster {
+		cmds := rueidis.Commands{createTaskScript.eval(c, keys, args)}
+		for _, call := range calls {
 			cmds = append(cmds, b.queueCommands(call.item.task, call.item.now)...)
 		}
-	}
-	res := c.DoMulti(ctx, cmds...)
-	replies, err := batchReplies(res[0], len(calls))
-	if err == nil {
+		res := c.DoMulti(ctx, cmds...)
+		replies, err = batchReplies(res[0], len(calls))
 		for _, r := range res[1:] {
-			if err = r.Error(); err != nil {
+			if err != nil {
 				break
 			}
+			err = r.Error()
 		}
+	} else {
+		replies, err = batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
 	}
 	for i, call := range calls {
 		if err != nil {

@@ -1,23 +1,29 @@
 -- create_task: records new tasks' progress as PENDING with no events, as
--- create.lua does, together with their queue records, and adds the tasks
--- that are due to the stream.
+-- create.lua does, together with their queue records, and queues them: at
+-- the end of the stream when they are due, in the delayed set otherwise
+-- (see lib/schedule.lua).
 --
 -- KEYS, per task: task hash
--- ARGV[1] initial state, ARGV[2] initial status, ARGV[3] the stream, then,
---   for each task: the time to live of its hash (ms), its id if the script
---   is to add it to the stream or "", the number of record values k, and
---   k values: the record's fields and values
+-- ARGV[1] initial state, ARGV[2] initial status, ARGV[3] the stream,
+--   ARGV[4] the delayed set, ARGV[5] the wake stream, ARGV[6] now (Unix
+--   ms), ARGV[7] longest wait of a fetcher (ms), then, for each task: the
+--   time to live of its hash (ms), its id if the script is to queue it or
+--   "", its due time (Unix ms), the number of record values k, and k
+--   values: the record's fields and values
 --
 -- Returns, for each task, 1, or an "EXISTS" error when it has a snapshot
 -- (then nothing of that task is written). A record without a snapshot
--- (left by Enqueue under the same id) is replaced. The stream is a key of
--- another Cluster slot: a Cluster client queues its tasks itself.
+-- (left by Enqueue under the same id) is replaced. The queue's keys are on
+-- another Cluster slot than a task's, so they are given in ARGV: a Cluster
+-- client passes "" for the id and queues the task itself.
 --@include lib/clock.lua
+--@include lib/schedule.lua
+local now, wakeWithin = tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {}
-local a = 4
+local a = 8
 for t = 1, #KEYS do
   local task = KEYS[t]
-  local ttl, queued, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  local ttl, queued, due, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local found = redis.call('EXISTS', task) == 1
   if found and redis.call('HEXISTS', task, 'state') == 1 then
     out[t] = redis.error_reply('EXISTS task already exists')
@@ -26,13 +32,13 @@ for t = 1, #KEYS do
       redis.call('DEL', task)
     end
     local exp = string.format('%d', clock + tonumber(ttl))
-    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 3, a + 2 + k))
+    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 4, a + 3 + k))
     redis.call('PEXPIREAT', task, exp)
     if queued ~= '' then
-      redis.call('XADD', ARGV[3], '*', 'task', queued)
+      schedule(ARGV[3], ARGV[4], ARGV[5], queued, due, now, wakeWithin)
     end
     out[t] = 1
   end
-  a = a + 3 + k
+  a = a + 4 + k
 end
 return out

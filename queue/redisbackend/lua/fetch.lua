@@ -1,6 +1,7 @@
 -- fetch: leases up to max tasks to a consumer, atomically:
 --
---  1. due delayed tasks (score <= now) move to the end of the stream;
+--  1. due delayed tasks (score <= the server's clock) move to the end of
+--     the stream;
 --  2. entries whose lease has passed (score <= the server's clock in the
 --     leases set) are claimed for the consumer (XCLAIM); entries deleted
 --     meanwhile (or whose stream is gone) are forgotten;
@@ -9,67 +10,86 @@
 --  4. each entry taken gets a fresh token from the seq counter, recorded
 --     in the holders hash, and a deadline in the leases set (one command
 --     each for all the entries);
---  5. unless ARGV[7] is empty, each entry's task record is read as the
+--  5. unless ARGV[6] is empty, each entry's task record is read as the
 --     lease step of Fetch would: its attempt incremented unless the record
 --     is gone, and its hash kept for at least the retention. The task's
 --     hash is named from its id, so this touches keys the script was not
 --     given: only a client of a single Redis (not a Cluster, whose slots
 --     would differ) asks for it.
 --
+-- Steps 1 and 2 look at the first member of each sorted set, and go on
+-- only when it is due: they cost a command each when nothing is due, and
+-- those commands also tell when the next delayed task is due and the next
+-- lease passes.
+--
 -- KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set, KEYS[4] holders
 --   hash, KEYS[5] seq counter, KEYS[6] wake stream
 -- ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max, ARGV[4] lease
---   (ms), ARGV[5] now (the caller's clock, Unix ms), ARGV[6] most delayed
---   tasks to move, ARGV[7] the key prefix of task hashes or "", ARGV[8]
---   retention (ms), ARGV[9...] the fields of a record to read
+--   (ms), ARGV[5] most delayed tasks to move, ARGV[6] the key prefix of
+--   task hashes or "", ARGV[7] retention (ms), ARGV[8] "1" for the newest
+--   id of the wake stream whenever the reply tells how to wait, "" for it
+--   only when nothing was taken, ARGV[9...] the fields of a record to read
 --
--- Returns {taken, dueIn, expiresIn, lastID, lastWake}: taken lists
--- {entry id, {field, value...}, token, record} for each entry leased,
--- record being the values of the fields asked for (false for a missing
--- one, all false for a missing record), absent when ARGV[7] is empty or
--- the entry names no valid task id. When taken is empty, dueIn is the time
--- in ms until the next delayed task is due and expiresIn until the next
--- lease passes (-1 when there is none), and lastID and lastWake are the
--- ids of the newest entries of the stream and of the wake stream ("0-0"
--- if empty), after which a blocking XREAD waits for new entries;
--- otherwise they are -1, -1, "" and "", as the caller does not wait.
+-- Returns {taken, dueIn, expiresIn, lastID, lastWake}. taken lists {entry
+-- id, {field, value...}, token, record} for each entry leased, record
+-- being the values of the fields asked for (false for a missing one, all
+-- false for a missing record), absent when ARGV[6] is empty or the entry
+-- names no valid task id. When the script took every new entry there was
+-- (it took fewer than max), the rest tells how to wait for more: dueIn is
+-- the time in ms until the next delayed task is due and expiresIn until
+-- the next lease passes (-1 when there is none), lastID is the id of the
+-- newest entry of the stream ("0-0" if empty) and lastWake that of the
+-- wake stream ("0-0" if empty; "" when tasks were taken and ARGV[8] is
+-- empty), after which a blocking XREAD waits for new entries. Otherwise
+-- more may be ready, and they are -1, -1, "" and "".
 --@include lib/clock.lua
 local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local group, consumer, max, leasems, now = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local group, consumer, max, leasems = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, ARGV[6])
-for i = 1, #due do
-  redis.call('ZREM', delayed, due[i])
-  redis.call('XADD', stream, '*', 'task', due[i])
+local nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', clock, 'LIMIT', 0, ARGV[5])
+  redis.call('ZREM', delayed, unpack(due))
+  for i = 1, #due do
+    redis.call('XADD', stream, '*', 'task', due[i])
+  end
+  nextDue = nil
 end
 
 local taken = {}
-local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
-for i = 1, #expired do
-  local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, expired[i])
-  if claimed.err or #claimed == 0 then
-    redis.call('ZREM', leases, expired[i])
-    redis.call('HDEL', holders, expired[i])
-  else
-    taken[#taken + 1] = claimed[1]
+local nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
+  local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
+  for i = 1, #expired do
+    local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, expired[i])
+    if claimed.err or #claimed == 0 then
+      redis.call('ZREM', leases, expired[i])
+      redis.call('HDEL', holders, expired[i])
+    else
+      taken[#taken + 1] = claimed[1]
+    end
   end
+  nextExpiry = nil
 end
 
+local drained, lastID = false, nil
 if #taken < max then
-  local read = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', max - #taken, 'STREAMS', stream, '>')
+  local want = max - #taken
+  local read = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', stream, '>')
   if type(read) == 'table' and read.err then
     if not string.find(read.err, 'NOGROUP') then
       return redis.error_reply(read.err)
     end
     redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
-    read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', max - #taken, 'STREAMS', stream, '>')
+    read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', stream, '>')
   end
-  if read then
-    local entries = read[1][2]
-    for i = 1, #entries do
-      taken[#taken + 1] = entries[i]
-    end
+  local entries = {}
+  if read then entries = read[1][2] end
+  for i = 1, #entries do
+    taken[#taken + 1] = entries[i]
   end
+  drained = #entries < want
+  if #entries > 0 then lastID = entries[#entries][1] end
 end
 
 local out = {}
@@ -84,7 +104,7 @@ if #taken > 0 then
   end
   redis.call('HSET', holders, unpack(tokens))
   redis.call('ZADD', leases, unpack(deadlines))
-  local prefix, retention = ARGV[7], tonumber(ARGV[8])
+  local prefix, retention = ARGV[6], tonumber(ARGV[7])
   if prefix ~= '' then
     for i = 1, #out do
       local fields, id = out[i][2], nil
@@ -105,17 +125,29 @@ if #taken > 0 then
       end
     end
   end
+end
+if not drained then
   return {out, -1, -1, '', ''}
 end
 
-local dueIn, expiresIn = -1, -1
-local nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-if #nextDue > 0 then dueIn = math.max(tonumber(nextDue[2]) - now, 0) end
-local nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-if #nextExpiry > 0 then expiresIn = math.max(tonumber(nextExpiry[2]) - clock, 0) end
 local function newest(key)
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if #last > 0 then return last[1][1] end
   return '0-0'
 end
-return {out, dueIn, expiresIn, newest(stream), newest(KEYS[6])}
+if not nextDue then nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES') end
+local dueIn = -1
+if #nextDue > 0 then dueIn = math.max(tonumber(nextDue[2]) - clock, 0) end
+local expiresIn = -1
+if not nextExpiry then
+  nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+elseif #out > 0 then
+  expiresIn = leasems
+end
+if #nextExpiry > 0 then
+  local e = math.max(tonumber(nextExpiry[2]) - clock, 0)
+  if expiresIn < 0 or e < expiresIn then expiresIn = e end
+end
+local lastWake = ''
+if #out == 0 or ARGV[8] ~= '' then lastWake = newest(KEYS[6]) end
+return {out, dueIn, expiresIn, lastID or newest(stream), lastWake}

@@ -1,0 +1,284 @@
+package redisbackend_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+// successes follows the live channels of every task of prefix on a
+// connection of its own and sends the id of each task whose SUCCESS is
+// published. It costs Redis one command (PSUBSCRIBE), whatever the tasks.
+func successes(t *testing.T, srv *redistest.Server, prefix string) <-chan string {
+	t.Helper()
+	client := newClient(t, srv)
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan string, 1024)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		err := client.Receive(ctx, client.B().Psubscribe().Pattern(prefix+":{*}:live").Build(), func(m rueidis.PubSubMessage) {
+			if strings.Contains(m.Message, `"state":"SUCCESS"`) {
+				id, _, _ := strings.Cut(strings.TrimPrefix(m.Channel, prefix+":{"), "}")
+				out <- id
+			}
+		})
+		if ctx.Err() == nil {
+			assert.NoError(t, err)
+		}
+	})
+	require.Eventually(t, func() bool {
+		n, err := srv.Do("PUBSUB", "NUMPAT").AsInt64()
+		return err == nil && n > 0
+	}, waitLimit, time.Millisecond, "the pattern subscription is in place")
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	return out
+}
+
+// waitFor reads ids until it has seen id.
+func waitFor(t *testing.T, ids <-chan string, id string) {
+	t.Helper()
+	timeout := time.After(waitLimit)
+	for {
+		select {
+		case got := <-ids:
+			if got == id {
+				return
+			}
+		case <-timeout:
+			require.FailNow(t, "task did not succeed in time", id)
+		}
+	}
+}
+
+// reportingFlow reports five progress events and returns, as the tasks of
+// flowbench's throughput and rate scenarios do.
+var reportingFlow = flow.Func(func(_ context.Context, t *flow.Task) (any, error) {
+	for i := 1; i <= 5; i++ {
+		t.Progress.Progress(i*100/6, "")
+	}
+	return "done", nil
+})
+
+// TestCostPerTaskAtLowRate runs tasks one at a time through a Broker and a
+// Worker, as at a rate far below what the worker can take, where no two
+// calls share a round trip, and counts what each task costs Redis: the
+// client's round trips and the commands Redis runs (INFO commandstats,
+// script internals included). A task takes three round trips (create and
+// enqueue, fetch, record the end and acknowledge), three scripts run by
+// their SHA-1, one blocking read (in the fetch's round trip), and no
+// bookkeeping of the stream's trim per acknowledgement.
+func TestCostPerTaskAtLowRate(t *testing.T) {
+	srv := redistest.Start(t)
+	counter := &countingClient{Client: newClient(t, srv)}
+	b := newBackend(t, counter, redisbackend.Config{})
+	reg := registry.New()
+	reg.MustRegister("report", reportingFlow)
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	done := successes(t, srv, b.Prefix())
+	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 8, Logger: quiet}))
+	ctx := context.Background()
+	run := func() {
+		t.Helper()
+		id, err := broker.Enqueue(ctx, "report", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		waitFor(t, done, id)
+	}
+	for range 3 {
+		run() // loads the scripts
+	}
+	// and the append script, should the start go on its own below
+	warm, err := broker.Enqueue(ctx, "report", json.RawMessage(`{}`), queue.EnqueueOptions{})
+	require.NoError(t, err)
+	waitFor(t, done, warm)
+	_, err = b.Append(ctx, warm, progress.LogEvent("late"))
+	require.ErrorIs(t, err, progress.ErrFinished)
+
+	const tasks = 40
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	before := counter.trips.Load()
+	for range tasks {
+		run()
+	}
+	trips := float64(counter.trips.Load()-before) / tasks
+	calls := commandCalls(t, srv)
+	perTask := func(names ...string) float64 {
+		n := 0
+		for _, name := range names {
+			n += calls[name]
+		}
+		return float64(n) / tasks
+	}
+	total := 0
+	for name, n := range calls {
+		if name != "config|resetstat" && name != "info" {
+			total += n
+		}
+	}
+	// A flow's first events (with the start) go in an Append of their
+	// own when the worker's reporter sends them before the flow has
+	// returned, which depends on scheduling: that Append costs a round
+	// trip, a script and six commands, and publishes once, as the end
+	// does. They are counted apart.
+	extra := perTask("publish") - 1
+	t.Logf("per task: %.2f round trips, %.2f commands, %.2f separate Appends: %v", trips, float64(total)/tasks, extra, calls)
+
+	// Bounds with room for an idle worker's look at the queue, once a
+	// second.
+	assert.LessOrEqual(t, trips-extra, 3.1, "round trips per task (there were five: an empty fetch and a wait of their own)")
+	assert.Zero(t, calls["eval"], "no script sent whole: the create script too runs by its SHA-1")
+	assert.LessOrEqual(t, perTask("evalsha")-extra, 3.05, "scripts per task: create, fetch, finish")
+	assert.LessOrEqual(t, perTask("xread"), 1.05, "one blocking read per task")
+	assert.LessOrEqual(t, perTask("xpending", "xinfo|groups", "xtrim"), 0.1, "trimming the stream is not an acknowledgement's work")
+	assert.LessOrEqual(t, float64(total)/tasks-6*extra, 28.5, "commands per task (there were 40)")
+}
+
+// TestScriptsLostMidRunLoseNothing makes Redis forget its scripts (SCRIPT
+// FLUSH, as a restart or a failover to a replica that never ran them
+// would) again and again while tasks are enqueued, run and acknowledged:
+// every script call may then fail with NOSCRIPT and be sent whole, and
+// every task must still run exactly once and succeed, due at once or
+// delayed.
+func TestScriptsLostMidRunLoseNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	var mu sync.Mutex
+	runs := map[string]int{}
+	reg := registry.New()
+	reg.MustRegister("count", flow.Func(func(_ context.Context, task *flow.Task) (any, error) {
+		mu.Lock()
+		runs[task.ID]++
+		mu.Unlock()
+		task.Progress.Status("counted")
+		return nil, nil
+	}))
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 8, Logger: quiet}))
+
+	stop := make(chan struct{})
+	var flusher sync.WaitGroup
+	flushes := 0
+	flusher.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			assert.NoError(t, srv.Do("SCRIPT", "FLUSH").Error())
+			flushes++
+		}
+	})
+	ctx := context.Background()
+	var ids []string
+	for i := range 150 {
+		var opts queue.EnqueueOptions
+		if i%5 == 0 {
+			opts.RunAt = time.Now().Add(20 * time.Millisecond)
+		}
+		id, err := broker.Enqueue(ctx, "count", json.RawMessage(`{}`), opts)
+		require.NoError(t, err)
+		ids = append(ids, id)
+		time.Sleep(time.Millisecond)
+	}
+	for _, id := range ids {
+		eventually(t, func() bool {
+			snap, _, err := b.Snapshot(ctx, id)
+			require.NoError(t, err)
+			return snap.State.Terminal()
+		}, "task "+id+" ends")
+	}
+	close(stop)
+	flusher.Wait()
+	require.Positive(t, flushes)
+	require.Positive(t, commandCalls(t, srv)["eval"], "some scripts were sent whole after a flush")
+
+	mu.Lock()
+	defer mu.Unlock()
+	for _, id := range ids {
+		snap, _, err := b.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateSuccess, snap.State, "task %s", id)
+		assert.Equal(t, 1, runs[id], "task %s runs once", id)
+	}
+	dead, err := b.Dead(ctx, 0)
+	require.NoError(t, err)
+	assert.Empty(t, dead)
+	assert.Zero(t, pendingEntries(t, srv, b.Prefix()), "no entry left leased")
+}
+
+// TestCancelledFetchEndsItsWait checks that a Fetch waiting for work
+// returns as soon as its context is cancelled, well before its wait would
+// have ended, and leaves nothing leased behind.
+func TestCancelledFetchEndsItsWait(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		leases []*queue.Lease
+		err    error
+		at     time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		leases, err := b.Fetch(ctx, "waiting", 1, time.Minute)
+		done <- result{leases, err, time.Now()}
+	}()
+	// Let it look, find nothing and wait: a wait lasts up to a second.
+	time.Sleep(200 * time.Millisecond)
+	cancelled := time.Now()
+	cancel()
+	r := <-done
+	require.ErrorIs(t, r.err, context.Canceled)
+	assert.Empty(t, r.leases)
+	assert.Less(t, r.at.Sub(cancelled), 500*time.Millisecond, "the wait ended when its context was cancelled, not when it would have")
+
+	task := newTask()
+	require.NoError(t, b.Enqueue(context.Background(), task))
+	leases, err := b.Fetch(context.Background(), "other", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1, "the task went to the Fetch that asked, not the cancelled one")
+	assert.Equal(t, task.ID, leases[0].Task.ID)
+}
+
+// TestWaitingFetchTakesATaskDelayedPastItsPlan checks that a Fetch that
+// waits with what an earlier Fetch learnt of the queue does not miss a
+// task delayed meanwhile to beyond that plan's second (no wake-up is sent
+// for it): the task is taken when it is due.
+func TestWaitingFetchTakesATaskDelayedPastItsPlan(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 2, time.Minute) // takes it, and plans the next wait
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	later := newTask()
+	later.RunAt = time.Now().Add(1500 * time.Millisecond)
+	require.NoError(t, b.Enqueue(ctx, later))
+	leases, err := b.Fetch(ctx, "w", 2, time.Minute)
+	taken := time.Now()
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, later.ID, leases[0].Task.ID)
+	assert.False(t, taken.Before(later.RunAt.Add(-2*time.Millisecond)), "taken before it was due")
+	assert.Less(t, taken.Sub(later.RunAt), 300*time.Millisecond, "taken when it was due, not a wait later")
+}
