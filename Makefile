@@ -1,10 +1,11 @@
 # Targets a newcomer runs; each is one command.
 #
-# The repository holds three Go modules, tied together by go.work: the
-# library (.), the examples (./examples) and the benchmark command
-# (./cmd/flowbench). PKGS names the packages of all three, since ./...
-# stops at a nested module's directory.
-PKGS := ./... ./examples/... ./cmd/flowbench/...
+# The repository holds several Go modules, tied together by go.work: the
+# library (.), the examples (./examples), the benchmark command
+# (./cmd/flowbench) and the OpenTelemetry tests with the SDK (./oteltest).
+# PKGS names the packages of all of them, since ./... stops at a nested
+# module's directory.
+PKGS := ./... ./examples/... ./cmd/flowbench/... ./oteltest/...
 
 .PHONY: test bench lint run
 

@@ -8,6 +8,10 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -27,6 +31,17 @@ type BrokerConfig struct {
 	Timeout time.Duration
 	// Logger receives the Broker's warnings. Nil means slog.Default().
 	Logger *slog.Logger
+	// TracerProvider traces Enqueue and Requeue: each makes a span
+	// (flows.enqueue, flows.requeue) whose W3C trace context the new task
+	// carries (Task.TraceParent), so that its runs on any worker join the
+	// same trace. Nil means the global provider (otel.GetTracerProvider),
+	// which does nothing unless one is installed.
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the Broker's metrics: tasks enqueued, tasks
+	// cancelled while pending, and the depth of the queue (see the
+	// package documentation). Nil means the global provider
+	// (otel.GetMeterProvider), which does nothing unless one is installed.
+	MeterProvider metric.MeterProvider
 }
 
 // EnqueueOptions are the per-task settings of Enqueue. Zero fields take the
@@ -49,6 +64,7 @@ type Broker struct {
 	// creator is set when the backend is the store and offers the
 	// one-step path.
 	creator taskCreator
+	tel     *brokerTelemetry
 }
 
 // NewBroker returns a Broker that queues tasks in backend and records
@@ -73,7 +89,7 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 		cfg.Logger = slog.Default()
 	}
 	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
-	return &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator}
+	return &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, tel: newBrokerTelemetry(cfg, backend)}
 }
 
 // Enqueue accepts a task for the named flow and returns its id. The task
@@ -98,7 +114,10 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 	if t.Timeout <= 0 {
 		t.Timeout = b.cfg.Timeout
 	}
-	if err := b.add(ctx, t); err != nil {
+	ctx, span := b.tel.startSpan(ctx, spanEnqueue, t, trace.SpanContext{})
+	err := b.add(ctx, t)
+	b.tel.endSpan(ctx, span, t, err)
+	if err != nil {
 		return "", err
 	}
 	return t.ID, nil
@@ -157,15 +176,28 @@ func (b *Broker) Requeue(ctx context.Context, id string) (string, error) {
 		EnqueuedAt:   time.Now().UTC(),
 		RequeuedFrom: id,
 	}
+	// The new task starts a trace of its own, linked to the dead one's.
+	ctx, span := b.tel.startSpan(ctx, spanRequeue, t, telemetry.SpanContext(dead.TraceParent, dead.TraceState))
+	err = b.requeue(ctx, id, t)
+	b.tel.endSpan(ctx, span, t, err)
+	if err != nil {
+		return "", err
+	}
+	return t.ID, nil
+}
+
+// requeue records the new task t as PENDING and puts it in the place of
+// the dead task id.
+func (b *Broker) requeue(ctx context.Context, id string, t *Task) error {
 	if err := b.store.Create(ctx, t.ID); err != nil {
-		return "", fmt.Errorf("queue: record task: %w", err)
+		return fmt.Errorf("queue: record task: %w", err)
 	}
 	if err := b.backend.Requeue(ctx, id, t); err != nil {
 		// The new progress record is known to no one and expires with
 		// the store's retention.
-		return "", fmt.Errorf("queue: re-queue task %s: %w", id, err)
+		return fmt.Errorf("queue: re-queue task %s: %w", id, err)
 	}
-	return t.ID, nil
+	return nil
 }
 
 // Cancel asks a pending or running task to stop. A pending task ends
@@ -197,6 +229,11 @@ func (b *Broker) Cancel(ctx context.Context, id string) error {
 		_, err := b.store.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: StatusCancelled})
 		if err != nil && !errors.Is(err, progress.ErrFinished) {
 			return err
+		}
+		if err == nil {
+			if t, gerr := b.backend.Get(ctx, id); gerr == nil {
+				b.tel.ended.Add(ctx, 1, b.tel.failed.Get(t.Flow).Add...)
+			}
 		}
 	}
 	return nil

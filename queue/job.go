@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
 )
@@ -24,8 +26,14 @@ type job struct {
 	// fin is the reporter's store when the worker has the one-step path
 	// (see NewWorker).
 	fin *finishingStore
-	// startedAt is when the flow's run started; zero if it did not.
+	// startedAt is when the flow's run started (see runStarted); zero if
+	// it did not.
 	startedAt time.Time
+
+	// span traces the lease (see startSpan); endState is the terminal
+	// state this job recorded, "" if it recorded none.
+	span     trace.Span
+	endState progress.State
 }
 
 // logger returns the worker's logger with the task's id, flow and
@@ -73,6 +81,8 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	l := ld.lease
 	t := l.Task
 	j := &job{w: w, base: base, lease: l, task: t}
+	j.startSpan()
+	defer j.endSpan()
 	var store progress.Store = w.store
 	if w.fin != nil {
 		j.fin = &finishingStore{Store: w.store, f: w.fin, lease: l}
@@ -174,6 +184,7 @@ func (j *job) run(f flow.Flow) {
 	// (see stopFlows).
 	ctx, cancel := context.WithCancelCause(j.base)
 	defer cancel(nil)
+	j.runStarted()
 	if t.Timeout > 0 {
 		var stop context.CancelFunc
 		ctx, stop = context.WithTimeoutCause(ctx, t.Timeout, errTimedOut)
@@ -184,9 +195,6 @@ func (j *job) run(f flow.Flow) {
 	defer j.w.untrack(t.ID, j.w.track(t.ID, cancel))
 
 	hb := j.startHeartbeat(cancel)
-	if len(j.w.hooks) > 0 {
-		j.startedAt = time.Now()
-	}
 
 	done := make(chan outcome, 1) // buffered: an abandoned flow still returns
 	go func() {

@@ -511,3 +511,25 @@ func (h *timerHeap) Pop() any {
 	*h = old[:n]
 	return mt
 }
+
+// Depth implements DepthReader. It counts the delayed and leased tasks
+// one by one: it takes time in proportion to them, not to every task
+// kept.
+func (m *Memory) Depth(ctx context.Context) (Depth, error) {
+	if err := ctx.Err(); err != nil {
+		return Depth{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.advance(time.Now())
+	d := Depth{Ready: int64(m.ready.len())}
+	for _, mt := range m.timers {
+		switch mt.state {
+		case memDelayed:
+			d.Delayed++
+		case memLeased:
+			d.Running++
+		}
+	}
+	return d, nil
+}

@@ -96,6 +96,13 @@ type Task struct {
 	// RequeuedFrom is the id of the dead task this task was re-queued
 	// from (Broker.Requeue), "" for a task started afresh.
 	RequeuedFrom string `json:"requeued_from,omitempty"`
+	// TraceParent and TraceState are the W3C Trace Context (the
+	// traceparent and tracestate headers) of the span that enqueued the
+	// task, "" when it was enqueued outside a trace. Each run of the task
+	// is traced as a child of that span, so that one trace follows the
+	// task from start-task to its end. Backends store them as they are.
+	TraceParent string `json:"traceparent,omitempty"`
+	TraceState  string `json:"tracestate,omitempty"`
 }
 
 // DeadTask is an entry of the dead-letter set: a task that failed for
@@ -218,4 +225,23 @@ func ValidID(id string) bool {
 		}
 	}
 	return true
+}
+
+// Depth counts the tasks of a queue by where they are.
+type Depth struct {
+	// Ready is the tasks waiting for a worker.
+	Ready int64
+	// Delayed is the tasks waiting for a later time: their RunAt, or
+	// the backoff before a retry.
+	Delayed int64
+	// Running is the tasks leased to a worker.
+	Running int64
+}
+
+// DepthReader is implemented by a Backend that counts its tasks by where
+// they are without scanning them (both backends of this module do). A
+// Broker reports it as the flows.queue.depth gauge of its MeterProvider.
+type DepthReader interface {
+	// Depth returns the counts of the backend's queue.
+	Depth(ctx context.Context) (Depth, error)
 }

@@ -43,6 +43,7 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 // failed handles an error returned by the flow: retry or FAILURE.
 func (j *job) failed(err error) {
 	t := j.task
+	j.runFailed(err)
 	var pe *panicError
 	retryable := !errors.Is(err, flow.ErrPermanent) && !errors.Is(err, flow.ErrInvalidInputs) && !errors.As(err, &pe)
 	if retryable && t.Attempt < t.MaxAttempts {
@@ -98,6 +99,9 @@ func (j *job) succeed(result any) {
 	}
 	ctx := j.op()
 	err := j.rep.Succeed(ctx, result)
+	if err == nil {
+		j.noteEnd(progress.StateSuccess, "")
+	}
 	if j.fin != nil && j.fin.acked.Load() {
 		return
 	}
@@ -117,6 +121,9 @@ func (j *job) cancelled() { j.end(StatusCancelled, false) }
 func (j *job) end(reason string, bury bool) {
 	ctx := j.op()
 	err := j.rep.Fail(ctx, reason)
+	if err == nil {
+		j.noteEnd(progress.StateFailure, reason)
+	}
 	switch {
 	case err == nil:
 		j.recorded(bury, reason)

@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/flowsrun/flows/internal/opctx"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/registry"
@@ -106,6 +109,21 @@ type WorkerConfig struct {
 
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider traces each lease of a task as a span (flows.run), a
+	// child of the span that enqueued the task (Task.TraceParent): the
+	// flow runs with that span in its context, so the spans it starts
+	// (flow/lcflow's steps, tools and model calls among them) join the
+	// task's trace. Nil means the global provider (otel.GetTracerProvider),
+	// which does nothing unless one is installed.
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider receives the worker's metrics: runs started, tasks
+	// ended by state, run durations, pickup latency and progress events
+	// recorded (see the package documentation). Nil means the global
+	// provider (otel.GetMeterProvider), which does nothing unless one is
+	// installed.
+	MeterProvider metric.MeterProvider
 }
 
 // DefaultBackoff is the retry delay used when WorkerConfig.Backoff is
@@ -168,6 +186,7 @@ type Worker struct {
 	hooks   []FinishHook // WorkerConfig.OnFinish
 	cfg     WorkerConfig
 	log     *slog.Logger
+	tel     *workerTelemetry
 
 	running atomic.Bool
 	ops     *opctx.Source // contexts of backend and store calls, set by Run
@@ -235,18 +254,24 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 		}
 	}
 	s := resolveStore("NewWorker", true, backend, store, cfg.Logger)
+	tel := newWorkerTelemetry(cfg)
 	if len(hooks) > 0 {
 		// The hooks run between the record of a success and its
 		// acknowledgement: they cannot go in one step.
 		s.fin = nil
 	}
+	fin := s.fin
+	if fin != nil {
+		fin = countingFinisher{finisher: fin, tel: tel}
+	}
 	return &Worker{
 		backend: backend,
-		store:   s.store,
-		fin:     s.fin,
+		store:   countingStore{Store: s.store, tel: tel},
+		fin:     fin,
 		fetcher: s.fetcher,
 		hooks:   hooks,
 		cfg:     cfg,
+		tel:     tel,
 		log:     cfg.Logger.With("worker", cfg.Name),
 		active:  map[string]*activeRun{},
 		recent:  map[string]time.Time{},

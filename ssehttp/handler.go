@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -114,6 +117,20 @@ type Config struct {
 	// Logger receives the causes of 5xx answers and stream failures. Nil
 	// means slog.Default().
 	Logger *slog.Logger
+
+	// TracerProvider traces start-task: its span (flows.start_task) is the
+	// parent of the span of the enqueue, and so the root of the task's
+	// trace unless the request already belongs to one (the host's own
+	// HTTP tracing, or a traceparent header). Nil means the global
+	// provider (otel.GetTracerProvider), which does nothing unless one is
+	// installed.
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider receives the Handler's metric: the task-status
+	// streams open (flows.sse.streams). Nil means the global provider
+	// (otel.GetMeterProvider), which does nothing unless one is
+	// installed.
+	MeterProvider metric.MeterProvider
 }
 
 // Handler is the http.Handler of the flows API. Create it with New; it is
@@ -122,6 +139,7 @@ type Handler struct {
 	cfg  Config
 	cors *corsPolicy
 	mux  *http.ServeMux
+	tel  *handlerTelemetry
 }
 
 // New returns a Handler serving the API with cfg. It panics if cfg.Queue or
@@ -162,7 +180,7 @@ func New(cfg Config) *Handler {
 	if err != nil {
 		panic("ssehttp.New: " + err.Error())
 	}
-	h := &Handler{cfg: cfg, cors: cors, mux: http.NewServeMux()}
+	h := &Handler{cfg: cfg, cors: cors, mux: http.NewServeMux(), tel: newHandlerTelemetry(cfg)}
 	h.route("POST", "/start-task/", h.startTask)
 	h.route("GET", "/task-status/{id}/", h.taskStatus)
 	h.route("GET", "/flows/", h.flows)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/strictjson"
+	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
 )
@@ -28,6 +29,14 @@ type startResponse struct {
 // 404 when no such flow is registered), the inputs (422: not an object, or
 // failing the flow's schema), then the queue (503 when unavailable).
 func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
+	ctx, span := h.tel.startSpan(r)
+	if span.IsRecording() {
+		sw := &statusWriter{ResponseWriter: w}
+		w = sw
+		defer sw.end(span)
+	} else {
+		defer span.End()
+	}
 	if !h.sameOrigin(w, r) || !h.authorize(w, r, ActionStart, "") {
 		return
 	}
@@ -73,10 +82,16 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 		h.backendError(w, r, "validate inputs", err)
 		return
 	}
-	id, err := h.cfg.Queue.Enqueue(r.Context(), name, inputs, queue.EnqueueOptions{})
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.Flow.String(name))
+	}
+	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{})
 	if err != nil {
 		h.backendError(w, r, "enqueue", err)
 		return
+	}
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.TaskID.String(id))
 	}
 	writeJSON(w, http.StatusOK, startResponse{TaskID: id})
 }

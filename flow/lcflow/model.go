@@ -35,7 +35,9 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 		return r.m.GenerateContent(ctx, messages, options...)
 	}
 	h.llmStarted()
+	ctx, span := startSpan(ctx, "chat", "", attrOperation.String("chat"))
 	resp, err := r.m.GenerateContent(markModelReported(ctx), messages, options...)
+	endSpan(span, err)
 	if err != nil {
 		h.r.Status("Language model failed: " + err.Error())
 		return resp, err

@@ -40,7 +40,9 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 	}
 	name := r.t.Name()
 	h.toolStarted(ctx, name, input)
-	out, err := r.t.Call(markToolReported(ctx), input)
+	sctx, span := startSpan(ctx, "execute_tool ", name, attrOperation.String("execute_tool"), attrTool.String(name))
+	out, err := r.t.Call(markToolReported(sctx), input)
+	endSpan(span, err)
 	if err != nil {
 		h.toolFailed(ctx, name, err)
 		return out, err

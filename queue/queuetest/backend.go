@@ -409,6 +409,74 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.ErrorIs(t, err, queue.ErrNotFound)
 	})
 
+	t.Run("TraceContextTravelsWithTheTask", func(t *testing.T) {
+		// The W3C trace context is stored as it is, read back by Get and
+		// by every lease; a task without one has none.
+		qb, pb := newBackends(t)
+		ctx := context.Background()
+		traced := newTask()
+		traced.TraceParent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+		traced.TraceState = "vendor=a b,other=c"
+		plain := newTask()
+		enqueue(t, qb, traced, plain)
+		var created *queue.Task
+		if c, ok := qb.(taskCreator); ok {
+			created = newTask()
+			created.TraceParent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+			require.NoError(t, c.CreateAndEnqueue(ctx, created))
+		}
+		for _, want := range []*queue.Task{traced, plain, created} {
+			if want == nil {
+				continue
+			}
+			got, err := qb.Get(ctx, want.ID)
+			require.NoError(t, err)
+			assert.Equal(t, want.TraceParent, got.TraceParent, "Get")
+			assert.Equal(t, want.TraceState, got.TraceState, "Get")
+		}
+		byID := map[string]*queue.Task{traced.ID: traced, plain.ID: plain}
+		if created != nil {
+			byID[created.ID] = created
+			require.NoError(t, pb.Create(ctx, traced.ID))
+		}
+		for range byID {
+			l := fetchOne(t, qb, time.Minute)
+			want := byID[l.Task.ID]
+			require.NotNil(t, want, "leased an unknown task %s", l.Task.ID)
+			assert.Equal(t, want.TraceParent, l.Task.TraceParent, "lease")
+			assert.Equal(t, want.TraceState, l.Task.TraceState, "lease")
+			require.NoError(t, qb.Ack(ctx, l))
+		}
+	})
+
+	t.Run("DepthCountsReadyDelayedAndRunning", func(t *testing.T) {
+		b := backend(t)
+		d, ok := b.(queue.DepthReader)
+		if !ok {
+			t.Skip("the backend has no Depth (optional)")
+		}
+		ctx := context.Background()
+		depth := func() queue.Depth {
+			t.Helper()
+			n, err := d.Depth(ctx)
+			require.NoError(t, err)
+			return n
+		}
+		assert.Equal(t, queue.Depth{}, depth(), "an empty queue")
+		later := newTask()
+		later.RunAt = time.Now().Add(time.Hour)
+		enqueue(t, b, newTask(), newTask(), newTask(), later)
+		assert.Equal(t, queue.Depth{Ready: 3, Delayed: 1}, depth())
+		l := fetchOne(t, b, time.Minute)
+		assert.Equal(t, queue.Depth{Ready: 2, Delayed: 1, Running: 1}, depth())
+		require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour)))
+		assert.Equal(t, queue.Depth{Ready: 2, Delayed: 2}, depth())
+		for range 2 {
+			require.NoError(t, b.Ack(ctx, fetchOne(t, b, time.Minute)))
+		}
+		assert.Equal(t, queue.Depth{Delayed: 2}, depth(), "acknowledged tasks are not counted")
+	})
+
 	t.Run("CancelNotifiesEveryListener", func(t *testing.T) {
 		b := backend(t)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -16,17 +16,20 @@ import (
 )
 
 // Task record hash fields: rec holds what does not change once the task
-// is queued (see encodeRec); attempt and cancelled change.
+// is queued (see encodeRec); attempt and cancelled change; trace, present
+// only for a task enqueued in a trace, holds its W3C trace context (see
+// encodeTrace).
 const (
 	recRec       = "rec"
 	recAttempt   = "attempt"
 	recCancelled = "cancelled"
+	recTrace     = "trace"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
-// reports (FetchWithState).
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState}
+// reports (FetchWithState), then the trace context.
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recTrace}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -34,6 +37,7 @@ const (
 	iAttempt
 	iCancelled
 	iState
+	iTrace
 )
 
 // record is a task record as read: the value of each field of
@@ -246,9 +250,9 @@ func (b *Backend) send(ctx context.Context, op string, cmds rueidis.Commands) er
 }
 
 // recordFields returns the hash fields of t's record, as field-value
-// pairs: rec, and attempt and cancelled when they are not zero.
+// pairs: rec, and attempt, cancelled and trace when they are not zero.
 func recordFields(t *queue.Task) [][2]string {
-	fields := make([][2]string, 1, 3)
+	fields := make([][2]string, 1, 4)
 	fields[0] = [2]string{recRec, encodeRec(t)}
 	if t.Attempt != 0 {
 		fields = append(fields, [2]string{recAttempt, strconv.Itoa(t.Attempt)})
@@ -256,7 +260,25 @@ func recordFields(t *queue.Task) [][2]string {
 	if t.Cancelled {
 		fields = append(fields, [2]string{recCancelled, "1"})
 	}
+	if t.TraceParent != "" {
+		fields = append(fields, [2]string{recTrace, encodeTrace(t)})
+	}
 	return fields
+}
+
+// encodeTrace returns the value of a task's trace field: its traceparent,
+// then, if it has one, a space and its tracestate. A traceparent has no
+// space (W3C Trace Context), so the first space divides them.
+func encodeTrace(t *queue.Task) string {
+	if t.TraceState == "" {
+		return t.TraceParent
+	}
+	return t.TraceParent + " " + t.TraceState
+}
+
+// decodeTrace fills t's trace context from the value of a trace field.
+func decodeTrace(v string, t *queue.Task) {
+	t.TraceParent, t.TraceState, _ = strings.Cut(v, " ")
 }
 
 // encodeRec returns the value of a task's rec field: what does not change
@@ -331,6 +353,9 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 	}
 	if err := decodeRec(r[iRec], t); err != nil {
 		return nil, false, err
+	}
+	if r[iTrace] != "" {
+		decodeTrace(r[iTrace], t)
 	}
 	return t, true, nil
 }

@@ -1,0 +1,47 @@
+package lcflow
+
+import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flowsrun/flows/internal/telemetry"
+)
+
+// Attribute keys of the spans of steps, tools and model calls. The
+// gen_ai ones follow OpenTelemetry's semantic conventions for generative
+// AI.
+const (
+	attrStep      = attribute.Key("flows.step.name")
+	attrOperation = attribute.Key("gen_ai.operation.name")
+	attrTool      = attribute.Key("gen_ai.tool.name")
+)
+
+// noSpan is the span returned where nothing is traced.
+var noSpan = trace.SpanFromContext(context.Background())
+
+// startSpan starts a span named kind+name, a child of the span in ctx, with
+// the tracer provider of that span, when that span is recording: inside
+// a worker's traced run of a task (see queue.WorkerConfig.TracerProvider)
+// every step, tool call and model call is a child span. Anywhere else it
+// returns ctx and a span that does nothing, at no cost.
+func startSpan(ctx context.Context, kind, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	parent := trace.SpanFromContext(ctx)
+	if !parent.IsRecording() {
+		return ctx, noSpan
+	}
+	ctx, span := parent.TracerProvider().Tracer(telemetry.ScopeName+"/flow/lcflow").Start(ctx, kind+name)
+	span.SetAttributes(attrs...)
+	return ctx, span
+}
+
+// endSpan ends span, with err as its error if it is not nil.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}

@@ -1,0 +1,142 @@
+package oteltest_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// metrics is one collection, flattened: each data point's value (a sum's
+// or a gauge's value, a histogram's count) by instrument name and by its
+// attributes as "key=value,..." in key order.
+type metrics map[string]map[string]float64
+
+func collect(t *testing.T, r *sdkmetric.ManualReader) metrics {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, r.Collect(context.Background(), &rm))
+	out := metrics{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			points := map[string]float64{}
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, p := range d.DataPoints {
+					points[attrKey(p.Attributes)] = float64(p.Value)
+				}
+			case metricdata.Gauge[int64]:
+				for _, p := range d.DataPoints {
+					points[attrKey(p.Attributes)] = float64(p.Value)
+				}
+			case metricdata.Histogram[float64]:
+				for _, p := range d.DataPoints {
+					points[attrKey(p.Attributes)] = float64(p.Count)
+				}
+			default:
+				t.Fatalf("metric %s: unexpected data %T", m.Name, m.Data)
+			}
+			out[m.Name] = points
+		}
+	}
+	return out
+}
+
+func attrKey(s attribute.Set) string {
+	var b []byte
+	for i, kv := range s.ToSlice() {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, string(kv.Key)+"="+kv.Value.Emit()...)
+	}
+	return string(b)
+}
+
+// waitMetrics collects until ok holds.
+func waitMetrics(t *testing.T, r *sdkmetric.ManualReader, ok func(metrics) bool) metrics {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		m := collect(t, r)
+		if ok(m) {
+			return m
+		}
+		if time.Now().After(deadline) {
+			require.FailNow(t, "the metrics did not come", "%v", m)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestMetrics runs tasks on both backends and checks every metric of the
+// broker, the worker and the handler.
+func TestMetrics(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+			qb, pb, store := be.make(t)
+			s := newStack(t, qb, pb, store, providers{mp: mp}, false)
+			ctx := context.Background()
+
+			flakyID := s.start(t, flaky, `{}`)
+			chainID := s.start(t, chain, `{"topic": "otters"}`)
+			later, err := s.broker.Enqueue(ctx, flaky, nil, queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+			require.NoError(t, err)
+			cancelled, err := s.broker.Enqueue(ctx, flaky, nil, queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+			require.NoError(t, err)
+			require.NoError(t, s.broker.Cancel(ctx, cancelled))
+			require.Equal(t, progress.StateSuccess, s.wait(t, flakyID))
+			require.Equal(t, progress.StateSuccess, s.wait(t, chainID))
+
+			m := waitMetrics(t, reader, func(m metrics) bool {
+				d := m["flows.queue.depth"]
+				return len(m["flows.task.run.duration"]) == 3 &&
+					d["flows.queue.state=ready"] == 0 && d["flows.queue.state=running"] == 0
+			})
+			assert.Equal(t, map[string]float64{"flows.flow=flaky": 3, "flows.flow=chain": 1}, m["flows.tasks.enqueued"])
+			assert.Equal(t, map[string]float64{"flows.flow=flaky": 2, "flows.flow=chain": 1}, m["flows.tasks.started"])
+			assert.Equal(t, map[string]float64{
+				"flows.flow=flaky,flows.task.state=SUCCESS": 1,
+				"flows.flow=chain,flows.task.state=SUCCESS": 1,
+				"flows.flow=flaky,flows.task.state=FAILURE": 1, // cancelled while pending
+			}, m["flows.tasks.ended"])
+			assert.Equal(t, map[string]float64{
+				"flows.flow=flaky,flows.run.outcome=retry":   1,
+				"flows.flow=flaky,flows.run.outcome=success": 1,
+				"flows.flow=chain,flows.run.outcome=success": 1,
+			}, m["flows.task.run.duration"], "one duration per run")
+			assert.Equal(t, map[string]float64{"flows.flow=flaky": 1, "flows.flow=chain": 1}, m["flows.task.pickup.latency"],
+				"first attempts only, not the cancelled task")
+			assert.Equal(t, map[string]float64{
+				"flows.queue.state=ready": 0, "flows.queue.state=delayed": 1, "flows.queue.state=running": 0,
+			}, m["flows.queue.depth"])
+			events := m["flows.events.published"]
+			assert.GreaterOrEqual(t, events["flows.event.type=state"], 4.0, "a start and an end for each run but the retried one's end: %v", events)
+			assert.GreaterOrEqual(t, events["flows.event.type=step"], 5.0, "the retry's log and the chain's steps: %v", events)
+
+			// An open task-status stream is counted while it is open.
+			sctx, closeStream := context.WithCancel(ctx)
+			req, err := http.NewRequestWithContext(sctx, http.MethodGet, s.server.URL+"/task-status/"+later+"/", nil)
+			require.NoError(t, err)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			waitMetrics(t, reader, func(m metrics) bool { return m["flows.sse.streams"][""] == 1 })
+			closeStream()
+			waitMetrics(t, reader, func(m metrics) bool { return m["flows.sse.streams"][""] == 0 })
+		})
+	}
+}

@@ -1,0 +1,217 @@
+package oteltest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/tmc/langchaingo/chains"
+	"github.com/tmc/langchaingo/llms"
+	"github.com/tmc/langchaingo/prompts"
+	"go.opentelemetry.io/otel/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/flow/lcflow"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+	"github.com/flowsrun/flows/ssehttp"
+)
+
+// The test flows: flaky fails its first attempt and succeeds on the
+// second; chain is a langchaingo flow with a tool step and a model step.
+const (
+	flaky = "flaky"
+	chain = "chain"
+)
+
+var errFirstTry = errors.New("the first try fails")
+
+// newRegistry returns a registry with the test flows.
+func newRegistry() *registry.Registry {
+	reg := registry.New()
+	reg.MustRegister(flaky, flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		if t.Attempt == 1 {
+			return nil, errFirstTry
+		}
+		return "ok", nil
+	}))
+	search := lcflow.Step("Searching", lcflow.ToolChain(searchTool{}, "topic", "results"))
+	summarise := lcflow.Step("Summarising", chains.NewLLMChain(lcflow.Model(echoModel{}),
+		prompts.NewPromptTemplate("Summarise:\n{{.results}}", []string{"results"})))
+	reg.MustRegister(chain, lcflow.Chain(lcflow.Sequence(search, summarise)))
+	return reg
+}
+
+// searchTool is a langchaingo tool that answers every query.
+type searchTool struct{}
+
+func (searchTool) Name() string        { return "search" }
+func (searchTool) Description() string { return "finds things" }
+func (searchTool) Call(_ context.Context, input string) (string, error) {
+	return `{"results": ["about ` + input + `"]}`, nil
+}
+
+// echoModel answers the last line of its prompt.
+type echoModel struct{}
+
+func (echoModel) GenerateContent(_ context.Context, msgs []llms.MessageContent, _ ...llms.CallOption) (*llms.ContentResponse, error) {
+	var text string
+	for _, m := range msgs {
+		for _, p := range m.Parts {
+			if t, ok := p.(llms.TextContent); ok {
+				text = t.Text
+			}
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	return &llms.ContentResponse{Choices: []*llms.ContentChoice{{Content: "echo: " + lines[len(lines)-1]}}}, nil
+}
+
+func (m echoModel) Call(ctx context.Context, prompt string, options ...llms.CallOption) (string, error) {
+	return llms.GenerateFromSinglePrompt(ctx, m, prompt, options...)
+}
+
+// newTracer returns an SDK tracer provider that records every span.
+func newTracer(t *testing.T) (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+	t.Helper()
+	tp, rec := newChildTracer()
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	return tp, rec
+}
+
+// newChildTracer is newTracer outside a test.
+func newChildTracer() (*sdktrace.TracerProvider, *tracetest.SpanRecorder) {
+	rec := tracetest.NewSpanRecorder()
+	return sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)), rec
+}
+
+// stack is a broker, a running worker and the HTTP handler on one backend.
+type stack struct {
+	broker  *queue.Broker
+	store   progress.Backend
+	backend queue.Backend
+	server  *httptest.Server
+}
+
+// providers are the tracer and meter providers a stack is made with; nil
+// ones are the global.
+type providers struct {
+	tp trace.TracerProvider
+	mp metric.MeterProvider
+}
+
+// backends makes the two backends the tests run on: in memory, and on a
+// Redis of the test's own.
+var backends = []struct {
+	name string
+	make func(t *testing.T) (queue.Backend, progress.Backend, progress.Store)
+}{
+	{"memory", func(t *testing.T) (queue.Backend, progress.Backend, progress.Store) {
+		store := progress.NewMemoryStore(progress.MemoryConfig{})
+		return queue.NewMemory(queue.MemoryConfig{}), store, store
+	}},
+	{"redis", func(t *testing.T) (queue.Backend, progress.Backend, progress.Store) {
+		b := newRedisBackend(t, redistest.Start(t))
+		return b, b, nil
+	}},
+}
+
+func newRedisBackend(t *testing.T, srv *redistest.Server) *redisbackend.Backend {
+	t.Helper()
+	b, err := redisbackend.New(srv.Client(t), redisbackend.Config{})
+	require.NoError(t, err)
+	return b
+}
+
+// newStack starts a worker (unless noWorker) and an HTTP server on the
+// backend made by mk, with p's providers.
+func newStack(t *testing.T, qb queue.Backend, pb progress.Backend, store progress.Store, p providers, noWorker bool) *stack {
+	t.Helper()
+	reg := newRegistry()
+	broker := queue.NewBroker(qb, store, queue.BrokerConfig{TracerProvider: p.tp, MeterProvider: p.mp})
+	if !noWorker {
+		w := queue.NewWorker(qb, store, queue.WorkerConfig{
+			Registry: reg, Concurrency: 4, TracerProvider: p.tp, MeterProvider: p.mp,
+			Backoff: func(int) time.Duration { return 0 },
+		})
+		ctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = w.Run(ctx)
+		}()
+		t.Cleanup(func() {
+			stop()
+			<-done
+		})
+	}
+	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: pb, Registry: reg, TracerProvider: p.tp, MeterProvider: p.mp})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return &stack{broker: broker, store: pb, backend: qb, server: srv}
+}
+
+// start starts flowName over HTTP and returns the task's id.
+func (s *stack) start(t *testing.T, flowName string, inputs string) string {
+	t.Helper()
+	body := `{"flow": "` + flowName + `", "inputs": ` + inputs + `}`
+	resp, err := http.Post(s.server.URL+"/start-task/", "application/json", bytes.NewBufferString(body))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "start-task: %s", b)
+	var out struct {
+		TaskID string `json:"task_id"`
+	}
+	require.NoError(t, json.Unmarshal(b, &out))
+	return out.TaskID
+}
+
+// wait waits for task id to end and returns its final state.
+func (s *stack) wait(t *testing.T, id string) progress.State {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		snap, _, err := s.store.Snapshot(context.Background(), id)
+		require.NoError(t, err)
+		if snap.State.Terminal() {
+			return snap.State
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.FailNow(t, "task did not end in time", "task %s", id)
+	return ""
+}
+
+// startWithHeader starts the flaky flow with a traceparent header.
+func startWithHeader(t *testing.T, s *stack, traceparent string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.server.URL+"/start-task/", strings.NewReader(`{"flow": "flaky"}`))
+	require.NoError(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("traceparent", traceparent)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "start-task: %s", b)
+	var out struct {
+		TaskID string `json:"task_id"`
+	}
+	require.NoError(t, json.Unmarshal(b, &out))
+	return out.TaskID
+}

@@ -1,0 +1,193 @@
+package oteltest_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// span is what the tests read of an ended span.
+type span struct {
+	Name     string            `json:"name"`
+	Kind     string            `json:"kind"`
+	TraceID  string            `json:"trace_id"`
+	SpanID   string            `json:"span_id"`
+	ParentID string            `json:"parent_id"`
+	Status   string            `json:"status"`
+	Attrs    map[string]string `json:"attrs"`
+}
+
+func readSpans(ended []sdktrace.ReadOnlySpan) []span {
+	out := make([]span, 0, len(ended))
+	for _, s := range ended {
+		sp := span{
+			Name: s.Name(), Kind: s.SpanKind().String(),
+			TraceID: s.SpanContext().TraceID().String(), SpanID: s.SpanContext().SpanID().String(),
+			Status: s.Status().Code.String(), Attrs: map[string]string{},
+		}
+		if s.Parent().IsValid() {
+			sp.ParentID = s.Parent().SpanID().String()
+		}
+		for _, kv := range s.Attributes() {
+			sp.Attrs[string(kv.Key)] = kv.Value.Emit()
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// spanTree is the spans of one test, to look up by name, task and parent.
+type spanTree []span
+
+// of returns the spans named name whose attribute key is value.
+func (st spanTree) of(name string, key attribute.Key, value string) []span {
+	var out []span
+	for _, s := range st {
+		if s.Name == name && s.Attrs[string(key)] == value {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// children returns the spans whose parent is p, by name.
+func (st spanTree) children(p span) map[string][]span {
+	out := map[string][]span{}
+	for _, s := range st {
+		if s.ParentID == p.SpanID && s.TraceID == p.TraceID {
+			out[s.Name] = append(out[s.Name], s)
+		}
+	}
+	return out
+}
+
+// waitSpans waits until ok holds of the ended spans.
+func waitSpans(t *testing.T, rec *tracetest.SpanRecorder, ok func(spanTree) bool) spanTree {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := spanTree(readSpans(rec.Ended()))
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			require.FailNow(t, "the spans did not come", "%d spans: %+v", len(st), st)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+const (
+	keyTask    = attribute.Key("flows.task.id")
+	keyFlow    = attribute.Key("flows.flow")
+	keyAttempt = attribute.Key("flows.task.attempt")
+	keyOutcome = attribute.Key("flows.run.outcome")
+	keyState   = attribute.Key("flows.task.state")
+)
+
+// TestTaskTrace starts tasks over HTTP and checks the span tree of each:
+// start-task, then enqueue, then one run per attempt, then the steps of a
+// langchaingo flow with their tool and model calls, all in one trace, on
+// both backends.
+func TestTaskTrace(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			tp, rec := newTracer(t)
+			qb, pb, store := be.make(t)
+			s := newStack(t, qb, pb, store, providers{tp: tp}, false)
+			flakyID := s.start(t, flaky, `{}`)
+			chainID := s.start(t, chain, `{"topic": "otters"}`)
+			require.Equal(t, progress.StateSuccess, s.wait(t, flakyID))
+			require.Equal(t, progress.StateSuccess, s.wait(t, chainID))
+			st := waitSpans(t, rec, func(st spanTree) bool {
+				return len(st.of("flows.run", keyTask, flakyID)) == 2 && len(st.of("flows.run", keyTask, chainID)) == 1
+			})
+
+			t.Run("retried task", func(t *testing.T) {
+				starts := st.of("flows.start_task", keyTask, flakyID)
+				require.Len(t, starts, 1)
+				start := starts[0]
+				assert.Empty(t, start.ParentID, "start-task is the root: the request has no trace")
+				assert.Equal(t, trace.SpanKindServer.String(), start.Kind)
+				assert.Equal(t, flaky, start.Attrs[string(keyFlow)])
+				assert.Equal(t, "200", start.Attrs["http.response.status_code"])
+
+				enq := st.children(start)["flows.enqueue"]
+				require.Len(t, enq, 1, "enqueue is a child of start-task")
+				assert.Equal(t, trace.SpanKindProducer.String(), enq[0].Kind)
+				assert.Equal(t, flakyID, enq[0].Attrs[string(keyTask)])
+
+				runs := st.children(enq[0])["flows.run"]
+				require.Len(t, runs, 2, "each attempt is a child of enqueue, in the same trace")
+				slices.SortFunc(runs, func(a, b span) int { return int(a.Attrs[string(keyAttempt)][0]) - int(b.Attrs[string(keyAttempt)][0]) })
+				for i, r := range runs {
+					assert.Equal(t, start.TraceID, r.TraceID)
+					assert.Equal(t, trace.SpanKindConsumer.String(), r.Kind)
+					assert.Equal(t, fmt.Sprint(i+1), r.Attrs[string(keyAttempt)])
+					assert.Equal(t, flaky, r.Attrs[string(keyFlow)])
+				}
+				assert.Equal(t, "retry", runs[0].Attrs[string(keyOutcome)])
+				assert.Equal(t, codes.Error.String(), runs[0].Status, "the failed attempt")
+				assert.Equal(t, "success", runs[1].Attrs[string(keyOutcome)])
+				assert.Equal(t, string(progress.StateSuccess), runs[1].Attrs[string(keyState)])
+				assert.NotEqual(t, codes.Error.String(), runs[1].Status)
+			})
+
+			t.Run("langchaingo steps", func(t *testing.T) {
+				runs := st.of("flows.run", keyTask, chainID)
+				require.Len(t, runs, 1)
+				run := runs[0]
+				enq := st.of("flows.enqueue", keyTask, chainID)
+				require.Len(t, enq, 1)
+				assert.Equal(t, enq[0].SpanID, run.ParentID)
+				assert.Equal(t, enq[0].TraceID, run.TraceID)
+
+				steps := st.children(run)
+				require.Len(t, steps["step Searching"], 1, "children of the run: %v", steps)
+				require.Len(t, steps["step Summarising"], 1, "children of the run: %v", steps)
+				assert.Equal(t, "Searching", steps["step Searching"][0].Attrs["flows.step.name"])
+
+				tools := st.children(steps["step Searching"][0])["execute_tool search"]
+				require.Len(t, tools, 1, "the tool call is a child of its step")
+				assert.Equal(t, "search", tools[0].Attrs["gen_ai.tool.name"])
+				assert.Equal(t, "execute_tool", tools[0].Attrs["gen_ai.operation.name"])
+
+				chats := st.children(steps["step Summarising"][0])["chat"]
+				require.Len(t, chats, 1, "the model call is a child of its step")
+				assert.Equal(t, "chat", chats[0].Attrs["gen_ai.operation.name"])
+			})
+		})
+	}
+}
+
+// TestTraceContinuesTheRequestsTrace: a start-task request carrying a
+// traceparent header puts the task in that trace.
+func TestTraceContinuesTheRequestsTrace(t *testing.T) {
+	tp, rec := newTracer(t)
+	qb, pb, store := backends[0].make(t)
+	s := newStack(t, qb, pb, store, providers{tp: tp}, true)
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	id := startWithHeader(t, s, parent)
+	st := waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.start_task", keyTask, id)) == 1 })
+	start := st.of("flows.start_task", keyTask, id)[0]
+	assert.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", start.TraceID)
+	assert.Equal(t, "00f067aa0ba902b7", start.ParentID)
+	task, err := s.backend.Get(context.Background(), id)
+	require.NoError(t, err)
+	enq := st.children(start)["flows.enqueue"]
+	require.Len(t, enq, 1)
+	assert.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-"+enq[0].SpanID+"-01", task.TraceParent,
+		"the task carries the enqueue span's context")
+}

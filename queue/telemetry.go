@@ -1,0 +1,315 @@
+package queue
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/flowsrun/flows/internal/telemetry"
+	"github.com/flowsrun/flows/progress"
+)
+
+// Names of the spans and instruments of the queue (see the package
+// documentation, "Tracing and metrics").
+const (
+	spanEnqueue = "flows.enqueue"
+	spanRequeue = "flows.requeue"
+	spanRun     = "flows.run"
+
+	metricEnqueued = "flows.tasks.enqueued"
+	metricStarted  = "flows.tasks.started"
+	metricEnded    = "flows.tasks.ended"
+	metricDuration = "flows.task.run.duration"
+	metricPickup   = "flows.task.pickup.latency"
+	metricEvents   = "flows.events.published"
+	metricDepth    = "flows.queue.depth"
+)
+
+// Outcomes of a run, the flows.run.outcome attribute of the run duration.
+const (
+	outcomeSuccess = "success"
+	outcomeFailure = "failure"
+	outcomeRetry   = "retry" // given back: to retry, or for another worker
+)
+
+// durationBuckets are the bounds (in seconds) of the duration histograms:
+// from a millisecond to an hour, for flows from no-ops to long agents.
+var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
+
+// counter makes a counter of m, logging an error of the meter (an SDK
+// returns one for a name or option it refuses) and using a no-op counter
+// if it returned none.
+func counter(m metric.Meter, log *slog.Logger, name, unit, desc string) metric.Int64Counter {
+	c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+	if err != nil {
+		log.Warn("flows: making a metric instrument failed", "instrument", name, "err", err)
+	}
+	if c == nil {
+		c, _ = noop.Meter{}.Int64Counter(name)
+	}
+	return c
+}
+
+// histogram makes a histogram of durations in seconds, as counter does.
+func histogram(m metric.Meter, log *slog.Logger, name, desc string) metric.Float64Histogram {
+	h, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
+		metric.WithExplicitBucketBoundaries(durationBuckets...))
+	if err != nil {
+		log.Warn("flows: making a metric instrument failed", "instrument", name, "err", err)
+	}
+	if h == nil {
+		h, _ = noop.Meter{}.Float64Histogram(name)
+	}
+	return h
+}
+
+const descEnded = "Tasks that reached a terminal state, by flow and state (SUCCESS or FAILURE)."
+
+// brokerTelemetry is what a Broker traces and measures.
+type brokerTelemetry struct {
+	tracer   trace.Tracer
+	enqueued metric.Int64Counter
+	ended    metric.Int64Counter
+	byFlow   telemetry.OptionCache[string]
+	failed   telemetry.OptionCache[string] // FAILURE by flow
+}
+
+func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
+	m := telemetry.Meter(cfg.MeterProvider)
+	t := &brokerTelemetry{
+		tracer:   telemetry.Tracer(cfg.TracerProvider),
+		enqueued: counter(m, cfg.Logger, metricEnqueued, "{task}", "Tasks accepted by the broker, by flow."),
+		ended:    counter(m, cfg.Logger, metricEnded, "{task}", descEnded),
+	}
+	t.byFlow.New = func(flow string) *telemetry.Options { return telemetry.NewOptions(telemetry.Flow.String(flow)) }
+	t.failed.New = func(flow string) *telemetry.Options {
+		return telemetry.NewOptions(telemetry.Flow.String(flow), telemetry.State.String(string(progress.StateFailure)))
+	}
+	if d, ok := backend.(DepthReader); ok {
+		opts := [...]metric.ObserveOption{
+			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("ready"))),
+			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("delayed"))),
+			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("running"))),
+		}
+		_, err := m.Int64ObservableGauge(metricDepth, metric.WithUnit("{task}"),
+			metric.WithDescription("Tasks in the queue: ready to run, delayed (due later or waiting for a retry) and running (leased to a worker)."),
+			metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
+				ctx, cancel := context.WithTimeout(ctx, opTimeout)
+				defer cancel()
+				n, err := d.Depth(ctx)
+				if err != nil {
+					return err
+				}
+				o.Observe(n.Ready, opts[0])
+				o.Observe(n.Delayed, opts[1])
+				o.Observe(n.Running, opts[2])
+				return nil
+			}))
+		if err != nil {
+			cfg.Logger.Warn("flows: making a metric instrument failed", "instrument", metricDepth, "err", err)
+		}
+	}
+	return t
+}
+
+// startSpan starts the producer span of a new task t and records its
+// context in t.
+func (bt *brokerTelemetry) startSpan(ctx context.Context, name string, t *Task, link trace.SpanContext) (context.Context, trace.Span) {
+	var span trace.Span
+	if link.IsValid() {
+		ctx, span = bt.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(trace.Link{SpanContext: link}))
+	} else {
+		ctx, span = bt.tracer.Start(ctx, name, telemetry.KindProducer...)
+	}
+	if span.IsRecording() {
+		attrs := []attribute.KeyValue{telemetry.TaskID.String(t.ID), telemetry.Flow.String(t.Flow)}
+		if t.RequeuedFrom != "" {
+			attrs = append(attrs, attribute.String("flows.task.requeued_from", t.RequeuedFrom))
+		}
+		span.SetAttributes(attrs...)
+	}
+	t.TraceParent, t.TraceState = telemetry.Inject(ctx)
+	return ctx, span
+}
+
+// endSpan ends span with err's status, and counts the task when it was
+// accepted.
+func (bt *brokerTelemetry) endSpan(ctx context.Context, span trace.Span, t *Task, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	} else {
+		bt.enqueued.Add(ctx, 1, bt.byFlow.Get(t.Flow).Add...)
+	}
+	span.End()
+}
+
+// workerTelemetry is what a Worker traces and measures.
+type workerTelemetry struct {
+	tracer   trace.Tracer
+	started  metric.Int64Counter
+	ended    metric.Int64Counter
+	duration metric.Float64Histogram
+	pickup   metric.Float64Histogram
+	events   metric.Int64Counter
+	byFlow   telemetry.OptionCache[string]
+	byEnd    telemetry.OptionCache[[2]string] // flow, state
+	byRun    telemetry.OptionCache[[2]string] // flow, outcome
+	byEvent  map[progress.EventType]*telemetry.Options
+}
+
+func newWorkerTelemetry(cfg WorkerConfig) *workerTelemetry {
+	m := telemetry.Meter(cfg.MeterProvider)
+	log := cfg.Logger
+	t := &workerTelemetry{
+		tracer:  telemetry.Tracer(cfg.TracerProvider),
+		started: counter(m, log, metricStarted, "{run}", "Runs of flows started by workers, by flow: one per attempt."),
+		ended:   counter(m, log, metricEnded, "{task}", descEnded),
+		events: counter(m, log, metricEvents, "{event}",
+			"Progress events recorded by workers, by type (state, status, progress, step, token)."),
+		duration: histogram(m, log, metricDuration,
+			"Time a worker spent on one run of a flow, by flow and outcome (success, failure, retry)."),
+		pickup: histogram(m, log, metricPickup,
+			"Time from when a task was ready to when a worker leased it, first attempts only, by flow."),
+	}
+	t.byFlow.New = func(flow string) *telemetry.Options { return telemetry.NewOptions(telemetry.Flow.String(flow)) }
+	t.byEnd.New = func(k [2]string) *telemetry.Options {
+		return telemetry.NewOptions(telemetry.Flow.String(k[0]), telemetry.State.String(k[1]))
+	}
+	t.byRun.New = func(k [2]string) *telemetry.Options {
+		return telemetry.NewOptions(telemetry.Flow.String(k[0]), telemetry.Outcome.String(k[1]))
+	}
+	t.byEvent = map[progress.EventType]*telemetry.Options{}
+	for _, e := range []progress.EventType{progress.EventState, progress.EventStatus, progress.EventProgress, progress.EventStep, progress.EventToken} {
+		t.byEvent[e] = telemetry.NewOptions(telemetry.EventType.String(string(e)))
+	}
+	return t
+}
+
+// countEvents counts the events a worker recorded.
+func (wt *workerTelemetry) countEvents(ctx context.Context, events []progress.Event) {
+	for i := 0; i < len(events); {
+		// Count runs of one type with one Add: a batch of tokens is one.
+		typ, n := events[i].Type, 1
+		for i+n < len(events) && events[i+n].Type == typ {
+			n++
+		}
+		i += n
+		if o := wt.byEvent[typ]; o != nil {
+			wt.events.Add(ctx, int64(n), o.Add...)
+		}
+	}
+}
+
+// countingStore is a worker's progress store: it counts the events it
+// records (flows.events.published).
+type countingStore struct {
+	progress.Store
+	tel *workerTelemetry
+}
+
+func (s countingStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	last, err := s.Store.Append(ctx, taskID, events...)
+	if err == nil {
+		s.tel.countEvents(ctx, events)
+	}
+	return last, err
+}
+
+// startSpan starts the span of the job's lease, a child of the span that
+// enqueued the task (so each attempt joins the task's trace), and puts it
+// in j.base for the flow and what the worker does for the task. It
+// records the pickup latency of a first attempt.
+func (j *job) startSpan() {
+	wt, t := j.w.tel, j.task
+	now := time.Now()
+	if t.Attempt == 1 && !t.Cancelled {
+		ready := t.EnqueuedAt
+		if t.RunAt.After(ready) {
+			ready = t.RunAt
+		}
+		if !ready.IsZero() {
+			wt.pickup.Record(j.base, max(now.Sub(ready), 0).Seconds(), wt.byFlow.Get(t.Flow).Record...)
+		}
+	}
+	ctx := telemetry.Extract(j.base, t.TraceParent, t.TraceState)
+	ctx, j.span = wt.tracer.Start(ctx, spanRun, telemetry.KindConsumer...)
+	if j.span.IsRecording() {
+		j.span.SetAttributes(telemetry.TaskID.String(t.ID), telemetry.Flow.String(t.Flow),
+			telemetry.Attempt.Int(t.Attempt), telemetry.Worker.String(j.w.cfg.Name))
+	}
+	j.base = ctx
+}
+
+// runStarted notes the start of the flow's run, for the finish hooks and
+// the run's duration, and counts it.
+func (j *job) runStarted() {
+	j.startedAt = time.Now()
+	j.w.tel.started.Add(j.base, 1, j.w.tel.byFlow.Get(j.task.Flow).Add...)
+}
+
+// runFailed marks the span of a run whose flow returned err.
+func (j *job) runFailed(err error) {
+	j.span.SetStatus(codes.Error, errText(err))
+}
+
+// noteEnd notes that the job recorded the task's terminal state: the
+// ended counter, and the span's status (reason is a FAILURE's).
+func (j *job) noteEnd(state progress.State, reason string) {
+	j.endState = state
+	wt := j.w.tel
+	wt.ended.Add(j.base, 1, wt.byEnd.Get([2]string{j.task.Flow, string(state)}).Add...)
+	if state == progress.StateFailure {
+		j.span.SetStatus(codes.Error, reason)
+	}
+}
+
+// endSpan ends the job's span, with the run's duration and outcome when
+// the flow ran.
+func (j *job) endSpan() {
+	var outcome string
+	switch j.endState {
+	case progress.StateSuccess:
+		outcome = outcomeSuccess
+	case progress.StateFailure:
+		outcome = outcomeFailure
+	default:
+		if !j.startedAt.IsZero() {
+			outcome = outcomeRetry
+		}
+	}
+	if !j.startedAt.IsZero() {
+		wt := j.w.tel
+		wt.duration.Record(j.base, time.Since(j.startedAt).Seconds(), wt.byRun.Get([2]string{j.task.Flow, outcome}).Record...)
+	}
+	if j.span.IsRecording() {
+		if outcome != "" {
+			j.span.SetAttributes(telemetry.Outcome.String(outcome))
+		}
+		if j.endState != "" {
+			j.span.SetAttributes(telemetry.State.String(string(j.endState)))
+		}
+	}
+	j.span.End()
+}
+
+// countingFinisher is a worker's one-step path to a task's end: it counts
+// the events it records, as countingStore does.
+type countingFinisher struct {
+	finisher
+	tel *workerTelemetry
+}
+
+func (f countingFinisher) AppendAndAck(ctx context.Context, l *Lease, events ...progress.Event) (string, bool, error) {
+	last, acked, err := f.finisher.AppendAndAck(ctx, l, events...)
+	if err == nil {
+		f.tel.countEvents(ctx, events)
+	}
+	return last, acked, err
+}
