@@ -37,6 +37,36 @@
 // failed task keeps its one terminal state, and the new one names it in
 // Task.RequeuedFrom and in the first step of its log. Cancelled tasks are
 // never buried: someone asked for them to stop.
+//
+// # Tracing and metrics
+//
+// The Broker and the Worker use the OpenTelemetry API, with the providers
+// of their config (BrokerConfig.TracerProvider and MeterProvider,
+// WorkerConfig likewise) or, when those are nil, the global ones, which do
+// nothing until a program installs an SDK.
+//
+// Spans: Enqueue makes flows.enqueue (kind producer) and Requeue
+// flows.requeue (a new trace, linked to the dead task's); the task
+// carries that span's W3C trace context (Task.TraceParent, TraceState),
+// and every lease of it on any worker makes flows.run (kind consumer), a
+// child of it, so one trace holds the task from its start to its end,
+// each attempt included. The flow runs with the flows.run span in its
+// context. Attributes: flows.task.id, flows.flow, flows.task.attempt,
+// flows.worker, flows.run.outcome (success, failure, retry) and
+// flows.task.state; a failed attempt has an error status.
+//
+// Metrics (attributes in brackets):
+//
+//	flows.tasks.enqueued       counter    tasks accepted by a Broker [flows.flow]
+//	flows.tasks.started        counter    runs of flows started [flows.flow]
+//	flows.tasks.ended          counter    tasks that reached SUCCESS or FAILURE [flows.flow, flows.task.state]
+//	flows.task.run.duration    histogram  seconds per run [flows.flow, flows.run.outcome]
+//	flows.task.pickup.latency  histogram  seconds from ready to leased, first attempts [flows.flow]
+//	flows.events.published     counter    progress events recorded by workers [flows.event.type]
+//	flows.queue.depth          gauge      tasks by flows.queue.state: ready, delayed, running (Broker; a DepthReader backend)
+//
+// The attribute sets are made once per flow and state: without an SDK a
+// task costs a few no-op calls, with one a few cached lookups.
 package queue
 
 import (

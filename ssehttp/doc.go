@@ -100,4 +100,15 @@
 // pass [Config.CrossOrigin], which still refuses every other origin with
 // 403. Cookies and HTTP authentication stay off unless
 // [CORS.AllowCredentials] is set, for an Authorize hook that reads them.
+//
+// # Tracing and metrics
+//
+// With an OpenTelemetry tracer provider (Config.TracerProvider, or the
+// global one), start-task makes a span flows.start_task, the root of the
+// task's trace: its enqueue and every run of the task on any worker are
+// its descendants (see package queue). It is a child of the request's span
+// when the host traces its requests (otelhttp, say), else a server span
+// that continues the trace of a W3C traceparent header if the request
+// has one. The meter provider (Config.MeterProvider, or the global one)
+// gets flows.sse.streams, the task-status streams open.
 package ssehttp

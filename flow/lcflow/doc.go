@@ -57,4 +57,15 @@
 // are built once and shared by every task; concurrent tasks never see each
 // other's events. Flows written in plain Go (flow.Func, flow.Typed) work
 // beside lcflow flows and may run chains themselves with WithHandler.
+//
+// # Tracing
+//
+// Inside a traced run of a task (a worker with an OpenTelemetry tracer
+// provider, see queue.WorkerConfig.TracerProvider), each Step is a span
+// "step <name>", each call of a Tool or ToolChain a span "execute_tool
+// <tool>" and each call of a Model a span "chat", children of the
+// innermost step, with the GenAI attributes gen_ai.operation.name and
+// gen_ai.tool.name and an error status when they fail. They use the
+// tracer provider of the run's span; outside a traced run they cost
+// nothing.
 package lcflow
