@@ -1,7 +1,6 @@
 package oteltest_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -168,8 +167,20 @@ func newStack(t *testing.T, qb queue.Backend, pb progress.Backend, store progres
 // start starts flowName over HTTP and returns the task's id.
 func (s *stack) start(t *testing.T, flowName string, inputs string) string {
 	t.Helper()
-	body := `{"flow": "` + flowName + `", "inputs": ` + inputs + `}`
-	resp, err := http.Post(s.server.URL+"/start-task/", "application/json", bytes.NewBufferString(body))
+	return s.startWith(t, `{"flow": "`+flowName+`", "inputs": `+inputs+`}`, nil)
+}
+
+// startWith posts body to start-task with the headers of header and
+// returns the task's id.
+func (s *stack) startWith(t *testing.T, body string, header http.Header) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, s.server.URL+"/start-task/", strings.NewReader(body))
+	require.NoError(t, err)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
@@ -195,23 +206,4 @@ func (s *stack) wait(t *testing.T, id string) progress.State {
 	}
 	require.FailNow(t, "task did not end in time", "task %s", id)
 	return ""
-}
-
-// startWithHeader starts the flaky flow with a traceparent header.
-func startWithHeader(t *testing.T, s *stack, traceparent string) string {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.server.URL+"/start-task/", strings.NewReader(`{"flow": "flaky"}`))
-	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("traceparent", traceparent)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	require.Equal(t, http.StatusOK, resp.StatusCode, "start-task: %s", b)
-	var out struct {
-		TaskID string `json:"task_id"`
-	}
-	require.NoError(t, json.Unmarshal(b, &out))
-	return out.TaskID
 }

@@ -3,6 +3,7 @@ package oteltest_test
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -89,12 +91,13 @@ func waitSpans(t *testing.T, rec *tracetest.SpanRecorder, ok func(spanTree) bool
 	}
 }
 
+// The attribute keys the spans are read by.
 const (
-	keyTask    = attribute.Key("flows.task.id")
-	keyFlow    = attribute.Key("flows.flow")
-	keyAttempt = attribute.Key("flows.task.attempt")
-	keyOutcome = attribute.Key("flows.run.outcome")
-	keyState   = attribute.Key("flows.task.state")
+	keyTask    = telemetry.TaskID
+	keyFlow    = telemetry.Flow
+	keyAttempt = telemetry.Attempt
+	keyOutcome = telemetry.Outcome
+	keyState   = telemetry.State
 )
 
 // TestTaskTrace starts tasks over HTTP and checks the span tree of each:
@@ -179,7 +182,7 @@ func TestTraceContinuesTheRequestsTrace(t *testing.T) {
 	qb, pb, store := backends[0].make(t)
 	s := newStack(t, qb, pb, store, providers{tp: tp}, true)
 	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-	id := startWithHeader(t, s, parent)
+	id := s.startWith(t, `{"flow": "flaky"}`, http.Header{"Traceparent": {parent}})
 	st := waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.start_task", keyTask, id)) == 1 })
 	start := st.of("flows.start_task", keyTask, id)[0]
 	assert.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", start.TraceID)
