@@ -101,15 +101,9 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	// the state with the lease (see stateFetcher).
 	requeued := false
 	if t.RequeuedFrom != "" {
-		ctx := j.op()
-		snap, _, err := w.store.Snapshot(ctx, t.ID)
+		snap, ok := j.snapshot()
 		switch {
-		case errors.Is(err, progress.ErrNotFound):
-			j.logger().Error("flows: task has no progress record; dropping it")
-			j.ack()
-			return
-		case err != nil:
-			j.storeDown(err)
+		case !ok:
 			return
 		case snap.State.Terminal():
 			j.ended(snap)

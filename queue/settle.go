@@ -141,15 +141,8 @@ func (j *job) end(reason string, bury bool) {
 // the worker that leases it next finds it ended (see ended).
 func (j *job) recorded(bury bool, reason string) {
 	if len(j.w.hooks) > 0 {
-		ctx := j.op()
-		snap, _, err := j.w.store.Snapshot(ctx, j.task.ID)
-		switch {
-		case errors.Is(err, progress.ErrNotFound):
-			j.logger().Error("flows: task has no progress record; dropping it")
-			j.ack()
-			return
-		case err != nil:
-			j.storeDown(err)
+		snap, ok := j.snapshot()
+		if !ok {
 			return
 		}
 		j.runHooks(snap, false)
@@ -164,16 +157,27 @@ func (j *job) recorded(bury bool, reason string) {
 // alreadyEnded handles a task found ended by an earlier attempt (or by a
 // cancellation meanwhile): see ended.
 func (j *job) alreadyEnded() {
+	if snap, ok := j.snapshot(); ok {
+		j.ended(snap)
+	}
+}
+
+// snapshot reads the task's snapshot. When it cannot, it handles the task
+// and reports false: a task without a progress record (expired) is
+// dropped, and one whose store failed is given back for later.
+func (j *job) snapshot() (progress.Snapshot, bool) {
 	ctx := j.op()
 	snap, _, err := j.w.store.Snapshot(ctx, j.task.ID)
 	switch {
 	case errors.Is(err, progress.ErrNotFound):
+		j.logger().Error("flows: task has no progress record; dropping it")
 		j.ack()
+		return snap, false
 	case err != nil:
 		j.storeDown(err)
-	default:
-		j.ended(snap)
+		return snap, false
 	}
+	return snap, true
 }
 
 // ended handles a task found ended, whose snapshot snap is terminal: the

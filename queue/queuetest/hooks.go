@@ -77,22 +77,7 @@ type losingAcks struct {
 }
 
 // steps is a log of what happened, in order.
-type steps struct {
-	mu   sync.Mutex
-	list []string
-}
-
-func (s *steps) add(step string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.list = append(s.list, step)
-}
-
-func (s *steps) get() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string(nil), s.list...)
-}
+type steps = seen[string]
 
 func (b *losingAcks) Ack(ctx context.Context, l *queue.Lease) error {
 	b.steps.add("ack")

@@ -19,23 +19,26 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// attempts records the attempt numbers a flow was run with.
-type attempts struct {
+// seen records values in the order they were seen, from any goroutine.
+type seen[T any] struct {
 	mu   sync.Mutex
-	seen []int
+	list []T
 }
 
-func (a *attempts) add(n int) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.seen = append(a.seen, n)
+func (s *seen[T]) add(v T) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.list = append(s.list, v)
 }
 
-func (a *attempts) get() []int {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return append([]int(nil), a.seen...)
+func (s *seen[T]) get() []T {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]T(nil), s.list...)
 }
+
+// attempts records the attempt numbers a flow was run with.
+type attempts = seen[int]
 
 // waitFor waits for ch to be closed or to yield a value.
 func waitFor[T any](t *testing.T, ch <-chan T, what string) T {
