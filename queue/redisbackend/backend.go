@@ -82,6 +82,8 @@ type Backend struct {
 	acks *batcher[ackCall, struct{}]
 	// creates batches concurrent CreateAndEnqueues.
 	creates *batcher[createCall, struct{}]
+	// snapshots batches concurrent Snapshots.
+	snapshots *batcher[string, snapshotRead]
 	// finishes batches concurrent AppendAndAcks; nil on a Redis Cluster
 	// client, where finishScript cannot run.
 	finishes *batcher[finishCall, finishResult]
@@ -136,6 +138,7 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
 	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 2 })
 	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
+	b.snapshots = newBatcher(b, b.runSnapshots, func(string) int { return snapshotCommands })
 	if !b.cluster {
 		b.finishes = newBatcher(b, b.runFinishes, func(c finishCall) int { return len(c.args) })
 	}

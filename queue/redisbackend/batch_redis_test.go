@@ -61,9 +61,9 @@ func (c *holdingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) 
 	return c.countingClient.DoMulti(ctx, cmds...)
 }
 
-// TestConcurrentCallsShareRoundTrips checks that Appends, Acks and
-// enqueues made while one of the same kind is in flight go together in
-// the next round trip, and that each still gets its own answer.
+// TestConcurrentCallsShareRoundTrips checks that Appends, Snapshots, Acks
+// and enqueues made while one of the same kind is in flight go together
+// in the next round trip, and that each still gets its own answer.
 func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
@@ -130,11 +130,19 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	trips = batched(t, func() error { return appendOne(n) }, appendOne,
 		func() int { a, _, _ := b.Waiting(); return a })
 	assert.Equal(t, int64(2), trips, "%d appends in 2 round trips", n+1)
-	for _, id := range ids {
-		snap, _, err := b.Snapshot(ctx, id)
-		require.NoError(t, err)
-		assert.Equal(t, progress.StateSuccess, snap.State)
-		assert.Equal(t, id, snap.Details.Status, "each task got its own events")
+
+	// Read the n+1 snapshots: each task's own.
+	snaps := make([]progress.Snapshot, n+1)
+	snapshotOne := func(i int) error {
+		var err error
+		snaps[i], _, err = b.Snapshot(ctx, ids[i])
+		return err
+	}
+	trips = batched(t, func() error { return snapshotOne(n) }, snapshotOne, b.WaitingSnapshots)
+	assert.Equal(t, int64(2), trips, "%d snapshot reads in 2 round trips", n+1)
+	for i, id := range ids {
+		assert.Equal(t, progress.StateSuccess, snaps[i].State)
+		assert.Equal(t, id, snaps[i].Details.Status, "each task got its own events")
 	}
 	// One call of a batch fails alone: the task has finished.
 	_, err = b.Append(ctx, ids[0], progress.LogEvent("late"))

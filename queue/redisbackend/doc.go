@@ -146,7 +146,8 @@
 // hot operations made while another of the same kind is in flight wait for
 // it and then go together: CreateAndEnqueue, Append, Ack and AppendAndAck
 // each send one script for all the calls that were waiting (up to 128
-// calls, or 4096 script arguments), in one round trip. A call made while
+// calls, or 4096 script arguments), in one round trip, and Snapshot sends
+// the reads of all the calls waiting in one pipeline. A call made while
 // none is in flight runs at once on its caller's goroutine, so a lone
 // caller pays nothing for batching; each call still gets its own result,
 // and a call whose context ends before its batch is sent is left out of

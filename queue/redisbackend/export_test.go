@@ -24,5 +24,9 @@ func (b *Backend) Waiting() (appends, acks, creates int) {
 	return b.appends.waitingCalls(), b.acks.waitingCalls(), b.creates.waitingCalls()
 }
 
+// WaitingSnapshots returns how many Snapshot calls wait for the batch in
+// flight to end.
+func (b *Backend) WaitingSnapshots() int { return b.snapshots.waitingCalls() }
+
 // MaxFetch is the most tasks one Fetch leases.
 const MaxFetch = maxBatch

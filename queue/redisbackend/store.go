@@ -270,46 +270,74 @@ func appendEncodedEvent(buf []byte, e progress.Event) (_ []byte, step string, er
 	return buf, string(stepJSON), nil
 }
 
-// Snapshot implements progress.Store in one round trip: the hash and the
-// steps are read in one MULTI/EXEC, so they agree with each other.
+// Snapshot implements progress.Store in one round trip, which concurrent
+// calls share (see batcher): each task's hash and steps are read in one
+// MULTI/EXEC, so they agree with each other.
 func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapshot, string, error) {
 	if !queue.ValidID(taskID) {
 		return progress.Snapshot{}, "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
 	}
-	ctx, cancel := b.bound(ctx, 0)
-	defer cancel()
+	r, err := b.snapshots.do(ctx, taskID)
+	return r.snap, r.last, err
+}
+
+// snapshotRead is what Snapshot read of one task.
+type snapshotRead struct {
+	snap progress.Snapshot
+	last string
+}
+
+// runSnapshots reads the snapshots of a batch of Snapshot calls (task
+// ids) in one round trip: a MULTI/EXEC for each.
+func (b *Backend) runSnapshots(ctx context.Context, calls []*batchCall[string, snapshotRead]) {
 	c := b.client
-	res := c.DoMulti(ctx,
-		c.B().Multi().Build(),
-		c.B().Hmget().Key(b.taskKey(taskID)).Field(snapshotFields[:]...).Build(),
-		c.B().Lrange().Key(b.stepsKey(taskID)).Start(0).Stop(-1).Build(),
-		c.B().Exec().Build(),
-	)
+	cmds := make(rueidis.Commands, 0, snapshotCommands*len(calls))
+	for _, call := range calls {
+		id := call.item
+		cmds = append(cmds,
+			c.B().Multi().Build(),
+			c.B().Hmget().Key(b.taskKey(id)).Field(snapshotFields[:]...).Build(),
+			c.B().Lrange().Key(b.stepsKey(id)).Start(0).Stop(-1).Build(),
+			c.B().Exec().Build(),
+		)
+	}
+	res := c.DoMulti(ctx, cmds...)
+	for i, call := range calls {
+		call.res, call.err = b.readSnapshot(ctx, call.item, res[snapshotCommands*i:snapshotCommands*(i+1)])
+	}
+}
+
+// snapshotCommands is the number of commands that read one snapshot.
+const snapshotCommands = 4
+
+// readSnapshot decodes the replies of the commands that read task id's
+// snapshot (see runSnapshots).
+func (b *Backend) readSnapshot(ctx context.Context, taskID string, res []rueidis.RedisResult) (snapshotRead, error) {
 	for _, r := range res {
 		if err := r.Error(); err != nil {
-			return progress.Snapshot{}, "", b.wrap(ctx, "read snapshot of task "+taskID, err)
+			return snapshotRead{}, b.wrap(ctx, "read snapshot of task "+taskID, err)
 		}
 	}
 	parts, err := res[3].ToArray()
 	if err != nil || len(parts) != 2 {
-		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
+		return snapshotRead{}, fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
 	}
 	var fields snapshotValues
 	if err := hmgetValues(parts[0], fields[:]); err != nil {
-		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: read snapshot of task %q: %w", taskID, err)
+		return snapshotRead{}, fmt.Errorf("redisbackend: read snapshot of task %q: %w", taskID, err)
 	}
 	if fields[sState] == "" {
-		return progress.Snapshot{}, "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+		return snapshotRead{}, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 	steps, err := parts[1].AsStrSlice()
 	if err != nil {
-		return progress.Snapshot{}, "", b.wrap(ctx, "read steps of task "+taskID, err)
+		return snapshotRead{}, b.wrap(ctx, "read steps of task "+taskID, err)
 	}
 	snap, err := decodeSnapshot(fields, steps)
 	if err != nil {
-		return progress.Snapshot{}, "", fmt.Errorf("redisbackend: decode snapshot of task %q: %w", taskID, err)
+		return snapshotRead{}, fmt.Errorf("redisbackend: decode snapshot of task %q: %w", taskID, err)
 	}
-	return snap, fields[sLast], nil
+	return snapshotRead{snap: snap, last: fields[sLast]}, nil
 }
 
 func decodeSnapshot(fields snapshotValues, steps []string) (progress.Snapshot, error) {
