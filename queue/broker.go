@@ -53,6 +53,10 @@ type EnqueueOptions struct {
 	Timeout time.Duration
 	// RunAt delays the task's first run until then.
 	RunAt time.Time
+	// Owner names the caller the task belongs to (Task.Owner); "" for
+	// none. A task started by the host's own code for one of its users
+	// should name that user, so that the user can follow it over HTTP.
+	Owner string
 }
 
 // Broker accepts, cancels and looks up tasks, and re-queues dead ones. It
@@ -107,6 +111,7 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 		Timeout:     opts.Timeout,
 		EnqueuedAt:  time.Now().UTC(),
 		RunAt:       opts.RunAt,
+		Owner:       opts.Owner,
 	}
 	if t.MaxAttempts <= 0 {
 		t.MaxAttempts = b.cfg.MaxAttempts
@@ -148,8 +153,8 @@ func (b *Broker) Dead(ctx context.Context, limit int) ([]DeadTask, error) {
 }
 
 // Requeue runs a dead task again and returns the id of the new task that
-// does so. The new task has the dead one's flow, inputs, attempts and time
-// limit, starts with attempt 1, and names the dead task in
+// does so. The new task has the dead one's flow, inputs, attempts, time
+// limit and owner, starts with attempt 1, and names the dead task in
 // Task.RequeuedFrom and in the first step of its log ("re-queued from task
 // <id>"); the dead task keeps its FAILURE and leaves the dead-letter set.
 // Requeue returns ErrNotFound for an unknown task and ErrNotDead for a task
@@ -175,6 +180,7 @@ func (b *Broker) Requeue(ctx context.Context, id string) (string, error) {
 		Timeout:      dead.Timeout,
 		EnqueuedAt:   time.Now().UTC(),
 		RequeuedFrom: id,
+		Owner:        dead.Owner,
 	}
 	// The new task starts a trace of its own, linked to the dead one's.
 	ctx, span := b.tel.startSpan(ctx, spanRequeue, t, telemetry.SpanContext(dead.TraceParent, dead.TraceState))

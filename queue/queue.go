@@ -133,6 +133,11 @@ type Task struct {
 	// task from start-task to its end. Backends store them as they are.
 	TraceParent string `json:"traceparent,omitempty"`
 	TraceState  string `json:"tracestate,omitempty"`
+	// Owner names the caller that started the task (EnqueueOptions.Owner;
+	// over HTTP, the ID of the ssehttp.Principal), "" for none. It is
+	// stored with the task and kept by Requeue; the HTTP API shows a task
+	// only to its owner and to operators.
+	Owner string `json:"owner,omitempty"`
 }
 
 // DeadTask is an entry of the dead-letter set: a task that failed for

@@ -53,13 +53,13 @@ type CORS struct {
 	// user's cookies and HTTP authentication with their requests (fetch
 	// with credentials: "include", EventSource with withCredentials: true)
 	// and read the answers (Access-Control-Allow-Credentials: true). Off
-	// by default: turn it on only when Config.Authorize reads cookies,
+	// by default: turn it on only when Config.Identify reads cookies,
 	// since every listed page can then act as the signed-in user.
 	AllowCredentials bool
 
 	// AllowedHeaders are the request headers a page may send besides
 	// those the API reads itself (Content-Type and Last-Event-ID), for
-	// example "Authorization" for an Authorize hook that reads it.
+	// example "Authorization" for an Identify hook that reads it.
 	AllowedHeaders []string
 
 	// MaxAge is how long a browser may cache a preflight answer before

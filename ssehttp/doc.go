@@ -30,10 +30,12 @@
 //	     a key repeated in one object of the body outside "inputs"; a key
 //	     that is "flow" or "inputs" but for case; a Last-Event-ID the
 //	     progress store cannot parse
+//	401  a caller Config.Identify refuses
 //	403  a cross-site browser request to start-task or cancel-task from an
 //	     origin not listed in Config.CORS, or a request refused by
 //	     Config.Authorize; a preflight (OPTIONS) from an origin not listed
-//	404  unknown flow, unknown or invalid task id, unknown path
+//	404  unknown flow, unknown or invalid task id, a task the caller may
+//	     not see (see Owned tasks), unknown path
 //	405  wrong method for the route
 //	409  cancel-task of a task that has already finished
 //	413  start-task body over Config.MaxBodyBytes
@@ -45,6 +47,18 @@
 //	503  the queue or the store cannot be reached in time (an error wrapping
 //	     queue.ErrUnavailable, a deadline or a network error), on every
 //	     route, with a Retry-After header
+//
+// # Owned tasks
+//
+// Config.Identify names the caller of each request (a Principal). A task
+// belongs to the caller that started it: its ID is stored as the task's
+// owner (queue.Task.Owner). Reading, waiting on, watching and cancelling
+// a task are allowed to its owner and to operators (Principal.Operator);
+// anyone else gets the same 404 as for an id no task has, so that nobody
+// learns which ids exist. Config.Authorize then sees every request as an
+// Access (action, caller, flow, task and owner) and may refuse it with
+// 403. Without Identify the API is open: every caller is an anonymous
+// operator.
 //
 // # Event stream
 //
@@ -99,7 +113,7 @@
 // Access-Control-Allow-Origin; and its start-task and cancel-task requests
 // pass [Config.CrossOrigin], which still refuses every other origin with
 // 403. Cookies and HTTP authentication stay off unless
-// [CORS.AllowCredentials] is set, for an Authorize hook that reads them.
+// [CORS.AllowCredentials] is set, for an Identify hook that reads them.
 //
 // # Tracing and metrics
 //

@@ -50,11 +50,11 @@ func TestErrorMatrix(t *testing.T) {
 
 	refusing := ssehttp.New(ssehttp.Config{
 		Queue: e.broker, Progress: e.store, Registry: registry.New(),
-		Authorize: func(r *http.Request, action ssehttp.Action, taskID string) error {
-			if action == ssehttp.ActionRead && taskID == "" {
+		Authorize: func(r *http.Request, a ssehttp.Access) error {
+			if a.Action == ssehttp.ActionFlows {
 				return nil
 			}
-			return fmt.Errorf("%s refused for this user", action)
+			return fmt.Errorf("%s refused for this user", a.Action)
 		},
 	})
 	poemEntry, err := testRegistry(0, nil, nil).Lookup("poem_flow")

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -97,4 +98,70 @@ func ExampleCORS() {
 	// Access-Control-Allow-Methods: POST
 	// Access-Control-Allow-Headers: Content-Type, Last-Event-ID
 	// Access-Control-Max-Age: 600
+}
+
+// ExampleConfig_identify makes every task belong to the user that started
+// it. Identify names the caller from its bearer token (a session cookie
+// works the same way) and marks admins as operators; Authorize keeps one
+// costly flow for admins. Another user asking for the task gets the 404
+// of an unknown id.
+func ExampleConfig_identify() {
+	users := map[string]ssehttp.Principal{ // token -> user; your session store
+		"t-ada":   {ID: "ada"},
+		"t-bob":   {ID: "bob"},
+		"t-admin": {ID: "root", Operator: true},
+	}
+	reg := registry.New()
+	reg.MustRegister("report", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) { return "done", nil }))
+	reg.MustRegister("deep_research", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) { return "done", nil }))
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{})
+
+	api := ssehttp.New(ssehttp.Config{
+		Queue: broker, Progress: store, Registry: reg,
+		Identify: func(r *http.Request) (ssehttp.Principal, error) {
+			token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			user, ok := users[token]
+			if !ok {
+				return ssehttp.Principal{}, errors.New("log in first")
+			}
+			return user, nil
+		},
+		Authorize: func(r *http.Request, a ssehttp.Access) error {
+			if a.Action == ssehttp.ActionStart && a.Flow == "deep_research" && !a.Principal.Operator {
+				return errors.New("deep_research is for admins")
+			}
+			return nil
+		},
+	})
+
+	call := func(token, method, path, body string) (int, string) {
+		req := httptest.NewRequest(method, path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		rec := httptest.NewRecorder()
+		api.ServeHTTP(rec, req)
+		return rec.Code, strings.TrimSpace(rec.Body.String())
+	}
+	_, started := call("t-ada", "POST", "/start-task/", `{"flow":"report"}`)
+	var task struct {
+		TaskID string `json:"task_id"`
+	}
+	_ = json.Unmarshal([]byte(started), &task)
+
+	fmt.Println(call("", "GET", "/tasks/"+task.TaskID+"/", ""))
+	fmt.Println(call("t-bob", "GET", "/tasks/"+task.TaskID+"/", ""))
+	code, _ := call("t-ada", "GET", "/tasks/"+task.TaskID+"/", "")
+	fmt.Println(code)
+	code, _ = call("t-admin", "GET", "/tasks/"+task.TaskID+"/", "")
+	fmt.Println(code)
+	fmt.Println(call("t-bob", "POST", "/start-task/", `{"flow":"deep_research"}`))
+	// Output:
+	// 401 {"error":"log in first"}
+	// 404 {"error":"task not found"}
+	// 200
+	// 200
+	// 403 {"error":"deep_research is for admins"}
 }

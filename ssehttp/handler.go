@@ -46,21 +46,6 @@ type TaskInspector interface {
 	Task(ctx context.Context, id string) (*queue.TaskInfo, error)
 }
 
-// Action names what a request wants to do, for Config.Authorize.
-type Action string
-
-// The actions of the API.
-const (
-	// ActionStart: POST /start-task/ (taskID is "").
-	ActionStart Action = "start"
-	// ActionWatch: GET /task-status/{id}/.
-	ActionWatch Action = "watch"
-	// ActionCancel: POST /cancel-task/{id}/.
-	ActionCancel Action = "cancel"
-	// ActionRead: GET /tasks/{id}/, and GET /flows/ (taskID is "").
-	ActionRead Action = "read"
-)
-
 // Config configures a Handler. Queue and Progress are required; every
 // other field has a useful zero value.
 type Config struct {
@@ -95,11 +80,24 @@ type Config struct {
 	// stream. Zero means DefaultWriteTimeout.
 	WriteTimeout time.Duration
 
-	// Authorize, when set, is called before every request is served, with
-	// the action asked for and the task id ("" for start-task and flows). A
-	// non-nil error refuses the request with 403 and the error's text as
-	// the message, so it should say why in words fit for the client.
-	Authorize func(r *http.Request, action Action, taskID string) error
+	// Identify names the caller of a request (a session cookie's user, a
+	// bearer token's subject): see Principal for what a task's owner and
+	// an operator may do. A non-nil error refuses the request with 401 and
+	// the error's text as the message, so it should say why in words fit
+	// for the client and name no credential. Nil means that the API is
+	// open: every caller is an anonymous operator, who may use every task.
+	// Identify needs a Queue that is a TaskInspector (New panics
+	// otherwise): the owner of a task is read from the queue's record.
+	Identify func(r *http.Request) (Principal, error)
+
+	// Authorize, when set, decides whether the caller may do what it asks
+	// (see Access). It runs once the caller is identified and, on the
+	// routes of a task, once the caller is known to own the task or to be
+	// an operator; on start-task, once the body names the flow, before
+	// the flow is looked up and its inputs checked. A non-nil error
+	// refuses the request with 403 and the error's text as the message,
+	// so it should say why in words fit for the client.
+	Authorize func(r *http.Request, a Access) error
 
 	// CrossOrigin protects the state-changing routes (start-task and
 	// cancel-task) against cross-site browser requests, which get 403.
@@ -151,6 +149,9 @@ func New(cfg Config) *Handler {
 	}
 	if cfg.Progress == nil {
 		panic("ssehttp.New: Config.Progress is nil")
+	}
+	if _, ok := cfg.Queue.(TaskInspector); cfg.Identify != nil && !ok {
+		panic("ssehttp.New: Config.Identify needs a Queue that is a TaskInspector, to find the owner of a task")
 	}
 	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 {
 		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry or WriteTimeout")
@@ -217,19 +218,6 @@ func (h *Handler) route(method, path string, fn http.HandlerFunc) {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.cors.annotate(w, r)
 	h.mux.ServeHTTP(w, r)
-}
-
-// authorize runs the Authorize hook and answers 403 when it refuses. It
-// reports whether the request may go on.
-func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, action Action, taskID string) bool {
-	if h.cfg.Authorize == nil {
-		return true
-	}
-	if err := h.cfg.Authorize(r, action, taskID); err != nil {
-		writeError(w, http.StatusForbidden, err.Error())
-		return false
-	}
-	return true
 }
 
 // sameOrigin applies the cross-origin protection and answers 403 when it

@@ -24,10 +24,11 @@ type startResponse struct {
 
 // startTask serves POST /start-task/.
 //
-// Checks, in order: cross-origin (403), the authorizer (403), the content
-// type (415), the body size (413), the JSON (400), the flow name (400, or
-// 404 when no such flow is registered), the inputs (422: not an object, or
-// failing the flow's schema), then the queue (503 when unavailable).
+// Checks, in order: cross-origin (403), the caller (401), the content
+// type (415), the body size (413), the JSON (400), the flow name (400),
+// the authorizer (403), the flow (404 when no such flow is registered),
+// the inputs (422: not an object, or failing the flow's schema), then the
+// queue (503 when unavailable). The task is owned by the caller.
 func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.tel.startSpan(r)
 	if span.IsRecording() {
@@ -37,7 +38,11 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	} else {
 		defer span.End()
 	}
-	if !h.sameOrigin(w, r) || !h.authorize(w, r, ActionStart, "") {
+	if !h.sameOrigin(w, r) {
+		return
+	}
+	p, ok := h.identify(w, r)
+	if !ok {
 		return
 	}
 	if !isJSON(r.Header.Get("Content-Type")) {
@@ -57,6 +62,9 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	name, inputs, msg := parseStart(body)
 	if msg != "" {
 		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	if !h.authorize(w, r, Access{Action: ActionStart, Principal: p, Flow: name}) {
 		return
 	}
 	entry, err := h.cfg.Registry.Lookup(name)
@@ -85,7 +93,7 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.Flow.String(name))
 	}
-	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{})
+	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{Owner: p.ID})
 	if err != nil {
 		h.backendError(w, r, "enqueue", err)
 		return

@@ -11,7 +11,6 @@ import (
 
 	"github.com/flowsrun/flows/internal/jsonenc"
 	"github.com/flowsrun/flows/progress"
-	"github.com/flowsrun/flows/queue"
 )
 
 // maxEventIDLen bounds a Last-Event-ID before it reaches the store.
@@ -21,11 +20,7 @@ const maxEventIDLen = 256
 // the package documentation for what the stream carries.
 func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !queue.ValidID(id) {
-		writeError(w, http.StatusNotFound, "task not found")
-		return
-	}
-	if !h.authorize(w, r, ActionWatch, id) {
+	if _, ok := h.taskAccess(w, r, ActionWatch, id); !ok {
 		return
 	}
 	lastID := r.Header.Get("Last-Event-ID")

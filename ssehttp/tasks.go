@@ -10,7 +10,7 @@ import (
 
 // flows serves GET /flows/: the registered flows, sorted by name.
 func (h *Handler) flows(w http.ResponseWriter, r *http.Request) {
-	if !h.authorize(w, r, ActionRead, "") {
+	if !h.caller(w, r, ActionFlows) {
 		return
 	}
 	writeJSON(w, http.StatusOK, h.cfg.Registry.List())
@@ -32,19 +32,18 @@ type taskResponse struct {
 // task serves GET /tasks/{id}/: the task's current snapshot as JSON.
 func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if !queue.ValidID(id) {
-		writeError(w, http.StatusNotFound, "task not found")
-		return
-	}
-	if !h.authorize(w, r, ActionRead, id) {
+	info, ok := h.taskAccess(w, r, ActionRead, id)
+	if !ok {
 		return
 	}
 	resp := taskResponse{TaskID: id}
 	if insp, ok := h.cfg.Queue.(TaskInspector); ok {
-		info, err := insp.Task(r.Context(), id)
-		if err != nil {
-			h.notFoundOr(w, r, "get task", err)
-			return
+		if info == nil {
+			var err error
+			if info, err = insp.Task(r.Context(), id); err != nil {
+				h.notFoundOr(w, r, "get task", err)
+				return
+			}
 		}
 		resp.State, resp.Details, resp.LastEventID = info.Snapshot.State, info.Snapshot.Details, info.LastEventID
 		if info.Task != nil {
@@ -78,11 +77,7 @@ func (h *Handler) cancelTask(w http.ResponseWriter, r *http.Request) {
 	if !h.sameOrigin(w, r) {
 		return
 	}
-	if !queue.ValidID(id) {
-		writeError(w, http.StatusNotFound, "task not found")
-		return
-	}
-	if !h.authorize(w, r, ActionCancel, id) {
+	if _, ok := h.taskAccess(w, r, ActionCancel, id); !ok {
 		return
 	}
 	err := h.cfg.Queue.Cancel(r.Context(), id)

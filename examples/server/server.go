@@ -195,6 +195,10 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		CORS:     ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins},
 		Logger:   logger,
 	})
+	// The demo has no users: everyone may use every task. A host that
+	// exposes the API names its callers with Config.Identify.
+	logger.Warn("the flows API is open: any caller may start, read, watch and cancel any task; " +
+		"set ssehttp.Config.Identify before exposing it (README: Exposing the API)")
 
 	mux := http.NewServeMux()
 	mux.Handle("/", api)

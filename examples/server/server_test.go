@@ -86,6 +86,14 @@ func startTask(t *testing.T, client *http.Client, baseURL, body string) string {
 	return out.TaskID
 }
 
+func TestServerSaysTheAPIIsOpen(t *testing.T) {
+	var logs lockedBuffer
+	cfg := testConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	startServer(t, cfg)
+	assert.Contains(t, logs.String(), `level=WARN msg="the flows API is open: any caller may start, read, watch and cancel any task`)
+}
+
 func TestServerServesThePage(t *testing.T) {
 	srv := startServer(t, testConfig())
 	tests := []struct {

@@ -380,6 +380,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		b := backend(t)
 		ctx := context.Background()
 		task := newTask()
+		task.Owner = "user:ada@example.com 42"
 		enqueue(t, b, task)
 
 		got, err := b.Get(ctx, task.ID)
@@ -392,6 +393,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.True(t, task.EnqueuedAt.Equal(got.EnqueuedAt))
 		assert.Equal(t, 0, got.Attempt)
 		assert.False(t, got.Cancelled)
+		assert.Equal(t, task.Owner, got.Owner)
 
 		got.Attempt, got.Flow = 42, "changed"
 		again, err := b.Get(ctx, task.ID)
@@ -400,10 +402,19 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.Equal(t, task.Flow, again.Flow, "Get returns a copy")
 
 		l := fetchOne(t, b, time.Minute)
+		assert.Equal(t, task.Owner, l.Task.Owner, "a lease's task has its owner")
 		require.NoError(t, b.Ack(ctx, l))
 		got, err = b.Get(ctx, task.ID)
 		require.NoError(t, err, "a task stays readable after Ack")
 		assert.Equal(t, 1, got.Attempt)
+		assert.Equal(t, task.Owner, got.Owner)
+
+		unowned := newTask()
+		enqueue(t, b, unowned)
+		got, err = b.Get(ctx, unowned.ID)
+		require.NoError(t, err)
+		assert.Empty(t, got.Owner)
+		require.NoError(t, b.Ack(ctx, fetchOne(t, b, time.Minute)))
 
 		_, err = b.Get(ctx, queue.NewID())
 		assert.ErrorIs(t, err, queue.ErrNotFound)

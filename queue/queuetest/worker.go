@@ -458,7 +458,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			return "found", nil
 		}))
 		h.start(queue.WorkerConfig{})
-		id := h.enqueue("fragile", `{"q":"sky"}`, queue.EnqueueOptions{MaxAttempts: 2, Timeout: time.Minute})
+		id := h.enqueue("fragile", `{"q":"sky"}`, queue.EnqueueOptions{MaxAttempts: 2, Timeout: time.Minute, Owner: "user 7"})
 		failed := h.waitTerminal(id)
 		require.Equal(t, progress.StateFailure, failed.State)
 		h.waitBuried(id)
@@ -487,6 +487,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.JSONEq(t, `{"q":"sky"}`, string(info.Task.Inputs))
 		assert.Equal(t, 2, info.Task.MaxAttempts)
 		assert.Equal(t, time.Minute, info.Task.Timeout)
+		assert.Equal(t, "user 7", info.Task.Owner, "the re-queued task keeps its owner")
 
 		old := h.snapshot(id)
 		assert.Equal(t, failed, old, "the dead task keeps its one terminal state")

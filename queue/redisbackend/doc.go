@@ -25,11 +25,12 @@
 //	P:{<id>}:task       hash    the queue's record of the task: rec (what
 //	                            does not change once it is queued: max
 //	                            attempts, time limit, enqueued and due
-//	                            times, flow, requeued_from and inputs, in
-//	                            one string), attempt and cancelled, and
-//	                            trace (the W3C traceparent, a space and the
-//	                            tracestate; only for a task enqueued in a
-//	                            trace); and its progress snapshot:
+//	                            times, flow, requeued_from, owner and
+//	                            inputs, in one string), attempt and
+//	                            cancelled, and trace (the W3C traceparent,
+//	                            a space and the tracestate; only for a task
+//	                            enqueued in a trace); and its progress
+//	                            snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event
 //	                            appended) and exp (expiry, Unix ms)

@@ -20,6 +20,9 @@ func TestRecordRoundTrip(t *testing.T) {
 			MaxAttempts: 1, Timeout: time.Second, EnqueuedAt: at, RunAt: at.Add(time.Hour),
 			Cancelled: true, RequeuedFrom: "c0ffee"},
 		"no inputs": {ID: "c", Flow: "f", EnqueuedAt: at},
+		"owned": {ID: "d", Flow: "poem", Inputs: json.RawMessage(`{"topic":"sea"}`), MaxAttempts: 3,
+			Timeout: time.Minute, EnqueuedAt: at, Owner: "user:ada 7 {}"},
+		"owned, requeued, no inputs": {ID: "e", Flow: "7", EnqueuedAt: at, RequeuedFrom: "c0ffee", Owner: "o"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var r record
@@ -54,4 +57,25 @@ func TestRecordMalformed(t *testing.T) {
 	}
 	_, _, err = decodeRecord("x", record{iRec: "3 0 0 0 1 0 f", iAttempt: "two"})
 	assert.Error(t, err)
+}
+
+// TestRecordWithoutOwnerUnchanged checks that a task without an owner has
+// the record it had before owners existed, and that an owned one is told
+// apart by its first byte, so that records written before are read as
+// they were.
+func TestRecordWithoutOwnerUnchanged(t *testing.T) {
+	at := time.Unix(0, 1_700_000_000_000_000_000).UTC()
+	task := &queue.Task{ID: "a", Flow: "poem", Inputs: json.RawMessage(`{"n":1}`), MaxAttempts: 3, Timeout: time.Second, EnqueuedAt: at}
+	assert.Equal(t, `3 1000000000 1700000000000000000 0 4 0 poem{"n":1}`, encodeRec(task))
+	task.Owner = "ada"
+	assert.Equal(t, `o3 1000000000 1700000000000000000 0 4 0 3 poemada{"n":1}`, encodeRec(task))
+	for _, rec := range []string{
+		"o3 0 0 0 1 0 f",       // no owner length
+		"o3 0 0 0 1 0 9 fabc",  // owner longer than what is left
+		"o3 0 0 0 1 0 -1 fabc", // negative length
+		"o3 0 0 0 4611686018427387904 4611686018427387904 4611686018427387904 f", // lengths whose sum overflows
+	} {
+		_, _, err := decodeRecord("x", record{iRec: rec})
+		assert.Error(t, err, rec)
+	}
 }

@@ -287,27 +287,45 @@ func decodeTrace(v string, t *queue.Task) {
 // followed by a space: max attempts, time limit (ns), enqueued at and run
 // at (Unix ns, 0 for none), the lengths in bytes of the flow's name and of
 // RequeuedFrom; then the flow's name, RequeuedFrom and the inputs.
+//
+// The record of a task with an owner starts with "o" and has a seventh
+// integer, the length of the owner, whose bytes follow RequeuedFrom. A
+// task without one has the record it had before owners were recorded.
 func encodeRec(t *queue.Task) string {
 	var runAt int64
 	if !t.RunAt.IsZero() {
 		runAt = t.RunAt.UnixNano()
 	}
-	b := make([]byte, 0, 64+len(t.Flow)+len(t.RequeuedFrom)+len(t.Inputs))
-	for _, n := range [...]int64{int64(t.MaxAttempts), int64(t.Timeout), t.EnqueuedAt.UnixNano(), runAt,
-		int64(len(t.Flow)), int64(len(t.RequeuedFrom))} {
+	b := make([]byte, 0, 80+len(t.Flow)+len(t.RequeuedFrom)+len(t.Owner)+len(t.Inputs))
+	nums := []int64{int64(t.MaxAttempts), int64(t.Timeout), t.EnqueuedAt.UnixNano(), runAt,
+		int64(len(t.Flow)), int64(len(t.RequeuedFrom)), int64(len(t.Owner))}
+	if t.Owner == "" {
+		nums = nums[:6]
+	} else {
+		b = append(b, ownedRec)
+	}
+	for _, n := range nums {
 		b = strconv.AppendInt(b, n, 10)
 		b = append(b, ' ')
 	}
 	b = append(b, t.Flow...)
 	b = append(b, t.RequeuedFrom...)
+	b = append(b, t.Owner...)
 	b = append(b, t.Inputs...)
 	return string(b)
 }
 
+// ownedRec starts the rec field of a task with an owner (see encodeRec).
+const ownedRec = 'o'
+
 // decodeRec fills t from the value of a rec field (see encodeRec).
 func decodeRec(rec string, t *queue.Task) error {
-	var n [6]int64
-	for i := range n {
+	var n [7]int64
+	nums := n[:6]
+	if rec != "" && rec[0] == ownedRec {
+		rec, nums = rec[1:], n[:]
+	}
+	for i := range nums {
 		field, rest, ok := strings.Cut(rec, " ")
 		if !ok {
 			return errors.New("field rec: too short")
@@ -318,8 +336,9 @@ func decodeRec(rec string, t *queue.Task) error {
 		}
 		n[i], rec = v, rest
 	}
-	flowLen, fromLen := n[4], n[5]
-	if flowLen < 0 || fromLen < 0 || flowLen+fromLen > int64(len(rec)) {
+	flowLen, fromLen, ownerLen := n[4], n[5], n[6]
+	if left := int64(len(rec)); flowLen < 0 || fromLen < 0 || ownerLen < 0 ||
+		flowLen > left || fromLen > left || ownerLen > left || flowLen+fromLen+ownerLen > left {
 		return errors.New("field rec: lengths out of range")
 	}
 	t.MaxAttempts = int(n[0])
@@ -328,10 +347,11 @@ func decodeRec(rec string, t *queue.Task) error {
 	if n[3] != 0 {
 		t.RunAt = time.Unix(0, n[3]).UTC()
 	}
-	t.Flow = rec[:flowLen]
-	t.RequeuedFrom = rec[flowLen : flowLen+fromLen]
-	if inputs := rec[flowLen+fromLen:]; inputs != "" {
-		t.Inputs = json.RawMessage(inputs)
+	t.Flow, rec = rec[:flowLen], rec[flowLen:]
+	t.RequeuedFrom, rec = rec[:fromLen], rec[fromLen:]
+	t.Owner, rec = rec[:ownerLen], rec[ownerLen:]
+	if rec != "" {
+		t.Inputs = json.RawMessage(rec)
 	}
 	return nil
 }
