@@ -18,7 +18,7 @@ FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 # No "go mod download" layer first: in a workspace it fetches every module
-# of the three modules' graphs (1.2 GB, langchaingo's providers included),
+# of the workspace modules' graphs (1.2 GB, langchaingo's providers included),
 # where the build fetches the 68 MB it needs. The module and build caches
 # are cache mounts instead, kept between builds. CGO_ENABLED=0: the
 # binaries need no C library, so they run on a base image without one.

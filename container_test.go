@@ -136,6 +136,31 @@ func goDirective(t *testing.T, path string) string {
 	return ""
 }
 
+// workspaceModules returns the go.mod files of the modules go.work uses.
+func workspaceModules(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("go.work")
+	require.NoError(t, err)
+	var mods []string
+	inUse := false
+	for l := range strings.SplitSeq(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "use (":
+			inUse = true
+		case inUse && l == ")":
+			inUse = false
+		case inUse && l != "" && !strings.HasPrefix(l, "//"):
+			mods = append(mods, filepath.Join(l, "go.mod"))
+		case strings.HasPrefix(l, "use ") && !strings.HasSuffix(l, "("):
+			mods = append(mods, filepath.Join(strings.TrimPrefix(l, "use "), "go.mod"))
+		}
+	}
+	require.Contains(t, mods, "go.mod", "go.work uses the root module")
+	require.Contains(t, mods, filepath.Join("examples", "go.mod"), "go.work uses the examples")
+	return mods
+}
+
 // minorOf returns the minor version of a "1.N" version.
 func minorOf(t *testing.T, v string) int {
 	t.Helper()
@@ -163,7 +188,7 @@ func TestDockerfile(t *testing.T) {
 		goVersion := args["GO_VERSION"]
 		require.NotEmpty(t, goVersion, "ARG GO_VERSION=<1.N> before the first FROM")
 		assert.Equal(t, "golang:${GO_VERSION}-bookworm", build.image)
-		for _, f := range []string{"go.work", "go.mod", "examples/go.mod", "cmd/flowbench/go.mod"} {
+		for _, f := range append([]string{"go.work"}, workspaceModules(t)...) {
 			assert.GreaterOrEqual(t, minorOf(t, goVersion), minorOf(t, goDirective(t, f)),
 				"GO_VERSION %s is older than the go line of %s", goVersion, f)
 		}
