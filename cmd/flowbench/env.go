@@ -246,6 +246,60 @@ func (e *env) commandCalls(ctx context.Context) (int64, map[string]int64, error)
 	return total, calls, nil
 }
 
+// traffic is the Redis traffic of a run, per task: round trips of the
+// benchmarked client (calls), writes on its sockets, commands Redis ran
+// (INFO commandstats, script internals included), and the commands by
+// name, in all (not per task).
+type traffic struct {
+	calls, writes, commands float64
+	perCommand              map[string]int64
+}
+
+// trafficMeter measures the traffic of a run from the moment it is made.
+type trafficMeter struct {
+	e                       *env
+	st                      *stack
+	calls, writes, commands int64
+	perCommand              map[string]int64
+}
+
+// meterTraffic starts measuring the traffic of st's client; in memory,
+// with no client to count, the meter measures nothing.
+func (e *env) meterTraffic(ctx context.Context, st *stack) (*trafficMeter, error) {
+	m := &trafficMeter{e: e, st: st}
+	if st.counter == nil {
+		return m, nil
+	}
+	var err error
+	if m.commands, m.perCommand, err = e.commandCalls(ctx); err != nil {
+		return nil, err
+	}
+	m.calls, m.writes = st.counter.calls.Load(), st.writes.Load()
+	return m, nil
+}
+
+// perTask returns the traffic since the meter was made, per task of n.
+func (m *trafficMeter) perTask(ctx context.Context, n int) (traffic, error) {
+	var t traffic
+	if m.st.counter == nil {
+		return t, nil
+	}
+	commands, perCommand, err := m.e.commandCalls(ctx)
+	if err != nil {
+		return t, err
+	}
+	t.calls = float64(m.st.counter.calls.Load()-m.calls) / float64(n)
+	t.writes = float64(m.st.writes.Load()-m.writes) / float64(n)
+	t.commands = float64(commands-m.commands) / float64(n)
+	t.perCommand = map[string]int64{}
+	for name, c := range perCommand {
+		if d := c - m.perCommand[name]; d > 0 {
+			t.perCommand[name] = d
+		}
+	}
+	return t, nil
+}
+
 // connections returns the number of connections named clientName that
 // Redis has open: the benchmarked client's.
 func (e *env) connections(ctx context.Context) (int, error) {

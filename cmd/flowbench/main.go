@@ -25,6 +25,10 @@
 //	            calls (each Do or DoMulti waits for one reply), socket
 //	            writes (what auto-pipelining actually sends), and commands
 //	            executed (INFO commandstats, script internals included)
+//	rate        the tasks of throughput, enqueued at a steady -rate (default
+//	            200/s) for -duration, so that the worker waits between
+//	            tasks: Redis commands, client calls, and Redis and process
+//	            CPU per task
 //	pickup      enqueue -> flow start, tasks enqueued at a steady -rate
 //	            (default 200/s) for -duration; p50 and p99
 //	event       progress event reported in a flow -> received by an SSE
@@ -57,7 +61,7 @@ import (
 )
 
 // Scenario names, in the order they run.
-var scenarioNames = []string{"throughput", "roundtrips", "pickup", "event", "sse", "starttask"}
+var scenarioNames = []string{"throughput", "roundtrips", "rate", "pickup", "event", "sse", "starttask"}
 
 // config is what the flags say.
 type config struct {
@@ -105,8 +109,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.Producers, "producers", 64, "goroutines that enqueue (throughput) or append events (sse)")
 	fs.IntVar(&cfg.Clients, "clients", fullDefaults.Clients, "concurrent SSE streams of the sse scenario")
 	fs.IntVar(&cfg.Conns, "conns", 32, "concurrent keep-alive connections of the starttask scenario")
-	fs.IntVar(&cfg.Rate, "rate", 0, "tasks/s (pickup) or events/s (event); 0 means 200 and 1000")
-	fs.DurationVar(&cfg.Duration, "duration", fullDefaults.Duration, "length of the pickup, event and starttask runs")
+	fs.IntVar(&cfg.Rate, "rate", 0, "tasks/s (rate, pickup) or events/s (event); 0 means 200 and 1000")
+	fs.DurationVar(&cfg.Duration, "duration", fullDefaults.Duration, "length of the rate, pickup, event and starttask runs")
 	fs.BoolVar(&cfg.Quick, "quick", false, "tiny runs for a smoke test: -runs 1 -n 200 -clients 20 -duration 300ms unless set")
 	fs.BoolVar(&cfg.Verbose, "v", false, "print every run's figures and the command breakdown")
 	fs.StringVar(&cfg.MemProfile, "memprofile", "", "write a heap profile of the sse server, its streams open, to this file")
@@ -218,6 +222,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if cfg.wants("throughput") || cfg.wants("roundtrips") {
 		if err := benchThroughput(ctx, e, p); err != nil {
 			return fmt.Errorf("throughput: %w", err)
+		}
+	}
+	if cfg.wants("rate") {
+		if err := benchRate(ctx, e, p); err != nil {
+			return fmt.Errorf("rate: %w", err)
 		}
 	}
 	if cfg.wants("pickup") {

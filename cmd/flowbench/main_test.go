@@ -41,6 +41,8 @@ func TestQuickRunPrintsEveryFigure(t *testing.T) {
 	common := []*regexp.Regexp{
 		figure("throughput", "tasks/s"),
 		figure("throughput", "cpu us/task process"),
+		figure("rate", "tasks/s"),
+		figure("rate", "cpu us/task process"),
 		figure("pickup", "p50 ms"),
 		figure("pickup", "p99 ms"),
 		figure("event", "p50 ms"),
@@ -55,6 +57,10 @@ func TestQuickRunPrintsEveryFigure(t *testing.T) {
 		figure("roundtrips", "calls/task"),
 		figure("roundtrips", "writes/task"),
 		figure("roundtrips", "commands/task"),
+		figure("rate", "cpu us/task redis"),
+		figure("rate", "calls/task"),
+		figure("rate", "writes/task"),
+		figure("rate", "commands/task"),
 		figure("sse", "redis conns 0 streams"),
 		figure("sse", "redis conns N streams"),
 	}
@@ -93,7 +99,7 @@ func TestScenarioSelection(t *testing.T) {
 	err := run(context.Background(), []string{"-quick", "-backend", "memory", "-scenario", "starttask"}, noEnv, &out)
 	require.NoError(t, err)
 	assert.Contains(t, out.String(), "starttask ")
-	for _, other := range []string{"throughput ", "pickup ", "event ", "sse "} {
+	for _, other := range []string{"throughput ", "rate ", "pickup ", "event ", "sse "} {
 		assert.NotContains(t, out.String(), "\n"+other, "scenario not asked for")
 	}
 }

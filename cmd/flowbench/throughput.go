@@ -125,10 +125,7 @@ func noopFlow(events int) flow.Flow {
 // throughputRun is what one throughput run measured.
 type throughputRun struct {
 	tasksPerSec float64
-	calls       float64 // client round trips per task
-	writes      float64 // socket writes per task
-	commands    float64 // Redis commands per task
-	perCommand  map[string]int64
+	traffic             // per task
 	cpu         float64 // cores used by this process
 	redisCPU    float64 // cores used by Redis
 	enqueued    float64 // tasks/s enqueued, while the worker runs
@@ -204,13 +201,9 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	// Let the worker subscribe and block in Fetch before counting.
 	time.Sleep(50 * time.Millisecond)
 
-	var calls0, writes0, commands0 int64
-	var perCommand0 map[string]int64
-	if st.counter != nil {
-		if commands0, perCommand0, err = e.commandCalls(ctx); err != nil {
-			return throughputRun{}, err
-		}
-		calls0, writes0 = st.counter.calls.Load(), st.writes.Load()
+	meter, err := e.meterTraffic(ctx, st)
+	if err != nil {
+		return throughputRun{}, err
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, timeoutFor(cfg.N))
@@ -260,23 +253,8 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	// Stop the worker so that the last acknowledgements are counted too.
 	stopWorker()
 	workerStopped = true
-	if st.counter != nil {
-		commands1, perCommand1, err := e.commandCalls(context.WithoutCancel(ctx))
-		if err != nil {
-			return throughputRun{}, err
-		}
-		n := float64(cfg.N)
-		r.calls = float64(st.counter.calls.Load()-calls0) / n
-		r.writes = float64(st.writes.Load()-writes0) / n
-		r.commands = float64(commands1-commands0) / n
-		r.perCommand = map[string]int64{}
-		for name, c := range perCommand1 {
-			if d := c - perCommand0[name]; d > 0 {
-				r.perCommand[name] = d
-			}
-		}
-	}
-	return r, nil
+	r.traffic, err = meter.perTask(context.WithoutCancel(ctx), cfg.N)
+	return r, err
 }
 
 // timeoutFor bounds a run of n tasks: generous, so that only a stuck run
