@@ -142,7 +142,7 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	if !b.cluster {
 		b.finishes = newBatcher(b, b.runFinishes, func(c finishCall) int { return len(c.args) })
 	}
-	b.hub = newHub(b.ctx, client, cfg.Logger, &b.wg, cfg.OpTimeout)
+	b.hub = newHub(b.ctx, client, b.cluster, cfg.Logger, &b.wg, cfg.OpTimeout)
 	return b, nil
 }
 

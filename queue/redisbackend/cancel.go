@@ -4,22 +4,29 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/redis/rueidis"
+
 	"github.com/flowsrun/flows/queue"
 )
 
 // Cancel implements queue.Backend. It takes two round trips, since the
 // task's record and the queue's keys live on different cluster slots:
-// cancelScript marks the record and publishes the id, then readyScript
-// makes the task ready at once if it waits in the delayed set. Retry does
-// the same two steps in the opposite order, so that a cancelled task never
-// stays delayed whatever the interleaving.
+// cancelScript marks the record while, in the same round trip, the id is
+// published on the queue's cancel channel (a shard channel of the queue's
+// slot; an id that names no task is ignored by the workers), then
+// readyScript makes the task ready at once if it waits in the delayed set.
+// Retry does the same two steps in the opposite order, so that a cancelled
+// task never stays delayed whatever the interleaving.
 func (b *Backend) Cancel(ctx context.Context, id string) error {
 	if !queue.ValidID(id) {
 		return fmt.Errorf("%w: %w", queue.ErrNotFound, queue.ErrInvalidID)
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	n, err := cancelScript.exec(ctx, b.client, []string{b.taskKey(id)}, []string{b.cancelChannel(), id}).AsInt64()
+	c := b.client
+	reply, _ := b.runLeaseScript(ctx, cancelScript, []string{b.taskKey(id)}, nil,
+		rueidis.Commands{c.B().Spublish().Channel(b.cancelChannel()).Message(id).Build()})
+	n, err := reply.AsInt64()
 	if err != nil {
 		return b.wrap(ctx, "cancel task "+id, err)
 	}

@@ -50,7 +50,7 @@ func TestMissedCancellationStopsRun(t *testing.T) {
 		require.FailNow(t, "the flow did not start")
 	}
 
-	// What Cancel does, less the PUBLISH the worker would have missed.
+	// What Cancel does, less the SPUBLISH the worker would have missed.
 	require.NoError(t, srv.Do("HSET", cfg.Prefix+":{"+id+"}:task", "cancelled", "1").Error())
 
 	var snap progress.Snapshot

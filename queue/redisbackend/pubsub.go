@@ -2,7 +2,6 @@ package redisbackend
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,79 +9,104 @@ import (
 	"github.com/redis/rueidis"
 )
 
-// Bounds of the hub's reconnection backoff.
+// Bounds of the reconnection backoff of the hub's connections.
 const (
 	reconnectMin = 50 * time.Millisecond
 	reconnectMax = 2 * time.Second
-	// subscribeBatch bounds the channels of one SUBSCRIBE or UNSUBSCRIBE.
+	// subscribeBatch bounds the channels of one SSUBSCRIBE or
+	// SUNSUBSCRIBE, and the commands sent in one round trip.
 	subscribeBatch = 1000
 )
 
-// hub owns the one pub/sub connection of a Backend. Local listeners
+// hub owns the pub/sub connections of a Backend. Local listeners
 // (inboxes) join channels; the hub subscribes each channel once, however
 // many listeners it has, unsubscribes it when the last one leaves, and
 // hands every message to the inboxes of its channel without blocking.
 //
-// A single goroutine (run) owns the connection: it reconciles the channels
-// wanted with those subscribed, and after a lost connection reconnects,
-// subscribes everything again and tells every inbox to resynchronise,
-// since messages published meanwhile are lost.
+// Every channel is a shard channel (SSUBSCRIBE; the scripts publish with
+// SPUBLISH), which Redis Cluster routes by the channel's hash slot as it
+// routes keys: a task's live channel is on the node of the task's keys,
+// a queue's cancellation channel on the node of the queue's. The hub
+// holds one connection (a link) per node that serves its channels: one in
+// all against a single Redis or through Sentinel, at most one per master
+// of a cluster, however many channels and listeners there are.
+//
+// On a Cluster client the hub reads which master serves each slot
+// (CLUSTER SLOTS) and assigns each channel to that master's link. When a
+// slot moves (a resharding, a failover), Redis ends the subscriptions of
+// its channels on the old master (an SUNSUBSCRIBE it sends unasked), or
+// answers a new SSUBSCRIBE with MOVED, or the old master's connection is
+// lost: the hub then reads the slots again, moves the channels to their
+// new master's link and, once they are subscribed there, tells their
+// inboxes to resynchronise, since messages published meanwhile were
+// missed.
 type hub struct {
 	client rueidis.Client
 	log    *slog.Logger
 	ctx    context.Context // ends when the backend closes
 	wg     *sync.WaitGroup
-	kick   chan struct{}
-	// opTimeout bounds one command on the connection.
+	// opTimeout bounds one command on a connection.
 	opTimeout time.Duration
+	// cluster is set for a Cluster client: channels are routed by slot.
+	cluster bool
 
-	mu      sync.Mutex
-	started bool
-	topics  map[string]*topic
-	// pending holds the topics whose subscription is not confirmed yet.
-	pending map[string]*topic
-	// dropped holds channels whose last listener left, to unsubscribe.
-	dropped map[string]struct{}
+	mu     sync.Mutex
+	topics map[string]*topic
+	// links are the connections, by the address of their node ("" for
+	// the one connection of a client that is not a Cluster client).
+	links map[string]*link
+	// slots is the cluster's master address of each slot, nil until
+	// read; unrouted holds the topics waiting for it (Cluster client
+	// only).
+	slots    []string
+	masters  map[string]bool
+	unrouted map[string]*topic
+	// routing is set while the router goroutine runs; reroute asks it
+	// to read the slots again.
+	routing bool
+	reroute chan struct{}
 }
 
 // topic is a channel with local listeners. ready is closed once the
-// channel is subscribed on the hub's connection.
+// channel is first subscribed.
 type topic struct {
-	ready chan struct{}
-	subs  map[*inbox]struct{}
+	name     string
+	slot     uint16
+	ready    chan struct{}
+	subs     map[*inbox]struct{}
+	isReady  bool
+	link     *link // nil while unrouted
+	isClosed bool
 }
 
-func newHub(ctx context.Context, client rueidis.Client, log *slog.Logger, wg *sync.WaitGroup, opTimeout time.Duration) *hub {
+func newHub(ctx context.Context, client rueidis.Client, cluster bool, log *slog.Logger, wg *sync.WaitGroup, opTimeout time.Duration) *hub {
 	return &hub{
 		client:    client,
 		log:       log,
 		ctx:       ctx,
 		wg:        wg,
-		kick:      make(chan struct{}, 1),
 		opTimeout: opTimeout,
+		cluster:   cluster,
 		topics:    map[string]*topic{},
-		pending:   map[string]*topic{},
-		dropped:   map[string]struct{}{},
+		links:     map[string]*link{},
+		unrouted:  map[string]*topic{},
+		reroute:   make(chan struct{}, 1),
 	}
 }
 
 // join adds in to the listeners of channel and returns a channel that is
-// closed once the hub's connection is subscribed to it: from then on,
-// every message published on it reaches in. The hub starts on first use.
+// closed once a connection of the hub is subscribed to it: from then on,
+// every message published on it reaches in (and if a move or a lost
+// connection makes the hub miss messages, in is told to resynchronise).
+// The hub's goroutines start on first use.
 func (h *hub) join(channel string, in *inbox) <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.started && h.ctx.Err() == nil {
-		h.started = true
-		h.wg.Add(1)
-		go h.run()
-	}
 	t, ok := h.topics[channel]
 	if !ok {
-		t = &topic{ready: make(chan struct{}), subs: map[*inbox]struct{}{}}
+		t = &topic{name: channel, slot: keySlot(channel), ready: make(chan struct{}), subs: map[*inbox]struct{}{}}
 		h.topics[channel] = t
-		h.pending[channel] = t
-		h.signal()
+		h.route(t, false)
 	}
 	t.subs[in] = struct{}{}
 	return t.ready
@@ -99,22 +123,85 @@ func (h *hub) leave(channel string, in *inbox) {
 	delete(t.subs, in)
 	if len(t.subs) == 0 {
 		delete(h.topics, channel)
-		delete(h.pending, channel)
-		h.dropped[channel] = struct{}{}
-		h.signal()
+		delete(h.unrouted, channel)
+		t.isClosed = true
+		h.unassign(t)
 	}
 }
 
-// signal wakes run without blocking.
-func (h *hub) signal() {
-	select {
-	case h.kick <- struct{}{}:
-	default:
+// route assigns t to the link of its node, starting the link if need be,
+// to be subscribed there; resync asks for its inboxes to resynchronise
+// once it is. On a Cluster client whose slot map is not known yet, t
+// waits for the router. h.mu is held.
+func (h *hub) route(t *topic, resync bool) {
+	if h.ctx.Err() != nil {
+		return // closed: nothing is started any more
+	}
+	addr := ""
+	if h.cluster {
+		if h.slots != nil {
+			addr = h.slots[t.slot]
+		}
+		if addr == "" {
+			h.unrouted[t.name] = t
+			h.askReroute()
+			return
+		}
+	}
+	l, ok := h.links[addr]
+	if !ok {
+		l = newLink(h, addr)
+		h.links[addr] = l
+		h.wg.Add(1)
+		go l.run()
+	}
+	t.link = l
+	l.topics[t.name] = t
+	l.pending[t.name] = l.pending[t.name] || resync
+	l.signal()
+}
+
+// unassign takes t from its link, which unsubscribes it. h.mu is held.
+func (h *hub) unassign(t *topic) {
+	l := t.link
+	if l == nil {
+		return
+	}
+	t.link = nil
+	delete(l.topics, t.name)
+	delete(l.pending, t.name)
+	l.dropped[t.name] = struct{}{}
+	l.signal()
+}
+
+// move routes t again, to the master that serves its slot now, and has
+// its inboxes resynchronise once it is subscribed there. h.mu is held.
+func (h *hub) move(t *topic) {
+	if t.isClosed {
+		return
+	}
+	h.unassign(t)
+	h.route(t, t.isReady)
+}
+
+// confirm records that t is subscribed on its link's connection. h.mu is
+// held.
+func (h *hub) confirm(t *topic, resync bool) {
+	if !t.isReady {
+		t.isReady = true
+		close(t.ready)
+	}
+	if resync {
+		for in := range t.subs {
+			in.resync()
+		}
 	}
 }
 
-// onMessage is rueidis's hook for every message of the connection. It runs
-// on rueidis's reading goroutine, so it only appends to inboxes.
+// onMessage is rueidis's hook for every message of a connection. It runs
+// on rueidis's reading goroutine, so it only appends to inboxes. A
+// message that comes from a link t has just left is delivered too: a
+// subscription skips what it has had already.
 func (h *hub) onMessage(m rueidis.PubSubMessage) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -123,211 +210,4 @@ func (h *hub) onMessage(m rueidis.PubSubMessage) {
 			in.push(m.Message)
 		}
 	}
-}
-
-// run keeps a pub/sub connection up until the backend closes.
-func (h *hub) run() {
-	defer h.wg.Done()
-	ctx := h.ctx
-
-	backoff := reconnectMin
-	for reconnect := false; ; reconnect = true {
-		began := time.Now()
-		dc, release := h.client.Dedicate()
-		lost := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: h.onMessage})
-		err := h.serve(ctx, dc, lost, reconnect)
-		dc.Close() // a subscribed connection must not go back to the pool
-		release()
-		if ctx.Err() != nil {
-			return
-		}
-		if time.Since(began) > reconnectMax {
-			backoff = reconnectMin // it worked for a while
-		}
-		h.log.Warn("flows: redis pub/sub connection lost; reconnecting", "err", err, "retry_in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, reconnectMax)
-	}
-}
-
-// serve subscribes the wanted channels on dc and keeps them in line with
-// join and leave until the connection fails or ctx ends.
-func (h *hub) serve(ctx context.Context, dc rueidis.DedicatedClient, lost <-chan error, reconnect bool) error {
-	subscribed := map[string]bool{}
-	full := true
-	for {
-		if err := h.reconcile(ctx, dc, subscribed, full, reconnect); err != nil {
-			return err
-		}
-		full = false
-		select {
-		case <-h.kick:
-		case err := <-lost:
-			if err == nil {
-				err = errors.New("connection closed")
-			}
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
-// reconcile subscribes the channels wanted and unsubscribes those no
-// longer wanted. With full set (a new connection) it subscribes every
-// wanted channel; when that connection replaces a lost one, every inbox is
-// then told to resynchronise.
-func (h *hub) reconcile(ctx context.Context, dc rueidis.DedicatedClient, subscribed map[string]bool, full, reconnect bool) error {
-	var sub, unsub []string
-	h.mu.Lock()
-	wanted := h.pending
-	if full {
-		wanted = h.topics
-	}
-	for name := range wanted {
-		if !subscribed[name] {
-			sub = append(sub, name)
-		}
-	}
-	for name, t := range h.pending {
-		if subscribed[name] {
-			close(t.ready)
-			delete(h.pending, name)
-		}
-	}
-	for name := range h.dropped {
-		if _, live := h.topics[name]; !live && subscribed[name] {
-			unsub = append(unsub, name)
-		}
-	}
-	clear(h.dropped)
-	h.mu.Unlock()
-
-	for batch := range chunks(sub, subscribeBatch) {
-		if err := h.do(ctx, dc, dc.B().Subscribe().Channel(batch...).Build()); err != nil {
-			return err
-		}
-		h.mu.Lock()
-		for _, name := range batch {
-			subscribed[name] = true
-			if t, ok := h.pending[name]; ok {
-				close(t.ready)
-				delete(h.pending, name)
-			}
-		}
-		h.mu.Unlock()
-	}
-	if full && reconnect {
-		h.mu.Lock()
-		for _, t := range h.topics {
-			for in := range t.subs {
-				in.resync()
-			}
-		}
-		h.mu.Unlock()
-	}
-	for batch := range chunks(unsub, subscribeBatch) {
-		if err := h.do(ctx, dc, dc.B().Unsubscribe().Channel(batch...).Build()); err != nil {
-			return err
-		}
-		for _, name := range batch {
-			delete(subscribed, name)
-		}
-		// A listener may have joined one of these channels again while it
-		// was being unsubscribed: look again.
-		h.signal()
-	}
-	return nil
-}
-
-func (h *hub) do(ctx context.Context, dc rueidis.DedicatedClient, cmd rueidis.Completed) error {
-	ctx, cancel := context.WithTimeout(ctx, h.opTimeout)
-	defer cancel()
-	return dc.Do(ctx, cmd).Error()
-}
-
-// chunks yields s in pieces of at most n.
-func chunks(s []string, n int) func(func([]string) bool) {
-	return func(yield func([]string) bool) {
-		for len(s) > 0 {
-			k := min(n, len(s))
-			if !yield(s[:k]) {
-				return
-			}
-			s = s[k:]
-		}
-	}
-}
-
-// inboxLimit bounds the messages an inbox buffers. Past it, an inbox drops
-// its buffer and asks its reader to resynchronise from the event log,
-// which holds every event anyway: memory stays bounded and nothing is lost.
-// It is a variable for tests only.
-var inboxLimit = 10000
-
-// inbox buffers the messages of one listener until it takes them. push
-// never blocks.
-type inbox struct {
-	// unbounded inboxes never drop messages (for listeners that have no
-	// event log to read again).
-	unbounded bool
-
-	// onWake, when set, is called on every push and resync, instead of
-	// a signal on notify (which is nil then). It must not block.
-	onWake func()
-
-	mu     sync.Mutex
-	msgs   []string
-	stale  bool // messages may have been missed: read the stream
-	notify chan struct{}
-}
-
-func newInbox() *inbox { return &inbox{notify: make(chan struct{}, 1)} }
-
-// newWakingInbox returns an inbox that calls onWake when it has something
-// to take, for a listener with no goroutine of its own waiting on it.
-func newWakingInbox(onWake func()) *inbox { return &inbox{onWake: onWake} }
-
-func (in *inbox) push(msg string) {
-	in.mu.Lock()
-	if !in.unbounded && len(in.msgs) >= inboxLimit {
-		in.msgs, in.stale = nil, true
-	} else {
-		in.msgs = append(in.msgs, msg)
-	}
-	in.mu.Unlock()
-	in.wake()
-}
-
-// resync tells the reader that messages may have been missed.
-func (in *inbox) resync() {
-	in.mu.Lock()
-	in.stale = true
-	in.mu.Unlock()
-	in.wake()
-}
-
-func (in *inbox) wake() {
-	if in.onWake != nil {
-		in.onWake()
-		return
-	}
-	select {
-	case in.notify <- struct{}{}:
-	default:
-	}
-}
-
-// take returns the buffered messages and whether a resync was asked for,
-// and empties the inbox.
-func (in *inbox) take() (msgs []string, stale bool) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	msgs, stale = in.msgs, in.stale
-	in.msgs, in.stale = nil, false
-	return msgs, stale
 }

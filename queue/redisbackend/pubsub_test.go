@@ -40,7 +40,7 @@ func subscribedClients(t *testing.T, srv *redistest.Server) []map[string]string 
 	t.Helper()
 	var out []map[string]string
 	for _, c := range clients(t, srv) {
-		if c["sub"] != "0" {
+		if c["ssub"] != "0" {
 			out = append(out, c)
 		}
 	}
@@ -101,7 +101,7 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 	assert.Equal(t, before, during, "connections with 1 subscription and with %d", tasks*perTask)
 	subs := subscribedClients(t, srv)
 	require.Len(t, subs, 1, "one pub/sub connection for every subscription")
-	assert.Equal(t, fmt.Sprint(tasks), subs[0]["sub"], "one Redis subscription per task, not per subscriber")
+	assert.Equal(t, fmt.Sprint(tasks), subs[0]["ssub"], "one Redis subscription per task, not per subscriber")
 
 	var writers sync.WaitGroup
 	for _, id := range ids {
@@ -133,7 +133,7 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 		}
 	}
 	assert.Equal(t, before, len(clients(t, srv)), "connections after the subscriptions ended")
-	eventually(t, func() bool { return len(subscribedClients(t, srv)) == 0 || subscribedClients(t, srv)[0]["sub"] == "0" },
+	eventually(t, func() bool { return len(subscribedClients(t, srv)) == 0 || subscribedClients(t, srv)[0]["ssub"] == "0" },
 		"every channel unsubscribed once its subscribers left")
 }
 
@@ -146,7 +146,7 @@ func TestSubscriptionsLeaveWithTheirLastSubscriber(t *testing.T) {
 	task := newTask()
 	require.NoError(t, b.Create(ctx, task.ID))
 	numsub := func() int64 {
-		res, err := srv.Do("PUBSUB", "NUMSUB", b.Prefix()+":{"+task.ID+"}:live").ToArray()
+		res, err := srv.Do("PUBSUB", "SHARDNUMSUB", b.Prefix()+":{"+task.ID+"}:live").ToArray()
 		require.NoError(t, err)
 		require.Len(t, res, 2)
 		n, err := res[1].AsInt64()

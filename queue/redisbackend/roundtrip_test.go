@@ -162,7 +162,7 @@ func TestRoundTrips(t *testing.T) {
 		assert.Zero(t, calls["xadd"])
 		assert.Equal(t, appends*(1+steps), calls["rpush"], "the events of one Append added as one list element (and the steps as another)")
 		assert.Zero(t, calls["pexpireat"], "no expiry moved: the keys exist, and the retention is far")
-		assert.Equal(t, appends, calls["publish"], "the events of one Append published in one message")
+		assert.Equal(t, appends, calls["spublish"], "the events of one Append published in one message")
 	})
 	t.Run("lease scripts", func(t *testing.T) {
 		trips := func(op func() error) int64 {

@@ -135,7 +135,7 @@ func TestKeySchema(t *testing.T) {
 	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq", "wake", "dead", "buried"}, queueKeys)
 
 	eventually(t, func() bool {
-		chans, err := srv.Do("PUBSUB", "CHANNELS", "*").AsStrSlice()
+		chans, err := srv.Do("PUBSUB", "SHARDCHANNELS", "*").AsStrSlice()
 		require.NoError(t, err)
 		return assert.ObjectsAreEqual(
 			[]string{"schema:{" + running.ID + "}:live", "schema:{q:mail}:cancel"}, sorted(chans))

@@ -98,10 +98,8 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 // first. An invalid event gives progress.ErrInvalidEvent and an event
 // after a terminal one progress.ErrFinished.
 func (b *Backend) appendValues(taskID string, events []progress.Event, lead int) ([]string, error) {
-	for i, e := range events[:len(events)-1] {
-		if e.Terminal() {
-			return nil, fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
-		}
+	if err := terminalLast(taskID, events); err != nil {
+		return nil, err
 	}
 	args := make([]string, lead, lead+16)
 	blob := make([]byte, 0, 64*len(events))
@@ -129,6 +127,18 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int)
 	args = append(args, steps...)
 	args[lead+1] = strconv.Itoa(len(args) - lead - 2)
 	return args, nil
+}
+
+// terminalLast returns an error wrapping progress.ErrFinished if an
+// event other than the last of events is terminal: then none of them can
+// be recorded.
+func terminalLast(taskID string, events []progress.Event) error {
+	for i := range max(len(events)-1, 0) {
+		if events[i].Terminal() {
+			return fmt.Errorf("%w: task %q: event %d follows a terminal event", progress.ErrFinished, taskID, i+1)
+		}
+	}
+	return nil
 }
 
 // fold is what a call's events change in a task's hash.

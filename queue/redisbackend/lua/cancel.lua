@@ -1,12 +1,13 @@
--- cancel: marks a task cancelled and tells the workers.
+-- cancel: marks a task cancelled. The workers are told by an SPUBLISH on
+-- the queue's cancel channel sent with it (a channel of the queue's slot,
+-- which a script on the task's slot cannot reach on a Redis Cluster).
 --
 -- KEYS[1] task hash
--- ARGV[1] the queue's cancel channel, ARGV[2] task id
+-- ARGV none
 --
 -- Returns 0 when the task does not exist, 1 otherwise.
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 redis.call('HSET', KEYS[1], 'cancelled', '1')
-redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1

@@ -21,7 +21,9 @@
 -- hundred bytes for a short list, and an XADD took 4 to 9 us per call
 -- against about 1 for an RPUSH. The live message is the id of the event
 -- before the call's, a space, the id of the call's last event, a line
--- break and the element (see subscribe.go).
+-- break and the element (see subscribe.go). It goes out with SPUBLISH:
+-- channel is a shard channel of the task's slot, so that Redis Cluster
+-- routes it to the node of the task's keys.
 --
 -- The three keys of a task share one expiry time, kept in the task hash's
 -- field exp (Unix ms, Redis's clock). An append that finds less than the
@@ -45,7 +47,7 @@ local function append(task, stepsKey, events, channel, a)
   local n = redis.call('RPUSH', events, ARGV[a + 1])
   local created = n == 1
   local last = string.format('%d-%d', n, tonumber(ARGV[a]) - 1)
-  redis.call('PUBLISH', channel, prev .. ' ' .. last .. '\n' .. ARGV[a + 1])
+  redis.call('SPUBLISH', channel, prev .. ' ' .. last .. '\n' .. ARGV[a + 1])
   prev = last
   a = a + 2
   local to = ARGV[a + 1]

@@ -1,0 +1,360 @@
+package redisbackend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// link is one pub/sub connection of the hub, to the node at addr (any
+// node of a client that is not a Cluster client: addr is then ""). One
+// goroutine (run) owns the connection: it reconciles the channels
+// assigned to the link with those subscribed, and after a lost connection
+// reconnects, subscribes everything again and has every inbox
+// resynchronise, since messages published meanwhile are lost.
+type link struct {
+	h    *hub
+	addr string
+	kick chan struct{}
+
+	// Guarded by h.mu.
+	//
+	// topics are the channels assigned to the link. pending are those of
+	// them not yet subscribed on the current connection: true when their
+	// inboxes must resynchronise once they are. dropped are channels no
+	// longer assigned, to unsubscribe; leaving those SUNSUBSCRIBE was
+	// sent for, until Redis confirms; lost those Redis unsubscribed
+	// unasked (their slot moved to another node).
+	topics  map[string]*topic
+	pending map[string]bool
+	dropped map[string]struct{}
+	leaving map[string]struct{}
+	lost    map[string]struct{}
+}
+
+// errRetired ends the connection of a link that has no channel left and
+// whose node serves no slot any more.
+var errRetired = errors.New("link retired")
+
+func newLink(h *hub, addr string) *link {
+	return &link{
+		h:       h,
+		addr:    addr,
+		kick:    make(chan struct{}, 1),
+		topics:  map[string]*topic{},
+		pending: map[string]bool{},
+		dropped: map[string]struct{}{},
+		leaving: map[string]struct{}{},
+		lost:    map[string]struct{}{},
+	}
+}
+
+// signal wakes run without blocking.
+func (l *link) signal() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run keeps the link's connection up until the backend closes or, on a
+// Cluster client, the link has no channel left after losing its
+// connection or its node's slots.
+func (l *link) run() {
+	h := l.h
+	defer h.wg.Done()
+	backoff := reconnectMin
+	for reconnect := false; ; reconnect = true {
+		if l.retire(reconnect) {
+			return
+		}
+		began := time.Now()
+		err := l.connect(reconnect)
+		if h.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errRetired) {
+			continue
+		}
+		if time.Since(began) > reconnectMax {
+			backoff = reconnectMin // it worked for a while
+		}
+		if h.cluster {
+			h.mu.Lock()
+			h.askReroute() // the node may be gone for good: read the slots again
+			h.mu.Unlock()
+		}
+		h.log.Warn("flows: redis pub/sub connection lost; reconnecting", "node", l.addr, "err", err, "retry_in", backoff)
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, reconnectMax)
+	}
+}
+
+// retire removes a link of a Cluster client that has no channel left from
+// the hub, when it is not to connect again (after a lost connection) or
+// its node serves no slot, and reports whether it did.
+func (l *link) retire(reconnect bool) bool {
+	h := l.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.cluster || len(l.topics) > 0 || (!reconnect && h.masters[l.addr]) {
+		return false
+	}
+	if h.links[l.addr] == l {
+		delete(h.links, l.addr)
+	}
+	return true
+}
+
+// idle reports whether the link has no channel and its node serves no
+// slot, on a Cluster client.
+func (l *link) idle() bool {
+	h := l.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cluster && len(l.topics) == 0 && h.slots != nil && !h.masters[l.addr]
+}
+
+// connect opens a connection to the link's node and serves it until it
+// fails, the backend closes or the link retires.
+func (l *link) connect(reconnect bool) error {
+	h := l.h
+	var dc rueidis.DedicatedClient
+	var release func()
+	if h.cluster {
+		node, ok := h.client.Nodes()[l.addr]
+		if !ok {
+			return fmt.Errorf("node %s is not known to the client yet", l.addr)
+		}
+		dc, release = node.Dedicate()
+	} else {
+		dc, release = h.client.Dedicate()
+	}
+	defer release()
+	defer dc.Close() // first: a subscribed connection must not go back to the pool
+	lost := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: h.onMessage, OnSubscription: l.onSubscription})
+	return l.serve(dc, lost, reconnect)
+}
+
+// serve subscribes the link's channels on dc and keeps them in line with
+// the hub's assignments until the connection fails, the backend closes
+// or the link retires. On a connection that replaces a lost one, every
+// channel that was subscribed before has its inboxes resynchronise.
+func (l *link) serve(dc rueidis.DedicatedClient, lost <-chan error, reconnect bool) error {
+	h := l.h
+	h.mu.Lock()
+	for name, t := range l.topics {
+		l.pending[name] = l.pending[name] || (reconnect && t.isReady)
+	}
+	clear(l.leaving)
+	clear(l.lost)
+	h.mu.Unlock()
+	subscribed := map[string]bool{}
+	for {
+		if err := l.reconcile(dc, subscribed); err != nil {
+			return err
+		}
+		if l.idle() {
+			return errRetired
+		}
+		select {
+		case <-l.kick:
+		case err := <-lost:
+			if err == nil {
+				err = errors.New("connection closed")
+			}
+			return err
+		case <-h.ctx.Done():
+			return h.ctx.Err()
+		}
+	}
+}
+
+// reconcile subscribes the channels pending and unsubscribes those
+// dropped.
+func (l *link) reconcile(dc rueidis.DedicatedClient, subscribed map[string]bool) error {
+	h := l.h
+	var sub, unsub []string
+	h.mu.Lock()
+	for name := range l.lost {
+		delete(subscribed, name)
+	}
+	clear(l.lost)
+	for name, resync := range l.pending {
+		if subscribed[name] {
+			h.confirm(l.topics[name], resync)
+			delete(l.pending, name)
+		} else {
+			sub = append(sub, name)
+		}
+	}
+	for name := range l.dropped {
+		if _, live := l.topics[name]; !live && subscribed[name] {
+			unsub = append(unsub, name)
+			l.leaving[name] = struct{}{}
+		}
+	}
+	clear(l.dropped)
+	h.mu.Unlock()
+
+	if err := l.subscribe(dc, sub, subscribed); err != nil {
+		return err
+	}
+	return l.unsubscribe(dc, unsub, subscribed)
+}
+
+// subscribe sends SSUBSCRIBE for names, many commands per round trip.
+// A channel whose slot another node serves now (MOVED) is routed there;
+// any other refusal ends the connection, to be tried again after a
+// backoff.
+func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed map[string]bool) error {
+	h := l.h
+	groups := l.group(names)
+	cmds := make(rueidis.Commands, len(groups))
+	for i, g := range groups {
+		cmds[i] = dc.B().Ssubscribe().Channel(g...).Build()
+	}
+	for i, res := range l.doMulti(dc, cmds) {
+		var movedTo string
+		if err := res.Error(); err != nil {
+			re, isReply := rueidis.IsRedisErr(err)
+			if !isReply || !h.cluster {
+				return err
+			}
+			var moved bool
+			if movedTo, moved = re.IsMoved(); !moved {
+				return err // CLUSTERDOWN and the like: try again later
+			}
+		}
+		h.mu.Lock()
+		for _, name := range groups[i] {
+			switch {
+			case movedTo == "":
+				subscribed[name] = true
+				if resync, ok := l.pending[name]; ok {
+					delete(l.pending, name)
+					h.confirm(l.topics[name], resync)
+				}
+			case l.topics[name] != nil:
+				if h.slots != nil {
+					h.slots[keySlot(name)] = movedTo
+				}
+				h.move(l.topics[name])
+			}
+		}
+		if movedTo != "" {
+			h.askReroute() // more slots may have moved
+		}
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// unsubscribe sends SUNSUBSCRIBE for names. An error reply (the node no
+// longer serves the channel's slot) means the channel is not subscribed
+// there either.
+func (l *link) unsubscribe(dc rueidis.DedicatedClient, names []string, subscribed map[string]bool) error {
+	groups := l.group(names)
+	cmds := make(rueidis.Commands, len(groups))
+	for i, g := range groups {
+		cmds[i] = dc.B().Sunsubscribe().Channel(g...).Build()
+	}
+	for i, res := range l.doMulti(dc, cmds) {
+		if err := res.Error(); err != nil {
+			if _, isReply := rueidis.IsRedisErr(err); !isReply {
+				return err
+			}
+		}
+		for _, name := range groups[i] {
+			delete(subscribed, name)
+		}
+	}
+	if len(names) > 0 {
+		// A listener may have joined one of these channels again while
+		// it was being unsubscribed: look again.
+		l.signal()
+	}
+	return nil
+}
+
+// group splits channel names into the channels of one command each: of
+// one slot on a Cluster client (a cluster refuses channels of several
+// slots in one command), at most subscribeBatch.
+func (l *link) group(names []string) [][]string {
+	var groups [][]string
+	if !l.h.cluster {
+		for batch := range chunks(names, subscribeBatch) {
+			groups = append(groups, batch)
+		}
+		return groups
+	}
+	bySlot := map[uint16][]string{}
+	for _, name := range names {
+		slot := keySlot(name)
+		bySlot[slot] = append(bySlot[slot], name)
+	}
+	for _, g := range bySlot {
+		for batch := range chunks(g, subscribeBatch) {
+			groups = append(groups, batch)
+		}
+	}
+	return groups
+}
+
+// doMulti sends cmds, subscribeBatch per round trip, and returns their
+// results.
+func (l *link) doMulti(dc rueidis.DedicatedClient, cmds rueidis.Commands) []rueidis.RedisResult {
+	out := make([]rueidis.RedisResult, 0, len(cmds))
+	for i := 0; i < len(cmds); i += subscribeBatch {
+		ctx, cancel := context.WithTimeout(l.h.ctx, l.h.opTimeout)
+		out = append(out, dc.DoMulti(ctx, cmds[i:min(i+subscribeBatch, len(cmds))]...)...)
+		cancel()
+	}
+	return out
+}
+
+// onSubscription is rueidis's hook for subscription changes of the
+// connection. An SUNSUBSCRIBE the link did not send means that Redis
+// ended the subscription because the channel's slot moved to another
+// node: the channel is routed again.
+func (l *link) onSubscription(s rueidis.PubSubSubscription) {
+	if s.Kind != "sunsubscribe" {
+		return
+	}
+	h := l.h
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := l.leaving[s.Channel]; ok {
+		delete(l.leaving, s.Channel)
+		return
+	}
+	l.lost[s.Channel] = struct{}{}
+	if t := l.topics[s.Channel]; t != nil {
+		if h.slots != nil && h.slots[t.slot] == l.addr {
+			h.slots[t.slot] = "" // the new owner is not known yet
+		}
+		h.move(t)
+	}
+	h.askReroute()
+	l.signal()
+}
+
+// chunks yields s in pieces of at most n.
+func chunks[T any](s []T, n int) func(func([]T) bool) {
+	return func(yield func([]T) bool) {
+		for len(s) > 0 {
+			k := min(n, len(s))
+			if !yield(s[:k]) {
+				return
+			}
+			s = s[k:]
+		}
+	}
+}
