@@ -134,6 +134,9 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 		qkeys:   newQueueKeys(cfg.Prefix + ":{q:" + cfg.Queue + "}"),
 		cluster: client.Mode() == rueidis.ClientModeCluster,
 	}
+	if b.cluster {
+		b.client = patientClient{client}
+	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
 	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 2 })

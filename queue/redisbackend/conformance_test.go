@@ -25,3 +25,18 @@ func TestQueueConformance(t *testing.T) {
 		return b, b
 	})
 }
+
+func TestProgressConformanceOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	progresstest.Run(t, func(t *testing.T) progress.Backend {
+		return newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	})
+}
+
+func TestQueueConformanceOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	queuetest.Run(t, func(t *testing.T) (queue.Backend, progress.Backend) {
+		b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+		return b, b
+	})
+}

@@ -38,6 +38,11 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 	id := l.Task.ID
 	entry, token, ok := parseToken(l.Token)
 	if b.finishes == nil || !ok || !queue.ValidID(id) || len(events) == 0 {
+		// Events that could never be recorded acknowledge nothing; after
+		// this check, ErrFinished means that the task had ended.
+		if err := terminalLast(id, events); err != nil {
+			return "", false, err
+		}
 		last, err := b.Append(ctx, id, events...)
 		if err != nil && !errors.Is(err, progress.ErrFinished) && !errors.Is(err, progress.ErrNotFound) {
 			return "", false, err

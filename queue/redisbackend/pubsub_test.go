@@ -70,16 +70,38 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 	collect(t, ch)
 	before := len(clients(t, srv))
 
-	type result struct {
-		task   int
-		events []progress.Event
-		err    error
-	}
-	results := make(chan result, tasks*perTask)
+	results := subscribeEach(ctx, t, b, ids, perTask)
+
+	during := len(clients(t, srv))
+	assert.Equal(t, before, during, "connections with 1 subscription and with %d", tasks*perTask)
+	subs := subscribedClients(t, srv)
+	require.Len(t, subs, 1, "one pub/sub connection for every subscription")
+	assert.Equal(t, fmt.Sprint(tasks), subs[0]["ssub"], "one Redis subscription per task, not per subscriber")
+
+	finishEach(ctx, t, b, ids, live, results)
+	assert.Equal(t, before, len(clients(t, srv)), "connections after the subscriptions ended")
+	eventually(t, func() bool { return len(subscribedClients(t, srv)) == 0 || subscribedClients(t, srv)[0]["ssub"] == "0" },
+		"every channel unsubscribed once its subscribers left")
+}
+
+// subscriberResult is what one subscriber of a task received.
+type subscriberResult struct {
+	task   int
+	events []progress.Event
+	err    error
+}
+
+// subscribeEach subscribes perTask times to each task of taskIDs, which have
+// an event each already, and returns once every subscription has
+// delivered it. Each subscription's events arrive on the channel when it
+// ends.
+func subscribeEach(ctx context.Context, t *testing.T, b *redisbackend.Backend, taskIDs []string, perTask int) <-chan subscriberResult {
+	t.Helper()
+	results := make(chan subscriberResult, len(taskIDs)*perTask)
 	var started sync.WaitGroup
-	for i := range tasks * perTask {
-		task := i % tasks
-		ch, err := b.Subscribe(ctx, ids[task], "")
+	for i := range len(taskIDs) * perTask {
+		task := i % len(taskIDs)
+		ch, err := b.Subscribe(ctx, taskIDs[task], "")
 		require.NoError(t, err)
 		started.Add(1)
 		go func() {
@@ -92,19 +114,20 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 				rest, err = drain(ch)
 				got = append(got, rest...)
 			}
-			results <- result{task, got, err}
+			results <- subscriberResult{task, got, err}
 		}()
 	}
 	started.Wait()
+	return results
+}
 
-	during := len(clients(t, srv))
-	assert.Equal(t, before, during, "connections with 1 subscription and with %d", tasks*perTask)
-	subs := subscribedClients(t, srv)
-	require.Len(t, subs, 1, "one pub/sub connection for every subscription")
-	assert.Equal(t, fmt.Sprint(tasks), subs[0]["ssub"], "one Redis subscription per task, not per subscriber")
-
+// finishEach appends live log lines, then SUCCESS, to each task of taskIDs,
+// all tasks at once, and checks that every subscriber of subscribeEach
+// got every event of its task once, in order.
+func finishEach(ctx context.Context, t *testing.T, b *redisbackend.Backend, taskIDs []string, live int, results <-chan subscriberResult) {
+	t.Helper()
 	var writers sync.WaitGroup
-	for _, id := range ids {
+	for _, id := range taskIDs {
 		writers.Go(func() {
 			for j := range live {
 				_, err := b.Append(ctx, id, progress.LogEvent(fmt.Sprintf("line %d", j)))
@@ -116,28 +139,23 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 	}
 	writers.Wait()
 
-	want := make([][]string, tasks)
-	for i, id := range ids {
+	want := make([][]string, len(taskIDs))
+	for i, id := range taskIDs {
 		events, err := b.Events(ctx, id, "")
 		require.NoError(t, err)
-		require.Len(t, events, live+2)
-		want[i] = idsOf(events)
+		require.Len(t, events, live+2, "task %s: its first event, the live ones and SUCCESS", id)
+		want[i] = ids(events)
 	}
-	for range tasks * perTask {
+	for range cap(results) {
 		select {
 		case r := <-results:
 			assert.NoError(t, r.err, "subscriber of task %d", r.task)
-			assert.Equal(t, want[r.task], idsOf(r.events), "subscriber of task %d", r.task)
+			assert.Equal(t, want[r.task], ids(r.events), "subscriber of task %d", r.task)
 		case <-ctx.Done():
 			require.FailNow(t, "subscribers did not finish")
 		}
 	}
-	assert.Equal(t, before, len(clients(t, srv)), "connections after the subscriptions ended")
-	eventually(t, func() bool { return len(subscribedClients(t, srv)) == 0 || subscribedClients(t, srv)[0]["ssub"] == "0" },
-		"every channel unsubscribed once its subscribers left")
 }
-
-func idsOf(events []progress.Event) []string { return ids(events) }
 
 func TestSubscriptionsLeaveWithTheirLastSubscriber(t *testing.T) {
 	srv := redistest.Start(t)

@@ -26,7 +26,13 @@ import (
 // conformance suite counts goroutines.
 func newClient(t testing.TB, srv *redistest.Server) rueidis.Client {
 	t.Helper()
-	opt := srv.ClientOption()
+	return testClient(t, srv.ClientOption())
+}
+
+// testClient connects with opt, set up as newClient says, and closes the
+// client when the test ends.
+func testClient(t testing.TB, opt rueidis.ClientOption) rueidis.Client {
+	t.Helper()
 	opt.AlwaysPipelining = true
 	opt.PipelineMultiplex = -1
 	opt.BlockingPoolCleanup = 100 * time.Millisecond
@@ -58,4 +64,13 @@ func uniquePrefix(t testing.TB) string {
 	_, err := rand.Read(buf[:])
 	require.NoError(t, err)
 	return "t" + hex.EncodeToString(buf[:])
+}
+
+// newClusterClient returns a Cluster client of c, closed when the test
+// ends, set up as newClient's.
+func newClusterClient(t testing.TB, c *redistest.Cluster) rueidis.Client {
+	t.Helper()
+	client := testClient(t, c.ClientOption())
+	require.Equal(t, rueidis.ClientModeCluster, client.Mode())
+	return client
 }

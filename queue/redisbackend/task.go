@@ -91,6 +91,15 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		hset = hset.FieldValue(f[0], f[1])
 	}
 	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, ttl)...)
+	if b.cluster {
+		// The record and the queue's keys are on different nodes, whose
+		// commands a pipeline does not order: the record must exist
+		// before a worker can take the entry, or it drops the task.
+		if err := b.send(ctx, "enqueue task "+t.ID, cmds); err != nil {
+			return err
+		}
+		cmds = nil
+	}
 	return b.send(ctx, "enqueue task "+t.ID, append(cmds, b.queueCommands(t, now)...))
 }
 
@@ -124,13 +133,14 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 // fails without running and is sent whole in a second round trip. Nothing
 // else is sent with it: had commands that queue the task followed it, a
 // lost script would have left tasks queued with no record, which a worker
-// drops. On a Redis Cluster client the queue's keys are on another slot
-// than the task's, so the task is queued by commands pipelined behind the
-// script, which then goes whole (EVAL), as it cannot be missing.
+// drops. On a Redis Cluster client the queue's keys are on another node
+// than the task's, whose commands a pipeline does not order, so the task
+// is queued by commands sent once the script has written its record (a
+// worker that took the entry first would drop the task as recordless): two
+// round trips.
 //
 // It returns an error wrapping progress.ErrExists for an id that is taken
-// (then nothing is written, unless on a Cluster client, where the task may
-// be queued all the same: t.ID must be new, see queue.NewID).
+// (then nothing is written).
 func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
@@ -169,8 +179,8 @@ type createCall struct {
 }
 
 // runCreates creates and enqueues a batch of tasks in one round trip: the
-// script, which queues the tasks too, or, on a Cluster client, the script
-// and then the commands that queue the task.
+// script, which queues the tasks too; on a Cluster client, the script and
+// then, in a second round trip, the commands that queue the task.
 func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall, struct{}]) {
 	c := b.client
 	init := progress.NewSnapshot()
@@ -181,23 +191,14 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	args := batchArgs([]string{string(init.State), init.Details.Status, b.streamKey(), b.delayedKey(), b.wakeKey(),
 		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
 		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
-	var replies []rueidis.RedisMessage
-	var err error
-	if b.cluster {
-		cmds := rueidis.Commands{createTaskScript.eval(c, keys, args)}
-		for _, call := range calls {
-			cmds = append(cmds, b.queueCommands(call.item.task, call.item.now)...)
-		}
-		res := c.DoMulti(ctx, cmds...)
-		replies, err = batchReplies(res[0], len(calls))
-		for _, r := range res[1:] {
-			if err != nil {
+	replies, err := batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
+	if b.cluster && err == nil && replies[0].Error() == nil {
+		// A batch is one call here: its record is written, now queue it.
+		for _, r := range c.DoMulti(ctx, b.queueCommands(calls[0].item.task, calls[0].item.now)...) {
+			if err = r.Error(); err != nil {
 				break
 			}
-			err = r.Error()
 		}
-	} else {
-		replies, err = batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
 	}
 	for i, call := range calls {
 		if err != nil {

@@ -1,0 +1,383 @@
+package redisbackend_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redisproc"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+// These tests run on a real Redis Cluster of three masters.
+
+// nodeClients returns the connections of the cluster node at addr, each
+// as its CLIENT LIST fields.
+func nodeClients(t *testing.T, addr string) []map[string]string {
+	t.Helper()
+	list, err := redisproc.DoString(addr, "CLIENT", "LIST")
+	require.NoError(t, err)
+	var out []map[string]string
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		fields := map[string]string{}
+		for _, kv := range strings.Fields(line) {
+			k, v, _ := strings.Cut(kv, "=")
+			fields[k] = v
+		}
+		out = append(out, fields)
+	}
+	return out
+}
+
+// shardSubscribers returns, for each master, the connections subscribed
+// to shard channels and the number of channels each holds.
+func shardSubscribers(t *testing.T, c *redistest.Cluster) map[string][]int {
+	t.Helper()
+	masters, err := c.Masters()
+	require.NoError(t, err)
+	out := map[string][]int{}
+	for _, m := range masters {
+		for _, cl := range nodeClients(t, m.Addr) {
+			if n, _ := strconv.Atoi(cl["ssub"]); n > 0 {
+				out[m.Addr] = append(out[m.Addr], n)
+			}
+		}
+	}
+	return out
+}
+
+// slotOwner returns the master that serves the slot of key.
+func slotOwner(t *testing.T, c *redistest.Cluster, key string) redisproc.ClusterNode {
+	t.Helper()
+	slot, err := c.SlotOf(key)
+	require.NoError(t, err)
+	owner, err := c.Owner(slot)
+	require.NoError(t, err)
+	return owner
+}
+
+func TestClusterLiveStreamsUseOneConnectionPerMaster(t *testing.T) {
+	const tasks, perTask, live = 90, 3, 4
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	cancels, err := b.Cancellations(ctx)
+	require.NoError(t, err)
+	taskIDs := make([]string, tasks)
+	owners := map[string]bool{}
+	for i := range taskIDs {
+		taskIDs[i] = newTask().ID
+		require.NoError(t, b.Create(ctx, taskIDs[i]))
+		owners[slotOwner(t, c, taskIDs[i]).Addr] = true
+	}
+	require.Len(t, owners, 3, "the tasks are spread over every master")
+
+	for _, id := range taskIDs {
+		_, err := b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+		require.NoError(t, err)
+	}
+	results := subscribeEach(ctx, t, b, taskIDs, perTask)
+
+	subs := shardSubscribers(t, c)
+	total := 0
+	for addr, conns := range subs {
+		assert.Len(t, conns, 1, "one pub/sub connection to master %s", addr)
+		total += conns[0]
+	}
+	assert.Len(t, subs, 3, "a connection to each master that serves a channel")
+	assert.Equal(t, tasks+1, total, "one shard channel per task, and the queue's cancellation channel")
+
+	finishEach(ctx, t, b, taskIDs, live, results)
+
+	// A cancellation reaches the listener through the queue's master.
+	require.NoError(t, b.Cancel(ctx, taskIDs[0]))
+	select {
+	case id := <-cancels:
+		assert.Equal(t, taskIDs[0], id)
+	case <-ctx.Done():
+		require.FailNow(t, "no cancellation")
+	}
+	eventually(t, func() bool {
+		subs := shardSubscribers(t, c)
+		return len(subs) == 1 && len(subs[slotOwner(t, c, b.Prefix()+":{q:default}:cancel").Addr]) == 1
+	}, "only the cancellation channel stays subscribed")
+}
+
+// errorStats sums the error replies of the cluster's nodes by their first
+// word (MOVED, ASK, TRYAGAIN...), from INFO errorstats.
+func errorStats(t *testing.T, c *redistest.Cluster) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, n := range c.Nodes {
+		info, err := redisproc.DoString(n.Addr(), "INFO", "errorstats")
+		require.NoError(t, err)
+		for line := range strings.Lines(info) {
+			name, rest, ok := strings.Cut(strings.TrimSpace(line), ":count=")
+			if !ok {
+				continue
+			}
+			k, _ := strconv.Atoi(rest)
+			out[strings.TrimPrefix(name, "errorstat_")] += k
+		}
+	}
+	return out
+}
+
+// clusterRun is a web process and a worker process on one cluster: tasks
+// started through the broker are run by the worker, and each is watched
+// live by the web backend from its start to its end.
+type clusterRun struct {
+	web    *redisbackend.Backend
+	broker *queue.Broker
+	// hold, when set, is waited for by every run before its last step.
+	hold chan struct{}
+
+	mu       sync.Mutex
+	runs     map[string]int
+	started  []string
+	watchers sync.WaitGroup
+	seen     map[string][]string
+	errs     []error
+}
+
+// runOnCluster starts a worker on c with a flow that reports four steps,
+// stopped when the test ends.
+func runOnCluster(t *testing.T, c *redistest.Cluster, hold chan struct{}) *clusterRun {
+	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
+	r := &clusterRun{web: newBackend(t, newClusterClient(t, c), cfg), hold: hold, runs: map[string]int{}, seen: map[string][]string{}}
+	r.broker = queue.NewBroker(r.web, r.web, queue.BrokerConfig{})
+	workerSide := newBackend(t, newClusterClient(t, c), cfg)
+	reg := registry.New()
+	reg.MustRegister("steps", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		r.mu.Lock()
+		r.runs[ft.ID]++
+		r.mu.Unlock()
+		for i := range 4 {
+			if i == 3 && r.hold != nil {
+				select {
+				case <-r.hold:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+			}
+			ft.Progress.Log(fmt.Sprintf("step %d", i))
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return ft.ID, nil
+	}))
+	w := queue.NewWorker(workerSide, workerSide, queue.WorkerConfig{
+		Registry: reg, Concurrency: 8, Lease: 5 * time.Second, Logger: quiet,
+		Backoff: func(int) time.Duration { return 50 * time.Millisecond },
+	})
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-done:
+			assert.NoError(t, err)
+		case <-time.After(waitLimit):
+			t.Error("Worker.Run did not return")
+		}
+	})
+	return r
+}
+
+// start enqueues a task and watches it live.
+func (r *clusterRun) start(ctx context.Context, t *testing.T) string {
+	t.Helper()
+	id, err := r.broker.Enqueue(ctx, "steps", nil, queue.EnqueueOptions{MaxAttempts: 10})
+	require.NoError(t, err)
+	ch, err := r.web.Subscribe(ctx, id, "")
+	require.NoError(t, err)
+	r.mu.Lock()
+	r.started = append(r.started, id)
+	r.mu.Unlock()
+	r.watchers.Go(func() {
+		events, err := drain(ch)
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.seen[id] = ids(events)
+		if err != nil {
+			r.errs = append(r.errs, fmt.Errorf("task %s: %w", id, err))
+		}
+	})
+	return id
+}
+
+// check waits for the watchers, then checks that every task succeeded and
+// that its watcher saw every event once, in order. It returns how many
+// tasks ran more than once.
+func (r *clusterRun) check(ctx context.Context, t *testing.T) (twice int) {
+	t.Helper()
+	r.watchers.Wait()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	require.Empty(t, r.errs)
+	for _, id := range r.started {
+		snap, _, err := r.web.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateSuccess, snap.State, "task %s: %q", id, snap.Details.Status)
+		events, err := r.web.Events(ctx, id, "")
+		require.NoError(t, err)
+		assert.Equal(t, ids(events), r.seen[id], "task %s: every event once, in order, live", id)
+		assert.Positive(t, r.runs[id], "task %s ran", id)
+		if r.runs[id] > 1 {
+			twice++
+		}
+	}
+	return twice
+}
+
+// listensForCancellations waits until a connection is subscribed to the
+// queue's cancellation channel on the master that serves it.
+func listensForCancellations(t *testing.T, c *redistest.Cluster, prefix string) {
+	t.Helper()
+	channel := prefix + ":{q:default}:cancel"
+	eventually(t, func() bool {
+		owner := slotOwner(t, c, channel)
+		n, err := redisproc.Do(owner.Addr, "PUBSUB", "SHARDNUMSUB", channel)
+		return err == nil && n.([]any)[1].(int64) >= 1
+	}, "the worker listens for cancellations on the queue's master")
+}
+
+// otherMasters returns the masters but m.
+func otherMasters(t *testing.T, c *redistest.Cluster, m redisproc.ClusterNode) []redisproc.ClusterNode {
+	t.Helper()
+	masters, err := c.Masters()
+	require.NoError(t, err)
+	var others []redisproc.ClusterNode
+	for _, n := range masters {
+		if n.ID != m.ID {
+			others = append(others, n)
+		}
+	}
+	return others
+}
+
+// TestClusterReshardingLosesNothing moves every slot of the master that
+// serves the queue to the other masters with redis-cli --cluster reshard,
+// keys and all, while a worker runs tasks and every task is watched live:
+// no task, no event is lost or delivered twice.
+func TestClusterReshardingLosesNothing(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	r := runOnCluster(t, c, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*waitLimit)
+	defer cancel()
+	queueMaster := slotOwner(t, c, r.web.Prefix()+":{q:default}:stream")
+	others := otherMasters(t, c, queueMaster)
+	before := errorStats(t, c)
+
+	resharded := make(chan error, 1)
+	go func() {
+		half := queueMaster.Slots / 2
+		err := c.Reshard(queueMaster.ID, others[0].ID, half)
+		if err == nil {
+			err = c.Reshard(queueMaster.ID, others[1].ID, queueMaster.Slots-half)
+		}
+		resharded <- err
+	}()
+	for moving := true; moving; {
+		select {
+		case err := <-resharded:
+			require.NoError(t, err)
+			moving = false
+		default:
+		}
+		r.start(ctx, t)
+		time.Sleep(10 * time.Millisecond)
+	}
+	masters, err := c.Masters()
+	require.NoError(t, err)
+	for _, m := range masters {
+		assert.NotEqual(t, queueMaster.ID, m.ID, "the queue's first master serves no slot any more")
+	}
+	twice := r.check(ctx, t)
+	// The cancellation channel moved with the queue's slot.
+	listensForCancellations(t, c, r.web.Prefix())
+
+	stats := errorStats(t, c)
+	assert.Positive(t, stats["MOVED"]-before["MOVED"], "the clients were redirected")
+	t.Logf("%d tasks during the resharding, %d ran more than once; replies: %d MOVED, %d ASK, %d TRYAGAIN",
+		len(r.started), twice, stats["MOVED"]-before["MOVED"], stats["ASK"]-before["ASK"], stats["TRYAGAIN"]-before["TRYAGAIN"])
+}
+
+// TestClusterSlotsHalfMigrated holds the queue's slot, then a running
+// task's, half way through their move to another master for a while:
+// scripts on their keys get TRYAGAIN (and commands on moved keys ASK,
+// depending on which keys moved first), and once the move ends every task has run and every event reached its
+// watcher once.
+func TestClusterSlotsHalfMigrated(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	hold := make(chan struct{})
+	r := runOnCluster(t, c, hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*waitLimit)
+	defer cancel()
+	before := errorStats(t, c)
+
+	// Tasks that wait before their last step, so that their keys exist
+	// and are in use while the slots move.
+	for range 20 {
+		r.start(ctx, t)
+	}
+	eventually(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.runs) == 8 // the worker's slots are taken
+	}, "the worker took tasks")
+
+	pause := func() {
+		// While the slot is half moved: more tasks, and time for the
+		// commands refused meanwhile to be tried again.
+		for range 5 {
+			r.start(ctx, t)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	queueKey := r.web.Prefix() + ":{q:default}:stream"
+	queueSlot, err := c.SlotOf(queueKey)
+	require.NoError(t, err)
+	to := otherMasters(t, c, slotOwner(t, c, queueKey))[0]
+	require.NoError(t, c.MoveSlot(queueSlot, to.ID, pause))
+
+	r.mu.Lock()
+	running := ""
+	for id := range r.runs {
+		running = id
+		break
+	}
+	r.mu.Unlock()
+	taskSlot, err := c.SlotOf(running)
+	require.NoError(t, err)
+	to = otherMasters(t, c, slotOwner(t, c, running))[0]
+	require.NoError(t, c.MoveSlot(taskSlot, to.ID, func() {
+		close(hold) // the running tasks report their last steps and end
+		pause()
+	}))
+
+	twice := r.check(ctx, t)
+	listensForCancellations(t, c, r.web.Prefix())
+	stats := errorStats(t, c)
+	assert.Positive(t, stats["TRYAGAIN"]-before["TRYAGAIN"], "scripts were refused while their slot moved, and tried again")
+	t.Logf("%d tasks, %d ran more than once; replies: %d MOVED, %d ASK, %d TRYAGAIN",
+		len(r.started), twice, stats["MOVED"]-before["MOVED"], stats["ASK"]-before["ASK"], stats["TRYAGAIN"]-before["TRYAGAIN"])
+}

@@ -1,0 +1,99 @@
+package redisbackend
+
+import (
+	"context"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Bounds of the pause before a command a cluster refused is sent again.
+const (
+	refusalPauseMin = 5 * time.Millisecond
+	refusalPauseMax = 200 * time.Millisecond
+)
+
+// patientClient is the client of a Backend on a Redis Cluster. It sends
+// again, after a pause, each command the cluster refused without running
+// it, until the command's context ends: TRYAGAIN (a script or other
+// command on several keys of a slot whose keys are moving to another
+// node, some already there) and CLUSTERDOWN (a failover under way).
+// rueidis follows MOVED and ASK redirections itself, but retries such
+// refusals only for read-only commands, and the scripts are not: sending
+// them again is safe because Redis ran nothing.
+type patientClient struct {
+	rueidis.Client
+}
+
+// refused reports whether err is a refusal that ran nothing and may pass.
+func refused(err error) bool {
+	re, ok := rueidis.IsRedisErr(err)
+	return ok && (re.IsTryAgain() || re.IsClusterDown())
+}
+
+// pause waits before attempt n+1 (from 0), or returns false when ctx ends
+// first.
+func pause(ctx context.Context, n int) bool {
+	d := min(refusalPauseMin<<min(n, 6), refusalPauseMax)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// Do implements rueidis.Client.
+func (c patientClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	cmd = cmd.Pin() // rueidis recycles a command once it has an answer
+	for n := 0; ; n++ {
+		res := c.Client.Do(ctx, cmd)
+		if !refused(res.Error()) || !pause(ctx, n) {
+			return res
+		}
+	}
+}
+
+// DoMulti implements rueidis.Client: the refused commands are sent again,
+// in their order. A transaction (MULTI ... EXEC) is sent again whole when
+// Redis discarded it because a command in it was refused.
+func (c patientClient) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+	for i := range multi {
+		multi[i] = multi[i].Pin()
+	}
+	res := c.Client.DoMulti(ctx, multi...)
+	for n := 0; ; n++ {
+		var again []int
+		tx := false
+		for i, r := range res {
+			if isMulti(multi[i]) {
+				tx = true
+			}
+			if refused(r.Error()) {
+				again = append(again, i)
+			}
+		}
+		if len(again) == 0 || !pause(ctx, n) {
+			return res
+		}
+		if tx {
+			res = c.Client.DoMulti(ctx, multi...)
+			continue
+		}
+		cmds := make(rueidis.Commands, len(again))
+		for k, i := range again {
+			cmds[k] = multi[i]
+		}
+		for k, r := range c.Client.DoMulti(ctx, cmds...) {
+			res[again[k]] = r
+		}
+	}
+}
+
+// isMulti reports whether cmd is MULTI.
+func isMulti(cmd rueidis.Completed) bool {
+	words := cmd.Commands()
+	return len(words) == 1 && words[0] == "MULTI"
+}
