@@ -26,9 +26,9 @@ import (
 	"github.com/flowsrun/flows/registry"
 )
 
-// redisConfig is testConfig on the Redis of srv, under a key prefix of the
-// test's own.
-func redisConfig(t *testing.T, srv *redistest.Server) config {
+// redisConfig is testConfig on the Redis of srv (a server or a cluster),
+// under a key prefix of the test's own.
+func redisConfig(t *testing.T, srv interface{ URL() string }) config {
 	t.Helper()
 	var buf [6]byte
 	_, err := rand.Read(buf[:])
@@ -86,6 +86,24 @@ func TestServerWithoutWorkers(t *testing.T) {
 	require.NotEmpty(t, states)
 	assert.Equal(t, progress.StateSuccess, states[len(states)-1], "states seen: %v", states)
 	assert.Contains(t, states, progress.StateProgress)
+}
+
+// TestServerOnCluster runs the server with -workers 0 on a Redis Cluster
+// of three masters, named by REDIS_URL's address list, and a worker on a
+// client of its own: poem_flow runs to SUCCESS over SSE, and its keys are
+// on the master of its slot.
+func TestServerOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	cfg := redisConfig(t, c)
+	cfg.Workers = 0
+	web := startServer(t, cfg)
+	startSeparateWorker(t, cfg)
+	id := assertPoemOverSSE(t, web)
+
+	client := c.Client(t)
+	n, err := client.Do(context.Background(), client.B().Exists().Key(cfg.Prefix+":{"+id+"}:task", cfg.Prefix+":{"+id+"}:events").Build()).AsInt64()
+	require.NoError(t, err)
+	assert.EqualValues(t, 2, n, "the task and its events are in the cluster")
 }
 
 // taskState returns the state of the task from GET /tasks/{id}/.

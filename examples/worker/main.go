@@ -7,8 +7,12 @@
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/worker -concurrency 16
 //
 // REDIS_URL is required: a redis://, rediss:// or unix:// URL, read by
-// rueidis.ParseURL. Flags, some with an environment variable as their
-// default:
+// rueidis.ParseURL. A Redis Cluster is named by any of its nodes, the
+// others in addr parameters:
+//
+//	REDIS_URL='redis://10.0.0.1:7000?addr=10.0.0.2:7000&addr=10.0.0.3:7000'
+//
+// Flags, some with an environment variable as their default:
 //
 //	-concurrency  flows run at once (default 10)
 //	-queue        the queue to take tasks from (FLOWS_QUEUE; default "default")

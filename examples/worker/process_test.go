@@ -22,7 +22,6 @@ import (
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/flow"
-	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -187,21 +186,22 @@ func (p *workerProcess) logTail(n int) string {
 }
 
 // testQueue is a queue and prefix of their own for one test, on one
-// Redis, with a backend the test enqueues and checks through.
+// Redis (or cluster), with a backend the test enqueues and checks through.
 type testQueue struct {
-	srv    *redistest.Server
 	prefix string
 	name   string
 	b      *redisbackend.Backend
 	broker *queue.Broker
 }
 
-func newTestQueue(t *testing.T, srv *redistest.Server) *testQueue {
+// newTestQueue returns a testQueue on srv: a *redistest.Server, Cluster
+// or Sentinel.
+func newTestQueue(t *testing.T, srv interface{ ClientOption() rueidis.ClientOption }) *testQueue {
 	t.Helper()
 	var buf [6]byte
 	_, err := rand.Read(buf[:])
 	require.NoError(t, err)
-	q := &testQueue{srv: srv, prefix: "t" + hex.EncodeToString(buf[:]), name: "q" + hex.EncodeToString(buf[:3])}
+	q := &testQueue{prefix: "t" + hex.EncodeToString(buf[:]), name: "q" + hex.EncodeToString(buf[:3])}
 	client, err := rueidis.NewClient(srv.ClientOption())
 	require.NoError(t, err)
 	t.Cleanup(client.Close)

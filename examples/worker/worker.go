@@ -157,7 +157,7 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 	defer backend.Close() // before the client: it ends the pub/sub connection
 
 	logger.Info("flows worker: connected to Redis",
-		"addr", strings.Join(opt.InitAddress, ","), "db", opt.SelectDB,
+		"addr", strings.Join(opt.InitAddress, ","), "mode", client.Mode(), "db", opt.SelectDB,
 		"queue", backend.Queue(), "prefix", backend.Prefix())
 	for _, f := range reg.List() {
 		logger.Info("flow registered", "flow", f.Name, "labels", f.Labels) // the model and search in use

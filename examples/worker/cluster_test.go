@@ -1,0 +1,90 @@
+package main
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+)
+
+// TestWorkerProcessesOnCluster runs tasks on three worker processes whose
+// REDIS_URL names a Redis Cluster of three masters, kills one of them
+// with SIGKILL and starts a replacement, while the queue's slot moves to
+// another master (held half moved for a while) and redis-cli moves 500
+// more. Every task
+// must end SUCCESS exactly once.
+func TestWorkerProcessesOnCluster(t *testing.T) {
+	const (
+		n         = 300
+		processes = 3
+		lease     = 2 * time.Second
+		limit     = 90 * time.Second
+	)
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, seed>>1))
+
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	q := newTestQueue(t, c)
+	durations := make([]int, n)
+	for i := range durations {
+		durations[i] = 50 + rng.IntN(251)
+	}
+	ids := q.enqueueSleeps(t, durations)
+
+	args := q.workerArgs("-concurrency", "20", "-lease", lease.String(), "-grace", "10s")
+	workers := make([]*workerProcess, processes)
+	for i := range workers {
+		workers[i] = startWorker(t, c.URL(), args...)
+	}
+	// The queue's slot moves to another master, held half moved for a
+	// while, then redis-cli moves 500 more.
+	slot, err := c.SlotOf(q.prefix + ":{q:" + q.name + "}:stream")
+	require.NoError(t, err)
+	from, err := c.Owner(slot)
+	require.NoError(t, err)
+	masters, err := c.Masters()
+	require.NoError(t, err)
+	to := masters[0]
+	if to.ID == from.ID {
+		to = masters[1]
+	}
+	resharded := make(chan error, 1)
+	go func() {
+		err := c.MoveSlot(slot, to.ID, func() { time.Sleep(500 * time.Millisecond) })
+		if err == nil {
+			err = c.Reshard(from.ID, to.ID, 500)
+		}
+		resharded <- err
+	}()
+
+	killed := false
+	q.waitFinished(t, ids, limit, func(remaining int) {
+		if !killed && remaining < n*3/4 {
+			i := rng.IntN(processes)
+			workers[i].kill()
+			workers[i] = startWorker(t, c.URL(), args...)
+			killed = true
+		}
+	})
+	require.NoError(t, <-resharded)
+	for _, w := range workers {
+		assert.Equal(t, 0, w.terminate(30*time.Second), "exit status of worker %d after SIGTERM", w.pid())
+	}
+	leasedAgain := 0
+	for _, id := range ids {
+		if q.checkSucceededOnce(t, id).Attempt > 1 {
+			leasedAgain++
+		}
+	}
+	owner, err := c.Owner(slot)
+	require.NoError(t, err)
+	assert.Equal(t, to.ID, owner.ID, "the queue's slot moved")
+	t.Logf("%d tasks on %d worker processes on a cluster, one killed, the queue's slot moved: all SUCCESS exactly once; %d leased more than once",
+		n, processes, leasedAgain)
+	assert.True(t, killed, "no worker was killed before the tasks were done")
+}
