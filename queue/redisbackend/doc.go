@@ -39,8 +39,8 @@
 //	                            Append, each event's JSON on a line; the
 //	                            events of the n-th element have the ids
 //	                            "<n>-0", "<n>-1"...
-//	P:{<id>}:live       channel live events of the task: one message per
-//	                            Append, the id before them, then each
+//	P:{<id>}:live       shard   live events of the task: one message per
+//	                    channel Append, the id before them, then each
 //	                            event's id and JSON (one line each)
 //	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id;
 //	                            consumer group "workers" hands each entry
@@ -63,7 +63,8 @@
 //	                            scored by the Unix ms of their burial
 //	P:{q:Q}:buried      hash    task id -> {"flow","reason","attempts"} of
 //	                            each dead task
-//	P:{q:Q}:cancel      channel ids of cancelled tasks, for the workers
+//	P:{q:Q}:cancel      shard   ids of cancelled tasks, for the workers
+//	                    channel
 //
 // The three keys of a task expire at least Config.Retention after they
 // were last written. They share one expiry time, exp: it is set on
@@ -199,8 +200,12 @@
 // channel: one round trip (shared with the Appends made meanwhile), all or
 // nothing for each call.
 //
-// Each Backend holds one pub/sub connection for all its live subscriptions
-// and cancellation listeners, whatever their number. A subscription first
+// Live messages and cancellations travel on shard channels (SPUBLISH,
+// SSUBSCRIBE), which Redis Cluster routes by slot as it routes keys. Each
+// Backend holds one pub/sub connection per node that serves its channels,
+// for all its live subscriptions and cancellation listeners, whatever
+// their number: one in all on a single Redis or through Sentinel, at most
+// one per master of a cluster. A subscription first
 // registers for live messages, then reads the backlog from the event log,
 // then follows the live messages; each message names the event before it,
 // so a subscription that sees a gap (or whose pub/sub connection was lost
@@ -208,6 +213,38 @@
 // subscriber once, in order, with no gap, and a slow subscriber delays no
 // one: what it has not taken yet is buffered for it, and past a bound it
 // re-reads from the log instead.
+//
+// # Redis Cluster and Sentinel
+//
+// A Backend works the same on every kind of rueidis client: a single
+// Redis, a primary found through Sentinel (rueidis.ClientModeSentinel) or
+// a Redis Cluster (rueidis.ClientModeCluster); rueidis.ParseURL chooses
+// from the address list of a URL (see the README). On a Cluster client,
+// where a script may only touch the keys of one slot:
+//
+//   - batched calls go one by one (each script acts on one task's keys);
+//   - a task's record is written before its queue entry is added, and a
+//     Fetch reads the records of the tasks it leased in a second round
+//     trip, since the task's keys and the queue's live on different nodes
+//     whose commands a pipeline does not order;
+//   - AppendAndAck appends, then acknowledges;
+//   - rueidis follows MOVED and ASK redirections; commands the cluster
+//     refuses without running them, TRYAGAIN (a script on the keys of a
+//     slot whose keys are moving to another node) and CLUSTERDOWN (a
+//     failover under way), are sent again after a short pause until
+//     Config.OpTimeout;
+//   - the pub/sub connections follow the slots: the Backend reads which
+//     master serves each slot (CLUSTER SLOTS) and subscribes each channel
+//     on its master; when a slot moves (a resharding, a failover), Redis
+//     ends the channel's subscription, or answers MOVED, or the master's
+//     connection is lost, and the Backend subscribes the channel on the
+//     slot's new master; its subscriptions then read what they missed
+//     from their event logs.
+//
+// Through Sentinel, rueidis follows the primary across a failover; the
+// pub/sub connection is lost with the old primary and restored on the new
+// one, as after a restart. Redis replicates asynchronously: what the old
+// primary had accepted but not yet sent to the replica is lost with it.
 //
 // # When Redis goes away
 //
