@@ -37,6 +37,7 @@
 //	404  unknown flow, unknown or invalid task id, a task the caller may
 //	     not see (see Owned tasks), unknown path
 //	405  wrong method for the route
+//	408  a start-task body not received within Config.BodyTimeout
 //	409  cancel-task of a task that has already finished
 //	413  start-task body over Config.MaxBodyBytes
 //	415  start-task without Content-Type application/json

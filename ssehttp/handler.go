@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -21,6 +22,7 @@ const (
 	DefaultHeartbeat    = 15 * time.Second
 	DefaultRetry        = 3 * time.Second
 	DefaultWriteTimeout = 30 * time.Second
+	DefaultBodyTimeout  = 10 * time.Second
 )
 
 // Queue is what the Handler needs from the task queue: accepting and
@@ -80,6 +82,17 @@ type Config struct {
 	// stream. Zero means DefaultWriteTimeout.
 	WriteTimeout time.Duration
 
+	// BodyTimeout bounds how long a client may take to send the body of a
+	// request, counted from when the handler gets the request (its
+	// headers read): a start-task body still incomplete then is answered
+	// with 408, and a body the route does not read (cancel-task) can hold
+	// its connection no longer. The connection is closed either way. A
+	// client trickling a body one byte at a time holds a connection for
+	// this long at most. It needs a ResponseWriter that can set read
+	// deadlines (net/http's can; a wrapper must have an Unwrap method);
+	// a warning is logged once otherwise. Zero means DefaultBodyTimeout.
+	BodyTimeout time.Duration
+
 	// Identify names the caller of a request (a session cookie's user, a
 	// bearer token's subject): see Principal for what a task's owner and
 	// an operator may do. A non-nil error refuses the request with 401 and
@@ -138,6 +151,8 @@ type Handler struct {
 	cors *corsPolicy
 	mux  *http.ServeMux
 	tel  *handlerTelemetry
+	// noDeadline warns once that read deadlines cannot be set.
+	noDeadline sync.Once
 }
 
 // New returns a Handler serving the API with cfg. It panics if cfg.Queue or
@@ -153,8 +168,8 @@ func New(cfg Config) *Handler {
 	if _, ok := cfg.Queue.(TaskInspector); cfg.Identify != nil && !ok {
 		panic("ssehttp.New: Config.Identify needs a Queue that is a TaskInspector, to find the owner of a task")
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 {
-		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry or WriteTimeout")
+	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 || cfg.BodyTimeout < 0 {
+		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry, WriteTimeout or BodyTimeout")
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = registry.Default
@@ -170,6 +185,9 @@ func New(cfg Config) *Handler {
 	}
 	if cfg.WriteTimeout == 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.BodyTimeout == 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
 	}
 	if cfg.CrossOrigin == nil {
 		cfg.CrossOrigin = http.NewCrossOriginProtection()
@@ -216,8 +234,25 @@ func (h *Handler) route(method, path string, fn http.HandlerFunc) {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength != 0 {
+		h.limitBody(w, r)
+	}
 	h.cors.annotate(w, r)
 	h.mux.ServeHTTP(w, r)
+}
+
+// limitBody gives the client of r, which has a body, Config.BodyTimeout to
+// send it. net/http lifts the read deadline once the body has been read to
+// its end; a body left unread by the route is read (to be discarded) by
+// the server after the handler returns, under the same deadline.
+func (h *Handler) limitBody(w http.ResponseWriter, r *http.Request) {
+	err := http.NewResponseController(w).SetReadDeadline(time.Now().Add(h.cfg.BodyTimeout))
+	if err != nil {
+		h.noDeadline.Do(func() {
+			h.cfg.Logger.WarnContext(r.Context(), "flows: cannot set a read deadline on request bodies, so slow bodies are not timed out "+
+				"(the ResponseWriter lacks SetReadDeadline and Unwrap)", "err", err)
+		})
+	}
 }
 
 // sameOrigin applies the cross-origin protection and answers 403 when it

@@ -58,6 +58,10 @@ type envOptions struct {
 	concurrency int
 	// mount wraps the handler before it is served (a prefix, say).
 	mount func(http.Handler) http.Handler
+	// register adds flows of the test's own to the registry.
+	register func(*registry.Registry)
+	// server, when set, adjusts the test server before it starts.
+	server func(*httptest.Server)
 }
 
 // testRegistry returns a registry with the flows these tests run:
@@ -148,6 +152,9 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	backend := queue.NewMemory(queue.MemoryConfig{})
 	e.broker = queue.NewBroker(backend, e.store, queue.BrokerConfig{})
 	reg := testRegistry(opts.stepDelay, e.gate, e.started)
+	if opts.register != nil {
+		opts.register(reg)
+	}
 	worker := queue.NewWorker(backend, e.store, queue.WorkerConfig{
 		Registry:      reg,
 		Concurrency:   opts.concurrency,
@@ -162,7 +169,11 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	if opts.mount != nil {
 		h = opts.mount(h)
 	}
-	e.server = httptest.NewServer(h)
+	e.server = httptest.NewUnstartedServer(h)
+	if opts.server != nil {
+		opts.server(e.server)
+	}
+	e.server.Start()
 	transport := &http.Transport{MaxIdleConnsPerHost: 8}
 	e.client = &http.Client{Transport: transport}
 

@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/flowsrun/flows/flow"
@@ -54,6 +55,10 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			writeError(w, http.StatusRequestTimeout, "request body not received in time")
 			return
 		}
 		writeError(w, http.StatusBadRequest, "could not read request body")

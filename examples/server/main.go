@@ -32,6 +32,9 @@
 //	           comma-separated origins of front ends served elsewhere that
 //	           may use the API, as in https://app.example.com
 //	           (FLOWS_CORS_ORIGINS; default none)
+//	-body-timeout
+//	           how long a client may take to send a request body
+//	           (default 10s)
 //	-healthcheck
 //	           instead of serving, ask the server on -addr for GET /flows/
 //	           and exit 0 if it answers 200, else 1: the container image

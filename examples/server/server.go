@@ -26,6 +26,14 @@ import (
 // defaultShutdownTimeout bounds the HTTP server's graceful shutdown.
 const defaultShutdownTimeout = 10 * time.Second
 
+// Limits of the HTTP server: the size of a request's headers (a browser
+// sends a few KiB, cookies included), and the kernel's send buffer of a
+// connection (see ssehttp.LimitSendBuffer).
+const (
+	maxHeaderBytes  = 64 << 10
+	sendBufferBytes = 64 << 10
+)
+
 // config is everything the server can be told.
 type config struct {
 	// Addr is the address to listen on.
@@ -51,6 +59,9 @@ type config struct {
 	// CORSOrigins are the origins of front ends elsewhere that may use
 	// the API (ssehttp.CORS.AllowedOrigins).
 	CORSOrigins []string
+	// BodyTimeout is how long a client may take to send a request body
+	// (ssehttp.Config.BodyTimeout); zero means the handler's default.
+	BodyTimeout time.Duration
 	// Healthcheck asks a running server on Addr whether it answers,
 	// instead of serving (the -healthcheck flag).
 	Healthcheck bool
@@ -86,6 +97,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&cfg.Flows.StepDelay, "step-delay", exampleflows.DefaultStepDelay, "pause of each step of the example flows")
 	fs.DurationVar(&cfg.Flows.TokenDelay, "token-delay", exampleflows.DefaultTokenDelay, "pause between streamed tokens of the example flows")
 	origins := fs.String("cors-origins", getenv("FLOWS_CORS_ORIGINS"), "comma-separated origins of front ends elsewhere that may use the API, as in https://app.example.com (env FLOWS_CORS_ORIGINS)")
+	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", ssehttp.DefaultBodyTimeout, "how long a client may take to send a request body")
 	fs.BoolVar(&cfg.Healthcheck, "healthcheck", false, "instead of serving, ask the server on -addr for GET /flows/ and exit 0 if it answers 200, else 1 (for container health checks)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -189,11 +201,12 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		return worker.Run(ctx)
 	}
 	api := ssehttp.New(ssehttp.Config{
-		Queue:    broker,
-		Progress: store,
-		Registry: reg,
-		CORS:     ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins},
-		Logger:   logger,
+		Queue:       broker,
+		Progress:    store,
+		Registry:    reg,
+		CORS:        ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins},
+		BodyTimeout: cfg.BodyTimeout,
+		Logger:      logger,
 	})
 	// The demo has no users: everyone may use every task. A host that
 	// exposes the API names its callers with Config.Identify.
@@ -228,11 +241,18 @@ func serve(ctx context.Context, cfg config, ln net.Listener) error {
 	base, cancelBase := context.WithCancel(context.Background())
 	defer cancelBase()
 	srv := &http.Server{
-		Handler:           handler,
+		Handler: handler,
+		// Headers get 10 s and 64 KiB (Go's default is 1 MiB); bodies get
+		// ssehttp.Config.BodyTimeout, set by the handler itself, since a
+		// ReadTimeout here would bound every request, streams included.
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    maxHeaderBytes,
 		IdleTimeout:       2 * time.Minute,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// A client that stops reading a stream can make the kernel hold
+		// 4 MiB for it unless the send buffer is limited.
+		ConnContext: ssehttp.LimitSendBuffer(sendBufferBytes),
+		BaseContext: func(net.Listener) context.Context { return base },
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	srv.RegisterOnShutdown(cancelBase)
 
