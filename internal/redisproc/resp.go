@@ -14,6 +14,7 @@ import (
 // ReplyError is an error reply of a server, such as "ERR unknown command".
 type ReplyError string
 
+// Error returns the reply's text.
 func (e ReplyError) Error() string { return string(e) }
 
 // Do sends one command to the server at addr on a connection of its own
