@@ -2,16 +2,17 @@
 // langchaingo, that a worker runs for a task and that reports its progress
 // as it goes.
 //
-// The smallest flow is a function:
+// A [Flow] is run by a worker for a [Task]. The smallest flow is a
+// function, adapted by [Func]:
 //
 //	hello := flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
 //		t.Progress.Log("saying hello")
 //		return "hello", nil
 //	})
 //
-// A flow that takes inputs declares them as a struct; the struct is its
-// input schema, and inputs are decoded and validated before the task is
-// queued:
+// A flow that takes inputs declares them as a struct and is built with
+// [Typed]; the struct is its input schema, and inputs are decoded and
+// validated ([Validate]) before the task is queued:
 //
 //	type GreetInput struct {
 //		Name string `json:"name" desc:"who to greet"`
@@ -19,6 +20,9 @@
 //	greet := flow.Typed(func(ctx context.Context, in GreetInput, t *flow.Task) (string, error) {
 //		return "hello " + in.Name, nil
 //	})
+//
+// An error wrapped with [Permanent] fails the task at once, without the
+// retries a worker gives other errors.
 package flow
 
 import (

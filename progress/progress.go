@@ -1,11 +1,13 @@
 // Package progress defines what a running flow reports and how those reports
-// are stored and delivered: the Reporter a flow calls, the Event log of a
-// task, the Snapshot the HTTP clients render, and the Store and Subscriber
-// interfaces with an in-memory implementation.
+// are stored and delivered: the [Reporter] a flow calls, the [Event] log of
+// a task, the [Snapshot] the HTTP clients render, and the [Store] and
+// [Subscriber] interfaces with an in-memory implementation
+// ([MemoryStore]). A [Recorder] stands in for the store in a flow's unit
+// tests.
 //
 // A task's history is an append-only sequence of events. Each event has an
 // id that grows monotonically within the task; the snapshot of a task is the
-// fold of its events (see Snapshot.Apply). Because the whole log is kept
+// fold of its events (see [Snapshot.Apply]). Because the whole log is kept
 // while the task's retention lasts, a subscriber can start after any id and
 // rebuild exactly what it missed.
 package progress

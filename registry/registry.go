@@ -1,9 +1,11 @@
 // Package registry maps flow names to flows. A host registers its flows at
-// start-up, usually in the package-level Default registry:
+// start-up, usually in the package-level [Default] registry:
 //
 //	registry.MustRegister("poem_flow", poemFlow, registry.Description("Writes a short poem"))
 //
-// Tests and hosts that need several independent sets of flows use New.
+// [MustRegister] panics on a bad or duplicate name, so that a misconfigured
+// program stops at start-up. Tests and hosts that need several
+// independent sets of flows use their own [Registry] from [New].
 package registry
 
 import (

@@ -8,8 +8,8 @@
 //
 // # A flow from a chain
 //
-// Name the steps with Step, wrap the model with Model, and turn the chain
-// into a flow with Chain:
+// Name the steps with [Step], wrap the model with [Model], and turn the
+// chain into a flow with [Chain]:
 //
 //	model := lcflow.Model(llm) // any llms.Model
 //	theme := chains.NewLLMChain(model, prompts.NewPromptTemplate("Suggest a theme for a poem.", nil))
@@ -36,16 +36,16 @@
 // # What is reported
 //
 // langchaingo calls a callbacks.Handler on chain, model, tool and agent
-// events, but passes no step or tool names. Each task gets its own Handler
+// events, but passes no step or tool names. Each task gets its own [Handler]
 // (see Handler for the full list of what it reports), carried in the
 // context of the run, and the pieces below find it there:
 //
-//   - Step names a chain; its start and end become log entries, and tool
+//   - [Step] names a chain; its start and end become log entries, and tool
 //     results inside it carry its name.
-//   - Model reports model calls for any llms.Model.
-//   - Tool reports a tool's output as a tool_result (parsed when it is
-//     JSON); ToolChain calls a tool as a step of a chain.
-//   - Callbacks is the handler to give langchaingo components that take one
+//   - [Model] reports model calls for any llms.Model.
+//   - [Tool] reports a tool's output as a tool_result (parsed when it is
+//     JSON); [ToolChain] calls a tool as a step of a chain.
+//   - [Callbacks] is the handler to give langchaingo components that take one
 //     when they are built, agents above all:
 //     agents.NewExecutor(agent, agents.WithCallbacksHandler(lcflow.Callbacks))
 //     reports each agent action ("Using tool X with input Y") and finish.
