@@ -2,10 +2,10 @@
 #
 # The repository holds several Go modules, tied together by go.work: the
 # library (.), the examples (./examples), the benchmark command
-# (./cmd/flowbench) and the OpenTelemetry tests with the SDK (./oteltest).
-# PKGS names the packages of all of them, since ./... stops at a nested
-# module's directory.
-PKGS := ./... ./examples/... ./cmd/flowbench/... ./oteltest/...
+# (./cmd/flowbench), the OpenTelemetry tests with the SDK (./oteltest) and
+# the SMTP channel of notify (./notify/smtp). PKGS names the packages of
+# all of them, since ./... stops at a nested module's directory.
+PKGS := ./... ./examples/... ./cmd/flowbench/... ./oteltest/... ./notify/smtp/...
 
 .PHONY: test bench lint run
 
