@@ -19,7 +19,10 @@
 //	})
 //	n, err := notify.New(notify.Config{Queue: broker, Channels: []notify.Channel{hook}})
 //	err = n.Register(reg) // every worker's registry needs the delivery flow
-//	ids, err := n.Notify(ctx, ended) // usually called by the Worker's finish hook
+//	worker := queue.NewWorker(backend, store, queue.WorkerConfig{
+//		Registry: reg,
+//		OnFinish: []queue.FinishHook{n.Hook()}, // enqueues the notifications
+//	})
 //
 // # Webhooks
 //

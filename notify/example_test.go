@@ -7,8 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"time"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -57,24 +57,22 @@ func Example() {
 		panic(err)
 	}
 	reg := registry.New()
-	if err := notifier.Register(reg); err != nil {
+	if err := notifier.Register(reg); err != nil { // the delivery flow
 		panic(err)
 	}
+	reg.MustRegister("greet", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		return "Hello, Ada!", nil
+	}))
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	worker := queue.NewWorker(backend, store, queue.WorkerConfig{
+		Registry: reg,
+		OnFinish: []queue.FinishHook{notifier.Hook()}, // a notification per finished task
+		Logger:   slog.New(slog.DiscardHandler),
+	})
 	go worker.Run(ctx)
 
-	// A task has finished: notify (the Worker's finish hook does this).
-	_, err = notifier.Notify(ctx, notify.Notification{
-		TaskID:     queue.NewID(),
-		Flow:       "greet",
-		State:      progress.StateSuccess,
-		Snapshot:   progress.Snapshot{State: progress.StateSuccess, Details: progress.Details{Status: "Completed", Progress: 100, FinalResult: json.RawMessage(`"Hello, Ada!"`)}},
-		Attempts:   1,
-		FinishedAt: time.Now(),
-	})
-	if err != nil {
+	if _, err := broker.Enqueue(ctx, "greet", nil, queue.EnqueueOptions{}); err != nil {
 		panic(err)
 	}
 	fmt.Println(<-got)

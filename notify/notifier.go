@@ -163,6 +163,60 @@ func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, er
 	return ids, errors.Join(errs...)
 }
 
+// Hook returns the finish hook that notifies about every task a worker
+// ends: add it to queue.WorkerConfig.OnFinish. Hooks run at least once
+// per task (again when a worker dies before acknowledging the task); the
+// hook enqueues a notification at most once per task and channel all the
+// same, since its enqueue is keyed by the notification's ID. A backend
+// that cannot be reached is tried again, with a short backoff, until the
+// hooks' time (WorkerConfig.FinishHookTimeout) is up; then the error is
+// logged by the worker and that task's notifications are lost.
+func (n *Notifier) Hook() queue.FinishHook {
+	return func(ctx context.Context, f queue.Finished) error {
+		_, err := n.notifyWithRetry(ctx, Ended(f))
+		return err
+	}
+}
+
+// Ended returns the notification (without ID and Channel) about the task
+// f tells of.
+func Ended(f queue.Finished) Notification {
+	attempts := f.Task.Attempt
+	if f.FoundEnded && attempts > 0 {
+		attempts-- // this lease did not run it
+	}
+	return Notification{
+		TaskID:     f.Task.ID,
+		Flow:       f.Task.Flow,
+		State:      f.Snapshot.State,
+		Snapshot:   f.Snapshot,
+		Attempts:   attempts,
+		EnqueuedAt: f.Task.EnqueuedAt,
+		StartedAt:  f.StartedAt,
+		FinishedAt: f.EndedAt.UTC(),
+	}
+}
+
+// notifyWithRetry is Notify, tried again while the queue is unavailable
+// and ctx lasts.
+func (n *Notifier) notifyWithRetry(ctx context.Context, ended Notification) ([]string, error) {
+	delay := 50 * time.Millisecond
+	for {
+		ids, err := n.Notify(ctx, ended)
+		if err == nil || !errors.Is(err, queue.ErrUnavailable) {
+			return ids, err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ids, err
+		case <-t.C:
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
 // deliver is the delivery flow: it delivers the notification its task
 // carries on the channel it names.
 func (n *Notifier) deliver(ctx context.Context, t *flow.Task) (any, error) {

@@ -94,11 +94,12 @@ func (s *system) notifier(t *testing.T, cfg notify.Config) *notify.Notifier {
 
 // run runs a worker on s until the test ends, retrying failed tasks
 // after backoff.
-func (s *system) run(t *testing.T, backoff time.Duration) {
+func (s *system) run(t *testing.T, backoff time.Duration, hooks ...queue.FinishHook) {
 	t.Helper()
 	w := queue.NewWorker(s.backend, s.store, queue.WorkerConfig{
 		Registry: s.reg, Concurrency: 4, Logger: s.logger,
-		Backoff: func(int) time.Duration { return backoff },
+		Backoff:  func(int) time.Duration { return backoff },
+		OnFinish: hooks,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
