@@ -23,6 +23,12 @@
 //	-grace        on shutdown, how long running flows may finish before
 //	              they are interrupted and their tasks handed back (default 30s)
 //
+// With SMTP_URL, NOTIFY_EMAIL_TO and NOTIFY_EMAIL_FROM, or WEBHOOK_URL and
+// WEBHOOK_SECRET (WEBHOOK_ALLOW_PRIVATE=1 for a receiver on a private
+// network), the worker sends an e-mail and a signed webhook about every
+// task it ends, and delivers the notifications queued by other processes
+// (see examples/notifications). Give every worker the same settings.
+//
 // The example flows choose their model and search tool from the
 // environment (GEMINI_API_KEY, TAVILY_API_KEY, ...; see examples/flows),
 // so the API keys belong in the workers' environment.

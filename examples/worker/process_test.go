@@ -115,12 +115,19 @@ type workerProcess struct {
 // and kills it when the test ends if it is still running.
 func startWorker(t *testing.T, redisURL string, args ...string) *workerProcess {
 	t.Helper()
+	return startWorkerEnv(t, redisURL, nil, args...)
+}
+
+// startWorkerEnv is startWorker with env (KEY=value) added to the
+// process's environment.
+func startWorkerEnv(t *testing.T, redisURL string, env []string, args ...string) *workerProcess {
+	t.Helper()
 	exe, err := os.Executable()
 	require.NoError(t, err)
 	logFile, err := os.CreateTemp(t.TempDir(), "worker-*.log")
 	require.NoError(t, err)
 	cmd := exec.Command(exe, args...)
-	cmd.Env = append(os.Environ(), childEnv+"=1", "REDIS_URL="+redisURL)
+	cmd.Env = append(append(os.Environ(), childEnv+"=1", "REDIS_URL="+redisURL), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	require.NoError(t, cmd.Start())
 	p := &workerProcess{t: t, cmd: cmd, logPath: logFile.Name(), done: make(chan struct{})}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flowsrun/flows/examples/notifications"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
@@ -36,6 +37,9 @@ type config struct {
 	// Grace is how long running flows may finish on shutdown
 	// (queue.WorkerConfig.ShutdownGrace).
 	Grace time.Duration
+	// Notify are the notifications about finished tasks, from the
+	// environment (see examples/notifications); none when empty.
+	Notify notifications.Config
 	// Logger receives the worker's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -81,6 +85,13 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	}
 	if _, err := rueidis.ParseURL(cfg.RedisURL); err != nil {
 		return config{}, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	var err error
+	if cfg.Notify, err = notifications.FromEnv(getenv); err != nil {
+		return config{}, err
+	}
+	if _, err := cfg.Notify.Channels(slog.New(slog.DiscardHandler)); err != nil {
+		return config{}, err // a bad URL, address or secret stops the worker now
 	}
 	return cfg, nil
 }
@@ -162,11 +173,26 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 	for _, f := range reg.List() {
 		logger.Info("flow registered", "flow", f.Name, "labels", f.Labels) // the model and search in use
 	}
+	var hooks []queue.FinishHook
+	notifier, err := notifications.New(cfg.Notify, queue.NewBroker(backend, nil, queue.BrokerConfig{}), logger)
+	if err != nil {
+		return err
+	}
+	if notifier != nil {
+		// This worker delivers notifications, and enqueues them for the
+		// tasks it ends.
+		if err := notifier.Register(reg); err != nil {
+			return err
+		}
+		hooks = append(hooks, notifier.Hook())
+		logger.Info("notifications on", "channels", notifier.Channels())
+	}
 	w := queue.NewWorker(backend, nil, queue.WorkerConfig{ // nil: the backend is the store
 		Registry:      reg,
 		Concurrency:   cfg.Concurrency,
 		Lease:         cfg.Lease,
 		ShutdownGrace: cfg.Grace,
+		OnFinish:      hooks,
 		Logger:        logger,
 	})
 	return w.Run(ctx)
