@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -195,7 +196,7 @@ func (j *job) run(f flow.Flow) {
 		returned := false
 		defer func() {
 			if v := recover(); v != nil {
-				j.logger().Error("flows: flow panicked", "panic", v, "stack", string(debug.Stack()))
+				j.logger().Error("flows: flow panicked", "panic", redact.Text(fmt.Sprint(v)), "stack", string(debug.Stack()))
 				done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
 			} else if !returned {
 				done <- outcome{err: errGoexit, cause: context.Cause(ctx)}

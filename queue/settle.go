@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -52,7 +53,7 @@ func (j *job) failed(err error) {
 			delay = max(delay, d) // the flow was told when to come back
 		}
 		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
-		j.logger().Info("flows: flow failed; retrying", "err", err, "retry_in", delay)
+		j.logger().Info("flows: flow failed; retrying", "err", redact.Error(err), "retry_in", delay)
 		ctx := j.op()
 		_ = j.rep.Flush(ctx) // the flow's own reports come first
 		_, aerr := j.w.store.Append(ctx, t.ID, progress.LogEvent(msg))
@@ -72,7 +73,7 @@ func (j *job) failed(err error) {
 	if t.Attempt > 1 {
 		reason = fmt.Sprintf("failed after %d attempts: %s", t.Attempt, reason)
 	}
-	j.logger().Info("flows: flow failed", "err", err)
+	j.logger().Info("flows: flow failed", "err", redact.Error(err))
 	j.fail(reason)
 }
 
@@ -83,9 +84,12 @@ func plural(n int, noun string) string {
 	return fmt.Sprintf("%d %ss", n, noun)
 }
 
+// errText is the text of err, an error of a flow, for the task's status
+// and log, its span and the worker's logs: the errors of HTTP clients and
+// SDKs quote URLs, and the credentials in them (redact.Text) stay out.
 func errText(err error) string {
 	if s := err.Error(); s != "" {
-		return s
+		return redact.Text(s)
 	}
 	return "flow failed"
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -491,4 +492,53 @@ func TestWorkerHonoursRetryAfter(t *testing.T) {
 	assert.Equal(t, int32(2), runs.Load())
 	require.NotEmpty(t, snap.Details.StepResults)
 	assert.Equal(t, "attempt 1 failed: receiver busy; retrying in 250ms", snap.Details.StepResults[0].Message)
+}
+
+// TestWorkerKeepsCredentialsOutOfFailures runs a flow that fails with the
+// error an HTTP client gives for an endpoint with credentials in its URL,
+// and a flow that panics with one: the task's status and log (which the
+// HTTP API serves) and the worker's logs say what failed, without the
+// credentials.
+func TestWorkerKeepsCredentialsOutOfFailures(t *testing.T) {
+	const pass, key, token = "PLANTED-pass", "PLANTED-key", "PLANTED-token1234"
+	endpoint := "https://user:" + pass + "@api.example/v1/chat?key=" + key
+	s := newSetup()
+	s.reg.MustRegister("calls_out", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		return nil, fmt.Errorf("Post %q: dial tcp: connection refused (Authorization: Bearer %s)", endpoint, token)
+	}))
+	s.reg.MustRegister("panics", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		panic("cannot reach " + endpoint)
+	}))
+	var logs syncbuf.Buffer
+	w := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
+		Registry: s.reg,
+		Backoff:  func(int) time.Duration { return time.Millisecond },
+		Logger:   slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	runWorker(t, w)
+	for _, name := range []string{"calls_out", "panics"} {
+		t.Run(name, func(t *testing.T) {
+			id := s.enqueue(t, name, queue.EnqueueOptions{MaxAttempts: 2})
+			snap := waitTerminal(t, s.store, id)
+			require.Equal(t, progress.StateFailure, snap.State)
+			assert.Contains(t, snap.Details.Status, "api.example/v1/chat", "the status still says what failed")
+			events, err := s.store.Events(context.Background(), id, "")
+			require.NoError(t, err)
+			var seen []string
+			for _, ev := range events {
+				seen = append(seen, ev.Status)
+				if ev.Step != nil {
+					seen = append(seen, ev.Step.Message)
+				}
+			}
+			for _, secret := range []string{pass, key, token} {
+				assert.NotContains(t, snap.Details.Status, secret)
+				assert.NotContains(t, fmt.Sprint(seen), secret)
+			}
+		})
+	}
+	for _, secret := range []string{pass, key, token} {
+		assert.NotContains(t, logs.String(), secret)
+	}
+	assert.Contains(t, logs.String(), "flow failed")
 }

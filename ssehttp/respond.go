@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/queue"
 )
 
@@ -52,7 +53,7 @@ func unavailable(err error) bool {
 // backendError answers a backend failure that the route has no specific
 // status for: 503 when the backend is unavailable, with a Retry-After of
 // Config.Retry, and 500 otherwise. The cause is logged, never sent to the
-// client.
+// client, and logged without the credentials it may quote (redact.Error).
 func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	if r.Context().Err() != nil {
 		// The client has gone and the error is most likely the
@@ -61,11 +62,11 @@ func (h *Handler) backendError(w http.ResponseWriter, r *http.Request, what stri
 		return
 	}
 	if unavailable(err) {
-		h.cfg.Logger.WarnContext(r.Context(), "flows: backend unavailable", "op", what, "path", r.URL.Path, "err", err)
+		h.cfg.Logger.WarnContext(r.Context(), "flows: backend unavailable", "op", what, "path", r.URL.Path, "err", redact.Error(err))
 		w.Header().Set("Retry-After", strconv.FormatInt(int64(max((h.cfg.Retry+time.Second-1)/time.Second, 1)), 10))
 		writeError(w, http.StatusServiceUnavailable, "task backend unavailable, try again later")
 		return
 	}
-	h.cfg.Logger.ErrorContext(r.Context(), "flows: request failed", "op", what, "path", r.URL.Path, "err", err)
+	h.cfg.Logger.ErrorContext(r.Context(), "flows: request failed", "op", what, "path", r.URL.Path, "err", redact.Error(err))
 	writeError(w, http.StatusInternalServerError, "internal error")
 }

@@ -31,6 +31,8 @@ import (
 	"github.com/tmc/langchaingo/llms"
 	"github.com/tmc/langchaingo/llms/ollama"
 	"github.com/tmc/langchaingo/llms/openai"
+
+	"github.com/flowsrun/flows/internal/redact"
 )
 
 // Providers, as reported in Info.Provider.
@@ -84,7 +86,7 @@ func FromEnv(getenv func(string) string) (llms.Model, Info, error) {
 		label := "Gemini " + model + " (Google AI)"
 		base := env("GEMINI_BASE_URL")
 		if base != "" {
-			label = "Gemini " + model + " at " + base
+			label = "Gemini " + model + " at " + redact.URL(base)
 		}
 		m, err := openAICompatible(key, model, or(base, DefaultGeminiBaseURL), "")
 		if err != nil {
@@ -98,7 +100,7 @@ func FromEnv(getenv func(string) string) (llms.Model, Info, error) {
 		base := env("OPENAI_BASE_URL")
 		label := "OpenAI " + model
 		if base != "" {
-			label = "OpenAI-compatible " + model + " at " + base
+			label = "OpenAI-compatible " + model + " at " + redact.URL(base)
 		}
 		m, err := openAICompatible(key, model, or(base, defaultOpenAIBaseURL), env("OPENAI_ORGANIZATION"))
 		if err != nil {
@@ -117,7 +119,7 @@ func FromEnv(getenv func(string) string) (llms.Model, Info, error) {
 		if err != nil {
 			return nil, Info{}, fmt.Errorf("llm: ollama: %w", err)
 		}
-		return m, Info{Provider: ProviderOllama, Model: model, Label: "Ollama " + model + " at " + server}, nil
+		return m, Info{Provider: ProviderOllama, Model: model, Label: "Ollama " + model + " at " + redact.URL(server)}, nil
 	}
 
 	return NewOffline(), Info{Provider: ProviderOffline, Model: "offline", Offline: true, Label: OfflineLabel}, nil
@@ -149,13 +151,15 @@ func or(s, def string) string {
 	return s
 }
 
+// checkURL checks that raw is an http(s) URL. Its error shows raw without
+// its credentials.
 func checkURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return err
+		return redact.Error(err, redact.Secrets(raw)...)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("%q is not an http(s) URL", raw)
+		return fmt.Errorf("%q is not an http(s) URL", redact.URL(raw))
 	}
 	return nil
 }
@@ -173,10 +177,10 @@ func ollamaURL(host string) (string, error) {
 	}
 	u, err := url.Parse(host)
 	if err != nil {
-		return "", err
+		return "", redact.Error(err, redact.Secrets(host)...)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" || u.Hostname() == "" {
-		return "", fmt.Errorf("%q is not an Ollama server address", host)
+		return "", fmt.Errorf("%q is not an Ollama server address", redact.URL(host))
 	}
 	if u.Port() == "" {
 		u.Host += ":" + defaultOllamaPort

@@ -10,11 +10,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/flowsrun/flows/internal/syncbuf"
 )
 
 // Environment variables of the browser tests.
@@ -62,7 +63,7 @@ func startChromium(t *testing.T) context.Context {
 		t.Fatalf("%v: %s", err, chromiumInstallHint)
 	}
 	profile := t.TempDir()
-	output := &lockedBuffer{}
+	output := &syncbuf.Buffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
 		chromedp.UserDataDir(profile),
@@ -158,25 +159,6 @@ func artifactsDir(t *testing.T) string {
 		t.Fatalf("%s: %v", artifactsEnv, err)
 	}
 	return dir
-}
-
-// lockedBuffer is a bytes.Buffer safe for the browser's output goroutine
-// and the test to share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // tail returns the last n lines of s.

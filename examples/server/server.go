@@ -13,9 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/rueidis"
-
 	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/examples/internal/redisurl"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -115,8 +114,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		return config{}, fmt.Errorf("-prefix %q: must be non-empty and without braces", cfg.Prefix)
 	}
 	if cfg.RedisURL != "" {
-		if _, err := rueidis.ParseURL(cfg.RedisURL); err != nil {
-			return config{}, fmt.Errorf("REDIS_URL: %w", err)
+		if _, err := redisurl.Options(cfg.RedisURL); err != nil {
+			return config{}, err
 		}
 	}
 	for o := range strings.SplitSeq(*origins, ",") {
@@ -140,14 +139,9 @@ func backends(cfg config) (queue.Backend, progress.Backend, func(), error) {
 	if cfg.RedisURL == "" {
 		return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}), func() {}, nil
 	}
-	opt, err := rueidis.ParseURL(cfg.RedisURL)
+	client, _, err := redisurl.Connect(cfg.RedisURL)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	opt.DisableCache = true // the backend reads nothing through the client-side cache
-	client, err := rueidis.NewClient(opt)
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), err)
+		return nil, nil, nil, err
 	}
 	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, Logger: cfg.Logger})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/examples/llm"
 	"github.com/flowsrun/flows/internal/sse"
+	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -87,7 +88,7 @@ func startTask(t *testing.T, client *http.Client, baseURL, body string) string {
 }
 
 func TestServerSaysTheAPIIsOpen(t *testing.T) {
-	var logs lockedBuffer
+	var logs syncbuf.Buffer
 	cfg := testConfig()
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	startServer(t, cfg)

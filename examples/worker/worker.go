@@ -13,8 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/rueidis"
-
+	"github.com/flowsrun/flows/examples/internal/redisurl"
 	"github.com/flowsrun/flows/examples/notifications"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -83,8 +82,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	case cfg.Prefix == "" || strings.ContainsAny(cfg.Prefix, "{}"):
 		return config{}, fmt.Errorf("-prefix %q: must be non-empty and without braces", cfg.Prefix)
 	}
-	if _, err := rueidis.ParseURL(cfg.RedisURL); err != nil {
-		return config{}, fmt.Errorf("REDIS_URL: %w", err)
+	if _, err := redisurl.Options(cfg.RedisURL); err != nil {
+		return config{}, err
 	}
 	var err error
 	if cfg.Notify, err = notifications.FromEnv(getenv); err != nil {
@@ -151,14 +150,9 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	opt, err := rueidis.ParseURL(cfg.RedisURL)
+	client, opt, err := redisurl.Connect(cfg.RedisURL)
 	if err != nil {
-		return fmt.Errorf("REDIS_URL: %w", err)
-	}
-	opt.DisableCache = true // the backend reads nothing through the client-side cache
-	client, err := rueidis.NewClient(opt)
-	if err != nil {
-		return fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), err)
+		return err
 	}
 	defer client.Close()
 	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, Logger: logger})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,36 @@ func TestCommandExitStatus(t *testing.T) {
 			status := command(tt.args, func(k string) string { return tt.env[k] }, &stderr, registerTestFlows)
 			assert.Equal(t, tt.status, status, "stderr:\n%s", stderr.String())
 			assert.Contains(t, stderr.String(), tt.contains)
+		})
+	}
+}
+
+// TestCommandKeepsCredentialsOut gives the worker a REDIS_URL with a
+// password and a secret parameter that does not parse, then one of a
+// Redis that is down: what it writes says what is wrong, without them.
+func TestCommandKeepsCredentialsOut(t *testing.T) {
+	const pass, token = "PLANTED-pass", "PLANTED-token"
+	port := strings.TrimPrefix(closedPortURL(t), "redis://127.0.0.1:")
+	for _, tt := range []struct {
+		name, url string
+		status    int
+		contains  string
+	}{
+		{"does not parse", "redis://user:" + pass + " x@127.0.0.1:nope/0?token=" + token, 2, "REDIS_URL"},
+		{"Redis down", "redis://user:" + pass + "@127.0.0.1:" + port + "?token=" + token, 1, "connect to Redis"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			status := command(nil, func(k string) string {
+				if k == "REDIS_URL" {
+					return tt.url
+				}
+				return ""
+			}, &stderr, registerTestFlows)
+			assert.Equal(t, tt.status, status, "stderr:\n%s", stderr.String())
+			assert.Contains(t, stderr.String(), tt.contains)
+			assert.NotContains(t, stderr.String(), pass)
+			assert.NotContains(t, stderr.String(), token)
 		})
 	}
 }

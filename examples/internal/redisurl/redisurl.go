@@ -1,0 +1,40 @@
+// Package redisurl reads the REDIS_URL of the example server and worker
+// and connects to it, keeping the URL's credentials (its password, a
+// secret query parameter) out of every error it returns: such an error is
+// logged, and a mistyped URL is the one most likely to be.
+package redisurl
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/internal/redact"
+)
+
+// Options returns the client options raw names (rueidis.ParseURL), with
+// the client-side cache off: the backend reads nothing through it.
+func Options(raw string) (rueidis.ClientOption, error) {
+	opt, err := rueidis.ParseURL(raw)
+	if err != nil {
+		return opt, fmt.Errorf("REDIS_URL: %w", redact.Error(err, redact.Secrets(raw)...))
+	}
+	opt.DisableCache = true
+	return opt, nil
+}
+
+// Connect opens a client on the Redis raw names, and returns it with its
+// options. It fails if Redis cannot be reached or refuses the
+// credentials.
+func Connect(raw string) (rueidis.Client, rueidis.ClientOption, error) {
+	opt, err := Options(raw)
+	if err != nil {
+		return nil, opt, err
+	}
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, opt, fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), redact.Error(err, redact.Secrets(raw)...))
+	}
+	return client, opt, nil
+}
