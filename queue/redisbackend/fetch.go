@@ -218,7 +218,12 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 		c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build(),
 		fetchScript.evalsha(c, keys, args))
 	if err := res[0].Error(); err != nil && !rueidis.IsRedisNil(err) {
-		return nil, waitPlan{wakeID: prev.wakeID}, b.wrap(callCtx, "wait for tasks", err)
+		if _, isReply := rueidis.IsRedisErr(err); !isReply {
+			return nil, waitPlan{wakeID: prev.wakeID}, b.wrap(callCtx, "wait for tasks", err)
+		}
+		// Redis refused the XREAD and ran the script all the same: what
+		// the script leased must not be dropped.
+		b.log.Warn("flows: waiting for tasks failed", "err", err)
 	}
 	if got, err := res[0].AsXRead(); err == nil {
 		if woke := got[b.wakeKey()]; len(woke) > 0 {

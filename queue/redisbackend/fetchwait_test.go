@@ -1,0 +1,101 @@
+package redisbackend_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// The tests of how a Fetch waits for work with what its worker's last
+// Fetch learnt (its plan), and sends its XREAD and its script together.
+
+// TestCancelledFetchEndsItsWait checks that a Fetch waiting for work
+// returns as soon as its context is cancelled, well before its wait would
+// have ended, and leaves nothing leased behind.
+func TestCancelledFetchEndsItsWait(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		leases []*queue.Lease
+		err    error
+		at     time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		leases, err := b.Fetch(ctx, "waiting", 1, time.Minute)
+		done <- result{leases, err, time.Now()}
+	}()
+	// Let it look, find nothing and wait: a wait lasts up to a second.
+	time.Sleep(200 * time.Millisecond)
+	cancelled := time.Now()
+	cancel()
+	r := <-done
+	require.ErrorIs(t, r.err, context.Canceled)
+	assert.Empty(t, r.leases)
+	assert.Less(t, r.at.Sub(cancelled), 500*time.Millisecond, "the wait ended when its context was cancelled, not when it would have")
+
+	task := newTask()
+	require.NoError(t, b.Enqueue(context.Background(), task))
+	leases, err := b.Fetch(context.Background(), "other", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1, "the task went to the Fetch that asked, not the cancelled one")
+	assert.Equal(t, task.ID, leases[0].Task.ID)
+}
+
+// TestWaitingFetchTakesATaskDelayedPastItsPlan checks that a Fetch that
+// waits with what an earlier Fetch learnt of the queue does not miss a
+// task delayed meanwhile to beyond that plan's second (no wake-up is sent
+// for it): the task is taken when it is due.
+func TestWaitingFetchTakesATaskDelayedPastItsPlan(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 2, time.Minute) // takes it, and plans the next wait
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	later := newTask()
+	later.RunAt = time.Now().Add(1500 * time.Millisecond)
+	require.NoError(t, b.Enqueue(ctx, later))
+	leases, err := b.Fetch(ctx, "w", 2, time.Minute)
+	taken := time.Now()
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, later.ID, leases[0].Task.ID)
+	assert.False(t, taken.Before(later.RunAt.Add(-2*time.Millisecond)), "taken before it was due")
+	assert.Less(t, taken.Sub(later.RunAt), 300*time.Millisecond, "taken when it was due, not a wait later")
+}
+
+// TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails breaks the wake
+// stream's key (a string where a stream should be), so that Redis refuses
+// a waiting Fetch's XREAD but runs the script sent with it, which leases a
+// task: Fetch returns that lease rather than the XREAD's error, which
+// would leave the task held by no one until its lease passed.
+func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 2, time.Minute) // takes it, and plans the next wait
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	require.NoError(t, srv.Do("SET", b.Prefix()+":{q:default}:wake", "not a stream").Error())
+	task := newTask()
+	require.NoError(t, b.Enqueue(ctx, task))
+	leases, err := b.Fetch(ctx, "w", 2, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, task.ID, leases[0].Task.ID)
+}
