@@ -57,6 +57,16 @@ type EnqueueOptions struct {
 	// none. A task started by the host's own code for one of its users
 	// should name that user, so that the user can follow it over HTTP.
 	Owner string
+	// IdempotencyKey, when not empty, makes Enqueue idempotent: while the
+	// backend retains a task enqueued with the same key, Enqueue returns
+	// that task's id and enqueues nothing, if flow and inputs are the same
+	// (inputs compared as JSON, insignificant whitespace aside); with
+	// another flow or other inputs it fails with ErrIdempotencyConflict.
+	// The other options of a repeated call are ignored. Concurrent calls
+	// with one key enqueue one task and all return its id. Keys are
+	// scoped by Owner: the same key from two owners names two tasks. See
+	// IdempotentID.
+	IdempotencyKey string
 }
 
 // Broker accepts, cancels and looks up tasks, and re-queues dead ones. It
@@ -119,8 +129,16 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 	if t.Timeout <= 0 {
 		t.Timeout = b.cfg.Timeout
 	}
+	if opts.IdempotencyKey != "" {
+		t.ID = IdempotentID(opts.Owner, opts.IdempotencyKey)
+	}
 	ctx, span := b.tel.startSpan(ctx, spanEnqueue, t, trace.SpanContext{})
-	err := b.add(ctx, t)
+	var err error
+	if opts.IdempotencyKey == "" {
+		err = b.add(ctx, t)
+	} else {
+		err = b.addOnce(ctx, t)
+	}
 	b.tel.endSpan(ctx, span, t, err)
 	if err != nil {
 		return "", err
@@ -128,7 +146,8 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 	return t.ID, nil
 }
 
-// add records the new task t as PENDING and enqueues it.
+// add records the new task t as PENDING and enqueues it, in one step if
+// the backend offers it.
 func (b *Broker) add(ctx context.Context, t *Task) error {
 	if b.creator != nil {
 		if err := b.creator.CreateAndEnqueue(ctx, t); err != nil {

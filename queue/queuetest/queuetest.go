@@ -53,6 +53,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("Backend", func(t *testing.T) { runBackend(t, newBackends) })
 	t.Run("Worker", func(t *testing.T) { runWorker(t, newBackends) })
 	t.Run("FinishHooks", func(t *testing.T) { runFinishHooks(t, newBackends) })
+	t.Run("Idempotency", func(t *testing.T) { runIdempotency(t, newBackends) })
 }
 
 const (

@@ -276,3 +276,34 @@ func TestCreateAndEnqueueQueues(t *testing.T) {
 		assert.Equal(t, progress.StateSuccess, snap.State, "the task taken is left as it was")
 	})
 }
+
+// TestIdempotencyKeyQueuesOnce: concurrent enqueues with one key queue
+// the task once, also on a Cluster client, where the one-step path would
+// queue it behind a refused script (see queue.EnqueueOptions).
+func TestIdempotencyKeyQueuesOnce(t *testing.T) {
+	inBothModes(t, func(t *testing.T, _ *redistest.Server, b *redisbackend.Backend) {
+		broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+		ctx := context.Background()
+		const n = 20
+		ids := make([]string, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				var err error
+				ids[i], err = broker.Enqueue(ctx, "f", json.RawMessage(`{"x":1}`), queue.EnqueueOptions{IdempotencyKey: "once"})
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		for _, id := range ids {
+			assert.Equal(t, queue.IdempotentID("", "once"), id)
+		}
+		leases, err := b.Fetch(ctx, "w", 10, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		more, err := b.Fetch(short, "w", 10, time.Minute)
+		assert.ErrorIs(t, err, context.DeadlineExceeded, "queued once: %d more entries", len(more))
+	})
+}

@@ -129,6 +129,14 @@ func TestRoundTrips(t *testing.T) {
 			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err
 		}, 1},
+		{"Broker.Enqueue with an idempotency key: Create, then Enqueue", func() error {
+			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "round trips"})
+			return err
+		}, 2},
+		{"Broker.Enqueue with the key again: Create refused, then Get", func() error {
+			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "round trips"})
+			return err
+		}, 2},
 		{"Broker.Enqueue with the backend passed as the store", func() error {
 			_, err := queue.NewBroker(b, b, queue.BrokerConfig{}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err

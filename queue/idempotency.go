@@ -1,0 +1,112 @@
+package queue
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// ErrIdempotencyConflict: Enqueue was given an idempotency key already
+// used, within the backend's retention, for a task of another flow or
+// with other inputs. Nothing was enqueued. The HTTP layer answers it with
+// 422.
+var ErrIdempotencyConflict = errors.New("queue: idempotency key already used with another flow or other inputs")
+
+// IdempotentID returns the id of the task that Enqueue with
+// EnqueueOptions.IdempotencyKey key and EnqueueOptions.Owner owner
+// creates: a hash of both, of the form of NewID. Deriving the id from the key is what makes the key's
+// claim atomic: the progress store refuses to create a second task with
+// that id as it refuses any id taken (progress.ErrExists), so no other
+// record is needed. The id reveals
+// nothing of the key, but whoever knows the key can compute it.
+func IdempotentID(owner, key string) string {
+	// The owner's length first: no two pairs make the same text.
+	sum := sha256.Sum256([]byte("flows idempotency key\x00" + strconv.Itoa(len(owner)) + ":" + owner + key))
+	return hex.EncodeToString(sum[:16])
+}
+
+// Bounds of the wait for the queue record of a task whose key was
+// claimed by a concurrent Enqueue that has recorded its progress but not
+// queued it yet (the two-step path; see enqueuedBefore). claimWait is a
+// variable for tests.
+var claimWait = 5 * time.Second
+
+const (
+	claimMinPause = time.Millisecond
+	claimMaxPause = 100 * time.Millisecond
+)
+
+// addOnce records the new task t, whose id comes from an idempotency key,
+// as PENDING and enqueues it, unless a task has that id already (see
+// enqueuedBefore). It always takes two steps: the store's Create claims
+// the id, atomically, and only then is the task queued. (The one-step
+// path may queue a task before it finds the id taken: see taskCreator.)
+// On Redis a task with a key costs a round trip more than one without.
+func (b *Broker) addOnce(ctx context.Context, t *Task) error {
+	err := b.store.Create(ctx, t.ID)
+	switch {
+	case errors.Is(err, progress.ErrExists):
+		return b.enqueuedBefore(ctx, t)
+	case err != nil:
+		return fmt.Errorf("queue: record task: %w", err)
+	}
+	if err := b.backend.Enqueue(ctx, t); err != nil {
+		return fmt.Errorf("queue: enqueue task: %w", err)
+	}
+	return nil
+}
+
+// enqueuedBefore finishes an Enqueue with an idempotency key whose task,
+// t.ID, exists already: it returns nil when that task has t's flow and
+// inputs, and an error wrapping ErrIdempotencyConflict when not.
+//
+// A concurrent Enqueue may have recorded the progress and not queued the
+// task yet: enqueuedBefore waits for its record, up to claimWait. If none
+// comes (that Enqueue's process died in between), it queues t itself
+// under the id, so that a key never stays held by a task that will not
+// run.
+func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) error {
+	deadline := time.Now().Add(claimWait)
+	pause := claimMinPause
+	for {
+		got, err := b.backend.Get(ctx, t.ID)
+		switch {
+		case err == nil:
+			if got.Flow != t.Flow || !sameJSON(got.Inputs, t.Inputs) {
+				return ErrIdempotencyConflict
+			}
+			return nil
+		case !errors.Is(err, ErrNotFound):
+			return fmt.Errorf("queue: read the task of an idempotency key: %w", err)
+		case time.Now().After(deadline):
+			if err := b.backend.Enqueue(ctx, t); err != nil {
+				return fmt.Errorf("queue: enqueue task %s, whose progress was recorded but which was not queued: %w", t.ID, err)
+			}
+			b.cfg.Logger.Warn("flows: queued a task whose idempotency key was claimed by an enqueue that did not finish",
+				"task_id", t.ID, "flow", t.Flow, "waited", claimWait)
+			return nil
+		}
+		if !sleep(ctx, pause) {
+			return ctx.Err()
+		}
+		pause = min(2*pause, claimMaxPause)
+	}
+}
+
+// sameJSON reports whether a and b are the same JSON text but for
+// insignificant whitespace.
+func sameJSON(a, b json.RawMessage) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
+}
