@@ -48,6 +48,14 @@ func TestKeyClaimedByAnEnqueueThatDied(t *testing.T) {
 	assert.Len(t, leases, 1, "queued once")
 }
 
+func TestIdempotentIDScopesByOwner(t *testing.T) {
+	assert.Equal(t, IdempotentID("alice", "k"), IdempotentID("alice", "k"))
+	assert.NotEqual(t, IdempotentID("alice", "k"), IdempotentID("bob", "k"))
+	assert.NotEqual(t, IdempotentID("a", "bk"), IdempotentID("ab", "k"), "no two pairs make one text")
+	assert.True(t, ValidID(IdempotentID("", "k")))
+	assert.Len(t, IdempotentID("", "k"), len(NewID()))
+}
+
 func TestSameJSON(t *testing.T) {
 	for _, tc := range []struct {
 		a, b string

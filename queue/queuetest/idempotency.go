@@ -31,9 +31,12 @@ func runIdempotency(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		assert.NotEqual(t, first, other, "another key: another task")
 		plain := h.enqueue("poem", `{"topic":"roses","n":2}`, queue.EnqueueOptions{})
 		assert.NotEqual(t, first, plain, "no key: a new task each time")
+		alices := h.enqueue("poem", `{"topic":"roses","n":2}`, queue.EnqueueOptions{IdempotencyKey: "order-1", Owner: "alice"})
+		assert.Equal(t, queue.IdempotentID("alice", "order-1"), alices)
+		assert.NotEqual(t, first, alices, "the same key from another owner: another task")
 
 		leases := fetch(t, h.backend, 10, time.Minute)
-		for len(leases) < 3 {
+		for len(leases) < 4 {
 			leases = append(leases, fetch(t, h.backend, 10, time.Minute)...)
 		}
 		var ids []string
@@ -43,7 +46,7 @@ func runIdempotency(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 				assert.Equal(t, queue.DefaultMaxAttempts, l.Task.MaxAttempts, "the repeated call's options are ignored")
 			}
 		}
-		assert.ElementsMatch(t, []string{first, other, plain}, ids, "one task per key")
+		assert.ElementsMatch(t, []string{first, other, plain, alices}, ids, "one task per owner and key")
 		requireNothingReady(t, h.backend)
 	})
 
