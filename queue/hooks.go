@@ -39,11 +39,11 @@ type Finished struct {
 	// EndedAt is when this worker recorded the terminal state or, when
 	// FoundEnded is set, when it found the task ended.
 	EndedAt time.Time
-	// FoundEnded is set when the terminal state was recorded before the
-	// worker leased the task: by Broker.Cancel of a pending task, or by
-	// a worker that died (or could not reach the backend) between
-	// recording the end and acknowledging the task, whose hooks may have
-	// run already, in whole or in part.
+	// FoundEnded is set when the terminal state was recorded by another
+	// than this worker: by Broker.Cancel of a task still PENDING (leased
+	// or not), or by a worker that died (or could not reach the backend)
+	// between recording the end and acknowledging the task, whose hooks
+	// may have run already, in whole or in part.
 	FoundEnded bool
 }
 

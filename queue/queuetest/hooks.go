@@ -207,6 +207,9 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		h.start(queue.WorkerConfig{OnFinish: []queue.FinishHook{rec.hook}})
 		id := h.enqueue("wait", "", queue.EnqueueOptions{})
 		waitFor(t, started, "the flow to start")
+		// Once its start is recorded: a task still PENDING is ended by
+		// Cancel itself, and its worker finds it ended.
+		eventually(t, func() bool { return h.snapshot(id).State == progress.StateProgress }, "the start was not recorded")
 		require.NoError(t, h.broker.Cancel(context.Background(), id))
 		f := rec.waitCalls(t, id, 1)[0].f
 		assert.Equal(t, progress.StateFailure, f.Snapshot.State)
