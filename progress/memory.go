@@ -166,13 +166,15 @@ func (s *MemoryStore) Append(ctx context.Context, taskID string, events ...Event
 		}
 		finished = e.Terminal()
 	}
+	now := s.now()
 	for _, e := range events {
 		e = cloneEvent(e)
 		e.ID = strconv.Itoa(len(t.events) + 1)
+		e.At = now.UTC()
 		t.events = append(t.events, e)
 		t.snap.Apply(e)
 	}
-	s.touchLocked(t, s.now())
+	s.touchLocked(t, now)
 	close(t.changed)
 	t.changed = make(chan struct{})
 	return lastID(t.events), nil

@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // State is the life-cycle state of a task, spelled as the original platform
@@ -93,6 +94,15 @@ func (d Details) MarshalJSON() ([]byte, error) {
 type Snapshot struct {
 	State   State   `json:"state"`
 	Details Details `json:"details"`
+	// UpdatedAt is when the last event folded into the snapshot was
+	// recorded (its Event.At); zero before the first event.
+	UpdatedAt time.Time `json:"-"`
+	// StartedAt is when the task's current run started: the At of its
+	// latest state event to PROGRESS, or of the event that moved it from
+	// PENDING. Zero for a task that never ran.
+	StartedAt time.Time `json:"-"`
+	// EndedAt is when the task reached SUCCESS or FAILURE; zero before.
+	EndedAt time.Time `json:"-"`
 }
 
 // NewSnapshot returns the snapshot of a task that was just accepted.
@@ -158,6 +168,10 @@ type Event struct {
 	Token string `json:"token,omitempty"`
 	// Result is the final result as JSON (EventState with StateSuccess).
 	Result json.RawMessage `json:"result,omitempty"`
+	// At is when the event was recorded, assigned by the Store on Append
+	// as ID is (by its own clock: the Redis backend's is the Redis
+	// server's); zero when the store did not record it.
+	At time.Time `json:"-"`
 }
 
 // Terminal reports whether e moves its task to SUCCESS or FAILURE.
@@ -197,14 +211,19 @@ func (e Event) Validate() error {
 
 // Apply folds e into s and reports whether s changed. Applying a task's
 // events in order to NewSnapshot() gives its current snapshot. Events after
-// a terminal state change nothing; a Store refuses them anyway.
+// a terminal state change nothing; a Store refuses them anyway. The times
+// of the snapshot (UpdatedAt, StartedAt, EndedAt) come from e.At.
 func (s *Snapshot) Apply(e Event) bool {
 	if s.State.Terminal() {
 		return false
 	}
+	was := s.State
 	switch e.Type {
 	case EventState:
 		s.State = e.State
+		if e.State == StateProgress {
+			s.StartedAt = e.At
+		}
 		if e.Status != "" {
 			s.Details.Status = e.Status
 		}
@@ -229,5 +248,12 @@ func (s *Snapshot) Apply(e Event) bool {
 	if s.State == StatePending && e.Type != EventState {
 		s.State = StateProgress
 	}
+	if was == StatePending && s.State == StateProgress {
+		s.StartedAt = e.At
+	}
+	if s.State.Terminal() {
+		s.EndedAt = e.At
+	}
+	s.UpdatedAt = e.At
 	return true
 }

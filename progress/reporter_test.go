@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -30,7 +31,8 @@ func storedEvents(t *testing.T, s progress.Store, taskID string) []progress.Even
 	events, err := s.Events(context.Background(), taskID, "")
 	require.NoError(t, err)
 	for i := range events {
-		events[i].ID = ""
+		assert.False(t, events[i].At.IsZero(), "event %d has no time", i)
+		events[i].ID, events[i].At = "", time.Time{}
 	}
 	return events
 }

@@ -79,6 +79,9 @@ type Broker struct {
 	// one-step path.
 	creator taskCreator
 	tel     *brokerTelemetry
+	// app is set when the backend is the store and appends to tasks it
+	// is given the record of.
+	app taskAppender
 }
 
 // NewBroker returns a Broker that queues tasks in backend and records
@@ -103,7 +106,7 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 		cfg.Logger = slog.Default()
 	}
 	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
-	return &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, tel: newBrokerTelemetry(cfg, backend)}
+	return &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, app: s.app, tel: newBrokerTelemetry(cfg, backend)}
 }
 
 // Enqueue accepts a task for the named flow and returns its id. The task
@@ -251,7 +254,8 @@ func (b *Broker) Cancel(ctx context.Context, id string) error {
 		// meantime, the worker's cancellation ends it instead, and this
 		// append fails with ErrFinished or lands first; either way there
 		// is exactly one terminal state.
-		_, err := b.store.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: StatusCancelled})
+		end := progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: StatusCancelled}
+		_, err := b.appendEnd(ctx, id, end)
 		if err != nil && !errors.Is(err, progress.ErrFinished) {
 			return err
 		}
@@ -262,6 +266,18 @@ func (b *Broker) Cancel(ctx context.Context, id string) error {
 		}
 	}
 	return nil
+}
+
+// appendEnd appends the terminal event end to task id: with the task's
+// record when the backend is the store and takes it (taskAppender), which
+// costs a read of the record and lets the backend index the task by flow.
+func (b *Broker) appendEnd(ctx context.Context, id string, end progress.Event) (string, error) {
+	if b.app != nil {
+		if t, err := b.backend.Get(ctx, id); err == nil {
+			return b.app.AppendTask(ctx, t, end)
+		}
+	}
+	return b.store.Append(ctx, id, end)
 }
 
 // StatusCancelled is the status line of a task that ended because it was

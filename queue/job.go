@@ -71,6 +71,19 @@ func (s *finishingStore) Append(ctx context.Context, taskID string, events ...pr
 	return last, err
 }
 
+// taskStore is the store of a job's reporter when the backend is the
+// store and appends to tasks it is given the record of: its appends tell
+// the backend the task's flow (see taskAppender).
+type taskStore struct {
+	progress.Store
+	app  taskAppender
+	task *Task
+}
+
+func (s *taskStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	return s.app.AppendTask(ctx, s.task, events...)
+}
+
 // op returns the context of a backend or store call: it ends opTimeout
 // (up to a second more) from now. It is shared with the calls made about
 // the same time (see opctx), and ends by its deadline.
@@ -85,8 +98,11 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	j.startSpan()
 	defer j.endSpan()
 	var store progress.Store = w.store
+	if w.app != nil {
+		store = &taskStore{Store: store, app: w.app, task: t}
+	}
 	if w.fin != nil {
-		j.fin = &finishingStore{Store: w.store, f: w.fin, lease: l}
+		j.fin = &finishingStore{Store: store, f: w.fin, lease: l}
 		store = j.fin
 	}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself

@@ -52,7 +52,8 @@ type Memory struct {
 	dead      map[string]*memTask // buried tasks, by id
 	wake      chan struct{}       // closed (and replaced) when a task becomes ready
 	listeners map[*cancelListener]struct{}
-	seq       uint64 // lease counter, for tokens
+	seq       uint64                // lease counter, for tokens
+	workers   map[string]WorkerInfo // the worker registry, by name
 }
 
 type memState int
@@ -72,6 +73,8 @@ type memTask struct {
 	at    time.Time
 	token string // of the current lease
 	index int    // in Memory.timers, -1 when not there
+	// readyAt is when the task last became ready (memReady).
+	readyAt time.Time
 	// buried is set while the task is in the dead-letter set.
 	buried *DeadTask
 }
@@ -87,6 +90,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 		dead:      map[string]*memTask{},
 		wake:      make(chan struct{}),
 		listeners: map[*cancelListener]struct{}{},
+		workers:   map[string]WorkerInfo{},
 	}
 }
 
@@ -393,7 +397,7 @@ func (m *Memory) held(l *Lease) (*memTask, error) {
 // makeReady queues mt behind the ready tasks and wakes the fetchers.
 // m.mu is held.
 func (m *Memory) makeReady(mt *memTask) {
-	mt.state, mt.at, mt.token = memReady, time.Time{}, ""
+	mt.state, mt.at, mt.token, mt.readyAt = memReady, time.Time{}, "", time.Now()
 	m.ready.push(mt)
 	m.broadcast()
 }
@@ -410,7 +414,7 @@ func (m *Memory) broadcast() {
 func (m *Memory) advance(now time.Time) {
 	for len(m.timers) > 0 && !m.timers[0].at.After(now) {
 		mt := heap.Pop(&m.timers).(*memTask)
-		mt.state, mt.at, mt.token = memReady, time.Time{}, ""
+		mt.state, mt.at, mt.token, mt.readyAt = memReady, time.Time{}, "", now
 		m.ready.push(mt)
 	}
 	m.expire(now)

@@ -60,12 +60,21 @@ type stateFetcher interface {
 	FetchWithState(ctx context.Context, worker string, max int, lease time.Duration) ([]*Lease, []progress.State, error)
 }
 
+// taskAppender appends events to a task whose record the caller holds.
+type taskAppender interface {
+	// AppendTask does what progress.Store.Append(ctx, t.ID, events...)
+	// does; knowing the task's record lets the backend keep its indexes
+	// of tasks by flow (see TaskLister).
+	AppendTask(ctx context.Context, t *Task, events ...progress.Event) (lastID string, err error)
+}
+
 // oneStep is what a Broker or Worker learnt of its backend and store.
 type oneStep struct {
 	store   progress.Store
 	creator taskCreator  // nil unless the backend is the store
 	fin     finisher     // nil unless the backend is the store
 	fetcher stateFetcher // nil unless the backend is the store
+	app     taskAppender // nil unless the backend is the store
 }
 
 // resolveStore interprets the store argument of NewBroker and NewWorker
@@ -97,6 +106,7 @@ func resolveStore(who string, worker bool, backend Backend, store progress.Store
 		s.fin, s.fetcher = nil, nil
 	}
 	if isStore && sameValue(self, store) {
+		s.app, _ = backend.(taskAppender)
 		return s
 	}
 	var slower []string

@@ -313,3 +313,19 @@ func (f countingFinisher) AppendAndAck(ctx context.Context, l *Lease, events ...
 	}
 	return last, acked, err
 }
+
+// countingAppender is a worker's path to a task's events when its backend
+// is the store and takes the task's record (taskAppender): it counts the
+// events it records, as countingStore does.
+type countingAppender struct {
+	taskAppender
+	tel *workerTelemetry
+}
+
+func (a countingAppender) AppendTask(ctx context.Context, t *Task, events ...progress.Event) (string, error) {
+	last, err := a.taskAppender.AppendTask(ctx, t, events...)
+	if err == nil {
+		a.tel.countEvents(ctx, events)
+	}
+	return last, err
+}

@@ -107,6 +107,12 @@ type WorkerConfig struct {
 	// panics otherwise).
 	FinishHookTimeout time.Duration
 
+	// Heartbeat is how often the worker writes itself into the backend's
+	// worker registry (see WorkerRegistry), once per interval whatever
+	// the number of tasks it runs. Zero means DefaultHeartbeat. A backend
+	// without a registry is not written to.
+	Heartbeat time.Duration
+
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 
@@ -183,6 +189,7 @@ type Worker struct {
 	// the one-step path (see NewWorker).
 	fin     finisher
 	fetcher stateFetcher
+	app     taskAppender // set when the backend is the store
 	hooks   []FinishHook // WorkerConfig.OnFinish
 	cfg     WorkerConfig
 	log     *slog.Logger
@@ -190,6 +197,8 @@ type Worker struct {
 
 	running atomic.Bool
 	ops     *opctx.Source // contexts of backend and store calls, set by Run
+	// holding counts the tasks the worker holds, for its heartbeats.
+	holding atomic.Int64
 
 	mu     sync.Mutex
 	active map[string]*activeRun // running tasks by id
@@ -241,6 +250,9 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = DefaultHeartbeat
+	}
 	if cfg.FinishHookTimeout <= 0 {
 		cfg.FinishHookTimeout = cfg.Lease / 3
 	}
@@ -264,11 +276,16 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	if fin != nil {
 		fin = countingFinisher{finisher: fin, tel: tel}
 	}
+	app := s.app
+	if app != nil {
+		app = countingAppender{taskAppender: app, tel: tel}
+	}
 	return &Worker{
 		backend: backend,
 		store:   countingStore{Store: s.store, tel: tel},
 		fin:     fin,
 		fetcher: s.fetcher,
+		app:     app,
 		hooks:   hooks,
 		cfg:     cfg,
 		tel:     tel,
@@ -346,8 +363,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	w.log.Info("flows: worker started", "concurrency", w.cfg.Concurrency, "lease", w.cfg.Lease)
+	stopBeating := w.beat(base)
 	var inFlight sync.WaitGroup
-	w.fetchLoop(ctx, &inFlight, func(l leased) { w.handle(base, l) })
+	w.fetchLoop(ctx, &inFlight, func(l leased) {
+		w.holding.Add(1)
+		defer w.holding.Add(-1)
+		w.handle(base, l)
+	})
 
 	drained := make(chan struct{})
 	go func() {
@@ -365,6 +387,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	stopListening()
 	<-listening
+	stopBeating()
 	w.retire(base)
 	w.log.Info("flows: worker stopped")
 	return nil

@@ -51,6 +51,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) progress.Backend) {
 		{"CreateExistsNotFound", testCreate},
 		{"AppendAssignsOrderedIDs", testAppendIDs},
 		{"SnapshotFold", testSnapshotFold},
+		{"SnapshotTimes", testSnapshotTimes},
 		{"RandomBatchesFoldLikeApply", testRandomFold},
 		{"ResultsAreCopies", testCopies},
 		{"OneTerminalState", testOneTerminal},
@@ -1042,4 +1043,52 @@ func testConcurrentAppenders(t *testing.T, b progress.Backend) {
 	after, err := b.Events(ctx, id, events[mid].ID)
 	require.NoError(t, err)
 	assert.Equal(t, ids(events[mid+1:]), ids(after))
+}
+
+// testSnapshotTimes checks the times a snapshot records: when it was last
+// updated, when its current run started and when it ended, each by the
+// store's clock (which may be another machine's: a second of skew is
+// allowed).
+func testSnapshotTimes(t *testing.T, b progress.Backend) {
+	ctx := testContext(t)
+	id := createTask(ctx, t, b)
+	snap, _, err := b.Snapshot(ctx, id)
+	require.NoError(t, err)
+	assert.True(t, snap.UpdatedAt.IsZero() && snap.StartedAt.IsZero() && snap.EndedAt.IsZero(), "a new task has no times: %+v", snap)
+
+	near := func(what string, at time.Time, from, to time.Time) {
+		t.Helper()
+		assert.False(t, at.IsZero(), "%s not recorded", what)
+		assert.WithinRange(t, at, from.Add(-time.Second), to.Add(time.Second), what)
+	}
+	t0 := time.Now()
+	appendOne(ctx, t, b, id, statusEvent("looking"))
+	snap, _, err = b.Snapshot(ctx, id)
+	require.NoError(t, err)
+	near("updated_at after the first event", snap.UpdatedAt, t0, time.Now())
+	assert.Equal(t, snap.UpdatedAt, snap.StartedAt, "leaving PENDING starts the run")
+	assert.True(t, snap.EndedAt.IsZero())
+	firstStart := snap.StartedAt
+
+	time.Sleep(5 * time.Millisecond)
+	appendOne(ctx, t, b, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running again"})
+	snap, _, err = b.Snapshot(ctx, id)
+	require.NoError(t, err)
+	assert.True(t, snap.StartedAt.After(firstStart), "a state event to PROGRESS starts a new run: %v, then %v", firstStart, snap.StartedAt)
+	secondStart := snap.StartedAt
+
+	time.Sleep(5 * time.Millisecond)
+	appendOne(ctx, t, b, id, progress.Event{Type: progress.EventProgress, Progress: 50})
+	snap, _, err = b.Snapshot(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, secondStart, snap.StartedAt, "a progress event does not start a run")
+	assert.True(t, snap.UpdatedAt.After(secondStart))
+
+	appendOne(ctx, t, b, id, successEvent(`"done"`))
+	snap, _, err = b.Snapshot(ctx, id)
+	require.NoError(t, err)
+	near("ended_at", snap.EndedAt, t0, time.Now())
+	assert.Equal(t, snap.EndedAt, snap.UpdatedAt)
+	assert.False(t, snap.EndedAt.Before(snap.StartedAt))
+	assert.Equal(t, secondStart, snap.StartedAt)
 }

@@ -54,6 +54,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("Worker", func(t *testing.T) { runWorker(t, newBackends) })
 	t.Run("FinishHooks", func(t *testing.T) { runFinishHooks(t, newBackends) })
 	t.Run("Idempotency", func(t *testing.T) { runIdempotency(t, newBackends) })
+	t.Run("Inspector", func(t *testing.T) { runInspector(t, newBackends) })
 }
 
 const (
@@ -135,6 +136,8 @@ type harness struct {
 	broker  *queue.Broker
 	// settleFlow is set once the flow of settle is registered.
 	settleFlow bool
+	// started are the workers start and startOn started.
+	started []*runningWorker
 }
 
 func newHarness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) *harness {
@@ -182,8 +185,12 @@ func (h *harness) startOn(b queue.Backend, cfg queue.WorkerConfig) *runningWorke
 	rw := &runningWorker{t: h.t, cancel: cancel, done: make(chan error, 1)}
 	go func() { rw.done <- w.Run(ctx) }()
 	h.t.Cleanup(func() { rw.stop() })
+	h.started = append(h.started, rw)
 	return rw
 }
+
+// workers returns the workers the harness started.
+func (h *harness) workers() []*runningWorker { return h.started }
 
 // stop cancels the worker's context and waits for Run to return nil.
 func (rw *runningWorker) stop() {

@@ -87,6 +87,8 @@ type Backend struct {
 	// finishes batches concurrent AppendAndAcks; nil on a Redis Cluster
 	// client, where finishScript cannot run.
 	finishes *batcher[finishCall, finishResult]
+	// index remembers the upkeep of the task index (see index.go).
+	index indexState
 
 	// ctx ends when Close is called; every goroutine of the backend
 	// watches it.
@@ -179,6 +181,7 @@ func (b *Backend) liveChannel(id string) string {
 // their prefix "P:{q:Q}".
 type queueKeys struct {
 	stream, delayed, leases, holders, seq, wake, dead, buried, cancel string
+	index, flows, workers, seen                                       string
 }
 
 func newQueueKeys(qtag string) queueKeys {
@@ -186,6 +189,7 @@ func newQueueKeys(qtag string) queueKeys {
 		stream: qtag + ":stream", delayed: qtag + ":delayed", leases: qtag + ":leases",
 		holders: qtag + ":holders", seq: qtag + ":seq", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
+		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
 	}
 }
 

@@ -95,10 +95,9 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	for _, f := range recordFields(t) {
 		hset = hset.FieldValue(f[0], f[1])
 	}
-	for _, r := range c.DoMulti(ctx, append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, b.recordTTL(t, now))...)...) {
-		if err := r.Error(); err != nil {
-			return b.wrap(ctx, "re-queue task "+deadID, err)
-		}
+	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, b.recordTTL(t, now))...)
+	if err := b.sendIndexed(ctx, "re-queue task "+deadID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)})); err != nil {
+		return err
 	}
 	var due int64
 	if !t.RunAt.IsZero() {

@@ -33,7 +33,9 @@
 //	                            snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event
-//	                            appended) and exp (expiry, Unix ms)
+//	                            appended), exp (expiry, Unix ms), and
+//	                            updated, started and ended (the times of
+//	                            the snapshot, Unix ms)
 //	P:{<id>}:steps      list    the snapshot's step results, one JSON each
 //	P:{<id>}:events     list    the task's event log: one element per
 //	                            Append, each event's JSON on a line; the
@@ -65,6 +67,16 @@
 //	                            each dead task
 //	P:{q:Q}:cancel      shard   ids of cancelled tasks, for the workers
 //	                    channel
+//	P:{q:Q}:index       zset    the task index: every task of the queue,
+//	                            scored by its state's rank times 2^42 plus
+//	                            the Unix ms it entered that state (see
+//	                            index.go and ListTasks)
+//	P:{q:Q}:index:<F>   zset    the same, for the tasks of flow F
+//	P:{q:Q}:flows       set     the names of the flows the index has had
+//	P:{q:Q}:workers     hash    worker name -> what it says of itself
+//	                            (queue.WorkerInfo as JSON)
+//	P:{q:Q}:workers:seen zset   worker name, scored by the Unix ms of its
+//	                            last heartbeat (server clock)
 //
 // The three keys of a task expire at least Config.Retention after they
 // were last written. They share one expiry time, exp: it is set on

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -15,6 +16,10 @@ type finishCall struct {
 	taskID string
 	// args are the call's ARGV values: entry id, token, then appendValues.
 	args []string
+	// index is the state change the call writes into the task index, if
+	// indexed.
+	index   indexEntry
+	indexed bool
 }
 
 // finishResult is what finishScript replied for one call.
@@ -43,18 +48,21 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 		if err := terminalLast(id, events); err != nil {
 			return "", false, err
 		}
-		last, err := b.Append(ctx, id, events...)
+		last, err := b.AppendTask(ctx, l.Task, events...)
 		if err != nil && !errors.Is(err, progress.ErrFinished) && !errors.Is(err, progress.ErrNotFound) {
 			return "", false, err
 		}
 		return last, b.Ack(ctx, l) == nil, err
 	}
-	args, err := b.appendValues(id, events, 2)
+	now := time.Now()
+	args, err := b.appendValues(id, events, 2, now)
 	if err != nil {
 		return "", false, err
 	}
 	args[0], args[1] = entry, token
-	res, err := b.finishes.do(ctx, finishCall{taskID: id, args: args})
+	call := finishCall{taskID: id, args: args}
+	call.index, call.indexed = stateChange(id, l.Task.Flow, events, now)
+	res, err := b.finishes.do(ctx, call)
 	return res.last, res.acked, appendError(ctx, id, err)
 }
 
@@ -67,7 +75,14 @@ func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall
 		id := call.item.taskID
 		keys = append(keys, b.taskKey(id), b.stepsKey(id), b.eventsKey(id))
 	}
-	reply, _ := b.runLeaseScript(ctx, finishScript, keys, args, nil)
+	var index []indexEntry
+	for _, call := range calls {
+		if call.item.indexed {
+			index = append(index, call.item.index)
+		}
+	}
+	reply, indexed := b.runLeaseScript(ctx, finishScript, keys, args, b.indexCommands(index))
+	b.indexErrors(indexed)
 	replies, err := batchReplies(reply, len(calls))
 	for i, call := range calls {
 		id := call.item.taskID

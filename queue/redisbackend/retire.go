@@ -11,7 +11,8 @@ import (
 // a variable for tests only.
 var retireIdle = time.Minute
 
-// Retire implements queue.Retirer: it deletes the worker's consumer from
+// Retire implements queue.Retirer: it takes the worker out of the worker
+// registry (see Heartbeat) and deletes the worker's consumer from
 // the stream's consumer group unless the worker still holds an entry
 // (one it could not hand back, taken over once its lease passes), and with
 // it every other consumer that holds nothing and has been idle for a
@@ -23,7 +24,12 @@ func (b *Backend) Retire(ctx context.Context, worker string) error {
 	b.plans.forget(worker)
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	err := retireScript.exec(ctx, b.client, []string{b.streamKey()},
-		[]string{group, worker, strconv.FormatInt(retireIdle.Milliseconds(), 10)}).Error()
-	return b.wrap(ctx, "retire worker "+worker, err)
+	reply, res := b.runLeaseScript(ctx, retireScript, []string{b.streamKey()},
+		[]string{group, worker, strconv.FormatInt(retireIdle.Milliseconds(), 10)}, b.leaveRegistry(worker))
+	for _, r := range append(res, reply) {
+		if err := r.Error(); err != nil {
+			return b.wrap(ctx, "retire worker "+worker, err)
+		}
+	}
+	return nil
 }

@@ -112,7 +112,7 @@ func TestKeySchema(t *testing.T) {
 	keys, err := srv.Do("KEYS", "*").AsStrSlice()
 	require.NoError(t, err)
 	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|steps|events)$`)
-	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq|wake|dead|buried)$`)
+	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen)$`)
 	perTask := map[string][]string{}
 	var queueKeys []string
 	for _, k := range keys {
@@ -132,7 +132,8 @@ func TestKeySchema(t *testing.T) {
 	assert.ElementsMatch(t, []string{"task"}, perTask[running.ID], "keys of a task without events yet")
 	assert.ElementsMatch(t, []string{"task"}, perTask[later.ID], "keys of a delayed task")
 	assert.ElementsMatch(t, []string{"task"}, perTask[failed.ID], "keys of a buried task")
-	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq", "wake", "dead", "buried"}, queueKeys)
+	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq", "wake", "dead", "buried",
+		"index", "index:" + done.Flow, "flows"}, queueKeys)
 
 	eventually(t, func() bool {
 		chans, err := srv.Do("PUBSUB", "SHARDCHANNELS", "*").AsStrSlice()

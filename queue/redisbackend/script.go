@@ -106,6 +106,7 @@ var (
 	cancelScript     = mustLoadScript("cancel.lua")
 	readyScript      = mustLoadScript("ready.lua")
 	retireScript     = mustLoadScript("retire.lua")
+	heartbeatScript  = mustLoadScript("heartbeat.lua")
 )
 
 // evalsha returns the command that runs s by its SHA-1.

@@ -15,7 +15,7 @@ import (
 // packageScripts are the scripts the package runs.
 var packageScripts = []*script{
 	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, ackScript,
-	finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript,
+	finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript, heartbeatScript,
 }
 
 // luaFileNames returns the names of the embedded files under dir.

@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -23,11 +24,16 @@ const (
 	fieldProgress = "progress"
 	fieldResult   = "result"
 	fieldLast     = "last"
+	// The snapshot's times, in Unix ms by the Redis server's clock (see
+	// lua/lib/append.lua).
+	fieldUpdated = "updated"
+	fieldStarted = "started"
+	fieldEnded   = "ended"
 )
 
 // snapshotFields are the fields Snapshot reads, in the order of a
 // snapshotValues.
-var snapshotFields = [...]string{fieldState, fieldStatus, fieldProgress, fieldResult, fieldLast}
+var snapshotFields = [...]string{fieldState, fieldStatus, fieldProgress, fieldResult, fieldLast, fieldUpdated, fieldStarted, fieldEnded}
 
 // Indexes of the snapshot fields in snapshotFields and snapshotValues.
 const (
@@ -36,6 +42,9 @@ const (
 	sProgress
 	sResult
 	sLast
+	sUpdated
+	sStarted
+	sEnded
 )
 
 // snapshotValues is a snapshot as read: the value of each field of
@@ -66,17 +75,41 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 
 // appendCall is one Append call's share of appendScript: its task and
 // ARGV values (the live channel, the number of values that follow, and
-// those of lua/lib/append.lua).
+// those of lua/lib/append.lua), and the state change it writes into the
+// task index, if any.
 type appendCall struct {
-	taskID string
-	args   []string
+	taskID  string
+	args    []string
+	index   indexEntry
+	indexed bool
 }
 
 // Append implements progress.Store in one round trip, which concurrent
 // Appends (of any tasks) share (see batcher). Events are checked before
 // anything is sent: an invalid event gives progress.ErrInvalidEvent and an
 // event after a terminal one in the same call progress.ErrFinished.
+//
+// Events that change the task's state also write it into the queue's task
+// index, in the same round trip; Append does not know the task's flow, so
+// the flow's index is only repaired by the next listing that meets the
+// task (AppendTask, which a queue.Worker and a queue.Broker whose store is
+// this Backend call, writes both).
 func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	return b.appendTask(ctx, taskID, "", events)
+}
+
+// AppendTask is Append for a task whose record the caller holds: the
+// state change its events make, if any, is written into the index of the
+// task's flow too.
+func (b *Backend) AppendTask(ctx context.Context, t *queue.Task, events ...progress.Event) (string, error) {
+	if t == nil {
+		return "", fmt.Errorf("redisbackend: append: %w", queue.ErrInvalidID)
+	}
+	return b.appendTask(ctx, t.ID, t.Flow, events)
+}
+
+// appendTask appends events to task taskID of flow ("" when unknown).
+func (b *Backend) appendTask(ctx context.Context, taskID, flow string, events []progress.Event) (string, error) {
 	if !queue.ValidID(taskID) {
 		return "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
 	}
@@ -84,11 +117,14 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 		_, last, err := b.Snapshot(ctx, taskID)
 		return last, err
 	}
-	args, err := b.appendValues(taskID, events, 0)
+	now := time.Now()
+	args, err := b.appendValues(taskID, events, 0, now)
 	if err != nil {
 		return "", err
 	}
-	last, err := b.appends.do(ctx, appendCall{taskID: taskID, args: args})
+	call := appendCall{taskID: taskID, args: args}
+	call.index, call.indexed = stateChange(taskID, flow, events, now)
+	last, err := b.appends.do(ctx, call)
 	return last, appendError(ctx, taskID, err)
 }
 
@@ -97,7 +133,7 @@ func (b *Backend) Append(ctx context.Context, taskID string, events ...progress.
 // those of lua/lib/append.lua), after room for lead values the caller puts
 // first. An invalid event gives progress.ErrInvalidEvent and an event
 // after a terminal one progress.ErrFinished.
-func (b *Backend) appendValues(taskID string, events []progress.Event, lead int) ([]string, error) {
+func (b *Backend) appendValues(taskID string, events []progress.Event, lead int, now time.Time) ([]string, error) {
 	if err := terminalLast(taskID, events); err != nil {
 		return nil, err
 	}
@@ -119,7 +155,11 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int)
 	}
 	args = append(args, b.liveChannel(taskID), "", strconv.Itoa(len(events)), string(blob))
 	f := foldEvents(events)
-	args = append(args, string(f.ifPending), string(f.otherwise), "")
+	starts := ""
+	if f.starts {
+		starts = "1"
+	}
+	args = append(args, string(f.ifPending), string(f.otherwise), starts, strconv.FormatInt(now.UnixMilli(), 10), "")
 	k := len(args)
 	args = f.appendSet(args)
 	args[k-1] = strconv.Itoa(len(args) - k)
@@ -146,6 +186,9 @@ type fold struct {
 	// ifPending and otherwise are the state to record when the task is
 	// PENDING and when it is not ("" for no change).
 	ifPending, otherwise progress.State
+	// starts is set when the events start a run: one of them is a state
+	// event to PROGRESS.
+	starts bool
 	// The other fields, when the events set them.
 	status, progress, result foldValue
 }
@@ -191,6 +234,7 @@ func foldEvents(events []progress.Event) fold {
 		e := &events[i]
 		switch e.Type {
 		case progress.EventState:
+			f.starts = f.starts || e.State == progress.StateProgress
 			if e.Status != "" {
 				status = foldValue{e.Status, true}
 			}
@@ -234,7 +278,21 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 	}
 	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))},
 		calls, func(c *batchCall[appendCall, string]) []string { return c.item.args })
-	replies, err := batchReplies(appendScript.exec(ctx, b.client, keys, args), len(calls))
+	var index []indexEntry
+	for _, c := range calls {
+		if c.item.indexed {
+			index = append(index, c.item.index)
+		}
+	}
+	var reply rueidis.RedisResult
+	if len(index) == 0 {
+		reply = appendScript.exec(ctx, b.client, keys, args)
+	} else {
+		var indexed []rueidis.RedisResult
+		reply, indexed = b.runLeaseScript(ctx, appendScript, keys, args, b.indexCommands(index))
+		b.indexErrors(indexed)
+	}
+	replies, err := batchReplies(reply, len(calls))
 	for i, c := range calls {
 		if err != nil {
 			c.err = b.wrap(ctx, "append to task "+c.item.taskID, err)
@@ -368,6 +426,7 @@ func decodeSnapshot(fields snapshotValues, steps []string) (progress.Snapshot, e
 	if r := fields[sResult]; r != "" {
 		snap.Details.FinalResult = json.RawMessage(r)
 	}
+	snap.UpdatedAt, snap.StartedAt, snap.EndedAt = msTime(fields[sUpdated]), msTime(fields[sStarted]), msTime(fields[sEnded])
 	for i, s := range steps {
 		if err := json.Unmarshal([]byte(s), &snap.Details.StepResults[i]); err != nil {
 			return snap, fmt.Errorf("step %d: %w", i, err)
@@ -507,3 +566,13 @@ func (b eventBatch) each(fn func(id eventID, data string) error) error {
 
 // errTaskGone reports whether err means that a task does not exist.
 func errTaskGone(err error) bool { return errors.Is(err, progress.ErrNotFound) }
+
+// msTime reads a time the scripts recorded, in Unix ms; zero for "" or a
+// value that is not one.
+func msTime(v string) time.Time {
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if v == "" || err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}

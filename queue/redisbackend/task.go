@@ -100,7 +100,8 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		}
 		cmds = nil
 	}
-	return b.send(ctx, "enqueue task "+t.ID, append(cmds, b.queueCommands(t, now)...))
+	cmds = append(cmds, b.queueCommands(t, now)...)
+	return b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}))
 }
 
 // expireAtLeast returns the commands that make task id's hash live at
@@ -191,14 +192,26 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	args := batchArgs([]string{string(init.State), init.Details.Status, b.streamKey(), b.delayedKey(), b.wakeKey(),
 		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
 		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
-	replies, err := batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
-	if b.cluster && err == nil && replies[0].Error() == nil {
-		// A batch is one call here: its record is written, now queue it.
-		for _, r := range c.DoMulti(ctx, b.queueCommands(calls[0].item.task, calls[0].item.now)...) {
-			if err = r.Error(); err != nil {
-				break
-			}
+	index := make([]indexEntry, len(calls))
+	for i, call := range calls {
+		index[i] = createdEntry(call.item.task, call.item.now)
+	}
+	var replies []rueidis.RedisMessage
+	var err error
+	if b.cluster {
+		replies, err = batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
+		if err == nil && replies[0].Error() == nil {
+			// A batch is one call here: its record is written, now queue
+			// it, and index it (see index.go).
+			err = b.sendIndexed(ctx, "enqueue task "+calls[0].item.task.ID,
+				b.queueCommands(calls[0].item.task, calls[0].item.now), b.indexCommands(index))
 		}
+	} else {
+		// The index commands follow the script: they only say that the
+		// tasks exist, harmless if it has not run (see index.go).
+		reply, indexed := b.runLeaseScript(ctx, createTaskScript, keys, args, b.indexCommands(index))
+		b.indexErrors(indexed)
+		replies, err = batchReplies(reply, len(calls))
 	}
 	for i, call := range calls {
 		if err != nil {
@@ -207,6 +220,24 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		}
 		call.err = replies[i].Error()
 	}
+}
+
+// sendIndexed runs cmds and then the index commands index in one
+// pipelined round trip under OpTimeout, and returns the first error of
+// cmds. An error of the index commands is only logged: the index is
+// repaired by the listings (see index.go), an operation is not failed
+// for it.
+func (b *Backend) sendIndexed(ctx context.Context, op string, cmds, index rueidis.Commands) error {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	res := b.client.DoMulti(ctx, append(cmds, index...)...)
+	for _, r := range res[:len(cmds)] {
+		if err := r.Error(); err != nil {
+			return b.wrap(ctx, op, err)
+		}
+	}
+	b.indexErrors(res[len(cmds):])
+	return nil
 }
 
 // recordTTL is how long a new task's keys must live: the retention,

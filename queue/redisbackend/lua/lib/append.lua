@@ -3,10 +3,21 @@
 -- events, whose values start at ARGV[a], and returns its reply. The
 -- values are those of appendValues (Go): the number of events n, their
 -- JSON as one string (see eventBatch), the state to set when the task is
--- PENDING and when it is not ("" for no change), the number of snapshot
+-- PENDING and when it is not ("" for no change), "1" if the call starts a
+-- run (it has a state event to PROGRESS) or "", the time of the call
+-- (Unix ms, the caller's clock), the number of snapshot
 -- field-value values k and those values, the number of step results s and
 -- their JSON. Go folds the events into these (see foldEvents), so that
 -- the script only stores them.
+--
+-- The script also records the times of the snapshot, the time of the
+-- call: updated on every call, started when the call starts a run or
+-- moves the task from PENDING to PROGRESS, ended when it moves the task
+-- to SUCCESS or FAILURE. They are the caller's, not the server's clock,
+-- because the caller writes the same time into the queue's task index
+-- (see index.go in Go), which no script of a task can reach on a Redis
+-- Cluster: a listing ordered by the index shows the times it is ordered
+-- by.
 --
 -- The reply is a "NOTFOUND" error when the task does not exist and a
 -- "FINISHED" error when it has reached SUCCESS or FAILURE (then nothing
@@ -50,20 +61,27 @@ local function append(task, stepsKey, events, channel, a)
   redis.call('SPUBLISH', channel, prev .. ' ' .. last .. '\n' .. ARGV[a + 1])
   prev = last
   a = a + 2
-  local to = ARGV[a + 1]
+  local was, to = state, ARGV[a + 1]
   if state == 'PENDING' then to = ARGV[a] end
   if to ~= '' then state = to end
   local exp = tonumber(cur[3])
   local refresh = not exp or exp - clock < retention
   if refresh then exp = clock + retention + math.floor(retention / 8) end
   exp = string.format('%d', exp)
-  local k = tonumber(ARGV[a + 2])
-  local set = {'state', state, 'last', prev, 'exp', exp}
-  for i = a + 3, a + 2 + k do
+  local now = ARGV[a + 3]
+  local k = tonumber(ARGV[a + 4])
+  local set = {'state', state, 'last', prev, 'exp', exp, 'updated', now}
+  if ARGV[a + 2] == '1' or (was == 'PENDING' and state == 'PROGRESS') then
+    set[#set + 1], set[#set + 2] = 'started', now
+  end
+  if state == 'SUCCESS' or state == 'FAILURE' then
+    set[#set + 1], set[#set + 2] = 'ended', now
+  end
+  for i = a + 5, a + 4 + k do
     set[#set + 1] = ARGV[i]
   end
   redis.call('HSET', task, unpack(set))
-  a = a + 3 + k
+  a = a + 5 + k
   local s = tonumber(ARGV[a])
   local stepsCreated = false
   if s > 0 then

@@ -1,0 +1,165 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// Listing limits.
+const (
+	// DefaultListLimit is the page size of a listing whose Limit is zero.
+	DefaultListLimit = 50
+	// MaxListLimit is the largest page a listing returns.
+	MaxListLimit = 1000
+)
+
+// ErrInvalidQuery is wrapped by the errors of a listing or a cancellation
+// by filter that cannot be run as asked: an unknown state, a limit out of
+// range, a malformed or foreign cursor. The HTTP layer answers it with
+// 400.
+var ErrInvalidQuery = errors.New("queue: invalid query")
+
+// TaskSummary is a task as a listing shows it: its queue record and the
+// headline of its progress snapshot.
+type TaskSummary struct {
+	// ID is the task's id.
+	ID string `json:"task_id"`
+	// Flow is the name of its flow.
+	Flow string `json:"flow"`
+	// State is its progress state.
+	State progress.State `json:"state"`
+	// Progress is its percentage, 0 to 100.
+	Progress int `json:"progress"`
+	// Status is its status line (the reason of a FAILURE).
+	Status string `json:"status"`
+	// Attempt is the number of its current or last run (0 before the
+	// first), and MaxAttempts the most it gets.
+	Attempt     int `json:"attempt"`
+	MaxAttempts int `json:"max_attempts"`
+	// Owner is the caller that started it (Task.Owner), "" for none.
+	Owner string `json:"owner,omitempty"`
+	// RequeuedFrom is the dead task it was re-queued from, if any.
+	RequeuedFrom string `json:"requeued_from,omitempty"`
+	// Cancelled is set once a cancellation was asked for.
+	Cancelled bool `json:"cancelled,omitempty"`
+	// EnqueuedAt is when it was accepted; StartedAt when its current (or
+	// last) run started, zero if none did; EndedAt when it reached
+	// SUCCESS or FAILURE, zero before.
+	EnqueuedAt time.Time `json:"enqueued_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	EndedAt    time.Time `json:"ended_at,omitzero"`
+}
+
+// ChangedAt is when the task entered its current state: EnqueuedAt for
+// PENDING, StartedAt for PROGRESS, EndedAt for SUCCESS and FAILURE
+// (falling back to the earlier times when a later one is unknown).
+// Listings are ordered by it, newest first.
+func (s *TaskSummary) ChangedAt() time.Time {
+	switch {
+	case s.State.Terminal() && !s.EndedAt.IsZero():
+		return s.EndedAt
+	case s.State != progress.StatePending && !s.StartedAt.IsZero():
+		return s.StartedAt
+	}
+	return s.EnqueuedAt
+}
+
+// summarize makes the summary of task t (nil when its queue record is
+// gone) with snapshot snap.
+func summarize(id string, t *Task, snap progress.Snapshot) TaskSummary {
+	s := TaskSummary{
+		ID: id, State: snap.State, Progress: snap.Details.Progress, Status: snap.Details.Status,
+		StartedAt: snap.StartedAt, EndedAt: snap.EndedAt,
+	}
+	if t != nil {
+		s.Flow, s.Attempt, s.MaxAttempts = t.Flow, t.Attempt, t.MaxAttempts
+		s.RequeuedFrom, s.Cancelled, s.EnqueuedAt, s.Owner = t.RequeuedFrom, t.Cancelled, t.EnqueuedAt, t.Owner
+	}
+	return s
+}
+
+// ListOptions selects and pages the tasks of a listing. The zero value
+// lists every task, DefaultListLimit at a time.
+type ListOptions struct {
+	// State keeps the tasks in that state; "" keeps all.
+	State progress.State
+	// Flow keeps the tasks of that flow; "" keeps all.
+	Flow string
+	// Limit is the most tasks of the page, 1 to MaxListLimit; zero means
+	// DefaultListLimit.
+	Limit int
+	// Cursor continues a listing after the page whose TaskPage.Next it
+	// is; "" starts at the newest task.
+	Cursor string
+}
+
+// check validates o and fills in the default limit.
+func (o *ListOptions) check() error {
+	if o.State != "" && !o.State.Valid() {
+		return fmt.Errorf("%w: unknown state %q (want PENDING, PROGRESS, SUCCESS or FAILURE)", ErrInvalidQuery, o.State)
+	}
+	if o.Limit == 0 {
+		o.Limit = DefaultListLimit
+	}
+	if o.Limit < 1 || o.Limit > MaxListLimit {
+		return fmt.Errorf("%w: limit %d out of range 1-%d", ErrInvalidQuery, o.Limit, MaxListLimit)
+	}
+	return nil
+}
+
+// TaskPage is one page of a listing.
+type TaskPage struct {
+	// Tasks are newest first: by the time each entered its current state
+	// (TaskSummary.ChangedAt), then by id.
+	Tasks []TaskSummary `json:"tasks"`
+	// Next is the cursor of the next page (ListOptions.Cursor), "" after
+	// the last. It stays valid while tasks come and go: a page never
+	// repeats a task of an earlier page that has not changed state since,
+	// and skips none.
+	Next string `json:"next_cursor,omitempty"`
+}
+
+// TaskLister is implemented by a Backend that lists and counts its tasks
+// itself, from index structures, at a cost per call that does not grow
+// with the number of tasks it holds: the Redis backend does. The Memory
+// backend does not; an Inspector lists its tasks by reading them all.
+type TaskLister interface {
+	// ListTasks lists the tasks that o selects (o is valid, its limit
+	// set) newest first, as TaskPage says. A cursor it did not issue
+	// gives an error wrapping ErrInvalidQuery.
+	ListTasks(ctx context.Context, o ListOptions) (TaskPage, error)
+	// TaskStats counts the tasks: every field of Stats but the depth
+	// (Ready, Delayed, Running: see DepthReader) and Workers.
+	TaskStats(ctx context.Context) (Stats, error)
+}
+
+// History is a store of finished tasks that keeps them past the
+// backend's retention (a database). An Inspector whose
+// InspectorConfig.History is set goes on listing from it once the
+// backend has no more tasks to list, so that a listing pages from the
+// newest task in the queue back to the oldest on record.
+type History interface {
+	// ListHistory lists the finished tasks that q selects, newest first
+	// by EndedAt, then by id, with the cursor paging of TaskPage. Only
+	// tasks that ended before q.Before are listed, so that none the
+	// backend listed already comes again.
+	ListHistory(ctx context.Context, q HistoryQuery) (TaskPage, error)
+}
+
+// HistoryQuery selects finished tasks from a History.
+type HistoryQuery struct {
+	// State is SUCCESS, FAILURE or "" for both; Flow is a flow's name or
+	// "" for all.
+	State progress.State
+	Flow  string
+	// Before bounds the listing: only tasks that ended before it.
+	Before time.Time
+	// Limit is the most tasks of the page (1 to MaxListLimit); Cursor is
+	// the Next of the previous page of the History, "" for the first.
+	Limit  int
+	Cursor string
+}

@@ -1,0 +1,378 @@
+package queue
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// InspectorConfig configures an Inspector. The zero value is usable.
+type InspectorConfig struct {
+	// History, when set, is where a listing goes on once the backend has
+	// no more tasks to list: the finished tasks kept past the backend's
+	// retention (see History). Nil means that listings end with the
+	// backend's tasks.
+	History History
+	// Logger receives the Inspector's warnings. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Inspector is the operator's view of a queue: it lists and counts tasks,
+// lists the workers and the dead letters, and acts on tasks (re-queues a
+// dead one, cancels one or every task a filter selects). It is the third
+// role beside the Broker, which accepts tasks, and the Worker, which runs
+// them: a program that only looks at a queue (an ops page, the flows
+// command) needs nothing else. It is safe for concurrent use.
+//
+// On a backend that lists its tasks itself (TaskLister, as the Redis
+// backend does) every call costs the same however many tasks it holds.
+// Otherwise (the Memory backend) a listing reads every task the backend
+// holds, which suits the single process that backend is for.
+type Inspector struct {
+	broker  *Broker
+	backend Backend
+	store   progress.Store
+	lister  TaskLister // nil when the backend is not one
+	history History
+	log     *slog.Logger
+}
+
+// NewInspector returns an Inspector of the tasks of backend, whose
+// progress is recorded in store; a nil store means that the backend is
+// the store, as for NewBroker. It panics on a nil backend.
+func NewInspector(backend Backend, store progress.Store, cfg InspectorConfig) *Inspector {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	b := NewBroker(backend, store, BrokerConfig{Logger: cfg.Logger})
+	lister, _ := backend.(TaskLister)
+	return &Inspector{broker: b, backend: backend, store: b.store, lister: lister, history: cfg.History, log: cfg.Logger}
+}
+
+// Task returns one task with its snapshot, as Broker.Task does.
+func (i *Inspector) Task(ctx context.Context, id string) (*TaskInfo, error) {
+	return i.broker.Task(ctx, id)
+}
+
+// Dead lists the dead-letter set, as Broker.Dead does.
+func (i *Inspector) Dead(ctx context.Context, limit int) ([]DeadTask, error) {
+	return i.broker.Dead(ctx, limit)
+}
+
+// Requeue runs a dead task again, as Broker.Requeue does, and returns the
+// id of the new task.
+func (i *Inspector) Requeue(ctx context.Context, id string) (string, error) {
+	return i.broker.Requeue(ctx, id)
+}
+
+// Cancel asks one task to stop, as Broker.Cancel does.
+func (i *Inspector) Cancel(ctx context.Context, id string) error {
+	return i.broker.Cancel(ctx, id)
+}
+
+// historyPrefix starts the cursors of a listing that has gone on into the
+// History.
+const historyPrefix = "h."
+
+// List lists the tasks that o selects, newest first, one page at a time:
+// see ListOptions and TaskPage. A state that is not one of the four, a
+// limit out of range or a cursor this Inspector did not issue gives an
+// error wrapping ErrInvalidQuery.
+//
+// With a History (InspectorConfig.History), a listing of all states or of
+// SUCCESS or FAILURE goes on into it once the backend's tasks are listed:
+// the tasks that ended before the oldest one the backend listed, newest
+// first.
+func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
+	if err := o.check(); err != nil {
+		return TaskPage{}, err
+	}
+	if rest, ok := strings.CutPrefix(o.Cursor, historyPrefix); ok && i.history != nil {
+		before, cursor, err := parseHistoryCursor(rest)
+		if err != nil {
+			return TaskPage{}, err
+		}
+		return i.fromHistory(ctx, o, before, cursor, nil)
+	}
+	var page TaskPage
+	var err error
+	if i.lister != nil {
+		page, err = i.lister.ListTasks(ctx, o)
+	} else {
+		page, err = i.listAll(ctx, o)
+	}
+	if err != nil || page.Next != "" || i.history == nil || (o.State != "" && !o.State.Terminal()) {
+		return page, err
+	}
+	// The backend has nothing older: go on into the history, from the
+	// oldest task listed (or the cursor's position, for an empty page).
+	before := time.Now()
+	if n := len(page.Tasks); n > 0 {
+		before = page.Tasks[n-1].ChangedAt()
+	} else if o.Cursor != "" {
+		c, err := ParseCursor(o.Cursor)
+		if err != nil {
+			return TaskPage{}, err
+		}
+		before = c.At
+	}
+	if len(page.Tasks) == o.Limit {
+		page.Next = historyCursor(before, "")
+		return page, nil
+	}
+	o.Limit -= len(page.Tasks)
+	return i.fromHistory(ctx, o, before, "", page.Tasks)
+}
+
+// fromHistory lists a page of the History after the tasks listed already
+// on this page.
+func (i *Inspector) fromHistory(ctx context.Context, o ListOptions, before time.Time, cursor string, listed []TaskSummary) (TaskPage, error) {
+	hp, err := i.history.ListHistory(ctx, HistoryQuery{State: o.State, Flow: o.Flow, Before: before, Limit: o.Limit, Cursor: cursor})
+	if err != nil {
+		return TaskPage{}, fmt.Errorf("queue: list the history: %w", err)
+	}
+	page := TaskPage{Tasks: append(listed, hp.Tasks...)}
+	if hp.Next != "" {
+		page.Next = historyCursor(before, hp.Next)
+	}
+	return page, nil
+}
+
+// historyCursor is the cursor of a listing that goes on in the History:
+// "h.<Unix ms of before>.<the History's cursor, base64url>".
+func historyCursor(before time.Time, cursor string) string {
+	return historyPrefix + strconv.FormatInt(before.UnixMilli(), 10) + "." + base64.RawURLEncoding.EncodeToString([]byte(cursor))
+}
+
+// parseHistoryCursor reads what historyCursor wrote, after its prefix.
+func parseHistoryCursor(s string) (before time.Time, cursor string, err error) {
+	ms, enc, ok := strings.Cut(s, ".")
+	n, perr := strconv.ParseInt(ms, 10, 64)
+	raw, derr := base64.RawURLEncoding.DecodeString(enc)
+	if !ok || perr != nil || derr != nil || n < 0 {
+		return time.Time{}, "", fmt.Errorf("%w: malformed cursor %q", ErrInvalidQuery, historyPrefix+s)
+	}
+	return time.UnixMilli(n), string(raw), nil
+}
+
+// summaries reads every task of a backend that is not a TaskLister (the
+// Memory backend) with its snapshot, and the backend's queue counts.
+func (i *Inspector) summaries(ctx context.Context) ([]TaskSummary, memView, error) {
+	m, ok := i.backend.(*Memory)
+	if !ok {
+		return nil, memView{}, fmt.Errorf("queue: %T cannot list its tasks: %w", i.backend, errors.ErrUnsupported)
+	}
+	v := m.view()
+	list := make([]TaskSummary, 0, len(v.tasks))
+	for _, t := range v.tasks {
+		snap, _, err := i.store.Snapshot(ctx, t.ID)
+		if errors.Is(err, progress.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, v, err
+		}
+		list = append(list, summarize(t.ID, t, snap))
+	}
+	return list, v, nil
+}
+
+// listAll lists the tasks of a backend that is not a TaskLister by
+// reading them all.
+func (i *Inspector) listAll(ctx context.Context, o ListOptions) (TaskPage, error) {
+	var after *Cursor
+	if o.Cursor != "" {
+		c, err := ParseCursor(o.Cursor)
+		if err != nil {
+			return TaskPage{}, err
+		}
+		after = &c
+	}
+	all, _, err := i.summaries(ctx)
+	if err != nil {
+		return TaskPage{}, err
+	}
+	page := TaskPage{Tasks: []TaskSummary{}}
+	kept := all[:0]
+	for _, s := range all {
+		if (o.State == "" || s.State == o.State) && (o.Flow == "" || s.Flow == o.Flow) && (after == nil || after.Before(&s)) {
+			kept = append(kept, s)
+		}
+	}
+	slices.SortFunc(kept, func(a, b TaskSummary) int { return compareListed(&a, &b) })
+	if len(kept) > o.Limit {
+		kept = kept[:o.Limit]
+		page.Next = CursorOf(&kept[o.Limit-1]).String()
+	}
+	page.Tasks = append(page.Tasks, kept...)
+	return page, nil
+}
+
+// Stats takes a picture of the queue: counts by state and flow, the
+// queue's depth, throughput and latency over the last minute, and the
+// workers of the backend's registry (see Stats).
+func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	var err error
+	if i.lister != nil {
+		st, err = i.lister.TaskStats(ctx)
+	} else {
+		st, err = i.statsAll(ctx)
+	}
+	if err != nil {
+		return Stats{}, err
+	}
+	if d, ok := i.backend.(DepthReader); ok {
+		depth, err := d.Depth(ctx)
+		if err != nil {
+			return Stats{}, err
+		}
+		st.Ready, st.Delayed, st.Running = depth.Ready, depth.Delayed, depth.Running
+	}
+	st.Workers = []WorkerStatus{}
+	if reg, ok := i.backend.(WorkerRegistry); ok {
+		workers, err := reg.Workers(ctx)
+		if err != nil {
+			return Stats{}, err
+		}
+		for _, w := range workers {
+			st.Workers = append(st.Workers, WorkerStatus{WorkerInfo: w, Alive: w.Alive(st.At)})
+		}
+	}
+	return st, nil
+}
+
+// statsAll counts the tasks of a backend that is not a TaskLister by
+// reading them all.
+func (i *Inspector) statsAll(ctx context.Context) (Stats, error) {
+	all, v, err := i.summaries(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	now := time.Now().UTC()
+	st := Stats{At: now, Dead: v.dead, Flows: []FlowCounts{}}
+	if !v.oldestReady.IsZero() {
+		st.OldestReady = v.oldestReady.UTC()
+	}
+	flows := map[string]*StateCounts{}
+	var ended []TaskSummary
+	st.LastMinute.Window = StatsWindow
+	for _, s := range all {
+		st.Counts.add(s.State, 1)
+		c := flows[s.Flow]
+		if c == nil {
+			c = &StateCounts{}
+			flows[s.Flow] = c
+		}
+		c.add(s.State, 1)
+		if s.State.Terminal() && now.Sub(s.EndedAt) <= StatsWindow {
+			ended = append(ended, s)
+			if s.State == progress.StateSuccess {
+				st.LastMinute.Succeeded++
+			} else {
+				st.LastMinute.Failed++
+			}
+		}
+	}
+	for name, c := range flows {
+		st.Flows = append(st.Flows, FlowCounts{Flow: name, Counts: *c})
+	}
+	slices.SortFunc(st.Flows, func(a, b FlowCounts) int { return strings.Compare(a.Flow, b.Flow) })
+	slices.SortFunc(ended, func(a, b TaskSummary) int { return b.EndedAt.Compare(a.EndedAt) })
+	st.LastMinute.ThroughputOf(ended)
+	return st, nil
+}
+
+// CancelFilter selects the tasks CancelMatching cancels.
+type CancelFilter struct {
+	// State is PENDING, PROGRESS, or "" for both (the states a task can
+	// be cancelled in).
+	State progress.State
+	// Flow keeps the tasks of that flow; "" keeps all.
+	Flow string
+	// Limit is the most tasks cancelled by one call, 1 to MaxListLimit;
+	// zero means MaxListLimit.
+	Limit int
+}
+
+// CancelResult is what CancelMatching did.
+type CancelResult struct {
+	// Cancelled are the ids of the tasks it asked to stop.
+	Cancelled []string `json:"cancelled"`
+	// More is set when it stopped at the filter's Limit with tasks left
+	// that the filter selects: call it again for them.
+	More bool `json:"more"`
+}
+
+// CancelMatching asks every task that f selects to stop, as Cancel does
+// for one, newest first, up to f.Limit tasks. A task that ends meanwhile
+// is left out. A state other than PENDING, PROGRESS or "", or a limit out
+// of range, gives an error wrapping ErrInvalidQuery.
+func (i *Inspector) CancelMatching(ctx context.Context, f CancelFilter) (CancelResult, error) {
+	states := []progress.State{progress.StatePending, progress.StateProgress}
+	switch f.State {
+	case "":
+	case progress.StatePending, progress.StateProgress:
+		states = []progress.State{f.State}
+	default:
+		return CancelResult{}, fmt.Errorf("%w: cannot cancel tasks in state %q (want PENDING, PROGRESS or none)", ErrInvalidQuery, f.State)
+	}
+	if f.Limit == 0 {
+		f.Limit = MaxListLimit
+	}
+	if f.Limit < 1 || f.Limit > MaxListLimit {
+		return CancelResult{}, fmt.Errorf("%w: limit %d out of range 1-%d", ErrInvalidQuery, f.Limit, MaxListLimit)
+	}
+	res := CancelResult{Cancelled: []string{}}
+	for k, state := range states {
+		o := ListOptions{State: state, Flow: f.Flow}
+		for {
+			if len(res.Cancelled) == f.Limit {
+				more, err := i.anyListed(ctx, o, states[k+1:])
+				res.More = more
+				return res, err
+			}
+			o.Limit = f.Limit - len(res.Cancelled)
+			page, err := i.List(ctx, o)
+			if err != nil {
+				return res, err
+			}
+			for _, s := range page.Tasks {
+				err := i.broker.Cancel(ctx, s.ID)
+				switch {
+				case err == nil:
+					res.Cancelled = append(res.Cancelled, s.ID)
+				case errors.Is(err, ErrFinished), errors.Is(err, ErrNotFound):
+				default:
+					return res, err
+				}
+			}
+			if page.Next == "" {
+				break
+			}
+			o.Cursor = page.Next
+		}
+	}
+	return res, nil
+}
+
+// anyListed reports whether o, or o from the start in one of the later
+// states, lists any task.
+func (i *Inspector) anyListed(ctx context.Context, o ListOptions, later []progress.State) (bool, error) {
+	o.Limit = 1
+	for {
+		page, err := i.List(ctx, o)
+		if err != nil || len(page.Tasks) > 0 || len(later) == 0 {
+			return len(page.Tasks) > 0, err
+		}
+		o.State, o.Cursor, later = later[0], "", later[1:]
+	}
+}

@@ -1,0 +1,426 @@
+package queuetest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// runInspector checks queue.Inspector on the backends: listings, counts,
+// the worker registry and cancellation by filter.
+func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, h *harness)
+	}{
+		{"ListsNewestFirstWithFilters", testListFilters},
+		{"PagesWithStableCursors", testListPaging},
+		{"RefusesBadQueries", testListBadQueries},
+		{"Stats", testStats},
+		{"WorkerRegistry", testWorkerRegistry},
+		{"CancelMatching", testCancelMatching},
+		{"DeadAndRequeue", testInspectorDead},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newHarness(t, newBackends)) })
+	}
+}
+
+// inspector returns an Inspector of the harness's backends.
+func (h *harness) inspector() *queue.Inspector {
+	return queue.NewInspector(h.backend, h.store, queue.InspectorConfig{Logger: quiet})
+}
+
+// listAll lists every page of o and returns the tasks in order.
+func listAll(t *testing.T, in *queue.Inspector, o queue.ListOptions) []queue.TaskSummary {
+	t.Helper()
+	var all []queue.TaskSummary
+	for range 1000 {
+		page, err := in.List(context.Background(), o)
+		require.NoError(t, err, "List %+v", o)
+		all = append(all, page.Tasks...)
+		if page.Next == "" {
+			return all
+		}
+		require.NotEqual(t, o.Cursor, page.Next, "the cursor did not move")
+		o.Cursor = page.Next
+	}
+	require.FailNow(t, "listing did not end")
+	return nil
+}
+
+func summaryIDs(list []queue.TaskSummary) []string {
+	ids := make([]string, len(list))
+	for i, s := range list {
+		ids[i] = s.ID
+	}
+	return ids
+}
+
+// requireListed checks that list holds exactly the tasks want, newest
+// first (by the time each entered its state, then by id).
+func requireListed(t *testing.T, want []string, list []queue.TaskSummary, msg string) {
+	t.Helper()
+	require.ElementsMatch(t, want, summaryIDs(list), msg)
+	require.True(t, slices.IsSortedFunc(list, func(a, b queue.TaskSummary) int {
+		at, bt := a.ChangedAt().UnixMilli(), b.ChangedAt().UnixMilli()
+		if at != bt {
+			return int(bt - at)
+		}
+		if a.ID > b.ID {
+			return -1
+		}
+		return 1
+	}), "%s: not newest first: %+v", msg, list)
+}
+
+// mixedTasks runs tasks into every state: three of flow "ok" that
+// succeed, two of "bad" that fail, one of "slow" left running, and two of
+// "later" left pending (due in an hour). It returns their ids by flow and
+// a function that lets the slow one end.
+func (h *harness) mixedTasks() (ids map[string][]string, release func()) {
+	h.t.Helper()
+	h.reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
+	h.reg.MustRegister("bad", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		return nil, flow.Permanent(errors.New("broken"))
+	}))
+	started, unblock := make(chan struct{}, 1), make(chan struct{})
+	h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, task *flow.Task) (any, error) {
+		task.Progress.Progress(40, "half way")
+		started <- struct{}{}
+		select {
+		case <-unblock:
+		case <-ctx.Done():
+		}
+		return "slow", nil
+	}))
+	h.start(queue.WorkerConfig{Concurrency: 4})
+	ids = map[string][]string{}
+	add := func(name string, opts queue.EnqueueOptions) {
+		// Tasks a few milliseconds apart, so that their order is
+		// their enqueue order.
+		time.Sleep(3 * time.Millisecond)
+		ids[name] = append(ids[name], h.enqueue(name, `{"x":1}`, opts))
+	}
+	for range 3 {
+		add("ok", queue.EnqueueOptions{Owner: "user:ada"})
+	}
+	for range 2 {
+		add("bad", queue.EnqueueOptions{})
+	}
+	for _, id := range append(ids["ok"], ids["bad"]...) {
+		h.waitTerminal(id)
+	}
+	add("slow", queue.EnqueueOptions{})
+	waitFor(h.t, started, "the slow flow to start")
+	eventually(h.t, func() bool { return h.snapshot(ids["slow"][0]).Details.Progress == 40 }, "the slow flow's progress")
+	for range 2 {
+		add("later", queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+	}
+	var once bool
+	return ids, func() {
+		if !once {
+			once = true
+			close(unblock)
+		}
+	}
+}
+
+func testListFilters(t *testing.T, h *harness) {
+	ids, release := h.mixedTasks()
+	defer release()
+	in := h.inspector()
+
+	all := listAll(t, in, queue.ListOptions{})
+	var every []string
+	for _, list := range ids {
+		every = append(every, list...)
+	}
+	requireListed(t, every, all, "all tasks")
+	byID := map[string]queue.TaskSummary{}
+	for _, s := range all {
+		byID[s.ID] = s
+	}
+
+	states := map[string]progress.State{"ok": progress.StateSuccess, "bad": progress.StateFailure,
+		"slow": progress.StateProgress, "later": progress.StatePending}
+	for name, list := range ids {
+		for _, id := range list {
+			s := byID[id]
+			assert.Equal(t, name, s.Flow, "flow of %s", id)
+			assert.Equal(t, states[name], s.State, "state of %s task %s", name, id)
+			assert.Equal(t, 3, s.MaxAttempts, "max attempts of %s", id)
+			assert.False(t, s.EnqueuedAt.IsZero(), "enqueued_at of %s", id)
+			if name == "ok" {
+				assert.Equal(t, "user:ada", s.Owner, "owner of %s", id)
+			} else {
+				assert.Empty(t, s.Owner, "owner of %s", id)
+			}
+			switch name {
+			case "ok", "bad":
+				assert.Equal(t, 1, s.Attempt, "attempt of %s", id)
+				assert.False(t, s.StartedAt.IsZero(), "started_at of %s task", name)
+				assert.False(t, s.EndedAt.IsZero(), "ended_at of %s task", name)
+				assert.False(t, s.EndedAt.Before(s.StartedAt), "ended before it started: %+v", s)
+				assert.False(t, s.StartedAt.Before(s.EnqueuedAt.Truncate(time.Millisecond)), "started before it was enqueued: %+v", s)
+			case "slow":
+				assert.Equal(t, 40, s.Progress)
+				assert.Equal(t, "half way", s.Status)
+				assert.False(t, s.StartedAt.IsZero(), "started_at of the running task")
+				assert.True(t, s.EndedAt.IsZero(), "ended_at of the running task")
+			case "later":
+				assert.Equal(t, 0, s.Attempt)
+				assert.True(t, s.StartedAt.IsZero(), "started_at of a pending task")
+			}
+		}
+	}
+	assert.Equal(t, "broken", byID[ids["bad"][0]].Status)
+
+	for _, tc := range []struct {
+		name string
+		o    queue.ListOptions
+		want []string
+	}{
+		{"SUCCESS", queue.ListOptions{State: progress.StateSuccess}, ids["ok"]},
+		{"FAILURE", queue.ListOptions{State: progress.StateFailure}, ids["bad"]},
+		{"PROGRESS", queue.ListOptions{State: progress.StateProgress}, ids["slow"]},
+		{"PENDING", queue.ListOptions{State: progress.StatePending}, ids["later"]},
+		{"flow bad", queue.ListOptions{Flow: "bad"}, ids["bad"]},
+		{"flow ok, SUCCESS", queue.ListOptions{Flow: "ok", State: progress.StateSuccess}, ids["ok"]},
+		{"flow ok, FAILURE", queue.ListOptions{Flow: "ok", State: progress.StateFailure}, nil},
+		{"unknown flow", queue.ListOptions{Flow: "nope"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			list := listAll(t, in, tc.o)
+			requireListed(t, tc.want, list, tc.name)
+		})
+	}
+	// Ended tasks come by the time they ended, the last first.
+	okList := listAll(t, in, queue.ListOptions{Flow: "ok"})
+	require.Len(t, okList, 3)
+	for i := 1; i < len(okList); i++ {
+		assert.False(t, okList[i].EndedAt.Truncate(time.Millisecond).After(okList[i-1].EndedAt), "%+v", okList)
+	}
+}
+
+func testListPaging(t *testing.T, h *harness) {
+	var ids []string
+	for range 7 {
+		time.Sleep(2 * time.Millisecond)
+		ids = append(ids, h.enqueue("paged", "", queue.EnqueueOptions{}))
+	}
+	in := h.inspector()
+	ctx := context.Background()
+	whole, err := in.List(ctx, queue.ListOptions{Limit: 100})
+	require.NoError(t, err)
+	require.Len(t, whole.Tasks, 7)
+	assert.Empty(t, whole.Next, "one page holds everything: no next cursor")
+	slices.Reverse(ids)
+	require.Equal(t, ids, summaryIDs(whole.Tasks), "newest first")
+
+	first, err := in.List(ctx, queue.ListOptions{Limit: 3})
+	require.NoError(t, err)
+	require.Equal(t, ids[:3], summaryIDs(first.Tasks))
+	require.NotEmpty(t, first.Next)
+	// Tasks added after the first page do not shift the next ones.
+	time.Sleep(2 * time.Millisecond)
+	h.enqueue("paged", "", queue.EnqueueOptions{})
+	rest := listAll(t, in, queue.ListOptions{Limit: 3, Cursor: first.Next})
+	assert.Equal(t, ids[3:], summaryIDs(rest), "the pages after the first, with a task added meanwhile")
+
+	exact, err := in.List(ctx, queue.ListOptions{Limit: 8})
+	require.NoError(t, err)
+	require.Len(t, exact.Tasks, 8)
+	if exact.Next != "" {
+		last, err := in.List(ctx, queue.ListOptions{Limit: 8, Cursor: exact.Next})
+		require.NoError(t, err)
+		assert.Empty(t, last.Tasks, "nothing after the last task")
+		assert.Empty(t, last.Next)
+	}
+}
+
+func testListBadQueries(t *testing.T, h *harness) {
+	h.enqueue("any", "", queue.EnqueueOptions{})
+	in := h.inspector()
+	ctx := context.Background()
+	for _, o := range []queue.ListOptions{
+		{State: "DONE"},
+		{State: "pending"},
+		{Limit: -1},
+		{Limit: queue.MaxListLimit + 1},
+		{Cursor: "bogus"},
+		{Cursor: "123.not a valid id"},
+		{Cursor: "-5.abc"},
+	} {
+		_, err := in.List(ctx, o)
+		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "List %+v", o)
+	}
+	for _, f := range []queue.CancelFilter{{State: progress.StateSuccess}, {State: "x"}, {Limit: -2}, {Limit: queue.MaxListLimit + 1}} {
+		_, err := in.CancelMatching(ctx, f)
+		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "CancelMatching %+v", f)
+	}
+	page, err := in.List(ctx, queue.ListOptions{Limit: queue.MaxListLimit})
+	require.NoError(t, err)
+	assert.Len(t, page.Tasks, 1)
+}
+
+func testStats(t *testing.T, h *harness) {
+	ids, release := h.mixedTasks()
+	defer release()
+	in := h.inspector()
+	st, err := in.Stats(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, queue.StateCounts{Pending: 2, Progress: 1, Success: 3, Failure: 2}, st.Counts)
+	want := []queue.FlowCounts{
+		{Flow: "bad", Counts: queue.StateCounts{Failure: 2}},
+		{Flow: "later", Counts: queue.StateCounts{Pending: 2}},
+		{Flow: "ok", Counts: queue.StateCounts{Success: 3}},
+		{Flow: "slow", Counts: queue.StateCounts{Progress: 1}},
+	}
+	assert.Equal(t, want, st.Flows)
+	assert.Equal(t, int64(2), st.Delayed, "the two tasks due in an hour")
+	assert.Equal(t, int64(1), st.Running, "the slow task")
+	assert.Equal(t, int64(0), st.Ready)
+	assert.True(t, st.OldestReady.IsZero(), "nothing waits: %v", st.OldestReady)
+	assert.Equal(t, int64(2), st.Dead, "the failed tasks are buried")
+	assert.Equal(t, int64(3), st.LastMinute.Succeeded)
+	assert.Equal(t, int64(2), st.LastMinute.Failed)
+	assert.Equal(t, queue.StatsWindow, st.LastMinute.Window)
+	assert.InDelta(t, 5.0/60, st.LastMinute.PerSecond, 1e-9)
+	assert.Equal(t, 5, st.LastMinute.Sampled, "every task that ran and ended")
+	assert.LessOrEqual(t, st.LastMinute.Run.P50, st.LastMinute.Run.Max)
+	assert.False(t, st.At.IsZero())
+	require.Len(t, st.Workers, 1, "the harness's worker")
+	w := st.Workers[0]
+	assert.True(t, w.Alive, "worker %+v", w)
+	assert.Equal(t, 4, w.Slots)
+	assert.Equal(t, queue.DefaultHeartbeat, w.Heartbeat)
+	assert.NotEmpty(t, w.Name)
+	_ = ids
+
+	// A task due now and no worker with a free slot: it waits, ready.
+	release()
+	h.waitTerminal(ids["slow"][0])
+	h.reg.MustRegister("waits", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	before := time.Now()
+	for _, rw := range h.workers() {
+		rw.stop()
+	}
+	h.enqueue("waits", "", queue.EnqueueOptions{})
+	st, err = in.Stats(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), st.Ready)
+	assert.False(t, st.OldestReady.Before(before.Add(-time.Second)), "oldest ready %v, enqueued after %v", st.OldestReady, before)
+	assert.Empty(t, st.Workers, "the stopped worker retired from the registry")
+}
+
+func testWorkerRegistry(t *testing.T, h *harness) {
+	reg, ok := h.backend.(queue.WorkerRegistry)
+	if !ok {
+		t.Skipf("%T keeps no worker registry", h.backend)
+	}
+	ctx := context.Background()
+	before := time.Now().Add(-time.Second)
+	rw := h.start(queue.WorkerConfig{Name: "registry-worker", Concurrency: 3, Heartbeat: 20 * time.Millisecond, Lease: 9 * time.Second})
+	var seen queue.WorkerInfo
+	eventually(t, func() bool {
+		list, err := reg.Workers(ctx)
+		require.NoError(t, err)
+		for _, w := range list {
+			if w.Name == "registry-worker" && w.LastSeen.After(before) {
+				seen = w
+				return true
+			}
+		}
+		return false
+	}, "the worker did not write itself into the registry")
+	assert.Equal(t, 3, seen.Slots)
+	assert.Equal(t, 20*time.Millisecond, seen.Heartbeat)
+	assert.Equal(t, 9*time.Second, seen.Lease)
+	assert.NotZero(t, seen.PID)
+	assert.True(t, seen.Alive(time.Now()))
+	first := seen.LastSeen
+	eventually(t, func() bool {
+		list, err := reg.Workers(ctx)
+		require.NoError(t, err)
+		return len(list) == 1 && list[0].LastSeen.After(first)
+	}, "the worker did not beat again")
+
+	rw.stop()
+	list, err := reg.Workers(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, list, "a worker that stopped leaves the registry")
+
+	// A worker that stops beating without retiring stays, not alive.
+	require.NoError(t, reg.Heartbeat(ctx, queue.WorkerInfo{Name: "ghost", Heartbeat: time.Millisecond, Slots: 1}))
+	time.Sleep(10 * time.Millisecond)
+	list, err = reg.Workers(ctx)
+	require.NoError(t, err)
+	require.Len(t, list, 1)
+	assert.Equal(t, "ghost", list[0].Name)
+	assert.False(t, list[0].Alive(time.Now()), "a worker silent for many beats is not alive")
+}
+
+func testCancelMatching(t *testing.T, h *harness) {
+	var target, other []string
+	for range 5 {
+		target = append(target, h.enqueue("doomed", "", queue.EnqueueOptions{}))
+		other = append(other, h.enqueue("spared", "", queue.EnqueueOptions{}))
+	}
+	in := h.inspector()
+	ctx := context.Background()
+	res, err := in.CancelMatching(ctx, queue.CancelFilter{Flow: "doomed", State: progress.StatePending, Limit: 3})
+	require.NoError(t, err)
+	assert.Len(t, res.Cancelled, 3)
+	assert.True(t, res.More, "two are left")
+	res2, err := in.CancelMatching(ctx, queue.CancelFilter{Flow: "doomed"})
+	require.NoError(t, err)
+	assert.Len(t, res2.Cancelled, 2)
+	assert.False(t, res2.More)
+	assert.ElementsMatch(t, target, append(res.Cancelled, res2.Cancelled...))
+	for _, id := range target {
+		snap := h.snapshot(id)
+		assert.Equal(t, progress.StateFailure, snap.State, "task %s", id)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+	}
+	for _, id := range other {
+		assert.Equal(t, progress.StatePending, h.snapshot(id).State, "task %s of another flow", id)
+	}
+	requireListed(t, target, listAll(t, in, queue.ListOptions{State: progress.StateFailure}), "cancelled tasks")
+	none, err := in.CancelMatching(ctx, queue.CancelFilter{Flow: "doomed"})
+	require.NoError(t, err)
+	assert.Empty(t, none.Cancelled)
+	assert.False(t, none.More)
+}
+
+func testInspectorDead(t *testing.T, h *harness) {
+	ids, release := h.mixedTasks()
+	release()
+	in := h.inspector()
+	ctx := context.Background()
+	dead, err := in.Dead(ctx, 0)
+	require.NoError(t, err)
+	var deadIDs []string
+	for _, d := range dead {
+		deadIDs = append(deadIDs, d.ID)
+	}
+	assert.ElementsMatch(t, ids["bad"], deadIDs)
+	newID, err := in.Requeue(ctx, ids["bad"][0])
+	require.NoError(t, err)
+	snap := h.waitTerminal(newID)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	page, err := in.List(ctx, queue.ListOptions{Flow: "bad", Limit: 1})
+	require.NoError(t, err)
+	require.Len(t, page.Tasks, 1)
+	assert.Equal(t, newID, page.Tasks[0].ID, "the re-queued task ended last")
+	assert.Equal(t, ids["bad"][0], page.Tasks[0].RequeuedFrom)
+}

@@ -1,0 +1,99 @@
+package redisbackend
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+var _ queue.WorkerRegistry = (*Backend)(nil)
+
+// The worker registry of a queue is two keys under its hash tag: the
+// workers hash (worker name -> the JSON of its queue.WorkerInfo, without
+// LastSeen) and the workers:seen sorted set (worker name, scored by the
+// Unix ms of its last heartbeat by the server's clock). A heartbeat is
+// one script that writes both; a worker that retires leaves both; one
+// that has not beaten for queue.ForgetWorkerAfter is forgotten by the
+// next Workers. Whoever takes over the tasks of dead workers finds them
+// in the set by score (ZRANGEBYSCORE up to a time), at a cost that does
+// not grow with the live ones.
+
+// Heartbeat implements queue.WorkerRegistry in one round trip: one
+// script, whatever the number of tasks the worker runs.
+func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
+	w.LastSeen = time.Time{}
+	info, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("redisbackend: heartbeat of worker %s: %w", w.Name, err)
+	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	err = heartbeatScript.exec(ctx, b.client, []string{b.qkeys.workers, b.qkeys.seen}, []string{w.Name, string(info)}).Error()
+	return b.wrap(ctx, "heartbeat of worker "+w.Name, err)
+}
+
+// Workers implements queue.WorkerRegistry in one round trip, two when it
+// forgets workers.
+func (b *Backend) Workers(ctx context.Context) ([]queue.WorkerInfo, error) {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	c := b.client
+	res := c.DoMulti(ctx,
+		c.B().Zrange().Key(b.qkeys.seen).Min("0").Max("-1").Withscores().Build(),
+		c.B().Hgetall().Key(b.qkeys.workers).Build())
+	seen, err := res[0].AsZScores()
+	if err != nil {
+		return nil, b.wrap(ctx, "list workers", err)
+	}
+	infos, err := res[1].AsStrMap()
+	if err != nil {
+		return nil, b.wrap(ctx, "list workers", err)
+	}
+	forget := time.Now().Add(-queue.ForgetWorkerAfter)
+	var gone []string
+	list := make([]queue.WorkerInfo, 0, len(seen))
+	for _, z := range seen {
+		last := time.UnixMilli(int64(z.Score)).UTC()
+		raw, ok := infos[z.Member]
+		delete(infos, z.Member)
+		var w queue.WorkerInfo
+		if !ok || last.Before(forget) || json.Unmarshal([]byte(raw), &w) != nil {
+			gone = append(gone, z.Member)
+			continue
+		}
+		w.Name, w.LastSeen = z.Member, last
+		list = append(list, w)
+	}
+	for name := range infos {
+		gone = append(gone, name) // a record without a heartbeat
+	}
+	if len(gone) > 0 {
+		res := c.DoMulti(ctx,
+			c.B().Zrem().Key(b.qkeys.seen).Member(gone...).Build(),
+			c.B().Hdel().Key(b.qkeys.workers).Field(gone...).Build())
+		for _, r := range res {
+			if err := r.Error(); err != nil {
+				b.log.Warn("flows: could not forget dead workers", "err", err)
+			}
+		}
+	}
+	slices.SortFunc(list, func(a, b queue.WorkerInfo) int { return strings.Compare(a.Name, b.Name) })
+	return list, nil
+}
+
+// leaveRegistry returns the commands that take worker out of the
+// registry.
+func (b *Backend) leaveRegistry(worker string) rueidis.Commands {
+	c := b.client
+	return rueidis.Commands{
+		c.B().Zrem().Key(b.qkeys.seen).Member(worker).Build(),
+		c.B().Hdel().Key(b.qkeys.workers).Field(worker).Build(),
+	}
+}
