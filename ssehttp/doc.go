@@ -16,6 +16,14 @@
 //	GET  /tasks/{id}/           200 {"task_id", "state", "details", "last_event_id", ...}
 //	POST /cancel-task/{id}/     202 {"task_id": "...", "status": "cancelling"}
 //
+// With Config.Inspector set, the operators' routes too (see Operators):
+//
+//	GET  /tasks/?state=&flow=&limit=&cursor=   200 {"tasks": [...], "next_cursor": "..."}
+//	GET  /stats/                               200 {"counts", "flows", "ready", "workers", "last_minute", ...}
+//	GET  /dead/?limit=                         200 {"tasks": [{"task_id", "flow", "reason", "attempts", "buried_at"}]}
+//	POST /dead/{id}/requeue/                   200 {"task_id": "<new id>", "requeued_from": "<id>"}
+//	POST /cancel-tasks/?state=&flow=&limit=    202 {"cancelled": ["<id>", ...], "more": false}
+//
 // Each route also answers without its trailing slash (no redirect, so it
 // works under any prefix), and OPTIONS, for the preflight requests of
 // pages on other origins (see Cross-origin use).
@@ -29,16 +37,22 @@
 //	400  start-task body that is not one JSON object, or without a "flow" string;
 //	     a key repeated in one object of the body outside "inputs"; a key
 //	     that is "flow" or "inputs" but for case; a Last-Event-ID the
-//	     progress store cannot parse
+//	     progress store cannot parse; on the operators' routes, an unknown
+//	     or repeated parameter, an unknown state, a limit that is not an
+//	     integer from 1 to 1000, a cursor the listing did not issue, a
+//	     cancel-tasks without a state or a flow
 //	401  a caller Config.Identify refuses
-//	403  a cross-site browser request to start-task or cancel-task from an
-//	     origin not listed in Config.CORS, or a request refused by
-//	     Config.Authorize; a preflight (OPTIONS) from an origin not listed
+//	403  a cross-site browser request to start-task, cancel-task or an
+//	     operators' POST from an origin not listed in Config.CORS, or a
+//	     request refused by Config.Authorize; an operators' route asked by a
+//	     caller who is not an operator; a preflight (OPTIONS) from an
+//	     origin not listed
 //	404  unknown flow, unknown or invalid task id, a task the caller may
 //	     not see (see Owned tasks), unknown path
 //	405  wrong method for the route
 //	408  a start-task body not received within Config.BodyTimeout
-//	409  cancel-task of a task that has already finished
+//	409  cancel-task of a task that has already finished; requeue of a task
+//	     that is not in the dead-letter set
 //	413  start-task body over Config.MaxBodyBytes
 //	415  start-task without Content-Type application/json
 //	422  "inputs" that are not a JSON object or fail the flow's schema (a
@@ -60,6 +74,29 @@
 // Access (action, caller, flow, task and owner) and may refuse it with
 // 403. Without Identify the API is open: every caller is an anonymous
 // operator.
+//
+// # Operators
+//
+// The operators' routes look at the whole queue, so they are for
+// operators only: a caller who is not one (Principal.Operator false) gets
+// 403, whatever the tasks it owns; it follows its own tasks by id. Each
+// route has its own action for Authorize (ActionList, ActionStats,
+// ActionDead, ActionRequeue, ActionCancelMany), distinct from those of
+// the task routes, so that a host may allow an operator to look but not
+// to act. Without Identify every caller is an operator, as for the other
+// routes: give a handler with an Inspector an Identify that says who is.
+//
+// GET /tasks/ lists tasks newest first (by the time each entered its
+// current state), filtered by state (PENDING, PROGRESS, SUCCESS, FAILURE;
+// any case) and flow, limit tasks at a time (1 to 1000, 50 by default);
+// pass the next_cursor of a page as cursor for the next, which has none
+// after the last. Each task is {"task_id", "flow", "state", "progress",
+// "status", "attempt", "max_attempts", "owner", "requeued_from",
+// "cancelled", "enqueued_at", "started_at", "ended_at"} (see
+// queue.TaskSummary). POST /cancel-tasks/ asks every pending and running
+// task that its state and flow select (at least one of them) to stop, up
+// to limit (1000) per call, and says whether more are left. The queue
+// package's Inspector documents the rest.
 //
 // # Event stream
 //

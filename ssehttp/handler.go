@@ -103,6 +103,14 @@ type Config struct {
 	// otherwise): the owner of a task is read from the queue's record.
 	Identify func(r *http.Request) (Principal, error)
 
+	// Inspector, when set, serves the operators' routes: GET /tasks/ (a
+	// listing), GET /stats/, GET /dead/, POST /dead/{id}/requeue/ and
+	// POST /cancel-tasks/ (see the package documentation); usually a
+	// *queue.Inspector of the Queue's backend. Only operators
+	// (Principal.Operator) may use them, each under an action of its own
+	// (ActionList...) for Authorize. Nil leaves them out: they answer 404.
+	Inspector Inspector
+
 	// Authorize, when set, decides whether the caller may do what it asks
 	// (see Access). It runs once the caller is identified and, on the
 	// routes of a task, once the caller is known to own the task or to be
@@ -205,6 +213,9 @@ func New(cfg Config) *Handler {
 	h.route("GET", "/flows/", h.flows)
 	h.route("GET", "/tasks/{id}/", h.task)
 	h.route("POST", "/cancel-task/{id}/", h.cancelTask)
+	if cfg.Inspector != nil {
+		h.opsRoutes()
+	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not found")
 	})

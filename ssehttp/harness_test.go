@@ -62,6 +62,9 @@ type envOptions struct {
 	register func(*registry.Registry)
 	// server, when set, adjusts the test server before it starts.
 	server func(*httptest.Server)
+	// noInspector leaves Config.Inspector nil, which newEnv otherwise
+	// sets to an Inspector of the test's backends.
+	noInspector bool
 }
 
 // testRegistry returns a registry with the flows these tests run:
@@ -164,6 +167,9 @@ func newEnv(t *testing.T, opts envOptions) *env {
 
 	cfg := opts.config
 	cfg.Queue, cfg.Progress, cfg.Registry = e.broker, e.store, reg
+	if cfg.Inspector == nil && !opts.noInspector {
+		cfg.Inspector = queue.NewInspector(backend, e.store, queue.InspectorConfig{Logger: slog.New(slog.DiscardHandler)})
+	}
 	e.handler = ssehttp.New(cfg)
 	var h http.Handler = e.handler
 	if opts.mount != nil {

@@ -160,3 +160,47 @@ func TestServerFailsWhenRedisIsUnreachable(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "connect to Redis at 127.0.0.1:"+strconv.Itoa(port))
 }
+
+// TestServerServesTheOperatorsRoutes checks that the demo server mounts
+// the operators' routes, in memory and on Redis: a finished task is
+// listed and counted.
+func TestServerServesTheOperatorsRoutes(t *testing.T) {
+	for name, cfg := range map[string]func() config{
+		"memory": testConfig,
+		"redis":  func() config { return redisConfig(t, redistest.Start(t)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := startServer(t, cfg())
+			id := assertPoemOverSSE(t, srv)
+			var page struct {
+				Tasks []struct {
+					TaskID string `json:"task_id"`
+					State  string `json:"state"`
+				} `json:"tasks"`
+			}
+			getJSON(t, srv.URL+"/tasks/?state=SUCCESS", &page)
+			require.Len(t, page.Tasks, 1)
+			assert.Equal(t, id, page.Tasks[0].TaskID)
+			var st struct {
+				Counts  map[string]int `json:"counts"`
+				Workers []struct {
+					Alive bool `json:"alive"`
+				} `json:"workers"`
+			}
+			getJSON(t, srv.URL+"/stats/", &st)
+			assert.Equal(t, 1, st.Counts["SUCCESS"])
+			require.Len(t, st.Workers, 1, "the server's in-process worker")
+			assert.True(t, st.Workers[0].Alive)
+		})
+	}
+}
+
+// getJSON gets url, which must answer 200, and decodes its JSON into v.
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
+}

@@ -200,11 +200,12 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		Registry:    reg,
 		CORS:        ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins},
 		BodyTimeout: cfg.BodyTimeout,
+		Inspector:   queue.NewInspector(backend, store, queue.InspectorConfig{Logger: logger}),
 		Logger:      logger,
 	})
 	// The demo has no users: everyone may use every task. A host that
 	// exposes the API names its callers with Config.Identify.
-	logger.Warn("the flows API is open: any caller may start, read, watch and cancel any task; " +
+	logger.Warn("the flows API is open: any caller may start, read, watch and cancel any task, and use the operators' routes; " +
 		"set ssehttp.Config.Identify before exposing it (README: Exposing the API)")
 
 	mux := http.NewServeMux()

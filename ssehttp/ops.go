@@ -1,0 +1,261 @@
+package ssehttp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// Inspector is what the Handler needs to serve the operators' routes:
+// listing and counting tasks, the dead letters, re-queueing and
+// cancelling by filter. *queue.Inspector implements it.
+type Inspector interface {
+	List(ctx context.Context, o queue.ListOptions) (queue.TaskPage, error)
+	Stats(ctx context.Context) (queue.Stats, error)
+	Dead(ctx context.Context, limit int) ([]queue.DeadTask, error)
+	Requeue(ctx context.Context, id string) (string, error)
+	CancelMatching(ctx context.Context, f queue.CancelFilter) (queue.CancelResult, error)
+}
+
+// The actions of the operators' routes (see Config.Inspector). Only
+// operators (Principal.Operator) may use them; Authorize then decides with
+// the action, so that a host may allow some operators some of them.
+const (
+	// ActionList: GET /tasks/. Access.Flow is the flow filter, if any.
+	ActionList Action = "list"
+	// ActionStats: GET /stats/.
+	ActionStats Action = "stats"
+	// ActionDead: GET /dead/.
+	ActionDead Action = "dead"
+	// ActionRequeue: POST /dead/{id}/requeue/. Access.TaskID is the dead
+	// task.
+	ActionRequeue Action = "requeue"
+	// ActionCancelMany: POST /cancel-tasks/. Access.Flow is the flow
+	// filter, if any.
+	ActionCancelMany Action = "cancel-many"
+)
+
+// opsRoutes registers the operators' routes.
+func (h *Handler) opsRoutes() {
+	h.route("GET", "/tasks/", h.listTasks)
+	h.route("GET", "/stats/", h.stats)
+	h.route("GET", "/dead/", h.dead)
+	h.route("POST", "/dead/{id}/requeue/", h.requeue)
+	h.route("POST", "/cancel-tasks/", h.cancelTasks)
+}
+
+// operator identifies the caller of an operators' route and authorizes
+// action for it: 401 when Identify refuses, 403 for a caller who is not
+// an operator or whom Authorize refuses. It reports whether the request
+// may go on.
+func (h *Handler) operator(w http.ResponseWriter, r *http.Request, a Access) bool {
+	p, ok := h.identify(w, r)
+	if !ok {
+		return false
+	}
+	if !p.Operator {
+		writeError(w, http.StatusForbidden, "operators only")
+		return false
+	}
+	a.Principal = p
+	return h.authorize(w, r, a)
+}
+
+// query reads the parameters of an operators' route from r: the names
+// allowed, each at most once. Anything else is answered with 400.
+func query(w http.ResponseWriter, r *http.Request, allowed ...string) (url.Values, bool) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "malformed query string")
+		return nil, false
+	}
+	for name, values := range q {
+		known := false
+		for _, a := range allowed {
+			known = known || a == name
+		}
+		switch {
+		case !known:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q (want %s)", name, strings.Join(allowed, ", ")))
+			return nil, false
+		case len(values) > 1:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("parameter %q given more than once", name))
+			return nil, false
+		}
+	}
+	return q, true
+}
+
+// limitParam reads the limit parameter of q, def when absent; anything
+// but a decimal integer from 1 to queue.MaxListLimit is answered with 400.
+func limitParam(w http.ResponseWriter, q url.Values, def int) (int, bool) {
+	v, ok := q["limit"]
+	if !ok {
+		return def, true
+	}
+	n, err := strconv.Atoi(v[0])
+	if err != nil || n < 1 || n > queue.MaxListLimit {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q is not an integer from 1 to %d", v[0], queue.MaxListLimit))
+		return 0, false
+	}
+	return n, true
+}
+
+// stateParam reads the state parameter: one of the four states, in any
+// case, or "".
+func stateParam(q url.Values) progress.State {
+	return progress.State(strings.ToUpper(q.Get("state")))
+}
+
+// queryError answers an error of the Inspector: 400 with its message for
+// a query it cannot run (queue.ErrInvalidQuery), a backend error
+// otherwise.
+func (h *Handler) queryError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, queue.ErrInvalidQuery) {
+		msg := err.Error()
+		if _, rest, ok := strings.Cut(msg, queue.ErrInvalidQuery.Error()+": "); ok {
+			msg = rest
+		}
+		writeError(w, http.StatusBadRequest, msg)
+		return
+	}
+	h.backendError(w, r, what, err)
+}
+
+// listTasks serves GET /tasks/: a page of tasks, newest first.
+func (h *Handler) listTasks(w http.ResponseWriter, r *http.Request) {
+	q, ok := query(w, r, "state", "flow", "limit", "cursor")
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(w, q, queue.DefaultListLimit)
+	if !ok {
+		return
+	}
+	o := queue.ListOptions{State: stateParam(q), Flow: q.Get("flow"), Limit: limit, Cursor: q.Get("cursor")}
+	if !h.operator(w, r, Access{Action: ActionList, Flow: o.Flow}) {
+		return
+	}
+	page, err := h.cfg.Inspector.List(r.Context(), o)
+	if err != nil {
+		h.queryError(w, r, "list tasks", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// stats serves GET /stats/.
+func (h *Handler) stats(w http.ResponseWriter, r *http.Request) {
+	if _, ok := query(w, r); !ok {
+		return
+	}
+	if !h.operator(w, r, Access{Action: ActionStats}) {
+		return
+	}
+	st, err := h.cfg.Inspector.Stats(r.Context())
+	if err != nil {
+		h.backendError(w, r, "stats", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// deadResponse is the body of GET /dead/.
+type deadResponse struct {
+	Tasks []queue.DeadTask `json:"tasks"`
+}
+
+// dead serves GET /dead/: the dead-letter set, newest first.
+func (h *Handler) dead(w http.ResponseWriter, r *http.Request) {
+	q, ok := query(w, r, "limit")
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(w, q, queue.DefaultListLimit)
+	if !ok {
+		return
+	}
+	if !h.operator(w, r, Access{Action: ActionDead}) {
+		return
+	}
+	list, err := h.cfg.Inspector.Dead(r.Context(), limit)
+	if err != nil {
+		h.backendError(w, r, "list dead tasks", err)
+		return
+	}
+	if list == nil {
+		list = []queue.DeadTask{}
+	}
+	writeJSON(w, http.StatusOK, deadResponse{Tasks: list})
+}
+
+// requeueResponse is the body of an accepted requeue.
+type requeueResponse struct {
+	TaskID       string `json:"task_id"`
+	RequeuedFrom string `json:"requeued_from"`
+}
+
+// requeue serves POST /dead/{id}/requeue/: the dead task runs again as a
+// new task, whose id the answer gives.
+func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if !h.sameOrigin(w, r) {
+		return
+	}
+	if _, ok := query(w, r); !ok {
+		return
+	}
+	if !queue.ValidID(id) {
+		writeError(w, http.StatusNotFound, "task not found")
+		return
+	}
+	if !h.operator(w, r, Access{Action: ActionRequeue, TaskID: id}) {
+		return
+	}
+	newID, err := h.cfg.Inspector.Requeue(r.Context(), id)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, requeueResponse{TaskID: newID, RequeuedFrom: id})
+	case errors.Is(err, queue.ErrNotDead):
+		writeError(w, http.StatusConflict, "task is not in the dead-letter set")
+	default:
+		h.notFoundOr(w, r, "requeue", err)
+	}
+}
+
+// cancelTasks serves POST /cancel-tasks/?state=&flow=&limit=: every
+// pending or running task the filter selects is asked to stop.
+func (h *Handler) cancelTasks(w http.ResponseWriter, r *http.Request) {
+	if !h.sameOrigin(w, r) {
+		return
+	}
+	q, ok := query(w, r, "state", "flow", "limit")
+	if !ok {
+		return
+	}
+	limit, ok := limitParam(w, q, queue.MaxListLimit)
+	if !ok {
+		return
+	}
+	f := queue.CancelFilter{State: stateParam(q), Flow: q.Get("flow"), Limit: limit}
+	if f.State == "" && f.Flow == "" {
+		writeError(w, http.StatusBadRequest, "name a state (PENDING or PROGRESS) or a flow, or both: cancelling every task takes one call per state")
+		return
+	}
+	if !h.operator(w, r, Access{Action: ActionCancelMany, Flow: f.Flow}) {
+		return
+	}
+	res, err := h.cfg.Inspector.CancelMatching(r.Context(), f)
+	if err != nil {
+		h.queryError(w, r, "cancel tasks", err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, res)
+}

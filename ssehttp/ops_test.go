@@ -1,0 +1,409 @@
+package ssehttp_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+	"github.com/flowsrun/flows/ssehttp"
+)
+
+// registerBroken adds broken_flow, which fails for good on its first run.
+func registerBroken(reg *registry.Registry) {
+	reg.MustRegister("broken_flow", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		return nil, flow.Permanent(errors.New("the model refused"))
+	}))
+}
+
+// decode decodes a JSON body into v, refusing fields v does not have.
+func decode(t *testing.T, body []byte, v any) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(v), "body: %s", body)
+}
+
+// listPage is the body of GET /tasks/.
+type listPage struct {
+	Tasks []struct {
+		TaskID       string    `json:"task_id"`
+		Flow         string    `json:"flow"`
+		State        string    `json:"state"`
+		Progress     int       `json:"progress"`
+		Status       string    `json:"status"`
+		Attempt      int       `json:"attempt"`
+		MaxAttempts  int       `json:"max_attempts"`
+		Owner        string    `json:"owner"`
+		RequeuedFrom string    `json:"requeued_from"`
+		Cancelled    bool      `json:"cancelled"`
+		EnqueuedAt   time.Time `json:"enqueued_at"`
+		StartedAt    time.Time `json:"started_at"`
+		EndedAt      time.Time `json:"ended_at"`
+	} `json:"tasks"`
+	NextCursor string `json:"next_cursor"`
+}
+
+func (p listPage) ids() []string {
+	var ids []string
+	for _, t := range p.Tasks {
+		ids = append(ids, t.TaskID)
+	}
+	return ids
+}
+
+func (e *env) list(t *testing.T, query string) listPage {
+	t.Helper()
+	resp, body := e.get(t, "/tasks/?"+query)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "GET /tasks/?%s: %s", query, body)
+	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var p listPage
+	decode(t, body, &p)
+	return p
+}
+
+// TestOperatorRoutes runs every operators' route against tasks in every
+// state and checks the JSON they answer.
+func TestOperatorRoutes(t *testing.T) {
+	e := newEnv(t, envOptions{register: registerBroken})
+	done := e.start(t, "poem_flow")
+	e.waitTerminal(t, done)
+	broken := e.start(t, "broken_flow")
+	e.waitTerminal(t, broken)
+	time.Sleep(3 * time.Millisecond) // the order is to the millisecond
+	running := e.start(t, "gated_flow")
+	e.waitStarted(t, running)
+
+	all := e.list(t, "")
+	assert.ElementsMatch(t, []string{done, broken, running}, all.ids())
+	assert.Empty(t, all.NextCursor)
+	assert.Equal(t, running, all.Tasks[0].TaskID, "the task that started last comes first")
+	byID := map[string]int{}
+	for i, task := range all.Tasks {
+		byID[task.TaskID] = i
+	}
+	d := all.Tasks[byID[done]]
+	assert.Equal(t, "poem_flow", d.Flow)
+	assert.Equal(t, "SUCCESS", d.State)
+	assert.Equal(t, 100, d.Progress)
+	assert.Equal(t, 1, d.Attempt)
+	assert.False(t, d.EnqueuedAt.IsZero() || d.StartedAt.IsZero() || d.EndedAt.IsZero(), "times of a finished task: %+v", d)
+	b := all.Tasks[byID[broken]]
+	assert.Equal(t, "FAILURE", b.State)
+	assert.Equal(t, "the model refused", b.Status)
+	r := all.Tasks[byID[running]]
+	assert.Equal(t, "PROGRESS", r.State)
+	assert.True(t, r.EndedAt.IsZero())
+
+	assert.Equal(t, []string{done}, e.list(t, "state=SUCCESS").ids())
+	assert.Equal(t, []string{broken}, e.list(t, "state=failure").ids(), "a state in any case")
+	assert.Equal(t, []string{running}, e.list(t, "flow=gated_flow").ids())
+	assert.Empty(t, e.list(t, "flow=gated_flow&state=SUCCESS").Tasks)
+
+	// Paging one at a time gives the same tasks in the same order.
+	var paged []string
+	cursor := ""
+	for range 10 {
+		p := e.list(t, "limit=1&cursor="+url.QueryEscape(cursor))
+		require.LessOrEqual(t, len(p.Tasks), 1)
+		paged = append(paged, p.ids()...)
+		if p.NextCursor == "" {
+			break
+		}
+		cursor = p.NextCursor
+	}
+	assert.Equal(t, all.ids(), paged)
+
+	resp, body := e.get(t, "/stats/")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var st struct {
+		At     time.Time         `json:"at"`
+		Counts map[string]int64  `json:"counts"`
+		Flows  []json.RawMessage `json:"flows"`
+		Ready  int64             `json:"ready"`
+		Delay  int64             `json:"delayed"`
+		Run    int64             `json:"running"`
+		Dead   int64             `json:"dead"`
+		Last   struct {
+			Window    float64        `json:"window_seconds"`
+			Succeeded int64          `json:"succeeded"`
+			Failed    int64          `json:"failed"`
+			PerSecond float64        `json:"per_second"`
+			Wait      map[string]any `json:"wait"`
+			Run       map[string]any `json:"run"`
+			Sampled   int            `json:"sampled"`
+		} `json:"last_minute"`
+		Workers []struct {
+			Name        string    `json:"name"`
+			Host        string    `json:"host"`
+			PID         int       `json:"pid"`
+			Slots       int       `json:"slots"`
+			Running     int       `json:"running"`
+			StartedAt   time.Time `json:"started_at"`
+			HeartbeatMS int64     `json:"heartbeat_ms"`
+			LeaseMS     int64     `json:"lease_ms"`
+			LastSeen    time.Time `json:"last_seen"`
+			Alive       bool      `json:"alive"`
+		} `json:"workers"`
+		OldestReady time.Time `json:"oldest_ready"`
+	}
+	decode(t, body, &st)
+	assert.Equal(t, map[string]int64{"PENDING": 0, "PROGRESS": 1, "SUCCESS": 1, "FAILURE": 1}, st.Counts)
+	assert.Len(t, st.Flows, 3)
+	assert.Equal(t, int64(1), st.Run)
+	assert.Equal(t, int64(1), st.Dead)
+	assert.Equal(t, 60.0, st.Last.Window)
+	assert.Equal(t, int64(1), st.Last.Succeeded)
+	assert.Equal(t, int64(1), st.Last.Failed)
+	assert.Contains(t, st.Last.Run, "p50_ms")
+	require.Len(t, st.Workers, 1)
+	assert.True(t, st.Workers[0].Alive)
+	assert.Equal(t, 8, st.Workers[0].Slots)
+	assert.Equal(t, int64(queue.DefaultHeartbeat/time.Millisecond), st.Workers[0].HeartbeatMS)
+
+	resp, body = e.get(t, "/dead/")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var dead struct {
+		Tasks []struct {
+			TaskID   string    `json:"task_id"`
+			Flow     string    `json:"flow"`
+			Reason   string    `json:"reason"`
+			Attempts int       `json:"attempts"`
+			BuriedAt time.Time `json:"buried_at"`
+		} `json:"tasks"`
+	}
+	decode(t, body, &dead)
+	require.Len(t, dead.Tasks, 1)
+	assert.Equal(t, broken, dead.Tasks[0].TaskID)
+	assert.Equal(t, "the model refused", dead.Tasks[0].Reason)
+
+	resp, body = e.post(t, "/dead/"+broken+"/requeue/", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	var requeued struct {
+		TaskID       string `json:"task_id"`
+		RequeuedFrom string `json:"requeued_from"`
+	}
+	decode(t, body, &requeued)
+	assert.Equal(t, broken, requeued.RequeuedFrom)
+	assert.NotEqual(t, broken, requeued.TaskID)
+	e.waitTerminal(t, requeued.TaskID)
+	resp, body = e.post(t, "/dead/"+broken+"/requeue/", "")
+	assert.Equal(t, http.StatusConflict, resp.StatusCode, "a second requeue: %s", body)
+	assert.Equal(t, "task is not in the dead-letter set", errorOf(t, resp, body))
+	resp, body = e.post(t, "/dead/"+queue.NewID()+"/requeue/", "")
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s", body)
+	resp, body = e.post(t, "/dead/"+done+"/requeue/", "")
+	assert.Equal(t, http.StatusConflict, resp.StatusCode, "a task that succeeded: %s", body)
+
+	resp, body = e.post(t, "/cancel-tasks/?flow=gated_flow", "")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	var cancelled struct {
+		Cancelled []string `json:"cancelled"`
+		More      bool     `json:"more"`
+	}
+	decode(t, body, &cancelled)
+	assert.Equal(t, []string{running}, cancelled.Cancelled)
+	assert.False(t, cancelled.More)
+	snap := e.waitTerminal(t, running)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+}
+
+// TestOperatorRoutesBadInput checks that what the routes cannot run is
+// answered 400 with a message, and changes nothing.
+func TestOperatorRoutesBadInput(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	id := e.start(t, "poem_flow")
+	e.waitTerminal(t, id)
+	for _, tc := range []struct {
+		method, path, want string
+	}{
+		{"GET", "/tasks/?state=DONE", `unknown state "DONE"`},
+		{"GET", "/tasks/?limit=0", `limit "0" is not an integer from 1 to 1000`},
+		{"GET", "/tasks/?limit=1001", `limit "1001"`},
+		{"GET", "/tasks/?limit=-3", `limit "-3"`},
+		{"GET", "/tasks/?limit=ten", `limit "ten"`},
+		{"GET", "/tasks/?cursor=bogus", `malformed cursor "bogus"`},
+		{"GET", "/tasks/?cursor=12.x%20y", "malformed cursor"},
+		{"GET", "/tasks/?cursor=h.zz", "malformed cursor"},
+		{"GET", "/tasks/?stat=SUCCESS", `unknown parameter "stat"`},
+		{"GET", "/tasks/?flow=a&flow=b", `parameter "flow" given more than once`},
+		{"GET", "/tasks/?%zz", "malformed query string"},
+		{"GET", "/stats/?verbose=1", `unknown parameter "verbose"`},
+		{"GET", "/dead/?limit=5000", `limit "5000"`},
+		{"POST", "/cancel-tasks/", "name a state"},
+		{"POST", "/cancel-tasks/?state=SUCCESS", `cannot cancel tasks in state "SUCCESS"`},
+		{"POST", "/cancel-tasks/?state=PENDING&limit=0", `limit "0"`},
+		{"POST", "/dead/" + id + "/requeue/?now=1", `unknown parameter "now"`},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			var resp *http.Response
+			var body []byte
+			if tc.method == "GET" {
+				resp, body = e.get(t, tc.path)
+			} else {
+				resp, body = e.post(t, tc.path, "")
+			}
+			assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s", body)
+			assert.Contains(t, errorOf(t, resp, body), tc.want)
+		})
+	}
+	assert.Equal(t, []string{id}, e.list(t, "").ids(), "nothing changed")
+	resp, body := e.get(t, "/tasks/"+id+"/")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the task route is still the task's: %s", body)
+	resp, body = e.post(t, "/tasks/", "")
+	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s", body)
+}
+
+// TestOperatorRoutesAreForOperators checks who may use the operators'
+// routes: operators only, each route under its own action.
+func TestOperatorRoutesAreForOperators(t *testing.T) {
+	var mu sync.Mutex
+	var seen []ssehttp.Access
+	e := newEnv(t, envOptions{config: ssehttp.Config{
+		Identify: bearerIdentify,
+		Authorize: func(r *http.Request, a ssehttp.Access) error {
+			mu.Lock()
+			seen = append(seen, a)
+			mu.Unlock()
+			if a.Action == ssehttp.ActionCancelMany || a.Action == ssehttp.ActionRequeue {
+				if a.Principal.ID != "op" {
+					return errors.New("this operator may only look")
+				}
+			}
+			return nil
+		},
+	}})
+	mine := e.startAs(t, "ada", "poem_flow")
+	e.waitTerminal(t, mine)
+	routes := []struct {
+		method, path string
+		action       ssehttp.Action
+	}{
+		{"GET", "/tasks/?flow=poem_flow", ssehttp.ActionList},
+		{"GET", "/stats/", ssehttp.ActionStats},
+		{"GET", "/dead/", ssehttp.ActionDead},
+		{"POST", "/dead/" + mine + "/requeue/", ssehttp.ActionRequeue},
+		{"POST", "/cancel-tasks/?flow=poem_flow", ssehttp.ActionCancelMany},
+	}
+	for _, r := range routes {
+		t.Run(r.method+" "+r.path, func(t *testing.T) {
+			for _, user := range []string{"", "ada"} {
+				resp, body := e.as(t, user, r.method, r.path, "")
+				assert.Equal(t, http.StatusForbidden, resp.StatusCode, "as %q: %s", user, body)
+				assert.Equal(t, "operators only", errorOf(t, resp, body))
+			}
+			resp, body := e.as(t, "bad", r.method, r.path, "")
+			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s", body)
+
+			mu.Lock()
+			seen = nil
+			mu.Unlock()
+			resp, body = e.as(t, "op", r.method, r.path, "")
+			assert.Less(t, resp.StatusCode, 500, "%s", body)
+			assert.NotEqual(t, http.StatusForbidden, resp.StatusCode, "%s", body)
+			mu.Lock()
+			require.Len(t, seen, 1)
+			a := seen[0]
+			mu.Unlock()
+			assert.Equal(t, r.action, a.Action)
+			assert.Equal(t, ssehttp.Principal{ID: "op", Operator: true}, a.Principal)
+		})
+	}
+
+	// An operator whom Authorize lets only look.
+	e2 := newEnv(t, envOptions{config: ssehttp.Config{
+		Identify: func(r *http.Request) (ssehttp.Principal, error) {
+			return ssehttp.Principal{ID: "viewer", Operator: true}, nil
+		},
+		Authorize: func(r *http.Request, a ssehttp.Access) error {
+			switch a.Action {
+			case ssehttp.ActionList, ssehttp.ActionStats, ssehttp.ActionDead, ssehttp.ActionRead:
+				return nil
+			}
+			return fmt.Errorf("%s is not for viewers", a.Action)
+		},
+	}})
+	resp, body := e2.get(t, "/stats/")
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	resp, body = e2.post(t, "/cancel-tasks/?state=PENDING", "")
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode, "%s", body)
+	assert.Equal(t, "cancel-many is not for viewers", errorOf(t, resp, body))
+}
+
+// TestOperatorRoutesNeedAnInspector checks that without
+// Config.Inspector the routes are not there.
+func TestOperatorRoutesNeedAnInspector(t *testing.T) {
+	e := newEnv(t, envOptions{noInspector: true})
+	for _, path := range []string{"/tasks/", "/stats/", "/dead/"} {
+		resp, body := e.get(t, path)
+		assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s: %s", path, body)
+	}
+	resp, body := e.post(t, "/cancel-tasks/?state=PENDING", "")
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "%s", body)
+}
+
+// downInspector is an Inspector whose backend cannot be reached.
+type downInspector struct{}
+
+var errDown = fmt.Errorf("redis at 10.0.0.1:6379: %w", queue.ErrUnavailable)
+
+func (downInspector) List(context.Context, queue.ListOptions) (queue.TaskPage, error) {
+	return queue.TaskPage{}, errDown
+}
+func (downInspector) Stats(context.Context) (queue.Stats, error) { return queue.Stats{}, errDown }
+func (downInspector) Dead(context.Context, int) ([]queue.DeadTask, error) {
+	return nil, errDown
+}
+func (downInspector) Requeue(context.Context, string) (string, error) { return "", errDown }
+func (downInspector) CancelMatching(context.Context, queue.CancelFilter) (queue.CancelResult, error) {
+	return queue.CancelResult{}, errDown
+}
+
+// TestOperatorRoutesBackendDown checks that a backend that cannot be
+// reached is a 503 with Retry-After, on every operators' route, and that
+// its address stays out of the answer.
+func TestOperatorRoutesBackendDown(t *testing.T) {
+	e := newEnv(t, envOptions{config: ssehttp.Config{Inspector: downInspector{}}})
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/tasks/"}, {"GET", "/stats/"}, {"GET", "/dead/"},
+		{"POST", "/dead/" + queue.NewID() + "/requeue/"}, {"POST", "/cancel-tasks/?state=PENDING"},
+	} {
+		resp, body := e.as(t, "", r.method, r.path, "")
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s %s: %s", r.method, r.path, body)
+		assert.NotEmpty(t, resp.Header.Get("Retry-After"))
+		assert.NotContains(t, string(body), "10.0.0.1")
+	}
+}
+
+// TestOperatorPostsAreSameOrigin checks that a cross-site page cannot
+// make an operator's browser cancel or re-queue tasks.
+func TestOperatorPostsAreSameOrigin(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	id := e.start(t, "gated_flow")
+	e.waitStarted(t, id)
+	for _, path := range []string{"/cancel-tasks/?state=PROGRESS", "/dead/" + id + "/requeue/"} {
+		req, err := http.NewRequest(http.MethodPost, e.server.URL+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Origin", "https://evil.example")
+		req.Header.Set("Sec-Fetch-Site", "cross-site")
+		resp, body := e.do(t, req)
+		assert.Equal(t, http.StatusForbidden, resp.StatusCode, "%s: %s", path, body)
+	}
+	assert.Equal(t, "PROGRESS", e.list(t, "").Tasks[0].State, "nothing was cancelled")
+	e.release(t, 5)
+	e.waitTerminal(t, id)
+}
