@@ -1,0 +1,209 @@
+// Command flows looks at and acts on the tasks of a flows queue in Redis:
+// it lists them, shows one (and follows it live), counts them, cancels
+// them, lists the dead letters and runs them again. It is the operator's
+// tool beside the ops page and the HTTP API, on the same queue.Inspector.
+//
+// Usage:
+//
+//	flows [-redis URL] [-prefix P] [-queue Q] [-json] <command> [flags] [args]
+//
+// Commands:
+//
+//	ls       [-state S] [-flow F] [-limit N] [-cursor C] [-all]
+//	                           tasks, newest first (-all: every page)
+//	show     [-follow] ID      one task: record, snapshot, steps, result;
+//	                           -follow prints its events live until it ends
+//	stats                      counts by state and flow, depth, workers,
+//	                           the last minute's throughput and latency
+//	cancel   ID...             ask tasks to stop
+//	cancel   -state S | -flow F [-limit N]
+//	                           ask every pending or running task the
+//	                           filter selects to stop
+//	dead     [-limit N]        the dead-letter set, newest first
+//	requeue  ID...             run dead tasks again, as new tasks
+//
+// The Redis URL comes from -redis or REDIS_URL (redis://host:6379/0; a
+// URL with several addresses or a master_set names a Cluster or a
+// Sentinel setup, as rueidis.ParseURL reads it); -prefix and -queue (or
+// FLOWS_PREFIX and FLOWS_QUEUE) name the keys, as the workers were given
+// them. The output is for people, with aligned columns and relative times;
+// -json prints JSON for scripts instead: one document, or one event per
+// line for show -follow.
+//
+// Exit codes: 0 when the command did what it was asked; 1 when it could
+// not (a task not found, not dead, Redis unreachable); 2 for a usage
+// error; 3 for show -follow of a task that ended FAILURE.
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailed  = 1
+	exitUsage   = 2
+	exitFailure = 3 // show -follow: the task ended FAILURE
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// usage is printed for -h and after a usage error.
+const usage = `usage: flows [-redis URL] [-prefix P] [-queue Q] [-json] <command> [flags] [args]
+
+commands:
+  ls       [-state S] [-flow F] [-limit N] [-cursor C] [-all]   tasks, newest first
+  show     [-follow] ID                                         one task (-follow: live)
+  stats                                                         counts, depth, workers, last minute
+  cancel   ID... | -state S -flow F [-limit N]                  ask tasks to stop
+  dead     [-limit N]                                           the dead-letter set
+  requeue  ID...                                                run dead tasks again
+
+Redis comes from -redis or REDIS_URL. Exit codes: 0 done, 1 failed,
+2 usage, 3 show -follow of a task that ended FAILURE.
+`
+
+// usageError is an error in the command line.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// errTaskFailed ends show -follow of a task that ended FAILURE.
+var errTaskFailed = errors.New("the task ended FAILURE")
+
+// cli is one run of the command: where it writes and what it reads.
+type cli struct {
+	out, errw io.Writer
+	json      bool
+	now       func() time.Time
+	in        *queue.Inspector
+	backend   *redisbackend.Backend
+}
+
+// run runs the command line args and returns the exit code. getenv reads
+// the environment.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet("flows", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	redisURL := fs.String("redis", getenv("REDIS_URL"), "Redis URL (env REDIS_URL)")
+	prefix := fs.String("prefix", cmp.Or(getenv("FLOWS_PREFIX"), redisbackend.DefaultPrefix), "prefix of the keys (env FLOWS_PREFIX)")
+	queueName := fs.String("queue", cmp.Or(getenv("FLOWS_QUEUE"), redisbackend.DefaultQueue), "queue (env FLOWS_QUEUE)")
+	asJSON := fs.Bool("json", false, "print JSON, for scripts")
+	timeout := fs.Duration("timeout", 10*time.Second, "bound of each call to Redis")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stdout, usage)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "flows: %v\n\n%s", err, usage)
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "flows: unknown command %q\n\n%s", name, usage)
+		return exitUsage
+	}
+	if *redisURL == "" {
+		fmt.Fprintln(stderr, "flows: no Redis: set REDIS_URL or pass -redis redis://host:6379")
+		return exitUsage
+	}
+	c := &cli{out: stdout, errw: stderr, json: *asJSON, now: time.Now}
+	release, err := c.connect(*redisURL, *prefix, *queueName, *timeout)
+	if err == nil {
+		defer release()
+		err = cmd(c, ctx, rest)
+	}
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "flows %s: %v\n", name, err)
+		return exitUsage
+	case errors.Is(err, errTaskFailed):
+		return exitFailure
+	default:
+		fmt.Fprintf(stderr, "flows %s: %v\n", name, err)
+		return exitFailed
+	}
+}
+
+// commands are the subcommands by name.
+var commands = map[string]func(c *cli, ctx context.Context, args []string) error{
+	"ls":      (*cli).ls,
+	"show":    (*cli).show,
+	"stats":   (*cli).stats,
+	"cancel":  (*cli).cancel,
+	"dead":    (*cli).dead,
+	"requeue": (*cli).requeue,
+}
+
+// connect opens the backend of the queue at redisURL and returns the
+// function that closes it.
+func (c *cli) connect(redisURL, prefix, queueName string, timeout time.Duration) (func(), error) {
+	opt, err := rueidis.ParseURL(redisURL)
+	if err != nil {
+		return nil, usagef("Redis URL: %v", err)
+	}
+	opt.DisableCache = true
+	client, err := rueidis.NewClient(opt)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), err)
+	}
+	logger := slog.New(slog.NewTextHandler(c.errw, &slog.HandlerOptions{Level: slog.LevelError}))
+	b, err := redisbackend.New(client, redisbackend.Config{Prefix: prefix, Queue: queueName, OpTimeout: timeout, Logger: logger})
+	if err != nil {
+		client.Close()
+		return nil, usagef("%v", err)
+	}
+	c.backend = b
+	c.in = queue.NewInspector(b, nil, queue.InspectorConfig{Logger: logger})
+	return func() {
+		_ = b.Close()
+		client.Close()
+	}, nil
+}
+
+// flags returns a flag set for a subcommand's own flags.
+func flags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+// parse parses args with fs, turning its errors into usage errors.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return usagef("%v", err)
+	}
+	return nil
+}

@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+// waitLimit bounds every wait of these tests; a guard, not a measurement.
+const waitLimit = 20 * time.Second
+
+// fixture is a queue in a real Redis with a worker running its flows:
+// "ok" succeeds, "broken" fails for good, "gated" logs a step and then
+// waits for a value on gate before it succeeds or, given {"fail": true},
+// fails.
+type fixture struct {
+	srv    *redistest.Server
+	prefix string
+	broker *queue.Broker
+	store  progress.Backend
+	gate   chan struct{}
+	env    map[string]string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	srv := redistest.Start(t)
+	f := &fixture{srv: srv, prefix: "cli" + strings.ReplaceAll(queue.NewID()[:8], "-", ""), gate: make(chan struct{})}
+	f.env = map[string]string{"REDIS_URL": srv.URL(), "FLOWS_PREFIX": f.prefix}
+	client, err := rueidis.NewClient(srv.ClientOption())
+	require.NoError(t, err)
+	quiet := slog.New(slog.DiscardHandler)
+	b, err := redisbackend.New(client, redisbackend.Config{Prefix: f.prefix, Logger: quiet})
+	require.NoError(t, err)
+	f.broker, f.store = queue.NewBroker(b, nil, queue.BrokerConfig{}), b
+
+	reg := registry.New()
+	reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
+	reg.MustRegister("broken", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		return nil, flow.Permanent(errors.New("the model refused"))
+	}))
+	reg.MustRegister("gated", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		t.Progress.Log("waiting for the gate")
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if strings.Contains(string(t.Inputs), "fail") {
+			return nil, flow.Permanent(errors.New("told to fail"))
+		}
+		return "through", nil
+	}))
+	w := queue.NewWorker(b, nil, queue.WorkerConfig{Name: "cli-test-worker", Registry: reg, Concurrency: 4, Logger: quiet})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, w.Run(ctx)) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+		_ = b.Close()
+		client.Close()
+	})
+	return f
+}
+
+func (f *fixture) enqueue(t *testing.T, flowName, inputs string, opts queue.EnqueueOptions) string {
+	t.Helper()
+	time.Sleep(2 * time.Millisecond) // the listings order by the millisecond
+	id, err := f.broker.Enqueue(context.Background(), flowName, json.RawMessage(inputs), opts)
+	require.NoError(t, err)
+	return id
+}
+
+// wait polls the task until cond holds for its snapshot.
+func (f *fixture) wait(t *testing.T, id string, cond func(progress.Snapshot) bool) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		snap, _, err := f.store.Snapshot(context.Background(), id)
+		return err == nil && cond(snap)
+	}, waitLimit, 5*time.Millisecond, "task %s", id)
+}
+
+func ended(s progress.Snapshot) bool   { return s.State.Terminal() }
+func running(s progress.Snapshot) bool { return len(s.Details.StepResults) > 0 }
+
+// flows runs the command in process and returns its exit code and
+// outputs.
+func (f *fixture) flows(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errw bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	code = run(ctx, args, &out, &errw, func(k string) string { return f.env[k] })
+	return code, out.String(), errw.String()
+}
+
+// TestCommands runs every command in process against a real Redis with
+// tasks in every state, and checks what it prints and its exit code.
+func TestCommands(t *testing.T) {
+	f := newFixture(t)
+	ok := f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{})
+	f.wait(t, ok, ended)
+	broken := f.enqueue(t, "broken", `{}`, queue.EnqueueOptions{})
+	f.wait(t, broken, ended)
+	gated := f.enqueue(t, "gated", `{}`, queue.EnqueueOptions{})
+	f.wait(t, gated, running)
+	later := f.enqueue(t, "ok", `{"n":1}`, queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+
+	t.Run("ls", func(t *testing.T) {
+		code, out, errs := f.flows(t, "ls")
+		require.Equal(t, exitOK, code, errs)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 5, out)
+		assert.Regexp(t, `^ID\s+FLOW\s+STATE\s+PROGRESS\s+ATTEMPT\s+SINCE\s+STATUS$`, lines[0])
+		assert.Regexp(t, `^`+later+`\s+ok\s+PENDING\s+0%\s+0/3\s+(just now|\d+ms ago|\ds ago)\s+Queued$`, lines[1])
+		assert.Regexp(t, `^`+gated+`\s+gated\s+PROGRESS\s+\d+%\s+1/3\s+`, lines[2])
+		assert.Regexp(t, `^`+broken+`\s+broken\s+FAILURE\s+`, lines[3])
+		assert.Regexp(t, `^`+ok+`\s+ok\s+SUCCESS\s+100%\s+1/3\s+`, lines[4])
+		// The columns line up.
+		at := strings.Index(lines[0], "STATE")
+		for _, l := range lines[1:] {
+			assert.Equal(t, "  ", l[at-2:at], "column STATE in %q", l)
+		}
+
+		code, out, _ = f.flows(t, "ls", "-state", "success")
+		require.Equal(t, exitOK, code)
+		assert.Contains(t, out, ok)
+		assert.NotContains(t, out, broken)
+
+		code, out, _ = f.flows(t, "ls", "-limit", "1")
+		require.Equal(t, exitOK, code)
+		assert.Contains(t, out, later)
+		assert.Contains(t, out, "more: flows ls -cursor ")
+
+		code, out, _ = f.flows(t, "-json", "ls", "-limit", "1", "-all")
+		require.Equal(t, exitOK, code)
+		var page queue.TaskPage
+		require.NoError(t, json.Unmarshal([]byte(out), &page), out)
+		var ids []string
+		for _, s := range page.Tasks {
+			ids = append(ids, s.ID)
+		}
+		assert.Equal(t, []string{later, gated, broken, ok}, ids)
+		assert.Empty(t, page.Next)
+
+		code, out, _ = f.flows(t, "ls", "-flow", "nothing")
+		require.Equal(t, exitOK, code)
+		assert.Equal(t, "no tasks\n", out)
+	})
+
+	t.Run("show", func(t *testing.T) {
+		code, out, errs := f.flows(t, "show", ok)
+		require.Equal(t, exitOK, code, errs)
+		for _, want := range []string{"ID:", ok, "Flow:", "State:", "SUCCESS", "Attempt:", "1 of 3", "Enqueued:", "Started:", "Ended:", `Result: "fine"`} {
+			assert.Contains(t, out, want)
+		}
+		code, out, _ = f.flows(t, "show", gated)
+		require.Equal(t, exitOK, code)
+		assert.Contains(t, out, "Steps:\n  1. waiting for the gate\n")
+
+		code, out, _ = f.flows(t, "-json", "show", broken)
+		require.Equal(t, exitOK, code)
+		var shown struct {
+			Task     queue.Task        `json:"task"`
+			Snapshot progress.Snapshot `json:"snapshot"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &shown), out)
+		assert.Equal(t, "broken", shown.Task.Flow)
+		assert.Equal(t, progress.StateFailure, shown.Snapshot.State)
+
+		code, _, errs = f.flows(t, "show", queue.NewID())
+		assert.Equal(t, exitFailed, code)
+		assert.Contains(t, errs, "task not found")
+	})
+
+	t.Run("stats", func(t *testing.T) {
+		code, out, errs := f.flows(t, "stats")
+		require.Equal(t, exitOK, code, errs)
+		assert.Regexp(t, `(?m)^all\s+1\s+1\s+1\s+1$`, out)
+		assert.Regexp(t, `(?m)^ok\s+1\s+0\s+1\s+0$`, out)
+		assert.Contains(t, out, "queue: 0 ready (none waits), 1 delayed, 1 running; 1 dead")
+		assert.Contains(t, out, "last minute: 1 succeeded, 1 failed")
+		assert.Regexp(t, `(?m)^cli-test-worker\s+\S+\s+\d+\s+4\s+\d+\s+.*\s+yes$`, out)
+
+		code, out, _ = f.flows(t, "-json", "stats")
+		require.Equal(t, exitOK, code)
+		var st map[string]any
+		require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+		assert.Contains(t, st, "last_minute")
+	})
+
+	t.Run("dead and requeue", func(t *testing.T) {
+		code, out, errs := f.flows(t, "dead")
+		require.Equal(t, exitOK, code, errs)
+		assert.Regexp(t, `(?m)^`+broken+`\s+broken\s+1\s+.*the model refused$`, out)
+
+		code, out, errs = f.flows(t, "requeue", broken)
+		require.Equal(t, exitOK, code, errs)
+		assert.Regexp(t, `^`+broken+` requeued as [0-9a-f]{32}\n$`, out)
+
+		code, out, errs = f.flows(t, "-json", "requeue", broken, queue.NewID())
+		assert.Equal(t, exitFailed, code)
+		var results []map[string]string
+		require.NoError(t, json.Unmarshal([]byte(out), &results), out)
+		require.Len(t, results, 2)
+		assert.Equal(t, "not in the dead-letter set", results[0]["error"])
+		assert.Equal(t, "not found", results[1]["error"])
+		assert.Contains(t, errs, "2 of 2 tasks failed")
+	})
+
+	t.Run("cancel", func(t *testing.T) {
+		code, out, errs := f.flows(t, "cancel", "-state", "pending")
+		require.Equal(t, exitOK, code, errs)
+		assert.Contains(t, out, "cancelled "+later)
+		assert.Contains(t, out, "1 cancelled")
+
+		code, _, errs = f.flows(t, "cancel", ok)
+		assert.Equal(t, exitFailed, code)
+		assert.Contains(t, errs, ok+": already finished")
+
+		code, out, errs = f.flows(t, "cancel", gated)
+		require.Equal(t, exitOK, code, errs)
+		assert.Equal(t, "cancelled "+gated+"\n", out)
+		f.wait(t, gated, ended)
+	})
+
+	t.Run("usage errors", func(t *testing.T) {
+		for _, args := range [][]string{
+			{}, {"nope"}, {"ls", "-state", "DONE"}, {"ls", "-limit", "0"}, {"ls", "extra"},
+			{"show"}, {"show", "a", "b"}, {"cancel"}, {"cancel", "-flow", "ok", ok},
+			{"cancel", "-state", "SUCCESS"}, {"dead", "-limit", "0"}, {"requeue"}, {"-bogus", "ls"},
+			{"-redis", "nope://x", "ls"},
+		} {
+			code, _, errs := f.flows(t, args...)
+			assert.Equal(t, exitUsage, code, "flows %q: %s", args, errs)
+			assert.NotEmpty(t, errs, "flows %q says why", args)
+		}
+		code, _, errs := run(context.Background(), []string{"ls"}, &bytes.Buffer{}, &bytes.Buffer{}, func(string) string { return "" }), "", ""
+		assert.Equal(t, exitUsage, code, "without Redis: %s", errs)
+	})
+}
+
+// TestShowFollow follows tasks live to their end: the exit code says how
+// each ended.
+func TestShowFollow(t *testing.T) {
+	f := newFixture(t)
+	for _, tc := range []struct {
+		name, inputs string
+		code         int
+		last         string
+	}{
+		{"success", `{}`, exitOK, `SUCCESS  Completed  result: "through"`},
+		{"failure", `{"fail":true}`, exitFailure, "FAILURE  told to fail"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := f.enqueue(t, "gated", tc.inputs, queue.EnqueueOptions{})
+			f.wait(t, id, running)
+			var code int
+			var out string
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				code, out, _ = f.flows(t, "show", "-follow", id)
+			}()
+			// Let the command print the task and subscribe, then let it end.
+			time.Sleep(100 * time.Millisecond)
+			f.gate <- struct{}{}
+			select {
+			case <-done:
+			case <-time.After(waitLimit):
+				require.FailNow(t, "show -follow did not end with the task")
+			}
+			assert.Equal(t, tc.code, code, out)
+			assert.Contains(t, out, "State:")
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			assert.Contains(t, lines[len(lines)-1], tc.last, out)
+		})
+	}
+	// A task that has ended already: nothing to follow.
+	id := f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{})
+	f.wait(t, id, ended)
+	code, out, _ := f.flows(t, "-json", "show", "-follow", id)
+	assert.Equal(t, exitOK, code, out)
+}
+
+// TestBinary builds the command and runs it as a user would, with
+// REDIS_URL in its environment.
+func TestBinary(t *testing.T) {
+	f := newFixture(t)
+	id := f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{})
+	f.wait(t, id, ended)
+	bin := filepath.Join(t.TempDir(), "flows")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Stderr = os.Stderr
+	require.NoError(t, build.Run(), "go build")
+
+	cmd := exec.Command(bin, "-json", "ls", "-state", "SUCCESS")
+	cmd.Env = append(os.Environ(), "REDIS_URL="+f.env["REDIS_URL"], "FLOWS_PREFIX="+f.prefix)
+	out, err := cmd.Output()
+	require.NoError(t, err)
+	var page queue.TaskPage
+	require.NoError(t, json.Unmarshal(out, &page), "%s", out)
+	require.Len(t, page.Tasks, 1)
+	assert.Equal(t, id, page.Tasks[0].ID)
+
+	cmd = exec.Command(bin, "show", queue.NewID())
+	cmd.Env = append(os.Environ(), "REDIS_URL="+f.env["REDIS_URL"], "FLOWS_PREFIX="+f.prefix)
+	err = cmd.Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	assert.Equal(t, exitFailed, exit.ExitCode())
+}
+
+func TestAgo(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "just now"}, {300 * time.Millisecond, "just now"}, {4 * time.Second, "4s ago"},
+		{90 * time.Second, "1m ago"}, {3 * time.Hour, "3h ago"}, {47 * time.Hour, "47h ago"},
+		{72 * time.Hour, "3d ago"}, {-5 * time.Second, "in 5s"},
+	} {
+		assert.Equal(t, tc.want, ago(now, now.Add(-tc.d)), "%v", tc.d)
+	}
+	assert.Equal(t, "-", ago(now, time.Time{}))
+	assert.Equal(t, "abc…", clip("abcdef", 4))
+	assert.Equal(t, "a b", clip("a\n  b", 10))
+}

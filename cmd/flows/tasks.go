@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// ls lists tasks, newest first: one page, or every page with -all.
+func (c *cli) ls(ctx context.Context, args []string) error {
+	fs := flags("ls")
+	state := fs.String("state", "", "keep the tasks in this state: PENDING, PROGRESS, SUCCESS or FAILURE")
+	flowName := fs.String("flow", "", "keep the tasks of this flow")
+	limit := fs.Int("limit", queue.DefaultListLimit, "tasks per page, 1 to 1000")
+	cursor := fs.String("cursor", "", "start after this cursor (the next cursor of a page)")
+	all := fs.Bool("all", false, "list every page")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments %q", fs.Args())
+	}
+	if *limit < 1 || *limit > queue.MaxListLimit {
+		return usagef("-limit %d out of range 1-%d", *limit, queue.MaxListLimit)
+	}
+	o := queue.ListOptions{State: progress.State(strings.ToUpper(*state)), Flow: *flowName, Limit: *limit, Cursor: *cursor}
+	var tasks []queue.TaskSummary
+	var next string
+	for {
+		page, err := c.in.List(ctx, o)
+		if errors.Is(err, queue.ErrInvalidQuery) {
+			return usageError{err.Error()}
+		}
+		if err != nil {
+			return err
+		}
+		tasks = append(tasks, page.Tasks...)
+		next = page.Next
+		if !*all || next == "" {
+			break
+		}
+		o.Cursor = next
+	}
+	if c.json {
+		if tasks == nil {
+			tasks = []queue.TaskSummary{}
+		}
+		return c.printJSON(queue.TaskPage{Tasks: tasks, Next: next})
+	}
+	if len(tasks) == 0 {
+		fmt.Fprintln(c.out, "no tasks")
+		return nil
+	}
+	now := c.now()
+	w := c.table()
+	row(w, "ID", "FLOW", "STATE", "PROGRESS", "ATTEMPT", "SINCE", "STATUS")
+	for _, t := range tasks {
+		row(w, t.ID, t.Flow, string(t.State), strconv.Itoa(t.Progress)+"%",
+			fmt.Sprintf("%d/%d", t.Attempt, t.MaxAttempts), ago(now, t.ChangedAt()), clip(t.Status, 48))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if next != "" {
+		fmt.Fprintf(c.out, "more: flows ls -cursor %s\n", next)
+	}
+	return nil
+}
+
+// showJSON is what show -json prints: the task's queue record and its
+// snapshot.
+type showJSON struct {
+	Task        *queue.Task       `json:"task"`
+	Snapshot    progress.Snapshot `json:"snapshot"`
+	LastEventID string            `json:"last_event_id"`
+}
+
+// show prints one task, and with -follow its events until it ends.
+func (c *cli) show(ctx context.Context, args []string) error {
+	fs := flags("show")
+	follow := fs.Bool("follow", false, "print the task's events as they happen, until it ends")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("want one task id, got %d arguments", fs.NArg())
+	}
+	id := fs.Arg(0)
+	info, err := c.in.Task(ctx, id)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if err := c.printJSON(showJSON{Task: info.Task, Snapshot: info.Snapshot, LastEventID: info.LastEventID}); err != nil {
+			return err
+		}
+	} else {
+		c.printTask(id, info)
+	}
+	if !*follow {
+		return nil
+	}
+	state := info.Snapshot.State
+	if !state.Terminal() {
+		if state, err = c.follow(ctx, id, info.LastEventID); err != nil {
+			return err
+		}
+	}
+	if state == progress.StateFailure {
+		return errTaskFailed
+	}
+	return nil
+}
+
+// printTask prints a task for people.
+func (c *cli) printTask(id string, info *queue.TaskInfo) {
+	now := c.now()
+	s := info.Snapshot
+	w := c.table()
+	field := func(name, value string) {
+		if value != "" {
+			row(w, name+":", value)
+		}
+	}
+	field("ID", id)
+	if t := info.Task; t != nil {
+		field("Flow", t.Flow)
+	}
+	field("State", string(s.State))
+	field("Progress", strconv.Itoa(s.Details.Progress)+"%")
+	field("Status", s.Details.Status)
+	if t := info.Task; t != nil {
+		field("Attempt", fmt.Sprintf("%d of %d", t.Attempt, t.MaxAttempts))
+		field("Owner", t.Owner)
+		field("Requeued from", t.RequeuedFrom)
+		if t.Cancelled {
+			field("Cancelled", "yes")
+		}
+		field("Enqueued", stamp(t.EnqueuedAt)+"  "+ago(now, t.EnqueuedAt))
+		if !t.RunAt.IsZero() {
+			field("Due", stamp(t.RunAt)+"  "+ago(now, t.RunAt))
+		}
+		field("Inputs", clip(string(t.Inputs), 200))
+	}
+	if !s.StartedAt.IsZero() {
+		field("Started", stamp(s.StartedAt)+"  "+ago(now, s.StartedAt))
+	}
+	if !s.EndedAt.IsZero() {
+		field("Ended", stamp(s.EndedAt)+"  "+ago(now, s.EndedAt))
+	}
+	_ = w.Flush()
+	if len(s.Details.StepResults) > 0 {
+		fmt.Fprintln(c.out, "Steps:")
+		for i, st := range s.Details.StepResults {
+			fmt.Fprintf(c.out, "  %d. %s\n", i+1, stepLine(st))
+		}
+	}
+	if s.Details.FinalResult != nil {
+		fmt.Fprintf(c.out, "Result: %s\n", clip(string(s.Details.FinalResult), 2000))
+	}
+}
+
+// stepLine writes a step result on one line.
+func stepLine(st progress.StepResult) string {
+	if st.Type == progress.StepToolResult {
+		return fmt.Sprintf("%s/%s: %s", st.StepName, st.Tool, clip(string(st.Data), 160))
+	}
+	return clip(st.Message, 200)
+}
+
+// follow prints the task's events after afterID as they come, until the
+// task ends, and returns its last state.
+func (c *cli) follow(ctx context.Context, id, afterID string) (progress.State, error) {
+	events, err := c.backend.Subscribe(ctx, id, afterID)
+	if err != nil {
+		return "", err
+	}
+	var state progress.State
+	enc := json.NewEncoder(c.out)
+	for e := range events {
+		if c.json {
+			if err := enc.Encode(e); err != nil {
+				return "", err
+			}
+		} else {
+			fmt.Fprintln(c.out, eventLine(e))
+		}
+		if e.Terminal() {
+			state = e.State
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if state == "" {
+		return "", fmt.Errorf("task %s: the events ended before the task did (its record expired?)", id)
+	}
+	return state, nil
+}
+
+// eventLine writes an event on one line: its id, then what it says.
+func eventLine(e progress.Event) string {
+	var what string
+	switch e.Type {
+	case progress.EventState:
+		what = string(e.State)
+		if e.Status != "" {
+			what += "  " + clip(e.Status, 120)
+		}
+		if len(e.Result) > 0 {
+			what += "  result: " + clip(string(e.Result), 160)
+		}
+	case progress.EventStatus:
+		what = "status  " + clip(e.Status, 120)
+	case progress.EventProgress:
+		what = fmt.Sprintf("progress %d%%", e.Progress)
+		if e.Status != "" {
+			what += "  " + clip(e.Status, 120)
+		}
+	case progress.EventStep:
+		what = "step    " + stepLine(*e.Step)
+	case progress.EventToken:
+		what = "token   " + strconv.Quote(e.Token)
+	default:
+		what = string(e.Type)
+	}
+	return fmt.Sprintf("%-8s %s", e.ID, what)
+}
+
+// cancel asks tasks to stop: those named, or those a filter selects.
+func (c *cli) cancel(ctx context.Context, args []string) error {
+	fs := flags("cancel")
+	state := fs.String("state", "", "cancel the tasks in this state: PENDING or PROGRESS")
+	flowName := fs.String("flow", "", "cancel the pending and running tasks of this flow")
+	limit := fs.Int("limit", queue.MaxListLimit, "most tasks cancelled by a filter, 1 to 1000")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	byFilter := *state != "" || *flowName != ""
+	switch {
+	case byFilter && fs.NArg() > 0:
+		return usagef("give task ids or a filter (-state, -flow), not both")
+	case !byFilter && fs.NArg() == 0:
+		return usagef("give task ids, or -state and/or -flow")
+	}
+	if byFilter {
+		res, err := c.in.CancelMatching(ctx, queue.CancelFilter{State: progress.State(strings.ToUpper(*state)), Flow: *flowName, Limit: *limit})
+		if errors.Is(err, queue.ErrInvalidQuery) {
+			return usageError{err.Error()}
+		}
+		if err != nil {
+			return err
+		}
+		if c.json {
+			return c.printJSON(res)
+		}
+		for _, id := range res.Cancelled {
+			fmt.Fprintf(c.out, "cancelled %s\n", id)
+		}
+		fmt.Fprintf(c.out, "%d cancelled\n", len(res.Cancelled))
+		if res.More {
+			fmt.Fprintln(c.out, "more are left: run the command again")
+		}
+		return nil
+	}
+	return c.eachID(fs.Args(), func(id string) (idResult, error) {
+		err := c.in.Cancel(ctx, id)
+		switch {
+		case err == nil:
+			return idResult{TaskID: id, Done: "cancelled " + id}, nil
+		case errors.Is(err, queue.ErrFinished):
+			return idResult{TaskID: id, Error: "already finished"}, nil
+		case errors.Is(err, queue.ErrNotFound):
+			return idResult{TaskID: id, Error: "not found"}, nil
+		}
+		return idResult{}, err
+	})
+}
+
+// idResult is what a command that acts on tasks by id did to one: Done
+// says it for people, Error says why it could not.
+type idResult struct {
+	TaskID string `json:"task_id"`
+	NewID  string `json:"new_task_id,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Done   string `json:"-"`
+}
+
+// eachID runs act on every id, in order, and reports what it did: a line
+// per id for people (the failures on stderr), a JSON array for scripts.
+// An error act returns ends the run (Redis is down, say); a failure it
+// reports in the result does not, but makes eachID return an error.
+func (c *cli) eachID(ids []string, act func(id string) (idResult, error)) error {
+	results := make([]idResult, 0, len(ids))
+	failed := 0
+	for _, id := range ids {
+		r, err := act(id)
+		if err != nil {
+			return err
+		}
+		if r.Error != "" {
+			failed++
+			if !c.json {
+				fmt.Fprintf(c.errw, "%s: %s\n", id, r.Error)
+			}
+		} else if !c.json {
+			fmt.Fprintln(c.out, r.Done)
+		}
+		results = append(results, r)
+	}
+	if c.json {
+		if err := c.printJSON(results); err != nil {
+			return err
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d tasks failed", failed, len(ids))
+	}
+	return nil
+}
