@@ -37,7 +37,7 @@ func (c *countingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed)
 
 // commandCalls returns the calls of each command since the last CONFIG
 // RESETSTAT, from INFO commandstats (commands run by scripts included).
-func commandCalls(t *testing.T, srv *redistest.Server) map[string]int {
+func commandCalls(t testing.TB, srv *redistest.Server) map[string]int {
 	t.Helper()
 	info, err := srv.Do("INFO", "commandstats").ToString()
 	require.NoError(t, err)
