@@ -28,6 +28,9 @@ type Notification struct {
 	TaskID string `json:"task_id"`
 	// Flow is the name of the task's flow.
 	Flow string `json:"flow"`
+	// Owner is the task's owner (queue.Task.Owner), "" for none. The
+	// notification task belongs to the same owner.
+	Owner string `json:"owner,omitempty"`
 	// State is SUCCESS or FAILURE.
 	State progress.State `json:"state"`
 	// Snapshot is the task's final snapshot: its status line (the reason

@@ -127,8 +127,12 @@ func (n *Notifier) Register(reg *registry.Registry) error {
 
 // Notify enqueues one notification task per channel (that Filter
 // accepts) about the finished task that ended is a notification of: its
-// ID and Channel are set here for each channel. A notification task's own
-// end is never notified about. It returns the ids of the tasks enqueued.
+// ID and Channel are set here for each channel. Each is enqueued with an
+// idempotency key made of its ID (queue.EnqueueOptions.IdempotencyKey),
+// so that calling Notify again for the same task (a finish hook run
+// twice) enqueues nothing more and returns the same ids. A notification
+// task's own end is never notified about. It returns the ids of the
+// notification tasks.
 func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, error) {
 	if ended.Flow == FlowName {
 		return nil, nil
@@ -150,10 +154,19 @@ func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, er
 			errs = append(errs, fmt.Errorf("notify: encode notification %s: %w", nt.ID, err))
 			continue
 		}
+		key := idempotencyKey(nt.ID)
 		id, err := n.queue.Enqueue(ctx, FlowName, inputs, queue.EnqueueOptions{
-			MaxAttempts: n.cfg.MaxAttempts,
-			Timeout:     n.cfg.Timeout,
+			MaxAttempts:    n.cfg.MaxAttempts,
+			Timeout:        n.cfg.Timeout,
+			Owner:          nt.Owner,
+			IdempotencyKey: key,
 		})
+		if errors.Is(err, queue.ErrIdempotencyConflict) {
+			// A hook that ran before (on a worker that died before
+			// acknowledging the task) queued this notification, with
+			// timings of its own: it stands.
+			id, err = queue.IdempotentID(nt.Owner, key), nil
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("notify: enqueue notification %s: %w", nt.ID, err))
 			continue
@@ -166,8 +179,8 @@ func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, er
 // Hook returns the finish hook that notifies about every task a worker
 // ends: add it to queue.WorkerConfig.OnFinish. Hooks run at least once
 // per task (again when a worker dies before acknowledging the task); the
-// hook enqueues a notification at most once per task and channel all the
-// same, since its enqueue is keyed by the notification's ID. A backend
+// hook enqueues a notification once per task and channel all the same,
+// since its enqueue is keyed by the notification's ID (see Notify). A backend
 // that cannot be reached is tried again, with a short backoff, until the
 // hooks' time (WorkerConfig.FinishHookTimeout) is up; then the error is
 // logged by the worker and that task's notifications are lost.
@@ -188,6 +201,7 @@ func Ended(f queue.Finished) Notification {
 	return Notification{
 		TaskID:     f.Task.ID,
 		Flow:       f.Task.Flow,
+		Owner:      f.Task.Owner,
 		State:      f.Snapshot.State,
 		Snapshot:   f.Snapshot,
 		Attempts:   attempts,
@@ -217,6 +231,9 @@ func (n *Notifier) notifyWithRetry(ctx context.Context, ended Notification) ([]s
 	}
 }
 
+// idempotencyKey is the idempotency key of the notification with id nid.
+func idempotencyKey(nid string) string { return "flows.notify:" + nid }
+
 // deliver is the delivery flow: it delivers the notification its task
 // carries on the channel it names.
 func (n *Notifier) deliver(ctx context.Context, t *flow.Task) (any, error) {
@@ -228,7 +245,6 @@ func (n *Notifier) deliver(ctx context.Context, t *flow.Task) (any, error) {
 	if !ok {
 		return nil, flow.Permanent(fmt.Errorf("notify: no channel %q on this worker", nt.Channel))
 	}
-	t.Progress.Status(fmt.Sprintf("Delivering to %s (attempt %d)", nt.Channel, t.Attempt))
 	if err := c.Deliver(ctx, &nt); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -143,6 +144,48 @@ func TestNotifyFilterAndErrors(t *testing.T) {
 	q.err = errors.New("redis down")
 	_, err = n.Notify(context.Background(), *sampleNotification(""))
 	assert.ErrorContains(t, err, "redis down")
+}
+
+// flakyQueue fails its first calls as a backend that cannot be reached.
+type flakyQueue struct {
+	recordingQueue
+	failures int
+}
+
+func (q *flakyQueue) Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts queue.EnqueueOptions) (string, error) {
+	q.mu.Lock()
+	if q.failures > 0 {
+		q.failures--
+		q.mu.Unlock()
+		return "", fmt.Errorf("%w: connection refused", queue.ErrUnavailable)
+	}
+	q.mu.Unlock()
+	return q.recordingQueue.Enqueue(ctx, flowName, inputs, opts)
+}
+
+// TestHookWaitsOutAnOutage: the hook tries again while the queue is
+// unavailable, within its context; other errors are returned at once.
+func TestHookWaitsOutAnOutage(t *testing.T) {
+	q := &flakyQueue{failures: 3}
+	n, err := notify.New(notify.Config{Queue: q, Channels: []notify.Channel{&recordingChannel{name: "webhook"}}})
+	require.NoError(t, err)
+	f := queue.Finished{
+		Task:     &queue.Task{ID: "t1", Flow: "greet", Attempt: 1},
+		Snapshot: progress.Snapshot{State: progress.StateSuccess},
+		EndedAt:  time.Now(),
+	}
+	require.NoError(t, n.Hook()(context.Background(), f))
+	assert.Len(t, q.in, 1, "enqueued once the queue was back")
+
+	q.failures = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	err = n.Hook()(ctx, f)
+	assert.ErrorIs(t, err, queue.ErrUnavailable, "given up when the hooks' time is up")
+
+	q.failures, q.err = 0, errors.New("inputs too large")
+	err = n.Hook()(context.Background(), f)
+	assert.ErrorContains(t, err, "inputs too large")
 }
 
 func TestRegisterIsInternal(t *testing.T) {

@@ -1,12 +1,10 @@
 package notify_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -23,25 +22,6 @@ import (
 
 const waitLimit = 30 * time.Second
 
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a
-// logger.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // system is a broker and a worker on one backend, with the logs of both
 // captured, running notification tasks.
 type system struct {
@@ -49,7 +29,7 @@ type system struct {
 	store   progress.Store
 	broker  *queue.Broker
 	reg     *registry.Registry
-	logs    *lockedBuffer
+	logs    *syncbuf.Buffer
 	logger  *slog.Logger
 }
 
@@ -60,7 +40,7 @@ var backendKinds = []string{"memory", "redis"}
 // started (see run).
 func newSystem(t *testing.T, kind string) *system {
 	t.Helper()
-	s := &system{reg: registry.New(), logs: &lockedBuffer{}}
+	s := &system{reg: registry.New(), logs: &syncbuf.Buffer{}}
 	s.logger = slog.New(slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	switch kind {
 	case "memory":

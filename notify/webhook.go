@@ -207,6 +207,10 @@ func checkTarget(host string, resolver *net.Resolver, timeout time.Duration) err
 // Name returns the channel's name.
 func (w *Webhook) Name() string { return w.name }
 
+// CloseIdleConnections closes the connections kept open for the next
+// delivery; a host that drops the webhook calls it to free them.
+func (w *Webhook) CloseIdleConnections() { w.client.CloseIdleConnections() }
+
 // URL returns the target without its password or query, for display.
 func (w *Webhook) URL() string { return w.display }
 

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/leakcheck"
 	"github.com/flowsrun/flows/notify"
 )
 
@@ -105,9 +107,15 @@ func newTestWebhook(t *testing.T, rc *receiver, secret string, timeout time.Dura
 }
 
 func TestWebhookDelivers(t *testing.T) {
+	baseline := runtime.NumGoroutine()
 	secret := notify.NewSecret()
 	rc := newReceiver(t, secret)
 	w := newTestWebhook(t, rc, secret, 0)
+	t.Cleanup(func() {
+		w.CloseIdleConnections()
+		rc.srv.Close()
+		leakcheck.Settle(t, baseline, 5*time.Second)
+	})
 	n := sampleNotification("webhook")
 	before := time.Now().Unix()
 	require.NoError(t, w.Deliver(context.Background(), n))

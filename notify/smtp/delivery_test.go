@@ -15,6 +15,7 @@ import (
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/notify/smtp"
 	"github.com/flowsrun/flows/progress"
@@ -30,14 +31,14 @@ const waitLimit = 30 * time.Second
 type engine struct {
 	broker *queue.Broker
 	reg    *registry.Registry
-	logs   *lockedBuffer
+	logs   *syncbuf.Buffer
 	logger *slog.Logger
 	start  func(t *testing.T)
 }
 
 func newEngine(t *testing.T, kind string) *engine {
 	t.Helper()
-	e := &engine{reg: registry.New(), logs: &lockedBuffer{}}
+	e := &engine{reg: registry.New(), logs: &syncbuf.Buffer{}}
 	e.logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var backend queue.Backend
 	var store progress.Store

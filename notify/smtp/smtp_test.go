@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/mail"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,29 +21,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/notify/smtp"
 	"github.com/flowsrun/flows/progress"
 )
-
-// lockedBuffer is a bytes.Buffer safe for the concurrent writes of a
-// logger.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 const taskID = "0123456789abcdef0123456789abcdef"
 
@@ -195,7 +176,7 @@ func TestAuth(t *testing.T) {
 	assert.Equal(t, 1, ok)
 	require.Len(t, ms.received(), 1)
 
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	wrong := newSender(t, smtp.Config{URL: "smtp://flows:planted-wrong-pass@" + ms.addr, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	err := wrong.Deliver(context.Background(), sample())
 	require.Error(t, err)
