@@ -41,7 +41,7 @@ type pageServer struct {
 // startPageServer starts the example server for a browser test, its flows
 // paced by step and token (the offline model's pause before each reply and
 // between streamed chunks). Everything stops when the test ends.
-func startPageServer(t *testing.T, step, token time.Duration) *pageServer {
+func startPageServer(t *testing.T, step, token time.Duration, options ...func(*config)) *pageServer {
 	t.Helper()
 	tavily := newFakeTavily()
 	tavilySrv := httptest.NewServer(tavily)
@@ -54,6 +54,9 @@ func startPageServer(t *testing.T, step, token time.Duration) *pageServer {
 		ShutdownTimeout: 5 * time.Second,
 		Grace:           5 * time.Second,
 		Logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range options {
+		o(&cfg)
 	}
 	handler, run, err := newServer(cfg)
 	require.NoError(t, err)

@@ -20,6 +20,12 @@
 //
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/server -workers 0
 //
+// With SMTP_URL, NOTIFY_EMAIL_TO and NOTIFY_EMAIL_FROM, or WEBHOOK_URL and
+// WEBHOOK_SECRET (WEBHOOK_ALLOW_PRIVATE=1 for a receiver on a private
+// network or this machine), it sends an e-mail and a signed webhook about
+// every finished task (see examples/notifications), and the page shows on
+// each finished card whether they were sent.
+//
 // Flags, each with an environment variable as its default:
 //
 //	-addr      listen address (ADDR, or ":"+PORT; default ":8080")

@@ -77,27 +77,39 @@ const pageProbeJS = `(() => {
       cancelShown: shown(q('.cancel')),
       removeShown: shown(q('.remove')),
       labels: [...li.querySelectorAll('.task-labels .label')].map((l) => l.textContent),
+      notifyShown: shown(q('.task-notify')),
+      notifications: [...li.querySelectorAll('.notify-item')].map((n) => ({
+        channel: n.dataset.channel, delivery: n.dataset.delivery, text: n.textContent })),
     };
   };
 })();`
 
 // cardView is a task card as __card reads it.
 type cardView struct {
-	State          string     `json:"state"`
-	Connection     string     `json:"connection"`
-	Reconnects     int        `json:"reconnects"`
-	Badge          string     `json:"badge"`
-	Status         string     `json:"status"`
-	Progress       float64    `json:"progress"`
-	Steps          []string   `json:"steps"`
-	Tools          []toolView `json:"tools"`
-	Result         *string    `json:"result"`
-	Live           string     `json:"live"`
-	LiveShown      bool       `json:"liveShown"`
-	ConnectionText string     `json:"connectionText"`
-	CancelShown    bool       `json:"cancelShown"`
-	RemoveShown    bool       `json:"removeShown"`
-	Labels         []string   `json:"labels"`
+	State          string       `json:"state"`
+	Connection     string       `json:"connection"`
+	Reconnects     int          `json:"reconnects"`
+	Badge          string       `json:"badge"`
+	Status         string       `json:"status"`
+	Progress       float64      `json:"progress"`
+	Steps          []string     `json:"steps"`
+	Tools          []toolView   `json:"tools"`
+	Result         *string      `json:"result"`
+	Live           string       `json:"live"`
+	LiveShown      bool         `json:"liveShown"`
+	ConnectionText string       `json:"connectionText"`
+	CancelShown    bool         `json:"cancelShown"`
+	RemoveShown    bool         `json:"removeShown"`
+	Labels         []string     `json:"labels"`
+	NotifyShown    bool         `json:"notifyShown"`
+	Notifications  []notifyView `json:"notifications"`
+}
+
+// notifyView is a notification line of a card.
+type notifyView struct {
+	Channel  string `json:"channel"`
+	Delivery string `json:"delivery"`
+	Text     string `json:"text"`
 }
 
 // toolView is a tool_result block of a card.

@@ -15,6 +15,7 @@ import (
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/examples/internal/redisurl"
+	"github.com/flowsrun/flows/examples/notifications"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -64,6 +65,9 @@ type config struct {
 	// Healthcheck asks a running server on Addr whether it answers,
 	// instead of serving (the -healthcheck flag).
 	Healthcheck bool
+	// Notify are the notifications about finished tasks, from the
+	// environment (see examples/notifications); none when empty.
+	Notify notifications.Config
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -126,6 +130,13 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	if err := (ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins}).Validate(); err != nil {
 		return config{}, fmt.Errorf("-cors-origins: %w", err)
 	}
+	var err error
+	if cfg.Notify, err = notifications.FromEnv(getenv); err != nil {
+		return config{}, err
+	}
+	if _, err := cfg.Notify.Channels(slog.New(slog.DiscardHandler)); err != nil {
+		return config{}, err // a bad URL, address or secret stops the server now
+	}
 	return cfg, nil
 }
 
@@ -178,6 +189,22 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		return nil, nil, err
 	}
 	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	notifier, err := notifications.New(cfg.Notify, broker, logger)
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	var hooks []queue.FinishHook
+	if notifier != nil {
+		// The in-process workers deliver notifications and enqueue them
+		// for the tasks they end; so must separate worker processes.
+		if err := notifier.Register(reg); err != nil {
+			release()
+			return nil, nil, err
+		}
+		hooks = append(hooks, notifier.Hook())
+		logger.Info("notifications on", "channels", notifier.Channels())
+	}
 	// run runs the in-process workers, if any, until ctx ends; then it
 	// releases the backend, which the handler no longer uses by then.
 	run := func(ctx context.Context) error {
@@ -190,6 +217,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 			Registry:      reg,
 			Concurrency:   cfg.Workers,
 			ShutdownGrace: cfg.Grace,
+			OnFinish:      hooks,
 			Logger:        logger,
 		})
 		return worker.Run(ctx)
@@ -210,6 +238,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
+	mux.Handle("GET /notifications/{id}/", notificationsHandler(broker, notifier, logger))
 	mountPage(mux)
 
 	return mux, run, nil

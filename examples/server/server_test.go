@@ -20,8 +20,10 @@ import (
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/examples/llm"
+	"github.com/flowsrun/flows/examples/notifications"
 	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/internal/syncbuf"
+	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -363,6 +365,30 @@ func TestPageURL(t *testing.T) {
 			addr, err := net.ResolveTCPAddr("tcp", tt.addr)
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, pageURL(addr))
+		})
+	}
+}
+
+// TestParseConfigNotifications: the notification variables are read and
+// checked at start-up; a bad value is an error that quotes no secret.
+func TestParseConfigNotifications(t *testing.T) {
+	secret := notify.NewSecret()
+	env := map[string]string{"WEBHOOK_URL": "http://127.0.0.1:9000/hook", "WEBHOOK_SECRET": secret, "WEBHOOK_ALLOW_PRIVATE": "1"}
+	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, notifications.Config{WebhookURL: "http://127.0.0.1:9000/hook", Secret: secret, AllowPrivate: true}, cfg.Notify)
+
+	for name, bad := range map[string]map[string]string{
+		"private target":   {"WEBHOOK_URL": "http://127.0.0.1:9000/hook", "WEBHOOK_SECRET": secret},
+		"bad secret":       {"WEBHOOK_URL": "http://127.0.0.1:9000/hook", "WEBHOOK_SECRET": "whsec_cGxhbnRlZA==", "WEBHOOK_ALLOW_PRIVATE": "1"},
+		"e-mail half done": {"SMTP_URL": "smtp://u:planted@127.0.0.1:2525"},
+		"bad SMTP_URL":     {"SMTP_URL": "smtps://u:planted@127.0.0.1:2525?starttls=required", "NOTIFY_EMAIL_TO": "a@example.com", "NOTIFY_EMAIL_FROM": "f@example.com"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parseConfig(nil, func(k string) string { return bad[k] }, io.Discard)
+			require.Error(t, err)
+			assert.NotContains(t, err.Error(), "planted")
+			assert.NotContains(t, err.Error(), "cGxhbnRlZA")
 		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
 )
 
 // holdingReceiver takes webhook deliveries; it holds the first request
@@ -137,4 +138,12 @@ func TestNotificationSurvivesKilledWorker(t *testing.T) {
 	dead, err := q.broker.Dead(context.Background(), 0)
 	require.NoError(t, err)
 	assert.Empty(t, dead, "nothing failed")
+
+	// The notification task: one success, on the lease after the killed
+	// worker's.
+	info, err := q.broker.Task(context.Background(), queue.IdempotentID("", "flows.notify:"+notify.ID(ids[0], "webhook")))
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, info.Snapshot.State)
+	assert.Equal(t, 2, info.Task.Attempt)
+	assert.Equal(t, notify.FlowName, info.Task.Flow)
 }

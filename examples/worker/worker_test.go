@@ -15,11 +15,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/examples/notifications"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
 )
+
+// testSecret is a webhook secret for configuration tests.
+const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 func TestParseConfig(t *testing.T) {
 	const url = "redis://127.0.0.1:6390/0"
@@ -50,6 +54,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "empty prefix", args: []string{"-prefix", ""}, wantErr: "-prefix"},
 		{name: "unknown flag", args: []string{"-workers", "2"}, wantErr: "workers"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
+		{name: "notifications", env: map[string]string{"WEBHOOK_URL": "http://127.0.0.1:9000/hook", "WEBHOOK_SECRET": testSecret, "WEBHOOK_ALLOW_PRIVATE": "1"},
+			want: func(c *config) {
+				c.Notify = notifications.Config{WebhookURL: "http://127.0.0.1:9000/hook", Secret: testSecret, AllowPrivate: true}
+			}},
+		{name: "webhook to a private address", env: map[string]string{"WEBHOOK_URL": "http://127.0.0.1:9000/hook", "WEBHOOK_SECRET": testSecret}, wantErr: "WEBHOOK_ALLOW_PRIVATE=1"},
+		{name: "webhook without a secret", env: map[string]string{"WEBHOOK_URL": "http://127.0.0.1:9000/hook"}, wantErr: "WEBHOOK_SECRET"},
+		{name: "bad SMTP_URL", env: map[string]string{"SMTP_URL": "smtp://u:planted@mail.test:0", "NOTIFY_EMAIL_TO": "a@example.com", "NOTIFY_EMAIL_FROM": "f@example.com"}, wantErr: "bad port"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,6 +72,7 @@ func TestParseConfig(t *testing.T) {
 			if tt.wantErr != "" {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), tt.wantErr)
+				assert.NotContains(t, err.Error(), "planted")
 				return
 			}
 			require.NoError(t, err)

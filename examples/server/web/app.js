@@ -33,6 +33,14 @@
   const MAX_STREAMS = 4;
   // How often a card waiting for a stream reads its task's snapshot (ms).
   const PEEK_INTERVAL = 2000;
+  // How often a finished card reads where its notifications stand (ms),
+  // and how many reads find none before it stops looking.
+  const NOTIFY_INTERVAL = 1500;
+  const NOTIFY_MAX_EMPTY = 20;
+  // What each state of a notification is called on a card.
+  const DELIVERY_TEXT = {
+    queued: 'queued', sending: 'sending…', retrying: 'retrying', sent: 'sent', failed: 'failed',
+  };
 
   const form = document.getElementById('start-form');
   const select = document.getElementById('flow-select');
@@ -52,6 +60,9 @@
   const flows = new Map();
   /** @type {Map<string, TaskCard>} cards by task id */
   const cards = new Map();
+  // Whether the server sends notifications: true until it says it does
+  // not.
+  let notificationsOn = true;
 
   // ---- small helpers ------------------------------------------------------
 
@@ -440,6 +451,10 @@
       this.stepsShown = 0;
       this.cancelling = false;
       this.removed = false;
+      this.notifyTimer = 0;
+      this.notifyEmpty = 0;
+      this.notifyDone = false;
+      this.deliveries = new Map(); // channel -> state last shown
 
       const short = shortID(this.id);
       const name = `${this.flow} task ${short}`;
@@ -634,6 +649,81 @@
       }, delay);
     }
 
+    // watchNotifications reads, once the task has finished, whether its
+    // notifications were sent, are being retried or failed, and reads
+    // again until each is sent or failed. A server that sends none says
+    // so ("enabled": false): the section stays hidden on every card.
+    watchNotifications() {
+      if (!notificationsOn || this.notifyDone || this.notifyTimer || this.removed || this.gone) return;
+      const delay = this.deliveries.size || this.notifyEmpty ? NOTIFY_INTERVAL : 0;
+      this.notifyTimer = setTimeout(async () => {
+        this.notifyTimer = 0;
+        let resp;
+        try {
+          resp = await fetch(`notifications/${encodeURIComponent(this.id)}/`, { headers: { Accept: 'application/json' } });
+        } catch (_) {
+          this.watchNotifications();
+          return;
+        }
+        if (this.removed) return;
+        if (resp.status === 404) { // the server forgot the task
+          this.notifyDone = true;
+          return;
+        }
+        let list = null;
+        if (resp.ok) {
+          try {
+            const answer = await resp.json();
+            if (answer.enabled === false) {
+              notificationsOn = false;
+              this.notifyDone = true;
+              return;
+            }
+            list = answer.notifications;
+          } catch (_) { /* read again below */ }
+        }
+        if (Array.isArray(list)) this.renderNotifications(list);
+        const settled = Array.isArray(list) && list.length > 0 && list.every((d) => d.state === 'sent' || d.state === 'failed');
+        if (Array.isArray(list) && list.length === 0 && ++this.notifyEmpty >= NOTIFY_MAX_EMPTY) {
+          this.q('.notify-waiting').textContent = 'No notification was queued for this task.';
+          this.notifyDone = true;
+          return;
+        }
+        if (settled) {
+          this.notifyDone = true;
+          return;
+        }
+        this.watchNotifications();
+      }, delay);
+    }
+
+    // renderNotifications shows one line per channel, in words (not only
+    // in colour), and announces each that was sent or failed.
+    renderNotifications(list) {
+      const section = this.q('.task-notify');
+      section.hidden = false;
+      this.q('.notify-waiting').hidden = list.length > 0;
+      const ul = this.q('.notify-list');
+      ul.replaceChildren();
+      for (const d of list) {
+        const channel = String(d.channel || 'channel');
+        const state = String(d.state || '');
+        const item = el('li', { class: 'notify-item' });
+        item.dataset.channel = channel;
+        item.dataset.delivery = state;
+        let words = DELIVERY_TEXT[state] || state;
+        if (state === 'sent' && d.attempts > 1) words += ` (attempt ${d.attempts})`;
+        item.append(el('span', { class: 'notify-channel' }, channel), ': ', el('span', { class: 'notify-state' }, words));
+        if (d.detail && state !== 'sent') item.append(el('span', { class: 'notify-detail' }, String(d.detail)));
+        ul.append(item);
+        const before = this.deliveries.get(channel);
+        if (before !== state && (state === 'sent' || state === 'failed' || state === 'retrying')) {
+          announce(`${this.flow} task ${shortID(this.id)}: ${channel} notification ${DELIVERY_TEXT[state]}`);
+        }
+        this.deliveries.set(channel, state);
+      }
+    }
+
     // stop closes the stream for good and gives its place to another card.
     stop(connection) {
       clearTimeout(this.retryTimer);
@@ -720,6 +810,7 @@
         announce(`${this.flow} task ${shortID(this.id)}: ${snap.state}${status ? `, ${status}` : ''}`);
       }
       if (previous !== snap.state) updateList();
+      if (done) this.watchNotifications();
     }
 
     // cancel asks the server to stop the task. The button stays focusable
@@ -744,6 +835,7 @@
 
     remove(opts) {
       this.removed = true;
+      clearTimeout(this.notifyTimer);
       this.stop(this.item.dataset.connection);
       cards.delete(this.id);
       const next = this.item.nextElementSibling || this.item.previousElementSibling;
