@@ -19,8 +19,11 @@
 //
 //	throughput  -n tasks of a no-op flow reporting 5 progress events each,
 //	            enqueued as fast as possible and run by one worker with
-//	            -concurrency slots (and -hooks no-op finish hooks); tasks/s
-//	            from the first enqueue to the last terminal state
+//	            -concurrency slots (and -hooks no-op finish hooks; with
+//	            -notify, a notification per task through notify's finish
+//	            hook, delivered by the same worker to a channel that does
+//	            nothing); tasks/s from the first enqueue to the last
+//	            terminal state
 //	roundtrips  the Redis traffic of the throughput runs, per task: client
 //	            calls (each Do or DoMulti waits for one reply), socket
 //	            writes (what auto-pipelining actually sends), and commands
@@ -71,8 +74,9 @@ type config struct {
 	Runs        int
 	N           int
 	Concurrency int
-	Events      int // progress events per task
-	Hooks       int // no-op finish hooks of the throughput worker
+	Events      int  // progress events per task
+	Hooks       int  // no-op finish hooks of the throughput worker
+	Notify      bool // a notification per throughput task (package notify)
 	Producers   int
 	Clients     int
 	Conns       int
@@ -106,6 +110,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "flows the worker runs at once")
 	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
 	fs.IntVar(&cfg.Hooks, "hooks", 0, "no-op finish hooks (queue.WorkerConfig.OnFinish) of the throughput worker, to measure what hooks cost")
+	fs.BoolVar(&cfg.Notify, "notify", false, "throughput: a notification per task (notify's finish hook and delivery flow, to a channel that does nothing), to measure what notifications cost; per-task figures include the notification")
 	fs.IntVar(&cfg.Producers, "producers", 64, "goroutines that enqueue (throughput) or append events (sse)")
 	fs.IntVar(&cfg.Clients, "clients", fullDefaults.Clients, "concurrent SSE streams of the sse scenario")
 	fs.IntVar(&cfg.Conns, "conns", 32, "concurrent keep-alive connections of the starttask scenario")

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -145,7 +146,7 @@ func benchThroughput(ctx context.Context, e *env, p *printer) error {
 			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.enqueued, r.allocs, r.schedP99*1e3)
 		runs = append(runs, r)
 	}
-	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "hooks", cfg.Hooks, "producers", cfg.Producers, "backend", cfg.Backend)
+	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "hooks", cfg.Hooks, "notify", cfg.Notify, "producers", cfg.Producers, "backend", cfg.Backend)
 	if cfg.wants("throughput") {
 		p.figure("throughput", "tasks/s", collect(runs, func(r throughputRun) float64 { return r.tasksPerSec }), par)
 		// CPU per task: what the run costs whatever else the machine does.
@@ -183,13 +184,31 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	defer st.close()
 	reg := registry.New()
 	reg.MustRegister("noop", noopFlow(cfg.Events))
-	done := newTerminals(st.store, cfg.N)
+	ends := cfg.N
+	if cfg.Notify {
+		ends *= 2 // each task and its notification
+	}
+	done := newTerminals(st.store, ends)
 	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
 
 	wq, ws := workerPair(st, done)
 	hooks := make([]queue.FinishHook, cfg.Hooks)
 	for i := range hooks {
 		hooks[i] = func(context.Context, queue.Finished) error { return nil }
+	}
+	if cfg.Notify {
+		n, err := notify.New(notify.Config{
+			Queue:    queue.NewBroker(wq, ws, queue.BrokerConfig{Logger: discard}),
+			Channels: []notify.Channel{nopChannel{}},
+			Logger:   discard,
+		})
+		if err != nil {
+			return throughputRun{}, err
+		}
+		if err := n.Register(reg); err != nil {
+			return throughputRun{}, err
+		}
+		hooks = append(hooks, n.Hook())
 	}
 	stopWorker := startWorker(wq, ws, reg, cfg.Concurrency, hooks...)
 	workerStopped := false
@@ -256,6 +275,13 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	r.traffic, err = meter.perTask(context.WithoutCancel(ctx), cfg.N)
 	return r, err
 }
+
+// nopChannel is a notify.Channel that delivers nothing, at once: what a
+// notification costs the engine, without the cost of sending it.
+type nopChannel struct{}
+
+func (nopChannel) Name() string                                        { return "nop" }
+func (nopChannel) Deliver(context.Context, *notify.Notification) error { return nil }
 
 // timeoutFor bounds a run of n tasks: generous, so that only a stuck run
 // hits it.
