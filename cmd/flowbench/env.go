@@ -5,9 +5,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -36,10 +39,21 @@ var discard = slog.New(slog.DiscardHandler)
 // and an admin connection to it.
 type env struct {
 	cfg     config
-	proc    *redisproc.Server // nil unless started here
+	proc    *redisproc.Server  // nil unless started here
+	cluster *redisproc.Cluster // nil unless started here (-cluster)
 	url     string
 	admin   rueidis.Client
 	version string
+	// masters are the Redis servers that hold data: the one Redis, or
+	// the masters of a cluster, by address, in address order. The
+	// figures of commands and Redis CPU add theirs up.
+	masters []master
+}
+
+// master is a Redis server that holds data, and a client of it alone.
+type master struct {
+	addr   string
+	client rueidis.Client
 }
 
 func newEnv(ctx context.Context, cfg config) (*env, error) {
@@ -48,7 +62,15 @@ func newEnv(ctx context.Context, cfg config) (*env, error) {
 		return e, nil
 	}
 	e.url = cfg.RedisURL
-	if e.url == "" {
+	switch {
+	case e.url != "":
+	case cfg.Cluster:
+		c, err := redisproc.StartCluster(redisproc.ClusterOptions{Masters: cfg.Masters})
+		if err != nil {
+			return nil, err
+		}
+		e.cluster, e.url = c, c.URL()
+	default:
 		proc, err := redisproc.Start(redisproc.Options{})
 		if err != nil {
 			return nil, err
@@ -72,8 +94,34 @@ func newEnv(ctx context.Context, cfg config) (*env, error) {
 		return nil, fmt.Errorf("redis info: %w", err)
 	}
 	e.version = infoField(info, "redis_version")
+	if err := e.findMasters(ctx); err != nil {
+		e.close()
+		return nil, err
+	}
 	return e, nil
 }
+
+// findMasters lists the servers of the admin client that are masters.
+func (e *env) findMasters(ctx context.Context) error {
+	nodes := e.admin.Nodes()
+	for _, addr := range slices.Sorted(maps.Keys(nodes)) {
+		n := nodes[addr]
+		info, err := n.Do(ctx, n.B().Info().Section("replication").Build()).ToString()
+		if err != nil {
+			return fmt.Errorf("redis info of %s: %w", addr, err)
+		}
+		if infoField(info, "role") == "master" {
+			e.masters = append(e.masters, master{addr: addr, client: n})
+		}
+	}
+	if len(e.masters) == 0 {
+		return errors.New("no Redis master found")
+	}
+	return nil
+}
+
+// sharded reports whether the data is spread over several masters.
+func (e *env) sharded() bool { return len(e.masters) > 1 }
 
 func (e *env) close() {
 	if e.admin != nil {
@@ -81,6 +129,9 @@ func (e *env) close() {
 	}
 	if e.proc != nil {
 		e.proc.Close()
+	}
+	if e.cluster != nil {
+		e.cluster.Close()
 	}
 }
 
@@ -90,6 +141,11 @@ func (e *env) describe() string {
 		return "backend memory (no Redis)"
 	case e.proc != nil:
 		return fmt.Sprintf("backend redis, own redis-server %s on %s (no persistence)", e.version, e.proc.Addr())
+	case e.cluster != nil:
+		return fmt.Sprintf("backend redis, own Redis Cluster %s of %d masters on %s (no persistence)",
+			e.version, len(e.masters), strings.Join(e.masterAddrs(), ", "))
+	case e.sharded():
+		return fmt.Sprintf("backend redis, Redis Cluster %s of %d masters at REDIS_URL", e.version, len(e.masters))
 	default:
 		return fmt.Sprintf("backend redis, redis %s at REDIS_URL", e.version)
 	}
@@ -117,9 +173,11 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 			close: func() {},
 		}, nil
 	}
-	if e.proc != nil {
-		if err := e.admin.Do(ctx, e.admin.B().Flushall().Sync().Build()).Error(); err != nil {
-			return nil, fmt.Errorf("flushall: %w", err)
+	if e.proc != nil || e.cluster != nil {
+		for _, m := range e.masters {
+			if err := m.client.Do(ctx, m.client.B().Flushall().Sync().Build()).Error(); err != nil {
+				return nil, fmt.Errorf("flushall on %s: %w", m.addr, err)
+			}
 		}
 	}
 	opt, err := rueidis.ParseURL(e.url)
@@ -217,33 +275,38 @@ func (c *countingConn) Write(p []byte) (int, error) {
 }
 
 // commandCalls returns the total calls of INFO commandstats (commands run
-// by scripts included), leaving out the admin commands of flowbench
-// itself, and the calls of each command.
-func (e *env) commandCalls(ctx context.Context) (int64, map[string]int64, error) {
-	info, err := e.admin.Do(ctx, e.admin.B().Info().Section("commandstats").Build()).ToString()
-	if err != nil {
-		return 0, nil, fmt.Errorf("info commandstats: %w", err)
-	}
+// by scripts included) on every master, leaving out the admin commands of
+// flowbench itself, the calls of each command, and the total of each
+// master.
+func (e *env) commandCalls(ctx context.Context) (int64, map[string]int64, []int64, error) {
 	var total int64
 	calls := map[string]int64{}
-	for line := range strings.SplitSeq(info, "\n") {
-		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
-		name, isCmd := strings.CutPrefix(name, "cmdstat_")
-		if !ok || !isCmd || name == "info" || name == "client|list" || name == "flushall" {
-			continue
+	perMaster := make([]int64, len(e.masters))
+	for i, m := range e.masters {
+		info, err := m.client.Do(ctx, m.client.B().Info().Section("commandstats").Build()).ToString()
+		if err != nil {
+			return 0, nil, nil, fmt.Errorf("info commandstats of %s: %w", m.addr, err)
 		}
-		for kv := range strings.SplitSeq(stats, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					return 0, nil, fmt.Errorf("commandstats %s: %w", name, err)
+		for line := range strings.SplitSeq(info, "\n") {
+			name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
+			name, isCmd := strings.CutPrefix(name, "cmdstat_")
+			if !ok || !isCmd || name == "info" || name == "client|list" || name == "flushall" || name == "cluster|slots" || name == "cluster|shards" {
+				continue
+			}
+			for kv := range strings.SplitSeq(stats, ",") {
+				if v, ok := strings.CutPrefix(kv, "calls="); ok {
+					n, err := strconv.ParseInt(v, 10, 64)
+					if err != nil {
+						return 0, nil, nil, fmt.Errorf("commandstats %s: %w", name, err)
+					}
+					calls[name] += n
+					perMaster[i] += n
+					total += n
 				}
-				calls[name] = n
-				total += n
 			}
 		}
 	}
-	return total, calls, nil
+	return total, calls, perMaster, nil
 }
 
 // traffic is the Redis traffic of a run, per task: round trips of the
@@ -253,6 +316,9 @@ func (e *env) commandCalls(ctx context.Context) (int64, map[string]int64, error)
 type traffic struct {
 	calls, writes, commands float64
 	perCommand              map[string]int64
+	// perMaster is each master's share of the commands (0..1), in the
+	// order of env.masters.
+	perMaster []float64
 }
 
 // trafficMeter measures the traffic of a run from the moment it is made.
@@ -261,6 +327,7 @@ type trafficMeter struct {
 	st                      *stack
 	calls, writes, commands int64
 	perCommand              map[string]int64
+	perMaster               []int64
 }
 
 // meterTraffic starts measuring the traffic of st's client; in memory,
@@ -271,7 +338,7 @@ func (e *env) meterTraffic(ctx context.Context, st *stack) (*trafficMeter, error
 		return m, nil
 	}
 	var err error
-	if m.commands, m.perCommand, err = e.commandCalls(ctx); err != nil {
+	if m.commands, m.perCommand, m.perMaster, err = e.commandCalls(ctx); err != nil {
 		return nil, err
 	}
 	m.calls, m.writes = st.counter.calls.Load(), st.writes.Load()
@@ -284,9 +351,12 @@ func (m *trafficMeter) perTask(ctx context.Context, n int) (traffic, error) {
 	if m.st.counter == nil {
 		return t, nil
 	}
-	commands, perCommand, err := m.e.commandCalls(ctx)
+	commands, perCommand, perMaster, err := m.e.commandCalls(ctx)
 	if err != nil {
 		return t, err
+	}
+	for i, c := range perMaster {
+		t.perMaster = append(t.perMaster, float64(c-m.perMaster[i])/float64(max(commands-m.commands, 1)))
 	}
 	t.calls = float64(m.st.counter.calls.Load()-m.calls) / float64(n)
 	t.writes = float64(m.st.writes.Load()-m.writes) / float64(n)
@@ -301,16 +371,18 @@ func (m *trafficMeter) perTask(ctx context.Context, n int) (traffic, error) {
 }
 
 // connections returns the number of connections named clientName that
-// Redis has open: the benchmarked client's.
+// the Redis servers have open: the benchmarked client's.
 func (e *env) connections(ctx context.Context) (int, error) {
-	list, err := e.admin.Do(ctx, e.admin.B().ClientList().Build()).ToString()
-	if err != nil {
-		return 0, fmt.Errorf("client list: %w", err)
-	}
 	n := 0
-	for line := range strings.SplitSeq(list, "\n") {
-		if strings.Contains(line, " name="+clientName+" ") {
-			n++
+	for addr, node := range e.admin.Nodes() {
+		list, err := node.Do(ctx, node.B().ClientList().Build()).ToString()
+		if err != nil {
+			return 0, fmt.Errorf("client list of %s: %w", addr, err)
+		}
+		for line := range strings.SplitSeq(list, "\n") {
+			if strings.Contains(line, " name="+clientName+" ") {
+				n++
+			}
 		}
 	}
 	return n, nil
@@ -326,20 +398,32 @@ func infoField(info, field string) string {
 	return ""
 }
 
-// redisCPU returns the CPU time the Redis server has used (0 when it
-// cannot be read), from INFO cpu.
-func (e *env) redisCPU(ctx context.Context) time.Duration {
-	if e.admin == nil {
-		return 0
+// redisCPU returns the CPU time the masters have used, in all and each
+// (0 when it cannot be read), from INFO cpu.
+func (e *env) redisCPU(ctx context.Context) (time.Duration, []time.Duration) {
+	var total time.Duration
+	each := make([]time.Duration, len(e.masters))
+	for i, m := range e.masters {
+		info, err := m.client.Do(ctx, m.client.B().Info().Section("cpu").Build()).ToString()
+		if err != nil {
+			continue
+		}
+		var secs float64
+		for _, f := range []string{"used_cpu_user", "used_cpu_sys"} {
+			v, _ := strconv.ParseFloat(infoField(info, f), 64)
+			secs += v
+		}
+		each[i] = time.Duration(secs * float64(time.Second))
+		total += each[i]
 	}
-	info, err := e.admin.Do(ctx, e.admin.B().Info().Section("cpu").Build()).ToString()
-	if err != nil {
-		return 0
+	return total, each
+}
+
+// masterAddrs returns the addresses of the masters.
+func (e *env) masterAddrs() []string {
+	addrs := make([]string, len(e.masters))
+	for i, m := range e.masters {
+		addrs[i] = m.addr
 	}
-	var total float64
-	for _, f := range []string{"used_cpu_user", "used_cpu_sys"} {
-		v, _ := strconv.ParseFloat(infoField(info, f), 64)
-		total += v
-	}
-	return time.Duration(total * float64(time.Second))
+	return addrs
 }

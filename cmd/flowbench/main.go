@@ -9,11 +9,19 @@
 // the SSE capacity scenario, a child process holding the browsers'
 // connections. All traffic stays on the loopback interface.
 //
+// With -cluster it starts a throwaway Redis Cluster of -masters masters
+// (three by default) instead, and the throughput and rate scenarios add
+// each master's share of the Redis CPU and of the commands: how the load
+// splits across the shards. The Redis CPU and commands per task are those
+// of every master together (a cluster at REDIS_URL is measured the same
+// way).
+//
 // Usage:
 //
 //	go run ./cmd/flowbench [flags]
 //	go run ./cmd/flowbench -quick                  # a few seconds, tiny N
 //	go run ./cmd/flowbench -scenario throughput,pickup -runs 3
+//	go run ./cmd/flowbench -cluster -scenario throughput,roundtrips,rate
 //
 // Scenarios (-scenario, a comma-separated list, or "all"):
 //
@@ -71,6 +79,8 @@ type config struct {
 	Scenarios   []string
 	Backend     string // "redis" or "memory"
 	RedisURL    string
+	Cluster     bool // start a Redis Cluster instead of one redis-server
+	Masters     int  // its masters
 	Runs        int
 	N           int
 	Concurrency int
@@ -105,6 +115,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&scenarios, "scenario", "all", "scenarios to run: all, or a comma-separated list of "+strings.Join(scenarioNames, ", "))
 	fs.StringVar(&cfg.Backend, "backend", "redis", "redis or memory")
 	fs.StringVar(&cfg.RedisURL, "redis-url", getenv("REDIS_URL"), "Redis to use instead of a throwaway redis-server (env REDIS_URL); keys get a fresh prefix")
+	fs.BoolVar(&cfg.Cluster, "cluster", false, "start a throwaway Redis Cluster of -masters masters instead of one redis-server, and report how the load splits across them")
+	fs.IntVar(&cfg.Masters, "masters", 3, "masters of the -cluster cluster")
 	fs.IntVar(&cfg.Runs, "runs", fullDefaults.Runs, "runs of each scenario")
 	fs.IntVar(&cfg.N, "n", fullDefaults.N, "tasks of the throughput scenario")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "flows the worker runs at once")
@@ -152,7 +164,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if cfg.Backend != "redis" && cfg.Backend != "memory" {
 		return config{}, fmt.Errorf("-backend must be redis or memory, got %q", cfg.Backend)
 	}
-	for name, v := range map[string]int{"runs": cfg.Runs, "n": cfg.N, "concurrency": cfg.Concurrency, "producers": cfg.Producers, "clients": cfg.Clients, "conns": cfg.Conns} {
+	if cfg.Cluster && (cfg.Backend != "redis" || cfg.RedisURL != "") {
+		return config{}, errors.New("-cluster starts a cluster of its own: it takes neither -backend memory nor REDIS_URL (a cluster at REDIS_URL is found by itself)")
+	}
+	for name, v := range map[string]int{"masters": cfg.Masters, "runs": cfg.Runs, "n": cfg.N, "concurrency": cfg.Concurrency, "producers": cfg.Producers, "clients": cfg.Clients, "conns": cfg.Conns} {
 		if v < 1 {
 			return config{}, fmt.Errorf("-%s must be at least 1, got %d", name, v)
 		}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -94,6 +95,36 @@ func TestQuickRunPrintsEveryFigure(t *testing.T) {
 	}
 }
 
+// TestQuickRunOnCluster runs the Redis scenarios on a Redis Cluster of
+// three masters it starts itself: each master's share of the load is
+// printed, and the shares add up to the whole.
+func TestQuickRunOnCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"-quick", "-cluster", "-scenario", "throughput,roundtrips,rate,sse"}, noEnv, &out)
+	require.NoError(t, err, "output so far:\n%s", out.String())
+	t.Logf("output:\n%s", out.String())
+	assert.Regexp(t, `(?m)^# flowbench .*own Redis Cluster .* of 3 masters`, out.String())
+	for _, scenario := range []string{"throughput", "rate"} {
+		for _, what := range []string{"cpu", "commands"} {
+			total := 0.0
+			for i := 1; i <= 3; i++ {
+				re := regexp.MustCompile(`(?m)^` + scenario + `\s+shard` + strconv.Itoa(i) + ` ` + what + ` %\s+([0-9.]+) .* shard=127\.0\.0\.1:[0-9]+$`)
+				m := re.FindStringSubmatch(out.String())
+				require.NotNil(t, m, "%s shard%d %s", scenario, i, what)
+				v, err := strconv.ParseFloat(m[1], 64)
+				require.NoError(t, err)
+				total += v
+			}
+			assert.InDelta(t, 100, total, 0.5, "%s: the %s shares add up", scenario, what)
+		}
+	}
+	m := regexp.MustCompile(`(?m)^sse\s+streams complete\s+([0-9.]+) `).FindStringSubmatch(out.String())
+	require.NotNil(t, m)
+	assert.Equal(t, "20.0", m[1], "every stream got every event in order")
+}
+
 func TestScenarioSelection(t *testing.T) {
 	var out bytes.Buffer
 	err := run(context.Background(), []string{"-quick", "-backend", "memory", "-scenario", "starttask"}, noEnv, &out)
@@ -140,6 +171,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "REDIS_URL", url: "redis://127.0.0.1:1/0", check: func(t *testing.T, c config) {
 			assert.Equal(t, "redis://127.0.0.1:1/0", c.RedisURL)
 		}},
+		{name: "cluster", args: []string{"-cluster", "-masters", "5"}, check: func(t *testing.T, c config) {
+			assert.True(t, c.Cluster)
+			assert.Equal(t, 5, c.Masters)
+		}},
+		{name: "cluster in memory", args: []string{"-cluster", "-backend", "memory"}, wantErr: "-cluster starts a cluster of its own"},
+		{name: "cluster and REDIS_URL", args: []string{"-cluster"}, url: "redis://127.0.0.1:1/0", wantErr: "-cluster starts a cluster of its own"},
+		{name: "no masters", args: []string{"-cluster", "-masters", "0"}, wantErr: "-masters must be at least 1"},
 		{name: "unknown scenario", args: []string{"-scenario", "speed"}, wantErr: `unknown scenario "speed"`},
 		{name: "bad backend", args: []string{"-backend", "postgres"}, wantErr: "-backend must be"},
 		{name: "zero runs", args: []string{"-runs", "0"}, wantErr: "-runs must be at least 1"},

@@ -19,10 +19,11 @@ const defaultRate = 200
 // rateRun is what one run of the rate scenario measured.
 type rateRun struct {
 	tasks       int
-	tasksPerSec float64 // the rate achieved, from the first enqueue to the last end
-	traffic             // per task
-	cpu         float64 // µs of this process's CPU per task
-	redisCPU    float64 // µs of Redis's CPU per task
+	tasksPerSec float64   // the rate achieved, from the first enqueue to the last end
+	traffic               // per task
+	cpu         float64   // µs of this process's CPU per task
+	redisCPU    float64   // µs of Redis's CPU per task (every master)
+	shardCPU    []float64 // each master's share of the Redis CPU (0..1)
 }
 
 // benchRate runs the tasks of the throughput scenario (a no-op flow that
@@ -56,6 +57,7 @@ func benchRate(ctx context.Context, e *env, p *printer) error {
 	p.figure("rate", "calls/task", collect(runs, func(r rateRun) float64 { return r.calls }), par)
 	p.figure("rate", "writes/task", collect(runs, func(r rateRun) float64 { return r.writes }), par)
 	p.figure("rate", "commands/task", collect(runs, func(r rateRun) float64 { return r.commands }), par)
+	shardFigures(e, p, "rate", runs, func(r rateRun) ([]float64, []float64) { return r.shardCPU, r.perMaster }, par)
 	last := runs[len(runs)-1]
 	for _, name := range slices.Sorted(maps.Keys(last.perCommand)) {
 		p.note("rate commands/task %-12s %.2f", name, float64(last.perCommand[name])/float64(last.tasks))
@@ -106,7 +108,8 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 	if err != nil {
 		return rateRun{}, err
 	}
-	cpu0, redisCPU0 := cpuTime(), e.redisCPU(ctx)
+	cpu0 := cpuTime()
+	redisCPU0, shardCPU0 := e.redisCPU(ctx)
 	period := time.Second / time.Duration(rate)
 	errs := make(chan error, 1)
 	start := time.Now()
@@ -135,11 +138,13 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 		return rateRun{}, err
 	}
 	n := float64(total)
+	redisCPU1, shardCPU1 := e.redisCPU(ctx)
 	r := rateRun{
 		tasks:       total,
 		tasksPerSec: n / elapsed.Seconds(),
 		cpu:         float64(cpuTime()-cpu0) / n / float64(time.Microsecond),
-		redisCPU:    float64(e.redisCPU(ctx)-redisCPU0) / n / float64(time.Microsecond),
+		redisCPU:    float64(redisCPU1-redisCPU0) / n / float64(time.Microsecond),
+		shardCPU:    shares(shardCPU0, shardCPU1),
 	}
 	r.traffic, err = meter.perTask(ctx, total)
 	return r, err

@@ -126,12 +126,13 @@ func noopFlow(events int) flow.Flow {
 // throughputRun is what one throughput run measured.
 type throughputRun struct {
 	tasksPerSec float64
-	traffic             // per task
-	cpu         float64 // cores used by this process
-	redisCPU    float64 // cores used by Redis
-	enqueued    float64 // tasks/s enqueued, while the worker runs
-	allocs      float64 // heap allocations of this process per task
-	schedP99    float64 // goroutines' wait to run, p99 (seconds)
+	traffic               // per task
+	cpu         float64   // cores used by this process
+	redisCPU    float64   // cores used by Redis (every master)
+	shardCPU    []float64 // each master's share of the Redis CPU (0..1)
+	enqueued    float64   // tasks/s enqueued, while the worker runs
+	allocs      float64   // heap allocations of this process per task
+	schedP99    float64   // goroutines' wait to run, p99 (seconds)
 }
 
 func benchThroughput(ctx context.Context, e *env, p *printer) error {
@@ -154,6 +155,7 @@ func benchThroughput(ctx context.Context, e *env, p *printer) error {
 		if e.redis() {
 			p.figure("throughput", "cpu us/task redis", collect(runs, func(r throughputRun) float64 { return r.redisCPU / r.tasksPerSec * 1e6 }), par)
 		}
+		shardFigures(e, p, "throughput", runs, func(r throughputRun) ([]float64, []float64) { return r.shardCPU, r.perMaster }, par)
 	}
 	if cfg.wants("roundtrips") && e.redis() {
 		p.figure("roundtrips", "calls/task", collect(runs, func(r throughputRun) float64 { return r.calls }), par)
@@ -228,7 +230,8 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeoutFor(cfg.N))
 	defer cancel()
 	inputs := json.RawMessage(`{}`)
-	cpu0, redisCPU0 := cpuTime(), e.redisCPU(ctx)
+	cpu0 := cpuTime()
+	redisCPU0, shardCPU0 := e.redisCPU(ctx)
 	sched0, mallocs0 := schedLatencies(), mallocs()
 	var next atomic.Int64
 	errs := make(chan error, cfg.Producers)
@@ -257,13 +260,15 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 	}
 	elapsed := time.Since(start)
 	sched1, mallocs1 := schedLatencies(), mallocs()
+	redisCPU1, shardCPU1 := e.redisCPU(ctx)
 	if err := done.check(); err != nil {
 		return throughputRun{}, err
 	}
 	r := throughputRun{
 		tasksPerSec: float64(cfg.N) / elapsed.Seconds(),
 		cpu:         float64(cpuTime()-cpu0) / float64(elapsed),
-		redisCPU:    float64(e.redisCPU(ctx)-redisCPU0) / float64(elapsed),
+		redisCPU:    float64(redisCPU1-redisCPU0) / float64(elapsed),
+		shardCPU:    shares(shardCPU0, shardCPU1),
 		enqueued:    float64(cfg.N) / enqueued.Seconds(),
 		allocs:      float64(mallocs1-mallocs0) / float64(cfg.N),
 		schedP99:    schedQuantile(sched0, sched1, 0.99),

@@ -27,10 +27,12 @@ const ClusterTimeout = 60 * time.Second
 // ClusterOptions configures a cluster started by StartCluster. The zero
 // value is three masters without replicas and without persistence.
 type ClusterOptions struct {
-	// Masters is the number of masters; zero means 3, the fewest
-	// redis-cli accepts.
+	// Masters is the number of masters; zero means 3. redis-cli creates
+	// clusters of three masters or more; one or two are joined here
+	// with CLUSTER ADDSLOTSRANGE and CLUSTER MEET, without replicas.
 	Masters int
-	// Replicas is the number of replicas of each master.
+	// Replicas is the number of replicas of each master (three masters
+	// or more only).
 	Replicas int
 	// NodeTimeout is the cluster-node-timeout: how long a master must be
 	// unreachable before its replica takes over. Zero means 2 seconds.
@@ -74,6 +76,9 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 	if opts.Masters <= 0 {
 		opts.Masters = 3
 	}
+	if opts.Masters < 3 && opts.Replicas > 0 {
+		return nil, fmt.Errorf("redisproc: a cluster of %d masters cannot have replicas here (redis-cli wants three masters)", opts.Masters)
+	}
 	if opts.NodeTimeout <= 0 {
 		opts.NodeTimeout = 2 * time.Second
 	}
@@ -99,11 +104,9 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 		}
 		c.Nodes = append(c.Nodes, s)
 	}
-	create := append([]string{"--cluster", "create"}, c.Addrs()...)
-	create = append(create, "--cluster-replicas", strconv.Itoa(opts.Replicas), "--cluster-yes")
-	if out, err := exec.Command(cli, create...).CombinedOutput(); err != nil {
+	if err := c.create(opts); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("redisproc: redis-cli --cluster create: %w: %s", err, tail(string(out), 10))
+		return nil, err
 	}
 	if err := c.WaitOK(); err != nil {
 		c.Close()
@@ -114,6 +117,35 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// create joins the nodes: with redis-cli --cluster create when there are
+// three masters or more, by hand otherwise.
+func (c *Cluster) create(opts ClusterOptions) error {
+	if opts.Masters >= 3 {
+		args := append([]string{"--cluster", "create"}, c.Addrs()...)
+		args = append(args, "--cluster-replicas", strconv.Itoa(opts.Replicas), "--cluster-yes")
+		if out, err := exec.Command(c.cli, args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("redisproc: redis-cli --cluster create: %w: %s", err, tail(string(out), 10))
+		}
+		return nil
+	}
+	for i, s := range c.Nodes {
+		lo, hi := i*16384/len(c.Nodes), (i+1)*16384/len(c.Nodes)-1
+		for _, cmd := range [][]string{
+			{"CLUSTER", "SET-CONFIG-EPOCH", strconv.Itoa(i + 1)},
+			{"CLUSTER", "ADDSLOTSRANGE", strconv.Itoa(lo), strconv.Itoa(hi)},
+			{"CLUSTER", "MEET", "127.0.0.1", strconv.Itoa(c.Nodes[0].Port()), strconv.Itoa(c.Nodes[0].BusPort())},
+		} {
+			if i == 0 && cmd[1] == "MEET" {
+				continue
+			}
+			if _, err := Do(s.Addr(), cmd...); err != nil {
+				return fmt.Errorf("redisproc: %s on %s: %w", strings.Join(cmd, " "), s.Addr(), err)
+			}
+		}
+	}
+	return nil
 }
 
 // waitReplicas waits until n nodes are replicas in sync with their

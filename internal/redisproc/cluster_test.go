@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -130,4 +131,22 @@ func TestClusterMoveSlotHalfWay(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, k, v)
 	}
+}
+
+func TestClusterOfOneAndTwoMasters(t *testing.T) {
+	for _, n := range []int{1, 2} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			c, err := StartCluster(ClusterOptions{Masters: n})
+			require.NoError(t, err)
+			t.Cleanup(c.Close)
+			masters, err := c.Masters()
+			require.NoError(t, err)
+			require.Len(t, masters, n)
+			for _, m := range masters {
+				assert.Equal(t, 16384/n, m.Slots)
+			}
+		})
+	}
+	_, err := StartCluster(ClusterOptions{Masters: 2, Replicas: 1})
+	assert.ErrorContains(t, err, "cannot have replicas")
 }

@@ -72,6 +72,7 @@ type Server struct {
 	dir     string
 	ownsDir bool
 	port    int
+	busPort int // the cluster bus's, with Options.ClusterBus
 	args    []string
 
 	mu   sync.Mutex
@@ -115,6 +116,7 @@ func Start(opts Options) (*Server, error) {
 				s.removeDir()
 				return nil, fmt.Errorf("redisproc: find a free port: %w", err)
 			}
+			s.busPort = bus
 			o.Args = append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 				"--cluster-port", strconv.Itoa(bus)}, o.Args...)
 		}
@@ -247,6 +249,10 @@ func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
 // Port returns the server's port.
 func (s *Server) Port() int { return s.port }
+
+// BusPort returns the port of the server's cluster bus, or 0 for a server
+// started without Options.ClusterBus.
+func (s *Server) BusPort() int { return s.busPort }
 
 // Dir returns the server's working directory.
 func (s *Server) Dir() string { return s.dir }
