@@ -149,18 +149,26 @@ func (c *Cluster) create(opts ClusterOptions) error {
 }
 
 // waitReplicas waits until n nodes are replicas in sync with their
-// master.
+// master, and every node knows them as replicas.
 func (c *Cluster) waitReplicas(n int) error {
 	deadline := time.Now().Add(ClusterTimeout)
 	for {
-		synced := 0
+		synced, known := 0, n
 		for _, s := range c.Nodes {
 			info, err := DoString(s.Addr(), "INFO", "replication")
 			if err == nil && infoField(info, "role") == "slave" && infoField(info, "master_link_status") == "up" {
 				synced++
 			}
+			text, err := DoString(s.Addr(), "CLUSTER", "NODES")
+			seen := 0
+			for _, node := range parseClusterNodes(text) {
+				if err == nil && node.MasterID != "" && !node.Failed {
+					seen++
+				}
+			}
+			known = min(known, seen)
 		}
-		if synced >= n {
+		if synced >= n && known >= n {
 			return nil
 		}
 		if time.Now().After(deadline) {

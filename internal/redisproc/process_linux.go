@@ -14,3 +14,6 @@ var terminateSignal = syscall.SIGTERM
 func setProcAttr(cmd *exec.Cmd) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// freezeSignals stop and resume a process (Server.Freeze).
+var freezeSignals = [2]syscall.Signal{syscall.SIGSTOP, syscall.SIGCONT}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,8 +134,8 @@ func Start(opts Options) (*Server, error) {
 
 // Args returns the command-line arguments of a server on port with its
 // files in dir: the config file and --sentinel if opts ask for them,
-// loopback only, no RDB snapshots, the append-only file as opts says, then
-// opts.Args.
+// loopback only, no RDB snapshots, replicas served without delay, the
+// append-only file as opts says, then opts.Args.
 func Args(port int, dir string, opts Options) []string {
 	var args []string
 	if opts.Config != "" {
@@ -150,6 +151,9 @@ func Args(port int, dir string, opts Options) []string {
 		"--logfile", "redis.log",
 		"--daemonize", "no",
 		"--save", "",
+		// A replica is served at once, not after the five seconds a
+		// primary waits by default for more replicas to sync with.
+		"--repl-diskless-sync-delay", "0",
 	)
 	if opts.AppendOnly {
 		fsync := opts.AppendFsync
@@ -346,6 +350,35 @@ func (s *Server) Restart() error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("redisproc: restart redis-server on port %d: %w", s.port, err)
+}
+
+// Freeze stops the server process (SIGSTOP) until resume is called
+// (SIGCONT): its connections stay open and nothing is answered or
+// replicated, as with a server stuck or a network that drops packets.
+func (s *Server) Freeze() (resume func(), err error) {
+	s.mu.Lock()
+	proc := s.proc
+	s.mu.Unlock()
+	if proc == nil || proc.Process == nil || freezeSignals[0] == 0 {
+		return nil, errors.New("redisproc: no process to freeze")
+	}
+	if err := proc.Process.Signal(freezeSignals[0]); err != nil {
+		return nil, fmt.Errorf("redisproc: freeze: %w", err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { _ = proc.Process.Signal(freezeSignals[1]) }) }, nil
+}
+
+// RestartWith is Restart with extra command-line arguments appended to
+// the server's, for this start and the later ones (for example
+// "--replicaof", host, port: a failed primary that comes back as a
+// replica of its successor).
+func (s *Server) RestartWith(extra ...string) error {
+	s.Stop()
+	s.mu.Lock()
+	s.args = append(slices.Clip(s.args), extra...)
+	s.mu.Unlock()
+	return s.Restart()
 }
 
 // LogTail returns the last n lines of the server's log.

@@ -229,6 +229,35 @@ func (s *Sentinel) WaitFailover(old *Server) (*Server, error) {
 	}
 }
 
+// Rejoin restarts old, a data server that was killed, as a replica of the
+// primary the sentinels name, as an orchestrator aware of the sentinels
+// does (restarted as it was, it would come back as an empty primary until
+// the sentinels noticed it), and waits until it is in sync.
+func (s *Sentinel) Rejoin(old *Server) error {
+	primary, err := s.PrimaryAddr()
+	if err != nil {
+		return err
+	}
+	host, port, err := net.SplitHostPort(primary)
+	if err != nil {
+		return err
+	}
+	if err := old.RestartWith("--replicaof", host, port); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(ClusterTimeout)
+	for {
+		info, err := DoString(old.Addr(), "INFO", "replication")
+		if err == nil && infoField(info, "master_link_status") == "up" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redisproc: %s not in sync with %s within %v: %v", old.Addr(), primary, ClusterTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // waitReady waits until each replica's link to the primary is up and each
 // sentinel knows the replicas and the other sentinels.
 func (s *Sentinel) waitReady(replicas int) error {

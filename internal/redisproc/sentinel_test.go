@@ -29,6 +29,14 @@ func TestSentinelFailsOver(t *testing.T) {
 	v, err := DoString(next.Addr(), "GET", "k")
 	require.NoError(t, err)
 	assert.Equal(t, "v", v, "the replica had the write")
+
+	require.NoError(t, s.Rejoin(first))
+	info, err := DoString(first.Addr(), "INFO", "replication")
+	require.NoError(t, err)
+	assert.Equal(t, "slave", infoField(info, "role"), "the old primary is a replica now")
+	v, err = DoString(first.Addr(), "GET", "k")
+	require.NoError(t, err)
+	assert.Equal(t, "v", v, "and has the data")
 }
 
 func TestSentinelURL(t *testing.T) {

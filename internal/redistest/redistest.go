@@ -23,6 +23,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,6 +91,25 @@ func StartWith(tb testing.TB, opts Options) *Server {
 	s := &Server{tb: tb, proc: proc}
 	tb.Cleanup(s.cleanup)
 	return s
+}
+
+// StartReplica starts a replica of primary (--replicaof) configured by
+// opts and waits until it is in sync; it is stopped when the test ends.
+func StartReplica(tb testing.TB, primary *Server, opts Options) *Server {
+	tb.Helper()
+	opts.Args = append([]string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.Port())}, opts.Args...)
+	r := StartWith(tb, opts)
+	deadline := time.Now().Add(ClusterTimeout)
+	for {
+		info, err := r.Do("INFO", "replication").ToString()
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return r
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: replica on port %d not in sync with port %d within %v: %v", r.Port(), primary.Port(), ClusterTimeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func buildArgs(port int, dir string, opts Options) []string {
