@@ -22,6 +22,7 @@ const (
 	DefaultRetention    = 24 * time.Hour
 	DefaultPollInterval = 30 * time.Second
 	DefaultOpTimeout    = 5 * time.Second
+	DefaultWaitTimeout  = time.Second
 )
 
 // group is the consumer group of every queue's stream.
@@ -55,6 +56,21 @@ type Config struct {
 	// queue.ErrUnavailable. A blocking wait of Fetch gets OpTimeout on top
 	// of the time it means to block. Zero means DefaultOpTimeout.
 	OpTimeout time.Duration
+	// WaitReplicas turns on durable mode: after the writes that accept a
+	// task (Enqueue, CreateAndEnqueue, Requeue) and those that end or give
+	// back a lease (Ack, AppendAndAck, Bury, Retry), the backend waits
+	// (WAIT) until that many replicas have them, so that a failover to a
+	// replica loses no task that was accepted. An enqueue that is not
+	// confirmed in time fails with an error wrapping queue.ErrUnavailable
+	// (the primary may still run the task); an end not confirmed is only
+	// logged (the task may then run again after a failover). Zero, the
+	// default, waits for nothing: Redis replicates asynchronously, and a
+	// failover loses what the primary had not yet sent. It must not be
+	// negative, and a Redis Cluster client does not take it.
+	WaitReplicas int
+	// WaitTimeout bounds each wait of durable mode; it must be shorter
+	// than OpTimeout. Zero means DefaultWaitTimeout.
+	WaitTimeout time.Duration
 	// Logger receives the backend's warnings. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -126,8 +142,19 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
+	if cfg.WaitTimeout <= 0 {
+		cfg.WaitTimeout = DefaultWaitTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	switch {
+	case cfg.WaitReplicas < 0:
+		return nil, fmt.Errorf("redisbackend: WaitReplicas must not be negative, got %d", cfg.WaitReplicas)
+	case cfg.WaitReplicas > 0 && client.Mode() == rueidis.ClientModeCluster:
+		return nil, errors.New("redisbackend: WaitReplicas (durable mode) is not available on a Redis Cluster client")
+	case cfg.WaitReplicas > 0 && cfg.WaitTimeout >= cfg.OpTimeout:
+		return nil, fmt.Errorf("redisbackend: WaitTimeout %v must be shorter than OpTimeout %v", cfg.WaitTimeout, cfg.OpTimeout)
 	}
 	b := &Backend{
 		client:  client,

@@ -96,18 +96,19 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 		hset = hset.FieldValue(f[0], f[1])
 	}
 	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, b.recordTTL(t, now))...)
-	if err := b.sendIndexed(ctx, "re-queue task "+deadID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)})); err != nil {
+	if err := b.sendIndexed(ctx, "re-queue task "+deadID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), false); err != nil {
 		return err
 	}
 	var due int64
 	if !t.RunAt.IsZero() {
 		due = t.RunAt.UnixMilli()
 	}
-	n, err := requeueScript.exec(ctx, c,
+	reply, _ := b.runLeaseScript(ctx, requeueScript,
 		[]string{b.deadKey(), b.buriedKey(), b.streamKey(), b.delayedKey(), b.wakeKey()},
 		[]string{deadID, strconv.FormatInt(now.Add(-b.cfg.Retention).UnixMilli(), 10), t.ID,
 			strconv.FormatInt(due, 10), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
-	).AsInt64()
+		nil)
+	n, err := reply.AsInt64()
 	if err == nil && n == 0 {
 		if err := c.Do(ctx, c.B().Del().Key(b.taskKey(t.ID)).Build()).Error(); err != nil {
 			b.log.Warn("flows: could not delete the record of a task not re-queued", "task_id", t.ID, "err", err)

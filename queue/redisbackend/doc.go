@@ -258,6 +258,27 @@
 // one, as after a restart. Redis replicates asynchronously: what the old
 // primary had accepted but not yet sent to the replica is lost with it.
 //
+// # Durable mode
+//
+// Config.WaitReplicas (durable mode) closes that window for the tasks:
+// the writes that accept a task (Enqueue, CreateAndEnqueue, Requeue) are
+// followed, in the same round trip, by WAIT, and an enqueue returns only
+// once that many replicas have it, or fails with queue.ErrUnavailable
+// after Config.WaitTimeout (then the primary may still run the task: a
+// caller that retries may start it twice, which Idempotency-Key
+// prevents). The writes that end or give back a lease (Ack, AppendAndAck,
+// Bury, Retry) wait too, so that a failover does not run a finished task
+// again; one not confirmed in time is logged, not failed. Progress events
+// do not wait: a failover may lose the last events of a running task (not
+// its end), and their ids are then given again to the events that follow,
+// so a watcher that had seen the lost ones misses as many of the next
+// (each default SSE message carries the whole snapshot, so what it shows
+// catches up with the next one). While
+// fewer replicas than WaitReplicas are in sync (after a failover, until
+// the old primary is back as a replica), every enqueue fails: durable
+// mode prefers refusing a task to losing one. A Redis Cluster client does
+// not take it.
+//
 // # When Redis goes away
 //
 // Errors that come from not reaching Redis wrap queue.ErrUnavailable, for

@@ -72,13 +72,39 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 // runLeaseScript runs s with keys and args as EVALSHA, the commands also
 // after it in the same round trip, and returns the script's reply and
 // theirs. Only when Redis has lost the script (a restart) does it take a
-// second round trip, which runs it as EVAL.
+// second round trip, which runs it as EVAL. In durable mode, a script of
+// waitFor is followed by WAIT in the same round trip (see durable.go):
+// when the replicas do not confirm it, the reply of an accepting script
+// is an error wrapping errNotReplicated, and an ending one is logged.
 func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
 	c := b.client
+	kind := waitNever
+	if b.durable() {
+		kind = waitFor[s]
+	}
 	cmds := append(rueidis.Commands{s.evalsha(c, keys, args)}, also...)
+	if kind != waitNever {
+		cmds = append(cmds, b.waitCommand())
+	}
 	res := c.DoMulti(ctx, cmds...)
 	if noScript(res[0].Error()) {
-		res[0] = c.Do(ctx, s.eval(c, keys, args))
+		if kind == waitNever {
+			res[0] = c.Do(ctx, s.eval(c, keys, args))
+		} else {
+			again := c.DoMulti(ctx, s.eval(c, keys, args), b.waitCommand())
+			res[0], res[len(res)-1] = again[0], again[1]
+		}
+	}
+	if kind != waitNever {
+		wait := res[len(res)-1]
+		res = res[:len(res)-1]
+		if err := b.replicated(wait); err != nil && res[0].Error() == nil {
+			if kind == waitAccepts {
+				res[0] = rueidis.NewErrorResult(err)
+			} else {
+				b.log.Warn("flows: the end of a lease is not confirmed by the replicas; after a failover the task may run again", "script", s.name, "err", err)
+			}
+		}
 	}
 	return res[0], res[1:]
 }

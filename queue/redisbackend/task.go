@@ -101,7 +101,7 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		cmds = nil
 	}
 	cmds = append(cmds, b.queueCommands(t, now)...)
-	return b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}))
+	return b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), b.durable())
 }
 
 // expireAtLeast returns the commands that make task id's hash live at
@@ -204,7 +204,7 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 			// A batch is one call here: its record is written, now queue
 			// it, and index it (see index.go).
 			err = b.sendIndexed(ctx, "enqueue task "+calls[0].item.task.ID,
-				b.queueCommands(calls[0].item.task, calls[0].item.now), b.indexCommands(index))
+				b.queueCommands(calls[0].item.task, calls[0].item.now), b.indexCommands(index), false)
 		}
 	} else {
 		// The index commands follow the script: they only say that the
@@ -226,17 +226,27 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 // pipelined round trip under OpTimeout, and returns the first error of
 // cmds. An error of the index commands is only logged: the index is
 // repaired by the listings (see index.go), an operation is not failed
-// for it.
-func (b *Backend) sendIndexed(ctx context.Context, op string, cmds, index rueidis.Commands) error {
+// for it. With wait set (durable mode), WAIT follows them in the same
+// round trip, and enough replicas must confirm them.
+func (b *Backend) sendIndexed(ctx context.Context, op string, cmds, index rueidis.Commands, wait bool) error {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	res := b.client.DoMulti(ctx, append(cmds, index...)...)
+	all := append(cmds, index...)
+	if wait {
+		all = append(all, b.waitCommand())
+	}
+	res := b.client.DoMulti(ctx, all...)
 	for _, r := range res[:len(cmds)] {
 		if err := r.Error(); err != nil {
 			return b.wrap(ctx, op, err)
 		}
 	}
-	b.indexErrors(res[len(cmds):])
+	b.indexErrors(res[len(cmds) : len(cmds)+len(index)])
+	if wait {
+		if err := b.replicated(res[len(res)-1]); err != nil {
+			return b.wrap(ctx, op, err)
+		}
+	}
 	return nil
 }
 

@@ -1,0 +1,116 @@
+package redisbackend_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+func TestDurableModeConfig(t *testing.T) {
+	client := newClient(t, redistest.Start(t))
+	for _, tc := range []struct {
+		cfg  redisbackend.Config
+		want string
+	}{
+		{redisbackend.Config{WaitReplicas: -1}, "must not be negative"},
+		{redisbackend.Config{WaitReplicas: 1, WaitTimeout: 5 * time.Second}, "must be shorter than OpTimeout"},
+		{redisbackend.Config{WaitReplicas: 1, WaitTimeout: time.Second, OpTimeout: time.Second}, "must be shorter than OpTimeout"},
+	} {
+		_, err := redisbackend.New(client, tc.cfg)
+		assert.ErrorContains(t, err, tc.want, "%+v", tc.cfg)
+	}
+	_, err := redisbackend.New(clusterMode{client}, redisbackend.Config{WaitReplicas: 1})
+	assert.ErrorContains(t, err, "not available on a Redis Cluster client")
+	b, err := redisbackend.New(client, redisbackend.Config{WaitReplicas: 1, WaitTimeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	require.NoError(t, b.Close())
+}
+
+// logBuffer is a slog handler's output, safe for concurrent use.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestDurableModeWaitsForTheReplica runs tasks on a primary with one
+// replica in durable mode: an accepted task is on the replica when
+// Enqueue returns, each task costs one WAIT to accept and one to end, and
+// once the replica stops following, enqueues fail with
+// queue.ErrUnavailable and ends are logged.
+func TestDurableModeWaitsForTheReplica(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.StartReplica(t, primary, redistest.Options{})
+	logs := &logBuffer{}
+	b := newBackend(t, newClient(t, primary), redisbackend.Config{
+		WaitReplicas: 1, WaitTimeout: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	reg := registry.New()
+	reg.MustRegister("report", reportingFlow)
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 4, Logger: quiet}))
+	ctx := context.Background()
+	succeeded := successes(t, primary, b.Prefix())
+
+	run := func() string {
+		t.Helper()
+		id, err := broker.Enqueue(ctx, "report", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		return id
+	}
+	succeeded(run()) // loads the scripts (a NOSCRIPT round trip waits too)
+	require.NoError(t, primary.Do("CONFIG", "RESETSTAT").Error())
+	const tasks = 10
+	for range tasks {
+		id := run()
+		n, err := replica.Do("EXISTS", b.Prefix()+":{"+id+"}:task").AsInt64()
+		require.NoError(t, err)
+		assert.Equal(t, int64(1), n, "task %s is on the replica when Enqueue returns", id)
+		succeeded(id)
+	}
+	calls := commandCalls(t, primary)
+	assert.Equal(t, 2*tasks, calls["wait"], "one WAIT to accept a task, one to end it")
+
+	// Another two-step enqueue, and a re-queue, wait as well.
+	task := newTask()
+	require.NoError(t, b.Enqueue(ctx, task))
+	n, err := replica.Do("EXISTS", b.Prefix()+":{"+task.ID+"}:task").AsInt64()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), n, "an Enqueue is on the replica when it returns")
+
+	// The replica stops following: nothing can be confirmed any more.
+	require.NoError(t, replica.Do("REPLICAOF", "NO", "ONE").Error())
+	_, err = broker.Enqueue(ctx, "report", json.RawMessage(`{}`), queue.EnqueueOptions{})
+	require.ErrorIs(t, err, queue.ErrUnavailable)
+	assert.ErrorContains(t, err, "not confirmed by the replicas in time: 0 of 1 replicas within 200ms")
+	err = b.Enqueue(ctx, newTask())
+	require.ErrorIs(t, err, queue.ErrUnavailable)
+	// The task the broker could not confirm is on the primary, and runs.
+	eventually(t, func() bool { return strings.Contains(logs.String(), "not confirmed by the replicas") },
+		"the end of the task that ran anyway is logged as not confirmed")
+	assert.Contains(t, logs.String(), "the task may run again")
+}
