@@ -40,6 +40,7 @@ var discard = slog.New(slog.DiscardHandler)
 type env struct {
 	cfg     config
 	proc    *redisproc.Server  // nil unless started here
+	replica *redisproc.Server  // nil unless started here (-replica)
 	cluster *redisproc.Cluster // nil unless started here (-cluster)
 	url     string
 	admin   rueidis.Client
@@ -76,6 +77,12 @@ func newEnv(ctx context.Context, cfg config) (*env, error) {
 			return nil, err
 		}
 		e.proc, e.url = proc, proc.URL()
+		if cfg.Replica {
+			if e.replica, err = startReplica(proc); err != nil {
+				e.close()
+				return nil, err
+			}
+		}
 	}
 	opt, err := rueidis.ParseURL(e.url)
 	if err != nil {
@@ -120,12 +127,35 @@ func (e *env) findMasters(ctx context.Context) error {
 	return nil
 }
 
+// startReplica starts a replica of primary and waits until it is in
+// sync.
+func startReplica(primary *redisproc.Server) (*redisproc.Server, error) {
+	r, err := redisproc.Start(redisproc.Options{Args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(primary.Port())}})
+	if err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(redisproc.StartTimeout); ; {
+		info, err := redisproc.DoString(r.Addr(), "INFO", "replication")
+		if err == nil && infoField(info, "master_link_status") == "up" {
+			return r, nil
+		}
+		if time.Now().After(deadline) {
+			r.Close()
+			return nil, fmt.Errorf("replica not in sync with the primary within %v", redisproc.StartTimeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // sharded reports whether the data is spread over several masters.
 func (e *env) sharded() bool { return len(e.masters) > 1 }
 
 func (e *env) close() {
 	if e.admin != nil {
 		e.admin.Close()
+	}
+	if e.replica != nil {
+		e.replica.Close()
 	}
 	if e.proc != nil {
 		e.proc.Close()
@@ -139,6 +169,9 @@ func (e *env) describe() string {
 	switch {
 	case e.cfg.Backend == "memory":
 		return "backend memory (no Redis)"
+	case e.proc != nil && e.replica != nil:
+		return fmt.Sprintf("backend redis, own redis-server %s on %s with a replica on %s (no persistence), wait-replicas %d",
+			e.version, e.proc.Addr(), e.replica.Addr(), e.cfg.WaitReplicas)
 	case e.proc != nil:
 		return fmt.Sprintf("backend redis, own redis-server %s on %s (no persistence)", e.version, e.proc.Addr())
 	case e.cluster != nil:
@@ -211,9 +244,10 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 	var prefix [6]byte
 	_, _ = rand.Read(prefix[:])
 	b, err := redisbackend.New(counter, redisbackend.Config{
-		Prefix:    "flowbench-" + hex.EncodeToString(prefix[:]),
-		Retention: retention,
-		Logger:    discard,
+		Prefix:       "flowbench-" + hex.EncodeToString(prefix[:]),
+		Retention:    retention,
+		WaitReplicas: e.cfg.WaitReplicas,
+		Logger:       discard,
 	})
 	if err != nil {
 		client.Close()

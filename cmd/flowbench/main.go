@@ -9,6 +9,11 @@
 // the SSE capacity scenario, a child process holding the browsers'
 // connections. All traffic stays on the loopback interface.
 //
+// With -replica the throwaway redis-server gets a replica, and with
+// -wait-replicas 1 the benchmarked backend runs in durable mode (WAIT for
+// the replica on enqueue and on the end of each task): together they
+// measure what durable mode costs.
+//
 // With -cluster it starts a throwaway Redis Cluster of -masters masters
 // (three by default) instead, and the throughput and rate scenarios add
 // each master's share of the Redis CPU and of the commands: how the load
@@ -50,6 +55,13 @@
 //	            RSS per stream and the server's Redis connections
 //	starttask   POST /start-task/ requests per second from -conns
 //	            keep-alive connections for -duration (no worker running)
+//	failover    on a Redis Sentinel setup of its own (one primary, one
+//	            replica, three sentinels), tasks enqueued at -rate while
+//	            the primary is killed with SIGKILL, its replica cut off
+//	            for -link-down before; once without and once with durable
+//	            mode (WaitReplicas 1): tasks accepted, refused, lost and run
+//	            twice, and the seconds until the sentinels promote the
+//	            replica and until tasks are accepted and finished again
 //
 // Timings never fail the command: it exits non-zero only when a scenario
 // goes wrong (a lost or reordered event, a failed task, an HTTP error).
@@ -72,33 +84,36 @@ import (
 )
 
 // Scenario names, in the order they run.
-var scenarioNames = []string{"throughput", "roundtrips", "rate", "pickup", "event", "sse", "starttask"}
+var scenarioNames = []string{"throughput", "roundtrips", "rate", "pickup", "event", "sse", "starttask", "failover"}
 
 // config is what the flags say.
 type config struct {
-	Scenarios   []string
-	Backend     string // "redis" or "memory"
-	RedisURL    string
-	Cluster     bool // start a Redis Cluster instead of one redis-server
-	Masters     int  // its masters
-	Runs        int
-	N           int
-	Concurrency int
-	Events      int  // progress events per task
-	Hooks       int  // no-op finish hooks of the throughput worker
-	Notify      bool // a notification per throughput task (package notify)
-	Producers   int
-	Clients     int
-	Conns       int
-	Rate        int // 0: the scenario's default
-	Duration    time.Duration
-	Quick       bool
-	Verbose     bool
-	CPUProfile  string
-	MemProfile  string
-	FlushDelay  time.Duration // rueidis ClientOption.MaxFlushDelay
-	Multiplex   int           // rueidis ClientOption.PipelineMultiplex
-	NoAutoPipe  bool          // rueidis ClientOption.DisableAutoPipelining
+	Scenarios    []string
+	Backend      string // "redis" or "memory"
+	RedisURL     string
+	Cluster      bool          // start a Redis Cluster instead of one redis-server
+	Masters      int           // its masters
+	Replica      bool          // start a replica of the redis-server too
+	WaitReplicas int           // redisbackend.Config.WaitReplicas of the benchmarked backend
+	LinkDown     time.Duration // failover: how long the replica is cut off before the kill
+	Runs         int
+	N            int
+	Concurrency  int
+	Events       int  // progress events per task
+	Hooks        int  // no-op finish hooks of the throughput worker
+	Notify       bool // a notification per throughput task (package notify)
+	Producers    int
+	Clients      int
+	Conns        int
+	Rate         int // 0: the scenario's default
+	Duration     time.Duration
+	Quick        bool
+	Verbose      bool
+	CPUProfile   string
+	MemProfile   string
+	FlushDelay   time.Duration // rueidis ClientOption.MaxFlushDelay
+	Multiplex    int           // rueidis ClientOption.PipelineMultiplex
+	NoAutoPipe   bool          // rueidis ClientOption.DisableAutoPipelining
 }
 
 // Defaults of the full run, and of -quick for the flags not set.
@@ -117,6 +132,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&cfg.RedisURL, "redis-url", getenv("REDIS_URL"), "Redis to use instead of a throwaway redis-server (env REDIS_URL); keys get a fresh prefix")
 	fs.BoolVar(&cfg.Cluster, "cluster", false, "start a throwaway Redis Cluster of -masters masters instead of one redis-server, and report how the load splits across them")
 	fs.IntVar(&cfg.Masters, "masters", 3, "masters of the -cluster cluster")
+	fs.BoolVar(&cfg.Replica, "replica", false, "start a replica of the throwaway redis-server, as a primary with a replica runs")
+	fs.IntVar(&cfg.WaitReplicas, "wait-replicas", 0, "durable mode: redisbackend.Config.WaitReplicas of the benchmarked backend (implies -replica)")
+	fs.DurationVar(&cfg.LinkDown, "link-down", 300*time.Millisecond, "failover: how long the replica is cut off (stopped, its link dropped) before the primary is killed; 0 for none")
 	fs.IntVar(&cfg.Runs, "runs", fullDefaults.Runs, "runs of each scenario")
 	fs.IntVar(&cfg.N, "n", fullDefaults.N, "tasks of the throughput scenario")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "flows the worker runs at once")
@@ -163,6 +181,12 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if cfg.Backend != "redis" && cfg.Backend != "memory" {
 		return config{}, fmt.Errorf("-backend must be redis or memory, got %q", cfg.Backend)
+	}
+	if cfg.WaitReplicas > 0 {
+		cfg.Replica = true
+	}
+	if (cfg.Replica && (cfg.Cluster || cfg.RedisURL != "" || cfg.Backend != "redis")) || cfg.WaitReplicas < 0 || cfg.LinkDown < 0 {
+		return config{}, errors.New("-replica and -wait-replicas start a primary and a replica of their own (not with -cluster, REDIS_URL or -backend memory); -wait-replicas and -link-down must not be negative")
 	}
 	if cfg.Cluster && (cfg.Backend != "redis" || cfg.RedisURL != "") {
 		return config{}, errors.New("-cluster starts a cluster of its own: it takes neither -backend memory nor REDIS_URL (a cluster at REDIS_URL is found by itself)")
@@ -267,6 +291,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, out io.
 	if cfg.wants("starttask") {
 		if err := benchStartTask(ctx, e, p); err != nil {
 			return fmt.Errorf("starttask: %w", err)
+		}
+	}
+	if cfg.wants("failover") && e.redis() {
+		if err := benchFailover(ctx, e, p); err != nil {
+			return fmt.Errorf("failover: %w", err)
 		}
 	}
 	return nil

@@ -64,6 +64,12 @@ func TestQuickRunPrintsEveryFigure(t *testing.T) {
 		figure("rate", "commands/task"),
 		figure("sse", "redis conns 0 streams"),
 		figure("sse", "redis conns N streams"),
+		figure("failover", "tasks accepted"),
+		figure("failover", "tasks lost"),
+		figure("failover", "tasks run twice"),
+		figure("failover", "s to failover"),
+		figure("failover", "s to accept again"),
+		figure("failover", "s to finish again"),
 	}
 	for _, backend := range []string{"redis", "memory"} {
 		t.Run(backend, func(t *testing.T) {
@@ -85,6 +91,12 @@ func TestQuickRunPrintsEveryFigure(t *testing.T) {
 				} else {
 					assert.NotRegexp(t, re, out.String(), "no Redis figures without Redis")
 				}
+			}
+			if backend == "redis" {
+				// Durable mode loses no accepted task.
+				m := regexp.MustCompile(`(?m)^failover\s+tasks lost\s+(` + number + `) .*wait-replicas=1 `).FindStringSubmatch(out.String())
+				require.NotNil(t, m)
+				assert.Equal(t, "0.000", m[1])
 			}
 			// Every stream received every event in order.
 			m := figure("sse", "streams complete").FindStringSubmatch(out.String())
@@ -178,6 +190,12 @@ func TestParseConfig(t *testing.T) {
 		{name: "cluster in memory", args: []string{"-cluster", "-backend", "memory"}, wantErr: "-cluster starts a cluster of its own"},
 		{name: "cluster and REDIS_URL", args: []string{"-cluster"}, url: "redis://127.0.0.1:1/0", wantErr: "-cluster starts a cluster of its own"},
 		{name: "no masters", args: []string{"-cluster", "-masters", "0"}, wantErr: "-masters must be at least 1"},
+		{name: "durable", args: []string{"-wait-replicas", "1"}, check: func(t *testing.T, c config) {
+			assert.True(t, c.Replica, "durable mode needs a replica")
+			assert.Equal(t, 1, c.WaitReplicas)
+		}},
+		{name: "replica of a cluster", args: []string{"-cluster", "-replica"}, wantErr: "-replica and -wait-replicas start a primary"},
+		{name: "negative link down", args: []string{"-link-down", "-1s"}, wantErr: "must not be negative"},
 		{name: "unknown scenario", args: []string{"-scenario", "speed"}, wantErr: `unknown scenario "speed"`},
 		{name: "bad backend", args: []string{"-backend", "postgres"}, wantErr: "-backend must be"},
 		{name: "zero runs", args: []string{"-runs", "0"}, wantErr: "-runs must be at least 1"},
