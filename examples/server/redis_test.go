@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/progress"
@@ -104,6 +105,21 @@ func TestServerOnCluster(t *testing.T) {
 	n, err := client.Do(context.Background(), client.B().Exists().Key(cfg.Prefix+":{"+id+"}:task", cfg.Prefix+":{"+id+"}:events").Build()).AsInt64()
 	require.NoError(t, err)
 	assert.EqualValues(t, 2, n, "the task and its events are in the cluster")
+}
+
+// TestServerThroughSentinel runs the server in durable mode on a primary
+// found through three sentinels (REDIS_URL names them and the master
+// set): poem_flow runs to SUCCESS over SSE, and the task is on the replica.
+func TestServerThroughSentinel(t *testing.T) {
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	cfg := redisConfig(t, s)
+	cfg.WaitReplicas = 1
+	id := assertPoemOverSSE(t, startServer(t, cfg))
+
+	replica := s.Data[1]
+	n, err := redisproc.Do(replica.Addr(), "EXISTS", cfg.Prefix+":{"+id+"}:task")
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, n, "the task is on the replica")
 }
 
 // taskState returns the state of the task from GET /tasks/{id}/.

@@ -48,6 +48,9 @@ type config struct {
 	Queue string
 	// Prefix starts every Redis key.
 	Prefix string
+	// WaitReplicas is the Redis backend's durable mode
+	// (redisbackend.Config.WaitReplicas).
+	WaitReplicas int
 	// Flows sets the pace of the example flows.
 	Flows exampleflows.Config
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown. Zero
@@ -96,6 +99,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.IntVar(&cfg.Workers, "workers", 8, "number of flows the in-process workers run at once; 0 for none (needs REDIS_URL)")
 	fs.StringVar(&cfg.Queue, "queue", cmp.Or(getenv("FLOWS_QUEUE"), redisbackend.DefaultQueue), "Redis queue of the tasks (env FLOWS_QUEUE)")
 	fs.StringVar(&cfg.Prefix, "prefix", cmp.Or(getenv("FLOWS_PREFIX"), redisbackend.DefaultPrefix), "prefix of every Redis key (env FLOWS_PREFIX)")
+	waitReplicas := fs.String("wait-replicas", cmp.Or(getenv("FLOWS_WAIT_REPLICAS"), "0"), "with Redis: durable mode, the replicas that must have a task before start-task accepts it (env FLOWS_WAIT_REPLICAS)")
 	fs.DurationVar(&cfg.Grace, "grace", 10*time.Second, "how long running flows may finish on shutdown")
 	fs.DurationVar(&cfg.Flows.StepDelay, "step-delay", exampleflows.DefaultStepDelay, "pause of each step of the example flows")
 	fs.DurationVar(&cfg.Flows.TokenDelay, "token-delay", exampleflows.DefaultTokenDelay, "pause between streamed tokens of the example flows")
@@ -105,9 +109,16 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
+	n, err := redisurl.WaitReplicas(*waitReplicas)
+	if err != nil {
+		return config{}, err
+	}
+	cfg.WaitReplicas = n
 	switch {
 	case fs.NArg() > 0:
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case cfg.WaitReplicas > 0 && cfg.RedisURL == "":
+		return config{}, errors.New("-wait-replicas needs REDIS_URL: in memory there are no replicas")
 	case cfg.Workers < 0:
 		return config{}, fmt.Errorf("-workers must be 0 or more, got %d", cfg.Workers)
 	case cfg.Workers == 0 && cfg.RedisURL == "":
@@ -130,7 +141,6 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	if err := (ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins}).Validate(); err != nil {
 		return config{}, fmt.Errorf("-cors-origins: %w", err)
 	}
-	var err error
 	if cfg.Notify, err = notifications.FromEnv(getenv); err != nil {
 		return config{}, err
 	}
@@ -154,7 +164,7 @@ func backends(cfg config) (queue.Backend, progress.Backend, func(), error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, Logger: cfg.Logger})
+	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, WaitReplicas: cfg.WaitReplicas, Logger: cfg.Logger})
 	if err != nil {
 		client.Close()
 		return nil, nil, nil, err

@@ -304,6 +304,7 @@ func TestParseConfig(t *testing.T) {
 		workers       int
 		queue, prefix string
 		origins       []string
+		waitReplicas  int
 		wantErr       string
 	}{
 		{name: "defaults", addr: ":8080", workers: 8},
@@ -326,6 +327,12 @@ func TestParseConfig(t *testing.T) {
 			addr: ":8080", workers: 8, origins: []string{"https://b.example"}},
 		{name: "CORS origin with a path", args: []string{"-cors-origins", "https://app.example/"}, wantErr: "-cors-origins"},
 		{name: "CORS wildcard", env: map[string]string{"FLOWS_CORS_ORIGINS": "*"}, wantErr: `"*" is not allowed`},
+		{name: "durable mode from the environment", env: map[string]string{"REDIS_URL": redisURL, "FLOWS_WAIT_REPLICAS": "1"},
+			addr: ":8080", workers: 8, waitReplicas: 1},
+		{name: "durable mode flag", args: []string{"-wait-replicas", "2"}, env: map[string]string{"REDIS_URL": redisURL, "FLOWS_WAIT_REPLICAS": "1"},
+			addr: ":8080", workers: 8, waitReplicas: 2},
+		{name: "durable mode in memory", args: []string{"-wait-replicas", "1"}, wantErr: "-wait-replicas needs REDIS_URL"},
+		{name: "bad durable mode", env: map[string]string{"REDIS_URL": redisURL, "FLOWS_WAIT_REPLICAS": "all"}, wantErr: "-wait-replicas"},
 		{name: "unknown flag", args: []string{"-nope"}, wantErr: "nope"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
 	}
@@ -345,6 +352,7 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, cmp.Or(tt.prefix, "flows"), cfg.Prefix)
 			assert.Equal(t, exampleflows.DefaultStepDelay, cfg.Flows.StepDelay)
 			assert.Equal(t, tt.origins, cfg.CORSOrigins)
+			assert.Equal(t, tt.waitReplicas, cfg.WaitReplicas)
 			assert.False(t, cfg.Healthcheck)
 		})
 	}

@@ -28,6 +28,9 @@ type config struct {
 	Queue string
 	// Prefix starts every Redis key.
 	Prefix string
+	// WaitReplicas is the backend's durable mode
+	// (redisbackend.Config.WaitReplicas).
+	WaitReplicas int
 	// Concurrency is the most flows run at once.
 	Concurrency int
 	// Lease is how long a fetched task stays claimed without news from
@@ -63,9 +66,15 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.StringVar(&cfg.Prefix, "prefix", cmp.Or(getenv("FLOWS_PREFIX"), redisbackend.DefaultPrefix), "prefix of every Redis key (env FLOWS_PREFIX)")
 	fs.DurationVar(&cfg.Lease, "lease", queue.DefaultLease, "how long a task stays claimed without news from this worker")
 	fs.DurationVar(&cfg.Grace, "grace", queue.DefaultShutdownGrace, "on shutdown, how long running flows may finish before their tasks are handed back")
+	waitReplicas := fs.String("wait-replicas", cmp.Or(getenv("FLOWS_WAIT_REPLICAS"), "0"), "durable mode: the replicas that must have a task's end before it is acknowledged (env FLOWS_WAIT_REPLICAS)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
+	n, err := redisurl.WaitReplicas(*waitReplicas)
+	if err != nil {
+		return config{}, err
+	}
+	cfg.WaitReplicas = n
 	switch {
 	case fs.NArg() > 0:
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -85,7 +94,6 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	if _, err := redisurl.Options(cfg.RedisURL); err != nil {
 		return config{}, err
 	}
-	var err error
 	if cfg.Notify, err = notifications.FromEnv(getenv); err != nil {
 		return config{}, err
 	}
@@ -155,7 +163,7 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 		return err
 	}
 	defer client.Close()
-	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, Logger: logger})
+	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, WaitReplicas: cfg.WaitReplicas, Logger: logger})
 	if err != nil {
 		return err
 	}

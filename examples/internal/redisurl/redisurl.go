@@ -6,6 +6,7 @@ package redisurl
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/redis/rueidis"
@@ -37,4 +38,15 @@ func Connect(raw string) (rueidis.Client, rueidis.ClientOption, error) {
 		return nil, opt, fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), redact.Error(err, redact.Secrets(raw)...))
 	}
 	return client, opt, nil
+}
+
+// WaitReplicas reads the value of -wait-replicas (FLOWS_WAIT_REPLICAS):
+// the backend's durable mode, redisbackend.Config.WaitReplicas, a number
+// of replicas, 0 or more.
+func WaitReplicas(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("-wait-replicas %q: must be a number, 0 or more", v)
+	}
+	return n, nil
 }
