@@ -1,7 +1,6 @@
 package main
 
 import (
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -24,17 +23,11 @@ func TestWorkerProcessesOnCluster(t *testing.T) {
 		lease     = 2 * time.Second
 		limit     = 90 * time.Second
 	)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	rng := seededRand(t)
 
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	q := newTestQueue(t, c)
-	durations := make([]int, n)
-	for i := range durations {
-		durations[i] = 50 + rng.IntN(251)
-	}
-	ids := q.enqueueSleeps(t, durations)
+	ids := q.enqueueSleeps(t, randomSleeps(rng, n, 50, 300))
 
 	args := q.workerArgs("-concurrency", "20", "-lease", lease.String(), "-grace", "10s")
 	workers := make([]*workerProcess, processes)

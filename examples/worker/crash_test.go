@@ -33,17 +33,11 @@ func TestKilledWorkersLoseNoTask(t *testing.T) {
 	// keep the workers busy for about workload.
 	concurrency := max(2, int(time.Duration(n)*275*time.Millisecond/(processes*workload)))
 
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	rng := seededRand(t)
 
 	srv := redistest.Start(t)
 	q := newTestQueue(t, srv)
-	durations := make([]int, n)
-	for i := range durations {
-		durations[i] = 50 + rng.IntN(451)
-	}
-	ids := q.enqueueSleeps(t, durations)
+	ids := q.enqueueSleeps(t, randomSleeps(rng, n, 50, 500))
 
 	args := q.workerArgs("-concurrency", strconv.Itoa(concurrency), "-lease", lease.String(), "-grace", "10s")
 	start := time.Now()

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -23,17 +22,11 @@ func TestWorkerProcessesAcrossSentinelFailover(t *testing.T) {
 		lease = 2 * time.Second
 		limit = 90 * time.Second
 	)
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	rng := seededRand(t)
 
 	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
 	q := newTestQueue(t, s)
-	durations := make([]int, n)
-	for i := range durations {
-		durations[i] = 50 + rng.IntN(251)
-	}
-	ids := q.enqueueSleeps(t, durations)
+	ids := q.enqueueSleeps(t, randomSleeps(rng, n, 50, 300))
 	args := q.workerArgs("-concurrency", "10", "-lease", lease.String(), "-grace", "10s", "-wait-replicas", "1")
 	workers := []*workerProcess{startWorker(t, s.URL(), args...), startWorker(t, s.URL(), args...)}
 

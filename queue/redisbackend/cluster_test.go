@@ -29,16 +29,7 @@ func nodeClients(t *testing.T, addr string) []map[string]string {
 	t.Helper()
 	list, err := redisproc.DoString(addr, "CLIENT", "LIST")
 	require.NoError(t, err)
-	var out []map[string]string
-	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
-		fields := map[string]string{}
-		for _, kv := range strings.Fields(line) {
-			k, v, _ := strings.Cut(kv, "=")
-			fields[k] = v
-		}
-		out = append(out, fields)
-	}
-	return out
+	return parseClientList(list)
 }
 
 // shardSubscribers returns, for each master, the connections subscribed
@@ -183,22 +174,10 @@ func runOnCluster(t *testing.T, c *redistest.Cluster, hold chan struct{}) *clust
 		}
 		return ft.ID, nil
 	}))
-	w := queue.NewWorker(workerSide, workerSide, queue.WorkerConfig{
+	startWorker(t, queue.NewWorker(workerSide, workerSide, queue.WorkerConfig{
 		Registry: reg, Concurrency: 8, Lease: 5 * time.Second, Logger: quiet,
 		Backoff: func(int) time.Duration { return 50 * time.Millisecond },
-	})
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(runCtx) }()
-	t.Cleanup(func() {
-		stop()
-		select {
-		case err := <-done:
-			assert.NoError(t, err)
-		case <-time.After(waitLimit):
-			t.Error("Worker.Run did not return")
-		}
-	})
+	}))
 	return r
 }
 

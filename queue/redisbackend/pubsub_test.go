@@ -22,6 +22,12 @@ func clients(t *testing.T, srv *redistest.Server) []map[string]string {
 	t.Helper()
 	list, err := srv.Do("CLIENT", "LIST").ToString()
 	require.NoError(t, err)
+	return parseClientList(list)
+}
+
+// parseClientList reads the text of CLIENT LIST: each connection as its
+// fields.
+func parseClientList(list string) []map[string]string {
 	var out []map[string]string
 	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
 		fields := map[string]string{}
