@@ -63,6 +63,9 @@ type StepResult struct {
 	Tool string `json:"tool,omitempty"`
 	// Data is the tool's output as JSON (tool results only).
 	Data json.RawMessage `json:"data,omitempty"`
+	// At is when the step was recorded: the At of the event that carried
+	// it (see Event.At); zero when the store did not record it.
+	At time.Time `json:"at,omitzero"`
 }
 
 // Details is the "details" object of a snapshot.
@@ -96,13 +99,13 @@ type Snapshot struct {
 	Details Details `json:"details"`
 	// UpdatedAt is when the last event folded into the snapshot was
 	// recorded (its Event.At); zero before the first event.
-	UpdatedAt time.Time `json:"-"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	// StartedAt is when the task's current run started: the At of its
 	// latest state event to PROGRESS, or of the event that moved it from
 	// PENDING. Zero for a task that never ran.
-	StartedAt time.Time `json:"-"`
+	StartedAt time.Time `json:"started_at,omitzero"`
 	// EndedAt is when the task reached SUCCESS or FAILURE; zero before.
-	EndedAt time.Time `json:"-"`
+	EndedAt time.Time `json:"ended_at,omitzero"`
 }
 
 // NewSnapshot returns the snapshot of a task that was just accepted.
@@ -171,7 +174,7 @@ type Event struct {
 	// At is when the event was recorded, assigned by the Store on Append
 	// as ID is (by its own clock: the Redis backend's is the Redis
 	// server's); zero when the store did not record it.
-	At time.Time `json:"-"`
+	At time.Time `json:"at,omitzero"`
 }
 
 // Terminal reports whether e moves its task to SUCCESS or FAILURE.
@@ -212,7 +215,8 @@ func (e Event) Validate() error {
 // Apply folds e into s and reports whether s changed. Applying a task's
 // events in order to NewSnapshot() gives its current snapshot. Events after
 // a terminal state change nothing; a Store refuses them anyway. The times
-// of the snapshot (UpdatedAt, StartedAt, EndedAt) come from e.At.
+// of the snapshot (UpdatedAt, StartedAt, EndedAt) and of a step result
+// come from e.At.
 func (s *Snapshot) Apply(e Event) bool {
 	if s.State.Terminal() {
 		return false
@@ -240,7 +244,9 @@ func (s *Snapshot) Apply(e Event) bool {
 		}
 	case EventStep:
 		if e.Step != nil {
-			s.Details.StepResults = append(s.Details.StepResults, *e.Step)
+			step := *e.Step
+			step.At = e.At
+			s.Details.StepResults = append(s.Details.StepResults, step)
 		}
 	default:
 		return false

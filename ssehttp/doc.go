@@ -107,7 +107,9 @@
 //   - for every event of the task, in order, a message with the event's id.
 //     Default messages (no "event:" field, so EventSource.onmessage sees
 //     them) carry the task's full snapshot as JSON:
-//     {"state": "...", "details": {"status", "progress", "step_results", "final_result"}}.
+//     {"state": "...", "details": {"status", "progress", "step_results", "final_result"}},
+//     and its times, which old clients ignore: "updated_at", "started_at"
+//     and "ended_at" (once set), and "at" on each step result.
 //     Language-model tokens travel as named messages, "event: token" with
 //     data {"token": "..."}, which old clients ignore;
 //   - a comment line ": ping" every Config.Heartbeat while nothing happens,

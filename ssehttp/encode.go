@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/flowsrun/flows/internal/jsonenc"
 	"github.com/flowsrun/flows/progress"
@@ -73,5 +74,16 @@ func (e *snapshotEncoder) appendSnapshot(buf []byte, snap progress.Snapshot) ([]
 		}
 		buf = append(buf, b...)
 	}
-	return append(buf, "}}"...), nil
+	buf = append(buf, '}')
+	for _, f := range [...]struct {
+		name string
+		at   time.Time
+	}{{`,"updated_at":"`, snap.UpdatedAt}, {`,"started_at":"`, snap.StartedAt}, {`,"ended_at":"`, snap.EndedAt}} {
+		if !f.at.IsZero() {
+			buf = append(buf, f.name...)
+			buf = f.at.AppendFormat(buf, time.RFC3339Nano)
+			buf = append(buf, '"')
+		}
+	}
+	return append(buf, '}'), nil
 }

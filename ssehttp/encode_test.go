@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -42,7 +43,11 @@ func TestSnapshotEncoderMatchesMarshal(t *testing.T) {
 		assert.Equal(t, string(want), string(got), step)
 	}
 	check("initial")
+	// The times: with nanoseconds, in a zone that is not UTC, as
+	// json.Marshal writes them.
+	base := time.Date(2026, 12, 4, 17, 0, 0, 123456789, time.FixedZone("CET", 3600))
 	for i, e := range events {
+		e.At = base.Add(time.Duration(i) * 1001 * time.Millisecond)
 		snap.Apply(e)
 		check(fmt.Sprintf("after event %d (%s)", i, e.Type))
 	}

@@ -238,7 +238,11 @@ func TestCancelRunning(t *testing.T) {
 	last := snapshotOf(t, all[len(all)-1])
 	assert.Equal(t, progress.StateFailure, last.State)
 	assert.Equal(t, queue.StatusCancelled, last.Details.Status)
-	assert.Contains(t, last.Details.StepResults, progress.StepResult{Type: progress.StepLog, Message: "step 1"}, "the flow ran before it was cancelled")
+	messages := make([]string, len(last.Details.StepResults))
+	for i, st := range last.Details.StepResults {
+		messages[i] = st.Message
+	}
+	assert.Contains(t, messages, "step 1", "the flow ran before it was cancelled")
 
 	resp, body = e.post(t, "/cancel-task/"+id+"/", "")
 	assert.Equal(t, http.StatusConflict, resp.StatusCode)
@@ -268,4 +272,56 @@ func TestHead(t *testing.T) {
 	assert.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
 	assert.Empty(t, body)
+}
+
+// TestStreamCarriesTimes checks the times of the default messages: when
+// the snapshot last changed, when the run started and ended, and when
+// each step was recorded, as extra fields that leave the shape the
+// original client parses as it was.
+func TestStreamCarriesTimes(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	before := time.Now().Add(-time.Second)
+	id := e.start(t, "poem_flow")
+	w := e.open(t, id, "", "")
+	defer w.close()
+	var last map[string]json.RawMessage
+	sawRunning := false
+	for _, m := range w.rest(t) {
+		if m.Event != "" {
+			continue
+		}
+		var top map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal([]byte(m.Data), &top), m.Data)
+		for k := range top {
+			assert.Contains(t, []string{"state", "details", "updated_at", "started_at", "ended_at"}, k, "a field of the snapshot")
+		}
+		var details map[string]json.RawMessage
+		require.NoError(t, json.Unmarshal(top["details"], &details))
+		assert.Len(t, details, 4, "details: status, progress, step_results, final_result: %s", top["details"])
+		snap := snapshotOf(t, m)
+		if snap.State == progress.StateProgress {
+			sawRunning = true
+			assert.False(t, snap.StartedAt.Before(before), "started_at of a running task: %s", m.Data)
+			assert.False(t, snap.UpdatedAt.Before(snap.StartedAt), "%s", m.Data)
+			assert.True(t, snap.EndedAt.IsZero())
+		}
+		last = top
+	}
+	require.True(t, sawRunning)
+	snap := e.waitTerminal(t, id)
+	require.Equal(t, progress.StateSuccess, snap.State)
+	assert.Contains(t, last, "ended_at")
+	assert.Equal(t, snap.EndedAt, snap.UpdatedAt)
+	for _, st := range snap.Details.StepResults {
+		assert.False(t, st.At.Before(snap.StartedAt) || st.At.After(snap.EndedAt), "a step recorded during the run: %+v", st)
+	}
+	resp, body := e.get(t, "/tasks/"+id+"/")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var task struct {
+		StartedAt time.Time `json:"started_at"`
+		EndedAt   time.Time `json:"ended_at"`
+	}
+	require.NoError(t, json.Unmarshal(body, &task))
+	assert.Equal(t, snap.EndedAt, task.EndedAt, "GET /tasks/{id}/: %s", body)
+	assert.Equal(t, snap.StartedAt, task.StartedAt)
 }

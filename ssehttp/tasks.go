@@ -3,6 +3,7 @@ package ssehttp
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -27,6 +28,16 @@ type taskResponse struct {
 	// TaskInspector and still holds the task.
 	Flow    string `json:"flow,omitempty"`
 	Attempt int    `json:"attempt,omitempty"`
+	// The snapshot's times (progress.Snapshot), when set.
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+}
+
+// setSnapshot puts snap, whose last event is last, into r.
+func (r *taskResponse) setSnapshot(snap progress.Snapshot, last string) {
+	r.State, r.Details, r.LastEventID = snap.State, snap.Details, last
+	r.UpdatedAt, r.StartedAt, r.EndedAt = snap.UpdatedAt, snap.StartedAt, snap.EndedAt
 }
 
 // task serves GET /tasks/{id}/: the task's current snapshot as JSON.
@@ -45,7 +56,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		resp.State, resp.Details, resp.LastEventID = info.Snapshot.State, info.Snapshot.Details, info.LastEventID
+		resp.setSnapshot(info.Snapshot, info.LastEventID)
 		if info.Task != nil {
 			resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempt
 		}
@@ -55,7 +66,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 			h.notFoundOr(w, r, "get snapshot", err)
 			return
 		}
-		resp.State, resp.Details, resp.LastEventID = snap.State, snap.Details, last
+		resp.setSnapshot(snap, last)
 	}
 	if resp.Details.StepResults == nil {
 		resp.Details.StepResults = []progress.StepResult{}

@@ -145,7 +145,7 @@ func contentJSON(t *testing.T, events []progress.Event) string {
 	t.Helper()
 	stripped := make([]progress.Event, len(events))
 	for i, e := range events {
-		e.ID = ""
+		e.ID, e.At = "", time.Time{}
 		stripped[i] = e
 	}
 	b, err := json.Marshal(stripped)
@@ -158,8 +158,15 @@ func assertSameContent(t *testing.T, want, got []progress.Event, msgAndArgs ...a
 	assert.JSONEq(t, contentJSON(t, want), contentJSON(t, got), msgAndArgs...)
 }
 
+// snapshotJSON is the JSON of s without its times, which the store sets
+// (see testSnapshotTimes).
 func snapshotJSON(t *testing.T, s progress.Snapshot) string {
 	t.Helper()
+	s = s.Clone()
+	s.UpdatedAt, s.StartedAt, s.EndedAt = time.Time{}, time.Time{}, time.Time{}
+	for i := range s.Details.StepResults {
+		s.Details.StepResults[i].At = time.Time{}
+	}
 	b, err := json.Marshal(s)
 	require.NoError(t, err)
 	return string(b)
@@ -1084,10 +1091,23 @@ func testSnapshotTimes(t *testing.T, b progress.Backend) {
 	assert.Equal(t, secondStart, snap.StartedAt, "a progress event does not start a run")
 	assert.True(t, snap.UpdatedAt.After(secondStart))
 
+	appendOne(ctx, t, b, id, progress.LogEvent("noted"))
 	appendOne(ctx, t, b, id, successEvent(`"done"`))
 	snap, _, err = b.Snapshot(ctx, id)
 	require.NoError(t, err)
 	near("ended_at", snap.EndedAt, t0, time.Now())
+	events := allEvents(ctx, t, b, id)
+	require.Len(t, events, 5)
+	for i, e := range events {
+		near(fmt.Sprintf("at of event %d", i), e.At, t0, time.Now())
+		if i > 0 {
+			assert.False(t, e.At.Before(events[i-1].At), "event %d recorded before the one before it", i)
+		}
+	}
+	assert.Equal(t, events[4].At, snap.EndedAt, "the end is the terminal event's time")
+	require.Len(t, snap.Details.StepResults, 1)
+	assert.Equal(t, events[3].At, snap.Details.StepResults[0].At, "a step's time is its event's")
+	assert.Equal(t, events[1].At, snap.StartedAt)
 	assert.Equal(t, snap.EndedAt, snap.UpdatedAt)
 	assert.False(t, snap.EndedAt.Before(snap.StartedAt))
 	assert.Equal(t, secondStart, snap.StartedAt)

@@ -3,6 +3,7 @@ package redisbackend
 import (
 	"encoding/json"
 	"strconv"
+	"time"
 
 	"github.com/flowsrun/flows/internal/jsonenc"
 	"github.com/flowsrun/flows/progress"
@@ -36,7 +37,19 @@ func appendStepJSON(buf []byte, st *progress.StepResult) ([]byte, error) {
 			return buf, err
 		}
 	}
-	return append(buf, '}'), nil
+	return appendAt(buf, st.At), nil
+}
+
+// appendAt appends a time's field, "at", unless the time is zero, and
+// closes the object, as json.Marshal writes a time.Time field with
+// omitzero last.
+func appendAt(buf []byte, at time.Time) []byte {
+	if !at.IsZero() {
+		buf = append(buf, `,"at":"`...)
+		buf = at.AppendFormat(buf, time.RFC3339Nano)
+		buf = append(buf, '"')
+	}
+	return append(buf, '}')
 }
 
 // appendEventJSON appends e, without its id, as JSON; step is the JSON of
@@ -71,7 +84,7 @@ func appendEventJSON(buf []byte, e progress.Event, step []byte) ([]byte, error) 
 			return buf, err
 		}
 	}
-	return append(buf, '}'), nil
+	return appendAt(buf, e.At), nil
 }
 
 // appendRawJSON appends raw as json.Marshal writes a json.RawMessage:

@@ -3,6 +3,7 @@ package redisbackend
 import (
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -24,6 +25,9 @@ var eventCases = []progress.Event{
 	progress.ToolResultEvent("search", "web", json.RawMessage(`[1, 2, {"a" : null}]`)),
 	{Type: progress.EventStep, Step: &progress.StepResult{Type: progress.StepToolResult}},
 	{ID: "1-1", Type: progress.EventStatus, Status: "the id is left out"},
+	{Type: progress.EventStatus, Status: "timed", At: time.UnixMilli(1796400000123).UTC()},
+	{Type: progress.EventStatus, Status: "timed, ns, not UTC", At: time.Date(2026, 12, 4, 17, 0, 0, 120, time.FixedZone("X", -7200))},
+	{Type: progress.EventStep, Step: &progress.StepResult{Type: progress.StepLog, Message: "m", At: time.UnixMilli(1796400000100).UTC()}, At: time.UnixMilli(1796400000100).UTC()},
 }
 
 func TestEventJSONMatchesMarshal(t *testing.T) {

@@ -138,6 +138,9 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int,
 		return nil, err
 	}
 	args := make([]string, lead, lead+16)
+	// The events' time is the call's, to the millisecond, as the
+	// snapshot's and the task index's (see lua/lib/append.lua).
+	at := time.UnixMilli(now.UnixMilli()).UTC()
 	blob := make([]byte, 0, 64*len(events))
 	var steps []string
 	for i, e := range events {
@@ -146,7 +149,7 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int,
 		}
 		var step string
 		var err error
-		if blob, step, err = appendEncodedEvent(blob, e); err != nil {
+		if blob, step, err = appendEncodedEvent(blob, e, at); err != nil {
 			return nil, fmt.Errorf("redisbackend: append to task %q: event %d: %w", taskID, i, err)
 		}
 		if step != "" {
@@ -318,13 +321,19 @@ func appendReply(m rueidis.RedisMessage, taskID string) (string, error) {
 // break, which eventBatch relies on: json.Marshal, whose output
 // appendEventJSON reproduces, escapes them in strings and compacts raw
 // JSON.
-func appendEncodedEvent(buf []byte, e progress.Event) (_ []byte, step string, err error) {
+//
+// The event and its step are recorded at the time at, which their JSON
+// carries: whatever At the caller gave them is replaced, as their id is.
+func appendEncodedEvent(buf []byte, e progress.Event, at time.Time) (_ []byte, step string, err error) {
 	if err := e.Validate(); err != nil {
 		return buf, "", err
 	}
+	e.At = at
 	var stepJSON []byte
 	if e.Step != nil {
-		if stepJSON, err = appendStepJSON(nil, e.Step); err != nil {
+		st := *e.Step
+		st.At = time.Time{} // the event has it
+		if stepJSON, err = appendStepJSON(nil, &st); err != nil {
 			return buf, "", fmt.Errorf("%w: %w", progress.ErrInvalidEvent, err)
 		}
 	}
@@ -335,7 +344,11 @@ func appendEncodedEvent(buf []byte, e progress.Event) (_ []byte, step string, er
 	if bytes.IndexByte(buf[start:], '\n') >= 0 {
 		return buf[:start], "", fmt.Errorf("%w: its JSON has a line break", progress.ErrInvalidEvent)
 	}
-	return buf, string(stepJSON), nil
+	if stepJSON == nil {
+		return buf, "", nil
+	}
+	// The snapshot's step result carries the time, as its last field.
+	return buf, string(appendAt(stepJSON[:len(stepJSON)-1], at)), nil
 }
 
 // Snapshot implements progress.Store in one round trip, which concurrent
