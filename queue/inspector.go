@@ -287,7 +287,7 @@ func (i *Inspector) statsAll(ctx context.Context) (Stats, error) {
 	}
 	slices.SortFunc(st.Flows, func(a, b FlowCounts) int { return strings.Compare(a.Flow, b.Flow) })
 	slices.SortFunc(ended, func(a, b TaskSummary) int { return b.EndedAt.Compare(a.EndedAt) })
-	st.LastMinute.ThroughputOf(ended)
+	st.LastMinute.Measure(ended)
 	return st, nil
 }
 

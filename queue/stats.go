@@ -14,7 +14,7 @@ const StatsWindow = time.Minute
 
 // LatencySample bounds the tasks whose times Stats reads to measure
 // latency: the most recent ones that ended within StatsWindow. A backend
-// passes at most that many to Throughput.ThroughputOf.
+// passes at most that many to Throughput.Measure.
 const LatencySample = 200
 
 // Stats is a picture of a queue at one moment.
@@ -127,11 +127,11 @@ func latencyOf(ds []time.Duration) Latency {
 	return Latency{P50: at(0.5), P95: at(0.95), Max: ds[len(ds)-1]}
 }
 
-// ThroughputOf fills in PerSecond, Wait, Run and Sampled from the
+// Measure fills in PerSecond, Wait, Run and Sampled from the
 // summaries of tasks that ended within the window (the most recent
 // first, at most a few hundred: a backend passes a sample), with Window,
 // Succeeded and Failed already set. Backends call it from TaskStats.
-func (t *Throughput) ThroughputOf(ended []TaskSummary) {
+func (t *Throughput) Measure(ended []TaskSummary) {
 	if t.Window > 0 {
 		t.PerSecond = float64(t.Succeeded+t.Failed) / t.Window.Seconds()
 	}

@@ -142,7 +142,7 @@ func (b *Backend) TaskStats(ctx context.Context) (queue.Stats, error) {
 			ended = append(ended, *s)
 		}
 	}
-	st.LastMinute.ThroughputOf(ended)
+	st.LastMinute.Measure(ended)
 	return st, nil
 }
 

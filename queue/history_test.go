@@ -1,0 +1,112 @@
+package queue_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// fakeHistory is a History of finished tasks that records its queries.
+type fakeHistory struct {
+	tasks   []queue.TaskSummary // newest first
+	queries []queue.HistoryQuery
+	err     error
+}
+
+func (h *fakeHistory) ListHistory(_ context.Context, q queue.HistoryQuery) (queue.TaskPage, error) {
+	h.queries = append(h.queries, q)
+	if h.err != nil {
+		return queue.TaskPage{}, h.err
+	}
+	start := 0
+	if q.Cursor != "" {
+		fmt.Sscan(q.Cursor, &start)
+	}
+	var page queue.TaskPage
+	for i := start; i < len(h.tasks) && len(page.Tasks) < q.Limit; i++ {
+		t := h.tasks[i]
+		if t.EndedAt.Before(q.Before) && (q.State == "" || t.State == q.State) && (q.Flow == "" || t.Flow == q.Flow) {
+			page.Tasks = append(page.Tasks, t)
+		}
+		if len(page.Tasks) == q.Limit && i+1 < len(h.tasks) {
+			page.Next = fmt.Sprint(i + 1)
+		}
+	}
+	return page, nil
+}
+
+// TestInspectorGoesOnIntoHistory checks the seam to a store of finished
+// tasks: once the backend has listed its tasks, a listing goes on with
+// those the History has that ended before the oldest one listed.
+func TestInspectorGoesOnIntoHistory(t *testing.T) {
+	ctx := context.Background()
+	backend, store := queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	var live []string
+	for range 3 {
+		time.Sleep(2 * time.Millisecond)
+		id, err := broker.Enqueue(ctx, "f", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		live = append([]string{id}, live...)
+	}
+	old := time.Now().Add(-48 * time.Hour)
+	h := &fakeHistory{}
+	for i := range 5 {
+		end := old.Add(-time.Duration(i) * time.Minute)
+		h.tasks = append(h.tasks, queue.TaskSummary{ID: fmt.Sprintf("old%d", i), Flow: "f", State: progress.StateSuccess,
+			EnqueuedAt: end.Add(-time.Second), StartedAt: end.Add(-time.Second), EndedAt: end})
+	}
+	in := queue.NewInspector(backend, store, queue.InspectorConfig{History: h})
+
+	page, err := in.List(ctx, queue.ListOptions{Limit: 4})
+	require.NoError(t, err)
+	ids := func(p queue.TaskPage) []string {
+		var out []string
+		for _, s := range p.Tasks {
+			out = append(out, s.ID)
+		}
+		return out
+	}
+	assert.Equal(t, append(live, "old0"), ids(page), "the backend's tasks, then the history's")
+	require.Len(t, h.queries, 1)
+	assert.Equal(t, page.Tasks[2].EnqueuedAt.UnixMilli(), h.queries[0].Before.UnixMilli(), "before the oldest task the backend listed")
+	require.NotEmpty(t, page.Next)
+
+	page, err = in.List(ctx, queue.ListOptions{Limit: 4, Cursor: page.Next})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"old1", "old2", "old3", "old4"}, ids(page))
+	assert.Empty(t, page.Next)
+
+	// Pending tasks are not in a history of finished ones.
+	h.queries = nil
+	page, err = in.List(ctx, queue.ListOptions{State: progress.StatePending})
+	require.NoError(t, err)
+	assert.Len(t, page.Tasks, 3)
+	assert.Empty(t, h.queries, "the history is not asked for pending tasks")
+
+	// A full page of the backend's tasks ends with a cursor into the
+	// history, which the next page reads.
+	page, err = in.List(ctx, queue.ListOptions{Limit: 3})
+	require.NoError(t, err)
+	assert.Equal(t, live, ids(page))
+	page, err = in.List(ctx, queue.ListOptions{Limit: 3, Cursor: page.Next})
+	require.NoError(t, err)
+	assert.Equal(t, []string{"old0", "old1", "old2"}, ids(page))
+
+	for _, bad := range []string{"h.", "h.x.", "h.12.%%%"} {
+		_, err = in.List(ctx, queue.ListOptions{Cursor: bad})
+		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "cursor %q", bad)
+	}
+	h.err = errors.New("database down")
+	_, err = in.List(ctx, queue.ListOptions{Limit: 10})
+	assert.ErrorContains(t, err, "database down")
+}
