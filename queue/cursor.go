@@ -37,10 +37,10 @@ func ParseCursor(s string) (Cursor, error) {
 	return Cursor{At: time.UnixMilli(n).UTC(), ID: id}, nil
 }
 
-// Before reports whether the task s comes after the position c in a
+// Precedes reports whether the position c comes before the task s in a
 // listing's order (it is older, or as old with a smaller id): the tasks a
 // page that starts at c lists.
-func (c Cursor) Before(s *TaskSummary) bool {
+func (c Cursor) Precedes(s *TaskSummary) bool {
 	at, cat := s.ChangedAt().UnixMilli(), c.At.UnixMilli()
 	return at < cat || at == cat && s.ID < c.ID
 }

@@ -203,7 +203,7 @@ func (i *Inspector) listAll(ctx context.Context, o ListOptions) (TaskPage, error
 	page := TaskPage{Tasks: []TaskSummary{}}
 	kept := all[:0]
 	for _, s := range all {
-		if (o.State == "" || s.State == o.State) && (o.Flow == "" || s.Flow == o.Flow) && (after == nil || after.Before(&s)) {
+		if (o.State == "" || s.State == o.State) && (o.Flow == "" || s.Flow == o.Flow) && (after == nil || after.Precedes(&s)) {
 			kept = append(kept, s)
 		}
 	}
