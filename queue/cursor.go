@@ -38,7 +38,7 @@ func ParseCursor(s string) (Cursor, error) {
 }
 
 // Precedes reports whether the position c comes before the task s in a
-// listing's order (it is older, or as old with a smaller id): the tasks a
+// listing's order (s is older, or as old with a smaller id): the tasks a
 // page that starts at c lists.
 func (c Cursor) Precedes(s *TaskSummary) bool {
 	at, cat := s.ChangedAt().UnixMilli(), c.At.UnixMilli()
