@@ -2,10 +2,11 @@
 #
 # The repository holds several Go modules, tied together by go.work: the
 # library (.), the examples (./examples), the benchmark command
-# (./cmd/flowbench), the OpenTelemetry tests with the SDK (./oteltest) and
-# the SMTP channel of notify (./notify/smtp). PKGS names the packages of
-# all of them, since ./... stops at a nested module's directory.
-PKGS := ./... ./examples/... ./cmd/flowbench/... ./oteltest/... ./notify/smtp/...
+# (./cmd/flowbench), the OpenTelemetry tests with the SDK (./oteltest),
+# the SMTP channel of notify (./notify/smtp) and the run history in
+# PostgreSQL (./pghistory). PKGS names the packages of all of them, since
+# ./... stops at a nested module's directory.
+PKGS := ./... ./examples/... ./cmd/flowbench/... ./oteltest/... ./notify/smtp/... ./pghistory/...
 
 .PHONY: test bench lint run
 

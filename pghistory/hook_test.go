@@ -1,0 +1,183 @@
+package pghistory_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/pghistory"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
+)
+
+// runWorker runs a worker that writes the history to s, until the test
+// ends, and returns a broker on the same backend.
+func runWorker(t *testing.T, qb queue.Backend, store progress.Store, s *pghistory.Store) *queue.Broker {
+	t.Helper()
+	reg := registry.New()
+	reg.MustRegister("ok", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		t.Progress.Log("working")
+		return map[string]int{"n": 1}, nil
+	}))
+	reg.MustRegister("fails", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		return nil, flow.Permanent(errors.New("nope"))
+	}))
+	w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Name: "history-worker", OnFinish: []queue.FinishHook{s.Hook}})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	return queue.NewBroker(qb, store, queue.BrokerConfig{})
+}
+
+// waitRow waits for task id's row.
+func waitRow(t *testing.T, s *pghistory.Store, id string) pghistory.Record {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r, err := s.Get(context.Background(), id)
+		if err == nil {
+			return r
+		}
+		require.ErrorIs(t, err, pghistory.ErrNotFound)
+		if time.Now().After(deadline) {
+			require.FailNow(t, "no history row", "task %s", id)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestWorkerWritesHistory: a worker with the Hook writes one row for each
+// task it ends, on both backends: a success, a failure, and a task
+// cancelled before it ran.
+func TestWorkerWritesHistory(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		make func(t *testing.T) (queue.Backend, progress.Store)
+	}{
+		{"memory", func(t *testing.T) (queue.Backend, progress.Store) {
+			return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+		}},
+		{"redis", func(t *testing.T) (queue.Backend, progress.Store) {
+			b, err := redisbackend.New(redistest.Start(t).Client(t), redisbackend.Config{})
+			require.NoError(t, err)
+			return b, nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := open(t)
+			qb, store := tc.make(t)
+			broker := runWorker(t, qb, store, s)
+			ctx := context.Background()
+			before := time.Now()
+
+			okID, err := broker.Enqueue(ctx, "ok", json.RawMessage(`{"topic":"otters"}`), queue.EnqueueOptions{})
+			require.NoError(t, err)
+			failID, err := broker.Enqueue(ctx, "fails", nil, queue.EnqueueOptions{})
+			require.NoError(t, err)
+			cancelID, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+			require.NoError(t, err)
+			require.NoError(t, broker.Cancel(ctx, cancelID))
+
+			ok := waitRow(t, s, okID)
+			assert.Equal(t, progress.StateSuccess, ok.State)
+			assert.Equal(t, "ok", ok.Flow)
+			assert.JSONEq(t, `{"topic":"otters"}`, string(ok.Inputs))
+			assert.JSONEq(t, `{"n":1}`, string(ok.Snapshot.Details.FinalResult))
+			assert.Equal(t, []progress.StepResult{{Type: progress.StepLog, Message: "working"}}, ok.Snapshot.Details.StepResults)
+			assert.Equal(t, 1, ok.Attempts)
+			assert.Equal(t, queue.DefaultMaxAttempts, ok.MaxAttempts)
+			assert.Equal(t, "history-worker", ok.Worker)
+			assert.False(t, ok.EnqueuedAt.Before(before.Truncate(time.Microsecond)))
+			assert.False(t, ok.StartedAt.Before(ok.EnqueuedAt), "started %v, enqueued %v", ok.StartedAt, ok.EnqueuedAt)
+			assert.False(t, ok.EndedAt.Before(ok.StartedAt))
+
+			failed := waitRow(t, s, failID)
+			assert.Equal(t, progress.StateFailure, failed.State)
+			assert.Equal(t, "nope", failed.Status)
+			assert.Equal(t, 1, failed.Attempts)
+
+			cancelled := waitRow(t, s, cancelID)
+			assert.Equal(t, progress.StateFailure, cancelled.State)
+			assert.Equal(t, queue.StatusCancelled, cancelled.Status)
+			assert.Equal(t, 0, cancelled.Attempts, "it never ran")
+			assert.True(t, cancelled.StartedAt.IsZero())
+
+			page, err := s.List(ctx, pghistory.Query{})
+			require.NoError(t, err)
+			assert.Len(t, page.Records, 3, "one row per task")
+		})
+	}
+}
+
+// TestHistoryOutlivesRedis: a task's row stays in the history, and List
+// finds it, after Redis has dropped the task at the end of its retention.
+func TestHistoryOutlivesRedis(t *testing.T) {
+	s, _ := open(t)
+	b, err := redisbackend.New(redistest.Start(t).Client(t), redisbackend.Config{Retention: time.Second})
+	require.NoError(t, err)
+	broker := runWorker(t, b, nil, s)
+	ctx := context.Background()
+	id, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	waitRow(t, s, id)
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := broker.Task(ctx, id)
+		if errors.Is(err, queue.ErrNotFound) {
+			break
+		}
+		require.NoError(t, err)
+		require.True(t, time.Now().Before(deadline), "Redis still holds the task")
+		time.Sleep(50 * time.Millisecond)
+	}
+	r, err := s.Get(ctx, id)
+	require.NoError(t, err, "the history still has it")
+	assert.Equal(t, progress.StateSuccess, r.State)
+	page, err := s.List(ctx, pghistory.Query{Flow: "ok", State: progress.StateSuccess})
+	require.NoError(t, err)
+	require.Len(t, page.Records, 1)
+	assert.Equal(t, id, page.Records[0].TaskID)
+}
+
+func TestRecordOf(t *testing.T) {
+	snap := progress.Snapshot{State: progress.StateFailure, Details: progress.Details{Status: "Cancelled"}}
+	task := &queue.Task{ID: "t1", Flow: "f", Attempt: 3, MaxAttempts: 5, Inputs: json.RawMessage(`{}`),
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", RequeuedFrom: "t0"}
+	for _, tc := range []struct {
+		name         string
+		found        bool
+		wantAttempts int
+	}{
+		{"ended by this lease", false, 3},
+		{"found ended: the lease ran nothing", true, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := pghistory.RecordOf(queue.Finished{Task: task, Snapshot: snap, Worker: "w", FoundEnded: tc.found, EndedAt: t0})
+			assert.Equal(t, tc.wantAttempts, r.Attempts)
+			assert.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", r.TraceID)
+			assert.Equal(t, "Cancelled", r.Status)
+			assert.Equal(t, progress.StateFailure, r.State)
+			assert.Equal(t, "t0", r.RequeuedFrom)
+			assert.Equal(t, 5, r.MaxAttempts)
+			assert.Equal(t, "w", r.Worker)
+			assert.True(t, t0.Equal(r.EndedAt))
+		})
+	}
+}

@@ -1,0 +1,291 @@
+package pghistory_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/leakcheck"
+	"github.com/flowsrun/flows/pghistory"
+	"github.com/flowsrun/flows/pghistory/pgtest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// server is the PostgreSQL of this package's tests, started by TestMain;
+// each test makes a database of its own on it.
+var server *pgtest.Server
+
+func TestMain(m *testing.M) {
+	srv, err := pgtest.StartProcess()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	server = srv
+	code := m.Run()
+	srv.Stop()
+	os.Exit(code)
+}
+
+// open returns a Store on a new database, closed when the test ends.
+func open(t *testing.T) (*pghistory.Store, string) {
+	t.Helper()
+	url := server.Database(t)
+	s, err := pghistory.Open(context.Background(), url, pghistory.Config{})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	return s, url
+}
+
+var t0 = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+
+// record returns a valid record of a new task that ended at t0+i seconds.
+func record(i int) pghistory.Record {
+	snap := progress.NewSnapshot()
+	snap.State = progress.StateSuccess
+	snap.Details.Status = "Completed"
+	snap.Details.Progress = 100
+	snap.Details.StepResults = []progress.StepResult{{Type: progress.StepLog, Message: "hello"}}
+	snap.Details.FinalResult = json.RawMessage(`"done"`)
+	return pghistory.Record{
+		TaskID: queue.NewID(), Flow: "poem_flow", State: progress.StateSuccess, Status: "Completed",
+		Inputs: json.RawMessage(`{"topic":"otters"}`), Snapshot: snap, Attempts: 1, MaxAttempts: 3,
+		Worker: "w1", EnqueuedAt: t0.Add(time.Duration(i)*time.Second - 2*time.Second),
+		StartedAt: t0.Add(time.Duration(i)*time.Second - time.Second), EndedAt: t0.Add(time.Duration(i) * time.Second),
+	}
+}
+
+func TestMigrateOnceUnderConcurrentOpens(t *testing.T) {
+	url := server.Database(t)
+	baseline := runtime.NumGoroutine()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() {
+			s, err := pghistory.Open(ctx, url, pghistory.Config{})
+			if err == nil {
+				s.Close()
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	leakcheck.Settle(t, baseline, 10*time.Second) // closed stores keep nothing running
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM flows_history_migrations").Scan(&n))
+	assert.Equal(t, 1, n, "each migration recorded once")
+}
+
+func TestSaveKeepsOneRowPerTask(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	r := record(0)
+	require.NoError(t, s.Save(ctx, r))
+	again := r
+	again.Status, again.Attempts = "written again", 2
+	require.NoError(t, s.Save(ctx, again), "a second write of a task is not an error")
+
+	got, err := s.Get(ctx, r.TaskID)
+	require.NoError(t, err)
+	assert.Equal(t, "Completed", got.Status, "the first row stands")
+	assert.Equal(t, 1, got.Attempts)
+	assert.Equal(t, r.Flow, got.Flow)
+	assert.Equal(t, r.State, got.State)
+	assert.JSONEq(t, string(r.Inputs), string(got.Inputs))
+	assert.Equal(t, r.Snapshot, got.Snapshot)
+	assert.Equal(t, r.MaxAttempts, got.MaxAttempts)
+	assert.Equal(t, r.Worker, got.Worker)
+	assert.True(t, r.EnqueuedAt.Equal(got.EnqueuedAt))
+	assert.True(t, r.StartedAt.Equal(got.StartedAt))
+	assert.True(t, r.EndedAt.Equal(got.EndedAt))
+	assert.False(t, got.RecordedAt.IsZero())
+
+	noStart := record(1)
+	noStart.StartedAt, noStart.EnqueuedAt, noStart.Inputs = time.Time{}, time.Time{}, nil
+	require.NoError(t, s.Save(ctx, noStart))
+	got, err = s.Get(ctx, noStart.TaskID)
+	require.NoError(t, err)
+	assert.True(t, got.StartedAt.IsZero(), "a task that never ran has no start")
+	assert.True(t, got.EnqueuedAt.IsZero())
+	assert.JSONEq(t, `{}`, string(got.Inputs))
+
+	_, err = s.Get(ctx, queue.NewID())
+	assert.ErrorIs(t, err, pghistory.ErrNotFound)
+	_, err = s.Get(ctx, "no/such id")
+	assert.ErrorIs(t, err, pghistory.ErrNotFound)
+}
+
+func TestSaveRefusesInvalidRecords(t *testing.T) {
+	s, _ := open(t)
+	for _, tc := range []struct {
+		name   string
+		change func(*pghistory.Record)
+	}{
+		{"bad id", func(r *pghistory.Record) { r.TaskID = "a b" }},
+		{"no flow", func(r *pghistory.Record) { r.Flow = "" }},
+		{"not ended", func(r *pghistory.Record) { r.State = progress.StateProgress }},
+		{"no end time", func(r *pghistory.Record) { r.EndedAt = time.Time{} }},
+		{"inputs not JSON", func(r *pghistory.Record) { r.Inputs = json.RawMessage(`{"a":`) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := record(0)
+			tc.change(&r)
+			err := s.Save(context.Background(), r)
+			require.ErrorIs(t, err, pghistory.ErrInvalidRecord)
+			page, err := s.List(context.Background(), pghistory.Query{})
+			require.NoError(t, err)
+			assert.Empty(t, page.Records, "nothing written")
+		})
+	}
+}
+
+func TestListFiltersAndPages(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	var all []pghistory.Record
+	for i := range 40 {
+		r := record(i / 2) // two tasks end at each second: ties broken by id
+		r.Flow = []string{"poem_flow", "web_search_flow"}[i%2]
+		if i%3 == 0 {
+			r.State, r.Status = progress.StateFailure, "boom"
+			r.Snapshot.State, r.Snapshot.Details.Status = progress.StateFailure, "boom"
+		}
+		r.Owner = []string{"", "alice", "bob", "alice"}[i%4]
+		require.NoError(t, s.Save(ctx, r))
+		all = append(all, r)
+	}
+	newestFirst := func(rs []pghistory.Record) []string {
+		rs = append([]pghistory.Record(nil), rs...)
+		sort.Slice(rs, func(i, j int) bool {
+			if !rs[i].EndedAt.Equal(rs[j].EndedAt) {
+				return rs[i].EndedAt.After(rs[j].EndedAt)
+			}
+			return rs[i].TaskID > rs[j].TaskID
+		})
+		ids := make([]string, len(rs))
+		for i, r := range rs {
+			ids[i] = r.TaskID
+		}
+		return ids
+	}
+	where := func(keep func(pghistory.Record) bool) []string {
+		var out []pghistory.Record
+		for _, r := range all {
+			if keep(r) {
+				out = append(out, r)
+			}
+		}
+		return newestFirst(out)
+	}
+	for _, tc := range []struct {
+		name  string
+		query pghistory.Query
+		want  []string
+	}{
+		{"everything", pghistory.Query{}, where(func(pghistory.Record) bool { return true })},
+		{"by flow", pghistory.Query{Flow: "web_search_flow"}, where(func(r pghistory.Record) bool { return r.Flow == "web_search_flow" })},
+		{"by state", pghistory.Query{State: progress.StateFailure}, where(func(r pghistory.Record) bool { return r.State == progress.StateFailure })},
+		{"by owner", pghistory.Query{Owner: "alice"}, where(func(r pghistory.Record) bool { return r.Owner == "alice" })},
+		{"by time range", pghistory.Query{Since: t0.Add(5 * time.Second), Until: t0.Add(12 * time.Second)},
+			where(func(r pghistory.Record) bool {
+				return !r.EndedAt.Before(t0.Add(5*time.Second)) && r.EndedAt.Before(t0.Add(12*time.Second))
+			})},
+		{"all at once", pghistory.Query{Flow: "poem_flow", State: progress.StateSuccess, Owner: "bob", Since: t0.Add(3 * time.Second)},
+			where(func(r pghistory.Record) bool {
+				return r.Flow == "poem_flow" && r.State == progress.StateSuccess && r.Owner == "bob" && !r.EndedAt.Before(t0.Add(3*time.Second))
+			})},
+		{"nothing", pghistory.Query{Flow: "no_such_flow"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, limit := range []int{0, 1, 7, 1000} {
+				var got []string
+				q := tc.query
+				q.Limit = limit
+				pages := 0
+				for {
+					page, err := s.List(ctx, q)
+					require.NoError(t, err)
+					pages++
+					if limit > 0 {
+						require.LessOrEqual(t, len(page.Records), limit)
+					}
+					for _, r := range page.Records {
+						got = append(got, r.TaskID)
+					}
+					if page.Next == "" {
+						break
+					}
+					require.NotEmpty(t, page.Records, "a page with a next cursor has records")
+					q.Cursor = page.Next
+					require.Less(t, pages, 100, "paging does not end")
+				}
+				assert.Equal(t, tc.want, got, "limit %d: every task once, newest first", limit)
+			}
+		})
+	}
+
+	t.Run("bad queries", func(t *testing.T) {
+		for _, tc := range []struct {
+			name  string
+			query pghistory.Query
+			is    error
+		}{
+			{"cursor not base64", pghistory.Query{Cursor: "%%%"}, pghistory.ErrBadCursor},
+			{"cursor of nothing", pghistory.Query{Cursor: "bm90aGluZw"}, pghistory.ErrBadCursor},
+			{"negative limit", pghistory.Query{Limit: -1}, nil},
+			{"limit too large", pghistory.Query{Limit: pghistory.MaxLimit + 1}, nil},
+			{"state not terminal", pghistory.Query{State: progress.StatePending}, nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				_, err := s.List(ctx, tc.query)
+				require.Error(t, err)
+				if tc.is != nil {
+					assert.ErrorIs(t, err, tc.is)
+				}
+			})
+		}
+	})
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	t.Run("unreachable", func(t *testing.T) {
+		// The server's port with nobody listening: a port of a stopped
+		// server of our own, never the machine's PostgreSQL.
+		srv := pgtest.Start(t)
+		url := srv.URL()
+		srv.Stop()
+		_, err := pghistory.Open(ctx, url, pghistory.Config{})
+		require.Error(t, err)
+		assert.ErrorIs(t, err, queue.ErrUnavailable)
+	})
+	t.Run("malformed URL keeps its secret", func(t *testing.T) {
+		_, err := pghistory.Open(ctx, "postgres://u:s3cret@127.0.0.1:notaport/db", pghistory.Config{})
+		require.Error(t, err)
+		assert.False(t, strings.Contains(err.Error(), "s3cret"), "error %q shows the password", err)
+	})
+	t.Run("empty URL", func(t *testing.T) {
+		_, err := pghistory.Open(ctx, "", pghistory.Config{})
+		require.Error(t, err)
+	})
+}

@@ -1,0 +1,148 @@
+package pghistory
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// Limits of a page of List.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+// Query selects finished tasks for List. Zero fields select everything.
+type Query struct {
+	// Flow keeps the tasks of this flow.
+	Flow string
+	// State keeps the tasks that ended so: progress.StateSuccess or
+	// progress.StateFailure.
+	State progress.State
+	// Owner keeps the tasks of this owner label.
+	Owner string
+	// Since keeps the tasks that ended at or after it.
+	Since time.Time
+	// Until keeps the tasks that ended before it.
+	Until time.Time
+	// Limit is the most tasks of a page: DefaultLimit when zero, at most
+	// MaxLimit.
+	Limit int
+	// Cursor continues a listing after the last task of a page: the
+	// Page.Next of the page before, with the same filters. Empty starts
+	// with the newest task.
+	Cursor string
+}
+
+// Page is a page of List.
+type Page struct {
+	// Records are the tasks of the page, newest first: by the time they
+	// ended, then by id, descending.
+	Records []Record
+	// Next is the Cursor of the next page, "" when this is the last.
+	Next string
+}
+
+// List returns a page of the finished tasks that q selects, newest first.
+// A page costs one indexed query, however long the history: the cursor
+// names the last task of the page before (its end time and id), not an
+// offset. Tasks written while a listing goes on appear in it only if they
+// sort after the cursor. It returns an error wrapping ErrBadCursor for a
+// cursor List did not make, an error for a State that is not terminal or
+// a Limit out of range, and one wrapping queue.ErrUnavailable when the
+// database cannot be reached.
+func (s *Store) List(ctx context.Context, q Query) (Page, error) {
+	limit := q.Limit
+	switch {
+	case limit == 0:
+		limit = DefaultLimit
+	case limit < 0 || limit > MaxLimit:
+		return Page{}, fmt.Errorf("pghistory: limit %d out of range 1..%d", q.Limit, MaxLimit)
+	}
+	if q.State != "" && !q.State.Terminal() {
+		return Page{}, fmt.Errorf("pghistory: state %q: the history holds SUCCESS and FAILURE only", q.State)
+	}
+	var (
+		where []string
+		args  []any
+	)
+	add := func(cond string, v ...any) {
+		for range v {
+			args = append(args, v[0])
+			v = v[1:]
+			cond = strings.Replace(cond, "?", "$"+strconv.Itoa(len(args)), 1)
+		}
+		where = append(where, cond)
+	}
+	if q.Flow != "" {
+		add("flow = ?", q.Flow)
+	}
+	if q.State != "" {
+		add("state = ?", string(q.State))
+	}
+	if q.Owner != "" {
+		add("owner = ?", q.Owner)
+	}
+	if !q.Since.IsZero() {
+		add("ended_at >= ?", q.Since)
+	}
+	if !q.Until.IsZero() {
+		add("ended_at < ?", q.Until)
+	}
+	if q.Cursor != "" {
+		at, id, err := decodeCursor(q.Cursor)
+		if err != nil {
+			return Page{}, err
+		}
+		add("(ended_at, task_id) < (?, ?)", at, id)
+	}
+	sql := "SELECT " + columns + " FROM flows_task_history"
+	if len(where) > 0 {
+		sql += " WHERE " + strings.Join(where, " AND ")
+	}
+	args = append(args, limit+1)
+	sql += " ORDER BY ended_at DESC, task_id DESC LIMIT $" + strconv.Itoa(len(args))
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return Page{}, s.wrap("list", err)
+	}
+	records, err := pgx.CollectRows(rows, scanRecord)
+	if err != nil {
+		return Page{}, s.wrap("list", err)
+	}
+	var p Page
+	if len(records) > limit {
+		records = records[:limit]
+		last := records[limit-1]
+		p.Next = encodeCursor(last.EndedAt, last.TaskID)
+	}
+	p.Records = records
+	return p, nil
+}
+
+// A cursor is the end time (Unix microseconds, PostgreSQL's precision)
+// and id of the last task of a page, as "<micros>.<id>" in base64url.
+func encodeCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + "." + id))
+}
+
+func decodeCursor(c string) (time.Time, string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", fmt.Errorf("%w: %q", ErrBadCursor, c)
+	}
+	micros, id, ok := strings.Cut(string(b), ".")
+	us, err := strconv.ParseInt(micros, 10, 64)
+	if !ok || err != nil || !queue.ValidID(id) {
+		return time.Time{}, "", fmt.Errorf("%w: %q", ErrBadCursor, c)
+	}
+	return time.UnixMicro(us).UTC(), id, nil
+}
