@@ -36,7 +36,9 @@
 //	            -notify, a notification per task through notify's finish
 //	            hook, delivered by the same worker to a channel that does
 //	            nothing); tasks/s from the first enqueue to the last
-//	            terminal state
+//	            terminal state; -otel none,metrics,sampled,sdk alternates
+//	            runs without and with the OpenTelemetry SDK, for what
+//	            tracing and metrics cost
 //	roundtrips  the Redis traffic of the throughput runs, per task: client
 //	            calls (each Do or DoMulti waits for one reply), socket
 //	            writes (what auto-pipelining actually sends), and commands
@@ -99,9 +101,10 @@ type config struct {
 	Runs         int
 	N            int
 	Concurrency  int
-	Events       int  // progress events per task
-	Hooks        int  // no-op finish hooks of the throughput worker
-	Notify       bool // a notification per throughput task (package notify)
+	Events       int      // progress events per task
+	Hooks        int      // no-op finish hooks of the throughput worker
+	Notify       bool     // a notification per throughput task (package notify)
+	OTel         []string // OpenTelemetry modes of the throughput runs, in turn
 	Producers    int
 	Clients      int
 	Conns        int
@@ -140,6 +143,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "flows the worker runs at once")
 	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
 	fs.IntVar(&cfg.Hooks, "hooks", 0, "no-op finish hooks (queue.WorkerConfig.OnFinish) of the throughput worker, to measure what hooks cost")
+	otelFlag := fs.String("otel", otelNone, "OpenTelemetry of the throughput runs: none (nothing installed), metrics (the SDK's meter provider, aggregating in memory), sampled (metrics, and one trace in ten sampled and dropped), sdk (metrics, and every span sampled and dropped), or several, as none,sdk: each run of each mode in turn")
 	fs.BoolVar(&cfg.Notify, "notify", false, "throughput: a notification per task (notify's finish hook and delivery flow, to a channel that does nothing), to measure what notifications cost; per-task figures include the notification")
 	fs.IntVar(&cfg.Producers, "producers", 64, "goroutines that enqueue (throughput) or append events (sse)")
 	fs.IntVar(&cfg.Clients, "clients", fullDefaults.Clients, "concurrent SSE streams of the sse scenario")
@@ -202,6 +206,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if cfg.Hooks < 0 {
 		return config{}, fmt.Errorf("-hooks must not be negative, got %d", cfg.Hooks)
 	}
+	modes, err := parseOTel(*otelFlag)
+	if err != nil {
+		return config{}, err
+	}
+	cfg.OTel = modes
 	for s := range strings.SplitSeq(scenarios, ",") {
 		s = strings.TrimSpace(s)
 		switch {

@@ -96,14 +96,16 @@ func (t *terminals) check() error {
 
 // worker runs a queue.Worker on st with the flows of reg until stop is
 // called; stop waits for it to finish what it holds.
-func startWorker(backend queue.Backend, store progress.Store, reg *registry.Registry, concurrency int, hooks ...queue.FinishHook) (stop func()) {
+func startWorker(backend queue.Backend, store progress.Store, reg *registry.Registry, concurrency int, p providers, hooks ...queue.FinishHook) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := queue.NewWorker(backend, store, queue.WorkerConfig{
-		Registry:    reg,
-		Name:        "flowbench",
-		Concurrency: concurrency,
-		OnFinish:    hooks,
-		Logger:      discard,
+		Registry:       reg,
+		Name:           "flowbench",
+		Concurrency:    concurrency,
+		OnFinish:       hooks,
+		Logger:         discard,
+		TracerProvider: p.tp,
+		MeterProvider:  p.mp,
 	})
 	var wg sync.WaitGroup
 	wg.Go(func() { _ = w.Run(ctx) })
@@ -137,25 +139,41 @@ type throughputRun struct {
 
 func benchThroughput(ctx context.Context, e *env, p *printer) error {
 	cfg := e.cfg
+	// The runs of the -otel modes alternate, so that each mode sees the
+	// same load on the machine.
+	runsOf := map[string][]throughputRun{}
 	var runs []throughputRun
 	for i := range cfg.Runs {
-		r, err := throughputOnce(ctx, e)
-		if err != nil {
-			return err
+		for _, mode := range cfg.OTel {
+			r, err := throughputOnce(ctx, e, mode)
+			if err != nil {
+				return err
+			}
+			p.note("throughput run %d (otel %s): %.0f tasks/s, %.2f calls/task, %.2f writes/task, %.2f commands/task; cores used: flowbench %.2f, redis %.2f; enqueued at %.0f tasks/s; %.1f allocations/task; goroutines waited to run %.2f ms at p99",
+				i+1, mode, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.enqueued, r.allocs, r.schedP99*1e3)
+			runsOf[mode] = append(runsOf[mode], r)
+			runs = append(runs, r)
 		}
-		p.note("throughput run %d: %.0f tasks/s, %.2f calls/task, %.2f writes/task, %.2f commands/task; cores used: flowbench %.2f, redis %.2f; enqueued at %.0f tasks/s; %.1f allocations/task; goroutines waited to run %.2f ms at p99",
-			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.enqueued, r.allocs, r.schedP99*1e3)
-		runs = append(runs, r)
 	}
 	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "hooks", cfg.Hooks, "notify", cfg.Notify, "producers", cfg.Producers, "backend", cfg.Backend)
 	if cfg.wants("throughput") {
-		p.figure("throughput", "tasks/s", collect(runs, func(r throughputRun) float64 { return r.tasksPerSec }), par)
-		// CPU per task: what the run costs whatever else the machine does.
-		p.figure("throughput", "cpu us/task process", collect(runs, func(r throughputRun) float64 { return r.cpu / r.tasksPerSec * 1e6 }), par)
-		if e.redis() {
-			p.figure("throughput", "cpu us/task redis", collect(runs, func(r throughputRun) float64 { return r.redisCPU / r.tasksPerSec * 1e6 }), par)
+		for _, mode := range cfg.OTel {
+			runs := runsOf[mode]
+			par := par + " otel=" + mode
+			p.figure("throughput", "tasks/s", collect(runs, func(r throughputRun) float64 { return r.tasksPerSec }), par)
+			// CPU per task: what the run costs whatever else the machine does.
+			p.figure("throughput", "cpu us/task process", collect(runs, func(r throughputRun) float64 { return r.cpu / r.tasksPerSec * 1e6 }), par)
+			if e.redis() {
+				p.figure("throughput", "cpu us/task redis", collect(runs, func(r throughputRun) float64 { return r.redisCPU / r.tasksPerSec * 1e6 }), par)
+			}
+			p.figure("throughput", "allocs/task process", collect(runs, func(r throughputRun) float64 { return r.allocs }), par)
+			shardFigures(e, p, "throughput", runs, func(r throughputRun) ([]float64, []float64) { return r.shardCPU, r.perMaster }, par)
+			if mode != otelNone && len(runsOf[otelNone]) > 0 {
+				base, _, _ := summarize(collect(runsOf[otelNone], func(r throughputRun) float64 { return r.cpu / r.tasksPerSec }))
+				with, _, _ := summarize(collect(runs, func(r throughputRun) float64 { return r.cpu / r.tasksPerSec }))
+				p.note("otel %s: process CPU per task %+.1f%% against none (medians of %d alternating runs each)", mode, (with/base-1)*100, len(runs))
+			}
 		}
-		shardFigures(e, p, "throughput", runs, func(r throughputRun) ([]float64, []float64) { return r.shardCPU, r.perMaster }, par)
 	}
 	if cfg.wants("roundtrips") && e.redis() {
 		p.figure("roundtrips", "calls/task", collect(runs, func(r throughputRun) float64 { return r.calls }), par)
@@ -177,8 +195,10 @@ func collect[T any](runs []T, f func(T) float64) []float64 {
 	return out
 }
 
-func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
+func throughputOnce(ctx context.Context, e *env, otelMode string) (throughputRun, error) {
 	cfg := e.cfg
+	tel := newProviders(otelMode)
+	defer tel.shutdown()
 	st, err := e.newStack(ctx)
 	if err != nil {
 		return throughputRun{}, err
@@ -191,7 +211,7 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 		ends *= 2 // each task and its notification
 	}
 	done := newTerminals(st.store, ends)
-	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{TracerProvider: tel.tp, MeterProvider: tel.mp})
 
 	wq, ws := workerPair(st, done)
 	hooks := make([]queue.FinishHook, cfg.Hooks)
@@ -212,7 +232,7 @@ func throughputOnce(ctx context.Context, e *env) (throughputRun, error) {
 		}
 		hooks = append(hooks, n.Hook())
 	}
-	stopWorker := startWorker(wq, ws, reg, cfg.Concurrency, hooks...)
+	stopWorker := startWorker(wq, ws, reg, cfg.Concurrency, tel, hooks...)
 	workerStopped := false
 	defer func() {
 		if !workerStopped {

@@ -49,6 +49,18 @@
 //	           the pace of the example flows on the in-process workers
 //	           (default 700ms and 40ms)
 //
+// Observability and history:
+//
+//	GET /metrics   the metrics in the Prometheus text format (always)
+//	OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+//	               export every task's trace over OTLP/HTTP, as in
+//	               http://127.0.0.1:4318; the other OTEL_EXPORTER_OTLP_*
+//	               variables and OTEL_SERVICE_NAME apply
+//	DATABASE_URL   write every task the in-process workers end to the run
+//	               history in PostgreSQL (pghistory), as in
+//	               postgres://user:pass@127.0.0.1:5432/flows; the server
+//	               fails to start if it cannot reach it
+//
 // It stops gracefully on SIGINT or SIGTERM: the HTTP server stops taking
 // requests and closes live streams (browsers reconnect and resume), then
 // the workers finish their running flows within their grace period.

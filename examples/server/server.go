@@ -14,8 +14,10 @@ import (
 	"time"
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/examples/history"
 	"github.com/flowsrun/flows/examples/internal/redisurl"
 	"github.com/flowsrun/flows/examples/notifications"
+	"github.com/flowsrun/flows/examples/telemetry"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -65,6 +67,13 @@ type config struct {
 	// BodyTimeout is how long a client may take to send a request body
 	// (ssehttp.Config.BodyTimeout); zero means the handler's default.
 	BodyTimeout time.Duration
+	// DatabaseURL, when set (DATABASE_URL), is the PostgreSQL the
+	// in-process workers write the run history to (pghistory).
+	DatabaseURL string
+	// Telemetry says what OpenTelemetry exports: traces over OTLP/HTTP
+	// when an OTEL_EXPORTER_OTLP_* endpoint is set (see
+	// examples/telemetry).
+	Telemetry telemetry.Options
 	// Healthcheck asks a running server on Addr whether it answers,
 	// instead of serving (the -healthcheck flag).
 	Healthcheck bool
@@ -81,7 +90,8 @@ type config struct {
 // for -cors-origins; REDIS_URL for the backend. Usage and flag errors are
 // written to output.
 func parseConfig(args []string, getenv func(string) string, output io.Writer) (config, error) {
-	cfg := config{ShutdownTimeout: defaultShutdownTimeout, RedisURL: getenv("REDIS_URL")}
+	cfg := config{ShutdownTimeout: defaultShutdownTimeout, RedisURL: getenv("REDIS_URL"),
+		DatabaseURL: getenv("DATABASE_URL"), Telemetry: telemetry.FromEnv("flows-server", getenv)}
 	addr := ":8080"
 	if port := getenv("PORT"); port != "" {
 		addr = ":" + port
@@ -194,17 +204,42 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		logger.Info("flow registered", "flow", f.Name, "labels", f.Labels) // the model and search in use
 	}
 	cfg.Logger = logger
-	backend, store, release, err := backends(cfg)
+	tel, err := telemetry.Setup(context.Background(), cfg.Telemetry)
 	if err != nil {
 		return nil, nil, err
 	}
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	// The history is written by the workers: these in-process ones, or
+	// the worker processes (examples/worker) with -workers 0.
+	var hooks []queue.FinishHook
+	closeHistory := func() {}
+	if cfg.Workers > 0 {
+		hooks, closeHistory, err = history.Hooks(context.Background(), cfg.DatabaseURL, logger)
+		if err != nil {
+			_ = tel.Shutdown(context.Background())
+			return nil, nil, err
+		}
+	}
+	backend, store, releaseBackend, err := backends(cfg)
+	if err != nil {
+		closeHistory()
+		_ = tel.Shutdown(context.Background())
+		return nil, nil, err
+	}
+	// release releases the backend, the history and the telemetry, whose
+	// last spans and metrics it flushes.
+	release := func() {
+		releaseBackend()
+		closeHistory()
+		if err := tel.Shutdown(context.Background()); err != nil {
+			logger.Warn("flushing the telemetry failed", "err", err)
+		}
+	}
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
 	notifier, err := notifications.New(cfg.Notify, broker, logger)
 	if err != nil {
 		release()
 		return nil, nil, err
 	}
-	var hooks []queue.FinishHook
 	if notifier != nil {
 		// The in-process workers deliver notifications and enqueue them
 		// for the tasks they end; so must separate worker processes.
@@ -224,11 +259,13 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 			return nil
 		}
 		worker := queue.NewWorker(backend, store, queue.WorkerConfig{
-			Registry:      reg,
-			Concurrency:   cfg.Workers,
-			ShutdownGrace: cfg.Grace,
-			OnFinish:      hooks,
-			Logger:        logger,
+			Registry:       reg,
+			Concurrency:    cfg.Workers,
+			ShutdownGrace:  cfg.Grace,
+			OnFinish:       hooks,
+			Logger:         logger,
+			TracerProvider: tel.TracerProvider,
+			MeterProvider:  tel.MeterProvider,
 		})
 		return worker.Run(ctx)
 	}
@@ -240,7 +277,13 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		BodyTimeout: cfg.BodyTimeout,
 		Inspector:   queue.NewInspector(backend, store, queue.InspectorConfig{Logger: logger}),
 		Logger:      logger,
+		// The start-task span and the open streams.
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
 	})
+	if tel.Tracing {
+		logger.Info("tracing: spans are exported over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT)")
+	}
 	// The demo has no users: everyone may use every task. A host that
 	// exposes the API names its callers with Config.Identify.
 	logger.Warn("the flows API is open: any caller may start, read, watch and cancel any task, and use the operators' routes; " +
@@ -248,6 +291,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
+	mux.Handle("GET /metrics", tel.Metrics)
 	mux.Handle("GET /notifications/{id}/", notificationsHandler(broker, notifier, logger))
 	mountPage(mux)
 

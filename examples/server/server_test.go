@@ -21,6 +21,7 @@ import (
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/examples/llm"
 	"github.com/flowsrun/flows/examples/notifications"
+	"github.com/flowsrun/flows/examples/telemetry"
 	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/notify"
@@ -305,6 +306,8 @@ func TestParseConfig(t *testing.T) {
 		queue, prefix string
 		origins       []string
 		waitReplicas  int
+		db            string
+		tel           telemetry.Options // zero: the defaults
 		wantErr       string
 	}{
 		{name: "defaults", addr: ":8080", workers: 8},
@@ -333,6 +336,11 @@ func TestParseConfig(t *testing.T) {
 			addr: ":8080", workers: 8, waitReplicas: 2},
 		{name: "durable mode in memory", args: []string{"-wait-replicas", "1"}, wantErr: "-wait-replicas needs REDIS_URL"},
 		{name: "bad durable mode", env: map[string]string{"REDIS_URL": redisURL, "FLOWS_WAIT_REPLICAS": "all"}, wantErr: "-wait-replicas"},
+		{name: "history and tracing from the environment",
+			env:  map[string]string{"DATABASE_URL": "postgres://u@db/flows", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SERVICE_NAME": "web"},
+			addr: ":8080", workers: 8, db: "postgres://u@db/flows", tel: telemetry.Options{Service: "web", Tracing: true}},
+		{name: "traces endpoint alone", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4318/v1/traces"},
+			addr: ":8080", workers: 8, tel: telemetry.Options{Service: "flows-server", Tracing: true}},
 		{name: "unknown flag", args: []string{"-nope"}, wantErr: "nope"},
 		{name: "stray argument", args: []string{"extra"}, wantErr: "unexpected"},
 	}
@@ -353,6 +361,8 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, exampleflows.DefaultStepDelay, cfg.Flows.StepDelay)
 			assert.Equal(t, tt.origins, cfg.CORSOrigins)
 			assert.Equal(t, tt.waitReplicas, cfg.WaitReplicas)
+			assert.Equal(t, tt.db, cfg.DatabaseURL)
+			assert.Equal(t, cmp.Or(tt.tel, telemetry.Options{Service: "flows-server"}), cfg.Telemetry)
 			assert.False(t, cfg.Healthcheck)
 		})
 	}

@@ -22,6 +22,13 @@
 //	              the lease has passed (default 30s)
 //	-grace        on shutdown, how long running flows may finish before
 //	              they are interrupted and their tasks handed back (default 30s)
+//	-metrics-addr serve the worker's metrics at /metrics on this address,
+//	              in the Prometheus text format (default: none)
+//
+// DATABASE_URL, when set, makes the worker write every task it ends to the
+// run history in PostgreSQL (pghistory); OTEL_EXPORTER_OTLP_ENDPOINT makes
+// it export the spans of its runs over OTLP/HTTP, in the traces that the
+// web process started.
 //
 // With SMTP_URL, NOTIFY_EMAIL_TO and NOTIFY_EMAIL_FROM, or WEBHOOK_URL and
 // WEBHOOK_SECRET (WEBHOOK_ALLOW_PRIVATE=1 for a receiver on a private

@@ -8,13 +8,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
 	"time"
 
+	"github.com/flowsrun/flows/examples/history"
 	"github.com/flowsrun/flows/examples/internal/redisurl"
 	"github.com/flowsrun/flows/examples/notifications"
+	"github.com/flowsrun/flows/examples/telemetry"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
@@ -42,6 +46,16 @@ type config struct {
 	// Notify are the notifications about finished tasks, from the
 	// environment (see examples/notifications); none when empty.
 	Notify notifications.Config
+	// DatabaseURL, when set (DATABASE_URL), is the PostgreSQL the worker
+	// writes the run history to (pghistory).
+	DatabaseURL string
+	// MetricsAddr, when set, is the address of an HTTP server of the
+	// worker's metrics at /metrics, in the Prometheus text format.
+	MetricsAddr string
+	// Telemetry says what OpenTelemetry exports: traces over OTLP/HTTP
+	// when an OTEL_EXPORTER_OTLP_* endpoint is set (see
+	// examples/telemetry).
+	Telemetry telemetry.Options
 	// Logger receives the worker's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -54,7 +68,7 @@ var errNoRedisURL = errors.New("REDIS_URL is not set: the worker takes its tasks
 // of -queue and -prefix (FLOWS_QUEUE, FLOWS_PREFIX) from the environment
 // through getenv. Usage and flag errors are written to output.
 func parseConfig(args []string, getenv func(string) string, output io.Writer) (config, error) {
-	cfg := config{RedisURL: getenv("REDIS_URL")}
+	cfg := config{RedisURL: getenv("REDIS_URL"), DatabaseURL: getenv("DATABASE_URL"), Telemetry: telemetry.FromEnv("flows-worker", getenv)}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(output)
 	fs.Usage = func() {
@@ -67,6 +81,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&cfg.Lease, "lease", queue.DefaultLease, "how long a task stays claimed without news from this worker")
 	fs.DurationVar(&cfg.Grace, "grace", queue.DefaultShutdownGrace, "on shutdown, how long running flows may finish before their tasks are handed back")
 	waitReplicas := fs.String("wait-replicas", cmp.Or(getenv("FLOWS_WAIT_REPLICAS"), "0"), "durable mode: the replicas that must have a task's end before it is acknowledged (env FLOWS_WAIT_REPLICAS)")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "address to serve the worker's metrics on at /metrics (Prometheus text), as in :9090; empty for none")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -175,7 +190,30 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 	for _, f := range reg.List() {
 		logger.Info("flow registered", "flow", f.Name, "labels", f.Labels) // the model and search in use
 	}
-	var hooks []queue.FinishHook
+	tel, err := telemetry.Setup(ctx, cfg.Telemetry)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tel.Shutdown(context.WithoutCancel(ctx)); err != nil {
+			logger.Warn("flushing the telemetry failed", "err", err)
+		}
+	}()
+	if tel.Tracing {
+		logger.Info("tracing: spans are exported over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT)")
+	}
+	hooks, closeHistory, err := history.Hooks(ctx, cfg.DatabaseURL, logger)
+	if err != nil {
+		return err
+	}
+	defer closeHistory()
+	if cfg.MetricsAddr != "" {
+		stopMetrics, err := serveMetrics(cfg.MetricsAddr, tel, logger)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 	notifier, err := notifications.New(cfg.Notify, queue.NewBroker(backend, nil, queue.BrokerConfig{}), logger)
 	if err != nil {
 		return err
@@ -190,12 +228,29 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 		logger.Info("notifications on", "channels", notifier.Channels())
 	}
 	w := queue.NewWorker(backend, nil, queue.WorkerConfig{ // nil: the backend is the store
-		Registry:      reg,
-		Concurrency:   cfg.Concurrency,
-		Lease:         cfg.Lease,
-		ShutdownGrace: cfg.Grace,
-		OnFinish:      hooks,
-		Logger:        logger,
+		Registry:       reg,
+		Concurrency:    cfg.Concurrency,
+		Lease:          cfg.Lease,
+		ShutdownGrace:  cfg.Grace,
+		OnFinish:       hooks,
+		Logger:         logger,
+		TracerProvider: tel.TracerProvider,
+		MeterProvider:  tel.MeterProvider,
 	})
 	return w.Run(ctx)
+}
+
+// serveMetrics serves the worker's metrics at /metrics on addr until the
+// func it returns is called.
+func serveMetrics(addr string, tel *telemetry.Telemetry, logger *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("-metrics-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", tel.Metrics)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	logger.Info("metrics served", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() { _ = srv.Close() }, nil
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,7 +17,10 @@ import (
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
 	"github.com/flowsrun/flows/examples/notifications"
+	"github.com/flowsrun/flows/examples/telemetry"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/pghistory"
+	"github.com/flowsrun/flows/pghistory/pgtest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -28,7 +32,7 @@ const testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 func TestParseConfig(t *testing.T) {
 	const url = "redis://127.0.0.1:6390/0"
 	defaults := config{RedisURL: url, Queue: "default", Prefix: "flows", Concurrency: queue.DefaultConcurrency,
-		Lease: queue.DefaultLease, Grace: queue.DefaultShutdownGrace}
+		Lease: queue.DefaultLease, Grace: queue.DefaultShutdownGrace, Telemetry: telemetry.Options{Service: "flows-worker"}}
 	tests := []struct {
 		name    string
 		args    []string
@@ -48,6 +52,11 @@ func TestParseConfig(t *testing.T) {
 		{name: "durable mode", args: []string{"-wait-replicas", "1"}, want: func(c *config) { c.WaitReplicas = 1 }},
 		{name: "durable mode from the environment", env: map[string]string{"FLOWS_WAIT_REPLICAS": "2"}, want: func(c *config) { c.WaitReplicas = 2 }},
 		{name: "negative durable mode", args: []string{"-wait-replicas", "-1"}, wantErr: "-wait-replicas"},
+		{name: "history, metrics and tracing", args: []string{"-metrics-addr", ":9090"},
+			env: map[string]string{"DATABASE_URL": "postgres://u@db/flows", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
+			want: func(c *config) {
+				c.DatabaseURL, c.MetricsAddr, c.Telemetry.Tracing = "postgres://u@db/flows", ":9090", true
+			}},
 		{name: "no REDIS_URL", env: map[string]string{"REDIS_URL": ""}, wantErr: "REDIS_URL is not set"},
 		{name: "bad REDIS_URL", env: map[string]string{"REDIS_URL": "http://example.com"}, wantErr: "REDIS_URL"},
 		{name: "no concurrency", args: []string{"-concurrency", "0"}, wantErr: "-concurrency"},
@@ -191,4 +200,49 @@ func TestRunRunsTheExampleFlows(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("run did not return after its context ended")
 	}
+}
+
+// TestRunWritesHistoryAndServesMetrics: with DATABASE_URL and
+// -metrics-addr, the worker writes each task it ends to the run history
+// and serves its metrics.
+func TestRunWritesHistoryAndServesMetrics(t *testing.T) {
+	srv := redistest.Start(t)
+	q := newTestQueue(t, srv)
+	dbURL := pgtest.Start(t).Database(t)
+	reg := registry.New()
+	require.NoError(t, exampleflows.RegisterWith(reg, offlineFlows(exampleflows.Config{StepDelay: time.Millisecond, TokenDelay: -1})))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	metricsAddr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	cfg := config{RedisURL: srv.URL(), Queue: q.name, Prefix: q.prefix, Concurrency: 2, Lease: 5 * time.Second, Grace: 5 * time.Second,
+		DatabaseURL: dbURL, MetricsAddr: metricsAddr, Logger: slog.New(slog.DiscardHandler)}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- run(ctx, cfg, reg) }()
+	t.Cleanup(func() {
+		cancel()
+		assert.NoError(t, <-stopped)
+	})
+
+	id, err := q.broker.Enqueue(context.Background(), exampleflows.PoemFlowName, nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	history, err := pghistory.Open(context.Background(), dbURL, pghistory.Config{})
+	require.NoError(t, err)
+	defer history.Close()
+	var rec pghistory.Record
+	require.Eventually(t, func() bool {
+		rec, err = history.Get(context.Background(), id)
+		return err == nil
+	}, 20*time.Second, 20*time.Millisecond, "no history row: %v", err)
+	assert.Equal(t, progress.StateSuccess, rec.State)
+	assert.Equal(t, exampleflows.PoemFlowName, rec.Flow)
+
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Contains(t, string(body), `flows_tasks_ended_total{flows_flow="poem_flow",flows_task_state="SUCCESS"`)
 }

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// OpenTelemetry modes of the throughput scenario (-otel).
+const (
+	// otelNone installs nothing: the library's spans and measurements
+	// go to the global providers, which do nothing.
+	otelNone = "none"
+	// otelSDK installs the SDK: every span sampled and batched to an
+	// exporter that drops it, every measurement aggregated in memory (a
+	// manual reader that nobody collects), as a program that exports
+	// would, less the export itself.
+	otelSDK = "sdk"
+	// otelMetrics installs the SDK's meter provider alone.
+	otelMetrics = "metrics"
+	// otelSampled is otelSDK with one trace in ten sampled
+	// (ParentBased(TraceIDRatioBased(0.1))), as a busy service samples.
+	otelSampled = "sampled"
+)
+
+var otelModes = []string{otelNone, otelMetrics, otelSampled, otelSDK}
+
+// parseOTel reads the -otel flag: modes separated by commas, run in
+// turn, one run each, so that they are measured under the same load.
+func parseOTel(s string) ([]string, error) {
+	var modes []string
+	for m := range strings.SplitSeq(s, ",") {
+		m = strings.TrimSpace(m)
+		if !slices.Contains(otelModes, m) {
+			return nil, fmt.Errorf("-otel: unknown mode %q (want %s)", m, strings.Join(otelModes, ", "))
+		}
+		modes = append(modes, m)
+	}
+	return modes, nil
+}
+
+// providers are the tracer and meter providers a run hands to the broker
+// and the worker; nil ones are the global (no-op) providers.
+type providers struct {
+	tp       trace.TracerProvider
+	mp       metric.MeterProvider
+	shutdown func()
+}
+
+// newProviders makes the providers of mode.
+func newProviders(mode string) providers {
+	if mode == otelNone {
+		return providers{shutdown: func() {}}
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	p := providers{mp: mp, shutdown: func() { _ = mp.Shutdown(context.Background()) }}
+	if mode == otelMetrics {
+		return p
+	}
+	sampler := sdktrace.AlwaysSample()
+	if mode == otelSampled {
+		sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(dropExporter{}))
+	p.tp = tp
+	p.shutdown = func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	}
+	return p
+}
+
+// dropExporter is a span exporter that drops what it is given.
+type dropExporter struct{}
+
+func (dropExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (dropExporter) Shutdown(context.Context) error                             { return nil }

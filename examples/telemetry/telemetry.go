@@ -1,0 +1,116 @@
+// Package telemetry sets up OpenTelemetry for the example server and
+// worker from the environment: metrics for Prometheus, and traces over
+// OTLP/HTTP when an OTLP endpoint is configured. The library itself uses
+// only the OpenTelemetry API; the SDK and the exporters are here, in the
+// examples module, so that a program importing the library never builds
+// them.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// Telemetry is the examples' OpenTelemetry: the providers to hand to the
+// broker, the workers and the handler, and the /metrics handler.
+type Telemetry struct {
+	// TracerProvider exports over OTLP/HTTP when Tracing is set; else it
+	// is a no-op provider.
+	TracerProvider trace.TracerProvider
+	// MeterProvider feeds Metrics.
+	MeterProvider *sdkmetric.MeterProvider
+	// Metrics serves the metrics in the Prometheus text format.
+	Metrics http.Handler
+	// Tracing is set when traces are exported (an OTLP endpoint is set).
+	Tracing bool
+
+	shutdown []func(context.Context) error
+}
+
+// Options says what Setup makes.
+type Options struct {
+	// Service is the service.name of the spans and metrics.
+	Service string
+	// Tracing turns on the export of traces over OTLP/HTTP. The exporter
+	// reads where to (OTEL_EXPORTER_OTLP_ENDPOINT or
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and the other
+	// OTEL_EXPORTER_OTLP_* variables, headers and timeouts included, from
+	// the environment itself.
+	Tracing bool
+}
+
+// FromEnv returns the Options that getenv asks for: tracing when
+// OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
+// set, and OTEL_SERVICE_NAME as the service's name if set, else service.
+func FromEnv(service string, getenv func(string) string) Options {
+	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
+		service = name
+	}
+	return Options{
+		Service: service,
+		Tracing: getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "",
+	}
+}
+
+// Setup makes the providers that opts asks for: always a meter provider
+// with a Prometheus exporter (Metrics), and, with opts.Tracing, a tracer
+// provider exporting over OTLP/HTTP. It also installs the providers and
+// the W3C propagator as the global ones. Call Shutdown when done, to
+// flush what is left.
+func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
+	service := opts.Service
+	res, err := resource.Merge(resource.Default(), resource.NewSchemaless(attribute.String("service.name", service)))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	t := &Telemetry{}
+
+	reg := prometheus.NewRegistry()
+	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
+	}
+	t.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
+	t.shutdown = append(t.shutdown, t.MeterProvider.Shutdown)
+	t.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+
+	t.TracerProvider = noop.NewTracerProvider()
+	if opts.Tracing {
+		exp, err := otlptracehttp.New(ctx)
+		if err != nil {
+			_ = t.Shutdown(ctx)
+			return nil, fmt.Errorf("telemetry: OTLP trace exporter: %w", err)
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		t.TracerProvider, t.Tracing = tp, true
+		t.shutdown = append(t.shutdown, tp.Shutdown)
+	}
+	otel.SetTracerProvider(t.TracerProvider)
+	otel.SetMeterProvider(t.MeterProvider)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	return t, nil
+}
+
+// Shutdown flushes and stops the providers.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, f := range t.shutdown {
+		errs = append(errs, f(ctx))
+	}
+	return errors.Join(errs...)
+}
