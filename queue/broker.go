@@ -261,7 +261,7 @@ func (b *Broker) Cancel(ctx context.Context, id string) error {
 		}
 		if err == nil {
 			if t, gerr := b.backend.Get(ctx, id); gerr == nil {
-				b.tel.ended.Add(ctx, 1, b.tel.failed.Get(t.Flow).Add...)
+				b.tel.ended.Add([2]string{t.Flow, string(progress.StateFailure)}, 1)
 			}
 		}
 	}

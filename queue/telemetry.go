@@ -43,21 +43,9 @@ const (
 var durationBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 	1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600}
 
-// counter makes a counter of m, logging an error of the meter (an SDK
-// returns one for a name or option it refuses) and using a no-op counter
-// if it returned none.
-func counter(m metric.Meter, log *slog.Logger, name, unit, desc string) metric.Int64Counter {
-	c, err := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-	if err != nil {
-		log.Warn("flows: making a metric instrument failed", "instrument", name, "err", err)
-	}
-	if c == nil {
-		c, _ = noop.Meter{}.Int64Counter(name)
-	}
-	return c
-}
-
-// histogram makes a histogram of durations in seconds, as counter does.
+// histogram makes a histogram of durations in seconds, logging an error
+// of the meter (an SDK returns one for a name or option it refuses) and
+// using a no-op histogram if it returned none.
 func histogram(m metric.Meter, log *slog.Logger, name, desc string) metric.Float64Histogram {
 	h, err := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
 		metric.WithExplicitBucketBoundaries(durationBuckets...))
@@ -74,23 +62,17 @@ const descEnded = "Tasks that reached a terminal state, by flow and state (SUCCE
 
 // brokerTelemetry is what a Broker traces and measures.
 type brokerTelemetry struct {
-	tracer   trace.Tracer
-	enqueued metric.Int64Counter
-	ended    metric.Int64Counter
-	byFlow   telemetry.OptionCache[string]
-	failed   telemetry.OptionCache[string] // FAILURE by flow
+	tracer   *telemetry.Tracer
+	enqueued *telemetry.Counter[string]    // by flow
+	ended    *telemetry.Counter[[2]string] // by flow and state
 }
 
 func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
 	m := telemetry.Meter(cfg.MeterProvider)
 	t := &brokerTelemetry{
-		tracer:   telemetry.Tracer(cfg.TracerProvider),
-		enqueued: counter(m, cfg.Logger, metricEnqueued, "{task}", "Tasks accepted by the broker, by flow."),
-		ended:    counter(m, cfg.Logger, metricEnded, "{task}", descEnded),
-	}
-	t.byFlow.New = func(flow string) *telemetry.Options { return telemetry.NewOptions(telemetry.Flow.String(flow)) }
-	t.failed.New = func(flow string) *telemetry.Options {
-		return telemetry.NewOptions(telemetry.Flow.String(flow), telemetry.State.String(string(progress.StateFailure)))
+		tracer:   telemetry.NewTracer(cfg.TracerProvider),
+		enqueued: telemetry.NewCounter(m, cfg.Logger, metricEnqueued, "{task}", "Tasks accepted by the broker, by flow.", flowAttrs),
+		ended:    telemetry.NewCounter(m, cfg.Logger, metricEnded, "{task}", descEnded, endAttrs),
 	}
 	if d, ok := backend.(DepthReader); ok {
 		opts := [...]metric.ObserveOption{
@@ -122,11 +104,18 @@ func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
 // startSpan starts the producer span of a new task t and records its
 // context in t.
 func (bt *brokerTelemetry) startSpan(ctx context.Context, name string, t *Task, link trace.SpanContext) (context.Context, trace.Span) {
+	tr := bt.tracer.Active()
+	if tr == nil {
+		// Nothing traces here; the task still carries the trace it was
+		// enqueued in, if any, so that a worker that traces joins it.
+		t.TraceParent, t.TraceState = telemetry.Inject(ctx)
+		return ctx, telemetry.NoSpan
+	}
 	var span trace.Span
 	if link.IsValid() {
-		ctx, span = bt.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(trace.Link{SpanContext: link}))
+		ctx, span = tr.Start(ctx, name, trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(trace.Link{SpanContext: link}))
 	} else {
-		ctx, span = bt.tracer.Start(ctx, name, telemetry.KindProducer...)
+		ctx, span = tr.Start(ctx, name, telemetry.KindProducer...)
 	}
 	if span.IsRecording() {
 		attrs := []attribute.KeyValue{telemetry.TaskID.String(t.ID), telemetry.Flow.String(t.Flow)}
@@ -145,55 +134,59 @@ func (bt *brokerTelemetry) endSpan(ctx context.Context, span trace.Span, t *Task
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	} else {
-		bt.enqueued.Add(ctx, 1, bt.byFlow.Get(t.Flow).Add...)
+		bt.enqueued.Add(t.Flow, 1)
 	}
 	span.End()
 }
 
 // workerTelemetry is what a Worker traces and measures.
 type workerTelemetry struct {
-	tracer   trace.Tracer
-	started  metric.Int64Counter
-	ended    metric.Int64Counter
+	tracer   *telemetry.Tracer
+	started  *telemetry.Counter[string]    // by flow
+	ended    *telemetry.Counter[[2]string] // by flow and state
+	events   *telemetry.Counter[progress.EventType]
 	duration metric.Float64Histogram
 	pickup   metric.Float64Histogram
-	events   metric.Int64Counter
 	byFlow   telemetry.OptionCache[string]
-	byEnd    telemetry.OptionCache[[2]string] // flow, state
 	byRun    telemetry.OptionCache[[2]string] // flow, outcome
-	byEvent  map[progress.EventType]*telemetry.Options
 }
 
 func newWorkerTelemetry(cfg WorkerConfig) *workerTelemetry {
 	m := telemetry.Meter(cfg.MeterProvider)
 	log := cfg.Logger
 	t := &workerTelemetry{
-		tracer:  telemetry.Tracer(cfg.TracerProvider),
-		started: counter(m, log, metricStarted, "{run}", "Runs of flows started by workers, by flow: one per attempt."),
-		ended:   counter(m, log, metricEnded, "{task}", descEnded),
-		events: counter(m, log, metricEvents, "{event}",
-			"Progress events recorded by workers, by type (state, status, progress, step, token)."),
+		tracer:  telemetry.NewTracer(cfg.TracerProvider),
+		started: telemetry.NewCounter(m, log, metricStarted, "{run}", "Runs of flows started by workers, by flow: one per attempt.", flowAttrs),
+		ended:   telemetry.NewCounter(m, log, metricEnded, "{task}", descEnded, endAttrs),
+		events: telemetry.NewCounter(m, log, metricEvents, "{event}",
+			"Progress events recorded by workers, by type (state, status, progress, step, token).",
+			func(e progress.EventType) []attribute.KeyValue {
+				return []attribute.KeyValue{telemetry.EventType.String(string(e))}
+			}),
 		duration: histogram(m, log, metricDuration,
 			"Time a worker spent on one run of a flow, by flow and outcome (success, failure, retry)."),
 		pickup: histogram(m, log, metricPickup,
 			"Time from when a task was ready to when a worker leased it, first attempts only, by flow."),
 	}
-	t.byFlow.New = func(flow string) *telemetry.Options { return telemetry.NewOptions(telemetry.Flow.String(flow)) }
-	t.byEnd.New = func(k [2]string) *telemetry.Options {
-		return telemetry.NewOptions(telemetry.Flow.String(k[0]), telemetry.State.String(k[1]))
-	}
+	t.byFlow.New = func(flow string) *telemetry.Options { return telemetry.NewOptions(flowAttrs(flow)...) }
+	t.byFlow.Max = telemetry.MaxOptions
 	t.byRun.New = func(k [2]string) *telemetry.Options {
 		return telemetry.NewOptions(telemetry.Flow.String(k[0]), telemetry.Outcome.String(k[1]))
 	}
-	t.byEvent = map[progress.EventType]*telemetry.Options{}
-	for _, e := range []progress.EventType{progress.EventState, progress.EventStatus, progress.EventProgress, progress.EventStep, progress.EventToken} {
-		t.byEvent[e] = telemetry.NewOptions(telemetry.EventType.String(string(e)))
-	}
+	t.byRun.Max = telemetry.MaxOptions
 	return t
 }
 
+func flowAttrs(flow string) []attribute.KeyValue {
+	return []attribute.KeyValue{telemetry.Flow.String(flow)}
+}
+
+func endAttrs(k [2]string) []attribute.KeyValue {
+	return []attribute.KeyValue{telemetry.Flow.String(k[0]), telemetry.State.String(k[1])}
+}
+
 // countEvents counts the events a worker recorded.
-func (wt *workerTelemetry) countEvents(ctx context.Context, events []progress.Event) {
+func (wt *workerTelemetry) countEvents(events []progress.Event) {
 	for i := 0; i < len(events); {
 		// Count runs of one type with one Add: a batch of tokens is one.
 		typ, n := events[i].Type, 1
@@ -201,9 +194,7 @@ func (wt *workerTelemetry) countEvents(ctx context.Context, events []progress.Ev
 			n++
 		}
 		i += n
-		if o := wt.byEvent[typ]; o != nil {
-			wt.events.Add(ctx, int64(n), o.Add...)
-		}
+		wt.events.Add(typ, int64(n))
 	}
 }
 
@@ -217,7 +208,7 @@ type countingStore struct {
 func (s countingStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
 	last, err := s.Store.Append(ctx, taskID, events...)
 	if err == nil {
-		s.tel.countEvents(ctx, events)
+		s.tel.countEvents(events)
 	}
 	return last, err
 }
@@ -235,11 +226,18 @@ func (j *job) startSpan() {
 			ready = t.RunAt
 		}
 		if !ready.IsZero() {
-			wt.pickup.Record(j.base, max(now.Sub(ready), 0).Seconds(), wt.byFlow.Get(t.Flow).Record...)
+			// No context: an exemplar of a pickup would name no trace
+			// worth the lookup.
+			wt.pickup.Record(context.Background(), max(now.Sub(ready), 0).Seconds(), wt.byFlow.Get(t.Flow).Record...)
 		}
 	}
+	tr := wt.tracer.Active()
+	if tr == nil {
+		j.span = telemetry.NoSpan
+		return
+	}
 	ctx := telemetry.Extract(j.base, t.TraceParent, t.TraceState)
-	ctx, j.span = wt.tracer.Start(ctx, spanRun, telemetry.KindConsumer...)
+	ctx, j.span = tr.Start(ctx, spanRun, telemetry.KindConsumer...)
 	if j.span.IsRecording() {
 		j.span.SetAttributes(telemetry.TaskID.String(t.ID), telemetry.Flow.String(t.Flow),
 			telemetry.Attempt.Int(t.Attempt), telemetry.Worker.String(j.w.cfg.Name))
@@ -251,7 +249,7 @@ func (j *job) startSpan() {
 // the run's duration, and counts it.
 func (j *job) runStarted() {
 	j.startedAt = time.Now()
-	j.w.tel.started.Add(j.base, 1, j.w.tel.byFlow.Get(j.task.Flow).Add...)
+	j.w.tel.started.Add(j.task.Flow, 1)
 }
 
 // runFailed marks the span of a run whose flow returned err.
@@ -264,7 +262,7 @@ func (j *job) runFailed(err error) {
 func (j *job) noteEnd(state progress.State, reason string) {
 	j.endState = state
 	wt := j.w.tel
-	wt.ended.Add(j.base, 1, wt.byEnd.Get([2]string{j.task.Flow, string(state)}).Add...)
+	wt.ended.Add([2]string{j.task.Flow, string(state)}, 1)
 	if state == progress.StateFailure {
 		j.span.SetStatus(codes.Error, reason)
 	}
@@ -309,7 +307,7 @@ type countingFinisher struct {
 func (f countingFinisher) AppendAndAck(ctx context.Context, l *Lease, events ...progress.Event) (string, bool, error) {
 	last, acked, err := f.finisher.AppendAndAck(ctx, l, events...)
 	if err == nil {
-		f.tel.countEvents(ctx, events)
+		f.tel.countEvents(events)
 	}
 	return last, acked, err
 }
@@ -325,7 +323,7 @@ type countingAppender struct {
 func (a countingAppender) AppendTask(ctx context.Context, t *Task, events ...progress.Event) (string, error) {
 	last, err := a.taskAppender.AppendTask(ctx, t, events...)
 	if err == nil {
-		a.tel.countEvents(ctx, events)
+		a.tel.countEvents(events)
 	}
 	return last, err
 }

@@ -23,7 +23,7 @@ var kindServer = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer
 
 // handlerTelemetry is what a Handler traces and measures.
 type handlerTelemetry struct {
-	tracer  trace.Tracer
+	tracer  *telemetry.Tracer
 	streams metric.Int64UpDownCounter
 }
 
@@ -37,7 +37,7 @@ func newHandlerTelemetry(cfg Config) *handlerTelemetry {
 	if streams == nil {
 		streams, _ = noop.Meter{}.Int64UpDownCounter(metricStreams)
 	}
-	return &handlerTelemetry{tracer: telemetry.Tracer(cfg.TracerProvider), streams: streams}
+	return &handlerTelemetry{tracer: telemetry.NewTracer(cfg.TracerProvider), streams: streams}
 }
 
 // startSpan starts the span of a start-task request: a child of the
@@ -46,11 +46,20 @@ func newHandlerTelemetry(cfg Config) *handlerTelemetry {
 // traceparent and tracestate headers, if any.
 func (t *handlerTelemetry) startSpan(r *http.Request) (context.Context, trace.Span) {
 	ctx := r.Context()
-	if trace.SpanContextFromContext(ctx).IsValid() {
-		return t.tracer.Start(ctx, spanStartTask, telemetry.KindInternal...)
+	tr := t.tracer.Active()
+	traced := trace.SpanContextFromContext(ctx).IsValid()
+	if !traced {
+		ctx = telemetry.Extract(ctx, r.Header.Get("traceparent"), r.Header.Get("tracestate"))
 	}
-	ctx = telemetry.Extract(ctx, r.Header.Get("traceparent"), r.Header.Get("tracestate"))
-	return t.tracer.Start(ctx, spanStartTask, kindServer...)
+	if tr == nil {
+		// Nothing traces here: the request's own trace, if any, is
+		// still handed on to the task.
+		return ctx, telemetry.NoSpan
+	}
+	if traced {
+		return tr.Start(ctx, spanStartTask, telemetry.KindInternal...)
+	}
+	return tr.Start(ctx, spanStartTask, kindServer...)
 }
 
 // statusWriter notes the status of an answer, for the span of the

@@ -10,6 +10,8 @@ package telemetry
 
 import (
 	"context"
+	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -18,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // ScopeName is the instrumentation scope of every tracer and meter of
@@ -36,13 +39,78 @@ const (
 	Where     = attribute.Key("flows.queue.state")
 )
 
-// Tracer returns the library's tracer from tp, or from the global
-// provider when tp is nil.
-func Tracer(tp trace.TracerProvider) trace.Tracer {
-	if tp == nil {
-		tp = otel.GetTracerProvider()
+// Tracer is the library's tracer. Its provider is the one given to
+// NewTracer or, for nil, the global one as it is at each span: a provider
+// installed later (otel.SetTracerProvider) is used from then on. While
+// the provider is the global one that nobody has installed, or a no-op
+// provider, Active is nil and nothing is traced, at no cost: not even the
+// context and the non-recording span that a no-op tracer allocates.
+type Tracer struct {
+	fixed  trace.Tracer // from the given provider; nil for the global one
+	off    bool         // the given provider is a no-op provider
+	global atomic.Pointer[globalTracer]
+}
+
+// globalTracer is the library's tracer of the global provider tp, nil
+// while tp is OpenTelemetry's default no-op provider.
+type globalTracer struct {
+	tp     trace.TracerProvider
+	tracer trace.Tracer
+}
+
+// NewTracer returns the library's tracer of tp, nil meaning the global
+// provider.
+func NewTracer(tp trace.TracerProvider) *Tracer {
+	switch tp.(type) {
+	case nil:
+		return &Tracer{}
+	case noop.TracerProvider, *noop.TracerProvider:
+		return &Tracer{off: true}
 	}
-	return tp.Tracer(ScopeName)
+	return &Tracer{fixed: tp.Tracer(ScopeName)}
+}
+
+// Active returns the tracer to start spans with, nil when nothing is to
+// be traced (see Tracer).
+func (t *Tracer) Active() trace.Tracer {
+	if t.fixed != nil || t.off {
+		return t.fixed
+	}
+	tp := otel.GetTracerProvider()
+	if g := t.global.Load(); g != nil && g.tp == tp {
+		return g.tracer
+	}
+	g := &globalTracer{tp: tp}
+	if !isDefaultGlobal(tp) {
+		g.tracer = tp.Tracer(ScopeName)
+	}
+	if reflect.TypeOf(tp).Comparable() {
+		t.global.Store(g)
+	}
+	return g.tracer
+}
+
+// Start starts a span with the active tracer, or returns ctx and a span
+// that does nothing when there is none.
+func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	tr := t.Active()
+	if tr == nil {
+		return ctx, NoSpan
+	}
+	return tr.Start(ctx, name, opts...)
+}
+
+// NoSpan is the span of what is not traced: it does nothing.
+var NoSpan = trace.SpanFromContext(context.Background())
+
+// isDefaultGlobal reports whether tp is the provider otel.GetTracerProvider
+// returns until a program installs one: OpenTelemetry's internal
+// delegating provider, whose spans record nothing. Once a provider is
+// installed, otel.GetTracerProvider returns that one instead.
+func isDefaultGlobal(tp trace.TracerProvider) bool {
+	t := reflect.TypeOf(tp)
+	return t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global" &&
+		t.Elem().Name() == "tracerProvider"
 }
 
 // Meter returns the library's meter from mp, or from the global provider
@@ -124,65 +192,112 @@ func SpanContext(parent, state string) trace.SpanContext {
 }
 
 // Options are the measurement options of one attribute set, made once:
-// pass Add to a counter's Add and Record to a histogram's Record.
+// pass Record to a histogram's Record.
 type Options struct {
-	Add    []metric.AddOption
 	Record []metric.RecordOption
 }
 
 // NewOptions returns the options of the attribute set of attrs.
 func NewOptions(attrs ...attribute.KeyValue) *Options {
-	o := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	return &Options{Add: []metric.AddOption{o}, Record: []metric.RecordOption{o}}
+	return &Options{Record: []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))}}
 }
 
-// maxCached bounds an OptionCache: past it, options are made for each
-// call (flow names come from the tasks, and a backend may hold any).
-const maxCached = 1024
+// MaxOptions is the Max of an OptionCache keyed by what comes from tasks
+// (flow names), which a backend may hold any number of.
+const MaxOptions = 1024
 
 // OptionCache keeps the Options of each key K, made by New on first use.
-// Reading is lock-free: the map is replaced, never changed, when a key
-// is added. The zero value is not usable: set New.
-type OptionCache[K comparable] struct {
-	New func(K) *Options
+type OptionCache[K comparable] = Cache[K, *Options]
+
+// Cache keeps a value V for each key K, made by New on first use, at
+// most Max of them (0: no limit; past it, Get makes a value for each
+// call). Reading is lock-free: the map is replaced, never changed, when
+// a key is added. The zero value is not usable: set New.
+type Cache[K comparable, V any] struct {
+	New func(K) V
+	Max int
 
 	mu sync.Mutex
-	m  atomic.Pointer[map[K]*Options]
+	m  atomic.Pointer[map[K]V]
 }
 
-// Get returns the options of k.
-func (c *OptionCache[K]) Get(k K) *Options {
+// Get returns the value of k.
+func (c *Cache[K, V]) Get(k K) V {
 	if m := c.m.Load(); m != nil {
-		if o, ok := (*m)[k]; ok {
-			return o
+		if v, ok := (*m)[k]; ok {
+			return v
 		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.m.Load()
+	var n int
 	if old != nil {
-		if o, ok := (*old)[k]; ok {
-			return o
+		if v, ok := (*old)[k]; ok {
+			return v
 		}
-		if len(*old) >= maxCached {
+		n = len(*old)
+		if c.Max > 0 && n >= c.Max {
 			return c.New(k)
 		}
 	}
-	o := c.New(k)
-	m := make(map[K]*Options, 1+lenOf(old))
+	v := c.New(k)
+	m := make(map[K]V, n+1)
 	if old != nil {
 		for k, v := range *old {
 			m[k] = v
 		}
 	}
-	m[k] = o
+	m[k] = v
 	c.m.Store(&m)
-	return o
+	return v
 }
 
-func lenOf[K comparable](m *map[K]*Options) int {
-	if m == nil {
-		return 0
+// All calls f with each value kept.
+func (c *Cache[K, V]) All(f func(V)) {
+	if m := c.m.Load(); m != nil {
+		for _, v := range *m {
+			f(v)
+		}
 	}
-	return len(*m)
 }
+
+// Counter is a monotonic counter kept as atomic integers, one for each
+// attribute set, and reported by an observable counter at each
+// collection: counting costs an atomic add, where a synchronous counter of
+// the SDK looks its attribute set up in a map at each Add. Counters of one
+// name on one meter add up (the SDK sums what callbacks observe).
+type Counter[K comparable] struct {
+	inst  metric.Int64ObservableCounter
+	cells Cache[K, *cell]
+}
+
+type cell struct {
+	n   atomic.Int64
+	opt metric.ObserveOption
+}
+
+// NewCounter makes the counter name of m, whose attributes for a key K
+// are attrs(K). An error of the meter (an SDK returns one for a name or
+// option it refuses) is logged to log; the counter then counts in vain.
+func NewCounter[K comparable](m metric.Meter, log *slog.Logger, name, unit, desc string, attrs func(K) []attribute.KeyValue) *Counter[K] {
+	c := &Counter[K]{}
+	c.cells.New = func(k K) *cell {
+		return &cell{opt: metric.WithAttributeSet(attribute.NewSet(attrs(k)...))}
+	}
+	inst, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
+	if err == nil {
+		_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+			c.cells.All(func(cl *cell) { o.ObserveInt64(inst, cl.n.Load(), cl.opt) })
+			return nil
+		}, inst)
+	}
+	if err != nil {
+		log.Warn("flows: making a metric instrument failed", "instrument", name, "err", err)
+	}
+	c.inst = inst
+	return c
+}
+
+// Add adds n to the count of k.
+func (c *Counter[K]) Add(k K, n int64) { c.cells.Get(k).n.Add(n) }
