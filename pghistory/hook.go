@@ -23,11 +23,12 @@ func RecordOf(f queue.Finished) Record {
 	r := Record{
 		TaskID: t.ID, Flow: t.Flow, State: f.Snapshot.State, Status: f.Snapshot.Details.Status,
 		Inputs: t.Inputs, Snapshot: f.Snapshot, Attempts: t.Attempt, MaxAttempts: t.MaxAttempts,
-		RequeuedFrom: t.RequeuedFrom, Worker: f.Worker, TraceID: traceID(t.TraceParent),
+		Owner: t.Owner, RequeuedFrom: t.RequeuedFrom, Worker: f.Worker, TraceID: traceID(t.TraceParent),
 		EnqueuedAt: t.EnqueuedAt, StartedAt: f.StartedAt, EndedAt: f.EndedAt,
 	}
-	if f.FoundEnded && r.Attempts > 0 {
-		// The lease that found the task ended ran nothing.
+	if f.StartedAt.IsZero() && r.Attempts > 0 {
+		// The lease the hook runs under did not run the flow: it found
+		// the task ended, cancelled, unknown or out of attempts.
 		r.Attempts--
 	}
 	return r

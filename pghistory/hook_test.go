@@ -86,7 +86,7 @@ func TestWorkerWritesHistory(t *testing.T) {
 			ctx := context.Background()
 			before := time.Now()
 
-			okID, err := broker.Enqueue(ctx, "ok", json.RawMessage(`{"topic":"otters"}`), queue.EnqueueOptions{})
+			okID, err := broker.Enqueue(ctx, "ok", json.RawMessage(`{"topic":"otters"}`), queue.EnqueueOptions{Owner: "alice"})
 			require.NoError(t, err)
 			failID, err := broker.Enqueue(ctx, "fails", nil, queue.EnqueueOptions{})
 			require.NoError(t, err)
@@ -103,6 +103,7 @@ func TestWorkerWritesHistory(t *testing.T) {
 			assert.Equal(t, 1, ok.Attempts)
 			assert.Equal(t, queue.DefaultMaxAttempts, ok.MaxAttempts)
 			assert.Equal(t, "history-worker", ok.Worker)
+			assert.Equal(t, "alice", ok.Owner, "the owner recorded at start")
 			assert.False(t, ok.EnqueuedAt.Before(before.Truncate(time.Microsecond)))
 			assert.False(t, ok.StartedAt.Before(ok.EnqueuedAt), "started %v, enqueued %v", ok.StartedAt, ok.EnqueuedAt)
 			assert.False(t, ok.EndedAt.Before(ok.StartedAt))
@@ -121,6 +122,10 @@ func TestWorkerWritesHistory(t *testing.T) {
 			page, err := s.List(ctx, pghistory.Query{})
 			require.NoError(t, err)
 			assert.Len(t, page.Records, 3, "one row per task")
+			mine, err := s.List(ctx, pghistory.Query{Owner: "alice"})
+			require.NoError(t, err)
+			require.Len(t, mine.Records, 1)
+			assert.Equal(t, okID, mine.Records[0].TaskID)
 		})
 	}
 }
@@ -159,22 +164,26 @@ func TestHistoryOutlivesRedis(t *testing.T) {
 func TestRecordOf(t *testing.T) {
 	snap := progress.Snapshot{State: progress.StateFailure, Details: progress.Details{Status: "Cancelled"}}
 	task := &queue.Task{ID: "t1", Flow: "f", Attempt: 3, MaxAttempts: 5, Inputs: json.RawMessage(`{}`),
-		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", RequeuedFrom: "t0"}
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", RequeuedFrom: "t0", Owner: "alice"}
 	for _, tc := range []struct {
 		name         string
 		found        bool
+		started      time.Time
 		wantAttempts int
 	}{
-		{"ended by this lease", false, 3},
-		{"found ended: the lease ran nothing", true, 2},
+		{"ended by this lease's run", false, t0.Add(-time.Second), 3},
+		{"ended by this lease without a run", false, time.Time{}, 2},
+		{"found ended: the lease ran nothing", true, time.Time{}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := pghistory.RecordOf(queue.Finished{Task: task, Snapshot: snap, Worker: "w", FoundEnded: tc.found, EndedAt: t0})
+			r := pghistory.RecordOf(queue.Finished{Task: task, Snapshot: snap, Worker: "w", FoundEnded: tc.found,
+				StartedAt: tc.started, EndedAt: t0})
 			assert.Equal(t, tc.wantAttempts, r.Attempts)
 			assert.Equal(t, "4bf92f3577b34da6a3ce929d0e0e4736", r.TraceID)
 			assert.Equal(t, "Cancelled", r.Status)
 			assert.Equal(t, progress.StateFailure, r.State)
 			assert.Equal(t, "t0", r.RequeuedFrom)
+			assert.Equal(t, "alice", r.Owner)
 			assert.Equal(t, 5, r.MaxAttempts)
 			assert.Equal(t, "w", r.Worker)
 			assert.True(t, t0.Equal(r.EndedAt))

@@ -30,7 +30,10 @@ type Record struct {
 	// Snapshot is the task's final snapshot: its step results and its
 	// final result.
 	Snapshot progress.Snapshot `json:"snapshot"`
-	// Attempts is the number of runs the task was given.
+	// Attempts is the number of runs of its flow the task was given,
+	// runs cut short by a worker's death included: its leases, less the
+	// last one when that ended the task without running the flow
+	// (cancelled while pending, say).
 	Attempts int `json:"attempts"`
 	// MaxAttempts is the number of runs it could have been given.
 	MaxAttempts int `json:"max_attempts"`
