@@ -23,6 +23,15 @@
 //
 // An error wrapped with [Permanent] fails the task at once, without the
 // retries a worker gives other errors.
+//
+// A step that costs money or time (a model call, a paid API) is run with
+// [Step]: its output is recorded once it completes, and a later attempt
+// of the task (a retry, or a run after its worker died) gets the recorded
+// output back instead of running the step again:
+//
+//	answer, err := flow.Step(ctx, t, "ask the model", func(ctx context.Context) (string, error) {
+//		return llms.GenerateFromSinglePrompt(ctx, model, prompt)
+//	})
 package flow
 
 import (
@@ -47,6 +56,11 @@ type Task struct {
 	Inputs json.RawMessage
 	// Progress is where the flow reports what it is doing.
 	Progress progress.Reporter
+	// Checkpoints records the outputs of the flow's completed steps, so
+	// that a later attempt replays them instead of running them again
+	// (see Step). A worker sets it for every run; nil (a Task made by
+	// hand) makes Step call its function every time.
+	Checkpoints *Checkpoints
 }
 
 // Flow is the unit of work a worker runs. Run gets a context that is

@@ -60,6 +60,9 @@ type memoryTask struct {
 	// dropped: the broadcast that wakes subscribers.
 	changed chan struct{}
 	dropped bool
+	// checkpoints are the task's recorded steps by key (see
+	// CheckpointStore); nil until the first is saved.
+	checkpoints map[string]Checkpoint
 }
 
 // NewMemoryStore returns an empty in-memory store configured by cfg.
@@ -75,7 +78,10 @@ func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
 	}
 }
 
-var _ Backend = (*MemoryStore)(nil)
+var (
+	_ Backend         = (*MemoryStore)(nil)
+	_ CheckpointStore = (*MemoryStore)(nil)
+)
 
 // sweepLocked drops every task whose retention has passed. Tasks are kept
 // in order of last update, so the cost is proportional to the number of

@@ -49,6 +49,37 @@ func newClockedStore(t *testing.T, retention time.Duration) (*progress.MemorySto
 	return s, clock
 }
 
+func TestMemoryStoreCheckpointConformance(t *testing.T) {
+	progresstest.RunCheckpoints(t, func(t *testing.T) progresstest.CheckpointBackend {
+		return progress.NewMemoryStore(progress.MemoryConfig{})
+	})
+}
+
+// TestMemoryStoreCheckpointRetention: checkpoints go with their task once
+// its retention has passed, and a save keeps the task as an Append does.
+func TestMemoryStoreCheckpointRetention(t *testing.T) {
+	ctx := context.Background()
+	s, clock := newClockedStore(t, time.Hour)
+	require.NoError(t, s.Create(ctx, "saved"))
+	require.NoError(t, s.Create(ctx, "idle"))
+	cp := progress.Checkpoint{Key: "step", Attempt: 1, Output: []byte(`1`)}
+	require.NoError(t, s.SaveCheckpoint(ctx, "idle", cp))
+	clock.Advance(40 * time.Minute)
+	require.NoError(t, s.SaveCheckpoint(ctx, "saved", cp))
+	clock.Advance(30 * time.Minute) // saved: 30m since its last write, idle: 70m
+
+	_, err := s.Checkpoints(ctx, "idle")
+	assert.ErrorIs(t, err, progress.ErrNotFound, "a task past its retention is gone with its checkpoints")
+	got, err := s.Checkpoints(ctx, "saved")
+	require.NoError(t, err, "a checkpoint is a write: the task's retention started again")
+	assert.Equal(t, map[string]progress.Checkpoint{"step": cp}, got)
+
+	require.NoError(t, s.Create(ctx, "idle"))
+	got, err = s.Checkpoints(ctx, "idle")
+	require.NoError(t, err)
+	assert.Empty(t, got, "a new task of the same id has no checkpoints")
+}
+
 func TestMemoryStoreIDs(t *testing.T) {
 	ctx := context.Background()
 	s := progress.NewMemoryStore(progress.MemoryConfig{})

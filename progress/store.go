@@ -19,6 +19,9 @@ var (
 	// ErrBadEventID: an event id (from Last-Event-ID, say) is not of the
 	// form the store issues.
 	ErrBadEventID = errors.New("progress: malformed event id")
+	// ErrInvalidCheckpoint: a checkpoint that cannot be recorded (see
+	// Checkpoint.Validate).
+	ErrInvalidCheckpoint = errors.New("progress: invalid checkpoint")
 )
 
 // Store keeps the event log and current snapshot of each task.

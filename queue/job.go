@@ -218,7 +218,10 @@ func (j *job) run(f flow.Flow) {
 				done <- outcome{err: errGoexit, cause: context.Cause(ctx)}
 			}
 		}()
-		res, err := f.Run(ctx, &flow.Task{ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep})
+		res, err := f.Run(ctx, &flow.Task{
+			ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
+			Checkpoints: flow.NewCheckpoints(j.w.cfg.Checkpoints, t.ID, t.Attempt, j.w.log),
+		})
 		returned = true
 		// The cause is read as the flow returns: a cancellation, time
 		// limit or shutdown landing after that does not undo its result.

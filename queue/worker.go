@@ -113,6 +113,15 @@ type WorkerConfig struct {
 	// without a registry is not written to.
 	Heartbeat time.Duration
 
+	// Checkpoints is where the flows' completed steps are recorded and
+	// replayed from (flow.Step, and every model and tool call of a
+	// flow/lcflow flow), so that a later attempt of a task does not run
+	// them again. Nil means the progress store, when it is a
+	// progress.CheckpointStore (progress.MemoryStore and the Redis
+	// backend are); otherwise nothing is recorded and every attempt runs
+	// every step.
+	Checkpoints progress.CheckpointStore
+
 	// Logger receives the worker's logs. Nil means slog.Default().
 	Logger *slog.Logger
 
@@ -266,6 +275,9 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 		}
 	}
 	s := resolveStore("NewWorker", true, backend, store, cfg.Logger)
+	if cfg.Checkpoints == nil {
+		cfg.Checkpoints, _ = s.store.(progress.CheckpointStore)
+	}
 	tel := newWorkerTelemetry(cfg)
 	if len(hooks) > 0 {
 		// The hooks run between the record of a success and its

@@ -18,6 +18,20 @@ func TestProgressConformance(t *testing.T) {
 	})
 }
 
+func TestCheckpointConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	progresstest.RunCheckpoints(t, func(t *testing.T) progresstest.CheckpointBackend {
+		return newBackend(t, newClient(t, srv), redisbackend.Config{})
+	})
+}
+
+func TestCheckpointConformanceOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	progresstest.RunCheckpoints(t, func(t *testing.T) progresstest.CheckpointBackend {
+		return newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	})
+}
+
 func TestQueueConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	queuetest.Run(t, func(t *testing.T) (queue.Backend, progress.Backend) {

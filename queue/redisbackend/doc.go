@@ -41,6 +41,10 @@
 //	                            Append, each event's JSON on a line; the
 //	                            events of the n-th element have the ids
 //	                            "<n>-0", "<n>-1"...
+//	P:{<id>}:checkpoints hash   the outputs of the steps the task's
+//	                            attempts completed (flow.Step): step key ->
+//	                            the attempt that ran it, a space and the
+//	                            output's JSON; only for a task with steps
 //	P:{<id>}:live       shard   live events of the task: one message per
 //	                    channel Append, the id before them, then each
 //	                            event's id and JSON (one line each)
@@ -88,6 +92,12 @@
 // live at least the retention (plus any delay) from now, never shorter
 // than it would. Retention must therefore exceed the longest time a task
 // can wait in the queue or run without reporting progress.
+//
+// Saving a checkpoint (SaveCheckpoint) is a write of the task too: it
+// moves exp under the same rule, and gives the checkpoints hash the time
+// exp then has. An Append that moves exp later does not move the
+// checkpoints hash, so checkpoints live at least the retention after
+// they were saved and expire no later than the other keys of their task.
 //
 // # Scripts
 //

@@ -87,6 +87,7 @@ func TestKeySchema(t *testing.T) {
 	require.NoError(t, b.Enqueue(ctx, running))
 	_, err := b.Fetch(ctx, "w1", 1, time.Minute)
 	require.NoError(t, err)
+	require.NoError(t, b.SaveCheckpoint(ctx, running.ID, progress.Checkpoint{Key: "step", Attempt: 1, Output: json.RawMessage(`1`)}))
 	later := newTask()
 	later.RunAt = time.Now().Add(time.Hour)
 	require.NoError(t, b.Create(ctx, later.ID))
@@ -111,7 +112,7 @@ func TestKeySchema(t *testing.T) {
 
 	keys, err := srv.Do("KEYS", "*").AsStrSlice()
 	require.NoError(t, err)
-	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|steps|events)$`)
+	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|steps|events|checkpoints)$`)
 	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen)$`)
 	perTask := map[string][]string{}
 	var queueKeys []string
@@ -129,7 +130,7 @@ func TestKeySchema(t *testing.T) {
 		}
 	}
 	assert.ElementsMatch(t, []string{"task", "steps", "events"}, perTask[done.ID], "keys of a finished task")
-	assert.ElementsMatch(t, []string{"task"}, perTask[running.ID], "keys of a task without events yet")
+	assert.ElementsMatch(t, []string{"task", "checkpoints"}, perTask[running.ID], "keys of a task with a checkpoint and without events yet")
 	assert.ElementsMatch(t, []string{"task"}, perTask[later.ID], "keys of a delayed task")
 	assert.ElementsMatch(t, []string{"task"}, perTask[failed.ID], "keys of a buried task")
 	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq", "wake", "dead", "buried",
@@ -241,6 +242,62 @@ func TestRetention(t *testing.T) {
 		assert.Greater(t, got["task"], (keep - time.Minute).Milliseconds(), "refreshed at the end")
 	})
 
+	t.Run("checkpoints expire with the task's progress keys, never after them", func(t *testing.T) {
+		const retention = time.Hour
+		keep := retention + retention/8
+		b := newBackend(t, client, redisbackend.Config{Retention: retention})
+		task := newTask()
+		require.NoError(t, b.Create(ctx, task.ID))
+		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
+		require.NoError(t, err)
+		prefix := b.Prefix() + ":{" + task.ID + "}:"
+		keys := []string{"task", "steps", "events", "checkpoints"}
+		ttl := func(k string) int64 {
+			t.Helper()
+			ms, err := srv.Do("PTTL", prefix+k).AsInt64()
+			require.NoError(t, err)
+			return ms
+		}
+		age := func(d time.Duration) {
+			t.Helper()
+			now, err := srv.Do("TIME").AsStrSlice()
+			require.NoError(t, err)
+			sec, _ := strconv.ParseInt(now[0], 10, 64)
+			exp := strconv.FormatInt(sec*1000+(keep-d).Milliseconds(), 10)
+			require.NoError(t, srv.Do("HSET", prefix+"task", "exp", exp).Error())
+			for _, k := range keys {
+				require.NoError(t, srv.Do("PEXPIREAT", prefix+k, exp).Error())
+			}
+		}
+		save := func(key string) {
+			t.Helper()
+			require.NoError(t, b.SaveCheckpoint(ctx, task.ID, progress.Checkpoint{Key: key, Attempt: 1, Output: json.RawMessage(`1`)}))
+		}
+
+		save("first")
+		for _, k := range keys {
+			assert.InDelta(t, ttl("task"), ttl(k), 100, "a new checkpoints hash gets the task's expiry: %s", k)
+		}
+
+		// Less than the retention left: a checkpoint is a write, and
+		// moves the expiry of all four keys as an Append would.
+		age(30 * time.Minute)
+		save("second")
+		for _, k := range keys {
+			assert.Greater(t, ttl(k), (keep - time.Minute).Milliseconds(), "refreshed by a checkpoint: %s", k)
+		}
+
+		// An Append that moves the expiry later leaves the checkpoints
+		// hash alone: it still expires before the task, at least the
+		// retention after the last save.
+		age(30 * time.Minute)
+		_, err = b.Append(ctx, task.ID, progress.LogEvent("two"))
+		require.NoError(t, err)
+		assert.Greater(t, ttl("task"), (keep - time.Minute).Milliseconds())
+		assert.Less(t, ttl("checkpoints"), (keep - 29*time.Minute).Milliseconds())
+		assert.Greater(t, ttl("checkpoints"), (keep - 31*time.Minute).Milliseconds())
+	})
+
 	t.Run("a delayed task outlives its delay", func(t *testing.T) {
 		const retention, delay = time.Hour, 10 * time.Hour
 		b := newBackend(t, client, redisbackend.Config{Retention: retention})
@@ -259,6 +316,7 @@ func TestRetention(t *testing.T) {
 		require.NoError(t, b.CreateAndEnqueue(ctx, task))
 		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
 		require.NoError(t, err)
+		require.NoError(t, b.SaveCheckpoint(ctx, task.ID, progress.Checkpoint{Key: "step", Attempt: 1, Output: json.RawMessage(`1`)}))
 		snap, _, err := b.Snapshot(ctx, task.ID)
 		require.NoError(t, err)
 		require.Len(t, snap.Details.StepResults, 1, "a log entry is a step")
@@ -279,6 +337,9 @@ func TestRetention(t *testing.T) {
 		snap, _, err = b.Snapshot(ctx, task.ID)
 		require.NoError(t, err)
 		assert.Empty(t, snap.Details.StepResults, "no step of the namesake")
+		cps, err := b.Checkpoints(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Empty(t, cps, "no checkpoint of the namesake")
 		got, err := b.Get(ctx, task.ID)
 		require.NoError(t, err)
 		assert.False(t, got.Cancelled, "the record is the new task's")

@@ -107,6 +107,7 @@ var (
 	readyScript      = mustLoadScript("ready.lua")
 	retireScript     = mustLoadScript("retire.lua")
 	heartbeatScript  = mustLoadScript("heartbeat.lua")
+	checkpointScript = mustLoadScript("checkpoint.lua")
 )
 
 // evalsha returns the command that runs s by its SHA-1.

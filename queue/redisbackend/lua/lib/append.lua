@@ -45,6 +45,7 @@
 -- of the retention rather than three times per call.
 --@include lib/clock.lua
 local retention = tonumber(ARGV[1])
+--@include lib/expiry.lua
 local function append(task, stepsKey, events, channel, a)
   local cur = redis.call('HMGET', task, 'state', 'last', 'exp')
   local state = cur[1]
@@ -64,9 +65,7 @@ local function append(task, stepsKey, events, channel, a)
   local was, to = state, ARGV[a + 1]
   if state == 'PENDING' then to = ARGV[a] end
   if to ~= '' then state = to end
-  local exp = tonumber(cur[3])
-  local refresh = not exp or exp - clock < retention
-  if refresh then exp = clock + retention + math.floor(retention / 8) end
+  local exp, refresh = expiry(cur[3])
   exp = string.format('%d', exp)
   local now = ARGV[a + 3]
   local k = tonumber(ARGV[a + 4])

@@ -1,0 +1,242 @@
+package flow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// Errors of Step; check them with errors.Is.
+var (
+	// ErrDuplicateStep: a step name that has already completed in this
+	// run of the task, or that another goroutine is running. Names must
+	// tell the steps of one run apart (see Step).
+	ErrDuplicateStep = errors.New("flow: step name used twice in one run")
+	// ErrInvalidStepName: an empty step name, or one longer than
+	// progress.MaxCheckpointKeyLen bytes.
+	ErrInvalidStepName = errors.New("flow: invalid step name")
+)
+
+// Step runs fn as the step called name of task t, once per task: when an
+// earlier attempt of t (a retry, or a run whose worker died) completed a
+// step of that name, Step returns the output that attempt recorded, logs
+// "<name>: replayed from attempt <n>" to t.Progress, and does not call
+// fn; otherwise it calls fn and, when fn succeeds, records its output
+// before returning it. Go has no generic methods, so Step is a function:
+//
+//	pages, err := flow.Step(ctx, t, "fetch pages", func(ctx context.Context) ([]Page, error) {
+//		return fetchPages(ctx, in.URL)
+//	})
+//	if err != nil {
+//		return nil, err
+//	}
+//	summary, err := flow.Step(ctx, t, "summarize", func(ctx context.Context) (string, error) {
+//		return summarize(ctx, model, pages)
+//	})
+//
+// Outputs are recorded as JSON, so T must survive a JSON round trip
+// (exported fields, no channels or functions); a replayed output is
+// decoded from that JSON. A step that fails records nothing and runs
+// again on the next attempt, as does a step whose recorded output no
+// longer decodes into T (its type changed between attempts).
+//
+// Names follow three rules:
+//   - A name identifies a step across the attempts of a task, so it must
+//     be the same on every run: "fetch page 3", not a name made from the
+//     time or a random value. A step in a loop carries the item it works
+//     on ("summarize "+doc.ID), or at least the iteration.
+//   - A name is used once per run: a second Step with a name that has
+//     completed in this run, or that is running in another goroutine,
+//     fails with ErrDuplicateStep without calling fn. A step that failed
+//     may be tried again under its name.
+//   - Names are compared as they are: 1 to progress.MaxCheckpointKeyLen
+//     bytes of any text (ErrInvalidStepName otherwise). Keys beginning
+//     with a package path and a slash ("lcflow/") belong to libraries
+//     (see Checkpoints.Record).
+//
+// When the code of a flow changes between two attempts of a task, a step
+// whose name and output type stayed the same is replayed, whatever its
+// code now does: give it a new name ("summarize v2") to have it run
+// again. Steps that were renamed or added run; records of steps that are
+// gone are ignored.
+//
+// Recording costs the checkpoint store one write per completed step (on
+// Redis, one round trip and the output's bytes), and reading one read per
+// attempt after the first, at its first step; a first attempt reads
+// nothing. A step whose output cannot be recorded because the store is
+// unreachable still returns it; the run then records no later step, so
+// that a later attempt never replays a step whose earlier steps it runs
+// again. An output that cannot be encoded as JSON fails the step with an
+// error wrapping ErrPermanent: it would never be recorded.
+//
+// Without t.Checkpoints (a Task made by hand in a test), Step only calls
+// fn. A worker gives every run a Checkpoints (see
+// queue.WorkerConfig.Checkpoints).
+func Step[T any](ctx context.Context, t *Task, name string, fn func(ctx context.Context) (T, error)) (T, error) {
+	var zero T
+	c := t.Checkpoints
+	if c == nil {
+		return fn(ctx)
+	}
+	if name == "" || len(name) > progress.MaxCheckpointKeyLen {
+		return zero, fmt.Errorf("%w: %d bytes (want 1 to %d)", ErrInvalidStepName, len(name), progress.MaxCheckpointKeyLen)
+	}
+	if !c.claim(name) {
+		return zero, fmt.Errorf("%w: %q", ErrDuplicateStep, name)
+	}
+	var out T
+	attempt, ok, err := c.Replay(ctx, name, &out)
+	if err != nil {
+		c.release(name)
+		return zero, fmt.Errorf("flow: step %q: %w", name, err)
+	}
+	if ok {
+		if t.Progress != nil {
+			t.Progress.Log(name + ": replayed from attempt " + strconv.Itoa(attempt))
+		}
+		return out, nil
+	}
+	out, err = fn(ctx)
+	if err != nil {
+		c.release(name)
+		return out, err
+	}
+	if err := c.Record(ctx, name, out); err != nil {
+		return out, fmt.Errorf("flow: step %q: %w", name, err)
+	}
+	return out, nil
+}
+
+// Checkpoints is what one run of a task knows of its steps: the outputs
+// earlier attempts recorded (read once, at the first step of an attempt
+// after the first), the step names used so far, and the store new
+// outputs are recorded in. A worker makes one for each run and hands it
+// to the flow in Task.Checkpoints; Step uses it, and so do libraries
+// that record steps of their own (flow/lcflow records every model and
+// tool call) through Replay and Record.
+//
+// Its methods are safe for concurrent use. A nil *Checkpoints replays and
+// records nothing.
+type Checkpoints struct {
+	store   progress.CheckpointStore
+	taskID  string
+	attempt int
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	loaded  bool
+	saved   map[string]progress.Checkpoint
+	claimed map[string]bool
+	// stopped is set once a checkpoint could not be recorded: the run
+	// records no more, so that the recorded steps stay those that came
+	// first.
+	stopped bool
+}
+
+// NewCheckpoints returns the Checkpoints of one run (attempt) of the task
+// taskID, replaying from and recording to store. A nil store records and
+// replays nothing, but Step still checks names. A nil logger means
+// slog.Default().
+func NewCheckpoints(store progress.CheckpointStore, taskID string, attempt int, logger *slog.Logger) *Checkpoints {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &Checkpoints{store: store, taskID: taskID, attempt: attempt, log: logger}
+}
+
+// claim marks name as used in this run and reports whether it was free.
+func (c *Checkpoints) claim(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.claimed[name] {
+		return false
+	}
+	if c.claimed == nil {
+		c.claimed = map[string]bool{}
+	}
+	c.claimed[name] = true
+	return true
+}
+
+// release frees name after its step failed.
+func (c *Checkpoints) release(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.claimed, name)
+}
+
+// Replay decodes into out the output an earlier attempt recorded under
+// key and returns that attempt, with ok set; ok is false when no output
+// was recorded under key, or when it does not decode into out (out may
+// then hold part of it). The first call of a run after the first reads
+// the task's checkpoints from the store; an error of that read is
+// returned (and the next call reads again), since running the step
+// instead might pay for it twice. A first attempt reads nothing.
+func (c *Checkpoints) Replay(ctx context.Context, key string, out any) (attempt int, ok bool, err error) {
+	if c == nil || c.store == nil {
+		return 0, false, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.loaded {
+		if c.attempt > 1 {
+			// Held across the read: the steps that wait need it too.
+			saved, err := c.store.Checkpoints(ctx, c.taskID)
+			if err != nil {
+				return 0, false, fmt.Errorf("reading the task's checkpoints: %w", err)
+			}
+			c.saved = saved
+		}
+		c.loaded = true
+	}
+	cp, found := c.saved[key]
+	if !found {
+		return 0, false, nil
+	}
+	if err := json.Unmarshal(cp.Output, out); err != nil {
+		c.log.Info("flows: a recorded step output no longer decodes; running the step again",
+			"task_id", c.taskID, "step", key, "recorded_by_attempt", cp.Attempt, "err", err)
+		return 0, false, nil
+	}
+	return cp.Attempt, true, nil
+}
+
+// Record records v, encoded as JSON, as the output of the step key, for
+// later attempts to replay. An output that cannot be encoded is an error
+// wrapping ErrPermanent. A store that cannot record it (unreachable, or
+// the task has ended) is not an error of the step: the run then records
+// nothing more (see Step), and a failure other than the task's end is
+// logged.
+func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
+	if c == nil || c.store == nil {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Permanent(fmt.Errorf("output cannot be recorded as JSON: %w", err))
+	}
+	c.mu.Lock()
+	stopped := c.stopped
+	c.mu.Unlock()
+	if stopped {
+		return nil
+	}
+	err = c.store.SaveCheckpoint(ctx, c.taskID, progress.Checkpoint{Key: key, Attempt: c.attempt, Output: b})
+	if err == nil {
+		return nil
+	}
+	c.mu.Lock()
+	c.stopped = true
+	c.mu.Unlock()
+	if !errors.Is(err, progress.ErrFinished) {
+		c.log.Warn("flows: step output not recorded; this run records no more steps, and a later attempt runs them again",
+			"task_id", c.taskID, "step", key, "err", err)
+	}
+	return nil
+}

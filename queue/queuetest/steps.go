@@ -1,0 +1,97 @@
+package queuetest
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// runSteps checks that a Worker hands its flows the checkpoints of their
+// task, so that flow.Step replays, on a later attempt, the steps an
+// earlier one completed. A progress store that keeps no checkpoints (not
+// a progress.CheckpointStore) runs every step on every attempt.
+func runSteps(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	t.Run("RetryReplaysCompletedSteps", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		_, keeps := h.store.(progress.CheckpointStore)
+		var search, answer atomic.Int32
+		h.reg.MustRegister("research", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			hits, err := flow.Step(ctx, ft, "search", func(context.Context) ([]string, error) {
+				search.Add(1)
+				return []string{"hit 1", "hit 2"}, nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			return flow.Step(ctx, ft, "answer", func(context.Context) (string, error) {
+				if answer.Add(1) == 1 {
+					return "", errors.New("model overloaded")
+				}
+				return strings.Join(hits, " and "), nil
+			})
+		}))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("research", "", queue.EnqueueOptions{MaxAttempts: 3})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, `"hit 1 and hit 2"`, string(snap.Details.FinalResult))
+		assert.Equal(t, int32(2), answer.Load(), "the failed step ran again")
+		msgs := stepMessages(snap)
+		require.NotEmpty(t, msgs)
+		assert.True(t, strings.HasPrefix(msgs[0], "attempt 1 failed: model overloaded; retrying in "), msgs[0])
+		if !keeps {
+			assert.Equal(t, int32(2), search.Load(), "no checkpoints kept: every step runs again")
+			return
+		}
+		assert.Equal(t, int32(1), search.Load(), "the completed step ran once")
+		assert.Equal(t, []string{msgs[0], "search: replayed from attempt 1"}, msgs)
+	})
+
+	t.Run("WorkerLostReplaysCompletedSteps", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		cps, keeps := h.store.(progress.CheckpointStore)
+		if !keeps {
+			t.Skip("the progress store keeps no checkpoints") // RetryReplaysCompletedSteps covered it
+		}
+		var runs attempts
+		var paid atomic.Int32
+		h.reg.MustRegister("paid", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(ft.Attempt)
+			return flow.Step(ctx, ft, "call the model", func(context.Context) (string, error) {
+				paid.Add(1)
+				return "a fresh answer", nil
+			})
+		}))
+		id := h.enqueue("paid", "", queue.EnqueueOptions{MaxAttempts: 3})
+		// A worker leases the task, runs its step, records it, and dies
+		// before the task ends.
+		lost := fetchOne(t, h.backend, 50*time.Millisecond)
+		require.Equal(t, id, lost.Task.ID)
+		ctx := context.Background()
+		_, err := h.store.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"})
+		require.NoError(t, err)
+		dead := &flow.Task{ID: id, Flow: "paid", Attempt: lost.Task.Attempt, Progress: progress.Discard,
+			Checkpoints: flow.NewCheckpoints(cps, id, lost.Task.Attempt, quiet)}
+		_, err = flow.Step(ctx, dead, "call the model", func(context.Context) (string, error) { return "the first answer", nil })
+		require.NoError(t, err)
+
+		h.start(queue.WorkerConfig{Concurrency: 1})
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, `"the first answer"`, string(snap.Details.FinalResult), "the lost run's output, replayed")
+		assert.Zero(t, paid.Load(), "the step did not run again")
+		assert.Equal(t, []int{2}, runs.get())
+		assert.Equal(t, []string{"call the model: replayed from attempt 1"}, stepMessages(snap))
+	})
+}
