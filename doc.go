@@ -158,6 +158,22 @@
 // when it ends. Reporting never fails the flow: an event that cannot be
 // recorded is logged by the worker's reporter.
 //
+// # Durable steps
+//
+// A step that costs money or time (a model call, a paid API) is run with
+// [github.com/flowsrun/flows/flow.Step]: its output is recorded when it
+// completes, and a later attempt of the task (a retry, or a run after its
+// worker died) gets it back instead of paying again, logging "<name>:
+// replayed from attempt N":
+//
+//	pages, err := flow.Step(ctx, t, "search", func(ctx context.Context) ([]Page, error) {
+//		return search(ctx, in.Question)
+//	})
+//
+// Flows built with [github.com/flowsrun/flows/flow/lcflow] need nothing:
+// every model and tool call is recorded that way, keyed by a hash of its
+// input, so a prompt changed between attempts runs again.
+//
 // # Testing a flow
 //
 // A flow is unit tested without a queue or a server: run it with a

@@ -72,3 +72,55 @@ func ExampleFunc() {
 	fmt.Println(out, len(rec.Events()))
 	// Output: hello 1
 }
+
+// A step's output is recorded once it completes: the next attempt of the
+// task (after the first failed at its second step) replays it, and only
+// the failed step runs again. A worker gives each run its Checkpoints;
+// here a MemoryStore stands in for the worker's store.
+func ExampleStep() {
+	ctx := context.Background()
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	if err := store.Create(ctx, "task-1"); err != nil {
+		panic(err)
+	}
+	summarizeFails := true
+	research := flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+		pages, err := flow.Step(ctx, t, "search", func(ctx context.Context) ([]string, error) {
+			fmt.Println("  searching (a paid call)")
+			return []string{"page one", "page two"}, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return flow.Step(ctx, t, "summarize", func(ctx context.Context) (string, error) {
+			fmt.Println("  summarizing")
+			if summarizeFails {
+				summarizeFails = false
+				return "", errors.New("model overloaded")
+			}
+			return strings.Join(pages, " + "), nil
+		})
+	})
+
+	for attempt := 1; attempt <= 2; attempt++ {
+		fmt.Println("attempt", attempt)
+		rec := progress.NewRecorder()
+		out, err := research.Run(ctx, &flow.Task{
+			ID: "task-1", Attempt: attempt, Progress: rec,
+			Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{Store: store, TaskID: "task-1", Attempt: attempt}),
+		})
+		for _, st := range rec.Snapshot().Details.StepResults {
+			fmt.Println("  log:", st.Message)
+		}
+		fmt.Printf("  result: %v, error: %v\n", out, err)
+	}
+	// Output:
+	// attempt 1
+	//   searching (a paid call)
+	//   summarizing
+	//   result: , error: model overloaded
+	// attempt 2
+	//   summarizing
+	//   log: search: replayed from attempt 1
+	//   result: page one + page two, error: <nil>
+}

@@ -124,10 +124,7 @@ func Step[T any](ctx context.Context, t *Task, name string, fn func(ctx context.
 // Its methods are safe for concurrent use. A nil *Checkpoints replays and
 // records nothing.
 type Checkpoints struct {
-	store   progress.CheckpointStore
-	taskID  string
-	attempt int
-	log     *slog.Logger
+	cfg CheckpointsConfig
 
 	mu      sync.Mutex
 	loaded  bool
@@ -139,15 +136,34 @@ type Checkpoints struct {
 	stopped bool
 }
 
-// NewCheckpoints returns the Checkpoints of one run (attempt) of the task
-// taskID, replaying from and recording to store. A nil store records and
-// replays nothing, but Step still checks names. A nil logger means
-// slog.Default().
-func NewCheckpoints(store progress.CheckpointStore, taskID string, attempt int, logger *slog.Logger) *Checkpoints {
-	if logger == nil {
-		logger = slog.Default()
+// CheckpointsConfig says which run of which task a Checkpoints belongs
+// to and where it records.
+type CheckpointsConfig struct {
+	// Store is where outputs are recorded and read from. Nil records and
+	// replays nothing, but Step still checks names.
+	Store progress.CheckpointStore
+	// TaskID and Attempt name the task and the run (Task.ID and
+	// Task.Attempt). A first attempt (Attempt 1 or less) reads nothing.
+	TaskID  string
+	Attempt int
+	// Flush, when set, is called before each output is recorded, and
+	// waits until what the run reported before it has been recorded: a
+	// later attempt that replays the step then finds in the task's
+	// progress what the step reported (its tool_result, say). A worker
+	// passes its reporter's Flush. Its error is ignored: the output is
+	// recorded all the same.
+	Flush func(ctx context.Context) error
+	// Logger receives what goes wrong. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// NewCheckpoints returns the Checkpoints of one run of a task, as cfg
+// describes it.
+func NewCheckpoints(cfg CheckpointsConfig) *Checkpoints {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
 	}
-	return &Checkpoints{store: store, taskID: taskID, attempt: attempt, log: logger}
+	return &Checkpoints{cfg: cfg}
 }
 
 // claim marks name as used in this run and reports whether it was free.
@@ -179,15 +195,15 @@ func (c *Checkpoints) release(name string) {
 // returned (and the next call reads again), since running the step
 // instead might pay for it twice. A first attempt reads nothing.
 func (c *Checkpoints) Replay(ctx context.Context, key string, out any) (attempt int, ok bool, err error) {
-	if c == nil || c.store == nil {
+	if c == nil || c.cfg.Store == nil {
 		return 0, false, nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.loaded {
-		if c.attempt > 1 {
+		if c.cfg.Attempt > 1 {
 			// Held across the read: the steps that wait need it too.
-			saved, err := c.store.Checkpoints(ctx, c.taskID)
+			saved, err := c.cfg.Store.Checkpoints(ctx, c.cfg.TaskID)
 			if err != nil {
 				return 0, false, fmt.Errorf("reading the task's checkpoints: %w", err)
 			}
@@ -200,21 +216,22 @@ func (c *Checkpoints) Replay(ctx context.Context, key string, out any) (attempt 
 		return 0, false, nil
 	}
 	if err := json.Unmarshal(cp.Output, out); err != nil {
-		c.log.Info("flows: a recorded step output no longer decodes; running the step again",
-			"task_id", c.taskID, "step", key, "recorded_by_attempt", cp.Attempt, "err", err)
+		c.cfg.Logger.Info("flows: a recorded step output no longer decodes; running the step again",
+			"task_id", c.cfg.TaskID, "step", key, "recorded_by_attempt", cp.Attempt, "err", err)
 		return 0, false, nil
 	}
 	return cp.Attempt, true, nil
 }
 
 // Record records v, encoded as JSON, as the output of the step key, for
-// later attempts to replay. An output that cannot be encoded is an error
+// later attempts to replay, once what the run reported before is
+// recorded (see CheckpointsConfig.Flush). An output that cannot be encoded is an error
 // wrapping ErrPermanent. A store that cannot record it (unreachable, or
 // the task has ended) is not an error of the step: the run then records
 // nothing more (see Step), and a failure other than the task's end is
 // logged.
 func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
-	if c == nil || c.store == nil {
+	if c == nil || c.cfg.Store == nil {
 		return nil
 	}
 	b, err := json.Marshal(v)
@@ -227,7 +244,10 @@ func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 	if stopped {
 		return nil
 	}
-	err = c.store.SaveCheckpoint(ctx, c.taskID, progress.Checkpoint{Key: key, Attempt: c.attempt, Output: b})
+	if c.cfg.Flush != nil {
+		_ = c.cfg.Flush(ctx)
+	}
+	err = c.cfg.Store.SaveCheckpoint(ctx, c.cfg.TaskID, progress.Checkpoint{Key: key, Attempt: c.cfg.Attempt, Output: b})
 	if err == nil {
 		return nil
 	}
@@ -235,8 +255,8 @@ func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 	c.stopped = true
 	c.mu.Unlock()
 	if !errors.Is(err, progress.ErrFinished) {
-		c.log.Warn("flows: step output not recorded; this run records no more steps, and a later attempt runs them again",
-			"task_id", c.taskID, "step", key, "err", err)
+		c.cfg.Logger.Warn("flows: step output not recorded; this run records no more steps, and a later attempt runs them again",
+			"task_id", c.cfg.TaskID, "step", key, "err", err)
 	}
 	return nil
 }

@@ -62,7 +62,7 @@ func (e *stepEnv) attempt(n int) (*flow.Task, *progress.Recorder) {
 	logger := slog.New(slog.NewTextHandler(e.logs, nil))
 	return &flow.Task{
 		ID: e.id, Attempt: n, Progress: rec,
-		Checkpoints: flow.NewCheckpoints(e.store, e.id, n, logger),
+		Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{Store: e.store, TaskID: e.id, Attempt: n, Logger: logger}),
 	}, rec
 }
 
@@ -317,4 +317,34 @@ func TestStepConcurrentFirstStepsReadOnce(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, int32(1), e.store.reads.Load())
+}
+
+// orderStore records the order of flushes and saves.
+type orderStore struct {
+	*progress.MemoryStore
+	order *[]string
+}
+
+func (s orderStore) SaveCheckpoint(ctx context.Context, taskID string, c progress.Checkpoint) error {
+	*s.order = append(*s.order, "save "+c.Key)
+	return s.MemoryStore.SaveCheckpoint(ctx, taskID, c)
+}
+
+func TestStepFlushesReportsBeforeRecording(t *testing.T) {
+	ctx := t.Context()
+	s := progress.NewMemoryStore(progress.MemoryConfig{})
+	require.NoError(t, s.Create(ctx, "task-1"))
+	var order []string
+	task := &flow.Task{ID: "task-1", Attempt: 1, Progress: progress.Discard, Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
+		Store: orderStore{s, &order}, TaskID: "task-1", Attempt: 1,
+		Flush: func(context.Context) error {
+			order = append(order, "flush")
+			return errors.New("flush failed") // recorded all the same
+		},
+	})}
+	_, err := flow.Step(ctx, task, "a", func(context.Context) (int, error) { return 1, nil })
+	require.NoError(t, err)
+	_, err = flow.Step(ctx, task, "b", func(context.Context) (int, error) { return 0, errors.New("no") })
+	require.Error(t, err)
+	assert.Equal(t, []string{"flush", "save a"}, order, "what the step reported is recorded before its output; a failed step flushes nothing")
 }

@@ -3,7 +3,8 @@
 // a task, the [Snapshot] the HTTP clients render, and the [Store] and
 // [Subscriber] interfaces with an in-memory implementation
 // ([MemoryStore]). A [Recorder] stands in for the store in a flow's unit
-// tests.
+// tests. A [CheckpointStore] keeps the outputs of a task's completed
+// steps, which later attempts replay (see flow.Step).
 //
 // A task's history is an append-only sequence of events. Each event has an
 // id that grows monotonically within the task; the snapshot of a task is the

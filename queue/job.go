@@ -220,7 +220,9 @@ func (j *job) run(f flow.Flow) {
 		}()
 		res, err := f.Run(ctx, &flow.Task{
 			ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
-			Checkpoints: flow.NewCheckpoints(j.w.cfg.Checkpoints, t.ID, t.Attempt, j.w.log),
+			Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
+				Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, Flush: j.rep.Flush, Logger: j.w.log,
+			}),
 		})
 		returned = true
 		// The cause is read as the flow returns: a cancellation, time

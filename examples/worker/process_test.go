@@ -59,10 +59,25 @@ func exitWithParent() {
 	}()
 }
 
+// openAIEnv, set to 1 in the environment of a worker process, has its
+// example flows use the model that OPENAI_API_KEY, OPENAI_BASE_URL and
+// OPENAI_MODEL name (a test's OpenAI-compatible server) in place of the
+// offline one; everything else stays offline.
+const openAIEnv = "FLOWS_WORKER_TEST_OPENAI"
+
 // registerTestFlows adds the example flows, offline whatever the
-// environment says, and sleep_flow.
+// environment says (but see openAIEnv), and sleep_flow.
 func registerTestFlows(reg *registry.Registry) error {
-	if err := exampleflows.RegisterWith(reg, offlineFlows(exampleflows.Config{})); err != nil {
+	cfg := offlineFlows(exampleflows.Config{})
+	if os.Getenv(openAIEnv) == "1" {
+		cfg.Getenv = func(key string) string {
+			if strings.HasPrefix(key, "OPENAI_") {
+				return os.Getenv(key)
+			}
+			return ""
+		}
+	}
+	if err := exampleflows.RegisterWith(reg, cfg); err != nil {
 		return err
 	}
 	return reg.Register(sleepFlowName, sleepFlow, registry.Description("test only: sleeps for the given time"))
@@ -348,7 +363,8 @@ type outcome struct {
 	// Starts is the number of runs that reached the flow (state PROGRESS
 	// "Running" events).
 	Starts int
-	// Result is the final result of its successful run.
+	// Result is the final result of its successful run, for a task of
+	// sleep_flow.
 	Result sleepResult
 }
 
@@ -378,7 +394,7 @@ func (q *testQueue) checkSucceededOnce(t *testing.T, id string) outcome {
 	assert.Equal(t, 1, terminal, "task %s: terminal events", id)
 	last := events[len(events)-1]
 	assert.True(t, last.Terminal(), "task %s: the last event is not terminal: %+v", id, last)
-	if last.State == progress.StateSuccess {
+	if last.State == progress.StateSuccess && info.Task.Flow == sleepFlowName {
 		assert.NoError(t, json.Unmarshal(last.Result, &out.Result), "task %s: result %s", id, last.Result)
 	}
 	return out

@@ -58,6 +58,44 @@
 // other's events. Flows written in plain Go (flow.Func, flow.Typed) work
 // beside lcflow flows and may run chains themselves with WithHandler.
 //
+// # Durable calls
+//
+// Inside a worker, every call of a [Model] and of a [Tool] (and so of a
+// [ToolChain], and of the tools of an agent wrapped with Tool) is a step
+// of the task, recorded as flow.Step records one: once the call returns,
+// its answer is kept with the task, and a later attempt of the task (a
+// retry after an error, or a run after its worker died) that makes the
+// same call gets the recorded answer back instead of paying for the call
+// again. A replayed call logs "Language model: answer replayed from
+// attempt N" or "Tool X: output replayed from attempt N" in place of its
+// usual entries (a replayed tool adds no second tool_result; a replayed
+// answer is not streamed again); the named steps around the calls log
+// their start and end again, since their chains run again.
+//
+// Whether a call is the same is decided by its key: the kind of call
+// (model or tool), a hash of what decides its answer, and its order among
+// the calls of the run with that same hash. The hash covers the name of
+// the innermost Step and, for a model, the messages and the call options
+// (model, temperature, tools...); for a tool, its name and input. So:
+//
+//   - a call whose prompt changed between attempts (the template was
+//     edited, an earlier answer it quotes came out differently, the step
+//     was renamed) runs again, rather than replaying an answer to another
+//     question;
+//   - a call made several times with the same input in one run (an agent
+//     that asks the same question twice, samples of one prompt) replays
+//     the answers in the order they came;
+//   - calls added to the code run, and records of calls that are gone are
+//     ignored; nothing needs naming by hand.
+//
+// A failed call is not recorded. Calls through a provider given
+// [Callbacks] but not wrapped with Model, and tools not wrapped with
+// Tool, are reported but not recorded. Each recorded call costs the
+// checkpoint store one write of its answer (on Redis one round trip,
+// about 400 bytes plus the answer), and an attempt after the first one
+// read at its first call. Outside a worker (a Task without
+// Checkpoints) nothing is recorded.
+//
 // # Tracing
 //
 // Inside a traced run of a task (a worker with an OpenTelemetry tracer

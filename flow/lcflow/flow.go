@@ -125,8 +125,9 @@ func (f *Flow) Validate(inputs json.RawMessage) (json.RawMessage, error) {
 	return norm, nil
 }
 
-// Run runs the chain for task t with a new Handler reporting to
-// t.Progress, and returns the chain's output (see OutputKey).
+// Run runs the chain for task t with a new Handler (TaskHandler)
+// reporting to t.Progress and recording the model and tool calls in
+// t.Checkpoints, and returns the chain's output (see OutputKey).
 func (f *Flow) Run(ctx context.Context, t *flow.Task) (any, error) {
 	inputs := map[string]any{}
 	if len(t.Inputs) > 0 {
@@ -137,7 +138,7 @@ func (f *Flow) Run(ctx context.Context, t *flow.Task) (any, error) {
 			inputs = map[string]any{}
 		}
 	}
-	h := NewHandler(t.Progress)
+	h := TaskHandler(t)
 	ctx = WithHandler(ctx, h)
 	opts := append([]chains.ChainCallOption{chains.WithCallback(h)}, f.CallOptions...)
 	out, err := chains.Call(ctx, f.Chain, inputs, opts...)

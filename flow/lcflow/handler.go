@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -13,6 +14,7 @@ import (
 	"github.com/tmc/langchaingo/llms"
 	"github.com/tmc/langchaingo/schema"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -69,6 +71,11 @@ type Handler struct {
 	pendingTool map[string]string
 	// carry holds the start of a UTF-8 sequence split across stream chunks.
 	carry []byte
+	// cps records the task's model and tool calls (nil: none are, see
+	// TaskHandler), and calls counts the calls of each checkpoint key
+	// made so far (see checkpointKey).
+	cps   *flow.Checkpoints
+	calls map[string]int
 }
 
 var _ callbacks.Handler = (*Handler)(nil)
@@ -78,7 +85,7 @@ func NewHandler(r progress.Reporter) *Handler {
 	if r == nil {
 		r = progress.Discard
 	}
-	return &Handler{r: r, pendingTool: map[string]string{}}
+	return &Handler{r: r, pendingTool: map[string]string{}, calls: map[string]int{}}
 }
 
 // Reporter returns the reporter h reports to, for chains of your own that
@@ -142,6 +149,13 @@ func (h *Handler) llmEnded() {
 	h.advance(1, 4, "")
 }
 
+// llmReplayed reports a model call answered from the record of an
+// earlier attempt, in place of its start and end.
+func (h *Handler) llmReplayed(attempt int) {
+	h.r.Log("Language model: answer replayed from attempt " + strconv.Itoa(attempt))
+	h.advance(1, 4, "")
+}
+
 // toolStarted logs a tool call unless an agent action already announced it.
 func (h *Handler) toolStarted(ctx context.Context, tool, input string) {
 	step := stepFromContext(ctx)
@@ -171,6 +185,18 @@ func (h *Handler) toolEnded(ctx context.Context, tool, output string) {
 		step = tool
 	}
 	h.r.ToolResult(step, tool, ToolData(output))
+	h.advance(1, 4, "")
+}
+
+// toolReplayed reports a tool call answered from the record of an
+// earlier attempt, in place of its start and its tool_result, which that
+// attempt reported.
+func (h *Handler) toolReplayed(ctx context.Context, tool string, attempt int) {
+	step := stepFromContext(ctx)
+	h.mu.Lock()
+	delete(h.pendingTool, step)
+	h.mu.Unlock()
+	h.r.Log(fmt.Sprintf("Tool %s: output replayed from attempt %d", tool, attempt))
 	h.advance(1, 4, "")
 }
 

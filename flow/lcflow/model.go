@@ -2,6 +2,7 @@ package lcflow
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/tmc/langchaingo/llms"
 )
@@ -17,6 +18,13 @@ import (
 //
 // Streaming needs no wrapper: Flow.Run asks the chains it runs to stream
 // to the Handler.
+//
+// Inside a Flow each call is a step of the task: its answer is recorded,
+// and a later attempt of the task (a retry, or a run after its worker
+// died) that makes the same call gets that answer back without calling
+// m, and logs "Language model: answer replayed from attempt N" in place
+// of the call (see the package documentation, Durable calls). A failed
+// call is not recorded.
 func Model(m llms.Model) llms.Model {
 	if m == nil {
 		panic("lcflow.Model: nil model")
@@ -34,6 +42,16 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 	if h == nil || modelReported(ctx) {
 		return r.m.GenerateContent(ctx, messages, options...)
 	}
+	key := h.modelKey(ctx, messages, options)
+	var recorded llms.ContentResponse
+	attempt, ok, err := h.replayed(ctx, key, &recorded)
+	if err != nil {
+		return nil, fmt.Errorf("lcflow: model call: %w", err)
+	}
+	if ok {
+		h.llmReplayed(attempt)
+		return &recorded, nil
+	}
 	h.llmStarted()
 	ctx, span := startSpan(ctx, "chat", "", attrOperation.String("chat"))
 	resp, err := r.m.GenerateContent(markModelReported(ctx), messages, options...)
@@ -43,6 +61,7 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 		return resp, err
 	}
 	h.llmEnded()
+	h.recordModel(ctx, key, resp)
 	return resp, nil
 }
 

@@ -18,6 +18,13 @@ import (
 //
 // Callbacks that t makes to its own handler are not reported a second
 // time. Outside a Flow the wrapper only calls t.
+//
+// Inside a Flow each call is a step of the task: its output is recorded,
+// and a later attempt of the task that makes the same call (same tool,
+// same input, in the same step) gets that output back without calling
+// t, and logs "Tool <name>: output replayed from attempt N" in place of
+// the call and its tool_result, which the earlier attempt reported. A
+// failed call is not recorded.
 func Tool(t tools.Tool) tools.Tool {
 	if t == nil {
 		panic("lcflow.Tool: nil tool")
@@ -39,6 +46,16 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 		return r.t.Call(ctx, input)
 	}
 	name := r.t.Name()
+	key := h.toolKey(ctx, name, input)
+	var recorded string
+	attempt, ok, err := h.replayed(ctx, key, &recorded)
+	if err != nil {
+		return "", fmt.Errorf("lcflow: tool %s: %w", name, err)
+	}
+	if ok {
+		h.toolReplayed(ctx, name, attempt)
+		return recorded, nil
+	}
 	h.toolStarted(ctx, name, input)
 	sctx, span := startSpan(ctx, "execute_tool ", name, attrOperation.String("execute_tool"), attrTool.String(name))
 	out, err := r.t.Call(markToolReported(sctx), input)
@@ -48,6 +65,10 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 		return out, err
 	}
 	h.toolEnded(ctx, name, out)
+	if key != "" {
+		// After the tool_result, so that a replay finds it reported.
+		_ = h.cps.Record(ctx, key, out) // a string always encodes
+	}
 	return out, nil
 }
 

@@ -82,7 +82,7 @@ func runSteps(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progr
 		_, err := h.store.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"})
 		require.NoError(t, err)
 		dead := &flow.Task{ID: id, Flow: "paid", Attempt: lost.Task.Attempt, Progress: progress.Discard,
-			Checkpoints: flow.NewCheckpoints(cps, id, lost.Task.Attempt, quiet)}
+			Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{Store: cps, TaskID: id, Attempt: lost.Task.Attempt, Logger: quiet})}
 		_, err = flow.Step(ctx, dead, "call the model", func(context.Context) (string, error) { return "the first answer", nil })
 		require.NoError(t, err)
 

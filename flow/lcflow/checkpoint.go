@@ -1,0 +1,116 @@
+package lcflow
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+
+	"github.com/tmc/langchaingo/llms"
+
+	"github.com/flowsrun/flows/flow"
+)
+
+// Every call of a Model or a Tool inside a Flow is a step of the task
+// (see flow.Step): once it returns, its answer is recorded, and a later
+// attempt of the task that makes the same call gets the recorded answer
+// instead of calling the model or the tool again.
+//
+// A call's key is "lcflow/<kind>/<hash>/<n>": kind is "llm" or "tool";
+// hash is the first 12 bytes, in hex, of the SHA-256 of what decides the
+// answer (the innermost step's name and, for a model, its messages and
+// call options as JSON, for a tool, its name and input); n counts the
+// calls of the run with that kind and hash before this one, from 0. So
+// the same call repeated in a run (an agent that asks the same question
+// twice) gets the answers in the order they came, and a call whose input
+// changed between attempts (the prompt or an earlier answer it quotes
+// was edited, a step renamed) has another key and runs.
+
+// checkpointKey returns the key of the next call of kind whose input is
+// parts, counting it as made.
+func (h *Handler) checkpointKey(kind string, parts ...[]byte) string {
+	sum := sha256.New()
+	for _, p := range parts {
+		sum.Write(p)
+		sum.Write([]byte{0})
+	}
+	base := "lcflow/" + kind + "/" + hex.EncodeToString(sum.Sum(nil)[:12])
+	h.mu.Lock()
+	n := h.calls[base]
+	h.calls[base] = n + 1
+	h.mu.Unlock()
+	return base + "/" + strconv.Itoa(n)
+}
+
+// modelKey returns the key of a model call, or "" when h records nothing
+// or the call's input has no JSON form.
+func (h *Handler) modelKey(ctx context.Context, messages []llms.MessageContent, options []llms.CallOption) string {
+	if h.cps == nil {
+		return ""
+	}
+	var opts llms.CallOptions
+	for _, o := range options {
+		o(&opts)
+	}
+	msgs, err := json.Marshal(messages)
+	if err != nil {
+		return ""
+	}
+	o, err := json.Marshal(opts)
+	if err != nil {
+		return ""
+	}
+	return h.checkpointKey("llm", []byte(stepFromContext(ctx)), msgs, o)
+}
+
+// toolKey returns the key of a call of tool with input, or "" when h
+// records nothing.
+func (h *Handler) toolKey(ctx context.Context, tool, input string) string {
+	if h.cps == nil {
+		return ""
+	}
+	return h.checkpointKey("tool", []byte(stepFromContext(ctx)), []byte(tool), []byte(input))
+}
+
+// recordModel records resp as the answer of the model call key. An answer
+// whose GenerationInfo (the provider's extras) has no JSON form is
+// recorded without it.
+func (h *Handler) recordModel(ctx context.Context, key string, resp *llms.ContentResponse) {
+	if key == "" || resp == nil {
+		return
+	}
+	if h.cps.Record(ctx, key, resp) == nil {
+		return
+	}
+	bare := &llms.ContentResponse{Choices: make([]*llms.ContentChoice, len(resp.Choices))}
+	for i, c := range resp.Choices {
+		if c != nil {
+			cc := *c
+			cc.GenerationInfo = nil
+			bare.Choices[i] = &cc
+		}
+	}
+	_ = h.cps.Record(ctx, key, bare) // still unencodable: the call is not recorded
+}
+
+// replayed reports whether key was recorded by an earlier attempt, with
+// its output decoded into out, and that attempt.
+func (h *Handler) replayed(ctx context.Context, key string, out any) (int, bool, error) {
+	if key == "" {
+		return 0, false, nil
+	}
+	return h.cps.Replay(ctx, key, out)
+}
+
+// TaskHandler returns a Handler reporting to t.Progress that records the
+// task's model and tool calls in t.Checkpoints and replays those an
+// earlier attempt recorded (see Model and Tool). Flow.Run uses it; a flow
+// written in plain Go that runs chains itself does too:
+//
+//	ctx = lcflow.WithHandler(ctx, lcflow.TaskHandler(t))
+func TaskHandler(t *flow.Task) *Handler {
+	h := NewHandler(t.Progress)
+	h.cps = t.Checkpoints
+	return h
+}
