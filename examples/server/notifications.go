@@ -21,7 +21,10 @@ type notificationsAnswer struct {
 // notificationsHandler answers GET /notifications/{id}/ for the demo page:
 // where the notifications of a finished task stand (queued, sending,
 // retrying, sent or failed), one per channel; {"enabled": false} when
-// notifier is nil; 404 for an unknown task.
+// notifier is nil; 404 for an unknown task. It is the demo's own route,
+// outside ssehttp's access checks: the demo names no callers (every task
+// is everyone's); a host that sets ssehttp.Config.Identify must check the
+// caller against the task's owner here too.
 func notificationsHandler(broker *queue.Broker, notifier *notify.Notifier, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
