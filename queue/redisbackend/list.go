@@ -224,8 +224,10 @@ type wrongMember struct {
 }
 
 // repair makes the index agree with the tasks of wrong, read from key
-// (the index of flow, or the queue's when flow is ""), in one round trip:
-// a task that is gone leaves key (and the queue's index); one in another
+// (the index of flow, or the queue's when flow is ""), in one round trip
+// (two when a task whose flow is unknown is gone): a task that is gone
+// leaves key, the queue's index and its flow's (every flow's, when its
+// flow is unknown: its hash is gone with it); one in another
 // state moves to it, in the queue's index and its flow's, with the time
 // its hash gives. A move to a SUCCESS or FAILURE overwrites the score
 // whatever it was, since an ended task changes no more; any other moves
@@ -233,11 +235,22 @@ type wrongMember struct {
 func (b *Backend) repair(ctx context.Context, key, flow string, wrong []wrongMember) error {
 	c := b.client
 	var cmds rueidis.Commands
+	var flows []string // every flow's, for a task gone whose flow is unknown
 	for _, w := range wrong {
 		if w.task == nil {
 			cmds = append(cmds, c.B().Zrem().Key(key).Member(w.id).Build())
 			if flow != "" {
 				cmds = append(cmds, c.B().Zrem().Key(b.indexKey()).Member(w.id).Build())
+				continue
+			}
+			if flows == nil {
+				var err error
+				if flows, err = c.Do(ctx, c.B().Smembers().Key(b.flowsKey()).Build()).AsStrSlice(); err != nil {
+					return b.wrap(ctx, "repair the task index", err)
+				}
+			}
+			for _, f := range flows {
+				cmds = append(cmds, c.B().Zrem().Key(b.flowIndexKey(f)).Member(w.id).Build())
 			}
 			continue
 		}
