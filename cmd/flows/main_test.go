@@ -283,8 +283,17 @@ func TestShowFollow(t *testing.T) {
 				defer close(done)
 				code, out, _ = f.flows(t, "show", "-follow", id)
 			}()
-			// Let the command print the task and subscribe, then let it end.
-			time.Sleep(100 * time.Millisecond)
+			// Let the command print the task and subscribe to its live
+			// events, then let it end.
+			channel := f.prefix + ":{" + id + "}:live"
+			require.Eventually(t, func() bool {
+				n, err := f.srv.Do("PUBSUB", "SHARDNUMSUB", channel).ToArray()
+				if err != nil || len(n) != 2 {
+					return false
+				}
+				subs, err := n[1].AsInt64()
+				return err == nil && subs > 0
+			}, waitLimit, 5*time.Millisecond, "show -follow subscribes")
 			f.gate <- struct{}{}
 			select {
 			case <-done:
