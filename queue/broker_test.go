@@ -283,3 +283,19 @@ func TestWorkerConfigMisuseFailsAtStart(t *testing.T) {
 		queue.NewWorker(mem, store, queue.WorkerConfig{Lease: time.Minute, FinishHookTimeout: 30 * time.Second, OnFinish: []queue.FinishHook{ok}})
 	}, "half the lease is allowed")
 }
+
+// storeOnly hides every method of a store but those of progress.Store.
+type storeOnly struct{ progress.Store }
+
+// TestWaitNeedsALiveFeed: a Broker whose store cannot subscribe says so
+// when asked to Wait, and does everything else.
+func TestWaitNeedsALiveFeed(t *testing.T) {
+	ctx := context.Background()
+	b := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), storeOnly{progress.NewMemoryStore(progress.MemoryConfig{})}, queue.BrokerConfig{})
+	id, err := b.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	info, err := b.Wait(ctx, id)
+	assert.ErrorIs(t, err, queue.ErrNoSubscriber)
+	assert.Contains(t, err.Error(), "queue_test.storeOnly", "names the store's type")
+	assert.Nil(t, info)
+}

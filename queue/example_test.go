@@ -192,3 +192,36 @@ func ExampleWorkerConfig_onFinish() {
 	// Output:
 	// add SUCCESS 3
 }
+
+// Wait blocks until a task ends and returns its final snapshot: a Go
+// caller's answer to "tell me when it is done", without an event stream.
+func ExampleBroker_Wait() {
+	flows := registry.New()
+	flows.MustRegister("double", flow.Typed(func(ctx context.Context, in struct{ N int }, t *flow.Task) (int, error) {
+		return 2 * in.N, nil
+	}))
+	backend := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: flows, Logger: slog.New(slog.DiscardHandler)})
+	ctx, stop := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() { stopped <- worker.Run(ctx) }()
+	defer func() { stop(); <-stopped }()
+
+	id, err := broker.Enqueue(context.Background(), "double", json.RawMessage(`{"N":21}`), queue.EnqueueOptions{})
+	if err != nil {
+		fmt.Println("enqueue:", err)
+		return
+	}
+	waitCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	info, err := broker.Wait(waitCtx, id)
+	if err != nil {
+		fmt.Println("wait:", err)
+		return
+	}
+	fmt.Println(info.Task.Flow, info.Snapshot.State, string(info.Snapshot.Details.FinalResult))
+	// Output:
+	// double SUCCESS 42
+}

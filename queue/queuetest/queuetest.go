@@ -56,6 +56,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("Idempotency", func(t *testing.T) { runIdempotency(t, newBackends) })
 	t.Run("Inspector", func(t *testing.T) { runInspector(t, newBackends) })
 	t.Run("Steps", func(t *testing.T) { runSteps(t, newBackends) })
+	t.Run("Wait", func(t *testing.T) { runWait(t, newBackends) })
 }
 
 const (
