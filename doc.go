@@ -130,7 +130,7 @@
 //	POST /start-task/          {"flow": "greet", "inputs": {"name": "Ada"}} -> {"task_id": "..."}
 //	GET  /task-status/{id}/    the task's progress as a text/event-stream
 //	GET  /flows/               the registered flows with their input schemas
-//	GET  /tasks/{id}/          the task's current snapshot as JSON
+//	GET  /tasks/{id}/          the task's current snapshot as JSON (?wait=30s: once it ends)
 //	POST /cancel-task/{id}/    ask a pending or running task to stop (202)
 //
 // Every default message of the event stream carries the task's full

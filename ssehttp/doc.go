@@ -14,6 +14,7 @@
 //	GET  /task-status/{id}/     text/event-stream of the task's snapshots
 //	GET  /flows/                200 [{"name", "description", "input_schema", "labels"}, ...]
 //	GET  /tasks/{id}/           200 {"task_id", "state", "details", "last_event_id", ...}
+//	GET  /tasks/{id}/?wait=30s  the same, once the task has ended or 30 s have passed
 //	POST /cancel-task/{id}/     202 {"task_id": "...", "status": "cancelling"}
 //
 // With Config.Inspector set, the operators' routes too (see Operators):
@@ -28,6 +29,18 @@
 // works under any prefix), and OPTIONS, for the preflight requests of
 // pages on other origins (see Cross-origin use).
 //
+// # Long poll
+//
+// GET /tasks/{id}/?wait=<duration> (a Go duration: 30s, 1m30s) is for
+// clients that cannot hold an event stream: it answers as soon as the task
+// ends, from the progress store's live feed (through Queue.Wait when the
+// Queue is a TaskWaiter, as *queue.Broker is), or once the wait has passed,
+// with the task as it is then; the JSON is the same as without the
+// parameter, so a client checks "state" to know which. Config.MaxWait (60
+// s by default) caps the wait; a wait that is not a duration, or is
+// negative, is answered with 400. A client that hangs up frees everything
+// its wait held.
+//
 // # Errors
 //
 // Every error is a JSON body {"error": "message"} with Content-Type
@@ -35,6 +48,7 @@
 // causes of 5xx answers are logged, never sent. Statuses:
 //
 //	400  start-task body that is not one JSON object, or without a "flow" string;
+//	     a wait parameter that is not a non-negative duration;
 //	     a key repeated in one object of the body outside "inputs"; a key
 //	     that is "flow" or "inputs" but for case; a Last-Event-ID the
 //	     progress store cannot parse; on the operators' routes, an unknown

@@ -23,6 +23,7 @@ const (
 	DefaultRetry        = 3 * time.Second
 	DefaultWriteTimeout = 30 * time.Second
 	DefaultBodyTimeout  = 10 * time.Second
+	DefaultMaxWait      = 60 * time.Second
 )
 
 // Queue is what the Handler needs from the task queue: accepting and
@@ -46,6 +47,17 @@ type TaskInspector interface {
 	// Task returns the task with its snapshot, or an error wrapping
 	// queue.ErrNotFound.
 	Task(ctx context.Context, id string) (*queue.TaskInfo, error)
+}
+
+// TaskWaiter may be implemented by a Queue to answer GET /tasks/{id}/ with
+// ?wait=: Wait returns the task once it has ended (see queue.Broker.Wait,
+// which implements it). Without it, the Handler waits on Progress's live
+// feed and answers without the queue's record.
+type TaskWaiter interface {
+	// Wait returns the task with its terminal snapshot once it has
+	// ended, an error wrapping queue.ErrNotFound for an unknown task, or
+	// ctx's error when ctx ends first.
+	Wait(ctx context.Context, id string) (*queue.TaskInfo, error)
 }
 
 // Config configures a Handler. Queue and Progress are required; every
@@ -92,6 +104,10 @@ type Config struct {
 	// deadlines (net/http's can; a wrapper must have an Unwrap method);
 	// a warning is logged once otherwise. Zero means DefaultBodyTimeout.
 	BodyTimeout time.Duration
+
+	// MaxWait caps the long poll of GET /tasks/{id}/?wait=<duration>: a
+	// longer wait asked for is cut to it. Zero means DefaultMaxWait.
+	MaxWait time.Duration
 
 	// Identify names the caller of a request (a session cookie's user, a
 	// bearer token's subject): see Principal for what a task's owner and
@@ -176,8 +192,8 @@ func New(cfg Config) *Handler {
 	if _, ok := cfg.Queue.(TaskInspector); cfg.Identify != nil && !ok {
 		panic("ssehttp.New: Config.Identify needs a Queue that is a TaskInspector, to find the owner of a task")
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 || cfg.BodyTimeout < 0 {
-		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry, WriteTimeout or BodyTimeout")
+	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 || cfg.BodyTimeout < 0 || cfg.MaxWait < 0 {
+		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry, WriteTimeout, BodyTimeout or MaxWait")
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = registry.Default
@@ -196,6 +212,9 @@ func New(cfg Config) *Handler {
 	}
 	if cfg.BodyTimeout == 0 {
 		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.MaxWait == 0 {
+		cfg.MaxWait = DefaultMaxWait
 	}
 	if cfg.CrossOrigin == nil {
 		cfg.CrossOrigin = http.NewCrossOriginProtection()

@@ -65,6 +65,8 @@ type envOptions struct {
 	// noInspector leaves Config.Inspector nil, which newEnv otherwise
 	// sets to an Inspector of the test's backends.
 	noInspector bool
+	// queue, when set, makes the handler's Queue from the broker.
+	queue func(*queue.Broker) ssehttp.Queue
 }
 
 // testRegistry returns a registry with the flows these tests run:
@@ -169,6 +171,9 @@ func newEnv(t *testing.T, opts envOptions) *env {
 	cfg.Queue, cfg.Progress, cfg.Registry = e.broker, e.store, reg
 	if cfg.Inspector == nil && !opts.noInspector {
 		cfg.Inspector = queue.NewInspector(backend, e.store, queue.InspectorConfig{Logger: slog.New(slog.DiscardHandler)})
+	}
+	if opts.queue != nil {
+		cfg.Queue = opts.queue(e.broker)
 	}
 	e.handler = ssehttp.New(cfg)
 	var h http.Handler = e.handler

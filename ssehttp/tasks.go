@@ -1,6 +1,7 @@
 package ssehttp
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -40,38 +41,98 @@ func (r *taskResponse) setSnapshot(snap progress.Snapshot, last string) {
 	r.UpdatedAt, r.StartedAt, r.EndedAt = snap.UpdatedAt, snap.StartedAt, snap.EndedAt
 }
 
-// task serves GET /tasks/{id}/: the task's current snapshot as JSON.
+// task serves GET /tasks/{id}/: the task's current snapshot as JSON. With
+// ?wait=<duration> (30s, 1m...) it answers once the task has ended, or
+// once the duration (at most Config.MaxWait) has passed, with the same
+// JSON as without the parameter.
 func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	wait, ok := h.waitParam(w, r)
+	if !ok {
+		return
+	}
 	info, ok := h.taskAccess(w, r, ActionRead, id)
 	if !ok {
 		return
 	}
-	resp := taskResponse{TaskID: id}
-	if insp, ok := h.cfg.Queue.(TaskInspector); ok {
-		if info == nil {
-			var err error
-			if info, err = insp.Task(r.Context(), id); err != nil {
-				h.notFoundOr(w, r, "get task", err)
-				return
-			}
-		}
-		resp.setSnapshot(info.Snapshot, info.LastEventID)
-		if info.Task != nil {
-			resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempt
-		}
-	} else {
-		snap, last, err := h.cfg.Progress.Snapshot(r.Context(), id)
-		if err != nil {
-			h.notFoundOr(w, r, "get snapshot", err)
+	if wait > 0 {
+		ended, err := h.waitEnd(w, r, id, wait)
+		switch {
+		case err == nil:
+			info = ended
+		case r.Context().Err() != nil:
+			return // the client left
+		case errors.Is(err, context.DeadlineExceeded):
+			info = nil // the wait passed: the task as it is now
+		default:
+			h.notFoundOr(w, r, "wait for task", err)
 			return
 		}
-		resp.setSnapshot(snap, last)
+	}
+	if info == nil {
+		var err error
+		if info, err = h.taskInfo(r, id); err != nil {
+			h.notFoundOr(w, r, "get task", err)
+			return
+		}
+	}
+	resp := taskResponse{TaskID: id}
+	resp.setSnapshot(info.Snapshot, info.LastEventID)
+	if info.Task != nil {
+		resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempt
 	}
 	if resp.Details.StepResults == nil {
 		resp.Details.StepResults = []progress.StepResult{}
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// taskInfo reads the task with its snapshot from the Queue, when it is a
+// TaskInspector, or else its snapshot from Progress.
+func (h *Handler) taskInfo(r *http.Request, id string) (*queue.TaskInfo, error) {
+	if insp, ok := h.cfg.Queue.(TaskInspector); ok {
+		return insp.Task(r.Context(), id)
+	}
+	snap, last, err := h.cfg.Progress.Snapshot(r.Context(), id)
+	if err != nil {
+		return nil, err
+	}
+	return &queue.TaskInfo{Snapshot: snap, LastEventID: last}, nil
+}
+
+// waitParam reads the wait parameter of GET /tasks/{id}/: a Go duration
+// (30s, 1m30s), zero when absent, capped at Config.MaxWait. A malformed
+// or negative one is answered with 400, and ok is false.
+func (h *Handler) waitParam(w http.ResponseWriter, r *http.Request) (wait time.Duration, ok bool) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, true
+	}
+	wait, err := time.ParseDuration(v)
+	if err != nil || wait < 0 {
+		writeError(w, http.StatusBadRequest, "wait must be a duration such as 30s, at most "+h.cfg.MaxWait.String())
+		return 0, false
+	}
+	return min(wait, h.cfg.MaxWait), true
+}
+
+// waitEnd waits for task id to end, at most wait: through the Queue when
+// it is a TaskWaiter, else on Progress's live feed. The write deadline is
+// moved past the wait, so that a server's WriteTimeout shorter than it
+// does not cut the answer. It returns context.DeadlineExceeded when the
+// wait passed first.
+func (h *Handler) waitEnd(w http.ResponseWriter, r *http.Request, id string, wait time.Duration) (*queue.TaskInfo, error) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + h.cfg.WriteTimeout))
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	if waiter, ok := h.cfg.Queue.(TaskWaiter); ok {
+		return waiter.Wait(ctx, id)
+	}
+	snap, last, err := progress.WaitFinished(ctx, h.cfg.Progress, id)
+	if err != nil {
+		return nil, err
+	}
+	return &queue.TaskInfo{Snapshot: snap, LastEventID: last}, nil
 }
 
 // cancelResponse is the body of an accepted cancel-task.
