@@ -11,7 +11,7 @@
 // Routes, relative to the mount point:
 //
 //	POST /start-task/           {"flow": "name", "inputs": {...}} -> 200 {"task_id": "..."}
-//	GET  /task-status/{id}/     text/event-stream of the task's snapshots
+//	GET  /task-status/{id}/     text/event-stream of the task's snapshots (?mode=updates: of what changed)
 //	GET  /flows/                200 [{"name", "description", "input_schema", "labels"}, ...]
 //	GET  /tasks/{id}/           200 {"task_id", "state", "details", "last_event_id", ...}
 //	GET  /tasks/{id}/?wait=30s  the same, once the task has ended or 30 s have passed
@@ -147,6 +147,38 @@
 // the store is back, each once and in order, as far as the store's
 // Subscribe promises it (the Redis backend's does, across a Redis
 // restart). Opening a stream while the store is down is answered with 503.
+//
+// # Stream modes
+//
+// Every default message repeats every step so far: a run of 200 steps
+// sends about 20,000 step copies to a client that watches it from its
+// start. A client that keeps the state itself asks for the update stream
+// instead, GET /task-status/{id}/?mode=updates (the mode parameter also
+// takes "snapshots", the default; any other value, or the parameter given
+// twice, is a 400). Its messages are all named, so EventSource.onmessage
+// sees none of them:
+//
+//   - first, "event: snapshot": the whole snapshot, as a default message
+//     carries it, that the client builds its state from. Its id is the
+//     Last-Event-ID the stream resumes after (the snapshot at that event),
+//     or empty for a watch from the start (the PENDING snapshot before the
+//     first event);
+//   - then, for every event after it, with the event's id, "event: update"
+//     with what the event changed, and nothing else: "state", "status",
+//     "progress", "final_result", "started_at", "ended_at" when they
+//     changed; "step" and "index" for the step result the event appended
+//     and its index in step_results; and "at", when the event was
+//     recorded. For example {"step": {"type": "log", "message": "Searching",
+//     "at": "..."}, "index": 12, "at": "..."}. Tokens come as "event: token"
+//     messages, as in the default stream.
+//
+// The ids, the resume rules, the 204 after the end and the heartbeats are
+// those of the default stream: a client that reconnects with its
+// Last-Event-ID gets the snapshot at that id, then every later update
+// once. A client applies a snapshot by replacing its state, and an update
+// by setting the members it carries (status and progress are in
+// "details" in a snapshot, updated_at is "at") and appending "step", whose
+// "index" is the number of steps it holds.
 //
 // # Cross-origin use
 //

@@ -78,11 +78,10 @@ func (e *snapshotEncoder) appendSnapshot(buf []byte, snap progress.Snapshot) ([]
 	for _, f := range [...]struct {
 		name string
 		at   time.Time
-	}{{`,"updated_at":"`, snap.UpdatedAt}, {`,"started_at":"`, snap.StartedAt}, {`,"ended_at":"`, snap.EndedAt}} {
+	}{{`,"updated_at":`, snap.UpdatedAt}, {`,"started_at":`, snap.StartedAt}, {`,"ended_at":`, snap.EndedAt}} {
 		if !f.at.IsZero() {
 			buf = append(buf, f.name...)
-			buf = f.at.AppendFormat(buf, time.RFC3339Nano)
-			buf = append(buf, '"')
+			buf = appendTime(buf, f.at)
 		}
 	}
 	return append(buf, '}'), nil

@@ -87,13 +87,15 @@ func recordedStream(t testing.TB, rec *httptest.ResponseRecorder) []message {
 }
 
 // FuzzLastEventID resumes a finished task's stream after arbitrary ids,
-// in the header or the query: the answer is a 400 JSON error, a 204 after
-// the terminal event, or exactly the events after the id (all of them for
-// an id the task never issued).
+// in the header or the query, in either mode: the answer is a 400 JSON
+// error, a 204 after the terminal event, or exactly the events after the
+// id (all of them for an id the task never issued); an update stream
+// opens with a snapshot message carrying the id it resumed after.
 func FuzzLastEventID(f *testing.F) {
 	for _, seed := range []string{"", "0", "1", "2", "5", "6", "99", "01", " 1", "-1", "abc", "1\n", "18446744073709551616", "\x00"} {
-		f.Add(seed, false)
-		f.Add(seed, true)
+		f.Add(seed, false, false)
+		f.Add(seed, true, false)
+		f.Add(seed, false, true)
 	}
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
 	ctx := context.Background()
@@ -110,10 +112,17 @@ func FuzzLastEventID(f *testing.F) {
 	require.NoError(f, err)
 	h := ssehttp.New(ssehttp.Config{Queue: acceptingQueue{}, Progress: store})
 
-	serve := func(lastID string, viaQuery bool) *httptest.ResponseRecorder {
-		target := "/task-status/" + id + "/"
+	serve := func(lastID string, viaQuery, updates bool) *httptest.ResponseRecorder {
+		q := url.Values{}
 		if viaQuery {
-			target += "?lastEventId=" + url.QueryEscape(lastID)
+			q.Set("lastEventId", lastID)
+		}
+		if updates {
+			q.Set("mode", "updates")
+		}
+		target := "/task-status/" + id + "/"
+		if len(q) > 0 {
+			target += "?" + q.Encode()
 		}
 		req := httptest.NewRequest(http.MethodGet, target, nil)
 		if !viaQuery {
@@ -123,13 +132,17 @@ func FuzzLastEventID(f *testing.F) {
 		h.ServeHTTP(rec, req)
 		return rec
 	}
-	rec := serve("", false)
+	rec := serve("", false, false)
 	require.Equal(f, http.StatusOK, rec.Code)
 	full := recordedStream(f, rec)
 	require.Len(f, full, 6)
+	rec = serve("", false, true)
+	require.Equal(f, http.StatusOK, rec.Code)
+	fullUpdates := recordedStream(f, rec)
+	require.Len(f, fullUpdates, 7, "a snapshot, then one message per event")
 
-	f.Fuzz(func(t *testing.T, lastID string, viaQuery bool) {
-		rec := serve(lastID, viaQuery)
+	f.Fuzz(func(t *testing.T, lastID string, viaQuery, updates bool) {
+		rec := serve(lastID, viaQuery, updates)
 		switch rec.Code {
 		case http.StatusBadRequest:
 			assert.Contains(t, errorOf(t, rec.Result(), rec.Body.Bytes()), "Last-Event-ID")
@@ -139,6 +152,17 @@ func FuzzLastEventID(f *testing.F) {
 		case http.StatusOK:
 			got := recordedStream(t, rec)
 			i := slices.IndexFunc(full, func(m message) bool { return m.ID == lastID })
+			if updates {
+				require.NotEmpty(t, got)
+				assert.Equal(t, "snapshot", got[0].Event)
+				if lastID != "" && i >= 0 {
+					assert.Equal(t, lastID, got[0].ID, "the snapshot at the id resumed after")
+					assert.Equal(t, fullUpdates[i+2:], got[1:], "resumed after %q", lastID)
+				} else {
+					assert.Equal(t, fullUpdates, got, "an id never issued restarts: %q", lastID)
+				}
+				return
+			}
 			if lastID != "" && i >= 0 {
 				assert.Equal(t, full[i+1:], got, "resumed after %q", lastID)
 			} else {

@@ -316,9 +316,19 @@ func (e *env) open(t *testing.T, id, header, query string) *watch {
 // the status is 200.
 func (e *env) openStatus(t *testing.T, id, header, query string) (*watch, int) {
 	t.Helper()
-	u := e.server.URL + "/task-status/" + id + "/"
+	q := url.Values{}
 	if query != "" {
-		u += "?lastEventId=" + url.QueryEscape(query)
+		q.Set("lastEventId", query)
+	}
+	return e.openQuery(t, id, header, q)
+}
+
+// openQuery is openStatus with the query given whole.
+func (e *env) openQuery(t *testing.T, id, header string, query url.Values) (*watch, int) {
+	t.Helper()
+	u := e.server.URL + "/task-status/" + id + "/"
+	if len(query) > 0 {
+		u += "?" + query.Encode()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)

@@ -31,6 +31,11 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "malformed Last-Event-ID")
 		return
 	}
+	mode, err := parseMode(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
 
 	ctx := r.Context()
 	sub, err := h.open(ctx, id, lastID)
@@ -67,7 +72,12 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	}
 
 	s.write("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
-	if sub.initial {
+	switch {
+	case mode == modeUpdates:
+		// What the client rebuilds its state from: the snapshot at its
+		// Last-Event-ID, or the PENDING one before the first event.
+		s.snapshotEvent(lastIDIfResumed(lastID, sub), sub.snap)
+	case sub.initial:
 		s.snapshot("", sub.snap)
 	}
 	if err := s.flush(); err != nil {
@@ -88,9 +98,14 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 				// the client reconnect with its Last-Event-ID.
 				return
 			}
-			if ev.Type == progress.EventToken {
+			switch {
+			case ev.Type == progress.EventToken:
 				s.token(ev)
-			} else {
+			case mode == modeUpdates:
+				before := markOf(&sub.snap)
+				sub.snap.Apply(ev)
+				s.update(ev.ID, before, &sub.snap)
+			default:
 				sub.snap.Apply(ev)
 				s.snapshot(ev.ID, sub.snap)
 			}
@@ -115,6 +130,9 @@ type subscription struct {
 	// initial is set when the client has seen nothing and the task has
 	// no event yet: snap, the PENDING snapshot, is sent first.
 	initial bool
+	// resumed is set when the watch goes on after the client's
+	// Last-Event-ID: snap is the snapshot at that event.
+	resumed bool
 	// cancel ends the subscription and frees what the store holds for it.
 	cancel context.CancelFunc
 }
@@ -146,7 +164,7 @@ func (h *Handler) open(ctx context.Context, id, lastID string) (*subscription, e
 		for _, ev := range past {
 			snap.Apply(ev)
 			if ev.ID == lastID {
-				return &subscription{snap: snap, events: events, cancel: cancel}, nil
+				return &subscription{snap: snap, events: events, resumed: true, cancel: cancel}, nil
 			}
 		}
 		// An id the task never issued: drop this subscription and start
@@ -220,10 +238,36 @@ func (s *stream) message(id, event string, appendData func([]byte) ([]byte, erro
 	putBuf(bp)
 }
 
+// lastIDIfResumed is the id of the snapshot an update stream opens with:
+// the client's Last-Event-ID when the watch resumes after it, else none
+// (the PENDING snapshot before the first event).
+func lastIDIfResumed(lastID string, sub *subscription) string {
+	if sub.resumed {
+		return lastID
+	}
+	return ""
+}
+
 // snapshot writes a default message carrying snap, which must be the
 // stream's snapshot (the encoder keeps the steps it has encoded).
 func (s *stream) snapshot(id string, snap progress.Snapshot) {
 	s.message(id, "", func(buf []byte) ([]byte, error) { return s.enc.appendSnapshot(buf, snap) })
+}
+
+// snapshotEvent writes a named "snapshot" message carrying snap, the
+// first message of an update stream. Its encoding is not kept: nothing
+// encodes the steps again.
+func (s *stream) snapshotEvent(id string, snap progress.Snapshot) {
+	s.message(id, "snapshot", func(buf []byte) ([]byte, error) {
+		var enc snapshotEncoder
+		return enc.appendSnapshot(buf, snap)
+	})
+}
+
+// update writes a named "update" message: what the event with the given
+// id changed from before to snap.
+func (s *stream) update(id string, before snapshotMark, snap *progress.Snapshot) {
+	s.message(id, "update", func(buf []byte) ([]byte, error) { return appendUpdate(buf, before, snap) })
 }
 
 // token writes a named "token" message.

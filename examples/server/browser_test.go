@@ -157,6 +157,9 @@ func TestDemoPage(t *testing.T) {
 
 		lengths := eval[[]int](p, "__liveLengths["+jsString(id)+"] || []")
 		assert.GreaterOrEqual(t, len(lengths), 4, "the text appeared token by token: lengths %v", lengths)
+		for _, r := range srv.cutter.seen() {
+			assert.Equal(t, "updates", r.Mode, "the page reads the update stream: %+v", r)
+		}
 	})
 
 	t.Run("web_search_flow checks its input and shows the search as a tool result", func(t *testing.T) {
@@ -243,6 +246,45 @@ func TestDemoPage(t *testing.T) {
 			}
 		}
 		assert.True(t, resumed, "after the reload the stream resumed with ?lastEventId=: %+v", srv.cutter.seen())
+	})
+
+	t.Run("a reload whose kept card fell behind is drawn again from the stream's opening snapshot", func(t *testing.T) {
+		srv := startPageServer(t, fastStep, 60*time.Millisecond)
+		p := openPage(t, browser, srv.URL, artifacts)
+
+		id := p.startFlow(exampleflows.PoemFlowName, nil)
+		before := p.waitCard(id, "the poem streaming", `c.state === 'PROGRESS' && c.live.length > 0`)
+		require.NotEmpty(t, before.Steps)
+		// Keep the last event id but lose the kept steps and state, as a
+		// page whose storage was written before its last messages would;
+		// stop the page from writing over the change as it goes away.
+		p.waitFor("the task kept with its last event id", `(() => {
+			const list = JSON.parse(localStorage.getItem(Object.keys(localStorage)[0]) || '[]');
+			return list.length > 0 && list[0].lastEventId !== '';
+		})()`)
+		eval[bool](p, `(() => {
+			const key = Object.keys(localStorage)[0];
+			const list = JSON.parse(localStorage.getItem(key));
+			list[0].snap = { state: 'PENDING', details: { status: 'Queued', progress: 0, step_results: [], final_result: null } };
+			localStorage.setItem(key, JSON.stringify(list));
+			Storage.prototype.setItem = () => {};
+			return true;
+		})()`)
+		srv.cutter.cutAndHold() // the resumed stream waits until the card is looked at
+		n := len(srv.cutter.seen())
+		p.reload()
+		require.Eventually(t, func() bool { return len(srv.cutter.seen()) > n }, waitTimeout, pollInterval, "the page asks for the stream again")
+		behind := p.card(id)
+		assert.Equal(t, "PENDING", behind.State, "drawn from what was kept")
+		assert.Empty(t, behind.Steps)
+
+		srv.cutter.release()
+		card := p.waitCard(id, "the resumed task's SUCCESS", `c.state === 'SUCCESS'`)
+		assertCardMatches(t, card, srv.snapshot(t, id))
+		seen := srv.cutter.seen()[n:]
+		require.NotEmpty(t, seen)
+		assert.NotEmpty(t, seen[0].LastEventID, "it resumed after the kept id: %+v", seen)
+		assert.Equal(t, "updates", seen[0].Mode)
 	})
 
 	t.Run("a stream cut by the server shows reconnecting, then resumes", func(t *testing.T) {

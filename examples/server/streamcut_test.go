@@ -28,6 +28,9 @@ type streamRequest struct {
 	// FromHeader tells that LastEventID came in the header, as an
 	// EventSource sends it when it reconnects by itself.
 	FromHeader bool
+	// Mode is the stream mode the client asked for (the mode query
+	// parameter).
+	Mode string
 	// Status is the response's status code, 0 until it is written.
 	Status int
 }
@@ -43,7 +46,7 @@ func (c *streamCutter) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		req := &streamRequest{LastEventID: r.Header.Get("Last-Event-ID")}
+		req := &streamRequest{LastEventID: r.Header.Get("Last-Event-ID"), Mode: r.URL.Query().Get("mode")}
 		req.FromHeader = req.LastEventID != ""
 		if !req.FromHeader {
 			req.LastEventID = r.URL.Query().Get("lastEventId")

@@ -4,18 +4,24 @@
 // Every URL is relative, so the page works wherever the API is mounted.
 //
 // How a card stays exact:
-//   - Every default message of a task's stream carries the task's whole
-//     snapshot, so a card is drawn from the latest snapshot alone; its
-//     steps come from the snapshot's step_results and cannot repeat.
-//   - Tokens ("event: token") are the only pieces added one by one. Each
-//     message has an id, and a token is added only when its id comes after
-//     the last id the card has seen, so a replay never doubles the text.
+//   - The page reads the update stream (?mode=updates): it opens with an
+//     "event: snapshot" message, the task's whole snapshot at the point
+//     the stream starts from, which replaces what the card holds; then
+//     each "event: update" carries only what one event changed (a step
+//     with its index, the status, the percentage...), which the card
+//     merges into its snapshot. A step lands at its index, so a replay
+//     cannot show it twice.
+//   - Updates and tokens ("event: token") are added one by one. Each
+//     message has an id, and one is applied only when its id comes after
+//     the last id the card has seen, so a replay never doubles anything.
 //   - The task list, each card's last snapshot, last event id and streamed
 //     text are kept in localStorage. After a reload, a card is drawn from
 //     what was kept and its stream resumes after the kept id, through the
 //     lastEventId query parameter: a new EventSource cannot send the
 //     Last-Event-ID header. (When a live stream drops, the EventSource
-//     reconnects by itself and sends that header.)
+//     reconnects by itself and sends that header.) A resumed stream opens
+//     with the snapshot at that id, so the card is right even if what was
+//     kept was not.
 //   - A stream that resumes after the task's end is answered 204, which
 //     stops the EventSource for good; the card then reads the task once.
 (function () {
@@ -139,6 +145,29 @@
     const b = eventOrder(last);
     if (!a || !b) return id !== last;
     return a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+  }
+
+  // applyUpdate returns snap with the update u of an update stream merged
+  // in: the members u carries replace the snapshot's, and u.step lands at
+  // u.index of step_results (dropping any steps after it, which a resumed
+  // stream sends again).
+  function applyUpdate(snap, u) {
+    const base = snap || { state: 'PENDING', details: { status: '', progress: 0, step_results: [], final_result: null } };
+    const details = { ...(base.details || {}) };
+    const next = { ...base, details };
+    if ('state' in u) next.state = u.state;
+    if ('status' in u) details.status = u.status;
+    if ('progress' in u) details.progress = u.progress;
+    if ('step' in u && Number.isInteger(u.index) && u.index >= 0) {
+      const steps = Array.isArray(details.step_results) ? details.step_results : [];
+      details.step_results = u.index === steps.length ? steps : steps.slice(0, u.index);
+      details.step_results.push(u.step);
+    }
+    if ('final_result' in u) details.final_result = u.final_result;
+    if ('started_at' in u) next.started_at = u.started_at;
+    if ('ended_at' in u) next.ended_at = u.ended_at;
+    if ('at' in u) next.updated_at = u.at;
+    return next;
   }
 
   // ---- the kept task list ---------------------------------------------------
@@ -518,8 +547,8 @@
         if (this.finished()) streams.release(this);
         return;
       }
-      let url = `task-status/${encodeURIComponent(this.id)}/`;
-      if (this.lastEventId) url += `?lastEventId=${encodeURIComponent(this.lastEventId)}`;
+      let url = `task-status/${encodeURIComponent(this.id)}/?mode=updates`;
+      if (this.lastEventId) url += `&lastEventId=${encodeURIComponent(this.lastEventId)}`;
       const source = new EventSource(url);
       this.source = source;
       if (this.item.dataset.connection !== 'reconnecting') this.setConnection('connecting');
@@ -528,11 +557,10 @@
         this.retries = 0;
         this.setConnection('live');
       };
-      source.onmessage = (e) => {
+      // The state the stream starts from: the snapshot at the id it
+      // resumes after, or the PENDING one (no id) before the first event.
+      source.addEventListener('snapshot', (e) => {
         if (source !== this.source) return;
-        // An event the card has seen (a replay from the start) is skipped;
-        // the PENDING snapshot sent before any event has no id.
-        if (!isAfter(e.lastEventId, this.lastEventId)) return;
         let snap;
         try {
           snap = JSON.parse(e.data);
@@ -540,10 +568,22 @@
           return;
         }
         if (e.lastEventId) this.lastEventId = e.lastEventId;
-        this.render(snap, true);
-        storage.saveSoon();
-        if (TERMINAL.has(snap.state)) this.stop('closed');
-      };
+        this.show(snap);
+      });
+      source.addEventListener('update', (e) => {
+        if (source !== this.source) return;
+        // An event the card has seen (a replay from the start) is skipped.
+        if (!isAfter(e.lastEventId, this.lastEventId)) return;
+        let u;
+        try {
+          u = JSON.parse(e.data);
+        } catch (_) {
+          return;
+        }
+        if (!u || typeof u !== 'object') return;
+        this.lastEventId = e.lastEventId;
+        this.show(applyUpdate(this.snap, u));
+      });
       source.addEventListener('token', (e) => {
         if (source !== this.source) return;
         if (!isAfter(e.lastEventId, this.lastEventId)) return;
@@ -574,6 +614,14 @@
         this.source = null;
         this.recover();
       };
+    }
+
+    // show draws a snapshot the stream gave, keeps it, and closes the
+    // stream once the task has ended.
+    show(snap) {
+      this.render(snap, true);
+      storage.saveSoon();
+      if (TERMINAL.has(snap.state)) this.stop('closed');
     }
 
     // recover reads the task once after its stream was refused: it draws
@@ -611,7 +659,8 @@
     // peekSoon reads the task's snapshot in a moment, and again after
     // that, while the card waits for a stream: a waiting card still shows
     // the state and steps, if not the tokens. When the stream opens from
-    // the first event, its snapshots replace what the peeks showed.
+    // the first event, its opening snapshot and updates replace what the
+    // peeks showed.
     peekSoon() {
       clearTimeout(this.peekTimer);
       this.peekTimer = setTimeout(async () => {
