@@ -75,7 +75,7 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			// break the concurrency limit: give the extra back.
 			w.log.Error("flows: backend leased more tasks than asked for", "asked", n, "got", len(leases))
 			for _, l := range leases[n:] {
-				w.giveBack(context.WithoutCancel(ctx), l, time.Now())
+				w.giveBack(context.WithoutCancel(ctx), l, time.Now(), EndHandedBack)
 			}
 			leases = leases[:n]
 		}

@@ -134,10 +134,10 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		return
 	}
 	if t.MaxAttempts > 0 && t.Attempt > t.MaxAttempts {
-		j.fail(fmt.Sprintf("gave up after %s: worker lost", plural(t.MaxAttempts, "attempt")))
+		j.fail(fmt.Sprintf("gave up after %s: %s", plural(t.MaxAttempts, "attempt"), t.PreviousEnd.lostText()))
 		return
 	}
-	start := []progress.Event{{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}}
+	start := startEvents(t)
 	if requeued {
 		start = append(start, progress.LogEvent("re-queued from task "+t.RequeuedFrom))
 	}

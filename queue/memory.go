@@ -284,7 +284,7 @@ func (m *Memory) Requeue(ctx context.Context, deadID string, t *Task) error {
 
 // Retry implements Backend. An at in the past, or a cancelled task, is
 // ready at once, behind the tasks already ready.
-func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time) error {
+func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -296,6 +296,7 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time) error {
 	}
 	heap.Remove(&m.timers, mt.index)
 	mt.token = ""
+	mt.task.PreviousEnd = why
 	if at.After(time.Now()) && !mt.task.Cancelled {
 		mt.state, mt.at = memDelayed, at
 		heap.Push(&m.timers, mt)
@@ -409,11 +410,14 @@ func (m *Memory) broadcast() {
 }
 
 // advance makes ready the delayed tasks that are due and the leased tasks
-// whose deadline has passed, in time order, and drops expired records.
-// m.mu is held.
+// whose deadline has passed (their attempt ended: EndLeaseExpired), in
+// time order, and drops expired records. m.mu is held.
 func (m *Memory) advance(now time.Time) {
 	for len(m.timers) > 0 && !m.timers[0].at.After(now) {
 		mt := heap.Pop(&m.timers).(*memTask)
+		if mt.state == memLeased {
+			mt.task.PreviousEnd = EndLeaseExpired
+		}
 		mt.state, mt.at, mt.token, mt.readyAt = memReady, time.Time{}, "", now
 		m.ready.push(mt)
 	}

@@ -112,6 +112,11 @@ type Task struct {
 	// Attempt counts the leases of this task so far: 0 while it waits for
 	// its first run, 1 during the first run, and so on.
 	Attempt int `json:"attempt"`
+	// PreviousEnd says why the attempt before this one ended, "" before
+	// the second: set by the backend as it leases the task (see
+	// AttemptEnd). The worker announces it in the task's log as the
+	// attempt starts.
+	PreviousEnd AttemptEnd `json:"previous_end,omitempty"`
 	// MaxAttempts bounds the runs of the task, counting runs cut short by
 	// a worker's death.
 	MaxAttempts int `json:"max_attempts"`
@@ -176,7 +181,10 @@ type Backend interface {
 	// Fetch blocks until at least one task is ready or ctx ends, then
 	// leases up to max ready tasks to the named worker until now+lease,
 	// incrementing each task's Attempt. Tasks whose lease expired are ready
-	// again. When ctx ends first it returns ctx.Err().
+	// again. Each task's PreviousEnd says why its previous attempt ended:
+	// EndLeaseExpired for a task taken over from an expired lease, what
+	// Retry was told for a task given back, "" for a first attempt. When
+	// ctx ends first it returns ctx.Err().
 	Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*Lease, error)
 
 	// Extend moves l's deadline to now+lease. It returns ErrLeaseLost when
@@ -208,9 +216,10 @@ type Backend interface {
 	Requeue(ctx context.Context, deadID string, t *Task) error
 
 	// Retry gives the task back to be leased again at or after at; a
-	// cancelled task is ready at once (see Cancel). It returns
-	// ErrLeaseLost when l is no longer valid.
-	Retry(ctx context.Context, l *Lease, at time.Time) error
+	// cancelled task is ready at once (see Cancel). why says how the
+	// attempt ended: the next lease of the task carries it in
+	// Task.PreviousEnd. It returns ErrLeaseLost when l is no longer valid.
+	Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error
 
 	// Get returns the stored task, or ErrNotFound. A task stays readable
 	// after Ack for the backend's retention period.

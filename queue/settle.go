@@ -33,7 +33,7 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 			return
 		}
 		j.logger().Info("flows: handing the task back for another worker")
-		j.giveBack(time.Now())
+		j.giveBack(time.Now(), EndShutdown)
 	case succeeded:
 		j.succeed(out.result)
 	default:
@@ -66,7 +66,7 @@ func (j *job) failed(err error) {
 			}
 			return
 		}
-		j.giveBack(time.Now().Add(delay))
+		j.giveBack(time.Now().Add(delay), EndFailed)
 		return
 	}
 	reason := errText(err)
@@ -221,7 +221,7 @@ func (j *job) finished(recordErr error) {
 func (j *job) storeDown(err error) {
 	delay := max(j.w.cfg.Backoff(j.task.Attempt), 0)
 	j.logger().Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay)
-	j.giveBack(time.Now().Add(delay))
+	j.giveBack(time.Now().Add(delay), EndStoreDown)
 }
 
 func (j *job) ack() {
@@ -241,12 +241,14 @@ func (j *job) bury(reason string) {
 	}
 }
 
-func (j *job) giveBack(at time.Time) { j.w.giveBack(j.base, j.lease, at) }
+// giveBack gives the task back to run again at at; why says how this
+// attempt ended.
+func (j *job) giveBack(at time.Time, why AttemptEnd) { j.w.giveBack(j.base, j.lease, at, why) }
 
-func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time) {
+func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time, why AttemptEnd) {
 	ctx, cancel := context.WithTimeout(base, opTimeout)
 	defer cancel()
-	if err := w.backend.Retry(ctx, l, at); err != nil {
+	if err := w.backend.Retry(ctx, l, at, why); err != nil {
 		w.log.Warn("flows: giving the task back failed", "task_id", l.Task.ID, "err", err)
 	}
 }

@@ -261,7 +261,7 @@ func TestWorkerLeaseLostStopsFlow(t *testing.T) {
 	}
 	snap := waitTerminal(t, s.store, id)
 	assert.Equal(t, progress.StateFailure, snap.State)
-	assert.Equal(t, "gave up after 1 attempt: worker lost", snap.Details.Status)
+	assert.Equal(t, "gave up after 1 attempt: lease expired", snap.Details.Status)
 	assert.Equal(t, int32(1), runs.Load())
 }
 
@@ -290,9 +290,10 @@ func TestWorkerSurvivesGoexit(t *testing.T) {
 	snap := waitTerminal(t, s.store, id)
 	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 	assert.Equal(t, int32(2), runs.Load())
-	require.Len(t, snap.Details.StepResults, 1)
+	require.Len(t, snap.Details.StepResults, 2)
 	assert.Equal(t, "attempt 1 failed: flow ended its goroutine (runtime.Goexit) without returning; retrying in 1ms",
 		snap.Details.StepResults[0].Message)
+	assert.Equal(t, "attempt 2 of 3 starts: attempt 1 failed", snap.Details.StepResults[1].Message)
 }
 
 func TestWorkerStoreFailureHandsTaskBack(t *testing.T) {

@@ -199,13 +199,13 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		ctx := context.Background()
 		assert.ErrorIs(t, b.Extend(ctx, stale, time.Minute), queue.ErrLeaseLost, "Extend")
 		assert.ErrorIs(t, b.Ack(ctx, stale), queue.ErrLeaseLost, "Ack")
-		assert.ErrorIs(t, b.Retry(ctx, stale, time.Now()), queue.ErrLeaseLost, "Retry")
+		assert.ErrorIs(t, b.Retry(ctx, stale, time.Now(), queue.EndFailed), queue.ErrLeaseLost, "Retry")
 
 		require.NoError(t, b.Extend(ctx, current, time.Minute), "the current lease is unaffected")
 		require.NoError(t, b.Ack(ctx, current))
 		assert.ErrorIs(t, b.Ack(ctx, current), queue.ErrLeaseLost, "second Ack")
 		assert.ErrorIs(t, b.Extend(ctx, current, time.Minute), queue.ErrLeaseLost, "Extend after Ack")
-		assert.ErrorIs(t, b.Retry(ctx, current, time.Now()), queue.ErrLeaseLost, "Retry after Ack")
+		assert.ErrorIs(t, b.Retry(ctx, current, time.Now(), queue.EndFailed), queue.ErrLeaseLost, "Retry after Ack")
 		requireNothingReady(t, b)
 	})
 
@@ -346,7 +346,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 
 		l := fetchOne(t, b, time.Minute)
 		at := time.Now().Add(300 * time.Millisecond)
-		require.NoError(t, b.Retry(ctx, l, at))
+		require.NoError(t, b.Retry(ctx, l, at, queue.EndFailed))
 		assert.ErrorIs(t, b.Ack(ctx, l), queue.ErrLeaseLost, "a lease given back is gone")
 
 		l = fetchOne(t, b, time.Minute)
@@ -354,7 +354,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.False(t, time.Now().Before(at), "task leased before the time given to Retry")
 		assert.Equal(t, 2, l.Task.Attempt)
 
-		require.NoError(t, b.Retry(ctx, l, time.Now()))
+		require.NoError(t, b.Retry(ctx, l, time.Now(), queue.EndFailed))
 		l = fetchOne(t, b, time.Minute)
 		assert.Equal(t, task.ID, l.Task.ID, "Retry(now) makes the task ready at once")
 		assert.Equal(t, 3, l.Task.Attempt)
@@ -366,7 +366,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		enqueue(t, b, a)
 		l := fetchOne(t, b, time.Minute)
 		enqueue(t, b, c)
-		require.NoError(t, b.Retry(context.Background(), l, time.Now()))
+		require.NoError(t, b.Retry(context.Background(), l, time.Now(), queue.EndFailed))
 		var order []string
 		for len(order) < 2 {
 			for _, l := range fetch(t, b, 2, time.Minute) {
@@ -480,7 +480,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.Equal(t, queue.Depth{Ready: 3, Delayed: 1}, depth())
 		l := fetchOne(t, b, time.Minute)
 		assert.Equal(t, queue.Depth{Ready: 2, Delayed: 1, Running: 1}, depth())
-		require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour)))
+		require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), queue.EndFailed))
 		assert.Equal(t, queue.Depth{Ready: 2, Delayed: 2}, depth())
 		for range 2 {
 			require.NoError(t, b.Ack(ctx, fetchOne(t, b, time.Minute)))
@@ -522,7 +522,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.False(t, got.Cancelled)
 
 		// The flag travels with the task to the next lease.
-		require.NoError(t, b.Retry(context.Background(), held, time.Now()))
+		require.NoError(t, b.Retry(context.Background(), held, time.Now(), queue.EndFailed))
 		var leased []*queue.Lease
 		for len(leased) < 2 {
 			leased = append(leased, fetch(t, b, 2, time.Minute)...)
@@ -552,7 +552,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		retried := newTask()
 		enqueue(t, b, retried)
 		l := fetchOne(t, b, time.Minute)
-		require.NoError(t, b.Retry(context.Background(), l, time.Now().Add(time.Hour)))
+		require.NoError(t, b.Retry(context.Background(), l, time.Now().Add(time.Hour), queue.EndFailed))
 
 		require.NoError(t, b.Cancel(context.Background(), later.ID))
 		require.NoError(t, b.Cancel(context.Background(), retried.ID))
@@ -573,7 +573,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		enqueue(t, b, task)
 		l := fetchOne(t, b, time.Minute)
 		require.NoError(t, b.Cancel(context.Background(), task.ID))
-		require.NoError(t, b.Retry(context.Background(), l, time.Now().Add(time.Hour)))
+		require.NoError(t, b.Retry(context.Background(), l, time.Now().Add(time.Hour), queue.EndFailed))
 		l = fetchOne(t, b, time.Minute)
 		assert.Equal(t, task.ID, l.Task.ID)
 		assert.True(t, l.Task.Cancelled)

@@ -174,7 +174,7 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		}{
 			{cancelled, queue.StatusCancelled, true},
 			{unknown, "no-such-flow", false},
-			{spent, "gave up after 1 attempt: worker lost", false},
+			{spent, "gave up after 1 attempt: lease expired", false},
 		} {
 			calls := rec.waitCalls(t, tc.id, 1)
 			require.Len(t, calls, 1)

@@ -110,9 +110,11 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, []int{1, 2, 3}, runs.get(), "attempts seen by the flow")
 		assert.Equal(t, []int{1, 2}, backoffs.get(), "Backoff is asked after each failed attempt but the last")
 		msgs := stepMessages(snap)
-		require.Len(t, msgs, 2, "one log step per retry: %q", msgs)
+		require.Len(t, msgs, 4, "per retry, a log step that announces it and one that starts the next attempt: %q", msgs)
 		assert.True(t, strings.HasPrefix(msgs[0], "attempt 1 failed: model overloaded; retrying in "), msgs[0])
-		assert.True(t, strings.HasPrefix(msgs[1], "attempt 2 failed: model overloaded; retrying in "), msgs[1])
+		assert.Equal(t, "attempt 2 of 3 starts: attempt 1 failed", msgs[1])
+		assert.True(t, strings.HasPrefix(msgs[2], "attempt 2 failed: model overloaded; retrying in "), msgs[2])
+		assert.Equal(t, "attempt 3 of 3 starts: attempt 2 failed", msgs[3])
 
 		dead := h.waitBuried(id)
 		assert.Equal(t, "flaky", dead.Flow)
@@ -138,8 +140,9 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.JSONEq(t, `"ok on attempt 2"`, string(snap.Details.FinalResult))
 		assert.Equal(t, []int{1, 2}, runs.get())
 		msgs := stepMessages(snap)
-		require.Len(t, msgs, 1)
+		require.Len(t, msgs, 2)
 		assert.True(t, strings.HasPrefix(msgs[0], "attempt 1 failed: rate limited; retrying in "), msgs[0])
+		assert.Equal(t, "attempt 2 of 3 starts: attempt 1 failed", msgs[1])
 	})
 
 	t.Run("ErrorsNotRetried", func(t *testing.T) {
@@ -255,7 +258,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			wantRuns    []int
 		}{
 			{"run again with the next attempt", 3, progress.StateSuccess, "Completed", []int{2}},
-			{"gave up when attempts are spent", 1, progress.StateFailure, "gave up after 1 attempt: worker lost", nil},
+			{"gave up when attempts are spent", 1, progress.StateFailure, "gave up after 1 attempt: lease expired", nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				h := newHarness(t, newBackends)
@@ -610,7 +613,8 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 				assert.JSONEq(t, `{"attempt":2}`, string(snap.Details.FinalResult))
 				assert.Equal(t, []int{1, 2}, runs.get())
-				assert.Empty(t, stepMessages(snap), "a hand-back is not a failed attempt")
+				assert.Equal(t, []string{"attempt 2 of 3 starts: attempt 1 was handed back at shutdown"}, stepMessages(snap),
+					"a hand-back is not a failed attempt, but the next one says why it runs again")
 			})
 		}
 	})

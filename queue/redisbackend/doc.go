@@ -27,10 +27,13 @@
 //	                            attempts, time limit, enqueued and due
 //	                            times, flow, requeued_from, owner and
 //	                            inputs, in one string), attempt and
-//	                            cancelled, and trace (the W3C traceparent,
+//	                            cancelled, trace (the W3C traceparent,
 //	                            a space and the tracestate; only for a task
-//	                            enqueued in a trace); and its progress
-//	                            snapshot:
+//	                            enqueued in a trace) and prev (why the
+//	                            attempt before the current one ended, a
+//	                            queue.AttemptEnd: set by Retry, and by the
+//	                            fetch that takes over a lease); and its
+//	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event
 //	                            appended), exp (expiry, Unix ms), and

@@ -151,14 +151,17 @@ func (p *fetchPlans) forget(worker string) {
 // takenEntry is an entry the fetch script leased.
 type takenEntry struct {
 	entry, taskID, token string
+	// ended is why the attempt before ended when the script took the
+	// entry over (a queue.AttemptEnd), "" when it read the entry anew.
+	ended string
 	// read is set when the script read the task's record, into rec.
 	read bool
 	rec  record
 }
 
-// The fetch script finds a record's rec and attempt at these places of
-// recordFieldNames (Lua counts from 1).
-const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt)
+// The fetch script finds a record's rec, attempt and prev at these places
+// of recordFieldNames (Lua counts from 1).
+const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + uint(iPrev-5) + uint(5-iPrev)
 
 // fetchCall returns the KEYS and ARGV of the fetch script for a look by
 // worker; prev is the worker's plan so far.
@@ -272,20 +275,21 @@ func (b *Backend) readTaken(ctx context.Context, reply rueidis.RedisResult, prev
 	taken := make([]takenEntry, len(items))
 	for i, item := range items {
 		parts, err := item.ToArray()
-		if err != nil || len(parts) < 3 {
+		if err != nil || len(parts) < 4 {
 			return nil, next, fmt.Errorf("redisbackend: fetch tasks: malformed entry: %v", err)
 		}
 		e := &taken[i]
 		e.entry, _ = parts[0].ToString()
 		e.token, _ = parts[2].ToString()
+		e.ended, _ = parts[3].ToString()
 		fields, _ := parts[1].AsStrSlice()
 		for i := 0; i+1 < len(fields); i += 2 {
 			if fields[i] == streamField {
 				e.taskID = fields[i+1]
 			}
 		}
-		if len(parts) > 3 {
-			if err := hmgetValues(parts[3], e.rec[:]); err != nil {
+		if len(parts) > 4 {
+			if err := hmgetValues(parts[4], e.rec[:]); err != nil {
 				return nil, next, fmt.Errorf("redisbackend: fetch tasks: malformed record: %w", err)
 			}
 			e.read = true
@@ -309,9 +313,10 @@ func (b *Backend) readTaken(ctx context.Context, reply rueidis.RedisResult, prev
 }
 
 // lease turns entries taken by fetchScript into leases. Unless the
-// script has read them already, each task's attempt is incremented and
-// its record read, with its progress state (see FetchWithState), and kept
-// for the retention period, in one pipelined round trip. An entry whose
+// script has read them already, each task's attempt is incremented (and,
+// for an entry taken over, its prev field set) and its record read, with
+// its progress state (see FetchWithState), and kept for the retention
+// period, in one pipelined round trip. An entry whose
 // task record is gone (expired) is removed from the queue. The round trip
 // is not cut short by ctx: the entries are held already, and are better
 // run than left to expire.
@@ -329,8 +334,11 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 			taken[i].taskID = "-" // an id no task has: its record is missing
 		}
 		key := b.taskKey(taken[i].taskID)
+		cmds = append(cmds, c.B().Hincrby().Key(key).Field(recAttempt).Increment(1).Build())
+		if e.ended != "" {
+			cmds = append(cmds, c.B().Hset().Key(key).FieldValue().FieldValue(recPrev, e.ended).Build())
+		}
 		cmds = append(cmds,
-			c.B().Hincrby().Key(key).Field(recAttempt).Increment(1).Build(),
 			c.B().Hmget().Key(key).Field(recordFieldNames[:]...).Build(),
 			b.extendTask(taken[i].taskID, b.cfg.Retention),
 		)
@@ -345,9 +353,13 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 	for _, e := range taken {
 		fields := e.rec
 		if !e.read {
+			n := 3 // the commands sent for e, the HMGET last but one
+			if e.ended != "" {
+				n = 4
+			}
 			var err error
-			fields, err = readRecord(res[1])
-			res = res[3:]
+			fields, err = readRecord(res[n-2])
+			res = res[n:]
 			if err != nil {
 				// Still held: the entry is taken over once the lease passes.
 				if firstErr == nil {

@@ -38,14 +38,15 @@ func (b *Backend) leaseKeys() []string {
 // when Redis has lost the script (a restart) does it take a second round
 // trip, which loads it. ctx comes from bound.
 func (b *Backend) onLease(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, extra ...string) error {
-	_, err := b.onLeaseAlso(ctx, op, s, l, keys, keep, nil, extra...)
+	_, err := b.onLeaseAlso(ctx, op, s, l, keys, keep, nil, nil, extra...)
 	return err
 }
 
-// onLeaseAlso does what onLease does and sends the commands also in the
-// same round trip, after the script; it returns their results, in order,
-// when the script succeeded.
-func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, also []rueidis.Completed, extra ...string) ([]rueidis.RedisResult, error) {
+// onLeaseAlso does what onLease does and sends the commands before ahead
+// of the script and also after it, in the same round trip; it returns the
+// results of also, in order, when the script succeeded. The results of
+// before are not looked at.
+func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, before, also rueidis.Commands, extra ...string) ([]rueidis.RedisResult, error) {
 	if l == nil || l.Task == nil {
 		return nil, fmt.Errorf("redisbackend: %s: %w: no lease", op, queue.ErrLeaseLost)
 	}
@@ -54,7 +55,7 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 		return nil, fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
 	keepRecord := b.extendTask(l.Task.ID, b.cfg.Retention+max(keep, 0))
-	reply, res := b.runLeaseScript(ctx, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
+	reply, res := b.runScriptBetween(ctx, before, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
 	n, err := reply.AsInt64()
 	if err != nil {
 		return nil, b.wrap(ctx, op+" task "+l.Task.ID, err)
@@ -77,16 +78,23 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 // when the replicas do not confirm it, the reply of an accepting script
 // is an error wrapping errNotReplicated, and an ending one is logged.
 func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
+	return b.runScriptBetween(ctx, nil, s, keys, args, also)
+}
+
+// runScriptBetween is runLeaseScript with the commands before sent ahead
+// of the script in the same round trip; their results are dropped.
+func (b *Backend) runScriptBetween(ctx context.Context, before rueidis.Commands, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
 	c := b.client
 	kind := waitNever
 	if b.durable() {
 		kind = waitFor[s]
 	}
-	cmds := append(rueidis.Commands{s.evalsha(c, keys, args)}, also...)
+	cmds := make(rueidis.Commands, 0, len(before)+2+len(also))
+	cmds = append(append(append(cmds, before...), s.evalsha(c, keys, args)), also...)
 	if kind != waitNever {
 		cmds = append(cmds, b.waitCommand())
 	}
-	res := c.DoMulti(ctx, cmds...)
+	res := c.DoMulti(ctx, cmds...)[len(before):]
 	if noScript(res[0].Error()) {
 		if kind == waitNever {
 			res[0] = c.Do(ctx, s.eval(c, keys, args))
@@ -125,7 +133,7 @@ func (b *Backend) Extend(ctx context.Context, l *queue.Lease, lease time.Duratio
 		c := b.client
 		also = append(also, c.B().Hget().Key(b.taskKey(l.Task.ID)).Field(recCancelled).Build())
 	}
-	res, err := b.onLeaseAlso(ctx, "extend lease of", extendScript, l, b.leaseKeys(), 0, also, strconv.FormatInt(lease.Milliseconds(), 10))
+	res, err := b.onLeaseAlso(ctx, "extend lease of", extendScript, l, b.leaseKeys(), 0, nil, also, strconv.FormatInt(lease.Milliseconds(), 10))
 	if err != nil {
 		return err
 	}
@@ -202,16 +210,36 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // the script, the record's flag is read (a second round trip) and the task
 // made ready (see Cancel for why this order leaves no cancelled task
 // delayed).
-func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time) error {
+//
+// why goes into the record's prev field ahead of the script, in the same
+// round trip, so that the fetch that reads the task again reads it; on a
+// Redis Cluster client, whose pipeline does not order commands to two
+// nodes, in a round trip of its own first.
+func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why queue.AttemptEnd) error {
 	var id string
 	if l != nil && l.Task != nil {
 		id = l.Task.ID
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	err := b.onLease(ctx, "retry", retryScript, l,
+	var before rueidis.Commands
+	if why != "" && queue.ValidID(id) {
+		c := b.client
+		before = rueidis.Commands{
+			c.B().Hset().Key(b.taskKey(id)).FieldValue().FieldValue(recPrev, string(why)).Build(),
+			// A record gone meanwhile leaves a hash that expires.
+			c.B().Pexpire().Key(b.taskKey(id)).Milliseconds(b.cfg.Retention.Milliseconds()).Nx().Build(),
+		}
+		if b.cluster {
+			if err := b.send(ctx, "retry task "+id, before); err != nil {
+				return err
+			}
+			before = nil
+		}
+	}
+	_, err := b.onLeaseAlso(ctx, "retry", retryScript, l,
 		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey()},
-		time.Until(at), group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
+		time.Until(at), before, nil, group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
 		strconv.FormatInt(maxBlock.Milliseconds(), 10))
 	if err != nil {
 		return err

@@ -312,7 +312,7 @@ func TestWaitingFetchWakesForTaskDueSoon(t *testing.T) {
 		{"given back with a short delay", func(t *testing.T, b *redisbackend.Backend) func(time.Time) string {
 			held := leaseOne(t, b)
 			return func(due time.Time) string {
-				require.NoError(t, b.Retry(context.Background(), held, due))
+				require.NoError(t, b.Retry(context.Background(), held, due, queue.EndFailed))
 				return held.Task.ID
 			}
 		}},

@@ -117,7 +117,7 @@ func operations(b *redisbackend.Backend, held *queue.Lease) []operation {
 		{"Extend", func(ctx context.Context) error { return b.Extend(ctx, held, time.Minute) }},
 		{"Ack", func(ctx context.Context) error { return b.Ack(ctx, held) }},
 		{"Bury", func(ctx context.Context) error { return b.Bury(ctx, held, "boom") }},
-		{"Retry", func(ctx context.Context) error { return b.Retry(ctx, held, time.Now()) }},
+		{"Retry", func(ctx context.Context) error { return b.Retry(ctx, held, time.Now(), queue.EndFailed) }},
 		{"Cancel", func(ctx context.Context) error { return b.Cancel(ctx, running.ID) }},
 		{"Dead", func(ctx context.Context) error { _, err := b.Dead(ctx, 0); return err }},
 		{"Requeue", func(ctx context.Context) error { return b.Requeue(ctx, running.ID, task) }},

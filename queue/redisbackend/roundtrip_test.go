@@ -79,7 +79,7 @@ func TestRoundTrips(t *testing.T) {
 	// Warm up the dead-letter scripts too.
 	held := leaseOne(t, b)
 	require.NoError(t, b.Extend(ctx, held, time.Minute))
-	require.NoError(t, b.Retry(ctx, held, time.Now()))
+	require.NoError(t, b.Retry(ctx, held, time.Now(), queue.EndFailed))
 	leases, err := b.Fetch(ctx, "w", 1, time.Minute)
 	require.NoError(t, err)
 	held = leases[0]
@@ -183,11 +183,11 @@ func TestRoundTrips(t *testing.T) {
 		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
 		require.NoError(t, err)
 		l := leases[0]
-		assert.Equal(t, int64(1), trips(func() error { return b.Retry(ctx, l, time.Now()) }), "Retry at once")
+		assert.Equal(t, int64(1), trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndFailed) }), "Retry at once")
 		leases, err = b.Fetch(ctx, "w", 1, time.Minute)
 		require.NoError(t, err)
 		l = leases[0]
-		assert.Equal(t, int64(2), trips(func() error { return b.Retry(ctx, l, time.Now().Add(time.Millisecond)) }),
+		assert.Equal(t, int64(2), trips(func() error { return b.Retry(ctx, l, time.Now().Add(time.Millisecond), queue.EndFailed) }),
 			"Retry later: the cancelled flag is read after the script")
 		leases, err = b.Fetch(ctx, "w", 1, time.Minute)
 		require.NoError(t, err)

@@ -18,18 +18,21 @@ import (
 // Task record hash fields: rec holds what does not change once the task
 // is queued (see encodeRec); attempt and cancelled change; trace, present
 // only for a task enqueued in a trace, holds its W3C trace context (see
-// encodeTrace).
+// encodeTrace); prev, present once a worker gave the task back (Retry),
+// says why that attempt ended (a queue.AttemptEnd).
 const (
 	recRec       = "rec"
 	recAttempt   = "attempt"
 	recCancelled = "cancelled"
 	recTrace     = "trace"
+	recPrev      = "prev"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
-// reports (FetchWithState), then the trace context.
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recTrace}
+// reports (FetchWithState), then the trace context and the end of the
+// attempt given back last.
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recTrace, recPrev}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -38,6 +41,7 @@ const (
 	iCancelled
 	iState
 	iTrace
+	iPrev
 )
 
 // record is a task record as read: the value of each field of
@@ -419,6 +423,7 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 	if r[iTrace] != "" {
 		decodeTrace(r[iTrace], t)
 	}
+	t.PreviousEnd = queue.AttemptEnd(r[iPrev])
 	return t, true, nil
 }
 

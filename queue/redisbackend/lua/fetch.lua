@@ -11,8 +11,10 @@
 --     in the holders hash, and a deadline in the leases set (one command
 --     each for all the entries);
 --  5. unless ARGV[6] is empty, each entry's task record is read as the
---     lease step of Fetch would: its attempt incremented unless the record
---     is gone, and its hash kept for at least the retention. The task's
+--     lease step of Fetch would: its attempt incremented and, for an entry
+--     taken over, its prev field set to why the attempt before ended
+--     (below), unless the record is gone; and its hash kept for at least
+--     the retention. The task's
 --     hash is named from its id, so this touches keys the script was not
 --     given: only a client of a single Redis (not a Cluster, whose slots
 --     would differ) asks for it.
@@ -31,10 +33,13 @@
 --   only when nothing was taken, ARGV[9...] the fields of a record to read
 --
 -- Returns {taken, dueIn, expiresIn, lastID, lastWake}. taken lists {entry
--- id, {field, value...}, token, record} for each entry leased, record
--- being the values of the fields asked for (false for a missing one, all
--- false for a missing record), absent when ARGV[6] is empty or the entry
--- names no valid task id. When the script took every new entry there was
+-- id, {field, value...}, token, ended, record} for each entry leased:
+-- ended says why the attempt before ended when the entry was taken over
+-- ("lease expired", queue.EndLeaseExpired in Go), "" for an entry read
+-- anew; record is the values of the fields asked for (false for a missing
+-- one, all false for a missing record), absent when ARGV[6] is empty or
+-- the entry names no valid task id. ARGV[9...] must name rec, attempt and
+-- prev at places 1, 2 and 6. When the script took every new entry there was
 -- (it took fewer than max), the rest tells how to wait for more: dueIn is
 -- the time in ms until the next delayed task is due and expiresIn until
 -- the next lease passes (-1 when there is none), lastID is the id of the
@@ -56,7 +61,7 @@ if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
   nextDue = nil
 end
 
-local taken = {}
+local taken, ended = {}, {}
 local nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
@@ -67,6 +72,7 @@ if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
       redis.call('HDEL', holders, expired[i])
     else
       taken[#taken + 1] = claimed[1]
+      ended[#taken] = 'lease expired'
     end
   end
   nextExpiry = nil
@@ -100,7 +106,7 @@ if #taken > 0 then
     local id, token = taken[i][1], tostring(first + i)
     tokens[2 * i - 1], tokens[2 * i] = id, token
     deadlines[2 * i - 1], deadlines[2 * i] = clock + leasems, id
-    out[i] = {id, taken[i][2], token}
+    out[i] = {id, taken[i][2], token, ended[i] or ''}
   end
   redis.call('HSET', holders, unpack(tokens))
   redis.call('ZADD', leases, unpack(deadlines))
@@ -117,11 +123,15 @@ if #taken > 0 then
         local exp = tonumber(table.remove(rec, 1))
         if rec[1] then
           rec[2] = tostring(redis.call('HINCRBY', key, 'attempt', 1))
+          if ended[i] then
+            redis.call('HSET', key, 'prev', ended[i])
+            rec[6] = ended[i]
+          end
           if not exp or exp - clock < retention then
             redis.call('PEXPIRE', key, retention, 'GT')
           end
         end
-        out[i][4] = rec
+        out[i][5] = rec
       end
     end
   end

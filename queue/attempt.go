@@ -1,0 +1,99 @@
+package queue
+
+import (
+	"fmt"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// AttemptEnd says why an attempt of a task ended without ending the task:
+// the reason the next attempt announces in the task's log as it starts
+// (see Task.PreviousEnd).
+type AttemptEnd string
+
+// The ways an attempt ends without ending its task.
+const (
+	// EndFailed: the flow returned an error that is retried.
+	EndFailed AttemptEnd = "failed"
+	// EndWorkerLost: the worker stopped writing its heartbeat into the
+	// backend's worker registry (killed, frozen, its machine gone), and
+	// another worker took the task over before the lease passed.
+	EndWorkerLost AttemptEnd = "worker lost"
+	// EndLeaseExpired: the lease passed without being extended, and
+	// another worker took the task over. A worker the registry does not
+	// know of, or a backend without one, ends this way when it dies.
+	EndLeaseExpired AttemptEnd = "lease expired"
+	// EndShutdown: the worker shut down before the flow returned and
+	// handed the task back (WorkerConfig.ShutdownGrace).
+	EndShutdown AttemptEnd = "handed back at shutdown"
+	// EndStoreDown: the worker could not record the task's progress and
+	// handed the task back for later.
+	EndStoreDown AttemptEnd = "progress store unavailable"
+	// EndHandedBack: the worker handed the task back before running it
+	// (a backend leased it more tasks than it asked for).
+	EndHandedBack AttemptEnd = "handed back"
+)
+
+// describe says how attempt n ended, as the log of the next one tells
+// it.
+func (e AttemptEnd) describe(n int) string {
+	switch e {
+	case EndFailed:
+		return fmt.Sprintf("attempt %d failed", n)
+	case EndWorkerLost:
+		return fmt.Sprintf("the worker of attempt %d was lost", n)
+	case EndLeaseExpired:
+		return fmt.Sprintf("attempt %d timed out: its lease expired", n)
+	case EndShutdown:
+		return fmt.Sprintf("attempt %d was handed back at shutdown", n)
+	case EndStoreDown:
+		return fmt.Sprintf("attempt %d could not record its progress", n)
+	case EndHandedBack:
+		return fmt.Sprintf("attempt %d was handed back before it ran", n)
+	case "":
+		return fmt.Sprintf("attempt %d did not finish", n)
+	}
+	return fmt.Sprintf("attempt %d ended: %s", n, string(e))
+}
+
+// lostText is the end of the status of a task whose attempts are spent
+// without any of them ending it: why the last one ended.
+func (e AttemptEnd) lostText() string {
+	if e == "" || e == EndWorkerLost {
+		return "worker lost"
+	}
+	return string(e)
+}
+
+// StatusRetrying is the status line of a task whose attempt after the
+// first has started, until its flow sets one: "Running (attempt 2 of
+// 3)".
+func StatusRetrying(attempt, maxAttempts int) string {
+	if maxAttempts > 0 {
+		return fmt.Sprintf("Running (attempt %d of %d)", attempt, maxAttempts)
+	}
+	return fmt.Sprintf("Running (attempt %d)", attempt)
+}
+
+// startEvents are the events that record the start of t's run: the
+// state PROGRESS and, for an attempt after the first, the attempt's
+// boundary. The boundary is a log step saying which attempt starts and
+// why the one before ended, then the progress reset to 0: the progress
+// bar goes back only right after the step that says why, and the steps
+// of the new attempt follow it.
+func startEvents(t *Task) []progress.Event {
+	if t.Attempt <= 1 {
+		return []progress.Event{{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}}
+	}
+	status := StatusRetrying(t.Attempt, t.MaxAttempts)
+	of := ""
+	if t.MaxAttempts > 0 {
+		of = fmt.Sprintf(" of %d", t.MaxAttempts)
+	}
+	msg := fmt.Sprintf("attempt %d%s starts: %s", t.Attempt, of, t.PreviousEnd.describe(t.Attempt-1))
+	return []progress.Event{
+		{Type: progress.EventState, State: progress.StateProgress, Status: status},
+		progress.LogEvent(msg),
+		{Type: progress.EventProgress, Progress: 0, Status: status},
+	}
+}

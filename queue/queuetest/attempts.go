@@ -1,0 +1,193 @@
+package queuetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// runAttempts checks that a task's attempts are told apart: each lease
+// says why the attempt before it ended (Task.PreviousEnd), and each
+// attempt after the first opens with a log step that says which attempt
+// starts and why the one before ended, before the progress goes back.
+func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	t.Run("PreviousEnd", func(t *testing.T) {
+		b, _ := newBackends(t)
+		task := newTask()
+		enqueue(t, b, task)
+		ctx := context.Background()
+
+		first := fetchOne(t, b, time.Minute)
+		assert.Equal(t, 1, first.Task.Attempt)
+		assert.Empty(t, first.Task.PreviousEnd, "a first attempt follows none")
+
+		require.NoError(t, b.Retry(ctx, first, time.Now(), queue.EndShutdown))
+		second := fetchOne(t, b, time.Minute)
+		assert.Equal(t, 2, second.Task.Attempt)
+		assert.Equal(t, queue.EndShutdown, second.Task.PreviousEnd, "given back at once")
+
+		require.NoError(t, b.Retry(ctx, second, time.Now().Add(20*time.Millisecond), queue.EndFailed))
+		third := fetchOne(t, b, 50*time.Millisecond)
+		assert.Equal(t, 3, third.Task.Attempt)
+		assert.Equal(t, queue.EndFailed, third.Task.PreviousEnd, "given back for later")
+
+		// Nobody extends the third lease: the next Fetch takes it over.
+		fourth := fetchOne(t, b, time.Minute)
+		assert.Equal(t, 4, fourth.Task.Attempt)
+		assert.Equal(t, queue.EndLeaseExpired, fourth.Task.PreviousEnd, "taken over from an expired lease")
+		got, err := b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, queue.EndLeaseExpired, got.PreviousEnd, "Get tells the end of the attempt before the current one")
+
+		require.NoError(t, b.Retry(ctx, fourth, time.Now(), queue.EndStoreDown))
+		fifth := fetchOne(t, b, time.Minute)
+		assert.Equal(t, queue.EndStoreDown, fifth.Task.PreviousEnd, "a later Retry says why again")
+		require.NoError(t, b.Ack(ctx, fifth))
+	})
+
+	t.Run("RetriedAfterError", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		h.reg.MustRegister("steps", stepsFlow(func(ft *flow.Task) error {
+			if ft.Attempt == 1 {
+				return errors.New("model overloaded")
+			}
+			return nil
+		}))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 3})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		msgs := stepMessages(snap)
+		require.Len(t, msgs, 4, "%q", msgs)
+		assert.Equal(t, "step of attempt 1", msgs[0])
+		assert.True(t, strings.HasPrefix(msgs[1], "attempt 1 failed: model overloaded; retrying in "), msgs[1])
+		assert.Equal(t, "attempt 2 of 3 starts: attempt 1 failed", msgs[2])
+		assert.Equal(t, "step of attempt 2", msgs[3])
+		requireAttemptsExplained(t, h, id, 2)
+	})
+
+	t.Run("LeaseExpired", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		h.reg.MustRegister("steps", stepsFlow(func(*flow.Task) error { return nil }))
+		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 3})
+
+		// A worker leases the task, gets as far as 40% and one step, and
+		// dies without a word.
+		lost := fetchOne(t, h.backend, 50*time.Millisecond)
+		require.Equal(t, id, lost.Task.ID)
+		_, err := h.store.Append(context.Background(), id,
+			progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"},
+			progress.Event{Type: progress.EventProgress, Progress: 40, Status: "half way"},
+			progress.LogEvent("step of attempt 1"))
+		require.NoError(t, err)
+
+		h.start(queue.WorkerConfig{})
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, []string{
+			"step of attempt 1",
+			"attempt 2 of 3 starts: attempt 1 timed out: its lease expired",
+			"step of attempt 2",
+		}, stepMessages(snap))
+		requireAttemptsExplained(t, h, id, 2)
+	})
+
+	t.Run("HandedBackAtShutdown", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		started := make(chan struct{})
+		h.reg.MustRegister("steps", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			reportSteps(ft)
+			if ft.Attempt == 1 {
+				close(started)
+				<-ctx.Done()
+				return nil, context.Cause(ctx)
+			}
+			return "done", nil
+		}))
+		first := h.start(queue.WorkerConfig{ShutdownGrace: 20 * time.Millisecond})
+		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 3})
+		waitFor(t, started, "first attempt")
+		eventually(t, func() bool { return len(stepMessages(h.snapshot(id))) == 1 }, "the first step was not recorded")
+		first.stop()
+
+		h.start(queue.WorkerConfig{})
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, []string{
+			"step of attempt 1",
+			"attempt 2 of 3 starts: attempt 1 was handed back at shutdown",
+			"step of attempt 2",
+		}, stepMessages(snap))
+		requireAttemptsExplained(t, h, id, 2)
+	})
+}
+
+// reportSteps reports what each attempt of stepsFlow does: 40%, a step
+// naming the attempt, then 70%.
+func reportSteps(ft *flow.Task) {
+	ft.Progress.Progress(40, "half way")
+	ft.Progress.Log(fmt.Sprintf("step of attempt %d", ft.Attempt))
+	ft.Progress.Progress(70, "nearly there")
+}
+
+// stepsFlow reports as reportSteps says, then returns what fail returns
+// for the attempt (an error fails it).
+func stepsFlow(fail func(ft *flow.Task) error) flow.Flow {
+	return flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		reportSteps(ft)
+		if err := fail(ft); err != nil {
+			return nil, err
+		}
+		return fmt.Sprintf("done on attempt %d", ft.Attempt), nil
+	})
+}
+
+// attemptStarts matches the log step that opens an attempt after the
+// first.
+var attemptStarts = regexp.MustCompile(`^attempt (\d+)( of \d+)? starts: `)
+
+// requireAttemptsExplained reads the events of task id and checks that
+// its progress never goes back but right after a log step that opens an
+// attempt, and that the attempts up to last were each opened by one, in
+// order. It returns those steps' messages.
+func requireAttemptsExplained(t *testing.T, h *harness, id string, last int) []string {
+	t.Helper()
+	events, err := h.store.Events(context.Background(), id, "")
+	require.NoError(t, err)
+	snap := progress.NewSnapshot()
+	explained := false // an attempt opened since the progress last changed
+	var opened []string
+	for i, e := range events {
+		before := snap.Details.Progress
+		snap.Apply(e)
+		if e.Type == progress.EventStep && e.Step.Type == progress.StepLog {
+			if m := attemptStarts.FindStringSubmatch(e.Step.Message); m != nil {
+				assert.Equal(t, fmt.Sprint(len(opened)+2), m[1], "attempt opened by event %d: %q", i, e.Step.Message)
+				opened = append(opened, e.Step.Message)
+				explained = true
+			}
+		}
+		after := snap.Details.Progress
+		if after < before {
+			assert.True(t, explained, "event %d takes the progress back from %d to %d without a step that opens an attempt first: %+v",
+				i, before, after, events)
+		}
+		if after != before {
+			explained = false
+		}
+	}
+	assert.Len(t, opened, last-1, "steps that open an attempt: %q", opened)
+	return opened
+}
