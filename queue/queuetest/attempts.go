@@ -94,14 +94,7 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		require.NoError(t, err)
 
 		h.start(queue.WorkerConfig{})
-		snap := h.waitTerminal(id)
-		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-		assert.Equal(t, []string{
-			"step of attempt 1",
-			"attempt 2 of 3 starts: attempt 1 timed out: its lease expired",
-			"step of attempt 2",
-		}, stepMessages(snap))
-		requireAttemptsExplained(t, h, id, 2)
+		requireSecondAttempt(t, h, id, "attempt 2 of 3 starts: attempt 1 timed out: its lease expired")
 	})
 
 	t.Run("HandedBackAtShutdown", func(t *testing.T) {
@@ -123,14 +116,7 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		first.stop()
 
 		h.start(queue.WorkerConfig{})
-		snap := h.waitTerminal(id)
-		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-		assert.Equal(t, []string{
-			"step of attempt 1",
-			"attempt 2 of 3 starts: attempt 1 was handed back at shutdown",
-			"step of attempt 2",
-		}, stepMessages(snap))
-		requireAttemptsExplained(t, h, id, 2)
+		requireSecondAttempt(t, h, id, "attempt 2 of 3 starts: attempt 1 was handed back at shutdown")
 	})
 }
 
@@ -152,6 +138,19 @@ func stepsFlow(fail func(ft *flow.Task) error) flow.Flow {
 		}
 		return fmt.Sprintf("done on attempt %d", ft.Attempt), nil
 	})
+}
+
+// requireSecondAttempt waits for task id, whose flow reports as
+// reportSteps says, to succeed on its second attempt, and checks that
+// its log holds the first attempt's step, the step opening the second,
+// opening, and the second's step, and that its progress went back only
+// after that opening.
+func requireSecondAttempt(t *testing.T, h *harness, id, opening string) {
+	t.Helper()
+	snap := h.waitTerminal(id)
+	require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	assert.Equal(t, []string{"step of attempt 1", opening, "step of attempt 2"}, stepMessages(snap))
+	requireAttemptsExplained(t, h, id, 2)
 }
 
 // attemptStarts matches the log step that opens an attempt after the
