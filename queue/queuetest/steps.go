@@ -55,7 +55,7 @@ func runSteps(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progr
 			return
 		}
 		assert.Equal(t, int32(1), search.Load(), "the completed step ran once")
-		assert.Equal(t, []string{msgs[0], "search: replayed from attempt 1"}, msgs)
+		assert.Equal(t, []string{msgs[0], "attempt 2 of 3 starts: attempt 1 failed", "search: replayed from attempt 1"}, msgs)
 	})
 
 	t.Run("WorkerLostReplaysCompletedSteps", func(t *testing.T) {
@@ -92,6 +92,9 @@ func runSteps(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progr
 		assert.JSONEq(t, `"the first answer"`, string(snap.Details.FinalResult), "the lost run's output, replayed")
 		assert.Zero(t, paid.Load(), "the step did not run again")
 		assert.Equal(t, []int{2}, runs.get())
-		assert.Equal(t, []string{"call the model: replayed from attempt 1"}, stepMessages(snap))
+		assert.Equal(t, []string{
+			"attempt 2 of 3 starts: attempt 1 timed out: its lease expired",
+			"call the model: replayed from attempt 1",
+		}, stepMessages(snap))
 	})
 }
