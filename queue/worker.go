@@ -118,8 +118,9 @@ type WorkerConfig struct {
 	// flow/lcflow flow), so that a later attempt of a task does not run
 	// them again. Nil means the progress store, when it is a
 	// progress.CheckpointStore (progress.MemoryStore and the Redis
-	// backend are); otherwise nothing is recorded and every attempt runs
-	// every step.
+	// backend are); otherwise nothing is recorded, every attempt runs
+	// every step, and NewWorker logs a warning. A store that wraps
+	// another hides its checkpoints: pass them here.
 	Checkpoints progress.CheckpointStore
 
 	// Logger receives the worker's logs. Nil means slog.Default().
@@ -276,7 +277,13 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	}
 	s := resolveStore("NewWorker", true, backend, store, cfg.Logger)
 	if cfg.Checkpoints == nil {
-		cfg.Checkpoints, _ = s.store.(progress.CheckpointStore)
+		var ok bool
+		if cfg.Checkpoints, ok = s.store.(progress.CheckpointStore); !ok {
+			cfg.Logger.Warn("flows: the progress store keeps no checkpoints, so durable steps are off: "+
+				"a task that runs again runs every step again (flow.Step, lcflow's model and tool calls). "+
+				"Set WorkerConfig.Checkpoints to the store that keeps them",
+				"store", fmt.Sprintf("%T", s.store))
+		}
 	}
 	tel := newWorkerTelemetry(cfg)
 	if len(hooks) > 0 {

@@ -118,7 +118,7 @@ func pickupOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, 
 		return nil, nil
 	}))
 	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
-	stop := startWorker(st.queue, st.store, reg, cfg.Concurrency, providers{})
+	stop := startWorker(st.queue, st.store, nil, reg, cfg.Concurrency, providers{})
 	defer stop()
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+time.Minute)
@@ -245,7 +245,7 @@ func eventOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, e
 		return 0, 0, err
 	}
 	defer srv.close()
-	stop := startWorker(st.queue, st.store, reg, cfg.Concurrency, providers{})
+	stop := startWorker(st.queue, st.store, nil, reg, cfg.Concurrency, providers{})
 	defer stop()
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+time.Minute)

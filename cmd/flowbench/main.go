@@ -38,7 +38,9 @@
 //	            nothing); tasks/s from the first enqueue to the last
 //	            terminal state; -otel none,metrics,sampled,sdk alternates
 //	            runs without and with the OpenTelemetry SDK, for what
-//	            tracing and metrics cost
+//	            tracing and metrics cost; -steps N adds N durable steps
+//	            (flow.Step, 1 KB output each) to the flow, for what a
+//	            checkpoint costs
 //	roundtrips  the Redis traffic of the throughput runs, per task: client
 //	            calls (each Do or DoMulti waits for one reply), socket
 //	            writes (what auto-pipelining actually sends), and commands
@@ -102,6 +104,7 @@ type config struct {
 	N            int
 	Concurrency  int
 	Events       int      // progress events per task
+	Steps        int      // flow.Step calls per task (throughput)
 	Hooks        int      // no-op finish hooks of the throughput worker
 	Notify       bool     // a notification per throughput task (package notify)
 	OTel         []string // OpenTelemetry modes of the throughput runs, in turn
@@ -142,6 +145,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.N, "n", fullDefaults.N, "tasks of the throughput scenario")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "flows the worker runs at once")
 	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
+	fs.IntVar(&cfg.Steps, "steps", 0, "durable steps per task of the throughput flow (flow.Step, 1 KB output each), to measure what a checkpoint costs")
 	fs.IntVar(&cfg.Hooks, "hooks", 0, "no-op finish hooks (queue.WorkerConfig.OnFinish) of the throughput worker, to measure what hooks cost")
 	otelFlag := fs.String("otel", otelNone, "OpenTelemetry of the throughput runs: none (nothing installed), metrics (the SDK's meter provider, aggregating in memory), sampled (metrics, and one trace in ten sampled and dropped), sdk (metrics, and every span sampled and dropped), or several, as none,sdk: each run of each mode in turn")
 	fs.BoolVar(&cfg.Notify, "notify", false, "throughput: a notification per task (notify's finish hook and delivery flow, to a channel that does nothing), to measure what notifications cost; per-task figures include the notification")
@@ -202,6 +206,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if cfg.Events < 0 || cfg.Rate < 0 || cfg.Duration <= 0 {
 		return config{}, errors.New("-events and -rate must not be negative, -duration must be positive")
+	}
+	if cfg.Steps < 0 {
+		return config{}, fmt.Errorf("-steps must not be negative, got %d", cfg.Steps)
 	}
 	if cfg.Hooks < 0 {
 		return config{}, fmt.Errorf("-hooks must not be negative, got %d", cfg.Hooks)

@@ -83,7 +83,7 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 	done := newTerminals(st.store, warmups+total)
 	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
 	wq, ws := workerPair(st, done)
-	stop := startWorker(wq, ws, reg, cfg.Concurrency, providers{})
+	stop := startWorker(wq, ws, nil, reg, cfg.Concurrency, providers{})
 	defer stop()
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+time.Minute)

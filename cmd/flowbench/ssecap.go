@@ -121,7 +121,7 @@ func sseOnce(ctx context.Context, e *env) (sseRun, error) {
 	}
 	// One stream first, so that the pub/sub connection is open and the
 	// server warm when the baseline is taken.
-	stop := startWorker(st.queue, st.store, reg, 1, providers{})
+	stop := startWorker(st.queue, st.store, nil, reg, 1, providers{})
 	warmClient := &http.Client{Transport: &http.Transport{}}
 	err = warmUpStream(ctx, broker, warmClient, srv.url)
 	warmClient.CloseIdleConnections()

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,14 +97,16 @@ func (t *terminals) check() error {
 }
 
 // worker runs a queue.Worker on st with the flows of reg until stop is
-// called; stop waits for it to finish what it holds.
-func startWorker(backend queue.Backend, store progress.Store, reg *registry.Registry, concurrency int, p providers, hooks ...queue.FinishHook) (stop func()) {
+// called; stop waits for it to finish what it holds. The flows' steps are
+// recorded in cps (nil: in store, if it keeps checkpoints).
+func startWorker(backend queue.Backend, store progress.Store, cps progress.CheckpointStore, reg *registry.Registry, concurrency int, p providers, hooks ...queue.FinishHook) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := queue.NewWorker(backend, store, queue.WorkerConfig{
 		Registry:       reg,
 		Name:           "flowbench",
 		Concurrency:    concurrency,
 		OnFinish:       hooks,
+		Checkpoints:    cps,
 		Logger:         discard,
 		TracerProvider: p.tp,
 		MeterProvider:  p.mp,
@@ -116,10 +120,23 @@ func startWorker(backend queue.Backend, store progress.Store, reg *registry.Regi
 }
 
 // noopFlow reports events progress events and returns.
-func noopFlow(events int) flow.Flow {
-	return flow.Func(func(_ context.Context, t *flow.Task) (any, error) {
+func noopFlow(events int) flow.Flow { return stepsFlow(events, 0) }
+
+// stepOutput is the output of each step of stepsFlow: 1 KB, about a
+// short answer of a model.
+var stepOutput = strings.Repeat("a", 1022)
+
+// stepsFlow reports events progress events, then runs steps flow.Step
+// calls, each returning stepOutput, and returns.
+func stepsFlow(events, steps int) flow.Flow {
+	return flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
 		for i := 1; i <= events; i++ {
 			t.Progress.Progress(i*100/(events+1), "")
+		}
+		for i := range steps {
+			if _, err := flow.Step(ctx, t, "step "+strconv.Itoa(i), func(context.Context) (string, error) { return stepOutput, nil }); err != nil {
+				return nil, err
+			}
 		}
 		return nil, nil
 	})
@@ -155,7 +172,7 @@ func benchThroughput(ctx context.Context, e *env, p *printer) error {
 			runs = append(runs, r)
 		}
 	}
-	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "hooks", cfg.Hooks, "notify", cfg.Notify, "producers", cfg.Producers, "backend", cfg.Backend)
+	par := params("n", cfg.N, "concurrency", cfg.Concurrency, "events", cfg.Events, "steps", cfg.Steps, "hooks", cfg.Hooks, "notify", cfg.Notify, "producers", cfg.Producers, "backend", cfg.Backend)
 	if cfg.wants("throughput") {
 		for _, mode := range cfg.OTel {
 			runs := runsOf[mode]
@@ -205,7 +222,7 @@ func throughputOnce(ctx context.Context, e *env, otelMode string) (throughputRun
 	}
 	defer st.close()
 	reg := registry.New()
-	reg.MustRegister("noop", noopFlow(cfg.Events))
+	reg.MustRegister("noop", stepsFlow(cfg.Events, cfg.Steps))
 	ends := cfg.N
 	if cfg.Notify {
 		ends *= 2 // each task and its notification
@@ -232,7 +249,10 @@ func throughputOnce(ctx context.Context, e *env, otelMode string) (throughputRun
 		}
 		hooks = append(hooks, n.Hook())
 	}
-	stopWorker := startWorker(wq, ws, reg, cfg.Concurrency, tel, hooks...)
+	// The worker's store is wrapped (see workerPair): its steps are
+	// recorded in the stack's store itself.
+	cps, _ := st.store.(progress.CheckpointStore)
+	stopWorker := startWorker(wq, ws, cps, reg, cfg.Concurrency, tel, hooks...)
 	workerStopped := false
 	defer func() {
 		if !workerStopped {

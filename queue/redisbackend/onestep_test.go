@@ -210,7 +210,10 @@ func TestOneStepChoiceIsLogged(t *testing.T) {
 				assert.Empty(t, logs.String())
 				return
 			}
-			require.Len(t, lines, 2, "one warning from each constructor: %s", logs.String())
+			require.Len(t, lines, 3, "one warning from each constructor, and the worker's about checkpoints: %s", logs.String())
+			assert.Contains(t, lines[2], "level=WARN")
+			assert.Contains(t, lines[2], "durable steps are off", "a wrapper hides the backend's checkpoints")
+			assert.Contains(t, lines[2], "WorkerConfig.Checkpoints", "the remedy")
 			for i, caller := range []string{"NewBroker", "NewWorker"} {
 				assert.Contains(t, lines[i], "level=WARN")
 				assert.Contains(t, lines[i], "caller="+caller)
@@ -222,4 +225,10 @@ func TestOneStepChoiceIsLogged(t *testing.T) {
 			assert.Contains(t, lines[1], `slower="[the start of a task the end of a task]"`)
 		})
 	}
+	t.Run("a wrapping store with the checkpoints given", func(t *testing.T) {
+		var logs bytes.Buffer
+		queue.NewWorker(b, progressOnly{b}, queue.WorkerConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Checkpoints: b})
+		assert.NotContains(t, logs.String(), "checkpoints")
+		assert.Contains(t, logs.String(), "one more round trip", "the one-step warning alone")
+	})
 }
