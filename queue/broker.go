@@ -298,6 +298,13 @@ func (b *Broker) Task(ctx context.Context, id string) (*TaskInfo, error) {
 		return nil, fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidID)
 	}
 	snap, last, err := b.store.Snapshot(ctx, id)
+	return b.info(ctx, id, snap, last, err)
+}
+
+// info returns task id's TaskInfo from its snapshot, read with error err,
+// and the queue's record: an unknown snapshot is ErrNotFound, a record the
+// backend no longer holds a nil TaskInfo.Task.
+func (b *Broker) info(ctx context.Context, id string, snap progress.Snapshot, last string, err error) (*TaskInfo, error) {
 	if errors.Is(err, progress.ErrNotFound) {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}

@@ -33,15 +33,5 @@ func (b *Broker) Wait(ctx context.Context, id string) (*TaskInfo, error) {
 		return nil, fmt.Errorf("%w: %T", ErrNoSubscriber, b.store)
 	}
 	snap, last, err := progress.WaitFinished(ctx, feed, id)
-	if errors.Is(err, progress.ErrNotFound) {
-		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
-	}
-	if err != nil {
-		return nil, err
-	}
-	t, err := b.backend.Get(ctx, id)
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, err
-	}
-	return &TaskInfo{Task: t, Snapshot: snap, LastEventID: last}, nil
+	return b.info(ctx, id, snap, last, err)
 }
