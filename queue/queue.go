@@ -2,8 +2,8 @@
 // small as their names:
 //
 //   - Broker accepts tasks (Enqueue), cancels them (Cancel), looks them up
-//     (Task), lists the dead-letter set (Dead) and runs dead tasks again
-//     (Requeue).
+//     (Task), waits for them to end (Wait), lists the dead-letter set
+//     (Dead) and runs dead tasks again (Requeue).
 //   - Worker fetches tasks, runs their flows with a progress reporter, and
 //     acknowledges, retries or fails them; it recovers from panics, enforces
 //     time limits and shuts down gracefully.
@@ -25,6 +25,32 @@
 // as it is, on the two-step path; if the backend could have taken the
 // one-step path, the constructor logs a warning with the cost. The path is
 // chosen by that argument, never guessed from the values.
+//
+// # Hearing from a task
+//
+// A host learns that a task has ended in three ways. WorkerConfig.OnFinish
+// registers finish hooks, called once per task that ends, on the worker
+// that ends it, after the end is recorded and before the task is
+// acknowledged: at least once (again after a crash), so they must be
+// idempotent; an error or a panic of a hook is logged and changes
+// nothing:
+//
+//	worker := queue.NewWorker(backend, nil, queue.WorkerConfig{
+//		OnFinish: []queue.FinishHook{func(ctx context.Context, f queue.Finished) error {
+//			log.Printf("%s %s: %s", f.Task.Flow, f.Task.ID, f.Snapshot.State)
+//			return nil
+//		}},
+//	})
+//
+// Broker.Wait blocks until a task ends and returns its final snapshot,
+// from the progress store's live feed. And an event stream
+// (progress.Subscriber, or the HTTP API) shows every step.
+//
+// A hook that enqueues work makes it idempotent with
+// EnqueueOptions.IdempotencyKey: while the backend retains the task, the
+// same key (and owner) with the same flow and inputs gives the same task
+// id and enqueues nothing, and with another flow or other inputs fails
+// with ErrIdempotencyConflict.
 //
 // # Dead letters
 //
