@@ -100,6 +100,8 @@ type Backend struct {
 	creates *batcher[createCall, struct{}]
 	// snapshots batches concurrent Snapshots.
 	snapshots *batcher[string, snapshotRead]
+	// checkpoints batches concurrent SaveCheckpoints.
+	checkpoints *batcher[checkpointCall, struct{}]
 	// finishes batches concurrent AppendAndAcks; nil on a Redis Cluster
 	// client, where finishScript cannot run.
 	finishes *batcher[finishCall, finishResult]
@@ -171,6 +173,7 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 2 })
 	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
 	b.snapshots = newBatcher(b, b.runSnapshots, func(string) int { return snapshotCommands })
+	b.checkpoints = newBatcher(b, b.runCheckpoints, checkpointWeight)
 	if !b.cluster {
 		b.finishes = newBatcher(b, b.runFinishes, func(c finishCall) int { return len(c.args) })
 	}

@@ -19,11 +19,22 @@ var _ progress.CheckpointStore = (*Backend)(nil)
 // attempt that saved it, a space and the output's JSON.
 func (b *Backend) checkpointsKey(id string) string { return b.cfg.Prefix + ":{" + id + "}:checkpoints" }
 
-// SaveCheckpoint implements progress.CheckpointStore in one round trip:
-// one script that checks the task's state and records c (see
-// lua/checkpoint.lua). Redis receives the output and about 400 bytes
-// more (the command, four key names, the checkpoint's key), and keeps
-// the key and the output with a few bytes of framing.
+// checkpointCall is one SaveCheckpoint call's share of checkpointScript.
+type checkpointCall struct {
+	taskID, key, value string
+}
+
+// checkpointWeight is a call's weight in a batch: two script arguments,
+// and one more per 16 KiB of output, so that a batch of large outputs
+// stays a few megabytes.
+func checkpointWeight(c checkpointCall) int { return 2 + len(c.value)>>14 }
+
+// SaveCheckpoint implements progress.CheckpointStore in one round trip,
+// which concurrent SaveCheckpoints (of any tasks) share (see batcher):
+// one script that checks each task's state and records its checkpoint
+// (see lua/checkpoint.lua). A lone call sends Redis the output and about
+// 400 bytes more (the command, four key names, the checkpoint's key), and
+// Redis keeps the key and the output with a few bytes of framing.
 func (b *Backend) SaveCheckpoint(ctx context.Context, taskID string, c progress.Checkpoint) error {
 	if !queue.ValidID(taskID) {
 		return fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
@@ -35,19 +46,40 @@ func (b *Backend) SaveCheckpoint(ctx context.Context, taskID string, c progress.
 	value = strconv.AppendInt(value, int64(c.Attempt), 10)
 	value = append(value, ' ')
 	value = append(value, c.Output...)
-	ctx, cancel := b.bound(ctx, 0)
-	defer cancel()
-	err := checkpointScript.exec(ctx, b.client,
-		[]string{b.taskKey(taskID), b.stepsKey(taskID), b.eventsKey(taskID), b.checkpointsKey(taskID)},
-		[]string{strconv.FormatInt(b.retentionMS(), 10), c.Key, string(value)},
-	).Error()
+	_, err := b.checkpoints.do(ctx, checkpointCall{taskID: taskID, key: c.Key, value: string(value)})
 	switch replyCode(err) {
 	case "NOTFOUND":
 		return fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	case "FINISHED":
 		return fmt.Errorf("%w: task %q: checkpoint %q not recorded", progress.ErrFinished, taskID, c.Key)
 	}
-	return b.wrap(ctx, "save checkpoint of task "+taskID, err)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("redisbackend: save checkpoint of task %q: %w", taskID, err)
+	}
+	return err
+}
+
+// runCheckpoints runs a batch of SaveCheckpoint calls in one
+// checkpointScript.
+func (b *Backend) runCheckpoints(ctx context.Context, calls []*batchCall[checkpointCall, struct{}]) {
+	keys := make([]string, 0, 4*len(calls))
+	for _, c := range calls {
+		id := c.item.taskID
+		keys = append(keys, b.taskKey(id), b.stepsKey(id), b.eventsKey(id), b.checkpointsKey(id))
+	}
+	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))},
+		calls, func(c *batchCall[checkpointCall, struct{}]) []string { return []string{c.item.key, c.item.value} })
+	replies, err := batchReplies(checkpointScript.exec(ctx, b.client, keys, args), len(calls))
+	for i, c := range calls {
+		if err != nil {
+			c.err = b.wrap(ctx, "save checkpoint of task "+c.item.taskID, err)
+			continue
+		}
+		// A coded error (NOTFOUND, FINISHED) as it is, for SaveCheckpoint.
+		if c.err = replies[i].Error(); c.err != nil && replyCode(c.err) == "" {
+			c.err = fmt.Errorf("redisbackend: save checkpoint of task %q: %w", c.item.taskID, c.err)
+		}
+	}
 }
 
 // Checkpoints implements progress.CheckpointStore in one round trip: the

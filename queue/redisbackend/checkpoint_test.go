@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -88,6 +90,54 @@ func TestCheckpointCost(t *testing.T) {
 	t.Logf("reading %d checkpoints (a later attempt's first step): 1 round trip, %d bytes sent, %d bytes replied (%.0f per checkpoint)",
 		steps+1, readSent, readReplied, float64(readReplied)/(steps+1))
 	assert.Less(t, sentPer-size, 512.0, "the command around the output stays small")
+}
+
+// TestConcurrentCheckpointsShareRoundTrips: checkpoints saved while one
+// is in flight go together in the next round trip, each with its own
+// answer (a task that ended refuses its own alone).
+func TestConcurrentCheckpointsShareRoundTrips(t *testing.T) {
+	srv := redistest.Start(t)
+	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
+	b := newBackend(t, client, redisbackend.Config{})
+	ctx := context.Background()
+	const n = 20
+	ids := make([]string, n+1)
+	for i := range ids {
+		ids[i] = queue.NewID()
+		require.NoError(t, b.Create(ctx, ids[i]))
+	}
+	ended := ids[3]
+	_, err := b.Append(ctx, ended, progress.Event{Type: progress.EventState, State: progress.StateFailure, Status: "cancelled"})
+	require.NoError(t, err)
+	save := func(i int) error {
+		return b.SaveCheckpoint(ctx, ids[i], progress.Checkpoint{Key: "step", Attempt: 1, Output: json.RawMessage(strconv.Itoa(i))})
+	}
+	require.NoError(t, save(n)) // loads the script
+
+	client.hold()
+	before := client.trips.Load()
+	errs := make([]error, n+1)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs[n] = save(n) })
+	require.Eventually(t, func() bool { return client.blocked.Load() == 1 }, 5*time.Second, time.Millisecond)
+	for i := range n {
+		wg.Go(func() { errs[i] = save(i) })
+	}
+	require.Eventually(t, func() bool { return b.WaitingCheckpoints() == n }, 5*time.Second, time.Millisecond)
+	client.release()
+	wg.Wait()
+	assert.Equal(t, int64(2), client.trips.Load()-before, "%d checkpoints in 2 round trips", n+1)
+
+	for i, id := range ids {
+		if id == ended {
+			assert.ErrorIs(t, errs[i], progress.ErrFinished, "the ended task's checkpoint, alone")
+			continue
+		}
+		require.NoError(t, errs[i], "task %d", i)
+		got, err := b.Checkpoints(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, strconv.Itoa(i), string(got["step"].Output), "each task got its own checkpoint")
+	}
 }
 
 // BenchmarkCheckpoint measures saving a checkpoint of a 1 KB output, as

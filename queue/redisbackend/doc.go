@@ -171,9 +171,10 @@
 // Under load most of the client's time per task goes to sending commands,
 // and a script call carries a fixed cost on both sides. So calls of the
 // hot operations made while another of the same kind is in flight wait for
-// it and then go together: CreateAndEnqueue, Append, Ack and AppendAndAck
-// each send one script for all the calls that were waiting (up to 128
-// calls, or 4096 script arguments), in one round trip, and Snapshot sends
+// it and then go together: CreateAndEnqueue, Append, Ack, AppendAndAck
+// and SaveCheckpoint each send one script for all the calls that were
+// waiting (up to 128 calls, or 4096 script arguments; a checkpoint
+// weighs one more argument per 16 KiB of output), in one round trip, and Snapshot sends
 // the reads of all the calls waiting in one pipeline. A call made while
 // none is in flight runs at once on its caller's goroutine, so a lone
 // caller pays nothing for batching; each call still gets its own result,

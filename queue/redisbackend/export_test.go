@@ -39,6 +39,10 @@ func (b *Backend) Waiting() (appends, acks, creates int) {
 // flight to end.
 func (b *Backend) WaitingSnapshots() int { return b.snapshots.waitingCalls() }
 
+// WaitingCheckpoints returns how many SaveCheckpoint calls wait for the
+// batch in flight to end.
+func (b *Backend) WaitingCheckpoints() int { return b.checkpoints.waitingCalls() }
+
 // MaxFetch is the most tasks one Fetch leases.
 const MaxFetch = maxBatch
 
