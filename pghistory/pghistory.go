@@ -37,6 +37,11 @@
 //
 // Every filter and the order are served by an index, so a page costs the
 // same however long the history is.
+//
+// A Store is also a queue.History (ListHistory): with it in
+// queue.InspectorConfig.History, an Inspector's listing goes on into the
+// history once the backend has listed its tasks, past the backend's
+// retention.
 package pghistory
 
 import (

@@ -3,6 +3,7 @@ package pghistory
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -145,4 +146,42 @@ func decodeCursor(c string) (time.Time, string, error) {
 		return time.Time{}, "", fmt.Errorf("%w: %q", ErrBadCursor, c)
 	}
 	return time.UnixMicro(us).UTC(), id, nil
+}
+
+var _ queue.History = (*Store)(nil)
+
+// ListHistory implements queue.History, so that a queue.Inspector whose
+// InspectorConfig.History is this Store goes on listing from the history
+// once the backend has listed its tasks, past the backend's retention:
+// the tasks that ended before q.Before, newest first, as List pages them.
+// Its errors for a bad limit, state or cursor wrap queue.ErrInvalidQuery.
+func (s *Store) ListHistory(ctx context.Context, q queue.HistoryQuery) (queue.TaskPage, error) {
+	if q.Limit < 1 || q.Limit > MaxLimit {
+		return queue.TaskPage{}, fmt.Errorf("%w: limit %d out of range 1-%d", queue.ErrInvalidQuery, q.Limit, MaxLimit)
+	}
+	if q.State != "" && !q.State.Terminal() {
+		return queue.TaskPage{}, fmt.Errorf("%w: the history holds SUCCESS and FAILURE only, not %q", queue.ErrInvalidQuery, q.State)
+	}
+	page, err := s.List(ctx, Query{Flow: q.Flow, State: q.State, Until: q.Before, Limit: q.Limit, Cursor: q.Cursor})
+	if errors.Is(err, ErrBadCursor) {
+		return queue.TaskPage{}, fmt.Errorf("%w: %w", queue.ErrInvalidQuery, err)
+	}
+	if err != nil {
+		return queue.TaskPage{}, err
+	}
+	out := queue.TaskPage{Tasks: make([]queue.TaskSummary, len(page.Records)), Next: page.Next}
+	for i, r := range page.Records {
+		out.Tasks[i] = r.Summary()
+	}
+	return out, nil
+}
+
+// Summary returns the task as a queue listing shows it.
+func (r Record) Summary() queue.TaskSummary {
+	return queue.TaskSummary{
+		ID: r.TaskID, Flow: r.Flow, State: r.State, Progress: r.Snapshot.Details.Progress, Status: r.Status,
+		Attempt: r.Attempts, MaxAttempts: r.MaxAttempts, Owner: r.Owner, RequeuedFrom: r.RequeuedFrom,
+		Cancelled:  r.State == progress.StateFailure && r.Status == queue.StatusCancelled,
+		EnqueuedAt: r.EnqueuedAt, StartedAt: r.StartedAt, EndedAt: r.EndedAt,
+	}
 }

@@ -11,19 +11,49 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// Hooks opens the history at url and returns the finish hooks that write
-// it (for queue.WorkerConfig.OnFinish) and the func that closes it. An
-// empty url means no history: no hooks, nothing to close. It fails if the
-// database cannot be reached, so that a misconfigured process stops at
-// start-up.
-func Hooks(ctx context.Context, url string, logger *slog.Logger) ([]queue.FinishHook, func(), error) {
+// History is the run history of an example process: nothing when
+// DATABASE_URL is not set.
+type History struct {
+	// Store is the history, nil without DATABASE_URL.
+	Store *pghistory.Store
+}
+
+// Open opens the history at url; an empty url means none. It fails if
+// the database cannot be reached, so that a misconfigured process stops
+// at start-up.
+func Open(ctx context.Context, url string, logger *slog.Logger) (*History, error) {
 	if url == "" {
-		return nil, func() {}, nil
+		return &History{}, nil
 	}
-	h, err := pghistory.Open(ctx, url, pghistory.Config{Logger: logger})
+	s, err := pghistory.Open(ctx, url, pghistory.Config{Logger: logger})
 	if err != nil {
-		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
-	logger.Info("run history: every finished task is written to PostgreSQL (DATABASE_URL)")
-	return []queue.FinishHook{h.Hook}, h.Close, nil
+	logger.Info("run history in PostgreSQL (DATABASE_URL)")
+	return &History{Store: s}, nil
+}
+
+// Hooks returns the finish hooks that write the history, for
+// queue.WorkerConfig.OnFinish: none without a history.
+func (h *History) Hooks() []queue.FinishHook {
+	if h.Store == nil {
+		return nil
+	}
+	return []queue.FinishHook{h.Store.Hook}
+}
+
+// Lister returns the history for queue.InspectorConfig.History, so that
+// listings go on past the backend's retention: nil without a history.
+func (h *History) Lister() queue.History {
+	if h.Store == nil {
+		return nil
+	}
+	return h.Store
+}
+
+// Close closes the history's connections.
+func (h *History) Close() {
+	if h.Store != nil {
+		h.Store.Close()
+	}
 }

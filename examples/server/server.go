@@ -208,20 +208,18 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 	if err != nil {
 		return nil, nil, err
 	}
-	// The history is written by the workers: these in-process ones, or
-	// the worker processes (examples/worker) with -workers 0.
-	var hooks []queue.FinishHook
-	closeHistory := func() {}
-	if cfg.Workers > 0 {
-		hooks, closeHistory, err = history.Hooks(context.Background(), cfg.DatabaseURL, logger)
-		if err != nil {
-			_ = tel.Shutdown(context.Background())
-			return nil, nil, err
-		}
+	// The history is written by the workers (these in-process ones, or
+	// the worker processes of examples/worker with -workers 0) and read
+	// by the operators' listing once Redis has dropped a task.
+	hist, err := history.Open(context.Background(), cfg.DatabaseURL, logger)
+	if err != nil {
+		_ = tel.Shutdown(context.Background())
+		return nil, nil, err
 	}
+	hooks := hist.Hooks()
 	backend, store, releaseBackend, err := backends(cfg)
 	if err != nil {
-		closeHistory()
+		hist.Close()
 		_ = tel.Shutdown(context.Background())
 		return nil, nil, err
 	}
@@ -229,7 +227,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 	// last spans and metrics it flushes.
 	release := func() {
 		releaseBackend()
-		closeHistory()
+		hist.Close()
 		if err := tel.Shutdown(context.Background()); err != nil {
 			logger.Warn("flushing the telemetry failed", "err", err)
 		}
@@ -275,7 +273,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		Registry:    reg,
 		CORS:        ssehttp.CORS{AllowedOrigins: cfg.CORSOrigins},
 		BodyTimeout: cfg.BodyTimeout,
-		Inspector:   queue.NewInspector(backend, store, queue.InspectorConfig{Logger: logger}),
+		Inspector:   queue.NewInspector(backend, store, queue.InspectorConfig{History: hist.Lister(), Logger: logger}),
 		Logger:      logger,
 		// The start-task span and the open streams.
 		TracerProvider: tel.TracerProvider,

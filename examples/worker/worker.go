@@ -202,11 +202,12 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 	if tel.Tracing {
 		logger.Info("tracing: spans are exported over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT)")
 	}
-	hooks, closeHistory, err := history.Hooks(ctx, cfg.DatabaseURL, logger)
+	hist, err := history.Open(ctx, cfg.DatabaseURL, logger)
 	if err != nil {
 		return err
 	}
-	defer closeHistory()
+	defer hist.Close()
+	hooks := hist.Hooks()
 	if cfg.MetricsAddr != "" {
 		stopMetrics, err := serveMetrics(cfg.MetricsAddr, tel, logger)
 		if err != nil {

@@ -1,0 +1,124 @@
+package pghistory_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// TestListHistory: the Store as a queue.History lists the tasks that
+// ended before q.Before, as summaries, with cursor paging, and refuses
+// bad queries with queue.ErrInvalidQuery.
+func TestListHistory(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	var ids []string
+	for i := range 5 {
+		r := record(i)
+		r.Owner = "alice"
+		if i == 2 {
+			r.State, r.Status = progress.StateFailure, queue.StatusCancelled
+		}
+		require.NoError(t, s.Save(ctx, r))
+		ids = append(ids, r.TaskID)
+	}
+	var got []queue.TaskSummary
+	q := queue.HistoryQuery{Before: t0.Add(4 * time.Second), Limit: 3}
+	for {
+		page, err := s.ListHistory(ctx, q)
+		require.NoError(t, err)
+		got = append(got, page.Tasks...)
+		if page.Next == "" {
+			break
+		}
+		q.Cursor = page.Next
+	}
+	require.Len(t, got, 4, "the task that ended at Before is left out")
+	for i, sum := range got {
+		assert.Equal(t, ids[3-i], sum.ID, "newest first")
+		assert.Equal(t, "poem_flow", sum.Flow)
+		assert.Equal(t, "alice", sum.Owner)
+		assert.Equal(t, 1, sum.Attempt)
+		assert.Equal(t, 3, sum.MaxAttempts)
+		assert.True(t, t0.Add(time.Duration(3-i)*time.Second).Equal(sum.EndedAt))
+		assert.Equal(t, sum.EndedAt, sum.ChangedAt())
+	}
+	assert.True(t, got[1].Cancelled, "a cancelled task is marked so")
+	assert.Equal(t, progress.StateFailure, got[1].State)
+	assert.Equal(t, 100, got[0].Progress)
+
+	failures, err := s.ListHistory(ctx, queue.HistoryQuery{State: progress.StateFailure, Before: t0.Add(time.Hour), Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, failures.Tasks, 1)
+	assert.Equal(t, ids[2], failures.Tasks[0].ID)
+
+	for _, bad := range []queue.HistoryQuery{
+		{Before: t0, Limit: 0},
+		{Before: t0, Limit: queue.MaxListLimit + 1},
+		{Before: t0, Limit: 1, State: progress.StatePending},
+		{Before: t0, Limit: 1, Cursor: "not a cursor"},
+	} {
+		_, err := s.ListHistory(ctx, bad)
+		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "%+v", bad)
+	}
+}
+
+// TestInspectorListsPastRetention: a queue.Inspector with the Store as
+// its History lists the tasks the backend holds, then, once the backend
+// has no more, those it has dropped at the end of their retention, from
+// PostgreSQL: every task once, newest first.
+func TestInspectorListsPastRetention(t *testing.T) {
+	s, _ := open(t)
+	const retention = 300 * time.Millisecond
+	backend := queue.NewMemory(queue.MemoryConfig{Retention: retention})
+	store := progress.NewMemoryStore(progress.MemoryConfig{Retention: retention})
+	broker := runWorker(t, backend, store, s)
+	ctx := context.Background()
+	inspector := queue.NewInspector(backend, store, queue.InspectorConfig{History: s})
+
+	run := func() string {
+		t.Helper()
+		id, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{})
+		require.NoError(t, err)
+		waitRow(t, s, id)
+		return id
+	}
+	var old []string
+	for range 3 {
+		old = append(old, run())
+	}
+	// The backend forgets them.
+	require.Eventually(t, func() bool {
+		_, err := broker.Task(ctx, old[0])
+		return err != nil
+	}, 10*time.Second, 20*time.Millisecond)
+	// The store forgets on its own clock; a listing reads both.
+	time.Sleep(2 * retention)
+	var recent []string
+	for range 2 {
+		recent = append(recent, run())
+	}
+
+	var got []string
+	o := queue.ListOptions{Limit: 2}
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 20, "the listing does not end")
+		page, err := inspector.List(ctx, o)
+		require.NoError(t, err)
+		for _, task := range page.Tasks {
+			got = append(got, task.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		o.Cursor = page.Next
+	}
+	want := []string{recent[1], recent[0], old[2], old[1], old[0]}
+	assert.Equal(t, want, got, "the backend's tasks, then the history's")
+}
