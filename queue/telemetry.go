@@ -63,16 +63,19 @@ const descEnded = "Tasks that reached a terminal state, by flow and state (SUCCE
 // brokerTelemetry is what a Broker traces and measures.
 type brokerTelemetry struct {
 	tracer   *telemetry.Tracer
+	metrics  *telemetry.Metrics
 	enqueued *telemetry.Counter[string]    // by flow
 	ended    *telemetry.Counter[[2]string] // by flow and state
 }
 
 func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
-	m := telemetry.Meter(cfg.MeterProvider)
+	ms := telemetry.NewMetrics(cfg.MeterProvider)
+	m := ms.Meter
 	t := &brokerTelemetry{
 		tracer:   telemetry.NewTracer(cfg.TracerProvider),
-		enqueued: telemetry.NewCounter(m, cfg.Logger, metricEnqueued, "{task}", "Tasks accepted by the broker, by flow.", flowAttrs),
-		ended:    telemetry.NewCounter(m, cfg.Logger, metricEnded, "{task}", descEnded, endAttrs),
+		metrics:  ms,
+		enqueued: telemetry.NewCounter(ms, cfg.Logger, metricEnqueued, "{task}", "Tasks accepted by the broker, by flow.", flowAttrs),
+		ended:    telemetry.NewCounter(ms, cfg.Logger, metricEnded, "{task}", descEnded, endAttrs),
 	}
 	if d, ok := backend.(DepthReader); ok {
 		opts := [...]metric.ObserveOption{
@@ -142,6 +145,7 @@ func (bt *brokerTelemetry) endSpan(ctx context.Context, span trace.Span, t *Task
 // workerTelemetry is what a Worker traces and measures.
 type workerTelemetry struct {
 	tracer   *telemetry.Tracer
+	metrics  *telemetry.Metrics
 	started  *telemetry.Counter[string]    // by flow
 	ended    *telemetry.Counter[[2]string] // by flow and state
 	events   *telemetry.Counter[progress.EventType]
@@ -152,13 +156,15 @@ type workerTelemetry struct {
 }
 
 func newWorkerTelemetry(cfg WorkerConfig) *workerTelemetry {
-	m := telemetry.Meter(cfg.MeterProvider)
+	ms := telemetry.NewMetrics(cfg.MeterProvider)
+	m := ms.Meter
 	log := cfg.Logger
 	t := &workerTelemetry{
 		tracer:  telemetry.NewTracer(cfg.TracerProvider),
-		started: telemetry.NewCounter(m, log, metricStarted, "{run}", "Runs of flows started by workers, by flow: one per attempt.", flowAttrs),
-		ended:   telemetry.NewCounter(m, log, metricEnded, "{task}", descEnded, endAttrs),
-		events: telemetry.NewCounter(m, log, metricEvents, "{event}",
+		metrics: ms,
+		started: telemetry.NewCounter(ms, log, metricStarted, "{run}", "Runs of flows started by workers, by flow: one per attempt.", flowAttrs),
+		ended:   telemetry.NewCounter(ms, log, metricEnded, "{task}", descEnded, endAttrs),
+		events: telemetry.NewCounter(ms, log, metricEvents, "{event}",
 			"Progress events recorded by workers, by type (state, status, progress, step, token).",
 			func(e progress.EventType) []attribute.KeyValue {
 				return []attribute.KeyValue{telemetry.EventType.String(string(e))}
@@ -219,8 +225,8 @@ func (s countingStore) Append(ctx context.Context, taskID string, events ...prog
 // records the pickup latency of a first attempt.
 func (j *job) startSpan() {
 	wt, t := j.w.tel, j.task
-	now := time.Now()
-	if t.Attempt == 1 && !t.Cancelled {
+	if t.Attempt == 1 && !t.Cancelled && wt.metrics.Active() {
+		now := time.Now()
 		ready := t.EnqueuedAt
 		if t.RunAt.After(ready) {
 			ready = t.RunAt
@@ -248,7 +254,11 @@ func (j *job) startSpan() {
 // runStarted notes the start of the flow's run, for the finish hooks and
 // the run's duration, and counts it.
 func (j *job) runStarted() {
-	j.startedAt = time.Now()
+	// The time is read only for those who use it: a nanosecond clock
+	// read per task is not free.
+	if len(j.w.hooks) > 0 || j.w.tel.metrics.Active() || j.span.IsRecording() {
+		j.startedAt = time.Now()
+	}
 	j.w.tel.started.Add(j.task.Flow, 1)
 }
 
@@ -282,7 +292,7 @@ func (j *job) endSpan() {
 			outcome = outcomeRetry
 		}
 	}
-	if !j.startedAt.IsZero() {
+	if !j.startedAt.IsZero() && j.w.tel.metrics.Active() {
 		wt := j.w.tel
 		wt.duration.Record(j.base, time.Since(j.startedAt).Seconds(), wt.byRun.Get([2]string{j.task.Flow, outcome}).Record...)
 	}

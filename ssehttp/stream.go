@@ -58,8 +58,10 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	h.tel.streams.Add(ctx, 1)
-	defer h.tel.streams.Add(ctx, -1)
+	if h.tel.metrics.Active() {
+		h.tel.streams.Add(ctx, 1)
+		defer h.tel.streams.Add(ctx, -1)
+	}
 	s := &stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "text/event-stream")

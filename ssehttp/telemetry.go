@@ -24,11 +24,13 @@ var kindServer = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer
 // handlerTelemetry is what a Handler traces and measures.
 type handlerTelemetry struct {
 	tracer  *telemetry.Tracer
+	metrics *telemetry.Metrics
 	streams metric.Int64UpDownCounter
 }
 
 func newHandlerTelemetry(cfg Config) *handlerTelemetry {
-	m := telemetry.Meter(cfg.MeterProvider)
+	ms := telemetry.NewMetrics(cfg.MeterProvider)
+	m := ms.Meter
 	streams, err := m.Int64UpDownCounter(metricStreams, metric.WithUnit("{stream}"),
 		metric.WithDescription("Task-status event streams open."))
 	if err != nil {
@@ -37,7 +39,7 @@ func newHandlerTelemetry(cfg Config) *handlerTelemetry {
 	if streams == nil {
 		streams, _ = noop.Meter{}.Int64UpDownCounter(metricStreams)
 	}
-	return &handlerTelemetry{tracer: telemetry.NewTracer(cfg.TracerProvider), streams: streams}
+	return &handlerTelemetry{tracer: telemetry.NewTracer(cfg.TracerProvider), metrics: ms, streams: streams}
 }
 
 // startSpan starts the span of a start-task request: a child of the

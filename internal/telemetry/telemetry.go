@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -81,7 +82,7 @@ func (t *Tracer) Active() trace.Tracer {
 		return g.tracer
 	}
 	g := &globalTracer{tp: tp}
-	if !isDefaultGlobal(tp) {
+	if !isDefault(reflect.TypeOf(tp), "tracerProvider") {
 		g.tracer = tp.Tracer(ScopeName)
 	}
 	if reflect.TypeOf(tp).Comparable() {
@@ -103,23 +104,61 @@ func (t *Tracer) Start(ctx context.Context, name string, opts ...trace.SpanStart
 // NoSpan is the span of what is not traced: it does nothing.
 var NoSpan = trace.SpanFromContext(context.Background())
 
-// isDefaultGlobal reports whether tp is the provider otel.GetTracerProvider
-// returns until a program installs one: OpenTelemetry's internal
-// delegating provider, whose spans record nothing. Once a provider is
-// installed, otel.GetTracerProvider returns that one instead.
-func isDefaultGlobal(tp trace.TracerProvider) bool {
-	t := reflect.TypeOf(tp)
+// isDefault reports whether t, the type of a global provider, is that of
+// the provider otel.GetTracerProvider or otel.GetMeterProvider returns
+// until a program installs one: OpenTelemetry's internal delegating
+// provider (name is its type's name), which records nothing. Once a
+// provider is installed, they return that one instead.
+func isDefault(t reflect.Type, name string) bool {
 	return t.Kind() == reflect.Pointer && t.Elem().PkgPath() == "go.opentelemetry.io/otel/internal/global" &&
-		t.Elem().Name() == "tracerProvider"
+		t.Elem().Name() == name
 }
 
-// Meter returns the library's meter from mp, or from the global provider
-// when mp is nil.
-func Meter(mp metric.MeterProvider) metric.Meter {
-	if mp == nil {
-		mp = otel.GetMeterProvider()
+// Metrics is the library's meter. Its provider is the one given to
+// NewMetrics or, for nil, the global one (whose instruments pass on to a
+// provider installed later). While the provider is the global one that
+// nobody has installed, or a no-op provider, Active is false and the
+// library measures nothing at all: not even the atomic counts of its
+// Counters.
+type Metrics struct {
+	Meter  metric.Meter
+	fixed  bool // the given provider is a real one
+	off    bool // the given provider is a no-op provider
+	global atomic.Pointer[globalMeter]
+}
+
+// globalMeter says whether the global provider mp is a real one.
+type globalMeter struct {
+	mp     metric.MeterProvider
+	active bool
+}
+
+// NewMetrics returns the library's meter of mp, nil meaning the global
+// provider.
+func NewMetrics(mp metric.MeterProvider) *Metrics {
+	switch mp.(type) {
+	case nil:
+		return &Metrics{Meter: otel.GetMeterProvider().Meter(ScopeName)}
+	case metricnoop.MeterProvider, *metricnoop.MeterProvider:
+		return &Metrics{Meter: mp.Meter(ScopeName), off: true}
 	}
-	return mp.Meter(ScopeName)
+	return &Metrics{Meter: mp.Meter(ScopeName), fixed: true}
+}
+
+// Active reports whether measurements are to be made (see Metrics).
+func (m *Metrics) Active() bool {
+	if m.fixed || m.off {
+		return m.fixed
+	}
+	mp := otel.GetMeterProvider()
+	if g := m.global.Load(); g != nil && g.mp == mp {
+		return g.active
+	}
+	g := &globalMeter{mp: mp, active: !isDefault(reflect.TypeOf(mp), "meterProvider")}
+	if reflect.TypeOf(mp).Comparable() {
+		m.global.Store(g)
+	}
+	return g.active
 }
 
 // Span start options made once, so that starting a span does not box
@@ -268,6 +307,7 @@ func (c *Cache[K, V]) All(f func(V)) {
 // the SDK looks its attribute set up in a map at each Add. Counters of one
 // name on one meter add up (the SDK sums what callbacks observe).
 type Counter[K comparable] struct {
+	on    *Metrics
 	inst  metric.Int64ObservableCounter
 	cells Cache[K, *cell]
 }
@@ -277,11 +317,12 @@ type cell struct {
 	opt metric.ObserveOption
 }
 
-// NewCounter makes the counter name of m, whose attributes for a key K
+// NewCounter makes the counter name of ms's meter, whose attributes for a key K
 // are attrs(K). An error of the meter (an SDK returns one for a name or
 // option it refuses) is logged to log; the counter then counts in vain.
-func NewCounter[K comparable](m metric.Meter, log *slog.Logger, name, unit, desc string, attrs func(K) []attribute.KeyValue) *Counter[K] {
-	c := &Counter[K]{}
+func NewCounter[K comparable](ms *Metrics, log *slog.Logger, name, unit, desc string, attrs func(K) []attribute.KeyValue) *Counter[K] {
+	m := ms.Meter
+	c := &Counter[K]{on: ms}
 	c.cells.New = func(k K) *cell {
 		return &cell{opt: metric.WithAttributeSet(attribute.NewSet(attrs(k)...))}
 	}
@@ -299,5 +340,9 @@ func NewCounter[K comparable](m metric.Meter, log *slog.Logger, name, unit, desc
 	return c
 }
 
-// Add adds n to the count of k.
-func (c *Counter[K]) Add(k K, n int64) { c.cells.Get(k).n.Add(n) }
+// Add adds n to the count of k, if the meter is active.
+func (c *Counter[K]) Add(k K, n int64) {
+	if c.on.Active() {
+		c.cells.Get(k).n.Add(n)
+	}
+}
