@@ -193,6 +193,9 @@ func endAttrs(k [2]string) []attribute.KeyValue {
 
 // countEvents counts the events a worker recorded.
 func (wt *workerTelemetry) countEvents(events []progress.Event) {
+	if !wt.metrics.Active() {
+		return
+	}
 	for i := 0; i < len(events); {
 		// Count runs of one type with one Add: a batch of tokens is one.
 		typ, n := events[i].Type, 1
