@@ -25,12 +25,11 @@
 //	P:{<id>}:task       hash    the queue's record of the task: rec (what
 //	                            does not change once it is queued: max
 //	                            attempts, time limit, enqueued and due
-//	                            times, flow, requeued_from, owner and
-//	                            inputs, in one string), attempt and
-//	                            cancelled, trace (the W3C traceparent,
-//	                            a space and the tracestate; only for a task
-//	                            enqueued in a trace) and prev (why the
-//	                            attempt before the current one ended, a
+//	                            times, flow, requeued_from, owner, the
+//	                            W3C trace context of a task enqueued in a
+//	                            trace, and inputs, in one string), attempt
+//	                            and cancelled, and prev (why the attempt
+//	                            before the current one ended, a
 //	                            queue.AttemptEnd: set by Retry, and by the
 //	                            fetch that takes over a lease); and its
 //	                            progress snapshot:

@@ -161,7 +161,7 @@ type takenEntry struct {
 
 // The fetch script finds a record's rec, attempt and prev at these places
 // of recordFieldNames (Lua counts from 1).
-const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + uint(iPrev-5) + uint(5-iPrev)
+const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + uint(iPrev-4) + uint(4-iPrev)
 
 // fetchCall returns the KEYS and ARGV of the fetch script for a look by
 // worker; prev is the worker's plan so far.

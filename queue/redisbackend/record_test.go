@@ -23,6 +23,10 @@ func TestRecordRoundTrip(t *testing.T) {
 		"owned": {ID: "d", Flow: "poem", Inputs: json.RawMessage(`{"topic":"sea"}`), MaxAttempts: 3,
 			Timeout: time.Minute, EnqueuedAt: at, Owner: "user:ada 7 {}"},
 		"owned, requeued, no inputs": {ID: "e", Flow: "7", EnqueuedAt: at, RequeuedFrom: "c0ffee", Owner: "o"},
+		"traced": {ID: "f", Flow: "poem", Inputs: json.RawMessage(`{"topic":"sea"}`), EnqueuedAt: at,
+			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"traced with a state, owned": {ID: "g", Flow: "t 9 ", EnqueuedAt: at, Owner: "user:ada",
+			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", TraceState: "a=b c, d=e"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var r record
@@ -74,6 +78,25 @@ func TestRecordWithoutOwnerUnchanged(t *testing.T) {
 		"o3 0 0 0 1 0 9 fabc",  // owner longer than what is left
 		"o3 0 0 0 1 0 -1 fabc", // negative length
 		"o3 0 0 0 4611686018427387904 4611686018427387904 4611686018427387904 f", // lengths whose sum overflows
+	} {
+		_, _, err := decodeRecord("x", record{iRec: rec})
+		assert.Error(t, err, rec)
+	}
+}
+
+// TestRecordOfTracedTask checks the record of a task enqueued in a trace:
+// the trace context first, marked "t", the rest as without it; and that
+// a malformed trace context is an error, not a misread record.
+func TestRecordOfTracedTask(t *testing.T) {
+	at := time.Unix(0, 1_700_000_000_000_000_000).UTC()
+	task := &queue.Task{ID: "a", Flow: "poem", Inputs: json.RawMessage(`{"n":1}`), MaxAttempts: 3, Timeout: time.Second, EnqueuedAt: at,
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "k=v"}
+	assert.Equal(t, `t59 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 k=v3 1000000000 1700000000000000000 0 4 0 poem{"n":1}`, encodeRec(task))
+	for _, rec := range []string{
+		"t",                    // no length
+		"tx 3 0 0 0 1 0 f",     // not a number
+		"t99 abc3 0 0 0 1 0 f", // longer than what is left
+		"t-1 3 0 0 0 1 0 f",    // negative length
 	} {
 		_, _, err := decodeRecord("x", record{iRec: rec})
 		assert.Error(t, err, rec)

@@ -16,23 +16,20 @@ import (
 )
 
 // Task record hash fields: rec holds what does not change once the task
-// is queued (see encodeRec); attempt and cancelled change; trace, present
-// only for a task enqueued in a trace, holds its W3C trace context (see
-// encodeTrace); prev, present once a worker gave the task back (Retry),
-// says why that attempt ended (a queue.AttemptEnd).
+// is queued (see encodeRec); attempt and cancelled change; prev, present
+// once a worker gave the task back (Retry), says why that attempt ended
+// (a queue.AttemptEnd).
 const (
 	recRec       = "rec"
 	recAttempt   = "attempt"
 	recCancelled = "cancelled"
-	recTrace     = "trace"
 	recPrev      = "prev"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
-// reports (FetchWithState), then the trace context and the end of the
-// attempt given back last.
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recTrace, recPrev}
+// reports (FetchWithState), then the end of the attempt given back last.
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -40,7 +37,6 @@ const (
 	iAttempt
 	iCancelled
 	iState
-	iTrace
 	iPrev
 )
 
@@ -296,9 +292,9 @@ func (b *Backend) send(ctx context.Context, op string, cmds rueidis.Commands) er
 }
 
 // recordFields returns the hash fields of t's record, as field-value
-// pairs: rec, and attempt, cancelled and trace when they are not zero.
+// pairs: rec, and attempt and cancelled when they are not zero.
 func recordFields(t *queue.Task) [][2]string {
-	fields := make([][2]string, 1, 4)
+	fields := make([][2]string, 1, 3)
 	fields[0] = [2]string{recRec, encodeRec(t)}
 	if t.Attempt != 0 {
 		fields = append(fields, [2]string{recAttempt, strconv.Itoa(t.Attempt)})
@@ -306,25 +302,7 @@ func recordFields(t *queue.Task) [][2]string {
 	if t.Cancelled {
 		fields = append(fields, [2]string{recCancelled, "1"})
 	}
-	if t.TraceParent != "" {
-		fields = append(fields, [2]string{recTrace, encodeTrace(t)})
-	}
 	return fields
-}
-
-// encodeTrace returns the value of a task's trace field: its traceparent,
-// then, if it has one, a space and its tracestate. A traceparent has no
-// space (W3C Trace Context), so the first space divides them.
-func encodeTrace(t *queue.Task) string {
-	if t.TraceState == "" {
-		return t.TraceParent
-	}
-	return t.TraceParent + " " + t.TraceState
-}
-
-// decodeTrace fills t's trace context from the value of a trace field.
-func decodeTrace(v string, t *queue.Task) {
-	t.TraceParent, t.TraceState, _ = strings.Cut(v, " ")
 }
 
 // encodeRec returns the value of a task's rec field: what does not change
@@ -337,12 +315,33 @@ func decodeTrace(v string, t *queue.Task) {
 // The record of a task with an owner starts with "o" and has a seventh
 // integer, the length of the owner, whose bytes follow RequeuedFrom. A
 // task without one has the record it had before owners were recorded.
+//
+// The record of a task enqueued in a trace (Task.TraceParent) starts with
+// "t", the length of its trace context, a space and the trace context:
+// the traceparent, then, if there is one, a space and the tracestate (a
+// traceparent has no space); the rest of the record follows. A task
+// enqueued outside a trace has the record it had before tracing, so it
+// costs not one byte more.
 func encodeRec(t *queue.Task) string {
 	var runAt int64
 	if !t.RunAt.IsZero() {
 		runAt = t.RunAt.UnixNano()
 	}
-	b := make([]byte, 0, 80+len(t.Flow)+len(t.RequeuedFrom)+len(t.Owner)+len(t.Inputs))
+	b := make([]byte, 0, 80+len(t.Flow)+len(t.RequeuedFrom)+len(t.Owner)+len(t.Inputs)+len(t.TraceParent)+len(t.TraceState))
+	if t.TraceParent != "" {
+		n := len(t.TraceParent)
+		if t.TraceState != "" {
+			n += 1 + len(t.TraceState)
+		}
+		b = append(b, tracedRec)
+		b = strconv.AppendInt(b, int64(n), 10)
+		b = append(b, ' ')
+		b = append(b, t.TraceParent...)
+		if t.TraceState != "" {
+			b = append(b, ' ')
+			b = append(b, t.TraceState...)
+		}
+	}
 	nums := []int64{int64(t.MaxAttempts), int64(t.Timeout), t.EnqueuedAt.UnixNano(), runAt,
 		int64(len(t.Flow)), int64(len(t.RequeuedFrom)), int64(len(t.Owner))}
 	if t.Owner == "" {
@@ -361,11 +360,24 @@ func encodeRec(t *queue.Task) string {
 	return string(b)
 }
 
-// ownedRec starts the rec field of a task with an owner (see encodeRec).
-const ownedRec = 'o'
+// ownedRec and tracedRec start the rec field of a task with an owner and
+// of a task enqueued in a trace (see encodeRec).
+const (
+	ownedRec  = 'o'
+	tracedRec = 't'
+)
 
 // decodeRec fills t from the value of a rec field (see encodeRec).
 func decodeRec(rec string, t *queue.Task) error {
+	if rec != "" && rec[0] == tracedRec {
+		size, rest, ok := strings.Cut(rec[1:], " ")
+		n, err := strconv.Atoi(size)
+		if !ok || err != nil || n < 0 || n > len(rest) {
+			return errors.New("field rec: malformed trace context")
+		}
+		t.TraceParent, t.TraceState, _ = strings.Cut(rest[:n], " ")
+		rec = rest[n:]
+	}
 	var n [7]int64
 	nums := n[:6]
 	if rec != "" && rec[0] == ownedRec {
@@ -419,9 +431,6 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 	}
 	if err := decodeRec(r[iRec], t); err != nil {
 		return nil, false, err
-	}
-	if r[iTrace] != "" {
-		decodeTrace(r[iTrace], t)
 	}
 	t.PreviousEnd = queue.AttemptEnd(r[iPrev])
 	return t, true, nil

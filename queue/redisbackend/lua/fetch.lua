@@ -39,7 +39,7 @@
 -- anew; record is the values of the fields asked for (false for a missing
 -- one, all false for a missing record), absent when ARGV[6] is empty or
 -- the entry names no valid task id. ARGV[9...] must name rec, attempt and
--- prev at places 1, 2 and 6. When the script took every new entry there was
+-- prev at places 1, 2 and 5. When the script took every new entry there was
 -- (it took fewer than max), the rest tells how to wait for more: dueIn is
 -- the time in ms until the next delayed task is due and expiresIn until
 -- the next lease passes (-1 when there is none), lastID is the id of the
@@ -125,7 +125,7 @@ if #taken > 0 then
           rec[2] = tostring(redis.call('HINCRBY', key, 'attempt', 1))
           if ended[i] then
             redis.call('HSET', key, 'prev', ended[i])
-            rec[6] = ended[i]
+            rec[5] = ended[i]
           end
           if not exp or exp - clock < retention then
             redis.call('PEXPIRE', key, retention, 'GT')
