@@ -35,6 +35,9 @@ type job struct {
 	// state this job recorded, "" if it recorded none.
 	span     trace.Span
 	endState progress.State
+	// runCtx is the context of the flow's run, once it starts: its cause
+	// says whether the run's writes are refused (see fenced).
+	runCtx atomic.Pointer[context.Context]
 }
 
 // logger returns the worker's logger with the task's id, flow and
@@ -105,6 +108,7 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		j.fin = &finishingStore{Store: store, f: w.fin, lease: l}
 		store = j.fin
 	}
+	store = &fencedStore{Store: store, j: j}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
 
 	if t.Cancelled {
@@ -201,6 +205,7 @@ func (j *job) run(f flow.Flow) {
 		ctx, stop = context.WithTimeoutCause(ctx, t.Timeout, errTimedOut)
 		defer stop()
 	}
+	j.runCtx.Store(&ctx)
 	// A Cancel that landed after the fetch read the task was announced
 	// before this run was tracked: track finds it among the recent ones.
 	defer j.w.untrack(t.ID, j.w.track(t.ID, cancel))
@@ -218,7 +223,7 @@ func (j *job) run(f flow.Flow) {
 				done <- outcome{err: errGoexit, cause: context.Cause(ctx)}
 			}
 		}()
-		res, err := f.Run(ctx, &flow.Task{
+		res, err := f.Run(j.flowContext(ctx, cancel), &flow.Task{
 			ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
 			Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
 				Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, Flush: j.rep.Flush, Logger: j.w.log,

@@ -54,6 +54,7 @@ type Memory struct {
 	listeners map[*cancelListener]struct{}
 	seq       uint64                // lease counter, for tokens
 	workers   map[string]WorkerInfo // the worker registry, by name
+	deadlines map[string]time.Time  // until when each worker may stay silent (see memory_reclaim.go)
 }
 
 type memState int
@@ -91,6 +92,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 		wake:      make(chan struct{}),
 		listeners: map[*cancelListener]struct{}{},
 		workers:   map[string]WorkerInfo{},
+		deadlines: map[string]time.Time{},
 	}
 }
 

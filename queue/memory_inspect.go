@@ -12,7 +12,8 @@ var (
 	_ Retirer        = (*Memory)(nil)
 )
 
-// Heartbeat implements WorkerRegistry.
+// Heartbeat implements WorkerRegistry, and takes back the leases of dead
+// workers (see WorkerRegistry).
 func (m *Memory) Heartbeat(ctx context.Context, w WorkerInfo) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -21,6 +22,7 @@ func (m *Memory) Heartbeat(ctx context.Context, w WorkerInfo) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.workers[w.Name] = w
+	m.beatDeadline(w, w.LastSeen)
 	return nil
 }
 
@@ -49,6 +51,7 @@ func (m *Memory) Retire(ctx context.Context, worker string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.workers, worker)
+	delete(m.deadlines, worker)
 	return nil
 }
 

@@ -11,7 +11,8 @@ import (
 // now and then every WorkerConfig.Heartbeat, until the returned function
 // is called; that function waits for a write in progress. A backend
 // without a registry is left alone. A failed write is logged and tried
-// again at the next beat.
+// again at the next beat. Each write that succeeds renews the worker's
+// liveness (see liveness).
 func (w *Worker) beat(base context.Context) (stop func()) {
 	reg, ok := w.backend.(WorkerRegistry)
 	if !ok {
@@ -29,7 +30,10 @@ func (w *Worker) beat(base context.Context) (stop func()) {
 		for {
 			info.Running = int(w.holding.Load())
 			opCtx, opCancel := context.WithTimeout(ctx, min(opTimeout, w.cfg.Heartbeat))
-			if err := reg.Heartbeat(opCtx, info); err != nil && ctx.Err() == nil {
+			sent := time.Now()
+			if err := reg.Heartbeat(opCtx, info); err == nil {
+				w.live.confirm(sent)
+			} else if ctx.Err() == nil {
 				w.log.Warn("flows: writing the worker's heartbeat failed", "err", err)
 			}
 			opCancel()
@@ -43,5 +47,6 @@ func (w *Worker) beat(base context.Context) (stop func()) {
 	return func() {
 		cancel()
 		done.Wait()
+		w.live.stop()
 	}
 }

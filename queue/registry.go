@@ -10,10 +10,12 @@ import (
 // Defaults of the worker registry.
 const (
 	// DefaultHeartbeat is how often a Worker writes itself into the
-	// registry when WorkerConfig.Heartbeat is zero.
-	DefaultHeartbeat = 5 * time.Second
+	// registry when WorkerConfig.Heartbeat is zero: with MissedBeats, a
+	// killed worker's tasks run again elsewhere within about four
+	// seconds (see WorkerInfo.DeadAfter).
+	DefaultHeartbeat = time.Second
 	// MissedBeats is how many heartbeats a worker may miss before it is
-	// taken for dead (WorkerInfo.Alive).
+	// taken for dead (WorkerInfo.Alive) and its tasks are taken back.
 	MissedBeats = 3
 )
 
@@ -47,7 +49,16 @@ type WorkerInfo struct {
 // Alive reports whether the worker has beaten within MissedBeats of its
 // heartbeat intervals before now.
 func (w WorkerInfo) Alive(now time.Time) bool {
-	return now.Sub(w.LastSeen) <= time.Duration(MissedBeats)*max(w.Heartbeat, time.Millisecond)
+	return now.Sub(w.LastSeen) <= w.DeadAfter()
+}
+
+// DeadAfter is how long the worker may go without a heartbeat before it
+// is taken for dead: MissedBeats of its intervals (of at least a
+// millisecond). A backend that keeps a registry takes back the leases of
+// a worker silent for that long as soon as another worker beats, without
+// waiting for the leases to pass (see WorkerRegistry).
+func (w WorkerInfo) DeadAfter() time.Duration {
+	return time.Duration(MissedBeats) * max(w.Heartbeat, time.Millisecond)
 }
 
 // workerJSON is the JSON form of a WorkerInfo: durations in milliseconds.
@@ -110,8 +121,20 @@ func (s WorkerStatus) MarshalJSON() ([]byte, error) {
 // starts and then every WorkerConfig.Heartbeat, one write each time
 // whatever the number of tasks it runs, and leaves it when Run returns
 // (through Retirer.Retire, which a registry's backend implements).
+//
+// The registry is also how a dead worker's tasks come back quickly: a
+// Heartbeat that finds a worker silent for longer than its
+// WorkerInfo.DeadAfter, by the backend's clock, takes back the leases
+// that worker holds at once. From then on they are lost to it (Extend,
+// Ack, Retry and Bury with them fail with ErrLeaseLost) and the next
+// Fetch takes them over, the next attempt's Task.PreviousEnd being
+// EndWorkerLost. A worker judges others only when its own previous
+// heartbeat was within its DeadAfter, so that one that was cut off itself
+// does not find the others dead. A worker that never beat, or retired,
+// has its leases wait out their deadline.
 type WorkerRegistry interface {
-	// Heartbeat records w, with LastSeen set to the backend's clock.
+	// Heartbeat records w, with LastSeen set to the backend's clock, and
+	// takes back the leases of the workers found dead.
 	Heartbeat(ctx context.Context, w WorkerInfo) error
 	// Workers lists the registered workers by name, those that stopped
 	// beating too until the backend forgets them (a worker that has not

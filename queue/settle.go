@@ -22,11 +22,14 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 	case errors.Is(cause, errTimedOut):
 		j.fail(fmt.Sprintf("timed out after %s", t.Timeout))
 	case errors.Is(cause, errLeaseStolen):
-		// Another worker holds the task now and will end it; a result
-		// is still worth recording if there is one.
-		if succeeded {
-			j.succeed(out.result)
-		}
+		// Another worker holds the task now and will end it: nothing of
+		// this run is recorded, a result neither (the store would
+		// refuse it, see fencedStore).
+		j.logger().Info("flows: the lease was lost; the run's outcome is dropped", "returned", returned)
+	case errors.Is(cause, errWorkerLapsed):
+		// The task may have been taken back: if not, it is handed back
+		// to run again at once (the lease guards it).
+		j.giveBack(time.Now(), EndWorkerLost)
 	case errors.Is(cause, errShutdown):
 		if succeeded {
 			j.succeed(out.result)

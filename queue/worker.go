@@ -48,9 +48,10 @@ type WorkerConfig struct {
 
 	// Lease is how long a fetched task stays claimed without news from
 	// the worker. While a flow runs, the worker extends the lease every
-	// Lease/3, so a long flow is never handed to another worker; if the
-	// worker dies, its tasks are run again by others once Lease passes.
-	// Zero means DefaultLease.
+	// Lease/3, so a long flow is never handed to another worker. If the
+	// worker dies, a backend with a worker registry has others take its
+	// tasks back once it misses its heartbeats (see Heartbeat), and any
+	// backend once Lease passes. Zero means DefaultLease.
 	Lease time.Duration
 
 	// ShutdownGrace is how long Run lets in-flight flows finish once its
@@ -109,8 +110,21 @@ type WorkerConfig struct {
 
 	// Heartbeat is how often the worker writes itself into the backend's
 	// worker registry (see WorkerRegistry), once per interval whatever
-	// the number of tasks it runs. Zero means DefaultHeartbeat. A backend
-	// without a registry is not written to.
+	// the number of tasks it runs. Zero means DefaultHeartbeat (1 s). A
+	// backend without a registry is not written to.
+	//
+	// It is also how fast a dead worker's tasks come back: once a worker
+	// has missed MissedBeats heartbeats (3 s by default), the next
+	// heartbeat of another worker takes its leases back and its tasks run
+	// again, their next attempt saying that the worker was lost
+	// (EndWorkerLost). A worker whose heartbeats stop reaching the
+	// backend for MissedBeats-½ intervals, by its own clock, cancels its
+	// flows before anyone may take them back, and refuses what they
+	// report afterwards: a worker that was frozen and wakes up never runs
+	// a task beside its new attempt (see the README, Recovery in seconds).
+	// A shorter interval brings the tasks back sooner for one script per
+	// interval per worker; a worker whose heartbeats can stall for longer
+	// than MissedBeats intervals (an overloaded host) needs a longer one.
 	Heartbeat time.Duration
 
 	// Checkpoints is where the flows' completed steps are recorded and
@@ -209,6 +223,9 @@ type Worker struct {
 	ops     *opctx.Source // contexts of backend and store calls, set by Run
 	// holding counts the tasks the worker holds, for its heartbeats.
 	holding atomic.Int64
+	// live is the worker's standing in the backend's registry; nil when
+	// the backend keeps none (see liveness).
+	live *liveness
 
 	mu     sync.Mutex
 	active map[string]*activeRun // running tasks by id
@@ -299,7 +316,7 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	if app != nil {
 		app = countingAppender{taskAppender: app, tel: tel}
 	}
-	return &Worker{
+	w := &Worker{
 		backend: backend,
 		store:   countingStore{Store: s.store, tel: tel},
 		fin:     fin,
@@ -312,6 +329,10 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 		active:  map[string]*activeRun{},
 		recent:  map[string]time.Time{},
 	}
+	if _, ok := backend.(WorkerRegistry); ok {
+		w.live = newLiveness(w)
+	}
+	return w
 }
 
 // Name returns the worker's name, as given in WorkerConfig.Name or made

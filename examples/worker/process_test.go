@@ -80,6 +80,9 @@ func registerTestFlows(reg *registry.Registry) error {
 	if err := exampleflows.RegisterWith(reg, cfg); err != nil {
 		return err
 	}
+	if err := reg.Register(witnessFlowName, witnessFlow, registry.Description("test only: calls a witness while it runs")); err != nil {
+		return err
+	}
 	return reg.Register(sleepFlowName, sleepFlow, registry.Description("test only: sleeps for the given time"))
 }
 

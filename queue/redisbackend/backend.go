@@ -212,6 +212,7 @@ func (b *Backend) liveChannel(id string) string {
 type queueKeys struct {
 	stream, delayed, leases, holders, seq, wake, dead, buried, cancel string
 	index, flows, workers, seen                                       string
+	deadlines                                                         string // see reclaim.go
 }
 
 func newQueueKeys(qtag string) queueKeys {
@@ -220,6 +221,7 @@ func newQueueKeys(qtag string) queueKeys {
 		holders: qtag + ":holders", seq: qtag + ":seq", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
+		deadlines: qtag + ":workers:deadlines",
 	}
 }
 

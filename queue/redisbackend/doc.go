@@ -83,6 +83,9 @@
 //	                            (queue.WorkerInfo as JSON)
 //	P:{q:Q}:workers:seen zset   worker name, scored by the Unix ms of its
 //	                            last heartbeat (server clock)
+//	P:{q:Q}:workers:deadlines zset  worker name, scored by the Unix ms
+//	                            past which it is dead (server clock; see
+//	                            reclaim.go)
 //
 // The three keys of a task expire at least Config.Retention after they
 // were last written. They share one expiry time, exp: it is set on

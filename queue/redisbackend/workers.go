@@ -26,7 +26,8 @@ var _ queue.WorkerRegistry = (*Backend)(nil)
 // not grow with the live ones.
 
 // Heartbeat implements queue.WorkerRegistry in one round trip: one
-// script, whatever the number of tasks the worker runs.
+// script, whatever the number of tasks the worker runs. The same script
+// takes back the leases of the workers it finds dead (see reclaim.go).
 func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	w.LastSeen = time.Time{}
 	info, err := json.Marshal(w)
@@ -35,7 +36,8 @@ func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	err = heartbeatScript.exec(ctx, b.client, []string{b.qkeys.workers, b.qkeys.seen}, []string{w.Name, string(info)}).Error()
+	keys, args := b.heartbeatCall(w, string(info))
+	err = heartbeatScript.exec(ctx, b.client, keys, args).Error()
 	return b.wrap(ctx, "heartbeat of worker "+w.Name, err)
 }
 
@@ -95,5 +97,6 @@ func (b *Backend) leaveRegistry(worker string) rueidis.Commands {
 	return rueidis.Commands{
 		c.B().Zrem().Key(b.qkeys.seen).Member(worker).Build(),
 		c.B().Hdel().Key(b.qkeys.workers).Field(worker).Build(),
+		c.B().Zrem().Key(b.qkeys.deadlines).Member(worker).Build(),
 	}
 }

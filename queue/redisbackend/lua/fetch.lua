@@ -4,7 +4,9 @@
 --     the stream;
 --  2. entries whose lease has passed (score <= the server's clock in the
 --     leases set) are claimed for the consumer (XCLAIM); entries deleted
---     meanwhile (or whose stream is gone) are forgotten;
+--     meanwhile (or whose stream is gone) are forgotten; an entry whose
+--     worker was found dead (see lib/reclaim.lua) ends its attempt as
+--     "worker lost" (queue.EndWorkerLost), any other "lease expired";
 --  3. new entries are read for the consumer (XREADGROUP), creating the
 --     stream and group if they are missing;
 --  4. each entry taken gets a fresh token from the seq counter, recorded
@@ -35,7 +37,8 @@
 -- Returns {taken, dueIn, expiresIn, lastID, lastWake}. taken lists {entry
 -- id, {field, value...}, token, ended, record} for each entry leased:
 -- ended says why the attempt before ended when the entry was taken over
--- ("lease expired", queue.EndLeaseExpired in Go), "" for an entry read
+-- ("lease expired", queue.EndLeaseExpired in Go, or "worker lost",
+-- queue.EndWorkerLost), "" for an entry read
 -- anew; record is the values of the fields asked for (false for a missing
 -- one, all false for a missing record), absent when ARGV[6] is empty or
 -- the entry names no valid task id. ARGV[9...] must name rec, attempt and
@@ -48,6 +51,7 @@
 -- empty), after which a blocking XREAD waits for new entries. Otherwise
 -- more may be ready, and they are -1, -1, "" and "".
 --@include lib/clock.lua
+--@include lib/lost.lua
 local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, max, leasems = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 
@@ -66,13 +70,14 @@ local nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
   for i = 1, #expired do
+    local lost = redis.call('HGET', holders, expired[i]) == lostHolder
     local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, expired[i])
     if claimed.err or #claimed == 0 then
       redis.call('ZREM', leases, expired[i])
       redis.call('HDEL', holders, expired[i])
     else
       taken[#taken + 1] = claimed[1]
-      ended[#taken] = 'lease expired'
+      ended[#taken] = lost and 'worker lost' or 'lease expired'
     end
   end
   nextExpiry = nil

@@ -1,0 +1,193 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+// errWorkerLapsed is the cause of a run stopped because its worker's
+// heartbeats lapsed (see liveness).
+var errWorkerLapsed = errors.New("queue: the worker's heartbeats lapsed; its tasks may run elsewhere")
+
+// liveness is a worker's own view of its standing in the backend's
+// registry (see WorkerRegistry): until when it is sure that no other
+// worker can have taken its leases back. That is the time it sent its
+// last heartbeat that succeeded, plus its DeadAfter less half a heartbeat
+// interval: the backend stamps the heartbeat no earlier than it was sent,
+// and takes the leases back no earlier than DeadAfter after that stamp,
+// on its own clock.
+//
+// Past that time the worker has lapsed: it stops its runs at once
+// (errWorkerLapsed), its flows' contexts report themselves done, and
+// their stores refuse what they report, even before the timer that
+// cancels them has run. That matters for a process that was frozen (a
+// SIGSTOP, a VM paused): when it resumes, a flow's next look at its
+// context comes before any call it would make, and finds it done,
+// whichever of its goroutines runs first. A worker that has not yet
+// written a heartbeat, or whose backend keeps no registry, never lapses:
+// no one can take its leases back before they pass.
+type liveness struct {
+	w *Worker
+	// epoch is the origin of until, read with its monotonic clock.
+	epoch time.Time
+	// window is how long after a heartbeat is sent the worker may count
+	// on its leases.
+	window time.Duration
+	// until is the end of that time, in ns since epoch; math.MaxInt64
+	// while no heartbeat has succeeded.
+	until atomic.Int64
+
+	mu    sync.Mutex
+	timer *time.Timer // stops the runs at until
+}
+
+func newLiveness(w *Worker) *liveness {
+	l := &liveness{
+		w:      w,
+		epoch:  time.Now(),
+		window: WorkerInfo{Heartbeat: w.cfg.Heartbeat}.DeadAfter() - w.cfg.Heartbeat/2,
+	}
+	l.until.Store(math.MaxInt64)
+	return l
+}
+
+// lapsed reports whether the worker's leases may have been taken back. It
+// reads the monotonic clock only.
+func (l *liveness) lapsed() bool {
+	return l != nil && int64(time.Since(l.epoch)) > l.until.Load()
+}
+
+// confirm records a heartbeat sent at sent that succeeded. If the worker
+// had lapsed before it was sent, its runs are stopped first: the ones
+// started before are no longer its own.
+func (l *liveness) confirm(sent time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := int64(sent.Sub(l.epoch))
+	if at > l.until.Load() {
+		l.w.stopRuns(errWorkerLapsed)
+	}
+	until := at + int64(l.window)
+	l.until.Store(until)
+	wait := time.Duration(until) - time.Since(l.epoch)
+	if l.timer == nil {
+		l.timer = time.AfterFunc(wait, l.expire)
+		return
+	}
+	l.timer.Reset(wait)
+}
+
+// expire stops the runs if the worker has lapsed; a heartbeat may have
+// moved until since the timer was set.
+func (l *liveness) expire() {
+	if !l.lapsed() {
+		return
+	}
+	l.w.log.Warn("flows: no heartbeat reached the backend in time; stopping the flows, whose tasks may be taken back",
+		"window", l.window)
+	l.w.stopRuns(errWorkerLapsed)
+}
+
+// stop ends the timer; the worker no longer lapses.
+func (l *liveness) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.timer != nil {
+		l.timer.Stop()
+	}
+	l.until.Store(math.MaxInt64)
+}
+
+// stopRuns cancels every run in progress with cause; unlike stopFlows,
+// runs started later are not cancelled.
+func (w *Worker) stopRuns(cause error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range w.active {
+		for ; r != nil; r = r.next {
+			r.cancel(cause)
+		}
+	}
+}
+
+// liveCtx is the context a flow runs with when its worker keeps a
+// liveness: Done and Err first look at the clock, and stop the run if the
+// worker has lapsed, so that a flow that resumes after a freeze finds its
+// context done before it does anything else. Contexts derived from it are
+// cancelled with it.
+type liveCtx struct {
+	context.Context
+	live   *liveness
+	cancel context.CancelCauseFunc
+}
+
+func (c *liveCtx) check() {
+	if c.live.lapsed() {
+		c.cancel(errWorkerLapsed)
+	}
+}
+
+// Done implements context.Context.
+func (c *liveCtx) Done() <-chan struct{} {
+	c.check()
+	return c.Context.Done()
+}
+
+// Err implements context.Context.
+func (c *liveCtx) Err() error {
+	c.check()
+	return c.Context.Err()
+}
+
+// flowContext returns the context j's flow runs with: ctx, which cancel
+// cancels, watched by the worker's liveness if it keeps one.
+func (j *job) flowContext(ctx context.Context, cancel context.CancelCauseFunc) context.Context {
+	if j.w.live == nil {
+		return ctx
+	}
+	return &liveCtx{Context: ctx, live: j.w.live, cancel: cancel}
+}
+
+// lostRun reports whether cause, why a run was stopped, means that its
+// lease is, or may be, another worker's now: then nothing of the run is
+// recorded.
+func lostRun(cause error) bool {
+	return errors.Is(cause, errLeaseStolen) || errors.Is(cause, errWorkerLapsed)
+}
+
+// fencedStore is the store of a job's reporter: it refuses every Append
+// once the run's lease is lost or its worker has lapsed, so that a flow
+// that goes on after that (one that resumed from a freeze, or was
+// abandoned) writes nothing into the task the next attempt owns.
+type fencedStore struct {
+	progress.Store
+	j *job
+}
+
+func (s *fencedStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	if err := s.j.fenced(); err != nil {
+		return "", err
+	}
+	return s.Store.Append(ctx, taskID, events...)
+}
+
+// fenced returns an error wrapping ErrLeaseLost if j may no longer write
+// to its task.
+func (j *job) fenced() error {
+	if j.w.live.lapsed() {
+		return fmt.Errorf("queue: task %s: %w: %w", j.task.ID, ErrLeaseLost, errWorkerLapsed)
+	}
+	if ctx := j.runCtx.Load(); ctx != nil {
+		if cause := context.Cause(*ctx); lostRun(cause) {
+			return fmt.Errorf("queue: task %s: %w: %w", j.task.ID, ErrLeaseLost, cause)
+		}
+	}
+	return nil
+}

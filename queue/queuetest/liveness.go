@@ -1,0 +1,147 @@
+package queuetest
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// runLiveness checks recovery in seconds, on a backend that keeps a
+// worker registry (queue.WorkerRegistry): the leases of a worker that
+// stopped beating are taken back by the next heartbeat of another worker,
+// long before they pass, and fenced off from it; a worker that beats
+// keeps its tasks however long its flows run. The leases here last an
+// hour, so a test that passes cannot have waited one out.
+func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	t.Run("DeadWorkerLeasesTakenBack", func(t *testing.T) {
+		b, _ := newBackends(t)
+		reg, ok := b.(queue.WorkerRegistry)
+		if !ok {
+			t.Skipf("%T keeps no worker registry", b)
+		}
+		ctx := context.Background()
+		lost, kept := newTask(), newTask()
+		enqueue(t, b, lost, kept)
+
+		// ghost beats once, takes a task and goes silent; alive beats
+		// for ever (its DeadAfter is hours) and holds the other.
+		require.NoError(t, reg.Heartbeat(ctx, queue.WorkerInfo{Name: "ghost", Heartbeat: 10 * time.Millisecond}))
+		require.NoError(t, reg.Heartbeat(ctx, queue.WorkerInfo{Name: "alive", Heartbeat: time.Hour}))
+		ghostLease := fetchAs(t, b, "ghost")
+		aliveLease := fetchAs(t, b, "alive")
+		require.Equal(t, lost.ID, ghostLease.Task.ID)
+		require.Equal(t, kept.ID, aliveLease.Task.ID)
+
+		// A third worker beats, and judges the others once its own
+		// previous heartbeat is within its DeadAfter.
+		judge := queue.WorkerInfo{Name: "judge", Heartbeat: 300 * time.Millisecond}
+		var again *queue.Lease
+		eventually(t, func() bool {
+			require.NoError(t, reg.Heartbeat(ctx, judge))
+			fctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+			defer cancel()
+			leases, err := b.Fetch(fctx, "judge", 1, time.Hour)
+			if err != nil {
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+				return false
+			}
+			require.Len(t, leases, 1)
+			again = leases[0]
+			return true
+		}, "the silent worker's lease was not taken back")
+		assert.Equal(t, lost.ID, again.Task.ID, "only the silent worker's task is taken back")
+		assert.Equal(t, 2, again.Task.Attempt)
+		assert.Equal(t, queue.EndWorkerLost, again.Task.PreviousEnd)
+
+		// The silent worker is fenced off, whenever it comes back.
+		require.NoError(t, reg.Heartbeat(ctx, queue.WorkerInfo{Name: "ghost", Heartbeat: 10 * time.Millisecond}))
+		assert.ErrorIs(t, b.Extend(ctx, ghostLease, time.Hour), queue.ErrLeaseLost, "Extend")
+		assert.ErrorIs(t, b.Ack(ctx, ghostLease), queue.ErrLeaseLost, "Ack")
+		assert.ErrorIs(t, b.Retry(ctx, ghostLease, time.Now(), queue.EndFailed), queue.ErrLeaseLost, "Retry")
+		assert.ErrorIs(t, b.Bury(ctx, ghostLease, "late"), queue.ErrLeaseLost, "Bury")
+
+		// The worker that beats keeps its lease, and so does the new
+		// holder.
+		require.NoError(t, b.Extend(ctx, aliveLease, time.Hour), "a live worker's lease")
+		require.NoError(t, b.Extend(ctx, again, time.Hour), "the new holder's lease")
+		require.NoError(t, b.Ack(ctx, aliveLease))
+		require.NoError(t, b.Ack(ctx, again))
+		requireNothingReady(t, b)
+
+		// A worker that retires is not judged: its leases (none here)
+		// wait out their deadline.
+		r, ok := b.(queue.Retirer)
+		require.True(t, ok, "a registry's backend is a Retirer")
+		require.NoError(t, r.Retire(ctx, "ghost"))
+	})
+
+	t.Run("KilledWorkerTaskRunsAgain", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		reg, ok := h.backend.(queue.WorkerRegistry)
+		if !ok {
+			t.Skipf("%T keeps no worker registry", h.backend)
+		}
+		var attempts attempts
+		h.reg.MustRegister("resumed", flow.Func(func(_ context.Context, ft *flow.Task) (any, error) {
+			attempts.add(ft.Attempt)
+			return "done", nil
+		}))
+		id := h.enqueue("resumed", "", queue.EnqueueOptions{MaxAttempts: 3})
+		ctx := context.Background()
+		// A worker that died right after it leased the task.
+		require.NoError(t, reg.Heartbeat(ctx, queue.WorkerInfo{Name: "killed", Heartbeat: 10 * time.Millisecond}))
+		l := fetchAs(t, h.backend, "killed")
+		require.Equal(t, id, l.Task.ID)
+
+		h.start(queue.WorkerConfig{Heartbeat: 50 * time.Millisecond, Lease: time.Hour})
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, []int{2}, attempts.get(), "the attempts the flow ran")
+		assert.Contains(t, stepMessages(snap), "attempt 2 of 3 starts: the worker of attempt 1 was lost")
+	})
+
+	t.Run("SlowWorkerKeepsTask", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		if _, ok := h.backend.(queue.WorkerRegistry); !ok {
+			t.Skipf("%T keeps no worker registry", h.backend)
+		}
+		var runs atomic.Int32
+		const slow = 2 * time.Second // several DeadAfters and leases
+		h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.Add(1)
+			select {
+			case <-time.After(slow):
+				return ft.Attempt, nil
+			case <-ctx.Done():
+				return nil, context.Cause(ctx)
+			}
+		}))
+		cfg := queue.WorkerConfig{Heartbeat: 200 * time.Millisecond, Lease: 600 * time.Millisecond}
+		h.start(cfg)
+		h.start(cfg) // a second worker, idle, that would take the task back
+		id := h.enqueue("slow", "", queue.EnqueueOptions{MaxAttempts: 3})
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
+		assert.Equal(t, int32(1), runs.Load(), "the flow ran once")
+	})
+}
+
+// fetchAs leases one task for worker with a lease of an hour.
+func fetchAs(t *testing.T, b queue.Backend, worker string) *queue.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), long)
+	defer cancel()
+	leases, err := b.Fetch(ctx, worker, 1, time.Hour)
+	require.NoError(t, err, "Fetch for %s", worker)
+	require.Len(t, leases, 1)
+	return leases[0]
+}

@@ -1,0 +1,47 @@
+package redisbackend
+
+import (
+	"strconv"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+// Recovery in seconds. Besides the last-seen set of the registry (see
+// workers.go), each heartbeat writes the worker into the deadlines set of
+// the queue, scored by the server's clock plus the time the worker may go
+// without a heartbeat (queue.WorkerInfo.DeadAfter: MissedBeats of its
+// intervals). The same script then looks at the first member of that set
+// (one command when no worker is dead): a worker whose deadline has
+// passed is dead, and the leases its consumer holds in the group's
+// pending list are marked lost at once, without waiting out their
+// deadline (see lua/lib/reclaim.lua): the holders hash records "lost" for
+// them, so that the dead worker's token no longer matches in any lease
+// script (extend, ack, retry, finish, bury), and their deadline in the
+// leases set becomes now, so that the next fetch takes them over and
+// tells the next attempt that the worker was lost (queue.EndWorkerLost).
+// The waiting fetchers are woken through the wake stream.
+//
+// Every key lives under the queue's hash tag, so the script runs on one
+// node of a Redis Cluster. The clock is the Redis server's throughout:
+// the deadline is set and compared by scripts on the same server, so the
+// workers' clocks never meet. A worker that merely paused (a long GC, a
+// SIGSTOP) past its deadline finds, when it resumes, that its lease is
+// lost on its next lease script; queue.Worker also stops such a run on
+// its own clock before the deadline can pass (see queue/liveness.go).
+//
+// The cost is one script per heartbeat interval per worker, whatever the
+// number of tasks it runs; taking a task over costs the fetch that takes
+// it one HGET more than taking over an expired lease.
+
+// reclaimLimit bounds the entries one heartbeat takes back from one dead
+// worker; the rest go at the next heartbeat.
+const reclaimLimit = 1000
+
+// heartbeatCall returns the KEYS and ARGV of heartbeatScript for worker w,
+// whose JSON is info.
+func (b *Backend) heartbeatCall(w queue.WorkerInfo, info string) (keys, args []string) {
+	q := b.qkeys
+	keys = []string{q.workers, q.seen, q.deadlines, q.stream, q.leases, q.holders, q.wake}
+	args = []string{w.Name, info, strconv.FormatInt(w.DeadAfter().Milliseconds(), 10), group, strconv.Itoa(reclaimLimit)}
+	return keys, args
+}
