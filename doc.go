@@ -213,7 +213,9 @@
 // # Delivery guarantees
 //
 //   - A task accepted by start-task is run at least once while its backend
-//     keeps its data. A task whose worker dies is run again once its lease
+//     keeps its data. A task whose worker dies is run again within
+//     seconds, once the worker has missed three heartbeats
+//     ([queue.WorkerConfig].Heartbeat), or at the latest once its lease
 //     passes, with a higher [flow.Task].Attempt, so side effects should be
 //     made idempotent with the task's ID and Attempt. A failed run is
 //     retried with backoff until [queue.BrokerConfig].MaxAttempts; errors
