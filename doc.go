@@ -121,7 +121,7 @@
 // A [queue.Broker] accepts and cancels tasks; [ssehttp.New] serves them
 // over HTTP. The handler can be mounted on any prefix:
 //
-//	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+//	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
 //	api := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg})
 //	mux.Handle("/api/", http.StripPrefix("/api", api))
 //
@@ -202,7 +202,7 @@
 //	...
 //	backend, err := redisbackend.New(client, redisbackend.Config{})
 //	...
-//	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{})    // in the web process
+//	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{Registry: reg}) // in the web process
 //	worker := queue.NewWorker(backend, nil, queue.WorkerConfig{Registry: reg}) // in each worker
 //
 // Run Redis with appendonly yes: without persistence a restart of Redis

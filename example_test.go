@@ -50,7 +50,7 @@ func Example() {
 	defer func() { stop(); <-done }()
 
 	// Mount the HTTP API under /api/.
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
 	api := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", http.StripPrefix("/api", api))

@@ -37,6 +37,7 @@ package flow
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 
 	"github.com/flowsrun/flows/progress"
 )
@@ -97,6 +98,13 @@ type Validator interface {
 // flows endpoint lists and the demo page builds its form from.
 type Schemer interface {
 	InputSchema() *Schema
+}
+
+// InputTyper is implemented by flows whose inputs decode into one Go
+// type, as those built with Typed do: queue.EnqueueTyped checks the type
+// of the inputs it is given against InputType.
+type InputTyper interface {
+	InputType() reflect.Type
 }
 
 // Describer is implemented by flows that describe themselves. The

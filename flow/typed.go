@@ -81,6 +81,9 @@ func Typed[In, Out any](fn func(ctx context.Context, in In, t *Task) (Out, error
 // InputSchema returns the schema derived from In.
 func (f *TypedFlow[In, Out]) InputSchema() *Schema { return f.schema }
 
+// InputType returns In, the type the flow decodes its inputs into.
+func (f *TypedFlow[In, Out]) InputType() reflect.Type { return reflect.TypeFor[In]() }
+
 // Validate decodes inputs into In, checking the schema, and returns them
 // normalized (absent inputs become an empty object).
 func (f *TypedFlow[In, Out]) Validate(inputs json.RawMessage) (json.RawMessage, error) {

@@ -12,7 +12,7 @@
 //
 // # Wiring
 //
-//	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+//	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
 //	hook, err := notify.NewWebhook(notify.WebhookConfig{
 //		URL:    "https://hooks.example.com/flows",
 //		Secret: os.Getenv("WEBHOOK_SECRET"), // whsec_...

@@ -43,7 +43,8 @@ func Example() {
 	// The host's side: a queue, a webhook channel, the notifier.
 	backend := queue.NewMemory(queue.MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	reg := registry.New()
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
 	hook, err := notify.NewWebhook(notify.WebhookConfig{
 		URL:          receiver.URL,
 		Secret:       secret,
@@ -56,7 +57,6 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	reg := registry.New()
 	if err := notifier.Register(reg); err != nil { // the delivery flow
 		panic(err)
 	}

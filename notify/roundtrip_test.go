@@ -111,9 +111,8 @@ func TestNotificationRoundTrips(t *testing.T) {
 			web := newBackend(webClient, prefix)
 			workerSide := newBackend(workerClient, prefix)
 			observer := newBackend(srv.Client(t), prefix)
-			broker := queue.NewBroker(web, nil, queue.BrokerConfig{Logger: quiet})
-
 			reg := registry.New()
+			broker := queue.NewBroker(web, nil, queue.BrokerConfig{Registry: reg, Logger: quiet})
 			startedOnItsOwn := func(ctx context.Context, id string) error {
 				for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
 					if snap, _, err := observer.Snapshot(ctx, id); err == nil && snap.State == progress.StateProgress {
@@ -130,7 +129,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 			var notifier *notify.Notifier
 			if tt.notify {
 				ch := &startWaitingChannel{wait: startedOnItsOwn, delivered: delivered}
-				n, err := notify.New(notify.Config{Queue: queue.NewBroker(workerSide, nil, queue.BrokerConfig{Logger: quiet}), Channels: []notify.Channel{ch}, Logger: quiet})
+				n, err := notify.New(notify.Config{Queue: queue.NewBroker(workerSide, nil, queue.BrokerConfig{Registry: reg, Logger: quiet}), Channels: []notify.Channel{ch}, Logger: quiet})
 				require.NoError(t, err)
 				require.NoError(t, n.Register(reg))
 				hooks = append(hooks, n.Hook())

@@ -57,7 +57,7 @@ func newSystem(t *testing.T, kind string) *system {
 	default:
 		t.Fatalf("unknown backend %q", kind)
 	}
-	s.broker = queue.NewBroker(s.backend, s.store, queue.BrokerConfig{})
+	s.broker = queue.NewBroker(s.backend, s.store, queue.BrokerConfig{Registry: s.reg})
 	return s
 }
 

@@ -141,7 +141,7 @@ func newRedisBackend(t *testing.T, srv *redistest.Server) *redisbackend.Backend 
 func newStack(t *testing.T, qb queue.Backend, pb progress.Backend, store progress.Store, p providers, noWorker bool) *stack {
 	t.Helper()
 	reg := newRegistry()
-	broker := queue.NewBroker(qb, store, queue.BrokerConfig{TracerProvider: p.tp, MeterProvider: p.mp})
+	broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, TracerProvider: p.tp, MeterProvider: p.mp})
 	if !noWorker {
 		w := queue.NewWorker(qb, store, queue.WorkerConfig{
 			Registry: reg, Concurrency: 4, TracerProvider: p.tp, MeterProvider: p.mp,

@@ -42,7 +42,7 @@ func runWorker(t *testing.T, qb queue.Backend, store progress.Store, s *pghistor
 		stop()
 		<-done
 	})
-	return queue.NewBroker(qb, store, queue.BrokerConfig{})
+	return queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg})
 }
 
 // waitRow waits for task id's row.

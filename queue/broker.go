@@ -13,6 +13,7 @@ import (
 
 	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/registry"
 )
 
 // Defaults used where a Broker's or a task's setting is zero.
@@ -23,6 +24,16 @@ const (
 
 // BrokerConfig configures a Broker. The zero value is usable.
 type BrokerConfig struct {
+	// Registry holds the flows Enqueue accepts, and checks their inputs
+	// with: Enqueue refuses a flow it does not hold (an error wrapping
+	// registry.ErrUnknownFlow) and inputs that fail the flow's schema
+	// (flow.ErrInvalidInputs), the errors ssehttp answers with 404 and
+	// 422, before anything is recorded. Flows registered with
+	// registry.Internal are accepted: only a client of ssehttp may not
+	// start them. It should hold the flows of the workers
+	// (WorkerConfig.Registry), or the ones this process enqueues. Nil
+	// means registry.Default.
+	Registry *registry.Registry
 	// MaxAttempts is the default number of runs a task gets (counting runs
 	// cut short by a worker's death). Zero means DefaultMaxAttempts.
 	MaxAttempts int
@@ -105,16 +116,27 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = registry.Default
+	}
 	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
 	return &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, app: s.app, tel: newBrokerTelemetry(cfg, backend)}
 }
 
 // Enqueue accepts a task for the named flow and returns its id. The task
-// is PENDING from the moment Enqueue returns. Inputs must already be
-// validated (flow.Validate); nil inputs become {}.
+// is PENDING from the moment Enqueue returns.
+//
+// The flow must be in the Broker's registry (BrokerConfig.Registry) and
+// the inputs must pass its validation (flow.Validate), or Enqueue fails at
+// once, recording nothing, with the error of registry.Lookup (wrapping
+// registry.ErrUnknownFlow) or of the validation (flow.ErrInvalidInputs,
+// often a *flow.InputError). The task gets the inputs as the validation
+// returns them: nil inputs become {}. See EnqueueTyped for a flow built
+// with flow.Typed.
 func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts EnqueueOptions) (string, error) {
-	if len(inputs) == 0 {
-		inputs = json.RawMessage("{}")
+	inputs, err := b.check(flowName, inputs)
+	if err != nil {
+		return "", err
 	}
 	t := &Task{
 		ID:          NewID(),
@@ -136,7 +158,6 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 		t.ID = IdempotentID(opts.Owner, opts.IdempotencyKey)
 	}
 	ctx, span := b.tel.startSpan(ctx, spanEnqueue, t, trace.SpanContext{})
-	var err error
 	if opts.IdempotencyKey == "" {
 		err = b.add(ctx, t)
 	} else {

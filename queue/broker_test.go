@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
@@ -36,6 +37,7 @@ func TestBrokerEnqueue(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := queue.NewMemory(queue.MemoryConfig{})
 			store := progress.NewMemoryStore(progress.MemoryConfig{})
+			tc.cfg.Registry = flowsNamed("poem_flow")
 			b := queue.NewBroker(mem, store, tc.cfg)
 			ctx := context.Background()
 			before := time.Now()
@@ -63,7 +65,7 @@ func TestBrokerEnqueue(t *testing.T) {
 
 func TestBrokerEnqueueBackendDown(t *testing.T) {
 	mem := queue.NewMemory(queue.MemoryConfig{})
-	b := queue.NewBroker(&downBackend{mem}, progress.NewMemoryStore(progress.MemoryConfig{}), queue.BrokerConfig{})
+	b := queue.NewBroker(&downBackend{mem}, progress.NewMemoryStore(progress.MemoryConfig{}), queue.BrokerConfig{Registry: flowsNamed("poem_flow")})
 	_, err := b.Enqueue(context.Background(), "poem_flow", nil, queue.EnqueueOptions{})
 	assert.ErrorIs(t, err, queue.ErrUnavailable)
 }
@@ -104,7 +106,7 @@ func TestBrokerEnqueueInOneStep(t *testing.T) {
 			if tc.separate {
 				store = cb.MemoryStore
 			}
-			b := queue.NewBroker(cb, store, queue.BrokerConfig{})
+			b := queue.NewBroker(cb, store, queue.BrokerConfig{Registry: flowsNamed("poem_flow")})
 			ctx := context.Background()
 			id, err := b.Enqueue(ctx, "poem_flow", nil, queue.EnqueueOptions{})
 			require.NoError(t, err)
@@ -122,6 +124,7 @@ func TestBrokerEnqueueInOneStep(t *testing.T) {
 func TestBrokerCancel(t *testing.T) {
 	ctx := context.Background()
 	s := newSetup()
+	s.reg.MustRegister("poem_flow", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
 	pending := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
 	finished := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
 	_, err := s.store.Append(ctx, finished, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"done"`)})
@@ -170,6 +173,7 @@ func TestBrokerCancel(t *testing.T) {
 func TestBrokerTask(t *testing.T) {
 	ctx := context.Background()
 	s := newSetup()
+	s.reg.MustRegister("poem_flow", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
 	id := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
 	last, err := s.store.Append(ctx, id, progress.Event{Type: progress.EventProgress, Progress: 30, Status: "thinking"})
 	require.NoError(t, err)
@@ -207,7 +211,7 @@ func TestBrokerTaskAfterQueueRetention(t *testing.T) {
 	ctx := context.Background()
 	mem := queue.NewMemory(queue.MemoryConfig{Retention: time.Millisecond})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	b := queue.NewBroker(mem, store, queue.BrokerConfig{})
+	b := queue.NewBroker(mem, store, queue.BrokerConfig{Registry: flowsNamed("poem_flow")})
 	id, err := b.Enqueue(ctx, "poem_flow", nil, queue.EnqueueOptions{})
 	require.NoError(t, err)
 	leases, err := mem.Fetch(ctx, "w", 1, time.Minute)
@@ -237,7 +241,7 @@ type memoryPair struct {
 func TestNilStoreMeansTheBackend(t *testing.T) {
 	pair := memoryPair{queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})}
 	ctx := context.Background()
-	id, err := queue.NewBroker(pair, nil, queue.BrokerConfig{}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+	id, err := queue.NewBroker(pair, nil, queue.BrokerConfig{Registry: flowsNamed("f")}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 	require.NoError(t, err)
 	snap, _, err := pair.Snapshot(ctx, id)
 	require.NoError(t, err, "recorded in the backend, which is the store")
@@ -291,7 +295,7 @@ type storeOnly struct{ progress.Store }
 // when asked to Wait, and does everything else.
 func TestWaitNeedsALiveFeed(t *testing.T) {
 	ctx := context.Background()
-	b := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), storeOnly{progress.NewMemoryStore(progress.MemoryConfig{})}, queue.BrokerConfig{})
+	b := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), storeOnly{progress.NewMemoryStore(progress.MemoryConfig{})}, queue.BrokerConfig{Registry: flowsNamed("f")})
 	id, err := b.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 	require.NoError(t, err)
 	info, err := b.Wait(ctx, id)

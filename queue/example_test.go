@@ -32,7 +32,7 @@ func Example() {
 
 	backend := queue.NewMemory(queue.MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: flows})
 	worker := queue.NewWorker(backend, store, queue.WorkerConfig{
 		Registry: flows,
 		Logger:   slog.New(slog.DiscardHandler),
@@ -83,7 +83,7 @@ func ExampleBroker_Requeue() {
 	}))
 	backend := queue.NewMemory(queue.MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: flows})
 	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: flows, Logger: slog.New(slog.DiscardHandler)})
 	ctx, stop := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
@@ -169,7 +169,7 @@ func ExampleWorkerConfig_onFinish() {
 
 	backend := queue.NewMemory(queue.MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: flows})
 	worker := queue.NewWorker(backend, store, queue.WorkerConfig{
 		Registry: flows,
 		OnFinish: []queue.FinishHook{record},
@@ -202,7 +202,7 @@ func ExampleBroker_Wait() {
 	}))
 	backend := queue.NewMemory(queue.MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: flows})
 	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: flows, Logger: slog.New(slog.DiscardHandler)})
 	ctx, stop := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
@@ -224,4 +224,41 @@ func ExampleBroker_Wait() {
 	fmt.Println(info.Task.Flow, info.Snapshot.State, string(info.Snapshot.Details.FinalResult))
 	// Output:
 	// double SUCCESS 42
+}
+
+// A Broker checks what it is given against its registry: an unknown flow
+// or inputs that fail the flow's schema are refused at once, with the
+// errors the HTTP API answers with 404 and 422, and nothing is queued.
+// EnqueueTyped takes a typed flow's inputs as its own Go type.
+func ExampleEnqueueTyped() {
+	type GreetInput struct {
+		Name string `json:"name" desc:"who to greet"`
+	}
+	type Other struct {
+		Name string `json:"name"`
+	}
+	flows := registry.New()
+	flows.MustRegister("greet", flow.Typed(func(ctx context.Context, in GreetInput, t *flow.Task) (string, error) {
+		return "hello, " + in.Name, nil
+	}))
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}),
+		queue.BrokerConfig{Registry: flows})
+	ctx := context.Background()
+
+	id, err := queue.EnqueueTyped(ctx, broker, "greet", GreetInput{Name: "Ada"}, queue.EnqueueOptions{})
+	fmt.Println(queue.ValidID(id), err)
+
+	_, err = queue.EnqueueTyped(ctx, broker, "greet", Other{Name: "Ada"}, queue.EnqueueOptions{})
+	fmt.Println(errors.Is(err, flow.ErrInvalidInputs), err)
+
+	_, err = broker.Enqueue(ctx, "greet", json.RawMessage(`{"nmae":"Ada"}`), queue.EnqueueOptions{})
+	fmt.Println(errors.Is(err, flow.ErrInvalidInputs), err)
+
+	_, err = broker.Enqueue(ctx, "gret", nil, queue.EnqueueOptions{})
+	fmt.Println(errors.Is(err, registry.ErrUnknownFlow), err)
+	// Output:
+	// true <nil>
+	// true invalid inputs: flow "greet" takes inputs of type queue_test.GreetInput, not queue_test.Other
+	// true invalid inputs: field "nmae": is not a known input
+	// true unknown flow: "gret"
 }

@@ -50,7 +50,7 @@ func (h *fakeHistory) ListHistory(_ context.Context, q queue.HistoryQuery) (queu
 func TestInspectorGoesOnIntoHistory(t *testing.T) {
 	ctx := context.Background()
 	backend, store := queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: flowsNamed("f")})
 	var live []string
 	for range 3 {
 		time.Sleep(2 * time.Millisecond)

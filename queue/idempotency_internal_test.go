@@ -11,7 +11,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/registry"
 )
 
 // TestKeyClaimedByAnEnqueueThatDied: an Enqueue that recorded a keyed
@@ -27,7 +29,9 @@ func TestKeyClaimedByAnEnqueueThatDied(t *testing.T) {
 	mem := NewMemory(MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
 	var logs bytes.Buffer
-	b := NewBroker(mem, store, BrokerConfig{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	flows := registry.New()
+	flows.MustRegister("f", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	b := NewBroker(mem, store, BrokerConfig{Registry: flows, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 
 	id := IdempotentID("", "k")
 	require.NoError(t, store.Create(ctx, id), "the half-done Enqueue")

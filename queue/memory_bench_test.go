@@ -43,7 +43,7 @@ func BenchmarkMemoryEnqueue(b *testing.B) {
 	})
 	b.Run("Broker", func(b *testing.B) {
 		m := queue.NewMemory(queue.MemoryConfig{Retention: time.Millisecond})
-		broker := queue.NewBroker(m, progress.NewMemoryStore(progress.MemoryConfig{Retention: time.Minute}), queue.BrokerConfig{})
+		broker := queue.NewBroker(m, progress.NewMemoryStore(progress.MemoryConfig{Retention: time.Minute}), queue.BrokerConfig{Registry: flowsNamed("f")})
 		inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
 		b.ReportAllocs()
 		i := 0

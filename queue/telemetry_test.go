@@ -40,7 +40,7 @@ func TestEnqueueTraceContext(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := queue.NewMemory(queue.MemoryConfig{})
-			b := queue.NewBroker(mem, progress.NewMemoryStore(progress.MemoryConfig{}), queue.BrokerConfig{})
+			b := queue.NewBroker(mem, progress.NewMemoryStore(progress.MemoryConfig{}), queue.BrokerConfig{Registry: flowsNamed("f")})
 			id, err := b.Enqueue(tc.ctx, "f", nil, queue.EnqueueOptions{})
 			require.NoError(t, err)
 			task, err := mem.Get(context.Background(), id)

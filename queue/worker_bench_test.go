@@ -49,7 +49,7 @@ func BenchmarkWorker(b *testing.B) {
 	}))
 	mem := queue.NewMemory(queue.MemoryConfig{Retention: time.Minute})
 	store := &endCounter{Store: progress.NewMemoryStore(progress.MemoryConfig{Retention: time.Minute}), want: int64(b.N), done: make(chan struct{})}
-	broker := queue.NewBroker(mem, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(mem, store, queue.BrokerConfig{Registry: reg})
 	for range b.N {
 		if _, err := broker.Enqueue(ctx, "noop", json.RawMessage(`{}`), queue.EnqueueOptions{}); err != nil {
 			b.Fatal(err)

@@ -114,7 +114,7 @@ func TestResultBeforeCancellationStands(t *testing.T) {
 	// reads the outcome.
 	w.flowReturned = w.cancelActive
 
-	id, err := NewBroker(mem, store, BrokerConfig{}).Enqueue(context.Background(), "quick", nil, EnqueueOptions{})
+	id, err := NewBroker(mem, store, BrokerConfig{Registry: reg}).Enqueue(context.Background(), "quick", nil, EnqueueOptions{})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

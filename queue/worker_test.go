@@ -127,7 +127,8 @@ type setup struct {
 func newSetup() *setup {
 	mem := queue.NewMemory(queue.MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	return &setup{mem: mem, store: store, reg: registry.New(), broker: queue.NewBroker(mem, store, queue.BrokerConfig{})}
+	reg := registry.New()
+	return &setup{mem: mem, store: store, reg: reg, broker: queue.NewBroker(mem, store, queue.BrokerConfig{Registry: reg})}
 }
 
 func (s *setup) enqueue(t *testing.T, name string, opts queue.EnqueueOptions) string {

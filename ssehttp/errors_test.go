@@ -63,6 +63,10 @@ func TestErrorMatrix(t *testing.T) {
 	poemOnly.MustRegister("poem_flow", poemEntry.Flow)
 	down := ssehttp.New(ssehttp.Config{Queue: unavailableQueue{}, Progress: e.store, Registry: poemOnly})
 	broken := ssehttp.New(ssehttp.Config{Queue: brokenQueue{}, Progress: e.store, Registry: poemOnly})
+	// The queue checks the flow against its own registry, which lacks
+	// what the handler's lists: the queue's refusal is a 404 too.
+	stale := ssehttp.New(ssehttp.Config{Queue: queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), e.store, queue.BrokerConfig{Registry: registry.New()}),
+		Progress: e.store, Registry: poemOnly})
 
 	const poem = `{"flow":"poem_flow","inputs":{}}`
 	big := `{"flow":"poem_flow","inputs":{"pad":"` + strings.Repeat("x", ssehttp.DefaultMaxBodyBytes) + `"}}`
@@ -132,6 +136,7 @@ func TestErrorMatrix(t *testing.T) {
 		{name: "authorizer allows flows", handler: refusing, method: "GET", path: "/flows/", status: 200},
 		{name: "queue unavailable on start", handler: down, method: "POST", path: "/start-task/", body: poem, status: 503, inError: "unavailable"},
 		{name: "queue unavailable on cancel", handler: down, method: "POST", path: "/cancel-task/" + finished + "/", status: 503, inError: "unavailable"},
+		{name: "flow unknown to the queue", handler: stale, method: "POST", path: "/start-task/", body: poem, status: 404, inError: `unknown flow: "poem_flow"`},
 		{name: "queue failure hides its cause", handler: broken, method: "POST", path: "/start-task/", body: poem, status: 500, inError: "internal error"},
 		{name: "unknown route", method: "GET", path: "/nope/", status: 404, inError: "not found"},
 		{name: "GET on start-task", method: "GET", path: "/start-task/", status: 405, inError: "method not allowed"},
@@ -306,8 +311,8 @@ func (downStore) Create(context.Context, string) error { return errStoreDown }
 // on every route that reads it, with a Retry-After header.
 func TestStoreUnavailable(t *testing.T) {
 	store := downStore{progress.NewMemoryStore(progress.MemoryConfig{})}
-	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{})
 	reg := registry.New()
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{Registry: reg})
 	poem, err := testRegistry(0, nil, nil).Lookup("poem_flow")
 	require.NoError(t, err)
 	reg.MustRegister("poem_flow", poem.Flow)

@@ -29,7 +29,7 @@ func Example() {
 
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
 	backend := queue.NewMemory(queue.MemoryConfig{})
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
 	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: reg, Concurrency: 4})
 	ctx, stopWorker := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -115,7 +115,7 @@ func ExampleConfig_identify() {
 	reg.MustRegister("report", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) { return "done", nil }))
 	reg.MustRegister("deep_research", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) { return "done", nil }))
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{})
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{Registry: reg})
 
 	api := ssehttp.New(ssehttp.Config{
 		Queue: broker, Progress: store, Registry: reg,

@@ -29,12 +29,18 @@ const (
 // Queue is what the Handler needs from the task queue: accepting and
 // cancelling tasks. *queue.Broker implements it.
 //
-// Errors are interpreted with errors.Is: queue.ErrNotFound and
-// queue.ErrFinished from Cancel become 404 and 409; queue.ErrUnavailable,
-// context.DeadlineExceeded and network errors become 503 on every route.
+// Errors are interpreted with errors.Is: registry.ErrUnknownFlow and
+// flow.ErrInvalidInputs from Enqueue become 404 and 422;
+// queue.ErrNotFound and queue.ErrFinished from Cancel become 404 and 409;
+// queue.ErrUnavailable, context.DeadlineExceeded and network errors
+// become 503 on every route.
 type Queue interface {
-	// Enqueue accepts a task for the named flow with validated inputs and
-	// returns its id.
+	// Enqueue accepts a task for the named flow and returns its id. It
+	// checks the inputs, as queue.Broker does with its registry
+	// (queue.BrokerConfig.Registry, which should hold the flows of
+	// Config.Registry): the Handler passes them on as the client sent
+	// them, having checked only that the flow is in Config.Registry and
+	// not internal.
 	Enqueue(ctx context.Context, flow string, inputs json.RawMessage, opts queue.EnqueueOptions) (string, error)
 	// Cancel asks a pending or running task to stop.
 	Cancel(ctx context.Context, id string) error

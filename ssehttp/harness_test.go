@@ -155,8 +155,8 @@ func newEnv(t *testing.T, opts envOptions) *env {
 		started: make(chan string, 16),
 	}
 	backend := queue.NewMemory(queue.MemoryConfig{})
-	e.broker = queue.NewBroker(backend, e.store, queue.BrokerConfig{})
 	reg := testRegistry(opts.stepDelay, e.gate, e.started)
+	e.broker = queue.NewBroker(backend, e.store, queue.BrokerConfig{Registry: reg})
 	if opts.register != nil {
 		opts.register(reg)
 	}

@@ -28,8 +28,9 @@ type startResponse struct {
 // Checks, in order: cross-origin (403), the caller (401), the content
 // type (415), the body size (413), the JSON (400), the flow name (400),
 // the authorizer (403), the flow (404 when no such flow is registered),
-// the inputs (422: not an object, or failing the flow's schema), then the
-// queue (503 when unavailable). The task is owned by the caller.
+// then the queue, which checks the inputs (422: not an object, or failing
+// the flow's schema; see Queue) and may be unavailable (503). The task is
+// owned by the caller.
 func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.tel.startSpan(r)
 	if span.IsRecording() {
@@ -86,20 +87,18 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 		h.backendError(w, r, "lookup flow", err)
 		return
 	}
-	inputs, err = flow.Validate(entry.Flow, inputs)
-	if err != nil {
-		if errors.Is(err, flow.ErrInvalidInputs) {
-			writeError(w, http.StatusUnprocessableEntity, err.Error())
-			return
-		}
-		h.backendError(w, r, "validate inputs", err)
-		return
-	}
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.Flow.String(name))
 	}
 	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{Owner: p.ID})
-	if err != nil {
+	switch {
+	case errors.Is(err, registry.ErrUnknownFlow):
+		writeError(w, http.StatusNotFound, err.Error())
+		return
+	case errors.Is(err, flow.ErrInvalidInputs):
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	case err != nil:
 		h.backendError(w, r, "enqueue", err)
 		return
 	}

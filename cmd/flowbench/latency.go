@@ -117,7 +117,7 @@ func pickupOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, 
 		}
 		return nil, nil
 	}))
-	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg})
 	stop := startWorker(st.queue, st.store, nil, reg, cfg.Concurrency, providers{})
 	defer stop()
 
@@ -238,7 +238,7 @@ func eventOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, e
 		return nil, nil
 	}))
 	reg.MustRegister("warm", noopFlow(3))
-	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg})
 	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: st.store, Registry: reg, Logger: discard})
 	srv, err := serve(h)
 	if err != nil {

@@ -81,7 +81,7 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 	reg := registry.New()
 	reg.MustRegister("noop", noopFlow(cfg.Events))
 	done := newTerminals(st.store, warmups+total)
-	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg})
 	wq, ws := workerPair(st, done)
 	stop := startWorker(wq, ws, nil, reg, cfg.Concurrency, providers{})
 	defer stop()

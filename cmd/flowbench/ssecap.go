@@ -94,7 +94,7 @@ func sseOnce(ctx context.Context, e *env) (sseRun, error) {
 	defer st.close()
 	reg := registry.New()
 	reg.MustRegister("warm", noopFlow(1))
-	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg})
 	srv, err := serve(ssehttp.New(ssehttp.Config{Queue: broker, Progress: st.store, Registry: reg, Logger: discard}))
 	if err != nil {
 		return sseRun{}, err

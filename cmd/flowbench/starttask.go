@@ -42,7 +42,7 @@ func startTaskOnce(ctx context.Context, e *env) (float64, error) {
 	defer st.close()
 	reg := registry.New()
 	reg.MustRegister("noop", noopFlow(cfg.Events))
-	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{})
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg})
 	srv, err := serve(ssehttp.New(ssehttp.Config{Queue: broker, Progress: st.store, Registry: reg, Logger: discard}))
 	if err != nil {
 		return 0, err

@@ -228,7 +228,7 @@ func throughputOnce(ctx context.Context, e *env, otelMode string) (throughputRun
 		ends *= 2 // each task and its notification
 	}
 	done := newTerminals(st.store, ends)
-	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{TracerProvider: tel.tp, MeterProvider: tel.mp})
+	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg, TracerProvider: tel.tp, MeterProvider: tel.mp})
 
 	wq, ws := workerPair(st, done)
 	hooks := make([]queue.FinishHook, cfg.Hooks)
@@ -237,7 +237,7 @@ func throughputOnce(ctx context.Context, e *env, otelMode string) (throughputRun
 	}
 	if cfg.Notify {
 		n, err := notify.New(notify.Config{
-			Queue:    queue.NewBroker(wq, ws, queue.BrokerConfig{Logger: discard}),
+			Queue:    queue.NewBroker(wq, ws, queue.BrokerConfig{Registry: reg, Logger: discard}),
 			Channels: []notify.Channel{nopChannel{}},
 			Logger:   discard,
 		})

@@ -52,9 +52,8 @@ func newFixture(t *testing.T) *fixture {
 	quiet := slog.New(slog.DiscardHandler)
 	b, err := redisbackend.New(client, redisbackend.Config{Prefix: f.prefix, Logger: quiet})
 	require.NoError(t, err)
-	f.broker, f.store = queue.NewBroker(b, nil, queue.BrokerConfig{}), b
-
 	reg := registry.New()
+	f.broker, f.store = queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}), b
 	reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
 	reg.MustRegister("broken", flow.Func(func(context.Context, *flow.Task) (any, error) {
 		return nil, flow.Permanent(errors.New("the model refused"))

@@ -50,7 +50,7 @@ func newStack(t *testing.T, cfg flows.Config) *stack {
 	done := make(chan error, 1)
 	go func() { done <- worker.Run(ctx) }()
 	api := ssehttp.New(ssehttp.Config{
-		Queue:    queue.NewBroker(backend, store, queue.BrokerConfig{MaxAttempts: 1}),
+		Queue:    queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg, MaxAttempts: 1}),
 		Progress: store,
 		Registry: reg,
 		Logger:   quiet,

@@ -232,7 +232,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 			logger.Warn("flushing the telemetry failed", "err", err)
 		}
 	}
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
 	notifier, err := notifications.New(cfg.Notify, broker, logger)
 	if err != nil {
 		release()

@@ -235,7 +235,9 @@ func newTestQueue(t *testing.T, srv interface{ ClientOption() rueidis.ClientOpti
 	t.Cleanup(func() { assert.NoError(t, q.b.Close()) })
 	// Enough attempts that no task runs out of them however often its
 	// worker is killed.
-	q.broker = queue.NewBroker(q.b, q.b, queue.BrokerConfig{MaxAttempts: 50})
+	flows := registry.New()
+	require.NoError(t, registerTestFlows(flows), "the flows the worker processes run")
+	q.broker = queue.NewBroker(q.b, q.b, queue.BrokerConfig{Registry: flows, MaxAttempts: 50})
 	return q
 }
 

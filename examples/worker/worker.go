@@ -215,7 +215,7 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 		}
 		defer stopMetrics()
 	}
-	notifier, err := notifications.New(cfg.Notify, queue.NewBroker(backend, nil, queue.BrokerConfig{}), logger)
+	notifier, err := notifications.New(cfg.Notify, queue.NewBroker(backend, nil, queue.BrokerConfig{Registry: reg}), logger)
 	if err != nil {
 		return err
 	}

@@ -120,10 +120,11 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	defer closeWorker()
-	stopWorker := r.startWorker(worker)
+	flows := r.flows()
+	stopWorker := r.startWorker(worker, flows)
 	defer stopWorker()
 
-	broker := queue.NewBroker(web, nil, queue.BrokerConfig{MaxAttempts: 20, Logger: opts.Logger})
+	broker := queue.NewBroker(web, nil, queue.BrokerConfig{Registry: flows, MaxAttempts: 20, Logger: opts.Logger})
 	produce, cancelProduce := context.WithCancel(ctx)
 	defer cancelProduce()
 	var producer sync.WaitGroup
@@ -245,10 +246,9 @@ func (r *run) backend(set *redisproc.Sentinel) (*redisbackend.Backend, func(), e
 // milliseconds apart, like a short chain.
 const stepsFlow = "steps"
 
-// startWorker runs a worker on b until the returned function is called.
-// Its flow counts its starts per task, and a finish hook records when each
-// task's end was recorded.
-func (r *run) startWorker(b *redisbackend.Backend) (stop func()) {
+// flows returns the registry of the run's one flow, which counts its
+// starts per task.
+func (r *run) flows() *registry.Registry {
 	reg := registry.New()
 	reg.MustRegister(stepsFlow, flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
 		r.mu.Lock()
@@ -262,6 +262,12 @@ func (r *run) startWorker(b *redisbackend.Backend) (stop func()) {
 		}
 		return "done", nil
 	}))
+	return reg
+}
+
+// startWorker runs a worker of flows on b until the returned function is
+// called. A finish hook records when each task's end was recorded.
+func (r *run) startWorker(b *redisbackend.Backend, reg *registry.Registry) (stop func()) {
 	w := queue.NewWorker(b, nil, queue.WorkerConfig{
 		Registry: reg, Concurrency: 32, Lease: 3 * time.Second, Logger: r.opts.Logger,
 		Backoff: func(int) time.Duration { return 100 * time.Millisecond },

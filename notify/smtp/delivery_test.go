@@ -54,7 +54,7 @@ func newEngine(t *testing.T, kind string) *engine {
 		t.Cleanup(func() { _ = rb.Close() })
 		backend, store = rb, rb
 	}
-	e.broker = queue.NewBroker(backend, store, queue.BrokerConfig{})
+	e.broker = queue.NewBroker(backend, store, queue.BrokerConfig{Registry: e.reg})
 	e.start = func(t *testing.T) {
 		w := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: e.reg, Logger: e.logger, Backoff: func(int) time.Duration { return 10 * time.Millisecond }})
 		ctx, cancel := context.WithCancel(context.Background())

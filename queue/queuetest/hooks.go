@@ -155,7 +155,7 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 
 		cancelled := h.enqueue("fragile", "", queue.EnqueueOptions{})
 		require.NoError(t, h.broker.Cancel(ctx, cancelled))
-		unknown := h.enqueue("no-such-flow", "", queue.EnqueueOptions{})
+		unknown := h.enqueueUnchecked("no-such-flow", "")
 		spent := h.enqueue("fragile", "", queue.EnqueueOptions{MaxAttempts: 1})
 		// A worker leases the first two tasks and the third and dies
 		// without a word: the third has spent its one attempt.

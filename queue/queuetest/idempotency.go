@@ -23,6 +23,7 @@ func runIdempotency(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 
 	t.Run("SameKeySameTask", func(t *testing.T) {
 		h := newHarness(t, newBackends)
+		h.declare("poem")
 		first := h.enqueue("poem", `{"topic":"roses","n":2}`, keyed("order-1"))
 		assert.Equal(t, queue.IdempotentID("", "order-1"), first)
 		again := h.enqueue("poem", "{\n  \"topic\": \"roses\",\n  \"n\": 2\n}", queue.EnqueueOptions{IdempotencyKey: "order-1", MaxAttempts: 9})
@@ -52,6 +53,7 @@ func runIdempotency(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 
 	t.Run("ConflictEnqueuesNothing", func(t *testing.T) {
 		h := newHarness(t, newBackends)
+		h.declare("poem", "essay")
 		id := h.enqueue("poem", `{"topic":"roses"}`, keyed("k"))
 		for _, tc := range []struct{ name, flow, inputs string }{
 			{"other inputs", "poem", `{"topic":"tulips"}`},
@@ -74,6 +76,7 @@ func runIdempotency(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 
 	t.Run("ConcurrentCallsOneTask", func(t *testing.T) {
 		h := newHarness(t, newBackends)
+		h.declare("poem")
 		const n = 20
 		ids := make([]string, n)
 		errs := make([]error, n)

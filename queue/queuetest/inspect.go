@@ -89,6 +89,7 @@ func requireListed(t *testing.T, want []string, list []queue.TaskSummary, msg st
 // a function that lets the slow one end.
 func (h *harness) mixedTasks() (ids map[string][]string, release func()) {
 	h.t.Helper()
+	h.declare("later")
 	h.reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
 	h.reg.MustRegister("bad", flow.Func(func(context.Context, *flow.Task) (any, error) {
 		return nil, flow.Permanent(errors.New("broken"))
@@ -213,6 +214,7 @@ func testListFilters(t *testing.T, h *harness) {
 }
 
 func testListPaging(t *testing.T, h *harness) {
+	h.declare("paged")
 	var ids []string
 	for range 7 {
 		time.Sleep(2 * time.Millisecond)
@@ -249,6 +251,7 @@ func testListPaging(t *testing.T, h *harness) {
 }
 
 func testListBadQueries(t *testing.T, h *harness) {
+	h.declare("any")
 	h.enqueue("any", "", queue.EnqueueOptions{})
 	in := h.inspector()
 	ctx := context.Background()
@@ -371,6 +374,7 @@ func testWorkerRegistry(t *testing.T, h *harness) {
 }
 
 func testCancelMatching(t *testing.T, h *harness) {
+	h.declare("doomed", "spared")
 	var target, other []string
 	for range 5 {
 		target = append(target, h.enqueue("doomed", "", queue.EnqueueOptions{}))

@@ -29,6 +29,7 @@ package queuetest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"sync/atomic"
@@ -149,7 +150,8 @@ func newHarness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 	b, s := newBackends(t)
 	require.NotNil(t, b)
 	require.NotNil(t, s)
-	return &harness{t: t, backend: b, store: s, reg: registry.New(), broker: queue.NewBroker(b, s, queue.BrokerConfig{})}
+	reg := registry.New()
+	return &harness{t: t, backend: b, store: s, reg: reg, broker: queue.NewBroker(b, s, queue.BrokerConfig{Registry: reg})}
 }
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -222,6 +224,33 @@ func (h *harness) enqueue(flowName string, inputs string, opts queue.EnqueueOpti
 	id, err := h.broker.Enqueue(context.Background(), flowName, json.RawMessage(inputs), opts)
 	require.NoError(h.t, err, "Enqueue")
 	return id
+}
+
+// declare registers flows under names for tests whose tasks are enqueued
+// (the Broker accepts only registered flows) but not meant to run: if a
+// worker runs one, the task fails for good.
+func (h *harness) declare(names ...string) {
+	for _, name := range names {
+		h.reg.MustRegister(name, flow.Func(func(context.Context, *flow.Task) (any, error) {
+			return nil, flow.Permanent(fmt.Errorf("queuetest: flow %q is not meant to run", name))
+		}))
+	}
+}
+
+// enqueueUnchecked records and queues a task the Broker would refuse (a
+// flow the registry does not hold, inputs its flow refuses), as a process
+// with other flows (an older or newer deploy) would have enqueued it, and
+// returns its id.
+func (h *harness) enqueueUnchecked(flowName, inputs string) string {
+	h.t.Helper()
+	task := newTask()
+	task.Flow, task.Inputs = flowName, json.RawMessage(inputs)
+	if inputs == "" {
+		task.Inputs = json.RawMessage("{}")
+	}
+	require.NoError(h.t, h.store.Create(context.Background(), task.ID), "record task %s", task.ID)
+	enqueue(h.t, h.backend, task)
+	return task.ID
 }
 
 func (h *harness) snapshot(id string) progress.Snapshot {

@@ -53,6 +53,7 @@ func runWait(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progre
 
 	t.Run("Cancelled", func(t *testing.T) {
 		h := newHarness(t, newBackends)
+		h.declare("never-run")
 		id := h.enqueue("never-run", "", queue.EnqueueOptions{})
 		require.NoError(t, h.broker.Cancel(ctx, id))
 		info, err := h.broker.Wait(bounded(t), id)
@@ -101,6 +102,7 @@ func runWait(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progre
 
 	t.Run("ContextEndsFirst", func(t *testing.T) {
 		h := newHarness(t, newBackends)
+		h.declare("nobody-runs-it")
 		base := h.goroutineBaseline()
 		id := h.enqueue("nobody-runs-it", "", queue.EnqueueOptions{})
 		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
@@ -124,6 +126,7 @@ func runWait(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progre
 		// What Wait returns encodes as the stored snapshot does, so that
 		// the HTTP layer answers the same JSON with or without a wait.
 		h := newHarness(t, newBackends)
+		h.declare("never-run")
 		id := h.enqueue("never-run", "", queue.EnqueueOptions{})
 		require.NoError(t, h.broker.Cancel(ctx, id))
 		info, err := h.broker.Wait(bounded(t), id)

@@ -155,6 +155,9 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			inputs     string
 			wantStatus string
 			wantRuns   int
+			// unchecked: the Broker would refuse the task; it comes
+			// from a process whose flow took other inputs.
+			unchecked bool
 		}{
 			{
 				name: "permanent",
@@ -189,6 +192,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				inputs:     `{}`,
 				wantStatus: `invalid inputs: field "name": is required`,
 				wantRuns:   0,
+				unchecked:  true,
 			},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
@@ -196,7 +200,12 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				var runs attempts
 				h.reg.MustRegister("doomed", tc.flow(&runs))
 				h.start(queue.WorkerConfig{})
-				id := h.enqueue("doomed", tc.inputs, queue.EnqueueOptions{MaxAttempts: 3})
+				var id string
+				if tc.unchecked {
+					id = h.enqueueUnchecked("doomed", tc.inputs)
+				} else {
+					id = h.enqueue("doomed", tc.inputs, queue.EnqueueOptions{MaxAttempts: 3})
+				}
 
 				snap := h.waitTerminal(id)
 				assert.Equal(t, progress.StateFailure, snap.State)
@@ -239,7 +248,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 	t.Run("UnknownFlow", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		h.start(queue.WorkerConfig{})
-		id := h.enqueue("no-such-flow", "", queue.EnqueueOptions{})
+		id := h.enqueueUnchecked("no-such-flow", "")
 		snap := h.waitTerminal(id)
 		assert.Equal(t, progress.StateFailure, snap.State)
 		assert.Contains(t, snap.Details.Status, "unknown flow")

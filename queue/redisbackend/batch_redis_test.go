@@ -68,7 +68,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
 	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
 	b := newBackend(t, client, redisbackend.Config{})
-	broker := queue.NewBroker(b, b, queue.BrokerConfig{})
+	broker := queue.NewBroker(b, b, queue.BrokerConfig{Registry: flowsNamed("f")})
 	ctx := context.Background()
 	runTask(ctx, t, b) // loads the scripts
 	require.NoError(t, b.CreateAndEnqueue(ctx, newTask()))
@@ -282,7 +282,7 @@ func TestCreateAndEnqueueQueues(t *testing.T) {
 // queue it behind a refused script (see queue.EnqueueOptions).
 func TestIdempotencyKeyQueuesOnce(t *testing.T) {
 	inBothModes(t, func(t *testing.T, _ *redistest.Server, b *redisbackend.Backend) {
-		broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+		broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
 		ctx := context.Background()
 		const n = 20
 		ids := make([]string, n)

@@ -37,7 +37,7 @@ func BenchmarkEnqueue(b *testing.B) {
 	})
 	b.Run("Broker", func(b *testing.B) {
 		// What start-task costs: the progress record, then the task.
-		broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+		broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: flowsNamed("f")})
 		inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
 		b.ReportAllocs()
 		before := counter.trips.Load()
@@ -89,7 +89,7 @@ func BenchmarkLifecycle(b *testing.B) {
 	srv := redistest.Start(b)
 	counter := &countingClient{Client: newClient(b, srv)}
 	backend := newBackend(b, counter, redisbackend.Config{})
-	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: flowsNamed("poem")})
 	ctx := context.Background()
 	inputs := json.RawMessage(`{"topic":"roses"}`)
 	result := json.RawMessage(`{"poem":"roses are red"}`)
@@ -130,7 +130,7 @@ func BenchmarkConcurrent(b *testing.B) {
 	srv := redistest.Start(b)
 	counter := &countingClient{Client: newClient(b, srv)}
 	backend := newBackend(b, counter, redisbackend.Config{})
-	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
+	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: flowsNamed("f")})
 	ctx := context.Background()
 	inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
 

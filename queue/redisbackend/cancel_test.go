@@ -26,11 +26,11 @@ func TestMissedCancellationStopsRun(t *testing.T) {
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
 	web := newBackend(t, newClient(t, srv), cfg)
 	workerSide := newBackend(t, newClient(t, srv), cfg)
-	broker := queue.NewBroker(web, nil, queue.BrokerConfig{})
+	reg := registry.New()
+	broker := queue.NewBroker(web, nil, queue.BrokerConfig{Registry: reg})
 
 	started := make(chan struct{})
 	var once sync.Once
-	reg := registry.New()
 	reg.MustRegister("wait", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
 		once.Do(func() { close(started) })
 		<-ctx.Done()

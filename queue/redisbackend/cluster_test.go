@@ -150,9 +150,9 @@ type clusterRun struct {
 func runOnCluster(t *testing.T, c *redistest.Cluster, hold chan struct{}) *clusterRun {
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
 	r := &clusterRun{web: newBackend(t, newClusterClient(t, c), cfg), hold: hold, runs: map[string]int{}, seen: map[string][]string{}}
-	r.broker = queue.NewBroker(r.web, r.web, queue.BrokerConfig{})
-	workerSide := newBackend(t, newClusterClient(t, c), cfg)
 	reg := registry.New()
+	r.broker = queue.NewBroker(r.web, r.web, queue.BrokerConfig{Registry: reg})
+	workerSide := newBackend(t, newClusterClient(t, c), cfg)
 	reg.MustRegister("steps", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 		r.mu.Lock()
 		r.runs[ft.ID]++

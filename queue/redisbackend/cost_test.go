@@ -92,7 +92,7 @@ func TestCostPerTaskAtLowRate(t *testing.T) {
 	b := newBackend(t, counter, redisbackend.Config{})
 	reg := registry.New()
 	reg.MustRegister("report", reportingFlow)
-	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
 	succeeded := successes(t, srv, b.Prefix())
 	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 8, Logger: quiet}))
 	ctx := context.Background()
@@ -177,7 +177,7 @@ func TestScriptsLostMidRunLoseNothing(t *testing.T) {
 		task.Progress.Status("counted")
 		return nil, nil
 	}))
-	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
 	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 8, Logger: quiet}))
 
 	stop := make(chan struct{})

@@ -71,7 +71,7 @@ func TestDurableModeWaitsForTheReplica(t *testing.T) {
 	})
 	reg := registry.New()
 	reg.MustRegister("report", reportingFlow)
-	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
 	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 4, Logger: quiet}))
 	ctx := context.Background()
 	succeeded := successes(t, primary, b.Prefix())

@@ -30,6 +30,8 @@ func ExampleNew() {
 	}
 	defer backend.Close() // before the client: it stops the backend's pub/sub connection
 
+	// The Broker accepts the flows of registry.Default, where the
+	// program registered poem_flow (BrokerConfig.Registry names another).
 	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{})
 	id, err := broker.Enqueue(context.Background(), "poem_flow", nil, queue.EnqueueOptions{})
 	if err != nil {

@@ -66,7 +66,7 @@ func TestOpTimeoutWhileRedisHangs(t *testing.T) {
 		reg := registry.New()
 		reg.MustRegister("poem", flow.Func(func(context.Context, *flow.Task) (any, error) { return "a poem", nil }))
 		web := serve(t, ssehttp.New(ssehttp.Config{
-			Queue: queue.NewBroker(b, b, queue.BrokerConfig{}), Progress: b, Registry: reg, Logger: quiet,
+			Queue: queue.NewBroker(b, b, queue.BrokerConfig{Registry: reg}), Progress: b, Registry: reg, Logger: quiet,
 		}))
 		client := &http.Client{Timeout: waitLimit} // a guard against hanging, not a measure
 		for _, req := range []struct{ method, path, body string }{

@@ -1,6 +1,7 @@
 package redisbackend_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
@@ -8,9 +9,21 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/registry"
 )
+
+// flowsNamed returns a registry of flows, under names, that accept any
+// inputs and do nothing: for Brokers of tasks no worker runs.
+func flowsNamed(names ...string) *registry.Registry {
+	reg := registry.New()
+	for _, name := range names {
+		reg.MustRegister(name, flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	}
+	return reg
+}
 
 // waitLimit bounds every wait of these tests, so that a bug fails a test
 // instead of hanging it; it is a guard, not a measurement.

@@ -84,7 +84,7 @@ func TestListTasksRepairsTheIndex(t *testing.T) {
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx := context.Background()
-	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
 	var ids []string
 	for range 3 {
 		id, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})

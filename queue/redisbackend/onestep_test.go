@@ -138,7 +138,7 @@ func TestTaskRoundTrips(t *testing.T) {
 				}
 				return nil, flow.Permanent(errors.New("the start was not recorded"))
 			}))
-			broker := queue.NewBroker(web, tt.store(web), queue.BrokerConfig{Logger: quiet})
+			broker := queue.NewBroker(web, tt.store(web), queue.BrokerConfig{Registry: reg, Logger: quiet})
 			startWorker(t, queue.NewWorker(workerSide, tt.store(workerSide), queue.WorkerConfig{
 				Registry: reg, Concurrency: 1, Logger: quiet, OnFinish: tt.hooks,
 			}))

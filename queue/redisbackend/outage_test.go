@@ -176,7 +176,7 @@ func TestHTTPWhileRedisDown(t *testing.T) {
 	reg := registry.New()
 	reg.MustRegister("poem", flow.Func(func(context.Context, *flow.Task) (any, error) { return "a poem", nil }))
 	web := serve(t, ssehttp.New(ssehttp.Config{
-		Queue: queue.NewBroker(b, b, queue.BrokerConfig{}), Progress: b, Registry: reg, Logger: quiet,
+		Queue: queue.NewBroker(b, b, queue.BrokerConfig{Registry: reg}), Progress: b, Registry: reg, Logger: quiet,
 	}))
 	// The client's timeout only keeps a hanging request from hanging the
 	// test.
@@ -235,11 +235,11 @@ func TestWorkerAcrossRedisRestart(t *testing.T) {
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t), OpTimeout: time.Second}
 	web := newBackend(t, newClient(t, srv), cfg)
 	workerSide := newBackend(t, newClient(t, srv), cfg)
-	broker := queue.NewBroker(web, web, queue.BrokerConfig{})
+	reg := registry.New()
+	broker := queue.NewBroker(web, web, queue.BrokerConfig{Registry: reg})
 
 	var mu sync.Mutex
 	runs := map[string]int{}
-	reg := registry.New()
 	reg.MustRegister("steps", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 		mu.Lock()
 		runs[ft.ID]++

@@ -74,7 +74,8 @@ func TestRoundTrips(t *testing.T) {
 	_, _, err := b.Snapshot(ctx, warm.ID)
 	require.NoError(t, err)
 
-	broker := queue.NewBroker(b, nil, queue.BrokerConfig{})
+	flows := flowsNamed("f")
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flows})
 	require.NoError(t, b.CreateAndEnqueue(ctx, newTask()))
 	// Warm up the dead-letter scripts too.
 	held := leaseOne(t, b)
@@ -138,11 +139,11 @@ func TestRoundTrips(t *testing.T) {
 			return err
 		}, 2},
 		{"Broker.Enqueue with the backend passed as the store", func() error {
-			_, err := queue.NewBroker(b, b, queue.BrokerConfig{}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+			_, err := queue.NewBroker(b, b, queue.BrokerConfig{Registry: flows}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err
 		}, 1},
 		{"Broker.Enqueue with a separate store", func() error {
-			split := queue.NewBroker(b, progressOnly{b}, queue.BrokerConfig{Logger: quiet})
+			split := queue.NewBroker(b, progressOnly{b}, queue.BrokerConfig{Registry: flows, Logger: quiet})
 			_, err := split.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err
 		}, 2},
