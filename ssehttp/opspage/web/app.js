@@ -1,0 +1,764 @@
+// The flows operations page: reads the operators' routes of the flows API
+// (GET tasks/, stats/, dead/) every few seconds, draws a small live chart
+// of throughput and run time from the stats it reads, follows one task's
+// event stream (task-status/{id}/?mode=updates), and cancels tasks and
+// re-queues dead ones after a confirmation.
+//
+// Where the API lives and how often to read it come from the page's meta
+// elements, which the Go handler fills in: nothing here is secret, the
+// browser sends its own cookies, and the API decides what the user may do.
+(function () {
+  'use strict';
+
+  const API = document.querySelector('meta[name="flows-api"]').content || '/';
+  const REFRESH_MS = Math.max(100, Number(document.querySelector('meta[name="flows-refresh-ms"]').content) || 5000);
+  // Tasks per page of the listing, and the most one refresh re-reads.
+  const PAGE_SIZE = 50;
+  const MAX_LIST = 1000;
+  // Points kept in each chart.
+  const MAX_POINTS = 60;
+  // Events kept in the open task's list.
+  const MAX_EVENTS = 500;
+  const TERMINAL = new Set(['SUCCESS', 'FAILURE']);
+  const STATE_WORDS = { PENDING: 'Pending', PROGRESS: 'Running', SUCCESS: 'Succeeded', FAILURE: 'Failed' };
+  const SVG = 'http://www.w3.org/2000/svg';
+
+  const $ = (id) => document.getElementById(id);
+  const alertBox = $('alert');
+  const updated = $('updated');
+  const stateSelect = $('filter-state');
+  const flowSelect = $('filter-flow');
+  const cancelMatching = $('cancel-matching');
+  const listStatus = $('list-status');
+  const taskRows = $('task-rows');
+  const moreButton = $('more');
+  const deadRows = $('dead-rows');
+  const deadStatus = $('dead-status');
+  const announcer = $('announcer');
+  const detail = $('detail');
+  const dialog = $('confirm');
+
+  // ---- small helpers ------------------------------------------------------
+
+  function el(tag, attrs, text) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === true) node.setAttribute(k, '');
+      else if (v !== false && v != null) node.setAttribute(k, String(v));
+    }
+    if (text != null) node.textContent = text;
+    return node;
+  }
+
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    return node;
+  }
+
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+
+  function announce(text) {
+    // Clearing first makes a repeated message be read again.
+    announcer.textContent = '';
+    setTimeout(() => { announcer.textContent = text; }, 50);
+  }
+
+  function shortID(id) {
+    return String(id).slice(0, 8);
+  }
+
+  // The server's clock minus the browser's, from the stats' "at", so
+  // that ages are right when the two clocks disagree.
+  let skew = 0;
+  const now = () => Date.now() + skew;
+
+  // age says how long ago an RFC 3339 time was, in words.
+  function age(time) {
+    const t = Date.parse(time);
+    if (!Number.isFinite(t)) return '';
+    return `${duration(Math.max(0, now() - t))} ago`;
+  }
+
+  // duration writes milliseconds in the largest unit that fits.
+  function duration(ms) {
+    if (ms < 1000) return `${Math.round(ms)} ms`;
+    const s = ms / 1000;
+    if (s < 60) return `${s < 10 ? s.toFixed(1) : Math.round(s)} s`;
+    const m = s / 60;
+    if (m < 60) return `${Math.floor(m)} min ${Math.round(s % 60)} s`;
+    const h = m / 60;
+    if (h < 48) return `${Math.floor(h)} h ${Math.round(m % 60)} min`;
+    return `${Math.floor(h / 24)} d`;
+  }
+
+  function pretty(value) {
+    if (typeof value === 'string') return value;
+    return JSON.stringify(value, null, 2);
+  }
+
+  // apiError is the error of a failed call: its status and the API's
+  // {"error": "..."} message, when there is one.
+  async function apiError(resp) {
+    let detail = resp.statusText || 'request failed';
+    try {
+      const body = await resp.json();
+      if (body && typeof body.error === 'string') detail = body.error;
+    } catch (_) { /* not JSON */ }
+    const err = new Error(`${resp.status}: ${detail}`);
+    err.status = resp.status;
+    return err;
+  }
+
+  // call sends a request to the API and returns its JSON. A refusal of
+  // the caller (401, 403) is shown at the top of the page as well.
+  async function call(path, method) {
+    const resp = await fetch(API + path, {
+      method: method || 'GET',
+      headers: { Accept: 'application/json' },
+      credentials: 'same-origin',
+    });
+    if (!resp.ok) {
+      const err = await apiError(resp);
+      if (resp.status === 401 || resp.status === 403) refused(err);
+      throw err;
+    }
+    return resp.status === 204 ? null : resp.json();
+  }
+
+  function refused(err) {
+    const who = err.status === 401 ? 'The API does not know who you are' : 'The API does not let you do this';
+    showAlert(`${who} (${err.message}). This page needs an operator's session with the API: sign in as an operator, then reload.`);
+  }
+
+  let alertText = '';
+  function showAlert(text) {
+    if (text === alertText) return;
+    alertText = text;
+    alertBox.textContent = text;
+    alertBox.hidden = text === '';
+  }
+
+  // ---- the confirmation dialog ----------------------------------------------
+
+  // confirmAction asks the user to confirm, in a modal dialog, and resolves
+  // to true for yes. The safe answer has the focus; Escape is no. When it
+  // closes, the focus goes back where it was.
+  function confirmAction(title, text, yes) {
+    $('confirm-title').textContent = title;
+    $('confirm-text').textContent = text;
+    $('confirm-yes').textContent = yes;
+    const opener = document.activeElement;
+    return new Promise((resolve) => {
+      const done = (answer) => {
+        $('confirm-yes').onclick = null;
+        $('confirm-no').onclick = null;
+        dialog.onclose = null;
+        if (dialog.open) dialog.close();
+        if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus();
+        resolve(answer);
+      };
+      $('confirm-yes').onclick = () => done(true);
+      $('confirm-no').onclick = () => done(false);
+      dialog.onclose = () => done(false);
+      dialog.showModal();
+      $('confirm-no').focus();
+    });
+  }
+
+  // ---- stats and the chart ----------------------------------------------------
+
+  const samples = [];
+
+  async function loadStats() {
+    const st = await call('stats/');
+    const at = Date.parse(st.at);
+    if (Number.isFinite(at)) skew = at - Date.now();
+    renderStats(st);
+    const lm = st.last_minute || {};
+    samples.push({
+      at: Number.isFinite(at) ? at : Date.now(),
+      perSecond: Number(lm.per_second) || 0,
+      p50: Number(lm.run && lm.run.p50_ms) || 0,
+      p95: Number(lm.run && lm.run.p95_ms) || 0,
+      sampled: Number(lm.sampled) || 0,
+    });
+    if (samples.length > MAX_POINTS) samples.splice(0, samples.length - MAX_POINTS);
+    drawCharts();
+    addFlows((st.flows || []).map((f) => f.flow));
+    return st;
+  }
+
+  function renderStats(st) {
+    const c = st.counts || {};
+    const tiles = {
+      pending: c.PENDING, progress: c.PROGRESS, success: c.SUCCESS, failure: c.FAILURE,
+      ready: st.ready, delayed: st.delayed, dead: st.dead,
+      workers: `${(st.workers || []).filter((w) => w.alive).length} alive`,
+      oldest: st.oldest_ready ? duration(Math.max(0, Date.parse(st.at) - Date.parse(st.oldest_ready))) : 'none',
+    };
+    for (const [key, value] of Object.entries(tiles)) {
+      setText(document.querySelector(`#totals [data-key="${key}"] dd`), String(value == null ? 0 : value));
+    }
+
+    const flowBody = $('flows-table').tBodies[0];
+    flowBody.replaceChildren();
+    for (const f of st.flows || []) {
+      const fc = f.counts || {};
+      const row = el('tr', { 'data-flow': f.flow });
+      row.append(el('th', { scope: 'row' }, f.flow));
+      for (const s of ['PENDING', 'PROGRESS', 'SUCCESS', 'FAILURE']) row.append(el('td', { 'data-state': s }, String(fc[s] || 0)));
+      flowBody.append(row);
+    }
+    $('no-flows').hidden = flowBody.rows.length > 0;
+
+    const workerBody = $('workers-table').tBodies[0];
+    workerBody.replaceChildren();
+    for (const w of st.workers || []) {
+      const row = el('tr', { 'data-worker': w.name, 'data-alive': w.alive ? 'true' : 'false' });
+      row.append(
+        el('th', { scope: 'row' }, w.name),
+        el('td', {}, w.host || ''),
+        el('td', {}, `${w.running || 0} of ${w.slots || 0}`),
+        el('td', {}, w.last_seen ? duration(Math.max(0, Date.parse(st.at) - Date.parse(w.last_seen))) + ' ago' : ''),
+        el('td', { class: 'worker-state' }, w.alive ? 'alive' : 'dead'),
+      );
+      workerBody.append(row);
+    }
+    $('no-workers').hidden = workerBody.rows.length > 0;
+  }
+
+  function drawCharts() {
+    const last = samples[samples.length - 1];
+    drawChart($('throughput-chart'), [{ cls: 'line-rate', values: samples.map((s) => s.perSecond) }]);
+    const peak = Math.max(...samples.map((s) => s.perSecond));
+    setText($('throughput-summary'), `Now ${last.perSecond.toFixed(2)} tasks/s; peak ${peak.toFixed(2)} over ${samples.length} samples, one every ${duration(REFRESH_MS)}.`);
+    drawChart($('latency-chart'), [
+      { cls: 'line-p95', values: samples.map((s) => s.p95) },
+      { cls: 'line-p50', values: samples.map((s) => s.p50) },
+    ]);
+    setText($('latency-summary'), last.sampled
+      ? `Now median ${duration(last.p50)}, 95th percentile ${duration(last.p95)}, of ${last.sampled} tasks.`
+      : 'No task ended in the last minute.');
+  }
+
+  // drawChart draws each series as a line across the chart, scaled to the
+  // largest value of all, with a dot on each sample.
+  function drawChart(chart, series) {
+    const W = 300;
+    const H = 100;
+    const pad = 6;
+    const n = Math.max(...series.map((s) => s.values.length));
+    const top = Math.max(1e-9, ...series.flatMap((s) => s.values)) * 1.1;
+    const x = (i) => (n <= 1 ? W / 2 : pad + (i * (W - 2 * pad)) / (MAX_POINTS - 1));
+    const y = (v) => H - pad - (v / top) * (H - 2 * pad);
+    const nodes = [svg('line', { class: 'axis', x1: 0, y1: H - pad, x2: W, y2: H - pad })];
+    for (const s of series) {
+      const points = s.values.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+      nodes.push(svg('polyline', { class: `line ${s.cls}`, points }));
+      s.values.forEach((v, i) => nodes.push(svg('circle', { class: `dot ${s.cls}`, cx: x(i).toFixed(1), cy: y(v).toFixed(1), r: 1.6 })));
+    }
+    chart.replaceChildren(...nodes);
+    chart.dataset.points = String(n);
+  }
+
+  // ---- the task listing -------------------------------------------------------
+
+  const list = {
+    tasks: [],
+    next: '',
+    generation: 0,
+    rows: new Map(), // tr by task id
+  };
+
+  function filterQuery(extra) {
+    const q = new URLSearchParams();
+    if (stateSelect.value) q.set('state', stateSelect.value);
+    if (flowSelect.value) q.set('flow', flowSelect.value);
+    for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
+    return q.toString();
+  }
+
+  // loadList reads the listing again: its first page when the filters
+  // changed (reset), else as many tasks as are shown, so that a refresh
+  // keeps the pages loaded with "Load more".
+  async function loadList(reset) {
+    const generation = reset ? ++list.generation : list.generation;
+    const limit = reset ? PAGE_SIZE : Math.min(MAX_LIST, Math.max(PAGE_SIZE, list.tasks.length));
+    const page = await call(`tasks/?${filterQuery({ limit })}`);
+    if (generation !== list.generation) return; // the filters changed meanwhile
+    list.tasks = page.tasks || [];
+    list.next = page.next_cursor || '';
+    renderList();
+    if (reset) setText(listStatus, listSummary());
+  }
+
+  async function loadMore() {
+    if (!list.next) return;
+    const generation = list.generation;
+    moreButton.setAttribute('aria-disabled', 'true');
+    try {
+      const page = await call(`tasks/?${filterQuery({ limit: PAGE_SIZE, cursor: list.next })}`);
+      if (generation !== list.generation) return;
+      const known = new Set(list.tasks.map((t) => t.task_id));
+      const added = (page.tasks || []).filter((t) => !known.has(t.task_id));
+      list.tasks.push(...added);
+      list.next = page.next_cursor || '';
+      const hadFocus = document.activeElement === moreButton;
+      renderList();
+      setText(listStatus, `Loaded ${added.length} more. ${listSummary()}`);
+      // The button goes away after the last page: the focus moves to the
+      // first task it loaded.
+      if (hadFocus && moreButton.hidden && added.length) {
+        const row = list.rows.get(added[0].task_id);
+        if (row) row.querySelector('.open').focus();
+      }
+    } catch (err) {
+      setText(listStatus, `Could not load more tasks: ${err.message}`);
+    } finally {
+      moreButton.removeAttribute('aria-disabled');
+    }
+  }
+
+  function listSummary() {
+    const n = list.tasks.length;
+    const what = [stateSelect.value && STATE_WORDS[stateSelect.value].toLowerCase(), flowSelect.value].filter(Boolean).join(' ');
+    if (n === 0) return `No ${what ? `${what} ` : ''}tasks.`;
+    return `${n} ${what ? `${what} ` : ''}task${n === 1 ? '' : 's'}${list.next ? ', more to load' : ''}.`;
+  }
+
+  // renderList updates the rows in place, by task id, so that a refresh
+  // keeps the keyboard focus where it is.
+  function renderList() {
+    const focused = document.activeElement;
+    const focusRow = focused && focused.closest ? focused.closest('#task-rows > tr') : null;
+    const focusCls = focusRow ? [...focused.classList].find((c) => c === 'open' || c === 'cancel') : null;
+    const keep = new Set();
+    list.tasks.forEach((t, i) => {
+      keep.add(t.task_id);
+      let row = list.rows.get(t.task_id);
+      if (!row) {
+        row = taskRow(t.task_id);
+        list.rows.set(t.task_id, row);
+      }
+      updateRow(row, t);
+      if (taskRows.children[i] !== row) taskRows.insertBefore(row, taskRows.children[i] || null);
+    });
+    for (const [id, row] of list.rows) {
+      if (!keep.has(id)) {
+        row.remove();
+        list.rows.delete(id);
+      }
+    }
+    moreButton.hidden = !list.next;
+    // A row that was moved, or a button that went away, loses the focus:
+    // give it back to the same row.
+    if (focusRow && document.activeElement !== focused) {
+      const id = focusRow.dataset.taskId;
+      const row = list.rows.get(id);
+      const target = row && (row.querySelector(`.${focusCls}:not([hidden])`) || row.querySelector('.open'));
+      if (target) target.focus();
+      else $('tasks-heading').focus();
+    }
+  }
+
+  function taskRow(id) {
+    const row = el('tr', { 'data-task-id': id });
+    const open = el('button', { type: 'button', class: 'open link', 'aria-label': `Open task ${id}`, title: id }, shortID(id));
+    open.addEventListener('click', () => openTask(id, open));
+    const cancel = el('button', { type: 'button', class: 'cancel danger', 'aria-label': `Cancel task ${id}` }, 'Cancel…');
+    cancel.addEventListener('click', () => cancelTask(id, row.dataset.flow));
+    const cell = (cls, label) => el('td', { class: cls, 'data-label': label });
+    const taskCell = el('th', { scope: 'row', class: 'c-task', 'data-label': 'Task' });
+    taskCell.append(open);
+    const actions = cell('c-actions', 'Actions');
+    actions.append(cancel);
+    const state = cell('c-state', 'State');
+    state.append(el('span', { class: 'badge' }));
+    row.append(taskCell, cell('c-flow', 'Flow'), state, cell('c-progress', 'Progress'), cell('c-status', 'Status'),
+      cell('c-attempt', 'Attempt'), cell('c-since', 'Since'), actions);
+    return row;
+  }
+
+  function changedAt(t) {
+    if (TERMINAL.has(t.state)) return t.ended_at;
+    if (t.state === 'PROGRESS') return t.started_at;
+    return t.enqueued_at;
+  }
+
+  function updateRow(row, t) {
+    const q = (s) => row.querySelector(s);
+    const live = !TERMINAL.has(t.state);
+    row.dataset.state = t.state;
+    row.dataset.flow = t.flow;
+    setText(q('.c-flow'), t.flow);
+    const badge = q('.badge');
+    setText(badge, STATE_WORDS[t.state] || t.state);
+    badge.dataset.state = t.state;
+    setText(q('.c-progress'), `${Number(t.progress) || 0}%`);
+    setText(q('.c-status'), (t.cancelled && live ? 'Cancelling… ' : '') + (t.status || ''));
+    setText(q('.c-attempt'), `${t.attempt || 0} of ${t.max_attempts || 0}`);
+    setText(q('.c-since'), age(changedAt(t) || t.enqueued_at));
+    q('.cancel').hidden = !live || Boolean(t.cancelled);
+  }
+
+  // ---- flows of the filter ------------------------------------------------------
+
+  const flowNames = new Set();
+
+  function addFlows(names) {
+    const fresh = names.filter((n) => n && !flowNames.has(n));
+    if (!fresh.length) return;
+    for (const n of fresh) flowNames.add(n);
+    const chosen = flowSelect.value;
+    const options = [...flowNames].sort().map((n) => el('option', { value: n }, n));
+    flowSelect.replaceChildren(el('option', { value: '' }, 'All flows'), ...options);
+    flowSelect.value = chosen;
+  }
+
+  async function loadFlows() {
+    try {
+      const flows = await call('flows/');
+      if (Array.isArray(flows)) addFlows(flows.map((f) => f.name));
+    } catch (_) { /* the flows seen in the stats are offered anyway */ }
+  }
+
+  function syncCancelMatching() {
+    const state = stateSelect.value;
+    const ok = (state === '' || state === 'PENDING' || state === 'PROGRESS') && (state !== '' || flowSelect.value !== '');
+    // Focusable even when it cannot act, so that its hint is read.
+    cancelMatching.setAttribute('aria-disabled', ok ? 'false' : 'true');
+  }
+
+  function filtersChanged() {
+    syncCancelMatching();
+    loadList(true).catch((err) => setText(listStatus, `Could not list the tasks: ${err.message}`));
+  }
+
+  // ---- actions ----------------------------------------------------------------
+
+  async function cancelTask(id, flow) {
+    const ok = await confirmAction('Cancel this task?',
+      `Task ${id}${flow ? ` of ${flow}` : ''} is asked to stop: a pending task ends at once, a running one when its flow returns. It ends as failed.`,
+      'Cancel task');
+    if (!ok) return;
+    try {
+      await call(`cancel-task/${encodeURIComponent(id)}/`, 'POST');
+      announce(`Task ${shortID(id)} is being cancelled.`);
+    } catch (err) {
+      announce(err.status === 409 ? `Task ${shortID(id)} had already finished.` : `Could not cancel task ${shortID(id)}: ${err.message}`);
+    }
+    refreshSoon();
+  }
+
+  async function cancelByFilter() {
+    if (cancelMatching.getAttribute('aria-disabled') === 'true') {
+      announce($('cancel-matching-hint').textContent);
+      return;
+    }
+    const state = stateSelect.value;
+    const what = [state ? STATE_WORDS[state].toLowerCase() : 'pending and running', 'tasks', flowSelect.value && `of ${flowSelect.value}`].filter(Boolean).join(' ');
+    if (!await confirmAction(`Cancel all ${what}?`, `Every ${what.replace(/tasks/, 'task')} is asked to stop, up to ${MAX_LIST} at a time.`, 'Cancel them')) return;
+    try {
+      const res = await call(`cancel-tasks/?${filterQuery()}`, 'POST');
+      const n = (res.cancelled || []).length;
+      announce(`${n} task${n === 1 ? '' : 's'} asked to stop${res.more ? '; more are left, cancel again for them' : ''}.`);
+    } catch (err) {
+      announce(`Could not cancel the tasks: ${err.message}`);
+    }
+    refreshSoon();
+  }
+
+  async function requeue(id, flow) {
+    if (!await confirmAction('Requeue this dead task?', `Task ${id}${flow ? ` of ${flow}` : ''} runs again, as a new task with the same inputs.`, 'Requeue')) return;
+    try {
+      const res = await call(`dead/${encodeURIComponent(id)}/requeue/`, 'POST');
+      announce(`Task ${shortID(id)} requeued as task ${shortID(res.task_id)}.`);
+      setText(deadStatus, `Requeued task ${shortID(id)} as task ${res.task_id}.`);
+    } catch (err) {
+      announce(`Could not requeue task ${shortID(id)}: ${err.message}`);
+    }
+    refreshSoon();
+  }
+
+  // ---- dead letters -----------------------------------------------------------
+
+  async function loadDead() {
+    const res = await call(`dead/?limit=${PAGE_SIZE}`);
+    const tasks = res.tasks || [];
+    const focused = document.activeElement;
+    const focusID = focused && focused.closest && focused.closest('#dead-rows > tr') ? focused.closest('tr').dataset.taskId : null;
+    deadRows.replaceChildren(...tasks.map(deadRow));
+    $('no-dead').hidden = tasks.length > 0;
+    if (focusID !== null && !deadRows.contains(focused)) {
+      // The row went (requeued): the focus goes to the next one, or to
+      // the section.
+      const same = deadRows.querySelector(`tr[data-task-id="${CSS.escape(focusID)}"] .requeue`);
+      const first = deadRows.querySelector('.requeue');
+      (same || first || $('dead-heading')).focus();
+    }
+  }
+
+  function deadRow(d) {
+    const row = el('tr', { 'data-task-id': d.task_id });
+    const open = el('button', { type: 'button', class: 'open link', 'aria-label': `Open dead task ${d.task_id}`, title: d.task_id }, shortID(d.task_id));
+    open.addEventListener('click', () => openTask(d.task_id, open));
+    const button = el('button', { type: 'button', class: 'requeue', 'aria-label': `Requeue task ${d.task_id}` }, 'Requeue…');
+    button.addEventListener('click', () => requeue(d.task_id, d.flow));
+    const th = el('th', { scope: 'row', 'data-label': 'Task' });
+    th.append(open);
+    const actions = el('td', { 'data-label': 'Actions' });
+    actions.append(button);
+    row.append(th, el('td', { 'data-label': 'Flow' }, d.flow), el('td', { 'data-label': 'Reason', class: 'c-status' }, d.reason),
+      el('td', { 'data-label': 'Attempts' }, String(d.attempts)), el('td', { 'data-label': 'Buried' }, age(d.buried_at)), actions);
+    return row;
+  }
+
+  // ---- one task's live stream -------------------------------------------------
+
+  const open = {
+    id: '',
+    source: null,
+    opener: null,
+    snap: null,
+    lastEventId: '',
+    events: 0,
+  };
+
+  function openTask(id, opener) {
+    closeStream();
+    Object.assign(open, { id, opener, snap: null, lastEventId: '', events: 0 });
+    detail.hidden = false;
+    detail.dataset.taskId = id;
+    delete detail.dataset.state;
+    setText($('detail-id'), id);
+    setText($('detail-flow'), '');
+    $('detail-events').replaceChildren();
+    $('detail-output').textContent = '';
+    $('detail-output-box').hidden = true;
+    $('detail-result-box').hidden = true;
+    render({ state: 'PENDING', details: { status: '', progress: 0 } });
+    $('detail-heading').focus();
+    call(`tasks/${encodeURIComponent(id)}/`).then((t) => {
+      if (open.id !== id) return;
+      setText($('detail-flow'), t.flow ? `${t.flow}${t.attempt ? `, attempt ${t.attempt}` : ''}` : '');
+      if (!open.source && !open.snap) render(t);
+    }).catch(() => { /* the stream says more */ });
+    connect(id);
+  }
+
+  function connect(id) {
+    setConnection('connecting', 'Connecting…');
+    const source = new EventSource(`${API}task-status/${encodeURIComponent(id)}/?mode=updates`);
+    open.source = source;
+    source.onopen = () => {
+      if (open.source === source) setConnection('live', 'Live: new events appear as they happen.');
+    };
+    source.addEventListener('snapshot', (e) => {
+      if (open.source !== source) return;
+      const snap = parse(e.data);
+      if (!snap) return;
+      if (e.lastEventId) open.lastEventId = e.lastEventId;
+      addEvent(e.lastEventId, snap.updated_at, `Snapshot: ${STATE_WORDS[snap.state] || snap.state}, ${(snap.details && snap.details.progress) || 0}%, ${((snap.details && snap.details.step_results) || []).length} steps`, 'snapshot');
+      render(snap);
+    });
+    source.addEventListener('update', (e) => {
+      if (open.source !== source) return;
+      const u = parse(e.data);
+      if (!u) return;
+      open.lastEventId = e.lastEventId;
+      addEvent(e.lastEventId, u.at, describe(u), 'update');
+      render(applyUpdate(open.snap, u));
+    });
+    source.addEventListener('token', (e) => {
+      if (open.source !== source) return;
+      const t = parse(e.data);
+      if (!t || typeof t.token !== 'string') return;
+      const out = $('detail-output');
+      out.textContent += t.token;
+      $('detail-output-box').hidden = false;
+    });
+    source.onerror = () => {
+      if (open.source !== source) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        setConnection('reconnecting', 'Connection lost, reconnecting…');
+        return;
+      }
+      // Closed for good: a 204 after the end, a 404, or a refusal. Read
+      // the task once to say which.
+      closeStream();
+      call(`tasks/${encodeURIComponent(id)}/`).then((t) => {
+        if (open.id !== id) return;
+        render(t);
+        setConnection('closed', TERMINAL.has(t.state) ? 'The task has ended; its stream is closed.' : 'The stream closed.');
+      }).catch((err) => {
+        if (open.id === id) setConnection('closed', `The stream closed: ${err.message}`);
+      });
+    };
+  }
+
+  function parse(data) {
+    try {
+      const v = JSON.parse(data);
+      return v && typeof v === 'object' ? v : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // describe says in words what one update changed.
+  function describe(u) {
+    const parts = [];
+    if ('state' in u) parts.push(`state ${STATE_WORDS[u.state] || u.state}`);
+    if ('status' in u) parts.push(`status “${u.status}”`);
+    if ('progress' in u) parts.push(`${u.progress}%`);
+    if ('step' in u && u.step) {
+      parts.push(u.step.type === 'tool_result' ? `tool result of ${u.step.tool || 'a tool'}` : `step: ${u.step.message || ''}`);
+    }
+    if ('final_result' in u) parts.push('result');
+    return parts.join(', ') || 'update';
+  }
+
+  // applyUpdate merges an update of the stream into the snapshot, as the
+  // API's documentation says.
+  function applyUpdate(snap, u) {
+    const base = snap || { state: 'PENDING', details: { status: '', progress: 0, step_results: [], final_result: null } };
+    const details = { ...(base.details || {}) };
+    const next = { ...base, details };
+    if ('state' in u) next.state = u.state;
+    if ('status' in u) details.status = u.status;
+    if ('progress' in u) details.progress = u.progress;
+    if ('step' in u && Number.isInteger(u.index) && u.index >= 0) {
+      const steps = Array.isArray(details.step_results) ? details.step_results.slice(0, u.index) : [];
+      steps.push(u.step);
+      details.step_results = steps;
+    }
+    if ('final_result' in u) details.final_result = u.final_result;
+    return next;
+  }
+
+  function addEvent(id, at, text, kind) {
+    const events = $('detail-events');
+    const item = el('li', { class: `event event-${kind}`, 'data-event-id': id || '' });
+    const t = Date.parse(at);
+    if (Number.isFinite(t)) item.append(el('time', { datetime: at }, new Date(t).toLocaleTimeString()), ' ');
+    item.append(el('span', { class: 'event-text' }, text));
+    events.append(item);
+    while (events.children.length > MAX_EVENTS) events.firstElementChild.remove();
+    open.events++;
+    detail.dataset.events = String(open.events);
+    // Follow the newest event unless the user scrolled up to read.
+    if (events.scrollHeight - events.scrollTop - events.clientHeight < 80) events.scrollTop = events.scrollHeight;
+  }
+
+  function render(snap) {
+    const previous = open.snap ? open.snap.state : '';
+    open.snap = snap;
+    const details = snap.details || {};
+    const state = snap.state || 'PENDING';
+    detail.dataset.state = state;
+    const badge = $('detail-state');
+    setText(badge, STATE_WORDS[state] || state);
+    badge.dataset.state = state;
+    const pct = Math.max(0, Math.min(100, Number(details.progress) || 0));
+    $('detail-progress').value = pct;
+    setText($('detail-percent'), `${pct}%`);
+    setText($('detail-status'), details.status || '');
+    const result = details.final_result;
+    $('detail-result-box').hidden = result == null;
+    setText($('detail-result'), result == null ? '' : pretty(result));
+    const cancel = $('detail-cancel');
+    const hadFocus = document.activeElement === cancel;
+    cancel.hidden = TERMINAL.has(state);
+    if (hadFocus && cancel.hidden) $('detail-close').focus();
+    if (previous && previous !== state) announce(`Task ${shortID(open.id)}: ${STATE_WORDS[state] || state}${details.status ? `, ${details.status}` : ''}`);
+    if (TERMINAL.has(state) && open.source) {
+      closeStream();
+      setConnection('closed', 'The task has ended; its stream is closed.');
+    }
+  }
+
+  function setConnection(state, text) {
+    detail.dataset.connection = state;
+    setText($('detail-connection'), text);
+  }
+
+  function closeStream() {
+    if (open.source) open.source.close();
+    open.source = null;
+  }
+
+  function closeTask() {
+    closeStream();
+    detail.hidden = true;
+    const opener = open.opener;
+    open.id = '';
+    // Back to the button that opened it, or to its row's.
+    const row = opener && opener.closest ? opener.closest('tr') : null;
+    const back = row && row.isConnected ? row.querySelector('.open') : null;
+    (back || $('tasks-heading')).focus();
+  }
+
+  // ---- refreshing -------------------------------------------------------------
+
+  let timer = 0;
+  let running = false;
+  let again = false;
+
+  // refresh reads the stats, the listing and the dead letters, then
+  // schedules the next refresh.
+  async function refresh() {
+    clearTimeout(timer);
+    if (running) {
+      again = true; // once this one is done
+      return;
+    }
+    running = true;
+    const problems = [];
+    const results = await Promise.allSettled([loadStats(), loadList(false), loadDead()]);
+    results.forEach((r, i) => {
+      if (r.status === 'rejected') problems.push(`${['stats', 'tasks', 'dead letters'][i]}: ${r.reason.message}`);
+    });
+    running = false;
+    if (problems.length) {
+      setText(updated, `Could not read ${problems.join('; ')}. Trying again every ${duration(REFRESH_MS)}.`);
+    } else {
+      setText(updated, `Updated ${new Date().toLocaleTimeString()}; every ${duration(REFRESH_MS)}.`);
+      if (!results.some((r) => r.status === 'rejected' && (r.reason.status === 401 || r.reason.status === 403))) showAlert('');
+    }
+    if (!listStatus.textContent) setText(listStatus, listSummary());
+    timer = setTimeout(refresh, again ? 0 : REFRESH_MS);
+    again = false;
+  }
+
+  function refreshSoon() {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, 100);
+  }
+
+  // ---- wiring -----------------------------------------------------------------
+
+  $('filters').addEventListener('submit', (e) => {
+    e.preventDefault();
+    filtersChanged();
+  });
+  stateSelect.addEventListener('change', filtersChanged);
+  flowSelect.addEventListener('change', filtersChanged);
+  cancelMatching.addEventListener('click', cancelByFilter);
+  moreButton.addEventListener('click', loadMore);
+  $('detail-close').addEventListener('click', closeTask);
+  $('detail-cancel').addEventListener('click', () => cancelTask(open.id, open.snap && open.snap.flow));
+  detail.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') {
+      e.preventDefault();
+      closeTask();
+    }
+  });
+  window.addEventListener('pagehide', closeStream);
+
+  syncCancelMatching();
+  loadFlows();
+  refresh();
+})();
