@@ -47,6 +47,11 @@ type Info struct {
 	// the Internal option): List leaves it out and ssehttp refuses to
 	// start it.
 	Internal bool `json:"-"`
+	// Policy is how the workers run the flow's tasks: time limit,
+	// attempts, backoff, and limits on its starts (see Policy).
+	Policy Policy `json:"-"`
+
+	err error // the first bad option value (see Info.invalid)
 }
 
 // Entry is a registered flow with its description.
@@ -56,7 +61,9 @@ type Entry struct {
 	Flow flow.Flow
 }
 
-// Option sets part of a flow's Info at registration.
+// Option sets part of a flow's Info at registration. An option given a
+// value that cannot work (a Policy option's) makes Register fail with
+// ErrInvalid.
 type Option func(*Info)
 
 // Description sets the flow's description.
@@ -95,8 +102,8 @@ var Default = New()
 
 // Register adds f under name. Names are 1-128 characters of letters,
 // digits and _ . : - starting with a letter or digit. It fails with
-// ErrInvalid for a bad name or a nil flow and with ErrDuplicate when the name
-// is taken.
+// ErrInvalid for a bad name, a nil flow or a bad option value (see
+// Policy), and with ErrDuplicate when the name is taken.
 func (r *Registry) Register(name string, f flow.Flow, opts ...Option) error {
 	if !namePattern.MatchString(name) {
 		return fmt.Errorf("%w: name %q must be 1-128 letters, digits, _ . : - starting with a letter or digit", ErrInvalid, name)
@@ -110,6 +117,9 @@ func (r *Registry) Register(name string, f flow.Flow, opts ...Option) error {
 	}
 	for _, o := range opts {
 		o(&e.Info)
+	}
+	if err := e.err; err != nil {
+		return err
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
