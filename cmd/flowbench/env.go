@@ -247,6 +247,7 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 		Prefix:       "flowbench-" + hex.EncodeToString(prefix[:]),
 		Retention:    retention,
 		WaitReplicas: e.cfg.WaitReplicas,
+		FetchDelay:   e.cfg.FetchDelay,
 		Logger:       discard,
 	})
 	if err != nil {

@@ -71,6 +71,21 @@ type Config struct {
 	// WaitTimeout bounds each wait of durable mode; it must be shorter
 	// than OpTimeout. Zero means DefaultWaitTimeout.
 	WaitTimeout time.Duration
+	// FetchDelay trades pickup latency for Redis work at low rates. A
+	// Fetch that finds the queue empty waits for the next task on Redis
+	// at once by default, so that each task is picked up within a round
+	// trip of its enqueue, and at a few hundred tasks a second each one
+	// costs a wait, a fetch script and a finish script of its own. With
+	// FetchDelay set, such a Fetch first lets FetchDelay pass (or less,
+	// when a delayed task is due or a lease passes sooner, and never more
+	// than a second) and then takes every task that arrived meanwhile in
+	// one round trip; tasks taken together also tend to end together,
+	// and their ends then share a script too (see the package
+	// documentation). A task then waits up to FetchDelay longer to start.
+	// A Fetch with tasks ready takes them at once whatever FetchDelay is,
+	// and an idle worker costs Redis no more. Zero, the default, means
+	// no delay; it must not be negative.
+	FetchDelay time.Duration
 	// Logger receives the backend's warnings. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -151,6 +166,8 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 		cfg.Logger = slog.Default()
 	}
 	switch {
+	case cfg.FetchDelay < 0:
+		return nil, fmt.Errorf("redisbackend: FetchDelay must not be negative, got %v", cfg.FetchDelay)
 	case cfg.WaitReplicas < 0:
 		return nil, fmt.Errorf("redisbackend: WaitReplicas must not be negative, got %d", cfg.WaitReplicas)
 	case cfg.WaitReplicas > 0 && client.Mode() == rueidis.ClientModeCluster:

@@ -29,6 +29,14 @@ func SetRetireIdle(d time.Duration) (restore func()) {
 	return func() { retireIdle = old }
 }
 
+// SetFetchSleep replaces how a Fetch sleeps while tasks gather (see
+// Config.FetchDelay) until the returned function restores it.
+func SetFetchSleep(sleep func(ctx context.Context, d time.Duration) bool) (restore func()) {
+	old := fetchSleep
+	fetchSleep = sleep
+	return func() { fetchSleep = old }
+}
+
 // Waiting returns how many calls of each batched operation wait for the
 // batch in flight to end.
 func (b *Backend) Waiting() (appends, acks, creates int) {

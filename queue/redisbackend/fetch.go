@@ -55,6 +55,11 @@ const (
 // listening. If that look took tasks, Fetch returns them although ctx has
 // ended; the caller runs them or hands them back. A wait cut short by
 // ctx's deadline likewise ends with a look whose answer is awaited.
+//
+// With Config.FetchDelay set, a Fetch whose plan says to wait first
+// sleeps that long, or until the plan's time if sooner, holding nothing,
+// and then waits and takes as above: tasks enqueued meanwhile are taken
+// at once, together.
 func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
 	leases, _, err := b.FetchWithState(ctx, worker, max, lease)
 	return leases, err
@@ -74,6 +79,7 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 	if lease <= 0 {
 		lease = defaultLease
 	}
+	delayed := b.cfg.FetchDelay <= 0
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
@@ -82,6 +88,15 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 		wait := time.Until(plan.until)
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(dl))
+		}
+		if wait > 0 && !delayed {
+			// Let tasks gather (Config.FetchDelay), once per call: a
+			// sleep here holds no lease.
+			delayed = true
+			if !fetchSleep(ctx, min(b.cfg.FetchDelay, wait)) {
+				return nil, nil, ctx.Err()
+			}
+			continue
 		}
 		var taken []takenEntry
 		var err error
@@ -100,6 +115,21 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 				return leases, states, err
 			}
 		}
+	}
+}
+
+// fetchSleep is how a Fetch lets tasks gather; tests replace it.
+var fetchSleep = sleepCtx
+
+// sleepCtx sleeps for d, or until ctx ends, and reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
 	}
 }
 

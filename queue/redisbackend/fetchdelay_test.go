@@ -1,0 +1,140 @@
+package redisbackend_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// The tests of Config.FetchDelay: a Fetch that would wait for work first
+// lets tasks gather, then takes them together.
+
+func TestFetchDelayMustNotBeNegative(t *testing.T) {
+	client := newClient(t, redistest.Start(t))
+	_, err := redisbackend.New(client, redisbackend.Config{FetchDelay: -time.Millisecond})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "FetchDelay")
+}
+
+// TestFetchDelayTakesGatheredTasksInOneLook has a worker's Fetch find the
+// queue empty, so that its next one waits, and enqueues ten tasks one by
+// one while that next Fetch lets them gather (its sleep is the test's:
+// no timing is involved). The Fetch takes all ten in one round trip, one
+// wait and one fetch script, where a Fetch waiting as they arrive would
+// have been woken by the first and taken it alone.
+func TestFetchDelayTakesGatheredTasksInOneLook(t *testing.T) {
+	srv := redistest.Start(t)
+	counter := &countingClient{Client: newClient(t, srv)}
+	b := newBackend(t, counter, redisbackend.Config{FetchDelay: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 16, time.Minute) // takes it, and plans to wait
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	const n = 10
+	want := map[string]bool{}
+	slept := 0
+	defer redisbackend.SetFetchSleep(func(ctx context.Context, d time.Duration) bool {
+		slept++
+		assert.LessOrEqual(t, d, time.Second, "never longer than the plan's second")
+		for range n {
+			task := newTask()
+			require.NoError(t, b.Enqueue(ctx, task))
+			want[task.ID] = true
+		}
+		require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+		return true
+	})()
+	before := counter.trips.Load()
+	leases, err := b.Fetch(ctx, "w", 16, time.Minute)
+	require.NoError(t, err)
+	calls := commandCalls(t, srv)
+	trips := counter.trips.Load() - before - n // the enqueues' own
+
+	require.Equal(t, 1, slept, "the Fetch let tasks gather once")
+	got := map[string]bool{}
+	for _, l := range leases {
+		got[l.Task.ID] = true
+	}
+	assert.Equal(t, want, got, "every task gathered is taken")
+	assert.EqualValues(t, 1, trips, "one round trip: the wait and the script together")
+	assert.Equal(t, 1, calls["xread"], "one wait")
+	assert.Equal(t, 1, calls["evalsha"], "one fetch script")
+	assert.Equal(t, 1, calls["xreadgroup"], "one read of the stream")
+	assert.Equal(t, 1, calls["zadd"], "one ZADD of the lease deadlines")
+	assert.Equal(t, n, calls["hincrby"], "each task's attempt")
+}
+
+// TestFetchCancelledInItsDelayLeasesNothing cancels a Fetch while it lets
+// tasks gather: it returns at once with the context's error and holds no
+// task, and the task enqueued meanwhile goes to the next Fetch.
+func TestFetchCancelledInItsDelayLeasesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: time.Hour})
+	ctx := context.Background()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	var leases []*queue.Lease
+	go func() {
+		var err error
+		leases, err = b.Fetch(cctx, "w", 4, time.Minute)
+		done <- err
+	}()
+	task := newTask()
+	require.NoError(t, b.Enqueue(ctx, task))
+	cancel()
+	require.ErrorIs(t, <-done, context.Canceled)
+	assert.Empty(t, leases)
+	assert.Zero(t, pendingEntries(t, srv, b.Prefix())-1, "only the first task is leased")
+
+	next, err := b.Fetch(ctx, "other", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, next, 1)
+	assert.Equal(t, task.ID, next[0].Task.ID)
+}
+
+// TestWorkerWithFetchDelayRunsEveryTask runs tasks through a Worker whose
+// backend has a FetchDelay, enqueued one by one and in a burst: each runs
+// once and succeeds.
+func TestWorkerWithFetchDelayRunsEveryTask(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: 5 * time.Millisecond})
+	reg := flowsNamed("report")
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
+	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 4, Logger: quiet}))
+	ctx := context.Background()
+	var ids []string
+	for i := range 30 {
+		id, err := broker.Enqueue(ctx, "report", []byte(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		ids = append(ids, id)
+		if i < 10 {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	for _, id := range ids {
+		eventually(t, func() bool {
+			snap, _, err := b.Snapshot(ctx, id)
+			require.NoError(t, err)
+			return snap.State.Terminal()
+		}, "task "+id+" ends")
+		snap, _, err := b.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, "SUCCESS", string(snap.State), "task %s", id)
+	}
+	assert.Zero(t, pendingEntries(t, srv, b.Prefix()), "nothing left leased")
+}
