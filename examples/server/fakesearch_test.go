@@ -10,7 +10,8 @@ import (
 // fakeTavily is a stand-in for Tavily's search API (POST /search) for the
 // browser tests. It answers every search with two made-up results about
 // the query; a query containing "hold" waits until release first, so that
-// a task stays running for as long as a test needs.
+// a task stays running for as long as a test needs, and one containing
+// "fail" is answered 500, so that its task fails.
 type fakeTavily struct {
 	mu      sync.Mutex
 	queries []string
@@ -38,6 +39,10 @@ func (f *fakeTavily) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
 	f.queries = append(f.queries, req.Query)
 	f.mu.Unlock()
+	if strings.Contains(req.Query, "fail") {
+		http.Error(w, "made-up failure", http.StatusInternalServerError)
+		return
+	}
 	if strings.Contains(req.Query, "hold") {
 		select {
 		case <-f.hold:

@@ -23,6 +23,7 @@ import (
 	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
 	"github.com/flowsrun/flows/ssehttp"
+	"github.com/flowsrun/flows/ssehttp/opspage"
 )
 
 // defaultShutdownTimeout bounds the HTTP server's graceful shutdown.
@@ -80,6 +81,10 @@ type config struct {
 	// Notify are the notifications about finished tasks, from the
 	// environment (see examples/notifications); none when empty.
 	Notify notifications.Config
+	// OpsRefresh is how often the operators' page at /ops/ reads the
+	// stats, the listing and the dead letters; zero means
+	// opspage.DefaultRefresh.
+	OpsRefresh time.Duration
 	// Logger receives the server's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -115,6 +120,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&cfg.Flows.TokenDelay, "token-delay", exampleflows.DefaultTokenDelay, "pause between streamed tokens of the example flows")
 	origins := fs.String("cors-origins", getenv("FLOWS_CORS_ORIGINS"), "comma-separated origins of front ends elsewhere that may use the API, as in https://app.example.com (env FLOWS_CORS_ORIGINS)")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", ssehttp.DefaultBodyTimeout, "how long a client may take to send a request body")
+	fs.DurationVar(&cfg.OpsRefresh, "ops-refresh", opspage.DefaultRefresh, "how often the operators' page at /ops/ reads the stats and the listing")
 	fs.BoolVar(&cfg.Healthcheck, "healthcheck", false, "instead of serving, ask the server on -addr for GET /flows/ and exit 0 if it answers 200, else 1 (for container health checks)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -198,6 +204,12 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 	}
 	reg := registry.New()
 	if err := exampleflows.RegisterWith(reg, cfg.Flows); err != nil {
+		return nil, nil, err
+	}
+	// The operators' page reads the API at the root, where it is mounted
+	// below.
+	ops, err := opspage.New(opspage.Config{API: "/", Refresh: cfg.OpsRefresh})
+	if err != nil {
 		return nil, nil, err
 	}
 	for _, f := range reg.List() {
@@ -292,6 +304,7 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 	mux.Handle("GET /metrics", tel.Metrics)
 	mux.Handle("GET /notifications/{id}/", notificationsHandler(broker, notifier, logger))
 	mountPage(mux)
+	mux.Handle("/ops/", http.StripPrefix("/ops", ops))
 
 	return mux, run, nil
 }

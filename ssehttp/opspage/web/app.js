@@ -79,7 +79,8 @@
   function age(time) {
     const t = Date.parse(time);
     if (!Number.isFinite(t)) return '';
-    return `${duration(Math.max(0, now() - t))} ago`;
+    const ms = now() - t;
+    return ms < 1000 ? 'just now' : `${duration(ms)} ago`;
   }
 
   // duration writes milliseconds in the largest unit that fits.
@@ -355,7 +356,7 @@
     moreButton.hidden = !list.next;
     // A row that was moved, or a button that went away, loses the focus:
     // give it back to the same row.
-    if (focusRow && document.activeElement !== focused) {
+    if (focusRow && (document.activeElement !== focused || focused.hidden || !focused.isConnected)) {
       const id = focusRow.dataset.taskId;
       const row = list.rows.get(id);
       const target = row && (row.querySelector(`.${focusCls}:not([hidden])`) || row.querySelector('.open'));
@@ -377,7 +378,9 @@
     actions.append(cancel);
     const state = cell('c-state', 'State');
     state.append(el('span', { class: 'badge' }));
-    row.append(taskCell, cell('c-flow', 'Flow'), state, cell('c-progress', 'Progress'), cell('c-status', 'Status'),
+    const status = cell('c-status', 'Status');
+    status.append(el('span', { class: 'clamp' }));
+    row.append(taskCell, cell('c-flow', 'Flow'), state, cell('c-progress', 'Progress'), status,
       cell('c-attempt', 'Attempt'), cell('c-since', 'Since'), actions);
     return row;
   }
@@ -398,7 +401,9 @@
     setText(badge, STATE_WORDS[t.state] || t.state);
     badge.dataset.state = t.state;
     setText(q('.c-progress'), `${Number(t.progress) || 0}%`);
-    setText(q('.c-status'), (t.cancelled && live ? 'Cancelling… ' : '') + (t.status || ''));
+    const status = (t.cancelled && live ? 'Cancelling… ' : '') + (t.status || '');
+    setText(q('.c-status .clamp'), status);
+    q('.c-status .clamp').title = status;
     setText(q('.c-attempt'), `${t.attempt || 0} of ${t.max_attempts || 0}`);
     setText(q('.c-since'), age(changedAt(t) || t.enqueued_at));
     q('.cancel').hidden = !live || Boolean(t.cancelled);
@@ -492,6 +497,7 @@
     const focusID = focused && focused.closest && focused.closest('#dead-rows > tr') ? focused.closest('tr').dataset.taskId : null;
     deadRows.replaceChildren(...tasks.map(deadRow));
     $('no-dead').hidden = tasks.length > 0;
+    $('dead-table').hidden = tasks.length === 0;
     if (focusID !== null && !deadRows.contains(focused)) {
       // The row went (requeued): the focus goes to the next one, or to
       // the section.
@@ -511,7 +517,9 @@
     th.append(open);
     const actions = el('td', { 'data-label': 'Actions' });
     actions.append(button);
-    row.append(th, el('td', { 'data-label': 'Flow' }, d.flow), el('td', { 'data-label': 'Reason', class: 'c-status' }, d.reason),
+    const reason = el('td', { 'data-label': 'Reason', class: 'c-status' });
+    reason.append(el('span', { class: 'clamp', title: d.reason }, d.reason));
+    row.append(th, el('td', { 'data-label': 'Flow' }, d.flow), reason,
       el('td', { 'data-label': 'Attempts' }, String(d.attempts)), el('td', { 'data-label': 'Buried' }, age(d.buried_at)), actions);
     return row;
   }

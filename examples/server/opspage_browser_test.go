@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/queue"
+)
+
+// opsPNGEnv names the file the ops page test also writes its screenshot
+// to. The README's screenshot, docs/ops.png, is made with:
+//
+//	FLOWS_OPS_PNG=$PWD/docs/ops.png go test -run 'TestOpsPage/memory' ./examples/server
+const opsPNGEnv = "FLOWS_OPS_PNG"
+
+// opsRefresh is how often the ops page reads the API in the tests: fast,
+// so that the chart gets points within a second or two.
+const opsRefresh = 200 * time.Millisecond
+
+// openOpsPage opens a new tab of browser on the ops page of the example
+// server at url and waits for its first reading of the API. The tab closes
+// when the test ends, after a check that nothing went wrong in the page:
+// no error, no rejected promise, no Content-Security-Policy violation.
+func openOpsPage(t *testing.T, browser context.Context, url, artifacts string) *pageTab {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument,
+		page.AddScriptToEvaluateOnNewDocumentParams{Source: pageProbeJS}); err != nil {
+		t.Fatalf("open a browser tab: %v", err)
+	}
+	p := &pageTab{t: t, ctx: ctx, url: url, artifacts: artifacts}
+	t.Cleanup(p.checkNoProblems)
+	p.do("open the ops page", chromedp.Navigate(url+"/ops/"))
+	p.waitFor("the first reading", `document.getElementById('updated').textContent.startsWith('Updated')`)
+	return p
+}
+
+// rowIDs returns the ids of the task rows, top to bottom.
+func rowIDs(p *pageTab, tbody string) []string {
+	p.t.Helper()
+	return eval[[]string](p, `[...document.querySelectorAll('#`+tbody+` > tr')].map((r) => r.dataset.taskId)`)
+}
+
+// press sends one key to the element that has the focus.
+func (p *pageTab) press(key string) {
+	p.t.Helper()
+	p.do("press "+key, chromedp.KeyEvent(key))
+}
+
+// focused describes the element that has the focus: its id, else its
+// class, and the task of its row, if any.
+func focused(p *pageTab) string {
+	p.t.Helper()
+	return eval[string](p, `(() => {
+		const a = document.activeElement;
+		if (!a || a === document.body) return 'body';
+		const row = a.closest('tr');
+		return (a.id || a.className) + (row && row.dataset.taskId ? '@' + row.dataset.taskId : '');
+	})()`)
+}
+
+// focusOn puts the focus on the element sel finds, as the Tab key would.
+func (p *pageTab) focusOn(sel string) {
+	p.t.Helper()
+	if !eval[bool](p, `(() => { const e = document.querySelector(`+jsString(sel)+`); if (!e) return false; e.focus(); return document.activeElement === e; })()`) {
+		p.fail("cannot focus %s", sel)
+	}
+}
+
+// rowSel is the CSS selector of the row of task id in tbody.
+func rowSel(tbody, id string) string {
+	return fmt.Sprintf(`#%s > tr[data-task-id=%s]`, tbody, jsString(id))
+}
+
+// TestOpsPage drives the operators' page at /ops/ of the example server in
+// headless Chromium, against the in-memory backend and Redis: the listing
+// shows the started tasks and narrows with the filters, the stats and the
+// chart fill in, a task opens with its live events, a dead task is
+// re-queued and a running one cancelled with the keyboard alone, and the
+// page fits a phone's width.
+func TestOpsPage(t *testing.T) {
+	browser := startChromium(t)
+	artifacts := artifactsDir(t)
+	refresh := func(c *config) { c.OpsRefresh = opsRefresh }
+
+	t.Run("memory", func(t *testing.T) {
+		srv := startPageServer(t, 20*time.Millisecond, 15*time.Millisecond, refresh)
+		driveOpsPage(t, browser, srv, artifacts, os.Getenv(opsPNGEnv))
+	})
+	t.Run("redis", func(t *testing.T) {
+		redis := redistest.Start(t)
+		srv := startPageServer(t, 20*time.Millisecond, 15*time.Millisecond, refresh, func(c *config) {
+			r := redisConfig(t, redis)
+			c.RedisURL, c.Prefix, c.Queue = r.RedisURL, r.Prefix, r.Queue
+		})
+		driveOpsPage(t, browser, srv, artifacts, "")
+	})
+}
+
+// driveOpsPage runs the ops page scenario against srv; with png set, it
+// writes the page's screenshot there too.
+func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifacts, png string) {
+	client := &http.Client{Timeout: 10 * time.Second}
+	poem := func() string { return startTask(t, client, srv.URL, `{"flow": "poem_flow"}`) }
+	search := func(q string) string {
+		return startTask(t, client, srv.URL, fmt.Sprintf(`{"flow": "web_search_flow", "inputs": {"question": %q}}`, q))
+	}
+	done1, done2 := poem(), poem()
+	watched := search("hold: watched")
+	stopped := search("hold: to cancel")
+	failing := search("fail for the dead letters")
+
+	p := openOpsPage(t, browser, srv.URL, artifacts)
+	name := func(s string) string { return filepath.Base(t.Name()) + "-" + s }
+
+	t.Run("the listing shows the started tasks", func(t *testing.T) {
+		p.t = t
+		for _, id := range []string{done1, done2, watched, stopped, failing} {
+			p.waitFor("the row of task "+id, `document.querySelector(`+jsString(rowSel("task-rows", id))+`)`)
+		}
+		p.waitFor("both poems SUCCESS", fmt.Sprintf(`[%s, %s].every((id) => document.querySelector('#task-rows > tr[data-task-id="' + id + '"]').dataset.state === 'SUCCESS')`,
+			jsString(done1), jsString(done2)))
+		p.waitFor("the searches running", fmt.Sprintf(`[%s, %s].every((id) => document.querySelector('#task-rows > tr[data-task-id="' + id + '"]').dataset.state === 'PROGRESS')`,
+			jsString(watched), jsString(stopped)))
+		row := eval[map[string]string](p, `(() => { const r = document.querySelector(`+jsString(rowSel("task-rows", done1))+`);
+			return { flow: r.querySelector('.c-flow').textContent, state: r.querySelector('.badge').textContent,
+				progress: r.querySelector('.c-progress').textContent, attempt: r.querySelector('.c-attempt').textContent }; })()`)
+		assert.Equal(t, map[string]string{"flow": exampleflows.PoemFlowName, "state": "Succeeded", "progress": "100%", "attempt": "1 of 3"}, row)
+	})
+
+	t.Run("the stats render and the chart gets points", func(t *testing.T) {
+		p.t = t
+		p.waitFor("two successes counted", `Number(document.querySelector('#totals [data-key="success"] dd').textContent) >= 2`)
+		p.waitFor("both flows in the table", `['poem_flow', 'web_search_flow'].every((f) => document.querySelector('#flows-table tr[data-flow="' + f + '"]'))`)
+		p.waitFor("a live worker", `document.querySelector('#workers-table tr[data-alive="true"]')`)
+		p.waitFor("three points on each chart", `['throughput-chart', 'latency-chart'].every((id) => Number(document.getElementById(id).dataset.points) >= 3)`)
+		p.waitFor("a throughput above zero", `/^Now [1-9]|^Now 0\.[0-9]*[1-9]/.test(document.getElementById('throughput-summary').textContent)`)
+		points := eval[int](p, `document.querySelector('#throughput-chart polyline').getAttribute('points').trim().split(' ').length`)
+		assert.GreaterOrEqual(t, points, 3, "the line has a vertex per sample")
+		assert.Contains(t, eval[string](p, `document.getElementById('latency-summary').textContent`), "median")
+		assert.Equal(t, "2", eval[string](p, `document.querySelector('#flows-table tr[data-flow="poem_flow"] td[data-state="SUCCESS"]').textContent`))
+		assert.GreaterOrEqual(t, eval[int](p, `Number(document.querySelector('#totals [data-key="progress"] dd').textContent)`), 2, "the two held searches run")
+	})
+
+	t.Run("the filters narrow the listing", func(t *testing.T) {
+		p.t = t
+		// Keyboard: on the state selector, typing "S" picks Succeeded.
+		p.focusOn("#filter-state")
+		p.do("type S", chromedp.KeyEvent("S"))
+		p.waitFor("the state filter on SUCCESS", `document.getElementById('filter-state').value === 'SUCCESS'`)
+		p.waitFor("only the successes listed", `[...document.querySelectorAll('#task-rows > tr')].every((r) => r.dataset.state === 'SUCCESS')`)
+		assert.ElementsMatch(t, []string{done1, done2}, rowIDs(p, "task-rows"))
+		assert.Contains(t, eval[string](p, `document.getElementById('list-status').textContent`), "2 succeeded tasks")
+
+		p.chooseOps("filter-state", "")
+		p.chooseOps("filter-flow", exampleflows.WebSearchFlowName)
+		p.waitFor("only the searches listed", `document.querySelectorAll('#task-rows > tr').length === 3 && [...document.querySelectorAll('#task-rows > tr')].every((r) => r.dataset.flow === 'web_search_flow')`)
+		assert.ElementsMatch(t, []string{watched, stopped, failing}, rowIDs(p, "task-rows"))
+		p.chooseOps("filter-flow", "")
+		p.waitFor("every task listed again", `document.querySelectorAll('#task-rows > tr').length === 5`)
+	})
+
+	t.Run("keyboard focus order", func(t *testing.T) {
+		p.t = t
+		// A click on the page's title, which takes no focus, starts the
+		// Tab order from the top.
+		p.do("scroll to the top", chromedp.Evaluate[chromedp.Void](`document.activeElement.blur(), window.scrollTo(0, 0)`))
+		p.do("click the title", chromedp.Click(chromedp.CSS(`h1`)))
+		var order []string
+		for range 4 {
+			p.press(kb.Tab)
+			order = append(order, focused(p))
+		}
+		first := rowIDs(p, "task-rows")[0]
+		assert.Equal(t, []string{"filter-state", "filter-flow", "cancel-matching", "open link@" + first}, order,
+			"the filters, then the tasks: the stats hold nothing to act on")
+
+		// The skip link, first on the page, jumps to the tasks.
+		p.focusOn(".skip-link")
+		assert.True(t, eval[bool](p, `document.querySelector('.skip-link').getBoundingClientRect().left >= 0`), "the skip link shows when focused")
+		p.press(kb.Enter)
+		p.waitFor("the focus on the tasks", `document.activeElement.id === 'tasks-heading'`)
+	})
+
+	t.Run("a running task is cancelled, keyboard only", func(t *testing.T) {
+		p.t = t
+		cancel := rowSel("task-rows", stopped) + " .cancel"
+		p.focusOn(cancel)
+		p.press(kb.Enter)
+		p.waitFor("the confirmation", `document.getElementById('confirm').open`)
+		assert.Equal(t, "confirm-no", focused(p), "the safe answer has the focus")
+		assert.Contains(t, eval[string](p, `document.getElementById('confirm-text').textContent`), stopped)
+		p.press(kb.Escape)
+		p.waitFor("the confirmation gone", `!document.getElementById('confirm').open`)
+		assert.Equal(t, "cancel danger@"+stopped, focused(p), "the focus is back on the button")
+		assert.Equal(t, "PROGRESS", string(taskState(t, srv.URL, stopped)), "Escape cancelled nothing")
+
+		p.press(kb.Enter)
+		p.waitFor("the confirmation again", `document.getElementById('confirm').open`)
+		p.press(kb.Tab)
+		assert.Equal(t, "confirm-yes", focused(p))
+		p.press(kb.Enter)
+		p.waitFor("the task cancelled", `(() => { const r = document.querySelector(`+jsString(rowSel("task-rows", stopped))+`);
+			return r.dataset.state === 'FAILURE' && r.querySelector('.cancel').hidden; })()`)
+		assert.Equal(t, queue.StatusCancelled, eval[string](p, `document.querySelector(`+jsString(rowSel("task-rows", stopped))+` + ' .c-status').textContent`))
+		assert.Equal(t, "open link@"+stopped, focused(p), "the focus stays on the task's row")
+		p.waitFor("the announcement", `document.getElementById('announcer').textContent.includes('being cancelled')`)
+	})
+
+	t.Run("a task opens with its live events", func(t *testing.T) {
+		p.t = t
+		p.focusOn(rowSel("task-rows", watched) + " .open")
+		p.press(kb.Enter)
+		p.waitFor("the task open and live", `(() => { const d = document.getElementById('detail');
+			return !d.hidden && d.dataset.taskId === `+jsString(watched)+` && d.dataset.connection === 'live' && d.dataset.state === 'PROGRESS'; })()`)
+		assert.Equal(t, "detail-heading", focused(p), "the focus moves to the task")
+		p.waitFor("the opening snapshot", `document.querySelector('#detail-events .event-snapshot')`)
+		before := eval[int](p, `Number(document.getElementById('detail').dataset.events)`)
+		p.waitFor("the failed search among the dead letters", `document.querySelector(`+jsString(rowSel("dead-rows", failing))+`)`)
+		p.waitFor("the listing up to date", `document.querySelector(`+jsString(rowSel("task-rows", failing))+`).dataset.state === 'FAILURE'`)
+		p.setViewport(1280, 900, "light")
+		p.do("move the focus away", chromedp.Evaluate[chromedp.Void](`document.activeElement.blur()`))
+		shot := p.screenshot(name("task-open"))
+		if png != "" {
+			b, err := os.ReadFile(shot)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(png, b, 0o644))
+			t.Logf("ops screenshot written to %s", png)
+		}
+		p.focusOn("#detail-close")
+
+		srv.tavily.release() // the watched search goes on: its events come live
+		p.waitFor("the task's SUCCESS, live", `document.getElementById('detail').dataset.state === 'SUCCESS'`)
+		events := eval[[]string](p, `[...document.querySelectorAll('#detail-events .event-update .event-text')].map((e) => e.textContent)`)
+		require.Greater(t, len(events), 2, "events came after the stream opened (%d before): %q", before, events)
+		all := strings.Join(events, "\n")
+		assert.Contains(t, all, "tool result of tavily_search")
+		assert.Contains(t, all, "state Succeeded")
+		snap := srv.snapshot(t, watched)
+		assert.Equal(t, finalText(t, snap), eval[string](p, `document.getElementById('detail-result').textContent`))
+		assert.Equal(t, finalText(t, snap), eval[string](p, `document.getElementById('detail-output').textContent`), "the streamed tokens add up to the answer")
+		p.waitFor("the stream closed", `document.getElementById('detail').dataset.connection === 'closed'`)
+		for _, r := range srv.cutter.seen() {
+			assert.Equal(t, "updates", r.Mode, "the page reads the update stream")
+		}
+		p.screenshot(name("task-ended"))
+		p.press(kb.Escape)
+		p.waitFor("the task closed", `document.getElementById('detail').hidden`)
+		assert.Equal(t, "open link@"+watched, focused(p), "the focus goes back to the task's row")
+	})
+
+	t.Run("a dead task is requeued, keyboard only", func(t *testing.T) {
+		p.t = t
+		requeue := rowSel("dead-rows", failing) + " .requeue"
+		p.waitFor("the failed search among the dead letters", `document.querySelector(`+jsString(requeue)+`)`)
+		assert.Contains(t, eval[string](p, `document.querySelector(`+jsString(rowSel("dead-rows", failing))+`).textContent`), "made-up failure")
+		p.focusOn(requeue)
+		p.press(kb.Enter)
+		p.waitFor("the confirmation", `document.getElementById('confirm').open`)
+		p.press(kb.Tab)
+		p.press(kb.Enter)
+		p.waitFor("the dead task gone from the list", `!document.querySelector(`+jsString(requeue)+`)`)
+		p.waitFor("the new task named", `document.getElementById('dead-status').textContent.startsWith('Requeued task')`)
+		status := eval[string](p, `document.getElementById('dead-status').textContent`)
+
+		var page queue.TaskPage
+		getJSON(t, srv.URL+"/tasks/?flow=web_search_flow", &page)
+		var again string
+		for _, task := range page.Tasks {
+			if task.RequeuedFrom == failing {
+				again = task.ID
+			}
+		}
+		require.NotEmpty(t, again, "a task re-queued from the dead one: %+v", page.Tasks)
+		assert.Contains(t, status, again, "the page names the new task")
+		p.waitFor("the new task listed", `document.querySelector(`+jsString(rowSel("task-rows", again))+`)`)
+		assert.NotEqual(t, "body", focused(p), "the focus is still on the page")
+	})
+
+	t.Run("phone width has no horizontal scroll", func(t *testing.T) {
+		p.t = t
+		p.focusOn(rowSel("task-rows", done1) + " .open")
+		p.press(kb.Enter)
+		p.waitFor("the task open", `document.getElementById('detail').dataset.state === 'SUCCESS'`)
+		for _, scheme := range []string{"light", "dark"} {
+			p.setViewport(390, 844, scheme)
+			assert.True(t, eval[bool](p, `document.documentElement.scrollWidth <= window.innerWidth`),
+				"nothing is wider than a phone's screen (%s): %d > %d", scheme,
+				eval[int](p, `document.documentElement.scrollWidth`), eval[int](p, `window.innerWidth`))
+			p.screenshot(name("phone-" + scheme))
+		}
+		p.setViewport(1280, 900, "dark")
+		p.screenshot(name("dark"))
+	})
+}
+
+// chooseOps selects value in the select element id, as a person picking
+// it from the list does.
+func (p *pageTab) chooseOps(id, value string) {
+	p.t.Helper()
+	ok := eval[bool](p, fmt.Sprintf(`(() => {
+		const s = document.getElementById(%s);
+		if (![...s.options].some((o) => o.value === %s)) return false;
+		s.value = %[2]s;
+		s.dispatchEvent(new Event('change', { bubbles: true }));
+		return true;
+	})()`, jsString(id), jsString(value)))
+	if !ok {
+		p.fail("the selector %s has no %q", id, value)
+	}
+}
