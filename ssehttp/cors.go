@@ -18,8 +18,8 @@ const DefaultCORSMaxAge = 10 * time.Minute
 
 // apiRequestHeaders are the request headers the API reads, which a page on
 // a listed origin may always send. A header that a route starts to read
-// (Idempotency-Key, when start-task honours it) belongs here.
-var apiRequestHeaders = []string{"Content-Type", "Last-Event-ID"}
+// belongs here.
+var apiRequestHeaders = []string{"Content-Type", "Last-Event-ID", IdempotencyKeyHeader}
 
 // apiResponseHeaders are the answer headers, beyond those a browser always
 // shows, that a page on a listed origin may read: Retry-After comes with
@@ -58,7 +58,8 @@ type CORS struct {
 	AllowCredentials bool
 
 	// AllowedHeaders are the request headers a page may send besides
-	// those the API reads itself (Content-Type and Last-Event-ID), for
+	// those the API reads itself (Content-Type, Last-Event-ID and
+	// Idempotency-Key), for
 	// example "Authorization" for an Identify hook that reads it.
 	AllowedHeaders []string
 

@@ -110,7 +110,7 @@ func TestCORSPreflight(t *testing.T) {
 					assert.Equal(t, http.StatusNoContent, resp.StatusCode)
 					assert.Equal(t, o.origin, resp.Header.Get("Access-Control-Allow-Origin"))
 					assert.Equal(t, rt.methods, resp.Header.Get("Access-Control-Allow-Methods"))
-					assert.Equal(t, "Content-Type, Last-Event-ID, Authorization", resp.Header.Get("Access-Control-Allow-Headers"))
+					assert.Equal(t, "Content-Type, Last-Event-ID, Idempotency-Key, Authorization", resp.Header.Get("Access-Control-Allow-Headers"))
 					assert.Equal(t, "600", resp.Header.Get("Access-Control-Max-Age"))
 					assert.Subset(t, resp.Header.Values("Vary"), []string{"Access-Control-Request-Method", "Access-Control-Request-Headers"})
 					assertCredentials(t, resp, credentials)

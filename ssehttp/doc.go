@@ -29,6 +29,14 @@
 // works under any prefix), and OPTIONS, for the preflight requests of
 // pages on other origins (see Cross-origin use).
 //
+// # Idempotent start
+//
+// A start-task with an Idempotency-Key header is safe to repeat: the same
+// key, flow and inputs answer 200 with the id of the task the first
+// request started, while the backend retains it, and start nothing; the
+// same key with another flow or other inputs answers 422. Keys are scoped
+// by the caller (Principal.ID). See queue.EnqueueOptions.IdempotencyKey.
+//
 // # Long poll
 //
 // GET /tasks/{id}/?wait=<duration> (a Go duration: 30s, 1m30s) is for
@@ -54,7 +62,8 @@
 //	     progress store cannot parse; on the operators' routes, an unknown
 //	     or repeated parameter, an unknown state, a limit that is not an
 //	     integer from 1 to 1000, a cursor the listing did not issue, a
-//	     cancel-tasks without a state or a flow
+//	     cancel-tasks without a state or a flow; an Idempotency-Key that
+//	     is empty, over 255 bytes, not printable ASCII or given twice
 //	401  a caller Config.Identify refuses
 //	403  a cross-site browser request to start-task, cancel-task or an
 //	     operators' POST from an origin not listed in Config.CORS, or a
@@ -71,7 +80,8 @@
 //	415  start-task without Content-Type application/json
 //	422  "inputs" that are not a JSON object or fail the flow's schema (a
 //	     key repeated in one object of the inputs is refused for every
-//	     flow, see flow.Validate)
+//	     flow, see flow.Validate); an Idempotency-Key used before for
+//	     another flow or other inputs
 //	500  anything else (a generic message)
 //	503  the queue or the store cannot be reached in time (an error wrapping
 //	     queue.ErrUnavailable, a deadline or a network error), on every

@@ -25,12 +25,20 @@ type startResponse struct {
 
 // startTask serves POST /start-task/.
 //
-// Checks, in order: cross-origin (403), the caller (401), the content
-// type (415), the body size (413), the JSON (400), the flow name (400),
+// Checks, in order: cross-origin (403), the caller (401), the
+// Idempotency-Key header (400), the content type (415), the body size
+// (413), the JSON (400), the flow name (400),
 // the authorizer (403), the flow (404 when no such flow is registered),
 // then the queue, which checks the inputs (422: not an object, or failing
 // the flow's schema; see Queue) and may be unavailable (503). The task is
 // owned by the caller.
+//
+// With an Idempotency-Key, the queue is asked for an idempotent enqueue
+// (queue.EnqueueOptions.IdempotencyKey), scoped by the caller's
+// Principal.ID: a repeat with the same flow and inputs answers 200 with
+// the first task's id, and the same key with another flow or other inputs
+// answers 422 (queue.ErrIdempotencyConflict), as the IETF draft
+// "The Idempotency-Key HTTP Header Field" advises.
 func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	ctx, span := h.tel.startSpan(r)
 	if span.IsRecording() {
@@ -45,6 +53,11 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	}
 	p, ok := h.identify(w, r)
 	if !ok {
+		return
+	}
+	key, msg := idempotencyKey(r)
+	if msg != "" {
+		writeError(w, http.StatusBadRequest, msg)
 		return
 	}
 	if !isJSON(r.Header.Get("Content-Type")) {
@@ -90,13 +103,16 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.Flow.String(name))
 	}
-	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{Owner: p.ID})
+	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{Owner: p.ID, IdempotencyKey: key})
 	switch {
 	case errors.Is(err, registry.ErrUnknownFlow):
 		writeError(w, http.StatusNotFound, err.Error())
 		return
 	case errors.Is(err, flow.ErrInvalidInputs):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	case errors.Is(err, queue.ErrIdempotencyConflict):
+		writeError(w, http.StatusUnprocessableEntity, "Idempotency-Key already used for another flow or other inputs")
 		return
 	case err != nil:
 		h.backendError(w, r, "enqueue", err)
