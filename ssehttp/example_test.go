@@ -96,7 +96,7 @@ func ExampleCORS() {
 	// 204
 	// Access-Control-Allow-Origin: https://app.example.com
 	// Access-Control-Allow-Methods: POST
-	// Access-Control-Allow-Headers: Content-Type, Last-Event-ID
+	// Access-Control-Allow-Headers: Content-Type, Last-Event-ID, Idempotency-Key
 	// Access-Control-Max-Age: 600
 }
 
