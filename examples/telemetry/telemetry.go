@@ -1,9 +1,11 @@
 // Package telemetry sets up OpenTelemetry for the example server and
 // worker from the environment: metrics for Prometheus, and traces over
 // OTLP/HTTP when an OTLP endpoint is configured. The library itself uses
-// only the OpenTelemetry API; the SDK and the exporters are here, in the
-// examples module, so that a program importing the library never builds
-// them.
+// only the OpenTelemetry API; the SDK is here, in the examples module, so
+// that a program importing the library never builds it. The two exporters
+// are small ones of this package (OTLP/HTTP in JSON, and the Prometheus
+// text format), which keep protobuf, gRPC and the Prometheus client out of
+// the demo's build.
 package telemetry
 
 import (
@@ -11,13 +13,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -46,11 +45,13 @@ type Telemetry struct {
 type Options struct {
 	// Service is the service.name of the spans and metrics.
 	Service string
-	// Tracing turns on the export of traces over OTLP/HTTP. The exporter
-	// reads where to (OTEL_EXPORTER_OTLP_ENDPOINT or
-	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and the other
-	// OTEL_EXPORTER_OTLP_* variables, headers and timeouts included, from
-	// the environment itself.
+	// Tracing turns on the export of traces over OTLP/HTTP, encoded in
+	// JSON. The exporter reads where to (OTEL_EXPORTER_OTLP_ENDPOINT, to
+	// which v1/traces is added, or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as
+	// it is) and the headers, timeout and compression
+	// (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION, or their
+	// _TRACES_ forms) from the environment itself; it refuses
+	// OTEL_EXPORTER_OTLP_PROTOCOL=grpc and client certificates.
 	Tracing bool
 }
 
@@ -68,7 +69,7 @@ func FromEnv(service string, getenv func(string) string) Options {
 }
 
 // Setup makes the providers that opts asks for: always a meter provider
-// with a Prometheus exporter (Metrics), and, with opts.Tracing, a tracer
+// read at each request of Metrics, and, with opts.Tracing, a tracer
 // provider exporting over OTLP/HTTP. It also installs the providers and
 // the W3C propagator as the global ones. Call Shutdown when done, to
 // flush what is left.
@@ -80,22 +81,22 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 	}
 	t := &Telemetry{}
 
-	reg := prometheus.NewRegistry()
-	exporter, err := otelprom.New(otelprom.WithRegisterer(reg))
-	if err != nil {
-		return nil, fmt.Errorf("telemetry: prometheus exporter: %w", err)
-	}
-	t.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter), sdkmetric.WithResource(res))
-	t.shutdown = append(t.shutdown, t.MeterProvider.Shutdown)
-	t.Metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-
 	t.TracerProvider = noop.NewTracerProvider()
+	var exp *traceExporter
 	if opts.Tracing {
-		exp, err := otlptracehttp.New(ctx)
+		cfg, err := otlpConfigFromEnv(os.Getenv)
 		if err != nil {
-			_ = t.Shutdown(ctx)
-			return nil, fmt.Errorf("telemetry: OTLP trace exporter: %w", err)
+			return nil, err
 		}
+		exp = newTraceExporter(cfg)
+	}
+
+	reader := sdkmetric.NewManualReader()
+	t.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(res))
+	t.shutdown = append(t.shutdown, t.MeterProvider.Shutdown)
+	t.Metrics = metricsHandler(reader)
+
+	if exp != nil {
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		t.TracerProvider, t.Tracing = tp, true
 		t.shutdown = append(t.shutdown, tp.Shutdown)
