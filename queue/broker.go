@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -134,10 +135,11 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 // returns them: nil inputs become {}. See EnqueueTyped for a flow built
 // with flow.Typed.
 func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts EnqueueOptions) (string, error) {
-	inputs, err := b.check(flowName, inputs)
+	entry, inputs, err := b.check(flowName, inputs)
 	if err != nil {
 		return "", err
 	}
+	policy := entry.Policy
 	t := &Task{
 		ID:          NewID(),
 		Flow:        flowName,
@@ -147,12 +149,13 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 		EnqueuedAt:  time.Now().UTC(),
 		RunAt:       opts.RunAt,
 		Owner:       opts.Owner,
+		Limit:       LimitOf(policy),
 	}
 	if t.MaxAttempts <= 0 {
-		t.MaxAttempts = b.cfg.MaxAttempts
+		t.MaxAttempts = cmp.Or(policy.MaxAttempts, b.cfg.MaxAttempts)
 	}
 	if t.Timeout <= 0 {
-		t.Timeout = b.cfg.Timeout
+		t.Timeout = cmp.Or(policy.Timeout, b.cfg.Timeout)
 	}
 	if opts.IdempotencyKey != "" {
 		t.ID = IdempotentID(opts.Owner, opts.IdempotencyKey)
@@ -179,11 +182,27 @@ func (b *Broker) add(ctx context.Context, t *Task) error {
 		}
 		return nil
 	}
-	if err := b.store.Create(ctx, t.ID); err != nil {
-		return fmt.Errorf("queue: record task: %w", err)
+	if err := b.create(ctx, t); err != nil {
+		return err
 	}
 	if err := b.backend.Enqueue(ctx, t); err != nil {
 		return fmt.Errorf("queue: enqueue task: %w", err)
+	}
+	return nil
+}
+
+// create records the new task t as PENDING in the store, before it is
+// queued: with the status line of a task that waits for its flow's
+// limits when it has some (see Limit), which the worker's start replaces.
+func (b *Broker) create(ctx context.Context, t *Task) error {
+	if err := b.store.Create(ctx, t.ID); err != nil {
+		return fmt.Errorf("queue: record task: %w", err)
+	}
+	if !t.Limit.On() {
+		return nil
+	}
+	if _, err := b.store.Append(ctx, t.ID, progress.Event{Type: progress.EventState, State: progress.StatePending, Status: t.Limit.Waiting(t.Flow)}); err != nil {
+		return fmt.Errorf("queue: record task: %w", err)
 	}
 	return nil
 }
@@ -225,6 +244,9 @@ func (b *Broker) Requeue(ctx context.Context, id string) (string, error) {
 		RequeuedFrom: id,
 		Owner:        dead.Owner,
 	}
+	if entry, err := b.cfg.Registry.Lookup(dead.Flow); err == nil {
+		t.Limit = LimitOf(entry.Policy)
+	}
 	// The new task starts a trace of its own, linked to the dead one's.
 	ctx, span := b.tel.startSpan(ctx, spanRequeue, t, telemetry.SpanContext(dead.TraceParent, dead.TraceState))
 	err = b.requeue(ctx, id, t)
@@ -238,8 +260,8 @@ func (b *Broker) Requeue(ctx context.Context, id string) (string, error) {
 // requeue records the new task t as PENDING and puts it in the place of
 // the dead task id.
 func (b *Broker) requeue(ctx context.Context, id string, t *Task) error {
-	if err := b.store.Create(ctx, t.ID); err != nil {
-		return fmt.Errorf("queue: record task: %w", err)
+	if err := b.create(ctx, t); err != nil {
+		return err
 	}
 	if err := b.backend.Requeue(ctx, id, t); err != nil {
 		// The new progress record is known to no one and expires with

@@ -7,17 +7,20 @@ import (
 	"reflect"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/registry"
 )
 
-// check returns inputs for a new task of the flow flowName as the flow's
-// validation returns them, or why the Broker refuses the task: the flow is
-// not in its registry, or the inputs fail the flow's validation.
-func (b *Broker) check(flowName string, inputs json.RawMessage) (json.RawMessage, error) {
+// check returns the registry's entry of the flow flowName and inputs for
+// a new task of it as the flow's validation returns them, or why the
+// Broker refuses the task: the flow is not in its registry, or the inputs
+// fail the flow's validation.
+func (b *Broker) check(flowName string, inputs json.RawMessage) (*registry.Entry, json.RawMessage, error) {
 	entry, err := b.cfg.Registry.Lookup(flowName)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return flow.Validate(entry.Flow, inputs)
+	inputs, err = flow.Validate(entry.Flow, inputs)
+	return entry, inputs, err
 }
 
 // EnqueueTyped is Broker.Enqueue with the inputs as a Go value, encoded

@@ -35,6 +35,8 @@ type job struct {
 	// state this job recorded, "" if it recorded none.
 	span     trace.Span
 	endState progress.State
+	// backoff is the flow's (registry.Policy.Backoff), else the worker's.
+	backoff func(attempt int) time.Duration
 	// runCtx is the context of the flow's run, once it starts: its cause
 	// says whether the run's writes are refused (see fenced).
 	runCtx atomic.Pointer[context.Context]
@@ -97,7 +99,20 @@ func (j *job) op() context.Context { return j.w.ops.Get() }
 func (w *Worker) handle(base context.Context, ld leased) {
 	l := ld.lease
 	t := l.Task
-	j := &job{w: w, base: base, lease: l, task: t}
+	j := &job{w: w, base: base, lease: l, task: t, backoff: w.cfg.Backoff}
+	// The flow's policy, when it has one: its limits go back to the
+	// backend with the lease (a retry waits for a slot again), and its
+	// backoff replaces the worker's.
+	entry, lookupErr := w.cfg.Registry.Lookup(t.Flow)
+	if lookupErr == nil {
+		t.Limit = LimitOf(entry.Policy)
+		if entry.Policy.Backoff != nil {
+			j.backoff = entry.Policy.Backoff
+		}
+	}
+	if t.Limit.On() {
+		defer w.limitReleased()
+	}
 	j.startSpan()
 	defer j.endSpan()
 	var store progress.Store = w.store
@@ -132,9 +147,8 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		}
 		requeued = snap.State == progress.StatePending
 	}
-	entry, err := w.cfg.Registry.Lookup(t.Flow)
-	if err != nil {
-		j.fail(err.Error())
+	if lookupErr != nil {
+		j.fail(lookupErr.Error())
 		return
 	}
 	if t.MaxAttempts > 0 && t.Attempt > t.MaxAttempts {
@@ -158,7 +172,7 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		return
 	}
 	ctx := j.op()
-	_, err = w.store.Append(ctx, t.ID, start...)
+	_, err := w.store.Append(ctx, t.ID, start...)
 	switch {
 	case errors.Is(err, progress.ErrFinished):
 		j.alreadyEnded()

@@ -55,6 +55,10 @@ type Memory struct {
 	seq       uint64                // lease counter, for tokens
 	workers   map[string]WorkerInfo // the worker registry, by name
 	deadlines map[string]time.Time  // until when each worker may stay silent (see memory_reclaim.go)
+	gates     map[string]*memGate   // the flows with a Limit, by name (see memory_gate.go)
+	// gateNext is when the rate of a flow next lets a waiting task start,
+	// zero if none waits for that (set by advance).
+	gateNext time.Time
 }
 
 type memState int
@@ -64,6 +68,8 @@ const (
 	memDelayed
 	memLeased
 	memDone
+	// memWaiting: due, and waiting for a slot of its flow (memGate).
+	memWaiting
 )
 
 type memTask struct {
@@ -78,6 +84,9 @@ type memTask struct {
 	readyAt time.Time
 	// buried is set while the task is in the dead-letter set.
 	buried *DeadTask
+	// slot is set while the task holds a slot of its flow's Limit (see
+	// memory_gate.go).
+	slot bool
 }
 
 // NewMemory returns an empty in-memory backend.
@@ -93,6 +102,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 		listeners: map[*cancelListener]struct{}{},
 		workers:   map[string]WorkerInfo{},
 		deadlines: map[string]time.Time{},
+		gates:     map[string]*memGate{},
 	}
 }
 
@@ -126,7 +136,7 @@ func (m *Memory) enqueue(t *Task, now time.Time) error {
 		m.broadcast() // fetchers sleeping until a later time must wake earlier
 		return nil
 	}
-	m.makeReady(mt)
+	m.due(mt, now)
 	return nil
 }
 
@@ -163,8 +173,12 @@ func (m *Memory) Fetch(ctx context.Context, worker string, max int, lease time.D
 		wake := m.wake
 		var due <-chan time.Time
 		var timer *time.Timer
-		if len(m.timers) > 0 {
-			timer = time.NewTimer(m.timers[0].at.Sub(now))
+		next := m.gateNext
+		if len(m.timers) > 0 && (next.IsZero() || m.timers[0].at.Before(next)) {
+			next = m.timers[0].at
+		}
+		if !next.IsZero() {
+			timer = time.NewTimer(next.Sub(now))
 			due = timer.C
 		}
 		m.mu.Unlock()
@@ -230,6 +244,7 @@ func (m *Memory) finish(ctx context.Context, l *Lease, reason *string) error {
 	now := time.Now()
 	heap.Remove(&m.timers, mt.index)
 	mt.state, mt.token, mt.at = memDone, "", now.Add(m.retention)
+	m.release(mt, now)
 	if reason != nil {
 		mt.buried = &DeadTask{ID: mt.task.ID, Flow: mt.task.Flow, Reason: *reason, Attempts: mt.task.Attempt, BuriedAt: now.UTC()}
 		m.dead[mt.task.ID] = mt
@@ -297,15 +312,18 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 		return err
 	}
 	heap.Remove(&m.timers, mt.index)
+	now := time.Now()
 	mt.token = ""
 	mt.task.PreviousEnd = why
-	if at.After(time.Now()) && !mt.task.Cancelled {
+	// The task gives its slot back: its next attempt waits for one.
+	m.release(mt, now)
+	if at.After(now) && !mt.task.Cancelled {
 		mt.state, mt.at = memDelayed, at
 		heap.Push(&m.timers, mt)
 		m.broadcast()
 		return nil
 	}
-	m.makeReady(mt)
+	m.due(mt, now)
 	return nil
 }
 
@@ -339,9 +357,12 @@ func (m *Memory) Cancel(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	mt.task.Cancelled = true
-	if mt.state == memDelayed {
+	switch mt.state {
+	case memDelayed:
 		heap.Remove(&m.timers, mt.index)
 		m.makeReady(mt)
+	case memWaiting:
+		m.makeReady(mt) // its gate drops it (see admit)
 	}
 	for l := range m.listeners {
 		l.add(id)
@@ -418,11 +439,15 @@ func (m *Memory) advance(now time.Time) {
 	for len(m.timers) > 0 && !m.timers[0].at.After(now) {
 		mt := heap.Pop(&m.timers).(*memTask)
 		if mt.state == memLeased {
+			// Taken back: the task keeps its slot, if it has one.
 			mt.task.PreviousEnd = EndLeaseExpired
+			mt.state, mt.at, mt.token, mt.readyAt = memReady, time.Time{}, "", now
+			m.ready.push(mt)
+			continue
 		}
-		mt.state, mt.at, mt.token, mt.readyAt = memReady, time.Time{}, "", now
-		m.ready.push(mt)
+		m.due(mt, now)
 	}
+	m.gateNext = m.admitDue(now)
 	m.expire(now)
 }
 
@@ -533,6 +558,9 @@ func (m *Memory) Depth(ctx context.Context) (Depth, error) {
 	defer m.mu.Unlock()
 	m.advance(time.Now())
 	d := Depth{Ready: int64(m.ready.len())}
+	for _, g := range m.gates {
+		d.Delayed += int64(g.waiting.len()) // waiting for a slot
+	}
 	for _, mt := range m.timers {
 		switch mt.state {
 		case memDelayed:

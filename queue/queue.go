@@ -169,6 +169,10 @@ type Task struct {
 	// stored with the task and kept by Requeue; the HTTP API shows a task
 	// only to its owner and to operators.
 	Owner string `json:"owner,omitempty"`
+	// Limit is what the flow's policy limits of its starts (see Limit):
+	// set by the Broker as it enqueues the task and by the Worker as it
+	// leases it, each from its registry. Backends do not store it.
+	Limit Limit `json:"-"`
 }
 
 // DeadTask is an entry of the dead-letter set: a task that failed for

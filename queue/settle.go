@@ -51,7 +51,7 @@ func (j *job) failed(err error) {
 	var pe *panicError
 	retryable := !errors.Is(err, flow.ErrPermanent) && !errors.Is(err, flow.ErrInvalidInputs) && !errors.As(err, &pe)
 	if retryable && t.Attempt < t.MaxAttempts {
-		delay := max(j.w.cfg.Backoff(t.Attempt), 0)
+		delay := max(j.backoff(t.Attempt), 0)
 		if d, ok := flow.RetryDelay(err); ok {
 			delay = max(delay, d) // the flow was told when to come back
 		}
@@ -222,7 +222,7 @@ func (j *job) finished(recordErr error) {
 
 // storeDown gives the task back for later when the progress store failed.
 func (j *job) storeDown(err error) {
-	delay := max(j.w.cfg.Backoff(j.task.Attempt), 0)
+	delay := max(j.backoff(j.task.Attempt), 0)
 	j.logger().Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay)
 	j.giveBack(time.Now().Add(delay), EndStoreDown)
 }

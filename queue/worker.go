@@ -226,6 +226,9 @@ type Worker struct {
 	// live is the worker's standing in the backend's registry; nil when
 	// the backend keeps none (see liveness).
 	live *liveness
+	// gate admits the waiting tasks of limited flows; nil when the
+	// backend admits them itself (see gatekeeper).
+	gate *gatekeeper
 
 	mu     sync.Mutex
 	active map[string]*activeRun // running tasks by id
@@ -332,6 +335,9 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	if _, ok := backend.(WorkerRegistry); ok {
 		w.live = newLiveness(w)
 	}
+	if _, ok := backend.(admitter); ok {
+		w.gate = newGatekeeper()
+	}
 	return w
 }
 
@@ -404,6 +410,7 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.log.Info("flows: worker started", "concurrency", w.cfg.Concurrency, "lease", w.cfg.Lease)
 	stopBeating := w.beat(base)
+	stopGates := w.keepGates(base)
 	var inFlight sync.WaitGroup
 	w.fetchLoop(ctx, &inFlight, func(l leased) {
 		w.holding.Add(1)
@@ -428,6 +435,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopListening()
 	<-listening
 	stopBeating()
+	stopGates()
 	w.retire(base)
 	w.log.Info("flows: worker stopped")
 	return nil

@@ -60,6 +60,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("Wait", func(t *testing.T) { runWait(t, newBackends) })
 	t.Run("Attempts", func(t *testing.T) { runAttempts(t, newBackends) })
 	t.Run("Liveness", func(t *testing.T) { runLiveness(t, newBackends) })
+	t.Run("Limits", func(t *testing.T) { runLimits(t, newBackends) })
 }
 
 const (

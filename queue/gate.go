@@ -1,0 +1,104 @@
+package queue
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// admitter is implemented by a backend whose flow limits (see Limit) move
+// only when asked: the Redis backend, whose waiting tasks take the slots
+// that free up when a worker calls Admit. The Memory backend admits
+// waiting tasks itself, as slots free up.
+type admitter interface {
+	// Admit gives the free slots of the flows named in limits to their
+	// waiting tasks, as far as their rates allow, and returns how long
+	// nothing can change but by a slot freeing up (a rate's window
+	// moving on, a waiting task falling due), at most a second.
+	Admit(ctx context.Context, limits map[string]Limit) (next time.Duration, err error)
+}
+
+// Bounds of the gatekeeper's waits between two Admit calls.
+const (
+	minAdmitWait = time.Millisecond
+	maxAdmitWait = time.Second
+)
+
+// gatekeeper runs Admit for the limited flows of a worker's registry:
+// at once when one of the worker's tasks of a limited flow has been
+// settled (its slot may be free), when the backend says the next change
+// is due, and at least once a second, which is what frees the slots of a
+// dead worker's tasks once they end elsewhere. Its calls never overlap:
+// a worker costs at most one Admit per settled task and per change, and
+// one a second while it holds none.
+type gatekeeper struct {
+	kick chan struct{} // one buffered: a settled task's call for an Admit
+}
+
+func newGatekeeper() *gatekeeper { return &gatekeeper{kick: make(chan struct{}, 1)} }
+
+// limitReleased asks the gatekeeper for an Admit soon: a task of a
+// limited flow has been settled here.
+func (w *Worker) limitReleased() {
+	if w.gate == nil {
+		return
+	}
+	select {
+	case w.gate.kick <- struct{}{}:
+	default:
+	}
+}
+
+// keepGates runs the gatekeeper until the returned stop is called; it
+// does nothing for a backend that is not an admitter.
+func (w *Worker) keepGates(base context.Context) (stop func()) {
+	a, ok := w.backend.(admitter)
+	if !ok || w.gate == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(base)
+	var done sync.WaitGroup
+	done.Go(func() {
+		wait := time.NewTimer(0)
+		defer wait.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-wait.C:
+			case <-w.gate.kick:
+				wait.Stop()
+			}
+			next := maxAdmitWait
+			if limits := w.limits(); len(limits) > 0 {
+				opCtx, opCancel := context.WithTimeout(ctx, opTimeout)
+				d, err := a.Admit(opCtx, limits)
+				opCancel()
+				switch {
+				case err == nil:
+					next = min(max(d, minAdmitWait), maxAdmitWait)
+				case ctx.Err() == nil:
+					w.log.Warn("flows: letting the waiting tasks of limited flows start failed", "err", err)
+				}
+			}
+			wait.Reset(next)
+		}
+	})
+	return func() {
+		cancel()
+		done.Wait()
+	}
+}
+
+// limits returns the Limits of the limited flows of the worker's registry.
+func (w *Worker) limits() map[string]Limit {
+	policies := w.cfg.Registry.Limited()
+	if len(policies) == 0 {
+		return nil
+	}
+	out := make(map[string]Limit, len(policies))
+	for name, p := range policies {
+		out[name] = LimitOf(p)
+	}
+	return out
+}

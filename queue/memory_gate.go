@@ -1,0 +1,106 @@
+package queue
+
+import (
+	"time"
+)
+
+// memGate holds back the tasks of one flow with a Limit (see Limit): the
+// Memory backend's side of a flow's limits.
+type memGate struct {
+	limit Limit
+	// waiting are the due tasks that wait for a slot, in the order they
+	// became due.
+	waiting fifo[*memTask]
+	// running counts the tasks that hold a slot (memTask.slot).
+	running int
+	// starts are the times tasks took a slot within the last limit.Per,
+	// oldest first.
+	starts []time.Time
+}
+
+// due makes mt, which is due, ready if it need not wait for its flow's
+// limits, and queues it behind its flow's waiting tasks otherwise. A
+// cancelled task does not wait: its worker ends it without running it.
+// m.mu is held.
+func (m *Memory) due(mt *memTask, now time.Time) {
+	l := mt.task.Limit
+	if !l.On() || mt.slot || mt.task.Cancelled {
+		m.makeReady(mt)
+		return
+	}
+	g := m.gates[mt.task.Flow]
+	if g == nil {
+		g = &memGate{}
+		m.gates[mt.task.Flow] = g
+	}
+	g.limit = l
+	mt.state, mt.at, mt.token = memWaiting, time.Time{}, ""
+	g.waiting.push(mt)
+	m.admit(g, now)
+}
+
+// admit gives the free slots of g to its waiting tasks, oldest first, as
+// far as its rate allows, and returns when the rate allows the next start
+// (zero if it is not what holds the next task back). m.mu is held.
+func (m *Memory) admit(g *memGate, now time.Time) time.Time {
+	l := g.limit
+	for g.waiting.len() > 0 {
+		mt := g.waiting.peek()
+		if mt.state != memWaiting { // cancelled meanwhile: ready already
+			g.waiting.pop()
+			continue
+		}
+		if l.Concurrency > 0 && g.running >= l.Concurrency {
+			return time.Time{}
+		}
+		if l.Rate > 0 {
+			cut := 0
+			for cut < len(g.starts) && !g.starts[cut].After(now.Add(-l.Per)) {
+				cut++
+			}
+			g.starts = g.starts[cut:]
+			if len(g.starts) >= l.Rate {
+				return g.starts[0].Add(l.Per)
+			}
+			g.starts = append(g.starts, now)
+		}
+		g.waiting.pop()
+		mt.slot = true
+		g.running++
+		m.makeReady(mt)
+	}
+	return time.Time{}
+}
+
+// release frees the slot mt holds, if it holds one, and gives it to the
+// next waiting task of its flow. m.mu is held.
+func (m *Memory) release(mt *memTask, now time.Time) {
+	if !mt.slot {
+		return
+	}
+	mt.slot = false
+	if g := m.gates[mt.task.Flow]; g != nil {
+		g.running--
+		m.admit(g, now)
+	}
+}
+
+// admitDue lets the waiting tasks that the passing of time allows start
+// (see admit), and returns when the rate of a flow allows its next start,
+// zero if none waits for that. m.mu is held.
+func (m *Memory) admitDue(now time.Time) time.Time {
+	var next time.Time
+	for name, g := range m.gates {
+		if g.waiting.len() == 0 && g.running == 0 && len(g.starts) == 0 {
+			delete(m.gates, name)
+			continue
+		}
+		if g.waiting.len() == 0 {
+			continue
+		}
+		if at := m.admit(g, now); !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	return next
+}

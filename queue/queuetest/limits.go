@@ -1,0 +1,225 @@
+package queuetest
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
+)
+
+// runLimits checks a flow's policy (registry.Policy) end to end: its time
+// limit, attempts and backoff take the place of the Broker's and the
+// Worker's, and its concurrency and rate limits hold across workers,
+// with the tasks that wait PENDING, saying so, and using no attempt.
+func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
+	t.Run("ConcurrencyAcrossWorkers", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var running, most atomic.Int32
+		var runs atomic.Int32
+		h.reg.MustRegister("limited", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			if runs.Add(1) <= 2 {
+				// The first two wait for each other: both slots are used.
+				deadline := time.Now().Add(long)
+				for most.Load() < 2 && time.Now().Before(deadline) {
+					time.Sleep(poll)
+				}
+			} else {
+				time.Sleep(2 * poll)
+			}
+			if ft.Attempt == 1 && strings.HasSuffix(ft.ID, "0") {
+				return nil, errors.New("fails once: its retry waits for a slot again")
+			}
+			return "ok", nil
+		}), registry.Concurrency(2))
+		for range 3 {
+			h.start(queue.WorkerConfig{Concurrency: 4})
+		}
+		ids := make([]string, 16)
+		for i := range ids {
+			ids[i] = h.enqueue("limited", "", queue.EnqueueOptions{})
+		}
+		for _, id := range ids {
+			snap := h.waitTerminal(id)
+			assert.Equal(t, progress.StateSuccess, snap.State, "task %s: %q", id, snap.Details.Status)
+		}
+		assert.Equal(t, int32(2), most.Load(), "at most 2 ran at once, and 2 did")
+	})
+
+	t.Run("WaitingIsPending", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		release := make(chan struct{})
+		h.reg.MustRegister("one", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return "ok", nil
+		}), registry.Concurrency(1))
+		h.start(queue.WorkerConfig{Concurrency: 4})
+		first := h.enqueue("one", "", queue.EnqueueOptions{})
+		eventually(t, func() bool { return h.snapshot(first).State == progress.StateProgress }, "first task starts")
+		second := h.enqueue("one", "", queue.EnqueueOptions{})
+
+		time.Sleep(short) // a worker with free slots has had time to take it
+		snap := h.snapshot(second)
+		assert.Equal(t, progress.StatePending, snap.State)
+		assert.Equal(t, "waiting for a slot of flow one (at most 1 at once)", snap.Details.Status)
+		task, err := h.backend.Get(context.Background(), second)
+		require.NoError(t, err)
+		assert.Equal(t, 0, task.Attempt, "waiting uses no attempt")
+
+		close(release)
+		for _, id := range []string{first, second} {
+			snap := h.waitTerminal(id)
+			assert.Equal(t, progress.StateSuccess, snap.State, "%q", snap.Details.Status)
+		}
+		task, err = h.backend.Get(context.Background(), second)
+		require.NoError(t, err)
+		assert.Equal(t, 1, task.Attempt, "the waiting task ran once, as its first attempt")
+	})
+
+	t.Run("NoHeadOfLineBlocking", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		release := make(chan struct{})
+		h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return "ok", nil
+		}), registry.Concurrency(1))
+		ran := h.registerCounting("free")
+		h.start(queue.WorkerConfig{Concurrency: 2})
+		t.Cleanup(func() { close(release) }) // before the worker stops
+		slow := make([]string, 4)
+		for i := range slow {
+			slow[i] = h.enqueue("slow", "", queue.EnqueueOptions{})
+		}
+		free := h.enqueue("free", "", queue.EnqueueOptions{})
+		snap := h.waitTerminal(free)
+		assert.Equal(t, progress.StateSuccess, snap.State, "a flow without limits runs past the waiting tasks of a limited one")
+		assert.Equal(t, int32(1), ran.Load())
+		running := 0
+		for _, id := range slow {
+			if h.snapshot(id).State != progress.StatePending {
+				running++
+			}
+		}
+		assert.Equal(t, 1, running, "one slow task runs, the others wait")
+	})
+
+	t.Run("Rate", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		ran := h.registerCountingWith("quota", registry.Rate(2, time.Hour))
+		h.start(queue.WorkerConfig{Concurrency: 4})
+		ids := make([]string, 4)
+		for i := range ids {
+			ids[i] = h.enqueue("quota", "", queue.EnqueueOptions{})
+		}
+		eventually(t, func() bool { return ran.Load() == 2 }, "two tasks start")
+		time.Sleep(short)
+		assert.Equal(t, int32(2), ran.Load(), "no more than 2 start within the hour")
+		waiting := 0
+		for _, id := range ids {
+			snap := h.snapshot(id)
+			if snap.State == progress.StatePending {
+				waiting++
+				assert.Equal(t, "waiting for a slot of flow quota (2 starts per 1h0m0s)", snap.Details.Status)
+				task, err := h.backend.Get(context.Background(), id)
+				require.NoError(t, err)
+				assert.Equal(t, 0, task.Attempt)
+			}
+		}
+		assert.Equal(t, 2, waiting)
+	})
+
+	t.Run("RateWindowMoves", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		ran := h.registerCountingWith("paced", registry.Rate(1, 20*time.Millisecond))
+		h.start(queue.WorkerConfig{Concurrency: 4})
+		ids := make([]string, 3)
+		for i := range ids {
+			ids[i] = h.enqueue("paced", "", queue.EnqueueOptions{})
+		}
+		for _, id := range ids {
+			assert.Equal(t, progress.StateSuccess, h.waitTerminal(id).State)
+		}
+		assert.Equal(t, int32(3), ran.Load())
+	})
+
+	t.Run("Timeout", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		h.reg.MustRegister("bounded", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}), registry.Timeout(50*time.Millisecond), registry.MaxAttempts(1))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("bounded", "", queue.EnqueueOptions{})
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "timed out after 50ms", snap.Details.Status)
+
+		task, err := h.backend.Get(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, 50*time.Millisecond, task.Timeout, "the flow's time limit, not the Broker's")
+		own := h.enqueue("bounded", "", queue.EnqueueOptions{Timeout: 80 * time.Millisecond})
+		task, err = h.backend.Get(context.Background(), own)
+		require.NoError(t, err)
+		assert.Equal(t, 80*time.Millisecond, task.Timeout, "a task's own time limit wins over its flow's")
+	})
+
+	t.Run("MaxAttempts", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var runs atomic.Int32
+		h.reg.MustRegister("flaky", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.Add(1)
+			return nil, errors.New("provider down")
+		}), registry.MaxAttempts(2))
+		h.start(queue.WorkerConfig{})
+		id := h.enqueue("flaky", "", queue.EnqueueOptions{})
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, int32(2), runs.Load(), "the flow's 2 attempts, not the Broker's 3")
+	})
+
+	t.Run("Backoff", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		h.reg.MustRegister("quick", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			if ft.Attempt == 1 {
+				return nil, errors.New("once")
+			}
+			return "ok", nil
+		}), registry.Backoff(func(int) time.Duration { return time.Millisecond }))
+		// The worker's own backoff would keep the retry for an hour.
+		h.start(queue.WorkerConfig{Backoff: func(int) time.Duration { return time.Hour }})
+		id := h.enqueue("quick", "", queue.EnqueueOptions{})
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "%q", snap.Details.Status)
+	})
+}
+
+// registerCountingWith registers a flow under name, with opts, that
+// counts its runs, and returns the count.
+func (h *harness) registerCountingWith(name string, opts ...registry.Option) *atomic.Int32 {
+	var ran atomic.Int32
+	h.reg.MustRegister(name, flow.Func(func(context.Context, *flow.Task) (any, error) {
+		ran.Add(1)
+		return "ran", nil
+	}), opts...)
+	return &ran
+}
+
