@@ -96,6 +96,9 @@ func (m *Memory) admitDue(now time.Time) time.Time {
 			continue
 		}
 		if g.waiting.len() == 0 {
+			for len(g.starts) > 0 && !g.starts[0].After(now.Add(-g.limit.Per)) {
+				g.starts = g.starts[1:]
+			}
 			continue
 		}
 		if at := m.admit(g, now); !at.IsZero() && (next.IsZero() || at.Before(next)) {

@@ -83,6 +83,10 @@ func registerTestFlows(reg *registry.Registry) error {
 	if err := reg.Register(witnessFlowName, witnessFlow, registry.Description("test only: calls a witness while it runs")); err != nil {
 		return err
 	}
+	if err := reg.Register(limitFlowName, limitFlow, registry.Description("test only: tells a counter while it runs"),
+		registry.Concurrency(limitFlowSlots)); err != nil {
+		return err
+	}
 	return reg.Register(sleepFlowName, sleepFlow, registry.Description("test only: sleeps for the given time"))
 }
 

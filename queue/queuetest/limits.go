@@ -222,4 +222,3 @@ func (h *harness) registerCountingWith(name string, opts ...registry.Option) *at
 	}), opts...)
 	return &ran
 }
-

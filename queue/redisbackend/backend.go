@@ -230,6 +230,7 @@ type queueKeys struct {
 	stream, delayed, leases, holders, seq, wake, dead, buried, cancel string
 	index, flows, workers, seen                                       string
 	deadlines                                                         string // see reclaim.go
+	limit                                                             string // see limit.go
 }
 
 func newQueueKeys(qtag string) queueKeys {
@@ -238,7 +239,7 @@ func newQueueKeys(qtag string) queueKeys {
 		holders: qtag + ":holders", seq: qtag + ":seq", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
-		deadlines: qtag + ":workers:deadlines",
+		deadlines: qtag + ":workers:deadlines", limit: qtag + ":limit",
 	}
 }
 

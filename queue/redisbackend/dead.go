@@ -103,8 +103,11 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	if !t.RunAt.IsZero() {
 		due = t.RunAt.UnixMilli()
 	}
-	reply, _ := b.runLeaseScript(ctx, requeueScript,
-		[]string{b.deadKey(), b.buriedKey(), b.streamKey(), b.delayedKey(), b.wakeKey()},
+	keys := []string{b.deadKey(), b.buriedKey(), b.streamKey(), b.delayedKey(), b.wakeKey()}
+	if t.Limit.On() {
+		keys = append(keys, b.gateKey(t.Flow))
+	}
+	reply, _ := b.runLeaseScript(ctx, requeueScript, keys,
 		[]string{deadID, strconv.FormatInt(now.Add(-b.cfg.Retention).UnixMilli(), 10), t.ID,
 			strconv.FormatInt(due, 10), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
 		nil)
@@ -114,6 +117,9 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 			b.log.Warn("flows: could not delete the record of a task not re-queued", "task_id", t.ID, "err", err)
 		}
 		return fmt.Errorf("redisbackend: re-queue task %s: %w", deadID, queue.ErrNotDead)
+	}
+	if err == nil && t.Limit.On() {
+		return b.admitNew(ctx, t)
 	}
 	return b.wrap(ctx, "re-queue task "+deadID, err)
 }

@@ -86,6 +86,12 @@
 //	P:{q:Q}:workers:deadlines zset  worker name, scored by the Unix ms
 //	                            past which it is dead (server clock; see
 //	                            reclaim.go)
+//	P:{q:Q}:limit:gate:<F>  zset    tasks of a limited flow F waiting for
+//	                            a slot, scored by due Unix ms (see
+//	                            limit.go and lua/admit.lua)
+//	P:{q:Q}:limit:slots:<F> zset    stream entries holding a slot of F
+//	P:{q:Q}:limit:starts:<F> zset   stream entries that took a slot of F
+//	                            within its rate's period
 //
 // The three keys of a task expire at least Config.Retention after they
 // were last written. They share one expiry time, exp: it is set on

@@ -237,8 +237,11 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 			before = nil
 		}
 	}
-	_, err := b.onLeaseAlso(ctx, "retry", retryScript, l,
-		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey()},
+	keys := []string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey()}
+	if l != nil && l.Task != nil && l.Task.Limit.On() {
+		keys = append(keys, b.gateKey(l.Task.Flow)) // it waits for a slot again
+	}
+	_, err := b.onLeaseAlso(ctx, "retry", retryScript, l, keys,
 		time.Until(at), before, nil, group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
 		strconv.FormatInt(maxBlock.Milliseconds(), 10))
 	if err != nil {

@@ -108,6 +108,7 @@ var (
 	retireScript     = mustLoadScript("retire.lua")
 	heartbeatScript  = mustLoadScript("heartbeat.lua")
 	checkpointScript = mustLoadScript("checkpoint.lua")
+	admitScript      = mustLoadScript("admit.lua")
 )
 
 // evalsha returns the command that runs s by its SHA-1.

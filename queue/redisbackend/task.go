@@ -78,7 +78,8 @@ const (
 
 // Enqueue implements queue.Backend in one round trip: the task record, its
 // expiry and the stream entry (or, for a task due later, the delayed-set
-// member) are sent together.
+// member) are sent together. A task of a limited flow (Task.Limit) goes to
+// its flow's gate instead, in a second round trip (see limit.go).
 func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
@@ -101,7 +102,11 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		cmds = nil
 	}
 	cmds = append(cmds, b.queueCommands(t, now)...)
-	return b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), b.durable())
+	err := b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), b.durable())
+	if err != nil || !t.Limit.On() {
+		return err
+	}
+	return b.admitNew(ctx, t)
 }
 
 // expireAtLeast returns the commands that make task id's hash live at
@@ -140,6 +145,10 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 // worker that took the entry first would drop the task as recordless): two
 // round trips.
 //
+// A task of a limited flow (Task.Limit) is recorded with the status line
+// of a task that waits for a slot, and put in its flow's gate in a second
+// round trip (see limit.go).
+//
 // It returns an error wrapping progress.ErrExists for an id that is taken
 // (then nothing is written).
 func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
@@ -148,9 +157,14 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	}
 	now := time.Now()
 	fields := recordFields(t)
+	if t.Limit.On() {
+		// Its snapshot says what it waits for; the script does not queue
+		// it: it goes to its flow's gate below.
+		fields = append(fields, [2]string{fieldStatus, t.Limit.Waiting(t.Flow)})
+	}
 	args := make([]string, 4, 4+2*len(fields))
 	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
-	if !b.cluster {
+	if !b.cluster && !t.Limit.On() {
 		args[1] = t.ID
 	}
 	args[2] = "0"
@@ -168,7 +182,10 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("redisbackend: enqueue task %s: %w", t.ID, err)
 	}
-	return err
+	if err != nil || !t.Limit.On() {
+		return err
+	}
+	return b.admitNew(ctx, t)
 }
 
 // createCall is one CreateAndEnqueue's share of createTaskScript: its
@@ -258,8 +275,12 @@ func (b *Backend) recordTTL(t *queue.Task, now time.Time) time.Duration {
 
 // queueCommands returns the commands that queue t: a stream entry when it
 // is due, a delayed-set member otherwise, with a wake-up for the waiting
-// fetchers when it is due before they would look again.
+// fetchers when it is due before they would look again; none for a task
+// of a limited flow.
 func (b *Backend) queueCommands(t *queue.Task, now time.Time) rueidis.Commands {
+	if t.Limit.On() {
+		return nil // it goes to its flow's gate (see admitNew)
+	}
 	c := b.client
 	if !t.RunAt.After(now) {
 		return rueidis.Commands{c.B().Xadd().Key(b.streamKey()).Id("*").FieldValue().FieldValue(streamField, t.ID).Build()}

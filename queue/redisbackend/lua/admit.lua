@@ -1,0 +1,117 @@
+-- admit: lets waiting tasks of limited flows start (see limit.go): for
+-- each flow, first adds the tasks given to its gate, then frees the slots
+-- whose tasks have let go of their lease, then moves the tasks of its
+-- gate that are due, oldest due first, to the end of the stream, as many
+-- as its free slots and its rate allow; each takes a slot, and counts as
+-- a start of the rate's window.
+--
+-- A slot is named by the stream entry its task was given. It is held
+-- while that entry is in the holders hash (leased, including a lease
+-- taken back from a dead worker until a fetch takes it over: the task
+-- keeps its slot for its next attempt) or has not been delivered to the
+-- consumer group yet; an entry acknowledged, buried or given back
+-- (Retry) frees it. So a slot is never a count that a crash could leave
+-- wrong: it lives as long as its task's lease.
+--
+-- KEYS[1] stream, KEYS[2] holders hash, then for each flow its gate set,
+--   slots set and starts set
+-- ARGV[1] consumer group, ARGV[2] most tasks to move per flow, then for
+--   each flow: its concurrency (0 for none), its rate (0 for none), the
+--   rate's period (ms), the number n of tasks to add, and n pairs of task
+--   id and due time (Unix ms)
+--
+-- Returns {moved, wait}: the number of tasks moved to the stream, and the
+-- time in ms until something changes without a slot being freed (a rate's
+-- window moves on, a task of a gate falls due, or more may move at once:
+-- 0), -1 for never.
+--@include lib/clock.lua
+local stream, holders, group, most = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+
+local delivered
+local function lastDelivered()
+  if delivered then return delivered end
+  delivered = '0-0'
+  local groups = redis.pcall('XINFO', 'GROUPS', stream)
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      if g[2] == group then
+        for i = 1, #g, 2 do
+          if g[i] == 'last-delivered-id' then delivered = g[i + 1] end
+        end
+      end
+    end
+  end
+  return delivered
+end
+
+local function after(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, as, bm, bs = tonumber(am), tonumber(as), tonumber(bm), tonumber(bs)
+  return am > bm or (am == bm and as > bs)
+end
+
+local wait = -1
+local function soonest(ms)
+  ms = math.max(ms, 0)
+  if wait < 0 or ms < wait then wait = ms end
+end
+
+local moved, a = 0, 3
+for k = 3, #KEYS, 3 do
+  local gate, slots, starts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local conc, rate, per, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  for i = 1, n do
+    redis.call('ZADD', gate, 'NX', ARGV[a + 3 + 2 * i], ARGV[a + 2 + 2 * i])
+  end
+  a = a + 4 + 2 * n
+
+  local free, left = most, nil
+  if conc > 0 then
+    local live = 0
+    for _, e in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
+      if redis.call('HEXISTS', holders, e) == 1 or after(e, lastDelivered()) then
+        live = live + 1
+      else
+        redis.call('ZREM', slots, e)
+      end
+    end
+    free = math.min(free, conc - live)
+  end
+  if rate > 0 then
+    redis.call('ZREMRANGEBYSCORE', starts, '-inf', clock - per)
+    left = rate - redis.call('ZCARD', starts)
+    free = math.min(free, left)
+  end
+  local taken = 0
+  if free > 0 then
+    local due = redis.call('ZRANGEBYSCORE', gate, '-inf', clock, 'LIMIT', 0, free)
+    for _, id in ipairs(due) do
+      redis.call('ZREM', gate, id)
+      local e = redis.call('XADD', stream, '*', 'task', id)
+      if conc > 0 then redis.call('ZADD', slots, clock, e) end
+      if rate > 0 then redis.call('ZADD', starts, clock, e) end
+    end
+    taken = #due
+    moved = moved + taken
+  end
+  local first = redis.call('ZRANGE', gate, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    if tonumber(first[2]) > clock then
+      soonest(tonumber(first[2]) - clock)
+    end
+    if taken == most then
+      soonest(0) -- more may move at once
+    end
+    if left and left - taken <= 0 then
+      local oldest = redis.call('ZRANGE', starts, 0, 0, 'WITHSCORES')
+      if #oldest > 0 then soonest(tonumber(oldest[2]) + per - clock + 1) end
+    end
+    -- Otherwise what is due waits for a slot: a worker that frees one
+    -- calls again.
+  end
+  if rate > 0 then
+    redis.call('PEXPIRE', starts, per)
+  end
+end
+return {moved, wait}
