@@ -52,6 +52,10 @@ func TestParseConfig(t *testing.T) {
 		{name: "durable mode", args: []string{"-wait-replicas", "1"}, want: func(c *config) { c.WaitReplicas = 1 }},
 		{name: "durable mode from the environment", env: map[string]string{"FLOWS_WAIT_REPLICAS": "2"}, want: func(c *config) { c.WaitReplicas = 2 }},
 		{name: "negative durable mode", args: []string{"-wait-replicas", "-1"}, wantErr: "-wait-replicas"},
+		{name: "fetch delay", args: []string{"-fetch-delay", "50ms"}, want: func(c *config) { c.FetchDelay = 50 * time.Millisecond }},
+		{name: "fetch delay from the environment", env: map[string]string{"FLOWS_FETCH_DELAY": "100ms"}, want: func(c *config) { c.FetchDelay = 100 * time.Millisecond }},
+		{name: "negative fetch delay", args: []string{"-fetch-delay", "-1ms"}, wantErr: "-fetch-delay"},
+		{name: "bad fetch delay", env: map[string]string{"FLOWS_FETCH_DELAY": "soon"}, wantErr: "-fetch-delay"},
 		{name: "history, metrics and tracing", args: []string{"-metrics-addr", ":9090"},
 			env: map[string]string{"DATABASE_URL": "postgres://u@db/flows", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"},
 			want: func(c *config) {
