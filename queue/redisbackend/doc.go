@@ -162,6 +162,21 @@
 // and learn its due time, and one delayed for longer is not due before
 // the plan runs out.
 //
+// The script that a new entry wakes is a quick look while the plan holds:
+// it reads new entries only, and leaves the delayed set and the leases
+// alone (two commands fewer per task), which the plan says hold nothing
+// due before its time. A wait that an entry of the wake stream ended is
+// followed at once by a full look, and so is every look that does not end
+// a wait; so the delayed set and the leases are looked at when the plan
+// says, a second at most after the last full look, and when something
+// wakes the fetchers, as often as by a worker that only waits.
+//
+// With Config.FetchDelay, a Fetch whose plan says to wait first sleeps
+// that long (the plan's time at most), holding nothing, and then waits and
+// takes as above: the tasks that arrived meanwhile go in one round trip
+// and one script, and, ending together, tend to share their ends' scripts
+// too.
+//
 // The XREAD changes nothing. A Fetch whose context is cancelled while it
 // waits ends the wait with an entry in the wake stream and takes the
 // script's answer, so a task is never leased by a Fetch that has stopped

@@ -145,6 +145,11 @@ type waitPlan struct {
 	// stream and the wake stream; wakeID is kept from look to look, ""
 	// until the first look that tells it.
 	lastID, wakeID string
+	// quickUntil is the time (Unix ms, the Redis server's clock, as a
+	// string) until which the last full look found no delayed task due
+	// and no lease passing, "" when the next look must be full (see
+	// quickLook).
+	quickUntil string
 }
 
 // fetchPlans keeps each worker's waitPlan.
@@ -193,11 +198,27 @@ type takenEntry struct {
 // of recordFieldNames (Lua counts from 1).
 const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + uint(iPrev-4) + uint(4-iPrev)
 
+// A look that ends a wait may be quick: the fetch script then reads new
+// entries only, and leaves the delayed set and the leases alone (two
+// commands fewer), while the server's clock is before the plan's
+// quickUntil, which the last full look set to when the next delayed task
+// is due or the next lease passes, a second (maxBlock) at most. What could
+// make something due sooner ends the wait with an entry of the wake
+// stream (a delayed task due within maxBlock, a dead worker's leases
+// taken back, see lib/schedule.lua and lib/reclaim.lua), and a wait that
+// saw one is followed at once by a full look. So a worker that takes one
+// task after the other as they arrive looks at the delayed set and the
+// leases as often as it would while waiting: when its plan says, and when
+// woken. A look that does not end a wait (the worker is busy, or has no
+// plan) is always full.
+func quickLook(prev waitPlan) string { return prev.quickUntil }
+
 // fetchCall returns the KEYS and ARGV of the fetch script for a look by
-// worker; prev is the worker's plan so far.
-func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev waitPlan) (keys, args []string) {
+// worker; prev is the worker's plan so far, and quickUntil what the look
+// passes as its ARGV[9] ("" for a full look).
+func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev waitPlan, quickUntil string) (keys, args []string) {
 	keys = []string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.seqKey(), b.wakeKey()}
-	args = make([]string, 0, 8+len(recordFieldNames))
+	args = make([]string, 0, 10+len(recordFieldNames))
 	args = append(args, group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10), strconv.Itoa(promoteBatch))
 	if b.cluster {
 		args = append(args, "", "0")
@@ -208,7 +229,7 @@ func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev wa
 	if prev.wakeID == "" {
 		wantWake = "1"
 	}
-	args = append(args, wantWake)
+	args = append(args, wantWake, quickUntil, strconv.FormatInt(maxBlock.Milliseconds(), 10))
 	if !b.cluster {
 		args = append(args, recordFieldNames[:]...)
 	}
@@ -221,7 +242,7 @@ func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev wa
 func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration, prev waitPlan) ([]takenEntry, waitPlan, error) {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	keys, args := b.fetchCall(worker, max, lease, prev)
+	keys, args := b.fetchCall(worker, max, lease, prev, "")
 	return b.readTaken(ctx, fetchScript.exec(ctx, b.client, keys, args), prev)
 }
 
@@ -246,7 +267,7 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 		}
 	}()
 	c := b.client
-	keys, args := b.fetchCall(worker, max, lease, prev)
+	keys, args := b.fetchCall(worker, max, lease, prev, quickLook(prev))
 	res := c.DoMulti(callCtx,
 		c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build(),
 		fetchScript.evalsha(c, keys, args))
@@ -258,16 +279,24 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 		// the script leased must not be dropped.
 		b.log.Warn("flows: waiting for tasks failed", "err", err)
 	}
+	wakeSeen := false
 	if got, err := res[0].AsXRead(); err == nil {
 		if woke := got[b.wakeKey()]; len(woke) > 0 {
 			prev.wakeID = woke[len(woke)-1].ID
+			wakeSeen = true
 		}
 	}
 	reply := res[1]
 	if noScript(reply.Error()) {
 		reply = c.Do(callCtx, fetchScript.eval(c, keys, args))
 	}
-	return b.readTaken(callCtx, reply, prev)
+	taken, next, err := b.readTaken(callCtx, reply, prev)
+	if wakeSeen || err != nil {
+		// Something may be due sooner than the plan said: look again,
+		// fully, at once (see quickLook).
+		next.until, next.quickUntil = time.Time{}, ""
+	}
+	return taken, next, err
 }
 
 // blockMS is wait in whole milliseconds, rounded up, at least one: what
@@ -295,7 +324,7 @@ func (b *Backend) readTaken(ctx context.Context, reply rueidis.RedisResult, prev
 	if err != nil {
 		return nil, next, b.wrap(ctx, "fetch tasks", err)
 	}
-	if len(res) != 5 {
+	if len(res) != 6 {
 		return nil, next, fmt.Errorf("redisbackend: fetch tasks: unexpected reply of %d values", len(res))
 	}
 	items, err := res[0].ToArray()
@@ -329,6 +358,7 @@ func (b *Backend) readTaken(ctx context.Context, reply rueidis.RedisResult, prev
 	if wake, _ := res[4].ToString(); wake != "" {
 		next.wakeID = wake
 	}
+	next.quickUntil, _ = res[5].ToString()
 	if next.lastID == "" || next.wakeID == "" {
 		return taken, next, nil // more may be ready: look again at once
 	}

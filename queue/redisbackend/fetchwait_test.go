@@ -99,3 +99,39 @@ func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
 	require.Len(t, leases, 1)
 	assert.Equal(t, task.ID, leases[0].Task.ID)
 }
+
+// TestQuickLookStillTakesADelayedTaskWhenDue has a worker take tasks one
+// by one as they arrive, each in a quick look (which leaves the delayed
+// set alone), while a task delayed by 100 ms is enqueued between two of
+// them: the wake-up its enqueue sends makes the worker look at the
+// delayed set, so the task is taken when it is due, not when the plan of
+// the look before would have looked again (a second after it).
+func TestQuickLookStillTakesADelayedTaskWhenDue(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 4, time.Minute) // a full look, and a plan for a second
+	planned := time.Now()
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	delayed := newTask()
+	delayed.RunAt = time.Now().Add(100 * time.Millisecond)
+	require.NoError(t, b.Enqueue(ctx, delayed))
+	next := newTask()
+	require.NoError(t, b.Enqueue(ctx, next))
+	leases, err := b.Fetch(ctx, "w", 4, time.Minute) // ends the wait: a quick look
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, next.ID, leases[0].Task.ID)
+
+	leases, err = b.Fetch(ctx, "w", 4, time.Minute)
+	taken := time.Now()
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, delayed.ID, leases[0].Task.ID)
+	assert.False(t, taken.Before(delayed.RunAt.Add(-2*time.Millisecond)), "taken before it was due")
+	assert.Less(t, taken.Sub(planned), 900*time.Millisecond, "taken when it was due, not when the first look's plan ran out")
+}

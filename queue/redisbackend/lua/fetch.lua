@@ -26,36 +26,56 @@
 -- those commands also tell when the next delayed task is due and the next
 -- lease passes.
 --
+-- A quick look leaves steps 1 and 2 out: the caller asks for one with
+-- ARGV[9], the time (Unix ms, the server's clock) until which an earlier
+-- full look found that nothing is due, and only while the server's clock
+-- is before it; its caller ends the wait that comes before it when
+-- something may have become due sooner (an entry of the wake stream, see
+-- Fetch in Go). A quick look leaves the wake stream's id to its caller.
+--
 -- KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set, KEYS[4] holders
 --   hash, KEYS[5] seq counter, KEYS[6] wake stream
 -- ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max, ARGV[4] lease
 --   (ms), ARGV[5] most delayed tasks to move, ARGV[6] the key prefix of
 --   task hashes or "", ARGV[7] retention (ms), ARGV[8] "1" for the newest
 --   id of the wake stream whenever the reply tells how to wait, "" for it
---   only when nothing was taken, ARGV[9...] the fields of a record to read
+--   only when nothing was taken, ARGV[9] "" for a full look or the time
+--   until which a quick one will do (above), ARGV[10] the longest time
+--   (ms) until the next full look, ARGV[11...] the fields of a record to
+--   read
 --
--- Returns {taken, dueIn, expiresIn, lastID, lastWake}. taken lists {entry
+-- Returns {taken, dueIn, expiresIn, lastID, lastWake, checkAt}. taken lists {entry
 -- id, {field, value...}, token, ended, record} for each entry leased:
 -- ended says why the attempt before ended when the entry was taken over
 -- ("lease expired", queue.EndLeaseExpired in Go, or "worker lost",
 -- queue.EndWorkerLost), "" for an entry read
 -- anew; record is the values of the fields asked for (false for a missing
 -- one, all false for a missing record), absent when ARGV[6] is empty or
--- the entry names no valid task id. ARGV[9...] must name rec, attempt and
--- prev at places 1, 2 and 5. When the script took every new entry there was
+-- the entry names no valid task id. ARGV[11...] must name rec, attempt
+-- and prev at places 1, 2 and 5. When the script took every new entry there was
 -- (it took fewer than max), the rest tells how to wait for more: dueIn is
 -- the time in ms until the next delayed task is due and expiresIn until
 -- the next lease passes (-1 when there is none), lastID is the id of the
 -- newest entry of the stream ("0-0" if empty) and lastWake that of the
 -- wake stream ("0-0" if empty; "" when tasks were taken and ARGV[8] is
--- empty), after which a blocking XREAD waits for new entries. Otherwise
--- more may be ready, and they are -1, -1, "" and "".
+-- empty), after which a blocking XREAD waits for new entries; and checkAt
+-- is the time (Unix ms, the server's clock) until which a quick look will
+-- do: the next due time or lease expiry that the look saw, at most
+-- ARGV[10] from now, or for a quick look ARGV[9] (or the deadline of
+-- the leases it gave, if sooner), whose dueIn is the time until it and
+-- whose lastWake is "". Otherwise more may be
+-- ready, and they are -1, -1, "", "" and "".
 --@include lib/clock.lua
 --@include lib/lost.lua
 local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local group, consumer, max, leasems = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local quickUntil = tonumber(ARGV[9])
+local quick = quickUntil ~= nil and clock < quickUntil
 
-local nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+local nextDue, nextExpiry = {}, {}
+if not quick then
+  nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+end
 if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', clock, 'LIMIT', 0, ARGV[5])
   redis.call('ZREM', delayed, unpack(due))
@@ -66,7 +86,9 @@ if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
 end
 
 local taken, ended = {}, {}
-local nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+if not quick then
+  nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+end
 if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
   for i = 1, #expired do
@@ -124,7 +146,7 @@ if #taken > 0 then
       end
       if id and #id <= 64 and not string.find(id, '[^%w_%-]') then
         local key = prefix .. ':{' .. id .. '}:task'
-        local rec = redis.call('HMGET', key, 'exp', unpack(ARGV, 9))
+        local rec = redis.call('HMGET', key, 'exp', unpack(ARGV, 11))
         local exp = tonumber(table.remove(rec, 1))
         if rec[1] then
           rec[2] = tostring(redis.call('HINCRBY', key, 'attempt', 1))
@@ -142,13 +164,21 @@ if #taken > 0 then
   end
 end
 if not drained then
-  return {out, -1, -1, '', ''}
+  return {out, -1, -1, '', '', ''}
 end
 
 local function newest(key)
   local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
   if #last > 0 then return last[1][1] end
   return '0-0'
+end
+if quick then
+  local expiresIn = -1
+  if #out > 0 then
+    expiresIn = leasems
+    quickUntil = math.min(quickUntil, clock + leasems)
+  end
+  return {out, quickUntil - clock, expiresIn, lastID or newest(stream), '', string.format('%d', quickUntil)}
 end
 if not nextDue then nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES') end
 local dueIn = -1
@@ -165,4 +195,7 @@ if #nextExpiry > 0 then
 end
 local lastWake = ''
 if #out == 0 or ARGV[8] ~= '' then lastWake = newest(KEYS[6]) end
-return {out, dueIn, expiresIn, lastID or newest(stream), lastWake}
+local checkIn = tonumber(ARGV[10])
+if dueIn >= 0 and dueIn < checkIn then checkIn = dueIn end
+if expiresIn >= 0 and expiresIn < checkIn then checkIn = expiresIn end
+return {out, dueIn, expiresIn, lastID or newest(stream), lastWake, string.format('%d', clock + checkIn)}
