@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/redis/rueidis"
+
 	"github.com/flowsrun/flows/queue"
 )
 
@@ -48,7 +50,7 @@ func (b *Backend) Admit(ctx context.Context, limits map[string]queue.Limit) (tim
 	for _, name := range names {
 		keys, args = b.admitArgs(keys, args, name, limits[name], nil)
 	}
-	return b.admit(ctx, keys, args)
+	return b.admit(ctx, keys, args, false)
 }
 
 // admitNew puts t, a task of a limited flow, in its flow's gate, unless
@@ -59,7 +61,7 @@ func (b *Backend) admitNew(ctx context.Context, t *queue.Task) error {
 	keys := []string{b.streamKey(), b.holdersKey()}
 	args := []string{group, strconv.Itoa(admitBatch)}
 	keys, args = b.admitArgs(keys, args, t.Flow, t.Limit, []*queue.Task{t})
-	_, err := b.admit(ctx, keys, args)
+	_, err := b.admit(ctx, keys, args, b.durable())
 	return err
 }
 
@@ -80,19 +82,37 @@ func (b *Backend) admitArgs(keys, args []string, flow string, l queue.Limit, add
 }
 
 // admit runs the admit script and returns its wait, bounded by maxBlock.
-func (b *Backend) admit(ctx context.Context, keys, args []string) (time.Duration, error) {
+// With wait (durable mode, for a task being accepted), WAIT follows the
+// script in the same round trip, and the replicas must confirm it.
+func (b *Backend) admit(ctx context.Context, keys, args []string, wait bool) (time.Duration, error) {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	res, err := admitScript.exec(ctx, b.client, keys, args).ToArray()
+	c := b.client
+	var reply rueidis.RedisResult
+	if wait {
+		res := c.DoMulti(ctx, admitScript.evalsha(c, keys, args), b.waitCommand())
+		if noScript(res[0].Error()) {
+			res = c.DoMulti(ctx, admitScript.eval(c, keys, args), b.waitCommand())
+		}
+		if err := res[0].Error(); err == nil {
+			if err := b.replicated(res[1]); err != nil {
+				return 0, b.wrap(ctx, "admit waiting tasks", err)
+			}
+		}
+		reply = res[0]
+	} else {
+		reply = admitScript.exec(ctx, c, keys, args)
+	}
+	res, err := reply.ToArray()
 	if err != nil {
 		return 0, b.wrap(ctx, "admit waiting tasks", err)
 	}
 	if len(res) != 2 {
 		return 0, fmt.Errorf("redisbackend: admit waiting tasks: unexpected reply of %d values", len(res))
 	}
-	wait := maxBlock
+	next := maxBlock
 	if ms, err := res[1].AsInt64(); err == nil && ms >= 0 {
-		wait = min(wait, time.Duration(ms)*time.Millisecond)
+		next = min(next, time.Duration(ms)*time.Millisecond)
 	}
-	return wait, nil
+	return next, nil
 }
