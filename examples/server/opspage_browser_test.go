@@ -37,6 +37,17 @@ const opsRefresh = 200 * time.Millisecond
 // no error, no rejected promise, no Content-Security-Policy violation.
 func openOpsPage(t *testing.T, browser context.Context, url, artifacts string) *pageTab {
 	t.Helper()
+	p := newOpsTab(t, browser, url, artifacts)
+	p.do("open the ops page", chromedp.Navigate(url+"/ops/"))
+	p.waitFor("the first reading", `document.getElementById('updated').textContent.startsWith('Updated')`)
+	return p
+}
+
+// newOpsTab opens a new tab of browser, with the probe of the page tests
+// in every document it loads; the tab closes when the test ends, after a
+// check that nothing went wrong in its pages.
+func newOpsTab(t *testing.T, browser context.Context, url, artifacts string) *pageTab {
+	t.Helper()
 	ctx, cancel := chromedp.NewContext(browser)
 	t.Cleanup(cancel)
 	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument,
@@ -45,8 +56,6 @@ func openOpsPage(t *testing.T, browser context.Context, url, artifacts string) *
 	}
 	p := &pageTab{t: t, ctx: ctx, url: url, artifacts: artifacts}
 	t.Cleanup(p.checkNoProblems)
-	p.do("open the ops page", chromedp.Navigate(url+"/ops/"))
-	p.waitFor("the first reading", `document.getElementById('updated').textContent.startsWith('Updated')`)
 	return p
 }
 

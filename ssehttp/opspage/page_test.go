@@ -184,6 +184,6 @@ func TestNothingInlineInThePage(t *testing.T) {
 	for _, id := range []string{"filter-state", "filter-flow"} {
 		assert.Contains(t, page, `<label for="`+id+`">`, id)
 	}
-	assert.Contains(t, page, `id="announcer" class="visually-hidden" role="status" aria-live="polite"`, "results of actions are announced")
+	assert.Contains(t, page, `id="announcer" class="announcer" role="status" aria-live="polite"`, "results of actions are announced")
 	assert.Contains(t, page, `id="alert" class="alert" role="alert"`, "a refusal of the API is announced")
 }

@@ -56,6 +56,14 @@
     return node;
   }
 
+  // place puts node into parent before ref. A node already there is
+  // moved with moveBefore where the browser has it, which keeps the
+  // focus inside it; insertBefore would blur it.
+  function place(parent, node, ref) {
+    if (node.isConnected && typeof parent.moveBefore === 'function') parent.moveBefore(node, ref);
+    else parent.insertBefore(node, ref);
+  }
+
   function setText(node, text) {
     if (node.textContent !== text) node.textContent = text;
   }
@@ -114,7 +122,8 @@
   }
 
   // call sends a request to the API and returns its JSON. A refusal of
-  // the caller (401, 403) is shown at the top of the page as well.
+  // a read (401, 403), which leaves the page empty, is shown at the top
+  // of the page as well; the caller says what a refused action did.
   async function call(path, method) {
     const resp = await fetch(API + path, {
       method: method || 'GET',
@@ -123,7 +132,7 @@
     });
     if (!resp.ok) {
       const err = await apiError(resp);
-      if (resp.status === 401 || resp.status === 403) refused(err);
+      if (!method && (resp.status === 401 || resp.status === 403)) refused(err);
       throw err;
     }
     return resp.status === 204 ? null : resp.json();
@@ -146,8 +155,9 @@
 
   // confirmAction asks the user to confirm, in a modal dialog, and resolves
   // to true for yes. The safe answer has the focus; Escape is no. When it
-  // closes, the focus goes back where it was.
-  function confirmAction(title, text, yes) {
+  // closes, the focus goes back where it was, or to the element fallback
+  // names when that is gone.
+  function confirmAction(title, text, yes, fallback) {
     $('confirm-title').textContent = title;
     $('confirm-text').textContent = text;
     $('confirm-yes').textContent = yes;
@@ -159,6 +169,7 @@
         dialog.onclose = null;
         if (dialog.open) dialog.close();
         if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus();
+        else if (fallback) $(fallback).focus();
         resolve(answer);
       };
       $('confirm-yes').onclick = () => done(true);
@@ -293,7 +304,7 @@
     list.tasks = page.tasks || [];
     list.next = page.next_cursor || '';
     renderList();
-    if (reset) setText(listStatus, listSummary());
+    if (reset) announce(listSummary());
   }
 
   async function loadMore() {
@@ -309,7 +320,7 @@
       list.next = page.next_cursor || '';
       const hadFocus = document.activeElement === moreButton;
       renderList();
-      setText(listStatus, `Loaded ${added.length} more. ${listSummary()}`);
+      announce(`Loaded ${added.length} more. ${listSummary()}`);
       // The button goes away after the last page: the focus moves to the
       // first task it loaded.
       if (hadFocus && moreButton.hidden && added.length) {
@@ -317,7 +328,7 @@
         if (row) row.querySelector('.open').focus();
       }
     } catch (err) {
-      setText(listStatus, `Could not load more tasks: ${err.message}`);
+      announce(`Could not load more tasks: ${err.message}`);
     } finally {
       moreButton.removeAttribute('aria-disabled');
     }
@@ -345,7 +356,7 @@
         list.rows.set(t.task_id, row);
       }
       updateRow(row, t);
-      if (taskRows.children[i] !== row) taskRows.insertBefore(row, taskRows.children[i] || null);
+      if (taskRows.children[i] !== row) place(taskRows, row, taskRows.children[i] || null);
     });
     for (const [id, row] of list.rows) {
       if (!keep.has(id)) {
@@ -354,6 +365,8 @@
       }
     }
     moreButton.hidden = !list.next;
+    $('task-table').hidden = list.tasks.length === 0;
+    setText(listStatus, listSummary());
     // A row that was moved, or a button that went away, loses the focus:
     // give it back to the same row.
     if (focusRow && (document.activeElement !== focused || focused.hidden || !focused.isConnected)) {
@@ -439,7 +452,7 @@
 
   function filtersChanged() {
     syncCancelMatching();
-    loadList(true).catch((err) => setText(listStatus, `Could not list the tasks: ${err.message}`));
+    loadList(true).catch((err) => announce(`Could not list the tasks: ${err.message}`));
   }
 
   // ---- actions ----------------------------------------------------------------
@@ -447,7 +460,7 @@
   async function cancelTask(id, flow) {
     const ok = await confirmAction('Cancel this task?',
       `Task ${id}${flow ? ` of ${flow}` : ''} is asked to stop: a pending task ends at once, a running one when its flow returns. It ends as failed.`,
-      'Cancel task');
+      'Cancel task', 'tasks-heading');
     if (!ok) return;
     try {
       await call(`cancel-task/${encodeURIComponent(id)}/`, 'POST');
@@ -465,7 +478,7 @@
     }
     const state = stateSelect.value;
     const what = [state ? STATE_WORDS[state].toLowerCase() : 'pending and running', 'tasks', flowSelect.value && `of ${flowSelect.value}`].filter(Boolean).join(' ');
-    if (!await confirmAction(`Cancel all ${what}?`, `Every ${what.replace(/tasks/, 'task')} is asked to stop, up to ${MAX_LIST} at a time.`, 'Cancel them')) return;
+    if (!await confirmAction(`Cancel all ${what}?`, `Every ${what.replace(/tasks/, 'task')} is asked to stop, up to ${MAX_LIST} at a time.`, 'Cancel them', 'cancel-matching')) return;
     try {
       const res = await call(`cancel-tasks/?${filterQuery()}`, 'POST');
       const n = (res.cancelled || []).length;
@@ -477,7 +490,7 @@
   }
 
   async function requeue(id, flow) {
-    if (!await confirmAction('Requeue this dead task?', `Task ${id}${flow ? ` of ${flow}` : ''} runs again, as a new task with the same inputs.`, 'Requeue')) return;
+    if (!await confirmAction('Requeue this dead task?', `Task ${id}${flow ? ` of ${flow}` : ''} runs again, as a new task with the same inputs.`, 'Requeue', 'dead-heading')) return;
     try {
       const res = await call(`dead/${encodeURIComponent(id)}/requeue/`, 'POST');
       announce(`Task ${shortID(id)} requeued as task ${shortID(res.task_id)}.`);
@@ -490,20 +503,39 @@
 
   // ---- dead letters -----------------------------------------------------------
 
+  const deadRowsByID = new Map();
+
+  // loadDead reads the dead letters and updates their rows in place, by
+  // task id, so that a refresh keeps the focus (and the button a
+  // confirmation returns to) where it is.
   async function loadDead() {
     const res = await call(`dead/?limit=${PAGE_SIZE}`);
     const tasks = res.tasks || [];
     const focused = document.activeElement;
-    const focusID = focused && focused.closest && focused.closest('#dead-rows > tr') ? focused.closest('tr').dataset.taskId : null;
-    deadRows.replaceChildren(...tasks.map(deadRow));
+    const hadFocus = deadRows.contains(focused);
+    const keep = new Set();
+    tasks.forEach((d, i) => {
+      keep.add(d.task_id);
+      let row = deadRowsByID.get(d.task_id);
+      if (!row) {
+        row = deadRow(d);
+        deadRowsByID.set(d.task_id, row);
+      }
+      setText(row.querySelector('.c-buried'), age(d.buried_at));
+      if (deadRows.children[i] !== row) place(deadRows, row, deadRows.children[i] || null);
+    });
+    for (const [id, row] of deadRowsByID) {
+      if (!keep.has(id)) {
+        row.remove();
+        deadRowsByID.delete(id);
+      }
+    }
     $('no-dead').hidden = tasks.length > 0;
     $('dead-table').hidden = tasks.length === 0;
-    if (focusID !== null && !deadRows.contains(focused)) {
-      // The row went (requeued): the focus goes to the next one, or to
-      // the section.
-      const same = deadRows.querySelector(`tr[data-task-id="${CSS.escape(focusID)}"] .requeue`);
-      const first = deadRows.querySelector('.requeue');
-      (same || first || $('dead-heading')).focus();
+    if (hadFocus && !deadRows.contains(focused)) {
+      // Its row went (requeued): the focus goes to the first one left,
+      // or to the section.
+      (deadRows.querySelector('.requeue') || $('dead-heading')).focus();
     }
   }
 
@@ -520,7 +552,7 @@
     const reason = el('td', { 'data-label': 'Reason', class: 'c-status' });
     reason.append(el('span', { class: 'clamp', title: d.reason }, d.reason));
     row.append(th, el('td', { 'data-label': 'Flow' }, d.flow), reason,
-      el('td', { 'data-label': 'Attempts' }, String(d.attempts)), el('td', { 'data-label': 'Buried' }, age(d.buried_at)), actions);
+      el('td', { 'data-label': 'Attempts' }, String(d.attempts)), el('td', { 'data-label': 'Buried', class: 'c-buried' }), actions);
     return row;
   }
 
@@ -533,11 +565,12 @@
     snap: null,
     lastEventId: '',
     events: 0,
+    since: 0, // when it was opened, by the server's clock
   };
 
   function openTask(id, opener) {
     closeStream();
-    Object.assign(open, { id, opener, snap: null, lastEventId: '', events: 0 });
+    Object.assign(open, { id, opener, snap: null, lastEventId: '', events: 0, since: now() });
     detail.hidden = false;
     detail.dataset.taskId = id;
     delete detail.dataset.state;
@@ -548,6 +581,7 @@
     $('detail-output-box').hidden = true;
     $('detail-result-box').hidden = true;
     render({ state: 'PENDING', details: { status: '', progress: 0 } });
+    open.snap = null; // a placeholder, not the task's state
     $('detail-heading').focus();
     call(`tasks/${encodeURIComponent(id)}/`).then((t) => {
       if (open.id !== id) return;
@@ -578,7 +612,9 @@
       if (!u) return;
       open.lastEventId = e.lastEventId;
       addEvent(e.lastEventId, u.at, describe(u), 'update');
-      render(applyUpdate(open.snap, u));
+      // The stream starts from the task's first event: only what happens
+      // once the task is open is announced.
+      render(applyUpdate(open.snap, u), Date.parse(u.at) >= open.since - 1000);
     });
     source.addEventListener('token', (e) => {
       if (open.source !== source) return;
@@ -661,7 +697,9 @@
     if (events.scrollHeight - events.scrollTop - events.clientHeight < 80) events.scrollTop = events.scrollHeight;
   }
 
-  function render(snap) {
+  // render shows the task's snapshot; announce says whether a change of
+  // state is announced.
+  function render(snap, announceChange) {
     const previous = open.snap ? open.snap.state : '';
     open.snap = snap;
     const details = snap.details || {};
@@ -681,7 +719,7 @@
     const hadFocus = document.activeElement === cancel;
     cancel.hidden = TERMINAL.has(state);
     if (hadFocus && cancel.hidden) $('detail-close').focus();
-    if (previous && previous !== state) announce(`Task ${shortID(open.id)}: ${STATE_WORDS[state] || state}${details.status ? `, ${details.status}` : ''}`);
+    if (announceChange && previous && previous !== state) announce(`Task ${shortID(open.id)}: ${STATE_WORDS[state] || state}${details.status ? `, ${details.status}` : ''}`);
     if (TERMINAL.has(state) && open.source) {
       closeStream();
       setConnection('closed', 'The task has ended; its stream is closed.');
@@ -736,7 +774,6 @@
       setText(updated, `Updated ${new Date().toLocaleTimeString()}; every ${duration(REFRESH_MS)}.`);
       if (!results.some((r) => r.status === 'rejected' && (r.reason.status === 401 || r.reason.status === 403))) showAlert('');
     }
-    if (!listStatus.textContent) setText(listStatus, listSummary());
     timer = setTimeout(refresh, again ? 0 : REFRESH_MS);
     again = false;
   }
