@@ -122,6 +122,21 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, 1, running, "one slow task runs, the others wait")
 	})
 
+	t.Run("DepthCountsWaiting", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		d, ok := h.backend.(queue.DepthReader)
+		if !ok {
+			t.Skip("the backend has no Depth (optional)")
+		}
+		h.reg.MustRegister("gated", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }), registry.Concurrency(1))
+		for range 3 {
+			h.enqueue("gated", "", queue.EnqueueOptions{})
+		}
+		depth, err := d.Depth(context.Background())
+		require.NoError(t, err)
+		assert.Equal(t, queue.Depth{Ready: 1, Delayed: 2}, depth, "one took the slot; the two waiting for it count as delayed")
+	})
+
 	t.Run("Rate", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		ran := h.registerCountingWith("quota", registry.Rate(2, time.Hour))

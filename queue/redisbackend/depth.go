@@ -11,10 +11,13 @@ import (
 
 var _ queue.DepthReader = (*Backend)(nil)
 
-// Depth implements queue.DepthReader in one round trip of three commands,
+// Depth implements queue.DepthReader in one round trip of five commands,
 // none of which scans: the consumer group's lag (the stream entries not
 // yet delivered to a worker) is Ready, the size of the delayed set is
-// Delayed and the size of the leases set is Running. When Redis cannot
+// Delayed and the size of the leases set is Running. The tasks of limited
+// flows waiting in their gates (see limit.go) count as Delayed: when a
+// flow has ever had one, a second round trip reads the size of each
+// gate. When Redis cannot
 // tell the lag (it may not after entries were deleted from the stream by
 // hand) or before the first Fetch, Ready is the stream's length less the
 // entries being run, which may count up to a block of acknowledged
@@ -28,11 +31,29 @@ func (b *Backend) Depth(ctx context.Context) (queue.Depth, error) {
 		c.B().Xlen().Key(b.streamKey()).Build(),
 		c.B().Zcard().Key(b.delayedKey()).Build(),
 		c.B().Zcard().Key(b.leasesKey()).Build(),
+		c.B().Smembers().Key(b.limitedKey()).Build(),
 	)
 	var d queue.Depth
 	var err error
 	if d.Delayed, err = res[2].AsInt64(); err != nil {
 		return d, b.wrap(ctx, "queue depth", err)
+	}
+	limited, err := res[4].AsStrSlice()
+	if err != nil {
+		return d, b.wrap(ctx, "queue depth", err)
+	}
+	if len(limited) > 0 {
+		cmds := make(rueidis.Commands, len(limited))
+		for i, flow := range limited {
+			cmds[i] = c.B().Zcard().Key(b.gateKey(flow)).Build()
+		}
+		for _, r := range c.DoMulti(ctx, cmds...) {
+			n, err := r.AsInt64()
+			if err != nil {
+				return d, b.wrap(ctx, "queue depth", err)
+			}
+			d.Delayed += n
+		}
 	}
 	if d.Running, err = res[3].AsInt64(); err != nil {
 		return d, b.wrap(ctx, "queue depth", err)

@@ -92,6 +92,8 @@
 //	P:{q:Q}:limit:slots:<F> zset    stream entries holding a slot of F
 //	P:{q:Q}:limit:starts:<F> zset   stream entries that took a slot of F
 //	                            within its rate's period
+//	P:{q:Q}:limit:flows     set     the names of the flows whose tasks
+//	                            have waited in a gate
 //
 // The three keys of a task expire at least Config.Retention after they
 // were last written. They share one expiry time, exp: it is set on

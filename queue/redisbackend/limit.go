@@ -23,6 +23,8 @@ import (
 //	P:{q:Q}:limit:starts:F  zset  the stream entries that took a slot
 //	                              within the rate's period (flows with a
 //	                              rate only)
+//	P:{q:Q}:limit:flows     set   the names of the flows whose tasks have
+//	                              waited in a gate (see Depth)
 //
 // A task of a limited flow never goes to the stream or the delayed set
 // directly: Enqueue, CreateAndEnqueue, Retry and Requeue put it in its
@@ -32,6 +34,7 @@ import (
 func (b *Backend) gateKey(flow string) string   { return b.qkeys.limit + ":gate:" + flow }
 func (b *Backend) slotsKey(flow string) string  { return b.qkeys.limit + ":slots:" + flow }
 func (b *Backend) startsKey(flow string) string { return b.qkeys.limit + ":starts:" + flow }
+func (b *Backend) limitedKey() string           { return b.qkeys.limit + ":flows" }
 
 // admitBatch bounds the tasks of one flow that one admit script moves.
 const admitBatch = 100
@@ -61,7 +64,9 @@ func (b *Backend) admitNew(ctx context.Context, t *queue.Task) error {
 	keys := []string{b.streamKey(), b.holdersKey()}
 	args := []string{group, strconv.Itoa(admitBatch)}
 	keys, args = b.admitArgs(keys, args, t.Flow, t.Limit, []*queue.Task{t})
-	_, err := b.admit(ctx, keys, args, b.durable())
+	// The flow's name, for Depth: harmless if the script has not run.
+	named := b.client.B().Sadd().Key(b.limitedKey()).Member(t.Flow).Build()
+	_, err := b.admit(ctx, keys, args, b.durable(), named)
 	return err
 }
 
@@ -82,36 +87,46 @@ func (b *Backend) admitArgs(keys, args []string, flow string, l queue.Limit, add
 }
 
 // admit runs the admit script and returns its wait, bounded by maxBlock.
-// With wait (durable mode, for a task being accepted), WAIT follows the
-// script in the same round trip, and the replicas must confirm it.
-func (b *Backend) admit(ctx context.Context, keys, args []string, wait bool) (time.Duration, error) {
+// The commands also follow it in the same round trip; their errors are
+// logged. With wait (durable mode, for a task being accepted), WAIT
+// follows them, and the replicas must confirm the script.
+func (b *Backend) admit(ctx context.Context, keys, args []string, wait bool, also ...rueidis.Completed) (time.Duration, error) {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	c := b.client
-	var reply rueidis.RedisResult
+	cmds := append(rueidis.Commands{admitScript.evalsha(c, keys, args)}, also...)
 	if wait {
-		res := c.DoMulti(ctx, admitScript.evalsha(c, keys, args), b.waitCommand())
-		if noScript(res[0].Error()) {
-			res = c.DoMulti(ctx, admitScript.eval(c, keys, args), b.waitCommand())
-		}
-		if err := res[0].Error(); err == nil {
-			if err := b.replicated(res[1]); err != nil {
-				return 0, b.wrap(ctx, "admit waiting tasks", err)
-			}
-		}
-		reply = res[0]
-	} else {
-		reply = admitScript.exec(ctx, c, keys, args)
+		cmds = append(cmds, b.waitCommand())
 	}
-	res, err := reply.ToArray()
+	res := c.DoMulti(ctx, cmds...)
+	for _, r := range res[1 : 1+len(also)] {
+		if err := r.Error(); err != nil {
+			b.log.Warn("flows: could not name a limited flow for Depth", "err", err)
+		}
+	}
+	if noScript(res[0].Error()) {
+		if wait {
+			again := c.DoMulti(ctx, admitScript.eval(c, keys, args), b.waitCommand())
+			res[0], res[len(res)-1] = again[0], again[1]
+		} else {
+			res[0] = c.Do(ctx, admitScript.eval(c, keys, args))
+		}
+	}
+	reply := res[0]
+	if wait && reply.Error() == nil {
+		if err := b.replicated(res[len(res)-1]); err != nil {
+			return 0, b.wrap(ctx, "admit waiting tasks", err)
+		}
+	}
+	out, err := reply.ToArray()
 	if err != nil {
 		return 0, b.wrap(ctx, "admit waiting tasks", err)
 	}
-	if len(res) != 2 {
-		return 0, fmt.Errorf("redisbackend: admit waiting tasks: unexpected reply of %d values", len(res))
+	if len(out) != 2 {
+		return 0, fmt.Errorf("redisbackend: admit waiting tasks: unexpected reply of %d values", len(out))
 	}
 	next := maxBlock
-	if ms, err := res[1].AsInt64(); err == nil && ms >= 0 {
+	if ms, err := out[1].AsInt64(); err == nil && ms >= 0 {
 		next = min(next, time.Duration(ms)*time.Millisecond)
 	}
 	return next, nil
