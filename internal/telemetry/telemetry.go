@@ -19,7 +19,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 )
@@ -168,67 +167,6 @@ var (
 	KindConsumer = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
 	KindInternal = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
 )
-
-// W3C Trace Context header names, as a task stores them.
-const (
-	headerParent = "traceparent"
-	headerState  = "tracestate"
-)
-
-// carrier holds a traceparent and a tracestate for propagation.TraceContext.
-type carrier struct{ parent, state string }
-
-func (c *carrier) Get(key string) string {
-	switch key {
-	case headerParent:
-		return c.parent
-	case headerState:
-		return c.state
-	}
-	return ""
-}
-
-func (c *carrier) Set(key, value string) {
-	switch key {
-	case headerParent:
-		c.parent = value
-	case headerState:
-		c.state = value
-	}
-}
-
-func (c *carrier) Keys() []string { return []string{headerParent, headerState} }
-
-var w3c propagation.TraceContext
-
-// Inject returns the W3C traceparent and tracestate of the span in ctx,
-// "" and "" when ctx has no valid span context.
-func Inject(ctx context.Context) (parent, state string) {
-	if !trace.SpanContextFromContext(ctx).IsValid() {
-		return "", ""
-	}
-	var c carrier
-	w3c.Inject(ctx, &c)
-	return c.parent, c.state
-}
-
-// Extract returns ctx with the remote span context that parent and state
-// name, or ctx itself when parent is empty or malformed.
-func Extract(ctx context.Context, parent, state string) context.Context {
-	if parent == "" {
-		return ctx
-	}
-	return w3c.Extract(ctx, &carrier{parent: parent, state: state})
-}
-
-// SpanContext returns the span context that parent and state name,
-// invalid when parent is empty or malformed.
-func SpanContext(parent, state string) trace.SpanContext {
-	if parent == "" {
-		return trace.SpanContext{}
-	}
-	return trace.SpanContextFromContext(Extract(context.Background(), parent, state))
-}
 
 // Options are the measurement options of one attribute set, made once:
 // pass Record to a histogram's Record.

@@ -1,0 +1,120 @@
+package telemetry
+
+import (
+	"context"
+	"encoding/hex"
+
+	"go.opentelemetry.io/otel/trace"
+)
+
+// A task carries its trace as the W3C Trace Context's traceparent and
+// tracestate values. They are written and read here rather than with
+// OpenTelemetry's propagation.TraceContext, which reads and writes
+// through a carrier interface: a carrier and its strings allocated for
+// each task, read by every run of it. What is accepted is what
+// propagation.TraceContext accepts (TestParseMatchesTheW3CPropagator).
+
+// traceparentLen is the length of a version 00 traceparent:
+// 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>.
+const traceparentLen = 55
+
+// Inject returns the W3C traceparent and tracestate of the span in ctx,
+// "" and "" when ctx has no valid span context.
+func Inject(ctx context.Context) (parent, state string) {
+	sc := trace.SpanContextFromContext(ctx)
+	if !sc.IsValid() {
+		return "", ""
+	}
+	return Format(sc), sc.TraceState().String()
+}
+
+// Format returns the W3C traceparent of sc, which must be valid. Only
+// the flags the specification defines (sampled, random) are kept.
+func Format(sc trace.SpanContext) string {
+	var b [traceparentLen]byte
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b[0], b[1], b[2] = '0', '0', '-'
+	hex.Encode(b[3:35], tid[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], sid[:])
+	b[52] = '-'
+	flags := [1]byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))}
+	hex.Encode(b[53:55], flags[:])
+	return string(b[:])
+}
+
+// Extract returns ctx with the remote span context that parent and state
+// name, or ctx itself when parent is empty or malformed.
+func Extract(ctx context.Context, parent, state string) context.Context {
+	sc := SpanContext(parent, state)
+	if !sc.IsValid() {
+		return ctx
+	}
+	return trace.ContextWithRemoteSpanContext(ctx, sc)
+}
+
+// SpanContext returns the remote span context that parent and state
+// name, invalid when parent is empty or malformed. A malformed state is
+// dropped, the parent kept, as the W3C specification asks.
+func SpanContext(parent, state string) trace.SpanContext {
+	var cfg trace.SpanContextConfig
+	if !parseParent(parent, &cfg) {
+		return trace.SpanContext{}
+	}
+	if state != "" {
+		cfg.TraceState, _ = trace.ParseTraceState(state)
+	}
+	cfg.Remote = true
+	sc := trace.NewSpanContext(cfg)
+	if !sc.IsValid() { // an all-zero trace or span id
+		return trace.SpanContext{}
+	}
+	return sc
+}
+
+// parseParent reads a traceparent into cfg's ids and flags. Version 00
+// is exactly 55 characters; a later version (up to fe) may add fields
+// after the flags, separated by a dash.
+func parseParent(h string, cfg *trace.SpanContextConfig) bool {
+	if len(h) < traceparentLen || h[2] != '-' || h[35] != '-' || h[52] != '-' {
+		return false
+	}
+	var version, flags [1]byte
+	if !decodeLowerHex(version[:], h[0:2]) || version[0] == 0xff ||
+		!decodeLowerHex(cfg.TraceID[:], h[3:35]) ||
+		!decodeLowerHex(cfg.SpanID[:], h[36:52]) ||
+		!decodeLowerHex(flags[:], h[53:55]) {
+		return false
+	}
+	if version[0] == 0 && (len(h) != traceparentLen || flags[0] > 3) {
+		return false // version 00 has no more fields and no other flags
+	}
+	if len(h) > traceparentLen && h[traceparentLen] != '-' {
+		return false
+	}
+	cfg.TraceFlags = trace.TraceFlags(flags[0]) & (trace.FlagsSampled | trace.FlagsRandom)
+	return true
+}
+
+// decodeLowerHex decodes s, lower-case hex only, into dst (len(s)/2 bytes).
+func decodeLowerHex(dst []byte, s string) bool {
+	for i := range dst {
+		hi, ok1 := lowerHex(s[2*i])
+		lo, ok2 := lowerHex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}
