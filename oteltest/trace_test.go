@@ -15,9 +15,11 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
 )
 
 // span is what the tests read of an ended span.
@@ -193,4 +195,51 @@ func TestTraceContinuesTheRequestsTrace(t *testing.T) {
 	require.Len(t, enq, 1)
 	assert.Equal(t, "00-4bf92f3577b34da6a3ce929d0e0e4736-"+enq[0].SpanID+"-01", task.TraceParent,
 		"the task carries the enqueue span's context")
+}
+
+// TestUnsampledTaskRunsUntraced: the sampling decision is made once per
+// task, where it is enqueued: a task enqueued in a trace that was not
+// sampled starts no span when it runs, even on a worker whose sampler
+// would sample it; one enqueued in a sampled trace is traced there.
+func TestUnsampledTaskRunsUntraced(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(rec))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	qb, pb, store := backends[0].make(t)
+	reg := newRegistry()
+	// The broker traces nothing: its tasks carry the trace they are
+	// enqueued in as it came.
+	broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, TracerProvider: noop.NewTracerProvider()})
+	w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Concurrency: 2, TracerProvider: tp,
+		Backoff: func(int) time.Duration { return 0 }})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+	s := &stack{broker: broker, store: pb, backend: qb}
+
+	enqueue := func(parent string) string {
+		sc := telemetry.SpanContext(parent, "")
+		require.True(t, sc.IsValid())
+		id, err := broker.Enqueue(trace.ContextWithRemoteSpanContext(context.Background(), sc), flaky, nil, queue.EnqueueOptions{})
+		require.NoError(t, err)
+		return id
+	}
+	unsampled := enqueue("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
+	sampled := enqueue("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	require.Equal(t, progress.StateSuccess, s.wait(t, unsampled))
+	require.Equal(t, progress.StateSuccess, s.wait(t, sampled))
+
+	st := waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.run", keyTask, sampled)) == 2 })
+	for _, r := range st.of("flows.run", keyTask, sampled) {
+		assert.Equal(t, "0af7651916cd43dd8448eb211c80319c", r.TraceID)
+		assert.Equal(t, "b7ad6b7169203331", r.ParentID)
+	}
+	assert.Empty(t, st.of("flows.run", keyTask, unsampled), "the runs of a task whose trace was not sampled")
 }

@@ -245,13 +245,24 @@ func (j *job) startSpan() {
 		j.span = telemetry.NoSpan
 		return
 	}
-	ctx := telemetry.Extract(j.base, t.TraceParent, t.TraceState)
-	ctx, j.span = tr.Start(ctx, spanRun, telemetry.KindConsumer...)
-	if j.span.IsRecording() {
-		j.span.SetAttributes(telemetry.TaskID.String(t.ID), telemetry.Flow.String(t.Flow),
-			telemetry.Attempt.Int(t.Attempt), telemetry.Worker.String(j.w.cfg.Name))
+	parent := telemetry.SpanContext(t.TraceParent, t.TraceState)
+	if parent.IsValid() && !parent.IsSampled() {
+		// The task's trace was not sampled where it was enqueued: its
+		// runs are not traced either, and start no span (the SDK would
+		// make a non-recording one, and a context for it). The flow
+		// still runs in that trace, so that what it traces is not
+		// sampled on its own.
+		j.span = telemetry.NoSpan
+		j.base = trace.ContextWithRemoteSpanContext(j.base, parent)
+		return
 	}
-	j.base = ctx
+	ctx := j.base
+	if parent.IsValid() {
+		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+	}
+	// The run's attributes are set when it ends, all at once (see
+	// endSpan): one copy into the span instead of two.
+	j.base, j.span = tr.Start(ctx, spanRun, telemetry.KindConsumer...)
 }
 
 // runStarted notes the start of the flow's run, for the finish hooks and
@@ -297,15 +308,29 @@ func (j *job) endSpan() {
 	}
 	if !j.startedAt.IsZero() && j.w.tel.metrics.Active() {
 		wt := j.w.tel
-		wt.duration.Record(j.base, time.Since(j.startedAt).Seconds(), wt.byRun.Get([2]string{j.task.Flow, outcome}).Record...)
+		// The run's context, for an exemplar naming its trace, only when
+		// there is one to name: else the SDK would look for it through
+		// every layer of the context, for nothing.
+		ctx := context.Background()
+		if j.span.IsRecording() {
+			ctx = j.base
+		}
+		wt.duration.Record(ctx, time.Since(j.startedAt).Seconds(), wt.byRun.Get([2]string{j.task.Flow, outcome}).Record...)
 	}
 	if j.span.IsRecording() {
+		t := j.task
+		attrs := [6]attribute.KeyValue{telemetry.TaskID.String(t.ID), telemetry.Flow.String(t.Flow),
+			telemetry.Attempt.Int(t.Attempt), telemetry.Worker.String(j.w.cfg.Name)}
+		n := 4
 		if outcome != "" {
-			j.span.SetAttributes(telemetry.Outcome.String(outcome))
+			attrs[n] = telemetry.Outcome.String(outcome)
+			n++
 		}
 		if j.endState != "" {
-			j.span.SetAttributes(telemetry.State.String(string(j.endState)))
+			attrs[n] = telemetry.State.String(string(j.endState))
+			n++
 		}
+		j.span.SetAttributes(attrs[:n]...)
 	}
 	j.span.End()
 }

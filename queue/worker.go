@@ -144,8 +144,13 @@ type WorkerConfig struct {
 	// child of the span that enqueued the task (Task.TraceParent): the
 	// flow runs with that span in its context, so the spans it starts
 	// (flow/lcflow's steps, tools and model calls among them) join the
-	// task's trace. Nil means the global provider (otel.GetTracerProvider),
-	// which does nothing unless one is installed.
+	// task's trace. A task enqueued in a trace that was not sampled (its
+	// traceparent's sampled flag is off) is not traced when it runs,
+	// whatever this provider's sampler would decide: the decision is made
+	// once per task, where it is enqueued, and the run starts no span (the
+	// flow still runs in that trace, so what it traces is not sampled
+	// either under a parent-based sampler). Nil means the global provider
+	// (otel.GetTracerProvider), which does nothing unless one is installed.
 	TracerProvider trace.TracerProvider
 
 	// MeterProvider receives the worker's metrics: runs started, tasks

@@ -1,0 +1,73 @@
+//go:build unix
+
+package oteltest_test
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// dropExporter drops the spans it is given, as flowbench's does.
+type dropExporter struct{}
+
+func (dropExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (dropExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkSDKSpan is the OpenTelemetry SDK's own cost of one span as
+// the queue makes them (started, given its attributes, ended, batched to
+// an exporter that drops it), sampled and not: the floor of what tracing
+// costs per span, whatever the library does around it. A task is two
+// spans (its enqueue and its run).
+func BenchmarkSDKSpan(b *testing.B) {
+	for _, bc := range []struct {
+		name    string
+		sampler sdktrace.Sampler
+		batch   bool
+	}{
+		{"sampled", sdktrace.AlwaysSample(), true},
+		{"sampled-no-processor", sdktrace.AlwaysSample(), false},
+		{"unsampled", sdktrace.NeverSample(), true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			opts := []sdktrace.TracerProviderOption{sdktrace.WithSampler(bc.sampler)}
+			if bc.batch {
+				opts = append(opts, sdktrace.WithBatcher(dropExporter{}))
+			}
+			tp := sdktrace.NewTracerProvider(opts...)
+			defer func() { _ = tp.Shutdown(context.Background()) }()
+			tr := tp.Tracer("bench")
+			kind := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindConsumer)}
+			b.ReportAllocs()
+			cpu0 := cpuTime()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := context.Background()
+				for pb.Next() {
+					_, span := tr.Start(ctx, "flows.run", kind...)
+					if span.IsRecording() {
+						span.SetAttributes(attribute.String("flows.task.id", "0af7651916cd43dd8448eb211c80319c"),
+							attribute.String("flows.flow", "noop"), attribute.Int("flows.task.attempt", 1),
+							attribute.String("flows.run.outcome", "success"))
+					}
+					span.End()
+				}
+			})
+			_ = tp.ForceFlush(context.Background())
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+		})
+	}
+}
