@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -161,4 +163,44 @@ func taskStateOf(t *testing.T, broker *queue.Broker, id string) progress.State {
 	info, err := broker.Task(ctx, id)
 	require.NoError(t, err)
 	return info.Snapshot.State
+}
+
+// TestOpsPageLoadsMore lists more tasks than a page holds (50): "Load
+// more" brings the rest with the listing's cursor, with the keyboard, and
+// the refreshes that follow keep every loaded task listed.
+func TestOpsPageLoadsMore(t *testing.T) {
+	browser := startChromium(t)
+	url, broker := accessServer(t)
+	ctx := context.Background()
+	const n = 57
+	for range n {
+		_, err := broker.Enqueue(ctx, "report", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+	}
+	p := newOpsTab(t, browser, url, artifactsDir(t))
+	p.do("set the session", chromedp.Navigate(url+"/ops/"),
+		chromedp.Evaluate[chromedp.Void](`document.cookie = `+jsString(sessionCookie+"=op; path=/")), chromedp.Reload())
+	p.waitFor("the first page", `document.querySelectorAll('#task-rows > tr').length === 50 && !document.getElementById('more').hidden`)
+	assert.Contains(t, eval[string](p, `document.getElementById('list-status').textContent`), "50 tasks, more to load")
+	firstPage := rowIDs(p, "task-rows")
+
+	p.focusOn("#more")
+	p.press(kb.Enter)
+	p.waitFor("the rest", fmt.Sprintf(`document.querySelectorAll('#task-rows > tr').length === %d`, n))
+	ids := rowIDs(p, "task-rows")
+	assert.Equal(t, firstPage, ids[:50], "the next page comes after the first")
+	seen := map[string]bool{}
+	for _, id := range ids {
+		assert.False(t, seen[id], "task %s listed twice", id)
+		seen[id] = true
+	}
+	p.waitFor("no more to load", `document.getElementById('more').hidden`)
+	assert.Equal(t, "open link@"+ids[50], focused(p), "the focus moves to the first task loaded")
+	p.waitFor("the announcement", `document.getElementById('announcer').textContent.startsWith('Loaded 7 more')`)
+
+	// A few refreshes later, all are still listed.
+	points := eval[int](p, `Number(document.getElementById('throughput-chart').dataset.points)`)
+	require.Less(t, points, 58, "the chart counts the refreshes until it holds 60 points")
+	p.waitFor("two refreshes", fmt.Sprintf(`Number(document.getElementById('throughput-chart').dataset.points) >= %d`, points+2))
+	assert.Len(t, rowIDs(p, "task-rows"), n)
 }

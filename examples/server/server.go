@@ -351,7 +351,7 @@ func serve(ctx context.Context, cfg config, ln net.Listener) error {
 	go func() { workersDone <- run(workerCtx) }()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	logger.Info("flows demo server listening", "url", pageURL(ln.Addr()), "backend", backendName(cfg), "workers", cfg.Workers)
+	logger.Info("flows demo server listening", "url", pageURL(ln.Addr()), "ops", pageURL(ln.Addr())+"ops/", "backend", backendName(cfg), "workers", cfg.Workers)
 
 	var runErr error
 	select {

@@ -307,9 +307,12 @@
     if (reset) announce(listSummary());
   }
 
+  // loadMore adds the next page. A refresh that started before it ends
+  // would list fewer tasks: the generation moves on at both ends, so that
+  // such a refresh is dropped.
   async function loadMore() {
-    if (!list.next) return;
-    const generation = list.generation;
+    if (!list.next || moreButton.getAttribute('aria-disabled') === 'true') return;
+    const generation = ++list.generation;
     moreButton.setAttribute('aria-disabled', 'true');
     try {
       const page = await call(`tasks/?${filterQuery({ limit: PAGE_SIZE, cursor: list.next })}`);
@@ -318,6 +321,7 @@
       const added = (page.tasks || []).filter((t) => !known.has(t.task_id));
       list.tasks.push(...added);
       list.next = page.next_cursor || '';
+      list.generation++;
       const hadFocus = document.activeElement === moreButton;
       renderList();
       announce(`Loaded ${added.length} more. ${listSummary()}`);
