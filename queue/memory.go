@@ -559,7 +559,11 @@ func (m *Memory) Depth(ctx context.Context) (Depth, error) {
 	m.advance(time.Now())
 	d := Depth{Ready: int64(m.ready.len())}
 	for _, g := range m.gates {
-		d.Delayed += int64(g.waiting.len()) // waiting for a slot
+		for _, mt := range g.waiting.items[g.waiting.head:] {
+			if mt.state == memWaiting { // not cancelled meanwhile
+				d.Delayed++
+			}
+		}
 	}
 	for _, mt := range m.timers {
 		switch mt.state {

@@ -137,6 +137,41 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		assert.Equal(t, queue.Depth{Ready: 1, Delayed: 2}, depth, "one took the slot; the two waiting for it count as delayed")
 	})
 
+	t.Run("CancelWhileWaiting", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		d, ok := h.backend.(queue.DepthReader)
+		if !ok {
+			t.Skip("the backend has no Depth (optional)")
+		}
+		release := make(chan struct{})
+		var runs atomic.Int32
+		h.reg.MustRegister("single", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.Add(1)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return "ok", nil
+		}), registry.Concurrency(1))
+		h.start(queue.WorkerConfig{Concurrency: 4})
+		t.Cleanup(func() { close(release) }) // before the worker stops
+		first := h.enqueue("single", "", queue.EnqueueOptions{})
+		eventually(t, func() bool { return h.snapshot(first).State == progress.StateProgress }, "first task starts")
+		waiting := h.enqueue("single", "", queue.EnqueueOptions{})
+		require.NoError(t, h.broker.Cancel(context.Background(), waiting))
+
+		snap := h.waitTerminal(waiting)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		eventually(t, func() bool {
+			depth, err := d.Depth(context.Background())
+			require.NoError(t, err)
+			return depth == queue.Depth{Running: 1}
+		}, "the cancelled task leaves the line at once, without waiting for the slot")
+		assert.Equal(t, int32(1), runs.Load(), "the cancelled task never ran")
+		assert.Equal(t, progress.StateProgress, h.snapshot(first).State, "the first still holds the slot")
+	})
+
 	t.Run("Rate", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		ran := h.registerCountingWith("quota", registry.Rate(2, time.Hour))

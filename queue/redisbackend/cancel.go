@@ -14,7 +14,9 @@ import (
 // cancelScript marks the record while, in the same round trip, the id is
 // published on the queue's cancel channel (a shard channel of the queue's
 // slot; an id that names no task is ignored by the workers), then
-// readyScript makes the task ready at once if it waits in the delayed set.
+// readyScript makes the task ready at once if it waits in the delayed set
+// or in its flow's gate (see limit.go): its worker ends it without
+// running it, and without a slot.
 // Retry does the same two steps in the opposite order, so that a cancelled
 // task never stays delayed whatever the interleaving.
 func (b *Backend) Cancel(ctx context.Context, id string) error {
@@ -26,20 +28,32 @@ func (b *Backend) Cancel(ctx context.Context, id string) error {
 	c := b.client
 	reply, _ := b.runLeaseScript(ctx, cancelScript, []string{b.taskKey(id)}, nil,
 		rueidis.Commands{c.B().Spublish().Channel(b.cancelChannel()).Message(id).Build()})
-	n, err := reply.AsInt64()
-	if err != nil {
+	if err := reply.Error(); err != nil {
 		return b.wrap(ctx, "cancel task "+id, err)
 	}
-	if n == 0 {
+	found, err := reply.ToArray()
+	if err != nil || len(found) != 2 {
 		return fmt.Errorf("%w: %s", queue.ErrNotFound, id)
 	}
-	return b.makeReady(ctx, id)
+	// The task may wait in its flow's gate, if its flow is limited: the
+	// record names the flow (a Limit is not stored), and a gate that does
+	// not hold it costs one ZREM.
+	var t queue.Task
+	if rec, err := found[1].ToString(); err == nil && decodeRec(rec, &t) == nil && t.Flow != "" {
+		return b.makeReady(ctx, id, t.Flow)
+	}
+	return b.makeReady(ctx, id, "")
 }
 
-// makeReady moves a delayed task to the stream (see readyScript). ctx
-// comes from bound.
-func (b *Backend) makeReady(ctx context.Context, id string) error {
-	err := readyScript.exec(ctx, b.client, []string{b.delayedKey(), b.streamKey()}, []string{id}).Error()
+// makeReady moves a delayed task to the stream (see readyScript), or a
+// task of flow waiting in its flow's gate when flow is not "". ctx comes
+// from bound.
+func (b *Backend) makeReady(ctx context.Context, id, flow string) error {
+	keys := []string{b.delayedKey(), b.streamKey()}
+	if flow != "" {
+		keys = append(keys, b.gateKey(flow))
+	}
+	err := readyScript.exec(ctx, b.client, keys, []string{id}).Error()
 	return b.wrap(ctx, "make task "+id+" ready", err)
 }
 

@@ -247,14 +247,18 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	if err != nil {
 		return err
 	}
-	if time.Until(at) > 0 {
+	gated := ""
+	if l.Task.Limit.On() {
+		gated = l.Task.Flow
+	}
+	if time.Until(at) > 0 || gated != "" {
 		c := b.client
 		flag, err := c.Do(ctx, c.B().Hget().Key(b.taskKey(id)).Field(recCancelled).Build()).ToString()
 		if err != nil && !rueidis.IsRedisNil(err) {
 			return b.wrap(ctx, "retry task "+id, err)
 		}
 		if flag == "1" {
-			return b.makeReady(ctx, id)
+			return b.makeReady(ctx, id, gated)
 		}
 	}
 	return nil
