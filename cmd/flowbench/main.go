@@ -104,6 +104,7 @@ type config struct {
 	Runs         int
 	N            int
 	Concurrency  int
+	Workers      int      // workers of the rate scenario
 	Events       int      // progress events per task
 	Steps        int      // flow.Step calls per task (throughput)
 	Hooks        int      // no-op finish hooks of the throughput worker
@@ -146,6 +147,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.Runs, "runs", fullDefaults.Runs, "runs of each scenario")
 	fs.IntVar(&cfg.N, "n", fullDefaults.N, "tasks of the throughput scenario")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 256, "flows the worker runs at once")
+	fs.IntVar(&cfg.Workers, "workers", 1, "workers of the rate scenario, each with -concurrency slots, on one queue, as several worker processes run")
 	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
 	fs.IntVar(&cfg.Steps, "steps", 0, "durable steps per task of the throughput flow (flow.Step, 1 KB output each), to measure what a checkpoint costs")
 	fs.IntVar(&cfg.Hooks, "hooks", 0, "no-op finish hooks (queue.WorkerConfig.OnFinish) of the throughput worker, to measure what hooks cost")
@@ -201,7 +203,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if cfg.Cluster && (cfg.Backend != "redis" || cfg.RedisURL != "") {
 		return config{}, errors.New("-cluster starts a cluster of its own: it takes neither -backend memory nor REDIS_URL (a cluster at REDIS_URL is found by itself)")
 	}
-	for name, v := range map[string]int{"masters": cfg.Masters, "runs": cfg.Runs, "n": cfg.N, "concurrency": cfg.Concurrency, "producers": cfg.Producers, "clients": cfg.Clients, "conns": cfg.Conns} {
+	for name, v := range map[string]int{"masters": cfg.Masters, "runs": cfg.Runs, "n": cfg.N, "concurrency": cfg.Concurrency, "producers": cfg.Producers, "clients": cfg.Clients, "conns": cfg.Conns, "workers": cfg.Workers} {
 		if v < 1 {
 			return config{}, fmt.Errorf("-%s must be at least 1, got %d", name, v)
 		}

@@ -47,7 +47,7 @@ func benchRate(ctx context.Context, e *env, p *printer) error {
 			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU)
 		runs = append(runs, r)
 	}
-	par := params("rate", rate, "duration", cfg.Duration, "events", cfg.Events, "concurrency", cfg.Concurrency, "backend", cfg.Backend)
+	par := params("rate", rate, "duration", cfg.Duration, "events", cfg.Events, "concurrency", cfg.Concurrency, "workers", max(cfg.Workers, 1), "backend", cfg.Backend)
 	p.figure("rate", "tasks/s", collect(runs, func(r rateRun) float64 { return r.tasksPerSec }), par)
 	p.figure("rate", "cpu us/task process", collect(runs, func(r rateRun) float64 { return r.cpu }), par)
 	if !e.redis() {
@@ -83,8 +83,10 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 	done := newTerminals(st.store, warmups+total)
 	broker := queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg})
 	wq, ws := workerPair(st, done)
-	stop := startWorker(wq, ws, nil, reg, cfg.Concurrency, providers{})
-	defer stop()
+	for i := range max(cfg.Workers, 1) {
+		stop := startNamedWorker(fmt.Sprintf("flowbench-%d", i+1), wq, ws, nil, reg, cfg.Concurrency, providers{})
+		defer stop()
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration+time.Minute)
 	defer cancel()

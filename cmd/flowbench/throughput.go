@@ -100,10 +100,16 @@ func (t *terminals) check() error {
 // called; stop waits for it to finish what it holds. The flows' steps are
 // recorded in cps (nil: in store, if it keeps checkpoints).
 func startWorker(backend queue.Backend, store progress.Store, cps progress.CheckpointStore, reg *registry.Registry, concurrency int, p providers, hooks ...queue.FinishHook) (stop func()) {
+	return startNamedWorker("flowbench", backend, store, cps, reg, concurrency, p, hooks...)
+}
+
+// startNamedWorker is startWorker for a worker of the given name: workers
+// of one queue need names of their own.
+func startNamedWorker(name string, backend queue.Backend, store progress.Store, cps progress.CheckpointStore, reg *registry.Registry, concurrency int, p providers, hooks ...queue.FinishHook) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := queue.NewWorker(backend, store, queue.WorkerConfig{
 		Registry:       reg,
-		Name:           "flowbench",
+		Name:           name,
 		Concurrency:    concurrency,
 		OnFinish:       hooks,
 		Checkpoints:    cps,
