@@ -49,6 +49,14 @@ type BrokerConfig struct {
 	// same trace. Nil means the global provider (otel.GetTracerProvider),
 	// which does nothing unless one is installed.
 	TracerProvider trace.TracerProvider
+	// CallerLimits bound the starts of each caller (EnqueueOptions.Caller):
+	// a rate, and a cap on its tasks waiting to start. An Enqueue over
+	// one fails with a *CallerLimitError (ErrCallerLimit) and enqueues
+	// nothing. The backend keeps the counts, so every Broker on one Redis
+	// shares them; give them all the same limits. The zero value limits
+	// nothing; DefaultCallerLimits returns generous ones. NewBroker panics
+	// on a negative field.
+	CallerLimits CallerLimits
 	// MeterProvider receives the Broker's metrics: tasks enqueued, tasks
 	// cancelled while pending, and the depth of the queue (see the
 	// package documentation). Nil means the global provider
@@ -79,6 +87,10 @@ type EnqueueOptions struct {
 	// scoped by Owner: the same key from two owners names two tasks. See
 	// IdempotentID.
 	IdempotencyKey string
+	// Caller names who asks, for BrokerConfig.CallerLimits: usually the
+	// Owner, or the client's address for an anonymous caller (ssehttp
+	// passes "ip:" and the address). "" is subject to no caller limit.
+	Caller string
 }
 
 // Broker accepts, cancels and looks up tasks, and re-queues dead ones. It
@@ -94,6 +106,11 @@ type Broker struct {
 	// app is set when the backend is the store and appends to tasks it
 	// is given the record of.
 	app taskAppender
+	// admitter checks caller limits (nil when BrokerConfig.CallerLimits
+	// is off); limCreator is creator checking them in the same step, when
+	// the backend offers it.
+	admitter   callerAdmitter
+	limCreator limitedCreator
 }
 
 // NewBroker returns a Broker that queues tasks in backend and records
@@ -120,8 +137,20 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 	if cfg.Registry == nil {
 		cfg.Registry = registry.Default
 	}
+	if err := cfg.CallerLimits.Validate(); err != nil {
+		panic("queue: NewBroker: " + err.Error())
+	}
+	cfg.CallerLimits = cfg.CallerLimits.withDefaults()
 	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
-	return &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, app: s.app, tel: newBrokerTelemetry(cfg, backend)}
+	b := &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, app: s.app, tel: newBrokerTelemetry(cfg, backend)}
+	if cfg.CallerLimits.On() {
+		var ok bool
+		if b.admitter, ok = backend.(callerAdmitter); !ok {
+			panic(fmt.Sprintf("queue: NewBroker: BrokerConfig.CallerLimits set, but the backend (%T) cannot enforce them", backend))
+		}
+		b.limCreator, _ = s.creator.(limitedCreator)
+	}
+	return b
 }
 
 // Enqueue accepts a task for the named flow and returns its id. The task
@@ -161,16 +190,30 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 		t.ID = IdempotentID(opts.Owner, opts.IdempotencyKey)
 	}
 	ctx, span := b.tel.startSpan(ctx, spanEnqueue, t, trace.SpanContext{})
-	if opts.IdempotencyKey == "" {
-		err = b.add(ctx, t)
-	} else {
-		err = b.addOnce(ctx, t)
+	switch limited := b.limited(opts); {
+	case limited && opts.IdempotencyKey == "" && b.limCreator != nil:
+		err = b.addLimited(ctx, t, opts.Caller)
+	case limited:
+		if err = b.admit(ctx, t, opts); err == nil {
+			err = b.addKeyed(ctx, t, opts.IdempotencyKey)
+		}
+	default:
+		err = b.addKeyed(ctx, t, opts.IdempotencyKey)
 	}
 	b.tel.endSpan(ctx, span, t, err)
 	if err != nil {
 		return "", err
 	}
 	return t.ID, nil
+}
+
+// addKeyed is add for a task without an idempotency key, addOnce for
+// one with.
+func (b *Broker) addKeyed(ctx context.Context, t *Task, key string) error {
+	if key == "" {
+		return b.add(ctx, t)
+	}
+	return b.addOnce(ctx, t)
 }
 
 // add records the new task t as PENDING and enqueues it, in one step if
@@ -203,6 +246,18 @@ func (b *Broker) create(ctx context.Context, t *Task) error {
 	}
 	if _, err := b.store.Append(ctx, t.ID, progress.Event{Type: progress.EventState, State: progress.StatePending, Status: t.Limit.Waiting(t.Flow)}); err != nil {
 		return fmt.Errorf("queue: record task: %w", err)
+	}
+	return nil
+}
+
+// addLimited is add in one step with the caller limits checked in it.
+func (b *Broker) addLimited(ctx context.Context, t *Task, caller string) error {
+	err := b.limCreator.CreateAndEnqueueLimited(ctx, t, caller, b.cfg.CallerLimits)
+	switch {
+	case errors.Is(err, ErrCallerLimit):
+		return err
+	case err != nil:
+		return fmt.Errorf("queue: enqueue task: %w", err)
 	}
 	return nil
 }

@@ -59,6 +59,8 @@ type Memory struct {
 	// gateNext is when the rate of a flow next lets a waiting task start,
 	// zero if none waits for that (set by advance).
 	gateNext time.Time
+	callers  map[string]*memCaller // caller limits (see memory_callerlimits.go)
+	admitted uint64                // AdmitCaller calls, for sweeps of callers
 }
 
 type memState int

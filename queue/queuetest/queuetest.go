@@ -55,6 +55,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("Worker", func(t *testing.T) { runWorker(t, newBackends) })
 	t.Run("FinishHooks", func(t *testing.T) { runFinishHooks(t, newBackends) })
 	t.Run("Idempotency", func(t *testing.T) { runIdempotency(t, newBackends) })
+	t.Run("CallerLimits", func(t *testing.T) { runCallerLimits(t, newBackends) })
 	t.Run("Inspector", func(t *testing.T) { runInspector(t, newBackends) })
 	t.Run("Steps", func(t *testing.T) { runSteps(t, newBackends) })
 	t.Run("Wait", func(t *testing.T) { runWait(t, newBackends) })

@@ -76,6 +76,10 @@ func TestRoundTrips(t *testing.T) {
 
 	flows := flowsNamed("f")
 	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flows})
+	limited := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flows, CallerLimits: queue.DefaultCallerLimits()})
+	// Warm up the caller limits' script.
+	_, err = limited.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Caller: "warm", IdempotencyKey: "warm"})
+	require.NoError(t, err)
 	require.NoError(t, b.CreateAndEnqueue(ctx, newTask()))
 	// Warm up the dead-letter scripts too.
 	held := leaseOne(t, b)
@@ -138,6 +142,14 @@ func TestRoundTrips(t *testing.T) {
 			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "round trips"})
 			return err
 		}, 2},
+		{"Broker.Enqueue with caller limits: checked in the same script", func() error {
+			_, err := limited.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Caller: "alice"})
+			return err
+		}, 1},
+		{"Broker.Enqueue with caller limits and an idempotency key: admit, Create, Enqueue", func() error {
+			_, err := limited.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Caller: "alice", IdempotencyKey: "limited"})
+			return err
+		}, 3},
 		{"Broker.Enqueue with the backend passed as the store", func() error {
 			_, err := queue.NewBroker(b, b, queue.BrokerConfig{Registry: flows}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err

@@ -16,7 +16,7 @@ import (
 var packageScripts = []*script{
 	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, ackScript,
 	finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript, heartbeatScript,
-	checkpointScript, admitScript,
+	checkpointScript, admitScript, callerAdmitScript,
 }
 
 // luaFileNames returns the names of the embedded files under dir.

@@ -155,6 +155,12 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
 	}
+	return b.create(ctx, t, nil)
+}
+
+// create is CreateAndEnqueue with the caller-limit values of
+// create_task.lua (nil for none).
+func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) error {
 	now := time.Now()
 	fields := recordFields(t)
 	if t.Limit.On() {
@@ -162,7 +168,7 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 		// it: it goes to its flow's gate below.
 		fields = append(fields, [2]string{fieldStatus, t.Limit.Waiting(t.Flow)})
 	}
-	args := make([]string, 4, 4+2*len(fields))
+	args := make([]string, 4, 5+2*len(fields)+len(limits))
 	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
 	if !b.cluster && !t.Limit.On() {
 		args[1] = t.ID
@@ -175,6 +181,8 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	for _, f := range fields {
 		args = append(args, f[0], f[1])
 	}
+	args = append(args, strconv.Itoa(len(limits)))
+	args = append(args, limits...)
 	_, err := b.creates.do(ctx, createCall{task: t, args: args, now: now})
 	if replyCode(err) == "EXISTS" {
 		return fmt.Errorf("%w: %q", progress.ErrExists, t.ID)

@@ -9,24 +9,41 @@
 --   ms), ARGV[7] longest wait of a fetcher (ms), then, for each task: the
 --   time to live of its hash (ms), its id if the script is to queue it or
 --   "", its due time (Unix ms), the number of record values k, and k
---   values: the record's fields and values
+--   values: the record's fields and values, then the number of caller
+--   limit values n (0 or 7), and n values: the caller's rate key and
+--   pending set, starts, per (ms), max pending, how long to keep the
+--   pending set (ms) and the task's id, as admit_caller takes them (see
+--   lib/caller_limits.lua)
 --
--- Returns, for each task, 1, or an "EXISTS" error when it has a snapshot
--- (then nothing of that task is written). A record without a snapshot
--- (left by Enqueue under the same id) is replaced. The queue's keys are on
+-- Returns, for each task, 1, or an "EXISTS" error when it has a snapshot,
+-- or the "LIMIT" error of admit_caller when its caller is over a limit
+-- (then nothing of that task is written). The caller's keys are on another
+-- Cluster slot than the task's, so a Cluster client passes no caller
+-- limits and checks them first (caller_admit.lua). A record without a
+-- snapshot (left by Enqueue under the same id) is replaced. The queue's keys are on
 -- another Cluster slot than a task's, so they are given in ARGV: a Cluster
 -- client passes "" for the id and queues the task itself.
 --@include lib/clock.lua
 --@include lib/schedule.lua
+--@include lib/caller_limits.lua
 local now, wakeWithin = tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {}
 local a = 8
 for t = 1, #KEYS do
   local task = KEYS[t]
   local ttl, queued, due, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local l = a + 4 + k
+  local n = tonumber(ARGV[l])
   local found = redis.call('EXISTS', task) == 1
+  local refused = nil
   if found and redis.call('HEXISTS', task, 'state') == 1 then
-    out[t] = redis.error_reply('EXISTS task already exists')
+    refused = redis.error_reply('EXISTS task already exists')
+  elseif n > 0 then
+    refused = admit_caller(ARGV[l + 1], ARGV[l + 2], tonumber(ARGV[l + 3]), tonumber(ARGV[l + 4]),
+      tonumber(ARGV[l + 5]), ARGV[l + 7], ARGV[l + 6])
+  end
+  if refused then
+    out[t] = refused
   else
     if found then
       redis.call('DEL', task)
@@ -39,6 +56,6 @@ for t = 1, #KEYS do
     end
     out[t] = 1
   end
-  a = a + 4 + k
+  a = l + 1 + n
 end
 return out
