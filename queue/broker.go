@@ -163,6 +163,13 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 // often a *flow.InputError). The task gets the inputs as the validation
 // returns them: nil inputs become {}. See EnqueueTyped for a flow built
 // with flow.Typed.
+//
+// With BrokerConfig.CallerLimits set, an Enqueue whose
+// EnqueueOptions.Caller is over a limit fails with a *CallerLimitError
+// (ErrCallerLimit) and enqueues nothing. On Redis the check goes in the
+// round trip that enqueues; with an idempotency key, or on a Cluster
+// client, it takes one round trip more. A refused start is not counted;
+// an accepted one is, even if the enqueue then fails.
 func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts EnqueueOptions) (string, error) {
 	entry, inputs, err := b.check(flowName, inputs)
 	if err != nil {
