@@ -106,13 +106,19 @@ func (h *Handler) caller(w http.ResponseWriter, r *http.Request, action Action) 
 // when Authorize refuses. It returns the task as the queue read it when it
 // had to be read (the owner was asked for), nil otherwise.
 func (h *Handler) taskAccess(w http.ResponseWriter, r *http.Request, action Action, id string) (*queue.TaskInfo, bool) {
+	_, info, ok := h.taskAccessAs(w, r, action, id)
+	return info, ok
+}
+
+// taskAccessAs is taskAccess that also returns the caller.
+func (h *Handler) taskAccessAs(w http.ResponseWriter, r *http.Request, action Action, id string) (Principal, *queue.TaskInfo, bool) {
 	if !queue.ValidID(id) {
 		writeError(w, http.StatusNotFound, "task not found")
-		return nil, false
+		return Principal{}, nil, false
 	}
 	p, ok := h.identify(w, r)
 	if !ok {
-		return nil, false
+		return p, nil, false
 	}
 	a := Access{Action: action, Principal: p, TaskID: id}
 	insp, canRead := h.cfg.Queue.(TaskInspector)
@@ -120,12 +126,12 @@ func (h *Handler) taskAccess(w http.ResponseWriter, r *http.Request, action Acti
 		// Nothing to check against the task: an operator may use every
 		// task, and without a TaskInspector (then Identify is nil, see
 		// New) there is no owner to compare.
-		return nil, h.authorize(w, r, a)
+		return p, nil, h.authorize(w, r, a)
 	}
 	info, err := insp.Task(r.Context(), id)
 	if err != nil {
 		h.notFoundOr(w, r, "get task", err)
-		return nil, false
+		return p, nil, false
 	}
 	if info.Task != nil {
 		a.Flow, a.Owner = info.Task.Flow, info.Task.Owner
@@ -134,7 +140,7 @@ func (h *Handler) taskAccess(w http.ResponseWriter, r *http.Request, action Acti
 		// A task whose record is gone has no known owner: only operators
 		// may still see it.
 		writeError(w, http.StatusNotFound, "task not found")
-		return nil, false
+		return p, nil, false
 	}
-	return info, h.authorize(w, r, a)
+	return p, info, h.authorize(w, r, a)
 }

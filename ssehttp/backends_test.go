@@ -31,6 +31,9 @@ type site struct {
 	reg     *registry.Registry
 	broker  *queue.Broker
 	insp    *queue.Inspector
+	// reopen returns backends on the same data as backend and store, as
+	// another process would have: on Redis, another client.
+	reopen func(t *testing.T) (queue.Backend, progress.Backend)
 }
 
 // backendKinds are the backends the HTTP tests that must hold on both run
@@ -38,46 +41,67 @@ type site struct {
 // own.
 var backendKinds = []struct {
 	name string
-	make func(t *testing.T) (queue.Backend, progress.Backend)
+	// make returns new backends, and how to open them again.
+	make func(t *testing.T) (queue.Backend, progress.Backend, func(t *testing.T) (queue.Backend, progress.Backend))
 }{
-	{"Memory", func(t *testing.T) (queue.Backend, progress.Backend) {
-		return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+	{"Memory", func(t *testing.T) (queue.Backend, progress.Backend, func(t *testing.T) (queue.Backend, progress.Backend)) {
+		b, s := queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+		return b, s, func(*testing.T) (queue.Backend, progress.Backend) { return b, s }
 	}},
-	{"Redis", func(t *testing.T) (queue.Backend, progress.Backend) {
+	{"Redis", func(t *testing.T) (queue.Backend, progress.Backend, func(t *testing.T) (queue.Backend, progress.Backend)) {
 		srv := redistest.Start(t)
-		b, err := redisbackend.New(srv.Client(t), redisbackend.Config{Logger: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		t.Cleanup(func() { require.NoError(t, b.Close()) })
-		return b, b
+		open := func(t *testing.T) (queue.Backend, progress.Backend) {
+			b, err := redisbackend.New(srv.Client(t), redisbackend.Config{Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(t, err)
+			t.Cleanup(func() { require.NoError(t, b.Close()) })
+			return b, b
+		}
+		b, s := open(t)
+		return b, s, open
 	}},
 }
 
 // onEachBackend runs test once per backend kind, as a subtest.
 func onEachBackend(t *testing.T, test func(t *testing.T, s *site)) {
 	for _, kind := range backendKinds {
-		t.Run(kind.name, func(t *testing.T) {
-			backend, store := kind.make(t)
-			reg := registry.New()
-			for _, name := range []string{"poem_flow", "other_flow"} {
-				reg.MustRegister(name, noopFlow())
-			}
-			quiet := slog.New(slog.DiscardHandler)
-			s := &site{
-				backend: backend, store: store, reg: reg,
-				broker: queue.NewBroker(backend, store.(progress.Store), queue.BrokerConfig{Registry: reg, Logger: quiet}),
-				insp:   queue.NewInspector(backend, store.(progress.Store), queue.InspectorConfig{Logger: quiet}),
-			}
-			test(t, s)
-		})
+		t.Run(kind.name, func(t *testing.T) { test(t, newSite(t, kind.make)) })
 	}
 }
 
-// serve serves a new Handler of the site with cfg (Queue, Progress,
-// Registry and Logger filled in) until the test ends, and returns its
-// URL.
+// newSite returns a site on the backends that open makes.
+func newSite(t *testing.T, open func(t *testing.T) (queue.Backend, progress.Backend, func(t *testing.T) (queue.Backend, progress.Backend))) *site {
+	backend, store, reopen := open(t)
+	reg := registry.New()
+	for _, name := range []string{"poem_flow", "other_flow"} {
+		reg.MustRegister(name, noopFlow())
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	return &site{
+		backend: backend, store: store, reg: reg,
+		broker: queue.NewBroker(backend, store.(progress.Store), queue.BrokerConfig{Registry: reg, Logger: quiet}),
+		insp:   queue.NewInspector(backend, store.(progress.Store), queue.InspectorConfig{Logger: quiet}),
+		reopen: reopen,
+	}
+}
+
+// process returns a Broker with bc (Registry and Logger filled in) on
+// backends reopened as another process would, and the progress store it
+// goes with.
+func (s *site) process(t *testing.T, bc queue.BrokerConfig) (*queue.Broker, progress.Backend) {
+	backend, store := s.reopen(t)
+	bc.Registry, bc.Logger = s.reg, slog.New(slog.DiscardHandler)
+	return queue.NewBroker(backend, store.(progress.Store), bc), store
+}
+
+// serve serves a new Handler of the site with cfg until the test ends,
+// and returns its URL. Registry and Logger are filled in, and Queue and
+// Progress when not set: the site's broker and store.
 func (s *site) serve(t *testing.T, cfg ssehttp.Config) string {
 	t.Helper()
-	cfg.Queue, cfg.Progress, cfg.Registry = s.broker, s.store, s.reg
+	if cfg.Queue == nil {
+		cfg.Queue, cfg.Progress = s.broker, s.store
+	}
+	cfg.Registry = s.reg
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}

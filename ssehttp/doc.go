@@ -82,6 +82,9 @@
 //	     key repeated in one object of the inputs is refused for every
 //	     flow, see flow.Validate); an Idempotency-Key used before for
 //	     another flow or other inputs
+//	429  a caller over its start rate or its cap on waiting tasks
+//	     (queue.BrokerConfig.CallerLimits), or its cap on open streams
+//	     (Config.MaxStreamsPerCaller); with a Retry-After header
 //	500  anything else (a generic message)
 //	503  the queue or the store cannot be reached in time (an error wrapping
 //	     queue.ErrUnavailable, a deadline or a network error), on every

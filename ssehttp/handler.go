@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -111,6 +112,24 @@ type Config struct {
 	// a warning is logged once otherwise. Zero means DefaultBodyTimeout.
 	BodyTimeout time.Duration
 
+	// TrustedProxies are the addresses of the reverse proxies in front of
+	// the Handler, whose X-Forwarded-For it believes when it names an
+	// anonymous caller by its address (for caller limits). A request from
+	// one of them is taken to come from the right-most address of
+	// X-Forwarded-For that is not one of them; any other request from its
+	// own address (the host of http.Request.RemoteAddr), whatever headers
+	// it sends. Empty: X-Forwarded-For is never believed.
+	TrustedProxies []netip.Prefix
+
+	// MaxStreamsPerCaller caps the task-status streams one caller (its
+	// Principal.ID, or its address when anonymous) holds open at once:
+	// one more is answered with 429 and a Retry-After of Retry. The count
+	// is per Handler, so per process: with n web processes behind a
+	// balancer a caller may hold up to n times as many. Zero: no cap.
+	// The start rate and the cap on waiting tasks of each caller are the
+	// queue's: see queue.BrokerConfig.CallerLimits.
+	MaxStreamsPerCaller int
+
 	// MaxWait caps the long poll of GET /tasks/{id}/?wait=<duration>: a
 	// longer wait asked for is cut to it. Zero means DefaultMaxWait.
 	MaxWait time.Duration
@@ -183,6 +202,8 @@ type Handler struct {
 	tel  *handlerTelemetry
 	// noDeadline warns once that read deadlines cannot be set.
 	noDeadline sync.Once
+	// streams counts the open streams of each caller.
+	streams streamSlots
 }
 
 // New returns a Handler serving the API with cfg. It panics if cfg.Queue or
@@ -198,8 +219,8 @@ func New(cfg Config) *Handler {
 	if _, ok := cfg.Queue.(TaskInspector); cfg.Identify != nil && !ok {
 		panic("ssehttp.New: Config.Identify needs a Queue that is a TaskInspector, to find the owner of a task")
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 || cfg.BodyTimeout < 0 || cfg.MaxWait < 0 {
-		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry, WriteTimeout, BodyTimeout or MaxWait")
+	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 || cfg.BodyTimeout < 0 || cfg.MaxWait < 0 || cfg.MaxStreamsPerCaller < 0 {
+		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry, WriteTimeout, BodyTimeout, MaxWait or MaxStreamsPerCaller")
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = registry.Default

@@ -30,8 +30,9 @@ type startResponse struct {
 // (413), the JSON (400), the flow name (400),
 // the authorizer (403), the flow (404 when no such flow is registered),
 // then the queue, which checks the inputs (422: not an object, or failing
-// the flow's schema; see Queue) and may be unavailable (503). The task is
-// owned by the caller.
+// the flow's schema; see Queue), may refuse the caller for its limits
+// (429, see queue.BrokerConfig.CallerLimits) and may be unavailable (503).
+// The task is owned by the caller.
 //
 // With an Idempotency-Key, the queue is asked for an idempotent enqueue
 // (queue.EnqueueOptions.IdempotencyKey), scoped by the caller's
@@ -103,7 +104,10 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	if span.IsRecording() {
 		span.SetAttributes(telemetry.Flow.String(name))
 	}
-	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{Owner: p.ID, IdempotencyKey: key})
+	id, err := h.cfg.Queue.Enqueue(ctx, name, inputs, queue.EnqueueOptions{Owner: p.ID, IdempotencyKey: key, Caller: h.callerName(r, p)})
+	if h.callerLimited(w, err) {
+		return
+	}
 	switch {
 	case errors.Is(err, registry.ErrUnknownFlow):
 		writeError(w, http.StatusNotFound, err.Error())

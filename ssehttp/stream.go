@@ -20,7 +20,8 @@ const maxEventIDLen = 256
 // the package documentation for what the stream carries.
 func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	if _, ok := h.taskAccess(w, r, ActionWatch, id); !ok {
+	p, _, ok := h.taskAccessAs(w, r, ActionWatch, id)
+	if !ok {
 		return
 	}
 	lastID := r.Header.Get("Last-Event-ID")
@@ -36,6 +37,12 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+
+	release, ok := h.streamSlot(w, r, p)
+	if !ok {
+		return
+	}
+	defer release()
 
 	ctx := r.Context()
 	sub, err := h.open(ctx, id, lastID)

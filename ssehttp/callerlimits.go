@@ -1,0 +1,140 @@
+package ssehttp
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flowsrun/flows/queue"
+)
+
+// Caller limits: the start rate and the cap on waiting tasks of each
+// caller are the queue's (queue.BrokerConfig.CallerLimits), which the
+// Handler names the caller for; the cap on open streams is the Handler's
+// own (Config.MaxStreamsPerCaller).
+
+// callerName names the caller of r, whose principal is p, for caller
+// limits: its Principal.ID, or, for an anonymous caller, "ip:" and its
+// address (see clientIP).
+func (h *Handler) callerName(r *http.Request, p Principal) string {
+	if p.ID != "" {
+		return p.ID
+	}
+	return "ip:" + h.clientIP(r)
+}
+
+// clientIP returns the address of the client of r: the host of
+// r.RemoteAddr; or, when that address is in Config.TrustedProxies, the
+// right-most address of the X-Forwarded-For headers that is not, since
+// each trusted proxy appends the address it got the request from. An
+// entry that is not an address ends the walk at the one after it.
+func (h *Handler) clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || !h.trusted(addr.Unmap()) {
+		return host
+	}
+	client := addr.Unmap()
+	values := r.Header.Values("X-Forwarded-For")
+	for i := len(values) - 1; i >= 0; i-- {
+		hops := strings.Split(values[i], ",")
+		for j := len(hops) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[j]))
+			if err != nil {
+				return client.String()
+			}
+			client = hop.Unmap()
+			if !h.trusted(client) {
+				return client.String()
+			}
+		}
+	}
+	return client.String()
+}
+
+// trusted reports whether addr is one of Config.TrustedProxies.
+func (h *Handler) trusted(addr netip.Addr) bool {
+	for _, p := range h.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+// tooMany answers 429 with a Retry-After of wait, rounded up to whole
+// seconds (at least one).
+func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
+	w.Header().Set("Retry-After", strconv.FormatInt(int64(max((wait+time.Second-1)/time.Second, 1)), 10))
+	writeError(w, http.StatusTooManyRequests, msg)
+}
+
+// callerLimited answers err when it is a refusal by a caller limit of the
+// queue (429; the Retry-After of the rate, or Config.Retry for the cap on
+// waiting tasks), and reports whether it did.
+func (h *Handler) callerLimited(w http.ResponseWriter, err error) bool {
+	var le *queue.CallerLimitError
+	if !errors.As(err, &le) {
+		return false
+	}
+	wait := le.RetryAfter
+	if wait <= 0 {
+		wait = h.cfg.Retry
+	}
+	tooMany(w, wait, le.Error())
+	return true
+}
+
+// streamSlots counts the open streams of each caller, in this process.
+type streamSlots struct {
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// take counts one more stream of caller, unless it holds max already; it
+// reports whether it did.
+func (s *streamSlots) take(caller string, max int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[caller] >= max {
+		return false
+	}
+	if s.open == nil {
+		s.open = map[string]int{}
+	}
+	s.open[caller]++
+	return true
+}
+
+// release counts one stream of caller less.
+func (s *streamSlots) release(caller string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.open[caller]--; s.open[caller] <= 0 {
+		delete(s.open, caller)
+	}
+}
+
+// streamSlot takes a stream slot of the caller of r for the stream's life
+// when Config.MaxStreamsPerCaller is set, and answers 429 when the caller
+// has none left. It returns the release to defer, or false when the
+// request was answered.
+func (h *Handler) streamSlot(w http.ResponseWriter, r *http.Request, p Principal) (func(), bool) {
+	if h.cfg.MaxStreamsPerCaller <= 0 {
+		return func() {}, true
+	}
+	caller := h.callerName(r, p)
+	if !h.streams.take(caller, h.cfg.MaxStreamsPerCaller) {
+		tooMany(w, h.cfg.Retry, "too many streams open; close one first")
+		return nil, false
+	}
+	return func() { h.streams.release(caller) }, true
+}

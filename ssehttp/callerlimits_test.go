@@ -1,0 +1,197 @@
+package ssehttp_test
+
+import (
+	"context"
+	"net/http"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/ssehttp"
+)
+
+// plain is a start-task of poem_flow, sent as user ("" for none) with the
+// headers of more (name, value pairs).
+func plain(user string, more ...string) startReq {
+	h := map[string]string{}
+	if user != "" {
+		h["Authorization"] = "Bearer " + user
+	}
+	for i := 0; i+1 < len(more); i += 2 {
+		h[more[i]] = more[i+1]
+	}
+	return startReq{body: `{"flow":"poem_flow"}`, headers: h}
+}
+
+func TestCallerLimits(t *testing.T) {
+	onEachBackend(t, func(t *testing.T, s *site) {
+		t.Run("BurstOverTheRateOnTwoProcesses", func(t *testing.T) {
+			const burst, calls = 5, 16
+			lim := queue.BrokerConfig{CallerLimits: queue.CallerLimits{Starts: burst, Per: time.Hour}}
+			var bases []string
+			for range 2 {
+				broker, store := s.process(t, lim)
+				bases = append(bases, s.serve(t, ssehttp.Config{Queue: broker, Progress: store}))
+			}
+			before := s.taskCount(t)
+			statuses, retry := make([]int, calls), make([]string, calls)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range calls {
+				wg.Go(func() {
+					<-start
+					var h http.Header
+					statuses[i], _, h = postStart(t, bases[i%2], plain(""))
+					if h != nil {
+						retry[i] = h.Get("Retry-After")
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			ok := 0
+			for i := range calls {
+				switch statuses[i] {
+				case http.StatusOK:
+					ok++
+				case http.StatusTooManyRequests:
+					assert.Contains(t, []string{"720", "719"}, retry[i], "call %d: the next start is due an hour/5 after the burst", i)
+				default:
+					t.Errorf("call %d: status %d", i, statuses[i])
+				}
+			}
+			assert.Equal(t, burst, ok, "one anonymous address, one limit, shared by both processes")
+			assert.Equal(t, before+burst, s.taskCount(t), "the refused starts started nothing")
+		})
+
+		t.Run("EachPrincipalItsOwnRate", func(t *testing.T) {
+			broker, store := s.process(t, queue.BrokerConfig{CallerLimits: queue.CallerLimits{Starts: 2, Per: time.Hour}})
+			base := s.serve(t, ssehttp.Config{Queue: broker, Progress: store, Identify: bearerIdentify})
+			for _, user := range []string{"carol", "dave"} {
+				for i := range 2 {
+					status, msg, _ := postStart(t, base, plain(user))
+					require.Equal(t, http.StatusOK, status, "%s start %d: %s", user, i+1, msg)
+				}
+				status, msg, h := postStart(t, base, plain(user))
+				assert.Equal(t, http.StatusTooManyRequests, status, user)
+				assert.Contains(t, msg, "too many tasks started")
+				assert.NotEmpty(t, h.Get("Retry-After"))
+			}
+		})
+
+		t.Run("WaitingCap", func(t *testing.T) {
+			broker, store := s.process(t, queue.BrokerConfig{CallerLimits: queue.CallerLimits{MaxPending: 2}})
+			base := s.serve(t, ssehttp.Config{Queue: broker, Progress: store, Identify: bearerIdentify})
+			for i := range 2 {
+				status, msg, _ := postStart(t, base, plain("erin"))
+				require.Equal(t, http.StatusOK, status, "start %d: %s", i+1, msg)
+			}
+			status, msg, h := postStart(t, base, plain("erin"))
+			assert.Equal(t, http.StatusTooManyRequests, status)
+			assert.Equal(t, "too many tasks waiting to start; try again once some have started", msg)
+			assert.Equal(t, "3", h.Get("Retry-After"), "Config.Retry")
+			status, _, _ = postStart(t, base, plain("frank"))
+			assert.Equal(t, http.StatusOK, status, "another caller waits in its own line")
+		})
+
+		t.Run("StreamCap", func(t *testing.T) {
+			base := s.serve(t, ssehttp.Config{Identify: bearerIdentify, MaxStreamsPerCaller: 2})
+			status, id, _ := postStart(t, base, plain("gina"))
+			require.Equal(t, http.StatusOK, status, id)
+			first := openStream(t, base, id, "gina")
+			require.Equal(t, http.StatusOK, first.status)
+			second := openStream(t, base, id, "gina")
+			require.Equal(t, http.StatusOK, second.status)
+			third := openStream(t, base, id, "gina")
+			assert.Equal(t, http.StatusTooManyRequests, third.status)
+			assert.Equal(t, "3", third.header.Get("Retry-After"))
+			third.close()
+			op := openStream(t, base, id, "op")
+			assert.Equal(t, http.StatusOK, op.status, "another caller has streams of its own")
+			op.close()
+
+			first.close()
+			deadline := time.Now().Add(testTimeout)
+			for {
+				again := openStream(t, base, id, "gina")
+				again.close()
+				if again.status == http.StatusOK {
+					break
+				}
+				require.Equal(t, http.StatusTooManyRequests, again.status)
+				require.True(t, time.Now().Before(deadline), "a closed stream's place was never freed")
+				time.Sleep(10 * time.Millisecond)
+			}
+			second.close()
+		})
+	})
+}
+
+// openedStream is a GET /task-status/{id}/ whose answer has begun.
+type openedStream struct {
+	status int
+	header http.Header
+	close  func()
+}
+
+// openStream opens the task's event stream as user and leaves it open
+// until close (called at the end of the test at the latest).
+func openStream(t *testing.T, base, id, user string) openedStream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/task-status/"+id+"/", nil)
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+user)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		require.NoError(t, err)
+	}
+	var once sync.Once
+	closeIt := func() {
+		once.Do(func() {
+			cancel()
+			resp.Body.Close()
+		})
+	}
+	t.Cleanup(closeIt)
+	return openedStream{status: resp.StatusCode, header: resp.Header, close: closeIt}
+}
+
+func TestCallerAddress(t *testing.T) {
+	local := netip.MustParsePrefix("127.0.0.0/8")
+	for _, tc := range []struct {
+		name    string
+		trusted []netip.Prefix
+		// xff are the X-Forwarded-For of three starts from 127.0.0.1, with
+		// one start an hour allowed per caller.
+		xff  [3]string
+		want [3]int
+	}{
+		{"not trusted: the connection's address", nil,
+			[3]string{"203.0.113.1", "203.0.113.2", ""}, [3]int{200, 429, 429}},
+		{"trusted proxy: the address it was given", []netip.Prefix{local},
+			[3]string{"203.0.113.1", "203.0.113.2", "203.0.113.1"}, [3]int{200, 200, 429}},
+		{"the right-most untrusted hop, not a forged one", []netip.Prefix{local},
+			[3]string{"203.0.113.1", "198.51.100.7, 203.0.113.1", "203.0.113.3, 127.0.0.9"}, [3]int{200, 429, 200}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSite(t, backendKinds[0].make)
+			broker, store := s.process(t, queue.BrokerConfig{CallerLimits: queue.CallerLimits{Starts: 1, Per: time.Hour}})
+			base := s.serve(t, ssehttp.Config{Queue: broker, Progress: store, TrustedProxies: tc.trusted})
+			for i, xff := range tc.xff {
+				var more []string
+				if xff != "" {
+					more = []string{"X-Forwarded-For", xff}
+				}
+				status, msg, _ := postStart(t, base, plain("", more...))
+				assert.Equal(t, tc.want[i], status, "start %d (X-Forwarded-For %q): %s", i+1, xff, msg)
+			}
+		})
+	}
+}
