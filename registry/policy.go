@@ -2,7 +2,6 @@ package registry
 
 import (
 	"fmt"
-	"maps"
 	"time"
 )
 
@@ -129,5 +128,5 @@ func (r *Registry) Limited() map[string]Policy {
 			out[name] = e.Policy
 		}
 	}
-	return maps.Clone(out)
+	return out
 }
