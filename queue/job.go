@@ -40,6 +40,8 @@ type job struct {
 	// runCtx is the context of the flow's run, once it starts: its cause
 	// says whether the run's writes are refused (see fenced).
 	runCtx atomic.Pointer[context.Context]
+	// cancelRun cancels the flow's run, once it starts (see taskGone).
+	cancelRun atomic.Pointer[context.CancelCauseFunc]
 }
 
 // logger returns the worker's logger with the task's id, flow and
@@ -220,6 +222,7 @@ func (j *job) run(f flow.Flow) {
 		defer stop()
 	}
 	j.runCtx.Store(&ctx)
+	j.cancelRun.Store(&cancel)
 	// A Cancel that landed after the fetch read the task was announced
 	// before this run was tracked: track finds it among the recent ones.
 	defer j.w.untrack(t.ID, j.w.track(t.ID, cancel))

@@ -165,7 +165,8 @@ func lostRun(cause error) bool {
 // fencedStore is the store of a job's reporter: it refuses every Append
 // once the run's lease is lost or its worker has lapsed, so that a flow
 // that goes on after that (one that resumed from a freeze, or was
-// abandoned) writes nothing into the task the next attempt owns.
+// abandoned) writes nothing into the task the next attempt owns. An
+// Append that finds the task gone stops the run (see taskGone).
 type fencedStore struct {
 	progress.Store
 	j *job
@@ -175,7 +176,11 @@ func (s *fencedStore) Append(ctx context.Context, taskID string, events ...progr
 	if err := s.j.fenced(); err != nil {
 		return "", err
 	}
-	return s.Store.Append(ctx, taskID, events...)
+	last, err := s.Store.Append(ctx, taskID, events...)
+	if errors.Is(err, progress.ErrNotFound) {
+		s.j.taskGone()
+	}
+	return last, err
 }
 
 // fenced returns an error wrapping ErrLeaseLost if j may no longer write

@@ -30,6 +30,8 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 		// The task may have been taken back: if not, it is handed back
 		// to run again at once (the lease guards it).
 		j.giveBack(time.Now(), EndWorkerLost)
+	case errors.Is(cause, errTaskGone):
+		j.dropGone(returned)
 	case errors.Is(cause, errShutdown):
 		if succeeded {
 			j.succeed(out.result)
