@@ -125,6 +125,10 @@
 // to limit (1000) per call, and says whether more are left. The queue
 // package's Inspector documents the rest.
 //
+// Package [github.com/flowsrun/flows/ssehttp/opspage] serves a web page
+// for operators on these routes: stats with live charts, the listing, a
+// task's live stream, cancel and requeue.
+//
 // # Event stream
 //
 // GET /task-status/{id}/ answers 404 (as a JSON error, before any stream
