@@ -135,6 +135,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	case cfg.WaitReplicas > 0 && cfg.RedisURL == "":
 		return config{}, errors.New("-wait-replicas needs REDIS_URL: in memory there are no replicas")
+	case cfg.OpsRefresh < opspage.MinRefresh:
+		return config{}, fmt.Errorf("-ops-refresh %v: must be at least %v", cfg.OpsRefresh, opspage.MinRefresh)
 	case cfg.Workers < 0:
 		return config{}, fmt.Errorf("-workers must be 0 or more, got %d", cfg.Workers)
 	case cfg.Workers == 0 && cfg.RedisURL == "":

@@ -324,6 +324,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "bad REDIS_URL", env: map[string]string{"REDIS_URL": "http://example.com"}, wantErr: "REDIS_URL"},
 		{name: "braces in the queue", args: []string{"-queue", "a{b}"}, wantErr: "-queue"},
 		{name: "empty prefix", args: []string{"-prefix", ""}, wantErr: "-prefix"},
+		{name: "ops page refresh too fast", args: []string{"-ops-refresh", "10ms"}, wantErr: "-ops-refresh 10ms: must be at least 100ms"},
 		{name: "CORS origins from the environment", env: map[string]string{"FLOWS_CORS_ORIGINS": "https://app.example, http://localhost:5173,"},
 			addr: ":8080", workers: 8, origins: []string{"https://app.example", "http://localhost:5173"}},
 		{name: "CORS origins flag", args: []string{"-cors-origins", "https://b.example"}, env: map[string]string{"FLOWS_CORS_ORIGINS": "https://app.example"},
