@@ -69,6 +69,15 @@ func runCallerLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend
 		requireNothingReady(t, h.backend)
 	})
 
+	t.Run("RateFinerThanTheClock", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		h.declare("poem")
+		b := broker(h, queue.CallerLimits{Starts: 1 << 30, Per: time.Second})
+		for range 3 {
+			h.enqueueWith(b, "alice", queue.EnqueueOptions{})
+		}
+	})
+
 	t.Run("MaxPending", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		h.declare("poem")

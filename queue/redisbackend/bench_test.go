@@ -48,6 +48,21 @@ func BenchmarkEnqueue(b *testing.B) {
 		}
 		b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
 	})
+	b.Run("BrokerCallerLimits", func(b *testing.B) {
+		// The same with a start rate and a waiting cap checked in the
+		// create script, set high enough that nothing is refused.
+		broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: flowsNamed("f"),
+			CallerLimits: queue.CallerLimits{Starts: 1 << 30, Per: time.Second, MaxPending: 1 << 30}})
+		inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
+		b.ReportAllocs()
+		before := counter.trips.Load()
+		for b.Loop() {
+			if _, err := broker.Enqueue(ctx, "f", inputs, queue.EnqueueOptions{Caller: "alice"}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
+	})
 }
 
 func BenchmarkAppend(b *testing.B) {

@@ -36,7 +36,7 @@ local function admit_caller(rate, pending, starts, per, maxPending, id, keep)
     if wait > 0 then
       return redis.error_reply(string.format('LIMIT starts %d', math.ceil(wait)))
     end
-    redis.call('SET', rate, string.format('%.3f', tat), 'PX', math.ceil(tat - clock))
+    redis.call('SET', rate, string.format('%.3f', tat), 'PX', math.max(1, math.ceil(tat - clock)))
   end
   if maxPending > 0 and not again then
     redis.call('ZADD', pending, clock, id)
