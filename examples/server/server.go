@@ -81,6 +81,8 @@ type config struct {
 	// Notify are the notifications about finished tasks, from the
 	// environment (see examples/notifications); none when empty.
 	Notify notifications.Config
+	// Limits are the limits per caller; all off unless set.
+	Limits callerLimits
 	// OpsRefresh is how often the operators' page at /ops/ reads the
 	// stats, the listing and the dead letters; zero means
 	// opspage.DefaultRefresh.
@@ -121,12 +123,16 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	origins := fs.String("cors-origins", getenv("FLOWS_CORS_ORIGINS"), "comma-separated origins of front ends elsewhere that may use the API, as in https://app.example.com (env FLOWS_CORS_ORIGINS)")
 	fs.DurationVar(&cfg.BodyTimeout, "body-timeout", ssehttp.DefaultBodyTimeout, "how long a client may take to send a request body")
 	fs.DurationVar(&cfg.OpsRefresh, "ops-refresh", opspage.DefaultRefresh, "how often the operators' page at /ops/ reads the stats and the listing")
+	limits := callerLimitFlags(fs, getenv)
 	fs.BoolVar(&cfg.Healthcheck, "healthcheck", false, "instead of serving, ask the server on -addr for GET /flows/ and exit 0 if it answers 200, else 1 (for container health checks)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	n, err := redisurl.WaitReplicas(*waitReplicas)
 	if err != nil {
+		return config{}, err
+	}
+	if cfg.Limits, err = limits(); err != nil {
 		return config{}, err
 	}
 	cfg.WaitReplicas = n
@@ -246,7 +252,8 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 			logger.Warn("flushing the telemetry failed", "err", err)
 		}
 	}
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg, TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg, CallerLimits: cfg.Limits.Queue,
+		TracerProvider: tel.TracerProvider, MeterProvider: tel.MeterProvider})
 	notifier, err := notifications.New(cfg.Notify, broker, logger)
 	if err != nil {
 		release()
@@ -289,6 +296,9 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		BodyTimeout: cfg.BodyTimeout,
 		Inspector:   queue.NewInspector(backend, store, queue.InspectorConfig{History: hist.Lister(), Logger: logger}),
 		Logger:      logger,
+		// Limits per caller: off unless set (-caller-starts...).
+		MaxStreamsPerCaller: cfg.Limits.MaxStreams,
+		TrustedProxies:      cfg.Limits.TrustedProxies,
 		// The start-task span and the open streams.
 		TracerProvider: tel.TracerProvider,
 		MeterProvider:  tel.MeterProvider,
