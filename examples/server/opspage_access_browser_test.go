@@ -204,3 +204,26 @@ func TestOpsPageLoadsMore(t *testing.T) {
 	p.waitFor("two refreshes", fmt.Sprintf(`Number(document.getElementById('throughput-chart').dataset.points) >= %d`, points+2))
 	assert.Len(t, rowIDs(p, "task-rows"), n)
 }
+
+// TestOpsPageRestsWhenHidden checks that a page in a hidden tab stops
+// reading the API, and catches up when shown again.
+func TestOpsPageRestsWhenHidden(t *testing.T) {
+	browser := startChromium(t)
+	url, _ := accessServer(t)
+	p := newOpsTab(t, browser, url, artifactsDir(t))
+	p.do("set the session", chromedp.Navigate(url+"/ops/"),
+		chromedp.Evaluate[chromedp.Void](`document.cookie = `+jsString(sessionCookie+"=op; path=/")), chromedp.Reload())
+	p.waitFor("two readings", `Number(document.getElementById('throughput-chart').dataset.points) >= 2`)
+	points := func() int { return eval[int](p, `Number(document.getElementById('throughput-chart').dataset.points)`) }
+	visible := func(v bool) {
+		p.do("hide or show the tab", chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`Object.defineProperty(document, 'hidden', { value: %t, configurable: true }),
+			document.dispatchEvent(new Event('visibilitychange'))`, !v)))
+	}
+
+	visible(false)
+	hidden := points()
+	time.Sleep(10 * opsRefresh) // ten refreshes, were it reading
+	assert.LessOrEqual(t, points(), hidden+1, "a hidden page reads nothing (one reading may have been under way)")
+	visible(true)
+	p.waitFor("readings again", fmt.Sprintf(`Number(document.getElementById('throughput-chart').dataset.points) >= %d`, hidden+3))
+}

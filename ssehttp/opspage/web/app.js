@@ -758,9 +758,11 @@
   let again = false;
 
   // refresh reads the stats, the listing and the dead letters, then
-  // schedules the next refresh.
+  // schedules the next refresh. A page in a hidden tab reads nothing: it
+  // catches up when it is shown again.
   async function refresh() {
     clearTimeout(timer);
+    if (document.hidden) return;
     if (running) {
       again = true; // once this one is done
       return;
@@ -806,6 +808,9 @@
     }
   });
   window.addEventListener('pagehide', closeStream);
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden) refresh();
+  });
 
   syncCancelMatching();
   loadFlows();
