@@ -12,7 +12,9 @@ import (
 )
 
 // callerLimits are the limits per caller the server is told (README:
-// Limits per caller): all off unless set.
+// Limits per caller). In memory all are off unless set; on Redis, the
+// server open to many, a limit not set is a generous default
+// (redisDefaultLimits) and 0 turns it off.
 type callerLimits struct {
 	// Queue are the start rate and the cap on waiting tasks
 	// (queue.BrokerConfig.CallerLimits).
@@ -25,17 +27,25 @@ type callerLimits struct {
 	TrustedProxies []netip.Prefix
 }
 
+// redisDefaultLimits are the caller limits of a server on Redis whose
+// flags leave them unset: queue.DefaultCallerLimits (600 starts a minute,
+// 1,000 tasks waiting) and 100 open streams per caller and process.
+func redisDefaultLimits() callerLimits {
+	return callerLimits{Queue: queue.DefaultCallerLimits(), MaxStreams: 100}
+}
+
 // callerLimitFlags defines the flags of the caller limits on fs, their
 // defaults from the environment through getenv, and returns the func
-// that reads them once fs is parsed.
-func callerLimitFlags(fs *flag.FlagSet, getenv func(string) string) func() (callerLimits, error) {
+// that reads them once fs is parsed, starting from defaults: a flag left
+// unset keeps the default's value, 0 turns its limit off.
+func callerLimitFlags(fs *flag.FlagSet, getenv func(string) string) func(defaults callerLimits) (callerLimits, error) {
 	starts := fs.String("caller-starts", getenv("FLOWS_CALLER_STARTS"), "starts a caller may make per -caller-per, e.g. 600; empty or 0: no limit (env FLOWS_CALLER_STARTS)")
 	per := fs.String("caller-per", getenv("FLOWS_CALLER_PER"), "the window of -caller-starts; empty: 1m (env FLOWS_CALLER_PER)")
 	pending := fs.String("caller-max-pending", getenv("FLOWS_CALLER_MAX_PENDING"), "tasks of one caller that may wait to start, e.g. 1000; empty or 0: no cap (env FLOWS_CALLER_MAX_PENDING)")
 	streams := fs.String("caller-max-streams", getenv("FLOWS_CALLER_MAX_STREAMS"), "task-status streams one caller may hold open in this process; empty or 0: no cap (env FLOWS_CALLER_MAX_STREAMS)")
 	proxies := fs.String("trusted-proxies", getenv("FLOWS_TRUSTED_PROXIES"), "comma-separated addresses or CIDRs of the proxies whose X-Forwarded-For names an anonymous caller (env FLOWS_TRUSTED_PROXIES)")
-	return func() (callerLimits, error) {
-		var l callerLimits
+	return func(defaults callerLimits) (callerLimits, error) {
+		l := defaults
 		var err error
 		for _, n := range []struct {
 			name string

@@ -21,7 +21,7 @@ func TestParseCallerLimits(t *testing.T) {
 	}
 	got, err := parse(nil, nil)
 	require.NoError(t, err)
-	assert.Equal(t, callerLimits{}, got, "all off unless set")
+	assert.Equal(t, callerLimits{}, got, "in memory, all off unless set")
 
 	got, err = parse([]string{"-caller-starts", "60", "-caller-max-streams", "4"}, map[string]string{
 		"FLOWS_CALLER_STARTS": "5", "FLOWS_CALLER_PER": "10s", "FLOWS_CALLER_MAX_PENDING": "100",
@@ -35,6 +35,18 @@ func TestParseCallerLimits(t *testing.T) {
 			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("192.168.1.7/32"),
 		},
 	}, got, "flags win over the environment")
+
+	redis := map[string]string{"REDIS_URL": "redis://127.0.0.1:6379/0"} // parsed only, never dialled
+	got, err = parse(nil, redis)
+	require.NoError(t, err)
+	assert.Equal(t, redisDefaultLimits(), got, "on Redis, generous defaults")
+	assert.Equal(t, callerLimits{Queue: queue.CallerLimits{Starts: 600, Per: time.Minute, MaxPending: 1000}, MaxStreams: 100},
+		got, "the defaults the README gives")
+
+	got, err = parse([]string{"-caller-starts", "0", "-caller-max-streams", "5"}, redis)
+	require.NoError(t, err)
+	assert.Equal(t, callerLimits{Queue: queue.CallerLimits{Starts: 0, Per: time.Minute, MaxPending: 1000}, MaxStreams: 5},
+		got, "on Redis, 0 turns a limit off and a flag replaces its default")
 
 	for _, bad := range [][]string{
 		{"-caller-starts", "-1"}, {"-caller-starts", "many"}, {"-caller-per", "0s"},

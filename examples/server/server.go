@@ -81,7 +81,8 @@ type config struct {
 	// Notify are the notifications about finished tasks, from the
 	// environment (see examples/notifications); none when empty.
 	Notify notifications.Config
-	// Limits are the limits per caller; all off unless set.
+	// Limits are the limits per caller: in memory all off unless set, on
+	// Redis generous defaults (redisDefaultLimits) unless set.
 	Limits callerLimits
 	// OpsRefresh is how often the operators' page at /ops/ reads the
 	// stats, the listing and the dead letters; zero means
@@ -132,7 +133,11 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	if err != nil {
 		return config{}, err
 	}
-	if cfg.Limits, err = limits(); err != nil {
+	var defaults callerLimits
+	if cfg.RedisURL != "" {
+		defaults = redisDefaultLimits()
+	}
+	if cfg.Limits, err = limits(defaults); err != nil {
 		return config{}, err
 	}
 	cfg.WaitReplicas = n
@@ -296,7 +301,8 @@ func newServer(cfg config) (http.Handler, func(ctx context.Context) error, error
 		BodyTimeout: cfg.BodyTimeout,
 		Inspector:   queue.NewInspector(backend, store, queue.InspectorConfig{History: hist.Lister(), Logger: logger}),
 		Logger:      logger,
-		// Limits per caller: off unless set (-caller-starts...).
+		// Limits per caller (-caller-starts...): in memory off unless
+		// set, on Redis generous defaults.
 		MaxStreamsPerCaller: cfg.Limits.MaxStreams,
 		TrustedProxies:      cfg.Limits.TrustedProxies,
 		// The start-task span and the open streams.
