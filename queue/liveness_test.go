@@ -18,16 +18,22 @@ import (
 
 // cutOffRegistry is a Memory whose heartbeats fail while cut is set: a
 // worker cut off from its backend, as a frozen or partitioned one is.
+// beats counts the heartbeats that reached the Memory.
 type cutOffRegistry struct {
 	*queue.Memory
-	cut atomic.Bool
+	cut   atomic.Bool
+	beats atomic.Int64
 }
 
 func (r *cutOffRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	if r.cut.Load() {
 		return errors.New("cut off")
 	}
-	return r.Memory.Heartbeat(ctx, w)
+	err := r.Memory.Heartbeat(ctx, w)
+	if err == nil {
+		r.beats.Add(1)
+	}
+	return err
 }
 
 // TestWorkerLapseStopsFlowAndFencesItsReports: a worker whose heartbeats
@@ -36,7 +42,15 @@ func (r *cutOffRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) erro
 // taken their tasks back; what a stopped flow reports afterwards is
 // refused, and the task is handed back, its next attempt saying the
 // worker was lost.
+//
+// The interval is far above the scheduling noise of a loaded machine: the
+// worker must not lapse on its own before the test cuts it off, and its
+// heartbeats (each given at most an interval) must get through before.
+// The test waits for events, not for time: a heartbeat that succeeded
+// after the first report (without one, the worker never lapses), then the
+// flow's cancellation.
 func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
+	const heartbeat = 300 * time.Millisecond
 	s := newSetup()
 	b := &cutOffRegistry{Memory: s.mem}
 	started := make(chan struct{})
@@ -53,7 +67,7 @@ func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 		return "late result", nil
 	}))
 	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
-		Registry: s.reg, Heartbeat: 20 * time.Millisecond, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
+		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
 	}))
 	id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 3})
 	select {
@@ -66,6 +80,10 @@ func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 		require.NoError(t, err)
 		return len(snap.Details.StepResults) > 0
 	}, waitLong, 5*time.Millisecond, "the first report was not recorded")
+	beats := b.beats.Load()
+	require.Eventually(t, func() bool { return b.beats.Load() > beats }, waitLong, 5*time.Millisecond,
+		"no heartbeat reached the backend after the first report")
+	require.Nil(t, cause.Load(), "the worker lapsed before it was cut off: heartbeats stalled for %v", heartbeat*queue.MissedBeats)
 	b.cut.Store(true)
 	require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
 		"the flow's context was not cancelled while the worker was cut off")
