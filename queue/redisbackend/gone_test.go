@@ -130,3 +130,19 @@ func nothingLeased(t *testing.T, srv *redistest.Server, prefix string) bool {
 	require.NoError(t, err)
 	return n == 0
 }
+
+// TestAppendOnAReplicaIsRefusedNotNotFound: an Append that reaches a
+// read-only replica lacking the task (a former primary rejoining after a
+// failover, reached by a client that has not yet followed the failover)
+// fails without saying that the task is gone: a worker stops and drops
+// the run of a task that Append reports gone, and the drop, reaching the
+// new primary, would lose a live task.
+func TestAppendOnAReplicaIsRefusedNotNotFound(t *testing.T) {
+	replica := redistest.StartReplica(t, redistest.Start(t), redistest.Options{})
+	b := newBackend(t, newClient(t, replica), redisbackend.Config{})
+	id := newTask().ID
+	_, err := b.Append(context.Background(), id, progress.LogEvent("on the replica"))
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, progress.ErrNotFound, "the replica does not have the task, the primary may")
+	assert.ErrorContains(t, err, "READONLY")
+}

@@ -77,9 +77,13 @@ func TestScriptFilesAreDocumented(t *testing.T) {
 	}
 }
 
-// leadingComment returns the comment lines a file opens with.
+// leadingComment returns the comment lines a file opens with, after its
+// shebang line if it has one.
 func leadingComment(text string) string {
 	var b strings.Builder
+	if strings.HasPrefix(text, "#!") { // a script's flags (see append.lua)
+		_, text, _ = strings.Cut(text, "\n")
+	}
 	for line := range strings.Lines(text) {
 		if !strings.HasPrefix(line, "--") || strings.HasPrefix(line, includeDirective) {
 			break

@@ -1,3 +1,4 @@
+#!lua
 -- append: records the events of one or more Append calls, each all or
 -- nothing, in order; calls of several tasks go together when Appends are
 -- batched.
@@ -9,6 +10,13 @@
 --
 -- Returns one reply per call, as append of lib/append.lua gives it: the
 -- id of the call's last event, or a NOTFOUND or FINISHED error.
+--
+-- The shebang (a script with flags, none here; Redis 7) makes a read-only
+-- replica refuse the script (READONLY) before it runs. Without it, a
+-- replica that lacks the task, as a former primary does while it rejoins
+-- after a failover, would answer NOTFOUND, and a worker whose client has
+-- not yet followed the failover would stop the run and drop a live task
+-- (see gone.go in package queue).
 --@include lib/append.lua
 local out = {}
 local a = 3
