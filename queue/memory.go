@@ -549,9 +549,10 @@ func (h *timerHeap) Pop() any {
 	return mt
 }
 
-// Depth implements DepthReader. It counts the delayed and leased tasks
-// one by one: it takes time in proportion to them, not to every task
-// kept.
+// Depth implements DepthReader. It counts the ready, delayed and leased
+// tasks one by one: it takes time in proportion to them, not to every
+// task kept. A cancelled task that waits for a worker to drop it is not
+// Ready: it waits for no run.
 func (m *Memory) Depth(ctx context.Context) (Depth, error) {
 	if err := ctx.Err(); err != nil {
 		return Depth{}, err
@@ -559,7 +560,12 @@ func (m *Memory) Depth(ctx context.Context) (Depth, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.advance(time.Now())
-	d := Depth{Ready: int64(m.ready.len())}
+	var d Depth
+	for _, mt := range m.ready.items[m.ready.head:] {
+		if !mt.task.Cancelled { // a cancelled task waits for no run
+			d.Ready++
+		}
+	}
 	for _, g := range m.gates {
 		for _, mt := range g.waiting.items[g.waiting.head:] {
 			if mt.state == memWaiting { // not cancelled meanwhile

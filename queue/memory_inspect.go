@@ -56,8 +56,8 @@ func (m *Memory) Retire(ctx context.Context, worker string) error {
 }
 
 // memView is what an Inspector reads of a Memory backend: every task it
-// holds, when the task waiting longest became ready, and the size of the
-// dead-letter set.
+// holds, when the task waiting longest became ready (a cancelled one
+// waits for no run: it is left out), and the size of the dead-letter set.
 type memView struct {
 	tasks       []*Task
 	oldestReady time.Time
@@ -72,7 +72,7 @@ func (m *Memory) view() memView {
 	v := memView{tasks: make([]*Task, 0, len(m.tasks)), dead: int64(len(m.dead))}
 	for _, mt := range m.tasks {
 		v.tasks = append(v.tasks, mt.task.clone())
-		if mt.state == memReady && (v.oldestReady.IsZero() || mt.readyAt.Before(v.oldestReady)) {
+		if mt.state == memReady && !mt.task.Cancelled && (v.oldestReady.IsZero() || mt.readyAt.Before(v.oldestReady)) {
 			v.oldestReady = mt.readyAt
 		}
 	}

@@ -10,9 +10,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/queuetest"
+	"github.com/flowsrun/flows/registry"
 )
 
 func TestMemoryConformance(t *testing.T) {
@@ -216,4 +218,56 @@ func TestMemoryEndedContext(t *testing.T) {
 			return false
 		}
 	}, waitLong, time.Millisecond)
+}
+
+// TestMemoryStatsLeaveOutCancelledPending checks that pending tasks
+// cancelled while no worker runs are not counted as waiting (Ready,
+// OldestReady): they ended, FAILURE, though the backend holds them until
+// a worker takes and drops them.
+func TestMemoryStatsLeaveOutCancelledPending(t *testing.T) {
+	ctx := context.Background()
+	m := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	reg := registry.New()
+	reg.MustRegister("waits", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	b := queue.NewBroker(m, store, queue.BrokerConfig{Registry: reg})
+	in := queue.NewInspector(m, store, queue.InspectorConfig{})
+	var ids []string
+	for range 3 {
+		id, err := b.Enqueue(ctx, "waits", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		ids = append(ids, id)
+		time.Sleep(3 * time.Millisecond) // the first waits longest
+	}
+	st, err := in.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(3), st.Ready, "before the cancellations")
+	oldest := st.OldestReady
+	require.False(t, oldest.IsZero())
+
+	require.NoError(t, in.Cancel(ctx, ids[0]))
+	st, err = in.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(2), st.Ready, "a cancelled task is not waiting")
+	assert.True(t, st.OldestReady.After(oldest), "oldest ready %v, the cancelled task's %v", st.OldestReady, oldest)
+
+	for _, id := range ids[1:] {
+		require.NoError(t, in.Cancel(ctx, id))
+	}
+	st, err = in.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, queue.StateCounts{Failure: 3}, st.Counts)
+	assert.Equal(t, int64(0), st.Ready, "cancelled tasks are not waiting")
+	assert.True(t, st.OldestReady.IsZero(), "nothing waits: %v", st.OldestReady)
+	depth, err := m.Depth(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, queue.Depth{}, depth)
+
+	// A worker still takes them, to drop them.
+	leases, err := m.Fetch(ctx, "w", 3, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 3)
+	for _, l := range leases {
+		assert.True(t, l.Task.Cancelled, "task %s", l.Task.ID)
+	}
 }
