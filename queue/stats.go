@@ -21,14 +21,17 @@ const LatencySample = 200
 type Stats struct {
 	// At is when it was taken.
 	At time.Time `json:"at"`
-	// Counts are the tasks the backend holds, by state.
+	// Counts are the tasks the backend holds, by the state of their
+	// progress record. A task waiting between two attempts is PROGRESS
+	// (it started and has not ended) though no worker runs it: Running,
+	// not Counts.Progress, is what runs now.
 	Counts StateCounts `json:"counts"`
 	// Flows are the same counts for each flow with any task, by name.
 	Flows []FlowCounts `json:"flows"`
 	// Ready is the number of tasks due and waiting for a worker; Delayed
 	// the number waiting for their start time or a retry; Running the
 	// number leased to a worker now: the backend's Depth, when it is a
-	// DepthReader.
+	// DepthReader. A task waiting for its retry is Delayed, not Running.
 	Ready   int64 `json:"ready"`
 	Delayed int64 `json:"delayed"`
 	Running int64 `json:"running"`

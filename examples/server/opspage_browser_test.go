@@ -163,7 +163,7 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		assert.GreaterOrEqual(t, points, 3, "the line has a vertex per sample")
 		assert.Contains(t, eval[string](p, `document.getElementById('latency-summary').textContent`), "median")
 		assert.Equal(t, "2", eval[string](p, `document.querySelector('#flows-table tr[data-flow="poem_flow"] td[data-state="SUCCESS"]').textContent`))
-		assert.GreaterOrEqual(t, eval[int](p, `Number(document.querySelector('#totals [data-key="progress"] dd').textContent)`), 2, "the two held searches run")
+		assert.GreaterOrEqual(t, eval[int](p, `Number(document.querySelector('#totals [data-key="running"] dd').textContent)`), 2, "the two held searches run")
 	})
 
 	t.Run("the filters narrow the listing", func(t *testing.T) {

@@ -26,6 +26,7 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"PagesWithStableCursors", testListPaging},
 		{"RefusesBadQueries", testListBadQueries},
 		{"Stats", testStats},
+		{"StatsCountsRetryWaitAsDelayed", testStatsRetryWait},
 		{"WorkerRegistry", testWorkerRegistry},
 		{"CancelMatching", testCancelMatching},
 		{"DeadAndRequeue", testInspectorDead},
@@ -324,6 +325,45 @@ func testStats(t *testing.T, h *harness) {
 	assert.Equal(t, int64(1), st.Ready)
 	assert.False(t, st.OldestReady.Before(before.Add(-time.Second)), "oldest ready %v, enqueued after %v", st.OldestReady, before)
 	assert.Empty(t, st.Workers, "the stopped worker retired from the registry")
+}
+
+// testStatsRetryWait checks how a task waiting for its next attempt is
+// counted: PROGRESS by state (it started and has not ended), but Delayed,
+// not Running, in the depth.
+func testStatsRetryWait(t *testing.T, h *harness) {
+	started, unblock := make(chan struct{}, 1), make(chan struct{})
+	h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
+		started <- struct{}{}
+		select {
+		case <-unblock:
+		case <-ctx.Done():
+		}
+		return "slow", nil
+	}))
+	failed := make(chan struct{}, 1)
+	h.reg.MustRegister("flaky", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		failed <- struct{}{}
+		return nil, errors.New("try again")
+	}))
+	h.start(queue.WorkerConfig{Concurrency: 4, Backoff: func(int) time.Duration { return time.Hour }})
+	t.Cleanup(func() { close(unblock) }) // before the worker stops
+	slow := h.enqueue("slow", "", queue.EnqueueOptions{})
+	waitFor(t, started, "the slow flow to start")
+	flaky := h.enqueue("flaky", "", queue.EnqueueOptions{MaxAttempts: 2})
+	waitFor(t, failed, "the flaky flow's first attempt")
+	in := h.inspector()
+	ctx := context.Background()
+	var st queue.Stats
+	eventually(t, func() bool {
+		var err error
+		st, err = in.Stats(ctx)
+		return err == nil && st.Delayed == 1
+	}, "the flaky task waiting for its retry")
+	assert.Equal(t, int64(1), st.Running, "only the slow task runs")
+	assert.Equal(t, int64(0), st.Ready)
+	assert.Equal(t, queue.StateCounts{Progress: 2}, st.Counts, "both started and have not ended")
+	assert.Equal(t, progress.StateProgress, h.snapshot(flaky).State)
+	assert.Equal(t, progress.StateProgress, h.snapshot(slow).State)
 }
 
 func testWorkerRegistry(t *testing.T, h *harness) {

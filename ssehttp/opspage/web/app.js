@@ -206,7 +206,9 @@
   function renderStats(st) {
     const c = st.counts || {};
     const tiles = {
-      pending: c.PENDING, progress: c.PROGRESS, success: c.SUCCESS, failure: c.FAILURE,
+      // Running is what is leased now: a task waiting for its retry is
+      // PROGRESS by state, but delayed.
+      pending: c.PENDING, running: st.running, success: c.SUCCESS, failure: c.FAILURE,
       ready: st.ready, delayed: st.delayed, dead: st.dead,
       workers: `${(st.workers || []).filter((w) => w.alive).length} alive`,
       oldest: st.oldest_ready ? duration(Math.max(0, Date.parse(st.at) - Date.parse(st.oldest_ready))) : 'none',
