@@ -40,7 +40,8 @@ const (
 // that plan for the worker's next Fetch, which sends a blocking XREAD
 // and the script together: Redis runs the script as soon as the XREAD
 // returns, so that a worker waiting for work takes each task in one round
-// trip and one script. A Fetch with no plan, or whose plan says to look at
+// trip and one script (on a Cluster client, the script follows in a
+// round trip of its own, see waitAndTake). A Fetch with no plan, or whose plan says to look at
 // once, runs the script alone, and waits (with the XREAD and the script)
 // only if it found nothing. A plan is never trusted for longer than it
 // may be stale: a task delayed to less than maxBlock from now (a close
@@ -247,7 +248,8 @@ func (b *Backend) take(ctx context.Context, worker string, max int, lease time.D
 }
 
 // waitAndTake waits up to wait for an entry after the plan's (a blocking
-// XREAD) and then runs the fetch script, in one round trip. It waits for
+// XREAD) and then runs the fetch script, in one round trip (two on a
+// Cluster client, below). It waits for
 // the script's answer whatever happens to ctx: when ctx is cancelled, an
 // entry added to the wake stream ends the wait (see Fetch).
 func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease time.Duration, prev waitPlan, wait time.Duration) ([]takenEntry, waitPlan, error) {
@@ -268,9 +270,25 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 	}()
 	c := b.client
 	keys, args := b.fetchCall(worker, max, lease, prev, quickLook(prev))
-	res := c.DoMulti(callCtx,
-		c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build(),
-		fetchScript.evalsha(c, keys, args))
+	xread := c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build()
+	var res []rueidis.RedisResult
+	if b.cluster {
+		// Two round trips: rueidis (v1.0.79 and v1.0.80) panics on a
+		// Cluster round trip that holds a blocking command when the
+		// cluster answers it ASK (a slot being moved): it takes the reply
+		// to its own ASKING for one of the commands'. Alone, the wait
+		// may read that reply instead of its own, which only costs a full
+		// look (see below).
+		res = []rueidis.RedisResult{c.Do(callCtx, xread)}
+		if err := res[0].Error(); err != nil && !rueidis.IsRedisNil(err) {
+			if _, isReply := rueidis.IsRedisErr(err); !isReply {
+				return nil, waitPlan{wakeID: prev.wakeID}, b.wrap(callCtx, "wait for tasks", err)
+			}
+		}
+		res = append(res, c.Do(callCtx, fetchScript.evalsha(c, keys, args)))
+	} else {
+		res = c.DoMulti(callCtx, xread, fetchScript.evalsha(c, keys, args))
+	}
 	if err := res[0].Error(); err != nil && !rueidis.IsRedisNil(err) {
 		if _, isReply := rueidis.IsRedisErr(err); !isReply {
 			return nil, waitPlan{wakeID: prev.wakeID}, b.wrap(callCtx, "wait for tasks", err)
@@ -285,6 +303,8 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 			prev.wakeID = woke[len(woke)-1].ID
 			wakeSeen = true
 		}
+	} else if !rueidis.IsRedisNil(err) {
+		wakeSeen = true // not the wait's reply: look fully, to be safe
 	}
 	reply := res[1]
 	if noScript(reply.Error()) {
