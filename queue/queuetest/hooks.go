@@ -270,13 +270,20 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		rec := newFinishes(h)
 		ran := h.registerCounting("fine")
 		var failing, panicking atomic.Int32
+		// The hooks count the calls for the flow under test only: the
+		// settle marker's hooks may still be running when settle returns
+		// (it waits for the marker's final snapshot, which precedes them).
 		h.start(queue.WorkerConfig{Concurrency: 1, OnFinish: []queue.FinishHook{
-			func(context.Context, queue.Finished) error {
-				failing.Add(1)
+			func(_ context.Context, f queue.Finished) error {
+				if f.Task.Flow == "fine" {
+					failing.Add(1)
+				}
 				return errors.New("hook failed")
 			},
-			func(context.Context, queue.Finished) error {
-				panicking.Add(1)
+			func(_ context.Context, f queue.Finished) error {
+				if f.Task.Flow == "fine" {
+					panicking.Add(1)
+				}
 				panic("hook panicked")
 			},
 			rec.hook,
@@ -285,8 +292,8 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		rec.waitCalls(t, id, 1)
 		h.settle()
 		assert.Len(t, rec.of(id), 1, "the hooks after a failing one are called")
-		assert.Equal(t, int32(2), failing.Load(), "once for the task, once for the settle marker")
-		assert.Equal(t, int32(2), panicking.Load())
+		assert.Equal(t, int32(1), failing.Load(), "the failing hook, once for the task")
+		assert.Equal(t, int32(1), panicking.Load(), "the panicking hook, once for the task")
 		assert.Equal(t, int32(1), ran.Load(), "the task is not run again")
 		snap := h.snapshot(id)
 		assert.Equal(t, progress.StateSuccess, snap.State)
