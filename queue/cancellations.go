@@ -3,6 +3,8 @@ package queue
 import (
 	"context"
 	"time"
+
+	"github.com/flowsrun/flows/internal/opctx"
 )
 
 // activeRun is a running task's run; next is another run of the same
@@ -22,7 +24,7 @@ func (w *Worker) subscribe(ctx, listenCtx context.Context) <-chan string {
 			return ch
 		}
 		w.log.Error("flows: listening for cancellations failed; retrying", "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !opctx.Sleep(ctx, backoff) {
 			return nil
 		}
 		backoff = min(2*backoff, maxFetchBackoff)
@@ -40,7 +42,7 @@ func (w *Worker) listen(ctx context.Context, cancels <-chan string) {
 			return
 		}
 		w.log.Warn("flows: cancellation feed closed; listening again")
-		if !sleep(ctx, minFetchBackoff) {
+		if !opctx.Sleep(ctx, minFetchBackoff) {
 			return
 		}
 		if cancels = w.subscribe(ctx, ctx); cancels == nil {

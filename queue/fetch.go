@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flowsrun/flows/internal/opctx"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -95,7 +96,7 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			return
 		}
 		w.log.Error("flows: fetching tasks failed; retrying", "err", err, "retry_in", backoff)
-		if !sleep(ctx, backoff) {
+		if !opctx.Sleep(ctx, backoff) {
 			return
 		}
 		backoff = min(2*backoff, maxFetchBackoff)

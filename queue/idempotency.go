@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/flowsrun/flows/internal/opctx"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -94,7 +95,7 @@ func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) error {
 				"task_id", t.ID, "flow", t.Flow, "waited", claimWait)
 			return nil
 		}
-		if !sleep(ctx, pause) {
+		if !opctx.Sleep(ctx, pause) {
 			return ctx.Err()
 		}
 		pause = min(2*pause, claimMaxPause)

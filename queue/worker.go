@@ -459,15 +459,3 @@ func (w *Worker) retire(base context.Context) {
 		w.log.Warn("flows: retiring the worker from the backend failed", "err", err)
 	}
 }
-
-// sleep waits for d or until ctx ends, and reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}

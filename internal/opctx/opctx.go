@@ -48,3 +48,15 @@ func (s *Source) Get() context.Context {
 	cancel()
 	return s.cur.Load().ctx
 }
+
+// Sleep waits for d or until ctx ends, and reports whether d passed.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

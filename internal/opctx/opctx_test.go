@@ -61,3 +61,10 @@ func TestSourceConcurrentGets(t *testing.T) {
 		assert.NoError(t, ctx.Err())
 	}
 }
+
+func TestSleep(t *testing.T) {
+	assert.True(t, opctx.Sleep(context.Background(), time.Millisecond), "d passed")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	assert.False(t, opctx.Sleep(ctx, time.Hour), "ctx ended first")
+}

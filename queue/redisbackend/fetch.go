@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flowsrun/flows/internal/opctx"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
@@ -120,19 +121,7 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 }
 
 // fetchSleep is how a Fetch lets tasks gather; tests replace it.
-var fetchSleep = sleepCtx
-
-// sleepCtx sleeps for d, or until ctx ends, and reports whether d passed.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
+var fetchSleep = opctx.Sleep
 
 // A waitPlan is what a look at the queue tells the next look of the same
 // worker: until when it may wait for new entries, and after which ones.

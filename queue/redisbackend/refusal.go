@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/internal/opctx"
 )
 
 // Bounds of the pause before a command a cluster refused is sent again.
@@ -34,15 +36,7 @@ func refused(err error) bool {
 // pause waits before attempt n+1 (from 0), or returns false when ctx ends
 // first.
 func pause(ctx context.Context, n int) bool {
-	d := min(refusalPauseMin<<min(n, 6), refusalPauseMax)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return opctx.Sleep(ctx, min(refusalPauseMin<<min(n, 6), refusalPauseMax))
 }
 
 // Do implements rueidis.Client.
