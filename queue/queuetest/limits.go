@@ -62,13 +62,7 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 	t.Run("WaitingIsPending", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		release := make(chan struct{})
-		h.reg.MustRegister("one", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return "ok", nil
-		}), registry.Concurrency(1))
+		h.registerHeld("one", release, registry.Concurrency(1))
 		h.start(queue.WorkerConfig{Concurrency: 4})
 		first := h.enqueue("one", "", queue.EnqueueOptions{})
 		eventually(t, func() bool { return h.snapshot(first).State == progress.StateProgress }, "first task starts")
@@ -95,13 +89,7 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 	t.Run("NoHeadOfLineBlocking", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		release := make(chan struct{})
-		h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return "ok", nil
-		}), registry.Concurrency(1))
+		h.registerHeld("slow", release, registry.Concurrency(1))
 		ran := h.registerCounting("free")
 		h.start(queue.WorkerConfig{Concurrency: 2})
 		t.Cleanup(func() { close(release) }) // before the worker stops
@@ -144,15 +132,7 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			t.Skip("the backend has no Depth (optional)")
 		}
 		release := make(chan struct{})
-		var runs atomic.Int32
-		h.reg.MustRegister("single", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			runs.Add(1)
-			select {
-			case <-release:
-			case <-ctx.Done():
-			}
-			return "ok", nil
-		}), registry.Concurrency(1))
+		runs := h.registerHeld("single", release, registry.Concurrency(1))
 		h.start(queue.WorkerConfig{Concurrency: 4})
 		t.Cleanup(func() { close(release) }) // before the worker stops
 		first := h.enqueue("single", "", queue.EnqueueOptions{})
@@ -260,6 +240,22 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		snap := h.waitTerminal(id)
 		assert.Equal(t, progress.StateSuccess, snap.State, "%q", snap.Details.Status)
 	})
+}
+
+// registerHeld registers a flow under name, with opts, whose runs last
+// until release is closed (or their context ends) and then succeed; it
+// counts the runs and returns the count.
+func (h *harness) registerHeld(name string, release <-chan struct{}, opts ...registry.Option) *atomic.Int32 {
+	var runs atomic.Int32
+	h.reg.MustRegister(name, flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
+		runs.Add(1)
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return "ok", nil
+	}), opts...)
+	return &runs
 }
 
 // registerCountingWith registers a flow under name, with opts, that
