@@ -69,6 +69,9 @@ type Result struct {
 	// Lost are the accepted tasks that never ended: their records were
 	// lost with the primary, or they never ran.
 	Lost []string
+	// LostStates tells, for each of Lost, what Redis held of it and the
+	// log lines that named it when the run gave up waiting.
+	LostStates []LostTask
 	// Duplicated is the number of accepted tasks whose flow started more
 	// than once.
 	Duplicated int
@@ -104,18 +107,20 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	logs := &taskLogs{}
+	opts.Logger = slog.New(&logHandler{next: opts.Logger.Handler(), logs: logs})
 	set, err := redisproc.StartSentinel(redisproc.SentinelOptions{})
 	if err != nil {
 		return Result{}, err
 	}
 	defer set.Close()
 	r := &run{opts: opts, started: map[string]int{}, ended: map[string]time.Time{}}
-	web, closeWeb, err := r.backend(set)
+	web, webClient, closeWeb, err := r.backend(set)
 	if err != nil {
 		return Result{}, err
 	}
 	defer closeWeb()
-	worker, closeWorker, err := r.backend(set)
+	worker, _, closeWorker, err := r.backend(set)
 	if err != nil {
 		return Result{}, err
 	}
@@ -183,8 +188,14 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	producer.Wait()
 
 	res.Lost = r.settle(ctx, web)
+	if len(res.Lost) > 0 {
+		res.LostStates = explain(ctx, webClient, web.Prefix(), web.Queue(), res.Lost, logs)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	for i := range res.LostStates {
+		res.LostStates[i].Started = r.started[res.LostStates[i].ID]
+	}
 	res.Accepted, res.Refused = len(r.accepted), r.refused
 	for _, a := range r.accepted {
 		if r.started[a.id] > 1 {
@@ -217,15 +228,15 @@ type acceptedTask struct {
 }
 
 // backend returns a backend on a client of its own that reaches the
-// primary through the sentinels.
-func (r *run) backend(set *redisproc.Sentinel) (*redisbackend.Backend, func(), error) {
+// primary through the sentinels, and that client.
+func (r *run) backend(set *redisproc.Sentinel) (*redisbackend.Backend, rueidis.Client, func(), error) {
 	client, err := rueidis.NewClient(rueidis.ClientOption{
 		InitAddress:  set.SentinelAddrs(),
 		Sentinel:     rueidis.SentinelOption{MasterSet: set.MasterName()},
 		DisableCache: true,
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("failover: connect through the sentinels: %w", err)
+		return nil, nil, nil, fmt.Errorf("failover: connect through the sentinels: %w", err)
 	}
 	b, err := redisbackend.New(client, redisbackend.Config{
 		WaitReplicas: r.opts.WaitReplicas,
@@ -234,9 +245,9 @@ func (r *run) backend(set *redisproc.Sentinel) (*redisbackend.Backend, func(), e
 	})
 	if err != nil {
 		client.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return b, func() {
+	return b, client, func() {
 		_ = b.Close()
 		client.Close()
 	}, nil

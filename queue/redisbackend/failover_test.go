@@ -38,6 +38,9 @@ func TestSentinelFailover(t *testing.T) {
 			assert.Zero(t, res.DoubleEnded, "a task has one terminal state")
 			if tc.wait > 0 {
 				assert.Empty(t, res.Lost, "durable mode loses no accepted task")
+				for _, l := range res.LostStates {
+					t.Log(l)
+				}
 			}
 		})
 	}
