@@ -146,3 +146,48 @@ func TestAppendOnAReplicaIsRefusedNotNotFound(t *testing.T) {
 	assert.NotErrorIs(t, err, progress.ErrNotFound, "the replica does not have the task, the primary may")
 	assert.ErrorContains(t, err, "READONLY")
 }
+
+// TestLeaseScriptsOnAReplicaAreRefused: every script a worker runs on a
+// lease, sent to a read-only replica that lacks the task (a former
+// primary rejoining after a failover, which a client that has not yet
+// followed the failover still reaches), is refused (READONLY) before it
+// runs. Without that, the replica answered from what it lacks: "task not
+// found" to the end of a task (after which the worker acknowledged the
+// task, and once its client had switched, the acknowledgement deleted the
+// live task's entry on the new primary: the task never ended), and "lease
+// lost" to an extension, an acknowledgement, a retry or a burial (after
+// which the worker dropped a run it still held).
+func TestLeaseScriptsOnAReplicaAreRefused(t *testing.T) {
+	replica := redistest.StartReplica(t, redistest.Start(t), redistest.Options{})
+	b := newBackend(t, newClient(t, replica), redisbackend.Config{})
+	ctx := context.Background()
+	lease := func() *queue.Lease {
+		return &queue.Lease{Task: newTask(), Token: "1-0/1", Deadline: time.Now().Add(time.Minute)}
+	}
+	for _, tc := range []struct {
+		name string
+		op   func() error
+	}{
+		{"AppendAndAck", func() error {
+			_, _, err := b.AppendAndAck(ctx, lease(), progress.Event{Type: progress.EventState, State: progress.StateSuccess})
+			return err
+		}},
+		{"Ack", func() error { return b.Ack(ctx, lease()) }},
+		{"Extend", func() error { return b.Extend(ctx, lease(), time.Minute) }},
+		{"Retry", func() error { return b.Retry(ctx, lease(), time.Now(), queue.EndStoreDown) }},
+		{"Retry later", func() error { return b.Retry(ctx, lease(), time.Now().Add(time.Minute), "") }},
+		{"Bury", func() error { return b.Bury(ctx, lease(), "failed") }},
+		{"SaveCheckpoint", func() error {
+			return b.SaveCheckpoint(ctx, newTask().ID, progress.Checkpoint{Key: "step", Attempt: 1, Output: []byte(`{}`)})
+		}},
+		{"Fetch", func() error { _, err := b.Fetch(ctx, "w", 1, time.Minute); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.op()
+			require.Error(t, err)
+			assert.NotErrorIs(t, err, progress.ErrNotFound, "the replica does not have the task, the primary may")
+			assert.NotErrorIs(t, err, queue.ErrLeaseLost, "the replica does not have the lease, the primary may")
+			assert.ErrorContains(t, err, "READONLY")
+		})
+	}
+}

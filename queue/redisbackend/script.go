@@ -26,6 +26,18 @@ import (
 // only a comment are dropped from what Redis gets, so that documenting a
 // script costs nothing to send or run.
 //
+// A script that writes and could answer from what a server lacks (a task
+// not found, a lease no longer held) opens with a shebang, "#!lua" (a
+// script with flags, Redis 7): a read-only replica refuses it (READONLY)
+// before it runs. After a failover the old primary comes back on its
+// address as a replica, empty until it has synced, and a client that has
+// not yet followed the failover still reaches it: without the shebang, it
+// would answer "not found" or "lease lost" for a live task, and the worker
+// would act on that on the new primary (see append.lua and
+// TestLeaseScriptsOnAReplicaAreRefused). ack.lua, which only frees
+// memory, also says flags=allow-oom: a full Redis still takes the
+// acknowledgements that make room.
+//
 //go:embed lua
 var luaFiles embed.FS
 

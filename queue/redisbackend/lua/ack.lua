@@ -1,9 +1,12 @@
+#!lua flags=allow-oom
 -- ack: removes held entries from the queue for good.
 --
 -- KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
 -- ARGV[1] consumer group, then, for each entry, its id and token
 --
 -- Returns, for each entry, 1, or 0 when its lease is no longer held.
+--
+-- The shebang makes a read-only replica refuse the script (see script.go).
 --@include lib/release.lua
 local ids = {}
 for i = 2, #ARGV, 2 do

@@ -1,3 +1,4 @@
+#!lua
 -- bury: releases a held entry as ack.lua does and keeps its task in the
 -- dead-letter set, after pruning the entries buried before the retention.
 --
@@ -8,6 +9,8 @@
 --   retention (ms)
 --
 -- Returns 1, or 0 when the lease is no longer held.
+--
+-- The shebang makes a read-only replica refuse the script (see script.go).
 --@include lib/release.lua
 --@include lib/prune_dead.lua
 --@include lib/holder_check.lua

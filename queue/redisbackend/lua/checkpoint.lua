@@ -1,3 +1,4 @@
+#!lua
 -- checkpoint: records checkpoints of tasks (the outputs of steps they
 -- completed, see checkpoint.go), each replacing one with the same key of
 -- its task; the calls of several tasks go together when SaveCheckpoint
@@ -22,6 +23,8 @@
 -- does not move this key: checkpoints live at least the retention after
 -- they were saved, and never longer than their task, so a task created
 -- again under the same id finds none.
+--
+-- The shebang makes a read-only replica refuse the script (see script.go).
 --@include lib/clock.lua
 local retention = tonumber(ARGV[1])
 --@include lib/expiry.lua

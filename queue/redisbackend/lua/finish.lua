@@ -1,3 +1,4 @@
+#!lua
 -- finish: records the last events of tasks and acknowledges their leases,
 -- atomically: for each call, the events are appended as append.lua does
 -- and then, if they were recorded or the task had ended or is unknown, the
@@ -11,6 +12,8 @@
 --   those values (see lib/append.lua)
 --
 -- Returns, for each call, {append reply, 1 if the lease was released or 0}.
+--
+-- The shebang makes a read-only replica refuse the script (see script.go).
 --@include lib/append.lua
 --@include lib/release.lua
 local calls = {}

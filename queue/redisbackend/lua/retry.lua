@@ -1,3 +1,4 @@
+#!lua
 -- retry: removes a held entry and queues its task again: at the end of
 -- the stream when it is due already, in the delayed set otherwise; a task
 -- due within ARGV[7] ms also adds an entry to the wake stream, so that the
@@ -12,6 +13,8 @@
 --   longest wait of a fetcher (ms)
 --
 -- Returns 1, or 0 when the lease is no longer held.
+--
+-- The shebang makes a read-only replica refuse the script (see script.go).
 --@include lib/schedule.lua
 --@include lib/release.lua
 --@include lib/holder_check.lua
