@@ -227,16 +227,16 @@ func (b *Backend) liveChannel(id string) string {
 // queueKeys are the names of the queue's keys, made once by New from
 // their prefix "P:{q:Q}".
 type queueKeys struct {
-	stream, delayed, leases, holders, seq, wake, dead, buried, cancel string
-	index, flows, workers, seen                                       string
-	deadlines                                                         string // see reclaim.go
-	limit                                                             string // see limit.go
+	stream, delayed, leases, holders, wake, dead, buried, cancel string
+	index, flows, workers, seen                                  string
+	deadlines                                                    string // see reclaim.go
+	limit                                                        string // see limit.go
 }
 
 func newQueueKeys(qtag string) queueKeys {
 	return queueKeys{
 		stream: qtag + ":stream", delayed: qtag + ":delayed", leases: qtag + ":leases",
-		holders: qtag + ":holders", seq: qtag + ":seq", wake: qtag + ":wake",
+		holders: qtag + ":holders", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
 		deadlines: qtag + ":workers:deadlines", limit: qtag + ":limit",
@@ -248,7 +248,6 @@ func (b *Backend) streamKey() string     { return b.qkeys.stream }
 func (b *Backend) delayedKey() string    { return b.qkeys.delayed }
 func (b *Backend) leasesKey() string     { return b.qkeys.leases }
 func (b *Backend) holdersKey() string    { return b.qkeys.holders }
-func (b *Backend) seqKey() string        { return b.qkeys.seq }
 func (b *Backend) wakeKey() string       { return b.qkeys.wake }
 func (b *Backend) deadKey() string       { return b.qkeys.dead }
 func (b *Backend) buriedKey() string     { return b.qkeys.buried }

@@ -53,8 +53,8 @@
 //	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id;
 //	                            consumer group "workers" hands each entry
 //	                            out once; acknowledged entries are trimmed
-//	                            in blocks of about a hundred, once per
-//	                            hundred leases released
+//	                            in blocks of about a hundred, about once
+//	                            per hundred leases released
 //	P:{q:Q}:delayed     zset    tasks waiting to be ready (delayed start,
 //	                            retry backoff), scored by due Unix ms;
 //	                            due by the Redis server's clock
@@ -62,7 +62,8 @@
 //	                            the lease's deadline (Redis server clock, ms)
 //	P:{q:Q}:holders     hash    stream entry id -> number of its current
 //	                            lease, the second half of the lease token
-//	P:{q:Q}:seq         string  counter that numbers the leases
+//	                            (the server's clock in ms when it was
+//	                            taken, or one more than the lease before)
 //	P:{q:Q}:wake        stream  one entry, replaced whenever a task is
 //	                            delayed to less than a second from now
 //	                            or a waiting Fetch is cancelled: wakes

@@ -13,9 +13,10 @@ import (
 )
 
 // A lease token is "<stream entry id>/<n>", n being the number the
-// holders hash records for the entry's current lease: a lease that was
-// taken over, acknowledged or given back no longer matches, even when the
-// same worker name holds the entry again.
+// holders hash records for the entry's current lease, which differs from
+// the number of every earlier lease of the entry (see lua/fetch.lua): a
+// lease that was taken over, acknowledged or given back no longer
+// matches, even when the same worker name holds the entry again.
 func makeToken(entry, n string) string { return entry + "/" + n }
 
 func parseToken(token string) (entry, n string, ok bool) {

@@ -14,9 +14,10 @@ import (
 // (one command when no worker is dead): a worker whose deadline has
 // passed is dead, and the leases its consumer holds in the group's
 // pending list are marked lost at once, without waiting out their
-// deadline (see lua/lib/reclaim.lua): the holders hash records "lost" for
-// them, so that the dead worker's token no longer matches in any lease
-// script (extend, ack, retry, finish, bury), and their deadline in the
+// deadline (see lua/lib/reclaim.lua): the holders hash records "lost/"
+// and their lease's number for them, so that the dead worker's token no
+// longer matches in any lease script (extend, ack, retry, finish, bury),
+// and their deadline in the
 // leases set becomes now, so that the next fetch takes them over and
 // tells the next attempt that the worker was lost (queue.EndWorkerLost).
 // The waiting fetchers are woken through the wake stream.

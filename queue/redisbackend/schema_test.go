@@ -36,7 +36,7 @@ func hashTag(key string) string {
 func TestHashTag(t *testing.T) {
 	for key, want := range map[string]string{
 		"p:{abc}:task": "abc",
-		"p:{q:x}:seq":  "q:x",
+		"p:{q:x}:wake": "q:x",
 		"p:{}:x{y}":    "p:{}:x{y}",
 		"plain":        "plain",
 		"a{b}c{d}":     "b",
@@ -113,7 +113,7 @@ func TestKeySchema(t *testing.T) {
 	keys, err := srv.Do("KEYS", "*").AsStrSlice()
 	require.NoError(t, err)
 	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|steps|events|checkpoints)$`)
-	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|seq|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen|workers:deadlines)$`)
+	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen|workers:deadlines)$`)
 	perTask := map[string][]string{}
 	var queueKeys []string
 	for _, k := range keys {
@@ -133,7 +133,7 @@ func TestKeySchema(t *testing.T) {
 	assert.ElementsMatch(t, []string{"task", "checkpoints"}, perTask[running.ID], "keys of a task with a checkpoint and without events yet")
 	assert.ElementsMatch(t, []string{"task"}, perTask[later.ID], "keys of a delayed task")
 	assert.ElementsMatch(t, []string{"task"}, perTask[failed.ID], "keys of a buried task")
-	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "seq", "wake", "dead", "buried",
+	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "wake", "dead", "buried",
 		"index", "index:" + done.Flow, "flows"}, queueKeys)
 
 	eventually(t, func() bool {

@@ -13,14 +13,14 @@ for i = 2, #ARGV, 2 do
   ids[#ids + 1] = ARGV[i]
 end
 local holders = redis.call('HMGET', KEYS[3], unpack(ids))
-local out, held, tokens = {}, {}, {}
+local out, held = {}, {}
 for i = 1, #ids do
   if holders[i] == ARGV[2 * i + 1] then
-    held[#held + 1], tokens[#tokens + 1] = ids[i], holders[i]
+    held[#held + 1] = ids[i]
     out[i] = 1
   else
     out[i] = 0
   end
 end
-release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], held, tokens)
+release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], held)
 return out

@@ -9,9 +9,11 @@
 --     "worker lost" (queue.EndWorkerLost), any other "lease expired";
 --  3. new entries are read for the consumer (XREADGROUP), creating the
 --     stream and group if they are missing;
---  4. each entry taken gets a fresh token from the seq counter, recorded
---     in the holders hash, and a deadline in the leases set (one command
---     each for all the entries);
+--  4. each entry taken gets a lease number, recorded in the holders hash,
+--     and a deadline in the leases set (one command each for all the
+--     entries): the server's clock in ms, or for an entry taken over one
+--     more than the number of the lease before if that is not below the
+--     clock (below);
 --  5. unless ARGV[6] is empty, each entry's task record is read as the
 --     lease step of Fetch would: its attempt incremented and, for an entry
 --     taken over, its prev field set to why the attempt before ended
@@ -20,6 +22,17 @@
 --     hash is named from its id, so this touches keys the script was not
 --     given: only a client of a single Redis (not a Cluster, whose slots
 --     would differ) asks for it.
+--
+-- A lease number is the second half of a lease token (see lease.go in
+-- Go), which a lease script compares with the holders hash: it must differ
+-- from the number of every earlier lease of the same entry, or the worker
+-- of an earlier one could act on the new one. An entry read anew has had
+-- no lease; an entry taken over has had leases numbered at most the one
+-- the holders hash records (a lost one records it too, see lib/lost.lua),
+-- so one more than that, or the clock when it is higher, differs from all
+-- of them. The clock rather than a counter costs no command, and keeps
+-- numbers apart even after a failover to a replica that missed the last
+-- leases (a counter there would hand out their numbers again).
 --
 -- Steps 1 and 2 look at the first member of each sorted set, and go on
 -- only when it is due: they cost a command each when nothing is due, and
@@ -34,7 +47,7 @@
 -- Fetch in Go). A quick look leaves the wake stream's id to its caller.
 --
 -- KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set, KEYS[4] holders
---   hash, KEYS[5] seq counter, KEYS[6] wake stream
+--   hash, KEYS[5] wake stream
 -- ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max, ARGV[4] lease
 --   (ms), ARGV[5] most delayed tasks to move, ARGV[6] the key prefix of
 --   task hashes or "", ARGV[7] retention (ms), ARGV[8] "1" for the newest
@@ -67,7 +80,7 @@
 -- ready, and they are -1, -1, "", "" and "".
 --@include lib/clock.lua
 --@include lib/lost.lua
-local stream, delayed, leases, holders, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stream, delayed, leases, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, max, leasems = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local quickUntil = tonumber(ARGV[9])
 local quick = quickUntil ~= nil and clock < quickUntil
@@ -85,21 +98,24 @@ if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
   nextDue = nil
 end
 
-local taken, ended = {}, {}
+local taken, ended, before = {}, {}, {}
 if not quick then
   nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
 end
 if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
   for i = 1, #expired do
-    local lost = redis.call('HGET', holders, expired[i]) == lostHolder
+    local holder = redis.call('HGET', holders, expired[i])
     local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, expired[i])
     if claimed.err or #claimed == 0 then
       redis.call('ZREM', leases, expired[i])
       redis.call('HDEL', holders, expired[i])
     else
       taken[#taken + 1] = claimed[1]
-      ended[#taken] = lost and 'worker lost' or 'lease expired'
+      ended[#taken] = isLost(holder) and 'worker lost' or 'lease expired'
+      if holder then
+        before[#taken] = tonumber(string.match(holder, '(%d+)$'))
+      end
     end
   end
   nextExpiry = nil
@@ -127,10 +143,11 @@ end
 
 local out = {}
 if #taken > 0 then
-  local first = redis.call('INCRBY', seq, #taken) - #taken
   local tokens, deadlines = {}, {}
   for i = 1, #taken do
-    local id, token = taken[i][1], tostring(first + i)
+    local n = clock
+    if before[i] and before[i] >= n then n = before[i] + 1 end
+    local id, token = taken[i][1], string.format('%d', n)
     tokens[2 * i - 1], tokens[2 * i] = id, token
     deadlines[2 * i - 1], deadlines[2 * i] = clock + leasems, id
     out[i] = {id, taken[i][2], token, ended[i] or ''}
@@ -194,7 +211,7 @@ if #nextExpiry > 0 then
   if expiresIn < 0 or e < expiresIn then expiresIn = e end
 end
 local lastWake = ''
-if #out == 0 or ARGV[8] ~= '' then lastWake = newest(KEYS[6]) end
+if #out == 0 or ARGV[8] ~= '' then lastWake = newest(KEYS[5]) end
 local checkIn = tonumber(ARGV[10])
 if dueIn >= 0 and dueIn < checkIn then checkIn = dueIn end
 if expiresIn >= 0 and expiresIn < checkIn then checkIn = expiresIn end

@@ -25,17 +25,17 @@ end
 local entries = {}
 for c = 1, #calls do entries[c] = ARGV[calls[c]] end
 local holders = redis.call('HMGET', KEYS[3], unpack(entries))
-local out, held, tokens = {}, {}, {}
+local out, held = {}, {}
 for c = 1, #calls do
   local a, k = calls[c], 3 * c
   local r = append(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 2], a + 4)
   local ended = type(r) ~= 'table' or string.find(r.err, '^NOTFOUND') or string.find(r.err, '^FINISHED')
   local acked = 0
   if ended and holders[c] == ARGV[a + 1] then
-    held[#held + 1], tokens[#tokens + 1] = entries[c], holders[c]
+    held[#held + 1] = entries[c]
     acked = 1
   end
   out[c] = {r, acked}
 end
-release(KEYS[1], KEYS[2], KEYS[3], ARGV[2], held, tokens)
+release(KEYS[1], KEYS[2], KEYS[3], ARGV[2], held)
 return out

@@ -6,8 +6,8 @@
 --
 -- For each dead worker (up to ten a call), the entries its consumer holds
 -- in the group's pending list (up to limit) are marked lost: their holder
--- becomes lostHolder (lib/lost.lua), which fences the dead worker out of
--- every lease script at once (a token never matches it), and their lease
+-- becomes lostHolder of it (lib/lost.lua), which fences the dead worker
+-- out of every lease script at once (a token never matches it), and their lease
 -- deadline becomes the clock, so that the next fetch takes them over as
 -- it takes over an expired lease, and says why the attempt ended ("worker
 -- lost", see fetch.lua). A worker whose pending entries are all marked leaves
@@ -28,8 +28,8 @@ local function reclaim(deadlines, stream, leases, holders, wake, group, limit)
     for _, p in ipairs(pending) do
       local id = p[1]
       local holder = redis.call('HGET', holders, id)
-      if holder and holder ~= lostHolder then
-        redis.call('HSET', holders, id, lostHolder)
+      if holder and not isLost(holder) then
+        redis.call('HSET', holders, id, lostHolder(holder))
         redis.call('ZADD', leases, 'XX', clock, id)
         marked = marked + 1
       end
