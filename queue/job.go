@@ -35,6 +35,9 @@ type job struct {
 	// state this job recorded, "" if it recorded none.
 	span     trace.Span
 	endState progress.State
+	// parent is the span the task's trace context names, once the
+	// span is in base (see startSpan).
+	parent remoteSpan
 	// backoff is the flow's (registry.Policy.Backoff), else the worker's.
 	backoff func(attempt int) time.Duration
 	// runCtx is the context of the flow's run, once it starts: its cause

@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
@@ -253,12 +254,14 @@ func (j *job) startSpan() {
 		// still runs in that trace, so that what it traces is not
 		// sampled on its own.
 		j.span = telemetry.NoSpan
-		j.base = trace.ContextWithRemoteSpanContext(j.base, parent)
+		j.parent.sc = parent
+		j.base = trace.ContextWithSpan(j.base, &j.parent)
 		return
 	}
 	ctx := j.base
 	if parent.IsValid() {
-		ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
+		j.parent.sc = parent
+		ctx = trace.ContextWithSpan(ctx, &j.parent)
 	}
 	// The run's attributes are set when it ends, all at once (see
 	// endSpan): one copy into the span instead of two.
@@ -334,6 +337,19 @@ func (j *job) endSpan() {
 	}
 	j.span.End()
 }
+
+// remoteSpan is the span a task's trace context names (see
+// telemetry.SpanContext): the parent of the task's runs, a span of the
+// process that enqueued it, which records nothing here. It is what
+// trace.ContextWithRemoteSpanContext puts in a context, kept in the job
+// instead of a value of its own for each run.
+type remoteSpan struct {
+	tracenoop.Span
+	sc trace.SpanContext
+}
+
+// SpanContext returns the span context the task carried.
+func (s *remoteSpan) SpanContext() trace.SpanContext { return s.sc }
 
 // countingFinisher is a worker's one-step path to a task's end: it counts
 // the events it records, as countingStore does.
