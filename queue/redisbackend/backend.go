@@ -187,7 +187,7 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
-	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 2 })
+	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 3 })
 	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
 	b.snapshots = newBatcher(b, b.runSnapshots, func(string) int { return snapshotCommands })
 	b.checkpoints = newBatcher(b, b.runCheckpoints, checkpointWeight)

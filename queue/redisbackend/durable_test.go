@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
@@ -120,4 +121,49 @@ func TestDurableModeWaitsForTheReplica(t *testing.T) {
 	eventually(t, func() bool { return strings.Contains(logs.String(), "not confirmed by the replicas") },
 		"the end of the task that ran anyway is logged as not confirmed")
 	assert.Contains(t, logs.String(), "the task may run again")
+}
+
+// TestDurableAckLeavesATaskThatHasNotEnded: in durable mode an Ack
+// releases the lease of a task that has ended or has no progress record,
+// and refuses, keeping the lease, that of a task still PENDING or
+// PROGRESS on the primary: a worker that found the task ended or gone on
+// another server (a former primary rejoining as an empty replica, or one
+// that died with the task's end) would otherwise delete the entry of a
+// live task, which would never end. Without durable mode, Ack is
+// unchanged.
+func TestDurableAckLeavesATaskThatHasNotEnded(t *testing.T) {
+	primary := redistest.Start(t)
+	redistest.StartReplica(t, primary, redistest.Options{})
+	client := newClient(t, primary)
+	durable := newBackend(t, client, redisbackend.Config{WaitReplicas: 1, WaitTimeout: 2 * time.Second})
+	ctx := context.Background()
+	leaseOne := func(b *redisbackend.Backend) *queue.Lease {
+		t.Helper()
+		require.NoError(t, b.CreateAndEnqueue(ctx, newTask()))
+		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		return leases[0]
+	}
+
+	live := leaseOne(durable)
+	err := durable.Ack(ctx, live)
+	require.Error(t, err, "a PENDING task is not acknowledged")
+	assert.NotErrorIs(t, err, queue.ErrLeaseLost)
+	assert.ErrorContains(t, err, "has not ended")
+	_, err = durable.Append(ctx, live.Task.ID, progress.LogEvent("running"))
+	require.NoError(t, err)
+	assert.ErrorContains(t, durable.Ack(ctx, live), "has not ended", "nor a PROGRESS one")
+	require.NoError(t, durable.Extend(ctx, live, time.Minute), "the lease is still held")
+	_, err = durable.Append(ctx, live.Task.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
+	require.NoError(t, err)
+	require.NoError(t, durable.Ack(ctx, live), "an ended task is acknowledged")
+	assert.ErrorIs(t, durable.Ack(ctx, live), queue.ErrLeaseLost, "once")
+
+	gone := leaseOne(durable)
+	require.NoError(t, primary.Do("DEL", durable.Prefix()+":{"+gone.Task.ID+"}:task").Error())
+	require.NoError(t, durable.Ack(ctx, gone), "a task without a record is acknowledged")
+
+	plain := newBackend(t, client, redisbackend.Config{})
+	require.NoError(t, plain.Ack(ctx, leaseOne(plain)), "without durable mode, a PENDING task is acknowledged")
 }

@@ -2,6 +2,7 @@ package redisbackend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -155,6 +156,18 @@ func (b *Backend) Extend(ctx context.Context, l *queue.Lease, lease time.Duratio
 // Ack implements queue.Backend in one round trip, which concurrent Acks
 // share (see batcher). The task record stays readable for the retention
 // period.
+//
+// In durable mode (Config.WaitReplicas), Ack releases the lease only if
+// the task has ended (SUCCESS or FAILURE) or has no progress record, as
+// the primary sees it in the same script; otherwise it fails and the
+// task keeps its lease, and runs again once the lease passes. A worker
+// acknowledges a task it found ended or gone, and what it found may come
+// from another server than the one its acknowledgement reaches: a former
+// primary rejoining after a failover as a replica, empty until it has
+// synced, or a primary that died with the task's end before a replica had
+// it. The check keeps such an acknowledgement from deleting the entry of
+// a task that has not ended on the new primary, which no worker would
+// ever run again.
 func (b *Backend) Ack(ctx context.Context, l *queue.Lease) error {
 	if l == nil || l.Task == nil {
 		return fmt.Errorf("redisbackend: ack: %w: no lease", queue.ErrLeaseLost)
@@ -163,27 +176,38 @@ func (b *Backend) Ack(ctx context.Context, l *queue.Lease) error {
 	if !ok {
 		return fmt.Errorf("redisbackend: ack task %s: %w: token %q is not this backend's", l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
-	_, err := b.acks.do(ctx, ackCall{taskID: l.Task.ID, entry: entry, token: token})
+	_, err := b.acks.do(ctx, ackCall{taskID: l.Task.ID, entry: entry, token: token, ended: b.durable()})
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("redisbackend: ack task %s: %w", l.Task.ID, err)
 	}
 	return err
 }
 
-// ackCall is one Ack's share of ackScript.
+// ackCall is one Ack's share of ackScript. With ended set, the entry is
+// released only if the task has ended or has no progress record, as the
+// server that holds the lease sees it (see ack.lua and Ack).
 type ackCall struct {
 	taskID, entry, token string
+	ended                bool
 }
+
+// errNotEnded is the error of an Ack, in durable mode, of a task that has
+// not ended on the primary.
+var errNotEnded = errors.New("the task has not ended on this primary (its end may have been lost in a failover); it runs again once its lease passes")
 
 // runAcks acknowledges a batch of leases in one round trip: one
 // ackScript and, for each task, an expiry of its hash at least the
 // retention from now.
 func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struct{}]) {
-	args := make([]string, 1, 1+2*len(calls))
+	args := make([]string, 1, 1+3*len(calls))
 	args[0] = group
 	keep := make(rueidis.Commands, 0, len(calls))
 	for _, call := range calls {
-		args = append(args, call.item.entry, call.item.token)
+		task := ""
+		if call.item.ended && !b.cluster && queue.ValidID(call.item.taskID) {
+			task = b.taskKey(call.item.taskID)
+		}
+		args = append(args, call.item.entry, call.item.token, task)
 		keep = append(keep, b.extendTask(call.item.taskID, b.cfg.Retention))
 	}
 	reply, res := b.runLeaseScript(ctx, ackScript, b.leaseKeys(), args, keep)
@@ -194,8 +218,12 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 			call.err = b.wrap(ctx, "ack task "+id, err)
 			continue
 		}
-		if n, _ := replies[i].AsInt64(); n == 0 {
+		switch n, _ := replies[i].AsInt64(); n {
+		case 0:
 			call.err = fmt.Errorf("redisbackend: ack task %s: %w", id, queue.ErrLeaseLost)
+			continue
+		case 2:
+			call.err = fmt.Errorf("redisbackend: ack task %s: %w", id, errNotEnded)
 			continue
 		}
 		if err := res[i].Error(); err != nil {
