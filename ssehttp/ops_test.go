@@ -83,6 +83,11 @@ func TestOperatorRoutes(t *testing.T) {
 	e.waitTerminal(t, done)
 	broken := e.start(t, "broken_flow")
 	e.waitTerminal(t, broken)
+	// The worker buries the task after it recorded its end.
+	require.Eventually(t, func() bool {
+		dead, err := e.broker.Dead(context.Background(), 0)
+		return err == nil && len(dead) == 1
+	}, testTimeout, 2*time.Millisecond, "the broken task was not buried")
 	time.Sleep(3 * time.Millisecond) // the order is to the millisecond
 	running := e.start(t, "gated_flow")
 	e.waitStarted(t, running)
