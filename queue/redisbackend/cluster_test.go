@@ -338,18 +338,36 @@ func TestClusterSlotsHalfMigrated(t *testing.T) {
 	to := otherMasters(t, c, slotOwner(t, c, queueKey))[0]
 	require.NoError(t, c.MoveSlot(queueSlot, to.ID, pause))
 
+	// A running task whose slot holds its three keys (record, steps,
+	// events) and no other: half way through the move one of them has
+	// moved, and its next append, a script on all three, is refused
+	// with TRYAGAIN until the move ends.
 	r.mu.Lock()
-	running := ""
+	var held []string
 	for id := range r.runs {
-		running = id
-		break
+		held = append(held, id)
 	}
 	r.mu.Unlock()
-	taskSlot, err := c.SlotOf(running)
-	require.NoError(t, err)
+	running, taskSlot := "", 0
+	for _, id := range held {
+		slot, err := c.SlotOf(id)
+		require.NoError(t, err)
+		n, err := redisproc.Do(slotOwner(t, c, id).Addr, "CLUSTER", "COUNTKEYSINSLOT", strconv.Itoa(slot))
+		require.NoError(t, err)
+		if n == int64(3) {
+			running, taskSlot = id, slot
+			break
+		}
+	}
+	require.NotEmpty(t, running, "no running task has a slot of its own keys alone")
 	to = otherMasters(t, c, slotOwner(t, c, running))[0]
 	require.NoError(t, c.MoveSlot(taskSlot, to.ID, func() {
 		close(hold) // the running tasks report their last steps and end
+		// The task's last steps come when its flow gets to them, which
+		// on a loaded machine may be after a pause of any length:
+		// wait for their refusal.
+		eventually(t, func() bool { return errorStats(t, c)["TRYAGAIN"] > before["TRYAGAIN"] },
+			"no script on the half-moved slot of task "+running+" was refused with TRYAGAIN")
 		pause()
 	}))
 
