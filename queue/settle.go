@@ -38,6 +38,10 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 			return
 		}
 		j.logger().Info("flows: handing the task back for another worker")
+		// The run's reports are recorded before the task is handed
+		// back, so that none lands after the next attempt's opening,
+		// and before Run returns.
+		_ = j.rep.Flush(j.op())
 		j.giveBack(time.Now(), EndShutdown)
 	case succeeded:
 		j.succeed(out.result)
