@@ -3,6 +3,7 @@ package redisbackend_test
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -166,6 +167,45 @@ func TestCostPerTaskAtLowRate(t *testing.T) {
 	assert.LessOrEqual(t, perTask("zadd")-2*extra, 5.05, "ZADDs per task: the lease's deadline and four into the task index")
 	assert.Zero(t, calls["incrby"], "a lease's number is the server's clock, not a counter's")
 	assert.LessOrEqual(t, float64(total-perSecond)/tasks-8*extra, 29.05, "commands per task (there were 40, and 28 without the task index; 32 with two ZRANGEs in every fetch, 30 with an INCRBY numbering each lease)")
+}
+
+// TestWorkersWokenInVainLookLittle runs tasks one at a time through
+// four workers on one queue: each new task ends the wait of all four,
+// and the three that find it taken look no further than the new entries
+// (no XREVRANGE for the stream's newest entry, which their wait told
+// them). What remains is the full looks, about once a second per worker.
+func TestWorkersWokenInVainLookLittle(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	reg := registry.New()
+	reg.MustRegister("report", reportingFlow)
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
+	succeeded := successes(t, srv, b.Prefix())
+	for i := range 4 {
+		startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Name: "w" + strconv.Itoa(i), Registry: reg, Concurrency: 8, Logger: quiet}))
+	}
+	ctx := context.Background()
+	run := func() {
+		t.Helper()
+		id, err := broker.Enqueue(ctx, "report", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		succeeded(id)
+	}
+	for range 3 {
+		run()
+	}
+	const tasks = 40
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	start := time.Now()
+	for range tasks {
+		run()
+	}
+	calls := commandCalls(t, srv)
+	t.Logf("%d tasks in %v: %d XREAD, %d XREVRANGE, %d ZRANGE", tasks, time.Since(start), calls["xread"], calls["xrevrange"], calls["zrange"])
+	require.GreaterOrEqual(t, calls["xread"], 2*tasks, "the tasks woke several workers")
+	// A full look that ends a wait with nothing sends one, and full looks
+	// send two ZRANGEs each.
+	assert.LessOrEqual(t, calls["xrevrange"], calls["zrange"]/2+4, "XREVRANGEs come with full looks only, not with every worker a task wakes (there were %d tasks)", tasks)
 }
 
 // TestScriptsLostMidRunLoseNothing makes Redis forget its scripts (SCRIPT

@@ -20,6 +20,10 @@ const (
 	// maxBlock bounds one wait of Fetch, so that it looks at the queue at
 	// least this often whatever it expects.
 	maxBlock = time.Second
+	// waitCount bounds the entries a wait returns of each stream: the
+	// last of them is where the next wait starts when the look that
+	// follows reads none (see quickLook).
+	waitCount = 100
 	// promoteBatch bounds the delayed tasks one Fetch moves to the stream.
 	promoteBatch = 100
 	// defaultLease replaces a lease of zero or less.
@@ -201,6 +205,13 @@ const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + ui
 // leases as often as it would while waiting: when its plan says, and when
 // woken. A look that does not end a wait (the worker is busy, or has no
 // plan) is always full.
+//
+// A quick look that reads no entry (another worker took the one that
+// ended the wait) does not look for the stream's newest entry either:
+// every entry up to the newest one the wait returned has been delivered,
+// so the next wait starts after that one. An entry added meanwhile and
+// taken by another worker ends that wait at once, which costs a look; a
+// wait returns up to waitCount entries, so that a burst costs one.
 func quickLook(prev waitPlan) string { return prev.quickUntil }
 
 // fetchCall returns the KEYS and ARGV of the fetch script for a look by
@@ -259,7 +270,7 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 	}()
 	c := b.client
 	keys, args := b.fetchCall(worker, max, lease, prev, quickLook(prev))
-	xread := c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build()
+	xread := c.B().Xread().Count(waitCount).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build()
 	var res []rueidis.RedisResult
 	if b.cluster {
 		// Two round trips: rueidis (v1.0.79 and v1.0.80) panics on a
@@ -286,11 +297,14 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 		// the script leased must not be dropped.
 		b.log.Warn("flows: waiting for tasks failed", "err", err)
 	}
-	wakeSeen := false
+	wakeSeen, seen := false, prev.lastID
 	if got, err := res[0].AsXRead(); err == nil {
 		if woke := got[b.wakeKey()]; len(woke) > 0 {
 			prev.wakeID = woke[len(woke)-1].ID
 			wakeSeen = true
+		}
+		if added := got[b.streamKey()]; len(added) > 0 {
+			seen = added[len(added)-1].ID
 		}
 	} else if !rueidis.IsRedisNil(err) {
 		wakeSeen = true // not the wait's reply: look fully, to be safe
@@ -300,6 +314,11 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 		reply = c.Do(callCtx, fetchScript.eval(c, keys, args))
 	}
 	taken, next, err := b.readTaken(callCtx, reply, prev)
+	if next.lastID == "+" {
+		// A quick look that read no entry: wait after the newest the
+		// wait saw (see quickLook).
+		next.lastID = seen
+	}
 	if wakeSeen || err != nil {
 		// Something may be due sooner than the plan said: look again,
 		// fully, at once (see quickLook).

@@ -44,7 +44,13 @@
 -- full look found that nothing is due, and only while the server's clock
 -- is before it; its caller ends the wait that comes before it when
 -- something may have become due sooner (an entry of the wake stream, see
--- Fetch in Go). A quick look leaves the wake stream's id to its caller.
+-- Fetch in Go). A quick look leaves the wake stream's id to its caller,
+-- and when it reads no entry, the stream's too: its lastID is then "+",
+-- for the newest id the wait before it saw. Every entry up to that one
+-- has been delivered (XREADGROUP found none left), so the next wait may
+-- start after it; this spares the XREVRANGE that finds the newest id,
+-- which every worker that a new task woke in vain would send (another
+-- worker took the task).
 --
 -- KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set, KEYS[4] holders
 --   hash, KEYS[5] wake stream
@@ -195,7 +201,7 @@ if quick then
     expiresIn = leasems
     quickUntil = math.min(quickUntil, clock + leasems)
   end
-  return {out, quickUntil - clock, expiresIn, lastID or newest(stream), '', string.format('%d', quickUntil)}
+  return {out, quickUntil - clock, expiresIn, lastID or '+', '', string.format('%d', quickUntil)}
 end
 if not nextDue then nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES') end
 local dueIn = -1
