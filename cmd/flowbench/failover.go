@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/flowsrun/flows/internal/failover"
@@ -41,6 +42,9 @@ func benchFailover(ctx context.Context, e *env, p *printer) error {
 			}
 			p.note("failover run %d, wait-replicas %d: %d tasks accepted, %d refused, %d lost, %d ran more than once; failover %v, accepting again %v, finishing again %v",
 				i+1, wait, res.Accepted, res.Refused, len(res.Lost), res.Duplicated, res.FailedOver, res.Accepting, res.Finishing)
+			for _, l := range res.LostStates {
+				p.note("lost %s", strings.ReplaceAll(l.String(), "\n", "\n#   "))
+			}
 			runs = append(runs, failoverRun{res})
 		}
 		par := params("wait-replicas", wait, "rate", rate, "link-down", cfg.LinkDown, "after", cfg.Duration)
