@@ -20,10 +20,6 @@ const (
 	// maxBlock bounds one wait of Fetch, so that it looks at the queue at
 	// least this often whatever it expects.
 	maxBlock = time.Second
-	// waitCount bounds the entries a wait returns of each stream: the
-	// last of them is where the next wait starts when the look that
-	// follows reads none (see quickLook).
-	waitCount = 100
 	// promoteBatch bounds the delayed tasks one Fetch moves to the stream.
 	promoteBatch = 100
 	// defaultLease replaces a lease of zero or less.
@@ -208,10 +204,11 @@ const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + ui
 //
 // A quick look that reads no entry (another worker took the one that
 // ended the wait) does not look for the stream's newest entry either:
-// every entry up to the newest one the wait returned has been delivered,
-// so the next wait starts after that one. An entry added meanwhile and
-// taken by another worker ends that wait at once, which costs a look; a
-// wait returns up to waitCount entries, so that a burst costs one.
+// every entry up to the one the wait returned has been delivered, so the
+// next wait starts after that one. An entry added meanwhile and taken by
+// another worker ends that wait at once, which costs a look. (A wait
+// that returned more entries, to start after the newest, cost six
+// allocations per task more at full load, where waits end with many.)
 func quickLook(prev waitPlan) string { return prev.quickUntil }
 
 // fetchCall returns the KEYS and ARGV of the fetch script for a look by
@@ -270,7 +267,7 @@ func (b *Backend) waitAndTake(ctx context.Context, worker string, max int, lease
 	}()
 	c := b.client
 	keys, args := b.fetchCall(worker, max, lease, prev, quickLook(prev))
-	xread := c.B().Xread().Count(waitCount).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build()
+	xread := c.B().Xread().Count(1).Block(ms).Streams().Key(b.streamKey(), b.wakeKey()).Id(prev.lastID, prev.wakeID).Build()
 	var res []rueidis.RedisResult
 	if b.cluster {
 		// Two round trips: rueidis (v1.0.79 and v1.0.80) panics on a
