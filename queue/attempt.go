@@ -11,7 +11,9 @@ import (
 // (see Task.PreviousEnd).
 type AttemptEnd string
 
-// The ways an attempt ends without ending its task.
+// The ways an attempt ends without ending its task. The first three
+// count against the task's MaxAttempts; the hand-backs, which are no
+// fault of the flow's, do not (see Counts).
 const (
 	// EndFailed: the flow returned an error that is retried.
 	EndFailed AttemptEnd = "failed"
@@ -24,15 +26,31 @@ const (
 	// know of, or a backend without one, ends this way when it dies.
 	EndLeaseExpired AttemptEnd = "lease expired"
 	// EndShutdown: the worker shut down before the flow returned and
-	// handed the task back (WorkerConfig.ShutdownGrace).
+	// handed the task back (WorkerConfig.ShutdownGrace). It does not
+	// count.
 	EndShutdown AttemptEnd = "handed back at shutdown"
 	// EndStoreDown: the worker could not record the task's progress and
-	// handed the task back for later.
+	// handed the task back for later. It does not count.
 	EndStoreDown AttemptEnd = "progress store unavailable"
 	// EndHandedBack: the worker handed the task back before running it
-	// (a backend leased it more tasks than it asked for).
+	// (a backend leased it more tasks than it asked for). It does not
+	// count.
 	EndHandedBack AttemptEnd = "handed back"
 )
+
+// Counts reports whether an attempt that ended this way counts against
+// the task's MaxAttempts. A hand-back that is no fault of the flow's (its
+// worker shut down, the progress store could not be reached, the worker
+// had not asked for the task) does not: a Backend's Retry counts it in
+// Task.HandBacks instead, and the task gets one run more. Any other end,
+// "" and the ends this package does not know of included, counts.
+func (e AttemptEnd) Counts() bool {
+	switch e {
+	case EndShutdown, EndStoreDown, EndHandedBack:
+		return false
+	}
+	return true
+}
 
 // describe says how attempt n ended, as the log of the next one tells
 // it.
@@ -67,7 +85,8 @@ func (e AttemptEnd) lostText() string {
 
 // StatusRetrying is the status line of a task whose attempt after the
 // first has started, until its flow sets one: "Running (attempt 2 of
-// 3)".
+// 3)". A worker passes the runs the task gets as maxAttempts: its
+// MaxAttempts plus its hand-backs (see Task.Runs).
 func StatusRetrying(attempt, maxAttempts int) string {
 	if maxAttempts > 0 {
 		return fmt.Sprintf("Running (attempt %d of %d)", attempt, maxAttempts)
@@ -85,12 +104,20 @@ func startEvents(t *Task) []progress.Event {
 	if t.Attempt <= 1 {
 		return []progress.Event{{Type: progress.EventState, State: progress.StateProgress, Status: "Running"}}
 	}
-	status := StatusRetrying(t.Attempt, t.MaxAttempts)
+	runs := t.Runs()
+	status := StatusRetrying(t.Attempt, runs)
 	of := ""
-	if t.MaxAttempts > 0 {
-		of = fmt.Sprintf(" of %d", t.MaxAttempts)
+	if runs > 0 {
+		of = fmt.Sprintf(" of %d", runs)
 	}
 	msg := fmt.Sprintf("attempt %d%s starts: %s", t.Attempt, of, t.PreviousEnd.describe(t.Attempt-1))
+	switch {
+	case t.PreviousEnd.Counts():
+	case t.HandBacks > 1:
+		msg += fmt.Sprintf(" (not counted; %d hand-backs so far)", t.HandBacks)
+	default:
+		msg += " (not counted)"
+	}
 	return []progress.Event{
 		{Type: progress.EventState, State: progress.StateProgress, Status: status},
 		progress.LogEvent(msg),

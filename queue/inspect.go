@@ -37,7 +37,8 @@ type TaskSummary struct {
 	// Status is its status line (the reason of a FAILURE).
 	Status string `json:"status"`
 	// Attempt is the number of its current or last run (0 before the
-	// first), and MaxAttempts the most it gets.
+	// first), and MaxAttempts the most it gets that count (a hand-back
+	// through no fault of its flow adds one, see Task.HandBacks).
 	Attempt     int `json:"attempt"`
 	MaxAttempts int `json:"max_attempts"`
 	// Owner is the caller that started it (Task.Owner), "" for none.

@@ -156,8 +156,12 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		j.fail(lookupErr.Error())
 		return
 	}
-	if t.MaxAttempts > 0 && t.Attempt > t.MaxAttempts {
+	if runs := t.Runs(); runs > 0 && t.Attempt > runs {
 		j.fail(fmt.Sprintf("gave up after %s: %s", plural(t.MaxAttempts, "attempt"), t.PreviousEnd.lostText()))
+		return
+	}
+	if t.HandBacks > w.cfg.MaxHandBacks {
+		j.fail(fmt.Sprintf("gave up after %s: %s", plural(t.HandBacks, "hand-back"), t.PreviousEnd.lostText()))
 		return
 	}
 	start := startEvents(t)

@@ -317,6 +317,9 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 	now := time.Now()
 	mt.token = ""
 	mt.task.PreviousEnd = why
+	if !why.Counts() {
+		mt.task.HandBacks++
+	}
 	// The task gives its slot back: its next attempt waits for one.
 	m.release(mt, now)
 	if at.After(now) && !mt.task.Cancelled {

@@ -136,15 +136,21 @@ type Task struct {
 	// Inputs are the validated inputs, a JSON object.
 	Inputs json.RawMessage `json:"inputs"`
 	// Attempt counts the leases of this task so far: 0 while it waits for
-	// its first run, 1 during the first run, and so on.
+	// its first run, 1 during the first run, and so on. Every lease has a
+	// number of its own, hand-backs included.
 	Attempt int `json:"attempt"`
 	// PreviousEnd says why the attempt before this one ended, "" before
 	// the second: set by the backend as it leases the task (see
 	// AttemptEnd). The worker announces it in the task's log as the
 	// attempt starts.
 	PreviousEnd AttemptEnd `json:"previous_end,omitempty"`
-	// MaxAttempts bounds the runs of the task, counting runs cut short by
-	// a worker's death.
+	// HandBacks counts the attempts of this task that were handed back
+	// through no fault of its flow (AttemptEnd.Counts is false): set by
+	// the backend's Retry. They spend none of MaxAttempts; a worker bounds
+	// them apart (WorkerConfig.MaxHandBacks).
+	HandBacks int `json:"hand_backs,omitempty"`
+	// MaxAttempts bounds the runs of the task that count, runs cut short
+	// by a worker's death among them, hand-backs not (see Runs).
 	MaxAttempts int `json:"max_attempts"`
 	// Timeout is the task's time limit for one run.
 	Timeout time.Duration `json:"timeout"`
@@ -173,6 +179,15 @@ type Task struct {
 	// set by the Broker as it enqueues the task and by the Worker as it
 	// leases it, each from its registry. Backends do not store it.
 	Limit Limit `json:"-"`
+}
+
+// Runs is the number of runs the task gets: MaxAttempts, plus one for
+// each hand-back that did not count (HandBacks); 0 when MaxAttempts is.
+func (t *Task) Runs() int {
+	if t.MaxAttempts <= 0 {
+		return 0
+	}
+	return t.MaxAttempts + t.HandBacks
 }
 
 // DeadTask is an entry of the dead-letter set: a task that failed for
@@ -248,7 +263,9 @@ type Backend interface {
 	// Retry gives the task back to be leased again at or after at; a
 	// cancelled task is ready at once (see Cancel). why says how the
 	// attempt ended: the next lease of the task carries it in
-	// Task.PreviousEnd. It returns ErrLeaseLost when l is no longer valid.
+	// Task.PreviousEnd, and when it does not count (why.Counts() is
+	// false) the task's HandBacks one higher. It returns ErrLeaseLost when
+	// l is no longer valid, and then counts nothing.
 	Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error
 
 	// Get returns the stored task, or ErrNotFound. A task stays readable

@@ -56,8 +56,10 @@ func (j *job) failed(err error) {
 	j.runFailed(err)
 	var pe *panicError
 	retryable := !errors.Is(err, flow.ErrPermanent) && !errors.Is(err, flow.ErrInvalidInputs) && !errors.As(err, &pe)
-	if retryable && t.Attempt < t.MaxAttempts {
-		delay := max(j.backoff(t.Attempt), 0)
+	if retryable && t.Attempt < t.Runs() {
+		// The backoff goes by the attempts that count: hand-backs
+		// (Task.HandBacks) do not lengthen it.
+		delay := max(j.backoff(t.Attempt-t.HandBacks), 0)
 		if d, ok := flow.RetryDelay(err); ok {
 			delay = max(delay, d) // the flow was told when to come back
 		}
@@ -226,10 +228,13 @@ func (j *job) finished(recordErr error) {
 	}
 }
 
-// storeDown gives the task back for later when the progress store failed.
+// storeDown gives the task back for later when the progress store
+// failed: a hand-back that does not count as an attempt, after a backoff
+// that grows with the task's hand-backs (see WorkerConfig.MaxHandBacks).
 func (j *job) storeDown(err error) {
-	delay := max(j.backoff(j.task.Attempt), 0)
-	j.logger().Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay)
+	delay := max(j.backoff(j.task.HandBacks+1), 0)
+	j.logger().Error("flows: progress store failed; giving the task back", "err", err, "retry_in", delay,
+		"hand_backs", j.task.HandBacks+1)
 	j.giveBack(time.Now().Add(delay), EndStoreDown)
 }
 

@@ -28,6 +28,10 @@ const (
 	DefaultLease         = 30 * time.Second
 	DefaultShutdownGrace = 30 * time.Second
 	DefaultAbandonAfter  = 5 * time.Second
+	// DefaultMaxHandBacks: with DefaultBackoff, a task handed back
+	// because the progress store cannot be reached keeps coming back for
+	// about eight hours.
+	DefaultMaxHandBacks = 100
 )
 
 // WorkerConfig configures a Worker. The zero value is usable: each zero
@@ -58,11 +62,26 @@ type WorkerConfig struct {
 	// context ends. Then their contexts are cancelled, and a task whose
 	// flow does not come back with a result (it fails, or has not returned
 	// within AbandonAfter) is given back to the queue to run again
-	// elsewhere. The interrupted run still counts as one of the task's
-	// Task.MaxAttempts, as a run cut short by a worker's death does: a
-	// task handed back by as many shutdowns as it has attempts ends
-	// FAILURE. Zero means DefaultShutdownGrace.
+	// elsewhere. The interrupted run does not count as one of the task's
+	// Task.MaxAttempts: a worker that stops is no fault of the flow's (a
+	// worker that dies is another matter: its run counts, since the flow
+	// may have killed it). It counts as a hand-back (see MaxHandBacks).
+	// Zero means DefaultShutdownGrace.
 	ShutdownGrace time.Duration
+
+	// MaxHandBacks bounds the hand-backs of one task that do not count as
+	// attempts (AttemptEnd.Counts): its worker shut down, the progress
+	// store could not record the task. Each such hand-back gives the task
+	// one run more than its MaxAttempts; the worker that leases a task
+	// handed back more often than this ends it FAILURE ("gave up after
+	// 101 hand-backs: progress store unavailable"), so that a store that
+	// refuses one task for good, or a flow that never finishes between
+	// two deployments, does not keep it going round for ever. A task
+	// handed back because the store could not be reached waits the
+	// backoff (its flow's, else Backoff) of n before the next try, n
+	// being its hand-backs so far plus one. Zero means
+	// DefaultMaxHandBacks.
+	MaxHandBacks int
 
 	// AbandonAfter is how long the worker waits for a flow to return once
 	// the flow's context has been cancelled (task cancelled, time limit
@@ -73,9 +92,10 @@ type WorkerConfig struct {
 	AbandonAfter time.Duration
 
 	// Backoff gives the delay before a failed task's next attempt; its
-	// argument is the attempt that failed (1 for the first run). A flow
-	// error wrapped with flow.RetryAfter waits at least the delay it asks
-	// for. Nil means DefaultBackoff.
+	// argument is the attempt that failed (1 for the first run), counting
+	// the attempts that count (hand-backs aside, see MaxHandBacks). A
+	// flow error wrapped with flow.RetryAfter waits at least the delay it
+	// asks for. Nil means DefaultBackoff.
 	Backoff func(attempt int) time.Duration
 
 	// OnFinish are hooks called, in this order, once for each task this
@@ -188,7 +208,9 @@ func DefaultBackoff(attempt int) time.Duration {
 //   - fails it with StatusCancelled if it was cancelled before it started,
 //     and only acknowledges it if a previous attempt already ended it;
 //   - fails it if its flow is not registered, or if it has been leased
-//     more than Task.MaxAttempts times (its runs keep killing workers);
+//     more than Task.MaxAttempts times (its runs keep killing workers)
+//     not counting the hand-backs that were no fault of its flow, or if
+//     those number more than WorkerConfig.MaxHandBacks;
 //   - runs the flow with a context that is cancelled by Broker.Cancel (as
 //     the cancellation feed announces it, or at the latest when the lease
 //     is next extended, see Backend.Extend), by the task's time limit
@@ -281,6 +303,9 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	}
 	if cfg.Backoff == nil {
 		cfg.Backoff = DefaultBackoff
+	}
+	if cfg.MaxHandBacks <= 0 {
+		cfg.MaxHandBacks = DefaultMaxHandBacks
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -320,6 +320,57 @@ func TestWorkerStoreFailureHandsTaskBack(t *testing.T) {
 	assert.Equal(t, 1, logs.count("flows: progress store failed; giving the task back"))
 }
 
+// TestWorkerBackoffSkipsHandBacks: the backoff after a failed run is
+// told the attempt that failed among those that count, not the lease's
+// number, which a hand-back at shutdown raised.
+func TestWorkerBackoffSkipsHandBacks(t *testing.T) {
+	s := newSetup()
+	started := make(chan struct{})
+	var mu sync.Mutex
+	var runs, backoffs []int
+	s.reg.MustRegister("long", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		mu.Lock()
+		runs = append(runs, ft.Attempt)
+		mu.Unlock()
+		switch ft.Attempt {
+		case 1:
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		case 2:
+			return nil, errors.New("model overloaded")
+		}
+		return "done", nil
+	}))
+	backoff := func(attempt int) time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		backoffs = append(backoffs, attempt)
+		return time.Millisecond
+	}
+	quiet := slog.New(slog.DiscardHandler)
+	first := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Registry: s.reg, Logger: quiet, ShutdownGrace: time.Millisecond, Backoff: backoff})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	id := s.enqueue(t, "long", queue.EnqueueOptions{MaxAttempts: 2})
+	select {
+	case <-started:
+	case <-time.After(waitLong):
+		require.FailNow(t, "the first attempt did not start")
+	}
+	cancel()
+	require.NoError(t, <-done)
+
+	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Registry: s.reg, Logger: quiet, Backoff: backoff}))
+	snap := waitTerminal(t, s.store, id)
+	require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []int{1, 2, 3}, runs, "a hand-back at shutdown, a failure, a success: three runs of a task with two attempts")
+	assert.Equal(t, []int{1}, backoffs, "attempt 2 was the first that counted")
+}
+
 func TestWorkerRunRefusesSecondCall(t *testing.T) {
 	s := newSetup()
 	s.reg.MustRegister("ok", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) { return "ok", nil }))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +55,112 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		fifth := fetchOne(t, b, time.Minute)
 		assert.Equal(t, queue.EndStoreDown, fifth.Task.PreviousEnd, "a later Retry says why again")
 		require.NoError(t, b.Ack(ctx, fifth))
+	})
+
+	t.Run("HandBacksDoNotCount", func(t *testing.T) {
+		b, _ := newBackends(t)
+		task := newTask()
+		enqueue(t, b, task)
+		ctx := context.Background()
+
+		l := fetchOne(t, b, time.Minute)
+		assert.Zero(t, l.Task.HandBacks, "a first attempt follows no hand-back")
+		// Each lease is a run of its own (Attempt goes up every time);
+		// the attempts handed back through no fault of the flow are
+		// counted apart, so that they spend none of MaxAttempts.
+		steps := []struct {
+			end       queue.AttemptEnd
+			handBacks int
+		}{
+			{queue.EndStoreDown, 1},
+			{queue.EndShutdown, 2},
+			{queue.EndHandedBack, 3},
+			{queue.EndFailed, 3},
+			{queue.EndWorkerLost, 3},
+			{queue.EndStoreDown, 4},
+		}
+		for i, step := range steps {
+			assert.Equal(t, step.end != queue.EndFailed && step.end != queue.EndWorkerLost, !step.end.Counts(),
+				"%q counts as an attempt", step.end)
+			require.NoError(t, b.Retry(ctx, l, time.Now(), step.end))
+			l = fetchOne(t, b, time.Minute)
+			assert.Equal(t, i+2, l.Task.Attempt, "after %q", step.end)
+			assert.Equal(t, step.handBacks, l.Task.HandBacks, "after %q", step.end)
+			assert.Equal(t, step.end, l.Task.PreviousEnd)
+		}
+		// Nobody extends the next lease: taken over, it counts.
+		require.NoError(t, b.Retry(ctx, l, time.Now(), queue.EndFailed))
+		fetchOne(t, b, 20*time.Millisecond)
+		l = fetchOne(t, b, time.Minute)
+		assert.Equal(t, queue.EndLeaseExpired, l.Task.PreviousEnd)
+		assert.Equal(t, len(steps)+3, l.Task.Attempt)
+		assert.Equal(t, 4, l.Task.HandBacks, "a lease that expired is not a hand-back")
+		got, err := b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, 4, got.HandBacks, "Get tells the hand-backs")
+
+		// A Retry with a lease that is no longer held counts nothing.
+		stale := *l
+		require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), queue.EndShutdown))
+		assert.ErrorIs(t, b.Retry(ctx, &stale, time.Now(), queue.EndStoreDown), queue.ErrLeaseLost)
+		got, err = b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, 5, got.HandBacks, "the hand-back of the held lease only")
+	})
+
+	t.Run("StoreDownSpendsNoAttempt", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var runs attempts
+		h.reg.MustRegister("steps", stepsFlow(func(ft *flow.Task) error {
+			runs.add(ft.Attempt)
+			return nil
+		}))
+		// The store refuses the start of more attempts than the task
+		// has, then comes back.
+		const refused = 4
+		store := &refusingStore{Backend: h.store}
+		store.refusals.Store(refused)
+		h.startWithStore(store, queue.WorkerConfig{})
+		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 2})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q: the hand-backs spent the task's attempts", snap.Details.Status)
+		assert.Equal(t, []int{refused + 1}, runs.get(), "the flow runs once the store is back")
+		assert.Equal(t, []string{
+			"attempt 5 of 6 starts: attempt 4 could not record its progress (not counted; 4 hand-backs so far)",
+			"step of attempt 5",
+		}, stepMessages(snap), "the opening step says why the attempt before ended, and that it does not count")
+		got, err := h.backend.Get(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, refused+1, got.Attempt)
+		assert.Equal(t, refused, got.HandBacks)
+	})
+
+	t.Run("HandBacksBounded", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		var runs attempts
+		h.reg.MustRegister("steps", stepsFlow(func(ft *flow.Task) error {
+			runs.add(ft.Attempt)
+			return nil
+		}))
+		// A store that refuses the task for good (here: four times, one
+		// more than the worker allows) does not keep it going round for
+		// ever: once the hand-backs pass MaxHandBacks, the task ends
+		// FAILURE, saying why.
+		store := &refusingStore{Backend: h.store}
+		store.refusals.Store(4)
+		h.startWithStore(store, queue.WorkerConfig{MaxHandBacks: 3})
+		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 2})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "gave up after 4 hand-backs: progress store unavailable", snap.Details.Status)
+		assert.Empty(t, runs.get(), "the flow never ran")
+		eventually(t, func() bool {
+			dead, err := h.backend.Dead(context.Background(), 0)
+			require.NoError(t, err)
+			return len(dead) == 1 && dead[0].ID == id
+		}, "the task is buried")
 	})
 
 	t.Run("RetriedAfterError", func(t *testing.T) {
@@ -110,14 +217,30 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 			return "done", nil
 		}))
 		first := h.start(queue.WorkerConfig{ShutdownGrace: 20 * time.Millisecond})
-		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 3})
+		// One attempt only: a worker that shuts down is no fault of the
+		// flow's, and its hand-back spends none.
+		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 1})
 		waitFor(t, started, "first attempt")
 		eventually(t, func() bool { return len(stepMessages(h.snapshot(id))) == 1 }, "the first step was not recorded")
 		first.stop()
 
 		h.start(queue.WorkerConfig{})
-		requireSecondAttempt(t, h, id, "attempt 2 of 3 starts: attempt 1 was handed back at shutdown")
+		requireSecondAttempt(t, h, id, "attempt 2 of 2 starts: attempt 1 was handed back at shutdown (not counted)")
 	})
+}
+
+// refusingStore wraps a progress store and refuses its first Appends, as
+// a store that cannot be reached does.
+type refusingStore struct {
+	progress.Backend
+	refusals atomic.Int32
+}
+
+func (s *refusingStore) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
+	if s.refusals.Add(-1) >= 0 {
+		return "", errors.New("queuetest: the store is unavailable")
+	}
+	return s.Backend.Append(ctx, id, events...)
 }
 
 // reportSteps reports what each attempt of stepsFlow does: 40%, a step

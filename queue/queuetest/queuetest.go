@@ -179,6 +179,19 @@ func (h *harness) start(cfg queue.WorkerConfig) *runningWorker {
 // harness's.
 func (h *harness) startOn(b queue.Backend, cfg queue.WorkerConfig) *runningWorker {
 	h.t.Helper()
+	return h.run(b, h.store, cfg)
+}
+
+// startWithStore is start with the worker recording in store rather than
+// the harness's (a wrapper of it).
+func (h *harness) startWithStore(store progress.Store, cfg queue.WorkerConfig) *runningWorker {
+	h.t.Helper()
+	return h.run(h.backend, store, cfg)
+}
+
+// run is start with the worker on backend b, recording in store.
+func (h *harness) run(b queue.Backend, store progress.Store, cfg queue.WorkerConfig) *runningWorker {
+	h.t.Helper()
 	if cfg.Registry == nil {
 		cfg.Registry = h.reg
 	}
@@ -188,7 +201,7 @@ func (h *harness) startOn(b queue.Backend, cfg queue.WorkerConfig) *runningWorke
 	if cfg.Backoff == nil {
 		cfg.Backoff = fastBackoff
 	}
-	w := queue.NewWorker(b, h.store, cfg)
+	w := queue.NewWorker(b, store, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	rw := &runningWorker{t: h.t, cancel: cancel, done: make(chan error, 1)}
 	go func() { rw.done <- w.Run(ctx) }()

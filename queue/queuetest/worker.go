@@ -622,7 +622,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 				assert.JSONEq(t, `{"attempt":2}`, string(snap.Details.FinalResult))
 				assert.Equal(t, []int{1, 2}, runs.get())
-				assert.Equal(t, []string{"attempt 2 of 3 starts: attempt 1 was handed back at shutdown"}, stepMessages(snap),
+				assert.Equal(t, []string{"attempt 2 of 4 starts: attempt 1 was handed back at shutdown (not counted)"}, stepMessages(snap),
 					"a hand-back is not a failed attempt, but the next one says why it runs again")
 			})
 		}

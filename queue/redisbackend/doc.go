@@ -31,7 +31,10 @@
 //	                            and cancelled, and prev (why the attempt
 //	                            before the current one ended, a
 //	                            queue.AttemptEnd: set by Retry, and by the
-//	                            fetch that takes over a lease); and its
+//	                            fetch that takes over a lease), and
+//	                            handbacks (the hand-backs that were no
+//	                            attempt, queue.Task.HandBacks: counted by
+//	                            Retry); and its
 //	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event

@@ -243,7 +243,12 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // why goes into the record's prev field ahead of the script, in the same
 // round trip, so that the fetch that reads the task again reads it; on a
 // Redis Cluster client, whose pipeline does not order commands to two
-// nodes, in a round trip of its own first.
+// nodes, in a round trip of its own first. So does the count of a
+// hand-back that is not an attempt (why.Counts() is false: the record's
+// handbacks field). The script may then find the lease lost (taken over
+// meanwhile): the count is taken back in one more round trip. Until then,
+// or if that fails, the task has one hand-back too many, which gives it
+// one run more, never one fewer.
 func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why queue.AttemptEnd) error {
 	var id string
 	if l != nil && l.Task != nil {
@@ -252,12 +257,17 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	var before rueidis.Commands
+	handBack := false
 	if why != "" && queue.ValidID(id) {
 		c := b.client
 		before = rueidis.Commands{
 			c.B().Hset().Key(b.taskKey(id)).FieldValue().FieldValue(recPrev, string(why)).Build(),
 			// A record gone meanwhile leaves a hash that expires.
 			c.B().Pexpire().Key(b.taskKey(id)).Milliseconds(b.cfg.Retention.Milliseconds()).Nx().Build(),
+		}
+		if !why.Counts() {
+			handBack = true
+			before = append(before, c.B().Hincrby().Key(b.taskKey(id)).Field(recHandBacks).Increment(1).Build())
 		}
 		if b.cluster {
 			if err := b.send(ctx, "retry task "+id, before); err != nil {
@@ -274,6 +284,12 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 		time.Until(at), before, nil, group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
 		strconv.FormatInt(maxBlock.Milliseconds(), 10))
 	if err != nil {
+		if handBack && errors.Is(err, queue.ErrLeaseLost) {
+			c := b.client
+			if err := c.Do(ctx, c.B().Hincrby().Key(b.taskKey(id)).Field(recHandBacks).Increment(-1).Build()).Error(); err != nil {
+				b.log.Warn("flows: could not take back the hand-back of a lost lease; the task gets one run more", "task_id", id, "err", err)
+			}
+		}
 		return err
 	}
 	gated := ""

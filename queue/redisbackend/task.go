@@ -18,18 +18,22 @@ import (
 // Task record hash fields: rec holds what does not change once the task
 // is queued (see encodeRec); attempt and cancelled change; prev, present
 // once a worker gave the task back (Retry), says why that attempt ended
-// (a queue.AttemptEnd).
+// (a queue.AttemptEnd); handbacks, present once a worker gave it back
+// through no fault of its flow, counts those hand-backs
+// (queue.Task.HandBacks).
 const (
 	recRec       = "rec"
 	recAttempt   = "attempt"
 	recCancelled = "cancelled"
 	recPrev      = "prev"
+	recHandBacks = "handbacks"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
-// reports (FetchWithState), then the end of the attempt given back last.
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev}
+// reports (FetchWithState), then the end of the attempt given back last
+// and the hand-backs.
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -38,6 +42,7 @@ const (
 	iCancelled
 	iState
 	iPrev
+	iHandBacks
 )
 
 // record is a task record as read: the value of each field of
@@ -462,6 +467,13 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 		return nil, false, err
 	}
 	t.PreviousEnd = queue.AttemptEnd(r[iPrev])
+	if r[iHandBacks] != "" {
+		n, err := strconv.Atoi(r[iHandBacks])
+		if err != nil {
+			return nil, false, fmt.Errorf("field handbacks: %w", err)
+		}
+		t.HandBacks = n
+	}
 	return t, true, nil
 }
 
