@@ -378,3 +378,77 @@ func TestClusterSlotsHalfMigrated(t *testing.T) {
 	t.Logf("%d tasks, %d ran more than once; replies: %d MOVED, %d ASK, %d TRYAGAIN",
 		len(r.started), twice, stats["MOVED"]-before["MOVED"], stats["ASK"]-before["ASK"], stats["TRYAGAIN"]-before["TRYAGAIN"])
 }
+
+// TestClusterLongMoveSpendsNoAttempt holds a pending task's slot half way
+// through its move for longer than the worker's OpTimeout: every script
+// on the task's keys gets TRYAGAIN until the move ends, so the worker
+// cannot record the task and hands it back, again and again, more times
+// than the task has attempts (one). Those hand-backs are the cluster's
+// doing, not the flow's: once the move ends, the task runs and ends
+// SUCCESS.
+func TestClusterLongMoveSpendsNoAttempt(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
+	web := newBackend(t, newClusterClient(t, c), cfg)
+	reg := registry.New()
+	reg.MustRegister("steps", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		ft.Progress.Log(fmt.Sprintf("step of attempt %d", ft.Attempt))
+		return "done", nil
+	}))
+	broker := queue.NewBroker(web, web, queue.BrokerConfig{Registry: reg})
+	ctx, cancel := context.WithTimeout(context.Background(), 6*waitLimit)
+	defer cancel()
+
+	// A task alone in its slot, which is not the queue's.
+	queueSlot, err := c.SlotOf(web.Prefix() + ":{q:default}:stream")
+	require.NoError(t, err)
+	used := map[int]bool{queueSlot: true}
+	id, slot := "", 0
+	for id == "" {
+		cand, err := broker.Enqueue(ctx, "steps", nil, queue.EnqueueOptions{MaxAttempts: 1})
+		require.NoError(t, err)
+		s, err := c.SlotOf(cand)
+		require.NoError(t, err)
+		if !used[s] {
+			id, slot = cand, s
+		}
+		used[s] = true
+	}
+
+	workerSide := newBackend(t, newClusterClient(t, c), redisbackend.Config{Prefix: cfg.Prefix, OpTimeout: time.Second})
+	to := otherMasters(t, c, slotOwner(t, c, id))[0]
+	before := errorStats(t, c)
+	require.NoError(t, c.MoveSlot(slot, to.ID, func() {
+		startWorker(t, queue.NewWorker(workerSide, workerSide, queue.WorkerConfig{
+			Registry: reg, Lease: 5 * time.Second, Logger: quiet,
+			Backoff: func(int) time.Duration { return 50 * time.Millisecond },
+		}))
+		// Hold the move until the task has been handed back more times
+		// than it has attempts.
+		eventually(t, func() bool {
+			got, err := web.Get(ctx, id)
+			require.NoError(t, err)
+			return got.HandBacks >= 2
+		}, "the worker did not hand task "+id+" back twice while its slot moved")
+	}))
+
+	var snap progress.Snapshot
+	eventually(t, func() bool {
+		snap, _, err = web.Snapshot(ctx, id)
+		require.NoError(t, err)
+		return snap.State.Terminal()
+	}, "task "+id+" did not end")
+	require.Equal(t, progress.StateSuccess, snap.State, "status %q: the hand-backs spent the task's attempts", snap.Details.Status)
+	got, err := web.Get(ctx, id)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, got.HandBacks, 2)
+	assert.Equal(t, got.HandBacks+1, got.Attempt, "every lease but the last was handed back")
+	steps := snap.Details.StepResults
+	require.Len(t, steps, 2, "the opening step of the last attempt, and its step")
+	assert.Equal(t, fmt.Sprintf("attempt %d of %d starts: attempt %d could not record its progress (not counted; %d hand-backs so far)",
+		got.Attempt, got.Attempt, got.Attempt-1, got.HandBacks), steps[0].Message)
+	stats := errorStats(t, c)
+	t.Logf("%d hand-backs while the slot moved; replies: %d ASK, %d TRYAGAIN",
+		got.HandBacks, stats["ASK"]-before["ASK"], stats["TRYAGAIN"]-before["TRYAGAIN"])
+	assert.Positive(t, stats["TRYAGAIN"]-before["TRYAGAIN"], "scripts on the task's keys were refused while its slot moved")
+}
