@@ -36,7 +36,19 @@ func (m *Memory) due(mt *memTask, now time.Time) {
 	g.limit = l
 	mt.state, mt.at, mt.token = memWaiting, time.Time{}, ""
 	g.waiting.push(mt)
-	m.admit(g, now)
+	m.gateAt(m.admit(g, now))
+}
+
+// gateAt records at, when the rate of a flow next lets a waiting task
+// start (see admit), if it is sooner than the time recorded, and wakes the
+// fetchers: one asleep with nothing to wait for must wake then. A zero at
+// is no time. m.mu is held.
+func (m *Memory) gateAt(at time.Time) {
+	if at.IsZero() || (!m.gateNext.IsZero() && !at.Before(m.gateNext)) {
+		return
+	}
+	m.gateNext = at
+	m.broadcast()
 }
 
 // admit gives the free slots of g to its waiting tasks, oldest first, as
@@ -81,7 +93,7 @@ func (m *Memory) release(mt *memTask, now time.Time) {
 	mt.slot = false
 	if g := m.gates[mt.task.Flow]; g != nil {
 		g.running--
-		m.admit(g, now)
+		m.gateAt(m.admit(g, now))
 	}
 }
 

@@ -51,3 +51,37 @@ func TestFIFO(t *testing.T) {
 		assert.LessOrEqual(t, len(q.items), 0, "drained queue keeps no items")
 	}
 }
+
+// TestMemoryRateWaitWakesSleepingFetch checks that a task held back by its
+// flow's rate reaches a Fetch that was already asleep with nothing to wait
+// for: the enqueue must tell it when the rate lets the task start.
+func TestMemoryRateWaitWakesSleepingFetch(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m := NewMemory(MemoryConfig{})
+	limit := Limit{Rate: 1, Per: 20 * time.Millisecond}
+	first := &Task{ID: NewID(), Flow: "paced", Limit: limit}
+	require.NoError(t, m.Enqueue(ctx, first))
+	leases, err := m.Fetch(ctx, "w", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+
+	got := make(chan []*Lease, 1)
+	go func() {
+		l, _ := m.Fetch(ctx, "w", 4, time.Minute)
+		got <- l
+	}()
+	// Let the Fetch fall asleep: no task waits, so it has no timer.
+	require.Eventually(t, func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.gateNext.IsZero() && len(m.timers) == 1 // the first lease's deadline
+	}, time.Second, time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
+
+	second := &Task{ID: NewID(), Flow: "paced", Limit: limit}
+	require.NoError(t, m.Enqueue(ctx, second)) // within 20 ms of the first start
+	l := <-got
+	require.Len(t, l, 1, "the sleeping Fetch never learned when the rate lets the task start")
+	assert.Equal(t, second.ID, l[0].Task.ID)
+}

@@ -298,15 +298,37 @@ func stepMessages(snap progress.Snapshot) []string {
 	return msgs
 }
 
-// goroutineBaseline runs one task through a worker first, so that
-// whatever a backend sets up once (connection pools) is in place, then
+// warmUpTasks is how many tasks goroutineBaseline runs and follows: enough
+// that their random ids fall on every shard of a Redis Cluster of three
+// masters but once in 100,000 times (3 × (2/3)^32).
+const warmUpTasks = 32
+
+// goroutineBaseline runs tasks through a worker and follows each one's
+// live feed to its end first, so that whatever a backend sets up once is
+// in place (connection pools, and on a Redis Cluster a subscription
+// connection to each master that served a feed, which it keeps), then
 // returns the number of goroutines.
 func (h *harness) goroutineBaseline() int {
 	h.t.Helper()
 	h.reg.MustRegister("warm-up", flow.Func(func(context.Context, *flow.Task) (any, error) { return "warm", nil }))
 	w := h.start(queue.WorkerConfig{})
-	h.waitTerminal(h.enqueue("warm-up", "", queue.EnqueueOptions{}))
+	ids := make([]string, warmUpTasks)
+	for i := range ids {
+		ids[i] = h.enqueue("warm-up", "", queue.EnqueueOptions{})
+	}
+	for _, id := range ids {
+		h.waitTerminal(id)
+	}
 	w.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), long)
+	defer cancel()
+	for _, id := range ids {
+		events, err := h.store.Subscribe(ctx, id, "")
+		require.NoError(h.t, err)
+		for range events { // the feed of an ended task closes after its last event
+		}
+	}
+	require.NoError(h.t, ctx.Err(), "the feeds of the warm-up tasks did not close")
 	return runtime.NumGoroutine()
 }
 
