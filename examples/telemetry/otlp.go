@@ -150,11 +150,18 @@ func (e *traceExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOn
 	ctx, cancel := context.WithTimeout(ctx, e.cfg.timeout)
 	defer cancel()
 	wait := e.backoff
+	var last error // the answer of the attempt before
 	for {
 		retry, after, err := e.post(ctx, body)
+		if err != nil && last != nil && ctx.Err() != nil {
+			// The time ran out during a retry: the answer before says
+			// more than the cut connection.
+			return fmt.Errorf("%w (gave up: %w)", last, context.Cause(ctx))
+		}
 		if err == nil || !retry {
 			return err
 		}
+		last = err
 		if after <= 0 {
 			after = wait
 			wait = min(2*wait, maxBackoff)
