@@ -101,10 +101,16 @@
 //
 // The three keys of a task expire at least Config.Retention after they
 // were last written. They share one expiry time, exp: it is set on
-// creation to nine eighths of the retention (plus any delay), and moved to
-// nine eighths of the retention from now by any Append that finds less
-// than the retention left, so a task refreshes it once per eighth of the
-// retention rather than on every Append, and a short task not at all.
+// creation to nine eighths of the retention (plus any delay) from the
+// creator's clock, and moved to nine eighths of the retention from the
+// server's clock by any Append that finds less than the retention and a
+// sixteenth left, so a task refreshes it once per sixteenth of the
+// retention at most rather than on every Append, and a short task not at
+// all. What is left is judged by the appending process's clock, so that
+// neither the create nor the Append of a short task reads the server's
+// (a TIME per script): a process's clock may be behind the server's by a
+// sixteenth of the retention (a creator's by an eighth) and the keys still
+// live the retention after each write.
 // Enqueue, a lease, Extend, Retry, Ack and Bury also make the task hash
 // live at least the retention (plus any delay) from now, never shorter
 // than it would. Retention must therefore exceed the longest time a task

@@ -95,9 +95,12 @@ func leadingComment(text string) string {
 
 func TestLoadScript(t *testing.T) {
 	t.Run("a fragment included twice is in once", func(t *testing.T) {
-		// finish takes the clock in through the append fragment and the
-		// release fragment not at all; retry takes three fragments.
-		assert.Equal(t, 1, strings.Count(finishScript.src, "local clock ="))
+		// finish takes the clock in through the append fragment's expiry
+		// fragment and the release fragment not at all; checkpoint
+		// through the clock fragment and the expiry fragment; retry takes
+		// three fragments.
+		assert.Equal(t, 1, strings.Count(finishScript.src, "local function readClock("))
+		assert.Equal(t, 1, strings.Count(checkpointScript.src, "local function readClock("))
 		assert.Equal(t, 1, strings.Count(finishScript.src, "local function append("))
 		assert.Equal(t, 1, strings.Count(finishScript.src, "local function release("))
 		for _, def := range []string{"local function schedule(", "local function release(", "if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then"} {

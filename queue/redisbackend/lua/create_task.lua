@@ -23,7 +23,14 @@
 -- snapshot (left by Enqueue under the same id) is replaced. The queue's keys are on
 -- another Cluster slot than a task's, so they are given in ARGV: a Cluster
 -- client passes "" for the id and queues the task itself.
---@include lib/clock.lua
+--
+-- A task's keys expire at ARGV[6] plus their time to live: the caller's
+-- clock, not the server's, which costs a TIME per script. The time to
+-- live is nine eighths of the retention (plus any delay, see Go's
+-- keepMS), so a caller's clock behind the server's by less than an eighth
+-- of the retention still keeps them the retention. Only a caller with
+-- limits reads the server's clock, which they go by.
+--@include lib/readclock.lua
 --@include lib/schedule.lua
 --@include lib/caller_limits.lua
 local now, wakeWithin = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -39,6 +46,7 @@ for t = 1, #KEYS do
   if found and redis.call('HEXISTS', task, 'state') == 1 then
     refused = redis.error_reply('EXISTS task already exists')
   elseif n > 0 then
+    readClock()
     refused = admit_caller(ARGV[l + 1], ARGV[l + 2], tonumber(ARGV[l + 3]), tonumber(ARGV[l + 4]),
       tonumber(ARGV[l + 5]), ARGV[l + 7], ARGV[l + 6])
   end
@@ -48,7 +56,7 @@ for t = 1, #KEYS do
     if found then
       redis.call('DEL', task)
     end
-    local exp = string.format('%d', clock + tonumber(ttl))
+    local exp = string.format('%d', now + tonumber(ttl))
     redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 4, a + 3 + k))
     redis.call('PEXPIREAT', task, exp)
     if queued ~= '' then

@@ -37,13 +37,14 @@
 -- routes it to the node of the task's keys.
 --
 -- The three keys of a task share one expiry time, kept in the task hash's
--- field exp (Unix ms, Redis's clock). An append that finds less than the
--- retention left moves it to nine eighths of the retention from now;
+-- field exp (Unix ms). An append that finds less than the retention left
+-- moves it to nine eighths of the retention from the server's clock;
 -- otherwise it only gives a key this call creates (the events list, the
 -- steps list) the same time. So the keys live at least the retention
--- after the last write, and a task refreshes its expiry once per eighth
--- of the retention rather than three times per call.
---@include lib/clock.lua
+-- after the last write, and a task refreshes its expiry once per
+-- sixteenth of the retention at most rather than three times per call.
+-- What is left is judged by the time of the call (see lib/expiry.lua),
+-- so an append that does not move exp sends no TIME.
 local retention = tonumber(ARGV[1])
 --@include lib/expiry.lua
 local function append(task, stepsKey, events, channel, a)
@@ -65,9 +66,9 @@ local function append(task, stepsKey, events, channel, a)
   local was, to = state, ARGV[a + 1]
   if state == 'PENDING' then to = ARGV[a] end
   if to ~= '' then state = to end
-  local exp, refresh = expiry(cur[3])
-  exp = string.format('%d', exp)
   local now = ARGV[a + 3]
+  local exp, refresh = expiry(cur[3], tonumber(now))
+  exp = string.format('%d', exp)
   local k = tonumber(ARGV[a + 4])
   local set = {'state', state, 'last', prev, 'exp', exp, 'updated', now}
   if ARGV[a + 2] == '1' or (was == 'PENDING' and state == 'PROGRESS') then
