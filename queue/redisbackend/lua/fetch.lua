@@ -93,7 +93,7 @@ local quick = quickUntil ~= nil and clock < quickUntil
 
 local nextDue, nextExpiry = {}, {}
 if not quick then
-  nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  nextDue = redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES')
 end
 if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', clock, 'LIMIT', 0, ARGV[5])
@@ -106,7 +106,7 @@ end
 
 local taken, ended, before = {}, {}, {}
 if not quick then
-  nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+  nextExpiry = redis.call('ZRANGE', leases, '0', '0', 'WITHSCORES')
 end
 if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
@@ -130,13 +130,15 @@ end
 local drained, lastID = false, nil
 if #taken < max then
   local want = max - #taken
-  local read = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', stream, '>')
+  local count = ARGV[3]
+  if #taken > 0 then count = string.format('%d', want) end
+  local read = redis.pcall('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
   if type(read) == 'table' and read.err then
     if not string.find(read.err, 'NOGROUP') then
       return redis.error_reply(read.err)
     end
     redis.call('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
-    read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want, 'STREAMS', stream, '>')
+    read = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count, 'STREAMS', stream, '>')
   end
   local entries = {}
   if read then entries = read[1][2] end
@@ -150,12 +152,13 @@ end
 local out = {}
 if #taken > 0 then
   local tokens, deadlines = {}, {}
+  local deadline = string.format('%d', clock + leasems)
   for i = 1, #taken do
     local n = clock
     if before[i] and before[i] >= n then n = before[i] + 1 end
     local id, token = taken[i][1], string.format('%d', n)
     tokens[2 * i - 1], tokens[2 * i] = id, token
-    deadlines[2 * i - 1], deadlines[2 * i] = clock + leasems, id
+    deadlines[2 * i - 1], deadlines[2 * i] = deadline, id
     out[i] = {id, taken[i][2], token, ended[i] or ''}
   end
   redis.call('HSET', holders, unpack(tokens))
@@ -172,13 +175,13 @@ if #taken > 0 then
         local rec = redis.call('HMGET', key, 'exp', unpack(ARGV, 11))
         local exp = tonumber(table.remove(rec, 1))
         if rec[1] then
-          rec[2] = tostring(redis.call('HINCRBY', key, 'attempt', 1))
+          rec[2] = string.format('%d', redis.call('HINCRBY', key, 'attempt', '1'))
           if ended[i] then
             redis.call('HSET', key, 'prev', ended[i])
             rec[5] = ended[i]
           end
           if not exp or exp - clock < retention then
-            redis.call('PEXPIRE', key, retention, 'GT')
+            redis.call('PEXPIRE', key, ARGV[7], 'GT')
           end
         end
         out[i][5] = rec
@@ -191,7 +194,7 @@ if not drained then
 end
 
 local function newest(key)
-  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', '1')
   if #last > 0 then return last[1][1] end
   return '0-0'
 end
@@ -203,12 +206,12 @@ if quick then
   end
   return {out, quickUntil - clock, expiresIn, lastID or '+', '', string.format('%d', quickUntil)}
 end
-if not nextDue then nextDue = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES') end
+if not nextDue then nextDue = redis.call('ZRANGE', delayed, '0', '0', 'WITHSCORES') end
 local dueIn = -1
 if #nextDue > 0 then dueIn = math.max(tonumber(nextDue[2]) - clock, 0) end
 local expiresIn = -1
 if not nextExpiry then
-  nextExpiry = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+  nextExpiry = redis.call('ZRANGE', leases, '0', '0', 'WITHSCORES')
 elseif #out > 0 then
   expiresIn = leasems
 end
