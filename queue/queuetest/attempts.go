@@ -108,6 +108,45 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		assert.Equal(t, 5, got.HandBacks, "the hand-back of the held lease only")
 	})
 
+	t.Run("StaleRetryChangesNothing", func(t *testing.T) {
+		b, _ := newBackends(t)
+		task := newTask()
+		enqueue(t, b, task)
+		ctx := context.Background()
+
+		// The first lease passes and another worker takes the task over.
+		stale := fetchOne(t, b, 20*time.Millisecond)
+		current := fetchOne(t, b, time.Minute)
+		require.Equal(t, task.ID, current.Task.ID)
+		require.Equal(t, queue.EndLeaseExpired, current.Task.PreviousEnd)
+		// The worker of the first lease comes back and gives the task
+		// back: neither why nor a hand-back reaches the task, whose
+		// current attempt is another worker's.
+		for _, why := range []queue.AttemptEnd{queue.EndShutdown, queue.EndFailed, queue.EndStoreDown} {
+			assert.ErrorIs(t, b.Retry(ctx, stale, time.Now(), why), queue.ErrLeaseLost, "%q", why)
+			got, err := b.Get(ctx, task.ID)
+			require.NoError(t, err)
+			assert.Equal(t, queue.EndLeaseExpired, got.PreviousEnd, "a stale Retry (%q) told why the current attempt's predecessor ended", why)
+			assert.Zero(t, got.HandBacks, "a stale Retry (%q) counted a hand-back", why)
+		}
+		// The current holder's Retry is the one the next attempt tells.
+		require.NoError(t, b.Retry(ctx, current, time.Now(), queue.EndFailed))
+		next := fetchOne(t, b, time.Minute)
+		assert.Equal(t, 3, next.Task.Attempt)
+		assert.Equal(t, queue.EndFailed, next.Task.PreviousEnd)
+		assert.Zero(t, next.Task.HandBacks)
+
+		// A lease given back once already is stale too: its second
+		// Retry changes nothing, though nobody has leased the task since.
+		again := *next
+		require.NoError(t, b.Retry(ctx, next, time.Now().Add(time.Hour), queue.EndStoreDown))
+		assert.ErrorIs(t, b.Retry(ctx, &again, time.Now(), queue.EndFailed), queue.ErrLeaseLost)
+		got, err := b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, queue.EndStoreDown, got.PreviousEnd, "the second Retry of one lease told why it ended")
+		assert.Equal(t, 1, got.HandBacks)
+	})
+
 	t.Run("StoreDownSpendsNoAttempt", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		var runs attempts

@@ -17,8 +17,11 @@
 // key of one task carries the task id as its hash tag, so that all of a
 // task's keys live on one Redis Cluster slot and the scripts that update
 // several of them are atomic there too; the keys of one queue (Q,
-// Config.Queue) share the tag "{q:Q}". No script touches a task's keys
-// together with a queue's. Scripts that act on tasks may act on several at
+// Config.Queue) share the tag "{q:Q}". On a Redis Cluster client no script
+// touches a task's keys together with a queue's; on a single Redis the
+// scripts of Fetch, Ack (durable mode), AppendAndAck and Retry do, to
+// spare a round trip or to check the lease's holder before they write
+// to the task. Scripts that act on tasks may act on several at
 // once (see Batching below), except on a Redis Cluster client
 // (rueidis.ClientModeCluster), where each touches one task's keys.
 //
@@ -34,7 +37,10 @@
 //	                            fetch that takes over a lease), and
 //	                            handbacks (the hand-backs that were no
 //	                            attempt, queue.Task.HandBacks: counted by
-//	                            Retry); and its
+//	                            Retry), both written only by the holder
+//	                            of the lease, and, on a Redis Cluster,
+//	                            prevof (the attempt whose end prev
+//	                            tells, see lua/end_attempt.lua); and its
 //	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event

@@ -40,15 +40,14 @@ func (b *Backend) leaseKeys() []string {
 // when Redis has lost the script (a restart) does it take a second round
 // trip, which loads it. ctx comes from bound.
 func (b *Backend) onLease(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, extra ...string) error {
-	_, err := b.onLeaseAlso(ctx, op, s, l, keys, keep, nil, nil, extra...)
+	_, err := b.onLeaseAlso(ctx, op, s, l, keys, keep, nil, extra...)
 	return err
 }
 
-// onLeaseAlso does what onLease does and sends the commands before ahead
-// of the script and also after it, in the same round trip; it returns the
-// results of also, in order, when the script succeeded. The results of
-// before are not looked at.
-func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, before, also rueidis.Commands, extra ...string) ([]rueidis.RedisResult, error) {
+// onLeaseAlso does what onLease does and sends the commands also after
+// the script, in the same round trip; it returns their results, in order,
+// when the script succeeded.
+func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queue.Lease, keys []string, keep time.Duration, also rueidis.Commands, extra ...string) ([]rueidis.RedisResult, error) {
 	if l == nil || l.Task == nil {
 		return nil, fmt.Errorf("redisbackend: %s: %w: no lease", op, queue.ErrLeaseLost)
 	}
@@ -57,7 +56,7 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 		return nil, fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
 	keepRecord := b.extendTask(l.Task.ID, b.cfg.Retention+max(keep, 0))
-	reply, res := b.runScriptBetween(ctx, before, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
+	reply, res := b.runLeaseScript(ctx, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
 	n, err := reply.AsInt64()
 	if err != nil {
 		return nil, b.wrap(ctx, op+" task "+l.Task.ID, err)
@@ -80,23 +79,17 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 // when the replicas do not confirm it, the reply of an accepting script
 // is an error wrapping errNotReplicated, and an ending one is logged.
 func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
-	return b.runScriptBetween(ctx, nil, s, keys, args, also)
-}
-
-// runScriptBetween is runLeaseScript with the commands before sent ahead
-// of the script in the same round trip; their results are dropped.
-func (b *Backend) runScriptBetween(ctx context.Context, before rueidis.Commands, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
 	c := b.client
 	kind := waitNever
 	if b.durable() {
 		kind = waitFor[s]
 	}
-	cmds := make(rueidis.Commands, 0, len(before)+2+len(also))
-	cmds = append(append(append(cmds, before...), s.evalsha(c, keys, args)), also...)
+	cmds := make(rueidis.Commands, 0, 2+len(also))
+	cmds = append(append(cmds, s.evalsha(c, keys, args)), also...)
 	if kind != waitNever {
 		cmds = append(cmds, b.waitCommand())
 	}
-	res := c.DoMulti(ctx, cmds...)[len(before):]
+	res := c.DoMulti(ctx, cmds...)
 	if noScript(res[0].Error()) {
 		if kind == waitNever {
 			res[0] = c.Do(ctx, s.eval(c, keys, args))
@@ -135,7 +128,7 @@ func (b *Backend) Extend(ctx context.Context, l *queue.Lease, lease time.Duratio
 		c := b.client
 		also = append(also, c.B().Hget().Key(b.taskKey(l.Task.ID)).Field(recCancelled).Build())
 	}
-	res, err := b.onLeaseAlso(ctx, "extend lease of", extendScript, l, b.leaseKeys(), 0, nil, also, strconv.FormatInt(lease.Milliseconds(), 10))
+	res, err := b.onLeaseAlso(ctx, "extend lease of", extendScript, l, b.leaseKeys(), 0, also, strconv.FormatInt(lease.Milliseconds(), 10))
 	if err != nil {
 		return err
 	}
@@ -240,15 +233,23 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // made ready (see Cancel for why this order leaves no cancelled task
 // delayed).
 //
-// why goes into the record's prev field ahead of the script, in the same
-// round trip, so that the fetch that reads the task again reads it; on a
-// Redis Cluster client, whose pipeline does not order commands to two
-// nodes, in a round trip of its own first. So does the count of a
-// hand-back that is not an attempt (why.Counts() is false: the record's
-// handbacks field). The script may then find the lease lost (taken over
-// meanwhile): the count is taken back in one more round trip. Until then,
-// or if that fails, the task has one hand-back too many, which gives it
-// one run more, never one fewer.
+// why goes into the record's prev field, and a hand-back that is not an
+// attempt (why.Counts() is false) is counted in its handbacks field, only
+// while the lease is held: the end of a lease taken over by another
+// worker, or given back already, must not be told as the end of the
+// attempt before the current one. On a single Redis the retry script
+// writes them after checking the lease's holder, before it queues the
+// task, so that the fetch that reads the task again reads them. On a
+// Redis Cluster client, where the task hash and the queue's keys are on
+// different slots, a script on the task hash writes them first, in a
+// round trip of its own (as the commands that wrote them before did),
+// only while the record's attempt is the lease's and its end has not
+// been recorded (see end_attempt.lua); a lease lost before a fetch took
+// the task over passes that check, and then the retry script finds it
+// lost: the fetch that takes the task over sets prev again, and the
+// hand-back is taken back in one more round trip. Until then, or if that
+// fails, the task has one hand-back too many, which gives it one run
+// more, never one fewer.
 func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why queue.AttemptEnd) error {
 	var id string
 	if l != nil && l.Task != nil {
@@ -256,35 +257,32 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	var before rueidis.Commands
-	handBack := false
+	taskKey, handBack := "", ""
+	counted := false // a hand-back counted ahead of the script (Cluster)
 	if why != "" && queue.ValidID(id) {
-		c := b.client
-		before = rueidis.Commands{
-			c.B().Hset().Key(b.taskKey(id)).FieldValue().FieldValue(recPrev, string(why)).Build(),
-			// A record gone meanwhile leaves a hash that expires.
-			c.B().Pexpire().Key(b.taskKey(id)).Milliseconds(b.cfg.Retention.Milliseconds()).Nx().Build(),
-		}
 		if !why.Counts() {
-			handBack = true
-			before = append(before, c.B().Hincrby().Key(b.taskKey(id)).Field(recHandBacks).Increment(1).Build())
+			handBack = "1"
 		}
-		if b.cluster {
-			if err := b.send(ctx, "retry task "+id, before); err != nil {
-				return err
+		if _, _, ok := parseToken(l.Token); ok && b.cluster {
+			n, err := endAttemptScript.exec(ctx, b.client, []string{b.taskKey(id)},
+				[]string{strconv.Itoa(l.Task.Attempt), string(why), handBack}).AsInt64()
+			if err != nil {
+				return b.wrap(ctx, "retry task "+id, err)
 			}
-			before = nil
+			counted = n == 1 && handBack != ""
+		} else if !b.cluster {
+			taskKey = b.taskKey(id)
 		}
 	}
 	keys := []string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey()}
 	if l != nil && l.Task != nil && l.Task.Limit.On() {
 		keys = append(keys, b.gateKey(l.Task.Flow)) // it waits for a slot again
 	}
-	_, err := b.onLeaseAlso(ctx, "retry", retryScript, l, keys,
-		time.Until(at), before, nil, group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
-		strconv.FormatInt(maxBlock.Milliseconds(), 10))
+	err := b.onLease(ctx, "retry", retryScript, l, keys,
+		time.Until(at), group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
+		strconv.FormatInt(maxBlock.Milliseconds(), 10), taskKey, string(why), handBack)
 	if err != nil {
-		if handBack && errors.Is(err, queue.ErrLeaseLost) {
+		if counted && errors.Is(err, queue.ErrLeaseLost) {
 			c := b.client
 			if err := c.Do(ctx, c.B().Hincrby().Key(b.taskKey(id)).Field(recHandBacks).Increment(-1).Build()).Error(); err != nil {
 				b.log.Warn("flows: could not take back the hand-back of a lost lease; the task gets one run more", "task_id", id, "err", err)

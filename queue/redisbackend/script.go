@@ -110,6 +110,7 @@ var (
 	fetchScript       = mustLoadScript("fetch.lua")
 	extendScript      = mustLoadScript("extend.lua")
 	retryScript       = mustLoadScript("retry.lua")
+	endAttemptScript  = mustLoadScript("end_attempt.lua")
 	ackScript         = mustLoadScript("ack.lua")
 	finishScript      = mustLoadScript("finish.lua")
 	buryScript        = mustLoadScript("bury.lua")

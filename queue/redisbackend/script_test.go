@@ -14,8 +14,9 @@ import (
 
 // packageScripts are the scripts the package runs.
 var packageScripts = []*script{
-	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, ackScript,
-	finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript, heartbeatScript,
+	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, endAttemptScript,
+	ackScript, finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript,
+	heartbeatScript,
 	checkpointScript, admitScript, callerAdmitScript,
 }
 

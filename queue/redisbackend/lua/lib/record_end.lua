@@ -1,0 +1,16 @@
+-- Fragment: defines recordEnd(task, why, handBack), which records on the
+-- task hash task why the attempt of a lease ended (field prev, a
+-- queue.AttemptEnd) and, when handBack is "1", counts it as a hand-back
+-- that is no attempt (field handbacks). A hash that is gone (the record
+-- expired) is left gone. The script that includes it has checked that
+-- the lease is still held: the end of a stale lease must not be told as
+-- the end of the attempt before the current one.
+local function recordEnd(task, why, handBack)
+  if redis.call('EXISTS', task) == 0 then
+    return
+  end
+  redis.call('HSET', task, 'prev', why)
+  if handBack == '1' then
+    redis.call('HINCRBY', task, 'handbacks', 1)
+  end
+end
