@@ -38,7 +38,8 @@
 //	            nothing); tasks/s from the first enqueue to the last
 //	            terminal state; -otel none,metrics,sampled,sdk alternates
 //	            runs without and with the OpenTelemetry SDK, for what
-//	            tracing and metrics cost; -steps N adds N durable steps
+//	            tracing and metrics cost (sampled: a share -otel-ratio of
+//	            the traces, 0.01 unless told); -steps N adds N durable steps
 //	            (flow.Step, 1 KB output each) to the flow, for what a
 //	            checkpoint costs
 //	roundtrips  the Redis traffic of the throughput runs, per task: client
@@ -110,6 +111,7 @@ type config struct {
 	Hooks        int      // no-op finish hooks of the throughput worker
 	Notify       bool     // a notification per throughput task (package notify)
 	OTel         []string // OpenTelemetry modes of the throughput runs, in turn
+	OTelRatio    float64  // share of the traces sampled in the otel mode sampled
 	Producers    int
 	Clients      int
 	Conns        int
@@ -151,7 +153,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
 	fs.IntVar(&cfg.Steps, "steps", 0, "durable steps per task of the throughput flow (flow.Step, 1 KB output each), to measure what a checkpoint costs")
 	fs.IntVar(&cfg.Hooks, "hooks", 0, "no-op finish hooks (queue.WorkerConfig.OnFinish) of the throughput worker, to measure what hooks cost")
-	otelFlag := fs.String("otel", otelNone, "OpenTelemetry of the throughput runs: none (nothing installed), metrics (the SDK's meter provider, aggregating in memory), sampled (metrics, and one trace in ten sampled and dropped), sdk (metrics, and every span sampled and dropped), or several, as none,sdk: each run of each mode in turn")
+	otelFlag := fs.String("otel", otelNone, "OpenTelemetry of the throughput runs: none (nothing installed), metrics (the SDK's meter provider, aggregating in memory), sampled (metrics, and a share -otel-ratio of the traces sampled and dropped), sdk (metrics, and every span sampled and dropped), or several, as none,sdk: each run of each mode in turn")
+	fs.Float64Var(&cfg.OTelRatio, "otel-ratio", 0.01, "share of the traces sampled in -otel sampled (ParentBased(TraceIDRatioBased)), 0 to 1")
 	fs.BoolVar(&cfg.Notify, "notify", false, "throughput: a notification per task (notify's finish hook and delivery flow, to a channel that does nothing), to measure what notifications cost; per-task figures include the notification")
 	fs.IntVar(&cfg.Producers, "producers", 64, "goroutines that enqueue (throughput) or append events (sse)")
 	fs.IntVar(&cfg.Clients, "clients", fullDefaults.Clients, "concurrent SSE streams of the sse scenario")
@@ -222,6 +225,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return config{}, err
 	}
 	cfg.OTel = modes
+	if cfg.OTelRatio < 0 || cfg.OTelRatio > 1 {
+		return config{}, fmt.Errorf("-otel-ratio must be from 0 to 1, got %g", cfg.OTelRatio)
+	}
 	for s := range strings.SplitSeq(scenarios, ",") {
 		s = strings.TrimSpace(s)
 		switch {

@@ -24,8 +24,9 @@ const (
 	otelSDK = "sdk"
 	// otelMetrics installs the SDK's meter provider alone.
 	otelMetrics = "metrics"
-	// otelSampled is otelSDK with one trace in ten sampled
-	// (ParentBased(TraceIDRatioBased(0.1))), as a busy service samples.
+	// otelSampled is otelSDK with a share of the traces sampled
+	// (ParentBased(TraceIDRatioBased(-otel-ratio)), one in a hundred
+	// unless told), as a busy service samples.
 	otelSampled = "sampled"
 )
 
@@ -53,8 +54,9 @@ type providers struct {
 	shutdown func()
 }
 
-// newProviders makes the providers of mode.
-func newProviders(mode string) providers {
+// newProviders makes the providers of mode; ratio is the share of the
+// traces sampled in otelSampled.
+func newProviders(mode string, ratio float64) providers {
 	if mode == otelNone {
 		return providers{shutdown: func() {}}
 	}
@@ -65,7 +67,7 @@ func newProviders(mode string) providers {
 	}
 	sampler := sdktrace.AlwaysSample()
 	if mode == otelSampled {
-		sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))
+		sampler = sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))
 	}
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(dropExporter{}))
 	p.tp = tp

@@ -183,6 +183,9 @@ func benchThroughput(ctx context.Context, e *env, p *printer) error {
 		for _, mode := range cfg.OTel {
 			runs := runsOf[mode]
 			par := par + " otel=" + mode
+			if mode == otelSampled {
+				par += fmt.Sprintf(" otel-ratio=%g", cfg.OTelRatio)
+			}
 			p.figure("throughput", "tasks/s", collect(runs, func(r throughputRun) float64 { return r.tasksPerSec }), par)
 			// CPU per task: what the run costs whatever else the machine does.
 			p.figure("throughput", "cpu us/task process", collect(runs, func(r throughputRun) float64 { return r.cpu / r.tasksPerSec * 1e6 }), par)
@@ -220,7 +223,7 @@ func collect[T any](runs []T, f func(T) float64) []float64 {
 
 func throughputOnce(ctx context.Context, e *env, otelMode string) (throughputRun, error) {
 	cfg := e.cfg
-	tel := newProviders(otelMode)
+	tel := newProviders(otelMode, cfg.OTelRatio)
 	defer tel.shutdown()
 	st, err := e.newStack(ctx)
 	if err != nil {
