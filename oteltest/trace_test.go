@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -242,4 +243,65 @@ func TestUnsampledTaskRunsUntraced(t *testing.T) {
 		assert.Equal(t, "b7ad6b7169203331", r.ParentID)
 	}
 	assert.Empty(t, st.of("flows.run", keyTask, unsampled), "the runs of a task whose trace was not sampled")
+}
+
+// TestUnsampledTaskFlowKeepsItsTrace: a task whose trace was not sampled
+// where it was enqueued runs with no span of the worker's, on both
+// backends, and its flow still runs in the task's trace: it sees the
+// enqueue span's context (remote, not sampled), so that the spans it
+// starts are not sampled on their own under a parent-based sampler.
+func TestUnsampledTaskFlowKeepsItsTrace(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			rec := tracetest.NewSpanRecorder()
+			// One trace in none sampled at the broker; the worker's
+			// sampler would sample every trace of its own.
+			btp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())), sdktrace.WithSpanProcessor(rec))
+			wtp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())), sdktrace.WithSpanProcessor(rec))
+			t.Cleanup(func() {
+				_ = btp.Shutdown(context.Background())
+				_ = wtp.Shutdown(context.Background())
+			})
+			qb, pb, store := be.make(t)
+			reg := newRegistry()
+			seen := make(chan trace.SpanContext, 1)
+			reg.MustRegister("probe", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
+				_, sp := wtp.Tracer("probe").Start(ctx, "probe.step")
+				sp.End()
+				seen <- trace.SpanContextFromContext(ctx)
+				return "ok", nil
+			}))
+			broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, TracerProvider: btp})
+			// Enqueued before the worker runs, to read the task's record.
+			id, err := broker.Enqueue(context.Background(), "probe", nil, queue.EnqueueOptions{})
+			require.NoError(t, err)
+			task, err := qb.Get(context.Background(), id)
+			require.NoError(t, err)
+			carried := telemetry.SpanContext(task.TraceParent, task.TraceState)
+			require.True(t, carried.IsValid(), "the task carries its trace, sampled or not: %q", task.TraceParent)
+			require.False(t, carried.IsSampled())
+
+			w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Concurrency: 2, TracerProvider: wtp})
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = w.Run(ctx)
+			}()
+			t.Cleanup(func() {
+				stop()
+				<-done
+			})
+			s := &stack{broker: broker, store: pb, backend: qb}
+
+			require.Equal(t, progress.StateSuccess, s.wait(t, id))
+
+			sc := <-seen
+			assert.Equal(t, carried.TraceID(), sc.TraceID(), "the flow runs in the task's trace")
+			assert.Equal(t, carried.SpanID(), sc.SpanID(), "under the enqueue span: no run span between")
+			assert.True(t, sc.IsRemote())
+			assert.False(t, sc.IsSampled())
+			assert.Empty(t, rec.Ended(), "no span recorded: not the enqueue, the run nor the flow's")
+		})
+	}
 }

@@ -35,6 +35,9 @@ type job struct {
 	// state this job recorded, "" if it recorded none.
 	span     trace.Span
 	endState progress.State
+	// fm is what the worker measures of the task's flow, nil when it
+	// measures nothing (see startSpan).
+	fm *flowMetrics
 	// parent is the span the task's trace context names, once the
 	// span is in base (see startSpan).
 	parent remoteSpan

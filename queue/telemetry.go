@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -128,7 +129,7 @@ func (bt *brokerTelemetry) startSpan(ctx context.Context, name string, t *Task, 
 		}
 		span.SetAttributes(attrs...)
 	}
-	t.TraceParent, t.TraceState = telemetry.Inject(ctx)
+	t.TraceParent, t.TraceState = telemetry.Values(span.SpanContext())
 	return ctx, span
 }
 
@@ -152,8 +153,21 @@ type workerTelemetry struct {
 	events   *telemetry.Counter[progress.EventType]
 	duration metric.Float64Histogram
 	pickup   metric.Float64Histogram
-	byFlow   telemetry.OptionCache[string]
-	byRun    telemetry.OptionCache[[2]string] // flow, outcome
+	// eventCells are the counts of the event types the library writes
+	// (see eventCell), flows those of each flow.
+	eventCells [5]*telemetry.Cell
+	flows      telemetry.Cache[string, *flowMetrics]
+}
+
+// flowMetrics is what a worker measures of one flow, made on its first
+// task: the counts and attribute sets a run of it uses, found with one
+// lookup per run instead of one per measurement.
+type flowMetrics struct {
+	started  *telemetry.Cell
+	success  *telemetry.Cell // ended SUCCESS
+	failure  *telemetry.Cell // ended FAILURE
+	pickup   []metric.RecordOption
+	duration [3][]metric.RecordOption // by outcome: success, failure, retry
 }
 
 func newWorkerTelemetry(cfg WorkerConfig) *workerTelemetry {
@@ -175,12 +189,28 @@ func newWorkerTelemetry(cfg WorkerConfig) *workerTelemetry {
 		pickup: histogram(m, log, metricPickup,
 			"Time from when a task was ready to when a worker leased it, first attempts only, by flow."),
 	}
-	t.byFlow.New = func(flow string) *telemetry.Options { return telemetry.NewOptions(flowAttrs(flow)...) }
-	t.byFlow.Max = telemetry.MaxOptions
-	t.byRun.New = func(k [2]string) *telemetry.Options {
-		return telemetry.NewOptions(telemetry.Flow.String(k[0]), telemetry.Outcome.String(k[1]))
+	for i, typ := range [...]progress.EventType{progress.EventState, progress.EventStatus,
+		progress.EventProgress, progress.EventStep, progress.EventToken} {
+		t.eventCells[i] = t.events.Cell(typ)
 	}
-	t.byRun.Max = telemetry.MaxOptions
+	t.flows.New = func(flow string) *flowMetrics {
+		set := func(kvs ...attribute.KeyValue) []metric.RecordOption {
+			return telemetry.NewOptions(kvs...).Record
+		}
+		f := telemetry.Flow.String(flow)
+		return &flowMetrics{
+			started: t.started.Cell(flow),
+			success: t.ended.Cell([2]string{flow, string(progress.StateSuccess)}),
+			failure: t.ended.Cell([2]string{flow, string(progress.StateFailure)}),
+			pickup:  set(f),
+			duration: [3][]metric.RecordOption{
+				set(f, telemetry.Outcome.String(outcomeSuccess)),
+				set(f, telemetry.Outcome.String(outcomeFailure)),
+				set(f, telemetry.Outcome.String(outcomeRetry)),
+			},
+		}
+	}
+	t.flows.Max = telemetry.MaxOptions
 	return t
 }
 
@@ -190,6 +220,24 @@ func flowAttrs(flow string) []attribute.KeyValue {
 
 func endAttrs(k [2]string) []attribute.KeyValue {
 	return []attribute.KeyValue{telemetry.Flow.String(k[0]), telemetry.State.String(k[1])}
+}
+
+// eventCell returns the count of the events of type typ: one of
+// eventCells for a type of the library's, with no lookup.
+func (wt *workerTelemetry) eventCell(typ progress.EventType) *telemetry.Cell {
+	switch typ {
+	case progress.EventState:
+		return wt.eventCells[0]
+	case progress.EventStatus:
+		return wt.eventCells[1]
+	case progress.EventProgress:
+		return wt.eventCells[2]
+	case progress.EventStep:
+		return wt.eventCells[3]
+	case progress.EventToken:
+		return wt.eventCells[4]
+	}
+	return wt.events.Cell(typ)
 }
 
 // countEvents counts the events a worker recorded.
@@ -204,7 +252,7 @@ func (wt *workerTelemetry) countEvents(events []progress.Event) {
 			n++
 		}
 		i += n
-		wt.events.Add(typ, int64(n))
+		wt.eventCell(typ).Add(int64(n))
 	}
 }
 
@@ -229,16 +277,18 @@ func (s countingStore) Append(ctx context.Context, taskID string, events ...prog
 // records the pickup latency of a first attempt.
 func (j *job) startSpan() {
 	wt, t := j.w.tel, j.task
-	if t.Attempt == 1 && !t.Cancelled && wt.metrics.Active() {
-		now := time.Now()
-		ready := t.EnqueuedAt
-		if t.RunAt.After(ready) {
-			ready = t.RunAt
-		}
-		if !ready.IsZero() {
-			// No context: an exemplar of a pickup would name no trace
-			// worth the lookup.
-			wt.pickup.Record(context.Background(), max(now.Sub(ready), 0).Seconds(), wt.byFlow.Get(t.Flow).Record...)
+	if wt.metrics.Active() {
+		j.fm = wt.flows.Get(t.Flow)
+		if t.Attempt == 1 && !t.Cancelled {
+			ready := t.EnqueuedAt
+			if t.RunAt.After(ready) {
+				ready = t.RunAt
+			}
+			if !ready.IsZero() {
+				// No context: an exemplar of a pickup would name no trace
+				// worth the lookup.
+				wt.pickup.Record(context.Background(), max(time.Since(ready), 0).Seconds(), j.fm.pickup...)
+			}
 		}
 	}
 	tr := wt.tracer.Active()
@@ -246,20 +296,20 @@ func (j *job) startSpan() {
 		j.span = telemetry.NoSpan
 		return
 	}
-	parent := telemetry.SpanContext(t.TraceParent, t.TraceState)
-	if parent.IsValid() && !parent.IsSampled() {
+	if telemetry.Unsampled(t.TraceParent) {
 		// The task's trace was not sampled where it was enqueued: its
 		// runs are not traced either, and start no span (the SDK would
 		// make a non-recording one, and a context for it). The flow
 		// still runs in that trace, so that what it traces is not
-		// sampled on its own.
+		// sampled on its own; the trace context is read only if the
+		// flow asks for it (see remoteSpan).
 		j.span = telemetry.NoSpan
-		j.parent.sc = parent
+		j.parent.traceparent, j.parent.tracestate = t.TraceParent, t.TraceState
 		j.base = trace.ContextWithSpan(j.base, &j.parent)
 		return
 	}
 	ctx := j.base
-	if parent.IsValid() {
+	if parent := telemetry.SpanContext(t.TraceParent, t.TraceState); parent.IsValid() {
 		j.parent.sc = parent
 		ctx = trace.ContextWithSpan(ctx, &j.parent)
 	}
@@ -273,10 +323,12 @@ func (j *job) startSpan() {
 func (j *job) runStarted() {
 	// The time is read only for those who use it: a nanosecond clock
 	// read per task is not free.
-	if len(j.w.hooks) > 0 || j.w.tel.metrics.Active() || j.span.IsRecording() {
+	if len(j.w.hooks) > 0 || j.fm != nil || j.span.IsRecording() {
 		j.startedAt = time.Now()
 	}
-	j.w.tel.started.Add(j.task.Flow, 1)
+	if j.fm != nil {
+		j.fm.started.Add(1)
+	}
 }
 
 // runFailed marks the span of a run whose flow returned err.
@@ -288,8 +340,15 @@ func (j *job) runFailed(err error) {
 // ended counter, and the span's status (reason is a FAILURE's).
 func (j *job) noteEnd(state progress.State, reason string) {
 	j.endState = state
-	wt := j.w.tel
-	wt.ended.Add([2]string{j.task.Flow, string(state)}, 1)
+	switch {
+	case j.fm == nil:
+	case state == progress.StateSuccess:
+		j.fm.success.Add(1)
+	case state == progress.StateFailure:
+		j.fm.failure.Add(1)
+	default:
+		j.w.tel.ended.Add([2]string{j.task.Flow, string(state)}, 1)
+	}
 	if state == progress.StateFailure {
 		j.span.SetStatus(codes.Error, reason)
 	}
@@ -299,18 +358,18 @@ func (j *job) noteEnd(state progress.State, reason string) {
 // the flow ran.
 func (j *job) endSpan() {
 	var outcome string
+	var byOutcome int // the index of outcome in flowMetrics.duration
 	switch j.endState {
 	case progress.StateSuccess:
 		outcome = outcomeSuccess
 	case progress.StateFailure:
-		outcome = outcomeFailure
+		outcome, byOutcome = outcomeFailure, 1
 	default:
 		if !j.startedAt.IsZero() {
-			outcome = outcomeRetry
+			outcome, byOutcome = outcomeRetry, 2
 		}
 	}
-	if !j.startedAt.IsZero() && j.w.tel.metrics.Active() {
-		wt := j.w.tel
+	if !j.startedAt.IsZero() && j.fm != nil {
 		// The run's context, for an exemplar naming its trace, only when
 		// there is one to name: else the SDK would look for it through
 		// every layer of the context, for nothing.
@@ -318,7 +377,7 @@ func (j *job) endSpan() {
 		if j.span.IsRecording() {
 			ctx = j.base
 		}
-		wt.duration.Record(ctx, time.Since(j.startedAt).Seconds(), wt.byRun.Get([2]string{j.task.Flow, outcome}).Record...)
+		j.w.tel.duration.Record(ctx, time.Since(j.startedAt).Seconds(), j.fm.duration[byOutcome]...)
 	}
 	if j.span.IsRecording() {
 		t := j.task
@@ -342,14 +401,31 @@ func (j *job) endSpan() {
 // telemetry.SpanContext): the parent of the task's runs, a span of the
 // process that enqueued it, which records nothing here. It is what
 // trace.ContextWithRemoteSpanContext puts in a context, kept in the job
-// instead of a value of its own for each run.
+// instead of a value of its own for each run. The trace context of a
+// task whose trace was not sampled is read only when asked for: a flow
+// that starts no span never needs it.
 type remoteSpan struct {
 	tracenoop.Span
-	sc trace.SpanContext
+	sc trace.SpanContext // when traceparent is ""
+	// traceparent and tracestate are the task's, to read on first use
+	// into lazy.
+	traceparent, tracestate string
+	lazy                    atomic.Pointer[trace.SpanContext]
 }
 
-// SpanContext returns the span context the task carried.
-func (s *remoteSpan) SpanContext() trace.SpanContext { return s.sc }
+// SpanContext returns the span context the task carried; invalid if its
+// traceparent is malformed.
+func (s *remoteSpan) SpanContext() trace.SpanContext {
+	if s.traceparent == "" {
+		return s.sc
+	}
+	if sc := s.lazy.Load(); sc != nil {
+		return *sc
+	}
+	sc := telemetry.SpanContext(s.traceparent, s.tracestate)
+	s.lazy.Store(&sc)
+	return sc
+}
 
 // countingFinisher is a worker's one-step path to a task's end: it counts
 // the events it records, as countingStore does.

@@ -242,18 +242,27 @@ func (c *Cache[K, V]) All(f func(V)) {
 // Counter is a monotonic counter kept as atomic integers, one for each
 // attribute set, and reported by an observable counter at each
 // collection: counting costs an atomic add, where a synchronous counter of
-// the SDK looks its attribute set up in a map at each Add. Counters of one
-// name on one meter add up (the SDK sums what callbacks observe).
+// the SDK normalises and looks its attribute set up at each Add. Counters
+// of one name on one meter add up (the SDK sums what callbacks observe).
+// An attribute set is reported once it has been counted: a Cell taken
+// ahead of its first Add reports nothing until then.
 type Counter[K comparable] struct {
 	on    *Metrics
 	inst  metric.Int64ObservableCounter
-	cells Cache[K, *cell]
+	cells Cache[K, *Cell]
 }
 
-type cell struct {
+// Cell is the count of one attribute set of a Counter. A caller that
+// counts the same set often (a flow's runs) keeps its Cell, so that
+// counting is an atomic add with no lookup; it checks that the meter is
+// active itself (Metrics.Active).
+type Cell struct {
 	n   atomic.Int64
 	opt metric.ObserveOption
 }
+
+// Add adds n, which must not be negative, to the count.
+func (c *Cell) Add(n int64) { c.n.Add(n) }
 
 // NewCounter makes the counter name of ms's meter, whose attributes for a key K
 // are attrs(K). An error of the meter (an SDK returns one for a name or
@@ -261,13 +270,17 @@ type cell struct {
 func NewCounter[K comparable](ms *Metrics, log *slog.Logger, name, unit, desc string, attrs func(K) []attribute.KeyValue) *Counter[K] {
 	m := ms.Meter
 	c := &Counter[K]{on: ms}
-	c.cells.New = func(k K) *cell {
-		return &cell{opt: metric.WithAttributeSet(attribute.NewSet(attrs(k)...))}
+	c.cells.New = func(k K) *Cell {
+		return &Cell{opt: metric.WithAttributeSet(attribute.NewSet(attrs(k)...))}
 	}
 	inst, err := m.Int64ObservableCounter(name, metric.WithUnit(unit), metric.WithDescription(desc))
 	if err == nil {
 		_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-			c.cells.All(func(cl *cell) { o.ObserveInt64(inst, cl.n.Load(), cl.opt) })
+			c.cells.All(func(cl *Cell) {
+				if n := cl.n.Load(); n != 0 {
+					o.ObserveInt64(inst, n, cl.opt)
+				}
+			})
 			return nil
 		}, inst)
 	}
@@ -284,3 +297,6 @@ func (c *Counter[K]) Add(k K, n int64) {
 		c.cells.Get(k).n.Add(n)
 	}
 }
+
+// Cell returns the count of k, to Add to without a lookup.
+func (c *Counter[K]) Cell(k K) *Cell { return c.cells.Get(k) }

@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"encoding/hex"
 
 	"go.opentelemetry.io/otel/trace"
 )
@@ -21,11 +20,19 @@ const traceparentLen = 55
 // Inject returns the W3C traceparent and tracestate of the span in ctx,
 // "" and "" when ctx has no valid span context.
 func Inject(ctx context.Context) (parent, state string) {
-	sc := trace.SpanContextFromContext(ctx)
+	return Values(trace.SpanContextFromContext(ctx))
+}
+
+// Values returns the W3C traceparent and tracestate of sc, "" and "" when
+// sc is not valid.
+func Values(sc trace.SpanContext) (parent, state string) {
 	if !sc.IsValid() {
 		return "", ""
 	}
-	return Format(sc), sc.TraceState().String()
+	if ts := sc.TraceState(); ts.Len() > 0 {
+		state = ts.String()
+	}
+	return Format(sc), state
 }
 
 // Format returns the W3C traceparent of sc, which must be valid. Only
@@ -34,14 +41,29 @@ func Format(sc trace.SpanContext) string {
 	var b [traceparentLen]byte
 	tid, sid := sc.TraceID(), sc.SpanID()
 	b[0], b[1], b[2] = '0', '0', '-'
-	hex.Encode(b[3:35], tid[:])
+	for i, c := range tid {
+		h := hexPairs[c]
+		b[3+2*i], b[4+2*i] = h[0], h[1]
+	}
 	b[35] = '-'
-	hex.Encode(b[36:52], sid[:])
+	for i, c := range sid {
+		h := hexPairs[c]
+		b[36+2*i], b[37+2*i] = h[0], h[1]
+	}
 	b[52] = '-'
-	flags := [1]byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))}
-	hex.Encode(b[53:55], flags[:])
+	h := hexPairs[byte(sc.TraceFlags()&(trace.FlagsSampled|trace.FlagsRandom))]
+	b[53], b[54] = h[0], h[1]
 	return string(b[:])
 }
+
+// hexPairs maps a byte to its two lower-case hex digits.
+var hexPairs = func() (t [256][2]byte) {
+	const digits = "0123456789abcdef"
+	for i := range t {
+		t[i] = [2]byte{digits[i>>4], digits[i&0x0f]}
+	}
+	return t
+}()
 
 // Extract returns ctx with the remote span context that parent and state
 // name, or ctx itself when parent is empty or malformed.
@@ -70,6 +92,19 @@ func SpanContext(parent, state string) trace.SpanContext {
 		return trace.SpanContext{}
 	}
 	return sc
+}
+
+// Unsampled reports whether parent, a W3C traceparent, has the shape of
+// one (its length, dashes and flags) and its sampled flag off: the
+// trace it names was not sampled. Its ids are not read (see
+// SpanContext).
+func Unsampled(parent string) bool {
+	h := parent
+	if len(h) < traceparentLen || h[2] != '-' || h[35] != '-' || h[52] != '-' {
+		return false
+	}
+	hi, lo := unhex[h[53]], unhex[h[54]]
+	return (hi|lo)&0xf0 == 0 && lo&byte(trace.FlagsSampled) == 0
 }
 
 // parseParent reads a traceparent into cfg's ids and flags. Version 00

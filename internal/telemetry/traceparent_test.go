@@ -97,3 +97,19 @@ func FuzzSpanContext(f *testing.F) {
 		}
 	})
 }
+
+// TestUnsampled: Unsampled says of a traceparent the propagator reads
+// what its sampled flag says, and is false for what has not the shape of
+// one.
+func TestUnsampled(t *testing.T) {
+	for _, c := range parentCases {
+		if sc := w3cSpanContext(c.parent, c.state); sc.IsValid() {
+			assert.Equal(t, !sc.IsSampled(), Unsampled(c.parent), "traceparent %q", c.parent)
+		}
+	}
+	for _, bad := range []string{"", "00", "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_00",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0"} {
+		assert.False(t, Unsampled(bad), "traceparent %q", bad)
+	}
+	assert.True(t, Unsampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02"), "random, not sampled")
+}
