@@ -219,6 +219,28 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		assert.Equal(t, "cancel danger@"+stopped, focused(p), "the focus is back on the button")
 		assert.Equal(t, "PROGRESS", string(taskState(t, srv.URL, stopped)), "Escape cancelled nothing")
 
+		// Asked again before the close event of the question before has
+		// come (a quick Escape, then Enter): that event must not close the
+		// new question.
+		ask, cancelAsk := context.WithTimeout(p.ctx, actionTimeout)
+		stillOpen, err := chromedp.Run(ask, chromedp.Evaluate[bool](`(async () => {
+			const d = document.getElementById('confirm');
+			const b = document.querySelector(`+jsString(cancel)+`);
+			b.click();
+			d.close(); // as Escape does: its close event comes in a task of its own
+			b.click();
+			await new Promise((r) => setTimeout(r, 100));
+			const open = d.open;
+			document.getElementById('confirm-no').click();
+			return open;
+		})()`, chromedp.EvalAwaitPromise))
+		cancelAsk()
+		require.NoError(t, err)
+		assert.True(t, stillOpen, "the second question stays open")
+		p.waitFor("the confirmation gone", `!document.getElementById('confirm').open`)
+		assert.Equal(t, "PROGRESS", string(taskState(t, srv.URL, stopped)), "no answer cancelled nothing")
+		p.focusOn(cancel)
+
 		p.press(kb.Enter)
 		p.waitFor("the confirmation again", `document.getElementById('confirm').open`)
 		p.press(kb.Tab)

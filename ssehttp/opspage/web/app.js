@@ -68,10 +68,20 @@
     if (node.textContent !== text) node.textContent = text;
   }
 
+  // announce shows text in the status line, which screen readers read.
+  // Messages that come within a second of the one before are joined to it,
+  // so that the result of an action is not replaced by what the action
+  // caused (a state change of the open task) before it could be read.
+  const told = { texts: [], at: 0, timer: 0 };
   function announce(text) {
+    const t = Date.now();
+    if (t - told.at > 1000) told.texts = [];
+    if (told.texts[told.texts.length - 1] !== text) told.texts.push(text);
+    told.at = t;
     // Clearing first makes a repeated message be read again.
     announcer.textContent = '';
-    setTimeout(() => { announcer.textContent = text; }, 50);
+    clearTimeout(told.timer);
+    told.timer = setTimeout(() => { announcer.textContent = told.texts.join(' '); }, 50);
   }
 
   function shortID(id) {
@@ -157,24 +167,36 @@
   // to true for yes. The safe answer has the focus; Escape is no. When it
   // closes, the focus goes back where it was, or to the element fallback
   // names when that is gone.
+  //
+  // The dialog's close event comes after the dialog has closed, in a task
+  // of its own: a user quick enough (Escape, then Enter on the button
+  // that the focus went back to) asks again before it comes. The question
+  // before is then answered no at once (answered), and a close event that
+  // finds the dialog open again is that old one's and is ignored.
+  let answered = null;
   function confirmAction(title, text, yes, fallback) {
+    if (answered) answered(false, false);
     $('confirm-title').textContent = title;
     $('confirm-text').textContent = text;
     $('confirm-yes').textContent = yes;
     const opener = document.activeElement;
     return new Promise((resolve) => {
-      const done = (answer) => {
+      const done = (answer, refocus = true) => {
+        answered = null;
         $('confirm-yes').onclick = null;
         $('confirm-no').onclick = null;
         dialog.onclose = null;
         if (dialog.open) dialog.close();
-        if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus();
-        else if (fallback) $(fallback).focus();
+        if (refocus) { // else the focus stays where the new question puts it
+          if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus();
+          else if (fallback) $(fallback).focus();
+        }
         resolve(answer);
       };
+      answered = done;
       $('confirm-yes').onclick = () => done(true);
       $('confirm-no').onclick = () => done(false);
-      dialog.onclose = () => done(false);
+      dialog.onclose = () => { if (!dialog.open) done(false); };
       dialog.showModal();
       $('confirm-no').focus();
     });
