@@ -12,8 +12,10 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
 )
 
 // metrics is one collection, flattened: each data point's value (a sum's
@@ -137,6 +139,59 @@ func TestMetrics(t *testing.T) {
 			waitMetrics(t, reader, func(m metrics) bool { return m["flows.sse.streams"][""] == 1 })
 			closeStream()
 			waitMetrics(t, reader, func(m metrics) bool { return m["flows.sse.streams"][""] == 0 })
+		})
+	}
+}
+
+// TestMetricCounts: the worker's counters, kept per flow and event type
+// and read at collection, report exactly what was counted, on both
+// backends; a count that was never added to (this flow's FAILURE) is
+// not reported, not even as zero.
+func TestMetricCounts(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+			qb, pb, store := be.make(t)
+			reg := registry.New()
+			reg.MustRegister("counted", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+				t.Progress.Status("working")
+				t.Progress.Progress(50, "half")
+				t.Progress.Progress(100, "done")
+				return "ok", nil
+			}))
+			broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, MeterProvider: mp})
+			w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Concurrency: 2, MeterProvider: mp})
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = w.Run(ctx)
+			}()
+			t.Cleanup(func() {
+				stop()
+				<-done
+			})
+			s := &stack{broker: broker, store: pb, backend: qb}
+			const n = 3
+			for range n {
+				id, err := broker.Enqueue(context.Background(), "counted", nil, queue.EnqueueOptions{})
+				require.NoError(t, err)
+				require.Equal(t, progress.StateSuccess, s.wait(t, id))
+			}
+			m := waitMetrics(t, reader, func(m metrics) bool {
+				return len(m["flows.task.run.duration"]) == 1 && m["flows.task.run.duration"]["flows.flow=counted,flows.run.outcome=success"] == n
+			})
+			assert.Equal(t, map[string]float64{"flows.flow=counted": n}, m["flows.tasks.enqueued"])
+			assert.Equal(t, map[string]float64{"flows.flow=counted": n}, m["flows.tasks.started"])
+			assert.Equal(t, map[string]float64{"flows.flow=counted,flows.task.state=SUCCESS": n}, m["flows.tasks.ended"])
+			assert.Equal(t, map[string]float64{"flows.flow=counted": n}, m["flows.task.pickup.latency"])
+			assert.Equal(t, map[string]float64{
+				"flows.event.type=state":    2 * n, // its start and its end
+				"flows.event.type=status":   n,
+				"flows.event.type=progress": 2 * n,
+			}, m["flows.events.published"])
 		})
 	}
 }
