@@ -41,6 +41,10 @@ type TaskSummary struct {
 	// through no fault of its flow adds one, see Task.HandBacks).
 	Attempt     int `json:"attempt"`
 	MaxAttempts int `json:"max_attempts"`
+	// HandBacks counts its runs handed back through no fault of its flow
+	// (Task.HandBacks), which do not count: of its Attempt runs so far,
+	// Attempt - HandBacks count, and it gets Runs() in all.
+	HandBacks int `json:"hand_backs,omitempty"`
 	// Owner is the caller that started it (Task.Owner), "" for none.
 	Owner string `json:"owner,omitempty"`
 	// RequeuedFrom is the dead task it was re-queued from, if any.
@@ -69,6 +73,15 @@ func (s *TaskSummary) ChangedAt() time.Time {
 	return s.EnqueuedAt
 }
 
+// Runs is the number of runs the task gets, as Task.Runs tells it:
+// MaxAttempts plus HandBacks; 0 when MaxAttempts is.
+func (s *TaskSummary) Runs() int {
+	if s.MaxAttempts <= 0 {
+		return 0
+	}
+	return s.MaxAttempts + s.HandBacks
+}
+
 // summarize makes the summary of task t (nil when its queue record is
 // gone) with snapshot snap.
 func summarize(id string, t *Task, snap progress.Snapshot) TaskSummary {
@@ -77,7 +90,7 @@ func summarize(id string, t *Task, snap progress.Snapshot) TaskSummary {
 		StartedAt: snap.StartedAt, EndedAt: snap.EndedAt,
 	}
 	if t != nil {
-		s.Flow, s.Attempt, s.MaxAttempts = t.Flow, t.Attempt, t.MaxAttempts
+		s.Flow, s.Attempt, s.MaxAttempts, s.HandBacks = t.Flow, t.Attempt, t.MaxAttempts, t.HandBacks
 		s.RequeuedFrom, s.Cancelled, s.EnqueuedAt, s.Owner = t.RequeuedFrom, t.Cancelled, t.EnqueuedAt, t.Owner
 	}
 	return s

@@ -118,9 +118,9 @@
 // any case) and flow, limit tasks at a time (1 to 1000, 50 by default);
 // pass the next_cursor of a page as cursor for the next, which has none
 // after the last. Each task is {"task_id", "flow", "state", "progress",
-// "status", "attempt", "max_attempts", "owner", "requeued_from",
-// "cancelled", "enqueued_at", "started_at", "ended_at"} (see
-// queue.TaskSummary). POST /cancel-tasks/ asks every pending and running
+// "status", "attempt", "max_attempts", "hand_backs", "owner",
+// "requeued_from", "cancelled", "enqueued_at", "started_at", "ended_at"}
+// (see queue.TaskSummary). POST /cancel-tasks/ asks every pending and running
 // task that its state and flow select (at least one of them) to stop, up
 // to limit (1000) per call, and says whether more are left. The queue
 // package's Inspector documents the rest.

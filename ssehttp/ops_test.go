@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
@@ -47,6 +49,7 @@ type listPage struct {
 		Status       string    `json:"status"`
 		Attempt      int       `json:"attempt"`
 		MaxAttempts  int       `json:"max_attempts"`
+		HandBacks    int       `json:"hand_backs"`
 		Owner        string    `json:"owner"`
 		RequeuedFrom string    `json:"requeued_from"`
 		Cancelled    bool      `json:"cancelled"`
@@ -73,6 +76,50 @@ func (e *env) list(t *testing.T, query string) listPage {
 	var p listPage
 	decode(t, body, &p)
 	return p
+}
+
+// TestHandBacksShown checks that the listing and GET /tasks/{id}/ tell
+// a task's hand-backs (runs handed back through no fault of its flow,
+// which do not count) apart from its attempts.
+func TestHandBacksShown(t *testing.T) {
+	backend := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	reg := registry.New()
+	reg.MustRegister("f", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
+	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg,
+		Inspector: queue.NewInspector(backend, store, queue.InspectorConfig{Logger: slog.New(slog.DiscardHandler)})})
+	ctx := t.Context()
+	id, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{MaxAttempts: 2})
+	require.NoError(t, err)
+	// Two runs handed back (a shutdown, the store down), the third held.
+	for _, why := range []queue.AttemptEnd{queue.EndShutdown, queue.EndStoreDown, ""} {
+		leases, err := backend.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		if why != "" {
+			require.NoError(t, backend.Retry(ctx, leases[0], time.Now(), why))
+		}
+	}
+	get := func(path string, v any) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
+		decode(t, rec.Body.Bytes(), v)
+	}
+	var page listPage
+	get("/tasks/", &page)
+	require.Len(t, page.Tasks, 1)
+	assert.Equal(t, 3, page.Tasks[0].Attempt)
+	assert.Equal(t, 2, page.Tasks[0].MaxAttempts)
+	assert.Equal(t, 2, page.Tasks[0].HandBacks)
+
+	var task map[string]json.RawMessage
+	get("/tasks/"+id+"/", &task)
+	assert.JSONEq(t, `3`, string(task["attempt"]))
+	assert.JSONEq(t, `2`, string(task["max_attempts"]))
+	assert.JSONEq(t, `2`, string(task["hand_backs"]))
 }
 
 // TestOperatorRoutes runs every operators' route against tasks in every

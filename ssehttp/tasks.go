@@ -25,10 +25,13 @@ type taskResponse struct {
 	State       progress.State   `json:"state"`
 	Details     progress.Details `json:"details"`
 	LastEventID string           `json:"last_event_id"`
-	// Flow and Attempt come from the queue's record, when the Queue is a
-	// TaskInspector and still holds the task.
-	Flow    string `json:"flow,omitempty"`
-	Attempt int    `json:"attempt,omitempty"`
+	// Flow, Attempt, MaxAttempts and HandBacks come from the queue's
+	// record, when the Queue is a TaskInspector and still holds the task
+	// (see queue.TaskSummary for what they count).
+	Flow        string `json:"flow,omitempty"`
+	Attempt     int    `json:"attempt,omitempty"`
+	MaxAttempts int    `json:"max_attempts,omitempty"`
+	HandBacks   int    `json:"hand_backs,omitempty"`
 	// The snapshot's times (progress.Snapshot), when set.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	StartedAt time.Time `json:"started_at,omitzero"`
@@ -80,6 +83,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	resp.setSnapshot(info.Snapshot, info.LastEventID)
 	if info.Task != nil {
 		resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempt
+		resp.MaxAttempts, resp.HandBacks = info.Task.MaxAttempts, info.Task.HandBacks
 	}
 	if resp.Details.StepResults == nil {
 		resp.Details.StepResults = []progress.StepResult{}

@@ -86,3 +86,27 @@ func stamp(t time.Time) string {
 	}
 	return t.Local().Format("2006-01-02 15:04:05.000")
 }
+
+// handBacks writes the runs of a task handed back through no fault of its
+// flow (queue.Task.HandBacks), which do not count against its attempts:
+// "1 hand-back", "2 hand-backs", or "" for none.
+func handBacks(n int) string {
+	switch n {
+	case 0:
+		return ""
+	case 1:
+		return "1 hand-back"
+	}
+	return fmt.Sprintf("%d hand-backs", n)
+}
+
+// attemptOf writes which run of how many a task is at, the runs it gets
+// (queue.Task.Runs) counting one more for each hand-back, which it says
+// apart: "3 of 4, 2 hand-backs not counted".
+func attemptOf(attempt, runs, backs int) string {
+	s := fmt.Sprintf("%d of %d", attempt, runs)
+	if backs > 0 {
+		s += ", " + handBacks(backs) + " not counted"
+	}
+	return s
+}

@@ -114,6 +114,42 @@ func (f *fixture) flows(t *testing.T, args ...string) (code int, stdout, stderr 
 	return code, out.String(), errw.String()
 }
 
+// TestHandBacksShown checks that ls and show tell a task's hand-backs
+// (runs handed back through no fault of its flow, which do not count)
+// apart from its attempts.
+func TestHandBacksShown(t *testing.T) {
+	f := newFixture(t)
+	// A queue of its own, which the fixture's worker does not serve.
+	f.env["FLOWS_QUEUE"] = "handbacks"
+	client, err := rueidis.NewClient(f.srv.ClientOption())
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	b, err := redisbackend.New(client, redisbackend.Config{Prefix: f.prefix, Queue: "handbacks", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	reg := registry.New()
+	reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
+	ctx := context.Background()
+	id, err := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}).Enqueue(ctx, "ok", nil, queue.EnqueueOptions{MaxAttempts: 2})
+	require.NoError(t, err)
+	// Two runs handed back (a shutdown, the store down), the third held.
+	for _, why := range []queue.AttemptEnd{queue.EndShutdown, queue.EndStoreDown, ""} {
+		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		if why != "" {
+			require.NoError(t, b.Retry(ctx, leases[0], time.Now(), why))
+		}
+	}
+
+	code, out, errs := f.flows(t, "show", id)
+	require.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^Attempt:\s+3 of 4, 2 hand-backs not counted$`, out)
+	code, out, errs = f.flows(t, "ls")
+	require.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^`+id+`\s+ok\s+PENDING\s+0%\s+3/4 \(2 hand-backs\)\s+`, out)
+}
+
 // TestCommands runs every command in process against a real Redis with
 // tasks in every state, and checks what it prints and its exit code.
 func TestCommands(t *testing.T) {

@@ -61,8 +61,12 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 	w := c.table()
 	row(w, "ID", "FLOW", "STATE", "PROGRESS", "ATTEMPT", "SINCE", "STATUS")
 	for _, t := range tasks {
+		attempt := fmt.Sprintf("%d/%d", t.Attempt, t.Runs())
+		if t.HandBacks > 0 {
+			attempt += " (" + handBacks(t.HandBacks) + ")"
+		}
 		row(w, t.ID, t.Flow, string(t.State), strconv.Itoa(t.Progress)+"%",
-			fmt.Sprintf("%d/%d", t.Attempt, t.MaxAttempts), ago(now, t.ChangedAt()), clip(t.Status, 48))
+			attempt, ago(now, t.ChangedAt()), clip(t.Status, 48))
 	}
 	if err := w.Flush(); err != nil {
 		return err
@@ -136,7 +140,7 @@ func (c *cli) printTask(id string, info *queue.TaskInfo) {
 	field("Progress", strconv.Itoa(s.Details.Progress)+"%")
 	field("Status", s.Details.Status)
 	if t := info.Task; t != nil {
-		field("Attempt", fmt.Sprintf("%d of %d", t.Attempt, t.MaxAttempts))
+		field("Attempt", attemptOf(t.Attempt, t.Runs(), t.HandBacks))
 		field("Owner", t.Owner)
 		field("Requeued from", t.RequeuedFrom)
 		if t.Cancelled {

@@ -109,21 +109,32 @@ func TestOpsPage(t *testing.T) {
 
 	t.Run("memory", func(t *testing.T) {
 		srv := startPageServer(t, 20*time.Millisecond, 15*time.Millisecond, refresh)
-		driveOpsPage(t, browser, srv, artifacts, os.Getenv(opsPNGEnv))
+		driveOpsPage(t, browser, srv, artifacts, os.Getenv(opsPNGEnv), nil)
 	})
 	t.Run("redis", func(t *testing.T) {
 		redis := redistest.Start(t)
+		var prefix string
 		srv := startPageServer(t, 20*time.Millisecond, 15*time.Millisecond, refresh, func(c *config) {
 			r := redisConfig(t, redis)
 			c.RedisURL, c.Prefix, c.Queue = r.RedisURL, r.Prefix, r.Queue
+			prefix = r.Prefix
 		})
-		driveOpsPage(t, browser, srv, artifacts, "")
+		// The record of a task whose first two runs were handed back
+		// (a shutdown, the store down: no fault of its flow's), as the
+		// backend's Retry leaves it; the example's workers hand nothing
+		// back on their own.
+		handBack := func(t *testing.T, id string) {
+			require.NoError(t, redis.Do("HSET", prefix+":{"+id+"}:task", "attempt", "3", "handbacks", "2").Error())
+		}
+		driveOpsPage(t, browser, srv, artifacts, "", handBack)
 	})
 }
 
 // driveOpsPage runs the ops page scenario against srv; with png set, it
-// writes the page's screenshot there too.
-func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifacts, png string) {
+// writes the page's screenshot there too. With handBack set, it also
+// checks how the listing shows a task handBack gives two hand-backs at
+// its third run.
+func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifacts, png string, handBack func(t *testing.T, id string)) {
 	client := &http.Client{Timeout: 10 * time.Second}
 	poem := func() string { return startTask(t, client, srv.URL, `{"flow": "poem_flow"}`) }
 	search := func(q string) string {
@@ -150,6 +161,12 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 			return { flow: r.querySelector('.c-flow').textContent, state: r.querySelector('.badge').textContent,
 				progress: r.querySelector('.c-progress').textContent, attempt: r.querySelector('.c-attempt').textContent }; })()`)
 		assert.Equal(t, map[string]string{"flow": exampleflows.PoemFlowName, "state": "Succeeded", "progress": "100%", "attempt": "1 of 3"}, row)
+		if handBack != nil {
+			// Of its five runs (three attempts, and one more for each
+			// hand-back), the third.
+			handBack(t, done2)
+			p.waitFor("the hand-backs shown", `document.querySelector(`+jsString(rowSel("task-rows", done2)+" .c-attempt")+`).textContent === '3 of 5, 2 hand-backs not counted'`)
+		}
 	})
 
 	t.Run("the stats render and the chart gets points", func(t *testing.T) {
@@ -260,6 +277,7 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		p.waitFor("the task open and live", `(() => { const d = document.getElementById('detail');
 			return !d.hidden && d.dataset.taskId === `+jsString(watched)+` && d.dataset.connection === 'live' && d.dataset.state === 'PROGRESS'; })()`)
 		assert.Equal(t, "detail-heading", focused(p), "the focus moves to the task")
+		p.waitFor("the task's flow and attempt", `/^web_search_flow, attempt [1-3] of 3$/.test(document.getElementById('detail-flow').textContent)`)
 		p.waitFor("the opening snapshot", `document.querySelector('#detail-events .event-snapshot')`)
 		before := eval[int](p, `Number(document.getElementById('detail').dataset.events)`)
 		p.waitFor("the failed search among the dead letters", `document.querySelector(`+jsString(rowSel("dead-rows", failing))+`)`)

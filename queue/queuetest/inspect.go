@@ -27,6 +27,7 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"RefusesBadQueries", testListBadQueries},
 		{"Stats", testStats},
 		{"StatsCountsRetryWaitAsDelayed", testStatsRetryWait},
+		{"ListsHandBacks", testListHandBacks},
 		{"WorkerRegistry", testWorkerRegistry},
 		{"CancelMatching", testCancelMatching},
 		{"DeadAndRequeue", testInspectorDead},
@@ -377,6 +378,42 @@ func testStatsRetryWait(t *testing.T, h *harness) {
 	assert.Equal(t, int64(0), st.Ready)
 	assert.Equal(t, progress.StateProgress, h.snapshot(flaky).State)
 	assert.Equal(t, progress.StateProgress, h.snapshot(slow).State)
+}
+
+// testListHandBacks checks that a listing shows the hand-backs of a task
+// apart from its attempts: a task whose store refused its first two runs
+// (no fault of its flow's) ran three times, and had four runs of which
+// two count.
+func testListHandBacks(t *testing.T, h *harness) {
+	h.reg.MustRegister("steps", stepsFlow(func(*flow.Task) error { return nil }))
+	store := &refusingStore{Backend: h.store}
+	store.refusals.Store(2)
+	h.startWithStore(store, queue.WorkerConfig{})
+	id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 2})
+	require.Equal(t, progress.StateSuccess, h.waitTerminal(id).State)
+
+	in := h.inspector()
+	var s queue.TaskSummary
+	eventually(t, func() bool {
+		list := listAll(t, in, queue.ListOptions{State: progress.StateSuccess})
+		if len(list) != 1 {
+			return false
+		}
+		s = list[0]
+		return true
+	}, "the task listed as a success")
+	assert.Equal(t, id, s.ID)
+	assert.Equal(t, 3, s.Attempt, "every run has a number")
+	assert.Equal(t, 2, s.MaxAttempts)
+	assert.Equal(t, 2, s.HandBacks, "the refused runs")
+	assert.Equal(t, 4, s.Runs(), "each hand-back gives one run more")
+	info, err := in.Task(context.Background(), id)
+	require.NoError(t, err)
+	assert.Equal(t, 2, info.Task.HandBacks)
+
+	none := queue.TaskSummary{Attempt: 1, MaxAttempts: 3}
+	assert.Equal(t, 3, none.Runs())
+	assert.Zero(t, (&queue.TaskSummary{HandBacks: 2}).Runs(), "no bound, no runs to tell")
 }
 
 func testWorkerRegistry(t *testing.T, h *harness) {

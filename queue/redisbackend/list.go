@@ -34,7 +34,7 @@ func compareIndexed(a, b indexed) int {
 }
 
 // summaryFields are the fields of a task's hash a listing reads.
-var summaryFields = [...]string{recRec, recAttempt, recCancelled, fieldState, fieldStatus, fieldProgress, fieldStarted, fieldEnded}
+var summaryFields = [...]string{recRec, recAttempt, recCancelled, fieldState, fieldStatus, fieldProgress, fieldStarted, fieldEnded, recHandBacks}
 
 // ListTasks implements queue.TaskLister from the task index (see
 // index.go): the index of o.Flow, or the queue's for all flows. Each rank
@@ -203,13 +203,13 @@ func summaryOf(id string, v [len(summaryFields)]string) (*queue.TaskSummary, boo
 	if !state.Valid() {
 		return nil, false
 	}
-	t, ok, err := decodeRecord(id, record{v[0], v[1], v[2], v[3]})
+	t, ok, err := decodeRecord(id, record{iRec: v[0], iAttempt: v[1], iCancelled: v[2], iState: v[3], iHandBacks: v[8]})
 	if err != nil || !ok {
 		return nil, false
 	}
 	s := &queue.TaskSummary{
 		ID: id, Flow: t.Flow, State: state, Status: v[4], Attempt: t.Attempt, MaxAttempts: t.MaxAttempts,
-		RequeuedFrom: t.RequeuedFrom, Cancelled: t.Cancelled, EnqueuedAt: t.EnqueuedAt, Owner: t.Owner,
+		HandBacks: t.HandBacks, RequeuedFrom: t.RequeuedFrom, Cancelled: t.Cancelled, EnqueuedAt: t.EnqueuedAt, Owner: t.Owner,
 		StartedAt: msTime(v[6]), EndedAt: msTime(v[7]),
 	}
 	s.Progress, _ = strconv.Atoi(v[5])

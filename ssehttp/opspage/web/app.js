@@ -113,6 +113,18 @@
     return `${Math.floor(h / 24)} d`;
   }
 
+  // attemptText says which run of how many a task is at: the runs it
+  // gets count one more for each hand-back (a run handed back through no
+  // fault of its flow, which does not count), said apart: "3 of 4, 2
+  // hand-backs not counted" (see queue.TaskSummary.Runs).
+  function attemptText(t) {
+    const max = Number(t.max_attempts) || 0;
+    const backs = Number(t.hand_backs) || 0;
+    let text = `${Number(t.attempt) || 0} of ${max > 0 ? max + backs : 0}`;
+    if (backs > 0) text += `, ${backs} hand-back${backs === 1 ? '' : 's'} not counted`;
+    return text;
+  }
+
   function pretty(value) {
     if (typeof value === 'string') return value;
     return JSON.stringify(value, null, 2);
@@ -445,7 +457,7 @@
     const status = (t.cancelled && live ? 'Cancelling… ' : '') + (t.status || '');
     setText(q('.c-status .clamp'), status);
     q('.c-status .clamp').title = status;
-    setText(q('.c-attempt'), `${t.attempt || 0} of ${t.max_attempts || 0}`);
+    setText(q('.c-attempt'), attemptText(t));
     setText(q('.c-since'), age(changedAt(t) || t.enqueued_at));
     q('.cancel').hidden = !live || Boolean(t.cancelled);
   }
@@ -613,7 +625,7 @@
     $('detail-heading').focus();
     call(`tasks/${encodeURIComponent(id)}/`).then((t) => {
       if (open.id !== id) return;
-      setText($('detail-flow'), t.flow ? `${t.flow}${t.attempt ? `, attempt ${t.attempt}` : ''}` : '');
+      setText($('detail-flow'), t.flow ? `${t.flow}${t.attempt ? `, attempt ${t.max_attempts ? attemptText(t) : t.attempt}` : ''}` : '');
       if (!open.source && !open.snap) render(t);
     }).catch(() => { /* the stream says more */ });
     connect(id);
