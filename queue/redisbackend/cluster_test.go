@@ -184,7 +184,7 @@ func runOnCluster(t *testing.T, c *redistest.Cluster, hold chan struct{}) *clust
 // start enqueues a task and watches it live.
 func (r *clusterRun) start(ctx context.Context, t *testing.T) string {
 	t.Helper()
-	id, err := r.broker.Enqueue(ctx, "steps", nil, queue.EnqueueOptions{MaxAttempts: 10})
+	id, err := r.broker.Enqueue(ctx, "steps", nil, queue.EnqueueOptions{MaxAttempts: 3})
 	require.NoError(t, err)
 	ch, err := r.web.Subscribe(ctx, id, "")
 	require.NoError(t, err)
