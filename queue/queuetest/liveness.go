@@ -114,7 +114,7 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 			t.Skipf("%T keeps no worker registry", h.backend)
 		}
 		var runs atomic.Int32
-		const slow = 2 * time.Second // several DeadAfters and leases
+		const slow = 4 * time.Second // several DeadAfters and leases
 		h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 			runs.Add(1)
 			select {
@@ -124,7 +124,13 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 				return nil, context.Cause(ctx)
 			}
 		}))
-		cfg := queue.WorkerConfig{Heartbeat: 200 * time.Millisecond, Lease: 600 * time.Millisecond}
+		// A worker whose heartbeats stall for DeadAfter less half an
+		// interval lapses and gives its task up, as it must: intervals of
+		// 200 ms made that 500 ms, which a busy machine running the race
+		// detector and a Cluster's processes stalled now and then (the
+		// flow then ran twice, rightly). This worker is slow, not
+		// stalled: 1.25 s of stall allowed.
+		cfg := queue.WorkerConfig{Heartbeat: 500 * time.Millisecond, Lease: 1500 * time.Millisecond}
 		h.start(cfg)
 		h.start(cfg) // a second worker, idle, that would take the task back
 		id := h.enqueue("slow", "", queue.EnqueueOptions{MaxAttempts: 3})
