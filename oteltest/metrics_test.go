@@ -163,16 +163,7 @@ func TestMetricCounts(t *testing.T) {
 			}))
 			broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, MeterProvider: mp})
 			w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Concurrency: 2, MeterProvider: mp})
-			ctx, stop := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_ = w.Run(ctx)
-			}()
-			t.Cleanup(func() {
-				stop()
-				<-done
-			})
+			runWorker(t, w)
 			s := &stack{broker: broker, store: pb, backend: qb}
 			const n = 3
 			for range n {

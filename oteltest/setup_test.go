@@ -147,16 +147,7 @@ func newStack(t *testing.T, qb queue.Backend, pb progress.Backend, store progres
 			Registry: reg, Concurrency: 4, TracerProvider: p.tp, MeterProvider: p.mp,
 			Backoff: func(int) time.Duration { return 0 },
 		})
-		ctx, stop := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = w.Run(ctx)
-		}()
-		t.Cleanup(func() {
-			stop()
-			<-done
-		})
+		runWorker(t, w)
 	}
 	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: pb, Registry: reg, TracerProvider: p.tp, MeterProvider: p.mp})
 	srv := httptest.NewServer(h)
@@ -206,4 +197,19 @@ func (s *stack) wait(t *testing.T, id string) progress.State {
 	}
 	require.FailNow(t, "task did not end in time", "task %s", id)
 	return ""
+}
+
+// runWorker runs w until the test ends.
+func runWorker(t *testing.T, w *queue.Worker) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
 }

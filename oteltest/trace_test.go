@@ -213,16 +213,7 @@ func TestUnsampledTaskRunsUntraced(t *testing.T) {
 	broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, TracerProvider: noop.NewTracerProvider()})
 	w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Concurrency: 2, TracerProvider: tp,
 		Backoff: func(int) time.Duration { return 0 }})
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = w.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		stop()
-		<-done
-	})
+	runWorker(t, w)
 	s := &stack{broker: broker, store: pb, backend: qb}
 
 	enqueue := func(parent string) string {
@@ -282,16 +273,7 @@ func TestUnsampledTaskFlowKeepsItsTrace(t *testing.T) {
 			require.False(t, carried.IsSampled())
 
 			w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Concurrency: 2, TracerProvider: wtp})
-			ctx, stop := context.WithCancel(context.Background())
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_ = w.Run(ctx)
-			}()
-			t.Cleanup(func() {
-				stop()
-				<-done
-			})
+			runWorker(t, w)
 			s := &stack{broker: broker, store: pb, backend: qb}
 
 			require.Equal(t, progress.StateSuccess, s.wait(t, id))
