@@ -3,10 +3,12 @@ package telemetry
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -60,6 +62,9 @@ func writePrometheus(w io.Writer, rm *metricdata.ResourceMetrics) {
 			byName[name] = f
 			families = append(families, f)
 		}
+		if f.help == "" {
+			f.help = help // the first scope may have given none
+		}
 		if f.kind != kind {
 			return nil // two instruments of different kinds under one name: keep the first
 		}
@@ -70,7 +75,13 @@ func writePrometheus(w io.Writer, rm *metricdata.ResourceMetrics) {
 		f := family("target_info", "gauge", "Target metadata")
 		f.samples = append(f.samples, "target_info"+promLabels(rm.Resource.Attributes(), nil)+" 1")
 	}
-	for _, sm := range rm.ScopeMetrics {
+	// The SDK hands its scopes in no set order: sorted, a scrape is the
+	// same every time, and so is the family a name's samples join first.
+	scopes := slices.Clone(rm.ScopeMetrics)
+	slices.SortStableFunc(scopes, func(a, b metricdata.ScopeMetrics) int {
+		return cmp.Or(cmp.Compare(a.Scope.Name, b.Scope.Name), cmp.Compare(a.Scope.Version, b.Scope.Version))
+	})
+	for _, sm := range scopes {
 		scope := []attribute.KeyValue{attribute.String("otel_scope_name", sm.Scope.Name)}
 		if sm.Scope.Version != "" {
 			scope = append(scope, attribute.String("otel_scope_version", sm.Scope.Version))
