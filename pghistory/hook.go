@@ -23,8 +23,8 @@ func RecordOf(f queue.Finished) Record {
 	r := Record{
 		TaskID: t.ID, Flow: t.Flow, State: f.Snapshot.State, Status: f.Snapshot.Details.Status,
 		Inputs: t.Inputs, Snapshot: f.Snapshot, Attempts: t.Attempt, MaxAttempts: t.MaxAttempts,
-		Owner: t.Owner, RequeuedFrom: t.RequeuedFrom, Worker: f.Worker, TraceID: traceID(t.TraceParent),
-		EnqueuedAt: t.EnqueuedAt, StartedAt: f.StartedAt, EndedAt: f.EndedAt,
+		HandBacks: t.HandBacks, Owner: t.Owner, RequeuedFrom: t.RequeuedFrom, Worker: f.Worker,
+		TraceID: traceID(t.TraceParent), EnqueuedAt: t.EnqueuedAt, StartedAt: f.StartedAt, EndedAt: f.EndedAt,
 	}
 	if f.StartedAt.IsZero() && r.Attempts > 0 {
 		// The lease the hook runs under did not run the flow: it found

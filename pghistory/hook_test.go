@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,14 @@ import (
 // ends, and returns a broker on the same backend.
 func runWorker(t *testing.T, qb queue.Backend, store progress.Store, s *pghistory.Store) *queue.Broker {
 	t.Helper()
+	reg := testFlows()
+	startWorker(t, qb, store, queue.WorkerConfig{Registry: reg, Name: "history-worker", OnFinish: []queue.FinishHook{s.Hook}})
+	return queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg})
+}
+
+// testFlows returns a registry of the flows the tests run: "ok" logs a
+// step and succeeds, "fails" fails for good.
+func testFlows() *registry.Registry {
 	reg := registry.New()
 	reg.MustRegister("ok", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
 		t.Progress.Log("working")
@@ -31,7 +41,13 @@ func runWorker(t *testing.T, qb queue.Backend, store progress.Store, s *pghistor
 	reg.MustRegister("fails", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
 		return nil, flow.Permanent(errors.New("nope"))
 	}))
-	w := queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Name: "history-worker", OnFinish: []queue.FinishHook{s.Hook}})
+	return reg
+}
+
+// startWorker runs a worker with cfg until the test ends.
+func startWorker(t *testing.T, qb queue.Backend, store progress.Store, cfg queue.WorkerConfig) {
+	t.Helper()
+	w := queue.NewWorker(qb, store, cfg)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -42,7 +58,6 @@ func runWorker(t *testing.T, qb queue.Backend, store progress.Store, s *pghistor
 		stop()
 		<-done
 	})
-	return queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg})
 }
 
 // waitRow waits for task id's row.
@@ -163,9 +178,85 @@ func TestHistoryOutlivesRedis(t *testing.T) {
 	assert.Equal(t, id, page.Records[0].TaskID)
 }
 
+// refusingStore is a progress store that refuses its first Appends, as
+// one that cannot be reached does: the worker hands the task back, and
+// the hand-back spends no attempt.
+type refusingStore struct {
+	progress.Backend
+	refusals atomic.Int32
+}
+
+func (s *refusingStore) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
+	if s.refusals.Add(-1) >= 0 {
+		return "", errors.New("pghistory test: the store is unavailable")
+	}
+	return s.Backend.Append(ctx, id, events...)
+}
+
+// TestWorkerWritesHandBacks: a task handed back twice (the progress store
+// refused its first two runs) before it succeeded on its third run, of 2
+// attempts, has its hand-backs in its row, and the listings return them:
+// attempt 3 of 4 runs, not "3 of 2".
+func TestWorkerWritesHandBacks(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		make func(t *testing.T) (queue.Backend, progress.Backend)
+	}{
+		{"memory", func(t *testing.T) (queue.Backend, progress.Backend) {
+			return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+		}},
+		{"redis", func(t *testing.T) (queue.Backend, progress.Backend) {
+			b, err := redisbackend.New(redistest.Start(t).Client(t), redisbackend.Config{})
+			require.NoError(t, err)
+			return b, b
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := open(t)
+			qb, store := tc.make(t)
+			reg := testFlows()
+			refusing := &refusingStore{Backend: store}
+			refusing.refusals.Store(2)
+			startWorker(t, qb, refusing, queue.WorkerConfig{
+				Registry: reg, Name: "history-worker", OnFinish: []queue.FinishHook{s.Hook},
+				Logger:  slog.New(slog.DiscardHandler),
+				Backoff: func(int) time.Duration { return 10 * time.Millisecond },
+			})
+			broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg})
+			ctx := context.Background()
+			id, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{MaxAttempts: 2})
+			require.NoError(t, err)
+
+			row := waitRow(t, s, id)
+			assert.Equal(t, progress.StateSuccess, row.State, "status %q", row.Status)
+			assert.Equal(t, 3, row.Attempts, "two runs handed back, then the one that succeeded")
+			assert.Equal(t, 2, row.MaxAttempts)
+			assert.Equal(t, 2, row.HandBacks, "the refused runs")
+
+			page, err := s.List(ctx, pghistory.Query{})
+			require.NoError(t, err)
+			require.Len(t, page.Records, 1)
+			assert.Equal(t, 2, page.Records[0].HandBacks)
+
+			hist, err := s.ListHistory(ctx, queue.HistoryQuery{Before: time.Now().Add(time.Hour), Limit: 10})
+			require.NoError(t, err)
+			require.Len(t, hist.Tasks, 1)
+			sum := hist.Tasks[0]
+			assert.Equal(t, id, sum.ID)
+			assert.Equal(t, 3, sum.Attempt)
+			assert.Equal(t, 2, sum.HandBacks)
+			assert.Equal(t, 4, sum.Runs(), "attempt 3 of 4 runs, as the live task reads")
+
+			live, err := broker.Task(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, live.Task.HandBacks, sum.HandBacks, "the history says what the backend says")
+		})
+	}
+}
+
 func TestRecordOf(t *testing.T) {
 	snap := progress.Snapshot{State: progress.StateFailure, Details: progress.Details{Status: "Cancelled"}}
-	task := &queue.Task{ID: "t1", Flow: "f", Attempt: 3, MaxAttempts: 5, Inputs: json.RawMessage(`{}`),
+	task := &queue.Task{ID: "t1", Flow: "f", Attempt: 3, MaxAttempts: 5, HandBacks: 1, Inputs: json.RawMessage(`{}`),
 		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", RequeuedFrom: "t0", Owner: "alice"}
 	for _, tc := range []struct {
 		name         string
@@ -187,6 +278,7 @@ func TestRecordOf(t *testing.T) {
 			assert.Equal(t, "t0", r.RequeuedFrom)
 			assert.Equal(t, "alice", r.Owner)
 			assert.Equal(t, 5, r.MaxAttempts)
+			assert.Equal(t, 1, r.HandBacks)
 			assert.Equal(t, "w", r.Worker)
 			assert.True(t, t0.Equal(r.EndedAt))
 		})

@@ -22,6 +22,9 @@ func TestListHistory(t *testing.T) {
 	for i := range 5 {
 		r := record(i)
 		r.Owner = "alice"
+		if i == 3 {
+			r.Attempts, r.HandBacks = 2, 1
+		}
 		if i == 2 {
 			r.State, r.Status = progress.StateFailure, queue.StatusCancelled
 		}
@@ -44,10 +47,16 @@ func TestListHistory(t *testing.T) {
 		assert.Equal(t, ids[3-i], sum.ID, "newest first")
 		assert.Equal(t, "poem_flow", sum.Flow)
 		assert.Equal(t, "alice", sum.Owner)
-		assert.Equal(t, 1, sum.Attempt)
 		assert.Equal(t, 3, sum.MaxAttempts)
 		assert.True(t, t0.Add(time.Duration(3-i)*time.Second).Equal(sum.EndedAt))
 		assert.Equal(t, sum.EndedAt, sum.ChangedAt())
+	}
+	assert.Equal(t, 2, got[0].Attempt, "the history's attempts")
+	assert.Equal(t, 1, got[0].HandBacks, "and hand-backs")
+	assert.Equal(t, 4, got[0].Runs())
+	for _, sum := range got[1:] {
+		assert.Equal(t, 1, sum.Attempt)
+		assert.Zero(t, sum.HandBacks)
 	}
 	assert.True(t, got[1].Cancelled, "a cancelled task is marked so")
 	assert.Equal(t, progress.StateFailure, got[1].State)

@@ -9,11 +9,11 @@
 //
 // # Writing
 //
-// Open connects and creates the table (an embedded migration, run once
-// however many processes start at once). Store.Hook is a queue.FinishHook:
-// set it in queue.WorkerConfig.OnFinish and every worker writes each task
-// it ends, after the terminal state is recorded and before the task is
-// acknowledged:
+// Open connects and creates or updates the table (embedded migrations,
+// each run once however many processes start at once). Store.Hook is a
+// queue.FinishHook: set it in queue.WorkerConfig.OnFinish and every worker
+// writes each task it ends, after the terminal state is recorded and
+// before the task is acknowledged:
 //
 //	history, err := pghistory.Open(ctx, os.Getenv("DATABASE_URL"), pghistory.Config{})
 //	if err != nil { ... }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -42,7 +43,13 @@ func TestMain(m *testing.M) {
 // open returns a Store on a new database, closed when the test ends.
 func open(t *testing.T) (*pghistory.Store, string) {
 	t.Helper()
-	url := server.Database(t)
+	return openURL(t, server.Database(t))
+}
+
+// openURL returns a Store on the database at url, closed when the test
+// ends.
+func openURL(t *testing.T, url string) (*pghistory.Store, string) {
+	t.Helper()
 	s, err := pghistory.Open(context.Background(), url, pghistory.Config{})
 	require.NoError(t, err)
 	t.Cleanup(s.Close)
@@ -92,27 +99,118 @@ func TestMigrateOnceUnderConcurrentOpens(t *testing.T) {
 	defer conn.Close(ctx)
 	var n int
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM flows_history_migrations").Scan(&n))
-	assert.Equal(t, 1, n, "each migration recorded once")
+	assert.Equal(t, len(migrationFiles(t)), n, "each migration recorded once")
+}
+
+// migrationFiles returns the names of the package's migrations, in order.
+func migrationFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("migrations", "*.sql"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	sort.Strings(files)
+	return files
+}
+
+// TestMigrateUpgradesFrom001: a database that a version with migration
+// 001 only made (its table, a row in it, 001 recorded) is brought up to
+// date by Open: the later migrations run once, the old row reads 0
+// hand-backs, and new rows keep theirs. A table that has the hand_backs
+// column already without 002 recorded (added by hand, say) upgrades too.
+func TestMigrateUpgradesFrom001(t *testing.T) {
+	files := migrationFiles(t)
+	require.Equal(t, "001_task_history.sql", filepath.Base(files[0]))
+	v001, err := os.ReadFile(files[0])
+	require.NoError(t, err)
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name  string
+		extra string // run after 001, before Open
+	}{
+		{"as 001 left it", ""},
+		{"column there already", "ALTER TABLE flows_task_history ADD COLUMN hand_backs integer NOT NULL DEFAULT 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := server.Database(t)
+			conn, err := pgx.Connect(ctx, url)
+			require.NoError(t, err)
+			defer conn.Close(ctx)
+			// What Migrate did when 001 was the only migration.
+			for _, sql := range []string{
+				`CREATE TABLE flows_history_migrations (
+					version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+				string(v001),
+				"INSERT INTO flows_history_migrations (version, name) VALUES (1, '001_task_history')",
+			} {
+				_, err := conn.Exec(ctx, sql)
+				require.NoError(t, err)
+			}
+			if tc.extra != "" {
+				_, err := conn.Exec(ctx, tc.extra)
+				require.NoError(t, err)
+			}
+			old := record(0)
+			snap, err := json.Marshal(old.Snapshot)
+			require.NoError(t, err)
+			_, err = conn.Exec(ctx, `INSERT INTO flows_task_history (task_id, flow, state, snapshot, attempts, max_attempts, ended_at)
+				VALUES ($1, $2, $3, $4, 1, 3, $5)`, old.TaskID, old.Flow, string(old.State), string(snap), old.EndedAt)
+			require.NoError(t, err)
+
+			for range 2 { // the second Open finds nothing to do
+				s, err := pghistory.Open(ctx, url, pghistory.Config{})
+				require.NoError(t, err)
+				s.Close()
+			}
+			var versions []int32
+			rows, err := conn.Query(ctx, "SELECT version FROM flows_history_migrations ORDER BY version")
+			require.NoError(t, err)
+			versions, err = pgx.CollectRows(rows, pgx.RowTo[int32])
+			require.NoError(t, err)
+			want := make([]int32, len(files))
+			for i := range want {
+				want[i] = int32(i + 1)
+			}
+			assert.Equal(t, want, versions, "every migration recorded once")
+
+			s, _ := openURL(t, url)
+			got, err := s.Get(ctx, old.TaskID)
+			require.NoError(t, err, "the row 001 held reads")
+			assert.Equal(t, 1, got.Attempts)
+			assert.Equal(t, 3, got.MaxAttempts)
+			assert.Zero(t, got.HandBacks, "a row from before reads no hand-backs")
+
+			r := record(1)
+			r.Attempts, r.MaxAttempts, r.HandBacks = 3, 2, 2
+			require.NoError(t, s.Save(ctx, r))
+			got, err = s.Get(ctx, r.TaskID)
+			require.NoError(t, err)
+			assert.Equal(t, 2, got.HandBacks)
+			assert.Equal(t, 3, got.Attempts)
+		})
+	}
 }
 
 func TestSaveKeepsOneRowPerTask(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()
 	r := record(0)
+	r.Attempts, r.HandBacks = 3, 2 // two runs handed back, one counted
 	require.NoError(t, s.Save(ctx, r))
 	again := r
-	again.Status, again.Attempts = "written again", 2
+	again.Status, again.Attempts, again.HandBacks = "written again", 4, 3
 	require.NoError(t, s.Save(ctx, again), "a second write of a task is not an error")
 
 	got, err := s.Get(ctx, r.TaskID)
 	require.NoError(t, err)
 	assert.Equal(t, "Completed", got.Status, "the first row stands")
-	assert.Equal(t, 1, got.Attempts)
+	assert.Equal(t, 3, got.Attempts)
 	assert.Equal(t, r.Flow, got.Flow)
 	assert.Equal(t, r.State, got.State)
 	assert.JSONEq(t, string(r.Inputs), string(got.Inputs))
 	assert.Equal(t, r.Snapshot, got.Snapshot)
 	assert.Equal(t, r.MaxAttempts, got.MaxAttempts)
+	assert.Equal(t, 2, got.HandBacks)
 	assert.Equal(t, r.Worker, got.Worker)
 	assert.True(t, r.EnqueuedAt.Equal(got.EnqueuedAt))
 	assert.True(t, r.StartedAt.Equal(got.StartedAt))

@@ -180,7 +180,7 @@ func (s *Store) ListHistory(ctx context.Context, q queue.HistoryQuery) (queue.Ta
 func (r Record) Summary() queue.TaskSummary {
 	return queue.TaskSummary{
 		ID: r.TaskID, Flow: r.Flow, State: r.State, Progress: r.Snapshot.Details.Progress, Status: r.Status,
-		Attempt: r.Attempts, MaxAttempts: r.MaxAttempts, Owner: r.Owner, RequeuedFrom: r.RequeuedFrom,
+		Attempt: r.Attempts, MaxAttempts: r.MaxAttempts, HandBacks: r.HandBacks, Owner: r.Owner, RequeuedFrom: r.RequeuedFrom,
 		Cancelled:  r.State == progress.StateFailure && r.Status == queue.StatusCancelled,
 		EnqueuedAt: r.EnqueuedAt, StartedAt: r.StartedAt, EndedAt: r.EndedAt,
 	}

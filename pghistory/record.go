@@ -31,12 +31,19 @@ type Record struct {
 	// final result.
 	Snapshot progress.Snapshot `json:"snapshot"`
 	// Attempts is the number of runs of its flow the task was given,
-	// runs cut short by a worker's death included: its leases, less the
+	// runs cut short by a worker's death and hand-backs included: its leases, less the
 	// last one when that ended the task without running the flow
 	// (cancelled while pending, say).
 	Attempts int `json:"attempts"`
-	// MaxAttempts is the number of runs it could have been given.
+	// MaxAttempts is the number of runs it could have been given that
+	// count: each hand-back gave it one run more (see HandBacks).
 	MaxAttempts int `json:"max_attempts"`
+	// HandBacks counts its runs handed back through no fault of its flow
+	// (queue.Task.HandBacks: the store was down, the worker shut down),
+	// which spent none of MaxAttempts: of its Attempts runs, Attempts -
+	// HandBacks counted, so Attempts may pass MaxAttempts. Rows written
+	// before the column existed read 0.
+	HandBacks int `json:"hand_backs,omitempty"`
 	// RequeuedFrom is the id of the dead task it was re-queued from, if
 	// any.
 	RequeuedFrom string `json:"requeued_from,omitempty"`
@@ -85,12 +92,12 @@ func (s *Store) Save(ctx context.Context, r Record) error {
 		return fmt.Errorf("%w: task %s: snapshot: %w", ErrInvalidRecord, r.TaskID, err)
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO flows_task_history
-		(task_id, flow, state, status, owner, inputs, snapshot, attempts, max_attempts,
+		(task_id, flow, state, status, owner, inputs, snapshot, attempts, max_attempts, hand_backs,
 		 requeued_from, worker, trace_id, enqueued_at, started_at, ended_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 		ON CONFLICT (task_id) DO NOTHING`,
 		r.TaskID, r.Flow, string(r.State), r.Status, r.Owner, string(inputs), string(snap), r.Attempts, r.MaxAttempts,
-		r.RequeuedFrom, r.Worker, r.TraceID, nullTime(r.EnqueuedAt), nullTime(r.StartedAt), r.EndedAt)
+		r.HandBacks, r.RequeuedFrom, r.Worker, r.TraceID, nullTime(r.EnqueuedAt), nullTime(r.StartedAt), r.EndedAt)
 	if err != nil {
 		return s.wrap("save task "+r.TaskID, err)
 	}
@@ -107,7 +114,7 @@ func nullTime(t time.Time) any {
 
 // columns are the columns a Record is read from, in scanRecord's order.
 const columns = `task_id, flow, state, status, owner, inputs, snapshot, attempts, max_attempts,
-	requeued_from, worker, trace_id, enqueued_at, started_at, ended_at, recorded_at`
+	hand_backs, requeued_from, worker, trace_id, enqueued_at, started_at, ended_at, recorded_at`
 
 // scanRecord reads a row of columns.
 func scanRecord(row pgx.CollectableRow) (Record, error) {
@@ -118,7 +125,7 @@ func scanRecord(row pgx.CollectableRow) (Record, error) {
 		enqueued, startedAt *time.Time
 	)
 	err := row.Scan(&r.TaskID, &r.Flow, &state, &r.Status, &r.Owner, &inputs, &snap, &r.Attempts, &r.MaxAttempts,
-		&r.RequeuedFrom, &r.Worker, &r.TraceID, &enqueued, &startedAt, &r.EndedAt, &r.RecordedAt)
+		&r.HandBacks, &r.RequeuedFrom, &r.Worker, &r.TraceID, &enqueued, &startedAt, &r.EndedAt, &r.RecordedAt)
 	if err != nil {
 		return r, err
 	}
