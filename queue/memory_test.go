@@ -223,7 +223,9 @@ func TestMemoryEndedContext(t *testing.T) {
 // TestMemoryStatsLeaveOutCancelledPending checks that pending tasks
 // cancelled while no worker runs are not counted as waiting (Ready,
 // OldestReady): they ended, FAILURE, though the backend holds them until
-// a worker takes and drops them.
+// a worker takes and drops them; nor is a delayed task cancelled (see
+// queue.Stats; the Redis backend counts them, see its
+// TestStatsCountCancelledWaitingUntilDropped).
 func TestMemoryStatsLeaveOutCancelledPending(t *testing.T) {
 	ctx := context.Background()
 	m := queue.NewMemory(queue.MemoryConfig{})
@@ -263,10 +265,22 @@ func TestMemoryStatsLeaveOutCancelledPending(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, queue.Depth{}, depth)
 
-	// A worker still takes them, to drop them.
-	leases, err := m.Fetch(ctx, "w", 3, time.Minute)
+	// A delayed task, cancelled, is made ready to be dropped: it is
+	// neither Delayed nor Ready.
+	later, err := b.Enqueue(ctx, "waits", json.RawMessage(`{}`), queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
-	require.Len(t, leases, 3)
+	depth, err = m.Depth(ctx)
+	require.NoError(t, err)
+	require.Equal(t, queue.Depth{Delayed: 1}, depth)
+	require.NoError(t, in.Cancel(ctx, later))
+	depth, err = m.Depth(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, queue.Depth{}, depth, "a cancelled delayed task waits for nothing")
+
+	// A worker still takes them, to drop them.
+	leases, err := m.Fetch(ctx, "w", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 4)
 	for _, l := range leases {
 		assert.True(t, l.Task.Cancelled, "task %s", l.Task.ID)
 	}

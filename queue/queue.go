@@ -320,7 +320,9 @@ func ValidID(id string) bool {
 
 // Depth counts the tasks of a queue by where they are.
 type Depth struct {
-	// Ready is the tasks waiting for a worker.
+	// Ready is the tasks waiting for a worker. A task cancelled while it
+	// waits is not counted by the Memory backend, and is by the Redis
+	// backend until a worker takes it and drops it (see Stats.Ready).
 	Ready int64
 	// Delayed is the tasks waiting for a later time: their RunAt, or
 	// the backoff before a retry.

@@ -32,11 +32,24 @@ type Stats struct {
 	// the number waiting for their start time or a retry; Running the
 	// number leased to a worker now: the backend's Depth, when it is a
 	// DepthReader. A task waiting for its retry is Delayed, not Running.
+	//
+	// A task cancelled while it waits for a worker (pending, or delayed:
+	// Cancel makes a delayed task ready, so that a worker ends it without
+	// waiting out the delay) keeps its place in the queue until a worker
+	// takes it and drops it without running it. It is never Delayed. The
+	// Memory backend does not count it in Ready either. The Redis backend
+	// does, and its wait in OldestReady, until a worker takes it: the
+	// Redis stream keeps the task's entry, and the backend cannot find a
+	// task's entry from its id without scanning the stream. With idle
+	// workers that is at their next fetch; behind a backlog, once the
+	// workers reach it. A cancelled pending task is FAILURE in Counts at
+	// once on both.
 	Ready   int64 `json:"ready"`
 	Delayed int64 `json:"delayed"`
 	Running int64 `json:"running"`
 	// OldestReady is when the task that has waited longest for a worker
-	// became ready; zero when none waits.
+	// became ready; zero when none waits. On Redis, that may be a
+	// cancelled task that no worker has dropped yet (see Ready).
 	OldestReady time.Time `json:"oldest_ready,omitzero"`
 	// Dead is the size of the dead-letter set.
 	Dead int64 `json:"dead"`

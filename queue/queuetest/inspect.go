@@ -27,6 +27,7 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"RefusesBadQueries", testListBadQueries},
 		{"Stats", testStats},
 		{"StatsCountsRetryWaitAsDelayed", testStatsRetryWait},
+		{"StatsCancelledWaiting", testStatsCancelledWaiting},
 		{"ListsHandBacks", testListHandBacks},
 		{"WorkerRegistry", testWorkerRegistry},
 		{"CancelMatching", testCancelMatching},
@@ -378,6 +379,64 @@ func testStatsRetryWait(t *testing.T, h *harness) {
 	assert.Equal(t, int64(0), st.Ready)
 	assert.Equal(t, progress.StateProgress, h.snapshot(flaky).State)
 	assert.Equal(t, progress.StateProgress, h.snapshot(slow).State)
+}
+
+// testStatsCancelledWaiting checks how a task cancelled while it waits
+// for a worker is counted, as queue.Stats documents it: it keeps its
+// place in the queue until a worker takes it and drops it without running
+// it, and a backend may count it in Ready and its wait in OldestReady
+// until then (Redis does, Memory does not: their own tests pin which). A
+// delayed task that is cancelled is made ready to be dropped: it is no
+// longer Delayed. What every backend owes: the task that still waits is
+// counted, nothing is counted twice, and once a worker has dropped the
+// cancelled tasks they are counted nowhere.
+func testStatsCancelledWaiting(t *testing.T, h *harness) {
+	h.reg.MustRegister("waits", flow.Func(func(context.Context, *flow.Task) (any, error) { return "ran", nil }))
+	ctx := context.Background()
+	first := h.enqueue("waits", "", queue.EnqueueOptions{})
+	// The first task's wait begins strictly before the second's, at a
+	// millisecond's precision (the Redis stream's).
+	time.Sleep(5 * time.Millisecond)
+	afterFirst := time.Now()
+	second := h.enqueue("waits", "", queue.EnqueueOptions{})
+	later := h.enqueue("waits", "", queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+	in := h.inspector()
+	st, err := in.Stats(ctx)
+	require.NoError(t, err)
+	require.Equal(t, int64(2), st.Ready, "before the cancellations")
+	require.Equal(t, int64(1), st.Delayed)
+	require.False(t, st.OldestReady.After(afterFirst), "the first task is the oldest waiting: %v", st.OldestReady)
+
+	require.NoError(t, h.broker.Cancel(ctx, first))
+	require.NoError(t, h.broker.Cancel(ctx, later))
+	st, err = in.Stats(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, int64(0), st.Delayed, "the delayed task, cancelled, waits for no time")
+	assert.GreaterOrEqual(t, st.Ready, int64(1), "the second task waits for a run")
+	assert.LessOrEqual(t, st.Ready, int64(3), "at most the second and the two cancelled tasks")
+	assert.False(t, st.OldestReady.IsZero(), "the second task waits")
+	assert.False(t, st.OldestReady.After(time.Now()), "oldest ready %v", st.OldestReady)
+	if d, ok := h.backend.(queue.DepthReader); ok {
+		depth, err := d.Depth(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, queue.Depth{Ready: st.Ready}, depth, "Depth counts as Stats does")
+	}
+
+	// A worker drops the cancelled tasks and runs the second; then
+	// nothing waits.
+	h.start(queue.WorkerConfig{})
+	assert.Equal(t, progress.StateSuccess, h.waitTerminal(second).State)
+	for _, id := range []string{first, later} {
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+	}
+	eventually(t, func() bool {
+		st, err = in.Stats(ctx)
+		require.NoError(t, err)
+		return st.Ready == 0 && st.Delayed == 0 && st.Running == 0
+	}, "nothing waits once the worker took them; last %+v", &st)
+	assert.True(t, st.OldestReady.IsZero(), "nothing waits: %v", st.OldestReady)
 }
 
 // testListHandBacks checks that a listing shows the hand-backs of a task

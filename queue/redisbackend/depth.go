@@ -22,6 +22,14 @@ var _ queue.DepthReader = (*Backend)(nil)
 // hand) or before the first Fetch, Ready is the stream's length less the
 // entries being run, which may count up to a block of acknowledged
 // entries (see lua/lib/release.lua).
+//
+// A task cancelled while it waits in the stream (Cancel also moves a
+// delayed task there) counts in Ready until a worker takes it and drops
+// it, unlike on the Memory backend (see queue.Stats.Ready). Leaving it out
+// would need its entry's id, which nothing records: the lag counts
+// entries, and the task hash does not name its entry. Recording the
+// entry on every enqueue, or looking for it on Cancel, would cost every
+// task commands, or a scan of the stream.
 func (b *Backend) Depth(ctx context.Context) (queue.Depth, error) {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()

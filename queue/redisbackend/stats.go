@@ -16,7 +16,8 @@ import (
 // depends on the number of flows, not of tasks: the counts by state come
 // from the task index (ZCOUNT of each rank's range, for the queue and for
 // each flow of the flows set), the oldest waiting task from the first
-// entry of the stream after the last one delivered to a worker, and the
+// entry of the stream after the last one delivered to a worker (a task
+// cancelled while it waits, until a worker drops it: see Depth), and the
 // last minute from the SUCCESS and
 // FAILURE ranges: their members that ended within it are counted, and the
 // hashes of the latest queue.LatencySample of them are read for their
