@@ -86,6 +86,28 @@ type Config struct {
 	// and an idle worker costs Redis no more. Zero, the default, means
 	// no delay; it must not be negative.
 	FetchDelay time.Duration
+	// EnqueueDelay trades start latency for Redis work at low rates, on
+	// the enqueuing side as FetchDelay does on the worker's. A
+	// CreateAndEnqueue (a Broker's start with the backend as its store)
+	// made while no other is in flight runs at once by default, and at a
+	// few hundred tasks a second each one does: a script, its index
+	// writes and a wake-up of Redis of its own. With EnqueueDelay set,
+	// such a call first waits up to EnqueueDelay (never more than a
+	// second, nor more than half the time its context has left) for
+	// others to join it, and they are created and queued together in one
+	// script and one round trip, as Nagle's algorithm or a Kafka
+	// producer's linger.ms gather writes. A start then returns up to
+	// EnqueueDelay later. Calls made while a batch is in flight go in the
+	// next one at once, and a batch that is full (128 tasks) goes at
+	// once, so a busy backend waits for nothing more; but a caller that
+	// awaits each enqueue before making the next gets at most one through
+	// per EnqueueDelay, so it suits starts that come from independent
+	// requests, not a loop. A call whose context ends while it waits is
+	// left out (nothing is written). Close sends the waiting calls at
+	// once. On a Redis Cluster client, where creates are never batched,
+	// it has no effect. Zero, the default, means no delay; it must not be
+	// negative.
+	EnqueueDelay time.Duration
 	// Logger receives the backend's warnings. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -168,6 +190,8 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	switch {
 	case cfg.FetchDelay < 0:
 		return nil, fmt.Errorf("redisbackend: FetchDelay must not be negative, got %v", cfg.FetchDelay)
+	case cfg.EnqueueDelay < 0:
+		return nil, fmt.Errorf("redisbackend: EnqueueDelay must not be negative, got %v", cfg.EnqueueDelay)
 	case cfg.WaitReplicas < 0:
 		return nil, fmt.Errorf("redisbackend: WaitReplicas must not be negative, got %d", cfg.WaitReplicas)
 	case cfg.WaitReplicas > 0 && client.Mode() == rueidis.ClientModeCluster:
@@ -189,6 +213,10 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
 	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 3 })
 	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
+	if !b.cluster {
+		b.creates.linger = min(cfg.EnqueueDelay, maxEnqueueDelay)
+		b.creates.flush = b.ctx.Done()
+	}
 	b.snapshots = newBatcher(b, b.runSnapshots, func(string) int { return snapshotCommands })
 	b.checkpoints = newBatcher(b, b.runCheckpoints, checkpointWeight)
 	if !b.cluster {
@@ -270,6 +298,9 @@ const (
 	maxBatch     = 128
 	maxBatchArgs = 4096
 )
+
+// maxEnqueueDelay bounds Config.EnqueueDelay.
+const maxEnqueueDelay = time.Second
 
 // newBatcher returns a batcher for one operation of b. Against a Redis
 // Cluster, where one script may only touch keys of one slot, batches hold

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/redis/rueidis"
 )
@@ -19,6 +20,16 @@ import (
 // goroutine, as a batch of one: a lone caller pays nothing for batching.
 // When it is done and calls have queued meanwhile, one goroutine runs
 // their batches until none is waiting.
+//
+// With linger set, a call made while no batch is in flight does not run
+// at once: it waits up to linger for others to join it (as Nagle's
+// algorithm, or a Kafka producer's linger.ms), so that calls that arrive
+// a little apart share a batch too. The batch is sent when the linger
+// has passed, at once when it is full (max calls or maxWeight), and when
+// flush is closed; a call whose context ends while it lingers is left
+// out, and the others go without it. Calls made while a batch is in
+// flight do not linger: they go in the next batch as soon as it is done,
+// as without linger, so that a busy batcher waits for nothing more.
 type batcher[T, R any] struct {
 	// max bounds the items of one batch; 1 turns batching off: each call
 	// then runs at once on its caller's goroutine, concurrently with the
@@ -35,10 +46,29 @@ type batcher[T, R any] struct {
 	// context.Background(), whoever waits for it; a lone call under its
 	// caller's context.
 	bound func(parent context.Context) (context.Context, context.CancelFunc)
+	// linger is how long a call that would run alone waits for others;
+	// zero runs it at once. A caller whose context has a deadline
+	// lingers half the time left at most.
+	linger time.Duration
+	// flush, when closed, ends every linger at once (the backend's
+	// Close), and makes later calls run without one.
+	flush <-chan struct{}
 
 	mu      sync.Mutex
 	waiting []*batchCall[T, R] // not empty only while running
 	running bool
+	// full is closed when the calls that linger make a full batch; set
+	// only while a call lingers. lingerN and lingerW are their number
+	// and weight (calls that left included).
+	full             chan struct{}
+	lingerN, lingerW int
+}
+
+// lingerTimer returns a channel that delivers when d has passed, and a
+// function that stops it; tests replace it.
+var lingerTimer = func(d time.Duration) (<-chan time.Time, func() bool) {
+	t := time.NewTimer(d)
+	return t.C, t.Stop
 }
 
 // batchCall is one call of a batch.
@@ -69,6 +99,9 @@ func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 		return c.res, c.err
 	}
 	b.mu.Lock()
+	if !b.running && b.linger > 0 && !b.flushed() {
+		return b.lead(ctx, c)
+	}
 	if !b.running {
 		b.running = true
 		b.mu.Unlock()
@@ -84,7 +117,23 @@ func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 	}
 	c.done = make(chan struct{})
 	b.waiting = append(b.waiting, c)
+	if b.full != nil {
+		// A call lingers: this one joins it, and the batch goes at once
+		// when it is full.
+		b.lingerN++
+		b.lingerW += b.weigh(item)
+		if b.lingerN >= b.max || b.lingerW >= b.maxWeight {
+			close(b.full)
+			b.full = nil
+		}
+	}
 	b.mu.Unlock()
+	return b.await(ctx, c)
+}
+
+// await waits for c's batch to answer it, or for ctx to end, which leaves
+// c out of its batch unless the batch has been taken.
+func (b *batcher[T, R]) await(ctx context.Context, c *batchCall[T, R]) (R, error) {
 	select {
 	case <-c.done:
 		return c.res, c.err
@@ -92,7 +141,97 @@ func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 		b.mu.Lock()
 		c.gone = true
 		b.mu.Unlock()
+		var zero R
 		return zero, ctx.Err()
+	}
+}
+
+// lead is do for a call made while no batch is in flight, with linger
+// set; b.mu is held and is released. The call waits up to linger for
+// others to join it (see batcher). If none has, it runs alone on its
+// caller's goroutine under its context, as without linger; otherwise
+// the loop runs the batch, and the call waits for its answer as a call
+// made during a batch does.
+func (b *batcher[T, R]) lead(ctx context.Context, c *batchCall[T, R]) (R, error) {
+	b.running = true
+	c.done = make(chan struct{})
+	b.waiting = append(b.waiting, c)
+	full := make(chan struct{})
+	b.full, b.lingerN, b.lingerW = full, 1, b.weigh(c.item)
+	if b.lingerN >= b.max || b.lingerW >= b.maxWeight {
+		close(full)
+	}
+	b.mu.Unlock()
+
+	wait := b.linger
+	if deadline, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(deadline)/2)
+	}
+	timer, stop := lingerTimer(wait)
+	select {
+	case <-timer:
+	case <-full:
+	case <-b.flush:
+	case <-ctx.Done():
+	}
+	stop()
+
+	b.mu.Lock()
+	if b.full == full {
+		b.full = nil
+	}
+	if ctx.Err() != nil {
+		// Left out; the others, if any, go now.
+		c.gone = true
+		if len(b.waiting) > 1 {
+			go b.loop()
+		} else {
+			clear(b.waiting)
+			b.waiting = b.waiting[:0]
+			b.running = false
+		}
+		b.mu.Unlock()
+		var zero R
+		return zero, ctx.Err()
+	}
+	alone := true
+	for _, o := range b.waiting[1:] {
+		alone = alone && o.gone
+	}
+	if !alone {
+		b.mu.Unlock()
+		go b.loop()
+		return b.await(ctx, c)
+	}
+	clear(b.waiting)
+	b.waiting = b.waiting[:0]
+	b.mu.Unlock()
+	b.runBatch(ctx, []*batchCall[T, R]{c})
+	b.mu.Lock()
+	if len(b.waiting) > 0 {
+		go b.loop()
+	} else {
+		b.running = false
+	}
+	b.mu.Unlock()
+	return c.res, c.err
+}
+
+// weigh returns item's weight, 0 without a weight function.
+func (b *batcher[T, R]) weigh(item T) int {
+	if b.weight == nil {
+		return 0
+	}
+	return b.weight(item)
+}
+
+// flushed reports whether flush is closed.
+func (b *batcher[T, R]) flushed() bool {
+	select {
+	case <-b.flush:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -129,10 +268,7 @@ func (b *batcher[T, R]) take() []*batchCall[T, R] {
 		if c.gone {
 			continue
 		}
-		w := 0
-		if b.weight != nil {
-			w = b.weight(c.item)
-		}
+		w := b.weigh(c.item)
 		if len(calls) > 0 && (len(calls) >= b.max || weight+w > b.maxWeight) {
 			n--
 			break

@@ -128,3 +128,214 @@ func TestBatcher(t *testing.T) {
 		assert.Empty(t, *batches)
 	})
 }
+
+// lingerByHand makes every linger end when the returned function is
+// called (or never, if it is not), until the test ends; asked receives
+// each linger's length.
+func lingerByHand(t *testing.T) (end func(), asked chan time.Duration) {
+	t.Helper()
+	ended := make(chan time.Time)
+	asked = make(chan time.Duration, 16)
+	old := lingerTimer
+	lingerTimer = func(d time.Duration) (<-chan time.Time, func() bool) {
+		asked <- d
+		return ended, func() bool { return true }
+	}
+	t.Cleanup(func() { lingerTimer = old })
+	var once sync.Once
+	return func() { once.Do(func() { close(ended) }) }, asked
+}
+
+// answered waits for n values from results, failing the test if they do
+// not come in time.
+func answered(t *testing.T, results <-chan int, n int) []int {
+	t.Helper()
+	var got []int
+	for range n {
+		select {
+		case r := <-results:
+			got = append(got, r)
+		case <-time.After(30 * time.Second):
+			require.FailNow(t, "calls not answered", "%d of %d", len(got), n)
+		}
+	}
+	return got
+}
+
+func TestBatcherLinger(t *testing.T) {
+	caller := func(t *testing.T, b *batcher[int, int], results chan<- int) func(ctx context.Context, n int) {
+		return func(ctx context.Context, n int) {
+			got, err := b.do(ctx, n)
+			if err != nil {
+				results <- -1
+				assert.ErrorIs(t, err, context.Canceled)
+				return
+			}
+			results <- got
+		}
+	}
+
+	t.Run("calls made while one lingers share its batch", func(t *testing.T) {
+		end, asked := lingerByHand(t)
+		gate := make(chan struct{})
+		close(gate)
+		b, batches, _ := gatedBatcher(8, 100, gate)
+		b.linger = time.Hour
+		results := make(chan int, 8)
+		call := caller(t, b, results)
+		for i, n := range []int{1, 2, 3} {
+			go call(context.Background(), n)
+			require.Eventually(t, func() bool { return b.waitingCalls() == i+1 }, 5*time.Second, time.Millisecond)
+		}
+		assert.Equal(t, time.Hour, <-asked, "the first lingers, for the whole linger")
+		assert.Empty(t, *batches, "nothing sent while it lingers")
+		end()
+		assert.ElementsMatch(t, []int{10, 20, 30}, answered(t, results, 3))
+		assert.Equal(t, [][]int{{1, 2, 3}}, *batches, "one batch")
+		assert.Empty(t, asked, "only the first call lingered")
+
+		// A lone call lingers, then runs alone (the linger has ended
+		// for good here).
+		got, err := b.do(context.Background(), 4)
+		require.NoError(t, err)
+		assert.Equal(t, 40, got)
+		assert.Equal(t, [][]int{{1, 2, 3}, {4}}, *batches)
+		assert.Len(t, asked, 1)
+	})
+
+	t.Run("a full batch goes at once", func(t *testing.T) {
+		lingerByHand(t) // never ends
+		gate := make(chan struct{})
+		close(gate)
+		b, batches, _ := gatedBatcher(3, 10, gate)
+		b.linger = time.Hour
+		results := make(chan int, 8)
+		call := caller(t, b, results)
+		for _, n := range []int{1, 2, 3} {
+			go call(context.Background(), n)
+		}
+		assert.ElementsMatch(t, []int{10, 20, 30}, answered(t, results, 3), "three calls fill a batch")
+		for _, n := range []int{4, 6} {
+			go call(context.Background(), n)
+		}
+		assert.ElementsMatch(t, []int{40, 60}, answered(t, results, 2), "a weight of 10 fills a batch")
+		assert.Len(t, *batches, 2)
+	})
+
+	t.Run("a call whose context ends while it lingers is left out", func(t *testing.T) {
+		end, _ := lingerByHand(t)
+		gate := make(chan struct{})
+		close(gate)
+		b, batches, mu := gatedBatcher(8, 100, gate)
+		b.linger = time.Hour
+		results := make(chan int, 8)
+		call := caller(t, b, results)
+
+		// A call that joined the lingering one leaves.
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		go call(context.Background(), 1)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 1 }, 5*time.Second, time.Millisecond)
+		go call(ctx2, 2)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 2 }, 5*time.Second, time.Millisecond)
+		cancel2()
+		assert.Equal(t, []int{-1}, answered(t, results, 1))
+		go call(context.Background(), 3)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 3 }, 5*time.Second, time.Millisecond)
+		end()
+		assert.ElementsMatch(t, []int{10, 30}, answered(t, results, 2))
+		mu.Lock()
+		assert.Equal(t, [][]int{{1, 3}}, *batches)
+		mu.Unlock()
+	})
+
+	t.Run("the others go when the lingering call leaves", func(t *testing.T) {
+		lingerByHand(t) // never ends
+		gate := make(chan struct{})
+		close(gate)
+		b, batches, mu := gatedBatcher(8, 100, gate)
+		b.linger = time.Hour
+		results := make(chan int, 8)
+		call := caller(t, b, results)
+		ctx1, cancel1 := context.WithCancel(context.Background())
+		go call(ctx1, 1)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 1 }, 5*time.Second, time.Millisecond)
+		go call(context.Background(), 2)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 2 }, 5*time.Second, time.Millisecond)
+		cancel1()
+		assert.ElementsMatch(t, []int{-1, 20}, answered(t, results, 2))
+		mu.Lock()
+		assert.Equal(t, [][]int{{2}}, *batches, "the first never ran, the second did")
+		mu.Unlock()
+
+		// Alone, it leaves nothing behind: the next call lingers anew.
+		ctx3, cancel3 := context.WithCancel(context.Background())
+		go call(ctx3, 3)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 1 }, 5*time.Second, time.Millisecond)
+		cancel3()
+		assert.Equal(t, []int{-1}, answered(t, results, 1))
+		assert.Zero(t, b.waitingCalls())
+		mu.Lock()
+		assert.Equal(t, [][]int{{2}}, *batches)
+		mu.Unlock()
+	})
+
+	t.Run("flush sends the lingering calls, and later ones do not linger", func(t *testing.T) {
+		_, asked := lingerByHand(t) // never ends
+		gate := make(chan struct{})
+		close(gate)
+		b, batches, _ := gatedBatcher(8, 100, gate)
+		flush := make(chan struct{})
+		b.linger, b.flush = time.Hour, flush
+		results := make(chan int, 8)
+		call := caller(t, b, results)
+		go call(context.Background(), 1)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 1 }, 5*time.Second, time.Millisecond)
+		go call(context.Background(), 2)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 2 }, 5*time.Second, time.Millisecond)
+		close(flush)
+		assert.ElementsMatch(t, []int{10, 20}, answered(t, results, 2))
+		got, err := b.do(context.Background(), 3)
+		require.NoError(t, err)
+		assert.Equal(t, 30, got)
+		assert.Equal(t, [][]int{{1, 2}, {3}}, *batches)
+		assert.Len(t, asked, 1, "only the first lingered")
+	})
+
+	t.Run("calls made while a batch is in flight do not linger", func(t *testing.T) {
+		end, asked := lingerByHand(t)
+		end()
+		gate := make(chan struct{})
+		b, batches, mu := gatedBatcher(8, 100, gate)
+		b.linger = time.Hour
+		results := make(chan int, 8)
+		call := caller(t, b, results)
+		go call(context.Background(), 1)
+		require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(*batches) == 1 }, 5*time.Second, time.Millisecond)
+		for i, n := range []int{2, 3} {
+			go call(context.Background(), n)
+			require.Eventually(t, func() bool { return b.waitingCalls() == i+1 }, 5*time.Second, time.Millisecond)
+		}
+		close(gate)
+		assert.ElementsMatch(t, []int{10, 20, 30}, answered(t, results, 3))
+		mu.Lock()
+		assert.Equal(t, [][]int{{1}, {2, 3}}, *batches)
+		mu.Unlock()
+		assert.Len(t, asked, 1, "only the first lingered")
+	})
+
+	t.Run("a caller with a deadline lingers half its time at most", func(t *testing.T) {
+		end, asked := lingerByHand(t)
+		end()
+		gate := make(chan struct{})
+		close(gate)
+		b, _, _ := gatedBatcher(8, 100, gate)
+		b.linger = time.Hour
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		_, err := b.do(ctx, 1)
+		require.NoError(t, err)
+		d := <-asked
+		assert.Positive(t, d)
+		assert.LessOrEqual(t, d, 30*time.Second)
+	})
+}

@@ -37,6 +37,14 @@ func SetFetchSleep(sleep func(ctx context.Context, d time.Duration) bool) (resto
 	return func() { fetchSleep = old }
 }
 
+// SetLingerTimer replaces how a batched call times its linger (see
+// Config.EnqueueDelay) until the returned function restores it.
+func SetLingerTimer(timer func(d time.Duration) (<-chan time.Time, func() bool)) (restore func()) {
+	old := lingerTimer
+	lingerTimer = timer
+	return func() { lingerTimer = old }
+}
+
 // Waiting returns how many calls of each batched operation wait for the
 // batch in flight to end.
 func (b *Backend) Waiting() (appends, acks, creates int) {

@@ -1,0 +1,191 @@
+package redisbackend_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// The tests of Config.EnqueueDelay: a CreateAndEnqueue that would run
+// alone first lets others join it, and they share one script. The linger
+// is timed by the test (SetLingerTimer): no timing is involved.
+
+// lingerByHand makes every linger of the backends end when the returned
+// function is called (or never, if it is not), until the test ends; the
+// channel receives each linger's length.
+func lingerByHand(t *testing.T) (end func(), asked chan time.Duration) {
+	t.Helper()
+	ended := make(chan time.Time)
+	asked = make(chan time.Duration, 64)
+	t.Cleanup(redisbackend.SetLingerTimer(func(d time.Duration) (<-chan time.Time, func() bool) {
+		asked <- d
+		return ended, func() bool { return true }
+	}))
+	var once sync.Once
+	return func() { once.Do(func() { close(ended) }) }, asked
+}
+
+// lingering waits until n creates of b wait for their batch.
+func lingering(t *testing.T, b *redisbackend.Backend, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { _, _, creates := b.Waiting(); return creates == n },
+		waitLimit, time.Millisecond, "%d creates waiting", n)
+}
+
+// fetchAll takes every task ready on b's queue and returns their ids.
+func fetchAll(t *testing.T, b *redisbackend.Backend) map[string]bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	got := map[string]bool{}
+	for {
+		short, stop := context.WithTimeout(ctx, 300*time.Millisecond)
+		leases, err := b.Fetch(short, "w", 128, time.Minute)
+		stop()
+		if len(leases) == 0 {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			return got
+		}
+		for _, l := range leases {
+			got[l.Task.ID] = true
+		}
+	}
+}
+
+func TestEnqueueDelayMustNotBeNegative(t *testing.T) {
+	client := newClient(t, redistest.Start(t))
+	_, err := redisbackend.New(client, redisbackend.Config{EnqueueDelay: -time.Millisecond})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "EnqueueDelay")
+}
+
+// TestEnqueueDelayCreatesShareAScript makes ten CreateAndEnqueues one
+// after the other while the first lingers: they are created and queued
+// in one round trip, one script and two ZADDs into the task index, where
+// without the delay each would have gone alone (eight commands, one of
+// them the script, each). None is lost.
+func TestEnqueueDelayCreatesShareAScript(t *testing.T) {
+	srv := redistest.Start(t)
+	counter := &countingClient{Client: newClient(t, srv)}
+	b := newBackend(t, counter, redisbackend.Config{EnqueueDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.CreateAndEnqueue(ctx, newTask())) // loads the script, lingering 100 ms
+	fetchAll(t, b)
+
+	end, asked := lingerByHand(t)
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	before := counter.trips.Load()
+	const n = 10
+	want := map[string]bool{}
+	errs := make(chan error, n)
+	for i := range n {
+		task := newTask()
+		want[task.ID] = true
+		go func() { errs <- b.CreateAndEnqueue(context.Background(), task) }()
+		lingering(t, b, i+1)
+	}
+	assert.Equal(t, 100*time.Millisecond, <-asked, "the first lingers for the delay")
+	assert.Empty(t, asked, "the others join it")
+	end()
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	calls := commandCalls(t, srv)
+	assert.EqualValues(t, 1, counter.trips.Load()-before, "one round trip")
+	assert.Equal(t, 1, calls["evalsha"], "one create script")
+	assert.Equal(t, n, calls["xadd"], "each task queued")
+	assert.Equal(t, n, calls["exists"], "each task's id checked")
+	assert.Equal(t, 2, calls["zadd"], "one ZADD into the queue's index, one into the flow's")
+	assert.Equal(t, want, fetchAll(t, b), "every task queued once")
+}
+
+// TestEnqueueDelayCancelledCreateWritesNothing cancels creates while they
+// linger: the first, which lingers, and one that joined it. Neither is
+// written; the one that stays is created and queued without waiting for
+// the linger to end.
+func TestEnqueueDelayCancelledCreateWritesNothing(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{EnqueueDelay: time.Second})
+	lingerByHand(t) // never ends
+	first, joined, stays := newTask(), newTask(), newTask()
+	ctx1, cancel1 := context.WithCancel(context.Background())
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	errs := make([]chan error, 3)
+	for i, c := range []struct {
+		ctx  context.Context
+		task *queue.Task
+	}{{ctx1, first}, {ctx2, joined}, {context.Background(), stays}} {
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- b.CreateAndEnqueue(c.ctx, c.task) }()
+		lingering(t, b, i+1)
+	}
+	cancel2()
+	assert.ErrorIs(t, <-errs[1], context.Canceled)
+	cancel1()
+	assert.ErrorIs(t, <-errs[0], context.Canceled)
+	require.NoError(t, <-errs[2], "the one left goes without the first")
+
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	for _, task := range []*queue.Task{first, joined} {
+		_, _, err := b.Snapshot(ctx, task.ID)
+		assert.ErrorIs(t, err, progress.ErrNotFound, "a cancelled create writes nothing")
+	}
+	_, _, err := b.Snapshot(ctx, stays.ID)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]bool{stays.ID: true}, fetchAll(t, b))
+}
+
+// TestCloseSendsLingeringCreates closes a backend while creates linger:
+// they are created and queued at once, and a create after Close does
+// not linger.
+func TestCloseSendsLingeringCreates(t *testing.T) {
+	srv := redistest.Start(t)
+	client := newClient(t, srv)
+	b := newBackend(t, client, redisbackend.Config{EnqueueDelay: time.Second})
+	_, asked := lingerByHand(t) // never ends
+	want := map[string]bool{}
+	errs := make(chan error, 3)
+	for i := range 2 {
+		task := newTask()
+		want[task.ID] = true
+		go func() { errs <- b.CreateAndEnqueue(context.Background(), task) }()
+		lingering(t, b, i+1)
+	}
+	require.NoError(t, b.Close())
+	for range 2 {
+		require.NoError(t, <-errs)
+	}
+	late := newTask()
+	want[late.ID] = true
+	require.NoError(t, b.CreateAndEnqueue(context.Background(), late), "no linger after Close")
+	assert.Len(t, asked, 1, "only the first lingered")
+
+	other := newBackend(t, client, redisbackend.Config{Prefix: b.Prefix()})
+	assert.Equal(t, want, fetchAll(t, other), "every create queued")
+}
+
+// TestEnqueueDelayOnClusterClient checks that a Redis Cluster client,
+// whose creates are never batched, takes EnqueueDelay and ignores it: a
+// create does not linger.
+func TestEnqueueDelayOnClusterClient(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, clusterMode{newClient(t, srv)}, redisbackend.Config{EnqueueDelay: time.Second})
+	_, asked := lingerByHand(t) // never ends
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	task := newTask()
+	require.NoError(t, b.CreateAndEnqueue(ctx, task))
+	assert.Empty(t, asked, "no linger")
+	assert.Equal(t, map[string]bool{task.ID: true}, fetchAll(t, b))
+}
