@@ -248,6 +248,7 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 		Retention:    retention,
 		WaitReplicas: e.cfg.WaitReplicas,
 		FetchDelay:   e.cfg.FetchDelay,
+		EnqueueDelay: e.cfg.EnqueueDelay,
 		Logger:       discard,
 	})
 	if err != nil {

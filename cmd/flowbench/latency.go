@@ -65,7 +65,7 @@ func benchPickup(ctx context.Context, e *env, p *printer) error {
 	}
 	par := params("rate", rate, "duration", cfg.Duration, "concurrency", cfg.Concurrency, "backend", cfg.Backend)
 	return latencyRuns(p, "pickup", cfg.Runs, par, func() (time.Duration, time.Duration, error) {
-		return pickupOnce(ctx, e, rate)
+		return pickupOnce(ctx, e, p, rate)
 	})
 }
 
@@ -87,8 +87,10 @@ func latencyRuns(p *printer, scenario string, runs int, par string, once func() 
 }
 
 // pickupOnce enqueues tasks at a steady rate and measures, for each, the
-// time from just before Broker.Enqueue to the start of its flow.
-func pickupOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, err error) {
+// time from just before Broker.Enqueue to the start of its flow. With -v
+// it notes how long the Enqueue calls took (-enqueue-delay lengthens
+// them).
+func pickupOnce(ctx context.Context, e *env, p *printer, rate int) (p50, p99 time.Duration, err error) {
 	cfg := e.cfg
 	st, err := e.newStack(ctx)
 	if err != nil {
@@ -99,6 +101,7 @@ func pickupOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, 
 	base := time.Now()
 	sent := make([]atomic.Int64, total)
 	lat := newLatencies(total)
+	calls := newLatencies(total)
 	warm := newLatencies(warmups)
 	reg := registry.New()
 	reg.MustRegister("pickup", flow.Func(func(_ context.Context, t *flow.Task) (any, error) {
@@ -140,14 +143,17 @@ func pickupOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, 
 			time.Sleep(d)
 		}
 		go func() {
-			sent[k].Store(int64(time.Since(base)))
+			at := time.Since(base)
+			sent[k].Store(int64(at))
 			inputs := json.RawMessage(`{"i":` + strconv.Itoa(k) + `}`)
 			if _, err := broker.Enqueue(ctx, "pickup", inputs, queue.EnqueueOptions{}); err != nil {
 				select {
 				case errs <- err:
 				default:
 				}
+				return
 			}
+			calls.add(time.Since(base) - at)
 		}()
 	}
 	select {
@@ -157,6 +163,10 @@ func pickupOnce(ctx context.Context, e *env, rate int) (p50, p99 time.Duration, 
 	case <-ctx.Done():
 		return 0, 0, fmt.Errorf("%d of %d tasks started: %w", lat.count(), total, errTimeout)
 	}
+	if err := wait(ctx, calls.done, "enqueue calls"); err != nil {
+		return 0, 0, err
+	}
+	p.note("pickup: Broker.Enqueue took p50 %.3f ms, p99 %.3f ms", ms(percentile(calls.d, 0.50)), ms(percentile(calls.d, 0.99)))
 	return percentile(lat.d, 0.50), percentile(lat.d, 0.99), nil
 }
 
