@@ -236,6 +236,18 @@
 // oldest entry still in use costs two commands, which every
 // acknowledgement paid when the queue was idle.
 //
+// With Config.EnqueueDelay, a CreateAndEnqueue made while none is in
+// flight does not go at once: it lingers up to that long (half the time
+// its context has left at most) for others to join it, as Nagle's
+// algorithm does, and they go as one batch, in one script, one round trip
+// and one ZADD into each index set. The linger ends early when the batch
+// is full, when Close is called, and for a caller whose context ends
+// (its call is left out; the others go at once). Calls made while a batch
+// is in flight do not linger. With Config.FetchDelay too, a task's create,
+// fetch and end are all shared at a low rate, and a task costs Redis
+// about what it costs under load (see BENCHMARKS.md); each start then
+// returns up to EnqueueDelay later.
+//
 // # Dead letters
 //
 // Bury acknowledges a task as Ack does and, in the same script, adds it to
