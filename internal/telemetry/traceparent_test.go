@@ -113,3 +113,22 @@ func TestUnsampled(t *testing.T) {
 	}
 	assert.True(t, Unsampled("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-02"), "random, not sampled")
 }
+
+// TestFormatEveryByte: Format writes every byte of the ids as the W3C
+// propagator does, whatever its place in them, with each flag value.
+func TestFormatEveryByte(t *testing.T) {
+	for b := range 256 {
+		var cfg trace.SpanContextConfig
+		for i := range cfg.TraceID {
+			cfg.TraceID[i] = byte(b + 37*i)
+		}
+		for i := range cfg.SpanID {
+			cfg.SpanID[i] = byte(b + 101*i)
+		}
+		cfg.TraceFlags = trace.TraceFlags(b)
+		sc := trace.NewSpanContext(cfg)
+		want := propagation.MapCarrier{}
+		propagation.TraceContext{}.Inject(trace.ContextWithSpanContext(context.Background(), sc), want)
+		require.Equal(t, want["traceparent"], Format(sc), "byte %#x", b)
+	}
+}
