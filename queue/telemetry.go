@@ -154,7 +154,7 @@ type workerTelemetry struct {
 	duration metric.Float64Histogram
 	pickup   metric.Float64Histogram
 	// eventCells are the counts of the event types the library writes
-	// (see eventCell), flows those of each flow.
+	// (see countEvents), flows those of each flow.
 	eventCells [5]*telemetry.Cell
 	flows      telemetry.Cache[string, *flowMetrics]
 }
@@ -222,37 +222,35 @@ func endAttrs(k [2]string) []attribute.KeyValue {
 	return []attribute.KeyValue{telemetry.Flow.String(k[0]), telemetry.State.String(k[1])}
 }
 
-// eventCell returns the count of the events of type typ: one of
-// eventCells for a type of the library's, with no lookup.
-func (wt *workerTelemetry) eventCell(typ progress.EventType) *telemetry.Cell {
-	switch typ {
-	case progress.EventState:
-		return wt.eventCells[0]
-	case progress.EventStatus:
-		return wt.eventCells[1]
-	case progress.EventProgress:
-		return wt.eventCells[2]
-	case progress.EventStep:
-		return wt.eventCells[3]
-	case progress.EventToken:
-		return wt.eventCells[4]
-	}
-	return wt.events.Cell(typ)
-}
-
-// countEvents counts the events a worker recorded.
+// countEvents counts the events a worker recorded: those of the
+// library's types by a switch on each event's type into local counts,
+// added to their cells once per type; any other type in its cell, found
+// by a lookup.
 func (wt *workerTelemetry) countEvents(events []progress.Event) {
 	if !wt.metrics.Active() {
 		return
 	}
-	for i := 0; i < len(events); {
-		// Count runs of one type with one Add: a batch of tokens is one.
-		typ, n := events[i].Type, 1
-		for i+n < len(events) && events[i+n].Type == typ {
-			n++
+	var n [len(wt.eventCells)]int64
+	for i := range events {
+		switch typ := events[i].Type; typ {
+		case progress.EventState:
+			n[0]++
+		case progress.EventStatus:
+			n[1]++
+		case progress.EventProgress:
+			n[2]++
+		case progress.EventStep:
+			n[3]++
+		case progress.EventToken:
+			n[4]++
+		default:
+			wt.events.Add(typ, 1)
 		}
-		i += n
-		wt.eventCell(typ).Add(int64(n))
+	}
+	for i, c := range n {
+		if c != 0 {
+			wt.eventCells[i].Add(c)
+		}
 	}
 }
 
