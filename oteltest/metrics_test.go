@@ -186,3 +186,52 @@ func TestMetricCounts(t *testing.T) {
 		})
 	}
 }
+
+// leaseShifter is a backend whose leases say they were taken a given
+// time after their task was enqueued (see TestPickupLatencyIsToTheLease).
+type leaseShifter struct {
+	queue.Backend
+	lease, after time.Duration
+}
+
+func (b leaseShifter) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
+	leases, err := b.Backend.Fetch(ctx, worker, max, lease)
+	for _, l := range leases {
+		l.Deadline = l.Task.EnqueuedAt.Add(b.after + b.lease)
+	}
+	return leases, err
+}
+
+// TestPickupLatencyIsToTheLease: the pickup latency is the time from
+// when the task was ready to when the backend leased it, which a lease
+// tells by its deadline less the lease's duration (Backend.Fetch leases
+// until now+lease), not to when the worker got to the task.
+func TestPickupLatencyIsToTheLease(t *testing.T) {
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	const lease, after = time.Minute, 7 * time.Second
+	qb := leaseShifter{Backend: queue.NewMemory(queue.MemoryConfig{}), lease: lease, after: after}
+	reg := registry.New()
+	reg.MustRegister("picked", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, MeterProvider: mp})
+	runWorker(t, queue.NewWorker(qb, store, queue.WorkerConfig{Registry: reg, Lease: lease, MeterProvider: mp}))
+	id, err := broker.Enqueue(context.Background(), "picked", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	require.Equal(t, progress.StateSuccess, (&stack{store: store}).wait(t, id))
+
+	var rm metricdata.ResourceMetrics
+	require.NoError(t, reader.Collect(context.Background(), &rm))
+	var pickup []metricdata.HistogramDataPoint[float64]
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "flows.task.pickup.latency" {
+				pickup = m.Data.(metricdata.Histogram[float64]).DataPoints
+			}
+		}
+	}
+	require.Len(t, pickup, 1)
+	assert.Equal(t, uint64(1), pickup[0].Count)
+	assert.InDelta(t, after.Seconds(), pickup[0].Sum, 1e-6)
+}

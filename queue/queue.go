@@ -207,7 +207,10 @@ type DeadTask struct {
 }
 
 // Lease is a worker's claim on a task, valid until Deadline unless
-// extended. Token is the backend's own handle on the claim.
+// extended. Token is the backend's own handle on the claim. Fetch sets
+// Deadline to when it leased the task plus the lease's duration: a
+// worker takes the task's pickup latency from it
+// (flows.task.pickup.latency), and reads no clock for it.
 type Lease struct {
 	Task     *Task
 	Token    string

@@ -285,7 +285,7 @@ func (j *job) startSpan() {
 			if !ready.IsZero() {
 				// No context: an exemplar of a pickup would name no trace
 				// worth the lookup.
-				wt.pickup.Record(context.Background(), max(time.Since(ready), 0).Seconds(), j.fm.pickup...)
+				wt.pickup.Record(context.Background(), j.pickup(ready).Seconds(), j.fm.pickup...)
 			}
 		}
 	}
@@ -314,6 +314,22 @@ func (j *job) startSpan() {
 	// The run's attributes are set when it ends, all at once (see
 	// endSpan): one copy into the span instead of two.
 	j.base, j.span = tr.Start(ctx, spanRun, telemetry.KindConsumer...)
+}
+
+// pickup returns the time from ready to when the worker leased the
+// job's task: its lease's deadline less the lease's duration, since a
+// backend leases a task until now+lease (Backend.Fetch), which spares a
+// clock read per task; now if the backend gave no deadline. In Unix
+// nanoseconds, as ready comes from another process, without a monotonic
+// clock reading.
+func (j *job) pickup(ready time.Time) time.Duration {
+	var leased int64
+	if d := j.lease.Deadline; !d.IsZero() {
+		leased = d.UnixNano() - int64(j.w.cfg.Lease)
+	} else {
+		leased = time.Now().UnixNano()
+	}
+	return max(time.Duration(leased-ready.UnixNano()), 0)
 }
 
 // runStarted notes the start of the flow's run, for the finish hooks and
