@@ -104,16 +104,7 @@ func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 	}
 	if !b.running {
 		b.running = true
-		b.mu.Unlock()
-		b.runBatch(ctx, []*batchCall[T, R]{c})
-		b.mu.Lock()
-		if len(b.waiting) > 0 {
-			go b.loop()
-		} else {
-			b.running = false
-		}
-		b.mu.Unlock()
-		return c.res, c.err
+		return b.runAlone(ctx, c)
 	}
 	c.done = make(chan struct{})
 	b.waiting = append(b.waiting, c)
@@ -205,6 +196,13 @@ func (b *batcher[T, R]) lead(ctx context.Context, c *batchCall[T, R]) (R, error)
 	}
 	clear(b.waiting)
 	b.waiting = b.waiting[:0]
+	return b.runAlone(ctx, c)
+}
+
+// runAlone runs c as a batch of one on its caller's goroutine; b.mu is
+// held and b.running set. When calls queued meanwhile, a loop takes them
+// over; otherwise the batcher stops running.
+func (b *batcher[T, R]) runAlone(ctx context.Context, c *batchCall[T, R]) (R, error) {
 	b.mu.Unlock()
 	b.runBatch(ctx, []*batchCall[T, R]{c})
 	b.mu.Lock()
