@@ -108,6 +108,29 @@ type Config struct {
 	// it has no effect. Zero, the default, means no delay; it must not be
 	// negative.
 	EnqueueDelay time.Duration
+	// AckDelay trades the time a task's end takes to be recorded for
+	// Redis work at low rates, at the end of a task as EnqueueDelay does
+	// at its start. An AppendAndAck or Ack (a worker recording a task's
+	// end and releasing its lease) made while no other is in flight runs
+	// at once by default, and at a few hundred tasks a second most do:
+	// tasks taken in one Fetch end a few milliseconds apart, and each
+	// end costs a script, its index writes and a wake-up of Redis of its
+	// own. With AckDelay set, such a call first waits up to AckDelay
+	// (never more than a second, nor more than half the time its
+	// context has left) for others to join it, and they are recorded
+	// and acknowledged together in one script and one round trip. A
+	// task's terminal event then reaches Redis, and its watchers, up to
+	// AckDelay later, and the worker's slot stays taken that much
+	// longer. Calls made while a batch is in flight go in the next one
+	// at once, and a full batch goes at once, so a busy worker waits for
+	// nothing more. A call whose context ends while it waits is left
+	// out: nothing of it is written, and the lease it did not release
+	// passes and the task runs again, as after any end that failed.
+	// Close sends the waiting calls at once. On a Redis Cluster client,
+	// where ends are never batched, it has no effect. Zero, the default,
+	// means no delay; it must not be negative. A few milliseconds are
+	// enough for the ends of one Fetch to share a script.
+	AckDelay time.Duration
 	// Logger receives the backend's warnings. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -192,6 +215,8 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 		return nil, fmt.Errorf("redisbackend: FetchDelay must not be negative, got %v", cfg.FetchDelay)
 	case cfg.EnqueueDelay < 0:
 		return nil, fmt.Errorf("redisbackend: EnqueueDelay must not be negative, got %v", cfg.EnqueueDelay)
+	case cfg.AckDelay < 0:
+		return nil, fmt.Errorf("redisbackend: AckDelay must not be negative, got %v", cfg.AckDelay)
 	case cfg.WaitReplicas < 0:
 		return nil, fmt.Errorf("redisbackend: WaitReplicas must not be negative, got %d", cfg.WaitReplicas)
 	case cfg.WaitReplicas > 0 && client.Mode() == rueidis.ClientModeCluster:
@@ -213,14 +238,14 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	b.appends = newBatcher(b, b.runAppends, func(c appendCall) int { return len(c.args) })
 	b.acks = newBatcher(b, b.runAcks, func(ackCall) int { return 3 })
 	b.creates = newBatcher(b, b.runCreates, func(c createCall) int { return len(c.args) })
-	if !b.cluster {
-		b.creates.linger = min(cfg.EnqueueDelay, maxEnqueueDelay)
-		b.creates.flush = b.ctx.Done()
-	}
 	b.snapshots = newBatcher(b, b.runSnapshots, func(string) int { return snapshotCommands })
 	b.checkpoints = newBatcher(b, b.runCheckpoints, checkpointWeight)
 	if !b.cluster {
 		b.finishes = newBatcher(b, b.runFinishes, func(c finishCall) int { return len(c.args) })
+		// Lingers, where calls are batched (see batcher).
+		b.creates.linger, b.creates.flush = min(cfg.EnqueueDelay, maxDelay), b.ctx.Done()
+		b.finishes.linger, b.finishes.flush = min(cfg.AckDelay, maxDelay), b.ctx.Done()
+		b.acks.linger, b.acks.flush = min(cfg.AckDelay, maxDelay), b.ctx.Done()
 	}
 	b.hub = newHub(b.ctx, client, b.cluster, cfg.Logger, &b.wg, cfg.OpTimeout)
 	return b, nil
@@ -299,8 +324,8 @@ const (
 	maxBatchArgs = 4096
 )
 
-// maxEnqueueDelay bounds Config.EnqueueDelay.
-const maxEnqueueDelay = time.Second
+// maxDelay bounds Config.EnqueueDelay and Config.AckDelay.
+const maxDelay = time.Second
 
 // newBatcher returns a batcher for one operation of b. Against a Redis
 // Cluster, where one script may only touch keys of one slot, batches hold

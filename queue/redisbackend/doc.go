@@ -243,10 +243,17 @@
 // and one ZADD into each index set. The linger ends early when the batch
 // is full, when Close is called, and for a caller whose context ends
 // (its call is left out; the others go at once). Calls made while a batch
-// is in flight do not linger. With Config.FetchDelay too, a task's create,
-// fetch and end are all shared at a low rate, and a task costs Redis
-// about what it costs under load (see BENCHMARKS.md); each start then
-// returns up to EnqueueDelay later.
+// is in flight do not linger. The creates of a lingered batch arrive
+// together, so a waiting worker takes them in one Fetch.
+//
+// With Config.AckDelay, an AppendAndAck or Ack made while none is in
+// flight lingers in the same way: the tasks of one Fetch end a few
+// milliseconds apart, and their ends then go in one script, one XACK and
+// one ZADD into each index set instead of one each. With both delays, a
+// task's create, fetch and end are all shared at a low rate, and a task
+// costs Redis about what it costs under load (see BENCHMARKS.md); each
+// start then returns up to EnqueueDelay later, and each end is recorded
+// up to AckDelay later.
 //
 // # Dead letters
 //

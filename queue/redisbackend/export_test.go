@@ -38,7 +38,7 @@ func SetFetchSleep(sleep func(ctx context.Context, d time.Duration) bool) (resto
 }
 
 // SetLingerTimer replaces how a batched call times its linger (see
-// Config.EnqueueDelay) until the returned function restores it.
+// Config.EnqueueDelay, Config.AckDelay) until the returned function restores it.
 func SetLingerTimer(timer func(d time.Duration) (<-chan time.Time, func() bool)) (restore func()) {
 	old := lingerTimer
 	lingerTimer = timer
@@ -50,6 +50,10 @@ func SetLingerTimer(timer func(d time.Duration) (<-chan time.Time, func() bool))
 func (b *Backend) Waiting() (appends, acks, creates int) {
 	return b.appends.waitingCalls(), b.acks.waitingCalls(), b.creates.waitingCalls()
 }
+
+// WaitingFinishes returns how many AppendAndAck calls wait for their
+// batch (lingering ones included).
+func (b *Backend) WaitingFinishes() int { return b.finishes.waitingCalls() }
 
 // WaitingSnapshots returns how many Snapshot calls wait for the batch in
 // flight to end.
