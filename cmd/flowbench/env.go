@@ -249,6 +249,7 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 		WaitReplicas: e.cfg.WaitReplicas,
 		FetchDelay:   e.cfg.FetchDelay,
 		EnqueueDelay: e.cfg.EnqueueDelay,
+		AckDelay:     e.cfg.AckDelay,
 		Logger:       discard,
 	})
 	if err != nil {

@@ -102,6 +102,7 @@ type config struct {
 	WaitReplicas int           // redisbackend.Config.WaitReplicas of the benchmarked backend
 	FetchDelay   time.Duration // redisbackend.Config.FetchDelay of the benchmarked backend
 	EnqueueDelay time.Duration // redisbackend.Config.EnqueueDelay of the benchmarked backend
+	AckDelay     time.Duration // redisbackend.Config.AckDelay of the benchmarked backend
 	LinkDown     time.Duration // failover: how long the replica is cut off before the kill
 	Runs         int
 	N            int
@@ -147,6 +148,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.WaitReplicas, "wait-replicas", 0, "durable mode: redisbackend.Config.WaitReplicas of the benchmarked backend (implies -replica)")
 	fs.DurationVar(&cfg.FetchDelay, "fetch-delay", 0, "redisbackend.Config.FetchDelay of the benchmarked backend: how long a worker that found the queue empty lets tasks gather")
 	fs.DurationVar(&cfg.EnqueueDelay, "enqueue-delay", 0, "redisbackend.Config.EnqueueDelay of the benchmarked backend: how long an enqueue that would go alone waits for others to share its script")
+	fs.DurationVar(&cfg.AckDelay, "ack-delay", 0, "redisbackend.Config.AckDelay of the benchmarked backend: how long a task's end that would go alone waits for others to share its script")
 	fs.DurationVar(&cfg.LinkDown, "link-down", 300*time.Millisecond, "failover: how long the replica is cut off (stopped, its link dropped) before the primary is killed; 0 for none")
 	fs.IntVar(&cfg.Runs, "runs", fullDefaults.Runs, "runs of each scenario")
 	fs.IntVar(&cfg.N, "n", fullDefaults.N, "tasks of the throughput scenario")
