@@ -38,6 +38,9 @@ type config struct {
 	// FetchDelay is how long the worker lets tasks gather when it found
 	// the queue empty (redisbackend.Config.FetchDelay).
 	FetchDelay time.Duration
+	// AckDelay is how long a task's end that would go to Redis alone
+	// waits for others to share its script (redisbackend.Config.AckDelay).
+	AckDelay time.Duration
 	// Concurrency is the most flows run at once.
 	Concurrency int
 	// Lease is how long a fetched task stays claimed without news from
@@ -85,6 +88,7 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.DurationVar(&cfg.Grace, "grace", queue.DefaultShutdownGrace, "on shutdown, how long running flows may finish before their tasks are handed back")
 	waitReplicas := fs.String("wait-replicas", cmp.Or(getenv("FLOWS_WAIT_REPLICAS"), "0"), "durable mode: the replicas that must have a task's end before it is acknowledged (env FLOWS_WAIT_REPLICAS)")
 	fetchDelay := fs.String("fetch-delay", cmp.Or(getenv("FLOWS_FETCH_DELAY"), "0s"), "how long the worker lets tasks gather when it found the queue empty: less Redis work per task at low rates, for up to that much more pickup latency (env FLOWS_FETCH_DELAY)")
+	ackDelay := fs.String("ack-delay", cmp.Or(getenv("FLOWS_ACK_DELAY"), "0s"), "how long a task's end that would go to Redis alone waits for others to share its script: less Redis work per task at low rates, for a task's end recorded up to that much later (env FLOWS_ACK_DELAY)")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "address to serve the worker's metrics on at /metrics (Prometheus text), as in :9090; empty for none")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
@@ -96,6 +100,9 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	cfg.WaitReplicas = n
 	if cfg.FetchDelay, err = time.ParseDuration(*fetchDelay); err != nil || cfg.FetchDelay < 0 {
 		return config{}, fmt.Errorf("-fetch-delay %q: must be a duration of zero or more, as 50ms", *fetchDelay)
+	}
+	if cfg.AckDelay, err = time.ParseDuration(*ackDelay); err != nil || cfg.AckDelay < 0 {
+		return config{}, fmt.Errorf("-ack-delay %q: must be a duration of zero or more, as 10ms", *ackDelay)
 	}
 	switch {
 	case fs.NArg() > 0:
@@ -185,7 +192,7 @@ func run(ctx context.Context, cfg config, reg *registry.Registry) error {
 		return err
 	}
 	defer client.Close()
-	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, WaitReplicas: cfg.WaitReplicas, FetchDelay: cfg.FetchDelay, Logger: logger})
+	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, WaitReplicas: cfg.WaitReplicas, FetchDelay: cfg.FetchDelay, AckDelay: cfg.AckDelay, Logger: logger})
 	if err != nil {
 		return err
 	}
