@@ -54,6 +54,11 @@ type config struct {
 	// WaitReplicas is the Redis backend's durable mode
 	// (redisbackend.Config.WaitReplicas).
 	WaitReplicas int
+	// EnqueueDelay and AckDelay are how long a start, and the end of a
+	// task run by the in-process workers, that would go to Redis alone
+	// wait for others to share its script (redisbackend.Config's
+	// EnqueueDelay and AckDelay).
+	EnqueueDelay, AckDelay time.Duration
 	// Flows sets the pace of the example flows.
 	Flows exampleflows.Config
 	// ShutdownTimeout bounds the HTTP server's graceful shutdown. Zero
@@ -118,6 +123,8 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 	fs.StringVar(&cfg.Queue, "queue", cmp.Or(getenv("FLOWS_QUEUE"), redisbackend.DefaultQueue), "Redis queue of the tasks (env FLOWS_QUEUE)")
 	fs.StringVar(&cfg.Prefix, "prefix", cmp.Or(getenv("FLOWS_PREFIX"), redisbackend.DefaultPrefix), "prefix of every Redis key (env FLOWS_PREFIX)")
 	waitReplicas := fs.String("wait-replicas", cmp.Or(getenv("FLOWS_WAIT_REPLICAS"), "0"), "with Redis: durable mode, the replicas that must have a task before start-task accepts it (env FLOWS_WAIT_REPLICAS)")
+	enqueueDelay := fs.String("enqueue-delay", cmp.Or(getenv("FLOWS_ENQUEUE_DELAY"), "0s"), "with Redis: how long a start that would go to Redis alone waits for others to share its script: less Redis work per task at low rates, for a start-task that answers up to that much later (env FLOWS_ENQUEUE_DELAY)")
+	ackDelay := fs.String("ack-delay", cmp.Or(getenv("FLOWS_ACK_DELAY"), "0s"), "with Redis: how long the end of a task run by the in-process workers that would go to Redis alone waits for others to share its script (env FLOWS_ACK_DELAY)")
 	fs.DurationVar(&cfg.Grace, "grace", 10*time.Second, "how long running flows may finish on shutdown")
 	fs.DurationVar(&cfg.Flows.StepDelay, "step-delay", exampleflows.DefaultStepDelay, "pause of each step of the example flows")
 	fs.DurationVar(&cfg.Flows.TokenDelay, "token-delay", exampleflows.DefaultTokenDelay, "pause between streamed tokens of the example flows")
@@ -141,11 +148,19 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		return config{}, err
 	}
 	cfg.WaitReplicas = n
+	if cfg.EnqueueDelay, err = time.ParseDuration(*enqueueDelay); err != nil || cfg.EnqueueDelay < 0 {
+		return config{}, fmt.Errorf("-enqueue-delay %q: must be a duration of zero or more, as 100ms", *enqueueDelay)
+	}
+	if cfg.AckDelay, err = time.ParseDuration(*ackDelay); err != nil || cfg.AckDelay < 0 {
+		return config{}, fmt.Errorf("-ack-delay %q: must be a duration of zero or more, as 10ms", *ackDelay)
+	}
 	switch {
 	case fs.NArg() > 0:
 		return config{}, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	case cfg.WaitReplicas > 0 && cfg.RedisURL == "":
 		return config{}, errors.New("-wait-replicas needs REDIS_URL: in memory there are no replicas")
+	case (cfg.EnqueueDelay > 0 || cfg.AckDelay > 0) && cfg.RedisURL == "":
+		return config{}, errors.New("-enqueue-delay and -ack-delay need REDIS_URL: in memory nothing is batched")
 	case cfg.OpsRefresh < opspage.MinRefresh:
 		return config{}, fmt.Errorf("-ops-refresh %v: must be at least %v", cfg.OpsRefresh, opspage.MinRefresh)
 	case cfg.Workers < 0:
@@ -193,7 +208,8 @@ func backends(cfg config) (queue.Backend, progress.Backend, func(), error) {
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, WaitReplicas: cfg.WaitReplicas, Logger: cfg.Logger})
+	backend, err := redisbackend.New(client, redisbackend.Config{Prefix: cfg.Prefix, Queue: cfg.Queue, WaitReplicas: cfg.WaitReplicas,
+		EnqueueDelay: cfg.EnqueueDelay, AckDelay: cfg.AckDelay, Logger: cfg.Logger})
 	if err != nil {
 		client.Close()
 		return nil, nil, nil, err

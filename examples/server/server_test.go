@@ -306,6 +306,8 @@ func TestParseConfig(t *testing.T) {
 		queue, prefix string
 		origins       []string
 		waitReplicas  int
+		enqueueDelay  time.Duration
+		ackDelay      time.Duration
 		db            string
 		tel           telemetry.Options // zero: the defaults
 		wantErr       string
@@ -336,6 +338,13 @@ func TestParseConfig(t *testing.T) {
 		{name: "durable mode flag", args: []string{"-wait-replicas", "2"}, env: map[string]string{"REDIS_URL": redisURL, "FLOWS_WAIT_REPLICAS": "1"},
 			addr: ":8080", workers: 8, waitReplicas: 2},
 		{name: "durable mode in memory", args: []string{"-wait-replicas", "1"}, wantErr: "-wait-replicas needs REDIS_URL"},
+		{name: "delays from the environment", env: map[string]string{"REDIS_URL": redisURL, "FLOWS_ENQUEUE_DELAY": "100ms", "FLOWS_ACK_DELAY": "10ms"},
+			addr: ":8080", workers: 8, enqueueDelay: 100 * time.Millisecond, ackDelay: 10 * time.Millisecond},
+		{name: "delay flags", args: []string{"-enqueue-delay", "50ms", "-ack-delay", "5ms"}, env: map[string]string{"REDIS_URL": redisURL, "FLOWS_ENQUEUE_DELAY": "100ms"},
+			addr: ":8080", workers: 8, enqueueDelay: 50 * time.Millisecond, ackDelay: 5 * time.Millisecond},
+		{name: "negative enqueue delay", args: []string{"-enqueue-delay", "-1ms"}, env: map[string]string{"REDIS_URL": redisURL}, wantErr: "-enqueue-delay"},
+		{name: "bad ack delay", args: []string{"-ack-delay", "soon"}, env: map[string]string{"REDIS_URL": redisURL}, wantErr: "-ack-delay"},
+		{name: "delays in memory", args: []string{"-enqueue-delay", "100ms"}, wantErr: "need REDIS_URL"},
 		{name: "bad durable mode", env: map[string]string{"REDIS_URL": redisURL, "FLOWS_WAIT_REPLICAS": "all"}, wantErr: "-wait-replicas"},
 		{name: "history and tracing from the environment",
 			env:  map[string]string{"DATABASE_URL": "postgres://u@db/flows", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SERVICE_NAME": "web"},
@@ -362,6 +371,8 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, exampleflows.DefaultStepDelay, cfg.Flows.StepDelay)
 			assert.Equal(t, tt.origins, cfg.CORSOrigins)
 			assert.Equal(t, tt.waitReplicas, cfg.WaitReplicas)
+			assert.Equal(t, tt.enqueueDelay, cfg.EnqueueDelay)
+			assert.Equal(t, tt.ackDelay, cfg.AckDelay)
 			assert.Equal(t, tt.db, cfg.DatabaseURL)
 			assert.Equal(t, cmp.Or(tt.tel, telemetry.Options{Service: "flows-server"}), cfg.Telemetry)
 			assert.False(t, cfg.Healthcheck)
