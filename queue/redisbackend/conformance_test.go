@@ -2,6 +2,7 @@ package redisbackend_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
@@ -51,6 +52,21 @@ func TestQueueConformanceOnCluster(t *testing.T) {
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	queuetest.Run(t, func(t *testing.T) (queue.Backend, progress.Backend) {
 		b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+		return b, b
+	})
+}
+
+// TestQueueConformanceWithDelays runs the queue's contract with starts
+// and ends that would go alone lingering (EnqueueDelay, AckDelay):
+// nothing of the contract may change but latency. (FetchDelay is left
+// out: a Fetch then sleeps before it looks, longer than the suite's
+// short Fetch contexts last.)
+func TestQueueConformanceWithDelays(t *testing.T) {
+	srv := redistest.Start(t)
+	queuetest.Run(t, func(t *testing.T) (queue.Backend, progress.Backend) {
+		b := newBackend(t, newClient(t, srv), redisbackend.Config{
+			EnqueueDelay: 20 * time.Millisecond, AckDelay: 5 * time.Millisecond,
+		})
 		return b, b
 	})
 }
