@@ -157,7 +157,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.IntVar(&cfg.Events, "events", 5, "progress events per task (throughput) and per stream (sse)")
 	fs.IntVar(&cfg.Steps, "steps", 0, "durable steps per task of the throughput flow (flow.Step, 1 KB output each), to measure what a checkpoint costs")
 	fs.IntVar(&cfg.Hooks, "hooks", 0, "no-op finish hooks (queue.WorkerConfig.OnFinish) of the throughput worker, to measure what hooks cost")
-	otelFlag := fs.String("otel", otelNone, "OpenTelemetry of the throughput runs: none (nothing installed), metrics (the SDK's meter provider, aggregating in memory), sampled (metrics, and a share -otel-ratio of the traces sampled and dropped), sdk (metrics, and every span sampled and dropped), or several, as none,sdk: each run of each mode in turn")
+	otelFlag := fs.String("otel", otelNone, "OpenTelemetry of the throughput runs: none (nothing installed), metrics (the SDK's meter provider, aggregating in memory, without exemplars unless OTEL_METRICS_EXEMPLAR_FILTER says otherwise), sampled (metrics, and a share -otel-ratio of the traces sampled and dropped), sdk (metrics, and every span sampled and dropped), or several, as none,sdk: each run of each mode in turn")
 	fs.Float64Var(&cfg.OTelRatio, "otel-ratio", 0.01, "share of the traces sampled in -otel sampled (ParentBased(TraceIDRatioBased)), 0 to 1")
 	fs.BoolVar(&cfg.Notify, "notify", false, "throughput: a notification per task (notify's finish hook and delivery flow, to a channel that does nothing), to measure what notifications cost; per-task figures include the notification")
 	fs.IntVar(&cfg.Producers, "producers", 64, "goroutines that enqueue (throughput) or append events (sse)")

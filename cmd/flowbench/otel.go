@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -22,7 +24,8 @@ const (
 	// manual reader that nobody collects), as a program that exports
 	// would, less the export itself.
 	otelSDK = "sdk"
-	// otelMetrics installs the SDK's meter provider alone.
+	// otelMetrics installs the SDK's meter provider alone, exemplars
+	// off as in the examples unless OTEL_METRICS_EXEMPLAR_FILTER is set.
 	otelMetrics = "metrics"
 	// otelSampled is otelSDK with a share of the traces sampled
 	// (ParentBased(TraceIDRatioBased(-otel-ratio)), one in a hundred
@@ -60,7 +63,13 @@ func newProviders(mode string, ratio float64) providers {
 	if mode == otelNone {
 		return providers{shutdown: func() {}}
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	opts := []sdkmetric.Option{sdkmetric.WithReader(sdkmetric.NewManualReader())}
+	if os.Getenv("OTEL_METRICS_EXEMPLAR_FILTER") == "" {
+		// As the examples set it up (README, Observability): no
+		// exemplars unless the environment asks for them.
+		opts = append(opts, sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
+	}
+	mp := sdkmetric.NewMeterProvider(opts...)
 	p := providers{mp: mp, shutdown: func() { _ = mp.Shutdown(context.Background()) }}
 	if mode == otelMetrics {
 		return p

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -68,8 +69,17 @@ func FromEnv(service string, getenv func(string) string) Options {
 	}
 }
 
+// envExemplarFilter names the SDK's exemplar filter (always_on,
+// always_off, trace_based). Unset, Setup turns exemplars off: the
+// Prometheus text that Metrics writes has none, and offering each
+// measurement to a reservoir costs about 190 CPU instructions (a tenth
+// of a histogram's Record; see BENCHMARKS.md). Set it to trace_based,
+// the SDK's default, for a reader that exports them.
+const envExemplarFilter = "OTEL_METRICS_EXEMPLAR_FILTER"
+
 // Setup makes the providers that opts asks for: always a meter provider
-// read at each request of Metrics, and, with opts.Tracing, a tracer
+// read at each request of Metrics, without exemplars unless
+// OTEL_METRICS_EXEMPLAR_FILTER asks for them, and, with opts.Tracing, a tracer
 // provider exporting over OTLP/HTTP. It also installs the providers and
 // the W3C propagator as the global ones. Call Shutdown when done, to
 // flush what is left.
@@ -92,7 +102,7 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 	}
 
 	reader := sdkmetric.NewManualReader()
-	t.MeterProvider = sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader), sdkmetric.WithResource(res))
+	t.MeterProvider = newMeterProvider(reader, res)
 	t.shutdown = append(t.shutdown, t.MeterProvider.Shutdown)
 	t.Metrics = metricsHandler(reader)
 
@@ -105,6 +115,16 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 	otel.SetMeterProvider(t.MeterProvider)
 	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
 	return t, nil
+}
+
+// newMeterProvider makes the meter provider of reader, exemplars off
+// unless OTEL_METRICS_EXEMPLAR_FILTER is set (see envExemplarFilter).
+func newMeterProvider(reader sdkmetric.Reader, res *resource.Resource) *sdkmetric.MeterProvider {
+	opts := []sdkmetric.Option{sdkmetric.WithReader(reader), sdkmetric.WithResource(res)}
+	if os.Getenv(envExemplarFilter) == "" {
+		opts = append(opts, sdkmetric.WithExemplarFilter(exemplar.AlwaysOffFilter))
+	}
+	return sdkmetric.NewMeterProvider(opts...)
 }
 
 // Shutdown flushes and stops the providers.
