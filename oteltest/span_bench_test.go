@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/exemplar"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -77,21 +78,33 @@ func BenchmarkSDKSpan(b *testing.B) {
 // BenchmarkSDKHistogram is the OpenTelemetry SDK's own cost of one
 // measurement as the worker records a run's duration: a histogram of 20
 // bounds, an attribute set made once, no trace in the context. A task is
-// two (its run's duration and its pickup latency).
+// two (its run's duration and its pickup latency). trace-based is the
+// SDK's default exemplar filter, off the examples' (no exemplars).
 func BenchmarkSDKHistogram(b *testing.B) {
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	defer func() { _ = mp.Shutdown(context.Background()) }()
-	h, err := mp.Meter("bench").Float64Histogram("flows.task.run.duration", metric.WithUnit("s"),
-		metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-			1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
-	if err != nil {
-		b.Fatal(err)
-	}
-	opts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
-		attribute.String("flows.flow", "noop"), attribute.String("flows.run.outcome", "success")))}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		h.Record(ctx, 0.0042, opts...)
+	for _, bc := range []struct {
+		name   string
+		filter exemplar.Filter
+	}{
+		{"trace-based", exemplar.TraceBasedFilter},
+		{"off", exemplar.AlwaysOffFilter},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()),
+				sdkmetric.WithExemplarFilter(bc.filter))
+			defer func() { _ = mp.Shutdown(context.Background()) }()
+			h, err := mp.Meter("bench").Float64Histogram("flows.task.run.duration", metric.WithUnit("s"),
+				metric.WithExplicitBucketBoundaries(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+					1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+			if err != nil {
+				b.Fatal(err)
+			}
+			opts := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
+				attribute.String("flows.flow", "noop"), attribute.String("flows.run.outcome", "success")))}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				h.Record(ctx, 0.0042, opts...)
+			}
+		})
 	}
 }
