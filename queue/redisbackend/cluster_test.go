@@ -193,14 +193,42 @@ func (r *clusterRun) start(ctx context.Context, t *testing.T) string {
 	r.mu.Unlock()
 	r.watchers.Go(func() {
 		events, err := drain(ch)
+		if err != nil {
+			err = fmt.Errorf("task %s: %w; %s", id, err, r.whereIs(id, events))
+		}
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.seen[id] = ids(events)
 		if err != nil {
-			r.errs = append(r.errs, fmt.Errorf("task %s: %w", id, err))
+			r.errs = append(r.errs, err)
 		}
 	})
 	return id
+}
+
+// whereIs says where a task whose watcher did not end stands in Redis,
+// so that a failure tells a live message the hub missed (the task ended
+// and its log holds more than the watcher got) from a task that is still
+// running or waiting for another attempt.
+func (r *clusterRun) whereIs(id string, got []progress.Event) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	snap, _, err := r.web.Snapshot(ctx, id)
+	if err != nil {
+		return fmt.Sprintf("its snapshot cannot be read: %v", err)
+	}
+	logged, err := r.web.Events(ctx, id, "")
+	if err != nil {
+		return fmt.Sprintf("state %s, its log cannot be read: %v", snap.State, err)
+	}
+	last := "none"
+	if len(got) > 0 {
+		last = got[len(got)-1].ID
+	}
+	r.mu.Lock()
+	runs := r.runs[id]
+	r.mu.Unlock()
+	return fmt.Sprintf("state %s after %d runs, %d events in its log, the watcher's last %s", snap.State, runs, len(logged), last)
 }
 
 // check waits for the watchers, then checks that every task succeeded and
