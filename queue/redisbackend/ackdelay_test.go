@@ -55,13 +55,6 @@ func state(t *testing.T, b *redisbackend.Backend, id string) progress.State {
 	return snap.State
 }
 
-func TestAckDelayMustNotBeNegative(t *testing.T) {
-	client := newClient(t, redistest.Start(t))
-	_, err := redisbackend.New(client, redisbackend.Config{AckDelay: -time.Millisecond})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "AckDelay")
-}
-
 // TestAckDelayEndsShareAScript ends ten tasks one after the other while
 // the first end lingers: their last events are recorded and their leases
 // released in one round trip, one script, one XACK and two ZADDs into

@@ -2,6 +2,7 @@ package redisbackend_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -19,6 +20,17 @@ func TestNew(t *testing.T) {
 	for _, cfg := range []redisbackend.Config{{Prefix: "a{b"}, {Queue: "q}"}} {
 		_, err := redisbackend.New(client, cfg)
 		assert.Error(t, err, "%+v breaks hash tags", cfg)
+	}
+	// A negative delay is refused, and the error names the field.
+	for field, cfg := range map[string]redisbackend.Config{
+		"FetchDelay":   {FetchDelay: -time.Millisecond},
+		"EnqueueDelay": {EnqueueDelay: -time.Millisecond},
+		"AckDelay":     {AckDelay: -time.Millisecond},
+	} {
+		_, err := redisbackend.New(client, cfg)
+		if assert.Error(t, err, field) {
+			assert.Contains(t, err.Error(), field)
+		}
 	}
 
 	b, err := redisbackend.New(client, redisbackend.Config{})

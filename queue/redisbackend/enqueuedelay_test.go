@@ -61,13 +61,6 @@ func fetchAll(t *testing.T, b *redisbackend.Backend) map[string]bool {
 	}
 }
 
-func TestEnqueueDelayMustNotBeNegative(t *testing.T) {
-	client := newClient(t, redistest.Start(t))
-	_, err := redisbackend.New(client, redisbackend.Config{EnqueueDelay: -time.Millisecond})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "EnqueueDelay")
-}
-
 // TestEnqueueDelayCreatesShareAScript makes ten CreateAndEnqueues one
 // after the other while the first lingers: they are created and queued
 // in one round trip, one script and two ZADDs into the task index, where

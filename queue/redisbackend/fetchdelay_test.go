@@ -16,13 +16,6 @@ import (
 // The tests of Config.FetchDelay: a Fetch that would wait for work first
 // lets tasks gather, then takes them together.
 
-func TestFetchDelayMustNotBeNegative(t *testing.T) {
-	client := newClient(t, redistest.Start(t))
-	_, err := redisbackend.New(client, redisbackend.Config{FetchDelay: -time.Millisecond})
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "FetchDelay")
-}
-
 // TestFetchDelayTakesGatheredTasksInOneLook has a worker's Fetch find the
 // queue empty, so that its next one waits, and enqueues ten tasks one by
 // one while that next Fetch lets them gather (its sleep is the test's:
