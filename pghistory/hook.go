@@ -2,18 +2,52 @@ package pghistory
 
 import (
 	"context"
+	"errors"
+	"time"
 
 	"github.com/flowsrun/flows/queue"
 )
 
 var _ queue.FinishHook = (*Store)(nil).Hook
 
+// Bounds of the pause between two tries of Hook.
+const (
+	hookRetryMin = 50 * time.Millisecond
+	hookRetryMax = 2 * time.Second
+)
+
 // Hook is a queue.FinishHook that saves the finished task (RecordOf): put
-// it in queue.WorkerConfig.OnFinish. Its error (the database is down, say)
-// is logged by the worker; the task is acknowledged all the same, and its
-// row is missing from the history (see the package documentation).
+// it in queue.WorkerConfig.OnFinish.
+//
+// A Save that fails for any reason but an invalid record (the database
+// is down or restarting, a connection was cut) is tried again, after a
+// pause of 50 ms that doubles up to 2 s, until it succeeds or ctx ends;
+// Save writes a task's row once, so trying again never makes two. The
+// worker's ctx ends after WorkerConfig.FinishHookTimeout (a third of the
+// lease by default): that is how long the database may be away without
+// a row being lost. Past it Hook returns the error of the last try that
+// did not end with ctx, which the worker logs; the task is acknowledged all the same and has no row.
 func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
-	return s.Save(ctx, RecordOf(f))
+	r := RecordOf(f)
+	pause := hookRetryMin
+	var last error // the last error that ctx did not cause
+	for {
+		err := s.Save(ctx, r)
+		if err == nil || errors.Is(err, ErrInvalidRecord) {
+			return err
+		}
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return last
+		case <-t.C:
+		}
+		pause = min(2*pause, hookRetryMax)
+	}
 }
 
 // RecordOf returns the Record of a finished task as a finish hook learns

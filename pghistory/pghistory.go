@@ -23,7 +23,11 @@
 // A task's hooks run at least once (again when a worker dies between
 // recording the end and acknowledging it); Save writes a task's row once
 // and ignores later writes of the same task, so the table holds exactly
-// one row per task.
+// one row per task. Hook tries again while the database cannot be
+// reached, for as long as the worker gives its hooks
+// (queue.WorkerConfig.FinishHookTimeout): a restart of PostgreSQL loses
+// no row; an outage longer than that loses the rows of the tasks that
+// ended meanwhile.
 //
 // # Reading
 //
@@ -49,6 +53,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -207,10 +212,28 @@ func (s *Store) Migrate(ctx context.Context) error {
 // wrap adds op to err, and queue.ErrUnavailable when the database could
 // not be reached (the HTTP layer answers that with 503).
 func (s *Store) wrap(op string, err error) error {
-	var ce *pgconn.ConnectError
-	var ne net.Error
-	if errors.As(err, &ce) || errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+	if unreachable(err) {
 		return fmt.Errorf("pghistory: %s: %w: %w", op, queue.ErrUnavailable, err)
 	}
 	return fmt.Errorf("pghistory: %s: %w", op, err)
+}
+
+// unreachable reports whether err says that the database could not be
+// reached or went away: no connection, a timeout, a connection cut in
+// the middle of a statement (EOF), or the server ending it (SQLSTATE
+// class 08, connection exception, and 57P01 to 57P03, a shutdown or a
+// server not yet up).
+func unreachable(err error) bool {
+	var ce *pgconn.ConnectError
+	var ne net.Error
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &ce), errors.As(err, &ne), errors.Is(err, context.DeadlineExceeded), pgconn.Timeout(err):
+		return true
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return true
+	case errors.As(err, &pe):
+		return strings.HasPrefix(pe.Code, "08") || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	return false
 }
