@@ -8,6 +8,10 @@ import (
 	"github.com/flowsrun/flows/progress"
 )
 
+// errReleased is why a run's reports are refused once the run has let
+// its lease go: it handed its task back, or ended it.
+var errReleased = errors.New("queue: the run is over (its task was handed back or ended)")
+
 // lostRun reports whether cause, why a run was stopped, means that its
 // lease is, or may be, another worker's now: then nothing of the run is
 // recorded.
@@ -16,16 +20,21 @@ func lostRun(cause error) bool {
 }
 
 // fencedStore is the store of a job's reporter: it refuses every Append
-// once the run's lease is lost or its worker has lapsed, so that a flow
-// that goes on after that (one that resumed from a freeze, or was
-// abandoned) writes nothing into the task the next attempt owns. An
-// Append that finds the task gone stops the run (see taskGone).
+// once the run's lease is lost, its worker has lapsed, or the run has let
+// its lease go (see release), so that a flow that goes on after that
+// (one that resumed from a freeze, or was abandoned) writes nothing into
+// the task the next attempt owns. An Append that finds the task gone
+// stops the run (see taskGone).
 type fencedStore struct {
 	progress.Store
 	j *job
 }
 
 func (s *fencedStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
+	// Held across the Append: release waits for it, so none that passed
+	// the check lands after the task is handed back.
+	s.j.fence.RLock()
+	defer s.j.fence.RUnlock()
 	if err := s.j.fenced(); err != nil {
 		return "", err
 	}
@@ -39,6 +48,9 @@ func (s *fencedStore) Append(ctx context.Context, taskID string, events ...progr
 // fenced returns an error wrapping ErrLeaseLost if j may no longer write
 // to its task.
 func (j *job) fenced() error {
+	if j.released.Load() {
+		return fmt.Errorf("queue: task %s: %w: %w", j.task.ID, ErrLeaseLost, errReleased)
+	}
 	if j.w.live.lapsed() {
 		return fmt.Errorf("queue: task %s: %w: %w", j.task.ID, ErrLeaseLost, errWorkerLapsed)
 	}
@@ -48,4 +60,20 @@ func (j *job) fenced() error {
 		}
 	}
 	return nil
+}
+
+// release fences j's reporter off for good: from now on its store
+// refuses every Append (see fenced). It is called as the run lets its
+// lease go (giveBack, ack, bury, dropGone), after the run's own last
+// reports and before the backend is told, and once settle is done,
+// whatever it did: a flow abandoned, or a goroutine a flow left behind,
+// then writes nothing into a task handed back to another worker, or
+// ended. It waits for an Append in flight (bounded by its context).
+func (j *job) release() {
+	if j.released.Load() {
+		return
+	}
+	j.fence.Lock()
+	defer j.fence.Unlock()
+	j.released.Store(true)
 }

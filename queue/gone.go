@@ -24,6 +24,7 @@ func (j *job) taskGone() {
 func (j *job) dropGone(returned bool) {
 	j.logger().Warn("flows: the task's progress record is gone (deleted, expired, or lost by the store); the run was stopped and the task is dropped",
 		"returned", returned)
+	j.release()
 	if err := j.w.backend.Ack(j.op(), j.lease); err != nil && !errors.Is(err, ErrLeaseLost) {
 		j.logger().Warn("flows: acknowledging the task failed", "err", err)
 	}

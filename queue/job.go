@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +49,11 @@ type job struct {
 	runCtx atomic.Pointer[context.Context]
 	// cancelRun cancels the flow's run, once it starts (see taskGone).
 	cancelRun atomic.Pointer[context.CancelCauseFunc]
+	// released is set once the run has let its lease go, and the
+	// reporter's store refuses every Append; fence orders it after the
+	// Appends in flight (see release).
+	fence    sync.RWMutex
+	released atomic.Bool
 }
 
 // logger returns the worker's logger with the task's id, flow and
@@ -289,4 +295,5 @@ func (j *job) run(f flow.Flow) {
 			"cause", cause, "waited", j.w.cfg.AbandonAfter)
 	}
 	j.settle(out, returned, cause)
+	j.release()
 }

@@ -40,7 +40,8 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 		j.logger().Info("flows: handing the task back for another worker")
 		// The run's reports are recorded before the task is handed
 		// back, so that none lands after the next attempt's opening,
-		// and before Run returns.
+		// and before Run returns; giveBack then refuses the flow's
+		// later ones (see release).
 		_ = j.rep.Flush(j.op())
 		j.giveBack(time.Now(), EndShutdown)
 	case succeeded:
@@ -239,6 +240,7 @@ func (j *job) storeDown(err error) {
 }
 
 func (j *job) ack() {
+	j.release()
 	ctx := j.op()
 	if err := j.w.backend.Ack(ctx, j.lease); err != nil {
 		j.logger().Warn("flows: acknowledging the task failed", "err", err)
@@ -249,6 +251,7 @@ func (j *job) ack() {
 // On failure the task stays leased; the worker that takes it over once the
 // lease passes buries it (see handle).
 func (j *job) bury(reason string) {
+	j.release()
 	ctx := j.op()
 	if err := j.w.backend.Bury(ctx, j.lease, reason); err != nil {
 		j.logger().Warn("flows: burying the failed task failed", "err", err)
@@ -256,8 +259,11 @@ func (j *job) bury(reason string) {
 }
 
 // giveBack gives the task back to run again at at; why says how this
-// attempt ended.
-func (j *job) giveBack(at time.Time, why AttemptEnd) { j.w.giveBack(j.base, j.lease, at, why) }
+// attempt ended. The run's reporter is fenced off first (see release).
+func (j *job) giveBack(at time.Time, why AttemptEnd) {
+	j.release()
+	j.w.giveBack(j.base, j.lease, at, why)
+}
 
 func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time, why AttemptEnd) {
 	ctx, cancel := context.WithTimeout(base, opTimeout)

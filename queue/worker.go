@@ -86,8 +86,11 @@ type WorkerConfig struct {
 	// AbandonAfter is how long the worker waits for a flow to return once
 	// the flow's context has been cancelled (task cancelled, time limit
 	// passed, shutdown). Past it, the worker records the outcome anyway
-	// and frees the slot; the flow's goroutine is left to finish on its
-	// own and whatever it reports afterwards is refused by the store.
+	// (ends the task, or hands it back at shutdown) and frees the slot;
+	// the flow's goroutine is left to finish on its own. What the flow
+	// reported until then is recorded first; whatever it reports
+	// afterwards is refused (an error wrapping ErrLeaseLost, logged), so
+	// that nothing of it lands in the log of the task's next attempt.
 	// Zero means DefaultAbandonAfter.
 	AbandonAfter time.Duration
 

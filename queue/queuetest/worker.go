@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -628,6 +629,63 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		}
 	})
 
+	t.Run("AbandonedFlowFencedAfterHandBack", func(t *testing.T) {
+		// A flow that ignores its context is abandoned at shutdown and
+		// its task handed back; it goes on reporting while the next
+		// attempt runs. What it reports before the hand-back is
+		// recorded, before the next attempt's opening; nothing after.
+		h := newHarness(t, newBackends)
+		refused := &refusals{}
+		started, reports := make(chan struct{}), make(chan string)
+		secondStarted, secondDone := make(chan struct{}), make(chan struct{})
+		h.reg.MustRegister("deaf", flow.Func(func(_ context.Context, ft *flow.Task) (any, error) {
+			if ft.Attempt > 1 {
+				ft.Progress.Log("the second attempt reports")
+				close(secondStarted)
+				<-secondDone
+				return "second", nil
+			}
+			ft.Progress.Log("before the hand-back")
+			close(started)
+			for msg := range reports {
+				ft.Progress.Log(msg)
+			}
+			return "abandoned", nil
+		}))
+		first := h.start(queue.WorkerConfig{Name: "first", Logger: slog.New(refused),
+			ShutdownGrace: 50 * time.Millisecond, AbandonAfter: 50 * time.Millisecond})
+		id := h.enqueue("deaf", "", queue.EnqueueOptions{MaxAttempts: 3})
+		waitFor(t, started, "first attempt start")
+		first.stop() // its Run returns once the task is handed back
+
+		h.start(queue.WorkerConfig{Name: "second"})
+		finishSecond := sync.OnceFunc(func() { close(secondDone) })
+		t.Cleanup(func() {
+			finishSecond()
+			close(reports) // the abandoned flow returns
+		})
+		waitFor(t, secondStarted, "second attempt start")
+
+		const late = "after the hand-back"
+		reports <- late
+		eventually(t, func() bool { return len(refused.get()) > 0 || hasLog(t, h, id, late) },
+			"the abandoned flow's report was neither refused nor recorded")
+		finishSecond()
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, `"second"`, string(snap.Details.FinalResult))
+		assert.Equal(t, []string{
+			"before the hand-back",
+			"attempt 2 of 4 starts: attempt 1 was handed back at shutdown (not counted)",
+			"the second attempt reports",
+		}, stepMessages(snap), "the abandoned flow's report after the hand-back is not in the task's log")
+		errs := refused.get()
+		require.NotEmpty(t, errs, "the abandoned flow's report was not refused")
+		for _, err := range errs {
+			assert.ErrorIs(t, err, queue.ErrLeaseLost)
+		}
+	})
+
 	t.Run("LeaseExtendedWhileFlowRuns", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		const lease = 500 * time.Millisecond
@@ -682,6 +740,41 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			assert.Equal(t, 1, r, "runs of task %s", id)
 		}
 	})
+}
+
+// refusals is a slog.Handler that keeps the errors of the reports a
+// worker's reporters could not record ("progress event not recorded").
+type refusals struct{ seen[error] }
+
+func (r *refusals) Enabled(context.Context, slog.Level) bool { return true }
+
+func (r *refusals) Handle(_ context.Context, rec slog.Record) error {
+	if rec.Message != "flows: progress event not recorded" {
+		return nil
+	}
+	rec.Attrs(func(a slog.Attr) bool {
+		if err, ok := a.Value.Any().(error); ok && a.Key == "err" {
+			r.add(err)
+		}
+		return true
+	})
+	return nil
+}
+
+func (r *refusals) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *refusals) WithGroup(string) slog.Handler      { return r }
+
+// hasLog reports whether the task's event log holds a log step with msg.
+func hasLog(t *testing.T, h *harness, id, msg string) bool {
+	t.Helper()
+	events, err := h.store.Events(context.Background(), id, "")
+	require.NoError(t, err)
+	for _, e := range events {
+		if e.Step != nil && e.Step.Type == progress.StepLog && e.Step.Message == msg {
+			return true
+		}
+	}
+	return false
 }
 
 // requireOneTerminalEvent checks that the task's log holds exactly one
