@@ -148,11 +148,11 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		return config{}, err
 	}
 	cfg.WaitReplicas = n
-	if cfg.EnqueueDelay, err = time.ParseDuration(*enqueueDelay); err != nil || cfg.EnqueueDelay < 0 {
-		return config{}, fmt.Errorf("-enqueue-delay %q: must be a duration of zero or more, as 100ms", *enqueueDelay)
+	if cfg.EnqueueDelay, err = redisurl.Delay("enqueue-delay", *enqueueDelay, "100ms"); err != nil {
+		return config{}, err
 	}
-	if cfg.AckDelay, err = time.ParseDuration(*ackDelay); err != nil || cfg.AckDelay < 0 {
-		return config{}, fmt.Errorf("-ack-delay %q: must be a duration of zero or more, as 10ms", *ackDelay)
+	if cfg.AckDelay, err = redisurl.Delay("ack-delay", *ackDelay, "10ms"); err != nil {
+		return config{}, err
 	}
 	switch {
 	case fs.NArg() > 0:

@@ -98,11 +98,11 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		return config{}, err
 	}
 	cfg.WaitReplicas = n
-	if cfg.FetchDelay, err = time.ParseDuration(*fetchDelay); err != nil || cfg.FetchDelay < 0 {
-		return config{}, fmt.Errorf("-fetch-delay %q: must be a duration of zero or more, as 50ms", *fetchDelay)
+	if cfg.FetchDelay, err = redisurl.Delay("fetch-delay", *fetchDelay, "50ms"); err != nil {
+		return config{}, err
 	}
-	if cfg.AckDelay, err = time.ParseDuration(*ackDelay); err != nil || cfg.AckDelay < 0 {
-		return config{}, fmt.Errorf("-ack-delay %q: must be a duration of zero or more, as 10ms", *ackDelay)
+	if cfg.AckDelay, err = redisurl.Delay("ack-delay", *ackDelay, "10ms"); err != nil {
+		return config{}, err
 	}
 	switch {
 	case fs.NArg() > 0:

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -49,4 +50,16 @@ func WaitReplicas(v string) (int, error) {
 		return 0, fmt.Errorf("-wait-replicas %q: must be a number, 0 or more", v)
 	}
 	return n, nil
+}
+
+// Delay reads the value v of a batching delay flag of the backend
+// (-enqueue-delay, -fetch-delay, -ack-delay, or the environment variable
+// behind it): a duration of zero or more. name is the flag's name, which
+// the error gives, as it gives example, a value that would do.
+func Delay(name, v, example string) (time.Duration, error) {
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("-%s %q: must be a duration of zero or more, as %s", name, v, example)
+	}
+	return d, nil
 }
