@@ -81,7 +81,7 @@ func (e *snapshotEncoder) appendSnapshot(buf []byte, snap progress.Snapshot) ([]
 	}{{`,"updated_at":`, snap.UpdatedAt}, {`,"started_at":`, snap.StartedAt}, {`,"ended_at":`, snap.EndedAt}} {
 		if !f.at.IsZero() {
 			buf = append(buf, f.name...)
-			buf = appendTime(buf, f.at)
+			buf = jsonenc.AppendTime(buf, f.at)
 		}
 	}
 	return append(buf, '}'), nil

@@ -96,20 +96,12 @@ func appendUpdate(buf []byte, before snapshotMark, snap *progress.Snapshot) ([]b
 	}{{"started_at", snap.StartedAt, before.started}, {"ended_at", snap.EndedAt, before.ended}} {
 		if !f.now.Equal(f.before) && !f.now.IsZero() {
 			key(f.name)
-			buf = appendTime(buf, f.now)
+			buf = jsonenc.AppendTime(buf, f.now)
 		}
 	}
 	if !snap.UpdatedAt.IsZero() {
 		key("at")
-		buf = appendTime(buf, snap.UpdatedAt)
+		buf = jsonenc.AppendTime(buf, snap.UpdatedAt)
 	}
 	return append(buf, '}'), nil
-}
-
-// appendTime appends t as a JSON string, as json.Marshal writes a
-// time.Time.
-func appendTime(buf []byte, t time.Time) []byte {
-	buf = append(buf, '"')
-	buf = t.AppendFormat(buf, time.RFC3339Nano)
-	return append(buf, '"')
 }

@@ -45,9 +45,8 @@ func appendStepJSON(buf []byte, st *progress.StepResult) ([]byte, error) {
 // omitzero last.
 func appendAt(buf []byte, at time.Time) []byte {
 	if !at.IsZero() {
-		buf = append(buf, `,"at":"`...)
-		buf = at.AppendFormat(buf, time.RFC3339Nano)
-		buf = append(buf, '"')
+		buf = append(buf, `,"at":`...)
+		buf = jsonenc.AppendTime(buf, at)
 	}
 	return append(buf, '}')
 }
