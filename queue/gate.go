@@ -2,15 +2,21 @@ package queue
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 )
 
-// admitter is implemented by a backend whose flow limits (see Limit) move
+// Admitter is implemented by a Backend whose flow limits (see Limit) move
 // only when asked: the Redis backend, whose waiting tasks take the slots
 // that free up when a worker calls Admit. The Memory backend admits
-// waiting tasks itself, as slots free up.
-type admitter interface {
+// waiting tasks itself, as slots free up, and is not one. A Backend that
+// wraps one that is must implement it by calling the wrapped backend's
+// Admit: a worker given a backend that hides it calls Admit never, and
+// the tasks of limited flows that found no free slot when they were
+// queued wait until another task of their flow is queued.
+type Admitter interface {
 	// Admit gives the free slots of the flows named in limits to their
 	// waiting tasks, as far as their rates allow, and returns how long
 	// nothing can change but by a slot freeing up (a rate's window
@@ -50,9 +56,9 @@ func (w *Worker) limitReleased() {
 }
 
 // keepGates runs the gatekeeper until the returned stop is called; it
-// does nothing for a backend that is not an admitter.
+// does nothing for a backend that is not an Admitter.
 func (w *Worker) keepGates(base context.Context) (stop func()) {
-	a, ok := w.backend.(admitter)
+	a, ok := w.backend.(Admitter)
 	if !ok || w.gate == nil {
 		return func() {}
 	}
@@ -101,4 +107,22 @@ func (w *Worker) limits() map[string]Limit {
 		out[name] = LimitOf(p)
 	}
 	return out
+}
+
+// warnHidden logs a warning, from NewWorker, when backend keeps no worker
+// registry. Both of this module's backends keep one, so the likely
+// cause is a wrapper (one that counts or logs calls, say) that passes on
+// the Backend methods only: the optional interfaces of the backend it
+// wraps are hidden from the worker, which then silently does without
+// them. The warning names what is lost and how to keep it.
+func warnHidden(backend Backend, log *slog.Logger) {
+	if _, ok := backend.(WorkerRegistry); ok {
+		return
+	}
+	log.Warn("flows: the backend keeps no worker registry (it is not a queue.WorkerRegistry), "+
+		"so this worker sends no heartbeat, is not listed among the live workers, and when it dies its tasks "+
+		"come back only as their leases pass, not within seconds. A wrapper of a backend must pass its "+
+		"optional interfaces through: WorkerRegistry and Retirer, and Admitter, without which the tasks of "+
+		"limited flows on Redis wait for a slot until another task of their flow is queued",
+		"backend", fmt.Sprintf("%T", backend))
 }

@@ -284,6 +284,11 @@ type Worker struct {
 // itself as store means the same. Any other store, a wrapper of the
 // backend included, is used as it is and takes the longer path; NewWorker
 // then logs a warning if the backend could have taken the shorter one.
+//
+// The worker uses what backend offers beyond Backend: WorkerRegistry,
+// Retirer and Admitter. A wrapper of a backend must pass them on (see
+// Admitter); NewWorker logs a warning when backend keeps no worker
+// registry, as a wrapper that embeds Backend alone does.
 // NewWorker panics on a nil backend.
 func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker {
 	if cfg.Registry == nil {
@@ -338,6 +343,7 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 				"store", fmt.Sprintf("%T", s.store))
 		}
 	}
+	warnHidden(backend, cfg.Logger)
 	tel := newWorkerTelemetry(cfg)
 	if len(hooks) > 0 {
 		// The hooks run between the record of a success and its
@@ -368,7 +374,7 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	if _, ok := backend.(WorkerRegistry); ok {
 		w.live = newLiveness(w)
 	}
-	if _, ok := backend.(admitter); ok {
+	if _, ok := backend.(Admitter); ok {
 		w.gate = newGatekeeper()
 	}
 	return w

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -594,4 +595,45 @@ func TestWorkerKeepsCredentialsOutOfFailures(t *testing.T) {
 		assert.NotContains(t, logs.String(), secret)
 	}
 	assert.Contains(t, logs.String(), "flow failed")
+}
+
+// TestNewWorkerWarnsWhenTheBackendHidesItsRegistry: a wrapper that
+// passes on the Backend methods only hides the backend's worker registry
+// (and with it Retirer and Admitter); NewWorker says so once, naming the
+// wrapper. The backend itself, or a wrapper that passes the registry on,
+// gets no warning.
+func TestNewWorkerWarnsWhenTheBackendHidesItsRegistry(t *testing.T) {
+	s := newSetup()
+	type bare struct{ queue.Backend }
+	type passing struct {
+		queue.Backend
+		queue.WorkerRegistry
+	}
+	for _, tt := range []struct {
+		name    string
+		backend queue.Backend
+		warns   bool
+	}{
+		{"the backend", s.mem, false},
+		{"a wrapper passing the registry on", passing{s.mem, s.mem}, false},
+		{"a wrapper hiding it", bare{s.mem}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			logs := &logRecorder{}
+			queue.NewWorker(tt.backend, s.store, queue.WorkerConfig{Registry: s.reg, Logger: slog.New(logs)})
+			var warned []string
+			for _, m := range logs.msgs {
+				if strings.HasPrefix(m, "flows: the backend keeps no worker registry") {
+					warned = append(warned, m)
+				}
+			}
+			if !tt.warns {
+				assert.Empty(t, warned)
+				return
+			}
+			require.Len(t, warned, 1)
+			assert.Contains(t, warned[0], "no heartbeat")
+			assert.Contains(t, warned[0], "Admitter")
+		})
+	}
 }

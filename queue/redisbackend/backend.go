@@ -178,6 +178,7 @@ type Backend struct {
 var (
 	_ queue.Backend    = (*Backend)(nil)
 	_ queue.Retirer    = (*Backend)(nil)
+	_ queue.Admitter   = (*Backend)(nil)
 	_ progress.Backend = (*Backend)(nil)
 )
 

@@ -3,6 +3,7 @@ package redisbackend_test
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
@@ -41,4 +43,68 @@ func TestLimitedEnqueueWaitsForTheReplica(t *testing.T) {
 	_, err = broker.Enqueue(ctx, "one", json.RawMessage(`{}`), queue.EnqueueOptions{})
 	require.ErrorIs(t, err, queue.ErrUnavailable)
 	assert.ErrorContains(t, err, "not confirmed by the replicas in time")
+}
+
+// wrappedBackend is what a host's wrapper of the backend looks like: it
+// passes on the Backend methods, and the optional interfaces it is told
+// to (nil: hidden from the worker).
+type wrappedBackend struct {
+	queue.Backend
+	queue.WorkerRegistry
+	queue.Retirer
+	admitter queue.Admitter
+}
+
+// wrapperWithAdmit is a wrappedBackend that passes Admit on too.
+type wrapperWithAdmit struct{ *wrappedBackend }
+
+func (w wrapperWithAdmit) Admit(ctx context.Context, limits map[string]queue.Limit) (time.Duration, error) {
+	return w.admitter.Admit(ctx, limits)
+}
+
+// TestWrappedBackendKeepsLimitsMovingWithAdmit runs the tasks of a flow
+// limited to one at a time by a worker given a wrapper of the backend
+// that passes Admitter through (as queue.Admitter asks): each task waits
+// in the gate for the slot of the one before and starts when it frees
+// up, so all end. A wrapper that hides it leaves them waiting: the last
+// two have not started a second after the first ended.
+func TestWrappedBackendKeepsLimitsMovingWithAdmit(t *testing.T) {
+	for _, passAdmit := range []bool{true, false} {
+		t.Run(map[bool]string{true: "passed through", false: "hidden"}[passAdmit], func(t *testing.T) {
+			b := newBackend(t, newClient(t, redistest.Start(t)), redisbackend.Config{})
+			reg := registry.New()
+			reg.MustRegister("one", reportingFlow, registry.Concurrency(1))
+			broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			var ids []string
+			for range 3 {
+				id, err := broker.Enqueue(ctx, "one", json.RawMessage(`{}`), queue.EnqueueOptions{})
+				require.NoError(t, err)
+				ids = append(ids, id)
+			}
+			w := &wrappedBackend{Backend: b, WorkerRegistry: b, Retirer: b, admitter: b}
+			var backend queue.Backend = w
+			if passAdmit {
+				backend = wrapperWithAdmit{w}
+			}
+			startWorker(t, queue.NewWorker(backend, b, queue.WorkerConfig{Registry: reg, Logger: slog.New(slog.DiscardHandler)}))
+
+			snap, _, err := progress.WaitFinished(ctx, b, ids[0])
+			require.NoError(t, err)
+			require.Equal(t, progress.StateSuccess, snap.State)
+			if !passAdmit {
+				time.Sleep(time.Second) // the gatekeeper would have called Admit by now
+				for _, id := range ids[1:] {
+					assert.Equal(t, progress.StatePending, state(t, b, id), "waits in the gate: nothing admits it")
+				}
+				return
+			}
+			for _, id := range ids[1:] {
+				snap, _, err := progress.WaitFinished(ctx, b, id)
+				require.NoError(t, err)
+				assert.Equal(t, progress.StateSuccess, snap.State)
+			}
+		})
+	}
 }
