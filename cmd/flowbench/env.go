@@ -91,6 +91,9 @@ func newEnv(ctx context.Context, cfg config) (*env, error) {
 	}
 	opt.ClientName = clientName + "-admin"
 	opt.DisableCache = true
+	// No keep-alive PING each second on the admin connection, which is
+	// idle through a run: flowbench's own commands are not a task's cost.
+	opt.Dialer.KeepAlive = -1
 	if e.admin, err = rueidis.NewClient(opt); err != nil {
 		e.close()
 		return nil, fmt.Errorf("connect to redis: %w", err)

@@ -79,11 +79,43 @@ func (t *finishingTerminals) AppendAndAck(ctx context.Context, l *queue.Lease, e
 	return last, acked, err
 }
 
+// presentTerminals is finishingTerminals for a backend that also keeps
+// a worker registry and retires workers, as the Redis backend does: the
+// worker heartbeats, and retires when it stops, as it would with the
+// backend itself (a heartbeat is one script a second, part of what a
+// run costs Redis).
+type presentTerminals struct {
+	*finishingTerminals
+	reg     queue.WorkerRegistry
+	retirer queue.Retirer
+}
+
+// Heartbeat is the backend's.
+func (p *presentTerminals) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
+	return p.reg.Heartbeat(ctx, w)
+}
+
+// Workers is the backend's.
+func (p *presentTerminals) Workers(ctx context.Context) ([]queue.WorkerInfo, error) {
+	return p.reg.Workers(ctx)
+}
+
+// Retire is the backend's.
+func (p *presentTerminals) Retire(ctx context.Context, worker string) error {
+	return p.retirer.Retire(ctx, worker)
+}
+
 // workerPair returns the backend and store a worker of the throughput
 // run takes, with done watching the store.
 func workerPair(st *stack, done *terminals) (queue.Backend, progress.Store) {
 	if b, ok := st.queue.(oneStepBackend); ok && any(st.queue) == any(st.store) {
 		ft := &finishingTerminals{oneStepBackend: b, terminals: done}
+		reg, isReg := b.(queue.WorkerRegistry)
+		retirer, isRetirer := b.(queue.Retirer)
+		if isReg && isRetirer {
+			pt := &presentTerminals{finishingTerminals: ft, reg: reg, retirer: retirer}
+			return pt, pt
+		}
 		return ft, ft
 	}
 	return st.queue, done
