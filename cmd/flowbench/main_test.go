@@ -59,6 +59,8 @@ func TestQuickRunPrintsEveryFigure(t *testing.T) {
 		figure("roundtrips", "writes/task"),
 		figure("roundtrips", "commands/task"),
 		figure("rate", "cpu us/task redis"),
+		figure("rate", "redis idle cpu ms/s"),
+		figure("rate", "cpu us/task redis less idle"),
 		figure("rate", "calls/task"),
 		figure("rate", "writes/task"),
 		figure("rate", "commands/task"),

@@ -16,6 +16,12 @@ import (
 // AI flows really run, far below what a worker can take.
 const defaultRate = 200
 
+// idleWindow is how long the rate scenario watches Redis before each
+// run, its client connected and no worker started, to tell what Redis
+// spends on its own (its timer, the client's keep-alive PINGs) from what
+// the tasks cost it.
+const idleWindow = 2 * time.Second
+
 // rateRun is what one run of the rate scenario measured.
 type rateRun struct {
 	tasks       int
@@ -23,6 +29,7 @@ type rateRun struct {
 	traffic               // per task
 	cpu         float64   // µs of this process's CPU per task
 	redisCPU    float64   // µs of Redis's CPU per task (every master)
+	idleCPU     float64   // ms of Redis's CPU per second with nothing to do (every master, idleWindow before the run)
 	shardCPU    []float64 // each master's share of the Redis CPU (0..1)
 }
 
@@ -43,8 +50,8 @@ func benchRate(ctx context.Context, e *env, p *printer) error {
 		if err != nil {
 			return err
 		}
-		p.note("rate run %d: %.0f tasks/s, %.2f calls/task, %.2f writes/task, %.2f commands/task; cpu us/task: flowbench %.1f, redis %.1f",
-			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU)
+		p.note("rate run %d: %.0f tasks/s, %.2f calls/task, %.2f writes/task, %.2f commands/task; cpu us/task: flowbench %.1f, redis %.1f (%.1f less its idle %.2f ms/s)",
+			i+1, r.tasksPerSec, r.calls, r.writes, r.commands, r.cpu, r.redisCPU, r.lessIdle(), r.idleCPU)
 		runs = append(runs, r)
 	}
 	par := params("rate", rate, "duration", cfg.Duration, "events", cfg.Events, "concurrency", cfg.Concurrency, "workers", max(cfg.Workers, 1), "backend", cfg.Backend)
@@ -54,6 +61,8 @@ func benchRate(ctx context.Context, e *env, p *printer) error {
 		return nil
 	}
 	p.figure("rate", "cpu us/task redis", collect(runs, func(r rateRun) float64 { return r.redisCPU }), par)
+	p.figure("rate", "redis idle cpu ms/s", collect(runs, func(r rateRun) float64 { return r.idleCPU }), par)
+	p.figure("rate", "cpu us/task redis less idle", collect(runs, func(r rateRun) float64 { return r.lessIdle() }), par)
 	p.figure("rate", "calls/task", collect(runs, func(r rateRun) float64 { return r.calls }), par)
 	p.figure("rate", "writes/task", collect(runs, func(r rateRun) float64 { return r.writes }), par)
 	p.figure("rate", "commands/task", collect(runs, func(r rateRun) float64 { return r.commands }), par)
@@ -63,6 +72,16 @@ func benchRate(ctx context.Context, e *env, p *printer) error {
 		p.note("rate commands/task %-12s %.2f", name, float64(last.perCommand[name])/float64(last.tasks))
 	}
 	return nil
+}
+
+// lessIdle is the Redis CPU per task less what Redis would have spent
+// over the same time with nothing to do (idleCPU): what the tasks and the
+// worker cost it. The raw figure is redisCPU.
+func (r rateRun) lessIdle() float64 {
+	if r.tasksPerSec <= 0 {
+		return r.redisCPU
+	}
+	return r.redisCPU - r.idleCPU*1e3/r.tasksPerSec
 }
 
 // rateOnce enqueues tasks at a steady rate for the configured duration,
@@ -77,6 +96,15 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 		return rateRun{}, err
 	}
 	defer st.close()
+	var idle float64
+	if e.redis() {
+		// Redis on its own, before any worker starts.
+		idle0, _ := e.redisCPU(ctx)
+		began := time.Now()
+		time.Sleep(idleWindow)
+		idle1, _ := e.redisCPU(ctx)
+		idle = float64(idle1-idle0) / float64(time.Millisecond) / time.Since(began).Seconds()
+	}
 	total := max(1, int(float64(rate)*cfg.Duration.Seconds()))
 	reg := registry.New()
 	reg.MustRegister("noop", noopFlow(cfg.Events))
@@ -146,6 +174,7 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 		tasksPerSec: n / elapsed.Seconds(),
 		cpu:         float64(cpuTime()-cpu0) / n / float64(time.Microsecond),
 		redisCPU:    float64(redisCPU1-redisCPU0) / n / float64(time.Microsecond),
+		idleCPU:     idle,
 		shardCPU:    shares(shardCPU0, shardCPU1),
 	}
 	r.traffic, err = meter.perTask(ctx, total)
