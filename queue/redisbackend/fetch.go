@@ -192,14 +192,20 @@ const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + ui
 // entries only, and leaves the delayed set and the leases alone (two
 // commands fewer), while the server's clock is before the plan's
 // quickUntil, which the last full look set to when the next delayed task
-// is due or the next lease passes, a second (maxBlock) at most. What could
+// is due or the next lease passes, a second (maxBlock) at most, by more
+// than a quarter of maxBlock. A look in that last quarter is full and
+// sets quickUntil anew: a worker whose waits are ended by tasks at least
+// every quarter of a second (as at 200 tasks/s, also with
+// Config.EnqueueDelay 200 ms) makes its full looks in those looks,
+// and no wait of its ends on quickUntil alone, which would cost Redis a round trip of its own
+// and the blocking read that follows. What could
 // make something due sooner ends the wait with an entry of the wake
 // stream (a delayed task due within maxBlock, a dead worker's leases
 // taken back, see lib/schedule.lua and lib/reclaim.lua), and a wait that
 // saw one is followed at once by a full look. So a worker that takes one
 // task after the other as they arrive looks at the delayed set and the
-// leases as often as it would while waiting: when its plan says, and when
-// woken. A look that does not end a wait (the worker is busy, or has no
+// leases about as often as it would while waiting (once in the last
+// quarter of each second, rather than at its end), and when woken. A look that does not end a wait (the worker is busy, or has no
 // plan) is always full.
 //
 // A quick look that reads no entry (another worker took the one that

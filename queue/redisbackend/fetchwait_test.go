@@ -76,6 +76,73 @@ func TestWaitingFetchTakesATaskDelayedPastItsPlan(t *testing.T) {
 	assert.Less(t, taken.Sub(later.RunAt), 300*time.Millisecond, "taken when it was due, not a wait later")
 }
 
+// TestLookNearTheEndOfItsQuickTimeIsFull checks that a look that ends a
+// wait in the last quarter of the time its plan allows quick looks (here
+// all of that time: it ends when a task delayed by 200 ms is due) is
+// full: it takes a task that became due without a wake-up (its score in
+// the delayed set lowered behind the backend's back, as a task delayed by
+// another broker to beyond a second becomes due), which a quick look
+// leaves alone.
+func TestLookNearTheEndOfItsQuickTimeIsFull(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	soon := newTask()
+	soon.RunAt = time.Now().Add(200 * time.Millisecond)
+	require.NoError(t, b.Enqueue(ctx, soon))
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 4, time.Minute) // a full look, and a plan until soon is due
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	hidden := newTask()
+	hidden.RunAt = time.Now().Add(time.Hour) // no wake-up
+	require.NoError(t, b.Enqueue(ctx, hidden))
+	require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:delayed", "XX", "1", hidden.ID).Error())
+	next := newTask()
+	require.NoError(t, b.Enqueue(ctx, next))
+	leases, err := b.Fetch(ctx, "w", 4, time.Minute) // its wait ends at once
+	require.NoError(t, err)
+	var ids []string
+	for _, l := range leases {
+		ids = append(ids, l.Task.ID)
+	}
+	assert.Contains(t, ids, next.ID)
+	assert.Contains(t, ids, hidden.ID, "a full look: the task due was taken with the new one")
+}
+
+// TestALookEarlyInItsQuickTimeIsQuick is the counterpart of
+// TestLookNearTheEndOfItsQuickTimeIsFull: with nothing due for an hour,
+// the plan allows quick looks for a second, and a look that ends a wait
+// at its start leaves the delayed set alone.
+func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 4, time.Minute) // a full look, and a plan for a second
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	hidden := newTask()
+	hidden.RunAt = time.Now().Add(time.Hour)
+	require.NoError(t, b.Enqueue(ctx, hidden))
+	require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:delayed", "XX", "1", hidden.ID).Error())
+	next := newTask()
+	require.NoError(t, b.Enqueue(ctx, next))
+	leases, err := b.Fetch(ctx, "w", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1, "a quick look: the new task only")
+	assert.Equal(t, next.ID, leases[0].Task.ID)
+
+	leases, err = b.Fetch(ctx, "w", 4, time.Minute) // the next full look takes it, within a second
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, hidden.ID, leases[0].Task.ID)
+}
+
 // TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails breaks the wake
 // stream's key (a string where a stream should be), so that Redis refuses
 // a waiting Fetch's XREAD but runs the script sent with it, which leases a

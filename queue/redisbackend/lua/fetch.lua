@@ -41,8 +41,15 @@
 --
 -- A quick look leaves steps 1 and 2 out: the caller asks for one with
 -- ARGV[9], the time (Unix ms, the server's clock) until which an earlier
--- full look found that nothing is due, and only while the server's clock
--- is before it; its caller ends the wait that comes before it when
+-- full look found that nothing is due, and gets one only while the
+-- server's clock is before it by more than a quarter of ARGV[10]: a look
+-- in the last quarter of that time is full, and starts the time anew, so
+-- that a worker whose waits are ended by tasks arriving (a look each
+-- quarter of a second or more often) has its full looks in those looks,
+-- and none of its waits ends on that time alone, which costs Redis a
+-- round trip of its own and the blocking read that follows (a full look
+-- is never wrong: it is what a look without a plan does, a few commands
+-- more). Its caller ends the wait that comes before it when
 -- something may have become due sooner (an entry of the wake stream, see
 -- Fetch in Go). A quick look leaves the wake stream's id to its caller,
 -- and when it reads no entry, the stream's too: its lastID is then "+",
@@ -89,7 +96,7 @@
 local stream, delayed, leases, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, consumer, max, leasems = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local quickUntil = tonumber(ARGV[9])
-local quick = quickUntil ~= nil and clock < quickUntil
+local quick = quickUntil ~= nil and clock < quickUntil - math.floor(tonumber(ARGV[10]) / 4)
 
 local nextDue, nextExpiry = {}, {}
 if not quick then
