@@ -108,6 +108,67 @@ func TestClusterLiveStreamsUseOneConnectionPerMaster(t *testing.T) {
 	}, "only the cancellation channel stays subscribed")
 }
 
+// TestClusterSubscriptionLeavesADemotedMaster subscribes a task's live
+// channel through a hub whose slot map still names the master that served
+// the task's slot, after that master gave every slot it had to another
+// and so, as Redis does, turned itself into a replica of it. A replica
+// takes SSUBSCRIBE for the slots of its master, and gets what its master
+// publishes only once its master counts it as a replica: the hub must
+// subscribe the channel on the master that serves the slot, not on the
+// old master, and deliver the task's events from there.
+func TestClusterSubscriptionLeavesADemotedMaster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)
+	defer cancel()
+
+	// The hub reads the slots: it listens for cancellations, on a
+	// master that keeps its slots.
+	_, err := b.Cancellations(ctx)
+	require.NoError(t, err)
+	newMaster := slotOwner(t, c, b.Prefix()+":{q:default}:cancel")
+	old := otherMasters(t, c, newMaster)[0]
+	id := newTask().ID
+	for slotOwner(t, c, id).ID != old.ID {
+		id = newTask().ID
+	}
+
+	// Every slot of old moves to newMaster. Nothing the hub subscribed
+	// moves, so its slot map still has old serving the task's slot.
+	require.NoError(t, c.Reshard(old.ID, newMaster.ID, old.Slots))
+	eventually(t, func() bool {
+		role, err := redisproc.Do(old.Addr, "ROLE")
+		return err == nil && role.([]any)[0] == "slave"
+	}, "the master left without slots turns into a replica")
+
+	require.NoError(t, b.Create(ctx, id))
+	_, err = b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+	require.NoError(t, err)
+	ch, err := b.Subscribe(ctx, id, "")
+	require.NoError(t, err)
+	select {
+	case e := <-ch: // read after the channel was confirmed subscribed
+		assert.Equal(t, "Started", e.Status)
+	case <-ctx.Done():
+		require.FailNow(t, "no backlog")
+	}
+	channel := b.Prefix() + ":{" + id + "}:live"
+	shardSubs := func(addr string) int64 {
+		n, err := redisproc.Do(addr, "PUBSUB", "SHARDNUMSUB", channel)
+		require.NoError(t, err)
+		return n.([]any)[1].(int64)
+	}
+	assert.Equal(t, int64(1), shardSubs(newMaster.Addr), "the channel is subscribed on the master that serves its slot")
+	eventually(t, func() bool { return shardSubs(old.Addr) == 0 }, "the channel is not left subscribed on the old master")
+
+	_, err = b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: "Done"})
+	require.NoError(t, err)
+	events, err := drain(ch)
+	require.NoError(t, err)
+	require.Len(t, events, 1)
+	assert.Equal(t, progress.StateSuccess, events[0].State)
+}
+
 // errorStats sums the error replies of the cluster's nodes by their first
 // word (MOVED, ASK, TRYAGAIN...), from INFO errorstats.
 func errorStats(t *testing.T, c *redistest.Cluster) map[string]int {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -214,14 +216,39 @@ func (l *link) reconcile(dc rueidis.DedicatedClient, subscribed map[string]bool)
 // A channel whose slot another node serves now (MOVED) is routed there;
 // any other refusal ends the connection, to be tried again after a
 // backoff.
+//
+// On a Cluster client, ROLE follows the SSUBSCRIBEs on the connection,
+// since a replica takes SSUBSCRIBE for the slots of its master but gets
+// what its master publishes only once its master counts it as one of
+// its replicas. A link's node may be a replica: a master that gave its
+// last slot away turns itself into a replica of the master that took it
+// while a node the hub read the slots from still names it, and a master
+// that failed comes back as a replica. Such a link confirms nothing: the
+// channels it subscribed move to the node's master, as after MOVED, and
+// are unsubscribed here. Where ROLE is refused (an ACL without it), the
+// link takes its node for a master.
 func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed map[string]bool) error {
 	h := l.h
 	groups := l.group(names)
-	cmds := make(rueidis.Commands, len(groups))
+	if len(groups) == 0 {
+		return nil
+	}
+	cmds := make(rueidis.Commands, len(groups), len(groups)+1)
 	for i, g := range groups {
 		cmds[i] = dc.B().Ssubscribe().Channel(g...).Build()
 	}
-	for i, res := range l.doMulti(dc, cmds) {
+	if h.cluster {
+		cmds = append(cmds, dc.B().Role().Build())
+	}
+	results := l.doMulti(dc, cmds)
+	masterOf := "" // the node's master, when the node is a replica
+	if h.cluster {
+		var err error
+		if masterOf, err = replicaOf(results[len(groups)]); err != nil {
+			return err
+		}
+	}
+	for i, res := range results[:len(groups)] {
 		var movedTo string
 		if err := res.Error(); err != nil {
 			re, isReply := rueidis.IsRedisErr(err)
@@ -232,12 +259,16 @@ func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed 
 			if movedTo, moved = re.IsMoved(); !moved {
 				return err // CLUSTERDOWN and the like: try again later
 			}
+		} else {
+			movedTo = masterOf
 		}
 		h.mu.Lock()
 		for _, name := range groups[i] {
+			if res.Error() == nil {
+				subscribed[name] = true // on a replica too, to be unsubscribed
+			}
 			switch {
 			case movedTo == "":
-				subscribed[name] = true
 				if resync, ok := l.pending[name]; ok {
 					delete(l.pending, name)
 					h.confirm(l.topics[name], resync)
@@ -255,6 +286,37 @@ func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed 
 		h.mu.Unlock()
 	}
 	return nil
+}
+
+// replicaOf reads the reply of ROLE: the address of the node's master
+// when the node is a replica, "" when it is a master or ROLE was refused.
+func replicaOf(res rueidis.RedisResult) (string, error) {
+	reply, err := res.ToArray()
+	if _, refused := rueidis.IsRedisErr(err); refused {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("ROLE: %w", err)
+	}
+	if len(reply) == 0 {
+		return "", errors.New("ROLE: empty reply")
+	}
+	role, err := reply[0].ToString()
+	if err != nil {
+		return "", fmt.Errorf("ROLE: %w", err)
+	}
+	if role != "slave" && role != "replica" {
+		return "", nil
+	}
+	if len(reply) < 3 {
+		return "", fmt.Errorf("ROLE: %s reply of %d elements", role, len(reply))
+	}
+	host, err1 := reply[1].ToString()
+	port, err2 := reply[2].AsInt64()
+	if err := errors.Join(err1, err2); err != nil {
+		return "", fmt.Errorf("ROLE: %w", err)
+	}
+	return net.JoinHostPort(host, strconv.FormatInt(port, 10)), nil
 }
 
 // unsubscribe sends SUNSUBSCRIBE for names. An error reply (the node no
