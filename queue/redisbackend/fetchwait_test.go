@@ -96,10 +96,7 @@ func TestLookNearTheEndOfItsQuickTimeIsFull(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, first, 1)
 
-	hidden := newTask()
-	hidden.RunAt = time.Now().Add(time.Hour) // no wake-up
-	require.NoError(t, b.Enqueue(ctx, hidden))
-	require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:delayed", "XX", "1", hidden.ID).Error())
+	hidden := enqueueDueUnannounced(ctx, t, srv, b)
 	next := newTask()
 	require.NoError(t, b.Enqueue(ctx, next))
 	leases, err := b.Fetch(ctx, "w", 4, time.Minute) // its wait ends at once
@@ -110,6 +107,19 @@ func TestLookNearTheEndOfItsQuickTimeIsFull(t *testing.T) {
 	}
 	assert.Contains(t, ids, next.ID)
 	assert.Contains(t, ids, hidden.ID, "a full look: the task due was taken with the new one")
+}
+
+// enqueueDueUnannounced enqueues a task delayed by an hour, then makes it
+// due behind the backend's back (its score in the delayed set lowered),
+// as a task delayed by another broker to beyond a second becomes due: no
+// wake-up says so, and only a full look takes it.
+func enqueueDueUnannounced(ctx context.Context, t *testing.T, srv *redistest.Server, b *redisbackend.Backend) *queue.Task {
+	t.Helper()
+	task := newTask()
+	task.RunAt = time.Now().Add(time.Hour)
+	require.NoError(t, b.Enqueue(ctx, task))
+	require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:delayed", "XX", "1", task.ID).Error())
+	return task
 }
 
 // TestALookEarlyInItsQuickTimeIsQuick is the counterpart of
@@ -126,10 +136,7 @@ func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, first, 1)
 
-	hidden := newTask()
-	hidden.RunAt = time.Now().Add(time.Hour)
-	require.NoError(t, b.Enqueue(ctx, hidden))
-	require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:delayed", "XX", "1", hidden.ID).Error())
+	hidden := enqueueDueUnannounced(ctx, t, srv, b)
 	next := newTask()
 	require.NoError(t, b.Enqueue(ctx, next))
 	leases, err := b.Fetch(ctx, "w", 4, time.Minute)
