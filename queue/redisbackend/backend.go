@@ -98,7 +98,8 @@ type Config struct {
 	// script and one round trip, as Nagle's algorithm or a Kafka
 	// producer's linger.ms gather writes. A start then returns up to
 	// EnqueueDelay later. Calls made while a batch is in flight go in the
-	// next one at once, and a batch that is full (128 tasks) goes at
+	// next one at once (a call that would go alone in it waits as a
+	// first call does), and a batch that is full (128 tasks) goes at
 	// once, so a busy backend waits for nothing more; but a caller that
 	// awaits each enqueue before making the next gets at most one through
 	// per EnqueueDelay, so it suits starts that come from independent
@@ -122,7 +123,8 @@ type Config struct {
 	// task's terminal event then reaches Redis, and its watchers, up to
 	// AckDelay later, and the worker's slot stays taken that much
 	// longer. Calls made while a batch is in flight go in the next one
-	// at once, and a full batch goes at once, so a busy worker waits for
+	// at once (a call that would go alone in it waits as a first call
+	// does), and a full batch goes at once, so a busy worker waits for
 	// nothing more. A call whose context ends while it waits is left
 	// out: nothing of it is written, and the lease it did not release
 	// passes and the task runs again, as after any end that failed.

@@ -28,8 +28,14 @@ import (
 // has passed, at once when it is full (max calls or maxWeight), and when
 // flush is closed; a call whose context ends while it lingers is left
 // out, and the others go without it. Calls made while a batch is in
-// flight do not linger: they go in the next batch as soon as it is done,
-// as without linger, so that a busy batcher waits for nothing more.
+// flight go in the next batch as soon as it is done, as without linger,
+// so that a busy batcher waits for nothing more; but when that batch
+// would hold a single call, the call lingers as a first call does (it
+// would otherwise go alone, and at low rates such stragglers of a batch
+// are each a round trip of their own). The bound is the first call's
+// rule, a call that would go alone: two calls already share a round
+// trip, and at full load many calls gather during a flight, so the rule
+// does not apply there.
 type batcher[T, R any] struct {
 	// max bounds the items of one batch; 1 turns batching off: each call
 	// then runs at once on its caller's goroutine, concurrently with the
@@ -79,6 +85,10 @@ type batchCall[T, R any] struct {
 	// gone is set (under the batcher's lock) when the caller stopped
 	// waiting before its call was taken into a batch: it is then left out.
 	gone bool
+	// lead is set (under the batcher's lock) when the call, alone after
+	// a batch, is handed the linger: done is closed, and the caller then
+	// lingers as a first call does; lead is closed when the batch fills.
+	lead chan struct{}
 	done chan struct{}
 }
 
@@ -127,14 +137,33 @@ func (b *batcher[T, R]) do(ctx context.Context, item T) (R, error) {
 func (b *batcher[T, R]) await(ctx context.Context, c *batchCall[T, R]) (R, error) {
 	select {
 	case <-c.done:
+		if c.lead != nil {
+			return b.relead(ctx, c)
+		}
 		return c.res, c.err
 	case <-ctx.Done():
 		b.mu.Lock()
+		if c.lead != nil {
+			// Handed the linger meanwhile: it must be let go of.
+			b.mu.Unlock()
+			return b.relead(ctx, c)
+		}
 		c.gone = true
 		b.mu.Unlock()
 		var zero R
 		return zero, ctx.Err()
 	}
+}
+
+// relead is await for a call that the loop handed the linger (see
+// handOver): it lingers as a first call does.
+func (b *batcher[T, R]) relead(ctx context.Context, c *batchCall[T, R]) (R, error) {
+	b.mu.Lock()
+	full := c.lead
+	c.lead = nil
+	c.done = make(chan struct{})
+	b.mu.Unlock()
+	return b.lingerLead(ctx, c, full)
 }
 
 // lead is do for a call made while no batch is in flight, with linger
@@ -150,10 +179,17 @@ func (b *batcher[T, R]) lead(ctx context.Context, c *batchCall[T, R]) (R, error)
 	full := make(chan struct{})
 	b.full, b.lingerN, b.lingerW = full, 1, b.weigh(c.item)
 	if b.lingerN >= b.max || b.lingerW >= b.maxWeight {
+		// Full alone: no call joins it.
 		close(full)
+		b.full = nil
 	}
 	b.mu.Unlock()
+	return b.lingerLead(ctx, c, full)
+}
 
+// lingerLead is lead once the linger is set up: c, its caller's call, is
+// b.waiting[0], and full is closed when the batch fills.
+func (b *batcher[T, R]) lingerLead(ctx context.Context, c *batchCall[T, R], full chan struct{}) (R, error) {
 	wait := b.linger
 	if deadline, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(deadline)/2)
@@ -175,7 +211,7 @@ func (b *batcher[T, R]) lead(ctx context.Context, c *batchCall[T, R]) (R, error)
 		// Left out; the others, if any, go now.
 		c.gone = true
 		if len(b.waiting) > 1 {
-			go b.loop()
+			go b.loop(true)
 		} else {
 			clear(b.waiting)
 			b.waiting = b.waiting[:0]
@@ -191,7 +227,7 @@ func (b *batcher[T, R]) lead(ctx context.Context, c *batchCall[T, R]) (R, error)
 	}
 	if !alone {
 		b.mu.Unlock()
-		go b.loop()
+		go b.loop(true)
 		return b.await(ctx, c)
 	}
 	clear(b.waiting)
@@ -207,7 +243,7 @@ func (b *batcher[T, R]) runAlone(ctx context.Context, c *batchCall[T, R]) (R, er
 	b.runBatch(ctx, []*batchCall[T, R]{c})
 	b.mu.Lock()
 	if len(b.waiting) > 0 {
-		go b.loop()
+		go b.loop(false)
 	} else {
 		b.running = false
 	}
@@ -240,13 +276,16 @@ func (b *batcher[T, R]) runBatch(parent context.Context, calls []*batchCall[T, R
 	b.run(ctx, calls)
 }
 
-// loop runs batches until no call is waiting.
-func (b *batcher[T, R]) loop() {
+// loop runs batches until no call is waiting, or until a single call is
+// waiting and lingers (see handOver). lingered says that the calls
+// waiting have just lingered: their first batch then goes at once.
+func (b *batcher[T, R]) loop(lingered bool) {
 	for {
-		calls := b.take()
+		calls := b.take(!lingered)
 		if calls == nil {
 			return
 		}
+		lingered = false
 		b.runBatch(context.Background(), calls)
 		for _, c := range calls {
 			close(c.done)
@@ -255,10 +294,14 @@ func (b *batcher[T, R]) loop() {
 }
 
 // take removes the next batch from the waiting calls, or returns nil and
-// ends the loop when there is none.
-func (b *batcher[T, R]) take() []*batchCall[T, R] {
+// ends the loop when there is none, or when mayLinger is set and the
+// batch would be a single call, which it hands the linger (handOver).
+func (b *batcher[T, R]) take(mayLinger bool) []*batchCall[T, R] {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if mayLinger && b.linger > 0 && b.handOver() {
+		return nil
+	}
 	var calls []*batchCall[T, R]
 	weight, n := 0, 0
 	for _, c := range b.waiting {
@@ -282,6 +325,34 @@ func (b *batcher[T, R]) take() []*batchCall[T, R] {
 		return nil
 	}
 	return calls
+}
+
+// handOver makes the one call left waiting after a batch linger as a
+// first call does, and reports whether it did; b.mu is held. The call's
+// caller lingers (await, relead) while the batcher stays running, so
+// that calls made meanwhile join it, as they join a first call. Calls
+// that left are dropped; with more than one call waiting, or once flush
+// is closed, nothing is done.
+func (b *batcher[T, R]) handOver() bool {
+	var c *batchCall[T, R]
+	for _, o := range b.waiting {
+		if o.gone {
+			continue
+		}
+		if c != nil {
+			return false
+		}
+		c = o
+	}
+	if c == nil || b.flushed() || 1 >= b.max || b.weigh(c.item) >= b.maxWeight {
+		return false
+	}
+	clear(b.waiting)
+	b.waiting = append(b.waiting[:0], c)
+	b.full, b.lingerN, b.lingerW = make(chan struct{}), 1, b.weigh(c.item)
+	c.lead = b.full
+	close(c.done)
+	return true
 }
 
 // batchArgs returns the script arguments of a batch: lead, then the

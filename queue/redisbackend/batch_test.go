@@ -146,6 +146,19 @@ func lingerByHand(t *testing.T) (end func(), asked chan time.Duration) {
 	return func() { once.Do(func() { close(ended) }) }, asked
 }
 
+// lingered returns the length of the next linger, failing the test if
+// none begins in time.
+func lingered(t *testing.T, asked <-chan time.Duration) time.Duration {
+	t.Helper()
+	select {
+	case d := <-asked:
+		return d
+	case <-time.After(30 * time.Second):
+		require.FailNow(t, "no call lingered")
+		return 0
+	}
+}
+
 // answered waits for n values from results, failing the test if they do
 // not come in time.
 func answered(t *testing.T, results <-chan int, n int) []int {
@@ -301,7 +314,7 @@ func TestBatcherLinger(t *testing.T) {
 		assert.Len(t, asked, 1, "only the first lingered")
 	})
 
-	t.Run("calls made while a batch is in flight do not linger", func(t *testing.T) {
+	t.Run("calls made while a batch is in flight go together at once, without lingering", func(t *testing.T) {
 		end, asked := lingerByHand(t)
 		end()
 		gate := make(chan struct{})
@@ -321,6 +334,98 @@ func TestBatcherLinger(t *testing.T) {
 		assert.Equal(t, [][]int{{1}, {2, 3}}, *batches)
 		mu.Unlock()
 		assert.Len(t, asked, 1, "only the first lingered")
+	})
+
+	// A call alone after a batch in flight: the first call, 100, fills
+	// its batch alone and goes at once, gated; 2 comes while it is in
+	// flight.
+	afterFlight := func(t *testing.T, ctx2 context.Context) (b *batcher[int, int], batches *[][]int, mu *sync.Mutex, call func(context.Context, int), results chan int, asked chan time.Duration, end func()) {
+		t.Helper()
+		end, asked = lingerByHand(t)
+		gate := make(chan struct{})
+		b, batches, mu = gatedBatcher(8, 100, gate)
+		b.linger = time.Hour
+		results = make(chan int, 8)
+		call = caller(t, b, results)
+		go call(context.Background(), 100)
+		require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(*batches) == 1 }, 5*time.Second, time.Millisecond)
+		assert.Equal(t, time.Hour, lingered(t, asked), "the first")
+		go call(ctx2, 2)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 1 }, 5*time.Second, time.Millisecond)
+		close(gate)
+		assert.Equal(t, []int{1000}, answered(t, results, 1))
+		return b, batches, mu, call, results, asked, end
+	}
+
+	t.Run("a call alone after a batch in flight lingers as a first call does", func(t *testing.T) {
+		ctx2, cancel2 := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel2()
+		b, batches, mu, call, results, asked, end := afterFlight(t, ctx2)
+		d := lingered(t, asked)
+		assert.Positive(t, d)
+		assert.LessOrEqual(t, d, 30*time.Second, "half its caller's time at most")
+		go call(context.Background(), 3)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 2 }, 5*time.Second, time.Millisecond)
+		mu.Lock()
+		assert.Equal(t, [][]int{{100}}, *batches, "nothing sent while it lingers")
+		mu.Unlock()
+		end()
+		assert.ElementsMatch(t, []int{20, 30}, answered(t, results, 2))
+		mu.Lock()
+		assert.Equal(t, [][]int{{100}, {2, 3}}, *batches, "the call that came later shares its batch")
+		mu.Unlock()
+	})
+
+	t.Run("a call alone after a batch in flight that leaves while it lingers lets the others go", func(t *testing.T) {
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		b, batches, mu, call, results, asked, _ := afterFlight(t, ctx2)
+		lingered(t, asked) // never ends
+		go call(context.Background(), 3)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 2 }, 5*time.Second, time.Millisecond)
+		cancel2()
+		assert.ElementsMatch(t, []int{-1, 30}, answered(t, results, 2))
+		mu.Lock()
+		assert.Equal(t, [][]int{{100}, {3}}, *batches)
+		mu.Unlock()
+		assert.Empty(t, asked, "the others did not linger again")
+	})
+
+	t.Run("a call alone after a batch in flight goes on flush, and a full batch goes at once", func(t *testing.T) {
+		flushes := make(chan struct{})
+		b, batches, mu, call, results, asked, _ := afterFlight(t, context.Background())
+		b.mu.Lock()
+		b.flush = flushes
+		b.mu.Unlock()
+		lingered(t, asked) // never ends
+		close(flushes)
+		assert.Equal(t, []int{20}, answered(t, results, 1))
+		mu.Lock()
+		assert.Equal(t, [][]int{{100}, {2}}, *batches)
+		mu.Unlock()
+
+		_, batches, mu, call, results, asked, _ = afterFlight(t, context.Background())
+		lingered(t, asked) // never ends
+		go call(context.Background(), 98)
+		assert.ElementsMatch(t, []int{20, 980}, answered(t, results, 2), "a weight of 100 fills a batch")
+		mu.Lock()
+		assert.Equal(t, [][]int{{100}, {2, 98}}, *batches)
+		mu.Unlock()
+	})
+
+	t.Run("without linger a call alone after a batch in flight goes at once", func(t *testing.T) {
+		gate := make(chan struct{})
+		b, batches, mu := gatedBatcher(8, 100, gate)
+		results := make(chan int, 8)
+		call := caller(t, b, results)
+		go call(context.Background(), 1)
+		require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(*batches) == 1 }, 5*time.Second, time.Millisecond)
+		go call(context.Background(), 2)
+		require.Eventually(t, func() bool { return b.waitingCalls() == 1 }, 5*time.Second, time.Millisecond)
+		close(gate)
+		assert.ElementsMatch(t, []int{10, 20}, answered(t, results, 2))
+		mu.Lock()
+		assert.Equal(t, [][]int{{1}, {2}}, *batches)
+		mu.Unlock()
 	})
 
 	t.Run("a caller with a deadline lingers half its time at most", func(t *testing.T) {

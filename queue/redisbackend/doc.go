@@ -243,7 +243,9 @@
 // and one ZADD into each index set. The linger ends early when the batch
 // is full, when Close is called, and for a caller whose context ends
 // (its call is left out; the others go at once). Calls made while a batch
-// is in flight do not linger. The creates of a lingered batch arrive
+// is in flight go together right after it, without lingering, unless
+// there is only one: a call that would go alone lingers as a first call
+// does. The creates of a lingered batch arrive
 // together, so a waiting worker takes them in one Fetch.
 //
 // With Config.AckDelay, an AppendAndAck or Ack made while none is in
