@@ -339,12 +339,12 @@ func TestBatcherLinger(t *testing.T) {
 	// A call alone after a batch in flight: the first call, 100, fills
 	// its batch alone and goes at once, gated; 2 comes while it is in
 	// flight.
-	afterFlight := func(t *testing.T, ctx2 context.Context) (b *batcher[int, int], batches *[][]int, mu *sync.Mutex, call func(context.Context, int), results chan int, asked chan time.Duration, end func()) {
+	afterFlight := func(t *testing.T, ctx2 context.Context, flush chan struct{}) (b *batcher[int, int], batches *[][]int, mu *sync.Mutex, call func(context.Context, int), results chan int, asked chan time.Duration, end func()) {
 		t.Helper()
 		end, asked = lingerByHand(t)
 		gate := make(chan struct{})
 		b, batches, mu = gatedBatcher(8, 100, gate)
-		b.linger = time.Hour
+		b.linger, b.flush = time.Hour, flush
 		results = make(chan int, 8)
 		call = caller(t, b, results)
 		go call(context.Background(), 100)
@@ -360,7 +360,7 @@ func TestBatcherLinger(t *testing.T) {
 	t.Run("a call alone after a batch in flight lingers as a first call does", func(t *testing.T) {
 		ctx2, cancel2 := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel2()
-		b, batches, mu, call, results, asked, end := afterFlight(t, ctx2)
+		b, batches, mu, call, results, asked, end := afterFlight(t, ctx2, nil)
 		d := lingered(t, asked)
 		assert.Positive(t, d)
 		assert.LessOrEqual(t, d, 30*time.Second, "half its caller's time at most")
@@ -378,7 +378,7 @@ func TestBatcherLinger(t *testing.T) {
 
 	t.Run("a call alone after a batch in flight that leaves while it lingers lets the others go", func(t *testing.T) {
 		ctx2, cancel2 := context.WithCancel(context.Background())
-		b, batches, mu, call, results, asked, _ := afterFlight(t, ctx2)
+		b, batches, mu, call, results, asked, _ := afterFlight(t, ctx2, nil)
 		lingered(t, asked) // never ends
 		go call(context.Background(), 3)
 		require.Eventually(t, func() bool { return b.waitingCalls() == 2 }, 5*time.Second, time.Millisecond)
@@ -392,10 +392,7 @@ func TestBatcherLinger(t *testing.T) {
 
 	t.Run("a call alone after a batch in flight goes on flush, and a full batch goes at once", func(t *testing.T) {
 		flushes := make(chan struct{})
-		b, batches, mu, call, results, asked, _ := afterFlight(t, context.Background())
-		b.mu.Lock()
-		b.flush = flushes
-		b.mu.Unlock()
+		_, batches, mu, _, results, asked, _ := afterFlight(t, context.Background(), flushes)
 		lingered(t, asked) // never ends
 		close(flushes)
 		assert.Equal(t, []int{20}, answered(t, results, 1))
@@ -403,7 +400,7 @@ func TestBatcherLinger(t *testing.T) {
 		assert.Equal(t, [][]int{{100}, {2}}, *batches)
 		mu.Unlock()
 
-		_, batches, mu, call, results, asked, _ = afterFlight(t, context.Background())
+		_, batches, mu, call, results, asked, _ := afterFlight(t, context.Background(), nil)
 		lingered(t, asked) // never ends
 		go call(context.Background(), 98)
 		assert.ElementsMatch(t, []int{20, 980}, answered(t, results, 2), "a weight of 100 fills a batch")

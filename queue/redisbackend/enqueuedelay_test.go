@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -181,4 +182,100 @@ func TestEnqueueDelayOnClusterClient(t *testing.T) {
 	require.NoError(t, b.CreateAndEnqueue(ctx, task))
 	assert.Empty(t, asked, "no linger")
 	assert.Equal(t, map[string]bool{task.ID: true}, fetchAll(t, b))
+}
+
+// heldClient holds its next round trip, once hold is called, until
+// the release that hold returned is called.
+type heldClient struct {
+	rueidis.Client
+	mu   sync.Mutex
+	gate chan struct{}
+	sent chan struct{}
+}
+
+// hold makes the next round trip wait until release is called; sent
+// is closed when it has begun.
+func (c *heldClient) hold() (sent <-chan struct{}, release func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gate, c.sent = make(chan struct{}), make(chan struct{})
+	gate := c.gate
+	var once sync.Once
+	return c.sent, func() { once.Do(func() { close(gate) }) }
+}
+
+// wait holds the caller's round trip if hold asked for it.
+func (c *heldClient) wait() {
+	c.mu.Lock()
+	gate, sent := c.gate, c.sent
+	c.gate, c.sent = nil, nil
+	c.mu.Unlock()
+	if gate != nil {
+		close(sent)
+		<-gate
+	}
+}
+
+func (c *heldClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.wait()
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *heldClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	c.wait()
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+// TestEnqueueDelayCreateAfterABatchInFlight makes a create while
+// another's batch is in flight: it would go alone after it, and lingers
+// as a first create does, so that a create made later shares its script.
+func TestEnqueueDelayCreateAfterABatchInFlight(t *testing.T) {
+	srv := redistest.Start(t)
+	counter := &countingClient{Client: newClient(t, srv)}
+	held := &heldClient{Client: counter}
+	b := newBackend(t, held, redisbackend.Config{EnqueueDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.CreateAndEnqueue(ctx, newTask())) // loads the script, lingering 100 ms
+	fetchAll(t, b)
+
+	asked := make(chan func(), 8)
+	t.Cleanup(redisbackend.SetLingerTimer(func(time.Duration) (<-chan time.Time, func() bool) {
+		ended := make(chan time.Time)
+		var once sync.Once
+		asked <- func() { once.Do(func() { close(ended) }) }
+		return ended, func() bool { return true }
+	}))
+	nextLinger := func() func() {
+		t.Helper()
+		select {
+		case end := <-asked:
+			return end
+		case <-ctx.Done():
+			require.FailNow(t, "no create lingered")
+			return nil
+		}
+	}
+	first, second, third := newTask(), newTask(), newTask()
+	errs := make(chan error, 3)
+	go func() { errs <- b.CreateAndEnqueue(ctx, first) }()
+	sent, release := held.hold()
+	nextLinger()()
+	<-sent // the first create's batch is in flight
+	go func() { errs <- b.CreateAndEnqueue(ctx, second) }()
+	lingering(t, b, 1)
+	release()
+	require.NoError(t, <-errs)
+
+	end := nextLinger() // the second lingers
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	before := counter.trips.Load()
+	go func() { errs <- b.CreateAndEnqueue(ctx, third) }()
+	lingering(t, b, 2)
+	end()
+	require.NoError(t, <-errs)
+	require.NoError(t, <-errs)
+	assert.EqualValues(t, 1, counter.trips.Load()-before, "one round trip")
+	assert.Equal(t, 1, commandCalls(t, srv)["evalsha"], "one create script")
+	assert.Equal(t, map[string]bool{first.ID: true, second.ID: true, third.ID: true}, fetchAll(t, b))
 }
