@@ -3,6 +3,9 @@ package redisbackend
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -440,4 +443,207 @@ func TestBatcherLinger(t *testing.T) {
 		assert.Positive(t, d)
 		assert.LessOrEqual(t, d, 30*time.Second)
 	})
+}
+
+// itemError is the error the stress test's run gives some items: each
+// caller must get its own.
+type itemError int
+
+func (e itemError) Error() string { return fmt.Sprintf("item %d failed", int(e)) }
+
+// TestBatcherStress makes many calls at random moments, with random short
+// contexts, through a lingering batcher whose batches take a random time,
+// and flushes it at a random moment in some rounds. It checks what do
+// promises: no call runs twice; a call answered without error was run,
+// once, and got its own result or error; a call that got its context's
+// error ran at most once (left out while it waited, or taken into a
+// batch before it saw its context end), and one whose context had ended
+// before the call never ran; no call is left waiting, and the batcher is
+// idle and usable afterwards.
+func TestBatcherStress(t *testing.T) {
+	const rounds = 40
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	weigh := func(item int) int { return item%5 + 1 }
+	for round := range rounds {
+		var mu sync.Mutex
+		runs := map[int]int{}
+		var batchErrs []string
+		var atBatchEnd sync.Map // item -> the cancel of its context
+		maxCalls, maxWeight := 2+rng.IntN(7), 5+rng.IntN(20)
+		flush := make(chan struct{})
+		b := &batcher[int, int]{
+			max: maxCalls, maxWeight: maxWeight, weight: weigh,
+			linger: time.Duration(100+rng.IntN(2000)) * time.Microsecond,
+			flush:  flush,
+			bound:  func(parent context.Context) (context.Context, context.CancelFunc) { return context.WithCancel(parent) },
+		}
+		b.run = func(_ context.Context, calls []*batchCall[int, int]) {
+			mu.Lock()
+			w := 0
+			for _, c := range calls {
+				runs[c.item]++
+				w += weigh(c.item)
+			}
+			if len(calls) > 1 && (len(calls) > maxCalls || w > maxWeight) {
+				batchErrs = append(batchErrs, fmt.Sprintf("batch of %d calls, weight %d, over %d, %d", len(calls), w, maxCalls, maxWeight))
+			}
+			d := time.Duration(rng.IntN(3000)) * time.Microsecond
+			mu.Unlock()
+			time.Sleep(d)
+			for _, c := range calls {
+				if c.item%7 == 0 && c.item%1000 != 999 { // the call after the others succeeds
+					c.err = itemError(c.item)
+					continue
+				}
+				c.res = c.item * 10
+			}
+			// The calls of kind 4 that wait end as this batch does: the
+			// loop then may hand one the linger just as it sees its
+			// context end.
+			var ending []context.CancelFunc
+			b.mu.Lock()
+			for _, c := range b.waiting {
+				if f, ok := atBatchEnd.LoadAndDelete(c.item); ok {
+					ending = append(ending, f.(context.CancelFunc))
+				}
+			}
+			b.mu.Unlock()
+			for _, f := range ending {
+				f()
+			}
+		}
+
+		type outcome struct {
+			item      int
+			ctx       context.Context
+			cancelled bool // its context had ended before the call
+			res       int
+			err       error
+		}
+		// Half the rounds are crowded, half sparse, so that calls are
+		// often alone after a batch and are handed the linger.
+		callers, spread := 64, 4000
+		if round%4 >= 2 {
+			callers, spread = 12, 15000
+		}
+		outcomes := make([]outcome, callers)
+		plans := make([]struct {
+			kind        int
+			start, life time.Duration
+		}, callers)
+		mu.Lock()
+		for i := range plans {
+			plans[i].kind = rng.IntN(5)
+			plans[i].start = time.Duration(rng.IntN(spread)) * time.Microsecond
+			plans[i].life = time.Duration(rng.IntN(5000)) * time.Microsecond
+		}
+		closeAt := time.Duration(-1)
+		if round%2 == 1 {
+			closeAt = time.Duration(rng.IntN(6000)) * time.Microsecond
+		}
+		mu.Unlock()
+
+		var wg sync.WaitGroup
+		for i := range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				p := plans[i]
+				o := &outcomes[i]
+				o.item = round*1000 + i + 1
+				time.Sleep(p.start)
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				switch p.kind {
+				case 1: // ended before the call
+					ctx, cancel = context.WithCancel(ctx)
+					cancel()
+					o.cancelled = true
+				case 2: // a deadline: the linger is capped by it
+					ctx, cancel = context.WithTimeout(ctx, p.life)
+				case 3: // cancelled before, during or after the linger
+					ctx, cancel = context.WithCancel(ctx)
+					timer := time.AfterFunc(p.life, cancel)
+					defer timer.Stop()
+				case 4: // cancelled as a batch ends while it waits
+					ctx, cancel = context.WithCancel(ctx)
+					atBatchEnd.Store(o.item, cancel)
+				}
+				defer cancel()
+				o.ctx = ctx
+				o.res, o.err = b.do(ctx, o.item)
+			}()
+		}
+		if closeAt >= 0 {
+			time.AfterFunc(closeAt, func() { close(flush) })
+		}
+		all := make(chan struct{})
+		go func() { wg.Wait(); close(all) }()
+		select {
+		case <-all:
+		case <-time.After(time.Minute):
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			require.FailNow(t, "calls not answered", "round %d:\n%s", round, buf[:n])
+		}
+
+		// Batches of callers that left may still be running: wait for the
+		// batcher to be idle, then it must serve a call.
+		idle := func() bool {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			return !b.running && len(b.waiting) == 0 && b.full == nil
+		}
+		if !assert.Eventually(t, idle, time.Minute, time.Millisecond, "round %d: batcher not idle", round) {
+			buf := make([]byte, 1<<20)
+			n := runtime.Stack(buf, true)
+			t.Logf("%s", buf[:n])
+			return
+		}
+		last := round*1000 + 999
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			got, err := b.do(context.Background(), last)
+			assert.NoError(t, err, "round %d: a call after the others", round)
+			assert.Equal(t, last*10, got, "round %d: a call after the others", round)
+		}()
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			require.FailNow(t, "a call after the others not answered", "round %d", round)
+		}
+
+		mu.Lock()
+		assert.Empty(t, batchErrs, "round %d", round)
+		for _, o := range outcomes {
+			n := runs[o.item]
+			delete(runs, o.item)
+			switch {
+			case o.err == nil:
+				assert.Equal(t, o.item*10, o.res, "round %d: item %d answered with another's result", round, o.item)
+				assert.Equal(t, 1, n, "round %d: item %d answered without error ran %d times", round, o.item, n)
+			case errors.Is(o.err, context.Canceled) || errors.Is(o.err, context.DeadlineExceeded):
+				assert.Error(t, o.ctx.Err(), "round %d: item %d got a context error before its context ended", round, o.item)
+				assert.LessOrEqual(t, n, 1, "round %d: item %d left ran %d times", round, o.item, n)
+				if o.cancelled {
+					assert.Zero(t, n, "round %d: item %d ran though its context had ended before the call", round, o.item)
+				}
+			default:
+				var ie itemError
+				if assert.ErrorAs(t, o.err, &ie, "round %d: item %d", round, o.item) {
+					assert.Equal(t, o.item, int(ie), "round %d: item %d answered with another's error", round, o.item)
+				}
+				assert.Equal(t, 1, n, "round %d: item %d answered with its error ran %d times", round, o.item, n)
+			}
+		}
+		assert.Equal(t, 1, runs[last], "round %d: the call after the others", round)
+		delete(runs, last)
+		assert.Empty(t, runs, "round %d: items run that no call made", round)
+		mu.Unlock()
+		if t.Failed() {
+			return
+		}
+	}
 }
