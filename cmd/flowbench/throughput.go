@@ -83,27 +83,18 @@ func (t *finishingTerminals) AppendAndAck(ctx context.Context, l *queue.Lease, e
 // a worker registry and retires workers, as the Redis backend does: the
 // worker heartbeats, and retires when it stops, as it would with the
 // backend itself (a heartbeat is one script a second, part of what a
-// run costs Redis).
+// run costs Redis). The embedded interfaces pass those calls on.
 type presentTerminals struct {
 	*finishingTerminals
-	reg     queue.WorkerRegistry
-	retirer queue.Retirer
+	queue.WorkerRegistry
+	queue.Retirer
 }
 
-// Heartbeat is the backend's.
-func (p *presentTerminals) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
-	return p.reg.Heartbeat(ctx, w)
-}
-
-// Workers is the backend's.
-func (p *presentTerminals) Workers(ctx context.Context) ([]queue.WorkerInfo, error) {
-	return p.reg.Workers(ctx)
-}
-
-// Retire is the backend's.
-func (p *presentTerminals) Retire(ctx context.Context, worker string) error {
-	return p.retirer.Retire(ctx, worker)
-}
+// An ambiguous embedded method would drop out of the method set silently.
+var (
+	_ queue.WorkerRegistry = (*presentTerminals)(nil)
+	_ queue.Retirer        = (*presentTerminals)(nil)
+)
 
 // workerPair returns the backend and store a worker of the throughput
 // run takes, with done watching the store.
@@ -113,7 +104,7 @@ func workerPair(st *stack, done *terminals) (queue.Backend, progress.Store) {
 		reg, isReg := b.(queue.WorkerRegistry)
 		retirer, isRetirer := b.(queue.Retirer)
 		if isReg && isRetirer {
-			pt := &presentTerminals{finishingTerminals: ft, reg: reg, retirer: retirer}
+			pt := &presentTerminals{finishingTerminals: ft, WorkerRegistry: reg, Retirer: retirer}
 			return pt, pt
 		}
 		return ft, ft
