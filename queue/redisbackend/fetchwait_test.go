@@ -55,14 +55,7 @@ func TestCancelledFetchEndsItsWait(t *testing.T) {
 // task delayed meanwhile to beyond that plan's second (no wake-up is sent
 // for it): the task is taken when it is due.
 func TestWaitingFetchTakesATaskDelayedPastItsPlan(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	require.NoError(t, b.Enqueue(ctx, newTask()))
-	first, err := b.Fetch(ctx, "w", 2, time.Minute) // takes it, and plans the next wait
-	require.NoError(t, err)
-	require.Len(t, first, 1)
+	ctx, _, b := waitingWorker(t, 2)
 
 	later := newTask()
 	later.RunAt = time.Now().Add(1500 * time.Millisecond)
@@ -109,6 +102,23 @@ func TestLookNearTheEndOfItsQuickTimeIsFull(t *testing.T) {
 	assert.Contains(t, ids, hidden.ID, "a full look: the task due was taken with the new one")
 }
 
+// waitingWorker starts a Redis and a backend on it, enqueues a task and
+// has worker "w" take it with a Fetch of up to max tasks: a full look,
+// which plans the worker's next wait (quick looks for a second when
+// nothing else is due). The context ends after waitLimit.
+func waitingWorker(t *testing.T, max int) (context.Context, *redistest.Server, *redisbackend.Backend) {
+	t.Helper()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	t.Cleanup(cancel)
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", max, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+	return ctx, srv, b
+}
+
 // enqueueDueUnannounced enqueues a task delayed by an hour, then makes it
 // due behind the backend's back (its score in the delayed set lowered),
 // as a task delayed by another broker to beyond a second becomes due: no
@@ -127,14 +137,7 @@ func enqueueDueUnannounced(ctx context.Context, t *testing.T, srv *redistest.Ser
 // the plan allows quick looks for a second, and a look that ends a wait
 // at its start leaves the delayed set alone.
 func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	require.NoError(t, b.Enqueue(ctx, newTask()))
-	first, err := b.Fetch(ctx, "w", 4, time.Minute) // a full look, and a plan for a second
-	require.NoError(t, err)
-	require.Len(t, first, 1)
+	ctx, srv, b := waitingWorker(t, 4)
 
 	hidden := enqueueDueUnannounced(ctx, t, srv, b)
 	next := newTask()
@@ -156,14 +159,7 @@ func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
 // task: Fetch returns that lease rather than the XREAD's error, which
 // would leave the task held by no one until its lease passed.
 func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	require.NoError(t, b.Enqueue(ctx, newTask()))
-	first, err := b.Fetch(ctx, "w", 2, time.Minute) // takes it, and plans the next wait
-	require.NoError(t, err)
-	require.Len(t, first, 1)
+	ctx, srv, b := waitingWorker(t, 2)
 
 	require.NoError(t, srv.Do("SET", b.Prefix()+":{q:default}:wake", "not a stream").Error())
 	task := newTask()
@@ -181,15 +177,8 @@ func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
 // delayed set, so the task is taken when it is due, not when the plan of
 // the look before would have looked again (a second after it).
 func TestQuickLookStillTakesADelayedTaskWhenDue(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	require.NoError(t, b.Enqueue(ctx, newTask()))
-	first, err := b.Fetch(ctx, "w", 4, time.Minute) // a full look, and a plan for a second
+	ctx, _, b := waitingWorker(t, 4)
 	planned := time.Now()
-	require.NoError(t, err)
-	require.Len(t, first, 1)
 
 	delayed := newTask()
 	delayed.RunAt = time.Now().Add(100 * time.Millisecond)
