@@ -101,7 +101,11 @@ func rateOnce(ctx context.Context, e *env, rate int) (rateRun, error) {
 		// Redis on its own, before any worker starts.
 		idle0, _ := e.redisCPU(ctx)
 		began := time.Now()
-		time.Sleep(idleWindow)
+		select {
+		case <-ctx.Done():
+			return rateRun{}, ctx.Err()
+		case <-time.After(idleWindow):
+		}
 		idle1, _ := e.redisCPU(ctx)
 		idle = float64(idle1-idle0) / float64(time.Millisecond) / time.Since(began).Seconds()
 	}
