@@ -67,7 +67,54 @@ func TestListHistory(t *testing.T) {
 	require.Len(t, failures.Tasks, 1)
 	assert.Equal(t, ids[2], failures.Tasks[0].ID)
 
+	// By owner and time range: Since inclusive, Until exclusive, and
+	// Before still bounds the listing.
+	for i := 5; i < 8; i++ {
+		r := record(i)
+		r.Owner = "bob"
+		require.NoError(t, s.Save(ctx, r))
+		ids = append(ids, r.TaskID)
+	}
+	for _, tc := range []struct {
+		name string
+		q    queue.HistoryQuery
+		want []string
+	}{
+		{"alice", queue.HistoryQuery{Owner: "alice"}, []string{ids[4], ids[3], ids[2], ids[1], ids[0]}},
+		{"bob", queue.HistoryQuery{Owner: "bob"}, []string{ids[7], ids[6], ids[5]}},
+		{"nobody", queue.HistoryQuery{Owner: "al"}, nil},
+		{"since", queue.HistoryQuery{Since: t0.Add(3 * time.Second)}, []string{ids[7], ids[6], ids[5], ids[4], ids[3]}},
+		{"until", queue.HistoryQuery{Until: t0.Add(2 * time.Second)}, []string{ids[1], ids[0]}},
+		{"since, until", queue.HistoryQuery{Since: t0.Add(2 * time.Second), Until: t0.Add(6 * time.Second)}, []string{ids[5], ids[4], ids[3], ids[2]}},
+		{"bob, since", queue.HistoryQuery{Owner: "bob", Since: t0.Add(6 * time.Second)}, []string{ids[7], ids[6]}},
+		{"until after before", queue.HistoryQuery{Until: t0.Add(time.Hour), Before: t0.Add(time.Second)}, []string{ids[0]}},
+		{"until before before", queue.HistoryQuery{Until: t0.Add(time.Second), Before: t0.Add(time.Hour)}, []string{ids[0]}},
+		{"empty range", queue.HistoryQuery{Since: t0.Add(time.Second), Until: t0.Add(time.Second)}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := tc.q
+			if q.Before.IsZero() {
+				q.Before = t0.Add(time.Hour)
+			}
+			q.Limit = 2
+			var got []string
+			for range 10 {
+				page, err := s.ListHistory(ctx, q)
+				require.NoError(t, err)
+				for _, sum := range page.Tasks {
+					got = append(got, sum.ID)
+				}
+				if page.Next == "" {
+					break
+				}
+				q.Cursor = page.Next
+			}
+			assert.Equal(t, tc.want, got)
+		})
+	}
+
 	for _, bad := range []queue.HistoryQuery{
+		{Before: t0, Limit: 1, Since: t0.Add(time.Second), Until: t0},
 		{Before: t0, Limit: 0},
 		{Before: t0, Limit: queue.MaxListLimit + 1},
 		{Before: t0, Limit: 1, State: progress.StatePending},

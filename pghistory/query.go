@@ -153,8 +153,10 @@ var _ queue.History = (*Store)(nil)
 // ListHistory implements queue.History, so that a queue.Inspector whose
 // InspectorConfig.History is this Store goes on listing from the history
 // once the backend has listed its tasks, past the backend's retention:
-// the tasks that ended before q.Before, newest first, as List pages them.
-// Its errors for a bad limit, state or cursor wrap queue.ErrInvalidQuery.
+// the tasks that ended before q.Before, newest first, as List pages them,
+// of q's owner and in q's time range (Query.Owner, Since and Until) when
+// set. Its errors for a bad limit, state, time range or cursor wrap
+// queue.ErrInvalidQuery.
 func (s *Store) ListHistory(ctx context.Context, q queue.HistoryQuery) (queue.TaskPage, error) {
 	if q.Limit < 1 || q.Limit > MaxLimit {
 		return queue.TaskPage{}, fmt.Errorf("%w: limit %d out of range 1-%d", queue.ErrInvalidQuery, q.Limit, MaxLimit)
@@ -162,7 +164,15 @@ func (s *Store) ListHistory(ctx context.Context, q queue.HistoryQuery) (queue.Ta
 	if q.State != "" && !q.State.Terminal() {
 		return queue.TaskPage{}, fmt.Errorf("%w: the history holds SUCCESS and FAILURE only, not %q", queue.ErrInvalidQuery, q.State)
 	}
-	page, err := s.List(ctx, Query{Flow: q.Flow, State: q.State, Until: q.Before, Limit: q.Limit, Cursor: q.Cursor})
+	if !q.Since.IsZero() && !q.Until.IsZero() && q.Until.Before(q.Since) {
+		return queue.TaskPage{}, fmt.Errorf("%w: until %s is before since %s", queue.ErrInvalidQuery,
+			q.Until.UTC().Format(time.RFC3339Nano), q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	until := q.Before
+	if !q.Until.IsZero() && (until.IsZero() || q.Until.Before(until)) {
+		until = q.Until
+	}
+	page, err := s.List(ctx, Query{Flow: q.Flow, State: q.State, Owner: q.Owner, Since: q.Since, Until: until, Limit: q.Limit, Cursor: q.Cursor})
 	if errors.Is(err, ErrBadCursor) {
 		return queue.TaskPage{}, fmt.Errorf("%w: %w", queue.ErrInvalidQuery, err)
 	}

@@ -34,7 +34,9 @@ func (h *fakeHistory) ListHistory(_ context.Context, q queue.HistoryQuery) (queu
 	var page queue.TaskPage
 	for i := start; i < len(h.tasks) && len(page.Tasks) < q.Limit; i++ {
 		t := h.tasks[i]
-		if t.EndedAt.Before(q.Before) && (q.State == "" || t.State == q.State) && (q.Flow == "" || t.Flow == q.Flow) {
+		if t.EndedAt.Before(q.Before) && (q.State == "" || t.State == q.State) && (q.Flow == "" || t.Flow == q.Flow) &&
+			(q.Owner == "" || t.Owner == q.Owner) && (q.Since.IsZero() || !t.EndedAt.Before(q.Since)) &&
+			(q.Until.IsZero() || t.EndedAt.Before(q.Until)) {
 			page.Tasks = append(page.Tasks, t)
 		}
 		if len(page.Tasks) == q.Limit && i+1 < len(h.tasks) {
@@ -109,4 +111,66 @@ func TestInspectorGoesOnIntoHistory(t *testing.T) {
 	h.err = errors.New("database down")
 	_, err = in.List(ctx, queue.ListOptions{Limit: 10})
 	assert.ErrorContains(t, err, "database down")
+}
+
+// TestInspectorHistoryFilters checks that a listing by owner and time
+// range goes on into the History with the same filters: the tasks of the
+// owner in the range, the backend's then the history's.
+func TestInspectorHistoryFilters(t *testing.T) {
+	ctx := context.Background()
+	backend, store := queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: flowsNamed("f")})
+	var ada []string
+	for i := range 4 {
+		time.Sleep(2 * time.Millisecond)
+		owner := "ada"
+		if i%2 == 1 {
+			owner = "bob"
+		}
+		id, err := broker.Enqueue(ctx, "f", json.RawMessage(`{}`), queue.EnqueueOptions{Owner: owner})
+		require.NoError(t, err)
+		if owner == "ada" {
+			ada = append([]string{id}, ada...)
+		}
+	}
+	old := time.Now().Add(-48 * time.Hour)
+	h := &fakeHistory{}
+	for i := range 6 {
+		end := old.Add(-time.Duration(i) * time.Hour)
+		owner := "ada"
+		if i%2 == 1 {
+			owner = "bob"
+		}
+		h.tasks = append(h.tasks, queue.TaskSummary{ID: fmt.Sprintf("old%d", i), Flow: "f", State: progress.StateSuccess, Owner: owner,
+			EnqueuedAt: end.Add(-time.Second), StartedAt: end.Add(-time.Second), EndedAt: end})
+	}
+	in := queue.NewInspector(backend, store, queue.InspectorConfig{History: h})
+	// From just before old2 ended to now: old0 and old2 of the history.
+	since, until := old.Add(-2*time.Hour-time.Minute), time.Now().Add(time.Minute)
+	o := queue.ListOptions{Owner: "ada", Since: since, Until: until, Limit: 3}
+	var got []string
+	for range 10 {
+		page, err := in.List(ctx, o)
+		require.NoError(t, err)
+		for _, s := range page.Tasks {
+			got = append(got, s.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		o.Cursor = page.Next
+	}
+	assert.Equal(t, append(ada, "old0", "old2"), got)
+	require.NotEmpty(t, h.queries)
+	for _, q := range h.queries {
+		assert.Equal(t, "ada", q.Owner)
+		assert.True(t, since.Equal(q.Since), "since %v", q.Since)
+		assert.True(t, until.Equal(q.Until), "until %v", q.Until)
+	}
+
+	// Until before Since is refused before anything is read.
+	h.queries = nil
+	_, err := in.List(ctx, queue.ListOptions{Since: until, Until: since})
+	assert.ErrorIs(t, err, queue.ErrInvalidQuery)
+	assert.Empty(t, h.queries)
 }

@@ -103,18 +103,53 @@ type ListOptions struct {
 	State progress.State
 	// Flow keeps the tasks of that flow; "" keeps all.
 	Flow string
+	// Owner keeps the tasks of that owner (Task.Owner, exactly); "" keeps
+	// all. A backend that has no index by owner (Redis) filters the
+	// tasks it reads for a page, and reads a bounded number of them: a
+	// page filtered by owner may hold fewer tasks than Limit, even none,
+	// and still have a Next. Follow Next until it is "" to see them all.
+	Owner string
+	// Since and Until keep the tasks that entered their current state
+	// (TaskSummary.ChangedAt; for a finished task, when it ended) in the
+	// range [Since, Until): Since inclusive, Until exclusive, both to the
+	// millisecond, as listings order tasks. A zero time leaves that end
+	// open. Until before Since is an invalid query.
+	Since, Until time.Time
 	// Limit is the most tasks of the page, 1 to MaxListLimit; zero means
 	// DefaultListLimit.
 	Limit int
 	// Cursor continues a listing after the page whose TaskPage.Next it
-	// is; "" starts at the newest task.
+	// is; "" starts at the newest task. A cursor holds its position only:
+	// pass the same filters with it.
 	Cursor string
+}
+
+// Match reports whether o selects the task s: its state, flow, owner and
+// time range (not its cursor).
+func (o *ListOptions) Match(s *TaskSummary) bool {
+	if o.State != "" && s.State != o.State || o.Flow != "" && s.Flow != o.Flow || o.Owner != "" && s.Owner != o.Owner {
+		return false
+	}
+	at := s.ChangedAt().UnixMilli()
+	return (o.Since.IsZero() || at >= o.Since.UnixMilli()) && (o.Until.IsZero() || at < o.Until.UnixMilli())
+}
+
+// checkRange validates a time range [since, until).
+func checkRange(since, until time.Time) error {
+	if !since.IsZero() && !until.IsZero() && until.UnixMilli() < since.UnixMilli() {
+		return fmt.Errorf("%w: until %s is before since %s", ErrInvalidQuery,
+			until.UTC().Format(time.RFC3339Nano), since.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
 }
 
 // check validates o and fills in the default limit.
 func (o *ListOptions) check() error {
 	if o.State != "" && !o.State.Valid() {
 		return fmt.Errorf("%w: unknown state %q (want PENDING, PROGRESS, SUCCESS or FAILURE)", ErrInvalidQuery, o.State)
+	}
+	if err := checkRange(o.Since, o.Until); err != nil {
+		return err
 	}
 	if o.Limit == 0 {
 		o.Limit = DefaultListLimit
@@ -144,7 +179,9 @@ type TaskPage struct {
 type TaskLister interface {
 	// ListTasks lists the tasks that o selects (o is valid, its limit
 	// set) newest first, as TaskPage says. A cursor it did not issue
-	// gives an error wrapping ErrInvalidQuery.
+	// gives an error wrapping ErrInvalidQuery. A filter it has no index
+	// for (the owner) it applies to a bounded number of tasks per page,
+	// so that the page may hold fewer than o.Limit with a Next.
 	ListTasks(ctx context.Context, o ListOptions) (TaskPage, error)
 	// TaskStats counts the tasks: every field of Stats but the depth
 	// (Ready, Delayed, Running: see DepthReader) and Workers.
@@ -167,9 +204,14 @@ type History interface {
 // HistoryQuery selects finished tasks from a History.
 type HistoryQuery struct {
 	// State is SUCCESS, FAILURE or "" for both; Flow is a flow's name or
-	// "" for all.
+	// "" for all; Owner is an owner (Task.Owner, exactly) or "" for all.
 	State progress.State
 	Flow  string
+	Owner string
+	// Since and Until keep the tasks that ended in [Since, Until): Since
+	// inclusive, Until exclusive; a zero time leaves that end open. Until
+	// before Since is an invalid query.
+	Since, Until time.Time
 	// Before bounds the listing: only tasks that ended before it.
 	Before time.Time
 	// Limit is the most tasks of the page (1 to MaxListLimit); Cursor is

@@ -84,13 +84,13 @@ const historyPrefix = "h."
 
 // List lists the tasks that o selects, newest first, one page at a time:
 // see ListOptions and TaskPage. A state that is not one of the four, a
-// limit out of range or a cursor this Inspector did not issue gives an
-// error wrapping ErrInvalidQuery.
+// limit out of range, Until before Since or a cursor this Inspector did
+// not issue gives an error wrapping ErrInvalidQuery.
 //
 // With a History (InspectorConfig.History), a listing of all states or of
 // SUCCESS or FAILURE goes on into it once the backend's tasks are listed:
 // the tasks that ended before the oldest one the backend listed, newest
-// first.
+// first, with the same filters (flow, state, owner, time range).
 func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
 	if err := o.check(); err != nil {
 		return TaskPage{}, err
@@ -135,7 +135,8 @@ func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
 // fromHistory lists a page of the History after the tasks listed already
 // on this page.
 func (i *Inspector) fromHistory(ctx context.Context, o ListOptions, before time.Time, cursor string, listed []TaskSummary) (TaskPage, error) {
-	hp, err := i.history.ListHistory(ctx, HistoryQuery{State: o.State, Flow: o.Flow, Before: before, Limit: o.Limit, Cursor: cursor})
+	hp, err := i.history.ListHistory(ctx, HistoryQuery{State: o.State, Flow: o.Flow, Owner: o.Owner, Since: o.Since, Until: o.Until,
+		Before: before, Limit: o.Limit, Cursor: cursor})
 	if err != nil {
 		return TaskPage{}, fmt.Errorf("queue: list the history: %w", err)
 	}
@@ -203,7 +204,7 @@ func (i *Inspector) listAll(ctx context.Context, o ListOptions) (TaskPage, error
 	page := TaskPage{Tasks: []TaskSummary{}}
 	kept := all[:0]
 	for _, s := range all {
-		if (o.State == "" || s.State == o.State) && (o.Flow == "" || s.Flow == o.Flow) && (after == nil || after.Precedes(&s)) {
+		if o.Match(&s) && (after == nil || after.Precedes(&s)) {
 			kept = append(kept, s)
 		}
 	}

@@ -3,6 +3,7 @@ package queuetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -25,6 +26,8 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"ListsNewestFirstWithFilters", testListFilters},
 		{"PagesWithStableCursors", testListPaging},
 		{"RefusesBadQueries", testListBadQueries},
+		{"ListsByOwner", testListOwner},
+		{"ListsByTimeRange", testListTimeRange},
 		{"Stats", testStats},
 		{"StatsCountsRetryWaitAsDelayed", testStatsRetryWait},
 		{"StatsCancelledWaiting", testStatsCancelledWaiting},
@@ -202,6 +205,10 @@ func testListFilters(t *testing.T, h *harness) {
 		{"flow ok, SUCCESS", queue.ListOptions{Flow: "ok", State: progress.StateSuccess}, ids["ok"]},
 		{"flow ok, FAILURE", queue.ListOptions{Flow: "ok", State: progress.StateFailure}, nil},
 		{"unknown flow", queue.ListOptions{Flow: "nope"}, nil},
+		{"owner user:ada", queue.ListOptions{Owner: "user:ada"}, ids["ok"]},
+		{"owner user:ada, flow ok", queue.ListOptions{Owner: "user:ada", Flow: "ok"}, ids["ok"]},
+		{"owner user:ada, FAILURE", queue.ListOptions{Owner: "user:ada", State: progress.StateFailure}, nil},
+		{"owner user", queue.ListOptions{Owner: "user"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			list := listAll(t, in, tc.o)
@@ -266,6 +273,8 @@ func testListBadQueries(t *testing.T, h *harness) {
 		{Cursor: "bogus"},
 		{Cursor: "123.not a valid id"},
 		{Cursor: "-5.abc"},
+		{Since: time.Now(), Until: time.Now().Add(-time.Second)},
+		{Until: time.Unix(100, 0), Since: time.Unix(101, 0), Owner: "x"},
 	} {
 		_, err := in.List(ctx, o)
 		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "List %+v", o)
@@ -576,4 +585,137 @@ func testInspectorDead(t *testing.T, h *harness) {
 	require.Len(t, page.Tasks, 1)
 	assert.Equal(t, newID, page.Tasks[0].ID, "the re-queued task ended last")
 	assert.Equal(t, ids["bad"][0], page.Tasks[0].RequeuedFrom)
+}
+
+// listPages lists every page of o like listAll, and checks each page: at
+// most o.Limit tasks, each one that o selects. A page may hold fewer
+// tasks than the limit, even none, and still have a next one.
+func listPages(t *testing.T, in *queue.Inspector, o queue.ListOptions) []queue.TaskSummary {
+	t.Helper()
+	var all []queue.TaskSummary
+	for range 1000 {
+		page, err := in.List(context.Background(), o)
+		require.NoError(t, err, "List %+v", o)
+		require.LessOrEqual(t, len(page.Tasks), o.Limit, "the page is over its limit")
+		for _, s := range page.Tasks {
+			require.True(t, o.Match(&s), "List %+v listed %+v", o, s)
+		}
+		all = append(all, page.Tasks...)
+		if page.Next == "" {
+			return all
+		}
+		require.NotEqual(t, o.Cursor, page.Next, "the cursor did not move")
+		o.Cursor = page.Next
+	}
+	require.FailNow(t, "listing did not end")
+	return nil
+}
+
+// testListOwner: a listing by owner lists every task of that owner and
+// no other, page after page, whatever the page size, among many tasks of
+// other owners.
+func testListOwner(t *testing.T, h *harness) {
+	h.declare("owned", "other")
+	owners := map[string][]string{}
+	var every []string
+	for i := range 40 {
+		owner := ""
+		switch i % 10 {
+		case 3:
+			owner = "user:ada"
+		case 7:
+			owner = "user:bob"
+		case 9:
+			owner = "user:adam"
+		}
+		time.Sleep(time.Millisecond)
+		id := h.enqueue("owned", "", queue.EnqueueOptions{Owner: owner})
+		owners[owner] = append(owners[owner], id)
+		every = append(every, id)
+	}
+	otherID := h.enqueue("other", "", queue.EnqueueOptions{Owner: "user:bob"})
+	in := h.inspector()
+	for _, limit := range []int{1, 2, 3, 50} {
+		for _, tc := range []struct {
+			name string
+			o    queue.ListOptions
+			want []string
+		}{
+			{"ada", queue.ListOptions{Owner: "user:ada"}, owners["user:ada"]},
+			{"adam", queue.ListOptions{Owner: "user:adam"}, owners["user:adam"]},
+			{"bob", queue.ListOptions{Owner: "user:bob"}, append(slices.Clone(owners["user:bob"]), otherID)},
+			{"bob, flow owned", queue.ListOptions{Owner: "user:bob", Flow: "owned"}, owners["user:bob"]},
+			{"bob, flow other", queue.ListOptions{Owner: "user:bob", Flow: "other"}, []string{otherID}},
+			{"ada, PENDING", queue.ListOptions{Owner: "user:ada", State: progress.StatePending}, owners["user:ada"]},
+			{"ada, SUCCESS", queue.ListOptions{Owner: "user:ada", State: progress.StateSuccess}, nil},
+			{"nobody", queue.ListOptions{Owner: "user:nobody"}, nil},
+			{"no owner filter", queue.ListOptions{Flow: "owned"}, every},
+		} {
+			t.Run(fmt.Sprintf("%s/limit %d", tc.name, limit), func(t *testing.T) {
+				tc.o.Limit = limit
+				requireListed(t, tc.want, listPages(t, in, tc.o), tc.name)
+			})
+		}
+	}
+}
+
+// testListTimeRange: a listing by time range lists the tasks that
+// entered their current state (TaskSummary.ChangedAt; a finished task,
+// when it ended) from Since, inclusive, to Until, exclusive, to the
+// millisecond, in every state, alone and with the other filters.
+func testListTimeRange(t *testing.T, h *harness) {
+	ids, release := h.mixedTasks()
+	defer release()
+	in := h.inspector()
+	all := listAll(t, in, queue.ListOptions{})
+	require.Len(t, all, 8)
+	at := func(i int) time.Time { return all[i].ChangedAt().Truncate(time.Millisecond) }
+	// want lists the tasks of all that o selects, by their summaries.
+	want := func(o queue.ListOptions) []string {
+		var out []string
+		for _, s := range all {
+			if o.Match(&s) {
+				out = append(out, s.ID)
+			}
+		}
+		return out
+	}
+	newest, oldest := at(0), at(len(all)-1)
+	cases := []struct {
+		name string
+		o    queue.ListOptions
+	}{
+		{"since the fourth", queue.ListOptions{Since: at(3)}},
+		{"until the fourth", queue.ListOptions{Until: at(3)}},
+		{"from the sixth to the second", queue.ListOptions{Since: at(5), Until: at(1)}},
+		{"since the oldest", queue.ListOptions{Since: oldest}},
+		{"until just after the newest", queue.ListOptions{Until: newest.Add(time.Millisecond)}},
+		{"until the newest", queue.ListOptions{Until: newest}},
+		{"since just after the newest", queue.ListOptions{Since: newest.Add(time.Millisecond)}},
+		{"until the oldest", queue.ListOptions{Until: oldest}},
+		{"empty range", queue.ListOptions{Since: at(3), Until: at(3)}},
+		{"sub-millisecond bounds", queue.ListOptions{Since: at(5).Add(999 * time.Microsecond), Until: at(1).Add(time.Microsecond)}},
+		{"SUCCESS since the oldest ok", queue.ListOptions{State: progress.StateSuccess, Since: at(7)}},
+		{"FAILURE until the newest", queue.ListOptions{State: progress.StateFailure, Until: newest}},
+		{"PENDING since the oldest", queue.ListOptions{State: progress.StatePending, Since: oldest}},
+		{"flow ok, range", queue.ListOptions{Flow: "ok", Since: at(7), Until: at(5)}},
+		{"owner, range", queue.ListOptions{Owner: "user:ada", Since: oldest, Until: at(4)}},
+		{"an hour ago to now", queue.ListOptions{Since: time.Now().Add(-time.Hour), Until: time.Now().Add(time.Minute)}},
+		{"tomorrow", queue.ListOptions{Since: time.Now().Add(24 * time.Hour)}},
+		{"before 1971", queue.ListOptions{Until: time.Unix(365*24*3600, 0)}},
+	}
+	for _, tc := range cases {
+		for _, limit := range []int{1, 3, 100} {
+			t.Run(fmt.Sprintf("%s/limit %d", tc.name, limit), func(t *testing.T) {
+				o := tc.o
+				o.Limit = limit
+				requireListed(t, want(o), listPages(t, in, o), tc.name)
+			})
+		}
+	}
+	// The cases above cut through the tasks of every state.
+	assert.Len(t, want(queue.ListOptions{Since: at(5), Until: at(1)}), 4)
+	assert.Len(t, want(queue.ListOptions{Until: newest}), 7, "Until is exclusive")
+	assert.Len(t, want(queue.ListOptions{Since: oldest}), 8, "Since is inclusive")
+	assert.NotEmpty(t, ids["later"])
 }

@@ -74,7 +74,8 @@ const MaxFetch = maxBatch
 // len(flows)]; 90% of the tasks succeeded, 5% failed, 3% run and 2% wait.
 // They were enqueued spacing apart, from start on (all in one millisecond
 // for a spacing of zero); each started 10 ms after it was enqueued and
-// ended 20 ms after. The hashes do not expire.
+// ended 20 ms after. Every third task (i % 3 == 0) has the owner
+// "user:ada", the others none. The hashes do not expire.
 func BulkLoad(ctx context.Context, b *Backend, n int, flows []string, start time.Time, spacing time.Duration) error {
 	c := b.client
 	const chunk = 2000
@@ -90,6 +91,9 @@ func BulkLoad(ctx context.Context, b *Backend, n int, flows []string, start time
 			started, ended := enq.Add(10*time.Millisecond), enq.Add(20*time.Millisecond)
 			t := &queue.Task{ID: id, Flow: flow, Inputs: json.RawMessage(`{"topic":"the sea"}`), Attempt: 1,
 				MaxAttempts: 3, Timeout: time.Minute, EnqueuedAt: enq}
+			if i%3 == 0 {
+				t.Owner = "user:ada"
+			}
 			state, status, pct, at := progress.StateSuccess, "Completed", "100", ended
 			switch p := i % 100; {
 			case p >= 98:

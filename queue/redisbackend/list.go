@@ -36,16 +36,26 @@ func compareIndexed(a, b indexed) int {
 // summaryFields are the fields of a task's hash a listing reads.
 var summaryFields = [...]string{recRec, recAttempt, recCancelled, fieldState, fieldStatus, fieldProgress, fieldStarted, fieldEnded, recHandBacks}
 
+// ownerScan is how many index members a page filtered by owner reads,
+// per task of its limit: the index has no owner, so such a page reads
+// ownerScan*Limit members, newest first, and keeps those of the owner.
+const ownerScan = 4
+
 // ListTasks implements queue.TaskLister from the task index (see
 // index.go): the index of o.Flow, or the queue's for all flows. Each rank
 // that o.State selects (all four when it is "") gives the page's worth of
-// members after the cursor, newest first, in one ZRANGE BYSCORE REV LIMIT
-// each, and the newest of them all make the page; then the page's task
-// hashes are read (one HMGET each). That is two round trips, and a number
-// of commands and a cost that depend on the page's size, not on the
-// number of tasks the index holds. A member found wrong against its hash
-// (its task gone, or in another state) is repaired and the page read
-// again, at most twice.
+// members after the cursor and within o's time range (a range of scores),
+// newest first, in one ZRANGE BYSCORE REV LIMIT each, and the newest of
+// them all make the page; then the page's task hashes are read (one HMGET
+// each). That is two round trips, and a number of commands and a cost
+// that depend on the page's size, not on the number of tasks the index
+// holds. A member found wrong against its hash (its task gone, or in
+// another state) is repaired and the page read again, at most twice.
+//
+// The index has no owner: with o.Owner set, a page reads ownerScan times
+// o.Limit members and keeps the tasks of the owner, so that it may hold
+// fewer than o.Limit tasks, or none, with a Next that goes on after the
+// last member read.
 func (b *Backend) ListTasks(ctx context.Context, o queue.ListOptions) (queue.TaskPage, error) {
 	var after *queue.Cursor
 	if o.Cursor != "" {
@@ -66,19 +76,27 @@ func (b *Backend) ListTasks(ctx context.Context, o queue.ListOptions) (queue.Tas
 	if o.Limit < 1 || o.Limit > queue.MaxListLimit {
 		return queue.TaskPage{}, fmt.Errorf("%w: limit %d out of range 1-%d", queue.ErrInvalidQuery, o.Limit, queue.MaxListLimit)
 	}
+	span, ok := spanOf(o.Since, o.Until)
+	if !ok {
+		return queue.TaskPage{Tasks: []queue.TaskSummary{}}, nil
+	}
 	key := b.indexKey()
 	if o.Flow != "" {
 		key = b.flowIndexKey(o.Flow)
 	}
+	scan := o.Limit
+	if o.Owner != "" {
+		scan = ownerScan * o.Limit
+	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	for try := 0; ; try++ {
-		members, err := b.members(ctx, key, ranks, after, o.Limit+1)
+		members, err := b.members(ctx, key, ranks, span, after, scan+1)
 		if err != nil {
 			return queue.TaskPage{}, err
 		}
-		more := len(members) > o.Limit
-		members = members[:min(len(members), o.Limit)]
+		more := len(members) > scan
+		members = members[:min(len(members), scan)]
 		tasks, wrong, err := b.summaries(ctx, members)
 		if err != nil {
 			return queue.TaskPage{}, err
@@ -91,34 +109,68 @@ func (b *Backend) ListTasks(ctx context.Context, o queue.ListOptions) (queue.Tas
 				continue
 			}
 		}
-		page := queue.TaskPage{Tasks: make([]queue.TaskSummary, 0, len(tasks))}
-		for i, s := range tasks {
-			if s != nil && (o.State == "" || s.State == o.State) {
-				page.Tasks = append(page.Tasks, *s)
-			}
-			if more && i == len(tasks)-1 {
-				m := members[i]
-				page.Next = queue.Cursor{At: time.UnixMilli(m.ms), ID: m.id}.String()
-			}
-		}
-		return page, nil
+		return pageOf(o, members, tasks, more), nil
 	}
 }
 
-// members returns up to n members of the ranks of key after the cursor
-// (all when nil), newest first. One ZRANGE per rank, in one round trip;
-// each reads from the cursor's millisecond on, which holds the cursor's
-// own task (so it asks for one more) and any that entered their state in
-// the same millisecond: when more of those are at or before the cursor
-// than the one, that rank is read on, page after page.
-func (b *Backend) members(ctx context.Context, key string, ranks []int64, after *queue.Cursor, n int) ([]indexed, error) {
+// pageOf makes the page of o from the members read and their summaries
+// (nil for a member found wrong), more telling whether the index holds
+// more members after them: the tasks that o selects, up to o.Limit, and
+// a Next after the last member kept (the page is full) or read.
+func pageOf(o queue.ListOptions, members []indexed, tasks []*queue.TaskSummary, more bool) queue.TaskPage {
+	page := queue.TaskPage{Tasks: make([]queue.TaskSummary, 0, min(len(tasks), o.Limit))}
+	next := func(m indexed) string { return queue.Cursor{At: time.UnixMilli(m.ms), ID: m.id}.String() }
+	for i, s := range tasks {
+		if s == nil || !o.Match(s) {
+			continue
+		}
+		page.Tasks = append(page.Tasks, *s)
+		if len(page.Tasks) == o.Limit {
+			if more || i < len(members)-1 {
+				page.Next = next(members[i])
+			}
+			return page
+		}
+	}
+	if more && len(members) > 0 {
+		page.Next = next(members[len(members)-1])
+	}
+	return page
+}
+
+// span is a listing's time range as Unix ms, both ends inclusive.
+type span struct{ from, to int64 }
+
+// spanOf is the span of the range [since, until), each zero time open;
+// ok is false when the range is empty.
+func spanOf(since, until time.Time) (s span, ok bool) {
+	s = span{from: 0, to: timeMask}
+	if !since.IsZero() {
+		s.from = max(since.UnixMilli(), 0)
+	}
+	if !until.IsZero() {
+		s.to = min(until.UnixMilli()-1, timeMask)
+	}
+	return s, s.from <= s.to
+}
+
+// members returns up to n members of the ranks of key within span after
+// the cursor (all when nil), newest first. One ZRANGE per rank, in one
+// round trip; each reads from the cursor's millisecond on, which holds
+// the cursor's own task (so it asks for one more) and any that entered
+// their state in the same millisecond: when more of those are at or
+// before the cursor than the one, that rank is read on, page after page.
+func (b *Backend) members(ctx context.Context, key string, ranks []int64, sp span, after *queue.Cursor, n int) ([]indexed, error) {
 	c := b.client
-	from, ask := int64(timeMask), n
+	to, ask := sp.to, n
 	if after != nil {
-		from, ask = min(after.At.UnixMilli(), timeMask), n+1
+		to, ask = min(after.At.UnixMilli(), sp.to), n+1
+	}
+	if to < sp.from {
+		return nil, nil // the cursor is past the range
 	}
 	zrange := func(rank int64, offset int) rueidis.Completed {
-		return c.B().Zrange().Key(key).Min(formatScore(indexScore(rank, from))).Max(formatScore(indexScore(rank, 0))).
+		return c.B().Zrange().Key(key).Min(formatScore(indexScore(rank, to))).Max(formatScore(indexScore(rank, sp.from))).
 			Byscore().Rev().Limit(int64(offset), int64(ask)).Withscores().Build()
 	}
 	cmds := make(rueidis.Commands, len(ranks))
@@ -136,7 +188,7 @@ func (b *Backend) members(ctx context.Context, key string, ranks []int64, after 
 			for _, z := range got {
 				rank, ms := splitScore(z.Score)
 				m := indexed{id: z.Member, rank: rank, ms: ms}
-				if after != nil && (ms > from || ms == from && m.id >= after.ID) {
+				if after != nil && (ms > after.At.UnixMilli() || ms == after.At.UnixMilli() && m.id >= after.ID) {
 					continue // at or before the cursor
 				}
 				all = append(all, m)

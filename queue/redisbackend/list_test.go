@@ -77,6 +77,61 @@ func TestListTasksPagesThroughTies(t *testing.T) {
 	}
 }
 
+// TestListTasksByOwnerReadsABoundedPage lists the tasks of one owner
+// among many of others: each page reads at most four times its limit of
+// index members, so some pages hold fewer tasks than the limit, or none,
+// with a next cursor, and the pages together hold every task of the
+// owner, newest first, and no other.
+func TestListTasksByOwnerReadsABoundedPage(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	start := time.Now().Add(-time.Hour)
+	require.NoError(t, redisbackend.BulkLoad(ctx, b, 200, []string{"a", "b"}, start, time.Millisecond))
+	all := pageAll(t, b, queue.ListOptions{Limit: queue.MaxListLimit})
+	require.Len(t, all, 200)
+	for _, o := range []queue.ListOptions{
+		{Limit: 1}, {Limit: 5}, {Limit: 50}, {Flow: "b", Limit: 3}, {State: progress.StateSuccess, Limit: 7},
+		{Limit: 2, Since: start.Add(50 * time.Millisecond), Until: start.Add(150 * time.Millisecond)},
+	} {
+		t.Run(fmt.Sprintf("%+v", o), func(t *testing.T) {
+			whole, err := b.ListTasks(ctx, queue.ListOptions{Flow: o.Flow, State: o.State, Since: o.Since, Until: o.Until, Limit: queue.MaxListLimit})
+			require.NoError(t, err)
+			var want []string
+			for _, s := range whole.Tasks {
+				if s.Owner == "user:ada" {
+					want = append(want, s.ID)
+				}
+			}
+			require.NotEmpty(t, want)
+			o.Owner = "user:ada"
+			var got []string
+			short := 0
+			for pages := 0; ; pages++ {
+				require.Less(t, pages, 1000, "the listing does not end")
+				page, err := b.ListTasks(ctx, o)
+				require.NoError(t, err)
+				require.LessOrEqual(t, len(page.Tasks), o.Limit)
+				for _, s := range page.Tasks {
+					require.Equal(t, "user:ada", s.Owner, "%+v", s)
+					got = append(got, s.ID)
+				}
+				if page.Next == "" {
+					break
+				}
+				if len(page.Tasks) < o.Limit {
+					short++
+				}
+				o.Cursor = page.Next
+			}
+			assert.Equal(t, want, got, "every task of the owner, once, newest first")
+			if o.Limit == 1 {
+				assert.Positive(t, short, "a page read four members, none of them the owner's, and went on")
+			}
+		})
+	}
+}
+
 // TestListTasksRepairsTheIndex checks that a listing removes the index
 // entries of tasks that are gone and moves those whose state changed
 // behind the index's back, then lists what is true.
@@ -125,10 +180,11 @@ func TestListTasksRepairsTheIndex(t *testing.T) {
 
 // BenchmarkListTasks lists a page of 100 tasks out of 1,000 and out of
 // 1,000,000 (loaded by BulkLoad, not run), newest first and from the
-// middle of the listing, with and without filters, and reports the Redis
-// commands per page (INFO commandstats). A page costs the same at both
-// sizes: one ZRANGE per state the filter selects and one HMGET per task
-// listed.
+// middle of the listing, with and without filters (state, flow, time
+// range, owner), and reports the Redis commands per page (INFO
+// commandstats). A page costs the same at both sizes: one ZRANGE per
+// state the filter selects and one HMGET per task listed (per member
+// read, for an owner: four times the limit).
 //
 //	go test -run '^$' -bench BenchmarkListTasks -benchtime 200x ./queue/redisbackend/
 func BenchmarkListTasks(b *testing.B) {
@@ -154,6 +210,12 @@ func BenchmarkListTasks(b *testing.B) {
 			{"state=SUCCESS/middle", queue.ListOptions{State: progress.StateSuccess, Cursor: middle.String()}},
 			{"flow=poem", queue.ListOptions{Flow: "poem"}},
 			{"flow=poem,state=FAILURE", queue.ListOptions{Flow: "poem", State: progress.StateFailure}},
+			// The middle half of the load's time span.
+			{"since,until", queue.ListOptions{Since: start.Add(time.Duration(n/4) * time.Millisecond), Until: start.Add(time.Duration(3*n/4) * time.Millisecond)}},
+			{"state=SUCCESS,since,until/middle", queue.ListOptions{State: progress.StateSuccess,
+				Since: start.Add(time.Duration(n/4) * time.Millisecond), Until: start.Add(time.Duration(3*n/4) * time.Millisecond), Cursor: middle.String()}},
+			// A third of the tasks are ada's: a page reads 400 members.
+			{"owner=user:ada", queue.ListOptions{Owner: "user:ada"}},
 		} {
 			q.o.Limit = 100
 			b.Run(fmt.Sprintf("tasks=%d/%s", n, q.name), func(b *testing.B) {
