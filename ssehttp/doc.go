@@ -19,7 +19,7 @@
 //
 // With Config.Inspector set, the operators' routes too (see Operators):
 //
-//	GET  /tasks/?state=&flow=&limit=&cursor=   200 {"tasks": [...], "next_cursor": "..."}
+//	GET  /tasks/?state=&flow=&owner=&since=&until=&limit=&cursor=   200 {"tasks": [...], "next_cursor": "..."}
 //	GET  /stats/                               200 {"counts", "flows", "ready", "workers", "last_minute", ...}
 //	GET  /dead/?limit=                         200 {"tasks": [{"task_id", "flow", "reason", "attempts", "buried_at"}]}
 //	POST /dead/{id}/requeue/                   200 {"task_id": "<new id>", "requeued_from": "<id>"}
@@ -115,9 +115,15 @@
 //
 // GET /tasks/ lists tasks newest first (by the time each entered its
 // current state), filtered by state (PENDING, PROGRESS, SUCCESS, FAILURE;
-// any case) and flow, limit tasks at a time (1 to 1000, 50 by default);
-// pass the next_cursor of a page as cursor for the next, which has none
-// after the last. Each task is {"task_id", "flow", "state", "progress",
+// any case), flow, owner (exactly) and time: since and until are RFC 3339
+// times and keep the tasks that entered their state (a finished task:
+// ended) at or after since and before until. It lists limit tasks at a
+// time (1 to 1000, 50 by default); pass the next_cursor of a page as
+// cursor for the next, with the same filters, which has none after the
+// last. A page filtered by owner may hold fewer tasks than limit, even
+// none, and still have a next_cursor (a Redis queue has no index by
+// owner). A malformed time, or until before since, is answered 400.
+// Authorize sees the flow and owner filters in Access. Each task is {"task_id", "flow", "state", "progress",
 // "status", "attempt", "max_attempts", "hand_backs", "owner",
 // "requeued_from", "cancelled", "enqueued_at", "started_at", "ended_at"}
 // (see queue.TaskSummary). POST /cancel-tasks/ asks every pending and running

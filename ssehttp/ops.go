@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -28,7 +29,8 @@ type Inspector interface {
 // operators (Principal.Operator) may use them; Authorize then decides with
 // the action, so that a host may allow some operators some of them.
 const (
-	// ActionList: GET /tasks/. Access.Flow is the flow filter, if any.
+	// ActionList: GET /tasks/. Access.Flow is the flow filter and
+	// Access.Owner the owner filter, if any.
 	ActionList Action = "list"
 	// ActionStats: GET /stats/.
 	ActionStats Action = "stats"
@@ -108,6 +110,22 @@ func limitParam(w http.ResponseWriter, q url.Values, def int) (int, bool) {
 	return n, true
 }
 
+// timeParam reads the time parameter name of q, an RFC 3339 time (with
+// or without fractional seconds), the zero time when absent; anything
+// else is answered with 400.
+func timeParam(w http.ResponseWriter, q url.Values, name string) (time.Time, bool) {
+	v, ok := q[name]
+	if !ok {
+		return time.Time{}, true
+	}
+	at, err := time.Parse(time.RFC3339, v[0])
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %q is not an RFC 3339 time (like 2026-12-06T05:00:00Z)", name, v[0]))
+		return time.Time{}, false
+	}
+	return at, true
+}
+
 // stateParam reads the state parameter: one of the four states, in any
 // case, or "".
 func stateParam(q url.Values) progress.State {
@@ -129,9 +147,10 @@ func (h *Handler) queryError(w http.ResponseWriter, r *http.Request, what string
 	h.backendError(w, r, what, err)
 }
 
-// listTasks serves GET /tasks/: a page of tasks, newest first.
+// listTasks serves GET /tasks/?state=&flow=&owner=&since=&until=&limit=&cursor=:
+// a page of tasks, newest first (see queue.ListOptions).
 func (h *Handler) listTasks(w http.ResponseWriter, r *http.Request) {
-	q, ok := query(w, r, "state", "flow", "limit", "cursor")
+	q, ok := query(w, r, "state", "flow", "owner", "since", "until", "limit", "cursor")
 	if !ok {
 		return
 	}
@@ -139,8 +158,17 @@ func (h *Handler) listTasks(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	o := queue.ListOptions{State: stateParam(q), Flow: q.Get("flow"), Limit: limit, Cursor: q.Get("cursor")}
-	if !h.operator(w, r, Access{Action: ActionList, Flow: o.Flow}) {
+	since, ok := timeParam(w, q, "since")
+	if !ok {
+		return
+	}
+	until, ok := timeParam(w, q, "until")
+	if !ok {
+		return
+	}
+	o := queue.ListOptions{State: stateParam(q), Flow: q.Get("flow"), Owner: q.Get("owner"), Since: since, Until: until,
+		Limit: limit, Cursor: q.Get("cursor")}
+	if !h.operator(w, r, Access{Action: ActionList, Flow: o.Flow, Owner: o.Owner}) {
 		return
 	}
 	page, err := h.cfg.Inspector.List(r.Context(), o)

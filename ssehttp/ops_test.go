@@ -294,6 +294,11 @@ func TestOperatorRoutesBadInput(t *testing.T) {
 		{"GET", "/tasks/?stat=SUCCESS", `unknown parameter "stat"`},
 		{"GET", "/tasks/?flow=a&flow=b", `parameter "flow" given more than once`},
 		{"GET", "/tasks/?%zz", "malformed query string"},
+		{"GET", "/tasks/?since=yesterday", `since "yesterday" is not an RFC 3339 time`},
+		{"GET", "/tasks/?until=2026-13-01T00:00:00Z", `until "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
+		{"GET", "/tasks/?since=2026-12-06", `since "2026-12-06" is not an RFC 3339 time`},
+		{"GET", "/tasks/?since=2026-12-06T06:00:00Z&until=2026-12-06T05:00:00Z", "until 2026-12-06T05:00:00Z is before since 2026-12-06T06:00:00Z"},
+		{"GET", "/tasks/?owner=a&owner=b", `parameter "owner" given more than once`},
 		{"GET", "/stats/?verbose=1", `unknown parameter "verbose"`},
 		{"GET", "/dead/?limit=5000", `limit "5000"`},
 		{"POST", "/cancel-tasks/", "name a state"},
@@ -318,6 +323,71 @@ func TestOperatorRoutesBadInput(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode, "the task route is still the task's: %s", body)
 	resp, body = e.post(t, "/tasks/", "")
 	assert.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode, "%s", body)
+}
+
+// TestListByOwnerAndTime checks GET /tasks/?owner=&since=&until=: the
+// tasks of one owner, those that entered their state in [since, until),
+// and the owner filter shown to the authorizer.
+func TestListByOwnerAndTime(t *testing.T) {
+	var mu sync.Mutex
+	var seen []ssehttp.Access
+	e := newEnv(t, envOptions{config: ssehttp.Config{
+		Identify: bearerIdentify,
+		Authorize: func(r *http.Request, a ssehttp.Access) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, a)
+			return nil
+		},
+	}})
+	var ids []string
+	for _, user := range []string{"ada", "bob", "ada", "bob"} {
+		time.Sleep(3 * time.Millisecond) // the order is to the millisecond
+		id := e.startAs(t, user, "poem_flow")
+		e.waitTerminal(t, id)
+		ids = append(ids, id)
+	}
+	list := func(query string) listPage {
+		t.Helper()
+		resp, body := e.as(t, "op", "GET", "/tasks/?"+query, "")
+		require.Equal(t, http.StatusOK, resp.StatusCode, "GET /tasks/?%s: %s", query, body)
+		var p listPage
+		decode(t, body, &p)
+		return p
+	}
+	all := list("")
+	require.Equal(t, []string{ids[3], ids[2], ids[1], ids[0]}, all.ids())
+	endOf := func(i int) string { return all.Tasks[i].EndedAt.UTC().Format(time.RFC3339Nano) }
+
+	mu.Lock()
+	seen = nil
+	mu.Unlock()
+	p := list("owner=ada")
+	assert.Equal(t, []string{ids[2], ids[0]}, p.ids())
+	for _, task := range p.Tasks {
+		assert.Equal(t, "ada", task.Owner)
+	}
+	mu.Lock()
+	require.Len(t, seen, 1)
+	assert.Equal(t, ssehttp.Access{Action: ssehttp.ActionList, Principal: ssehttp.Principal{ID: "op", Operator: true}, Owner: "ada"}, seen[0])
+	mu.Unlock()
+
+	// all.Tasks[i] is ids[3-i]: since the end of ids[1], until that of
+	// ids[3]: ids[1] and ids[2].
+	q := url.Values{"since": {endOf(2)}, "until": {endOf(0)}}
+	assert.Equal(t, []string{ids[2], ids[1]}, list(q.Encode()).ids())
+	q.Set("owner", "bob")
+	assert.Equal(t, []string{ids[1]}, list(q.Encode()).ids())
+	q.Set("limit", "1")
+	q.Del("owner")
+	p = list(q.Encode())
+	assert.Equal(t, []string{ids[2]}, p.ids())
+	require.NotEmpty(t, p.NextCursor)
+	q.Set("cursor", p.NextCursor)
+	assert.Equal(t, []string{ids[1]}, list(q.Encode()).ids())
+	assert.Empty(t, list("owner=nobody").ids())
+	// An RFC 3339 time with an offset names the same instant.
+	assert.Equal(t, []string{ids[3]}, list(url.Values{"since": {all.Tasks[0].EndedAt.In(time.FixedZone("", 5*3600)).Format(time.RFC3339Nano)}}.Encode()).ids())
 }
 
 // TestOperatorRoutesAreForOperators checks who may use the operators'
