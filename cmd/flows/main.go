@@ -9,8 +9,11 @@
 //
 // Commands:
 //
-//	ls       [-state S] [-flow F] [-limit N] [-cursor C] [-all]
-//	                           tasks, newest first (-all: every page)
+//	ls       [-state S] [-flow F] [-owner O] [-since T] [-until T]
+//	         [-limit N] [-cursor C] [-all]
+//	                           tasks, newest first (-all: every page);
+//	                           -since and -until take an RFC 3339 time
+//	                           or a duration ago (-since 24h)
 //	show     [-follow] ID      one task: record, snapshot, steps, result;
 //	                           -follow prints its events live until it ends
 //	stats                      counts by state and flow, depth, workers,
@@ -74,7 +77,8 @@ func main() {
 const usage = `usage: flows [-redis URL] [-prefix P] [-queue Q] [-json] <command> [flags] [args]
 
 commands:
-  ls       [-state S] [-flow F] [-limit N] [-cursor C] [-all]   tasks, newest first
+  ls       [-state S] [-flow F] [-owner O] [-since T] [-until T]
+           [-limit N] [-cursor C] [-all]                        tasks, newest first
   show     [-follow] ID                                         one task (-follow: live)
   stats                                                         counts, depth, workers, last minute
   cancel   ID... | -state S -flow F [-limit N]                  ask tasks to stop

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -286,6 +287,8 @@ func TestCommands(t *testing.T) {
 			{"show"}, {"show", "a", "b"}, {"cancel"}, {"cancel", "-flow", "ok", ok},
 			{"cancel", "-state", "SUCCESS"}, {"dead", "-limit", "0"}, {"requeue"}, {"-bogus", "ls"},
 			{"-redis", "nope://x", "ls"},
+			{"ls", "-since", "yesterday"}, {"ls", "-until", "-1h"}, {"ls", "-since", "2026-12-06"},
+			{"ls", "-since", "1h", "-until", "2h"},
 		} {
 			code, _, errs := f.flows(t, args...)
 			assert.Equal(t, exitUsage, code, "flows %q: %s", args, errs)
@@ -294,6 +297,61 @@ func TestCommands(t *testing.T) {
 		code, _, errs := run(context.Background(), []string{"ls"}, &bytes.Buffer{}, &bytes.Buffer{}, func(string) string { return "" }), "", ""
 		assert.Equal(t, exitUsage, code, "without Redis: %s", errs)
 	})
+}
+
+// TestListByOwnerAndTime checks ls -owner, -since and -until: RFC 3339
+// times or durations ago, the filters repeated in the line that lists
+// the next page, and the JSON of the same form.
+func TestListByOwnerAndTime(t *testing.T) {
+	f := newFixture(t)
+	var ids []string
+	for _, owner := range []string{"ada", "bob", "ada", "bob", "ada"} {
+		id := f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{Owner: owner})
+		f.wait(t, id, ended)
+		ids = append(ids, id)
+	}
+	listed := func(args ...string) []string {
+		t.Helper()
+		code, out, errs := f.flows(t, append([]string{"-json", "ls"}, args...)...)
+		require.Equal(t, exitOK, code, errs)
+		var page queue.TaskPage
+		require.NoError(t, json.Unmarshal([]byte(out), &page), out)
+		var got []string
+		for _, s := range page.Tasks {
+			got = append(got, s.ID)
+		}
+		return got
+	}
+	assert.Equal(t, []string{ids[4], ids[2], ids[0]}, listed("-owner", "ada"))
+	assert.Equal(t, []string{ids[3], ids[1]}, listed("-owner", "bob", "-all", "-limit", "1"))
+	assert.Empty(t, listed("-owner", "nobody"))
+	assert.Len(t, listed("-since", "1h"), 5, "a duration ago")
+	assert.Empty(t, listed("-until", "1h"))
+
+	// The times the tasks ended bound a range: since that of ids[1],
+	// until that of ids[3].
+	var page queue.TaskPage
+	code, out, errs := f.flows(t, "-json", "ls")
+	require.Equal(t, exitOK, code, errs)
+	require.NoError(t, json.Unmarshal([]byte(out), &page))
+	require.Len(t, page.Tasks, 5)
+	endOf := func(i int) string { return page.Tasks[4-i].EndedAt.UTC().Format(time.RFC3339Nano) }
+	assert.Equal(t, []string{ids[2], ids[1]}, listed("-since", endOf(1), "-until", endOf(3)))
+	assert.Equal(t, []string{ids[2]}, listed("-owner", "ada", "-since", endOf(1), "-until", endOf(3)))
+
+	code, out, errs = f.flows(t, "ls", "-owner", "ada", "-since", endOf(0), "-limit", "1")
+	require.Equal(t, exitOK, code, errs)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3, out)
+	assert.Regexp(t, `^ID\s+FLOW\s+STATE\s+PROGRESS\s+ATTEMPT\s+SINCE\s+STATUS$`, lines[0])
+	assert.Regexp(t, `^`+ids[4]+`\s+ok\s+SUCCESS\s+`, lines[1])
+	assert.Regexp(t, `^more: flows ls -owner ada -since `+regexp.QuoteMeta(endOf(0))+` -cursor \S+$`, lines[2])
+	// The line lists the next page.
+	args := strings.Fields(strings.TrimPrefix(lines[2], "more: flows "))
+	code, out, errs = f.flows(t, args...)
+	require.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^`+ids[2]+`\s+ok\s+SUCCESS\s+`, out)
+	assert.NotContains(t, out, ids[1])
 }
 
 // TestShowFollow follows tasks live to their end: the exit code says how

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -17,6 +18,9 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 	fs := flags("ls")
 	state := fs.String("state", "", "keep the tasks in this state: PENDING, PROGRESS, SUCCESS or FAILURE")
 	flowName := fs.String("flow", "", "keep the tasks of this flow")
+	owner := fs.String("owner", "", "keep the tasks of this owner (exactly)")
+	since := fs.String("since", "", "keep the tasks that entered their state (ended, if finished) at or after this time: RFC 3339 or a duration ago (24h)")
+	until := fs.String("until", "", "keep the tasks that entered their state (ended, if finished) before this time: RFC 3339 or a duration ago (1h)")
 	limit := fs.Int("limit", queue.DefaultListLimit, "tasks per page, 1 to 1000")
 	cursor := fs.String("cursor", "", "start after this cursor (the next cursor of a page)")
 	all := fs.Bool("all", false, "list every page")
@@ -29,7 +33,15 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 	if *limit < 1 || *limit > queue.MaxListLimit {
 		return usagef("-limit %d out of range 1-%d", *limit, queue.MaxListLimit)
 	}
-	o := queue.ListOptions{State: progress.State(strings.ToUpper(*state)), Flow: *flowName, Limit: *limit, Cursor: *cursor}
+	now := c.now()
+	o := queue.ListOptions{State: progress.State(strings.ToUpper(*state)), Flow: *flowName, Owner: *owner, Limit: *limit, Cursor: *cursor}
+	var err error
+	if o.Since, err = timeFlag("since", *since, now); err != nil {
+		return err
+	}
+	if o.Until, err = timeFlag("until", *until, now); err != nil {
+		return err
+	}
 	var tasks []queue.TaskSummary
 	var next string
 	for {
@@ -55,9 +67,12 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 	}
 	if len(tasks) == 0 {
 		fmt.Fprintln(c.out, "no tasks")
+		if next != "" {
+			// A page by owner may hold none and go on.
+			fmt.Fprintf(c.out, "more: %s\n", moreCommand(o, next))
+		}
 		return nil
 	}
-	now := c.now()
 	w := c.table()
 	row(w, "ID", "FLOW", "STATE", "PROGRESS", "ATTEMPT", "SINCE", "STATUS")
 	for _, t := range tasks {
@@ -72,9 +87,61 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 		return err
 	}
 	if next != "" {
-		fmt.Fprintf(c.out, "more: flows ls -cursor %s\n", next)
+		fmt.Fprintf(c.out, "more: %s\n", moreCommand(o, next))
 	}
 	return nil
+}
+
+// timeFlag reads the value v of the time flag name: "" for none, an RFC
+// 3339 time, or a duration (24h, 90m) that means that long before now.
+func timeFlag(name, v string, now time.Time) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if at, err := time.Parse(time.RFC3339, v); err == nil {
+		return at, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return time.Time{}, usagef("-%s %q is neither an RFC 3339 time (2026-12-06T05:00:00Z) nor a duration ago (24h)", name, v)
+	}
+	return now.Add(-d), nil
+}
+
+// moreCommand is the command line that lists the page after the one o
+// listed, whose next cursor is next: the same filters (a time as the
+// instant it stood for; a cursor holds a position, not the filters) and
+// the cursor.
+func moreCommand(o queue.ListOptions, next string) string {
+	cmd := []string{"flows", "ls"}
+	add := func(flag, v string) {
+		if v != "" {
+			cmd = append(cmd, "-"+flag, shellQuote(v))
+		}
+	}
+	add("state", string(o.State))
+	add("flow", o.Flow)
+	add("owner", o.Owner)
+	if !o.Since.IsZero() {
+		add("since", o.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if !o.Until.IsZero() {
+		add("until", o.Until.UTC().Format(time.RFC3339Nano))
+	}
+	add("cursor", next)
+	return strings.Join(cmd, " ")
+}
+
+// shellQuote quotes v for a POSIX shell when it holds anything but
+// letters, digits and -_.:/+@=.
+func shellQuote(v string) string {
+	plain := strings.IndexFunc(v, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-_.:/+@=", r))
+	}) < 0
+	if plain {
+		return v
+	}
+	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }
 
 // showJSON is what show -json prints: the task's queue record and its
