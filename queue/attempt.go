@@ -13,7 +13,8 @@ type AttemptEnd string
 
 // The ways an attempt ends without ending its task. The first three
 // count against the task's MaxAttempts; the hand-backs, which are no
-// fault of the flow's, do not (see Counts).
+// fault of the flow's, do not (see Counts). EndHooksPending is the end of
+// a lease after its task ended: neither an attempt nor a hand-back.
 const (
 	// EndFailed: the flow returned an error that is retried.
 	EndFailed AttemptEnd = "failed"
@@ -36,17 +37,24 @@ const (
 	// (a backend leased it more tasks than it asked for). It does not
 	// count.
 	EndHandedBack AttemptEnd = "handed back"
+	// EndHooksPending: the task had ended, and a finish hook asked for
+	// the hooks to run again later (ErrRetryHooks); the worker gave the
+	// task back for that. It does not count, and it is no hand-back
+	// either: a Backend's Retry counts it in Task.HookRetries instead of
+	// Task.HandBacks.
+	EndHooksPending AttemptEnd = "finish hooks to run again"
 )
 
 // Counts reports whether an attempt that ended this way counts against
 // the task's MaxAttempts. A hand-back that is no fault of the flow's (its
 // worker shut down, the progress store could not be reached, the worker
 // had not asked for the task) does not: a Backend's Retry counts it in
-// Task.HandBacks instead, and the task gets one run more. Any other end,
+// Task.HandBacks instead, and the task gets one run more. Nor does
+// EndHooksPending, which Retry counts in Task.HookRetries. Any other end,
 // "" and the ends this package does not know of included, counts.
 func (e AttemptEnd) Counts() bool {
 	switch e {
-	case EndShutdown, EndStoreDown, EndHandedBack:
+	case EndShutdown, EndStoreDown, EndHandedBack, EndHooksPending:
 		return false
 	}
 	return true
@@ -68,6 +76,8 @@ func (e AttemptEnd) describe(n int) string {
 		return fmt.Sprintf("attempt %d could not record its progress", n)
 	case EndHandedBack:
 		return fmt.Sprintf("attempt %d was handed back before it ran", n)
+	case EndHooksPending:
+		return fmt.Sprintf("lease %d gave the ended task back for its finish hooks", n)
 	case "":
 		return fmt.Sprintf("attempt %d did not finish", n)
 	}

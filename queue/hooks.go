@@ -2,8 +2,10 @@ package queue
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/flowsrun/flows/progress"
@@ -11,8 +13,21 @@ import (
 
 // FinishHook is code a host runs when a task ends: see
 // WorkerConfig.OnFinish for when it is called and what it may assume. An
-// error it returns is logged with the task; it changes nothing else.
+// error it returns is logged with the task; it changes nothing else,
+// unless it wraps ErrRetryHooks.
+//
+// A hook that could not do its work for now (the database it writes to
+// is away) returns an error wrapping ErrRetryHooks: then the worker does
+// not acknowledge the task but gives it back to the backend, and the
+// lease that takes it next, after a pause, finds it ended and calls the
+// hooks again, every one of them (Finished.FoundEnded), until none asks
+// for that (see WorkerConfig.MaxHookRetries for the bound).
 type FinishHook func(ctx context.Context, f Finished) error
+
+// ErrRetryHooks is what a FinishHook wraps in its error to have the
+// hooks of the task run again later: see FinishHook. The task's state is
+// recorded already and stays as it is; its flow does not run again.
+var ErrRetryHooks = errors.New("queue: run the finish hooks again later")
 
 // Finished is what a FinishHook learns of a task that has reached SUCCESS
 // or FAILURE. Hooks must treat it as read-only: the hooks of one task
@@ -22,7 +37,11 @@ type Finished struct {
 	// inputs, EnqueuedAt (when the task was accepted), RequeuedFrom, and
 	// Attempt, the number of the lease the hook runs under. When
 	// FoundEnded is set that lease did not run the flow: Attempt is then
-	// one more than the run that ended the task, if any ran.
+	// one more than the run that ended the task, if any ran. The leases
+	// that only ran the hooks again (ErrRetryHooks) are left out of it:
+	// after HookRetries of them, Attempt is the lease's number less
+	// HookRetries - 1 (a lease lost after the end, say to a worker's
+	// death, is not left out).
 	Task *Task
 	// Snapshot is the task's final snapshot, as the store holds it after
 	// the terminal event: State is SUCCESS or FAILURE, Details.Status
@@ -52,17 +71,29 @@ type Finished struct {
 // recorded, with snap its final snapshot; found says that the worker
 // found it ended (Finished.FoundEnded). All of them together get
 // FinishHookTimeout: past it the worker stops waiting and goes on with
-// the task; the hooks' context is cancelled, those not called yet are
-// skipped, and the goroutine calling them is left to end on its own.
-// Errors and panics are logged.
-func (j *job) runHooks(snap progress.Snapshot, found bool) {
+// the task, once the hook in progress has had hookGrace to return (one
+// that gives up as its context ends is heard); the hooks' context is
+// cancelled, those not called yet are skipped, and the goroutine calling
+// them is left to end on its own. Errors and panics are logged. It
+// reports whether a hook asked for the hooks to run again
+// (ErrRetryHooks).
+func (j *job) runHooks(snap progress.Snapshot, found bool) (again bool) {
 	w := j.w
+	task := j.task
+	if n := task.HookRetries; n > 1 {
+		// The leases that only ran the hooks again are left out of the
+		// attempt the hooks see (see Finished.Task).
+		c := *task
+		c.Attempt -= n - 1
+		task = &c
+	}
 	f := Finished{
-		Task: j.task, Snapshot: snap, Worker: w.cfg.Name,
+		Task: task, Snapshot: snap, Worker: w.cfg.Name,
 		StartedAt: j.startedAt, EndedAt: time.Now(), FoundEnded: found,
 	}
 	ctx, cancel := context.WithTimeout(j.base, w.cfg.FinishHookTimeout)
 	defer cancel()
+	var retry atomic.Bool
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -71,25 +102,68 @@ func (j *job) runHooks(snap progress.Snapshot, found bool) {
 				j.logger().Error("flows: finish hook skipped: the hooks' time is up", "hook", i)
 				continue
 			}
-			j.callHook(ctx, i, hook, f)
+			if j.callHook(ctx, i, hook, f) {
+				retry.Store(true)
+			}
 		}
 	}()
 	select {
 	case <-done:
+		return retry.Load()
 	case <-ctx.Done():
+	}
+	grace := time.NewTimer(hookGrace(w.cfg.FinishHookTimeout))
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
 		j.logger().Error("flows: finish hooks did not return in time; going on without them",
 			"timeout", w.cfg.FinishHookTimeout, "hooks", len(w.hooks))
 	}
+	return retry.Load()
 }
 
-// callHook calls hook, the i-th finish hook, and logs what goes wrong.
-func (j *job) callHook(ctx context.Context, i int, hook FinishHook, f Finished) {
+// hookGrace is how long the worker waits, once the hooks' time is up, for
+// the hook in progress to return: a tenth of their time, at most a
+// second. Within the lease, since FinishHookTimeout is at most half of
+// it.
+func hookGrace(timeout time.Duration) time.Duration { return min(timeout/10, time.Second) }
+
+// callHook calls hook, the i-th finish hook, and logs what goes wrong. It
+// reports whether the hook asked for the hooks to run again.
+func (j *job) callHook(ctx context.Context, i int, hook FinishHook, f Finished) (again bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			j.logger().Error("flows: finish hook panicked", "hook", i, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 		}
 	}()
-	if err := hook(ctx, f); err != nil {
-		j.logger().Error("flows: finish hook failed", "hook", i, "state", f.Snapshot.State, "err", err)
+	err := hook(ctx, f)
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, ErrRetryHooks):
+		j.logger().Warn("flows: finish hook failed; the hooks will run again later", "hook", i, "state", f.Snapshot.State, "err", err)
+		return true
 	}
+	j.logger().Error("flows: finish hook failed", "hook", i, "state", f.Snapshot.State, "err", err)
+	return false
+}
+
+// hooksAgain gives an ended task back for its finish hooks to run again
+// (EndHooksPending) after the worker's Backoff of its hook retries so
+// far plus one, and reports true; past WorkerConfig.MaxHookRetries it
+// logs that it gives up and reports false: the caller then acknowledges
+// (or buries) the task as it would have.
+func (j *job) hooksAgain() bool {
+	n := j.task.HookRetries + 1
+	if n > j.w.cfg.MaxHookRetries {
+		j.logger().Error("flows: finish hooks still ask to run again; giving up on them",
+			"hook_retries", j.task.HookRetries)
+		return false
+	}
+	delay := max(j.w.cfg.Backoff(n), 0)
+	j.logger().Warn("flows: giving the ended task back for its finish hooks to run again",
+		"retry_in", delay, "hook_retries", n)
+	j.giveBack(time.Now().Add(delay), EndHooksPending)
+	return true
 }

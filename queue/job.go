@@ -140,6 +140,14 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	store = &fencedStore{Store: store, j: j}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
 
+	// A task known to have ended is not started, nor checked against its
+	// attempts and hand-backs: its hooks run again. It is one given back
+	// for its hooks (HookRetries), or the backend read its state with the
+	// lease.
+	if t.HookRetries > 0 || ld.state.Terminal() {
+		j.alreadyEnded()
+		return
+	}
 	if t.Cancelled {
 		j.cancelled()
 		return
@@ -181,10 +189,7 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		// The backend, which is the store, read the state as it leased
 		// the task (see stateFetcher): no need to learn it by recording
 		// the start first. The start goes with the flow's first events.
-		if ld.state.Terminal() {
-			j.alreadyEnded()
-			return
-		}
+		// (A terminal state was handled above.)
 		j.rep.Report(start...)
 		j.run(entry.Flow)
 		return

@@ -317,7 +317,10 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 	now := time.Now()
 	mt.token = ""
 	mt.task.PreviousEnd = why
-	if !why.Counts() {
+	switch {
+	case why == EndHooksPending:
+		mt.task.HookRetries++
+	case !why.Counts():
 		mt.task.HandBacks++
 	}
 	// The task gives its slot back: its next attempt waits for one.

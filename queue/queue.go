@@ -33,7 +33,8 @@
 // that ends it, after the end is recorded and before the task is
 // acknowledged: at least once (again after a crash), so they must be
 // idempotent; an error or a panic of a hook is logged and changes
-// nothing:
+// nothing, except an error wrapping ErrRetryHooks, which has the task
+// come back later, ended, for its hooks to run again:
 //
 //	worker := queue.NewWorker(backend, nil, queue.WorkerConfig{
 //		OnFinish: []queue.FinishHook{func(ctx context.Context, f queue.Finished) error {
@@ -149,6 +150,12 @@ type Task struct {
 	// the backend's Retry. They spend none of MaxAttempts; a worker bounds
 	// them apart (WorkerConfig.MaxHandBacks).
 	HandBacks int `json:"hand_backs,omitempty"`
+	// HookRetries counts the times the task, once ended, was given back
+	// for its finish hooks to run again (EndHooksPending, see
+	// ErrRetryHooks): set by the backend's Retry. Each is a lease of its
+	// own (Attempt goes up), but neither an attempt nor a hand-back; a
+	// worker bounds them apart (WorkerConfig.MaxHookRetries).
+	HookRetries int `json:"hook_retries,omitempty"`
 	// MaxAttempts bounds the runs of the task that count, runs cut short
 	// by a worker's death among them, hand-backs not (see Runs).
 	MaxAttempts int `json:"max_attempts"`
@@ -267,8 +274,9 @@ type Backend interface {
 	// cancelled task is ready at once (see Cancel). why says how the
 	// attempt ended: the next lease of the task carries it in
 	// Task.PreviousEnd, and when it does not count (why.Counts() is
-	// false) the task's HandBacks one higher. It returns ErrLeaseLost when
-	// l is no longer valid, and then counts nothing.
+	// false) the task's HandBacks one higher, or for EndHooksPending its
+	// HookRetries. It returns ErrLeaseLost when l is no longer valid, and
+	// then counts nothing.
 	Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error
 
 	// Get returns the stored task, or ErrNotFound. A task stays readable

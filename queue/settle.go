@@ -153,15 +153,19 @@ func (j *job) end(reason string, bury bool) {
 // recorded handles a task whose terminal state this worker has just
 // recorded: it runs the finish hooks, if any, with the final snapshot,
 // then buries the task (a FAILURE, if bury is set, with reason) or
-// acknowledges it. If the snapshot cannot be read, the task is given back:
-// the worker that leases it next finds it ended (see ended).
+// acknowledges it; unless a hook asked for the hooks to run again, which
+// gives the task back (see hooksAgain). If the snapshot cannot be read,
+// the task is given back: the worker that leases it next finds it ended
+// (see ended).
 func (j *job) recorded(bury bool, reason string) {
 	if len(j.w.hooks) > 0 {
 		snap, ok := j.snapshot()
 		if !ok {
 			return
 		}
-		j.runHooks(snap, false)
+		if j.runHooks(snap, false) && j.hooksAgain() {
+			return
+		}
 	}
 	if bury {
 		j.bury(reason)
@@ -197,12 +201,12 @@ func (j *job) snapshot() (progress.Snapshot, bool) {
 }
 
 // ended handles a task found ended, whose snapshot snap is terminal: the
-// finish hooks run, if any; then a FAILURE that an earlier attempt could
-// not bury is buried, with its recorded reason, and anything else is
-// acknowledged.
+// finish hooks run, if any (and may give the task back again, see
+// hooksAgain); then a FAILURE that an earlier attempt could not bury is
+// buried, with its recorded reason, and anything else is acknowledged.
 func (j *job) ended(snap progress.Snapshot) {
-	if len(j.w.hooks) > 0 {
-		j.runHooks(snap, true)
+	if len(j.w.hooks) > 0 && j.runHooks(snap, true) && j.hooksAgain() {
+		return
 	}
 	if snap.State == progress.StateFailure && snap.Details.Status != StatusCancelled {
 		j.bury(snap.Details.Status)

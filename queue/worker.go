@@ -32,6 +32,10 @@ const (
 	// because the progress store cannot be reached keeps coming back for
 	// about eight hours.
 	DefaultMaxHandBacks = 100
+	// DefaultMaxHookRetries: with DefaultBackoff, a task whose finish
+	// hooks keep asking to run again (ErrRetryHooks) comes back for
+	// about a day.
+	DefaultMaxHookRetries = 300
 )
 
 // WorkerConfig configures a Worker. The zero value is usable: each zero
@@ -116,8 +120,20 @@ type WorkerConfig struct {
 	// expired is dropped without hooks.
 	//
 	// A hook's error or panic is logged and changes nothing: the task's
-	// state stands, and it is acknowledged all the same. The hooks of a
-	// task get FinishHookTimeout in all. With hooks the worker records a
+	// state stands, and it is acknowledged all the same; unless the error
+	// wraps ErrRetryHooks. Then the worker gives the ended task back to
+	// the backend instead (Backend.Retry with EndHooksPending, which
+	// spends none of its attempts and hand-backs), to be leased again
+	// after Backoff of n, n being its hook retries so far plus one (with
+	// DefaultBackoff: 1 s, doubling up to 5 min); the worker that leases
+	// it finds it ended and calls every hook again, FoundEnded set, and
+	// acknowledges it once none asks again, or past MaxHookRetries. The
+	// flow does not run again and the task's state does not change. So a
+	// hook that writes to a database that is away for hours keeps the
+	// task coming back until the database is there again; each pause
+	// costs a lease (on Redis, the fetch and a retry script) and one call
+	// of the hooks per task. The hooks of a task get FinishHookTimeout in
+	// all, each time. With hooks the worker records a
 	// success, reads the final snapshot, runs the hooks and then
 	// acknowledges the task: on Redis, two round trips more per task
 	// than without, where the success and its acknowledgement go in one.
@@ -130,6 +146,13 @@ type WorkerConfig struct {
 	// Lease/2, so that the task's lease outlasts its hooks (NewWorker
 	// panics otherwise).
 	FinishHookTimeout time.Duration
+
+	// MaxHookRetries bounds the times one task is given back for its
+	// finish hooks to run again (see OnFinish, Task.HookRetries). Past
+	// it the worker logs that it gives up on the hooks and acknowledges
+	// (or buries) the task as it would have. Zero means
+	// DefaultMaxHookRetries.
+	MaxHookRetries int
 
 	// Heartbeat is how often the worker writes itself into the backend's
 	// worker registry (see WorkerRegistry), once per interval whatever
@@ -314,6 +337,9 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	}
 	if cfg.MaxHandBacks <= 0 {
 		cfg.MaxHandBacks = DefaultMaxHandBacks
+	}
+	if cfg.MaxHookRetries <= 0 {
+		cfg.MaxHookRetries = DefaultMaxHookRetries
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -108,6 +108,43 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		assert.Equal(t, 5, got.HandBacks, "the hand-back of the held lease only")
 	})
 
+	t.Run("HookRetriesAreNoHandBacks", func(t *testing.T) {
+		b, _ := newBackends(t)
+		task := newTask()
+		enqueue(t, b, task)
+		ctx := context.Background()
+
+		// A task given back for its finish hooks (it has ended) counts
+		// that apart from its hand-backs; each such lease is one all
+		// the same.
+		l := fetchOne(t, b, time.Minute)
+		require.NoError(t, b.Retry(ctx, l, time.Now(), queue.EndStoreDown))
+		l = fetchOne(t, b, time.Minute)
+		assert.False(t, queue.EndHooksPending.Counts(), "no attempt")
+		for i := 1; i <= 2; i++ {
+			require.NoError(t, b.Retry(ctx, l, time.Now(), queue.EndHooksPending))
+			l = fetchOne(t, b, time.Minute)
+			assert.Equal(t, 2+i, l.Task.Attempt)
+			assert.Equal(t, queue.EndHooksPending, l.Task.PreviousEnd)
+			assert.Equal(t, i, l.Task.HookRetries)
+			assert.Equal(t, 1, l.Task.HandBacks, "a hook retry is no hand-back")
+		}
+		got, err := b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, 2, got.HookRetries, "Get tells the hook retries")
+
+		// Given back for later, it waits for its time.
+		stale := *l
+		require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), queue.EndHooksPending))
+		requireNothingReady(t, b)
+		// A Retry with a lease that is no longer held counts nothing.
+		assert.ErrorIs(t, b.Retry(ctx, &stale, time.Now(), queue.EndHooksPending), queue.ErrLeaseLost)
+		got, err = b.Get(ctx, task.ID)
+		require.NoError(t, err)
+		assert.Equal(t, 3, got.HookRetries, "the hook retry of the held lease only")
+		assert.Equal(t, 1, got.HandBacks)
+	})
+
 	t.Run("StaleRetryChangesNothing", func(t *testing.T) {
 		b, _ := newBackends(t)
 		task := newTask()

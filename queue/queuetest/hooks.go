@@ -265,6 +265,127 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		requireNothingReady(t, h.backend)
 	})
 
+	t.Run("RunAgainLater", func(t *testing.T) {
+		// A hook that cannot do its work yet asks for the hooks to run
+		// again: the task comes back, ended, to a later lease, which
+		// calls the hooks again, until they do not ask. Neither its
+		// attempts nor its hand-backs are spent by that.
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		ran := h.registerCounting("once")
+		h.reg.MustRegister("boom", flow.Func(func(context.Context, *flow.Task) (any, error) {
+			return nil, flow.Permanent(errors.New("broken"))
+		}))
+		const asks = 3
+		var asked sync.Map // task id -> *atomic.Int32
+		later := func(_ context.Context, f queue.Finished) error {
+			if f.Task.Flow == "settle-marker" {
+				return nil
+			}
+			n, _ := asked.LoadOrStore(f.Task.ID, new(atomic.Int32))
+			if n.(*atomic.Int32).Add(1) <= asks {
+				return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+			}
+			return nil
+		}
+		h.start(queue.WorkerConfig{
+			Concurrency: 1, MaxHandBacks: 1,
+			OnFinish: []queue.FinishHook{rec.hook, later},
+		})
+		ok := h.enqueue("once", "", queue.EnqueueOptions{MaxAttempts: 1})
+		boom := h.enqueue("boom", "", queue.EnqueueOptions{MaxAttempts: 1})
+		for _, tc := range []struct {
+			id    string
+			state progress.State
+		}{{ok, progress.StateSuccess}, {boom, progress.StateFailure}} {
+			calls := rec.waitCalls(t, tc.id, asks+1)
+			require.Len(t, calls, asks+1, "task %s", tc.id)
+			for i, c := range calls {
+				assert.Equal(t, tc.state, c.stored, "call %d: the state is recorded from the first call on", i)
+				assert.Equal(t, tc.state, c.f.Snapshot.State)
+				assert.Equal(t, i > 0, c.f.FoundEnded, "call %d", i)
+				assert.Equal(t, i > 0, c.f.StartedAt.IsZero(), "call %d: only the first call follows a run", i)
+				assert.Equal(t, i, c.f.Task.HookRetries, "call %d", i)
+				assert.Zero(t, c.f.Task.HandBacks, "call %d: hook retries are no hand-backs", i)
+				want := 1
+				if i > 0 {
+					want = 2 // one more than the run that ended the task
+				}
+				assert.Equal(t, want, c.f.Task.Attempt, "call %d: the leases that ran the hooks again are left out", i)
+			}
+		}
+		h.settle()
+		assert.Len(t, rec.of(ok), asks+1, "no call once the hooks did not ask again")
+		assert.Len(t, rec.of(boom), asks+1)
+		assert.Equal(t, int32(1), ran.Load(), "the flow is not run again")
+		snap := h.snapshot(ok)
+		assert.Equal(t, progress.StateSuccess, snap.State)
+		assert.JSONEq(t, `"ran"`, string(snap.Details.FinalResult))
+		requireOneTerminalEvent(t, h, ok)
+		requireOneTerminalEvent(t, h, boom)
+		h.requireNotBuried(ok)
+		assert.Equal(t, "broken", h.waitBuried(boom).Reason, "buried once its hooks are done, for its own reason")
+		assert.Equal(t, "broken", h.snapshot(boom).Details.Status)
+		requireNothingReady(t, h.backend)
+	})
+
+	t.Run("RunAgainAsTimeEnds", func(t *testing.T) {
+		// A hook that tries until the hooks' time is up and then asks
+		// to run again, as it returns on its context's end, is heard.
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		h.registerCounting("once")
+		var calls atomic.Int32
+		h.start(queue.WorkerConfig{
+			Concurrency: 1, FinishHookTimeout: 50 * time.Millisecond,
+			OnFinish: []queue.FinishHook{rec.hook, func(ctx context.Context, f queue.Finished) error {
+				if f.Task.Flow != "once" || calls.Add(1) > 1 {
+					return nil
+				}
+				<-ctx.Done()
+				return fmt.Errorf("still away: %w", queue.ErrRetryHooks)
+			}},
+		})
+		id := h.enqueue("once", "", queue.EnqueueOptions{})
+		calls2 := rec.waitCalls(t, id, 2)
+		assert.True(t, calls2[1].f.FoundEnded)
+		h.settle()
+		assert.Len(t, rec.of(id), 2)
+		requireNothingReady(t, h.backend)
+	})
+
+	t.Run("RunAgainIsBounded", func(t *testing.T) {
+		// Hooks that keep asking are given up on after MaxHookRetries:
+		// the task is acknowledged (or buried) as it would have been.
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		h.registerCounting("once")
+		h.reg.MustRegister("boom", flow.Func(func(context.Context, *flow.Task) (any, error) {
+			return nil, flow.Permanent(errors.New("broken"))
+		}))
+		const most = 2
+		h.start(queue.WorkerConfig{
+			Concurrency: 1, MaxHookRetries: most,
+			OnFinish: []queue.FinishHook{rec.hook, func(_ context.Context, f queue.Finished) error {
+				if f.Task.Flow == "settle-marker" {
+					return nil
+				}
+				return queue.ErrRetryHooks
+			}},
+		})
+		ok := h.enqueue("once", "", queue.EnqueueOptions{})
+		boom := h.enqueue("boom", "", queue.EnqueueOptions{})
+		rec.waitCalls(t, ok, most+1)
+		rec.waitCalls(t, boom, most+1)
+		h.settle()
+		assert.Len(t, rec.of(ok), most+1, "the first call and %d more", most)
+		assert.Len(t, rec.of(boom), most+1)
+		h.requireNotBuried(ok)
+		assert.Equal(t, "broken", h.waitBuried(boom).Reason)
+		assert.Equal(t, progress.StateSuccess, h.snapshot(ok).State)
+		requireNothingReady(t, h.backend)
+	})
+
 	t.Run("ErrorsAndPanicsChangeNothing", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		rec := newFinishes(h)

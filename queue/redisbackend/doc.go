@@ -37,7 +37,10 @@
 //	                            fetch that takes over a lease), and
 //	                            handbacks (the hand-backs that were no
 //	                            attempt, queue.Task.HandBacks: counted by
-//	                            Retry), both written only by the holder
+//	                            Retry) and hookretries (the times the
+//	                            ended task was given back for its finish
+//	                            hooks, queue.Task.HookRetries: counted by
+//	                            Retry), all written only by the holder
 //	                            of the lease, and, on a Redis Cluster,
 //	                            prevof (the attempt whose end prev
 //	                            tells, see lua/end_attempt.lua); and its

@@ -234,7 +234,8 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // delayed).
 //
 // why goes into the record's prev field, and a hand-back that is not an
-// attempt (why.Counts() is false) is counted in its handbacks field, only
+// attempt (why.Counts() is false) is counted in its handbacks field (a
+// queue.EndHooksPending in its hookretries field instead), only
 // while the lease is held: the end of a lease taken over by another
 // worker, or given back already, must not be told as the end of the
 // attempt before the current one. On a single Redis the retry script
@@ -260,7 +261,10 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	taskKey, handBack := "", ""
 	counted := false // a hand-back counted ahead of the script (Cluster)
 	if why != "" && queue.ValidID(id) {
-		if !why.Counts() {
+		switch {
+		case why == queue.EndHooksPending:
+			handBack = "hooks"
+		case !why.Counts():
 			handBack = "1"
 		}
 		if _, _, ok := parseToken(l.Token); ok && b.cluster {
@@ -284,7 +288,11 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	if err != nil {
 		if counted && errors.Is(err, queue.ErrLeaseLost) {
 			c := b.client
-			if err := c.Do(ctx, c.B().Hincrby().Key(b.taskKey(id)).Field(recHandBacks).Increment(-1).Build()).Error(); err != nil {
+			field := recHandBacks
+			if why == queue.EndHooksPending {
+				field = recHookRetries
+			}
+			if err := c.Do(ctx, c.B().Hincrby().Key(b.taskKey(id)).Field(field).Increment(-1).Build()).Error(); err != nil {
 				b.log.Warn("flows: could not take back the hand-back of a lost lease; the task gets one run more", "task_id", id, "err", err)
 			}
 		}

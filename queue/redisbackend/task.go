@@ -20,20 +20,23 @@ import (
 // once a worker gave the task back (Retry), says why that attempt ended
 // (a queue.AttemptEnd); handbacks, present once a worker gave it back
 // through no fault of its flow, counts those hand-backs
-// (queue.Task.HandBacks).
+// (queue.Task.HandBacks); hookretries, present once a worker gave the
+// ended task back for its finish hooks, counts those
+// (queue.Task.HookRetries).
 const (
-	recRec       = "rec"
-	recAttempt   = "attempt"
-	recCancelled = "cancelled"
-	recPrev      = "prev"
-	recHandBacks = "handbacks"
+	recRec         = "rec"
+	recAttempt     = "attempt"
+	recCancelled   = "cancelled"
+	recPrev        = "prev"
+	recHandBacks   = "handbacks"
+	recHookRetries = "hookretries"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
-// reports (FetchWithState), then the end of the attempt given back last
-// and the hand-backs.
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks}
+// reports (FetchWithState), then the end of the attempt given back last,
+// the hand-backs and the hook retries.
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks, recHookRetries}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -43,6 +46,7 @@ const (
 	iState
 	iPrev
 	iHandBacks
+	iHookRetries
 )
 
 // record is a task record as read: the value of each field of
@@ -473,6 +477,13 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 			return nil, false, fmt.Errorf("field handbacks: %w", err)
 		}
 		t.HandBacks = n
+	}
+	if r[iHookRetries] != "" {
+		n, err := strconv.Atoi(r[iHookRetries])
+		if err != nil {
+			return nil, false, fmt.Errorf("field hookretries: %w", err)
+		}
+		t.HookRetries = n
 	}
 	return t, true, nil
 }

@@ -19,7 +19,8 @@
 --
 -- KEYS[1] task hash
 -- ARGV[1] the lease's attempt, ARGV[2] why it ended (a queue.AttemptEnd),
---   ARGV[3] "1" if that is a hand-back that is no attempt, "" otherwise
+--   ARGV[3] "1" if that is a hand-back that is no attempt, "hooks" for
+--   queue.EndHooksPending, "" otherwise
 --
 -- Returns 1 when it recorded the end, 0 when it did not (the attempt is
 -- no longer the lease's, its end is recorded already, or the record is

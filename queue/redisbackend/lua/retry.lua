@@ -16,7 +16,7 @@
 --   longest wait of a fetcher (ms), ARGV[8] the task's hash or "" to
 --   record nothing there, ARGV[9] why the attempt ended (a
 --   queue.AttemptEnd), ARGV[10] "1" if that is a hand-back that is no
---   attempt, "" otherwise. The task's hash is on another Cluster slot than
+--   attempt, "hooks" for queue.EndHooksPending, "" otherwise. The task's hash is on another Cluster slot than
 --   the queue's keys: only a client of a single Redis passes it (a
 --   Cluster client records the end first, with end_attempt.lua).
 --

@@ -1,7 +1,9 @@
 -- Fragment: defines recordEnd(task, why, handBack), which records on the
 -- task hash task why the attempt of a lease ended (field prev, a
 -- queue.AttemptEnd) and, when handBack is "1", counts it as a hand-back
--- that is no attempt (field handbacks). A hash that is gone (the record
+-- that is no attempt (field handbacks), when it is "hooks" as a task
+-- given back for its finish hooks (field hookretries, for
+-- queue.EndHooksPending). A hash that is gone (the record
 -- expired) is left gone. The script that includes it has checked that
 -- the lease is still held: the end of a stale lease must not be told as
 -- the end of the attempt before the current one.
@@ -12,5 +14,7 @@ local function recordEnd(task, why, handBack)
   redis.call('HSET', task, 'prev', why)
   if handBack == '1' then
     redis.call('HINCRBY', task, 'handbacks', 1)
+  elseif handBack == 'hooks' then
+    redis.call('HINCRBY', task, 'hookretries', 1)
   end
 end
