@@ -3,6 +3,7 @@ package pghistory
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/flowsrun/flows/queue"
@@ -24,9 +25,13 @@ const (
 // pause of 50 ms that doubles up to 2 s, until it succeeds or ctx ends;
 // Save writes a task's row once, so trying again never makes two. The
 // worker's ctx ends after WorkerConfig.FinishHookTimeout (a third of the
-// lease by default): that is how long the database may be away without
-// a row being lost. Past it Hook returns the error of the last try that
-// did not end with ctx, which the worker logs; the task is acknowledged all the same and has no row.
+// lease by default). If the database is still away then, Hook returns
+// the error of the last try that did not end with ctx, wrapped with
+// queue.ErrRetryHooks: the worker gives the task back instead of
+// acknowledging it, and the hooks run again later, until the row is
+// written (up to WorkerConfig.MaxHookRetries, about a day by default).
+// An invalid record (ErrInvalidRecord) is refused at once, and not tried
+// again.
 func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
 	r := RecordOf(f)
 	pause := hookRetryMin
@@ -43,7 +48,7 @@ func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return last
+			return fmt.Errorf("%w: %w", queue.ErrRetryHooks, last)
 		case <-t.C:
 		}
 		pause = min(2*pause, hookRetryMax)

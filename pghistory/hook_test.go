@@ -267,8 +267,18 @@ func TestRecordOf(t *testing.T) {
 		{"ended by this lease's run", false, t0.Add(-time.Second), 3},
 		{"ended by this lease without a run", false, time.Time{}, 2},
 		{"found ended: the lease ran nothing", true, time.Time{}, 2},
+		// The worker leaves the leases that only ran the hooks again out
+		// of Task.Attempt (see queue.Finished): the third lease to run
+		// them again is the fifth, and the task is given as attempt 3.
+		{"found ended after hook retries", true, time.Time{}, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			task := task
+			if tc.name == "found ended after hook retries" {
+				c := *task
+				c.HookRetries = 3
+				task = &c
+			}
 			r := pghistory.RecordOf(queue.Finished{Task: task, Snapshot: snap, Worker: "w", FoundEnded: tc.found,
 				StartedAt: tc.started, EndedAt: t0})
 			assert.Equal(t, tc.wantAttempts, r.Attempts)

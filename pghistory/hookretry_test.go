@@ -159,9 +159,10 @@ func TestHookWaitsForTheDatabase(t *testing.T) {
 	assert.Equal(t, r.Flow, got.Flow)
 }
 
-// TestHookGivesUpWhenItsTimeEnds: a database away for longer than the
-// hook's context loses that task's row, and Hook says why.
-func TestHookGivesUpWhenItsTimeEnds(t *testing.T) {
+// TestHookAsksToRunAgainWhenItsTimeEnds: a database away for longer than
+// the hook's context has Hook ask for the hooks to run again later
+// (queue.ErrRetryHooks), saying why; the row is not written meanwhile.
+func TestHookAsksToRunAgainWhenItsTimeEnds(t *testing.T) {
 	c, through := newCutter(t, server.Database(t))
 	s, _ := openURL(t, through)
 	r := record(1)
@@ -174,6 +175,7 @@ func TestHookGivesUpWhenItsTimeEnds(t *testing.T) {
 	cancel()
 	err := <-done
 	require.Error(t, err)
+	assert.ErrorIs(t, err, queue.ErrRetryHooks)
 	assert.ErrorIs(t, err, queue.ErrUnavailable)
 
 	c.setCut(false)
@@ -190,4 +192,5 @@ func TestHookDoesNotRetryInvalidRecords(t *testing.T) {
 	err := s.Hook(context.Background(), finished(r))
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, pghistory.ErrInvalidRecord), "%v", err)
+	assert.False(t, errors.Is(err, queue.ErrRetryHooks), "an invalid record is not tried again later: %v", err)
 }

@@ -226,6 +226,25 @@ func (s *Server) Stop() {
 	_ = os.RemoveAll(s.dir)
 }
 
+// Halt stops the server and keeps its files: Resume starts it again.
+// Its clients are disconnected at once and it refuses new connections,
+// as a database that is down does. The stop is a fast shutdown, not a
+// crash: a test server does not sync its writes (see start), which a
+// crash would lose.
+func (s *Server) Halt() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := s.command(ctx, "pg_ctl", "stop", "-m", "fast", "-w", "-D", s.data()).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pgtest: pg_ctl stop: %w: %s", err, out)
+	}
+	return nil
+}
+
+// Resume starts a server that Halt stopped, on the same port, with its
+// databases as they were, and waits until it answers.
+func (s *Server) Resume() error { return s.start() }
+
 // Port returns the server's port on 127.0.0.1.
 func (s *Server) Port() int { return s.port }
 
