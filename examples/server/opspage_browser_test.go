@@ -199,6 +199,52 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		assert.ElementsMatch(t, []string{watched, stopped, failing}, rowIDs(p, "task-rows"))
 		p.chooseOps("filter-flow", "")
 		p.waitFor("every task listed again", `document.querySelectorAll('#task-rows > tr').length === 5`)
+
+		// Keyboard: an owner typed, then Enter. The example server's
+		// callers are anonymous: its tasks have no owner.
+		p.focusOn("#filter-owner")
+		p.do("type an owner", chromedp.KeyEvent("user:nobody"))
+		assert.Len(t, rowIDs(p, "task-rows"), 5, "typing alone filters nothing")
+		p.press(kb.Enter)
+		p.waitFor("no task of that owner", `document.querySelectorAll('#task-rows > tr').length === 0`)
+		p.waitFor("the listing says so", `document.getElementById('list-status').textContent === 'No tasks of user:nobody.'`)
+		assert.True(t, eval[bool](p, `performance.getEntriesByType('resource').some((e) => new URL(e.name).searchParams.get('owner') === 'user:nobody')`),
+			"the page asked for the owner's tasks")
+		assert.Equal(t, "true", eval[string](p, `document.getElementById('cancel-matching').getAttribute('aria-disabled')`),
+			"cancelling by filter takes no owner")
+		p.setInput("filter-owner", "")
+		p.waitFor("every task listed again", `document.querySelectorAll('#task-rows > tr').length === 5`)
+
+		// A time range, in local time to the minute: the tasks started in
+		// the last minute or so.
+		local := func(minutes int) string {
+			return eval[string](p, fmt.Sprintf(`(() => { const d = new Date(Date.now() + %d * 60000); d.setSeconds(0, 0);
+				return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16); })()`, minutes))
+		}
+		p.setInput("filter-until", local(-5))
+		p.waitFor("no task ended before five minutes ago", `document.querySelectorAll('#task-rows > tr').length === 0`)
+		p.waitFor("the listing says so", `document.getElementById('list-status').textContent === 'No tasks in the time range.'`)
+		p.setInput("filter-since", local(-5))
+		p.setInput("filter-until", local(5))
+		p.waitFor("every task in the last five minutes", `document.querySelectorAll('#task-rows > tr').length === 5`)
+		assert.True(t, eval[bool](p, `performance.getEntriesByType('resource').some((e) => {
+			const q = new URL(e.name).searchParams;
+			return q.has('since') && q.has('until') && Date.parse(q.get('since')) < Date.parse(q.get('until'));
+		})`), "the page sent the range as RFC 3339 times")
+		// A range that ends before it starts is refused in the page, and
+		// the listing stays as it was.
+		p.setInput("filter-since", local(10))
+		p.waitFor("To marked invalid", `document.getElementById('filter-until').getAttribute('aria-invalid') === 'true' && !document.getElementById('range-error').hidden`)
+		p.waitFor("the announcement", `document.getElementById('announcer').textContent.includes('ends before it starts')`)
+		assert.Len(t, rowIDs(p, "task-rows"), 5)
+		p.setInput("filter-since", "")
+		p.setInput("filter-until", "")
+		p.waitFor("the range cleared", `document.getElementById('filter-until').getAttribute('aria-invalid') === 'false' && document.getElementById('range-error').hidden`)
+		p.waitFor("every task listed again", `document.querySelectorAll('#task-rows > tr').length === 5 && document.getElementById('list-status').textContent === '5 tasks.'`)
+		p.chooseOps("filter-state", "PENDING")
+		p.waitFor("cancelling by filter possible again", `document.getElementById('cancel-matching').getAttribute('aria-disabled') === 'false'`)
+		p.chooseOps("filter-state", "")
+		p.waitFor("every task listed again", `document.querySelectorAll('#task-rows > tr').length === 5`)
 	})
 
 	t.Run("keyboard focus order", func(t *testing.T) {
@@ -207,13 +253,20 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		// Tab order from the top.
 		p.do("scroll to the top", chromedp.Evaluate[chromedp.Void](`document.activeElement.blur(), window.scrollTo(0, 0)`))
 		p.do("click the title", chromedp.Click(chromedp.CSS(`h1`)))
-		var order []string
-		for range 4 {
-			p.press(kb.Tab)
-			order = append(order, focused(p))
-		}
+		// A date and time input takes a Tab per part (day, month, year,
+		// hours, minutes): each element is listed once.
 		first := rowIDs(p, "task-rows")[0]
-		assert.Equal(t, []string{"filter-state", "filter-flow", "cancel-matching", "open link@" + first}, order,
+		var order []string
+		for range 30 {
+			p.press(kb.Tab)
+			if f := focused(p); len(order) == 0 || order[len(order)-1] != f {
+				order = append(order, f)
+			}
+			if order[len(order)-1] == "open link@"+first {
+				break
+			}
+		}
+		assert.Equal(t, []string{"filter-state", "filter-flow", "filter-owner", "filter-since", "filter-until", "apply-filters", "cancel-matching", "open link@" + first}, order,
 			"the filters, then the tasks: the stats hold nothing to act on")
 
 		// The skip link, first on the page, jumps to the tasks.
@@ -356,6 +409,21 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		p.setViewport(1280, 900, "dark")
 		p.screenshot(name("dark"))
 	})
+}
+
+// setInput sets the input element id to value, as a person typing it
+// and leaving the field does (a change event).
+func (p *pageTab) setInput(id, value string) {
+	p.t.Helper()
+	if !eval[bool](p, fmt.Sprintf(`(() => {
+		const i = document.getElementById(%s);
+		if (!i) return false;
+		i.value = %s;
+		i.dispatchEvent(new Event('change', { bubbles: true }));
+		return i.value === %[2]s;
+	})()`, jsString(id), jsString(value))) {
+		p.fail("cannot set %s to %q", id, value)
+	}
 }
 
 // chooseOps selects value in the select element id, as a person picking

@@ -28,6 +28,10 @@
   const updated = $('updated');
   const stateSelect = $('filter-state');
   const flowSelect = $('filter-flow');
+  const ownerInput = $('filter-owner');
+  const sinceInput = $('filter-since');
+  const untilInput = $('filter-until');
+  const rangeError = $('range-error');
   const cancelMatching = $('cancel-matching');
   const listStatus = $('list-status');
   const taskRows = $('task-rows');
@@ -321,11 +325,50 @@
     rows: new Map(), // tr by task id
   };
 
+  // The owner and time range last applied: the listing reads these, not
+  // the inputs, so that a refresh does not pick up a half-typed value or
+  // a range that ends before it starts.
+  const applied = { owner: '', since: '', until: '' };
+
+  // instant reads a datetime-local input, which holds a local time, as an
+  // RFC 3339 time in UTC; '' when it is empty or incomplete.
+  function instant(input) {
+    if (!input.value) return '';
+    const d = new Date(input.value);
+    return Number.isNaN(d.getTime()) ? '' : d.toISOString();
+  }
+
+  // applyFilters takes the owner and time range from their inputs, unless
+  // the range ends before it starts: then it marks To as invalid, says
+  // so, and returns false.
+  function applyFilters() {
+    const since = instant(sinceInput);
+    const until = instant(untilInput);
+    const bad = Boolean(since && until && until < since);
+    untilInput.setAttribute('aria-invalid', bad ? 'true' : 'false');
+    rangeError.hidden = !bad;
+    if (bad) return false;
+    applied.owner = ownerInput.value.trim();
+    applied.since = since;
+    applied.until = until;
+    return true;
+  }
+
+  // filterQuery is the query of a listing: the state and flow chosen, the
+  // owner and time range applied, and extra.
   function filterQuery(extra) {
+    const q = new URLSearchParams(cancelQuery());
+    for (const k of ['owner', 'since', 'until']) if (applied[k]) q.set(k, applied[k]);
+    for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
+    return q.toString();
+  }
+
+  // cancelQuery is the query of a cancellation by filter: the state and
+  // flow (POST cancel-tasks/ takes no owner or time range).
+  function cancelQuery() {
     const q = new URLSearchParams();
     if (stateSelect.value) q.set('state', stateSelect.value);
     if (flowSelect.value) q.set('flow', flowSelect.value);
-    for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
     return q.toString();
   }
 
@@ -377,8 +420,10 @@
   function listSummary() {
     const n = list.tasks.length;
     const what = [stateSelect.value && STATE_WORDS[stateSelect.value].toLowerCase(), flowSelect.value].filter(Boolean).join(' ');
-    if (n === 0) return `No ${what ? `${what} ` : ''}tasks.`;
-    return `${n} ${what ? `${what} ` : ''}task${n === 1 ? '' : 's'}${list.next ? ', more to load' : ''}.`;
+    const whose = [applied.owner && ` of ${applied.owner}`, (applied.since || applied.until) && ' in the time range'].filter(Boolean).join('');
+    // A page by owner may hold no task and still have more after it.
+    if (n === 0) return `No ${what ? `${what} ` : ''}tasks${whose}${list.next ? ' on this page, more to load' : ''}.`;
+    return `${n} ${what ? `${what} ` : ''}task${n === 1 ? '' : 's'}${whose}${list.next ? ', more to load' : ''}.`;
   }
 
   // renderList updates the rows in place, by task id, so that a refresh
@@ -485,12 +530,17 @@
 
   function syncCancelMatching() {
     const state = stateSelect.value;
-    const ok = (state === '' || state === 'PENDING' || state === 'PROGRESS') && (state !== '' || flowSelect.value !== '');
+    const ok = (state === '' || state === 'PENDING' || state === 'PROGRESS') && (state !== '' || flowSelect.value !== '') &&
+      !applied.owner && !applied.since && !applied.until;
     // Focusable even when it cannot act, so that its hint is read.
     cancelMatching.setAttribute('aria-disabled', ok ? 'false' : 'true');
   }
 
   function filtersChanged() {
+    if (!applyFilters()) {
+      announce(rangeError.textContent);
+      return;
+    }
     syncCancelMatching();
     loadList(true).catch((err) => announce(`Could not list the tasks: ${err.message}`));
   }
@@ -520,7 +570,7 @@
     const what = [state ? STATE_WORDS[state].toLowerCase() : 'pending and running', 'tasks', flowSelect.value && `of ${flowSelect.value}`].filter(Boolean).join(' ');
     if (!await confirmAction(`Cancel all ${what}?`, `Every ${what.replace(/tasks/, 'task')} is asked to stop, up to ${MAX_LIST} at a time.`, 'Cancel them', 'cancel-matching')) return;
     try {
-      const res = await call(`cancel-tasks/?${filterQuery()}`, 'POST');
+      const res = await call(`cancel-tasks/?${cancelQuery()}`, 'POST');
       const n = (res.cancelled || []).length;
       announce(`${n} task${n === 1 ? '' : 's'} asked to stop${res.more ? '; more are left, cancel again for them' : ''}.`);
     } catch (err) {
@@ -833,6 +883,9 @@
   });
   stateSelect.addEventListener('change', filtersChanged);
   flowSelect.addEventListener('change', filtersChanged);
+  // Typing in the owner box changes nothing until it is applied: Enter
+  // (the form's submit), Apply, or leaving the box.
+  for (const input of [ownerInput, sinceInput, untilInput]) input.addEventListener('change', filtersChanged);
   cancelMatching.addEventListener('click', cancelByFilter);
   moreButton.addEventListener('click', loadMore);
   $('detail-close').addEventListener('click', closeTask);
