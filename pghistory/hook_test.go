@@ -77,23 +77,28 @@ func waitRow(t *testing.T, s *pghistory.Store, id string) pghistory.Record {
 	}
 }
 
+// workerBackends are the backends the worker tests run on: the in-memory
+// one with its store, and Redis (a server of the test's own), which is
+// its own progress store (nil).
+var workerBackends = []struct {
+	name string
+	make func(t *testing.T) (queue.Backend, progress.Store)
+}{
+	{"memory", func(t *testing.T) (queue.Backend, progress.Store) {
+		return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+	}},
+	{"redis", func(t *testing.T) (queue.Backend, progress.Store) {
+		b, err := redisbackend.New(redistest.Start(t).Client(t), redisbackend.Config{})
+		require.NoError(t, err)
+		return b, nil
+	}},
+}
+
 // TestWorkerWritesHistory: a worker with the Hook writes one row for each
 // task it ends, on both backends: a success, a failure, and a task
 // cancelled before it ran.
 func TestWorkerWritesHistory(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		make func(t *testing.T) (queue.Backend, progress.Store)
-	}{
-		{"memory", func(t *testing.T) (queue.Backend, progress.Store) {
-			return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
-		}},
-		{"redis", func(t *testing.T) (queue.Backend, progress.Store) {
-			b, err := redisbackend.New(redistest.Start(t).Client(t), redisbackend.Config{})
-			require.NoError(t, err)
-			return b, nil
-		}},
-	} {
+	for _, tc := range workerBackends {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := open(t)
 			qb, store := tc.make(t)

@@ -13,12 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
-	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/pghistory"
 	"github.com/flowsrun/flows/pghistory/pgtest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
-	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
 )
 
@@ -44,19 +42,7 @@ func (c *counts) of(id string) int {
 // after its task ended. On both backends.
 func TestHistoryOutlivesAnOutage(t *testing.T) {
 	srv := pgtest.Start(t) // of its own: the test stops it
-	for _, tc := range []struct {
-		name string
-		make func(t *testing.T) (queue.Backend, progress.Store)
-	}{
-		{"memory", func(t *testing.T) (queue.Backend, progress.Store) {
-			return queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
-		}},
-		{"redis", func(t *testing.T) (queue.Backend, progress.Store) {
-			b, err := redisbackend.New(redistest.Start(t).Client(t), redisbackend.Config{})
-			require.NoError(t, err)
-			return b, nil
-		}},
-	} {
+	for _, tc := range workerBackends {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _ := openURL(t, srv.Database(t))
 			qb, store := tc.make(t)
