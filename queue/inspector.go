@@ -299,24 +299,80 @@ type CancelFilter struct {
 	State progress.State
 	// Flow keeps the tasks of that flow; "" keeps all.
 	Flow string
+	// Owner keeps the tasks of that owner (Task.Owner, exactly); "" keeps
+	// all. As for ListOptions.Owner, a backend without an index by owner
+	// (Redis) reads a bounded number of tasks per call: see More.
+	Owner string
+	// Since and Until keep the tasks that entered their current state
+	// (TaskSummary.ChangedAt: for a pending task, when it was enqueued or
+	// handed back) in [Since, Until), as ListOptions.Since and Until do.
+	// Until before Since is an invalid query.
+	Since, Until time.Time
 	// Limit is the most tasks cancelled by one call, 1 to MaxListLimit;
 	// zero means MaxListLimit.
 	Limit int
+	// Cursor goes on where the call whose CancelResult.Next it is
+	// stopped; "" starts at the newest task. A cursor holds its position
+	// only: pass the same filter with it.
+	Cursor string
+}
+
+// options is the listing of f in state, from cursor.
+func (f *CancelFilter) options(state progress.State, cursor string) ListOptions {
+	return ListOptions{State: state, Flow: f.Flow, Owner: f.Owner, Since: f.Since, Until: f.Until, Cursor: cursor}
 }
 
 // CancelResult is what CancelMatching did.
 type CancelResult struct {
 	// Cancelled are the ids of the tasks it asked to stop.
 	Cancelled []string `json:"cancelled"`
-	// More is set when it stopped at the filter's Limit with tasks left
-	// that the filter selects: call it again for them.
+	// More is set when it stopped with tasks left that the filter
+	// selects: at the filter's Limit, or, with an owner on a backend
+	// without an index by owner, at its bound of tasks read (then there
+	// may be none left, and a call may cancel none and still have More).
+	// Call it again with Cursor set to Next for them.
 	More bool `json:"more"`
+	// Next, when More is set, is where the call stopped: the Cursor of a
+	// call that goes on from there. A call from the start works too, but
+	// reads again the tasks this one read and did not cancel.
+	Next string `json:"next,omitempty"`
+}
+
+// cancelPages bounds the pages of a listing (ListTasks, each with its own
+// bounded cost) one CancelMatching call reads: enough for a filter the
+// backend indexes to cancel its Limit and say whether more are left, and
+// a bound on the tasks read for one it does not (the owner, on Redis).
+const cancelPages = 6
+
+// cancelCursor is the CancelResult.Next of a call that stopped at the
+// listing of state from cursor: "<state>:<the listing's cursor>".
+func cancelCursor(state progress.State, cursor string) string {
+	return string(state) + ":" + cursor
+}
+
+// parseCancelCursor reads what cancelCursor wrote: the index of its state
+// in states, and the listing's cursor.
+func parseCancelCursor(s string, states []progress.State) (int, string, error) {
+	state, cursor, ok := strings.Cut(s, ":")
+	k := slices.Index(states, progress.State(state))
+	if !ok || k < 0 {
+		return 0, "", fmt.Errorf("%w: malformed cursor %q (not one of this filter's)", ErrInvalidQuery, s)
+	}
+	if cursor != "" {
+		if _, err := ParseCursor(cursor); err != nil {
+			return 0, "", err
+		}
+	}
+	return k, cursor, nil
 }
 
 // CancelMatching asks every task that f selects to stop, as Cancel does
-// for one, newest first, up to f.Limit tasks. A task that ends meanwhile
-// is left out. A state other than PENDING, PROGRESS or "", or a limit out
-// of range, gives an error wrapping ErrInvalidQuery.
+// for one, newest first (the pending tasks, then the running ones), up
+// to f.Limit tasks, from f.Cursor. A task that ends meanwhile is left
+// out. One call reads a bounded number of pages of the listing of f (see
+// CancelResult.More). A state other than PENDING, PROGRESS or "", a limit
+// out of range, Until before Since or a cursor no call with this state
+// issued gives an error wrapping ErrInvalidQuery.
 func (i *Inspector) CancelMatching(ctx context.Context, f CancelFilter) (CancelResult, error) {
 	states := []progress.State{progress.StatePending, progress.StateProgress}
 	switch f.State {
@@ -332,48 +388,52 @@ func (i *Inspector) CancelMatching(ctx context.Context, f CancelFilter) (CancelR
 	if f.Limit < 1 || f.Limit > MaxListLimit {
 		return CancelResult{}, fmt.Errorf("%w: limit %d out of range 1-%d", ErrInvalidQuery, f.Limit, MaxListLimit)
 	}
-	res := CancelResult{Cancelled: []string{}}
-	for k, state := range states {
-		o := ListOptions{State: state, Flow: f.Flow}
-		for {
-			if len(res.Cancelled) == f.Limit {
-				more, err := i.anyListed(ctx, o, states[k+1:])
-				res.More = more
-				return res, err
-			}
-			o.Limit = f.Limit - len(res.Cancelled)
-			page, err := i.List(ctx, o)
-			if err != nil {
-				return res, err
-			}
-			for _, s := range page.Tasks {
-				err := i.broker.Cancel(ctx, s.ID)
-				switch {
-				case err == nil:
-					res.Cancelled = append(res.Cancelled, s.ID)
-				case errors.Is(err, ErrFinished), errors.Is(err, ErrNotFound):
-				default:
-					return res, err
-				}
-			}
-			if page.Next == "" {
-				break
-			}
-			o.Cursor = page.Next
+	if err := checkRange(f.Since, f.Until); err != nil {
+		return CancelResult{}, err
+	}
+	k, cursor := 0, ""
+	if f.Cursor != "" {
+		var err error
+		if k, cursor, err = parseCancelCursor(f.Cursor, states); err != nil {
+			return CancelResult{}, err
 		}
 	}
-	return res, nil
-}
-
-// anyListed reports whether o, or o from the start in one of the later
-// states, lists any task.
-func (i *Inspector) anyListed(ctx context.Context, o ListOptions, later []progress.State) (bool, error) {
-	o.Limit = 1
-	for {
-		page, err := i.List(ctx, o)
-		if err != nil || len(page.Tasks) > 0 || len(later) == 0 {
-			return len(page.Tasks) > 0, err
+	res := CancelResult{Cancelled: []string{}}
+	o := f.options(states[k], cursor)
+	for pages := 0; ; pages++ {
+		full := len(res.Cancelled) == f.Limit
+		if pages == cancelPages {
+			res.More, res.Next = true, cancelCursor(o.State, o.Cursor)
+			return res, nil
 		}
-		o.State, o.Cursor, later = later[0], "", later[1:]
+		// Once full, a page of one tells whether any task is left.
+		o.Limit = max(f.Limit-len(res.Cancelled), 1)
+		page, err := i.List(ctx, o)
+		if err != nil {
+			return res, err
+		}
+		if full && len(page.Tasks) > 0 {
+			res.More, res.Next = true, cancelCursor(o.State, o.Cursor)
+			return res, nil
+		}
+		for _, s := range page.Tasks {
+			err := i.broker.Cancel(ctx, s.ID)
+			switch {
+			case err == nil:
+				res.Cancelled = append(res.Cancelled, s.ID)
+			case errors.Is(err, ErrFinished), errors.Is(err, ErrNotFound):
+			default:
+				return res, err
+			}
+		}
+		switch {
+		case page.Next != "":
+			o.Cursor = page.Next
+		case k+1 < len(states):
+			k++
+			o.State, o.Cursor = states[k], ""
+		default:
+			return res, nil
+		}
 	}
 }

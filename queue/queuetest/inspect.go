@@ -34,6 +34,8 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"ListsHandBacks", testListHandBacks},
 		{"WorkerRegistry", testWorkerRegistry},
 		{"CancelMatching", testCancelMatching},
+		{"CancelMatchingByOwner", testCancelMatchingOwner},
+		{"CancelMatchingByTimeRange", testCancelMatchingTimeRange},
 		{"DeadAndRequeue", testInspectorDead},
 	}
 	for _, tt := range tests {
@@ -279,7 +281,11 @@ func testListBadQueries(t *testing.T, h *harness) {
 		_, err := in.List(ctx, o)
 		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "List %+v", o)
 	}
-	for _, f := range []queue.CancelFilter{{State: progress.StateSuccess}, {State: "x"}, {Limit: -2}, {Limit: queue.MaxListLimit + 1}} {
+	for _, f := range []queue.CancelFilter{{State: progress.StateSuccess}, {State: "x"}, {Limit: -2}, {Limit: queue.MaxListLimit + 1},
+		{Since: time.Now(), Until: time.Now().Add(-time.Second)},
+		{Until: time.Unix(100, 0), Since: time.Unix(101, 0), Owner: "x", Flow: "ok"},
+		{Cursor: "bogus"}, {Cursor: "PENDING:bogus"}, {Cursor: "SUCCESS:"}, {Cursor: "123.abc"},
+		{State: progress.StatePending, Cursor: "PROGRESS:"}} {
 		_, err := in.CancelMatching(ctx, f)
 		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "CancelMatching %+v", f)
 	}
@@ -562,6 +568,128 @@ func testCancelMatching(t *testing.T, h *harness) {
 	require.NoError(t, err)
 	assert.Empty(t, none.Cancelled)
 	assert.False(t, none.More)
+}
+
+// cancelAll calls CancelMatching with f until it has no more to cancel,
+// each call going on where the last stopped (CancelResult.Next), and
+// returns the ids cancelled. Each call cancels at most f.Limit tasks.
+func cancelAll(t *testing.T, in *queue.Inspector, f queue.CancelFilter) []string {
+	t.Helper()
+	var all []string
+	for range 1000 {
+		res, err := in.CancelMatching(context.Background(), f)
+		require.NoError(t, err, "CancelMatching %+v", f)
+		if f.Limit > 0 {
+			require.LessOrEqual(t, len(res.Cancelled), f.Limit, "the call went over its limit")
+		}
+		all = append(all, res.Cancelled...)
+		if !res.More {
+			require.Empty(t, res.Next, "a call with none left has no Next")
+			return all
+		}
+		require.NotEmpty(t, res.Next, "a call with more left says where to go on")
+		require.NotEqual(t, f.Cursor, res.Next, "the cursor did not move")
+		f.Cursor = res.Next
+	}
+	require.FailNow(t, "cancelling did not end")
+	return nil
+}
+
+// testCancelMatchingOwner: cancelling by owner cancels every pending task
+// of that owner, and no other, call after call, going on where the last
+// call stopped, even when the owner's tasks are few among many others.
+func testCancelMatchingOwner(t *testing.T, h *harness) {
+	h.declare("doomed", "spared")
+	var ada, adaSpared, others []string
+	for i := range 60 {
+		owner := "user:bob"
+		switch i % 15 {
+		case 0:
+			owner = "user:ada"
+		case 7:
+			owner = "user:adam"
+		}
+		time.Sleep(time.Millisecond)
+		id := h.enqueue("doomed", "", queue.EnqueueOptions{Owner: owner})
+		if owner == "user:ada" {
+			ada = append(ada, id)
+		} else {
+			others = append(others, id)
+		}
+		if i%20 == 5 {
+			adaSpared = append(adaSpared, h.enqueue("spared", "", queue.EnqueueOptions{Owner: "user:ada"}))
+		}
+	}
+	require.Len(t, ada, 4)
+	in := h.inspector()
+	got := cancelAll(t, in, queue.CancelFilter{Owner: "user:ada", Flow: "doomed", Limit: 1})
+	assert.ElementsMatch(t, ada, got, "every task of ada in flow doomed, once")
+	for _, id := range ada {
+		assert.Equal(t, progress.StateFailure, h.snapshot(id).State, "task %s of ada", id)
+	}
+	for _, id := range append(slices.Clone(others), adaSpared...) {
+		assert.Equal(t, progress.StatePending, h.snapshot(id).State, "task %s of another owner or flow", id)
+	}
+	none := cancelAll(t, in, queue.CancelFilter{Owner: "user:ada", Flow: "doomed"})
+	assert.Empty(t, none, "nothing of ada's is left in flow doomed")
+	spared := cancelAll(t, in, queue.CancelFilter{Owner: "user:ada", State: progress.StatePending, Limit: 2})
+	assert.ElementsMatch(t, adaSpared, spared, "ada's tasks of the other flow")
+	assert.Empty(t, cancelAll(t, in, queue.CancelFilter{Owner: "user:nobody", Limit: 3}))
+}
+
+// testCancelMatchingTimeRange: cancelling by time range cancels the
+// pending tasks that entered their state (were enqueued) from Since,
+// inclusive, to Until, exclusive, as a listing with that range lists
+// them, alone and with an owner.
+func testCancelMatchingTimeRange(t *testing.T, h *harness) {
+	h.declare("doomed")
+	for i := range 8 {
+		owner := ""
+		if i%2 == 0 {
+			owner = "user:ada"
+		}
+		time.Sleep(2 * time.Millisecond)
+		h.enqueue("doomed", "", queue.EnqueueOptions{Owner: owner})
+	}
+	in := h.inspector()
+	all := listAll(t, in, queue.ListOptions{State: progress.StatePending})
+	require.Len(t, all, 8)
+	at := func(i int) time.Time { return all[i].ChangedAt().Truncate(time.Millisecond) }
+	// want lists the pending tasks of all that o selects.
+	want := func(o queue.ListOptions) []string {
+		var out []string
+		for _, s := range all {
+			if h.snapshot(s.ID).State == progress.StatePending && o.Match(&s) {
+				out = append(out, s.ID)
+			}
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		f    queue.CancelFilter
+		n    int
+	}{
+		{"tomorrow on", queue.CancelFilter{Since: time.Now().Add(24 * time.Hour)}, 0},
+		{"before 1971", queue.CancelFilter{Until: time.Unix(365*24*3600, 0)}, 0},
+		{"empty range", queue.CancelFilter{Since: at(3), Until: at(3)}, 0},
+		{"owner, from the seventh to the third", queue.CancelFilter{Owner: "user:ada", Since: at(6), Until: at(2), Limit: 1}, 2},
+		{"from the sixth to the second", queue.CancelFilter{Since: at(5), Until: at(1), Limit: 1}, 2},
+		{"until the newest", queue.CancelFilter{Until: at(0), Limit: 2}, 3},
+		{"since the newest", queue.CancelFilter{Since: at(0)}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := want(queue.ListOptions{Owner: tc.f.Owner, Since: tc.f.Since, Until: tc.f.Until})
+			require.Len(t, w, tc.n, "the case cuts through the tasks as meant")
+			got := cancelAll(t, in, tc.f)
+			assert.ElementsMatch(t, w, got)
+			for _, id := range got {
+				assert.Equal(t, progress.StateFailure, h.snapshot(id).State, "task %s", id)
+			}
+		})
+	}
+	left := listAll(t, in, queue.ListOptions{State: progress.StatePending})
+	assert.Empty(t, left, "the cases cancelled every task, each once")
 }
 
 func testInspectorDead(t *testing.T, h *harness) {

@@ -132,6 +132,46 @@ func TestListTasksByOwnerReadsABoundedPage(t *testing.T) {
 	}
 }
 
+// TestCancelMatchingByOwnerReadsBoundedPages cancels the one pending
+// task of an owner beneath many of another: the index has no owner, so a
+// call reads a bounded number of pages and stops before it meets the
+// task, with nothing cancelled, More and a Next; the calls that go on
+// from each Next reach it and cancel it, and nothing else.
+func TestCancelMatchingByOwnerReadsBoundedPages(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
+	ada, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Owner: "user:ada"})
+	require.NoError(t, err)
+	for range 200 {
+		_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Owner: "user:bob"})
+		require.NoError(t, err)
+	}
+	in := queue.NewInspector(b, nil, queue.InspectorConfig{})
+	f := queue.CancelFilter{Owner: "user:ada", Limit: 1}
+	res, err := in.CancelMatching(ctx, f)
+	require.NoError(t, err)
+	assert.Empty(t, res.Cancelled, "the first call read less than the 200 newer tasks")
+	require.True(t, res.More)
+	require.NotEmpty(t, res.Next)
+	var cancelled []string
+	calls := 1
+	for res.More {
+		require.Less(t, calls, 100, "cancelling does not end")
+		f.Cursor = res.Next
+		res, err = in.CancelMatching(ctx, f)
+		require.NoError(t, err)
+		cancelled = append(cancelled, res.Cancelled...)
+		calls++
+	}
+	assert.Equal(t, []string{ada}, cancelled)
+	assert.Greater(t, calls, 2, "each call read a bounded number of tasks")
+	page, err := b.ListTasks(ctx, queue.ListOptions{State: progress.StatePending, Limit: queue.MaxListLimit})
+	require.NoError(t, err)
+	assert.Len(t, page.Tasks, 200, "bob's tasks are left")
+}
+
 // TestListTasksRepairsTheIndex checks that a listing removes the index
 // entries of tasks that are gone and moves those whose state changed
 // behind the index's back, then lists what is true.
