@@ -77,14 +77,14 @@ func (c *tripRecorder) mark() int {
 //   - the finished task itself: 4 instead of 2, as with any finish hook
 //     (the success and the acknowledgement no longer go together, and the
 //     final snapshot is read);
-//   - the notification's enqueue, with its idempotency key: 2 (the id is
-//     claimed by creating its progress record, then the task is queued);
+//   - the notification's enqueue, with its idempotency key: 1 (one
+//     script claims the id and queues the task);
 //   - the notification task's run: 4 (start, success, snapshot for the
 //     hooks, acknowledgement): it is a task like any other on a worker
 //     with hooks.
 //
-// So one channel costs 2 + 2 + 4 = 8 round trips more per finished task,
-// and each further channel 6 more. A hook run again (FoundEnded) costs 2:
+// So one channel costs 2 + 1 + 4 = 7 round trips more per finished task,
+// and each further channel 5 more. A hook run again (FoundEnded) costs 2:
 // the refused claim and the read that finds the same notification.
 func TestNotificationRoundTrips(t *testing.T) {
 	srv := redistest.Start(t)
@@ -102,7 +102,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 		notif  int // round trips naming its notification task
 	}{
 		{"no notifications", false, 2, 0},
-		{"a webhook per finished task", true, 4, 6},
+		{"a webhook per finished task", true, 4, 5},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			prefix := "rt" + strings.ReplaceAll(tt.name, " ", "")[:6]

@@ -102,7 +102,10 @@ type Broker struct {
 	// creator is set when the backend is the store and offers the
 	// one-step path.
 	creator taskCreator
-	tel     *brokerTelemetry
+	// once is creator refusing a taken id atomically, when the backend
+	// offers it: for tasks with an idempotency key.
+	once onceCreator
+	tel  *brokerTelemetry
 	// app is set when the backend is the store and appends to tasks it
 	// is given the record of.
 	app taskAppender
@@ -143,6 +146,7 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 	cfg.CallerLimits = cfg.CallerLimits.withDefaults()
 	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
 	b := &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, app: s.app, tel: newBrokerTelemetry(cfg, backend)}
+	b.once, _ = s.creator.(onceCreator)
 	if cfg.CallerLimits.On() {
 		var ok bool
 		if b.admitter, ok = backend.(callerAdmitter); !ok {

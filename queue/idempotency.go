@@ -36,8 +36,8 @@ func IdempotentID(owner, key string) string {
 
 // Bounds of the wait for the queue record of a task whose key was
 // claimed by a concurrent Enqueue that has recorded its progress but not
-// queued it yet (the two-step path; see enqueuedBefore). claimWait is a
-// variable for tests.
+// queued it yet (the two-step path of addOnce; see enqueuedBefore).
+// claimWait is a variable for tests.
 var claimWait = 5 * time.Second
 
 const (
@@ -47,11 +47,24 @@ const (
 
 // addOnce records the new task t, whose id comes from an idempotency key,
 // as PENDING and enqueues it, unless a task has that id already (see
-// enqueuedBefore). It always takes two steps: the store's Create claims
-// the id, atomically, and only then is the task queued. (The one-step
-// path may queue a task before it finds the id taken: see taskCreator.)
-// On Redis a task with a key costs a round trip more than one without.
+// enqueuedBefore). A backend that claims the id and queues the task in
+// one atomic step does both at once (onceCreator: one round trip on
+// Redis, batched with other creates). Otherwise it takes two steps: the
+// store's Create claims the id, atomically, and only then is the task
+// queued. (taskCreator's one step may queue a task before it finds the id
+// taken, so it is not used here.)
 func (b *Broker) addOnce(ctx context.Context, t *Task) error {
+	if b.once != nil {
+		err := b.once.CreateAndEnqueueOnce(ctx, t)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, progress.ErrExists):
+			return b.enqueuedBefore(ctx, t)
+		case !errors.Is(err, errors.ErrUnsupported):
+			return fmt.Errorf("queue: enqueue task: %w", err)
+		}
+	}
 	err := b.store.Create(ctx, t.ID)
 	switch {
 	case errors.Is(err, progress.ErrExists):

@@ -34,6 +34,22 @@ type taskCreator interface {
 	CreateAndEnqueue(ctx context.Context, t *Task) error
 }
 
+// onceCreator records a new task's progress and enqueues it in one
+// atomic step, refusing an id already taken: the one-step path of a task
+// with an idempotency key, whose id is derived from the key (see
+// IdempotentID).
+type onceCreator interface {
+	// CreateAndEnqueueOnce does what CreateAndEnqueue does, unless a task
+	// with t's id has a progress record: then it records and queues
+	// nothing and returns an error wrapping progress.ErrExists. It
+	// returns an error wrapping errors.ErrUnsupported, having done
+	// nothing, when it cannot take that as one step for t: the caller
+	// then takes the two steps (progress.Store.Create, then
+	// Backend.Enqueue), which no crash between can leave with the id
+	// claimed and the task never queued.
+	CreateAndEnqueueOnce(ctx context.Context, t *Task) error
+}
+
 // finisher records a task's last events and acknowledges its lease in one
 // step.
 type finisher interface {

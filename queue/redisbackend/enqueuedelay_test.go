@@ -2,6 +2,7 @@ package redisbackend_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -101,6 +102,54 @@ func TestEnqueueDelayCreatesShareAScript(t *testing.T) {
 	assert.Equal(t, n, calls["exists"], "each task's id checked")
 	assert.Equal(t, 2, calls["zadd"], "one ZADD into the queue's index, one into the flow's")
 	assert.Equal(t, want, fetchAll(t, b), "every task queued once")
+}
+
+// TestEnqueueDelayKeyedEnqueuesShareAScript: enqueues with idempotency
+// keys linger and share one create script as others do, the key's claim
+// and the queue entry in one step; a second enqueue with a key the batch
+// holds already is refused by the script and answered with the same task
+// after a read of it.
+func TestEnqueueDelayKeyedEnqueuesShareAScript(t *testing.T) {
+	srv := redistest.Start(t)
+	counter := &countingClient{Client: newClient(t, srv)}
+	b := newBackend(t, counter, redisbackend.Config{EnqueueDelay: 100 * time.Millisecond})
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "warm"}) // loads the script
+	require.NoError(t, err)
+	fetchAll(t, b)
+
+	end, asked := lingerByHand(t)
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	before := counter.trips.Load()
+	keys := []string{"k0", "k1", "k2", "k3", "k4", "k0"}
+	type result struct {
+		key, id string
+		err     error
+	}
+	results := make(chan result, len(keys))
+	for i, key := range keys {
+		go func() {
+			id, err := broker.Enqueue(context.Background(), "f", json.RawMessage(`{"x":1}`), queue.EnqueueOptions{IdempotencyKey: key})
+			results <- result{key, id, err}
+		}()
+		lingering(t, b, i+1)
+	}
+	assert.Equal(t, 100*time.Millisecond, <-asked, "the first lingers for the delay")
+	end()
+	want := map[string]bool{}
+	for range keys {
+		r := <-results
+		require.NoError(t, r.err, r.key)
+		assert.Equal(t, queue.IdempotentID("", r.key), r.id, r.key)
+		want[r.id] = true
+	}
+	calls := commandCalls(t, srv)
+	assert.Equal(t, 1, calls["evalsha"], "one create script for all")
+	assert.Equal(t, len(want), calls["xadd"], "each key's task queued once")
+	assert.EqualValues(t, 2, counter.trips.Load()-before, "the batch, and the read of the task of the key it held twice")
+	assert.Equal(t, want, fetchAll(t, b), "every key's task queued once")
 }
 
 // TestEnqueueDelayCancelledCreateWritesNothing cancels creates while they

@@ -134,11 +134,11 @@ func TestRoundTrips(t *testing.T) {
 			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err
 		}, 1},
-		{"Broker.Enqueue with an idempotency key: Create, then Enqueue", func() error {
+		{"Broker.Enqueue with an idempotency key: the create script", func() error {
 			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "round trips"})
 			return err
-		}, 2},
-		{"Broker.Enqueue with the key again: Create refused, then Get", func() error {
+		}, 1},
+		{"Broker.Enqueue with the key again: the script refuses, then Get", func() error {
 			_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "round trips"})
 			return err
 		}, 2},
@@ -146,10 +146,10 @@ func TestRoundTrips(t *testing.T) {
 			_, err := limited.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Caller: "alice"})
 			return err
 		}, 1},
-		{"Broker.Enqueue with caller limits and an idempotency key: admit, Create, Enqueue", func() error {
+		{"Broker.Enqueue with caller limits and an idempotency key: admit, then the create script", func() error {
 			_, err := limited.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Caller: "alice", IdempotencyKey: "limited"})
 			return err
-		}, 3},
+		}, 2},
 		{"Broker.Enqueue with the backend passed as the store", func() error {
 			_, err := queue.NewBroker(b, b, queue.BrokerConfig{Registry: flows}).Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 			return err

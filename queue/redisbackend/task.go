@@ -167,6 +167,31 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	return b.create(ctx, t, nil)
 }
 
+// CreateAndEnqueueOnce records t as PENDING and queues it, as
+// CreateAndEnqueue does, in one script, unless a task with t's id has a
+// snapshot: then it writes nothing and returns an error wrapping
+// progress.ErrExists. A queue.Broker uses it for a task with an
+// idempotency key, whose id the key gives: the key's claim and the queue
+// entry are then one step, in the batch of the other creates
+// (Config.EnqueueDelay), where they took two round trips of their own.
+//
+// It returns an error wrapping errors.ErrUnsupported, having written
+// nothing, where the script does not queue the task itself: on a Redis
+// Cluster client (the queue's keys are on another slot) and for a flow
+// with limits (t.Limit, which waits at its gate). A process that died
+// between the record and the queue entry would leave the key claimed by
+// a task that never runs; the Broker takes its two steps instead, which
+// a later Enqueue with the key completes.
+func (b *Backend) CreateAndEnqueueOnce(ctx context.Context, t *queue.Task) error {
+	if t == nil || !queue.ValidID(t.ID) {
+		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
+	}
+	if b.cluster || t.Limit.On() {
+		return fmt.Errorf("redisbackend: enqueue task %s in one step: %w", t.ID, errors.ErrUnsupported)
+	}
+	return b.create(ctx, t, nil)
+}
+
 // create is CreateAndEnqueue with the caller-limit values of
 // create_task.lua (nil for none).
 func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) error {
