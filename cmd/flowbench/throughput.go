@@ -268,8 +268,12 @@ func throughputOnce(ctx context.Context, e *env, otelMode string) (throughputRun
 		hooks[i] = func(context.Context, queue.Finished) error { return nil }
 	}
 	if cfg.Notify {
+		// The notifications are enqueued as a host's hook would, through
+		// a broker on the backend itself: the worker's wrapper (see
+		// workerPair) has no one-step create, so a broker on it would
+		// take two steps per notification that a host does not.
 		n, err := notify.New(notify.Config{
-			Queue:    queue.NewBroker(wq, ws, queue.BrokerConfig{Registry: reg, Logger: discard}),
+			Queue:    queue.NewBroker(st.queue, st.store, queue.BrokerConfig{Registry: reg, Logger: discard}),
 			Channels: []notify.Channel{nopChannel{}},
 			Logger:   discard,
 		})
