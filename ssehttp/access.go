@@ -57,8 +57,8 @@ type Access struct {
 	// TaskID is the task the route names; "" for a route without one.
 	TaskID string
 	// Owner is the task's owner (queue.Task.Owner): "" for a route
-	// without a task and for a task without an owner. For ActionList it
-	// is the owner filter of the listing, "" for none.
+	// without a task and for a task without an owner. For ActionList and
+	// ActionCancelMany it is the owner filter, "" for none.
 	Owner string
 }
 

@@ -23,7 +23,7 @@
 //	GET  /stats/                               200 {"counts", "flows", "ready", "workers", "last_minute", ...}
 //	GET  /dead/?limit=                         200 {"tasks": [{"task_id", "flow", "reason", "attempts", "buried_at"}]}
 //	POST /dead/{id}/requeue/                   200 {"task_id": "<new id>", "requeued_from": "<id>"}
-//	POST /cancel-tasks/?state=&flow=&limit=    202 {"cancelled": ["<id>", ...], "more": false}
+//	POST /cancel-tasks/?state=&flow=&owner=&since=&until=&limit=&cursor=   202 {"cancelled": ["<id>", ...], "more": false, "next": "..."}
 //
 // Each route also answers without its trailing slash (no redirect, so it
 // works under any prefix), and OPTIONS, for the preflight requests of
@@ -62,7 +62,8 @@
 //	     progress store cannot parse; on the operators' routes, an unknown
 //	     or repeated parameter, an unknown state, a limit that is not an
 //	     integer from 1 to 1000, a cursor the listing did not issue, a
-//	     cancel-tasks without a state or a flow; an Idempotency-Key that
+//	     malformed since or until, until before since, a cancel-tasks
+//	     without a state, a flow, an owner or a time range; an Idempotency-Key that
 //	     is empty, over 255 bytes, not printable ASCII or given twice
 //	401  a caller Config.Identify refuses
 //	403  a cross-site browser request to start-task, cancel-task or an
@@ -127,9 +128,13 @@
 // "status", "attempt", "max_attempts", "hand_backs", "owner",
 // "requeued_from", "cancelled", "enqueued_at", "started_at", "ended_at"}
 // (see queue.TaskSummary). POST /cancel-tasks/ asks every pending and running
-// task that its state and flow select (at least one of them) to stop, up
-// to limit (1000) per call, and says whether more are left. The queue
-// package's Inspector documents the rest.
+// task that its state, flow, owner and time range select (at least one of
+// them, with the listing's meaning) to stop, up to limit (1000) per call,
+// and says whether more are left: then pass its next as cursor, with the
+// same filters, to go on where it stopped. By owner, on a Redis queue, a
+// call reads a bounded number of tasks, so it may cancel none and still
+// have more. Authorize sees the flow and owner filters in Access. The
+// queue package's Inspector documents the rest.
 //
 // Package [github.com/flowsrun/flows/ssehttp/opspage] serves a web page
 // for operators on these routes: stats with live charts, the listing, a

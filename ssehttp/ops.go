@@ -40,7 +40,7 @@ const (
 	// task.
 	ActionRequeue Action = "requeue"
 	// ActionCancelMany: POST /cancel-tasks/. Access.Flow is the flow
-	// filter, if any.
+	// filter and Access.Owner the owner filter, if any.
 	ActionCancelMany Action = "cancel-many"
 )
 
@@ -258,13 +258,15 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// cancelTasks serves POST /cancel-tasks/?state=&flow=&limit=: every
-// pending or running task the filter selects is asked to stop.
+// cancelTasks serves
+// POST /cancel-tasks/?state=&flow=&owner=&since=&until=&limit=&cursor=:
+// every pending or running task the filter selects is asked to stop (see
+// queue.CancelFilter).
 func (h *Handler) cancelTasks(w http.ResponseWriter, r *http.Request) {
 	if !h.sameOrigin(w, r) {
 		return
 	}
-	q, ok := query(w, r, "state", "flow", "limit")
+	q, ok := query(w, r, "state", "flow", "owner", "since", "until", "limit", "cursor")
 	if !ok {
 		return
 	}
@@ -272,12 +274,21 @@ func (h *Handler) cancelTasks(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	f := queue.CancelFilter{State: stateParam(q), Flow: q.Get("flow"), Limit: limit}
-	if f.State == "" && f.Flow == "" {
-		writeError(w, http.StatusBadRequest, "name a state (PENDING or PROGRESS) or a flow, or both: cancelling every task takes one call per state")
+	since, ok := timeParam(w, q, "since")
+	if !ok {
 		return
 	}
-	if !h.operator(w, r, Access{Action: ActionCancelMany, Flow: f.Flow}) {
+	until, ok := timeParam(w, q, "until")
+	if !ok {
+		return
+	}
+	f := queue.CancelFilter{State: stateParam(q), Flow: q.Get("flow"), Owner: q.Get("owner"), Since: since, Until: until,
+		Limit: limit, Cursor: q.Get("cursor")}
+	if f.State == "" && f.Flow == "" && f.Owner == "" && f.Since.IsZero() && f.Until.IsZero() {
+		writeError(w, http.StatusBadRequest, "name a state (PENDING or PROGRESS), a flow, an owner or a time range (since, until): cancelling every task takes one call per state")
+		return
+	}
+	if !h.operator(w, r, Access{Action: ActionCancelMany, Flow: f.Flow, Owner: f.Owner}) {
 		return
 	}
 	res, err := h.cfg.Inspector.CancelMatching(r.Context(), f)

@@ -302,6 +302,12 @@ func TestOperatorRoutesBadInput(t *testing.T) {
 		{"GET", "/stats/?verbose=1", `unknown parameter "verbose"`},
 		{"GET", "/dead/?limit=5000", `limit "5000"`},
 		{"POST", "/cancel-tasks/", "name a state"},
+		{"POST", "/cancel-tasks/?owner=", "name a state"},
+		{"POST", "/cancel-tasks/?owner=a&since=soon", `since "soon" is not an RFC 3339 time`},
+		{"POST", "/cancel-tasks/?until=2026-12-06", `until "2026-12-06" is not an RFC 3339 time`},
+		{"POST", "/cancel-tasks/?since=2026-12-06T06:00:00Z&until=2026-12-06T05:00:00Z", "until 2026-12-06T05:00:00Z is before since 2026-12-06T06:00:00Z"},
+		{"POST", "/cancel-tasks/?owner=a&cursor=bogus", `malformed cursor "bogus"`},
+		{"POST", "/cancel-tasks/?owner=a&owner=b", `parameter "owner" given more than once`},
 		{"POST", "/cancel-tasks/?state=SUCCESS", `cannot cancel tasks in state "SUCCESS"`},
 		{"POST", "/cancel-tasks/?state=PENDING&limit=0", `limit "0"`},
 		{"POST", "/dead/" + id + "/requeue/?now=1", `unknown parameter "now"`},
@@ -388,6 +394,74 @@ func TestListByOwnerAndTime(t *testing.T) {
 	assert.Empty(t, list("owner=nobody").ids())
 	// An RFC 3339 time with an offset names the same instant.
 	assert.Equal(t, []string{ids[3]}, list(url.Values{"since": {all.Tasks[0].EndedAt.In(time.FixedZone("", 5*3600)).Format(time.RFC3339Nano)}}.Encode()).ids())
+}
+
+// TestCancelByOwnerAndTime checks POST /cancel-tasks/?owner=&since=&until=:
+// the running tasks of one owner, those in a time range, a call that goes
+// on from the next of the one before, and the owner filter shown to the
+// authorizer.
+func TestCancelByOwnerAndTime(t *testing.T) {
+	var mu sync.Mutex
+	var seen []ssehttp.Access
+	e := newEnv(t, envOptions{config: ssehttp.Config{
+		Identify: bearerIdentify,
+		Authorize: func(r *http.Request, a ssehttp.Access) error {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, a)
+			return nil
+		},
+	}})
+	var ids []string
+	for _, user := range []string{"ada", "bob", "ada", "bob"} {
+		time.Sleep(3 * time.Millisecond) // the order is to the millisecond
+		id := e.startAs(t, user, "gated_flow")
+		e.waitStarted(t, id)
+		ids = append(ids, id)
+	}
+	type result struct {
+		Cancelled []string `json:"cancelled"`
+		More      bool     `json:"more"`
+		Next      string   `json:"next"`
+	}
+	cancel := func(q url.Values) result {
+		t.Helper()
+		resp, body := e.as(t, "op", "POST", "/cancel-tasks/?"+q.Encode(), "")
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, "POST /cancel-tasks/?%s: %s", q.Encode(), body)
+		var r result
+		decode(t, body, &r)
+		return r
+	}
+	future := time.Now().Add(time.Hour).UTC().Format(time.RFC3339)
+	assert.Equal(t, result{Cancelled: []string{}}, cancel(url.Values{"owner": {"ada"}, "since": {future}}))
+	assert.Equal(t, result{Cancelled: []string{}}, cancel(url.Values{"owner": {"nobody"}}))
+
+	mu.Lock()
+	seen = nil
+	mu.Unlock()
+	r := cancel(url.Values{"owner": {"ada"}})
+	assert.Equal(t, result{Cancelled: []string{ids[2], ids[0]}}, r)
+	mu.Lock()
+	require.Len(t, seen, 1)
+	assert.Equal(t, ssehttp.Access{Action: ssehttp.ActionCancelMany, Principal: ssehttp.Principal{ID: "op", Operator: true}, Owner: "ada"}, seen[0])
+	mu.Unlock()
+	for _, id := range []string{ids[0], ids[2]} {
+		snap := e.waitTerminal(t, id)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status, "task %s of ada", id)
+	}
+
+	// Bob's, one a call, by a range that holds them: the first call has
+	// more, the second goes on from its next.
+	q := url.Values{"until": {future}, "state": {"progress"}, "flow": {"gated_flow"}, "owner": {"bob"}, "limit": {"1"}}
+	r = cancel(q)
+	assert.Equal(t, []string{ids[3]}, r.Cancelled)
+	require.True(t, r.More)
+	require.NotEmpty(t, r.Next)
+	q.Set("cursor", r.Next)
+	assert.Equal(t, result{Cancelled: []string{ids[1]}}, cancel(q))
+	for _, id := range []string{ids[1], ids[3]} {
+		assert.Equal(t, queue.StatusCancelled, e.waitTerminal(t, id).Details.Status, "task %s of bob", id)
+	}
 }
 
 // TestOperatorRoutesAreForOperators checks who may use the operators'
