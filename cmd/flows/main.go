@@ -19,9 +19,12 @@
 //	stats                      counts by state and flow, depth, workers,
 //	                           the last minute's throughput and latency
 //	cancel   ID...             ask tasks to stop
-//	cancel   -state S | -flow F [-limit N]
+//	cancel   [-state S] [-flow F] [-owner O] [-since T] [-until T]
+//	         [-limit N] [-cursor C]
 //	                           ask every pending or running task the
-//	                           filter selects to stop
+//	                           filter selects (one flag at least, as ls
+//	                           takes them) to stop, up to N a call; the
+//	                           last line goes on where a call stopped
 //	dead     [-limit N]        the dead-letter set, newest first
 //	requeue  ID...             run dead tasks again, as new tasks
 //
@@ -81,7 +84,8 @@ commands:
            [-limit N] [-cursor C] [-all]                        tasks, newest first
   show     [-follow] ID                                         one task (-follow: live)
   stats                                                         counts, depth, workers, last minute
-  cancel   ID... | -state S -flow F [-limit N]                  ask tasks to stop
+  cancel   ID... | [-state S] [-flow F] [-owner O] [-since T] [-until T]
+           [-limit N] [-cursor C]                               ask tasks to stop
   dead     [-limit N]                                           the dead-letter set
   requeue  ID...                                                run dead tasks again
 

@@ -289,6 +289,9 @@ func TestCommands(t *testing.T) {
 			{"-redis", "nope://x", "ls"},
 			{"ls", "-since", "yesterday"}, {"ls", "-until", "-1h"}, {"ls", "-since", "2026-12-06"},
 			{"ls", "-since", "1h", "-until", "2h"},
+			{"cancel", "-since", "yesterday"}, {"cancel", "-owner", "ada", "-until", "-1h"},
+			{"cancel", "-since", "1h", "-until", "2h"}, {"cancel", "-owner", "ada", ok},
+			{"cancel", "-owner", "ada", "-cursor", "bogus"}, {"cancel", "-cursor", "PENDING:"},
 		} {
 			code, _, errs := f.flows(t, args...)
 			assert.Equal(t, exitUsage, code, "flows %q: %s", args, errs)
@@ -352,6 +355,41 @@ func TestListByOwnerAndTime(t *testing.T) {
 	require.Equal(t, exitOK, code, errs)
 	assert.Regexp(t, `(?m)^`+ids[2]+`\s+ok\s+SUCCESS\s+`, out)
 	assert.NotContains(t, out, ids[1])
+}
+
+// TestCancelByOwnerAndTime checks cancel -owner, -since and -until: the
+// filters as ls takes them, the line that goes on where a call stopped
+// (the filters, the limit and the cursor), and the JSON of the result.
+func TestCancelByOwnerAndTime(t *testing.T) {
+	f := newFixture(t)
+	var ids []string
+	for _, owner := range []string{"ada", "bob", "ada", "bob", "ada"} {
+		ids = append(ids, f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{Owner: owner, RunAt: time.Now().Add(time.Hour)}))
+	}
+	code, out, errs := f.flows(t, "cancel", "-owner", "ada", "-until", "1h")
+	require.Equal(t, exitOK, code, errs)
+	assert.Equal(t, "0 cancelled\n", out, "every task was enqueued in the last hour")
+
+	code, out, errs = f.flows(t, "cancel", "-owner", "ada", "-since", "1h", "-limit", "2")
+	require.Equal(t, exitOK, code, errs)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 4, out)
+	assert.Equal(t, []string{"cancelled " + ids[4], "cancelled " + ids[2], "2 cancelled"}, lines[:3])
+	assert.Regexp(t, `^more are left: flows cancel -owner ada -since \S+ -limit 2 -cursor \S+$`, lines[3])
+	// The line goes on where the call stopped.
+	args := strings.Fields(strings.TrimPrefix(lines[3], "more are left: flows "))
+	code, out, errs = f.flows(t, args...)
+	require.Equal(t, exitOK, code, errs)
+	assert.Equal(t, "cancelled "+ids[0]+"\n1 cancelled\n", out)
+
+	code, out, errs = f.flows(t, "-json", "cancel", "-owner", "bob", "-until", time.Now().Add(time.Minute).UTC().Format(time.RFC3339))
+	require.Equal(t, exitOK, code, errs)
+	var res queue.CancelResult
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	assert.Equal(t, queue.CancelResult{Cancelled: []string{ids[3], ids[1]}}, res)
+	for _, id := range ids {
+		f.wait(t, id, ended)
+	}
 }
 
 // TestShowFollow follows tasks live to their end: the exit code says how

@@ -113,7 +113,14 @@ func timeFlag(name, v string, now time.Time) (time.Time, error) {
 // instant it stood for; a cursor holds a position, not the filters) and
 // the cursor.
 func moreCommand(o queue.ListOptions, next string) string {
-	cmd := []string{"flows", "ls"}
+	return filterCommand("ls", o, "cursor", next)
+}
+
+// filterCommand is the command line of the command name with the filters
+// of o (a time as the instant it stood for) and then the flags and values
+// of tail, in pairs; an empty value leaves its flag out.
+func filterCommand(name string, o queue.ListOptions, tail ...string) string {
+	cmd := []string{"flows", name}
 	add := func(flag, v string) {
 		if v != "" {
 			cmd = append(cmd, "-"+flag, shellQuote(v))
@@ -128,7 +135,9 @@ func moreCommand(o queue.ListOptions, next string) string {
 	if !o.Until.IsZero() {
 		add("until", o.Until.UTC().Format(time.RFC3339Nano))
 	}
-	add("cursor", next)
+	for i := 0; i+1 < len(tail); i += 2 {
+		add(tail[i], tail[i+1])
+	}
 	return strings.Join(cmd, " ")
 }
 
@@ -309,19 +318,32 @@ func (c *cli) cancel(ctx context.Context, args []string) error {
 	fs := flags("cancel")
 	state := fs.String("state", "", "cancel the tasks in this state: PENDING or PROGRESS")
 	flowName := fs.String("flow", "", "cancel the pending and running tasks of this flow")
+	owner := fs.String("owner", "", "cancel the pending and running tasks of this owner (exactly)")
+	since := fs.String("since", "", "cancel the tasks that entered their state at or after this time: RFC 3339 or a duration ago (24h)")
+	until := fs.String("until", "", "cancel the tasks that entered their state before this time: RFC 3339 or a duration ago (1h)")
 	limit := fs.Int("limit", queue.MaxListLimit, "most tasks cancelled by a filter, 1 to 1000")
+	cursor := fs.String("cursor", "", "go on where a call stopped (the cursor its last line gives)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	byFilter := *state != "" || *flowName != ""
+	byFilter := *state != "" || *flowName != "" || *owner != "" || *since != "" || *until != ""
 	switch {
 	case byFilter && fs.NArg() > 0:
-		return usagef("give task ids or a filter (-state, -flow), not both")
+		return usagef("give task ids or a filter (-state, -flow, -owner, -since, -until), not both")
 	case !byFilter && fs.NArg() == 0:
-		return usagef("give task ids, or -state and/or -flow")
+		return usagef("give task ids, or a filter: -state, -flow, -owner, -since and/or -until")
 	}
 	if byFilter {
-		res, err := c.in.CancelMatching(ctx, queue.CancelFilter{State: progress.State(strings.ToUpper(*state)), Flow: *flowName, Limit: *limit})
+		now := c.now()
+		f := queue.CancelFilter{State: progress.State(strings.ToUpper(*state)), Flow: *flowName, Owner: *owner, Limit: *limit, Cursor: *cursor}
+		var err error
+		if f.Since, err = timeFlag("since", *since, now); err != nil {
+			return err
+		}
+		if f.Until, err = timeFlag("until", *until, now); err != nil {
+			return err
+		}
+		res, err := c.in.CancelMatching(ctx, f)
 		if errors.Is(err, queue.ErrInvalidQuery) {
 			return usageError{err.Error()}
 		}
@@ -336,7 +358,12 @@ func (c *cli) cancel(ctx context.Context, args []string) error {
 		}
 		fmt.Fprintf(c.out, "%d cancelled\n", len(res.Cancelled))
 		if res.More {
-			fmt.Fprintln(c.out, "more are left: run the command again")
+			lim := ""
+			if f.Limit != queue.MaxListLimit {
+				lim = strconv.Itoa(f.Limit)
+			}
+			o := queue.ListOptions{State: f.State, Flow: f.Flow, Owner: f.Owner, Since: f.Since, Until: f.Until}
+			fmt.Fprintf(c.out, "more are left: %s\n", filterCommand("cancel", o, "limit", lim, "cursor", res.Next))
 		}
 		return nil
 	}
