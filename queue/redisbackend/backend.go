@@ -58,7 +58,8 @@ type Config struct {
 	OpTimeout time.Duration
 	// WaitReplicas turns on durable mode: after the writes that accept a
 	// task (Enqueue, CreateAndEnqueue, Requeue) and those that end or give
-	// back a lease (Ack, AppendAndAck, Bury, Retry), the backend waits
+	// back a lease (Ack, AppendAndAck, Bury, Retry, and an Append whose
+	// last event ends the task), the backend waits
 	// (WAIT) until that many replicas have them, so that a failover to a
 	// replica loses no task that was accepted. An enqueue that is not
 	// confirmed in time fails with an error wrapping queue.ErrUnavailable

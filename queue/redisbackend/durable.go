@@ -8,7 +8,9 @@ import (
 )
 
 // Durable mode (Config.WaitReplicas): the commands that accept a task or
-// end a lease are followed, in the same round trip, by WAIT, which
+// end a lease, and an Append that ends a task (what a worker with finish
+// hooks records before it runs them), are followed, in the same round
+// trip, by WAIT, which
 // answers once that many replicas have every write made so far, or when
 // Config.WaitTimeout passes. rueidis sends a round trip holding a blocking
 // command such as WAIT on a connection of its own; WAIT counts the writes

@@ -123,6 +123,49 @@ func TestDurableModeWaitsForTheReplica(t *testing.T) {
 	assert.Contains(t, logs.String(), "the task may run again")
 }
 
+// TestDurableEndWaitsBeforeTheHooks: with finish hooks a worker records a
+// task's end, runs the hooks and then acknowledges the task; in durable
+// mode the end waits for the replica before the hooks run (the hook finds
+// it there), and the acknowledgement waits again.
+func TestDurableEndWaitsBeforeTheHooks(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.StartReplica(t, primary, redistest.Options{})
+	b := newBackend(t, newClient(t, primary), redisbackend.Config{WaitReplicas: 1, WaitTimeout: 2 * time.Second})
+	reg := registry.New()
+	reg.MustRegister("report", reportingFlow)
+	onReplica := make(chan string, 16)
+	hook := func(_ context.Context, f queue.Finished) error {
+		state, err := replica.Do("HGET", b.Prefix()+":{"+f.Task.ID+"}:task", "state").ToString()
+		if err != nil {
+			state = err.Error()
+		}
+		onReplica <- state
+		return nil
+	}
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
+	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Concurrency: 4, Logger: quiet, OnFinish: []queue.FinishHook{hook}}))
+	ctx := context.Background()
+	succeeded := successes(t, primary, b.Prefix())
+	run := func() {
+		t.Helper()
+		id, err := broker.Enqueue(ctx, "report", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		succeeded(id)
+		assert.Equal(t, string(progress.StateSuccess), <-onReplica, "the end is on the replica when the hook runs")
+	}
+	run() // loads the scripts
+	require.NoError(t, primary.Do("CONFIG", "RESETSTAT").Error())
+	const tasks = 5
+	for range tasks {
+		run()
+	}
+	eventually(t, func() bool {
+		n, err := primary.Do("ZCARD", b.Prefix()+":{q:"+b.Queue()+"}:leases").AsInt64()
+		return err == nil && n == 0
+	}, "the last task is acknowledged")
+	assert.Equal(t, 3*tasks, commandCalls(t, primary)["wait"], "a WAIT to accept a task, one for its end before the hooks, one for its acknowledgement")
+}
+
 // TestDurableAckLeavesATaskThatHasNotEnded: in durable mode an Ack
 // releases the lease of a task that has ended or has no progress record,
 // and refuses, keeping the lease, that of a task still PENDING or

@@ -79,11 +79,17 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 // when the replicas do not confirm it, the reply of an accepting script
 // is an error wrapping errNotReplicated, and an ending one is logged.
 func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
-	c := b.client
 	kind := waitNever
 	if b.durable() {
 		kind = waitFor[s]
 	}
+	return b.runScript(ctx, s, kind, keys, args, also)
+}
+
+// runScript is runLeaseScript with the WAIT that follows the script (or
+// none) given by kind.
+func (b *Backend) runScript(ctx context.Context, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
+	c := b.client
 	cmds := make(rueidis.Commands, 0, 2+len(also))
 	cmds = append(append(cmds, s.evalsha(c, keys, args)), also...)
 	if kind != waitNever {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -82,6 +83,9 @@ type appendCall struct {
 	args    []string
 	index   indexEntry
 	indexed bool
+	// ends is set when the events end the task (the last is terminal):
+	// in durable mode its batch is followed by WAIT.
+	ends bool
 }
 
 // Append implements progress.Store in one round trip, which concurrent
@@ -122,7 +126,7 @@ func (b *Backend) appendTask(ctx context.Context, taskID, flow string, events []
 	if err != nil {
 		return "", err
 	}
-	call := appendCall{taskID: taskID, args: args}
+	call := appendCall{taskID: taskID, args: args, ends: events[len(events)-1].Terminal()}
 	call.index, call.indexed = stateChange(taskID, flow, events, now)
 	last, err := b.appends.do(ctx, call)
 	return last, appendError(ctx, taskID, err)
@@ -287,12 +291,19 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 			index = append(index, c.item.index)
 		}
 	}
+	// In durable mode a batch that ends a task waits for the replicas as
+	// the end of a lease does: a worker with finish hooks records the end
+	// this way, then runs its hooks, and only then acknowledges the task.
+	wait := waitNever
+	if b.durable() && slices.ContainsFunc(calls, func(c *batchCall[appendCall, string]) bool { return c.item.ends }) {
+		wait = waitEnds
+	}
 	var reply rueidis.RedisResult
-	if len(index) == 0 {
+	if len(index) == 0 && wait == waitNever {
 		reply = appendScript.exec(ctx, b.client, keys, args)
 	} else {
 		var indexed []rueidis.RedisResult
-		reply, indexed = b.runLeaseScript(ctx, appendScript, keys, args, b.indexCommands(index))
+		reply, indexed = b.runScript(ctx, appendScript, wait, keys, args, b.indexCommands(index))
 		b.indexErrors(indexed)
 	}
 	replies, err := batchReplies(reply, len(calls))
