@@ -206,8 +206,10 @@ type DeadTask struct {
 	Flow string `json:"flow"`
 	// Reason is why it failed: the status line of its FAILURE.
 	Reason string `json:"reason"`
-	// Attempts is the number of runs it was given (Task.Attempt when it
-	// was buried).
+	// Attempts is the number of runs it was given: Task.Attempt when it
+	// was buried, less the leases that only ran its finish hooks again
+	// (Task.HookRetries, see ErrRetryHooks). A lease lost after the task
+	// ended (to a worker's death, say) is not left out.
 	Attempts int `json:"attempts"`
 	// BuriedAt is when it was buried.
 	BuriedAt time.Time `json:"buried_at"`
@@ -254,7 +256,8 @@ type Backend interface {
 	Ack(ctx context.Context, l *Lease) error
 
 	// Bury does what Ack does and keeps the task in the dead-letter set,
-	// with reason and the time, for the backend's retention period. It
+	// with reason, the time and its attempts (see DeadTask.Attempts), for
+	// the backend's retention period. It
 	// returns ErrLeaseLost when l is no longer valid; then nothing is
 	// buried.
 	Bury(ctx context.Context, l *Lease, reason string) error

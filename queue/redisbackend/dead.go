@@ -29,13 +29,15 @@ type deadEntry struct {
 // Bury implements queue.Backend in one round trip: one script acknowledges
 // the entry and adds the task to the dead-letter set (pruning entries past
 // the retention), and the task record's expiry is refreshed as by Ack.
+// The dead entry's attempts leave out the leases that only ran the finish
+// hooks again (see queue.DeadTask).
 func (b *Backend) Bury(ctx context.Context, l *queue.Lease, reason string) error {
 	var info []byte
 	var id string
 	if l != nil && l.Task != nil {
 		id = l.Task.ID
 		var err error
-		if info, err = json.Marshal(deadEntry{Flow: l.Task.Flow, Reason: reason, Attempts: l.Task.Attempt}); err != nil {
+		if info, err = json.Marshal(deadEntry{Flow: l.Task.Flow, Reason: reason, Attempts: l.Task.Attempt - l.Task.HookRetries}); err != nil {
 			return fmt.Errorf("redisbackend: bury task %s: %w", id, err)
 		}
 	}
