@@ -17,6 +17,7 @@ import (
 // more. Every task
 // must end SUCCESS exactly once.
 func TestWorkerProcessesOnCluster(t *testing.T) {
+	t.Parallel()
 	const (
 		n         = 300
 		processes = 3

@@ -17,6 +17,7 @@ import (
 // a replacement each time. Every task must end SUCCESS exactly once; the
 // test reports how many ran more than once.
 func TestKilledWorkersLoseNoTask(t *testing.T) {
+	t.Parallel()
 	n, kills := 1000, 5
 	if testing.Short() {
 		n, kills = 200, 3

@@ -142,6 +142,7 @@ func (m *agentModel) serve(w http.ResponseWriter, r *http.Request) {
 // in flight at the kill: the first two calls and the two calculator calls
 // are replayed from their checkpoints, not made again.
 func TestKilledWorkerReplaysModelCalls(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	q := newTestQueue(t, srv)
 	model := newAgentModel(t)

@@ -123,6 +123,7 @@ func (c *runCounter) stats() (most, enters int) {
 // process runs them, and every task ends SUCCESS. A killed worker's slots
 // come back with its leases (see the README, Recovery in seconds).
 func TestConcurrencyLimitAcrossKilledWorkers(t *testing.T) {
+	t.Parallel()
 	const (
 		n         = 50
 		kills     = 3

@@ -82,6 +82,7 @@ func (rc *holdingReceiver) seen() (ids []string, errs []error, ok int) {
 // notification task leased; once the lease passes, another worker process
 // delivers it, with the same webhook-id, and the receiver accepts it.
 func TestNotificationSurvivesKilledWorker(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	q := newTestQueue(t, srv)
 	secret := notify.NewSecret()

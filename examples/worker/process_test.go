@@ -34,6 +34,11 @@ import (
 // is needed, and the worker runs exactly the code that main runs.
 const childEnv = "FLOWS_WORKER_TEST_CHILD"
 
+// The process tests run in parallel (t.Parallel): each starts its own
+// redis-server (or cluster, or Sentinel set), queue, witness and worker
+// processes, and they spend their time waiting on those processes, on
+// heartbeats and on leases, not on the CPU.
+
 // sleepFlowName is the test-only flow of the worker processes.
 const sleepFlowName = "sleep_flow"
 

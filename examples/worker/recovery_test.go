@@ -180,6 +180,7 @@ func (q *testQueue) enqueueWitness(t *testing.T, input string) string {
 // restart waited out the 30-second lease, and that each next attempt
 // knows that the worker of the one before was lost.
 func TestKilledWorkerTaskRestartsWithinSeconds(t *testing.T) {
+	t.Parallel()
 	kills := 20
 	if testing.Short() {
 		kills = 3
@@ -235,6 +236,7 @@ func TestKilledWorkerTaskRestartsWithinSeconds(t *testing.T) {
 // attempt after the second started, and nothing the first attempt reports
 // after the second started is recorded.
 func TestFrozenWorkerDoesNotRunTaskConcurrently(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	q := newTestQueue(t, srv)
 	w := newWitness(t)

@@ -21,6 +21,7 @@ import (
 // succeeded, before, during or after the crash, must end SUCCESS exactly
 // once, with the same worker processes still running.
 func TestRedisCrashWithAOF(t *testing.T) {
+	t.Parallel()
 	n := 300
 	if testing.Short() {
 		n = 100

@@ -17,6 +17,7 @@ import (
 // back as its replica, and the workers go on with the new primary by
 // themselves. Every task must end SUCCESS exactly once.
 func TestWorkerProcessesAcrossSentinelFailover(t *testing.T) {
+	t.Parallel()
 	const (
 		n     = 200
 		lease = 2 * time.Second

@@ -14,6 +14,7 @@ import (
 // that end within the grace period finish on it; the others are handed
 // back and finish on another worker. Either way the process exits 0.
 func TestSIGTERM(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	tests := []struct {
 		name  string
