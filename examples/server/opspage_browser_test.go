@@ -210,8 +210,7 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		p.waitFor("the listing says so", `document.getElementById('list-status').textContent === 'No tasks of user:nobody.'`)
 		assert.True(t, eval[bool](p, `performance.getEntriesByType('resource').some((e) => new URL(e.name).searchParams.get('owner') === 'user:nobody')`),
 			"the page asked for the owner's tasks")
-		assert.Equal(t, "true", eval[string](p, `document.getElementById('cancel-matching').getAttribute('aria-disabled')`),
-			"cancelling by filter takes no owner")
+		p.waitFor("cancelling by owner possible", `document.getElementById('cancel-matching').getAttribute('aria-disabled') === 'false'`)
 		p.setInput("filter-owner", "")
 		p.waitFor("every task listed again", `document.querySelectorAll('#task-rows > tr').length === 5`)
 
@@ -237,10 +236,34 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		p.waitFor("To marked invalid", `document.getElementById('filter-until').getAttribute('aria-invalid') === 'true' && !document.getElementById('range-error').hidden`)
 		p.waitFor("the announcement", `document.getElementById('announcer').textContent.includes('ends before it starts')`)
 		assert.Len(t, rowIDs(p, "task-rows"), 5)
+		// Cancel matching, keyboard only, with an owner and a range:
+		// both are sent, and no task of the example's (they have no
+		// owner) is cancelled.
+		p.setInput("filter-since", local(-5))
+		p.setInput("filter-owner", "user:nobody")
+		p.waitFor("no task of that owner in the range", `document.querySelectorAll('#task-rows > tr').length === 0 && document.getElementById('range-error').hidden`)
+		p.waitFor("cancelling by owner and range possible", `document.getElementById('cancel-matching').getAttribute('aria-disabled') === 'false'`)
+		p.focusOn("#cancel-matching")
+		p.press(kb.Enter)
+		p.waitFor("the confirmation", `document.getElementById('confirm').open`)
+		assert.Equal(t, "Cancel all pending and running tasks of owner user:nobody in the time range?",
+			eval[string](p, `document.getElementById('confirm-title').textContent`))
+		p.press(kb.Tab)
+		assert.Equal(t, "confirm-yes", focused(p))
+		p.press(kb.Enter)
+		p.waitFor("the announcement", `document.getElementById('announcer').textContent.includes('0 tasks asked to stop.')`)
+		assert.True(t, eval[bool](p, `performance.getEntriesByType('resource').some((e) => {
+			const u = new URL(e.name);
+			const q = u.searchParams;
+			return u.pathname.endsWith('/cancel-tasks/') && q.get('owner') === 'user:nobody' &&
+				Date.parse(q.get('since')) < Date.parse(q.get('until')) && !q.has('state') && !q.has('flow');
+		})`), "the page sent the owner and the range to cancel-tasks")
+		p.setInput("filter-owner", "")
 		p.setInput("filter-since", "")
 		p.setInput("filter-until", "")
 		p.waitFor("the range cleared", `document.getElementById('filter-until').getAttribute('aria-invalid') === 'false' && document.getElementById('range-error').hidden`)
 		p.waitFor("every task listed again", `document.querySelectorAll('#task-rows > tr').length === 5 && document.getElementById('list-status').textContent === '5 tasks.'`)
+		p.waitFor("cancelling by filter off without a filter", `document.getElementById('cancel-matching').getAttribute('aria-disabled') === 'true'`)
 		p.chooseOps("filter-state", "PENDING")
 		p.waitFor("cancelling by filter possible again", `document.getElementById('cancel-matching').getAttribute('aria-disabled') === 'false'`)
 		p.chooseOps("filter-state", "")

@@ -354,23 +354,22 @@
     return true;
   }
 
-  // filterQuery is the query of a listing: the state and flow chosen, the
-  // owner and time range applied, and extra.
+  // filterQuery is the query of a listing, and of a cancellation by
+  // filter: the state and flow chosen, the owner and time range applied,
+  // and extra.
   function filterQuery(extra) {
-    const q = new URLSearchParams(cancelQuery());
+    const q = new URLSearchParams();
+    if (stateSelect.value) q.set('state', stateSelect.value);
+    if (flowSelect.value) q.set('flow', flowSelect.value);
     for (const k of ['owner', 'since', 'until']) if (applied[k]) q.set(k, applied[k]);
     for (const [k, v] of Object.entries(extra || {})) q.set(k, v);
     return q.toString();
   }
 
-  // cancelQuery is the query of a cancellation by filter: the state and
-  // flow (POST cancel-tasks/ takes no owner or time range).
-  function cancelQuery() {
-    const q = new URLSearchParams();
-    if (stateSelect.value) q.set('state', stateSelect.value);
-    if (flowSelect.value) q.set('flow', flowSelect.value);
-    return q.toString();
-  }
+  // The last cancellation by filter that left tasks: its query and the
+  // cursor its answer gave, so that cancelling again with the same
+  // filters goes on where it stopped.
+  const cancelled = { query: '', next: '' };
 
   // loadList reads the listing again: its first page when the filters
   // changed (reset), else as many tasks as are shown, so that a refresh
@@ -530,8 +529,8 @@
 
   function syncCancelMatching() {
     const state = stateSelect.value;
-    const ok = (state === '' || state === 'PENDING' || state === 'PROGRESS') && (state !== '' || flowSelect.value !== '') &&
-      !applied.owner && !applied.since && !applied.until;
+    const ok = (state === '' || state === 'PENDING' || state === 'PROGRESS') &&
+      Boolean(state || flowSelect.value || applied.owner || applied.since || applied.until);
     // Focusable even when it cannot act, so that its hint is read.
     cancelMatching.setAttribute('aria-disabled', ok ? 'false' : 'true');
   }
@@ -567,10 +566,17 @@
       return;
     }
     const state = stateSelect.value;
-    const what = [state ? STATE_WORDS[state].toLowerCase() : 'pending and running', 'tasks', flowSelect.value && `of ${flowSelect.value}`].filter(Boolean).join(' ');
+    const what = [state ? STATE_WORDS[state].toLowerCase() : 'pending and running', 'tasks', flowSelect.value && `of ${flowSelect.value}`,
+      applied.owner && `of owner ${applied.owner}`, (applied.since || applied.until) && 'in the time range'].filter(Boolean).join(' ');
     if (!await confirmAction(`Cancel all ${what}?`, `Every ${what.replace(/tasks/, 'task')} is asked to stop, up to ${MAX_LIST} at a time.`, 'Cancel them', 'cancel-matching')) return;
+    // The same filters as the call before that left tasks: go on where it
+    // stopped.
+    const query = filterQuery();
+    const extra = cancelled.query === query && cancelled.next ? { cursor: cancelled.next } : {};
     try {
-      const res = await call(`cancel-tasks/?${cancelQuery()}`, 'POST');
+      const res = await call(`cancel-tasks/?${filterQuery(extra)}`, 'POST');
+      cancelled.query = res.more ? query : '';
+      cancelled.next = res.more ? res.next || '' : '';
       const n = (res.cancelled || []).length;
       announce(`${n} task${n === 1 ? '' : 's'} asked to stop${res.more ? '; more are left, cancel again for them' : ''}.`);
     } catch (err) {
