@@ -65,6 +65,7 @@ func (c *holdingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) 
 // and enqueues made while one of the same kind is in flight go together
 // in the next round trip, and that each still gets its own answer.
 func TestConcurrentCallsShareRoundTrips(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
 	b := newBackend(t, client, redisbackend.Config{})
@@ -189,6 +190,7 @@ func inBothModes(t *testing.T, test func(t *testing.T, srv *redistest.Server, b 
 // concurrent calls go to Redis each on its own, at once, and that
 // AppendAndAck appends and then acknowledges.
 func TestClusterClientDoesNotBatch(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	client := &holdingClient{countingClient: countingClient{Client: clusterMode{newClient(t, srv)}}}
 	b := newBackend(t, client, redisbackend.Config{})
@@ -246,6 +248,7 @@ func TestClusterClientDoesNotBatch(t *testing.T) {
 // script do), and that an id taken is refused without a change to its
 // task.
 func TestCreateAndEnqueueQueues(t *testing.T) {
+	t.Parallel()
 	inBothModes(t, func(t *testing.T, _ *redistest.Server, b *redisbackend.Backend) {
 		ctx := context.Background()
 		now, later := newTask(), newTask()
@@ -281,6 +284,7 @@ func TestCreateAndEnqueueQueues(t *testing.T) {
 // the task once, also on a Cluster client, where the one-step path would
 // queue it behind a refused script (see queue.EnqueueOptions).
 func TestIdempotencyKeyQueuesOnce(t *testing.T) {
+	t.Parallel()
 	inBothModes(t, func(t *testing.T, _ *redistest.Server, b *redisbackend.Backend) {
 		broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
 		ctx := context.Background()

@@ -22,6 +22,7 @@ import (
 // reconnected) is still stopped, by the lease's heartbeat, and ends
 // FAILURE "Cancelled".
 func TestMissedCancellationStopsRun(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
 	web := newBackend(t, newClient(t, srv), cfg)

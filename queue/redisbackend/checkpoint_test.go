@@ -46,6 +46,7 @@ func answerOutput(n int) json.RawMessage {
 // completed) and for reading a task's checkpoints (the first step of a
 // later attempt). The counts are exact; the bytes are logged.
 func TestCheckpointCost(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	counter := &countingClient{Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{})
@@ -96,6 +97,7 @@ func TestCheckpointCost(t *testing.T) {
 // is in flight go together in the next round trip, each with its own
 // answer (a task that ended refuses its own alone).
 func TestConcurrentCheckpointsShareRoundTrips(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
 	b := newBackend(t, client, redisbackend.Config{})

@@ -60,6 +60,7 @@ func slotOwner(t *testing.T, c *redistest.Cluster, key string) redisproc.Cluster
 }
 
 func TestClusterLiveStreamsUseOneConnectionPerMaster(t *testing.T) {
+	t.Parallel()
 	const tasks, perTask, live = 90, 3, 4
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
@@ -117,6 +118,7 @@ func TestClusterLiveStreamsUseOneConnectionPerMaster(t *testing.T) {
 // subscribe the channel on the master that serves the slot, not on the
 // old master, and deliver the task's events from there.
 func TestClusterSubscriptionLeavesADemotedMaster(t *testing.T) {
+	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)
@@ -347,6 +349,7 @@ func otherMasters(t *testing.T, c *redistest.Cluster, m redisproc.ClusterNode) [
 // keys and all, while a worker runs tasks and every task is watched live:
 // no task, no event is lost or delivered twice.
 func TestClusterReshardingLosesNothing(t *testing.T) {
+	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	r := runOnCluster(t, c, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*waitLimit)
@@ -395,6 +398,7 @@ func TestClusterReshardingLosesNothing(t *testing.T) {
 // depending on which keys moved first), and once the move ends every task has run and every event reached its
 // watcher once.
 func TestClusterSlotsHalfMigrated(t *testing.T) {
+	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	hold := make(chan struct{})
 	r := runOnCluster(t, c, hold)
@@ -476,6 +480,7 @@ func TestClusterSlotsHalfMigrated(t *testing.T) {
 // doing, not the flow's: once the move ends, the task runs and ends
 // SUCCESS.
 func TestClusterLongMoveSpendsNoAttempt(t *testing.T) {
+	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
 	web := newBackend(t, newClusterClient(t, c), cfg)

@@ -13,6 +13,7 @@ import (
 )
 
 func TestNew(t *testing.T) {
+	t.Parallel()
 	_, err := redisbackend.New(nil, redisbackend.Config{})
 	assert.Error(t, err, "nil client")
 
@@ -42,6 +43,7 @@ func TestNew(t *testing.T) {
 }
 
 func TestCloseEndsSubscriptions(t *testing.T) {
+	t.Parallel()
 	client := newClient(t, redistest.Start(t))
 	b, err := redisbackend.New(client, redisbackend.Config{})
 	require.NoError(t, err)

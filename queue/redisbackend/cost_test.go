@@ -91,6 +91,7 @@ var reportingFlow = flow.Func(func(_ context.Context, t *flow.Task) (any, error)
 // and a full one comes about once a second, as the worker's heartbeat
 // does; both are counted apart.
 func TestCostPerTaskAtLowRate(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	counter := &countingClient{Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{})
@@ -187,6 +188,7 @@ func TestCostPerTaskAtLowRate(t *testing.T) {
 // (no XREVRANGE for the stream's newest entry, which their wait told
 // them). What remains is the full looks, about once a second per worker.
 func TestWorkersWokenInVainLookLittle(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	reg := registry.New()
@@ -227,6 +229,7 @@ func TestWorkersWokenInVainLookLittle(t *testing.T) {
 // every task must still run exactly once and succeed, due at once or
 // delayed.
 func TestScriptsLostMidRunLoseNothing(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	var mu sync.Mutex

@@ -14,6 +14,7 @@ import (
 )
 
 func TestDeadLettersExpire(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	const retention = 300 * time.Millisecond
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{Retention: retention})

@@ -20,6 +20,7 @@ import (
 )
 
 func TestDurableModeConfig(t *testing.T) {
+	t.Parallel()
 	client := newClient(t, redistest.Start(t))
 	for _, tc := range []struct {
 		cfg  redisbackend.Config
@@ -68,6 +69,7 @@ func (l *logBuffer) String() string {
 // the second part, where nothing can be confirmed, waits it out (three
 // times).
 func TestDurableModeWaitsForTheReplica(t *testing.T) {
+	t.Parallel()
 	const waitTimeout = 2 * time.Second
 	primary := redistest.Start(t)
 	replica := redistest.StartReplica(t, primary, redistest.Options{})
@@ -175,6 +177,7 @@ func TestDurableEndWaitsBeforeTheHooks(t *testing.T) {
 // live task, which would never end. Without durable mode, Ack is
 // unchanged.
 func TestDurableAckLeavesATaskThatHasNotEnded(t *testing.T) {
+	t.Parallel()
 	primary := redistest.Start(t)
 	redistest.StartReplica(t, primary, redistest.Options{})
 	client := newClient(t, primary)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestParseEventID(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		in   string
 		want eventID
@@ -44,6 +45,7 @@ func TestParseEventID(t *testing.T) {
 }
 
 func TestEventIDOrder(t *testing.T) {
+	t.Parallel()
 	ordered := []eventID{{}, {0, 1}, {1, 0}, {1, 1}, {2, 0}, {^uint64(0), ^uint64(0)}}
 	for i, a := range ordered {
 		for j, b := range ordered {
@@ -77,6 +79,7 @@ func FuzzParseEventID(f *testing.F) {
 }
 
 func TestToken(t *testing.T) {
+	t.Parallel()
 	entry, n, ok := parseToken(makeToken("1732563000000-3", "42"))
 	require.True(t, ok)
 	assert.Equal(t, "1732563000000-3", entry)

@@ -31,6 +31,7 @@ var eventCases = []progress.Event{
 }
 
 func TestEventJSONMatchesMarshal(t *testing.T) {
+	t.Parallel()
 	for _, e := range eventCases {
 		var step []byte
 		if e.Step != nil {
@@ -51,6 +52,7 @@ func TestEventJSONMatchesMarshal(t *testing.T) {
 }
 
 func TestEventJSONRefusesInvalidRaw(t *testing.T) {
+	t.Parallel()
 	_, err := appendEventJSON(nil, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`{oops`)}, nil)
 	assert.Error(t, err)
 	_, err = appendStepJSON(nil, &progress.StepResult{Type: progress.StepToolResult, Data: json.RawMessage(`[`)})

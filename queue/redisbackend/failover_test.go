@@ -22,6 +22,7 @@ import (
 // lost with the primary, which the test reports. Times are reported, not
 // checked.
 func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		wait int

@@ -71,6 +71,7 @@ func TestFetchDelayTakesGatheredTasksInOneLook(t *testing.T) {
 // tasks gather: it returns at once with the context's error and holds no
 // task, and the task enqueued meanwhile goes to the next Fetch.
 func TestFetchCancelledInItsDelayLeasesNothing(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: time.Hour})
 	ctx := context.Background()
@@ -104,6 +105,7 @@ func TestFetchCancelledInItsDelayLeasesNothing(t *testing.T) {
 // backend has a FetchDelay, enqueued one by one and in a burst: each runs
 // once and succeeds.
 func TestWorkerWithFetchDelayRunsEveryTask(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: 5 * time.Millisecond})
 	reg := flowsNamed("report")

@@ -20,6 +20,7 @@ import (
 // returns as soon as its context is cancelled, well before its wait would
 // have ended, and leaves nothing leased behind.
 func TestCancelledFetchEndsItsWait(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -55,6 +56,7 @@ func TestCancelledFetchEndsItsWait(t *testing.T) {
 // task delayed meanwhile to beyond that plan's second (no wake-up is sent
 // for it): the task is taken when it is due.
 func TestWaitingFetchTakesATaskDelayedPastItsPlan(t *testing.T) {
+	t.Parallel()
 	ctx, _, b := waitingWorker(t, 2)
 
 	later := newTask()
@@ -77,6 +79,7 @@ func TestWaitingFetchTakesATaskDelayedPastItsPlan(t *testing.T) {
 // another broker to beyond a second becomes due), which a quick look
 // leaves alone.
 func TestLookNearTheEndOfItsQuickTimeIsFull(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -137,6 +140,7 @@ func enqueueDueUnannounced(ctx context.Context, t *testing.T, srv *redistest.Ser
 // the plan allows quick looks for a second, and a look that ends a wait
 // at its start leaves the delayed set alone.
 func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
+	t.Parallel()
 	ctx, srv, b := waitingWorker(t, 4)
 
 	hidden := enqueueDueUnannounced(ctx, t, srv, b)
@@ -159,6 +163,7 @@ func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
 // task: Fetch returns that lease rather than the XREAD's error, which
 // would leave the task held by no one until its lease passed.
 func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
+	t.Parallel()
 	ctx, srv, b := waitingWorker(t, 2)
 
 	require.NoError(t, srv.Do("SET", b.Prefix()+":{q:default}:wake", "not a stream").Error())
@@ -177,6 +182,7 @@ func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
 // delayed set, so the task is taken when it is due, not when the plan of
 // the look before would have looked again (a second after it).
 func TestQuickLookStillTakesADelayedTaskWhenDue(t *testing.T) {
+	t.Parallel()
 	ctx, _, b := waitingWorker(t, 4)
 	planned := time.Now()
 

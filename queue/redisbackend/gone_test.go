@@ -23,6 +23,7 @@ import (
 // data) is stopped at its next report, long before its lease would tell;
 // the worker drops the task and goes on running new ones.
 func TestWorkerStopsTheRunOfAVanishedTask(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		vanish func(t *testing.T, srv *redistest.Server, prefix, id string)
@@ -138,6 +139,7 @@ func nothingLeased(t *testing.T, srv *redistest.Server, prefix string) bool {
 // the run of a task that Append reports gone, and the drop, reaching the
 // new primary, would lose a live task.
 func TestAppendOnAReplicaIsRefusedNotNotFound(t *testing.T) {
+	t.Parallel()
 	replica := redistest.StartReplica(t, redistest.Start(t), redistest.Options{})
 	b := newBackend(t, newClient(t, replica), redisbackend.Config{})
 	id := newTask().ID
@@ -158,6 +160,7 @@ func TestAppendOnAReplicaIsRefusedNotNotFound(t *testing.T) {
 // lost" to an extension, an acknowledgement, a retry or a burial (after
 // which the worker dropped a run it still held).
 func TestLeaseScriptsOnAReplicaAreRefused(t *testing.T) {
+	t.Parallel()
 	replica := redistest.StartReplica(t, redistest.Start(t), redistest.Options{})
 	b := newBackend(t, newClient(t, replica), redisbackend.Config{})
 	ctx := context.Background()

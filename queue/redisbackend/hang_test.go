@@ -50,6 +50,7 @@ func freeze(t *testing.T, srv *redistest.Server) (resume func()) {
 }
 
 func TestOpTimeoutWhileRedisHangs(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	// The task is set up with the default bound, so that a slow machine
 	// does not fail the setup; b, on the same keys, has a short one.

@@ -21,6 +21,7 @@ import (
 // limited flow is in its flow's gate on the replica when Enqueue returns,
 // and an enqueue the replica cannot confirm fails.
 func TestLimitedEnqueueWaitsForTheReplica(t *testing.T) {
+	t.Parallel()
 	primary := redistest.Start(t)
 	replica := redistest.StartReplica(t, primary, redistest.Options{})
 	b := newBackend(t, newClient(t, primary), redisbackend.Config{WaitReplicas: 1, WaitTimeout: time.Second})
@@ -69,6 +70,7 @@ func (w wrapperWithAdmit) Admit(ctx context.Context, limits map[string]queue.Lim
 // up, so all end. A wrapper that hides it leaves them waiting: the last
 // two have not started a second after the first ended.
 func TestWrappedBackendKeepsLimitsMovingWithAdmit(t *testing.T) {
+	t.Parallel()
 	for _, passAdmit := range []bool{true, false} {
 		t.Run(map[bool]string{true: "passed through", false: "hidden"}[passAdmit], func(t *testing.T) {
 			b := newBackend(t, newClient(t, redistest.Start(t)), redisbackend.Config{})

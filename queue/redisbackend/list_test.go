@@ -42,6 +42,7 @@ func pageAll(t testing.TB, b *redisbackend.Backend, o queue.ListOptions) []strin
 // after the last task of the one before, by id, and every task comes
 // once.
 func TestListTasksPagesThroughTies(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx := context.Background()
@@ -83,6 +84,7 @@ func TestListTasksPagesThroughTies(t *testing.T) {
 // with a next cursor, and the pages together hold every task of the
 // owner, newest first, and no other.
 func TestListTasksByOwnerReadsABoundedPage(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx := context.Background()
@@ -138,6 +140,7 @@ func TestListTasksByOwnerReadsABoundedPage(t *testing.T) {
 // task, with nothing cancelled, More and a Next; the calls that go on
 // from each Next reach it and cancel it, and nothing else.
 func TestCancelMatchingByOwnerReadsBoundedPages(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx := context.Background()
@@ -176,6 +179,7 @@ func TestCancelMatchingByOwnerReadsBoundedPages(t *testing.T) {
 // entries of tasks that are gone and moves those whose state changed
 // behind the index's back, then lists what is true.
 func TestListTasksRepairsTheIndex(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx := context.Background()

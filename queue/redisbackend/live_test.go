@@ -14,6 +14,7 @@ import (
 // TestLiveMessage feeds published messages to a subscription and checks
 // what it delivers and when it asks for the stream instead.
 func TestLiveMessage(t *testing.T) {
+	t.Parallel()
 	const (
 		one   = `{"type":"status","status":"one"}`
 		two   = `{"type":"progress","progress":40}`

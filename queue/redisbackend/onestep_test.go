@@ -95,6 +95,7 @@ func (c *recordingClient) naming(mark int, s string) []string {
 // and its acknowledgement go apart, and the final snapshot is read for
 // the hooks.
 func TestTaskRoundTrips(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 
 	nilStore := func(*redisbackend.Backend) progress.Store { return nil }
@@ -188,6 +189,7 @@ func startWorker(t *testing.T, w *queue.Worker) {
 // with the cost and the remedy; one given a nil store, or the backend
 // itself, says nothing.
 func TestOneStepChoiceIsLogged(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	tests := []struct {

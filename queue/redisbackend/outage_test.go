@@ -110,6 +110,7 @@ func next(t *testing.T, records <-chan sseRecord) sseRecord {
 }
 
 func TestEventStreamAcrossRedisRestart(t *testing.T) {
+	t.Parallel()
 	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true, AppendFsync: "always"})
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{OpTimeout: time.Second})
 	h := ssehttp.New(ssehttp.Config{
@@ -171,6 +172,7 @@ func TestEventStreamAcrossRedisRestart(t *testing.T) {
 }
 
 func TestHTTPWhileRedisDown(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{OpTimeout: 300 * time.Millisecond})
 	reg := registry.New()
@@ -231,6 +233,7 @@ func TestHTTPWhileRedisDown(t *testing.T) {
 }
 
 func TestWorkerAcrossRedisRestart(t *testing.T) {
+	t.Parallel()
 	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true, AppendFsync: "always"})
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t), OpTimeout: time.Second}
 	web := newBackend(t, newClient(t, srv), cfg)

@@ -54,6 +54,7 @@ func subscribedClients(t *testing.T, srv *redistest.Server) []map[string]string 
 }
 
 func TestSubscribersShareOneConnection(t *testing.T) {
+	t.Parallel()
 	const tasks, perTask, live = 200, 10, 5 // 2,000 subscriptions
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
@@ -164,6 +165,7 @@ func finishEach(ctx context.Context, t *testing.T, b *redisbackend.Backend, task
 }
 
 func TestSubscriptionsLeaveWithTheirLastSubscriber(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx := context.Background()

@@ -18,6 +18,7 @@ import (
 // processes sharing a Redis.
 
 func TestDeadWorkersTaskIsTakenOver(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
 	a := newBackend(t, newClient(t, srv), cfg)
@@ -49,6 +50,7 @@ func TestDeadWorkersTaskIsTakenOver(t *testing.T) {
 }
 
 func TestAcknowledgedEntriesAreTrimmed(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -120,6 +122,7 @@ func TestAcknowledgedEntriesAreTrimmed(t *testing.T) {
 // A Fetch asking for more tasks than one script should lease gets a
 // bounded batch; the rest stay ready for the next Fetch.
 func TestFetchLeasesABoundedBatch(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -142,6 +145,7 @@ func TestFetchLeasesABoundedBatch(t *testing.T) {
 }
 
 func TestCancellationsReachOtherProcesses(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	cfg := redisbackend.Config{Prefix: uniquePrefix(t)}
 	web := newBackend(t, newClient(t, srv), cfg)
@@ -178,6 +182,7 @@ func TestCancellationsReachOtherProcesses(t *testing.T) {
 }
 
 func TestOrphanEntryIsDropped(t *testing.T) {
+	t.Parallel()
 	// A single Redis's Fetch reads the records in its script; a Cluster
 	// client's in a second round trip.
 	inBothModes(t, func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend) {
@@ -252,6 +257,7 @@ func TestSlowSubscriberPastTheBuffer(t *testing.T) {
 }
 
 func TestCancellationsSurviveRestart(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -274,6 +280,7 @@ func TestCancellationsSurviveRestart(t *testing.T) {
 }
 
 func TestStreamDeletedUnderALease(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -298,6 +305,7 @@ func TestStreamDeletedUnderALease(t *testing.T) {
 }
 
 func TestWaitingFetchWakesForTaskDueSoon(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		// prepare sets the task up before the fetcher waits; delay then

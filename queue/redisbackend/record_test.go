@@ -12,6 +12,7 @@ import (
 )
 
 func TestRecordRoundTrip(t *testing.T) {
+	t.Parallel()
 	at := time.Date(2026, 12, 2, 18, 0, 0, 123, time.UTC)
 	for name, task := range map[string]*queue.Task{
 		"plain": {ID: "a", Flow: "poem", Inputs: json.RawMessage(`{"topic":"sea"}`), MaxAttempts: 3,
@@ -46,6 +47,7 @@ func TestRecordRoundTrip(t *testing.T) {
 }
 
 func TestRecordMalformed(t *testing.T) {
+	t.Parallel()
 	_, ok, err := decodeRecord("x", record{})
 	assert.NoError(t, err)
 	assert.False(t, ok, "no rec: no record")
@@ -68,6 +70,7 @@ func TestRecordMalformed(t *testing.T) {
 // apart by its first byte, so that records written before are read as
 // they were.
 func TestRecordWithoutOwnerUnchanged(t *testing.T) {
+	t.Parallel()
 	at := time.Unix(0, 1_700_000_000_000_000_000).UTC()
 	task := &queue.Task{ID: "a", Flow: "poem", Inputs: json.RawMessage(`{"n":1}`), MaxAttempts: 3, Timeout: time.Second, EnqueuedAt: at}
 	assert.Equal(t, `3 1000000000 1700000000000000000 0 4 0 poem{"n":1}`, encodeRec(task))
@@ -88,6 +91,7 @@ func TestRecordWithoutOwnerUnchanged(t *testing.T) {
 // the trace context first, marked "t", the rest as without it; and that
 // a malformed trace context is an error, not a misread record.
 func TestRecordOfTracedTask(t *testing.T) {
+	t.Parallel()
 	at := time.Unix(0, 1_700_000_000_000_000_000).UTC()
 	task := &queue.Task{ID: "a", Flow: "poem", Inputs: json.RawMessage(`{"n":1}`), MaxAttempts: 3, Timeout: time.Second, EnqueuedAt: at,
 		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "k=v"}

@@ -31,6 +31,7 @@ func appendRetrying(ctx context.Context, t *testing.T, b *redisbackend.Backend, 
 }
 
 func TestRestartMidStream(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		fsync string
@@ -161,6 +162,7 @@ func leaseOne(t *testing.T, b *redisbackend.Backend) *queue.Lease {
 }
 
 func TestRedisDown(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{OpTimeout: 300 * time.Millisecond})
 	held := leaseOne(t, b)

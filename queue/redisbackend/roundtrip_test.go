@@ -63,6 +63,7 @@ func commandCalls(t testing.TB, srv *redistest.Server) map[string]int {
 type progressOnly struct{ progress.Backend }
 
 func TestRoundTrips(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	counter := &countingClient{Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{})
@@ -232,6 +233,7 @@ func TestRoundTrips(t *testing.T) {
 // that wrote them did), and a lease lost before a fetch took the task
 // over has its hand-back taken back (one more).
 func TestRetryRecordsTheEndOfAHeldLeaseOnly(t *testing.T) {
+	t.Parallel()
 	for _, cluster := range []bool{false, true} {
 		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
 			srv := redistest.Start(t)

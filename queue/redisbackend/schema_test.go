@@ -34,6 +34,7 @@ func hashTag(key string) string {
 }
 
 func TestHashTag(t *testing.T) {
+	t.Parallel()
 	for key, want := range map[string]string{
 		"p:{abc}:task": "abc",
 		"p:{q:x}:wake": "q:x",
@@ -76,6 +77,7 @@ func runTask(ctx context.Context, t *testing.T, b *redisbackend.Backend) *queue.
 }
 
 func TestKeySchema(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	const prefix = "schema"
@@ -145,6 +147,7 @@ func TestKeySchema(t *testing.T) {
 }
 
 func TestRetention(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	client := newClient(t, srv)
@@ -364,6 +367,7 @@ func TestRetention(t *testing.T) {
 }
 
 func TestEventIDs(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: "ids"})

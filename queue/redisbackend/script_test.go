@@ -39,6 +39,7 @@ func luaFileNames(t *testing.T, dir string) []string {
 // its contract and is run by the package, and that every fragment says
 // what it defines and is included somewhere.
 func TestScriptFilesAreDocumented(t *testing.T) {
+	t.Parallel()
 	used := map[string]bool{}
 	for _, s := range packageScripts {
 		used[s.name] = true
@@ -95,6 +96,7 @@ func leadingComment(text string) string {
 }
 
 func TestLoadScript(t *testing.T) {
+	t.Parallel()
 	t.Run("a fragment included twice is in once", func(t *testing.T) {
 		// finish takes the clock in through the append fragment's expiry
 		// fragment and the release fragment not at all; checkpoint
@@ -130,6 +132,7 @@ func TestLoadScript(t *testing.T) {
 // TestScriptsCompile loads every script into a real Redis, which compiles
 // it, and checks that Redis names it by the SHA-1 the package sends.
 func TestScriptsCompile(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Start(t)
 	for _, s := range packageScripts {
 		t.Run(s.name, func(t *testing.T) {

@@ -16,6 +16,14 @@ import (
 
 // Tests share one redis-server per top-level test; each backend gets a key
 // prefix of its own, so that backends of subtests share nothing.
+//
+// Most top-level tests run in parallel (t.Parallel): each starts its own
+// servers, and they spend their time waiting on Redis, on processes and
+// on leases. Go runs the tests that do not call t.Parallel first, one at a
+// time, before any parallel one starts. Those are the tests that count
+// the process's goroutines (the conformance suites) and those that
+// replace a package variable (SetInboxLimit, SetRetireIdle, SetFetchSleep,
+// SetLingerTimer, lingerByHand); keep a new test of either kind serial.
 
 // newClient returns a client of srv, closed when the test ends. It
 // pipelines always, so that its connections start their goroutines on

@@ -7,6 +7,7 @@ import (
 )
 
 func TestKeySlot(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		slot uint16

@@ -24,6 +24,7 @@ import (
 // cannot find a task's entry from its id without a scan. The Memory
 // backend leaves such tasks out (TestMemoryStatsLeaveOutCancelledPending).
 func TestStatsCountCancelledWaitingUntilDropped(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	b := newBackend(t, newClient(t, redistest.Start(t)), redisbackend.Config{})
 	reg := registry.New()
