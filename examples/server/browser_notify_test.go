@@ -80,6 +80,7 @@ func newFlakyReceiver(t *testing.T, secret string) *flakyReceiver {
 // notifications were sent, are being retried or failed, in words, and a
 // server without notifications shows nothing of them.
 func TestDemoPageNotifications(t *testing.T) {
+	t.Parallel()
 	browser := startChromium(t)
 	artifacts := artifactsDir(t)
 

@@ -121,6 +121,7 @@ func finalText(t *testing.T, snap progress.Snapshot) string {
 // offline model, fake Tavily). It saves a screenshot of each final state
 // in $FLOWS_ARTIFACTS (default: a temporary directory).
 func TestDemoPage(t *testing.T) {
+	t.Parallel()
 	browser := startChromium(t)
 	artifacts := artifactsDir(t)
 	const (

@@ -81,6 +81,7 @@ type frontEndResult struct {
 // answers; a page of an origin not listed can do none of this. Before
 // CORS, the listed page's preflight failed with 405.
 func TestCrossOriginFrontEnd(t *testing.T) {
+	t.Parallel()
 	browser := startChromium(t)
 	blank := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")

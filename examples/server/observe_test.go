@@ -158,6 +158,7 @@ func TestServerExportsTraces(t *testing.T) {
 // TestServerWritesHistory: with DATABASE_URL set, every task the
 // in-process workers end is written to the run history.
 func TestServerWritesHistory(t *testing.T) {
+	t.Parallel()
 	url := pgtest.Start(t).Database(t)
 	cfg := testConfig()
 	cfg.DatabaseURL = url
@@ -182,6 +183,7 @@ func TestServerWritesHistory(t *testing.T) {
 // TestServerFailsWhenTheDatabaseIsUnreachable: a DATABASE_URL that
 // cannot be reached stops the server at start-up.
 func TestServerFailsWhenTheDatabaseIsUnreachable(t *testing.T) {
+	t.Parallel()
 	srv := pgtest.Start(t)
 	url := srv.URL()
 	srv.Stop() // nobody listens there now

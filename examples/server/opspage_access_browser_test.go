@@ -83,6 +83,7 @@ func accessServer(t *testing.T) (url string, broker *queue.Broker) {
 // operator's, its event stream included, each call carrying the cookie;
 // an operator whom Authorize lets only look is told so when acting.
 func TestOpsPageBehindAccessChecks(t *testing.T) {
+	t.Parallel()
 	browser := startChromium(t)
 	artifacts := artifactsDir(t)
 	url, broker := accessServer(t)
@@ -169,6 +170,7 @@ func taskStateOf(t *testing.T, broker *queue.Broker, id string) progress.State {
 // more" brings the rest with the listing's cursor, with the keyboard, and
 // the refreshes that follow keep every loaded task listed.
 func TestOpsPageLoadsMore(t *testing.T) {
+	t.Parallel()
 	browser := startChromium(t)
 	url, broker := accessServer(t)
 	ctx := context.Background()
@@ -208,6 +210,7 @@ func TestOpsPageLoadsMore(t *testing.T) {
 // TestOpsPageRestsWhenHidden checks that a page in a hidden tab stops
 // reading the API, and catches up when shown again.
 func TestOpsPageRestsWhenHidden(t *testing.T) {
+	t.Parallel()
 	browser := startChromium(t)
 	url, _ := accessServer(t)
 	p := newOpsTab(t, browser, url, artifactsDir(t))

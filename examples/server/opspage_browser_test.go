@@ -103,6 +103,7 @@ func rowSel(tbody, id string) string {
 // re-queued and a running one cancelled with the keyboard alone, and the
 // page fits a phone's width.
 func TestOpsPage(t *testing.T) {
+	t.Parallel()
 	browser := startChromium(t)
 	artifacts := artifactsDir(t)
 	refresh := func(c *config) { c.OpsRefresh = opsRefresh }

@@ -21,6 +21,12 @@ import (
 // runs exactly what the server command runs and can be killed like one.
 const childEnv = "FLOWS_SERVER_TEST_CHILD"
 
+// The tests that drive a browser or server processes, or start Redis
+// servers, a Sentinel set, a cluster or PostgreSQL of their own, run in
+// parallel (t.Parallel): they spend their time waiting on those. Tests
+// that set environment variables (t.Setenv) or count goroutines stay
+// serial; Go runs them first, before any parallel one starts.
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" {
 		exitWithParent()

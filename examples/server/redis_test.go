@@ -94,6 +94,7 @@ func TestServerWithoutWorkers(t *testing.T) {
 // client of its own: poem_flow runs to SUCCESS over SSE, and its keys are
 // on the master of its slot.
 func TestServerOnCluster(t *testing.T) {
+	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	cfg := redisConfig(t, c)
 	cfg.Workers = 0
@@ -111,6 +112,7 @@ func TestServerOnCluster(t *testing.T) {
 // found through three sentinels (REDIS_URL names them and the master
 // set): poem_flow runs to SUCCESS over SSE, and the task is on the replica.
 func TestServerThroughSentinel(t *testing.T) {
+	t.Parallel()
 	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
 	cfg := redisConfig(t, s)
 	cfg.WaitReplicas = 1

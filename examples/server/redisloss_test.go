@@ -26,6 +26,7 @@ import (
 // (their command rate when idle stays near what it was before); and tasks
 // started afterwards run to SUCCESS.
 func TestRedisRestartedEmpty(t *testing.T) {
+	t.Parallel()
 	const (
 		running   = 4
 		pending   = 4

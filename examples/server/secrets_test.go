@@ -38,6 +38,7 @@ func closedPort(t *testing.T) string {
 // bad requests. It collects every log line the server writes and every
 // error and answer it gives, and finds none of the credentials there.
 func TestSecretsStayOut(t *testing.T) {
+	t.Parallel()
 	const (
 		redisPass = "PLANTED-redis-pass"
 		apiKey    = "PLANTED-api-key"

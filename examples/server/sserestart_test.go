@@ -93,6 +93,7 @@ func (q *processQueue) state(t *testing.T, id string) progress.State {
 // across its reconnections with Last-Event-ID, up to the SUCCESS snapshot;
 // no task is lost.
 func TestServerRestartUnderLiveStreams(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		stop func(t *testing.T, p *serverProcess)
