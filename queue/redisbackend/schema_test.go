@@ -350,7 +350,9 @@ func TestRetention(t *testing.T) {
 	})
 
 	t.Run("an expired task is gone and its subscription ends", func(t *testing.T) {
-		b := newBackend(t, client, redisbackend.Config{Retention: 300 * time.Millisecond, PollInterval: 20 * time.Millisecond})
+		// The retention leaves a loaded machine (this test runs in
+		// parallel with others) the time to read the backlog first.
+		b := newBackend(t, client, redisbackend.Config{Retention: 1500 * time.Millisecond, PollInterval: 20 * time.Millisecond})
 		task := newTask()
 		require.NoError(t, b.Create(ctx, task.ID))
 		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
