@@ -315,7 +315,10 @@ func TestRetention(t *testing.T) {
 	})
 
 	t.Run("a task created again after it expired starts empty", func(t *testing.T) {
-		b := newBackend(t, client, redisbackend.Config{Retention: 200 * time.Millisecond})
+		// A retention long enough for the four writes and reads below
+		// to come first on a loaded machine (TestRetention runs in
+		// parallel with other tests); the case waits for the expiry.
+		b := newBackend(t, client, redisbackend.Config{Retention: time.Second})
 		task := newTask()
 		require.NoError(t, b.CreateAndEnqueue(ctx, task))
 		_, err := b.Append(ctx, task.ID, progress.LogEvent("one"))
