@@ -126,6 +126,31 @@ func timeParam(w http.ResponseWriter, q url.Values, name string) (time.Time, boo
 	return at, true
 }
 
+// filterParams reads the parameters that select tasks, shared by the
+// listing and cancel-by-filter: state, flow, owner, since, until, limit
+// (def when absent) and cursor, refusing any other. It answers a bad one
+// with 400 and reports false.
+func filterParams(w http.ResponseWriter, r *http.Request, def int) (queue.ListOptions, bool) {
+	q, ok := query(w, r, "state", "flow", "owner", "since", "until", "limit", "cursor")
+	if !ok {
+		return queue.ListOptions{}, false
+	}
+	limit, ok := limitParam(w, q, def)
+	if !ok {
+		return queue.ListOptions{}, false
+	}
+	since, ok := timeParam(w, q, "since")
+	if !ok {
+		return queue.ListOptions{}, false
+	}
+	until, ok := timeParam(w, q, "until")
+	if !ok {
+		return queue.ListOptions{}, false
+	}
+	return queue.ListOptions{State: stateParam(q), Flow: q.Get("flow"), Owner: q.Get("owner"), Since: since, Until: until,
+		Limit: limit, Cursor: q.Get("cursor")}, true
+}
+
 // stateParam reads the state parameter: one of the four states, in any
 // case, or "".
 func stateParam(q url.Values) progress.State {
@@ -150,24 +175,10 @@ func (h *Handler) queryError(w http.ResponseWriter, r *http.Request, what string
 // listTasks serves GET /tasks/?state=&flow=&owner=&since=&until=&limit=&cursor=:
 // a page of tasks, newest first (see queue.ListOptions).
 func (h *Handler) listTasks(w http.ResponseWriter, r *http.Request) {
-	q, ok := query(w, r, "state", "flow", "owner", "since", "until", "limit", "cursor")
+	o, ok := filterParams(w, r, queue.DefaultListLimit)
 	if !ok {
 		return
 	}
-	limit, ok := limitParam(w, q, queue.DefaultListLimit)
-	if !ok {
-		return
-	}
-	since, ok := timeParam(w, q, "since")
-	if !ok {
-		return
-	}
-	until, ok := timeParam(w, q, "until")
-	if !ok {
-		return
-	}
-	o := queue.ListOptions{State: stateParam(q), Flow: q.Get("flow"), Owner: q.Get("owner"), Since: since, Until: until,
-		Limit: limit, Cursor: q.Get("cursor")}
 	if !h.operator(w, r, Access{Action: ActionList, Flow: o.Flow, Owner: o.Owner}) {
 		return
 	}
@@ -266,24 +277,12 @@ func (h *Handler) cancelTasks(w http.ResponseWriter, r *http.Request) {
 	if !h.sameOrigin(w, r) {
 		return
 	}
-	q, ok := query(w, r, "state", "flow", "owner", "since", "until", "limit", "cursor")
+	o, ok := filterParams(w, r, queue.MaxListLimit)
 	if !ok {
 		return
 	}
-	limit, ok := limitParam(w, q, queue.MaxListLimit)
-	if !ok {
-		return
-	}
-	since, ok := timeParam(w, q, "since")
-	if !ok {
-		return
-	}
-	until, ok := timeParam(w, q, "until")
-	if !ok {
-		return
-	}
-	f := queue.CancelFilter{State: stateParam(q), Flow: q.Get("flow"), Owner: q.Get("owner"), Since: since, Until: until,
-		Limit: limit, Cursor: q.Get("cursor")}
+	f := queue.CancelFilter{State: o.State, Flow: o.Flow, Owner: o.Owner, Since: o.Since, Until: o.Until,
+		Limit: o.Limit, Cursor: o.Cursor}
 	if f.State == "" && f.Flow == "" && f.Owner == "" && f.Since.IsZero() && f.Until.IsZero() {
 		writeError(w, http.StatusBadRequest, "name a state (PENDING or PROGRESS), a flow, an owner or a time range (since, until): cancelling every task takes one call per state")
 		return
