@@ -326,11 +326,20 @@ func (f *CancelFilter) options(state progress.State, cursor string) ListOptions 
 type CancelResult struct {
 	// Cancelled are the ids of the tasks it asked to stop.
 	Cancelled []string `json:"cancelled"`
+	// AlreadyCancelled are the ids of the tasks it found already asked
+	// to stop (TaskSummary.Cancelled) by an earlier call or Cancel, which
+	// it leaves out of Cancelled: mostly running tasks, which stay
+	// PROGRESS until their flow returns (or their worker's abandon delay
+	// passes). It does not ask them again, except a task still PENDING,
+	// whose earlier cancellation stopped before ending it: it ends it.
+	// They do not count towards the filter's Limit. Nil when none.
+	AlreadyCancelled []string `json:"already_cancelled,omitempty"`
 	// More is set when it stopped with tasks left that the filter
-	// selects: at the filter's Limit, or, with an owner on a backend
-	// without an index by owner, at its bound of tasks read (then there
-	// may be none left, and a call may cancel none and still have More).
-	// Call it again with Cursor set to Next for them.
+	// selects: at the filter's Limit, or at its bound of tasks read,
+	// which an owner on a backend without an index by owner, or many
+	// tasks already asked to stop, may reach first (then there may be
+	// none left to cancel, and a call may cancel none and still have
+	// More). Call it again with Cursor set to Next for them.
 	More bool `json:"more"`
 	// Next, when More is set, is where the call stopped: the Cursor of a
 	// call that goes on from there. A call from the start works too, but
@@ -369,10 +378,13 @@ func parseCancelCursor(s string, states []progress.State) (int, string, error) {
 // CancelMatching asks every task that f selects to stop, as Cancel does
 // for one, newest first (the pending tasks, then the running ones), up
 // to f.Limit tasks, from f.Cursor. A task that ends meanwhile is left
-// out. One call reads a bounded number of pages of the listing of f (see
-// CancelResult.More). A state other than PENDING, PROGRESS or "", a limit
-// out of range, Until before Since or a cursor no call with this state
-// issued gives an error wrapping ErrInvalidQuery.
+// out, and one already asked to stop is not asked again (see
+// CancelResult.AlreadyCancelled), so that a call made again from the
+// start cancels only the tasks not asked yet. One call reads a bounded
+// number of pages of the listing of f (see CancelResult.More). A state
+// other than PENDING, PROGRESS or "", a limit out of range, Until before
+// Since or a cursor no call with this state issued gives an error
+// wrapping ErrInvalidQuery.
 func (i *Inspector) CancelMatching(ctx context.Context, f CancelFilter) (CancelResult, error) {
 	states := []progress.State{progress.StatePending, progress.StateProgress}
 	switch f.State {
@@ -417,8 +429,14 @@ func (i *Inspector) CancelMatching(ctx context.Context, f CancelFilter) (CancelR
 			return res, nil
 		}
 		for _, s := range page.Tasks {
+			if s.Cancelled && s.State != progress.StatePending {
+				res.AlreadyCancelled = append(res.AlreadyCancelled, s.ID)
+				continue
+			}
 			err := i.broker.Cancel(ctx, s.ID)
 			switch {
+			case err == nil && s.Cancelled:
+				res.AlreadyCancelled = append(res.AlreadyCancelled, s.ID)
 			case err == nil:
 				res.Cancelled = append(res.Cancelled, s.ID)
 			case errors.Is(err, ErrFinished), errors.Is(err, ErrNotFound):

@@ -133,7 +133,9 @@
 // and says whether more are left: then pass its next as cursor, with the
 // same filters, to go on where it stopped. By owner, on a Redis queue, a
 // call reads a bounded number of tasks, so it may cancel none and still
-// have more. Authorize sees the flow and owner filters in Access. The
+// have more. The tasks it finds asked to stop before (still running) are
+// not asked again: they are listed in "already_cancelled", not in
+// "cancelled". Authorize sees the flow and owner filters in Access. The
 // queue package's Inspector documents the rest.
 //
 // Package [github.com/flowsrun/flows/ssehttp/opspage] serves a web page

@@ -569,6 +569,23 @@ func (downInspector) CancelMatching(context.Context, queue.CancelFilter) (queue.
 	return queue.CancelResult{}, errDown
 }
 
+// askedInspector answers a cancellation by filter with one task
+// cancelled and one found asked to stop before.
+type askedInspector struct{ downInspector }
+
+func (askedInspector) CancelMatching(context.Context, queue.CancelFilter) (queue.CancelResult, error) {
+	return queue.CancelResult{Cancelled: []string{"c0ffee"}, AlreadyCancelled: []string{"decaf"}}, nil
+}
+
+// TestCancelTasksAlreadyCancelled checks the name on the wire of the
+// tasks a cancellation by filter found asked to stop before.
+func TestCancelTasksAlreadyCancelled(t *testing.T) {
+	e := newEnv(t, envOptions{config: ssehttp.Config{Inspector: askedInspector{}}})
+	resp, body := e.post(t, "/cancel-tasks/?state=PROGRESS", "")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	assert.JSONEq(t, `{"cancelled": ["c0ffee"], "already_cancelled": ["decaf"], "more": false}`, string(body))
+}
+
 // TestOperatorRoutesBackendDown checks that a backend that cannot be
 // reached is a 503 with Retry-After, on every operators' route, and that
 // its address stays out of the answer.

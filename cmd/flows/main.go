@@ -24,6 +24,8 @@
 //	                           ask every pending or running task the
 //	                           filter selects (one flag at least, as ls
 //	                           takes them) to stop, up to N a call; the
+//	                           tasks asked before (still running) are
+//	                           listed apart, not asked again; the
 //	                           last line goes on where a call stopped
 //	dead     [-limit N]        the dead-letter set, newest first
 //	requeue  ID...             run dead tasks again, as new tasks

@@ -392,6 +392,33 @@ func TestCancelByOwnerAndTime(t *testing.T) {
 	}
 }
 
+// TestCancelAlreadyAsked checks that cancel by filter lists the tasks
+// asked to stop before apart from those it cancels, in the text and in
+// the JSON.
+func TestCancelAlreadyAsked(t *testing.T) {
+	f := newFixture(t)
+	later := func() string { return f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)}) }
+	asked, fresh := later(), later()
+	// The flag an earlier cancellation set, before it could end the task.
+	require.NoError(t, f.srv.Do("HSET", f.prefix+":{"+asked+"}:task", "cancelled", "1").Error())
+
+	code, out, errs := f.flows(t, "cancel", "-flow", "ok")
+	require.Equal(t, exitOK, code, errs)
+	assert.Equal(t, "cancelled "+fresh+"\nalready asked to stop "+asked+"\n1 cancelled\n1 already asked to stop\n", out)
+	for _, id := range []string{asked, fresh} {
+		f.wait(t, id, ended)
+	}
+
+	asked = later()
+	require.NoError(t, f.srv.Do("HSET", f.prefix+":{"+asked+"}:task", "cancelled", "1").Error())
+	code, out, errs = f.flows(t, "-json", "cancel", "-state", "PENDING")
+	require.Equal(t, exitOK, code, errs)
+	var res queue.CancelResult
+	require.NoError(t, json.Unmarshal([]byte(out), &res), out)
+	assert.Equal(t, queue.CancelResult{Cancelled: []string{}, AlreadyCancelled: []string{asked}}, res)
+	f.wait(t, asked, ended)
+}
+
 // TestShowFollow follows tasks live to their end: the exit code says how
 // each ended.
 func TestShowFollow(t *testing.T) {

@@ -356,7 +356,13 @@ func (c *cli) cancel(ctx context.Context, args []string) error {
 		for _, id := range res.Cancelled {
 			fmt.Fprintf(c.out, "cancelled %s\n", id)
 		}
+		for _, id := range res.AlreadyCancelled {
+			fmt.Fprintf(c.out, "already asked to stop %s\n", id)
+		}
 		fmt.Fprintf(c.out, "%d cancelled\n", len(res.Cancelled))
+		if n := len(res.AlreadyCancelled); n > 0 {
+			fmt.Fprintf(c.out, "%d already asked to stop\n", n)
+		}
 		if res.More {
 			lim := ""
 			if f.Limit != queue.MaxListLimit {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +37,7 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"CancelMatching", testCancelMatching},
 		{"CancelMatchingByOwner", testCancelMatchingOwner},
 		{"CancelMatchingByTimeRange", testCancelMatchingTimeRange},
+		{"CancelMatchingCountsRunningOnce", testCancelMatchingRunning},
 		{"DeadAndRequeue", testInspectorDead},
 	}
 	for _, tt := range tests {
@@ -568,6 +570,89 @@ func testCancelMatching(t *testing.T, h *harness) {
 	require.NoError(t, err)
 	assert.Empty(t, none.Cancelled)
 	assert.False(t, none.More)
+}
+
+// testCancelMatchingRunning: a running task asked to stop stays PROGRESS
+// until its flow returns; a call made again from the start does not
+// count it as cancelled again, but as already asked (AlreadyCancelled),
+// and cancels only the tasks not asked yet. A pending task whose
+// cancellation stopped before ending it is ended, as already asked.
+func testCancelMatchingRunning(t *testing.T, h *harness) {
+	h.declare("spared", "halfway")
+	in := h.inspector()
+	ctx := context.Background()
+
+	// Before any worker runs: the backend's flag set, as a Cancel that
+	// failed before it ended the task leaves it.
+	halfway := h.enqueue("halfway", "", queue.EnqueueOptions{})
+	require.NoError(t, h.backend.Cancel(ctx, halfway))
+	require.Equal(t, progress.StatePending, h.snapshot(halfway).State)
+	res, err := in.CancelMatching(ctx, queue.CancelFilter{Flow: "halfway"})
+	require.NoError(t, err)
+	assert.Empty(t, res.Cancelled, "the task was asked already")
+	assert.Equal(t, []string{halfway}, res.AlreadyCancelled)
+	snap := h.snapshot(halfway)
+	assert.Equal(t, progress.StateFailure, snap.State, "the pending task asked before is ended now")
+	assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+
+	started, release := make(chan string, 4), make(chan struct{})
+	h.reg.MustRegister("stubborn", flow.Func(func(ctx context.Context, task *flow.Task) (any, error) {
+		started <- task.ID
+		<-release // deaf to its context's end until released: it stays running
+		<-ctx.Done()
+		return nil, context.Cause(ctx)
+	}))
+	h.start(queue.WorkerConfig{Concurrency: 4, AbandonAfter: time.Hour})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(free) // before the worker stops, should the test fail early
+	running := func() string {
+		id := h.enqueue("stubborn", "", queue.EnqueueOptions{})
+		require.Equal(t, id, waitFor(t, started, "task "+id+" to start"))
+		eventually(t, func() bool { return h.snapshot(id).State == progress.StateProgress }, "task %s running", id)
+		return id
+	}
+	first := []string{running(), running()}
+	later := h.enqueue("stubborn", "", queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+	spared := h.enqueue("spared", "", queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+
+	res, err = in.CancelMatching(ctx, queue.CancelFilter{Flow: "stubborn"})
+	require.NoError(t, err)
+	assert.ElementsMatch(t, append([]string{later}, first...), res.Cancelled)
+	assert.Empty(t, res.AlreadyCancelled)
+	assert.False(t, res.More)
+	assert.Equal(t, progress.StateFailure, h.snapshot(later).State, "the pending task ended at once")
+	for _, id := range first {
+		assert.Equal(t, progress.StateProgress, h.snapshot(id).State, "task %s runs until its flow returns", id)
+	}
+
+	for _, f := range []queue.CancelFilter{{Flow: "stubborn"}, {State: progress.StateProgress}, {Flow: "stubborn", Limit: 1}} {
+		again, err := in.CancelMatching(ctx, f)
+		require.NoError(t, err, "CancelMatching %+v", f)
+		assert.Empty(t, again.Cancelled, "%+v: the running tasks were asked already", f)
+		assert.ElementsMatch(t, first, again.AlreadyCancelled, "%+v", f)
+		assert.False(t, again.More, "%+v", f)
+	}
+
+	// A task started since is cancelled; the others are not again.
+	third := running()
+	res, err = in.CancelMatching(ctx, queue.CancelFilter{State: progress.StateProgress})
+	require.NoError(t, err)
+	assert.Equal(t, []string{third}, res.Cancelled, "only the task not asked yet")
+	assert.ElementsMatch(t, first, res.AlreadyCancelled)
+	assert.False(t, res.More)
+	assert.Equal(t, progress.StatePending, h.snapshot(spared).State, "a task of another flow")
+
+	// Once their flows return, they are FAILURE, and nothing is left.
+	free()
+	for _, id := range append(first, third) {
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State, "task %s", id)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status, "task %s", id)
+	}
+	res, err = in.CancelMatching(ctx, queue.CancelFilter{Flow: "stubborn"})
+	require.NoError(t, err)
+	assert.Equal(t, queue.CancelResult{Cancelled: []string{}}, res)
 }
 
 // cancelAll calls CancelMatching with f until it has no more to cancel,
