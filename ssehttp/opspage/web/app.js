@@ -322,6 +322,7 @@
     tasks: [],
     next: '',
     generation: 0,
+    loadingMore: false, // a "Load more" is under way
     rows: new Map(), // tr by task id
   };
 
@@ -378,7 +379,12 @@
     const generation = reset ? ++list.generation : list.generation;
     const limit = reset ? PAGE_SIZE : Math.min(MAX_LIST, Math.max(PAGE_SIZE, list.tasks.length));
     const page = await call(`tasks/?${filterQuery({ limit })}`);
-    if (generation !== list.generation) return; // the filters changed meanwhile
+    // Dropped when the filters changed meanwhile, or when a "Load more"
+    // is under way: it goes on from the cursor it read, and would append
+    // its page to this listing, whose cursor may be elsewhere (tasks that
+    // came in push the listing's end back), leaving out the tasks in
+    // between. The next refresh lists them all.
+    if (generation !== list.generation || (!reset && list.loadingMore)) return;
     list.tasks = page.tasks || [];
     list.next = page.next_cursor || '';
     renderList();
@@ -387,11 +393,13 @@
 
   // loadMore adds the next page. A refresh that started before it ends
   // would list fewer tasks: the generation moves on at both ends, so that
-  // such a refresh is dropped.
+  // such a refresh is dropped; one that ends while it is under way is
+  // dropped too (see loadList).
   async function loadMore() {
     if (!list.next || moreButton.getAttribute('aria-disabled') === 'true') return;
     const generation = ++list.generation;
     moreButton.setAttribute('aria-disabled', 'true');
+    list.loadingMore = true;
     try {
       const page = await call(`tasks/?${filterQuery({ limit: PAGE_SIZE, cursor: list.next })}`);
       if (generation !== list.generation) return;
@@ -412,6 +420,7 @@
     } catch (err) {
       announce(`Could not load more tasks: ${err.message}`);
     } finally {
+      list.loadingMore = false;
       moreButton.removeAttribute('aria-disabled');
     }
   }
