@@ -41,7 +41,9 @@ type Finished struct {
 	// that only ran the hooks again (ErrRetryHooks) are left out of it:
 	// after HookRetries of them, Attempt is the lease's number less
 	// HookRetries - 1 (a lease lost after the end, say to a worker's
-	// death, is not left out).
+	// death, is not left out): Task.Attempts() + 1 of the task as
+	// leased. Since Attempt is adjusted so, Task.Attempts of this copy
+	// is not the attempts of the flow.
 	Task *Task
 	// Snapshot is the task's final snapshot, as the store holds it after
 	// the terminal event: State is SUCCESS or FAILURE, Details.Status
@@ -80,11 +82,13 @@ type Finished struct {
 func (j *job) runHooks(snap progress.Snapshot, found bool) (again bool) {
 	w := j.w
 	task := j.task
-	if n := task.HookRetries; n > 1 {
+	if task.HookRetries > 0 {
 		// The leases that only ran the hooks again are left out of the
-		// attempt the hooks see (see Finished.Task).
+		// attempt the hooks see: one more than the attempts of the flow,
+		// as for the first lease that found the task ended (see
+		// Finished.Task).
 		c := *task
-		c.Attempt -= n - 1
+		c.Attempt = task.Attempts() + 1
 		task = &c
 	}
 	f := Finished{

@@ -248,7 +248,7 @@ func (m *Memory) finish(ctx context.Context, l *Lease, reason *string) error {
 	mt.state, mt.token, mt.at = memDone, "", now.Add(m.retention)
 	m.release(mt, now)
 	if reason != nil {
-		mt.buried = &DeadTask{ID: mt.task.ID, Flow: mt.task.Flow, Reason: *reason, Attempts: mt.task.Attempt - mt.task.HookRetries, BuriedAt: now.UTC()}
+		mt.buried = &DeadTask{ID: mt.task.ID, Flow: mt.task.Flow, Reason: *reason, Attempts: mt.task.Attempts(), BuriedAt: now.UTC()}
 		m.dead[mt.task.ID] = mt
 	}
 	m.finished.push(mt)

@@ -188,6 +188,13 @@ type Task struct {
 	Limit Limit `json:"-"`
 }
 
+// Attempts is the number of leases of the task that were attempts to run
+// its flow: Attempt less the leases that only ran its finish hooks again
+// (HookRetries, see ErrRetryHooks). A lease lost after the task ended (to
+// a worker's death, say) is not left out, nor are hand-backs: see Runs
+// for those. DeadTask.Attempts is this number as the task was buried.
+func (t *Task) Attempts() int { return t.Attempt - t.HookRetries }
+
 // Runs is the number of runs the task gets: MaxAttempts, plus one for
 // each hand-back that did not count (HandBacks); 0 when MaxAttempts is.
 func (t *Task) Runs() int {
@@ -206,10 +213,11 @@ type DeadTask struct {
 	Flow string `json:"flow"`
 	// Reason is why it failed: the status line of its FAILURE.
 	Reason string `json:"reason"`
-	// Attempts is the number of runs it was given: Task.Attempt when it
-	// was buried, less the leases that only ran its finish hooks again
-	// (Task.HookRetries, see ErrRetryHooks). A lease lost after the task
-	// ended (to a worker's death, say) is not left out.
+	// Attempts is the number of runs it was given: Task.Attempts when it
+	// was buried, that is Task.Attempt less the leases that only ran its
+	// finish hooks again (Task.HookRetries, see ErrRetryHooks). A lease
+	// lost after the task ended (to a worker's death, say) is not left
+	// out.
 	Attempts int `json:"attempts"`
 	// BuriedAt is when it was buried.
 	BuriedAt time.Time `json:"buried_at"`

@@ -37,7 +37,7 @@ func (b *Backend) Bury(ctx context.Context, l *queue.Lease, reason string) error
 	if l != nil && l.Task != nil {
 		id = l.Task.ID
 		var err error
-		if info, err = json.Marshal(deadEntry{Flow: l.Task.Flow, Reason: reason, Attempts: l.Task.Attempt - l.Task.HookRetries}); err != nil {
+		if info, err = json.Marshal(deadEntry{Flow: l.Task.Flow, Reason: reason, Attempts: l.Task.Attempts()}); err != nil {
 			return fmt.Errorf("redisbackend: bury task %s: %w", id, err)
 		}
 	}
