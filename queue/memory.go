@@ -323,7 +323,8 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 	case !why.Counts():
 		mt.task.HandBacks++
 	}
-	// The task gives its slot back: its next attempt waits for one.
+	// The task gives its slot back: its next attempt waits for one (a
+	// task given back for its finish hooks does not, see due).
 	m.release(mt, now)
 	if at.After(now) && !mt.task.Cancelled {
 		mt.state, mt.at = memDelayed, at

@@ -21,10 +21,12 @@ type memGate struct {
 // due makes mt, which is due, ready if it need not wait for its flow's
 // limits, and queues it behind its flow's waiting tasks otherwise. A
 // cancelled task does not wait: its worker ends it without running it.
+// Nor does a task given back for its finish hooks (Task.HookRetries): it
+// has ended, and its next lease runs the hooks only, not its flow.
 // m.mu is held.
 func (m *Memory) due(mt *memTask, now time.Time) {
 	l := mt.task.Limit
-	if !l.On() || mt.slot || mt.task.Cancelled {
+	if !l.On() || mt.slot || mt.task.Cancelled || mt.task.HookRetries > 0 {
 		m.makeReady(mt)
 		return
 	}

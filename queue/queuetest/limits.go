@@ -3,6 +3,7 @@ package queuetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -201,6 +202,65 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			assert.Equal(t, progress.StateSuccess, h.waitTerminal(id).State)
 		}
 		assert.Equal(t, int32(3), ran.Load())
+	})
+
+	t.Run("HookRerunsTakeNoSlot", func(t *testing.T) {
+		// A task whose finish hooks ask to run again comes back for its
+		// hooks only: its flow does not run, so it neither waits for a
+		// slot of its flow nor takes one.
+		h := newHarness(t, newBackends)
+		release := make(chan struct{})
+		runs := h.registerHeld("single", release, registry.Concurrency(1))
+		rec := newFinishes(h)
+		var asked atomic.Bool
+		queued := make(chan struct{})
+		h.start(queue.WorkerConfig{
+			Concurrency: 4,
+			OnFinish: []queue.FinishHook{rec.hook, func(context.Context, queue.Finished) error {
+				if asked.CompareAndSwap(false, true) {
+					<-queued // the second task waits for the slot first
+					return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+				}
+				return nil
+			}},
+		})
+		t.Cleanup(func() { close(release) }) // before the worker stops
+		first := h.enqueue("single", "", queue.EnqueueOptions{})
+		release <- struct{}{} // the first run ends, and its hooks ask again
+		rec.waitCalls(t, first, 1)
+		second := h.enqueue("single", "", queue.EnqueueOptions{})
+		close(queued)
+		eventually(t, func() bool { return runs.Load() == 2 }, "the second task takes the slot")
+		calls := rec.waitCalls(t, first, 2)
+		assert.True(t, calls[1].f.FoundEnded, "the hooks ran again while the second task held the slot")
+		assert.Equal(t, progress.StateProgress, h.snapshot(second).State, "the second still holds the slot")
+		third := h.enqueue("single", "", queue.EnqueueOptions{})
+		time.Sleep(short) // a worker with free slots has had time to take it
+		assert.Equal(t, progress.StatePending, h.snapshot(third).State, "the slot is still taken, by the second task alone")
+	})
+
+	t.Run("HookRerunsAreNoStarts", func(t *testing.T) {
+		// Nor does the lease that runs the hooks again count as a start
+		// of its flow's rate.
+		h := newHarness(t, newBackends)
+		ran := h.registerCountingWith("quota", registry.Rate(2, time.Hour))
+		rec := newFinishes(h)
+		var asked atomic.Bool
+		h.start(queue.WorkerConfig{
+			Concurrency: 4,
+			OnFinish: []queue.FinishHook{rec.hook, func(context.Context, queue.Finished) error {
+				if asked.CompareAndSwap(false, true) {
+					return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+				}
+				return nil
+			}},
+		})
+		first := h.enqueue("quota", "", queue.EnqueueOptions{})
+		rec.waitCalls(t, first, 2)
+		second := h.enqueue("quota", "", queue.EnqueueOptions{})
+		snap := h.waitTerminal(second)
+		assert.Equal(t, progress.StateSuccess, snap.State, "the second start of the hour: %q", snap.Details.Status)
+		assert.Equal(t, int32(2), ran.Load())
 	})
 
 	t.Run("Timeout", func(t *testing.T) {

@@ -257,6 +257,10 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // hand-back is taken back in one more round trip. Until then, or if that
 // fails, the task has one hand-back too many, which gives it one run
 // more, never one fewer.
+//
+// A task given back for its finish hooks (queue.EndHooksPending) does
+// not wait in its flow's gate, if its flow is limited: its flow does not
+// run again (see limit.go).
 func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why queue.AttemptEnd) error {
 	var id string
 	if l != nil && l.Task != nil {
@@ -284,9 +288,16 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 			taskKey = b.taskKey(id)
 		}
 	}
+	// A task given back for its finish hooks has ended: its next lease
+	// runs the hooks, not its flow, and takes no slot of the flow's
+	// limits. Any other waits for a slot again.
+	gated := ""
+	if l != nil && l.Task != nil && l.Task.Limit.On() && why != queue.EndHooksPending {
+		gated = l.Task.Flow
+	}
 	keys := []string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey()}
-	if l != nil && l.Task != nil && l.Task.Limit.On() {
-		keys = append(keys, b.gateKey(l.Task.Flow)) // it waits for a slot again
+	if gated != "" {
+		keys = append(keys, b.gateKey(gated))
 	}
 	err := b.onLease(ctx, "retry", retryScript, l, keys,
 		time.Until(at), group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
@@ -303,10 +314,6 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 			}
 		}
 		return err
-	}
-	gated := ""
-	if l.Task.Limit.On() {
-		gated = l.Task.Flow
 	}
 	if time.Until(at) > 0 || gated != "" {
 		c := b.client
