@@ -123,6 +123,7 @@ func TestMetrics(t *testing.T) {
 				"first attempts only, not the cancelled task")
 			assert.Equal(t, map[string]float64{
 				"flows.queue.state=ready": 0, "flows.queue.state=delayed": 1, "flows.queue.state=running": 0,
+				"flows.queue.state=hooks_waiting": 0,
 			}, m["flows.queue.depth"])
 			events := m["flows.events.published"]
 			assert.GreaterOrEqual(t, events["flows.event.type=state"], 4.0, "a start and an end for each run but the retried one's end: %v", events)

@@ -236,7 +236,7 @@ func (i *Inspector) Stats(ctx context.Context) (Stats, error) {
 		if err != nil {
 			return Stats{}, err
 		}
-		st.Ready, st.Delayed, st.Running = depth.Ready, depth.Delayed, depth.Running
+		st.Ready, st.Delayed, st.Running, st.HooksWaiting = depth.Ready, depth.Delayed, depth.Running, depth.HooksWaiting
 	}
 	st.Workers = []WorkerStatus{}
 	if reg, ok := i.backend.(WorkerRegistry); ok {

@@ -557,9 +557,10 @@ func (h *timerHeap) Pop() any {
 }
 
 // Depth implements DepthReader. It counts the ready, delayed and leased
-// tasks one by one: it takes time in proportion to them, not to every
-// task kept. A cancelled task that waits for a worker to drop it is not
-// Ready: it waits for no run.
+// tasks, and those waiting to run their finish hooks again, one by one:
+// it takes time in proportion to them, not to every task kept. A
+// cancelled task that waits for a worker to drop it is not Ready: it
+// waits for no run.
 func (m *Memory) Depth(ctx context.Context) (Depth, error) {
 	if err := ctx.Err(); err != nil {
 		return Depth{}, err
@@ -581,10 +582,12 @@ func (m *Memory) Depth(ctx context.Context) (Depth, error) {
 		}
 	}
 	for _, mt := range m.timers {
-		switch mt.state {
-		case memDelayed:
+		switch {
+		case mt.state == memDelayed && mt.task.HookRetries > 0:
+			d.HooksWaiting++ // ended: its flow does not run again
+		case mt.state == memDelayed:
 			d.Delayed++
-		case memLeased:
+		case mt.state == memLeased:
 			d.Running++
 		}
 	}

@@ -90,7 +90,7 @@
 //	flows.task.run.duration    histogram  seconds per run [flows.flow, flows.run.outcome]
 //	flows.task.pickup.latency  histogram  seconds from ready to leased, first attempts [flows.flow]
 //	flows.events.published     counter    progress events recorded by workers [flows.event.type]
-//	flows.queue.depth          gauge      tasks by flows.queue.state: ready, delayed, running (Broker; a DepthReader backend)
+//	flows.queue.depth          gauge      tasks by flows.queue.state: ready, delayed, running, hooks_waiting (Broker; a DepthReader backend)
 //
 // The attribute sets are made once per flow and state: without an SDK a
 // task costs a few no-op calls, with one a few cached lookups.
@@ -346,11 +346,17 @@ type Depth struct {
 	// waits is not counted by the Memory backend, and is by the Redis
 	// backend until a worker takes it and drops it (see Stats.Ready).
 	Ready int64
-	// Delayed is the tasks waiting for a later time: their RunAt, or
-	// the backoff before a retry.
+	// Delayed is the tasks waiting for a later time to run their flow:
+	// their RunAt, or the backoff before a retry.
 	Delayed int64
 	// Running is the tasks leased to a worker.
 	Running int64
+	// HooksWaiting is the tasks that have ended (SUCCESS or FAILURE) and
+	// wait for a later time to run their finish hooks again (see
+	// ErrRetryHooks): no run of their flow waits, so they are not
+	// Delayed. Once due, they are Ready, then Running, for the lease that
+	// runs the hooks.
+	HooksWaiting int64
 }
 
 // DepthReader is implemented by a Backend that counts its tasks by where

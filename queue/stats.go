@@ -47,6 +47,13 @@ type Stats struct {
 	Ready   int64 `json:"ready"`
 	Delayed int64 `json:"delayed"`
 	Running int64 `json:"running"`
+	// HooksWaiting is the number of tasks that have ended and wait for a
+	// later time to run their finish hooks again (queue.ErrRetryHooks):
+	// the backend's Depth, as for Ready. They are in their terminal state
+	// in Counts, and not Delayed: no run of their flow waits. A number
+	// that grows says that a hook cannot do its work (the database of a
+	// history hook is away, say).
+	HooksWaiting int64 `json:"hooks_waiting"`
 	// OldestReady is when the task that has waited longest for a worker
 	// became ready; zero when none waits. On Redis, that may be a
 	// cancelled task that no worker has dropped yet (see Ready).

@@ -84,9 +84,10 @@ func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
 			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("ready"))),
 			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("delayed"))),
 			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("running"))),
+			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("hooks_waiting"))),
 		}
 		_, err := m.Int64ObservableGauge(metricDepth, metric.WithUnit("{task}"),
-			metric.WithDescription("Tasks in the queue: ready to run, delayed (due later or waiting for a retry) and running (leased to a worker)."),
+			metric.WithDescription("Tasks in the queue: ready to run, delayed (due later or waiting for a retry), running (leased to a worker) and hooks_waiting (ended, waiting to run their finish hooks again)."),
 			metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
 				ctx, cancel := context.WithTimeout(ctx, opTimeout)
 				defer cancel()
@@ -97,6 +98,7 @@ func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
 				o.Observe(n.Ready, opts[0])
 				o.Observe(n.Delayed, opts[1])
 				o.Observe(n.Running, opts[2])
+				o.Observe(n.HooksWaiting, opts[3])
 				return nil
 			}))
 		if err != nil {

@@ -188,6 +188,7 @@ func TestOperatorRoutes(t *testing.T) {
 		Ready  int64             `json:"ready"`
 		Delay  int64             `json:"delayed"`
 		Run    int64             `json:"running"`
+		Hooks  int64             `json:"hooks_waiting"`
 		Dead   int64             `json:"dead"`
 		Last   struct {
 			Window    float64        `json:"window_seconds"`

@@ -488,6 +488,47 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.Equal(t, queue.Depth{Delayed: 2}, depth(), "acknowledged tasks are not counted")
 	})
 
+	t.Run("DepthCountsHooksWaitingApart", func(t *testing.T) {
+		// A task given back for its finish hooks has ended: it waits to
+		// run its hooks again, not its flow, and is not Delayed.
+		b := backend(t)
+		d, ok := b.(queue.DepthReader)
+		if !ok {
+			t.Skip("the backend has no Depth (optional)")
+		}
+		ctx := context.Background()
+		depth := func() queue.Depth {
+			t.Helper()
+			n, err := d.Depth(ctx)
+			require.NoError(t, err)
+			return n
+		}
+		soon, later, failed := newTask(), newTask(), newTask()
+		enqueue(t, b, soon, later, failed)
+		byID := map[string]*queue.Lease{}
+		for len(byID) < 3 {
+			for _, l := range fetch(t, b, 3, time.Minute) {
+				byID[l.Task.ID] = l
+			}
+		}
+		require.NoError(t, b.Retry(ctx, byID[later.ID], time.Now().Add(time.Hour), queue.EndHooksPending))
+		require.NoError(t, b.Retry(ctx, byID[failed.ID], time.Now().Add(time.Hour), queue.EndFailed))
+		require.NoError(t, b.Retry(ctx, byID[soon.ID], time.Now().Add(short), queue.EndHooksPending))
+		assert.Equal(t, queue.Depth{Delayed: 1, HooksWaiting: 2}, depth())
+		l := fetchOne(t, b, time.Minute)
+		require.Equal(t, soon.ID, l.Task.ID, "the task due soon")
+		assert.Equal(t, 1, l.Task.HookRetries)
+		assert.Equal(t, queue.Depth{Delayed: 1, HooksWaiting: 1, Running: 1}, depth(), "the lease that runs the hooks is Running")
+		require.NoError(t, b.Ack(ctx, l))
+		assert.Equal(t, queue.Depth{Delayed: 1, HooksWaiting: 1}, depth())
+		// Cancel makes a delayed task ready (see Depth.Ready for how a
+		// backend counts it then): it waits no longer.
+		require.NoError(t, b.Cancel(ctx, later.ID))
+		n := depth()
+		assert.Equal(t, int64(0), n.HooksWaiting, "cancelled: %+v", n)
+		assert.Equal(t, int64(1), n.Delayed, "cancelled: %+v", n)
+	})
+
 	t.Run("CancelNotifiesEveryListener", func(t *testing.T) {
 		b := backend(t)
 		ctx, cancel := context.WithCancel(context.Background())

@@ -32,6 +32,7 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"Stats", testStats},
 		{"StatsCountsRetryWaitAsDelayed", testStatsRetryWait},
 		{"StatsCancelledWaiting", testStatsCancelledWaiting},
+		{"HooksWaiting", testHooksWaiting},
 		{"ListsHandBacks", testListHandBacks},
 		{"WorkerRegistry", testWorkerRegistry},
 		{"CancelMatching", testCancelMatching},
@@ -937,4 +938,58 @@ func testListTimeRange(t *testing.T, h *harness) {
 	assert.Len(t, want(queue.ListOptions{Until: newest}), len(all)-newestToo, "Until is exclusive")
 	assert.Len(t, want(queue.ListOptions{Since: oldest}), len(all), "Since is inclusive")
 	assert.NotEmpty(t, ids["later"])
+}
+
+// testHooksWaiting checks how a task is shown whose terminal state is
+// recorded but whose finish hooks wait to run again (queue.ErrRetryHooks):
+// in its terminal state in the listing and the counts, and in the depth
+// apart, as HooksWaiting, not as Delayed: no run of its flow waits.
+func testHooksWaiting(t *testing.T, h *harness) {
+	h.registerCounting("once")
+	h.reg.MustRegister("boom", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		return nil, flow.Permanent(errors.New("broken"))
+	}))
+	rec := newFinishes(h)
+	h.start(queue.WorkerConfig{
+		Concurrency: 2, Backoff: func(int) time.Duration { return time.Hour },
+		OnFinish: []queue.FinishHook{rec.hook, func(context.Context, queue.Finished) error {
+			return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+		}},
+	})
+	ok := h.enqueue("once", "", queue.EnqueueOptions{})
+	boom := h.enqueue("boom", "", queue.EnqueueOptions{})
+	rec.waitCalls(t, ok, 1)
+	rec.waitCalls(t, boom, 1)
+	in := h.inspector()
+	ctx := context.Background()
+	counts := queue.StateCounts{Success: 1, Failure: 1}
+	var st queue.Stats
+	eventually(t, func() bool {
+		var err error
+		st, err = in.Stats(ctx)
+		require.NoError(t, err)
+		return st.Running == 0 && st.Counts == counts
+	}, "both tasks given back for their hooks; last %+v", &st)
+	assert.Equal(t, int64(0), st.Delayed, "no run of a flow waits")
+	assert.Equal(t, int64(2), st.HooksWaiting, "the two ended tasks wait to run their hooks again")
+	assert.Equal(t, int64(0), st.Ready)
+	assert.Equal(t, []queue.FlowCounts{
+		{Flow: "boom", Counts: queue.StateCounts{Failure: 1}},
+		{Flow: "once", Counts: queue.StateCounts{Success: 1}},
+	}, st.Flows)
+	if d, ok := h.backend.(queue.DepthReader); ok {
+		depth, err := d.Depth(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, queue.Depth{HooksWaiting: 2}, depth, "Depth counts as Stats does")
+	}
+	for _, tc := range []struct {
+		id    string
+		state progress.State
+	}{{ok, progress.StateSuccess}, {boom, progress.StateFailure}} {
+		list := listAll(t, in, queue.ListOptions{State: tc.state})
+		requireListed(t, []string{tc.id}, list, string(tc.state))
+		assert.Equal(t, 1, list[0].Attempt, "the run of the flow")
+	}
+	requireListed(t, nil, listAll(t, in, queue.ListOptions{State: progress.StateProgress}), "nothing in PROGRESS")
+	requireListed(t, nil, listAll(t, in, queue.ListOptions{State: progress.StatePending}), "nothing PENDING")
 }

@@ -288,6 +288,7 @@ type queueKeys struct {
 	index, flows, workers, seen                                  string
 	deadlines                                                    string // see reclaim.go
 	limit                                                        string // see limit.go
+	hooks                                                        string // see depth.go
 }
 
 func newQueueKeys(qtag string) queueKeys {
@@ -296,13 +297,14 @@ func newQueueKeys(qtag string) queueKeys {
 		holders: qtag + ":holders", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
-		deadlines: qtag + ":workers:deadlines", limit: qtag + ":limit",
+		deadlines: qtag + ":workers:deadlines", limit: qtag + ":limit", hooks: qtag + ":delayed:hooks",
 	}
 }
 
 // Keys of the queue.
 func (b *Backend) streamKey() string     { return b.qkeys.stream }
 func (b *Backend) delayedKey() string    { return b.qkeys.delayed }
+func (b *Backend) hooksKey() string      { return b.qkeys.hooks }
 func (b *Backend) leasesKey() string     { return b.qkeys.leases }
 func (b *Backend) holdersKey() string    { return b.qkeys.holders }
 func (b *Backend) wakeKey() string       { return b.qkeys.wake }

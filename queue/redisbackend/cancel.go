@@ -49,7 +49,7 @@ func (b *Backend) Cancel(ctx context.Context, id string) error {
 // task of flow waiting in its flow's gate when flow is not "". ctx comes
 // from bound.
 func (b *Backend) makeReady(ctx context.Context, id, flow string) error {
-	keys := []string{b.delayedKey(), b.streamKey()}
+	keys := []string{b.delayedKey(), b.streamKey(), b.hooksKey()}
 	if flow != "" {
 		keys = append(keys, b.gateKey(flow))
 	}

@@ -11,10 +11,13 @@ import (
 
 var _ queue.DepthReader = (*Backend)(nil)
 
-// Depth implements queue.DepthReader in one round trip of five commands,
+// Depth implements queue.DepthReader in one round trip of six commands,
 // none of which scans: the consumer group's lag (the stream entries not
-// yet delivered to a worker) is Ready, the size of the delayed set is
-// Delayed and the size of the leases set is Running. The tasks of limited
+// yet delivered to a worker) is Ready, the size of the delayed set less
+// the size of the hooks set (its tasks that have ended and wait to run
+// their finish hooks again, see lua/retry.lua) is Delayed, the size of
+// the hooks set is HooksWaiting, and the size of the leases set is
+// Running. The tasks of limited
 // flows waiting in their gates (see limit.go) count as Delayed: when a
 // flow has ever had one, a second round trip reads the size of each
 // gate. When Redis cannot
@@ -40,12 +43,20 @@ func (b *Backend) Depth(ctx context.Context) (queue.Depth, error) {
 		c.B().Zcard().Key(b.delayedKey()).Build(),
 		c.B().Zcard().Key(b.leasesKey()).Build(),
 		c.B().Smembers().Key(b.limitedKey()).Build(),
+		c.B().Zcard().Key(b.hooksKey()).Build(),
 	)
 	var d queue.Depth
 	var err error
 	if d.Delayed, err = res[2].AsInt64(); err != nil {
 		return d, b.wrap(ctx, "queue depth", err)
 	}
+	if d.HooksWaiting, err = res[5].AsInt64(); err != nil {
+		return d, b.wrap(ctx, "queue depth", err)
+	}
+	// The hooks set is a part of the delayed set, both written by the
+	// same scripts: the bound only guards against keys changed by hand.
+	d.HooksWaiting = min(d.HooksWaiting, d.Delayed)
+	d.Delayed -= d.HooksWaiting
 	limited, err := res[4].AsStrSlice()
 	if err != nil {
 		return d, b.wrap(ctx, "queue depth", err)

@@ -70,6 +70,11 @@
 //	P:{q:Q}:delayed     zset    tasks waiting to be ready (delayed start,
 //	                            retry backoff), scored by due Unix ms;
 //	                            due by the Redis server's clock
+//	P:{q:Q}:delayed:hooks zset  the tasks of the delayed set that have
+//	                            ended and wait to run their finish hooks
+//	                            again (queue.EndHooksPending), scored
+//	                            likewise: counted apart by Depth; they
+//	                            leave it as they leave the delayed set
 //	P:{q:Q}:leases      zset    stream entries leased to a worker, scored by
 //	                            the lease's deadline (Redis server clock, ms)
 //	P:{q:Q}:holders     hash    stream entry id -> number of its current

@@ -260,7 +260,8 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 //
 // A task given back for its finish hooks (queue.EndHooksPending) does
 // not wait in its flow's gate, if its flow is limited: its flow does not
-// run again (see limit.go).
+// run again (see limit.go). Delayed, it is also written into the hooks
+// set, which Depth counts apart.
 func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why queue.AttemptEnd) error {
 	var id string
 	if l != nil && l.Task != nil {
@@ -295,7 +296,7 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	if l != nil && l.Task != nil && l.Task.Limit.On() && why != queue.EndHooksPending {
 		gated = l.Task.Flow
 	}
-	keys := []string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey()}
+	keys := []string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey(), b.hooksKey()}
 	if gated != "" {
 		keys = append(keys, b.gateKey(gated))
 	}

@@ -60,7 +60,9 @@
 -- worker took the task).
 --
 -- KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set, KEYS[4] holders
---   hash, KEYS[5] wake stream
+--   hash, KEYS[5] wake stream, KEYS[6] hooks set (the delayed tasks that
+--   wait to run their finish hooks again, see retry.lua: a due task
+--   leaves it with the delayed set)
 -- ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max, ARGV[4] lease
 --   (ms), ARGV[5] most delayed tasks to move, ARGV[6] the key prefix of
 --   task hashes or "", ARGV[7] retention (ms), ARGV[8] "1" for the newest
@@ -105,6 +107,7 @@ end
 if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', clock, 'LIMIT', 0, ARGV[5])
   redis.call('ZREM', delayed, unpack(due))
+  redis.call('ZREM', KEYS[6], unpack(due))
   for i = 1, #due do
     redis.call('XADD', stream, '*', 'task', due[i])
   end
