@@ -148,7 +148,16 @@ func (l *countingListener) bytesTo(addr string) int64 {
 // waits longer than WriteTimeout. What it had received by then is a
 // prefix of the stream, in order; the reading client gets every event
 // once, in order, to the end.
+//
+// WriteTimeout bounds every write to both streams, the reading client's
+// too: it is far above the scheduling noise of a loaded machine, since a
+// write to the reading client that waits that long (its reader or the
+// server's handler not scheduled in time) cuts the reading client's stream
+// as well. With 200 ms, a loaded run of the race detector cut it now and
+// then. The stalled client is dropped one WriteTimeout after its buffers
+// fill, which the test waits for.
 func TestStalledStreamIsDropped(t *testing.T) {
+	const writeTimeout = 2 * time.Second
 	more := make(chan bool)
 	big := strings.Repeat("x", 64<<10)
 	var (
@@ -157,7 +166,7 @@ func TestStalledStreamIsDropped(t *testing.T) {
 	)
 	var counter *countingListener
 	e := newEnv(t, envOptions{
-		config: ssehttp.Config{WriteTimeout: 200 * time.Millisecond},
+		config: ssehttp.Config{WriteTimeout: writeTimeout},
 		register: func(reg *registry.Registry) {
 			reg.MustRegister("firehose", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 				for i := 0; ; i++ {
@@ -223,7 +232,7 @@ func TestStalledStreamIsDropped(t *testing.T) {
 		}
 		nextToken(n)
 	}
-	require.Eventually(t, isClosed, testTimeout, 10*time.Millisecond, "a client that never reads was not dropped")
+	require.Eventually(t, isClosed, writeTimeout+testTimeout, 10*time.Millisecond, "a client that never reads was not dropped")
 	held := counter.bytesTo(stalled.LocalAddr().String())
 	assert.Less(t, held, int64(1<<20), "what the server wrote for a client that never reads is bounded by its send buffer")
 	more <- false
