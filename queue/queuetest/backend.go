@@ -462,17 +462,8 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 
 	t.Run("DepthCountsReadyDelayedAndRunning", func(t *testing.T) {
 		b := backend(t)
-		d, ok := b.(queue.DepthReader)
-		if !ok {
-			t.Skip("the backend has no Depth (optional)")
-		}
+		depth := depthOf(t, b)
 		ctx := context.Background()
-		depth := func() queue.Depth {
-			t.Helper()
-			n, err := d.Depth(ctx)
-			require.NoError(t, err)
-			return n
-		}
 		assert.Equal(t, queue.Depth{}, depth(), "an empty queue")
 		later := newTask()
 		later.RunAt = time.Now().Add(time.Hour)
@@ -492,17 +483,8 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		// A task given back for its finish hooks has ended: it waits to
 		// run its hooks again, not its flow, and is not Delayed.
 		b := backend(t)
-		d, ok := b.(queue.DepthReader)
-		if !ok {
-			t.Skip("the backend has no Depth (optional)")
-		}
+		depth := depthOf(t, b)
 		ctx := context.Background()
-		depth := func() queue.Depth {
-			t.Helper()
-			n, err := d.Depth(ctx)
-			require.NoError(t, err)
-			return n
-		}
 		soon, later, failed := newTask(), newTask(), newTask()
 		enqueue(t, b, soon, later, failed)
 		byID := map[string]*queue.Lease{}
@@ -819,4 +801,19 @@ func fetchDead(t *testing.T, b queue.Backend) []queue.DeadTask {
 	dead, err := b.Dead(context.Background(), 0)
 	require.NoError(t, err, "Dead")
 	return dead
+}
+
+// depthOf returns a reader of b's queue depth, skipping t when b has no
+// Depth (it is optional).
+func depthOf(t *testing.T, b queue.Backend) func() queue.Depth {
+	d, ok := b.(queue.DepthReader)
+	if !ok {
+		t.Skip("the backend has no Depth (optional)")
+	}
+	return func() queue.Depth {
+		t.Helper()
+		n, err := d.Depth(context.Background())
+		require.NoError(t, err)
+		return n
+	}
 }
