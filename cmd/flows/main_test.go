@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -48,11 +49,7 @@ func newFixture(t *testing.T) *fixture {
 	srv := redistest.Start(t)
 	f := &fixture{srv: srv, prefix: "cli" + strings.ReplaceAll(queue.NewID()[:8], "-", ""), gate: make(chan struct{})}
 	f.env = map[string]string{"REDIS_URL": srv.URL(), "FLOWS_PREFIX": f.prefix}
-	client, err := rueidis.NewClient(srv.ClientOption())
-	require.NoError(t, err)
-	quiet := slog.New(slog.DiscardHandler)
-	b, err := redisbackend.New(client, redisbackend.Config{Prefix: f.prefix, Logger: quiet})
-	require.NoError(t, err)
+	b := f.backend(t, "")
 	reg := registry.New()
 	f.broker, f.store = queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}), b
 	reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
@@ -71,17 +68,45 @@ func newFixture(t *testing.T) *fixture {
 		}
 		return "through", nil
 	}))
-	w := queue.NewWorker(b, nil, queue.WorkerConfig{Name: "cli-test-worker", Registry: reg, Concurrency: 4, Logger: quiet})
+	runWorker(t, b, queue.WorkerConfig{Name: "cli-test-worker", Registry: reg, Concurrency: 4, Logger: slog.New(slog.DiscardHandler)})
+	return f
+}
+
+// backend returns a backend on the fixture's Redis and prefix, for the
+// queue named ("" for the default one); it closes when the test ends.
+func (f *fixture) backend(t *testing.T, queueName string) *redisbackend.Backend {
+	t.Helper()
+	client, err := rueidis.NewClient(f.srv.ClientOption())
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	b, err := redisbackend.New(client, redisbackend.Config{Prefix: f.prefix, Queue: queueName, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// otherQueue points the commands at the queue named, which the
+// fixture's worker does not serve, and returns a backend on it and a
+// registry with the flow "ok".
+func (f *fixture) otherQueue(t *testing.T, name string) (*redisbackend.Backend, *registry.Registry) {
+	t.Helper()
+	f.env["FLOWS_QUEUE"] = name
+	reg := registry.New()
+	reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
+	return f.backend(t, name), reg
+}
+
+// runWorker runs a worker with cfg on b until the test ends.
+func runWorker(t *testing.T, b queue.Backend, cfg queue.WorkerConfig) {
+	t.Helper()
+	w := queue.NewWorker(b, nil, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Go(func() { assert.NoError(t, w.Run(ctx)) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
-		_ = b.Close()
-		client.Close()
 	})
-	return f
 }
 
 func (f *fixture) enqueue(t *testing.T, flowName, inputs string, opts queue.EnqueueOptions) string {
@@ -120,16 +145,7 @@ func (f *fixture) flows(t *testing.T, args ...string) (code int, stdout, stderr 
 // apart from its attempts.
 func TestHandBacksShown(t *testing.T) {
 	f := newFixture(t)
-	// A queue of its own, which the fixture's worker does not serve.
-	f.env["FLOWS_QUEUE"] = "handbacks"
-	client, err := rueidis.NewClient(f.srv.ClientOption())
-	require.NoError(t, err)
-	t.Cleanup(client.Close)
-	b, err := redisbackend.New(client, redisbackend.Config{Prefix: f.prefix, Queue: "handbacks", Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = b.Close() })
-	reg := registry.New()
-	reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "fine", nil }))
+	b, reg := f.otherQueue(t, "handbacks")
 	ctx := context.Background()
 	id, err := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}).Enqueue(ctx, "ok", nil, queue.EnqueueOptions{MaxAttempts: 2})
 	require.NoError(t, err)
@@ -149,6 +165,40 @@ func TestHandBacksShown(t *testing.T) {
 	code, out, errs = f.flows(t, "ls")
 	require.Equal(t, exitOK, code, errs)
 	assert.Regexp(t, `(?m)^`+id+`\s+ok\s+PENDING\s+0%\s+3/4 \(2 hand-backs\)\s+`, out)
+}
+
+// TestStatsHooksWaiting checks that stats shows the tasks that have
+// ended and wait to run their finish hooks again apart from the delayed
+// ones, in the text and in the JSON.
+func TestStatsHooksWaiting(t *testing.T) {
+	f := newFixture(t)
+	// A worker whose finish hook cannot do its work for an hour.
+	b, reg := f.otherQueue(t, "hooks")
+	runWorker(t, b, queue.WorkerConfig{
+		Name: "hooks-worker", Registry: reg, Logger: slog.New(slog.DiscardHandler), Backoff: func(int) time.Duration { return time.Hour },
+		OnFinish: []queue.FinishHook{func(context.Context, queue.Finished) error {
+			return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+		}},
+	})
+	id, err := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}).Enqueue(context.Background(), "ok", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	f.wait(t, id, ended)
+
+	var out string
+	require.Eventually(t, func() bool {
+		code, o, errs := f.flows(t, "stats")
+		require.Equal(t, exitOK, code, errs)
+		out = o
+		return strings.Contains(out, " 0 running;")
+	}, waitLimit, 5*time.Millisecond, "the task given back for its hooks")
+	assert.Contains(t, out, "queue: 0 ready (none waits), 0 delayed, 1 with hooks to re-run, 0 running; 0 dead", out)
+
+	code, out, errs := f.flows(t, "-json", "stats")
+	require.Equal(t, exitOK, code, errs)
+	var st queue.Stats
+	require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+	assert.Equal(t, int64(1), st.HooksWaiting, out)
+	assert.Equal(t, int64(0), st.Delayed, out)
 }
 
 // TestCommands runs every command in process against a real Redis with
@@ -235,7 +285,7 @@ func TestCommands(t *testing.T) {
 		require.Equal(t, exitOK, code, errs)
 		assert.Regexp(t, `(?m)^all\s+1\s+1\s+1\s+1$`, out)
 		assert.Regexp(t, `(?m)^ok\s+1\s+0\s+1\s+0$`, out)
-		assert.Contains(t, out, "queue: 0 ready (none waits), 1 delayed, 1 running; 1 dead")
+		assert.Contains(t, out, "queue: 0 ready (none waits), 1 delayed, 0 with hooks to re-run, 1 running; 1 dead")
 		assert.Contains(t, out, "last minute: 1 succeeded, 1 failed")
 		assert.Regexp(t, `(?m)^cli-test-worker\s+\S+\s+\d+\s+4\s+\d+\s+.*\s+yes$`, out)
 
@@ -244,6 +294,7 @@ func TestCommands(t *testing.T) {
 		var st map[string]any
 		require.NoError(t, json.Unmarshal([]byte(out), &st), out)
 		assert.Contains(t, st, "last_minute")
+		assert.Equal(t, 0.0, st["hooks_waiting"], out)
 	})
 
 	t.Run("dead and requeue", func(t *testing.T) {

@@ -40,7 +40,8 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 	if !st.OldestReady.IsZero() {
 		oldest = "oldest ready " + ago(now, st.OldestReady)
 	}
-	fmt.Fprintf(c.out, "\nqueue: %d ready (%s), %d delayed, %d running; %d dead\n", st.Ready, oldest, st.Delayed, st.Running, st.Dead)
+	fmt.Fprintf(c.out, "\nqueue: %d ready (%s), %d delayed, %d with hooks to re-run, %d running; %d dead\n",
+		st.Ready, oldest, st.Delayed, st.HooksWaiting, st.Running, st.Dead)
 	lm := st.LastMinute
 	fmt.Fprintf(c.out, "last minute: %d succeeded, %d failed, %.2f/s", lm.Succeeded, lm.Failed, lm.PerSecond)
 	if lm.Sampled > 0 {
