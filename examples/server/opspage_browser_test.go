@@ -3,10 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,8 +19,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	exampleflows "github.com/flowsrun/flows/examples/flows"
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
 )
 
 // opsPNGEnv names the file the ops page test also writes its screenshot
@@ -129,6 +134,83 @@ func TestOpsPage(t *testing.T) {
 		}
 		driveOpsPage(t, browser, srv, artifacts, "", handBack)
 	})
+}
+
+// TestOpsPageHooksAndAlreadyAsked checks, in headless Chromium against
+// the in-memory backend and Redis, how the ops page shows two things the
+// API tells apart: a task that has ended and waits to run its finish
+// hooks again (hooks_waiting), in a tile of its own and not as delayed,
+// and the tasks a cancellation by filter found asked to stop before
+// (already_cancelled), in its announcement.
+func TestOpsPageHooksAndAlreadyAsked(t *testing.T) {
+	t.Parallel()
+	browser := startChromium(t)
+	artifacts := artifactsDir(t)
+	t.Run("memory", func(t *testing.T) {
+		hooksAndAlreadyAsked(t, browser, artifacts, queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}))
+	})
+	t.Run("redis", func(t *testing.T) {
+		b := startRedisBackend(t)
+		hooksAndAlreadyAsked(t, browser, artifacts, b, b)
+	})
+}
+
+// hooksAndAlreadyAsked runs the scenario of
+// TestOpsPageHooksAndAlreadyAsked on backend and store.
+func hooksAndAlreadyAsked(t *testing.T, browser context.Context, artifacts string, backend queue.Backend, store progress.Backend) {
+	h := startPagingHost(t, backend, store)
+	ctx := context.Background()
+
+	// A worker whose finish hook cannot do its work for an hour runs one
+	// task: the task ends, and waits to run its hooks again.
+	reg := registry.New()
+	reg.MustRegister("report", flow.Func(func(context.Context, *flow.Task) (any, error) { return "done", nil }))
+	w := queue.NewWorker(backend, store, queue.WorkerConfig{
+		Name: "hooks-worker", Registry: reg, Logger: slog.New(slog.DiscardHandler),
+		Backoff: func(int) time.Duration { return time.Hour },
+		OnFinish: []queue.FinishHook{func(context.Context, queue.Finished) error {
+			return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+		}},
+	})
+	workerCtx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { assert.NoError(t, w.Run(workerCtx)) })
+	stopWorker := sync.OnceFunc(func() { stop(); wg.Wait() })
+	t.Cleanup(stopWorker)
+	h.enqueue(t, 1)
+	in := queue.NewInspector(backend, store, queue.InspectorConfig{})
+	require.Eventually(t, func() bool {
+		st, err := in.Stats(ctx)
+		return err == nil && st.HooksWaiting == 1 && st.Running == 0
+	}, waitTimeout, pollInterval, "the task given back for its hooks")
+	// No worker from here on: the next tasks stay pending. One of them
+	// has the flag an earlier cancellation set, before it could end it.
+	stopWorker()
+	tasks := h.enqueue(t, 2)
+	require.NoError(t, backend.Cancel(ctx, tasks[1]))
+
+	p := openOpsPage(t, browser, h.url, artifacts)
+	tile := func(key string) string {
+		return eval[string](p, `document.querySelector('#totals [data-key="`+key+`"] dd').textContent`)
+	}
+	p.waitFor("the task waiting for its hooks shown", `document.querySelector('#totals [data-key="hooks"] dd').textContent === '1'`)
+	assert.Equal(t, "Hooks to re-run", eval[string](p, `document.querySelector('#totals [data-key="hooks"] dt').textContent`))
+	assert.Equal(t, "0", tile("delayed"), "no run of a flow waits")
+	assert.Equal(t, "1", tile("success"), "the task has ended")
+
+	// Cancel matching, by flow, keyboard only: one task asked now, one
+	// asked before.
+	p.waitFor("the flow to filter by", `[...document.getElementById('filter-flow').options].some((o) => o.value === 'report')`)
+	p.chooseOps("filter-flow", "report")
+	p.waitFor("cancelling by flow possible", `document.getElementById('cancel-matching').getAttribute('aria-disabled') === 'false'`)
+	p.focusOn("#cancel-matching")
+	p.press(kb.Enter)
+	p.waitFor("the confirmation", `document.getElementById('confirm').open`)
+	p.press(kb.Tab)
+	assert.Equal(t, "confirm-yes", focused(p))
+	p.press(kb.Enter)
+	p.waitFor("the announcement", `document.getElementById('announcer').textContent.includes('1 task asked to stop, 1 was already asked to stop.')`)
+	p.waitFor("both tasks cancelled", `document.querySelector('#totals [data-key="failure"] dd').textContent === '2'`)
 }
 
 // driveOpsPage runs the ops page scenario against srv; with png set, it

@@ -163,17 +163,25 @@ func TestOpsPageFollowsTheCursor(t *testing.T) {
 		followTheCursor(t, browser, artifacts, h)
 	})
 	t.Run("redis", func(t *testing.T) {
-		srv := redistest.Start(t)
-		opt := srv.ClientOption()
-		opt.DisableCache = true
-		client, err := rueidis.NewClient(opt)
-		require.NoError(t, err)
-		t.Cleanup(client.Close)
-		b, err := redisbackend.New(client, redisbackend.Config{Prefix: "paging", Logger: slog.New(slog.DiscardHandler)})
-		require.NoError(t, err)
-		t.Cleanup(func() { assert.NoError(t, b.Close()) })
+		b := startRedisBackend(t)
 		followTheCursor(t, browser, artifacts, startPagingHost(t, b, b))
 	})
+}
+
+// startRedisBackend starts a Redis server and returns a backend on it;
+// both end when the test ends.
+func startRedisBackend(t *testing.T) *redisbackend.Backend {
+	t.Helper()
+	srv := redistest.Start(t)
+	opt := srv.ClientOption()
+	opt.DisableCache = true
+	client, err := rueidis.NewClient(opt)
+	require.NoError(t, err)
+	t.Cleanup(client.Close)
+	b, err := redisbackend.New(client, redisbackend.Config{Prefix: "paging", Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.NoError(t, b.Close()) })
+	return b
 }
 
 // waitHeld waits until v holds a request.

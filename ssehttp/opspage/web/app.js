@@ -245,9 +245,10 @@
     const c = st.counts || {};
     const tiles = {
       // Running is what is leased now: a task waiting for its retry is
-      // PROGRESS by state, but delayed.
+      // PROGRESS by state, but delayed. An ended task waiting to run its
+      // finish hooks again is counted apart, not delayed.
       pending: c.PENDING, running: st.running, success: c.SUCCESS, failure: c.FAILURE,
-      ready: st.ready, delayed: st.delayed, dead: st.dead,
+      ready: st.ready, delayed: st.delayed, hooks: st.hooks_waiting, dead: st.dead,
       workers: `${(st.workers || []).filter((w) => w.alive).length} alive`,
       oldest: st.oldest_ready ? duration(Math.max(0, Date.parse(st.at) - Date.parse(st.oldest_ready))) : 'none',
     };
@@ -587,7 +588,10 @@
       cancelled.query = res.more ? query : '';
       cancelled.next = res.more ? res.next || '' : '';
       const n = (res.cancelled || []).length;
-      announce(`${n} task${n === 1 ? '' : 's'} asked to stop${res.more ? '; more are left, cancel again for them' : ''}.`);
+      // Tasks asked to stop before, still running, are not asked again.
+      const asked = (res.already_cancelled || []).length;
+      const before = asked ? `, ${asked} ${asked === 1 ? 'was' : 'were'} already asked to stop` : '';
+      announce(`${n} task${n === 1 ? '' : 's'} asked to stop${before}${res.more ? '; more are left, cancel again for them' : ''}.`);
     } catch (err) {
       announce(`Could not cancel the tasks: ${err.message}`);
     }
