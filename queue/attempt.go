@@ -33,6 +33,13 @@ const (
 	// EndStoreDown: the worker could not record the task's progress and
 	// handed the task back for later. It does not count.
 	EndStoreDown AttemptEnd = "progress store unavailable"
+	// EndBackendDown: the worker's heartbeats could not reach the
+	// backend for its liveness window (Redis down, a network split), so
+	// it stopped the flow, and handed the task back once the backend
+	// answered again (see WorkerConfig.Heartbeat). It does not count. A
+	// worker that took the task over meanwhile, the lost one's lease
+	// being taken back, says EndWorkerLost instead, which counts.
+	EndBackendDown AttemptEnd = "backend unreachable"
 	// EndHandedBack: the worker handed the task back before running it
 	// (a backend leased it more tasks than it asked for). It does not
 	// count.
@@ -47,14 +54,15 @@ const (
 
 // Counts reports whether an attempt that ended this way counts against
 // the task's MaxAttempts. A hand-back that is no fault of the flow's (its
-// worker shut down, the progress store could not be reached, the worker
-// had not asked for the task) does not: a Backend's Retry counts it in
-// Task.HandBacks instead, and the task gets one run more. Nor does
-// EndHooksPending, which Retry counts in Task.HookRetries. Any other end,
-// "" and the ends this package does not know of included, counts.
+// worker shut down, the progress store or the backend could not be
+// reached, the worker had not asked for the task) does not: a Backend's
+// Retry counts it in Task.HandBacks instead, and the task gets one run
+// more. Nor does EndHooksPending, which Retry counts in
+// Task.HookRetries. Any other end, "" and the ends this package does not
+// know of included, counts.
 func (e AttemptEnd) Counts() bool {
 	switch e {
-	case EndShutdown, EndStoreDown, EndHandedBack, EndHooksPending:
+	case EndShutdown, EndStoreDown, EndBackendDown, EndHandedBack, EndHooksPending:
 		return false
 	}
 	return true
@@ -74,6 +82,8 @@ func (e AttemptEnd) describe(n int) string {
 		return fmt.Sprintf("attempt %d was handed back at shutdown", n)
 	case EndStoreDown:
 		return fmt.Sprintf("attempt %d could not record its progress", n)
+	case EndBackendDown:
+		return fmt.Sprintf("the worker of attempt %d could not reach the backend", n)
 	case EndHandedBack:
 		return fmt.Sprintf("attempt %d was handed back before it ran", n)
 	case EndHooksPending:

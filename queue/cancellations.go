@@ -94,6 +94,14 @@ func (w *Worker) stopFlows(cause error) {
 	}
 }
 
+// stopping reports whether the worker's shutdown has stopped its flows
+// (see stopFlows).
+func (w *Worker) stopping() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flowsStopped != nil
+}
+
 // track records the cancel func of a running task until untrack is
 // called with the run it returns. A task cancelled recently (see
 // cancelActive), or a run tracked after stopFlows, is cancelled at once.

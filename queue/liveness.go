@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,11 @@ import (
 // errWorkerLapsed is the cause of a run stopped because its worker's
 // heartbeats lapsed (see liveness).
 var errWorkerLapsed = errors.New("queue: the worker's heartbeats lapsed; its tasks may run elsewhere")
+
+// errBackendUnreachable is errWorkerLapsed when the worker kept sending
+// its heartbeats and none got through (see liveness.cause): the lapse is
+// the backend's fault, not the flow's.
+var errBackendUnreachable = fmt.Errorf("%w (the backend could not be reached)", errWorkerLapsed)
 
 // liveness is a worker's own view of its standing in the backend's
 // registry (see WorkerRegistry): until when it is sure that no other
@@ -30,6 +36,13 @@ var errWorkerLapsed = errors.New("queue: the worker's heartbeats lapsed; its tas
 // whichever of its goroutines runs first. A worker that has not yet
 // written a heartbeat, or whose backend keeps no registry, never lapses:
 // no one can take its leases back before they pass.
+//
+// Why it lapsed decides what its stopped runs cost (see cause): a worker
+// that kept sending heartbeats which failed (Redis down, a network split)
+// lost touch through no fault of its flows, and hands their tasks back
+// without spending an attempt; one that did not get to send them (frozen,
+// starved, a flow hogging the process) may have been stopped by its flow,
+// and its runs count, so that a poison task stays bounded.
 type liveness struct {
 	w *Worker
 	// epoch is the origin of until, read with its monotonic clock.
@@ -40,6 +53,9 @@ type liveness struct {
 	// until is the end of that time, in ns since epoch; math.MaxInt64
 	// while no heartbeat has succeeded.
 	until atomic.Int64
+	// tries counts the heartbeats sent since the last one that
+	// succeeded was sent, and before until.
+	tries atomic.Int32
 
 	mu    sync.Mutex
 	timer *time.Timer // stops the runs at until
@@ -61,6 +77,30 @@ func (l *liveness) lapsed() bool {
 	return l != nil && int64(time.Since(l.epoch)) > l.until.Load()
 }
 
+// trying records a heartbeat about to be sent at sent; the heartbeats
+// sent after the worker lapsed do not count (see cause). The heartbeats
+// are sent one at a time, and confirmed on the goroutine that sends them.
+func (l *liveness) trying(sent time.Time) {
+	if int64(sent.Sub(l.epoch)) <= l.until.Load() {
+		l.tries.Add(1)
+	}
+}
+
+// cause says why the worker lapsed, as the cause of the runs it stops.
+// A worker that keeps pace sends MissedBeats-1 heartbeats in its window
+// after the last one that succeeded: if it sent that many and none got
+// through in time, the backend could not be reached
+// (errBackendUnreachable). A frozen process sends at most one before it
+// stops (the heartbeats go one at a time, and those sent after the lapse
+// do not count), and a starved one falls behind: then errWorkerLapsed,
+// whose runs count as attempts.
+func (l *liveness) cause() error {
+	if l.tries.Load() >= MissedBeats-1 {
+		return errBackendUnreachable
+	}
+	return errWorkerLapsed
+}
+
 // confirm records a heartbeat sent at sent that succeeded. If the worker
 // had lapsed before it was sent, its runs are stopped first: the ones
 // started before are no longer its own.
@@ -69,10 +109,13 @@ func (l *liveness) confirm(sent time.Time) {
 	defer l.mu.Unlock()
 	at := int64(sent.Sub(l.epoch))
 	if at > l.until.Load() {
-		l.w.stopRuns(errWorkerLapsed)
+		l.w.stopRuns(l.cause())
 	}
 	until := at + int64(l.window)
+	// until first: a run that looks meanwhile finds the worker lapsed
+	// with the tries of the lapse, or not lapsed.
 	l.until.Store(until)
+	l.tries.Store(0)
 	wait := time.Duration(until) - time.Since(l.epoch)
 	if l.timer == nil {
 		l.timer = time.AfterFunc(wait, l.expire)
@@ -87,9 +130,15 @@ func (l *liveness) expire() {
 	if !l.lapsed() {
 		return
 	}
-	l.w.log.Warn("flows: no heartbeat reached the backend in time; stopping the flows, whose tasks may be taken back",
-		"window", l.window)
-	l.w.stopRuns(errWorkerLapsed)
+	cause := l.cause()
+	if errors.Is(cause, errBackendUnreachable) {
+		l.w.log.Warn("flows: the backend could not be reached in time; stopping the flows, to hand their tasks back once it answers",
+			"window", l.window)
+	} else {
+		l.w.log.Warn("flows: no heartbeat reached the backend in time; stopping the flows, whose tasks may be taken back",
+			"window", l.window)
+	}
+	l.w.stopRuns(cause)
 }
 
 // stop ends the timer; the worker no longer lapses.
@@ -127,7 +176,7 @@ type liveCtx struct {
 
 func (c *liveCtx) check() {
 	if c.live.lapsed() {
-		c.cancel(errWorkerLapsed)
+		c.cancel(c.live.cause())
 	}
 }
 

@@ -60,3 +60,65 @@ func TestConfirmAfterLapseStopsRuns(t *testing.T) {
 	assert.False(t, w.live.lapsed(), "renewed")
 	w.live.stop()
 }
+
+// TestLapseCause: a worker that sent MissedBeats-1 heartbeats after its
+// last confirmed one, before it lapsed, stops its runs as cut off from
+// the backend (errBackendUnreachable, still a lapse for the fences); one
+// that sent fewer, the heartbeats sent after the lapse aside, as frozen
+// (errWorkerLapsed). A confirmed heartbeat starts the count again.
+func TestLapseCause(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		before, after int // heartbeats sent before and after the lapse
+		want          error
+	}{
+		{"none sent", 0, 0, errWorkerLapsed},
+		{"one sent, then frozen", 1, 0, errWorkerLapsed},
+		{"one sent, then the rest on waking", 1, 3, errWorkerLapsed},
+		{"all of the window sent", MissedBeats - 1, 0, errBackendUnreachable},
+		{"all of the window sent, and more after", MissedBeats - 1, 2, errBackendUnreachable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := NewWorker(NewMemory(MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}),
+				WorkerConfig{Logger: slog.New(slog.DiscardHandler), Heartbeat: time.Hour})
+			ctx, cancel := context.WithCancelCause(context.Background())
+			defer cancel(nil)
+			j := &job{w: w, task: &Task{ID: "t"}}
+			fctx := j.flowContext(ctx, cancel)
+			w.live.confirm(time.Now())
+			defer w.live.stop()
+			for range tc.before {
+				w.live.trying(time.Now())
+			}
+			w.live.until.Store(int64(time.Since(w.live.epoch)) - 1) // lapsed
+			for range tc.after {
+				w.live.trying(time.Now())
+			}
+			require.Error(t, fctx.Err())
+			assert.Equal(t, tc.want, context.Cause(fctx))
+			assert.ErrorIs(t, context.Cause(fctx), errWorkerLapsed, "a lapse for the fences")
+		})
+	}
+}
+
+// TestConfirmAfterLapseTellsCause: a heartbeat that gets through after
+// the lapse stops the runs of before with the lapse's cause, then starts
+// the count again.
+func TestConfirmAfterLapseTellsCause(t *testing.T) {
+	w := NewWorker(NewMemory(MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}),
+		WorkerConfig{Logger: slog.New(slog.DiscardHandler), Heartbeat: time.Hour})
+	defer w.live.stop()
+	w.live.confirm(time.Now())
+	for range MissedBeats - 1 {
+		w.live.trying(time.Now())
+	}
+	w.live.until.Store(-1)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	defer w.untrack("t", w.track("t", cancel))
+	w.live.trying(time.Now()) // sent after the lapse; gets through
+	w.live.confirm(time.Now())
+	assert.Equal(t, errBackendUnreachable, context.Cause(ctx))
+	assert.Zero(t, w.live.tries.Load(), "counted again from the confirmed heartbeat")
+	assert.Equal(t, errWorkerLapsed, w.live.cause())
+}

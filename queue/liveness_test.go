@@ -16,16 +16,22 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// cutOffRegistry is a Memory whose heartbeats fail while cut is set: a
-// worker cut off from its backend, as a frozen or partitioned one is.
-// beats counts the heartbeats that reached the Memory.
+// cutOffRegistry is a Memory whose heartbeats fail while cut is set (a
+// worker that cannot reach its backend: Redis down, a network split), and
+// wait while stall holds a channel, until it is closed, whatever their
+// context says (a worker whose heartbeat goroutine does not get to run:
+// frozen, starved). beats counts the heartbeats that reached the Memory.
 type cutOffRegistry struct {
 	*queue.Memory
 	cut   atomic.Bool
+	stall atomic.Pointer[chan struct{}]
 	beats atomic.Int64
 }
 
 func (r *cutOffRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
+	if c := r.stall.Load(); c != nil {
+		<-*c
+	}
 	if r.cut.Load() {
 		return errors.New("cut off")
 	}
@@ -36,20 +42,133 @@ func (r *cutOffRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) erro
 	return err
 }
 
+// waitBeats waits for n more heartbeats to reach the Memory.
+func (r *cutOffRegistry) waitBeats(t *testing.T, n int64) {
+	t.Helper()
+	beats := r.beats.Load()
+	require.Eventually(t, func() bool { return r.beats.Load() >= beats+n }, waitLong, 5*time.Millisecond,
+		"no heartbeat reached the backend")
+}
+
 // TestWorkerLapseStopsFlowAndFencesItsReports: a worker whose heartbeats
 // stop reaching the backend for its DeadAfter (less half an interval)
 // stops its flows by its own clock, before any other worker could have
 // taken their tasks back; what a stopped flow reports afterwards is
-// refused, and the task is handed back, its next attempt saying the
-// worker was lost.
+// refused, and the task is handed back. Whether that spends an attempt
+// depends on why the heartbeats lapsed: a worker whose heartbeats went out
+// and failed lost touch with its backend through no fault of the flow's,
+// and its task (MaxAttempts 1) runs again; one whose heartbeat goroutine
+// was stuck may have been stopped by its flow, and the run counts.
 //
 // The interval is far above the scheduling noise of a loaded machine: the
 // worker must not lapse on its own before the test cuts it off, and its
 // heartbeats (each given at most an interval) must get through before.
 // The test waits for events, not for time: a heartbeat that succeeded
 // after the first report (without one, the worker never lapses), then the
-// flow's cancellation.
+// flow's cancellation; the flow returns once heartbeats get through again
+// (a third one is sent after the second is confirmed).
 func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
+	const heartbeat = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name      string
+		cutOff    func(*cutOffRegistry) (restore func())
+		wantCause string
+		wantState progress.State
+		wantLog   string
+		status    string
+	}{
+		{
+			name: "heartbeats fail",
+			cutOff: func(b *cutOffRegistry) func() {
+				b.cut.Store(true)
+				return func() { b.cut.Store(false) }
+			},
+			wantCause: "the backend could not be reached",
+			wantState: progress.StateSuccess,
+			wantLog:   "attempt 2 of 2 starts: the worker of attempt 1 could not reach the backend (not counted)",
+		},
+		{
+			name: "heartbeat stalled",
+			cutOff: func(b *cutOffRegistry) func() {
+				stall := make(chan struct{})
+				b.stall.Store(&stall)
+				return func() {
+					b.stall.Store(nil)
+					close(stall)
+				}
+			},
+			wantState: progress.StateFailure,
+			status:    "gave up after 1 attempt: worker lost",
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSetup()
+			b := &cutOffRegistry{Memory: s.mem}
+			started, resume := make(chan struct{}), make(chan struct{})
+			var cause atomic.Value
+			s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+				if ft.Attempt > 1 {
+					return "second", nil
+				}
+				ft.Progress.Log("before the lapse")
+				close(started)
+				<-ctx.Done()
+				cause.Store(context.Cause(ctx))
+				<-resume
+				ft.Progress.Log("after the lapse")
+				return "late result", nil
+			}))
+			runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+				Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
+			}))
+			id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
+			select {
+			case <-started:
+			case <-time.After(waitLong):
+				require.FailNow(t, "the flow did not start")
+			}
+			require.Eventually(t, func() bool {
+				snap, _, err := s.store.Snapshot(context.Background(), id)
+				require.NoError(t, err)
+				return len(snap.Details.StepResults) > 0
+			}, waitLong, 5*time.Millisecond, "the first report was not recorded")
+			b.waitBeats(t, 1)
+			require.Nil(t, cause.Load(), "the worker lapsed before it was cut off: heartbeats stalled for %v", heartbeat*queue.MissedBeats)
+			restore := tc.cutOff(b)
+			require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
+				"the flow's context was not cancelled while the worker was cut off")
+			got := cause.Load().(error)
+			assert.ErrorContains(t, got, "heartbeats lapsed")
+			if tc.wantCause != "" {
+				assert.ErrorContains(t, got, tc.wantCause)
+			} else {
+				assert.NotContains(t, got.Error(), "could not be reached")
+			}
+			restore()
+			b.waitBeats(t, 3)
+			close(resume)
+
+			snap := waitTerminal(t, s.store, id)
+			assert.Equal(t, tc.wantState, snap.State, "status %q", snap.Details.Status)
+			msgs := logMessages(snap)
+			assert.Contains(t, msgs, "before the lapse")
+			assert.NotContains(t, msgs, "after the lapse", "a report after the lapse is refused")
+			if tc.wantState == progress.StateSuccess {
+				assert.JSONEq(t, `"second"`, string(snap.Details.FinalResult), "the late result of the first attempt is not recorded")
+				assert.Contains(t, msgs, tc.wantLog)
+			} else {
+				assert.Equal(t, tc.status, snap.Details.Status)
+			}
+		})
+	}
+}
+
+// TestLapseTakenOverCounts: a worker cut off from the backend while
+// another worker goes on beating loses its task to that one, which takes
+// the lease back (EndWorkerLost): the attempt counts, as for any lost
+// worker, even though the cut-off worker knows its lapse was no fault of
+// its flow's; its own hand-back, once it is back, finds the lease gone.
+func TestLapseTakenOverCounts(t *testing.T) {
 	const heartbeat = 300 * time.Millisecond
 	s := newSetup()
 	b := &cutOffRegistry{Memory: s.mem}
@@ -59,44 +178,34 @@ func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 		if ft.Attempt > 1 {
 			return "second", nil
 		}
-		ft.Progress.Log("before the lapse")
 		close(started)
 		<-ctx.Done()
 		cause.Store(context.Cause(ctx))
-		ft.Progress.Log("after the lapse")
-		return "late result", nil
+		return nil, ctx.Err()
 	}))
-	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
-		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
-	}))
-	id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 3})
+	cfg := queue.WorkerConfig{
+		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
+	}
+	runWorker(t, queue.NewWorker(b, s.store, cfg))
+	id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
 	select {
 	case <-started:
 	case <-time.After(waitLong):
 		require.FailNow(t, "the flow did not start")
 	}
-	require.Eventually(t, func() bool {
-		snap, _, err := s.store.Snapshot(context.Background(), id)
-		require.NoError(t, err)
-		return len(snap.Details.StepResults) > 0
-	}, waitLong, 5*time.Millisecond, "the first report was not recorded")
-	beats := b.beats.Load()
-	require.Eventually(t, func() bool { return b.beats.Load() > beats }, waitLong, 5*time.Millisecond,
-		"no heartbeat reached the backend after the first report")
-	require.Nil(t, cause.Load(), "the worker lapsed before it was cut off: heartbeats stalled for %v", heartbeat*queue.MissedBeats)
+	runWorker(t, queue.NewWorker(s.mem, s.store, cfg))
+	// Back in touch before the workers stop (the cleanups run in
+	// reverse): its hand-back waits for its heartbeats.
+	t.Cleanup(func() { b.cut.Store(false) })
+	b.waitBeats(t, 1)
+	require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
 	b.cut.Store(true)
-	require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
-		"the flow's context was not cancelled while the worker was cut off")
-	assert.ErrorContains(t, cause.Load().(error), "heartbeats lapsed")
-	b.cut.Store(false)
 
 	snap := waitTerminal(t, s.store, id)
-	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-	assert.JSONEq(t, `"second"`, string(snap.Details.FinalResult), "the late result of the first attempt is not recorded")
-	msgs := logMessages(snap)
-	assert.Contains(t, msgs, "before the lapse")
-	assert.NotContains(t, msgs, "after the lapse", "a report after the lapse is refused")
-	assert.Contains(t, msgs, "attempt 2 of 3 starts: the worker of attempt 1 was lost")
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, "gave up after 1 attempt: worker lost", snap.Details.Status)
+	require.NotNil(t, cause.Load(), "the cut-off worker stopped its flow")
+	assert.ErrorContains(t, cause.Load().(error), "the backend could not be reached")
 }
 
 func logMessages(snap progress.Snapshot) []string {

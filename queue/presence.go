@@ -12,7 +12,8 @@ import (
 // is called; that function waits for a write in progress. A backend
 // without a registry is left alone. A failed write is logged and tried
 // again at the next beat. Each write that succeeds renews the worker's
-// liveness (see liveness).
+// liveness, and each one sent tells it that the worker keeps trying (see
+// liveness).
 func (w *Worker) beat(base context.Context) (stop func()) {
 	reg, ok := w.backend.(WorkerRegistry)
 	if !ok {
@@ -31,6 +32,7 @@ func (w *Worker) beat(base context.Context) (stop func()) {
 			info.Running = int(w.holding.Load())
 			opCtx, opCancel := context.WithTimeout(ctx, min(opTimeout, w.cfg.Heartbeat))
 			sent := time.Now()
+			w.live.trying(sent)
 			if err := reg.Heartbeat(opCtx, info); err == nil {
 				w.live.confirm(sent)
 			} else if ctx.Err() == nil {

@@ -26,6 +26,8 @@ func (j *job) settle(out outcome, returned bool, cause error) {
 		// this run is recorded, a result neither (the store would
 		// refuse it, see fencedStore).
 		j.logger().Info("flows: the lease was lost; the run's outcome is dropped", "returned", returned)
+	case errors.Is(cause, errBackendUnreachable):
+		j.giveBackOnceReachable()
 	case errors.Is(cause, errWorkerLapsed):
 		// The task may have been taken back: if not, it is handed back
 		// to run again at once (the lease guards it).
@@ -267,6 +269,27 @@ func (j *job) bury(reason string) {
 func (j *job) giveBack(at time.Time, why AttemptEnd) {
 	j.release()
 	j.w.giveBack(j.base, j.lease, at, why)
+}
+
+// giveBackOnceReachable hands back, not counted (EndBackendDown), the
+// task of a run stopped because the backend could not be reached
+// (errBackendUnreachable): once a heartbeat gets through again, so that
+// the hand-back does too, and to run again at once. It waits for that at
+// most a Lease, past which the lease has run out anyway, or until the
+// worker's shutdown stops its flows; then it tries all the same. The
+// lease guards it: if another worker took the task over meanwhile, the
+// hand-back is refused, and the take-over said why the attempt ended.
+func (j *job) giveBackOnceReachable() {
+	j.release()
+	w := j.w
+	if w.live.lapsed() {
+		j.logger().Warn("flows: the backend cannot be reached; handing the task back once it answers")
+		pace := max(w.cfg.Heartbeat/4, time.Millisecond)
+		for deadline := time.Now().Add(w.cfg.Lease); w.live.lapsed() && time.Now().Before(deadline) && !w.stopping(); {
+			time.Sleep(pace)
+		}
+	}
+	w.giveBack(j.base, j.lease, time.Now(), EndBackendDown)
 }
 
 func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time, why AttemptEnd) {

@@ -75,7 +75,8 @@ type WorkerConfig struct {
 
 	// MaxHandBacks bounds the hand-backs of one task that do not count as
 	// attempts (AttemptEnd.Counts): its worker shut down, the progress
-	// store could not record the task. Each such hand-back gives the task
+	// store could not record the task, the backend could not be reached
+	// (see Heartbeat). Each such hand-back gives the task
 	// one run more than its MaxAttempts; the worker that leases a task
 	// handed back more often than this ends it FAILURE ("gave up after
 	// 101 hand-backs: progress store unavailable"), so that a store that
@@ -168,6 +169,13 @@ type WorkerConfig struct {
 	// flows before anyone may take them back, and refuses what they
 	// report afterwards: a worker that was frozen and wakes up never runs
 	// a task beside its new attempt (see the README, Recovery in seconds).
+	// If its heartbeats kept going out and failing meanwhile (Redis down,
+	// a network split), the lapse is no fault of its flows': it hands
+	// their tasks back once a heartbeat gets through again (for at most a
+	// Lease), without spending an attempt (EndBackendDown); unless another
+	// worker took them over meanwhile, which counts as for any lost worker
+	// (EndWorkerLost). A worker that did not get to send them (frozen,
+	// starved) hands its tasks back at once, and the run counts.
 	// A shorter interval brings the tasks back sooner for one script per
 	// interval per worker; a worker whose heartbeats can stall for longer
 	// than MissedBeats intervals (an overloaded host) needs a longer one.

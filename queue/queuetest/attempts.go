@@ -75,9 +75,10 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 			{queue.EndStoreDown, 1},
 			{queue.EndShutdown, 2},
 			{queue.EndHandedBack, 3},
-			{queue.EndFailed, 3},
-			{queue.EndWorkerLost, 3},
-			{queue.EndStoreDown, 4},
+			{queue.EndBackendDown, 4},
+			{queue.EndFailed, 4},
+			{queue.EndWorkerLost, 4},
+			{queue.EndStoreDown, 5},
 		}
 		for i, step := range steps {
 			assert.Equal(t, step.end != queue.EndFailed && step.end != queue.EndWorkerLost, !step.end.Counts(),
@@ -94,10 +95,10 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		l = fetchOne(t, b, time.Minute)
 		assert.Equal(t, queue.EndLeaseExpired, l.Task.PreviousEnd)
 		assert.Equal(t, len(steps)+3, l.Task.Attempt)
-		assert.Equal(t, 4, l.Task.HandBacks, "a lease that expired is not a hand-back")
+		assert.Equal(t, 5, l.Task.HandBacks, "a lease that expired is not a hand-back")
 		got, err := b.Get(ctx, task.ID)
 		require.NoError(t, err)
-		assert.Equal(t, 4, got.HandBacks, "Get tells the hand-backs")
+		assert.Equal(t, 5, got.HandBacks, "Get tells the hand-backs")
 
 		// A Retry with a lease that is no longer held counts nothing.
 		stale := *l
@@ -105,7 +106,7 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		assert.ErrorIs(t, b.Retry(ctx, &stale, time.Now(), queue.EndStoreDown), queue.ErrLeaseLost)
 		got, err = b.Get(ctx, task.ID)
 		require.NoError(t, err)
-		assert.Equal(t, 5, got.HandBacks, "the hand-back of the held lease only")
+		assert.Equal(t, 6, got.HandBacks, "the hand-back of the held lease only")
 	})
 
 	t.Run("HookRetriesAreNoHandBacks", func(t *testing.T) {
