@@ -91,6 +91,13 @@ type memTask struct {
 	slot bool
 }
 
+// waitsForHooks reports whether mt is delayed because it was given back
+// for its finish hooks to run again (EndHooksPending): it has ended, and
+// waits for its time whether or not it is cancelled. m.mu is held.
+func (mt *memTask) waitsForHooks() bool {
+	return mt.state == memDelayed && mt.task.PreviousEnd == EndHooksPending
+}
+
 // NewMemory returns an empty in-memory backend.
 func NewMemory(cfg MemoryConfig) *Memory {
 	if cfg.Retention <= 0 {
@@ -301,8 +308,10 @@ func (m *Memory) Requeue(ctx context.Context, deadID string, t *Task) error {
 	return nil
 }
 
-// Retry implements Backend. An at in the past, or a cancelled task, is
-// ready at once, behind the tasks already ready.
+// Retry implements Backend. An at in the past, or a cancelled task given
+// back for its flow, is ready at once, behind the tasks already ready; a
+// task given back for its finish hooks (EndHooksPending) waits for at,
+// cancelled or not: it has ended.
 func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -326,7 +335,7 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 	// The task gives its slot back: its next attempt waits for one (a
 	// task given back for its finish hooks does not, see due).
 	m.release(mt, now)
-	if at.After(now) && !mt.task.Cancelled {
+	if at.After(now) && (!mt.task.Cancelled || why == EndHooksPending) {
 		mt.state, mt.at = memDelayed, at
 		heap.Push(&m.timers, mt)
 		m.broadcast()
@@ -352,8 +361,10 @@ func (m *Memory) Get(ctx context.Context, id string) (*Task, error) {
 }
 
 // Cancel implements Backend. A task waiting for its due time becomes
-// ready at once. Cancelling a task twice, or a finished one that is still
-// retained, sets the flag and tells the listeners again.
+// ready at once, unless it waits to run its finish hooks again
+// (waitsForHooks): it has ended, and waits for its time. Cancelling a
+// task twice, or a finished one that is still retained, sets the flag and
+// tells the listeners again.
 func (m *Memory) Cancel(ctx context.Context, id string) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -366,11 +377,12 @@ func (m *Memory) Cancel(ctx context.Context, id string) error {
 		return fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	mt.task.Cancelled = true
-	switch mt.state {
-	case memDelayed:
+	switch {
+	case mt.waitsForHooks():
+	case mt.state == memDelayed:
 		heap.Remove(&m.timers, mt.index)
 		m.makeReady(mt)
-	case memWaiting:
+	case mt.state == memWaiting:
 		m.makeReady(mt) // its gate drops it (see admit)
 	}
 	for l := range m.listeners {
@@ -583,7 +595,7 @@ func (m *Memory) Depth(ctx context.Context) (Depth, error) {
 	}
 	for _, mt := range m.timers {
 		switch {
-		case mt.state == memDelayed && mt.task.HookRetries > 0:
+		case mt.waitsForHooks():
 			d.HooksWaiting++ // ended: its flow does not run again
 		case mt.state == memDelayed:
 			d.Delayed++

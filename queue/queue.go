@@ -282,7 +282,9 @@ type Backend interface {
 	Requeue(ctx context.Context, deadID string, t *Task) error
 
 	// Retry gives the task back to be leased again at or after at; a
-	// cancelled task is ready at once (see Cancel). why says how the
+	// cancelled task is ready at once (see Cancel), unless why is
+	// EndHooksPending: a task given back for its finish hooks has ended,
+	// and waits for at whether or not it was cancelled. why says how the
 	// attempt ended: the next lease of the task carries it in
 	// Task.PreviousEnd, and when it does not count (why.Counts() is
 	// false) the task's HandBacks one higher, or for EndHooksPending its
@@ -297,7 +299,8 @@ type Backend interface {
 	// Cancel marks the task cancelled and tells every worker listening on
 	// Cancellations. A task waiting for its RunAt or for a retry becomes
 	// ready at once, so that a worker ends it without waiting out the
-	// delay. It returns ErrNotFound for an unknown task.
+	// delay; one given back for its finish hooks (EndHooksPending) has
+	// ended, and waits on. It returns ErrNotFound for an unknown task.
 	Cancel(ctx context.Context, id string) error
 
 	// Cancellations delivers the ids of tasks cancelled from now on, until

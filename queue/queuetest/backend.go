@@ -503,12 +503,14 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.Equal(t, queue.Depth{Delayed: 1, HooksWaiting: 1, Running: 1}, depth(), "the lease that runs the hooks is Running")
 		require.NoError(t, b.Ack(ctx, l))
 		assert.Equal(t, queue.Depth{Delayed: 1, HooksWaiting: 1}, depth())
-		// Cancel makes a delayed task ready (see Depth.Ready for how a
-		// backend counts it then): it waits no longer.
+		// Cancel makes a task delayed for a retry of its flow ready (see
+		// Depth.Ready for how a backend counts it then): it waits no
+		// longer. One that waits to run its hooks again waits on.
+		require.NoError(t, b.Cancel(ctx, failed.ID))
 		require.NoError(t, b.Cancel(ctx, later.ID))
 		n := depth()
-		assert.Equal(t, int64(0), n.HooksWaiting, "cancelled: %+v", n)
-		assert.Equal(t, int64(1), n.Delayed, "cancelled: %+v", n)
+		assert.Equal(t, int64(1), n.HooksWaiting, "cancelled: %+v", n)
+		assert.Equal(t, int64(0), n.Delayed, "cancelled: %+v", n)
 	})
 
 	t.Run("CancelNotifiesEveryListener", func(t *testing.T) {
@@ -600,6 +602,46 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		l = fetchOne(t, b, time.Minute)
 		assert.Equal(t, task.ID, l.Task.ID)
 		assert.True(t, l.Task.Cancelled)
+	})
+
+	t.Run("CancelledTaskWaitsToRunItsHooks", func(t *testing.T) {
+		// A task given back for its finish hooks has ended: cancelled
+		// or not, it waits for its time (the worker's backoff). Neither
+		// a Retry of a cancelled task nor a Cancel makes it ready at
+		// once, as they do a task given back for its flow.
+		b := backend(t)
+		ctx := context.Background()
+		before, after := newTask(), newTask()
+		enqueue(t, b, before, after)
+		byID := map[string]*queue.Lease{}
+		for len(byID) < 2 {
+			for _, l := range fetch(t, b, 2, time.Minute) {
+				byID[l.Task.ID] = l
+			}
+		}
+		require.NoError(t, b.Cancel(ctx, before.ID))
+		require.NoError(t, b.Retry(ctx, byID[before.ID], time.Now().Add(time.Hour), queue.EndHooksPending))
+		require.NoError(t, b.Retry(ctx, byID[after.ID], time.Now().Add(time.Hour), queue.EndHooksPending))
+		require.NoError(t, b.Cancel(ctx, after.ID))
+		requireNothingReady(t, b)
+		if d, ok := b.(queue.DepthReader); ok {
+			n, err := d.Depth(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, int64(2), n.HooksWaiting, "%+v", n)
+		}
+
+		// Once due, it is leased again, cancelled, for its hooks.
+		soon := newTask()
+		enqueue(t, b, soon)
+		l := fetchOne(t, b, time.Minute)
+		require.Equal(t, soon.ID, l.Task.ID)
+		require.NoError(t, b.Cancel(ctx, soon.ID))
+		require.NoError(t, b.Retry(ctx, l, time.Now().Add(short), queue.EndHooksPending))
+		l = fetchOne(t, b, time.Minute)
+		assert.Equal(t, soon.ID, l.Task.ID)
+		assert.True(t, l.Task.Cancelled)
+		assert.Equal(t, 1, l.Task.HookRetries)
+		require.NoError(t, b.Ack(ctx, l))
 	})
 
 	t.Run("CancelUnknownTask", func(t *testing.T) {

@@ -331,6 +331,54 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		requireNothingReady(t, h.backend)
 	})
 
+	t.Run("RunAgainAfterTheBackoffWhenCancelled", func(t *testing.T) {
+		// A task cancelled as it ran has ended: a hook that asks to run
+		// again waits for the worker's backoff all the same, as for a
+		// task that was not cancelled. Here the backoff of the first
+		// hook retry is short, and of the second an hour.
+		h := newHarness(t, newBackends)
+		rec := newFinishes(h)
+		started := make(chan struct{})
+		h.reg.MustRegister("wait", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
+			close(started)
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}))
+		h.start(queue.WorkerConfig{
+			Concurrency: 1,
+			Backoff: func(n int) time.Duration {
+				if n >= 2 {
+					return time.Hour
+				}
+				return time.Millisecond
+			},
+			OnFinish: []queue.FinishHook{rec.hook, func(_ context.Context, f queue.Finished) error {
+				if f.Task.Flow != "wait" {
+					return nil
+				}
+				return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+			}},
+		})
+		id := h.enqueue("wait", "", queue.EnqueueOptions{})
+		waitFor(t, started, "the flow to start")
+		eventually(t, func() bool { return h.snapshot(id).State == progress.StateProgress }, "the start was not recorded")
+		require.NoError(t, h.broker.Cancel(context.Background(), id))
+		calls := rec.waitCalls(t, id, 2)
+		assert.True(t, calls[1].f.FoundEnded)
+		assert.True(t, calls[1].f.Task.Cancelled)
+		eventually(t, func() bool {
+			task, err := h.backend.Get(context.Background(), id)
+			require.NoError(t, err)
+			return task.HookRetries >= 2
+		}, "the task was not given back a second time")
+		h.settle()
+		assert.Equal(t, 2, len(rec.of(id)), "calls: the hooks wait for the second backoff")
+		task, err := h.backend.Get(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, 2, task.HookRetries)
+		assert.Equal(t, queue.StatusCancelled, h.snapshot(id).Details.Status)
+	})
+
 	t.Run("RunAgainAsTimeEnds", func(t *testing.T) {
 		// A hook that tries until the hooks' time is up and then asks
 		// to run again, as it returns on its context's end, is heard.

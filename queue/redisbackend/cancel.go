@@ -16,9 +16,11 @@ import (
 // slot; an id that names no task is ignored by the workers), then
 // readyScript makes the task ready at once if it waits in the delayed set
 // or in its flow's gate (see limit.go): its worker ends it without
-// running it, and without a slot.
+// running it, and without a slot. A task that waits to run its finish
+// hooks again (in the hooks set too) has ended: it waits for its time.
 // Retry does the same two steps in the opposite order, so that a cancelled
-// task never stays delayed whatever the interleaving.
+// task never stays delayed for a run of its flow whatever the
+// interleaving.
 func (b *Backend) Cancel(ctx context.Context, id string) error {
 	if !queue.ValidID(id) {
 		return fmt.Errorf("%w: %w", queue.ErrNotFound, queue.ErrInvalidID)
@@ -45,9 +47,9 @@ func (b *Backend) Cancel(ctx context.Context, id string) error {
 	return b.makeReady(ctx, id, "")
 }
 
-// makeReady moves a delayed task to the stream (see readyScript), or a
-// task of flow waiting in its flow's gate when flow is not "". ctx comes
-// from bound.
+// makeReady moves a delayed task to the stream (see readyScript), unless
+// it waits to run its finish hooks again, or a task of flow waiting in its
+// flow's gate when flow is not "". ctx comes from bound.
 func (b *Backend) makeReady(ctx context.Context, id, flow string) error {
 	keys := []string{b.delayedKey(), b.streamKey(), b.hooksKey()}
 	if flow != "" {

@@ -73,8 +73,9 @@
 //	P:{q:Q}:delayed:hooks zset  the tasks of the delayed set that have
 //	                            ended and wait to run their finish hooks
 //	                            again (queue.EndHooksPending), scored
-//	                            likewise: counted apart by Depth; they
-//	                            leave it as they leave the delayed set
+//	                            likewise: counted apart by Depth, and
+//	                            not made ready by Cancel; they leave it
+//	                            as they leave the delayed set
 //	P:{q:Q}:leases      zset    stream entries leased to a worker, scored by
 //	                            the lease's deadline (Redis server clock, ms)
 //	P:{q:Q}:holders     hash    stream entry id -> number of its current

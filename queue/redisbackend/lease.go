@@ -237,7 +237,9 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // later waits in the delayed set, unless it has been cancelled: then, after
 // the script, the record's flag is read (a second round trip) and the task
 // made ready (see Cancel for why this order leaves no cancelled task
-// delayed).
+// delayed). A task given back for its finish hooks
+// (queue.EndHooksPending) has ended: it waits for its time, cancelled or
+// not, and its flag is not read.
 //
 // why goes into the record's prev field, and a hand-back that is not an
 // attempt (why.Counts() is false) is counted in its handbacks field (a
@@ -316,7 +318,7 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 		}
 		return err
 	}
-	if time.Until(at) > 0 || gated != "" {
+	if why != queue.EndHooksPending && (time.Until(at) > 0 || gated != "") {
 		c := b.client
 		flag, err := c.Do(ctx, c.B().Hget().Key(b.taskKey(id)).Field(recCancelled).Build()).ToString()
 		if err != nil && !rueidis.IsRedisNil(err) {
