@@ -91,12 +91,17 @@ type memTask struct {
 	slot bool
 }
 
-// waitsForHooks reports whether mt is delayed because it was given back
-// for its finish hooks to run again (EndHooksPending): it has ended, and
-// waits for its time whether or not it is cancelled. m.mu is held.
-func (mt *memTask) waitsForHooks() bool {
-	return mt.state == memDelayed && mt.task.PreviousEnd == EndHooksPending
+// hooksDue reports whether mt was given back for its finish hooks to run
+// again (EndHooksPending) and has not been leased since: it is ready, or
+// waits for its time (waitsForHooks). m.mu is held.
+func (mt *memTask) hooksDue() bool {
+	return mt.task.PreviousEnd == EndHooksPending && (mt.state == memReady || mt.state == memDelayed)
 }
+
+// waitsForHooks reports whether mt is delayed because it was given back
+// for its finish hooks to run again: it has ended, and waits for its time
+// whether or not it is cancelled. m.mu is held.
+func (mt *memTask) waitsForHooks() bool { return mt.state == memDelayed && mt.hooksDue() }
 
 // NewMemory returns an empty in-memory backend.
 func NewMemory(cfg MemoryConfig) *Memory {

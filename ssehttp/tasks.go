@@ -27,7 +27,9 @@ type taskResponse struct {
 	LastEventID string           `json:"last_event_id"`
 	// Flow, Attempt, MaxAttempts and HandBacks come from the queue's
 	// record, when the Queue is a TaskInspector and still holds the task
-	// (see queue.TaskSummary for what they count).
+	// (see queue.TaskSummary for what they count; Attempt here is the
+	// record's queue.Task.Attempt, every lease included, those that only
+	// ran the finish hooks again too).
 	Flow        string `json:"flow,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
 	MaxAttempts int    `json:"max_attempts,omitempty"`

@@ -34,6 +34,7 @@ func runInspector(t *testing.T, newBackends func(t *testing.T) (queue.Backend, p
 		{"StatsCancelledWaiting", testStatsCancelledWaiting},
 		{"HooksWaiting", testHooksWaiting},
 		{"ListsHandBacks", testListHandBacks},
+		{"ListsRunsOfTheFlow", testListHookReruns},
 		{"WorkerRegistry", testWorkerRegistry},
 		{"CancelMatching", testCancelMatching},
 		{"CancelMatchingByOwner", testCancelMatchingOwner},
@@ -491,6 +492,60 @@ func testListHandBacks(t *testing.T, h *harness) {
 	none := queue.TaskSummary{Attempt: 1, MaxAttempts: 3}
 	assert.Equal(t, 3, none.Runs())
 	assert.Zero(t, (&queue.TaskSummary{HandBacks: 2}).Runs(), "no bound, no runs to tell")
+}
+
+// testListHookReruns checks that a listing's Attempt counts the runs of
+// the task's flow: the leases that only ran its finish hooks again
+// (queue.ErrRetryHooks) are left out, whether the task waits to run them
+// again or is done with them. Each task runs its flow twice (the first
+// run fails) and has its hooks run again twice; the hooks of "keeps" ask
+// a third time, and wait an hour for it.
+func testListHookReruns(t *testing.T, h *harness) {
+	for _, name := range []string{"keeps", "settles"} {
+		h.reg.MustRegister(name, flow.Func(func(_ context.Context, ft *flow.Task) (any, error) {
+			if ft.Attempt == 1 {
+				return nil, errors.New("not yet")
+			}
+			return "done", nil
+		}))
+	}
+	rec := newFinishes(h)
+	h.start(queue.WorkerConfig{
+		Concurrency: 1,
+		Backoff: func(n int) time.Duration {
+			if n >= 3 {
+				return time.Hour
+			}
+			return time.Millisecond
+		},
+		OnFinish: []queue.FinishHook{rec.hook, func(_ context.Context, f queue.Finished) error {
+			if f.Task.Flow == "keeps" || f.Task.Flow == "settles" && f.Task.HookRetries < 2 {
+				return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
+			}
+			return nil
+		}},
+	})
+	keeps := h.enqueue("keeps", "", queue.EnqueueOptions{MaxAttempts: 3})
+	settles := h.enqueue("settles", "", queue.EnqueueOptions{MaxAttempts: 3})
+	rec.waitCalls(t, settles, 3)
+	rec.waitCalls(t, keeps, 3)
+	ctx := context.Background()
+	var task *queue.Task
+	eventually(t, func() bool {
+		var err error
+		task, err = h.backend.Get(ctx, keeps)
+		require.NoError(t, err)
+		return task.HookRetries == 3
+	}, "task %s was not given back a third time; last %+v", keeps, task)
+	require.Equal(t, 4, task.Attempt, "two runs of the flow, two leases that ran the hooks again")
+
+	list := listAll(t, h.inspector(), queue.ListOptions{State: progress.StateSuccess})
+	requireListed(t, []string{keeps, settles}, list, "both succeeded")
+	for _, s := range list {
+		assert.Equal(t, 2, s.Attempt, "task %s: the runs of the flow", s.ID)
+		assert.Equal(t, 3, s.MaxAttempts, "task %s", s.ID)
+		assert.Zero(t, s.HandBacks, "task %s", s.ID)
+	}
 }
 
 func testWorkerRegistry(t *testing.T, h *harness) {

@@ -40,10 +40,11 @@
 //	                            Retry) and hookretries (the times the
 //	                            ended task was given back for its finish
 //	                            hooks, queue.Task.HookRetries: counted by
-//	                            Retry), all written only by the holder
-//	                            of the lease, and, on a Redis Cluster,
-//	                            prevof (the attempt whose end prev
-//	                            tells, see lua/end_attempt.lua); and its
+//	                            Retry), and prevof (the attempt whose
+//	                            end Retry told in prev, see
+//	                            lua/end_attempt.lua and the listing),
+//	                            all written only by the holder of the
+//	                            lease; and its
 //	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event

@@ -241,10 +241,11 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // (queue.EndHooksPending) has ended: it waits for its time, cancelled or
 // not, and its flag is not read.
 //
-// why goes into the record's prev field, and a hand-back that is not an
-// attempt (why.Counts() is false) is counted in its handbacks field (a
-// queue.EndHooksPending in its hookretries field instead), only
-// while the lease is held: the end of a lease taken over by another
+// why goes into the record's prev field, the lease's attempt into its
+// prevof field (see summaryOf), and a hand-back that is not an attempt
+// (why.Counts() is false) is counted in its handbacks field (a
+// queue.EndHooksPending in its hookretries field instead), only while
+// the lease is held: the end of a lease taken over by another
 // worker, or given back already, must not be told as the end of the
 // attempt before the current one. On a single Redis the retry script
 // writes them after checking the lease's holder, before it queues the
@@ -266,8 +267,9 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // set, which Depth counts apart.
 func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why queue.AttemptEnd) error {
 	var id string
+	attempt := 0
 	if l != nil && l.Task != nil {
-		id = l.Task.ID
+		id, attempt = l.Task.ID, l.Task.Attempt
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
@@ -282,7 +284,7 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 		}
 		if _, _, ok := parseToken(l.Token); ok && b.cluster {
 			n, err := endAttemptScript.exec(ctx, b.client, []string{b.taskKey(id)},
-				[]string{strconv.Itoa(l.Task.Attempt), string(why), handBack}).AsInt64()
+				[]string{strconv.Itoa(attempt), string(why), handBack}).AsInt64()
 			if err != nil {
 				return b.wrap(ctx, "retry task "+id, err)
 			}
@@ -304,7 +306,7 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	}
 	err := b.onLease(ctx, "retry", retryScript, l, keys,
 		time.Until(at), group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
-		strconv.FormatInt(maxBlock.Milliseconds(), 10), taskKey, string(why), handBack)
+		strconv.FormatInt(maxBlock.Milliseconds(), 10), taskKey, string(why), handBack, strconv.Itoa(attempt))
 	if err != nil {
 		if counted && errors.Is(err, queue.ErrLeaseLost) {
 			c := b.client

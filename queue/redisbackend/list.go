@@ -34,7 +34,8 @@ func compareIndexed(a, b indexed) int {
 }
 
 // summaryFields are the fields of a task's hash a listing reads.
-var summaryFields = [...]string{recRec, recAttempt, recCancelled, fieldState, fieldStatus, fieldProgress, fieldStarted, fieldEnded, recHandBacks}
+var summaryFields = [...]string{recRec, recAttempt, recCancelled, fieldState, fieldStatus, fieldProgress, fieldStarted, fieldEnded,
+	recHandBacks, recHookRetries, recPrev, recPrevOf}
 
 // ownerScan is how many index members a page filtered by owner reads,
 // per task of its limit: the index has no owner, so such a page reads
@@ -47,9 +48,9 @@ const ownerScan = 4
 // members after the cursor and within o's time range (a range of scores),
 // newest first, in one ZRANGE BYSCORE REV LIMIT each, and the newest of
 // them all make the page; then the page's task hashes are read (one HMGET
-// each). That is two round trips, and a number of commands and a cost
-// that depend on the page's size, not on the number of tasks the index
-// holds. A member found wrong against its hash (its task gone, or in
+// of summaryFields each). That is two round trips, and a number of
+// commands and a cost that depend on the page's size, not on the number
+// of tasks the index holds. A member found wrong against its hash (its task gone, or in
 // another state) is repaired and the page read again, at most twice.
 //
 // The index has no owner: with o.Owner set, a page reads ownerScan times
@@ -249,20 +250,27 @@ func (b *Backend) summaries(ctx context.Context, members []indexed) ([]*queue.Ta
 
 // summaryOf makes the summary of task id from the values of
 // summaryFields; ok is false when the task has no progress record or no
-// queue record (it is gone, or was never queued).
+// queue record (it is gone, or was never queued). Its Attempt is the
+// task's Attempts, plus one while the task was given back for its finish
+// hooks and no lease has taken it since (prev tells that end, and prevof
+// is still the record's attempt): its hookretries then counts a lease to
+// come (see queue.TaskSummary.Attempt).
 func summaryOf(id string, v [len(summaryFields)]string) (*queue.TaskSummary, bool) {
 	state := progress.State(v[3])
 	if !state.Valid() {
 		return nil, false
 	}
-	t, ok, err := decodeRecord(id, record{iRec: v[0], iAttempt: v[1], iCancelled: v[2], iState: v[3], iHandBacks: v[8]})
+	t, ok, err := decodeRecord(id, record{iRec: v[0], iAttempt: v[1], iCancelled: v[2], iState: v[3], iHandBacks: v[8], iHookRetries: v[9], iPrev: v[10]})
 	if err != nil || !ok {
 		return nil, false
 	}
 	s := &queue.TaskSummary{
-		ID: id, Flow: t.Flow, State: state, Status: v[4], Attempt: t.Attempt, MaxAttempts: t.MaxAttempts,
+		ID: id, Flow: t.Flow, State: state, Status: v[4], Attempt: t.Attempts(), MaxAttempts: t.MaxAttempts,
 		HandBacks: t.HandBacks, RequeuedFrom: t.RequeuedFrom, Cancelled: t.Cancelled, EnqueuedAt: t.EnqueuedAt, Owner: t.Owner,
 		StartedAt: msTime(v[6]), EndedAt: msTime(v[7]),
+	}
+	if t.PreviousEnd == queue.EndHooksPending && v[11] == v[1] {
+		s.Attempt++
 	}
 	s.Progress, _ = strconv.Atoi(v[5])
 	return s, true

@@ -18,7 +18,8 @@ import (
 // Task record hash fields: rec holds what does not change once the task
 // is queued (see encodeRec); attempt and cancelled change; prev, present
 // once a worker gave the task back (Retry), says why that attempt ended
-// (a queue.AttemptEnd); handbacks, present once a worker gave it back
+// (a queue.AttemptEnd), and prevof which attempt that was (a fetch that
+// takes over a lease sets prev alone); handbacks, present once a worker gave it back
 // through no fault of its flow, counts those hand-backs
 // (queue.Task.HandBacks); hookretries, present once a worker gave the
 // ended task back for its finish hooks, counts those
@@ -30,6 +31,7 @@ const (
 	recPrev        = "prev"
 	recHandBacks   = "handbacks"
 	recHookRetries = "hookretries"
+	recPrevOf      = "prevof"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a

@@ -32,6 +32,5 @@ local cur = redis.call('HMGET', KEYS[1], 'attempt', 'prevof')
 if cur[1] ~= ARGV[1] or cur[2] == ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'prevof', ARGV[1])
-recordEnd(KEYS[1], ARGV[2], ARGV[3])
+recordEnd(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 return 1

@@ -21,9 +21,11 @@
 --   longest wait of a fetcher (ms), ARGV[8] the task's hash or "" to
 --   record nothing there, ARGV[9] why the attempt ended (a
 --   queue.AttemptEnd), ARGV[10] "1" if that is a hand-back that is no
---   attempt, "hooks" for queue.EndHooksPending, "" otherwise. The task's hash is on another Cluster slot than
---   the queue's keys: only a client of a single Redis passes it (a
---   Cluster client records the end first, with end_attempt.lua).
+--   attempt, "hooks" for queue.EndHooksPending, "" otherwise, ARGV[11]
+--   the lease's attempt (queue.Task.Attempt). The task's hash is on
+--   another Cluster slot than the queue's keys: only a client of a
+--   single Redis passes it (a Cluster client records the end first, with
+--   end_attempt.lua).
 --
 -- Returns 1, or 0 when the lease is no longer held (then nothing is
 -- written).
@@ -34,7 +36,7 @@
 --@include lib/record_end.lua
 --@include lib/holder_check.lua
 if ARGV[8] ~= '' then
-  recordEnd(ARGV[8], ARGV[9], ARGV[10])
+  recordEnd(ARGV[8], ARGV[11], ARGV[9], ARGV[10])
 end
 releaseHeld()
 schedule(KEYS[1], KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), KEYS[7])
