@@ -94,6 +94,28 @@ func (b *losingAcks) Bury(ctx context.Context, l *queue.Lease, reason string) er
 	return b.Backend.Bury(ctx, l, reason)
 }
 
+// registerUntilCancelled registers flow "wait", which runs until its
+// context ends, and returns a channel closed as it starts.
+func (h *harness) registerUntilCancelled() <-chan struct{} {
+	started := make(chan struct{})
+	h.reg.MustRegister("wait", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
+		close(started)
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}))
+	return started
+}
+
+// cancelRunning cancels task id once its flow has started (started is
+// closed) and its start is recorded: a task still PENDING would be ended
+// by Cancel itself, and its worker would find it ended.
+func (h *harness) cancelRunning(id string, started <-chan struct{}) {
+	h.t.Helper()
+	waitFor(h.t, started, "the flow to start")
+	eventually(h.t, func() bool { return h.snapshot(id).State == progress.StateProgress }, "the start was not recorded")
+	require.NoError(h.t, h.broker.Cancel(context.Background(), id))
+}
+
 // runFinishHooks checks WorkerConfig.OnFinish: once per task that ends,
 // after the end is recorded and before the task is acknowledged, on
 // every path to an end.
@@ -198,19 +220,10 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 	t.Run("CancelledWhileRunning", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		rec := newFinishes(h)
-		started := make(chan struct{})
-		h.reg.MustRegister("wait", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
-			close(started)
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}))
+		started := h.registerUntilCancelled()
 		h.start(queue.WorkerConfig{OnFinish: []queue.FinishHook{rec.hook}})
 		id := h.enqueue("wait", "", queue.EnqueueOptions{})
-		waitFor(t, started, "the flow to start")
-		// Once its start is recorded: a task still PENDING is ended by
-		// Cancel itself, and its worker finds it ended.
-		eventually(t, func() bool { return h.snapshot(id).State == progress.StateProgress }, "the start was not recorded")
-		require.NoError(t, h.broker.Cancel(context.Background(), id))
+		h.cancelRunning(id, started)
 		f := rec.waitCalls(t, id, 1)[0].f
 		assert.Equal(t, progress.StateFailure, f.Snapshot.State)
 		assert.Equal(t, queue.StatusCancelled, f.Snapshot.Details.Status)
@@ -338,20 +351,9 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		// hook retry is short, and of the second an hour.
 		h := newHarness(t, newBackends)
 		rec := newFinishes(h)
-		started := make(chan struct{})
-		h.reg.MustRegister("wait", flow.Func(func(ctx context.Context, _ *flow.Task) (any, error) {
-			close(started)
-			<-ctx.Done()
-			return nil, ctx.Err()
-		}))
+		started := h.registerUntilCancelled()
 		h.start(queue.WorkerConfig{
-			Concurrency: 1,
-			Backoff: func(n int) time.Duration {
-				if n >= 2 {
-					return time.Hour
-				}
-				return time.Millisecond
-			},
+			Concurrency: 1, Backoff: hourFrom(2),
 			OnFinish: []queue.FinishHook{rec.hook, func(_ context.Context, f queue.Finished) error {
 				if f.Task.Flow != "wait" {
 					return nil
@@ -360,9 +362,7 @@ func runFinishHooks(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 			}},
 		})
 		id := h.enqueue("wait", "", queue.EnqueueOptions{})
-		waitFor(t, started, "the flow to start")
-		eventually(t, func() bool { return h.snapshot(id).State == progress.StateProgress }, "the start was not recorded")
-		require.NoError(t, h.broker.Cancel(context.Background(), id))
+		h.cancelRunning(id, started)
 		calls := rec.waitCalls(t, id, 2)
 		assert.True(t, calls[1].f.FoundEnded)
 		assert.True(t, calls[1].f.Task.Cancelled)

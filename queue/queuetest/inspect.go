@@ -511,13 +511,7 @@ func testListHookReruns(t *testing.T, h *harness) {
 	}
 	rec := newFinishes(h)
 	h.start(queue.WorkerConfig{
-		Concurrency: 1,
-		Backoff: func(n int) time.Duration {
-			if n >= 3 {
-				return time.Hour
-			}
-			return time.Millisecond
-		},
+		Concurrency: 1, Backoff: hourFrom(3),
 		OnFinish: []queue.FinishHook{rec.hook, func(_ context.Context, f queue.Finished) error {
 			if f.Task.Flow == "keeps" || f.Task.Flow == "settles" && f.Task.HookRetries < 2 {
 				return fmt.Errorf("database away: %w", queue.ErrRetryHooks)

@@ -161,6 +161,17 @@ var quiet = slog.New(slog.DiscardHandler)
 // fastBackoff retries at once, so that retries do not slow the suite.
 func fastBackoff(int) time.Duration { return time.Millisecond }
 
+// hourFrom returns a Backoff of a millisecond before the n-th retry and
+// of an hour from it on, so that a test sees n-1 retries and then none.
+func hourFrom(n int) func(int) time.Duration {
+	return func(retry int) time.Duration {
+		if retry >= n {
+			return time.Hour
+		}
+		return time.Millisecond
+	}
+}
+
 // runningWorker is a Worker started by the harness.
 type runningWorker struct {
 	t      *testing.T
