@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/sse"
+	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
@@ -64,9 +65,12 @@ func TestErrorMatrix(t *testing.T) {
 	down := ssehttp.New(ssehttp.Config{Queue: unavailableQueue{}, Progress: e.store, Registry: poemOnly})
 	broken := ssehttp.New(ssehttp.Config{Queue: brokenQueue{}, Progress: e.store, Registry: poemOnly})
 	// The queue checks the flow against its own registry, which lacks
-	// what the handler's lists: the queue's refusal is a 404 too.
+	// what the handler's lists (a BrokerConfig without Registry uses
+	// registry.Default): the host's mistake, not the client's, so a 500,
+	// logged with what to fix, not a 404 for a flow GET /flows/ lists.
+	var staleLog syncbuf.Buffer
 	stale := ssehttp.New(ssehttp.Config{Queue: queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), e.store, queue.BrokerConfig{Registry: registry.New()}),
-		Progress: e.store, Registry: poemOnly})
+		Progress: e.store, Registry: poemOnly, Logger: slog.New(slog.NewTextHandler(&staleLog, nil))})
 
 	const poem = `{"flow":"poem_flow","inputs":{}}`
 	big := `{"flow":"poem_flow","inputs":{"pad":"` + strings.Repeat("x", ssehttp.DefaultMaxBodyBytes) + `"}}`
@@ -136,7 +140,7 @@ func TestErrorMatrix(t *testing.T) {
 		{name: "authorizer allows flows", handler: refusing, method: "GET", path: "/flows/", status: 200},
 		{name: "queue unavailable on start", handler: down, method: "POST", path: "/start-task/", body: poem, status: 503, inError: "unavailable"},
 		{name: "queue unavailable on cancel", handler: down, method: "POST", path: "/cancel-task/" + finished + "/", status: 503, inError: "unavailable"},
-		{name: "flow unknown to the queue", handler: stale, method: "POST", path: "/start-task/", body: poem, status: 404, inError: `unknown flow: "poem_flow"`},
+		{name: "flow unknown to the queue", handler: stale, method: "POST", path: "/start-task/", body: poem, status: 500, inError: `the server's queue does not know flow "poem_flow"`},
 		{name: "queue failure hides its cause", handler: broken, method: "POST", path: "/start-task/", body: poem, status: 500, inError: "internal error"},
 		{name: "unknown route", method: "GET", path: "/nope/", status: 404, inError: "not found"},
 		{name: "GET on start-task", method: "GET", path: "/start-task/", status: 405, inError: "method not allowed"},
@@ -169,6 +173,8 @@ func TestErrorMatrix(t *testing.T) {
 			assert.NotContains(t, msg, "secret", "internal details never reach the client")
 		})
 	}
+	assert.Contains(t, staleLog.String(), `give queue.BrokerConfig.Registry the registry of ssehttp.Config.Registry" flow=poem_flow`,
+		"the log says what to fix")
 }
 
 // TestStartTaskAnswer checks the body of a successful start-task and that

@@ -30,11 +30,14 @@ const (
 // Queue is what the Handler needs from the task queue: accepting and
 // cancelling tasks. *queue.Broker implements it.
 //
-// Errors are interpreted with errors.Is: registry.ErrUnknownFlow and
-// flow.ErrInvalidInputs from Enqueue become 404 and 422;
-// queue.ErrNotFound and queue.ErrFinished from Cancel become 404 and 409;
-// queue.ErrUnavailable, context.DeadlineExceeded and network errors
-// become 503 on every route.
+// Errors are interpreted with errors.Is: flow.ErrInvalidInputs from
+// Enqueue becomes 422; queue.ErrNotFound and queue.ErrFinished from
+// Cancel become 404 and 409; queue.ErrUnavailable,
+// context.DeadlineExceeded and network errors become 503 on every route.
+// The Handler answers 404 itself for a flow Config.Registry does not
+// hold, before it calls Enqueue: registry.ErrUnknownFlow from Enqueue
+// means the Queue was given another registry, and becomes 500, logged
+// with what to fix.
 type Queue interface {
 	// Enqueue accepts a task for the named flow and returns its id. It
 	// checks the inputs, as queue.Broker does with its registry

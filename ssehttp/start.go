@@ -110,7 +110,13 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case errors.Is(err, registry.ErrUnknownFlow):
-		writeError(w, http.StatusNotFound, err.Error())
+		// Config.Registry holds the flow and the Queue's does not: the
+		// host gave the two different registries (a BrokerConfig without
+		// Registry uses registry.Default). A 404 would tell the client
+		// the flow does not exist while GET /flows/ lists it.
+		h.cfg.Logger.ErrorContext(ctx, "flows: the queue refuses a flow the handler's registry holds: give queue.BrokerConfig.Registry the registry of ssehttp.Config.Registry",
+			"flow", name, "err", err)
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("internal error: the server's queue does not know flow %q (see the server's log)", name))
 		return
 	case errors.Is(err, flow.ErrInvalidInputs):
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
