@@ -170,6 +170,16 @@ type Backend struct {
 	finishes *batcher[finishCall, finishResult]
 	// index remembers the upkeep of the task index (see index.go).
 	index indexState
+	// sweep remembers when this process last looked for cut starts, and
+	// cutAfterTest, when cutAfterSet, replaces cutAfter (see starts.go).
+	sweep        sweepState
+	cutAfterSet  bool
+	cutAfterTest time.Duration
+	// cutStart, set by tests only, is called on a Cluster client between
+	// a start's record and its queue entry with the task's id: an error
+	// it returns ends the start there, as a process that dies between
+	// them, or an error of Redis, would.
+	cutStart func(id string) error
 
 	// ctx ends when Close is called; every goroutine of the backend
 	// watches it.
@@ -289,6 +299,7 @@ type queueKeys struct {
 	deadlines                                                    string // see reclaim.go
 	limit                                                        string // see limit.go
 	hooks                                                        string // see depth.go
+	starting                                                     string // see starts.go
 }
 
 func newQueueKeys(qtag string) queueKeys {
@@ -298,6 +309,7 @@ func newQueueKeys(qtag string) queueKeys {
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
 		deadlines: qtag + ":workers:deadlines", limit: qtag + ":limit", hooks: qtag + ":delayed:hooks",
+		starting: qtag + ":starting",
 	}
 }
 

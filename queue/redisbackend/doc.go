@@ -44,7 +44,9 @@
 //	                            end Retry told in prev, see
 //	                            lua/end_attempt.lua and the listing),
 //	                            all written only by the holder of the
-//	                            lease; and its
+//	                            lease, and, on a Redis Cluster, starting
+//	                            (the score of its start in the starting
+//	                            set, see starts.go); and its
 //	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event
@@ -106,6 +108,10 @@
 //	P:{q:Q}:workers:deadlines zset  worker name, scored by the Unix ms
 //	                            past which it is dead (server clock; see
 //	                            reclaim.go)
+//	P:{q:Q}:starting    zset    on a Redis Cluster only: the tasks being
+//	                            started, recorded and not yet queued,
+//	                            scored by the Unix ms their start began
+//	                            (the starter's clock; see starts.go)
 //	P:{q:Q}:limit:gate:<F>  zset    tasks of a limited flow F waiting for
 //	                            a slot, scored by due Unix ms (see
 //	                            limit.go and lua/admit.lua)
@@ -325,6 +331,17 @@
 //     Fetch reads the records of the tasks it leased in a second round
 //     trip, since the task's keys and the queue's live on different nodes
 //     whose commands a pipeline does not order;
+//   - a start (CreateAndEnqueue, Enqueue) writes the task's id into the
+//     queue's starting set before the record, and removes it with the
+//     queue entry: three round trips. A start cut between the record
+//     and the queue entry (its process dies, Redis answers an error)
+//     returns no id and would leave a PENDING task that no worker runs,
+//     whose id a retry with the same idempotency key would be given: the
+//     heartbeats of the workers find the ids that have stayed in the set
+//     for over a minute (ten times Config.OpTimeout if longer) and end
+//     their tasks as FAILURE, with the status "Not started: its start was
+//     interrupted before the task was queued", unless a worker has leased
+//     the task since (see starts.go);
 //   - AppendAndAck appends, then acknowledges;
 //   - rueidis follows MOVED and ASK redirections; commands the cluster
 //     refuses without running them, TRYAGAIN (a script on the keys of a

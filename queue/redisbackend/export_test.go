@@ -21,6 +21,29 @@ func SetInboxLimit(n int) (restore func()) {
 	return func() { inboxLimit = old }
 }
 
+// SetCutStart makes every start of b on a Cluster client call cut
+// between the task's record and its queue entry, and stop there if cut
+// returns an error; nil restores them.
+func SetCutStart(b *Backend, cut func(id string) error) { b.cutStart = cut }
+
+// CutStatus is the status line of a task whose start was cut.
+const CutStatus = cutStatus
+
+// SetCutAfter makes b take a start as cut (see starts.go) once it has
+// stayed in the starting set for d, instead of a minute or more.
+func SetCutAfter(b *Backend, d time.Duration) {
+	b.cutAfterSet, b.cutAfterTest = true, d
+}
+
+// SetSweepEvery changes how often b's heartbeats look for cut starts.
+func SetSweepEvery(b *Backend, d time.Duration) { b.sweep.every = d }
+
+// EndCutStarts looks for cut starts at once, as a heartbeat does when it
+// is due, ends their tasks, and returns how many it ended.
+func (b *Backend) EndCutStarts(ctx context.Context) (int, error) {
+	return b.endCutStarts(ctx, b.client.Do(ctx, b.cutStartsCommand(time.Now())))
+}
+
 // SetRetireIdle changes how long an empty consumer must be idle for Retire
 // to delete it, until the returned function restores it.
 func SetRetireIdle(d time.Duration) (restore func()) {

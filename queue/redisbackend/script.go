@@ -123,6 +123,7 @@ var (
 	checkpointScript  = mustLoadScript("checkpoint.lua")
 	admitScript       = mustLoadScript("admit.lua")
 	callerAdmitScript = mustLoadScript("caller_admit.lua")
+	endCutScript      = mustLoadScript("end_cut.lua")
 )
 
 // evalsha returns the command that runs s by its SHA-1.

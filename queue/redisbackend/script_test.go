@@ -17,7 +17,7 @@ var packageScripts = []*script{
 	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, endAttemptScript,
 	ackScript, finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript,
 	heartbeatScript,
-	checkpointScript, admitScript, callerAdmitScript,
+	checkpointScript, admitScript, callerAdmitScript, endCutScript,
 }
 
 // luaFileNames returns the names of the embedded files under dir.

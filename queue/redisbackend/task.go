@@ -90,7 +90,10 @@ const (
 // Enqueue implements queue.Backend in one round trip: the task record, its
 // expiry and the stream entry (or, for a task due later, the delayed-set
 // member) are sent together. A task of a limited flow (Task.Limit) goes to
-// its flow's gate instead, in a second round trip (see limit.go).
+// its flow's gate instead, in a second round trip (see limit.go). On a
+// Redis Cluster client the task goes to the queue's starting set, then
+// its record is written, then it is queued: three round trips (see
+// starts.go).
 func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
@@ -102,22 +105,53 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	for _, f := range recordFields(t) {
 		hset = hset.FieldValue(f[0], f[1])
 	}
+	var begin rueidis.Completed
+	if b.cluster {
+		var f [2]string
+		f, begin = b.beginStart(t, now)
+		hset = hset.FieldValue(f[0], f[1])
+	}
 	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, ttl)...)
 	if b.cluster {
 		// The record and the queue's keys are on different nodes, whose
 		// commands a pipeline does not order: the record must exist
-		// before a worker can take the entry, or it drops the task.
+		// before a worker can take the entry, or it drops the task. The
+		// starting set tells a start cut in between (see starts.go).
+		if err := b.send(ctx, "enqueue task "+t.ID, rueidis.Commands{begin}); err != nil {
+			return err
+		}
 		if err := b.send(ctx, "enqueue task "+t.ID, cmds); err != nil {
 			return err
 		}
-		cmds = nil
+		if b.cutStart != nil {
+			if err := b.cutStart(t.ID); err != nil {
+				return err
+			}
+		}
+		if t.Limit.On() {
+			return b.admitStarted(ctx, t, now)
+		}
+		cmds = append(b.queueCommands(t, now), b.endStart(t))
+	} else {
+		cmds = append(cmds, b.queueCommands(t, now)...)
 	}
-	cmds = append(cmds, b.queueCommands(t, now)...)
 	err := b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), b.durable())
 	if err != nil || !t.Limit.On() {
 		return err
 	}
-	return b.admitNew(ctx, t)
+	return b.admitStarted(ctx, t, now)
+}
+
+// admitStarted puts t, a task of a limited flow just recorded, in its
+// flow's gate (see admitNew). On a Cluster client it then ends t's start
+// (see starts.go) and writes t into the index (see index.go), in a round
+// trip of their own.
+func (b *Backend) admitStarted(ctx context.Context, t *queue.Task, now time.Time) error {
+	if err := b.admitNew(ctx, t); err != nil || !b.cluster {
+		return err
+	}
+	return b.sendIndexed(ctx, "enqueue task "+t.ID, rueidis.Commands{b.endStart(t)},
+		b.indexCommands([]indexEntry{createdEntry(t, now)}), false)
 }
 
 // expireAtLeast returns the commands that make task id's hash live at
@@ -153,8 +187,10 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 // drops. On a Redis Cluster client the queue's keys are on another node
 // than the task's, whose commands a pipeline does not order, so the task
 // is queued by commands sent once the script has written its record (a
-// worker that took the entry first would drop the task as recordless): two
-// round trips.
+// worker that took the entry first would drop the task as recordless),
+// after a first round trip that puts the task in the queue's starting set,
+// so that a start cut before its queue entry is found and its task ended
+// (see starts.go): three round trips.
 //
 // A task of a limited flow (Task.Limit) is recorded with the status line
 // of a task that waits for a slot, and put in its flow's gate in a second
@@ -204,6 +240,10 @@ func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) er
 		// it: it goes to its flow's gate below.
 		fields = append(fields, [2]string{fieldStatus, t.Limit.Waiting(t.Flow)})
 	}
+	if b.cluster {
+		f, _ := b.beginStart(t, now)
+		fields = append(fields, f)
+	}
 	args := make([]string, 4, 5+2*len(fields)+len(limits))
 	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
 	if !b.cluster && !t.Limit.On() {
@@ -229,7 +269,7 @@ func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) er
 	if err != nil || !t.Limit.On() {
 		return err
 	}
-	return b.admitNew(ctx, t)
+	return b.admitStarted(ctx, t, now)
 }
 
 // createCall is one CreateAndEnqueue's share of createTaskScript: its
@@ -260,12 +300,28 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	var replies []rueidis.RedisMessage
 	var err error
 	if b.cluster {
-		replies, err = batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
-		if err == nil && replies[0].Error() == nil {
-			// A batch is one call here: its record is written, now queue
-			// it, and index it (see index.go).
-			err = b.sendIndexed(ctx, "enqueue task "+calls[0].item.task.ID,
-				b.queueCommands(calls[0].item.task, calls[0].item.now), b.indexCommands(index), false)
+		// A batch is one call here, a start of three steps (see
+		// starts.go): the starting set, the record, then the queue
+		// entry, which index commands follow (see index.go).
+		t, op := calls[0].item.task, "enqueue task "+calls[0].item.task.ID
+		_, begin := b.beginStart(t, calls[0].item.now)
+		err = b.send(ctx, op, rueidis.Commands{begin})
+		if err == nil {
+			replies, err = batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
+		}
+		if err == nil && replies[0].Error() != nil {
+			// Refused, nothing of the task written: its id is another
+			// task's, which the starting set must not name (though a
+			// sweep would leave that task alone, see lua/end_cut.lua).
+			_ = b.send(ctx, op, rueidis.Commands{b.endStart(t)})
+		}
+		if err == nil && replies[0].Error() == nil && b.cutStart != nil {
+			err = b.cutStart(t.ID)
+		}
+		if err == nil && replies[0].Error() == nil && !t.Limit.On() {
+			// (A task of a limited flow goes to its gate: admitStarted.)
+			cmds := append(b.queueCommands(t, calls[0].item.now), b.endStart(t))
+			err = b.sendIndexed(ctx, op, cmds, b.indexCommands(index), false)
 		}
 	} else {
 		// The index commands follow the script: they only say that the

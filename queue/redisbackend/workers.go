@@ -28,17 +28,30 @@ var _ queue.WorkerRegistry = (*Backend)(nil)
 // Heartbeat implements queue.WorkerRegistry in one round trip: one
 // script, whatever the number of tasks the worker runs. The same script
 // takes back the leases of the workers it finds dead (see reclaim.go).
+// On a Redis Cluster client, once per sweepEvery and process, the round
+// trip also looks for starts cut between their steps, and ends their
+// tasks (see starts.go), which costs round trips only when it finds some.
 func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	w.LastSeen = time.Time{}
 	info, err := json.Marshal(w)
 	if err != nil {
 		return fmt.Errorf("redisbackend: heartbeat of worker %s: %w", w.Name, err)
 	}
-	ctx, cancel := b.bound(ctx, 0)
+	opCtx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	keys, args := b.heartbeatCall(w, string(info))
-	err = heartbeatScript.exec(ctx, b.client, keys, args).Error()
-	return b.wrap(ctx, "heartbeat of worker "+w.Name, err)
+	if now := time.Now(); b.cluster && b.sweep.due(now) {
+		reply, cut := b.runScript(opCtx, heartbeatScript, waitNever, keys, args, rueidis.Commands{b.cutStartsCommand(now)})
+		if err := reply.Error(); err != nil {
+			return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)
+		}
+		if _, err := b.endCutStarts(ctx, cut[0]); err != nil {
+			b.log.Warn("flows: could not end the tasks of cut starts", "err", err)
+		}
+		return nil
+	}
+	err = heartbeatScript.exec(opCtx, b.client, keys, args).Error()
+	return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)
 }
 
 // Workers implements queue.WorkerRegistry in one round trip, two when it

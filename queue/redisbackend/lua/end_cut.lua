@@ -1,0 +1,30 @@
+#!lua
+-- end_cut: ends a task whose start on a Redis Cluster client was cut
+-- between its record and its queue entry (see starts.go in Go): it
+-- records a FAILURE event, as append.lua does, if the task's hash is
+-- still the one that start wrote (its field starting is ARGV[2]), the
+-- task is PENDING, and no worker has leased it (it has no attempt).
+--
+-- KEYS[1] task hash, KEYS[2] steps list, KEYS[3] events list
+-- ARGV[1] retention (ms), ARGV[2] the start's score in the starting set,
+--   ARGV[3] the task's live channel, ARGV[4] the number m of values that
+--   follow, and those values (see lib/append.lua)
+--
+-- Returns {ended, rec}: ended is 1 when the task was ended, 0 when it was
+-- left as it is (gone, another start's, no longer PENDING, or leased);
+-- rec is the task's rec field (false when it has none), which names its
+-- flow.
+--
+-- The shebang makes a read-only replica refuse the script (see
+-- append.lua): one that lacks the task would answer that it is gone, and
+-- the start would be forgotten while its task waits on the primary.
+--@include lib/append.lua
+local cur = redis.call('HMGET', KEYS[1], 'rec', 'state', 'attempt', 'starting')
+if not cur[1] or cur[2] ~= 'PENDING' or (cur[3] and cur[3] ~= '0') or cur[4] ~= ARGV[2] then
+  return {0, cur[1] or false}
+end
+local r = append(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 5)
+if type(r) == 'table' and r.err then
+  return r
+end
+return {1, cur[1]}

@@ -1,0 +1,193 @@
+package redisbackend
+
+import (
+	"cmp"
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// Starts cut between their steps. On a Redis Cluster client a start
+// (CreateAndEnqueue, Enqueue) cannot record a task and queue it in one
+// script: the task's keys and the queue's are on different slots. It
+// records the task first, so that no worker takes an entry whose record
+// is not written yet, then queues it. A start cut between the two (its
+// process dies, Redis answers an error or does not answer) would leave a
+// PENDING task that no worker ever runs, whose id the caller never got,
+// unless it used an idempotency key: a retry with the key is then given
+// that id, and a watcher of it waits in PENDING until the task expires.
+//
+// So a Cluster client's start takes three steps, one round trip each:
+//
+//  1. it adds the task's id to the starting set of the queue
+//     (P:{q:Q}:starting, a sorted set scored by the Unix ms of the
+//     start, by the starter's clock);
+//  2. it records the task, whose hash gets that score in its field
+//     starting;
+//  3. it queues the task and removes its id from the starting set, in
+//     one pipeline on the queue's slot (for a task of a limited flow,
+//     once the task is in its flow's gate).
+//
+// A start succeeds (and a queue.Broker returns the task's id) only once
+// the three steps have. An id that stays in the starting set longer than cutAfter
+// (a minute, or ten times Config.OpTimeout if longer) is a start that was
+// cut: the heartbeats of the workers (see Heartbeat) look for such ids,
+// once per sweepEvery and process, in the round trip of a heartbeat, and
+// end each task as FAILURE with the status cutStatus, live watchers and
+// the task index included, if its record is still the one that start
+// wrote (its field starting holds the score), is PENDING and has never
+// been leased (no attempt recorded); then they remove the id. A task that
+// a worker has leased meanwhile is left to run. Ending rather than
+// queueing the task keeps the promise made to the caller, who was told
+// that the start failed (or was told nothing): the task does not run,
+// and a retry with the same idempotency key gets the id of a task that
+// says why it did not.
+//
+// A task whose progress is kept by another store than this Backend has
+// no state in its hash: a sweep leaves it alone. Single Redis clients
+// record and queue a task in one script and take none of this.
+
+// cutStatus is the status line of a task whose start was cut.
+const cutStatus = "Not started: its start was interrupted before the task was queued"
+
+// recStarting is the field of a Cluster client's task hash that holds the
+// score of its id in the starting set.
+const recStarting = "starting"
+
+// sweepBatch bounds the cut starts one sweep ends.
+const sweepBatch = 100
+
+// sweepEvery is how often a process looks for cut starts, in the round
+// trip of a heartbeat.
+const sweepEvery = 10 * time.Second
+
+// sweepState is when a Backend last looked for cut starts, and every
+// (set by tests) replaces sweepEvery.
+type sweepState struct {
+	mu    sync.Mutex
+	last  time.Time
+	every time.Duration
+}
+
+// due reports whether a sweep is due at now, and if so records now.
+func (s *sweepState) due(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.last) < cmp.Or(s.every, sweepEvery) {
+		return false
+	}
+	s.last = now
+	return true
+}
+
+// cutAfter is how long a start may stay in the starting set before it is
+// taken as cut: every step of a start is bounded by OpTimeout.
+func (b *Backend) cutAfter() time.Duration {
+	if b.cutAfterSet {
+		return b.cutAfterTest
+	}
+	return max(time.Minute, 10*b.cfg.OpTimeout)
+}
+
+// startingKey is the queue's starting set.
+func (b *Backend) startingKey() string { return b.qkeys.starting }
+
+// beginStart returns the field of t's record and the command that add t
+// to the starting set (step 1 above), for a start that begins at now.
+func (b *Backend) beginStart(t *queue.Task, now time.Time) ([2]string, rueidis.Completed) {
+	ms := now.UnixMilli()
+	cmd := b.client.B().Zadd().Key(b.startingKey()).ScoreMember().ScoreMember(float64(ms), t.ID).Build()
+	return [2]string{recStarting, strconv.FormatInt(ms, 10)}, cmd
+}
+
+// endStart returns the command that removes t from the starting set,
+// which follows the commands that queue it (step 3 above).
+func (b *Backend) endStart(t *queue.Task) rueidis.Completed {
+	return b.client.B().Zrem().Key(b.startingKey()).Member(t.ID).Build()
+}
+
+// cutStartsCommand returns the command that reads the oldest starts
+// begun more than cutAfter before now, with their scores.
+func (b *Backend) cutStartsCommand(now time.Time) rueidis.Completed {
+	before := strconv.FormatInt(now.Add(-b.cutAfter()).UnixMilli(), 10)
+	return b.client.B().Zrangebyscore().Key(b.startingKey()).Min("-inf").Max(before).Withscores().Limit(0, sweepBatch).Build()
+}
+
+// endCutStarts ends the tasks of the cut starts that the reply of
+// cutStartsCommand lists, as the comment at the top of this file says,
+// and returns how many it ended. Each costs a script on its task's slot,
+// all of them in one round trip, then their index entries and their
+// removal from the starting set in a second one.
+func (b *Backend) endCutStarts(ctx context.Context, listed rueidis.RedisResult) (int, error) {
+	cut, err := listed.AsZScores()
+	if err != nil || len(cut) == 0 {
+		return 0, b.wrap(ctx, "read cut starts", err)
+	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	c := b.client
+	now := time.Now()
+	end := []progress.Event{{Type: progress.EventState, State: progress.StateFailure, Status: cutStatus}}
+	type call struct {
+		id         string
+		keys, args []string
+	}
+	calls := make([]call, 0, len(cut))
+	cmds := make(rueidis.Commands, 0, len(cut))
+	var bad []string
+	for _, z := range cut {
+		id := z.Member
+		if !queue.ValidID(id) {
+			bad = append(bad, id)
+			continue
+		}
+		args, err := b.appendValues(id, end, 2, now)
+		if err != nil {
+			return 0, err
+		}
+		args[0], args[1] = strconv.FormatInt(b.retentionMS(), 10), strconv.FormatInt(int64(z.Score), 10)
+		keys := []string{b.taskKey(id), b.stepsKey(id), b.eventsKey(id)}
+		calls = append(calls, call{id, keys, args})
+		cmds = append(cmds, endCutScript.evalsha(c, keys, args))
+	}
+	var res []rueidis.RedisResult
+	if len(cmds) > 0 {
+		res = c.DoMulti(ctx, cmds...)
+	}
+	var index []indexEntry
+	done := bad
+	for i, r := range res {
+		if noScript(r.Error()) {
+			r = c.Do(ctx, endCutScript.eval(c, calls[i].keys, calls[i].args))
+		}
+		reply, err := r.ToArray()
+		if err != nil || len(reply) < 2 {
+			// Left in the starting set for the next sweep.
+			b.log.Warn("flows: could not end a task whose start was cut", "task_id", calls[i].id, "err", err)
+			continue
+		}
+		id := calls[i].id
+		done = append(done, id)
+		if ended, _ := reply[0].AsInt64(); ended != 1 {
+			continue
+		}
+		var t queue.Task
+		rec, _ := reply[1].ToString()
+		_ = decodeRec(rec, &t)
+		index = append(index, indexEntry{id: id, flow: t.Flow, rank: stateRanks[progress.StateFailure], ms: now.UnixMilli()})
+		b.log.Warn("flows: ended a task whose start was cut between its record and its queue entry",
+			"task_id", id, "flow", t.Flow)
+	}
+	if len(done) == 0 {
+		return 0, nil
+	}
+	err = b.sendIndexed(ctx, "forget cut starts", rueidis.Commands{c.B().Zrem().Key(b.startingKey()).Member(done...).Build()},
+		b.indexCommands(index), false)
+	return len(index), err
+}
