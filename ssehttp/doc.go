@@ -3,9 +3,10 @@
 // tasks. It keeps the wire contract of the original platform, so that its
 // vanilla-JS client works unchanged.
 //
-// The Handler is mounted by the host application on any prefix:
+// The Handler is mounted by the host application on any prefix, with the
+// registry its broker checks flows against:
 //
-//	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store})
+//	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg})
 //	mux.Handle("/api/", http.StripPrefix("/api", h))
 //
 // Routes, relative to the mount point:
@@ -217,7 +218,7 @@
 // server on another port) is listed in [Config.CORS]:
 //
 //	h := ssehttp.New(ssehttp.Config{
-//		Queue: broker, Progress: store,
+//		Queue: broker, Progress: store, Registry: reg,
 //		CORS: ssehttp.CORS{AllowedOrigins: []string{"https://app.example.com"}},
 //	})
 //

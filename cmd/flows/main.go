@@ -5,7 +5,7 @@
 //
 // Usage:
 //
-//	flows [-redis URL] [-prefix P] [-queue Q] [-json] <command> [flags] [args]
+//	flows [-redis URL] [-prefix P] [-queue Q] [-json] [-timeout D] <command> [flags] [args]
 //
 // Commands:
 //
@@ -34,9 +34,9 @@
 // URL with several addresses or a master_set names a Cluster or a
 // Sentinel setup, as rueidis.ParseURL reads it); -prefix and -queue (or
 // FLOWS_PREFIX and FLOWS_QUEUE) name the keys, as the workers were given
-// them. The output is for people, with aligned columns and relative times;
-// -json prints JSON for scripts instead: one document, or one event per
-// line for show -follow.
+// them; -timeout bounds each call to Redis (10s). The output is for
+// people, with aligned columns and relative times; -json prints JSON for
+// scripts instead: one document, or one event per line for show -follow.
 //
 // Exit codes: 0 when the command did what it was asked; 1 when it could
 // not (a task not found, not dead, Redis unreachable); 2 for a usage

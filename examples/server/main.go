@@ -48,6 +48,23 @@
 //	-step-delay, -token-delay
 //	           the pace of the example flows on the in-process workers
 //	           (default 700ms and 40ms)
+//	-ops-refresh
+//	           how often the operators' page at /ops/ reads the stats
+//	           (default 5s, at least 100ms)
+//	-wait-replicas, -enqueue-delay, -ack-delay
+//	           with Redis: durable mode, and the delays that share scripts
+//	           at low rates (FLOWS_WAIT_REPLICAS, FLOWS_ENQUEUE_DELAY,
+//	           FLOWS_ACK_DELAY; default 0)
+//	-caller-starts, -caller-per, -caller-max-pending, -caller-max-streams,
+//	-trusted-proxies
+//	           the limits per caller, and the proxies whose X-Forwarded-For
+//	           names an anonymous caller (FLOWS_CALLER_STARTS,
+//	           FLOWS_CALLER_PER, FLOWS_CALLER_MAX_PENDING,
+//	           FLOWS_CALLER_MAX_STREAMS, FLOWS_TRUSTED_PROXIES; none in
+//	           memory, on Redis 600 starts a minute, 1,000 tasks waiting
+//	           and 100 streams unless set, 0 turning one off)
+//
+// The README's "The demo server" lists them all.
 //
 // Observability and history:
 //

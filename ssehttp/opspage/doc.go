@@ -19,7 +19,7 @@
 //
 // Mount it next to the API, telling it where the API is:
 //
-//	api := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Inspector: inspector, Identify: identify})
+//	api := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg, Inspector: inspector, Identify: identify})
 //	ops, err := opspage.New(opspage.Config{API: "/api/"})
 //	if err != nil {
 //		return err
