@@ -314,9 +314,10 @@ func (m *Memory) Requeue(ctx context.Context, deadID string, t *Task) error {
 }
 
 // Retry implements Backend. An at in the past, or a cancelled task given
-// back for its flow, is ready at once, behind the tasks already ready; a
-// task given back for its finish hooks (EndHooksPending) waits for at,
-// cancelled or not: it has ended.
+// back for a retry of its flow (why.Counts()), is ready at once, behind
+// the tasks already ready; a hand-back (the progress store down, say)
+// and a task given back for its finish hooks (EndHooksPending) wait for
+// at, cancelled or not: the worker asked for that pause.
 func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -340,7 +341,7 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 	// The task gives its slot back: its next attempt waits for one (a
 	// task given back for its finish hooks does not, see due).
 	m.release(mt, now)
-	if at.After(now) && (!mt.task.Cancelled || why == EndHooksPending) {
+	if at.After(now) && (!mt.task.Cancelled || !why.Counts()) {
 		mt.state, mt.at = memDelayed, at
 		heap.Push(&m.timers, mt)
 		m.broadcast()

@@ -282,9 +282,14 @@ type Backend interface {
 	Requeue(ctx context.Context, deadID string, t *Task) error
 
 	// Retry gives the task back to be leased again at or after at; a
-	// cancelled task is ready at once (see Cancel), unless why is
-	// EndHooksPending: a task given back for its finish hooks has ended,
-	// and waits for at whether or not it was cancelled. why says how the
+	// cancelled task given back for a retry of its flow (why.Counts()) is
+	// ready at once (see Cancel). Any other waits for at whether or not
+	// it was cancelled: a task given back for its finish hooks
+	// (EndHooksPending) has ended, and a hand-back (EndStoreDown, say)
+	// waits for the pause its worker asked for, or a cancelled task would
+	// be leased and handed back again at once, over and over, while the
+	// progress store is away. A cancelled task never waits for a slot
+	// of its flow's limits. why says how the
 	// attempt ended: the next lease of the task carries it in
 	// Task.PreviousEnd, and when it does not count (why.Counts() is
 	// false) the task's HandBacks one higher, or for EndHooksPending its

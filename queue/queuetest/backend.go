@@ -644,6 +644,68 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		require.NoError(t, b.Ack(ctx, l))
 	})
 
+	t.Run("CancelledHandBackWaitsItsTime", func(t *testing.T) {
+		// A cancellation pulls forward a retry of the flow only (a why
+		// that counts): a task handed back through no fault of its flow
+		// (the progress store down, say) waits for the time its worker
+		// asked for, cancelled or not, or it would be leased again at
+		// once, hand-back after hand-back, while the outage lasts. It
+		// waits so whether the cancellation came during the lease that
+		// hands it back or before it (the lease carries the flag).
+		ends := []queue.AttemptEnd{queue.EndStoreDown, queue.EndShutdown, queue.EndBackendDown, queue.EndHandedBack}
+		for _, why := range ends {
+			require.False(t, why.Counts(), why)
+		}
+		for _, known := range []bool{false, true} {
+			t.Run(map[bool]string{false: "CancelledDuringTheLease", true: "CancelledBeforeTheLease"}[known], func(t *testing.T) {
+				b := backend(t)
+				ctx := context.Background()
+				byID := map[string]*queue.Lease{}
+				whyOf := map[string]queue.AttemptEnd{}
+				for _, why := range ends {
+					task := newTask()
+					enqueue(t, b, task)
+					whyOf[task.ID] = why
+					if known {
+						require.NoError(t, b.Cancel(ctx, task.ID))
+					}
+				}
+				for len(byID) < len(ends) {
+					for _, l := range fetch(t, b, len(ends), time.Minute) {
+						require.Equal(t, known, l.Task.Cancelled, "task %s", l.Task.ID)
+						byID[l.Task.ID] = l
+					}
+				}
+				for id, l := range byID {
+					if !known {
+						require.NoError(t, b.Cancel(ctx, id))
+					}
+					require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), whyOf[id]))
+				}
+				requireNothingReady(t, b)
+
+				// Due, it is leased again, cancelled, with its hand-back.
+				soon := newTask()
+				enqueue(t, b, soon)
+				if known {
+					require.NoError(t, b.Cancel(ctx, soon.ID))
+				}
+				l := fetchOne(t, b, time.Minute)
+				require.Equal(t, soon.ID, l.Task.ID)
+				if !known {
+					require.NoError(t, b.Cancel(ctx, soon.ID))
+				}
+				require.NoError(t, b.Retry(ctx, l, time.Now().Add(short), queue.EndStoreDown))
+				l = fetchOne(t, b, time.Minute)
+				assert.Equal(t, soon.ID, l.Task.ID)
+				assert.True(t, l.Task.Cancelled)
+				assert.Equal(t, 1, l.Task.HandBacks)
+				assert.Equal(t, queue.EndStoreDown, l.Task.PreviousEnd)
+				require.NoError(t, b.Ack(ctx, l))
+			})
+		}
+	})
+
 	t.Run("CancelUnknownTask", func(t *testing.T) {
 		b := backend(t)
 		err := b.Cancel(context.Background(), queue.NewID())

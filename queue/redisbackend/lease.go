@@ -234,12 +234,21 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 
 // Retry implements queue.Backend: a task due at once goes to the end of
 // the stream, behind the tasks ready before it, in one round trip; one due
-// later waits in the delayed set, unless it has been cancelled: then, after
-// the script, the record's flag is read (a second round trip) and the task
+// later waits in the delayed set, unless it has been cancelled and is
+// given back for a retry of its flow (why.Counts()): then, after the
+// script, the record's flag is read (a second round trip) and the task
 // made ready (see Cancel for why this order leaves no cancelled task
-// delayed). A task given back for its finish hooks
-// (queue.EndHooksPending) has ended: it waits for its time, cancelled or
-// not, and its flag is not read.
+// delayed for a run of its flow). A hand-back (why.Counts() is false:
+// the progress store down, say) waits for its time, cancelled or not,
+// and so does a task given back for its finish hooks
+// (queue.EndHooksPending), which has ended: their flag is not read for
+// that. A task of a limited flow waits in its flow's gate instead (see
+// limit.go), unless the lease tells that it was cancelled (it waits for
+// no slot, see the gate of Memory): its flag is read after the script
+// whatever why, and a cancelled one made ready, since it may have been
+// cancelled while leased. So a hand-back of a task cancelled during its
+// lease in a limited flow is ready at once, once: the lease after it
+// tells the flag.
 //
 // why goes into the record's prev field, the lease's attempt into its
 // prevof field (see summaryOf), and a hand-back that is not an attempt
@@ -295,9 +304,10 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	}
 	// A task given back for its finish hooks has ended: its next lease
 	// runs the hooks, not its flow, and takes no slot of the flow's
-	// limits. Any other waits for a slot again.
+	// limits. Nor does a cancelled one: its worker ends it without
+	// running it. Any other waits for a slot again.
 	gated := ""
-	if l != nil && l.Task != nil && l.Task.Limit.On() && why != queue.EndHooksPending {
+	if l != nil && l.Task != nil && l.Task.Limit.On() && why != queue.EndHooksPending && !l.Task.Cancelled {
 		gated = l.Task.Flow
 	}
 	keys := []string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey(), b.hooksKey()}
@@ -320,7 +330,7 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 		}
 		return err
 	}
-	if why != queue.EndHooksPending && (time.Until(at) > 0 || gated != "") {
+	if gated != "" || why.Counts() && time.Until(at) > 0 {
 		c := b.client
 		flag, err := c.Do(ctx, c.B().Hget().Key(b.taskKey(id)).Field(recCancelled).Build()).ToString()
 		if err != nil && !rueidis.IsRedisNil(err) {

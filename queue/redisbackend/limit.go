@@ -30,11 +30,13 @@ import (
 // directly: Enqueue, CreateAndEnqueue, Retry and Requeue put it in its
 // flow's gate, and only the admit script (lua/admit.lua) moves it to the
 // stream, when it takes a slot. Tasks of other flows take the paths they
-// took before, with not one command more. The one exception is a task
+// took before, with not one command more. The exceptions are a task
 // given back for its finish hooks (queue.EndHooksPending): it has ended,
-// its next lease runs the hooks, not its flow, so Retry queues it as a
-// task of a flow without limits: it takes no slot and is no start of the
-// rate.
+// its next lease runs the hooks, not its flow; and a task given back
+// whose lease tells it was cancelled: its worker ends it without running
+// it. Retry queues them as tasks of a flow without limits: they take no
+// slot and are no start of the rate (Cancel moves a cancelled task out
+// of its gate too).
 func (b *Backend) gateKey(flow string) string   { return b.qkeys.limit + ":gate:" + flow }
 func (b *Backend) slotsKey(flow string) string  { return b.qkeys.limit + ":slots:" + flow }
 func (b *Backend) startsKey(flow string) string { return b.qkeys.limit + ":starts:" + flow }

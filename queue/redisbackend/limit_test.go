@@ -110,3 +110,49 @@ func TestWrappedBackendKeepsLimitsMovingWithAdmit(t *testing.T) {
 		})
 	}
 }
+
+// TestCancelledHandBackOfLimitedFlowWaitsItsTime: a task of a limited
+// flow whose lease tells it was cancelled, handed back because the
+// progress store is down, waits for the time its worker asked for
+// outside its flow's gate (it needs no slot), not ready at once; a retry
+// of its flow is ready at once.
+func TestCancelledHandBackOfLimitedFlowWaitsItsTime(t *testing.T) {
+	t.Parallel()
+	for _, why := range []queue.AttemptEnd{queue.EndStoreDown, queue.EndFailed} {
+		t.Run(string(why), func(t *testing.T) {
+			b := newBackend(t, newClient(t, redistest.Start(t)), redisbackend.Config{})
+			ctx := context.Background()
+			limit := queue.Limit{Concurrency: 1}
+			limits := map[string]queue.Limit{"one": limit}
+			task := &queue.Task{ID: queue.NewID(), Flow: "one", Inputs: json.RawMessage(`{}`), MaxAttempts: 3,
+				Timeout: time.Minute, EnqueuedAt: time.Now(), Limit: limit}
+			require.NoError(t, b.Enqueue(ctx, task))
+			_, err := b.Admit(ctx, limits)
+			require.NoError(t, err)
+			require.NoError(t, b.Cancel(ctx, task.ID))
+			leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+			require.NoError(t, err)
+			require.Len(t, leases, 1)
+			l := leases[0]
+			require.True(t, l.Task.Cancelled)
+			l.Task.Limit = limit // as a worker sets it
+
+			require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), why))
+			_, err = b.Admit(ctx, limits)
+			require.NoError(t, err)
+			wait, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			leases, err = b.Fetch(wait, "w", 1, time.Minute)
+			if why.Counts() {
+				require.NoError(t, err, "a cancelled task given back for its flow is ready at once")
+				require.Len(t, leases, 1)
+				assert.True(t, leases[0].Task.Cancelled)
+				return
+			}
+			require.ErrorIs(t, err, context.DeadlineExceeded, "fetched %d", len(leases))
+			d, err := b.Depth(ctx)
+			require.NoError(t, err)
+			assert.Equal(t, queue.Depth{Delayed: 1}, d, "waits for its time, in the delayed set")
+		})
+	}
+}
