@@ -34,7 +34,8 @@ type Delivery struct {
 	Channel string `json:"channel"`
 	// State says where it stands.
 	State DeliveryState `json:"state"`
-	// Attempts is the number of attempts made or under way.
+	// Attempts is the number of attempts made or under way: the runs of
+	// the delivery task (queue.Task.Attempts).
 	Attempts int `json:"attempts"`
 	// Detail is the last error of a notification being retried, or the
 	// reason of a failed one.
@@ -54,7 +55,7 @@ func deliveryOf(channel string, info *queue.TaskInfo) Delivery {
 	d := Delivery{Channel: channel}
 	if info.Task != nil {
 		d.NotificationTaskID = info.Task.ID
-		d.Attempts = info.Task.Attempt
+		d.Attempts = info.Task.Attempts()
 	}
 	snap := info.Snapshot
 	switch snap.State {

@@ -37,12 +37,13 @@ type TaskSummary struct {
 	// Status is its status line (the reason of a FAILURE).
 	Status string `json:"status"`
 	// Attempt is the number of its current or last run of its flow (0
-	// before the first), and MaxAttempts the most it gets that count (a
-	// hand-back through no fault of its flow adds one, see
+	// before the first): Task.Attempts, as every view of a task shows it
+	// (GET /tasks/{id}/, flows show). MaxAttempts is the most it gets
+	// that count (a hand-back through no fault of its flow adds one, see
 	// Task.HandBacks). The leases that only ran its finish hooks again
-	// (ErrRetryHooks) are left out, as in Task.Attempts and
-	// DeadTask.Attempts, while it waits to run them again too; a lease
-	// lost after the task ended (to a worker's death, say) is not.
+	// (ErrRetryHooks) are left out, as in DeadTask.Attempts, while it
+	// waits to run them again too (Task.HooksDue); a lease lost after the
+	// task ended (to a worker's death, say) is not.
 	Attempt     int `json:"attempt"`
 	MaxAttempts int `json:"max_attempts"`
 	// HandBacks counts its runs handed back through no fault of its flow
@@ -87,20 +88,14 @@ func (s *TaskSummary) Runs() int {
 }
 
 // summarize makes the summary of task t (nil when its queue record is
-// gone) with snapshot snap. hooksDue says that t was given back for its
-// finish hooks to run again (EndHooksPending) and has not been leased
-// since: its HookRetries then counts a lease to come, which
-// TaskSummary.Attempt must not leave out of the runs before it.
-func summarize(id string, t *Task, hooksDue bool, snap progress.Snapshot) TaskSummary {
+// gone) with snapshot snap.
+func summarize(id string, t *Task, snap progress.Snapshot) TaskSummary {
 	s := TaskSummary{
 		ID: id, State: snap.State, Progress: snap.Details.Progress, Status: snap.Details.Status,
 		StartedAt: snap.StartedAt, EndedAt: snap.EndedAt,
 	}
 	if t != nil {
 		s.Flow, s.Attempt, s.MaxAttempts, s.HandBacks = t.Flow, t.Attempts(), t.MaxAttempts, t.HandBacks
-		if hooksDue {
-			s.Attempt++
-		}
 		s.RequeuedFrom, s.Cancelled, s.EnqueuedAt, s.Owner = t.RequeuedFrom, t.Cancelled, t.EnqueuedAt, t.Owner
 	}
 	return s

@@ -181,7 +181,7 @@ func (i *Inspector) summaries(ctx context.Context) ([]TaskSummary, memView, erro
 		if err != nil {
 			return nil, v, err
 		}
-		list = append(list, summarize(t.ID, t, v.hooksDue[t.ID], snap))
+		list = append(list, summarize(t.ID, t, snap))
 	}
 	return list, v, nil
 }

@@ -98,6 +98,14 @@ func (mt *memTask) hooksDue() bool {
 	return mt.task.PreviousEnd == EndHooksPending && (mt.state == memReady || mt.state == memDelayed)
 }
 
+// read returns a copy of mt's task as Get and the listings read it, with
+// Task.HooksDue. m.mu is held.
+func (mt *memTask) read() *Task {
+	t := mt.task.clone()
+	t.HooksDue = mt.hooksDue()
+	return t
+}
+
 // waitsForHooks reports whether mt is delayed because it was given back
 // for its finish hooks to run again: it has ended, and waits for its time
 // whether or not it is cancelled. m.mu is held.
@@ -143,6 +151,7 @@ func (m *Memory) enqueue(t *Task, now time.Time) error {
 		return fmt.Errorf("queue: enqueue: task %s is already stored", t.ID)
 	}
 	mt := &memTask{task: *t.clone(), index: -1}
+	mt.task.HooksDue = false // see read
 	m.tasks[t.ID] = mt
 	if t.RunAt.After(now) {
 		mt.state, mt.at = memDelayed, t.RunAt
@@ -363,7 +372,7 @@ func (m *Memory) Get(ctx context.Context, id string) (*Task, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
-	return mt.task.clone(), nil
+	return mt.read(), nil
 }
 
 // Cancel implements Backend. A task waiting for its due time becomes

@@ -56,13 +56,11 @@ func (m *Memory) Retire(ctx context.Context, worker string) error {
 }
 
 // memView is what an Inspector reads of a Memory backend: every task it
-// holds, the ids of those given back for their finish hooks to run again
-// and not leased since (see summarize), when the task waiting longest
-// became ready (a cancelled one waits for no run: it is left out), and
-// the size of the dead-letter set.
+// holds, when the task waiting longest became ready (a cancelled one
+// waits for no run: it is left out), and the size of the dead-letter
+// set.
 type memView struct {
 	tasks       []*Task
-	hooksDue    map[string]bool
 	oldestReady time.Time
 	dead        int64
 }
@@ -74,13 +72,7 @@ func (m *Memory) view() memView {
 	m.expire(time.Now())
 	v := memView{tasks: make([]*Task, 0, len(m.tasks)), dead: int64(len(m.dead))}
 	for _, mt := range m.tasks {
-		v.tasks = append(v.tasks, mt.task.clone())
-		if mt.hooksDue() {
-			if v.hooksDue == nil {
-				v.hooksDue = map[string]bool{}
-			}
-			v.hooksDue[mt.task.ID] = true
-		}
+		v.tasks = append(v.tasks, mt.read())
 		if mt.state == memReady && !mt.task.Cancelled && (v.oldestReady.IsZero() || mt.readyAt.Before(v.oldestReady)) {
 			v.oldestReady = mt.readyAt
 		}

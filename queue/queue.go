@@ -156,6 +156,13 @@ type Task struct {
 	// own (Attempt goes up), but neither an attempt nor a hand-back; a
 	// worker bounds them apart (WorkerConfig.MaxHookRetries).
 	HookRetries int `json:"hook_retries,omitempty"`
+	// HooksDue is set on a task read outside a lease (Get, a listing)
+	// that was given back for its finish hooks to run again
+	// (EndHooksPending) and that no lease has taken since: its
+	// HookRetries then counts the lease to come, which Attempt does not
+	// yet (see Attempts). Set by the backend as it reads the record, from
+	// what it reads for the rest; never on a leased task.
+	HooksDue bool `json:"hooks_due,omitempty"`
 	// MaxAttempts bounds the runs of the task that count, runs cut short
 	// by a worker's death among them, hand-backs not (see Runs).
 	MaxAttempts int `json:"max_attempts"`
@@ -190,10 +197,23 @@ type Task struct {
 
 // Attempts is the number of leases of the task that were attempts to run
 // its flow: Attempt less the leases that only ran its finish hooks again
-// (HookRetries, see ErrRetryHooks). A lease lost after the task ended (to
-// a worker's death, say) is not left out, nor are hand-backs: see Runs
-// for those. DeadTask.Attempts is this number as the task was buried.
-func (t *Task) Attempts() int { return t.Attempt - t.HookRetries }
+// (HookRetries, see ErrRetryHooks), one of which has not happened yet
+// while HooksDue is set. A lease lost after the task ended (to a worker's
+// death, say) is not left out, nor are hand-backs (see Runs for those),
+// nor a last lease that ended the task without running its flow
+// (cancelled while pending, say: the record cannot tell; the history of
+// package pghistory, written by the worker that knows, leaves it out).
+// It is the attempt every view of a task shows: TaskSummary.Attempt, the
+// "attempt" of GET /tasks/ and GET /tasks/{id}/, the ops page, flows ls
+// and flows show. DeadTask.Attempts is this number as the task was
+// buried.
+func (t *Task) Attempts() int {
+	n := t.Attempt - t.HookRetries
+	if t.HooksDue {
+		n++
+	}
+	return n
+}
 
 // Runs is the number of runs the task gets: MaxAttempts, plus one for
 // each hand-back that did not count (HandBacks); 0 when MaxAttempts is.

@@ -122,6 +122,71 @@ func TestHandBacksShown(t *testing.T) {
 	assert.JSONEq(t, `2`, string(task["hand_backs"]))
 }
 
+// TestHookReRunsShown checks that the listing and GET /tasks/{id}/ count
+// the same runs of a task's flow, the leases that only ran its finish
+// hooks again (queue.ErrRetryHooks) left out: while it waits to run
+// them again, and while a lease runs them.
+func TestHookReRunsShown(t *testing.T) {
+	backend := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	reg := registry.New()
+	reg.MustRegister("f", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
+	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg,
+		Inspector: queue.NewInspector(backend, store, queue.InspectorConfig{Logger: slog.New(slog.DiscardHandler)})})
+	ctx := t.Context()
+	fetch := func() *queue.Lease {
+		t.Helper()
+		leases, err := backend.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		return leases[0]
+	}
+	// Each task runs its flow twice (the first run fails), then has its
+	// hooks run again five times; the last give-back of "waits" is for
+	// an hour.
+	ids := map[string]string{}
+	for _, name := range []string{"waits", "runs hooks"} {
+		id, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{MaxAttempts: 3})
+		require.NoError(t, err)
+		ids[name] = id
+		require.NoError(t, backend.Retry(ctx, fetch(), time.Now(), queue.EndFailed))
+		l := fetch()
+		for i := range 5 {
+			at := time.Now()
+			if name == "waits" && i == 4 {
+				at = at.Add(time.Hour)
+			}
+			require.NoError(t, backend.Retry(ctx, l, at, queue.EndHooksPending))
+			if at.After(time.Now()) {
+				break
+			}
+			l = fetch()
+		}
+	}
+	get := func(path string, v any) {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
+		decode(t, rec.Body.Bytes(), v)
+	}
+	var page listPage
+	get("/tasks/", &page)
+	require.Len(t, page.Tasks, 2)
+	listed := map[string]int{}
+	for _, s := range page.Tasks {
+		listed[s.TaskID] = s.Attempt
+	}
+	for name, id := range ids {
+		assert.Equal(t, 2, listed[id], "%s: the listing", name)
+		var task map[string]json.RawMessage
+		get("/tasks/"+id+"/", &task)
+		assert.JSONEq(t, `2`, string(task["attempt"]), "%s: GET /tasks/{id}/", name)
+		assert.JSONEq(t, `3`, string(task["max_attempts"]), name)
+	}
+}
+
 // TestOperatorRoutes runs every operators' route against tasks in every
 // state and checks the JSON they answer.
 func TestOperatorRoutes(t *testing.T) {

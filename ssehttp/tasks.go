@@ -27,9 +27,8 @@ type taskResponse struct {
 	LastEventID string           `json:"last_event_id"`
 	// Flow, Attempt, MaxAttempts and HandBacks come from the queue's
 	// record, when the Queue is a TaskInspector and still holds the task
-	// (see queue.TaskSummary for what they count; Attempt here is the
-	// record's queue.Task.Attempt, every lease included, those that only
-	// ran the finish hooks again too).
+	// (see queue.TaskSummary for what they count: Attempt is the runs of
+	// the flow, queue.Task.Attempts, as in GET /tasks/).
 	Flow        string `json:"flow,omitempty"`
 	Attempt     int    `json:"attempt,omitempty"`
 	MaxAttempts int    `json:"max_attempts,omitempty"`
@@ -84,7 +83,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	resp := taskResponse{TaskID: id}
 	resp.setSnapshot(info.Snapshot, info.LastEventID)
 	if info.Task != nil {
-		resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempt
+		resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempts()
 		resp.MaxAttempts, resp.HandBacks = info.Task.MaxAttempts, info.Task.HandBacks
 	}
 	if resp.Details.StepResults == nil {

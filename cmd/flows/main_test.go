@@ -167,6 +167,40 @@ func TestHandBacksShown(t *testing.T) {
 	assert.Regexp(t, `(?m)^`+id+`\s+ok\s+PENDING\s+0%\s+3/4 \(2 hand-backs\)\s+`, out)
 }
 
+// TestHookReRunsShown checks that show and ls count the same runs of a
+// task's flow, the leases that only ran its finish hooks again
+// (queue.ErrRetryHooks) left out, while it waits to run them again.
+func TestHookReRunsShown(t *testing.T) {
+	f := newFixture(t)
+	b, reg := f.otherQueue(t, "hookreruns")
+	ctx := context.Background()
+	id, err := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}).Enqueue(ctx, "ok", nil, queue.EnqueueOptions{MaxAttempts: 3})
+	require.NoError(t, err)
+	fetch := func() *queue.Lease {
+		t.Helper()
+		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		return leases[0]
+	}
+	// Two runs of the flow, then its hooks ask to run again five times,
+	// the last time in an hour.
+	require.NoError(t, b.Retry(ctx, fetch(), time.Now(), queue.EndFailed))
+	l := fetch()
+	for range 4 {
+		require.NoError(t, b.Retry(ctx, l, time.Now(), queue.EndHooksPending))
+		l = fetch()
+	}
+	require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), queue.EndHooksPending))
+
+	code, out, errs := f.flows(t, "show", id)
+	require.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^Attempt:\s+2 of 3$`, out)
+	code, out, errs = f.flows(t, "ls")
+	require.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^`+id+`\s+ok\s+PENDING\s+0%\s+2/3\s+`, out)
+}
+
 // TestStatsHooksWaiting checks that stats shows the tasks that have
 // ended and wait to run their finish hooks again apart from the delayed
 // ones, in the text and in the JSON.

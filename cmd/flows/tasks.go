@@ -216,7 +216,7 @@ func (c *cli) printTask(id string, info *queue.TaskInfo) {
 	field("Progress", strconv.Itoa(s.Details.Progress)+"%")
 	field("Status", s.Details.Status)
 	if t := info.Task; t != nil {
-		field("Attempt", attemptOf(t.Attempt, t.Runs(), t.HandBacks))
+		field("Attempt", attemptOf(t.Attempts(), t.Runs(), t.HandBacks))
 		field("Owner", t.Owner)
 		field("Requeued from", t.RequeuedFrom)
 		if t.Cancelled {

@@ -129,10 +129,14 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 			assert.Equal(t, queue.EndHooksPending, l.Task.PreviousEnd)
 			assert.Equal(t, i, l.Task.HookRetries)
 			assert.Equal(t, 1, l.Task.HandBacks, "a hook retry is no hand-back")
+			assert.False(t, l.Task.HooksDue, "leased")
+			assert.Equal(t, 2, l.Task.Attempts(), "a hand-back and the run that ended the task")
 		}
 		got, err := b.Get(ctx, task.ID)
 		require.NoError(t, err)
 		assert.Equal(t, 2, got.HookRetries, "Get tells the hook retries")
+		assert.False(t, got.HooksDue, "leased")
+		assert.Equal(t, 2, got.Attempts())
 
 		// Given back for later, it waits for its time.
 		stale := *l
@@ -144,6 +148,49 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		require.NoError(t, err)
 		assert.Equal(t, 3, got.HookRetries, "the hook retry of the held lease only")
 		assert.Equal(t, 1, got.HandBacks)
+		// Its HookRetries counts the lease to come, which Attempt does
+		// not yet: HooksDue says so, and Attempts stays the runs.
+		assert.Equal(t, 4, got.Attempt)
+		assert.True(t, got.HooksDue, "given back for its hooks, not leased since")
+		assert.Equal(t, 2, got.Attempts(), "the runs while it waits to run its hooks again")
+	})
+
+	t.Run("HooksDueUntilLeased", func(t *testing.T) {
+		// HooksDue holds from the give-back for the hooks until a lease
+		// takes the task, ready or delayed, and Attempts with it; a
+		// take-over of that lease, or its give-back for another cause,
+		// clears it.
+		b, _ := newBackends(t)
+		task := newTask()
+		enqueue(t, b, task)
+		ctx := context.Background()
+		get := func() *queue.Task {
+			t.Helper()
+			got, err := b.Get(ctx, task.ID)
+			require.NoError(t, err)
+			return got
+		}
+		l := fetchOne(t, b, time.Minute)
+		require.NoError(t, b.Retry(ctx, l, time.Now(), queue.EndHooksPending))
+		got := get()
+		assert.True(t, got.HooksDue, "ready for its hooks")
+		assert.Equal(t, 1, got.Attempts())
+		l = fetchOne(t, b, 50*time.Millisecond)
+		assert.False(t, l.Task.HooksDue)
+		assert.Equal(t, 1, l.Task.Attempts())
+		got = get()
+		assert.False(t, got.HooksDue, "leased for its hooks")
+		assert.Equal(t, 1, got.Attempts())
+
+		// The lease passes: the one that takes it over is counted (a
+		// lease lost after the end is not left out).
+		l = fetchOne(t, b, time.Minute)
+		require.Equal(t, queue.EndLeaseExpired, l.Task.PreviousEnd)
+		assert.False(t, get().HooksDue)
+		assert.Equal(t, 2, get().Attempts())
+		require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), queue.EndHooksPending))
+		assert.True(t, get().HooksDue, "delayed for its hooks")
+		assert.Equal(t, 2, get().Attempts())
 	})
 
 	t.Run("StaleRetryChangesNothing", func(t *testing.T) {

@@ -533,12 +533,30 @@ func testListHookReruns(t *testing.T, h *harness) {
 	}, "task %s was not given back a third time; last %+v", keeps, task)
 	require.Equal(t, 4, task.Attempt, "two runs of the flow, two leases that ran the hooks again")
 
-	list := listAll(t, h.inspector(), queue.ListOptions{State: progress.StateSuccess})
+	assert.True(t, task.HooksDue, "it waits to run its hooks again")
+	eventually(t, func() bool {
+		task, err := h.backend.Get(ctx, settles)
+		require.NoError(t, err)
+		return task.Attempt == 4 && task.HookRetries == 2 && !task.HooksDue
+	}, "task %s did not settle after two hook re-runs", settles)
+
+	// Every view of a task counts the same runs: the listing's summary,
+	// Get and the Inspector's (and so GET /tasks/{id}/'s) TaskInfo.
+	in := h.inspector()
+	list := listAll(t, in, queue.ListOptions{State: progress.StateSuccess})
 	requireListed(t, []string{keeps, settles}, list, "both succeeded")
 	for _, s := range list {
 		assert.Equal(t, 2, s.Attempt, "task %s: the runs of the flow", s.ID)
 		assert.Equal(t, 3, s.MaxAttempts, "task %s", s.ID)
 		assert.Zero(t, s.HandBacks, "task %s", s.ID)
+		got, err := h.backend.Get(ctx, s.ID)
+		require.NoError(t, err)
+		assert.Equal(t, s.Attempt, got.Attempts(), "task %s: Get and the listing", s.ID)
+		info, err := in.Task(ctx, s.ID)
+		require.NoError(t, err)
+		require.NotNil(t, info.Task)
+		assert.Equal(t, s.Attempt, info.Task.Attempts(), "task %s: TaskInfo and the listing", s.ID)
+		assert.Equal(t, s.ID == keeps, info.Task.HooksDue, "task %s", s.ID)
 	}
 }
 

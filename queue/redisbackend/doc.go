@@ -42,7 +42,10 @@
 //	                            hooks, queue.Task.HookRetries: counted by
 //	                            Retry), and prevof (the attempt whose
 //	                            end Retry told in prev, see
-//	                            lua/end_attempt.lua and the listing),
+//	                            lua/end_attempt.lua; while it is the
+//	                            record's attempt, a task given back for
+//	                            its hooks has not been leased since:
+//	                            queue.Task.HooksDue),
 //	                            all written only by the holder of the
 //	                            lease, and, on a Redis Cluster, starting
 //	                            (the score of its start in the starting

@@ -251,16 +251,13 @@ func (b *Backend) summaries(ctx context.Context, members []indexed) ([]*queue.Ta
 // summaryOf makes the summary of task id from the values of
 // summaryFields; ok is false when the task has no progress record or no
 // queue record (it is gone, or was never queued). Its Attempt is the
-// task's Attempts, plus one while the task was given back for its finish
-// hooks and no lease has taken it since (prev tells that end, and prevof
-// is still the record's attempt): its hookretries then counts a lease to
-// come (see queue.TaskSummary.Attempt).
+// task's Attempts, as Get reads it (see decodeRecord).
 func summaryOf(id string, v [len(summaryFields)]string) (*queue.TaskSummary, bool) {
 	state := progress.State(v[3])
 	if !state.Valid() {
 		return nil, false
 	}
-	t, ok, err := decodeRecord(id, record{iRec: v[0], iAttempt: v[1], iCancelled: v[2], iState: v[3], iHandBacks: v[8], iHookRetries: v[9], iPrev: v[10]})
+	t, ok, err := decodeRecord(id, record{iRec: v[0], iAttempt: v[1], iCancelled: v[2], iState: v[3], iHandBacks: v[8], iHookRetries: v[9], iPrev: v[10], iPrevOf: v[11]})
 	if err != nil || !ok {
 		return nil, false
 	}
@@ -268,9 +265,6 @@ func summaryOf(id string, v [len(summaryFields)]string) (*queue.TaskSummary, boo
 		ID: id, Flow: t.Flow, State: state, Status: v[4], Attempt: t.Attempts(), MaxAttempts: t.MaxAttempts,
 		HandBacks: t.HandBacks, RequeuedFrom: t.RequeuedFrom, Cancelled: t.Cancelled, EnqueuedAt: t.EnqueuedAt, Owner: t.Owner,
 		StartedAt: msTime(v[6]), EndedAt: msTime(v[7]),
-	}
-	if t.PreviousEnd == queue.EndHooksPending && v[11] == v[1] {
-		s.Attempt++
 	}
 	s.Progress, _ = strconv.Atoi(v[5])
 	return s, true

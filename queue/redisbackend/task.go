@@ -37,8 +37,9 @@ const (
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
 // reports (FetchWithState), then the end of the attempt given back last,
-// the hand-backs and the hook retries.
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks, recHookRetries}
+// the hand-backs, the hook retries and which attempt's end prev tells
+// (for queue.Task.HooksDue, see decodeRecord).
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks, recHookRetries, recPrevOf}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -49,6 +50,7 @@ const (
 	iPrev
 	iHandBacks
 	iHookRetries
+	iPrevOf
 )
 
 // record is a task record as read: the value of each field of
@@ -537,7 +539,11 @@ func decodeRec(rec string, t *queue.Task) error {
 
 // decodeRecord turns the record of task id back into a Task. ok is false
 // for a record without rec: what HINCRBY leaves of a task that expired,
-// or a task that has a progress snapshot only.
+// or a task that has a progress snapshot only. Its HooksDue is set when
+// prev tells queue.EndHooksPending and prevof is still the record's
+// attempt: no lease has taken the task since it was given back for its
+// finish hooks (a lease reads the attempt it incremented, so a leased
+// task never has it).
 func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 	if r[iRec] == "" {
 		return nil, false, nil
@@ -568,6 +574,7 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 		}
 		t.HookRetries = n
 	}
+	t.HooksDue = t.PreviousEnd == queue.EndHooksPending && r[iPrevOf] != "" && r[iPrevOf] == r[iAttempt]
 	return t, true, nil
 }
 
