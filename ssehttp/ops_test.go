@@ -78,10 +78,17 @@ func (e *env) list(t *testing.T, query string) listPage {
 	return p
 }
 
-// TestHandBacksShown checks that the listing and GET /tasks/{id}/ tell
-// a task's hand-backs (runs handed back through no fault of its flow,
-// which do not count) apart from its attempts.
-func TestHandBacksShown(t *testing.T) {
+// leaseQueue is a handler on a Memory queue whose flow "f" the test
+// leases and gives back by hand, for what the listing and GET
+// /tasks/{id}/ then tell.
+type leaseQueue struct {
+	backend *queue.Memory
+	broker  *queue.Broker
+	h       http.Handler
+}
+
+func newLeaseQueue(t *testing.T) *leaseQueue {
+	t.Helper()
 	backend := queue.NewMemory(queue.MemoryConfig{})
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
 	reg := registry.New()
@@ -89,34 +96,52 @@ func TestHandBacksShown(t *testing.T) {
 	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
 	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg,
 		Inspector: queue.NewInspector(backend, store, queue.InspectorConfig{Logger: slog.New(slog.DiscardHandler)})})
+	return &leaseQueue{backend: backend, broker: broker, h: h}
+}
+
+// fetch leases the one task ready.
+func (q *leaseQueue) fetch(t *testing.T) *queue.Lease {
+	t.Helper()
+	leases, err := q.backend.Fetch(t.Context(), "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	return leases[0]
+}
+
+// get answers GET path with 200 and decodes its JSON into v.
+func (q *leaseQueue) get(t *testing.T, path string, v any) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	q.h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
+	decode(t, rec.Body.Bytes(), v)
+}
+
+// TestHandBacksShown checks that the listing and GET /tasks/{id}/ tell
+// a task's hand-backs (runs handed back through no fault of its flow,
+// which do not count) apart from its attempts.
+func TestHandBacksShown(t *testing.T) {
+	q := newLeaseQueue(t)
 	ctx := t.Context()
-	id, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{MaxAttempts: 2})
+	id, err := q.broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{MaxAttempts: 2})
 	require.NoError(t, err)
 	// Two runs handed back (a shutdown, the store down), the third held.
 	for _, why := range []queue.AttemptEnd{queue.EndShutdown, queue.EndStoreDown, ""} {
-		leases, err := backend.Fetch(ctx, "w", 1, time.Minute)
-		require.NoError(t, err)
-		require.Len(t, leases, 1)
+		l := q.fetch(t)
 		if why != "" {
-			require.NoError(t, backend.Retry(ctx, leases[0], time.Now(), why))
+			require.NoError(t, q.backend.Retry(ctx, l, time.Now(), why))
 		}
 	}
-	get := func(path string, v any) {
-		t.Helper()
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
-		require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
-		decode(t, rec.Body.Bytes(), v)
-	}
+
 	var page listPage
-	get("/tasks/", &page)
+	q.get(t, "/tasks/", &page)
 	require.Len(t, page.Tasks, 1)
 	assert.Equal(t, 3, page.Tasks[0].Attempt)
 	assert.Equal(t, 2, page.Tasks[0].MaxAttempts)
 	assert.Equal(t, 2, page.Tasks[0].HandBacks)
 
 	var task map[string]json.RawMessage
-	get("/tasks/"+id+"/", &task)
+	q.get(t, "/tasks/"+id+"/", &task)
 	assert.JSONEq(t, `3`, string(task["attempt"]))
 	assert.JSONEq(t, `2`, string(task["max_attempts"]))
 	assert.JSONEq(t, `2`, string(task["hand_backs"]))
@@ -127,52 +152,33 @@ func TestHandBacksShown(t *testing.T) {
 // hooks again (queue.ErrRetryHooks) left out: while it waits to run
 // them again, and while a lease runs them.
 func TestHookReRunsShown(t *testing.T) {
-	backend := queue.NewMemory(queue.MemoryConfig{})
-	store := progress.NewMemoryStore(progress.MemoryConfig{})
-	reg := registry.New()
-	reg.MustRegister("f", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
-	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
-	h := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg,
-		Inspector: queue.NewInspector(backend, store, queue.InspectorConfig{Logger: slog.New(slog.DiscardHandler)})})
+	q := newLeaseQueue(t)
 	ctx := t.Context()
-	fetch := func() *queue.Lease {
-		t.Helper()
-		leases, err := backend.Fetch(ctx, "w", 1, time.Minute)
-		require.NoError(t, err)
-		require.Len(t, leases, 1)
-		return leases[0]
-	}
 	// Each task runs its flow twice (the first run fails), then has its
 	// hooks run again five times; the last give-back of "waits" is for
 	// an hour.
 	ids := map[string]string{}
 	for _, name := range []string{"waits", "runs hooks"} {
-		id, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{MaxAttempts: 3})
+		id, err := q.broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{MaxAttempts: 3})
 		require.NoError(t, err)
 		ids[name] = id
-		require.NoError(t, backend.Retry(ctx, fetch(), time.Now(), queue.EndFailed))
-		l := fetch()
+		require.NoError(t, q.backend.Retry(ctx, q.fetch(t), time.Now(), queue.EndFailed))
+		l := q.fetch(t)
 		for i := range 5 {
 			at := time.Now()
 			if name == "waits" && i == 4 {
 				at = at.Add(time.Hour)
 			}
-			require.NoError(t, backend.Retry(ctx, l, at, queue.EndHooksPending))
+			require.NoError(t, q.backend.Retry(ctx, l, at, queue.EndHooksPending))
 			if at.After(time.Now()) {
 				break
 			}
-			l = fetch()
+			l = q.fetch(t)
 		}
 	}
-	get := func(path string, v any) {
-		t.Helper()
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
-		require.Equal(t, http.StatusOK, rec.Code, "%s", rec.Body)
-		decode(t, rec.Body.Bytes(), v)
-	}
+
 	var page listPage
-	get("/tasks/", &page)
+	q.get(t, "/tasks/", &page)
 	require.Len(t, page.Tasks, 2)
 	listed := map[string]int{}
 	for _, s := range page.Tasks {
@@ -181,7 +187,7 @@ func TestHookReRunsShown(t *testing.T) {
 	for name, id := range ids {
 		assert.Equal(t, 2, listed[id], "%s: the listing", name)
 		var task map[string]json.RawMessage
-		get("/tasks/"+id+"/", &task)
+		q.get(t, "/tasks/"+id+"/", &task)
 		assert.JSONEq(t, `2`, string(task["attempt"]), "%s: GET /tasks/{id}/", name)
 		assert.JSONEq(t, `3`, string(task["max_attempts"]), name)
 	}

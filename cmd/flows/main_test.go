@@ -140,6 +140,15 @@ func (f *fixture) flows(t *testing.T, args ...string) (code int, stdout, stderr 
 	return code, out.String(), errw.String()
 }
 
+// fetchOne leases the one task ready on b.
+func fetchOne(t *testing.T, b queue.Backend) *queue.Lease {
+	t.Helper()
+	leases, err := b.Fetch(context.Background(), "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	return leases[0]
+}
+
 // TestHandBacksShown checks that ls and show tell a task's hand-backs
 // (runs handed back through no fault of its flow, which do not count)
 // apart from its attempts.
@@ -151,11 +160,9 @@ func TestHandBacksShown(t *testing.T) {
 	require.NoError(t, err)
 	// Two runs handed back (a shutdown, the store down), the third held.
 	for _, why := range []queue.AttemptEnd{queue.EndShutdown, queue.EndStoreDown, ""} {
-		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
-		require.NoError(t, err)
-		require.Len(t, leases, 1)
+		l := fetchOne(t, b)
 		if why != "" {
-			require.NoError(t, b.Retry(ctx, leases[0], time.Now(), why))
+			require.NoError(t, b.Retry(ctx, l, time.Now(), why))
 		}
 	}
 
@@ -176,20 +183,13 @@ func TestHookReRunsShown(t *testing.T) {
 	ctx := context.Background()
 	id, err := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}).Enqueue(ctx, "ok", nil, queue.EnqueueOptions{MaxAttempts: 3})
 	require.NoError(t, err)
-	fetch := func() *queue.Lease {
-		t.Helper()
-		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
-		require.NoError(t, err)
-		require.Len(t, leases, 1)
-		return leases[0]
-	}
 	// Two runs of the flow, then its hooks ask to run again five times,
 	// the last time in an hour.
-	require.NoError(t, b.Retry(ctx, fetch(), time.Now(), queue.EndFailed))
-	l := fetch()
+	require.NoError(t, b.Retry(ctx, fetchOne(t, b), time.Now(), queue.EndFailed))
+	l := fetchOne(t, b)
 	for range 4 {
 		require.NoError(t, b.Retry(ctx, l, time.Now(), queue.EndHooksPending))
-		l = fetch()
+		l = fetchOne(t, b)
 	}
 	require.NoError(t, b.Retry(ctx, l, time.Now().Add(time.Hour), queue.EndHooksPending))
 

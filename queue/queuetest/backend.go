@@ -631,15 +631,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		}
 
 		// Once due, it is leased again, cancelled, for its hooks.
-		soon := newTask()
-		enqueue(t, b, soon)
-		l := fetchOne(t, b, time.Minute)
-		require.Equal(t, soon.ID, l.Task.ID)
-		require.NoError(t, b.Cancel(ctx, soon.ID))
-		require.NoError(t, b.Retry(ctx, l, time.Now().Add(short), queue.EndHooksPending))
-		l = fetchOne(t, b, time.Minute)
-		assert.Equal(t, soon.ID, l.Task.ID)
-		assert.True(t, l.Task.Cancelled)
+		l := leasedAgainCancelled(t, b, queue.EndHooksPending, false)
 		assert.Equal(t, 1, l.Task.HookRetries)
 		require.NoError(t, b.Ack(ctx, l))
 	})
@@ -685,20 +677,7 @@ func runBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 				requireNothingReady(t, b)
 
 				// Due, it is leased again, cancelled, with its hand-back.
-				soon := newTask()
-				enqueue(t, b, soon)
-				if known {
-					require.NoError(t, b.Cancel(ctx, soon.ID))
-				}
-				l := fetchOne(t, b, time.Minute)
-				require.Equal(t, soon.ID, l.Task.ID)
-				if !known {
-					require.NoError(t, b.Cancel(ctx, soon.ID))
-				}
-				require.NoError(t, b.Retry(ctx, l, time.Now().Add(short), queue.EndStoreDown))
-				l = fetchOne(t, b, time.Minute)
-				assert.Equal(t, soon.ID, l.Task.ID)
-				assert.True(t, l.Task.Cancelled)
+				l := leasedAgainCancelled(t, b, queue.EndStoreDown, known)
 				assert.Equal(t, 1, l.Task.HandBacks)
 				assert.Equal(t, queue.EndStoreDown, l.Task.PreviousEnd)
 				require.NoError(t, b.Ack(ctx, l))
@@ -909,6 +888,30 @@ func fetchDead(t *testing.T, b queue.Backend) []queue.DeadTask {
 
 // depthOf returns a reader of b's queue depth, skipping t when b has no
 // Depth (it is optional).
+// leasedAgainCancelled enqueues a task on b (which holds no other ready
+// one), leases it, cancels it (before the lease when before is set),
+// gives it back with why for a moment, and returns its next lease, which
+// it checks is of the task, cancelled.
+func leasedAgainCancelled(t *testing.T, b queue.Backend, why queue.AttemptEnd, before bool) *queue.Lease {
+	t.Helper()
+	ctx := context.Background()
+	task := newTask()
+	enqueue(t, b, task)
+	if before {
+		require.NoError(t, b.Cancel(ctx, task.ID))
+	}
+	l := fetchOne(t, b, time.Minute)
+	require.Equal(t, task.ID, l.Task.ID)
+	if !before {
+		require.NoError(t, b.Cancel(ctx, task.ID))
+	}
+	require.NoError(t, b.Retry(ctx, l, time.Now().Add(short), why))
+	l = fetchOne(t, b, time.Minute)
+	require.Equal(t, task.ID, l.Task.ID)
+	assert.True(t, l.Task.Cancelled)
+	return l
+}
+
 func depthOf(t *testing.T, b queue.Backend) func() queue.Depth {
 	d, ok := b.(queue.DepthReader)
 	if !ok {
