@@ -58,7 +58,8 @@ type BrokerConfig struct {
 	// on a negative field.
 	CallerLimits CallerLimits
 	// MeterProvider receives the Broker's metrics: tasks enqueued, tasks
-	// cancelled while pending, and the depth of the queue (see the
+	// it ends itself (cancelled while pending, counted in
+	// flows.tasks.ended as FAILURE), and the depth of the queue (see the
 	// package documentation). Nil means the global provider
 	// (otel.GetMeterProvider), which does nothing unless one is installed.
 	MeterProvider metric.MeterProvider

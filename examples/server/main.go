@@ -26,7 +26,8 @@
 // every finished task (see examples/notifications), and the page shows on
 // each finished card whether they were sent.
 //
-// Flags, each with an environment variable as its default:
+// Flags; those that name an environment variable take their default
+// from it:
 //
 //	-addr      listen address (ADDR, or ":"+PORT; default ":8080")
 //	-workers   flows run at once by the in-process workers (default 8);
