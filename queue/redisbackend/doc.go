@@ -112,9 +112,10 @@
 //	                            past which it is dead (server clock; see
 //	                            reclaim.go)
 //	P:{q:Q}:starting    zset    on a Redis Cluster only: the tasks being
-//	                            started, recorded and not yet queued,
-//	                            scored by the Unix ms their start began
-//	                            (the starter's clock; see starts.go)
+//	                            started, scored by the Unix ms their
+//	                            start began (the starter's clock), then
+//	                            2^53 once queued, until a sweep clears
+//	                            them (see starts.go)
 //	P:{q:Q}:limit:gate:<F>  zset    tasks of a limited flow F waiting for
 //	                            a slot, scored by due Unix ms (see
 //	                            limit.go and lua/admit.lua)
@@ -335,8 +336,8 @@
 //     trip, since the task's keys and the queue's live on different nodes
 //     whose commands a pipeline does not order;
 //   - a start (CreateAndEnqueue, Enqueue) writes the task's id into the
-//     queue's starting set before the record, and removes it with the
-//     queue entry: three round trips. A start cut between the record
+//     queue's starting set before the record, and marks it done there
+//     with the queue entry: three round trips. A start cut between the record
 //     and the queue entry (its process dies, Redis answers an error)
 //     returns no id and would leave a PENDING task that no worker runs,
 //     whose id a retry with the same idempotency key would be given: the

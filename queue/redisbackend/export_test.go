@@ -41,7 +41,8 @@ func SetSweepEvery(b *Backend, d time.Duration) { b.sweep.every = d }
 // EndCutStarts looks for cut starts at once, as a heartbeat does when it
 // is due, ends their tasks, and returns how many it ended.
 func (b *Backend) EndCutStarts(ctx context.Context) (int, error) {
-	return b.endCutStarts(ctx, b.client.Do(ctx, b.cutStartsCommand(time.Now())))
+	res := b.client.DoMulti(ctx, b.sweepCommands(time.Now())...)
+	return b.endCutStarts(ctx, res[len(res)-1])
 }
 
 // SetRetireIdle changes how long an empty consumer must be idle for Retire

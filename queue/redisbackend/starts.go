@@ -30,24 +30,25 @@ import (
 //     start, by the starter's clock);
 //  2. it records the task, whose hash gets that score in its field
 //     starting;
-//  3. it queues the task and removes its id from the starting set, in
-//     one pipeline on the queue's slot (for a task of a limited flow,
-//     once the task is in its flow's gate).
+//  3. it queues the task and marks its start done, in one pipeline on
+//     the queue's slot (see endStart; a task of a limited flow is taken
+//     out of the set once it is in its flow's gate).
 //
 // A start succeeds (and a queue.Broker returns the task's id) only once
-// the three steps have. An id that stays in the starting set longer than cutAfter
-// (a minute, or ten times Config.OpTimeout if longer) is a start that was
-// cut: the heartbeats of the workers (see Heartbeat) look for such ids,
-// once per sweepEvery and process, in the round trip of a heartbeat, and
-// end each task as FAILURE with the status cutStatus, live watchers and
-// the task index included, if its record is still the one that start
-// wrote (its field starting holds the score), is PENDING and has never
-// been leased (no attempt recorded); then they remove the id. A task that
-// a worker has leased meanwhile is left to run. Ending rather than
-// queueing the task keeps the promise made to the caller, who was told
-// that the start failed (or was told nothing): the task does not run,
-// and a retry with the same idempotency key gets the id of a task that
-// says why it did not.
+// the three steps have. An id that keeps its first score in the starting
+// set for longer than cutAfter (a minute, or ten times Config.OpTimeout
+// if longer) is a start that was cut: the heartbeats of the workers (see
+// Heartbeat) look for such ids, once per sweepEvery and process, in the
+// round trip of a heartbeat (which also clears the starts done), and end
+// each task as FAILURE with the status cutStatus, live watchers and the
+// task index included, if its record is still the one that start wrote
+// (its field starting holds the score), is PENDING and has never been
+// leased (no attempt recorded); then they remove the id. A task that a
+// worker has leased meanwhile is left to run. Ending rather than queueing
+// the task keeps the promise made to the caller, who was told that the
+// start failed (or was told nothing): the task does not run, and a retry
+// with the same idempotency key gets the id of a task that says why it
+// did not.
 //
 // A task whose progress is kept by another store than this Backend has
 // no state in its hash: a sweep leaves it alone. Single Redis clients
@@ -106,21 +107,41 @@ func (b *Backend) beginStart(t *queue.Task, now time.Time) ([2]string, rueidis.C
 	return [2]string{recStarting, strconv.FormatInt(ms, 10)}, cmd
 }
 
-// endStart returns the command that removes t from the starting set,
-// which follows the commands that queue it (step 3 above).
+// doneScore is the score of a start that has queued its task: beyond
+// every Unix ms.
+const doneScore = 1 << 53
+
+// endStart returns the command that follows the commands that queue t
+// in their pipeline (step 3 above): it marks t's start done, with a ZADD
+// XX to doneScore. Not a ZREM: a full Redis (maxmemory, noeviction)
+// refuses the ZADD as it refuses the XADD or ZADD that queue the task,
+// but would run a ZREM, which frees memory; the start would then fail
+// and leave no trace of its task.
 func (b *Backend) endStart(t *queue.Task) rueidis.Completed {
+	return b.client.B().Zadd().Key(b.startingKey()).Xx().ScoreMember().ScoreMember(doneScore, t.ID).Build()
+}
+
+// forgetStart returns the command that removes t from the starting set:
+// for a task of a limited flow once it is in its flow's gate (step 3
+// above), and for a start refused by its record's script.
+func (b *Backend) forgetStart(t *queue.Task) rueidis.Completed {
 	return b.client.B().Zrem().Key(b.startingKey()).Member(t.ID).Build()
 }
 
-// cutStartsCommand returns the command that reads the oldest starts
-// begun more than cutAfter before now, with their scores.
-func (b *Backend) cutStartsCommand(now time.Time) rueidis.Completed {
+// sweepCommands returns the commands of a sweep at now: one removes the
+// starts done, the other, last, reads the oldest starts begun more than
+// cutAfter before now, with their scores.
+func (b *Backend) sweepCommands(now time.Time) rueidis.Commands {
+	c := b.client
 	before := strconv.FormatInt(now.Add(-b.cutAfter()).UnixMilli(), 10)
-	return b.client.B().Zrangebyscore().Key(b.startingKey()).Min("-inf").Max(before).Withscores().Limit(0, sweepBatch).Build()
+	return rueidis.Commands{
+		c.B().Zremrangebyscore().Key(b.startingKey()).Min(strconv.FormatInt(doneScore, 10)).Max("+inf").Build(),
+		c.B().Zrangebyscore().Key(b.startingKey()).Min("-inf").Max(before).Withscores().Limit(0, sweepBatch).Build(),
+	}
 }
 
-// endCutStarts ends the tasks of the cut starts that the reply of
-// cutStartsCommand lists, as the comment at the top of this file says,
+// endCutStarts ends the tasks of the cut starts that the reply of the
+// last of sweepCommands lists, as the comment at the top of this file says,
 // and returns how many it ended. Each costs a script on its task's slot,
 // all of them in one round trip, then their index entries and their
 // removal from the starting set in a second one.

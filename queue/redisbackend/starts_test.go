@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -75,9 +76,9 @@ func TestClusterCutStart(t *testing.T) {
 		untouched[id], _, err = b.Snapshot(ctx, id)
 		require.NoError(t, err)
 	}
-	n, err := client.Do(ctx, client.B().Zcard().Key(startingKey).Build()).AsInt64()
+	n, err := client.Do(ctx, client.B().Zcount().Key(startingKey).Min("-inf").Max("(9007199254740992").Build()).AsInt64()
 	require.NoError(t, err)
-	require.Zero(t, n, "a start in full leaves nothing in the starting set")
+	require.Zero(t, n, "a start in full marks itself done in the starting set")
 
 	// Starts cut after the record: one without an idempotency key, one
 	// with one (recorded, then queued by Enqueue), one of a limited flow
@@ -218,5 +219,49 @@ func TestClusterWorkersEndCutStarts(t *testing.T) {
 			return snap.State.Terminal()
 		}, "task "+task+" did not end")
 		assert.Equal(t, want, snap.State, "task %s: %s", task, snap.Details.Status)
+	}
+}
+
+// TestClusterStartRefusedByAFullQueueMaster cuts a start at its last step
+// the way a full Redis does: the queue's master refuses to queue the task
+// (OOM) but would still take commands that free memory, such as a removal
+// of the start from the starting set. The start must stay there, so that
+// a sweep ends its task.
+func TestClusterStartRefusedByAFullQueueMaster(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	redisbackend.SetCutAfter(b, 0)
+	broker := queue.NewBroker(b, b, queue.BrokerConfig{Registry: flowsNamed("f")})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	queueMaster := slotOwner(t, c, b.Prefix()+":{q:default}:stream").Addr
+	setMaxMemory := func(v string) {
+		t.Helper()
+		_, err := redisproc.DoString(queueMaster, "CONFIG", "SET", "maxmemory", v)
+		require.NoError(t, err)
+	}
+	t.Cleanup(func() { setMaxMemory("0") })
+
+	for _, runAt := range []time.Time{{}, time.Now().Add(time.Hour)} {
+		var id string
+		redisbackend.SetCutStart(b, func(got string) error {
+			id = got
+			setMaxMemory("1") // the queue's master is full from now on
+			return nil
+		})
+		_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{RunAt: runAt})
+		redisbackend.SetCutStart(b, nil)
+		setMaxMemory("0")
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "OOM")
+
+		ended, err := b.EndCutStarts(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, 1, ended)
+		snap, _, err := b.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, redisbackend.CutStatus, snap.Details.Status)
 	}
 }

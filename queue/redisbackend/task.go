@@ -152,7 +152,7 @@ func (b *Backend) admitStarted(ctx context.Context, t *queue.Task, now time.Time
 	if err := b.admitNew(ctx, t); err != nil || !b.cluster {
 		return err
 	}
-	return b.sendIndexed(ctx, "enqueue task "+t.ID, rueidis.Commands{b.endStart(t)},
+	return b.sendIndexed(ctx, "enqueue task "+t.ID, rueidis.Commands{b.forgetStart(t)},
 		b.indexCommands([]indexEntry{createdEntry(t, now)}), false)
 }
 
@@ -315,7 +315,7 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 			// Refused, nothing of the task written: its id is another
 			// task's, which the starting set must not name (though a
 			// sweep would leave that task alone, see lua/end_cut.lua).
-			_ = b.send(ctx, op, rueidis.Commands{b.endStart(t)})
+			_ = b.send(ctx, op, rueidis.Commands{b.forgetStart(t)})
 		}
 		if err == nil && replies[0].Error() == nil && b.cutStart != nil {
 			err = b.cutStart(t.ID)

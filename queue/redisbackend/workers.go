@@ -41,11 +41,11 @@ func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	defer cancel()
 	keys, args := b.heartbeatCall(w, string(info))
 	if now := time.Now(); b.cluster && b.sweep.due(now) {
-		reply, cut := b.runScript(opCtx, heartbeatScript, waitNever, keys, args, rueidis.Commands{b.cutStartsCommand(now)})
+		reply, sweep := b.runScript(opCtx, heartbeatScript, waitNever, keys, args, b.sweepCommands(now))
 		if err := reply.Error(); err != nil {
 			return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)
 		}
-		if _, err := b.endCutStarts(ctx, cut[0]); err != nil {
+		if _, err := b.endCutStarts(ctx, sweep[len(sweep)-1]); err != nil {
 			b.log.Warn("flows: could not end the tasks of cut starts", "err", err)
 		}
 		return nil
