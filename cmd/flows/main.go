@@ -79,7 +79,7 @@ func main() {
 }
 
 // usage is printed for -h and after a usage error.
-const usage = `usage: flows [-redis URL] [-prefix P] [-queue Q] [-json] <command> [flags] [args]
+const usage = `usage: flows [-redis URL] [-prefix P] [-queue Q] [-json] [-timeout D] <command> [flags] [args]
 
 commands:
   ls       [-state S] [-flow F] [-owner O] [-since T] [-until T]
@@ -91,8 +91,9 @@ commands:
   dead     [-limit N]                                           the dead-letter set
   requeue  ID...                                                run dead tasks again
 
-Redis comes from -redis or REDIS_URL. Exit codes: 0 done, 1 failed,
-2 usage, 3 show -follow of a task that ended FAILURE.
+Redis comes from -redis or REDIS_URL; -timeout bounds each call to it
+(default 10s). Exit codes: 0 done, 1 failed, 2 usage, 3 show -follow of
+a task that ended FAILURE.
 `
 
 // usageError is an error in the command line.
