@@ -174,6 +174,17 @@ func (clusterMode) Mode() rueidis.ClientMode { return rueidis.ClientModeCluster 
 // Redis: through a client of a single Redis, and through one that looks
 // like a Redis Cluster client (see clusterMode).
 func inBothModes(t *testing.T, test func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend)) {
+	inBothModesCounted(t, func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend, _ bool, _ tripCounter) {
+		test(t, srv, b)
+	})
+}
+
+// tripCounter runs op and returns the round trips it took and its error.
+type tripCounter func(op func() error) (int64, error)
+
+// inBothModesCounted is inBothModes with the round trips of the Backend
+// counted (see countingClient); cluster tells the mode.
+func inBothModesCounted(t *testing.T, test func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend, cluster bool, trips tripCounter)) {
 	for _, cluster := range []bool{false, true} {
 		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
 			srv := redistest.Start(t)
@@ -181,7 +192,14 @@ func inBothModes(t *testing.T, test func(t *testing.T, srv *redistest.Server, b 
 			if cluster {
 				client = clusterMode{client}
 			}
-			test(t, srv, newBackend(t, client, redisbackend.Config{}))
+			counter := &countingClient{Client: client}
+			trips := func(op func() error) (int64, error) {
+				t.Helper()
+				before := counter.trips.Load()
+				err := op()
+				return counter.trips.Load() - before, err
+			}
+			test(t, srv, newBackend(t, counter, redisbackend.Config{}), cluster, trips)
 		})
 	}
 }

@@ -234,75 +234,60 @@ func TestRoundTrips(t *testing.T) {
 // over has its hand-back taken back (one more).
 func TestRetryRecordsTheEndOfAHeldLeaseOnly(t *testing.T) {
 	t.Parallel()
-	for _, cluster := range []bool{false, true} {
-		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
-			srv := redistest.Start(t)
-			var client rueidis.Client = newClient(t, srv)
-			if cluster {
-				client = clusterMode{client}
-			}
-			counter := &countingClient{Client: client}
-			b := newBackend(t, counter, redisbackend.Config{})
-			ctx := context.Background()
-			runTask(ctx, t, b) // loads the scripts
-			warm := leaseOne(t, b)
-			require.NoError(t, b.Retry(ctx, warm, time.Now().Add(time.Hour), queue.EndShutdown))
-			trips := func(op func() error) (int64, error) {
-				t.Helper()
-				before := counter.trips.Load()
-				err := op()
-				return counter.trips.Load() - before, err
-			}
-			perRetry := map[bool]int64{false: 1, true: 2}[cluster]
-			read := func(id string) (string, string) {
-				t.Helper()
-				v, err := srv.Do("HMGET", b.Prefix()+":{"+id+"}:task", "prev", "handbacks").ToArray()
-				require.NoError(t, err)
-				prev, _ := v[0].ToString()
-				handBacks, _ := v[1].ToString()
-				return prev, handBacks
-			}
-
-			l := leaseOne(t, b)
-			n, err := trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndStoreDown) })
+	inBothModesCounted(t, func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend, cluster bool, trips tripCounter) {
+		ctx := context.Background()
+		runTask(ctx, t, b) // loads the scripts
+		warm := leaseOne(t, b)
+		require.NoError(t, b.Retry(ctx, warm, time.Now().Add(time.Hour), queue.EndShutdown))
+		perRetry := map[bool]int64{false: 1, true: 2}[cluster]
+		read := func(id string) (string, string) {
+			t.Helper()
+			v, err := srv.Do("HMGET", b.Prefix()+":{"+id+"}:task", "prev", "handbacks").ToArray()
 			require.NoError(t, err)
-			assert.Equal(t, perRetry, n, "a held lease's hand-back")
-			prev, handBacks := read(l.Task.ID)
-			assert.Equal(t, string(queue.EndStoreDown), prev)
-			assert.Equal(t, "1", handBacks)
+			prev, _ := v[0].ToString()
+			handBacks, _ := v[1].ToString()
+			return prev, handBacks
+		}
 
-			// The lease given back already: its second Retry writes nothing.
-			n, err = trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndFailed) })
-			require.ErrorIs(t, err, queue.ErrLeaseLost)
-			assert.Equal(t, perRetry, n, "a stale lease's Retry")
-			prev, handBacks = read(l.Task.ID)
-			assert.Equal(t, string(queue.EndStoreDown), prev)
-			assert.Equal(t, "1", handBacks)
+		l := leaseOne(t, b)
+		n, err := trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndStoreDown) })
+		require.NoError(t, err)
+		assert.Equal(t, perRetry, n, "a held lease's hand-back")
+		prev, handBacks := read(l.Task.ID)
+		assert.Equal(t, string(queue.EndStoreDown), prev)
+		assert.Equal(t, "1", handBacks)
 
-			// A worker found dead (its lease marked lost, see
-			// lib/reclaim.lua) gives its task back before a fetch has
-			// taken it over.
-			leases, err := b.Fetch(ctx, "w", 1, time.Minute)
-			require.NoError(t, err)
-			require.Len(t, leases, 1)
-			l = leases[0]
-			entry, _, _ := strings.Cut(l.Token, "/")
-			require.NoError(t, srv.Do("HSET", b.Prefix()+":{q:default}:holders", entry, "lost/1").Error())
-			require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:leases", "0", entry).Error())
-			n, err = trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndShutdown) })
-			require.ErrorIs(t, err, queue.ErrLeaseLost)
-			if cluster {
-				assert.Equal(t, int64(3), n, "the hand-back counted ahead of the script is taken back")
-			} else {
-				assert.Equal(t, int64(1), n)
-			}
-			_, handBacks = read(l.Task.ID)
-			assert.Equal(t, "1", handBacks, "a lost lease's hand-back")
-			taken, err := b.Fetch(ctx, "w", 1, time.Minute)
-			require.NoError(t, err)
-			require.Len(t, taken, 1)
-			assert.Equal(t, queue.EndWorkerLost, taken[0].Task.PreviousEnd, "the fetch that takes the task over tells why")
-			assert.Equal(t, 1, taken[0].Task.HandBacks)
-		})
-	}
+		// The lease given back already: its second Retry writes nothing.
+		n, err = trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndFailed) })
+		require.ErrorIs(t, err, queue.ErrLeaseLost)
+		assert.Equal(t, perRetry, n, "a stale lease's Retry")
+		prev, handBacks = read(l.Task.ID)
+		assert.Equal(t, string(queue.EndStoreDown), prev)
+		assert.Equal(t, "1", handBacks)
+
+		// A worker found dead (its lease marked lost, see
+		// lib/reclaim.lua) gives its task back before a fetch has
+		// taken it over.
+		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		l = leases[0]
+		entry, _, _ := strings.Cut(l.Token, "/")
+		require.NoError(t, srv.Do("HSET", b.Prefix()+":{q:default}:holders", entry, "lost/1").Error())
+		require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:leases", "0", entry).Error())
+		n, err = trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndShutdown) })
+		require.ErrorIs(t, err, queue.ErrLeaseLost)
+		if cluster {
+			assert.Equal(t, int64(3), n, "the hand-back counted ahead of the script is taken back")
+		} else {
+			assert.Equal(t, int64(1), n)
+		}
+		_, handBacks = read(l.Task.ID)
+		assert.Equal(t, "1", handBacks, "a lost lease's hand-back")
+		taken, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, taken, 1)
+		assert.Equal(t, queue.EndWorkerLost, taken[0].Task.PreviousEnd, "the fetch that takes the task over tells why")
+		assert.Equal(t, 1, taken[0].Task.HandBacks)
+	})
 }
