@@ -38,12 +38,14 @@ type Finished struct {
 	// Attempt, the number of the lease the hook runs under. When
 	// FoundEnded is set that lease did not run the flow: Attempt is then
 	// one more than the run that ended the task, if any ran. The leases
-	// that only ran the hooks again (ErrRetryHooks) are left out of it:
-	// after HookRetries of them, Attempt is the lease's number less
-	// HookRetries - 1 (a lease lost after the end, say to a worker's
-	// death, is not left out): Task.Attempts() + 1 of the task as
-	// leased. Since Attempt is adjusted so, Task.Attempts of this copy
-	// is not the attempts of the flow.
+	// that only ran the hooks again (ErrRetryHooks) are left out of it,
+	// and so are the earlier leases that did not run the flow
+	// (Task.NoRuns: one that found the task ended and gave it back for
+	// its hooks, say): after them, Attempt is the lease's number less
+	// HookRetries + NoRuns - 1 (a lease lost after the end, say to a
+	// worker's death, is not left out): Task.Attempts() + 1 of the task
+	// as leased. Since Attempt is adjusted so, Task.Attempts of this
+	// copy is not the attempts of the flow.
 	Task *Task
 	// Snapshot is the task's final snapshot, as the store holds it after
 	// the terminal event: State is SUCCESS or FAILURE, Details.Status
@@ -82,11 +84,11 @@ type Finished struct {
 func (j *job) runHooks(snap progress.Snapshot, found bool) (again bool) {
 	w := j.w
 	task := j.task
-	if task.HookRetries > 0 {
-		// The leases that only ran the hooks again are left out of the
-		// attempt the hooks see: one more than the attempts of the flow,
-		// as for the first lease that found the task ended (see
-		// Finished.Task).
+	if task.HookRetries > 0 || task.NoRuns > 0 {
+		// The leases that only ran the hooks again, or ran nothing, are
+		// left out of the attempt the hooks see: one more than the
+		// attempts of the flow, as for the first lease that found the
+		// task ended (see Finished.Task).
 		c := *task
 		c.Attempt = task.Attempts() + 1
 		task = &c

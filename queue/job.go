@@ -29,8 +29,11 @@ type job struct {
 	// (see NewWorker).
 	fin *finishingStore
 	// startedAt is when the flow's run started (see runStarted); zero if
-	// it did not.
+	// it did not, or if nothing reads it.
 	startedAt time.Time
+	// ran is set once the flow's run started under this lease (see
+	// endLease).
+	ran bool
 
 	// span traces the lease (see startSpan); endState is the terminal
 	// state this job recorded, "" if it recorded none.
@@ -236,6 +239,7 @@ func (j *job) run(f flow.Flow) {
 	// (see stopFlows).
 	ctx, cancel := context.WithCancelCause(j.base)
 	defer cancel(nil)
+	j.ran = true
 	j.runStarted()
 	if t.Timeout > 0 {
 		var stop context.CancelFunc

@@ -267,6 +267,9 @@ func (m *Memory) finish(ctx context.Context, l *Lease, reason *string) error {
 	now := time.Now()
 	heap.Remove(&m.timers, mt.index)
 	mt.state, mt.token, mt.at = memDone, "", now.Add(m.retention)
+	if l.NoRun {
+		mt.task.NoRuns++
+	}
 	m.release(mt, now)
 	if reason != nil {
 		mt.buried = &DeadTask{ID: mt.task.ID, Flow: mt.task.Flow, Reason: *reason, Attempts: mt.task.Attempts(), BuriedAt: now.UTC()}
@@ -346,6 +349,9 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 		mt.task.HookRetries++
 	case !why.Counts():
 		mt.task.HandBacks++
+	}
+	if l.NoRun {
+		mt.task.NoRuns++
 	}
 	// The task gives its slot back: its next attempt waits for one (a
 	// task given back for its finish hooks does not, see due).

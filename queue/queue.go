@@ -163,6 +163,13 @@ type Task struct {
 	// yet (see Attempts). Set by the backend as it reads the record, from
 	// what it reads for the rest; never on a leased task.
 	HooksDue bool `json:"hooks_due,omitempty"`
+	// NoRuns counts the leases of the task that did not run its flow,
+	// other than those HookRetries counts: a lease that found the task
+	// cancelled, ended (by a cancellation while pending, or by a worker
+	// that died before acknowledging it), its attempts or hand-backs
+	// spent, or its flow unknown, and let it go without running it (see
+	// Lease.NoRun). Set by the backend's Ack, Bury and Retry.
+	NoRuns int `json:"no_runs,omitempty"`
 	// MaxAttempts bounds the runs of the task that count, runs cut short
 	// by a worker's death among them, hand-backs not (see Runs).
 	MaxAttempts int `json:"max_attempts"`
@@ -198,17 +205,17 @@ type Task struct {
 // Attempts is the number of leases of the task that were attempts to run
 // its flow: Attempt less the leases that only ran its finish hooks again
 // (HookRetries, see ErrRetryHooks), one of which has not happened yet
-// while HooksDue is set. A lease lost after the task ended (to a worker's
-// death, say) is not left out, nor are hand-backs (see Runs for those),
-// nor a last lease that ended the task without running its flow
-// (cancelled while pending, say: the record cannot tell; the history of
-// package pghistory, written by the worker that knows, leaves it out).
-// It is the attempt every view of a task shows: TaskSummary.Attempt, the
-// "attempt" of GET /tasks/ and GET /tasks/{id}/, the ops page, flows ls
-// and flows show. DeadTask.Attempts is this number as the task was
-// buried.
+// while HooksDue is set, and less the leases that let the task go
+// without running its flow (NoRuns: a task cancelled while pending, or
+// buried once its attempts were spent, say), as the history of package
+// pghistory counts them. A lease lost after the task ended (to a
+// worker's death, say) is not left out, nor are hand-backs (see Runs for
+// those). It is the attempt every view of a task shows:
+// TaskSummary.Attempt, the "attempt" of GET /tasks/ and GET /tasks/{id}/,
+// the ops page, flows ls and flows show. DeadTask.Attempts is this
+// number as the task was buried.
 func (t *Task) Attempts() int {
-	n := t.Attempt - t.HookRetries
+	n := t.Attempt - t.HookRetries - t.NoRuns
 	if t.HooksDue {
 		n++
 	}
@@ -235,9 +242,11 @@ type DeadTask struct {
 	Reason string `json:"reason"`
 	// Attempts is the number of runs it was given: Task.Attempts when it
 	// was buried, that is Task.Attempt less the leases that only ran its
-	// finish hooks again (Task.HookRetries, see ErrRetryHooks). A lease
-	// lost after the task ended (to a worker's death, say) is not left
-	// out.
+	// finish hooks again (Task.HookRetries, see ErrRetryHooks) and those
+	// that did not run its flow (Task.NoRuns), the lease that buried it
+	// among them when it did not (Lease.NoRun: a task whose attempts
+	// were spent, say). A lease lost after the task ended (to a worker's
+	// death, say) is not left out.
 	Attempts int `json:"attempts"`
 	// BuriedAt is when it was buried.
 	BuriedAt time.Time `json:"buried_at"`
@@ -252,6 +261,16 @@ type Lease struct {
 	Task     *Task
 	Token    string
 	Deadline time.Time
+	// NoRun is set by the worker on the lease it passes to Ack, Bury or
+	// Retry (for EndHooksPending) when it let the task go without
+	// running its flow under this lease, nor running its finish hooks
+	// again for HookRetries' sake: it found the task cancelled or ended,
+	// its attempts or hand-backs spent, or its flow unknown. The backend
+	// then counts the lease in Task.NoRuns, once, as it acknowledges,
+	// buries or gives back the task; never a lease that another has
+	// taken over since (a backend that ignores the flag counts such a
+	// lease as a run, as before).
+	NoRun bool
 }
 
 // Backend is the storage a Broker and Workers share. Implementations must
@@ -287,7 +306,7 @@ type Backend interface {
 	// with reason, the time and its attempts (see DeadTask.Attempts), for
 	// the backend's retention period. It
 	// returns ErrLeaseLost when l is no longer valid; then nothing is
-	// buried.
+	// buried. Ack and Bury count l in Task.NoRuns when l.NoRun is set.
 	Bury(ctx context.Context, l *Lease, reason string) error
 
 	// Dead lists the dead-letter set, most recently buried first, up to
@@ -313,8 +332,8 @@ type Backend interface {
 	// attempt ended: the next lease of the task carries it in
 	// Task.PreviousEnd, and when it does not count (why.Counts() is
 	// false) the task's HandBacks one higher, or for EndHooksPending its
-	// HookRetries. It returns ErrLeaseLost when l is no longer valid, and
-	// then counts nothing.
+	// HookRetries; and when l.NoRun is set, its NoRuns. It returns
+	// ErrLeaseLost when l is no longer valid, and then counts nothing.
 	Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error
 
 	// Get returns the stored task, or ErrNotFound. A task stays readable

@@ -248,7 +248,7 @@ func (j *job) storeDown(err error) {
 func (j *job) ack() {
 	j.release()
 	ctx := j.op()
-	if err := j.w.backend.Ack(ctx, j.lease); err != nil {
+	if err := j.w.backend.Ack(ctx, j.endLease()); err != nil {
 		j.logger().Warn("flows: acknowledging the task failed", "err", err)
 	}
 }
@@ -259,16 +259,38 @@ func (j *job) ack() {
 func (j *job) bury(reason string) {
 	j.release()
 	ctx := j.op()
-	if err := j.w.backend.Bury(ctx, j.lease, reason); err != nil {
+	if err := j.w.backend.Bury(ctx, j.endLease(), reason); err != nil {
 		j.logger().Warn("flows: burying the failed task failed", "err", err)
 	}
+}
+
+// endLease returns the lease to let go of as the task ends (Ack, Bury)
+// or is given back for its finish hooks: j.lease or, when the flow did
+// not run under it and it is not the lease after a give-back for the
+// hooks (which HookRetries counts), a copy with Lease.NoRun set, so that
+// the backend leaves it out of the task's attempts (Task.NoRuns), as the
+// history of package pghistory does (Finished.StartedAt is zero). Such a
+// lease found the task cancelled or ended, its attempts or hand-backs
+// spent, or its flow unknown; a hand-back (giveBack for any other end)
+// keeps counting, see Task.Runs.
+func (j *job) endLease() *Lease {
+	if j.ran || j.task.PreviousEnd == EndHooksPending {
+		return j.lease
+	}
+	l := *j.lease
+	l.NoRun = true
+	return &l
 }
 
 // giveBack gives the task back to run again at at; why says how this
 // attempt ended. The run's reporter is fenced off first (see release).
 func (j *job) giveBack(at time.Time, why AttemptEnd) {
 	j.release()
-	j.w.giveBack(j.base, j.lease, at, why)
+	l := j.lease
+	if why == EndHooksPending {
+		l = j.endLease()
+	}
+	j.w.giveBack(j.base, l, at, why)
 }
 
 // giveBackOnceReachable hands back, not counted (EndBackendDown), the

@@ -60,6 +60,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("Steps", func(t *testing.T) { runSteps(t, newBackends) })
 	t.Run("Wait", func(t *testing.T) { runWait(t, newBackends) })
 	t.Run("Attempts", func(t *testing.T) { runAttempts(t, newBackends) })
+	t.Run("NoRuns", func(t *testing.T) { runNoRuns(t, newBackends) })
 	t.Run("Liveness", func(t *testing.T) { runLiveness(t, newBackends) })
 	t.Run("Limits", func(t *testing.T) { runLimits(t, newBackends) })
 }

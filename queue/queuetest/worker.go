@@ -290,7 +290,7 @@ func runWorker(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 				if tc.wantState == progress.StateFailure {
 					dead := h.waitBuried(id)
 					assert.Equal(t, tc.wantStatus, dead.Reason)
-					assert.Equal(t, 2, dead.Attempts, "the lost run counts")
+					assert.Equal(t, 1, dead.Attempts, "the lost run counts, the lease that buried it does not")
 				} else {
 					h.settle()
 					h.requireNotBuried(id)

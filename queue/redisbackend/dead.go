@@ -28,24 +28,36 @@ type deadEntry struct {
 
 // Bury implements queue.Backend in one round trip: one script acknowledges
 // the entry and adds the task to the dead-letter set (pruning entries past
-// the retention), and the task record's expiry is refreshed as by Ack.
-// The dead entry's attempts leave out the leases that only ran the finish
-// hooks again (see queue.DeadTask).
+// the retention), and the task record's expiry is refreshed as by Ack; a
+// lease that did not run the flow (queue.Lease.NoRun) is counted in the
+// same round trip (see norun.go). The dead entry's attempts leave out the
+// leases that only ran the finish hooks again, and those that did not
+// run the flow, this one among them (see queue.DeadTask).
 func (b *Backend) Bury(ctx context.Context, l *queue.Lease, reason string) error {
 	var info []byte
 	var id string
+	var also rueidis.Commands
 	if l != nil && l.Task != nil {
 		id = l.Task.ID
+		attempts := l.Task.Attempts()
+		if cmd, ok := b.noRunCommand(l); ok {
+			also = append(also, cmd)
+			attempts--
+		}
 		var err error
-		if info, err = json.Marshal(deadEntry{Flow: l.Task.Flow, Reason: reason, Attempts: l.Task.Attempts()}); err != nil {
+		if info, err = json.Marshal(deadEntry{Flow: l.Task.Flow, Reason: reason, Attempts: attempts}); err != nil {
 			return fmt.Errorf("redisbackend: bury task %s: %w", id, err)
 		}
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	return b.onLease(ctx, "bury", buryScript, l,
-		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.deadKey(), b.buriedKey()}, 0,
+	res, err := b.onLeaseAlso(ctx, "bury", buryScript, l,
+		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.deadKey(), b.buriedKey()}, 0, also,
 		group, id, string(info), strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(b.retentionMS(), 10))
+	if len(res) > 0 {
+		b.noRunCounted(ctx, l, res[0])
+	}
+	return err
 }
 
 // Dead implements queue.Backend in one round trip.

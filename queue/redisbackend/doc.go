@@ -45,7 +45,13 @@
 //	                            lua/end_attempt.lua; while it is the
 //	                            record's attempt, a task given back for
 //	                            its hooks has not been leased since:
-//	                            queue.Task.HooksDue),
+//	                            queue.Task.HooksDue), and noruns (the
+//	                            leases that let the task go without
+//	                            running its flow, queue.Task.NoRuns:
+//	                            counted by Ack, Bury and Retry for a
+//	                            queue.Lease.NoRun) and norunof (the
+//	                            attempt counted last, see
+//	                            lua/no_run.lua),
 //	                            all written only by the holder of the
 //	                            lease, and, on a Redis Cluster, starting
 //	                            (the score of its start in the starting

@@ -175,7 +175,11 @@ func (b *Backend) Ack(ctx context.Context, l *queue.Lease) error {
 	if !ok {
 		return fmt.Errorf("redisbackend: ack task %s: %w: token %q is not this backend's", l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
-	_, err := b.acks.do(ctx, ackCall{taskID: l.Task.ID, entry: entry, token: token, ended: b.durable()})
+	call := ackCall{taskID: l.Task.ID, entry: entry, token: token, ended: b.durable()}
+	if l.NoRun {
+		call.noRun = l
+	}
+	_, err := b.acks.do(ctx, call)
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("redisbackend: ack task %s: %w", l.Task.ID, err)
 	}
@@ -184,10 +188,13 @@ func (b *Backend) Ack(ctx context.Context, l *queue.Lease) error {
 
 // ackCall is one Ack's share of ackScript. With ended set, the entry is
 // released only if the task has ended or has no progress record, as the
-// server that holds the lease sees it (see ack.lua and Ack).
+// server that holds the lease sees it (see ack.lua and Ack). noRun is
+// the lease when it did not run the flow (queue.Lease.NoRun): it is
+// counted in the same round trip (see norun.go).
 type ackCall struct {
 	taskID, entry, token string
 	ended                bool
+	noRun                *queue.Lease
 }
 
 // errNotEnded is the error of an Ack, in durable mode, of a task that has
@@ -196,11 +203,13 @@ var errNotEnded = errors.New("the task has not ended on this primary (its end ma
 
 // runAcks acknowledges a batch of leases in one round trip: one
 // ackScript and, for each task, an expiry of its hash at least the
-// retention from now.
+// retention from now, then a no_run.lua for each lease that did not run
+// its flow.
 func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struct{}]) {
 	args := make([]string, 1, 1+3*len(calls))
 	args[0] = group
 	keep := make(rueidis.Commands, 0, len(calls))
+	var noRuns []*queue.Lease
 	for _, call := range calls {
 		task := ""
 		if call.item.ended && !b.cluster && queue.ValidID(call.item.taskID) {
@@ -209,7 +218,16 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 		args = append(args, call.item.entry, call.item.token, task)
 		keep = append(keep, b.extendTask(call.item.taskID, b.cfg.Retention))
 	}
+	for _, call := range calls {
+		if cmd, ok := b.noRunCommand(call.item.noRun); ok {
+			keep = append(keep, cmd)
+			noRuns = append(noRuns, call.item.noRun)
+		}
+	}
 	reply, res := b.runLeaseScript(ctx, ackScript, b.leaseKeys(), args, keep)
+	for i, l := range noRuns {
+		b.noRunCounted(ctx, l, res[len(calls)+i])
+	}
 	replies, err := batchReplies(reply, len(calls))
 	for i, call := range calls {
 		id := call.item.taskID
@@ -228,6 +246,34 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 		if err := res[i].Error(); err != nil {
 			// It only shortens how long the record is kept.
 			b.log.Warn("flows: could not refresh the expiry of a task record", "task_id", id, "err", err)
+		}
+	}
+}
+
+// takeBackEnd takes back what end_attempt.lua counted for the lost lease
+// of task id, in one round trip: its hand-back (a hook retry for
+// queue.EndHooksPending), when handBack is set, and its count as a lease
+// that did not run the flow, when noRun is.
+func (b *Backend) takeBackEnd(ctx context.Context, id string, why queue.AttemptEnd, handBack, noRun bool) {
+	c := b.client
+	var cmds rueidis.Commands
+	if handBack {
+		field := recHandBacks
+		if why == queue.EndHooksPending {
+			field = recHookRetries
+		}
+		cmds = append(cmds, c.B().Hincrby().Key(b.taskKey(id)).Field(field).Increment(-1).Build())
+	}
+	if noRun {
+		cmds = append(cmds, c.B().Hincrby().Key(b.taskKey(id)).Field(recNoRuns).Increment(-1).Build())
+	}
+	if len(cmds) == 0 {
+		return
+	}
+	for _, res := range c.DoMulti(ctx, cmds...) {
+		if err := res.Error(); err != nil {
+			b.log.Warn("flows: could not take back the hand-back of a lost lease; the task gets one run more", "task_id", id, "err", err)
+			return
 		}
 	}
 }
@@ -253,7 +299,8 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // why goes into the record's prev field, the lease's attempt into its
 // prevof field (see summaryOf), and a hand-back that is not an attempt
 // (why.Counts() is false) is counted in its handbacks field (a
-// queue.EndHooksPending in its hookretries field instead), only while
+// queue.EndHooksPending in its hookretries field instead), and a lease
+// that did not run the flow (l.NoRun) in its noruns field, only while
 // the lease is held: the end of a lease taken over by another
 // worker, or given back already, must not be told as the end of the
 // attempt before the current one. On a single Redis the retry script
@@ -266,7 +313,8 @@ func (b *Backend) runAcks(ctx context.Context, calls []*batchCall[ackCall, struc
 // been recorded (see end_attempt.lua); a lease lost before a fetch took
 // the task over passes that check, and then the retry script finds it
 // lost: the fetch that takes the task over sets prev again, and the
-// hand-back is taken back in one more round trip. Until then, or if that
+// hand-back (and the count in noruns) is taken back in one more round
+// trip (see takeBackEnd). Until then, or if that
 // fails, the task has one hand-back too many, which gives it one run
 // more, never one fewer.
 //
@@ -282,8 +330,11 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	}
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	taskKey, handBack := "", ""
-	counted := false // a hand-back counted ahead of the script (Cluster)
+	taskKey, handBack, noRun := "", "", ""
+	if l != nil && l.NoRun {
+		noRun = "1"
+	}
+	counted := false // the end recorded ahead of the script (Cluster)
 	if why != "" && queue.ValidID(id) {
 		switch {
 		case why == queue.EndHooksPending:
@@ -293,11 +344,11 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 		}
 		if _, _, ok := parseToken(l.Token); ok && b.cluster {
 			n, err := endAttemptScript.exec(ctx, b.client, []string{b.taskKey(id)},
-				[]string{strconv.Itoa(attempt), string(why), handBack}).AsInt64()
+				[]string{strconv.Itoa(attempt), string(why), handBack, noRun}).AsInt64()
 			if err != nil {
 				return b.wrap(ctx, "retry task "+id, err)
 			}
-			counted = n == 1 && handBack != ""
+			counted = n == 1
 		} else if !b.cluster {
 			taskKey = b.taskKey(id)
 		}
@@ -316,17 +367,10 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	}
 	err := b.onLease(ctx, "retry", retryScript, l, keys,
 		time.Until(at), group, id, strconv.FormatInt(at.UnixMilli(), 10), strconv.FormatInt(time.Now().UnixMilli(), 10),
-		strconv.FormatInt(maxBlock.Milliseconds(), 10), taskKey, string(why), handBack, strconv.Itoa(attempt))
+		strconv.FormatInt(maxBlock.Milliseconds(), 10), taskKey, string(why), handBack, strconv.Itoa(attempt), noRun)
 	if err != nil {
 		if counted && errors.Is(err, queue.ErrLeaseLost) {
-			c := b.client
-			field := recHandBacks
-			if why == queue.EndHooksPending {
-				field = recHookRetries
-			}
-			if err := c.Do(ctx, c.B().Hincrby().Key(b.taskKey(id)).Field(field).Increment(-1).Build()).Error(); err != nil {
-				b.log.Warn("flows: could not take back the hand-back of a lost lease; the task gets one run more", "task_id", id, "err", err)
-			}
+			b.takeBackEnd(ctx, id, why, handBack != "", noRun != "")
 		}
 		return err
 	}

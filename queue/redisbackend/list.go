@@ -35,7 +35,7 @@ func compareIndexed(a, b indexed) int {
 
 // summaryFields are the fields of a task's hash a listing reads.
 var summaryFields = [...]string{recRec, recAttempt, recCancelled, fieldState, fieldStatus, fieldProgress, fieldStarted, fieldEnded,
-	recHandBacks, recHookRetries, recPrev, recPrevOf}
+	recHandBacks, recHookRetries, recPrev, recPrevOf, recNoRuns}
 
 // ownerScan is how many index members a page filtered by owner reads,
 // per task of its limit: the index has no owner, so such a page reads
@@ -257,7 +257,7 @@ func summaryOf(id string, v [len(summaryFields)]string) (*queue.TaskSummary, boo
 	if !state.Valid() {
 		return nil, false
 	}
-	t, ok, err := decodeRecord(id, record{iRec: v[0], iAttempt: v[1], iCancelled: v[2], iState: v[3], iHandBacks: v[8], iHookRetries: v[9], iPrev: v[10], iPrevOf: v[11]})
+	t, ok, err := decodeRecord(id, record{iRec: v[0], iAttempt: v[1], iCancelled: v[2], iState: v[3], iHandBacks: v[8], iHookRetries: v[9], iPrev: v[10], iPrevOf: v[11], iNoRuns: v[12]})
 	if err != nil || !ok {
 		return nil, false
 	}

@@ -111,6 +111,7 @@ var (
 	extendScript      = mustLoadScript("extend.lua")
 	retryScript       = mustLoadScript("retry.lua")
 	endAttemptScript  = mustLoadScript("end_attempt.lua")
+	noRunScript       = mustLoadScript("no_run.lua")
 	ackScript         = mustLoadScript("ack.lua")
 	finishScript      = mustLoadScript("finish.lua")
 	buryScript        = mustLoadScript("bury.lua")

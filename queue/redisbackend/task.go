@@ -23,7 +23,9 @@ import (
 // through no fault of its flow, counts those hand-backs
 // (queue.Task.HandBacks); hookretries, present once a worker gave the
 // ended task back for its finish hooks, counts those
-// (queue.Task.HookRetries).
+// (queue.Task.HookRetries); noruns, present once a worker let the task go
+// without running its flow, counts those leases (queue.Task.NoRuns), and
+// norunof is the attempt it counted last (see lua/no_run.lua).
 const (
 	recRec         = "rec"
 	recAttempt     = "attempt"
@@ -32,14 +34,16 @@ const (
 	recHandBacks   = "handbacks"
 	recHookRetries = "hookretries"
 	recPrevOf      = "prevof"
+	recNoRuns      = "noruns"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
 // reports (FetchWithState), then the end of the attempt given back last,
-// the hand-backs, the hook retries and which attempt's end prev tells
-// (for queue.Task.HooksDue, see decodeRecord).
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks, recHookRetries, recPrevOf}
+// the hand-backs, the hook retries, which attempt's end prev tells
+// (for queue.Task.HooksDue, see decodeRecord) and the leases that did not
+// run the flow.
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks, recHookRetries, recPrevOf, recNoRuns}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -51,6 +55,7 @@ const (
 	iHandBacks
 	iHookRetries
 	iPrevOf
+	iNoRuns
 )
 
 // record is a task record as read: the value of each field of
@@ -573,6 +578,13 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 			return nil, false, fmt.Errorf("field hookretries: %w", err)
 		}
 		t.HookRetries = n
+	}
+	if r[iNoRuns] != "" {
+		n, err := strconv.Atoi(r[iNoRuns])
+		if err != nil {
+			return nil, false, fmt.Errorf("field noruns: %w", err)
+		}
+		t.NoRuns = n
 	}
 	t.HooksDue = t.PreviousEnd == queue.EndHooksPending && r[iPrevOf] != "" && r[iPrevOf] == r[iAttempt]
 	return t, true, nil

@@ -20,7 +20,8 @@
 -- KEYS[1] task hash
 -- ARGV[1] the lease's attempt, ARGV[2] why it ended (a queue.AttemptEnd),
 --   ARGV[3] "1" if that is a hand-back that is no attempt, "hooks" for
---   queue.EndHooksPending, "" otherwise
+--   queue.EndHooksPending, "" otherwise, ARGV[4] "1" if the lease did not
+--   run the flow (queue.Lease.NoRun), "" otherwise
 --
 -- Returns 1 when it recorded the end, 0 when it did not (the attempt is
 -- no longer the lease's, its end is recorded already, or the record is
@@ -32,5 +33,5 @@ local cur = redis.call('HMGET', KEYS[1], 'attempt', 'prevof')
 if cur[1] ~= ARGV[1] or cur[2] == ARGV[1] then
   return 0
 end
-recordEnd(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+recordEnd(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 return 1

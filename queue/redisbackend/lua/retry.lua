@@ -22,7 +22,9 @@
 --   record nothing there, ARGV[9] why the attempt ended (a
 --   queue.AttemptEnd), ARGV[10] "1" if that is a hand-back that is no
 --   attempt, "hooks" for queue.EndHooksPending, "" otherwise, ARGV[11]
---   the lease's attempt (queue.Task.Attempt). The task's hash is on
+--   the lease's attempt (queue.Task.Attempt), ARGV[12] "1" if the lease
+--   did not run the flow (queue.Lease.NoRun), "" otherwise. The task's
+--   hash is on
 --   another Cluster slot than the queue's keys: only a client of a
 --   single Redis passes it (a Cluster client records the end first, with
 --   end_attempt.lua).
@@ -36,7 +38,7 @@
 --@include lib/record_end.lua
 --@include lib/holder_check.lua
 if ARGV[8] ~= '' then
-  recordEnd(ARGV[8], ARGV[11], ARGV[9], ARGV[10])
+  recordEnd(ARGV[8], ARGV[11], ARGV[9], ARGV[10], ARGV[12])
 end
 releaseHeld()
 schedule(KEYS[1], KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), KEYS[7])
