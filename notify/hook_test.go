@@ -105,6 +105,8 @@ func TestEnded(t *testing.T) {
 	assert.Equal(t, 2, n.Attempts)
 	assert.Equal(t, 2*time.Second, n.Duration())
 	assert.Equal(t, "boom", n.Status())
-	f.FoundEnded = true
+	f.FoundEnded, f.StartedAt = true, time.Time{}
 	assert.Equal(t, 1, notify.Ended(f).Attempts, "a lease that found the task ended did not run it")
+	f.FoundEnded = false
+	assert.Equal(t, 1, notify.Ended(f).Attempts, "nor did one that ended it without running it (cancelled, attempts spent)")
 }

@@ -195,8 +195,10 @@ func (n *Notifier) Hook() queue.FinishHook {
 // f tells of.
 func Ended(f queue.Finished) Notification {
 	attempts := f.Task.Attempt
-	if f.FoundEnded && attempts > 0 {
-		attempts-- // this lease did not run it
+	if f.StartedAt.IsZero() && attempts > 0 {
+		// This lease did not run it: it found the task ended or
+		// cancelled, or its attempts spent (as pghistory counts).
+		attempts--
 	}
 	return Notification{
 		TaskID:     f.Task.ID,
