@@ -33,11 +33,11 @@ type Record struct {
 	// Attempts is the number of runs of its flow the task was given,
 	// runs cut short by a worker's death and hand-backs included: its
 	// leases, less those that only ran its finish hooks again
-	// (queue.ErrRetryHooks), as queue.Task.Attempts counts them, and
-	// less the last one when that ended the task without running the
-	// flow (cancelled while pending, say), which the worker writing the
-	// row knows and the live record cannot tell: there the live views
-	// (queue.TaskSummary.Attempt) count one more.
+	// (queue.ErrRetryHooks), and less those that ended the task without
+	// running the flow (cancelled while pending, say), as
+	// queue.Task.Attempts, and so every live view of the task, counts
+	// them (the worker tells its backend of such a lease,
+	// queue.Lease.NoRun).
 	Attempts int `json:"attempts"`
 	// MaxAttempts is the number of runs it could have been given that
 	// count: each hand-back gave it one run more (see HandBacks).
