@@ -140,6 +140,13 @@ func TestWorkerWritesHistory(t *testing.T) {
 			assert.Equal(t, queue.StatusCancelled, cancelled.Status)
 			assert.Equal(t, 0, cancelled.Attempts, "it never ran")
 			assert.True(t, cancelled.StartedAt.IsZero())
+			// The live views count as the row does once the worker has
+			// let the task go (Task.NoRuns).
+			require.Eventually(t, func() bool {
+				live, err := qb.Get(ctx, cancelID)
+				require.NoError(t, err)
+				return live.Attempts() == cancelled.Attempts
+			}, 20*time.Second, 10*time.Millisecond, "the live record counts the lease that dropped the task as a run")
 
 			page, err := s.List(ctx, pghistory.Query{})
 			require.NoError(t, err)
