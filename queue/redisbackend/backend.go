@@ -175,10 +175,11 @@ type Backend struct {
 	sweep        sweepState
 	cutAfterSet  bool
 	cutAfterTest time.Duration
-	// cutStart, set by tests only, is called on a Cluster client between
-	// a start's record and its queue entry with the task's id: an error
-	// it returns ends the start there, as a process that dies between
-	// them, or an error of Redis, would.
+	// cutStart, set by tests only, is called with the task's id between
+	// the record and the queue entry of a start taken in steps (see
+	// starts.go), a re-queue's included: an error it returns ends the
+	// start there, as a process that dies between them, or an error of
+	// Redis, would.
 	cutStart func(id string) error
 
 	// ctx ends when Close is called; every goroutine of the backend

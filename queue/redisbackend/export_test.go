@@ -21,9 +21,10 @@ func SetInboxLimit(n int) (restore func()) {
 	return func() { inboxLimit = old }
 }
 
-// SetCutStart makes every start of b on a Cluster client call cut
-// between the task's record and its queue entry, and stop there if cut
-// returns an error; nil restores them.
+// SetCutStart makes every start of b taken in steps (on a Cluster
+// client, of a limited flow, and every re-queue) call cut between the
+// task's record and its queue entry, and stop there if cut returns an
+// error; nil restores them.
 func SetCutStart(b *Backend, cut func(id string) error) { b.cutStart = cut }
 
 // CutStatus is the status line of a task whose start was cut.

@@ -86,16 +86,32 @@ func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []st
 	return b.runScript(ctx, s, kind, keys, args, also)
 }
 
+// runLeaseScriptAfter is runLeaseScript with the commands before sent
+// ahead of the script, in its round trip; their replies are not looked at.
+func (b *Backend) runLeaseScriptAfter(ctx context.Context, before rueidis.Commands, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
+	kind := waitNever
+	if b.durable() {
+		kind = waitFor[s]
+	}
+	return b.runScriptAfter(ctx, before, s, kind, keys, args, also)
+}
+
 // runScript is runLeaseScript with the WAIT that follows the script (or
 // none) given by kind.
 func (b *Backend) runScript(ctx context.Context, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
+	return b.runScriptAfter(ctx, nil, s, kind, keys, args, also)
+}
+
+// runScriptAfter is runScript with the commands before sent ahead of the
+// script, in its round trip; their replies are not looked at.
+func (b *Backend) runScriptAfter(ctx context.Context, before rueidis.Commands, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
 	c := b.client
-	cmds := make(rueidis.Commands, 0, 2+len(also))
-	cmds = append(append(cmds, s.evalsha(c, keys, args)), also...)
+	cmds := make(rueidis.Commands, 0, 2+len(before)+len(also))
+	cmds = append(append(append(cmds, before...), s.evalsha(c, keys, args)), also...)
 	if kind != waitNever {
 		cmds = append(cmds, b.waitCommand())
 	}
-	res := c.DoMulti(ctx, cmds...)
+	res := c.DoMulti(ctx, cmds...)[len(before):]
 	if noScript(res[0].Error()) {
 		if kind == waitNever {
 			res[0] = c.Do(ctx, s.eval(c, keys, args))

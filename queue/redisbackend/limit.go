@@ -54,8 +54,7 @@ const admitBatch = 100
 // second; a second when nothing waits).
 func (b *Backend) Admit(ctx context.Context, limits map[string]queue.Limit) (time.Duration, error) {
 	names := slices.Sorted(maps.Keys(limits))
-	keys := []string{b.streamKey(), b.holdersKey()}
-	args := []string{group, strconv.Itoa(admitBatch)}
+	keys, args := b.admitHead()
 	for _, name := range names {
 		keys, args = b.admitArgs(keys, args, name, limits[name], nil)
 	}
@@ -63,17 +62,25 @@ func (b *Backend) Admit(ctx context.Context, limits map[string]queue.Limit) (tim
 }
 
 // admitNew puts t, a task of a limited flow, in its flow's gate, unless
-// it is there already, and lets what can start of the flow start, in one
+// it is there already, marks its start done if it is in the starting set
+// (see starts.go), and lets what can start of the flow start, in one
 // script. Enqueue, CreateAndEnqueue and Requeue call it once the task is
-// recorded.
-func (b *Backend) admitNew(ctx context.Context, t *queue.Task) error {
-	keys := []string{b.streamKey(), b.holdersKey()}
-	args := []string{group, strconv.Itoa(admitBatch)}
+// recorded. The commands also follow the script in its round trip; their
+// errors are logged.
+func (b *Backend) admitNew(ctx context.Context, t *queue.Task, also ...rueidis.Completed) error {
+	keys, args := b.admitHead()
 	keys, args = b.admitArgs(keys, args, t.Flow, t.Limit, []*queue.Task{t})
 	// The flow's name, for Depth: harmless if the script has not run.
 	named := b.client.B().Sadd().Key(b.limitedKey()).Member(t.Flow).Build()
-	_, err := b.admit(ctx, keys, args, b.durable(), named)
+	_, err := b.admit(ctx, keys, args, b.durable(), append([]rueidis.Completed{named}, also...)...)
 	return err
+}
+
+// admitHead returns the KEYS and ARGV of an admit script that come
+// before those of its flows.
+func (b *Backend) admitHead() (keys, args []string) {
+	return []string{b.streamKey(), b.holdersKey(), b.startingKey()},
+		[]string{group, strconv.Itoa(admitBatch), strconv.FormatInt(doneScore, 10)}
 }
 
 // admitArgs appends the KEYS and ARGV of one flow to those of an admit
@@ -107,7 +114,7 @@ func (b *Backend) admit(ctx context.Context, keys, args []string, wait bool, als
 	res := c.DoMulti(ctx, cmds...)
 	for _, r := range res[1 : 1+len(also)] {
 		if err := r.Error(); err != nil {
-			b.log.Warn("flows: could not name a limited flow for Depth", "err", err)
+			b.log.Warn("flows: a command that follows the admit script failed", "err", err)
 		}
 	}
 	if noScript(res[0].Error()) {

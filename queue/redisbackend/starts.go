@@ -13,31 +13,43 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// Starts cut between their steps. On a Redis Cluster client a start
-// (CreateAndEnqueue, Enqueue) cannot record a task and queue it in one
-// script: the task's keys and the queue's are on different slots. It
-// records the task first, so that no worker takes an entry whose record
-// is not written yet, then queues it. A start cut between the two (its
-// process dies, Redis answers an error or does not answer) would leave a
-// PENDING task that no worker ever runs, whose id the caller never got,
-// unless it used an idempotency key: a retry with the key is then given
-// that id, and a watcher of it waits in PENDING until the task expires.
+// Starts cut between their steps. A start records a task, then queues it
+// (puts it in the stream, the delayed set or its flow's gate), and where
+// these are not one script, a start cut between them (its process dies,
+// Redis answers an error or does not answer) would leave a PENDING task
+// that no worker ever runs: listed and counted as pending, and watched in
+// PENDING until it expires, though its caller was told of an error or of
+// nothing (a retry with the same idempotency key is given its id). The
+// starts taken in steps are:
 //
-// So a Cluster client's start takes three steps, one round trip each:
+//   - every start on a Redis Cluster client (CreateAndEnqueue, Enqueue):
+//     the task's keys and the queue's are on different slots, and the
+//     record must be written first, or a worker drops the entry;
+//   - a start of a task of a limited flow (Task.Limit), on any client:
+//     its record is written, then the admit script puts it in its flow's
+//     gate (see limit.go);
+//   - a re-queue of a dead task (Requeue), on any client: the new task's
+//     record is written, then a script takes the dead task out of the
+//     dead-letter set and queues the new one (see dead.go).
+//
+// Each of them takes these steps:
 //
 //  1. it adds the task's id to the starting set of the queue
 //     (P:{q:Q}:starting, a sorted set scored by the Unix ms of the
-//     start, by the starter's clock);
+//     start, by the starter's clock); on a single Redis, in the round
+//     trip of the record, before it (a pipeline runs in order there), on
+//     a Cluster client in a round trip of its own;
 //  2. it records the task, whose hash gets that score in its field
 //     starting;
-//  3. it queues the task and marks its start done, in one pipeline on
-//     the queue's slot (see endStart; a task of a limited flow is taken
-//     out of the set once it is in its flow's gate).
+//  3. it queues the task and marks its start done, in one step on the
+//     queue's slot: ZADD XX to doneScore after the commands that queue it
+//     in their pipeline (see endStart), or inside the script that queues
+//     it (admit.lua, requeue.lua).
 //
 // A start succeeds (and a queue.Broker returns the task's id) only once
-// the three steps have. An id that keeps its first score in the starting
-// set for longer than cutAfter (a minute, or ten times Config.OpTimeout
-// if longer) is a start that was cut: the heartbeats of the workers (see
+// its steps have. An id that keeps its first score in the starting set
+// for longer than cutAfter (a minute, or ten times Config.OpTimeout if
+// longer) is a start that was cut: the heartbeats of the workers (see
 // Heartbeat) look for such ids, once per sweepEvery and process, in the
 // round trip of a heartbeat (which also clears the starts done), and end
 // each task as FAILURE with the status cutStatus, live watchers and the
@@ -48,17 +60,21 @@ import (
 // the task keeps the promise made to the caller, who was told that the
 // start failed (or was told nothing): the task does not run, and a retry
 // with the same idempotency key gets the id of a task that says why it
-// did not.
+// did not. A re-queue cut so has left its dead task in the dead-letter
+// set (the script that takes it out is the one that queues the new
+// task): it can be re-queued again, as a task of its own.
 //
 // A task whose progress is kept by another store than this Backend has
-// no state in its hash: a sweep leaves it alone. Single Redis clients
-// record and queue a task in one script and take none of this.
+// no state in its hash: a sweep leaves it alone. A start on a single
+// Redis of a task of a flow without limits records and queues it in one
+// script (or one pipeline, which a single Redis runs in order) and takes
+// none of this.
 
 // cutStatus is the status line of a task whose start was cut.
 const cutStatus = "Not started: its start was interrupted before the task was queued"
 
-// recStarting is the field of a Cluster client's task hash that holds the
-// score of its id in the starting set.
+// recStarting is the field of a task hash that holds the score of its id
+// in the starting set, for a start taken in steps.
 const recStarting = "starting"
 
 // sweepBatch bounds the cut starts one sweep ends.
@@ -99,12 +115,47 @@ func (b *Backend) cutAfter() time.Duration {
 // startingKey is the queue's starting set.
 func (b *Backend) startingKey() string { return b.qkeys.starting }
 
+// inSteps reports whether a start of t is taken in steps, and marks
+// itself in the starting set (see above): on a Cluster client, and for a
+// task of a limited flow. (Requeue always is.)
+func (b *Backend) inSteps(t *queue.Task) bool { return b.cluster || t.Limit.On() }
+
 // beginStart returns the field of t's record and the command that add t
 // to the starting set (step 1 above), for a start that begins at now.
 func (b *Backend) beginStart(t *queue.Task, now time.Time) ([2]string, rueidis.Completed) {
 	ms := now.UnixMilli()
 	cmd := b.client.B().Zadd().Key(b.startingKey()).ScoreMember().ScoreMember(float64(ms), t.ID).Build()
 	return [2]string{recStarting, strconv.FormatInt(ms, 10)}, cmd
+}
+
+// cut calls the test hook cutStart, if set, where a start of t is taken
+// in steps, between its record and the step that queues it, and returns
+// its error.
+func (b *Backend) cut(t *queue.Task) error {
+	if b.cutStart == nil {
+		return nil
+	}
+	return b.cutStart(t.ID)
+}
+
+// forgetRefused removes from the starting set the tasks of limited flows
+// of a batch of creates on a single Redis that the create script refused
+// (replies): their ids are others' (see runCreates), or nothing of them
+// was written. It costs a round trip only when there are some.
+func (b *Backend) forgetRefused(ctx context.Context, calls []*batchCall[createCall, struct{}], replies []rueidis.RedisMessage) {
+	var refused []string
+	for i, call := range calls {
+		if call.item.task.Limit.On() && replies[i].Error() != nil {
+			refused = append(refused, call.item.task.ID)
+		}
+	}
+	if len(refused) == 0 {
+		return
+	}
+	c := b.client
+	if err := b.send(ctx, "forget refused starts", rueidis.Commands{c.B().Zrem().Key(b.startingKey()).Member(refused...).Build()}); err != nil {
+		b.log.Warn("flows: could not take refused starts out of the starting set", "err", err)
+	}
 }
 
 // doneScore is the score of a start that has queued its task: beyond
@@ -121,9 +172,9 @@ func (b *Backend) endStart(t *queue.Task) rueidis.Completed {
 	return b.client.B().Zadd().Key(b.startingKey()).Xx().ScoreMember().ScoreMember(doneScore, t.ID).Build()
 }
 
-// forgetStart returns the command that removes t from the starting set:
-// for a task of a limited flow once it is in its flow's gate (step 3
-// above), and for a start refused by its record's script.
+// forgetStart returns the command that removes t from the starting set,
+// for a start refused by its record's script, or a re-queue refused
+// after its record was written and deleted again.
 func (b *Backend) forgetStart(t *queue.Task) rueidis.Completed {
 	return b.client.B().Zrem().Key(b.startingKey()).Member(t.ID).Build()
 }

@@ -97,10 +97,10 @@ const (
 // Enqueue implements queue.Backend in one round trip: the task record, its
 // expiry and the stream entry (or, for a task due later, the delayed-set
 // member) are sent together. A task of a limited flow (Task.Limit) goes to
-// its flow's gate instead, in a second round trip (see limit.go). On a
-// Redis Cluster client the task goes to the queue's starting set, then
-// its record is written, then it is queued: three round trips (see
-// starts.go).
+// the queue's starting set with its record, then to its flow's gate, in a
+// second round trip (see limit.go and starts.go). On a Redis Cluster
+// client the task goes to the queue's starting set, then its record is
+// written, then it is queued: three round trips.
 func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
@@ -113,7 +113,7 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		hset = hset.FieldValue(f[0], f[1])
 	}
 	var begin rueidis.Completed
-	if b.cluster {
+	if b.inSteps(t) {
 		var f [2]string
 		f, begin = b.beginStart(t, now)
 		hset = hset.FieldValue(f[0], f[1])
@@ -130,35 +130,40 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		if err := b.send(ctx, "enqueue task "+t.ID, cmds); err != nil {
 			return err
 		}
-		if b.cutStart != nil {
-			if err := b.cutStart(t.ID); err != nil {
-				return err
-			}
+		if err := b.cut(t); err != nil {
+			return err
 		}
 		if t.Limit.On() {
 			return b.admitStarted(ctx, t, now)
 		}
 		cmds = append(b.queueCommands(t, now), b.endStart(t))
 	} else {
+		if t.Limit.On() {
+			// Before the record, in the same pipeline (step 1 of
+			// starts.go): a single Redis runs it in order.
+			cmds = append(rueidis.Commands{begin}, cmds...)
+		}
 		cmds = append(cmds, b.queueCommands(t, now)...)
 	}
 	err := b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), b.durable())
 	if err != nil || !t.Limit.On() {
 		return err
 	}
+	if err := b.cut(t); err != nil {
+		return err
+	}
 	return b.admitStarted(ctx, t, now)
 }
 
 // admitStarted puts t, a task of a limited flow just recorded, in its
-// flow's gate (see admitNew). On a Cluster client it then ends t's start
-// (see starts.go) and writes t into the index (see index.go), in a round
-// trip of their own.
+// flow's gate (see admitNew), which marks its start done (see starts.go).
+// On a Cluster client, whose record's round trip was on the task's slot,
+// t's index entry (see index.go) goes in the same round trip.
 func (b *Backend) admitStarted(ctx context.Context, t *queue.Task, now time.Time) error {
-	if err := b.admitNew(ctx, t); err != nil || !b.cluster {
-		return err
+	if !b.cluster {
+		return b.admitNew(ctx, t)
 	}
-	return b.sendIndexed(ctx, "enqueue task "+t.ID, rueidis.Commands{b.forgetStart(t)},
-		b.indexCommands([]indexEntry{createdEntry(t, now)}), false)
+	return b.admitNew(ctx, t, b.indexCommands([]indexEntry{createdEntry(t, now)})...)
 }
 
 // expireAtLeast returns the commands that make task id's hash live at
@@ -200,8 +205,10 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 // (see starts.go): three round trips.
 //
 // A task of a limited flow (Task.Limit) is recorded with the status line
-// of a task that waits for a slot, and put in its flow's gate in a second
-// round trip (see limit.go).
+// of a task that waits for a slot, its id put in the queue's starting set
+// before the script, in its round trip, and put in its flow's gate in a
+// second round trip, which marks its start done (see limit.go and
+// starts.go).
 //
 // It returns an error wrapping progress.ErrExists for an id that is taken
 // (then nothing is written).
@@ -247,7 +254,7 @@ func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) er
 		// it: it goes to its flow's gate below.
 		fields = append(fields, [2]string{fieldStatus, t.Limit.Waiting(t.Flow)})
 	}
-	if b.cluster {
+	if b.inSteps(t) {
 		f, _ := b.beginStart(t, now)
 		fields = append(fields, f)
 	}
@@ -275,6 +282,12 @@ func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) er
 	}
 	if err != nil || !t.Limit.On() {
 		return err
+	}
+	if !b.cluster {
+		// (A Cluster client's start was cut in runCreates.)
+		if err := b.cut(t); err != nil {
+			return err
+		}
 	}
 	return b.admitStarted(ctx, t, now)
 }
@@ -322,8 +335,8 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 			// sweep would leave that task alone, see lua/end_cut.lua).
 			_ = b.send(ctx, op, rueidis.Commands{b.forgetStart(t)})
 		}
-		if err == nil && replies[0].Error() == nil && b.cutStart != nil {
-			err = b.cutStart(t.ID)
+		if err == nil && replies[0].Error() == nil {
+			err = b.cut(t)
 		}
 		if err == nil && replies[0].Error() == nil && !t.Limit.On() {
 			// (A task of a limited flow goes to its gate: admitStarted.)
@@ -331,11 +344,27 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 			err = b.sendIndexed(ctx, op, cmds, b.indexCommands(index), false)
 		}
 	} else {
-		// The index commands follow the script: they only say that the
-		// tasks exist, harmless if it has not run (see index.go).
-		reply, indexed := b.runLeaseScript(ctx, createTaskScript, keys, args, b.indexCommands(index))
+		// The tasks of limited flows go to the starting set before the
+		// script, which records them, and to their gates after it (see
+		// starts.go). The index commands follow the script: they only
+		// say that the tasks exist, harmless if it has not run (see
+		// index.go).
+		var begins rueidis.Commands
+		for _, call := range calls {
+			if call.item.task.Limit.On() {
+				_, begin := b.beginStart(call.item.task, call.item.now)
+				begins = append(begins, begin)
+			}
+		}
+		// A ZADD into the starting set that failed (a full Redis) is
+		// not looked at: the script then failed too, or its task goes
+		// to its gate next with no marker to end it by.
+		reply, indexed := b.runLeaseScriptAfter(ctx, begins, createTaskScript, keys, args, b.indexCommands(index))
 		b.indexErrors(indexed)
 		replies, err = batchReplies(reply, len(calls))
+		if err == nil && len(begins) > 0 {
+			b.forgetRefused(ctx, calls, replies)
+		}
 	}
 	for i, call := range calls {
 		if err != nil {

@@ -28,9 +28,9 @@ var _ queue.WorkerRegistry = (*Backend)(nil)
 // Heartbeat implements queue.WorkerRegistry in one round trip: one
 // script, whatever the number of tasks the worker runs. The same script
 // takes back the leases of the workers it finds dead (see reclaim.go).
-// On a Redis Cluster client, once per sweepEvery and process, the round
-// trip also looks for starts cut between their steps, and ends their
-// tasks (see starts.go), which costs round trips only when it finds some.
+// Once per sweepEvery and process, the round trip also looks for starts
+// cut between their steps, and ends their tasks (see starts.go), which
+// costs round trips only when it finds some.
 func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	w.LastSeen = time.Time{}
 	info, err := json.Marshal(w)
@@ -40,7 +40,7 @@ func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	opCtx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	keys, args := b.heartbeatCall(w, string(info))
-	if now := time.Now(); b.cluster && b.sweep.due(now) {
+	if now := time.Now(); b.sweep.due(now) {
 		reply, sweep := b.runScript(opCtx, heartbeatScript, waitNever, keys, args, b.sweepCommands(now))
 		if err := reply.Error(); err != nil {
 			return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)

@@ -13,19 +13,26 @@
 -- (Retry) frees it. So a slot is never a count that a crash could leave
 -- wrong: it lives as long as its task's lease.
 --
--- KEYS[1] stream, KEYS[2] holders hash, then for each flow its gate set,
---   slots set and starts set
--- ARGV[1] consumer group, ARGV[2] most tasks to move per flow, then for
---   each flow: its concurrency (0 for none), its rate (0 for none), the
---   rate's period (ms), the number n of tasks to add, and n pairs of task
---   id and due time (Unix ms)
+-- A task added to its gate is queued: if its start is in the queue's
+-- starting set (see starts.go in Go), the script marks it done there, with
+-- the same score as the starts that queue their tasks elsewhere, in the
+-- same step as the gate's ZADD, so that no cut between two commands can
+-- leave a task in its gate whose start a sweep would end, nor one marked
+-- done and not in its gate.
+--
+-- KEYS[1] stream, KEYS[2] holders hash, KEYS[3] starting set, then for
+--   each flow its gate set, slots set and starts set
+-- ARGV[1] consumer group, ARGV[2] most tasks to move per flow, ARGV[3]
+--   the score of a start done, then for each flow: its concurrency (0 for
+--   none), its rate (0 for none), the rate's period (ms), the number n of
+--   tasks to add, and n pairs of task id and due time (Unix ms)
 --
 -- Returns {moved, wait}: the number of tasks moved to the stream, and the
 -- time in ms until something changes without a slot being freed (a rate's
 -- window moves on, a task of a gate falls due, or more may move at once:
 -- 0), -1 for never.
 --@include lib/clock.lua
-local stream, holders, group, most = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
+local stream, holders, starting, group, most = KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2])
 
 local delivered
 local function lastDelivered()
@@ -57,12 +64,14 @@ local function soonest(ms)
   if wait < 0 or ms < wait then wait = ms end
 end
 
-local moved, a = 0, 3
-for k = 3, #KEYS, 3 do
+local moved, a = 0, 4
+for k = 4, #KEYS, 3 do
   local gate, slots, starts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local conc, rate, per, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   for i = 1, n do
-    redis.call('ZADD', gate, 'NX', ARGV[a + 3 + 2 * i], ARGV[a + 2 + 2 * i])
+    local id = ARGV[a + 2 + 2 * i]
+    redis.call('ZADD', gate, 'NX', ARGV[a + 3 + 2 * i], id)
+    redis.call('ZADD', starting, 'XX', ARGV[3], id)
   end
   a = a + 4 + 2 * n
 

@@ -1,6 +1,6 @@
 #!lua
--- end_cut: ends a task whose start on a Redis Cluster client was cut
--- between its record and its queue entry (see starts.go in Go): it
+-- end_cut: ends a task whose start (or re-queue) was cut between its
+-- record and the step that queues it (see starts.go in Go): it
 -- records a FAILURE event, as append.lua does, if the task's hash is
 -- still the one that start wrote (its field starting is ARGV[2]), the
 -- task is PENDING, and no worker has leased it (it has no attempt).
