@@ -90,10 +90,15 @@ func (b *Backend) Dead(ctx context.Context, limit int) ([]queue.DeadTask, error)
 	return dead, nil
 }
 
-// Requeue implements queue.Backend in two round trips: t's record is
-// written, then one script takes deadID out of the dead-letter set and
-// queues t, or finds deadID missing and queues nothing (then t's record
-// is deleted again).
+// Requeue implements queue.Backend in two round trips: t's id goes to
+// the queue's starting set and t's record is written (on a Cluster
+// client, whose keys for the two are on different slots, in two round
+// trips), then one script takes deadID out of the dead-letter set, queues
+// t and marks its start done, or finds deadID missing and queues nothing
+// (then t's record is deleted again and its start forgotten). A re-queue
+// cut before the script (its process dies, Redis answers an error) leaves
+// deadID in the dead-letter set, to be re-queued again, and t to the
+// sweep of cut starts, which ends it as FAILURE (see starts.go).
 func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: re-queue: %w", queue.ErrInvalidID)
@@ -105,29 +110,49 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	defer cancel()
 	now := time.Now()
 	c := b.client
+	op := "re-queue task " + deadID
 	hset := c.B().Hset().Key(b.taskKey(t.ID)).FieldValue()
 	for _, f := range recordFields(t) {
 		hset = hset.FieldValue(f[0], f[1])
 	}
+	f, begin := b.beginStart(t, now)
+	hset = hset.FieldValue(f[0], f[1])
 	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, b.recordTTL(t, now))...)
-	if err := b.sendIndexed(ctx, "re-queue task "+deadID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), false); err != nil {
+	if b.cluster {
+		if err := b.send(ctx, op, rueidis.Commands{begin}); err != nil {
+			return err
+		}
+	} else {
+		cmds = append(rueidis.Commands{begin}, cmds...) // run in order
+	}
+	if err := b.sendIndexed(ctx, op, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), false); err != nil {
+		return err
+	}
+	if err := b.cut(t); err != nil {
 		return err
 	}
 	var due int64
 	if !t.RunAt.IsZero() {
 		due = t.RunAt.UnixMilli()
 	}
-	keys := []string{b.deadKey(), b.buriedKey(), b.streamKey(), b.delayedKey(), b.wakeKey()}
+	keys := []string{b.deadKey(), b.buriedKey(), b.streamKey(), b.delayedKey(), b.wakeKey(), b.startingKey()}
 	if t.Limit.On() {
 		keys = append(keys, b.gateKey(t.Flow))
 	}
 	reply, _ := b.runLeaseScript(ctx, requeueScript, keys,
 		[]string{deadID, strconv.FormatInt(now.Add(-b.cfg.Retention).UnixMilli(), 10), t.ID,
-			strconv.FormatInt(due, 10), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
+			strconv.FormatInt(due, 10), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10),
+			strconv.FormatInt(doneScore, 10)},
 		nil)
 	n, err := reply.AsInt64()
 	if err == nil && n == 0 {
-		if err := c.Do(ctx, c.B().Del().Key(b.taskKey(t.ID)).Build()).Error(); err != nil {
+		// The start is forgotten once the record is gone, not before: a
+		// record left would be ended by a sweep.
+		err := c.Do(ctx, c.B().Del().Key(b.taskKey(t.ID)).Build()).Error()
+		if err == nil {
+			err = c.Do(ctx, b.forgetStart(t)).Error()
+		}
+		if err != nil {
 			b.log.Warn("flows: could not delete the record of a task not re-queued", "task_id", t.ID, "err", err)
 		}
 		return fmt.Errorf("redisbackend: re-queue task %s: %w", deadID, queue.ErrNotDead)
@@ -135,5 +160,5 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	if err == nil && t.Limit.On() {
 		return b.admitNew(ctx, t)
 	}
-	return b.wrap(ctx, "re-queue task "+deadID, err)
+	return b.wrap(ctx, op, err)
 }
