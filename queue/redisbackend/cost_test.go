@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -152,10 +153,12 @@ func TestCostPerTaskAtLowRate(t *testing.T) {
 	// What comes once a second whatever the rate: the worker's
 	// heartbeat (a script of seven commands, one of them its ZSCORE) and
 	// its full looks at the queue (two ZRANGEs, and an XREVRANGE when one
-	// ends a wait with nothing). Bounds with room for an idle worker's
+	// ends a wait with nothing), and every ten seconds the sweep of cut
+	// starts in a heartbeat's round trip (a ZREMRANGEBYSCORE and a
+	// ZRANGEBYSCORE, see starts.go). Bounds with room for an idle worker's
 	// look, once a second.
 	beats := calls["zscore"]
-	perSecond := 7*beats + calls["zrange"] + calls["xrevrange"]
+	perSecond := 7*beats + calls["zrange"] + calls["xrevrange"] + calls["zremrangebyscore"] + calls["zrangebyscore"]
 	assert.LessOrEqual(t, calls["zrange"], 2*(beats+2), "full looks at the delayed set and the leases come about once a second, as heartbeats do, not with every task")
 	assert.LessOrEqual(t, trips-extra, 3.1, "round trips per task (there were five: an empty fetch and a wait of their own)")
 	assert.Zero(t, calls["eval"], "no script sent whole: the create script too runs by its SHA-1")
@@ -295,4 +298,104 @@ func TestScriptsLostMidRunLoseNothing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, dead)
 	assert.Zero(t, pendingEntries(t, srv, b.Prefix()), "no entry left leased")
+}
+
+// TestCostOfStartsInSteps counts what a start of a task of a limited flow
+// and a re-queue of a dead task cost a single Redis, which takes them in
+// steps (see starts.go): the client's round trips and the commands Redis
+// runs (INFO commandstats, script internals included). Marking the start
+// in the queue's starting set costs no round trip: a ZADD before the
+// record, in its round trip, and one in the script that queues the task.
+func TestCostOfStartsInSteps(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	counter := &countingClient{Client: newClient(t, srv)}
+	b := newBackend(t, counter, redisbackend.Config{})
+	// One slot, which the first task of "limited" takes and keeps (it is
+	// never leased): the admit script of each later start does the same
+	// work.
+	reg := withLimited()
+	broker := queue.NewBroker(b, b, queue.BrokerConfig{Registry: reg})
+	ctx := context.Background()
+	cost := func(op func()) (trips int64, commands int, calls map[string]int) {
+		t.Helper()
+		require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+		before := counter.trips.Load()
+		op()
+		trips = counter.trips.Load() - before
+		calls = commandCalls(t, srv)
+		delete(calls, "config|resetstat")
+		for _, n := range calls {
+			commands += n
+		}
+		return trips, commands, calls
+	}
+
+	// Re-queues first: a dead task is leased from an empty stream.
+	requeue := func(id string) func() {
+		return func() {
+			_, err := broker.Requeue(ctx, id)
+			require.NoError(t, err)
+		}
+	}
+	warm, dead := buried(ctx, t, b, broker, "f"), buried(ctx, t, b, broker, "f")
+	requeue(warm)() // loads the scripts
+	trips, commands, calls := cost(requeue(dead))
+	t.Logf("a re-queue: %d round trips, %d commands: %v", trips, commands, calls)
+	assert.Equal(t, int64(4), trips, "round trips: the dead task's record, the new task's progress, its record, then the dead-letter set and the queue")
+	assert.Equal(t, 4, calls["zadd"], "ZADDs: two into the task index, two into the starting set (before the record, and done)")
+	assert.LessOrEqual(t, commands, 19, "commands of a re-queue (17 before the starting set)")
+
+	start := func() {
+		_, err := broker.Enqueue(ctx, "limited", nil, queue.EnqueueOptions{})
+		require.NoError(t, err)
+	}
+	for range 2 {
+		start() // loads the scripts; the first takes the slot
+	}
+	trips, commands, calls = cost(start)
+	t.Logf("a start of a limited flow: %d round trips, %d commands: %v", trips, commands, calls)
+	assert.Equal(t, int64(2), trips, "round trips: the record, then the gate")
+	assert.Equal(t, 5, calls["zadd"], "ZADDs: two into the task index, one into the gate, two into the starting set (before the record, and done)")
+	assert.LessOrEqual(t, commands, 16, "commands of a start of a limited flow (14 before the starting set)")
+
+	// On a cluster, round trips only: the starting set has one of its
+	// own, before the record. A script that a master has not run yet is
+	// sent whole again (EVAL), in a round trip not counted here: a task's
+	// keys go to any master.
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	warmed := &warmCounter{Client: newClusterClient(t, c)}
+	b = newBackend(t, warmed, redisbackend.Config{})
+	broker = queue.NewBroker(b, b, queue.BrokerConfig{Registry: reg})
+	tripsOf := func(op func()) int64 {
+		t.Helper()
+		before := warmed.trips.Load()
+		op()
+		return warmed.trips.Load() - before
+	}
+	warm, dead = buried(ctx, t, b, broker, "f"), buried(ctx, t, b, broker, "f")
+	require.NoError(t, b.Requeue(ctx, warm, newTask())) // loads the script
+	assert.Equal(t, int64(3), tripsOf(func() { require.NoError(t, b.Requeue(ctx, dead, newTask())) }),
+		"Backend.Requeue on a cluster: the starting set, the record, then the dead-letter set and the queue")
+	start()
+	assert.Equal(t, int64(3), tripsOf(start), "a start of a limited flow on a cluster: the starting set, the record, then the gate")
+}
+
+// warmCounter counts round trips as countingClient does, but those of a
+// script sent whole (EVAL, after a NOSCRIPT).
+type warmCounter struct {
+	rueidis.Client
+	trips atomic.Int64
+}
+
+func (c *warmCounter) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	if !strings.EqualFold(cmd.Commands()[0], "EVAL") {
+		c.trips.Add(1)
+	}
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *warmCounter) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	c.trips.Add(1)
+	return c.Client.DoMulti(ctx, cmds...)
 }
