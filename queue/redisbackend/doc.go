@@ -53,9 +53,9 @@
 //	                            attempt counted last, see
 //	                            lua/no_run.lua),
 //	                            all written only by the holder of the
-//	                            lease, and, on a Redis Cluster, starting
-//	                            (the score of its start in the starting
-//	                            set, see starts.go); and its
+//	                            lease, and, for a start taken in steps,
+//	                            starting (the score of its start in the
+//	                            starting set, see starts.go); and its
 //	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event
@@ -117,8 +117,10 @@
 //	P:{q:Q}:workers:deadlines zset  worker name, scored by the Unix ms
 //	                            past which it is dead (server clock; see
 //	                            reclaim.go)
-//	P:{q:Q}:starting    zset    on a Redis Cluster only: the tasks being
-//	                            started, scored by the Unix ms their
+//	P:{q:Q}:starting    zset    the tasks of starts taken in steps (on a
+//	                            Redis Cluster, of limited flows, and
+//	                            re-queues) being started, scored by the
+//	                            Unix ms their
 //	                            start began (the starter's clock), then
 //	                            2^53 once queued, until a sweep clears
 //	                            them (see starts.go)
@@ -288,10 +290,14 @@
 // Bury acknowledges a task as Ack does and, in the same script, adds it to
 // the queue's dead set and buried hash; Dead lists them, newest first, and
 // Requeue takes one out and queues its replacement in one script, so of two
-// concurrent re-queues of one task only one succeeds. Entries older than
-// the retention are pruned by Bury and Dead, and both keys expire a
-// retention after the last Bury: the dead-letter set holds at most the
-// tasks buried within one retention period.
+// concurrent re-queues of one task only one succeeds. The replacement's
+// record is written before that script, with its id in the queue's
+// starting set: a re-queue cut in between leaves the dead task in the set,
+// to be re-queued again, and its new task is ended as FAILURE by the
+// workers' sweep of cut starts (see Starts taken in steps, below).
+// Entries older than the retention are pruned by Bury and Dead, and both
+// keys expire a retention after the last Bury: the dead-letter set holds
+// at most the tasks buried within one retention period.
 //
 // Lease deadlines are kept per lease, not derived from the consumer
 // group's idle times, so that workers with different lease lengths share
@@ -328,6 +334,26 @@
 // one: what it has not taken yet is buffered for it, and past a bound it
 // re-reads from the log instead.
 //
+// # Starts taken in steps
+//
+// A start that records its task and queues it in separate steps, cut
+// between them (its process dies, Redis answers an error), would leave a
+// PENDING task that no worker runs, whose id the caller did not get
+// (though a retry with the same idempotency key would). Such are every
+// start on a Cluster client, a start of a task of a limited flow (its
+// record, then the admit script that puts it in its flow's gate) and
+// every Requeue (the new task's record, then requeue.lua). Each first
+// adds the task's id to the queue's starting set (on a single Redis in
+// the record's round trip, before it), and the step that queues the task
+// marks it done there. The heartbeats of the workers find the ids that
+// have stayed in the set for over a minute (ten times Config.OpTimeout if
+// longer) and end their tasks as FAILURE, with the status "Not started:
+// its start was interrupted before the task was queued", unless a worker
+// has leased the task since (see starts.go and lua/end_cut.lua). On a
+// single Redis this costs no round trip: two commands per start of a
+// limited flow and per Requeue. A start of a flow without limits on a
+// single Redis is one script and takes none of this.
+//
 // # Redis Cluster and Sentinel
 //
 // A Backend works the same on every kind of rueidis client: a single
@@ -341,17 +367,11 @@
 //     Fetch reads the records of the tasks it leased in a second round
 //     trip, since the task's keys and the queue's live on different nodes
 //     whose commands a pipeline does not order;
-//   - a start (CreateAndEnqueue, Enqueue) writes the task's id into the
-//     queue's starting set before the record, and marks it done there
-//     with the queue entry: three round trips. A start cut between the record
-//     and the queue entry (its process dies, Redis answers an error)
-//     returns no id and would leave a PENDING task that no worker runs,
-//     whose id a retry with the same idempotency key would be given: the
-//     heartbeats of the workers find the ids that have stayed in the set
-//     for over a minute (ten times Config.OpTimeout if longer) and end
-//     their tasks as FAILURE, with the status "Not started: its start was
-//     interrupted before the task was queued", unless a worker has leased
-//     the task since (see starts.go);
+//   - a start (CreateAndEnqueue, Enqueue) is taken in steps (see Starts
+//     taken in steps, above): the task's id goes into the queue's
+//     starting set, then the record is written, then the task is queued
+//     and its start marked done: three round trips; Requeue takes three
+//     too;
 //   - AppendAndAck appends, then acknowledges;
 //   - rueidis follows MOVED and ASK redirections; commands the cluster
 //     refuses without running them, TRYAGAIN (a script on the keys of a
