@@ -54,7 +54,7 @@ type Memory struct {
 	listeners map[*cancelListener]struct{}
 	seq       uint64                // lease counter, for tokens
 	workers   map[string]WorkerInfo // the worker registry, by name
-	deadlines map[string]time.Time  // until when each worker may stay silent (see memory_reclaim.go)
+	beats     map[string]memBeats   // each worker's last heartbeat, deadline and contact (see memory_reclaim.go)
 	gates     map[string]*memGate   // the flows with a Limit, by name (see memory_gate.go)
 	// gateNext is when the rate of a flow next lets a waiting task start,
 	// zero if none waits for that (set by advance).
@@ -123,7 +123,7 @@ func NewMemory(cfg MemoryConfig) *Memory {
 		wake:      make(chan struct{}),
 		listeners: map[*cancelListener]struct{}{},
 		workers:   map[string]WorkerInfo{},
-		deadlines: map[string]time.Time{},
+		beats:     map[string]memBeats{},
 		gates:     map[string]*memGate{},
 	}
 }

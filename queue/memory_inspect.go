@@ -51,7 +51,7 @@ func (m *Memory) Retire(ctx context.Context, worker string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.workers, worker)
-	delete(m.deadlines, worker)
+	delete(m.beats, worker)
 	return nil
 }
 

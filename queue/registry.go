@@ -128,10 +128,14 @@ func (s WorkerStatus) MarshalJSON() ([]byte, error) {
 // that worker holds at once. From then on they are lost to it (Extend,
 // Ack, Retry and Bury with them fail with ErrLeaseLost) and the next
 // Fetch takes them over, the next attempt's Task.PreviousEnd being
-// EndWorkerLost. A worker judges others only when its own previous
-// heartbeat was within its DeadAfter, so that one that was cut off itself
-// does not find the others dead. A worker that never beat, or retired,
-// has its leases wait out their deadline.
+// EndWorkerLost. A worker judges others only once its heartbeats have
+// come without a gap for a whole DeadAfter of its own, counted from its
+// first heartbeat, or from its first after a gap of more than half its
+// DeadAfter (one of its heartbeats did not get through): one that was
+// cut off itself (a Redis restart, a network split) would otherwise find
+// dead the others, whose heartbeats may come back later than its own,
+// and a whole window gives each of them time to beat again. A worker
+// that never beat, or retired, has its leases wait out their deadline.
 type WorkerRegistry interface {
 	// Heartbeat records w, with LastSeen set to the backend's clock, and
 	// takes back the leases of the workers found dead.

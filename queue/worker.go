@@ -164,7 +164,10 @@ type WorkerConfig struct {
 	// has missed MissedBeats heartbeats (3 s by default), the next
 	// heartbeat of another worker takes its leases back and its tasks run
 	// again, their next attempt saying that the worker was lost
-	// (EndWorkerLost). A worker whose heartbeats stop reaching the
+	// (EndWorkerLost). Only a worker whose own heartbeats have come
+	// without a gap for MissedBeats intervals judges others, so that after
+	// an outage each has as long to beat again (see WorkerRegistry). A
+	// worker whose heartbeats stop reaching the
 	// backend for MissedBeats-½ intervals, by its own clock, cancels its
 	// flows before anyone may take them back, and refuses what they
 	// report afterwards: a worker that was frozen and wakes up never runs
@@ -173,8 +176,8 @@ type WorkerConfig struct {
 	// a network split), the lapse is no fault of its flows': it hands
 	// their tasks back once a heartbeat gets through again (for at most a
 	// Lease), without spending an attempt (EndBackendDown); unless another
-	// worker took them over meanwhile, which counts as for any lost worker
-	// (EndWorkerLost). A worker that did not get to send them (frozen,
+	// worker, in contact all along, took them over meanwhile, which counts
+	// as for any lost worker (EndWorkerLost). A worker that did not get to send them (frozen,
 	// starved) hands its tasks back at once, and the run counts.
 	// A shorter interval brings the tasks back sooner for one script per
 	// interval per worker; a worker whose heartbeats can stall for longer

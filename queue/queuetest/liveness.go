@@ -22,11 +22,7 @@ import (
 // hour, so a test that passes cannot have waited one out.
 func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
 	t.Run("DeadWorkerLeasesTakenBack", func(t *testing.T) {
-		b, _ := newBackends(t)
-		reg, ok := b.(queue.WorkerRegistry)
-		if !ok {
-			t.Skipf("%T keeps no worker registry", b)
-		}
+		b, reg := registryBackend(t, newBackends)
 		ctx := context.Background()
 		lost, kept := newTask(), newTask()
 		enqueue(t, b, lost, kept)
@@ -40,23 +36,9 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		require.Equal(t, lost.ID, ghostLease.Task.ID)
 		require.Equal(t, kept.ID, aliveLease.Task.ID)
 
-		// A third worker beats, and judges the others once its own
-		// previous heartbeat is within its DeadAfter.
-		judge := queue.WorkerInfo{Name: "judge", Heartbeat: 300 * time.Millisecond}
-		var again *queue.Lease
-		eventually(t, func() bool {
-			require.NoError(t, reg.Heartbeat(ctx, judge))
-			fctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
-			defer cancel()
-			leases, err := b.Fetch(fctx, "judge", 1, time.Hour)
-			if err != nil {
-				require.ErrorIs(t, err, context.DeadlineExceeded)
-				return false
-			}
-			require.Len(t, leases, 1)
-			again = leases[0]
-			return true
-		}, "the silent worker's lease was not taken back")
+		// A third worker beats, and judges the others once it has beaten
+		// without a gap for its DeadAfter (900 ms).
+		again := judgeUntilTaken(t, b, queue.WorkerInfo{Name: "judge", Heartbeat: 300 * time.Millisecond})
 		assert.Equal(t, lost.ID, again.Task.ID, "only the silent worker's task is taken back")
 		assert.Equal(t, 2, again.Task.Attempt)
 		assert.Equal(t, queue.EndWorkerLost, again.Task.PreviousEnd)
@@ -81,6 +63,58 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		r, ok := b.(queue.Retirer)
 		require.True(t, ok, "a registry's backend is a Retirer")
 		require.NoError(t, r.Retire(ctx, "ghost"))
+	})
+
+	t.Run("NewcomerDoesNotJudgeYet", func(t *testing.T) {
+		b, reg := registryBackend(t, newBackends)
+		ctx := context.Background()
+		ghost, ghostLease := silentHolder(t, b)
+		eventually(t, func() bool {
+			workers, err := reg.Workers(ctx)
+			require.NoError(t, err)
+			for _, w := range workers {
+				if w.Name == ghost.Name {
+					return !w.Alive(time.Now().Add(-ghost.DeadAfter()))
+				}
+			}
+			return false
+		}, "the silent worker was not found dead")
+
+		// A worker that has beaten for less than its DeadAfter (three
+		// hours) may itself just be back from an outage that the
+		// silent one has not come back from yet: it leaves it alone,
+		// however many times it beats.
+		newcomer := queue.WorkerInfo{Name: "newcomer", Heartbeat: time.Hour}
+		for range queue.MissedBeats + 1 {
+			require.NoError(t, reg.Heartbeat(ctx, newcomer))
+		}
+		requireNothingReady(t, b)
+		require.NoError(t, b.Extend(ctx, ghostLease, time.Hour), "the silent worker's lease")
+		require.NoError(t, b.Ack(ctx, ghostLease))
+	})
+
+	t.Run("JudgeBackFromAMissedBeatWaits", func(t *testing.T) {
+		b, reg := registryBackend(t, newBackends)
+		ctx := context.Background()
+		// The judge beats for longer than its DeadAfter (600 ms), more
+		// often than it must.
+		judge := queue.WorkerInfo{Name: "judge", Heartbeat: 200 * time.Millisecond}
+		for end := time.Now().Add(judge.DeadAfter() + judge.Heartbeat); time.Now().Before(end); time.Sleep(judge.Heartbeat / 4) {
+			require.NoError(t, reg.Heartbeat(ctx, judge))
+		}
+		_, ghostLease := silentHolder(t, b)
+
+		// Its next heartbeat comes two intervals after the one before:
+		// one did not get through, and the ghost's silence may be the
+		// same outage's. It judges again once in contact for a window.
+		time.Sleep(2 * judge.Heartbeat)
+		require.NoError(t, reg.Heartbeat(ctx, judge))
+		requireNothingReady(t, b)
+		require.NoError(t, b.Extend(ctx, ghostLease, time.Hour), "the silent worker's lease, right after the judge came back")
+		again := judgeUntilTaken(t, b, judge)
+		assert.Equal(t, queue.EndWorkerLost, again.Task.PreviousEnd)
+		assert.ErrorIs(t, b.Extend(ctx, ghostLease, time.Hour), queue.ErrLeaseLost)
+		require.NoError(t, b.Ack(ctx, again))
 	})
 
 	t.Run("KilledWorkerTaskRunsAgain", func(t *testing.T) {
@@ -139,6 +173,51 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
 		assert.Equal(t, int32(1), runs.Load(), "the flow ran once")
 	})
+}
+
+// registryBackend returns the queue backend of fresh backends and its
+// worker registry, or skips the test if it keeps none.
+func registryBackend(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) (queue.Backend, queue.WorkerRegistry) {
+	t.Helper()
+	b, _ := newBackends(t)
+	reg, ok := b.(queue.WorkerRegistry)
+	if !ok {
+		t.Skipf("%T keeps no worker registry", b)
+	}
+	return b, reg
+}
+
+// silentHolder enqueues a task and leases it, for an hour, to a worker
+// that beats once (intervals of 10 ms) and then never again.
+func silentHolder(t *testing.T, b queue.Backend) (queue.WorkerInfo, *queue.Lease) {
+	t.Helper()
+	enqueue(t, b, newTask())
+	ghost := queue.WorkerInfo{Name: "ghost", Heartbeat: 10 * time.Millisecond}
+	require.NoError(t, b.(queue.WorkerRegistry).Heartbeat(context.Background(), ghost))
+	return ghost, fetchAs(t, b, ghost.Name)
+}
+
+// judgeUntilTaken beats as judge, a heartbeat every 20 ms at least, until
+// its Fetch leases a task taken back from a dead worker, and returns that
+// lease.
+func judgeUntilTaken(t *testing.T, b queue.Backend, judge queue.WorkerInfo) *queue.Lease {
+	t.Helper()
+	ctx := context.Background()
+	var again *queue.Lease
+	eventually(t, func() bool {
+		require.NoError(t, b.(queue.WorkerRegistry).Heartbeat(ctx, judge))
+		fctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		defer cancel()
+		leases, err := b.Fetch(fctx, judge.Name, 1, time.Hour)
+		if err != nil {
+			require.ErrorIs(t, err, context.DeadlineExceeded)
+			return false
+		}
+		require.Len(t, leases, 1)
+		again = leases[0]
+		return true
+	}, "the silent worker's lease was not taken back")
+	return again
 }
 
 // fetchAs leases one task for worker with a lease of an hour.

@@ -297,7 +297,7 @@ func (b *Backend) liveChannel(id string) string {
 type queueKeys struct {
 	stream, delayed, leases, holders, wake, dead, buried, cancel string
 	index, flows, workers, seen                                  string
-	deadlines                                                    string // see reclaim.go
+	deadlines, contact                                           string // see reclaim.go
 	limit                                                        string // see limit.go
 	hooks                                                        string // see depth.go
 	starting                                                     string // see starts.go
@@ -309,7 +309,7 @@ func newQueueKeys(qtag string) queueKeys {
 		holders: qtag + ":holders", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
-		deadlines: qtag + ":workers:deadlines", limit: qtag + ":limit", hooks: qtag + ":delayed:hooks",
+		deadlines: qtag + ":workers:deadlines", contact: qtag + ":workers:contact", limit: qtag + ":limit", hooks: qtag + ":delayed:hooks",
 		starting: qtag + ":starting",
 	}
 }

@@ -117,6 +117,10 @@
 //	P:{q:Q}:workers:deadlines zset  worker name, scored by the Unix ms
 //	                            past which it is dead (server clock; see
 //	                            reclaim.go)
+//	P:{q:Q}:workers:contact zset    worker name, scored by the Unix ms
+//	                            since which its heartbeats have come
+//	                            without a gap (server clock; see
+//	                            reclaim.go)
 //	P:{q:Q}:starting    zset    the tasks of starts taken in steps (on a
 //	                            Redis Cluster, of limited flows, and
 //	                            re-queues) being started, scored by the

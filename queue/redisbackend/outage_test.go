@@ -351,65 +351,17 @@ func TestWorkerAcrossRedisRestart(t *testing.T) {
 // cancellation while Redis is down.
 func TestOutageLongerThanLivenessCostsNoAttempt(t *testing.T) {
 	t.Parallel()
-	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true, AppendFsync: "always"})
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{OpTimeout: 300 * time.Millisecond})
-	reg := registry.New()
-	broker := queue.NewBroker(b, b, queue.BrokerConfig{Registry: reg})
-	started := make(chan struct{})
-	stopped := make(chan error, 1)
-	reg.MustRegister("waits", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-		if ft.Attempt > 1 {
-			return "second", nil
-		}
-		ft.Progress.Log("waiting")
-		close(started)
-		<-ctx.Done()
-		stopped <- context.Cause(ctx)
-		return nil, ctx.Err()
-	}))
-	startWorker(t, queue.NewWorker(b, b, queue.WorkerConfig{
-		Registry: reg, Heartbeat: 400 * time.Millisecond, Lease: time.Minute, Logger: quiet,
-		Backoff: func(int) time.Duration { return 10 * time.Millisecond },
-	}))
-
+	q := newOutageQueue(t)
+	startWorker(t, queue.NewWorker(q.b, q.b, q.workerConfig("", 400*time.Millisecond)))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
 	defer cancel()
-	id, err := broker.Enqueue(ctx, "waits", nil, queue.EnqueueOptions{MaxAttempts: 1})
-	require.NoError(t, err)
-	select {
-	case <-started:
-	case <-time.After(waitLimit):
-		require.FailNow(t, "the flow did not start")
-	}
-	select {
-	case cause := <-stopped:
-		require.FailNow(t, "the worker lapsed before Redis went away", "cause %v", cause)
-	default:
-	}
+	id := q.startWaiting(ctx, t)
+	q.stop(t)
+	q.srv.Restart()
 
-	srv.Stop()
-	var cause error
-	select {
-	case cause = <-stopped:
-	case <-time.After(waitLimit):
-		require.FailNow(t, "the flow was not stopped while Redis was down")
-	}
-	assert.ErrorContains(t, cause, "heartbeats lapsed")
-	assert.ErrorContains(t, cause, "could not be reached", "the worker knows its heartbeats failed")
-	srv.Restart()
-
-	var snap progress.Snapshot
-	eventually(t, func() bool {
-		var err error
-		snap, _, err = b.Snapshot(ctx, id)
-		return err == nil && snap.State.Terminal()
-	}, "the task did not end after Redis came back")
+	snap, msgs := q.waitEnded(ctx, t, id)
 	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 	assert.JSONEq(t, `"second"`, string(snap.Details.FinalResult))
-	var msgs []string
-	for _, s := range snap.Details.StepResults {
-		msgs = append(msgs, s.Message)
-	}
 	assert.Contains(t, msgs, "waiting")
 	assert.Contains(t, msgs, "attempt 2 of 2 starts: the worker of attempt 1 could not reach the backend (not counted)")
 }

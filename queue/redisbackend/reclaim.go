@@ -22,6 +22,20 @@ import (
 // tells the next attempt that the worker was lost (queue.EndWorkerLost).
 // The waiting fetchers are woken through the wake stream.
 //
+// A worker judges others only once its heartbeats have come without a
+// gap for a whole DeadAfter of its own: the contact set holds, for each
+// worker, when its first heartbeat came, or its first after a gap of
+// more than half its DeadAfter since the one before (one and a half
+// intervals: a heartbeat did not get through). After a Redis restart or
+// a network split, the first worker back would otherwise take over the
+// tasks of every worker whose heartbeat came back later than its own
+// second one; now each has a whole window after the outage to beat
+// again, and hands back what it stopped without spending an attempt
+// (queue.EndBackendDown). A new worker, too, waits a window before it
+// judges: a killed worker's tasks wait longer than its own window only
+// when every other worker came into contact after its last heartbeat,
+// and then for at most one window more.
+//
 // Every key lives under the queue's hash tag, so the script runs on one
 // node of a Redis Cluster. The clock is the Redis server's throughout:
 // the deadline is set and compared by scripts on the same server, so the
@@ -31,8 +45,9 @@ import (
 // its own clock before the deadline can pass (see queue/liveness.go).
 //
 // The cost is one script per heartbeat interval per worker, whatever the
-// number of tasks it runs; taking a task over costs the fetch that takes
-// it one HGET more than taking over an expired lease.
+// number of tasks it runs (the contact set adds a ZSCORE to it, and a
+// ZADD after a gap); taking a task over costs the fetch that takes it
+// one HGET more than taking over an expired lease.
 
 // reclaimLimit bounds the entries one heartbeat takes back from one dead
 // worker; the rest go at the next heartbeat.
@@ -42,7 +57,7 @@ const reclaimLimit = 1000
 // whose JSON is info.
 func (b *Backend) heartbeatCall(w queue.WorkerInfo, info string) (keys, args []string) {
 	q := b.qkeys
-	keys = []string{q.workers, q.seen, q.deadlines, q.stream, q.leases, q.holders, q.wake}
+	keys = []string{q.workers, q.seen, q.deadlines, q.stream, q.leases, q.holders, q.wake, q.contact}
 	args = []string{w.Name, info, strconv.FormatInt(w.DeadAfter().Milliseconds(), 10), group, strconv.Itoa(reclaimLimit)}
 	return keys, args
 }

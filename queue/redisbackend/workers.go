@@ -111,5 +111,6 @@ func (b *Backend) leaveRegistry(worker string) rueidis.Commands {
 		c.B().Zrem().Key(b.qkeys.seen).Member(worker).Build(),
 		c.B().Hdel().Key(b.qkeys.workers).Field(worker).Build(),
 		c.B().Zrem().Key(b.qkeys.deadlines).Member(worker).Build(),
+		c.B().Zrem().Key(b.qkeys.contact).Member(worker).Build(),
 	}
 }

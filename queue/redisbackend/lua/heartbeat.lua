@@ -2,15 +2,21 @@
 -- stamped with the server's clock, and takes back the leases of the
 -- workers found dead (see lib/reclaim.lua).
 --
--- A worker only judges others when its own previous deadline had not
--- passed: one that was itself cut off (a Redis restart, a network split,
--- a pause) would otherwise find every worker dead that has not beaten
--- again yet. A worker that never beat, or that retired, is not in the
--- deadlines set: its leases wait out their deadline.
+-- A worker judges others only once it has been in contact for as long as
+-- it may itself go without a heartbeat (ARGV[3], its window): the contact
+-- set holds since when its heartbeats have come without a gap, from its
+-- first one, or from the first after a gap of more than half its window
+-- (with three intervals to a window, one of its heartbeats did not get
+-- through). One that was cut off itself (a Redis restart, a network
+-- split, a pause) would otherwise find dead the workers that have not
+-- beaten again yet, even those whose heartbeats come back an interval
+-- after its own; waiting gives each of them a whole window after the
+-- outage to beat again. A worker that never beat, or that retired, is
+-- not in the deadlines set: its leases wait out their deadline.
 --
 -- KEYS[1] workers hash, KEYS[2] last-seen set, KEYS[3] deadlines set,
 --   KEYS[4] stream, KEYS[5] leases set, KEYS[6] holders hash, KEYS[7] wake
---   stream
+--   stream, KEYS[8] contact set
 -- ARGV[1] worker name, ARGV[2] what the worker says of itself (JSON),
 --   ARGV[3] how long it may go without a heartbeat (ms), ARGV[4] consumer
 --   group, ARGV[5] most entries to take back per dead worker
@@ -18,12 +24,21 @@
 -- Returns {the server's clock (Unix ms), the number of entries taken back}.
 --@include lib/clock.lua
 --@include lib/reclaim.lua
-local prev = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[1]))
+local window = tonumber(ARGV[3])
+local last = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
+local since
+if last and clock - last <= window / 2 then
+  since = tonumber(redis.call('ZSCORE', KEYS[8], ARGV[1]))
+end
+if not since then
+  since = clock
+  redis.call('ZADD', KEYS[8], clock, ARGV[1])
+end
 redis.call('ZADD', KEYS[2], clock, ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[3], clock + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZADD', KEYS[3], clock + window, ARGV[1])
 local marked = 0
-if prev and prev >= clock then
-  marked = reclaim(KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[4], tonumber(ARGV[5]))
+if clock - since >= window then
+  marked = reclaim(KEYS[3], KEYS[8], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[4], tonumber(ARGV[5]))
 end
 return {clock, marked}
