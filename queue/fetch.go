@@ -21,6 +21,8 @@ type leased struct {
 // other, at most one per slot, started as needed and ended when fetchLoop
 // returns: a goroutine whose stack has grown for one task keeps it for
 // the next, where a goroutine per task would grow it again every time.
+// A worker whose heartbeats have lapsed fetches nothing until one gets
+// through again (see liveness.waitContact).
 func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(leased)) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	release := func(n int) {
@@ -70,6 +72,9 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			}
 		}
 
+		if !w.live.waitContact(ctx) {
+			return
+		}
 		leases, states, err := w.fetch(ctx, n)
 		if len(leases) > n {
 			// A backend that hands out more than asked for must not

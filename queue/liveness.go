@@ -59,13 +59,17 @@ type liveness struct {
 
 	mu    sync.Mutex
 	timer *time.Timer // stops the runs at until
+	// renewed is closed, and replaced, by each heartbeat that succeeds:
+	// the fetch loop of a lapsed worker waits on it (see waitContact).
+	renewed chan struct{}
 }
 
 func newLiveness(w *Worker) *liveness {
 	l := &liveness{
-		w:      w,
-		epoch:  time.Now(),
-		window: WorkerInfo{Heartbeat: w.cfg.Heartbeat}.DeadAfter() - w.cfg.Heartbeat/2,
+		w:       w,
+		epoch:   time.Now(),
+		window:  WorkerInfo{Heartbeat: w.cfg.Heartbeat}.DeadAfter() - w.cfg.Heartbeat/2,
+		renewed: make(chan struct{}),
 	}
 	l.until.Store(math.MaxInt64)
 	return l
@@ -116,6 +120,8 @@ func (l *liveness) confirm(sent time.Time) {
 	// with the tries of the lapse, or not lapsed.
 	l.until.Store(until)
 	l.tries.Store(0)
+	close(l.renewed)
+	l.renewed = make(chan struct{})
 	wait := time.Duration(until) - time.Since(l.epoch)
 	if l.timer == nil {
 		l.timer = time.AfterFunc(wait, l.expire)
@@ -139,6 +145,35 @@ func (l *liveness) expire() {
 			"window", l.window)
 	}
 	l.w.stopRuns(cause)
+}
+
+// waitContact returns at once while the worker has not lapsed (nil l
+// included), else when a heartbeat has got through again; false if ctx
+// ended first. The fetch loop calls it before each fetch: a lapsed worker
+// would stop the runs of the tasks it leased at once, and hand them back
+// (see WorkerConfig.Heartbeat), spending a lease and a hand-back of each
+// for nothing.
+func (l *liveness) waitContact(ctx context.Context) bool {
+	if !l.lapsed() {
+		return true
+	}
+	l.w.log.Warn("flows: the worker's heartbeats have lapsed; fetching no task until one gets through")
+	for {
+		l.mu.Lock()
+		renewed := l.renewed
+		l.mu.Unlock()
+		// A heartbeat confirmed before renewed was read has moved
+		// until; one confirmed after closes renewed.
+		if !l.lapsed() {
+			l.w.log.Info("flows: a heartbeat got through; fetching again")
+			return true
+		}
+		select {
+		case <-renewed:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // stop ends the timer; the worker no longer lapses.

@@ -26,6 +26,14 @@ type cutOffRegistry struct {
 	cut   atomic.Bool
 	stall atomic.Pointer[chan struct{}]
 	beats atomic.Int64
+	// leases counts the leases Fetch handed out.
+	leases atomic.Int64
+}
+
+func (r *cutOffRegistry) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
+	leases, err := r.Memory.Fetch(ctx, worker, max, lease)
+	r.leases.Add(int64(len(leases)))
+	return leases, err
 }
 
 func (r *cutOffRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
@@ -172,27 +180,13 @@ func TestLapseTakenOverCounts(t *testing.T) {
 	const heartbeat = 300 * time.Millisecond
 	s := newSetup()
 	b := &cutOffRegistry{Memory: s.mem}
-	started := make(chan struct{})
-	var cause atomic.Value
-	s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-		if ft.Attempt > 1 {
-			return "second", nil
-		}
-		close(started)
-		<-ctx.Done()
-		cause.Store(context.Cause(ctx))
-		return nil, ctx.Err()
-	}))
+	started, cause := registerWatched(s)
 	cfg := queue.WorkerConfig{
 		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
 	}
 	runWorker(t, queue.NewWorker(b, s.store, cfg))
 	id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
-	select {
-	case <-started:
-	case <-time.After(waitLong):
-		require.FailNow(t, "the flow did not start")
-	}
+	waitStarted(t, started)
 	runWorker(t, queue.NewWorker(s.mem, s.store, cfg))
 	// Back in touch before the workers stop (the cleanups run in
 	// reverse): its hand-back waits for its heartbeats.
@@ -208,10 +202,86 @@ func TestLapseTakenOverCounts(t *testing.T) {
 	assert.ErrorContains(t, cause.Load().(error), "the backend could not be reached")
 }
 
+// registerWatched registers the flow "watched" with s: its first attempt
+// closes started, waits for its context to end and keeps the cause in
+// cause; a later attempt returns "second".
+func registerWatched(s *setup) (started chan struct{}, cause *atomic.Value) {
+	started, cause = make(chan struct{}), &atomic.Value{}
+	s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		if ft.Attempt > 1 {
+			return "second", nil
+		}
+		close(started)
+		<-ctx.Done()
+		cause.Store(context.Cause(ctx))
+		return nil, ctx.Err()
+	}))
+	return started, cause
+}
+
+func waitStarted(t *testing.T, started <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-started:
+	case <-time.After(waitLong):
+		require.FailNow(t, "the flow did not start")
+	}
+}
+
 func logMessages(snap progress.Snapshot) []string {
 	var msgs []string
 	for _, s := range snap.Details.StepResults {
 		msgs = append(msgs, s.Message)
 	}
 	return msgs
+}
+
+// TestLapsedWorkerDoesNotFetch: a worker whose heartbeats fail while its
+// queue still answers has lapsed, and leases no task until a heartbeat
+// gets through again; a task leased meanwhile would be stopped at once
+// and handed back (EndBackendDown), spending a hand-back and a lease for
+// nothing. Only the fetch that was waiting as the worker lapsed may
+// still lease (task "in flight", taken before "after" is enqueued); the
+// task enqueued after it is leased once, once the worker is back in
+// contact, and runs as its first attempt.
+func TestLapsedWorkerDoesNotFetch(t *testing.T) {
+	const heartbeat = 300 * time.Millisecond
+	s := newSetup()
+	b := &cutOffRegistry{Memory: s.mem}
+	started, cause := registerWatched(s)
+	s.reg.MustRegister("quick", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		return "done", nil
+	}))
+	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 3, Logger: slog.New(slog.DiscardHandler),
+	}))
+	// Back in touch before the worker stops (the cleanups run in
+	// reverse): its hand-backs wait for its heartbeats.
+	t.Cleanup(func() { b.cut.Store(false) })
+	watched := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
+	waitStarted(t, started)
+	b.waitBeats(t, 1)
+	require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
+	b.cut.Store(true)
+	require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
+		"the worker did not lapse while cut off")
+
+	// The fetch waiting since before the lapse takes this one.
+	inFlight := s.enqueue(t, "quick", queue.EnqueueOptions{})
+	require.Eventually(t, func() bool { return b.leases.Load() == 2 }, waitLong, time.Millisecond,
+		"the fetch in flight at the lapse did not lease")
+	after := s.enqueue(t, "quick", queue.EnqueueOptions{})
+	b.cut.Store(false)
+
+	for _, id := range []string{watched, inFlight, after} {
+		snap := waitTerminal(t, s.store, id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "task %s: status %q", id, snap.Details.Status)
+	}
+	// watched: its lapsed run and the next; in flight: its lapsed run
+	// and the next; after: one.
+	assert.EqualValues(t, 5, b.leases.Load(), "leases in all")
+	task, err := s.mem.Get(context.Background(), after)
+	require.NoError(t, err)
+	assert.Equal(t, 1, task.Attempt, "leases of the task enqueued after the lapse")
+	assert.Equal(t, 0, task.HandBacks)
 }

@@ -178,7 +178,9 @@ type WorkerConfig struct {
 	// Lease), without spending an attempt (EndBackendDown); unless another
 	// worker, in contact all along, took them over meanwhile, which counts
 	// as for any lost worker (EndWorkerLost). A worker that did not get to send them (frozen,
-	// starved) hands its tasks back at once, and the run counts.
+	// starved) hands its tasks back at once, and the run counts. Either
+	// way, a worker that has lapsed leases no new task until one of its
+	// heartbeats gets through again.
 	// A shorter interval brings the tasks back sooner for one script per
 	// interval per worker; a worker whose heartbeats can stall for longer
 	// than MissedBeats intervals (an overloaded host) needs a longer one.
