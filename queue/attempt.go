@@ -103,6 +103,21 @@ func (e AttemptEnd) lostText() string {
 	return string(e)
 }
 
+// spentText is the end of the status of a task whose attempts are spent,
+// e being the end of its last lease: ": " and why the last attempt ended
+// (see lostText) when that lease was the attempt, else the hand-back that
+// followed it, as " (then handed back: progress store unavailable)". A
+// Task keeps only the end of its last lease (PreviousEnd): when a
+// hand-back followed the last attempt, how that attempt ended is not
+// known here, and the status says what followed it rather than blame the
+// hand-back for the attempts spent.
+func (e AttemptEnd) spentText() string {
+	if e.Counts() {
+		return ": " + e.lostText()
+	}
+	return " (then handed back: " + string(e) + ")"
+}
+
 // StatusRetrying is the status line of a task whose attempt after the
 // first has started, until its flow sets one: "Running (attempt 2 of
 // 3)". A worker passes the runs the task gets as maxAttempts: its

@@ -287,6 +287,31 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		}, "the task is buried")
 	})
 
+	t.Run("GaveUpAfterAHandBack", func(t *testing.T) {
+		// The attempt that counted ended worker lost; the lease after it
+		// was handed back (the store could not record the give-up), and
+		// the next finds the attempts spent. Its status must not blame
+		// the store for them.
+		h := newHarness(t, newBackends)
+		var runs attempts
+		h.reg.MustRegister("steps", stepsFlow(func(ft *flow.Task) error {
+			runs.add(ft.Attempt)
+			return nil
+		}))
+		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 1})
+		ctx := context.Background()
+		l := fetchOne(t, h.backend, time.Minute)
+		require.NoError(t, h.backend.Retry(ctx, l, time.Now(), queue.EndWorkerLost))
+		l = fetchOne(t, h.backend, time.Minute)
+		require.NoError(t, h.backend.Retry(ctx, l, time.Now(), queue.EndStoreDown))
+		h.start(queue.WorkerConfig{})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "gave up after 1 attempt (then handed back: progress store unavailable)", snap.Details.Status)
+		assert.Empty(t, runs.get(), "the flow never ran")
+	})
+
 	t.Run("RetriedAfterError", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		h.reg.MustRegister("steps", stepsFlow(func(ft *flow.Task) error {
