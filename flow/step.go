@@ -27,7 +27,9 @@ var (
 // earlier attempt of t (a retry, or a run whose worker died) completed a
 // step of that name, Step returns the output that attempt recorded, logs
 // "<name>: replayed from attempt <n>" to t.Progress, and does not call
-// fn; otherwise it calls fn and, when fn succeeds, records its output
+// fn (a task re-queued to resume a dead task, see
+// queue.RequeueOptions.Resume, replays the dead task's steps too, logging
+// "<name>: replayed from task <id>"); otherwise it calls fn and, when fn succeeds, records its output
 // before returning it. Go has no generic methods, so Step is a function:
 //
 //	pages, err := flow.Step(ctx, t, "fetch pages", func(ctx context.Context) ([]Page, error) {
@@ -69,7 +71,9 @@ var (
 // Recording costs the checkpoint store one write per completed step (on
 // Redis, one round trip and the output's bytes), and reading one read per
 // attempt after the first, at its first step; a first attempt reads
-// nothing. A step whose output cannot be recorded because the store is
+// nothing, unless the task resumes a dead task: each of its attempts
+// reads the dead task's checkpoints too, and records the steps it
+// replays from them as its own. A step whose output cannot be recorded because the store is
 // unreachable still returns it; the run then records no later step, so
 // that a later attempt never replays a step whose earlier steps it runs
 // again. An output that cannot be encoded as JSON fails the step with an
@@ -91,14 +95,14 @@ func Step[T any](ctx context.Context, t *Task, name string, fn func(ctx context.
 		return zero, fmt.Errorf("%w: %q", ErrDuplicateStep, name)
 	}
 	var out T
-	attempt, ok, err := c.Replay(ctx, name, &out)
+	origin, ok, err := c.ReplayOrigin(ctx, name, &out)
 	if err != nil {
 		c.release(name)
 		return zero, fmt.Errorf("flow: step %q: %w", name, err)
 	}
 	if ok {
 		if t.Progress != nil {
-			t.Progress.Log(name + ": replayed from attempt " + strconv.Itoa(attempt))
+			t.Progress.Log(name + ": replayed from " + origin.String())
 		}
 		return out, nil
 	}
@@ -129,6 +133,7 @@ type Checkpoints struct {
 	mu      sync.Mutex
 	loaded  bool
 	saved   map[string]progress.Checkpoint
+	resumed map[string]progress.Checkpoint // of cfg.ResumeFrom
 	claimed map[string]bool
 	// stopped is set once a checkpoint could not be recorded: the run
 	// records no more, so that the recorded steps stay those that came
@@ -146,6 +151,16 @@ type CheckpointsConfig struct {
 	// Task.Attempt). A first attempt (Attempt 1 or less) reads nothing.
 	TaskID  string
 	Attempt int
+	// ResumeFrom is the dead task that the task resumes
+	// (queue.RequeueOptions.Resume), "" for none: every run then reads
+	// its checkpoints too, and replays them for the keys the task has
+	// not recorded itself (see ReplayOrigin).
+	ResumeFrom string
+	// Progress, when set, is told in a log entry that the task resumes
+	// nothing when task ResumeFrom has no checkpoints (it recorded none,
+	// or they expired with it).
+	// A worker passes the run's reporter.
+	Progress progress.Reporter
 	// Flush, when set, is called before each output is recorded, and
 	// waits until what the run reported before it has been recorded: a
 	// later attempt that replays the step then finds in the task's
@@ -190,37 +205,102 @@ func (c *Checkpoints) release(name string) {
 // Replay decodes into out the output an earlier attempt recorded under
 // key and returns that attempt, with ok set; ok is false when no output
 // was recorded under key, or when it does not decode into out (out may
-// then hold part of it). The first call of a run after the first reads
-// the task's checkpoints from the store; an error of that read is
+// then hold part of it). The first call of a run after the first, or of
+// any run of a task that resumes a dead one (CheckpointsConfig.ResumeFrom),
+// reads the task's checkpoints from the store; an error of that read is
 // returned (and the next call reads again), since running the step
-// instead might pay for it twice. A first attempt reads nothing.
+// instead might pay for it twice. A first attempt of any other task reads
+// nothing. An output replayed from the dead task returns the attempt of
+// the dead task that recorded it: ReplayOrigin tells the two apart.
 func (c *Checkpoints) Replay(ctx context.Context, key string, out any) (attempt int, ok bool, err error) {
+	o, ok, err := c.ReplayOrigin(ctx, key, out)
+	return o.Attempt, ok, err
+}
+
+// Origin says which run recorded a replayed output (see
+// Checkpoints.ReplayOrigin).
+type Origin struct {
+	// Task is the dead task that recorded it, when the task resumes one
+	// (CheckpointsConfig.ResumeFrom); "" for the task itself.
+	Task string
+	// Attempt is the attempt that recorded it: of Task when Task is set.
+	Attempt int
+}
+
+// String tells where a replayed output came from, as logs say it:
+// "attempt <n>", or "task <id>" for the dead task the task resumes.
+func (o Origin) String() string {
+	if o.Task != "" {
+		return "task " + o.Task
+	}
+	return "attempt " + strconv.Itoa(o.Attempt)
+}
+
+// ReplayOrigin is Replay, returning which run recorded the output. An
+// output of the dead task the task resumes (CheckpointsConfig.ResumeFrom),
+// for a key the task has not recorded itself, is recorded again as the
+// task's own before ReplayOrigin returns, as Record does (a store that
+// cannot record it is not an error): checkpoints expire with the task that
+// holds them, and a later attempt then finds it even once the dead task's
+// are gone.
+func (c *Checkpoints) ReplayOrigin(ctx context.Context, key string, out any) (o Origin, ok bool, err error) {
 	if c == nil || c.cfg.Store == nil {
-		return 0, false, nil
+		return Origin{}, false, nil
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.loaded {
-		if c.cfg.Attempt > 1 {
-			// Held across the read: the steps that wait need it too.
-			saved, err := c.cfg.Store.Checkpoints(ctx, c.cfg.TaskID)
-			if err != nil {
-				return 0, false, fmt.Errorf("reading the task's checkpoints: %w", err)
-			}
-			c.saved = saved
-		}
-		c.loaded = true
+	if err := c.loadLocked(ctx); err != nil {
+		c.mu.Unlock()
+		return Origin{}, false, err
 	}
 	cp, found := c.saved[key]
 	if !found {
-		return 0, false, nil
+		cp, found = c.resumed[key]
+		o.Task = c.cfg.ResumeFrom
+	}
+	c.mu.Unlock()
+	if !found {
+		return Origin{}, false, nil
 	}
 	if err := json.Unmarshal(cp.Output, out); err != nil {
 		c.cfg.Logger.Info("flows: a recorded step output no longer decodes; running the step again",
-			"task_id", c.cfg.TaskID, "step", key, "recorded_by_attempt", cp.Attempt, "err", err)
-		return 0, false, nil
+			"task_id", c.cfg.TaskID, "step", key, "recorded_by_task", o.Task, "recorded_by_attempt", cp.Attempt, "err", err)
+		return Origin{}, false, nil
 	}
-	return cp.Attempt, true, nil
+	o.Attempt = cp.Attempt
+	if o.Task != "" {
+		c.save(ctx, key, cp.Output)
+	}
+	return o, true, nil
+}
+
+// loadLocked reads, once per run, the checkpoints of the task's earlier
+// attempts and of the dead task it resumes; c.mu is held across the
+// reads: the steps that wait need them too.
+func (c *Checkpoints) loadLocked(ctx context.Context) error {
+	if c.loaded {
+		return nil
+	}
+	if c.cfg.Attempt > 1 {
+		saved, err := c.cfg.Store.Checkpoints(ctx, c.cfg.TaskID)
+		if err != nil {
+			return fmt.Errorf("reading the task's checkpoints: %w", err)
+		}
+		c.saved = saved
+	}
+	if from := c.cfg.ResumeFrom; from != "" {
+		resumed, err := c.cfg.Store.Checkpoints(ctx, from)
+		if err != nil && !errors.Is(err, progress.ErrNotFound) {
+			return fmt.Errorf("reading the checkpoints of task %s, which the task resumes: %w", from, err)
+		}
+		// An unknown task is one whose retention has passed. Said once,
+		// by the first attempt.
+		if len(resumed) == 0 && c.cfg.Attempt <= 1 && c.cfg.Progress != nil {
+			c.cfg.Progress.Log("resuming nothing: task " + from + " has no checkpoints (it recorded none, or they have expired)")
+		}
+		c.resumed = resumed
+	}
+	c.loaded = true
+	return nil
 }
 
 // Record records v, encoded as JSON, as the output of the step key, for
@@ -238,18 +318,25 @@ func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return Permanent(fmt.Errorf("output cannot be recorded as JSON: %w", err))
 	}
+	c.save(ctx, key, b)
+	return nil
+}
+
+// save records the output b of the step key, unless the run has stopped
+// recording, and stops the run's recording when it cannot (see Record).
+func (c *Checkpoints) save(ctx context.Context, key string, b json.RawMessage) {
 	c.mu.Lock()
 	stopped := c.stopped
 	c.mu.Unlock()
 	if stopped {
-		return nil
+		return
 	}
 	if c.cfg.Flush != nil {
 		_ = c.cfg.Flush(ctx)
 	}
-	err = c.cfg.Store.SaveCheckpoint(ctx, c.cfg.TaskID, progress.Checkpoint{Key: key, Attempt: c.cfg.Attempt, Output: b})
+	err := c.cfg.Store.SaveCheckpoint(ctx, c.cfg.TaskID, progress.Checkpoint{Key: key, Attempt: c.cfg.Attempt, Output: b})
 	if err == nil {
-		return nil
+		return
 	}
 	c.mu.Lock()
 	c.stopped = true
@@ -258,5 +345,4 @@ func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 		c.cfg.Logger.Warn("flows: step output not recorded; this run records no more steps, and a later attempt runs them again",
 			"task_id", c.cfg.TaskID, "step", key, "err", err)
 	}
-	return nil
 }

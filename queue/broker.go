@@ -294,6 +294,26 @@ func (b *Broker) Dead(ctx context.Context, limit int) ([]DeadTask, error) {
 // refuses every event after FAILURE, so the dead task's history stays as
 // it ended, and watchers of the new task see it from PENDING.
 func (b *Broker) Requeue(ctx context.Context, id string) (string, error) {
+	return b.RequeueWith(ctx, id, RequeueOptions{})
+}
+
+// RequeueOptions are the options of Broker.RequeueWith. The zero value
+// re-queues as Broker.Requeue does.
+type RequeueOptions struct {
+	// Resume has the new task resume the dead one: each attempt of its
+	// flow replays the steps the dead task completed (flow.Step, and the
+	// model and tool calls of flow/lcflow), logging "<step>: replayed from
+	// task <dead id>", and runs the rest, instead of running every step
+	// again. It reads the dead task's checkpoints (one more read of the
+	// checkpoint store per attempt, on Redis a round trip) and records
+	// each step it replays as its own, so that they expire with it. A
+	// dead task whose checkpoints are gone (its retention has passed)
+	// resumes nothing, and the new task's log says so.
+	Resume bool
+}
+
+// RequeueWith runs a dead task again as Requeue does, with the options o.
+func (b *Broker) RequeueWith(ctx context.Context, id string, o RequeueOptions) (string, error) {
 	if !ValidID(id) {
 		return "", fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidID)
 	}
@@ -309,6 +329,7 @@ func (b *Broker) Requeue(ctx context.Context, id string) (string, error) {
 		Timeout:      dead.Timeout,
 		EnqueuedAt:   time.Now().UTC(),
 		RequeuedFrom: id,
+		Resume:       o.Resume,
 		Owner:        dead.Owner,
 	}
 	if entry, err := b.cfg.Registry.Lookup(dead.Flow); err == nil {

@@ -73,6 +73,12 @@ func (i *Inspector) Requeue(ctx context.Context, id string) (string, error) {
 	return i.broker.Requeue(ctx, id)
 }
 
+// RequeueWith runs a dead task again, as Broker.RequeueWith does with the
+// options o, and returns the id of the new task.
+func (i *Inspector) RequeueWith(ctx context.Context, id string, o RequeueOptions) (string, error) {
+	return i.broker.RequeueWith(ctx, id, o)
+}
+
 // Cancel asks one task to stop, as Broker.Cancel does.
 func (i *Inspector) Cancel(ctx context.Context, id string) error {
 	return i.broker.Cancel(ctx, id)

@@ -186,7 +186,11 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	}
 	start := startEvents(t)
 	if requeued {
-		start = append(start, progress.LogEvent("re-queued from task "+t.RequeuedFrom))
+		msg := "re-queued from task " + t.RequeuedFrom
+		if t.Resume {
+			msg += ", resuming its completed steps"
+		}
+		start = append(start, progress.LogEvent(msg))
 	}
 	if ld.state != "" {
 		// The backend, which is the store, read the state as it leased
@@ -268,7 +272,8 @@ func (j *job) run(f flow.Flow) {
 		res, err := f.Run(j.flowContext(ctx, cancel), &flow.Task{
 			ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
 			Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
-				Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, Flush: j.rep.Flush, Logger: j.w.log,
+				Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, ResumeFrom: t.resumeFrom(),
+				Flush: j.rep.Flush, Progress: j.rep, Logger: j.w.log,
 			}),
 		})
 		returned = true

@@ -62,8 +62,11 @@
 // backend's retention period. Broker.Dead lists that set and
 // Broker.Requeue runs a dead task again, as a new task with a new id: the
 // failed task keeps its one terminal state, and the new one names it in
-// Task.RequeuedFrom and in the first step of its log. Cancelled tasks are
-// never buried: someone asked for them to stop.
+// Task.RequeuedFrom and in the first step of its log. Broker.RequeueWith
+// with RequeueOptions.Resume has the new task resume the dead one: it
+// replays the steps the dead task completed (its checkpoints, see
+// flow.Step) instead of running them again. Cancelled tasks are never
+// buried: someone asked for them to stop.
 //
 // # Tracing and metrics
 //
@@ -184,6 +187,10 @@ type Task struct {
 	// RequeuedFrom is the id of the dead task this task was re-queued
 	// from (Broker.Requeue), "" for a task started afresh.
 	RequeuedFrom string `json:"requeued_from,omitempty"`
+	// Resume is set on a task re-queued to resume its dead task
+	// (RequeueOptions.Resume): its flow replays the steps task
+	// RequeuedFrom completed (see flow.Step) and runs the rest.
+	Resume bool `json:"resume,omitempty"`
 	// TraceParent and TraceState are the W3C Trace Context (the
 	// traceparent and tracestate headers) of the span that enqueued the
 	// task, "" when it was enqueued outside a trace. Each run of the task
@@ -200,6 +207,15 @@ type Task struct {
 	// set by the Broker as it enqueues the task and by the Worker as it
 	// leases it, each from its registry. Backends do not store it.
 	Limit Limit `json:"-"`
+}
+
+// resumeFrom is the dead task whose checkpoints t's runs replay (see
+// Task.Resume), "" for none.
+func (t *Task) resumeFrom() string {
+	if t.Resume {
+		return t.RequeuedFrom
+	}
+	return ""
 }
 
 // Attempts is the number of leases of the task that were attempts to run

@@ -266,7 +266,9 @@ func DefaultBackoff(attempt int) time.Duration {
 // cancellation, which is only acknowledged. If burying fails, the next
 // worker to lease the task finds it FAILED and buries it then. A task
 // re-queued from a dead one (Task.RequeuedFrom) logs "re-queued from task
-// <id>" as it first starts.
+// <id>" as it first starts; one that resumes it (Task.Resume) adds
+// ", resuming its completed steps", and its flows replay the steps the
+// dead task completed (see RequeueOptions.Resume).
 //
 // A panic in a flow becomes FAILURE with the status "panic: <value>"; it
 // never crashes the worker. A flow that ends its goroutine

@@ -94,13 +94,14 @@ func (h *Handler) recordModel(ctx context.Context, key string, resp *llms.Conten
 	_ = h.cps.Record(ctx, key, bare) // still unencodable: the call is not recorded
 }
 
-// replayed reports whether key was recorded by an earlier attempt, with
-// its output decoded into out, and that attempt.
-func (h *Handler) replayed(ctx context.Context, key string, out any) (int, bool, error) {
+// replayed reports whether key was recorded by an earlier attempt (or by
+// the dead task the task resumes), with its output decoded into out, and
+// which run recorded it.
+func (h *Handler) replayed(ctx context.Context, key string, out any) (flow.Origin, bool, error) {
 	if key == "" {
-		return 0, false, nil
+		return flow.Origin{}, false, nil
 	}
-	return h.cps.Replay(ctx, key, out)
+	return h.cps.ReplayOrigin(ctx, key, out)
 }
 
 // TaskHandler returns a Handler reporting to t.Progress that records the

@@ -70,7 +70,9 @@
 // attempt N" or "Tool X: output replayed from attempt N" in place of its
 // usual entries (a replayed tool adds no second tool_result; a replayed
 // answer is not streamed again); the named steps around the calls log
-// their start and end again, since their chains run again.
+// their start and end again, since their chains run again. A task
+// re-queued to resume a dead task (queue.RequeueOptions.Resume) replays
+// the dead task's calls too, logging "replayed from task <id>" instead.
 //
 // Whether a call is the same is decided by its key: the kind of call
 // (model or tool), a hash of what decides its answer, and its order among

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -150,9 +149,10 @@ func (h *Handler) llmEnded() {
 }
 
 // llmReplayed reports a model call answered from the record of an
-// earlier attempt, in place of its start and end.
-func (h *Handler) llmReplayed(attempt int) {
-	h.r.Log("Language model: answer replayed from attempt " + strconv.Itoa(attempt))
+// earlier attempt (or of the dead task the task resumes), in place of its
+// start and end.
+func (h *Handler) llmReplayed(from flow.Origin) {
+	h.r.Log("Language model: answer replayed from " + from.String())
 	h.advance(1, 4, "")
 }
 
@@ -189,14 +189,14 @@ func (h *Handler) toolEnded(ctx context.Context, tool, output string) {
 }
 
 // toolReplayed reports a tool call answered from the record of an
-// earlier attempt, in place of its start and its tool_result, which that
-// attempt reported.
-func (h *Handler) toolReplayed(ctx context.Context, tool string, attempt int) {
+// earlier attempt (or of the dead task the task resumes), in place of its
+// start and its tool_result, which that attempt reported.
+func (h *Handler) toolReplayed(ctx context.Context, tool string, from flow.Origin) {
 	step := stepFromContext(ctx)
 	h.mu.Lock()
 	delete(h.pendingTool, step)
 	h.mu.Unlock()
-	h.r.Log(fmt.Sprintf("Tool %s: output replayed from attempt %d", tool, attempt))
+	h.r.Log(fmt.Sprintf("Tool %s: output replayed from %s", tool, from))
 	h.advance(1, 4, "")
 }
 

@@ -44,12 +44,12 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 	}
 	key := h.modelKey(ctx, messages, options)
 	var recorded llms.ContentResponse
-	attempt, ok, err := h.replayed(ctx, key, &recorded)
+	from, ok, err := h.replayed(ctx, key, &recorded)
 	if err != nil {
 		return nil, fmt.Errorf("lcflow: model call: %w", err)
 	}
 	if ok {
-		h.llmReplayed(attempt)
+		h.llmReplayed(from)
 		return &recorded, nil
 	}
 	h.llmStarted()

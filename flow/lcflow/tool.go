@@ -48,12 +48,12 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 	name := r.t.Name()
 	key := h.toolKey(ctx, name, input)
 	var recorded string
-	attempt, ok, err := h.replayed(ctx, key, &recorded)
+	from, ok, err := h.replayed(ctx, key, &recorded)
 	if err != nil {
 		return "", fmt.Errorf("lcflow: tool %s: %w", name, err)
 	}
 	if ok {
-		h.toolReplayed(ctx, name, attempt)
+		h.toolReplayed(ctx, name, from)
 		return recorded, nil
 	}
 	h.toolStarted(ctx, name, input)

@@ -3,6 +3,8 @@ package queuetest
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -95,6 +97,108 @@ func runSteps(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progr
 		assert.Equal(t, []string{
 			"attempt 2 of 3 starts: attempt 1 timed out: its lease expired",
 			"call the model: replayed from attempt 1",
+		}, stepMessages(snap))
+	})
+
+	t.Run("RequeueResumeReplaysDeadTaskSteps", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		cps, keeps := h.store.(progress.CheckpointStore)
+		if !keeps {
+			t.Skip("the progress store keeps no checkpoints")
+		}
+		ctx := context.Background()
+		var search, answer atomic.Int32
+		var down atomic.Bool
+		down.Store(true)
+		h.reg.MustRegister("research", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			hits, err := flow.Step(ctx, ft, "search", func(context.Context) ([]string, error) {
+				search.Add(1)
+				return []string{"hit 1", "hit 2"}, nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			return flow.Step(ctx, ft, "answer", func(context.Context) (string, error) {
+				n := answer.Add(1)
+				switch {
+				case down.Load():
+					return "", flow.Permanent(errors.New("model provider down"))
+				case n == 3:
+					return "", errors.New("model overloaded") // the resumed task's first attempt
+				}
+				return strings.Join(hits, " and "), nil
+			})
+		}))
+		h.start(queue.WorkerConfig{})
+		dead := h.enqueue("research", "", queue.EnqueueOptions{MaxAttempts: 2})
+		require.Equal(t, progress.StateFailure, h.waitTerminal(dead).State)
+		h.waitBuried(dead)
+		plainDead := h.enqueue("research", "", queue.EnqueueOptions{MaxAttempts: 2})
+		require.Equal(t, progress.StateFailure, h.waitTerminal(plainDead).State)
+		h.waitBuried(plainDead)
+		require.Equal(t, int32(2), search.Load())
+		require.Equal(t, int32(2), answer.Load())
+
+		down.Store(false) // the provider is back
+		again, err := h.broker.RequeueWith(ctx, dead, queue.RequeueOptions{Resume: true})
+		require.NoError(t, err)
+		snap := h.waitTerminal(again)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, `"hit 1 and hit 2"`, string(snap.Details.FinalResult))
+		assert.Equal(t, int32(2), search.Load(), "the dead task's completed step did not run again")
+		assert.Equal(t, int32(4), answer.Load(), "the failed step ran, and again after its retry")
+		msgs := stepMessages(snap)
+		require.Len(t, msgs, 5, "%q", msgs)
+		assert.Equal(t, "re-queued from task "+dead+", resuming its completed steps", msgs[0])
+		assert.Equal(t, "search: replayed from task "+dead, msgs[1])
+		assert.True(t, strings.HasPrefix(msgs[2], "attempt 1 failed: model overloaded; retrying in "), msgs[2])
+		assert.Equal(t, []string{"attempt 2 of 2 starts: attempt 1 failed", "search: replayed from attempt 1"}, msgs[3:],
+			"the replayed step was recorded as the new task's own")
+		info, err := h.broker.Task(ctx, again)
+		require.NoError(t, err)
+		require.NotNil(t, info.Task)
+		assert.Equal(t, dead, info.Task.RequeuedFrom)
+		assert.True(t, info.Task.Resume)
+		own, err := cps.Checkpoints(ctx, again)
+		require.NoError(t, err)
+		assert.ElementsMatch(t, []string{"search", "answer"}, slices.Collect(maps.Keys(own)))
+		old, err := cps.Checkpoints(ctx, dead)
+		require.NoError(t, err)
+		assert.ElementsMatch(t, []string{"search"}, slices.Collect(maps.Keys(old)), "the dead task's checkpoints are left as they were")
+
+		plain, err := h.broker.RequeueWith(ctx, plainDead, queue.RequeueOptions{})
+		require.NoError(t, err)
+		snap = h.waitTerminal(plain)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, int32(3), search.Load(), "a plain re-queue runs every step again")
+		assert.Equal(t, []string{"re-queued from task " + plainDead}, stepMessages(snap))
+	})
+
+	t.Run("RequeueResumeOfTaskWithoutCheckpoints", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		if _, keeps := h.store.(progress.CheckpointStore); !keeps {
+			t.Skip("the progress store keeps no checkpoints")
+		}
+		ctx := context.Background()
+		var fixed atomic.Bool
+		h.reg.MustRegister("fragile", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			if !fixed.Load() {
+				return nil, flow.Permanent(errors.New("bad key"))
+			}
+			return flow.Step(ctx, ft, "search", func(context.Context) (string, error) { return "found", nil })
+		}))
+		h.start(queue.WorkerConfig{})
+		dead := h.enqueue("fragile", "", queue.EnqueueOptions{MaxAttempts: 1})
+		require.Equal(t, progress.StateFailure, h.waitTerminal(dead).State)
+		h.waitBuried(dead)
+		fixed.Store(true)
+		again, err := h.broker.RequeueWith(ctx, dead, queue.RequeueOptions{Resume: true})
+		require.NoError(t, err)
+		snap := h.waitTerminal(again)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, []string{
+			"re-queued from task " + dead + ", resuming its completed steps",
+			"resuming nothing: task " + dead + " has no checkpoints (it recorded none, or they have expired)",
 		}, stepMessages(snap))
 	})
 }

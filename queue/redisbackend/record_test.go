@@ -28,6 +28,9 @@ func TestRecordRoundTrip(t *testing.T) {
 			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 		"traced with a state, owned": {ID: "g", Flow: "t 9 ", EnqueuedAt: at, Owner: "user:ada",
 			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", TraceState: "a=b c, d=e"},
+		"resumes, traced, owned": {ID: "h", Flow: "r", EnqueuedAt: at, RequeuedFrom: "c0ffee", Resume: true, Owner: "o",
+			TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+		"resumes": {ID: "i", Flow: "poem", Inputs: json.RawMessage(`{"topic":"sea"}`), EnqueuedAt: at, RequeuedFrom: "c0ffee", Resume: true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			var r record
@@ -76,6 +79,8 @@ func TestRecordWithoutOwnerUnchanged(t *testing.T) {
 	assert.Equal(t, `3 1000000000 1700000000000000000 0 4 0 poem{"n":1}`, encodeRec(task))
 	task.Owner = "ada"
 	assert.Equal(t, `o3 1000000000 1700000000000000000 0 4 0 3 poemada{"n":1}`, encodeRec(task))
+	task.Owner, task.RequeuedFrom, task.Resume = "", "dead", true
+	assert.Equal(t, `r3 1000000000 1700000000000000000 0 4 4 poemdead{"n":1}`, encodeRec(task), "a resumed task's record starts with r")
 	for _, rec := range []string{
 		"o3 0 0 0 1 0 f",       // no owner length
 		"o3 0 0 0 1 0 9 fabc",  // owner longer than what is left

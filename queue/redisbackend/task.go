@@ -479,12 +479,19 @@ func recordFields(t *queue.Task) [][2]string {
 // traceparent has no space); the rest of the record follows. A task
 // enqueued outside a trace has the record it had before tracing, so it
 // costs not one byte more.
+//
+// The record of a task re-queued to resume its dead task (Task.Resume)
+// starts with "r", before all of that; other tasks' records are as they
+// were.
 func encodeRec(t *queue.Task) string {
 	var runAt int64
 	if !t.RunAt.IsZero() {
 		runAt = t.RunAt.UnixNano()
 	}
 	b := make([]byte, 0, 80+len(t.Flow)+len(t.RequeuedFrom)+len(t.Owner)+len(t.Inputs)+len(t.TraceParent)+len(t.TraceState))
+	if t.Resume {
+		b = append(b, resumeRec)
+	}
 	if t.TraceParent != "" {
 		n := len(t.TraceParent)
 		if t.TraceState != "" {
@@ -517,15 +524,20 @@ func encodeRec(t *queue.Task) string {
 	return string(b)
 }
 
-// ownedRec and tracedRec start the rec field of a task with an owner and
-// of a task enqueued in a trace (see encodeRec).
+// ownedRec, tracedRec and resumeRec start the rec field of a task with
+// an owner, of a task enqueued in a trace and of a task that resumes its
+// dead task (see encodeRec).
 const (
 	ownedRec  = 'o'
 	tracedRec = 't'
+	resumeRec = 'r'
 )
 
 // decodeRec fills t from the value of a rec field (see encodeRec).
 func decodeRec(rec string, t *queue.Task) error {
+	if rec != "" && rec[0] == resumeRec {
+		t.Resume, rec = true, rec[1:]
+	}
 	if rec != "" && rec[0] == tracedRec {
 		size, rest, ok := strings.Cut(rec[1:], " ")
 		n, err := strconv.Atoi(size)
