@@ -3,6 +3,7 @@ package flow_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"strings"
@@ -347,4 +348,72 @@ func TestStepFlushesReportsBeforeRecording(t *testing.T) {
 	_, err = flow.Step(ctx, task, "b", func(context.Context) (int, error) { return 0, errors.New("no") })
 	require.Error(t, err)
 	assert.Equal(t, []string{"flush", "save a"}, order, "what the step reported is recorded before its output; a failed step flushes nothing")
+}
+
+// TestStepResumesDeadTask checks the steps of a task that resumes a dead
+// one (CheckpointsConfig.ResumeFrom): they replay the dead task's outputs
+// for the names the task has not recorded itself, record them as the
+// task's own, and resume nothing from a dead task that is gone.
+func TestStepResumesDeadTask(t *testing.T) {
+	ctx := t.Context()
+	e := newStepEnv(t)
+	require.NoError(t, e.store.Create(ctx, "dead-1"))
+	for _, c := range []progress.Checkpoint{
+		{Key: "search", Attempt: 2, Output: json.RawMessage(`["hit"]`)},
+		{Key: "answer", Attempt: 2, Output: json.RawMessage(`"old answer"`)},
+	} {
+		require.NoError(t, e.store.MemoryStore.SaveCheckpoint(ctx, "dead-1", c))
+	}
+	resumed := func(n int, from string) (*flow.Task, *progress.Recorder) {
+		rec := progress.NewRecorder()
+		return &flow.Task{ID: e.id, Attempt: n, Progress: rec, Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
+			Store: e.store, TaskID: e.id, Attempt: n, ResumeFrom: from, Progress: rec,
+			Logger: slog.New(slog.NewTextHandler(e.logs, nil)),
+		})}, rec
+	}
+
+	// The store fails the first read: the step fails without running, and
+	// the next one reads again.
+	readErr := errors.New("store unreachable")
+	e.store.failRead.Store(&readErr)
+	t1, rec1 := resumed(1, "dead-1")
+	var searches int
+	_, err := flow.Step(ctx, t1, "search", counted(&searches, []string{"fresh"}))
+	require.ErrorIs(t, err, readErr)
+	assert.Zero(t, searches)
+	e.store.failRead.Store(nil)
+	hits, err := flow.Step(ctx, t1, "search", counted(&searches, []string{"fresh"}))
+	require.NoError(t, err)
+	assert.Equal(t, []string{"hit"}, hits, "the dead task's output")
+	assert.Zero(t, searches)
+	assert.Equal(t, []string{"search: replayed from task dead-1"}, logMessages(rec1))
+	own, err := e.store.MemoryStore.Checkpoints(ctx, e.id)
+	require.NoError(t, err)
+	assert.Equal(t, map[string]progress.Checkpoint{"search": {Key: "search", Attempt: 1, Output: json.RawMessage(`["hit"]`)}}, own,
+		"the replayed output is recorded as the task's own, by its attempt")
+	require.NoError(t, t1.Checkpoints.Record(ctx, "answer", "new answer"))
+
+	// A later attempt replays the task's own outputs before the dead task's.
+	t2, rec2 := resumed(2, "dead-1")
+	var answers int
+	answer, err := flow.Step(ctx, t2, "answer", counted(&answers, "fresh"))
+	require.NoError(t, err)
+	assert.Equal(t, "new answer", answer, "the task's own output wins")
+	o, ok, err := t2.Checkpoints.ReplayOrigin(ctx, "search", new([]string))
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, flow.Origin{Attempt: 1}, o)
+	assert.Equal(t, []string{"answer: replayed from attempt 1"}, logMessages(rec2))
+
+	// A dead task that is gone (its retention passed) resumes nothing, and
+	// the first attempt says so.
+	t3, rec3 := resumed(1, "gone-1")
+	fresh, err := flow.Step(ctx, t3, "fresh step", counted(&searches, "ran"))
+	require.NoError(t, err)
+	assert.Equal(t, "ran", fresh)
+	assert.Equal(t, 1, searches)
+	assert.Equal(t, []string{"resuming nothing: task gone-1 has no checkpoints (it recorded none, or they have expired)"}, logMessages(rec3))
+
+	assert.Equal(t, "task dead-1", flow.Origin{Task: "dead-1", Attempt: 2}.String())
+	assert.Equal(t, "attempt 3", flow.Origin{Attempt: 3}.String())
 }
