@@ -54,6 +54,8 @@ type TaskSummary struct {
 	Owner string `json:"owner,omitempty"`
 	// RequeuedFrom is the dead task it was re-queued from, if any.
 	RequeuedFrom string `json:"requeued_from,omitempty"`
+	// Resume is set when it resumes that dead task (Task.Resume).
+	Resume bool `json:"resume,omitempty"`
 	// Cancelled is set once a cancellation was asked for.
 	Cancelled bool `json:"cancelled,omitempty"`
 	// EnqueuedAt is when it was accepted; StartedAt when its current (or
@@ -96,7 +98,7 @@ func summarize(id string, t *Task, snap progress.Snapshot) TaskSummary {
 	}
 	if t != nil {
 		s.Flow, s.Attempt, s.MaxAttempts, s.HandBacks = t.Flow, t.Attempts(), t.MaxAttempts, t.HandBacks
-		s.RequeuedFrom, s.Cancelled, s.EnqueuedAt, s.Owner = t.RequeuedFrom, t.Cancelled, t.EnqueuedAt, t.Owner
+		s.RequeuedFrom, s.Resume, s.Cancelled, s.EnqueuedAt, s.Owner = t.RequeuedFrom, t.Resume, t.Cancelled, t.EnqueuedAt, t.Owner
 	}
 	return s
 }

@@ -23,7 +23,7 @@
 //	GET  /tasks/?state=&flow=&owner=&since=&until=&limit=&cursor=   200 {"tasks": [...], "next_cursor": "..."}
 //	GET  /stats/                               200 {"counts", "flows", "ready", "workers", "last_minute", ...}
 //	GET  /dead/?limit=                         200 {"tasks": [{"task_id", "flow", "reason", "attempts", "buried_at"}]}
-//	POST /dead/{id}/requeue/                   200 {"task_id": "<new id>", "requeued_from": "<id>"}
+//	POST /dead/{id}/requeue/?resume=1          200 {"task_id": "<new id>", "requeued_from": "<id>", "resume": true}
 //	POST /cancel-tasks/?state=&flow=&owner=&since=&until=&limit=&cursor=   202 {"cancelled": ["<id>", ...], "more": false, "next": "..."}
 //
 // Each route also answers without its trailing slash (no redirect, so it
@@ -127,7 +127,7 @@
 // owner). A malformed time, or until before since, is answered 400.
 // Authorize sees the flow and owner filters in Access. Each task is {"task_id", "flow", "state", "progress",
 // "status", "attempt", "max_attempts", "hand_backs", "owner",
-// "requeued_from", "cancelled", "enqueued_at", "started_at", "ended_at"}
+// "requeued_from", "resume", "cancelled", "enqueued_at", "started_at", "ended_at"}
 // (see queue.TaskSummary). POST /cancel-tasks/ asks every pending and running
 // task that its state, flow, owner and time range select (at least one of
 // them, with the listing's meaning) to stop, up to limit (1000) per call,
@@ -138,6 +138,11 @@
 // not asked again: they are listed in "already_cancelled", not in
 // "cancelled". Authorize sees the flow and owner filters in Access. The
 // queue package's Inspector documents the rest.
+//
+// POST /dead/{id}/requeue/ runs a dead task again as a new task; with
+// ?resume=1 (or true) the new task resumes it: it replays the steps the
+// dead task completed instead of paying for them again (see
+// queue.RequeueOptions.Resume), and the answer has "resume": true.
 //
 // Package [github.com/flowsrun/flows/ssehttp/opspage] serves a web page
 // for operators on these routes: stats with live charts, the listing, a

@@ -21,7 +21,7 @@ type Inspector interface {
 	List(ctx context.Context, o queue.ListOptions) (queue.TaskPage, error)
 	Stats(ctx context.Context) (queue.Stats, error)
 	Dead(ctx context.Context, limit int) ([]queue.DeadTask, error)
-	Requeue(ctx context.Context, id string) (string, error)
+	RequeueWith(ctx context.Context, id string, o queue.RequeueOptions) (string, error)
 	CancelMatching(ctx context.Context, f queue.CancelFilter) (queue.CancelResult, error)
 }
 
@@ -36,8 +36,8 @@ const (
 	ActionStats Action = "stats"
 	// ActionDead: GET /dead/.
 	ActionDead Action = "dead"
-	// ActionRequeue: POST /dead/{id}/requeue/. Access.TaskID is the dead
-	// task.
+	// ActionRequeue: POST /dead/{id}/requeue/ (?resume=1 too). Access.TaskID
+	// is the dead task.
 	ActionRequeue Action = "requeue"
 	// ActionCancelMany: POST /cancel-tasks/. Access.Flow is the flow
 	// filter and Access.Owner the owner filter, if any.
@@ -239,16 +239,28 @@ func (h *Handler) dead(w http.ResponseWriter, r *http.Request) {
 type requeueResponse struct {
 	TaskID       string `json:"task_id"`
 	RequeuedFrom string `json:"requeued_from"`
+	Resume       bool   `json:"resume,omitempty"`
 }
 
-// requeue serves POST /dead/{id}/requeue/: the dead task runs again as a
-// new task, whose id the answer gives.
+// requeue serves POST /dead/{id}/requeue/?resume=: the dead task runs
+// again as a new task, whose id the answer gives; with resume=1 (or
+// true) the new task resumes the dead one (see queue.RequeueOptions).
 func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	if !h.sameOrigin(w, r) {
 		return
 	}
-	if _, ok := query(w, r); !ok {
+	q, ok := query(w, r, "resume")
+	if !ok {
+		return
+	}
+	var o queue.RequeueOptions
+	switch v := q.Get("resume"); v {
+	case "", "0", "false":
+	case "1", "true":
+		o.Resume = true
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("resume %q is not 1, true, 0 or false", v))
 		return
 	}
 	if !queue.ValidID(id) {
@@ -258,10 +270,10 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 	if !h.operator(w, r, Access{Action: ActionRequeue, TaskID: id}) {
 		return
 	}
-	newID, err := h.cfg.Inspector.Requeue(r.Context(), id)
+	newID, err := h.cfg.Inspector.RequeueWith(r.Context(), id, o)
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, requeueResponse{TaskID: newID, RequeuedFrom: id})
+		writeJSON(w, http.StatusOK, requeueResponse{TaskID: newID, RequeuedFrom: id, Resume: o.Resume})
 	case errors.Is(err, queue.ErrNotDead):
 		writeError(w, http.StatusConflict, "task is not in the dead-letter set")
 	default:

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,6 +384,8 @@ func TestOperatorRoutesBadInput(t *testing.T) {
 		{"POST", "/cancel-tasks/?state=SUCCESS", `cannot cancel tasks in state "SUCCESS"`},
 		{"POST", "/cancel-tasks/?state=PENDING&limit=0", `limit "0"`},
 		{"POST", "/dead/" + id + "/requeue/?now=1", `unknown parameter "now"`},
+		{"POST", "/dead/" + id + "/requeue/?resume=yes", `resume "yes" is not 1, true, 0 or false`},
+		{"POST", "/dead/" + id + "/requeue/?resume=1&resume=0", `parameter "resume" given more than once`},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			var resp *http.Response
@@ -636,7 +639,9 @@ func (downInspector) Stats(context.Context) (queue.Stats, error) { return queue.
 func (downInspector) Dead(context.Context, int) ([]queue.DeadTask, error) {
 	return nil, errDown
 }
-func (downInspector) Requeue(context.Context, string) (string, error) { return "", errDown }
+func (downInspector) RequeueWith(context.Context, string, queue.RequeueOptions) (string, error) {
+	return "", errDown
+}
 func (downInspector) CancelMatching(context.Context, queue.CancelFilter) (queue.CancelResult, error) {
 	return queue.CancelResult{}, errDown
 }
@@ -691,4 +696,69 @@ func TestOperatorPostsAreSameOrigin(t *testing.T) {
 	assert.Equal(t, "PROGRESS", e.list(t, "").Tasks[0].State, "nothing was cancelled")
 	e.release(t, 5)
 	e.waitTerminal(t, id)
+}
+
+// TestRequeueResume checks POST /dead/{id}/requeue/?resume=1: the new
+// task resumes the dead one, replaying the step it completed, where a
+// plain requeue runs it again.
+func TestRequeueResume(t *testing.T) {
+	var searches atomic.Int32
+	var fixed atomic.Bool
+	e := newEnv(t, envOptions{register: func(reg *registry.Registry) {
+		reg.MustRegister("research", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			hits, err := flow.Step(ctx, ft, "search", func(context.Context) (string, error) {
+				searches.Add(1)
+				return "hits", nil
+			})
+			if err != nil || !fixed.Load() {
+				return nil, flow.Permanent(errors.New("the model refused"))
+			}
+			return hits, nil
+		}))
+	}})
+	resumed, plain := e.start(t, "research"), e.start(t, "research")
+	e.waitTerminal(t, resumed)
+	e.waitTerminal(t, plain)
+	require.Eventually(t, func() bool {
+		dead, err := e.broker.Dead(context.Background(), 0)
+		return err == nil && len(dead) == 2
+	}, testTimeout, 2*time.Millisecond, "the tasks were not buried")
+	require.Equal(t, int32(2), searches.Load())
+	fixed.Store(true)
+
+	var requeued struct {
+		TaskID       string `json:"task_id"`
+		RequeuedFrom string `json:"requeued_from"`
+		Resume       bool   `json:"resume"`
+	}
+	resp, body := e.post(t, "/dead/"+resumed+"/requeue/?resume=1", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	decode(t, body, &requeued)
+	assert.Equal(t, resumed, requeued.RequeuedFrom)
+	assert.True(t, requeued.Resume)
+	snap := e.waitTerminal(t, requeued.TaskID)
+	require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	assert.Equal(t, int32(2), searches.Load(), "the dead task's step was replayed")
+	var logs []string
+	for _, s := range snap.Details.StepResults {
+		logs = append(logs, s.Message)
+	}
+	assert.Equal(t, []string{"re-queued from task " + resumed + ", resuming its completed steps", "search: replayed from task " + resumed}, logs)
+	var page struct {
+		Tasks []map[string]json.RawMessage `json:"tasks"`
+	}
+	resp, body = e.get(t, "/tasks/?state=SUCCESS")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.NoError(t, json.Unmarshal(body, &page))
+	require.Len(t, page.Tasks, 1)
+	assert.JSONEq(t, `true`, string(page.Tasks[0]["resume"]), "the listing shows a resumed task")
+
+	requeued.Resume = false
+	resp, body = e.post(t, "/dead/"+plain+"/requeue/?resume=0", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	decode(t, body, &requeued)
+	assert.False(t, requeued.Resume)
+	snap = e.waitTerminal(t, requeued.TaskID)
+	require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	assert.Equal(t, int32(3), searches.Load(), "a plain requeue runs the step again")
 }

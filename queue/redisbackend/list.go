@@ -263,7 +263,7 @@ func summaryOf(id string, v [len(summaryFields)]string) (*queue.TaskSummary, boo
 	}
 	s := &queue.TaskSummary{
 		ID: id, Flow: t.Flow, State: state, Status: v[4], Attempt: t.Attempts(), MaxAttempts: t.MaxAttempts,
-		HandBacks: t.HandBacks, RequeuedFrom: t.RequeuedFrom, Cancelled: t.Cancelled, EnqueuedAt: t.EnqueuedAt, Owner: t.Owner,
+		HandBacks: t.HandBacks, RequeuedFrom: t.RequeuedFrom, Resume: t.Resume, Cancelled: t.Cancelled, EnqueuedAt: t.EnqueuedAt, Owner: t.Owner,
 		StartedAt: msTime(v[6]), EndedAt: msTime(v[7]),
 	}
 	s.Progress, _ = strconv.Atoi(v[5])
