@@ -28,7 +28,9 @@
 //	                           listed apart, not asked again; the
 //	                           last line goes on where a call stopped
 //	dead     [-limit N]        the dead-letter set, newest first
-//	requeue  ID...             run dead tasks again, as new tasks
+//	requeue  [-resume] ID...   run dead tasks again, as new tasks
+//	                           (-resume: each replays the steps its
+//	                           dead task completed, and runs the rest)
 //
 // The Redis URL comes from -redis or REDIS_URL (redis://host:6379/0; a
 // URL with several addresses or a master_set names a Cluster or a
@@ -89,7 +91,8 @@ commands:
   cancel   ID... | [-state S] [-flow F] [-owner O] [-since T] [-until T]
            [-limit N] [-cursor C]                               ask tasks to stop
   dead     [-limit N]                                           the dead-letter set
-  requeue  ID...                                                run dead tasks again
+  requeue  [-resume] ID...                                      run dead tasks again
+                                                               (-resume: replay their completed steps)
 
 Redis comes from -redis or REDIS_URL; -timeout bounds each call to it
 (default 10s). Exit codes: 0 done, 1 failed, 2 usage, 3 show -follow of

@@ -350,6 +350,34 @@ func TestCommands(t *testing.T) {
 		assert.Contains(t, errs, "2 of 2 tasks failed")
 	})
 
+	t.Run("requeue -resume", func(t *testing.T) {
+		dead := f.enqueue(t, "broken", `{}`, queue.EnqueueOptions{})
+		f.wait(t, dead, ended)
+		var newID string
+		require.Eventually(t, func() bool {
+			code, out, _ := f.flows(t, "requeue", "-resume", dead)
+			m := regexp.MustCompile(`^` + dead + ` requeued as ([0-9a-f]{32}), resuming its completed steps\n$`).FindStringSubmatch(out)
+			if code != exitOK || m == nil {
+				return false
+			}
+			newID = m[1]
+			return true
+		}, 10*time.Second, 10*time.Millisecond, "the dead task was not buried, or not re-queued")
+		code, out, errs := f.flows(t, "show", newID)
+		require.Equal(t, exitOK, code, errs)
+		assert.Regexp(t, `(?m)^Requeued from:\s+`+dead+` \(resumed\)$`, out)
+		code, out, _ = f.flows(t, "-json", "show", newID)
+		require.Equal(t, exitOK, code)
+		var shown struct {
+			Task queue.Task `json:"task"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(out), &shown), out)
+		assert.Equal(t, dead, shown.Task.RequeuedFrom)
+		assert.True(t, shown.Task.Resume)
+		code, _, errs = f.flows(t, "requeue", "-resume")
+		assert.Equal(t, exitUsage, code, errs)
+	})
+
 	t.Run("cancel", func(t *testing.T) {
 		code, out, errs := f.flows(t, "cancel", "-state", "pending")
 		require.Equal(t, exitOK, code, errs)

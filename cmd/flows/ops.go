@@ -103,9 +103,11 @@ func (c *cli) dead(ctx context.Context, args []string) error {
 	return w.Flush()
 }
 
-// requeue runs dead tasks again, each as a new task.
+// requeue runs dead tasks again, each as a new task; with -resume, each
+// new task resumes its dead task (see queue.RequeueOptions.Resume).
 func (c *cli) requeue(ctx context.Context, args []string) error {
 	fs := flags("requeue")
+	resume := fs.Bool("resume", false, "replay the steps each dead task completed instead of running them again")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -113,8 +115,10 @@ func (c *cli) requeue(ctx context.Context, args []string) error {
 		return usagef("give the ids of dead tasks")
 	}
 	return c.eachID(fs.Args(), func(id string) (idResult, error) {
-		newID, err := c.in.Requeue(ctx, id)
+		newID, err := c.in.RequeueWith(ctx, id, queue.RequeueOptions{Resume: *resume})
 		switch {
+		case err == nil && *resume:
+			return idResult{TaskID: id, NewID: newID, Done: fmt.Sprintf("%s requeued as %s, resuming its completed steps", id, newID)}, nil
 		case err == nil:
 			return idResult{TaskID: id, NewID: newID, Done: fmt.Sprintf("%s requeued as %s", id, newID)}, nil
 		case errors.Is(err, queue.ErrNotDead):

@@ -218,7 +218,11 @@ func (c *cli) printTask(id string, info *queue.TaskInfo) {
 	if t := info.Task; t != nil {
 		field("Attempt", attemptOf(t.Attempts(), t.Runs(), t.HandBacks))
 		field("Owner", t.Owner)
-		field("Requeued from", t.RequeuedFrom)
+		if t.Resume {
+			field("Requeued from", t.RequeuedFrom+" (resumed)")
+		} else {
+			field("Requeued from", t.RequeuedFrom)
+		}
 		if t.Cancelled {
 			field("Cancelled", "yes")
 		}
