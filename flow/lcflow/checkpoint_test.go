@@ -242,3 +242,48 @@ func TestNoCheckpointsOutsideAWorker(t *testing.T) {
 	}
 	assert.Len(t, m.Prompts(), 2)
 }
+
+// TestCallsResumedFromDeadTask checks that a task that resumes a dead one
+// (flow.CheckpointsConfig.ResumeFrom, set by a worker for
+// queue.RequeueOptions.Resume) replays the dead task's model and tool
+// calls, and says where they came from.
+func TestCallsResumedFromDeadTask(t *testing.T) {
+	d := newDurableTask(t)
+	const (
+		think  = "Thought: I should look it up.\nAction: lookup\nAction Input: go"
+		answer = "Thought: I know.\nFinal Answer: GO"
+	)
+	var calls atomic.Int32
+	build := func(m llms.Model) flow.Flow {
+		agent := agents.NewOneShotAgent(lcflow.Model(m), []tools.Tool{lcflow.Tool(countingTool{name: "lookup", calls: &calls})},
+			agents.WithCallbacksHandler(lcflow.Callbacks))
+		executor := agents.NewExecutor(agent, agents.WithCallbacksHandler(lcflow.Callbacks), agents.WithMaxIterations(3))
+		return lcflow.Chain(lcflow.QuietStep("Researching", executor))
+	}
+	// The dead task: the agent acts, the tool answers, the model fails.
+	_, err, _ := d.run(t, build(newScripted(think)), 1, `{"input": "what is go?"}`)
+	require.Error(t, err)
+	require.Equal(t, int32(1), calls.Load())
+
+	ctx := t.Context()
+	require.NoError(t, d.store.Create(ctx, "task-2"))
+	m := newScripted(answer)
+	rec := progress.NewRecorder()
+	res, err := build(m).Run(ctx, &flow.Task{
+		ID: "task-2", Flow: "test", Attempt: 1, Inputs: json.RawMessage(`{"input": "what is go?"}`), Progress: rec,
+		Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{Store: d.store, TaskID: "task-2", Attempt: 1, ResumeFrom: d.id, Progress: rec}),
+	})
+	require.NoError(t, err)
+	assert.Equal(t, "GO", res)
+	assert.Equal(t, int32(1), calls.Load(), "the tool was not called again")
+	require.Len(t, m.Prompts(), 1, "only the call that failed was made again")
+	assert.Equal(t, []string{
+		"log: Researching: started",
+		"log: Language model: answer replayed from task task-1",
+		`log: Using tool lookup with input "go"`,
+		"log: Tool lookup: output replayed from task task-1",
+		"log: Calling the language model",
+		"log: Agent finished",
+		"log: Researching: done",
+	}, stepLines(rec.Snapshot()))
+}
