@@ -28,10 +28,11 @@
 //	P:{<id>}:task       hash    the queue's record of the task: rec (what
 //	                            does not change once it is queued: max
 //	                            attempts, time limit, enqueued and due
-//	                            times, flow, requeued_from, owner, the
-//	                            W3C trace context of a task enqueued in a
-//	                            trace, and inputs, in one string), attempt
-//	                            and cancelled, and prev (why the attempt
+//	                            times, flow, requeued_from and whether
+//	                            the task resumes that dead task, owner,
+//	                            the W3C trace context of a task enqueued
+//	                            in a trace, and inputs, in one string),
+//	                            attempt and cancelled, and prev (why the attempt
 //	                            before the current one ended, a
 //	                            queue.AttemptEnd: set by Retry, and by the
 //	                            fetch that takes over a lease), and
@@ -70,7 +71,10 @@
 //	P:{<id>}:checkpoints hash   the outputs of the steps the task's
 //	                            attempts completed (flow.Step): step key ->
 //	                            the attempt that ran it, a space and the
-//	                            output's JSON; only for a task with steps
+//	                            output's JSON; only for a task with steps.
+//	                            A task that resumes a dead one also reads
+//	                            the dead task's hash (its own round trip:
+//	                            another slot on a Cluster)
 //	P:{<id>}:live       shard   live events of the task: one message per
 //	                    channel Append, the id before them, then each
 //	                            event's id and JSON (one line each)
