@@ -166,27 +166,33 @@ func TestRepeatedCallsReplayInOrder(t *testing.T) {
 	assert.Contains(t, m.Prompts()[0], "Pick one of line one and line two", "each sample replayed in its place")
 }
 
+// The answers of lookupAgent's model: an action, then a final answer.
+const (
+	lookupThink  = "Thought: I should look it up.\nAction: lookup\nAction Input: go"
+	lookupAnswer = "Thought: I know.\nFinal Answer: GO"
+)
+
+// lookupAgent is a flow that runs an agent on m with the tool lookup,
+// which counts its calls in calls.
+func lookupAgent(m llms.Model, calls *atomic.Int32) flow.Flow {
+	agent := agents.NewOneShotAgent(lcflow.Model(m), []tools.Tool{lcflow.Tool(countingTool{name: "lookup", calls: calls})},
+		agents.WithCallbacksHandler(lcflow.Callbacks))
+	executor := agents.NewExecutor(agent, agents.WithCallbacksHandler(lcflow.Callbacks), agents.WithMaxIterations(3))
+	return lcflow.Chain(lcflow.QuietStep("Researching", executor))
+}
+
 func TestAgentToolCallsReplayed(t *testing.T) {
 	d := newDurableTask(t)
-	const (
-		think  = "Thought: I should look it up.\nAction: lookup\nAction Input: go"
-		answer = "Thought: I know.\nFinal Answer: GO"
-	)
 	var calls atomic.Int32
-	build := func(m llms.Model) flow.Flow {
-		agent := agents.NewOneShotAgent(lcflow.Model(m), []tools.Tool{lcflow.Tool(countingTool{name: "lookup", calls: &calls})},
-			agents.WithCallbacksHandler(lcflow.Callbacks))
-		executor := agents.NewExecutor(agent, agents.WithCallbacksHandler(lcflow.Callbacks), agents.WithMaxIterations(3))
-		return lcflow.Chain(lcflow.QuietStep("Researching", executor))
-	}
+	build := func(m llms.Model) flow.Flow { return lookupAgent(m, &calls) }
 
 	// Attempt 1: the agent acts, the tool answers, the model fails.
-	_, err, rec := d.run(t, build(newScripted(think)), 1, `{"input": "what is go?"}`)
+	_, err, rec := d.run(t, build(newScripted(lookupThink)), 1, `{"input": "what is go?"}`)
 	require.Error(t, err)
 	require.Equal(t, int32(1), calls.Load())
 	assert.Contains(t, stepLines(rec.Snapshot()), "tool_result: Researching / lookup / \"GO\"")
 
-	m := newScripted(answer)
+	m := newScripted(lookupAnswer)
 	res, err, rec := d.run(t, build(m), 2, `{"input": "what is go?"}`)
 	require.NoError(t, err)
 	assert.Equal(t, "GO", res)
@@ -249,25 +255,16 @@ func TestNoCheckpointsOutsideAWorker(t *testing.T) {
 // calls, and says where they came from.
 func TestCallsResumedFromDeadTask(t *testing.T) {
 	d := newDurableTask(t)
-	const (
-		think  = "Thought: I should look it up.\nAction: lookup\nAction Input: go"
-		answer = "Thought: I know.\nFinal Answer: GO"
-	)
 	var calls atomic.Int32
-	build := func(m llms.Model) flow.Flow {
-		agent := agents.NewOneShotAgent(lcflow.Model(m), []tools.Tool{lcflow.Tool(countingTool{name: "lookup", calls: &calls})},
-			agents.WithCallbacksHandler(lcflow.Callbacks))
-		executor := agents.NewExecutor(agent, agents.WithCallbacksHandler(lcflow.Callbacks), agents.WithMaxIterations(3))
-		return lcflow.Chain(lcflow.QuietStep("Researching", executor))
-	}
+	build := func(m llms.Model) flow.Flow { return lookupAgent(m, &calls) }
 	// The dead task: the agent acts, the tool answers, the model fails.
-	_, err, _ := d.run(t, build(newScripted(think)), 1, `{"input": "what is go?"}`)
+	_, err, _ := d.run(t, build(newScripted(lookupThink)), 1, `{"input": "what is go?"}`)
 	require.Error(t, err)
 	require.Equal(t, int32(1), calls.Load())
 
 	ctx := t.Context()
 	require.NoError(t, d.store.Create(ctx, "task-2"))
-	m := newScripted(answer)
+	m := newScripted(lookupAnswer)
 	rec := progress.NewRecorder()
 	res, err := build(m).Run(ctx, &flow.Task{
 		ID: "task-2", Flow: "test", Attempt: 1, Inputs: json.RawMessage(`{"input": "what is go?"}`), Progress: rec,

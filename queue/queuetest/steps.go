@@ -18,6 +18,27 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
+// registerResearch registers the flow research: a step "search", counted
+// in search, then a step "answer", counted in answer, that fails with
+// fail(its count) when that is not nil.
+func registerResearch(h *harness, search, answer *atomic.Int32, fail func(n int32) error) {
+	h.reg.MustRegister("research", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		hits, err := flow.Step(ctx, ft, "search", func(context.Context) ([]string, error) {
+			search.Add(1)
+			return []string{"hit 1", "hit 2"}, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		return flow.Step(ctx, ft, "answer", func(context.Context) (string, error) {
+			if err := fail(answer.Add(1)); err != nil {
+				return "", err
+			}
+			return strings.Join(hits, " and "), nil
+		})
+	}))
+}
+
 // runSteps checks that a Worker hands its flows the checkpoints of their
 // task, so that flow.Step replays, on a later attempt, the steps an
 // earlier one completed. A progress store that keeps no checkpoints (not
@@ -27,21 +48,12 @@ func runSteps(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progr
 		h := newHarness(t, newBackends)
 		_, keeps := h.store.(progress.CheckpointStore)
 		var search, answer atomic.Int32
-		h.reg.MustRegister("research", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			hits, err := flow.Step(ctx, ft, "search", func(context.Context) ([]string, error) {
-				search.Add(1)
-				return []string{"hit 1", "hit 2"}, nil
-			})
-			if err != nil {
-				return nil, err
+		registerResearch(h, &search, &answer, func(n int32) error {
+			if n == 1 {
+				return errors.New("model overloaded")
 			}
-			return flow.Step(ctx, ft, "answer", func(context.Context) (string, error) {
-				if answer.Add(1) == 1 {
-					return "", errors.New("model overloaded")
-				}
-				return strings.Join(hits, " and "), nil
-			})
-		}))
+			return nil
+		})
 		h.start(queue.WorkerConfig{})
 		id := h.enqueue("research", "", queue.EnqueueOptions{MaxAttempts: 3})
 
@@ -110,25 +122,15 @@ func runSteps(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progr
 		var search, answer atomic.Int32
 		var down atomic.Bool
 		down.Store(true)
-		h.reg.MustRegister("research", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			hits, err := flow.Step(ctx, ft, "search", func(context.Context) ([]string, error) {
-				search.Add(1)
-				return []string{"hit 1", "hit 2"}, nil
-			})
-			if err != nil {
-				return nil, err
+		registerResearch(h, &search, &answer, func(n int32) error {
+			switch {
+			case down.Load():
+				return flow.Permanent(errors.New("model provider down"))
+			case n == 3:
+				return errors.New("model overloaded") // the resumed task's first attempt
 			}
-			return flow.Step(ctx, ft, "answer", func(context.Context) (string, error) {
-				n := answer.Add(1)
-				switch {
-				case down.Load():
-					return "", flow.Permanent(errors.New("model provider down"))
-				case n == 3:
-					return "", errors.New("model overloaded") // the resumed task's first attempt
-				}
-				return strings.Join(hits, " and "), nil
-			})
-		}))
+			return nil
+		})
 		h.start(queue.WorkerConfig{})
 		dead := h.enqueue("research", "", queue.EnqueueOptions{MaxAttempts: 2})
 		require.Equal(t, progress.StateFailure, h.waitTerminal(dead).State)
