@@ -28,9 +28,10 @@ var (
 // step of that name, Step returns the output that attempt recorded, logs
 // "<name>: replayed from attempt <n>" to t.Progress, and does not call
 // fn (a task re-queued to resume a dead task, see
-// queue.RequeueOptions.Resume, replays the dead task's steps too, logging
-// "<name>: replayed from task <id>"); otherwise it calls fn and, when fn succeeds, records its output
-// before returning it. Go has no generic methods, so Step is a function:
+// queue.RequeueOptions.Resume, replays the dead task's steps too,
+// logging "<name>: replayed from task <id>"); otherwise it calls fn and,
+// when fn succeeds, records its output before returning it. Go has no
+// generic methods, so Step is a function:
 //
 //	pages, err := flow.Step(ctx, t, "fetch pages", func(ctx context.Context) ([]Page, error) {
 //		return fetchPages(ctx, in.URL)
@@ -73,11 +74,12 @@ var (
 // attempt after the first, at its first step; a first attempt reads
 // nothing, unless the task resumes a dead task: each of its attempts
 // reads the dead task's checkpoints too, and records the steps it
-// replays from them as its own. A step whose output cannot be recorded because the store is
-// unreachable still returns it; the run then records no later step, so
-// that a later attempt never replays a step whose earlier steps it runs
-// again. An output that cannot be encoded as JSON fails the step with an
-// error wrapping ErrPermanent: it would never be recorded.
+// replays from them as its own. A step whose output cannot be recorded
+// because the store is unreachable still returns it; the run then
+// records no later step, so that a later attempt never replays a step
+// whose earlier steps it runs again. An output that cannot be encoded as
+// JSON fails the step with an error wrapping ErrPermanent: it would never
+// be recorded.
 //
 // Without t.Checkpoints (a Task made by hand in a test), Step only calls
 // fn. A worker gives every run a Checkpoints (see
@@ -158,8 +160,7 @@ type CheckpointsConfig struct {
 	ResumeFrom string
 	// Progress, when set, is told in a log entry that the task resumes
 	// nothing when task ResumeFrom has no checkpoints (it recorded none,
-	// or they expired with it).
-	// A worker passes the run's reporter.
+	// or they expired with it). A worker passes the run's reporter.
 	Progress progress.Reporter
 	// Flush, when set, is called before each output is recorded, and
 	// waits until what the run reported before it has been recorded: a
@@ -205,9 +206,10 @@ func (c *Checkpoints) release(name string) {
 // Replay decodes into out the output an earlier attempt recorded under
 // key and returns that attempt, with ok set; ok is false when no output
 // was recorded under key, or when it does not decode into out (out may
-// then hold part of it). The first call of a run after the first, or of
-// any run of a task that resumes a dead one (CheckpointsConfig.ResumeFrom),
-// reads the task's checkpoints from the store; an error of that read is
+// then hold part of it). The first call of a run after the first reads
+// the task's checkpoints from the store, and the first call of any run
+// of a task that resumes a dead one (CheckpointsConfig.ResumeFrom) reads
+// the dead task's too; an error of those reads is
 // returned (and the next call reads again), since running the step
 // instead might pay for it twice. A first attempt of any other task reads
 // nothing. An output replayed from the dead task returns the attempt of
