@@ -378,8 +378,9 @@
 //   - a start (CreateAndEnqueue, Enqueue) is taken in steps (see Starts
 //     taken in steps, above): the task's id goes into the queue's
 //     starting set, then the record is written, then the task is queued
-//     and its start marked done: three round trips; Requeue takes three
-//     too;
+//     and its start marked done: three round trips for Enqueue and
+//     Requeue, two for CreateAndEnqueue, which marks and records in one
+//     (see beginAndRecord);
 //   - AppendAndAck appends, then acknowledges;
 //   - rueidis follows MOVED and ASK redirections; commands the cluster
 //     refuses without running them, TRYAGAIN (a script on the keys of a

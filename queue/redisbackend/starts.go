@@ -37,8 +37,12 @@ import (
 //  1. it adds the task's id to the starting set of the queue
 //     (P:{q:Q}:starting, a sorted set scored by the Unix ms of the
 //     start, by the starter's clock); on a single Redis, in the round
-//     trip of the record, before it (a pipeline runs in order there), on
-//     a Cluster client in a round trip of its own;
+//     trip of the record, before it (a pipeline runs in order there); on
+//     a Cluster client, for CreateAndEnqueue, in the round trip of the
+//     record too, which the two nodes apply in either order (see
+//     beginAndRecord: a mark refused takes the record back), and for
+//     Enqueue (a start with an idempotency key, see queue.Broker) and
+//     Requeue in a round trip of its own;
 //  2. it records the task, whose hash gets that score in its field
 //     starting;
 //  3. it queues the task and marks its start done, in one step on the

@@ -245,6 +245,38 @@ func TestClusterStartRefusedByAFullQueueMaster(t *testing.T) {
 	}
 }
 
+// TestClusterStartMarkRefused: on a Cluster client a start sends its
+// mark in the starting set and its record in one round trip, to two
+// nodes. When the queue's master refuses the mark (full) and the task's
+// master writes the record, the start fails and takes the record back:
+// no record is left that no sweep would find.
+func TestClusterStartMarkRefused(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	queueMaster := slotOwner(t, c, b.Prefix()+":{q:default}:stream").Addr
+	_, err := redisproc.DoString(queueMaster, "CONFIG", "SET", "maxmemory", "1")
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = redisproc.DoString(queueMaster, "CONFIG", "SET", "maxmemory", "0") })
+
+	elsewhere := 0
+	for elsewhere < 3 {
+		task := newTask()
+		if slotOwner(t, c, b.Prefix()+":{"+task.ID+"}:task").Addr != queueMaster {
+			elsewhere++
+		}
+		err := b.CreateAndEnqueue(ctx, task)
+		require.ErrorContains(t, err, "OOM")
+		_, err = b.Get(ctx, task.ID)
+		assert.ErrorIs(t, err, queue.ErrNotFound, "no record is left of a start whose mark was refused")
+		n, err := redisproc.Do(queueMaster, "ZCARD", b.Prefix()+":{q:default}:starting")
+		require.NoError(t, err)
+		assert.EqualValues(t, 0, n, "nothing is marked")
+	}
+}
+
 // onSingleAndCluster runs test on a single redis-server and on a
 // 3-master cluster, each started for it; connect makes a client to it.
 func onSingleAndCluster(t *testing.T, test func(t *testing.T, cluster bool, connect func() rueidis.Client)) {

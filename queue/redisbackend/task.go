@@ -100,7 +100,9 @@ const (
 // the queue's starting set with its record, then to its flow's gate, in a
 // second round trip (see limit.go and starts.go). On a Redis Cluster
 // client the task goes to the queue's starting set, then its record is
-// written, then it is queued: three round trips.
+// written, then it is queued: three round trips (a queue.Broker enqueues
+// so a task with an idempotency key, whose id nobody may be given for a
+// record left unmarked; CreateAndEnqueue marks and records in one).
 func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
@@ -200,9 +202,10 @@ func (b *Backend) extendTask(id string, ttl time.Duration) rueidis.Completed {
 // than the task's, whose commands a pipeline does not order, so the task
 // is queued by commands sent once the script has written its record (a
 // worker that took the entry first would drop the task as recordless),
-// after a first round trip that puts the task in the queue's starting set,
-// so that a start cut before its queue entry is found and its task ended
-// (see starts.go): three round trips.
+// with, in the same round trip, the command that puts the task in the
+// queue's starting set, so that a start cut before its queue entry is
+// found and its task ended (see starts.go and beginAndRecord): two round
+// trips.
 //
 // A task of a limited flow (Task.Limit) is recorded with the status line
 // of a task that waits for a slot, its id put in the queue's starting set
@@ -325,15 +328,21 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		// entry, which index commands follow (see index.go).
 		t, op := calls[0].item.task, "enqueue task "+calls[0].item.task.ID
 		_, begin := b.beginStart(t, calls[0].item.now)
-		err = b.send(ctx, op, rueidis.Commands{begin})
-		if err == nil {
-			replies, err = batchReplies(createTaskScript.exec(ctx, c, keys, args), len(calls))
-		}
-		if err == nil && replies[0].Error() != nil {
+		var marked error
+		marked, replies, err = b.beginAndRecord(ctx, begin, keys, args)
+		if err == nil && replies[0].Error() != nil && marked == nil {
 			// Refused, nothing of the task written: its id is another
 			// task's, which the starting set must not name (though a
 			// sweep would leave that task alone, see lua/end_cut.lua).
 			_ = b.send(ctx, op, rueidis.Commands{b.forgetStart(t)})
+		}
+		if marked != nil && (err != nil || replies[0].Error() == nil) {
+			// The record may be written and its start is not marked: no
+			// sweep would find it. Take it back, and fail the start.
+			if derr := b.send(ctx, op, rueidis.Commands{c.B().Del().Key(b.taskKey(t.ID)).Build()}); derr != nil {
+				b.log.Warn("flows: could not delete the record of a start whose mark failed", "task_id", t.ID, "err", derr)
+			}
+			err = marked
 		}
 		if err == nil && replies[0].Error() == nil {
 			err = b.cut(t)
@@ -373,6 +382,31 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		}
 		call.err = replies[i].Error()
 	}
+}
+
+// beginAndRecord runs, on a Cluster client, the first two steps of a
+// CreateAndEnqueue in one round trip (see starts.go): begin, which marks
+// the start in the queue's starting set, and createTaskScript, which
+// records the task on its own slot. The two nodes run them in either
+// order; where one of them is not applied, the caller finds it here:
+// marked is begin's error, replies and err the script's. A process that
+// dies with both on their way may leave a record whose mark never
+// landed: a task whose id nobody was given (the start had not returned,
+// and a start with an idempotency key does not come here, see
+// queue.Broker), kept until it expires like any record.
+func (b *Backend) beginAndRecord(ctx context.Context, begin rueidis.Completed, keys, args []string) (marked error, replies []rueidis.RedisMessage, err error) {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	c := b.client
+	res := c.DoMulti(ctx, begin, createTaskScript.evalsha(c, keys, args))
+	if noScript(res[1].Error()) {
+		res[1] = c.Do(ctx, createTaskScript.eval(c, keys, args))
+	}
+	if err := res[0].Error(); err != nil {
+		marked = b.wrap(ctx, "mark the start of a task", err)
+	}
+	replies, err = batchReplies(res[1], len(keys))
+	return marked, replies, err
 }
 
 // sendIndexed runs cmds and then the index commands index in one
