@@ -348,6 +348,7 @@ func TestWorkerAcrossRedisRestart(t *testing.T) {
 // machine, so that the worker does not lapse before Redis goes away; the
 // lease is long, so that only the hand-back can bring the task back
 // within the test. The test waits for events, not for time: the flow's
+// first report recorded before Redis goes away, then the flow's
 // cancellation while Redis is down.
 func TestOutageLongerThanLivenessCostsNoAttempt(t *testing.T) {
 	t.Parallel()

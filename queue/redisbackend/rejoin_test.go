@@ -119,7 +119,9 @@ func (q *outageQueue) workerConfig(name string, heartbeat time.Duration) queue.W
 }
 
 // startWaiting enqueues a "waits" task with MaxAttempts 1, and returns
-// its id once its flow has started.
+// its id once its flow has started and its report ("waiting") is
+// recorded: the report goes out on its own goroutine, and one still on
+// its way when Redis goes away is dropped.
 func (q *outageQueue) startWaiting(ctx context.Context, t *testing.T) string {
 	t.Helper()
 	id, err := q.broker.Enqueue(ctx, "waits", nil, queue.EnqueueOptions{MaxAttempts: 1})
@@ -129,6 +131,10 @@ func (q *outageQueue) startWaiting(ctx context.Context, t *testing.T) string {
 	case <-time.After(waitLimit):
 		require.FailNow(t, "the flow did not start")
 	}
+	eventually(t, func() bool {
+		snap, _, err := q.b.Snapshot(ctx, id)
+		return err == nil && len(snap.Details.StepResults) > 0
+	}, "the first report was not recorded")
 	return id
 }
 
