@@ -30,6 +30,22 @@ func appendRetrying(ctx context.Context, t *testing.T, b *redisbackend.Backend, 
 	}
 }
 
+// eventsRetrying reads the events of a task, retrying while Redis does
+// not answer: just after a restart, or when a loaded machine holds up an
+// fsync of its append-only file past OpTimeout.
+func eventsRetrying(ctx context.Context, t *testing.T, b *redisbackend.Backend, taskID string) []progress.Event {
+	t.Helper()
+	for {
+		events, err := b.Events(ctx, taskID, "")
+		if err == nil {
+			return events
+		}
+		require.ErrorIs(t, err, queue.ErrUnavailable, "the only failure expected is an unreachable Redis")
+		require.NoError(t, ctx.Err(), "Redis did not answer")
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestRestartMidStream(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
