@@ -121,12 +121,12 @@ func TestClusterSubscriptionLeavesADemotedMaster(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
-	ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)
-	defer cancel()
 
 	// The hub reads the slots: it listens for cancellations, on a
-	// master that keeps its slots.
-	_, err := b.Cancellations(ctx)
+	// master that keeps its slots, until the test ends.
+	listen, stopListening := context.WithCancel(context.Background())
+	defer stopListening()
+	_, err := b.Cancellations(listen)
 	require.NoError(t, err)
 	newMaster := slotOwner(t, c, b.Prefix()+":{q:default}:cancel")
 	old := otherMasters(t, c, newMaster)[0]
@@ -143,6 +143,11 @@ func TestClusterSubscriptionLeavesADemotedMaster(t *testing.T) {
 		return err == nil && role.([]any)[0] == "slave"
 	}, "the master left without slots turns into a replica")
 
+	// The guard against a hang starts here: the reshard (thousands of
+	// slots, one at a time, by redis-cli) takes over a minute and a half
+	// on a loaded machine.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)
+	defer cancel()
 	require.NoError(t, b.Create(ctx, id))
 	_, err = b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
 	require.NoError(t, err)
