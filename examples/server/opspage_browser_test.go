@@ -105,8 +105,8 @@ func rowSel(tbody, id string) string {
 // headless Chromium, against the in-memory backend and Redis: the listing
 // shows the started tasks and narrows with the filters, the stats and the
 // chart fill in, a task opens with its live events, a dead task is
-// re-queued and a running one cancelled with the keyboard alone, and the
-// page fits a phone's width.
+// re-queued resuming its completed steps, then plainly, and a running one
+// cancelled with the keyboard alone, and the page fits a phone's width.
 func TestOpsPage(t *testing.T) {
 	t.Parallel()
 	browser := startChromium(t)
@@ -480,30 +480,74 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 
 	t.Run("a dead task is requeued, keyboard only", func(t *testing.T) {
 		p.t = t
+		// requeuedFrom is the task the listing says was re-queued from
+		// dead, once it says so.
+		requeuedFrom := func(dead string) queue.TaskSummary {
+			t.Helper()
+			var page queue.TaskPage
+			getJSON(t, srv.URL+"/tasks/?flow=web_search_flow", &page)
+			for _, task := range page.Tasks {
+				if task.RequeuedFrom == dead {
+					return task
+				}
+			}
+			require.Fail(t, "no task re-queued from "+dead, "%+v", page.Tasks)
+			return queue.TaskSummary{}
+		}
+		const option = "Resume from its completed steps (replay what the dead task finished)"
+		openConfirmation := func(requeue string) {
+			t.Helper()
+			p.focusOn(requeue)
+			p.press(kb.Enter)
+			p.waitFor("the confirmation", `document.getElementById('confirm').open`)
+			assert.Equal(t, "confirm-no", focused(p), "the safe answer has the focus")
+			assert.True(t, eval[bool](p, `!document.getElementById('confirm-option').hidden && !document.getElementById('confirm-check').checked`),
+				"the option to resume is offered, off")
+			assert.Equal(t, option, eval[string](p, `document.getElementById('confirm-check').labels[0].textContent.trim()`))
+		}
+
+		// Resumed: the checkbox is before the buttons, Shift+Tab from Keep.
 		requeue := rowSel("dead-rows", failing) + " .requeue"
 		p.waitFor("the failed search among the dead letters", `document.querySelector(`+jsString(requeue)+`)`)
 		assert.Contains(t, eval[string](p, `document.querySelector(`+jsString(rowSel("dead-rows", failing))+`).textContent`), "made-up failure")
-		p.focusOn(requeue)
-		p.press(kb.Enter)
-		p.waitFor("the confirmation", `document.getElementById('confirm').open`)
+		openConfirmation(requeue)
+		p.do("press Shift+Tab", chromedp.KeyEvent(kb.Tab, chromedp.KeyModifiers(kb.ModifierShift)))
+		assert.Equal(t, "confirm-check", focused(p))
+		p.press(" ")
+		assert.True(t, eval[bool](p, `document.getElementById('confirm-check').checked`), "Space checks the option")
 		p.press(kb.Tab)
+		p.press(kb.Tab)
+		assert.Equal(t, "confirm-yes", focused(p))
 		p.press(kb.Enter)
 		p.waitFor("the dead task gone from the list", `!document.querySelector(`+jsString(requeue)+`)`)
 		p.waitFor("the new task named", `document.getElementById('dead-status').textContent.startsWith('Requeued task')`)
 		status := eval[string](p, `document.getElementById('dead-status').textContent`)
-
-		var page queue.TaskPage
-		getJSON(t, srv.URL+"/tasks/?flow=web_search_flow", &page)
-		var again string
-		for _, task := range page.Tasks {
-			if task.RequeuedFrom == failing {
-				again = task.ID
-			}
-		}
-		require.NotEmpty(t, again, "a task re-queued from the dead one: %+v", page.Tasks)
-		assert.Contains(t, status, again, "the page names the new task")
-		p.waitFor("the new task listed", `document.querySelector(`+jsString(rowSel("task-rows", again))+`)`)
+		resumed := requeuedFrom(failing)
+		assert.True(t, resumed.Resume, "the request asked to resume: %+v", resumed)
+		assert.Equal(t, "Requeued task "+failing[:8]+" as task "+resumed.ID+", resuming its completed steps.", status, "the page names the new task")
+		p.waitFor("the announcement", `document.getElementById('announcer').textContent.includes(`+
+			jsString("Task "+failing[:8]+" requeued as task "+resumed.ID[:8]+", resuming its completed steps.")+`)`)
+		p.waitFor("the new task listed as resuming", `(document.querySelector(`+jsString(rowSel("task-rows", resumed.ID)+" .c-attempt")+`) || {}).textContent.endsWith(`+
+			jsString(", resumes dead task "+failing[:8])+`)`)
 		assert.NotEqual(t, "body", focused(p), "the focus is still on the page")
+
+		// Plain: its search fails again, and it is requeued as it was,
+		// the option off again.
+		requeue = rowSel("dead-rows", resumed.ID) + " .requeue"
+		p.waitFor("the resumed task among the dead letters", `document.querySelector(`+jsString(requeue)+`)`)
+		openConfirmation(requeue)
+		p.press(kb.Tab)
+		assert.Equal(t, "confirm-yes", focused(p))
+		p.press(kb.Enter)
+		p.waitFor("the dead task gone from the list", `!document.querySelector(`+jsString(requeue)+`)`)
+		p.waitFor("the new task named", `document.getElementById('dead-status').textContent.startsWith('Requeued task '+`+jsString(resumed.ID[:8])+`)`)
+		plain := requeuedFrom(resumed.ID)
+		assert.False(t, plain.Resume, "a plain requeue: %+v", plain)
+		assert.Equal(t, "Requeued task "+resumed.ID[:8]+" as task "+plain.ID+".", eval[string](p, `document.getElementById('dead-status').textContent`))
+		p.waitFor("the announcement", `document.getElementById('announcer').textContent.includes(`+
+			jsString("Task "+resumed.ID[:8]+" requeued as task "+plain.ID[:8]+".")+`)`)
+		p.waitFor("the plain task listed", `document.querySelector(`+jsString(rowSel("task-rows", plain.ID))+`)`)
+		assert.NotContains(t, eval[string](p, `document.querySelector(`+jsString(rowSel("task-rows", plain.ID)+" .c-attempt")+`).textContent`), "resumes")
 	})
 
 	t.Run("phone width has no horizontal scroll", func(t *testing.T) {

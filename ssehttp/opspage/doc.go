@@ -2,7 +2,8 @@
 // http.Handler, that lists the tasks of a queue with filters (state,
 // flow, owner, time range), shows the counts, the queue's depth, the
 // workers and a live chart of throughput and run time, follows one task's
-// events as they happen, re-queues dead tasks and cancels running ones.
+// events as they happen, re-queues dead tasks (plainly, or resuming the
+// steps they completed) and cancels running ones.
 //
 // The page is plain HTML, CSS and JavaScript embedded in the binary: no
 // build step, nothing fetched from elsewhere. It runs under a strict

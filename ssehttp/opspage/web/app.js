@@ -2,7 +2,8 @@
 // (GET tasks/, stats/, dead/) every few seconds, draws a small live chart
 // of throughput and run time from the stats it reads, follows one task's
 // event stream (task-status/{id}/?mode=updates), and cancels tasks and
-// re-queues dead ones after a confirmation.
+// re-queues dead ones (resuming their completed steps, if asked) after a
+// confirmation.
 //
 // Where the API lives and how often to read it come from the page's meta
 // elements, which the Go handler fills in: nothing here is secret, the
@@ -182,7 +183,9 @@
   // confirmAction asks the user to confirm, in a modal dialog, and resolves
   // to true for yes. The safe answer has the focus; Escape is no. When it
   // closes, the focus goes back where it was, or to the element fallback
-  // names when that is gone.
+  // names when that is gone. With option, the dialog also shows a checkbox
+  // so labelled, unchecked at first, which confirmCheck reads once it is
+  // answered; it comes before the buttons, Shift+Tab from the safe answer.
   //
   // The dialog's close event comes after the dialog has closed, in a task
   // of its own: a user quick enough (Escape, then Enter on the button
@@ -190,11 +193,15 @@
   // before is then answered no at once (answered), and a close event that
   // finds the dialog open again is that old one's and is ignored.
   let answered = null;
-  function confirmAction(title, text, yes, fallback) {
+  const confirmCheck = $('confirm-check');
+  function confirmAction(title, text, yes, fallback, option = '') {
     if (answered) answered(false, false);
     $('confirm-title').textContent = title;
     $('confirm-text').textContent = text;
     $('confirm-yes').textContent = yes;
+    $('confirm-check-label').textContent = option;
+    $('confirm-option').hidden = option === '';
+    confirmCheck.checked = false;
     const opener = document.activeElement;
     return new Promise((resolve) => {
       const done = (answer, refocus = true) => {
@@ -511,7 +518,7 @@
     const status = (t.cancelled && live ? 'Cancelling… ' : '') + (t.status || '');
     setText(q('.c-status .clamp'), status);
     q('.c-status .clamp').title = status;
-    setText(q('.c-attempt'), attemptText(t));
+    setText(q('.c-attempt'), attemptText(t) + (t.resume && t.requeued_from ? `, resumes dead task ${shortID(t.requeued_from)}` : ''));
     setText(q('.c-since'), age(changedAt(t) || t.enqueued_at));
     q('.cancel').hidden = !live || Boolean(t.cancelled);
   }
@@ -598,12 +605,17 @@
     refreshSoon();
   }
 
+  // requeue re-queues the dead task id after a confirmation, whose
+  // checkbox has the new task resume it (replay its completed steps).
   async function requeue(id, flow) {
-    if (!await confirmAction('Requeue this dead task?', `Task ${id}${flow ? ` of ${flow}` : ''} runs again, as a new task with the same inputs.`, 'Requeue', 'dead-heading')) return;
+    if (!await confirmAction('Requeue this dead task?', `Task ${id}${flow ? ` of ${flow}` : ''} runs again, as a new task with the same inputs.`, 'Requeue', 'dead-heading',
+      'Resume from its completed steps (replay what the dead task finished)')) return;
+    const resume = confirmCheck.checked;
     try {
-      const res = await call(`dead/${encodeURIComponent(id)}/requeue/`, 'POST');
-      announce(`Task ${shortID(id)} requeued as task ${shortID(res.task_id)}.`);
-      setText(deadStatus, `Requeued task ${shortID(id)} as task ${res.task_id}.`);
+      const res = await call(`dead/${encodeURIComponent(id)}/requeue/${resume ? '?resume=1' : ''}`, 'POST');
+      const how = res.resume ? ', resuming its completed steps' : '';
+      announce(`Task ${shortID(id)} requeued as task ${shortID(res.task_id)}${how}.`);
+      setText(deadStatus, `Requeued task ${shortID(id)} as task ${res.task_id}${how}.`);
     } catch (err) {
       announce(`Could not requeue task ${shortID(id)}: ${err.message}`);
     }
