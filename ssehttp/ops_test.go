@@ -752,12 +752,24 @@ func TestRequeueResume(t *testing.T) {
 	require.NoError(t, json.Unmarshal(body, &page))
 	require.Len(t, page.Tasks, 1)
 	assert.JSONEq(t, `true`, string(page.Tasks[0]["resume"]), "the listing shows a resumed task")
+	var one struct {
+		RequeuedFrom string `json:"requeued_from"`
+		Resume       bool   `json:"resume"`
+	}
+	resp, body = e.get(t, "/tasks/"+requeued.TaskID+"/")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	require.NoError(t, json.Unmarshal(body, &one))
+	assert.Equal(t, resumed, one.RequeuedFrom, "GET /tasks/{id}/ names the dead task")
+	assert.True(t, one.Resume, "GET /tasks/{id}/ shows a resumed task")
 
 	requeued.Resume = false
 	resp, body = e.post(t, "/dead/"+plain+"/requeue/?resume=0", "")
 	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
 	decode(t, body, &requeued)
 	assert.False(t, requeued.Resume)
+	resp, body = e.get(t, "/tasks/"+requeued.TaskID+"/")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	assert.NotContains(t, string(body), `"resume"`, "a plain requeue does not resume")
 	snap = e.waitTerminal(t, requeued.TaskID)
 	require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 	assert.Equal(t, int32(3), searches.Load(), "a plain requeue runs the step again")

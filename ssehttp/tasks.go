@@ -33,6 +33,12 @@ type taskResponse struct {
 	Attempt     int    `json:"attempt,omitempty"`
 	MaxAttempts int    `json:"max_attempts,omitempty"`
 	HandBacks   int    `json:"hand_backs,omitempty"`
+	// RequeuedFrom and Resume, from the same record, name the dead task
+	// this one was re-queued from and whether it resumes that task's
+	// completed steps (queue.Task.RequeuedFrom, Resume), as GET /tasks/
+	// does.
+	RequeuedFrom string `json:"requeued_from,omitempty"`
+	Resume       bool   `json:"resume,omitempty"`
 	// The snapshot's times (progress.Snapshot), when set.
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
 	StartedAt time.Time `json:"started_at,omitzero"`
@@ -85,6 +91,7 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	if info.Task != nil {
 		resp.Flow, resp.Attempt = info.Task.Flow, info.Task.Attempts()
 		resp.MaxAttempts, resp.HandBacks = info.Task.MaxAttempts, info.Task.HandBacks
+		resp.RequeuedFrom, resp.Resume = info.Task.RequeuedFrom, info.Task.Resume
 	}
 	if resp.Details.StepResults == nil {
 		resp.Details.StepResults = []progress.StepResult{}
