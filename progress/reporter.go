@@ -92,9 +92,23 @@ func LogEvent(msg string) Event {
 // ended, later reports are expected to be refused. Past maxPending events
 // waiting, reporting waits for the store, so that memory stays bounded.
 //
+// A batch whose Append fails with ErrNotSent (the store could not reach
+// its storage, so nothing was recorded) is appended again, after a pause
+// of 10 ms that doubles up to 250 ms, until it lands, the store fails
+// otherwise (a fence that refuses the reports of a run whose lease is
+// lost, ErrFinished) or 10 s have passed; the batches after it wait, so
+// that events keep their order. No other failure is retried: Append is
+// not idempotent, and a call whose outcome is unknown (a timeout once it
+// was sent, a connection cut before the reply) may have been recorded, so
+// that sending it again could record its events twice. Such a batch is
+// dropped and logged.
+//
 // Start, Succeed, Fail and Flush wait for the store. Start and the
 // terminal transitions are recorded after every event reported before
-// them, in the same Append when they can.
+// them, in the same Append when they can, and may therefore wait for the
+// retries of those events. A batch that holds one of them is not retried:
+// its caller gets the error and decides (a worker's task runs again when
+// its end could not be recorded).
 type TaskReporter struct {
 	store  Store
 	taskID string
@@ -118,8 +132,9 @@ type TaskReporter struct {
 type batch struct {
 	events []Event
 	// async is set when a Reporter method added an event: nobody waits
-	// for the outcome, so a failure is logged.
-	async bool
+	// for the outcome, so a failure is logged. sync is set when Start,
+	// Succeed or Fail added one: its caller gets the outcome.
+	async, sync bool
 	// closed is set once a terminal event is in: nothing may follow it in
 	// the same Append.
 	closed bool
@@ -186,6 +201,7 @@ func (r *TaskReporter) addLocked(e Event, async bool) *batch {
 	}
 	b.events = append(b.events, e)
 	b.async = b.async || async
+	b.sync = b.sync || !async
 	b.closed = e.Terminal()
 	r.waiting++
 	return b
@@ -272,9 +288,18 @@ func (r *TaskReporter) sendUntil(last *batch) {
 	}
 }
 
+// Pauses between the Appends of a batch that was not sent (see retry).
+const (
+	firstRetryPause = 10 * time.Millisecond
+	maxRetryPause   = 250 * time.Millisecond
+)
+
 // append records b and marks it finished.
 func (r *TaskReporter) append(b *batch) {
 	_, err := r.store.Append(appendDeadlines.Get(), r.taskID, b.events...)
+	if err != nil && b.async && !b.sync && errors.Is(err, ErrNotSent) {
+		err = r.retry(b, err)
+	}
 	if err != nil && b.async && !errors.Is(err, ErrFinished) {
 		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", b.events[0].Type, "events", len(b.events), "err", err)
 	}
@@ -284,6 +309,28 @@ func (r *TaskReporter) append(b *batch) {
 		close(b.done)
 	}
 	r.mu.Unlock()
+}
+
+// retry appends b again, after a pause that doubles each time up to
+// maxRetryPause, as long as its Append fails with ErrNotSent and for
+// appendTimeout at most, and returns the last error (nil once it lands).
+// Only ErrNotSent is retried: Append is not idempotent, so a batch that
+// may have been recorded (any other failure) is not sent again, lest its
+// events be recorded twice. A refusal of the store (a worker's fence once
+// its lease is lost, ErrFinished) ends the retries too.
+func (r *TaskReporter) retry(b *batch, err error) error {
+	r.logger.Debug("flows: progress event not sent; retrying", "task_id", r.taskID, "events", len(b.events), "err", err)
+	giveUp := time.Now().Add(appendTimeout)
+	pause := firstRetryPause
+	timer := time.NewTimer(pause)
+	defer timer.Stop()
+	for errors.Is(err, ErrNotSent) && time.Now().Add(pause).Before(giveUp) {
+		<-timer.C
+		_, err = r.store.Append(appendDeadlines.Get(), r.taskID, b.events...)
+		pause = min(2*pause, maxRetryPause)
+		timer.Reset(pause)
+	}
+	return err
 }
 
 // record appends e after every event reported before it and waits for

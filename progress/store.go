@@ -22,6 +22,13 @@ var (
 	// ErrInvalidCheckpoint: a checkpoint that cannot be recorded (see
 	// Checkpoint.Validate).
 	ErrInvalidCheckpoint = errors.New("progress: invalid checkpoint")
+	// ErrNotSent: the store could not reach its storage (the connection
+	// could not be made), so the call certainly did not get there and
+	// changed nothing: it may be made again. A store wraps it only when
+	// that is certain; an error whose outcome is unknown (a timeout after
+	// the call was sent, a connection cut before the reply) must not
+	// wrap it. TaskReporter retries the reports that fail with it.
+	ErrNotSent = errors.New("progress: not sent (storage not reachable)")
 )
 
 // Store keeps the event log and current snapshot of each task.
