@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -392,7 +393,21 @@ func (b *Backend) wrap(ctx context.Context, op string, err error) error {
 	if ctxErr {
 		return fmt.Errorf("redisbackend: %s: %w", op, err)
 	}
+	if notSent(err) {
+		return fmt.Errorf("redisbackend: %s: %w: %w: %w", op, queue.ErrUnavailable, progress.ErrNotSent, err)
+	}
 	return fmt.Errorf("redisbackend: %s: %w: %w", op, queue.ErrUnavailable, err)
+}
+
+// notSent reports whether err, an error of the connection, says that no
+// connection could be made (dial refused, no route): while Redis is down,
+// rueidis fails a command with the error of its attempt to reconnect,
+// without sending it. A connection that breaks once a command is written
+// gives another error (a reset, EOF), and the command's outcome is
+// unknown then.
+func notSent(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // replyCode returns the first word of a Redis error reply ("NOTFOUND",

@@ -425,6 +425,11 @@
 //
 // Errors that come from not reaching Redis wrap queue.ErrUnavailable, for
 // the progress methods as well, so that the HTTP layer can answer 503.
+// Those of a connection that could not be made (Redis refused it: the
+// command was not sent) wrap progress.ErrNotSent too, and a worker's
+// reporter sends such a progress report again (see
+// progress.TaskReporter); a command on a connection that broke under it
+// may have run, and its error does not.
 // Every operation is bounded by Config.OpTimeout (unless its context ends
 // sooner) and fails with queue.ErrUnavailable past it: commands that change
 // data fail at once when the connection is refused, but rueidis retries
