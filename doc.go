@@ -156,7 +156,9 @@
 // The worker adds the rest: PROGRESS when the flow starts, and SUCCESS
 // (progress 100, final_result) or FAILURE (the reason in details.status)
 // when it ends. Reporting never fails the flow: an event that cannot be
-// recorded is logged by the worker's reporter.
+// recorded is logged by the worker's reporter, which first sends it again
+// for a while when the store could not be reached (see
+// [github.com/flowsrun/flows/progress.TaskReporter]).
 //
 // # Durable steps
 //
