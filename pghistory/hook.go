@@ -62,7 +62,7 @@ func RecordOf(f queue.Finished) Record {
 	r := Record{
 		TaskID: t.ID, Flow: t.Flow, State: f.Snapshot.State, Status: f.Snapshot.Details.Status,
 		Inputs: t.Inputs, Snapshot: f.Snapshot, Attempts: t.Attempt, MaxAttempts: t.MaxAttempts,
-		HandBacks: t.HandBacks, Owner: t.Owner, RequeuedFrom: t.RequeuedFrom, Worker: f.Worker,
+		HandBacks: t.HandBacks, Owner: t.Owner, RequeuedFrom: t.RequeuedFrom, Resume: t.Resume, Worker: f.Worker,
 		TraceID: traceID(t.TraceParent), EnqueuedAt: t.EnqueuedAt, StartedAt: f.StartedAt, EndedAt: f.EndedAt,
 	}
 	if f.StartedAt.IsZero() && r.Attempts > 0 {

@@ -266,10 +266,79 @@ func TestWorkerWritesHandBacks(t *testing.T) {
 	}
 }
 
+// TestWorkerWritesResume: of two dead tasks, the one re-queued to resume
+// (queue.RequeueOptions.Resume) has resume true in its row, the one
+// re-queued plainly false, on both backends; the history's listing says
+// what the live task says.
+func TestWorkerWritesResume(t *testing.T) {
+	for _, tc := range workerBackends {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := open(t)
+			qb, store := tc.make(t)
+			broker := runWorker(t, qb, store, s)
+			ctx := context.Background()
+
+			var dead []string
+			for range 2 {
+				id, err := broker.Enqueue(ctx, "fails", nil, queue.EnqueueOptions{})
+				require.NoError(t, err)
+				row := waitRow(t, s, id)
+				assert.False(t, row.Resume, "a task that was not re-queued")
+				waitBuried(t, broker, id)
+				dead = append(dead, id)
+			}
+			resumed, err := broker.RequeueWith(ctx, dead[0], queue.RequeueOptions{Resume: true})
+			require.NoError(t, err)
+			plain, err := broker.RequeueWith(ctx, dead[1], queue.RequeueOptions{})
+			require.NoError(t, err)
+
+			for _, want := range []struct {
+				id, from string
+				resume   bool
+			}{{resumed, dead[0], true}, {plain, dead[1], false}} {
+				row := waitRow(t, s, want.id)
+				assert.Equal(t, want.from, row.RequeuedFrom)
+				assert.Equal(t, want.resume, row.Resume, "task %s", want.id)
+				live, err := broker.Task(ctx, want.id)
+				require.NoError(t, err)
+				require.NotNil(t, live.Task)
+				assert.Equal(t, live.Task.Resume, row.Resume, "the history says what the backend says")
+			}
+
+			hist, err := s.ListHistory(ctx, queue.HistoryQuery{Before: time.Now().Add(time.Hour), Limit: 10})
+			require.NoError(t, err)
+			require.Len(t, hist.Tasks, 4)
+			byID := map[string]queue.TaskSummary{}
+			for _, sum := range hist.Tasks {
+				byID[sum.ID] = sum
+			}
+			assert.True(t, byID[resumed].Resume, "the listing marks the resumed task")
+			assert.Equal(t, dead[0], byID[resumed].RequeuedFrom)
+			assert.False(t, byID[plain].Resume)
+			assert.Equal(t, dead[1], byID[plain].RequeuedFrom)
+		})
+	}
+}
+
+// waitBuried waits for task id to be in the dead-letter set.
+func waitBuried(t *testing.T, broker *queue.Broker, id string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		dead, err := broker.Dead(context.Background(), 100)
+		require.NoError(t, err)
+		for _, d := range dead {
+			if d.ID == id {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 10*time.Millisecond, "task %s was not buried", id)
+}
+
 func TestRecordOf(t *testing.T) {
 	snap := progress.Snapshot{State: progress.StateFailure, Details: progress.Details{Status: "Cancelled"}}
 	task := &queue.Task{ID: "t1", Flow: "f", Attempt: 3, MaxAttempts: 5, HandBacks: 1, Inputs: json.RawMessage(`{}`),
-		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", RequeuedFrom: "t0", Owner: "alice"}
+		TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", RequeuedFrom: "t0", Resume: true, Owner: "alice"}
 	for _, tc := range []struct {
 		name         string
 		found        bool
@@ -298,6 +367,7 @@ func TestRecordOf(t *testing.T) {
 			assert.Equal(t, "Cancelled", r.Status)
 			assert.Equal(t, progress.StateFailure, r.State)
 			assert.Equal(t, "t0", r.RequeuedFrom)
+			assert.True(t, r.Resume)
 			assert.Equal(t, "alice", r.Owner)
 			assert.Equal(t, 5, r.MaxAttempts)
 			assert.Equal(t, 1, r.HandBacks)

@@ -191,6 +191,101 @@ func TestMigrateUpgradesFrom001(t *testing.T) {
 	}
 }
 
+// TestMigrateUpgradesFrom002: a database that the previous migration set
+// (001 and 002) made, with rows in its table, is brought up to date by
+// Open: 003 runs once, the old rows read resume false and keep their
+// hand-backs, and new rows keep their resume. A table that has the resume
+// column already without 003 recorded upgrades too.
+func TestMigrateUpgradesFrom002(t *testing.T) {
+	files := migrationFiles(t)
+	require.GreaterOrEqual(t, len(files), 3)
+	require.Equal(t, "002_hand_backs.sql", filepath.Base(files[1]))
+	require.Equal(t, "003_resume.sql", filepath.Base(files[2]))
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name  string
+		extra string // run after 002, before Open
+	}{
+		{"as 002 left it", ""},
+		{"column there already", "ALTER TABLE flows_task_history ADD COLUMN resume boolean NOT NULL DEFAULT false"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			url := server.Database(t)
+			conn, err := pgx.Connect(ctx, url)
+			require.NoError(t, err)
+			defer conn.Close(ctx)
+			// What Migrate did when 001 and 002 were the migrations.
+			_, err = conn.Exec(ctx, `CREATE TABLE flows_history_migrations (
+				version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+			require.NoError(t, err)
+			for i, f := range files[:2] {
+				sql, err := os.ReadFile(f)
+				require.NoError(t, err)
+				_, err = conn.Exec(ctx, string(sql))
+				require.NoError(t, err)
+				_, err = conn.Exec(ctx, "INSERT INTO flows_history_migrations (version, name) VALUES ($1, $2)",
+					i+1, strings.TrimSuffix(filepath.Base(f), ".sql"))
+				require.NoError(t, err)
+			}
+			if tc.extra != "" {
+				_, err := conn.Exec(ctx, tc.extra)
+				require.NoError(t, err)
+			}
+			// Rows as that version wrote them: a plain task, and one
+			// re-queued from a dead task.
+			var old []pghistory.Record
+			for i := range 2 {
+				r := record(i)
+				r.HandBacks = i + 1
+				if i == 1 {
+					r.RequeuedFrom = old[0].TaskID
+				}
+				snap, err := json.Marshal(r.Snapshot)
+				require.NoError(t, err)
+				_, err = conn.Exec(ctx, `INSERT INTO flows_task_history
+					(task_id, flow, state, snapshot, attempts, max_attempts, hand_backs, requeued_from, ended_at)
+					VALUES ($1, $2, $3, $4, 1, 3, $5, $6, $7)`,
+					r.TaskID, r.Flow, string(r.State), string(snap), r.HandBacks, r.RequeuedFrom, r.EndedAt)
+				require.NoError(t, err)
+				old = append(old, r)
+			}
+
+			for range 2 { // the second Open finds nothing to do
+				s, err := pghistory.Open(ctx, url, pghistory.Config{})
+				require.NoError(t, err)
+				s.Close()
+			}
+			rows, err := conn.Query(ctx, "SELECT version FROM flows_history_migrations ORDER BY version")
+			require.NoError(t, err)
+			versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+			require.NoError(t, err)
+			want := make([]int32, len(files))
+			for i := range want {
+				want[i] = int32(i + 1)
+			}
+			assert.Equal(t, want, versions, "every migration recorded once")
+
+			s, _ := openURL(t, url)
+			for _, o := range old {
+				got, err := s.Get(ctx, o.TaskID)
+				require.NoError(t, err, "a row 002 held reads")
+				assert.False(t, got.Resume, "a row from before reads no resume")
+				assert.Equal(t, o.HandBacks, got.HandBacks, "and keeps its hand-backs")
+				assert.Equal(t, o.RequeuedFrom, got.RequeuedFrom)
+			}
+
+			r := record(2)
+			r.RequeuedFrom, r.Resume = old[0].TaskID, true
+			require.NoError(t, s.Save(ctx, r))
+			got, err := s.Get(ctx, r.TaskID)
+			require.NoError(t, err)
+			assert.True(t, got.Resume)
+			assert.Equal(t, old[0].TaskID, got.RequeuedFrom)
+		})
+	}
+}
+
 func TestSaveKeepsOneRowPerTask(t *testing.T) {
 	s, _ := open(t)
 	ctx := context.Background()

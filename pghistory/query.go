@@ -191,6 +191,7 @@ func (r Record) Summary() queue.TaskSummary {
 	return queue.TaskSummary{
 		ID: r.TaskID, Flow: r.Flow, State: r.State, Progress: r.Snapshot.Details.Progress, Status: r.Status,
 		Attempt: r.Attempts, MaxAttempts: r.MaxAttempts, HandBacks: r.HandBacks, Owner: r.Owner, RequeuedFrom: r.RequeuedFrom,
+		Resume:     r.Resume,
 		Cancelled:  r.State == progress.StateFailure && r.Status == queue.StatusCancelled,
 		EnqueuedAt: r.EnqueuedAt, StartedAt: r.StartedAt, EndedAt: r.EndedAt,
 	}

@@ -51,6 +51,10 @@ type Record struct {
 	// RequeuedFrom is the id of the dead task it was re-queued from, if
 	// any.
 	RequeuedFrom string `json:"requeued_from,omitempty"`
+	// Resume is set when it resumed that dead task (queue.Task.Resume):
+	// its flow replayed the steps the dead task completed. Rows written
+	// before the column existed read false.
+	Resume bool `json:"resume,omitempty"`
 	// Worker is the name of the worker that recorded its end.
 	Worker string `json:"worker,omitempty"`
 	// TraceID is the OpenTelemetry trace of the task (hex), if it was
@@ -97,11 +101,11 @@ func (s *Store) Save(ctx context.Context, r Record) error {
 	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO flows_task_history
 		(task_id, flow, state, status, owner, inputs, snapshot, attempts, max_attempts, hand_backs,
-		 requeued_from, worker, trace_id, enqueued_at, started_at, ended_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+		 requeued_from, resume, worker, trace_id, enqueued_at, started_at, ended_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 		ON CONFLICT (task_id) DO NOTHING`,
 		r.TaskID, r.Flow, string(r.State), r.Status, r.Owner, string(inputs), string(snap), r.Attempts, r.MaxAttempts,
-		r.HandBacks, r.RequeuedFrom, r.Worker, r.TraceID, nullTime(r.EnqueuedAt), nullTime(r.StartedAt), r.EndedAt)
+		r.HandBacks, r.RequeuedFrom, r.Resume, r.Worker, r.TraceID, nullTime(r.EnqueuedAt), nullTime(r.StartedAt), r.EndedAt)
 	if err != nil {
 		return s.wrap("save task "+r.TaskID, err)
 	}
@@ -118,7 +122,7 @@ func nullTime(t time.Time) any {
 
 // columns are the columns a Record is read from, in scanRecord's order.
 const columns = `task_id, flow, state, status, owner, inputs, snapshot, attempts, max_attempts,
-	hand_backs, requeued_from, worker, trace_id, enqueued_at, started_at, ended_at, recorded_at`
+	hand_backs, requeued_from, resume, worker, trace_id, enqueued_at, started_at, ended_at, recorded_at`
 
 // scanRecord reads a row of columns.
 func scanRecord(row pgx.CollectableRow) (Record, error) {
@@ -129,7 +133,7 @@ func scanRecord(row pgx.CollectableRow) (Record, error) {
 		enqueued, startedAt *time.Time
 	)
 	err := row.Scan(&r.TaskID, &r.Flow, &state, &r.Status, &r.Owner, &inputs, &snap, &r.Attempts, &r.MaxAttempts,
-		&r.HandBacks, &r.RequeuedFrom, &r.Worker, &r.TraceID, &enqueued, &startedAt, &r.EndedAt, &r.RecordedAt)
+		&r.HandBacks, &r.RequeuedFrom, &r.Resume, &r.Worker, &r.TraceID, &enqueued, &startedAt, &r.EndedAt, &r.RecordedAt)
 	if err != nil {
 		return r, err
 	}
