@@ -120,8 +120,6 @@ func migrationFiles(t *testing.T) []string {
 func TestMigrateUpgradesFrom001(t *testing.T) {
 	files := migrationFiles(t)
 	require.Equal(t, "001_task_history.sql", filepath.Base(files[0]))
-	v001, err := os.ReadFile(files[0])
-	require.NoError(t, err)
 	ctx := context.Background()
 
 	for _, tc := range []struct {
@@ -132,24 +130,7 @@ func TestMigrateUpgradesFrom001(t *testing.T) {
 		{"column there already", "ALTER TABLE flows_task_history ADD COLUMN hand_backs integer NOT NULL DEFAULT 0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			url := server.Database(t)
-			conn, err := pgx.Connect(ctx, url)
-			require.NoError(t, err)
-			defer conn.Close(ctx)
-			// What Migrate did when 001 was the only migration.
-			for _, sql := range []string{
-				`CREATE TABLE flows_history_migrations (
-					version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
-				string(v001),
-				"INSERT INTO flows_history_migrations (version, name) VALUES (1, '001_task_history')",
-			} {
-				_, err := conn.Exec(ctx, sql)
-				require.NoError(t, err)
-			}
-			if tc.extra != "" {
-				_, err := conn.Exec(ctx, tc.extra)
-				require.NoError(t, err)
-			}
+			url, conn := pastDatabase(t, 1, tc.extra)
 			old := record(0)
 			snap, err := json.Marshal(old.Snapshot)
 			require.NoError(t, err)
@@ -157,21 +138,7 @@ func TestMigrateUpgradesFrom001(t *testing.T) {
 				VALUES ($1, $2, $3, $4, 1, 3, $5)`, old.TaskID, old.Flow, string(old.State), string(snap), old.EndedAt)
 			require.NoError(t, err)
 
-			for range 2 { // the second Open finds nothing to do
-				s, err := pghistory.Open(ctx, url, pghistory.Config{})
-				require.NoError(t, err)
-				s.Close()
-			}
-			var versions []int32
-			rows, err := conn.Query(ctx, "SELECT version FROM flows_history_migrations ORDER BY version")
-			require.NoError(t, err)
-			versions, err = pgx.CollectRows(rows, pgx.RowTo[int32])
-			require.NoError(t, err)
-			want := make([]int32, len(files))
-			for i := range want {
-				want[i] = int32(i + 1)
-			}
-			assert.Equal(t, want, versions, "every migration recorded once")
+			upgrade(t, conn, url)
 
 			s, _ := openURL(t, url)
 			got, err := s.Get(ctx, old.TaskID)
@@ -179,6 +146,7 @@ func TestMigrateUpgradesFrom001(t *testing.T) {
 			assert.Equal(t, 1, got.Attempts)
 			assert.Equal(t, 3, got.MaxAttempts)
 			assert.Zero(t, got.HandBacks, "a row from before reads no hand-backs")
+			assert.False(t, got.Resume, "nor resume")
 
 			r := record(1)
 			r.Attempts, r.MaxAttempts, r.HandBacks = 3, 2, 2
@@ -211,27 +179,7 @@ func TestMigrateUpgradesFrom002(t *testing.T) {
 		{"column there already", "ALTER TABLE flows_task_history ADD COLUMN resume boolean NOT NULL DEFAULT false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			url := server.Database(t)
-			conn, err := pgx.Connect(ctx, url)
-			require.NoError(t, err)
-			defer conn.Close(ctx)
-			// What Migrate did when 001 and 002 were the migrations.
-			_, err = conn.Exec(ctx, `CREATE TABLE flows_history_migrations (
-				version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
-			require.NoError(t, err)
-			for i, f := range files[:2] {
-				sql, err := os.ReadFile(f)
-				require.NoError(t, err)
-				_, err = conn.Exec(ctx, string(sql))
-				require.NoError(t, err)
-				_, err = conn.Exec(ctx, "INSERT INTO flows_history_migrations (version, name) VALUES ($1, $2)",
-					i+1, strings.TrimSuffix(filepath.Base(f), ".sql"))
-				require.NoError(t, err)
-			}
-			if tc.extra != "" {
-				_, err := conn.Exec(ctx, tc.extra)
-				require.NoError(t, err)
-			}
+			url, conn := pastDatabase(t, 2, tc.extra)
 			// Rows as that version wrote them: a plain task, and one
 			// re-queued from a dead task.
 			var old []pghistory.Record
@@ -251,20 +199,7 @@ func TestMigrateUpgradesFrom002(t *testing.T) {
 				old = append(old, r)
 			}
 
-			for range 2 { // the second Open finds nothing to do
-				s, err := pghistory.Open(ctx, url, pghistory.Config{})
-				require.NoError(t, err)
-				s.Close()
-			}
-			rows, err := conn.Query(ctx, "SELECT version FROM flows_history_migrations ORDER BY version")
-			require.NoError(t, err)
-			versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
-			require.NoError(t, err)
-			want := make([]int32, len(files))
-			for i := range want {
-				want[i] = int32(i + 1)
-			}
-			assert.Equal(t, want, versions, "every migration recorded once")
+			upgrade(t, conn, url)
 
 			s, _ := openURL(t, url)
 			for _, o := range old {
@@ -284,6 +219,58 @@ func TestMigrateUpgradesFrom002(t *testing.T) {
 			assert.Equal(t, old[0].TaskID, got.RequeuedFrom)
 		})
 	}
+}
+
+// pastDatabase returns a new database as Migrate left it when the first
+// n migrations were all it had, with extra run after them unless empty,
+// and a connection to it, closed when the test ends.
+func pastDatabase(t *testing.T, n int, extra string) (string, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	url := server.Database(t)
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.WithoutCancel(ctx)) })
+	_, err = conn.Exec(ctx, `CREATE TABLE flows_history_migrations (
+		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+	require.NoError(t, err)
+	files := migrationFiles(t)
+	require.GreaterOrEqual(t, len(files), n)
+	for i, f := range files[:n] {
+		sql, err := os.ReadFile(f)
+		require.NoError(t, err)
+		_, err = conn.Exec(ctx, string(sql))
+		require.NoError(t, err)
+		_, err = conn.Exec(ctx, "INSERT INTO flows_history_migrations (version, name) VALUES ($1, $2)",
+			i+1, strings.TrimSuffix(filepath.Base(f), ".sql"))
+		require.NoError(t, err)
+	}
+	if extra != "" {
+		_, err := conn.Exec(ctx, extra)
+		require.NoError(t, err)
+	}
+	return url, conn
+}
+
+// upgrade opens the database at url twice (the second Open finds nothing
+// to do) and checks that every migration is recorded once.
+func upgrade(t *testing.T, conn *pgx.Conn, url string) {
+	t.Helper()
+	ctx := context.Background()
+	for range 2 {
+		s, err := pghistory.Open(ctx, url, pghistory.Config{})
+		require.NoError(t, err)
+		s.Close()
+	}
+	rows, err := conn.Query(ctx, "SELECT version FROM flows_history_migrations ORDER BY version")
+	require.NoError(t, err)
+	versions, err := pgx.CollectRows(rows, pgx.RowTo[int32])
+	require.NoError(t, err)
+	want := make([]int32, len(migrationFiles(t)))
+	for i := range want {
+		want[i] = int32(i + 1)
+	}
+	assert.Equal(t, want, versions, "every migration recorded once")
 }
 
 func TestSaveKeepsOneRowPerTask(t *testing.T) {
