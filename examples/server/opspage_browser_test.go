@@ -105,8 +105,9 @@ func rowSel(tbody, id string) string {
 // headless Chromium, against the in-memory backend and Redis: the listing
 // shows the started tasks and narrows with the filters, the stats and the
 // chart fill in, a task opens with its live events, a dead task is
-// re-queued resuming its completed steps, then plainly, and a running one
-// cancelled with the keyboard alone, and the page fits a phone's width.
+// re-queued resuming its completed steps, then plainly, each new task's
+// detail saying so, and a running one cancelled with the keyboard alone,
+// and the page fits a phone's width.
 func TestOpsPage(t *testing.T) {
 	t.Parallel()
 	browser := startChromium(t)
@@ -548,6 +549,37 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 			jsString("Task "+resumed.ID[:8]+" requeued as task "+plain.ID[:8]+".")+`)`)
 		p.waitFor("the plain task listed", `document.querySelector(`+jsString(rowSel("task-rows", plain.ID))+`)`)
 		assert.NotContains(t, eval[string](p, `document.querySelector(`+jsString(rowSel("task-rows", plain.ID)+" .c-attempt")+`).textContent`), "resumes")
+
+		// Each new task's detail says where it came from, and the dead
+		// task, still listed, opens from there.
+		openDetail := func(id string) string {
+			t.Helper()
+			p.focusOn(rowSel("task-rows", id) + " .open")
+			p.press(kb.Enter)
+			p.waitFor("task "+id+" open, its origin read", `(() => { const d = document.getElementById('detail');
+				return !d.hidden && d.dataset.taskId === `+jsString(id)+` && !document.getElementById('detail-origin').hidden; })()`)
+			assert.Equal(t, "detail-heading", focused(p), "the focus moves to the task")
+			return eval[string](p, `document.getElementById('detail-origin').textContent`)
+		}
+		assert.Equal(t, "Re-queued from dead task "+failing[:8]+", resuming its completed steps", openDetail(resumed.ID))
+		p.press(kb.Tab)
+		p.press(kb.Tab)
+		assert.Equal(t, "detail-origin-open", focused(p), "after Close, the dead task's id")
+		assert.Equal(t, "Open dead task "+failing, eval[string](p, `document.getElementById('detail-origin-open').getAttribute('aria-label')`))
+		p.press(kb.Enter)
+		p.waitFor("the dead task open", `document.getElementById('detail').dataset.taskId === `+jsString(failing)+` && /^web_search_flow, attempt /.test(document.getElementById('detail-flow').textContent)`)
+		assert.True(t, eval[bool](p, `document.getElementById('detail-origin').hidden`), "the first task was not re-queued")
+		assert.Equal(t, "detail-heading", focused(p), "the focus moves to the dead task")
+		p.press(kb.Escape)
+		p.waitFor("the task closed", `document.getElementById('detail').hidden`)
+		assert.Equal(t, "open link@"+failing, focused(p), "the focus goes to the dead task's row")
+
+		origin := openDetail(plain.ID)
+		assert.Equal(t, "Re-queued from dead task "+resumed.ID[:8], origin)
+		assert.NotContains(t, origin, "resuming", "a plain requeue resumes nothing")
+		p.press(kb.Escape)
+		p.waitFor("the task closed", `document.getElementById('detail').hidden`)
+		assert.Equal(t, "open link@"+plain.ID, focused(p), "the focus goes back to the task's row")
 	})
 
 	t.Run("phone width has no horizontal scroll", func(t *testing.T) {

@@ -697,6 +697,7 @@
     delete detail.dataset.state;
     setText($('detail-id'), id);
     setText($('detail-flow'), '');
+    showOrigin(null);
     $('detail-events').replaceChildren();
     $('detail-output').textContent = '';
     $('detail-output-box').hidden = true;
@@ -707,9 +708,36 @@
     call(`tasks/${encodeURIComponent(id)}/`).then((t) => {
       if (open.id !== id) return;
       setText($('detail-flow'), t.flow ? `${t.flow}${t.attempt ? `, attempt ${t.max_attempts ? attemptText(t) : t.attempt}` : ''}` : '');
+      showOrigin(t);
       if (!open.source && !open.snap) render(t);
     }).catch(() => { /* the stream says more */ });
     connect(id);
+  }
+
+  // showOrigin says, under the open task t's flow and attempt, which dead
+  // task it was re-queued from and whether it resumes that task's
+  // completed steps; nothing for a task that was not re-queued (or null).
+  // While the listing or the dead letters show the dead task, its id is a
+  // button that opens it.
+  function showOrigin(t) {
+    const box = $('detail-origin');
+    const from = t && typeof t.requeued_from === 'string' ? t.requeued_from : '';
+    box.hidden = from === '';
+    if (!from) {
+      box.replaceChildren();
+      return;
+    }
+    const listed = () => list.rows.get(from) || deadRowsByID.get(from);
+    let name = el('code', { title: from }, shortID(from));
+    if (listed()) {
+      name = el('button', { type: 'button', id: 'detail-origin-open', class: 'link', 'aria-label': `Open dead task ${from}`, title: from }, shortID(from));
+      // Closing it goes back to its row, if it is still there.
+      name.addEventListener('click', () => {
+        const row = listed();
+        openTask(from, row ? row.querySelector('.open') : null);
+      });
+    }
+    box.replaceChildren('Re-queued from dead task ', name, t.resume ? ', resuming its completed steps' : '');
   }
 
   function connect(id) {
