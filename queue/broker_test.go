@@ -123,51 +123,82 @@ func TestBrokerEnqueueInOneStep(t *testing.T) {
 
 func TestBrokerCancel(t *testing.T) {
 	ctx := context.Background()
-	s := newSetup()
-	s.reg.MustRegister("poem_flow", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
-	pending := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
-	finished := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
-	_, err := s.store.Append(ctx, finished, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"done"`)})
-	require.NoError(t, err)
+	// Each case sets up a queue and a task of its own, so that any one
+	// of them runs alone (go test -run 'TestBrokerCancel/cancelled_already').
+	newCase := func(t *testing.T) *setup {
+		t.Helper()
+		s := newSetup()
+		s.reg.MustRegister("poem_flow", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+		return s
+	}
+	pending := func(t *testing.T, s *setup) string {
+		t.Helper()
+		return s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
+	}
+	finished := func(t *testing.T, s *setup) string {
+		t.Helper()
+		id := s.enqueue(t, "poem_flow", queue.EnqueueOptions{})
+		_, err := s.store.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"done"`)})
+		require.NoError(t, err)
+		return id
+	}
+	cancelledAlready := func(t *testing.T, s *setup) string {
+		t.Helper()
+		id := pending(t, s)
+		require.NoError(t, s.broker.Cancel(ctx, id))
+		return id
+	}
+	isCancelled := func(t *testing.T, s *setup, id string) {
+		t.Helper()
+		snap, _, err := s.store.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		task, err := s.mem.Get(ctx, id)
+		require.NoError(t, err)
+		assert.True(t, task.Cancelled)
+	}
+	leftAlone := func(t *testing.T, s *setup, id string) {
+		t.Helper()
+		snap, _, err := s.store.Snapshot(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, progress.StateSuccess, snap.State, "a finished task is left alone")
+		task, err := s.mem.Get(ctx, id)
+		require.NoError(t, err)
+		assert.False(t, task.Cancelled)
+	}
+	fixed := func(id string) func(*testing.T, *setup) string {
+		return func(*testing.T, *setup) string { return id }
+	}
 
 	for _, tc := range []struct {
 		name    string
-		id      string
+		task    func(*testing.T, *setup) string
 		wantErr []error
+		check   func(*testing.T, *setup, string) // nil: nothing to check
 	}{
-		{"pending", pending, nil},
-		{"finished", finished, []error{queue.ErrFinished}},
-		{"cancelled already", pending, []error{queue.ErrFinished}},
-		{"unknown", queue.NewID(), []error{queue.ErrNotFound}},
-		{"bogus id", "../../etc/passwd", []error{queue.ErrNotFound, queue.ErrInvalidID}},
-		{"empty id", "", []error{queue.ErrNotFound, queue.ErrInvalidID}},
+		{"pending", pending, nil, isCancelled},
+		{"finished", finished, []error{queue.ErrFinished}, leftAlone},
+		{"cancelled already", cancelledAlready, []error{queue.ErrFinished}, isCancelled},
+		{"unknown", fixed(queue.NewID()), []error{queue.ErrNotFound}, nil},
+		{"bogus id", fixed("../../etc/passwd"), []error{queue.ErrNotFound, queue.ErrInvalidID}, nil},
+		{"empty id", fixed(""), []error{queue.ErrNotFound, queue.ErrInvalidID}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := s.broker.Cancel(ctx, tc.id)
+			s := newCase(t)
+			id := tc.task(t, s)
+			err := s.broker.Cancel(ctx, id)
 			if len(tc.wantErr) == 0 {
 				require.NoError(t, err)
-				return
 			}
 			for _, want := range tc.wantErr {
 				assert.ErrorIs(t, err, want)
 			}
+			if tc.check != nil {
+				tc.check(t, s, id)
+			}
 		})
 	}
-
-	snap, _, err := s.store.Snapshot(ctx, pending)
-	require.NoError(t, err)
-	assert.Equal(t, progress.StateFailure, snap.State)
-	assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
-	task, err := s.mem.Get(ctx, pending)
-	require.NoError(t, err)
-	assert.True(t, task.Cancelled)
-
-	snap, _, err = s.store.Snapshot(ctx, finished)
-	require.NoError(t, err)
-	assert.Equal(t, progress.StateSuccess, snap.State, "a finished task is left alone")
-	task, err = s.mem.Get(ctx, finished)
-	require.NoError(t, err)
-	assert.False(t, task.Cancelled)
 }
 
 func TestBrokerTask(t *testing.T) {
