@@ -531,6 +531,16 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 		p.waitFor("the new task listed as resuming", `(document.querySelector(`+jsString(rowSel("task-rows", resumed.ID)+" .c-attempt")+`) || {}).textContent.endsWith(`+
 			jsString(", resumes dead task "+failing[:8])+`)`)
 		assert.NotEqual(t, "body", focused(p), "the focus is still on the page")
+		tasksFit := func(when string) {
+			t.Helper()
+			assert.True(t, eval[bool](p, `(() => { const w = document.getElementById('task-rows').closest('.table-wrap');
+				return w.scrollWidth <= w.clientWidth; })()`),
+				"the task table fits its panel at 1280 px %s: %d > %d", when,
+				eval[int](p, `document.getElementById('task-rows').closest('.table-wrap').scrollWidth`),
+				eval[int](p, `document.getElementById('task-rows').closest('.table-wrap').clientWidth`))
+		}
+		require.Equal(t, 1280, eval[int](p, `window.innerWidth`))
+		tasksFit("with a resumed task listed")
 
 		// Plain: its search fails again, and it is requeued as it was,
 		// the option off again.
@@ -562,6 +572,8 @@ func driveOpsPage(t *testing.T, browser context.Context, srv *pageServer, artifa
 			return eval[string](p, `document.getElementById('detail-origin').textContent`)
 		}
 		assert.Equal(t, "Re-queued from dead task "+failing[:8]+", resuming its completed steps", openDetail(resumed.ID))
+		tasksFit("beside the resumed task open")
+		p.screenshot(name("resumed-open"))
 		p.press(kb.Tab)
 		p.press(kb.Tab)
 		assert.Equal(t, "detail-origin-open", focused(p), "after Close, the dead task's id")

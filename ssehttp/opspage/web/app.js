@@ -123,11 +123,36 @@
   // fault of its flow, which does not count), said apart: "3 of 4, 2
   // hand-backs not counted" (see queue.TaskSummary.Runs).
   function attemptText(t) {
+    return attemptParts(t).join('');
+  }
+
+  // attemptParts splits attemptText into "3 of 4" and the rest, so that
+  // the listing keeps the first on one line and lets the rest wrap.
+  function attemptParts(t) {
     const max = Number(t.max_attempts) || 0;
     const backs = Number(t.hand_backs) || 0;
-    let text = `${Number(t.attempt) || 0} of ${max > 0 ? max + backs : 0}`;
-    if (backs > 0) text += `, ${backs} hand-back${backs === 1 ? '' : 's'} not counted`;
-    return text;
+    const runs = `${Number(t.attempt) || 0} of ${max > 0 ? max + backs : 0}`;
+    return [runs, backs > 0 ? `, ${backs} hand-back${backs === 1 ? '' : 's'} not counted` : ''];
+  }
+
+  // setAttempt fills a listing's Attempt cell: "3 of 4" on one line, the
+  // hand-backs after it, and the dead task a resumed task came from on a
+  // line of its own, so that the cell stays narrow at any width. Its text
+  // reads as one sentence: "3 of 3, resumes dead task 5c3565f".
+  function setAttempt(cell, t) {
+    const [runs, rest] = attemptParts(t);
+    const origin = t.resume && t.requeued_from ? `resumes dead task ${shortID(t.requeued_from)}` : '';
+    if (cell.textContent === runs + rest + (origin ? `, ${origin}` : '')) return;
+    // One span inside the cell: at phone width the cell is a flex row of
+    // its label and this.
+    const text = el('span');
+    text.append(el('span', { class: 'attempt-runs' }, runs), rest);
+    if (origin) {
+      const line = el('span', { class: 'attempt-origin' });
+      line.append(el('span', { class: 'visually-hidden' }, ', '), origin);
+      text.append(line);
+    }
+    cell.replaceChildren(text);
   }
 
   function pretty(value) {
@@ -518,7 +543,7 @@
     const status = (t.cancelled && live ? 'Cancelling… ' : '') + (t.status || '');
     setText(q('.c-status .clamp'), status);
     q('.c-status .clamp').title = status;
-    setText(q('.c-attempt'), attemptText(t) + (t.resume && t.requeued_from ? `, resumes dead task ${shortID(t.requeued_from)}` : ''));
+    setAttempt(q('.c-attempt'), t);
     setText(q('.c-since'), age(changedAt(t) || t.enqueued_at));
     q('.cancel').hidden = !live || Boolean(t.cancelled);
   }
