@@ -103,19 +103,40 @@ func (e AttemptEnd) lostText() string {
 	return string(e)
 }
 
-// spentText is the end of the status of a task whose attempts are spent,
-// e being the end of its last lease: ": " and why the last attempt ended
-// (see lostText) when that lease was the attempt, else the hand-back that
-// followed it, as " (then handed back: progress store unavailable)". A
-// Task keeps only the end of its last lease (PreviousEnd): when a
-// hand-back followed the last attempt, how that attempt ended is not
-// known here, and the status says what followed it rather than blame the
-// hand-back for the attempts spent.
-func (e AttemptEnd) spentText() string {
+// spentText is the end of the status of task t whose attempts are
+// spent: ": " and why the last attempt ended (see lostText) when its last
+// lease was that attempt, else how the last attempt that counted ended
+// (Task.CountedEnd, see countedText) and the hand-back that followed it,
+// as ": the worker was lost (then handed back: progress store
+// unavailable)", rather than blame the hand-back for the attempts spent.
+// A record written before backends kept CountedEnd says only what
+// followed the attempt: " (then handed back: progress store
+// unavailable)".
+func (t *Task) spentText() string {
+	e := t.PreviousEnd
 	if e.Counts() {
 		return ": " + e.lostText()
 	}
-	return " (then handed back: " + string(e) + ")"
+	then := " (then handed back: " + string(e) + ")"
+	if t.CountedEnd == "" {
+		return then
+	}
+	return ": " + t.CountedEnd.countedText() + then
+}
+
+// countedText says how the last attempt that counted ended, as describe
+// does without its number, for the status of a task whose attempts are
+// spent and whose last lease was handed back after that attempt.
+func (e AttemptEnd) countedText() string {
+	switch e {
+	case EndFailed:
+		return "the flow failed"
+	case EndWorkerLost:
+		return "the worker was lost"
+	case EndLeaseExpired:
+		return "the lease expired"
+	}
+	return "it ended: " + string(e)
 }
 
 // StatusRetrying is the status line of a task whose attempt after the

@@ -177,7 +177,7 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		return
 	}
 	if runs := t.Runs(); runs > 0 && t.Attempt > runs {
-		j.fail(fmt.Sprintf("gave up after %s%s", plural(t.MaxAttempts, "attempt"), t.PreviousEnd.spentText()))
+		j.fail(fmt.Sprintf("gave up after %s%s", plural(t.MaxAttempts, "attempt"), t.spentText()))
 		return
 	}
 	if t.HandBacks > w.cfg.MaxHandBacks {

@@ -349,6 +349,8 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 		mt.task.HookRetries++
 	case !why.Counts():
 		mt.task.HandBacks++
+	default:
+		mt.task.CountedEnd = why
 	}
 	if l.NoRun {
 		mt.task.NoRuns++
@@ -482,7 +484,7 @@ func (m *Memory) advance(now time.Time) {
 		mt := heap.Pop(&m.timers).(*memTask)
 		if mt.state == memLeased {
 			// Taken back: the task keeps its slot, if it has one.
-			mt.task.PreviousEnd = EndLeaseExpired
+			mt.task.PreviousEnd, mt.task.CountedEnd = EndLeaseExpired, EndLeaseExpired
 			mt.state, mt.at, mt.token, mt.readyAt = memReady, time.Time{}, "", now
 			m.ready.push(mt)
 			continue

@@ -148,6 +148,14 @@ type Task struct {
 	// AttemptEnd). The worker announces it in the task's log as the
 	// attempt starts.
 	PreviousEnd AttemptEnd `json:"previous_end,omitempty"`
+	// CountedEnd says why the last attempt that counted against
+	// MaxAttempts ended (AttemptEnd.Counts), "" before one ended so: set
+	// by the backend with PreviousEnd, in the same write, and left alone
+	// by the hand-backs and the give-backs for the finish hooks that
+	// followed that attempt. A worker that finds the task's attempts
+	// spent after a hand-back names it in the task's status. A record
+	// written before backends kept it has none.
+	CountedEnd AttemptEnd `json:"counted_end,omitempty"`
 	// HandBacks counts the attempts of this task that were handed back
 	// through no fault of its flow (AttemptEnd.Counts is false): set by
 	// the backend's Retry. They spend none of MaxAttempts; a worker bounds

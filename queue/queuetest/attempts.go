@@ -32,16 +32,19 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		first := fetchOne(t, b, time.Minute)
 		assert.Equal(t, 1, first.Task.Attempt)
 		assert.Empty(t, first.Task.PreviousEnd, "a first attempt follows none")
+		assert.Empty(t, first.Task.CountedEnd, "no attempt that counted has ended")
 
 		require.NoError(t, b.Retry(ctx, first, time.Now(), queue.EndShutdown))
 		second := fetchOne(t, b, time.Minute)
 		assert.Equal(t, 2, second.Task.Attempt)
 		assert.Equal(t, queue.EndShutdown, second.Task.PreviousEnd, "given back at once")
+		assert.Empty(t, second.Task.CountedEnd, "a hand-back is no attempt that counted")
 
 		require.NoError(t, b.Retry(ctx, second, time.Now().Add(20*time.Millisecond), queue.EndFailed))
 		third := fetchOne(t, b, 50*time.Millisecond)
 		assert.Equal(t, 3, third.Task.Attempt)
 		assert.Equal(t, queue.EndFailed, third.Task.PreviousEnd, "given back for later")
+		assert.Equal(t, queue.EndFailed, third.Task.CountedEnd)
 
 		// Nobody extends the third lease: the next Fetch takes it over.
 		fourth := fetchOne(t, b, time.Minute)
@@ -50,10 +53,13 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		got, err := b.Get(ctx, task.ID)
 		require.NoError(t, err)
 		assert.Equal(t, queue.EndLeaseExpired, got.PreviousEnd, "Get tells the end of the attempt before the current one")
+		assert.Equal(t, queue.EndLeaseExpired, fourth.Task.CountedEnd, "a take-over ends an attempt that counts")
+		assert.Equal(t, queue.EndLeaseExpired, got.CountedEnd, "Get")
 
 		require.NoError(t, b.Retry(ctx, fourth, time.Now(), queue.EndStoreDown))
 		fifth := fetchOne(t, b, time.Minute)
 		assert.Equal(t, queue.EndStoreDown, fifth.Task.PreviousEnd, "a later Retry says why again")
+		assert.Equal(t, queue.EndLeaseExpired, fifth.Task.CountedEnd, "a hand-back leaves the end of the attempt that counted")
 		require.NoError(t, b.Ack(ctx, fifth))
 	})
 
@@ -288,28 +294,89 @@ func runAttempts(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 	})
 
 	t.Run("GaveUpAfterAHandBack", func(t *testing.T) {
-		// The attempt that counted ended worker lost; the lease after it
-		// was handed back (the store could not record the give-up), and
-		// the next finds the attempts spent. Its status must not blame
-		// the store for them.
-		h := newHarness(t, newBackends)
-		var runs attempts
-		h.reg.MustRegister("steps", stepsFlow(func(ft *flow.Task) error {
-			runs.add(ft.Attempt)
-			return nil
-		}))
-		id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 1})
-		ctx := context.Background()
-		l := fetchOne(t, h.backend, time.Minute)
-		require.NoError(t, h.backend.Retry(ctx, l, time.Now(), queue.EndWorkerLost))
-		l = fetchOne(t, h.backend, time.Minute)
-		require.NoError(t, h.backend.Retry(ctx, l, time.Now(), queue.EndStoreDown))
-		h.start(queue.WorkerConfig{})
+		// The attempt that counted ended one way or another (taken over
+		// from a lost worker or an expired lease, or given back); the
+		// leases after it were handed back (the store could not record
+		// the give-up), and the next finds the attempts spent. Its
+		// status must say how the attempt that counted ended, and what
+		// followed it, not blame the store for the attempts spent.
+		for _, tc := range []struct {
+			name string
+			// first leases the task and ends its attempt, which counts,
+			// returning the lease that follows it.
+			first     func(t *testing.T, h *harness) *queue.Lease
+			handBacks []queue.AttemptEnd
+			counted   queue.AttemptEnd
+			want      string
+		}{
+			{
+				name: "WorkerLost",
+				first: func(t *testing.T, h *harness) *queue.Lease {
+					reg, ok := h.backend.(queue.WorkerRegistry)
+					if !ok {
+						t.Skipf("%T keeps no worker registry", h.backend)
+					}
+					ghost := queue.WorkerInfo{Name: "ghost", Heartbeat: 10 * time.Millisecond}
+					require.NoError(t, reg.Heartbeat(context.Background(), ghost))
+					fetchAs(t, h.backend, ghost.Name)
+					return judgeUntilTaken(t, h.backend, queue.WorkerInfo{Name: "judge", Heartbeat: 300 * time.Millisecond})
+				},
+				handBacks: []queue.AttemptEnd{queue.EndStoreDown},
+				counted:   queue.EndWorkerLost,
+				want:      "gave up after 1 attempt: the worker was lost (then handed back: progress store unavailable)",
+			},
+			{
+				name: "LeaseExpired",
+				first: func(t *testing.T, h *harness) *queue.Lease {
+					fetchOne(t, h.backend, 20*time.Millisecond)
+					return fetchOne(t, h.backend, time.Minute)
+				},
+				handBacks: []queue.AttemptEnd{queue.EndBackendDown},
+				counted:   queue.EndLeaseExpired,
+				want:      "gave up after 1 attempt: the lease expired (then handed back: backend unreachable)",
+			},
+			{
+				name: "GivenBack",
+				first: func(t *testing.T, h *harness) *queue.Lease {
+					l := fetchOne(t, h.backend, time.Minute)
+					require.NoError(t, h.backend.Retry(context.Background(), l, time.Now(), queue.EndWorkerLost))
+					return fetchOne(t, h.backend, time.Minute)
+				},
+				handBacks: []queue.AttemptEnd{queue.EndBackendDown, queue.EndStoreDown},
+				counted:   queue.EndWorkerLost,
+				want:      "gave up after 1 attempt: the worker was lost (then handed back: progress store unavailable)",
+			},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h := newHarness(t, newBackends)
+				var runs attempts
+				h.reg.MustRegister("steps", stepsFlow(func(ft *flow.Task) error {
+					runs.add(ft.Attempt)
+					return nil
+				}))
+				id := h.enqueue("steps", "", queue.EnqueueOptions{MaxAttempts: 1})
+				ctx := context.Background()
+				l := tc.first(t, h)
+				assert.Equal(t, tc.counted, l.Task.CountedEnd, "the lease after the attempt that counted")
+				for i, why := range tc.handBacks {
+					require.NoError(t, h.backend.Retry(ctx, l, time.Now(), why))
+					if i < len(tc.handBacks)-1 {
+						l = fetchOne(t, h.backend, time.Minute)
+						assert.Equal(t, tc.counted, l.Task.CountedEnd, "a lease after a hand-back")
+					}
+				}
+				got, err := h.backend.Get(ctx, id)
+				require.NoError(t, err)
+				assert.Equal(t, tc.counted, got.CountedEnd, "Get")
+				assert.Equal(t, tc.handBacks[len(tc.handBacks)-1], got.PreviousEnd, "Get")
+				h.start(queue.WorkerConfig{})
 
-		snap := h.waitTerminal(id)
-		require.Equal(t, progress.StateFailure, snap.State)
-		assert.Equal(t, "gave up after 1 attempt (then handed back: progress store unavailable)", snap.Details.Status)
-		assert.Empty(t, runs.get(), "the flow never ran")
+				snap := h.waitTerminal(id)
+				require.Equal(t, progress.StateFailure, snap.State)
+				assert.Equal(t, tc.want, snap.Details.Status)
+				assert.Empty(t, runs.get(), "the flow never ran")
+			})
+		}
 	})
 
 	t.Run("RetriedAfterError", func(t *testing.T) {

@@ -52,7 +52,11 @@
 //	                            counted by Ack, Bury and Retry for a
 //	                            queue.Lease.NoRun) and norunof (the
 //	                            attempt counted last, see
-//	                            lua/no_run.lua),
+//	                            lua/no_run.lua), and counted (why the
+//	                            last attempt that counted ended,
+//	                            queue.Task.CountedEnd: set with prev
+//	                            by Retry for an end that counts, and by
+//	                            the fetch that takes over a lease),
 //	                            all written only by the holder of the
 //	                            lease, and, for a start taken in steps,
 //	                            starting (the score of its start in the

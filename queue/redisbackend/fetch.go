@@ -184,9 +184,9 @@ type takenEntry struct {
 	rec  record
 }
 
-// The fetch script finds a record's rec, attempt and prev at these places
-// of recordFieldNames (Lua counts from 1).
-const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + uint(iPrev-4) + uint(4-iPrev)
+// The fetch script finds a record's rec, attempt, prev and counted at
+// these places of recordFieldNames (Lua counts from 1).
+const _ = uint(iRec-0) + uint(0-iRec) + uint(iAttempt-1) + uint(1-iAttempt) + uint(iPrev-4) + uint(4-iPrev) + uint(iCounted-9) + uint(9-iCounted)
 
 // A look that ends a wait may be quick: the fetch script then reads new
 // entries only, and leaves the delayed set and the leases alone (two
@@ -405,7 +405,7 @@ func (b *Backend) readTaken(ctx context.Context, reply rueidis.RedisResult, prev
 
 // lease turns entries taken by fetchScript into leases. Unless the
 // script has read them already, each task's attempt is incremented (and,
-// for an entry taken over, its prev field set) and its record read, with
+// for an entry taken over, its prev and counted fields set) and its record read, with
 // its progress state (see FetchWithState), and kept for the retention
 // period, in one pipelined round trip. An entry whose
 // task record is gone (expired) is removed from the queue. The round trip
@@ -427,7 +427,7 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 		key := b.taskKey(taken[i].taskID)
 		cmds = append(cmds, c.B().Hincrby().Key(key).Field(recAttempt).Increment(1).Build())
 		if e.ended != "" {
-			cmds = append(cmds, c.B().Hset().Key(key).FieldValue().FieldValue(recPrev, e.ended).Build())
+			cmds = append(cmds, c.B().Hset().Key(key).FieldValue().FieldValue(recPrev, e.ended).FieldValue(recCounted, e.ended).Build())
 		}
 		cmds = append(cmds,
 			c.B().Hmget().Key(key).Field(recordFieldNames[:]...).Build(),

@@ -312,7 +312,8 @@ func (b *Backend) takeBackEnd(ctx context.Context, id string, why queue.AttemptE
 // lease in a limited flow is ready at once, once: the lease after it
 // tells the flag.
 //
-// why goes into the record's prev field, the lease's attempt into its
+// why goes into the record's prev field (and, when it counts, its
+// counted field, see queue.Task.CountedEnd), the lease's attempt into its
 // prevof field (see summaryOf), and a hand-back that is not an attempt
 // (why.Counts() is false) is counted in its handbacks field (a
 // queue.EndHooksPending in its hookretries field instead), and a lease
@@ -328,7 +329,7 @@ func (b *Backend) takeBackEnd(ctx context.Context, id string, why queue.AttemptE
 // only while the record's attempt is the lease's and its end has not
 // been recorded (see end_attempt.lua); a lease lost before a fetch took
 // the task over passes that check, and then the retry script finds it
-// lost: the fetch that takes the task over sets prev again, and the
+// lost: the fetch that takes the task over sets prev and counted again, and the
 // hand-back (and the count in noruns) is taken back in one more round
 // trip (see takeBackEnd). Until then, or if that
 // fails, the task has one hand-back too many, which gives it one run

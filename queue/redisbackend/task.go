@@ -19,13 +19,16 @@ import (
 // is queued (see encodeRec); attempt and cancelled change; prev, present
 // once a worker gave the task back (Retry), says why that attempt ended
 // (a queue.AttemptEnd), and prevof which attempt that was (a fetch that
-// takes over a lease sets prev alone); handbacks, present once a worker gave it back
+// takes over a lease sets prev, and counted, alone); handbacks, present once a worker gave it back
 // through no fault of its flow, counts those hand-backs
 // (queue.Task.HandBacks); hookretries, present once a worker gave the
 // ended task back for its finish hooks, counts those
 // (queue.Task.HookRetries); noruns, present once a worker let the task go
 // without running its flow, counts those leases (queue.Task.NoRuns), and
-// norunof is the attempt it counted last (see lua/no_run.lua).
+// norunof is the attempt it counted last (see lua/no_run.lua); counted,
+// present once an attempt that counts ended (a Retry for one, or a fetch
+// that took a lease over), says why the last of those ended
+// (queue.Task.CountedEnd), which hand-backs leave alone.
 const (
 	recRec         = "rec"
 	recAttempt     = "attempt"
@@ -35,15 +38,16 @@ const (
 	recHookRetries = "hookretries"
 	recPrevOf      = "prevof"
 	recNoRuns      = "noruns"
+	recCounted     = "counted"
 )
 
 // recordFieldNames are the fields a lease or Get reads, in the order of a
 // record's values: the record's, then the snapshot's state, which a lease
 // reports (FetchWithState), then the end of the attempt given back last,
 // the hand-backs, the hook retries, which attempt's end prev tells
-// (for queue.Task.HooksDue, see decodeRecord) and the leases that did not
-// run the flow.
-var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks, recHookRetries, recPrevOf, recNoRuns}
+// (for queue.Task.HooksDue, see decodeRecord), the leases that did not
+// run the flow and the end of the last attempt that counted.
+var recordFieldNames = [...]string{recRec, recAttempt, recCancelled, fieldState, recPrev, recHandBacks, recHookRetries, recPrevOf, recNoRuns, recCounted}
 
 // Indexes of the fields in recordFieldNames and record.
 const (
@@ -56,6 +60,7 @@ const (
 	iHookRetries
 	iPrevOf
 	iNoRuns
+	iCounted
 )
 
 // record is a task record as read: the value of each field of
@@ -640,6 +645,7 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 		return nil, false, err
 	}
 	t.PreviousEnd = queue.AttemptEnd(r[iPrev])
+	t.CountedEnd = queue.AttemptEnd(r[iCounted])
 	if r[iHandBacks] != "" {
 		n, err := strconv.Atoi(r[iHandBacks])
 		if err != nil {

@@ -14,7 +14,7 @@
 -- A lease can be lost before a fetch takes it over (an expired lease, a
 -- worker found dead, see lib/reclaim.lua): this script then records its
 -- end, and retry.lua finds it lost. The fetch that takes the task over
--- sets prev again, before it reads the record; the caller takes the
+-- sets prev and counted again, before it reads the record; the caller takes the
 -- hand-back back.
 --
 -- KEYS[1] task hash

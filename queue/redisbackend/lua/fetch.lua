@@ -16,8 +16,9 @@
 --     clock (below);
 --  5. unless ARGV[6] is empty, each entry's task record is read as the
 --     lease step of Fetch would: its attempt incremented and, for an entry
---     taken over, its prev field set to why the attempt before ended
---     (below), unless the record is gone; and its hash kept for at least
+--     taken over, its prev and counted fields set to why the attempt
+--     before ended (below; an attempt taken over counts), unless the
+--     record is gone; and its hash kept for at least
 --     the retention. The task's
 --     hash is named from its id, so this touches keys the script was not
 --     given: only a client of a single Redis (not a Cluster, whose slots
@@ -79,8 +80,8 @@
 -- queue.EndWorkerLost), "" for an entry read
 -- anew; record is the values of the fields asked for (false for a missing
 -- one, all false for a missing record), absent when ARGV[6] is empty or
--- the entry names no valid task id. ARGV[11...] must name rec, attempt
--- and prev at places 1, 2 and 5. When the script took every new entry there was
+-- the entry names no valid task id. ARGV[11...] must name rec, attempt,
+-- prev and counted at places 1, 2, 5 and 10. When the script took every new entry there was
 -- (it took fewer than max), the rest tells how to wait for more: dueIn is
 -- the time in ms until the next delayed task is due and expiresIn until
 -- the next lease passes (-1 when there is none), lastID is the id of the
@@ -187,8 +188,8 @@ if #taken > 0 then
         if rec[1] then
           rec[2] = string.format('%d', redis.call('HINCRBY', key, 'attempt', '1'))
           if ended[i] then
-            redis.call('HSET', key, 'prev', ended[i])
-            rec[5] = ended[i]
+            redis.call('HSET', key, 'prev', ended[i], 'counted', ended[i])
+            rec[5], rec[10] = ended[i], ended[i]
           end
           if not exp or exp - clock < retention then
             redis.call('PEXPIRE', key, ARGV[7], 'GT')

@@ -5,7 +5,10 @@
 -- taken the task since) and, when handBack is "1", counts it as a
 -- hand-back that is no attempt (field handbacks), when it is "hooks" as
 -- a task given back for its finish hooks (field hookretries, for
--- queue.EndHooksPending); and when noRun is "1", counts the lease as one
+-- queue.EndHooksPending), and when it is "" (an attempt that counts)
+-- records why in field counted too (queue.Task.CountedEnd, which the
+-- hand-backs after that attempt leave alone); and when noRun is "1",
+-- counts the lease as one
 -- that did not run the flow (see lib/count_no_run.lua). A hash that is
 -- gone (the record expired) is
 -- left gone. The script that includes it has checked that the lease is
@@ -16,7 +19,11 @@ local function recordEnd(task, attempt, why, handBack, noRun)
   if redis.call('EXISTS', task) == 0 then
     return
   end
-  redis.call('HSET', task, 'prev', why, 'prevof', attempt)
+  if handBack == '' then
+    redis.call('HSET', task, 'prev', why, 'prevof', attempt, 'counted', why)
+  else
+    redis.call('HSET', task, 'prev', why, 'prevof', attempt)
+  end
   if handBack == '1' then
     redis.call('HINCRBY', task, 'handbacks', 1)
   elseif handBack == 'hooks' then
