@@ -118,7 +118,10 @@ var (
 	// worker, or the task was acknowledged already.
 	ErrLeaseLost = errors.New("queue: lease lost")
 	// ErrUnavailable wraps errors of a backend that cannot be reached
-	// (Redis down); the HTTP layer answers it with 503.
+	// (Redis down); the HTTP layer answers it with 503. Such an error may
+	// also wrap progress.ErrNotSent when the call certainly did not reach
+	// the backend (the connection could not be made), which a
+	// progress.TaskReporter sends again.
 	ErrUnavailable = errors.New("queue: backend unavailable")
 	// ErrInvalidID: a task id that no task can have.
 	ErrInvalidID = errors.New("queue: invalid task id")
