@@ -100,6 +100,15 @@ func (mt *memTask) hooksDue() bool {
 
 // read returns a copy of mt's task as Get and the listings read it, with
 // Task.HooksDue. m.mu is held.
+// ended records why mt's attempt ended: in PreviousEnd, and in
+// CountedEnd too when that end counts against MaxAttempts.
+func (mt *memTask) ended(why AttemptEnd) {
+	mt.task.PreviousEnd = why
+	if why.Counts() {
+		mt.task.CountedEnd = why
+	}
+}
+
 func (mt *memTask) read() *Task {
 	t := mt.task.clone()
 	t.HooksDue = mt.hooksDue()
@@ -343,14 +352,12 @@ func (m *Memory) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptE
 	heap.Remove(&m.timers, mt.index)
 	now := time.Now()
 	mt.token = ""
-	mt.task.PreviousEnd = why
+	mt.ended(why)
 	switch {
 	case why == EndHooksPending:
 		mt.task.HookRetries++
 	case !why.Counts():
 		mt.task.HandBacks++
-	default:
-		mt.task.CountedEnd = why
 	}
 	if l.NoRun {
 		mt.task.NoRuns++
@@ -484,7 +491,7 @@ func (m *Memory) advance(now time.Time) {
 		mt := heap.Pop(&m.timers).(*memTask)
 		if mt.state == memLeased {
 			// Taken back: the task keeps its slot, if it has one.
-			mt.task.PreviousEnd, mt.task.CountedEnd = EndLeaseExpired, EndLeaseExpired
+			mt.ended(EndLeaseExpired)
 			mt.state, mt.at, mt.token, mt.readyAt = memReady, time.Time{}, "", now
 			m.ready.push(mt)
 			continue

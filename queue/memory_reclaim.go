@@ -66,7 +66,7 @@ func (m *Memory) reclaim(now time.Time) {
 			continue
 		}
 		heap.Remove(&m.timers, mt.index)
-		mt.task.PreviousEnd, mt.task.CountedEnd = EndWorkerLost, EndWorkerLost
+		mt.ended(EndWorkerLost)
 		m.makeReady(mt)
 	}
 }
