@@ -33,7 +33,8 @@ type MemoryConfig struct {
 // A task is dropped, with its log, Retention after its last update. Expired
 // tasks are swept lazily by the store's own calls, oldest first, so memory
 // stays bounded by the tasks updated within the retention period and no
-// background goroutine is needed. Subscriptions of a dropped task end.
+// background goroutine is needed. A subscription of a task ends when the
+// task's retention passes, whether or not another call comes to sweep it.
 //
 // A MemoryStore must be created with NewMemoryStore; it is safe for
 // concurrent use.
@@ -221,7 +222,7 @@ func (s *MemoryStore) Events(ctx context.Context, taskID, afterID string) ([]Eve
 // Subscribe implements Subscriber. Each subscription has one goroutine that
 // reads the task's log from its own cursor, so a slow reader loses nothing
 // and holds up no one; it ends when ctx ends, after the terminal event, or
-// when the task is dropped. Subscribing after the last event of a finished
+// when the task's retention passes. Subscribing after the last event of a finished
 // task yields a channel that is closed at once; subscribing after an id the
 // task has not reached yet waits for it.
 func (s *MemoryStore) Subscribe(ctx context.Context, taskID, afterID string) (<-chan Event, error) {
@@ -244,17 +245,25 @@ func (s *MemoryStore) Subscribe(ctx context.Context, taskID, afterID string) (<-
 }
 
 // feed sends t's events after cursor to ch until the terminal event, the
-// end of ctx or the task's removal, then closes ch.
+// end of ctx or the task's removal, then closes ch. While it waits, a
+// timer set to the end of t's retention has it sweep the store then, so
+// that the subscription of a task nobody writes to any more ends when
+// the task expires, not at some later call of the store.
 func (s *MemoryStore) feed(ctx context.Context, t *memoryTask, cursor int, ch chan<- Event) {
 	defer close(ch)
+	expiry := time.NewTimer(s.retention)
+	defer expiry.Stop()
 	for {
 		s.mu.Lock()
+		now := s.now()
+		s.sweepLocked(now)
 		// Appended events are never modified and the slice only grows, so
 		// the backlog can be read after the lock is released.
 		backlog := t.events[min(cursor, len(t.events)):]
 		finished := t.snap.State.Terminal()
 		dropped := t.dropped
 		changed := t.changed
+		left := t.updated.Add(s.retention).Sub(now)
 		s.mu.Unlock()
 
 		for _, e := range backlog {
@@ -274,8 +283,10 @@ func (s *MemoryStore) feed(ctx context.Context, t *memoryTask, cursor int, ch ch
 		if finished || dropped {
 			return
 		}
+		expiry.Reset(left)
 		select {
 		case <-changed:
+		case <-expiry.C:
 		case <-ctx.Done():
 			return
 		}

@@ -23,6 +23,15 @@ func TestMemoryStoreConformance(t *testing.T) {
 	})
 }
 
+// TestMemoryStoreRetentionConformance: a subscription of a task whose
+// retention passes ends soon after, though no other call of the store
+// comes to sweep it.
+func TestMemoryStoreRetentionConformance(t *testing.T) {
+	progresstest.RunRetention(t, time.Second, func(t *testing.T) progress.Backend {
+		return progress.NewMemoryStore(progress.MemoryConfig{Retention: time.Second})
+	})
+}
+
 // fakeClock is a clock that moves only when told to.
 type fakeClock struct {
 	mu  sync.Mutex
