@@ -33,6 +33,23 @@ func TestCheckpointConformanceOnCluster(t *testing.T) {
 	})
 }
 
+// TestProgressRetentionConformance: a subscription of a task whose
+// retention passes ends soon after, though the poll interval would not
+// come for an hour: it reads when the task's keys expire.
+func TestProgressRetentionConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	progresstest.RunRetention(t, time.Second, func(t *testing.T) progress.Backend {
+		return newBackend(t, newClient(t, srv), redisbackend.Config{Retention: time.Second, PollInterval: time.Hour})
+	})
+}
+
+func TestProgressRetentionConformanceOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	progresstest.RunRetention(t, time.Second, func(t *testing.T) progress.Backend {
+		return newBackend(t, newClusterClient(t, c), redisbackend.Config{Retention: time.Second, PollInterval: time.Hour})
+	})
+}
+
 func TestQueueConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	queuetest.Run(t, func(t *testing.T) (queue.Backend, progress.Backend) {

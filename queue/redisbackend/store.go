@@ -490,34 +490,67 @@ func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progres
 // reading on to the end yields them all). It fails with
 // progress.ErrNotFound when the task does not exist.
 func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, count int64) (events []progress.Event, more, terminal bool, err error) {
-	if after.isMax() {
-		return nil, false, false, nil
-	}
-	if after.n > math.MaxInt64-uint64(count) {
-		return nil, false, false, nil // past any list
-	}
+	p, err := b.readEvents(ctx, taskID, after, count, false)
+	return p.events, p.more, p.terminal, err
+}
+
+// page is what readEvents read: the events, whether there may be more,
+// whether the task had reached a terminal state, and, when asked for, how
+// long its hash had left to live (see ttlOf).
+type page struct {
+	events         []progress.Event
+	more, terminal bool
+	ttl            time.Duration
+}
+
+// noExpiry is page.ttl when the hash has no expiry, or when it was not
+// asked for.
+const noExpiry time.Duration = -1
+
+// readEvents reads as readPage does and, when ttl is set, the time the
+// task's hash has left to live (its PTTL, in the same round trip): what
+// a subscription waits for before it looks whether the task has expired.
+func (b *Backend) readEvents(ctx context.Context, taskID string, after eventID, count int64, ttl bool) (page, error) {
+	p := page{ttl: noExpiry}
 	// The element of the id after, which may hold later events too; the
-	// first one for the zero id.
+	// first one for the zero id. None past any list: only the task's
+	// state is read then.
 	start := int64(max(after.n, 1) - 1)
+	lists := !after.isMax() && after.n <= math.MaxInt64-uint64(count)
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	c := b.client
 	// HGET runs first: if it sees a terminal state, the LRANGE after it
 	// sees the terminal event.
-	res := c.DoMulti(ctx,
-		c.B().Hget().Key(b.taskKey(taskID)).Field(fieldState).Build(),
-		c.B().Lrange().Key(b.eventsKey(taskID)).Start(start).Stop(start+count-1).Build(),
-	)
+	cmds := rueidis.Commands{c.B().Hget().Key(b.taskKey(taskID)).Field(fieldState).Build()}
+	if lists {
+		cmds = append(cmds, c.B().Lrange().Key(b.eventsKey(taskID)).Start(start).Stop(start+count-1).Build())
+	}
+	if ttl {
+		cmds = append(cmds, c.B().Pttl().Key(b.taskKey(taskID)).Build())
+	}
+	res := c.DoMulti(ctx, cmds...)
 	state, err := res[0].ToString()
 	if rueidis.IsRedisNil(err) {
-		return nil, false, false, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+		return p, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 	if err != nil {
-		return nil, false, false, b.wrap(ctx, "read events of task "+taskID, err)
+		return p, b.wrap(ctx, "read events of task "+taskID, err)
+	}
+	p.terminal = progress.State(state).Terminal()
+	if ttl {
+		ms, err := res[len(res)-1].AsInt64()
+		if err != nil {
+			return p, b.wrap(ctx, "read events of task "+taskID, err)
+		}
+		p.ttl = ttlOf(ms)
+	}
+	if !lists {
+		return p, nil
 	}
 	elements, err := res[1].AsStrSlice()
 	if err != nil {
-		return nil, false, false, b.wrap(ctx, "read events of task "+taskID, err)
+		return p, b.wrap(ctx, "read events of task "+taskID, err)
 	}
 	for i, element := range elements {
 		batch := eventBatch{last: eventID{uint64(start) + uint64(i) + 1, uint64(strings.Count(element, "\n"))}, events: element}
@@ -529,14 +562,28 @@ func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, co
 			if err != nil {
 				return err
 			}
-			events = append(events, e)
+			p.events = append(p.events, e)
 			return nil
 		})
 		if err != nil {
-			return nil, false, false, fmt.Errorf("redisbackend: read events of task %q: %w", taskID, err)
+			return p, fmt.Errorf("redisbackend: read events of task %q: %w", taskID, err)
 		}
 	}
-	return events, int64(len(elements)) == count, progress.State(state).Terminal(), nil
+	p.more = int64(len(elements)) == count
+	return p, nil
+}
+
+// ttlOf reads a PTTL reply: the time to live, 0 for a key gone (it
+// expired between the commands of the read) and noExpiry for a key
+// without an expiry.
+func ttlOf(ms int64) time.Duration {
+	switch {
+	case ms == -1:
+		return noExpiry
+	case ms < 0:
+		return 0
+	}
+	return time.Duration(ms) * time.Millisecond
 }
 
 // eventBatch is the events of one Append as they are stored (an element

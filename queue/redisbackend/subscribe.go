@@ -30,7 +30,12 @@ import (
 // it has something to do: first to read the backlog, then whenever live
 // messages arrive (or the poll interval passes, or the pub/sub connection
 // was restored) and until they are delivered, reading the event log again
-// whenever a message shows a gap. An idle subscription holds no goroutine,
+// whenever a message shows a gap. Each read of the event log also reads
+// how long the task's keys have left to live (a PTTL in the same round
+// trip), and the subscription reads again when that time has passed, if
+// that comes before the poll interval: a task whose retention passes
+// while it is watched ends its subscription then, not up to a poll
+// interval later. An idle subscription holds no goroutine,
 // which keeps thousands of open event streams cheap. When Redis cannot be
 // reached the subscription waits and retries rather than ending. It also
 // ends when the backend closes.
@@ -80,7 +85,7 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 // subscription is one Subscribe call: cursor is the id of the last event
 // delivered (or the afterID it started from). At most one goroutine works
 // for it at a time (running); a wake-up while it works makes it go round
-// again (again). Only that goroutine touches cursor and poll.
+// again (again). Only that goroutine touches cursor, expires and poll.
 type subscription struct {
 	b       *Backend
 	taskID  string
@@ -89,6 +94,9 @@ type subscription struct {
 	in      *inbox
 	out     chan progress.Event
 	poll    *time.Timer // resynchronises after PollInterval without news
+	// expires is when the task's hash expires unless written to again,
+	// as the last read of the event log found it (zero: no expiry).
+	expires time.Time
 
 	// ctx ends with the caller's context or the backend.
 	ctx                       context.Context
@@ -128,7 +136,7 @@ func (s *subscription) start(ready <-chan struct{}) {
 		s.finish()
 		return
 	}
-	s.poll = time.AfterFunc(s.b.cfg.PollInterval, s.in.resync)
+	s.poll = time.AfterFunc(s.nextRead(), s.in.resync)
 	s.work()
 }
 
@@ -170,8 +178,21 @@ func (s *subscription) step() bool {
 			return true
 		}
 	}
-	s.poll.Reset(s.b.cfg.PollInterval)
+	s.poll.Reset(s.nextRead())
 	return false
+}
+
+// nextRead is how long the subscription waits without news before it
+// reads the event log: the poll interval, or less when the task's hash
+// expires before (a millisecond after, when Redis will have dropped it).
+// A write may have moved the expiry since the last read: the read then
+// finds the task, and the new expiry.
+func (s *subscription) nextRead() time.Duration {
+	d := s.b.cfg.PollInterval
+	if !s.expires.IsZero() {
+		d = min(d, time.Until(s.expires)+time.Millisecond)
+	}
+	return d
 }
 
 // finish ends the subscription for good. It runs once, on the goroutine
@@ -238,7 +259,8 @@ var errGap = errors.New("gap before the live message")
 func (s *subscription) catchUp(ctx context.Context) bool {
 	backoff := reconnectMin
 	for {
-		events, more, terminal, err := s.b.readPage(ctx, s.taskID, s.cursor, pageSize)
+		p, err := s.b.readEvents(ctx, s.taskID, s.cursor, pageSize, true)
+		events, more, terminal := p.events, p.more, p.terminal
 		switch {
 		case errTaskGone(err):
 			return true
@@ -254,6 +276,12 @@ func (s *subscription) catchUp(ctx context.Context) bool {
 			}
 			backoff = min(2*backoff, reconnectMax)
 			continue
+		}
+		s.expires = time.Time{}
+		if p.ttl != noExpiry {
+			// Measured once the reply is here: not before Redis's own
+			// expiry time.
+			s.expires = time.Now().Add(p.ttl)
 		}
 		for _, e := range events {
 			if !s.deliver(ctx, e) {
