@@ -148,7 +148,7 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	if err == nil && n == 0 {
 		// The start is forgotten once the record is gone, not before: a
 		// record left would be ended by a sweep.
-		err := c.Do(ctx, c.B().Del().Key(b.taskKey(t.ID)).Build()).Error()
+		err := b.send(ctx, "re-queue task "+deadID, b.deleteTask(t.ID))
 		if err == nil {
 			err = c.Do(ctx, b.forgetStart(t)).Error()
 		}

@@ -166,3 +166,9 @@ func BulkLoad(ctx context.Context, b *Backend, n int, flows []string, start time
 	}
 	return nil
 }
+
+// DeleteTask deletes task id's hash as the backend does when it takes a
+// record back (see deleteTask).
+func DeleteTask(ctx context.Context, b *Backend, id string) error {
+	return b.send(ctx, "delete task "+id, b.deleteTask(id))
+}

@@ -24,6 +24,14 @@ import (
 //
 // Each message thus names the event before it, so that a subscriber sees
 // a gap, and one message carries a whole batch.
+//
+// The message goneMessage says that the task's keys were deleted (see
+// deleteTask): its subscriptions read the event log, find the task gone
+// and end. (A subscriber of an earlier version logs it as undecodable,
+// then does the same.)
+
+// goneMessage is the live message published when a task is deleted.
+const goneMessage = "gone"
 
 // Subscribe implements progress.Subscriber. The subscription shares the
 // backend's one pub/sub connection. A goroutine works for it only while
@@ -215,6 +223,9 @@ func (s *subscription) finish() {
 // garbage): then the event log must be read. done reports that the
 // subscription is over.
 func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
+	if raw == goneMessage {
+		return false, false // the event log tells
+	}
 	header, events, _ := strings.Cut(raw, "\n")
 	prevText, lastText, found := strings.Cut(header, " ")
 	prev, err := parseEventID(prevText)

@@ -183,6 +183,18 @@ func (b *Backend) expireAtLeast(id string, ttl time.Duration) rueidis.Commands {
 	}
 }
 
+// deleteTask returns the commands that delete task id's hash and tell
+// its live subscriptions so (goneMessage, on the task's live channel),
+// which would otherwise learn it only at their next read of the event
+// log. Both go to the task's slot.
+func (b *Backend) deleteTask(id string) rueidis.Commands {
+	c := b.client
+	return rueidis.Commands{
+		c.B().Del().Key(b.taskKey(id)).Build(),
+		c.B().Spublish().Channel(b.liveChannel(id)).Message(goneMessage).Build(),
+	}
+}
+
 // extendTask returns the command that moves the expiry of task id's hash
 // to ttl from now if that is later: never earlier, since its snapshot may
 // have given it longer (see lua/lib/append.lua). It does nothing to a hash
@@ -312,7 +324,6 @@ type createCall struct {
 // script, which queues the tasks too; on a Cluster client, the script and
 // then, in a second round trip, the commands that queue the task.
 func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall, struct{}]) {
-	c := b.client
 	init := progress.NewSnapshot()
 	keys := make([]string, 0, len(calls))
 	for _, call := range calls {
@@ -344,7 +355,7 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		if marked != nil && (err != nil || replies[0].Error() == nil) {
 			// The record may be written and its start is not marked: no
 			// sweep would find it. Take it back, and fail the start.
-			if derr := b.send(ctx, op, rueidis.Commands{c.B().Del().Key(b.taskKey(t.ID)).Build()}); derr != nil {
+			if derr := b.send(ctx, op, b.deleteTask(t.ID)); derr != nil {
 				b.log.Warn("flows: could not delete the record of a start whose mark failed", "task_id", t.ID, "err", derr)
 			}
 			err = marked
