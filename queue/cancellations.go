@@ -81,11 +81,16 @@ func (w *Worker) cancelActive(id string) {
 	}
 }
 
-// stopFlows cancels every run with cause, those tracked from now on
-// too, until the next Run.
+// stopFlows cancels every run with cause (not nil), those tracked from
+// now on too, until the next Run, and closes the stop signal (see
+// stopSignal).
 func (w *Worker) stopFlows(cause error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if w.flowsStopped != nil {
+		return
+	}
+	close(w.stopped)
 	w.flowsStopped = cause
 	for _, r := range w.active {
 		for ; r != nil; r = r.next {
@@ -94,12 +99,12 @@ func (w *Worker) stopFlows(cause error) {
 	}
 }
 
-// stopping reports whether the worker's shutdown has stopped its flows
-// (see stopFlows).
-func (w *Worker) stopping() bool {
+// stopSignal returns a channel closed once the worker's shutdown has
+// stopped its flows (see stopFlows).
+func (w *Worker) stopSignal() <-chan struct{} {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.flowsStopped != nil
+	return w.stopped
 }
 
 // track records the cancel func of a running task until untrack is

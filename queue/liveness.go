@@ -147,30 +147,44 @@ func (l *liveness) expire() {
 	l.w.stopRuns(cause)
 }
 
-// waitContact returns at once while the worker has not lapsed (nil l
-// included), else when a heartbeat has got through again; false if ctx
-// ended first. The fetch loop calls it before each fetch: a lapsed worker
-// would stop the runs of the tasks it leased at once, and hand them back
-// (see WorkerConfig.Heartbeat), spending a lease and a hand-back of each
-// for nothing.
+// waitContact is awaitContact for the fetch loop, which calls it before
+// each fetch, with logs: a lapsed worker would stop the runs of the tasks
+// it leased at once, and hand them back (see WorkerConfig.Heartbeat),
+// spending a lease and a hand-back of each for nothing.
 func (l *liveness) waitContact(ctx context.Context) bool {
 	if !l.lapsed() {
 		return true
 	}
 	l.w.log.Warn("flows: the worker's heartbeats have lapsed; fetching no task until one gets through")
+	if !l.awaitContact(ctx, nil) {
+		return false
+	}
+	l.w.log.Info("flows: a heartbeat got through; fetching again")
+	return true
+}
+
+// awaitContact returns true at once while the worker has not lapsed (nil
+// l included), else when a heartbeat has got through again; false if ctx
+// ended, or stop was closed, first. It waits for the heartbeat that
+// renews the liveness (see confirm), not for the clock.
+func (l *liveness) awaitContact(ctx context.Context, stop <-chan struct{}) bool {
 	for {
+		if !l.lapsed() {
+			return true
+		}
 		l.mu.Lock()
 		renewed := l.renewed
 		l.mu.Unlock()
 		// A heartbeat confirmed before renewed was read has moved
 		// until; one confirmed after closes renewed.
 		if !l.lapsed() {
-			l.w.log.Info("flows: a heartbeat got through; fetching again")
 			return true
 		}
 		select {
 		case <-renewed:
 		case <-ctx.Done():
+			return false
+		case <-stop:
 			return false
 		}
 	}

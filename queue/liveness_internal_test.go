@@ -122,3 +122,31 @@ func TestConfirmAfterLapseTellsCause(t *testing.T) {
 	assert.Zero(t, w.live.tries.Load(), "counted again from the confirmed heartbeat")
 	assert.Equal(t, errWorkerLapsed, w.live.cause())
 }
+
+// TestAwaitContact: a lapsed worker's wait for contact ends when a
+// heartbeat gets through (true), or when its context ends or the
+// worker's shutdown stops its flows first (false); a worker that has not
+// lapsed does not wait.
+func TestAwaitContact(t *testing.T) {
+	w := NewWorker(NewMemory(MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}),
+		WorkerConfig{Logger: slog.New(slog.DiscardHandler), Heartbeat: time.Hour})
+	defer w.live.stop()
+	ctx := context.Background()
+	require.True(t, w.live.awaitContact(ctx, nil), "a worker without a heartbeat yet never lapses")
+	w.live.confirm(time.Now())
+	require.True(t, w.live.awaitContact(ctx, nil), "in contact")
+	w.live.until.Store(-1) // lapsed
+
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	assert.False(t, w.live.awaitContact(ended, nil), "its context ended")
+
+	got := make(chan bool, 1)
+	go func() { got <- w.live.awaitContact(ctx, nil) }()
+	w.live.confirm(time.Now())
+	assert.True(t, <-got, "a heartbeat got through")
+
+	w.live.until.Store(-1)
+	w.stopFlows(errShutdown)
+	assert.False(t, w.live.awaitContact(ctx, w.stopSignal()), "the worker stops")
+}

@@ -297,21 +297,27 @@ func (j *job) giveBack(at time.Time, why AttemptEnd) {
 // task of a run stopped because the backend could not be reached
 // (errBackendUnreachable): once a heartbeat gets through again, so that
 // the hand-back does too, and to run again at once. It waits for that at
-// most a Lease, past which the lease has run out anyway, or until the
-// worker's shutdown stops its flows; then it tries all the same. The
-// lease guards it: if another worker took the task over meanwhile, the
-// hand-back is refused, and the take-over said why the attempt ended.
+// most a Lease, or until the worker's shutdown stops its flows (see
+// awaitContact); then it tries all the same. The lease guards it: if
+// another worker took the task over meanwhile, the hand-back is refused,
+// and the take-over said why the attempt ended.
 func (j *job) giveBackOnceReachable() {
 	j.release()
-	w := j.w
-	if w.live.lapsed() {
+	if j.w.live.lapsed() {
 		j.logger().Warn("flows: the backend cannot be reached; handing the task back once it answers")
-		pace := max(w.cfg.Heartbeat/4, time.Millisecond)
-		for deadline := time.Now().Add(w.cfg.Lease); w.live.lapsed() && time.Now().Before(deadline) && !w.stopping(); {
-			time.Sleep(pace)
-		}
+		j.w.awaitContact(j.base)
 	}
-	w.giveBack(j.base, j.lease, time.Now(), EndBackendDown)
+	j.w.giveBack(j.base, j.lease, time.Now(), EndBackendDown)
+}
+
+// awaitContact waits, while the worker has lapsed, until a heartbeat
+// gets through again (see liveness.awaitContact): for at most a Lease,
+// past which a lease taken before has run out anyway, or until the
+// worker's shutdown stops its flows.
+func (w *Worker) awaitContact(base context.Context) {
+	ctx, cancel := context.WithTimeout(base, w.cfg.Lease)
+	defer cancel()
+	w.live.awaitContact(ctx, w.stopSignal())
 }
 
 func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time, why AttemptEnd) {

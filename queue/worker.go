@@ -301,8 +301,9 @@ type Worker struct {
 	mu     sync.Mutex
 	active map[string]*activeRun // running tasks by id
 	// flowsStopped, once set by stopFlows, cancels every run, those
-	// tracked later too.
+	// tracked later too; stopped is closed then (see stopSignal).
 	flowsStopped error
+	stopped      chan struct{}
 	recent       map[string]time.Time // cancellations of tasks not running here, when heard
 
 	// flowReturned, when set (by tests), is called as a flow's Run has
@@ -411,6 +412,7 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 		log:     cfg.Logger.With("worker", cfg.Name),
 		active:  map[string]*activeRun{},
 		recent:  map[string]time.Time{},
+		stopped: make(chan struct{}),
 	}
 	if _, ok := backend.(WorkerRegistry); ok {
 		w.live = newLiveness(w)
@@ -471,7 +473,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	base := context.WithoutCancel(ctx)
 	w.ops = opctx.New(base, opTimeout, time.Second)
 	w.mu.Lock()
-	w.flowsStopped = nil
+	if w.flowsStopped != nil {
+		w.flowsStopped, w.stopped = nil, make(chan struct{})
+	}
 	w.mu.Unlock()
 	listenCtx, stopListening := context.WithCancel(base)
 	defer stopListening()
