@@ -40,9 +40,10 @@ const (
 	// worker that took the task over meanwhile, the lost one's lease
 	// being taken back, says EndWorkerLost instead, which counts.
 	EndBackendDown AttemptEnd = "backend unreachable"
-	// EndHandedBack: the worker handed the task back before running it
-	// (a backend leased it more tasks than it asked for). It does not
-	// count.
+	// EndHandedBack: the worker handed the task back before running it:
+	// a backend leased it more tasks than it asked for, or it leased the
+	// task while its heartbeats had lapsed (see WorkerConfig.Heartbeat).
+	// It does not count.
 	EndHandedBack AttemptEnd = "handed back"
 	// EndHooksPending: the task had ended, and a finish hook asked for
 	// the hooks to run again later (ErrRetryHooks); the worker gave the

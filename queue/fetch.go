@@ -22,7 +22,8 @@ type leased struct {
 // returns: a goroutine whose stack has grown for one task keeps it for
 // the next, where a goroutine per task would grow it again every time.
 // A worker whose heartbeats have lapsed fetches nothing until one gets
-// through again (see liveness.waitContact).
+// through again (see liveness.waitContact); what a fetch already waiting
+// as it lapsed leases is handed back unrun (see handle, handBackUnrun).
 func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(leased)) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	release := func(n int) {
@@ -81,7 +82,7 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			// break the concurrency limit: give the extra back.
 			w.log.Error("flows: backend leased more tasks than asked for", "asked", n, "got", len(leases))
 			for _, l := range leases[n:] {
-				w.giveBack(context.WithoutCancel(ctx), l, time.Now(), EndHandedBack)
+				_ = w.giveBack(context.WithoutCancel(ctx), l, time.Now(), EndHandedBack)
 			}
 			leases = leases[:n]
 		}

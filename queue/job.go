@@ -143,6 +143,13 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	store = &fencedStore{Store: store, j: j}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
 
+	// A task leased while the worker has lapsed is not run, nor looked
+	// at: it goes back unrun (see handBackUnrun).
+	if w.live.lapsed() {
+		j.handBackUnrun()
+		return
+	}
+
 	// A task known to have ended is not started, nor checked against its
 	// attempts and hand-backs: its hooks run again. It is one given back
 	// for its hooks (HookRetries), or the backend read its state with the

@@ -148,9 +148,10 @@ func (l *liveness) expire() {
 }
 
 // waitContact is awaitContact for the fetch loop, which calls it before
-// each fetch, with logs: a lapsed worker would stop the runs of the tasks
-// it leased at once, and hand them back (see WorkerConfig.Heartbeat),
-// spending a lease and a hand-back of each for nothing.
+// each fetch, with logs: a lapsed worker would hand back unrun the tasks
+// it leased (see handBackUnrun), spending a lease and a hand-back of
+// each for nothing. A fetch already waiting in the backend as the worker
+// lapses may still lease: handle hands those back.
 func (l *liveness) waitContact(ctx context.Context) bool {
 	if !l.lapsed() {
 		return true

@@ -238,12 +238,13 @@ func logMessages(snap progress.Snapshot) []string {
 
 // TestLapsedWorkerDoesNotFetch: a worker whose heartbeats fail while its
 // queue still answers has lapsed, and leases no task until a heartbeat
-// gets through again; a task leased meanwhile would be stopped at once
-// and handed back (EndBackendDown), spending a hand-back and a lease for
-// nothing. Only the fetch that was waiting as the worker lapsed may
-// still lease (task "in flight", taken before "after" is enqueued); the
-// task enqueued after it is leased once, once the worker is back in
-// contact, and runs as its first attempt.
+// gets through again; a task leased meanwhile would be handed back
+// unrun, spending a hand-back and a lease for nothing. Only the fetch
+// that was waiting as the worker lapsed may still lease (task "in
+// flight", taken before "after" is enqueued): that task is handed back
+// unrun (see TestLeasedWhileLapsedIsNotRun), and runs, as its first
+// attempt, once the worker is back in contact; the task enqueued after
+// it is leased once, then, and runs as its first attempt.
 func TestLapsedWorkerDoesNotFetch(t *testing.T) {
 	const heartbeat = 300 * time.Millisecond
 	s := newSetup()
@@ -277,11 +278,16 @@ func TestLapsedWorkerDoesNotFetch(t *testing.T) {
 		snap := waitTerminal(t, s.store, id)
 		assert.Equal(t, progress.StateSuccess, snap.State, "task %s: status %q", id, snap.Details.Status)
 	}
-	// watched: its lapsed run and the next; in flight: its lapsed run
-	// and the next; after: one.
+	// watched: its lapsed run and the next; in flight: its lease while
+	// lapsed, which did not run, and the next; after: one.
 	assert.EqualValues(t, 5, b.leases.Load(), "leases in all")
 	task, err := s.mem.Get(context.Background(), after)
 	require.NoError(t, err)
 	assert.Equal(t, 1, task.Attempt, "leases of the task enqueued after the lapse")
 	assert.Equal(t, 0, task.HandBacks)
+	task, err = s.mem.Get(context.Background(), inFlight)
+	require.NoError(t, err)
+	assert.Equal(t, 1, task.Attempts(), "attempts of the task leased while lapsed")
+	assert.Equal(t, 1, task.NoRuns, "its lease while lapsed did not run")
+	assert.Equal(t, 1, task.HandBacks, "and was handed back")
 }

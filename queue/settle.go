@@ -290,7 +290,7 @@ func (j *job) giveBack(at time.Time, why AttemptEnd) {
 	if why == EndHooksPending {
 		l = j.endLease()
 	}
-	j.w.giveBack(j.base, l, at, why)
+	_ = j.w.giveBack(j.base, l, at, why)
 }
 
 // giveBackOnceReachable hands back, not counted (EndBackendDown), the
@@ -307,7 +307,30 @@ func (j *job) giveBackOnceReachable() {
 		j.logger().Warn("flows: the backend cannot be reached; handing the task back once it answers")
 		j.w.awaitContact(j.base)
 	}
-	j.w.giveBack(j.base, j.lease, time.Now(), EndBackendDown)
+	_ = j.w.giveBack(j.base, j.lease, time.Now(), EndBackendDown)
+}
+
+// handBackUnrun hands back, before it runs, the task of a lease the
+// worker holds while its heartbeats have lapsed (a Fetch that was
+// already waiting in the backend as it lapsed leased it, or the worker
+// lapsed since): not counted, as a lease that did not run the flow
+// (EndHandedBack, with Lease.NoRun unless the lease was one of the
+// task's HookRetries, see endLease), so that the task loses neither an
+// attempt nor a run, and starts nothing beside an attempt that another
+// worker may be starting. It does so at once, before another worker
+// that judges this one dead can take the lease back as EndWorkerLost,
+// which would count; if the backend does not answer, again once a
+// heartbeat gets through (see awaitContact).
+func (j *job) handBackUnrun() {
+	j.release()
+	j.logger().Warn("flows: task leased while the worker's heartbeats had lapsed; handing it back without running it")
+	l := j.endLease()
+	err := j.w.giveBack(j.base, l, time.Now(), EndHandedBack)
+	if err == nil || errors.Is(err, ErrLeaseLost) {
+		return
+	}
+	j.w.awaitContact(j.base)
+	_ = j.w.giveBack(j.base, l, time.Now(), EndHandedBack)
 }
 
 // awaitContact waits, while the worker has lapsed, until a heartbeat
@@ -320,10 +343,14 @@ func (w *Worker) awaitContact(base context.Context) {
 	w.live.awaitContact(ctx, w.stopSignal())
 }
 
-func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time, why AttemptEnd) {
+// giveBack gives the task of l back (Backend.Retry) to run again at at;
+// a failure is logged, and returned.
+func (w *Worker) giveBack(base context.Context, l *Lease, at time.Time, why AttemptEnd) error {
 	ctx, cancel := context.WithTimeout(base, opTimeout)
 	defer cancel()
-	if err := w.backend.Retry(ctx, l, at, why); err != nil {
+	err := w.backend.Retry(ctx, l, at, why)
+	if err != nil {
 		w.log.Warn("flows: giving the task back failed", "task_id", l.Task.ID, "err", err)
 	}
+	return err
 }

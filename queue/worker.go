@@ -180,7 +180,11 @@ type WorkerConfig struct {
 	// as for any lost worker (EndWorkerLost). A worker that did not get to send them (frozen,
 	// starved) hands its tasks back at once, and the run counts. Either
 	// way, a worker that has lapsed leases no new task until one of its
-	// heartbeats gets through again.
+	// heartbeats gets through again, and a task it holds before its flow
+	// starts (a fetch already waiting as it lapsed leased it) does not
+	// run: it is handed back at once (EndHandedBack, Lease.NoRun), which
+	// spends no attempt; if the backend does not answer, again once a
+	// heartbeat gets through.
 	// A shorter interval brings the tasks back sooner for one script per
 	// interval per worker; a worker whose heartbeats can stall for longer
 	// than MissedBeats intervals (an overloaded host) needs a longer one.

@@ -142,6 +142,67 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		assert.Contains(t, stepMessages(snap), "attempt 2 of 3 starts: the worker of attempt 1 was lost")
 	})
 
+	t.Run("LeasedWhileLapsedNotRun", func(t *testing.T) {
+		// A worker whose heartbeats stall lapses and stops its flow,
+		// whose task it gives back (the run counts: the flow may have
+		// stalled the worker). The Fetch it was waiting in for its free
+		// slot may lease the task again while it has lapsed: that lease
+		// is handed back unrun, costing the task neither an attempt
+		// nor a run, and the task runs once a heartbeat gets through.
+		h := newHarness(t, newBackends)
+		reg, ok := h.backend.(queue.WorkerRegistry)
+		if !ok {
+			t.Skipf("%T keeps no worker registry", h.backend)
+		}
+		b := &stallingRegistry{Backend: h.backend, reg: reg}
+		var back atomic.Bool // set once the heartbeats go through again
+		type run struct {
+			attempt int
+			back    bool
+		}
+		var runs seen[run]
+		started, stopped := make(chan struct{}), make(chan struct{})
+		h.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			runs.add(run{ft.Attempt, back.Load()})
+			if ft.Attempt > 1 {
+				return "again", nil
+			}
+			close(started)
+			<-ctx.Done()
+			close(stopped)
+			return nil, ctx.Err()
+		}))
+		// The interval is far above the scheduling noise of a loaded
+		// machine: the worker must not lapse before the test stalls it.
+		h.startOn(b, queue.WorkerConfig{Heartbeat: 300 * time.Millisecond, Lease: time.Hour, Concurrency: 2})
+		id := h.enqueue("watched", "", queue.EnqueueOptions{MaxAttempts: 3})
+		waitFor(t, started, "the flow to start")
+		beats := b.beats.Load()
+		eventually(t, func() bool { return b.beats.Load() > beats }, "no heartbeat reached the backend")
+		select {
+		case <-stopped:
+			require.FailNow(t, "the worker lapsed before its heartbeats stalled")
+		default:
+		}
+		stall := make(chan struct{})
+		b.stall.Store(&stall)
+		waitFor(t, stopped, "the lapse to stop the flow")
+		eventually(t, func() bool { return b.leases.Load() == 2 }, "the Fetch waiting at the lapse did not lease the task again")
+		back.Store(true)
+		b.stall.Store(nil)
+		close(stall)
+
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, []run{{1, false}, {3, true}}, runs.get(), "the runs of the flow")
+		task, err := h.backend.Get(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, 1, task.NoRuns, "the lease of the lapsed worker did not run")
+		assert.Equal(t, 1, task.HandBacks, "its hand-back")
+		assert.Equal(t, 2, task.Attempts(), "the stalled run and the last")
+		assert.Contains(t, stepMessages(snap), "attempt 3 of 4 starts: attempt 2 was handed back before it ran (not counted)")
+	})
+
 	t.Run("SlowWorkerKeepsTask", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		if _, ok := h.backend.(queue.WorkerRegistry); !ok {
@@ -173,6 +234,40 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
 		assert.Equal(t, int32(1), runs.Load(), "the flow ran once")
 	})
+}
+
+// stallingRegistry is a backend whose heartbeats wait, while stall holds
+// a channel, until it is closed: a worker whose heartbeat goroutine does
+// not get to run (frozen, starved). beats counts the heartbeats that
+// reached the backend, leases the leases Fetch handed out. It passes on
+// Backend and WorkerRegistry only.
+type stallingRegistry struct {
+	queue.Backend
+	reg    queue.WorkerRegistry
+	stall  atomic.Pointer[chan struct{}]
+	beats  atomic.Int64
+	leases atomic.Int64
+}
+
+func (r *stallingRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
+	if c := r.stall.Load(); c != nil {
+		<-*c
+	}
+	err := r.reg.Heartbeat(ctx, w)
+	if err == nil {
+		r.beats.Add(1)
+	}
+	return err
+}
+
+func (r *stallingRegistry) Workers(ctx context.Context) ([]queue.WorkerInfo, error) {
+	return r.reg.Workers(ctx)
+}
+
+func (r *stallingRegistry) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
+	leases, err := r.Backend.Fetch(ctx, worker, max, lease)
+	r.leases.Add(int64(len(leases)))
+	return leases, err
 }
 
 // registryBackend returns the queue backend of fresh backends and its
