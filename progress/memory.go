@@ -64,6 +64,9 @@ type memoryTask struct {
 	// checkpoints are the task's recorded steps by key (see
 	// CheckpointStore); nil until the first is saved.
 	checkpoints map[string]Checkpoint
+	// appendKey is the append key of the task's last keyed Append (see
+	// WithAppendKey).
+	appendKey string
 }
 
 // NewMemoryStore returns an empty in-memory store configured by cfg.
@@ -148,6 +151,11 @@ func (s *MemoryStore) Create(ctx context.Context, taskID string) error {
 // the task's terminal state before anything is recorded, so a failed call
 // changes nothing. Appending no events changes nothing and returns the id
 // of the task's last event.
+//
+// MemoryStore honours append keys (see WithAppendKey): a call whose key
+// is that of the task's last keyed call records nothing and returns the
+// id of the task's last event. Its calls never have an unknown outcome,
+// so it never returns ErrMaybeSent.
 func (s *MemoryStore) Append(ctx context.Context, taskID string, events ...Event) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -172,6 +180,12 @@ func (s *MemoryStore) Append(ctx context.Context, taskID string, events ...Event
 			return "", fmt.Errorf("%w: task %q: event %d not recorded", ErrFinished, taskID, i)
 		}
 		finished = e.Terminal()
+	}
+	if key := AppendKey(ctx); key != "" {
+		if key == t.appendKey {
+			return lastID(t.events), nil
+		}
+		t.appendKey = key
 	}
 	now := s.now()
 	for _, e := range events {

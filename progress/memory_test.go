@@ -32,6 +32,12 @@ func TestMemoryStoreRetentionConformance(t *testing.T) {
 	})
 }
 
+func TestMemoryStoreAppendKeyConformance(t *testing.T) {
+	progresstest.RunAppendKeys(t, func(t *testing.T) progress.Backend {
+		return progress.NewMemoryStore(progress.MemoryConfig{})
+	})
+}
+
 // fakeClock is a clock that moves only when told to.
 type fakeClock struct {
 	mu  sync.Mutex

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -92,16 +94,20 @@ func LogEvent(msg string) Event {
 // ended, later reports are expected to be refused. Past maxPending events
 // waiting, reporting waits for the store, so that memory stays bounded.
 //
-// A batch whose Append fails with ErrNotSent (the store could not reach
-// its storage, so nothing was recorded) is appended again, after a pause
-// of 10 ms that doubles up to 250 ms, until it lands, the store fails
-// otherwise (a fence that refuses the reports of a run whose lease is
-// lost, ErrFinished) or 10 s have passed; the batches after it wait, so
-// that events keep their order. No other failure is retried: Append is
-// not idempotent, and a call whose outcome is unknown (a timeout once it
-// was sent, a connection cut before the reply) may have been recorded, so
-// that sending it again could record its events twice. Such a batch is
-// dropped and logged.
+// Each batch of reports is appended with an append key of its own (see
+// WithAppendKey): a random prefix drawn for the reporter and the batch's
+// number. A batch whose Append fails with ErrNotSent (the store could not
+// reach its storage, so nothing was recorded) or ErrMaybeSent (the
+// outcome is unknown, a timeout once it was sent or a connection cut
+// before the reply, and the store honours the key, so that sending the
+// batch again with it records its events once) is appended again, with
+// the same key, after a pause of 10 ms that doubles up to 250 ms, until
+// it lands, the store fails otherwise (a fence that refuses the reports
+// of a run whose lease is lost, ErrFinished) or 10 s have passed; the
+// batches after it wait, so that events keep their order. No other
+// failure is retried: with a store that ignores append keys, a call whose
+// outcome is unknown may have been recorded, so that sending it again
+// could record its events twice. Such a batch is dropped and logged.
 //
 // Start, Succeed, Fail and Flush wait for the store. Start and the
 // terminal transitions are recorded after every event reported before
@@ -126,6 +132,10 @@ type TaskReporter struct {
 	started  bool
 	gen      uint64
 	waiting  int // events in queue
+	// keyPrefix, drawn at the first keyed batch, and seq, the number of
+	// keyed batches so far, make the batches' append keys.
+	keyPrefix string
+	seq       uint64
 }
 
 // batch is events appended in one call.
@@ -138,6 +148,10 @@ type batch struct {
 	// closed is set once a terminal event is in: nothing may follow it in
 	// the same Append.
 	closed bool
+	// key is the batch's append key, given as it is taken (see
+	// takeLocked) to a batch that only reports (async, not sync), the
+	// only one retried: "" for others.
+	key string
 	// finished is set once the Append has returned, with its error in
 	// err; done, made for the first caller that waits (see doneLocked),
 	// is closed then.
@@ -215,6 +229,13 @@ func (r *TaskReporter) takeLocked() *batch {
 	r.queue = r.queue[1:]
 	r.waiting -= len(b.events)
 	r.inflight = b
+	if b.async && !b.sync {
+		if r.keyPrefix == "" {
+			r.keyPrefix = strconv.FormatUint(rand.Uint64(), 36)
+		}
+		r.seq++
+		b.key = r.keyPrefix + "." + strconv.FormatUint(r.seq, 36)
+	}
 	return b
 }
 
@@ -296,8 +317,8 @@ const (
 
 // append records b and marks it finished.
 func (r *TaskReporter) append(b *batch) {
-	_, err := r.store.Append(appendDeadlines.Get(), r.taskID, b.events...)
-	if err != nil && b.async && !b.sync && errors.Is(err, ErrNotSent) {
+	_, err := r.store.Append(b.context(), r.taskID, b.events...)
+	if err != nil && b.key != "" && resendable(err) {
 		err = r.retry(b, err)
 	}
 	if err != nil && b.async && !errors.Is(err, ErrFinished) {
@@ -311,22 +332,44 @@ func (r *TaskReporter) append(b *batch) {
 	r.mu.Unlock()
 }
 
-// retry appends b again, after a pause that doubles each time up to
-// maxRetryPause, as long as its Append fails with ErrNotSent and for
-// appendTimeout at most, and returns the last error (nil once it lands).
-// Only ErrNotSent is retried: Append is not idempotent, so a batch that
-// may have been recorded (any other failure) is not sent again, lest its
-// events be recorded twice. A refusal of the store (a worker's fence once
-// its lease is lost, ErrFinished) ends the retries too.
+// context returns the context of an Append of b: a shared deadline (see
+// appendDeadlines), with b's append key if it has one.
+func (b *batch) context() context.Context {
+	ctx := appendDeadlines.Get()
+	if b.key != "" {
+		ctx = WithAppendKey(ctx, b.key)
+	}
+	return ctx
+}
+
+// resendable reports whether a keyed Append that failed with err may be
+// made again: it was not sent (ErrNotSent), or its outcome is unknown and
+// the store honours its key (ErrMaybeSent).
+func resendable(err error) bool {
+	return errors.Is(err, ErrNotSent) || errors.Is(err, ErrMaybeSent)
+}
+
+// retry appends b, a keyed batch, again with its key, after a pause that
+// doubles each time up to maxRetryPause, as long as its Append fails with
+// ErrNotSent or ErrMaybeSent and for appendTimeout at most, and returns
+// the last error (nil once it lands). Any other failure is not retried:
+// with a store that ignores append keys, a batch that may have been
+// recorded is not sent again, lest its events be recorded twice. A
+// refusal of the store (a worker's fence once its lease is lost,
+// ErrFinished) ends the retries too.
 func (r *TaskReporter) retry(b *batch, err error) error {
-	r.logger.Debug("flows: progress event not sent; retrying", "task_id", r.taskID, "events", len(b.events), "err", err)
+	msg := "flows: progress event not sent; retrying"
+	if !errors.Is(err, ErrNotSent) {
+		msg = "flows: progress event may not have been recorded; retrying with its append key"
+	}
+	r.logger.Debug(msg, "task_id", r.taskID, "events", len(b.events), "err", err)
 	giveUp := time.Now().Add(appendTimeout)
 	pause := firstRetryPause
 	timer := time.NewTimer(pause)
 	defer timer.Stop()
-	for errors.Is(err, ErrNotSent) && time.Now().Add(pause).Before(giveUp) {
+	for resendable(err) && time.Now().Add(pause).Before(giveUp) {
 		<-timer.C
-		_, err = r.store.Append(appendDeadlines.Get(), r.taskID, b.events...)
+		_, err = r.store.Append(b.context(), r.taskID, b.events...)
 		pause = min(2*pause, maxRetryPause)
 		timer.Reset(pause)
 	}

@@ -95,9 +95,10 @@ func TestTaskReporterRetriesUnsentBatch(t *testing.T) {
 }
 
 // TestTaskReporterDropsWhatMayHaveBeenSent: a batch whose Append failed
-// otherwise is dropped and logged, not retried: it may have been recorded
-// (a timeout after the call was sent, a connection cut before the reply),
-// and Append is not idempotent. A refusal (the fence of a worker that lost
+// otherwise, without progress.ErrMaybeSent, is dropped and logged, not
+// retried: it may have been recorded (a timeout after the call was sent,
+// a connection cut before the reply) by a store that ignores append keys,
+// and would then be recorded twice. A refusal (the fence of a worker that lost
 // its lease) or ErrFinished, after a failure to send, ends the retries.
 func TestTaskReporterDropsWhatMayHaveBeenSent(t *testing.T) {
 	refused := errors.New("queue: lease lost")
@@ -144,4 +145,109 @@ func TestTaskReporterDoesNotRetryTransitions(t *testing.T) {
 	require.ErrorIs(t, err, progress.ErrNotSent)
 	assert.Equal(t, 1, store.appends())
 	assert.Empty(t, messages(t, store))
+}
+
+// cuttingStore is a store whose connection is cut around its first
+// Appends: each of the first cuts keyed Appends is recorded (unless
+// before is set) and then fails with progress.ErrMaybeSent, as a store
+// that honours append keys answers a call whose reply was lost. It keeps
+// the key of every Append.
+type cuttingStore struct {
+	progress.Store
+	before bool
+
+	mu   sync.Mutex
+	cuts int
+	keys []string
+}
+
+func (s *cuttingStore) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
+	key := progress.AppendKey(ctx)
+	s.mu.Lock()
+	s.keys = append(s.keys, key)
+	cut := key != "" && s.cuts > 0
+	if cut {
+		s.cuts--
+	}
+	s.mu.Unlock()
+	if cut && s.before {
+		return "", fmt.Errorf("write: broken pipe: %w", progress.ErrMaybeSent)
+	}
+	last, err := s.Store.Append(ctx, id, events...)
+	if cut && err == nil {
+		return "", fmt.Errorf("read: connection reset by peer: %w", progress.ErrMaybeSent)
+	}
+	return last, err
+}
+
+func (s *cuttingStore) appendKeys() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.keys...)
+}
+
+// TestTaskReporterResendsWhatMayHaveBeenSent: a batch whose Append has an
+// unknown outcome (progress.ErrMaybeSent) is appended again with the same
+// append key, which the store records once, whether the lost call had
+// been recorded or not; the batches after it wait, and each has a key of
+// its own. Start and Succeed carry no key.
+func TestTaskReporterResendsWhatMayHaveBeenSent(t *testing.T) {
+	for _, before := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cut before recording %v", before), func(t *testing.T) {
+			mem := progress.NewMemoryStore(progress.MemoryConfig{})
+			require.NoError(t, mem.Create(context.Background(), "t"))
+			store := &cuttingStore{Store: mem, cuts: 2, before: before}
+			var logs bytes.Buffer
+			r := progress.NewTaskReporter(store, "t", slog.New(slog.NewTextHandler(&logs, nil)))
+
+			require.NoError(t, r.Start(context.Background(), "Running"))
+			r.Log("a")
+			require.NoError(t, r.Flush(context.Background()))
+			r.Log("b")
+			r.Status("c")
+			require.NoError(t, r.Flush(context.Background()))
+			require.NoError(t, r.Succeed(context.Background(), "ok"))
+
+			assert.Equal(t, []string{"PROGRESS", "a", "b", "", "SUCCESS"}, messages(t, store), "each event once, in order")
+			assert.NotContains(t, logs.String(), "not recorded", "nothing was dropped")
+			keys := store.appendKeys()
+			// start, a cut twice, a again, b and c (in one batch or two),
+			// end
+			require.Contains(t, []int{6, 7}, len(keys), "%q", keys)
+			assert.Empty(t, keys[0], "Start carries no key")
+			assert.NotEmpty(t, keys[1])
+			assert.Equal(t, []string{keys[1], keys[1]}, keys[2:4], "a is sent again with its key")
+			seen := map[string]bool{keys[1]: true}
+			for _, k := range keys[4 : len(keys)-1] {
+				assert.NotEmpty(t, k)
+				assert.False(t, seen[k], "b and c are other batches, each with a key of its own: %q", keys)
+				seen[k] = true
+			}
+			assert.Empty(t, keys[len(keys)-1], "Succeed carries no key")
+		})
+	}
+}
+
+// TestTaskReporterKeysAreItsOwn: two reporters of one task never give
+// two batches the same key.
+func TestTaskReporterKeysAreItsOwn(t *testing.T) {
+	mem := progress.NewMemoryStore(progress.MemoryConfig{})
+	require.NoError(t, mem.Create(context.Background(), "t"))
+	store := &cuttingStore{Store: mem}
+	for range 2 {
+		r := progress.NewTaskReporter(store, "t", slog.New(slog.DiscardHandler))
+		for i := range 3 {
+			r.Log(fmt.Sprint(i))
+			require.NoError(t, r.Flush(context.Background()))
+		}
+	}
+	keys := store.appendKeys()
+	require.Len(t, keys, 6)
+	seen := map[string]bool{}
+	for _, k := range keys {
+		require.NotEmpty(t, k)
+		assert.False(t, seen[k], "key %q given twice", k)
+		seen[k] = true
+	}
+	assert.Len(t, messages(t, store), 6, "every batch recorded")
 }

@@ -27,8 +27,18 @@ var (
 	// changed nothing: it may be made again. A store wraps it only when
 	// that is certain; an error whose outcome is unknown (a timeout after
 	// the call was sent, a connection cut before the reply) must not
-	// wrap it. TaskReporter retries the reports that fail with it.
+	// wrap it (see ErrMaybeSent). TaskReporter retries the reports that
+	// fail with it.
 	ErrNotSent = errors.New("progress: not sent (storage not reachable)")
+	// ErrMaybeSent: the outcome of an Append that carried an append key
+	// (see WithAppendKey) is unknown (a timeout once it was sent, a
+	// connection cut before the reply): it may have been recorded or
+	// not, and may be made again with the same key, which the store
+	// records only once. A store wraps it only for keyed Appends, and only
+	// if it honours append keys: that is how a store says it does.
+	// TaskReporter retries the reports that fail with it, as those that
+	// fail with ErrNotSent.
+	ErrMaybeSent = errors.New("progress: outcome unknown (may be sent again with the same append key)")
 )
 
 // Store keeps the event log and current snapshot of each task.
@@ -48,6 +58,17 @@ type Store interface {
 	// nothing, so a task reaches exactly one terminal state. Within one call,
 	// events after a terminal one are refused the same way (the whole call
 	// fails). Unknown tasks give ErrNotFound.
+	//
+	// A store may honour append keys, making keyed calls idempotent: when
+	// ctx carries one (see WithAppendKey), it records the key with the
+	// events, in the same atomic step, and a call whose key is that of
+	// the task's last keyed call recorded records nothing and returns the
+	// id of the task's last event (that call's, unless events were
+	// appended since without a key). The checks above come first: such a
+	// call to a task that has ended since fails with ErrFinished. A store
+	// that honours keys wraps ErrMaybeSent in the error of a keyed call
+	// whose outcome is unknown, so that its caller may make it again; one
+	// that does not ignores keys and never wraps ErrMaybeSent.
 	Append(ctx context.Context, taskID string, events ...Event) (lastID string, err error)
 
 	// Snapshot returns the task's current snapshot and the id of the last
