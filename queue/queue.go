@@ -120,8 +120,9 @@ var (
 	// ErrUnavailable wraps errors of a backend that cannot be reached
 	// (Redis down); the HTTP layer answers it with 503. Such an error may
 	// also wrap progress.ErrNotSent when the call certainly did not reach
-	// the backend (the connection could not be made), which a
-	// progress.TaskReporter sends again.
+	// the backend (the connection could not be made), or, for an append
+	// with an append key whose outcome is unknown,
+	// progress.ErrMaybeSent: a progress.TaskReporter sends both again.
 	ErrUnavailable = errors.New("queue: backend unavailable")
 	// ErrInvalidID: a task id that no task can have.
 	ErrInvalidID = errors.New("queue: invalid task id")

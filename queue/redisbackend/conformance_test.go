@@ -19,6 +19,20 @@ func TestProgressConformance(t *testing.T) {
 	})
 }
 
+func TestAppendKeyConformance(t *testing.T) {
+	srv := redistest.Start(t)
+	progresstest.RunAppendKeys(t, func(t *testing.T) progress.Backend {
+		return newBackend(t, newClient(t, srv), redisbackend.Config{})
+	})
+}
+
+func TestAppendKeyConformanceOnCluster(t *testing.T) {
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	progresstest.RunAppendKeys(t, func(t *testing.T) progress.Backend {
+		return newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	})
+}
+
 func TestCheckpointConformance(t *testing.T) {
 	srv := redistest.Start(t)
 	progresstest.RunCheckpoints(t, func(t *testing.T) progresstest.CheckpointBackend {

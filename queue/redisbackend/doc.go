@@ -64,9 +64,11 @@
 //	                            progress snapshot:
 //	                            state, status, progress, result (final
 //	                            result JSON), last (id of the last event
-//	                            appended), exp (expiry, Unix ms), and
+//	                            appended), exp (expiry, Unix ms),
 //	                            updated, started and ended (the times of
-//	                            the snapshot, Unix ms)
+//	                            the snapshot, Unix ms), and akey (the
+//	                            append key of the last keyed append, see
+//	                            progress.WithAppendKey)
 //	P:{<id>}:steps      list    the snapshot's step results, one JSON each
 //	P:{<id>}:events     list    the task's event log: one element per
 //	                            Append, each event's JSON on a line; the
@@ -429,11 +431,14 @@
 //
 // Errors that come from not reaching Redis wrap queue.ErrUnavailable, for
 // the progress methods as well, so that the HTTP layer can answer 503.
-// Those of a connection that could not be made (Redis refused it: the
-// command was not sent) wrap progress.ErrNotSent too, and a worker's
-// reporter sends such a progress report again (see
-// progress.TaskReporter); a command on a connection that broke under it
-// may have run, and its error does not.
+// Those of a connection that could not be made (Redis refused it, or the
+// attempt timed out: the command was not sent) wrap progress.ErrNotSent
+// too. A command on a connection that broke under it, or that got no
+// answer in time, may have run: its error does not, but that of an
+// append with an append key (progress.WithAppendKey) wraps
+// progress.ErrMaybeSent, since the append script records a keyed call
+// once (see lua/lib/append.lua). A worker's reporter sends a progress
+// report that failed with either again (see progress.TaskReporter).
 // Every operation is bounded by Config.OpTimeout (unless its context ends
 // sooner) and fails with queue.ErrUnavailable past it: commands that change
 // data fail at once when the connection is refused, but rueidis retries

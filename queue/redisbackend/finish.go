@@ -55,7 +55,8 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 		return last, b.Ack(ctx, l) == nil, err
 	}
 	now := time.Now()
-	args, err := b.appendValues(id, events, 2, now)
+	key := progress.AppendKey(ctx)
+	args, err := b.appendValues(id, key, events, 2, now)
 	if err != nil {
 		return "", false, err
 	}
@@ -63,7 +64,7 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 	call := finishCall{taskID: id, args: args}
 	call.index, call.indexed = stateChange(id, l.Task.Flow, events, now)
 	res, err := b.finishes.do(ctx, call)
-	return res.last, res.acked, appendError(ctx, id, err)
+	return res.last, res.acked, maybeSent(key, appendError(ctx, id, err))
 }
 
 // runFinishes runs a batch of AppendAndAck calls in one finishScript.

@@ -223,7 +223,7 @@ func (b *Backend) endCutStarts(ctx context.Context, listed rueidis.RedisResult) 
 			bad = append(bad, id)
 			continue
 		}
-		args, err := b.appendValues(id, end, 2, now)
+		args, err := b.appendValues(id, "", end, 2, now)
 		if err != nil {
 			return 0, err
 		}

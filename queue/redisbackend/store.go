@@ -93,6 +93,13 @@ type appendCall struct {
 // anything is sent: an invalid event gives progress.ErrInvalidEvent and an
 // event after a terminal one in the same call progress.ErrFinished.
 //
+// Append honours append keys (see progress.WithAppendKey): the key is
+// kept in the task hash (field akey), read and written by the script's
+// commands for the call, so that a keyed call costs nothing more, and a
+// keyed call whose outcome is unknown (Redis not answering in time, the
+// connection cut once it was sent) fails with an error that wraps
+// progress.ErrMaybeSent as well as queue.ErrUnavailable.
+//
 // Events that change the task's state also write it into the queue's task
 // index, in the same round trip; Append does not know the task's flow, so
 // the flow's index is only repaired by the next listing that meets the
@@ -122,22 +129,41 @@ func (b *Backend) appendTask(ctx context.Context, taskID, flow string, events []
 		return last, err
 	}
 	now := time.Now()
-	args, err := b.appendValues(taskID, events, 0, now)
+	key := progress.AppendKey(ctx)
+	args, err := b.appendValues(taskID, key, events, 0, now)
 	if err != nil {
 		return "", err
 	}
 	call := appendCall{taskID: taskID, args: args, ends: events[len(events)-1].Terminal()}
 	call.index, call.indexed = stateChange(taskID, flow, events, now)
 	last, err := b.appends.do(ctx, call)
-	return last, appendError(ctx, taskID, err)
+	return last, maybeSent(key, appendError(ctx, taskID, err))
+}
+
+// maybeSent adds progress.ErrMaybeSent to err, the error of an append
+// with append key key ("" for none), when the append may have run: Redis
+// could not be reached in time, the connection broke once it was sent,
+// or ctx ended while it was under way. The script records a keyed call
+// once (see lua/lib/append.lua), so it may then be sent again with the
+// same key. An append that was certainly not sent (progress.ErrNotSent)
+// or that Redis answered is left as it is.
+func maybeSent(key string, err error) error {
+	if key == "" || err == nil || errors.Is(err, progress.ErrNotSent) {
+		return err
+	}
+	if errors.Is(err, queue.ErrUnavailable) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", progress.ErrMaybeSent, err)
+	}
+	return err
 }
 
 // appendValues checks events and returns the ARGV values of one call of
 // appendScript (the live channel, the number of values that follow, and
-// those of lua/lib/append.lua), after room for lead values the caller puts
-// first. An invalid event gives progress.ErrInvalidEvent and an event
-// after a terminal one progress.ErrFinished.
-func (b *Backend) appendValues(taskID string, events []progress.Event, lead int, now time.Time) ([]string, error) {
+// those of lua/lib/append.lua, the first the append key key, "" for
+// none), after room for lead values the caller puts first. An invalid
+// event gives progress.ErrInvalidEvent and an event after a terminal one
+// progress.ErrFinished.
+func (b *Backend) appendValues(taskID, key string, events []progress.Event, lead int, now time.Time) ([]string, error) {
 	if err := terminalLast(taskID, events); err != nil {
 		return nil, err
 	}
@@ -160,7 +186,7 @@ func (b *Backend) appendValues(taskID string, events []progress.Event, lead int,
 			steps = append(steps, step)
 		}
 	}
-	args = append(args, b.liveChannel(taskID), "", strconv.Itoa(len(events)), string(blob))
+	args = append(args, b.liveChannel(taskID), "", key, strconv.Itoa(len(events)), string(blob))
 	f := foldEvents(events)
 	starts := ""
 	if f.starts {

@@ -6,10 +6,13 @@
 -- KEYS, per call: task hash, steps list, events list
 -- ARGV[1] retention (ms), ARGV[2] number of calls, then, for each call:
 --   its task's live channel, the number m of values that follow for the
---   call, and those values (see lib/append.lua)
+--   call, and those values (see lib/append.lua), the first of which is
+--   the call's append key ("" for none)
 --
 -- Returns one reply per call, as append of lib/append.lua gives it: the
--- id of the call's last event, or a NOTFOUND or FINISHED error.
+-- id of the call's last event (the task's last event for a call whose
+-- append key is the task's last one, which records nothing), or a
+-- NOTFOUND or FINISHED error.
 --
 -- The shebang (a script with flags, none here; Redis 7) makes a read-only
 -- replica refuse the script (READONLY) before it runs. Without it, a

@@ -8,7 +8,8 @@
 -- KEYS[1] task hash, KEYS[2] steps list, KEYS[3] events list
 -- ARGV[1] retention (ms), ARGV[2] the start's score in the starting set,
 --   ARGV[3] the task's live channel, ARGV[4] the number m of values that
---   follow, and those values (see lib/append.lua)
+--   follow, and those values (see lib/append.lua; the first, the append
+--   key, is "")
 --
 -- Returns {ended, rec}: ended is 1 when the task was ended, 0 when it was
 -- left as it is (gone, another start's, no longer PENDING, or leased);

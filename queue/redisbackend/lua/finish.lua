@@ -9,7 +9,8 @@
 -- ARGV[1] retention (ms), ARGV[2] consumer group, ARGV[3] number of
 --   calls, then, for each call: its lease's entry id and token, its task's
 --   live channel, the number m of values that follow for the call, and
---   those values (see lib/append.lua)
+--   those values (see lib/append.lua), the first of which is the call's
+--   append key ("" for none)
 --
 -- Returns, for each call, {append reply, 1 if the lease was released or 0}.
 --

@@ -1,7 +1,8 @@
 -- Fragment: defines retention (ARGV[1], in ms) and the function
 -- append(task, stepsKey, events, channel, a), which records one call's
 -- events, whose values start at ARGV[a], and returns its reply. The
--- values are those of appendValues (Go): the number of events n, their
+-- values are those of appendValues (Go): the call's append key ("" for
+-- none, see below), the number of events n, their
 -- JSON as one string (see eventBatch), the state to set when the task is
 -- PENDING and when it is not ("" for no change), "1" if the call starts a
 -- run (it has a state event to PROGRESS) or "", the time of the call
@@ -22,6 +23,15 @@
 -- The reply is a "NOTFOUND" error when the task does not exist and a
 -- "FINISHED" error when it has reached SUCCESS or FAILURE (then nothing
 -- is recorded); otherwise the id of the call's last event.
+--
+-- A call with an append key (progress.WithAppendKey in Go) records it in
+-- the task hash's field akey, with the snapshot; one whose key is akey
+-- already, a call sent again after its outcome was unknown, records
+-- nothing and replies the id of the task's last event (the first call's,
+-- unless calls without a key came since). The field is read by the HMGET
+-- and written by the HSET that every call makes anyway, and lives in the
+-- task hash, on the task's slot: a keyed call costs no command more. A
+-- call without a key leaves akey as it is.
 --
 -- One element of the task's events list holds all the events of a call:
 -- the n-th element's events have the ids "<n>-0", "<n>-1"... in order. So
@@ -48,7 +58,7 @@
 local retention = tonumber(ARGV[1])
 --@include lib/expiry.lua
 local function append(task, stepsKey, events, channel, a)
-  local cur = redis.call('HMGET', task, 'state', 'last', 'exp')
+  local cur = redis.call('HMGET', task, 'state', 'last', 'exp', 'akey')
   local state = cur[1]
   if not state then
     return redis.error_reply('NOTFOUND task not found')
@@ -57,6 +67,11 @@ local function append(task, stepsKey, events, channel, a)
     return redis.error_reply('FINISHED task already finished')
   end
   local prev = cur[2] or ''
+  local key = ARGV[a]
+  if key ~= '' and key == cur[4] then
+    return prev
+  end
+  a = a + 1
   local n = redis.call('RPUSH', events, ARGV[a + 1])
   local created = n == 1
   local last = string.format('%d-%d', n, tonumber(ARGV[a]) - 1)
@@ -71,6 +86,9 @@ local function append(task, stepsKey, events, channel, a)
   exp = string.format('%d', exp)
   local k = tonumber(ARGV[a + 4])
   local set = {'state', state, 'last', prev, 'exp', exp, 'updated', now}
+  if key ~= '' then
+    set[#set + 1], set[#set + 2] = 'akey', key
+  end
   if ARGV[a + 2] == '1' or (was == 'PENDING' and state == 'PROGRESS') then
     set[#set + 1], set[#set + 2] = 'started', now
   end
