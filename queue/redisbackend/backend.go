@@ -384,6 +384,11 @@ func (b *Backend) wrap(ctx context.Context, op string, err error) error {
 	if _, isReply := rueidis.IsRedisErr(err); isReply {
 		return fmt.Errorf("redisbackend: %s: %w", op, err)
 	}
+	// First, whatever ended the dial: one that timed out (a host that
+	// drops the connection attempt) is as certainly unsent as one refused.
+	if notSent(err) {
+		return fmt.Errorf("redisbackend: %s: %w: %w: %w", op, queue.ErrUnavailable, progress.ErrNotSent, err)
+	}
 	ctxErr := errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 	// A context error while ctx is still live comes from a deadline
 	// rueidis derived from ctx's, which may fire a moment before ctx's own.
@@ -393,16 +398,14 @@ func (b *Backend) wrap(ctx context.Context, op string, err error) error {
 	if ctxErr {
 		return fmt.Errorf("redisbackend: %s: %w", op, err)
 	}
-	if notSent(err) {
-		return fmt.Errorf("redisbackend: %s: %w: %w: %w", op, queue.ErrUnavailable, progress.ErrNotSent, err)
-	}
 	return fmt.Errorf("redisbackend: %s: %w: %w", op, queue.ErrUnavailable, err)
 }
 
 // notSent reports whether err, an error of the connection, says that no
-// connection could be made (dial refused, no route): while Redis is down,
-// rueidis fails a command with the error of its attempt to reconnect,
-// without sending it. A connection that breaks once a command is written
+// connection could be made (dial refused, no route, timed out): while
+// Redis is down, rueidis fails a command with the error of its attempt to
+// reconnect, without sending it. A dial that times out is a *net.OpError
+// of Op "dial" too, whose cause may match context.DeadlineExceeded. A connection that breaks once a command is written
 // gives another error (a reset, EOF), and the command's outcome is
 // unknown then.
 func notSent(err error) bool {
