@@ -87,31 +87,36 @@ func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []st
 }
 
 // runLeaseScriptAfter is runLeaseScript with the commands before sent
-// ahead of the script, in its round trip; their replies are not looked at.
+// ahead of the script, in its round trip; their replies are not returned.
 func (b *Backend) runLeaseScriptAfter(ctx context.Context, before rueidis.Commands, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
 	kind := waitNever
 	if b.durable() {
 		kind = waitFor[s]
 	}
-	return b.runScriptAfter(ctx, before, s, kind, keys, args, also)
+	_, reply, res := b.runScriptAfter(ctx, before, s, kind, keys, args, also)
+	return reply, res
 }
 
 // runScript is runLeaseScript with the WAIT that follows the script (or
 // none) given by kind.
 func (b *Backend) runScript(ctx context.Context, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
-	return b.runScriptAfter(ctx, nil, s, kind, keys, args, also)
+	_, reply, res := b.runScriptAfter(ctx, nil, s, kind, keys, args, also)
+	return reply, res
 }
 
 // runScriptAfter is runScript with the commands before sent ahead of the
-// script, in its round trip; their replies are not looked at.
-func (b *Backend) runScriptAfter(ctx context.Context, before rueidis.Commands, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
+// script, in its round trip; it returns their replies too (prior), which
+// it does not look at. A NOSCRIPT fallback resends the script alone:
+// before and also are sent once.
+func (b *Backend) runScriptAfter(ctx context.Context, before rueidis.Commands, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (prior []rueidis.RedisResult, reply rueidis.RedisResult, after []rueidis.RedisResult) {
 	c := b.client
 	cmds := make(rueidis.Commands, 0, 2+len(before)+len(also))
 	cmds = append(append(append(cmds, before...), s.evalsha(c, keys, args)), also...)
 	if kind != waitNever {
 		cmds = append(cmds, b.waitCommand())
 	}
-	res := c.DoMulti(ctx, cmds...)[len(before):]
+	all := c.DoMulti(ctx, cmds...)
+	prior, res := all[:len(before):len(before)], all[len(before):]
 	if noScript(res[0].Error()) {
 		if kind == waitNever {
 			res[0] = c.Do(ctx, s.eval(c, keys, args))
@@ -131,7 +136,7 @@ func (b *Backend) runScriptAfter(ctx context.Context, before rueidis.Commands, s
 			}
 		}
 	}
-	return res[0], res[1:]
+	return prior, res[0], res[1:]
 }
 
 // Extend implements queue.Backend in one round trip, which also reads

@@ -413,15 +413,11 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 func (b *Backend) beginAndRecord(ctx context.Context, begin rueidis.Completed, keys, args []string) (marked error, replies []rueidis.RedisMessage, err error) {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	c := b.client
-	res := c.DoMulti(ctx, begin, createTaskScript.evalsha(c, keys, args))
-	if noScript(res[1].Error()) {
-		res[1] = c.Do(ctx, createTaskScript.eval(c, keys, args))
-	}
-	if err := res[0].Error(); err != nil {
+	mark, reply, _ := b.runScriptAfter(ctx, rueidis.Commands{begin}, createTaskScript, waitNever, keys, args, nil)
+	if err := mark[0].Error(); err != nil {
 		marked = b.wrap(ctx, "mark the start of a task", err)
 	}
-	replies, err = batchReplies(res[1], len(keys))
+	replies, err = batchReplies(reply, len(keys))
 	return marked, replies, err
 }
 
