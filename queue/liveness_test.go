@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -68,13 +69,16 @@ func (r *cutOffRegistry) waitBeats(t *testing.T, n int64) {
 // and its task (MaxAttempts 1) runs again; one whose heartbeat goroutine
 // was stuck may have been stopped by its flow, and the run counts.
 //
-// The interval is far above the scheduling noise of a loaded machine: the
-// worker must not lapse on its own before the test cuts it off, and its
-// heartbeats (each given at most an interval) must get through before.
-// The test waits for events, not for time: a heartbeat that succeeded
-// after the first report (without one, the worker never lapses), then the
-// flow's cancellation; the flow returns once heartbeats get through again
-// (a third one is sent after the second is confirmed).
+// Each case runs in a synctest bubble, on its fake clock: the heartbeats
+// go out and the worker lapses at the very times its interval gives,
+// however late a loaded machine runs its timers. By the machine's clock,
+// a heartbeat ticker late by more than half an interval would let the
+// worker lapse before it had sent the MissedBeats-1 heartbeats that tell
+// a backend out of reach from a stuck worker. The test waits for events:
+// a heartbeat that succeeded after the first report (without one, the
+// worker never lapses), then the flow's cancellation; the flow returns
+// once heartbeats get through again (a third one is sent after the second
+// is confirmed).
 func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 	const heartbeat = 300 * time.Millisecond
 	for _, tc := range []struct {
@@ -110,63 +114,74 @@ func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newSetup()
-			b := &cutOffRegistry{Memory: s.mem}
-			started, resume := make(chan struct{}), make(chan struct{})
-			var cause atomic.Value
-			s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-				if ft.Attempt > 1 {
-					return "second", nil
+			synctest.Test(t, func(t *testing.T) {
+				s := newSetup()
+				b := &cutOffRegistry{Memory: s.mem}
+				started, resume := make(chan struct{}), make(chan struct{})
+				var cause atomic.Value
+				s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+					if ft.Attempt > 1 {
+						return "second", nil
+					}
+					ft.Progress.Log("before the lapse")
+					close(started)
+					// It looks at its context every millisecond, as a
+					// flow does between its steps, and is stopped at
+					// its first look after the lapse: the timer that
+					// stops the runs of a flow that does not look fires
+					// at the very end of the window on the bubble's
+					// clock, when the worker (lapsed only after it) has
+					// not lapsed yet, and does nothing.
+					for ctx.Err() == nil {
+						time.Sleep(time.Millisecond)
+					}
+					cause.Store(context.Cause(ctx))
+					<-resume
+					ft.Progress.Log("after the lapse")
+					return "late result", nil
+				}))
+				runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+					Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
+				}))
+				id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
+				select {
+				case <-started:
+				case <-time.After(waitLong):
+					require.FailNow(t, "the flow did not start")
 				}
-				ft.Progress.Log("before the lapse")
-				close(started)
-				<-ctx.Done()
-				cause.Store(context.Cause(ctx))
-				<-resume
-				ft.Progress.Log("after the lapse")
-				return "late result", nil
-			}))
-			runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
-				Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
-			}))
-			id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
-			select {
-			case <-started:
-			case <-time.After(waitLong):
-				require.FailNow(t, "the flow did not start")
-			}
-			require.Eventually(t, func() bool {
-				snap, _, err := s.store.Snapshot(context.Background(), id)
-				require.NoError(t, err)
-				return len(snap.Details.StepResults) > 0
-			}, waitLong, 5*time.Millisecond, "the first report was not recorded")
-			b.waitBeats(t, 1)
-			require.Nil(t, cause.Load(), "the worker lapsed before it was cut off: heartbeats stalled for %v", heartbeat*queue.MissedBeats)
-			restore := tc.cutOff(b)
-			require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
-				"the flow's context was not cancelled while the worker was cut off")
-			got := cause.Load().(error)
-			assert.ErrorContains(t, got, "heartbeats lapsed")
-			if tc.wantCause != "" {
-				assert.ErrorContains(t, got, tc.wantCause)
-			} else {
-				assert.NotContains(t, got.Error(), "could not be reached")
-			}
-			restore()
-			b.waitBeats(t, 3)
-			close(resume)
+				require.Eventually(t, func() bool {
+					snap, _, err := s.store.Snapshot(context.Background(), id)
+					require.NoError(t, err)
+					return len(snap.Details.StepResults) > 0
+				}, waitLong, 5*time.Millisecond, "the first report was not recorded")
+				b.waitBeats(t, 1)
+				require.Nil(t, cause.Load(), "the worker lapsed before it was cut off: heartbeats stalled for %v", heartbeat*queue.MissedBeats)
+				restore := tc.cutOff(b)
+				require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
+					"the flow's context was not cancelled while the worker was cut off")
+				got := cause.Load().(error)
+				assert.ErrorContains(t, got, "heartbeats lapsed")
+				if tc.wantCause != "" {
+					assert.ErrorContains(t, got, tc.wantCause)
+				} else {
+					assert.NotContains(t, got.Error(), "could not be reached")
+				}
+				restore()
+				b.waitBeats(t, 3)
+				close(resume)
 
-			snap := waitTerminal(t, s.store, id)
-			assert.Equal(t, tc.wantState, snap.State, "status %q", snap.Details.Status)
-			msgs := logMessages(snap)
-			assert.Contains(t, msgs, "before the lapse")
-			assert.NotContains(t, msgs, "after the lapse", "a report after the lapse is refused")
-			if tc.wantState == progress.StateSuccess {
-				assert.JSONEq(t, `"second"`, string(snap.Details.FinalResult), "the late result of the first attempt is not recorded")
-				assert.Contains(t, msgs, tc.wantLog)
-			} else {
-				assert.Equal(t, tc.status, snap.Details.Status)
-			}
+				snap := waitTerminal(t, s.store, id)
+				assert.Equal(t, tc.wantState, snap.State, "status %q", snap.Details.Status)
+				msgs := logMessages(snap)
+				assert.Contains(t, msgs, "before the lapse")
+				assert.NotContains(t, msgs, "after the lapse", "a report after the lapse is refused")
+				if tc.wantState == progress.StateSuccess {
+					assert.JSONEq(t, `"second"`, string(snap.Details.FinalResult), "the late result of the first attempt is not recorded")
+					assert.Contains(t, msgs, tc.wantLog)
+				} else {
+					assert.Equal(t, tc.status, snap.Details.Status)
+				}
+			})
 		})
 	}
 }
