@@ -3,7 +3,6 @@ package queue
 import (
 	"context"
 	"sync"
-	"time"
 
 	"github.com/flowsrun/flows/internal/opctx"
 	"github.com/flowsrun/flows/progress"
@@ -14,6 +13,9 @@ import (
 type leased struct {
 	lease *Lease
 	state progress.State
+	// extra is set on a lease the backend handed out beyond what the
+	// worker asked for: it is handed back unrun (see handBackUnrun).
+	extra bool
 }
 
 // fetchLoop leases tasks for the free slots and hands each to handle,
@@ -23,7 +25,10 @@ type leased struct {
 // the next, where a goroutine per task would grow it again every time.
 // A worker whose heartbeats have lapsed fetches nothing until one gets
 // through again (see liveness.waitContact); what a fetch already waiting
-// as it lapsed leases is handed back unrun (see handle, handBackUnrun).
+// as it lapsed leases is handed back unrun (see handle, handBackUnrun),
+// and so are the leases a backend hands out beyond what the worker asked
+// for, each on a goroutine of its own, outside the slots: it runs no
+// flow.
 func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(leased)) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	release := func(n int) {
@@ -79,10 +84,11 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 		leases, states, err := w.fetch(ctx, n)
 		if len(leases) > n {
 			// A backend that hands out more than asked for must not
-			// break the concurrency limit: give the extra back.
+			// break the concurrency limit: the extra go back unrun.
 			w.log.Error("flows: backend leased more tasks than asked for", "asked", n, "got", len(leases))
 			for _, l := range leases[n:] {
-				_ = w.giveBack(context.WithoutCancel(ctx), l, time.Now(), EndHandedBack)
+				ld := leased{lease: l, extra: true}
+				inFlight.Go(func() { handle(ld) })
 			}
 			leases = leases[:n]
 		}

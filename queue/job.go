@@ -143,10 +143,15 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	store = &fencedStore{Store: store, j: j}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
 
-	// A task leased while the worker has lapsed is not run, nor looked
-	// at: it goes back unrun (see handBackUnrun).
-	if w.live.lapsed() {
-		j.handBackUnrun()
+	// A task leased beyond what the worker asked for, or while it has
+	// lapsed, is not run, nor looked at: it goes back unrun (see
+	// handBackUnrun).
+	switch {
+	case ld.extra:
+		j.handBackUnrun("flows: task leased beyond what the worker asked for; handing it back without running it")
+		return
+	case w.live.lapsed():
+		j.handBackUnrun("flows: task leased while the worker's heartbeats had lapsed; handing it back without running it")
 		return
 	}
 

@@ -182,8 +182,10 @@ type Task struct {
 	// other than those HookRetries counts: a lease that found the task
 	// cancelled, ended (by a cancellation while pending, or by a worker
 	// that died before acknowledging it), its attempts or hand-backs
-	// spent, or its flow unknown, and let it go without running it (see
-	// Lease.NoRun). Set by the backend's Ack, Bury and Retry.
+	// spent, or its flow unknown, and let it go without running it, or
+	// one handed back before it ran (EndHandedBack: leased beyond what
+	// the worker asked for, or while its heartbeats had lapsed); see
+	// Lease.NoRun. Set by the backend's Ack, Bury and Retry.
 	NoRuns int `json:"no_runs,omitempty"`
 	// MaxAttempts bounds the runs of the task that count, runs cut short
 	// by a worker's death among them, hand-backs not (see Runs).
@@ -290,10 +292,12 @@ type Lease struct {
 	Token    string
 	Deadline time.Time
 	// NoRun is set by the worker on the lease it passes to Ack, Bury or
-	// Retry (for EndHooksPending) when it let the task go without
-	// running its flow under this lease, nor running its finish hooks
-	// again for HookRetries' sake: it found the task cancelled or ended,
-	// its attempts or hand-backs spent, or its flow unknown. The backend
+	// Retry (for EndHooksPending or EndHandedBack) when it let the task
+	// go without running its flow under this lease, nor running its
+	// finish hooks again for HookRetries' sake: it found the task
+	// cancelled or ended, its attempts or hand-backs spent, or its flow
+	// unknown, or it handed the task back unrun (a lease beyond what it
+	// asked for, or taken while its heartbeats had lapsed). The backend
 	// then counts the lease in Task.NoRuns, once, as it acknowledges,
 	// buries or gives back the task; never a lease that another has
 	// taken over since (a backend that ignores the flag counts such a

@@ -311,9 +311,11 @@ func (j *job) giveBackOnceReachable() {
 }
 
 // handBackUnrun hands back, before it runs, the task of a lease the
-// worker holds while its heartbeats have lapsed (a Fetch that was
-// already waiting in the backend as it lapsed leased it, or the worker
-// lapsed since): not counted, as a lease that did not run the flow
+// worker does not run, and logs msg: one the backend leased beyond what
+// the worker asked for (leased.extra), or one the worker holds while its
+// heartbeats have lapsed (a Fetch that was already waiting in the
+// backend as it lapsed leased it, or the worker lapsed since). It is
+// not counted, as a lease that did not run the flow
 // (EndHandedBack, with Lease.NoRun unless the lease was one of the
 // task's HookRetries, see endLease), so that the task loses neither an
 // attempt nor a run, and starts nothing beside an attempt that another
@@ -321,9 +323,9 @@ func (j *job) giveBackOnceReachable() {
 // that judges this one dead can take the lease back as EndWorkerLost,
 // which would count; if the backend does not answer, again once a
 // heartbeat gets through (see awaitContact).
-func (j *job) handBackUnrun() {
+func (j *job) handBackUnrun(msg string) {
 	j.release()
-	j.logger().Warn("flows: task leased while the worker's heartbeats had lapsed; handing it back without running it")
+	j.logger().Warn(msg)
 	l := j.endLease()
 	err := j.w.giveBack(j.base, l, time.Now(), EndHandedBack)
 	if err == nil || errors.Is(err, ErrLeaseLost) {
