@@ -468,8 +468,13 @@ func (b *Backend) lease(ctx context.Context, taken []takenEntry, lease time.Dura
 			}
 			if !ok && !e.read && fields[iState] == "" {
 				// What HINCRBY left of a missing record (a hash with
-				// a progress snapshot is the store's).
-				_ = c.Do(ctx, c.B().Del().Key(b.taskKey(e.taskID)).Build()).Error()
+				// a progress snapshot is the store's): deleted only
+				// if it is still that (see drop_orphan.lua).
+				missing := ""
+				if fields[iRec] == "" {
+					missing = "1"
+				}
+				_ = dropOrphanScript.exec(ctx, c, []string{b.taskKey(e.taskID)}, []string{missing}).Error()
 			}
 			continue
 		}

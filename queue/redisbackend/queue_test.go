@@ -2,9 +2,11 @@ package redisbackend_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -225,6 +227,77 @@ func TestOrphanEntryIsDropped(t *testing.T) {
 		_, err = b.Get(ctx, lost.ID)
 		assert.ErrorIs(t, err, queue.ErrNotFound)
 	})
+}
+
+// betweenClient is a client of a single Redis that looks like a Redis
+// Cluster client (see clusterMode) and calls between once, after the
+// round trip that increments the attempt of task hash key as it leases
+// the task (see Backend.lease).
+type betweenClient struct {
+	clusterMode
+	key     string
+	between func()
+	once    sync.Once
+}
+
+func (c *betweenClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	res := c.clusterMode.DoMulti(ctx, cmds...)
+	for _, cmd := range cmds {
+		if args := cmd.Commands(); len(args) > 2 && args[0] == "HINCRBY" && args[1] == c.key {
+			c.once.Do(c.between)
+		}
+	}
+	return res
+}
+
+// TestOrphanRecordWrittenMeanwhileIsKept: a Cluster client's Fetch that
+// finds a queue entry without a task record deletes what its attempt
+// count left of the record, unless the task's hash got a progress
+// snapshot or a record after the lease read it: the decision is made on
+// Redis, in one step with the delete.
+func TestOrphanRecordWrittenMeanwhileIsKept(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		written []string // HSET field value, between the read and the delete
+		kept    bool
+	}{
+		{"nothing written", nil, false},
+		{"snapshot written", []string{"state", string(progress.StatePending)}, true},
+		{"record written", []string{"rec", "written meanwhile"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			prefix := uniquePrefix(t)
+			orphan, kept := newTask(), newTask()
+			key := prefix + ":{" + orphan.ID + "}:task"
+			client := &betweenClient{clusterMode: clusterMode{newClient(t, srv)}, key: key, between: func() {
+				if tc.written != nil {
+					require.NoError(t, srv.Do(append([]string{"HSET", key}, tc.written...)...).Error())
+				}
+			}}
+			b := newBackend(t, client, redisbackend.Config{Prefix: prefix})
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			require.NoError(t, b.Enqueue(ctx, orphan))
+			require.NoError(t, b.Enqueue(ctx, kept))
+			// The record expired while the task waited.
+			require.NoError(t, srv.Do("DEL", key).Error())
+
+			leases, err := b.Fetch(ctx, "w", 4, time.Minute)
+			require.NoError(t, err)
+			require.Len(t, leases, 1)
+			assert.Equal(t, kept.ID, leases[0].Task.ID)
+			fields, err := srv.Do("HGETALL", key).AsStrMap()
+			require.NoError(t, err)
+			if !tc.kept {
+				assert.Empty(t, fields, "what the attempt count left is deleted")
+				return
+			}
+			assert.Equal(t, tc.written[1], fields[tc.written[0]], "the hash written meanwhile is kept: %v", fields)
+		})
+	}
 }
 
 func TestSlowSubscriberPastTheBuffer(t *testing.T) {

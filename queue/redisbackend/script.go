@@ -125,6 +125,7 @@ var (
 	admitScript       = mustLoadScript("admit.lua")
 	callerAdmitScript = mustLoadScript("caller_admit.lua")
 	endCutScript      = mustLoadScript("end_cut.lua")
+	dropOrphanScript  = mustLoadScript("drop_orphan.lua")
 )
 
 // evalsha returns the command that runs s by its SHA-1.

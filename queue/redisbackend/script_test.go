@@ -17,7 +17,7 @@ var packageScripts = []*script{
 	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, endAttemptScript, noRunScript,
 	ackScript, finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript,
 	heartbeatScript,
-	checkpointScript, admitScript, callerAdmitScript, endCutScript,
+	checkpointScript, admitScript, callerAdmitScript, endCutScript, dropOrphanScript,
 }
 
 // luaFileNames returns the names of the embedded files under dir.
