@@ -374,7 +374,15 @@ func TestParseConfig(t *testing.T) {
 			assert.Equal(t, tt.enqueueDelay, cfg.EnqueueDelay)
 			assert.Equal(t, tt.ackDelay, cfg.AckDelay)
 			assert.Equal(t, tt.db, cfg.DatabaseURL)
-			assert.Equal(t, cmp.Or(tt.tel, telemetry.Options{Service: "flows-server"}), cfg.Telemetry)
+			wantTel := tt.tel
+			if wantTel.Service == "" {
+				wantTel = telemetry.Options{Service: "flows-server"}
+			}
+			require.NotNil(t, cfg.Telemetry.Getenv, "the exporter reads the environment the config does")
+			assert.Equal(t, tt.env["OTEL_EXPORTER_OTLP_ENDPOINT"], cfg.Telemetry.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+			gotTel := cfg.Telemetry
+			gotTel.Getenv = nil
+			assert.Equal(t, wantTel, gotTel)
 			assert.False(t, cfg.Healthcheck)
 		})
 	}

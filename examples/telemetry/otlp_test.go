@@ -314,6 +314,38 @@ func TestSetupExportsThroughTheSDK(t *testing.T) {
 	assert.Contains(t, string(reqs[0].body), `"name":"work"`)
 }
 
+// TestSetupReadsTheEnvironmentOfFromEnv: the exporter's settings come
+// through the getenv given to FromEnv, as the Options do, not from the
+// process's environment, which sets none here.
+func TestSetupReadsTheEnvironmentOfFromEnv(t *testing.T) {
+	c := &collector{}
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "")
+	env := map[string]string{
+		"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": srv.URL + "/traces",
+		"OTEL_EXPORTER_OTLP_HEADERS":         "x-team=flows",
+	}
+	tel, err := Setup(context.Background(), FromEnv("svc", func(k string) string { return env[k] }))
+	require.NoError(t, err)
+	require.True(t, tel.Tracing)
+	_, span := tel.TracerProvider.Tracer("test").Start(context.Background(), "work")
+	span.End()
+	require.NoError(t, tel.Shutdown(context.Background()))
+
+	reqs := c.got()
+	require.Len(t, reqs, 1)
+	assert.Equal(t, "/traces", reqs[0].path)
+	assert.Equal(t, "flows", reqs[0].header.Get("x-team"))
+
+	env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "grpc"
+	_, err = Setup(context.Background(), FromEnv("svc", func(k string) string { return env[k] }))
+	assert.ErrorContains(t, err, "OTEL_EXPORTER_OTLP_PROTOCOL", "a setting refused")
+}
+
 // TestSetupRefusesABadEndpoint: a variable the exporter cannot honour
 // stops Setup with an error that names it.
 func TestSetupRefusesABadEndpoint(t *testing.T) {

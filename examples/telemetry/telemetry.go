@@ -51,14 +51,21 @@ type Options struct {
 	// which v1/traces is added, or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as
 	// it is) and the headers, timeout and compression
 	// (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION, or their
-	// _TRACES_ forms) from the environment itself; it refuses
+	// _TRACES_ forms) through Getenv; it refuses
 	// OTEL_EXPORTER_OTLP_PROTOCOL=grpc and client certificates.
 	Tracing bool
+	// Getenv reads the exporter's settings (see Tracing); nil reads the
+	// process's environment (os.Getenv). FromEnv sets it to the getenv
+	// it is given, so that the Options and the exporter read one
+	// environment. The SDK reads its own variables (OTEL_RESOURCE_ATTRIBUTES,
+	// OTEL_METRICS_EXEMPLAR_FILTER) from the process's environment.
+	Getenv func(string) string
 }
 
 // FromEnv returns the Options that getenv asks for: tracing when
 // OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
-// set, and OTEL_SERVICE_NAME as the service's name if set, else service.
+// set, and OTEL_SERVICE_NAME as the service's name if set, else service;
+// Setup reads the exporter's settings through getenv too (Getenv).
 func FromEnv(service string, getenv func(string) string) Options {
 	if name := getenv("OTEL_SERVICE_NAME"); name != "" {
 		service = name
@@ -66,6 +73,7 @@ func FromEnv(service string, getenv func(string) string) Options {
 	return Options{
 		Service: service,
 		Tracing: getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "",
+		Getenv:  getenv,
 	}
 }
 
@@ -94,7 +102,11 @@ func Setup(ctx context.Context, opts Options) (*Telemetry, error) {
 	t.TracerProvider = noop.NewTracerProvider()
 	var exp *traceExporter
 	if opts.Tracing {
-		cfg, err := otlpConfigFromEnv(os.Getenv)
+		getenv := opts.Getenv
+		if getenv == nil {
+			getenv = os.Getenv
+		}
+		cfg, err := otlpConfigFromEnv(getenv)
 		if err != nil {
 			return nil, err
 		}

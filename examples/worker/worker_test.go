@@ -95,6 +95,9 @@ func TestParseConfig(t *testing.T) {
 				return
 			}
 			require.NoError(t, err)
+			require.NotNil(t, cfg.Telemetry.Getenv, "the exporter reads the environment the config does")
+			assert.Equal(t, env["OTEL_EXPORTER_OTLP_ENDPOINT"], cfg.Telemetry.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT"))
+			cfg.Telemetry.Getenv = nil
 			want := defaults
 			tt.want(&want)
 			assert.Equal(t, want, cfg)
