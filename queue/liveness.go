@@ -75,17 +75,19 @@ func newLiveness(w *Worker) *liveness {
 	return l
 }
 
-// lapsed reports whether the worker's leases may have been taken back. It
-// reads the monotonic clock only.
+// lapsed reports whether the worker's leases may have been taken back:
+// from until on, the very instant included, so that the timer set for
+// until finds the worker lapsed even on a clock that fires it exactly
+// then (a synctest bubble's). It reads the monotonic clock only.
 func (l *liveness) lapsed() bool {
-	return l != nil && int64(time.Since(l.epoch)) > l.until.Load()
+	return l != nil && int64(time.Since(l.epoch)) >= l.until.Load()
 }
 
 // trying records a heartbeat about to be sent at sent; the heartbeats
 // sent after the worker lapsed do not count (see cause). The heartbeats
 // are sent one at a time, and confirmed on the goroutine that sends them.
 func (l *liveness) trying(sent time.Time) {
-	if int64(sent.Sub(l.epoch)) <= l.until.Load() {
+	if int64(sent.Sub(l.epoch)) < l.until.Load() {
 		l.tries.Add(1)
 	}
 }
@@ -112,7 +114,7 @@ func (l *liveness) confirm(sent time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at := int64(sent.Sub(l.epoch))
-	if at > l.until.Load() {
+	if at >= l.until.Load() {
 		l.w.stopRuns(l.cause())
 	}
 	until := at + int64(l.window)

@@ -125,16 +125,10 @@ func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 					}
 					ft.Progress.Log("before the lapse")
 					close(started)
-					// It looks at its context every millisecond, as a
-					// flow does between its steps, and is stopped at
-					// its first look after the lapse: the timer that
-					// stops the runs of a flow that does not look fires
-					// at the very end of the window on the bubble's
-					// clock, when the worker (lapsed only after it) has
-					// not lapsed yet, and does nothing.
-					for ctx.Err() == nil {
-						time.Sleep(time.Millisecond)
-					}
+					// It does not look at its context on its own: the
+					// timer set for the end of the window stops it, and
+					// fires at that very instant on the bubble's clock.
+					<-ctx.Done()
 					cause.Store(context.Cause(ctx))
 					<-resume
 					ft.Progress.Log("after the lapse")
