@@ -154,8 +154,9 @@ func (s *MemoryStore) Create(ctx context.Context, taskID string) error {
 //
 // MemoryStore honours append keys (see WithAppendKey): a call whose key
 // is that of the task's last keyed call records nothing and returns the
-// id of the task's last event. Its calls never have an unknown outcome,
-// so it never returns ErrMaybeSent.
+// id of the task's last event, even once the task has ended if the call
+// ends it (the call that ended it, made again). Its calls never have an
+// unknown outcome, so it never returns ErrMaybeSent.
 func (s *MemoryStore) Append(ctx context.Context, taskID string, events ...Event) (string, error) {
 	if err := ctx.Err(); err != nil {
 		return "", err
@@ -174,17 +175,18 @@ func (s *MemoryStore) Append(ctx context.Context, taskID string, events ...Event
 	if len(events) == 0 {
 		return lastID(t.events), nil
 	}
+	key := AppendKey(ctx)
 	finished := t.snap.State.Terminal()
+	if key != "" && key == t.appendKey && (!finished || events[len(events)-1].Terminal()) {
+		return lastID(t.events), nil
+	}
 	for i, e := range events {
 		if finished {
 			return "", fmt.Errorf("%w: task %q: event %d not recorded", ErrFinished, taskID, i)
 		}
 		finished = e.Terminal()
 	}
-	if key := AppendKey(ctx); key != "" {
-		if key == t.appendKey {
-			return lastID(t.events), nil
-		}
+	if key != "" {
 		t.appendKey = key
 	}
 	now := s.now()

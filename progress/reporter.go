@@ -94,7 +94,7 @@ func LogEvent(msg string) Event {
 // ended, later reports are expected to be refused. Past maxPending events
 // waiting, reporting waits for the store, so that memory stays bounded.
 //
-// Each batch of reports is appended with an append key of its own (see
+// Each batch is appended with an append key of its own (see
 // WithAppendKey): a random prefix drawn for the reporter and the batch's
 // number. A batch whose Append fails with ErrNotSent (the store could not
 // reach its storage, so nothing was recorded) or ErrMaybeSent (the
@@ -107,14 +107,21 @@ func LogEvent(msg string) Event {
 // batches after it wait, so that events keep their order. No other
 // failure is retried: with a store that ignores append keys, a call whose
 // outcome is unknown may have been recorded, so that sending it again
-// could record its events twice. Such a batch is dropped and logged.
+// could record its events twice. Such a batch of reports is dropped and
+// logged.
 //
 // Start, Succeed, Fail and Flush wait for the store. Start and the
 // terminal transitions are recorded after every event reported before
 // them, in the same Append when they can, and may therefore wait for the
-// retries of those events. A batch that holds one of them is not retried:
-// its caller gets the error and decides (a worker's task runs again when
-// its end could not be recorded).
+// retries of those events. A batch that holds one of them is retried as
+// the others are (a store that honours append keys answers a terminal
+// batch sent again after its first Append ended the task as it answered
+// that one, see Store.Append), and its caller gets the last error: a
+// worker whose task's end could still not be recorded gives the task
+// back to run again. The caller's ctx bounds its wait, not the retries:
+// a store of the caller's that refuses to record ends them (a worker's
+// fence does, once its worker has stopped or the run's lease may have
+// passed).
 type TaskReporter struct {
 	store  Store
 	taskID string
@@ -132,8 +139,8 @@ type TaskReporter struct {
 	started  bool
 	gen      uint64
 	waiting  int // events in queue
-	// keyPrefix, drawn at the first keyed batch, and seq, the number of
-	// keyed batches so far, make the batches' append keys.
+	// keyPrefix, drawn at the first batch, and seq, the number of
+	// batches so far, make the batches' append keys.
 	keyPrefix string
 	seq       uint64
 }
@@ -149,8 +156,7 @@ type batch struct {
 	// the same Append.
 	closed bool
 	// key is the batch's append key, given as it is taken (see
-	// takeLocked) to a batch that only reports (async, not sync), the
-	// only one retried: "" for others.
+	// takeLocked).
 	key string
 	// finished is set once the Append has returned, with its error in
 	// err; done, made for the first caller that waits (see doneLocked),
@@ -229,13 +235,11 @@ func (r *TaskReporter) takeLocked() *batch {
 	r.queue = r.queue[1:]
 	r.waiting -= len(b.events)
 	r.inflight = b
-	if b.async && !b.sync {
-		if r.keyPrefix == "" {
-			r.keyPrefix = strconv.FormatUint(rand.Uint64(), 36)
-		}
-		r.seq++
-		b.key = r.keyPrefix + "." + strconv.FormatUint(r.seq, 36)
+	if r.keyPrefix == "" {
+		r.keyPrefix = strconv.FormatUint(rand.Uint64(), 36)
 	}
+	r.seq++
+	b.key = r.keyPrefix + "." + strconv.FormatUint(r.seq, 36)
 	return b
 }
 
@@ -361,6 +365,13 @@ func (r *TaskReporter) retry(b *batch, err error) error {
 	msg := "flows: progress event not sent; retrying"
 	if !errors.Is(err, ErrNotSent) {
 		msg = "flows: progress event may not have been recorded; retrying with its append key"
+	}
+	if b.sync {
+		// Start, Succeed or Fail: a worker's run waits for it.
+		msg = "flows: task state change not sent; retrying"
+		if !errors.Is(err, ErrNotSent) {
+			msg = "flows: task state change may not have been recorded; retrying with its append key"
+		}
 	}
 	r.logger.Debug(msg, "task_id", r.taskID, "events", len(b.events), "err", err)
 	giveUp := time.Now().Add(appendTimeout)

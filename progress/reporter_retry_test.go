@@ -136,27 +136,82 @@ func TestTaskReporterDropsWhatMayHaveBeenSent(t *testing.T) {
 	}
 }
 
-// TestTaskReporterDoesNotRetryTransitions: Start, Succeed and Fail are not
-// retried: their callers get the error and decide.
-func TestTaskReporterDoesNotRetryTransitions(t *testing.T) {
-	store := newFailingStore(t, notSent())
+// TestTaskReporterTransitionResendsStop: the retries of Start, Succeed
+// and Fail end, as those of reports do, at a failure that is not
+// retried (the refusal of a worker's fence): the caller gets it.
+func TestTaskReporterTransitionResendsStop(t *testing.T) {
+	refused := errors.New("queue: lease lost")
+	store := newFailingStore(t, notSent(), refused)
 	r := progress.NewTaskReporter(store, "t", slog.New(slog.DiscardHandler))
 	err := r.Succeed(context.Background(), "ok")
-	require.ErrorIs(t, err, progress.ErrNotSent)
-	assert.Equal(t, 1, store.appends())
+	require.ErrorIs(t, err, refused)
+	assert.Equal(t, 2, store.appends())
 	assert.Empty(t, messages(t, store))
 }
 
+// TestTaskReporterResendsTransitions: Start, Succeed and Fail carry an
+// append key, and one whose Append was not sent (progress.ErrNotSent) or
+// has an unknown outcome (progress.ErrMaybeSent), whether the lost call
+// had been recorded or not, is appended again with the same key: the
+// call succeeds, and its event is recorded once, after the reports made
+// before it.
+func TestTaskReporterResendsTransitions(t *testing.T) {
+	transitions := []struct {
+		name string
+		call func(r *progress.TaskReporter) error
+		want string
+	}{
+		{"Start", func(r *progress.TaskReporter) error { return r.Start(context.Background(), "Running") }, "PROGRESS"},
+		{"Succeed", func(r *progress.TaskReporter) error { return r.Succeed(context.Background(), "ok") }, "SUCCESS"},
+		{"Fail", func(r *progress.TaskReporter) error { return r.Fail(context.Background(), "no luck") }, "FAILURE"},
+	}
+	cuts := []struct {
+		name   string
+		err    error
+		before bool
+	}{
+		{"not sent", notSent(), true},
+		{"maybe sent, not recorded", nil, true},
+		{"maybe sent, recorded", nil, false},
+	}
+	for _, tr := range transitions {
+		for _, cut := range cuts {
+			t.Run(tr.name+"/"+cut.name, func(t *testing.T) {
+				mem := progress.NewMemoryStore(progress.MemoryConfig{})
+				require.NoError(t, mem.Create(context.Background(), "t"))
+				store := &cuttingStore{Store: mem, skip: 1, cuts: 1, before: cut.before, err: cut.err}
+				var logs bytes.Buffer
+				r := progress.NewTaskReporter(store, "t", slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+				r.Log("a")
+				require.NoError(t, r.Flush(context.Background()))
+
+				require.NoError(t, tr.call(r), "the transition is sent again")
+
+				assert.Equal(t, []string{"a", tr.want}, messages(t, store), "recorded once")
+				assert.Contains(t, logs.String(), "task state change")
+				keys := store.appendKeys()
+				require.Len(t, keys, 3, "a, the transition, the transition again")
+				assert.NotEmpty(t, keys[1])
+				assert.Equal(t, keys[1], keys[2], "sent again with its key")
+				assert.NotEqual(t, keys[0], keys[1])
+			})
+		}
+	}
+}
+
 // cuttingStore is a store whose connection is cut around its first
-// Appends: each of the first cuts keyed Appends is recorded (unless
-// before is set) and then fails with progress.ErrMaybeSent, as a store
-// that honours append keys answers a call whose reply was lost. It keeps
-// the key of every Append.
+// Appends: past the first skip keyed Appends, each of the next cuts keyed
+// Appends is recorded (unless before is set) and then fails with
+// progress.ErrMaybeSent, as a store that honours append keys answers a
+// call whose reply was lost; or, if err is set, fails with err before it
+// is recorded. It keeps the key of every Append.
 type cuttingStore struct {
 	progress.Store
 	before bool
+	err    error
 
 	mu   sync.Mutex
+	skip int
 	cuts int
 	keys []string
 }
@@ -165,11 +220,19 @@ func (s *cuttingStore) Append(ctx context.Context, id string, events ...progress
 	key := progress.AppendKey(ctx)
 	s.mu.Lock()
 	s.keys = append(s.keys, key)
-	cut := key != "" && s.cuts > 0
-	if cut {
+	cut := false
+	switch {
+	case key == "":
+	case s.skip > 0:
+		s.skip--
+	case s.cuts > 0:
 		s.cuts--
+		cut = true
 	}
 	s.mu.Unlock()
+	if cut && s.err != nil {
+		return "", s.err
+	}
 	if cut && s.before {
 		return "", fmt.Errorf("write: broken pipe: %w", progress.ErrMaybeSent)
 	}
@@ -190,13 +253,13 @@ func (s *cuttingStore) appendKeys() []string {
 // unknown outcome (progress.ErrMaybeSent) is appended again with the same
 // append key, which the store records once, whether the lost call had
 // been recorded or not; the batches after it wait, and each has a key of
-// its own. Start and Succeed carry no key.
+// its own, as Start and Succeed do.
 func TestTaskReporterResendsWhatMayHaveBeenSent(t *testing.T) {
 	for _, before := range []bool{false, true} {
 		t.Run(fmt.Sprintf("cut before recording %v", before), func(t *testing.T) {
 			mem := progress.NewMemoryStore(progress.MemoryConfig{})
 			require.NoError(t, mem.Create(context.Background(), "t"))
-			store := &cuttingStore{Store: mem, cuts: 2, before: before}
+			store := &cuttingStore{Store: mem, skip: 1, cuts: 2, before: before}
 			var logs bytes.Buffer
 			r := progress.NewTaskReporter(store, "t", slog.New(slog.NewTextHandler(&logs, nil)))
 
@@ -214,16 +277,15 @@ func TestTaskReporterResendsWhatMayHaveBeenSent(t *testing.T) {
 			// start, a cut twice, a again, b and c (in one batch or two),
 			// end
 			require.Contains(t, []int{6, 7}, len(keys), "%q", keys)
-			assert.Empty(t, keys[0], "Start carries no key")
+			assert.NotEmpty(t, keys[0], "Start carries a key")
 			assert.NotEmpty(t, keys[1])
 			assert.Equal(t, []string{keys[1], keys[1]}, keys[2:4], "a is sent again with its key")
-			seen := map[string]bool{keys[1]: true}
-			for _, k := range keys[4 : len(keys)-1] {
+			seen := map[string]bool{keys[0]: true, keys[1]: true}
+			for _, k := range keys[4:] {
 				assert.NotEmpty(t, k)
-				assert.False(t, seen[k], "b and c are other batches, each with a key of its own: %q", keys)
+				assert.False(t, seen[k], "b and c, and the end, are other batches, each with a key of its own: %q", keys)
 				seen[k] = true
 			}
-			assert.Empty(t, keys[len(keys)-1], "Succeed carries no key")
 		})
 	}
 }

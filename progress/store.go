@@ -65,7 +65,11 @@ type Store interface {
 	// the task's last keyed call recorded records nothing and returns the
 	// id of the task's last event (that call's, unless events were
 	// appended since without a key). The checks above come first: such a
-	// call to a task that has ended since fails with ErrFinished. A store
+	// call to a task that has ended since fails with ErrFinished, unless
+	// the call ends the task (its last event is terminal) and its key is
+	// the task's last: then it is the call that ended the task, made
+	// again, and it records nothing and returns the id of the task's last
+	// event, as it does before the end. A store
 	// that honours keys wraps ErrMaybeSent in the error of a keyed call
 	// whose outcome is unknown, so that its caller may make it again; one
 	// that does not ignores keys and never wraps ErrMaybeSent.

@@ -29,6 +29,7 @@ func RunAppendKeys(t *testing.T, newBackend func(t *testing.T) progress.Backend)
 		{"SameKeyRecordsOnce", testAppendKeyOnce},
 		{"KeysArePerTask", testAppendKeyPerTask},
 		{"FinishedFirst", testAppendKeyFinished},
+		{"EndResent", testAppendKeyEndResent},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,4 +112,33 @@ func testAppendKeyFinished(t *testing.T, b progress.Backend) {
 	assert.Len(t, allEvents(ctx, t, b, id), 2)
 	_, err = b.Append(k, newTaskID(t), statusEvent("keyed"))
 	require.ErrorIs(t, err, progress.ErrNotFound)
+}
+
+// testAppendKeyEndResent: a keyed call that ended the task, made again
+// with the same key, records nothing and returns the same id, although
+// the task has ended (its first call ended it); made with another key,
+// it fails with ErrFinished.
+func testAppendKeyEndResent(t *testing.T, b progress.Backend) {
+	ctx := testContext(t)
+	id := createTask(ctx, t, b)
+	appendOne(ctx, t, b, id, statusEvent("running"))
+	end := []progress.Event{progress.LogEvent("last words"), successEvent(`"done"`)}
+	k := progress.WithAppendKey(ctx, "the-end")
+	last, err := b.Append(k, id, end...)
+	require.NoError(t, err)
+	again, err := b.Append(k, id, end...)
+	require.NoError(t, err, "the call that ended the task, made again")
+	assert.Equal(t, last, again, "the id of its first Append")
+	want := append([]progress.Event{statusEvent("running")}, end...)
+	assertSameContent(t, want, allEvents(ctx, t, b, id), "the end once")
+	snap, _, err := b.Snapshot(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, snap.State)
+	assert.Len(t, snap.Details.StepResults, 1)
+
+	_, err = b.Append(progress.WithAppendKey(ctx, "another-end"), id, successEvent(`"again"`))
+	require.ErrorIs(t, err, progress.ErrFinished, "another key is another call")
+	_, err = b.Append(ctx, id, successEvent(`"again"`))
+	require.ErrorIs(t, err, progress.ErrFinished, "so is no key")
+	assert.Len(t, allEvents(ctx, t, b, id), len(want))
 }
