@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/flowsrun/flows/progress"
 )
@@ -19,15 +21,25 @@ func lostRun(cause error) bool {
 	return errors.Is(cause, errLeaseStolen) || errors.Is(cause, errWorkerLapsed)
 }
 
+// errEndNotResent is why a worker's fence refuses to send a task's end
+// again (see fencedStore.resentEnd).
+var errEndNotResent = errors.New("queue: the end of the task is not sent again")
+
 // fencedStore is the store of a job's reporter: it refuses every Append
 // once the run's lease is lost, its worker has lapsed, or the run has let
 // its lease go (see release), so that a flow that goes on after that
 // (one that resumed from a freeze, or was abandoned) writes nothing into
 // the task the next attempt owns. An Append that finds the task gone
-// stops the run (see taskGone).
+// stops the run (see taskGone). It also bounds the reporter's resends of
+// the task's end (see resentEnd).
 type fencedStore struct {
 	progress.Store
 	j *job
+
+	mu sync.Mutex
+	// endKey is the append key of the last Append that ended the task
+	// (see resentEnd).
+	endKey string
 }
 
 func (s *fencedStore) Append(ctx context.Context, taskID string, events ...progress.Event) (string, error) {
@@ -38,11 +50,49 @@ func (s *fencedStore) Append(ctx context.Context, taskID string, events ...progr
 	if err := s.j.fenced(); err != nil {
 		return "", err
 	}
+	if err := s.resentEnd(ctx, events); err != nil {
+		return "", err
+	}
 	last, err := s.Store.Append(ctx, taskID, events...)
 	if errors.Is(err, progress.ErrNotFound) {
 		s.j.taskGone()
 	}
 	return last, err
+}
+
+// resentEnd returns an error wrapping errEndNotResent when events end
+// the task and carry the append key of the Append before that ended it:
+// the reporter sends the end again, after ErrNotSent or
+// progress.ErrMaybeSent (see progress.TaskReporter), and that only while
+// the worker has not stopped (see stopSignal) and the lease has not
+// passed its deadline, as the worker last extended it: past that, another
+// worker may run the task, and the end is left to the fallback of a
+// worker whose end could not be recorded (see job.finished). The first
+// Append of an end passes, as before.
+func (s *fencedStore) resentEnd(ctx context.Context, events []progress.Event) error {
+	key := progress.AppendKey(ctx)
+	if key == "" || len(events) == 0 || !events[len(events)-1].Terminal() {
+		return nil
+	}
+	s.mu.Lock()
+	again := key == s.endKey
+	s.endKey = key
+	s.mu.Unlock()
+	if !again {
+		return nil
+	}
+	j := s.j
+	select {
+	case <-j.w.stopSignal():
+		return fmt.Errorf("queue: task %s: %w: %w", j.task.ID, errEndNotResent, errShutdown)
+	default:
+	}
+	// No heartbeat extends the lease while its end is recorded (see
+	// run): the deadline is the last one set.
+	if d := j.lease.Deadline; !d.IsZero() && !time.Now().Before(d) {
+		return fmt.Errorf("queue: task %s: %w: the lease has passed its deadline", j.task.ID, errEndNotResent)
+	}
+	return nil
 }
 
 // fenced returns an error wrapping ErrLeaseLost if j may no longer write

@@ -59,7 +59,9 @@ type finisher interface {
 	// progress.ErrNotFound), it also acknowledges l as Backend.Ack does,
 	// in the same step, and acked reports whether that succeeded (false
 	// for a lease no longer held). On any other error nothing is
-	// acknowledged.
+	// acknowledged. A call made again with the append key of one whose
+	// outcome was unknown (progress.ErrMaybeSent), which had recorded the
+	// events, reports acked if that call acknowledged l.
 	AppendAndAck(ctx context.Context, l *Lease, events ...progress.Event) (lastID string, acked bool, err error)
 }
 

@@ -110,7 +110,11 @@ func errText(err error) string {
 
 // succeed records SUCCESS and acknowledges the task: in one step when the
 // backend is the store and a finisher, unless that could not acknowledge
-// it.
+// it. The reporter sends the end again, with its append key, when the
+// store could not be reached or its outcome is unknown (see end); a
+// finisher that finds it recorded by the call it repeats reports the
+// lease acknowledged if that call did it, so that it is not acknowledged
+// twice.
 func (j *job) succeed(result any) {
 	if j.fin != nil {
 		j.fin.armed.Store(true)
@@ -136,6 +140,19 @@ func (j *job) cancelled() { j.end(StatusCancelled, false) }
 // end records FAILURE with reason, then buries the task if bury is set or
 // acknowledges it. A task that had already ended (cancelled meanwhile, say)
 // is handled as ended.
+//
+// The reporter sends a task's end (here and in succeed) again, with the
+// same append key, when its Append was not sent (progress.ErrNotSent) or
+// its outcome is unknown (progress.ErrMaybeSent: Redis restarting, a
+// connection cut before the reply), after 10 ms doubling up to 250 ms,
+// for up to 10 s (see progress.TaskReporter): a store that honours the
+// key records the end once, and answers a resend whose first Append did
+// record it as it answered that one. So the flow's result is not thrown
+// away by a blip of the store, and the finish hooks run and a FAILURE is
+// buried once, after the end that counts. The resends stop once the
+// worker's fence refuses them (its lease lost, the worker lapsed or
+// stopping, the lease's deadline passed, see fencedStore); an end still
+// not recorded then gives the task back (see finished).
 func (j *job) end(reason string, bury bool) {
 	ctx := j.op()
 	err := j.rep.Fail(ctx, reason)
@@ -220,8 +237,10 @@ func (j *job) ended(snap progress.Snapshot) {
 // finished handles the outcome of recording a task's terminal state:
 // recorded, or already ended before (then, with hooks, as ended) are
 // acknowledged, and so is a task without a progress record. If the store
-// could not record it, the task is given back so that a later attempt
-// does.
+// could not record it, even sent again (see end), the task is given back
+// so that a later attempt does (storeDown): one that finds the task ended
+// (an end whose outcome was unknown may have been recorded) does not run
+// the flow again.
 func (j *job) finished(recordErr error) {
 	switch {
 	case recordErr == nil:
