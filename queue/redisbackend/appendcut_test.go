@@ -3,20 +3,24 @@ package redisbackend_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
 )
 
 // cutProxy forwards TCP connections to a Redis server, and cuts the
@@ -29,9 +33,12 @@ type cutProxy struct {
 
 	mu     sync.Mutex
 	marker []byte // "" when disarmed
-	conns  []net.Conn
-	wg     sync.WaitGroup
-	cuts   atomic.Int32
+	// ran, if set, tells whether Redis has run the marked request (see
+	// armUntil).
+	ran   func() bool
+	conns []net.Conn
+	wg    sync.WaitGroup
+	cuts  atomic.Int32
 }
 
 // newCutProxy starts a proxy to srv, stopped when the test ends.
@@ -48,10 +55,27 @@ func newCutProxy(t *testing.T, srv *redistest.Server) *cutProxy {
 
 // arm makes the proxy cut the next connection whose requests carry
 // marker, once.
-func (p *cutProxy) arm(marker string) {
+func (p *cutProxy) arm(marker string) { p.armUntil(marker, nil) }
+
+// armUntil is arm for a connection that carries other requests too: once
+// the marked request is sent, the proxy cuts the connection at the first
+// answer that Redis sends once ran reports that it has run the marked
+// request, rather than at the first answer, which may be that of an
+// earlier request (or a NOSCRIPT, which the client follows with the
+// script itself); the answers before go through.
+func (p *cutProxy) armUntil(marker string, ran func() bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.marker = []byte(marker)
+	p.ran = ran
+}
+
+// hasRun reports whether the marked request may be taken to have run.
+func (p *cutProxy) hasRun() bool {
+	p.mu.Lock()
+	ran := p.ran
+	p.mu.Unlock()
+	return ran == nil || ran()
 }
 
 // takeMarker reports whether chunk, the bytes after tail, holds the
@@ -113,15 +137,16 @@ func (p *cutProxy) requests(client, server net.Conn, cut *atomic.Bool) {
 	}
 }
 
-// replies forwards what server answers to client, until cut is set: then
-// what Redis answered (to the marked request, at least) is dropped and
-// both connections are closed.
+// replies forwards what server answers to client, until cut is set and
+// the marked request has run (see armUntil): then what Redis answered
+// (to the marked request, at least) is dropped and both connections are
+// closed.
 func (p *cutProxy) replies(server, client net.Conn, cut *atomic.Bool) {
 	defer p.wg.Done()
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := server.Read(buf)
-		if n > 0 && cut.Load() {
+		if n > 0 && cut.Load() && p.hasRun() {
 			p.cuts.Add(1)
 			client.Close()
 			server.Close()
@@ -249,4 +274,94 @@ func TestReportCutBeforeReplyKeptOnce(t *testing.T) {
 	events, err := direct.Events(ctx, id, "")
 	require.NoError(t, err)
 	assert.Len(t, events, 6, "start, four reports, end")
+}
+
+// TestEndCutBeforeReplyKeptOnce: the worker's record of a task's end
+// whose connection is cut after Redis ran it, before the reply arrived
+// (Redis going away mid-call), is sent again with its append key: the
+// flow ran once, the task ended once and was let go once (the one-step
+// end, lua/finish.lua, reports the lease acknowledged by the call it
+// repeats; a FAILURE is buried once), and it was not given back.
+func TestEndCutBeforeReplyKeptOnce(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		name string
+		err  error
+		want progress.State
+	}{
+		{"success", nil, progress.StateSuccess},
+		{"failure", flow.Permanent(errors.New("no luck, end marker")), progress.StateFailure},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			b, p, direct := newCutBackend(t, srv)
+			ctx := context.Background()
+			reg := registry.New()
+			var runs atomic.Int32
+			reg.MustRegister("once", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+				runs.Add(1)
+				ft.Progress.Log("working")
+				return "the result, end marker", tt.err
+			}))
+			broker := queue.NewBroker(direct, direct, queue.BrokerConfig{Registry: reg})
+			var logs syncbuf.Buffer
+			w := queue.NewWorker(b, nil, queue.WorkerConfig{
+				Registry: reg, Lease: time.Minute, Backoff: func(int) time.Duration { return 10 * time.Millisecond },
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+			})
+			id, err := broker.Enqueue(ctx, "once", nil, queue.EnqueueOptions{MaxAttempts: 3})
+			require.NoError(t, err)
+			ended := func() bool {
+				snap, _, err := direct.Snapshot(ctx, id)
+				return err == nil && snap.State.Terminal()
+			}
+			p.armUntil("end marker", ended)
+			runCtx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- w.Run(runCtx) }()
+			eventually(t, func() bool {
+				return ended() && pendingEntries(t, srv, direct.Prefix()) == 0
+			}, "the task ended and was let go")
+			stop()
+			select {
+			case err := <-done:
+				require.NoError(t, err, "Worker.Run")
+			case <-time.After(waitLimit):
+				require.FailNow(t, "Worker.Run did not return")
+			}
+
+			require.Equal(t, int32(1), p.cuts.Load(), "the connection was cut")
+			assert.Equal(t, int32(1), runs.Load(), "the flow ran once")
+			snap, _, err := direct.Snapshot(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, snap.State)
+			assert.Equal(t, []string{"working"}, storedSteps(t, direct, id))
+			events, err := direct.Events(ctx, id, "")
+			require.NoError(t, err)
+			terminal := 0
+			for _, e := range events {
+				if e.Terminal() {
+					terminal++
+				}
+			}
+			assert.Equal(t, 1, terminal, "the end is recorded once")
+			task, err := direct.Get(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, 1, task.Attempt, "no lease after the first")
+			assert.Zero(t, task.HandBacks, "not given back")
+			dead, err := direct.Dead(ctx, 10)
+			require.NoError(t, err)
+			if tt.want == progress.StateFailure {
+				require.Len(t, dead, 1, "buried once")
+				assert.Equal(t, id, dead[0].ID)
+			} else {
+				assert.Empty(t, dead)
+			}
+			assert.Contains(t, logs.String(), "task state change may not have been recorded; retrying with its append key")
+			assert.NotContains(t, logs.String(), "giving the task back")
+			assert.NotContains(t, logs.String(), "acknowledging the task failed")
+			assert.NotContains(t, logs.String(), "burying the failed task failed")
+		})
+	}
 }

@@ -438,7 +438,10 @@
 // append with an append key (progress.WithAppendKey) wraps
 // progress.ErrMaybeSent, since the append script records a keyed call
 // once (see lua/lib/append.lua). A worker's reporter sends a progress
-// report that failed with either again (see progress.TaskReporter).
+// report, or a task's start or end, that failed with either again (see
+// progress.TaskReporter); an end sent again whose first call ended the
+// task is answered as that call was, and AppendAndAck reports the lease
+// acknowledged if that call did it (see lua/finish.lua).
 // Every operation is bounded by Config.OpTimeout (unless its context ends
 // sooner) and fails with queue.ErrUnavailable past it: commands that change
 // data fail at once when the connection is refused, but rueidis retries

@@ -36,6 +36,13 @@ type finishResult struct {
 // in one round trip that concurrent calls share (see batcher); the terminal event keeps the task's keys for the
 // retention, so no other refresh is needed. On a Redis Cluster client, where one script cannot touch a task's keys
 // and the queue's, it appends and then acknowledges, in two round trips.
+//
+// A call made again with the append key of one whose outcome was unknown
+// (progress.ErrMaybeSent, see progress.WithAppendKey) records nothing if
+// that one recorded the events, although they ended the task; it then
+// acknowledges l if still held, and reports acked also when l's queue
+// entry has no holder any more, as after that call acknowledged it (see
+// lua/finish.lua).
 func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...progress.Event) (string, bool, error) {
 	if l == nil || l.Task == nil {
 		return "", false, fmt.Errorf("redisbackend: append and ack: %w: no lease", queue.ErrLeaseLost)

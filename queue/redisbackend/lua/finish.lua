@@ -12,7 +12,13 @@
 --   those values (see lib/append.lua), the first of which is the call's
 --   append key ("" for none)
 --
--- Returns, for each call, {append reply, 1 if the lease was released or 0}.
+-- Returns, for each call, {append reply, 1 if the lease was released or
+-- 0}. A call whose append key is the task's last (lib/append.lua), made
+-- again after its outcome was unknown, records nothing; if its lease is
+-- still held it is released, and if the lease's entry has no holder any
+-- more, the call it repeats released it (or the task has been
+-- acknowledged since): the reply is 1 then too, so that its caller does
+-- not acknowledge the task again.
 --
 -- The shebang makes a read-only replica refuse the script (see script.go).
 --@include lib/append.lua
@@ -29,11 +35,13 @@ local holders = redis.call('HMGET', KEYS[3], unpack(entries))
 local out, held = {}, {}
 for c = 1, #calls do
   local a, k = calls[c], 3 * c
-  local r = append(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 2], a + 4)
+  local r, again = append(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 2], a + 4)
   local ended = type(r) ~= 'table' or string.find(r.err, '^NOTFOUND') or string.find(r.err, '^FINISHED')
   local acked = 0
   if ended and holders[c] == ARGV[a + 1] then
     held[#held + 1] = entries[c]
+    acked = 1
+  elseif again and not holders[c] then
     acked = 1
   end
   out[c] = {r, acked}

@@ -28,10 +28,14 @@
 -- the task hash's field akey, with the snapshot; one whose key is akey
 -- already, a call sent again after its outcome was unknown, records
 -- nothing and replies the id of the task's last event (the first call's,
--- unless calls without a key came since). The field is read by the HMGET
--- and written by the HSET that every call makes anyway, and lives in the
--- task hash, on the task's slot: a keyed call costs no command more. A
--- call without a key leaves akey as it is.
+-- unless calls without a key came since), and true as a second value.
+-- It does so on a task that has ended too when the call ends the task
+-- (the state it sets is SUCCESS or FAILURE): the first call ended it, and
+-- nothing was recorded since; any other call to an ended task gets the
+-- FINISHED error. The field is read by the HMGET and written by the HSET
+-- that every call makes anyway, and lives in the task hash, on the task's
+-- slot: a keyed call costs no command more. A call without a key leaves
+-- akey as it is.
 --
 -- One element of the task's events list holds all the events of a call:
 -- the n-th element's events have the ids "<n>-0", "<n>-1"... in order. So
@@ -63,13 +67,17 @@ local function append(task, stepsKey, events, channel, a)
   if not state then
     return redis.error_reply('NOTFOUND task not found')
   end
-  if state == 'SUCCESS' or state == 'FAILURE' then
-    return redis.error_reply('FINISHED task already finished')
-  end
   local prev = cur[2] or ''
   local key = ARGV[a]
+  local ended = state == 'SUCCESS' or state == 'FAILURE'
   if key ~= '' and key == cur[4] then
-    return prev
+    local ends = ARGV[a + 4] == 'SUCCESS' or ARGV[a + 4] == 'FAILURE'
+    if ends or not ended then
+      return prev, true
+    end
+  end
+  if ended then
+    return redis.error_reply('FINISHED task already finished')
   end
   a = a + 1
   local n = redis.call('RPUSH', events, ARGV[a + 1])
