@@ -188,6 +188,13 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		b.stall.Store(&stall)
 		waitFor(t, stopped, "the lapse to stop the flow")
 		eventually(t, func() bool { return b.leases.Load() == 2 }, "the Fetch waiting at the lapse did not lease the task again")
+		// The heartbeats go through again only once that lease has been
+		// handed back: a lease the worker handles after a heartbeat got
+		// through is its own again, and runs.
+		eventually(t, func() bool {
+			task, err := h.backend.Get(context.Background(), id)
+			return err == nil && task.NoRuns == 1
+		}, "the lease taken while lapsed was not handed back unrun")
 		back.Store(true)
 		b.stall.Store(nil)
 		close(stall)
