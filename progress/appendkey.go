@@ -21,6 +21,29 @@ func WithAppendKey(ctx context.Context, key string) context.Context {
 // AppendKey returns the append key ctx carries (see WithAppendKey), or
 // "" for none.
 func AppendKey(ctx context.Context) string {
-	key, _ := ctx.Value(appendKeyCtx{}).(string)
-	return key
+	switch key := ctx.Value(appendKeyCtx{}).(type) {
+	case string:
+		return key
+	case *string: // from a keyedContext
+		return *key
+	}
+	return ""
+}
+
+// keyedContext is ctx with an append key, as WithAppendKey gives it, made
+// without an allocation where it is a field of a value already allocated
+// (see batch.context).
+type keyedContext struct {
+	context.Context
+	key string
+}
+
+// Value returns the append key for appendKeyCtx{}, by its address (a
+// string would be copied to the heap at each call), and asks the context
+// it wraps for any other key.
+func (c *keyedContext) Value(k any) any {
+	if _, ok := k.(appendKeyCtx); ok {
+		return &c.key
+	}
+	return c.Context.Value(k)
 }

@@ -139,10 +139,13 @@ type TaskReporter struct {
 	started  bool
 	gen      uint64
 	waiting  int // events in queue
-	// keyPrefix, drawn at the first batch, and seq, the number of
-	// batches so far, make the batches' append keys.
-	keyPrefix string
-	seq       uint64
+	// key holds the batches' append keys as they are made, in keyBuf: a
+	// random prefix drawn at the first batch and a dot (keyLen bytes),
+	// then the number of batches so far, seq; both in hexadecimal.
+	key    []byte
+	keyBuf [34]byte
+	keyLen int
+	seq    uint64
 }
 
 // batch is events appended in one call.
@@ -156,8 +159,10 @@ type batch struct {
 	// the same Append.
 	closed bool
 	// key is the batch's append key, given as it is taken (see
-	// takeLocked).
-	key string
+	// takeLocked); keyed is the context of its first Append (see
+	// context).
+	key   string
+	keyed keyedContext
 	// finished is set once the Append has returned, with its error in
 	// err; done, made for the first caller that waits (see doneLocked),
 	// is closed then.
@@ -235,11 +240,13 @@ func (r *TaskReporter) takeLocked() *batch {
 	r.queue = r.queue[1:]
 	r.waiting -= len(b.events)
 	r.inflight = b
-	if r.keyPrefix == "" {
-		r.keyPrefix = strconv.FormatUint(rand.Uint64(), 36)
+	if r.key == nil {
+		r.key = append(strconv.AppendUint(r.keyBuf[:0], rand.Uint64(), 16), '.')
+		r.keyLen = len(r.key)
 	}
 	r.seq++
-	b.key = r.keyPrefix + "." + strconv.FormatUint(r.seq, 36)
+	r.key = strconv.AppendUint(r.key[:r.keyLen], r.seq, 16)
+	b.key = string(r.key)
 	return b
 }
 
@@ -337,13 +344,19 @@ func (r *TaskReporter) append(b *batch) {
 }
 
 // context returns the context of an Append of b: a shared deadline (see
-// appendDeadlines), with b's append key if it has one.
+// appendDeadlines), with b's append key if it has one. The first Append
+// of a batch gets b.keyed, which costs no allocation; a resend (rare)
+// gets a context of its own, since a store may still hold the first.
 func (b *batch) context() context.Context {
 	ctx := appendDeadlines.Get()
-	if b.key != "" {
-		ctx = WithAppendKey(ctx, b.key)
+	switch {
+	case b.key == "":
+		return ctx
+	case b.keyed.Context == nil:
+		b.keyed = keyedContext{Context: ctx, key: b.key}
+		return &b.keyed
 	}
-	return ctx
+	return WithAppendKey(ctx, b.key)
 }
 
 // resendable reports whether a keyed Append that failed with err may be
