@@ -23,8 +23,10 @@ var (
 	// Checkpoint.Validate).
 	ErrInvalidCheckpoint = errors.New("progress: invalid checkpoint")
 	// ErrNotSent: the store could not reach its storage (the connection
-	// could not be made), so the call certainly did not get there and
-	// changed nothing: it may be made again. A store wraps it only when
+	// could not be made), or its storage refused the call before doing
+	// anything (a read-only replica that a client still reaches during a
+	// failover), so the call certainly changed nothing: it may be made
+	// again. A store wraps it only when
 	// that is certain; an error whose outcome is unknown (a timeout after
 	// the call was sent, a connection cut before the reply) must not
 	// wrap it (see ErrMaybeSent). TaskReporter retries the reports that

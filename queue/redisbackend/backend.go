@@ -375,13 +375,17 @@ func (b *Backend) bound(ctx context.Context, extra time.Duration) (context.Conte
 
 // wrap adds context to an error of an operation run under ctx, a context
 // from bound not yet cancelled. Errors of the connection (not error replies of the server),
-// and running out of OpTimeout, also wrap queue.ErrUnavailable; the end of
+// running out of OpTimeout, and the replies of a server that refused the
+// call unrun (see refusedUnrun), also wrap queue.ErrUnavailable; the end of
 // the caller's own context is kept as it is.
 func (b *Backend) wrap(ctx context.Context, op string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if _, isReply := rueidis.IsRedisErr(err); isReply {
+		if refusedUnrun(err) {
+			return fmt.Errorf("redisbackend: %s: %w: %w: %w", op, queue.ErrUnavailable, progress.ErrNotSent, err)
+		}
 		return fmt.Errorf("redisbackend: %s: %w", op, err)
 	}
 	// First, whatever ended the dial: one that timed out (a host that
@@ -411,6 +415,24 @@ func (b *Backend) wrap(ctx context.Context, op string, err error) error {
 func notSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// refusedUnrun reports whether err is an error reply with which a server
+// refuses a command before running it because it cannot take writes or
+// answer now, while a client follows a failover or a restart: READONLY (a
+// replica, such as a former primary that rejoins after a failover and
+// that a client has not yet left; the scripts that write open with a
+// shebang so that a replica refuses them so, see script.go), LOADING (a
+// server loading its data at start) and MASTERDOWN (a replica that lost
+// its primary). Nothing was done, so that the call may be made again,
+// and the server is not usable for it now: such errors wrap
+// queue.ErrUnavailable and progress.ErrNotSent.
+func refusedUnrun(err error) bool {
+	switch replyCode(err) {
+	case "READONLY", "LOADING", "MASTERDOWN":
+		return true
+	}
+	return false
 }
 
 // replyCode returns the first word of a Redis error reply ("NOTFOUND",

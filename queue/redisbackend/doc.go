@@ -433,7 +433,10 @@
 // the progress methods as well, so that the HTTP layer can answer 503.
 // Those of a connection that could not be made (Redis refused it, or the
 // attempt timed out: the command was not sent) wrap progress.ErrNotSent
-// too. A command on a connection that broke under it, or that got no
+// too, and so do the error replies of a server that refuses a command
+// before running it while a client follows a failover or a restart
+// (READONLY, LOADING, MASTERDOWN), which wrap queue.ErrUnavailable as
+// well. A command on a connection that broke under it, or that got no
 // answer in time, may have run: its error does not, but that of an
 // append with an append key (progress.WithAppendKey) wraps
 // progress.ErrMaybeSent, since the append script records a keyed call

@@ -147,6 +147,8 @@ func TestAppendOnAReplicaIsRefusedNotNotFound(t *testing.T) {
 	require.Error(t, err)
 	assert.NotErrorIs(t, err, progress.ErrNotFound, "the replica does not have the task, the primary may")
 	assert.ErrorContains(t, err, "READONLY")
+	assert.ErrorIs(t, err, progress.ErrNotSent, "refused unrun: a reporter sends it again, to the primary its client finds")
+	assert.ErrorIs(t, err, queue.ErrUnavailable)
 }
 
 // TestLeaseScriptsOnAReplicaAreRefused: every script a worker runs on a
@@ -191,6 +193,7 @@ func TestLeaseScriptsOnAReplicaAreRefused(t *testing.T) {
 			assert.NotErrorIs(t, err, progress.ErrNotFound, "the replica does not have the task, the primary may")
 			assert.NotErrorIs(t, err, queue.ErrLeaseLost, "the replica does not have the lease, the primary may")
 			assert.ErrorContains(t, err, "READONLY")
+			assert.ErrorIs(t, err, queue.ErrUnavailable, "refused unrun while the client follows a failover")
 		})
 	}
 }
