@@ -329,7 +329,7 @@ const (
 // append records b and marks it finished.
 func (r *TaskReporter) append(b *batch) {
 	_, err := r.store.Append(b.context(), r.taskID, b.events...)
-	if err != nil && b.key != "" && resendable(err) {
+	if err != nil && resendable(err) {
 		err = r.retry(b, err)
 	}
 	if err != nil && b.async && !errors.Is(err, ErrFinished) {
@@ -344,15 +344,13 @@ func (r *TaskReporter) append(b *batch) {
 }
 
 // context returns the context of an Append of b: a shared deadline (see
-// appendDeadlines), with b's append key if it has one. The first Append
-// of a batch gets b.keyed, which costs no allocation; a resend (rare)
-// gets a context of its own, since a store may still hold the first.
+// appendDeadlines), with b's append key (every batch has one, see
+// takeLocked). The first Append of a batch gets b.keyed, which costs no
+// allocation; a resend (rare) gets a context of its own, since a store
+// may still hold the first.
 func (b *batch) context() context.Context {
 	ctx := appendDeadlines.Get()
-	switch {
-	case b.key == "":
-		return ctx
-	case b.keyed.Context == nil:
+	if b.keyed.Context == nil {
 		b.keyed = keyedContext{Context: ctx, key: b.key}
 		return &b.keyed
 	}
@@ -375,16 +373,13 @@ func resendable(err error) bool {
 // refusal of the store (a worker's fence once its lease is lost,
 // ErrFinished) ends the retries too.
 func (r *TaskReporter) retry(b *batch, err error) error {
-	msg := "flows: progress event not sent; retrying"
-	if !errors.Is(err, ErrNotSent) {
-		msg = "flows: progress event may not have been recorded; retrying with its append key"
-	}
+	what := "progress event" // reports nobody waits for
 	if b.sync {
-		// Start, Succeed or Fail: a worker's run waits for it.
-		msg = "flows: task state change not sent; retrying"
-		if !errors.Is(err, ErrNotSent) {
-			msg = "flows: task state change may not have been recorded; retrying with its append key"
-		}
+		what = "task state change" // Start, Succeed or Fail: a worker's run waits for it
+	}
+	msg := "flows: " + what + " not sent; retrying"
+	if !errors.Is(err, ErrNotSent) {
+		msg = "flows: " + what + " may not have been recorded; retrying with its append key"
 	}
 	r.logger.Debug(msg, "task_id", r.taskID, "events", len(b.events), "err", err)
 	giveUp := time.Now().Add(appendTimeout)
