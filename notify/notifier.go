@@ -194,19 +194,13 @@ func (n *Notifier) Hook() queue.FinishHook {
 // Ended returns the notification (without ID and Channel) about the task
 // f tells of.
 func Ended(f queue.Finished) Notification {
-	attempts := f.Task.Attempt
-	if f.StartedAt.IsZero() && attempts > 0 {
-		// This lease did not run it: it found the task ended or
-		// cancelled, or its attempts spent (as pghistory counts).
-		attempts--
-	}
 	return Notification{
 		TaskID:     f.Task.ID,
 		Flow:       f.Task.Flow,
 		Owner:      f.Task.Owner,
 		State:      f.Snapshot.State,
 		Snapshot:   f.Snapshot,
-		Attempts:   attempts,
+		Attempts:   f.Attempts(),
 		EnqueuedAt: f.Task.EnqueuedAt,
 		StartedAt:  f.StartedAt,
 		FinishedAt: f.EndedAt.UTC(),

@@ -61,14 +61,9 @@ func RecordOf(f queue.Finished) Record {
 	t := f.Task
 	r := Record{
 		TaskID: t.ID, Flow: t.Flow, State: f.Snapshot.State, Status: f.Snapshot.Details.Status,
-		Inputs: t.Inputs, Snapshot: f.Snapshot, Attempts: t.Attempt, MaxAttempts: t.MaxAttempts,
+		Inputs: t.Inputs, Snapshot: f.Snapshot, Attempts: f.Attempts(), MaxAttempts: t.MaxAttempts,
 		HandBacks: t.HandBacks, Owner: t.Owner, RequeuedFrom: t.RequeuedFrom, Resume: t.Resume, Worker: f.Worker,
 		TraceID: traceID(t.TraceParent), EnqueuedAt: t.EnqueuedAt, StartedAt: f.StartedAt, EndedAt: f.EndedAt,
-	}
-	if f.StartedAt.IsZero() && r.Attempts > 0 {
-		// The lease the hook runs under did not run the flow: it found
-		// the task ended, cancelled, unknown or out of attempts.
-		r.Attempts--
 	}
 	return r
 }

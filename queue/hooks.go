@@ -70,6 +70,18 @@ type Finished struct {
 	FoundEnded bool
 }
 
+// Attempts returns the runs of the flow the task has had, as its history
+// counts them: the lease's Task.Attempt, less this lease when it did not
+// run the flow (StartedAt zero: it found the task ended or cancelled, or
+// its attempts spent).
+func (f Finished) Attempts() int {
+	n := f.Task.Attempt
+	if f.StartedAt.IsZero() && n > 0 {
+		n--
+	}
+	return n
+}
+
 // runHooks calls the worker's finish hooks, one after the other in the
 // order of WorkerConfig.OnFinish, for a task whose terminal state is
 // recorded, with snap its final snapshot; found says that the worker

@@ -173,7 +173,7 @@ func runNoRuns(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			// One slot: the worker is done with the task before it takes
 			// the marker.
 			h.settle()
-			h.requireRuns(id, tc.want, tc.buried, historyAttempts(calls[len(calls)-1].f))
+			h.requireRuns(id, tc.want, tc.buried, calls[len(calls)-1].f.Attempts())
 		})
 	}
 }
@@ -191,18 +191,6 @@ func endedByALostWorker(t *testing.T, h *harness) string {
 		progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"done"`)})
 	require.NoError(t, err)
 	return id
-}
-
-// historyAttempts is the attempts the history of package pghistory
-// records for a finish hook's call (pghistory.RecordOf): the lease's
-// attempt as the hook sees it, less that lease when it did not run the
-// flow.
-func historyAttempts(f queue.Finished) int {
-	n := f.Task.Attempt
-	if f.StartedAt.IsZero() && n > 0 {
-		n--
-	}
-	return n
 }
 
 // requireRuns checks that every view of task id counts want runs of its
