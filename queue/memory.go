@@ -98,8 +98,6 @@ func (mt *memTask) hooksDue() bool {
 	return mt.task.PreviousEnd == EndHooksPending && (mt.state == memReady || mt.state == memDelayed)
 }
 
-// read returns a copy of mt's task as Get and the listings read it, with
-// Task.HooksDue. m.mu is held.
 // ended records why mt's attempt ended: in PreviousEnd, and in
 // CountedEnd too when that end counts against MaxAttempts.
 func (mt *memTask) ended(why AttemptEnd) {
@@ -109,6 +107,8 @@ func (mt *memTask) ended(why AttemptEnd) {
 	}
 }
 
+// read returns a copy of mt's task as Get and the listings read it, with
+// Task.HooksDue. m.mu is held.
 func (mt *memTask) read() *Task {
 	t := mt.task.clone()
 	t.HooksDue = mt.hooksDue()

@@ -79,11 +79,7 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 // when the replicas do not confirm it, the reply of an accepting script
 // is an error wrapping errNotReplicated, and an ending one is logged.
 func (b *Backend) runLeaseScript(ctx context.Context, s *script, keys, args []string, also rueidis.Commands) (rueidis.RedisResult, []rueidis.RedisResult) {
-	kind := waitNever
-	if b.durable() {
-		kind = waitFor[s]
-	}
-	return b.runScript(ctx, s, kind, keys, args, also)
+	return b.runLeaseScriptAfter(ctx, nil, s, keys, args, also)
 }
 
 // runLeaseScriptAfter is runLeaseScript with the commands before sent
