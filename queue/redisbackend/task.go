@@ -641,41 +641,38 @@ func decodeRecord(id string, r record) (t *queue.Task, ok bool, err error) {
 		return nil, false, nil
 	}
 	t = &queue.Task{ID: id, Cancelled: r[iCancelled] == "1"}
-	if r[iAttempt] != "" {
-		n, err := strconv.Atoi(r[iAttempt])
-		if err != nil {
-			return nil, false, fmt.Errorf("field attempt: %w", err)
-		}
-		t.Attempt = n
+	if t.Attempt, err = intField(r, iAttempt); err != nil {
+		return nil, false, err
 	}
 	if err := decodeRec(r[iRec], t); err != nil {
 		return nil, false, err
 	}
 	t.PreviousEnd = queue.AttemptEnd(r[iPrev])
 	t.CountedEnd = queue.AttemptEnd(r[iCounted])
-	if r[iHandBacks] != "" {
-		n, err := strconv.Atoi(r[iHandBacks])
-		if err != nil {
-			return nil, false, fmt.Errorf("field handbacks: %w", err)
-		}
-		t.HandBacks = n
+	if t.HandBacks, err = intField(r, iHandBacks); err != nil {
+		return nil, false, err
 	}
-	if r[iHookRetries] != "" {
-		n, err := strconv.Atoi(r[iHookRetries])
-		if err != nil {
-			return nil, false, fmt.Errorf("field hookretries: %w", err)
-		}
-		t.HookRetries = n
+	if t.HookRetries, err = intField(r, iHookRetries); err != nil {
+		return nil, false, err
 	}
-	if r[iNoRuns] != "" {
-		n, err := strconv.Atoi(r[iNoRuns])
-		if err != nil {
-			return nil, false, fmt.Errorf("field noruns: %w", err)
-		}
-		t.NoRuns = n
+	if t.NoRuns, err = intField(r, iNoRuns); err != nil {
+		return nil, false, err
 	}
 	t.HooksDue = t.PreviousEnd == queue.EndHooksPending && r[iPrevOf] != "" && r[iPrevOf] == r[iAttempt]
 	return t, true, nil
+}
+
+// intField returns the number in field i of r, 0 when the field is
+// empty (not written yet).
+func intField(r record, i int) (int, error) {
+	if r[i] == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(r[i])
+	if err != nil {
+		return 0, fmt.Errorf("field %s: %w", recordFieldNames[i], err)
+	}
+	return n, nil
 }
 
 // Get implements queue.Backend.
