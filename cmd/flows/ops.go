@@ -117,10 +117,12 @@ func (c *cli) requeue(ctx context.Context, args []string) error {
 	return c.eachID(fs.Args(), func(id string) (idResult, error) {
 		newID, err := c.in.RequeueWith(ctx, id, queue.RequeueOptions{Resume: *resume})
 		switch {
-		case err == nil && *resume:
-			return idResult{TaskID: id, NewID: newID, Done: fmt.Sprintf("%s requeued as %s, resuming its completed steps", id, newID)}, nil
 		case err == nil:
-			return idResult{TaskID: id, NewID: newID, Done: fmt.Sprintf("%s requeued as %s", id, newID)}, nil
+			done := fmt.Sprintf("%s requeued as %s", id, newID)
+			if *resume {
+				done += ", resuming its completed steps"
+			}
+			return idResult{TaskID: id, NewID: newID, Done: done}, nil
 		case errors.Is(err, queue.ErrNotDead):
 			return idResult{TaskID: id, Error: "not in the dead-letter set"}, nil
 		case errors.Is(err, queue.ErrNotFound):
