@@ -21,7 +21,13 @@ func (b *Backend) noRunCommand(l *queue.Lease) (rueidis.Completed, bool) {
 	if l == nil || !l.NoRun || l.Task == nil || !queue.ValidID(l.Task.ID) {
 		return rueidis.Completed{}, false
 	}
-	return noRunScript.evalsha(b.client, []string{b.taskKey(l.Task.ID)}, []string{strconv.Itoa(l.Task.Attempt)}), true
+	keys, args := b.noRunArgs(l)
+	return noRunScript.evalsha(b.client, keys, args), true
+}
+
+// noRunArgs returns the KEYS and ARGV of no_run.lua for l.
+func (b *Backend) noRunArgs(l *queue.Lease) (keys, args []string) {
+	return []string{b.taskKey(l.Task.ID)}, []string{strconv.Itoa(l.Task.Attempt)}
 }
 
 // noRunCounted handles the reply res of l's noRunCommand: when Redis had
@@ -31,7 +37,8 @@ func (b *Backend) noRunCommand(l *queue.Lease) (rueidis.Completed, bool) {
 func (b *Backend) noRunCounted(ctx context.Context, l *queue.Lease, res rueidis.RedisResult) {
 	err := res.Error()
 	if noScript(err) {
-		err = b.client.Do(ctx, noRunScript.eval(b.client, []string{b.taskKey(l.Task.ID)}, []string{strconv.Itoa(l.Task.Attempt)})).Error()
+		keys, args := b.noRunArgs(l)
+		err = b.client.Do(ctx, noRunScript.eval(b.client, keys, args)).Error()
 	}
 	if err != nil {
 		b.log.Warn("flows: could not count a lease that did not run the flow; the task shows one run more", "task_id", l.Task.ID, "err", err)
