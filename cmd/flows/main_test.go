@@ -271,7 +271,7 @@ func TestCommands(t *testing.T) {
 		code, out, _ = f.flows(t, "ls", "-limit", "1")
 		require.Equal(t, exitOK, code)
 		assert.Contains(t, out, later)
-		assert.Contains(t, out, "more: flows ls -cursor ")
+		assert.Contains(t, out, "more: flows ls -limit 1 -cursor ")
 
 		code, out, _ = f.flows(t, "-json", "ls", "-limit", "1", "-all")
 		require.Equal(t, exitOK, code)
@@ -461,13 +461,15 @@ func TestListByOwnerAndTime(t *testing.T) {
 	require.Len(t, lines, 3, out)
 	assert.Regexp(t, `^ID\s+FLOW\s+STATE\s+PROGRESS\s+ATTEMPT\s+SINCE\s+STATUS$`, lines[0])
 	assert.Regexp(t, `^`+ids[4]+`\s+ok\s+SUCCESS\s+`, lines[1])
-	assert.Regexp(t, `^more: flows ls -owner ada -since `+regexp.QuoteMeta(endOf(0))+` -cursor \S+$`, lines[2])
-	// The line lists the next page.
+	assert.Regexp(t, `^more: flows ls -owner ada -since `+regexp.QuoteMeta(endOf(0))+` -limit 1 -cursor \S+$`, lines[2])
+	// The line lists the next page, of the same size.
 	args := strings.Fields(strings.TrimPrefix(lines[2], "more: flows "))
 	code, out, errs = f.flows(t, args...)
 	require.Equal(t, exitOK, code, errs)
 	assert.Regexp(t, `(?m)^`+ids[2]+`\s+ok\s+SUCCESS\s+`, out)
 	assert.NotContains(t, out, ids[1])
+	assert.NotContains(t, out, ids[0], "one task a page, as the first")
+	assert.Contains(t, out, "more: flows ls -owner ada -since "+endOf(0)+" -limit 1 -cursor ")
 }
 
 // TestCancelByOwnerAndTime checks cancel -owner, -since and -until: the

@@ -110,10 +110,14 @@ func timeFlag(name, v string, now time.Time) (time.Time, error) {
 
 // moreCommand is the command line that lists the page after the one o
 // listed, whose next cursor is next: the same filters (a time as the
-// instant it stood for; a cursor holds a position, not the filters) and
-// the cursor.
+// instant it stood for; a cursor holds a position, not the filters), the
+// same -limit unless it is the default, and the cursor.
 func moreCommand(o queue.ListOptions, next string) string {
-	return filterCommand("ls", o, "cursor", next)
+	lim := ""
+	if o.Limit != queue.DefaultListLimit {
+		lim = strconv.Itoa(o.Limit)
+	}
+	return filterCommand("ls", o, "limit", lim, "cursor", next)
 }
 
 // filterCommand is the command line of the command name with the filters
