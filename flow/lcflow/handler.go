@@ -39,13 +39,15 @@ const unknownTool = "tool"
 //     quarter of the remaining way. Every streamed chunk becomes a
 //     Reporter.Token, except in a Quiet step (chunks split inside a UTF-8
 //     sequence are joined first).
-//   - An agent action logs "Using tool X with input Y". The tool's end
-//     appends a tool_result whose step_name is the innermost named step
-//     (the tool's name outside any step), whose tool is the tool's name
-//     (taken from Tool, or from the agent action, since langchaingo's tool
-//     callbacks carry none) and whose data is the tool's output, parsed
-//     when it is JSON and a JSON string otherwise (see ToolData); it also
-//     moves the progress bar a quarter of the remaining way.
+//   - An agent action, or a call of a tool wrapped by Tool (or made by
+//     ToolChain) that no agent action announced, logs "Using tool X with
+//     input Y". The tool's end appends a tool_result whose step_name is
+//     the innermost named step (the tool's name outside any step), whose
+//     tool is the tool's name (taken from Tool, or from the agent action,
+//     since langchaingo's tool callbacks carry none) and whose data is the
+//     tool's output, parsed when it is JSON and a JSON string otherwise
+//     (see ToolData); it also moves the progress bar a quarter of the
+//     remaining way.
 //   - An agent finish logs "Agent finished" ("Agent stopped before
 //     finishing" when the executor ran out of iterations); retrievers log
 //     their query and how many documents they found; a failing tool is

@@ -9,7 +9,7 @@
 //	backend, err := redisbackend.New(client, redisbackend.Config{})
 //	if err != nil { ... }
 //	defer backend.Close()
-//	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{}) // nil: the backend is the store
+//	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{Registry: reg}) // nil: the backend is the store
 //
 // # Key schema
 //
