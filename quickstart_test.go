@@ -54,8 +54,10 @@ func TestQuickStartRuns(t *testing.T) {
 	require.NoError(t, l.Close())
 	program = strings.Replace(program, `":8080"`, strconv.Quote(addr), 1)
 
-	// The reader's module: `go get github.com/flowsrun/flows`, with this
-	// checkout in place of the published module, and nothing fetched.
+	// The reader's module: `go get github.com/flowsrun/flows` and `go mod
+	// tidy`, with this checkout in place of the published module, and
+	// nothing fetched: the checkout's go.sum stands in for what tidy
+	// records, so this test cannot tell whether the README says to tidy.
 	dir := t.TempDir()
 	gomod := "module example.com/quickstart\n\ngo " + goDirective(t, "go.mod") + "\n\n" +
 		"require github.com/flowsrun/flows v0.0.0\n\nreplace github.com/flowsrun/flows => " + strconv.Quote(root) + "\n"
