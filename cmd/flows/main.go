@@ -116,6 +116,11 @@ type cli struct {
 	now       func() time.Time
 	in        *queue.Inspector
 	backend   *redisbackend.Backend
+	// global are the flags -prefix and -queue as given on the command
+	// line (flag and value, in pairs), which the command lines it prints
+	// for the next page repeat; -redis is left out, since its URL may
+	// hold a password.
+	global []string
 }
 
 // run runs the command line args and returns the exit code. getenv reads
@@ -151,6 +156,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return exitUsage
 	}
 	c := &cli{out: stdout, errw: stderr, json: *asJSON, now: time.Now}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "prefix" || f.Name == "queue" {
+			c.global = append(c.global, f.Name, f.Value.String())
+		}
+	})
 	release, err := c.connect(*redisURL, *prefix, *queueName, *timeout)
 	if err == nil {
 		defer release()

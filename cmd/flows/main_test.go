@@ -472,6 +472,39 @@ func TestListByOwnerAndTime(t *testing.T) {
 	assert.Contains(t, out, "more: flows ls -owner ada -since "+endOf(0)+" -limit 1 -cursor ")
 }
 
+// TestMoreLineKeepsGlobalFlags checks that the line ls prints for the
+// next page repeats -prefix and -queue when they were given as flags (not
+// from the environment), so that pasted it reads the same keys, and never
+// -redis, whose URL may hold a password.
+func TestMoreLineKeepsGlobalFlags(t *testing.T) {
+	f := newFixture(t)
+	var ids []string
+	for range 2 {
+		id := f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{})
+		f.wait(t, id, ended)
+		ids = append(ids, id)
+	}
+	delete(f.env, "FLOWS_PREFIX")
+	code, out, errs := f.flows(t, "-prefix", f.prefix, "-queue", redisbackend.DefaultQueue, "ls", "-limit", "1")
+	require.Equal(t, exitOK, code, errs)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 3, out)
+	assert.Regexp(t, `^`+ids[1]+`\s`, lines[1])
+	want := "more: flows -prefix " + f.prefix + " -queue " + redisbackend.DefaultQueue + " ls -limit 1 -cursor "
+	require.True(t, strings.HasPrefix(lines[2], want), "%q does not start with %q", lines[2], want)
+	assert.NotContains(t, lines[2], "-redis")
+
+	code, out, errs = f.flows(t, strings.Fields(strings.TrimPrefix(lines[2], "more: flows "))...)
+	require.Equal(t, exitOK, code, errs)
+	assert.Regexp(t, `(?m)^`+ids[0]+`\s`, out, "the pasted line lists the next page of the same keys")
+
+	// From the environment, the flags stay out of the line.
+	f.env["FLOWS_PREFIX"] = f.prefix
+	code, out, errs = f.flows(t, "ls", "-limit", "1")
+	require.Equal(t, exitOK, code, errs)
+	assert.Contains(t, out, "more: flows ls -limit 1 -cursor ")
+}
+
 // TestCancelByOwnerAndTime checks cancel -owner, -since and -until: the
 // filters as ls takes them, the line that goes on where a call stopped
 // (the filters, the limit and the cursor), and the JSON of the result.

@@ -69,7 +69,7 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 		fmt.Fprintln(c.out, "no tasks")
 		if next != "" {
 			// A page by owner may hold none and go on.
-			fmt.Fprintf(c.out, "more: %s\n", moreCommand(o, next))
+			fmt.Fprintf(c.out, "more: %s\n", c.moreCommand(o, next))
 		}
 		return nil
 	}
@@ -87,7 +87,7 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 		return err
 	}
 	if next != "" {
-		fmt.Fprintf(c.out, "more: %s\n", moreCommand(o, next))
+		fmt.Fprintf(c.out, "more: %s\n", c.moreCommand(o, next))
 	}
 	return nil
 }
@@ -112,24 +112,29 @@ func timeFlag(name, v string, now time.Time) (time.Time, error) {
 // listed, whose next cursor is next: the same filters (a time as the
 // instant it stood for; a cursor holds a position, not the filters), the
 // same -limit unless it is the default, and the cursor.
-func moreCommand(o queue.ListOptions, next string) string {
+func (c *cli) moreCommand(o queue.ListOptions, next string) string {
 	lim := ""
 	if o.Limit != queue.DefaultListLimit {
 		lim = strconv.Itoa(o.Limit)
 	}
-	return filterCommand("ls", o, "limit", lim, "cursor", next)
+	return c.filterCommand("ls", o, "limit", lim, "cursor", next)
 }
 
-// filterCommand is the command line of the command name with the filters
-// of o (a time as the instant it stood for) and then the flags and values
-// of tail, in pairs; an empty value leaves its flag out.
-func filterCommand(name string, o queue.ListOptions, tail ...string) string {
-	cmd := []string{"flows", name}
+// filterCommand is the command line of the command name with the global
+// flags given on c's command line (c.global), the filters of o (a time as
+// the instant it stood for) and then the flags and values of tail, in
+// pairs; an empty value leaves its flag out.
+func (c *cli) filterCommand(name string, o queue.ListOptions, tail ...string) string {
+	cmd := []string{"flows"}
 	add := func(flag, v string) {
 		if v != "" {
 			cmd = append(cmd, "-"+flag, shellQuote(v))
 		}
 	}
+	for i := 0; i+1 < len(c.global); i += 2 {
+		add(c.global[i], c.global[i+1])
+	}
+	cmd = append(cmd, name)
 	add("state", string(o.State))
 	add("flow", o.Flow)
 	add("owner", o.Owner)
@@ -377,7 +382,7 @@ func (c *cli) cancel(ctx context.Context, args []string) error {
 				lim = strconv.Itoa(f.Limit)
 			}
 			o := queue.ListOptions{State: f.State, Flow: f.Flow, Owner: f.Owner, Since: f.Since, Until: f.Until}
-			fmt.Fprintf(c.out, "more are left: %s\n", filterCommand("cancel", o, "limit", lim, "cursor", res.Next))
+			fmt.Fprintf(c.out, "more are left: %s\n", c.filterCommand("cancel", o, "limit", lim, "cursor", res.Next))
 		}
 		return nil
 	}
