@@ -224,10 +224,20 @@ func flags(name string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args with fs, turning its errors into usage errors.
+// parse parses args with fs, turning its errors into usage errors. A flag
+// of fs after the first argument is a usage error too: the flag package
+// stops at the first argument that is not a flag, so that
+// "requeue ID -resume" would take -resume for a task id and requeue ID
+// without it.
 func parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usagef("%v", err)
+	}
+	for _, a := range fs.Args() {
+		name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		if strings.HasPrefix(a, "-") && fs.Lookup(name) != nil {
+			return usagef("flag %s after the task ids: give flags first (flows %s -%s ... ID...)", a, fs.Name(), name)
+		}
 	}
 	return nil
 }

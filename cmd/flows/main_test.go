@@ -376,6 +376,23 @@ func TestCommands(t *testing.T) {
 		assert.True(t, shown.Task.Resume)
 		code, _, errs = f.flows(t, "requeue", "-resume")
 		assert.Equal(t, exitUsage, code, errs)
+
+		// A flag after the ids is refused before any task is touched: the
+		// flag package stops at the first id, and would take -resume for
+		// one and requeue the task without it.
+		second := f.enqueue(t, "broken", `{}`, queue.EnqueueOptions{})
+		f.wait(t, second, ended)
+		require.Eventually(t, func() bool {
+			code, out, _ := f.flows(t, "dead")
+			return code == exitOK && strings.Contains(out, second)
+		}, 10*time.Second, 10*time.Millisecond, "the dead task was not buried")
+		code, out, errs = f.flows(t, "requeue", second, "-resume")
+		assert.Equal(t, exitUsage, code, errs)
+		assert.Contains(t, errs, "-resume")
+		assert.Empty(t, out)
+		code, out, errs = f.flows(t, "dead")
+		require.Equal(t, exitOK, code, errs)
+		assert.Contains(t, out, second, "still dead")
 	})
 
 	t.Run("cancel", func(t *testing.T) {
@@ -405,6 +422,7 @@ func TestCommands(t *testing.T) {
 			{"cancel", "-since", "yesterday"}, {"cancel", "-owner", "ada", "-until", "-1h"},
 			{"cancel", "-since", "1h", "-until", "2h"}, {"cancel", "-owner", "ada", ok},
 			{"cancel", "-owner", "ada", "-cursor", "bogus"}, {"cancel", "-cursor", "PENDING:"},
+			{"cancel", ok, "-state", "pending"}, {"cancel", ok, "--flow=ok"}, {"show", ok, "-follow"},
 		} {
 			code, _, errs := f.flows(t, args...)
 			assert.Equal(t, exitUsage, code, "flows %q: %s", args, errs)
