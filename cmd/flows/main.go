@@ -38,7 +38,10 @@
 // FLOWS_PREFIX and FLOWS_QUEUE) name the keys, as the workers were given
 // them; -timeout bounds each call to Redis (10s). The output is for
 // people, with aligned columns and relative times; -json prints JSON for
-// scripts instead: one document, or one event per line for show -follow.
+// scripts instead: one document, and for show -follow that task's
+// document followed by its events, one per line. A command's flags go
+// before its task ids (requeue -resume ID): a flag after them is a usage
+// error.
 //
 // Exit codes: 0 when the command did what it was asked; 1 when it could
 // not (a task not found, not dead, Redis unreachable); 2 for a usage
