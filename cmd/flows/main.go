@@ -154,6 +154,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "flows: unknown command %q\n\n%s", name, usage)
 		return exitUsage
 	}
+	if askedHelp(rest) {
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
 	if *redisURL == "" {
 		fmt.Fprintln(stderr, "flows: no Redis: set REDIS_URL or pass -redis redis://host:6379")
 		return exitUsage
@@ -218,6 +222,20 @@ func (c *cli) connect(redisURL, prefix, queueName string, timeout time.Duration)
 		_ = b.Close()
 		client.Close()
 	}, nil
+}
+
+// askedHelp reports whether a subcommand's args ask for help (-h, -help,
+// --help, before a "--"): answered with the usage, without Redis.
+func askedHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help", "--h":
+			return true
+		}
+	}
+	return false
 }
 
 // flags returns a flag set for a subcommand's own flags.

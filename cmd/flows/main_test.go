@@ -433,6 +433,24 @@ func TestCommands(t *testing.T) {
 	})
 }
 
+// TestSubcommandHelp checks that a subcommand's -h prints the usage and
+// exits 0 without asking for Redis, as flows -h does, and that a "--"
+// ends the flags looked at.
+func TestSubcommandHelp(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	for _, args := range [][]string{{"-h"}, {"ls", "-h"}, {"show", "-help"}, {"requeue", "-resume", "--help"}, {"cancel", "-state", "pending", "-h"}} {
+		var out, errw bytes.Buffer
+		code := run(context.Background(), args, &out, &errw, noEnv)
+		assert.Equal(t, exitOK, code, "flows %q: %s", args, errw.String())
+		assert.Contains(t, out.String(), "usage: flows", "flows %q", args)
+		assert.Empty(t, errw.String(), "flows %q", args)
+	}
+	var out, errw bytes.Buffer
+	code := run(context.Background(), []string{"show", "--", "-h"}, &out, &errw, noEnv)
+	assert.Equal(t, exitUsage, code, "after --, -h is an argument; without Redis this is a usage error")
+	assert.Contains(t, errw.String(), "no Redis")
+}
+
 // TestListByOwnerAndTime checks ls -owner, -since and -until: RFC 3339
 // times or durations ago, the filters repeated in the line that lists
 // the next page, and the JSON of the same form.
