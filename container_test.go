@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/flowsrun/flows/flow/lcflow/tavily"
 )
 
 // No Docker engine runs where the tests run, so the images are never
@@ -402,6 +405,20 @@ func flagValue(command []string, flag string) string {
 // that scale and get longer than their grace period to stop; Redis with
 // AOF (appendfsync everysec) on a volume; PostgreSQL under a profile,
 // with DATABASE_URL passed to the server and the workers.
+// exampleFlowsEnv returns the variables the example flows read: those
+// examples/llm's FromEnv picks the model by, and Tavily's.
+func exampleFlowsEnv(t *testing.T) []string {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("examples", "llm", "env.go"))
+	require.NoError(t, err)
+	keys := []string{tavily.EnvAPIKey, tavily.EnvBaseURL}
+	for _, m := range regexp.MustCompile(`\benv\("([A-Z0-9_]+)"\)`).FindAllSubmatch(src, -1) {
+		keys = append(keys, string(m[1]))
+	}
+	require.Contains(t, keys, "GEMINI_API_KEY", "the pattern finds what FromEnv reads")
+	return keys
+}
+
 func TestComposeFile(t *testing.T) {
 	b, err := os.ReadFile("compose.yaml")
 	require.NoError(t, err)
@@ -439,7 +456,7 @@ func TestComposeFile(t *testing.T) {
 			assert.Equal(t, server.Environment["FLOWS_QUEUE"], s.Environment["FLOWS_QUEUE"])
 			assert.Equal(t, server.Environment["FLOWS_PREFIX"], s.Environment["FLOWS_PREFIX"])
 			assert.Contains(t, s.Environment, "DATABASE_URL", "run history reads it")
-			for _, key := range []string{"GEMINI_API_KEY", "OPENAI_API_KEY", "OLLAMA_HOST", "TAVILY_API_KEY"} {
+			for _, key := range exampleFlowsEnv(t) {
 				v, ok := s.Environment[key]
 				assert.True(t, ok && v == nil, "%s is passed on from the shell", key)
 			}
