@@ -146,6 +146,12 @@
 //	                            within its rate's period
 //	P:{q:Q}:limit:flows     set     the names of the flows whose tasks
 //	                            have waited in a gate
+//	P:{c:<h>}:rate      string  caller limits (queue.CallerLimits): the
+//	                            theoretical arrival time of the caller's
+//	                            next start; h is a hash of the caller's
+//	                            name, a hash tag of its own (see
+//	                            callerlimits.go)
+//	P:{c:<h>}:pending   zset    the caller's tasks waiting to start
 //
 // The three keys of a task expire at least Config.Retention after they
 // were last written. They share one expiry time, exp: it is set on
