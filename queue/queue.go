@@ -118,9 +118,11 @@ var (
 	// worker, or the task was acknowledged already.
 	ErrLeaseLost = errors.New("queue: lease lost")
 	// ErrUnavailable wraps errors of a backend that cannot be reached
-	// (Redis down); the HTTP layer answers it with 503. Such an error may
-	// also wrap progress.ErrNotSent when the call certainly did not reach
-	// the backend (the connection could not be made), or, for an append
+	// (Redis down) or that refused a call without running it (Redis
+	// during a failover or held up by a long script); the HTTP layer
+	// answers it with 503. Such an error may also wrap progress.ErrNotSent
+	// when the call certainly did nothing (the connection could not be
+	// made, or the backend refused it unrun), or, for an append
 	// with an append key whose outcome is unknown,
 	// progress.ErrMaybeSent: a progress.TaskReporter sends both again.
 	ErrUnavailable = errors.New("queue: backend unavailable")

@@ -418,18 +418,26 @@ func notSent(err error) bool {
 }
 
 // refusedUnrun reports whether err is an error reply with which a server
-// refuses a command before running it because it cannot take writes or
-// answer now, while a client follows a failover or a restart: READONLY (a
-// replica, such as a former primary that rejoins after a failover and
-// that a client has not yet left; the scripts that write open with a
-// shebang so that a replica refuses them so, see script.go), LOADING (a
-// server loading its data at start) and MASTERDOWN (a replica that lost
-// its primary). Nothing was done, so that the call may be made again,
-// and the server is not usable for it now: such errors wrap
-// queue.ErrUnavailable and progress.ErrNotSent.
+// refuses a command before running any of it because it cannot take it
+// now, while a client follows a failover or a restart or while the
+// server is held up: READONLY (a replica, such as a former primary that
+// rejoins after a failover and that a client has not yet left; the
+// scripts that write open with a shebang so that a replica refuses them
+// so, see script.go), LOADING (a server loading its data at start),
+// MASTERDOWN (a replica that lost its primary), BUSY (another script, or
+// a module's command, has run past the server's busy-reply-threshold:
+// until it ends or SCRIPT KILL ends it, the server refuses every other
+// command whole, a script as much as one command), and, on a cluster,
+// TRYAGAIN (a command on several keys of a slot whose keys are moving to
+// another node) and CLUSTERDOWN (a failover under way), which reach here
+// once patientClient has sent them again until the context ended. Nothing
+// was done, so that the call may be made again, and the server is not
+// usable for it now: such errors wrap queue.ErrUnavailable and
+// progress.ErrNotSent. The codes are compared whole: BUSYGROUP (a
+// consumer group that exists) and BUSYKEY are other replies.
 func refusedUnrun(err error) bool {
 	switch replyCode(err) {
-	case "READONLY", "LOADING", "MASTERDOWN":
+	case "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN":
 		return true
 	}
 	return false

@@ -479,11 +479,15 @@ func TestClusterSlotsHalfMigrated(t *testing.T) {
 
 // TestClusterLongMoveSpendsNoAttempt holds a pending task's slot half way
 // through its move for longer than the worker's OpTimeout: every script
-// on the task's keys gets TRYAGAIN until the move ends, so the worker
-// cannot record the task and hands it back, again and again, more times
-// than the task has attempts (one). Those hand-backs are the cluster's
-// doing, not the flow's: once the move ends, the task runs and ends
-// SUCCESS.
+// on the task's keys gets TRYAGAIN until the move ends. The worker's
+// reporter sends the refused start and end again for 10 s each (a
+// refusal past OpTimeout is not run), so the worker cannot record the
+// task and hands it back, again and again, more times than the task has
+// attempts (one). Those hand-backs are the cluster's doing, not the
+// flow's: once the move ends, the task runs and ends SUCCESS. The lease
+// is the default's, longer than those resends: a shorter one would pass
+// first, and the task would be taken again as an expired lease, which
+// counts as an attempt.
 func TestClusterLongMoveSpendsNoAttempt(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
@@ -519,12 +523,13 @@ func TestClusterLongMoveSpendsNoAttempt(t *testing.T) {
 	before := errorStats(t, c)
 	require.NoError(t, c.MoveSlot(slot, to.ID, func() {
 		startWorker(t, queue.NewWorker(workerSide, workerSide, queue.WorkerConfig{
-			Registry: reg, Lease: 5 * time.Second, Logger: quiet,
+			Registry: reg, Lease: queue.DefaultLease, Logger: quiet,
 			Backoff: func(int) time.Duration { return 50 * time.Millisecond },
 		}))
 		// Hold the move until the task has been handed back more times
-		// than it has attempts.
-		eventually(t, func() bool {
+		// than it has attempts: some 20 s each (the start's resends,
+		// then the end's).
+		eventuallyWithin(t, 4*waitLimit, func() bool {
 			got, err := web.Get(ctx, id)
 			require.NoError(t, err)
 			return got.HandBacks >= 2

@@ -398,7 +398,8 @@
 //     refuses without running them, TRYAGAIN (a script on the keys of a
 //     slot whose keys are moving to another node) and CLUSTERDOWN (a
 //     failover under way), are sent again after a short pause until
-//     Config.OpTimeout;
+//     Config.OpTimeout, and then fail as not run (see When Redis goes
+//     away, below);
 //   - the pub/sub connections follow the slots: the Backend reads which
 //     master serves each slot (CLUSTER SLOTS) and subscribes each channel
 //     on its master; when a slot moves (a resharding, a failover), Redis
@@ -441,8 +442,10 @@
 // attempt timed out: the command was not sent) wrap progress.ErrNotSent
 // too, and so do the error replies of a server that refuses a command
 // before running it while a client follows a failover or a restart
-// (READONLY, LOADING, MASTERDOWN), which wrap queue.ErrUnavailable as
-// well. A command on a connection that broke under it, or that got no
+// (READONLY, LOADING, MASTERDOWN), while another script runs past the
+// server's busy-reply-threshold (BUSY), or, on a cluster, while a slot
+// moves or a failover is under way for longer than Config.OpTimeout
+// (TRYAGAIN, CLUSTERDOWN), which wrap queue.ErrUnavailable as well. A command on a connection that broke under it, or that got no
 // answer in time, may have run: its error does not, but that of an
 // append with an append key (progress.WithAppendKey) wraps
 // progress.ErrMaybeSent, since the append script records a keyed call

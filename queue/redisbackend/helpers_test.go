@@ -32,7 +32,15 @@ const waitLimit = 30 * time.Second
 // eventually polls cond until it holds, failing the test after waitLimit.
 func eventually(t testing.TB, cond func() bool, msg string) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
+	eventuallyWithin(t, waitLimit, cond, msg)
+}
+
+// eventuallyWithin is eventually with a guard of limit instead of
+// waitLimit, for a condition that takes several of the backend's own
+// delays to come.
+func eventuallyWithin(t testing.TB, limit time.Duration, cond func() bool, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for !cond() {
 		if time.Now().After(deadline) {
 			require.FailNow(t, "condition not met in time", msg)

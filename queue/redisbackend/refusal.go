@@ -22,7 +22,12 @@ const (
 // node, some already there) and CLUSTERDOWN (a failover under way).
 // rueidis follows MOVED and ASK redirections itself, but retries such
 // refusals only for read-only commands, and the scripts are not: sending
-// them again is safe because Redis ran nothing.
+// them again is safe because Redis ran nothing. Once the context ends, the
+// last refusal is returned, and Backend.wrap makes it an error wrapping
+// queue.ErrUnavailable and progress.ErrNotSent (see refusedUnrun). BUSY
+// is not sent again here: a script that holds a server up may run for
+// seconds, and the callers that can wait (a worker's reporter) send the
+// call again themselves.
 type patientClient struct {
 	rueidis.Client
 }
