@@ -59,12 +59,14 @@ type Cluster struct {
 	ownsDir bool
 }
 
-// StartCluster starts the nodes of a cluster, joins them with redis-cli
-// --cluster create (slots spread evenly over the masters) and waits until
-// every node reports cluster_state:ok and knows every other, and every
-// replica is in sync with its master. It returns an
-// error wrapping ErrNotInstalled or ErrCLINotInstalled when a binary is
-// missing.
+// StartCluster starts the nodes of a cluster, waits until each answers
+// PING, joins them with redis-cli --cluster create (slots spread evenly
+// over the masters) and waits until every node reports cluster_state:ok,
+// knows every other and agrees with them on which master serves which
+// slots, and every replica is in sync with its master. A join that could
+// not reach a node is made again, from nodes reset, up to createAttempts
+// times in all. It returns an error wrapping ErrNotInstalled or
+// ErrCLINotInstalled when a binary is missing.
 func StartCluster(opts ClusterOptions) (*Cluster, error) {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return nil, ErrNotInstalled
@@ -104,7 +106,7 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 		}
 		c.Nodes = append(c.Nodes, s)
 	}
-	if err := c.create(opts); err != nil {
+	if err := c.join(opts); err != nil {
 		c.Close()
 		return nil, err
 	}
@@ -119,13 +121,92 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 	return c, nil
 }
 
+// createAttempts bounds how many times StartCluster joins its nodes.
+const createAttempts = 3
+
+// errUnreachable marks an error of a join that could not reach a node.
+var errUnreachable = errors.New("a node could not be reached")
+
+// join joins the nodes once each answers PING (see create). A join that
+// fails because a node could not be reached is made again, after the
+// nodes are reset (see reset), up to createAttempts times in all.
+func (c *Cluster) join(opts ClusterOptions) error {
+	for attempt := 1; ; attempt++ {
+		if err := c.waitNodes(); err != nil {
+			return err
+		}
+		err := c.create(opts)
+		if err == nil || attempt == createAttempts || !errors.Is(err, errUnreachable) {
+			return err
+		}
+		if rerr := c.reset(); rerr != nil {
+			return fmt.Errorf("%w; resetting the nodes to join them again: %w", err, rerr)
+		}
+	}
+}
+
+// waitNodes waits until every node answers PING, each within
+// StartTimeout, and fails at once for a node whose process has exited.
+func (c *Cluster) waitNodes() error {
+	for _, s := range c.Nodes {
+		deadline := time.Now().Add(StartTimeout)
+		for {
+			err := Ping(s.Addr())
+			if err == nil {
+				break
+			}
+			if !s.Running() {
+				return fmt.Errorf("redisproc: cluster node %s has exited: %s", s.Addr(), s.LogTail(10))
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("redisproc: cluster node %s did not answer PING within %v: %w", s.Addr(), StartTimeout, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// reset makes every node an empty master that knows no other (CLUSTER
+// RESET HARD: no slots, a new node id, epochs back to 0), as a node is
+// before a join, and waits until each knows itself alone, so that a
+// node that had not yet forgotten another one does not teach it back.
+func (c *Cluster) reset() error {
+	deadline := time.Now().Add(ClusterTimeout)
+	for {
+		alone := 0
+		for _, s := range c.Nodes {
+			if _, err := Do(s.Addr(), "CLUSTER", "RESET", "HARD"); err != nil {
+				return fmt.Errorf("redisproc: CLUSTER RESET HARD on %s: %w", s.Addr(), err)
+			}
+		}
+		for _, s := range c.Nodes {
+			info, err := DoString(s.Addr(), "CLUSTER", "INFO")
+			if err == nil && infoField(info, "cluster_known_nodes") == "1" {
+				alone++
+			}
+		}
+		if alone == len(c.Nodes) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redisproc: %d of %d cluster nodes still know others after a reset", len(c.Nodes)-alone, len(c.Nodes))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // create joins the nodes: with redis-cli --cluster create when there are
-// three masters or more, by hand otherwise.
+// three masters or more, by hand otherwise. Its error wraps
+// errUnreachable when a node could not be reached.
 func (c *Cluster) create(opts ClusterOptions) error {
 	if opts.Masters >= 3 {
 		args := append([]string{"--cluster", "create"}, c.Addrs()...)
 		args = append(args, "--cluster-replicas", strconv.Itoa(opts.Replicas), "--cluster-yes")
 		if out, err := exec.Command(c.cli, args...).CombinedOutput(); err != nil {
+			if cliUnreachable(string(out)) {
+				err = fmt.Errorf("%w: %w", errUnreachable, err)
+			}
 			return fmt.Errorf("redisproc: redis-cli --cluster create: %w: %s", err, tail(string(out), 10))
 		}
 		return nil
@@ -141,11 +222,26 @@ func (c *Cluster) create(opts ClusterOptions) error {
 				continue
 			}
 			if _, err := Do(s.Addr(), cmd...); err != nil {
+				var re ReplyError
+				if !errors.As(err, &re) {
+					err = fmt.Errorf("%w: %w", errUnreachable, err)
+				}
 				return fmt.Errorf("redisproc: %s on %s: %w", strings.Join(cmd, " "), s.Addr(), err)
 			}
 		}
 	}
 	return nil
+}
+
+// cliUnreachable reports whether out, what redis-cli printed, says that
+// it could not connect to a node or lost its connection to one.
+func cliUnreachable(out string) bool {
+	for _, s := range []string{"Could not connect", "Connection refused", "Connection reset", "I/O error"} {
+		if strings.Contains(out, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // waitReplicas waits until n nodes are replicas in sync with their
@@ -307,7 +403,7 @@ func (c *Cluster) Masters() ([]ClusterNode, error) {
 
 // WaitOK waits until every running node reports cluster_state:ok, knows
 // as many nodes as are running and agrees with the others on which
-// masters serve the 16384 slots, failing after ClusterTimeout.
+// master serves each of the 16384 slots, failing after ClusterTimeout.
 func (c *Cluster) WaitOK() error {
 	deadline := time.Now().Add(ClusterTimeout)
 	for {
@@ -351,7 +447,7 @@ func (c *Cluster) checkOK() error {
 				healthy++
 			}
 			if n.Master && !n.Failed && n.Slots > 0 {
-				masters = append(masters, n.Addr+"="+strconv.Itoa(n.Slots))
+				masters = append(masters, n.Addr+"="+rangesText(n.Ranges))
 				total += n.Slots
 			}
 		}
@@ -370,6 +466,20 @@ func (c *Cluster) checkOK() error {
 		}
 	}
 	return nil
+}
+
+// rangesText writes slot ranges as CLUSTER NODES does, in order.
+func rangesText(ranges [][2]int) string {
+	ranges = slices.Clone(ranges)
+	slices.SortFunc(ranges, func(a, b [2]int) int { return a[0] - b[0] })
+	parts := make([]string, len(ranges))
+	for i, r := range ranges {
+		parts[i] = strconv.Itoa(r[0])
+		if r[1] != r[0] {
+			parts[i] += "-" + strconv.Itoa(r[1])
+		}
+	}
+	return strings.Join(parts, " ")
 }
 
 // Reshard moves slots slots from the master with id from to the one with

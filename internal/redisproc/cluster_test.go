@@ -69,6 +69,41 @@ func TestClusterWithoutRedisCLI(t *testing.T) {
 	assert.Contains(t, err.Error(), "apt-get install redis-tools")
 }
 
+// TestClusterJoinedAgainAfterUnreachableNode: a redis-cli --cluster
+// create that fails on a connection refused, here once it had joined the
+// nodes (a redis-cli that says so after running the real one), is made
+// again from nodes reset, and the cluster forms.
+func TestClusterJoinedAgainAfterUnreachableNode(t *testing.T) {
+	cli, err := exec.LookPath("redis-cli")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	failed := filepath.Join(dir, "failed")
+	script := "#!/bin/sh\n" +
+		"if [ \"$2\" = create ] && [ ! -e " + failed + " ]; then\n" +
+		"  touch " + failed + "\n" +
+		"  " + cli + " \"$@\" >/dev/null 2>&1\n" +
+		"  echo 'Could not connect to Redis at 127.0.0.1:1: Connection refused'\n" +
+		"  exit 1\n" +
+		"fi\n" +
+		"exec " + cli + " \"$@\"\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "redis-cli"), []byte(script), 0o755))
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+
+	c, err := StartCluster(ClusterOptions{})
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	assert.FileExists(t, failed, "the first create failed")
+	masters, err := c.Masters()
+	require.NoError(t, err)
+	assert.Len(t, masters, 3)
+	for _, s := range c.Nodes {
+		info, err := DoString(s.Addr(), "CLUSTER", "INFO")
+		require.NoError(t, err)
+		assert.Equal(t, "ok", infoField(info, "cluster_state"))
+		assert.Equal(t, "3", infoField(info, "cluster_known_nodes"))
+	}
+}
+
 func TestParseClusterNodes(t *testing.T) {
 	text := "a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n" +
 		"b2 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922 [10923->-c3]\n" +

@@ -185,7 +185,10 @@ func FreePort() (int, error) {
 	}
 }
 
-// launch starts the process on s.port and waits for PING.
+// launch starts the process on s.port and waits until it answers PING.
+// A server that answers and is not the process started (another one that
+// took the port between FreePort's probe and this one's bind, so that
+// this one exits) is an error: the process is killed.
 func (s *Server) launch() error {
 	cmd := exec.Command(s.bin, s.args...)
 	cmd.Dir = s.dir
@@ -206,7 +209,12 @@ func (s *Server) launch() error {
 	for {
 		err := Ping(s.Addr())
 		if err == nil {
-			return nil
+			if err = s.answersAs(cmd.Process.Pid); err == nil {
+				return nil
+			}
+			s.signal(true)
+			<-done
+			return err
 		}
 		select {
 		case <-done:
@@ -219,6 +227,19 @@ func (s *Server) launch() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// answersAs checks that the server answering on s's port is the process
+// pid (INFO's process_id).
+func (s *Server) answersAs(pid int) error {
+	info, err := DoString(s.Addr(), "INFO", "server")
+	if err != nil {
+		return fmt.Errorf("INFO server on port %d: %w", s.port, err)
+	}
+	if got := infoField(info, "process_id"); got != strconv.Itoa(pid) {
+		return fmt.Errorf("port %d is another process's (pid %s, not %d)", s.port, got, pid)
+	}
+	return nil
 }
 
 // Ping sends one inline PING to addr and expects +PONG (a server still

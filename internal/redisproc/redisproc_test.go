@@ -3,6 +3,7 @@ package redisproc
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -63,4 +64,27 @@ func TestArgs(t *testing.T) {
 	}
 	args := Args(1, "/d", Options{Args: []string{"--save", "60 1"}})
 	assert.Equal(t, []string{"--save", "60 1"}, args[len(args)-2:], "extra args come last, so they override")
+}
+
+// TestLaunchOnATakenPortFails: a server started on a port another server
+// already holds cannot bind it and exits, while the other one answers
+// PING in its place. launch tells them apart, so that Start moves on to
+// another port instead of returning a server that is not running (as
+// when a concurrent test's server takes the port between FreePort's
+// probe and the bind).
+func TestLaunchOnATakenPortFails(t *testing.T) {
+	other, err := Start(Options{})
+	require.NoError(t, err)
+	t.Cleanup(other.Close)
+	bin, err := exec.LookPath("redis-server")
+	require.NoError(t, err)
+	dir := t.TempDir()
+	s := &Server{bin: bin, dir: dir, port: other.Port(), args: Args(other.Port(), dir, Options{})}
+	t.Cleanup(s.Close)
+
+	err = s.launch()
+	require.Error(t, err, "another process's server answered for it")
+	assert.Contains(t, err.Error(), "another process")
+	assert.False(t, s.Running())
+	assert.True(t, other.Running())
 }
