@@ -67,8 +67,8 @@ type Task struct {
 // Flow is the unit of work a worker runs. Run gets a context that is
 // cancelled when the task is cancelled or its time limit passes; a flow
 // should return promptly then. Its result becomes the task's final_result
-// (encoded as JSON); an error makes the task FAILURE with the error's text as
-// its status.
+// (encoded as JSON); an error makes the task FAILURE, once its retries are
+// used up (see Permanent), with the error's text in its status.
 type Flow interface {
 	Run(ctx context.Context, t *Task) (any, error)
 }

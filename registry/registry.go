@@ -3,8 +3,11 @@
 //
 //	registry.MustRegister("poem_flow", poemFlow, registry.Description("Writes a short poem"))
 //
-// [MustRegister] panics on a bad or duplicate name, so that a misconfigured
-// program stops at start-up. Tests and hosts that need several
+// [MustRegister] panics on a bad or duplicate name, a nil flow or an
+// option value that cannot work, so that a misconfigured program stops at
+// start-up. Options describe the flow ([Description], [Label]) and set
+// how its tasks run ([Policy]: [Timeout], [MaxAttempts], [Backoff], and
+// the limits on its starts [Concurrency] and [Rate]). Tests and hosts that need several
 // independent sets of flows use their own [Registry] from [New].
 package registry
 
@@ -24,7 +27,8 @@ import (
 var (
 	// ErrDuplicate: a flow is already registered under that name.
 	ErrDuplicate = errors.New("registry: flow already registered")
-	// ErrInvalid: the name or the flow is not acceptable.
+	// ErrInvalid: the name, the flow or an option's value is not
+	// acceptable.
 	ErrInvalid = errors.New("registry: invalid flow")
 	// ErrUnknownFlow: no flow is registered under that name.
 	ErrUnknownFlow = errors.New("unknown flow")
@@ -41,7 +45,8 @@ type Info struct {
 	// Schema describes the flow's inputs.
 	Schema *flow.Schema `json:"input_schema"`
 	// Labels are free-form facts about the flow for clients to show, such
-	// as the model it uses ("model": "offline (scripted, no network)").
+	// as the model it uses ("model": "offline model (scripted, no
+	// network)").
 	Labels map[string]string `json:"labels,omitempty"`
 	// Internal marks a flow that only the host's own code enqueues (see
 	// the Internal option): List leaves it out and ssehttp refuses to

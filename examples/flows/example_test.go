@@ -67,7 +67,7 @@ func registerResearch(reg *registry.Registry, model llms.Model, search tools.Too
 func plainFlow(summarise chains.Chain) flow.Flow {
 	return flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
 		t.Progress.Log("Preparing the text")
-		h := lcflow.NewHandler(t.Progress)
+		h := lcflow.TaskHandler(t) // reports to t.Progress, records the calls in t.Checkpoints
 		ctx = lcflow.WithHandler(ctx, h)
 		return chains.Run(ctx, summarise, "Go is a programming language designed at Google.", chains.WithCallback(h))
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/tmc/langchaingo/agents"
+	"github.com/tmc/langchaingo/chains"
 	"github.com/tmc/langchaingo/llms"
 	"github.com/tmc/langchaingo/tools"
 
@@ -283,4 +284,46 @@ func TestCallsResumedFromDeadTask(t *testing.T) {
 		"log: Agent finished",
 		"log: Researching: done",
 	}, stepLines(rec.Snapshot()))
+}
+
+// A plain Go flow that runs a chain itself with TaskHandler, as the
+// README's "Plain Go beside it" does, has its model calls recorded and
+// replayed as a Flow's are; one with NewHandler reports them only.
+func TestPlainGoFlowWithTaskHandlerReplays(t *testing.T) {
+	plain := func(m llms.Model, handler func(*flow.Task) *lcflow.Handler) flow.Flow {
+		summarise := llmChain(lcflow.Model(m), "Summarise {{.text}}.", []string{"text"}, "")
+		return flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+			h := handler(t)
+			ctx = lcflow.WithHandler(ctx, h)
+			return chains.Run(ctx, summarise, "Go", chains.WithCallback(h))
+		})
+	}
+	for _, c := range []struct {
+		name    string
+		handler func(*flow.Task) *lcflow.Handler
+		replays bool
+	}{
+		{"TaskHandler", lcflow.TaskHandler, true},
+		{"NewHandler", func(t *flow.Task) *lcflow.Handler { return lcflow.NewHandler(t.Progress) }, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := newDurableTask(t)
+			first := newScripted("A language.")
+			res, err, _ := d.run(t, plain(first, c.handler), 1, `{}`)
+			require.NoError(t, err)
+			assert.Equal(t, "A language.", res)
+
+			second := newScripted("Another answer.")
+			res, err, rec := d.run(t, plain(second, c.handler), 2, `{}`)
+			require.NoError(t, err)
+			if !c.replays {
+				assert.Len(t, second.Prompts(), 1, "the model is asked again")
+				assert.Equal(t, "Another answer.", res)
+				return
+			}
+			assert.Empty(t, second.Prompts(), "the model is not asked again")
+			assert.Equal(t, "A language.", res)
+			assert.Equal(t, []string{"log: Language model: answer replayed from attempt 1"}, stepLines(rec.Snapshot()))
+		})
+	}
 }

@@ -56,7 +56,13 @@
 // Because the handler travels in the context, the chains, models and tools
 // are built once and shared by every task; concurrent tasks never see each
 // other's events. Flows written in plain Go (flow.Func, flow.Typed) work
-// beside lcflow flows and may run chains themselves with WithHandler.
+// beside lcflow flows and may run chains themselves with [WithHandler]
+// and the task's own Handler, from [TaskHandler], whose calls are
+// recorded as a Flow's are (see Durable calls):
+//
+//	h := lcflow.TaskHandler(t)
+//	ctx = lcflow.WithHandler(ctx, h)
+//	return chains.Run(ctx, summarise, text, chains.WithCallback(h))
 //
 // # Durable calls
 //
@@ -70,7 +76,8 @@
 // attempt N" or "Tool X: output replayed from attempt N" in place of its
 // usual entries (a replayed tool adds no second tool_result; a replayed
 // answer is not streamed again); the named steps around the calls log
-// their start and end again, since their chains run again. A task
+// their start and end again, and an agent its actions ("Using tool X
+// with input Y"), since their chains run again. A task
 // re-queued to resume a dead task (queue.RequeueOptions.Resume) replays
 // the dead task's calls too, logging "replayed from task <id>" instead.
 //

@@ -33,7 +33,8 @@ const unknownTool = "tool"
 //
 //   - A named step (see Step) sets the status line to its name, logs
 //     "<name>: started" and "<name>: done" (or "<name>: failed: <error>"),
-//     and moves the progress bar half of the remaining way when done.
+//     and moves the progress bar a tenth of the remaining way as it
+//     starts and half of it when done.
 //   - A model call (reported by Model, or by a provider given Callbacks)
 //     logs "Calling the language model"; its end moves the progress bar a
 //     quarter of the remaining way. Every streamed chunk becomes a
@@ -82,6 +83,8 @@ type Handler struct {
 var _ callbacks.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler reporting to r. A nil r reports nothing.
+// It records no model or tool call: in a flow, use TaskHandler, whose
+// calls a later attempt of the task replays.
 func NewHandler(r progress.Reporter) *Handler {
 	if r == nil {
 		r = progress.Discard
