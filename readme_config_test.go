@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/ssehttp"
@@ -44,6 +45,36 @@ func TestReadmeConfigTables(t *testing.T) {
 				t.Errorf("the README's table under %q has a row for %s, which %s does not have", c.line, name, c.typ)
 			}
 		})
+	}
+}
+
+// TestReadmeMemoryConfigTable holds the README's one table of the two
+// in-memory configs, whose rows name each field with its package and
+// type (`progress.MemoryConfig.Retention`), to the structs: a row for
+// every exported field, and no row for a field that is gone.
+func TestReadmeMemoryConfigTable(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	require.NoError(t, err)
+	const line = "### `progress.MemoryConfig` and `queue.MemoryConfig`"
+	_, rest, ok := strings.Cut(string(readme), "\n"+line+"\n")
+	require.True(t, ok, "the README has the line %q", line)
+	row := regexp.MustCompile("(?m)^\\| `((?:progress|queue)\\.MemoryConfig)\\.([A-Za-z]+)`")
+	listed := map[string]bool{}
+	for _, m := range row.FindAllStringSubmatch(strings.SplitN(rest, "\n#", 2)[0], -1) {
+		listed[m[1]+"."+m[2]] = true
+	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[progress.MemoryConfig](), reflect.TypeFor[queue.MemoryConfig]()} {
+		for i := range typ.NumField() {
+			if f := typ.Field(i); f.IsExported() {
+				name := typ.String() + "." + f.Name
+				assert.True(t, listed[name], "%s has no row in the README's table under %q", name, line)
+				delete(listed, name)
+			}
+		}
+	}
+	for name := range listed {
+		t.Errorf("the README's table under %q has a row for %s, which does not exist", line, name)
 	}
 }
 
