@@ -2,6 +2,7 @@ package queue_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -134,6 +135,42 @@ func TestExtraLeaseIsHandedBackUnrun(t *testing.T) {
 			msgs = append(msgs, e.Message)
 		}
 		assert.Contains(t, msgs, "attempt 2 of 2 starts: attempt 1 was handed back before it ran (not counted)")
+	})
+
+	// The status of a task whose flow failed on its every attempt counts
+	// the runs of its flow, as its dead letter does, not the lease that
+	// did not run it.
+	t.Run("Failed", func(t *testing.T) {
+		s := newSetup()
+		s.reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "ok", nil }))
+		s.reg.MustRegister("fails", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, errors.New("provider down") }))
+		b := &overLeaser{Backend: s.mem}
+		first := s.enqueue(t, "ok", queue.EnqueueOptions{MaxAttempts: 1})
+		extra := s.enqueue(t, "fails", queue.EnqueueOptions{MaxAttempts: 2})
+		b.overLease(extra)
+		runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+			Registry: s.reg, Concurrency: 1, Backoff: func(int) time.Duration { return 0 },
+			Logger: slog.New(slog.DiscardHandler),
+		}))
+
+		assert.Equal(t, progress.StateSuccess, waitTerminal(t, s.store, first).State)
+		snap := waitTerminal(t, s.store, extra)
+		require.Equal(t, 2, b.overLeased(), "the backend did not lease one task too many")
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "failed after 2 attempts: provider down", snap.Details.Status, "the lease that did not run the flow is no attempt")
+		var dead []queue.DeadTask
+		require.Eventually(t, func() bool {
+			var err error
+			dead, err = s.broker.Dead(context.Background(), 0)
+			require.NoError(t, err)
+			return len(dead) == 1
+		}, waitLong, 5*time.Millisecond, "the task was not buried")
+		assert.Equal(t, "failed after 2 attempts: provider down", dead[0].Reason)
+		assert.Equal(t, 2, dead[0].Attempts)
+		task, err := s.mem.Get(context.Background(), extra)
+		require.NoError(t, err)
+		assert.Equal(t, 3, task.Attempt, "leases: the extra, then two runs")
+		assert.Equal(t, 1, task.NoRuns)
 	})
 
 	t.Run("HooksAgain", func(t *testing.T) {

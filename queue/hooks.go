@@ -41,11 +41,12 @@ type Finished struct {
 	// that only ran the hooks again (ErrRetryHooks) are left out of it,
 	// and so are the earlier leases that did not run the flow
 	// (Task.NoRuns: one that found the task ended and gave it back for
-	// its hooks, say): after them, Attempt is the lease's number less
-	// HookRetries + NoRuns - 1 (a lease lost after the end, say to a
-	// worker's death, is not left out): Task.Attempts() + 1 of the task
-	// as leased. Since Attempt is adjusted so, Task.Attempts of this
-	// copy is not the attempts of the flow.
+	// its hooks, or one handed back before it ran, say): Attempt is the
+	// lease's number less NoRuns and the hooks' re-runs before this
+	// lease (a lease lost after the end, say to a worker's death, is
+	// not left out), so that Finished.Attempts is the runs of the flow.
+	// Since Attempt is adjusted so, Task.Attempts of this copy is not
+	// the attempts of the flow.
 	Task *Task
 	// Snapshot is the task's final snapshot, as the store holds it after
 	// the terminal event: State is SUCCESS or FAILURE, Details.Status
@@ -97,12 +98,15 @@ func (j *job) runHooks(snap progress.Snapshot, found bool) (again bool) {
 	w := j.w
 	task := j.task
 	if task.HookRetries > 0 || task.NoRuns > 0 {
-		// The leases that only ran the hooks again, or ran nothing, are
-		// left out of the attempt the hooks see: one more than the
-		// attempts of the flow, as for the first lease that found the
-		// task ended (see Finished.Task).
+		// The earlier leases that did not run the flow are left out of
+		// the attempt the hooks see (see Finished.Task): those NoRuns
+		// counts, and the hooks' re-runs before this lease. HookRetries
+		// counts this lease too when there are any: a task given back
+		// for its hooks has ended, and every lease after only runs them
+		// (Attempt is then one more than the attempts of the flow, as
+		// for the first lease that found the task ended).
 		c := *task
-		c.Attempt = task.Attempts() + 1
+		c.Attempt = task.Attempt - task.NoRuns - max(task.HookRetries-1, 0)
 		task = &c
 	}
 	f := Finished{

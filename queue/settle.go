@@ -84,8 +84,10 @@ func (j *job) failed(err error) {
 		return
 	}
 	reason := errText(err)
-	if t.Attempt > 1 {
-		reason = fmt.Sprintf("failed after %d attempts: %s", t.Attempt, reason)
+	// The runs of the flow (Task.Attempts), as the dead letter counts
+	// them: not the leases that did not run it (Task.NoRuns).
+	if n := t.Attempts(); n > 1 {
+		reason = fmt.Sprintf("failed after %d attempts: %s", n, reason)
 	}
 	j.logger().Info("flows: flow failed", "err", redact.Error(err))
 	j.fail(reason)

@@ -111,7 +111,10 @@ func runNoRuns(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 		want   int
 		// again is how many times the hooks ask to run again.
 		again int32
-		setup func(t *testing.T, h *harness) (id string, cfg queue.WorkerConfig)
+		// status, when set, is the task's status and its dead letter's
+		// reason, which count the runs as the views do.
+		status string
+		setup  func(t *testing.T, h *harness) (id string, cfg queue.WorkerConfig)
 	}{
 		{name: "Ran", want: 1, setup: func(t *testing.T, h *harness) (string, queue.WorkerConfig) {
 			h.registerCounting("runs")
@@ -151,6 +154,27 @@ func runNoRuns(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			h.registerCounting("runs")
 			return endedByALostWorker(t, h), queue.WorkerConfig{}
 		}},
+		{name: "FailedAfterALeaseThatDidNotRun", buried: true, want: 2, status: "failed after 2 attempts: upstream down", setup: func(t *testing.T, h *harness) (string, queue.WorkerConfig) {
+			h.reg.MustRegister("down", flow.Func(func(context.Context, *flow.Task) (any, error) {
+				return nil, errors.New("upstream down")
+			}))
+			id := h.enqueue("down", "", queue.EnqueueOptions{MaxAttempts: 2})
+			handedBackUnrun(t, h, id) // then both attempts run and fail
+			return id, queue.WorkerConfig{Backoff: func(int) time.Duration { return 0 }}
+		}},
+		{name: "RanAfterALeaseThatDidNotRun", want: 1, setup: func(t *testing.T, h *harness) (string, queue.WorkerConfig) {
+			h.registerCounting("runs")
+			id := h.enqueue("runs", "", queue.EnqueueOptions{})
+			handedBackUnrun(t, h, id)
+			return id, queue.WorkerConfig{}
+		}},
+		{name: "FoundEndedAfterALeaseThatDidNotRun", want: 1, setup: func(t *testing.T, h *harness) (string, queue.WorkerConfig) {
+			h.registerCounting("runs")
+			id := h.enqueue("runs", "", queue.EnqueueOptions{})
+			handedBackUnrun(t, h, id)
+			endOnALostLease(t, h, id)
+			return id, queue.WorkerConfig{}
+		}},
 		{name: "UnknownFlow", buried: true, want: 0, setup: func(t *testing.T, h *harness) (string, queue.WorkerConfig) {
 			return h.enqueueUnchecked("no-such-flow", ""), queue.WorkerConfig{}
 		}},
@@ -174,8 +198,23 @@ func runNoRuns(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			// the marker.
 			h.settle()
 			h.requireRuns(id, tc.want, tc.buried, calls[len(calls)-1].f.Attempts())
+			if tc.status != "" {
+				assert.Equal(t, tc.status, h.snapshot(id).Details.Status, "the status")
+				assert.Equal(t, tc.status, h.waitBuried(id).Reason, "the dead letter's reason")
+			}
 		})
 	}
+}
+
+// handedBackUnrun leases task id and hands it back before it ran, as a
+// worker does with a task leased beyond what it asked for or while its
+// heartbeats had lapsed (EndHandedBack, Lease.NoRun).
+func handedBackUnrun(t *testing.T, h *harness, id string) {
+	t.Helper()
+	l := fetchOne(t, h.backend, time.Minute)
+	require.Equal(t, id, l.Task.ID)
+	l.NoRun = true
+	require.NoError(t, h.backend.Retry(context.Background(), l, time.Now(), queue.EndHandedBack))
 }
 
 // endedByALostWorker enqueues a task of the flow "runs" and has a worker
@@ -184,13 +223,21 @@ func runNoRuns(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 func endedByALostWorker(t *testing.T, h *harness) string {
 	t.Helper()
 	id := h.enqueue("runs", "", queue.EnqueueOptions{})
+	endOnALostLease(t, h, id)
+	return id
+}
+
+// endOnALostLease has a worker lease task id of the flow "runs", record
+// its SUCCESS and die before acknowledging it: the next lease finds it
+// ended.
+func endOnALostLease(t *testing.T, h *harness, id string) {
+	t.Helper()
 	l := fetchOne(t, h.backend, 50*time.Millisecond)
 	require.Equal(t, id, l.Task.ID)
 	_, err := h.store.Append(context.Background(), id,
 		progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"},
 		progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"done"`)})
 	require.NoError(t, err)
-	return id
 }
 
 // requireRuns checks that every view of task id counts want runs of its
