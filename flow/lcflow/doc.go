@@ -105,6 +105,30 @@
 // read at its first call. Outside a worker (a Task without
 // Checkpoints) nothing is recorded.
 //
+// # Refusals are not retried
+//
+// A task whose flow fails is retried (3 attempts by default, with a
+// backoff), unless its error wraps flow.ErrPermanent. A provider that
+// refuses a request for a reason no retry can fix (a wrong or missing
+// key, an unknown model, a prompt too long for the model) would refuse
+// every attempt, so lcflow marks its refusals: the errors that a Flow's
+// chain, a Model and a Tool return go through [PermanentIfRefused],
+// which wraps flow.ErrPermanent around an HTTP answer of 400, 401, 403,
+// 404 or 422 as langchaingo's providers quote it ("API returned
+// unexpected status code: 401: ...", the openai provider's text, also
+// for Gemini's OpenAI-compatible endpoint) and around an llms.Error of
+// the matching codes. The task then fails at its first attempt, its
+// status the error unchanged:
+//
+//	Choosing a theme: API returned unexpected status code: 401: Incorrect API key provided: ...
+//
+// Rate limits (429), other client answers (408, 409), server errors
+// (5xx), timeouts and network errors stay retryable, and so do errors
+// whose text quotes no status (the ollama provider's). A flow in plain
+// Go that calls a model not wrapped with Model applies
+// PermanentIfRefused to its own errors. The tavily tool marks its own
+// refusals (no key, a key refused).
+//
 // # Tracing
 //
 // Inside a traced run of a task (a worker with an OpenTelemetry tracer

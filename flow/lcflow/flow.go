@@ -55,7 +55,9 @@ var (
 // (Step), model calls (Model), tools (Tool) and agent actions (Callbacks)
 // to the task's progress, and every chunk a model streams becomes a token
 // event. An error of the chain is the flow's error, and so the task's
-// failure reason.
+// failure reason; a provider's refusal that no retry can fix (a wrong
+// key, an unknown model, a request too long: see PermanentIfRefused)
+// fails the task at once, without its other attempts.
 func Chain(c chains.Chain) *Flow {
 	if c == nil {
 		panic("lcflow.Chain: nil chain")
@@ -127,7 +129,8 @@ func (f *Flow) Validate(inputs json.RawMessage) (json.RawMessage, error) {
 
 // Run runs the chain for task t with a new Handler (TaskHandler)
 // reporting to t.Progress and recording the model and tool calls in
-// t.Checkpoints, and returns the chain's output (see OutputKey).
+// t.Checkpoints, and returns the chain's output (see OutputKey). The
+// chain's error is returned through PermanentIfRefused.
 func (f *Flow) Run(ctx context.Context, t *flow.Task) (any, error) {
 	inputs := map[string]any{}
 	if len(t.Inputs) > 0 {
@@ -144,7 +147,7 @@ func (f *Flow) Run(ctx context.Context, t *flow.Task) (any, error) {
 	out, err := chains.Call(ctx, f.Chain, inputs, opts...)
 	h.flushTokens()
 	if err != nil {
-		return nil, err
+		return nil, PermanentIfRefused(err)
 	}
 	return f.result(out)
 }

@@ -25,6 +25,12 @@ import (
 // m, and logs "Language model: answer replayed from attempt N" in place
 // of the call (see the package documentation, Durable calls). A failed
 // call is not recorded.
+//
+// An error of m that is a refusal no retry can fix (a wrong key, an
+// unknown model, a request too long: see PermanentIfRefused) comes out
+// wrapping flow.ErrPermanent, inside a task or not, so that the task
+// fails at once even when the chain around the model is run by code of
+// your own.
 func Model(m llms.Model) llms.Model {
 	if m == nil {
 		panic("lcflow.Model: nil model")
@@ -40,7 +46,8 @@ type reportingModel struct{ m llms.Model }
 func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.MessageContent, options ...llms.CallOption) (*llms.ContentResponse, error) {
 	h := HandlerFromContext(ctx)
 	if h == nil || modelReported(ctx) {
-		return r.m.GenerateContent(ctx, messages, options...)
+		resp, err := r.m.GenerateContent(ctx, messages, options...)
+		return resp, PermanentIfRefused(err)
 	}
 	key := h.modelKey(ctx, messages, options)
 	var recorded llms.ContentResponse
@@ -58,7 +65,7 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 	endSpan(span, err)
 	if err != nil {
 		h.r.Status("Language model failed: " + err.Error())
-		return resp, err
+		return resp, PermanentIfRefused(err)
 	}
 	h.llmEnded()
 	h.recordModel(ctx, key, resp)

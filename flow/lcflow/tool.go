@@ -25,6 +25,10 @@ import (
 // t, and logs "Tool <name>: output replayed from attempt N" in place of
 // the call and its tool_result, which the earlier attempt reported. A
 // failed call is not recorded.
+//
+// An error of t that is a refusal (an HTTP API answering 401, say: see
+// PermanentIfRefused) comes out wrapping flow.ErrPermanent, so that the
+// task fails at once instead of retrying.
 func Tool(t tools.Tool) tools.Tool {
 	if t == nil {
 		panic("lcflow.Tool: nil tool")
@@ -43,7 +47,8 @@ func (r reportingTool) Description() string { return r.t.Description() }
 func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 	h := HandlerFromContext(ctx)
 	if h == nil {
-		return r.t.Call(ctx, input)
+		out, err := r.t.Call(ctx, input)
+		return out, PermanentIfRefused(err)
 	}
 	name := r.t.Name()
 	key := h.toolKey(ctx, name, input)
@@ -62,7 +67,7 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 	endSpan(span, err)
 	if err != nil {
 		h.toolFailed(ctx, name, err)
-		return out, err
+		return out, PermanentIfRefused(err)
 	}
 	h.toolEnded(ctx, name, out)
 	if key != "" {
