@@ -10,6 +10,11 @@
 // The base URL can be pointed elsewhere (TAVILY_API_URL, or Config.BaseURL)
 // so that tests talk to a local httptest server. It uses only the standard
 // library's HTTP client.
+//
+// A search that running the task again cannot fix (no key, a key
+// refused, a request the API rejects) fails with an error wrapping
+// flow.ErrPermanent, so that a worker fails the task at once instead of
+// retrying it; a timeout, a network error, a 429 or a 5xx stay retryable.
 package tavily
 
 import (
@@ -25,6 +30,8 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/flowsrun/flows/flow"
 )
 
 // Defaults of Config.
@@ -50,10 +57,13 @@ const snippetLen = 200
 
 var (
 	// ErrMissingAPIKey is returned by a search with no API key configured.
-	ErrMissingAPIKey = errors.New("tavily: no API key: set " + EnvAPIKey + " or Config.APIKey")
+	// It wraps flow.ErrPermanent: a task whose flow fails with it is not
+	// retried.
+	ErrMissingAPIKey = flow.Permanent(errors.New("tavily: no API key: set " + EnvAPIKey + " or Config.APIKey"))
 	// ErrKeyRefused is wrapped by the StatusError of a 401 or 403 answer:
-	// the API key is wrong, revoked or out of credits.
-	ErrKeyRefused = errors.New("tavily: API key refused")
+	// the API key is wrong, revoked or out of credits. It wraps
+	// flow.ErrPermanent: a task whose flow fails with it is not retried.
+	ErrKeyRefused = flow.Permanent(errors.New("tavily: API key refused"))
 	// ErrTimeout is wrapped by the error of a search that took longer than
 	// Config.Timeout.
 	ErrTimeout = errors.New("tavily: search timed out")
@@ -81,10 +91,16 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("tavily: search failed (%s): %s", status, e.Body)
 }
 
-// Unwrap returns ErrKeyRefused for a 401 or 403, nil otherwise.
+// Unwrap returns ErrKeyRefused for a 401 or 403, flow.ErrPermanent for
+// the other answers that the same search would get again (400, 404,
+// 422), and nil otherwise (429, 5xx...: worth another attempt).
 func (e *StatusError) Unwrap() error {
-	if e.refused() {
+	switch {
+	case e.refused():
 		return ErrKeyRefused
+	case e.StatusCode == http.StatusBadRequest || e.StatusCode == http.StatusNotFound ||
+		e.StatusCode == http.StatusUnprocessableEntity:
+		return flow.ErrPermanent
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package tavily_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/tmc/langchaingo/tools"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/flow/lcflow/tavily"
 )
 
@@ -124,6 +126,9 @@ func TestSearchErrors(t *testing.T) {
 		wantIs     []error
 		wantStatus int
 		wantText   []string
+		// permanent: a retry would get the same answer, so the error
+		// wraps flow.ErrPermanent.
+		permanent bool
 	}{
 		{
 			name: "401 says the key was refused",
@@ -133,6 +138,60 @@ func TestSearchErrors(t *testing.T) {
 			wantIs:     []error{tavily.ErrKeyRefused},
 			wantStatus: http.StatusUnauthorized,
 			wantText:   []string{"API key refused", "401", "invalid API key"},
+			permanent:  true,
+		},
+		{
+			name: "403 says the key was refused",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, `{"detail": {"error": "Forbidden"}}`, http.StatusForbidden)
+			},
+			wantIs:     []error{tavily.ErrKeyRefused},
+			wantStatus: http.StatusForbidden,
+			wantText:   []string{"API key refused", "403"},
+			permanent:  true,
+		},
+		{
+			name: "400 is not worth another try",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, `{"detail": {"error": "Query is too long."}}`, http.StatusBadRequest)
+			},
+			wantStatus: http.StatusBadRequest,
+			wantText:   []string{"search failed", "400 Bad Request", "too long"},
+			permanent:  true,
+		},
+		{
+			name: "404 is not worth another try",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, "not found", http.StatusNotFound)
+			},
+			wantStatus: http.StatusNotFound,
+			wantText:   []string{"404 Not Found"},
+			permanent:  true,
+		},
+		{
+			name: "422 is not worth another try",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, `{"detail": "max_results"}`, http.StatusUnprocessableEntity)
+			},
+			wantStatus: http.StatusUnprocessableEntity,
+			wantText:   []string{"422"},
+			permanent:  true,
+		},
+		{
+			name: "429 is worth another try",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, "slow down", http.StatusTooManyRequests)
+			},
+			wantStatus: http.StatusTooManyRequests,
+			wantText:   []string{"429 Too Many Requests"},
+		},
+		{
+			name: "503 is worth another try",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, "maintenance", http.StatusServiceUnavailable)
+			},
+			wantStatus: http.StatusServiceUnavailable,
+			wantText:   []string{"503"},
 		},
 		{
 			name: "500 gives the status and the body",
@@ -194,9 +253,10 @@ func TestSearchErrors(t *testing.T) {
 				assert.Equal(t, tt.wantStatus, se.StatusCode)
 				assert.LessOrEqual(t, len(se.Body), 210, "the body is quoted as a snippet")
 			}
-			if tt.wantStatus != http.StatusUnauthorized {
+			if tt.wantStatus != http.StatusUnauthorized && tt.wantStatus != http.StatusForbidden {
 				assert.NotErrorIs(t, err, tavily.ErrKeyRefused)
 			}
+			assert.Equal(t, tt.permanent, errors.Is(err, flow.ErrPermanent), "permanent: %v", err)
 			for _, s := range tt.wantText {
 				assert.Contains(t, err.Error(), s)
 			}
@@ -213,6 +273,7 @@ func TestSearchRefusedBeforeTheNetwork(t *testing.T) {
 	_, err := tavily.New(tavily.Config{BaseURL: srv.URL}).Call(t.Context(), "query")
 	require.ErrorIs(t, err, tavily.ErrMissingAPIKey)
 	assert.Contains(t, err.Error(), "TAVILY_API_KEY")
+	assert.ErrorIs(t, err, flow.ErrPermanent, "no retry brings a key")
 
 	_, err = tavily.New(tavily.Config{APIKey: "k", BaseURL: srv.URL}).Call(t.Context(), "   ")
 	require.ErrorIs(t, err, tavily.ErrEmptyQuery)
@@ -244,6 +305,7 @@ func TestSearchNetworkError(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "search request failed")
 	assert.NotErrorIs(t, err, tavily.ErrTimeout)
+	assert.NotErrorIs(t, err, flow.ErrPermanent, "the network may come back")
 }
 
 func TestMaxResultsIsCapped(t *testing.T) {
