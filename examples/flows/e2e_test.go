@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -37,20 +38,30 @@ type stack struct {
 }
 
 // newStack registers the example flows configured by cfg and serves them
-// with a running worker, until the test ends.
+// with a running worker, until the test ends. Each task has one attempt.
 func newStack(t *testing.T, cfg flows.Config) *stack {
+	t.Helper()
+	return newRetryingStack(t, cfg, 1)
+}
+
+// newRetryingStack is newStack giving each task maxAttempts attempts,
+// retried without waiting.
+func newRetryingStack(t *testing.T, cfg flows.Config, maxAttempts int) *stack {
 	t.Helper()
 	reg := registry.New()
 	require.NoError(t, flows.RegisterWith(reg, cfg))
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	store := progress.NewMemoryStore(progress.MemoryConfig{})
 	backend := queue.NewMemory(queue.MemoryConfig{})
-	worker := queue.NewWorker(backend, store, queue.WorkerConfig{Registry: reg, Concurrency: 8, Logger: quiet})
+	worker := queue.NewWorker(backend, store, queue.WorkerConfig{
+		Registry: reg, Concurrency: 8, Logger: quiet,
+		Backoff: func(int) time.Duration { return 0 },
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- worker.Run(ctx) }()
 	api := ssehttp.New(ssehttp.Config{
-		Queue:    queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg, MaxAttempts: 1}),
+		Queue:    queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg, MaxAttempts: maxAttempts}),
 		Progress: store,
 		Registry: reg,
 		Logger:   quiet,
@@ -201,11 +212,15 @@ func TestPoemFlowOverQueueAndSSE(t *testing.T) {
 type tavilyAPI struct {
 	key string
 
-	mu      sync.Mutex
-	queries []string
+	mu       sync.Mutex
+	requests int
+	queries  []string
 }
 
 func (a *tavilyAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	a.requests++
+	a.mu.Unlock()
 	var req struct {
 		Query      string `json:"query"`
 		MaxResults int    `json:"max_results"`
@@ -238,6 +253,13 @@ func (a *tavilyAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"content": "Build simple, secure, scalable systems with Go.", "score": 0.71, "raw_content": nil},
 		},
 	})
+}
+
+// received returns how many requests the API got, answered or refused.
+func (a *tavilyAPI) received() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.requests
 }
 
 func (a *tavilyAPI) seen() []string {
@@ -295,12 +317,14 @@ func TestWebSearchFlowFailsOnTavilyError(t *testing.T) {
 	t.Cleanup(tavilySrv.Close)
 	env := map[string]string{"TAVILY_API_KEY": "a-wrong-key", "TAVILY_API_URL": tavilySrv.URL}
 	model := llm.NewScripted("never asked")
-	s := newStack(t, flows.Config{Getenv: envOf(env), Model: model})
+	s := newRetryingStack(t, flows.Config{Getenv: envOf(env), Model: model}, 3)
 
 	got := s.follow(t, s.start(t, flows.WebSearchFlowName, `{"question": "Who designed Go?"}`))
 	last := got.last(t)
 	require.Equal(t, progress.StateFailure, last.State)
 	assert.Contains(t, last.Details.Status, "API key refused", "the failure says why")
+	assert.NotContains(t, last.Details.Status, "attempts")
+	assert.Equal(t, 1, api.received(), "a refused key is not tried again")
 	assert.Contains(t, steps(last.Details.StepResults), "log: Tool tavily_search failed: "+
 		`tavily: API key refused (HTTP 401 Unauthorized): {"detail": {"error": "Unauthorized: missing or invalid API key."}}`)
 	assert.Empty(t, toolResults(last.Details.StepResults))
