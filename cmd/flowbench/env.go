@@ -244,10 +244,11 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 		return nil, fmt.Errorf("connect to redis: %w", err)
 	}
 	counter := &countingClient{Client: client}
-	var prefix [6]byte
-	_, _ = rand.Read(prefix[:])
+	var random [6]byte
+	_, _ = rand.Read(random[:])
+	prefix := "flowbench-" + hex.EncodeToString(random[:])
 	b, err := redisbackend.New(counter, redisbackend.Config{
-		Prefix:       "flowbench-" + hex.EncodeToString(prefix[:]),
+		Prefix:       prefix,
 		Retention:    retention,
 		WaitReplicas: e.cfg.WaitReplicas,
 		FetchDelay:   e.cfg.FetchDelay,
@@ -267,8 +268,41 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 		close: func() {
 			_ = b.Close()
 			client.Close()
+			if e.proc == nil && e.cluster == nil {
+				e.expireKeys(prefix)
+			}
 		},
 	}, nil
+}
+
+// expireKeys gives the keys under prefix that have no expiry the
+// benchmark's retention, on every master of a Redis given with REDIS_URL:
+// the backend expires a task's keys but keeps the queue's own (its
+// streams, indexes and set of flows) for as long as the queue lives, and
+// a prefix is never used again. Best effort: a key left behind does not
+// make a run fail.
+func (e *env) expireKeys(prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, m := range e.masters {
+		var cursor uint64
+		for {
+			page, err := m.client.Do(ctx, m.client.B().Scan().Cursor(cursor).Match(prefix+":*").Count(1000).Build()).AsScanEntry()
+			if err != nil {
+				break
+			}
+			cmds := make(rueidis.Commands, 0, len(page.Elements))
+			for _, k := range page.Elements {
+				cmds = append(cmds, m.client.B().Pexpire().Key(k).Milliseconds(retention.Milliseconds()).Nx().Build())
+			}
+			if len(cmds) > 0 {
+				m.client.DoMulti(ctx, cmds...)
+			}
+			if cursor = page.Cursor; cursor == 0 {
+				break
+			}
+		}
+	}
 }
 
 // countingClient counts the round trips of the client it wraps: each Do

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"regexp"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/leakcheck"
+	"github.com/flowsrun/flows/internal/redistest"
 )
 
 // TestMain lets the test binary play the SSE client process of the sse
@@ -137,6 +139,41 @@ func TestQuickRunOnCluster(t *testing.T) {
 	m := regexp.MustCompile(`(?m)^sse\s+streams complete\s+([0-9.]+) `).FindStringSubmatch(out.String())
 	require.NotNil(t, m)
 	assert.Equal(t, "20.0", m[1], "every stream got every event in order")
+}
+
+// TestRedisURLKeysExpire runs every scenario that uses the Redis at
+// REDIS_URL and checks that each key it leaves there expires, as
+// BENCHMARKS.md says: the queue's own keys (its streams, indexes and set
+// of flows, which the backend never expires) within the retention, the
+// tasks' within the nine eighths of it that the backend gives them.
+func TestRedisURLKeysExpire(t *testing.T) {
+	srv := redistest.Start(t)
+	getenv := func(name string) string {
+		if name == "REDIS_URL" {
+			return srv.URL()
+		}
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	err := run(ctx, []string{"-quick", "-scenario", "throughput,rate,pickup,event,sse,starttask"}, getenv, &out)
+	require.NoError(t, err, "output so far:\n%s", out.String())
+	assert.Contains(t, out.String(), "at REDIS_URL")
+
+	keys, err := srv.Do("KEYS", "*").AsStrSlice()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys)
+	var lasting []string
+	for _, k := range keys {
+		require.True(t, strings.HasPrefix(k, "flowbench-"), "key %q outside the benchmark's prefixes", k)
+		ms, err := srv.Do("PTTL", k).AsInt64()
+		require.NoError(t, err)
+		if ms <= 0 || ms > retention.Milliseconds()*9/8 {
+			lasting = append(lasting, fmt.Sprintf("%s (pttl %d)", k, ms))
+		}
+	}
+	assert.Empty(t, lasting, "keys that do not expire within %v", retention*9/8)
 }
 
 func TestScenarioSelection(t *testing.T) {
