@@ -259,9 +259,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(os.Stderr, "flowbench:", err)
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0) // -h printed the flags: asked for, not a failure
 		}
+		fmt.Fprintln(os.Stderr, "flowbench:", err)
 		os.Exit(1)
 	}
 }
