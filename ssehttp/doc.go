@@ -54,7 +54,10 @@
 //
 // Every error is a JSON body {"error": "message"} with Content-Type
 // application/json. The message says what is wrong with the request; the
-// causes of 5xx answers are logged, never sent. Statuses:
+// causes of 5xx answers are logged, never sent. It quotes at most 64
+// bytes of what it refuses (a flow name, a key, a parameter), followed by
+// "...", and is never longer than 1 KiB (an Identify or Authorize error
+// longer than that is cut), so that no input is echoed whole. Statuses:
 //
 //	400  start-task body that is not one JSON object, or without a "flow" string;
 //	     a wait parameter that is not a non-negative duration;

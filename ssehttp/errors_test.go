@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/progress"
@@ -351,4 +353,63 @@ func TestStoreUnavailable(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestErrorsQuoteInputsBriefly sends inputs far longer than any name or
+// value the API knows (a flow name, a key, a query parameter of 10 kB)
+// to every route that quotes what it refuses, on both backends: the error
+// quotes a short prefix of it, keeps the rest of its message, and stays
+// short, so that a client cannot make the server echo up to a body or a
+// header's worth of its own bytes.
+func TestErrorsQuoteInputsBriefly(t *testing.T) {
+	long := strings.Repeat("k", 10_000)
+	onEachBackend(t, func(t *testing.T, s *site) {
+		type named struct {
+			Name string `json:"name"`
+		}
+		s.reg.MustRegister("typed_flow", flow.Typed(func(context.Context, named, *flow.Task) (string, error) { return "", nil }))
+		base := s.serve(t, ssehttp.Config{Inspector: s.insp})
+		pending, err := s.broker.Enqueue(context.Background(), "poem_flow", nil, queue.EnqueueOptions{})
+		require.NoError(t, err)
+		tests := []struct {
+			name, method, path, body string
+			status                   int
+			// inError must be in the message: the quote's start, and
+			// what follows the quote.
+			inError []string
+		}{
+			{"unknown flow", "POST", "/start-task/", `{"flow":"` + long + `"}`, 404, []string{`unknown flow: "kkk`}},
+			{"duplicate key", "POST", "/start-task/", `{"flow":"poem_flow","` + long + `":1,"` + long + `":2}`, 400, []string{`duplicate key "kkk`}},
+			{"unknown input", "POST", "/start-task/", `{"flow":"typed_flow","inputs":{"name":"a","` + long + `":1}}`, 422, []string{`field "kkk`, `: is not a known input`}},
+			{"duplicate input", "POST", "/start-task/", `{"flow":"poem_flow","inputs":{"` + long + `":1,"` + long + `":2}}`, 422, []string{`"kkk`}},
+			{"unknown parameter", "GET", "/tasks/?" + long + "=1", "", 400, []string{`unknown parameter "kkk`, "(want state, "}},
+			{"limit", "GET", "/tasks/?limit=" + long, "", 400, []string{`limit "kkk`, "is not an integer from 1 to 1000"}},
+			{"since", "GET", "/tasks/?since=" + long, "", 400, []string{`since "kkk`, "is not an RFC 3339 time"}},
+			{"cursor", "GET", "/tasks/?cursor=" + long, "", 400, []string{`malformed cursor "kkk`}},
+			{"state", "GET", "/tasks/?state=" + long, "", 400, []string{`unknown state "KKK`, "(want PENDING, "}},
+			{"state to cancel", "POST", "/cancel-tasks/?state=" + long, "", 400, []string{`state "KKK`, "(want PENDING, PROGRESS or none)"}},
+			{"dead limit", "GET", "/dead/?limit=" + long, "", 400, []string{`limit "kkk`}},
+			{"resume", "POST", "/dead/" + queue.NewID() + "/requeue/?resume=" + long, "", 400, []string{`resume "kkk`, "is not 1, true, 0 or false"}},
+			{"mode", "GET", "/task-status/" + pending + "/?mode=" + long, "", 400, []string{`unknown mode "kkk`, "want snapshots or updates"}},
+			{"parameter of stats", "GET", "/stats/?" + long + "=1", "", 400, []string{`unknown parameter "kkk`, "takes none"}},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				req, err := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+				require.NoError(t, err)
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				defer resp.Body.Close()
+				body, err := io.ReadAll(resp.Body)
+				require.NoError(t, err)
+				require.Equal(t, tc.status, resp.StatusCode, "body: %.300s", body)
+				msg := errorOf(t, resp, body)
+				for _, want := range tc.inError {
+					assert.Contains(t, msg, want)
+				}
+				assert.LessOrEqual(t, len(body), 400, "body: %.500s", body)
+			})
+		}
+	})
 }

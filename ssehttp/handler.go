@@ -140,8 +140,8 @@ type Config struct {
 	// Identify names the caller of a request (a session cookie's user, a
 	// bearer token's subject): see Principal for what a task's owner and
 	// an operator may do. A non-nil error refuses the request with 401 and
-	// the error's text as the message, so it should say why in words fit
-	// for the client and name no credential. Nil means that the API is
+	// the error's text as the message (cut at 1 KiB), so it should say
+	// why in words fit for the client and name no credential. Nil means that the API is
 	// open: every caller is an anonymous operator, who may use every task.
 	// Identify needs a Queue that is a TaskInspector (New panics
 	// otherwise): the owner of a task is read from the queue's record.
@@ -160,8 +160,8 @@ type Config struct {
 	// routes of a task, once the caller is known to own the task or to be
 	// an operator; on start-task, once the body names the flow, before
 	// the flow is looked up and its inputs checked. A non-nil error
-	// refuses the request with 403 and the error's text as the message,
-	// so it should say why in words fit for the client.
+	// refuses the request with 403 and the error's text as the message
+	// (cut at 1 KiB), so it should say why in words fit for the client.
 	Authorize func(r *http.Request, a Access) error
 
 	// CrossOrigin protects the state-changing routes (start-task and

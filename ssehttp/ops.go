@@ -84,6 +84,9 @@ func query(w http.ResponseWriter, r *http.Request, allowed ...string) (url.Value
 			known = known || a == name
 		}
 		switch {
+		case !known && len(allowed) == 0:
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q (this route takes none)", name))
+			return nil, false
 		case !known:
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown parameter %q (want %s)", name, strings.Join(allowed, ", ")))
 			return nil, false

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/queue"
@@ -33,9 +35,67 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-// writeError answers with status and {"error": msg}.
+// writeError answers with status and {"error": msg}, msg made brief.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, errorBody{Error: msg})
+	writeJSON(w, status, errorBody{Error: brief(msg)})
+}
+
+// Bounds of an error message (see brief).
+const (
+	// maxQuote is how many bytes of a quoted string's value a message
+	// keeps.
+	maxQuote = 64
+	// maxErrorLen is how long a message may be, in bytes.
+	maxErrorLen = 1024
+)
+
+// brief shortens an error message for the client. A refusal quotes what
+// it refuses (a flow name, a key, a query parameter: %q of the client's
+// bytes), which may be as long as a body or a header: each Go-quoted
+// string in msg whose value is longer than maxQuote keeps its first
+// maxQuote bytes, followed by "...", and what follows the quote stays. A
+// message still longer than maxErrorLen (a host's Identify or Authorize
+// error, say) is cut there.
+func brief(msg string) string {
+	if len(msg) <= maxQuote {
+		return msg
+	}
+	var b strings.Builder
+	for rest := msg; rest != ""; {
+		i := strings.IndexByte(rest, '"')
+		if i < 0 {
+			b.WriteString(rest)
+			break
+		}
+		b.WriteString(rest[:i])
+		rest = rest[i:]
+		q, err := strconv.QuotedPrefix(rest)
+		if err != nil {
+			b.WriteByte('"')
+			rest = rest[1:]
+			continue
+		}
+		rest = rest[len(q):]
+		if v, err := strconv.Unquote(q); err == nil && len(v) > maxQuote {
+			q = strconv.Quote(clip(v, maxQuote) + "...")
+		}
+		b.WriteString(q)
+	}
+	if b.Len() > maxErrorLen {
+		return clip(b.String(), maxErrorLen) + "..."
+	}
+	return b.String()
+}
+
+// clip returns at most the first n bytes of s, cut before a rune.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // unavailable reports whether err means a backend could not be reached in
