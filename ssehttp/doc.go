@@ -81,7 +81,8 @@
 //	408  a start-task body not received within Config.BodyTimeout
 //	409  cancel-task of a task that has already finished; requeue of a task
 //	     that is not in the dead-letter set
-//	413  start-task body over Config.MaxBodyBytes
+//	413  start-task body over Config.MaxBodyBytes (a Content-Length over it
+//	     is refused before the body is read)
 //	415  start-task without Content-Type application/json
 //	422  "inputs" that are not a JSON object or fail the flow's schema (a
 //	     key repeated in one object of the inputs is refused for every

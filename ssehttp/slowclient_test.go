@@ -298,3 +298,21 @@ func TestStalledStreamIsDropped(t *testing.T) {
 	assert.Less(t, got, tokens, "the stalled client received less than the reading one")
 	t.Logf("the server wrote %d KiB for the stalled client, which received %d of the %d tokens of 64 KiB", held>>10, got, tokens)
 }
+
+// TestDeclaredOversizedBody sends a start-task whose Content-Length is over
+// MaxBodyBytes: it is answered 413 from its headers, before any of the
+// body is read, so that a client is never asked to send (100 Continue)
+// nor waited for (BodyTimeout) a body that would be refused anyway.
+func TestDeclaredOversizedBody(t *testing.T) {
+	conn, r := dialBodyTimeout(t, testTimeout)
+	_, err := fmt.Fprintf(conn, "POST /start-task/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n", int64(ssehttp.DefaultMaxBodyBytes)+1)
+	require.NoError(t, err)
+	requireStatus(t, r, http.StatusRequestEntityTooLarge)
+
+	conn, r = dialBodyTimeout(t, testTimeout)
+	_, err = fmt.Fprintf(conn, "POST /start-task/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+		"Content-Length: %d\r\n\r\n{", int64(1)<<40)
+	require.NoError(t, err)
+	requireStatus(t, r, http.StatusRequestEntityTooLarge)
+}

@@ -65,6 +65,12 @@ func (h *Handler) startTask(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
 		return
 	}
+	if r.ContentLength > h.cfg.MaxBodyBytes {
+		// Refused from its headers: the client is neither asked for the
+		// body (100 Continue) nor waited for.
+		writeError(w, http.StatusRequestEntityTooLarge, "request body too large")
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBodyBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
