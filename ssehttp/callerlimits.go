@@ -20,12 +20,20 @@ import (
 
 // callerName names the caller of r, whose principal is p, for caller
 // limits: its Principal.ID, or, for an anonymous caller, "ip:" and its
-// address (see clientIP).
+// address (see clientIP), or the /64 network of an IPv6 address: a host
+// is commonly given a whole /64, and would otherwise be as many callers
+// as it has addresses.
 func (h *Handler) callerName(r *http.Request, p Principal) string {
 	if p.ID != "" {
 		return p.ID
 	}
-	return "ip:" + h.clientIP(r)
+	ip := h.clientIP(r)
+	if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
+		if net64, err := a.WithZone("").Prefix(64); err == nil {
+			ip = net64.String()
+		}
+	}
+	return "ip:" + ip
 }
 
 // clientIP returns the address of the client of r: the host of

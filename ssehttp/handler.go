@@ -125,7 +125,8 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 
 	// MaxStreamsPerCaller caps the task-status streams one caller (its
-	// Principal.ID, or its address when anonymous) holds open at once:
+	// Principal.ID, or its address when anonymous, the /64 network of an
+	// IPv6 one) holds open at once:
 	// one more is answered with 429 and a Retry-After of Retry. The count
 	// is per Handler, so per process: with n web processes behind a
 	// balancer a caller may hold up to n times as many. Zero: no cap.
