@@ -214,6 +214,11 @@ func decodeError(err error) error {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
 		field := te.Field
+		if lit, ok := strings.CutPrefix(te.Value, "number "); ok && te.Type != nil {
+			if reason, ok := numberReason(te.Type, lit); ok {
+				return &InputError{Field: field, Reason: reason}
+			}
+		}
 		return &InputError{Field: field, Reason: fmt.Sprintf("must be %s, got %s", jsonKind(te.Type), te.Value)}
 	}
 	msg := err.Error()
@@ -248,4 +253,30 @@ func checkDuplicates(raw json.RawMessage) error {
 		return &InputError{Field: dup.Path, Reason: "is given twice"}
 	}
 	return nil
+}
+
+// numberReason says why the JSON number lit does not fit t, a Go number
+// type, where "must be an integer, got number 256" would not: the
+// integer types' range, and that encoding/json takes no fraction or
+// exponent for an integer (1.5, 1e2). It returns false for a type that is
+// not a number.
+func numberReason(t reflect.Type, lit string) (string, bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	bits := t.Bits
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if strings.ContainsAny(lit, ".eE") {
+			return "must be an integer, written without a fraction or an exponent, got " + lit, true
+		}
+		if t.Kind() >= reflect.Uint {
+			return fmt.Sprintf("must be an integer from 0 to %d, got %s", uint64(1)<<bits()-1, lit), true
+		}
+		return fmt.Sprintf("must be an integer from %d to %d, got %s", -(int64(1) << (bits() - 1)), int64(1)<<(bits()-1)-1, lit), true
+	case reflect.Float32, reflect.Float64:
+		return fmt.Sprintf("must be a number within the range of a %d-bit float, got %s", bits(), lit), true
+	}
+	return "", false
 }

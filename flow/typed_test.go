@@ -27,6 +27,36 @@ type optionalInput struct {
 	Level *int   `json:"level"`
 }
 
+// TestTypedNumberOutOfRange checks the reasons given for a JSON number
+// that its Go type cannot hold: the range of a sized integer, a negative
+// number for an unsigned one, a float32 overflow.
+func TestTypedNumberOutOfRange(t *testing.T) {
+	type sized struct {
+		Small  uint8    `json:"small,omitempty"`
+		Tiny   *int8    `json:"tiny"`
+		Big    uint64   `json:"big,omitempty"`
+		Single float32  `json:"single,omitempty"`
+		Many   []uint16 `json:"many,omitempty"`
+	}
+	f := typedNoop[sized]()
+	for inputs, want := range map[string]string{
+		`{"small":256}`:                `"small": must be an integer from 0 to 255, got 256`,
+		`{"small":-1}`:                 `"small": must be an integer from 0 to 255, got -1`,
+		`{"tiny":128}`:                 `"tiny": must be an integer from -128 to 127, got 128`,
+		`{"big":18446744073709551616}`: `"big": must be an integer from 0 to 18446744073709551615, got 18446744073709551616`,
+		`{"single":1e39}`:              `"single": must be a number within the range of a 32-bit float, got 1e39`,
+		`{"many":[1,70000]}`:           `must be an integer from 0 to 65535, got 70000`,
+		`{"small":"7"}`:                `"small": must be an integer, got string`,
+	} {
+		_, err := f.Validate(json.RawMessage(inputs))
+		require.Error(t, err, inputs)
+		assert.ErrorIs(t, err, flow.ErrInvalidInputs)
+		assert.Contains(t, err.Error(), want, inputs)
+	}
+	_, err := f.Validate(json.RawMessage(`{"small":255,"tiny":-128,"big":18446744073709551615,"single":3.4e38,"many":[65535]}`))
+	require.NoError(t, err, "the bounds themselves fit")
+}
+
 func TestTypedValidate(t *testing.T) {
 	f := typedNoop[validateInput]()
 	tests := []struct {
@@ -44,7 +74,9 @@ func TestTypedValidate(t *testing.T) {
 		{name: "required missing in array element", inputs: `{"question":"q","Stops":[{"city":"A"},{}]}`, wantField: "Stops[1].city", wantErr: "is required"},
 		{name: "wrong type string for int", inputs: `{"question":"q","Stops":[],"count":"three"}`, wantField: "count", wantErr: "must be an integer, got string"},
 		{name: "wrong type number for string", inputs: `{"question":42,"Stops":[]}`, wantField: "question", wantErr: "must be a string, got number"},
-		{name: "fraction for int", inputs: `{"question":"q","Stops":[],"count":1.5}`, wantField: "count", wantErr: "must be an integer"},
+		{name: "fraction for int", inputs: `{"question":"q","Stops":[],"count":1.5}`, wantField: "count", wantErr: "must be an integer, written without a fraction or an exponent, got 1.5"},
+		{name: "exponent for int", inputs: `{"question":"q","Stops":[],"count":1e2}`, wantField: "count", wantErr: "without a fraction or an exponent, got 1e2"},
+		{name: "int out of range", inputs: `{"question":"q","Stops":[],"count":9223372036854775808}`, wantField: "count", wantErr: "must be an integer from -9223372036854775808 to 9223372036854775807, got 9223372036854775808"},
 		{name: "wrong nested type", inputs: `{"question":"q","Stops":[],"where":{"city":7}}`, wantField: "where.city", wantErr: "must be a string, got number"},
 		{name: "object for array", inputs: `{"question":"q","Stops":{}}`, wantField: "Stops", wantErr: "must be an array, got object"},
 		{name: "unknown field", inputs: `{"question":"q","Stops":[],"colour":"red"}`, wantField: "colour", wantErr: "is not a known input"},
