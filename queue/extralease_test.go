@@ -183,8 +183,16 @@ func TestExtraLeaseIsHandedBackUnrun(t *testing.T) {
 		}))
 		s.reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "ok", nil }))
 		var calls atomic.Int32
+		var mu sync.Mutex
+		var attempts []int // Finished.Attempts of each call for "once"
 		hook := func(_ context.Context, f queue.Finished) error {
-			if f.Task.Flow == "once" && calls.Add(1) == 1 {
+			if f.Task.Flow != "once" {
+				return nil
+			}
+			mu.Lock()
+			attempts = append(attempts, f.Attempts())
+			mu.Unlock()
+			if calls.Add(1) == 1 {
 				return fmt.Errorf("database away: %w", queue.ErrRetryHooks)
 			}
 			return nil
@@ -224,5 +232,8 @@ func TestExtraLeaseIsHandedBackUnrun(t *testing.T) {
 		assert.Equal(t, 1, task.HookRetries)
 		assert.Equal(t, 1, task.HandBacks)
 		assert.Equal(t, 1, task.Attempts(), "attempts: the run of the flow only")
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Equal(t, []int{1, 1}, attempts, "the hooks count the run of the flow only, not the lease handed back nor the one that ran them again")
 	})
 }

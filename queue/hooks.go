@@ -101,12 +101,18 @@ func (j *job) runHooks(snap progress.Snapshot, found bool) (again bool) {
 		// The earlier leases that did not run the flow are left out of
 		// the attempt the hooks see (see Finished.Task): those NoRuns
 		// counts, and the hooks' re-runs before this lease. HookRetries
-		// counts this lease too when there are any: a task given back
-		// for its hooks has ended, and every lease after only runs them
-		// (Attempt is then one more than the attempts of the flow, as
-		// for the first lease that found the task ended).
+		// counts this lease too when it is the one a give-back for the
+		// hooks was for (PreviousEnd, as endLease reads it), not when
+		// that lease was handed back before it ran them: then this lease
+		// is one more. A task given back for its hooks has ended, and
+		// every lease after only runs them (Attempt is then one more than
+		// the attempts of the flow, as for the first lease that found the
+		// task ended).
 		c := *task
-		c.Attempt = task.Attempt - task.NoRuns - max(task.HookRetries-1, 0)
+		c.Attempt = task.Attempt - task.NoRuns - task.HookRetries
+		if task.PreviousEnd == EndHooksPending {
+			c.Attempt++
+		}
 		task = &c
 	}
 	f := Finished{

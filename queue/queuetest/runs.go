@@ -175,6 +175,20 @@ func runNoRuns(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			endOnALostLease(t, h, id)
 			return id, queue.WorkerConfig{}
 		}},
+		{name: "FoundEndedAfterHooksLeaseHandedBack", want: 1, setup: func(t *testing.T, h *harness) (string, queue.WorkerConfig) {
+			h.registerCounting("runs")
+			id := endedByALostWorker(t, h)
+			// A worker finds it ended and its hooks ask to run again; the
+			// lease that would run them is handed back before it does.
+			l := fetchOne(t, h.backend, time.Minute)
+			require.Equal(t, id, l.Task.ID)
+			l.NoRun = true
+			require.NoError(t, h.backend.Retry(context.Background(), l, time.Now(), queue.EndHooksPending))
+			l = fetchOne(t, h.backend, time.Minute)
+			require.Equal(t, id, l.Task.ID)
+			require.NoError(t, h.backend.Retry(context.Background(), l, time.Now(), queue.EndHandedBack))
+			return id, queue.WorkerConfig{}
+		}},
 		{name: "UnknownFlow", buried: true, want: 0, setup: func(t *testing.T, h *harness) (string, queue.WorkerConfig) {
 			return h.enqueueUnchecked("no-such-flow", ""), queue.WorkerConfig{}
 		}},
