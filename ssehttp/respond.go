@@ -55,7 +55,8 @@ const (
 // string in msg whose value is longer than maxQuote keeps its first
 // maxQuote bytes, followed by "...", and what follows the quote stays. A
 // message still longer than maxErrorLen (a host's Identify or Authorize
-// error, say) is cut there.
+// error, say) is cut so that it is maxErrorLen bytes at most, "..."
+// included.
 func brief(msg string) string {
 	if len(msg) <= maxQuote {
 		return msg
@@ -82,7 +83,7 @@ func brief(msg string) string {
 		b.WriteString(q)
 	}
 	if b.Len() > maxErrorLen {
-		return clip(b.String(), maxErrorLen) + "..."
+		return clip(b.String(), maxErrorLen-len("...")) + "..."
 	}
 	return b.String()
 }

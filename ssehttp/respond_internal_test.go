@@ -18,12 +18,16 @@ func TestBrief(t *testing.T) {
 		{"escapes", `key "` + strings.Repeat(`\xff`, 100) + `" twice`, `key "` + strings.Repeat(`\xff`, maxQuote) + `..." twice`},
 		{"not half a rune", `flow "a` + strings.Repeat("é", 100) + `"`, `flow "a` + strings.Repeat("é", (maxQuote-1)/2) + `..."`},
 		{"unbalanced quote", `he said "` + long, clip(`he said "`+long, maxErrorLen)},
-		{"long unquoted", strings.Repeat("word ", 400), clip(strings.Repeat("word ", 400), maxErrorLen) + "..."},
+		{"long unquoted", strings.Repeat("word ", 400), clip(strings.Repeat("word ", 400), maxErrorLen-len("...")) + "..."},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := brief(tc.in); got != tc.want {
+			got := brief(tc.in)
+			if got != tc.want {
 				t.Errorf("brief(%.80q...) = %q, want %q", tc.in, got, tc.want)
+			}
+			if len(got) > maxErrorLen {
+				t.Errorf("brief(%.80q...) is %d bytes long, over %d", tc.in, len(got), maxErrorLen)
 			}
 		})
 	}
@@ -40,7 +44,7 @@ func FuzzBrief(f *testing.F) {
 		if len(msg) <= maxQuote && got != msg {
 			t.Fatalf("brief(%q) = %q: a short message is kept", msg, got)
 		}
-		if len(got) > maxErrorLen+len("...") {
+		if len(got) > maxErrorLen {
 			t.Fatalf("brief(%q) is %d bytes long", msg, len(got))
 		}
 		if utf8.ValidString(msg) && !utf8.ValidString(got) {
