@@ -399,12 +399,6 @@ func flagValue(command []string, flag string) string {
 	return ""
 }
 
-// TestComposeFile checks that compose.yaml mirrors the platform flows
-// replaces and keeps the README's promises: server and workers built from
-// the Dockerfile's stages, sharing one Redis, queue and prefix; workers
-// that scale and get longer than their grace period to stop; Redis with
-// AOF (appendfsync everysec) on a volume; PostgreSQL under a profile,
-// with DATABASE_URL passed to the server and the workers.
 // exampleFlowsEnv returns the variables the example flows read: those
 // examples/llm's FromEnv picks the model by, and Tavily's.
 func exampleFlowsEnv(t *testing.T) []string {
@@ -419,6 +413,12 @@ func exampleFlowsEnv(t *testing.T) []string {
 	return keys
 }
 
+// TestComposeFile checks that compose.yaml mirrors the platform flows
+// replaces and keeps the README's promises: server and workers built from
+// the Dockerfile's stages, sharing one Redis, queue and prefix; workers
+// that scale and get longer than their grace period to stop; Redis with
+// AOF (appendfsync everysec) on a volume; PostgreSQL under a profile,
+// with DATABASE_URL passed to the server and the workers.
 func TestComposeFile(t *testing.T) {
 	b, err := os.ReadFile("compose.yaml")
 	require.NoError(t, err)
