@@ -258,8 +258,9 @@ func checkDuplicates(raw json.RawMessage) error {
 // numberReason says why the JSON number lit does not fit t, a Go number
 // type, where "must be an integer, got number 256" would not: the
 // integer types' range, and that encoding/json takes no fraction or
-// exponent for an integer (1.5, 1e2). It returns false for a type that is
-// not a number.
+// exponent for an integer (1.5, 1e2), or, when lit is not a number, that
+// a map's keys must be integers. It returns false for a type that is not
+// a number.
 func numberReason(t reflect.Type, lit string) (string, bool) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -268,6 +269,11 @@ func numberReason(t reflect.Type, lit string) (string, bool) {
 	switch t.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
 		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		if !json.Valid([]byte(lit)) || lit[0] != '-' && (lit[0] < '0' || lit[0] > '9') {
+			// Not a number: encoding/json says "number" of an object's
+			// key that a map with integer keys cannot take too.
+			return fmt.Sprintf("must have integer keys, got key %q", lit), true
+		}
 		if strings.ContainsAny(lit, ".eE") {
 			return "must be an integer, written without a fraction or an exponent, got " + lit, true
 		}

@@ -32,11 +32,12 @@ type optionalInput struct {
 // number for an unsigned one, a float32 overflow.
 func TestTypedNumberOutOfRange(t *testing.T) {
 	type sized struct {
-		Small  uint8    `json:"small,omitempty"`
-		Tiny   *int8    `json:"tiny"`
-		Big    uint64   `json:"big,omitempty"`
-		Single float32  `json:"single,omitempty"`
-		Many   []uint16 `json:"many,omitempty"`
+		Small  uint8            `json:"small,omitempty"`
+		Tiny   *int8            `json:"tiny"`
+		Big    uint64           `json:"big,omitempty"`
+		Single float32          `json:"single,omitempty"`
+		Many   []uint16         `json:"many,omitempty"`
+		ByID   map[uint8]string `json:"by_id,omitempty"`
 	}
 	f := typedNoop[sized]()
 	for inputs, want := range map[string]string{
@@ -47,6 +48,8 @@ func TestTypedNumberOutOfRange(t *testing.T) {
 		`{"single":1e39}`:              `"single": must be a number within the range of a 32-bit float, got 1e39`,
 		`{"many":[1,70000]}`:           `must be an integer from 0 to 65535, got 70000`,
 		`{"small":"7"}`:                `"small": must be an integer, got string`,
+		`{"by_id":{"hello":"x"}}`:      `"by_id": must have integer keys, got key "hello"`,
+		`{"by_id":{"256":"x"}}`:        `"by_id": must be an integer from 0 to 255, got 256`,
 	} {
 		_, err := f.Validate(json.RawMessage(inputs))
 		require.Error(t, err, inputs)
