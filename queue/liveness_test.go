@@ -185,30 +185,38 @@ func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 // the lease back (EndWorkerLost): the attempt counts, as for any lost
 // worker, even though the cut-off worker knows its lapse was no fault of
 // its flow's; its own hand-back, once it is back, finds the lease gone.
+//
+// It runs in a synctest bubble, as TestWorkerLapseStopsFlowAndFencesItsReports
+// does, and for the same reason: by the machine's clock, a heartbeat
+// ticker late by more than half an interval on a loaded machine let the
+// cut-off worker lapse before it had sent its second heartbeat, and it took
+// itself for a stuck worker.
 func TestLapseTakenOverCounts(t *testing.T) {
-	const heartbeat = 300 * time.Millisecond
-	s := newSetup()
-	b := &cutOffRegistry{Memory: s.mem}
-	started, cause := registerWatched(s)
-	cfg := queue.WorkerConfig{
-		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
-	}
-	runWorker(t, queue.NewWorker(b, s.store, cfg))
-	id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
-	waitStarted(t, started)
-	runWorker(t, queue.NewWorker(s.mem, s.store, cfg))
-	// Back in touch before the workers stop (the cleanups run in
-	// reverse): its hand-back waits for its heartbeats.
-	t.Cleanup(func() { b.cut.Store(false) })
-	b.waitBeats(t, 1)
-	require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
-	b.cut.Store(true)
+	synctest.Test(t, func(t *testing.T) {
+		const heartbeat = 300 * time.Millisecond
+		s := newSetup()
+		b := &cutOffRegistry{Memory: s.mem}
+		started, cause := registerWatched(s)
+		cfg := queue.WorkerConfig{
+			Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
+		}
+		runWorker(t, queue.NewWorker(b, s.store, cfg))
+		id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
+		waitStarted(t, started)
+		runWorker(t, queue.NewWorker(s.mem, s.store, cfg))
+		// Back in touch before the workers stop (the cleanups run in
+		// reverse): its hand-back waits for its heartbeats.
+		t.Cleanup(func() { b.cut.Store(false) })
+		b.waitBeats(t, 1)
+		require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
+		b.cut.Store(true)
 
-	snap := waitTerminal(t, s.store, id)
-	assert.Equal(t, progress.StateFailure, snap.State)
-	assert.Equal(t, "gave up after 1 attempt: worker lost", snap.Details.Status)
-	require.NotNil(t, cause.Load(), "the cut-off worker stopped its flow")
-	assert.ErrorContains(t, cause.Load().(error), "the backend could not be reached")
+		snap := waitTerminal(t, s.store, id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "gave up after 1 attempt: worker lost", snap.Details.Status)
+		require.NotNil(t, cause.Load(), "the cut-off worker stopped its flow")
+		assert.ErrorContains(t, cause.Load().(error), "the backend could not be reached")
+	})
 }
 
 // registerWatched registers the flow "watched" with s: its first attempt
@@ -254,49 +262,55 @@ func logMessages(snap progress.Snapshot) []string {
 // unrun (see TestLeasedWhileLapsedIsNotRun), and runs, as its first
 // attempt, once the worker is back in contact; the task enqueued after
 // it is leased once, then, and runs as its first attempt.
+//
+// It runs in a synctest bubble, for the reason TestLapseTakenOverCounts
+// gives: by the machine's clock, a late heartbeat ticker made the watched
+// task's lapsed run count, and with MaxAttempts 1 it failed.
 func TestLapsedWorkerDoesNotFetch(t *testing.T) {
-	const heartbeat = 300 * time.Millisecond
-	s := newSetup()
-	b := &cutOffRegistry{Memory: s.mem}
-	started, cause := registerWatched(s)
-	s.reg.MustRegister("quick", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-		return "done", nil
-	}))
-	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
-		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 3, Logger: slog.New(slog.DiscardHandler),
-	}))
-	// Back in touch before the worker stops (the cleanups run in
-	// reverse): its hand-backs wait for its heartbeats.
-	t.Cleanup(func() { b.cut.Store(false) })
-	watched := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
-	waitStarted(t, started)
-	b.waitBeats(t, 1)
-	require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
-	b.cut.Store(true)
-	require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
-		"the worker did not lapse while cut off")
+	synctest.Test(t, func(t *testing.T) {
+		const heartbeat = 300 * time.Millisecond
+		s := newSetup()
+		b := &cutOffRegistry{Memory: s.mem}
+		started, cause := registerWatched(s)
+		s.reg.MustRegister("quick", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			return "done", nil
+		}))
+		runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+			Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 3, Logger: slog.New(slog.DiscardHandler),
+		}))
+		// Back in touch before the worker stops (the cleanups run in
+		// reverse): its hand-backs wait for its heartbeats.
+		t.Cleanup(func() { b.cut.Store(false) })
+		watched := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
+		waitStarted(t, started)
+		b.waitBeats(t, 1)
+		require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
+		b.cut.Store(true)
+		require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
+			"the worker did not lapse while cut off")
 
-	// The fetch waiting since before the lapse takes this one.
-	inFlight := s.enqueue(t, "quick", queue.EnqueueOptions{})
-	require.Eventually(t, func() bool { return b.leases.Load() == 2 }, waitLong, time.Millisecond,
-		"the fetch in flight at the lapse did not lease")
-	after := s.enqueue(t, "quick", queue.EnqueueOptions{})
-	b.cut.Store(false)
+		// The fetch waiting since before the lapse takes this one.
+		inFlight := s.enqueue(t, "quick", queue.EnqueueOptions{})
+		require.Eventually(t, func() bool { return b.leases.Load() == 2 }, waitLong, time.Millisecond,
+			"the fetch in flight at the lapse did not lease")
+		after := s.enqueue(t, "quick", queue.EnqueueOptions{})
+		b.cut.Store(false)
 
-	for _, id := range []string{watched, inFlight, after} {
-		snap := waitTerminal(t, s.store, id)
-		assert.Equal(t, progress.StateSuccess, snap.State, "task %s: status %q", id, snap.Details.Status)
-	}
-	// watched: its lapsed run and the next; in flight: its lease while
-	// lapsed, which did not run, and the next; after: one.
-	assert.EqualValues(t, 5, b.leases.Load(), "leases in all")
-	task, err := s.mem.Get(context.Background(), after)
-	require.NoError(t, err)
-	assert.Equal(t, 1, task.Attempt, "leases of the task enqueued after the lapse")
-	assert.Equal(t, 0, task.HandBacks)
-	task, err = s.mem.Get(context.Background(), inFlight)
-	require.NoError(t, err)
-	assert.Equal(t, 1, task.Attempts(), "attempts of the task leased while lapsed")
-	assert.Equal(t, 1, task.NoRuns, "its lease while lapsed did not run")
-	assert.Equal(t, 1, task.HandBacks, "and was handed back")
+		for _, id := range []string{watched, inFlight, after} {
+			snap := waitTerminal(t, s.store, id)
+			assert.Equal(t, progress.StateSuccess, snap.State, "task %s: status %q", id, snap.Details.Status)
+		}
+		// watched: its lapsed run and the next; in flight: its lease while
+		// lapsed, which did not run, and the next; after: one.
+		assert.EqualValues(t, 5, b.leases.Load(), "leases in all")
+		task, err := s.mem.Get(context.Background(), after)
+		require.NoError(t, err)
+		assert.Equal(t, 1, task.Attempt, "leases of the task enqueued after the lapse")
+		assert.Equal(t, 0, task.HandBacks)
+		task, err = s.mem.Get(context.Background(), inFlight)
+		require.NoError(t, err)
+		assert.Equal(t, 1, task.Attempts(), "attempts of the task leased while lapsed")
+		assert.Equal(t, 1, task.NoRuns, "its lease while lapsed did not run")
+		assert.Equal(t, 1, task.HandBacks, "and was handed back")
+	})
 }
