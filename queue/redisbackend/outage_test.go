@@ -347,8 +347,14 @@ func TestWorkerAcrossRedisRestart(t *testing.T) {
 // spending an attempt, so that a task with MaxAttempts 1 runs again and
 // succeeds, and its next attempt says why.
 //
-// The heartbeat interval is well above the scheduling noise of a loaded
-// machine, so that the worker does not lapse before Redis goes away; the
+// The worker tells an outage from a stuck heartbeat by the clock: it
+// must send MissedBeats-1 heartbeats in its window, and the last of them
+// goes out half an interval before the window ends. A real redis-server
+// keeps the test off a synctest clock, so that half interval is the
+// test's margin against the scheduling noise of a loaded machine: a
+// second here (a 2 s interval), where 200 ms (400 ms) let a process
+// stalled for 250 ms take the outage for its own fault now and then,
+// spend the task's one attempt, and leave it leased for a minute. The
 // lease is long, so that only the hand-back can bring the task back
 // within the test. The test waits for events, not for time: the flow's
 // first report recorded before Redis goes away, then the flow's
@@ -356,7 +362,7 @@ func TestWorkerAcrossRedisRestart(t *testing.T) {
 func TestOutageLongerThanLivenessCostsNoAttempt(t *testing.T) {
 	t.Parallel()
 	q := newOutageQueue(t)
-	startWorker(t, queue.NewWorker(q.b, q.b, q.workerConfig("", 400*time.Millisecond)))
+	startWorker(t, queue.NewWorker(q.b, q.b, q.workerConfig("", outageHeartbeat)))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
 	defer cancel()
 	id := q.startWaiting(ctx, t)

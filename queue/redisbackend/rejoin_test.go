@@ -108,6 +108,13 @@ func newOutageQueue(t *testing.T) *outageQueue {
 	return q
 }
 
+// outageHeartbeat is the heartbeat interval of a worker that must tell a
+// Redis outage from its own stall: it must send MissedBeats-1 heartbeats
+// in its liveness window, the last half an interval before the window
+// ends, by the machine's clock. That half interval, a second, is the
+// scheduling noise the outage tests bear.
+const outageHeartbeat = 2 * time.Second
+
 // workerConfig is the config of a worker of q with the given heartbeat
 // interval: a lease of a minute, so that only a hand-back or a take-over
 // brings a task back within a test, and retries at once.
@@ -189,13 +196,14 @@ func (q *outageQueue) waitEnded(ctx context.Context, t *testing.T, id string) (p
 // saying that its worker was lost, long before its hour-long lease
 // passes.
 //
-// The intervals (A 400 ms, B 500 ms) are well above the scheduling noise
-// of a loaded machine. The test waits for events, not for time: it lets
-// B's heartbeats through one at a time from the outage on (two that
-// fail while Redis is down, then as many as it takes after), and holds
-// A's until B has beaten past A's deadline. Before the fix, B's second
-// heartbeat back took A's task over, and the task ended "gave up after 1
-// attempt: worker lost".
+// The intervals (A 2 s, B 2.5 s) leave a second of scheduling noise to
+// A, which must send two failing heartbeats in its window to know Redis
+// was away (see TestOutageLongerThanLivenessCostsNoAttempt). The test
+// waits for events, not for time: it lets B's heartbeats through one at
+// a time from the outage on (two that fail while Redis is down, then as
+// many as it takes after), and holds A's until B has beaten past A's
+// deadline. Before the fix, B's second heartbeat back took A's task
+// over, and the task ended "gave up after 1 attempt: worker lost".
 func TestLateHeartbeatAfterOutageKeepsTask(t *testing.T) {
 	t.Parallel()
 	q := newOutageQueue(t)
@@ -214,9 +222,9 @@ func TestLateHeartbeatAfterOutageKeepsTask(t *testing.T) {
 
 	a, b := newGatedBeats(q.b), newGatedBeats(q.b)
 	t.Cleanup(func() { a.gated.Store(false); b.gated.Store(false) })
-	startWorker(t, queue.NewWorker(a, nil, q.workerConfig("a", 400*time.Millisecond)))
+	startWorker(t, queue.NewWorker(a, nil, q.workerConfig("a", outageHeartbeat)))
 	id := q.startWaiting(ctx, t)
-	startWorker(t, queue.NewWorker(b, nil, q.workerConfig("b", 500*time.Millisecond)))
+	startWorker(t, queue.NewWorker(b, nil, q.workerConfig("b", outageHeartbeat*5/4)))
 	b.waitThrough(t, 0, "worker B did not beat")
 
 	q.stop(t)
