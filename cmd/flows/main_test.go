@@ -521,14 +521,15 @@ func TestMoreLineKeepsGlobalFlags(t *testing.T) {
 		ids = append(ids, id)
 	}
 	delete(f.env, "FLOWS_PREFIX")
-	code, out, errs := f.flows(t, "-prefix", f.prefix, "-queue", redisbackend.DefaultQueue, "ls", "-limit", "1")
+	code, out, errs := f.flows(t, "-redis", f.env["REDIS_URL"], "-prefix", f.prefix, "-queue", redisbackend.DefaultQueue, "ls", "-limit", "1")
 	require.Equal(t, exitOK, code, errs)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 3, out)
 	assert.Regexp(t, `^`+ids[1]+`\s`, lines[1])
 	want := "more: flows -prefix " + f.prefix + " -queue " + redisbackend.DefaultQueue + " ls -limit 1 -cursor "
 	require.True(t, strings.HasPrefix(lines[2], want), "%q does not start with %q", lines[2], want)
-	assert.NotContains(t, lines[2], "-redis")
+	assert.NotContains(t, lines[2], "-redis", "given on the command line, -redis is still left out")
+	assert.NotContains(t, lines[2], f.env["REDIS_URL"])
 
 	code, out, errs = f.flows(t, strings.Fields(strings.TrimPrefix(lines[2], "more: flows "))...)
 	require.Equal(t, exitOK, code, errs)
