@@ -113,6 +113,12 @@ func (h *Handler) taskAccess(w http.ResponseWriter, r *http.Request, action Acti
 
 // taskAccessAs is taskAccess that also returns the caller.
 func (h *Handler) taskAccessAs(w http.ResponseWriter, r *http.Request, action Action, id string) (Principal, *queue.TaskInfo, bool) {
+	return h.taskAccessOr(w, r, action, id, h.backendError)
+}
+
+// taskAccessOr is taskAccessAs that answers a failure to read the task's
+// owner (other than an unknown task) with failed, as backendError does.
+func (h *Handler) taskAccessOr(w http.ResponseWriter, r *http.Request, action Action, id string, failed func(http.ResponseWriter, *http.Request, string, error)) (Principal, *queue.TaskInfo, bool) {
 	if !queue.ValidID(id) {
 		writeError(w, http.StatusNotFound, "task not found")
 		return Principal{}, nil, false
@@ -131,7 +137,11 @@ func (h *Handler) taskAccessAs(w http.ResponseWriter, r *http.Request, action Ac
 	}
 	info, err := insp.Task(r.Context(), id)
 	if err != nil {
-		h.notFoundOr(w, r, "get task", err)
+		if notFound(err) {
+			writeError(w, http.StatusNotFound, "task not found")
+		} else {
+			failed(w, r, "get task", err)
+		}
 		return p, nil, false
 	}
 	if info.Task != nil {

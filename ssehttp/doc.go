@@ -94,7 +94,9 @@
 //	500  anything else (a generic message)
 //	503  the queue or the store cannot be reached in time (an error wrapping
 //	     queue.ErrUnavailable, a deadline or a network error), on every
-//	     route, with a Retry-After header
+//	     route but the event stream, with a Retry-After header; the long
+//	     poll (?wait=) included. The event stream answers 200 instead (see
+//	     Event stream)
 //
 // # Owned tasks
 //
@@ -186,7 +188,32 @@
 // it: the heartbeats go on, and the events recorded meanwhile follow when
 // the store is back, each once and in order, as far as the store's
 // Subscribe promises it (the Redis backend's does, across a Redis
-// restart). Opening a stream while the store is down is answered with 503.
+// restart).
+//
+// A stream opened while the backend is down (the store, or the queue that
+// knows the task's owner, cannot be reached in time) is answered with 200
+// and an event stream that holds only a comment saying why and a "retry:"
+// line of Config.Retry, and then ends:
+//
+//	: task backend unavailable, reconnect in 3s
+//	retry: 3000
+//
+// An EventSource takes that as a stream that ended: it reconnects after
+// the delay with its Last-Event-ID, and again after each such answer, until
+// the backend is back and the stream goes on after that id. A 503 would
+// close it for good (an EventSource fails on any status but 200 and 204,
+// and any type but text/event-stream), so a browser whose stream broke
+// during an outage would lose its live view though the task goes on. The
+// answer is the same in both stream modes, and for HEAD (without the
+// body); it says nothing about the task, not even that it exists. What is
+// decided before the backend is asked keeps its status: 404 for an id no
+// task can have and 401 first; then, once the task's owner is read (with
+// Identify, for a caller who is not an operator) or need not be, 403, 400
+// for a Last-Event-ID over 256 bytes or with a line break, or an unknown
+// mode, and 429. A Last-Event-ID the store cannot parse gets its 400 once
+// the store answers. The long poll (GET /tasks/{id}/?wait=), for clients
+// that cannot hold a stream and read statuses themselves, keeps 503 with
+// Retry-After, as every JSON route does.
 //
 // # Stream modes
 //

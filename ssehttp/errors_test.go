@@ -316,7 +316,9 @@ func (downStore) Subscribe(context.Context, string, string) (<-chan progress.Eve
 func (downStore) Create(context.Context, string) error { return errStoreDown }
 
 // TestStoreUnavailable checks that an unreachable progress store is a 503
-// on every route that reads it, with a Retry-After header.
+// with a Retry-After header on every JSON route that reads it, the long
+// poll included, and that a stream opened meanwhile is an event stream
+// that only says when to come back (see TestStreamOpenedWhileStoreDown).
 func TestStoreUnavailable(t *testing.T) {
 	store := downStore{progress.NewMemoryStore(progress.MemoryConfig{})}
 	reg := registry.New()
@@ -337,8 +339,7 @@ func TestStoreUnavailable(t *testing.T) {
 		for _, r := range []struct{ method, path, body string }{
 			{"POST", "/start-task/", `{"flow":"poem_flow"}`},
 			{"GET", "/tasks/" + id + "/", ""},
-			{"GET", "/task-status/" + id + "/", ""},
-			{"GET", "/task-status/" + id + "/?lastEventId=1-0", ""},
+			{"GET", "/tasks/" + id + "/?wait=1s", ""},
 			{"POST", "/cancel-task/" + id + "/", ""},
 		} {
 			t.Run(tc.name+" "+r.method+" "+r.path, func(t *testing.T) {
@@ -352,6 +353,95 @@ func TestStoreUnavailable(t *testing.T) {
 				assert.Contains(t, errorOf(t, resp, rec.Body.Bytes()), "unavailable")
 			})
 		}
+	}
+}
+
+// TestStreamOpenedWhileStoreDown checks the answer to a stream request
+// that only an unreachable backend keeps from opening: 200, an event
+// stream holding a comment that says why and a "retry:" line of
+// Config.Retry, and nothing else, in every stream mode, after any
+// Last-Event-ID, and when the backend is down at the lookup of the task's
+// owner. An EventSource reconnects after it, where a 503 would close it
+// for good. What is decided without the backend keeps its error status.
+func TestStreamOpenedWhileStoreDown(t *testing.T) {
+	store := downStore{progress.NewMemoryStore(progress.MemoryConfig{})}
+	reg := registry.New()
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{Registry: reg})
+	var logs syncbuf.Buffer
+	open := ssehttp.New(ssehttp.Config{Queue: unavailableQueue{}, Progress: store, Registry: reg, Retry: 1500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	owned := ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg, Retry: 1500 * time.Millisecond,
+		Identify: bearerIdentify, Logger: slog.New(slog.DiscardHandler)})
+	id := queue.NewID()
+	serve := func(h http.Handler, method, path string, headers map[string]string) (*http.Response, string) {
+		req := httptest.NewRequest(method, path, nil)
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Result(), rec.Body.String()
+	}
+
+	for _, tc := range []struct {
+		name    string
+		handler http.Handler
+		path    string
+		headers map[string]string
+	}{
+		{"snapshots", open, "/task-status/" + id + "/", nil},
+		{"updates", open, "/task-status/" + id + "/?mode=updates", nil},
+		{"snapshots without the slash", open, "/task-status/" + id, nil},
+		{"after Last-Event-ID", open, "/task-status/" + id + "/", map[string]string{"Last-Event-ID": "1-0"}},
+		{"after lastEventId", open, "/task-status/" + id + "/?mode=updates&lastEventId=7", nil},
+		{"owner lookup", owned, "/task-status/" + id + "/", map[string]string{"Authorization": "Bearer alice", "Last-Event-ID": "3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := serve(tc.handler, "GET", tc.path, tc.headers)
+			require.Equal(t, http.StatusOK, resp.StatusCode, "body: %s", body)
+			assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+			assert.Equal(t, "no-cache", resp.Header.Get("Cache-Control"))
+			assert.Empty(t, resp.Header.Get("Retry-After"))
+			assert.Equal(t, ": task backend unavailable, reconnect in 1.5s\nretry: 1500\n\n", body)
+			r := sse.NewReader(strings.NewReader(body))
+			m, err := r.Next()
+			require.NoError(t, err)
+			assert.Equal(t, "1500", m.Retry)
+			assert.False(t, m.HasData, "no message for EventSource to dispatch")
+			assert.False(t, m.HasID, "the client keeps its Last-Event-ID")
+			_, err = r.Next()
+			assert.ErrorIs(t, err, io.EOF, "the stream ends")
+		})
+	}
+	assert.Contains(t, logs.String(), "backend unavailable", "the cause is logged")
+	assert.Contains(t, logs.String(), "connection refused")
+
+	t.Run("HEAD", func(t *testing.T) {
+		resp, body := serve(open, "HEAD", "/task-status/"+id+"/", nil)
+		assert.Equal(t, http.StatusOK, resp.StatusCode)
+		assert.Equal(t, "text/event-stream", resp.Header.Get("Content-Type"))
+		assert.Empty(t, body)
+	})
+
+	// Refusals decided without the backend are unchanged. (With Identify,
+	// the owner is looked up before the request's headers are checked.)
+	for _, tc := range []struct {
+		name    string
+		handler http.Handler
+		path    string
+		headers map[string]string
+		status  int
+	}{
+		{"invalid id", owned, "/task-status/a.b/", nil, 404},
+		{"huge Last-Event-ID", open, "/task-status/" + id + "/", map[string]string{"Last-Event-ID": strings.Repeat("1", 300)}, 400},
+		{"unknown mode", open, "/task-status/" + id + "/?mode=x", nil, 400},
+		{"identify refuses", owned, "/task-status/" + id + "/", map[string]string{"Authorization": "Bearer bad"}, 401},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := serve(tc.handler, "GET", tc.path, tc.headers)
+			require.Equal(t, tc.status, resp.StatusCode, "body: %s", body)
+			errorOf(t, resp, []byte(body))
+		})
 	}
 }
 

@@ -33,7 +33,9 @@ const (
 // Errors are interpreted with errors.Is: flow.ErrInvalidInputs from
 // Enqueue becomes 422; queue.ErrNotFound and queue.ErrFinished from
 // Cancel become 404 and 409; queue.ErrUnavailable,
-// context.DeadlineExceeded and network errors become 503 on every route.
+// context.DeadlineExceeded and network errors become 503 on every route
+// but the event stream, which answers with a "retry:" hint instead (see
+// the package documentation's Event stream).
 // The Handler answers 404 itself for a flow Config.Registry does not
 // hold, before it calls Enqueue: registry.ErrUnknownFlow from Enqueue
 // means the Queue was given another registry, and becomes 500, logged
@@ -79,7 +81,9 @@ type Config struct {
 	// Progress is where task snapshots and events are read from: the same
 	// store the workers write to. Required. Its errors that wrap
 	// queue.ErrUnavailable (the Redis backend's do when Redis cannot be
-	// reached) are answered with 503, as are the queue's.
+	// reached) are answered with 503, as are the queue's, except when
+	// they keep an event stream from opening: that answer is a stream
+	// holding only a "retry:" hint (see the package documentation).
 	Progress progress.Backend
 
 	// Registry holds the flows that can be started. Nil means

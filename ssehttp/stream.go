@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flowsrun/flows/internal/jsonenc"
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -20,7 +21,7 @@ const maxEventIDLen = 256
 // the package documentation for what the stream carries.
 func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	p, _, ok := h.taskAccessAs(w, r, ActionWatch, id)
+	p, _, ok := h.taskAccessOr(w, r, ActionWatch, id, h.streamBackendError)
 	if !ok {
 		return
 	}
@@ -53,7 +54,7 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, progress.ErrBadEventID):
 			writeError(w, http.StatusBadRequest, "malformed Last-Event-ID")
 		default:
-			h.backendError(w, r, "subscribe", err)
+			h.streamBackendError(w, r, "subscribe", err)
 		}
 		return
 	}
@@ -70,17 +71,11 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 		defer h.tel.streams.Add(ctx, -1)
 	}
 	s := &stream{w: w, rc: http.NewResponseController(w), timeout: h.cfg.WriteTimeout}
-	hdr := w.Header()
-	hdr.Set("Content-Type", "text/event-stream")
-	hdr.Set("Cache-Control", "no-cache")
-	hdr.Set("Connection", "keep-alive")
-	hdr.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
+	if !startStream(w, r) {
 		return
 	}
 
-	s.write("retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n\n")
+	s.write(h.retryField() + "\n")
 	switch {
 	case mode == modeUpdates:
 		// What the client rebuilds its state from: the snapshot at its
@@ -129,6 +124,47 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// startStream sends the status line and headers of an event stream (200,
+// text/event-stream, no caching or buffering on the way) and reports
+// whether a body follows: not for HEAD.
+func startStream(w http.ResponseWriter, r *http.Request) bool {
+	hdr := w.Header()
+	hdr.Set("Content-Type", "text/event-stream")
+	hdr.Set("Cache-Control", "no-cache")
+	hdr.Set("Connection", "keep-alive")
+	hdr.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	return r.Method != http.MethodHead
+}
+
+// retryField is the stream's "retry:" line: Config.Retry in milliseconds.
+func (h *Handler) retryField() string {
+	return "retry: " + strconv.FormatInt(h.cfg.Retry.Milliseconds(), 10) + "\n"
+}
+
+// streamBackendError answers a backend failure at the opening of a stream,
+// before anything is sent: when the backend is unavailable, with an event
+// stream that only says so and when to come back (a comment, and a
+// "retry:" line of Config.Retry), then ends. An EventSource takes any
+// status but 200 and 204, and any type but text/event-stream, as final: it
+// fires error and never reconnects, so a 503 would leave a browser whose
+// stream broke during an outage without its live view for good. This
+// answer it treats as a stream that ended: it reconnects after the retry
+// delay with its Last-Event-ID, as a client that follows the SSE
+// reconnection rules does. Any other failure is answered as backendError
+// does.
+func (h *Handler) streamBackendError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if r.Context().Err() != nil || !unavailable(err) {
+		h.backendError(w, r, what, err)
+		return
+	}
+	h.cfg.Logger.WarnContext(r.Context(), "flows: backend unavailable", "op", what, "path", r.URL.Path, "err", redact.Error(err))
+	if !startStream(w, r) {
+		return
+	}
+	_, _ = io.WriteString(w, ": task backend unavailable, reconnect in "+h.cfg.Retry.String()+"\n"+h.retryField()+"\n")
 }
 
 // subscription is an open watch of a task: the snapshot as the client

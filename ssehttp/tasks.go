@@ -178,9 +178,14 @@ func (h *Handler) cancelTask(w http.ResponseWriter, r *http.Request) {
 // notFoundOr answers 404 for an unknown task, and a backend error
 // otherwise.
 func (h *Handler) notFoundOr(w http.ResponseWriter, r *http.Request, what string, err error) {
-	if errors.Is(err, queue.ErrNotFound) || errors.Is(err, progress.ErrNotFound) {
+	if notFound(err) {
 		writeError(w, http.StatusNotFound, "task not found")
 		return
 	}
 	h.backendError(w, r, what, err)
+}
+
+// notFound reports whether err means that the task is unknown.
+func notFound(err error) bool {
+	return errors.Is(err, queue.ErrNotFound) || errors.Is(err, progress.ErrNotFound)
 }

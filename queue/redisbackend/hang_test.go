@@ -4,6 +4,7 @@ package redisbackend_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -70,18 +71,28 @@ func TestOpTimeoutWhileRedisHangs(t *testing.T) {
 			Queue: queue.NewBroker(b, b, queue.BrokerConfig{Registry: reg}), Progress: b, Registry: reg, Logger: quiet,
 		}))
 		client := &http.Client{Timeout: waitLimit} // a guard against hanging, not a measure
-		for _, req := range []struct{ method, path, body string }{
-			{http.MethodPost, "/start-task/", `{"flow":"poem"}`},
-			{http.MethodGet, "/tasks/" + held.Task.ID + "/", ""},
-			{http.MethodGet, "/task-status/" + held.Task.ID + "/", ""},
+		for _, req := range []struct {
+			method, path, body string
+			status             int
+		}{
+			{http.MethodPost, "/start-task/", `{"flow":"poem"}`, http.StatusServiceUnavailable},
+			{http.MethodGet, "/tasks/" + held.Task.ID + "/", "", http.StatusServiceUnavailable},
+			// A stream is told when to come back, in a form an
+			// EventSource follows.
+			{http.MethodGet, "/task-status/" + held.Task.ID + "/", "", http.StatusOK},
 		} {
 			r, err := http.NewRequest(req.method, web.URL+req.path, strings.NewReader(req.body))
 			require.NoError(t, err)
 			r.Header.Set("Content-Type", "application/json")
 			resp, err := client.Do(r)
 			require.NoError(t, err, "%s %s", req.method, req.path)
+			body, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, "%s %s", req.method, req.path)
+			require.NoError(t, err)
+			assert.Equal(t, req.status, resp.StatusCode, "%s %s: %s", req.method, req.path, body)
+			if req.status == http.StatusOK {
+				assert.Contains(t, string(body), "\nretry: ", "%s %s", req.method, req.path)
+			}
 		}
 	})
 	resume()

@@ -210,7 +210,6 @@ func TestHTTPWhileRedisDown(t *testing.T) {
 	for _, tc := range []struct{ method, path string }{
 		{http.MethodPost, "/start-task/"},
 		{http.MethodGet, "/tasks/" + id + "/"},
-		{http.MethodGet, "/task-status/" + id + "/"},
 		{http.MethodPost, "/cancel-task/" + id + "/"},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
@@ -223,6 +222,11 @@ func TestHTTPWhileRedisDown(t *testing.T) {
 			assert.Contains(t, e.Error, "unavailable")
 		})
 	}
+	// A stream opened meanwhile is told when to come back, in a form an
+	// EventSource follows (see ssehttp's TestStreamOpenedWhileRedisDown).
+	status, body = do(http.MethodGet, "/task-status/"+id+"/")
+	assert.Equal(t, http.StatusOK, status, body)
+	assert.Contains(t, body, "\nretry: ")
 
 	srv.Restart()
 	eventually(t, func() bool {
