@@ -131,8 +131,12 @@ func TestBusyScriptRefusalIsUnsent(t *testing.T) {
 }
 
 // retrySignal is a slog.Handler that closes seen at the first record
-// saying that a report or an end was not sent and is sent again, and
-// drops every record.
+// saying that a report or an end is sent again, and drops every record.
+// The reporter says so in one of two ways: the call was not sent
+// (progress.ErrNotSent), or its outcome is unknown and it is sent again
+// with its append key (progress.ErrMaybeSent): what a refused call
+// becomes when OpTimeout ends it during a try rather than between two,
+// as a stalled test process can make it.
 type retrySignal struct {
 	once *sync.Once
 	seen chan struct{}
@@ -146,7 +150,7 @@ func (h retrySignal) Enabled(context.Context, slog.Level) bool { return true }
 func (h retrySignal) WithAttrs([]slog.Attr) slog.Handler       { return h }
 func (h retrySignal) WithGroup(string) slog.Handler            { return h }
 func (h retrySignal) Handle(_ context.Context, r slog.Record) error {
-	if strings.HasSuffix(r.Message, " not sent; retrying") {
+	if strings.HasSuffix(r.Message, " not sent; retrying") || strings.HasSuffix(r.Message, "; retrying with its append key") {
 		h.once.Do(func() { close(h.seen) })
 	}
 	return nil
