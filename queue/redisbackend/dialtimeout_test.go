@@ -49,19 +49,25 @@ func unanswered(t *testing.T) string {
 // progress.ErrNotSent. When the bound ends the dial, that cannot be told
 // from a command that got no answer: a keyed append then fails with
 // progress.ErrMaybeSent.
+//
+// Which of the two timers the client sees first is up to the clock: the
+// dial's 100 ms is given a bound of 3 s, so that a test process stalled
+// for a few hundred milliseconds does not see the bound first (it did
+// now and then with a bound of 300 ms).
 func TestDialTimeoutIsRetried(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		name        string
 		dialTimeout time.Duration
+		opTimeout   time.Duration
 		want        []error // one of them
 	}{
-		{"dial gives up first", 100 * time.Millisecond, []error{progress.ErrNotSent}},
-		{"bound ends the dial", 0, []error{progress.ErrNotSent, progress.ErrMaybeSent}},
+		{"dial gives up first", 100 * time.Millisecond, 3 * time.Second, []error{progress.ErrNotSent}},
+		{"bound ends the dial", 0, 300 * time.Millisecond, []error{progress.ErrNotSent, progress.ErrMaybeSent}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			err := appendWhileDialTimesOut(t, tt.dialTimeout)
+			err := appendWhileDialTimesOut(t, tt.dialTimeout, tt.opTimeout)
 			assert.ErrorIs(t, err, queue.ErrUnavailable)
 			assert.True(t, errors.Is(err, tt.want[0]) || errors.Is(err, tt.want[len(tt.want)-1]), "want one of %v, got %v", tt.want, err)
 			if errors.Is(err, progress.ErrNotSent) {
@@ -72,9 +78,9 @@ func TestDialTimeoutIsRetried(t *testing.T) {
 }
 
 // appendWhileDialTimesOut makes a keyed append while the client's
-// dials time out (after dialTimeout, 0 for rueidis's default of 5 s;
-// Config.OpTimeout is 300 ms), and returns its error.
-func appendWhileDialTimesOut(t *testing.T, dialTimeout time.Duration) error {
+// dials time out (after dialTimeout, 0 for rueidis's default of 5 s),
+// with opTimeout as Config.OpTimeout, and returns its error.
+func appendWhileDialTimesOut(t *testing.T, dialTimeout, opTimeout time.Duration) error {
 	t.Helper()
 	srv := redistest.Start(t)
 	hole := unanswered(t)
@@ -87,7 +93,7 @@ func appendWhileDialTimesOut(t *testing.T, dialTimeout time.Duration) error {
 		}
 		return d.DialContext(ctx, "tcp", addr)
 	}
-	b := newBackend(t, testClient(t, opt), redisbackend.Config{OpTimeout: 300 * time.Millisecond})
+	b := newBackend(t, testClient(t, opt), redisbackend.Config{OpTimeout: opTimeout})
 	ctx := context.Background()
 	id := newTask().ID
 	require.NoError(t, b.Create(ctx, id))
