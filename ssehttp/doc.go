@@ -63,7 +63,8 @@
 //	     a wait parameter that is not a non-negative duration;
 //	     a key repeated in one object of the body outside "inputs"; a key
 //	     that is "flow" or "inputs" but for case; a Last-Event-ID the
-//	     progress store cannot parse; on the operators' routes, an unknown
+//	     progress store cannot parse, or a lastEventId or mode query
+//	     parameter given twice; on the operators' routes, an unknown
 //	     or repeated parameter, an unknown state, a limit that is not an
 //	     integer from 1 to 1000, a cursor the listing did not issue, a
 //	     malformed since or until, until before since, a cancel-tasks

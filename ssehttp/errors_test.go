@@ -134,6 +134,8 @@ func TestErrorMatrix(t *testing.T) {
 		{name: "cancel finished", method: "POST", path: "/cancel-task/" + finished + "/", status: 409, inError: "finished"},
 		{name: "malformed Last-Event-ID", method: "GET", path: "/task-status/" + finished + "/", headers: map[string]string{"Last-Event-ID": "abc"}, status: 400, inError: "Last-Event-ID"},
 		{name: "malformed lastEventId", method: "GET", path: "/task-status/" + finished + "/?lastEventId=-1", status: 400, inError: "Last-Event-ID"},
+		{name: "lastEventId given twice", method: "GET", path: "/task-status/" + finished + "/?lastEventId=1&lastEventId=2", status: 400, inError: "lastEventId given 2 times"},
+		{name: "lastEventId twice under the header", method: "GET", path: "/task-status/" + finished + "/?lastEventId=1&lastEventId=2", headers: map[string]string{"Last-Event-ID": "abc"}, status: 400, inError: "malformed Last-Event-ID"},
 		{name: "huge Last-Event-ID", method: "GET", path: "/task-status/" + finished + "/", headers: map[string]string{"Last-Event-ID": strings.Repeat("1", 300)}, status: 400, inError: "Last-Event-ID"},
 		{name: "authorizer refuses start", handler: refusing, method: "POST", path: "/start-task/", body: poem, status: 403, inError: "start refused for this user"},
 		{name: "authorizer refuses watch", handler: refusing, method: "GET", path: "/task-status/" + finished + "/", status: 403, inError: "watch refused"},

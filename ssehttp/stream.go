@@ -27,7 +27,14 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
-		lastID = r.URL.Query().Get("lastEventId")
+		// Given twice, which of the two ids the client meant is not
+		// for the server to guess, as for mode and Idempotency-Key.
+		if ids := r.URL.Query()["lastEventId"]; len(ids) > 1 {
+			writeError(w, http.StatusBadRequest, "lastEventId given "+strconv.Itoa(len(ids))+" times; give it once")
+			return
+		} else if len(ids) == 1 {
+			lastID = ids[0]
+		}
 	}
 	if len(lastID) > maxEventIDLen || strings.ContainsAny(lastID, "\x00\r\n") {
 		writeError(w, http.StatusBadRequest, "malformed Last-Event-ID")
