@@ -6,9 +6,14 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/queue"
 )
+
+// notificationsRetryAfter is the Retry-After of a 503 of the route, in
+// seconds: ssehttp's default Config.Retry.
+const notificationsRetryAfter = "3"
 
 // notificationsAnswer is the body of GET /notifications/{id}/.
 type notificationsAnswer struct {
@@ -40,9 +45,7 @@ func notificationsHandler(broker *queue.Broker, notifier *notify.Notifier, logge
 				_ = json.NewEncoder(w).Encode(map[string]string{"error": "task not found"})
 				return
 			case err != nil:
-				logger.Error("notifications: read the task", "task_id", id, "err", err)
-				w.WriteHeader(http.StatusServiceUnavailable)
-				_ = json.NewEncoder(w).Encode(map[string]string{"error": "the backend cannot be reached"})
+				notificationsFailed(w, logger, "read the task", id, err)
 				return
 			}
 			owner := ""
@@ -50,12 +53,28 @@ func notificationsHandler(broker *queue.Broker, notifier *notify.Notifier, logge
 				owner = info.Task.Owner
 			}
 			if answer.Notifications, err = notifier.Status(r.Context(), id, owner); err != nil {
-				logger.Error("notifications: read their tasks", "task_id", id, "err", err)
-				w.WriteHeader(http.StatusServiceUnavailable)
-				_ = json.NewEncoder(w).Encode(map[string]string{"error": "the backend cannot be reached"})
+				notificationsFailed(w, logger, "read their tasks", id, err)
 				return
 			}
 		}
 		_ = json.NewEncoder(w).Encode(answer)
 	})
+}
+
+// notificationsFailed answers a failure to read task id's notifications
+// as ssehttp answers its routes': 503 with a Retry-After, logged as a
+// warning, while the backend is unavailable (queue.ErrUnavailable); 500,
+// logged as an error, otherwise. The cause is logged without the
+// credentials it may quote, never sent.
+func notificationsFailed(w http.ResponseWriter, logger *slog.Logger, what, id string, err error) {
+	if errors.Is(err, queue.ErrUnavailable) {
+		logger.Warn("notifications: backend unavailable", "op", what, "task_id", id, "err", redact.Error(err))
+		w.Header().Set("Retry-After", notificationsRetryAfter)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "the backend cannot be reached"})
+		return
+	}
+	logger.Error("notifications: request failed", "op", what, "task_id", id, "err", redact.Error(err))
+	w.WriteHeader(http.StatusInternalServerError)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": "internal error"})
 }
