@@ -90,7 +90,8 @@ type EnqueueOptions struct {
 	IdempotencyKey string
 	// Caller names who asks, for BrokerConfig.CallerLimits: usually the
 	// Owner, or the client's address for an anonymous caller (ssehttp
-	// passes "ip:" and the address). "" is subject to no caller limit.
+	// passes "ip:" and the address, or its /64 network for IPv6). "" is
+	// subject to no caller limit.
 	Caller string
 }
 
