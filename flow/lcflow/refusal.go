@@ -8,6 +8,7 @@ import (
 	"github.com/tmc/langchaingo/llms"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/refusal"
 )
 
 // statusText is how langchaingo's HTTP providers (openai, anthropic,
@@ -75,17 +76,7 @@ func refused(err error) bool {
 		}
 	}
 	code, ok := quotedStatus(err.Error())
-	return ok && refusedStatus(code)
-}
-
-// refusedStatus tells whether an HTTP status is an answer that the same
-// request will get again.
-func refusedStatus(code int) bool {
-	switch code {
-	case 400, 401, 403, 404, 422:
-		return true
-	}
-	return false
+	return ok && refusal.Status(code)
 }
 
 // quotedStatus returns the HTTP status quoted in msg as statusText

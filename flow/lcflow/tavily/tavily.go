@@ -32,6 +32,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/refusal"
 )
 
 // Defaults of Config.
@@ -98,8 +99,7 @@ func (e *StatusError) Unwrap() error {
 	switch {
 	case e.refused():
 		return ErrKeyRefused
-	case e.StatusCode == http.StatusBadRequest || e.StatusCode == http.StatusNotFound ||
-		e.StatusCode == http.StatusUnprocessableEntity:
+	case refusal.Status(e.StatusCode):
 		return flow.ErrPermanent
 	}
 	return nil
