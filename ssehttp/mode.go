@@ -45,7 +45,7 @@ func parseMode(q url.Values) (streamMode, error) {
 		return modeUpdates, nil
 	default:
 		if len(v) > maxModeEcho {
-			v = v[:maxModeEcho] + "..."
+			v = clip(v, maxModeEcho) + "..."
 		}
 		return 0, fmt.Errorf("unknown mode %q: want %s or %s", v, ModeSnapshots, ModeUpdates)
 	}
