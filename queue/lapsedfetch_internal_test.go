@@ -78,18 +78,7 @@ func TestLeasedWhileLapsedIsNotRun(t *testing.T) {
 			w = NewWorker(b, store, WorkerConfig{
 				Registry: reg, Heartbeat: time.Hour, Lease: time.Hour, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
 			})
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- w.Run(ctx) }()
-			t.Cleanup(func() {
-				cancel()
-				select {
-				case err := <-done:
-					assert.NoError(t, err, "Worker.Run")
-				case <-time.After(10 * time.Second):
-					t.Error("Worker.Run did not return")
-				}
-			})
+			runWorker(t, w)
 			// The first heartbeat got through (a worker without one never
 			// lapses), and the first Fetch waits for a task.
 			require.Eventually(t, func() bool {

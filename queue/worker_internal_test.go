@@ -116,18 +116,7 @@ func TestResultBeforeCancellationStands(t *testing.T) {
 
 	id, err := NewBroker(mem, store, BrokerConfig{Registry: reg}).Enqueue(context.Background(), "quick", nil, EnqueueOptions{})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "Worker.Run")
-		case <-time.After(10 * time.Second):
-			t.Error("Worker.Run did not return")
-		}
-	})
+	runWorker(t, w)
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -140,4 +129,22 @@ func TestResultBeforeCancellationStands(t *testing.T) {
 		require.True(t, time.Now().Before(deadline), "task did not end: %+v", snap)
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// runWorker runs w until the test ends, then checks that Run returned nil
+// within 10 s (the internal tests' twin of queue_test's runWorker).
+func runWorker(t *testing.T, w *Worker) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			assert.NoError(t, err, "Worker.Run")
+		case <-time.After(10 * time.Second):
+			t.Error("Worker.Run did not return")
+		}
+	})
 }
