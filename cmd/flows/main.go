@@ -109,6 +109,10 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
 
+// errHelp is returned by cli.parse for -h, -help or --help among a
+// command's flags: answered with the usage, without Redis.
+var errHelp = errors.New("help asked")
+
 // errTaskFailed ends show -follow of a task that ended FAILURE.
 var errTaskFailed = errors.New("the task ended FAILURE")
 
@@ -119,6 +123,10 @@ type cli struct {
 	now       func() time.Time
 	in        *queue.Inspector
 	backend   *redisbackend.Backend
+	// open connects to Redis and sets in, backend and release; parse
+	// calls it once the command's flags are read.
+	open    func() error
+	release func()
 	// global are the flags -prefix and -queue as given on the command
 	// line (flag and value, in pairs), which the command lines it prints
 	// for the next page repeat; -redis is left out, since its URL may
@@ -154,28 +162,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		fmt.Fprintf(stderr, "flows: unknown command %q\n\n%s", name, usage)
 		return exitUsage
 	}
-	if askedHelp(rest) {
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	}
-	if *redisURL == "" {
-		fmt.Fprintln(stderr, "flows: no Redis: set REDIS_URL or pass -redis redis://host:6379")
-		return exitUsage
-	}
 	c := &cli{out: stdout, errw: stderr, json: *asJSON, now: time.Now}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "prefix" || f.Name == "queue" {
 			c.global = append(c.global, f.Name, f.Value.String())
 		}
 	})
-	release, err := c.connect(*redisURL, *prefix, *queueName, *timeout)
-	if err == nil {
-		defer release()
-		err = cmd(c, ctx, rest)
+	c.open = func() error {
+		if *redisURL == "" {
+			return usagef("no Redis: set REDIS_URL or pass -redis redis://host:6379")
+		}
+		return c.connect(*redisURL, *prefix, *queueName, *timeout)
+	}
+	err := cmd(c, ctx, rest)
+	if c.release != nil {
+		c.release()
 	}
 	var ue usageError
 	switch {
 	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		fmt.Fprint(stdout, usage)
 		return exitOK
 	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "flows %s: %v\n", name, err)
@@ -198,44 +206,31 @@ var commands = map[string]func(c *cli, ctx context.Context, args []string) error
 	"requeue": (*cli).requeue,
 }
 
-// connect opens the backend of the queue at redisURL and returns the
-// function that closes it.
-func (c *cli) connect(redisURL, prefix, queueName string, timeout time.Duration) (func(), error) {
+// connect opens the backend of the queue at redisURL and sets c.release
+// to the function that closes it.
+func (c *cli) connect(redisURL, prefix, queueName string, timeout time.Duration) error {
 	opt, err := rueidis.ParseURL(redisURL)
 	if err != nil {
-		return nil, usagef("Redis URL: %v", err)
+		return usagef("Redis URL: %v", err)
 	}
 	opt.DisableCache = true
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), err)
+		return fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), err)
 	}
 	logger := slog.New(slog.NewTextHandler(c.errw, &slog.HandlerOptions{Level: slog.LevelError}))
 	b, err := redisbackend.New(client, redisbackend.Config{Prefix: prefix, Queue: queueName, OpTimeout: timeout, Logger: logger})
 	if err != nil {
 		client.Close()
-		return nil, usagef("%v", err)
+		return usagef("%v", err)
 	}
 	c.backend = b
 	c.in = queue.NewInspector(b, nil, queue.InspectorConfig{Logger: logger})
-	return func() {
+	c.release = func() {
 		_ = b.Close()
 		client.Close()
-	}, nil
-}
-
-// askedHelp reports whether a subcommand's args ask for help (-h, -help,
-// --help, before a "--"): answered with the usage, without Redis.
-func askedHelp(args []string) bool {
-	for _, a := range args {
-		switch a {
-		case "--":
-			return false
-		case "-h", "-help", "--help", "--h":
-			return true
-		}
 	}
-	return false
+	return nil
 }
 
 // flags returns a flag set for a subcommand's own flags.
@@ -245,20 +240,61 @@ func flags(name string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args with fs, turning its errors into usage errors. A flag
-// of fs after the first argument is a usage error too: the flag package
-// stops at the first argument that is not a flag, so that
-// "requeue ID -resume" would take -resume for a task id and requeue ID
-// without it.
-func parse(fs *flag.FlagSet, args []string) error {
+// parse parses args with fs, turning its errors into usage errors, and
+// then connects to Redis (c.open): a command's flags are read before
+// Redis is needed, so that -h, -help or --help among them returns
+// errHelp without Redis, while a flag's value that reads "-h"
+// (ls -owner -h) stays a value, as the flag package reads it.
+//
+// A flag of fs after the first argument is a usage error too, and -h
+// there asks for help: the flag package stops at the first argument that
+// is not a flag, so that "requeue ID -resume" would take -resume for a
+// task id and requeue ID without it. After a "--" every argument is an
+// argument.
+func (c *cli) parse(fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelp
+		}
 		return usagef("%v", err)
 	}
-	for _, a := range fs.Args() {
-		name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
-		if strings.HasPrefix(a, "-") && fs.Lookup(name) != nil {
-			return usagef("flag %s after the task ids: give flags first (flows %s -%s ... ID...)", a, fs.Name(), name)
+	if !terminated(fs, args) {
+		for _, a := range fs.Args() {
+			name, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+			if !strings.HasPrefix(a, "-") {
+				continue
+			}
+			if name == "h" || name == "help" {
+				return errHelp
+			}
+			if fs.Lookup(name) != nil {
+				return usagef("flag %s after the task ids: give flags first (flows %s -%s ... ID...)", a, fs.Name(), name)
+			}
 		}
 	}
-	return nil
+	return c.open()
+}
+
+// terminated reports whether fs.Parse(args), which succeeded, stopped at
+// a "--" rather than at the first argument that is not a flag. It steps
+// through the arguments fs read as the flag package does: a flag that is
+// not boolean and has no "=" takes the next argument as its value, even
+// "--".
+func terminated(fs *flag.FlagSet, args []string) bool {
+	for i := 0; i < len(args)-fs.NArg(); i++ {
+		a := args[i]
+		if a == "--" {
+			return true
+		}
+		name, _, inline := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := fs.Lookup(name)
+		if f == nil || inline {
+			continue
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+			continue
+		}
+		i++ // the flag's value
+	}
+	return false
 }

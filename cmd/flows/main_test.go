@@ -438,17 +438,40 @@ func TestCommands(t *testing.T) {
 // ends the flags looked at.
 func TestSubcommandHelp(t *testing.T) {
 	noEnv := func(string) string { return "" }
-	for _, args := range [][]string{{"-h"}, {"ls", "-h"}, {"show", "-help"}, {"requeue", "-resume", "--help"}, {"cancel", "-state", "pending", "-h"}} {
+	for _, args := range [][]string{{"-h"}, {"ls", "-h"}, {"show", "-help"}, {"requeue", "-resume", "--help"}, {"cancel", "-state", "pending", "-h"}, {"show", "some-id", "-h"}, {"ls", "-owner", "ada", "--help"}, {"cancel", "-owner", "--", "some-id", "-h"}} {
 		var out, errw bytes.Buffer
 		code := run(context.Background(), args, &out, &errw, noEnv)
 		assert.Equal(t, exitOK, code, "flows %q: %s", args, errw.String())
 		assert.Contains(t, out.String(), "usage: flows", "flows %q", args)
 		assert.Empty(t, errw.String(), "flows %q", args)
 	}
-	var out, errw bytes.Buffer
-	code := run(context.Background(), []string{"show", "--", "-h"}, &out, &errw, noEnv)
-	assert.Equal(t, exitUsage, code, "after --, -h is an argument; without Redis this is a usage error")
-	assert.Contains(t, errw.String(), "no Redis")
+	// A flag's value that reads "-h" is a value, and after "--", -h is
+	// an argument: neither asks for help, so without Redis each is a
+	// usage error.
+	for _, args := range [][]string{{"show", "--", "-h"}, {"ls", "-owner", "-h"}, {"cancel", "-flow", "-help"}, {"show", "-follow", "--", "-h"}} {
+		var out, errw bytes.Buffer
+		code := run(context.Background(), args, &out, &errw, noEnv)
+		assert.Equal(t, exitUsage, code, "flows %q", args)
+		assert.Contains(t, errw.String(), "no Redis", "flows %q", args)
+		assert.Empty(t, out.String(), "flows %q", args)
+	}
+}
+
+// TestOwnerNamedLikeHelp checks that ls -owner -h lists the tasks of the
+// owner "-h" (a value that reads like the help flag), and does not print
+// the usage.
+func TestOwnerNamedLikeHelp(t *testing.T) {
+	f := newFixture(t)
+	id := f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{Owner: "-h"})
+	f.wait(t, id, ended)
+	other := f.enqueue(t, "ok", `{}`, queue.EnqueueOptions{Owner: "ada"})
+	f.wait(t, other, ended)
+	code, out, errs := f.flows(t, "-json", "ls", "-owner", "-h")
+	require.Equal(t, exitOK, code, errs)
+	var page queue.TaskPage
+	require.NoError(t, json.Unmarshal([]byte(out), &page), out)
+	require.Len(t, page.Tasks, 1, out)
+	assert.Equal(t, id, page.Tasks[0].ID)
 }
 
 // TestListByOwnerAndTime checks ls -owner, -since and -until: RFC 3339

@@ -12,7 +12,7 @@ import (
 // stats prints the counts, the depth, the workers and the last minute.
 func (c *cli) stats(ctx context.Context, args []string) error {
 	fs := flags("stats")
-	if err := parse(fs, args); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -71,7 +71,7 @@ func (c *cli) stats(ctx context.Context, args []string) error {
 func (c *cli) dead(ctx context.Context, args []string) error {
 	fs := flags("dead")
 	limit := fs.Int("limit", queue.DefaultListLimit, "most entries, 1 to 1000")
-	if err := parse(fs, args); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -108,7 +108,7 @@ func (c *cli) dead(ctx context.Context, args []string) error {
 func (c *cli) requeue(ctx context.Context, args []string) error {
 	fs := flags("requeue")
 	resume := fs.Bool("resume", false, "replay the steps each dead task completed instead of running them again")
-	if err := parse(fs, args); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {

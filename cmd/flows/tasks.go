@@ -24,7 +24,7 @@ func (c *cli) ls(ctx context.Context, args []string) error {
 	limit := fs.Int("limit", queue.DefaultListLimit, "tasks per page, 1 to 1000")
 	cursor := fs.String("cursor", "", "start after this cursor (the next cursor of a page)")
 	all := fs.Bool("all", false, "list every page")
-	if err := parse(fs, args); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -174,7 +174,7 @@ type showJSON struct {
 func (c *cli) show(ctx context.Context, args []string) error {
 	fs := flags("show")
 	follow := fs.Bool("follow", false, "print the task's events as they happen, until it ends")
-	if err := parse(fs, args); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
@@ -336,7 +336,7 @@ func (c *cli) cancel(ctx context.Context, args []string) error {
 	until := fs.String("until", "", "cancel the tasks that entered their state before this time: RFC 3339 or a duration ago (1h)")
 	limit := fs.Int("limit", queue.MaxListLimit, "most tasks cancelled by a filter, 1 to 1000")
 	cursor := fs.String("cursor", "", "go on where a call stopped (the cursor its last line gives)")
-	if err := parse(fs, args); err != nil {
+	if err := c.parse(fs, args); err != nil {
 		return err
 	}
 	byFilter := *state != "" || *flowName != "" || *owner != "" || *since != "" || *until != ""
