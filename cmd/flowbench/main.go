@@ -174,8 +174,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stderr)
+			var flags strings.Builder
+			fs.SetOutput(&flags)
 			fs.PrintDefaults()
+			return config{}, helpError{flags: flags.String()}
 		}
 		return config{}, err
 	}
@@ -257,15 +259,36 @@ func main() {
 		os.Exit(childMain(os.Stdin, os.Stdout))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0) // -h printed the flags: asked for, not a failure
-		}
-		fmt.Fprintln(os.Stderr, "flowbench:", err)
-		os.Exit(1)
+	code := runMain(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// runMain runs the command line args as main does and returns its exit
+// code: 0 when the scenarios ran, or for -h, whose flags it prints to
+// stderr (asked for, not a failure); 1 with the error on stderr
+// otherwise.
+func runMain(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	err := run(ctx, args, getenv, stdout)
+	var help helpError
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &help):
+		fmt.Fprint(stderr, help.flags)
+		return 0
+	default:
+		fmt.Fprintln(stderr, "flowbench:", err)
+		return 1
 	}
 }
+
+// helpError is parseConfig's answer to -h: flag.ErrHelp, with the flags
+// to print.
+type helpError struct{ flags string }
+
+func (helpError) Error() string { return flag.ErrHelp.Error() }
+func (helpError) Unwrap() error { return flag.ErrHelp }
 
 // run parses args and runs the scenarios asked for, printing figures to
 // out as they come.

@@ -186,6 +186,24 @@ func TestScenarioSelection(t *testing.T) {
 	}
 }
 
+// TestExitCodes checks the exit codes of the command line: -h prints
+// the flags and exits 0, as asked for; a flag it does not know is an
+// error, exit 1, said on stderr.
+func TestExitCodes(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"-help"}, {"-quick", "--help"}} {
+		var out, errw bytes.Buffer
+		code := runMain(context.Background(), args, noEnv, &out, &errw)
+		assert.Equal(t, 0, code, "flowbench %q: %s", args, errw.String())
+		assert.Contains(t, errw.String(), "-scenario string", "flowbench %q prints its flags", args)
+		assert.Empty(t, out.String(), "flowbench %q runs no scenario", args)
+	}
+	var out, errw bytes.Buffer
+	code := runMain(context.Background(), []string{"-bogus"}, noEnv, &out, &errw)
+	assert.Equal(t, 1, code)
+	assert.Equal(t, "flowbench: flag provided but not defined: -bogus\n", errw.String())
+	assert.Empty(t, out.String())
+}
+
 func TestParseConfig(t *testing.T) {
 	env := func(url string) func(string) string {
 		return func(k string) string {
