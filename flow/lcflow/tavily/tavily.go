@@ -12,7 +12,8 @@
 // library's HTTP client.
 //
 // A search that running the task again cannot fix (no key, a key
-// refused, a request the API rejects) fails with an error wrapping
+// refused, the plan's or the pay-as-you-go limit reached, a request the
+// API rejects) fails with an error wrapping
 // flow.ErrPermanent, so that a worker fails the task at once instead of
 // retrying it; a timeout, a network error, a 429 or a 5xx stay retryable.
 package tavily
@@ -65,6 +66,12 @@ var (
 	// the API key is wrong, revoked or out of credits. It wraps
 	// flow.ErrPermanent: a task whose flow fails with it is not retried.
 	ErrKeyRefused = flow.Permanent(errors.New("tavily: API key refused"))
+	// ErrUsageLimit is wrapped by the StatusError of a 432 or 433 answer:
+	// the search would exceed the plan's credits (432) or the
+	// pay-as-you-go limit set on the Tavily dashboard (433). It wraps
+	// flow.ErrPermanent: no retry brings credits, so a task whose flow
+	// fails with it is not retried.
+	ErrUsageLimit = flow.Permanent(errors.New("tavily: usage limit reached"))
 	// ErrTimeout is wrapped by the error of a search that took longer than
 	// Config.Timeout.
 	ErrTimeout = errors.New("tavily: search timed out")
@@ -73,6 +80,12 @@ var (
 	ErrBadResponse = errors.New("tavily: malformed response")
 	// ErrEmptyQuery is returned for a blank query.
 	ErrEmptyQuery = errors.New("tavily: empty query")
+)
+
+// Tavily's own statuses for a search beyond the account's limits.
+const (
+	statusPlanLimit       = 432 // the plan's usage limit
+	statusPayAsYouGoLimit = 433 // the pay-as-you-go limit
 )
 
 // StatusError is the error of an answer other than 200 OK.
@@ -85,20 +98,29 @@ type StatusError struct {
 
 // Error implements error.
 func (e *StatusError) Error() string {
-	status := fmt.Sprintf("HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode))
-	if e.refused() {
+	status := strings.TrimSpace(fmt.Sprintf("HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode)))
+	switch {
+	case e.refused():
 		return fmt.Sprintf("tavily: API key refused (%s): %s", status, e.Body)
+	case e.StatusCode == statusPlanLimit:
+		return fmt.Sprintf("tavily: the plan's usage limit is reached (%s): upgrade the plan on the Tavily dashboard or contact Tavily's support: %s", status, e.Body)
+	case e.StatusCode == statusPayAsYouGoLimit:
+		return fmt.Sprintf("tavily: the pay-as-you-go limit is reached (%s): raise the limit on the Tavily dashboard: %s", status, e.Body)
 	}
 	return fmt.Sprintf("tavily: search failed (%s): %s", status, e.Body)
 }
 
-// Unwrap returns ErrKeyRefused for a 401 or 403, flow.ErrPermanent for
-// the other answers that the same search would get again (400, 404,
-// 422), and nil otherwise (429, 5xx...: worth another attempt).
+// Unwrap returns ErrKeyRefused for a 401 or 403, ErrUsageLimit for
+// Tavily's 432 (the plan's limit) and 433 (the pay-as-you-go limit),
+// flow.ErrPermanent for the other answers that the same search would get
+// again (400, 404, 422), and nil otherwise (429, 5xx...: worth another
+// attempt).
 func (e *StatusError) Unwrap() error {
 	switch {
 	case e.refused():
 		return ErrKeyRefused
+	case e.StatusCode == statusPlanLimit || e.StatusCode == statusPayAsYouGoLimit:
+		return ErrUsageLimit
 	case refusal.Status(e.StatusCode):
 		return flow.ErrPermanent
 	}

@@ -178,6 +178,30 @@ func TestSearchErrors(t *testing.T) {
 			permanent:  true,
 		},
 		{
+			// Tavily's answer when the plan's credits are spent: no
+			// retry brings credits, the plan must change.
+			name: "432 says the plan's limit was reached",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, `{"detail": {"error": "This request exceeds your plan's set usage limit. Please upgrade your plan or contact support@tavily.com"}}`, 432)
+			},
+			wantIs:     []error{tavily.ErrUsageLimit},
+			wantStatus: 432,
+			wantText:   []string{"usage limit", "HTTP 432", "upgrade the plan", "exceeds your plan"},
+			permanent:  true,
+		},
+		{
+			// Tavily's answer when the pay-as-you-go limit set on the
+			// dashboard is reached.
+			name: "433 says the pay-as-you-go limit was reached",
+			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, `{"detail": {"error": "This request exceeds the pay-as-you-go limit. You can increase your limit on the Tavily dashboard."}}`, 433)
+			},
+			wantIs:     []error{tavily.ErrUsageLimit},
+			wantStatus: 433,
+			wantText:   []string{"pay-as-you-go limit", "HTTP 433", "raise the limit", "dashboard"},
+			permanent:  true,
+		},
+		{
 			name: "429 is worth another try",
 			handler: func(_ *testing.T, w http.ResponseWriter, _ *http.Request) {
 				http.Error(w, "slow down", http.StatusTooManyRequests)
@@ -255,6 +279,9 @@ func TestSearchErrors(t *testing.T) {
 			}
 			if tt.wantStatus != http.StatusUnauthorized && tt.wantStatus != http.StatusForbidden {
 				assert.NotErrorIs(t, err, tavily.ErrKeyRefused)
+			}
+			if tt.wantStatus != 432 && tt.wantStatus != 433 {
+				assert.NotErrorIs(t, err, tavily.ErrUsageLimit)
 			}
 			assert.Equal(t, tt.permanent, errors.Is(err, flow.ErrPermanent), "permanent: %v", err)
 			for _, s := range tt.wantText {
