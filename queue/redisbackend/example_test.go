@@ -18,6 +18,7 @@ func ExampleNew() {
 	if err != nil {
 		log.Fatal(err)
 	}
+	opt.DisableCache = true // the backend reads nothing through the client-side cache
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
 		log.Fatal(err)
