@@ -262,7 +262,12 @@ type Message struct {
 // bodies rendered from the templates and the Message-ID
 // "<n.ID@from's domain>", the same on every retry. A 5xx answer of the
 // server (a refused recipient, a failed authentication) is not retried;
-// connection errors, timeouts and 4xx answers are.
+// connection errors, timeouts and 4xx answers are. A message the server
+// has accepted (250 to its end) is sent, even if the conversation then
+// fails (RSET or QUIT refused, the connection lost): that failure is only
+// logged. A connection lost between the message's end and the server's
+// answer leaves it unknown whether the server has the message; it is
+// sent again, with the same Message-ID.
 func (s *Sender) Deliver(ctx context.Context, n *notify.Notification) error {
 	if len(s.to) == 0 {
 		return flow.Permanent(fmt.Errorf("smtp %s: no recipients configured", s.name))
@@ -347,6 +352,14 @@ func (s *Sender) send(ctx context.Context, m Message, headers map[string]string)
 	}
 	if err := client.DialAndSendWithContext(ctx, msg); err != nil {
 		err = s.wrap(err)
+		if msg.IsDelivered() {
+			// The server answered 250 to the message: it has it. What
+			// failed is the rest of the conversation (RSET, QUIT, the
+			// connection). An error would send it again on retry, and a
+			// 5xx one would dead-letter a message that arrived.
+			s.log.Info("flows: e-mail sent; the conversation failed after", "id", m.ID, "err", err)
+			return nil
+		}
 		s.log.Info("flows: e-mail not sent", "id", m.ID, "err", err)
 		if permanent(err) {
 			return flow.Permanent(err)
