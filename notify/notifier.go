@@ -228,7 +228,21 @@ func (n *Notifier) notifyWithRetry(ctx context.Context, ended Notification) ([]s
 }
 
 // idempotencyKey is the idempotency key of the notification with id nid.
-func idempotencyKey(nid string) string { return "flows.notify:" + nid }
+// Keys are scoped by owner, and the notification task belongs to the
+// task's owner: a key a client can send would let it claim the key first
+// (an HTTP Idempotency-Key naming the task it just started), so that the
+// notification is never enqueued and Status reports the client's task in
+// its place. The NUL byte is in no Idempotency-Key ssehttp accepts
+// (printable ASCII only), nor in any HTTP header.
+func idempotencyKey(nid string) string { return "\x00flows.notify:" + nid }
+
+// NotificationTaskID returns the id of the task that delivers the
+// notification with id notificationID (see ID) about a task owned by
+// owner (queue.Task.Owner): the id its idempotency key gives. Read it
+// with the broker's Task, as Status does.
+func NotificationTaskID(owner, notificationID string) string {
+	return queue.IdempotentID(owner, idempotencyKey(notificationID))
+}
 
 // deliver is the delivery flow: it delivers the notification its task
 // carries on the channel it names.

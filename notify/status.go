@@ -104,7 +104,7 @@ func (n *Notifier) Status(ctx context.Context, taskID, owner string) ([]Delivery
 	}
 	out := []Delivery{}
 	for _, name := range n.names {
-		id := queue.IdempotentID(owner, idempotencyKey(ID(taskID, name)))
+		id := NotificationTaskID(owner, ID(taskID, name))
 		info, err := finder.Task(ctx, id)
 		if errors.Is(err, queue.ErrNotFound) {
 			continue

@@ -45,7 +45,7 @@ func TestHookRunTwiceEnqueuesOnce(t *testing.T) {
 			ids, err := n.Notify(context.Background(), notify.Ended(f))
 			require.NoError(t, err)
 			require.Len(t, ids, 1)
-			assert.Equal(t, queue.IdempotentID("ada", "flows.notify:"+notify.ID(f.Task.ID, "webhook")), ids[0])
+			assert.Equal(t, notify.NotificationTaskID("ada", notify.ID(f.Task.ID, "webhook")), ids[0])
 			info, err := s.broker.Task(context.Background(), ids[0])
 			require.NoError(t, err)
 			assert.Equal(t, "ada", info.Task.Owner, "the notification belongs to the task's owner")
