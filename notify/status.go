@@ -96,7 +96,9 @@ var ErrNoStatus = errors.New("notify: the queue cannot read notification tasks")
 // out are not enqueued (yet: the worker's finish hook has not run, or
 // Filter refused them). It reads each notification task from the queue
 // (Config.Queue, which must be a TaskFinder), finding it by the id its
-// idempotency key gives.
+// idempotency key gives (NotificationTaskID). A notification task
+// re-queued from the dead-letter set runs under a new id that Status does
+// not know: it goes on reporting the dead one, DeliveryFailed.
 func (n *Notifier) Status(ctx context.Context, taskID, owner string) ([]Delivery, error) {
 	finder, ok := n.queue.(TaskFinder)
 	if !ok {
