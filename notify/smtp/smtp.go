@@ -21,7 +21,9 @@
 // without TLS, or the one named by ?auth= (plain, login, cram-md5,
 // scram-sha-1, scram-sha-256). PLAIN and LOGIN are refused on a
 // connection without TLS, except to localhost (a local test server such
-// as smtp://user:pass@127.0.0.1:2525). The password never leaves the SMTP
+// as smtp://user:pass@127.0.0.1:2525): by New for a URL without TLS, at
+// the dial for a server that does not offer the opportunistic STARTTLS.
+// The password never leaves the SMTP
 // conversation: it appears in no error and no log line.
 package smtp
 
@@ -217,8 +219,8 @@ func (s *Sender) parseURL(cfg Config) error {
 	authType := gomail.SMTPAuthAutoDiscover
 	if u.Scheme == "smtp" && (q.Get("starttls") == "" || q.Get("starttls") == "off") {
 		// Autodiscovery picks nothing on a connection without TLS. PLAIN
-		// is sent there only to localhost (a local test server); to any
-		// other host go-mail refuses it.
+		// is sent there only to localhost (a local test server); any
+		// other host is refused below.
 		authType = gomail.SMTPAuthPlain
 	}
 	if mech != "" {
@@ -230,9 +232,32 @@ func (s *Sender) parseURL(cfg Config) error {
 			return bad("auth=%q: want plain, login, cram-md5, scram-sha-1 or scram-sha-256", mech)
 		}
 	}
+	if (authType == gomail.SMTPAuthPlain || authType == gomail.SMTPAuthLogin) && !tlsOn(u.Scheme, q.Get("starttls")) && !localhost(s.host) {
+		// go-mail would refuse at every delivery, each retried.
+		return bad("%s sends the password in clear: without TLS it goes only to localhost (use ?starttls=required, smtps:// or ?auth=cram-md5)", strings.ToUpper(mechName(authType)))
+	}
 	s.password = password
 	s.options = append(s.options, gomail.WithSMTPAuth(authType), gomail.WithUsername(u.User.Username()), gomail.WithPassword(password))
 	return nil
+}
+
+// tlsOn reports whether a URL of scheme with the starttls parameter v
+// has TLS (STARTTLS required, or smtps). An opportunistic STARTTLS may
+// not happen: go-mail checks then, at the dial.
+func tlsOn(scheme, v string) bool {
+	return scheme == "smtps" || v == "required" || v == "opportunistic"
+}
+
+// localhost reports whether go-mail sends PLAIN and LOGIN to host without
+// TLS: the names its smtp package takes for the local machine.
+func localhost(host string) bool { return host == "localhost" || host == "127.0.0.1" || host == "::1" }
+
+// mechName names a clear-text mechanism for an error message.
+func mechName(t gomail.SMTPAuthType) string {
+	if t == gomail.SMTPAuthLogin {
+		return "login"
+	}
+	return "plain"
 }
 
 // Name returns the channel's name.

@@ -80,7 +80,9 @@ func TestNewErrors(t *testing.T) {
 		{"user without password", smtp.Config{URL: "smtp://user@mail.test", From: "a@b.c"}, "needs a password"},
 		{"auth without user", smtp.Config{URL: "smtp://mail.test?auth=plain", From: "a@b.c"}, "without a user"},
 		{"bad auth", smtp.Config{URL: "smtp://u:" + password + "@mail.test?auth=kerberos", From: "a@b.c"}, `auth="kerberos"`},
-		{"no From", smtp.Config{URL: "smtp://u:" + password + "@mail.test"}, "From"},
+		{"PLAIN without TLS", smtp.Config{URL: "smtp://u:" + password + "@mail.test", From: "a@b.c"}, "without TLS"},
+		{"LOGIN without TLS", smtp.Config{URL: "smtp://u:" + password + "@mail.test:2525?auth=login&starttls=off", From: "a@b.c"}, "without TLS"},
+		{"no From", smtp.Config{URL: "smtps://u:" + password + "@mail.test"}, "From"},
 		{"bad From", smtp.Config{URL: "smtp://mail.test", From: "not an address"}, "From"},
 		{"bad To", smtp.Config{URL: "smtp://mail.test", From: "a@b.c", To: []string{"ops@example.com", "nobody"}}, `To "nobody"`},
 		{"bad template", smtp.Config{URL: "smtp://mail.test", From: "a@b.c", Templates: notify.Templates{Subject: "{{"}}, "subject template"},
@@ -93,6 +95,14 @@ func TestNewErrors(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.inErr)
 			assert.NotContains(t, err.Error(), password)
 		})
+	}
+	for _, url := range []string{
+		"smtp://u:p@127.0.0.1:2525", "smtp://u:p@localhost", "smtp://u:p@[::1]:2525", // PLAIN to localhost
+		"smtp://u:p@mail.test?auth=cram-md5", "smtp://u:p@mail.test?starttls=required",
+		"smtp://u:p@mail.test?starttls=opportunistic&auth=plain", // refused at the dial if STARTTLS is not offered
+	} {
+		_, err := smtp.New(smtp.Config{URL: url, From: "a@b.c"})
+		assert.NoError(t, err, url)
 	}
 	s, err := smtp.New(smtp.Config{URL: "smtps://user:" + password + "@mail.test", From: "a@b.c"})
 	require.NoError(t, err)
