@@ -117,7 +117,7 @@ func (h *Handler) taskAccessAs(w http.ResponseWriter, r *http.Request, action Ac
 }
 
 // taskAccessOr is taskAccessAs that answers a failure to read the task's
-// owner (other than an unknown task) with failed, as backendError does.
+// owner (other than an unknown task) with failed, as notFoundOr does.
 func (h *Handler) taskAccessOr(w http.ResponseWriter, r *http.Request, action Action, id string, failed func(http.ResponseWriter, *http.Request, string, error)) (Principal, *queue.TaskInfo, bool) {
 	if !queue.ValidID(id) {
 		writeError(w, http.StatusNotFound, "task not found")
@@ -137,11 +137,7 @@ func (h *Handler) taskAccessOr(w http.ResponseWriter, r *http.Request, action Ac
 	}
 	info, err := insp.Task(r.Context(), id)
 	if err != nil {
-		if notFound(err) {
-			writeError(w, http.StatusNotFound, "task not found")
-		} else {
-			failed(w, r, "get task", err)
-		}
+		notFoundOr(w, r, "get task", err, failed)
 		return p, nil, false
 	}
 	if info.Task != nil {

@@ -280,7 +280,7 @@ func (h *Handler) requeue(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, queue.ErrNotDead):
 		writeError(w, http.StatusConflict, "task is not in the dead-letter set")
 	default:
-		h.notFoundOr(w, r, "requeue", err)
+		notFoundOr(w, r, "requeue", err, h.backendError)
 	}
 }
 

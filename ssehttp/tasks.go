@@ -75,14 +75,14 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, context.DeadlineExceeded):
 			info = nil // the wait passed: the task as it is now
 		default:
-			h.notFoundOr(w, r, "wait for task", err)
+			notFoundOr(w, r, "wait for task", err, h.backendError)
 			return
 		}
 	}
 	if info == nil {
 		var err error
 		if info, err = h.taskInfo(r, id); err != nil {
-			h.notFoundOr(w, r, "get task", err)
+			notFoundOr(w, r, "get task", err, h.backendError)
 			return
 		}
 	}
@@ -171,18 +171,18 @@ func (h *Handler) cancelTask(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, queue.ErrFinished):
 		writeError(w, http.StatusConflict, "task already finished")
 	default:
-		h.notFoundOr(w, r, "cancel", err)
+		notFoundOr(w, r, "cancel", err, h.backendError)
 	}
 }
 
-// notFoundOr answers 404 for an unknown task, and a backend error
-// otherwise.
-func (h *Handler) notFoundOr(w http.ResponseWriter, r *http.Request, what string, err error) {
+// notFoundOr answers 404 for an unknown task, and otherwise answers err
+// with failed: backendError, or streamBackendError before a stream.
+func notFoundOr(w http.ResponseWriter, r *http.Request, what string, err error, failed func(http.ResponseWriter, *http.Request, string, error)) {
 	if notFound(err) {
 		writeError(w, http.StatusNotFound, "task not found")
 		return
 	}
-	h.backendError(w, r, what, err)
+	failed(w, r, what, err)
 }
 
 // notFound reports whether err means that the task is unknown.
