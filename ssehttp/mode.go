@@ -3,6 +3,8 @@ package ssehttp
 import (
 	"fmt"
 	"net/url"
+
+	"github.com/flowsrun/flows/internal/text"
 )
 
 // streamMode is what the messages of a task-status stream carry.
@@ -45,7 +47,7 @@ func parseMode(q url.Values) (streamMode, error) {
 		return modeUpdates, nil
 	default:
 		if len(v) > maxModeEcho {
-			v = clip(v, maxModeEcho) + "..."
+			v = text.Clip(v, maxModeEcho) + "..."
 		}
 		return 0, fmt.Errorf("unknown mode %q: want %s or %s", v, ModeSnapshots, ModeUpdates)
 	}

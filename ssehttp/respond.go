@@ -9,9 +9,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/flowsrun/flows/internal/redact"
+	"github.com/flowsrun/flows/internal/text"
 	"github.com/flowsrun/flows/queue"
 )
 
@@ -78,25 +78,14 @@ func brief(msg string) string {
 		}
 		rest = rest[len(q):]
 		if v, err := strconv.Unquote(q); err == nil && len(v) > maxQuote {
-			q = strconv.Quote(clip(v, maxQuote) + "...")
+			q = strconv.Quote(text.Clip(v, maxQuote) + "...")
 		}
 		b.WriteString(q)
 	}
 	if b.Len() > maxErrorLen {
-		return clip(b.String(), maxErrorLen-len("...")) + "..."
+		return text.Clip(b.String(), maxErrorLen-len("...")) + "..."
 	}
 	return b.String()
-}
-
-// clip returns at most the first n bytes of s, cut before a rune.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // unavailable reports whether err means a backend could not be reached in

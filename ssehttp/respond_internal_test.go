@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/flowsrun/flows/internal/text"
 )
 
 // TestBrief checks how an error message is shortened: each long quoted
@@ -17,8 +19,8 @@ func TestBrief(t *testing.T) {
 		{"two quotes", `a "` + long + `" b "x" c "` + long + `"`, `a "` + long[:maxQuote] + `..." b "x" c "` + long[:maxQuote] + `..."`},
 		{"escapes", `key "` + strings.Repeat(`\xff`, 100) + `" twice`, `key "` + strings.Repeat(`\xff`, maxQuote) + `..." twice`},
 		{"not half a rune", `flow "a` + strings.Repeat("é", 100) + `"`, `flow "a` + strings.Repeat("é", (maxQuote-1)/2) + `..."`},
-		{"unbalanced quote", `he said "` + long, clip(`he said "`+long, maxErrorLen)},
-		{"long unquoted", strings.Repeat("word ", 400), clip(strings.Repeat("word ", 400), maxErrorLen-len("...")) + "..."},
+		{"unbalanced quote", `he said "` + long, text.Clip(`he said "`+long, maxErrorLen)},
+		{"long unquoted", strings.Repeat("word ", 400), text.Clip(strings.Repeat("word ", 400), maxErrorLen-len("...")) + "..."},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

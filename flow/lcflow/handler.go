@@ -14,6 +14,7 @@ import (
 	"github.com/tmc/langchaingo/schema"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/text"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -274,11 +275,7 @@ func ToolData(output string) json.RawMessage {
 func quoteInput(input string) string {
 	input = strings.TrimSpace(strings.TrimSuffix(input, "\nObservation:"))
 	if len(input) > maxInputLen {
-		cut := maxInputLen
-		for cut > 0 && !utf8.RuneStart(input[cut]) {
-			cut--
-		}
-		input = input[:cut] + "…"
+		input = text.Clip(input, maxInputLen) + "…"
 	}
 	return fmt.Sprintf("%q", input)
 }

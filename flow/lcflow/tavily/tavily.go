@@ -30,10 +30,10 @@ import (
 	"os"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/refusal"
+	"github.com/flowsrun/flows/internal/text"
 )
 
 // Defaults of Config.
@@ -319,9 +319,5 @@ func snippet(b []byte) string {
 	if len(s) <= snippetLen {
 		return s
 	}
-	cut := snippetLen
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return text.Clip(s, snippetLen) + "…"
 }
