@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/flowsrun/flows/internal/text"
 )
 
 // The headers of a Standard Webhooks delivery.
@@ -143,10 +145,11 @@ func (v *Verifier) VerifyRequest(r *http.Request, maxBytes int64) ([]byte, error
 	return body, nil
 }
 
-// clip returns s cut to at most n bytes, for error messages.
+// clip returns s cut to at most n bytes before a rune, then "...", for
+// error messages.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n] + "..."
+	return text.Clip(s, n) + "..."
 }

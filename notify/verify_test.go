@@ -148,3 +148,18 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifierQuotesABadTimestampWhole checks that a long timestamp that is
+// not a number is quoted in the error cut before a rune, never within one
+// (which %q would show as a stray \x escape).
+func TestVerifierQuotesABadTimestampWhole(t *testing.T) {
+	v, err := notify.NewVerifier(vectorSecret)
+	require.NoError(t, err)
+	s, _ := notify.ParseSecret(vectorSecret)
+	h := signedHeader(s, "msg_1", time.Unix(vectorTimestamp, 0), nil)
+	h.Set(notify.HeaderTimestamp, "1234567890123456789é tail") // é's two bytes straddle byte 20
+	err = v.Verify(h, nil)
+	require.ErrorIs(t, err, notify.ErrTimestamp)
+	assert.Contains(t, err.Error(), `"1234567890123456789..."`)
+	assert.NotContains(t, err.Error(), `\x`)
+}
