@@ -200,7 +200,10 @@
 // Backend is both the queue and the store; passing nil as the store says
 // so, and lets the broker and the workers take fewer round trips per task:
 //
-//	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{"127.0.0.1:6379"}})
+//	client, err := rueidis.NewClient(rueidis.ClientOption{
+//		InitAddress:  []string{"127.0.0.1:6379"},
+//		DisableCache: true, // the backend reads nothing through rueidis' client-side cache
+//	})
 //	...
 //	backend, err := redisbackend.New(client, redisbackend.Config{})
 //	...

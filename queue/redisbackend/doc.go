@@ -3,7 +3,10 @@
 // is both a queue.Backend and a progress.Backend, so that a web process and
 // any number of worker processes share tasks, progress and live events:
 //
-//	client, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{"127.0.0.1:6379"}})
+//	client, err := rueidis.NewClient(rueidis.ClientOption{
+//		InitAddress:  []string{"127.0.0.1:6379"},
+//		DisableCache: true, // the backend reads nothing through rueidis' client-side cache
+//	})
 //	if err != nil { ... }
 //	defer client.Close()
 //	backend, err := redisbackend.New(client, redisbackend.Config{})
