@@ -182,11 +182,17 @@ func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, er
 // hook enqueues a notification once per task and channel all the same,
 // since its enqueue is keyed by the notification's ID (see Notify). A backend
 // that cannot be reached is tried again, with a short backoff, until the
-// hooks' time (WorkerConfig.FinishHookTimeout) is up; then the error is
-// logged by the worker and that task's notifications are lost.
+// hooks' time (WorkerConfig.FinishHookTimeout) is up; then the hook
+// returns the error wrapped with queue.ErrRetryHooks: the worker gives
+// the task back instead of acknowledging it, and runs its hooks again
+// later (up to WorkerConfig.MaxHookRetries times), so that an outage
+// longer than the hooks' time loses no notification.
 func (n *Notifier) Hook() queue.FinishHook {
 	return func(ctx context.Context, f queue.Finished) error {
 		_, err := n.notifyWithRetry(ctx, Ended(f))
+		if errors.Is(err, queue.ErrUnavailable) {
+			return fmt.Errorf("%w: %w", queue.ErrRetryHooks, err)
+		}
 		return err
 	}
 }

@@ -182,10 +182,12 @@ func TestHookWaitsOutAnOutage(t *testing.T) {
 	defer cancel()
 	err = n.Hook()(ctx, f)
 	assert.ErrorIs(t, err, queue.ErrUnavailable, "given up when the hooks' time is up")
+	assert.ErrorIs(t, err, queue.ErrRetryHooks, "to be run again later")
 
 	q.failures, q.err = 0, errors.New("inputs too large")
 	err = n.Hook()(context.Background(), f)
 	assert.ErrorContains(t, err, "inputs too large")
+	assert.NotErrorIs(t, err, queue.ErrRetryHooks, "an error no later run fixes")
 }
 
 func TestRegisterIsInternal(t *testing.T) {
