@@ -93,9 +93,10 @@ func (b *Backend) Dead(ctx context.Context, limit int) ([]queue.DeadTask, error)
 // Requeue implements queue.Backend in two round trips: t's id goes to
 // the queue's starting set and t's record is written (on a Cluster
 // client, whose keys for the two are on different slots, in two round
-// trips), then one script takes deadID out of the dead-letter set, queues
-// t and marks its start done, or finds deadID missing and queues nothing
-// (then t's record is deleted again and its start forgotten). A re-queue
+// trips), then t's index entry (see index.go) and one script that takes
+// deadID out of the dead-letter set, queues t and marks its start done,
+// or finds deadID missing and queues nothing (then t's record is deleted
+// again, its start forgotten and its index entry removed). A re-queue
 // cut before the script (its process dies, Redis answers an error) leaves
 // deadID in the dead-letter set, to be re-queued again, and t to the
 // sweep of cut starts, which ends it as FAILURE (see starts.go).
@@ -125,7 +126,7 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	} else {
 		cmds = append(rueidis.Commands{begin}, cmds...) // run in order
 	}
-	if err := b.sendIndexed(ctx, op, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), false); err != nil {
+	if err := b.send(ctx, op, cmds); err != nil {
 		return err
 	}
 	if err := b.cut(t); err != nil {
@@ -139,18 +140,29 @@ func (b *Backend) Requeue(ctx context.Context, deadID string, t *queue.Task) err
 	if t.Limit.On() {
 		keys = append(keys, b.gateKey(t.Flow))
 	}
-	reply, _ := b.runLeaseScript(ctx, requeueScript, keys,
+	// The new task's index entry goes ahead of the script, once its
+	// record is written (see index.go): a re-queue cut in between is
+	// swept.
+	kind := waitNever
+	if b.durable() {
+		kind = waitFor[requeueScript]
+	}
+	index := b.indexCommands([]indexEntry{createdEntry(t, now)})
+	indexed, reply, _ := b.runScriptAfter(ctx, index, requeueScript, kind, keys,
 		[]string{deadID, strconv.FormatInt(now.Add(-b.cfg.Retention).UnixMilli(), 10), t.ID,
 			strconv.FormatInt(due, 10), strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10),
 			strconv.FormatInt(doneScore, 10)},
 		nil)
+	b.indexErrors(indexed)
 	n, err := reply.AsInt64()
 	if err == nil && n == 0 {
 		// The start is forgotten once the record is gone, not before: a
-		// record left would be ended by a sweep.
+		// record left would be ended by a sweep. Its index entry goes
+		// with it.
 		err := b.send(ctx, "re-queue task "+deadID, b.deleteTask(t.ID))
 		if err == nil {
-			err = c.Do(ctx, b.forgetStart(t)).Error()
+			err = b.send(ctx, "re-queue task "+deadID, rueidis.Commands{b.forgetStart(t),
+				c.B().Zrem().Key(b.indexKey()).Member(t.ID).Build(), c.B().Zrem().Key(b.flowIndexKey(t.Flow)).Member(t.ID).Build()})
 		}
 		if err != nil {
 			b.log.Warn("flows: could not delete the record of a task not re-queued", "task_id", t.ID, "err", err)

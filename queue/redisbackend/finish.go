@@ -14,7 +14,8 @@ import (
 // finishCall is one AppendAndAck's share of finishScript.
 type finishCall struct {
 	taskID string
-	// args are the call's ARGV values: entry id, token, then appendValues.
+	// args are the call's ARGV values: entry id, token, index score, flow
+	// and task id (see lua/lib/index.lua), then appendValues.
 	args []string
 	// index is the state change the call writes into the task index, if
 	// indexed.
@@ -63,13 +64,14 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 	}
 	now := time.Now()
 	key := progress.AppendKey(ctx)
-	args, err := b.appendValues(id, key, events, 2, now)
+	args, err := b.appendValues(id, key, events, 5, now)
 	if err != nil {
 		return "", false, err
 	}
-	args[0], args[1] = entry, token
 	call := finishCall{taskID: id, args: args}
 	call.index, call.indexed = stateChange(id, l.Task.Flow, events, now)
+	args[0], args[1], args[4] = entry, token, id
+	args[2], args[3] = b.indexValues(call.index, call.indexed)
 	res, err := b.finishes.do(ctx, call)
 	return res.last, res.acked, maybeSent(key, appendError(ctx, id, err))
 }
@@ -77,19 +79,22 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 // runFinishes runs a batch of AppendAndAck calls in one finishScript.
 func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall, finishResult]) {
 	keys := append(make([]string, 0, 3+3*len(calls)), b.leaseKeys()...)
-	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), group, strconv.Itoa(len(calls))},
-		calls, func(c *batchCall[finishCall, finishResult]) []string { return c.item.args })
-	for _, call := range calls {
-		id := call.item.taskID
-		keys = append(keys, b.taskKey(id), b.stepsKey(id), b.eventsKey(id))
-	}
 	var index []indexEntry
 	for _, call := range calls {
 		if call.item.indexed {
 			index = append(index, call.item.index)
 		}
 	}
-	reply, indexed := b.runLeaseScript(ctx, finishScript, keys, args, b.indexCommands(index))
+	// The script writes the index (see index.go): it runs on a single
+	// Redis only. Pruning follows it.
+	indexArgs, prune := b.scriptIndex(index)
+	args := batchArgs(append([]string{strconv.FormatInt(b.retentionMS(), 10), group, strconv.Itoa(len(calls))}, indexArgs...),
+		calls, func(c *batchCall[finishCall, finishResult]) []string { return c.item.args })
+	for _, call := range calls {
+		id := call.item.taskID
+		keys = append(keys, b.taskKey(id), b.stepsKey(id), b.eventsKey(id))
+	}
+	reply, indexed := b.runLeaseScript(ctx, finishScript, keys, args, prune)
 	b.indexErrors(indexed)
 	replies, err := batchReplies(reply, len(calls))
 	for i, call := range calls {

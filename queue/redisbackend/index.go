@@ -1,6 +1,7 @@
 package redisbackend
 
 import (
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -29,15 +30,33 @@ import (
 // overtakes another) never move a task back, and the order in which they
 // land does not matter.
 //
-// A task's keys and the queue's are on different Cluster slots, so the
-// index is never written by the scripts that change a task: the ZADDs go
-// in the same round trip, behind the script (see indexCommands), on a
-// single Redis as on a Cluster. They say what the script was asked to do,
-// not what it did: an append refused because the task had ended or was
-// gone still sends its ZADD. A listing therefore checks every task it
-// lists against the task's hash and repairs what it finds wrong (see
-// repair): a member whose task is gone is removed, one whose rank is not
-// the task's state is moved to it.
+// A task is listed once it exists and before it can run, and its entry
+// follows its state, wherever a process dies or a connection breaks:
+//
+//   - On a single Redis the scripts that change a task write its entry
+//     themselves, in the same step (see lua/lib/index.lua): the create
+//     script for a task it records, the append and end scripts for
+//     events they record that change the task's state. A call a script
+//     refuses (an id taken, a caller over its limit, a task ended or
+//     gone) writes nothing. A start that is not one script (Enqueue, a
+//     re-queue) sends the entry after the task's record and before the
+//     command or script that queues it, in order (one pipeline, which a
+//     single Redis runs in order, or the record's reply awaited).
+//   - On a Redis Cluster a task's keys and the queue's are on different
+//     slots, so no script reaches both. Every start there is taken in
+//     steps and marked in the queue's starting set (see starts.go); its
+//     entry goes to the queue's slot once its record is written, ahead
+//     of the commands that queue the task and mark its start done, in
+//     their round trip. A start cut before them is one the sweep of cut
+//     starts ends, and indexes as FAILURE. The events of a task write its
+//     entry in the round trip of their script, behind it.
+//
+// Writes that come from commands rather than from a script (a Cluster's,
+// and an Append that does not know the task's flow, which writes the
+// queue's index only) say what was asked, not what was done. A listing
+// therefore checks every task it lists against the task's hash and
+// repairs what it finds wrong (see repair): a member whose task is gone is
+// removed, one whose rank is not the task's state is moved to it.
 //
 // Ended tasks leave the index as their keys expire: the members of the
 // SUCCESS and FAILURE ranges that ended more than a retention ago are
@@ -150,7 +169,6 @@ func (b *Backend) indexCommands(entries []indexEntry) rueidis.Commands {
 		return nil
 	}
 	c := b.client
-	now := time.Now()
 	all := c.B().Zadd().Key(b.indexKey()).Gt().ScoreMember()
 	byFlow := map[string]*[]indexEntry{}
 	var flows []string
@@ -168,29 +186,79 @@ func (b *Backend) indexCommands(entries []indexEntry) rueidis.Commands {
 		*list = append(*list, e)
 	}
 	cmds := rueidis.Commands{all.Build()}
-	var named []string
-	b.index.mu.Lock()
 	for _, flow := range flows {
 		zadd := c.B().Zadd().Key(b.flowIndexKey(flow)).Gt().ScoreMember()
 		for _, e := range *byFlow[flow] {
 			zadd = zadd.ScoreMember(indexScore(e.rank, e.ms), e.id)
 		}
 		cmds = append(cmds, zadd.Build())
-		if due(&b.index.named, flow, now, renameEvery) {
-			named = append(named, flow)
-		}
 	}
-	keys := []string{b.indexKey()}
-	for _, flow := range flows {
-		keys = append(keys, b.flowIndexKey(flow))
-	}
-	cmds = append(cmds, b.pruneLocked(keys, now)...)
-	b.index.mu.Unlock()
+	named, prune := b.upkeep(flows)
+	cmds = append(cmds, prune...)
 	if len(named) > 0 {
 		// After the ZADDs: a flow is named once it has a member.
 		cmds = append(cmds, c.B().Sadd().Key(b.flowsKey()).Member(named...).Build())
 	}
 	return cmds
+}
+
+// upkeep returns, for a write into the queue's index and the indexes of
+// flows, the flows due to be named in the flows set and the commands
+// that prune the keys due for it.
+func (b *Backend) upkeep(flows []string) (named []string, prune rueidis.Commands) {
+	now := time.Now()
+	keys := []string{b.indexKey()}
+	b.index.mu.Lock()
+	defer b.index.mu.Unlock()
+	for _, flow := range flows {
+		keys = append(keys, b.flowIndexKey(flow))
+		if due(&b.index.named, flow, now, renameEvery) {
+			named = append(named, flow)
+		}
+	}
+	return named, b.pruneLocked(keys, now)
+}
+
+// inScript reports whether the scripts that change tasks write the index
+// themselves (see lua/lib/index.lua): on a single Redis, where a script
+// reaches the queue's keys, so that a task and its index entry change in
+// one step. On a Cluster client the index is on the queue's slot, not
+// the task's, and is written by commands on that slot.
+func (b *Backend) inScript() bool { return !b.cluster }
+
+// scriptIndex returns the values of index_init (lua/lib/index.lua) for a
+// script that writes entries into the index, and the commands that prune
+// the index keys it writes when due, which follow it: the queue's index
+// key, the flows set and the flows to name when due, or, on a Cluster
+// client ("" for the index), values that write nothing. Pruning only
+// removes tasks that ended a retention ago, which no step of a task
+// needs done.
+func (b *Backend) scriptIndex(entries []indexEntry) ([]string, rueidis.Commands) {
+	if !b.inScript() {
+		return []string{"", "", "0"}, nil
+	}
+	var flows []string
+	for _, e := range entries {
+		if e.flow != "" && !slices.Contains(flows, e.flow) {
+			flows = append(flows, e.flow)
+		}
+	}
+	var prune rueidis.Commands
+	var named []string
+	if len(entries) > 0 {
+		named, prune = b.upkeep(flows)
+	}
+	return append([]string{b.indexKey(), b.flowsKey(), strconv.Itoa(len(named))}, named...), prune
+}
+
+// indexValues returns the values of index_add (lua/lib/index.lua) for
+// entry e, if indexed: its score and flow; "" for both when it is not
+// indexed or the script does not write the index.
+func (b *Backend) indexValues(e indexEntry, indexed bool) (score, flow string) {
+	if !indexed || !b.inScript() {
+		return "", ""
+	}
+	return formatScore(indexScore(e.rank, e.ms)), e.flow
 }
 
 // pruneLocked returns the commands that remove, from each of keys due for

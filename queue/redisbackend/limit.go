@@ -65,14 +65,14 @@ func (b *Backend) Admit(ctx context.Context, limits map[string]queue.Limit) (tim
 // it is there already, marks its start done if it is in the starting set
 // (see starts.go), and lets what can start of the flow start, in one
 // script. Enqueue, CreateAndEnqueue and Requeue call it once the task is
-// recorded. The commands also follow the script in its round trip; their
-// errors are logged.
-func (b *Backend) admitNew(ctx context.Context, t *queue.Task, also ...rueidis.Completed) error {
+// recorded. The commands before go ahead of the script in its round
+// trip; their errors are logged.
+func (b *Backend) admitNew(ctx context.Context, t *queue.Task, before ...rueidis.Completed) error {
 	keys, args := b.admitHead()
 	keys, args = b.admitArgs(keys, args, t.Flow, t.Limit, []*queue.Task{t})
 	// The flow's name, for Depth: harmless if the script has not run.
 	named := b.client.B().Sadd().Key(b.limitedKey()).Member(t.Flow).Build()
-	_, err := b.admit(ctx, keys, args, b.durable(), append([]rueidis.Completed{named}, also...)...)
+	_, err := b.admit(ctx, keys, args, b.durable(), append(before, named)...)
 	return err
 }
 
@@ -100,23 +100,24 @@ func (b *Backend) admitArgs(keys, args []string, flow string, l queue.Limit, add
 }
 
 // admit runs the admit script and returns its wait, bounded by maxBlock.
-// The commands also follow it in the same round trip; their errors are
-// logged. With wait (durable mode, for a task being accepted), WAIT
-// follows them, and the replicas must confirm the script.
-func (b *Backend) admit(ctx context.Context, keys, args []string, wait bool, also ...rueidis.Completed) (time.Duration, error) {
+// The commands before go ahead of it in the same round trip; their
+// errors are logged. With wait (durable mode, for a task being accepted),
+// WAIT follows the script, and the replicas must confirm it.
+func (b *Backend) admit(ctx context.Context, keys, args []string, wait bool, before ...rueidis.Completed) (time.Duration, error) {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	c := b.client
-	cmds := append(rueidis.Commands{admitScript.evalsha(c, keys, args)}, also...)
+	cmds := append(append(make(rueidis.Commands, 0, len(before)+2), before...), admitScript.evalsha(c, keys, args))
 	if wait {
 		cmds = append(cmds, b.waitCommand())
 	}
 	res := c.DoMulti(ctx, cmds...)
-	for _, r := range res[1 : 1+len(also)] {
+	for _, r := range res[:len(before)] {
 		if err := r.Error(); err != nil {
-			b.log.Warn("flows: a command that follows the admit script failed", "err", err)
+			b.log.Warn("flows: a command sent with the admit script failed", "err", err)
 		}
 	}
+	res = res[len(before):]
 	if noScript(res[0].Error()) {
 		if wait {
 			again := c.DoMulti(ctx, admitScript.eval(c, keys, args), b.waitCommand())

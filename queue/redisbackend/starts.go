@@ -48,7 +48,11 @@ import (
 //  3. it queues the task and marks its start done, in one step on the
 //     queue's slot: ZADD XX to doneScore after the commands that queue it
 //     in their pipeline (see endStart), or inside the script that queues
-//     it (admit.lua, requeue.lua).
+//     it (admit.lua, requeue.lua). The task's entry in the task index
+//     goes ahead of them, in their round trip (on a single Redis, with
+//     the record, or written by the create script; see index.go): a task
+//     cut before this step is listed, or is indexed by the sweep that
+//     ends it.
 //
 // A start succeeds (and a queue.Broker returns the task's id) only once
 // its steps have. An id that keeps its first score in the starting set
@@ -59,8 +63,11 @@ import (
 // each task as FAILURE with the status cutStatus, live watchers and the
 // task index included, if its record is still the one that start wrote
 // (its field starting holds the score), is PENDING and has never been
-// leased (no attempt recorded); then they remove the id. A task that a
-// worker has leased meanwhile is left to run. Ending rather than queueing
+// leased (no attempt recorded); then they remove the id, after the index
+// entries in their round trip: a sweep cut before them leaves the id to
+// the next sweep, which finds the task ended so and indexes it again
+// (see lua/end_cut.lua). A task that a worker has leased meanwhile is
+// left to run: it was queued, so its index entry was written. Ending rather than queueing
 // the task keeps the promise made to the caller, who was told that the
 // start failed (or was told nothing): the task does not run, and a retry
 // with the same idempotency key gets the id of a task that says why it
@@ -237,33 +244,49 @@ func (b *Backend) endCutStarts(ctx context.Context, listed rueidis.RedisResult) 
 		res = c.DoMulti(ctx, cmds...)
 	}
 	var index []indexEntry
+	n := 0
 	done := bad
 	for i, r := range res {
 		if noScript(r.Error()) {
 			r = c.Do(ctx, endCutScript.eval(c, calls[i].keys, calls[i].args))
 		}
 		reply, err := r.ToArray()
-		if err != nil || len(reply) < 2 {
+		if err != nil || len(reply) < 3 {
 			// Left in the starting set for the next sweep.
 			b.log.Warn("flows: could not end a task whose start was cut", "task_id", calls[i].id, "err", err)
 			continue
 		}
 		id := calls[i].id
 		done = append(done, id)
-		if ended, _ := reply[0].AsInt64(); ended != 1 {
+		ended, _ := reply[0].AsInt64()
+		if ended != 1 && ended != 2 {
 			continue
 		}
 		var t queue.Task
 		rec, _ := reply[1].ToString()
 		_ = decodeRec(rec, &t)
-		index = append(index, indexEntry{id: id, flow: t.Flow, rank: stateRanks[progress.StateFailure], ms: now.UnixMilli()})
-		b.log.Warn("flows: ended a task whose start was cut between its record and its queue entry",
-			"task_id", id, "flow", t.Flow)
+		ms := now.UnixMilli()
+		if ended == 2 {
+			// Ended by a sweep whose round trip was cut before its
+			// index entry: indexed again, at its end time.
+			if at, err := reply[2].AsInt64(); err == nil && at > 0 {
+				ms = at
+			}
+		}
+		index = append(index, indexEntry{id: id, flow: t.Flow, rank: stateRanks[progress.StateFailure], ms: ms})
+		if ended == 1 {
+			n++
+			b.log.Warn("flows: ended a task whose start was cut between its record and its queue entry",
+				"task_id", id, "flow", t.Flow)
+		}
 	}
 	if len(done) == 0 {
 		return 0, nil
 	}
-	err = b.sendIndexed(ctx, "forget cut starts", rueidis.Commands{c.B().Zrem().Key(b.startingKey()).Member(done...).Build()},
-		b.indexCommands(index), false)
-	return len(index), err
+	// The index entries before the removal: a sweep cut in between
+	// leaves the starts to the next one, which indexes their tasks again
+	// (end_cut.lua tells a task that a sweep ended).
+	err = b.sendIndexed(ctx, "forget cut starts", nil, b.indexCommands(index),
+		rueidis.Commands{c.B().Zrem().Key(b.startingKey()).Member(done...).Build()}, false)
+	return n, err
 }

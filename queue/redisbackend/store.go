@@ -75,9 +75,10 @@ func (b *Backend) Create(ctx context.Context, taskID string) error {
 }
 
 // appendCall is one Append call's share of appendScript: its task and
-// ARGV values (the live channel, the number of values that follow, and
-// those of lua/lib/append.lua), and the state change it writes into the
-// task index, if any.
+// ARGV values (the index score, flow and task id of lua/lib/index.lua,
+// the live channel, the number of values that follow, and those of
+// lua/lib/append.lua), and the state change it writes into the task
+// index, if any.
 type appendCall struct {
 	taskID  string
 	args    []string
@@ -130,12 +131,14 @@ func (b *Backend) appendTask(ctx context.Context, taskID, flow string, events []
 	}
 	now := time.Now()
 	key := progress.AppendKey(ctx)
-	args, err := b.appendValues(taskID, key, events, 0, now)
+	args, err := b.appendValues(taskID, key, events, 3, now)
 	if err != nil {
 		return "", err
 	}
 	call := appendCall{taskID: taskID, args: args, ends: events[len(events)-1].Terminal()}
 	call.index, call.indexed = stateChange(taskID, flow, events, now)
+	args[0], args[1] = b.indexValues(call.index, call.indexed)
+	args[2] = taskID
 	last, err := b.appends.do(ctx, call)
 	return last, maybeSent(key, appendError(ctx, taskID, err))
 }
@@ -309,14 +312,20 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 		id := c.item.taskID
 		keys = append(keys, b.taskKey(id), b.stepsKey(id), b.eventsKey(id))
 	}
-	args := batchArgs([]string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))},
-		calls, func(c *batchCall[appendCall, string]) []string { return c.item.args })
 	var index []indexEntry
 	for _, c := range calls {
 		if c.item.indexed {
 			index = append(index, c.item.index)
 		}
 	}
+	// On a single Redis the script writes the index, and pruning follows
+	// it; on a Cluster client the index commands do (see index.go).
+	indexArgs, after := b.scriptIndex(index)
+	if !b.inScript() {
+		after = b.indexCommands(index)
+	}
+	args := batchArgs(append([]string{strconv.FormatInt(b.retentionMS(), 10), strconv.Itoa(len(calls))}, indexArgs...),
+		calls, func(c *batchCall[appendCall, string]) []string { return c.item.args })
 	// In durable mode a batch that ends a task waits for the replicas as
 	// the end of a lease does: a worker with finish hooks records the end
 	// this way, then runs its hooks, and only then acknowledges the task.
@@ -325,11 +334,11 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 		wait = waitEnds
 	}
 	var reply rueidis.RedisResult
-	if len(index) == 0 && wait == waitNever {
+	if len(after) == 0 && wait == waitNever {
 		reply = appendScript.exec(ctx, b.client, keys, args)
 	} else {
 		var indexed []rueidis.RedisResult
-		reply, indexed = b.runScript(ctx, appendScript, wait, keys, args, b.indexCommands(index))
+		reply, indexed = b.runScript(ctx, appendScript, wait, keys, args, after)
 		b.indexErrors(indexed)
 	}
 	replies, err := batchReplies(reply, len(calls))

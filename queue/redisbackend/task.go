@@ -100,8 +100,9 @@ const (
 )
 
 // Enqueue implements queue.Backend in one round trip: the task record, its
-// expiry and the stream entry (or, for a task due later, the delayed-set
-// member) are sent together. A task of a limited flow (Task.Limit) goes to
+// expiry, its entry in the task index and the stream entry (or, for a
+// task due later, the delayed-set member) are sent together, in that
+// order (see index.go). A task of a limited flow (Task.Limit) goes to
 // the queue's starting set with its record, then to its flow's gate, in a
 // second round trip (see limit.go and starts.go). On a Redis Cluster
 // client the task goes to the queue's starting set, then its record is
@@ -143,16 +144,22 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		if t.Limit.On() {
 			return b.admitStarted(ctx, t, now)
 		}
-		cmds = append(b.queueCommands(t, now), b.endStart(t))
-	} else {
-		if t.Limit.On() {
-			// Before the record, in the same pipeline (step 1 of
-			// starts.go): a single Redis runs it in order.
-			cmds = append(rueidis.Commands{begin}, cmds...)
-		}
-		cmds = append(cmds, b.queueCommands(t, now)...)
+		// The index entry before the commands that queue the task and
+		// mark its start done: a start cut in between is swept.
+		cmds = nil
+	} else if t.Limit.On() {
+		// Before the record, in the same pipeline (step 1 of
+		// starts.go): a single Redis runs it in order.
+		cmds = append(rueidis.Commands{begin}, cmds...)
 	}
-	err := b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), b.durable())
+	// On a single Redis, the record, its index entry, then the commands
+	// that queue the task: the pipeline runs in order, so a task is
+	// never queued without its entry, nor listed without its record.
+	after := b.queueCommands(t, now)
+	if b.cluster {
+		after = append(after, b.endStart(t))
+	}
+	err := b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), after, b.durable())
 	if err != nil || !t.Limit.On() {
 		return err
 	}
@@ -165,7 +172,8 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 // admitStarted puts t, a task of a limited flow just recorded, in its
 // flow's gate (see admitNew), which marks its start done (see starts.go).
 // On a Cluster client, whose record's round trip was on the task's slot,
-// t's index entry (see index.go) goes in the same round trip.
+// t's index entry (see index.go) goes in the gate's round trip, ahead of
+// the script: a start cut in between is swept.
 func (b *Backend) admitStarted(ctx context.Context, t *queue.Task, now time.Time) error {
 	if !b.cluster {
 		return b.admitNew(ctx, t)
@@ -278,16 +286,18 @@ func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) er
 		f, _ := b.beginStart(t, now)
 		fields = append(fields, f)
 	}
-	args := make([]string, 4, 5+2*len(fields)+len(limits))
+	args := make([]string, 7, 8+2*len(fields)+len(limits))
 	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
+	args[1] = t.ID
 	if !b.cluster && !t.Limit.On() {
-		args[1] = t.ID
+		args[2] = "1"
 	}
-	args[2] = "0"
+	args[3] = "0"
 	if !t.RunAt.IsZero() {
-		args[2] = strconv.FormatInt(t.RunAt.UnixMilli(), 10)
+		args[3] = strconv.FormatInt(t.RunAt.UnixMilli(), 10)
 	}
-	args[3] = strconv.Itoa(2 * len(fields))
+	args[4], args[5] = b.indexValues(createdEntry(t, now), true)
+	args[6] = strconv.Itoa(2 * len(fields))
 	for _, f := range fields {
 		args = append(args, f[0], f[1])
 	}
@@ -329,13 +339,14 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	for _, call := range calls {
 		keys = append(keys, b.taskKey(call.item.task.ID))
 	}
-	args := batchArgs([]string{string(init.State), init.Details.Status, b.streamKey(), b.delayedKey(), b.wakeKey(),
-		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)},
-		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
 	index := make([]indexEntry, len(calls))
 	for i, call := range calls {
 		index[i] = createdEntry(call.item.task, call.item.now)
 	}
+	indexArgs, prune := b.scriptIndex(index)
+	args := batchArgs(append([]string{string(init.State), init.Details.Status, b.streamKey(), b.delayedKey(), b.wakeKey(),
+		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)}, indexArgs...),
+		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
 	var replies []rueidis.RedisMessage
 	var err error
 	if b.cluster {
@@ -365,15 +376,16 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		}
 		if err == nil && replies[0].Error() == nil && !t.Limit.On() {
 			// (A task of a limited flow goes to its gate: admitStarted.)
+			// The index entry first: a start cut before its queue
+			// entry or its mark of done is swept (see starts.go).
 			cmds := append(b.queueCommands(t, calls[0].item.now), b.endStart(t))
-			err = b.sendIndexed(ctx, op, cmds, b.indexCommands(index), false)
+			err = b.sendIndexed(ctx, op, nil, b.indexCommands(index), cmds, false)
 		}
 	} else {
 		// The tasks of limited flows go to the starting set before the
 		// script, which records them, and to their gates after it (see
-		// starts.go). The index commands follow the script: they only
-		// say that the tasks exist, harmless if it has not run (see
-		// index.go).
+		// starts.go). The script writes the index entries of the tasks
+		// it records (see index.go); only pruning follows it.
 		var begins rueidis.Commands
 		for _, call := range calls {
 			if call.item.task.Limit.On() {
@@ -384,7 +396,7 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		// A ZADD into the starting set that failed (a full Redis) is
 		// not looked at: the script then failed too, or its task goes
 		// to its gate next with no marker to end it by.
-		reply, indexed := b.runLeaseScriptAfter(ctx, begins, createTaskScript, keys, args, b.indexCommands(index))
+		reply, indexed := b.runLeaseScriptAfter(ctx, begins, createTaskScript, keys, args, prune)
 		b.indexErrors(indexed)
 		replies, err = batchReplies(reply, len(calls))
 		if err == nil && len(begins) > 0 {
@@ -421,32 +433,47 @@ func (b *Backend) beginAndRecord(ctx context.Context, begin rueidis.Completed, k
 	return marked, replies, err
 }
 
-// sendIndexed runs cmds and then the index commands index in one
-// pipelined round trip under OpTimeout, and returns the first error of
-// cmds. An error of the index commands is only logged: the index is
-// repaired by the listings (see index.go), an operation is not failed
-// for it. With wait set (durable mode), WAIT follows them in the same
-// round trip, and enough replicas must confirm them.
-func (b *Backend) sendIndexed(ctx context.Context, op string, cmds, index rueidis.Commands, wait bool) error {
+// sendIndexed runs before, the index commands index and after, in that
+// order, in one pipelined round trip under OpTimeout, and returns the
+// first error of before and after. An error of the index commands is
+// only logged: the index is repaired by the listings (see index.go), an
+// operation is not failed for it. With wait set (durable mode), WAIT
+// follows them in the same round trip, and enough replicas must confirm
+// them. A start gives its record in before and the commands that queue
+// it in after (see index.go): a task is listed once it exists, and
+// before it can run.
+func (b *Backend) sendIndexed(ctx context.Context, op string, before, index, after rueidis.Commands, wait bool) error {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	all := append(cmds, index...)
+	all := make(rueidis.Commands, 0, len(before)+len(index)+len(after)+1)
+	all = append(append(append(all, before...), index...), after...)
 	if wait {
 		all = append(all, b.waitCommand())
 	}
 	res := b.client.DoMulti(ctx, all...)
-	for _, r := range res[:len(cmds)] {
+	for i, r := range res[:len(all)-btoi(wait)] {
+		if i >= len(before) && i < len(before)+len(index) {
+			continue
+		}
 		if err := r.Error(); err != nil {
 			return b.wrap(ctx, op, err)
 		}
 	}
-	b.indexErrors(res[len(cmds) : len(cmds)+len(index)])
+	b.indexErrors(res[len(before) : len(before)+len(index)])
 	if wait {
 		if err := b.replicated(res[len(res)-1]); err != nil {
 			return b.wrap(ctx, op, err)
 		}
 	}
 	return nil
+}
+
+// btoi is 1 for true and 0 for false.
+func btoi(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }
 
 // recordTTL is how long a new task's keys must live: the retention,

@@ -6,9 +6,13 @@
 -- KEYS, per task: task hash
 -- ARGV[1] initial state, ARGV[2] initial status, ARGV[3] the stream,
 --   ARGV[4] the delayed set, ARGV[5] the wake stream, ARGV[6] now (Unix
---   ms), ARGV[7] longest wait of a fetcher (ms), then, for each task: the
---   time to live of its hash (ms), its id if the script is to queue it or
---   "", its due time (Unix ms), the number of record values k, and k
+--   ms), ARGV[7] longest wait of a fetcher (ms), from ARGV[8] the index
+--   values of lib/index.lua (the queue's index key, "" on a Cluster
+--   client, the flows set, the number of flows to name f and f names),
+--   then, for each task: the time to live of its hash (ms), its id, "1"
+--   if the script is to queue it or "", its due time (Unix ms), its index score
+--   (PENDING since it was accepted) and its flow's name (see index_add),
+--   the number of record values k, and k
 --   values: the record's fields and values, then the number of caller
 --   limit values n (0 or 7), and n values: the caller's rate key and
 --   pending set, starts, per (ms), max pending, how long to keep the
@@ -17,12 +21,15 @@
 --
 -- Returns, for each task, 1, or an "EXISTS" error when it has a snapshot,
 -- or the "LIMIT" error of admit_caller when its caller is over a limit
--- (then nothing of that task is written). The caller's keys are on another
+-- (then nothing of that task is written, in the task index neither). A
+-- task recorded is written into the task index in the same step, on a
+-- single Redis (see lib/index.lua). The caller's keys are on another
 -- Cluster slot than the task's, so a Cluster client passes no caller
 -- limits and checks them first (caller_admit.lua). A record without a
 -- snapshot (left by Enqueue under the same id) is replaced. The queue's keys are on
 -- another Cluster slot than a task's, so they are given in ARGV: a Cluster
--- client passes "" for the id and queues the task itself.
+-- client passes "" for queueing and for the index, and queues the task and
+-- indexes it itself.
 --
 -- A task's keys expire at ARGV[6] plus their time to live: the caller's
 -- clock, not the server's, which costs a TIME per script. The time to
@@ -33,13 +40,14 @@
 --@include lib/readclock.lua
 --@include lib/schedule.lua
 --@include lib/caller_limits.lua
+--@include lib/index.lua
 local now, wakeWithin = tonumber(ARGV[6]), tonumber(ARGV[7])
 local out = {}
-local a = 8
+local a = index_init(8)
 for t = 1, #KEYS do
   local task = KEYS[t]
-  local ttl, queued, due, k = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local l = a + 4 + k
+  local ttl, id, queued, due, k = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 6])
+  local l = a + 7 + k
   local n = tonumber(ARGV[l])
   local found = redis.call('EXISTS', task) == 1
   local refused = nil
@@ -57,13 +65,15 @@ for t = 1, #KEYS do
       redis.call('DEL', task)
     end
     local exp = string.format('%d', now + tonumber(ttl))
-    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 4, a + 3 + k))
+    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 7, a + 6 + k))
     redis.call('PEXPIREAT', task, exp)
     if queued ~= '' then
-      schedule(ARGV[3], ARGV[4], ARGV[5], queued, due, now, wakeWithin)
+      schedule(ARGV[3], ARGV[4], ARGV[5], id, due, now, wakeWithin)
     end
+    index_add(ARGV[a + 4], ARGV[a + 5], id)
     out[t] = 1
   end
   a = l + 1 + n
 end
+index_write()
 return out

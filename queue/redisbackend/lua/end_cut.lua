@@ -11,21 +11,30 @@
 --   follow, and those values (see lib/append.lua; the first, the append
 --   key, is "")
 --
--- Returns {ended, rec}: ended is 1 when the task was ended, 0 when it was
--- left as it is (gone, another start's, no longer PENDING, or leased);
--- rec is the task's rec field (false when it has none), which names its
--- flow.
+-- Returns {ended, rec, at}: ended is 1 when the task was ended, 2 when
+-- it had ended as FAILURE already, never leased (a sweep ended it, whose
+-- round trip was cut before the task's index entry, or it was cancelled:
+-- the caller indexes it again), 0 when it was left as it is (gone,
+-- another start's, leased, or in another state); rec is the task's rec
+-- field (false when it has none), which names its flow; at is when it
+-- ended (its field ended, Unix ms), for 2, else 0.
 --
 -- The shebang makes a read-only replica refuse the script (see
 -- append.lua): one that lacks the task would answer that it is gone, and
 -- the start would be forgotten while its task waits on the primary.
 --@include lib/append.lua
-local cur = redis.call('HMGET', KEYS[1], 'rec', 'state', 'attempt', 'starting')
-if not cur[1] or cur[2] ~= 'PENDING' or (cur[3] and cur[3] ~= '0') or cur[4] ~= ARGV[2] then
-  return {0, cur[1] or false}
+local cur = redis.call('HMGET', KEYS[1], 'rec', 'state', 'attempt', 'starting', 'ended')
+if not cur[1] or (cur[3] and cur[3] ~= '0') or cur[4] ~= ARGV[2] then
+  return {0, cur[1] or false, 0}
+end
+if cur[2] == 'FAILURE' then
+  return {2, cur[1], tonumber(cur[5]) or 0}
+end
+if cur[2] ~= 'PENDING' then
+  return {0, cur[1], 0}
 end
 local r = append(KEYS[1], KEYS[2], KEYS[3], ARGV[3], 5)
 if type(r) == 'table' and r.err then
   return r
 end
-return {1, cur[1]}
+return {1, cur[1], 0}
