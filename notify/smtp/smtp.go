@@ -67,7 +67,8 @@ type Config struct {
 	// "Flows <flows@example.com>". Required.
 	From string
 	// To are the recipients of the notifications. Required for a channel
-	// (Deliver); Send takes its own.
+	// (Deliver); Send takes its own. A message goes to all of them or to
+	// none: one recipient refused fails it for all.
 	To []string
 	// Templates are the subject and bodies of a notification; zero fields
 	// take notify's defaults.
