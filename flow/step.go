@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -45,7 +46,10 @@ var (
 //
 // Outputs are recorded as JSON, so T must survive a JSON round trip
 // (exported fields, no channels or functions); a replayed output is
-// decoded from that JSON. A step that fails records nothing and runs
+// decoded from that JSON. An output holding a string that is not valid
+// UTF-8 (use []byte for raw bytes) is not recorded, and the run records
+// no later step: JSON would replay it with U+FFFD in place of its bytes
+// (see Checkpoints.Record). A step that fails records nothing and runs
 // again on the next attempt, as does a step whose recorded output no
 // longer decodes into T (its type changed between attempts).
 //
@@ -311,7 +315,11 @@ func (c *Checkpoints) loadLocked(ctx context.Context) error {
 // wrapping ErrPermanent. A store that cannot record it (unreachable, or
 // the task has ended) is not an error of the step: the run then records
 // nothing more (see Step), and a failure other than the task's end is
-// logged.
+// logged. So is an output holding a string that is not valid UTF-8
+// (raw bytes in a string): JSON would keep U+FFFD in place of its bytes,
+// and a later attempt replay other bytes than the step returned; it is
+// not recorded, a warning says so, and the run records nothing more (an
+// output whose MarshalJSON writes the escape \ufffd is taken for one).
 func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 	if c == nil || c.cfg.Store == nil {
 		return nil
@@ -320,8 +328,44 @@ func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 	if err != nil {
 		return Permanent(fmt.Errorf("output cannot be recorded as JSON: %w", err))
 	}
+	if replacedInvalidUTF8(b) {
+		// A later attempt would replay U+FFFD where the step returned
+		// other bytes: record nothing more, as when the store fails.
+		c.mu.Lock()
+		stopped := c.stopped
+		c.stopped = true
+		c.mu.Unlock()
+		if !stopped {
+			c.cfg.Logger.Warn("flows: step output not recorded: it holds text that is not valid UTF-8, which JSON cannot keep; this run records no more steps, and a later attempt runs them again",
+				"task_id", c.cfg.TaskID, "step", key)
+		}
+		return nil
+	}
 	c.save(ctx, key, b)
 	return nil
+}
+
+// replacedInvalidUTF8 reports whether b, written by json.Marshal, holds
+// the escape \ufffd, which encoding/json writes in place of each byte of
+// a string that is not valid UTF-8 (a U+FFFD of valid text is written as
+// the character itself, and a backslash of the text as \\).
+func replacedInvalidUTF8(b []byte) bool {
+	const esc = `\ufffd`
+	for off := 0; ; {
+		i := bytes.Index(b[off:], []byte(esc))
+		if i < 0 {
+			return false
+		}
+		i += off
+		n := 0 // the backslashes right before it
+		for j := i - 1; j >= 0 && b[j] == '\\'; j-- {
+			n++
+		}
+		if n%2 == 0 {
+			return true
+		}
+		off = i + len(esc)
+	}
 }
 
 // save records the output b of the step key, unless the run has stopped

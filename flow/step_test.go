@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -416,4 +417,55 @@ func TestStepResumesDeadTask(t *testing.T) {
 
 	assert.Equal(t, "task dead-1", flow.Origin{Task: "dead-1", Attempt: 2}.String())
 	assert.Equal(t, "attempt 3", flow.Origin{Attempt: 3}.String())
+}
+
+// TestStepOutputNotValidUTF8 checks that an output JSON cannot keep as it
+// is (a string with bytes that are not UTF-8, which encoding/json turns
+// into U+FFFD) is not recorded: a later attempt would replay other bytes
+// than the step returned. The run records no later step either, as when
+// the store cannot record one.
+func TestStepOutputNotValidUTF8(t *testing.T) {
+	ctx := t.Context()
+	e := newStepEnv(t)
+	t1, _ := e.attempt(1)
+	digest := "\x9f\x86\xd0\x81\x88\x4c" // raw bytes in a string, as string(sum[:]) makes them
+	v, err := flow.Step(ctx, t1, "digest", func(context.Context) (string, error) { return digest, nil })
+	require.NoError(t, err)
+	assert.Equal(t, digest, v, "the run gets the output as returned")
+	_, err = flow.Step(ctx, t1, "after", func(context.Context) (string, error) { return "fine", nil })
+	require.NoError(t, err)
+	_, err = flow.Step(ctx, t1, "nested", func(context.Context) (map[string]string, error) { return map[string]string{"k": "caf\xe9"}, nil })
+	require.NoError(t, err)
+	assert.Contains(t, e.logs.String(), "not valid UTF-8")
+
+	saved, err := e.store.MemoryStore.Checkpoints(ctx, e.id)
+	require.NoError(t, err)
+	assert.Empty(t, saved, "nothing recorded from the lossy step on")
+
+	t2, _ := e.attempt(2)
+	calls := 0
+	v, err = flow.Step(ctx, t2, "digest", counted(&calls, digest))
+	require.NoError(t, err)
+	assert.Equal(t, digest, v)
+	assert.Equal(t, 1, calls, "run again, not replayed as other bytes")
+
+	t.Run("valid text that looks like the escape is recorded", func(t *testing.T) {
+		e := newStepEnv(t)
+		t1, _ := e.attempt(1)
+		for i, s := range []string{"\ufffd", `\ufffd`, `\\ufffd`, "ok \u00e9"} {
+			_, err := flow.Step(ctx, t1, fmt.Sprint("s", i), func(context.Context) (string, error) { return s, nil })
+			require.NoError(t, err)
+		}
+		saved, err := e.store.MemoryStore.Checkpoints(ctx, e.id)
+		require.NoError(t, err)
+		assert.Len(t, saved, 4)
+		t2, _ := e.attempt(2)
+		for i, s := range []string{"\ufffd", `\ufffd`, `\\ufffd`, "ok \u00e9"} {
+			calls := 0
+			v, err := flow.Step(ctx, t2, fmt.Sprint("s", i), counted(&calls, "other"))
+			require.NoError(t, err)
+			assert.Equal(t, s, v)
+			assert.Zero(t, calls)
+		}
+	})
 }
