@@ -5,7 +5,10 @@ import (
 	htmltemplate "html/template"
 	"strings"
 	texttemplate "text/template"
+	"time"
 	"unicode/utf8"
+
+	"github.com/flowsrun/flows/progress"
 )
 
 // Templates are the texts of a message about a finished task, as Go
@@ -60,8 +63,13 @@ type Renderer struct {
 	html          *htmltemplate.Template
 }
 
-// NewRenderer parses t, taking the default for each zero field. A
-// template that does not parse is an error here, at configuration time.
+// NewRenderer parses t, taking the default for each zero field, and
+// tries the templates on a task that succeeded and one that failed,
+// neither with steps nor result (as a task cancelled before it ran). A
+// template that does not parse, or fails for them (a field Notification
+// lacks, such as a misspelt {{.TaskId}}; a template not defined; an index
+// out of range) is an error here, at configuration time, rather than in
+// every notification.
 func NewRenderer(t Templates) (*Renderer, error) {
 	if t.Subject == "" {
 		t.Subject = DefaultSubject
@@ -83,7 +91,29 @@ func NewRenderer(t Templates) (*Renderer, error) {
 	if r.html, err = htmltemplate.New("html").Option("missingkey=error").Parse(t.HTML); err != nil {
 		return nil, fmt.Errorf("notify: HTML template: %w", err)
 	}
+	for _, state := range []progress.State{progress.StateSuccess, progress.StateFailure} {
+		if _, err := r.Render(trial(state)); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
+}
+
+// trial is the notification NewRenderer tries the templates on: a task
+// that ended in state, with a status line but no steps nor result.
+func trial(state progress.State) *Notification {
+	status := "Completed"
+	if state != progress.StateSuccess {
+		status = "Cancelled"
+	}
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	const task = "00000000000000000000000000000000"
+	return &Notification{
+		ID: ID(task, "trial"), Channel: "trial", TaskID: task, Flow: "trial", State: state,
+		Snapshot:   progress.Snapshot{State: state, Details: progress.Details{Status: status}},
+		Attempts:   1,
+		EnqueuedAt: at, StartedAt: at, FinishedAt: at.Add(time.Second),
+	}
 }
 
 // Render executes the templates with n.

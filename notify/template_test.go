@@ -60,10 +60,32 @@ func TestRendererErrors(t *testing.T) {
 			assert.ErrorContains(t, err, name+" template")
 		})
 	}
-	r, err := notify.NewRenderer(notify.Templates{Text: "{{.NoSuchField}}"})
-	require.NoError(t, err)
-	_, err = r.Render(sampleNotification("email"))
-	assert.ErrorContains(t, err, "NoSuchField")
+}
+
+// TestRendererTriesTemplates: a template that parses but cannot be
+// executed for a finished task (a field the Notification lacks, as a
+// misspelt {{.TaskId}}) is refused by NewRenderer, at start-up, rather
+// than failing every notification; one that holds for a task with no
+// steps nor result passes.
+func TestRendererTriesTemplates(t *testing.T) {
+	for name, tpl := range map[string]notify.Templates{
+		"subject":               {Subject: "{{.Flow}} {{.TaskId}}"},
+		"text":                  {Text: "{{.Snapshot.Details.NoSuchField}}"},
+		"HTML":                  {HTML: `{{template "footer"}}`},
+		"text on failure only":  {Text: `{{if eq .State "FAILURE"}}{{.Reason}}{{end}}`},
+		"HTML on an empty list": {HTML: `{{index .Snapshot.Details.StepResults 0}}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := notify.NewRenderer(tpl)
+			assert.ErrorContains(t, err, strings.Fields(name)[0]+" template")
+		})
+	}
+	_, err := notify.NewRenderer(notify.Templates{
+		Subject: `{{.Flow}} {{if eq .State "SUCCESS"}}done{{else}}failed: {{.Status}}{{end}}`,
+		Text:    `{{range .Snapshot.Details.StepResults}}{{.Message}}{{end}}{{with .Result}}{{.}}{{end}} {{.Duration}} {{.FinishedAt.Format "2006"}}`,
+		HTML:    `{{with .Snapshot.Details.StepResults}}{{(index . 0).Message}}{{end}}`,
+	})
+	assert.NoError(t, err)
 }
 
 func TestNotificationResult(t *testing.T) {
