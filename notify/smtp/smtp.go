@@ -320,16 +320,20 @@ func (s *Sender) Deliver(ctx context.Context, n *notify.Notification) error {
 // Its errors are as Deliver's: a flow that returns one is retried, unless
 // the server refused the message for good (flow.ErrPermanent).
 func (s *Sender) Send(ctx context.Context, m Message) error {
-	if len(m.To) == 0 {
-		m.To = s.to
+	to := m.To
+	if len(to) == 0 {
+		to = s.to
 	}
-	if len(m.To) == 0 {
+	if len(to) == 0 {
 		return flow.Permanent(fmt.Errorf("smtp %s: no recipients", s.name))
 	}
-	for i, to := range m.To {
-		addr, err := mail.ParseAddress(to)
+	// A slice of its own: m.To is the caller's, s.to is shared by every
+	// Send at once.
+	m.To = make([]string, len(to))
+	for i, rcpt := range to {
+		addr, err := mail.ParseAddress(rcpt)
 		if err != nil {
-			return flow.Permanent(fmt.Errorf("smtp %s: recipient %q: %v", s.name, to, err))
+			return flow.Permanent(fmt.Errorf("smtp %s: recipient %q: %v", s.name, rcpt, err))
 		}
 		m.To[i] = addr.String()
 	}

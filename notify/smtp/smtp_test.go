@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/mail"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -298,4 +299,23 @@ func TestSend(t *testing.T) {
 		err := s.Send(context.Background(), msg)
 		assert.ErrorIs(t, err, flow.ErrPermanent, name)
 	}
+}
+
+// TestSendLeavesRecipientsAlone: Send reads its recipients and the
+// Sender's without writing to them, so that flows may send at once
+// through one Sender (run with -race) and a caller's slice stays as given.
+func TestSendLeavesRecipientsAlone(t *testing.T) {
+	ms := startMailServer(t, serverOptions{}, nil)
+	s := newSender(t, smtp.Config{URL: "smtp://" + ms.addr})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			assert.NoError(t, s.Send(context.Background(), smtp.Message{Subject: "s", Text: "t"})) // Config.To
+		})
+	}
+	wg.Wait()
+	to := []string{"Ada <ada@example.org>"}
+	require.NoError(t, s.Send(context.Background(), smtp.Message{To: to, Subject: "s", Text: "t"}))
+	assert.Equal(t, []string{"Ada <ada@example.org>"}, to)
+	assert.Len(t, ms.received(), 5)
 }
