@@ -2,6 +2,7 @@ package notify_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/ssehttp"
 )
 
@@ -53,9 +55,9 @@ func TestCallerCannotClaimANotification(t *testing.T) {
 			s.run(t, 10*time.Millisecond, n.Hook())
 			s.waitEnded(t, id)
 			nid := notify.NotificationTaskID("ada", notify.ID(id, "webhook"))
-			info := s.waitEnded(t, nid)
+			info := s.waitNotification(t, nid)
 			assert.Equal(t, notify.FlowName, info.Task.Flow, "the notification's task is the Notifier's")
-			s.waitEnded(t, notify.NotificationTaskID("ada", notify.ID(claimed, "webhook")))
+			s.waitNotification(t, notify.NotificationTaskID("ada", notify.ID(claimed, "webhook")))
 			var about []string // the ids of the deliveries about the task
 			for _, r := range rc.requests() {
 				if r.ID == notify.ID(id, "webhook") {
@@ -69,5 +71,23 @@ func TestCallerCannotClaimANotification(t *testing.T) {
 			assert.Equal(t, nid, status[0].NotificationTaskID)
 			assert.Equal(t, notify.DeliverySent, status[0].State)
 		})
+	}
+}
+
+// waitNotification waits for the notification task nid, which the hook
+// enqueues after its task has ended, to exist and end, and returns it.
+func (s *system) waitNotification(t *testing.T, nid string) *queue.TaskInfo {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for {
+		info, err := s.broker.Task(context.Background(), nid)
+		if err == nil && info.Snapshot.State.Terminal() {
+			return info
+		}
+		if err != nil && !errors.Is(err, queue.ErrNotFound) {
+			require.NoError(t, err)
+		}
+		require.False(t, time.Now().After(deadline), "notification task %s did not end: %v", nid, err)
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -70,16 +70,7 @@ func TestHookOutlastsAnOutage(t *testing.T) {
 			require.NoError(t, err)
 			<-q.gaveUp
 			close(q.up)
-			nid := notify.NotificationTaskID("", notify.ID(id, "webhook"))
-			deadline := time.Now().Add(waitLimit)
-			for {
-				info, err := s.broker.Task(context.Background(), nid)
-				if err == nil && info.Snapshot.State.Terminal() {
-					break
-				}
-				require.False(t, time.Now().After(deadline), "the notification did not end: %v", err)
-				time.Sleep(10 * time.Millisecond)
-			}
+			s.waitNotification(t, notify.NotificationTaskID("", notify.ID(id, "webhook")))
 			got := rc.requests()
 			require.Len(t, got, 1)
 			assert.Equal(t, notify.ID(id, "webhook"), got[0].ID)
