@@ -85,7 +85,10 @@
 // (model or tool), a hash of what decides its answer, and its order among
 // the calls of the run with that same hash. The hash covers the name of
 // the innermost Step and, for a model, the messages and the call options
-// (model, temperature, tools...); for a tool, its name and input. So:
+// (model, temperature, tools...); for a tool, its name and input. The
+// model a provider was built with is not a call option: a worker
+// configured with another model replays the answers of the first, unless
+// the model is named per call (llms.WithModel). So:
 //
 //   - a call whose prompt changed between attempts (the template was
 //     edited, an earlier answer it quotes came out differently, the step
