@@ -384,6 +384,9 @@ func (b *Backend) wrap(ctx context.Context, op string, err error) error {
 	}
 	if _, isReply := rueidis.IsRedisErr(err); isReply {
 		if refusedUnrun(err) {
+			if advice := refusalAdvice(err); advice != "" {
+				return fmt.Errorf("redisbackend: %s: %w: %w: %s: %w", op, queue.ErrUnavailable, progress.ErrNotSent, advice, err)
+			}
 			return fmt.Errorf("redisbackend: %s: %w: %w: %w", op, queue.ErrUnavailable, progress.ErrNotSent, err)
 		}
 		return fmt.Errorf("redisbackend: %s: %w", op, err)
@@ -430,17 +433,48 @@ func notSent(err error) bool {
 // command whole, a script as much as one command), and, on a cluster,
 // TRYAGAIN (a command on several keys of a slot whose keys are moving to
 // another node) and CLUSTERDOWN (a failover under way), which reach here
-// once patientClient has sent them again until the context ended. Nothing
-// was done, so that the call may be made again, and the server is not
-// usable for it now: such errors wrap queue.ErrUnavailable and
-// progress.ErrNotSent. The codes are compared whole: BUSYGROUP (a
-// consumer group that exists) and BUSYKEY are other replies.
+// once patientClient has sent them again until the context ended; and
+// the refusals of a server that takes no writes for now: OOM (its used
+// memory is past its maxmemory and its maxmemory-policy is noeviction, as
+// the README advises) and NOREPLICAS (fewer replicas in sync than its
+// min-replicas-to-write). Nothing was done, so that the call may be made
+// again, and the server is not usable for it now: such errors wrap
+// queue.ErrUnavailable and progress.ErrNotSent. The codes are compared
+// whole: BUSYGROUP (a consumer group that exists) and BUSYKEY are other
+// replies.
+//
+// Redis (7.0 and later) refuses those two before a command runs, as it
+// does the others: a single command whole; a transaction at EXEC, whole
+// (under OOM, every command queued in it, reads too); a script with flags
+// (a shebang: the scripts that write, see script.go), whole, before it
+// runs, unless it says allow-oom (ack.lua, which only frees memory); and
+// a script without flags at its first write that may grow memory (OOM)
+// or its first write (NOREPLICAS), never after it wrote: the write
+// raises the error, which ends the script (the scripts without flags
+// catch no write's error with redis.pcall; fetch.lua, which does, has
+// flags), so that a refused script wrote nothing. TestWriteRefusalIsUnsent checks each
+// call that writes. A pipeline of several commands is not one unit: see
+// Enqueue for the one whose later commands a full Redis may refuse after
+// its first ran.
 func refusedUnrun(err error) bool {
 	switch replyCode(err) {
-	case "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN":
+	case "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOREPLICAS":
 		return true
 	}
 	return false
+}
+
+// refusalAdvice returns what an operator should know of a refusal that
+// lasts until the operator acts (see refusedUnrun), to go in its error,
+// or "" for the refusals that end by themselves.
+func refusalAdvice(err error) string {
+	switch replyCode(err) {
+	case "OOM":
+		return "Redis is out of memory (maxmemory): it takes no writes until memory is freed or maxmemory is raised (see INFO memory, and the README's \"What Redis must keep\")"
+	case "NOREPLICAS":
+		return "Redis has fewer replicas in sync than its min-replicas-to-write: it takes no writes until a replica catches up or the setting is lowered (see INFO replication)"
+	}
+	return ""
 }
 
 // replyCode returns the first word of a Redis error reply ("NOTFOUND",

@@ -446,9 +446,19 @@
 // too, and so do the error replies of a server that refuses a command
 // before running it while a client follows a failover or a restart
 // (READONLY, LOADING, MASTERDOWN), while another script runs past the
-// server's busy-reply-threshold (BUSY), or, on a cluster, while a slot
+// server's busy-reply-threshold (BUSY), on a cluster while a slot
 // moves or a failover is under way for longer than Config.OpTimeout
-// (TRYAGAIN, CLUSTERDOWN), which wrap queue.ErrUnavailable as well. A command on a connection that broke under it, or that got no
+// (TRYAGAIN, CLUSTERDOWN), or while the server takes no writes: its used
+// memory is past its maxmemory, with the policy noeviction (OOM), or
+// fewer replicas than its min-replicas-to-write are in sync
+// (NOREPLICAS). Those wrap queue.ErrUnavailable as well, and the errors
+// of the last two say what to do ("Redis is out of memory (maxmemory):
+// ..."). A Redis past its maxmemory still takes acknowledgements, which
+// free memory, and reads: Snapshot, whose MULTI/EXEC it refuses, reads
+// with a script that says no-writes instead; it refuses Fetch whole, so
+// that no task is leased whose run could record nothing.
+//
+// A command on a connection that broke under it, or that got no
 // answer in time, may have run: its error does not, but that of an
 // append with an append key (progress.WithAppendKey) wraps
 // progress.ErrMaybeSent, since the append script records a keyed call

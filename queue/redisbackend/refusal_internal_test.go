@@ -32,3 +32,47 @@ func TestRefusedUnrunComparesWholeCode(t *testing.T) {
 		assert.False(t, refusedUnrun(err), "%s is not a refusal: %v", code, err)
 	}
 }
+
+// TestOutOfMemoryRefusesBeforeAnyWrite pins the Redis semantics that
+// refusedUnrun counts on for OOM, on a real server past its maxmemory
+// (policy noeviction): a script without flags is refused at its first
+// write that may grow memory, having written nothing, and never after a
+// write (its later writes then run); a script with flags is refused
+// whole unless it says allow-oom, and one that says no-writes runs; a
+// MULTI/EXEC is refused whole at EXEC, reads and all.
+func TestOutOfMemoryRefusesBeforeAnyWrite(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	require.NoError(t, c.Do(ctx, c.B().Set().Key("k").Value("v").Build()).Error())
+	require.NoError(t, srv.Do("CONFIG", "SET", "maxmemory-policy", "noeviction").Error())
+	require.NoError(t, srv.Do("CONFIG", "SET", "maxmemory", "1").Error())
+	t.Cleanup(func() { require.NoError(t, srv.Do("CONFIG", "SET", "maxmemory", "0").Error()) })
+	eval := func(src string) error {
+		return c.Do(ctx, c.B().Eval().Script(src+"\nreturn 1").Numkeys(0).Build()).Error()
+	}
+	exists := func(key string) bool {
+		n, err := c.Do(ctx, c.B().Exists().Key(key).Build()).AsInt64()
+		require.NoError(t, err)
+		return n == 1
+	}
+
+	err := eval("redis.call('HSET', 'h', 'f', 'v'); redis.call('SET', 'a', 'v')")
+	assert.Equal(t, "OOM", replyCode(err), "%v", err)
+	assert.True(t, refusedUnrun(err))
+	assert.False(t, exists("h") || exists("a"), "the refused script wrote nothing")
+
+	err = eval("redis.call('DEL', 'k'); redis.call('SET', 'b', 'v')")
+	assert.NoError(t, err, "a script that has written is not refused after")
+	assert.True(t, exists("b"))
+
+	err = eval("#!lua\nredis.call('ZREM', 'z', 'm')")
+	assert.Equal(t, "OOM", replyCode(err), "a script with flags is refused whole: %v", err)
+	assert.NoError(t, eval("#!lua flags=allow-oom\nredis.call('ZREM', 'z', 'm')"))
+	assert.NoError(t, eval("#!lua flags=no-writes\nredis.call('GET', 'b')"))
+
+	res := c.DoMulti(ctx, c.B().Multi().Build(), c.B().Get().Key("b").Build(), c.B().Exec().Build())
+	assert.Equal(t, "OOM", replyCode(res[1].Error()), "a read queued in a MULTI is refused")
+	assert.Equal(t, "EXECABORT", replyCode(res[2].Error()))
+}

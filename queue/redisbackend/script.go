@@ -36,7 +36,10 @@ import (
 // would act on that on the new primary (see append.lua and
 // TestLeaseScriptsOnAReplicaAreRefused). ack.lua, which only frees
 // memory, also says flags=allow-oom: a full Redis still takes the
-// acknowledgements that make room.
+// acknowledgements that make room. fetch.lua opens with one too, so that
+// a full Redis refuses it whole rather than lease tasks whose runs could
+// record nothing; snapshot.lua, which only reads, says flags=no-writes,
+// which a full Redis runs (see Snapshot).
 //
 //go:embed lua
 var luaFiles embed.FS
@@ -126,6 +129,7 @@ var (
 	callerAdmitScript = mustLoadScript("caller_admit.lua")
 	endCutScript      = mustLoadScript("end_cut.lua")
 	dropOrphanScript  = mustLoadScript("drop_orphan.lua")
+	snapshotScript    = mustLoadScript("snapshot.lua")
 )
 
 // evalsha returns the command that runs s by its SHA-1.

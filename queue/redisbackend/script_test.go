@@ -17,7 +17,7 @@ var packageScripts = []*script{
 	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, endAttemptScript, noRunScript,
 	ackScript, finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript,
 	heartbeatScript,
-	checkpointScript, admitScript, callerAdmitScript, endCutScript, dropOrphanScript,
+	checkpointScript, admitScript, callerAdmitScript, endCutScript, dropOrphanScript, snapshotScript,
 }
 
 // luaFileNames returns the names of the embedded files under dir.

@@ -399,7 +399,11 @@ func appendEncodedEvent(buf []byte, e progress.Event, at time.Time) (_ []byte, s
 
 // Snapshot implements progress.Store in one round trip, which concurrent
 // calls share (see batcher): each task's hash and steps are read in one
-// MULTI/EXEC, so they agree with each other.
+// MULTI/EXEC, so they agree with each other. A Redis whose used memory is
+// past its maxmemory refuses every command queued in a MULTI, reads too
+// (OOM): a snapshot so refused is read again, in a second round trip, by
+// snapshot.lua, a script that says no-writes, which such a Redis runs and
+// which reads the two at once as well.
 func (b *Backend) Snapshot(ctx context.Context, taskID string) (progress.Snapshot, string, error) {
 	if !queue.ValidID(taskID) {
 		return progress.Snapshot{}, "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
@@ -430,8 +434,23 @@ func (b *Backend) runSnapshots(ctx context.Context, calls []*batchCall[string, s
 	}
 	res := c.DoMulti(ctx, cmds...)
 	for i, call := range calls {
-		call.res, call.err = b.readSnapshot(ctx, call.item, res[snapshotCommands*i:snapshotCommands*(i+1)])
+		r := res[snapshotCommands*i : snapshotCommands*(i+1)]
+		if replyCode(r[1].Error()) == "OOM" {
+			call.res, call.err = b.readSnapshotScripted(ctx, call.item)
+			continue
+		}
+		call.res, call.err = b.readSnapshot(ctx, call.item, r)
 	}
+}
+
+// readSnapshotScripted reads task id's snapshot with snapshot.lua, for a
+// Redis that refused its MULTI/EXEC for lack of memory (see Snapshot).
+func (b *Backend) readSnapshotScripted(ctx context.Context, taskID string) (snapshotRead, error) {
+	reply := snapshotScript.exec(ctx, b.client, []string{b.taskKey(taskID), b.stepsKey(taskID)}, snapshotFields[:])
+	if err := reply.Error(); err != nil {
+		return snapshotRead{}, b.wrap(ctx, "read snapshot of task "+taskID, err)
+	}
+	return b.decodeSnapshotReply(ctx, taskID, reply)
 }
 
 // snapshotCommands is the number of commands that read one snapshot.
@@ -445,7 +464,13 @@ func (b *Backend) readSnapshot(ctx context.Context, taskID string, res []rueidis
 			return snapshotRead{}, b.wrap(ctx, "read snapshot of task "+taskID, err)
 		}
 	}
-	parts, err := res[3].ToArray()
+	return b.decodeSnapshotReply(ctx, taskID, res[3])
+}
+
+// decodeSnapshotReply decodes the reply that holds task id's snapshot
+// fields and its steps: the EXEC of runSnapshots, or snapshot.lua's.
+func (b *Backend) decodeSnapshotReply(ctx context.Context, taskID string, reply rueidis.RedisResult) (snapshotRead, error) {
+	parts, err := reply.ToArray()
 	if err != nil || len(parts) != 2 {
 		return snapshotRead{}, fmt.Errorf("redisbackend: read snapshot of task %q: unexpected reply: %v", taskID, err)
 	}

@@ -1,3 +1,4 @@
+#!lua
 -- fetch: leases up to max tasks to a consumer, atomically:
 --
 --  1. due delayed tasks (score <= the server's clock) move to the end of
@@ -34,6 +35,13 @@
 -- of them. The clock rather than a counter costs no command, and keeps
 -- numbers apart even after a failover to a replica that missed the last
 -- leases (a counter there would hand out their numbers again).
+--
+-- The shebang (a script with flags, none of them allow-oom) makes a Redis
+-- whose used memory is past its maxmemory refuse the script whole (OOM),
+-- before it runs: without it, such a Redis would run it up to its first
+-- write that may grow memory, and past it once XREADGROUP has written,
+-- leasing tasks whose runs could record nothing (their reports, their
+-- end) and that would be run again once their leases passed.
 --
 -- Steps 1 and 2 look at the first member of each sorted set, and go on
 -- only when it is due: they cost a command each when nothing is due, and
