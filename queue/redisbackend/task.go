@@ -109,6 +109,9 @@ const (
 // written, then it is queued: three round trips (a queue.Broker enqueues
 // so a task with an idempotency key, whose id nobody may be given for a
 // record left unmarked; CreateAndEnqueue marks and records in one).
+// A Redis that runs out of memory within the one round trip may take the
+// record and refuse the stream entry: the record is then taken back (see
+// entryRefused).
 func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
@@ -127,6 +130,7 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		hset = hset.FieldValue(f[0], f[1])
 	}
 	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, ttl)...)
+	var onErr func(context.Context, int, error) error
 	if b.cluster {
 		// The record and the queue's keys are on different nodes, whose
 		// commands a pipeline does not order: the record must exist
@@ -151,6 +155,8 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		// Before the record, in the same pipeline (step 1 of
 		// starts.go): a single Redis runs it in order.
 		cmds = append(rueidis.Commands{begin}, cmds...)
+	} else {
+		onErr = func(ctx context.Context, q int, err error) error { return b.entryRefused(ctx, t, q, err) }
 	}
 	// On a single Redis, the record, its index entry, then the commands
 	// that queue the task: the pipeline runs in order, so a task is
@@ -159,7 +165,7 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	if b.cluster {
 		after = append(after, b.endStart(t))
 	}
-	err := b.sendIndexed(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), after, b.durable())
+	err := b.sendIndexedOr(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), after, b.durable(), onErr)
 	if err != nil || !t.Limit.On() {
 		return err
 	}
@@ -167,6 +173,44 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		return err
 	}
 	return b.admitStarted(ctx, t, now)
+}
+
+// entryRefused handles the error err of command q of the commands that
+// queue t (see queueCommands), or of the record's when q < 0, in the
+// round trip of Enqueue on a single Redis that also writes t's record,
+// before them: it returns the error of Enqueue, or nil when t is queued
+// all the same.
+//
+// A Redis whose used memory reaches its maxmemory (OOM) does so between
+// two commands: it takes the record, which may be large (its inputs),
+// and refuses the queue entry after it. The record alone is a task that
+// no worker will run, and that a start with the same idempotency key
+// would take for queued (see queue.Broker): so it is taken back, its
+// fields deleted (HDEL, which a full Redis takes), and the error is then
+// that of a refusal, with nothing written (the hash's expiry may have
+// been extended, and the task's index entry, if Redis took it, is left
+// to the listings, which remove a member whose record is gone, see
+// index.go). The wake-up that follows the delayed-set member of a
+// task due soon only shortens the fetchers' wait: its refusal leaves the
+// task queued, and is logged. Other errors are returned as they are.
+func (b *Backend) entryRefused(ctx context.Context, t *queue.Task, q int, err error) error {
+	op := "enqueue task " + t.ID
+	switch {
+	case q < 0 || !refusedUnrun(err):
+		return b.wrap(ctx, op, err)
+	case q > 0:
+		b.log.Warn("flows: Redis refused to wake the waiting workers for a task due soon; they find it at their next look", "task_id", t.ID, "err", err)
+		return nil
+	}
+	fields := recordFields(t)
+	names := make([]string, len(fields))
+	for i, f := range fields {
+		names[i] = f[0]
+	}
+	if herr := b.client.Do(ctx, b.client.B().Hdel().Key(b.taskKey(t.ID)).Field(names...).Build()).Error(); herr != nil {
+		return fmt.Errorf("redisbackend: %s: %w: Redis took the task's record and refused its queue entry (%w), and the record could not be taken back (%w): the task stays PENDING, run by nobody, until its retention passes", op, queue.ErrUnavailable, err, herr)
+	}
+	return fmt.Errorf("%w (the task's record, which Redis took before it refused the entry, was deleted again)", b.wrap(ctx, op, err))
 }
 
 // admitStarted puts t, a task of a limited flow just recorded, in its
@@ -443,6 +487,14 @@ func (b *Backend) beginAndRecord(ctx context.Context, begin rueidis.Completed, k
 // it in after (see index.go): a task is listed once it exists, and
 // before it can run.
 func (b *Backend) sendIndexed(ctx context.Context, op string, before, index, after rueidis.Commands, wait bool) error {
+	return b.sendIndexedOr(ctx, op, before, index, after, wait, nil)
+}
+
+// sendIndexedOr is sendIndexed with onErr, when not nil, given the first
+// error of before and after, ctx (bounded) and the place of the command
+// that failed in after (less than 0 for one of before), to return the
+// error of the call: nil goes on as if the command had not failed.
+func (b *Backend) sendIndexedOr(ctx context.Context, op string, before, index, after rueidis.Commands, wait bool, onErr func(ctx context.Context, q int, err error) error) error {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	all := make(rueidis.Commands, 0, len(before)+len(index)+len(after)+1)
@@ -455,7 +507,18 @@ func (b *Backend) sendIndexed(ctx context.Context, op string, before, index, aft
 		if i >= len(before) && i < len(before)+len(index) {
 			continue
 		}
-		if err := r.Error(); err != nil {
+		err := r.Error()
+		if err != nil && onErr != nil {
+			q := -1
+			if i >= len(before) {
+				q = i - len(before) - len(index)
+			}
+			if err = onErr(ctx, q, err); err == nil {
+				continue
+			}
+			return err
+		}
+		if err != nil {
 			return b.wrap(ctx, op, err)
 		}
 	}
