@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"strconv"
+	"strings"
 
 	"github.com/tmc/langchaingo/llms"
 
@@ -20,15 +21,20 @@ import (
 // A call's key is "lcflow/<kind>/<hash>/<n>": kind is "llm" or "tool";
 // hash is the first 12 bytes, in hex, of the SHA-256 of what decides the
 // answer (the innermost step's name and, for a model, its messages and
-// call options as JSON, for a tool, its name and input); n counts the
-// calls of the run with that kind and hash before this one, from 0. So
-// the same call repeated in a run (an agent that asks the same question
-// twice) gets the answers in the order they came, and a call whose input
-// changed between attempts (the prompt or an earlier answer it quotes
-// was edited, a step renamed) has another key and runs.
+// call options as JSON, for a tool, its name and input); n is the place
+// of the call among the calls of the run with that kind and hash, from
+// 0: the lowest that no other call of the run holds, a call holding its
+// place while it runs and after it succeeds, and giving it back when it
+// fails. So the same call repeated in a run (an agent that asks the same
+// question twice) gets the answers in the order they came; a call that
+// failed and is tried again in the run (a flow's own retry loop) keeps
+// its place, and a later attempt replays the answer of the try that
+// succeeded; and a call whose input changed between attempts (the prompt
+// or an earlier answer it quotes was edited, a step renamed) has another
+// key and runs.
 
 // checkpointKey returns the key of the next call of kind whose input is
-// parts, counting it as made.
+// parts, holding its place until releaseKey gives it back.
 func (h *Handler) checkpointKey(kind string, parts ...[]byte) string {
 	sum := sha256.New()
 	for _, p := range parts {
@@ -37,10 +43,37 @@ func (h *Handler) checkpointKey(kind string, parts ...[]byte) string {
 	}
 	base := "lcflow/" + kind + "/" + hex.EncodeToString(sum.Sum(nil)[:12])
 	h.mu.Lock()
-	n := h.calls[base]
-	h.calls[base] = n + 1
+	held := h.calls[base]
+	n := 0
+	for n < len(held) && held[n] {
+		n++
+	}
+	if n == len(held) {
+		held = append(held, true)
+	} else {
+		held[n] = true
+	}
+	h.calls[base] = held
 	h.mu.Unlock()
 	return base + "/" + strconv.Itoa(n)
+}
+
+// releaseKey gives back the place of key, whose call failed, to the next
+// call with its hash. An empty key (nothing recorded) is ignored.
+func (h *Handler) releaseKey(key string) {
+	i := strings.LastIndexByte(key, '/')
+	if i < 0 {
+		return
+	}
+	n, err := strconv.Atoi(key[i+1:])
+	if err != nil {
+		return
+	}
+	h.mu.Lock()
+	if held := h.calls[key[:i]]; n < len(held) {
+		held[n] = false
+	}
+	h.mu.Unlock()
 }
 
 // modelKey returns the key of a model call, or "" when h records nothing

@@ -3,6 +3,7 @@ package lcflow_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -326,4 +327,86 @@ func TestPlainGoFlowWithTaskHandlerReplays(t *testing.T) {
 			assert.Equal(t, []string{"log: Language model: answer replayed from attempt 1"}, stepLines(rec.Snapshot()))
 		})
 	}
+}
+
+// failingFirst fails its first fails calls, then answers as inner does.
+type failingFirst struct {
+	fails atomic.Int32
+	inner *scriptedModel
+}
+
+func (m *failingFirst) GenerateContent(ctx context.Context, msgs []llms.MessageContent, options ...llms.CallOption) (*llms.ContentResponse, error) {
+	if m.fails.Add(-1) >= 0 {
+		return nil, errors.New("API returned unexpected status code: 503: overloaded")
+	}
+	return m.inner.GenerateContent(ctx, msgs, options...)
+}
+
+func (m *failingFirst) Call(ctx context.Context, prompt string, options ...llms.CallOption) (string, error) {
+	return llms.GenerateFromSinglePrompt(ctx, m, prompt, options...)
+}
+
+// flakyTool fails its first call, then answers "ok".
+type flakyTool struct{ calls *atomic.Int32 }
+
+func (flakyTool) Name() string        { return "flaky" }
+func (flakyTool) Description() string { return "test tool" }
+func (f flakyTool) Call(context.Context, string) (string, error) {
+	if f.calls.Add(1) == 1 {
+		return "", errors.New("connection reset")
+	}
+	return "ok", nil
+}
+
+// TestCallTriedAgainInTheRunIsReplayed: a flow that tries a failed call
+// again itself (a retry loop around a flaky provider) gets the answer of
+// the try that succeeded replayed on its next attempt, under the key a
+// first try has: the failed try does not use up the call's place.
+func TestCallTriedAgainInTheRunIsReplayed(t *testing.T) {
+	d := newDurableTask(t)
+	var tools atomic.Int32
+	build := func(m llms.Model) flow.Flow {
+		return flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+			ctx = lcflow.WithHandler(ctx, lcflow.TaskHandler(t))
+			lm := lcflow.Model(m)
+			var answer string
+			var err error
+			for range 3 { // the flow's own retries
+				if answer, err = llms.GenerateFromSinglePrompt(ctx, lm, "Summarise Go."); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			tool := lcflow.Tool(flakyTool{calls: &tools})
+			for range 2 {
+				if _, err = tool.Call(ctx, "go"); err == nil {
+					break
+				}
+			}
+			if err != nil {
+				return nil, err
+			}
+			if t.Attempt == 1 {
+				return nil, errors.New("a later step failed")
+			}
+			return answer, nil
+		})
+	}
+
+	first := &failingFirst{inner: newScripted("A small language.")}
+	first.fails.Store(2)
+	_, err, _ := d.run(t, build(first), 1, `{}`)
+	require.Error(t, err)
+	require.Len(t, first.inner.Prompts(), 1, "answered at the third try")
+
+	second := newScripted()
+	res, err, rec := d.run(t, build(second), 2, `{}`)
+	require.NoError(t, err)
+	assert.Equal(t, "A small language.", res)
+	assert.Empty(t, second.Prompts(), "the answer attempt 1 paid for is replayed")
+	assert.Equal(t, int32(2), tools.Load(), "the tool's try that succeeded on attempt 1 is replayed")
+	assert.Contains(t, stepLines(rec.Snapshot()), "log: Language model: answer replayed from attempt 1")
+	assert.Contains(t, stepLines(rec.Snapshot()), "log: Tool flaky: output replayed from attempt 1")
 }

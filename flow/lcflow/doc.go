@@ -97,6 +97,9 @@
 //   - a call made several times with the same input in one run (an agent
 //     that asks the same question twice, samples of one prompt) replays
 //     the answers in the order they came;
+//   - a call that failed and is tried again in the run (a retry loop of
+//     the flow's own) keeps its place: a failed call is not counted, so
+//     a later attempt replays the try that succeeded;
 //   - calls added to the code run, and records of calls that are gone are
 //     ignored; nothing needs naming by hand.
 //

@@ -75,10 +75,10 @@ type Handler struct {
 	// carry holds the start of a UTF-8 sequence split across stream chunks.
 	carry []byte
 	// cps records the task's model and tool calls (nil: none are, see
-	// TaskHandler), and calls counts the calls of each checkpoint key
-	// made so far (see checkpointKey).
+	// TaskHandler), and calls holds, for each checkpoint key less its
+	// place, the places that calls of the run hold (see checkpointKey).
 	cps   *flow.Checkpoints
-	calls map[string]int
+	calls map[string][]bool
 }
 
 var _ callbacks.Handler = (*Handler)(nil)
@@ -90,7 +90,7 @@ func NewHandler(r progress.Reporter) *Handler {
 	if r == nil {
 		r = progress.Discard
 	}
-	return &Handler{r: r, pendingTool: map[string]string{}, calls: map[string]int{}}
+	return &Handler{r: r, pendingTool: map[string]string{}, calls: map[string][]bool{}}
 }
 
 // Reporter returns the reporter h reports to, for chains of your own that

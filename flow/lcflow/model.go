@@ -53,6 +53,7 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 	var recorded llms.ContentResponse
 	from, ok, err := h.replayed(ctx, key, &recorded)
 	if err != nil {
+		h.releaseKey(key)
 		return nil, fmt.Errorf("lcflow: model call: %w", err)
 	}
 	if ok {
@@ -64,6 +65,7 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 	resp, err := r.m.GenerateContent(markModelReported(ctx), messages, options...)
 	endSpan(span, err)
 	if err != nil {
+		h.releaseKey(key) // a try again in this run takes its place
 		h.r.Status("Language model failed: " + err.Error())
 		return resp, PermanentIfRefused(err)
 	}

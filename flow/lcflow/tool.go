@@ -55,6 +55,7 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 	var recorded string
 	from, ok, err := h.replayed(ctx, key, &recorded)
 	if err != nil {
+		h.releaseKey(key)
 		return "", fmt.Errorf("lcflow: tool %s: %w", name, err)
 	}
 	if ok {
@@ -66,6 +67,7 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 	out, err := r.t.Call(markToolReported(sctx), input)
 	endSpan(span, err)
 	if err != nil {
+		h.releaseKey(key) // a try again in this run takes its place
 		h.toolFailed(ctx, name, err)
 		return out, PermanentIfRefused(err)
 	}
