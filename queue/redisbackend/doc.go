@@ -204,7 +204,8 @@
 // # Queue
 //
 // Enqueue writes the task record and adds the task to the stream (or the
-// delayed set) in one round trip. A queue.Broker whose store is this
+// delayed set) in one round trip, in one script on a single Redis, so
+// that no record is left without its queue entry. A queue.Broker whose store is this
 // Backend (a nil store, see queue.NewBroker) enqueues through
 // CreateAndEnqueue, whose one script records the progress snapshot and
 // the record and queues the task: start-task costs one round trip.

@@ -25,6 +25,7 @@ var errNotReplicated = errors.New("not confirmed by the replicas in time")
 // ending scripts only log it.
 var waitFor = map[*script]waitKind{
 	createTaskScript: waitAccepts,
+	enqueueScript:    waitAccepts,
 	requeueScript:    waitAccepts,
 	ackScript:        waitEnds,
 	finishScript:     waitEnds,

@@ -87,7 +87,7 @@ func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall
 	}
 	// The script writes the index (see index.go): it runs on a single
 	// Redis only. Pruning follows it.
-	indexArgs, prune := b.scriptIndex(index)
+	indexArgs, named, prune := b.scriptIndex(index)
 	args := batchArgs(append([]string{strconv.FormatInt(b.retentionMS(), 10), group, strconv.Itoa(len(calls))}, indexArgs...),
 		calls, func(c *batchCall[finishCall, finishResult]) []string { return c.item.args })
 	for _, call := range calls {
@@ -97,6 +97,7 @@ func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall
 	reply, indexed := b.runLeaseScript(ctx, finishScript, keys, args, prune)
 	b.indexErrors(indexed)
 	replies, err := batchReplies(reply, len(calls))
+	var written []indexEntry
 	for i, call := range calls {
 		id := call.item.taskID
 		if err != nil {
@@ -109,7 +110,11 @@ func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall
 			continue
 		}
 		call.res.last, call.err = appendReply(pair[0], id)
+		if call.err == nil && call.item.indexed {
+			written = append(written, call.item.index)
+		}
 		acked, _ := pair[1].AsInt64()
 		call.res.acked = acked == 1
 	}
+	b.noteNamed(named, written)
 }

@@ -35,13 +35,12 @@ import (
 //
 //   - On a single Redis the scripts that change a task write its entry
 //     themselves, in the same step (see lua/lib/index.lua): the create
-//     script for a task it records, the append and end scripts for
-//     events they record that change the task's state. A call a script
-//     refuses (an id taken, a caller over its limit, a task ended or
-//     gone) writes nothing. A start that is not one script (Enqueue, a
-//     re-queue) sends the entry after the task's record and before the
-//     command or script that queues it, in order (one pipeline, which a
-//     single Redis runs in order, or the record's reply awaited).
+//     and enqueue scripts for a task they record, the append and end
+//     scripts for events they record that change the task's state. A
+//     call a script refuses (an id taken, a caller over its limit, a
+//     task ended or gone) writes nothing. A re-queue, which is not one
+//     script, sends the entry after the task's record and before the
+//     script that queues it, once the record's reply has come.
 //   - On a Redis Cluster a task's keys and the queue's are on different
 //     slots, so no script reaches both. Every start there is taken in
 //     steps and marked in the queue's starting set (see starts.go); its
@@ -198,13 +197,17 @@ func (b *Backend) indexCommands(entries []indexEntry) rueidis.Commands {
 	if len(named) > 0 {
 		// After the ZADDs: a flow is named once it has a member.
 		cmds = append(cmds, c.B().Sadd().Key(b.flowsKey()).Member(named...).Build())
+		b.noteNamed(named, entries)
 	}
 	return cmds
 }
 
 // upkeep returns, for a write into the queue's index and the indexes of
 // flows, the flows due to be named in the flows set and the commands
-// that prune the keys due for it.
+// that prune the keys due for it. It does not take the flows as named:
+// whoever names them says so (noteNamed) once it has, for a script that
+// names only the flows of the tasks it records (see lib/index.lua) may
+// record none of them.
 func (b *Backend) upkeep(flows []string) (named []string, prune rueidis.Commands) {
 	now := time.Now()
 	keys := []string{b.indexKey()}
@@ -212,11 +215,29 @@ func (b *Backend) upkeep(flows []string) (named []string, prune rueidis.Commands
 	defer b.index.mu.Unlock()
 	for _, flow := range flows {
 		keys = append(keys, b.flowIndexKey(flow))
-		if due(&b.index.named, flow, now, renameEvery) {
+		if last, ok := b.index.named[flow]; !ok || now.Sub(last) >= renameEvery {
 			named = append(named, flow)
 		}
 	}
 	return named, b.pruneLocked(keys, now)
+}
+
+// noteNamed takes as named in the flows set (see upkeep), from now, the
+// flows of named that an entry of written has: the flows that a write of
+// written into the index named. Two writes of one flow in the meantime
+// both name it, which costs an SADD and nothing else.
+func (b *Backend) noteNamed(named []string, written []indexEntry) {
+	if len(named) == 0 {
+		return
+	}
+	now := time.Now()
+	b.index.mu.Lock()
+	defer b.index.mu.Unlock()
+	for _, flow := range named {
+		if slices.ContainsFunc(written, func(e indexEntry) bool { return e.flow == flow }) {
+			due(&b.index.named, flow, now, 0)
+		}
+	}
 }
 
 // inScript reports whether the scripts that change tasks write the index
@@ -226,16 +247,32 @@ func (b *Backend) upkeep(flows []string) (named []string, prune rueidis.Commands
 // the task's, and is written by commands on that slot.
 func (b *Backend) inScript() bool { return !b.cluster }
 
+// recorded returns the entries of index, one per call of a batched
+// script, whose call the script's replies do not refuse.
+func recorded(index []indexEntry, replies []rueidis.RedisMessage) []indexEntry {
+	var out []indexEntry
+	for i, r := range replies {
+		if i < len(index) && r.Error() == nil {
+			out = append(out, index[i])
+		}
+	}
+	return out
+}
+
 // scriptIndex returns the values of index_init (lua/lib/index.lua) for a
-// script that writes entries into the index, and the commands that prune
+// script that writes entries into the index, the flows it names in the
+// flows set if it records a task of theirs, and the commands that prune
 // the index keys it writes when due, which follow it: the queue's index
 // key, the flows set and the flows to name when due, or, on a Cluster
 // client ("" for the index), values that write nothing. Pruning only
 // removes tasks that ended a retention ago, which no step of a task
-// needs done.
-func (b *Backend) scriptIndex(entries []indexEntry) ([]string, rueidis.Commands) {
+// needs done. Once the script has run, the caller notes the flows it
+// named (noteNamed, with the entries of the tasks it recorded): not
+// before, or a flow whose first task the script refuses would be taken
+// as named, and stay out of the flows set until renameEvery has passed.
+func (b *Backend) scriptIndex(entries []indexEntry) (values, named []string, prune rueidis.Commands) {
 	if !b.inScript() {
-		return []string{"", "", "0"}, nil
+		return []string{"", "", "0"}, nil, nil
 	}
 	var flows []string
 	for _, e := range entries {
@@ -243,12 +280,10 @@ func (b *Backend) scriptIndex(entries []indexEntry) ([]string, rueidis.Commands)
 			flows = append(flows, e.flow)
 		}
 	}
-	var prune rueidis.Commands
-	var named []string
 	if len(entries) > 0 {
 		named, prune = b.upkeep(flows)
 	}
-	return append([]string{b.indexKey(), b.flowsKey(), strconv.Itoa(len(named))}, named...), prune
+	return append([]string{b.indexKey(), b.flowsKey(), strconv.Itoa(len(named))}, named...), named, prune
 }
 
 // indexValues returns the values of index_add (lua/lib/index.lua) for

@@ -30,7 +30,8 @@ var errPipelineCut = errors.New("connection cut")
 // errPipelineCut). With at set, it cuts instead the first round trip that
 // holds a command of that name (on a Redis Cluster too, whose client
 // splits a round trip between nodes: the commands of a node run in
-// order), after its first keep commands, and disarms itself. cuts counts
+// order), after its first keep commands, and disarms itself; at "*"
+// names any command, so that the first round trip is cut. cuts counts
 // the commands left unsent.
 //
 // With queueOnly set, it sends instead, of the first round trip that
@@ -74,7 +75,7 @@ func (c *cutClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []ru
 				n = i + 1
 				break
 			}
-			if c.at != "" && name == c.at && c.armed.CompareAndSwap(true, false) {
+			if c.at != "" && (name == c.at || c.at == "*") && c.armed.CompareAndSwap(true, false) {
 				n = min(c.keep, len(cmds))
 				break
 			}
@@ -328,21 +329,21 @@ func TestClusterStartCutAnywhereIsListed(t *testing.T) {
 // single Redis (the second step of a start in two, after the store's
 // Create: a queue.Broker takes it for a task whose progress another store
 // keeps, or with an idempotency key where one step is not offered) at
-// every point of its pipeline: a task queued is listed, and a task listed
-// has its record. (The index entry once followed the stream entry: a
-// task cut in between ran unlisted.)
+// every point of its round trip: a task queued is listed, and a task
+// listed has its record. (The index entry once followed the stream entry:
+// a task cut in between ran unlisted. Enqueue is now one script there.)
 func TestEnqueueCutAnywhereIsListedOnceQueued(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	for keep := 0; ; keep++ {
-		cut := &cutClient{Client: newClient(t, srv), at: "XADD", keep: keep}
+		cut := &cutClient{Client: newClient(t, srv), at: "*", keep: keep}
 		b := newBackend(t, cut, redisbackend.Config{})
 		task := newTask()
 		require.NoError(t, b.Create(ctx, task.ID))
 		cut.armed.Store(true)
-		_ = b.Enqueue(ctx, task) // fails where its stream entry is cut
-		require.False(t, cut.armed.Load(), "the round trip with XADD came")
+		_ = b.Enqueue(ctx, task) // fails where it is cut
+		require.False(t, cut.armed.Load(), "the round trip of Enqueue came")
 		depth, err := b.Depth(ctx)
 		require.NoError(t, err)
 		listed := listedIDs(ctx, t, b, queue.ListOptions{})

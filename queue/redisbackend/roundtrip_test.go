@@ -186,6 +186,37 @@ func TestRoundTrips(t *testing.T) {
 		assert.Zero(t, calls["pexpireat"], "no expiry moved: the keys exist, and the retention is far")
 		assert.Equal(t, appends, calls["spublish"], "the events of one Append published in one message")
 	})
+	t.Run("Enqueue is one script call", func(t *testing.T) {
+		// The record, its expiry, two index entries and the stream
+		// entry, in one script (6 commands, as the pipeline they were
+		// sent in before); a hash that has a snapshot (the store's
+		// Create wrote it) has its expiry moved by a second PEXPIRE (7,
+		// one more). The index's upkeep (naming the flow, pruning),
+		// done once in a while, is left out.
+		for _, tt := range []struct {
+			name   string
+			create bool
+			want   int
+		}{{"a new hash", false, 6}, {"after Create", true, 7}} {
+			task := newTask()
+			if tt.create {
+				require.NoError(t, b.Create(ctx, task.ID))
+			}
+			require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+			require.NoError(t, b.Enqueue(ctx, task))
+			calls := commandCalls(t, srv)
+			for _, name := range []string{"config|resetstat", "sadd", "zremrangebyscore"} {
+				delete(calls, name)
+			}
+			n := 0
+			for _, c := range calls {
+				n += c
+			}
+			assert.Equal(t, 1, calls["evalsha"], "%s: one script", tt.name)
+			assert.Zero(t, calls["eval"], "%s: no script sent again", tt.name)
+			assert.Equal(t, tt.want, n, "%s: commands: %v", tt.name, calls)
+		}
+	})
 	t.Run("lease scripts", func(t *testing.T) {
 		trips := func(op func() error) int64 {
 			t.Helper()

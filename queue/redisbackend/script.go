@@ -110,6 +110,7 @@ var (
 	appendScript      = mustLoadScript("append.lua")
 	createScript      = mustLoadScript("create.lua")
 	createTaskScript  = mustLoadScript("create_task.lua")
+	enqueueScript     = mustLoadScript("enqueue.lua")
 	fetchScript       = mustLoadScript("fetch.lua")
 	extendScript      = mustLoadScript("extend.lua")
 	retryScript       = mustLoadScript("retry.lua")

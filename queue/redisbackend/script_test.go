@@ -14,7 +14,7 @@ import (
 
 // packageScripts are the scripts the package runs.
 var packageScripts = []*script{
-	appendScript, createScript, createTaskScript, fetchScript, extendScript, retryScript, endAttemptScript, noRunScript,
+	appendScript, createScript, createTaskScript, enqueueScript, fetchScript, extendScript, retryScript, endAttemptScript, noRunScript,
 	ackScript, finishScript, buryScript, deadScript, requeueScript, cancelScript, readyScript, retireScript,
 	heartbeatScript,
 	checkpointScript, admitScript, callerAdmitScript, endCutScript, dropOrphanScript, snapshotScript,

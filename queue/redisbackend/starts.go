@@ -76,10 +76,14 @@ import (
 // task): it can be re-queued again, as a task of its own.
 //
 // A task whose progress is kept by another store than this Backend has
-// no state in its hash: a sweep leaves it alone. A start on a single
-// Redis of a task of a flow without limits records and queues it in one
-// script (or one pipeline, which a single Redis runs in order) and takes
-// none of this.
+// no state in its hash: a sweep leaves it alone, and forgets its start.
+// Such a start cut after its record (a queue.Broker with another store
+// takes the store's Create, then Enqueue, on a Cluster client or for a
+// limited flow) leaves a task that never runs, whose record a retry with
+// the same idempotency key finds, and whose id it is given. A start on
+// a single Redis of a task of a flow without limits records and queues
+// it in one script (create_task.lua, or enqueue.lua for Enqueue) and
+// takes none of this.
 
 // cutStatus is the status line of a task whose start was cut.
 const cutStatus = "Not started: its start was interrupted before the task was queued"

@@ -320,7 +320,7 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 	}
 	// On a single Redis the script writes the index, and pruning follows
 	// it; on a Cluster client the index commands do (see index.go).
-	indexArgs, after := b.scriptIndex(index)
+	indexArgs, named, after := b.scriptIndex(index)
 	if !b.inScript() {
 		after = b.indexCommands(index)
 	}
@@ -342,13 +342,18 @@ func (b *Backend) runAppends(ctx context.Context, calls []*batchCall[appendCall,
 		b.indexErrors(indexed)
 	}
 	replies, err := batchReplies(reply, len(calls))
+	var written []indexEntry
 	for i, c := range calls {
 		if err != nil {
 			c.err = b.wrap(ctx, "append to task "+c.item.taskID, err)
 			continue
 		}
 		c.res, c.err = appendReply(replies[i], c.item.taskID)
+		if c.err == nil && c.item.indexed {
+			written = append(written, c.item.index)
+		}
 	}
+	b.noteNamed(named, written)
 }
 
 // appendReply returns the id of the last event that lua/lib/append.lua

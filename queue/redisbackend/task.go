@@ -99,47 +99,52 @@ const (
 	wakeField   = "w"
 )
 
-// Enqueue implements queue.Backend in one round trip: the task record, its
-// expiry, its entry in the task index and the stream entry (or, for a
-// task due later, the delayed-set member) are sent together, in that
-// order (see index.go). A task of a limited flow (Task.Limit) goes to
-// the queue's starting set with its record, then to its flow's gate, in a
-// second round trip (see limit.go and starts.go). On a Redis Cluster
-// client the task goes to the queue's starting set, then its record is
-// written, then it is queued: three round trips (a queue.Broker enqueues
-// so a task with an idempotency key, whose id nobody may be given for a
+// Enqueue implements queue.Backend in one round trip, on a single Redis
+// in one script (lua/enqueue.lua): the task record, its expiry, its
+// entry in the task index and the stream entry (or, for a task due
+// later, the delayed-set member) are written in one step, so that a
+// process that dies, or a connection that breaks, never leaves a record
+// whose task is not queued (a queue.Broker takes Create and Enqueue for a
+// task whose progress another store keeps, and a retry with the task's
+// idempotency key that finds its record gives the task's id). A task of
+// a limited flow (Task.Limit) goes to the queue's starting set, ahead of
+// the script in its round trip, then to its flow's gate, in a second
+// round trip (see limit.go and starts.go). On a Redis Cluster client the
+// task goes to the queue's starting set, then its record is written (the
+// same script, which neither indexes nor queues it there), then it is
+// indexed and queued: three round trips (a queue.Broker enqueues so a
+// task with an idempotency key, whose id nobody may be given for a
 // record left unmarked; CreateAndEnqueue marks and records in one).
-// A Redis that runs out of memory within the one round trip may take the
-// record and refuse the stream entry: the record is then taken back (see
-// entryRefused).
+//
+// The script runs by its SHA-1; when Redis has lost it, it is sent whole
+// in a second round trip (see runScriptAfter). A Redis that refuses
+// writes (OOM, NOREPLICAS, see refusedUnrun) refuses it at its first
+// write, never after one: the record is not taken without its queue
+// entry.
 func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
 	}
 	now := time.Now()
-	ttl := b.recordTTL(t, now)
-	c := b.client
-	hset := c.B().Hset().Key(b.taskKey(t.ID)).FieldValue()
-	for _, f := range recordFields(t) {
-		hset = hset.FieldValue(f[0], f[1])
-	}
+	op := "enqueue task " + t.ID
+	fields := recordFields(t)
 	var begin rueidis.Completed
 	if b.inSteps(t) {
 		var f [2]string
 		f, begin = b.beginStart(t, now)
-		hset = hset.FieldValue(f[0], f[1])
+		fields = append(fields, f)
 	}
-	cmds := append(rueidis.Commands{hset.Build()}, b.expireAtLeast(t.ID, ttl)...)
-	var onErr func(context.Context, int, error) error
+	entry := createdEntry(t, now)
 	if b.cluster {
 		// The record and the queue's keys are on different nodes, whose
 		// commands a pipeline does not order: the record must exist
 		// before a worker can take the entry, or it drops the task. The
 		// starting set tells a start cut in between (see starts.go).
-		if err := b.send(ctx, "enqueue task "+t.ID, rueidis.Commands{begin}); err != nil {
+		if err := b.send(ctx, op, rueidis.Commands{begin}); err != nil {
 			return err
 		}
-		if err := b.send(ctx, "enqueue task "+t.ID, cmds); err != nil {
+		args, _, _ := b.enqueueArgs(t, now, fields, entry)
+		if err := b.runEnqueue(ctx, op, t.ID, nil, args, nil, waitNever); err != nil {
 			return err
 		}
 		if err := b.cut(t); err != nil {
@@ -150,24 +155,26 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 		}
 		// The index entry before the commands that queue the task and
 		// mark its start done: a start cut in between is swept.
-		cmds = nil
-	} else if t.Limit.On() {
+		after := append(b.queueCommands(t, now), b.endStart(t))
+		return b.sendIndexed(ctx, op, nil, b.indexCommands([]indexEntry{entry}), after, b.durable())
+	}
+	var before rueidis.Commands
+	if t.Limit.On() {
 		// Before the record, in the same pipeline (step 1 of
 		// starts.go): a single Redis runs it in order.
-		cmds = append(rueidis.Commands{begin}, cmds...)
-	} else {
-		onErr = func(ctx context.Context, q int, err error) error { return b.entryRefused(ctx, t, q, err) }
+		before = rueidis.Commands{begin}
 	}
-	// On a single Redis, the record, its index entry, then the commands
-	// that queue the task: the pipeline runs in order, so a task is
-	// never queued without its entry, nor listed without its record.
-	after := b.queueCommands(t, now)
-	if b.cluster {
-		after = append(after, b.endStart(t))
+	args, named, prune := b.enqueueArgs(t, now, fields, entry)
+	kind := waitNever
+	if b.durable() {
+		kind = waitFor[enqueueScript]
 	}
-	err := b.sendIndexedOr(ctx, "enqueue task "+t.ID, cmds, b.indexCommands([]indexEntry{createdEntry(t, now)}), after, b.durable(), onErr)
-	if err != nil || !t.Limit.On() {
+	if err := b.runEnqueue(ctx, op, t.ID, before, args, prune, kind); err != nil {
 		return err
+	}
+	b.noteNamed(named, []indexEntry{entry})
+	if !t.Limit.On() {
+		return nil
 	}
 	if err := b.cut(t); err != nil {
 		return err
@@ -175,42 +182,54 @@ func (b *Backend) Enqueue(ctx context.Context, t *queue.Task) error {
 	return b.admitStarted(ctx, t, now)
 }
 
-// entryRefused handles the error err of command q of the commands that
-// queue t (see queueCommands), or of the record's when q < 0, in the
-// round trip of Enqueue on a single Redis that also writes t's record,
-// before them: it returns the error of Enqueue, or nil when t is queued
-// all the same.
-//
-// A Redis whose used memory reaches its maxmemory (OOM) does so between
-// two commands: it takes the record, which may be large (its inputs),
-// and refuses the queue entry after it. The record alone is a task that
-// no worker will run, and that a start with the same idempotency key
-// would take for queued (see queue.Broker): so it is taken back, its
-// fields deleted (HDEL, which a full Redis takes), and the error is then
-// that of a refusal, with nothing written (the hash's expiry may have
-// been extended, and the task's index entry, if Redis took it, is left
-// to the listings, which remove a member whose record is gone, see
-// index.go). The wake-up that follows the delayed-set member of a
-// task due soon only shortens the fetchers' wait: its refusal leaves the
-// task queued, and is logged. Other errors are returned as they are.
-func (b *Backend) entryRefused(ctx context.Context, t *queue.Task, q int, err error) error {
-	op := "enqueue task " + t.ID
-	switch {
-	case q < 0 || !refusedUnrun(err):
+// enqueueArgs returns the ARGV values of lua/enqueue.lua for t, whose
+// record has fields, enqueued at now, with its index entry entry, the
+// flows the script names in the flows set and the commands that prune
+// the index when due, which follow it (see scriptIndex). On a Cluster
+// client the script neither queues nor indexes the task.
+func (b *Backend) enqueueArgs(t *queue.Task, now time.Time, fields [][2]string, entry indexEntry) (args, named []string, prune rueidis.Commands) {
+	queued, due := "", "0"
+	if !b.cluster && !t.Limit.On() {
+		queued = "1"
+	}
+	if !t.RunAt.IsZero() {
+		due = strconv.FormatInt(t.RunAt.UnixMilli(), 10)
+	}
+	score, flow := b.indexValues(entry, true)
+	args = make([]string, 0, 16+2*len(fields))
+	args = append(args, b.streamKey(), b.delayedKey(), b.wakeKey(),
+		strconv.FormatInt(now.UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10),
+		strconv.FormatInt(b.recordTTL(t, now).Milliseconds(), 10), t.ID, queued, due, score, flow,
+		strconv.Itoa(2*len(fields)))
+	for _, f := range fields {
+		args = append(args, f[0], f[1])
+	}
+	var entries []indexEntry
+	if !b.cluster {
+		entries = []indexEntry{entry}
+	}
+	indexArgs, named, prune := b.scriptIndex(entries)
+	return append(args, indexArgs...), named, prune
+}
+
+// runEnqueue runs lua/enqueue.lua for task id with args, in one round
+// trip after the commands before and followed by the pruning commands
+// prune (whose errors it only logs, see indexErrors) and the WAIT of
+// kind, and returns the first error of before and the script's, for op.
+func (b *Backend) runEnqueue(ctx context.Context, op, id string, before rueidis.Commands, args []string, prune rueidis.Commands, kind waitKind) error {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	prior, reply, pruned := b.runScriptAfter(ctx, before, enqueueScript, kind, []string{b.taskKey(id)}, args, prune)
+	b.indexErrors(pruned)
+	for _, r := range prior {
+		if err := r.Error(); err != nil {
+			return b.wrap(ctx, op, err)
+		}
+	}
+	if err := reply.Error(); err != nil {
 		return b.wrap(ctx, op, err)
-	case q > 0:
-		b.log.Warn("flows: Redis refused to wake the waiting workers for a task due soon; they find it at their next look", "task_id", t.ID, "err", err)
-		return nil
 	}
-	fields := recordFields(t)
-	names := make([]string, len(fields))
-	for i, f := range fields {
-		names[i] = f[0]
-	}
-	if herr := b.client.Do(ctx, b.client.B().Hdel().Key(b.taskKey(t.ID)).Field(names...).Build()).Error(); herr != nil {
-		return fmt.Errorf("redisbackend: %s: %w: Redis took the task's record and refused its queue entry (%w), and the record could not be taken back (%w): the task stays PENDING, run by nobody, until its retention passes", op, queue.ErrUnavailable, err, herr)
-	}
-	return fmt.Errorf("%w (the task's record, which Redis took before it refused the entry, was deleted again)", b.wrap(ctx, op, err))
+	return nil
 }
 
 // admitStarted puts t, a task of a limited flow just recorded, in its
@@ -387,7 +406,7 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 	for i, call := range calls {
 		index[i] = createdEntry(call.item.task, call.item.now)
 	}
-	indexArgs, prune := b.scriptIndex(index)
+	indexArgs, named, prune := b.scriptIndex(index)
 	args := batchArgs(append([]string{string(init.State), init.Details.Status, b.streamKey(), b.delayedKey(), b.wakeKey(),
 		strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(maxBlock.Milliseconds(), 10)}, indexArgs...),
 		calls, func(c *batchCall[createCall, struct{}]) []string { return c.item.args })
@@ -443,6 +462,9 @@ func (b *Backend) runCreates(ctx context.Context, calls []*batchCall[createCall,
 		reply, indexed := b.runLeaseScriptAfter(ctx, begins, createTaskScript, keys, args, prune)
 		b.indexErrors(indexed)
 		replies, err = batchReplies(reply, len(calls))
+		if err == nil {
+			b.noteNamed(named, recorded(index, replies))
+		}
 		if err == nil && len(begins) > 0 {
 			b.forgetRefused(ctx, calls, replies)
 		}
@@ -487,14 +509,6 @@ func (b *Backend) beginAndRecord(ctx context.Context, begin rueidis.Completed, k
 // it in after (see index.go): a task is listed once it exists, and
 // before it can run.
 func (b *Backend) sendIndexed(ctx context.Context, op string, before, index, after rueidis.Commands, wait bool) error {
-	return b.sendIndexedOr(ctx, op, before, index, after, wait, nil)
-}
-
-// sendIndexedOr is sendIndexed with onErr, when not nil, given the first
-// error of before and after, ctx (bounded) and the place of the command
-// that failed in after (less than 0 for one of before), to return the
-// error of the call: nil goes on as if the command had not failed.
-func (b *Backend) sendIndexedOr(ctx context.Context, op string, before, index, after rueidis.Commands, wait bool, onErr func(ctx context.Context, q int, err error) error) error {
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	all := make(rueidis.Commands, 0, len(before)+len(index)+len(after)+1)
@@ -507,18 +521,7 @@ func (b *Backend) sendIndexedOr(ctx context.Context, op string, before, index, a
 		if i >= len(before) && i < len(before)+len(index) {
 			continue
 		}
-		err := r.Error()
-		if err != nil && onErr != nil {
-			q := -1
-			if i >= len(before) {
-				q = i - len(before) - len(index)
-			}
-			if err = onErr(ctx, q, err); err == nil {
-				continue
-			}
-			return err
-		}
-		if err != nil {
+		if err := r.Error(); err != nil {
 			return b.wrap(ctx, op, err)
 		}
 	}
