@@ -14,6 +14,8 @@
 //   - Updates and tokens ("event: token") are added one by one. Each
 //     message has an id, and one is applied only when its id comes after
 //     the last id the card has seen, so a replay never doubles anything.
+//     The step that opens an attempt after the first empties the streamed
+//     text: that attempt streams its answer again from the start.
 //   - The task list, each card's last snapshot, last event id and streamed
 //     text are kept in localStorage. After a reload, a card is drawn from
 //     what was kept and its stream resumes after the kept id, through the
@@ -28,6 +30,9 @@
   'use strict';
 
   const TERMINAL = new Set(['SUCCESS', 'FAILURE']);
+  // The log step that opens an attempt after the first ("attempt 2 of 3
+  // starts: attempt 1 failed").
+  const ATTEMPT_STARTS = /^attempt \d+ of \d+ starts: /;
   const STORAGE_KEY = `flows-demo:${location.pathname}:tasks`;
   // Tasks kept in the list: running ones always, finished ones up to this.
   const MAX_KEPT = 50;
@@ -582,6 +587,13 @@
         }
         if (!u || typeof u !== 'object') return;
         this.lastEventId = e.lastEventId;
+        // A new attempt streams its answer from the start: the text an
+        // earlier attempt streamed before it failed or its worker died
+        // is dropped, not shown in front of the new one.
+        if (u.step && u.step.type === 'log' && ATTEMPT_STARTS.test(u.step.message || '')) {
+          this.liveText = '';
+          this.showLive();
+        }
         this.show(applyUpdate(this.snap, u));
       });
       source.addEventListener('token', (e) => {
