@@ -23,6 +23,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,5 +218,74 @@ func (s *Server) cleanup() {
 	s.Kill()
 	if s.tb.Failed() {
 		s.tb.Logf("redistest: last lines of the log of redis-server on port %d:\n%s", s.Port(), s.proc.LogTail(20))
+	}
+}
+
+// FailSaves makes the server's RDB snapshots fail, as a full or broken
+// disk would, and returns once a background save has failed (INFO
+// persistence: rdb_last_bgsave_status:err). A directory stands where the
+// snapshot goes, so that the save's last step, renaming its temporary file
+// there, fails, whoever runs the server (root too). FailSaves sets a save
+// point (Start sets none, and Redis stops writes only for a server with
+// one): with stop-writes-on-bgsave-error yes, Redis's default, the server
+// then refuses every write with a MISCONF error reply until a save
+// succeeds.
+//
+// The function returned lets saves succeed again, runs BGSAVE and returns
+// once it has succeeded, so that the server takes writes again; it also
+// runs when tb ends. The save point stays, too far off to be reached in a
+// test.
+func (s *Server) FailSaves(tb testing.TB) (repair func()) {
+	tb.Helper()
+	cfg, err := s.Do("CONFIG", "GET", "dbfilename").AsStrMap()
+	if err != nil {
+		tb.Fatalf("redistest: CONFIG GET dbfilename: %v", err)
+	}
+	snapshot := filepath.Join(s.Dir(), cfg["dbfilename"])
+	if err := os.Mkdir(snapshot, 0o700); err != nil {
+		tb.Fatalf("redistest: %v", err)
+	}
+	if err := s.Do("CONFIG", "SET", "save", "86400 1").Error(); err != nil {
+		tb.Fatalf("redistest: CONFIG SET save: %v", err)
+	}
+	s.bgsave(tb, "err")
+	repaired := false
+	repair = func() {
+		tb.Helper()
+		if repaired {
+			return
+		}
+		repaired = true
+		if err := os.Remove(snapshot); err != nil {
+			tb.Fatalf("redistest: %v", err)
+		}
+		s.bgsave(tb, "ok")
+	}
+	tb.Cleanup(func() {
+		if s.Running() {
+			repair()
+		}
+	})
+	return repair
+}
+
+// bgsave runs BGSAVE and waits until it has ended with status ("ok" or
+// "err"), as INFO persistence's rdb_last_bgsave_status says.
+func (s *Server) bgsave(tb testing.TB, status string) {
+	tb.Helper()
+	if err := s.Do("BGSAVE").Error(); err != nil {
+		tb.Fatalf("redistest: BGSAVE: %v", err)
+	}
+	deadline := time.Now().Add(ClusterTimeout)
+	for {
+		info, err := s.Do("INFO", "persistence").ToString()
+		if err == nil && strings.Contains(info, "rdb_bgsave_in_progress:0\r\n") &&
+			strings.Contains(info, "rdb_last_bgsave_status:"+status+"\r\n") {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("redistest: BGSAVE on port %d did not end with status %s within %v: %v\n%s", s.Port(), status, ClusterTimeout, err, info)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
