@@ -23,19 +23,35 @@ import (
 )
 
 // TestWritesRefusedByRedis: while Redis refuses writes, for lack of
-// memory (maxmemory reached, policy noeviction) or of replicas in sync
-// (min-replicas-to-write), start-task and cancel-task answer 503 with
-// Retry-After, as while Redis is down, and create nothing; a task's
-// snapshot can still be read. Once Redis takes writes again, a start
-// succeeds.
+// memory (maxmemory reached, policy noeviction), of replicas in sync
+// (min-replicas-to-write) or of a disk its snapshots can be saved on
+// (its last save failed, stop-writes-on-bgsave-error yes), start-task
+// and cancel-task answer 503 with Retry-After, as while Redis is down,
+// and create nothing; a task's snapshot can still be read. Once Redis
+// takes writes again, a start succeeds.
 func TestWritesRefusedByRedis(t *testing.T) {
 	t.Parallel()
+	configRefusal := func(on, off [][]string) func(*testing.T, *redistest.Server) func() {
+		return func(t *testing.T, srv *redistest.Server) func() {
+			set := func(args [][]string) {
+				for _, a := range args {
+					require.NoError(t, srv.Do(append([]string{"CONFIG", "SET"}, a...)...).Error())
+				}
+			}
+			set(on)
+			t.Cleanup(func() { set(off) })
+			return func() { set(off) }
+		}
+	}
 	for _, refusal := range []struct {
-		name    string
-		on, off [][]string
+		name string
+		// refuse makes srv refuse writes, and returns the function that
+		// lets them in again.
+		refuse func(*testing.T, *redistest.Server) func()
 	}{
-		{"out of memory", [][]string{{"maxmemory-policy", "noeviction"}, {"maxmemory", "1"}}, [][]string{{"maxmemory", "0"}}},
-		{"no replicas", [][]string{{"min-replicas-to-write", "1"}}, [][]string{{"min-replicas-to-write", "0"}}},
+		{"out of memory", configRefusal([][]string{{"maxmemory-policy", "noeviction"}, {"maxmemory", "1"}}, [][]string{{"maxmemory", "0"}})},
+		{"no replicas", configRefusal([][]string{{"min-replicas-to-write", "1"}}, [][]string{{"min-replicas-to-write", "0"}})},
+		{"save failed", func(t *testing.T, srv *redistest.Server) func() { return srv.FailSaves(t) }},
 	} {
 		t.Run(refusal.name, func(t *testing.T) {
 			t.Parallel()
@@ -60,13 +76,7 @@ func TestWritesRefusedByRedis(t *testing.T) {
 			_, err = b.Append(ctx, ended, progress.LogEvent("step"), progress.Event{Type: progress.EventState, State: progress.StateSuccess})
 			require.NoError(t, err)
 
-			set := func(args [][]string) {
-				for _, a := range args {
-					require.NoError(t, srv.Do(append([]string{"CONFIG", "SET"}, a...)...).Error())
-				}
-			}
-			set(refusal.on)
-			t.Cleanup(func() { set(refusal.off) })
+			end := refusal.refuse(t, srv)
 
 			status, msg, header := postStart(t, web.URL, startReq{body: `{"flow": "poem_flow"}`})
 			assert.Equal(t, http.StatusServiceUnavailable, status, msg)
@@ -98,7 +108,7 @@ func TestWritesRefusedByRedis(t *testing.T) {
 			require.NoError(t, err)
 			assert.Len(t, page.Tasks, 1, "the refused start created nothing: %v", page.Tasks)
 
-			set(refusal.off)
+			end()
 			status, msg, _ = postStart(t, web.URL, startReq{body: `{"flow": "poem_flow"}`})
 			assert.Equal(t, http.StatusOK, status, msg)
 			assert.False(t, strings.Contains(msg, " "), "a task id: %q", msg)

@@ -436,29 +436,34 @@ func notSent(err error) bool {
 // once patientClient has sent them again until the context ended; and
 // the refusals of a server that takes no writes for now: OOM (its used
 // memory is past its maxmemory and its maxmemory-policy is noeviction, as
-// the README advises) and NOREPLICAS (fewer replicas in sync than its
-// min-replicas-to-write). Nothing was done, so that the call may be made
-// again, and the server is not usable for it now: such errors wrap
+// the README advises), NOREPLICAS (fewer replicas in sync than its
+// min-replicas-to-write) and MISCONF (it cannot persist to disk: its last
+// RDB save failed, while it has a save point and
+// stop-writes-on-bgsave-error is yes, the default, or a write to its
+// append-only file failed). Nothing was done, so that the call may be
+// made again, and the server is not usable for it now: such errors wrap
 // queue.ErrUnavailable and progress.ErrNotSent. The codes are compared
 // whole: BUSYGROUP (a consumer group that exists) and BUSYKEY are other
 // replies.
 //
-// Redis (7.0 and later) refuses those two before a command runs, as it
+// Redis (7.0 and later) refuses those three before a command runs, as it
 // does the others: a single command whole; a transaction at EXEC, whole
-// (under OOM, every command queued in it, reads too); a script with flags
-// (a shebang: the scripts that write, see script.go), whole, before it
-// runs, unless it says allow-oom (ack.lua, which only frees memory); and
-// a script without flags at its first write that may grow memory (OOM)
-// or its first write (NOREPLICAS), never after it wrote: the write
-// raises the error, which ends the script (the scripts without flags
-// catch no write's error with redis.pcall; fetch.lua, which does, has
-// flags), so that a refused script wrote nothing. TestWriteRefusalIsUnsent checks each
-// call that writes. A pipeline of several commands is not one unit: see
-// Enqueue for the one whose later commands a full Redis may refuse after
-// its first ran.
+// (under OOM, every command queued in it, reads too; under MISCONF, one
+// that holds a write); a script with flags (a shebang: the scripts that
+// write, see script.go), whole, before it runs, unless it says allow-oom
+// (ack.lua, which only frees memory) under OOM; and a script without
+// flags at its first write that may grow memory (OOM) or its first write
+// (NOREPLICAS, MISCONF), never after it wrote: the write raises the
+// error, which ends the script (the scripts without flags catch no
+// write's error with redis.pcall; fetch.lua, which does, has flags), so
+// that a refused script wrote nothing. TestOutOfMemoryRefusesBeforeAnyWrite
+// and TestDiskErrorRefusesBeforeAnyWrite pin this on the real server;
+// TestWriteRefusalIsUnsent checks each call that writes. A pipeline of
+// several commands is not one unit: see Enqueue for the one whose later
+// commands a full Redis may refuse after its first ran.
 func refusedUnrun(err error) bool {
 	switch replyCode(err) {
-	case "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOREPLICAS":
+	case "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOREPLICAS", "MISCONF":
 		return true
 	}
 	return false
@@ -473,6 +478,11 @@ func refusalAdvice(err error) string {
 		return "Redis is out of memory (maxmemory): it takes no writes until memory is freed or maxmemory is raised (see INFO memory, and the README's \"What Redis must keep\")"
 	case "NOREPLICAS":
 		return "Redis has fewer replicas in sync than its min-replicas-to-write: it takes no writes until a replica catches up or the setting is lowered (see INFO replication)"
+	case "MISCONF":
+		if strings.Contains(err.Error(), "the AOF file") {
+			return "Redis cannot write its append-only file to disk: it takes no writes until a write to the file succeeds, which it tries again every second (free space on the disk or mend its dir; see aof_last_write_status in INFO persistence, and its log)"
+		}
+		return "Redis cannot save its snapshot to disk (its last background save failed): it takes no writes until a save succeeds (free space on the disk or mend its dir, then run BGSAVE; see rdb_last_bgsave_status in INFO persistence, and its log) or stop-writes-on-bgsave-error is set to no"
 	}
 	return ""
 }

@@ -450,10 +450,13 @@
 // server's busy-reply-threshold (BUSY), on a cluster while a slot
 // moves or a failover is under way for longer than Config.OpTimeout
 // (TRYAGAIN, CLUSTERDOWN), or while the server takes no writes: its used
-// memory is past its maxmemory, with the policy noeviction (OOM), or
+// memory is past its maxmemory, with the policy noeviction (OOM),
 // fewer replicas than its min-replicas-to-write are in sync
-// (NOREPLICAS). Those wrap queue.ErrUnavailable as well, and the errors
-// of the last two say what to do ("Redis is out of memory (maxmemory):
+// (NOREPLICAS), or it cannot persist to disk: its last RDB save failed
+// (with stop-writes-on-bgsave-error yes, the default) or a write to its
+// append-only file did (MISCONF). Those wrap queue.ErrUnavailable as
+// well, and the errors of the last three say what to do ("Redis is out
+// of memory (maxmemory): ...", "Redis cannot save its snapshot to disk
 // ..."). A Redis past its maxmemory still takes acknowledgements, which
 // free memory, and reads: Snapshot, whose MULTI/EXEC it refuses, reads
 // with a script that says no-writes instead; it refuses Fetch whole, so

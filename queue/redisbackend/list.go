@@ -54,8 +54,8 @@ const ownerScan = 4
 // of tasks the index holds. A member found wrong against its hash (its task gone, or in
 // another state) is repaired and the page read again, at most twice. A
 // Redis that refuses the repair's writes without running them (out of
-// memory, replicas missing: see refusedUnrun) gets the page as read,
-// without the members found wrong.
+// memory, replicas missing, a disk it cannot persist to: see
+// refusedUnrun) gets the page as read, without the members found wrong.
 //
 // The index has no owner: with o.Owner set, a page reads ownerScan times
 // o.Limit members and keeps the tasks of the owner, so that it may hold
@@ -110,8 +110,8 @@ func (b *Backend) ListTasks(ctx context.Context, o queue.ListOptions) (queue.Tas
 			err := b.repair(ctx, key, o.Flow, wrong)
 			if errors.Is(err, progress.ErrNotSent) {
 				// Redis answers reads and refuses writes (out of memory,
-				// replicas missing): the page leaves out the tasks it
-				// could not move, until a listing can.
+				// replicas missing, disk failing): the page leaves out
+				// the tasks it could not move, until a listing can.
 				b.log.Warn("flows: could not repair the task index; the listing leaves out the tasks it could not move", "err", err)
 				return pageOf(o, members, tasks, more), nil
 			}

@@ -76,3 +76,68 @@ func TestOutOfMemoryRefusesBeforeAnyWrite(t *testing.T) {
 	assert.Equal(t, "OOM", replyCode(res[1].Error()), "a read queued in a MULTI is refused")
 	assert.Equal(t, "EXECABORT", replyCode(res[2].Error()))
 }
+
+// TestDiskErrorRefusesBeforeAnyWrite pins the Redis semantics that
+// refusedUnrun counts on for MISCONF, on a real server whose last RDB
+// save failed (stop-writes-on-bgsave-error yes, the default): every
+// command that writes is refused whole, PING too, and reads are answered;
+// a script without flags is refused at its first write, having written
+// nothing, whatever the write (a deletion too, unlike OOM); a script with
+// flags is refused whole unless it says no-writes (allow-oom does not
+// help); a MULTI/EXEC that holds a write is refused whole at EXEC, and
+// one of reads only runs. Once a save succeeds, writes are taken again.
+func TestDiskErrorRefusesBeforeAnyWrite(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	c := srv.Client(t)
+	ctx := context.Background()
+	require.NoError(t, c.Do(ctx, c.B().Set().Key("k").Value("v").Build()).Error())
+	require.NoError(t, c.Do(ctx, c.B().XgroupCreate().Key("s").Group("g").Id("0").Mkstream().Build()).Error())
+	repair := srv.FailSaves(t)
+	eval := func(src string) error {
+		return c.Do(ctx, c.B().Eval().Script(src+"\nreturn 1").Numkeys(0).Build()).Error()
+	}
+	exists := func(key string) bool {
+		n, err := c.Do(ctx, c.B().Exists().Key(key).Build()).AsInt64()
+		require.NoError(t, err)
+		return n == 1
+	}
+	misconf := func(err error, what string) {
+		t.Helper()
+		assert.Equal(t, "MISCONF", replyCode(err), "%s: %v", what, err)
+		assert.True(t, refusedUnrun(err), "%s", what)
+	}
+
+	err := c.Do(ctx, c.B().Set().Key("a").Value("v").Build()).Error()
+	misconf(err, "a single write")
+	assert.ErrorContains(t, err, "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk")
+	misconf(c.Do(ctx, c.B().Del().Key("k").Build()).Error(), "a deletion")
+	misconf(c.Do(ctx, c.B().Xreadgroup().Group("g", "w").Count(1).Streams().Key("s").Id(">").Build()).Error(), "XREADGROUP")
+	misconf(c.Do(ctx, c.B().Ping().Build()).Error(), "PING")
+	got, err := c.Do(ctx, c.B().Get().Key("k").Build()).ToString()
+	assert.NoError(t, err, "a read")
+	assert.Equal(t, "v", got)
+
+	misconf(eval("redis.call('HSET', 'h', 'f', 'v'); redis.call('SET', 'a', 'v')"), "a script without flags")
+	assert.False(t, exists("h") || exists("a"), "the refused script wrote nothing")
+	misconf(eval("redis.call('DEL', 'k'); redis.call('SET', 'b', 'v')"), "a script without flags that deletes first")
+	assert.True(t, exists("k"), "the refused deletion deleted nothing")
+	assert.False(t, exists("b"))
+	assert.NoError(t, eval("redis.call('GET', 'k')"), "a script without flags that only reads")
+
+	misconf(eval("#!lua\nredis.call('GET', 'k')"), "a script with flags is refused whole, before it runs")
+	misconf(eval("#!lua flags=allow-oom\nredis.call('ZREM', 'z', 'm')"), "allow-oom is no way around it")
+	assert.NoError(t, eval("#!lua flags=no-writes\nredis.call('GET', 'k')"))
+
+	res := c.DoMulti(ctx, c.B().Multi().Build(), c.B().Get().Key("k").Build(), c.B().Set().Key("c").Value("v").Build(), c.B().Exec().Build())
+	assert.NoError(t, res[1].Error(), "a read is queued")
+	misconf(res[2].Error(), "a write queued in a MULTI")
+	assert.Equal(t, "EXECABORT", replyCode(res[3].Error()), "the transaction is refused whole")
+	assert.False(t, exists("c"))
+	res = c.DoMulti(ctx, c.B().Multi().Build(), c.B().Get().Key("k").Build(), c.B().Exec().Build())
+	assert.NoError(t, res[2].Error(), "a transaction of reads runs")
+
+	repair()
+	assert.NoError(t, c.Do(ctx, c.B().Set().Key("a").Value("v").Build()).Error(), "a save succeeded: writes are taken again")
+	assert.NoError(t, eval("#!lua\nredis.call('SET', 'b', 'v')"))
+}

@@ -25,37 +25,52 @@ import (
 // advice.
 type writeRefusal struct {
 	name, code, advice string
-	// on and off are the CONFIG SET arguments that start and end it.
-	on, off [][]string
+	// refuse makes srv refuse writes, and returns the function that lets
+	// them in again.
+	refuse func(t *testing.T, srv *redistest.Server) (end func())
 }
 
 // writeRefusals: a Redis whose used memory is past its maxmemory, with
 // the policy noeviction (the README's advice for a queue), refuses the
 // commands that may grow memory (OOM); one with min-replicas-to-write
-// set and fewer replicas in sync refuses every write (NOREPLICAS).
+// set and fewer replicas in sync refuses every write (NOREPLICAS), and so
+// does one whose last RDB save failed, with a save point set and
+// stop-writes-on-bgsave-error yes, the default (MISCONF), until a save
+// succeeds.
 var writeRefusals = []writeRefusal{
 	{
 		name: "out of memory", code: "OOM", advice: "Redis is out of memory (maxmemory)",
-		on:  [][]string{{"maxmemory-policy", "noeviction"}, {"maxmemory", "1"}},
-		off: [][]string{{"maxmemory", "0"}},
+		refuse: configRefusal([][]string{{"maxmemory-policy", "noeviction"}, {"maxmemory", "1"}}, [][]string{{"maxmemory", "0"}}),
 	},
 	{
 		name: "no replicas", code: "NOREPLICAS", advice: "min-replicas-to-write",
-		on:  [][]string{{"min-replicas-to-write", "1"}},
-		off: [][]string{{"min-replicas-to-write", "0"}},
+		refuse: configRefusal([][]string{{"min-replicas-to-write", "1"}}, [][]string{{"min-replicas-to-write", "0"}}),
+	},
+	{
+		name: "save failed", code: "MISCONF", advice: "Redis cannot save its snapshot to disk",
+		refuse: func(t *testing.T, srv *redistest.Server) func() { return srv.FailSaves(t) },
 	},
 }
 
-// start makes srv refuse writes, and returns the function that lets them
-// in again, which also runs when the test ends.
+// configRefusal returns the refuse function of a refusal that the CONFIG
+// SET arguments on start and off end.
+func configRefusal(on, off [][]string) func(*testing.T, *redistest.Server) func() {
+	return func(t *testing.T, srv *redistest.Server) func() {
+		set := func(args [][]string) {
+			for _, a := range args {
+				require.NoError(t, srv.Do(append([]string{"CONFIG", "SET"}, a...)...).Error())
+			}
+		}
+		set(on)
+		return func() { set(off) }
+	}
+}
+
+// start makes srv refuse writes, checks that it does, and returns the
+// function that lets them in again, which also runs when the test ends.
 func (r writeRefusal) start(t *testing.T, srv *redistest.Server) (end func()) {
 	t.Helper()
-	set := func(args [][]string) {
-		for _, a := range args {
-			require.NoError(t, srv.Do(append([]string{"CONFIG", "SET"}, a...)...).Error())
-		}
-	}
-	set(r.on)
+	off := r.refuse(t, srv)
 	err := srv.Do("SET", "refusal-probe", "1").Error()
 	require.Error(t, err, "Redis takes writes")
 	require.True(t, strings.HasPrefix(err.Error(), r.code+" "), "%v", err)
@@ -63,7 +78,7 @@ func (r writeRefusal) start(t *testing.T, srv *redistest.Server) (end func()) {
 	end = func() {
 		if !ended {
 			ended = true
-			set(r.off)
+			off()
 		}
 	}
 	t.Cleanup(end)
@@ -71,13 +86,14 @@ func (r writeRefusal) start(t *testing.T, srv *redistest.Server) (end func()) {
 }
 
 // TestWriteRefusalIsUnsent: while Redis refuses writes for lack of memory
-// (OOM) or of replicas (NOREPLICAS), each call that writes is refused
-// with an error that wraps progress.ErrNotSent and queue.ErrUnavailable
-// (a reporter sends it again, start-task answers 503) and says what is
-// wrong, and the refused calls did nothing: no task leased, created,
-// cancelled, re-queued or ended, no report, checkpoint or heartbeat
-// recorded, the lease they would have ended still held. Reads go on.
-// A full Redis takes acknowledgements, which free memory.
+// (OOM), of replicas (NOREPLICAS) or of a disk it can save to (MISCONF),
+// each call that writes is refused with an error that wraps
+// progress.ErrNotSent and queue.ErrUnavailable (a reporter sends it
+// again, start-task answers 503) and says what is wrong, and the refused
+// calls did nothing: no task leased, created, cancelled, re-queued or
+// ended, no report, checkpoint or heartbeat recorded, the lease they
+// would have ended still held. Reads go on. A full Redis takes
+// acknowledgements, which free memory; the others refuse them too.
 func TestWriteRefusalIsUnsent(t *testing.T) {
 	t.Parallel()
 	for _, refusal := range writeRefusals {
@@ -240,10 +256,11 @@ func TestWriteRefusalIsUnsent(t *testing.T) {
 }
 
 // TestReportAndEndWhileWritesRefusedRecordedOnce: a flow reports and ends
-// while Redis refuses writes (out of memory, or replicas missing). Its
-// report and its end are refused, sent again by the worker's reporter
-// once writes are taken again, and recorded once: the task ends SUCCESS
-// after one run, with each report once, and is not handed back.
+// while Redis refuses writes (out of memory, replicas missing, or its
+// last save failed). Its report and its end are refused, sent again by
+// the worker's reporter once writes are taken again (memory freed, a
+// replica back, a save that succeeds), and recorded once: the task ends
+// SUCCESS after one run, with each report once, and is not handed back.
 func TestReportAndEndWhileWritesRefusedRecordedOnce(t *testing.T) {
 	t.Parallel()
 	for _, refusal := range writeRefusals {
