@@ -29,8 +29,8 @@
 // A Webhook POSTs a JSON body signed per Standard Webhooks
 // (https://www.standardwebhooks.com): the webhook-id header is the same on
 // every retry of one notification, so a receiver can drop repeats. A 2xx
-// answer is a delivery; 5xx, 429 (after its Retry-After), timeouts and
-// connection errors are retried; other answers are not. The target is the
+// answer is a delivery; 5xx, 408, 409, 429 (after a Retry-After),
+// timeouts and connection errors are retried; other answers are not. The target is the
 // host's configuration, never a client's: a URL whose host is or resolves
 // to a loopback, private or link-local address is refused unless
 // WebhookConfig.AllowPrivate is set, when the webhook is made and again

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/refusal"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -74,9 +75,10 @@ type WebhookConfig struct {
 //	 "data": {"task_id", "flow", "state", "attempts", "enqueued_at",
 //	          "started_at", "finished_at", "snapshot": {...}}}
 //
-// A 2xx answer is a delivery. A 429 or 5xx answer, a timeout or a
-// connection error is retried (after Retry-After at the earliest, when
-// the answer has one); any other answer, a redirect included, is not. A
+// A 2xx answer is a delivery. A 408, 409, 429 or 5xx answer, a timeout
+// or a connection error is retried (after Retry-After at the earliest,
+// when the answer has one); any other answer, a redirect included, is
+// not. A
 // receiver verifies deliveries with a Verifier.
 type Webhook struct {
 	name    string
@@ -289,15 +291,13 @@ func (w *Webhook) Deliver(ctx context.Context, n *Notification) error {
 	}
 	err = fmt.Errorf("webhook POST %s: %s%s", w.display, resp.Status, answerText(snippet))
 	w.log.Info("flows: webhook delivery refused", "id", n.ID, "status", resp.StatusCode)
-	switch {
-	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		if d, ok := retryAfter(resp.Header.Get("Retry-After"), now); ok {
-			return flow.RetryAfter(err, d)
-		}
-		return err
-	default:
-		return flow.Permanent(err) // 3xx, and 4xx but 429: sending again will not help
+	if !refusal.Transient(resp.StatusCode) {
+		return flow.Permanent(err) // 3xx, and 4xx but 408, 409 and 429: sending again will not help
 	}
+	if d, ok := retryAfter(resp.Header.Get("Retry-After"), now); ok {
+		return flow.RetryAfter(err, d)
+	}
+	return err
 }
 
 // answerText is the start of a receiver's answer for an error message:

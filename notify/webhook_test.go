@@ -175,7 +175,11 @@ func TestWebhookAnswers(t *testing.T) {
 		{name: "400", status: 400, body: "bad payload\nsecond line", permanent: true, inErr: "400 Bad Request: bad payload second line"},
 		{name: "401", status: 401, permanent: true, inErr: "401"},
 		{name: "404", status: 404, permanent: true, inErr: "404"},
-		{name: "408", status: 408, permanent: true, inErr: "408"},
+		{name: "408", status: 408, retryAfter: -1, inErr: "408 Request Timeout"},
+		{name: "408 with Retry-After", status: 408, header: map[string]string{"Retry-After": "5"}, retryAfter: 5 * time.Second, inErr: "408"},
+		{name: "409", status: 409, body: "still processing", retryAfter: -1, inErr: "409 Conflict: still processing"},
+		{name: "403", status: 403, permanent: true, inErr: "403"},
+		{name: "422", status: 422, permanent: true, inErr: "422"},
 		{name: "410", status: 410, permanent: true, inErr: "410 Gone"},
 		{name: "redirect not followed", status: 307, header: map[string]string{"Location": "/elsewhere"}, permanent: true, inErr: "307"},
 	}
