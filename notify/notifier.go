@@ -118,7 +118,13 @@ func (n *Notifier) Channels() []string { return append([]string(nil), n.names...
 
 // Register registers the delivery flow under FlowName in reg, as an
 // internal flow (registry.Internal): workers run it, clients cannot start
-// it. Every worker that may take a notification task needs it.
+// it. Every worker that may take a notification task needs it. A worker
+// that takes the notification of a channel its Notifier lacks fails the
+// attempt with "notify: this worker lacks the settings of channel ..."
+// and the notification is retried, so that a worker with the channel
+// (say, a newer one in a rolling deploy) takes it; when none does before
+// its attempts (Config.MaxAttempts) are spent, it is dead-lettered with
+// that reason.
 func (n *Notifier) Register(reg *registry.Registry) error {
 	return reg.Register(FlowName, flow.Func(n.deliver),
 		registry.Internal(),
@@ -259,7 +265,12 @@ func (n *Notifier) deliver(ctx context.Context, t *flow.Task) (any, error) {
 	}
 	c, ok := n.channels[nt.Channel]
 	if !ok {
-		return nil, flow.Permanent(fmt.Errorf("notify: no channel %q on this worker", nt.Channel))
+		// Another worker may have the channel: one of a newer release
+		// in a rolling deploy that adds it. The attempt fails and the
+		// notification is retried, where such a worker can take it;
+		// when none ever does, its attempts run out and it is
+		// dead-lettered with this error as the reason.
+		return nil, fmt.Errorf("notify: this worker lacks the settings of channel %q", nt.Channel)
 	}
 	if err := c.Deliver(ctx, &nt); err != nil {
 		return nil, err

@@ -76,15 +76,23 @@ func (s *system) notifier(t *testing.T, cfg notify.Config) *notify.Notifier {
 // after backoff.
 func (s *system) run(t *testing.T, backoff time.Duration, hooks ...queue.FinishHook) {
 	t.Helper()
+	stop := s.runWith(t, s.reg, backoff, hooks...)
+	t.Cleanup(stop)
+}
+
+// runWith runs a worker of the flows of reg on s, retrying failed tasks
+// after backoff, until stop is called; stop returns once the worker has.
+func (s *system) runWith(t *testing.T, reg *registry.Registry, backoff time.Duration, hooks ...queue.FinishHook) (stop func()) {
+	t.Helper()
 	w := queue.NewWorker(s.backend, s.store, queue.WorkerConfig{
-		Registry: s.reg, Concurrency: 4, Logger: s.logger,
+		Registry: reg, Concurrency: 4, Logger: s.logger,
 		Backoff:  func(int) time.Duration { return backoff },
 		OnFinish: hooks,
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
+	return func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -92,7 +100,7 @@ func (s *system) run(t *testing.T, backoff time.Duration, hooks ...queue.FinishH
 		case <-time.After(waitLimit):
 			t.Error("the worker did not stop")
 		}
-	})
+	}
 }
 
 // waitEnded waits for task id to end and returns it.
