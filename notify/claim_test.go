@@ -54,10 +54,10 @@ func TestCallerCannotClaimANotification(t *testing.T) {
 
 			s.run(t, 10*time.Millisecond, n.Hook())
 			s.waitEnded(t, id)
-			nid := notify.NotificationTaskID("ada", notify.ID(id, "webhook"))
+			nid := notify.NotificationTaskID(notify.ID(id, "webhook"))
 			info := s.waitNotification(t, nid)
 			assert.Equal(t, notify.FlowName, info.Task.Flow, "the notification's task is the Notifier's")
-			s.waitNotification(t, notify.NotificationTaskID("ada", notify.ID(claimed, "webhook")))
+			s.waitNotification(t, notify.NotificationTaskID(notify.ID(claimed, "webhook")))
 			var about []string // the ids of the deliveries about the task
 			for _, r := range rc.requests() {
 				if r.ID == notify.ID(id, "webhook") {
@@ -65,7 +65,7 @@ func TestCallerCannotClaimANotification(t *testing.T) {
 				}
 			}
 			assert.Len(t, about, 1, "the notification is delivered")
-			status, err := n.Status(context.Background(), id, "ada")
+			status, err := n.Status(context.Background(), id)
 			require.NoError(t, err)
 			require.Len(t, status, 1)
 			assert.Equal(t, nid, status[0].NotificationTaskID)

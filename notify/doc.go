@@ -9,6 +9,9 @@
 // delivery across worker crashes, retries with backoff, and a place in the
 // dead-letter set, with the last error as its reason, when its attempts
 // are spent. The end of a notification task is never notified about.
+// Notification tasks belong to queue.InternalOwner, not to the owner of
+// the task they are about: over ssehttp, only operators may read, cancel
+// or re-queue them.
 //
 // # Wiring
 //

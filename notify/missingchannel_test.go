@@ -71,7 +71,7 @@ func TestChannelNoWorkerHasIsDeadLettered(t *testing.T) {
 			want := "failed after 3 attempts: " + lackingWebhook
 			assert.Equal(t, want, s.dead(t, id).Reason)
 			assert.Empty(t, rc.requests())
-			status, err := n.Status(context.Background(), "0123456789abcdef0123456789abcdef", "")
+			status, err := n.Status(context.Background(), "0123456789abcdef0123456789abcdef")
 			require.NoError(t, err)
 			require.Len(t, status, 1)
 			assert.Equal(t, notify.DeliveryFailed, status[0].State)

@@ -29,7 +29,8 @@ type Notification struct {
 	// Flow is the name of the task's flow.
 	Flow string `json:"flow"`
 	// Owner is the task's owner (queue.Task.Owner), "" for none. The
-	// notification task belongs to the same owner.
+	// notification task is not its: it belongs to queue.InternalOwner,
+	// so that over HTTP only operators may read or cancel it.
 	Owner string `json:"owner,omitempty"`
 	// State is SUCCESS or FAILURE.
 	State progress.State `json:"state"`

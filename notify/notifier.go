@@ -137,8 +137,10 @@ func (n *Notifier) Register(reg *registry.Registry) error {
 // idempotency key made of its ID (queue.EnqueueOptions.IdempotencyKey),
 // so that calling Notify again for the same task (a finish hook run
 // twice) enqueues nothing more and returns the same ids. A notification
-// task's own end is never notified about. It returns the ids of the
-// notification tasks.
+// task's own end is never notified about. Notification tasks are owned
+// by queue.InternalOwner, not by the task's owner: over HTTP (ssehttp)
+// only operators may read, cancel or re-queue them. It returns the ids of
+// the notification tasks.
 func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, error) {
 	if ended.Flow == FlowName {
 		return nil, nil
@@ -164,14 +166,14 @@ func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, er
 		id, err := n.queue.Enqueue(ctx, FlowName, inputs, queue.EnqueueOptions{
 			MaxAttempts:    n.cfg.MaxAttempts,
 			Timeout:        n.cfg.Timeout,
-			Owner:          nt.Owner,
+			Owner:          queue.InternalOwner,
 			IdempotencyKey: key,
 		})
 		if errors.Is(err, queue.ErrIdempotencyConflict) {
 			// A hook that ran before (on a worker that died before
 			// acknowledging the task) queued this notification, with
 			// timings of its own: it stands.
-			id, err = queue.IdempotentID(nt.Owner, key), nil
+			id, err = NotificationTaskID(nt.ID), nil
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("notify: enqueue notification %s: %w", nt.ID, err))
@@ -240,20 +242,20 @@ func (n *Notifier) notifyWithRetry(ctx context.Context, ended Notification) ([]s
 }
 
 // idempotencyKey is the idempotency key of the notification with id nid.
-// Keys are scoped by owner, and the notification task belongs to the
-// task's owner: a key a client can send would let it claim the key first
-// (an HTTP Idempotency-Key naming the task it just started), so that the
-// notification is never enqueued and Status reports the client's task in
-// its place. The NUL byte is in no Idempotency-Key ssehttp accepts
-// (printable ASCII only), nor in any HTTP header.
+// Keys are scoped by owner, and the notification task belongs to
+// queue.InternalOwner, which no HTTP caller can be; the key holds a NUL
+// byte all the same, which is in no Idempotency-Key ssehttp accepts
+// (printable ASCII only), nor in any HTTP header, so that a caller could
+// not claim the key first (an HTTP Idempotency-Key naming the task it
+// just started) even under the notification's owner.
 func idempotencyKey(nid string) string { return "\x00flows.notify:" + nid }
 
 // NotificationTaskID returns the id of the task that delivers the
-// notification with id notificationID (see ID) about a task owned by
-// owner (queue.Task.Owner): the id its idempotency key gives. Read it
-// with the broker's Task, as Status does.
-func NotificationTaskID(owner, notificationID string) string {
-	return queue.IdempotentID(owner, idempotencyKey(notificationID))
+// notification with id notificationID (see ID): the id its idempotency
+// key gives, under queue.InternalOwner. Read it with the broker's Task,
+// as Status does.
+func NotificationTaskID(notificationID string) string {
+	return queue.IdempotentID(queue.InternalOwner, idempotencyKey(notificationID))
 }
 
 // deliver is the delivery flow: it delivers the notification its task

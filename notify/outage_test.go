@@ -70,7 +70,7 @@ func TestHookOutlastsAnOutage(t *testing.T) {
 			require.NoError(t, err)
 			<-q.gaveUp
 			close(q.up)
-			s.waitNotification(t, notify.NotificationTaskID("", notify.ID(id, "webhook")))
+			s.waitNotification(t, notify.NotificationTaskID(notify.ID(id, "webhook")))
 			got := rc.requests()
 			require.Len(t, got, 1)
 			assert.Equal(t, notify.ID(id, "webhook"), got[0].ID)

@@ -148,7 +148,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 				mark := workerClient.mark()
 				id, err := broker.Enqueue(context.Background(), "quick", nil, queue.EnqueueOptions{})
 				require.NoError(t, err)
-				nid := notify.NotificationTaskID("", notify.ID(id, "webhook"))
+				nid := notify.NotificationTaskID(notify.ID(id, "webhook"))
 				settled := func(id string) bool {
 					snap, _, err := observer.Snapshot(context.Background(), id)
 					leased, lerr := srv.Do("ZCARD", prefix+":{q:"+web.Queue()+"}:leases").AsInt64()
@@ -177,7 +177,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 			require.NoError(t, err)
 			again := queue.Finished{Task: &queue.Task{ID: id, Flow: "quick", Attempt: 2}, Snapshot: snap, EndedAt: time.Now(), FoundEnded: true}
 			require.NoError(t, notifier.Hook()(context.Background(), again))
-			nid := notify.NotificationTaskID("", notify.ID(id, "webhook"))
+			nid := notify.NotificationTaskID(notify.ID(id, "webhook"))
 			rerun := workerClient.naming(mark, "{"+nid+"}")
 			t.Logf("the hook again: %d round trips", len(rerun))
 			assert.Len(t, rerun, 2, "a hook run again: the refused claim and the read that finds the notification")
@@ -195,7 +195,7 @@ type startWaitingChannel struct {
 func (c *startWaitingChannel) Name() string { return "webhook" }
 
 func (c *startWaitingChannel) Deliver(ctx context.Context, n *notify.Notification) error {
-	nid := notify.NotificationTaskID(n.Owner, n.ID)
+	nid := notify.NotificationTaskID(n.ID)
 	if err := c.wait(ctx, nid); err != nil {
 		return err
 	}

@@ -90,8 +90,8 @@ func lastRetry(snap progress.Snapshot) (string, bool) {
 // (it is not a TaskFinder, as a *queue.Broker is).
 var ErrNoStatus = errors.New("notify: the queue cannot read notification tasks")
 
-// Status returns where the notifications of the task taskID, owned by
-// owner (queue.Task.Owner), stand: one Delivery per channel whose
+// Status returns where the notifications of the task taskID stand: one
+// Delivery per channel whose
 // notification has been enqueued, in configuration order. Channels left
 // out are not enqueued (yet: the worker's finish hook has not run, or
 // Filter refused them). It reads each notification task from the queue
@@ -99,14 +99,14 @@ var ErrNoStatus = errors.New("notify: the queue cannot read notification tasks")
 // idempotency key gives (NotificationTaskID). A notification task
 // re-queued from the dead-letter set runs under a new id that Status does
 // not know: it goes on reporting the dead one, DeliveryFailed.
-func (n *Notifier) Status(ctx context.Context, taskID, owner string) ([]Delivery, error) {
+func (n *Notifier) Status(ctx context.Context, taskID string) ([]Delivery, error) {
 	finder, ok := n.queue.(TaskFinder)
 	if !ok {
 		return nil, ErrNoStatus
 	}
 	out := []Delivery{}
 	for _, name := range n.names {
-		id := NotificationTaskID(owner, ID(taskID, name))
+		id := NotificationTaskID(ID(taskID, name))
 		info, err := finder.Task(ctx, id)
 		if errors.Is(err, queue.ErrNotFound) {
 			continue

@@ -217,13 +217,22 @@ type Task struct {
 	// Owner names the caller that started the task (EnqueueOptions.Owner;
 	// over HTTP, the ID of the ssehttp.Principal), "" for none. It is
 	// stored with the task and kept by Requeue; the HTTP API shows a task
-	// only to its owner and to operators.
+	// only to its owner and to operators. InternalOwner owns the tasks
+	// that are no caller's.
 	Owner string `json:"owner,omitempty"`
 	// Limit is what the flow's policy limits of its starts (see Limit):
 	// set by the Broker as it enqueues the task and by the Worker as it
 	// leases it, each from its registry. Backends do not store it.
 	Limit Limit `json:"-"`
 }
+
+// InternalOwner is the owner (Task.Owner) of the tasks a library enqueues
+// for its own ends, not for a caller: the notification tasks of package
+// notify. No caller of the HTTP API can be it (ssehttp refuses a
+// Principal with this ID), so that only operators may read, wait on,
+// watch, cancel or re-queue these tasks, whichever caller's task they
+// are about.
+const InternalOwner = "flows:internal"
 
 // resumeFrom is the dead task whose checkpoints t's runs replay (see
 // Task.Resume), "" for none.

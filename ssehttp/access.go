@@ -1,6 +1,7 @@
 package ssehttp
 
 import (
+	"fmt"
 	"net/http"
 
 	"github.com/flowsrun/flows/queue"
@@ -35,7 +36,9 @@ type Principal struct {
 	// and operators may read, wait on, watch or cancel it; to anyone else
 	// it does not exist (404). "" is the anonymous caller: its tasks have
 	// no owner, and every anonymous caller may use them, as may
-	// operators.
+	// operators. queue.InternalOwner is no caller's: Identify returning
+	// it refuses the request (401), so that the tasks it owns (the
+	// notification tasks of package notify) are the operators' only.
 	ID string
 	// Operator marks a caller the host trusts with every task: it may
 	// read, wait on, watch and cancel tasks it does not own, and use the
@@ -75,6 +78,11 @@ func (h *Handler) identify(w http.ResponseWriter, r *http.Request) (Principal, b
 	p, err := h.cfg.Identify(r)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, err.Error())
+		return Principal{}, false
+	}
+	if p.ID == queue.InternalOwner {
+		// Its tasks are no caller's (see Principal.ID).
+		writeError(w, http.StatusUnauthorized, fmt.Sprintf("caller id %q is reserved", queue.InternalOwner))
 		return Principal{}, false
 	}
 	return p, true

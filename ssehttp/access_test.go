@@ -245,3 +245,32 @@ func TestIdentifyRefusal(t *testing.T) {
 	assert.Equal(t, http.StatusUnauthorized, rec.Code)
 	assert.JSONEq(t, `{"error":"invalid token"}`, rec.Body.String())
 }
+
+// TestInternalOwnerIsNoCaller checks that a task owned by
+// queue.InternalOwner is the operators' only, and that Identify cannot
+// name a caller so: the request is refused, 401.
+func TestInternalOwnerIsNoCaller(t *testing.T) {
+	e := newEnv(t, envOptions{config: ssehttp.Config{Identify: bearerIdentify}})
+	id, err := e.broker.Enqueue(t.Context(), "gated_flow", nil, queue.EnqueueOptions{Owner: queue.InternalOwner})
+	require.NoError(t, err)
+	e.waitStarted(t, id)
+	for _, user := range []string{"alice", "", queue.InternalOwner} {
+		want := http.StatusNotFound
+		if user == queue.InternalOwner {
+			want = http.StatusUnauthorized
+		}
+		resp, body := e.as(t, user, "GET", "/tasks/"+id+"/", "")
+		assert.Equal(t, want, resp.StatusCode, "read as %q: %s", user, body)
+		resp, body = e.as(t, user, "POST", "/cancel-task/"+id+"/", "")
+		assert.Equal(t, want, resp.StatusCode, "cancel as %q: %s", user, body)
+	}
+	resp, body := e.as(t, queue.InternalOwner, "POST", "/start-task/", `{"flow":"poem_flow"}`)
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "%s", body)
+	assert.Equal(t, `caller id "flows:internal" is reserved`, errorOf(t, resp, body))
+
+	resp, body = e.as(t, "op", "GET", "/tasks/"+id+"/", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s", body)
+	resp, body = e.as(t, "op", "POST", "/cancel-task/"+id+"/", "")
+	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
+	assert.Equal(t, queue.StatusCancelled, e.waitTerminal(t, id).Details.Status)
+}

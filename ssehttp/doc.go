@@ -106,7 +106,10 @@
 // owner (queue.Task.Owner). Reading, waiting on, watching and cancelling
 // a task are allowed to its owner and to operators (Principal.Operator);
 // anyone else gets the same 404 as for an id no task has, so that nobody
-// learns which ids exist. Config.Authorize then sees every request as an
+// learns which ids exist. The tasks of queue.InternalOwner (the
+// notifications of package notify) are no caller's: Identify naming a
+// caller so is answered 401, and only operators reach them.
+// Config.Authorize then sees every request as an
 // Access (action, caller, flow, task and owner) and may refuse it with
 // 403. Without Identify the API is open: every caller is an anonymous
 // operator.

@@ -38,7 +38,7 @@ func notificationsHandler(broker *queue.Broker, notifier *notify.Notifier, logge
 		if notifier != nil {
 			answer.Enabled = true
 			id := r.PathValue("id")
-			info, err := broker.Task(r.Context(), id)
+			_, err := broker.Task(r.Context(), id)
 			switch {
 			case errors.Is(err, queue.ErrNotFound):
 				w.WriteHeader(http.StatusNotFound)
@@ -48,11 +48,7 @@ func notificationsHandler(broker *queue.Broker, notifier *notify.Notifier, logge
 				notificationsFailed(w, logger, "read the task", id, err)
 				return
 			}
-			owner := ""
-			if info.Task != nil {
-				owner = info.Task.Owner
-			}
-			if answer.Notifications, err = notifier.Status(r.Context(), id, owner); err != nil {
+			if answer.Notifications, err = notifier.Status(r.Context(), id); err != nil {
 				notificationsFailed(w, logger, "read their tasks", id, err)
 				return
 			}

@@ -141,7 +141,7 @@ func TestNotificationSurvivesKilledWorker(t *testing.T) {
 
 	// The notification task: one success, on the lease after the killed
 	// worker's.
-	info, err := q.broker.Task(context.Background(), notify.NotificationTaskID("", notify.ID(ids[0], "webhook")))
+	info, err := q.broker.Task(context.Background(), notify.NotificationTaskID(notify.ID(ids[0], "webhook")))
 	require.NoError(t, err)
 	assert.Equal(t, progress.StateSuccess, info.Snapshot.State)
 	assert.Equal(t, 2, info.Task.Attempt)
