@@ -116,6 +116,9 @@ type Broker struct {
 	// the backend offers it.
 	admitter   callerAdmitter
 	limCreator limitedCreator
+	// starts is set when the store is not the backend and the backend
+	// tells whether a start is done (see enqueuedBefore).
+	starts startChecker
 }
 
 // NewBroker returns a Broker that queues tasks in backend and records
@@ -149,6 +152,9 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
 	b := &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, app: s.app, tel: newBrokerTelemetry(cfg, backend)}
 	b.once, _ = s.creator.(onceCreator)
+	if !s.self {
+		b.starts, _ = backend.(startChecker)
+	}
 	if cfg.CallerLimits.On() {
 		var ok bool
 		if b.admitter, ok = backend.(callerAdmitter); !ok {

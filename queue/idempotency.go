@@ -86,7 +86,11 @@ func (b *Broker) addOnce(ctx context.Context, t *Task) error {
 // task yet: enqueuedBefore waits for its record, up to claimWait. If none
 // comes (that Enqueue's process died in between), it queues t itself
 // under the id, so that a key never stays held by a task that will not
-// run.
+// run. With a store that is not the backend, a backend whose starts
+// record a task before they queue it (startChecker) may hold a record
+// whose start is under way, or was cut before the queue entry, which a
+// sweep of the backend cannot end in another store: such a record counts
+// as none until its start is done.
 func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) error {
 	deadline := time.Now().Add(claimWait)
 	pause := claimMinPause
@@ -97,10 +101,17 @@ func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) error {
 			if got.Flow != t.Flow || !sameJSON(got.Inputs, t.Inputs) {
 				return ErrIdempotencyConflict
 			}
-			return nil
+			done, err := b.startDone(ctx, t.ID)
+			if err != nil {
+				return fmt.Errorf("queue: read the start of the task of an idempotency key: %w", err)
+			}
+			if done {
+				return nil
+			}
 		case !errors.Is(err, ErrNotFound):
 			return fmt.Errorf("queue: read the task of an idempotency key: %w", err)
-		case time.Now().After(deadline):
+		}
+		if time.Now().After(deadline) {
 			if err := b.backend.Enqueue(ctx, t); err != nil {
 				return fmt.Errorf("queue: enqueue task %s, whose progress was recorded but which was not queued: %w", t.ID, err)
 			}
@@ -113,6 +124,16 @@ func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) error {
 		}
 		pause = min(2*pause, claimMaxPause)
 	}
+}
+
+// startDone reports whether the start that recorded task id is done (see
+// startChecker): always, unless the store is not the backend and the
+// backend tells.
+func (b *Broker) startDone(ctx context.Context, id string) (bool, error) {
+	if b.starts == nil {
+		return true, nil
+	}
+	return b.starts.StartDone(ctx, id)
 }
 
 // sameJSON reports whether a and b are the same JSON text but for

@@ -86,8 +86,22 @@ type taskAppender interface {
 	AppendTask(ctx context.Context, t *Task, events ...progress.Event) (lastID string, err error)
 }
 
+// startChecker tells whether the start that recorded a task has queued
+// it: a backend whose starts may record a task in one step and queue it
+// in another (see Broker.enqueuedBefore) offers it.
+type startChecker interface {
+	// StartDone reports whether the start that recorded task id, whose
+	// queue record exists, is done: it has queued the task, or the task
+	// is no longer to be queued by it. It is false while such a start is
+	// under way, and after one was cut between the record and the queue
+	// entry, until the backend takes the record back or ends the task.
+	StartDone(ctx context.Context, id string) (bool, error)
+}
+
 // oneStep is what a Broker or Worker learnt of its backend and store.
 type oneStep struct {
+	// self is set when the backend is the store.
+	self    bool
 	store   progress.Store
 	creator taskCreator  // nil unless the backend is the store
 	fin     finisher     // nil unless the backend is the store
@@ -124,6 +138,7 @@ func resolveStore(who string, worker bool, backend Backend, store progress.Store
 		s.fin, s.fetcher = nil, nil
 	}
 	if isStore && sameValue(self, store) {
+		s.self = true
 		s.app, _ = backend.(taskAppender)
 		return s
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -97,14 +98,14 @@ func TestFlowOfARefusedStartIsNamedByTheNext(t *testing.T) {
 // TestClusterEnqueueCutThenRetriedEnds is TestEnqueueCutThenRetriedRuns
 // on a Redis Cluster client, where Enqueue takes three round trips (the
 // starting set, the record, then the index and queue entries and the
-// mark of done, see starts.go), with a Broker whose store is a wrapper
-// of the backend (its progress in the task's hash): the last round trip
-// is cut after each of its commands in turn, and the start retried with
-// the same key. The retry gives the task's id, and the task either runs
-// or, once a sweep has found its start cut, ends as FAILURE saying that
-// it never started: it never waits as PENDING for a run that will not
-// come. (A store that is not the backend's hash is not covered there: a
-// sweep cannot end the task in it, and leaves it; see starts.go.)
+// mark of done, see starts.go), with a Broker whose store is the backend
+// (a start with a key takes the store's Create, then Enqueue, there):
+// the last round trip is cut after each of its commands in turn, and the
+// start retried with the same key. The retry gives the task's id, and
+// the task either runs or, once a sweep has found its start cut, ends as
+// FAILURE saying that it never started: it never waits as PENDING for a
+// run that will not come. (With another store, see
+// TestStartInStepsCutWithAnotherStoreRuns.)
 func TestClusterEnqueueCutThenRetriedEnds(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
@@ -115,8 +116,8 @@ func TestClusterEnqueueCutThenRetriedEnds(t *testing.T) {
 		cut := &cutClient{Client: newClusterClient(t, c), at: "XADD", keep: keep}
 		b := newBackend(t, cut, redisbackend.Config{})
 		redisbackend.SetCutAfter(b, 0)
-		store := progressOnly{b}
-		broker := queue.NewBroker(b, store, queue.BrokerConfig{Registry: reg, Logger: quiet})
+		store := b
+		broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg, Logger: quiet})
 		_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{}) // loads the scripts
 		require.NoError(t, err)
 
@@ -143,4 +144,50 @@ func TestClusterEnqueueCutThenRetriedEnds(t *testing.T) {
 			return // nothing was cut: every point is done
 		}
 	}
+}
+
+// TestStartInStepsCutWithAnotherStoreRuns cuts, between the record and
+// the step that queues it, a start taken in steps (on a Redis Cluster
+// client; of a limited flow on any) with an idempotency key, through a
+// Broker whose progress store is not the backend (a memory store): a
+// sweep of cut starts cannot end such a task, whose progress is not in
+// its hash. The start is retried with the same key, before any sweep or
+// after one: the retry gives the task's id, and the task runs and ends.
+// (A sweep once left such a start alone and forgot it, and a retry found
+// the record and was given the id of a task that nobody would run.)
+func TestStartInStepsCutWithAnotherStoreRuns(t *testing.T) {
+	t.Parallel()
+	onSingleAndCluster(t, func(t *testing.T, cluster bool, connect func() rueidis.Client) {
+		ctx := context.Background()
+		reg := withLimited()
+		flows := []string{"limited"}
+		if cluster {
+			flows = append(flows, "f")
+		}
+		for _, flow := range flows {
+			for _, swept := range []bool{false, true} {
+				b := newBackend(t, connect(), redisbackend.Config{})
+				redisbackend.SetCutAfter(b, 0)
+				store := progress.NewMemoryStore(progress.MemoryConfig{})
+				broker := queue.NewBroker(b, store, queue.BrokerConfig{Registry: reg, Logger: quiet})
+				opts := queue.EnqueueOptions{IdempotencyKey: "k"}
+				id := cutEnqueue(ctx, t, b, broker, flow, opts)
+				if swept {
+					_, err := b.EndCutStarts(ctx)
+					require.NoError(t, err)
+				}
+				got, err := broker.Enqueue(ctx, flow, nil, opts)
+				require.NoError(t, err, "%s, swept %v: the retry", flow, swept)
+				require.Equal(t, id, got)
+				// Its worker on a backend of its own, which takes a
+				// start as cut after a minute: none is cut from here on.
+				w := newBackend(t, connect(), redisbackend.Config{Prefix: b.Prefix()})
+				startWorker(t, queue.NewWorker(w, store, queue.WorkerConfig{Registry: reg, Logger: quiet}))
+				eventually(t, func() bool {
+					snap, _, err := store.Snapshot(ctx, id)
+					return err == nil && snap.State == progress.StateSuccess
+				}, flow+": the task whose id the retry gave runs and ends")
+			}
+		}
+	})
 }

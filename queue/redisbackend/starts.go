@@ -75,12 +75,15 @@ import (
 // set (the script that takes it out is the one that queues the new
 // task): it can be re-queued again, as a task of its own.
 //
-// A task whose progress is kept by another store than this Backend has
-// no state in its hash: a sweep leaves it alone, and forgets its start.
-// Such a start cut after its record (a queue.Broker with another store
-// takes the store's Create, then Enqueue, on a Cluster client or for a
-// limited flow) leaves a task that never runs, whose record a retry with
-// the same idempotency key finds, and whose id it is given. A start on
+// A task whose progress is kept by another store than this Backend (a
+// queue.Broker with another store takes the store's Create, then
+// Enqueue) has no state in its hash, and a sweep cannot end it: it
+// deletes its hash instead, and takes it out of the index, under the
+// same conditions. Such a start's caller may retry it with its
+// idempotency key: the Broker then asks StartDone of a record it finds,
+// and takes the record of a start still marked here for none, so that
+// the retry, having waited for a start under way, queues the task
+// itself rather than be given the id of a task nobody runs. A start on
 // a single Redis of a task of a flow without limits records and queues
 // it in one script (create_task.lua, or enqueue.lua for Enqueue) and
 // takes none of this.
@@ -247,7 +250,7 @@ func (b *Backend) endCutStarts(ctx context.Context, listed rueidis.RedisResult) 
 	if len(cmds) > 0 {
 		res = c.DoMulti(ctx, cmds...)
 	}
-	var index []indexEntry
+	var index, gone []indexEntry
 	n := 0
 	done := bad
 	for i, r := range res {
@@ -263,12 +266,18 @@ func (b *Backend) endCutStarts(ctx context.Context, listed rueidis.RedisResult) 
 		id := calls[i].id
 		done = append(done, id)
 		ended, _ := reply[0].AsInt64()
-		if ended != 1 && ended != 2 {
+		if ended != 1 && ended != 2 && ended != 3 {
 			continue
 		}
 		var t queue.Task
 		rec, _ := reply[1].ToString()
 		_ = decodeRec(rec, &t)
+		if ended == 3 {
+			gone = append(gone, indexEntry{id: id, flow: t.Flow})
+			b.log.Warn("flows: took back the record of a task whose start was cut between its record and its queue entry, and whose progress another store keeps",
+				"task_id", id, "flow", t.Flow)
+			continue
+		}
 		ms := now.UnixMilli()
 		if ended == 2 {
 			// Ended by a sweep whose round trip was cut before its
@@ -290,7 +299,58 @@ func (b *Backend) endCutStarts(ctx context.Context, listed rueidis.RedisResult) 
 	// The index entries before the removal: a sweep cut in between
 	// leaves the starts to the next one, which indexes their tasks again
 	// (end_cut.lua tells a task that a sweep ended).
-	err = b.sendIndexed(ctx, "forget cut starts", nil, b.indexCommands(index),
+	err = b.sendIndexed(ctx, "forget cut starts", nil, append(b.indexCommands(index), b.unindexCommands(gone)...),
 		rueidis.Commands{c.B().Zrem().Key(b.startingKey()).Member(done...).Build()}, false)
 	return n, err
+}
+
+// unindexCommands returns the commands that take the tasks of entries,
+// whose records are gone, out of the queue's index and their flows'.
+func (b *Backend) unindexCommands(entries []indexEntry) rueidis.Commands {
+	if len(entries) == 0 {
+		return nil
+	}
+	c := b.client
+	ids := make([]string, len(entries))
+	byFlow := map[string][]string{}
+	var flows []string
+	for i, e := range entries {
+		ids[i] = e.id
+		if e.flow == "" {
+			continue
+		}
+		if _, ok := byFlow[e.flow]; !ok {
+			flows = append(flows, e.flow)
+		}
+		byFlow[e.flow] = append(byFlow[e.flow], e.id)
+	}
+	cmds := rueidis.Commands{c.B().Zrem().Key(b.indexKey()).Member(ids...).Build()}
+	for _, flow := range flows {
+		cmds = append(cmds, c.B().Zrem().Key(b.flowIndexKey(flow)).Member(byFlow[flow]...).Build())
+	}
+	return cmds
+}
+
+// StartDone reports whether the start that recorded task id is done: it
+// has queued the task (or put it in its flow's gate), or it was not
+// marked in the queue's starting set (a start in one script), or a sweep
+// has ended its task or taken its record back (see above). It is false
+// while the id holds the score of a start begun: a start under way, or
+// one cut before its queue entry that no sweep has seen yet. A
+// queue.Broker whose progress store is not this Backend asks it of the
+// record that a start with an idempotency key finds (one ZSCORE on the
+// queue's slot, on that path only): the record of a cut start then
+// counts as none, and the retry queues the task itself, where a sweep
+// could not end it.
+func (b *Backend) StartDone(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	score, err := b.client.Do(ctx, b.client.B().Zscore().Key(b.startingKey()).Member(id).Build()).AsFloat64()
+	switch {
+	case rueidis.IsRedisNil(err):
+		return true, nil
+	case err != nil:
+		return false, b.wrap(ctx, "read the start of task "+id, err)
+	}
+	return score >= doneScore, nil
 }

@@ -11,11 +11,17 @@
 --   follow, and those values (see lib/append.lua; the first, the append
 --   key, is "")
 --
+-- A task whose hash holds no progress (another store keeps it, which
+-- this script cannot end) has its hash deleted instead, under the same
+-- conditions: a retry with its idempotency key then finds no record, and
+-- queues the task itself (see queue.Broker).
+--
 -- Returns {ended, rec, at}: ended is 1 when the task was ended, 2 when
 -- it had ended as FAILURE already, never leased (a sweep ended it, whose
 -- round trip was cut before the task's index entry, or it was cancelled:
--- the caller indexes it again), 0 when it was left as it is (gone,
--- another start's, leased, or in another state); rec is the task's rec
+-- the caller indexes it again), 3 when its hash, without progress, was
+-- deleted (the caller takes it out of the index), 0 when it was left as
+-- it is (gone, another start's, leased, or in another state); rec is the task's rec
 -- field (false when it has none), which names its flow; at is when it
 -- ended (its field ended, Unix ms), for 2, else 0.
 --
@@ -26,6 +32,10 @@
 local cur = redis.call('HMGET', KEYS[1], 'rec', 'state', 'attempt', 'starting', 'ended')
 if not cur[1] or (cur[3] and cur[3] ~= '0') or cur[4] ~= ARGV[2] then
   return {0, cur[1] or false, 0}
+end
+if not cur[2] then
+  redis.call('DEL', KEYS[1])
+  return {3, cur[1], 0}
 end
 if cur[2] == 'FAILURE' then
   return {2, cur[1], tonumber(cur[5]) or 0}
