@@ -459,8 +459,10 @@ func notSent(err error) bool {
 // that a refused script wrote nothing. TestOutOfMemoryRefusesBeforeAnyWrite
 // and TestDiskErrorRefusesBeforeAnyWrite pin this on the real server;
 // TestWriteRefusalIsUnsent checks each call that writes. A pipeline of
-// several commands is not one unit: see Enqueue for the one whose later
-// commands a full Redis may refuse after its first ran.
+// several commands is not one unit: Redis may run its first commands and
+// refuse a later one. The starts that take several commands (a limited
+// flow's, a Cluster client's, a re-queue) are marked in the starting set
+// first, so that one refused part way is swept (see starts.go).
 func refusedUnrun(err error) bool {
 	switch replyCode(err) {
 	case "READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOREPLICAS", "MISCONF":
