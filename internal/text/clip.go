@@ -1,6 +1,6 @@
 // Package text cuts strings for error messages and log lines without
-// splitting a UTF-8 sequence, for ssehttp, flow/lcflow and its tavily
-// tool.
+// splitting a UTF-8 sequence, for ssehttp, notify, flow/lcflow and its
+// tavily tool.
 package text
 
 import "unicode/utf8"
