@@ -194,11 +194,13 @@ func (n *Notifier) Notify(ctx context.Context, ended Notification) ([]string, er
 // returns the error wrapped with queue.ErrRetryHooks: the worker gives
 // the task back instead of acknowledging it, and runs its hooks again
 // later (up to WorkerConfig.MaxHookRetries times), so that an outage
-// longer than the hooks' time loses no notification.
+// longer than the hooks' time loses no notification. So does a hook
+// whose time ends during an enqueue (a backend that does not answer),
+// whose error is then the context's rather than queue.ErrUnavailable.
 func (n *Notifier) Hook() queue.FinishHook {
 	return func(ctx context.Context, f queue.Finished) error {
 		_, err := n.notifyWithRetry(ctx, Ended(f))
-		if errors.Is(err, queue.ErrUnavailable) {
+		if err != nil && (errors.Is(err, queue.ErrUnavailable) || ctx.Err() != nil) {
 			return fmt.Errorf("%w: %w", queue.ErrRetryHooks, err)
 		}
 		return err
