@@ -159,21 +159,31 @@ func (h retrySignal) Handle(_ context.Context, r slog.Record) error {
 // TestReportAndEndDuringBusyScriptRecordedOnce: a flow reports and ends
 // while another script keeps Redis busy. Its report and its end are
 // refused (BUSY), sent again by the worker's reporter once the script
-// ends, and recorded once: the task ends SUCCESS after one run, with each
-// report once, and is not handed back.
+// ends, and recorded once (see testReportAndEndRecordedOnce).
 func TestReportAndEndDuringBusyScriptRecordedOnce(t *testing.T) {
 	t.Parallel()
+	testReportAndEndRecordedOnce(t, busyScript)
+}
+
+// testReportAndEndRecordedOnce runs a flow that reports, then, once
+// refuse has made a fresh Redis refuse its calls unrun, reports again and
+// ends. Its report and its end are refused, sent again by the worker's
+// reporter once the function refuse returned lets calls in again, and
+// recorded once: the task ends SUCCESS after one run, with each report
+// once, and is not handed back.
+func testReportAndEndRecordedOnce(t *testing.T, refuse func(*testing.T, *redistest.Server) (end func())) {
+	t.Helper()
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
 	reg := registry.New()
-	started, busy := make(chan struct{}), make(chan struct{})
+	started, refused := make(chan struct{}), make(chan struct{})
 	var runs atomic.Int32
-	reg.MustRegister("busy", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+	reg.MustRegister("refused", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 		runs.Add(1)
 		ft.Progress.Log("before")
 		close(started)
 		select {
-		case <-busy:
+		case <-refused:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -189,7 +199,7 @@ func TestReportAndEndDuringBusyScriptRecordedOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
 	defer cancel()
 
-	id, err := broker.Enqueue(ctx, "busy", nil, queue.EnqueueOptions{MaxAttempts: 1})
+	id, err := broker.Enqueue(ctx, "refused", nil, queue.EnqueueOptions{MaxAttempts: 1})
 	require.NoError(t, err)
 	waitFor(t, started, "the flow did not start")
 	eventually(t, func() bool {
@@ -197,8 +207,8 @@ func TestReportAndEndDuringBusyScriptRecordedOnce(t *testing.T) {
 		return err == nil && len(snap.Details.StepResults) == 1
 	}, "the first report was not recorded")
 
-	end := busyScript(t, srv)
-	close(busy)
+	end := refuse(t, srv)
+	close(refused)
 	waitFor(t, retrying.seen, "the reporter did not send a refused report again")
 	end()
 
@@ -208,11 +218,7 @@ func TestReportAndEndDuringBusyScriptRecordedOnce(t *testing.T) {
 		return err == nil && snap.State.Terminal()
 	}, "the task did not end")
 	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-	var msgs []string
-	for _, s := range snap.Details.StepResults {
-		msgs = append(msgs, s.Message)
-	}
-	assert.Equal(t, []string{"before", "during"}, msgs, "each report once")
+	assert.Equal(t, []string{"before", "during"}, storedSteps(t, b, id), "each report once")
 	events, err := b.Events(ctx, id, "")
 	require.NoError(t, err)
 	assert.Len(t, events, 4, "start, two reports, end: %v", events)

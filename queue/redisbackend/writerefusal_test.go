@@ -3,21 +3,17 @@ package redisbackend_test
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
-	"github.com/flowsrun/flows/registry"
 )
 
 // A writeRefusal is a state in which Redis refuses writes but answers
@@ -259,67 +255,14 @@ func TestWriteRefusalIsUnsent(t *testing.T) {
 // while Redis refuses writes (out of memory, replicas missing, or its
 // last save failed). Its report and its end are refused, sent again by
 // the worker's reporter once writes are taken again (memory freed, a
-// replica back, a save that succeeds), and recorded once: the task ends
-// SUCCESS after one run, with each report once, and is not handed back.
+// replica back, a save that succeeds), and recorded once (see
+// testReportAndEndRecordedOnce).
 func TestReportAndEndWhileWritesRefusedRecordedOnce(t *testing.T) {
 	t.Parallel()
 	for _, refusal := range writeRefusals {
 		t.Run(refusal.name, func(t *testing.T) {
 			t.Parallel()
-			srv := redistest.Start(t)
-			b := newBackend(t, newClient(t, srv), redisbackend.Config{})
-			reg := registry.New()
-			started, refused := make(chan struct{}), make(chan struct{})
-			var runs atomic.Int32
-			reg.MustRegister("refused", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-				runs.Add(1)
-				ft.Progress.Log("before")
-				close(started)
-				select {
-				case <-refused:
-				case <-ctx.Done():
-					return nil, ctx.Err()
-				}
-				ft.Progress.Log("during")
-				return "done", nil
-			}))
-			retrying := newRetrySignal()
-			startWorker(t, queue.NewWorker(b, b, queue.WorkerConfig{
-				Registry: reg, Heartbeat: 2 * time.Second, Lease: time.Minute, Logger: slog.New(retrying),
-				Backoff: func(int) time.Duration { return 10 * time.Millisecond },
-			}))
-			broker := queue.NewBroker(b, b, queue.BrokerConfig{Registry: reg})
-			ctx, cancel := context.WithTimeout(context.Background(), 2*waitLimit)
-			defer cancel()
-
-			id, err := broker.Enqueue(ctx, "refused", nil, queue.EnqueueOptions{MaxAttempts: 1})
-			require.NoError(t, err)
-			waitFor(t, started, "the flow did not start")
-			eventually(t, func() bool {
-				snap, _, err := b.Snapshot(ctx, id)
-				return err == nil && len(snap.Details.StepResults) == 1
-			}, "the first report was not recorded")
-
-			end := refusal.start(t, srv)
-			close(refused)
-			waitFor(t, retrying.seen, "the reporter did not send a refused report again")
-			end()
-
-			var snap progress.Snapshot
-			eventually(t, func() bool {
-				snap, _, err = b.Snapshot(ctx, id)
-				return err == nil && snap.State.Terminal()
-			}, "the task did not end")
-			assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-			assert.Equal(t, []string{"before", "during"}, storedSteps(t, b, id), "each report once")
-			events, err := b.Events(ctx, id, "")
-			require.NoError(t, err)
-			assert.Len(t, events, 4, "start, two reports, end: %v", events)
-			got, err := b.Get(ctx, id)
-			require.NoError(t, err)
-			assert.Equal(t, 1, got.Attempt, "one run")
-			assert.Zero(t, got.HandBacks, "not handed back")
-			assert.Equal(t, int32(1), runs.Load())
+			testReportAndEndRecordedOnce(t, refusal.start)
 		})
 	}
 }
