@@ -36,6 +36,10 @@ func SetCutAfter(b *Backend, d time.Duration) {
 	b.cutAfterSet, b.cutAfterTest = true, d
 }
 
+// HeartbeatSHA is the SHA-1 of the heartbeat script, by which a round
+// trip that carries a worker's heartbeat can be told apart.
+var HeartbeatSHA = heartbeatScript.sha
+
 // SetSweepEvery changes how often b's heartbeats look for cut starts.
 func SetSweepEvery(b *Backend, d time.Duration) { b.sweep.every = d }
 

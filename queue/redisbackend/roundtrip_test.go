@@ -23,16 +23,31 @@ import (
 type countingClient struct {
 	rueidis.Client
 	trips atomic.Int64
+	// beats counts the round trips that carry a worker's heartbeat (see
+	// redisbackend.HeartbeatSHA): they come once a second whatever the
+	// rate of tasks, so a count per task leaves them out.
+	beats atomic.Int64
 }
 
 func (c *countingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	c.trips.Add(1)
+	c.count(cmd)
 	return c.Client.Do(ctx, cmd)
 }
 
 func (c *countingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	c.trips.Add(1)
+	c.count(cmds...)
 	return c.Client.DoMulti(ctx, cmds...)
+}
+
+// count counts one round trip of cmds.
+func (c *countingClient) count(cmds ...rueidis.Completed) {
+	c.trips.Add(1)
+	for _, cmd := range cmds {
+		if args := cmd.Commands(); len(args) > 1 && args[0] == "EVALSHA" && args[1] == redisbackend.HeartbeatSHA {
+			c.beats.Add(1)
+			return
+		}
+	}
 }
 
 // commandCalls returns the calls of each command since the last CONFIG
