@@ -242,9 +242,11 @@ func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev wa
 
 // take runs the fetch script alone and returns what it leased and the
 // worker's next plan. Unless the client is a Cluster client, the script
-// also reads the records of the tasks it leases (see lease).
+// also reads the records of the tasks it leases (see lease). It waits for
+// the script's answer whatever happens to ctx, as waitAndTake does: a
+// script sent has leased what it took, which must not be dropped.
 func (b *Backend) take(ctx context.Context, worker string, max int, lease time.Duration, prev waitPlan) ([]takenEntry, waitPlan, error) {
-	ctx, cancel := b.bound(ctx, 0)
+	ctx, cancel := b.bound(context.WithoutCancel(ctx), 0)
 	defer cancel()
 	keys, args := b.fetchCall(worker, max, lease, prev, "")
 	return b.readTaken(ctx, fetchScript.exec(ctx, b.client, keys, args), prev)

@@ -2,9 +2,11 @@ package redisbackend_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -48,6 +50,56 @@ func TestCancelledFetchEndsItsWait(t *testing.T) {
 	leases, err := b.Fetch(context.Background(), "other", 1, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, leases, 1, "the task went to the Fetch that asked, not the cancelled one")
+	assert.Equal(t, task.ID, leases[0].Task.ID)
+}
+
+// cancellingClient cancels a context once, when the first script sent
+// after arm reaches Redis: the script runs, and then the context that sent
+// it ends while its answer is on its way back, as when a worker stops
+// during a Fetch's look. A call whose own context has ended then gets
+// that error, not the answer, as from rueidis.
+type cancellingClient struct {
+	rueidis.Client
+	cancel func()
+	armed  atomic.Bool
+}
+
+func (c *cancellingClient) arm(cancel func()) { c.cancel = cancel; c.armed.Store(true) }
+
+func (c *cancellingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	if args := cmd.Commands(); len(args) == 0 || args[0] != "EVALSHA" || !c.armed.CompareAndSwap(true, false) {
+		return c.Client.Do(ctx, cmd)
+	}
+	res := c.Client.Do(context.WithoutCancel(ctx), cmd)
+	c.cancel()
+	if err := ctx.Err(); err != nil {
+		return rueidis.NewErrorResult(err)
+	}
+	return res
+}
+
+// TestFetchCancelledInItsLookKeepsWhatItTook cancels a Fetch that looks
+// at once (no wait, as a worker's first Fetch or one after a full look
+// was due) while its script is on its way: the script leased the task,
+// and Fetch returns that lease although its context has ended, rather
+// than an error that leaves the task held by no one until its lease
+// passes (a worker stopped then would hold up a retried task for the
+// whole lease).
+func TestFetchCancelledInItsLookKeepsWhatItTook(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	client := &cancellingClient{Client: newClient(t, srv)}
+	b := newBackend(t, client, redisbackend.Config{})
+	runTask(context.Background(), t, b) // loads the scripts
+
+	task := newTask()
+	require.NoError(t, b.Enqueue(context.Background(), task))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	client.arm(cancel)
+	leases, err := b.Fetch(ctx, "stopping", 1, time.Minute)
+	require.Error(t, ctx.Err(), "the context ended during the look")
+	require.Len(t, leases, 1, "what the look leased is returned (err %v)", err)
 	assert.Equal(t, task.ID, leases[0].Task.ID)
 }
 
