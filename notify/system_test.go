@@ -114,7 +114,7 @@ func (s *system) waitEnded(t *testing.T, id string) *queue.TaskInfo {
 			return info
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("task %s did not end: %+v", id, info.Snapshot)
+			t.Fatalf("task %s did not end: %+v\nlogs:\n%s", id, info.Snapshot, s.logs.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
