@@ -584,7 +584,10 @@ func testWorkerRegistry(t *testing.T, h *harness) {
 	assert.Equal(t, 20*time.Millisecond, seen.Heartbeat)
 	assert.Equal(t, 9*time.Second, seen.Lease)
 	assert.NotZero(t, seen.PID)
-	assert.True(t, seen.Alive(time.Now()))
+	// Liveness is judged against the beat's own recorded time, not the
+	// wall clock, so a stalled test process does not read as a dead worker.
+	assert.True(t, seen.Alive(seen.LastSeen.Add(seen.DeadAfter())), "a worker is alive for DeadAfter past its last beat")
+	assert.False(t, seen.Alive(seen.LastSeen.Add(seen.DeadAfter()+time.Millisecond)), "a worker is dead past DeadAfter of its last beat")
 	first := seen.LastSeen
 	eventually(t, func() bool {
 		list, err := reg.Workers(ctx)
