@@ -78,8 +78,7 @@ type WebhookConfig struct {
 // A 2xx answer is a delivery. A 408, 409, 429 or 5xx answer, a timeout
 // or a connection error is retried (after Retry-After at the earliest,
 // when the answer has one); any other answer, a redirect included, is
-// not. A
-// receiver verifies deliveries with a Verifier.
+// not. A receiver verifies deliveries with a Verifier.
 type Webhook struct {
 	name    string
 	target  *url.URL
