@@ -25,6 +25,8 @@ func TestClip(t *testing.T) {
 		{"inside a four-byte rune", "x😀y", 4, "x"},   // 😀 is 4 bytes
 		{"a rune at the very start", "😀", 3, ""},
 		{"stray continuation bytes: cut before the last start byte", "a\x80\x80b", 2, ""},
+		{"negative n", "abc", -1, ""},
+		{"negative n, empty string", "", -5, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
