@@ -98,3 +98,40 @@ func waitStep(t *testing.T, s *system, id, prefix string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestWorkerWithoutNotifierLeavesTheNotification: a worker that has no
+// Notifier at all (an old worker in a rolling deploy that adds
+// notifications, or one not given the channels' settings) does not
+// fail a notification task it takes as an unknown flow: it hands it
+// back unrun, not counted, and a worker with the Notifier delivers it
+// on its first attempt.
+func TestWorkerWithoutNotifierLeavesTheNotification(t *testing.T) {
+	for _, kind := range backendKinds {
+		t.Run(kind, func(t *testing.T) {
+			s := newSystem(t, kind)
+			secret := notify.NewSecret()
+			rc := newReceiver(t, secret)
+			n := s.notifier(t, notify.Config{Channels: []notify.Channel{newTestWebhook(t, rc, secret, 0)}})
+			stopOld := s.runWith(t, registry.New(), 10*time.Millisecond) // no flows.notify
+			id := notifyOne(t, n)
+			deadline := time.Now().Add(waitLimit)
+			for {
+				info, err := s.broker.Task(context.Background(), id)
+				require.NoError(t, err)
+				require.False(t, info.Snapshot.State.Terminal(), "the worker without a Notifier ended it: %+v", info.Snapshot)
+				if info.Task.HandBacks >= 2 {
+					break
+				}
+				require.True(t, time.Now().Before(deadline), "the worker without a Notifier did not hand it back: %+v", info.Task)
+				time.Sleep(5 * time.Millisecond)
+			}
+			stopOld()
+			s.run(t, 10*time.Millisecond)
+
+			info := s.waitEnded(t, id)
+			require.Equal(t, progress.StateSuccess, info.Snapshot.State, info.Snapshot.Details.Status)
+			assert.Equal(t, 1, info.Task.Attempts(), "the hand-backs spent no attempt")
+			assert.Len(t, rc.accepted(), 1)
+		})
+	}
+}

@@ -118,8 +118,9 @@ func (n *Notifier) Channels() []string { return append([]string(nil), n.names...
 
 // Register registers the delivery flow under FlowName in reg, as an
 // internal flow (registry.Internal): workers run it, clients cannot start
-// it. Every worker that may take a notification task needs it. A worker
-// that takes the notification of a channel its Notifier lacks fails the
+// it. A worker whose registry lacks it hands each notification task it
+// takes back unrun, not counted, for a worker that has it (see
+// queue.WorkerConfig.Registry). A worker that takes the notification of a channel its Notifier lacks fails the
 // attempt with "notify: this worker lacks the settings of channel ..."
 // and the notification is retried, so that a worker with the channel
 // (say, a newer one in a rolling deploy) takes it; when none does before

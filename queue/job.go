@@ -185,6 +185,16 @@ func (w *Worker) handle(base context.Context, ld leased) {
 		requeued = snap.State == progress.StatePending
 	}
 	if lookupErr != nil {
+		// A flow of this module's own that this worker lacks is left
+		// to workers that have it, up to MaxHandBacks.
+		if leftToOthers(t.Flow) && t.HandBacks <= w.cfg.MaxHandBacks {
+			j.leaveToOthers()
+			return
+		}
+		if leftToOthers(t.Flow) {
+			j.fail(fmt.Sprintf("gave up after %s: %v", plural(t.HandBacks, "hand-back"), lookupErr))
+			return
+		}
 		j.fail(lookupErr.Error())
 		return
 	}

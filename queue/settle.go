@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/flowsrun/flows/flow"
@@ -312,6 +313,33 @@ func (j *job) giveBack(at time.Time, why AttemptEnd) {
 		l = j.endLease()
 	}
 	_ = j.w.giveBack(j.base, l, at, why)
+}
+
+// libraryFlowPrefix begins the names of the flows of this module's own
+// packages, such as notify's "flows.notify", which a worker has only when
+// its host set the package up (see leftToOthers).
+const libraryFlowPrefix = "flows."
+
+// leftToOthers reports whether a worker that has no flow of that name
+// leaves its tasks to workers that do, rather than fail them as an
+// unknown flow: a flow of this module's own packages (libraryFlowPrefix),
+// which producers enqueue for workers that may not all have it (a
+// notification, enqueued by a finish hook, taken by a worker without a
+// Notifier in a rolling deploy).
+func leftToOthers(flowName string) bool { return strings.HasPrefix(flowName, libraryFlowPrefix) }
+
+// leaveToOthers hands back, unrun and not counted (EndHandedBack, with
+// Lease.NoRun), the task of a flow the worker lacks but another may have
+// (see leftToOthers), to be leased again after the backoff of its
+// hand-backs so far plus one, as storeDown does. Each such hand-back
+// counts in Task.HandBacks, so a task no worker can run ends FAILURE
+// after WorkerConfig.MaxHandBacks of them (see handle).
+func (j *job) leaveToOthers() {
+	j.release()
+	delay := max(j.backoff(j.task.HandBacks+1), 0)
+	j.logger().Warn("flows: this worker lacks the task's flow; handing it back for a worker that has it",
+		"retry_in", delay, "hand_backs", j.task.HandBacks+1)
+	_ = j.w.giveBack(j.base, j.endLease(), time.Now().Add(delay), EndHandedBack)
 }
 
 // giveBackOnceReachable hands back, not counted (EndBackendDown), the

@@ -42,7 +42,12 @@ const (
 // field takes the default its comment names.
 type WorkerConfig struct {
 	// Registry is where the flows named by tasks are looked up. Nil means
-	// registry.Default.
+	// registry.Default. A task whose flow it lacks ends FAILURE ("unknown
+	// flow"), unless the flow is one of this module's own, named
+	// "flows." (notify's "flows.notify"): such a task is handed back
+	// unrun and not counted, after the backoff of its hand-backs so far
+	// plus one, for a worker that has the flow, and ends FAILURE only
+	// after MaxHandBacks hand-backs.
 	Registry *registry.Registry
 
 	// Name identifies the worker to the backend and in logs. Empty means

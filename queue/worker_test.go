@@ -637,3 +637,34 @@ func TestNewWorkerWarnsWhenTheBackendHidesItsRegistry(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkerLeavesALibraryFlowItLacks: a worker that lacks a flow of the
+// module's own packages (named "flows.", as notify's) hands its tasks
+// back unrun and not counted, for a worker that has it, rather than fail
+// them as an unknown flow; past MaxHandBacks it ends the task FAILURE.
+// Any other unknown flow still fails at once.
+func TestWorkerLeavesALibraryFlowItLacks(t *testing.T) {
+	s := newSetup()
+	noop := flow.Func(func(context.Context, *flow.Task) (any, error) { return "ok", nil })
+	s.reg.MustRegister("flows.lib", noop)
+	s.reg.MustRegister("app", noop)
+	logs := &logRecorder{}
+	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
+		Registry: registry.New(), Backoff: fastBackoff, MaxHandBacks: 3, Logger: slog.New(logs),
+	}))
+
+	lib := s.enqueue(t, "flows.lib", queue.EnqueueOptions{})
+	app := s.enqueue(t, "app", queue.EnqueueOptions{})
+
+	snap := waitTerminal(t, s.store, lib)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, `gave up after 4 hand-backs: unknown flow: "flows.lib"`, snap.Details.Status)
+	info, err := s.broker.Task(context.Background(), lib)
+	require.NoError(t, err)
+	assert.Equal(t, 4, info.Task.HandBacks)
+	assert.Equal(t, 0, info.Task.Attempts(), "no lease ran the flow")
+	assert.Equal(t, 4, logs.count("flows: this worker lacks the task's flow; handing it back for a worker that has it"))
+
+	snap = waitTerminal(t, s.store, app)
+	assert.Equal(t, `unknown flow: "app"`, snap.Details.Status)
+}
