@@ -18,10 +18,10 @@ const (
 	ActionStart Action = "start"
 	// ActionFlows: GET /flows/.
 	ActionFlows Action = "flows"
-	// ActionRead: GET /tasks/{id}/.
+	// ActionRead: GET /tasks/{id}/ without a wait (or with wait=0s).
 	ActionRead Action = "read"
 	// ActionWait: GET /tasks/{id}/ that waits for the task to end (the
-	// wait parameter).
+	// wait parameter, longer than zero).
 	ActionWait Action = "wait"
 	// ActionWatch: GET /task-status/{id}/.
 	ActionWatch Action = "watch"

@@ -170,6 +170,7 @@ func TestAuthorizeSeesAccess(t *testing.T) {
 		action       ssehttp.Action
 	}{
 		{"GET", "/tasks/" + id + "/", ssehttp.ActionRead},
+		{"GET", "/tasks/" + id + "/?wait=1s", ssehttp.ActionWait},
 		{"GET", "/task-status/" + id + "/", ssehttp.ActionWatch},
 		{"POST", "/cancel-task/" + id + "/", ssehttp.ActionCancel},
 	} {

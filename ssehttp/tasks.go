@@ -61,7 +61,11 @@ func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	info, ok := h.taskAccess(w, r, ActionRead, id)
+	action := ActionRead
+	if wait > 0 {
+		action = ActionWait
+	}
+	info, ok := h.taskAccess(w, r, action, id)
 	if !ok {
 		return
 	}
