@@ -28,7 +28,9 @@ type Query struct {
 	// State keeps the tasks that ended so: progress.StateSuccess or
 	// progress.StateFailure.
 	State progress.State
-	// Owner keeps the tasks of this owner label.
+	// Owner keeps the tasks of this owner label. A flow or an owner is
+	// looked for as Save writes it: a NUL, or bytes that are not UTF-8,
+	// as U+FFFD.
 	Owner string
 	// Since keeps the tasks that ended at or after it.
 	Since time.Time
@@ -84,13 +86,13 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 		where = append(where, cond)
 	}
 	if q.Flow != "" {
-		add("flow = ?", q.Flow)
+		add("flow = ?", pgText(q.Flow))
 	}
 	if q.State != "" {
 		add("state = ?", string(q.State))
 	}
 	if q.Owner != "" {
-		add("owner = ?", q.Owner)
+		add("owner = ?", pgText(q.Owner))
 	}
 	if !q.Since.IsZero() {
 		add("ended_at >= ?", q.Since)

@@ -77,6 +77,9 @@ type Record struct {
 // wrapping ErrInvalidRecord for a record without a valid task id, a flow,
 // a terminal state or an end time, or with inputs that are not JSON; and
 // one wrapping queue.ErrUnavailable when the database cannot be reached.
+// What PostgreSQL cannot store, in text or in JSON (the NUL character,
+// bytes that are not UTF-8), it writes as U+FFFD, so that such a task has
+// its row all the same.
 func (s *Store) Save(ctx context.Context, r Record) error {
 	switch {
 	case !queue.ValidID(r.TaskID):
@@ -99,13 +102,19 @@ func (s *Store) Save(ctx context.Context, r Record) error {
 	if err != nil {
 		return fmt.Errorf("%w: task %s: snapshot: %w", ErrInvalidRecord, r.TaskID, err)
 	}
+	if inputs, err = pgJSON(inputs); err != nil {
+		return fmt.Errorf("%w: task %s: inputs: %w", ErrInvalidRecord, r.TaskID, err)
+	}
+	if snap, err = pgJSON(snap); err != nil {
+		return fmt.Errorf("%w: task %s: snapshot: %w", ErrInvalidRecord, r.TaskID, err)
+	}
 	_, err = s.pool.Exec(ctx, `INSERT INTO flows_task_history
 		(task_id, flow, state, status, owner, inputs, snapshot, attempts, max_attempts, hand_backs,
 		 requeued_from, resume, worker, trace_id, enqueued_at, started_at, ended_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 		ON CONFLICT (task_id) DO NOTHING`,
-		r.TaskID, r.Flow, string(r.State), r.Status, r.Owner, string(inputs), string(snap), r.Attempts, r.MaxAttempts,
-		r.HandBacks, r.RequeuedFrom, r.Resume, r.Worker, r.TraceID, nullTime(r.EnqueuedAt), nullTime(r.StartedAt), r.EndedAt)
+		r.TaskID, pgText(r.Flow), string(r.State), pgText(r.Status), pgText(r.Owner), string(inputs), string(snap), r.Attempts, r.MaxAttempts,
+		r.HandBacks, pgText(r.RequeuedFrom), r.Resume, pgText(r.Worker), pgText(r.TraceID), nullTime(r.EnqueuedAt), nullTime(r.StartedAt), r.EndedAt)
 	if err != nil {
 		return s.wrap("save task "+r.TaskID, err)
 	}
