@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -119,11 +120,17 @@ func errText(err error) string {
 // lease acknowledged if that call did it, so that it is not acknowledged
 // twice.
 func (j *job) succeed(result any) {
+	data, err := resultJSON(result)
+	if err != nil {
+		// Running the flow again would give a result of the same type.
+		j.failed(flow.Permanent(fmt.Errorf("result cannot be encoded as JSON: %w", err)))
+		return
+	}
 	if j.fin != nil {
 		j.fin.armed.Store(true)
 	}
 	ctx := j.op()
-	err := j.rep.Succeed(ctx, result)
+	err = j.rep.Succeed(ctx, data)
 	if err == nil {
 		j.noteEnd(progress.StateSuccess, "")
 	}
@@ -131,6 +138,19 @@ func (j *job) succeed(result any) {
 		return
 	}
 	j.finished(err)
+}
+
+// resultJSON encodes a flow's result as the task's final_result, as
+// progress.EncodeData does (a json.RawMessage or []byte is kept when it
+// is valid JSON, and a string otherwise), but returns the error of a
+// result that cannot be encoded (a NaN, a channel, a func), which
+// EncodeData would record as a string describing the error.
+func resultJSON(result any) (json.RawMessage, error) {
+	switch d := result.(type) {
+	case json.RawMessage, []byte:
+		return progress.EncodeData(d), nil
+	}
+	return json.Marshal(result)
 }
 
 // fail records FAILURE with reason and buries the task.

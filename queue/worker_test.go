@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"runtime"
 	"strings"
 	"sync"
@@ -667,4 +668,29 @@ func TestWorkerLeavesALibraryFlowItLacks(t *testing.T) {
 
 	snap = waitTerminal(t, s.store, app)
 	assert.Equal(t, `unknown flow: "app"`, snap.Details.Status)
+}
+
+// TestWorkerFailsAResultThatIsNotJSON: a flow whose result cannot be
+// encoded as JSON (a NaN, a channel) ends FAILURE at once, not retried
+// and buried, with a status that says so, rather than SUCCESS with an
+// error message in place of its final result.
+func TestWorkerFailsAResultThatIsNotJSON(t *testing.T) {
+	s := newSetup()
+	var runs atomic.Int32
+	s.reg.MustRegister("nan", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		runs.Add(1)
+		return map[string]float64{"score": math.NaN()}, nil
+	}))
+	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Registry: s.reg, Backoff: fastBackoff}))
+
+	id := s.enqueue(t, "nan", queue.EnqueueOptions{})
+	snap := waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, "result cannot be encoded as JSON: json: unsupported value: NaN", snap.Details.Status)
+	assert.Empty(t, snap.Details.FinalResult)
+	assert.Equal(t, int32(1), runs.Load(), "not retried")
+	dead, err := s.broker.Dead(context.Background(), 0)
+	require.NoError(t, err)
+	require.Len(t, dead, 1)
+	assert.Equal(t, id, dead[0].ID)
 }
