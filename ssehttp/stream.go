@@ -223,7 +223,7 @@ func (h *Handler) open(ctx context.Context, id, lastID string) (*subscription, e
 		// over from the first event.
 		cancel()
 	}
-	_, last, err := h.cfg.Progress.Snapshot(ctx, id)
+	stored, last, err := h.cfg.Progress.Snapshot(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +233,16 @@ func (h *Handler) open(ctx context.Context, id, lastID string) (*subscription, e
 		cancel()
 		return nil, err
 	}
-	return &subscription{snap: progress.NewSnapshot(), events: events, initial: last == "", cancel: cancel}, nil
+	snap := progress.NewSnapshot()
+	if last == "" {
+		// No event yet: the snapshot is the task's record as it was
+		// created, which may say more than NewSnapshot (on Redis, the
+		// status line of a task waiting for a slot of its flow is in the
+		// record, with no event behind it). The events, from the first,
+		// are folded onto it.
+		snap = stored.Clone()
+	}
+	return &subscription{snap: snap, events: events, initial: last == "", cancel: cancel}, nil
 }
 
 // stream writes Server-Sent Events messages. Writes stay in the
