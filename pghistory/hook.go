@@ -32,18 +32,41 @@ const (
 // written (up to WorkerConfig.MaxHookRetries, about a day by default).
 // An invalid record (ErrInvalidRecord) is refused at once, and not tried
 // again.
+//
+// One Hook of a Store at a time waits so. While it does, the others make
+// one try (of at most 2 s) and, if it fails, return at once, wrapped
+// with queue.ErrRetryHooks: a database away then holds one worker slot,
+// not all of them, and the other slots go on running tasks, whose hooks
+// run again later.
 func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
 	r := RecordOf(f)
 	pause := hookRetryMin
-	var last error // the last error that ctx did not cause
+	var last error   // the last error that ctx did not cause
+	waiting := false // this call is the one that waits for the database
+	defer func() {
+		if waiting {
+			s.waiting.Store(false)
+		}
+	}()
 	for {
-		err := s.Save(ctx, r)
+		try, cancel := ctx, context.CancelFunc(func() {})
+		if !waiting && s.waiting.Load() {
+			try, cancel = context.WithTimeout(ctx, hookRetryMax)
+		}
+		err := s.Save(try, r)
+		cancel()
 		if err == nil || errors.Is(err, ErrInvalidRecord) {
 			return err
 		}
 		if last == nil || ctx.Err() == nil {
 			last = err
 		}
+		if !waiting && !s.waiting.CompareAndSwap(false, true) {
+			// Another call waits for the database: this task comes
+			// back later, and its slot runs another meanwhile.
+			return fmt.Errorf("%w: %w", queue.ErrRetryHooks, last)
+		}
+		waiting = true
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():

@@ -150,3 +150,60 @@ func TestHistoryOutlivesAnOutage(t *testing.T) {
 		})
 	}
 }
+
+// TestOutageHoldsOneSlot: while PostgreSQL is away, one Hook at a time
+// waits for it through its FinishHookTimeout; the others ask at once to
+// run again later, so that the worker's other slots go on running tasks.
+// With hooks that may wait an hour, a worker of two slots runs six
+// tasks to their end while the database is stopped (before, the first
+// two tasks' hooks held both slots for the hour, and the other four
+// waited for them); once it is back, every task has its one row.
+func TestOutageHoldsOneSlot(t *testing.T) {
+	srv := pgtest.Start(t) // of its own: the test stops it
+	for _, tc := range workerBackends {
+		t.Run(tc.name, func(t *testing.T) {
+			s, _ := openURL(t, srv.Database(t))
+			qb, store := tc.make(t)
+			reg := testFlows()
+			startWorker(t, qb, store, queue.WorkerConfig{
+				Registry: reg, Name: "outage-worker", Concurrency: 2,
+				Lease: 2 * time.Hour, FinishHookTimeout: time.Hour,
+				Backoff:  func(int) time.Duration { return 20 * time.Millisecond },
+				OnFinish: []queue.FinishHook{s.Hook}, Logger: slog.New(slog.DiscardHandler),
+			})
+			broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg})
+			ctx := context.Background()
+
+			require.NoError(t, srv.Halt())
+			up := false
+			t.Cleanup(func() { // before the database is dropped
+				if !up {
+					_ = srv.Resume()
+				}
+			})
+			var ids []string
+			for range 6 {
+				id, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{})
+				require.NoError(t, err)
+				ids = append(ids, id)
+			}
+			for _, id := range ids {
+				require.Eventually(t, func() bool {
+					info, err := broker.Task(ctx, id)
+					return err == nil && info.Snapshot.State == progress.StateSuccess
+				}, 30*time.Second, 10*time.Millisecond, "task %s did not run while the database was away", id)
+			}
+
+			require.NoError(t, srv.Resume())
+			up = true
+			for _, id := range ids {
+				r := waitRow(t, s, id)
+				assert.Equal(t, progress.StateSuccess, r.State, "task %s", id)
+				assert.Equal(t, 1, r.Attempts, "task %s", id)
+			}
+			page, err := s.List(ctx, pghistory.Query{})
+			require.NoError(t, err)
+			assert.Len(t, page.Records, len(ids), "exactly one row per task")
+		})
+	}
+}

@@ -61,6 +61,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -91,6 +92,8 @@ type Store struct {
 	pool *pgxpool.Pool
 	own  bool // Close closes the pool
 	log  *slog.Logger
+	// waiting is set while a Hook waits for the database (see Hook).
+	waiting atomic.Bool
 }
 
 // Open connects to the database at url (a postgres:// URL or a libpq
