@@ -314,3 +314,71 @@ func TestLapsedWorkerDoesNotFetch(t *testing.T) {
 		assert.Equal(t, 1, task.HandBacks, "and was handed back")
 	})
 }
+
+// outageRegistry is a Memory whose heartbeats fail from from to to after
+// the first one that succeeded (by the clock it reads: a synctest
+// bubble's), as when Redis is down for a while.
+type outageRegistry struct {
+	*queue.Memory
+	from, to time.Duration
+	first    atomic.Pointer[time.Time]
+}
+
+func (r *outageRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
+	now := time.Now()
+	if first := r.first.Load(); first != nil && now.Sub(*first) >= r.from && now.Sub(*first) < r.to {
+		return errors.New("unreachable")
+	}
+	err := r.Memory.Heartbeat(ctx, w)
+	if err == nil {
+		r.first.CompareAndSwap(nil, &now)
+	}
+	return err
+}
+
+// TestOutageShorterThanTheWindowKeepsTheFlow: the backend is away for
+// less than the worker's liveness window, but over two of its heartbeats
+// (an outage of 400 ms, from just before the heartbeat at 600 ms to just
+// after the one at 900 ms, with intervals of 300 ms): the worker's
+// heartbeats get through again before its window (750 ms from the one
+// sent at 300 ms) ends, and its flow goes on; it is not stopped and run
+// again. A worker that waited for its next tick (at 1200 ms) to try again
+// lapsed at 1050 ms, with the backend back since 950 ms.
+//
+// It runs in a synctest bubble: the heartbeats go out at the very times
+// the interval gives.
+func TestOutageShorterThanTheWindowKeepsTheFlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const heartbeat = 300 * time.Millisecond
+		s := newSetup()
+		b := &outageRegistry{Memory: s.mem, from: 2*heartbeat - 50*time.Millisecond, to: 3*heartbeat + 50*time.Millisecond}
+		started, finish := make(chan struct{}), make(chan struct{})
+		var cause atomic.Value
+		s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			if ft.Attempt == 1 {
+				close(started)
+			}
+			select {
+			case <-finish:
+				return ft.Attempt, nil
+			case <-ctx.Done():
+				cause.Store(context.Cause(ctx))
+				return nil, ctx.Err()
+			}
+		}))
+		runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+			Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
+		}))
+		id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 3})
+		waitStarted(t, started)
+		// Well past the outage and the end of the window it fell in.
+		time.Sleep(10 * heartbeat)
+		synctest.Wait()
+		assert.Nil(t, cause.Load(), "the flow was stopped")
+		close(finish)
+
+		snap := waitTerminal(t, s.store, id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
+	})
+}

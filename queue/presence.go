@@ -7,13 +7,20 @@ import (
 	"time"
 )
 
+// heartbeatRetries is how many times a worker whose heartbeat failed
+// tries again within an interval (see beat).
+const heartbeatRetries = 4
+
 // beat writes the worker into its backend's registry (see WorkerRegistry)
 // now and then every WorkerConfig.Heartbeat, until the returned function
 // is called; that function waits for a write in progress. A backend
 // without a registry is left alone. A failed write is logged and tried
-// again at the next beat. Each write that succeeds renews the worker's
-// liveness, and each one sent tells it that the worker keeps trying (see
-// liveness).
+// again a quarter of an interval later (heartbeatRetries), and so on
+// until one succeeds: a backend back from an outage shorter than the
+// worker's liveness window hears from it before that window ends, even
+// if the outage covered two of its beats. Each write that succeeds
+// renews the worker's liveness, and each one sent tells it that the
+// worker keeps trying (see liveness).
 func (w *Worker) beat(base context.Context) (stop func()) {
 	reg, ok := w.backend.(WorkerRegistry)
 	if !ok {
@@ -28,19 +35,27 @@ func (w *Worker) beat(base context.Context) (stop func()) {
 	done.Go(func() {
 		t := time.NewTicker(w.cfg.Heartbeat)
 		defer t.Stop()
+		var retry <-chan time.Time // set while the last write failed
 		for {
 			info.Running = int(w.holding.Load())
 			opCtx, opCancel := context.WithTimeout(ctx, min(opTimeout, w.cfg.Heartbeat))
 			sent := time.Now()
 			w.live.trying(sent)
-			if err := reg.Heartbeat(opCtx, info); err == nil {
-				w.live.confirm(sent)
-			} else if ctx.Err() == nil {
-				w.log.Warn("flows: writing the worker's heartbeat failed", "err", err)
-			}
+			err := reg.Heartbeat(opCtx, info)
 			opCancel()
+			switch {
+			case err == nil:
+				w.live.confirm(sent)
+				retry = nil
+			case ctx.Err() == nil:
+				if retry == nil {
+					w.log.Warn("flows: writing the worker's heartbeat failed; trying again", "err", err)
+				}
+				retry = time.After(max(w.cfg.Heartbeat/heartbeatRetries, time.Millisecond))
+			}
 			select {
 			case <-t.C:
+			case <-retry:
 			case <-ctx.Done():
 				return
 			}
