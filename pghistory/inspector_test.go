@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
@@ -177,4 +178,80 @@ func TestInspectorListsPastRetention(t *testing.T) {
 	}
 	want := []string{recent[1], recent[0], old[2], old[1], old[0]}
 	assert.Equal(t, want, got, "the backend's tasks, then the history's")
+}
+
+// TestInspectorListsPastRetentionBesideALongRun: a task that runs longer
+// than the backend's retention does not hide the history of the tasks
+// that ended while it ran. The backend lists it with its own tasks; the
+// history then goes on from the oldest finished task the backend listed,
+// not from the long run's start, so that every task is listed once.
+func TestInspectorListsPastRetentionBesideALongRun(t *testing.T) {
+	s, _ := open(t)
+	const retention = 300 * time.Millisecond
+	backend := queue.NewMemory(queue.MemoryConfig{Retention: retention})
+	store := progress.NewMemoryStore(progress.MemoryConfig{Retention: retention})
+	reg := testFlows()
+	release := make(chan struct{})
+	reg.MustRegister("long", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		for {
+			select {
+			case <-release:
+				return "done", nil
+			case <-time.After(retention / 6):
+				ft.Progress.Log("still at it") // keeps its record in the store
+			}
+		}
+	}))
+	startWorker(t, backend, store, queue.WorkerConfig{Registry: reg, Name: "history-worker", OnFinish: []queue.FinishHook{s.Hook}})
+	t.Cleanup(func() { close(release) })
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: reg})
+	ctx := context.Background()
+	inspector := queue.NewInspector(backend, store, queue.InspectorConfig{History: s})
+
+	long, err := broker.Enqueue(ctx, "long", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := broker.Task(ctx, long)
+		return err == nil && info.Snapshot.State == progress.StateProgress
+	}, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(5 * time.Millisecond) // the others end in a later millisecond
+	run := func() string {
+		t.Helper()
+		id, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{})
+		require.NoError(t, err)
+		waitRow(t, s, id)
+		return id
+	}
+	var old []string
+	for range 3 {
+		old = append(old, run())
+	}
+	require.Eventually(t, func() bool {
+		_, err := broker.Task(ctx, old[2])
+		return err != nil
+	}, 10*time.Second, 20*time.Millisecond, "the backend forgets the tasks that ended")
+	time.Sleep(2 * retention)
+	var recent []string
+	for range 2 {
+		recent = append(recent, run())
+	}
+	_, err = broker.Task(ctx, long)
+	require.NoError(t, err, "the long run is still in the backend")
+
+	var got []string
+	o := queue.ListOptions{Limit: 2}
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 20, "the listing does not end")
+		page, err := inspector.List(ctx, o)
+		require.NoError(t, err)
+		for _, task := range page.Tasks {
+			got = append(got, task.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		o.Cursor = page.Next
+	}
+	want := []string{recent[1], recent[0], long, old[2], old[1], old[0]}
+	assert.Equal(t, want, got, "the backend's tasks, the long run with them, then the history's")
 }

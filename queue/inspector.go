@@ -88,6 +88,11 @@ func (i *Inspector) Cancel(ctx context.Context, id string) error {
 // History.
 const historyPrefix = "h."
 
+// backendPrefix starts the cursors of a listing with a History while it
+// lists the backend's tasks: "b.<Unix ms of the oldest finished task it
+// listed, empty for none>.<the backend's cursor>".
+const backendPrefix = "b."
+
 // List lists the tasks that o selects, newest first, one page at a time:
 // see ListOptions and TaskPage. A state that is not one of the four, a
 // limit out of range, Until before Since or a cursor this Inspector did
@@ -95,8 +100,12 @@ const historyPrefix = "h."
 //
 // With a History (InspectorConfig.History), a listing of all states or of
 // SUCCESS or FAILURE goes on into it once the backend's tasks are listed:
-// the tasks that ended before the oldest one the backend listed, newest
-// first, with the same filters (flow, state, owner, time range).
+// the tasks that ended before the oldest finished task the backend
+// listed (the backend holds those that ended since), newest first, with
+// the same filters (flow, state, owner, time range). A task still
+// pending or running that entered its state before that one (a run
+// longer than the backend's retention) is listed with the backend's
+// tasks, ahead of the history's that ended after it.
 func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
 	if err := o.check(); err != nil {
 		return TaskPage{}, err
@@ -108,6 +117,17 @@ func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
 		}
 		return i.fromHistory(ctx, o, before, cursor, nil)
 	}
+	// oldest is the time of the oldest finished task listed so far, in
+	// Unix ms; -1 while none is known.
+	oldest := int64(-1)
+	legacy := o.Cursor != "" // a cursor of the backend's own, which tells none
+	if rest, ok := strings.CutPrefix(o.Cursor, backendPrefix); ok {
+		var err error
+		if oldest, o.Cursor, err = parseBackendCursor(rest); err != nil {
+			return TaskPage{}, err
+		}
+		legacy = false
+	}
 	var page TaskPage
 	var err error
 	if i.lister != nil {
@@ -115,15 +135,28 @@ func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
 	} else {
 		page, err = i.listAll(ctx, o)
 	}
-	if err != nil || page.Next != "" || i.history == nil || (o.State != "" && !o.State.Terminal()) {
+	if err != nil || i.history == nil || (o.State != "" && !o.State.Terminal()) {
 		return page, err
 	}
-	// The backend has nothing older: go on into the history, from the
-	// oldest task listed (or the cursor's position, for an empty page).
+	for _, t := range page.Tasks {
+		if t.State.Terminal() {
+			oldest = t.ChangedAt().UnixMilli()
+		}
+	}
+	if page.Next != "" {
+		page.Next = backendCursor(oldest, page.Next)
+		return page, nil
+	}
+	// The backend has nothing older: go on into the history, before the
+	// oldest finished task listed. With none listed, the history holds
+	// none the backend does.
 	before := time.Now()
-	if n := len(page.Tasks); n > 0 {
-		before = page.Tasks[n-1].ChangedAt()
-	} else if o.Cursor != "" {
+	switch {
+	case oldest >= 0:
+		before = time.UnixMilli(oldest)
+	case legacy:
+		// A cursor from before backend cursors told of finished tasks:
+		// before its position, as then.
 		c, err := ParseCursor(o.Cursor)
 		if err != nil {
 			return TaskPage{}, err
@@ -136,6 +169,34 @@ func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
 	}
 	o.Limit -= len(page.Tasks)
 	return i.fromHistory(ctx, o, before, "", page.Tasks)
+}
+
+// backendCursor is the cursor of a listing with a History whose backend
+// listing goes on from cursor, oldest being the Unix ms of the oldest
+// finished task listed so far (-1 for none).
+func backendCursor(oldest int64, cursor string) string {
+	ms := ""
+	if oldest >= 0 {
+		ms = strconv.FormatInt(oldest, 10)
+	}
+	return backendPrefix + ms + "." + cursor
+}
+
+// parseBackendCursor reads what backendCursor wrote, after its prefix.
+func parseBackendCursor(s string) (oldest int64, cursor string, err error) {
+	ms, cursor, ok := strings.Cut(s, ".")
+	oldest = -1
+	if ms != "" {
+		n, perr := strconv.ParseInt(ms, 10, 64)
+		if perr != nil || n < 0 {
+			ok = false
+		}
+		oldest = n
+	}
+	if !ok || cursor == "" {
+		return 0, "", fmt.Errorf("%w: malformed cursor %q", ErrInvalidQuery, backendPrefix+s)
+	}
+	return oldest, cursor, nil
 }
 
 // fromHistory lists a page of the History after the tasks listed already
