@@ -2,6 +2,7 @@ package queue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -240,12 +241,37 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	j.run(entry.Flow)
 }
 
-// outcome is what a flow's Run returned, and why its context had been
-// cancelled by then (nil if it had not).
+// outcome is what a flow's Run returned, its result encoded (see
+// examine), and why its context had been cancelled by then (nil if it
+// had not).
 type outcome struct {
-	result any
+	result json.RawMessage
 	err    error
 	cause  error
+}
+
+// examine returns the result of a flow's run encoded as JSON and its
+// error, having asked of the error all that settling the run will ask
+// (its text, whether it is permanent or invalid inputs, its retry
+// delay). It runs in the flow's goroutine, under the recover of its
+// panics, so that an error whose methods panic (a nil *MyError returned
+// as an error) or a result whose MarshalJSON panics fails the task as a
+// panic of the flow's, instead of crashing the worker that settles the
+// run. A result that cannot be encoded is a permanent error: running
+// the flow again would give another of its type.
+func examine(res any, err error) (json.RawMessage, error) {
+	if err != nil {
+		_ = err.Error()
+		var pe *panicError
+		_ = errors.Is(err, flow.ErrPermanent) || errors.Is(err, flow.ErrInvalidInputs) || errors.As(err, &pe)
+		_, _ = flow.RetryDelay(err)
+		return nil, err
+	}
+	data, err := resultJSON(res)
+	if err != nil {
+		return nil, flow.Permanent(fmt.Errorf("result cannot be encoded as JSON: %w", err))
+	}
+	return data, nil
 }
 
 // errGoexit is the error of a flow that ended its goroutine
@@ -298,10 +324,13 @@ func (j *job) run(f flow.Flow) {
 				Flush: j.rep.Flush, Progress: j.rep, Logger: j.w.log,
 			}),
 		})
-		returned = true
 		// The cause is read as the flow returns: a cancellation, time
 		// limit or shutdown landing after that does not undo its result.
-		out := outcome{result: res, err: err, cause: context.Cause(ctx)}
+		out := outcome{cause: context.Cause(ctx)}
+		// What the flow returned is looked at here, under the recover
+		// above, before it leaves the flow's goroutine.
+		out.result, out.err = examine(res, err)
+		returned = true
 		if hook := j.w.flowReturned; hook != nil {
 			hook(t.ID)
 		}

@@ -119,18 +119,12 @@ func errText(err error) string {
 // finisher that finds it recorded by the call it repeats reports the
 // lease acknowledged if that call did it, so that it is not acknowledged
 // twice.
-func (j *job) succeed(result any) {
-	data, err := resultJSON(result)
-	if err != nil {
-		// Running the flow again would give a result of the same type.
-		j.failed(flow.Permanent(fmt.Errorf("result cannot be encoded as JSON: %w", err)))
-		return
-	}
+func (j *job) succeed(result json.RawMessage) {
 	if j.fin != nil {
 		j.fin.armed.Store(true)
 	}
 	ctx := j.op()
-	err = j.rep.Succeed(ctx, data)
+	err := j.rep.Succeed(ctx, result)
 	if err == nil {
 		j.noteEnd(progress.StateSuccess, "")
 	}

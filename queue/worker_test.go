@@ -694,3 +694,48 @@ func TestWorkerFailsAResultThatIsNotJSON(t *testing.T) {
 	require.Len(t, dead, 1)
 	assert.Equal(t, id, dead[0].ID)
 }
+
+// nilPointerError is an error whose Error method reads its receiver: a
+// nil *nilPointerError returned as an error panics when it is asked
+// for its text.
+type nilPointerError struct{ msg string }
+
+func (e *nilPointerError) Error() string { return e.msg }
+
+// panickingResult is a result whose MarshalJSON panics.
+type panickingResult struct{ m map[string]*string }
+
+func (r panickingResult) MarshalJSON() ([]byte, error) { return []byte(*r.m["x"]), nil }
+
+// TestWorkerSurvivesWhatAFlowReturns: a flow that returns an error whose
+// methods panic (a nil pointer of an error type, the classic typed nil)
+// or a result whose MarshalJSON panics fails as a flow that panicked,
+// not retried, and the worker goes on: such a panic is the flow's, and
+// must not crash the worker's process.
+func TestWorkerSurvivesWhatAFlowReturns(t *testing.T) {
+	s := newSetup()
+	var runs atomic.Int32
+	s.reg.MustRegister("typednil", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		runs.Add(1)
+		var err *nilPointerError
+		return nil, err
+	}))
+	s.reg.MustRegister("badmarshal", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		runs.Add(1)
+		return panickingResult{}, nil
+	}))
+	s.reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "ok", nil }))
+	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{Registry: s.reg, Backoff: fastBackoff}))
+
+	for _, name := range []string{"typednil", "badmarshal"} {
+		t.Run(name, func(t *testing.T) {
+			runs.Store(0)
+			snap := waitTerminal(t, s.store, s.enqueue(t, name, queue.EnqueueOptions{}))
+			assert.Equal(t, progress.StateFailure, snap.State)
+			assert.True(t, strings.HasPrefix(snap.Details.Status, "panic: "), snap.Details.Status)
+			assert.Equal(t, int32(1), runs.Load(), "not retried")
+			snap = waitTerminal(t, s.store, s.enqueue(t, "ok", queue.EnqueueOptions{}))
+			assert.Equal(t, progress.StateSuccess, snap.State, "the worker goes on")
+		})
+	}
+}
