@@ -123,7 +123,13 @@ func timeParam(w http.ResponseWriter, q url.Values, name string) (time.Time, boo
 	}
 	at, err := time.Parse(time.RFC3339, v[0])
 	if err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %q is not an RFC 3339 time (like 2026-12-06T05:00:00Z)", name, v[0]))
+		hint := ""
+		if strings.Contains(v[0], " ") {
+			// An offset's + sent as is: a query string reads it as a
+			// space.
+			hint = "; a + in a URL reads as a space: write it %2B"
+		}
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %q is not an RFC 3339 time (like 2026-12-06T05:00:00Z%s)", name, v[0], hint))
 		return time.Time{}, false
 	}
 	return at, true

@@ -370,6 +370,9 @@ func TestOperatorRoutesBadInput(t *testing.T) {
 		{"GET", "/tasks/?since=yesterday", `since "yesterday" is not an RFC 3339 time`},
 		{"GET", "/tasks/?until=2026-13-01T00:00:00Z", `until "2026-13-01T00:00:00Z" is not an RFC 3339 time`},
 		{"GET", "/tasks/?since=2026-12-06", `since "2026-12-06" is not an RFC 3339 time`},
+		// An offset's + written as is in a URL reads as a space.
+		{"GET", "/tasks/?since=2026-12-06T06:00:00+01:00", `since "2026-12-06T06:00:00 01:00" is not an RFC 3339 time (like 2026-12-06T05:00:00Z; a + in a URL reads as a space: write it %2B)`},
+		{"POST", "/cancel-tasks/?owner=a&until=2026-12-06T06:00:00.5+01:00", `write it %2B`},
 		{"GET", "/tasks/?since=2026-12-06T06:00:00Z&until=2026-12-06T05:00:00Z", "until 2026-12-06T05:00:00Z is before since 2026-12-06T06:00:00Z"},
 		{"GET", "/tasks/?owner=a&owner=b", `parameter "owner" given more than once`},
 		{"GET", "/stats/?verbose=1", `unknown parameter "verbose"`},
