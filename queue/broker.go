@@ -369,8 +369,10 @@ func (b *Broker) requeue(ctx context.Context, id string, t *Task) error {
 // Cancel asks a pending or running task to stop. A pending task ends
 // FAILURE at once; a running one has its context cancelled on whichever
 // worker runs it, and ends FAILURE when its flow returns (or when the
-// worker's abandon delay passes). It returns ErrNotFound for an unknown
-// task and ErrFinished for one that has already ended.
+// worker's abandon delay passes); a flow that had already returned when
+// the cancellation reached its worker keeps its outcome, so the task may
+// still end SUCCESS. It returns ErrNotFound for an unknown task and
+// ErrFinished for one that has already ended.
 func (b *Broker) Cancel(ctx context.Context, id string) error {
 	if !ValidID(id) {
 		return fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidID)
