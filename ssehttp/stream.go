@@ -81,6 +81,7 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	if !startStream(w, r) {
 		return
 	}
+	h.boundUnacked(ctx)
 
 	s.write(h.retryField() + "\n")
 	switch {
