@@ -79,7 +79,11 @@ func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
 }
 
 // RecordOf returns the Record of a finished task as a finish hook learns
-// of it.
+// of it. Its start and end are those of the final snapshot (when the
+// task's last run started and when it ended, as every view of the task
+// shows them), else those of f: a lease that found the task ended (after
+// a worker's death, or when its hooks run again after the database was
+// away) runs the hooks later than the task ended, and ran nothing.
 func RecordOf(f queue.Finished) Record {
 	t := f.Task
 	r := Record{
@@ -87,6 +91,9 @@ func RecordOf(f queue.Finished) Record {
 		Inputs: t.Inputs, Snapshot: f.Snapshot, Attempts: f.Attempts(), MaxAttempts: t.MaxAttempts,
 		HandBacks: t.HandBacks, Owner: t.Owner, RequeuedFrom: t.RequeuedFrom, Resume: t.Resume, Worker: f.Worker,
 		TraceID: traceID(t.TraceParent), EnqueuedAt: t.EnqueuedAt, StartedAt: f.StartedAt, EndedAt: f.EndedAt,
+	}
+	if !f.Snapshot.EndedAt.IsZero() {
+		r.StartedAt, r.EndedAt = f.Snapshot.StartedAt, f.Snapshot.EndedAt
 	}
 	return r
 }

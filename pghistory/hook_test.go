@@ -372,7 +372,19 @@ func TestRecordOf(t *testing.T) {
 			assert.Equal(t, 5, r.MaxAttempts)
 			assert.Equal(t, 1, r.HandBacks)
 			assert.Equal(t, "w", r.Worker)
-			assert.True(t, t0.Equal(r.EndedAt))
+			assert.True(t, t0.Equal(r.EndedAt), "the snapshot has no times: the hook's")
+			assert.True(t, tc.started.Equal(r.StartedAt))
+
+			// The snapshot's times are the task's, whichever lease runs
+			// the hooks: one that found the task ended (after a worker's
+			// death, or the database away for hours) runs them later.
+			timed := snap
+			timed.StartedAt, timed.EndedAt = t0.Add(-time.Hour-time.Second), t0.Add(-time.Hour)
+			r = pghistory.RecordOf(queue.Finished{Task: task, Snapshot: timed, Worker: "w", FoundEnded: tc.found,
+				StartedAt: tc.started, EndedAt: t0})
+			assert.True(t, timed.EndedAt.Equal(r.EndedAt), "ended at %v", r.EndedAt)
+			assert.True(t, timed.StartedAt.Equal(r.StartedAt), "started at %v", r.StartedAt)
+			assert.Equal(t, tc.wantAttempts, r.Attempts)
 		})
 	}
 }

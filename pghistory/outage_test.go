@@ -128,6 +128,12 @@ func TestHistoryOutlivesAnOutage(t *testing.T) {
 				assert.Equal(t, w.attempts, r.Attempts, "task %s: the leases that only ran the hooks are not attempts", id)
 				assert.Zero(t, r.HandBacks, "task %s", id)
 				assert.Equal(t, w.attempts, runs.of(id), "task %s: no flow ran again after its task ended", id)
+				info, err := broker.Task(ctx, id)
+				require.NoError(t, err)
+				// PostgreSQL keeps microseconds.
+				assert.WithinDuration(t, info.Snapshot.EndedAt, r.EndedAt, time.Microsecond,
+					"task %s: the row's end is the task's, not when its hooks ran at last", id)
+				assert.WithinDuration(t, info.Snapshot.StartedAt, r.StartedAt, time.Microsecond, "task %s", id)
 			}
 			page, err := s.List(ctx, pghistory.Query{})
 			require.NoError(t, err)
