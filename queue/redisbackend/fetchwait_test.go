@@ -2,6 +2,7 @@ package redisbackend_test
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,31 +20,31 @@ import (
 // Fetch learnt (its plan), and sends its XREAD and its script together.
 
 // TestCancelledFetchEndsItsWait checks that a Fetch waiting for work
-// returns as soon as its context is cancelled, well before its wait would
-// have ended, and leaves nothing leased behind.
+// ends its wait as soon as its context is cancelled, with an entry of the
+// wake stream (not when its wait of up to a second times out), and
+// leaves nothing leased behind.
 func TestCancelledFetchEndsItsWait(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	client := &wakeClient{Client: newClient(t, srv), waiting: make(chan struct{})}
+	b := newBackend(t, client, redisbackend.Config{})
 	ctx, cancel := context.WithCancel(context.Background())
 	type result struct {
 		leases []*queue.Lease
 		err    error
-		at     time.Time
 	}
 	done := make(chan result, 1)
 	go func() {
 		leases, err := b.Fetch(ctx, "waiting", 1, time.Minute)
-		done <- result{leases, err, time.Now()}
+		done <- result{leases, err}
 	}()
-	// Let it look, find nothing and wait: a wait lasts up to a second.
-	time.Sleep(200 * time.Millisecond)
-	cancelled := time.Now()
+	// Its first look finds nothing; then it waits.
+	waitFor(t, client.waiting, "the Fetch did not wait")
 	cancel()
 	r := <-done
 	require.ErrorIs(t, r.err, context.Canceled)
 	assert.Empty(t, r.leases)
-	assert.Less(t, r.at.Sub(cancelled), 500*time.Millisecond, "the wait ended when its context was cancelled, not when it would have")
+	assert.True(t, client.woken.Load(), "the wait ended when its context was cancelled, not when it would have")
 
 	task := newTask()
 	require.NoError(t, b.Enqueue(context.Background(), task))
@@ -51,6 +52,30 @@ func TestCancelledFetchEndsItsWait(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, leases, 1, "the task went to the Fetch that asked, not the cancelled one")
 	assert.Equal(t, task.ID, leases[0].Task.ID)
+}
+
+// wakeClient tells when a Fetch through it first waits (sends its XREAD)
+// and whether a wait ended on an entry of the wake stream (see Fetch).
+type wakeClient struct {
+	rueidis.Client
+	waiting chan struct{}
+	once    sync.Once
+	woken   atomic.Bool
+}
+
+func (c *wakeClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	args := cmds[0].Commands()
+	if len(args) < 3 || args[0] != "XREAD" {
+		return c.Client.DoMulti(ctx, cmds...)
+	}
+	// Read before the round trip, which recycles the command.
+	wake := args[len(args)-3] // XREAD ... STREAMS stream wake lastID wakeID
+	c.once.Do(func() { close(c.waiting) })
+	res := c.Client.DoMulti(ctx, cmds...)
+	if got, err := res[0].AsXRead(); err == nil && len(got[wake]) > 0 {
+		c.woken.Store(true)
+	}
+	return res
 }
 
 // cancellingClient cancels a context once, when the first script sent
