@@ -2,6 +2,7 @@ package pghistory_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -254,4 +255,31 @@ func TestInspectorListsPastRetentionBesideALongRun(t *testing.T) {
 	}
 	want := []string{recent[1], recent[0], long, old[2], old[1], old[0]}
 	assert.Equal(t, want, got, "the backend's tasks, the long run with them, then the history's")
+}
+
+// TestInspectorEmptyHistoryPage: a page that the history answers with no
+// task is an empty list, {"tasks": []} as GET /tasks/ writes it, not
+// null: here the backend's tasks fill the first page exactly, and the
+// history has none older.
+func TestInspectorEmptyHistoryPage(t *testing.T) {
+	s, _ := open(t)
+	backend, store := queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
+	broker := queue.NewBroker(backend, store, queue.BrokerConfig{Registry: testFlows()})
+	ctx := context.Background()
+	for range 2 {
+		_, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{})
+		require.NoError(t, err)
+	}
+	inspector := queue.NewInspector(backend, store, queue.InspectorConfig{History: s})
+	page, err := inspector.List(ctx, queue.ListOptions{Limit: 2})
+	require.NoError(t, err)
+	require.Len(t, page.Tasks, 2)
+	require.NotEmpty(t, page.Next, "a full page goes on into the history")
+
+	page, err = inspector.List(ctx, queue.ListOptions{Limit: 2, Cursor: page.Next})
+	require.NoError(t, err)
+	assert.Empty(t, page.Next)
+	b, err := json.Marshal(page)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"tasks": []}`, string(b))
 }

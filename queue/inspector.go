@@ -208,6 +208,9 @@ func (i *Inspector) fromHistory(ctx context.Context, o ListOptions, before time.
 		return TaskPage{}, fmt.Errorf("queue: list the history: %w", err)
 	}
 	page := TaskPage{Tasks: append(listed, hp.Tasks...)}
+	if page.Tasks == nil {
+		page.Tasks = []TaskSummary{} // {"tasks": []}, not null
+	}
 	if hp.Next != "" {
 		page.Next = historyCursor(before, hp.Next)
 	}
