@@ -556,3 +556,40 @@ func TestClusterLongMoveSpendsNoAttempt(t *testing.T) {
 		got.HandBacks, stats["ASK"]-before["ASK"], stats["TRYAGAIN"]-before["TRYAGAIN"])
 	assert.Positive(t, stats["TRYAGAIN"]-before["TRYAGAIN"], "scripts on the task's keys were refused while its slot moved")
 }
+
+// TestClusterLiveStreamsOverRESP2 watches tasks and listens for
+// cancellations through a Cluster client that speaks RESP2 (protocol=2 in
+// a REDIS_URL that rueidis.ParseURL reads): rueidis then takes no other
+// command in the round trip of an SSUBSCRIBE, so the ROLE that checks the
+// node must go in one of its own, or no channel is ever subscribed and
+// events reach the watchers only at their PollInterval (an hour here).
+func TestClusterLiveStreamsOverRESP2(t *testing.T) {
+	t.Parallel()
+	const tasks, perTask, live = 6, 2, 3
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	opt := c.ClientOption()
+	opt.AlwaysRESP2 = true
+	b := newBackend(t, testClient(t, opt), redisbackend.Config{PollInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	cancels, err := b.Cancellations(ctx)
+	require.NoError(t, err)
+	taskIDs := make([]string, tasks)
+	for i := range taskIDs {
+		taskIDs[i] = newTask().ID
+		require.NoError(t, b.Create(ctx, taskIDs[i]))
+		_, err := b.Append(ctx, taskIDs[i], progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+		require.NoError(t, err)
+	}
+	results := subscribeEach(ctx, t, b, taskIDs, perTask)
+	finishEach(ctx, t, b, taskIDs, live, results)
+
+	require.NoError(t, b.Cancel(ctx, taskIDs[0]))
+	select {
+	case id := <-cancels:
+		assert.Equal(t, taskIDs[0], id)
+	case <-ctx.Done():
+		require.FailNow(t, "no cancellation")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -217,10 +218,11 @@ func (l *link) reconcile(dc rueidis.DedicatedClient, subscribed map[string]bool)
 // any other refusal ends the connection, to be tried again after a
 // backoff.
 //
-// On a Cluster client, ROLE follows the SSUBSCRIBEs on the connection,
-// since a replica takes SSUBSCRIBE for the slots of its master but gets
-// what its master publishes only once its master counts it as one of
-// its replicas. A link's node may be a replica: a master that gave its
+// On a Cluster client, ROLE follows the SSUBSCRIBEs on the connection
+// (in their round trip, or in one of its own where rueidis takes no
+// other command with them: a RESP2 connection), since a replica takes
+// SSUBSCRIBE for the slots of its master but gets what its master
+// publishes only once its master counts it as one of its replicas. A link's node may be a replica: a master that gave its
 // last slot away turns itself into a replica of the master that took it
 // while a node the hub read the slots from still names it, and a master
 // that failed comes back as a replica. Such a link confirms nothing: the
@@ -241,6 +243,12 @@ func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed 
 		cmds = append(cmds, dc.B().Role().Build())
 	}
 	results := l.doMulti(dc, cmds)
+	if h.cluster && slices.ContainsFunc(results, mixedInRESP2) {
+		// A connection that speaks RESP2 (protocol=2, or one that could
+		// not be dialled) takes no other command in the round trip of an
+		// SSUBSCRIBE; rueidis refused them all without sending any.
+		results = append(l.doMulti(dc, cmds[:len(groups)]), l.doMulti(dc, cmds[len(groups):])...)
+	}
 	masterOf := "" // the node's master, when the node is a replica
 	if h.cluster {
 		var err error
@@ -286,6 +294,12 @@ func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed 
 		h.mu.Unlock()
 	}
 	return nil
+}
+
+// mixedInRESP2 reports whether rueidis refused res's command because it
+// shared its round trip with an SSUBSCRIBE on a RESP2 connection.
+func mixedInRESP2(res rueidis.RedisResult) bool {
+	return errors.Is(res.Error(), rueidis.ErrRESP2PubSubMixed)
 }
 
 // replicaOf reads the reply of ROLE: the address of the node's master
