@@ -29,7 +29,9 @@ func (h *fakeHistory) ListHistory(_ context.Context, q queue.HistoryQuery) (queu
 	}
 	start := 0
 	if q.Cursor != "" {
-		fmt.Sscan(q.Cursor, &start)
+		if _, err := fmt.Sscan(q.Cursor, &start); err != nil || start < 0 {
+			return queue.TaskPage{}, fmt.Errorf("%w: malformed cursor %q", queue.ErrInvalidQuery, q.Cursor)
+		}
 	}
 	var page queue.TaskPage
 	for i := start; i < len(h.tasks) && len(page.Tasks) < q.Limit; i++ {
