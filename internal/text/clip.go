@@ -1,6 +1,7 @@
 // Package text cuts strings for error messages and log lines without
 // splitting a UTF-8 sequence, for ssehttp, notify, flow/lcflow and its
-// tavily tool.
+// tavily tool, and cuts the reports and reasons over a size limit for
+// progress and queue.
 package text
 
 import "unicode/utf8"
