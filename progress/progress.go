@@ -181,6 +181,21 @@ type Event struct {
 // Terminal reports whether e moves its task to SUCCESS or FAILURE.
 func (e Event) Terminal() bool { return e.Type == EventState && e.State.Terminal() }
 
+// Size returns the number of bytes of text and JSON e carries: the
+// lengths of its Status, Token and Result, and of its Step's Message,
+// StepName, Tool and Data. It is what a TaskReporter's limit on one
+// report goes by (see TaskReporter.SetMaxReportBytes). The event's type,
+// state, percentage, id and time are not counted, nor the escaping of
+// its text in JSON, where a quote or a line break takes two bytes and a
+// control character six.
+func (e Event) Size() int {
+	n := len(e.Status) + len(e.Token) + len(e.Result)
+	if st := e.Step; st != nil {
+		n += len(st.Message) + len(st.StepName) + len(st.Tool) + len(st.Data)
+	}
+	return n
+}
+
 // ErrInvalidEvent is returned (wrapped) for an event that cannot be applied.
 var ErrInvalidEvent = errors.New("progress: invalid event")
 

@@ -12,12 +12,16 @@ import (
 	"time"
 
 	"github.com/flowsrun/flows/internal/opctx"
+	"github.com/flowsrun/flows/internal/text"
 )
 
 // Reporter is what a running flow calls to report its progress. Every
 // method is safe for concurrent use and never blocks the flow for long:
 // reporting is best effort for the flow, and a failure to record an event is
 // logged by the implementation rather than returned.
+//
+// A worker's reporter (TaskReporter) records a report over its size
+// limit, 1 MiB by default, as a log entry saying that it was dropped.
 type Reporter interface {
 	// Status replaces the task's status line.
 	Status(msg string)
@@ -110,6 +114,21 @@ func LogEvent(msg string) Event {
 // could record its events twice. Such a batch of reports is dropped and
 // logged.
 //
+// A report holds at most DefaultMaxReportBytes of text and JSON (see
+// Event.Size), unless SetMaxReportBytes says otherwise, so that one flow
+// that dumps a web page or an image into a log line does not hold up the
+// store for every other task (on Redis, the worker's heartbeats and the
+// web processes' live feed). A report over the limit is not recorded: a
+// log entry takes its place, saying what was dropped, how big it was and
+// the limit ("report dropped: log entry of 4194304 bytes, over the
+// limit of 1048576 bytes per report"; a few hundred bytes at most,
+// recorded whatever the limit), and the first drop of a reporter
+// is logged as a warning. Start and Fail cut their status line to the
+// limit, and Succeed refuses a result over it with ErrTooLarge,
+// recording nothing. The batches of one Append hold at most the limit in
+// bytes, or one event, and past 16 times the limit in bytes waiting,
+// reporting waits for the store, as past maxPending events.
+//
 // Start, Succeed, Fail and Flush wait for the store. Start and the
 // terminal transitions are recorded after every event reported before
 // them, in the same Append when they can, and may therefore wait for the
@@ -146,11 +165,20 @@ type TaskReporter struct {
 	keyBuf [34]byte
 	keyLen int
 	seq    uint64
+	// limit is the most bytes one report may carry, 0 for no limit
+	// (see SetMaxReportBytes); waitingBytes is the size of the events
+	// in queue; warned is set once a report over the limit has been
+	// logged.
+	limit        int
+	waitingBytes int
+	warned       bool
 }
 
 // batch is events appended in one call.
 type batch struct {
 	events []Event
+	// bytes is the size of events (see Event.Size).
+	bytes int
 	// async is set when a Reporter method added an event: nobody waits
 	// for the outcome, so a failure is logged. sync is set when Start,
 	// Succeed or Fail added one: its caller gets the outcome.
@@ -200,23 +228,57 @@ var appendDeadlines = opctx.New(context.Background(), appendTimeout, time.Second
 // maxPending bounds the events a TaskReporter holds before they are sent.
 const maxPending = 1000
 
+// pendingReports bounds the bytes a TaskReporter holds before they are
+// sent, in reports at its limit: 16 MiB with DefaultMaxReportBytes.
+const pendingReports = 16
+
+// DefaultMaxReportBytes is the limit on the size of one report (see
+// Event.Size) that NewTaskReporter sets: 1 MiB, what ssehttp accepts as
+// a task's inputs by default, and far below what Redis takes in one
+// value (512 MB) or lets a subscriber fall behind by (a pub/sub client
+// is cut off past 32 MB at once, or 8 MB for 60 s, by default).
+const DefaultMaxReportBytes = 1 << 20
+
+// ErrTooLarge is returned (wrapped) by TaskReporter.Succeed for a result
+// over the reporter's limit (see TaskReporter.SetMaxReportBytes); nothing
+// is recorded then.
+var ErrTooLarge = errors.New("progress: report too large")
+
 // NewTaskReporter returns a reporter writing task taskID's events to store.
 // A nil logger means slog.Default().
 func NewTaskReporter(store Store, taskID string, logger *slog.Logger) *TaskReporter {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &TaskReporter{store: store, taskID: taskID, logger: logger}
+	return &TaskReporter{store: store, taskID: taskID, logger: logger, limit: DefaultMaxReportBytes}
+}
+
+// SetMaxReportBytes sets the most bytes of text and JSON one report may
+// carry (see Event.Size and TaskReporter): zero means
+// DefaultMaxReportBytes, a negative n means no limit. Call it before the
+// first report.
+func (r *TaskReporter) SetMaxReportBytes(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case n == 0:
+		r.limit = DefaultMaxReportBytes
+	case n < 0:
+		r.limit = 0
+	default:
+		r.limit = n
+	}
 }
 
 // TaskID returns the id of the task this reporter writes to.
 func (r *TaskReporter) TaskID() string { return r.taskID }
 
-// addLocked puts e in the last open batch, or a new one, and returns it.
-// r.mu must be held.
+// addLocked puts e in the last open batch, or a new one if e would take
+// that batch over the limit, and returns it. r.mu must be held.
 func (r *TaskReporter) addLocked(e Event, async bool) *batch {
 	var b *batch
-	if n := len(r.queue); n > 0 && !r.queue[n-1].closed {
+	size := e.Size()
+	if n := len(r.queue); n > 0 && !r.queue[n-1].closed && (r.limit == 0 || r.queue[n-1].bytes+size <= r.limit) {
 		b = r.queue[n-1]
 	} else {
 		// Room for a short flow's whole run (start, a few reports, end)
@@ -228,7 +290,9 @@ func (r *TaskReporter) addLocked(e Event, async bool) *batch {
 	b.async = b.async || async
 	b.sync = b.sync || !async
 	b.closed = e.Terminal()
+	b.bytes += size
 	r.waiting++
+	r.waitingBytes += size
 	return b
 }
 
@@ -239,6 +303,7 @@ func (r *TaskReporter) takeLocked() *batch {
 	r.queue[0] = nil
 	r.queue = r.queue[1:]
 	r.waiting -= len(b.events)
+	r.waitingBytes -= b.bytes
 	r.inflight = b
 	if r.key == nil {
 		r.key = append(strconv.AppendUint(r.keyBuf[:0], rand.Uint64(), 16), '.')
@@ -251,22 +316,88 @@ func (r *TaskReporter) takeLocked() *batch {
 }
 
 // emit queues events without waiting for the store, in one batch unless
-// one of them ends it.
+// one of them ends it or they hold more than the limit (see addLocked),
+// each report over the limit replaced by a log entry saying so.
 func (r *TaskReporter) emit(events ...Event) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for r.waiting >= maxPending && r.inflight != nil {
+	for (r.waiting >= maxPending || r.limit > 0 && r.waitingBytes >= pendingReports*r.limit) && r.inflight != nil {
 		done := r.doneLocked(r.inflight)
 		r.mu.Unlock()
 		<-done
 		r.mu.Lock()
 	}
+	var warn []any
+	var tooLarge []error
 	for _, e := range events {
+		if r.limit > 0 && e.Size() > r.limit {
+			if e.Type == EventState {
+				var err error
+				if e, err = r.fitStateLocked(e); err != nil {
+					tooLarge = append(tooLarge, err)
+					continue
+				}
+			} else {
+				if !r.warned {
+					r.warned = true
+					warn = []any{"task_id", r.taskID, "type", e.Type, "bytes", e.Size(), "limit", r.limit}
+				}
+				e = dropped(e, r.limit)
+			}
+		}
 		r.addLocked(e, true)
 	}
-	if !r.sending {
+	if !r.sending && len(r.queue) > 0 {
 		r.startSenderLocked()
 	}
+	r.mu.Unlock()
+	if warn != nil {
+		r.logger.Warn("flows: a report over the size limit was replaced by a log entry saying so "+
+			"(raise the limit with WorkerConfig.MaxReportBytes, or report a reference to large outputs); "+
+			"the task's other drops are not logged", warn...)
+	}
+	for _, err := range tooLarge {
+		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", EventState, "err", err)
+	}
+}
+
+// dropped returns the log entry that takes the place of e, a report
+// over limit: what e was, its size and the limit. It is recorded
+// whatever the limit: its step and tool names are clipped, so that it
+// holds a few hundred bytes at most.
+func dropped(e Event, limit int) Event {
+	var what string
+	switch e.Type {
+	case EventStep:
+		what = "log entry"
+		if e.Step != nil && e.Step.Type == StepToolResult {
+			what = fmt.Sprintf("tool result (step %q, tool %q)", text.Clip(e.Step.StepName, 64), text.Clip(e.Step.Tool, 64))
+		}
+	case EventStatus:
+		what = "status line"
+	case EventProgress:
+		what = "progress report"
+	case EventToken:
+		what = "token"
+	default:
+		what = text.Clip(string(e.Type), 64) + " event"
+	}
+	return LogEvent(fmt.Sprintf("report dropped: %s of %d bytes, over the limit of %d bytes per report", what, e.Size(), limit))
+}
+
+// fitStateLocked returns e, a state event, with its status line cut to
+// the reporter's limit, or ErrTooLarge when its result is over the
+// limit. The status line and the result are held to the limit each, so
+// that a result at the limit is recorded with its status. r.mu must be
+// held.
+func (r *TaskReporter) fitStateLocked(e Event) (Event, error) {
+	if r.limit == 0 {
+		return e, nil
+	}
+	if len(e.Result) > r.limit {
+		return e, fmt.Errorf("%w: result of %d bytes is over the limit of %d bytes per report", ErrTooLarge, len(e.Result), r.limit)
+	}
+	e.Status = text.Cut(e.Status, r.limit)
+	return e, nil
 }
 
 // startSenderLocked starts a goroutine that sends the queued batches.
@@ -403,6 +534,11 @@ func (r *TaskReporter) retry(b *batch, err error) error {
 // events appended in one call, without a hand-over between goroutines.
 func (r *TaskReporter) record(ctx context.Context, e Event) error {
 	r.mu.Lock()
+	e, err := r.fitStateLocked(e)
+	if err != nil {
+		r.mu.Unlock()
+		return err
+	}
 	b := r.addLocked(e, false)
 	if r.sending && r.started {
 		done := r.doneLocked(b)
@@ -476,28 +612,35 @@ func (r *TaskReporter) Token(text string) {
 // Report queues events as the Reporter methods do: in order, after every
 // event reported before, without waiting for the store, in one Append
 // with the events reported next if they can. A failure to record them is
-// logged, except ErrFinished.
+// logged, except ErrFinished. An event over the reporter's limit is
+// replaced by a log entry saying so, as a report of the Reporter methods
+// is; but a state event's status line is cut to the limit instead, and
+// one whose result is over the limit is not recorded (ErrTooLarge,
+// logged).
 func (r *TaskReporter) Report(events ...Event) {
 	if len(events) > 0 {
 		r.emit(events...)
 	}
 }
 
-// Start moves the task to PROGRESS with the given status line.
+// Start moves the task to PROGRESS with the given status line (cut to
+// the reporter's limit, see SetMaxReportBytes).
 func (r *TaskReporter) Start(ctx context.Context, status string) error {
 	return r.record(ctx, Event{Type: EventState, State: StateProgress, Status: status})
 }
 
 // Succeed moves the task to SUCCESS with result (encoded as by EncodeData),
 // after the events reported before. It returns ErrFinished if the task had
-// already ended.
+// already ended, and an error wrapping ErrTooLarge, recording nothing, if
+// the encoded result holds more bytes than the reporter's limit (see
+// SetMaxReportBytes).
 func (r *TaskReporter) Succeed(ctx context.Context, result any) error {
 	return r.record(ctx, Event{Type: EventState, State: StateSuccess, Status: "Completed", Result: EncodeData(result)})
 }
 
-// Fail moves the task to FAILURE with reason as its status line, after the
-// events reported before. It returns ErrFinished if the task had already
-// ended.
+// Fail moves the task to FAILURE with reason as its status line (cut to
+// the reporter's limit, see SetMaxReportBytes), after the events
+// reported before. It returns ErrFinished if the task had already ended.
 func (r *TaskReporter) Fail(ctx context.Context, reason string) error {
 	return r.record(ctx, Event{Type: EventState, State: StateFailure, Status: reason})
 }

@@ -1,0 +1,181 @@
+package progress_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/progress"
+)
+
+func TestEventSize(t *testing.T) {
+	tests := []struct {
+		name string
+		e    progress.Event
+		want int
+	}{
+		{"status", progress.Event{Type: progress.EventStatus, Status: "abc"}, 3},
+		{"progress: the percentage is not counted", progress.Event{Type: progress.EventProgress, Progress: 50, Status: "ab"}, 2},
+		{"token", progress.Event{Type: progress.EventToken, Token: "tok"}, 3},
+		{"log", progress.LogEvent("hello"), 5},
+		{"tool result: names and JSON", progress.ToolResultEvent("step", "tool", map[string]int{"a": 1}), 4 + 4 + len(`{"a":1}`)},
+		{"success: status and result", progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: "Completed", Result: json.RawMessage(`"r"`)}, 9 + 3},
+		{"nothing but a state", progress.Event{Type: progress.EventState, State: progress.StateProgress}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, tt.e.Size())
+		})
+	}
+}
+
+func newLimitedReporter(t *testing.T, limit int) (*progress.TaskReporter, progress.Store, *bytes.Buffer) {
+	t.Helper()
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	require.NoError(t, store.Create(context.Background(), "t"))
+	var logs bytes.Buffer
+	r := progress.NewTaskReporter(store, "t", slog.New(slog.NewTextHandler(&logs, nil)))
+	r.SetMaxReportBytes(limit)
+	return r, store, &logs
+}
+
+// TestTaskReporterDropsReportOverLimit: a report over the limit is
+// replaced by a log entry saying so, a report at the limit is kept, and
+// the first drop alone is logged.
+func TestTaskReporterDropsReportOverLimit(t *testing.T) {
+	r, store, logs := newLimitedReporter(t, 10)
+	r.Log(strings.Repeat("a", 10))
+	r.Log(strings.Repeat("b", 11))
+	r.ToolResult("s", "t", strings.Repeat("c", 20))
+	r.Status(strings.Repeat("d", 11))
+	r.Report(progress.Event{Type: progress.EventToken, Token: strings.Repeat("e", 11)})
+	require.NoError(t, r.Flush(context.Background()))
+
+	var got []string
+	for _, e := range storedEvents(t, store, "t") {
+		require.Equal(t, progress.EventStep, e.Type)
+		got = append(got, e.Step.Message)
+	}
+	assert.Equal(t, []string{
+		"aaaaaaaaaa",
+		"report dropped: log entry of 11 bytes, over the limit of 10 bytes per report",
+		`report dropped: tool result (step "s", tool "t") of 24 bytes, over the limit of 10 bytes per report`,
+		"report dropped: status line of 11 bytes, over the limit of 10 bytes per report",
+		"report dropped: token of 11 bytes, over the limit of 10 bytes per report",
+	}, got)
+	assert.Equal(t, 1, strings.Count(logs.String(), "a report over the size limit was replaced"), logs.String())
+	assert.Contains(t, logs.String(), "bytes=11")
+	assert.Contains(t, logs.String(), "limit=10")
+}
+
+func TestTaskReporterDefaultLimit(t *testing.T) {
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	require.NoError(t, store.Create(context.Background(), "t"))
+	r := progress.NewTaskReporter(store, "t", slog.New(slog.DiscardHandler))
+	r.Log(strings.Repeat("a", progress.DefaultMaxReportBytes+1))
+	require.NoError(t, r.Flush(context.Background()))
+	events := storedEvents(t, store, "t")
+	require.Len(t, events, 1)
+	assert.Equal(t, "report dropped: log entry of 1048577 bytes, over the limit of 1048576 bytes per report", events[0].Step.Message)
+
+	for _, n := range []int{0, progress.DefaultMaxReportBytes} {
+		r.SetMaxReportBytes(n)
+		r.Log(strings.Repeat("a", progress.DefaultMaxReportBytes))
+	}
+	r.SetMaxReportBytes(-1)
+	r.Log(strings.Repeat("a", 2*progress.DefaultMaxReportBytes))
+	require.NoError(t, r.Flush(context.Background()))
+	events = storedEvents(t, store, "t")
+	require.Len(t, events, 4)
+	for _, e := range events[1:] {
+		assert.False(t, strings.HasPrefix(e.Step.Message, "report dropped"), "kept: %d bytes", len(e.Step.Message))
+	}
+}
+
+// TestTaskReporterResultOverLimit: Succeed refuses a result over the
+// limit and records nothing, so that the task can still end; a result at
+// the limit is recorded with its status, which is not counted with it.
+func TestTaskReporterResultOverLimit(t *testing.T) {
+	r, store, _ := newLimitedReporter(t, 10)
+	err := r.Succeed(context.Background(), strings.Repeat("r", 9)) // 11 bytes of JSON
+	require.ErrorIs(t, err, progress.ErrTooLarge)
+	assert.EqualError(t, err, "progress: report too large: result of 11 bytes is over the limit of 10 bytes per report")
+	assert.Empty(t, storedEvents(t, store, "t"), "nothing recorded")
+
+	require.NoError(t, r.Succeed(context.Background(), strings.Repeat("r", 8))) // 10 bytes
+	snap, _, err := store.Snapshot(context.Background(), "t")
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, snap.State)
+	assert.Equal(t, "Completed", snap.Details.Status)
+	assert.Equal(t, `"rrrrrrrr"`, string(snap.Details.FinalResult))
+}
+
+// TestTaskReporterCutsStatusOfStateChange: Start and Fail cut their
+// status line to the limit, with a mark of the cut: a task's end is
+// never dropped.
+func TestTaskReporterCutsStatusOfStateChange(t *testing.T) {
+	r, store, _ := newLimitedReporter(t, 40)
+	require.NoError(t, r.Start(context.Background(), strings.Repeat("s", 41)))
+	snap, _, err := store.Snapshot(context.Background(), "t")
+	require.NoError(t, err)
+	assert.Equal(t, "ssssssssssssssss ... (cut from 41 bytes)", snap.Details.Status)
+
+	require.NoError(t, r.Fail(context.Background(), strings.Repeat("f", 100)))
+	snap, _, err = store.Snapshot(context.Background(), "t")
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, "fffffffffffffff ... (cut from 100 bytes)", snap.Details.Status)
+	assert.Len(t, snap.Details.Status, 40)
+}
+
+// TestTaskReporterBatchesWithinLimit: the events that wait for an Append
+// go in batches of at most the limit in bytes (or one event), so that
+// many reports at the limit never make one huge Append.
+func TestTaskReporterBatchesWithinLimit(t *testing.T) {
+	store := newGatedStore(t)
+	r := progress.NewTaskReporter(store, "t", nil)
+	r.SetMaxReportBytes(10)
+	r.Status("first") // held at the gate
+	store.waitEntered(t)
+	for _, s := range []string{"1234", "5678", "90", "abcdefghij", "k", "l"} {
+		r.Status(s)
+	}
+	store.release(t)
+	require.NoError(t, r.Flush(context.Background()))
+	assert.Equal(t, []int{1, 3, 1, 2}, store.appendSizes())
+	assert.Equal(t, []string{"first", "1234", "5678", "90", "abcdefghij", "k", "l"}, statuses(t, store))
+}
+
+// TestTaskReporterBoundsPendingBytes: past 16 reports at the limit
+// waiting, reporting waits for the store.
+func TestTaskReporterBoundsPendingBytes(t *testing.T) {
+	store := newGatedStore(t)
+	r := progress.NewTaskReporter(store, "t", nil)
+	r.SetMaxReportBytes(10)
+	r.Token("first")
+	store.waitEntered(t)
+
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		for range 17 {
+			r.Token("0123456789")
+		}
+	}()
+	select {
+	case <-reported:
+		t.Fatal("17 reports at the limit held while the store is stuck")
+	case <-time.After(50 * time.Millisecond):
+	}
+	store.release(t)
+	<-reported
+	require.NoError(t, r.Flush(context.Background()))
+	assert.Len(t, storedEvents(t, store, "t"), 18)
+}
