@@ -173,6 +173,13 @@ type CheckpointsConfig struct {
 	// passes its reporter's Flush. Its error is ignored: the output is
 	// recorded all the same.
 	Flush func(ctx context.Context) error
+	// MaxOutputBytes is the most bytes of JSON one output may hold to be
+	// recorded, as the size of a report is limited (a worker passes its
+	// WorkerConfig.MaxReportBytes): a larger output is not recorded, a
+	// warning says so, and the run records no more steps (see Record).
+	// Zero means progress.DefaultMaxReportBytes (1 MiB); a negative value
+	// means no limit.
+	MaxOutputBytes int
 	// Logger receives what goes wrong. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -182,6 +189,9 @@ type CheckpointsConfig struct {
 func NewCheckpoints(cfg CheckpointsConfig) *Checkpoints {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxOutputBytes == 0 {
+		cfg.MaxOutputBytes = progress.DefaultMaxReportBytes
 	}
 	return &Checkpoints{cfg: cfg}
 }
@@ -320,6 +330,8 @@ func (c *Checkpoints) loadLocked(ctx context.Context) error {
 // and a later attempt replay other bytes than the step returned; it is
 // not recorded, a warning says so, and the run records nothing more (an
 // output whose MarshalJSON writes the escape \ufffd is taken for one).
+// So is an output over CheckpointsConfig.MaxOutputBytes: the store would
+// take it as it takes a report, and a later attempt runs the step again.
 func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 	if c == nil || c.cfg.Store == nil {
 		return nil
@@ -331,18 +343,29 @@ func (c *Checkpoints) Record(ctx context.Context, key string, v any) error {
 	if replacedInvalidUTF8(b) {
 		// A later attempt would replay U+FFFD where the step returned
 		// other bytes: record nothing more, as when the store fails.
-		c.mu.Lock()
-		stopped := c.stopped
-		c.stopped = true
-		c.mu.Unlock()
-		if !stopped {
-			c.cfg.Logger.Warn("flows: step output not recorded: it holds text that is not valid UTF-8, which JSON cannot keep; this run records no more steps, and a later attempt runs them again",
-				"task_id", c.cfg.TaskID, "step", key)
-		}
+		c.stop("flows: step output not recorded: it holds text that is not valid UTF-8, which JSON cannot keep; this run records no more steps, and a later attempt runs them again",
+			"task_id", c.cfg.TaskID, "step", key)
+		return nil
+	}
+	if limit := c.cfg.MaxOutputBytes; limit > 0 && len(b) > limit {
+		c.stop("flows: step output not recorded: it is over the size limit of a report (WorkerConfig.MaxReportBytes); this run records no more steps, and a later attempt runs them again",
+			"task_id", c.cfg.TaskID, "step", key, "bytes", len(b), "limit", limit)
 		return nil
 	}
 	c.save(ctx, key, b)
 	return nil
+}
+
+// stop makes the run record nothing more, and logs msg with args unless
+// it had already stopped.
+func (c *Checkpoints) stop(msg string, args ...any) {
+	c.mu.Lock()
+	stopped := c.stopped
+	c.stopped = true
+	c.mu.Unlock()
+	if !stopped {
+		c.cfg.Logger.Warn(msg, args...)
+	}
 }
 
 // replacedInvalidUTF8 reports whether b, written by json.Marshal, holds

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -468,4 +470,43 @@ func TestStepOutputNotValidUTF8(t *testing.T) {
 			assert.Zero(t, calls)
 		}
 	})
+}
+
+// TestStepOutputOverLimit: an output over MaxOutputBytes (1 MiB unless
+// set) is not recorded, and the run records nothing more; an output at
+// the limit is; a negative limit means none.
+func TestStepOutputOverLimit(t *testing.T) {
+	ctx := t.Context()
+	checkpoints := func(e *stepEnv, max int) *flow.Task {
+		return &flow.Task{ID: e.id, Attempt: 1, Progress: progress.Discard, Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
+			Store: e.store, TaskID: e.id, Attempt: 1, MaxOutputBytes: max, Logger: slog.New(slog.NewTextHandler(e.logs, nil)),
+		})}
+	}
+	at := strings.Repeat("a", progress.DefaultMaxReportBytes-2) // with its quotes
+	over := at + "o"
+	for _, tt := range []struct {
+		name string
+		max  int
+		want []string
+	}{
+		{"default", 0, []string{"at"}},
+		{"no limit", -1, []string{"at", "over", "after"}},
+		{"set", progress.DefaultMaxReportBytes - 1, nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newStepEnv(t)
+			ft := checkpoints(e, tt.max)
+			for _, s := range []struct{ name, out string }{{"at", at}, {"over", over}, {"after", "small"}} {
+				v, err := flow.Step(ctx, ft, s.name, func(context.Context) (string, error) { return s.out, nil })
+				require.NoError(t, err)
+				assert.True(t, v == s.out, "the run gets the output as returned")
+			}
+			saved, err := e.store.MemoryStore.Checkpoints(ctx, e.id)
+			require.NoError(t, err)
+			assert.ElementsMatch(t, tt.want, slices.Collect(maps.Keys(saved)))
+			if len(tt.want) < 3 {
+				assert.Equal(t, 1, strings.Count(e.logs.String(), "over the size limit of a report"), e.logs.String())
+			}
+		})
+	}
 }

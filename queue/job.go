@@ -143,6 +143,7 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	}
 	store = &fencedStore{Store: store, j: j}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
+	j.rep.SetMaxReportBytes(w.cfg.MaxReportBytes)
 
 	// A task leased beyond what the worker asked for, or while it has
 	// lapsed, is not run, nor looked at: it goes back unrun (see
@@ -258,8 +259,10 @@ type outcome struct {
 // as an error) or a result whose MarshalJSON panics fails the task as a
 // panic of the flow's, instead of crashing the worker that settles the
 // run. A result that cannot be encoded is a permanent error: running
-// the flow again would give another of its type.
-func examine(res any, err error) (json.RawMessage, error) {
+// the flow again would give another of its type. So is a result over
+// limit bytes (a limit of 0 or less is none), which the reporter would
+// refuse (see WorkerConfig.MaxReportBytes).
+func examine(res any, err error, limit int) (json.RawMessage, error) {
 	if err != nil {
 		_ = err.Error()
 		var pe *panicError
@@ -270,6 +273,9 @@ func examine(res any, err error) (json.RawMessage, error) {
 	data, err := resultJSON(res)
 	if err != nil {
 		return nil, flow.Permanent(fmt.Errorf("result cannot be encoded as JSON: %w", err))
+	}
+	if limit > 0 && len(data) > limit {
+		return nil, flow.Permanent(fmt.Errorf("result of %d bytes is over the limit of %d bytes per report", len(data), limit))
 	}
 	return data, nil
 }
@@ -321,7 +327,7 @@ func (j *job) run(f flow.Flow) {
 			ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
 			Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
 				Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, ResumeFrom: t.resumeFrom(),
-				Flush: j.rep.Flush, Progress: j.rep, Logger: j.w.log,
+				Flush: j.rep.Flush, Progress: j.rep, Logger: j.w.log, MaxOutputBytes: j.w.cfg.MaxReportBytes,
 			}),
 		})
 		// The cause is read as the flow returns: a cancellation, time
@@ -329,7 +335,7 @@ func (j *job) run(f flow.Flow) {
 		out := outcome{cause: context.Cause(ctx)}
 		// What the flow returned is looked at here, under the recover
 		// above, before it leaves the flow's goroutine.
-		out.result, out.err = examine(res, err)
+		out.result, out.err = examine(res, err, j.w.cfg.MaxReportBytes)
 		returned = true
 		if hook := j.w.flowReturned; hook != nil {
 			hook(t.ID)

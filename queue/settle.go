@@ -10,6 +10,7 @@ import (
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redact"
+	"github.com/flowsrun/flows/internal/text"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -68,7 +69,7 @@ func (j *job) failed(err error) {
 		if d, ok := flow.RetryDelay(err); ok {
 			delay = max(delay, d) // the flow was told when to come back
 		}
-		msg := fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond))
+		msg := j.w.cut(fmt.Sprintf("attempt %d failed: %s; retrying in %s", t.Attempt, errText(err), delay.Round(time.Millisecond)))
 		j.logger().Info("flows: flow failed; retrying", "err", redact.Error(err), "retry_in", delay)
 		ctx := j.op()
 		_ = j.rep.Flush(ctx) // the flow's own reports come first
@@ -147,6 +148,16 @@ func resultJSON(result any) (json.RawMessage, error) {
 	return json.Marshal(result)
 }
 
+// cut returns s cut to the worker's MaxReportBytes, as the reporter cuts
+// a status line (see progress.TaskReporter.SetMaxReportBytes), with a
+// mark of the cut.
+func (w *Worker) cut(s string) string {
+	if w.cfg.MaxReportBytes < 0 {
+		return s
+	}
+	return text.Cut(s, w.cfg.MaxReportBytes)
+}
+
 // fail records FAILURE with reason and buries the task.
 func (j *job) fail(reason string) { j.end(reason, true) }
 
@@ -171,6 +182,7 @@ func (j *job) cancelled() { j.end(StatusCancelled, false) }
 // stopping, the lease's deadline passed, see fencedStore); an end still
 // not recorded then gives the task back (see finished).
 func (j *job) end(reason string, bury bool) {
+	reason = j.w.cut(reason) // as the reporter would: the dead letter's reason is the status
 	ctx := j.op()
 	err := j.rep.Fail(ctx, reason)
 	if err == nil {

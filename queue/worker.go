@@ -227,6 +227,25 @@ type WorkerConfig struct {
 	// provider (otel.GetMeterProvider), which does nothing unless one is
 	// installed.
 	MeterProvider metric.MeterProvider
+
+	// MaxReportBytes is the most bytes of text and JSON one report of a
+	// flow may carry (see progress.Event.Size): a Log message, a
+	// ToolResult's data with its step and tool names, a Status or
+	// Progress line, a Token. A report over it is not recorded: a log
+	// entry takes its place, saying what was dropped, its size and the
+	// limit, and the worker logs a warning for the first one of each
+	// run (see progress.TaskReporter). A result over it (as JSON) fails
+	// the task for good ("result of 2097152 bytes is over the limit of
+	// 1048576 bytes per report"), and a failure's reason, or a retry's,
+	// is cut to it. A step's output over it (flow.Step, and the model
+	// and tool calls of flow/lcflow) is not recorded as a checkpoint, so
+	// that a later attempt runs that step again (see
+	// flow.CheckpointsConfig.MaxOutputBytes). Zero means
+	// progress.DefaultMaxReportBytes (1 MiB); a
+	// negative value means no limit, as before the limit existed, which
+	// lets one flow's huge reports hold up the store for every other
+	// task (see the README, Reporting progress).
+	MaxReportBytes int
 }
 
 // DefaultBackoff is the retry delay used when WorkerConfig.Backoff is
@@ -374,6 +393,9 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	}
 	if cfg.FinishHookTimeout <= 0 {
 		cfg.FinishHookTimeout = cfg.Lease / 3
+	}
+	if cfg.MaxReportBytes == 0 {
+		cfg.MaxReportBytes = progress.DefaultMaxReportBytes
 	}
 	if cfg.FinishHookTimeout > cfg.Lease/2 {
 		panic(fmt.Sprintf("queue: NewWorker: FinishHookTimeout %s passes half the Lease (%s): the lease would end before the hooks", cfg.FinishHookTimeout, cfg.Lease))

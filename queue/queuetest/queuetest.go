@@ -63,6 +63,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("NoRuns", func(t *testing.T) { runNoRuns(t, newBackends) })
 	t.Run("Liveness", func(t *testing.T) { runLiveness(t, newBackends) })
 	t.Run("Limits", func(t *testing.T) { runLimits(t, newBackends) })
+	t.Run("ReportLimit", func(t *testing.T) { runReportLimit(t, newBackends) })
 }
 
 const (
