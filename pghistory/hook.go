@@ -37,7 +37,9 @@ const (
 // one try (of at most 2 s) and, if it fails, return at once, wrapped
 // with queue.ErrRetryHooks: a database away then holds one worker slot,
 // not all of them, and the other slots go on running tasks, whose hooks
-// run again later.
+// run again later. Once one has waited all of its time in vain, none
+// waits: each makes its one try, until a Save succeeds, so that a
+// database away for long holds no slot, even on a worker of one.
 func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
 	r := RecordOf(f)
 	pause := hookRetryMin
@@ -50,20 +52,25 @@ func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
 	}()
 	for {
 		try, cancel := ctx, context.CancelFunc(func() {})
-		if !waiting && s.waiting.Load() {
+		if !waiting && (s.waiting.Load() || s.away.Load()) {
 			try, cancel = context.WithTimeout(ctx, hookRetryMax)
 		}
 		err := s.Save(try, r)
 		cancel()
-		if err == nil || errors.Is(err, ErrInvalidRecord) {
+		if err == nil {
+			s.away.Store(false)
+			return nil
+		}
+		if errors.Is(err, ErrInvalidRecord) {
 			return err
 		}
 		if last == nil || ctx.Err() == nil {
 			last = err
 		}
-		if !waiting && !s.waiting.CompareAndSwap(false, true) {
-			// Another call waits for the database: this task comes
-			// back later, and its slot runs another meanwhile.
+		if !waiting && (s.away.Load() || !s.waiting.CompareAndSwap(false, true)) {
+			// Another call waits for the database, or one waited in
+			// vain: this task comes back later, and its slot runs
+			// another meanwhile.
 			return fmt.Errorf("%w: %w", queue.ErrRetryHooks, last)
 		}
 		waiting = true
@@ -71,6 +78,7 @@ func (s *Store) Hook(ctx context.Context, f queue.Finished) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			s.away.Store(true)
 			return fmt.Errorf("%w: %w", queue.ErrRetryHooks, last)
 		case <-t.C:
 		}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -193,4 +194,55 @@ func TestHookDoesNotRetryInvalidRecords(t *testing.T) {
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, pghistory.ErrInvalidRecord), "%v", err)
 	assert.False(t, errors.Is(err, queue.ErrRetryHooks), "an invalid record is not tried again later: %v", err)
+}
+
+// TestHookStopsWaitingOnceOneWaitedInVain: once a Hook has waited for
+// the database through all of its time in vain, the database is taken
+// for away: the next Hooks, however long their time, make one try and
+// ask to run again, so that even a worker of one slot goes on running
+// tasks. A row written brings the waiting back, for the next outage.
+func TestHookStopsWaitingOnceOneWaitedInVain(t *testing.T) {
+	c, through := newCutter(t, server.Database(t))
+	s, _ := openURL(t, through)
+
+	c.setCut(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Hook(ctx, finished(record(1))) }()
+	c.waitRefused(t, 2) // it waits
+	cancel()
+	require.ErrorIs(t, <-done, queue.ErrRetryHooks, "it waited its whole time in vain")
+
+	go func() { done <- s.Hook(context.Background(), finished(record(2))) }()
+	select {
+	case err := <-done:
+		assert.ErrorIs(t, err, queue.ErrRetryHooks)
+		assert.ErrorIs(t, err, queue.ErrUnavailable)
+	case <-time.After(30 * time.Second):
+		c.setCut(false) // lets the Hook return
+		<-done
+		t.Fatal("Hook waited for a database that one Hook had waited for in vain")
+	}
+
+	c.setCut(false)
+	r := record(3)
+	require.NoError(t, s.Hook(context.Background(), finished(r)))
+	_, err := s.Get(context.Background(), r.TaskID)
+	require.NoError(t, err)
+
+	// A row written: the next outage is waited for again.
+	c.mu.Lock()
+	refused := c.refused
+	c.mu.Unlock()
+	c.setCut(true)
+	r = record(4)
+	go func() { done <- s.Hook(context.Background(), finished(r)) }()
+	c.waitRefused(t, refused+2)
+	select {
+	case err := <-done:
+		t.Fatalf("Hook returned while the database was cut off: %v", err)
+	default:
+	}
+	c.setCut(false)
+	require.NoError(t, <-done)
 }

@@ -92,8 +92,9 @@ type Store struct {
 	pool *pgxpool.Pool
 	own  bool // Close closes the pool
 	log  *slog.Logger
-	// waiting is set while a Hook waits for the database (see Hook).
-	waiting atomic.Bool
+	// waiting is set while a Hook waits for the database, away once one
+	// waited all of its time in vain, until a Save succeeds (see Hook).
+	waiting, away atomic.Bool
 }
 
 // Open connects to the database at url (a postgres:// URL or a libpq
