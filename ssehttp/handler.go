@@ -102,9 +102,10 @@ type Config struct {
 	// with the stream's "retry:" line. Zero means DefaultRetry.
 	Retry time.Duration
 
-	// WriteTimeout bounds each write to an event stream: a client that does
-	// not take a message within it is dropped. It replaces the server's
-	// own WriteTimeout for streams, which would otherwise cut every long
+	// WriteTimeout bounds each write to an event stream, and each other
+	// answer from its start (its status line): a client that does not
+	// take a message or an answer within it is dropped. It replaces the
+	// server's own WriteTimeout, which would otherwise cut every long
 	// stream. Zero means DefaultWriteTimeout.
 	WriteTimeout time.Duration
 
@@ -303,7 +304,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.limitBody(w, r)
 	}
 	h.cors.annotate(w, r)
-	h.mux.ServeHTTP(w, r)
+	h.mux.ServeHTTP(&deadlineWriter{ResponseWriter: w, timeout: h.cfg.WriteTimeout}, r)
 }
 
 // limitBody gives the client of r, which has a body, Config.BodyTimeout to

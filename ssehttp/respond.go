@@ -15,6 +15,46 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
+// deadlineWriter gives every answer Config.WriteTimeout to be taken by
+// the client, counted from its start (its status line): a client that
+// stops reading a JSON answer larger than the connection's buffers (a
+// task's snapshot with large steps) is dropped then, rather than hold the
+// connection, the handler's goroutine and the encoded answer for as long
+// as it stays connected; the host is told not to set
+// http.Server.WriteTimeout, which would cut streams. A stream moves the
+// deadline on with each of its writes (stream.extend), and the long poll
+// past its wait. Unwrap lets http.ResponseController reach the
+// connection's deadlines and Flush.
+type deadlineWriter struct {
+	http.ResponseWriter
+	timeout time.Duration
+	started bool
+}
+
+// WriteHeader starts the answer's deadline and sends the status line.
+func (w *deadlineWriter) WriteHeader(status int) {
+	w.start()
+	w.ResponseWriter.WriteHeader(status)
+}
+
+// Write starts the answer's deadline, if WriteHeader has not, and writes b.
+func (w *deadlineWriter) Write(b []byte) (int, error) {
+	w.start()
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap returns the ResponseWriter w wraps, for http.ResponseController.
+func (w *deadlineWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// start sets the write deadline of the answer once, at its start. A
+// ResponseWriter without deadlines (a recorder in tests) is fine.
+func (w *deadlineWriter) start() {
+	if !w.started {
+		w.started = true
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+}
+
 // errorBody is the body of every error answer.
 type errorBody struct {
 	Error string `json:"error"`

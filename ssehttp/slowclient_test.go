@@ -316,3 +316,51 @@ func TestDeclaredOversizedBody(t *testing.T) {
 	require.NoError(t, err)
 	requireStatus(t, r, http.StatusRequestEntityTooLarge)
 }
+
+// TestStalledAnswerIsDropped asks for the JSON snapshot of a task whose
+// steps weigh 4 MiB from a client that never reads a byte of the answer:
+// the server drops it once its write has waited WriteTimeout, as it drops
+// a stalled stream, rather than hold the connection, its goroutine and the
+// encoded answer for as long as the client stays connected (the host is
+// told not to set http.Server.WriteTimeout, which would cut streams).
+func TestStalledAnswerIsDropped(t *testing.T) {
+	var (
+		mu     sync.Mutex
+		closed = map[string]bool{} // client address -> closed by the server
+	)
+	e := newEnv(t, envOptions{
+		config: ssehttp.Config{WriteTimeout: time.Second},
+		register: func(reg *registry.Registry) {
+			reg.MustRegister("bulky", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+				for i := range 64 {
+					ft.Progress.Log(fmt.Sprintf("%02d %s", i, strings.Repeat("x", 64<<10)))
+				}
+				return "done", nil
+			}))
+		},
+		server: func(srv *httptest.Server) {
+			srv.Config.ConnContext = ssehttp.LimitSendBuffer(64 << 10)
+			srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+				if s == http.StateClosed {
+					mu.Lock()
+					closed[c.RemoteAddr().String()] = true
+					mu.Unlock()
+				}
+			}
+		},
+	})
+	id := e.start(t, "bulky")
+	e.waitTerminal(t, id)
+
+	stalled, err := net.Dial("tcp", strings.TrimPrefix(e.server.URL, "http://"))
+	require.NoError(t, err)
+	t.Cleanup(func() { stalled.Close() })
+	require.NoError(t, stalled.(*net.TCPConn).SetReadBuffer(4<<10))
+	_, err = io.WriteString(stalled, "GET /tasks/"+id+"/ HTTP/1.1\r\nHost: x\r\n\r\n")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return closed[stalled.LocalAddr().String()]
+	}, testTimeout, 10*time.Millisecond, "a client that never reads its answer was not dropped")
+}
