@@ -403,6 +403,8 @@ type CancelResult struct {
 	// passes). It does not ask them again, except a task still PENDING,
 	// whose earlier cancellation stopped before ending it: it ends it.
 	// They do not count towards the filter's Limit. Nil when none.
+	// Calls made at the same time may each count in Cancelled a task
+	// they all found not asked yet.
 	AlreadyCancelled []string `json:"already_cancelled,omitempty"`
 	// More is set when it stopped with tasks left that the filter
 	// selects: at the filter's Limit, or at its bound of tasks read,
