@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -109,4 +110,32 @@ func attemptOf(attempt, runs, backs int) string {
 		s += ", " + handBacks(backs) + " not counted"
 	}
 	return s
+}
+
+// textWriter writes to w what it is given, each control character but
+// the line feed (C0 and DEL: an escape sequence's ESC, a carriage
+// return) written as the text \xNN, so that what a task holds (its
+// status, steps, result, owner), printed for people, cannot move the
+// cursor, clear the screen or set the title of the operator's terminal.
+type textWriter struct{ w io.Writer }
+
+// control reports whether textWriter writes c as text.
+func control(c byte) bool { return c < 0x20 && c != '\n' || c == 0x7f }
+
+func (t textWriter) Write(p []byte) (int, error) {
+	if !slices.ContainsFunc(p, control) {
+		return t.w.Write(p)
+	}
+	b := make([]byte, 0, len(p)+16)
+	for _, c := range p {
+		if control(c) {
+			b = fmt.Appendf(b, `\x%02x`, c)
+			continue
+		}
+		b = append(b, c)
+	}
+	if _, err := t.w.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -163,6 +163,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		return exitUsage
 	}
 	c := &cli{out: stdout, errw: stderr, json: *asJSON, now: time.Now}
+	if !c.json {
+		c.out = textWriter{stdout} // what tasks hold, as text
+	}
 	fs.Visit(func(f *flag.Flag) {
 		if f.Name == "prefix" || f.Name == "queue" {
 			c.global = append(c.global, f.Name, f.Value.String())

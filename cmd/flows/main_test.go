@@ -723,3 +723,37 @@ func TestAgo(t *testing.T) {
 	assert.Equal(t, "abc…", clip("abcdef", 4))
 	assert.Equal(t, "a b", clip("a\n  b", 10))
 }
+
+// TestControlCharactersEscaped: what a task holds reaches the operator's
+// terminal as text. A status, a step, a result, a reason or an owner
+// with control characters in it (an escape sequence that clears the
+// screen, sets the window title or colours what follows, a carriage
+// return that writes over the line) is printed with each such character
+// written \xNN, in every command's output for people.
+func TestControlCharactersEscaped(t *testing.T) {
+	f := newFixture(t)
+	b, reg := f.otherQueue(t, "hostile")
+	reg.MustRegister("hostile", flow.Func(func(_ context.Context, ft *flow.Task) (any, error) {
+		ft.Progress.Progress(10, "\x1b[2Jcleared")
+		ft.Progress.Log("\x1b]0;pwned\x07title")
+		return nil, flow.Permanent(errors.New("bad\r\x1b[31mred\x7f"))
+	}))
+	runWorker(t, b, queue.WorkerConfig{Name: "hostile-worker", Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	id, err := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}).Enqueue(context.Background(), "hostile", nil,
+		queue.EnqueueOptions{Owner: "user:\x1b[8mhidden"})
+	require.NoError(t, err)
+	f.wait(t, id, ended)
+
+	for _, args := range [][]string{{"ls"}, {"ls", "-owner", "user:\x1b[8mhidden", "-limit", "1"}, {"show", id}, {"dead"}} {
+		_, out, errs := f.flows(t, args...)
+		require.Empty(t, errs, "%q", args)
+		require.Contains(t, out, id, "%q", args)
+		for _, c := range []byte(out) {
+			if c < 0x20 && c != '\n' || c == 0x7f {
+				t.Errorf("flows %q printed the control character %#x:\n%q", args, c, out)
+				break
+			}
+		}
+		assert.Contains(t, out, `\x1b[`, "%q: written as text", args)
+	}
+}
