@@ -64,6 +64,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flowsrun/flows/internal/redisform"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
@@ -219,6 +220,10 @@ func (c *cli) connect(redisURL, prefix, queueName string, timeout time.Duration)
 	opt.DisableCache = true
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
+		return fmt.Errorf("connect to Redis at %s: %w%s", strings.Join(opt.InitAddress, ","), err, redisform.Hint(opt, err))
+	}
+	if err := redisform.Check(client, opt); err != nil {
+		client.Close()
 		return fmt.Errorf("connect to Redis at %s: %w", strings.Join(opt.InitAddress, ","), err)
 	}
 	logger := slog.New(slog.NewTextHandler(c.errw, &slog.HandlerOptions{Level: slog.LevelError}))
