@@ -593,3 +593,52 @@ func TestClusterLiveStreamsOverRESP2(t *testing.T) {
 		require.FailNow(t, "no cancellation")
 	}
 }
+
+// TestClusterMasterFailoverLosesNothing kills the master that serves the
+// queue (SIGKILL) while tasks wait in their runs and every task is
+// watched live; its replica takes over. Once the cluster agrees on the
+// new master, the tasks finish and more are started: every task ends
+// SUCCESS, and every watcher got every event once, in order, though its
+// channel's master died (on the queue's master: the cancellation channel,
+// and the live channels of the tasks whose slots it served). Nothing was
+// being written while the master died, so its replica had it all.
+func TestClusterMasterFailoverLosesNothing(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Replicas: 1})
+	hold := make(chan struct{})
+	r := runOnCluster(t, c, hold)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*waitLimit)
+	defer cancel()
+	queueMaster := slotOwner(t, c, r.web.Prefix()+":{q:default}:stream")
+	listensForCancellations(t, c, r.web.Prefix())
+
+	for range 8 { // the worker's concurrency
+		r.start(ctx, t)
+	}
+	eventually(t, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return len(r.runs) == 8
+	}, "every task is running, held before its last step")
+	c.Node(queueMaster.Addr).Kill()
+	slot, err := c.SlotOf(r.web.Prefix() + ":{q:default}:stream")
+	require.NoError(t, err)
+	eventually(t, func() bool {
+		owner, err := c.Owner(slot) // none while the master is failing
+		return err == nil && owner.ID != queueMaster.ID
+	}, "the replica of the queue's master takes over")
+	require.NoError(t, c.WaitOK())
+
+	close(hold)
+	// A start may fail (503) until the client has the new slot map.
+	eventually(t, func() bool {
+		_, err := r.broker.Enqueue(ctx, "steps", nil, queue.EnqueueOptions{})
+		return err == nil
+	}, "starts are taken again")
+	for range 12 {
+		r.start(ctx, t)
+	}
+	twice := r.check(ctx, t)
+	listensForCancellations(t, c, r.web.Prefix())
+	t.Logf("%d tasks, %d ran more than once", len(r.started), twice)
+}
