@@ -12,7 +12,9 @@ import (
 // them all the same (an error message with a NUL in it, an input
 // "\u0000"), and a row refused for them would be refused on every try: Save
 // writes each such character as U+FFFD instead, and List looks for the
-// flow and owner so written.
+// flow and owner so written. jsonb also refuses the escape of a UTF-16
+// surrogate without its partner ("\ud800", SQLSTATE 22P02), which
+// json.Valid accepts: Save writes it as U+FFFD too.
 
 // pgText is s as PostgreSQL can store it: each NUL and each run of
 // bytes that are not UTF-8 replaced by U+FFFD.
@@ -27,12 +29,14 @@ func pgText(s string) string {
 var nulEscape = []byte(`\u0000`)
 
 // pgJSON is the valid JSON document raw as a jsonb column takes it: when
-// it holds a NUL (written \u0000) or bytes that are not UTF-8, the
-// document is decoded and written again with each such character, in
-// keys and strings, replaced by U+FFFD; numbers are kept as written.
-// Anything else is returned as it is.
+// it holds a NUL (written \u0000), bytes that are not UTF-8 or the escape
+// of a surrogate (\ud800 to \udfff, paired or not), the document is
+// decoded and written again with each such character, in keys and
+// strings, replaced by U+FFFD (a surrogate pair becomes the character it
+// encodes); numbers are kept as written. Anything else is returned as it
+// is.
 func pgJSON(raw []byte) ([]byte, error) {
-	if utf8.Valid(raw) && !bytes.Contains(raw, nulEscape) {
+	if utf8.Valid(raw) && !bytes.Contains(raw, nulEscape) && !hasSurrogateEscape(raw) {
 		return raw, nil
 	}
 	d := json.NewDecoder(bytes.NewReader(raw))
@@ -48,6 +52,23 @@ func pgJSON(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(out.Bytes(), []byte("\n")), nil
+}
+
+// hasSurrogateEscape reports whether raw holds the text of a JSON escape
+// of a UTF-16 surrogate, \uD800 to \uDFFF in either case (or an escaped
+// backslash followed by such text, which costs pgJSON a decoding in
+// vain).
+func hasSurrogateEscape(raw []byte) bool {
+	for {
+		i := bytes.Index(raw, []byte(`\u`))
+		if i < 0 || len(raw) < i+4 {
+			return false
+		}
+		if d, c := raw[i+2]|0x20, raw[i+3]|0x20; d == 'd' && (c == '8' || c == '9' || c >= 'a' && c <= 'f') {
+			return true
+		}
+		raw = raw[i+2:]
+	}
 }
 
 // pgValue is the decoded JSON value v with pgText applied to its strings

@@ -73,3 +73,23 @@ func TestListHistoryWithTextPostgreSQLRefuses(t *testing.T) {
 		assert.Empty(t, page.Tasks)
 	}
 }
+
+// TestSaveKeepsLoneSurrogates: JSON may escape a UTF-16 surrogate that
+// has no partner ("\ud800"), which json.Valid accepts and jsonb refuses
+// (SQLSTATE 22P02: a low surrogate must follow a high one). A task whose
+// inputs or result hold one (a client's body, a flow's json.RawMessage)
+// is saved all the same, the lone surrogate written as U+FFFD, and a
+// surrogate pair is kept as the character it encodes.
+func TestSaveKeepsLoneSurrogates(t *testing.T) {
+	s, _ := open(t)
+	ctx := context.Background()
+	r := record(0)
+	r.Inputs = json.RawMessage(`{"topic":"a\ud800b","low":"\uDC00","pair":"\ud83d\ude00"}`)
+	r.Snapshot.Details.FinalResult = json.RawMessage(`["x\udbff"]`)
+	require.NoError(t, s.Save(ctx, r))
+
+	got, err := s.Get(ctx, r.TaskID)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"topic":"a\uFFFDb","low":"\uFFFD","pair":"😀"}`, string(got.Inputs))
+	assert.JSONEq(t, `["x\uFFFD"]`, string(got.Snapshot.Details.FinalResult))
+}
