@@ -638,6 +638,17 @@ func (r *TaskReporter) Succeed(ctx context.Context, result any) error {
 	return r.record(ctx, Event{Type: EventState, State: StateSuccess, Status: "Completed", Result: EncodeData(result)})
 }
 
+// SucceedJSON moves the task to SUCCESS with result, JSON its caller
+// encoded, as Succeed does, but records result as it is, without the
+// pass over it that EncodeData makes to check it: a worker, which
+// encodes its flow's result itself (and fails a task whose result cannot
+// be encoded), calls it. The store refuses a result that is not valid
+// JSON (an error wrapping ErrInvalidEvent), recording nothing; a result
+// over the reporter's limit is refused with ErrTooLarge, as by Succeed.
+func (r *TaskReporter) SucceedJSON(ctx context.Context, result json.RawMessage) error {
+	return r.record(ctx, Event{Type: EventState, State: StateSuccess, Status: "Completed", Result: result})
+}
+
 // Fail moves the task to FAILURE with reason as its status line (cut to
 // the reporter's limit, see SetMaxReportBytes), after the events
 // reported before. It returns ErrFinished if the task had already ended.

@@ -179,3 +179,24 @@ func TestTaskReporterBoundsPendingBytes(t *testing.T) {
 	require.NoError(t, r.Flush(context.Background()))
 	assert.Len(t, storedEvents(t, store, "t"), 18)
 }
+
+// TestTaskReporterSucceedJSON: SucceedJSON records the JSON it is given
+// as it is, as Succeed records what EncodeData makes of a result; the
+// store refuses JSON that is not valid, and the task goes on; the limit
+// holds as for Succeed.
+func TestTaskReporterSucceedJSON(t *testing.T) {
+	r, store, _ := newLimitedReporter(t, 20)
+	ctx := context.Background()
+	err := r.SucceedJSON(ctx, json.RawMessage(`{"a":`))
+	require.ErrorIs(t, err, progress.ErrInvalidEvent)
+	err = r.SucceedJSON(ctx, json.RawMessage(`"`+strings.Repeat("r", 20)+`"`))
+	require.ErrorIs(t, err, progress.ErrTooLarge)
+	assert.Empty(t, storedEvents(t, store, "t"), "nothing recorded")
+
+	require.NoError(t, r.SucceedJSON(ctx, json.RawMessage(`{"a": [1, 2]}`)))
+	snap, _, err := store.Snapshot(ctx, "t")
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, snap.State)
+	assert.Equal(t, "Completed", snap.Details.Status)
+	assert.Equal(t, `{"a": [1, 2]}`, string(snap.Details.FinalResult))
+}

@@ -125,7 +125,7 @@ func (j *job) succeed(result json.RawMessage) {
 		j.fin.armed.Store(true)
 	}
 	ctx := j.op()
-	err := j.rep.Succeed(ctx, result)
+	err := j.rep.SucceedJSON(ctx, result) // encoded and checked by examine
 	if err == nil {
 		j.noteEnd(progress.StateSuccess, "")
 	}
@@ -140,6 +140,7 @@ func (j *job) succeed(result json.RawMessage) {
 // is valid JSON, and a string otherwise), but returns the error of a
 // result that cannot be encoded (a NaN, a channel, a func), which
 // EncodeData would record as a string describing the error.
+// Its output is valid JSON, which succeed records as it is.
 func resultJSON(result any) (json.RawMessage, error) {
 	switch d := result.(type) {
 	case json.RawMessage, []byte:
