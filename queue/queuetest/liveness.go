@@ -2,6 +2,7 @@ package queuetest
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -209,36 +210,99 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 	})
 
 	t.Run("SlowWorkerKeepsTask", func(t *testing.T) {
-		h := newHarness(t, newBackends)
-		if _, ok := h.backend.(queue.WorkerRegistry); !ok {
-			t.Skipf("%T keeps no worker registry", h.backend)
-		}
-		var runs atomic.Int32
-		const slow = 4 * time.Second // several DeadAfters and leases
-		h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			runs.Add(1)
-			select {
-			case <-time.After(slow):
-				return ft.Attempt, nil
-			case <-ctx.Done():
-				return nil, context.Cause(ctx)
-			}
-		}))
 		// A worker whose heartbeats stall for DeadAfter less half an
 		// interval lapses and gives its task up, as it must: intervals of
 		// 200 ms made that 500 ms, which a busy machine running the race
 		// detector and a Cluster's processes stalled now and then (the
 		// flow then ran twice, rightly). This worker is slow, not
-		// stalled: 1.25 s of stall allowed.
-		cfg := queue.WorkerConfig{Heartbeat: 500 * time.Millisecond, Lease: 1500 * time.Millisecond}
-		h.start(cfg)
-		h.start(cfg) // a second worker, idle, that would take the task back
-		id := h.enqueue("slow", "", queue.EnqueueOptions{MaxAttempts: 3})
-		snap := h.waitTerminal(id)
-		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-		assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
-		assert.Equal(t, int32(1), runs.Load(), "the flow ran once")
+		// stalled: a heartbeat may come 750 ms late, an extension 1 s.
+		// Even that a loaded machine running other tests with two CPU
+		// hogs missed now and then: a run that stopped the flow while
+		// the test process was held up for half of that (see
+		// watchStalls) proves nothing, and runs again, twice at most.
+		const allowed = 750 * time.Millisecond
+		stalls := watchStalls(t)
+		for try := 1; ; try++ {
+			stalls.reset()
+			snap, runs, causes := slowWorkerRun(t, newBackends)
+			if runs != 1 && len(causes) > 0 && try < 3 && stalls.max() >= allowed/2 {
+				t.Logf("run %d stopped the flow (%v) while the test process was held up for %v: again", try, causes, stalls.max())
+				continue
+			}
+			assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+			assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
+			assert.Equal(t, 1, runs, "the flow ran once; stopped by %v, the test process held up for %v at most", causes, stalls.max())
+			return
+		}
 	})
+}
+
+// slowWorkerRun runs a flow of 4 s (several DeadAfters and leases) on a
+// worker that beats every 500 ms with leases of 1.5 s, next to an idle
+// one that would take the task back, and returns the task's snapshot,
+// how many times the flow ran and why the runs it stopped were stopped.
+func slowWorkerRun(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) (progress.Snapshot, int, []error) {
+	t.Helper()
+	h := newHarness(t, newBackends)
+	if _, ok := h.backend.(queue.WorkerRegistry); !ok {
+		t.Skipf("%T keeps no worker registry", h.backend)
+	}
+	var runs atomic.Int32
+	var causes seen[error]
+	const slow = 4 * time.Second
+	h.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		runs.Add(1)
+		select {
+		case <-time.After(slow):
+			return ft.Attempt, nil
+		case <-ctx.Done():
+			causes.add(context.Cause(ctx))
+			return nil, context.Cause(ctx)
+		}
+	}))
+	cfg := queue.WorkerConfig{Heartbeat: 500 * time.Millisecond, Lease: 1500 * time.Millisecond}
+	for _, w := range []*runningWorker{h.start(cfg), h.start(cfg)} {
+		defer w.stop()
+	}
+	id := h.enqueue("slow", "", queue.EnqueueOptions{MaxAttempts: 3})
+	snap := h.waitTerminal(id)
+	return snap, int(runs.Load()), causes.get()
+}
+
+// stallWatch is the longest a timer of the test process fired late since
+// watchStalls started it, or since reset: how long the machine held the process up (a
+// loaded machine, a pause), and with it the worker's heartbeats.
+type stallWatch struct{ late atomic.Int64 }
+
+func (w *stallWatch) max() time.Duration { return time.Duration(w.late.Load()) }
+
+// reset starts the measure again.
+func (w *stallWatch) reset() { w.late.Store(0) }
+
+// watchStalls measures the process's stalls until the test ends.
+func watchStalls(t *testing.T) *stallWatch {
+	w := &stallWatch{}
+	done := make(chan struct{})
+	var watching sync.WaitGroup
+	watching.Go(func() {
+		const tick = 10 * time.Millisecond
+		for {
+			before := time.Now()
+			select {
+			case <-done:
+				return
+			case <-time.After(tick):
+			}
+			if late := time.Since(before) - tick; late > w.max() {
+				w.late.Store(int64(late))
+			}
+		}
+	})
+	t.Cleanup(func() {
+		close(done)
+		watching.Wait()
+	})
+	return w
 }
 
 // stallingRegistry is a backend whose heartbeats wait, while stall holds
