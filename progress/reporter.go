@@ -320,8 +320,22 @@ func (r *TaskReporter) takeLocked() *batch {
 // each report over the limit replaced by a log entry saying so.
 func (r *TaskReporter) emit(events ...Event) {
 	r.mu.Lock()
-	for (r.waiting >= maxPending || r.limit > 0 && r.waitingBytes >= pendingReports*r.limit) && r.inflight != nil {
-		done := r.doneLocked(r.inflight)
+	for r.waiting >= maxPending || r.limit > 0 && r.waitingBytes >= pendingReports*r.limit {
+		// Wait for the batch in flight, or for the first one queued
+		// when none is (the goroutine started to send it has not run
+		// yet, on a busy machine) or the one in flight has just been
+		// appended (the sender has yet to take the next).
+		b := r.inflight
+		if b == nil || b.finished {
+			if len(r.queue) == 0 {
+				break
+			}
+			if !r.sending {
+				r.startSenderLocked()
+			}
+			b = r.queue[0]
+		}
+		done := r.doneLocked(b)
 		r.mu.Unlock()
 		<-done
 		r.mu.Lock()

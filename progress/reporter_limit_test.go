@@ -6,8 +6,9 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -154,30 +155,46 @@ func TestTaskReporterBatchesWithinLimit(t *testing.T) {
 }
 
 // TestTaskReporterBoundsPendingBytes: past 16 reports at the limit
-// waiting, reporting waits for the store.
+// waiting, reporting waits for the store. It runs in a synctest bubble:
+// once every goroutine there is blocked, the reports made are those that
+// did not wait, whatever the machine's speed.
 func TestTaskReporterBoundsPendingBytes(t *testing.T) {
-	store := newGatedStore(t)
-	r := progress.NewTaskReporter(store, "t", nil)
-	r.SetMaxReportBytes(10)
-	r.Token("first")
-	store.waitEntered(t)
+	synctest.Test(t, func(t *testing.T) {
+		store := &stuckStore{Store: progress.NewMemoryStore(progress.MemoryConfig{}), gate: make(chan struct{})}
+		require.NoError(t, store.Create(context.Background(), "t"))
+		r := progress.NewTaskReporter(store, "t", nil)
+		r.SetMaxReportBytes(10)
+		r.Token("first") // its Append waits at the gate
 
-	reported := make(chan struct{})
-	go func() {
-		defer close(reported)
-		for range 17 {
-			r.Token("0123456789")
-		}
-	}()
-	select {
-	case <-reported:
-		t.Fatal("17 reports at the limit held while the store is stuck")
-	case <-time.After(50 * time.Millisecond):
-	}
-	store.release(t)
-	<-reported
-	require.NoError(t, r.Flush(context.Background()))
-	assert.Len(t, storedEvents(t, store, "t"), 18)
+		var made atomic.Int32
+		reported := make(chan struct{})
+		go func() {
+			defer close(reported)
+			for range 17 {
+				r.Token("0123456789")
+				made.Add(1)
+			}
+		}()
+		synctest.Wait()
+		assert.Equal(t, int32(16), made.Load(), "16 reports at the limit wait for the store; the 17th waits itself")
+		close(store.gate)
+		<-reported
+		require.NoError(t, r.Flush(context.Background()))
+		assert.Len(t, storedEvents(t, store, "t"), 18)
+	})
+}
+
+// stuckStore is a store whose Appends wait until gate is closed. Unlike
+// gatedStore, it does not watch the Append's context, which the reporter
+// takes from a source shared by the tests (and by synctest bubbles).
+type stuckStore struct {
+	progress.Store
+	gate chan struct{}
+}
+
+func (s *stuckStore) Append(ctx context.Context, id string, events ...progress.Event) (string, error) {
+	<-s.gate
+	return s.Store.Append(ctx, id, events...)
 }
 
 // TestTaskReporterSucceedJSON: SucceedJSON records the JSON it is given
