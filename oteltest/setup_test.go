@@ -31,10 +31,14 @@ import (
 )
 
 // The test flows: flaky fails its first attempt and succeeds on the
-// second; chain is a langchaingo flow with a tool step and a model step.
+// second; chain is a langchaingo flow with a tool step and a model step;
+// toolPanics and modelPanics are chain with a tool or a model that
+// panics.
 const (
-	flaky = "flaky"
-	chain = "chain"
+	flaky       = "flaky"
+	chain       = "chain"
+	toolPanics  = "tool_panics"
+	modelPanics = "model_panics"
 )
 
 var errFirstTry = errors.New("the first try fails")
@@ -52,7 +56,24 @@ func newRegistry() *registry.Registry {
 	summarise := lcflow.Step("Summarising", chains.NewLLMChain(lcflow.Model(echoModel{}),
 		prompts.NewPromptTemplate("Summarise:\n{{.results}}", []string{"results"})))
 	reg.MustRegister(chain, lcflow.Chain(lcflow.Sequence(search, summarise)))
+	reg.MustRegister(toolPanics, lcflow.Chain(lcflow.Sequence(
+		lcflow.Step("Searching", lcflow.ToolChain(panicTool{}, "topic", "results")), summarise)))
+	reg.MustRegister(modelPanics, lcflow.Chain(lcflow.Sequence(search,
+		lcflow.Step("Summarising", chains.NewLLMChain(lcflow.Model(panicModel{}),
+			prompts.NewPromptTemplate("Summarise:\n{{.results}}", []string{"results"}))))))
 	return reg
+}
+
+// panicTool is a search tool that panics.
+type panicTool struct{ searchTool }
+
+func (panicTool) Call(context.Context, string) (string, error) { panic("the tool broke") }
+
+// panicModel is a model that panics.
+type panicModel struct{ echoModel }
+
+func (panicModel) GenerateContent(context.Context, []llms.MessageContent, ...llms.CallOption) (*llms.ContentResponse, error) {
+	panic("the model broke")
 }
 
 // searchTool is a langchaingo tool that answers every query.

@@ -287,3 +287,38 @@ func TestUnsampledTaskFlowKeepsItsTrace(t *testing.T) {
 		})
 	}
 }
+
+// TestLangchaingoSpansEndOnPanic: a tool or a model that panics fails the
+// task, and the spans of its call and of its step end, with an error
+// status, instead of being left open (never exported).
+func TestLangchaingoSpansEndOnPanic(t *testing.T) {
+	for _, name := range []string{toolPanics, modelPanics} {
+		t.Run(name, func(t *testing.T) {
+			tp, rec := newTracer(t)
+			store := progress.NewMemoryStore(progress.MemoryConfig{})
+			s := newStack(t, queue.NewMemory(queue.MemoryConfig{}), store, store, providers{tp: tp}, false)
+			id := s.start(t, name, `{"topic": "otters"}`)
+			require.Equal(t, progress.StateFailure, s.wait(t, id))
+			st := waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.run", keyTask, id)) == 1 })
+
+			ended := map[trace.SpanID]bool{}
+			for _, s := range rec.Ended() {
+				ended[s.SpanContext().SpanID()] = true
+			}
+			for _, s := range rec.Started() {
+				assert.True(t, ended[s.SpanContext().SpanID()], "span %q was never ended", s.Name())
+			}
+			run := st.of("flows.run", keyTask, id)[0]
+			step, call := "step Searching", "execute_tool search"
+			if name == modelPanics {
+				step, call = "step Summarising", "chat"
+			}
+			steps := st.children(run)[step]
+			require.Len(t, steps, 1, "children of the run: %v", st.children(run))
+			assert.Equal(t, codes.Error.String(), steps[0].Status)
+			calls := st.children(steps[0])[call]
+			require.Len(t, calls, 1, "children of the step: %v", st.children(steps[0]))
+			assert.Equal(t, codes.Error.String(), calls[0].Status)
+		})
+	}
+}

@@ -62,8 +62,11 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 	}
 	h.llmStarted()
 	ctx, span := startSpan(ctx, "chat", "", attrOperation.String("chat"))
+	ended := false
+	defer endUnlessEnded(span, &ended)
 	resp, err := r.m.GenerateContent(markModelReported(ctx), messages, options...)
 	endSpan(span, err)
+	ended = true
 	if err != nil {
 		h.releaseKey(key) // a try again in this run takes its place
 		h.r.Status("Language model failed: " + err.Error())

@@ -59,12 +59,15 @@ func QuietStep(name string, c chains.Chain) *StepChain {
 func (s *StepChain) Call(ctx context.Context, inputs map[string]any, options ...chains.ChainCallOption) (map[string]any, error) {
 	h := HandlerFromContext(ctx)
 	ctx, span := startSpan(ctx, "step ", s.Name, attrStep.String(s.Name))
+	ended := false
+	defer endUnlessEnded(span, &ended)
 	ctx = withStep(ctx, s.Name, s.Quiet)
 	if h != nil {
 		h.stepStarted(s.Name)
 	}
 	out, err := chains.Call(ctx, s.Chain, inputs, options...)
 	endSpan(span, err)
+	ended = true
 	if err != nil {
 		if h != nil {
 			h.stepFailed(s.Name, err)

@@ -64,8 +64,11 @@ func (r reportingTool) Call(ctx context.Context, input string) (string, error) {
 	}
 	h.toolStarted(ctx, name, input)
 	sctx, span := startSpan(ctx, "execute_tool ", name, attrOperation.String("execute_tool"), attrTool.String(name))
+	ended := false
+	defer endUnlessEnded(span, &ended)
 	out, err := r.t.Call(markToolReported(sctx), input)
 	endSpan(span, err)
+	ended = true
 	if err != nil {
 		h.releaseKey(key) // a try again in this run takes its place
 		h.toolFailed(ctx, name, err)

@@ -45,3 +45,16 @@ func endSpan(span trace.Span, err error) {
 	}
 	span.End()
 }
+
+// endUnlessEnded, deferred as a span is started, ends the span of a call
+// that did not return, with an error status: one that panicked (the
+// worker fails the task; the panic goes on, unrecovered here) or ended
+// its goroutine. *ended is set once the call has returned and endSpan
+// has ended the span. Without it the span would stay open, never
+// exported, and its trace would lack the step or call that failed.
+func endUnlessEnded(span trace.Span, ended *bool) {
+	if !*ended {
+		span.SetStatus(codes.Error, "panicked or did not return")
+		span.End()
+	}
+}
