@@ -33,12 +33,15 @@ import (
 // The test flows: flaky fails its first attempt and succeeds on the
 // second; chain is a langchaingo flow with a tool step and a model step;
 // toolPanics and modelPanics are chain with a tool or a model that
-// panics.
+// panics; toolLeaks has a tool whose error quotes a URL with a secret
+// (apiSecret) in its query, as the errors of HTTP clients do.
 const (
 	flaky       = "flaky"
 	chain       = "chain"
 	toolPanics  = "tool_panics"
 	modelPanics = "model_panics"
+	toolLeaks   = "tool_leaks"
+	apiSecret   = "s3cr3tAPIkey"
 )
 
 var errFirstTry = errors.New("the first try fails")
@@ -61,7 +64,15 @@ func newRegistry() *registry.Registry {
 	reg.MustRegister(modelPanics, lcflow.Chain(lcflow.Sequence(search,
 		lcflow.Step("Summarising", chains.NewLLMChain(lcflow.Model(panicModel{}),
 			prompts.NewPromptTemplate("Summarise:\n{{.results}}", []string{"results"}))))))
+	reg.MustRegister(toolLeaks, lcflow.Chain(lcflow.Step("Searching", lcflow.ToolChain(leakyTool{}, "topic", "results"))))
 	return reg
+}
+
+// leakyTool is a search tool whose error quotes a URL with apiSecret.
+type leakyTool struct{ searchTool }
+
+func (leakyTool) Call(context.Context, string) (string, error) {
+	return "", errors.New(`Get "https://search.example.com/v1?q=otters&api_key=` + apiSecret + `": connection refused`)
 }
 
 // panicTool is a search tool that panics.

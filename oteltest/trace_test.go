@@ -322,3 +322,32 @@ func TestLangchaingoSpansEndOnPanic(t *testing.T) {
 		})
 	}
 }
+
+// TestLangchaingoSpansRedactErrors: the error of a tool that quotes a
+// URL with a secret in its query reaches the spans of its call and step
+// (status and exception event) with the secret masked, as it reaches the
+// run's span, the task's status and the logs.
+func TestLangchaingoSpansRedactErrors(t *testing.T) {
+	tp, rec := newTracer(t)
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	s := newStack(t, queue.NewMemory(queue.MemoryConfig{}), store, store, providers{tp: tp}, false)
+	id := s.start(t, toolLeaks, `{"topic": "otters"}`)
+	require.Equal(t, progress.StateFailure, s.wait(t, id))
+	st := waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.run", keyTask, id)) == queue.DefaultMaxAttempts })
+
+	var calls int
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "execute_tool search" {
+			calls++
+			assert.Equal(t, codes.Error, sp.Status().Code)
+			assert.Contains(t, sp.Status().Description, "api_key=xxxxx")
+		}
+		assert.NotContains(t, sp.Status().Description, apiSecret, "status of %q", sp.Name())
+		for _, ev := range sp.Events() {
+			for _, a := range ev.Attributes {
+				assert.NotContains(t, a.Value.Emit(), apiSecret, "event %q of %q", ev.Name, sp.Name())
+			}
+		}
+	}
+	assert.Equal(t, queue.DefaultMaxAttempts, calls, "spans: %v", st)
+}

@@ -7,6 +7,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/internal/telemetry"
 )
 
@@ -37,9 +38,12 @@ func startSpan(ctx context.Context, kind, name string, attrs ...attribute.KeyVal
 	return ctx, span
 }
 
-// endSpan ends span, with err as its error if it is not nil.
+// endSpan ends span, with err as its error if it is not nil: its text
+// redacted (see redact.Error), as the errors of HTTP clients quote URLs
+// that may carry a key.
 func endSpan(span trace.Span, err error) {
 	if err != nil {
+		err = redact.Error(err)
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 	}
