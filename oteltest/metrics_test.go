@@ -236,3 +236,44 @@ func TestPickupLatencyIsToTheLease(t *testing.T) {
 	assert.Equal(t, uint64(1), pickup[0].Count)
 	assert.InDelta(t, after.Seconds(), pickup[0].Sum, 1e-6)
 }
+
+// TestIdempotentRepeatIsNotEnqueued: an Enqueue repeating an idempotency
+// key gets the task the key made, and flows.tasks.enqueued counts that
+// task once, not once per repeat, on both backends; a conflicting repeat
+// is not counted either. The enqueue span of each repeat says it is one
+// (flows.task.repeat), since the task's runs are not its children.
+func TestIdempotentRepeatIsNotEnqueued(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.name, func(t *testing.T) {
+			reader := sdkmetric.NewManualReader()
+			mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+			t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+			tp, rec := newTracer(t)
+			qb, pb, store := be.make(t)
+			s := newStack(t, qb, pb, store, providers{tp: tp, mp: mp}, true)
+			ctx := context.Background()
+			opts := queue.EnqueueOptions{IdempotencyKey: "order-42"}
+			first, err := s.broker.Enqueue(ctx, flaky, nil, opts)
+			require.NoError(t, err)
+			for range 2 {
+				again, err := s.broker.Enqueue(ctx, flaky, nil, opts)
+				require.NoError(t, err)
+				require.Equal(t, first, again)
+			}
+			_, err = s.broker.Enqueue(ctx, flaky, []byte(`{"other": 1}`), opts)
+			require.ErrorIs(t, err, queue.ErrIdempotencyConflict)
+			_, err = s.broker.Enqueue(ctx, flaky, nil, queue.EnqueueOptions{IdempotencyKey: "order-43"})
+			require.NoError(t, err)
+
+			m := collect(t, reader)
+			assert.Equal(t, map[string]float64{"flows.flow=flaky": 2}, m["flows.tasks.enqueued"], "two keys, two tasks")
+			assert.Equal(t, float64(2), m["flows.queue.depth"]["flows.queue.state=ready"])
+
+			var repeats []string
+			for _, sp := range spanTree(readSpans(rec.Ended())).of("flows.enqueue", keyTask, first) {
+				repeats = append(repeats, sp.Attrs["flows.task.repeat"])
+			}
+			assert.ElementsMatch(t, []string{"", "true", "true", ""}, repeats, "the first, two repeats, the conflict")
+		})
+	}
+}

@@ -209,17 +209,18 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 		t.ID = IdempotentID(opts.Owner, opts.IdempotencyKey)
 	}
 	ctx, span := b.tel.startSpan(ctx, spanEnqueue, t, trace.SpanContext{})
+	var repeat bool
 	switch limited := b.limited(opts); {
 	case limited && opts.IdempotencyKey == "" && b.limCreator != nil:
 		err = b.addLimited(ctx, t, opts.Caller)
 	case limited:
 		if err = b.admit(ctx, t, opts); err == nil {
-			err = b.addKeyed(ctx, t, opts.IdempotencyKey)
+			repeat, err = b.addKeyed(ctx, t, opts.IdempotencyKey)
 		}
 	default:
-		err = b.addKeyed(ctx, t, opts.IdempotencyKey)
+		repeat, err = b.addKeyed(ctx, t, opts.IdempotencyKey)
 	}
-	b.tel.endSpan(ctx, span, t, err)
+	b.tel.endSpan(ctx, span, t, err, repeat)
 	if err != nil {
 		return "", err
 	}
@@ -227,10 +228,11 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 }
 
 // addKeyed is add for a task without an idempotency key, addOnce for
-// one with.
-func (b *Broker) addKeyed(ctx context.Context, t *Task, key string) error {
+// one with. It reports whether the key's task had been enqueued before
+// (repeat): then nothing was.
+func (b *Broker) addKeyed(ctx context.Context, t *Task, key string) (repeat bool, err error) {
 	if key == "" {
-		return b.add(ctx, t)
+		return false, b.add(ctx, t)
 	}
 	return b.addOnce(ctx, t)
 }
@@ -345,7 +347,7 @@ func (b *Broker) RequeueWith(ctx context.Context, id string, o RequeueOptions) (
 	// The new task starts a trace of its own, linked to the dead one's.
 	ctx, span := b.tel.startSpan(ctx, spanRequeue, t, telemetry.SpanContext(dead.TraceParent, dead.TraceState))
 	err = b.requeue(ctx, id, t)
-	b.tel.endSpan(ctx, span, t, err)
+	b.tel.endSpan(ctx, span, t, err, false)
 	if err != nil {
 		return "", err
 	}

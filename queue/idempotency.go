@@ -53,34 +53,35 @@ const (
 // store's Create claims the id, atomically, and only then is the task
 // queued. (taskCreator's one step may queue a task before it finds the id
 // taken, so it is not used here.)
-func (b *Broker) addOnce(ctx context.Context, t *Task) error {
+func (b *Broker) addOnce(ctx context.Context, t *Task) (repeat bool, err error) {
 	if b.once != nil {
 		err := b.once.CreateAndEnqueueOnce(ctx, t)
 		switch {
 		case err == nil:
-			return nil
+			return false, nil
 		case errors.Is(err, progress.ErrExists):
 			return b.enqueuedBefore(ctx, t)
 		case !errors.Is(err, errors.ErrUnsupported):
-			return fmt.Errorf("queue: enqueue task: %w", err)
+			return false, fmt.Errorf("queue: enqueue task: %w", err)
 		}
 	}
-	err := b.store.Create(ctx, t.ID)
+	err = b.store.Create(ctx, t.ID)
 	switch {
 	case errors.Is(err, progress.ErrExists):
 		return b.enqueuedBefore(ctx, t)
 	case err != nil:
-		return fmt.Errorf("queue: record task: %w", err)
+		return false, fmt.Errorf("queue: record task: %w", err)
 	}
 	if err := b.backend.Enqueue(ctx, t); err != nil {
-		return fmt.Errorf("queue: enqueue task: %w", err)
+		return false, fmt.Errorf("queue: enqueue task: %w", err)
 	}
-	return nil
+	return false, nil
 }
 
 // enqueuedBefore finishes an Enqueue with an idempotency key whose task,
 // t.ID, exists already: it returns nil when that task has t's flow and
-// inputs, and an error wrapping ErrIdempotencyConflict when not.
+// inputs, and an error wrapping ErrIdempotencyConflict when not. It
+// reports a repeat unless it queued t itself (below).
 //
 // A concurrent Enqueue may have recorded the progress and not queued the
 // task yet: enqueuedBefore waits for its record, up to claimWait. If none
@@ -91,7 +92,7 @@ func (b *Broker) addOnce(ctx context.Context, t *Task) error {
 // whose start is under way, or was cut before the queue entry, which a
 // sweep of the backend cannot end in another store: such a record counts
 // as none until its start is done.
-func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) error {
+func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) (repeat bool, err error) {
 	deadline := time.Now().Add(claimWait)
 	pause := claimMinPause
 	for {
@@ -99,28 +100,28 @@ func (b *Broker) enqueuedBefore(ctx context.Context, t *Task) error {
 		switch {
 		case err == nil:
 			if got.Flow != t.Flow || !sameJSON(got.Inputs, t.Inputs) {
-				return ErrIdempotencyConflict
+				return false, ErrIdempotencyConflict
 			}
 			done, err := b.startDone(ctx, t.ID)
 			if err != nil {
-				return fmt.Errorf("queue: read the start of the task of an idempotency key: %w", err)
+				return false, fmt.Errorf("queue: read the start of the task of an idempotency key: %w", err)
 			}
 			if done {
-				return nil
+				return true, nil
 			}
 		case !errors.Is(err, ErrNotFound):
-			return fmt.Errorf("queue: read the task of an idempotency key: %w", err)
+			return false, fmt.Errorf("queue: read the task of an idempotency key: %w", err)
 		}
 		if time.Now().After(deadline) {
 			if err := b.backend.Enqueue(ctx, t); err != nil {
-				return fmt.Errorf("queue: enqueue task %s, whose progress was recorded but which was not queued: %w", t.ID, err)
+				return false, fmt.Errorf("queue: enqueue task %s, whose progress was recorded but which was not queued: %w", t.ID, err)
 			}
 			b.cfg.Logger.Warn("flows: queued a task whose idempotency key was claimed by an enqueue that did not finish",
 				"task_id", t.ID, "flow", t.Flow, "waited", claimWait)
-			return nil
+			return false, nil
 		}
 		if !opctx.Sleep(ctx, pause) {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		pause = min(2*pause, claimMaxPause)
 	}

@@ -83,11 +83,14 @@
 // each attempt included. The flow runs with the flows.run span in its
 // context. Attributes: flows.task.id, flows.flow, flows.task.attempt,
 // flows.worker, flows.run.outcome (success, failure, retry) and
-// flows.task.state; a failed attempt has an error status.
+// flows.task.state; a failed attempt has an error status. An Enqueue
+// that repeats an idempotency key whose task was enqueued before makes a
+// flows.enqueue span with flows.task.repeat=true: the task's runs are
+// children of the first enqueue's span.
 //
 // Metrics (attributes in brackets):
 //
-//	flows.tasks.enqueued       counter    tasks accepted by a Broker [flows.flow]
+//	flows.tasks.enqueued       counter    tasks accepted by a Broker, a repeated idempotency key's once [flows.flow]
 //	flows.tasks.started        counter    runs of flows started [flows.flow]
 //	flows.tasks.ended          counter    tasks that reached SUCCESS or FAILURE [flows.flow, flows.task.state]
 //	flows.task.run.duration    histogram  seconds per run [flows.flow, flows.run.outcome]

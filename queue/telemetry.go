@@ -76,7 +76,7 @@ func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
 	t := &brokerTelemetry{
 		tracer:   telemetry.NewTracer(cfg.TracerProvider),
 		metrics:  ms,
-		enqueued: telemetry.NewCounter(ms, cfg.Logger, metricEnqueued, "{task}", "Tasks accepted by the broker, by flow.", flowAttrs),
+		enqueued: telemetry.NewCounter(ms, cfg.Logger, metricEnqueued, "{task}", "Tasks accepted by the broker, by flow (a repeated idempotency key's task once).", flowAttrs),
 		ended:    telemetry.NewCounter(ms, cfg.Logger, metricEnded, "{task}", descEnded, endAttrs),
 	}
 	if d, ok := backend.(DepthReader); ok {
@@ -136,15 +136,24 @@ func (bt *brokerTelemetry) startSpan(ctx context.Context, name string, t *Task, 
 }
 
 // endSpan ends span with err's status, and counts the task when it was
-// accepted.
-func (bt *brokerTelemetry) endSpan(ctx context.Context, span trace.Span, t *Task, err error) {
-	if err != nil {
+// accepted, unless the Enqueue repeated an idempotency key whose task was
+// enqueued before (repeat): that task was counted then, and its runs are
+// children of that enqueue's span, not of this one (which says so with
+// flows.task.repeat).
+func (bt *brokerTelemetry) endSpan(ctx context.Context, span trace.Span, t *Task, err error, repeat bool) {
+	switch {
+	case err != nil:
 		span.SetStatus(codes.Error, err.Error())
-	} else {
+	case repeat:
+		span.SetAttributes(attrRepeat)
+	default:
 		bt.enqueued.Add(t.Flow, 1)
 	}
 	span.End()
 }
+
+// attrRepeat marks the enqueue span of a repeated idempotency key.
+var attrRepeat = attribute.Bool("flows.task.repeat", true)
 
 // workerTelemetry is what a Worker traces and measures.
 type workerTelemetry struct {
