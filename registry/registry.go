@@ -108,7 +108,11 @@ var Default = New()
 // Register adds f under name. Names are 1-128 characters of letters,
 // digits and _ . : - starting with a letter or digit. It fails with
 // ErrInvalid for a bad name, a nil flow or a bad option value (see
-// Policy), and with ErrDuplicate when the name is taken.
+// Policy), and with ErrDuplicate when the name is taken. Names that
+// begin with "flows." are meant for this module's own flows (notify's
+// "flows.notify"): a worker that lacks such a flow hands its tasks back
+// for another worker rather than fail them as unknown (see
+// queue.WorkerConfig.Registry), so give the host's flows other names.
 func (r *Registry) Register(name string, f flow.Flow, opts ...Option) error {
 	if !namePattern.MatchString(name) {
 		return fmt.Errorf("%w: name %q must be 1-128 letters, digits, _ . : - starting with a letter or digit", ErrInvalid, name)
