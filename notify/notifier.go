@@ -120,12 +120,12 @@ func (n *Notifier) Channels() []string { return append([]string(nil), n.names...
 // internal flow (registry.Internal): workers run it, clients cannot start
 // it. A worker whose registry lacks it hands each notification task it
 // takes back unrun, not counted, for a worker that has it (see
-// queue.WorkerConfig.Registry). A worker that takes the notification of a channel its Notifier lacks fails the
-// attempt with "notify: this worker lacks the settings of channel ..."
-// and the notification is retried, so that a worker with the channel
-// (say, a newer one in a rolling deploy) takes it; when none does before
-// its attempts (Config.MaxAttempts) are spent, it is dead-lettered with
-// that reason.
+// queue.WorkerConfig.Registry). A worker that takes the notification of
+// a channel its Notifier lacks fails the attempt with "notify: this
+// worker lacks the settings of channel ..." and the notification is
+// retried, so that a worker with the channel (say, a newer one in a
+// rolling deploy) takes it; when none does before its attempts
+// (Config.MaxAttempts) are spent, it is dead-lettered with that reason.
 func (n *Notifier) Register(reg *registry.Registry) error {
 	return reg.Register(FlowName, flow.Func(n.deliver),
 		registry.Internal(),

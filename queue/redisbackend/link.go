@@ -222,10 +222,11 @@ func (l *link) reconcile(dc rueidis.DedicatedClient, subscribed map[string]bool)
 // (in their round trip, or in one of its own where rueidis takes no
 // other command with them: a RESP2 connection), since a replica takes
 // SSUBSCRIBE for the slots of its master but gets what its master
-// publishes only once its master counts it as one of its replicas. A link's node may be a replica: a master that gave its
-// last slot away turns itself into a replica of the master that took it
-// while a node the hub read the slots from still names it, and a master
-// that failed comes back as a replica. Such a link confirms nothing: the
+// publishes only once its master counts it as one of its replicas. A
+// link's node may be a replica: a master that gave its last slot away
+// turns itself into a replica of the master that took it while a node
+// the hub read the slots from still names it, and a master that failed
+// comes back as a replica. Such a link confirms nothing: the
 // channels it subscribed move to the node's master, as after MOVED, and
 // are unsubscribed here. Where ROLE is refused (an ACL without it), the
 // link takes its node for a master.
