@@ -36,10 +36,11 @@ type BrokerConfig struct {
 	// means registry.Default.
 	Registry *registry.Registry
 	// MaxAttempts is the default number of runs a task gets (counting runs
-	// cut short by a worker's death). Zero means DefaultMaxAttempts.
+	// cut short by a worker's death). Zero means DefaultMaxAttempts;
+	// NewBroker panics on a negative value.
 	MaxAttempts int
 	// Timeout is the default time limit of one run. Zero means
-	// DefaultTimeout.
+	// DefaultTimeout; NewBroker panics on a negative value.
 	Timeout time.Duration
 	// Logger receives the Broker's warnings. Nil means slog.Default().
 	Logger *slog.Logger
@@ -68,9 +69,13 @@ type BrokerConfig struct {
 // EnqueueOptions are the per-task settings of Enqueue. Zero fields take the
 // Broker's defaults.
 type EnqueueOptions struct {
-	// MaxAttempts overrides BrokerConfig.MaxAttempts.
+	// MaxAttempts overrides the flow's registry.MaxAttempts and
+	// BrokerConfig.MaxAttempts. Zero takes theirs; a negative value makes
+	// Enqueue fail with ErrInvalidOptions.
 	MaxAttempts int
-	// Timeout overrides BrokerConfig.Timeout.
+	// Timeout overrides the flow's registry.Timeout and
+	// BrokerConfig.Timeout. Zero takes theirs; a negative value makes
+	// Enqueue fail with ErrInvalidOptions.
 	Timeout time.Duration
 	// RunAt delays the task's first run until then.
 	RunAt time.Time
@@ -93,6 +98,17 @@ type EnqueueOptions struct {
 	// passes "ip:" and the address, or its /64 network for IPv6). "" is
 	// subject to no caller limit.
 	Caller string
+}
+
+// check refuses the values of o that can only be mistakes.
+func (o *EnqueueOptions) check() error {
+	if o.MaxAttempts < 0 {
+		return fmt.Errorf("%w: EnqueueOptions.MaxAttempts %d is negative (zero takes the flow's or the Broker's)", ErrInvalidOptions, o.MaxAttempts)
+	}
+	if o.Timeout < 0 {
+		return fmt.Errorf("%w: EnqueueOptions.Timeout %v is negative (zero takes the flow's or the Broker's)", ErrInvalidOptions, o.Timeout)
+	}
+	return nil
 }
 
 // Broker accepts, cancels and looks up tasks, and re-queues dead ones. It
@@ -133,10 +149,16 @@ type Broker struct {
 // then logs a warning if the backend could have taken one. NewBroker
 // panics on a nil backend.
 func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker {
-	if cfg.MaxAttempts <= 0 {
+	if cfg.MaxAttempts < 0 {
+		panic(fmt.Sprintf("queue: NewBroker: BrokerConfig.MaxAttempts %d is negative (zero means DefaultMaxAttempts)", cfg.MaxAttempts))
+	}
+	if cfg.Timeout < 0 {
+		panic(fmt.Sprintf("queue: NewBroker: BrokerConfig.Timeout %v is negative (zero means DefaultTimeout)", cfg.Timeout))
+	}
+	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
-	if cfg.Timeout <= 0 {
+	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
 	if cfg.Logger == nil {
@@ -182,7 +204,13 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 // round trip that enqueues; with an idempotency key, or on a Cluster
 // client, it takes one round trip more. A refused start is not counted;
 // an accepted one is, even if the enqueue then fails.
+//
+// A negative opts.MaxAttempts or opts.Timeout fails at once, recording
+// nothing, with an error wrapping ErrInvalidOptions that names the field.
 func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts EnqueueOptions) (string, error) {
+	if err := opts.check(); err != nil {
+		return "", err
+	}
 	entry, inputs, err := b.check(flowName, inputs)
 	if err != nil {
 		return "", err
@@ -199,10 +227,10 @@ func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMe
 		Owner:       opts.Owner,
 		Limit:       LimitOf(policy),
 	}
-	if t.MaxAttempts <= 0 {
+	if t.MaxAttempts == 0 {
 		t.MaxAttempts = cmp.Or(policy.MaxAttempts, b.cfg.MaxAttempts)
 	}
-	if t.Timeout <= 0 {
+	if t.Timeout == 0 {
 		t.Timeout = cmp.Or(policy.Timeout, b.cfg.Timeout)
 	}
 	if opts.IdempotencyKey != "" {

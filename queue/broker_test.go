@@ -334,3 +334,51 @@ func TestWaitNeedsALiveFeed(t *testing.T) {
 	assert.Contains(t, err.Error(), "queue_test.storeOnly", "names the store's type")
 	assert.Nil(t, info)
 }
+
+// TestEnqueueRefusesNegativeOptions: a negative EnqueueOptions.MaxAttempts
+// or Timeout can only be a mistake; Enqueue refuses it, naming the field,
+// and records nothing, instead of running the task with the defaults.
+func TestEnqueueRefusesNegativeOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts queue.EnqueueOptions
+		want string
+	}{
+		{"attempts", queue.EnqueueOptions{MaxAttempts: -1}, "EnqueueOptions.MaxAttempts -1"},
+		{"timeout", queue.EnqueueOptions{Timeout: -time.Second}, "EnqueueOptions.Timeout -1s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := queue.NewMemory(queue.MemoryConfig{})
+			store := progress.NewMemoryStore(progress.MemoryConfig{})
+			b := queue.NewBroker(mem, store, queue.BrokerConfig{Registry: flowsNamed("poem_flow")})
+			ctx := context.Background()
+			id, err := b.Enqueue(ctx, "poem_flow", nil, tc.opts)
+			require.ErrorIs(t, err, queue.ErrInvalidOptions)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Empty(t, id)
+			d, err := mem.Depth(ctx)
+			require.NoError(t, err)
+			assert.Zero(t, d, "nothing enqueued")
+		})
+	}
+}
+
+// TestBrokerConfigMisuseFailsAtStart: a negative BrokerConfig.MaxAttempts
+// or Timeout makes NewBroker panic, naming the field, as a negative
+// CallerLimits field does.
+func TestBrokerConfigMisuseFailsAtStart(t *testing.T) {
+	mem := queue.NewMemory(queue.MemoryConfig{})
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	for _, tc := range []struct {
+		name string
+		cfg  queue.BrokerConfig
+		want string
+	}{
+		{"attempts", queue.BrokerConfig{MaxAttempts: -3}, "queue: NewBroker: BrokerConfig.MaxAttempts -3 is negative (zero means DefaultMaxAttempts)"},
+		{"timeout", queue.BrokerConfig{Timeout: -time.Minute}, "queue: NewBroker: BrokerConfig.Timeout -1m0s is negative (zero means DefaultTimeout)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.PanicsWithValue(t, tc.want, func() { queue.NewBroker(mem, store, tc.cfg) })
+		})
+	}
+}

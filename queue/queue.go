@@ -138,6 +138,10 @@ var (
 	// it). The lease was extended all the same; the holder should stop the
 	// run and end the task.
 	ErrCancelled = errors.New("queue: task cancelled")
+	// ErrInvalidOptions: a call's options hold a value that can only be
+	// a mistake, such as a negative EnqueueOptions.MaxAttempts; the
+	// error names the field. Nothing was recorded.
+	ErrInvalidOptions = errors.New("queue: invalid options")
 )
 
 // Task is a task as the queue stores it.
