@@ -309,6 +309,14 @@ func TestWorkerConfigMisuseFailsAtStart(t *testing.T) {
 		{"nil hook", queue.WorkerConfig{OnFinish: []queue.FinishHook{ok, nil}}, "queue: NewWorker: OnFinish[1] is nil"},
 		{"hooks outlast the lease", queue.WorkerConfig{Lease: time.Minute, FinishHookTimeout: 31 * time.Second},
 			"queue: NewWorker: FinishHookTimeout 31s passes half the Lease (1m0s): the lease would end before the hooks"},
+		{"negative concurrency", queue.WorkerConfig{Concurrency: -1}, "queue: NewWorker: WorkerConfig.Concurrency -1 is negative (zero means the default)"},
+		{"negative lease", queue.WorkerConfig{Lease: -time.Second}, "queue: NewWorker: WorkerConfig.Lease -1s is negative (zero means the default)"},
+		{"negative grace", queue.WorkerConfig{ShutdownGrace: -time.Second}, "queue: NewWorker: WorkerConfig.ShutdownGrace -1s is negative (zero means the default)"},
+		{"negative hand-backs", queue.WorkerConfig{MaxHandBacks: -1}, "queue: NewWorker: WorkerConfig.MaxHandBacks -1 is negative (zero means the default)"},
+		{"negative abandon", queue.WorkerConfig{AbandonAfter: -time.Second}, "queue: NewWorker: WorkerConfig.AbandonAfter -1s is negative (zero means the default)"},
+		{"negative hook timeout", queue.WorkerConfig{FinishHookTimeout: -time.Second}, "queue: NewWorker: WorkerConfig.FinishHookTimeout -1s is negative (zero means the default)"},
+		{"negative hook retries", queue.WorkerConfig{MaxHookRetries: -1}, "queue: NewWorker: WorkerConfig.MaxHookRetries -1 is negative (zero means the default)"},
+		{"negative heartbeat", queue.WorkerConfig{Heartbeat: -time.Second}, "queue: NewWorker: WorkerConfig.Heartbeat -1s is negative (zero means the default)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.PanicsWithValue(t, tc.want, func() { queue.NewWorker(mem, store, tc.cfg) })

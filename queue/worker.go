@@ -39,7 +39,9 @@ const (
 )
 
 // WorkerConfig configures a Worker. The zero value is usable: each zero
-// field takes the default its comment names.
+// field takes the default its comment names. A negative count or
+// duration can only be a mistake, and makes NewWorker panic, naming the
+// field; MaxReportBytes, where it means no limit, aside.
 type WorkerConfig struct {
 	// Registry is where the flows named by tasks are looked up. Nil means
 	// registry.Default. A task whose flow it lacks ends FAILURE ("unknown
@@ -356,42 +358,66 @@ type Worker struct {
 // Retirer and Admitter. A wrapper of a backend must pass them on (see
 // Admitter); NewWorker logs a warning when backend keeps no worker
 // registry, as a wrapper that embeds Backend alone does.
-// NewWorker panics on a nil backend.
+// NewWorker panics on a nil backend, and on a negative count or duration
+// in cfg (MaxReportBytes aside, where it means no limit), naming the
+// field.
 func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker {
+	for _, f := range []struct {
+		name string
+		v    int64
+		d    bool // a time.Duration
+	}{
+		{"Concurrency", int64(cfg.Concurrency), false},
+		{"Lease", int64(cfg.Lease), true},
+		{"ShutdownGrace", int64(cfg.ShutdownGrace), true},
+		{"MaxHandBacks", int64(cfg.MaxHandBacks), false},
+		{"AbandonAfter", int64(cfg.AbandonAfter), true},
+		{"FinishHookTimeout", int64(cfg.FinishHookTimeout), true},
+		{"MaxHookRetries", int64(cfg.MaxHookRetries), false},
+		{"Heartbeat", int64(cfg.Heartbeat), true},
+	} {
+		if f.v < 0 {
+			v := fmt.Sprint(f.v)
+			if f.d {
+				v = time.Duration(f.v).String()
+			}
+			panic(fmt.Sprintf("queue: NewWorker: WorkerConfig.%s %s is negative (zero means the default)", f.name, v))
+		}
+	}
 	if cfg.Registry == nil {
 		cfg.Registry = registry.Default
 	}
 	if cfg.Name == "" {
 		cfg.Name = defaultWorkerName()
 	}
-	if cfg.Concurrency <= 0 {
+	if cfg.Concurrency == 0 {
 		cfg.Concurrency = DefaultConcurrency
 	}
-	if cfg.Lease <= 0 {
+	if cfg.Lease == 0 {
 		cfg.Lease = DefaultLease
 	}
-	if cfg.ShutdownGrace <= 0 {
+	if cfg.ShutdownGrace == 0 {
 		cfg.ShutdownGrace = DefaultShutdownGrace
 	}
-	if cfg.AbandonAfter <= 0 {
+	if cfg.AbandonAfter == 0 {
 		cfg.AbandonAfter = DefaultAbandonAfter
 	}
 	if cfg.Backoff == nil {
 		cfg.Backoff = DefaultBackoff
 	}
-	if cfg.MaxHandBacks <= 0 {
+	if cfg.MaxHandBacks == 0 {
 		cfg.MaxHandBacks = DefaultMaxHandBacks
 	}
-	if cfg.MaxHookRetries <= 0 {
+	if cfg.MaxHookRetries == 0 {
 		cfg.MaxHookRetries = DefaultMaxHookRetries
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Heartbeat <= 0 {
+	if cfg.Heartbeat == 0 {
 		cfg.Heartbeat = DefaultHeartbeat
 	}
-	if cfg.FinishHookTimeout <= 0 {
+	if cfg.FinishHookTimeout == 0 {
 		cfg.FinishHookTimeout = cfg.Lease / 3
 	}
 	if cfg.MaxReportBytes == 0 {

@@ -165,6 +165,10 @@ func parseConfig(args []string, getenv func(string) string, output io.Writer) (c
 		return config{}, fmt.Errorf("-ops-refresh %v: must be at least %v", cfg.OpsRefresh, opspage.MinRefresh)
 	case cfg.Workers < 0:
 		return config{}, fmt.Errorf("-workers must be 0 or more, got %d", cfg.Workers)
+	case cfg.Grace <= 0:
+		return config{}, fmt.Errorf("-grace must be positive, got %v", cfg.Grace)
+	case cfg.BodyTimeout <= 0:
+		return config{}, fmt.Errorf("-body-timeout must be positive, got %v", cfg.BodyTimeout)
 	case cfg.Workers == 0 && cfg.RedisURL == "":
 		return config{}, errors.New("-workers 0 needs REDIS_URL: in memory, no other process can run the tasks")
 	case cfg.Queue == "" || strings.ContainsAny(cfg.Queue, "{}"):
