@@ -17,7 +17,8 @@ const DefaultRetention = 24 * time.Hour
 // MemoryConfig configures a MemoryStore. The zero value is usable.
 type MemoryConfig struct {
 	// Retention is how long a task and its event log are kept after the
-	// task's last Create or Append. Zero means DefaultRetention.
+	// task's last Create or Append. Zero means DefaultRetention;
+	// NewMemoryStore panics on a negative value.
 	Retention time.Duration
 }
 
@@ -69,9 +70,13 @@ type memoryTask struct {
 	appendKey string
 }
 
-// NewMemoryStore returns an empty in-memory store configured by cfg.
+// NewMemoryStore returns an empty in-memory store configured by cfg. It
+// panics on a negative cfg.Retention.
 func NewMemoryStore(cfg MemoryConfig) *MemoryStore {
-	if cfg.Retention <= 0 {
+	if cfg.Retention < 0 {
+		panic(fmt.Sprintf("progress: NewMemoryStore: MemoryConfig.Retention %v is negative (zero means DefaultRetention)", cfg.Retention))
+	}
+	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
 	}
 	return &MemoryStore{

@@ -357,3 +357,11 @@ func FuzzMemoryStoreAfterID(f *testing.F) {
 		}
 	})
 }
+
+// TestMemoryStoreRefusesNegativeRetention: a negative Retention can only
+// be a mistake; NewMemoryStore panics naming the field, as the Redis
+// backend's New fails on one, instead of taking the default.
+func TestMemoryStoreRefusesNegativeRetention(t *testing.T) {
+	assert.PanicsWithValue(t, "progress: NewMemoryStore: MemoryConfig.Retention -1h0m0s is negative (zero means DefaultRetention)",
+		func() { progress.NewMemoryStore(progress.MemoryConfig{Retention: -time.Hour}) })
+}

@@ -19,7 +19,8 @@ const DefaultRetention = 24 * time.Hour
 type MemoryConfig struct {
 	// Retention is how long an acknowledged or buried task stays readable
 	// by Get, and a buried one in the dead-letter set, before its record
-	// is dropped. Zero means DefaultRetention.
+	// is dropped. Zero means DefaultRetention; NewMemory panics on a
+	// negative value.
 	Retention time.Duration
 }
 
@@ -120,9 +121,13 @@ func (mt *memTask) read() *Task {
 // whether or not it is cancelled. m.mu is held.
 func (mt *memTask) waitsForHooks() bool { return mt.state == memDelayed && mt.hooksDue() }
 
-// NewMemory returns an empty in-memory backend.
+// NewMemory returns an empty in-memory backend. It panics on a negative
+// cfg.Retention.
 func NewMemory(cfg MemoryConfig) *Memory {
-	if cfg.Retention <= 0 {
+	if cfg.Retention < 0 {
+		panic(fmt.Sprintf("queue: NewMemory: MemoryConfig.Retention %v is negative (zero means DefaultRetention)", cfg.Retention))
+	}
+	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
 	}
 	return &Memory{

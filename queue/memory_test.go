@@ -285,3 +285,11 @@ func TestMemoryStatsLeaveOutCancelledPending(t *testing.T) {
 		assert.True(t, l.Task.Cancelled, "task %s", l.Task.ID)
 	}
 }
+
+// TestMemoryRefusesNegativeRetention: a negative Retention can only be a
+// mistake; NewMemory panics naming the field, as the Redis backend's New
+// fails on one, instead of taking the default.
+func TestMemoryRefusesNegativeRetention(t *testing.T) {
+	assert.PanicsWithValue(t, "queue: NewMemory: MemoryConfig.Retention -1h0m0s is negative (zero means DefaultRetention)",
+		func() { queue.NewMemory(queue.MemoryConfig{Retention: -time.Hour}) })
+}

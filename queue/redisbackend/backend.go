@@ -33,7 +33,9 @@ const group = "workers"
 // (Subscribe, Cancellations) after Close.
 var ErrClosed = errors.New("redisbackend: backend closed")
 
-// Config configures a Backend. The zero value is usable.
+// Config configures a Backend. The zero value is usable: a zero field
+// takes the default its comment names. New refuses a negative duration or
+// count, naming the field.
 type Config struct {
 	// Prefix starts every key and channel name, so that several
 	// applications can share one Redis. Zero means DefaultPrefix. It must
@@ -44,18 +46,21 @@ type Config struct {
 	Queue string
 	// Retention is how long a task's keys are kept at least after they
 	// were last written; progress keys may live up to an eighth longer
-	// (see the package documentation). Zero means DefaultRetention.
+	// (see the package documentation). Zero means DefaultRetention; it
+	// must not be negative.
 	Retention time.Duration
 	// PollInterval is how often a live subscription with nothing to
 	// deliver reads its task's stream directly, which ends subscriptions
 	// of tasks whose retention has passed and catches anything pub/sub
-	// failed to carry. Zero means DefaultPollInterval.
+	// failed to carry. Zero means DefaultPollInterval; it must not be
+	// negative.
 	PollInterval time.Duration
 	// OpTimeout bounds each operation on Redis (one or two round trips)
 	// whose context has no earlier deadline, so that nothing waits for a
 	// Redis that is down: the operation then fails with an error wrapping
 	// queue.ErrUnavailable. A blocking wait of Fetch gets OpTimeout on top
-	// of the time it means to block. Zero means DefaultOpTimeout.
+	// of the time it means to block. Zero means DefaultOpTimeout; it must
+	// not be negative.
 	OpTimeout time.Duration
 	// WaitReplicas turns on durable mode: after the writes that accept a
 	// task (Enqueue, CreateAndEnqueue, Requeue) and those that end or give
@@ -71,7 +76,8 @@ type Config struct {
 	// negative, and a Redis Cluster client does not take it.
 	WaitReplicas int
 	// WaitTimeout bounds each wait of durable mode; it must be shorter
-	// than OpTimeout. Zero means DefaultWaitTimeout.
+	// than OpTimeout. Zero means DefaultWaitTimeout; it must not be
+	// negative.
 	WaitTimeout time.Duration
 	// FetchDelay trades pickup latency for Redis work at low rates. A
 	// Fetch that finds the queue empty waits for the next task on Redis
@@ -197,7 +203,11 @@ var (
 	_ progress.Backend = (*Backend)(nil)
 )
 
-// New returns a Backend that runs on client with the settings of cfg.
+// New returns a Backend that runs on client with the settings of cfg. It
+// fails on a nil client and on a cfg that cannot work: braces in Prefix or
+// Queue, a negative duration or WaitReplicas (the error names the field),
+// WaitReplicas on a Redis Cluster client or with a WaitTimeout not shorter
+// than OpTimeout.
 func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	if client == nil {
 		return nil, errors.New("redisbackend: nil client")
@@ -211,16 +221,24 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 	if strings.ContainsAny(cfg.Prefix, "{}") || strings.ContainsAny(cfg.Queue, "{}") {
 		return nil, fmt.Errorf("redisbackend: prefix %q and queue %q must not contain braces", cfg.Prefix, cfg.Queue)
 	}
-	if cfg.Retention <= 0 {
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"Retention", cfg.Retention}, {"PollInterval", cfg.PollInterval}, {"OpTimeout", cfg.OpTimeout}, {"WaitTimeout", cfg.WaitTimeout}} {
+		if f.d < 0 {
+			return nil, fmt.Errorf("redisbackend: %s must not be negative, got %v (zero means the default)", f.name, f.d)
+		}
+	}
+	if cfg.Retention == 0 {
 		cfg.Retention = DefaultRetention
 	}
-	if cfg.PollInterval <= 0 {
+	if cfg.PollInterval == 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
-	if cfg.OpTimeout <= 0 {
+	if cfg.OpTimeout == 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
-	if cfg.WaitTimeout <= 0 {
+	if cfg.WaitTimeout == 0 {
 		cfg.WaitTimeout = DefaultWaitTimeout
 	}
 	if cfg.Logger == nil {

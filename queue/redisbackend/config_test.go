@@ -22,11 +22,16 @@ func TestNew(t *testing.T) {
 		_, err := redisbackend.New(client, cfg)
 		assert.Error(t, err, "%+v breaks hash tags", cfg)
 	}
-	// A negative delay is refused, and the error names the field.
+	// A negative delay or duration is refused, and the error names the
+	// field.
 	for field, cfg := range map[string]redisbackend.Config{
 		"FetchDelay":   {FetchDelay: -time.Millisecond},
 		"EnqueueDelay": {EnqueueDelay: -time.Millisecond},
 		"AckDelay":     {AckDelay: -time.Millisecond},
+		"Retention":    {Retention: -time.Hour},
+		"PollInterval": {PollInterval: -time.Second},
+		"OpTimeout":    {OpTimeout: -time.Second},
+		"WaitTimeout":  {WaitTimeout: -time.Second},
 	} {
 		_, err := redisbackend.New(client, cfg)
 		if assert.Error(t, err, field) {
