@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -274,4 +275,26 @@ func TestInternalOwnerIsNoCaller(t *testing.T) {
 	resp, body = e.as(t, "op", "POST", "/cancel-task/"+id+"/", "")
 	require.Equal(t, http.StatusAccepted, resp.StatusCode, "%s", body)
 	assert.Equal(t, queue.StatusCancelled, e.waitTerminal(t, id).Details.Status)
+}
+
+// TestNewNamesTheNegativeField: a negative limit or duration in Config
+// makes New panic with a message that names the field and its value, so
+// that a misread flag is found at once.
+func TestNewNamesTheNegativeField(t *testing.T) {
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	for _, tc := range []struct {
+		cfg  ssehttp.Config
+		want string
+	}{
+		{ssehttp.Config{MaxBodyBytes: -1}, "ssehttp.New: Config.MaxBodyBytes -1 is negative (zero means the default)"},
+		{ssehttp.Config{Heartbeat: -time.Second}, "ssehttp.New: Config.Heartbeat -1s is negative (zero means the default)"},
+		{ssehttp.Config{Retry: -time.Second}, "ssehttp.New: Config.Retry -1s is negative (zero means the default)"},
+		{ssehttp.Config{WriteTimeout: -time.Second}, "ssehttp.New: Config.WriteTimeout -1s is negative (zero means the default)"},
+		{ssehttp.Config{BodyTimeout: -time.Second}, "ssehttp.New: Config.BodyTimeout -1s is negative (zero means the default)"},
+		{ssehttp.Config{MaxWait: -time.Second}, "ssehttp.New: Config.MaxWait -1s is negative (zero means the default)"},
+		{ssehttp.Config{MaxStreamsPerCaller: -1}, "ssehttp.New: Config.MaxStreamsPerCaller -1 is negative (zero means no cap)"},
+	} {
+		tc.cfg.Queue, tc.cfg.Progress, tc.cfg.Registry = plainQueue{}, store, registry.New()
+		assert.PanicsWithValue(t, tc.want, func() { ssehttp.New(tc.cfg) })
+	}
 }

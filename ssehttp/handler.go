@@ -3,6 +3,7 @@ package ssehttp
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -216,8 +217,9 @@ type Handler struct {
 }
 
 // New returns a Handler serving the API with cfg. It panics if cfg.Queue or
-// cfg.Progress is nil, or if a duration or size is negative, so that a
-// misconfigured server fails at start-up.
+// cfg.Progress is nil, or if a duration, size or cap is negative (the
+// message names the field), so that a misconfigured server fails at
+// start-up.
 func New(cfg Config) *Handler {
 	if cfg.Queue == nil {
 		panic("ssehttp.New: Config.Queue is nil")
@@ -228,8 +230,26 @@ func New(cfg Config) *Handler {
 	if _, ok := cfg.Queue.(TaskInspector); cfg.Identify != nil && !ok {
 		panic("ssehttp.New: Config.Identify needs a Queue that is a TaskInspector, to find the owner of a task")
 	}
-	if cfg.MaxBodyBytes < 0 || cfg.Heartbeat < 0 || cfg.Retry < 0 || cfg.WriteTimeout < 0 || cfg.BodyTimeout < 0 || cfg.MaxWait < 0 || cfg.MaxStreamsPerCaller < 0 {
-		panic("ssehttp.New: negative MaxBodyBytes, Heartbeat, Retry, WriteTimeout, BodyTimeout, MaxWait or MaxStreamsPerCaller")
+	for _, f := range []struct {
+		name, zero string
+		v          int64
+		d          bool // a time.Duration
+	}{
+		{"MaxBodyBytes", "the default", cfg.MaxBodyBytes, false},
+		{"Heartbeat", "the default", int64(cfg.Heartbeat), true},
+		{"Retry", "the default", int64(cfg.Retry), true},
+		{"WriteTimeout", "the default", int64(cfg.WriteTimeout), true},
+		{"BodyTimeout", "the default", int64(cfg.BodyTimeout), true},
+		{"MaxWait", "the default", int64(cfg.MaxWait), true},
+		{"MaxStreamsPerCaller", "no cap", int64(cfg.MaxStreamsPerCaller), false},
+	} {
+		if f.v < 0 {
+			v := fmt.Sprint(f.v)
+			if f.d {
+				v = time.Duration(f.v).String()
+			}
+			panic(fmt.Sprintf("ssehttp.New: Config.%s %s is negative (zero means %s)", f.name, v, f.zero))
+		}
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = registry.Default
