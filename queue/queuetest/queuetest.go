@@ -64,6 +64,7 @@ func Run(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.B
 	t.Run("Liveness", func(t *testing.T) { runLiveness(t, newBackends) })
 	t.Run("Limits", func(t *testing.T) { runLimits(t, newBackends) })
 	t.Run("ReportLimit", func(t *testing.T) { runReportLimit(t, newBackends) })
+	t.Run("Options", func(t *testing.T) { runOptions(t, newBackends) })
 }
 
 const (
