@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -388,7 +389,18 @@ var errNoAnswer = errors.New("no answer from Redis in time")
 // without it a caller with no deadline would wait as long as Redis is
 // down.
 func (b *Backend) bound(ctx context.Context, extra time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeoutCause(ctx, b.cfg.OpTimeout+extra, errNoAnswer)
+	return context.WithTimeoutCause(ctx, addDur(b.cfg.OpTimeout, extra), errNoAnswer)
+}
+
+// addDur is a+b for durations that are not negative, or the largest
+// duration where the sum would overflow: the largest durations of a
+// Config mean no bound, and must not wrap into a deadline in the past or
+// a negative time to live.
+func addDur(a, b time.Duration) time.Duration {
+	if a > math.MaxInt64-b {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // wrap adds context to an error of an operation run under ctx, a context

@@ -1,6 +1,9 @@
 package redisbackend_test
 
 import (
+	"context"
+	"encoding/json"
+	"math"
 	"testing"
 	"time"
 
@@ -9,6 +12,7 @@ import (
 
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
 
@@ -71,4 +75,43 @@ func TestCloseEndsSubscriptions(t *testing.T) {
 	assert.ErrorIs(t, err, redisbackend.ErrClosed)
 	_, err = b.Append(ctx, task.ID, progress.LogEvent("the store still works"))
 	assert.NoError(t, err)
+}
+
+// TestLargestDurations: the largest durations a Config takes, as a user
+// who means "no bound" may give, keep that meaning: adding a blocking
+// wait to OpTimeout, or a task's wait to Retention, does not overflow
+// into a deadline in the past (every call timing out at once) or a
+// negative time to live (the task's keys deleted as they are written).
+func TestLargestDurations(t *testing.T) {
+	t.Parallel()
+	huge := time.Duration(math.MaxInt64)
+	client := newClient(t, redistest.Start(t))
+	b := newBackend(t, client, redisbackend.Config{OpTimeout: huge, Retention: huge, PollInterval: huge})
+	ctx := context.Background()
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")}) // one step: the task's record and its queueing in one script
+	id, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	task := &queue.Task{ID: id}
+	got, err := b.Get(ctx, task.ID)
+	require.NoError(t, err, "the delayed task is kept")
+	assert.Equal(t, task.ID, got.ID)
+	ttl, err := client.Do(ctx, client.B().Pttl().Key(b.Prefix()+":{"+task.ID+"}:task").Build()).AsInt64()
+	require.NoError(t, err)
+	assert.Greater(t, ttl, (100 * 365 * 24 * time.Hour).Milliseconds(), "the task's record lives as long as Retention says")
+
+	// A Fetch that finds the queue empty waits (OpTimeout on top of its
+	// block) until its context ends, and then one takes a task that came.
+	fctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	leases, err := b.Fetch(fctx, "w", 1, time.Minute)
+	require.ErrorIs(t, err, context.DeadlineExceeded, "an empty queue under the largest OpTimeout")
+	require.Empty(t, leases)
+	ready := &queue.Task{ID: queue.NewID(), Flow: "f", Inputs: json.RawMessage(`{}`), MaxAttempts: 3, Timeout: time.Minute, EnqueuedAt: time.Now().UTC()}
+	require.NoError(t, b.Create(ctx, ready.ID))
+	require.NoError(t, b.Enqueue(ctx, ready))
+	leases, err = b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 1)
+	assert.Equal(t, ready.ID, leases[0].Task.ID)
+	require.NoError(t, b.Ack(ctx, leases[0]))
 }

@@ -55,7 +55,7 @@ func (b *Backend) onLeaseAlso(ctx context.Context, op string, s *script, l *queu
 	if !ok {
 		return nil, fmt.Errorf("redisbackend: %s task %s: %w: token %q is not this backend's", op, l.Task.ID, queue.ErrLeaseLost, l.Token)
 	}
-	keepRecord := b.extendTask(l.Task.ID, b.cfg.Retention+max(keep, 0))
+	keepRecord := b.extendTask(l.Task.ID, addDur(b.cfg.Retention, max(keep, 0)))
 	reply, res := b.runLeaseScript(ctx, s, keys, append([]string{entry, token}, extra...), append(rueidis.Commands{keepRecord}, also...))
 	n, err := reply.AsInt64()
 	if err != nil {

@@ -3,6 +3,7 @@ package redisbackend
 import (
 	"cmp"
 	"context"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -127,7 +128,7 @@ func (b *Backend) cutAfter() time.Duration {
 	if b.cutAfterSet {
 		return b.cutAfterTest
 	}
-	return max(time.Minute, 10*b.cfg.OpTimeout)
+	return max(time.Minute, min(b.cfg.OpTimeout, math.MaxInt64/10)*10)
 }
 
 // startingKey is the queue's starting set.

@@ -545,7 +545,7 @@ func btoi(v bool) int {
 // recordTTL is how long a new task's keys must live: the retention,
 // plus the wait of a task due later.
 func (b *Backend) recordTTL(t *queue.Task, now time.Time) time.Duration {
-	return b.cfg.Retention + max(t.RunAt.Sub(now), 0)
+	return addDur(b.cfg.Retention, max(t.RunAt.Sub(now), 0))
 }
 
 // queueCommands returns the commands that queue t: a stream entry when it
