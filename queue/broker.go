@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
@@ -15,6 +16,14 @@ import (
 	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/registry"
+)
+
+// minRunAt and maxRunAt bound EnqueueOptions.RunAt: the earliest and
+// latest times a task's record holds (as nanoseconds since 1970 in an
+// int64, as the Redis backend keeps it).
+var (
+	minRunAt = time.Unix(0, math.MinInt64).UTC()
+	maxRunAt = time.Unix(0, math.MaxInt64).UTC()
 )
 
 // Defaults used where a Broker's or a task's setting is zero.
@@ -77,7 +86,10 @@ type EnqueueOptions struct {
 	// BrokerConfig.Timeout. Zero takes theirs; a negative value makes
 	// Enqueue fail with ErrInvalidOptions.
 	Timeout time.Duration
-	// RunAt delays the task's first run until then.
+	// RunAt delays the task's first run until then; the zero time means
+	// now. It must lie between 1677-09-21 and 2262-04-11, the times a
+	// task's record holds (nanoseconds since 1970 in an int64), or
+	// Enqueue fails with ErrInvalidOptions.
 	RunAt time.Time
 	// Owner names the caller the task belongs to (Task.Owner); "" for
 	// none. A task started by the host's own code for one of its users
@@ -107,6 +119,10 @@ func (o *EnqueueOptions) check() error {
 	}
 	if o.Timeout < 0 {
 		return fmt.Errorf("%w: EnqueueOptions.Timeout %v is negative (zero takes the flow's or the Broker's)", ErrInvalidOptions, o.Timeout)
+	}
+	if !o.RunAt.IsZero() && (o.RunAt.Before(minRunAt) || o.RunAt.After(maxRunAt)) {
+		return fmt.Errorf("%w: EnqueueOptions.RunAt %s is out of range (%s to %s)", ErrInvalidOptions,
+			o.RunAt.UTC().Format(time.RFC3339), minRunAt.Format(time.RFC3339), maxRunAt.Format(time.RFC3339))
 	}
 	return nil
 }
@@ -205,8 +221,9 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 // client, it takes one round trip more. A refused start is not counted;
 // an accepted one is, even if the enqueue then fails.
 //
-// A negative opts.MaxAttempts or opts.Timeout fails at once, recording
-// nothing, with an error wrapping ErrInvalidOptions that names the field.
+// A negative opts.MaxAttempts or opts.Timeout, or an opts.RunAt out of
+// range, fails at once, recording nothing, with an error wrapping
+// ErrInvalidOptions that names the field.
 func (b *Broker) Enqueue(ctx context.Context, flowName string, inputs json.RawMessage, opts EnqueueOptions) (string, error) {
 	if err := opts.check(); err != nil {
 		return "", err

@@ -344,8 +344,9 @@ func TestWaitNeedsALiveFeed(t *testing.T) {
 }
 
 // TestEnqueueRefusesNegativeOptions: a negative EnqueueOptions.MaxAttempts
-// or Timeout can only be a mistake; Enqueue refuses it, naming the field,
-// and records nothing, instead of running the task with the defaults.
+// or Timeout can only be a mistake, and a RunAt out of the range a task's
+// record holds would be read back as another time; Enqueue refuses them,
+// naming the field, and records nothing.
 func TestEnqueueRefusesNegativeOptions(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -354,6 +355,8 @@ func TestEnqueueRefusesNegativeOptions(t *testing.T) {
 	}{
 		{"attempts", queue.EnqueueOptions{MaxAttempts: -1}, "EnqueueOptions.MaxAttempts -1"},
 		{"timeout", queue.EnqueueOptions{Timeout: -time.Second}, "EnqueueOptions.Timeout -1s"},
+		{"run at", queue.EnqueueOptions{RunAt: time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC)},
+			"EnqueueOptions.RunAt 2500-01-01T00:00:00Z is out of range (1677-09-21T00:12:43Z to 2262-04-11T23:47:16Z)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := queue.NewMemory(queue.MemoryConfig{})

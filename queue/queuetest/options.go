@@ -15,8 +15,9 @@ import (
 )
 
 // runOptions checks EnqueueOptions at their bounds: the largest values
-// are kept as given and run, and a negative one is refused before the
-// backend sees anything, the same way on every backend.
+// are kept as given and run, and a negative one, or a RunAt out of the
+// range of a task's record, is refused before the backend sees anything,
+// the same way on every backend.
 func runOptions(t *testing.T, newBackends func(t *testing.T) (queue.Backend, progress.Backend)) {
 	t.Run("LargestValuesRun", func(t *testing.T) {
 		h := newHarness(t, newBackends)
@@ -36,10 +37,25 @@ func runOptions(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pro
 		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 	})
 
-	t.Run("NegativeValuesRefused", func(t *testing.T) {
+	t.Run("LateRunAtKept", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		h.declare("poem")
-		for _, opts := range []queue.EnqueueOptions{{MaxAttempts: -1}, {Timeout: -time.Nanosecond}} {
+		runAt := time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)
+		id := h.enqueue("poem", `{}`, queue.EnqueueOptions{RunAt: runAt})
+		task, err := h.backend.Get(context.Background(), id)
+		require.NoError(t, err, "the task is kept until it is due")
+		assert.True(t, runAt.Equal(task.RunAt), "RunAt %v", task.RunAt)
+		assert.Equal(t, progress.StatePending, h.snapshot(id).State)
+		requireNothingReady(t, h.backend)
+	})
+
+	t.Run("ImpossibleValuesRefused", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		h.declare("poem")
+		for _, opts := range []queue.EnqueueOptions{{MaxAttempts: -1}, {Timeout: -time.Nanosecond},
+			// Times a task's record cannot hold (nanoseconds since 1970
+			// in an int64): on Redis they read back as other times.
+			{RunAt: time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC)}, {RunAt: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}} {
 			id, err := h.broker.Enqueue(context.Background(), "poem", nil, opts)
 			require.ErrorIs(t, err, queue.ErrInvalidOptions, "%+v", opts)
 			assert.Empty(t, id)
