@@ -118,6 +118,9 @@ func (l *liveness) confirm(sent time.Time) {
 		l.w.stopRuns(l.cause())
 	}
 	until := at + int64(l.window)
+	if until < at { // a window of a century and more, decades after epoch
+		until = math.MaxInt64
+	}
 	// until first: a run that looks meanwhile finds the worker lapsed
 	// with the tries of the lapse, or not lapsed.
 	l.until.Store(until)

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"time"
 )
@@ -54,10 +55,14 @@ func (w WorkerInfo) Alive(now time.Time) bool {
 
 // DeadAfter is how long the worker may go without a heartbeat before it
 // is taken for dead: MissedBeats of its intervals (of at least a
-// millisecond). A backend that keeps a registry takes back the leases of
-// a worker silent for that long as soon as another worker beats, without
-// waiting for the leases to pass (see WorkerRegistry).
+// millisecond), or the largest duration where that would overflow. A
+// backend that keeps a registry takes back the leases of a worker silent
+// for that long as soon as another worker beats, without waiting for the
+// leases to pass (see WorkerRegistry).
 func (w WorkerInfo) DeadAfter() time.Duration {
+	if w.Heartbeat > math.MaxInt64/MissedBeats {
+		return math.MaxInt64
+	}
 	return time.Duration(MissedBeats) * max(w.Heartbeat, time.Millisecond)
 }
 

@@ -739,3 +739,36 @@ func TestWorkerSurvivesWhatAFlowReturns(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkerLargestDurations: the largest durations a WorkerConfig takes,
+// as a user who means "no bound" may give, keep that meaning: a worker
+// whose Heartbeat is a century and more is not taken for lapsed (its
+// window, MissedBeats intervals from a heartbeat, does not wrap into the
+// past) and runs its task to the end once.
+func TestWorkerLargestDurations(t *testing.T) {
+	s := newSetup()
+	huge := time.Duration(math.MaxInt64)
+	var runs atomic.Int32
+	s.reg.MustRegister("slow", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		runs.Add(1)
+		select {
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-time.After(300 * time.Millisecond): // past the first heartbeats
+			return "done", nil
+		}
+	}))
+	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
+		Registry: s.reg, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
+		// Half the largest: three intervals of it pass the largest.
+		Heartbeat: huge / 2, Lease: huge, ShutdownGrace: huge, AbandonAfter: huge,
+	}))
+	id := s.enqueue(t, "slow", queue.EnqueueOptions{MaxAttempts: 1})
+	snap := waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	assert.Equal(t, int32(1), runs.Load())
+
+	w := queue.WorkerInfo{Heartbeat: huge / 2, LastSeen: time.Now()}
+	assert.Equal(t, huge, w.DeadAfter(), "three intervals stop at the largest duration")
+	assert.True(t, w.Alive(time.Now()), "a worker that just beat is alive")
+}
