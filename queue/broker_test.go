@@ -387,6 +387,13 @@ func TestBrokerConfigMisuseFailsAtStart(t *testing.T) {
 	}{
 		{"attempts", queue.BrokerConfig{MaxAttempts: -3}, "queue: NewBroker: BrokerConfig.MaxAttempts -3 is negative (zero means DefaultMaxAttempts)"},
 		{"timeout", queue.BrokerConfig{Timeout: -time.Minute}, "queue: NewBroker: BrokerConfig.Timeout -1m0s is negative (zero means DefaultTimeout)"},
+		{"caller starts", queue.BrokerConfig{CallerLimits: queue.CallerLimits{Starts: -1}}, "queue: NewBroker: queue: caller limits: Starts -1 is negative (zero: no rate limit)"},
+		{"caller pending", queue.BrokerConfig{CallerLimits: queue.CallerLimits{MaxPending: -1}}, "queue: NewBroker: queue: caller limits: MaxPending -1 is negative (zero: no cap)"},
+		{"caller per", queue.BrokerConfig{CallerLimits: queue.CallerLimits{Starts: 5, Per: -time.Second}}, "queue: NewBroker: queue: caller limits: Per -1s is negative (zero means a minute)"},
+		// The Redis backend counts in milliseconds: a shorter window
+		// would limit nothing there and limit on Memory.
+		{"caller per under a millisecond", queue.BrokerConfig{CallerLimits: queue.CallerLimits{Starts: 5, Per: 500 * time.Microsecond}},
+			"queue: NewBroker: queue: caller limits: Per 500µs is under a millisecond"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.PanicsWithValue(t, tc.want, func() { queue.NewBroker(mem, store, tc.cfg) })

@@ -35,7 +35,8 @@ type CallerLimits struct {
 	// generic cell rate, which a token bucket of Starts tokens refilled
 	// at Starts per Per also describes). Zero: no rate limit.
 	Starts int
-	// Per is the window of Starts. Zero means a minute.
+	// Per is the window of Starts. Zero means a minute; under a
+	// millisecond is refused (see Validate).
 	Per time.Duration
 	// MaxPending caps the caller's tasks waiting to start: enqueued,
 	// never leased by a worker, not cancelled. A task stops counting as
@@ -46,10 +47,19 @@ type CallerLimits struct {
 // On reports whether l limits anything.
 func (l CallerLimits) On() bool { return l.Starts > 0 || l.MaxPending > 0 }
 
-// Validate reports a negative field.
+// Validate reports a negative field, and a Per under a millisecond (the
+// Redis backend counts the rate in milliseconds, and would limit nothing),
+// naming the field.
 func (l CallerLimits) Validate() error {
-	if l.Starts < 0 || l.Per < 0 || l.MaxPending < 0 {
-		return fmt.Errorf("queue: caller limits: negative Starts, Per or MaxPending: %+v", l)
+	switch {
+	case l.Starts < 0:
+		return fmt.Errorf("queue: caller limits: Starts %d is negative (zero: no rate limit)", l.Starts)
+	case l.Per < 0:
+		return fmt.Errorf("queue: caller limits: Per %v is negative (zero means a minute)", l.Per)
+	case l.Per > 0 && l.Per < time.Millisecond:
+		return fmt.Errorf("queue: caller limits: Per %v is under a millisecond", l.Per)
+	case l.MaxPending < 0:
+		return fmt.Errorf("queue: caller limits: MaxPending %d is negative (zero: no cap)", l.MaxPending)
 	}
 	return nil
 }

@@ -64,8 +64,8 @@ func callerLimitFlags(fs *flag.FlagSet, getenv func(string) string) func(default
 			}
 		}
 		if *per != "" {
-			if l.Queue.Per, err = time.ParseDuration(*per); err != nil || l.Queue.Per <= 0 {
-				return callerLimits{}, fmt.Errorf("-caller-per %q: want a positive duration, as 1m", *per)
+			if l.Queue.Per, err = time.ParseDuration(*per); err != nil || l.Queue.Per < time.Millisecond {
+				return callerLimits{}, fmt.Errorf("-caller-per %q: want a duration of a millisecond or more, as 1m", *per)
 			}
 		}
 		for p := range strings.SplitSeq(*proxies, ",") {

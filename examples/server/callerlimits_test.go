@@ -49,7 +49,7 @@ func TestParseCallerLimits(t *testing.T) {
 		got, "on Redis, 0 turns a limit off and a flag replaces its default")
 
 	for _, bad := range [][]string{
-		{"-caller-starts", "-1"}, {"-caller-starts", "many"}, {"-caller-per", "0s"},
+		{"-caller-starts", "-1"}, {"-caller-starts", "many"}, {"-caller-per", "0s"}, {"-caller-per", "500us"},
 		{"-caller-max-pending", "1.5"}, {"-trusted-proxies", "proxy.local"},
 	} {
 		_, err := parse(bad, nil)
