@@ -88,7 +88,9 @@ func TestLargestDurations(t *testing.T) {
 	client := newClient(t, redistest.Start(t))
 	b := newBackend(t, client, redisbackend.Config{OpTimeout: huge, Retention: huge, PollInterval: huge})
 	ctx := context.Background()
-	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")}) // one step: the task's record and its queueing in one script
+	// A nil store: one step, the task's record and its queueing in one
+	// script.
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
 	id, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{RunAt: time.Now().Add(time.Hour)})
 	require.NoError(t, err)
 	task := &queue.Task{ID: id}
