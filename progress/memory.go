@@ -222,6 +222,20 @@ func (s *MemoryStore) Snapshot(ctx context.Context, taskID string) (Snapshot, st
 	return t.snap.Clone(), lastID(t.events), nil
 }
 
+// Head implements Store.
+func (s *MemoryStore) Head(ctx context.Context, taskID string) (State, string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", "", err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, err := s.taskLocked(taskID)
+	if err != nil {
+		return "", "", err
+	}
+	return t.snap.State, lastID(t.events), nil
+}
+
 // Events implements Store.
 func (s *MemoryStore) Events(ctx context.Context, taskID, afterID string) ([]Event, error) {
 	if err := ctx.Err(); err != nil {

@@ -81,6 +81,14 @@ type Store interface {
 	// event folded into it ("" when there is none yet).
 	Snapshot(ctx context.Context, taskID string) (snap Snapshot, lastID string, err error)
 
+	// Head returns the task's state and the id of its last event ("" when
+	// there is none yet), as Snapshot would, without reading the rest of
+	// the snapshot or any event: its cost does not grow with the task's
+	// steps or events. The event stream of package ssehttp reads it to
+	// answer a client that has seen the task's end already. Unknown tasks
+	// give ErrNotFound.
+	Head(ctx context.Context, taskID string) (state State, lastID string, err error)
+
 	// Events returns the task's events with ids after afterID, in order;
 	// afterID "" means from the first event. A malformed afterID gives
 	// ErrBadEventID.

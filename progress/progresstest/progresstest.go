@@ -52,6 +52,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) progress.Backend) {
 		{"AppendAssignsOrderedIDs", testAppendIDs},
 		{"SnapshotFold", testSnapshotFold},
 		{"SnapshotTimes", testSnapshotTimes},
+		{"HeadAgreesWithSnapshot", testHead},
 		{"RandomBatchesFoldLikeApply", testRandomFold},
 		{"ResultsAreCopies", testCopies},
 		{"OneTerminalState", testOneTerminal},
@@ -1111,4 +1112,35 @@ func testSnapshotTimes(t *testing.T, b progress.Backend) {
 	assert.Equal(t, snap.EndedAt, snap.UpdatedAt)
 	assert.False(t, snap.EndedAt.Before(snap.StartedAt))
 	assert.Equal(t, secondStart, snap.StartedAt)
+}
+
+// testHead checks that Head gives the state and last event id that
+// Snapshot gives, at every step of a task's life, and ErrNotFound for an
+// unknown task.
+func testHead(t *testing.T, b progress.Backend) {
+	ctx := testContext(t)
+	_, _, err := b.Head(ctx, newTaskID(t))
+	require.ErrorIs(t, err, progress.ErrNotFound)
+
+	id := createTask(ctx, t, b)
+	check := func(want progress.State) {
+		t.Helper()
+		snap, last, err := b.Snapshot(ctx, id)
+		require.NoError(t, err)
+		state, headLast, err := b.Head(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, want, state)
+		assert.Equal(t, snap.State, state)
+		assert.Equal(t, last, headLast)
+	}
+	check(progress.StatePending)
+	appendOne(ctx, t, b, id, progress.Event{Type: progress.EventToken, Token: "a"})
+	check(progress.StatePending)
+	appendOne(ctx, t, b, id, statusEvent("Working"))
+	check(progress.StateProgress)
+	_, err = b.Append(ctx, id, statusEvent("one"), statusEvent("two"))
+	require.NoError(t, err)
+	check(progress.StateProgress)
+	appendOne(ctx, t, b, id, successEvent(`"done"`))
+	check(progress.StateSuccess)
 }

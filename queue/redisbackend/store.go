@@ -524,6 +524,28 @@ func decodeSnapshot(fields snapshotValues, steps []string) (progress.Snapshot, e
 	return snap, nil
 }
 
+// Head implements progress.Store with one HMGET of the task hash's state
+// and last fields: a few dozen bytes, whatever the size of the task.
+func (b *Backend) Head(ctx context.Context, taskID string) (progress.State, string, error) {
+	if !queue.ValidID(taskID) {
+		return "", "", fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
+	}
+	ctx, cancel := b.bound(ctx, 0)
+	defer cancel()
+	reply, err := b.client.Do(ctx, b.client.B().Hmget().Key(b.taskKey(taskID)).Field(fieldState, fieldLast).Build()).ToMessage()
+	if err != nil {
+		return "", "", b.wrap(ctx, "read head of task "+taskID, err)
+	}
+	var fields [2]string
+	if err := hmgetValues(reply, fields[:]); err != nil {
+		return "", "", fmt.Errorf("redisbackend: read head of task %q: %w", taskID, err)
+	}
+	if fields[0] == "" {
+		return "", "", fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
+	}
+	return progress.State(fields[0]), fields[1], nil
+}
+
 // Events implements progress.Store, reading the events list in pages of
 // pageSize elements.
 func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progress.Event, error) {
