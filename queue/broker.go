@@ -488,6 +488,18 @@ func (b *Broker) Task(ctx context.Context, id string) (*TaskInfo, error) {
 	return b.info(ctx, id, snap, last, err)
 }
 
+// Record returns the queue's record of task id (its flow, owner and
+// attempts): TaskInfo.Task, read without the snapshot, so that its cost
+// does not grow with the task's steps. It gives ErrNotFound for an
+// unknown task, and for one whose record the backend no longer holds
+// (Task may still find that one's snapshot).
+func (b *Broker) Record(ctx context.Context, id string) (*Task, error) {
+	if !ValidID(id) {
+		return nil, fmt.Errorf("%w: %w", ErrNotFound, ErrInvalidID)
+	}
+	return b.backend.Get(ctx, id)
+}
+
 // info returns task id's TaskInfo from its snapshot, read with error err,
 // and the queue's record: an unknown snapshot is ErrNotFound, a record the
 // backend no longer holds a nil TaskInfo.Task.

@@ -238,6 +238,38 @@ func TestBrokerTask(t *testing.T) {
 	}
 }
 
+// TestBrokerRecord checks that Record returns the queue's record of a
+// task (its owner too) and ErrNotFound for an id the queue does not hold.
+func TestBrokerRecord(t *testing.T) {
+	ctx := context.Background()
+	s := newSetup()
+	s.reg.MustRegister("poem_flow", flow.Func(func(context.Context, *flow.Task) (any, error) { return nil, nil }))
+	id := s.enqueue(t, "poem_flow", queue.EnqueueOptions{Owner: "alice"})
+
+	task, err := s.broker.Record(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, id, task.ID)
+	assert.Equal(t, "poem_flow", task.Flow)
+	assert.Equal(t, "alice", task.Owner)
+
+	for _, tc := range []struct {
+		name    string
+		id      string
+		wantErr []error
+	}{
+		{"unknown", queue.NewID(), []error{queue.ErrNotFound}},
+		{"bogus id", "a b", []error{queue.ErrNotFound, queue.ErrInvalidID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			task, err := s.broker.Record(ctx, tc.id)
+			assert.Nil(t, task)
+			for _, want := range tc.wantErr {
+				assert.ErrorIs(t, err, want)
+			}
+		})
+	}
+}
+
 func TestBrokerTaskAfterQueueRetention(t *testing.T) {
 	ctx := context.Background()
 	mem := queue.NewMemory(queue.MemoryConfig{Retention: time.Millisecond})
