@@ -1,6 +1,7 @@
 package ssehttp
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -124,6 +125,24 @@ func (h *Handler) taskAccessAs(w http.ResponseWriter, r *http.Request, action Ac
 	return h.taskAccessOr(w, r, action, id, h.backendError)
 }
 
+// watchRecord reads the record of task id for the access check of a
+// watch (ActionWatch) when the Queue is a TaskRecordReader: the stream
+// reads the task's progress itself, so the snapshot that
+// TaskInspector.Task reads with the record would be read for nothing. It
+// returns nil and no error for other actions, other queues, and a task
+// the queue holds no record of: Task tells those apart.
+func (h *Handler) watchRecord(r *http.Request, action Action, id string) (*queue.Task, error) {
+	rr, ok := h.cfg.Queue.(TaskRecordReader)
+	if !ok || action != ActionWatch {
+		return nil, nil
+	}
+	t, err := rr.Record(r.Context(), id)
+	if errors.Is(err, queue.ErrNotFound) {
+		return nil, nil
+	}
+	return t, err
+}
+
 // taskAccessOr is taskAccessAs that answers a failure to read the task's
 // owner (other than an unknown task) with failed, as notFoundOr does.
 func (h *Handler) taskAccessOr(w http.ResponseWriter, r *http.Request, action Action, id string, failed func(http.ResponseWriter, *http.Request, string, error)) (Principal, *queue.TaskInfo, bool) {
@@ -143,15 +162,21 @@ func (h *Handler) taskAccessOr(w http.ResponseWriter, r *http.Request, action Ac
 		// New) there is no owner to compare.
 		return p, nil, h.authorize(w, r, a)
 	}
-	info, err := insp.Task(r.Context(), id)
+	var info *queue.TaskInfo
+	t, err := h.watchRecord(r, action, id)
+	if t == nil && err == nil {
+		if info, err = insp.Task(r.Context(), id); err == nil {
+			t = info.Task
+		}
+	}
 	if err != nil {
 		notFoundOr(w, r, "get task", err, failed)
 		return p, nil, false
 	}
-	if info.Task != nil {
-		a.Flow, a.Owner = info.Task.Flow, info.Task.Owner
+	if t != nil {
+		a.Flow, a.Owner = t.Flow, t.Owner
 	}
-	if !p.Operator && (info.Task == nil || info.Task.Owner != p.ID) {
+	if !p.Operator && (t == nil || t.Owner != p.ID) {
 		// A task whose record is gone has no known owner: only operators
 		// may still see it.
 		writeError(w, http.StatusNotFound, "task not found")

@@ -307,6 +307,10 @@ func (downStore) Snapshot(context.Context, string) (progress.Snapshot, string, e
 	return progress.Snapshot{}, "", errStoreDown
 }
 
+func (downStore) Head(context.Context, string) (progress.State, string, error) {
+	return "", "", errStoreDown
+}
+
 func (downStore) Events(context.Context, string, string) ([]progress.Event, error) {
 	return nil, errStoreDown
 }

@@ -62,6 +62,19 @@ type TaskInspector interface {
 	Task(ctx context.Context, id string) (*queue.TaskInfo, error)
 }
 
+// TaskRecordReader may be implemented by a Queue that is a TaskInspector,
+// to check who may watch a task (GET /task-status/{id}/) from the
+// queue's record alone, without reading the task's snapshot as Task
+// does: a client reconnecting to a task that has ended then costs the
+// backend the same few reads whatever the task's size. *queue.Broker
+// implements it.
+type TaskRecordReader interface {
+	// Record returns the queue's record of the task, or an error
+	// wrapping queue.ErrNotFound when the queue holds none (the task
+	// may still have a snapshot: Task is then asked).
+	Record(ctx context.Context, id string) (*queue.Task, error)
+}
+
 // TaskWaiter may be implemented by a Queue to answer GET /tasks/{id}/ with
 // ?wait=: Wait returns the task once it has ended (see queue.Broker.Wait,
 // which implements it). Without it, the Handler waits on Progress's live

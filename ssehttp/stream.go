@@ -12,6 +12,7 @@ import (
 	"github.com/flowsrun/flows/internal/jsonenc"
 	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
 )
 
 // maxEventIDLen bounds a Last-Event-ID before it reaches the store.
@@ -21,7 +22,7 @@ const maxEventIDLen = 256
 // the package documentation for what the stream carries.
 func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	p, _, ok := h.taskAccessOr(w, r, ActionWatch, id, h.streamBackendError)
+	p, info, ok := h.taskAccessOr(w, r, ActionWatch, id, h.streamBackendError)
 	if !ok {
 		return
 	}
@@ -53,7 +54,7 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	defer release()
 
 	ctx := r.Context()
-	sub, err := h.open(ctx, id, lastID)
+	sub, err := h.open(ctx, id, lastID, info)
 	if err != nil {
 		switch {
 		case errors.Is(err, progress.ErrNotFound):
@@ -65,13 +66,13 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	defer sub.cancel()
-	if lastID != "" && sub.snap.State.Terminal() {
+	if sub.ended {
 		// The client has seen the end already: 204 tells an EventSource
 		// to stop reconnecting.
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	defer sub.cancel()
 
 	if h.tel.metrics.Active() {
 		h.tel.streams.Add(ctx, 1)
@@ -186,43 +187,37 @@ type subscription struct {
 	// resumed is set when the watch goes on after the client's
 	// Last-Event-ID: snap is the snapshot at that event.
 	resumed bool
+	// ended is set when the client's Last-Event-ID is the task's
+	// terminal event: nothing more will come, and there is no watch
+	// (events and cancel are nil).
+	ended bool
 	// cancel ends the subscription and frees what the store holds for it.
 	cancel context.CancelFunc
 }
 
 // open subscribes to the task's events after lastID and rebuilds the
-// snapshot the client saw with that event.
+// snapshot the client saw with that event. info, when not nil, is the
+// task as the access check read it.
 //
 // Event ids belong to the store and are opaque here: they are only
-// compared for equality. The store itself tells where lastID is in the log
-// (Subscribe after lastID), and the snapshot at lastID is the fold of the
-// stored events up to the one with that id. Since the log is append-only,
-// that prefix never changes, so the two reads need no common lock. When no
-// stored event has the id (a well-formed id the task never issued), the
-// watch restarts from the first event.
-func (h *Handler) open(ctx context.Context, id, lastID string) (*subscription, error) {
+// compared for equality. A resume reads first where the task is (the
+// state and last event id of info, or Store.Head, which costs a few bytes
+// whatever the task's size): when lastID is the last event of a task
+// that has ended, the client has seen everything and nothing is read or
+// watched (ended); when it is the last event of a task still going, the
+// snapshot at lastID is the current one. Otherwise the store tells where
+// lastID is in the log (Subscribe after lastID), and the snapshot at
+// lastID is the fold of the stored events up to the one with that id.
+// Since the log is append-only, that prefix never changes, so the two
+// reads need no common lock. When no stored event has the id (a
+// well-formed id the task never issued), the watch restarts from the
+// first event.
+func (h *Handler) open(ctx context.Context, id, lastID string, info *queue.TaskInfo) (*subscription, error) {
 	if lastID != "" {
-		subCtx, cancel := context.WithCancel(ctx)
-		events, err := h.cfg.Progress.Subscribe(subCtx, id, lastID)
-		if err != nil {
-			cancel()
-			return nil, err
+		sub, err := h.resume(ctx, id, lastID, info)
+		if sub != nil || err != nil {
+			return sub, err
 		}
-		past, err := h.cfg.Progress.Events(ctx, id, "")
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		snap := progress.NewSnapshot()
-		for _, ev := range past {
-			snap.Apply(ev)
-			if ev.ID == lastID {
-				return &subscription{snap: snap, events: events, resumed: true, cancel: cancel}, nil
-			}
-		}
-		// An id the task never issued: drop this subscription and start
-		// over from the first event.
-		cancel()
 	}
 	stored, last, err := h.cfg.Progress.Snapshot(ctx, id)
 	if err != nil {
@@ -244,6 +239,70 @@ func (h *Handler) open(ctx context.Context, id, lastID string) (*subscription, e
 		snap = stored.Clone()
 	}
 	return &subscription{snap: snap, events: events, initial: last == "", cancel: cancel}, nil
+}
+
+// resume opens the watch after lastID (see open). It returns neither a
+// subscription nor an error when the task never issued lastID: the watch
+// then starts from the first event.
+func (h *Handler) resume(ctx context.Context, id, lastID string, info *queue.TaskInfo) (*subscription, error) {
+	var state progress.State
+	var last string
+	if info != nil {
+		state, last = info.Snapshot.State, info.LastEventID
+	} else {
+		var err error
+		if state, last, err = h.cfg.Progress.Head(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	if lastID == last && state.Terminal() {
+		return &subscription{ended: true}, nil
+	}
+	var snap progress.Snapshot
+	atLast := false
+	if lastID == last {
+		// The client is up to date: the snapshot at lastID is the
+		// current one, unless an event came in the meantime.
+		if info != nil {
+			snap, atLast = info.Snapshot.Clone(), true
+		} else {
+			current, currentLast, err := h.cfg.Progress.Snapshot(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			snap, atLast = current, currentLast == lastID
+		}
+	}
+	subCtx, cancel := context.WithCancel(ctx)
+	events, err := h.cfg.Progress.Subscribe(subCtx, id, lastID)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if atLast {
+		return &subscription{snap: snap, events: events, resumed: true, cancel: cancel}, nil
+	}
+	past, err := h.cfg.Progress.Events(ctx, id, "")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	snap = progress.NewSnapshot()
+	for _, ev := range past {
+		snap.Apply(ev)
+		if ev.ID == lastID {
+			if snap.State.Terminal() {
+				// The end came since the head was read.
+				cancel()
+				return &subscription{ended: true}, nil
+			}
+			return &subscription{snap: snap, events: events, resumed: true, cancel: cancel}, nil
+		}
+	}
+	// An id the task never issued: drop this subscription and start
+	// over from the first event.
+	cancel()
+	return nil, nil
 }
 
 // stream writes Server-Sent Events messages. Writes stay in the
