@@ -93,8 +93,11 @@ func Concurrency(n int) Option {
 // Rate limits the flow to n starts within any period per, across every
 // worker of a queue (Policy.Rate and Per), for a provider's quota: a task
 // that would pass it stays PENDING until the oldest start of the window
-// is per old. n must be at least 1 and per between MinRatePeriod and
-// MaxRatePeriod.
+// is per old. A start is counted as the task is let through to the
+// workers, not as one runs it: the tasks let through while no worker is
+// free run when one is, beside those of the next period, so a provider
+// may then see up to 2n calls in a period (see the README, Limits). n
+// must be at least 1 and per between MinRatePeriod and MaxRatePeriod.
 func Rate(n int, per time.Duration) Option {
 	return func(i *Info) {
 		switch {
