@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -232,6 +233,37 @@ func TestIdentifyNeedsTaskInspector(t *testing.T) {
 		ssehttp.New(ssehttp.Config{Queue: plainQueue{}, Progress: progress.NewMemoryStore(progress.MemoryConfig{}), Registry: registry.New(),
 			Identify: bearerIdentify})
 	})
+}
+
+// inspectorOnly is a Queue that reads a task's record only through
+// TaskInspector.Task (with the snapshot), as a wrapper of *queue.Broker
+// that forwards Task but not Record would.
+type inspectorOnly struct{ acceptingQueue }
+
+func (inspectorOnly) Task(context.Context, string) (*queue.TaskInfo, error) {
+	return nil, queue.ErrNotFound
+}
+
+// TestIdentifyWithoutRecordReaderWarns: with Identify, a Queue that is a
+// TaskInspector but no TaskRecordReader makes each stream's owner check
+// read the task's whole snapshot; New says so once, naming the type,
+// rather than leave a wrapper to lose the cheap check silently. A Queue
+// that reads records alone gets no warning.
+func TestIdentifyWithoutRecordReaderWarns(t *testing.T) {
+	newWith := func(q ssehttp.Queue) string {
+		var log strings.Builder
+		ssehttp.New(ssehttp.Config{Queue: q, Progress: progress.NewMemoryStore(progress.MemoryConfig{}), Registry: registry.New(),
+			Identify: bearerIdentify, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+		return log.String()
+	}
+	logged := newWith(inspectorOnly{})
+	assert.Contains(t, logged, "level=WARN")
+	assert.Contains(t, logged, "TaskRecordReader")
+	assert.Contains(t, logged, "ssehttp_test.inspectorOnly")
+
+	mem := queue.NewMemory(queue.MemoryConfig{})
+	broker := queue.NewBroker(mem, progress.NewMemoryStore(progress.MemoryConfig{}), queue.BrokerConfig{Registry: registry.New()})
+	assert.Empty(t, newWith(broker), "a *queue.Broker reads records alone")
 }
 
 // TestIdentifyRefusal checks that a caller Identify refuses gets 401 with

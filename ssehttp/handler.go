@@ -67,7 +67,9 @@ type TaskInspector interface {
 // queue's record alone, without reading the task's snapshot as Task
 // does: a client reconnecting to a task that has ended then costs the
 // backend the same few reads whatever the task's size. *queue.Broker
-// implements it.
+// implements it. With Config.Identify set, New logs a warning for a
+// Queue that is not one (a wrapper of *queue.Broker that does not
+// forward Record), which works at that cost.
 type TaskRecordReader interface {
 	// Record returns the queue's record of the task, or an error
 	// wrapping queue.ErrNotFound when the queue holds none (the task
@@ -290,6 +292,12 @@ func New(cfg Config) *Handler {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if _, ok := cfg.Queue.(TaskRecordReader); cfg.Identify != nil && !ok {
+		// Loud, not silent: a wrapper of *queue.Broker that does not
+		// forward Record still works, at the cost of every stream.
+		cfg.Logger.Warn(fmt.Sprintf("flows: the Queue, a %T, is no ssehttp.TaskRecordReader: each event stream's owner check "+
+			"reads the task's whole snapshot (forward Record to the *queue.Broker it wraps to read the record alone)", cfg.Queue))
 	}
 	cors, err := newCORSPolicy(cfg.CORS)
 	if err != nil {
