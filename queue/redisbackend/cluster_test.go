@@ -642,3 +642,36 @@ func TestClusterMasterFailoverLosesNothing(t *testing.T) {
 	listensForCancellations(t, c, r.web.Prefix())
 	t.Logf("%d tasks, %d ran more than once", len(r.started), twice)
 }
+
+// TestClusterResubscribesManySlotsOverRESP2: a link on a Cluster client
+// that speaks RESP2, subscribing again at once the channels of more slots
+// than one round trip carries (its connection cut, with over a thousand
+// tasks watched on one master), sends its SSUBSCRIBEs in several round
+// trips, only the last of them with the ROLE that rueidis refuses there.
+// The fallback that sends ROLE on its own must send again only what was
+// refused, not the SSUBSCRIBEs of the round trips that went through,
+// whose commands rueidis has recycled by then: every watcher still gets
+// every event of its task.
+func TestClusterResubscribesManySlotsOverRESP2(t *testing.T) {
+	t.Parallel()
+	const tasks = 1300 // over a thousand slots of the one master
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1})
+	opt := c.ClientOption()
+	opt.AlwaysRESP2 = true
+	b := newBackend(t, testClient(t, opt), redisbackend.Config{PollInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	taskIDs := make([]string, tasks)
+	for i := range taskIDs {
+		taskIDs[i] = newTask().ID
+		require.NoError(t, b.Create(ctx, taskIDs[i]))
+		_, err := b.Append(ctx, taskIDs[i], progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+		require.NoError(t, err)
+	}
+	results := subscribeEach(ctx, t, b, taskIDs, 1)
+
+	_, err := redisproc.Do(c.Nodes[0].Addr(), "CLIENT", "KILL", "TYPE", "pubsub") // an integer: how many
+	require.NoError(t, err)
+	finishEach(ctx, t, b, taskIDs, 2, results)
+}

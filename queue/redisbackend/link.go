@@ -247,8 +247,22 @@ func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed 
 	if h.cluster && slices.ContainsFunc(results, mixedInRESP2) {
 		// A connection that speaks RESP2 (protocol=2, or one that could
 		// not be dialled) takes no other command in the round trip of an
-		// SSUBSCRIBE; rueidis refused them all without sending any.
-		results = append(l.doMulti(dc, cmds[:len(groups)]), l.doMulti(dc, cmds[len(groups):])...)
+		// SSUBSCRIBE: rueidis refused those of the round trip with ROLE,
+		// the last, without sending any. They go again, ROLE in a round
+		// trip of its own; not those of the round trips before, which
+		// went through and whose commands rueidis has recycled.
+		var again rueidis.Commands
+		var at []int
+		for i, res := range results {
+			if mixedInRESP2(res) {
+				again, at = append(again, cmds[i]), append(at, i)
+			}
+		}
+		role := len(again) - 1 // ROLE is the last command, refused with its round trip
+		redo := append(l.doMulti(dc, again[:role]), l.doMulti(dc, again[role:])...)
+		for k, i := range at {
+			results[i] = redo[k]
+		}
 	}
 	masterOf := "" // the node's master, when the node is a replica
 	if h.cluster {
