@@ -23,6 +23,19 @@ func (e ReplyError) Error() string { return string(e) }
 // It is for setting up and inspecting servers in tests and benchmarks
 // (CLUSTER INFO, SENTINEL commands), not for load.
 func Do(addr string, args ...string) (any, error) {
+	replies, err := DoAll(addr, args)
+	if err != nil {
+		return nil, err
+	}
+	return replies[0], nil
+}
+
+// DoAll sends commands, in order, to the server at addr on one connection
+// of its own and returns their replies, as Do does, or the first error
+// reply. One connection matters to commands that look at what the same
+// client did before them: WAIT counts the replicas that acknowledged the
+// writes of its own connection, and returns at once on a fresh one.
+func DoAll(addr string, cmds ...[]string) ([]any, error) {
 	conn, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, err
@@ -30,21 +43,28 @@ func Do(addr string, args ...string) (any, error) {
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	for _, args := range cmds {
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
 	}
 	if _, err := io.WriteString(conn, b.String()); err != nil {
 		return nil, err
 	}
-	reply, err := readReply(bufio.NewReader(conn))
-	if err != nil {
-		return nil, err
+	r := bufio.NewReader(conn)
+	replies := make([]any, len(cmds))
+	for i := range cmds {
+		reply, err := readReply(r)
+		if err != nil {
+			return nil, err
+		}
+		if re, ok := reply.(ReplyError); ok {
+			return nil, re
+		}
+		replies[i] = reply
 	}
-	if re, ok := reply.(ReplyError); ok {
-		return nil, re
-	}
-	return reply, nil
+	return replies, nil
 }
 
 // DoString is Do for a command whose reply is a string.

@@ -17,10 +17,11 @@ func TestSentinelFailsOver(t *testing.T) {
 	first, err := s.Primary()
 	require.NoError(t, err)
 	assert.Same(t, s.Data[0], first)
-	_, err = Do(first.Addr(), "SET", "k", "v")
+	// WAIT on the connection of the SET: on another it counts no write
+	// and returns at once, replicated or not.
+	replies, err := DoAll(first.Addr(), []string{"SET", "k", "v"}, []string{"WAIT", "1", "5000"})
 	require.NoError(t, err)
-	_, err = Do(first.Addr(), "WAIT", "1", "5000")
-	require.NoError(t, err)
+	require.Equal(t, int64(1), replies[1], "the replica acknowledged the write")
 
 	first.Kill()
 	next, err := s.WaitFailover(first)
