@@ -131,7 +131,9 @@ type Config struct {
 	// and acknowledged together in one script and one round trip. A
 	// task's terminal event then reaches Redis, and its watchers, up to
 	// AckDelay later, and the worker's slot stays taken that much
-	// longer. Calls made while a batch is in flight go in the next one
+	// longer, as does the slot of a flow limited by registry.Concurrency
+	// (it is freed by the end): a flow limited to n at once whose tasks
+	// end alone runs at most n of them per AckDelay. Calls made while a batch is in flight go in the next one
 	// at once (a call that would go alone in it waits as a first call
 	// does), and a full batch goes at once, so a busy worker waits for
 	// nothing more. A call whose context ends while it waits is left
