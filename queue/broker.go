@@ -107,8 +107,10 @@ type EnqueueOptions struct {
 	IdempotencyKey string
 	// Caller names who asks, for BrokerConfig.CallerLimits: usually the
 	// Owner, or the client's address for an anonymous caller (ssehttp
-	// passes "ip:" and the address, or its /64 network for IPv6). "" is
-	// subject to no caller limit.
+	// passes "ip:" and the address, or its /64 network for IPv6, and for
+	// a principal ssehttp.CallerName of its ID: the ID, with "id:" in
+	// front when it begins with "ip:" or "id:", so that no user is
+	// counted as an address). "" is subject to no caller limit.
 	Caller string
 }
 

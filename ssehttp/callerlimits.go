@@ -18,14 +18,28 @@ import (
 // Handler names the caller for; the cap on open streams is the Handler's
 // own (Config.MaxStreamsPerCaller).
 
+// The prefixes of caller names. An anonymous caller is named for its
+// address, anonPrefix and the address; a principal by its ID, as it is,
+// unless the ID begins with one of these, which is then escaped with
+// escapePrefix in front (ip:1.2.3.4 becomes id:ip:1.2.3.4, id:x becomes
+// id:id:x). So no principal is named as an anonymous caller is, and no
+// two principals share a name, whatever the IDs Identify returns; and
+// the name of a principal is its ID, the Owner of its tasks, in all but
+// these cases.
+const (
+	anonPrefix   = "ip:"
+	escapePrefix = "id:"
+)
+
 // callerName names the caller of r, whose principal is p, for caller
-// limits: its Principal.ID, or, for an anonymous caller, "ip:" and its
-// address (see clientIP), or the /64 network of an IPv6 address: a host
-// is commonly given a whole /64, and would otherwise be as many callers
-// as it has addresses.
+// limits: its Principal.ID (escaped when it begins with "ip:" or "id:",
+// see CallerName), or, for an anonymous caller, "ip:" and its address
+// (see clientIP), or the /64 network of an IPv6 address: a host is
+// commonly given a whole /64, and would otherwise be as many callers as
+// it has addresses.
 func (h *Handler) callerName(r *http.Request, p Principal) string {
 	if p.ID != "" {
-		return p.ID
+		return CallerName(p.ID)
 	}
 	ip := h.clientIP(r)
 	if a, err := netip.ParseAddr(ip); err == nil && a.Unmap().Is6() {
@@ -33,7 +47,21 @@ func (h *Handler) callerName(r *http.Request, p Principal) string {
 			ip = net64.String()
 		}
 	}
-	return "ip:" + ip
+	return anonPrefix + ip
+}
+
+// CallerName returns the caller name (queue.EnqueueOptions.Caller) that
+// the Handler gives the caller limits of a principal with the ID id: the
+// ID itself, or, when it begins with "ip:" (the prefix of the names of
+// anonymous callers, "ip:" and their address) or "id:", the ID with "id:"
+// in front. A host that enqueues tasks from its own code for a user, and
+// wants them counted with the user's starts over HTTP, passes
+// CallerName(user's ID) as the Caller.
+func CallerName(id string) string {
+	if strings.HasPrefix(id, anonPrefix) || strings.HasPrefix(id, escapePrefix) {
+		return escapePrefix + id
+	}
+	return id
 }
 
 // clientIP returns the address of the client of r: the host of

@@ -47,6 +47,37 @@ func FuzzClientIP(f *testing.F) {
 	})
 }
 
+// FuzzCallerName checks that caller names keep callers apart: two
+// principals with two IDs have two names, and no principal has the name
+// of an anonymous caller, whatever its ID reads like.
+func FuzzCallerName(f *testing.F) {
+	f.Add("alice", "bob", "127.0.0.1:5000")
+	f.Add("ip:127.0.0.1", "id:ip:127.0.0.1", "127.0.0.1:5000")
+	f.Add("id:x", "x", "[2001:db8::1]:443")
+	f.Add("ip:2001:db8::/64", "id:id:x", "[2001:db8::1]:443")
+	h := &Handler{}
+	f.Fuzz(func(t *testing.T, id1, id2, remote string) {
+		if id1 == "" || id2 == "" {
+			t.Skip("an empty ID is an anonymous caller")
+		}
+		r := &http.Request{RemoteAddr: remote}
+		anon := h.callerName(r, Principal{})
+		if !strings.HasPrefix(anon, "ip:") {
+			t.Fatalf("anonymous caller from %q named %q", remote, anon)
+		}
+		n1, n2 := h.callerName(r, Principal{ID: id1}), h.callerName(r, Principal{ID: id2})
+		if n1 == anon || n2 == anon {
+			t.Fatalf("principal %q or %q named %q, as the anonymous caller from %q is", id1, id2, anon, remote)
+		}
+		if (n1 == n2) != (id1 == id2) {
+			t.Fatalf("principals %q and %q named %q and %q", id1, id2, n1, n2)
+		}
+		if n1 != id1 && !strings.HasPrefix(id1, "ip:") && !strings.HasPrefix(id1, "id:") {
+			t.Fatalf("principal %q named %q: only an ID beginning ip: or id: is escaped", id1, n1)
+		}
+	})
+}
+
 // FuzzIdempotencyKey checks that a key is accepted as it was sent, or
 // refused with a message, and that an accepted key is 1 to
 // MaxIdempotencyKeyLen printable ASCII bytes.

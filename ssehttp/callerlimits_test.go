@@ -139,14 +139,16 @@ type openedStream struct {
 	close  func()
 }
 
-// openStream opens the task's event stream as user and leaves it open
-// until close (called at the end of the test at the latest).
+// openStream opens the task's event stream as user ("" for an anonymous
+// caller) and leaves it open until close (called at the end of the test at the latest).
 func openStream(t *testing.T, base, id, user string) openedStream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/task-status/"+id+"/", nil)
 	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+user)
+	if user != "" {
+		req.Header.Set("Authorization", "Bearer "+user)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
@@ -161,6 +163,40 @@ func openStream(t *testing.T, base, id, user string) openedStream {
 	}
 	t.Cleanup(closeIt)
 	return openedStream{status: resp.StatusCode, header: resp.Header, close: closeIt}
+}
+
+// TestCallerNamesDisjoint: a principal whose ID reads like the name of an
+// anonymous caller (ip:127.0.0.1, the address these tests connect from)
+// is still another caller, with a start rate and streams of its own; and
+// so is one whose ID reads like that principal's escaped name.
+func TestCallerNamesDisjoint(t *testing.T) {
+	lookalikes := []string{"", "ip:127.0.0.1", "id:ip:127.0.0.1", "id:id:ip:127.0.0.1"}
+	onEachBackend(t, func(t *testing.T, s *site) {
+		t.Run("Starts", func(t *testing.T) {
+			broker, store := s.process(t, queue.BrokerConfig{CallerLimits: queue.CallerLimits{Starts: 1, Per: time.Hour}})
+			base := s.serve(t, ssehttp.Config{Queue: broker, Progress: store, Identify: bearerIdentify})
+			for _, user := range lookalikes {
+				status, msg, _ := postStart(t, base, plain(user))
+				assert.Equal(t, http.StatusOK, status, "caller %q: its first start: %s", user, msg)
+			}
+			for _, user := range lookalikes {
+				status, _, _ := postStart(t, base, plain(user))
+				assert.Equal(t, http.StatusTooManyRequests, status, "caller %q: its second start", user)
+			}
+		})
+		t.Run("Streams", func(t *testing.T) {
+			base := s.serve(t, ssehttp.Config{Identify: bearerIdentify, MaxStreamsPerCaller: 1})
+			for _, user := range lookalikes {
+				status, id, _ := postStart(t, base, plain(user))
+				require.Equal(t, http.StatusOK, status, id)
+				st := openStream(t, base, id, user)
+				assert.Equal(t, http.StatusOK, st.status, "caller %q: its first stream", user)
+				again := openStream(t, base, id, user)
+				again.close()
+				assert.Equal(t, http.StatusTooManyRequests, again.status, "caller %q: its second stream", user)
+			}
+		})
+	})
 }
 
 func TestCallerAddress(t *testing.T) {

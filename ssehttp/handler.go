@@ -147,8 +147,9 @@ type Config struct {
 
 	// MaxStreamsPerCaller caps the task-status streams one caller (its
 	// Principal.ID, or its address when anonymous, the /64 network of an
-	// IPv6 one) holds open at once:
-	// one more is answered with 429 and a Retry-After of Retry. The count
+	// IPv6 one; see CallerName: a principal is never taken for an
+	// address) holds open at once: one more is answered with 429 and a
+	// Retry-After of Retry. The count
 	// is per Handler, so per process: with n web processes behind a
 	// balancer a caller may hold up to n times as many. Zero: no cap.
 	// The start rate and the cap on waiting tasks of each caller are the
