@@ -68,7 +68,9 @@ func CallerName(id string) string {
 // r.RemoteAddr; or, when that address is in Config.TrustedProxies, the
 // right-most address of the X-Forwarded-For headers that is not, since
 // each trusted proxy appends the address it got the request from. An
-// entry that is not an address ends the walk at the one after it.
+// entry may carry a port, as some proxies write it (1.2.3.4:5678,
+// [2001:db8::1]:443; see forwardedAddr). An entry that is not an address
+// ends the walk at the one after it.
 func (h *Handler) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -83,8 +85,8 @@ func (h *Handler) clientIP(r *http.Request) string {
 	for i := len(values) - 1; i >= 0; i-- {
 		hops := strings.Split(values[i], ",")
 		for j := len(hops) - 1; j >= 0; j-- {
-			hop, err := netip.ParseAddr(strings.TrimSpace(hops[j]))
-			if err != nil {
+			hop, ok := forwardedAddr(strings.TrimSpace(hops[j]))
+			if !ok {
 				return client.String()
 			}
 			client = hop.Unmap()
@@ -94,6 +96,20 @@ func (h *Handler) clientIP(r *http.Request) string {
 		}
 	}
 	return client.String()
+}
+
+// forwardedAddr parses an entry of X-Forwarded-For: an address
+// (203.0.113.7, 2001:db8::1), or an address and a port (203.0.113.7:5678,
+// [2001:db8::1]:443), whose port it drops. It reports false for anything
+// else.
+func forwardedAddr(s string) (netip.Addr, bool) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, true
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr(), true
+	}
+	return netip.Addr{}, false
 }
 
 // trusted reports whether addr is one of Config.TrustedProxies.

@@ -10,14 +10,15 @@ import (
 
 // FuzzClientIP checks that the address naming an anonymous caller is the
 // connection's own, unless the connection is a trusted proxy, and then
-// one the X-Forwarded-For header holds or the proxy's own: never text
-// made up of anything else.
+// one the X-Forwarded-For header holds (with or without a port) or the
+// proxy's own: never text made up of anything else.
 func FuzzClientIP(f *testing.F) {
 	f.Add("127.0.0.1:5000", "203.0.113.1")
 	f.Add("127.0.0.1:5000", "198.51.100.7, 203.0.113.1, 127.0.0.2")
 	f.Add("10.0.0.1:1", "not an address, 1.2.3.4")
 	f.Add("[::1]:80", "::ffff:1.2.3.4")
 	f.Add("203.0.113.9:443", "127.0.0.1")
+	f.Add("127.0.0.1:5000", "203.0.113.1:5678, [2001:db8::1]:443, 127.0.0.2:80")
 	h := &Handler{cfg: Config{TrustedProxies: []netip.Prefix{
 		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
 	}}}
@@ -39,12 +40,52 @@ func FuzzClientIP(f *testing.F) {
 			return
 		}
 		for _, hop := range strings.Split(xff, ",") {
-			if a, err := netip.ParseAddr(strings.TrimSpace(hop)); err == nil && a.Unmap().String() == got {
+			hop = strings.TrimSpace(hop)
+			if a, err := netip.ParseAddr(hop); err == nil && a.Unmap().String() == got {
+				return
+			}
+			if ap, err := netip.ParseAddrPort(hop); err == nil && ap.Addr().Unmap().String() == got {
 				return
 			}
 		}
 		t.Fatalf("trusted %q with X-Forwarded-For %q: got %q, which is neither", remote, xff, got)
 	})
+}
+
+// TestClientIP: the walk over X-Forwarded-For takes an entry with a port
+// (some proxies append one) for its address, and still stops at one that
+// is not an address.
+func TestClientIP(t *testing.T) {
+	h := &Handler{cfg: Config{TrustedProxies: []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
+	}}}
+	for _, tc := range []struct {
+		name, xff, want string
+	}{
+		{"IPv4", "203.0.113.1", "203.0.113.1"},
+		{"IPv4 with a port", "203.0.113.1:5678", "203.0.113.1"},
+		{"bare IPv6", "2001:db8::1", "2001:db8::1"},
+		{"bracketed IPv6 with a port", "[2001:db8::1]:443", "2001:db8::1"},
+		{"mapped IPv4 with a port", "[::ffff:203.0.113.1]:443", "203.0.113.1"},
+		{"trusted hops with ports", "203.0.113.1:5678, 127.0.0.9:80, [::1]:443", "203.0.113.1"},
+		{"the right-most untrusted hop, port or none", "198.51.100.7, 203.0.113.1:5678", "203.0.113.1"},
+		{"garbage", "not an address", "127.0.0.1"},
+		{"garbage after an address", "203.0.113.1, garbage", "127.0.0.1"},
+		{"garbage before an address", "garbage, 203.0.113.1:1", "203.0.113.1"},
+		{"garbage behind a trusted hop", "garbage, 127.0.0.9:80", "127.0.0.9"},
+		{"port out of range", "203.0.113.1:65536", "127.0.0.1"},
+		{"empty port", "203.0.113.1:", "127.0.0.1"},
+		{"not a number", "203.0.113.1:http", "127.0.0.1"},
+		{"bracketed IPv4", "[203.0.113.1]:5678", "127.0.0.1"},
+		{"IPv6 with a port but no brackets", "2001:db8::1:443", "2001:db8::1:443"}, // an address: the port cannot be told apart
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &http.Request{RemoteAddr: "127.0.0.1:5000", Header: http.Header{"X-Forwarded-For": {tc.xff}}}
+			if got := h.clientIP(r); got != tc.want {
+				t.Errorf("X-Forwarded-For %q: got %q, want %q", tc.xff, got, tc.want)
+			}
+		})
+	}
 }
 
 // FuzzCallerName checks that caller names keep callers apart: two

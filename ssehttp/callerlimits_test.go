@@ -215,6 +215,8 @@ func TestCallerAddress(t *testing.T) {
 			[3]string{"203.0.113.1", "203.0.113.2", "203.0.113.1"}, [3]int{200, 200, 429}},
 		{"the right-most untrusted hop, not a forged one", []netip.Prefix{local},
 			[3]string{"203.0.113.1", "198.51.100.7, 203.0.113.1", "203.0.113.3, 127.0.0.9"}, [3]int{200, 429, 200}},
+		{"entries with a port: the address is the caller", []netip.Prefix{local},
+			[3]string{"203.0.113.1:5678", "203.0.113.1:9999", "[2001:db8:1:2::1]:443"}, [3]int{200, 429, 200}},
 		{"IPv6: one /64 is one caller", []netip.Prefix{local},
 			[3]string{"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:3::1"}, [3]int{200, 429, 200}},
 	} {

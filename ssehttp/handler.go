@@ -142,7 +142,11 @@ type Config struct {
 	// one of them is taken to come from the right-most address of
 	// X-Forwarded-For that is not one of them; any other request from its
 	// own address (the host of http.Request.RemoteAddr), whatever headers
-	// it sends. Empty: X-Forwarded-For is never believed.
+	// it sends. An entry of X-Forwarded-For may carry a port, which is
+	// dropped (203.0.113.7:5678, [2001:db8::1]:443, as some proxies write
+	// them); an entry that is no address ends the walk, and the request is
+	// taken to come from the hop to its right. Empty: X-Forwarded-For is
+	// never believed.
 	TrustedProxies []netip.Prefix
 
 	// MaxStreamsPerCaller caps the task-status streams one caller (its
