@@ -18,6 +18,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -87,7 +88,9 @@ func newEnv(ctx context.Context, cfg config) (*env, error) {
 	opt, err := rueidis.ParseURL(e.url)
 	if err != nil {
 		e.close()
-		return nil, fmt.Errorf("redis url: %w", err)
+		// The parser quotes the URL, password and all: its
+		// credentials stay out of the error (redact).
+		return nil, fmt.Errorf("redis url: %w", redact.Error(err, redact.Secrets(e.url)...))
 	}
 	opt.ClientName = clientName + "-admin"
 	opt.DisableCache = true
@@ -96,7 +99,7 @@ func newEnv(ctx context.Context, cfg config) (*env, error) {
 	opt.Dialer.KeepAlive = -1
 	if e.admin, err = rueidis.NewClient(opt); err != nil {
 		e.close()
-		return nil, fmt.Errorf("connect to redis: %w", err)
+		return nil, fmt.Errorf("connect to redis: %w", redact.Error(err, redact.Secrets(e.url)...))
 	}
 	info, err := e.admin.Do(ctx, e.admin.B().Info().Section("server").Build()).ToString()
 	if err != nil {
@@ -218,7 +221,7 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 	}
 	opt, err := rueidis.ParseURL(e.url)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("redis url: %w", redact.Error(err, redact.Secrets(e.url)...))
 	}
 	writes := new(atomic.Int64)
 	opt.ClientName = clientName
@@ -241,7 +244,7 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 	}
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
-		return nil, fmt.Errorf("connect to redis: %w", err)
+		return nil, fmt.Errorf("connect to redis: %w", redact.Error(err, redact.Secrets(e.url)...))
 	}
 	counter := &countingClient{Client: client}
 	var random [6]byte

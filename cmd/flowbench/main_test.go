@@ -317,3 +317,28 @@ func TestSSEReader(t *testing.T) {
 	_, err = r.next()
 	assert.ErrorIs(t, err, io.EOF)
 }
+
+// TestRedisURLCredentialsKeptOut gives the command a REDIS_URL (and a
+// -redis-url) with a password and a secret query parameter that does not
+// parse: the error says so, without them.
+func TestRedisURLCredentialsKeptOut(t *testing.T) {
+	const pass, token = "PLANTED-pass", "PLANTED-token"
+	bad := "redis://user:" + pass + "@127.0.0.1:nope/0?token=" + token
+	for name, args := range map[string][]string{"REDIS_URL": {"-quick"}, "-redis-url": {"-quick", "-redis-url", bad}} {
+		t.Run(name, func(t *testing.T) {
+			var out, errw bytes.Buffer
+			code := runMain(context.Background(), args, func(k string) string {
+				if k == "REDIS_URL" {
+					return bad
+				}
+				return ""
+			}, &out, &errw)
+			assert.Equal(t, 1, code, "stderr: %s", errw.String())
+			assert.Contains(t, errw.String(), "redis url")
+			for _, secret := range []string{pass, token} {
+				assert.NotContains(t, errw.String(), secret)
+				assert.NotContains(t, out.String(), secret)
+			}
+		})
+	}
+}

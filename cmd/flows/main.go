@@ -34,7 +34,8 @@
 //
 // The Redis URL comes from -redis or REDIS_URL (redis://host:6379/0; a
 // URL with several addresses or a master_set names a Cluster or a
-// Sentinel setup, as rueidis.ParseURL reads it); -prefix and -queue (or
+// Sentinel setup, as rueidis.ParseURL reads it; its password and secret
+// query values never appear in an error); -prefix and -queue (or
 // FLOWS_PREFIX and FLOWS_QUEUE) name the keys, as the workers were given
 // them; -timeout bounds each call to Redis (10s). The output is for
 // people, with aligned columns and relative times; -json prints JSON for
@@ -64,6 +65,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/internal/redisform"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -211,16 +213,18 @@ var commands = map[string]func(c *cli, ctx context.Context, args []string) error
 }
 
 // connect opens the backend of the queue at redisURL and sets c.release
-// to the function that closes it.
+// to the function that closes it. Its errors keep the URL's credentials
+// out (redact): the parser quotes the whole URL, password included, and
+// what the command writes to stderr ends up in logs and issues.
 func (c *cli) connect(redisURL, prefix, queueName string, timeout time.Duration) error {
 	opt, err := rueidis.ParseURL(redisURL)
 	if err != nil {
-		return usagef("Redis URL: %v", err)
+		return usagef("Redis URL: %v", redact.Error(err, redact.Secrets(redisURL)...))
 	}
 	opt.DisableCache = true
 	client, err := rueidis.NewClient(opt)
 	if err != nil {
-		return fmt.Errorf("connect to Redis at %s: %w%s", strings.Join(opt.InitAddress, ","), err, redisform.Hint(opt, err))
+		return fmt.Errorf("connect to Redis at %s: %w%s", strings.Join(opt.InitAddress, ","), redact.Error(err, redact.Secrets(redisURL)...), redisform.Hint(opt, err))
 	}
 	if err := redisform.Check(client, opt); err != nil {
 		client.Close()

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/flowsrun/flows/internal/redact"
 )
 
 // The trace exporter of the examples sends spans over OTLP/HTTP in OTLP's
@@ -60,16 +62,20 @@ func otlpConfigFromEnv(getenv func(string) string) (otlpConfig, error) {
 	}
 	u, err := url.Parse(cfg.url)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return otlpConfig{}, fmt.Errorf("telemetry: OTLP endpoint %q: want an http:// or https:// URL", cfg.url)
+		return otlpConfig{}, fmt.Errorf("telemetry: OTLP endpoint %q: want an http:// or https:// URL", redact.URL(cfg.url))
 	}
 
 	if v, name := env("HEADERS"); v != "" {
 		cfg.headers = map[string]string{}
+		n := 0
 		for pair := range strings.SplitSeq(v, ",") {
+			n++
 			key, value, ok := strings.Cut(pair, "=")
 			key = strings.TrimSpace(key)
 			if !ok || key == "" {
-				return otlpConfig{}, fmt.Errorf("telemetry: %s: %q is not key=value", name, strings.TrimSpace(pair))
+				// The pair is not quoted: a header's value is often a
+				// credential ("Authorization: Bearer ..." mistyped).
+				return otlpConfig{}, fmt.Errorf("telemetry: %s: header %d is not key=value", name, n)
 			}
 			value, err := url.PathUnescape(strings.TrimSpace(value))
 			if err != nil {
@@ -114,7 +120,11 @@ var errExporterStopped = errors.New("telemetry: the OTLP trace exporter is shut 
 // as the endpoint's Retry-After asks or backing off exponentially, until
 // the export's timeout.
 type traceExporter struct {
-	cfg     otlpConfig
+	cfg otlpConfig
+	// display is cfg.url as errors show it, and secrets the credentials
+	// it carries (redact): an export's error is logged by the SDK.
+	display string
+	secrets []string
 	client  *http.Client
 	backoff time.Duration // the first wait before a retry; doubles up to maxBackoff
 	stopped atomic.Bool
@@ -123,7 +133,8 @@ type traceExporter struct {
 const maxBackoff = 5 * time.Second
 
 func newTraceExporter(cfg otlpConfig) *traceExporter {
-	return &traceExporter{cfg: cfg, client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, backoff: time.Second / 4}
+	return &traceExporter{cfg: cfg, display: redact.URL(cfg.url), secrets: redact.Secrets(cfg.url),
+		client: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}, backoff: time.Second / 4}
 }
 
 var _ sdktrace.SpanExporter = (*traceExporter)(nil)
@@ -181,7 +192,7 @@ func (e *traceExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOn
 func (e *traceExporter) post(ctx context.Context, body []byte) (retry bool, after time.Duration, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.cfg.url, bytes.NewReader(body))
 	if err != nil {
-		return false, 0, fmt.Errorf("telemetry: OTLP export: %w", err)
+		return false, 0, fmt.Errorf("telemetry: OTLP export: %w", redact.Error(err, e.secrets...))
 	}
 	for k, v := range e.cfg.headers {
 		req.Header.Set(k, v)
@@ -192,7 +203,7 @@ func (e *traceExporter) post(ctx context.Context, body []byte) (retry bool, afte
 	}
 	resp, err := e.client.Do(req)
 	if err != nil {
-		return ctx.Err() == nil, 0, fmt.Errorf("telemetry: OTLP export to %s: %w", e.cfg.url, err)
+		return ctx.Err() == nil, 0, fmt.Errorf("telemetry: OTLP export to %s: %w", e.display, redact.Error(err, e.secrets...))
 	}
 	defer resp.Body.Close()
 	reply, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -201,9 +212,9 @@ func (e *traceExporter) post(ctx context.Context, body []byte) (retry bool, afte
 		return false, 0, otlpPartialSuccess(reply)
 	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode == http.StatusBadGateway,
 		resp.StatusCode == http.StatusServiceUnavailable, resp.StatusCode == http.StatusGatewayTimeout:
-		return true, retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("telemetry: OTLP export to %s: %s", e.cfg.url, resp.Status)
+		return true, retryAfter(resp.Header.Get("Retry-After")), fmt.Errorf("telemetry: OTLP export to %s: %s", e.display, resp.Status)
 	default:
-		return false, 0, fmt.Errorf("telemetry: OTLP export to %s: %s: %s", e.cfg.url, resp.Status, bytes.TrimSpace(reply))
+		return false, 0, fmt.Errorf("telemetry: OTLP export to %s: %s: %s", e.display, resp.Status, bytes.TrimSpace(reply))
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -380,7 +381,7 @@ func TestOTLPConfigFromEnv(t *testing.T) {
 			"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"},
 			otlpConfig{url: otlpDefaultEndpoint, timeout: 2500 * time.Millisecond, gzip: true}, ""},
 		{"not a URL", map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4318"}, otlpConfig{}, "want an http:// or https:// URL"},
-		{"header without a value", map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": "a=1,b"}, otlpConfig{}, `OTEL_EXPORTER_OTLP_HEADERS: "b" is not key=value`},
+		{"header without a value", map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": "a=1,b"}, otlpConfig{}, `OTEL_EXPORTER_OTLP_HEADERS: header 2 is not key=value`},
 		{"header badly escaped", map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": "a=%zz"}, otlpConfig{}, "the value of a"},
 		{"timeout not a number", map[string]string{"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "10s"}, otlpConfig{}, "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"},
 		{"unknown compression", map[string]string{"OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, otlpConfig{}, "want gzip or none"},
@@ -398,4 +399,60 @@ func TestOTLPConfigFromEnv(t *testing.T) {
 			assert.Equal(t, tt.want, got)
 		})
 	}
+}
+
+// TestCredentialsKeptOut gives the exporter an endpoint with a password
+// and a secret query parameter, and headers with a credential: neither a
+// configuration error nor an export's error (which the SDK logs) shows
+// them.
+func TestCredentialsKeptOut(t *testing.T) {
+	const pass, key, bearer = "PLANTED-pass", "PLANTED-key", "PLANTED-bearer"
+	secrets := []string{pass, key, bearer}
+	noSecret := func(t *testing.T, err error) {
+		t.Helper()
+		require.Error(t, err)
+		for _, s := range secrets {
+			assert.NotContains(t, err.Error(), s)
+		}
+	}
+
+	t.Run("configuration", func(t *testing.T) {
+		for name, env := range map[string]map[string]string{
+			"not http":             {"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://user:" + pass + "@collector:4318?api_key=" + key},
+			"no host":              {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://user:" + pass + "@/v1/traces?api_key=" + key},
+			"does not parse":       {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://user:" + pass + "@collector:bad/v1/traces?api_key=" + key},
+			"header not key=value": {"OTEL_EXPORTER_OTLP_HEADERS": "Authorization: Bearer " + bearer},
+		} {
+			t.Run(name, func(t *testing.T) {
+				_, err := otlpConfigFromEnv(func(k string) string { return env[k] })
+				noSecret(t, err)
+			})
+		}
+	})
+
+	t.Run("export", func(t *testing.T) {
+		for _, status := range []int{400, 503} {
+			c := &collector{}
+			for range 1000 { // 503 is retried until the timeout
+				c.replies = append(c.replies, reply{status: status})
+			}
+			srv := httptest.NewServer(c)
+			t.Cleanup(srv.Close)
+			url := strings.Replace(srv.URL, "http://", "http://user:"+pass+"@", 1) + "/v1/traces?api_key=" + key
+			e := newTraceExporter(otlpConfig{url: url, timeout: 50 * time.Millisecond})
+			e.backoff = time.Millisecond
+			err := e.ExportSpans(context.Background(), testSpans(t)[:1])
+			noSecret(t, err)
+			assert.NotEmpty(t, c.got(), "the request was sent")
+		}
+	})
+
+	t.Run("unreachable", func(t *testing.T) {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		srv.Close() // nobody listens there now
+		url := strings.Replace(srv.URL, "http://", "http://user:"+pass+"@", 1) + "/v1/traces?api_key=" + key
+		e := newTraceExporter(otlpConfig{url: url, timeout: 50 * time.Millisecond})
+		e.backoff = time.Millisecond
+		noSecret(t, e.ExportSpans(context.Background(), testSpans(t)[:1]))
+	})
 }
