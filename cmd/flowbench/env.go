@@ -19,6 +19,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/flowsrun/flows/internal/redact"
+	"github.com/flowsrun/flows/internal/redisform"
 	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -85,12 +86,10 @@ func newEnv(ctx context.Context, cfg config) (*env, error) {
 			}
 		}
 	}
-	opt, err := rueidis.ParseURL(e.url)
+	opt, err := redisform.ParseURL(e.url) // its errors without the URL's credentials
 	if err != nil {
 		e.close()
-		// The parser quotes the URL, password and all: its
-		// credentials stay out of the error (redact).
-		return nil, fmt.Errorf("redis url: %w", redact.Error(err, redact.Secrets(e.url)...))
+		return nil, fmt.Errorf("redis url: %w", err)
 	}
 	opt.ClientName = clientName + "-admin"
 	opt.DisableCache = true
@@ -219,9 +218,9 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 			}
 		}
 	}
-	opt, err := rueidis.ParseURL(e.url)
+	opt, err := redisform.ParseURL(e.url)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", redact.Error(err, redact.Secrets(e.url)...))
+		return nil, fmt.Errorf("redis url: %w", err)
 	}
 	writes := new(atomic.Int64)
 	opt.ClientName = clientName

@@ -214,12 +214,13 @@ var commands = map[string]func(c *cli, ctx context.Context, args []string) error
 
 // connect opens the backend of the queue at redisURL and sets c.release
 // to the function that closes it. Its errors keep the URL's credentials
-// out (redact): the parser quotes the whole URL, password included, and
-// what the command writes to stderr ends up in logs and issues.
+// out (redact, redisform.ParseURL): the parser quotes the whole URL,
+// password included, and what the command writes to stderr ends up in
+// logs and issues.
 func (c *cli) connect(redisURL, prefix, queueName string, timeout time.Duration) error {
-	opt, err := rueidis.ParseURL(redisURL)
+	opt, err := redisform.ParseURL(redisURL)
 	if err != nil {
-		return usagef("Redis URL: %v", redact.Error(err, redact.Secrets(redisURL)...))
+		return usagef("Redis URL: %v", err)
 	}
 	opt.DisableCache = true
 	client, err := rueidis.NewClient(opt)

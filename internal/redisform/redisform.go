@@ -1,11 +1,14 @@
-// Package redisform tells a Redis URL (REDIS_URL, as rueidis.ParseURL
-// reads it) that names a Redis Sentinel setup in a form that does not
-// reach its primary: a sentinel without master_set, which rueidis takes
-// for a Redis (given one address) or for cluster nodes (given several),
-// and master_set on a server that is no sentinel. The example server and
-// worker and the flows command check their connections with it, so that
-// such a URL stops them with an error that says what to change in it,
-// rather than with a refusal of one of the backend's commands.
+// Package redisform reads a Redis URL (REDIS_URL) into client options
+// (ParseURL: rueidis.ParseURL, with its errors' credentials masked and
+// each TLS connection verifying the host it dials), and tells one that
+// names a Redis Sentinel setup in a form that does not reach its
+// primary: a sentinel without master_set, which rueidis takes for a
+// Redis (given one address) or for cluster nodes (given several), and
+// master_set on a server that is no sentinel. The example server and
+// worker, the flows command and flowbench read their URLs with it; all
+// but flowbench check their connections with it too, so that such a URL
+// stops them with an error that says what to change in it, rather than
+// with a refusal of one of the backend's commands.
 package redisform
 
 import (
@@ -15,6 +18,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/flowsrun/flows/internal/redact"
 )
 
 // NameTheMaster says how a Redis URL names a primary through its
@@ -60,4 +65,34 @@ func Hint(opt rueidis.ClientOption, err error) string {
 		return "; it is not a Redis Sentinel: drop master_set from REDIS_URL to use it directly, or name the sentinels"
 	}
 	return ""
+}
+
+// ParseURL returns the client options raw names, as rueidis.ParseURL
+// reads them, but for two things:
+//
+//   - Its error keeps raw's credentials out (redact): url.Parse's error,
+//     which rueidis.ParseURL returns, quotes the whole URL, password
+//     included, and a mistyped URL's error is the one most likely to be
+//     logged.
+//   - Over TLS (rediss://), TLSConfig.ServerName is left empty, so that
+//     each connection verifies the server's certificate against the host
+//     it dials (crypto/tls takes the name from the address when none is
+//     set). rueidis.ParseURL sets it to the URL's first host, and rueidis
+//     dials every node of a Redis Cluster, and the primary it finds
+//     through sentinels, with that one tls.Config: a node whose
+//     certificate names only itself failed verification, and with the
+//     first node listed down, the others could not be reached at all.
+//     The address a URL names is dialed as written, so for it nothing
+//     changes. A URL cannot set a server name of its own; a caller that
+//     needs one (a proxy in front of the servers, say) sets
+//     TLSConfig.ServerName on the options returned.
+func ParseURL(raw string) (rueidis.ClientOption, error) {
+	opt, err := rueidis.ParseURL(raw)
+	if err != nil {
+		return opt, redact.Error(err, redact.Secrets(raw)...)
+	}
+	if opt.TLSConfig != nil {
+		opt.TLSConfig.ServerName = ""
+	}
+	return opt, nil
 }

@@ -16,12 +16,14 @@ import (
 	"github.com/flowsrun/flows/internal/redisform"
 )
 
-// Options returns the client options raw names (rueidis.ParseURL), with
-// the client-side cache off: the backend reads nothing through it.
+// Options returns the client options raw names (redisform.ParseURL:
+// rueidis.ParseURL, its errors without the URL's credentials, each TLS
+// connection verifying the host it dials), with the client-side cache
+// off: the backend reads nothing through it.
 func Options(raw string) (rueidis.ClientOption, error) {
-	opt, err := rueidis.ParseURL(raw)
+	opt, err := redisform.ParseURL(raw)
 	if err != nil {
-		return opt, fmt.Errorf("REDIS_URL: %w", redact.Error(err, redact.Secrets(raw)...))
+		return opt, fmt.Errorf("REDIS_URL: %w", err)
 	}
 	opt.DisableCache = true
 	return opt, nil
