@@ -47,8 +47,10 @@
 // with the task as it is then; the JSON is the same as without the
 // parameter, so a client checks "state" to know which. Config.MaxWait (60
 // s by default) caps the wait; a wait that is not a duration, or is
-// negative, is answered with 400. A client that hangs up frees everything
-// its wait held.
+// negative, or the parameter given more than once (?wait=5s&wait=10m:
+// which one the client meant is not for the server to guess), is
+// answered with 400. A client that hangs up frees everything its wait
+// held.
 //
 // # Errors
 //
@@ -60,7 +62,8 @@
 // longer than that is cut), so that no input is echoed whole. Statuses:
 //
 //	400  start-task body that is not one JSON object, or without a "flow" string;
-//	     a wait parameter that is not a non-negative duration;
+//	     a wait parameter that is not a non-negative duration, or is
+//	     given twice;
 //	     a key repeated in one object of the body outside "inputs"; a key
 //	     that is "flow" or "inputs" but for case; a Last-Event-ID the
 //	     progress store cannot parse, or a lastEventId or mode query

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/flowsrun/flows/progress"
@@ -54,7 +55,7 @@ func (r *taskResponse) setSnapshot(snap progress.Snapshot, last string) {
 // task serves GET /tasks/{id}/: the task's current snapshot as JSON. With
 // ?wait=<duration> (30s, 1m...) it answers once the task has ended, or
 // once the duration (at most Config.MaxWait) has passed, with the same
-// JSON as without the parameter.
+// JSON as without the parameter (see waitParam).
 func (h *Handler) task(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	wait, ok := h.waitParam(w, r)
@@ -117,13 +118,20 @@ func (h *Handler) taskInfo(r *http.Request, id string) (*queue.TaskInfo, error) 
 }
 
 // waitParam reads the wait parameter of GET /tasks/{id}/: a Go duration
-// (30s, 1m30s), zero when absent, capped at Config.MaxWait. A malformed
-// or negative one is answered with 400, and ok is false.
+// (30s, 1m30s), zero when absent or empty, capped at Config.MaxWait. A
+// malformed or negative one, or the parameter given more than once, is
+// answered with 400, and ok is false: which of two waits the client
+// meant is not for the server to guess, as for mode and lastEventId.
 func (h *Handler) waitParam(w http.ResponseWriter, r *http.Request) (wait time.Duration, ok bool) {
-	v := r.URL.Query().Get("wait")
-	if v == "" {
+	values := r.URL.Query()["wait"]
+	if len(values) > 1 {
+		writeError(w, http.StatusBadRequest, "wait given "+strconv.Itoa(len(values))+" times; give it once")
+		return 0, false
+	}
+	if len(values) == 0 || values[0] == "" {
 		return 0, true
 	}
+	v := values[0]
 	wait, err := time.ParseDuration(v)
 	if err != nil || wait < 0 {
 		writeError(w, http.StatusBadRequest, "wait must be a duration such as 30s, at most "+h.cfg.MaxWait.String())

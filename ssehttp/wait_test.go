@@ -144,23 +144,31 @@ func TestTaskWaitOutlastsWriteTimeout(t *testing.T) {
 func TestTaskWaitBadRequests(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	id := e.start(t, "poem_flow")
+	const notADuration = `{"error":"wait must be a duration such as 30s, at most 1m0s"}`
+	const twice = `{"error":"wait given 2 times; give it once"}`
 	for _, tc := range []struct {
 		name, path string
 		status     int
+		body       string // for a 400
 	}{
-		{"not a duration", "/tasks/" + id + "/?wait=soon", http.StatusBadRequest},
-		{"no unit", "/tasks/" + id + "/?wait=30", http.StatusBadRequest},
-		{"negative", "/tasks/" + id + "/?wait=-1s", http.StatusBadRequest},
-		{"unknown task", "/tasks/" + queue.NewID() + "/?wait=1s", http.StatusNotFound},
-		{"invalid id", "/tasks/no%20such/?wait=1s", http.StatusNotFound},
-		{"zero is no wait", "/tasks/" + id + "/?wait=0s", http.StatusOK},
+		{"not a duration", "/tasks/" + id + "/?wait=soon", http.StatusBadRequest, notADuration},
+		{"no unit", "/tasks/" + id + "/?wait=30", http.StatusBadRequest, notADuration},
+		{"negative", "/tasks/" + id + "/?wait=-1s", http.StatusBadRequest, notADuration},
+		{"given twice", "/tasks/" + id + "/?wait=0s&wait=30s", http.StatusBadRequest, twice},
+		{"given twice, the first empty", "/tasks/" + id + "/?wait=&wait=30s", http.StatusBadRequest, twice},
+		{"given twice alike", "/tasks/" + id + "/?wait=0s&wait=0s", http.StatusBadRequest, twice},
+		{"given three times", "/tasks/" + id + "/?wait=0s&wait=1s&wait=2s", http.StatusBadRequest, `{"error":"wait given 3 times; give it once"}`},
+		{"unknown task", "/tasks/" + queue.NewID() + "/?wait=1s", http.StatusNotFound, ""},
+		{"invalid id", "/tasks/no%20such/?wait=1s", http.StatusNotFound, ""},
+		{"zero is no wait", "/tasks/" + id + "/?wait=0s", http.StatusOK, ""},
+		{"empty is no wait", "/tasks/" + id + "/?wait=", http.StatusOK, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, body := e.get(t, tc.path)
 			assert.Equal(t, tc.status, resp.StatusCode, "%s", body)
 			assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 			if tc.status == http.StatusBadRequest {
-				assert.JSONEq(t, `{"error":"wait must be a duration such as 30s, at most 1m0s"}`, string(body))
+				assert.JSONEq(t, tc.body, string(body))
 			}
 		})
 	}
