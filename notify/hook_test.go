@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -109,4 +110,53 @@ func TestEnded(t *testing.T) {
 	assert.Equal(t, 1, notify.Ended(f).Attempts, "a lease that found the task ended did not run it")
 	f.FoundEnded = false
 	assert.Equal(t, 1, notify.Ended(f).Attempts, "nor did one that ended it without running it (cancelled, attempts spent)")
+}
+
+// TestHookTellsARequeuedTask: the notification about a task re-queued
+// from the dead-letter set names the dead task (requeued_from), so that a
+// receiver that was told of its failure can tie the new task's end to it;
+// the dead task's own notification has no requeued_from.
+func TestHookTellsARequeuedTask(t *testing.T) {
+	for _, kind := range backendKinds {
+		t.Run(kind, func(t *testing.T) {
+			s := newSystem(t, kind)
+			secret := notify.NewSecret()
+			rc := newReceiver(t, secret)
+			n := s.notifier(t, notify.Config{Channels: []notify.Channel{newTestWebhook(t, rc, secret, 0)}})
+			var runs atomic.Int32
+			s.reg.MustRegister("flaky", flow.Func(func(ctx context.Context, t *flow.Task) (any, error) {
+				if runs.Add(1) == 1 {
+					return nil, flow.Permanent(errors.New("model refused"))
+				}
+				return "fine", nil
+			}))
+			s.run(t, 10*time.Millisecond, n.Hook())
+
+			dead, err := s.broker.Enqueue(context.Background(), "flaky", nil, queue.EnqueueOptions{})
+			require.NoError(t, err)
+			s.dead(t, dead)
+			again, err := s.broker.Requeue(context.Background(), dead)
+			require.NoError(t, err)
+			s.waitEnded(t, again)
+
+			deadline := time.Now().Add(waitLimit)
+			for len(rc.accepted()) < 2 {
+				require.False(t, time.Now().After(deadline), "two deliveries expected, got %d", len(rc.accepted()))
+				time.Sleep(10 * time.Millisecond)
+			}
+			bodies := map[string]map[string]any{}
+			for _, r := range rc.requests() {
+				var e struct {
+					Data map[string]any `json:"data"`
+				}
+				require.NoError(t, json.Unmarshal(r.Body, &e))
+				bodies[e.Data["task_id"].(string)] = e.Data
+			}
+			require.Contains(t, bodies, dead)
+			require.Contains(t, bodies, again)
+			assert.Equal(t, dead, bodies[again]["requeued_from"])
+			assert.Equal(t, "SUCCESS", bodies[again]["state"])
+			assert.NotContains(t, bodies[dead], "requeued_from", "only when set")
+		})
+	}
 }

@@ -32,6 +32,10 @@ type Notification struct {
 	// notification task is not its: it belongs to queue.InternalOwner,
 	// so that over HTTP only operators may read or cancel it.
 	Owner string `json:"owner,omitempty"`
+	// RequeuedFrom is the id of the dead task this task was re-queued
+	// from (queue.Task.RequeuedFrom), "" for a task that was not: a
+	// receiver told of that task's failure ties this one's end to it.
+	RequeuedFrom string `json:"requeued_from,omitempty"`
 	// State is SUCCESS or FAILURE.
 	State progress.State `json:"state"`
 	// Snapshot is the task's final snapshot: its status line (the reason

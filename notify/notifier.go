@@ -212,15 +212,16 @@ func (n *Notifier) Hook() queue.FinishHook {
 // f tells of.
 func Ended(f queue.Finished) Notification {
 	return Notification{
-		TaskID:     f.Task.ID,
-		Flow:       f.Task.Flow,
-		Owner:      f.Task.Owner,
-		State:      f.Snapshot.State,
-		Snapshot:   f.Snapshot,
-		Attempts:   f.Attempts(),
-		EnqueuedAt: f.Task.EnqueuedAt,
-		StartedAt:  f.StartedAt,
-		FinishedAt: f.EndedAt.UTC(),
+		TaskID:       f.Task.ID,
+		Flow:         f.Task.Flow,
+		Owner:        f.Task.Owner,
+		RequeuedFrom: f.Task.RequeuedFrom,
+		State:        f.Snapshot.State,
+		Snapshot:     f.Snapshot,
+		Attempts:     f.Attempts(),
+		EnqueuedAt:   f.Task.EnqueuedAt,
+		StartedAt:    f.StartedAt,
+		FinishedAt:   f.EndedAt.UTC(),
 	}
 }
 

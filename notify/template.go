@@ -13,7 +13,8 @@ import (
 
 // Templates are the texts of a message about a finished task, as Go
 // templates executed with the *Notification: {{.TaskID}}, {{.Flow}},
-// {{.State}}, {{.Status}}, {{.Result}}, {{.Attempts}}, {{.Duration}},
+// {{.RequeuedFrom}} (the dead task a re-queued one came from, "" for
+// none), {{.State}}, {{.Status}}, {{.Result}}, {{.Attempts}}, {{.Duration}},
 // {{.FinishedAt}}, {{.Snapshot.Details.StepResults}} and so on. Subject and
 // Text are text/template templates, HTML an html/template one, which
 // escapes what it inserts. A zero field takes the default below.
@@ -31,7 +32,8 @@ type Templates struct {
 const (
 	DefaultSubject = `[flows] {{.Flow}} {{if eq .State "SUCCESS"}}succeeded{{else}}failed{{end}} ({{.TaskID}})`
 	DefaultText    = `Task {{.TaskID}} of flow {{.Flow}} ended {{.State}} after {{.Attempts}} attempt(s).
-Status: {{.Status}}
+{{with .RequeuedFrom}}Re-queued from task {{.}}.
+{{end}}Status: {{.Status}}
 {{with .Result}}
 Result:
 {{.}}
@@ -39,7 +41,8 @@ Result:
 	DefaultHTML = `<!DOCTYPE html>
 <html><body>
 <p>Task <code>{{.TaskID}}</code> of flow <strong>{{.Flow}}</strong> ended <strong>{{.State}}</strong> after {{.Attempts}} attempt(s).</p>
-<p>Status: {{.Status}}</p>
+{{with .RequeuedFrom}}<p>Re-queued from task <code>{{.}}</code>.</p>
+{{end}}<p>Status: {{.Status}}</p>
 {{with .Result}}<h2>Result</h2>
 <pre>{{.}}</pre>{{end}}
 </body></html>

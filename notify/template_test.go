@@ -106,3 +106,21 @@ func TestNotificationResult(t *testing.T) {
 	n.State = progress.StateFailure
 	assert.Equal(t, "task.failed", n.EventType())
 }
+
+// TestRendererDefaultsTellARequeuedTask: the default texts name the dead
+// task a re-queued one came from, and say nothing of it otherwise.
+func TestRendererDefaultsTellARequeuedTask(t *testing.T) {
+	r, err := notify.NewRenderer(notify.Templates{})
+	require.NoError(t, err)
+	m, err := r.Render(sampleNotification("email"))
+	require.NoError(t, err)
+	assert.NotContains(t, m.Text, "e-queued")
+	assert.NotContains(t, m.HTML, "e-queued")
+
+	n := sampleNotification("email")
+	n.RequeuedFrom = "fedcba9876543210fedcba9876543210"
+	m, err = r.Render(n)
+	require.NoError(t, err)
+	assert.Contains(t, m.Text, "Re-queued from task fedcba9876543210fedcba9876543210.")
+	assert.Contains(t, m.HTML, "Re-queued from task <code>fedcba9876543210fedcba9876543210</code>.")
+}

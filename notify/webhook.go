@@ -224,14 +224,15 @@ type webhookBody struct {
 
 // webhookData is the "data" of a delivery.
 type webhookData struct {
-	TaskID     string            `json:"task_id"`
-	Flow       string            `json:"flow"`
-	State      progress.State    `json:"state"`
-	Attempts   int               `json:"attempts"`
-	EnqueuedAt time.Time         `json:"enqueued_at,omitzero"`
-	StartedAt  time.Time         `json:"started_at,omitzero"`
-	FinishedAt time.Time         `json:"finished_at,omitzero"`
-	Snapshot   progress.Snapshot `json:"snapshot"`
+	TaskID       string            `json:"task_id"`
+	Flow         string            `json:"flow"`
+	RequeuedFrom string            `json:"requeued_from,omitempty"` // only for a task re-queued from a dead one
+	State        progress.State    `json:"state"`
+	Attempts     int               `json:"attempts"`
+	EnqueuedAt   time.Time         `json:"enqueued_at,omitzero"`
+	StartedAt    time.Time         `json:"started_at,omitzero"`
+	FinishedAt   time.Time         `json:"finished_at,omitzero"`
+	Snapshot     progress.Snapshot `json:"snapshot"`
 }
 
 // Body returns the JSON body of n's delivery: the same bytes on every
@@ -241,7 +242,7 @@ func Body(n *Notification) ([]byte, error) {
 		Type:      n.EventType(),
 		Timestamp: n.FinishedAt,
 		Data: webhookData{
-			TaskID: n.TaskID, Flow: n.Flow, State: n.State, Attempts: n.Attempts,
+			TaskID: n.TaskID, Flow: n.Flow, RequeuedFrom: n.RequeuedFrom, State: n.State, Attempts: n.Attempts,
 			EnqueuedAt: n.EnqueuedAt, StartedAt: n.StartedAt, FinishedAt: n.FinishedAt,
 			Snapshot: n.Snapshot,
 		},

@@ -285,8 +285,10 @@ type Message struct {
 }
 
 // Deliver sends the notification n to Config.To, with the subject and
-// bodies rendered from the templates and the Message-ID
-// "<n.ID@from's domain>", the same on every retry. A 5xx answer of the
+// bodies rendered from the templates, the Message-ID "<n.ID@from's
+// domain>", the same on every retry, and the headers X-Flows-Task-Id,
+// X-Flows-Flow, X-Flows-State and, for a task re-queued from a dead one,
+// X-Flows-Requeued-From (n.RequeuedFrom). A 5xx answer of the
 // server (a refused recipient, a failed authentication) is not retried;
 // connection errors, timeouts and 4xx answers are. A message the server
 // has accepted (250 to its end) is sent, even if the conversation then
@@ -302,11 +304,15 @@ func (s *Sender) Deliver(ctx context.Context, n *notify.Notification) error {
 	if err != nil {
 		return flow.Permanent(fmt.Errorf("smtp %s: %w", s.name, err))
 	}
-	return s.send(ctx, Message{To: s.to, Subject: m.Subject, Text: m.Text, HTML: m.HTML, ID: n.ID}, map[string]string{
+	headers := map[string]string{
 		"X-Flows-Task-Id": n.TaskID,
 		"X-Flows-Flow":    n.Flow,
 		"X-Flows-State":   string(n.State),
-	})
+	}
+	if n.RequeuedFrom != "" {
+		headers["X-Flows-Requeued-From"] = n.RequeuedFrom
+	}
+	return s.send(ctx, Message{To: s.to, Subject: m.Subject, Text: m.Text, HTML: m.HTML, ID: n.ID}, headers)
 }
 
 // Send sends m, from a flow's step for instance:

@@ -319,3 +319,23 @@ func TestSendLeavesRecipientsAlone(t *testing.T) {
 	assert.Equal(t, []string{"Ada <ada@example.org>"}, to)
 	assert.Len(t, ms.received(), 5)
 }
+
+// TestDeliverTellsARequeuedTask: the message about a task re-queued from
+// a dead one names that task in an X-Flows-Requeued-From header and in
+// its text; other messages have no such header.
+func TestDeliverTellsARequeuedTask(t *testing.T) {
+	ms := startMailServer(t, serverOptions{}, nil)
+	s := newSender(t, smtp.Config{URL: "smtp://" + ms.addr})
+	require.NoError(t, s.Deliver(context.Background(), sample()))
+	const dead = "fedcba9876543210fedcba9876543210"
+	n := sample()
+	n.RequeuedFrom = dead
+	require.NoError(t, s.Deliver(context.Background(), n))
+
+	got := ms.received()
+	require.Len(t, got, 2)
+	plain, requeued := parse(t, got[0].Data), parse(t, got[1].Data)
+	assert.NotContains(t, plain.Header, "X-Flows-Requeued-From")
+	assert.Equal(t, dead, requeued.Header.Get("X-Flows-Requeued-From"))
+	assert.Contains(t, requeued.Text, "Re-queued from task "+dead+".")
+}
