@@ -66,8 +66,9 @@
 //	     given twice;
 //	     a key repeated in one object of the body outside "inputs"; a key
 //	     that is "flow" or "inputs" but for case; a Last-Event-ID the
-//	     progress store cannot parse, or a lastEventId or mode query
-//	     parameter given twice; on the operators' routes, an unknown
+//	     progress store cannot parse, a Last-Event-ID header given
+//	     twice, or a lastEventId or mode query parameter given twice; on
+//	     the operators' routes, an unknown
 //	     or repeated parameter, an unknown state, a limit that is not an
 //	     integer from 1 to 1000, a cursor the listing did not issue, a
 //	     malformed since or until, until before since, a cancel-tasks
@@ -184,7 +185,8 @@
 //
 // A client that reconnects sends the id of the last message it saw, in the
 // Last-Event-ID header or, for clients that cannot set headers, the
-// lastEventId query parameter (the header wins when both are present). It
+// lastEventId query parameter (the header wins when both are present; the
+// header or the parameter given twice is refused with 400). It
 // then gets every later event exactly once, each message still carrying the
 // full snapshot. An id the progress store cannot parse is refused with 400;
 // a well-formed id that the task never issued restarts the stream from the

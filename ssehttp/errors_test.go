@@ -509,3 +509,24 @@ func TestErrorsQuoteInputsBriefly(t *testing.T) {
 		}
 	})
 }
+
+// TestLastEventIDHeaderTwice: a Last-Event-ID header given twice is
+// refused, as the lastEventId parameter given twice is: which of two ids
+// the client meant is not for the server to guess, and either may make
+// it miss events or see them twice.
+func TestLastEventIDHeaderTwice(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	finished := e.start(t, "poem_flow")
+	e.waitTerminal(t, finished)
+	for _, ids := range [][]string{{"1", "2"}, {"2", "2"}, {"", "2"}, {"1", "2", "3"}} {
+		req := httptest.NewRequest(http.MethodGet, "/task-status/"+finished+"/", nil)
+		for _, id := range ids {
+			req.Header.Add("Last-Event-ID", id)
+		}
+		rec := httptest.NewRecorder()
+		e.handler.ServeHTTP(rec, req)
+		resp := rec.Result()
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode, "Last-Event-ID %q: %s", ids, rec.Body)
+		assert.Equal(t, fmt.Sprintf("Last-Event-ID given %d times; give it once", len(ids)), errorOf(t, resp, rec.Body.Bytes()))
+	}
+}

@@ -26,10 +26,16 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Given twice, header or parameter, which of the two ids the client
+	// meant is not for the server to guess, as for mode and
+	// Idempotency-Key.
+	headers := r.Header.Values("Last-Event-ID")
+	if len(headers) > 1 {
+		writeError(w, http.StatusBadRequest, "Last-Event-ID given "+strconv.Itoa(len(headers))+" times; give it once")
+		return
+	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
-		// Given twice, which of the two ids the client meant is not
-		// for the server to guess, as for mode and Idempotency-Key.
 		if ids := r.URL.Query()["lastEventId"]; len(ids) > 1 {
 			writeError(w, http.StatusBadRequest, "lastEventId given "+strconv.Itoa(len(ids))+" times; give it once")
 			return
