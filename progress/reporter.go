@@ -138,9 +138,14 @@ func LogEvent(msg string) Event {
 // that one, see Store.Append), and its caller gets the last error: a
 // worker whose task's end could still not be recorded gives the task
 // back to run again. The caller's ctx bounds its wait, not the retries:
-// a store of the caller's that refuses to record ends them (a worker's
-// fence does, once its worker has stopped or the run's lease may have
-// passed).
+// once it ends, the call returns ctx.Err() while what it queued is still
+// sent and retried behind it, and a store of the caller's that refuses to
+// record ends the retries (a worker's fence does, once its worker has
+// stopped or the run's lease may have passed). That holds too when the
+// call sends the queued batches itself (no Append in flight): it stops
+// before the next Append or resend and hands them to a goroutine, so
+// that only an Append it has under way when ctx ends, bounded by its own
+// 10 s deadline, is waited for.
 type TaskReporter struct {
 	store  Store
 	taskID string
@@ -433,24 +438,39 @@ func (r *TaskReporter) sendLoop(gen uint64) {
 	}
 	r.started = true
 	r.mu.Unlock()
-	r.sendUntil(nil)
+	r.sendUntil(nil, nil)
 }
 
 // sendUntil appends the queued batches one after the other on the
 // calling goroutine, which must be the sender (r.sending and r.started
 // set), until none is left or last has been appended; then a goroutine
-// takes over the batches left, if any.
-func (r *TaskReporter) sendUntil(last *batch) {
+// takes over the batches left, if any. It returns true then.
+//
+// stop, when not nil, is the Done channel of the context of a caller
+// that sends for itself (record): once it is closed, sendUntil returns
+// false, before the next Append or during the pause before a resend,
+// and a goroutine takes over as the sender, with the batch being resent
+// (see appendUntil) and the batches left. An Append already made is
+// waited for: its own deadline (appendTimeout) bounds it.
+func (r *TaskReporter) sendUntil(stop <-chan struct{}, last *batch) bool {
 	for {
 		r.mu.Lock()
 		if len(r.queue) == 0 {
 			r.inflight, r.sending = nil, false
 			r.mu.Unlock()
-			return
+			return true
+		}
+		if closed(stop) {
+			r.inflight = nil
+			r.startSenderLocked()
+			r.mu.Unlock()
+			return false
 		}
 		b := r.takeLocked()
 		r.mu.Unlock()
-		r.append(b)
+		if !r.appendUntil(stop, b) {
+			return false
+		}
 		if b == last {
 			r.mu.Lock()
 			r.inflight = nil
@@ -460,23 +480,51 @@ func (r *TaskReporter) sendUntil(last *batch) {
 				r.sending = false
 			}
 			r.mu.Unlock()
-			return
+			return true
 		}
 	}
 }
 
-// Pauses between the Appends of a batch that was not sent (see retry).
+// closed reports whether stop, which may be nil, is closed.
+func closed(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// Pauses between the Appends of a batch that was not sent (see resend).
 const (
 	firstRetryPause = 10 * time.Millisecond
 	maxRetryPause   = 250 * time.Millisecond
 )
 
-// append records b and marks it finished.
-func (r *TaskReporter) append(b *batch) {
+// appendUntil records b, resending it as resend.run says, marks it finished
+// and returns true; but once stop (see sendUntil) is closed during the
+// pause before a resend, it returns false at once, and a goroutine takes
+// over as the sender: it goes on with b's resends, within the same time,
+// marks b finished and sends the batches queued after it.
+func (r *TaskReporter) appendUntil(stop <-chan struct{}, b *batch) bool {
 	_, err := r.store.Append(b.context(), r.taskID, b.events...)
 	if err != nil && resendable(err) {
-		err = r.retry(b, err)
+		rs := r.newResend(b, err)
+		if err = rs.run(stop, err); resendable(err) && closed(stop) {
+			go func() {
+				r.finish(b, rs.run(nil, err))
+				r.sendUntil(nil, nil)
+			}()
+			return false
+		}
 	}
+	r.finish(b, err)
+	return true
+}
+
+// finish marks b appended, with err the outcome of its last Append, and
+// logs a failure nobody waits for.
+func (r *TaskReporter) finish(b *batch, err error) {
 	if err != nil && b.async && !errors.Is(err, ErrFinished) {
 		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", b.events[0].Type, "events", len(b.events), "err", err)
 	}
@@ -509,15 +557,19 @@ func resendable(err error) bool {
 	return errors.Is(err, ErrNotSent) || errors.Is(err, ErrMaybeSent)
 }
 
-// retry appends b, a keyed batch, again with its key, after a pause that
-// doubles each time up to maxRetryPause, as long as its Append fails with
-// ErrNotSent or ErrMaybeSent and for appendTimeout at most, and returns
-// the last error (nil once it lands). Any other failure is not retried:
-// with a store that ignores append keys, a batch that may have been
-// recorded is not sent again, lest its events be recorded twice. A
-// refusal of the store (a worker's fence once its lease is lost,
-// ErrFinished) ends the retries too.
-func (r *TaskReporter) retry(b *batch, err error) error {
+// resend is the resending of b, a keyed batch whose Append failed with
+// ErrNotSent or ErrMaybeSent (see run).
+type resend struct {
+	r      *TaskReporter
+	b      *batch
+	giveUp time.Time     // when the resends stop
+	pause  time.Duration // the pause before the next resend
+	timer  *time.Timer   // fires at the end of that pause
+}
+
+// newResend logs the failure err of b's first Append and starts the
+// pause before its first resend.
+func (r *TaskReporter) newResend(b *batch, err error) *resend {
 	what := "progress event" // reports nobody waits for
 	if b.sync {
 		what = "task state change" // Start, Succeed or Fail: a worker's run waits for it
@@ -527,16 +579,31 @@ func (r *TaskReporter) retry(b *batch, err error) error {
 		msg = "flows: " + what + " may not have been recorded; retrying with its append key"
 	}
 	r.logger.Debug(msg, "task_id", r.taskID, "events", len(b.events), "err", err)
-	giveUp := time.Now().Add(appendTimeout)
-	pause := firstRetryPause
-	timer := time.NewTimer(pause)
-	defer timer.Stop()
-	for resendable(err) && time.Now().Add(pause).Before(giveUp) {
-		<-timer.C
-		_, err = r.store.Append(b.context(), r.taskID, b.events...)
-		pause = min(2*pause, maxRetryPause)
-		timer.Reset(pause)
+	return &resend{r: r, b: b, giveUp: time.Now().Add(appendTimeout), pause: firstRetryPause, timer: time.NewTimer(firstRetryPause)}
+}
+
+// run appends the batch again with its key, after a pause that doubles
+// each time up to maxRetryPause, as long as its Append fails with
+// ErrNotSent or ErrMaybeSent (err, the last failure, to begin with) and
+// for appendTimeout at most from the first failure, and returns the last
+// error (nil once it lands). Any other failure is not retried: with a
+// store that ignores append keys, a batch that may have been recorded is
+// not sent again, lest its events be recorded twice. A refusal of the
+// store (a worker's fence once its lease is lost, ErrFinished) ends the
+// resends too. Once stop (which may be nil) is closed, run returns err
+// at the end of no pause, with the pause under way kept for a later run.
+func (rs *resend) run(stop <-chan struct{}, err error) error {
+	for resendable(err) && time.Now().Add(rs.pause).Before(rs.giveUp) {
+		select {
+		case <-rs.timer.C:
+		case <-stop:
+			return err
+		}
+		_, err = rs.r.store.Append(rs.b.context(), rs.r.taskID, rs.b.events...)
+		rs.pause = min(2*rs.pause, maxRetryPause)
+		rs.timer.Reset(rs.pause)
 	}
+	rs.timer.Stop()
 	return err
 }
 
@@ -546,6 +613,10 @@ func (r *TaskReporter) retry(b *batch, err error) error {
 // goroutine started for them that has not begun yet: a flow that ends
 // soon after reporting (most do, when the store is busy) has all its
 // events appended in one call, without a hand-over between goroutines.
+// Once ctx ends it stops sending, at the latest when the Append under way
+// returns, and a goroutine takes over the batch being resent and those
+// left (see sendUntil): ctx bounds the wait, as it does for a caller
+// that waits for the sender, and nothing queued is dropped for it.
 func (r *TaskReporter) record(ctx context.Context, e Event) error {
 	r.mu.Lock()
 	e, err := r.fitStateLocked(e)
@@ -567,7 +638,9 @@ func (r *TaskReporter) record(ctx context.Context, e Event) error {
 	r.sending, r.started = true, true
 	r.gen++ // a sendLoop started for the batches before b now has nothing to do
 	r.mu.Unlock()
-	r.sendUntil(b)
+	if !r.sendUntil(ctx.Done(), b) {
+		return ctx.Err() // a goroutine goes on sending
+	}
 	return r.batchErr(b)
 }
 
