@@ -34,14 +34,19 @@ import (
 // second; chain is a langchaingo flow with a tool step and a model step;
 // toolPanics and modelPanics are chain with a tool or a model that
 // panics; toolLeaks has a tool whose error quotes a URL with a secret
-// (apiSecret) in its query, as the errors of HTTP clients do.
+// (apiSecret) in its query, as the errors of HTTP clients do; namedModel
+// calls a model named namedModelName in its call options, which answers
+// with its token counts.
 const (
 	flaky       = "flaky"
 	chain       = "chain"
+	namedModel  = "named_model"
 	toolPanics  = "tool_panics"
 	modelPanics = "model_panics"
 	toolLeaks   = "tool_leaks"
 	apiSecret   = "s3cr3tAPIkey"
+
+	namedModelName = "echo-1"
 )
 
 var errFirstTry = errors.New("the first try fails")
@@ -65,7 +70,25 @@ func newRegistry() *registry.Registry {
 		lcflow.Step("Summarising", chains.NewLLMChain(lcflow.Model(panicModel{}),
 			prompts.NewPromptTemplate("Summarise:\n{{.results}}", []string{"results"}))))))
 	reg.MustRegister(toolLeaks, lcflow.Chain(lcflow.Step("Searching", lcflow.ToolChain(leakyTool{}, "topic", "results"))))
+	named := lcflow.Chain(lcflow.Step("Answering", chains.NewLLMChain(lcflow.Model(usageModel{}),
+		prompts.NewPromptTemplate("Answer:\n{{.topic}}", []string{"topic"}))))
+	named.CallOptions = []chains.ChainCallOption{chains.WithModel(namedModelName)}
+	reg.MustRegister(namedModel, named)
 	return reg
+}
+
+// usageModel is echoModel answering with its token counts, as
+// langchaingo's openai provider reports them: the same counts in each
+// choice's GenerationInfo.
+type usageModel struct{ echoModel }
+
+func (m usageModel) GenerateContent(ctx context.Context, msgs []llms.MessageContent, opts ...llms.CallOption) (*llms.ContentResponse, error) {
+	resp, err := m.echoModel.GenerateContent(ctx, msgs, opts...)
+	if err != nil {
+		return nil, err
+	}
+	resp.Choices[0].GenerationInfo = map[string]any{"PromptTokens": 12, "CompletionTokens": 5, "TotalTokens": 17}
+	return resp, nil
 }
 
 // leakyTool is a search tool whose error quotes a URL with apiSecret.

@@ -171,11 +171,46 @@ func TestTaskTrace(t *testing.T) {
 				assert.Equal(t, "execute_tool", tools[0].Attrs["gen_ai.operation.name"])
 
 				chats := st.children(steps["step Summarising"][0])["chat"]
-				require.Len(t, chats, 1, "the model call is a child of its step")
-				assert.Equal(t, "chat", chats[0].Attrs["gen_ai.operation.name"])
+				require.Len(t, chats, 1, "the model call is a child of its step: %v", st.children(steps["step Summarising"][0]))
+				chat := chats[0]
+				assert.Equal(t, trace.SpanKindClient.String(), chat.Kind, "a model call is a client span")
+				assert.Equal(t, "chat", chat.Attrs["gen_ai.operation.name"])
+				assert.Equal(t, "true", chat.Attrs["gen_ai.request.stream"], "the flow streams the model's answer")
+				for _, key := range []string{"gen_ai.request.model", "gen_ai.provider.name", "gen_ai.system",
+					"gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"} {
+					assert.NotContains(t, chat.Attrs, key, "nothing tells it")
+				}
 			})
 		})
 	}
+}
+
+// TestModelCallSpan: a model call named in its call options is a client
+// span "chat <model>" with the GenAI attributes of OpenTelemetry's
+// semantic conventions that langchaingo tells: the model requested, and
+// the token counts the answer carries.
+func TestModelCallSpan(t *testing.T) {
+	tp, rec := newTracer(t)
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	s := newStack(t, queue.NewMemory(queue.MemoryConfig{}), store, store, providers{tp: tp}, false)
+	id := s.start(t, namedModel, `{"topic": "otters"}`)
+	require.Equal(t, progress.StateSuccess, s.wait(t, id))
+	st := waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.run", keyTask, id)) == 1 })
+
+	steps := st.children(st.of("flows.run", keyTask, id)[0])["step Answering"]
+	require.Len(t, steps, 1)
+	calls := st.children(steps[0])
+	chats := calls["chat "+namedModelName]
+	require.Len(t, chats, 1, "children of the step: %v", calls)
+	chat := chats[0]
+	assert.Equal(t, trace.SpanKindClient.String(), chat.Kind)
+	assert.Equal(t, map[string]string{
+		"gen_ai.operation.name":      "chat",
+		"gen_ai.request.model":       namedModelName,
+		"gen_ai.request.stream":      "true",
+		"gen_ai.usage.input_tokens":  "12",
+		"gen_ai.usage.output_tokens": "5",
+	}, chat.Attrs)
 }
 
 // TestTraceContinuesTheRequestsTrace: a start-task request carrying a

@@ -140,9 +140,32 @@
 // Inside a traced run of a task (a worker with an OpenTelemetry tracer
 // provider, see queue.WorkerConfig.TracerProvider), each Step is a span
 // "step <name>", each call of a Tool or ToolChain a span "execute_tool
-// <tool>" and each call of a Model a span "chat", children of the
-// innermost step, with the GenAI attributes gen_ai.operation.name and
-// gen_ai.tool.name and an error status when they fail. They use the
-// tracer provider of the run's span; outside a traced run they cost
-// nothing.
+// <tool>" and each call of a Model a span "chat <model>", children of the
+// innermost step, with an error status when they fail (its text
+// redacted, see below). They use the tracer
+// provider of the run's span; outside a traced run they cost nothing.
+//
+// The tool and model spans follow OpenTelemetry's semantic conventions
+// for generative AI, with what langchaingo tells of a call. A tool call
+// is an INTERNAL span with gen_ai.operation.name "execute_tool" and
+// gen_ai.tool.name. A model call is a CLIENT span with
+// gen_ai.operation.name "chat"; gen_ai.request.model and the model in the
+// span's name when its call options name the model (llms.WithModel, or
+// chains.WithModel in Flow.CallOptions), otherwise the span is "chat"
+// alone, as langchaingo's llms.Model does not tell the model its client
+// was made with; gen_ai.request.stream when the call streams (every call
+// a Flow's chains make does); and gen_ai.usage.input_tokens and
+// gen_ai.usage.output_tokens when the answer carries its token counts
+// (most providers put them in each choice's GenerationInfo, under names
+// of their own, which the span reads). gen_ai.provider.name (formerly
+// gen_ai.system) is not set: nothing in llms.Model says which provider a
+// model calls, and a guess from its Go type would be wrong for an
+// OpenAI-compatible server or a wrapped model. Add it, if you know it,
+// with a span processor of your own that sets it on the spans whose
+// gen_ai.operation.name is "chat".
+//
+// The error texts on those spans go through the same redaction as the
+// task's status: the password of a URL, secret query parameters and
+// Bearer or Basic credentials are masked, since the errors of HTTP
+// clients quote the URLs they called.
 package lcflow

@@ -26,6 +26,11 @@ import (
 // of the call (see the package documentation, Durable calls). A failed
 // call is not recorded.
 //
+// Inside a traced run each call that reaches m is a CLIENT span "chat
+// <model>" with the GenAI attributes langchaingo tells of it: the model
+// its call options name, and the token counts of its answer (see the
+// package documentation, Tracing).
+//
 // An error of m that is a refusal no retry can fix (a wrong key, an
 // unknown model, a request too long: see PermanentIfRefused) comes out
 // wrapping flow.ErrPermanent, inside a task or not, so that the task
@@ -61,11 +66,11 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 		return &recorded, nil
 	}
 	h.llmStarted()
-	ctx, span := startSpan(ctx, "chat", "", attrOperation.String("chat"))
+	ctx, span := startChatSpan(ctx, options)
 	ended := false
 	defer endUnlessEnded(span, &ended)
 	resp, err := r.m.GenerateContent(markModelReported(ctx), messages, options...)
-	endSpan(span, err)
+	endChatSpan(span, resp, err)
 	ended = true
 	if err != nil {
 		h.releaseKey(key) // a try again in this run takes its place
