@@ -2,9 +2,11 @@ package oteltest_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/registry"
 )
 
 // span is what the tests read of an ended span.
@@ -385,4 +388,68 @@ func TestLangchaingoSpansRedactErrors(t *testing.T) {
 		}
 	}
 	assert.Equal(t, queue.DefaultMaxAttempts, calls, "spans: %v", st)
+}
+
+// secretStore is a progress store whose Create fails with an error
+// quoting a URL with credentials, as the driver of a store of your own
+// (an SQL database, an HTTP service) may.
+type secretStore struct{ progress.Store }
+
+func (secretStore) Create(context.Context, string) error {
+	return errors.New(`dial "postgres://flows:` + apiSecret + `@db.example:5432/flows?sslmode=require": connection refused`)
+}
+
+// TestEnqueueSpanRedactsErrors: an enqueue that fails on an error
+// quoting credentials ends its span with the error's text redacted, as
+// the run's span and lcflow's spans have it.
+func TestEnqueueSpanRedactsErrors(t *testing.T) {
+	tp, rec := newTracer(t)
+	store := secretStore{progress.NewMemoryStore(progress.MemoryConfig{})}
+	broker := queue.NewBroker(queue.NewMemory(queue.MemoryConfig{}), store, queue.BrokerConfig{Registry: newRegistry(), TracerProvider: tp})
+	_, err := broker.Enqueue(context.Background(), flaky, nil, queue.EnqueueOptions{})
+	require.Error(t, err)
+
+	var enqueues int
+	for _, sp := range rec.Ended() {
+		if sp.Name() != "flows.enqueue" {
+			continue
+		}
+		enqueues++
+		assert.Equal(t, codes.Error, sp.Status().Code)
+		assert.Contains(t, sp.Status().Description, "postgres://flows:xxxxx@db.example")
+		assert.NotContains(t, sp.Status().Description, apiSecret)
+	}
+	assert.Equal(t, 1, enqueues)
+}
+
+// TestRunSpanStatusIsCut: the error status of a run that will be retried
+// is cut to the worker's MaxReportBytes, as the status of a run that
+// fails for good is (the task's failure reason).
+func TestRunSpanStatusIsCut(t *testing.T) {
+	const limit = 100
+	tp, rec := newTracer(t)
+	long := strings.Repeat("the upstream answered a very long error page. ", 50)
+	reg := registry.New()
+	reg.MustRegister("long_error", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		return nil, errors.New(long)
+	}))
+	store := progress.NewMemoryStore(progress.MemoryConfig{})
+	qb := queue.NewMemory(queue.MemoryConfig{})
+	broker := queue.NewBroker(qb, store, queue.BrokerConfig{Registry: reg, TracerProvider: tp})
+	runWorker(t, queue.NewWorker(qb, store, queue.WorkerConfig{
+		Registry: reg, TracerProvider: tp, MaxReportBytes: limit,
+		Backoff: func(int) time.Duration { return 0 },
+	}))
+	id, err := broker.Enqueue(context.Background(), "long_error", nil, queue.EnqueueOptions{MaxAttempts: 2})
+	require.NoError(t, err)
+	waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.run", keyTask, id)) == 2 })
+
+	for _, sp := range rec.Ended() {
+		if sp.Name() != "flows.run" {
+			continue
+		}
+		assert.Equal(t, codes.Error, sp.Status().Code)
+		assert.LessOrEqual(t, len(sp.Status().Description), limit, "%q", sp.Status().Description)
+		assert.Contains(t, sp.Status().Description, "cut from")
+	}
 }

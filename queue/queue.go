@@ -83,7 +83,11 @@
 // each attempt included. The flow runs with the flows.run span in its
 // context. Attributes: flows.task.id, flows.flow, flows.task.attempt,
 // flows.worker, flows.run.outcome (success, failure, retry) and
-// flows.task.state; a failed attempt has an error status. An Enqueue
+// flows.task.state; a failed attempt has an error status, and so has a
+// failed Enqueue or Requeue. A status carries the error's text with the
+// credentials it may quote masked (the password of a URL, secret query
+// parameters, Bearer and Basic values), as the task's status and the
+// logs do; a run's is cut to WorkerConfig.MaxReportBytes. An Enqueue
 // that repeats an idempotency key whose task was enqueued before makes a
 // flows.enqueue span with flows.task.repeat=true: the task's runs are
 // children of the first enqueue's span.

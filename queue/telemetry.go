@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/internal/telemetry"
 	"github.com/flowsrun/flows/progress"
 )
@@ -140,10 +141,16 @@ func (bt *brokerTelemetry) startSpan(ctx context.Context, name string, t *Task, 
 // enqueued before (repeat): that task was counted then, and its runs are
 // children of that enqueue's span, not of this one (which says so with
 // flows.task.repeat).
+//
+// The status carries err's text redacted (redact.Text), as a run's span
+// does: a trace backend keeps it, and the errors of a store or backend
+// (a driver's, an HTTP client's) may quote a URL with its credentials.
 func (bt *brokerTelemetry) endSpan(ctx context.Context, span trace.Span, t *Task, err error, repeat bool) {
 	switch {
 	case err != nil:
-		span.SetStatus(codes.Error, err.Error())
+		if span.IsRecording() {
+			span.SetStatus(codes.Error, redact.Text(err.Error()))
+		}
 	case repeat:
 		span.SetAttributes(attrRepeat)
 	default:
@@ -356,9 +363,15 @@ func (j *job) runStarted() {
 	}
 }
 
-// runFailed marks the span of a run whose flow returned err.
+// runFailed marks the span of a run whose flow returned err: with the
+// text the task's log and status get (errText, redacted), cut to the
+// worker's MaxReportBytes as the failure reason that replaces it when the
+// task fails for good (see noteEnd) is, so that a retried run's status
+// is no longer than a failed one's.
 func (j *job) runFailed(err error) {
-	j.span.SetStatus(codes.Error, errText(err))
+	if j.span.IsRecording() {
+		j.span.SetStatus(codes.Error, j.w.cut(errText(err)))
+	}
 }
 
 // noteEnd notes that the job recorded the task's terminal state: the
