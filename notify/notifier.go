@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/libflow"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/registry"
 )
@@ -127,7 +128,7 @@ func (n *Notifier) Channels() []string { return append([]string(nil), n.names...
 // rolling deploy) takes it; when none does before its attempts
 // (Config.MaxAttempts) are spent, it is dead-lettered with that reason.
 func (n *Notifier) Register(reg *registry.Registry) error {
-	return reg.Register(FlowName, flow.Func(n.deliver),
+	return reg.Register(FlowName, libflow.Mark(flow.Func(n.deliver)),
 		registry.Internal(),
 		registry.Description("Delivers a notification about a finished task"))
 }

@@ -5,10 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/libflow"
 	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/internal/text"
 	"github.com/flowsrun/flows/progress"
@@ -342,18 +342,15 @@ func (j *job) giveBack(at time.Time, why AttemptEnd) {
 	_ = j.w.giveBack(j.base, l, at, why)
 }
 
-// libraryFlowPrefix begins the names of the flows of this module's own
-// packages, such as notify's "flows.notify", which a worker has only when
-// its host set the package up (see leftToOthers).
-const libraryFlowPrefix = "flows."
-
 // leftToOthers reports whether a worker that has no flow of that name
 // leaves its tasks to workers that do, rather than fail them as an
-// unknown flow: a flow of this module's own packages (libraryFlowPrefix),
-// which producers enqueue for workers that may not all have it (a
+// unknown flow: a flow of this module's own packages (named with
+// libflow.Prefix, which registry.Register refuses for a host's flows),
+// which a worker has only when its host set the package up, and which
+// producers enqueue for workers that may not all have it (a
 // notification, enqueued by a finish hook, taken by a worker without a
 // Notifier in a rolling deploy).
-func leftToOthers(flowName string) bool { return strings.HasPrefix(flowName, libraryFlowPrefix) }
+func leftToOthers(flowName string) bool { return libflow.Reserved(flowName) }
 
 // leaveToOthers hands back, unrun and not counted (EndHandedBack, with
 // Lease.NoRun), the task of a flow the worker lacks but another may have

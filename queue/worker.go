@@ -46,7 +46,8 @@ type WorkerConfig struct {
 	// Registry is where the flows named by tasks are looked up. Nil means
 	// registry.Default. A task whose flow it lacks ends FAILURE ("unknown
 	// flow"), unless the flow is one of this module's own, named
-	// "flows." (notify's "flows.notify"): such a task is handed back
+	// "flows." (notify's "flows.notify"; registry.Register refuses such
+	// names for the host's flows): such a task is handed back
 	// unrun and not counted, after the backoff of its hand-backs so far
 	// plus one, for a worker that has the flow, and ends FAILURE only
 	// after MaxHandBacks hand-backs.

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/libflow"
 	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -640,14 +641,15 @@ func TestNewWorkerWarnsWhenTheBackendHidesItsRegistry(t *testing.T) {
 }
 
 // TestWorkerLeavesALibraryFlowItLacks: a worker that lacks a flow of the
-// module's own packages (named "flows.", as notify's) hands its tasks
-// back unrun and not counted, for a worker that has it, rather than fail
-// them as an unknown flow; past MaxHandBacks it ends the task FAILURE.
-// Any other unknown flow still fails at once.
+// module's own packages (named "flows.", as notify's, and registered
+// through libflow.Mark, as no host's flow can be) hands its tasks back
+// unrun and not counted, for a worker that has it, rather than fail them
+// as an unknown flow; past MaxHandBacks it ends the task FAILURE. Any
+// other unknown flow still fails at once.
 func TestWorkerLeavesALibraryFlowItLacks(t *testing.T) {
 	s := newSetup()
 	noop := flow.Func(func(context.Context, *flow.Task) (any, error) { return "ok", nil })
-	s.reg.MustRegister("flows.lib", noop)
+	s.reg.MustRegister("flows.lib", libflow.Mark(noop))
 	s.reg.MustRegister("app", noop)
 	logs := &logRecorder{}
 	runWorker(t, queue.NewWorker(s.mem, s.store, queue.WorkerConfig{

@@ -3,9 +3,10 @@
 //
 //	registry.MustRegister("poem_flow", poemFlow, registry.Description("Writes a short poem"))
 //
-// [MustRegister] panics on a bad or duplicate name, a nil flow or an
-// option value that cannot work, so that a misconfigured program stops at
-// start-up. Options describe the flow ([Description], [Label]) and set
+// [MustRegister] panics on a bad or duplicate name, a name reserved for
+// this module's own flows (beginning "flows.", see [Registry.Register]),
+// a nil flow or an option value that cannot work, so that a misconfigured
+// program stops at start-up. Options describe the flow ([Description], [Label]) and set
 // how its tasks run ([Policy]: [Timeout], [MaxAttempts], [Backoff], and
 // the limits on its starts [Concurrency] and [Rate]). Tests and hosts that need several
 // independent sets of flows use their own [Registry] from [New].
@@ -21,6 +22,7 @@ import (
 	"sync"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/libflow"
 )
 
 // Errors returned by Register and Lookup; check them with errors.Is.
@@ -108,14 +110,23 @@ var Default = New()
 // Register adds f under name. Names are 1-128 characters of letters,
 // digits and _ . : - starting with a letter or digit. It fails with
 // ErrInvalid for a bad name, a nil flow or a bad option value (see
-// Policy), and with ErrDuplicate when the name is taken. Names that
-// begin with "flows." are meant for this module's own flows (notify's
-// "flows.notify"): a worker that lacks such a flow hands its tasks back
-// for another worker rather than fail them as unknown (see
-// queue.WorkerConfig.Registry), so give the host's flows other names.
+// Policy), and with ErrDuplicate when the name is taken.
+//
+// Names that begin with "flows." are reserved for this module's own flows
+// (notify's "flows.notify", which notify.Notifier.Register adds): Register
+// fails with ErrInvalid for any other flow named so. A worker that lacks
+// such a flow hands its tasks back for another worker rather than fail
+// them as unknown (see queue.WorkerConfig.Registry), and notify never
+// notifies about a task of "flows.notify": a flow of the host's named so
+// would have its tasks wait for hours on a worker without it, or go
+// unnoticed, or take the name of a library flow added later.
 func (r *Registry) Register(name string, f flow.Flow, opts ...Option) error {
 	if !namePattern.MatchString(name) {
 		return fmt.Errorf("%w: name %q must be 1-128 letters, digits, _ . : - starting with a letter or digit", ErrInvalid, name)
+	}
+	f, library := libflow.Unmark(f)
+	if libflow.Reserved(name) && !library {
+		return fmt.Errorf("%w: name %q: names beginning %q are reserved for this module's own flows; give the flow another name", ErrInvalid, name, libflow.Prefix)
 	}
 	if isNil(f) {
 		return fmt.Errorf("%w: flow %q is nil", ErrInvalid, name)

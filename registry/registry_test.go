@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/libflow"
 	"github.com/flowsrun/flows/registry"
 )
 
@@ -226,4 +227,44 @@ func TestDefaultRegistry(t *testing.T) {
 	assert.Len(t, registry.List(), 2)
 	assert.Equal(t, registry.List(), registry.Default.List(), "the functions use Default")
 	assert.Empty(t, saved.List(), "the real Default was left alone")
+}
+
+// TestRegisterReservedPrefix: names that begin with "flows." belong to
+// this module's own flows (notify's "flows.notify"), whose tasks a worker
+// that lacks them hands back for hours rather than fail: Register refuses
+// them for a flow of the host's own, and MustRegister panics.
+func TestRegisterReservedPrefix(t *testing.T) {
+	for _, name := range []string{"flows.mine", "flows.notify", "flows."} {
+		t.Run(name, func(t *testing.T) {
+			r := registry.New()
+			err := r.Register(name, flow.Func(noop))
+			require.ErrorIs(t, err, registry.ErrInvalid)
+			assert.Contains(t, err.Error(), `names beginning "flows." are reserved`)
+			assert.Panics(t, func() { r.MustRegister(name, flow.Func(noop)) })
+			_, err = r.Lookup(name)
+			assert.ErrorIs(t, err, registry.ErrUnknownFlow, "nothing registered")
+		})
+	}
+	r := registry.New()
+	for _, name := range []string{"flows", "flowsy.x", "Flows.x", "app.flows.x", "flows_x"} {
+		assert.NoError(t, r.Register(name, flow.Func(noop)), "name %q", name)
+	}
+}
+
+// TestRegisterLibraryFlow: a flow of this module's own packages, marked
+// with libflow.Mark, is registered under a reserved name, and the
+// registry keeps the flow itself (its schema, its Lookup), not the mark.
+func TestRegisterLibraryFlow(t *testing.T) {
+	r := registry.New()
+	typed := newTyped()
+	require.NoError(t, r.Register("flows.lib", libflow.Mark(typed), registry.Internal()))
+	e, err := r.Lookup("flows.lib")
+	require.NoError(t, err)
+	assert.Same(t, typed, e.Flow)
+	assert.Same(t, typed.InputSchema(), e.Schema)
+	assert.True(t, e.Internal)
+
+	assert.ErrorIs(t, r.Register("flows.lib", libflow.Mark(flow.Func(noop))), registry.ErrDuplicate)
+	assert.ErrorIs(t, r.Register("flows.nil", libflow.Mark(nil)), registry.ErrInvalid, "a nil flow, marked or not")
+	require.NoError(t, r.Register("marked_anyway", libflow.Mark(flow.Func(noop))), "a mark allows a reserved name; it needs none")
 }
