@@ -112,7 +112,29 @@ func forwardedAddr(s string) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// trusted reports whether addr is one of Config.TrustedProxies.
+// unmapPrefixes returns a copy of prefixes in which each IPv4-mapped IPv6
+// prefix (::ffff:10.0.0.0/104, within ::ffff:0:0/96) is the IPv4 prefix
+// it covers (10.0.0.0/8). New applies it to Config.TrustedProxies, since
+// clientIP matches addresses in their IPv4 form (Unmap), which an IPv6
+// prefix never contains. A prefix wider than ::ffff:0:0/96 covers IPv6
+// addresses besides, and is left as written.
+func unmapPrefixes(prefixes []netip.Prefix) []netip.Prefix {
+	if prefixes == nil {
+		return nil
+	}
+	out := make([]netip.Prefix, len(prefixes))
+	for i, p := range prefixes {
+		if a := p.Addr(); a.Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(a.Unmap(), p.Bits()-96).Masked()
+		}
+		out[i] = p
+	}
+	return out
+}
+
+// trusted reports whether addr, in its IPv4 form if it has one (Unmap),
+// is one of Config.TrustedProxies (made IPv4 where mapped, see
+// unmapPrefixes).
 func (h *Handler) trusted(addr netip.Addr) bool {
 	for _, p := range h.cfg.TrustedProxies {
 		if p.Contains(addr) {

@@ -145,3 +145,45 @@ func FuzzIdempotencyKey(f *testing.F) {
 		}
 	})
 }
+
+// TestTrustedPrefixForms: a trusted proxy written as an IPv4 prefix or as
+// its IPv4-mapped IPv6 form matches an IPv4 peer either way it comes
+// (clientIP unmaps it), and an IPv6 prefix matches IPv6 addresses only.
+func TestTrustedPrefixForms(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		in     []string
+		out    []string
+	}{
+		{"10.0.0.0/8", []string{"10.1.2.3", "::ffff:10.1.2.3"}, []string{"11.0.0.1", "::ffff:11.0.0.1", "::a01:203"}},
+		{"::ffff:10.0.0.0/104", []string{"10.1.2.3", "::ffff:10.1.2.3"}, []string{"11.0.0.1", "::a01:203", "2001:db8::1"}},
+		{"::ffff:10.1.2.3/128", []string{"10.1.2.3", "::ffff:10.1.2.3"}, []string{"10.1.2.4"}},
+		{"::ffff:10.1.2.3/120", []string{"10.1.2.200"}, []string{"10.1.3.1"}}, // not masked as written
+		{"::ffff:0:0/96", []string{"10.1.2.3", "192.0.2.1"}, []string{"2001:db8::1", "::1"}},
+		{"2001:db8::/32", []string{"2001:db8::1", "2001:db8:ffff::1"}, []string{"2001:db9::1", "10.1.2.3", "::ffff:10.1.2.3"}},
+		{"::/0", []string{"2001:db8::1", "::1"}, []string{"10.1.2.3", "::ffff:10.1.2.3"}},
+		{"::/80", []string{"::1"}, []string{"10.1.2.3"}}, // wider than ::ffff:0:0/96: left an IPv6 range
+	} {
+		t.Run(tc.prefix, func(t *testing.T) {
+			h := &Handler{cfg: Config{TrustedProxies: unmapPrefixes([]netip.Prefix{netip.MustParsePrefix(tc.prefix)})}}
+			for _, a := range tc.in {
+				if !h.trusted(netip.MustParseAddr(a).Unmap()) {
+					t.Errorf("%s is not trusted", a)
+				}
+			}
+			for _, a := range tc.out {
+				if h.trusted(netip.MustParseAddr(a).Unmap()) {
+					t.Errorf("%s is trusted", a)
+				}
+			}
+		})
+	}
+	given := []netip.Prefix{netip.MustParsePrefix("::ffff:10.0.0.0/104")}
+	unmapPrefixes(given)
+	if given[0] != netip.MustParsePrefix("::ffff:10.0.0.0/104") {
+		t.Errorf("the caller's slice was changed: %v", given)
+	}
+	if unmapPrefixes(nil) != nil {
+		t.Error("no prefixes became some")
+	}
+}

@@ -219,6 +219,16 @@ func TestCallerAddress(t *testing.T) {
 			[3]string{"203.0.113.1:5678", "203.0.113.1:9999", "[2001:db8:1:2::1]:443"}, [3]int{200, 429, 200}},
 		{"IPv6: one /64 is one caller", []netip.Prefix{local},
 			[3]string{"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:fffe", "2001:db8:1:3::1"}, [3]int{200, 429, 200}},
+		{"a proxy range written IPv4-mapped", []netip.Prefix{netip.MustParsePrefix("::ffff:127.0.0.0/104")},
+			[3]string{"203.0.113.1", "203.0.113.2", "203.0.113.1, ::ffff:127.0.0.9"}, [3]int{200, 200, 429}},
+		{"a proxy address written IPv4-mapped", []netip.Prefix{netip.MustParsePrefix("::ffff:127.0.0.1/128")},
+			[3]string{"203.0.113.1", "203.0.113.2", "203.0.113.1"}, [3]int{200, 200, 429}},
+		{"a trusted IPv4 hop written IPv4-mapped", []netip.Prefix{local},
+			[3]string{"203.0.113.1, [::ffff:127.0.0.9]:80", "203.0.113.2, ::ffff:127.0.0.9", "203.0.113.1"}, [3]int{200, 200, 429}},
+		{"an IPv6 proxy between", []netip.Prefix{local, netip.MustParsePrefix("2001:db8:ff::/48")},
+			[3]string{"203.0.113.1, 2001:db8:ff::7", "203.0.113.1, [2001:db8:ff::8]:443", "203.0.113.1, 2001:db8:fe::7"}, [3]int{200, 429, 200}},
+		{"an IPv6 range takes in no IPv4 address", []netip.Prefix{netip.MustParsePrefix("::/0")},
+			[3]string{"203.0.113.1", "203.0.113.2", ""}, [3]int{200, 429, 429}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSite(t, backendKinds[0].make)

@@ -145,8 +145,12 @@ type Config struct {
 	// it sends. An entry of X-Forwarded-For may carry a port, which is
 	// dropped (203.0.113.7:5678, [2001:db8::1]:443, as some proxies write
 	// them); an entry that is no address ends the walk, and the request is
-	// taken to come from the hop to its right. Empty: X-Forwarded-For is
-	// never believed.
+	// taken to come from the hop to its right. An IPv4 address matches an
+	// IPv4 prefix or its IPv4-mapped IPv6 form, either way it is written:
+	// ::ffff:10.0.0.0/104 is 10.0.0.0/8, and a peer or hop
+	// ::ffff:10.1.2.3 is 10.1.2.3. Any other IPv6 prefix (::/0 too)
+	// matches IPv6 addresses only. Empty: X-Forwarded-For is never
+	// believed.
 	TrustedProxies []netip.Prefix
 
 	// MaxStreamsPerCaller caps the task-status streams one caller (its
@@ -308,6 +312,7 @@ func New(cfg Config) *Handler {
 	if err != nil {
 		panic("ssehttp.New: " + err.Error())
 	}
+	cfg.TrustedProxies = unmapPrefixes(cfg.TrustedProxies)
 	h := &Handler{cfg: cfg, cors: cors, mux: http.NewServeMux(), tel: newHandlerTelemetry(cfg)}
 	h.route("POST", "/start-task/", h.startTask)
 	h.route("GET", "/task-status/{id}/", h.taskStatus)
