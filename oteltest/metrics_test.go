@@ -2,7 +2,9 @@ package oteltest_test
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,8 +15,10 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
 )
 
@@ -276,4 +280,140 @@ func TestIdempotentRepeatIsNotEnqueued(t *testing.T) {
 			assert.ElementsMatch(t, []string{"", "true", "true", ""}, repeats, "the first, two repeats, the conflict")
 		})
 	}
+}
+
+// logRecorder is a slog.Handler keeping the records logged with an
+// instrument attribute, as the telemetry's own log lines have.
+type logRecorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+
+// depthLogs returns the levels and messages of the records about
+// flows.queue.depth.
+func (l *logRecorder) depthLogs() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.records {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "instrument" && a.Value.String() == "flows.queue.depth" {
+				out = append(out, r.Level.String()+" "+r.Message)
+				return false
+			}
+			return true
+		})
+	}
+	return out
+}
+
+// namesExporter is a metric exporter that keeps the names of the
+// instruments of each export.
+type namesExporter struct {
+	mu      sync.Mutex
+	exports [][]string
+}
+
+func (e *namesExporter) Temporality(k sdkmetric.InstrumentKind) metricdata.Temporality {
+	return sdkmetric.DefaultTemporalitySelector(k)
+}
+
+func (e *namesExporter) Aggregation(k sdkmetric.InstrumentKind) sdkmetric.Aggregation {
+	return sdkmetric.DefaultAggregationSelector(k)
+}
+
+func (e *namesExporter) Export(_ context.Context, rm *metricdata.ResourceMetrics) error {
+	var names []string
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			names = append(names, m.Name)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.exports = append(e.exports, names)
+	return nil
+}
+
+func (e *namesExporter) last() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.exports) == 0 {
+		return nil
+	}
+	return e.exports[len(e.exports)-1]
+}
+
+func (e *namesExporter) ForceFlush(context.Context) error { return nil }
+func (e *namesExporter) Shutdown(context.Context) error   { return nil }
+
+// TestQueueDepthWhileRedisIsDown: while Redis is down, the depth gauge
+// observes nothing and its callback returns no error to the SDK, which
+// would hand it to the global error handler at every collection (the
+// stdlib log unless one is installed) and, with a periodic reader, export
+// none of the other metrics either. The broker's Logger says so once per
+// outage, and once when the depth can be read again.
+func TestQueueDepthWhileRedisIsDown(t *testing.T) {
+	srv := redistest.Start(t)
+	// A short OpTimeout: each read of the depth while Redis is down waits
+	// for it.
+	b, err := redisbackend.New(srv.Client(t), redisbackend.Config{OpTimeout: 200 * time.Millisecond})
+	require.NoError(t, err)
+	manual := sdkmetric.NewManualReader()
+	exp := &namesExporter{}
+	periodic := sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(time.Hour))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(manual), sdkmetric.WithReader(periodic))
+	t.Cleanup(func() { _ = mp.Shutdown(context.Background()) })
+	logs := &logRecorder{}
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: newRegistry(), MeterProvider: mp, Logger: slog.New(logs)})
+	ctx := context.Background()
+	_, err = broker.Enqueue(ctx, flaky, nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	require.Equal(t, float64(1), collect(t, manual)["flows.queue.depth"]["flows.queue.state=ready"])
+
+	down := func() {
+		t.Helper()
+		srv.Stop()
+		for range 3 {
+			var rm metricdata.ResourceMetrics
+			assert.NoError(t, manual.Collect(ctx, &rm), "a collection while Redis is down")
+			names := map[string]bool{}
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					names[m.Name] = true
+				}
+			}
+			assert.False(t, names["flows.queue.depth"], "no depth is observed while it cannot be read")
+			assert.True(t, names["flows.tasks.enqueued"], "the other metrics are collected")
+		}
+		assert.NoError(t, periodic.ForceFlush(ctx), "an export while Redis is down")
+		assert.Contains(t, exp.last(), "flows.tasks.enqueued", "the other metrics are exported")
+	}
+	up := func() {
+		t.Helper()
+		srv.Restart()
+		waitMetrics(t, manual, func(m metrics) bool { return len(m["flows.queue.depth"]) == 4 })
+	}
+
+	down()
+	assert.Equal(t, []string{"WARN flows: reading the queue depth failed; flows.queue.depth reports nothing until it works again"},
+		logs.depthLogs(), "one warning for the outage, not one per collection")
+	up()
+	collect(t, manual)
+	assert.Equal(t, []string{
+		"WARN flows: reading the queue depth failed; flows.queue.depth reports nothing until it works again",
+		"INFO flows: reading the queue depth works again",
+	}, logs.depthLogs())
+	down()
+	assert.Len(t, logs.depthLogs(), 3, "a new outage is logged again: %v", logs.depthLogs())
 }

@@ -104,6 +104,15 @@
 //
 // The attribute sets are made once per flow and state: without an SDK a
 // task costs a few no-op calls, with one a few cached lookups.
+//
+// flows.queue.depth is read from the backend at each collection. While
+// it cannot be read (Redis down), the gauge observes nothing and returns
+// no error to the SDK, which would pass one to OpenTelemetry's global
+// error handler at every collection and, with a periodic reader, export
+// none of that collection's other metrics; the Broker's Logger warns
+// once per outage and says when the depth can be read again. Each
+// collection meanwhile waits for the backend, up to its operation
+// timeout.
 package queue
 
 import (

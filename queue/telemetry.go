@@ -81,32 +81,65 @@ func newBrokerTelemetry(cfg BrokerConfig, backend Backend) *brokerTelemetry {
 		ended:    telemetry.NewCounter(ms, cfg.Logger, metricEnded, "{task}", descEnded, endAttrs),
 	}
 	if d, ok := backend.(DepthReader); ok {
-		opts := [...]metric.ObserveOption{
-			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("ready"))),
-			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("delayed"))),
-			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("running"))),
-			metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("hooks_waiting"))),
-		}
+		g := &depthGauge{backend: d, log: cfg.Logger}
 		_, err := m.Int64ObservableGauge(metricDepth, metric.WithUnit("{task}"),
 			metric.WithDescription("Tasks in the queue: ready to run, delayed (due later or waiting for a retry), running (leased to a worker) and hooks_waiting (ended, waiting to run their finish hooks again)."),
-			metric.WithInt64Callback(func(ctx context.Context, o metric.Int64Observer) error {
-				ctx, cancel := context.WithTimeout(ctx, opTimeout)
-				defer cancel()
-				n, err := d.Depth(ctx)
-				if err != nil {
-					return err
-				}
-				o.Observe(n.Ready, opts[0])
-				o.Observe(n.Delayed, opts[1])
-				o.Observe(n.Running, opts[2])
-				o.Observe(n.HooksWaiting, opts[3])
-				return nil
-			}))
+			metric.WithInt64Callback(g.observe))
 		if err != nil {
 			cfg.Logger.Warn("flows: making a metric instrument failed", "instrument", metricDepth, "err", err)
 		}
 	}
 	return t
+}
+
+// depthGauge observes flows.queue.depth, read from the backend at each
+// collection.
+type depthGauge struct {
+	backend DepthReader
+	log     *slog.Logger
+	// failing is set while the depth cannot be read: from the first read
+	// that failed to the next that did not.
+	failing atomic.Bool
+}
+
+// depthStates are the flows.queue.state of the depth's four counts.
+var depthStates = [...]metric.ObserveOption{
+	metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("ready"))),
+	metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("delayed"))),
+	metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("running"))),
+	metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("hooks_waiting"))),
+}
+
+// observe is the gauge's callback. A depth it cannot read (the backend
+// unreachable) it observes as nothing, so that no stale or made-up count
+// is exported, and returns no error: the SDK would hand one to the global
+// error handler at every collection (by default the standard logger,
+// once per scrape for as long as Redis is down), and a periodic reader
+// would export none of the other metrics of that collection. It logs
+// through the broker's Logger instead, once when the reads start to fail
+// and once when they work again. A collection while the backend is down
+// still tries, and waits for the backend's answer, up to its operation
+// timeout (redisbackend.Config.OpTimeout), so that the gauge comes back
+// at the first collection after the backend does.
+func (g *depthGauge) observe(ctx context.Context, o metric.Int64Observer) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	n, err := g.backend.Depth(ctx)
+	if err != nil {
+		if g.failing.CompareAndSwap(false, true) {
+			g.log.Warn("flows: reading the queue depth failed; flows.queue.depth reports nothing until it works again",
+				"instrument", metricDepth, "err", redact.Error(err))
+		}
+		return nil
+	}
+	if g.failing.CompareAndSwap(true, false) {
+		g.log.Info("flows: reading the queue depth works again", "instrument", metricDepth)
+	}
+	o.Observe(n.Ready, depthStates[0])
+	o.Observe(n.Delayed, depthStates[1])
+	o.Observe(n.Running, depthStates[2])
+	o.Observe(n.HooksWaiting, depthStates[3])
+	return nil
 }
 
 // startSpan starts the producer span of a new task t and records its
