@@ -2,6 +2,10 @@ package redisbackend_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -131,25 +135,120 @@ func TestFetchCancelledInItsLookKeepsWhatItTook(t *testing.T) {
 // TestWaitingFetchTakesATaskDelayedPastItsPlan checks that a Fetch that
 // waits with what an earlier Fetch learnt of the queue does not miss a
 // task delayed meanwhile to beyond that plan's second (no wake-up is sent
-// for it): the task is taken when it is due. Due 1.2 s after the plan
-// began, a Fetch that missed it would take it at the next full look after
-// the plan's end, about 2 s: 0.8 s late, where the bound below leaves 0.6 s
-// for a loaded machine's scheduling (taken 0.3 to 0.5 s late with the
-// test process stopped for 250 ms every 0.3 to 0.6 s).
+// for it): the task is taken when it is due. The first wait is the
+// plan's, which knows nothing of the task (it is due 1.2 s in, after the
+// plan's second); the look that ends it must see the task, and every
+// wait after it end by when the task is due (see assertWaitsEndBy), where
+// a Fetch that missed it would wait another plan's second.
 func TestWaitingFetchTakesATaskDelayedPastItsPlan(t *testing.T) {
 	t.Parallel()
-	ctx, _, b := waitingWorker(t, 2)
+	ctx, srv, b, waits := waitingWorker(t, 2)
 
 	later := newTask()
 	later.RunAt = time.Now().Add(1200 * time.Millisecond)
 	require.NoError(t, b.Enqueue(ctx, later))
+	due := delayedScore(t, srv, b, later.ID)
+	waits.reset()
+	start := serverMS(t, srv)
 	leases, err := b.Fetch(ctx, "w", 2, time.Minute)
 	taken := time.Now()
 	require.NoError(t, err)
 	require.Len(t, leases, 1)
 	assert.Equal(t, later.ID, leases[0].Task.ID)
 	assert.False(t, taken.Before(later.RunAt.Add(-2*time.Millisecond)), "taken before it was due")
-	assert.Less(t, taken.Sub(later.RunAt), 600*time.Millisecond, "taken when it was due, not a wait later")
+	blocks := waits.blocks()
+	require.NotEmpty(t, blocks, "the Fetch waited for the plan's end")
+	assertWaitsEndBy(t, start+blocks[0], blocks[1:], due)
+}
+
+// assertWaitsEndBy checks that waits (the BLOCK, in ms, of the XREADs a
+// Fetch sent, in order), laid end to end from from (the Redis server's
+// clock, Unix ms), all end by due: each was planned by a look that saw
+// the task due then. A look runs at the earliest when the XREAD before
+// it has blocked for its whole BLOCK (nothing arrives to end it sooner in
+// these tests), so however slow the machine, such a look saw the task
+// due in due-from ms at most, and planned its wait no longer: only a
+// wait planned without the task (a second, with nothing else due) ends
+// past it. Nothing here measures how long anything took.
+func assertWaitsEndBy(t *testing.T, from int64, waits []int64, due int64) {
+	t.Helper()
+	end := from
+	for i, ms := range waits {
+		end += ms
+		assert.LessOrEqual(t, end, due, "wait %d of %d (%d ms; all of them %v) ends %d ms after the task is due, as the plan of a look that did not see it",
+			i+1, len(waits), ms, waits, end-due)
+	}
+}
+
+// waitClient records the BLOCK of each XREAD sent through it: how long,
+// in ms, a Fetch waits at most for an entry (see Fetch).
+type waitClient struct {
+	rueidis.Client
+	mu   sync.Mutex
+	sent []int64
+}
+
+func (c *waitClient) record(cmd rueidis.Completed) {
+	args := cmd.Commands()
+	if len(args) < 3 || args[0] != "XREAD" {
+		return
+	}
+	for i := 1; i+1 < len(args); i++ {
+		if strings.EqualFold(args[i], "BLOCK") {
+			ms, err := strconv.ParseInt(args[i+1], 10, 64)
+			if err != nil {
+				panic(fmt.Sprintf("XREAD BLOCK %q", args[i+1]))
+			}
+			c.mu.Lock()
+			c.sent = append(c.sent, ms)
+			c.mu.Unlock()
+		}
+	}
+}
+
+func (c *waitClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.record(cmd) // before the round trip, which recycles the command
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *waitClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	for _, cmd := range cmds {
+		c.record(cmd)
+	}
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+// reset forgets the waits so far.
+func (c *waitClient) reset() { c.mu.Lock(); c.sent = nil; c.mu.Unlock() }
+
+// blocks returns the waits since the last reset, in the order sent.
+func (c *waitClient) blocks() []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.sent)
+}
+
+// serverMS returns the Redis server's clock, in Unix ms, as its TIME
+// tells it (the fetch script's clock).
+func serverMS(t *testing.T, srv *redistest.Server) int64 {
+	t.Helper()
+	parts, err := srv.Do("TIME").AsStrSlice()
+	require.NoError(t, err)
+	require.Len(t, parts, 2)
+	sec, err := strconv.ParseInt(parts[0], 10, 64)
+	require.NoError(t, err)
+	usec, err := strconv.ParseInt(parts[1], 10, 64)
+	require.NoError(t, err)
+	return sec*1000 + usec/1000
+}
+
+// delayedScore returns when the delayed task id is due, in Unix ms by the
+// Redis server's clock: its score in the queue's delayed set.
+func delayedScore(t *testing.T, srv *redistest.Server, b *redisbackend.Backend, id string) int64 {
+	t.Helper()
+	score, err := srv.Do("ZSCORE", b.Prefix()+":{q:default}:delayed", id).AsFloat64()
+	require.NoError(t, err)
+	return int64(score)
 }
 
 // TestLookNearTheEndOfItsQuickTimeIsFull checks that a look that ends a
@@ -189,18 +288,20 @@ func TestLookNearTheEndOfItsQuickTimeIsFull(t *testing.T) {
 // waitingWorker starts a Redis and a backend on it, enqueues a task and
 // has worker "w" take it with a Fetch of up to max tasks: a full look,
 // which plans the worker's next wait (quick looks for a second when
-// nothing else is due). The context ends after waitLimit.
-func waitingWorker(t *testing.T, max int) (context.Context, *redistest.Server, *redisbackend.Backend) {
+// nothing else is due). The backend's client records the waits of its
+// Fetches. The context ends after waitLimit.
+func waitingWorker(t *testing.T, max int) (context.Context, *redistest.Server, *redisbackend.Backend, *waitClient) {
 	t.Helper()
 	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	waits := &waitClient{Client: newClient(t, srv)}
+	b := newBackend(t, waits, redisbackend.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	t.Cleanup(cancel)
 	require.NoError(t, b.Enqueue(ctx, newTask()))
 	first, err := b.Fetch(ctx, "w", max, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, first, 1)
-	return ctx, srv, b
+	return ctx, srv, b, waits
 }
 
 // enqueueDueUnannounced enqueues a task delayed by an hour, then makes it
@@ -222,7 +323,7 @@ func enqueueDueUnannounced(ctx context.Context, t *testing.T, srv *redistest.Ser
 // at its start leaves the delayed set alone.
 func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
 	t.Parallel()
-	ctx, srv, b := waitingWorker(t, 4)
+	ctx, srv, b, _ := waitingWorker(t, 4)
 
 	hidden := enqueueDueUnannounced(ctx, t, srv, b)
 	next := newTask()
@@ -245,7 +346,7 @@ func TestALookEarlyInItsQuickTimeIsQuick(t *testing.T) {
 // would leave the task held by no one until its lease passed.
 func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
 	t.Parallel()
-	ctx, srv, b := waitingWorker(t, 2)
+	ctx, srv, b, _ := waitingWorker(t, 2)
 
 	require.NoError(t, srv.Do("SET", b.Prefix()+":{q:default}:wake", "not a stream").Error())
 	task := newTask()
@@ -260,16 +361,17 @@ func TestFetchKeepsWhatItsScriptLeasedWhenTheWaitFails(t *testing.T) {
 // by one as they arrive, each in a quick look (which leaves the delayed
 // set alone), while a task delayed by 100 ms is enqueued between two of
 // them: the wake-up its enqueue sends makes the worker look at the
-// delayed set, so the task is taken when it is due, not when the plan of
+// delayed set, so the task is taken when it is due (every wait of the
+// next Fetch ends by then, see assertWaitsEndBy), not when the plan of
 // the look before would have looked again (a second after it).
 func TestQuickLookStillTakesADelayedTaskWhenDue(t *testing.T) {
 	t.Parallel()
-	ctx, _, b := waitingWorker(t, 4)
-	planned := time.Now()
+	ctx, srv, b, waits := waitingWorker(t, 4)
 
 	delayed := newTask()
 	delayed.RunAt = time.Now().Add(100 * time.Millisecond)
 	require.NoError(t, b.Enqueue(ctx, delayed))
+	due := delayedScore(t, srv, b, delayed.ID)
 	next := newTask()
 	require.NoError(t, b.Enqueue(ctx, next))
 	leases, err := b.Fetch(ctx, "w", 4, time.Minute) // ends the wait: a quick look
@@ -277,11 +379,13 @@ func TestQuickLookStillTakesADelayedTaskWhenDue(t *testing.T) {
 	require.Len(t, leases, 1)
 	assert.Equal(t, next.ID, leases[0].Task.ID)
 
+	waits.reset()
+	start := serverMS(t, srv)
 	leases, err = b.Fetch(ctx, "w", 4, time.Minute)
 	taken := time.Now()
 	require.NoError(t, err)
 	require.Len(t, leases, 1)
 	assert.Equal(t, delayed.ID, leases[0].Task.ID)
 	assert.False(t, taken.Before(delayed.RunAt.Add(-2*time.Millisecond)), "taken before it was due")
-	assert.Less(t, taken.Sub(planned), 900*time.Millisecond, "taken when it was due, not when the first look's plan ran out")
+	assertWaitsEndBy(t, start, waits.blocks(), due)
 }
