@@ -183,9 +183,8 @@ func TestInspectorListsPastRetention(t *testing.T) {
 
 // TestInspectorListsPastRetentionBesideALongRun: a task that runs longer
 // than the backend's retention does not hide the history of the tasks
-// that ended while it ran. The backend lists it with its own tasks; the
-// history then goes on from the oldest finished task the backend listed,
-// not from the long run's start, so that every task is listed once.
+// that ended while it ran: it is listed at its start, after the tasks
+// of the history that ended since, and every task is listed once.
 func TestInspectorListsPastRetentionBesideALongRun(t *testing.T) {
 	s, _ := open(t)
 	// The two recent tasks must stay in the backend from the end of the
@@ -258,14 +257,14 @@ func TestInspectorListsPastRetentionBesideALongRun(t *testing.T) {
 		}
 		o.Cursor = page.Next
 	}
-	want := []string{recent[1], recent[0], long, old[2], old[1], old[0]}
-	assert.Equal(t, want, got, "the backend's tasks, the long run with them, then the history's")
+	want := []string{recent[1], recent[0], old[2], old[1], old[0], long}
+	assert.Equal(t, want, got, "newest first: the long run at its start, after the history's tasks that ended since")
 }
 
-// TestInspectorEmptyHistoryPage: a page that the history answers with no
-// task is an empty list, {"tasks": []} as GET /tasks/ writes it, not
-// null: here the backend's tasks fill the first page exactly, and the
-// history has none older.
+// TestInspectorEmptyHistoryPage: a page that neither the backend nor the
+// history has a task for is an empty list, {"tasks": []} as GET /tasks/
+// writes it, not null; and a page that the backend's tasks fill exactly,
+// with none older in the history, is the last: it has no next cursor.
 func TestInspectorEmptyHistoryPage(t *testing.T) {
 	s, _ := open(t)
 	backend, store := queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
@@ -279,9 +278,9 @@ func TestInspectorEmptyHistoryPage(t *testing.T) {
 	page, err := inspector.List(ctx, queue.ListOptions{Limit: 2})
 	require.NoError(t, err)
 	require.Len(t, page.Tasks, 2)
-	require.NotEmpty(t, page.Next, "a full page goes on into the history")
+	assert.Empty(t, page.Next, "nothing older, in the backend or the history")
 
-	page, err = inspector.List(ctx, queue.ListOptions{Limit: 2, Cursor: page.Next})
+	page, err = inspector.List(ctx, queue.ListOptions{Limit: 2, Flow: "fails"})
 	require.NoError(t, err)
 	assert.Empty(t, page.Next)
 	b, err := json.Marshal(page)

@@ -43,9 +43,10 @@
 // same however long the history is.
 //
 // A Store is also a queue.History (ListHistory): with it in
-// queue.InspectorConfig.History, an Inspector's listing goes on into the
-// history once the backend has listed its tasks, past the backend's
-// retention.
+// queue.InspectorConfig.History, an Inspector lists the history with
+// the backend's tasks, in one order, past the backend's retention. So
+// that both sort alike, Save keeps a row's times to the millisecond, as
+// the Redis backend does.
 package pghistory
 
 import (

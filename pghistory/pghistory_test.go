@@ -221,6 +221,57 @@ func TestMigrateUpgradesFrom002(t *testing.T) {
 	}
 }
 
+// TestMigrateUpgradesFrom003: rows written with microseconds before
+// migration 004 (by a hook that had the worker's clock, by a Save of
+// your own) are cut to the millisecond by Open, so that the history's
+// order is a listing's (the end's millisecond, then the id, greatest
+// first); rows without a fraction of a millisecond, and rows with no
+// start, are left as they were.
+func TestMigrateUpgradesFrom003(t *testing.T) {
+	files := migrationFiles(t)
+	require.GreaterOrEqual(t, len(files), 4)
+	require.Equal(t, "004_millis.sql", filepath.Base(files[3]))
+	ctx := context.Background()
+	url, conn := pastDatabase(t, 3, "")
+	// Three tasks that ended in one millisecond, in the order of their
+	// ids, and one of a whole millisecond without a start.
+	base := t0.Add(time.Millisecond)
+	ids := []string{"a-task", "b-task", "c-task", "d-task"}
+	ended := []time.Time{base.Add(100 * time.Microsecond), base.Add(500 * time.Microsecond), base.Add(900 * time.Microsecond), base}
+	for i, id := range ids {
+		r := record(0)
+		snap, err := json.Marshal(r.Snapshot)
+		require.NoError(t, err)
+		var started any = base.Add(-time.Second + 300*time.Microsecond)
+		if i == 3 {
+			started = nil
+		}
+		_, err = conn.Exec(ctx, `INSERT INTO flows_task_history
+			(task_id, flow, state, snapshot, attempts, max_attempts, enqueued_at, started_at, ended_at)
+			VALUES ($1, $2, $3, $4, 1, 3, $5, $6, $7)`,
+			id, r.Flow, string(r.State), string(snap), base.Add(-2*time.Second+700*time.Microsecond), started, ended[i])
+		require.NoError(t, err)
+	}
+
+	upgrade(t, conn, url)
+
+	s, _ := openURL(t, url)
+	page, err := s.List(ctx, pghistory.Query{})
+	require.NoError(t, err)
+	var got []string
+	for _, r := range page.Records {
+		got = append(got, r.TaskID)
+		assert.True(t, base.Equal(r.EndedAt), "%s ended at %v", r.TaskID, r.EndedAt)
+		assert.True(t, base.Add(-2*time.Second).Equal(r.EnqueuedAt), "%s enqueued at %v", r.TaskID, r.EnqueuedAt)
+		if r.TaskID != "d-task" {
+			assert.True(t, base.Add(-time.Second).Equal(r.StartedAt), "%s started at %v", r.TaskID, r.StartedAt)
+		} else {
+			assert.True(t, r.StartedAt.IsZero())
+		}
+	}
+	assert.Equal(t, []string{"d-task", "c-task", "b-task", "a-task"}, got, "one millisecond: by id, greatest first")
+}
+
 // pastDatabase returns a new database as Migrate left it when the first
 // n migrations were all it had, with extra run after them unless empty,
 // and a connection to it, closed when the test ends.

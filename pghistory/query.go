@@ -131,8 +131,10 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 	return p, nil
 }
 
-// A cursor is the end time (Unix microseconds, PostgreSQL's precision)
-// and id of the last task of a page, as "<micros>.<id>" in base64url.
+// A cursor is the end time (Unix microseconds, PostgreSQL's precision;
+// Save keeps end times to the millisecond, rows of earlier versions may
+// have more) and id of the last task of a page, as "<micros>.<id>" in
+// base64url.
 func encodeCursor(at time.Time, id string) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(at.UnixMicro(), 10) + "." + id))
 }
@@ -153,12 +155,14 @@ func decodeCursor(c string) (time.Time, string, error) {
 var _ queue.History = (*Store)(nil)
 
 // ListHistory implements queue.History, so that a queue.Inspector whose
-// InspectorConfig.History is this Store goes on listing from the history
-// once the backend has listed its tasks, past the backend's retention:
-// the tasks that ended before q.Before, newest first, as List pages them,
-// of q's owner and in q's time range (Query.Owner, Since and Until) when
-// set. Its errors for a bad limit, state, time range or cursor wrap
-// queue.ErrInvalidQuery.
+// InspectorConfig.History is this Store lists the history with the
+// backend's tasks, past the backend's retention: the tasks after q.After
+// (by their end time, which Save keeps to the millisecond, then by id:
+// the order of a listing) and, when set, that ended before q.Before,
+// newest first, as List pages them, of q's owner and in q's time range
+// (Query.Owner; Since and Until to the millisecond, as a listing's) when
+// set. Its errors for a bad limit, state, time range or cursor, or both
+// q.After and q.Cursor, wrap queue.ErrInvalidQuery.
 func (s *Store) ListHistory(ctx context.Context, q queue.HistoryQuery) (queue.TaskPage, error) {
 	if q.Limit < 1 || q.Limit > MaxLimit {
 		return queue.TaskPage{}, fmt.Errorf("%w: limit %d out of range 1-%d", queue.ErrInvalidQuery, q.Limit, MaxLimit)
@@ -166,15 +170,25 @@ func (s *Store) ListHistory(ctx context.Context, q queue.HistoryQuery) (queue.Ta
 	if q.State != "" && !q.State.Terminal() {
 		return queue.TaskPage{}, fmt.Errorf("%w: the history holds SUCCESS and FAILURE only, not %q", queue.ErrInvalidQuery, q.State)
 	}
-	if !q.Since.IsZero() && !q.Until.IsZero() && q.Until.Before(q.Since) {
+	since, until := milli(q.Since), milli(q.Until)
+	if !since.IsZero() && !until.IsZero() && until.Before(since) {
 		return queue.TaskPage{}, fmt.Errorf("%w: until %s is before since %s", queue.ErrInvalidQuery,
 			q.Until.UTC().Format(time.RFC3339Nano), q.Since.UTC().Format(time.RFC3339Nano))
 	}
-	until := q.Before
-	if !q.Until.IsZero() && (until.IsZero() || q.Until.Before(until)) {
-		until = q.Until
+	if !q.Before.IsZero() && (until.IsZero() || q.Before.Before(until)) {
+		until = q.Before
 	}
-	page, err := s.List(ctx, Query{Flow: q.Flow, State: q.State, Owner: q.Owner, Since: q.Since, Until: until, Limit: q.Limit, Cursor: q.Cursor})
+	cursor := q.Cursor
+	if q.After != nil {
+		if cursor != "" {
+			return queue.TaskPage{}, fmt.Errorf("%w: a history query with both a position (After) and a cursor", queue.ErrInvalidQuery)
+		}
+		if !queue.ValidID(q.After.ID) {
+			return queue.TaskPage{}, fmt.Errorf("%w: position after task id %q", queue.ErrInvalidQuery, q.After.ID)
+		}
+		cursor = encodeCursor(milli(q.After.At), q.After.ID)
+	}
+	page, err := s.List(ctx, Query{Flow: q.Flow, State: q.State, Owner: q.Owner, Since: since, Until: until, Limit: q.Limit, Cursor: cursor})
 	if errors.Is(err, ErrBadCursor) {
 		return queue.TaskPage{}, fmt.Errorf("%w: %w", queue.ErrInvalidQuery, err)
 	}
@@ -197,4 +211,13 @@ func (r Record) Summary() queue.TaskSummary {
 		Cancelled:  r.State == progress.StateFailure && r.Status == queue.StatusCancelled,
 		EnqueuedAt: r.EnqueuedAt, StartedAt: r.StartedAt, EndedAt: r.EndedAt,
 	}
+}
+
+// milli is t to the millisecond, the precision of a listing's order; the
+// zero time stays zero.
+func milli(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return time.UnixMilli(t.UnixMilli()).UTC()
 }

@@ -65,13 +65,18 @@ type Record struct {
 	// StartedAt is when the run that ended it started; zero when no run
 	// did (cancelled while pending, say) or it is unknown.
 	StartedAt time.Time `json:"started_at,omitzero"`
-	// EndedAt is when it ended. The history is ordered by it.
+	// EndedAt is when it ended. The history is ordered by it, then by
+	// TaskID, in the order of a listing, which keeps times to the
+	// millisecond as the Redis backend does: Save keeps EnqueuedAt,
+	// StartedAt and EndedAt to the millisecond (rows written before
+	// migration 004 had microseconds, which it cut).
 	EndedAt time.Time `json:"ended_at"`
 	// RecordedAt is when the row was written; set by Save.
 	RecordedAt time.Time `json:"recorded_at"`
 }
 
-// Save writes r, unless the history holds a row of r.TaskID already: then
+// Save writes r, its times to the millisecond (see Record.EndedAt),
+// unless the history holds a row of r.TaskID already: then
 // it does nothing and returns nil, so a task written again (finish hooks
 // run at least once) keeps one row, the first. It returns an error
 // wrapping ErrInvalidRecord for a record without a valid task id, a flow,
@@ -114,19 +119,19 @@ func (s *Store) Save(ctx context.Context, r Record) error {
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 		ON CONFLICT (task_id) DO NOTHING`,
 		r.TaskID, pgText(r.Flow), string(r.State), pgText(r.Status), pgText(r.Owner), string(inputs), string(snap), r.Attempts, r.MaxAttempts,
-		r.HandBacks, pgText(r.RequeuedFrom), r.Resume, pgText(r.Worker), pgText(r.TraceID), nullTime(r.EnqueuedAt), nullTime(r.StartedAt), r.EndedAt)
+		r.HandBacks, pgText(r.RequeuedFrom), r.Resume, pgText(r.Worker), pgText(r.TraceID), nullTime(r.EnqueuedAt), nullTime(r.StartedAt), milli(r.EndedAt))
 	if err != nil {
 		return s.wrap("save task "+r.TaskID, err)
 	}
 	return nil
 }
 
-// nullTime is nil for the zero time, else t.
+// nullTime is nil for the zero time, else t to the millisecond.
 func nullTime(t time.Time) any {
 	if t.IsZero() {
 		return nil
 	}
-	return t
+	return milli(t)
 }
 
 // columns are the columns a Record is read from, in scanRecord's order.

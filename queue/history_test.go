@@ -27,30 +27,27 @@ func (h *fakeHistory) ListHistory(_ context.Context, q queue.HistoryQuery) (queu
 	if h.err != nil {
 		return queue.TaskPage{}, h.err
 	}
-	start := 0
-	if q.Cursor != "" {
-		if _, err := fmt.Sscan(q.Cursor, &start); err != nil || start < 0 {
-			return queue.TaskPage{}, fmt.Errorf("%w: malformed cursor %q", queue.ErrInvalidQuery, q.Cursor)
-		}
-	}
 	var page queue.TaskPage
-	for i := start; i < len(h.tasks) && len(page.Tasks) < q.Limit; i++ {
-		t := h.tasks[i]
-		if t.EndedAt.Before(q.Before) && (q.State == "" || t.State == q.State) && (q.Flow == "" || t.Flow == q.Flow) &&
+	for _, t := range h.tasks {
+		if q.After != nil && !q.After.Precedes(&t) {
+			continue
+		}
+		if (q.State == "" || t.State == q.State) && (q.Flow == "" || t.Flow == q.Flow) &&
 			(q.Owner == "" || t.Owner == q.Owner) && (q.Since.IsZero() || !t.EndedAt.Before(q.Since)) &&
 			(q.Until.IsZero() || t.EndedAt.Before(q.Until)) {
+			if len(page.Tasks) == q.Limit {
+				page.Next = "more"
+				break
+			}
 			page.Tasks = append(page.Tasks, t)
-		}
-		if len(page.Tasks) == q.Limit && i+1 < len(h.tasks) {
-			page.Next = fmt.Sprint(i + 1)
 		}
 	}
 	return page, nil
 }
 
 // TestInspectorGoesOnIntoHistory checks the seam to a store of finished
-// tasks: once the backend has listed its tasks, a listing goes on with
-// those the History has that ended before the oldest one listed.
+// tasks: a listing lists the History's tasks with the backend's, in one
+// order, reading the History after the position of the last task listed.
 func TestInspectorGoesOnIntoHistory(t *testing.T) {
 	ctx := context.Background()
 	backend, store := queue.NewMemory(queue.MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{})
@@ -82,13 +79,17 @@ func TestInspectorGoesOnIntoHistory(t *testing.T) {
 	}
 	assert.Equal(t, append(live, "old0"), ids(page), "the backend's tasks, then the history's")
 	require.Len(t, h.queries, 1)
-	assert.False(t, h.queries[0].Before.Before(page.Tasks[0].ChangedAt()),
-		"no finished task listed: the history holds none the backend does, and is read from the newest")
+	assert.Nil(t, h.queries[0].After, "the first page reads the history from its newest task")
 	require.NotEmpty(t, page.Next)
+	last := queue.CursorOf(&page.Tasks[3])
 
 	page, err = in.List(ctx, queue.ListOptions{Limit: 4, Cursor: page.Next})
 	require.NoError(t, err)
 	assert.Equal(t, []string{"old1", "old2", "old3", "old4"}, ids(page))
+	require.Len(t, h.queries, 2)
+	require.NotNil(t, h.queries[1].After)
+	assert.Equal(t, last.ID, h.queries[1].After.ID, "the next page reads the history after the last task listed")
+	assert.Equal(t, last.At.UnixMilli(), h.queries[1].After.At.UnixMilli())
 	assert.Empty(t, page.Next)
 
 	// Pending tasks are not in a history of finished ones.

@@ -197,14 +197,16 @@ type TaskLister interface {
 
 // History is a store of finished tasks that keeps them past the
 // backend's retention (a database). An Inspector whose
-// InspectorConfig.History is set goes on listing from it once the
-// backend has no more tasks to list, so that a listing pages from the
-// newest task in the queue back to the oldest on record.
+// InspectorConfig.History is set lists its tasks with the backend's, in
+// one order, so that a listing pages from the newest task in the queue
+// back to the oldest on record: a task the backend has forgotten comes
+// from the History at its place, and one that both hold comes once.
 type History interface {
-	// ListHistory lists the finished tasks that q selects, newest first
-	// by EndedAt, then by id, with the cursor paging of TaskPage. Only
-	// tasks that ended before q.Before are listed, so that none the
-	// backend listed already comes again.
+	// ListHistory lists the finished tasks that q selects in the order
+	// of a listing (TaskPage): newest first by EndedAt to the
+	// millisecond, then by id, greatest first; those after q.After when
+	// it is set. A page holds at most q.Limit tasks, and its Next is
+	// not empty when more follow its last one.
 	ListHistory(ctx context.Context, q HistoryQuery) (TaskPage, error)
 }
 
@@ -216,13 +218,21 @@ type HistoryQuery struct {
 	Flow  string
 	Owner string
 	// Since and Until keep the tasks that ended in [Since, Until): Since
-	// inclusive, Until exclusive; a zero time leaves that end open. Until
-	// before Since is an invalid query.
+	// inclusive, Until exclusive, both to the millisecond, as
+	// ListOptions.Match keeps them; a zero time leaves that end open.
+	// Until before Since is an invalid query.
 	Since, Until time.Time
-	// Before bounds the listing: only tasks that ended before it.
+	// After, when not nil, lists the tasks that come after that position
+	// in the order of a listing (Cursor.Precedes): the Inspector pages
+	// through the History by the positions of the tasks it listed last,
+	// as it does through the backend. Nil starts with the newest task.
+	After *Cursor
+	// Before bounds the listing: only tasks that ended before it; zero
+	// leaves it open. The Inspector does not set it.
 	Before time.Time
 	// Limit is the most tasks of the page (1 to MaxListLimit); Cursor is
 	// the Next of the previous page of the History, "" for the first.
+	// The Inspector pages with After and does not set Cursor.
 	Limit  int
 	Cursor string
 }

@@ -84,154 +84,146 @@ func (i *Inspector) Cancel(ctx context.Context, id string) error {
 	return i.broker.Cancel(ctx, id)
 }
 
-// historyPrefix starts the cursors of a listing that has gone on into the
-// History.
+// historyPrefix started the cursors of an earlier version's listing that
+// had gone on into the History ("h.<Unix ms>.<the History's cursor>"):
+// they tell no position in the listing, and are refused.
 const historyPrefix = "h."
 
-// backendPrefix starts the cursors of a listing with a History while it
-// lists the backend's tasks: "b.<Unix ms of the oldest finished task it
-// listed, empty for none>.<the backend's cursor>".
+// backendPrefix started the cursors of an earlier version's listing with
+// a History while it listed the backend's tasks: "b.<Unix ms, or
+// empty>.<the backend's cursor>". Their backend's cursor is the position
+// they stand for.
 const backendPrefix = "b."
 
 // List lists the tasks that o selects, newest first, one page at a time:
 // see ListOptions and TaskPage. A state that is not one of the four, a
-// limit out of range, Until before Since or a cursor this Inspector did
-// not issue gives an error wrapping ErrInvalidQuery.
+// limit out of range, Until before Since or a cursor that is not one
+// this Inspector issues gives an error wrapping ErrInvalidQuery.
 //
 // With a History (InspectorConfig.History), a listing of all states or of
-// SUCCESS or FAILURE goes on into it once the backend's tasks are listed:
-// the tasks that ended before the oldest finished task the backend
-// listed (the backend holds those that ended since), newest first, with
-// the same filters (flow, state, owner, time range). A task still
-// pending or running that entered its state before that one (a run
-// longer than the backend's retention) is listed with the backend's
-// tasks, ahead of the history's that ended after it.
+// SUCCESS or FAILURE lists the History's tasks with the backend's, in
+// the one order of a listing: each page reads a page of each, after the
+// cursor, and keeps the newest of both, each task once (the backend's
+// version of a task both hold). So a task the backend has forgotten
+// comes at its place, whenever its retention ended, and a task still
+// pending or running comes at the time it entered its state, among the
+// finished tasks of either. A cursor is the position of the last task
+// of its page, in both.
 func (i *Inspector) List(ctx context.Context, o ListOptions) (TaskPage, error) {
 	if err := o.check(); err != nil {
 		return TaskPage{}, err
 	}
-	if rest, ok := strings.CutPrefix(o.Cursor, historyPrefix); ok && i.history != nil {
-		before, cursor, err := parseHistoryCursor(rest)
+	var after *Cursor
+	if o.Cursor != "" {
+		c, err := parseListCursor(o.Cursor)
 		if err != nil {
 			return TaskPage{}, err
 		}
-		return i.fromHistory(ctx, o, before, cursor, nil)
+		after, o.Cursor = &c, c.String()
 	}
-	// oldest is the time of the oldest finished task listed so far, in
-	// Unix ms; -1 while none is known.
-	oldest := int64(-1)
-	legacy := o.Cursor != "" // a cursor of the backend's own, which tells none
-	if rest, ok := strings.CutPrefix(o.Cursor, backendPrefix); ok {
-		var err error
-		if oldest, o.Cursor, err = parseBackendCursor(rest); err != nil {
-			return TaskPage{}, err
+	if i.history == nil || (o.State != "" && !o.State.Terminal()) {
+		return i.listBackend(ctx, o)
+	}
+	return i.listMerged(ctx, o, after)
+}
+
+// parseListCursor reads a cursor of List: a position (Cursor.String), or
+// the "b." cursor of an earlier version, which holds one. The "h." cursor
+// of an earlier version holds none the listing can go on from: it is
+// refused, with a message that says to start again.
+func parseListCursor(s string) (Cursor, error) {
+	if rest, ok := strings.CutPrefix(s, historyPrefix); ok {
+		ms, enc, ok := strings.Cut(rest, ".")
+		_, perr := strconv.ParseUint(ms, 10, 63)
+		_, derr := base64.RawURLEncoding.DecodeString(enc)
+		if !ok || perr != nil || derr != nil {
+			return Cursor{}, fmt.Errorf("%w: malformed cursor %q", ErrInvalidQuery, s)
 		}
-		legacy = false
+		return Cursor{}, fmt.Errorf("%w: cursor %q was issued by an earlier version of flows, whose listing went on into the history apart; start the listing again without it",
+			ErrInvalidQuery, s)
 	}
-	var page TaskPage
-	var err error
+	if rest, ok := strings.CutPrefix(s, backendPrefix); ok {
+		ms, pos, ok := strings.Cut(rest, ".")
+		if _, err := strconv.ParseUint(ms, 10, 63); !ok || ms != "" && err != nil {
+			return Cursor{}, fmt.Errorf("%w: malformed cursor %q", ErrInvalidQuery, s)
+		}
+		s = pos
+	}
+	return ParseCursor(s)
+}
+
+// listBackend lists a page of the backend's tasks.
+func (i *Inspector) listBackend(ctx context.Context, o ListOptions) (TaskPage, error) {
 	if i.lister != nil {
-		page, err = i.lister.ListTasks(ctx, o)
-	} else {
-		page, err = i.listAll(ctx, o)
+		return i.lister.ListTasks(ctx, o)
 	}
-	if err != nil || i.history == nil || (o.State != "" && !o.State.Terminal()) {
-		return page, err
-	}
-	for _, t := range page.Tasks {
-		if t.State.Terminal() {
-			oldest = t.ChangedAt().UnixMilli()
-		}
-	}
-	if page.Next != "" {
-		page.Next = backendCursor(oldest, page.Next)
-		return page, nil
-	}
-	// The backend has nothing older: go on into the history, before the
-	// oldest finished task listed. With none listed, the history holds
-	// none the backend does.
-	before := time.Now()
-	switch {
-	case oldest >= 0:
-		before = time.UnixMilli(oldest)
-	case legacy:
-		// A cursor from before backend cursors told of finished tasks:
-		// before its position, as then.
-		c, err := ParseCursor(o.Cursor)
-		if err != nil {
-			return TaskPage{}, err
-		}
-		before = c.At
-	}
-	if len(page.Tasks) == o.Limit {
-		page.Next = historyCursor(before, "")
-		return page, nil
-	}
-	o.Limit -= len(page.Tasks)
-	return i.fromHistory(ctx, o, before, "", page.Tasks)
+	return i.listAll(ctx, o)
 }
 
-// backendCursor is the cursor of a listing with a History whose backend
-// listing goes on from cursor, oldest being the Unix ms of the oldest
-// finished task listed so far (-1 for none).
-func backendCursor(oldest int64, cursor string) string {
-	ms := ""
-	if oldest >= 0 {
-		ms = strconv.FormatInt(oldest, 10)
+// listMerged lists a page of the backend's tasks and the History's
+// together, after the position after (nil for the newest): a page of
+// each, merged in the order of a listing, each task once. A source whose
+// page has a Next has listed its tasks down to its page's end (its
+// frontier); the merged page keeps the tasks down to the newer frontier,
+// where both are complete, and its Next is the position of its last task
+// or, when fewer than o.Limit are known, that frontier.
+func (i *Inspector) listMerged(ctx context.Context, o ListOptions, after *Cursor) (TaskPage, error) {
+	bp, err := i.listBackend(ctx, o)
+	if err != nil {
+		return TaskPage{}, err
 	}
-	return backendPrefix + ms + "." + cursor
-}
-
-// parseBackendCursor reads what backendCursor wrote, after its prefix.
-func parseBackendCursor(s string) (oldest int64, cursor string, err error) {
-	ms, cursor, ok := strings.Cut(s, ".")
-	oldest = -1
-	if ms != "" {
-		n, perr := strconv.ParseInt(ms, 10, 64)
-		if perr != nil || n < 0 {
-			ok = false
-		}
-		oldest = n
-	}
-	if !ok || cursor == "" {
-		return 0, "", fmt.Errorf("%w: malformed cursor %q", ErrInvalidQuery, backendPrefix+s)
-	}
-	return oldest, cursor, nil
-}
-
-// fromHistory lists a page of the History after the tasks listed already
-// on this page.
-func (i *Inspector) fromHistory(ctx context.Context, o ListOptions, before time.Time, cursor string, listed []TaskSummary) (TaskPage, error) {
 	hp, err := i.history.ListHistory(ctx, HistoryQuery{State: o.State, Flow: o.Flow, Owner: o.Owner, Since: o.Since, Until: o.Until,
-		Before: before, Limit: o.Limit, Cursor: cursor})
+		After: after, Limit: o.Limit})
 	if err != nil {
 		return TaskPage{}, fmt.Errorf("queue: list the history: %w", err)
 	}
-	page := TaskPage{Tasks: append(listed, hp.Tasks...)}
-	if page.Tasks == nil {
-		page.Tasks = []TaskSummary{} // {"tasks": []}, not null
+	var front *Cursor // nil when both have listed their last task
+	if bp.Next != "" {
+		c, err := ParseCursor(bp.Next)
+		if err != nil {
+			return TaskPage{}, fmt.Errorf("queue: list: the backend's cursor %q is not a position (queue.Cursor): %v", bp.Next, err)
+		}
+		front = &c
 	}
 	if hp.Next != "" {
-		page.Next = historyCursor(before, hp.Next)
+		if len(hp.Tasks) == 0 {
+			return TaskPage{}, errors.New("queue: list the history: a page with a next cursor and no task")
+		}
+		c := CursorOf(&hp.Tasks[len(hp.Tasks)-1])
+		if front == nil || front.Precedes(&hp.Tasks[len(hp.Tasks)-1]) {
+			front = &c
+		}
+	}
+	page := TaskPage{Tasks: make([]TaskSummary, 0, o.Limit)}
+	seen := make(map[string]bool, len(bp.Tasks)+len(hp.Tasks))
+	more := false // tasks known past the page
+	for b, h := 0, 0; b < len(bp.Tasks) || h < len(hp.Tasks); {
+		var t *TaskSummary
+		if h == len(hp.Tasks) || b < len(bp.Tasks) && compareListed(&bp.Tasks[b], &hp.Tasks[h]) <= 0 {
+			t, b = &bp.Tasks[b], b+1
+		} else {
+			t, h = &hp.Tasks[h], h+1
+		}
+		if front != nil && front.Precedes(t) {
+			break // past the frontier: the other source may hold newer ones
+		}
+		if seen[t.ID] || !o.Match(t) {
+			continue
+		}
+		if len(page.Tasks) == o.Limit {
+			more = true
+			break
+		}
+		seen[t.ID] = true
+		page.Tasks = append(page.Tasks, *t)
+	}
+	switch {
+	case len(page.Tasks) == o.Limit && (more || front != nil):
+		page.Next = CursorOf(&page.Tasks[o.Limit-1]).String()
+	case len(page.Tasks) < o.Limit && front != nil:
+		page.Next = front.String()
 	}
 	return page, nil
-}
-
-// historyCursor is the cursor of a listing that goes on in the History:
-// "h.<Unix ms of before>.<the History's cursor, base64url>".
-func historyCursor(before time.Time, cursor string) string {
-	return historyPrefix + strconv.FormatInt(before.UnixMilli(), 10) + "." + base64.RawURLEncoding.EncodeToString([]byte(cursor))
-}
-
-// parseHistoryCursor reads what historyCursor wrote, after its prefix.
-func parseHistoryCursor(s string) (before time.Time, cursor string, err error) {
-	ms, enc, ok := strings.Cut(s, ".")
-	n, perr := strconv.ParseInt(ms, 10, 64)
-	raw, derr := base64.RawURLEncoding.DecodeString(enc)
-	if !ok || perr != nil || derr != nil || n < 0 {
-		return time.Time{}, "", fmt.Errorf("%w: malformed cursor %q", ErrInvalidQuery, historyPrefix+s)
-	}
-	return time.UnixMilli(n), string(raw), nil
 }
 
 // summaries reads every task of a backend that is not a TaskLister (the

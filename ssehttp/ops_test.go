@@ -364,6 +364,8 @@ func TestOperatorRoutesBadInput(t *testing.T) {
 		{"GET", "/tasks/?cursor=bogus", `malformed cursor "bogus"`},
 		{"GET", "/tasks/?cursor=12.x%20y", "malformed cursor"},
 		{"GET", "/tasks/?cursor=h.zz", "malformed cursor"},
+		// An earlier version's cursor into the history.
+		{"GET", "/tasks/?cursor=h.1796622488530.", `cursor "h.1796622488530." was issued by an earlier version of flows`},
 		{"GET", "/tasks/?stat=SUCCESS", `unknown parameter "stat"`},
 		{"GET", "/tasks/?flow=a&flow=b", `parameter "flow" given more than once`},
 		{"GET", "/tasks/?%zz", "malformed query string"},

@@ -1,0 +1,179 @@
+package pghistory_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/pghistory"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// TestMergedListingOrder pages through a listing of Redis and the history
+// whose tasks end in bursts, many in one millisecond, and that Redis has
+// partly forgotten: a task's keys expire at a time set when it was
+// created or last written (the retention and up to an eighth more), not
+// in the order the tasks ended, so that around the oldest task Redis
+// still holds are tasks it holds and tasks only the history has, some
+// in the same millisecond. The history also has rows written with the
+// worker's clock (RecordOf without the snapshot's times), to the
+// microsecond. Whatever the page size, every task comes exactly once,
+// newest first to the millisecond, then by id, greatest first: the order
+// of queue.TaskPage, and of each page's cursor.
+func TestMergedListingOrder(t *testing.T) {
+	s, _ := open(t)
+	client := redistest.Start(t).Client(t)
+	backend, err := redisbackend.New(client, redisbackend.Config{})
+	require.NoError(t, err)
+	reg := testFlows()
+	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{Registry: reg})
+	ctx := context.Background()
+
+	// Tasks that end in bursts of 40 at once: many end in the same
+	// millisecond.
+	const bursts, perBurst = 4, 40
+	var ids []string
+	for b := range bursts {
+		burst := make([]string, perBurst)
+		for i := range burst {
+			burst[i], err = broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{})
+			require.NoError(t, err)
+		}
+		var wg sync.WaitGroup
+		for _, id := range burst {
+			wg.Go(func() {
+				_, err := backend.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: "Completed"})
+				assert.NoError(t, err)
+			})
+		}
+		wg.Wait()
+		ids = append(ids, burst...)
+		if b < bursts-1 {
+			// The next burst ends in a later millisecond.
+			last := time.Now()
+			require.Eventually(t, func() bool { return time.Now().UnixMilli() > last.UnixMilli()+1 }, time.Second, 100*time.Microsecond)
+		}
+	}
+	// Each has its row, written as the history's hook writes it, from
+	// the task's final snapshot.
+	ended := map[string]time.Time{}
+	byMilli := map[int64][]string{}
+	for _, id := range ids {
+		info, err := broker.Task(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, progress.StateSuccess, info.Snapshot.State)
+		require.NoError(t, s.Save(ctx, pghistory.RecordOf(queue.Finished{Task: info.Task, Snapshot: info.Snapshot})))
+		ended[id] = info.Snapshot.EndedAt
+		ms := info.Snapshot.EndedAt.UnixMilli()
+		byMilli[ms] = append(byMilli[ms], id)
+	}
+	// The boundary: a millisecond of the second burst that holds several
+	// tasks. Redis forgets every task that ended before it, every other
+	// task of it (by id), and every third task of the bursts after it.
+	var boundary int64
+	for ms, in := range byMilli {
+		if len(in) >= 3 && (boundary == 0 || len(in) > len(byMilli[boundary])) && ended[in[0]].Before(ended[ids[2*perBurst]]) &&
+			!ended[in[0]].Before(ended[ids[perBurst]]) {
+			boundary = ms
+		}
+	}
+	require.NotZero(t, boundary, "no millisecond of the second burst holds three tasks: %v", byMilli)
+	in := slices.Clone(byMilli[boundary])
+	slices.Sort(in)
+	forget := map[string]bool{}
+	for i, id := range in {
+		forget[id] = i%2 == 0 // the smallest id of the millisecond, then every other one
+	}
+	for i, id := range ids {
+		switch ms := ended[id].UnixMilli(); {
+		case ms < boundary:
+			forget[id] = true
+		case ms > boundary:
+			forget[id] = i%3 == 0
+		}
+	}
+	for id, gone := range forget {
+		if gone {
+			forgetTask(t, client, id)
+		}
+	}
+	// Rows of tasks Redis never held, written with the worker's clock:
+	// microseconds into the boundary millisecond and the one before.
+	for i := range 6 {
+		r := record(0)
+		r.Flow = "ok"
+		r.Snapshot.EndedAt, r.Snapshot.StartedAt = time.Time{}, time.Time{}
+		base := time.UnixMilli(boundary - int64(i%2))
+		r.EndedAt = base.Add(time.Duration(1+i*150) * time.Microsecond)
+		require.NoError(t, s.Save(ctx, r))
+		ids = append(ids, r.TaskID)
+	}
+
+	inspector := queue.NewInspector(backend, nil, queue.InspectorConfig{History: s})
+	for _, limit := range []int{1, 3, 7, 50, 1000} {
+		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
+			var got []queue.TaskSummary
+			o := queue.ListOptions{Limit: limit}
+			for pages := 0; ; pages++ {
+				require.Less(t, pages, 2*len(ids)+2, "the listing does not end")
+				page, err := inspector.List(ctx, o)
+				require.NoError(t, err)
+				require.LessOrEqual(t, len(page.Tasks), limit)
+				got = append(got, page.Tasks...)
+				if page.Next == "" {
+					break
+				}
+				o.Cursor = page.Next
+			}
+			seen := map[string]int{}
+			for _, task := range got {
+				seen[task.ID]++
+			}
+			for _, id := range ids {
+				assert.Equal(t, 1, seen[id], "task %s (ended %s, forgotten by Redis: %v) listed %d times",
+					id, ended[id].Format(time.RFC3339Nano), forget[id], seen[id])
+			}
+			assert.Len(t, got, len(ids), "no task but these")
+			for i := 1; i < len(got); i++ {
+				a, b := got[i-1], got[i]
+				am, bm := a.ChangedAt().UnixMilli(), b.ChangedAt().UnixMilli()
+				assert.True(t, am > bm || am == bm && a.ID > b.ID, "%s (%s) listed before %s (%s)",
+					a.ID, a.ChangedAt().Format(time.RFC3339Nano), b.ID, b.ChangedAt().Format(time.RFC3339Nano))
+			}
+		})
+	}
+}
+
+// forgetTask deletes every key of task id from Redis, as the end of its
+// retention does: its keys share the hash tag of its id. Its members of
+// the task index stay, as they do then, until a listing finds them gone.
+func forgetTask(t *testing.T, c rueidis.Client, id string) {
+	t.Helper()
+	ctx := context.Background()
+	var cursor uint64
+	for {
+		e, err := c.Do(ctx, c.B().Scan().Cursor(cursor).Match("*{"+id+"}*").Count(1000).Build()).AsScanEntry()
+		require.NoError(t, err)
+		for _, k := range e.Elements {
+			if strings.Contains(k, "index") {
+				continue
+			}
+			require.NoError(t, c.Do(ctx, c.B().Del().Key(k).Build()).Error())
+		}
+		if e.Cursor == 0 {
+			return
+		}
+		cursor = e.Cursor
+	}
+}
