@@ -177,3 +177,58 @@ func forgetTask(t *testing.T, c rueidis.Client, id string) {
 		cursor = e.Cursor
 	}
 }
+
+// TestMergedListingCursors: a listing with the history refuses, with
+// queue.ErrInvalidQuery (400 over HTTP), a cursor no listing issues: not
+// a cursor's shape, a time past the year 9999 (no task's time is: JSON
+// times end there), an earlier version's cursor into the history. A
+// well-formed position is a position, wherever it is: the page after it,
+// empty past the oldest task, as a time range that holds none is.
+func TestMergedListingCursors(t *testing.T) {
+	s, _ := open(t)
+	client := redistest.Start(t).Client(t)
+	backend, err := redisbackend.New(client, redisbackend.Config{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{Registry: testFlows()})
+	live, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	old := record(0)
+	old.Flow = "ok"
+	require.NoError(t, s.Save(ctx, old))
+	inspector := queue.NewInspector(backend, nil, queue.InspectorConfig{History: s})
+
+	for _, c := range []string{
+		"bogus", "12.x y", "-1.abc", "1.", ".abc",
+		"253402300800000." + live,          // 10000-01-01T00:00:00Z
+		"9223372036854775807." + live,      // the largest int64
+		"h.1796622488530.", "h.12.MTIzNDU", // an earlier version's, into the history
+		"b.12.253402300800000." + live,
+	} {
+		_, err := inspector.List(ctx, queue.ListOptions{Cursor: c})
+		assert.ErrorIs(t, err, queue.ErrInvalidQuery, "cursor %q", c)
+	}
+
+	for _, tc := range []struct {
+		cursor string
+		want   []string
+	}{
+		{"253402300799999.zzz", []string{live, old.TaskID}}, // the last millisecond of 9999: before it, every task
+		{queue.Cursor{At: time.Now().Add(time.Hour), ID: "x"}.String(), []string{live, old.TaskID}},
+		{queue.Cursor{At: old.EndedAt.Add(time.Millisecond), ID: "x"}.String(), []string{old.TaskID}},
+		{queue.Cursor{At: old.EndedAt, ID: old.TaskID}.String(), nil}, // the oldest task's own: nothing after it
+		{"0.a", nil},
+		// An earlier version's cursor of the backend holds a position.
+		{"b.." + queue.Cursor{At: old.EndedAt.Add(time.Millisecond), ID: "x"}.String(), []string{old.TaskID}},
+	} {
+		page, err := inspector.List(ctx, queue.ListOptions{Cursor: tc.cursor})
+		require.NoError(t, err, "cursor %q", tc.cursor)
+		var got []string
+		for _, task := range page.Tasks {
+			got = append(got, task.ID)
+		}
+		assert.Equal(t, tc.want, got, "cursor %q", tc.cursor)
+		assert.Empty(t, page.Next)
+		assert.NotNil(t, page.Tasks, "an empty page is [], not null")
+	}
+}

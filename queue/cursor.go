@@ -26,13 +26,26 @@ func (c Cursor) String() string {
 	return strconv.FormatInt(c.At.UnixMilli(), 10) + "." + c.ID
 }
 
+// maxCursorMilli is the last millisecond of the year 9999, the latest
+// time a task can have in a listing: JSON and RFC 3339 times end there.
+const maxCursorMilli = 253402300799999
+
 // ParseCursor decodes what Cursor.String writes; anything else gives an
-// error wrapping ErrInvalidQuery.
+// error wrapping ErrInvalidQuery, and so does a time no listing issues,
+// past the year 9999 (no task's time is: JSON and RFC 3339 times end
+// there). Any position up to then is one: a cursor holds no more than
+// the position of the task it follows, which the filters of each page
+// and the access checks of the caller apply to, so that a cursor made
+// up gives no more than a time range (ListOptions.Until) gives, and
+// the page after a position that no task follows is empty.
 func ParseCursor(s string) (Cursor, error) {
 	ms, id, ok := strings.Cut(s, ".")
 	n, err := strconv.ParseInt(ms, 10, 64)
 	if !ok || err != nil || n < 0 || !ValidID(id) {
 		return Cursor{}, fmt.Errorf("%w: malformed cursor %q", ErrInvalidQuery, s)
+	}
+	if n > maxCursorMilli {
+		return Cursor{}, fmt.Errorf("%w: cursor %q is past the year 9999, where no task is listed", ErrInvalidQuery, s)
 	}
 	return Cursor{At: time.UnixMilli(n).UTC(), ID: id}, nil
 }

@@ -364,8 +364,13 @@ func TestOperatorRoutesBadInput(t *testing.T) {
 		{"GET", "/tasks/?cursor=bogus", `malformed cursor "bogus"`},
 		{"GET", "/tasks/?cursor=12.x%20y", "malformed cursor"},
 		{"GET", "/tasks/?cursor=h.zz", "malformed cursor"},
-		// An earlier version's cursor into the history.
+		// A cursor that decodes but that no listing issues: a time past
+		// the year 9999, which no task has (JSON times end there), or
+		// an earlier version's cursor into the history.
+		{"GET", "/tasks/?cursor=253402300800000.abc", `cursor "253402300800000.abc" is past the year 9999, where no task is listed`},
+		{"GET", "/tasks/?cursor=9223372036854775807.abc", "past the year 9999"},
 		{"GET", "/tasks/?cursor=h.1796622488530.", `cursor "h.1796622488530." was issued by an earlier version of flows`},
+		{"POST", "/cancel-tasks/?owner=a&cursor=PENDING:253402300800000.abc", "past the year 9999"},
 		{"GET", "/tasks/?stat=SUCCESS", `unknown parameter "stat"`},
 		{"GET", "/tasks/?flow=a&flow=b", `parameter "flow" given more than once`},
 		{"GET", "/tasks/?%zz", "malformed query string"},
