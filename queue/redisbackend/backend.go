@@ -80,20 +80,29 @@ type Config struct {
 	// than OpTimeout. Zero means DefaultWaitTimeout; it must not be
 	// negative.
 	WaitTimeout time.Duration
-	// FetchDelay trades pickup latency for Redis work at low rates. A
-	// Fetch that finds the queue empty waits for the next task on Redis
-	// at once by default, so that each task is picked up within a round
-	// trip of its enqueue, and at a few hundred tasks a second each one
-	// costs a wait, a fetch script and a finish script of its own. With
-	// FetchDelay set, such a Fetch first lets FetchDelay pass (or less,
-	// when a delayed task is due or a lease passes sooner, and never more
-	// than a second) and then takes every task that arrived meanwhile in
-	// one round trip; tasks taken together also tend to end together,
-	// and their ends then share a script too (see the package
-	// documentation). A task then waits up to FetchDelay longer to start.
-	// A Fetch with tasks ready takes them at once whatever FetchDelay is,
-	// and an idle worker costs Redis no more. Zero, the default, means
-	// no delay; it must not be negative.
+	// FetchDelay trades pickup latency for Redis work when tasks come
+	// fast, as River's FetchCooldown does. A Fetch that finds the queue
+	// empty waits for the next task on Redis at once by default, so that
+	// each task is picked up within a round trip of its enqueue, and at a
+	// few hundred tasks a second each one costs a wait, a fetch script
+	// and an end of its own. With FetchDelay set, while a worker has been
+	// taking at least four tasks per FetchDelay (over about the last
+	// second), a Fetch of it that would wait for work first lets
+	// FetchDelay pass since the worker last took tasks (or less, when a
+	// delayed task is due or a lease passes sooner, never more than half
+	// the time its context has left), holding nothing, and then takes
+	// every task that arrived meanwhile in one round trip and one script;
+	// tasks taken together also tend to end together, and their ends then
+	// share a script too (see the package documentation). A task then
+	// waits up to FetchDelay longer to start. At a slower pace a Fetch
+	// waits at once, so a task that comes alone is still picked up within
+	// a round trip; a Fetch with tasks ready takes them at once whatever
+	// FetchDelay is, so a backlog never waits for it; and an idle worker
+	// costs Redis no more. At 200 tasks a second, 100 ms cut a task's
+	// Redis commands from 27 to 15 and its Redis CPU by about two
+	// fifths, for a pickup 51 ms later at the median and 101 ms at p99
+	// (see the README, Batching). Zero, the default, means no delay; it
+	// must not be negative.
 	FetchDelay time.Duration
 	// EnqueueDelay trades start latency for Redis work at low rates, on
 	// the enqueuing side as FetchDelay does on the worker's. A

@@ -241,11 +241,14 @@
 // says, a second at most after the last full look, and when something
 // wakes the fetchers, as often as by a worker that only waits.
 //
-// With Config.FetchDelay, a Fetch whose plan says to wait first sleeps
-// that long (the plan's time at most), holding nothing, and then waits and
-// takes as above: the tasks that arrived meanwhile go in one round trip
-// and one script, and, ending together, tend to share their ends' scripts
-// too.
+// With Config.FetchDelay set, a Fetch whose plan says to wait, of a worker that has been
+// taking at least four tasks per FetchDelay, first sleeps until
+// FetchDelay has passed since it last took tasks (the plan's time at
+// most), holding nothing, and then waits and takes as
+// above: the tasks that arrived meanwhile go in one round trip and one
+// script, and, ending together, tend to share their ends' scripts too. A
+// worker taking tasks more slowly waits at once, so that a task that
+// comes alone is picked up within a round trip.
 //
 // The XREAD changes nothing. A Fetch whose context is cancelled while it
 // waits ends the wait with an entry in the wake stream and takes the

@@ -66,6 +66,15 @@ func SetFetchSleep(sleep func(ctx context.Context, d time.Duration) bool) (resto
 	return func() { fetchSleep = old }
 }
 
+// SetFetchNow replaces the clock by which a Fetch measures how fast its
+// worker takes tasks (see Config.FetchDelay) until the returned function
+// restores it.
+func SetFetchNow(now func() time.Time) (restore func()) {
+	old := fetchNow
+	fetchNow = now
+	return func() { fetchNow = old }
+}
+
 // SetLingerTimer replaces how a batched call times its linger (see
 // Config.EnqueueDelay, Config.AckDelay) until the returned function restores it.
 func SetLingerTimer(timer func(d time.Duration) (<-chan time.Time, func() bool)) (restore func()) {

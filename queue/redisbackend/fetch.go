@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -58,10 +59,12 @@ const (
 // ended; the caller runs them or hands them back. A wait cut short by
 // ctx's deadline likewise ends with a look whose answer is awaited.
 //
-// With Config.FetchDelay set, a Fetch whose plan says to wait first
-// sleeps that long, or until the plan's time if sooner, holding nothing,
-// and then waits and takes as above: tasks enqueued meanwhile are taken
-// at once, together.
+// With Config.FetchDelay set, a Fetch whose plan says to wait, of a worker that has been taking tasks
+// fast enough for the delay to pay (see fetchPace), first sleeps until
+// FetchDelay has passed since the worker last took tasks, or until the
+// plan's time if sooner, and half the time ctx has left at most, holding
+// nothing, and then waits and takes as above: tasks
+// enqueued meanwhile are taken at once, together.
 func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
 	leases, _, err := b.FetchWithState(ctx, worker, max, lease)
 	return leases, err
@@ -81,7 +84,7 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 	if lease <= 0 {
 		lease = defaultLease
 	}
-	delayed := b.cfg.FetchDelay <= 0
+	delayed := false
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
@@ -92,14 +95,23 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 			wait = min(wait, time.Until(dl))
 		}
 		if wait > 0 && !delayed {
-			// Let tasks gather (Config.FetchDelay), once per call: a
-			// sleep here holds no lease.
+			// Let tasks gather (Config.FetchDelay), once per call, until
+			// FetchDelay has passed since the worker last took tasks: a
+			// sleep here holds no lease. It leaves half the time ctx has
+			// left at least, for the look that follows.
 			delayed = true
-			if !fetchSleep(ctx, min(b.cfg.FetchDelay, wait)) {
-				return nil, nil, ctx.Err()
+			sleep := min(plan.pace.cooldown(b.cfg.FetchDelay, fetchNow()), wait)
+			if dl, ok := ctx.Deadline(); ok {
+				sleep = min(sleep, time.Until(dl)/2)
 			}
-			continue
+			if sleep > 0 {
+				if !fetchSleep(ctx, sleep) {
+					return nil, nil, ctx.Err()
+				}
+				continue
+			}
 		}
+		pace := plan.pace
 		var taken []takenEntry
 		var err error
 		if wait > 0 {
@@ -107,6 +119,7 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 		} else {
 			taken, plan, err = b.take(ctx, worker, max, lease, plan)
 		}
+		plan.pace = pace.after(len(taken), fetchNow())
 		b.plans.set(worker, plan)
 		if err != nil {
 			return nil, nil, err
@@ -120,8 +133,64 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 	}
 }
 
-// fetchSleep is how a Fetch lets tasks gather; tests replace it.
-var fetchSleep = opctx.Sleep
+// fetchSleep is how a Fetch lets tasks gather, and fetchNow its clock
+// for a worker's pace; tests replace them.
+var (
+	fetchSleep = opctx.Sleep
+	fetchNow   = time.Now
+)
+
+// Pace of a worker's takes (see fetchPace).
+const (
+	// paceWindow is the time constant of the rate a worker takes tasks
+	// at: what it took a window ago weighs 1/e of what it takes now.
+	paceWindow = time.Second
+	// paceGather is how many tasks a worker must expect to take per
+	// Config.FetchDelay for the delay to be let pass: below it, too few
+	// tasks would share a look to be worth their wait.
+	paceGather = 4
+)
+
+// fetchPace is how fast a worker has been taking tasks lately: the
+// number it took, each weighed down by e for every paceWindow since it
+// was taken, per paceWindow; a steady rate of r tasks a second reads as r
+// after a few windows, and a worker that takes nothing for a few windows
+// reads as idle.
+type fetchPace struct {
+	at   time.Time // of the last look
+	rate float64   // tasks a second, as of at
+	// took is when the worker last took tasks.
+	took time.Time
+}
+
+// after returns the pace after a look that took n tasks (none counts
+// too: time passed) at now.
+func (p fetchPace) after(n int, now time.Time) fetchPace {
+	next := fetchPace{at: now, rate: p.rateAt(now) + float64(n)/paceWindow.Seconds(), took: p.took}
+	if n > 0 {
+		next.took = now
+	}
+	return next
+}
+
+// rateAt returns the rate as of now: decayed since the last look.
+func (p fetchPace) rateAt(now time.Time) float64 {
+	if p.at.IsZero() {
+		return 0
+	}
+	return p.rate * math.Exp(-now.Sub(p.at).Seconds()/paceWindow.Seconds())
+}
+
+// cooldown returns how long a Fetch lets tasks gather before it waits
+// (see Config.FetchDelay): what is left of delay since the worker last
+// took tasks, when it expects paceGather tasks or more within delay at
+// its pace; zero otherwise.
+func (p fetchPace) cooldown(delay time.Duration, now time.Time) time.Duration {
+	if delay <= 0 || p.rateAt(now)*delay.Seconds() < paceGather {
+		return 0
+	}
+	return max(p.took.Add(delay).Sub(now), 0)
+}
 
 // A waitPlan is what a look at the queue tells the next look of the same
 // worker: until when it may wait for new entries, and after which ones.
@@ -135,6 +204,9 @@ type waitPlan struct {
 	// stream and the wake stream; wakeID is kept from look to look, ""
 	// until the first look that tells it.
 	lastID, wakeID string
+	// pace is how fast the worker has been taking tasks, which decides
+	// whether Config.FetchDelay is let pass before the next wait.
+	pace fetchPace
 	// quickUntil is the time (Unix ms, the Redis server's clock, as a
 	// string) until which the last full look found no delayed task due
 	// and no lease passing, "" when the next look must be full (see

@@ -16,6 +16,9 @@ import (
 // The tests of Config.FetchDelay: a Fetch that would wait for work first
 // lets tasks gather, then takes them together.
 
+// delay100 is the FetchDelay of the tests of its pace.
+const delay100 = 100 * time.Millisecond
+
 // TestFetchDelayTakesGatheredTasksInOneLook has a worker's Fetch find the
 // queue empty, so that its next one waits, and enqueues ten tasks one by
 // one while that next Fetch lets them gather (its sleep is the test's:
@@ -132,4 +135,140 @@ func TestWorkerWithFetchDelayRunsEveryTask(t *testing.T) {
 		assert.Equal(t, "SUCCESS", string(snap.State), "task %s", id)
 	}
 	assert.Zero(t, pendingEntries(t, srv, b.Prefix()), "nothing left leased")
+}
+
+// TestFetchDelayAtAFastPace has a Fetch of a backend with a FetchDelay
+// of 100 ms follow a look that took 40 tasks at once (40 a second, four
+// per delay, on a clock that stands still): it lets the delay pass before
+// it waits, and takes the task enqueued meanwhile.
+func TestFetchDelayAtAFastPace(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: delay100})
+	now := time.Now()
+	defer redisbackend.SetFetchNow(func() time.Time { return now })()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	for range 40 {
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+	}
+	first, err := b.Fetch(ctx, "w", 64, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, first, 40)
+
+	task := newTask()
+	var slept []time.Duration
+	defer redisbackend.SetFetchSleep(func(ctx context.Context, d time.Duration) bool {
+		slept = append(slept, d)
+		require.NoError(t, b.Enqueue(ctx, task))
+		return true
+	})()
+	next, err := b.Fetch(ctx, "w", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, next, 1)
+	assert.Equal(t, task.ID, next[0].Task.ID)
+	assert.Equal(t, []time.Duration{delay100}, slept, "one delay, whole")
+}
+
+// TestFetchDelayCountsFromTheLastTake has a worker take 100 tasks at
+// once and make its next Fetch 60 ms later (on a test clock): the Fetch
+// lets the 40 ms left of its FetchDelay of 100 ms pass, not a whole delay, as a
+// worker whose flows ran for a while since it took tasks has let tasks
+// gather meanwhile already.
+func TestFetchDelayCountsFromTheLastTake(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: delay100})
+	now := time.Now()
+	defer redisbackend.SetFetchNow(func() time.Time { return now })()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	for range 100 {
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+	}
+	first, err := b.Fetch(ctx, "w", 128, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, first, 100)
+	now = now.Add(60 * time.Millisecond)
+
+	task := newTask()
+	var slept []time.Duration
+	defer redisbackend.SetFetchSleep(func(ctx context.Context, d time.Duration) bool {
+		slept = append(slept, d)
+		require.NoError(t, b.Enqueue(ctx, task))
+		return true
+	})()
+	next, err := b.Fetch(ctx, "w", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, next, 1)
+	assert.Equal(t, task.ID, next[0].Task.ID)
+	assert.Equal(t, []time.Duration{40 * time.Millisecond}, slept, "what is left of the delay")
+}
+
+// TestFetchDelayOnlyWhenTasksComeFast has a worker take tasks more slowly
+// than four per FetchDelay (100 ms): one task, then a second later; and
+// forty at once, then two seconds later. Each time its next Fetch waits
+// at once, without a delay, and takes the task enqueued while it waits.
+func TestFetchDelayOnlyWhenTasksComeFast(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: delay100})
+	now := time.Now()
+	defer redisbackend.SetFetchNow(func() time.Time { return now })()
+	slept := 0
+	defer redisbackend.SetFetchSleep(func(context.Context, time.Duration) bool {
+		slept++
+		return true
+	})()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	for _, c := range []struct {
+		name  string
+		n     int
+		after time.Duration
+	}{{"one task, a second later", 1, time.Second}, {"forty, two seconds later", 40, 2 * time.Second}} {
+		worker := c.name
+		for range c.n {
+			require.NoError(t, b.Enqueue(ctx, newTask()))
+		}
+		first, err := b.Fetch(ctx, worker, 64, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, first, c.n, c.name)
+		now = now.Add(c.after)
+
+		done := make(chan []*queue.Lease, 1)
+		go func() {
+			leases, err := b.Fetch(ctx, worker, 4, time.Minute)
+			assert.NoError(t, err)
+			done <- leases
+		}()
+		task := newTask()
+		require.NoError(t, b.Enqueue(ctx, task))
+		leases := <-done
+		require.Len(t, leases, 1, c.name)
+		assert.Equal(t, task.ID, leases[0].Task.ID, c.name)
+	}
+	assert.Zero(t, slept, "no delay before the waits")
+}
+
+// TestFetchDelayLeavesALookWithinTheDeadline gives a Fetch with a long
+// FetchDelay a context with a short deadline, and enqueues a task as it
+// starts: the Fetch sleeps half the time left at most, then looks, and
+// returns the task; a sleep up to the deadline would have ended the
+// call with the context's error and no look at all.
+func TestFetchDelayLeavesALookWithinTheDeadline(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: time.Hour})
+	ctx := context.Background()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	first, err := b.Fetch(ctx, "w", 4, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, first, 1)
+
+	task := newTask()
+	require.NoError(t, b.Enqueue(ctx, task))
+	const limit = 400 * time.Millisecond
+	dctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	next, err := b.Fetch(dctx, "w", 4, time.Minute)
+	require.NoError(t, err, "the Fetch looked before its deadline")
+	require.Len(t, next, 1)
+	assert.Equal(t, task.ID, next[0].Task.ID)
 }
