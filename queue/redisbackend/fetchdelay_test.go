@@ -137,84 +137,22 @@ func TestWorkerWithFetchDelayRunsEveryTask(t *testing.T) {
 	assert.Zero(t, pendingEntries(t, srv, b.Prefix()), "nothing left leased")
 }
 
-// TestFetchDelayAtAFastPace has a Fetch of a backend with a FetchDelay
-// of 100 ms follow a look that took 40 tasks at once (40 a second, four
-// per delay, on a clock that stands still): it lets the delay pass before
-// it waits, and takes the task enqueued meanwhile.
-func TestFetchDelayAtAFastPace(t *testing.T) {
+// TestFetchDelayPace has a worker of a backend with a FetchDelay of
+// 100 ms take n tasks at once, then, after some time on a test clock,
+// make its next Fetch with a task enqueued. The delay is let pass only
+// when the worker's pace expects four tasks or more within it, and only
+// what is left of it since the take: forty tasks at once (40 a second)
+// then at once, a whole delay; a hundred then 60 ms later, the 40 ms
+// left; one task then 50 ms or a second later, or forty then two seconds
+// later, none: the Fetch looks at once. Each time it takes the task.
+func TestFetchDelayPace(t *testing.T) {
 	srv := redistest.Start(t)
 	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: delay100})
 	now := time.Now()
 	defer redisbackend.SetFetchNow(func() time.Time { return now })()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	for range 40 {
-		require.NoError(t, b.Enqueue(ctx, newTask()))
-	}
-	first, err := b.Fetch(ctx, "w", 64, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, first, 40)
-
-	task := newTask()
 	var slept []time.Duration
-	defer redisbackend.SetFetchSleep(func(ctx context.Context, d time.Duration) bool {
+	defer redisbackend.SetFetchSleep(func(_ context.Context, d time.Duration) bool {
 		slept = append(slept, d)
-		require.NoError(t, b.Enqueue(ctx, task))
-		return true
-	})()
-	next, err := b.Fetch(ctx, "w", 4, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, next, 1)
-	assert.Equal(t, task.ID, next[0].Task.ID)
-	assert.Equal(t, []time.Duration{delay100}, slept, "one delay, whole")
-}
-
-// TestFetchDelayCountsFromTheLastTake has a worker take 100 tasks at
-// once and make its next Fetch 60 ms later (on a test clock): the Fetch
-// lets the 40 ms left of its FetchDelay of 100 ms pass, not a whole delay, as a
-// worker whose flows ran for a while since it took tasks has let tasks
-// gather meanwhile already.
-func TestFetchDelayCountsFromTheLastTake(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: delay100})
-	now := time.Now()
-	defer redisbackend.SetFetchNow(func() time.Time { return now })()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	for range 100 {
-		require.NoError(t, b.Enqueue(ctx, newTask()))
-	}
-	first, err := b.Fetch(ctx, "w", 128, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, first, 100)
-	now = now.Add(60 * time.Millisecond)
-
-	task := newTask()
-	var slept []time.Duration
-	defer redisbackend.SetFetchSleep(func(ctx context.Context, d time.Duration) bool {
-		slept = append(slept, d)
-		require.NoError(t, b.Enqueue(ctx, task))
-		return true
-	})()
-	next, err := b.Fetch(ctx, "w", 4, time.Minute)
-	require.NoError(t, err)
-	require.Len(t, next, 1)
-	assert.Equal(t, task.ID, next[0].Task.ID)
-	assert.Equal(t, []time.Duration{40 * time.Millisecond}, slept, "what is left of the delay")
-}
-
-// TestFetchDelayOnlyWhenTasksComeFast has a worker take tasks more slowly
-// than four per FetchDelay (100 ms): one task, then a second later; and
-// forty at once, then two seconds later. Each time its next Fetch waits
-// at once, without a delay, and takes the task enqueued while it waits.
-func TestFetchDelayOnlyWhenTasksComeFast(t *testing.T) {
-	srv := redistest.Start(t)
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{FetchDelay: delay100})
-	now := time.Now()
-	defer redisbackend.SetFetchNow(func() time.Time { return now })()
-	slept := 0
-	defer redisbackend.SetFetchSleep(func(context.Context, time.Duration) bool {
-		slept++
 		return true
 	})()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -223,29 +161,32 @@ func TestFetchDelayOnlyWhenTasksComeFast(t *testing.T) {
 		name  string
 		n     int
 		after time.Duration
-	}{{"one task, a second later", 1, time.Second}, {"forty, two seconds later", 40, 2 * time.Second}} {
+		want  []time.Duration
+	}{
+		{"forty, at once", 40, 0, []time.Duration{delay100}},
+		{"a hundred, 60 ms later", 100, 60 * time.Millisecond, []time.Duration{40 * time.Millisecond}},
+		{"one, 50 ms later", 1, 50 * time.Millisecond, nil},
+		{"one, a second later", 1, time.Second, nil},
+		{"forty, two seconds later", 40, 2 * time.Second, nil},
+	} {
 		worker := c.name
 		for range c.n {
 			require.NoError(t, b.Enqueue(ctx, newTask()))
 		}
-		first, err := b.Fetch(ctx, worker, 64, time.Minute)
+		first, err := b.Fetch(ctx, worker, 128, time.Minute)
 		require.NoError(t, err)
 		require.Len(t, first, c.n, c.name)
 		now = now.Add(c.after)
 
-		done := make(chan []*queue.Lease, 1)
-		go func() {
-			leases, err := b.Fetch(ctx, worker, 4, time.Minute)
-			assert.NoError(t, err)
-			done <- leases
-		}()
+		slept = nil
 		task := newTask()
 		require.NoError(t, b.Enqueue(ctx, task))
-		leases := <-done
-		require.Len(t, leases, 1, c.name)
-		assert.Equal(t, task.ID, leases[0].Task.ID, c.name)
+		next, err := b.Fetch(ctx, worker, 4, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, next, 1, c.name)
+		assert.Equal(t, task.ID, next[0].Task.ID, c.name)
+		assert.Equal(t, c.want, slept, c.name)
 	}
-	assert.Zero(t, slept, "no delay before the waits")
 }
 
 // TestFetchDelayLeavesALookWithinTheDeadline gives a Fetch with a long
