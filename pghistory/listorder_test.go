@@ -240,3 +240,67 @@ func TestMergedListingCursors(t *testing.T) {
 		assert.NotNil(t, page.Tasks, "an empty page is [], not null")
 	}
 }
+
+// TestMergedListingByOwner pages through a listing of one owner's tasks,
+// with the history: Redis's listing by owner reads a bounded number of
+// index members a page (four per task of the limit) and so gives pages
+// with fewer tasks than the limit, or none, and a Next, when other
+// owners' tasks fill the index. The merged page must stop where Redis's
+// stopped, though the history's page reaches further back: the owner's
+// pending tasks that Redis has not read yet come after it, and were
+// skipped when the listing went on from the history's last row.
+func TestMergedListingByOwner(t *testing.T) {
+	s, _ := open(t)
+	client := redistest.Start(t).Client(t)
+	backend, err := redisbackend.New(client, redisbackend.Config{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	broker := queue.NewBroker(backend, nil, queue.BrokerConfig{Registry: testFlows()})
+
+	var want []string
+	enqueue := func(owner string) {
+		id, err := broker.Enqueue(ctx, "ok", nil, queue.EnqueueOptions{Owner: owner})
+		require.NoError(t, err)
+		if owner == "alice" {
+			want = append(want, id)
+		}
+	}
+	// Newest first: ten of bob's, one of alice's, ten of bob's, one of
+	// alice's: a page of limit 2 reads eight members, all bob's.
+	enqueue("alice")
+	for range 10 {
+		enqueue("bob")
+	}
+	enqueue("alice")
+	for range 10 {
+		enqueue("bob")
+	}
+	// Alice's finished tasks of long ago, in the history only.
+	for i := range 3 {
+		r := record(i)
+		r.Flow, r.Owner = "ok", "alice"
+		require.NoError(t, s.Save(ctx, r))
+		want = append(want, r.TaskID)
+	}
+
+	inspector := queue.NewInspector(backend, nil, queue.InspectorConfig{History: s})
+	seen := map[string]int{}
+	o := queue.ListOptions{Limit: 2, Owner: "alice"}
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, 50, "the listing does not end")
+		page, err := inspector.List(ctx, o)
+		require.NoError(t, err)
+		for _, task := range page.Tasks {
+			assert.Equal(t, "alice", task.Owner)
+			seen[task.ID]++
+		}
+		if page.Next == "" {
+			break
+		}
+		o.Cursor = page.Next
+	}
+	for _, id := range want {
+		assert.Equal(t, 1, seen[id], "alice's task %s listed %d times", id, seen[id])
+	}
+	assert.Len(t, seen, len(want), "no task but alice's")
+}

@@ -189,8 +189,10 @@ func (i *Inspector) listMerged(ctx context.Context, o ListOptions, after *Cursor
 		if len(hp.Tasks) == 0 {
 			return TaskPage{}, errors.New("queue: list the history: a page with a next cursor and no task")
 		}
-		c := CursorOf(&hp.Tasks[len(hp.Tasks)-1])
-		if front == nil || front.Precedes(&hp.Tasks[len(hp.Tasks)-1]) {
+		// The newer of the two frontiers: past it, the source that
+		// stopped there may hold tasks the page has not read.
+		last := &hp.Tasks[len(hp.Tasks)-1]
+		if c := CursorOf(last); front == nil || !front.Precedes(last) {
 			front = &c
 		}
 	}
