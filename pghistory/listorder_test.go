@@ -131,19 +131,7 @@ func TestMergedListingOrder(t *testing.T) {
 	inspector := queue.NewInspector(backend, nil, queue.InspectorConfig{History: s})
 	for _, limit := range []int{1, 3, 7, 50, 1000} {
 		t.Run(fmt.Sprintf("limit %d", limit), func(t *testing.T) {
-			var got []queue.TaskSummary
-			o := queue.ListOptions{Limit: limit}
-			for pages := 0; ; pages++ {
-				require.Less(t, pages, 2*len(ids)+2, "the listing does not end")
-				page, err := inspector.List(ctx, o)
-				require.NoError(t, err)
-				require.LessOrEqual(t, len(page.Tasks), limit)
-				got = append(got, page.Tasks...)
-				if page.Next == "" {
-					break
-				}
-				o.Cursor = page.Next
-			}
+			got := listPages(t, inspector, queue.ListOptions{Limit: limit}, 2*len(ids)+2)
 			seen := map[string]int{}
 			for _, task := range got {
 				seen[task.ID]++
@@ -285,22 +273,31 @@ func TestMergedListingByOwner(t *testing.T) {
 
 	inspector := queue.NewInspector(backend, nil, queue.InspectorConfig{History: s})
 	seen := map[string]int{}
-	o := queue.ListOptions{Limit: 2, Owner: "alice"}
-	for pages := 0; ; pages++ {
-		require.Less(t, pages, 50, "the listing does not end")
-		page, err := inspector.List(ctx, o)
-		require.NoError(t, err)
-		for _, task := range page.Tasks {
-			assert.Equal(t, "alice", task.Owner)
-			seen[task.ID]++
-		}
-		if page.Next == "" {
-			break
-		}
-		o.Cursor = page.Next
+	for _, task := range listPages(t, inspector, queue.ListOptions{Limit: 2, Owner: "alice"}, 50) {
+		assert.Equal(t, "alice", task.Owner)
+		seen[task.ID]++
 	}
 	for _, id := range want {
 		assert.Equal(t, 1, seen[id], "alice's task %s listed %d times", id, seen[id])
 	}
 	assert.Len(t, seen, len(want), "no task but alice's")
+}
+
+// listPages lists every page of o, following each page's Next, and
+// returns their tasks; it fails the test when a page holds more than
+// o.Limit tasks or the listing takes more than most pages.
+func listPages(t *testing.T, in *queue.Inspector, o queue.ListOptions, most int) []queue.TaskSummary {
+	t.Helper()
+	var got []queue.TaskSummary
+	for pages := 0; ; pages++ {
+		require.Less(t, pages, most, "the listing does not end")
+		page, err := in.List(context.Background(), o)
+		require.NoError(t, err)
+		require.LessOrEqual(t, len(page.Tasks), o.Limit)
+		got = append(got, page.Tasks...)
+		if page.Next == "" {
+			return got
+		}
+		o.Cursor = page.Next
+	}
 }
