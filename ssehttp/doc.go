@@ -70,8 +70,10 @@
 //	     twice, or a lastEventId or mode query parameter given twice; on
 //	     the operators' routes, an unknown
 //	     or repeated parameter, an unknown state, a limit that is not an
-//	     integer from 1 to 1000, a cursor the listing did not issue, a
-//	     malformed since or until, until before since, a cancel-tasks
+//	     integer from 1 to 1000, a cursor of no shape a listing issues
+//	     (a made-up position is a position: the page after it; one past
+//	     the year 9999, or an earlier version's cursor into the history,
+//	     is refused), a malformed since or until, until before since, a cancel-tasks
 //	     without a state, a flow, an owner or a time range; an Idempotency-Key that
 //	     is empty, over 255 bytes, not printable ASCII or given twice
 //	401  a caller Config.Identify refuses
@@ -218,8 +220,8 @@
 // decided before the backend is asked keeps its status: 404 for an id no
 // task can have and 401 first; then, once the task's owner is read (with
 // Identify, for a caller who is not an operator) or need not be, 403, 400
-// for a Last-Event-ID over 256 bytes or with a line break, or an unknown
-// mode, and 429. A Last-Event-ID the store cannot parse gets its 400 once
+// for a Last-Event-ID over 256 bytes, with a line break or given twice,
+// or an unknown mode, and 429. A Last-Event-ID the store cannot parse gets its 400 once
 // the store answers. The long poll (GET /tasks/{id}/?wait=), for clients
 // that cannot hold a stream and read statuses themselves, keeps 503 with
 // Retry-After, as every JSON route does.
