@@ -253,13 +253,22 @@ func TestMergedListingByOwner(t *testing.T) {
 			want = append(want, id)
 		}
 	}
+	// Each group in a millisecond of its own, later than the one before:
+	// a listing orders a millisecond's tasks by id.
+	nextMilli := func() {
+		last := time.Now().UnixMilli()
+		require.Eventually(t, func() bool { return time.Now().UnixMilli() > last }, time.Second, 100*time.Microsecond)
+	}
 	// Newest first: ten of bob's, one of alice's, ten of bob's, one of
 	// alice's: a page of limit 2 reads eight members, all bob's.
 	enqueue("alice")
+	nextMilli()
 	for range 10 {
 		enqueue("bob")
 	}
+	nextMilli()
 	enqueue("alice")
+	nextMilli()
 	for range 10 {
 		enqueue("bob")
 	}
