@@ -187,8 +187,9 @@
 //
 // A client that reconnects sends the id of the last message it saw, in the
 // Last-Event-ID header or, for clients that cannot set headers, the
-// lastEventId query parameter (the header wins when both are present; the
-// header or the parameter given twice is refused with 400). It
+// lastEventId query parameter (the header wins when both are present,
+// and the parameter is then not read; the header given twice, or the
+// parameter given twice without the header, is refused with 400). It
 // then gets every later event exactly once, each message still carrying the
 // full snapshot. An id the progress store cannot parse is refused with 400;
 // a well-formed id that the task never issued restarts the stream from the
