@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -21,7 +22,9 @@ import (
 // logged by the implementation rather than returned.
 //
 // A worker's reporter (TaskReporter) records a report over its size
-// limit, 1 MiB by default, as a log entry saying that it was dropped.
+// limit, 1 MiB by default, as a log entry saying that it was dropped,
+// and past the limit of a run's reports in all, 16 MiB by default, one
+// log entry saying so and none of the run's later text.
 type Reporter interface {
 	// Status replaces the task's status line.
 	Status(msg string)
@@ -129,6 +132,27 @@ func LogEvent(msg string) Event {
 // bytes, or one event, and past 16 times the limit in bytes waiting,
 // reporting waits for the store, as past maxPending events.
 //
+// The reports of the reporter's run hold at most
+// DefaultMaxRunReportBytes of text and JSON in all, unless
+// SetMaxRunReportBytes says otherwise, so that a flow that reports at
+// the limit of a report again and again (or one that logs what its
+// callers send) does not make its task's log, which every snapshot read
+// and every SSE client that connects from the start reads whole, grow
+// without bound. The first report that would take the run past its
+// limit is replaced by a log entry saying so ("report dropped: log entry
+// of 1048576 bytes would take this run past its limit of 16777216 bytes
+// of reports ..."; the run's total may pass the limit by that entry),
+// and the first such drop is logged as a warning. Later log entries,
+// tool results, status lines and tokens of the run are dropped without
+// a word; a progress report is still recorded, without its status line,
+// and Start, Succeed and Fail are recorded whatever the limit, and not
+// counted (each holds a report at most). So is a Report call that holds
+// a state change, with the events reported with it: a worker reports the
+// start of a run that way, with the log entry saying which attempt
+// starts. The limit is the run's, that is the reporter's: a task run
+// again (a retry, a hand-back) gets a new reporter, so that a task's log
+// holds at most the limit for each run.
+//
 // Start, Succeed, Fail and Flush wait for the store. Start and the
 // terminal transitions are recorded after every event reported before
 // them, in the same Append when they can, and may therefore wait for the
@@ -177,6 +201,13 @@ type TaskReporter struct {
 	limit        int
 	waitingBytes int
 	warned       bool
+	// runLimit is the most bytes the reports of the run may carry in
+	// all, 0 for no limit (see SetMaxRunReportBytes); runBytes is the
+	// size of the events queued so far; over is set once a report was
+	// dropped for runLimit, after which no text is queued.
+	runLimit int
+	runBytes int
+	over     bool
 }
 
 // batch is events appended in one call.
@@ -244,6 +275,22 @@ const pendingReports = 16
 // is cut off past 32 MB at once, or 8 MB for 60 s, by default).
 const DefaultMaxReportBytes = 1 << 20
 
+// RunReports is how many reports at their limit the reports of one run
+// may carry in all by default: a worker's MaxRunReportBytes is this many
+// times its MaxReportBytes unless set (see queue.WorkerConfig).
+const RunReports = 16
+
+// DefaultMaxRunReportBytes is the limit on the bytes of text and JSON
+// the reports of one run carry in all that NewTaskReporter sets:
+// RunReports reports at DefaultMaxReportBytes, 16 MiB. It keeps a
+// task's log, which every snapshot read and every SSE client that
+// connects from its start reads whole, within what a browser fetches
+// without a second thought and what the reporter holds waiting for the
+// store at most (16 reports at the limit, see TaskReporter), while a
+// model's streamed answer (some hundred thousand tokens) or a run's log
+// of thousands of lines fits many times over.
+const DefaultMaxRunReportBytes = RunReports * DefaultMaxReportBytes
+
 // ErrTooLarge is returned (wrapped) by TaskReporter.Succeed for a result
 // over the reporter's limit (see TaskReporter.SetMaxReportBytes); nothing
 // is recorded then.
@@ -255,7 +302,24 @@ func NewTaskReporter(store Store, taskID string, logger *slog.Logger) *TaskRepor
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &TaskReporter{store: store, taskID: taskID, logger: logger, limit: DefaultMaxReportBytes}
+	return &TaskReporter{store: store, taskID: taskID, logger: logger, limit: DefaultMaxReportBytes, runLimit: DefaultMaxRunReportBytes}
+}
+
+// SetMaxRunReportBytes sets the most bytes of text and JSON the reports
+// of the reporter's run may carry in all (see Event.Size and
+// TaskReporter): zero means DefaultMaxRunReportBytes, a negative n means
+// no limit. Call it before the first report.
+func (r *TaskReporter) SetMaxRunReportBytes(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case n == 0:
+		r.runLimit = DefaultMaxRunReportBytes
+	case n < 0:
+		r.runLimit = 0
+	default:
+		r.runLimit = n
+	}
 }
 
 // SetMaxReportBytes sets the most bytes of text and JSON one report may
@@ -347,6 +411,8 @@ func (r *TaskReporter) emit(events ...Event) {
 	}
 	var warn []any
 	var tooLarge []error
+	var runWarn []any
+	transition := slices.ContainsFunc(events, func(e Event) bool { return e.Type == EventState })
 	for _, e := range events {
 		if r.limit > 0 && e.Size() > r.limit {
 			if e.Type == EventState {
@@ -363,7 +429,13 @@ func (r *TaskReporter) emit(events ...Event) {
 				e = dropped(e, r.limit)
 			}
 		}
-		r.addLocked(e, true)
+		if transition {
+			r.addLocked(e, true) // not counted, see addRunLocked
+			continue
+		}
+		if r.addRunLocked(e) {
+			runWarn = []any{"task_id", r.taskID, "type", e.Type, "limit", r.runLimit}
+		}
 	}
 	if !r.sending && len(r.queue) > 0 {
 		r.startSenderLocked()
@@ -374,9 +446,50 @@ func (r *TaskReporter) emit(events ...Event) {
 			"(raise the limit with WorkerConfig.MaxReportBytes, or report a reference to large outputs); "+
 			"the task's other drops are not logged", warn...)
 	}
+	if runWarn != nil {
+		r.logger.Warn("flows: the reports of a run passed its limit: its later log entries, tool results, "+
+			"status lines and tokens are dropped, a log entry says so "+
+			"(raise the limit with WorkerConfig.MaxRunReportBytes, or report less)", runWarn...)
+	}
 	for _, err := range tooLarge {
 		r.logger.Warn("flows: progress event not recorded", "task_id", r.taskID, "type", EventState, "err", err)
 	}
+}
+
+// addRunLocked queues e, a report of the run's flow, as the limit of
+// the run allows (see TaskReporter), and reports whether e is the
+// report that first passed it. e is no state change (emit queues those,
+// and the events reported with them, uncounted). Past the limit, a progress report is queued without its status
+// line and any other report is dropped; the first report dropped is
+// replaced by a log entry saying so (see runDropped). r.mu must be held.
+func (r *TaskReporter) addRunLocked(e Event) (passed bool) {
+	size := e.Size()
+	if r.runLimit == 0 || !r.over && r.runBytes+size <= r.runLimit {
+		r.runBytes += size
+		r.addLocked(e, true)
+		return false
+	}
+	if !r.over {
+		r.over, passed = true, true
+		d := runDropped(e, r.runLimit)
+		r.runBytes += d.Size()
+		r.addLocked(d, true)
+	}
+	if e.Type == EventProgress {
+		e.Status = "" // the percentage is kept
+		r.addLocked(e, true)
+	}
+	return passed
+}
+
+// runDropped returns the log entry that takes the place of e, the first
+// report of a run that would take it past limit, the run's limit: what
+// e was, its size and the limit, and what becomes of the run's later
+// reports. It holds a few hundred bytes at most.
+func runDropped(e Event, limit int) Event {
+	return LogEvent(fmt.Sprintf("report dropped: %s of %d bytes would take this run past its limit of %d bytes of reports "+
+		"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, "+
+		"its progress, state and result are still recorded", reportKind(e), e.Size(), limit))
 }
 
 // dropped returns the log entry that takes the place of e, a report
@@ -384,6 +497,13 @@ func (r *TaskReporter) emit(events ...Event) {
 // whatever the limit: its step and tool names are clipped, so that it
 // holds a few hundred bytes at most.
 func dropped(e Event, limit int) Event {
+	return LogEvent(fmt.Sprintf("report dropped: %s of %d bytes, over the limit of %d bytes per report", reportKind(e), e.Size(), limit))
+}
+
+// reportKind names the kind of report e is, for the log entry that
+// takes its place when it is dropped; its step and tool names are
+// clipped.
+func reportKind(e Event) string {
 	var what string
 	switch e.Type {
 	case EventStep:
@@ -400,7 +520,7 @@ func dropped(e Event, limit int) Event {
 	default:
 		what = text.Clip(string(e.Type), 64) + " event"
 	}
-	return LogEvent(fmt.Sprintf("report dropped: %s of %d bytes, over the limit of %d bytes per report", what, e.Size(), limit))
+	return what
 }
 
 // fitStateLocked returns e, a state event, with its status line cut to
@@ -703,7 +823,9 @@ func (r *TaskReporter) Token(text string) {
 // replaced by a log entry saying so, as a report of the Reporter methods
 // is; but a state event's status line is cut to the limit instead, and
 // one whose result is over the limit is not recorded (ErrTooLarge,
-// logged).
+// logged). The events count against the limit of the run, as those of
+// the Reporter methods do, unless one of them is a state change: then
+// none of them is counted or dropped for it (see TaskReporter).
 func (r *TaskReporter) Report(events ...Event) {
 	if len(events) > 0 {
 		r.emit(events...)

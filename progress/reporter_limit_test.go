@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -216,4 +217,80 @@ func TestTaskReporterSucceedJSON(t *testing.T) {
 	assert.Equal(t, progress.StateSuccess, snap.State)
 	assert.Equal(t, "Completed", snap.Details.Status)
 	assert.Equal(t, `{"a": [1, 2]}`, string(snap.Details.FinalResult))
+}
+
+// TestTaskReporterRunLimit: past the limit of the run, the first report
+// is replaced by a log entry saying so and later text is dropped, while
+// a Report holding a state change (a worker's opening of a run), the
+// percentages of progress reports and the end are recorded uncounted;
+// the first drop alone is logged.
+func TestTaskReporterRunLimit(t *testing.T) {
+	r, store, logs := newLimitedReporter(t, 10)
+	r.SetMaxRunReportBytes(25)
+	r.Report(progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"},
+		progress.LogEvent("attempt 2"))
+	r.Log(strings.Repeat("a", 10))
+	r.Status(strings.Repeat("b", 10))
+	r.Token(strings.Repeat("c", 5)) // 25: at the limit
+	r.Log("d")                      // past it
+	r.Log("e")
+	r.Status("f")
+	r.Token("g")
+	r.ToolResult("s", "t", "h")
+	r.Progress(50, "i")
+	r.Report(progress.LogEvent("j"))
+	require.NoError(t, r.Succeed(context.Background(), "done"))
+
+	var got []string
+	for _, e := range storedEvents(t, store, "t") {
+		switch e.Type {
+		case progress.EventStep:
+			got = append(got, "log "+e.Step.Message)
+		case progress.EventStatus:
+			got = append(got, "status "+e.Status)
+		case progress.EventToken:
+			got = append(got, "token "+e.Token)
+		case progress.EventProgress:
+			got = append(got, fmt.Sprintf("progress %d %q", e.Progress, e.Status))
+		case progress.EventState:
+			got = append(got, fmt.Sprintf("state %s %s", e.State, e.Result))
+		}
+	}
+	assert.Equal(t, []string{
+		"state PROGRESS ",
+		"log attempt 2",
+		"log aaaaaaaaaa",
+		"status bbbbbbbbbb",
+		"token ccccc",
+		"log report dropped: log entry of 1 bytes would take this run past its limit of 25 bytes of reports " +
+			"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, " +
+			"its progress, state and result are still recorded",
+		`progress 50 ""`,
+		`state SUCCESS "done"`,
+	}, got)
+	assert.Equal(t, 1, strings.Count(logs.String(), "the reports of a run passed its limit"), logs.String())
+	assert.Contains(t, logs.String(), "limit=25")
+}
+
+// TestTaskReporterRunLimitSettings: zero means the default limit of a
+// run, a negative value none.
+func TestTaskReporterRunLimitSettings(t *testing.T) {
+	count := func(set int, reports int) int {
+		r, store, _ := newLimitedReporter(t, -1)
+		r.SetMaxRunReportBytes(set)
+		big := strings.Repeat("x", progress.DefaultMaxReportBytes)
+		for range reports {
+			r.Log(big)
+		}
+		require.NoError(t, r.Flush(context.Background()))
+		n := 0
+		for _, e := range storedEvents(t, store, "t") {
+			if e.Step.Message == big {
+				n++
+			}
+		}
+		return n
+	}
+	assert.Equal(t, progress.RunReports, count(0, progress.RunReports+2))
+	assert.Equal(t, progress.RunReports+2, count(-1, progress.RunReports+2))
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	mathrand "math/rand/v2"
 	"os"
 	"slices"
@@ -41,7 +42,8 @@ const (
 // WorkerConfig configures a Worker. The zero value is usable: each zero
 // field takes the default its comment names. A negative count or
 // duration can only be a mistake, and makes NewWorker panic, naming the
-// field; MaxReportBytes, where it means no limit, aside.
+// field; MaxReportBytes and MaxRunReportBytes, where it means no limit,
+// aside.
 type WorkerConfig struct {
 	// Registry is where the flows named by tasks are looked up. Nil means
 	// registry.Default. A task whose flow it lacks ends FAILURE ("unknown
@@ -249,6 +251,25 @@ type WorkerConfig struct {
 	// lets one flow's huge reports hold up the store for every other
 	// task (see the README, Reporting progress).
 	MaxReportBytes int
+
+	// MaxRunReportBytes is the most bytes of text and JSON the reports
+	// of one run of a flow may carry in all (counted as for
+	// MaxReportBytes), so that a flow that reports large outputs again
+	// and again, or logs what its callers send, does not grow its
+	// task's log, which every snapshot read and every SSE client that
+	// connects from the start reads whole, without bound. The first
+	// report that would take the run past it is replaced by a log
+	// entry saying so and how to raise it, and the worker logs a
+	// warning; the run's later log entries, tool results, status lines
+	// and tokens are dropped. Its progress percentages (without their
+	// status lines), state changes and result are still recorded, and
+	// its task ends as it would have, SUCCESS or FAILURE (see
+	// progress.TaskReporter). It bounds one run: a task run again (a
+	// retry, a hand-back) may record as much again. Zero means
+	// progress.RunReports (16) times MaxReportBytes: 16 MiB, or no
+	// limit when MaxReportBytes is negative; a negative value means no
+	// limit (see the README, The size of a run's reports).
+	MaxRunReportBytes int
 }
 
 // DefaultBackoff is the retry delay used when WorkerConfig.Backoff is
@@ -360,8 +381,8 @@ type Worker struct {
 // Admitter); NewWorker logs a warning when backend keeps no worker
 // registry, as a wrapper that embeds Backend alone does.
 // NewWorker panics on a nil backend, and on a negative count or duration
-// in cfg (MaxReportBytes aside, where it means no limit), naming the
-// field.
+// in cfg (MaxReportBytes and MaxRunReportBytes aside, where it means no
+// limit), naming the field.
 func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker {
 	for _, f := range []struct {
 		name string
@@ -423,6 +444,16 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	}
 	if cfg.MaxReportBytes == 0 {
 		cfg.MaxReportBytes = progress.DefaultMaxReportBytes
+	}
+	if cfg.MaxRunReportBytes == 0 {
+		switch {
+		case cfg.MaxReportBytes < 0:
+			cfg.MaxRunReportBytes = -1
+		case cfg.MaxReportBytes > math.MaxInt/progress.RunReports:
+			cfg.MaxRunReportBytes = math.MaxInt
+		default:
+			cfg.MaxRunReportBytes = progress.RunReports * cfg.MaxReportBytes
+		}
 	}
 	if cfg.FinishHookTimeout > cfg.Lease/2 {
 		panic(fmt.Sprintf("queue: NewWorker: FinishHookTimeout %s passes half the Lease (%s): the lease would end before the hooks", cfg.FinishHookTimeout, cfg.Lease))

@@ -111,6 +111,171 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		assert.Equal(t, []string{at}, statuses, "the status at the limit is recorded, the one over it is not")
 	})
 
+	t.Run("RunLimitDefault", func(t *testing.T) {
+		// The review's case: a flow that logs a report at the limit
+		// forty times wrote 40 MiB into its task's log, which every
+		// snapshot read and every SSE client that (re)connects from
+		// the start paid for. The default limit of a run stops it at
+		// 16 MiB; its progress, state and result are still recorded,
+		// and a watcher sees the end.
+		h := newHarness(t, newBackends)
+		const limit = progress.DefaultMaxRunReportBytes
+		require.Equal(t, 16<<20, limit)
+		big := strings.Repeat("l", progress.DefaultMaxReportBytes)
+		h.reg.MustRegister("dump", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			for range 40 {
+				ft.Progress.Log(big)
+			}
+			ft.Progress.Progress(70, "almost")
+			ft.Progress.Token(big)
+			return "done", nil
+		}))
+		id := h.enqueue("dump", "", queue.EnqueueOptions{})
+		watched := h.follow(id)
+		h.start(queue.WorkerConfig{})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, `"done"`, string(snap.Details.FinalResult))
+		events, err := h.store.Events(context.Background(), id, "")
+		require.NoError(t, err)
+		logged, snapped := eventBytes(events), snapshotBytes(t, snap)
+		t.Logf("the task's log holds %d events, %d bytes of text; its snapshot is %d bytes of JSON", len(events), logged, snapped)
+		assert.LessOrEqual(t, logged, limit+1024, "the run's reports stop at its limit")
+		assert.LessOrEqual(t, snapped, limit+4096, "and so does its snapshot")
+		msgs := stepMessages(snap)
+		require.Len(t, msgs, 17, "16 log entries at the limit of a report, then one saying why the rest is not")
+		for _, m := range msgs[:16] {
+			require.True(t, m == big, "%s", brief(m))
+		}
+		assert.Equal(t, fmt.Sprintf("report dropped: log entry of %d bytes would take this run past its limit of %d bytes of reports "+
+			"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, "+
+			"its progress, state and result are still recorded", progress.DefaultMaxReportBytes, limit), msgs[16])
+		var progressed bool
+		for _, e := range events {
+			assert.NotEqual(t, progress.EventToken, e.Type, "no token past the limit")
+			progressed = progressed || e.Type == progress.EventProgress && e.Progress == 70
+		}
+		assert.True(t, progressed, "the progress past the limit is recorded")
+
+		seen := watched()
+		require.NotEmpty(t, seen)
+		last := seen[len(seen)-1]
+		assert.True(t, last.Terminal() && last.State == progress.StateSuccess, "the watcher sees the end: %+v", last.Type)
+	})
+
+	t.Run("RunLimitConfigured", func(t *testing.T) {
+		// Past the limit of the run, no text is recorded: neither log
+		// entries, tool results, status lines nor tokens, whatever
+		// their size; progress percentages are, without their lines,
+		// and the task fails as it would have.
+		h := newHarness(t, newBackends)
+		const limit = 350
+		a := strings.Repeat("a", 100)
+		h.reg.MustRegister("chatty", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			ft.Progress.Log(a)
+			ft.Progress.Status(a)
+			ft.Progress.Token(a) // 300 bytes so far
+			ft.Progress.Log(a)   // 400: dropped, and said so
+			ft.Progress.Log("x") // 301 would fit, but the run is past its limit
+			ft.Progress.Status("y")
+			ft.Progress.Token("z")
+			ft.Progress.ToolResult("research", "fetch", "w")
+			ft.Progress.Progress(60, "reading")
+			return nil, flow.Permanent(errors.New("model refused"))
+		}))
+		id := h.enqueue("chatty", "", queue.EnqueueOptions{MaxAttempts: 2})
+		watched := h.follow(id)
+		h.start(queue.WorkerConfig{MaxReportBytes: 100, MaxRunReportBytes: limit})
+
+		snap := h.waitTerminal(id)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, "model refused", snap.Details.Status, "the failure's reason is recorded past the limit")
+		assert.Equal(t, 60, snap.Details.Progress, "so is the progress")
+		assert.Equal(t, []string{a,
+			"report dropped: log entry of 100 bytes would take this run past its limit of 350 bytes of reports " +
+				"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, " +
+				"its progress, state and result are still recorded",
+		}, stepMessages(snap))
+		assert.Len(t, snap.Details.StepResults, 2, "no tool result past the limit")
+		events, err := h.store.Events(context.Background(), id, "")
+		require.NoError(t, err)
+		var texts []string
+		for _, e := range events {
+			switch e.Type {
+			case progress.EventToken:
+				texts = append(texts, "token "+e.Token)
+			case progress.EventStatus:
+				texts = append(texts, "status "+e.Status)
+			case progress.EventProgress:
+				texts = append(texts, fmt.Sprintf("progress %d %q", e.Progress, e.Status))
+			}
+		}
+		assert.Equal(t, []string{"status " + a, "token " + a, `progress 60 ""`}, texts)
+		seen := watched()
+		require.NotEmpty(t, seen)
+		last := seen[len(seen)-1]
+		assert.True(t, last.Terminal() && last.State == progress.StateFailure, "the watcher sees the end: %+v", last.Type)
+	})
+
+	t.Run("RunLimitEachRun", func(t *testing.T) {
+		// The limit is a run's: a retry records as much again, and
+		// its progress and result past its own limit.
+		h := newHarness(t, newBackends)
+		const limit = 250
+		a := strings.Repeat("a", 100)
+		h.reg.MustRegister("twice", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			for range 3 {
+				ft.Progress.Log(a)
+			}
+			if ft.Attempt == 1 {
+				return nil, errors.New("model overloaded")
+			}
+			return "done", nil
+		}))
+		id := h.enqueue("twice", "", queue.EnqueueOptions{MaxAttempts: 2})
+		h.start(queue.WorkerConfig{MaxReportBytes: 100, MaxRunReportBytes: limit})
+
+		snap := h.waitTerminal(id)
+		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.Equal(t, `"done"`, string(snap.Details.FinalResult))
+		var kept, said int
+		for _, m := range stepMessages(snap) {
+			switch {
+			case m == a:
+				kept++
+			case strings.HasPrefix(m, "report dropped: log entry of 100 bytes would take this run past its limit of 250 bytes"):
+				said++
+			}
+		}
+		assert.Equal(t, 4, kept, "two log entries of each run are recorded")
+		assert.Equal(t, 2, said, "and each run says once that it dropped the third")
+	})
+
+	t.Run("NoRunLimit", func(t *testing.T) {
+		h := newHarness(t, newBackends)
+		a := strings.Repeat("a", 100)
+		h.reg.MustRegister("chatty", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			for range 50 {
+				ft.Progress.Log(a)
+			}
+			return "done", nil
+		}))
+		// A negative MaxReportBytes, with MaxRunReportBytes unset,
+		// means no limit on the run either.
+		noRun := h.enqueue("chatty", "", queue.EnqueueOptions{})
+		h.start(queue.WorkerConfig{MaxReportBytes: 100, MaxRunReportBytes: -1})
+		h.start(queue.WorkerConfig{MaxReportBytes: -1})
+		noReport := h.enqueue("chatty", "", queue.EnqueueOptions{})
+		for _, id := range []string{noRun, noReport} {
+			snap := h.waitTerminal(id)
+			require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+			msgs := stepMessages(snap)
+			assert.Len(t, msgs, 50)
+			assert.NotContains(t, msgs, droppedPrefix)
+		}
+	})
+
 	t.Run("NoLimit", func(t *testing.T) {
 		h := newHarness(t, newBackends)
 		big := strings.Repeat("b", progress.DefaultMaxReportBytes+1)
@@ -272,4 +437,42 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		}
 		assert.Equal(t, []int{1}, dumpRuns.get())
 	})
+}
+
+// eventBytes returns the bytes of text and JSON events carry (see
+// progress.Event.Size).
+func eventBytes(events []progress.Event) int {
+	n := 0
+	for _, e := range events {
+		n += e.Size()
+	}
+	return n
+}
+
+// snapshotBytes returns the size of snap as JSON: what a snapshot read
+// costs, and what an SSE client gets as it connects.
+func snapshotBytes(t *testing.T, snap progress.Snapshot) int {
+	t.Helper()
+	b, err := json.Marshal(snap)
+	require.NoError(t, err)
+	return len(b)
+}
+
+// follow subscribes to task id's events from its first and returns a
+// function that waits for the subscription to end (it ends after the
+// terminal event) and returns what it delivered.
+func (h *harness) follow(id string) func() []progress.Event {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), long)
+	h.t.Cleanup(cancel)
+	ch, err := h.store.Subscribe(ctx, id, "")
+	require.NoError(h.t, err, "Subscribe %s", id)
+	return func() []progress.Event {
+		var got []progress.Event
+		for e := range ch {
+			got = append(got, e)
+		}
+		require.NoError(h.t, ctx.Err(), "the subscription ended only with its context")
+		return got
+	}
 }
