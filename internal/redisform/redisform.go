@@ -1,6 +1,7 @@
 // Package redisform reads a Redis URL (REDIS_URL) into client options
 // (ParseURL: rueidis.ParseURL, with its errors' credentials masked and
-// each TLS connection verifying the host it dials), and tells one that
+// each TLS connection accepting a certificate valid for the host it dials
+// or for the URL's), and tells one that
 // names a Redis Sentinel setup in a form that does not reach its
 // primary: a sentinel without master_set, which rueidis takes for a
 // Redis (given one address) or for cluster nodes (given several), and
@@ -13,7 +14,11 @@ package redisform
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -74,25 +79,132 @@ func Hint(opt rueidis.ClientOption, err error) string {
 //     which rueidis.ParseURL returns, quotes the whole URL, password
 //     included, and a mistyped URL's error is the one most likely to be
 //     logged.
-//   - Over TLS (rediss://), TLSConfig.ServerName is left empty, so that
-//     each connection verifies the server's certificate against the host
-//     it dials (crypto/tls takes the name from the address when none is
-//     set). rueidis.ParseURL sets it to the URL's first host, and rueidis
-//     dials every node of a Redis Cluster, and the primary it finds
-//     through sentinels, with that one tls.Config: a node whose
-//     certificate names only itself failed verification, and with the
-//     first node listed down, the others could not be reached at all.
-//     The address a URL names is dialed as written, so for it nothing
-//     changes. A URL cannot set a server name of its own; a caller that
-//     needs one (a proxy in front of the servers, say) sets
-//     TLSConfig.ServerName on the options returned.
+//   - Over TLS (rediss://), a server's certificate must chain to
+//     TLSConfig.RootCAs (the system's roots when nil) and be valid for
+//     either the host the connection dials or the URL's first host, the
+//     name the user chose to trust; a certificate valid for neither, or
+//     of another CA, is refused. rueidis dials every node of a Redis
+//     Cluster, and the primary it finds through sentinels, at the address
+//     the cluster or the sentinels announce (an IP address unless Redis
+//     is told otherwise), with one tls.Config, whose ServerName
+//     rueidis.ParseURL sets to the URL's first host: checked against that
+//     name only, a node whose certificate names only itself is refused;
+//     checked against the dialed address only, nodes sharing one
+//     certificate that names the URL's DNS name are. Both pass here.
+//
+// TLSConfig.ServerName is left empty, so each connection sends the host
+// it dials as its server name (SNI), as crypto/tls does. The check is
+// made by the DialCtxFn returned, which must be kept: a caller that
+// replaces it gets crypto/tls's own check, against the dialed host only.
+// A caller that sets TLSConfig.ServerName (a proxy's name, say) has every
+// certificate checked against that name only, as crypto/tls does;
+// skip_verify=true in the URL (InsecureSkipVerify) checks none. A
+// VerifyPeerCertificate or VerifyConnection set on TLSConfig runs after
+// the check and is given the chains it verified.
 func ParseURL(raw string) (rueidis.ClientOption, error) {
 	opt, err := rueidis.ParseURL(raw)
 	if err != nil {
 		return opt, redact.Error(err, redact.Secrets(raw)...)
 	}
 	if opt.TLSConfig != nil {
+		opt.DialCtxFn = dialTLS(opt.TLSConfig.ServerName)
 		opt.TLSConfig.ServerName = ""
 	}
 	return opt, nil
+}
+
+// dialTLS returns a rueidis DialCtxFn that dials dst as rueidis does, but
+// over TLS, with a config that verifies the server's certificate (without
+// a ServerName, InsecureSkipVerify off), checks it with eitherName: valid
+// for the host of dst or for named, the URL's first host. A config with a
+// ServerName or with InsecureSkipVerify is used as it is; without a
+// config (rueidis's for sentinels, whose TLSConfig rueidis.ParseURL leaves
+// nil) the connection is plain TCP.
+func dialTLS(named string) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
+	return func(ctx context.Context, dst string, dialer *net.Dialer, config *tls.Config) (net.Conn, error) {
+		if config == nil {
+			return dialer.DialContext(ctx, "tcp", dst)
+		}
+		if config.ServerName == "" && !config.InsecureSkipVerify {
+			config = eitherName(config, dialedHost(dst), named)
+		}
+		d := tls.Dialer{NetDialer: dialer, Config: config}
+		return d.DialContext(ctx, "tcp", dst)
+	}
+}
+
+// dialedHost returns the host of addr as crypto/tls takes it for the
+// server name when none is set: all before the last colon (an IPv6
+// address keeps its brackets, which x509 accepts).
+func dialedHost(addr string) string {
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		return addr[:i]
+	}
+	return addr
+}
+
+// eitherName returns a copy of config that accepts a server certificate
+// that chains to config.RootCAs (the system's roots when nil) at
+// config.Time (time.Now when nil), through the intermediates the server
+// sends, for TLS server authentication, and is valid for dialed or for
+// named. crypto/tls checks one name only, so the copy turns its check off
+// (InsecureSkipVerify) and makes this one in VerifyConnection, which
+// crypto/tls calls on every handshake, resumed ones too. config's own
+// VerifyPeerCertificate (on full handshakes, as crypto/tls calls it) and
+// VerifyConnection run after, given the verified chains.
+func eitherName(config *tls.Config, dialed, named string) *tls.Config {
+	c := config.Clone()
+	verifyPeer, verifyConn := config.VerifyPeerCertificate, config.VerifyConnection
+	c.InsecureSkipVerify = true
+	c.VerifyPeerCertificate = nil
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		certs := cs.PeerCertificates
+		if len(certs) == 0 {
+			return errors.New("tls: server sent no certificate")
+		}
+		now := time.Now()
+		if c.Time != nil {
+			now = c.Time()
+		}
+		opts := x509.VerifyOptions{Roots: c.RootCAs, CurrentTime: now, Intermediates: x509.NewCertPool()}
+		for _, cert := range certs[1:] {
+			opts.Intermediates.AddCert(cert)
+		}
+		chains, err := certs[0].Verify(opts)
+		if err == nil {
+			err = verifyHostname(certs[0], dialed, named)
+		}
+		if err != nil {
+			return &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}
+		}
+		cs.VerifiedChains = chains
+		if verifyPeer != nil && !cs.DidResume {
+			raw := make([][]byte, len(certs))
+			for i, cert := range certs {
+				raw[i] = cert.Raw
+			}
+			if err := verifyPeer(raw, chains); err != nil {
+				return err
+			}
+		}
+		if verifyConn != nil {
+			return verifyConn(cs)
+		}
+		return nil
+	}
+	return c
+}
+
+// verifyHostname returns nil if cert is valid for dialed or for named,
+// and otherwise an error that names both and wraps dialed's (an
+// x509.HostnameError).
+func verifyHostname(cert *x509.Certificate, dialed, named string) error {
+	err := cert.VerifyHostname(dialed)
+	if err == nil || named == "" || named == dialed {
+		return err
+	}
+	if cert.VerifyHostname(named) == nil {
+		return nil
+	}
+	return fmt.Errorf("certificate valid neither for %s, the host dialed, nor for %s, the host the Redis URL names: %w", dialed, named, err)
 }

@@ -9,10 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -44,8 +46,9 @@ func TestParseURLKeepsCredentialsOut(t *testing.T) {
 }
 
 // TestParseURLServerName checks the TLS server name of the options: none
-// (each connection verifies the host it dials), for one address or
-// several, a cluster's or sentinels'; and no TLS for redis://.
+// (each connection sends the host it dials), for one address or several,
+// a cluster's or sentinels', with verification on and a DialCtxFn that
+// makes it; and no TLS for redis://.
 func TestParseURLServerName(t *testing.T) {
 	for _, raw := range []string{
 		"rediss://cache.example:6380/0",
@@ -57,47 +60,96 @@ func TestParseURLServerName(t *testing.T) {
 		require.NotNil(t, opt.TLSConfig, raw)
 		assert.Empty(t, opt.TLSConfig.ServerName, raw)
 		assert.Equal(t, uint16(tls.VersionTLS12), opt.TLSConfig.MinVersion, raw)
+		assert.False(t, opt.TLSConfig.InsecureSkipVerify, raw)
+		assert.NotNil(t, opt.DialCtxFn, raw)
 	}
 	opt, err := ParseURL("redis://node1.example:7000?addr=node2.example:7000")
 	require.NoError(t, err)
 	assert.Nil(t, opt.TLSConfig)
+	assert.Nil(t, opt.DialCtxFn)
 }
 
-// TestParseURLVerifiesEachNode connects over TLS to a Redis Cluster whose
-// node's certificate names 127.0.0.1 only, through a URL whose first
-// address, 127.0.0.2, is down: a cluster URL lists several nodes so that
-// any one of them will do. Each connection must verify the certificate
-// against the host it dials, not against the URL's first one.
+// TestParseURLVerifiesEachNode connects over TLS to one-node Redis
+// Clusters through ParseURL's options. The node is announced as
+// 127.0.0.1, so rueidis dials it there, after the URL's first address.
+// A certificate is accepted if it chains to the configured roots and
+// names either that address (each node its own certificate) or the
+// URL's first host (one certificate for all nodes, naming the DNS name
+// the URL uses); any other is refused.
 func TestParseURLVerifiesEachNode(t *testing.T) {
-	dir := t.TempDir()
-	ca := writeCerts(t, dir, net.ParseIP("127.0.0.1"))
-	tlsPort, err := redisproc.FreePort()
-	require.NoError(t, err)
-	redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1, Args: []string{
-		"--tls-port", strconv.Itoa(tlsPort), "--tls-cluster", "yes", "--tls-auth-clients", "no",
-		"--tls-cert-file", filepath.Join(dir, "node.crt"), "--tls-key-file", filepath.Join(dir, "node.key"),
-		"--tls-ca-cert-file", filepath.Join(dir, "ca.crt"),
-	}})
 	down, err := redisproc.FreePort()
 	require.NoError(t, err)
-
-	opt, err := ParseURL("rediss://127.0.0.2:" + strconv.Itoa(down) + "?addr=127.0.0.1:" + strconv.Itoa(tlsPort))
-	require.NoError(t, err)
-	opt.TLSConfig.RootCAs = ca
-	opt.DisableCache = true
-	client, err := rueidis.NewClient(opt)
-	require.NoError(t, err)
-	defer client.Close()
-	assert.Equal(t, rueidis.ClientModeCluster, client.Mode())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	require.NoError(t, client.Do(ctx, client.B().Set().Key("k").Value("v").Build()).Error())
+	for _, tc := range []struct {
+		name string
+		// names are the certificate's names: IP addresses or DNS names.
+		names []string
+		// otherCA: the certificate's CA is not the one the client trusts.
+		otherCA bool
+		// first is the URL's first host: 127.0.0.2 is down, the client
+		// goes on to 127.0.0.1 (the node, by the URL's addr); localhost
+		// is the node, which then announces itself as 127.0.0.1.
+		first string
+		ok    bool
+	}{
+		{name: "each node its own IP address, first host down", names: []string{"127.0.0.1"}, first: "127.0.0.2", ok: true},
+		{name: "one certificate naming the URL's DNS name", names: []string{"localhost"}, first: "localhost", ok: true},
+		{name: "neither the dialed address nor the URL's host", names: []string{"redis.example", "10.9.9.9"}, first: "localhost"},
+		{name: "another CA", names: []string{"127.0.0.1", "localhost"}, otherCA: true, first: "localhost"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ca := writeCerts(t, dir, tc.names...)
+			if tc.otherCA {
+				ca = writeCerts(t, t.TempDir(), tc.names...)
+			}
+			tlsPort, err := redisproc.FreePort()
+			require.NoError(t, err)
+			redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1, Args: []string{
+				"--tls-port", strconv.Itoa(tlsPort), "--tls-cluster", "yes", "--tls-auth-clients", "no",
+				"--tls-cert-file", filepath.Join(dir, "node.crt"), "--tls-key-file", filepath.Join(dir, "node.key"),
+				"--tls-ca-cert-file", filepath.Join(dir, "ca.crt"),
+				// A node alone does not know its address, and rueidis
+				// takes the one it dialed for it; told, it announces it.
+				"--cluster-announce-ip", "127.0.0.1",
+			}})
+			raw := "rediss://" + tc.first + ":" + strconv.Itoa(tlsPort)
+			if tc.first == "127.0.0.2" {
+				raw = "rediss://127.0.0.2:" + strconv.Itoa(down) + "?addr=127.0.0.1:" + strconv.Itoa(tlsPort)
+			}
+			opt, err := ParseURL(raw)
+			require.NoError(t, err)
+			opt.TLSConfig.RootCAs = ca
+			opt.DisableCache = true
+			client, err := rueidis.NewClient(opt)
+			if !tc.ok {
+				t.Logf("refused: %v", err)
+				require.Error(t, err)
+				var verr *tls.CertificateVerificationError
+				assert.ErrorAs(t, err, &verr)
+				if tc.otherCA {
+					assert.ErrorAs(t, err, new(x509.UnknownAuthorityError))
+				} else {
+					assert.ErrorAs(t, err, new(x509.HostnameError))
+				}
+				return
+			}
+			require.NoError(t, err)
+			defer client.Close()
+			assert.Equal(t, rueidis.ClientModeCluster, client.Mode())
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			require.NoError(t, client.Do(ctx, client.B().Set().Key("k").Value("v").Build()).Error())
+			// The node is dialed at the address it announces.
+			nodes := client.Nodes()
+			require.Contains(t, nodes, "127.0.0.1:"+strconv.Itoa(tlsPort))
+		})
+	}
 }
 
 // writeCerts writes to dir a CA (ca.crt) and a server certificate it
-// signed (node.crt, node.key) that names ip only, and returns a pool
-// holding the CA.
-func writeCerts(t *testing.T, dir string, ip net.IP) *x509.CertPool {
+// signed (node.crt, node.key) that holds names only (an IP address or a
+// DNS name each), and returns a pool holding the CA.
+func writeCerts(t *testing.T, dir string, names ...string) *x509.CertPool {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
@@ -110,10 +162,17 @@ func writeCerts(t *testing.T, dir string, ip net.IP) *x509.CertPool {
 	require.NoError(t, err)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: ip.String()},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{ip}, KeyUsage: x509.KeyUsageDigitalSignature,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	for _, name := range names {
+		if ip := net.ParseIP(name); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, name)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	require.NoError(t, err)
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
@@ -128,4 +187,125 @@ func writeCerts(t *testing.T, dir string, ip net.IP) *x509.CertPool {
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
 	return pool
+}
+
+// TestParseURLKeepsTheCallersTLSSettings dials, with the options'
+// DialCtxFn, a TLS server on 127.0.0.1 whose certificate names
+// localhost only, through a URL naming localhost: what a caller sets on
+// the options' TLSConfig after ParseURL still counts.
+func TestParseURLKeepsTheCallersTLSSettings(t *testing.T) {
+	dir := t.TempDir()
+	ca := writeCerts(t, dir, "localhost")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"))
+	require.NoError(t, err)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				_ = c.(*tls.Conn).Handshake()
+				c.Close()
+			}()
+		}
+	}()
+	addr := ln.Addr().String()
+	_, port, err := net.SplitHostPort(addr)
+	require.NoError(t, err)
+	errRefused := errors.New("refused by the caller")
+
+	for _, tc := range []struct {
+		name string
+		url  string
+		set  func(c *tls.Config)
+		// want is nil for a connection, or an error the dial's wraps;
+		// text, if any, is in the dial's error.
+		want error
+		text string
+	}{
+		{name: "as parsed", url: "rediss://localhost:" + port},
+		{name: "other roots", url: "rediss://localhost:" + port, set: func(c *tls.Config) { c.RootCAs = x509.NewCertPool() },
+			want: x509.UnknownAuthorityError{}},
+		{name: "expired at the config's time", url: "rediss://localhost:" + port,
+			set:  func(c *tls.Config) { c.Time = func() time.Time { return time.Now().Add(2 * time.Hour) } },
+			want: x509.CertificateInvalidError{}},
+		{name: "a URL naming the dialed address", url: "rediss://127.0.0.1:" + port, want: x509.HostnameError{}},
+		{name: "a URL naming a third host", url: "rediss://redis.example:" + port, want: x509.HostnameError{},
+			text: "valid neither for 127.0.0.1, the host dialed, nor for redis.example, the host the Redis URL names"},
+		{name: "an explicit server name the certificate names", url: "rediss://127.0.0.1:" + port,
+			set: func(c *tls.Config) { c.ServerName = "localhost" }},
+		{name: "an explicit server name it does not name", url: "rediss://localhost:" + port,
+			set: func(c *tls.Config) { c.ServerName = "redis.example" }, want: x509.HostnameError{}},
+		{name: "skip_verify", url: "rediss://127.0.0.1:" + port + "?skip_verify=true"},
+		{name: "VerifyPeerCertificate given the verified chains", url: "rediss://localhost:" + port,
+			set: func(c *tls.Config) {
+				c.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+					if len(raw) != 1 || len(chains) != 1 || len(chains[0]) != 2 {
+						return errors.New("not the chain verified")
+					}
+					return nil
+				}
+			}},
+		{name: "VerifyPeerCertificate refusing", url: "rediss://localhost:" + port,
+			set: func(c *tls.Config) {
+				c.VerifyPeerCertificate = func([][]byte, [][]*x509.Certificate) error { return errRefused }
+			}, want: errRefused},
+		{name: "VerifyConnection given the verified chains", url: "rediss://localhost:" + port,
+			set: func(c *tls.Config) {
+				c.VerifyConnection = func(cs tls.ConnectionState) error {
+					if len(cs.VerifiedChains) != 1 || cs.ServerName != "" {
+						return errors.New("not the chain verified, or a server name sent for an IP address")
+					}
+					return nil
+				}
+			}},
+		{name: "VerifyConnection refusing", url: "rediss://localhost:" + port,
+			set: func(c *tls.Config) {
+				c.VerifyConnection = func(tls.ConnectionState) error { return errRefused }
+			}, want: errRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opt, err := ParseURL(tc.url)
+			require.NoError(t, err)
+			require.NotNil(t, opt.DialCtxFn)
+			opt.TLSConfig.RootCAs = ca
+			if tc.set != nil {
+				tc.set(opt.TLSConfig)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// rueidis dials a cluster's nodes and a primary at the
+			// addresses announced: here 127.0.0.1.
+			c, err := opt.DialCtxFn(ctx, addr, &opt.Dialer, opt.TLSConfig)
+			if tc.want == nil {
+				require.NoError(t, err)
+				c.Close()
+				return
+			}
+			require.Error(t, err)
+			if errors.Is(tc.want, errRefused) {
+				assert.ErrorIs(t, err, errRefused)
+			} else {
+				assert.ErrorAs(t, err, reflect.New(reflect.TypeOf(tc.want)).Interface())
+			}
+			assert.Contains(t, err.Error(), tc.text)
+		})
+	}
+
+	// Without a TLS config (rueidis's for sentinels), the connection is
+	// plain TCP.
+	opt, err := ParseURL("rediss://localhost:" + port + "?master_set=mymaster")
+	require.NoError(t, err)
+	plain, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { plain.Close() })
+	c, err := opt.DialCtxFn(context.Background(), plain.Addr().String(), &opt.Dialer, opt.Sentinel.TLSConfig)
+	require.NoError(t, err)
+	_, isTLS := c.(*tls.Conn)
+	assert.False(t, isTLS)
+	c.Close()
 }

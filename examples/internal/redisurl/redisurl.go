@@ -18,7 +18,8 @@ import (
 
 // Options returns the client options raw names (redisform.ParseURL:
 // rueidis.ParseURL, its errors without the URL's credentials, each TLS
-// connection verifying the host it dials), with the client-side cache
+// connection accepting a certificate valid for the host it dials or for
+// the URL's first host), with the client-side cache
 // off: the backend reads nothing through it.
 func Options(raw string) (rueidis.ClientOption, error) {
 	opt, err := redisform.ParseURL(raw)
