@@ -256,15 +256,32 @@ func (s *Server) url(db string) string {
 }
 
 // Database makes a new empty database on the server and returns its URL;
-// it is dropped when the test ends.
+// it is dropped when the test ends. Its collation is the cluster's: C,
+// which orders text byte by byte.
 func (s *Server) Database(tb testing.TB) string {
+	tb.Helper()
+	return s.database(tb, "")
+}
+
+// DatabaseICU is Database with the ICU collation of locale (such as
+// "en-US") as the database's default, so that text sorts as many
+// installations sort it (case and punctuation weighed after letters),
+// not byte by byte: a test of what depends on the order of text runs on
+// it. It needs a server built with ICU, as Debian's is; the machine
+// needs no operating-system locale.
+func (s *Server) DatabaseICU(tb testing.TB, locale string) string {
+	tb.Helper()
+	return s.database(tb, "TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '"+strings.ReplaceAll(locale, "'", "''")+"'")
+}
+
+func (s *Server) database(tb testing.TB, options string) string {
 	tb.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "test_" + hex.EncodeToString(b[:])
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := s.exec(ctx, "CREATE DATABASE "+name); err != nil {
+	if err := s.exec(ctx, strings.TrimSpace("CREATE DATABASE "+name+" "+options)); err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
 	tb.Cleanup(func() {
