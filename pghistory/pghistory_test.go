@@ -277,8 +277,21 @@ func TestMigrateUpgradesFrom003(t *testing.T) {
 // and a connection to it, closed when the test ends.
 func pastDatabase(t *testing.T, n int, extra string) (string, *pgx.Conn) {
 	t.Helper()
-	ctx := context.Background()
 	url := server.Database(t)
+	conn := migrateTo(t, url, n)
+	if extra != "" {
+		_, err := conn.Exec(context.Background(), extra)
+		require.NoError(t, err)
+	}
+	return url, conn
+}
+
+// migrateTo brings the empty database at url where Migrate left it when
+// the first n migrations were all it had, and returns a connection to
+// it, closed when the test ends.
+func migrateTo(t *testing.T, url string, n int) *pgx.Conn {
+	t.Helper()
+	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(context.WithoutCancel(ctx)) })
@@ -296,11 +309,7 @@ func pastDatabase(t *testing.T, n int, extra string) (string, *pgx.Conn) {
 			i+1, strings.TrimSuffix(filepath.Base(f), ".sql"))
 		require.NoError(t, err)
 	}
-	if extra != "" {
-		_, err := conn.Exec(ctx, extra)
-		require.NoError(t, err)
-	}
-	return url, conn
+	return conn
 }
 
 // upgrade opens the database at url twice (the second Open finds nothing

@@ -48,7 +48,8 @@ type Query struct {
 // Page is a page of List.
 type Page struct {
 	// Records are the tasks of the page, newest first: by the time they
-	// ended, then by id, descending.
+	// ended, then by id, descending, byte by byte (COLLATE "C", whatever
+	// the database's collation), as a queue listing orders them.
 	Records []Record
 	// Next is the Cursor of the next page, "" when this is the last.
 	Next string
@@ -105,14 +106,17 @@ func (s *Store) List(ctx context.Context, q Query) (Page, error) {
 		if err != nil {
 			return Page{}, err
 		}
-		add("(ended_at, task_id) < (?, ?)", at, id)
+		add(`(ended_at, task_id COLLATE "C") < (?, ?)`, at, id)
 	}
 	sql := "SELECT " + columns + " FROM flows_task_history"
 	if len(where) > 0 {
 		sql += " WHERE " + strings.Join(where, " AND ")
 	}
 	args = append(args, limit+1)
-	sql += " ORDER BY ended_at DESC, task_id DESC LIMIT $" + strconv.Itoa(len(args))
+	// Ids in byte order (COLLATE "C"), as Go compares them and as the
+	// indexes hold them since migration 005, whatever the database's
+	// collation: a listing merges these rows with the backend's tasks.
+	sql += ` ORDER BY ended_at DESC, task_id COLLATE "C" DESC LIMIT $` + strconv.Itoa(len(args))
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
 		return Page{}, s.wrap("list", err)

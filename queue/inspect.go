@@ -204,9 +204,12 @@ type TaskLister interface {
 type History interface {
 	// ListHistory lists the finished tasks that q selects in the order
 	// of a listing (TaskPage): newest first by EndedAt to the
-	// millisecond, then by id, greatest first; those after q.After when
-	// it is set. A page holds at most q.Limit tasks, and its Next is
-	// not empty when more follow its last one.
+	// millisecond, then by id, greatest first, byte by byte (as Go
+	// compares strings: "b" > "a_1" > "B" > "A-1"; a database compares
+	// so under a collation such as PostgreSQL's "C", not under a
+	// linguistic one such as en_US.UTF-8); those after q.After when it
+	// is set. A page holds at most q.Limit tasks, and its Next is not
+	// empty when more follow its last one.
 	ListHistory(ctx context.Context, q HistoryQuery) (TaskPage, error)
 }
 

@@ -1,0 +1,13 @@
+-- 005: task ids in byte order. A listing orders one millisecond's tasks
+-- by id, byte by byte, as Go compares strings (queue.Cursor), and merges
+-- the history's rows with the Redis backend's tasks in that order. The
+-- column had the database's collation: with a linguistic one (en_US.UTF-8,
+-- an ICU locale) PostgreSQL ordered and compared ids that mix case, _ or
+-- - (ids of your own: the Broker's are lowercase hex) otherwise, and a
+-- listing skipped or repeated tasks of a millisecond at a page's end.
+-- "C" compares bytes. Changing the column's collation rewrites no row
+-- but rebuilds the indexes that hold task_id (the primary key and the
+-- four of the listing), under a lock that holds writes and reads of the
+-- table until they are built. On a database whose collation is C
+-- already, the order is the same.
+ALTER TABLE flows_task_history ALTER COLUMN task_id TYPE text COLLATE "C";
