@@ -253,26 +253,38 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 	})
 
 	t.Run("NoRunLimit", func(t *testing.T) {
-		h := newHarness(t, newBackends)
-		a := strings.Repeat("a", 100)
-		h.reg.MustRegister("chatty", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			for range 50 {
-				ft.Progress.Log(a)
-			}
-			return "done", nil
-		}))
-		// A negative MaxReportBytes, with MaxRunReportBytes unset,
-		// means no limit on the run either.
-		noRun := h.enqueue("chatty", "", queue.EnqueueOptions{})
-		h.start(queue.WorkerConfig{MaxReportBytes: 100, MaxRunReportBytes: -1})
-		h.start(queue.WorkerConfig{MaxReportBytes: -1})
-		noReport := h.enqueue("chatty", "", queue.EnqueueOptions{})
-		for _, id := range []string{noRun, noReport} {
-			snap := h.waitTerminal(id)
-			require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-			msgs := stepMessages(snap)
-			assert.Len(t, msgs, 50)
-			assert.NotContains(t, msgs, droppedPrefix)
+		// Each configuration gets a harness of its own, so that the
+		// worker that runs the task is the one configured; each flow
+		// reports more than the limit of the run would be without it.
+		for _, c := range []struct {
+			name string
+			cfg  queue.WorkerConfig
+			line int // bytes of each of the flow's 20 log entries
+		}{
+			// 2,000 bytes, where 100-byte reports would allow 1,600.
+			{"MaxRunReportBytesNegative", queue.WorkerConfig{MaxReportBytes: 100, MaxRunReportBytes: -1}, 100},
+			// 20 MiB, past the default of 16 MiB.
+			{"MaxReportBytesNegative", queue.WorkerConfig{MaxReportBytes: -1}, progress.DefaultMaxReportBytes},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				h := newHarness(t, newBackends)
+				line := strings.Repeat("a", c.line)
+				h.reg.MustRegister("chatty", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+					for range 20 {
+						ft.Progress.Log(line)
+					}
+					return "done", nil
+				}))
+				h.start(c.cfg)
+				id := h.enqueue("chatty", "", queue.EnqueueOptions{})
+				snap := h.waitTerminal(id)
+				require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+				msgs := stepMessages(snap)
+				require.Len(t, msgs, 20, "no log entry is dropped, none says so")
+				for _, m := range msgs {
+					require.True(t, m == line, "%s", brief(m))
+				}
+			})
 		}
 	})
 
