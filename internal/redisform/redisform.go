@@ -14,6 +14,11 @@ package redisform
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/fips140"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -83,7 +88,8 @@ func Hint(opt rueidis.ClientOption, err error) string {
 //     TLSConfig.RootCAs (the system's roots when nil) and be valid for
 //     either the host the connection dials or the URL's first host, the
 //     name the user chose to trust; a certificate valid for neither, or
-//     of another CA, is refused. rueidis dials every node of a Redis
+//     of another CA, is refused, and in FIPS 140-3 mode a chain holding
+//     a key that is not FIPS-approved, as crypto/tls refuses it there. rueidis dials every node of a Redis
 //     Cluster, and the primary it finds through sentinels, at the address
 //     the cluster or the sentinels announce (an IP address unless Redis
 //     is told otherwise), with one tls.Config, whose ServerName
@@ -146,8 +152,9 @@ func dialedHost(addr string) string {
 // eitherName returns a copy of config that accepts a server certificate
 // that chains to config.RootCAs (the system's roots when nil) at
 // config.Time (time.Now when nil), through the intermediates the server
-// sends, for TLS server authentication, and is valid for dialed or for
-// named. crypto/tls checks one name only, so the copy turns its check off
+// sends, for TLS server authentication, in FIPS 140-3 mode through a
+// chain of FIPS-approved keys only (as crypto/tls), and is valid for
+// dialed or for named. crypto/tls checks one name only, so the copy turns its check off
 // (InsecureSkipVerify) and makes this one in VerifyConnection, which
 // crypto/tls calls on every handshake, resumed ones too. config's own
 // VerifyPeerCertificate (on full handshakes, as crypto/tls calls it) and
@@ -172,6 +179,9 @@ func eitherName(config *tls.Config, dialed, named string) *tls.Config {
 		}
 		chains, err := certs[0].Verify(opts)
 		if err == nil {
+			chains, err = fipsAllowedChains(chains)
+		}
+		if err == nil {
 			err = verifyHostname(certs[0], dialed, named)
 		}
 		if err != nil {
@@ -193,6 +203,48 @@ func eitherName(config *tls.Config, dialed, named string) *tls.Config {
 		return nil
 	}
 	return c
+}
+
+// fipsAllowedChains returns chains as crypto/tls keeps them in FIPS 140-3
+// mode (GODEBUG=fips140=on or only), where it accepts a chain only if
+// every certificate in it has a FIPS-approved key, and refuses the
+// server if none is left: the rule of crypto/tls's
+// isCertificateAllowedFIPS (Go 1.26), which its own check applies and
+// InsecureSkipVerify turns off with it. Outside FIPS mode it returns
+// chains as they are.
+func fipsAllowedChains(chains [][]*x509.Certificate) ([][]*x509.Certificate, error) {
+	if !fips140.Enabled() {
+		return chains, nil
+	}
+	var allowed [][]*x509.Certificate
+	for _, chain := range chains {
+		ok := len(chain) > 0
+		for _, cert := range chain {
+			ok = ok && fipsAllowedKey(cert.PublicKey)
+		}
+		if ok {
+			allowed = append(allowed, chain)
+		}
+	}
+	if len(allowed) == 0 {
+		return nil, errors.New("tls: no FIPS compatible certificate chains found")
+	}
+	return allowed, nil
+}
+
+// fipsAllowedKey reports whether key is one crypto/tls accepts in a
+// certificate chain in FIPS 140-3 mode: RSA of 2048 bits or more, ECDSA
+// on P-256, P-384 or P-521, or Ed25519.
+func fipsAllowedKey(key any) bool {
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		return k.N.BitLen() >= 2048
+	case *ecdsa.PublicKey:
+		return k.Curve == elliptic.P256() || k.Curve == elliptic.P384() || k.Curve == elliptic.P521()
+	case ed25519.PublicKey:
+		return true
+	}
+	return false
 }
 
 // verifyHostname returns nil if cert is valid for dialed or for named,
