@@ -228,12 +228,19 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 	opt.MaxFlushDelay = e.cfg.FlushDelay
 	opt.PipelineMultiplex = e.cfg.Multiplex
 	opt.DisableAutoPipelining = e.cfg.NoAutoPipe
+	// Count the writes of the connections dialed as ParseURL's options
+	// dial them: its DialCtxFn makes the TLS certificate check (valid for
+	// the dialed host or the URL's) and dials a unix:// URL's socket.
+	dial := opt.DialCtxFn
 	opt.DialCtxFn = func(ctx context.Context, addr string, d *net.Dialer, tc *tls.Config) (net.Conn, error) {
 		var conn net.Conn
 		var err error
-		if tc != nil {
+		switch {
+		case dial != nil:
+			conn, err = dial(ctx, addr, d, tc)
+		case tc != nil:
 			conn, err = (&tls.Dialer{NetDialer: d, Config: tc}).DialContext(ctx, "tcp", addr)
-		} else {
+		default:
 			conn, err = d.DialContext(ctx, "tcp", addr)
 		}
 		if err != nil {
