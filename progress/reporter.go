@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -132,8 +133,9 @@ func LogEvent(msg string) Event {
 // bytes, or one event, and past 16 times the limit in bytes waiting,
 // reporting waits for the store, as past maxPending events.
 //
-// The reports of the reporter's run hold at most
-// DefaultMaxRunReportBytes of text and JSON in all, unless
+// The reports of the reporter's run hold at most RunReports times the
+// limit of one report of text and JSON in all (DefaultMaxRunReportBytes
+// by default, none when a report has no limit), unless
 // SetMaxRunReportBytes says otherwise, so that a flow that reports at
 // the limit of a report again and again (or one that logs what its
 // callers send) does not make its task's log, which every snapshot read
@@ -201,11 +203,12 @@ type TaskReporter struct {
 	limit        int
 	waitingBytes int
 	warned       bool
-	// runLimit is the most bytes the reports of the run may carry in
-	// all, 0 for no limit (see SetMaxRunReportBytes); runBytes is the
-	// size of the events queued so far; over is set once a report was
-	// dropped for runLimit, after which no text is queued.
-	runLimit int
+	// runSet is what SetMaxRunReportBytes was given: 0 for RunReports
+	// times limit, negative for no limit (see runLimitLocked);
+	// runBytes is the size of the events queued so far; over is set
+	// once a report was dropped for the run's limit, after which no
+	// text is queued.
+	runSet   int
 	runBytes int
 	over     bool
 }
@@ -276,13 +279,15 @@ const pendingReports = 16
 const DefaultMaxReportBytes = 1 << 20
 
 // RunReports is how many reports at their limit the reports of one run
-// may carry in all by default: a worker's MaxRunReportBytes is this many
-// times its MaxReportBytes unless set (see queue.WorkerConfig).
+// may carry in all by default: a reporter's limit of a run is this many
+// times its limit of one report unless set (see SetMaxRunReportBytes),
+// and so is a worker's MaxRunReportBytes (see queue.WorkerConfig).
 const RunReports = 16
 
 // DefaultMaxRunReportBytes is the limit on the bytes of text and JSON
-// the reports of one run carry in all that NewTaskReporter sets:
-// RunReports reports at DefaultMaxReportBytes, 16 MiB. It keeps a
+// the reports of one run carry in all of a TaskReporter with the
+// default limit of one report: RunReports reports at
+// DefaultMaxReportBytes, 16 MiB. It keeps a
 // task's log, which every snapshot read and every SSE client that
 // connects from its start reads whole, within what a browser fetches
 // without a second thought and what the reporter holds waiting for the
@@ -302,23 +307,33 @@ func NewTaskReporter(store Store, taskID string, logger *slog.Logger) *TaskRepor
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &TaskReporter{store: store, taskID: taskID, logger: logger, limit: DefaultMaxReportBytes, runLimit: DefaultMaxRunReportBytes}
+	return &TaskReporter{store: store, taskID: taskID, logger: logger, limit: DefaultMaxReportBytes}
 }
 
 // SetMaxRunReportBytes sets the most bytes of text and JSON the reports
 // of the reporter's run may carry in all (see Event.Size and
-// TaskReporter): zero means DefaultMaxRunReportBytes, a negative n means
-// no limit. Call it before the first report.
+// TaskReporter): zero means RunReports times the limit of one report
+// (see SetMaxReportBytes), DefaultMaxRunReportBytes by default and none
+// when that limit is none, as for a worker (queue.WorkerConfig); a
+// negative n means no limit. Call it before the first report.
 func (r *TaskReporter) SetMaxRunReportBytes(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.runSet = n
+}
+
+// runLimitLocked returns the most bytes the reports of the run may carry
+// in all, 0 for no limit (see SetMaxRunReportBytes). r.mu must be held.
+func (r *TaskReporter) runLimitLocked() int {
 	switch {
-	case n == 0:
-		r.runLimit = DefaultMaxRunReportBytes
-	case n < 0:
-		r.runLimit = 0
+	case r.runSet < 0:
+		return 0
+	case r.runSet > 0:
+		return r.runSet
+	case r.limit > math.MaxInt/RunReports:
+		return math.MaxInt
 	default:
-		r.runLimit = n
+		return RunReports * r.limit // 0, no limit, when limit is none
 	}
 }
 
@@ -434,7 +449,7 @@ func (r *TaskReporter) emit(events ...Event) {
 			continue
 		}
 		if r.addRunLocked(e) {
-			runWarn = []any{"task_id", r.taskID, "type", e.Type, "limit", r.runLimit}
+			runWarn = []any{"task_id", r.taskID, "type", e.Type, "limit", r.runLimitLocked()}
 		}
 	}
 	if !r.sending && len(r.queue) > 0 {
@@ -463,15 +478,15 @@ func (r *TaskReporter) emit(events ...Event) {
 // line and any other report is dropped; the first report dropped is
 // replaced by a log entry saying so (see runDropped). r.mu must be held.
 func (r *TaskReporter) addRunLocked(e Event) (passed bool) {
-	size := e.Size()
-	if r.runLimit == 0 || !r.over && r.runBytes+size <= r.runLimit {
+	size, limit := e.Size(), r.runLimitLocked()
+	if limit == 0 || !r.over && r.runBytes+size <= limit {
 		r.runBytes += size
 		r.addLocked(e, true)
 		return false
 	}
 	if !r.over {
 		r.over, passed = true, true
-		d := runDropped(e, r.runLimit)
+		d := runDropped(e, limit)
 		r.runBytes += d.Size()
 		r.addLocked(d, true)
 	}

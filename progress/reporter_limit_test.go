@@ -45,6 +45,9 @@ func newLimitedReporter(t *testing.T, limit int) (*progress.TaskReporter, progre
 	var logs bytes.Buffer
 	r := progress.NewTaskReporter(store, "t", slog.New(slog.NewTextHandler(&logs, nil)))
 	r.SetMaxReportBytes(limit)
+	// No limit on the run, which would be 16 times limit: the tests
+	// of the run's limit set their own.
+	r.SetMaxRunReportBytes(-1)
 	return r, store, &logs
 }
 
@@ -165,6 +168,9 @@ func TestTaskReporterBoundsPendingBytes(t *testing.T) {
 		require.NoError(t, store.Create(context.Background(), "t"))
 		r := progress.NewTaskReporter(store, "t", nil)
 		r.SetMaxReportBytes(10)
+		// No limit on the run, which would be 160 bytes: the reports
+		// here go past it.
+		r.SetMaxRunReportBytes(-1)
 		r.Token("first") // its Append waits at the gate
 
 		var made atomic.Int32
@@ -276,7 +282,7 @@ func TestTaskReporterRunLimit(t *testing.T) {
 // run, a negative value none.
 func TestTaskReporterRunLimitSettings(t *testing.T) {
 	count := func(set int, reports int) int {
-		r, store, _ := newLimitedReporter(t, -1)
+		r, store, _ := newLimitedReporter(t, 0)
 		r.SetMaxRunReportBytes(set)
 		big := strings.Repeat("x", progress.DefaultMaxReportBytes)
 		for range reports {
@@ -293,4 +299,50 @@ func TestTaskReporterRunLimitSettings(t *testing.T) {
 	}
 	assert.Equal(t, progress.RunReports, count(0, progress.RunReports+2))
 	assert.Equal(t, progress.RunReports+2, count(-1, progress.RunReports+2))
+}
+
+// TestTaskReporterRunLimitFollowsReportLimit: unset, the limit of the
+// run is RunReports times the limit of one report, as a worker's is
+// (queue.WorkerConfig.MaxRunReportBytes), whichever is set first: none
+// when a report has none, and a report within a raised limit is never
+// refused for the run's.
+func TestTaskReporterRunLimitFollowsReportLimit(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		name         string
+		reportLimit  int
+		lines, bytes int // the flow logs lines of bytes
+		kept         int
+	}{
+		{"NoReportLimit", -1, progress.RunReports + 1, mib, progress.RunReports + 1},
+		{"RaisedReportLimit", 20 * mib, 1, 17 * mib, 1},
+		{"LoweredReportLimit", 100, progress.RunReports + 4, 100, progress.RunReports},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for _, runFirst := range []bool{false, true} {
+				store := progress.NewMemoryStore(progress.MemoryConfig{})
+				require.NoError(t, store.Create(context.Background(), "t"))
+				r := progress.NewTaskReporter(store, "t", slog.New(slog.DiscardHandler))
+				if runFirst {
+					r.SetMaxRunReportBytes(0)
+				}
+				r.SetMaxReportBytes(c.reportLimit)
+				if !runFirst {
+					r.SetMaxRunReportBytes(0)
+				}
+				line := strings.Repeat("x", c.bytes)
+				for range c.lines {
+					r.Log(line)
+				}
+				require.NoError(t, r.Flush(context.Background()))
+				kept := 0
+				for _, e := range storedEvents(t, store, "t") {
+					if e.Type == progress.EventStep && e.Step.Message == line {
+						kept++
+					}
+				}
+				assert.Equal(t, c.kept, kept, "run's limit set first: %v", runFirst)
+			}
+		})
+	}
 }

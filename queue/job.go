@@ -144,7 +144,7 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	store = &fencedStore{Store: store, j: j}
 	j.rep = progress.NewTaskReporter(store, t.ID, w.log) // it names the task itself
 	j.rep.SetMaxReportBytes(w.cfg.MaxReportBytes)
-	j.rep.SetMaxRunReportBytes(w.cfg.MaxRunReportBytes)
+	j.rep.SetMaxRunReportBytes(w.cfg.MaxRunReportBytes) // zero: RunReports times MaxReportBytes, or none
 
 	// A task leased beyond what the worker asked for, or while it has
 	// lapsed, is not run, nor looked at: it goes back unrun (see

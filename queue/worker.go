@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	mathrand "math/rand/v2"
 	"os"
 	"slices"
@@ -444,16 +443,6 @@ func NewWorker(backend Backend, store progress.Store, cfg WorkerConfig) *Worker 
 	}
 	if cfg.MaxReportBytes == 0 {
 		cfg.MaxReportBytes = progress.DefaultMaxReportBytes
-	}
-	if cfg.MaxRunReportBytes == 0 {
-		switch {
-		case cfg.MaxReportBytes < 0:
-			cfg.MaxRunReportBytes = -1
-		case cfg.MaxReportBytes > math.MaxInt/progress.RunReports:
-			cfg.MaxRunReportBytes = math.MaxInt
-		default:
-			cfg.MaxRunReportBytes = progress.RunReports * cfg.MaxReportBytes
-		}
 	}
 	if cfg.FinishHookTimeout > cfg.Lease/2 {
 		panic(fmt.Sprintf("queue: NewWorker: FinishHookTimeout %s passes half the Lease (%s): the lease would end before the hooks", cfg.FinishHookTimeout, cfg.Lease))
