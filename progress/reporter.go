@@ -429,6 +429,7 @@ func (r *TaskReporter) emit(events ...Event) {
 	var runWarn []any
 	transition := slices.ContainsFunc(events, func(e Event) bool { return e.Type == EventState })
 	for _, e := range events {
+		report, replaced := e, false
 		if r.limit > 0 && e.Size() > r.limit {
 			if e.Type == EventState {
 				var err error
@@ -437,19 +438,22 @@ func (r *TaskReporter) emit(events ...Event) {
 					continue
 				}
 			} else {
-				if !r.warned {
-					r.warned = true
-					warn = []any{"task_id", r.taskID, "type", e.Type, "bytes", e.Size(), "limit", r.limit}
-				}
-				e = dropped(e, r.limit)
+				e, replaced = dropped(e, r.limit), true
 			}
 		}
+		queued := true
 		if transition {
 			r.addLocked(e, true) // not counted, see addRunLocked
-			continue
+		} else {
+			var passed bool
+			if queued, passed = r.addRunLocked(e, report); passed {
+				runWarn = []any{"task_id", r.taskID, "type", report.Type, "limit", r.runLimitLocked()}
+			}
 		}
-		if r.addRunLocked(e) {
-			runWarn = []any{"task_id", r.taskID, "type", e.Type, "limit", r.runLimitLocked()}
+		if replaced && queued && !r.warned {
+			// Past the run's limit, no entry takes report's place.
+			r.warned = true
+			warn = []any{"task_id", r.taskID, "type", report.Type, "bytes", report.Size(), "limit", r.limit}
 		}
 	}
 	if !r.sending && len(r.queue) > 0 {
@@ -471,30 +475,34 @@ func (r *TaskReporter) emit(events ...Event) {
 	}
 }
 
-// addRunLocked queues e, a report of the run's flow, as the limit of
-// the run allows (see TaskReporter), and reports whether e is the
-// report that first passed it. e is no state change (emit queues those,
-// and the events reported with them, uncounted). Past the limit, a progress report is queued without its status
-// line and any other report is dropped; the first report dropped is
-// replaced by a log entry saying so (see runDropped). r.mu must be held.
-func (r *TaskReporter) addRunLocked(e Event) (passed bool) {
+// addRunLocked queues e, a report of the run's flow or the log entry
+// that takes the place of report, one over the limit of a report (see
+// dropped), as the limit of the run allows (see TaskReporter); it
+// reports whether e was queued, and whether report is the first that
+// passed the run's limit. e is no state change (emit queues those, and
+// the events reported with them, uncounted). Past the limit, a
+// progress report is queued without its status line (whatever its
+// size, its percentage is kept) and any other report is dropped; the
+// first report dropped is replaced by a log entry saying so, which
+// names report (see runDropped). r.mu must be held.
+func (r *TaskReporter) addRunLocked(e, report Event) (queued, passed bool) {
 	size, limit := e.Size(), r.runLimitLocked()
 	if limit == 0 || !r.over && r.runBytes+size <= limit {
 		r.runBytes += size
 		r.addLocked(e, true)
-		return false
+		return true, false
 	}
 	if !r.over {
 		r.over, passed = true, true
-		d := runDropped(e, limit)
+		d := runDropped(report, limit)
 		r.runBytes += d.Size()
 		r.addLocked(d, true)
 	}
-	if e.Type == EventProgress {
-		e.Status = "" // the percentage is kept
-		r.addLocked(e, true)
+	if report.Type == EventProgress {
+		report.Status = "" // the percentage is kept
+		r.addLocked(report, true)
 	}
-	return passed
+	return false, passed
 }
 
 // runDropped returns the log entry that takes the place of e, the first

@@ -346,3 +346,71 @@ func TestTaskReporterRunLimitFollowsReportLimit(t *testing.T) {
 		})
 	}
 }
+
+// TestTaskReporterRunLimitOverReportLimit: a report over the limit of
+// one report that meets the limit of the run is named as it was in the
+// entry saying the run passed its limit, not as the entry that would
+// have taken its place; past the run's limit, such a report is dropped
+// as the others are (a progress report keeps its percentage) without a
+// warning that an entry took its place.
+func TestTaskReporterRunLimitOverReportLimit(t *testing.T) {
+	t.Run("Passing", func(t *testing.T) {
+		r, store, logs := newLimitedReporter(t, 10)
+		r.SetMaxRunReportBytes(25)
+		r.Log(strings.Repeat("a", 10))
+		r.Log(strings.Repeat("b", 10))
+		r.ToolResult("s", "t", strings.Repeat("c", 40)) // 44 bytes with its names and quotes
+		require.NoError(t, r.Flush(context.Background()))
+		msgs := stepMessagesOf(t, store)
+		require.Len(t, msgs, 3)
+		assert.True(t, strings.HasPrefix(msgs[2], `report dropped: tool result (step "s", tool "t") of 44 bytes would take this run past its limit of 25 bytes`), msgs[2])
+		assert.Equal(t, 1, strings.Count(logs.String(), "the reports of a run passed its limit"), logs.String())
+	})
+	t.Run("Past", func(t *testing.T) {
+		r, store, logs := newLimitedReporter(t, 10)
+		r.SetMaxRunReportBytes(25)
+		r.Log(strings.Repeat("a", 10))
+		r.Log(strings.Repeat("b", 10))
+		r.Log(strings.Repeat("c", 10)) // past the run's limit
+		r.Log(strings.Repeat("d", 11))
+		r.Progress(70, strings.Repeat("e", 11))
+		require.NoError(t, r.Flush(context.Background()))
+		var got []string
+		for _, e := range storedEvents(t, store, "t") {
+			switch e.Type {
+			case progress.EventStep:
+				got = append(got, "log "+brief(e.Step.Message))
+			case progress.EventProgress:
+				got = append(got, fmt.Sprintf("progress %d %q", e.Progress, e.Status))
+			}
+		}
+		assert.Equal(t, []string{
+			"log " + strings.Repeat("a", 10),
+			"log " + strings.Repeat("b", 10),
+			"log report dropped: log entry of 10 bytes would take this run past its limit of 25 bytes of reports",
+			`progress 70 ""`,
+		}, got)
+		assert.NotContains(t, logs.String(), "a report over the size limit was replaced")
+	})
+}
+
+// stepMessagesOf returns the messages of the step events of task "t"
+// in store.
+func stepMessagesOf(t *testing.T, store progress.Store) []string {
+	t.Helper()
+	var msgs []string
+	for _, e := range storedEvents(t, store, "t") {
+		if e.Type == progress.EventStep {
+			msgs = append(msgs, e.Step.Message)
+		}
+	}
+	return msgs
+}
+
+// brief returns s up to its first parenthesis, trimmed.
+func brief(s string) string {
+	if i := strings.Index(s, " ("); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
