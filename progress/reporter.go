@@ -134,21 +134,25 @@ func LogEvent(msg string) Event {
 // reporting waits for the store, as past maxPending events.
 //
 // The reports of the reporter's run hold at most RunReports times the
-// limit of one report of text and JSON in all (DefaultMaxRunReportBytes
-// by default, none when a report has no limit), unless
-// SetMaxRunReportBytes says otherwise, so that a flow that reports at
-// the limit of a report again and again (or one that logs what its
-// callers send) does not make its task's log, which every snapshot read
-// and every SSE client that connects from the start reads whole, grow
-// without bound. The first report that would take the run past its
-// limit is replaced by a log entry saying so ("report dropped: log entry
-// of 1048576 bytes would take this run past its limit of 16777216 bytes
-// of reports ..."; the run's total may pass the limit by that entry),
-// and the first such drop is logged as a warning. Later log entries,
-// tool results, status lines and tokens of the run are dropped without
-// a word; a progress report is still recorded, without its status line,
-// and Start, Succeed and Fail are recorded whatever the limit, and not
-// counted (each holds a report at most). So is a Report call that holds
+// limit of one report in all (DefaultMaxRunReportBytes by default, none
+// when a report has no limit), unless SetMaxRunReportBytes says
+// otherwise, so that a flow that reports at the limit of a report again
+// and again (or one that logs what its callers send, or logs an empty
+// line in a loop) does not make its task's log, which every snapshot
+// read and every SSE client that connects from the start reads whole,
+// grow without bound. Each report counts its text and JSON (see
+// Event.Size) and ReportOverheadBytes more, what recording an event
+// costs whatever it holds. The first report that would take the run
+// past its limit is replaced by a log entry saying so ("report dropped:
+// log entry of 1048576 bytes would take this run past its limit of
+// 16777216 bytes of reports ..."; the run's total may pass the limit by
+// that entry), and the first such drop is logged as a warning. Later log
+// entries, tool results, status lines and tokens of the run are dropped
+// without a word; a progress report is still recorded, without its
+// status line, when its percentage differs from the last one recorded,
+// ProgressPastRunLimit times at most (so that a watcher still sees the
+// run move), and Start, Succeed and Fail are recorded whatever the
+// limit, and not counted (each holds a report at most). So is a Report call that holds
 // a state change, with the events reported with it: a worker reports the
 // start of a run that way, with the log entry saying which attempt
 // starts. The limit is the run's, that is the reporter's: a task run
@@ -205,12 +209,17 @@ type TaskReporter struct {
 	warned       bool
 	// runSet is what SetMaxRunReportBytes was given: 0 for RunReports
 	// times limit, negative for no limit (see runLimitLocked);
-	// runBytes is the size of the events queued so far; over is set
-	// once a report was dropped for the run's limit, after which no
-	// text is queued.
-	runSet   int
-	runBytes int
-	over     bool
+	// runBytes is what the events queued so far count against it (see
+	// addRunLocked); over is set once a report was dropped for the
+	// run's limit, after which no text is queued, and pastProgress
+	// counts the progress reports queued since.
+	runSet       int
+	runBytes     int
+	over         bool
+	pastProgress int
+	// lastProgress is the percentage of the last progress report
+	// queued plus one, 0 before the first.
+	lastProgress int
 }
 
 // batch is events appended in one call.
@@ -278,15 +287,33 @@ const pendingReports = 16
 // is cut off past 32 MB at once, or 8 MB for 60 s, by default).
 const DefaultMaxReportBytes = 1 << 20
 
-// RunReports is how many reports at their limit the reports of one run
-// may carry in all by default: a reporter's limit of a run is this many
-// times its limit of one report unless set (see SetMaxRunReportBytes),
-// and so is a worker's MaxRunReportBytes (see queue.WorkerConfig).
+// RunReports is how many times the limit of one report the reports of
+// one run may count in all by default (see TaskReporter): a reporter's
+// limit of a run is this many times its limit of one report unless set
+// (see SetMaxRunReportBytes), and so is a worker's MaxRunReportBytes
+// (see queue.WorkerConfig). With ReportOverheadBytes counted for each,
+// RunReports-1 reports at the limit fit, and many small ones.
 const RunReports = 16
 
-// DefaultMaxRunReportBytes is the limit on the bytes of text and JSON
-// the reports of one run carry in all of a TaskReporter with the
-// default limit of one report: RunReports reports at
+// ReportOverheadBytes is what each report of a run counts against the
+// run's limit (see TaskReporter and SetMaxRunReportBytes) on top of its
+// text and JSON (see Event.Size): what recording an event costs
+// whatever it holds, so that empty reports are bounded too. An empty
+// log entry takes about 53 bytes of a task's snapshot as JSON and about
+// 87 in its event log (its id, time and type as JSON); a progress
+// report without a status line about 82 in the event log.
+const ReportOverheadBytes = 64
+
+// ProgressPastRunLimit is how many progress reports a run records at
+// most once its reports have passed the run's limit (see TaskReporter),
+// each without its status line and only when its percentage differs
+// from the last one recorded: enough for a watcher to see a run go from
+// 0 to 100 percent, so that the run's events stay bounded.
+const ProgressPastRunLimit = 100
+
+// DefaultMaxRunReportBytes is the limit on what the reports of one run
+// count in all (their text and JSON, and ReportOverheadBytes each) of a
+// TaskReporter with the default limit of one report: RunReports times
 // DefaultMaxReportBytes, 16 MiB. It keeps a
 // task's log, which every snapshot read and every SSE client that
 // connects from its start reads whole, within what a browser fetches
@@ -310,9 +337,9 @@ func NewTaskReporter(store Store, taskID string, logger *slog.Logger) *TaskRepor
 	return &TaskReporter{store: store, taskID: taskID, logger: logger, limit: DefaultMaxReportBytes}
 }
 
-// SetMaxRunReportBytes sets the most bytes of text and JSON the reports
-// of the reporter's run may carry in all (see Event.Size and
-// TaskReporter): zero means RunReports times the limit of one report
+// SetMaxRunReportBytes sets the most bytes the reports of the
+// reporter's run may count in all, their text and JSON (see Event.Size)
+// and ReportOverheadBytes each (see TaskReporter): zero means RunReports times the limit of one report
 // (see SetMaxReportBytes), DefaultMaxRunReportBytes by default and none
 // when that limit is none, as for a worker (queue.WorkerConfig); a
 // negative n means no limit. Call it before the first report.
@@ -375,6 +402,9 @@ func (r *TaskReporter) addLocked(e Event, async bool) *batch {
 	b.sync = b.sync || !async
 	b.closed = e.Terminal()
 	b.bytes += size
+	if e.Type == EventProgress {
+		r.lastProgress = e.Progress + 1
+	}
 	r.waiting++
 	r.waitingBytes += size
 	return b
@@ -480,14 +510,16 @@ func (r *TaskReporter) emit(events ...Event) {
 // dropped), as the limit of the run allows (see TaskReporter); it
 // reports whether e was queued, and whether report is the first that
 // passed the run's limit. e is no state change (emit queues those, and
-// the events reported with them, uncounted). Past the limit, a
-// progress report is queued without its status line (whatever its
-// size, its percentage is kept) and any other report is dropped; the
-// first report dropped is replaced by a log entry saying so, which
-// names report (see runDropped). r.mu must be held.
+// the events reported with them, uncounted). Each report counts its
+// size and ReportOverheadBytes. Past the limit, a progress report is
+// queued without its status line when its percentage differs from the
+// last one queued, ProgressPastRunLimit times at most, and any other
+// report is dropped; the first report dropped is replaced by a log
+// entry saying so, which names report (see runDropped). r.mu must be
+// held.
 func (r *TaskReporter) addRunLocked(e, report Event) (queued, passed bool) {
-	size, limit := e.Size(), r.runLimitLocked()
-	if limit == 0 || !r.over && r.runBytes+size <= limit {
+	size, limit := e.Size()+ReportOverheadBytes, r.runLimitLocked()
+	if limit == 0 || !r.over && r.runBytes <= limit-size {
 		r.runBytes += size
 		r.addLocked(e, true)
 		return true, false
@@ -495,11 +527,12 @@ func (r *TaskReporter) addRunLocked(e, report Event) (queued, passed bool) {
 	if !r.over {
 		r.over, passed = true, true
 		d := runDropped(report, limit)
-		r.runBytes += d.Size()
+		r.runBytes += d.Size() + ReportOverheadBytes
 		r.addLocked(d, true)
 	}
-	if report.Type == EventProgress {
+	if report.Type == EventProgress && report.Progress+1 != r.lastProgress && r.pastProgress < ProgressPastRunLimit {
 		report.Status = "" // the percentage is kept
+		r.pastProgress++
 		r.addLocked(report, true)
 	}
 	return false, passed

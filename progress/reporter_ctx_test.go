@@ -77,7 +77,8 @@ func TestTaskReporterTransitionHonoursContext(t *testing.T) {
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 			store := newDownStore(t)
 			r := progress.NewTaskReporter(store, "t", slog.New(slog.DiscardHandler))
-			r.SetMaxReportBytes(8) // a batch per report
+			r.SetMaxReportBytes(8)     // a batch per report
+			r.SetMaxRunReportBytes(-1) // the run's limit is not what this tests
 			for _, msg := range tt.reports {
 				r.Log(msg)
 			}

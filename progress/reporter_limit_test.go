@@ -147,7 +147,8 @@ func TestTaskReporterBatchesWithinLimit(t *testing.T) {
 	store := newGatedStore(t)
 	r := progress.NewTaskReporter(store, "t", nil)
 	r.SetMaxReportBytes(10)
-	r.Status("first") // held at the gate
+	r.SetMaxRunReportBytes(-1) // the run's limit is not what this tests
+	r.Status("first")          // held at the gate
 	store.waitEntered(t)
 	for _, s := range []string{"1234", "5678", "90", "abcdefghij", "k", "l"} {
 		r.Status(s)
@@ -232,7 +233,9 @@ func TestTaskReporterSucceedJSON(t *testing.T) {
 // the first drop alone is logged.
 func TestTaskReporterRunLimit(t *testing.T) {
 	r, store, logs := newLimitedReporter(t, 10)
-	r.SetMaxRunReportBytes(25)
+	// Each report counts its text and ReportOverheadBytes.
+	const limit = 25 + 3*progress.ReportOverheadBytes
+	r.SetMaxRunReportBytes(limit)
 	r.Report(progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Running"},
 		progress.LogEvent("attempt 2"))
 	r.Log(strings.Repeat("a", 10))
@@ -268,14 +271,14 @@ func TestTaskReporterRunLimit(t *testing.T) {
 		"log aaaaaaaaaa",
 		"status bbbbbbbbbb",
 		"token ccccc",
-		"log report dropped: log entry of 1 bytes would take this run past its limit of 25 bytes of reports " +
+		fmt.Sprintf("log report dropped: log entry of 1 bytes would take this run past its limit of %d bytes of reports ", limit) +
 			"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, " +
 			"its progress, state and result are still recorded",
 		`progress 50 ""`,
 		`state SUCCESS "done"`,
 	}, got)
 	assert.Equal(t, 1, strings.Count(logs.String(), "the reports of a run passed its limit"), logs.String())
-	assert.Contains(t, logs.String(), "limit=25")
+	assert.Contains(t, logs.String(), fmt.Sprintf("limit=%d", limit))
 }
 
 // TestTaskReporterRunLimitSettings: zero means the default limit of a
@@ -297,7 +300,9 @@ func TestTaskReporterRunLimitSettings(t *testing.T) {
 		}
 		return n
 	}
-	assert.Equal(t, progress.RunReports, count(0, progress.RunReports+2))
+	// With ReportOverheadBytes counted for each, one report at the
+	// limit fewer than RunReports fits.
+	assert.Equal(t, progress.RunReports-1, count(0, progress.RunReports+2))
 	assert.Equal(t, progress.RunReports+2, count(-1, progress.RunReports+2))
 }
 
@@ -316,7 +321,7 @@ func TestTaskReporterRunLimitFollowsReportLimit(t *testing.T) {
 	}{
 		{"NoReportLimit", -1, progress.RunReports + 1, mib, progress.RunReports + 1},
 		{"RaisedReportLimit", 20 * mib, 1, 17 * mib, 1},
-		{"LoweredReportLimit", 100, progress.RunReports + 4, 100, progress.RunReports},
+		{"LoweredReportLimit", 100, progress.RunReports + 4, 100, progress.RunReports * 100 / (100 + progress.ReportOverheadBytes)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			for _, runFirst := range []bool{false, true} {
@@ -356,19 +361,19 @@ func TestTaskReporterRunLimitFollowsReportLimit(t *testing.T) {
 func TestTaskReporterRunLimitOverReportLimit(t *testing.T) {
 	t.Run("Passing", func(t *testing.T) {
 		r, store, logs := newLimitedReporter(t, 10)
-		r.SetMaxRunReportBytes(25)
+		r.SetMaxRunReportBytes(20 + 2*progress.ReportOverheadBytes) // two reports of 10 bytes
 		r.Log(strings.Repeat("a", 10))
 		r.Log(strings.Repeat("b", 10))
 		r.ToolResult("s", "t", strings.Repeat("c", 40)) // 44 bytes with its names and quotes
 		require.NoError(t, r.Flush(context.Background()))
 		msgs := stepMessagesOf(t, store)
 		require.Len(t, msgs, 3)
-		assert.True(t, strings.HasPrefix(msgs[2], `report dropped: tool result (step "s", tool "t") of 44 bytes would take this run past its limit of 25 bytes`), msgs[2])
+		assert.True(t, strings.HasPrefix(msgs[2], `report dropped: tool result (step "s", tool "t") of 44 bytes would take this run past its limit of 148 bytes`), msgs[2])
 		assert.Equal(t, 1, strings.Count(logs.String(), "the reports of a run passed its limit"), logs.String())
 	})
 	t.Run("Past", func(t *testing.T) {
 		r, store, logs := newLimitedReporter(t, 10)
-		r.SetMaxRunReportBytes(25)
+		r.SetMaxRunReportBytes(20 + 2*progress.ReportOverheadBytes) // two reports of 10 bytes
 		r.Log(strings.Repeat("a", 10))
 		r.Log(strings.Repeat("b", 10))
 		r.Log(strings.Repeat("c", 10)) // past the run's limit
@@ -387,10 +392,57 @@ func TestTaskReporterRunLimitOverReportLimit(t *testing.T) {
 		assert.Equal(t, []string{
 			"log " + strings.Repeat("a", 10),
 			"log " + strings.Repeat("b", 10),
-			"log report dropped: log entry of 10 bytes would take this run past its limit of 25 bytes of reports",
+			"log report dropped: log entry of 10 bytes would take this run past its limit of 148 bytes of reports",
 			`progress 70 ""`,
 		}, got)
 		assert.NotContains(t, logs.String(), "a report over the size limit was replaced")
+	})
+}
+
+// TestTaskReporterRunLimitCountsEvents: each report counts
+// ReportOverheadBytes as well as its text, so that empty reports are
+// bounded too, and past the limit a progress report is recorded only
+// when its percentage changes, ProgressPastRunLimit times at most.
+func TestTaskReporterRunLimitCountsEvents(t *testing.T) {
+	countOf := func(store progress.Store, typ progress.EventType) int {
+		n := 0
+		for _, e := range storedEvents(t, store, "t") {
+			if e.Type == typ {
+				n++
+			}
+		}
+		return n
+	}
+	t.Run("EmptyLogs", func(t *testing.T) {
+		r, store, _ := newLimitedReporter(t, 10)
+		r.SetMaxRunReportBytes(10 * progress.ReportOverheadBytes)
+		for range 1000 {
+			r.Log("")
+		}
+		require.NoError(t, r.Flush(context.Background()))
+		assert.Equal(t, 11, countOf(store, progress.EventStep), "ten empty entries, then one saying why the rest is not")
+	})
+	t.Run("ProgressPastLimit", func(t *testing.T) {
+		r, store, _ := newLimitedReporter(t, 10)
+		r.SetMaxRunReportBytes(progress.ReportOverheadBytes)
+		r.Log("")
+		r.Log("") // past the limit
+		r.Progress(70, "a")
+		r.Progress(70, "b") // the same percentage: dropped
+		r.Progress(71, "")
+		require.NoError(t, r.Flush(context.Background()))
+		var got []int
+		for _, e := range storedEvents(t, store, "t") {
+			if e.Type == progress.EventProgress {
+				got = append(got, e.Progress)
+			}
+		}
+		assert.Equal(t, []int{70, 71}, got)
+		for i := range 1000 {
+			r.Progress(i%2, "") // changes each time
+		}
+		require.NoError(t, r.Flush(context.Background()))
+		assert.Equal(t, progress.ProgressPastRunLimit, countOf(store, progress.EventProgress))
 	})
 }
 

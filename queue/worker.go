@@ -251,17 +251,19 @@ type WorkerConfig struct {
 	// task (see the README, Reporting progress).
 	MaxReportBytes int
 
-	// MaxRunReportBytes is the most bytes of text and JSON the reports
-	// of one run of a flow may carry in all (counted as for
-	// MaxReportBytes), so that a flow that reports large outputs again
-	// and again, or logs what its callers send, does not grow its
+	// MaxRunReportBytes is the most bytes the reports of one run of a
+	// flow may count in all, each its text and JSON (counted as for
+	// MaxReportBytes) and progress.ReportOverheadBytes more, so that a
+	// flow that reports large outputs again and again, logs what its
+	// callers send, or logs empty lines in a loop, does not grow its
 	// task's log, which every snapshot read and every SSE client that
 	// connects from the start reads whole, without bound. The first
 	// report that would take the run past it is replaced by a log
 	// entry saying so and how to raise it, and the worker logs a
 	// warning; the run's later log entries, tool results, status lines
 	// and tokens are dropped. Its progress percentages (without their
-	// status lines), state changes and result are still recorded, and
+	// status lines, when they change, progress.ProgressPastRunLimit
+	// times at most), state changes and result are still recorded, and
 	// its task ends as it would have, SUCCESS or FAILURE (see
 	// progress.TaskReporter). It bounds one run: a task run again (a
 	// retry, a hand-back) may record as much again. Zero means

@@ -144,13 +144,15 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		assert.LessOrEqual(t, logged, limit+1024, "the run's reports stop at its limit")
 		assert.LessOrEqual(t, snapped, limit+4096, "and so does its snapshot")
 		msgs := stepMessages(snap)
-		require.Len(t, msgs, 17, "16 log entries at the limit of a report, then one saying why the rest is not")
-		for _, m := range msgs[:16] {
+		// Each report counts ReportOverheadBytes as well as its text,
+		// so that 15 at the limit fit, not 16.
+		require.Len(t, msgs, 16, "15 log entries at the limit of a report, then one saying why the rest is not")
+		for _, m := range msgs[:15] {
 			require.True(t, m == big, "%s", brief(m))
 		}
 		assert.Equal(t, fmt.Sprintf("report dropped: log entry of %d bytes would take this run past its limit of %d bytes of reports "+
 			"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, "+
-			"its progress, state and result are still recorded", progress.DefaultMaxReportBytes, limit), msgs[16])
+			"its progress, state and result are still recorded", progress.DefaultMaxReportBytes, limit), msgs[15])
 		var progressed bool
 		for _, e := range events {
 			assert.NotEqual(t, progress.EventToken, e.Type, "no token past the limit")
@@ -170,14 +172,15 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		// their size; progress percentages are, without their lines,
 		// and the task fails as it would have.
 		h := newHarness(t, newBackends)
-		const limit = 350
+		// Each report counts its text and ReportOverheadBytes (64).
+		const limit = 600
 		a := strings.Repeat("a", 100)
 		h.reg.MustRegister("chatty", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 			ft.Progress.Log(a)
 			ft.Progress.Status(a)
-			ft.Progress.Token(a) // 300 bytes so far
-			ft.Progress.Log(a)   // 400: dropped, and said so
-			ft.Progress.Log("x") // 301 would fit, but the run is past its limit
+			ft.Progress.Token(a) // 3 × 164 = 492 bytes so far
+			ft.Progress.Log(a)   // 656: dropped, and said so
+			ft.Progress.Log("x") // 557 would fit, but the run is past its limit
 			ft.Progress.Status("y")
 			ft.Progress.Token("z")
 			ft.Progress.ToolResult("research", "fetch", "w")
@@ -193,7 +196,7 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		assert.Equal(t, "model refused", snap.Details.Status, "the failure's reason is recorded past the limit")
 		assert.Equal(t, 60, snap.Details.Progress, "so is the progress")
 		assert.Equal(t, []string{a,
-			"report dropped: log entry of 100 bytes would take this run past its limit of 350 bytes of reports " +
+			"report dropped: log entry of 100 bytes would take this run past its limit of 600 bytes of reports " +
 				"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, " +
 				"its progress, state and result are still recorded",
 		}, stepMessages(snap))
@@ -222,7 +225,7 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		// The limit is a run's: a retry records as much again, and
 		// its progress and result past its own limit.
 		h := newHarness(t, newBackends)
-		const limit = 250
+		const limit = 400 // two reports of 100 bytes and 64 of overhead each
 		a := strings.Repeat("a", 100)
 		h.reg.MustRegister("twice", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 			for range 3 {
@@ -244,12 +247,53 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 			switch {
 			case m == a:
 				kept++
-			case strings.HasPrefix(m, "report dropped: log entry of 100 bytes would take this run past its limit of 250 bytes"):
+			case strings.HasPrefix(m, "report dropped: log entry of 100 bytes would take this run past its limit of 400 bytes"):
 				said++
 			}
 		}
 		assert.Equal(t, 4, kept, "two log entries of each run are recorded")
 		assert.Equal(t, 2, said, "and each run says once that it dropped the third")
+	})
+
+	t.Run("RunLimitEvents", func(t *testing.T) {
+		// The review's case: a flow that logged "" 200,000 times
+		// carried no text, so the limit of its run never counted it,
+		// and it left 200,000 events and a snapshot of 10.6 MB. Past
+		// the limit, a flow that reported a progress as often as it
+		// liked was not bounded either. Each report counts a fixed
+		// overhead as well as its text, and past the limit a progress
+		// is recorded only when its percentage changes, a bounded
+		// number of times.
+		const limit = 64 * 100          // room for about 100 empty reports
+		const bound = 100 + 1 + 100 + 4 // counted, the drop's entry, progress past the limit, start and end
+		for _, c := range []struct {
+			name   string
+			report func(p progress.Reporter, i int)
+		}{
+			{"EmptyLogs", func(p progress.Reporter, _ int) { p.Log("") }},
+			{"EmptyTokens", func(p progress.Reporter, _ int) { p.Token("") }},
+			{"Progress", func(p progress.Reporter, i int) { p.Progress(i%100, "") }},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				h := newHarness(t, newBackends)
+				h.reg.MustRegister("chatty", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+					for i := range 5000 {
+						c.report(ft.Progress, i)
+					}
+					return "done", nil
+				}))
+				h.start(queue.WorkerConfig{MaxReportBytes: 100, MaxRunReportBytes: limit})
+				id := h.enqueue("chatty", "", queue.EnqueueOptions{})
+				snap := h.waitTerminal(id)
+				require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+				events, err := h.store.Events(context.Background(), id, "")
+				require.NoError(t, err)
+				t.Logf("the task's log holds %d events, %d bytes as JSON; its snapshot is %d bytes of JSON",
+					len(events), eventsJSONBytes(t, events), snapshotBytes(t, snap))
+				assert.LessOrEqual(t, len(events), bound, "the run's events are bounded")
+				assert.LessOrEqual(t, snapshotBytes(t, snap), 3*limit, "and so is its snapshot")
+			})
+		}
 	})
 
 	t.Run("NoRunLimit", func(t *testing.T) {
@@ -457,6 +501,19 @@ func eventBytes(events []progress.Event) int {
 	n := 0
 	for _, e := range events {
 		n += e.Size()
+	}
+	return n
+}
+
+// eventsJSONBytes returns the size of events as JSON, one by one: about
+// what the task's event log holds for them.
+func eventsJSONBytes(t *testing.T, events []progress.Event) int {
+	t.Helper()
+	n := 0
+	for _, e := range events {
+		b, err := json.Marshal(e)
+		require.NoError(t, err)
+		n += len(b)
 	}
 	return n
 }
