@@ -3,6 +3,7 @@ package ssehttp
 import (
 	"fmt"
 	"net/url"
+	"strconv"
 
 	"github.com/flowsrun/flows/internal/text"
 )
@@ -38,7 +39,7 @@ func parseMode(q url.Values) (streamMode, error) {
 		return modeSnapshots, nil
 	}
 	if len(values) > 1 {
-		return 0, fmt.Errorf("mode given %d times; give it once: %s or %s", len(values), ModeSnapshots, ModeUpdates)
+		return 0, fmt.Errorf("%s: %s or %s", givenOnce("mode", len(values)), ModeSnapshots, ModeUpdates)
 	}
 	switch v := values[0]; v {
 	case "", ModeSnapshots:
@@ -51,4 +52,11 @@ func parseMode(q url.Values) (streamMode, error) {
 		}
 		return 0, fmt.Errorf("unknown mode %q: want %s or %s", v, ModeSnapshots, ModeUpdates)
 	}
+}
+
+// givenOnce is the message of a 400 answer to a request that gives the
+// parameter or header name n times where it takes one: which of them the
+// client meant is not for the server to guess.
+func givenOnce(name string, n int) string {
+	return name + " given " + strconv.Itoa(n) + " times; give it once"
 }

@@ -31,13 +31,13 @@ func (h *Handler) taskStatus(w http.ResponseWriter, r *http.Request) {
 	// Idempotency-Key.
 	headers := r.Header.Values("Last-Event-ID")
 	if len(headers) > 1 {
-		writeError(w, http.StatusBadRequest, "Last-Event-ID given "+strconv.Itoa(len(headers))+" times; give it once")
+		writeError(w, http.StatusBadRequest, givenOnce("Last-Event-ID", len(headers)))
 		return
 	}
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
 		if ids := r.URL.Query()["lastEventId"]; len(ids) > 1 {
-			writeError(w, http.StatusBadRequest, "lastEventId given "+strconv.Itoa(len(ids))+" times; give it once")
+			writeError(w, http.StatusBadRequest, givenOnce("lastEventId", len(ids)))
 			return
 		} else if len(ids) == 1 {
 			lastID = ids[0]

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/flowsrun/flows/progress"
@@ -125,7 +124,7 @@ func (h *Handler) taskInfo(r *http.Request, id string) (*queue.TaskInfo, error) 
 func (h *Handler) waitParam(w http.ResponseWriter, r *http.Request) (wait time.Duration, ok bool) {
 	values := r.URL.Query()["wait"]
 	if len(values) > 1 {
-		writeError(w, http.StatusBadRequest, "wait given "+strconv.Itoa(len(values))+" times; give it once")
+		writeError(w, http.StatusBadRequest, givenOnce("wait", len(values)))
 		return 0, false
 	}
 	if len(values) == 0 || values[0] == "" {

@@ -59,12 +59,12 @@ const (
 // ended; the caller runs them or hands them back. A wait cut short by
 // ctx's deadline likewise ends with a look whose answer is awaited.
 //
-// With Config.FetchDelay set, a Fetch whose plan says to wait, of a worker that has been taking tasks
-// fast enough for the delay to pay (see fetchPace), first sleeps until
-// FetchDelay has passed since the worker last took tasks, or until the
-// plan's time if sooner, and half the time ctx has left at most, holding
-// nothing, and then waits and takes as above: tasks
-// enqueued meanwhile are taken at once, together.
+// With Config.FetchDelay set, a Fetch whose plan says to wait, of a
+// worker that has been taking tasks fast enough for the delay to pay (see
+// fetchPace), first sleeps until FetchDelay has passed since the worker
+// last took tasks, or until the plan's time if sooner, and half the time
+// ctx has left at most, holding nothing, and then waits and takes as
+// above: tasks enqueued meanwhile are taken at once, together.
 func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
 	leases, _, err := b.FetchWithState(ctx, worker, max, lease)
 	return leases, err
