@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -131,7 +132,11 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 			return "done", nil
 		}))
 		id := h.enqueue("dump", "", queue.EnqueueOptions{})
-		watched := h.follow(id)
+		// The watcher is sent 16 MiB, a MiB a message; on a Redis
+		// Cluster under the race detector and a loaded machine that took
+		// as long as the whole of long (the context, not the behaviour,
+		// ended the subscription).
+		watched := h.followFor(id, 4*long)
 		h.start(queue.WorkerConfig{})
 
 		snap := h.waitTerminal(id)
@@ -532,7 +537,13 @@ func snapshotBytes(t *testing.T, snap progress.Snapshot) int {
 // terminal event) and returns what it delivered.
 func (h *harness) follow(id string) func() []progress.Event {
 	h.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), long)
+	return h.followFor(id, long)
+}
+
+// followFor is follow with d for the subscription to end in.
+func (h *harness) followFor(id string, d time.Duration) func() []progress.Event {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	h.t.Cleanup(cancel)
 	ch, err := h.store.Subscribe(ctx, id, "")
 	require.NoError(h.t, err, "Subscribe %s", id)
