@@ -102,6 +102,9 @@ type depthGauge struct {
 	failing atomic.Bool
 }
 
+// depthProbeTimeout bounds a read of the depth while the reads fail.
+const depthProbeTimeout = time.Second
+
 // depthStates are the flows.queue.state of the depth's four counts.
 var depthStates = [...]metric.ObserveOption{
 	metric.WithAttributeSet(attribute.NewSet(telemetry.Where.String("ready"))),
@@ -118,11 +121,17 @@ var depthStates = [...]metric.ObserveOption{
 // would export none of the other metrics of that collection. It logs
 // through the broker's Logger instead, once when the reads start to fail
 // and once when they work again. A collection while the backend is down
-// still tries, and waits for the backend's answer, up to its operation
-// timeout (redisbackend.Config.OpTimeout), so that the gauge comes back
-// at the first collection after the backend does.
+// still tries, so that the gauge comes back at the first collection after
+// the backend does, but waits for the backend's answer only
+// depthProbeTimeout: a read that fails first has the backend's operation
+// timeout (redisbackend.Config.OpTimeout), and an unreachable backend
+// would otherwise hold every scrape or export of the outage that long.
 func (g *depthGauge) observe(ctx context.Context, o metric.Int64Observer) error {
-	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	limit := opTimeout
+	if g.failing.Load() {
+		limit = depthProbeTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	n, err := g.backend.Depth(ctx)
 	if err != nil {
