@@ -36,18 +36,25 @@ import (
 // panics; toolLeaks has a tool whose error quotes a URL with a secret
 // (apiSecret) in its query, as the errors of HTTP clients do; namedModel
 // calls a model named namedModelName in its call options, which answers
-// with its token counts.
+// with its token counts; describedModel calls that model described by
+// describedInfo (lcflow.DescribedModel), with no model in its call
+// options, and describedNamed the same named in its call options.
 const (
-	flaky       = "flaky"
-	chain       = "chain"
-	namedModel  = "named_model"
-	toolPanics  = "tool_panics"
-	modelPanics = "model_panics"
-	toolLeaks   = "tool_leaks"
-	apiSecret   = "s3cr3tAPIkey"
+	flaky          = "flaky"
+	chain          = "chain"
+	namedModel     = "named_model"
+	describedModel = "described_model"
+	describedNamed = "described_named"
+	toolPanics     = "tool_panics"
+	modelPanics    = "model_panics"
+	toolLeaks      = "tool_leaks"
+	apiSecret      = "s3cr3tAPIkey"
 
 	namedModelName = "echo-1"
 )
+
+// describedInfo is what describedModel tells of its model.
+var describedInfo = lcflow.ModelInfo{Provider: "openai", Model: "echo-2"}
 
 var errFirstTry = errors.New("the first try fails")
 
@@ -74,6 +81,14 @@ func newRegistry() *registry.Registry {
 		prompts.NewPromptTemplate("Answer:\n{{.topic}}", []string{"topic"}))))
 	named.CallOptions = []chains.ChainCallOption{chains.WithModel(namedModelName)}
 	reg.MustRegister(namedModel, named)
+	described := func() *lcflow.Flow {
+		return lcflow.Chain(lcflow.Step("Answering", chains.NewLLMChain(lcflow.DescribedModel(usageModel{}, describedInfo),
+			prompts.NewPromptTemplate("Answer:\n{{.topic}}", []string{"topic"}))))
+	}
+	reg.MustRegister(describedModel, described())
+	describedAndNamed := described()
+	describedAndNamed.CallOptions = []chains.ChainCallOption{chains.WithModel(namedModelName)}
+	reg.MustRegister(describedNamed, describedAndNamed)
 	return reg
 }
 

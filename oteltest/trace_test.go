@@ -216,6 +216,40 @@ func TestModelCallSpan(t *testing.T) {
 	}, chat.Attrs)
 }
 
+// TestDescribedModelCallSpan: a model described with lcflow.DescribedModel
+// names its provider in gen_ai.provider.name, and its model in the span's
+// name and gen_ai.request.model when the call options name none; a model
+// the call options name takes its place.
+func TestDescribedModelCallSpan(t *testing.T) {
+	for _, tc := range []struct{ flow, model string }{
+		{describedModel, describedInfo.Model},
+		{describedNamed, namedModelName},
+	} {
+		t.Run(tc.flow, func(t *testing.T) {
+			tp, rec := newTracer(t)
+			store := progress.NewMemoryStore(progress.MemoryConfig{})
+			s := newStack(t, queue.NewMemory(queue.MemoryConfig{}), store, store, providers{tp: tp}, false)
+			id := s.start(t, tc.flow, `{"topic": "otters"}`)
+			require.Equal(t, progress.StateSuccess, s.wait(t, id))
+			st := waitSpans(t, rec, func(st spanTree) bool { return len(st.of("flows.run", keyTask, id)) == 1 })
+
+			steps := st.children(st.of("flows.run", keyTask, id)[0])["step Answering"]
+			require.Len(t, steps, 1)
+			calls := st.children(steps[0])
+			chats := calls["chat "+tc.model]
+			require.Len(t, chats, 1, "children of the step: %v", calls)
+			assert.Equal(t, map[string]string{
+				"gen_ai.operation.name":      "chat",
+				"gen_ai.provider.name":       describedInfo.Provider,
+				"gen_ai.request.model":       tc.model,
+				"gen_ai.request.stream":      "true",
+				"gen_ai.usage.input_tokens":  "12",
+				"gen_ai.usage.output_tokens": "5",
+			}, chats[0].Attrs)
+		})
+	}
+}
+
 // TestTraceContinuesTheRequestsTrace: a start-task request carrying a
 // traceparent header puts the task in that trace.
 func TestTraceContinuesTheRequestsTrace(t *testing.T) {

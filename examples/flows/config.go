@@ -9,6 +9,7 @@ import (
 	"github.com/tmc/langchaingo/tools"
 
 	"github.com/flowsrun/flows/examples/llm"
+	"github.com/flowsrun/flows/flow/lcflow"
 	"github.com/flowsrun/flows/flow/lcflow/tavily"
 )
 
@@ -107,7 +108,7 @@ func (c Config) model() (llms.Model, string, error) {
 		off.Delay = c.token()
 		m = paced(off, c.step())
 	}
-	return m, info.Label, nil
+	return lcflow.DescribedModel(m, lcflow.ModelInfo{Provider: info.SpanProvider(), Model: info.Model}), info.Label, nil
 }
 
 // search returns the flows' search tool and its label.

@@ -74,6 +74,16 @@ type Info struct {
 	Label string `json:"label"`
 }
 
+// SpanProvider is the provider's gen_ai.provider.name in OpenTelemetry's
+// GenAI conventions: "gcp.gemini" for Gemini, the Provider constant
+// otherwise ("offline" labels the offline model in traces too).
+func (i Info) SpanProvider() string {
+	if i.Provider == ProviderGemini {
+		return "gcp.gemini"
+	}
+	return i.Provider
+}
+
 // FromEnv returns the model the environment asks for, read through getenv
 // (os.Getenv in a program, a map in tests). It makes no network call. A
 // provider that is asked for but misconfigured (a malformed OLLAMA_HOST,

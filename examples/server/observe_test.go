@@ -62,6 +62,7 @@ type otlpCollector struct {
 // otlpSpan is what the test reads of a span.
 type otlpSpan struct {
 	name, traceID, spanID, parentID, service string
+	attrs                                    map[string]string // string values only
 }
 
 func (c *otlpCollector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -78,7 +79,13 @@ func (c *otlpCollector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 			ScopeSpans []struct {
-				Spans []struct{ Name, TraceID, SpanID, ParentSpanID string }
+				Spans []struct {
+					Name, TraceID, SpanID, ParentSpanID string
+					Attributes                          []struct {
+						Key   string
+						Value struct{ StringValue string }
+					}
+				}
 			}
 		}
 	}
@@ -97,8 +104,12 @@ func (c *otlpCollector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
+				attrs := map[string]string{}
+				for _, kv := range s.Attributes {
+					attrs[kv.Key] = kv.Value.StringValue
+				}
 				c.spans = append(c.spans, otlpSpan{name: s.Name, traceID: s.TraceID,
-					spanID: s.SpanID, parentID: s.ParentSpanID, service: service})
+					spanID: s.SpanID, parentID: s.ParentSpanID, service: service, attrs: attrs})
 			}
 		}
 	}
@@ -152,7 +163,14 @@ func TestServerExportsTraces(t *testing.T) {
 		}
 	}
 	assert.GreaterOrEqual(t, steps, 2, "poem_flow's steps")
-	assert.NotEmpty(t, byName["chat"], "the model calls")
+	// The demo describes the model it picked (lcflow.DescribedModel):
+	// here the offline model, labelled as such.
+	chats := byName["chat offline"]
+	require.NotEmpty(t, chats, "the model calls, named by the model: spans %+v", spans)
+	for _, c := range chats {
+		assert.Equal(t, "offline", c.attrs["gen_ai.provider.name"])
+		assert.Equal(t, "offline", c.attrs["gen_ai.request.model"])
+	}
 }
 
 // TestServerWritesHistory: with DATABASE_URL set, every task the

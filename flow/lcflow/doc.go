@@ -151,18 +151,17 @@
 // gen_ai.tool.name. A model call is a CLIENT span with
 // gen_ai.operation.name "chat"; gen_ai.request.model and the model in the
 // span's name when its call options name the model (llms.WithModel, or
-// chains.WithModel in Flow.CallOptions), otherwise the span is "chat"
-// alone, as langchaingo's llms.Model does not tell the model its client
-// was made with; gen_ai.request.stream when the call streams (every call
-// a Flow's chains make does); and gen_ai.usage.input_tokens and
+// chains.WithModel in Flow.CallOptions) or DescribedModel does, otherwise
+// the span is "chat" alone, as langchaingo's llms.Model does not tell the
+// model its client was made with; gen_ai.provider.name (formerly
+// gen_ai.system) when DescribedModel names the provider, as nothing in
+// llms.Model says which provider a model calls and a guess from its Go
+// type would be wrong for an OpenAI-compatible server or a wrapped model;
+// gen_ai.request.stream when the call streams (every call a Flow's chains
+// make does); and gen_ai.usage.input_tokens and
 // gen_ai.usage.output_tokens when the answer carries its token counts
 // (most providers put them in each choice's GenerationInfo, under names
-// of their own, which the span reads). gen_ai.provider.name (formerly
-// gen_ai.system) is not set: nothing in llms.Model says which provider a
-// model calls, and a guess from its Go type would be wrong for an
-// OpenAI-compatible server or a wrapped model. Add it, if you know it,
-// with a span processor of your own that sets it on the spans whose
-// gen_ai.operation.name is "chat".
+// of their own, which the span reads).
 //
 // The error texts on those spans go through the same redaction as the
 // task's status: the password of a URL, secret query parameters and

@@ -29,7 +29,8 @@ import (
 // Inside a traced run each call that reaches m is a CLIENT span "chat
 // <model>" with the GenAI attributes langchaingo tells of it: the model
 // its call options name, and the token counts of its answer (see the
-// package documentation, Tracing).
+// package documentation, Tracing). DescribedModel adds what langchaingo
+// does not tell: the provider, and the model m's client was made with.
 //
 // An error of m that is a refusal no retry can fix (a wrong key, an
 // unknown model, a request too long: see PermanentIfRefused) comes out
@@ -46,7 +47,44 @@ func Model(m llms.Model) llms.Model {
 	return reportingModel{m: m}
 }
 
-type reportingModel struct{ m llms.Model }
+// ModelInfo says what a model calls, for the spans of its calls:
+// langchaingo's llms.Model tells neither its provider nor the model its
+// client was made with.
+type ModelInfo struct {
+	// Provider is the span's gen_ai.provider.name: one of the values
+	// OpenTelemetry's GenAI conventions list where one fits ("openai",
+	// "anthropic", "gcp.gemini", "aws.bedrock", "mistral_ai", ...),
+	// otherwise a name of your own in lower case ("ollama"). For an
+	// OpenAI-compatible server, the provider behind it when you know it.
+	// Empty leaves the attribute out.
+	Provider string
+	// Model is the model m's client was made with (openai.WithModel and
+	// its like): the span's gen_ai.request.model and the model in its
+	// name, when the call's options name none. A model the call options
+	// name (llms.WithModel, chains.WithModel) takes its place.
+	Model string
+}
+
+// DescribedModel is Model(m) whose calls' spans also carry info: the
+// provider as gen_ai.provider.name, and info.Model as the model of each
+// call whose options name none. Describing a model that Model or
+// DescribedModel already wrapped replaces its info. Outside a traced run
+// info costs nothing.
+func DescribedModel(m llms.Model, info ModelInfo) llms.Model {
+	if m == nil {
+		panic("lcflow.DescribedModel: nil model")
+	}
+	if rm, ok := m.(reportingModel); ok {
+		m = rm.m
+	}
+	return reportingModel{m: m, info: info}
+}
+
+// reportingModel is the model Model and DescribedModel return.
+type reportingModel struct {
+	m    llms.Model
+	info ModelInfo
+}
 
 func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.MessageContent, options ...llms.CallOption) (*llms.ContentResponse, error) {
 	h := HandlerFromContext(ctx)
@@ -66,7 +104,7 @@ func (r reportingModel) GenerateContent(ctx context.Context, messages []llms.Mes
 		return &recorded, nil
 	}
 	h.llmStarted()
-	ctx, span := startChatSpan(ctx, options)
+	ctx, span := startChatSpan(ctx, options, r.info)
 	ended := false
 	defer endUnlessEnded(span, &ended)
 	resp, err := r.m.GenerateContent(markModelReported(ctx), messages, options...)

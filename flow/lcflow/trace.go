@@ -20,6 +20,7 @@ import (
 const (
 	attrStep          = attribute.Key("flows.step.name")
 	attrOperation     = attribute.Key("gen_ai.operation.name")
+	attrProvider      = attribute.Key("gen_ai.provider.name")
 	attrTool          = attribute.Key("gen_ai.tool.name")
 	attrRequestModel  = attribute.Key("gen_ai.request.model")
 	attrRequestStream = attribute.Key("gen_ai.request.stream")
@@ -56,12 +57,13 @@ func tracer(parent trace.Span) trace.Tracer {
 // startChatSpan starts the span of a model call made with options, as
 // startSpan does: a CLIENT span (the model is a service the call goes
 // out to), named "chat <model>" when the call options name the model
-// (llms.WithModel, chains.WithModel) and "chat" when they do not (the
-// model was chosen when its client was made, which langchaingo's
-// llms.Model does not tell), with gen_ai.request.model and, when the call
+// (llms.WithModel, chains.WithModel) or info does, and "chat" when
+// neither does (the model was chosen when its client was made, which
+// langchaingo's llms.Model does not tell), with gen_ai.request.model,
+// gen_ai.provider.name when info names the provider and, when the call
 // asks for a stream, gen_ai.request.stream. The options are read only
 // inside a traced run.
-func startChatSpan(ctx context.Context, options []llms.CallOption) (context.Context, trace.Span) {
+func startChatSpan(ctx context.Context, options []llms.CallOption, info ModelInfo) (context.Context, trace.Span) {
 	parent := trace.SpanFromContext(ctx)
 	if !parent.IsRecording() {
 		return ctx, noSpan
@@ -70,12 +72,19 @@ func startChatSpan(ctx context.Context, options []llms.CallOption) (context.Cont
 	for _, opt := range options {
 		opt(&o)
 	}
+	model := o.Model
+	if model == "" {
+		model = info.Model
+	}
 	name := opChat
-	attrs := make([]attribute.KeyValue, 1, 3)
+	attrs := make([]attribute.KeyValue, 1, 4)
 	attrs[0] = attrOperation.String(opChat)
-	if o.Model != "" {
-		name += " " + o.Model
-		attrs = append(attrs, attrRequestModel.String(o.Model))
+	if model != "" {
+		name += " " + model
+		attrs = append(attrs, attrRequestModel.String(model))
+	}
+	if info.Provider != "" {
+		attrs = append(attrs, attrProvider.String(info.Provider))
 	}
 	if o.StreamingFunc != nil {
 		attrs = append(attrs, attrRequestStream.Bool(true))

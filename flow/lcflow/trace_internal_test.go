@@ -55,3 +55,22 @@ func TestUsage(t *testing.T) {
 		})
 	}
 }
+
+// TestDescribedModelWrapsOnce: describing a model Model wrapped wraps it
+// once, with the new info; Model of a described model keeps its info.
+func TestDescribedModelWrapsOnce(t *testing.T) {
+	base := fakeModel{id: 1}
+	info := ModelInfo{Provider: "openai", Model: "m-1"}
+	d := DescribedModel(Model(base), info)
+	assert.Equal(t, reportingModel{m: base, info: info}, d)
+	assert.Equal(t, d, Model(d), "Model keeps the info")
+	other := ModelInfo{Provider: "anthropic"}
+	assert.Equal(t, reportingModel{m: base, info: other}, DescribedModel(d, other), "the info is replaced")
+	assert.Panics(t, func() { DescribedModel(nil, info) })
+}
+
+// fakeModel is a model that is never called.
+type fakeModel struct {
+	llms.Model
+	id int
+}
