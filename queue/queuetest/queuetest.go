@@ -127,12 +127,27 @@ func requireNothingReady(t *testing.T, b queue.Backend) {
 // eventually polls cond until it holds, failing the test after long.
 func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(long)
-	for !cond() {
+	eventuallyWithin(t, long, cond, msg, args...)
+}
+
+// eventuallyWithin polls cond until it holds, failing the test after d.
+// It waits poll between two calls, or four times what the last call took
+// when that is longer: a cond that reads a snapshot of many megabytes
+// (the report limit's tests) would otherwise keep the store busy with
+// reads, slowing the very writes the test waits for.
+func eventuallyWithin(t *testing.T, d time.Duration, cond func() bool, msg string, args ...any) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		start := time.Now()
+		if cond() {
+			return
+		}
+		took := time.Since(start)
 		if time.Now().After(deadline) {
 			require.FailNowf(t, "condition not met in time", msg, args...)
 		}
-		time.Sleep(poll)
+		time.Sleep(max(poll, 4*took))
 	}
 }
 
@@ -293,12 +308,32 @@ func (h *harness) snapshot(id string) progress.Snapshot {
 // its snapshot.
 func (h *harness) waitTerminal(id string) progress.Snapshot {
 	h.t.Helper()
+	return h.waitTerminalWithin(id, long)
+}
+
+// waitTerminalWithin is waitTerminal waiting up to d.
+func (h *harness) waitTerminalWithin(id string, d time.Duration) progress.Snapshot {
+	h.t.Helper()
 	var snap progress.Snapshot
-	eventually(h.t, func() bool {
+	eventuallyWithin(h.t, d, func() bool {
 		snap = h.snapshot(id)
 		return snap.State.Terminal()
-	}, "task %s did not reach a terminal state; last %+v", id, &snap)
+	}, "task %s did not reach a terminal state; last %v", id, snapSummary{&snap})
 	return snap
+}
+
+// snapSummary prints a snapshot's state, progress, status and number of
+// steps, not its steps: a failure message holding the megabytes of the
+// report limit's tests could not be shown.
+type snapSummary struct{ snap *progress.Snapshot }
+
+func (s snapSummary) String() string {
+	d := s.snap.Details
+	status := d.Status
+	if len(status) > 200 {
+		status = fmt.Sprintf("%.80q... (%d bytes)", status, len(status))
+	}
+	return fmt.Sprintf("state %s, progress %d, status %q, %d steps", s.snap.State, d.Progress, status, len(d.StepResults))
 }
 
 // stepMessages lists the messages of the task's log steps.

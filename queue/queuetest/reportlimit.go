@@ -139,7 +139,7 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		watched := h.followFor(id, 4*long)
 		h.start(queue.WorkerConfig{})
 
-		snap := h.waitTerminal(id)
+		snap := h.waitTerminalWithin(id, 4*long)
 		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 		assert.Equal(t, `"done"`, string(snap.Details.FinalResult))
 		events, err := h.store.Events(context.Background(), id, "")
@@ -326,7 +326,10 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 				}))
 				h.start(c.cfg)
 				id := h.enqueue("chatty", "", queue.EnqueueOptions{})
-				snap := h.waitTerminal(id)
+				// 20 MiB of reports took longer than long under the
+				// race detector on a loaded machine (the suite with
+				// delays, on Redis).
+				snap := h.waitTerminalWithin(id, 4*long)
 				require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 				msgs := stepMessages(snap)
 				require.Len(t, msgs, 20, "no log entry is dropped, none says so")
