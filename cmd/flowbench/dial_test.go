@@ -3,13 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +15,7 @@ import (
 
 	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/testcert"
 )
 
 // tlsURLEnv names, for the test binary run again by
@@ -51,7 +45,7 @@ func TestTLSClusterSharingOneCertificate(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	writeTestCerts(t, dir, "localhost")
+	testcert.Write(t, dir, "localhost")
 	tlsPort, err := redisproc.FreePort()
 	require.NoError(t, err)
 	redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1, Args: []string{
@@ -89,36 +83,4 @@ func TestUnixSocketURL(t *testing.T) {
 	err = run(ctx, []string{"-quick", "-scenario", "roundtrips"}, getenv, &out)
 	require.NoError(t, err, "output so far:\n%s", out.String())
 	assert.Contains(t, out.String(), "at REDIS_URL")
-}
-
-// writeTestCerts writes to dir a CA (ca.crt) and a server certificate it
-// signed (node.crt, node.key) for the DNS names given.
-func writeTestCerts(t *testing.T, dir string, names ...string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flowbench test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	caCert, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, DNSNames: names,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	for name, block := range map[string]*pem.Block{
-		"ca.crt":   {Type: "CERTIFICATE", Bytes: caDER},
-		"node.crt": {Type: "CERTIFICATE", Bytes: der},
-		"node.key": {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600))
-	}
 }

@@ -2,17 +2,10 @@ package redisform
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -25,6 +18,7 @@ import (
 
 	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/testcert"
 )
 
 // TestParseURLKeepsCredentialsOut gives ParseURL URLs with a password and
@@ -98,9 +92,9 @@ func TestParseURLVerifiesEachNode(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			ca := writeCerts(t, dir, tc.names...)
+			ca := testcert.Write(t, dir, tc.names...)
 			if tc.otherCA {
-				ca = writeCerts(t, t.TempDir(), tc.names...)
+				ca = testcert.Write(t, t.TempDir(), tc.names...)
 			}
 			tlsPort, err := redisproc.FreePort()
 			require.NoError(t, err)
@@ -146,56 +140,13 @@ func TestParseURLVerifiesEachNode(t *testing.T) {
 	}
 }
 
-// writeCerts writes to dir a CA (ca.crt) and a server certificate it
-// signed (node.crt, node.key) that holds names only (an IP address or a
-// DNS name each), and returns a pool holding the CA.
-func writeCerts(t *testing.T, dir string, names ...string) *x509.CertPool {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "redisform test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	caCert, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: names[0]},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	for _, name := range names {
-		if ip := net.ParseIP(name); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, name)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	require.NoError(t, err)
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	require.NoError(t, err)
-	for name, block := range map[string]*pem.Block{
-		"ca.crt":   {Type: "CERTIFICATE", Bytes: caDER},
-		"node.crt": {Type: "CERTIFICATE", Bytes: der},
-		"node.key": {Type: "PRIVATE KEY", Bytes: keyDER},
-	} {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600))
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(caCert)
-	return pool
-}
-
 // TestParseURLKeepsTheCallersTLSSettings dials, with the options'
 // DialCtxFn, a TLS server on 127.0.0.1 whose certificate names
 // localhost only, through a URL naming localhost: what a caller sets on
 // the options' TLSConfig after ParseURL still counts.
 func TestParseURLKeepsTheCallersTLSSettings(t *testing.T) {
 	dir := t.TempDir()
-	ca := writeCerts(t, dir, "localhost")
+	ca := testcert.Write(t, dir, "localhost")
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "node.crt"), filepath.Join(dir, "node.key"))
 	require.NoError(t, err)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})

@@ -1,11 +1,14 @@
 // Package redisproc runs a throwaway redis-server process on a free
 // loopback port, for the module's tests (through package redistest) and
 // for the benchmark command. The server listens on 127.0.0.1 only, never
-// on 6379, and keeps its files in a directory of its own.
+// on 6379, and keeps its files in a directory of its own; given TLS
+// files, it listens on TLS only.
 package redisproc
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -61,6 +64,64 @@ type Options struct {
 	// cluster bus on a free port of its own (not port+10000, which may be
 	// taken).
 	ClusterBus bool
+	// TLS, when set, has the server listen on TLS only: its port is a
+	// tls-port, the plain one is off (port 0), and the connections it
+	// makes itself (a replica's to its primary, a sentinel's to the
+	// servers it watches and to the other sentinels) are TLS too
+	// (tls-replication). Clients need no certificate of their own. The
+	// package's own connections to it (Server.Do) are TLS then.
+	TLS *TLS
+}
+
+// TLS names the files of a server that listens on TLS.
+type TLS struct {
+	// CertFile and KeyFile are the server's certificate and its key
+	// (tls-cert-file, tls-key-file), which it also presents as a client.
+	CertFile, KeyFile string
+	// CAFile holds the CAs the server trusts (tls-ca-cert-file): the
+	// certificates of the servers it connects to must chain to one.
+	CAFile string
+}
+
+// args returns the server arguments that have it listen on port over TLS
+// only.
+func (t *TLS) args(port int) []string {
+	return []string{"--port", "0", "--tls-port", strconv.Itoa(port),
+		"--tls-cert-file", t.CertFile, "--tls-key-file", t.KeyFile, "--tls-ca-cert-file", t.CAFile,
+		"--tls-auth-clients", "no", "--tls-replication", "yes"}
+}
+
+// clientConfig returns the config of the package's own connections to a
+// server with these files: its certificate must chain to CAFile. Its
+// names are not checked: the package dials a process it started, on the
+// loopback address, whose process id it checks (a test may well give a
+// server a certificate that names another host, to see a client refuse
+// it).
+func (t *TLS) clientConfig() (*tls.Config, error) {
+	pem, err := os.ReadFile(t.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("redisproc: read the CA file: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("redisproc: no certificate in %s", t.CAFile)
+	}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // the chain is checked below, the names are not
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			certs := cs.PeerCertificates
+			if len(certs) == 0 {
+				return errors.New("redisproc: the server sent no certificate")
+			}
+			opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool()}
+			for _, c := range certs[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := certs[0].Verify(opts)
+			return err
+		},
+	}, nil
 }
 
 // configFile is the name of the file Options.Config is written to.
@@ -75,6 +136,7 @@ type Server struct {
 	port    int
 	busPort int // the cluster bus's, with Options.ClusterBus
 	args    []string
+	tls     *tls.Config // the config of Do's connections, with Options.TLS
 
 	mu   sync.Mutex
 	proc *exec.Cmd
@@ -90,6 +152,11 @@ func Start(opts Options) (*Server, error) {
 		return nil, ErrNotInstalled
 	}
 	s := &Server{bin: bin, dir: opts.Dir}
+	if opts.TLS != nil {
+		if s.tls, err = opts.TLS.clientConfig(); err != nil {
+			return nil, err
+		}
+	}
 	if s.dir == "" {
 		if s.dir, err = os.MkdirTemp("", "redisproc-"); err != nil {
 			return nil, fmt.Errorf("redisproc: make a directory: %w", err)
@@ -135,7 +202,8 @@ func Start(opts Options) (*Server, error) {
 // Args returns the command-line arguments of a server on port with its
 // files in dir: the config file and --sentinel if opts ask for them,
 // loopback only, no RDB snapshots, replicas served without delay, the
-// append-only file as opts says, then opts.Args.
+// append-only file as opts says, TLS only if opts.TLS is set (port then
+// being its tls-port), then opts.Args.
 func Args(port int, dir string, opts Options) []string {
 	var args []string
 	if opts.Config != "" {
@@ -144,8 +212,12 @@ func Args(port int, dir string, opts Options) []string {
 	if opts.Sentinel {
 		args = append(args, "--sentinel")
 	}
+	if opts.TLS != nil {
+		args = append(args, opts.TLS.args(port)...)
+	} else {
+		args = append(args, "--port", strconv.Itoa(port))
+	}
 	args = append(args,
-		"--port", strconv.Itoa(port),
 		"--bind", "127.0.0.1",
 		"--dir", dir,
 		"--logfile", "redis.log",
@@ -207,7 +279,7 @@ func (s *Server) launch() error {
 
 	deadline := time.Now().Add(StartTimeout)
 	for {
-		err := Ping(s.Addr())
+		err := s.Ping()
 		if err == nil {
 			if err = s.answersAs(cmd.Process.Pid); err == nil {
 				return nil
@@ -232,7 +304,7 @@ func (s *Server) launch() error {
 // answersAs checks that the server answering on s's port is the process
 // pid (INFO's process_id).
 func (s *Server) answersAs(pid int) error {
-	info, err := DoString(s.Addr(), "INFO", "server")
+	info, err := s.DoString("INFO", "server")
 	if err != nil {
 		return fmt.Errorf("INFO server on port %d: %w", s.port, err)
 	}
@@ -245,8 +317,15 @@ func (s *Server) answersAs(pid int) error {
 // Ping sends one inline PING to addr and expects +PONG (a server still
 // loading its append-only file answers -LOADING, which counts as not
 // ready).
-func Ping(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
+func Ping(addr string) error { return ping(addr, nil) }
+
+// Ping is the package's Ping of the server, over TLS for a server
+// started with Options.TLS.
+func (s *Server) Ping() error { return ping(s.Addr(), s.tls) }
+
+// ping is Ping over TLS with config, or plain TCP if config is nil.
+func ping(addr string, config *tls.Config) error {
+	conn, err := dial(addr, config)
 	if err != nil {
 		return err
 	}
@@ -268,9 +347,21 @@ func Ping(addr string) error {
 // Addr returns the server's host:port.
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.port)) }
 
-// URL returns the server's address as a redis:// URL, the form REDIS_URL
-// takes.
-func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+// URL returns the server's address as a redis:// URL (rediss:// for a
+// server started with Options.TLS), the form REDIS_URL takes.
+func (s *Server) URL() string { return s.scheme() + "://" + s.Addr() + "/0" }
+
+// scheme returns the scheme of the server's URLs: rediss over TLS, redis
+// otherwise.
+func (s *Server) scheme() string {
+	if s.tls != nil {
+		return "rediss"
+	}
+	return "redis"
+}
+
+// TLS reports whether the server listens on TLS only (Options.TLS).
+func (s *Server) TLS() bool { return s.tls != nil }
 
 // Port returns the server's port.
 func (s *Server) Port() int { return s.port }

@@ -62,8 +62,14 @@ func TestArgs(t *testing.T) {
 			}
 		})
 	}
-	args := Args(1, "/d", Options{Args: []string{"--save", "60 1"}})
-	assert.Equal(t, []string{"--save", "60 1"}, args[len(args)-2:], "extra args come last, so they override")
+	args := strings.Join(Args(7000, "/d", Options{TLS: &TLS{CertFile: "/c", KeyFile: "/k", CAFile: "/ca"}}), " ")
+	assert.Contains(t, args, "--port 0 --tls-port 7000 --tls-cert-file /c --tls-key-file /k --tls-ca-cert-file /ca")
+	assert.NotContains(t, args, "--port 7000", "no plain port")
+	args = strings.Join(Args(7000, "/d", Options{}), " ")
+	assert.NotContains(t, args, "tls")
+
+	last := Args(1, "/d", Options{Args: []string{"--save", "60 1"}})
+	assert.Equal(t, []string{"--save", "60 1"}, last[len(last)-2:], "extra args come last, so they override")
 }
 
 // TestLaunchOnATakenPortFails: a server started on a port another server

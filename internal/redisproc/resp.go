@@ -2,6 +2,8 @@ package redisproc
 
 import (
 	"bufio"
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,8 +37,43 @@ func Do(addr string, args ...string) (any, error) {
 // reply. One connection matters to commands that look at what the same
 // client did before them: WAIT counts the replicas that acknowledged the
 // writes of its own connection, and returns at once on a fresh one.
-func DoAll(addr string, cmds ...[]string) ([]any, error) {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
+func DoAll(addr string, cmds ...[]string) ([]any, error) { return doAll(addr, nil, cmds) }
+
+// Do is the package's Do on the server, over TLS for a server started
+// with Options.TLS.
+func (s *Server) Do(args ...string) (any, error) {
+	replies, err := doAll(s.Addr(), s.tls, [][]string{args})
+	if err != nil {
+		return nil, err
+	}
+	return replies[0], nil
+}
+
+// DoAll is the package's DoAll on the server, over TLS for a server
+// started with Options.TLS.
+func (s *Server) DoAll(cmds ...[]string) ([]any, error) { return doAll(s.Addr(), s.tls, cmds) }
+
+// DoString is the package's DoString on the server, over TLS for a
+// server started with Options.TLS.
+func (s *Server) DoString(args ...string) (string, error) {
+	return asString(args[0])(s.Do(args...))
+}
+
+// dial connects to addr within a second, over TLS with config or plain
+// TCP if config is nil.
+func dial(addr string, config *tls.Config) (net.Conn, error) {
+	if config == nil {
+		return net.DialTimeout("tcp", addr, time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: config}
+	return d.DialContext(ctx, "tcp", addr)
+}
+
+// doAll is DoAll over TLS with config, or plain TCP if config is nil.
+func doAll(addr string, config *tls.Config, cmds [][]string) ([]any, error) {
+	conn, err := dial(addr, config)
 	if err != nil {
 		return nil, err
 	}
@@ -69,15 +106,22 @@ func DoAll(addr string, cmds ...[]string) ([]any, error) {
 
 // DoString is Do for a command whose reply is a string.
 func DoString(addr string, args ...string) (string, error) {
-	reply, err := Do(addr, args...)
-	if err != nil {
-		return "", err
+	return asString(args[0])(Do(addr, args...))
+}
+
+// asString returns a function that returns a reply to the command name
+// as a string, or an error if it is none.
+func asString(name string) func(any, error) (string, error) {
+	return func(reply any, err error) (string, error) {
+		if err != nil {
+			return "", err
+		}
+		s, ok := reply.(string)
+		if !ok {
+			return "", fmt.Errorf("%s: reply %v is not a string", name, reply)
+		}
+		return s, nil
 	}
-	s, ok := reply.(string)
-	if !ok {
-		return "", fmt.Errorf("%s: reply %v is not a string", args[0], reply)
-	}
-	return s, nil
 }
 
 // readReply reads one RESP2 reply. An error reply inside an array is kept

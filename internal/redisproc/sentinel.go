@@ -40,6 +40,14 @@ type SentinelOptions struct {
 	AppendOnly  bool
 	AppendFsync string
 	Args        []string
+	// TLS, when set, has every server, the sentinels too, listen on TLS
+	// only and connect to the others over TLS (see Options.TLS).
+	TLS *TLS
+	// SentinelTLS, when set with TLS, are the sentinels' files in place of
+	// TLS's: a certificate of their own (its CAFile must also hold the
+	// CA of the primary's and the replicas' certificates, which the
+	// sentinels check).
+	SentinelTLS *TLS
 }
 
 // Sentinel is a primary, its replicas and the sentinels that monitor them,
@@ -95,7 +103,7 @@ func StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 		}
 		return Start(o)
 	}
-	data := Options{AppendOnly: opts.AppendOnly, AppendFsync: opts.AppendFsync, Args: opts.Args}
+	data := Options{AppendOnly: opts.AppendOnly, AppendFsync: opts.AppendFsync, Args: opts.Args, TLS: opts.TLS}
 	primary, err := start("primary", data)
 	if err != nil {
 		s.Close()
@@ -117,8 +125,12 @@ func StartSentinel(opts SentinelOptions) (*Sentinel, error) {
 		"sentinel failover-timeout %[1]s %[5]d\n"+
 		"sentinel parallel-syncs %[1]s 1\n",
 		opts.MasterName, primary.Port(), opts.Quorum, opts.DownAfter.Milliseconds(), opts.FailoverTimeout.Milliseconds())
+	sentinelTLS := opts.TLS
+	if opts.TLS != nil && opts.SentinelTLS != nil {
+		sentinelTLS = opts.SentinelTLS
+	}
 	for i := range opts.Sentinels {
-		sn, err := start("sentinel-"+strconv.Itoa(i), Options{Sentinel: true, Config: conf})
+		sn, err := start("sentinel-"+strconv.Itoa(i), Options{Sentinel: true, Config: conf, TLS: sentinelTLS})
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -137,10 +149,11 @@ func (s *Sentinel) MasterName() string { return s.masterName }
 
 // URL returns the sentinels' addresses and the master name as a
 // redis:// URL of the form rueidis.ParseURL reads and REDIS_URL takes:
-// redis://host:port?addr=host:port&addr=host:port&master_set=mymaster.
+// redis://host:port?addr=host:port&addr=host:port&master_set=mymaster
+// (rediss:// over TLS).
 func (s *Sentinel) URL() string {
 	var b strings.Builder
-	b.WriteString("redis://" + s.Sentinels[0].Addr() + "?")
+	b.WriteString(s.Sentinels[0].scheme() + "://" + s.Sentinels[0].Addr() + "?")
 	for _, sn := range s.Sentinels[1:] {
 		b.WriteString("addr=" + sn.Addr() + "&")
 	}
@@ -175,7 +188,7 @@ func (s *Sentinel) PrimaryAddr() (string, error) {
 		if !sn.Running() {
 			continue
 		}
-		reply, err := Do(sn.Addr(), "SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.masterName)
+		reply, err := sn.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", s.masterName)
 		if err != nil {
 			lastErr = err
 			continue
@@ -213,7 +226,7 @@ func (s *Sentinel) WaitFailover(old *Server) (*Server, error) {
 		p, err := s.Primary()
 		if err == nil && p != old {
 			var info string
-			if info, err = DoString(p.Addr(), "INFO", "replication"); err == nil {
+			if info, err = p.DoString("INFO", "replication"); err == nil {
 				if role := infoField(info, "role"); role == "master" {
 					return p, nil
 				}
@@ -247,7 +260,7 @@ func (s *Sentinel) Rejoin(old *Server) error {
 	}
 	deadline := time.Now().Add(ClusterTimeout)
 	for {
-		info, err := DoString(old.Addr(), "INFO", "replication")
+		info, err := old.DoString("INFO", "replication")
 		if err == nil && infoField(info, "master_link_status") == "up" {
 			return nil
 		}
@@ -276,7 +289,7 @@ func (s *Sentinel) waitReady(replicas int) error {
 
 func (s *Sentinel) checkReady(replicas int) error {
 	for _, r := range s.Data[1:] {
-		info, err := DoString(r.Addr(), "INFO", "replication")
+		info, err := r.DoString("INFO", "replication")
 		if err != nil {
 			return err
 		}
@@ -285,7 +298,7 @@ func (s *Sentinel) checkReady(replicas int) error {
 		}
 	}
 	for _, sn := range s.Sentinels {
-		reply, err := Do(sn.Addr(), "SENTINEL", "MASTER", s.masterName)
+		reply, err := sn.Do("SENTINEL", "MASTER", s.masterName)
 		if err != nil {
 			return err
 		}

@@ -1,10 +1,13 @@
 package redisproc
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/testcert"
 )
 
 func TestSentinelFailsOver(t *testing.T) {
@@ -43,4 +46,36 @@ func TestSentinelFailsOver(t *testing.T) {
 func TestSentinelURL(t *testing.T) {
 	s := &Sentinel{Sentinels: []*Server{{port: 26379}, {port: 26380}, {port: 26381}}, masterName: "m"}
 	assert.Equal(t, "redis://127.0.0.1:26379?addr=127.0.0.1:26380&addr=127.0.0.1:26381&master_set=m", s.URL())
+}
+
+// TestSentinelOverTLS starts a setup whose servers, the sentinels too,
+// listen on TLS only: a plain connection gets no answer, the package's
+// own connections (Do, Primary) are TLS, and the sentinels fail over
+// over TLS.
+func TestSentinelOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcert.NewCA(t, dir)
+	cert, key := ca.Issue(t, dir, "node", "127.0.0.1")
+	s, err := StartSentinel(SentinelOptions{TLS: &TLS{CertFile: cert, KeyFile: key, CAFile: ca.File}})
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	assert.True(t, strings.HasPrefix(s.URL(), "rediss://"+s.Sentinels[0].Addr()+"?"), s.URL())
+	for _, n := range append(s.Data, s.Sentinels...) {
+		assert.True(t, n.TLS())
+		assert.Error(t, Ping(n.Addr()), "%s answers plain TCP", n.Addr())
+		assert.NoError(t, n.Ping())
+	}
+
+	first, err := s.Primary()
+	require.NoError(t, err)
+	assert.Same(t, s.Data[0], first)
+	replies, err := first.DoAll([]string{"SET", "k", "v"}, []string{"WAIT", "1", "5000"})
+	require.NoError(t, err)
+	require.Equal(t, int64(1), replies[1], "the replica acknowledged the write")
+	first.Kill()
+	next, err := s.WaitFailover(first)
+	require.NoError(t, err)
+	v, err := next.DoString("GET", "k")
+	require.NoError(t, err)
+	assert.Equal(t, "v", v)
 }
