@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -78,7 +79,7 @@ func Hint(opt rueidis.ClientOption, err error) string {
 }
 
 // ParseURL returns the client options raw names, as rueidis.ParseURL
-// reads them, but for two things:
+// reads them, but for these things:
 //
 //   - Its error keeps raw's credentials out (redact): url.Parse's error,
 //     which rueidis.ParseURL returns, quotes the whole URL, password
@@ -97,6 +98,18 @@ func Hint(opt rueidis.ClientOption, err error) string {
 //     name only, a node whose certificate names only itself is refused;
 //     checked against the dialed address only, nodes sharing one
 //     certificate that names the URL's DNS name are. Both pass here.
+//   - With master_set, the sentinels are dialed as the primary is: over
+//     TLS with rediss://, their certificates checked as above (the
+//     sentinels named in the URL at the hosts it gives, the others at
+//     the addresses the sentinels announce), where rueidis.ParseURL
+//     leaves them plain TCP; Sentinel.TLSConfig is TLSConfig itself, so
+//     that a setting made on either after ParseURL holds for both.
+//     Sentinel.Dialer is Dialer (dial_timeout), and Sentinel.Username
+//     and Sentinel.Password are the query parameters sentinel_username
+//     and sentinel_password, the credentials the sentinels require; the
+//     URL's userinfo stays the primary's (and its replicas'), as
+//     rueidis.ParseURL reads it. Given either parameter, a URL without
+//     master_set is an error.
 //
 // TLSConfig.ServerName is left empty, so each connection sends the host
 // it dials as its server name (SNI), as crypto/tls does. The check is
@@ -106,26 +119,74 @@ func Hint(opt rueidis.ClientOption, err error) string {
 // certificate checked against that name only, as crypto/tls does;
 // skip_verify=true in the URL (InsecureSkipVerify) checks none. A
 // VerifyPeerCertificate or VerifyConnection set on TLSConfig runs after
-// the check and is given the chains it verified.
+// the check and is given the chains it verified. A caller that sets
+// Sentinel.TLSConfig to nil dials the sentinels over plain TCP.
 func ParseURL(raw string) (rueidis.ClientOption, error) {
 	opt, err := rueidis.ParseURL(raw)
 	if err != nil {
 		return opt, redact.Error(err, redact.Secrets(raw)...)
 	}
+	if err := sentinelCredentials(raw, &opt); err != nil {
+		return opt, err
+	}
 	if opt.TLSConfig != nil {
 		opt.DialCtxFn = dialTLS(opt.TLSConfig.ServerName)
 		opt.TLSConfig.ServerName = ""
 	}
+	if opt.Sentinel.MasterSet != "" {
+		opt.Sentinel.TLSConfig = opt.TLSConfig
+		opt.Sentinel.Dialer = opt.Dialer
+	}
 	return opt, nil
+}
+
+// sentinelCredentials sets opt.Sentinel's Username and Password to the
+// query parameters sentinel_username and sentinel_password of raw, a URL
+// rueidis.ParseURL read into opt (the first of each, as rueidis reads
+// its parameters), and refuses them without master_set, where they would
+// be ignored, or mistyped (a bad %-escape, which url.Values would drop).
+func sentinelCredentials(raw string, opt *rueidis.ClientOption) error {
+	u, err := url.Parse(raw)
+	if err != nil { // rueidis.ParseURL parsed it
+		return redact.Error(err, redact.Secrets(raw)...)
+	}
+	seen := map[string]bool{}
+	for _, pair := range strings.Split(u.RawQuery, "&") {
+		name, value, _ := strings.Cut(pair, "=")
+		if n, err := url.QueryUnescape(name); err == nil {
+			name = n
+		}
+		if name != "sentinel_username" && name != "sentinel_password" {
+			continue
+		}
+		if value, err = url.QueryUnescape(value); err != nil {
+			return fmt.Errorf("%s: %w", name, redact.Error(err, redact.Secrets(raw)...))
+		}
+		if opt.Sentinel.MasterSet == "" {
+			return errors.New("sentinel_username and sentinel_password are the credentials of Redis Sentinels: " +
+				"name the master they watch with master_set=<name>, or drop them")
+		}
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if name == "sentinel_username" {
+			opt.Sentinel.Username = value
+		} else {
+			opt.Sentinel.Password = value
+		}
+	}
+	return nil
 }
 
 // dialTLS returns a rueidis DialCtxFn that dials dst as rueidis does, but
 // over TLS, with a config that verifies the server's certificate (without
 // a ServerName, InsecureSkipVerify off), checks it with eitherName: valid
-// for the host of dst or for named, the URL's first host. A config with a
+// for the host of dst or for named, the URL's first host. rueidis calls
+// it for the sentinels too, with Sentinel.TLSConfig. A config with a
 // ServerName or with InsecureSkipVerify is used as it is; without a
-// config (rueidis's for sentinels, whose TLSConfig rueidis.ParseURL leaves
-// nil) the connection is plain TCP.
+// config (a caller's Sentinel.TLSConfig set to nil) the connection is
+// plain TCP.
 func dialTLS(named string) func(context.Context, string, *net.Dialer, *tls.Config) (net.Conn, error) {
 	return func(ctx context.Context, dst string, dialer *net.Dialer, config *tls.Config) (net.Conn, error) {
 		if config == nil {

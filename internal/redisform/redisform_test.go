@@ -31,6 +31,8 @@ func TestParseURLKeepsCredentialsOut(t *testing.T) {
 		"rediss://user:" + pass + "%zz@host:6379/0",
 		"redis://user:" + pass + " x@127.0.0.1:nope/0?token=" + token,
 		"redis://user:" + pass + "@host:6379/notadb?token=" + token,
+		"rediss://host:26379/0?sentinel_password=" + pass + "%zz&master_set=mymaster",
+		"rediss://host:26379/0?sentinel_password=" + pass, // without master_set
 	} {
 		_, err := ParseURL(raw)
 		require.Error(t, err, raw)
@@ -42,7 +44,8 @@ func TestParseURLKeepsCredentialsOut(t *testing.T) {
 // TestParseURLServerName checks the TLS server name of the options: none
 // (each connection sends the host it dials), for one address or several,
 // a cluster's or sentinels', with verification on and a DialCtxFn that
-// makes it; and no TLS for redis://.
+// makes it; and no TLS for redis://. The sentinels' options are the
+// primary's: the same TLS config, the same dial timeout.
 func TestParseURLServerName(t *testing.T) {
 	for _, raw := range []string{
 		"rediss://cache.example:6380/0",
@@ -56,11 +59,55 @@ func TestParseURLServerName(t *testing.T) {
 		assert.Equal(t, uint16(tls.VersionTLS12), opt.TLSConfig.MinVersion, raw)
 		assert.False(t, opt.TLSConfig.InsecureSkipVerify, raw)
 		assert.NotNil(t, opt.DialCtxFn, raw)
+		if opt.Sentinel.MasterSet != "" {
+			assert.Same(t, opt.TLSConfig, opt.Sentinel.TLSConfig, raw)
+		} else {
+			assert.Nil(t, opt.Sentinel.TLSConfig, raw)
+		}
 	}
 	opt, err := ParseURL("redis://node1.example:7000?addr=node2.example:7000")
 	require.NoError(t, err)
 	assert.Nil(t, opt.TLSConfig)
 	assert.Nil(t, opt.DialCtxFn)
+
+	opt, err = ParseURL("redis://sentinel1.example:26379?master_set=mymaster&dial_timeout=3s")
+	require.NoError(t, err)
+	assert.Nil(t, opt.Sentinel.TLSConfig, "redis:// dials the sentinels over plain TCP, as the primary")
+	assert.Equal(t, 3*time.Second, opt.Sentinel.Dialer.Timeout)
+	assert.Equal(t, 3*time.Second, opt.Dialer.Timeout)
+}
+
+// TestParseURLSentinelCredentials reads the sentinels' credentials from
+// sentinel_username and sentinel_password, and the primary's from the
+// userinfo; without master_set, the sentinels' are refused.
+func TestParseURLSentinelCredentials(t *testing.T) {
+	opt, err := ParseURL("rediss://app:data%40pass@sentinel1.example:26379?master_set=mymaster" +
+		"&sentinel_username=watcher&sentinel_password=s%26pass")
+	require.NoError(t, err)
+	assert.Equal(t, "app", opt.Username)
+	assert.Equal(t, "data@pass", opt.Password)
+	assert.Equal(t, "watcher", opt.Sentinel.Username)
+	assert.Equal(t, "s&pass", opt.Sentinel.Password)
+
+	opt, err = ParseURL("redis://:data@sentinel1.example:26379?master_set=mymaster")
+	require.NoError(t, err)
+	assert.Equal(t, "data", opt.Password)
+	assert.Empty(t, opt.Sentinel.Username)
+	assert.Empty(t, opt.Sentinel.Password, "the primary's password is not sent to the sentinels")
+
+	opt, err = ParseURL("redis://sentinel1.example:26379?master_set=mymaster&sentinel_password=first&sentinel_password=second")
+	require.NoError(t, err)
+	assert.Equal(t, "first", opt.Sentinel.Password, "the first counts, as rueidis reads its parameters")
+
+	for _, raw := range []string{
+		"redis://cache.example:6379?sentinel_password=PLANTED",
+		"rediss://cache.example:6379?sentinel_username=PLANTED",
+	} {
+		_, err := ParseURL(raw)
+		require.Error(t, err, raw)
+		assert.Contains(t, err.Error(), "master_set")
+		assert.NotContains(t, err.Error(), "PLANTED")
+	}
 }
 
 // TestParseURLVerifiesEachNode connects over TLS to one-node Redis
@@ -247,10 +294,11 @@ func TestParseURLKeepsTheCallersTLSSettings(t *testing.T) {
 		})
 	}
 
-	// Without a TLS config (rueidis's for sentinels), the connection is
+	// A caller that takes the sentinels' TLS config away dials them over
 	// plain TCP.
 	opt, err := ParseURL("rediss://localhost:" + port + "?master_set=mymaster")
 	require.NoError(t, err)
+	opt.Sentinel.TLSConfig = nil
 	plain, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { plain.Close() })

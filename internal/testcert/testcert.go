@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,7 +40,10 @@ func NewCA(t testing.TB, dir string) *CA {
 	if err != nil {
 		t.Fatalf("testcert: CA key: %v", err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: "test CA"},
+	n := serial.Add(1)
+	// A name of its own: crypto/x509 tells of a chain to a CA of the same
+	// name whose signature does not match, which misleads.
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(n), Subject: pkix.Name{CommonName: "test CA " + strconv.FormatInt(n, 10)},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
