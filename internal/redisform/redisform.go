@@ -1,7 +1,9 @@
 // Package redisform reads a Redis URL (REDIS_URL) into client options
-// (ParseURL: rueidis.ParseURL, with its errors' credentials masked and
-// each TLS connection accepting a certificate valid for the host it dials
-// or for the URL's), and tells one that
+// (ParseURL: rueidis.ParseURL, with its errors' credentials masked, each
+// TLS connection accepting a certificate valid for the host it dials or
+// for the URL's, and a Sentinel setup's sentinels dialed as its primary
+// is, over TLS with rediss://, with credentials of their own), and tells
+// one that
 // names a Redis Sentinel setup in a form that does not reach its
 // primary: a sentinel without master_set, which rueidis takes for a
 // Redis (given one address) or for cluster nodes (given several), and
@@ -61,8 +63,9 @@ func Check(client rueidis.Client, opt rueidis.ClientOption) error {
 
 // Hint returns what to change in the URL when err, rueidis.NewClient's
 // refusal to connect with opt, comes of naming sentinels as cluster
-// nodes or a Redis as a sentinel, as a clause to append to the error
-// ("; ..."); "" otherwise.
+// nodes or a Redis as a sentinel, or of credentials refused (NOAUTH,
+// WRONGPASS) by the sentinels or the primary of a Sentinel setup, as a
+// clause to append to the error ("; ..."); "" otherwise.
 func Hint(opt rueidis.ClientOption, err error) string {
 	re, ok := rueidis.IsRedisErr(err)
 	if !ok {
@@ -74,6 +77,10 @@ func Hint(opt rueidis.ClientOption, err error) string {
 		return "; if these are Redis Sentinels, " + NameTheMaster
 	case opt.Sentinel.MasterSet != "" && strings.Contains(msg, "unknown command 'SENTINEL'"):
 		return "; it is not a Redis Sentinel: drop master_set from REDIS_URL to use it directly, or name the sentinels"
+	case opt.Sentinel.MasterSet != "" && (strings.HasPrefix(msg, "NOAUTH") || strings.HasPrefix(msg, "WRONGPASS")):
+		// The sentinels' or the primary's: rueidis does not say which.
+		return "; the sentinels' password goes in sentinel_password=<password> (their user in sentinel_username=) " +
+			"in REDIS_URL, the primary's in its userinfo (redis://user:password@sentinel1:26379?...)"
 	}
 	return ""
 }

@@ -132,7 +132,8 @@ func TestParseURLSentinelsOverTLS(t *testing.T) {
 
 // TestParseURLSentinelPassword reaches, over TLS, a primary and sentinels
 // that each require a password of their own: the URL's userinfo is the
-// primary's, sentinel_username and sentinel_password the sentinels'.
+// primary's, sentinel_username and sentinel_password the sentinels'. A
+// refusal's hint says where each goes.
 func TestParseURLSentinelPassword(t *testing.T) {
 	const dataPass, sentinelPass = "data-secret", "sentinel-secret"
 	dir := t.TempDir()
@@ -184,6 +185,7 @@ func TestParseURLSentinelPassword(t *testing.T) {
 			if !tc.ok {
 				require.Error(t, err)
 				assert.Contains(t, err.Error(), tc.reason)
+				assert.Contains(t, Hint(opt, err), "sentinel_password=<password>")
 				return
 			}
 			require.NoError(t, err)
