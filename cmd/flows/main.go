@@ -34,12 +34,14 @@
 //
 // The Redis URL comes from -redis or REDIS_URL (redis://host:6379/0; a
 // URL with several addresses or a master_set names a Cluster or a
-// Sentinel setup, as rueidis.ParseURL reads it; its password and secret
-// query values never appear in an error); -prefix and -queue (or
-// FLOWS_PREFIX and FLOWS_QUEUE) name the keys, as the workers were given
-// them; -timeout bounds each call to Redis (10s). The output is for
-// people, with aligned columns and relative times; -json prints JSON for
-// scripts instead: one document, and for show -follow that task's
+// Sentinel setup, as rueidis.ParseURL reads it, but with rediss:// the
+// sentinels too are dialed over TLS, and sentinel_password and
+// sentinel_username are theirs; its password and secret query values
+// never appear in an error); -prefix and -queue (or FLOWS_PREFIX and
+// FLOWS_QUEUE) name the keys, as the workers were given them; -timeout
+// bounds each call to Redis (10s). The output is for people, with
+// aligned columns and relative times; -json prints JSON for scripts
+// instead: one document, and for show -follow that task's
 // document followed by its events, one per line. A command's flags go
 // before its task ids (requeue -resume ID): a flag after them is a usage
 // error.

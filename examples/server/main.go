@@ -14,9 +14,12 @@
 // these they use an offline scripted model and sample search results,
 // labelled as such in the flow list and on the page.
 //
-// With REDIS_URL set (a redis://, rediss:// or unix:// URL, read by
-// rueidis.ParseURL), the queue and the progress store live in Redis
-// instead, so that worker processes (examples/worker) can run the flows:
+// With REDIS_URL set (a redis://, rediss:// or unix:// URL, read as
+// rueidis.ParseURL reads it, but with rediss:// and master_set the
+// sentinels too are dialed over TLS, and sentinel_password is theirs;
+// see the README, Options), the queue and the progress store live in
+// Redis instead, so that worker processes (examples/worker) can run the
+// flows:
 //
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/server -workers 0
 //

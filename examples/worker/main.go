@@ -6,8 +6,10 @@
 //
 //	REDIS_URL=redis://127.0.0.1:6379/0 go run ./examples/worker -concurrency 16
 //
-// REDIS_URL is required: a redis://, rediss:// or unix:// URL, read by
-// rueidis.ParseURL. A Redis Cluster is named by any of its nodes, the
+// REDIS_URL is required: a redis://, rediss:// or unix:// URL, read as
+// rueidis.ParseURL reads it, but with rediss:// and master_set the
+// sentinels too are dialed over TLS, and sentinel_password is theirs
+// (see the README, Options). A Redis Cluster is named by any of its nodes, the
 // others in addr parameters:
 //
 //	REDIS_URL='redis://10.0.0.1:7000?addr=10.0.0.2:7000&addr=10.0.0.3:7000'

@@ -19,8 +19,8 @@ import (
 // Options returns the client options raw names (redisform.ParseURL:
 // rueidis.ParseURL, its errors without the URL's credentials, each TLS
 // connection accepting a certificate valid for the host it dials or for
-// the URL's first host), with the client-side cache
-// off: the backend reads nothing through it.
+// the URL's first host, the sentinels dialed over TLS with rediss://),
+// with the client-side cache off: the backend reads nothing through it.
 func Options(raw string) (rueidis.ClientOption, error) {
 	opt, err := redisform.ParseURL(raw)
 	if err != nil {
