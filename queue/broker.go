@@ -138,6 +138,9 @@ type Broker struct {
 	// creator is set when the backend is the store and offers the
 	// one-step path.
 	creator taskCreator
+	// fresh is creator taking the id as free, when the backend offers
+	// it: for the tasks whose id the Broker draws (NewID).
+	fresh newCreator
 	// once is creator refusing a taken id atomically, when the backend
 	// offers it: for tasks with an idempotency key.
 	once onceCreator
@@ -192,6 +195,7 @@ func NewBroker(backend Backend, store progress.Store, cfg BrokerConfig) *Broker 
 	s := resolveStore("NewBroker", false, backend, store, cfg.Logger)
 	b := &Broker{backend: backend, store: s.store, cfg: cfg, creator: s.creator, app: s.app, tel: newBrokerTelemetry(cfg, backend)}
 	b.once, _ = s.creator.(onceCreator)
+	b.fresh, _ = s.creator.(newCreator)
 	if !s.self {
 		b.starts, _ = backend.(startChecker)
 	}
@@ -284,9 +288,16 @@ func (b *Broker) addKeyed(ctx context.Context, t *Task, key string) (repeat bool
 	return b.addOnce(ctx, t)
 }
 
-// add records the new task t as PENDING and enqueues it, in one step if
-// the backend offers it.
+// add records the new task t, whose id NewID drew, as PENDING and
+// enqueues it, in one step if the backend offers it: one that takes the
+// id as free unchecked, when it can (newCreator).
 func (b *Broker) add(ctx context.Context, t *Task) error {
+	if b.fresh != nil {
+		if err := b.fresh.CreateAndEnqueueNew(ctx, t); err != nil {
+			return fmt.Errorf("queue: enqueue task: %w", err)
+		}
+		return nil
+	}
 	if b.creator != nil {
 		if err := b.creator.CreateAndEnqueue(ctx, t); err != nil {
 			return fmt.Errorf("queue: enqueue task: %w", err)

@@ -121,6 +121,38 @@ func TestBrokerEnqueueInOneStep(t *testing.T) {
 	}
 }
 
+// newCreatorBackend is a creatorBackend that also offers
+// CreateAndEnqueueNew, and counts its calls apart.
+type newCreatorBackend struct {
+	*creatorBackend
+	newCalls atomic.Int32
+}
+
+func (c *newCreatorBackend) CreateAndEnqueueNew(ctx context.Context, t *queue.Task) error {
+	c.newCalls.Add(1)
+	return c.Enqueue(ctx, t)
+}
+
+// TestBrokerEnqueueNewIDUnchecked: a Broker whose backend takes a new id
+// as free unchecked (CreateAndEnqueueNew) gives it the tasks whose id the
+// Broker drew, and none other: an idempotency key's id may be taken.
+func TestBrokerEnqueueNewIDUnchecked(t *testing.T) {
+	cb := &newCreatorBackend{creatorBackend: &creatorBackend{Memory: queue.NewMemory(queue.MemoryConfig{}), MemoryStore: progress.NewMemoryStore(progress.MemoryConfig{})}}
+	b := queue.NewBroker(cb, nil, queue.BrokerConfig{Registry: flowsNamed("poem_flow")})
+	ctx := context.Background()
+	id, err := b.Enqueue(ctx, "poem_flow", nil, queue.EnqueueOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), cb.newCalls.Load(), "CreateAndEnqueueNew calls")
+	assert.Zero(t, cb.calls.Load(), "CreateAndEnqueue calls")
+	task, err := cb.Get(ctx, id)
+	require.NoError(t, err)
+	assert.Equal(t, id, task.ID)
+
+	_, err = b.Enqueue(ctx, "poem_flow", nil, queue.EnqueueOptions{IdempotencyKey: "k"})
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), cb.newCalls.Load(), "an idempotency key's id is not given to CreateAndEnqueueNew")
+}
+
 func TestBrokerCancel(t *testing.T) {
 	ctx := context.Background()
 	// Each case sets up a queue and a task of its own, so that any one

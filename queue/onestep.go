@@ -34,6 +34,16 @@ type taskCreator interface {
 	CreateAndEnqueue(ctx context.Context, t *Task) error
 }
 
+// newCreator is taskCreator for a task whose id NewID has just drawn for
+// it: a Broker's own ids, which no other task can have.
+type newCreator interface {
+	// CreateAndEnqueueNew does what CreateAndEnqueue does, for a task
+	// whose id NewID drew for this call: the implementation may take
+	// the id as free without checking it (on Redis, a command less per
+	// task). Given an id that is taken, it may overwrite that task.
+	CreateAndEnqueueNew(ctx context.Context, t *Task) error
+}
+
 // onceCreator records a new task's progress and enqueues it in one
 // atomic step, refusing an id already taken: the one-step path of a task
 // with an idempotency key, whose id is derived from the key (see

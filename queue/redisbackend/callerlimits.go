@@ -77,12 +77,12 @@ func (b *Backend) CreateAndEnqueueLimited(ctx context.Context, t *queue.Task, ca
 		if err := b.AdmitCaller(ctx, caller, lim, t.ID); err != nil {
 			return err
 		}
-		return b.create(ctx, t, nil)
+		return b.create(ctx, t, nil, true)
 	}
 	rate, pending := b.callerKeys(caller)
 	limits := append([]string{rate, pending}, b.callerArgs(lim, t.ID)...)
 	return b.withPruning(ctx, pending, func() error {
-		err := b.create(ctx, t, limits)
+		err := b.create(ctx, t, limits, true)
 		if le := limitError(err); le != nil {
 			return le
 		}

@@ -152,6 +152,73 @@ func TestEnqueueDelayKeyedEnqueuesShareAScript(t *testing.T) {
 	assert.Equal(t, want, fetchAll(t, b), "every key's task queued once")
 }
 
+// TestEnqueueDelayBatchChecksTheIdsItIsGiven makes creates of three kinds
+// share one create script: two Broker.Enqueues, whose ids the Broker drew
+// (queue.NewID) and no other task can have, one with an idempotency key
+// and two Backend.CreateAndEnqueues, ids that come from their callers,
+// one of them taken by a task that has ended. The script checks the ids
+// of the last three only, and refuses the one taken, leaving its task as
+// it was; the others are created and queued.
+func TestEnqueueDelayBatchChecksTheIdsItIsGiven(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{EnqueueDelay: 100 * time.Millisecond})
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	taken := newTask()
+	require.NoError(t, b.CreateAndEnqueue(ctx, taken)) // loads the script, lingering 100 ms
+	fetchAll(t, b)
+	_, err := b.Append(ctx, taken.ID, progress.Event{Type: progress.EventState, State: progress.StateSuccess})
+	require.NoError(t, err)
+
+	end, _ := lingerByHand(t)
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	given := newTask()
+	creates := []struct {
+		name string
+		op   func() (string, error)
+	}{
+		{"drawn", func() (string, error) { return broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{}) }},
+		{"taken", func() (string, error) { return taken.ID, b.CreateAndEnqueue(ctx, taken) }},
+		{"keyed", func() (string, error) {
+			return broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "k"})
+		}},
+		{"given", func() (string, error) { return given.ID, b.CreateAndEnqueue(ctx, given) }},
+		{"drawn too", func() (string, error) { return broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{}) }},
+	}
+	type result struct {
+		name, id string
+		err      error
+	}
+	results := make(chan result, len(creates))
+	for i, c := range creates {
+		go func() {
+			id, err := c.op()
+			results <- result{c.name, id, err}
+		}()
+		lingering(t, b, i+1)
+	}
+	end()
+	want := map[string]bool{}
+	for range creates {
+		r := <-results
+		if r.name == "taken" {
+			assert.ErrorIs(t, r.err, progress.ErrExists, "an id taken is refused")
+			continue
+		}
+		require.NoError(t, r.err, r.name)
+		want[r.id] = true
+	}
+	calls := commandCalls(t, srv)
+	assert.Equal(t, 1, calls["evalsha"], "one create script for all")
+	assert.Equal(t, 3, calls["exists"], "the ids given checked (the taken one, the key's, the caller's), not the two the Broker drew")
+	assert.Equal(t, len(want), calls["xadd"], "each task created queued, the refused one not")
+	snap, _, err := b.Snapshot(ctx, taken.ID)
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, snap.State, "the task taken is left as it was")
+	assert.Equal(t, want, fetchAll(t, b), "every task created queued once")
+}
+
 // TestEnqueueDelayCancelledCreateWritesNothing cancels creates while they
 // linger: the first, which lingers, and one that joined it. Neither is
 // written; the one that stays is created and queued without waiting for

@@ -232,6 +232,43 @@ func TestRoundTrips(t *testing.T) {
 			assert.Equal(t, tt.want, n, "%s: commands: %v", tt.name, calls)
 		}
 	})
+	t.Run("a create checks the ids it is given only", func(t *testing.T) {
+		// The record, its expiry, two index entries and the stream
+		// entry, in one script (6 commands). An id that comes from the
+		// caller (Backend.CreateAndEnqueue's, an idempotency key's) may
+		// be taken, and is checked first: an EXISTS more (7). The ids a
+		// Broker draws itself (queue.NewID, 128 random bits) cannot be,
+		// and are not. The index's upkeep (naming the flow, pruning),
+		// done once in a while, is left out.
+		for _, tt := range []struct {
+			name string
+			op   func() error
+			want int
+		}{
+			{"Broker.Enqueue", func() error {
+				_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
+				return err
+			}, 6},
+			{"Broker.Enqueue with an idempotency key", func() error {
+				_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "checked"})
+				return err
+			}, 7},
+			{"Backend.CreateAndEnqueue", func() error { return b.CreateAndEnqueue(ctx, newTask()) }, 7},
+		} {
+			require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+			require.NoError(t, tt.op())
+			calls := commandCalls(t, srv)
+			for _, name := range []string{"config|resetstat", "sadd", "zremrangebyscore"} {
+				delete(calls, name)
+			}
+			n := 0
+			for _, c := range calls {
+				n += c
+			}
+			assert.Equal(t, 1, calls["evalsha"], "%s: one script", tt.name)
+			assert.Equal(t, tt.want, n, "%s: commands: %v", tt.name, calls)
+		}
+	})
 	t.Run("lease scripts", func(t *testing.T) {
 		trips := func(op func() error) int64 {
 			t.Helper()

@@ -307,7 +307,23 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
 	}
-	return b.create(ctx, t, nil)
+	return b.create(ctx, t, nil, true)
+}
+
+// CreateAndEnqueueNew is CreateAndEnqueue for a task whose id queue.NewID
+// drew for it: 128 random bits, which no other task can have. It takes
+// the id as free and does not check it, which saves a command (EXISTS)
+// per task; CreateAndEnqueue, whose caller may give an id that is taken,
+// checks it in the same script. A queue.Broker whose store is this
+// Backend enqueues the tasks it names itself through it.
+//
+// Given an id that is taken, it overwrites that task's record and
+// snapshot: give it none but ids that queue.NewID has just drawn.
+func (b *Backend) CreateAndEnqueueNew(ctx context.Context, t *queue.Task) error {
+	if t == nil || !queue.ValidID(t.ID) {
+		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
+	}
+	return b.create(ctx, t, nil, false)
 }
 
 // CreateAndEnqueueOnce records t as PENDING and queues it, as
@@ -332,12 +348,13 @@ func (b *Backend) CreateAndEnqueueOnce(ctx context.Context, t *queue.Task) error
 	if b.cluster || t.Limit.On() {
 		return fmt.Errorf("redisbackend: enqueue task %s in one step: %w", t.ID, errors.ErrUnsupported)
 	}
-	return b.create(ctx, t, nil)
+	return b.create(ctx, t, nil, true)
 }
 
 // create is CreateAndEnqueue with the caller-limit values of
-// create_task.lua (nil for none).
-func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) error {
+// create_task.lua (nil for none); check says whether t's id may be taken
+// (the script then checks it), false for one queue.NewID drew for t.
+func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string, check bool) error {
 	now := time.Now()
 	fields := recordFields(t)
 	if t.Limit.On() {
@@ -349,18 +366,21 @@ func (b *Backend) create(ctx context.Context, t *queue.Task, limits []string) er
 		f, _ := b.beginStart(t, now)
 		fields = append(fields, f)
 	}
-	args := make([]string, 7, 8+2*len(fields)+len(limits))
+	args := make([]string, 8, 9+2*len(fields)+len(limits))
 	args[0] = strconv.FormatInt(b.keepMS(b.recordTTL(t, now)), 10)
 	args[1] = t.ID
-	if !b.cluster && !t.Limit.On() {
+	if check {
 		args[2] = "1"
 	}
-	args[3] = "0"
-	if !t.RunAt.IsZero() {
-		args[3] = strconv.FormatInt(t.RunAt.UnixMilli(), 10)
+	if !b.cluster && !t.Limit.On() {
+		args[3] = "1"
 	}
-	args[4], args[5] = b.indexValues(createdEntry(t, now), true)
-	args[6] = strconv.Itoa(2 * len(fields))
+	args[4] = "0"
+	if !t.RunAt.IsZero() {
+		args[4] = strconv.FormatInt(t.RunAt.UnixMilli(), 10)
+	}
+	args[5], args[6] = b.indexValues(createdEntry(t, now), true)
+	args[7] = strconv.Itoa(2 * len(fields))
 	for _, f := range fields {
 		args = append(args, f[0], f[1])
 	}

@@ -10,6 +10,8 @@
 --   values of lib/index.lua (the queue's index key, "" on a Cluster
 --   client, the flows set, the number of flows to name f and f names),
 --   then, for each task: the time to live of its hash (ms), its id, "1"
+--   if the id may be taken (the script then checks it) or "" for one
+--   drawn for this task, which no other can have, "1"
 --   if the script is to queue it or "", its due time (Unix ms), its index score
 --   (PENDING since it was accepted) and its flow's name (see index_add),
 --   the number of record values k, and k
@@ -19,14 +21,17 @@
 --   pending set (ms) and the task's id, as admit_caller takes them (see
 --   lib/caller_limits.lua)
 --
--- Returns, for each task, 1, or an "EXISTS" error when it has a snapshot,
--- or the "LIMIT" error of admit_caller when its caller is over a limit
+-- Returns, for each task, 1, or an "EXISTS" error when its id is one to
+-- check and it has a snapshot, or the "LIMIT" error of admit_caller when its caller is over a limit
 -- (then nothing of that task is written, in the task index neither). A
 -- task recorded is written into the task index in the same step, on a
 -- single Redis (see lib/index.lua). The caller's keys are on another
 -- Cluster slot than the task's, so a Cluster client passes no caller
 -- limits and checks them first (caller_admit.lua). A record without a
--- snapshot (left by Enqueue under the same id) is replaced. The queue's keys are on
+-- snapshot (left by Enqueue under the same id) is replaced, if the id is
+-- one to check. An id not to check (a Broker's own, queue.NewID: 128
+-- random bits) costs no EXISTS: its hash is taken to be missing, and is
+-- written as if it were. The queue's keys are on
 -- another Cluster slot than a task's, so they are given in ARGV: a Cluster
 -- client passes "" for queueing and for the index, and queues the task and
 -- indexes it itself.
@@ -46,10 +51,11 @@ local out = {}
 local a = index_init(8)
 for t = 1, #KEYS do
   local task = KEYS[t]
-  local ttl, id, queued, due, k = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 6])
-  local l = a + 7 + k
+  local ttl, id, check, queued = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local due, k = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 7])
+  local l = a + 8 + k
   local n = tonumber(ARGV[l])
-  local found = redis.call('EXISTS', task) == 1
+  local found = check ~= '' and redis.call('EXISTS', task) == 1
   local refused = nil
   if found and redis.call('HEXISTS', task, 'state') == 1 then
     refused = redis.error_reply('EXISTS task already exists')
@@ -65,12 +71,12 @@ for t = 1, #KEYS do
       redis.call('DEL', task)
     end
     local exp = string.format('%d', now + tonumber(ttl))
-    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 7, a + 6 + k))
+    redis.call('HSET', task, 'state', ARGV[1], 'status', ARGV[2], 'progress', '0', 'last', '', 'exp', exp, unpack(ARGV, a + 8, a + 7 + k))
     redis.call('PEXPIREAT', task, exp)
     if queued ~= '' then
       schedule(ARGV[3], ARGV[4], ARGV[5], id, due, now, wakeWithin)
     end
-    index_add(ARGV[a + 4], ARGV[a + 5], id)
+    index_add(ARGV[a + 5], ARGV[a + 6], id)
     out[t] = 1
   end
   a = l + 1 + n
