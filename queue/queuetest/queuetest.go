@@ -127,27 +127,12 @@ func requireNothingReady(t *testing.T, b queue.Backend) {
 // eventually polls cond until it holds, failing the test after long.
 func eventually(t *testing.T, cond func() bool, msg string, args ...any) {
 	t.Helper()
-	eventuallyWithin(t, long, cond, msg, args...)
-}
-
-// eventuallyWithin polls cond until it holds, failing the test after d.
-// It waits poll between two calls, or four times what the last call took
-// when that is longer: a cond that reads a snapshot of many megabytes
-// (the report limit's tests) would otherwise keep the store busy with
-// reads, slowing the very writes the test waits for.
-func eventuallyWithin(t *testing.T, d time.Duration, cond func() bool, msg string, args ...any) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		start := time.Now()
-		if cond() {
-			return
-		}
-		took := time.Since(start)
+	deadline := time.Now().Add(long)
+	for !cond() {
 		if time.Now().After(deadline) {
 			require.FailNowf(t, "condition not met in time", msg, args...)
 		}
-		time.Sleep(max(poll, 4*took))
+		time.Sleep(poll)
 	}
 }
 
@@ -314,12 +299,23 @@ func (h *harness) waitTerminal(id string) progress.Snapshot {
 // waitTerminalWithin is waitTerminal waiting up to d.
 func (h *harness) waitTerminalWithin(id string, d time.Duration) progress.Snapshot {
 	h.t.Helper()
-	var snap progress.Snapshot
-	eventuallyWithin(h.t, d, func() bool {
-		snap = h.snapshot(id)
-		return snap.State.Terminal()
-	}, "task %s did not reach a terminal state; last %v", id, snapSummary{&snap})
-	return snap
+	// A read waits poll after the one before, or four times what that
+	// one took when it is longer: reading a snapshot of many megabytes
+	// (the report limit's tests) every poll would keep the store busy,
+	// slowing the very writes the test waits for.
+	deadline := time.Now().Add(d)
+	for {
+		start := time.Now()
+		snap := h.snapshot(id)
+		if snap.State.Terminal() {
+			return snap
+		}
+		took := time.Since(start)
+		if time.Now().After(deadline) {
+			require.FailNowf(h.t, "condition not met in time", "task %s did not reach a terminal state; last %v", id, snapSummary{&snap})
+		}
+		time.Sleep(max(poll, 4*took))
+	}
 }
 
 // snapSummary prints a snapshot's state, progress, status and number of
