@@ -151,7 +151,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 				nid := notify.NotificationTaskID(notify.ID(id, "webhook"))
 				settled := func(id string) bool {
 					snap, _, err := observer.Snapshot(context.Background(), id)
-					leased, lerr := srv.Do("ZCARD", prefix+":{q:"+web.Queue()+"}:leases").AsInt64()
+					leased, lerr := srv.Do("ZCARD", prefix+":{q:"+web.Queue()+"}:leased").AsInt64()
 					return err == nil && snap.State == progress.StateSuccess && lerr == nil && leased == 0
 				}
 				deadline := time.Now().Add(waitLimit)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -48,8 +49,11 @@ type LostEntry struct {
 	Consumer string
 	// Deliveries is how many times it was delivered, if pending.
 	Deliveries int64
-	// Holder and Lease are its holders-hash value and leases-set score,
-	// "" when absent.
+	// Holder and Lease are the holder in its lease's token (the lease's
+	// number, or "lost/" and it) and the token's score in the leases set
+	// (its deadline), "" when absent; for a lease of the layout before
+	// the one lease structure, its holders-hash value and leases-set
+	// score.
 	Holder, Lease string
 }
 
@@ -100,7 +104,8 @@ func (l LostTask) String() string {
 // with the logs that named them.
 func explain(ctx context.Context, client rueidis.Client, prefix, queueName string, ids []string, logs *taskLogs) []LostTask {
 	q := prefix + ":{q:" + queueName + "}"
-	stream, leases, holders := q+":stream", q+":leases", q+":holders"
+	stream, leases := q+":stream", q+":leased"
+	oldLeases, oldHolders := q+":leases", q+":holders"
 	delayed, dead := q+":delayed", q+":dead"
 	const group = "workers"
 	out := make([]LostTask, len(ids))
@@ -138,6 +143,16 @@ func explain(ctx context.Context, client rueidis.Client, prefix, queueName strin
 			}
 		}
 	}
+	// A lease is its token "<entry id>/<holder>" in the leases set, scored
+	// by its deadline: one read of the set serves every entry.
+	type lease struct{ holder, deadline string }
+	held := map[string]lease{}
+	tokens, _ := client.Do(ctx, client.B().Zrange().Key(leases).Min("0").Max("-1").Withscores().Build()).AsZScores()
+	for _, z := range tokens {
+		if entry, holder, ok := strings.Cut(z.Member, "/"); ok {
+			held[entry] = lease{holder, strconv.FormatFloat(z.Score, 'f', -1, 64)}
+		}
+	}
 	for i, id := range ids {
 		l := LostTask{ID: id, LastDelivered: lastDelivered, Pending: npending, Err: err, Logs: logs.of(id)}
 		rec, rerr := client.Do(ctx, client.B().Hgetall().Key(prefix+":{"+id+"}:task").Build()).AsStrMap()
@@ -149,8 +164,12 @@ func explain(ctx context.Context, client rueidis.Client, prefix, queueName strin
 			if !ok {
 				le = LostEntry{ID: e}
 			}
-			le.Holder, _ = client.Do(ctx, client.B().Hget().Key(holders).Field(e).Build()).ToString()
-			le.Lease, _ = client.Do(ctx, client.B().Zscore().Key(leases).Member(e).Build()).ToString()
+			if h, ok := held[e]; ok {
+				le.Holder, le.Lease = h.holder, h.deadline
+			} else {
+				le.Holder, _ = client.Do(ctx, client.B().Hget().Key(oldHolders).Field(e).Build()).ToString()
+				le.Lease, _ = client.Do(ctx, client.B().Zscore().Key(oldLeases).Member(e).Build()).ToString()
+			}
 			l.Entries = append(l.Entries, le)
 		}
 		l.Delayed, _ = client.Do(ctx, client.B().Zscore().Key(delayed).Member(id).Build()).ToString()

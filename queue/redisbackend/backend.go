@@ -326,18 +326,19 @@ func (b *Backend) liveChannel(id string) string {
 // queueKeys are the names of the queue's keys, made once by New from
 // their prefix "P:{q:Q}".
 type queueKeys struct {
-	stream, delayed, leases, holders, wake, dead, buried, cancel string
-	index, flows, workers, seen                                  string
-	deadlines, contact                                           string // see reclaim.go
-	limit                                                        string // see limit.go
-	hooks                                                        string // see depth.go
-	starting                                                     string // see starts.go
+	stream, delayed, leases, wake, dead, buried, cancel string
+	index, flows, workers, seen                         string
+	oldLeases, oldHolders                               string // see lua/lib/legacy.lua
+	deadlines, contact                                  string // see reclaim.go
+	limit                                               string // see limit.go
+	hooks                                               string // see depth.go
+	starting                                            string // see starts.go
 }
 
 func newQueueKeys(qtag string) queueKeys {
 	return queueKeys{
-		stream: qtag + ":stream", delayed: qtag + ":delayed", leases: qtag + ":leases",
-		holders: qtag + ":holders", wake: qtag + ":wake",
+		stream: qtag + ":stream", delayed: qtag + ":delayed", leases: qtag + ":leased",
+		oldLeases: qtag + ":leases", oldHolders: qtag + ":holders", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
 		deadlines: qtag + ":workers:deadlines", contact: qtag + ":workers:contact", limit: qtag + ":limit", hooks: qtag + ":delayed:hooks",
@@ -350,7 +351,6 @@ func (b *Backend) streamKey() string     { return b.qkeys.stream }
 func (b *Backend) delayedKey() string    { return b.qkeys.delayed }
 func (b *Backend) hooksKey() string      { return b.qkeys.hooks }
 func (b *Backend) leasesKey() string     { return b.qkeys.leases }
-func (b *Backend) holdersKey() string    { return b.qkeys.holders }
 func (b *Backend) wakeKey() string       { return b.qkeys.wake }
 func (b *Backend) deadKey() string       { return b.qkeys.dead }
 func (b *Backend) buriedKey() string     { return b.qkeys.buried }

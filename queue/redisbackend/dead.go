@@ -52,7 +52,7 @@ func (b *Backend) Bury(ctx context.Context, l *queue.Lease, reason string) error
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
 	res, err := b.onLeaseAlso(ctx, "bury", buryScript, l,
-		[]string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.deadKey(), b.buriedKey()}, 0, also,
+		[]string{b.streamKey(), b.leasesKey(), b.deadKey(), b.buriedKey()}, 0, also,
 		group, id, string(info), strconv.FormatInt(time.Now().UnixMilli(), 10), strconv.FormatInt(b.retentionMS(), 10))
 	if len(res) > 0 {
 		b.noRunCounted(ctx, l, res[0])

@@ -16,7 +16,8 @@ var _ queue.DepthReader = (*Backend)(nil)
 // yet delivered to a worker) is Ready, the size of the delayed set less
 // the size of the hooks set (its tasks that have ended and wait to run
 // their finish hooks again, see lua/retry.lua) is Delayed, the size of
-// the hooks set is HooksWaiting, and the size of the leases set is
+// the hooks set is HooksWaiting, and the size of the leases set (with
+// that of the layout before 2026-12-07, see lua/lib/legacy.lua) is
 // Running. The tasks of limited
 // flows waiting in their gates (see limit.go) count as Delayed: when a
 // flow has ever had one, a second round trip reads the size of each
@@ -44,6 +45,7 @@ func (b *Backend) Depth(ctx context.Context) (queue.Depth, error) {
 		c.B().Zcard().Key(b.leasesKey()).Build(),
 		c.B().Smembers().Key(b.limitedKey()).Build(),
 		c.B().Zcard().Key(b.hooksKey()).Build(),
+		c.B().Zcard().Key(b.qkeys.oldLeases).Build(),
 	)
 	var d queue.Depth
 	var err error
@@ -77,6 +79,13 @@ func (b *Backend) Depth(ctx context.Context) (queue.Depth, error) {
 	if d.Running, err = res[3].AsInt64(); err != nil {
 		return d, b.wrap(ctx, "queue depth", err)
 	}
+	// Leases taken by a version before the one lease structure, during a
+	// rolling deploy (see lua/lib/legacy.lua).
+	old, err := res[6].AsInt64()
+	if err != nil {
+		return d, b.wrap(ctx, "queue depth", err)
+	}
+	d.Running += old
 	length, err := res[1].AsInt64()
 	if err != nil {
 		return d, b.wrap(ctx, "queue depth", err)

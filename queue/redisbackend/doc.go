@@ -101,12 +101,20 @@
 //	                            likewise: counted apart by Depth, and
 //	                            not made ready by Cancel; they leave it
 //	                            as they leave the delayed set
-//	P:{q:Q}:leases      zset    stream entries leased to a worker, scored by
-//	                            the lease's deadline (Redis server clock, ms)
-//	P:{q:Q}:holders     hash    stream entry id -> number of its current
-//	                            lease, the second half of the lease token
-//	                            (the server's clock in ms when it was
-//	                            taken, or one more than the lease before)
+//	P:{q:Q}:leased      zset    the leases: each one's token "<stream entry
+//	                            id>/<n>", n its number (the server's clock
+//	                            in ms when it was taken, or one more than
+//	                            the lease before; "lost/<n>" once its
+//	                            worker was found dead), scored by its
+//	                            deadline (Redis server clock, ms); a lease
+//	                            script finds its lease by the token alone
+//	P:{q:Q}:leases      zset    the layout before 2026-12-07, written only
+//	P:{q:Q}:holders     hash    by workers of earlier versions during a
+//	                            rolling deploy: stream entries leased,
+//	                            scored by deadline, and entry id -> lease
+//	                            number; a heartbeat moves their lapsed
+//	                            leases into P:{q:Q}:leased (see
+//	                            lua/lib/legacy.lua); absent otherwise
 //	P:{q:Q}:wake        stream  one entry, replaced whenever a task is
 //	                            delayed to less than a second from now
 //	                            or a waiting Fetch is cancelled: wakes
@@ -213,8 +221,8 @@
 // Fetch runs one script that moves due delayed tasks into the stream,
 // takes over entries whose lease has passed (a dead worker's tasks run
 // again, with a higher attempt) and reads new entries through the consumer
-// group; each entry taken gets a deadline in the leases set and a new lease
-// number; the same script increments each task's attempt and reads its
+// group; each entry taken gets a new lease number, and its token (entry id
+// and number) a deadline in the leases set; the same script increments each task's attempt and reads its
 // record, so that a Fetch that finds work costs one round trip. (A Redis
 // Cluster client, whose scripts may only touch the keys of one slot, reads
 // the records in a second, pipelined round trip.) When the script has

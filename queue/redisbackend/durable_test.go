@@ -158,7 +158,7 @@ func TestDurableEndWaitsBeforeTheHooks(t *testing.T) {
 	acked := func() {
 		t.Helper()
 		eventually(t, func() bool {
-			n, err := primary.Do("ZCARD", b.Prefix()+":{q:"+b.Queue()+"}:leases").AsInt64()
+			n, err := primary.Do("ZCARD", b.Prefix()+":{q:"+b.Queue()+"}:leased").AsInt64()
 			return err == nil && n == 0
 		}, "the last task is acknowledged")
 	}

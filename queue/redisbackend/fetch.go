@@ -293,7 +293,7 @@ func quickLook(prev waitPlan) string { return prev.quickUntil }
 // worker; prev is the worker's plan so far, and quickUntil what the look
 // passes as its ARGV[9] ("" for a full look).
 func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev waitPlan, quickUntil string) (keys, args []string) {
-	keys = []string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.holdersKey(), b.wakeKey(), b.hooksKey()}
+	keys = []string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.wakeKey(), b.hooksKey()}
 	args = make([]string, 0, 10+len(recordFieldNames))
 	args = append(args, group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10), strconv.Itoa(promoteBatch))
 	if b.cluster {

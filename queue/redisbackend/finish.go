@@ -78,7 +78,7 @@ func (b *Backend) AppendAndAck(ctx context.Context, l *queue.Lease, events ...pr
 
 // runFinishes runs a batch of AppendAndAck calls in one finishScript.
 func (b *Backend) runFinishes(ctx context.Context, calls []*batchCall[finishCall, finishResult]) {
-	keys := append(make([]string, 0, 3+3*len(calls)), b.leaseKeys()...)
+	keys := append(make([]string, 0, 2+3*len(calls)), b.leaseKeys()...)
 	var index []indexEntry
 	for _, call := range calls {
 		if call.item.indexed {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,8 @@ import (
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
 )
 
@@ -92,6 +95,25 @@ func sorted(s []string) []string {
 
 // pendingEntries returns how many entries of the default queue of prefix
 // are in its consumer group's pending list: leased and not released.
+// markLost marks l's lease lost, as lib/reclaim.lua does when its worker
+// is found dead: its token in the queue "default"'s leases set is replaced
+// by one whose holder is "lost/1", with the score deadline ("" keeps the
+// lease's).
+func markLost(t *testing.T, srv *redistest.Server, b *redisbackend.Backend, l *queue.Lease, deadline string) {
+	t.Helper()
+	leases := b.Prefix() + ":{q:default}:leased"
+	if deadline == "" {
+		var err error
+		deadline, err = srv.Do("ZSCORE", leases, l.Token).ToString()
+		require.NoError(t, err)
+	}
+	entry, _, _ := strings.Cut(l.Token, "/")
+	n, err := srv.Do("ZREM", leases, l.Token).AsInt64()
+	require.NoError(t, err)
+	require.Equal(t, int64(1), n, "the lease is held")
+	require.NoError(t, srv.Do("ZADD", leases, deadline, entry+"/lost/1").Error())
+}
+
 func pendingEntries(t *testing.T, srv *redistest.Server, prefix string) int64 {
 	t.Helper()
 	pending, err := srv.Do("XPENDING", prefix+":{q:default}:stream", "workers").ToArray()

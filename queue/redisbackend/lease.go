@@ -13,11 +13,13 @@ import (
 	"github.com/flowsrun/flows/queue"
 )
 
-// A lease token is "<stream entry id>/<n>", n being the number the
-// holders hash records for the entry's current lease, which differs from
-// the number of every earlier lease of the entry (see lua/fetch.lua): a
-// lease that was taken over, acknowledged or given back no longer
-// matches, even when the same worker name holds the entry again.
+// A lease token is "<stream entry id>/<n>", n being the number of the
+// entry's lease, which differs from the number of every earlier lease of
+// the entry (see lua/fetch.lua). The token is also the lease's member in
+// the leases set, scored by its deadline (see lua/lib/token.lua): a lease
+// script finds it there by the token alone, and a lease that was taken
+// over, acknowledged or given back is no longer there, even when the
+// same worker name holds the entry again.
 func makeToken(entry, n string) string { return entry + "/" + n }
 
 func parseToken(token string) (entry, n string, ok bool) {
@@ -30,7 +32,7 @@ func parseToken(token string) (entry, n string, ok bool) {
 
 // leaseKeys are the KEYS of extendScript and ackScript.
 func (b *Backend) leaseKeys() []string {
-	return []string{b.streamKey(), b.leasesKey(), b.holdersKey()}
+	return []string{b.streamKey(), b.leasesKey()}
 }
 
 // onLease runs a lease script with ARGV entry, token, extra... and turns
@@ -379,7 +381,7 @@ func (b *Backend) Retry(ctx context.Context, l *queue.Lease, at time.Time, why q
 	if l != nil && l.Task != nil && l.Task.Limit.On() && why != queue.EndHooksPending && !l.Task.Cancelled {
 		gated = l.Task.Flow
 	}
-	keys := []string{b.streamKey(), b.leasesKey(), b.holdersKey(), b.delayedKey(), b.wakeKey(), b.hooksKey()}
+	keys := []string{b.streamKey(), b.leasesKey(), b.delayedKey(), b.wakeKey(), b.hooksKey()}
 	if gated != "" {
 		keys = append(keys, b.gateKey(gated))
 	}

@@ -2,7 +2,6 @@ package redisbackend_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -78,8 +77,7 @@ func TestNoRunCostsNoRoundTrip(t *testing.T) {
 		// fetch has taken it over: nothing is counted in the end.
 		l = leaseOne(t, b)
 		l.NoRun = true
-		entry, _, _ := strings.Cut(l.Token, "/")
-		require.NoError(t, srv.Do("HSET", b.Prefix()+":{q:default}:holders", entry, "lost/1").Error())
+		markLost(t, srv, b, l, "")
 		require.ErrorIs(t, b.Retry(ctx, l, time.Now(), queue.EndHooksPending), queue.ErrLeaseLost)
 		got, err := b.Get(ctx, l.Task.ID)
 		require.NoError(t, err)

@@ -153,7 +153,7 @@ func TestTaskRoundTrips(t *testing.T) {
 				require.NoError(t, err)
 				eventually(t, func() bool {
 					snap, _, err := observer.Snapshot(ctx, id)
-					leased, lerr := srv.Do("ZCARD", web.Prefix()+":{q:"+web.Queue()+"}:leases").AsInt64()
+					leased, lerr := srv.Do("ZCARD", web.Prefix()+":{q:"+web.Queue()+"}:leased").AsInt64()
 					return err == nil && snap.State == progress.StateSuccess && lerr == nil && leased == 0
 				}, "the task did not succeed and get acknowledged")
 				return webClient.naming(webMark, id), workerClient.naming(workerMark, id)

@@ -14,13 +14,16 @@ import (
 // (one command when no worker is dead): a worker whose deadline has
 // passed is dead, and the leases its consumer holds in the group's
 // pending list are marked lost at once, without waiting out their
-// deadline (see lua/lib/reclaim.lua): the holders hash records "lost/"
-// and their lease's number for them, so that the dead worker's token no
-// longer matches in any lease script (extend, ack, retry, finish, bury),
-// and their deadline in the
-// leases set becomes now, so that the next fetch takes them over and
-// tells the next attempt that the worker was lost (queue.EndWorkerLost).
-// The waiting fetchers are woken through the wake stream.
+// deadline (see lua/lib/reclaim.lua): the token of each one's lease in
+// the leases set is replaced by one whose holder is "lost/" and the
+// lease's number, so that the dead worker's token no longer matches in
+// any lease script (extend, ack, retry, finish, bury), scored by now, so
+// that the next fetch takes them over and tells the next attempt that
+// the worker was lost (queue.EndWorkerLost). The waiting fetchers are
+// woken through the wake stream. The pending list names the dead
+// worker's entries, not their leases' numbers: the first heartbeat that
+// finds a dead worker holding entries reads the whole leases set once,
+// a cost that grows with the leases held, paid when a worker dies.
 //
 // A worker judges others only once its heartbeats have come without a
 // gap for a whole DeadAfter of its own: the contact set holds, for each
@@ -46,8 +49,9 @@ import (
 //
 // The cost is one script per heartbeat interval per worker, whatever the
 // number of tasks it runs (the contact set adds a ZSCORE to it, and a
-// ZADD after a gap); taking a task over costs the fetch that takes it
-// one HGET more than taking over an expired lease.
+// ZADD after a gap, and the leases of the layout before 2026-12-07 a
+// ZRANGEBYSCORE, see lua/lib/legacy.lua); taking over a task of a dead
+// worker costs the fetch what taking over an expired lease does.
 
 // reclaimLimit bounds the entries one heartbeat takes back from one dead
 // worker; the rest go at the next heartbeat.
@@ -57,7 +61,7 @@ const reclaimLimit = 1000
 // whose JSON is info.
 func (b *Backend) heartbeatCall(w queue.WorkerInfo, info string) (keys, args []string) {
 	q := b.qkeys
-	keys = []string{q.workers, q.seen, q.deadlines, q.stream, q.leases, q.holders, q.wake, q.contact}
+	keys = []string{q.workers, q.seen, q.deadlines, q.stream, q.leases, q.wake, q.contact, q.oldLeases, q.oldHolders}
 	args = []string{w.Name, info, strconv.FormatInt(w.DeadAfter().Milliseconds(), 10), group, strconv.Itoa(reclaimLimit)}
 	return keys, args
 }

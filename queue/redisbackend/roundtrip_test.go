@@ -355,9 +355,7 @@ func TestRetryRecordsTheEndOfAHeldLeaseOnly(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, leases, 1)
 		l = leases[0]
-		entry, _, _ := strings.Cut(l.Token, "/")
-		require.NoError(t, srv.Do("HSET", b.Prefix()+":{q:default}:holders", entry, "lost/1").Error())
-		require.NoError(t, srv.Do("ZADD", b.Prefix()+":{q:default}:leases", "0", entry).Error())
+		markLost(t, srv, b, l, "0")
 		n, err = trips(func() error { return b.Retry(ctx, l, time.Now(), queue.EndShutdown) })
 		require.ErrorIs(t, err, queue.ErrLeaseLost)
 		if cluster {

@@ -115,7 +115,7 @@ func TestKeySchema(t *testing.T) {
 	keys, err := srv.Do("KEYS", "*").AsStrSlice()
 	require.NoError(t, err)
 	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|steps|events|checkpoints)$`)
-	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leases|holders|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen|workers:deadlines|workers:contact)$`)
+	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leased|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen|workers:deadlines|workers:contact)$`)
 	perTask := map[string][]string{}
 	var queueKeys []string
 	for _, k := range keys {
@@ -135,7 +135,7 @@ func TestKeySchema(t *testing.T) {
 	assert.ElementsMatch(t, []string{"task", "checkpoints"}, perTask[running.ID], "keys of a task with a checkpoint and without events yet")
 	assert.ElementsMatch(t, []string{"task"}, perTask[later.ID], "keys of a delayed task")
 	assert.ElementsMatch(t, []string{"task"}, perTask[failed.ID], "keys of a buried task")
-	assert.ElementsMatch(t, []string{"stream", "delayed", "leases", "holders", "wake", "dead", "buried",
+	assert.ElementsMatch(t, []string{"stream", "delayed", "leased", "wake", "dead", "buried",
 		"index", "index:" + done.Flow, "flows"}, queueKeys)
 
 	eventually(t, func() bool {

@@ -107,7 +107,7 @@ func TestLoadScript(t *testing.T) {
 		assert.Equal(t, 1, strings.Count(checkpointScript.src, "local function readClock("))
 		assert.Equal(t, 1, strings.Count(finishScript.src, "local function append("))
 		assert.Equal(t, 1, strings.Count(finishScript.src, "local function release("))
-		for _, def := range []string{"local function schedule(", "local function release(", "if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then"} {
+		for _, def := range []string{"local function schedule(", "local function release(", "if redis.call('ZREM', KEYS[2], ARGV[1] .. '/' .. ARGV[2]) == 0 then"} {
 			assert.Equal(t, 1, strings.Count(retryScript.src, def), def)
 		}
 	})

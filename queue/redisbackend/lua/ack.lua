@@ -1,8 +1,9 @@
 #!lua flags=allow-oom
 -- ack: removes held entries from the queue for good.
 --
--- KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
--- ARGV[1] consumer group, then, for each entry, its id, its token and
+-- KEYS[1] stream, KEYS[2] leases set
+-- ARGV[1] consumer group, then, for each entry, its id, its lease's
+--   number (see lib/token.lua) and
 --   its task's hash or "": given a hash, the entry is released only if
 --   the task has ended here or has no progress record (the hash is gone,
 --   or holds no state: another store keeps the progress). Durable mode
@@ -17,26 +18,20 @@
 --
 -- The shebang makes a read-only replica refuse the script (see script.go).
 --@include lib/release.lua
-local ids = {}
-for i = 2, #ARGV, 3 do
-  ids[#ids + 1] = ARGV[i]
-end
-local holders = redis.call('HMGET', KEYS[3], unpack(ids))
-local out, held = {}, {}
-for i = 1, #ids do
-  local token, task = ARGV[3 * i], ARGV[3 * i + 1]
-  if holders[i] ~= token then
+local out, entries, numbers, at = {}, {}, {}, {}
+for i = 1, (#ARGV - 1) / 3 do
+  local entry, number, task = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local state = false
+  if task ~= '' then state = redis.call('HGET', task, 'state') end
+  if state and state ~= 'SUCCESS' and state ~= 'FAILURE' then
     out[i] = 0
+    if redis.call('ZSCORE', KEYS[2], entry .. '/' .. number) then out[i] = 2 end
   else
-    local state = false
-    if task ~= '' then state = redis.call('HGET', task, 'state') end
-    if state and state ~= 'SUCCESS' and state ~= 'FAILURE' then
-      out[i] = 2
-    else
-      held[#held + 1] = ids[i]
-      out[i] = 1
-    end
+    entries[#entries + 1], numbers[#entries + 1], at[#entries + 1] = entry, number, i
   end
 end
-release(KEYS[1], KEYS[2], KEYS[3], ARGV[1], held)
+local held = release(KEYS[1], KEYS[2], ARGV[1], entries, numbers)
+for j = 1, #entries do
+  out[at[j]] = held[j] and 1 or 0
+end
 return out

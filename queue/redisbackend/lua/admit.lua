@@ -6,12 +6,13 @@
 -- a start of the rate's window.
 --
 -- A slot is named by the stream entry its task was given. It is held
--- while that entry is in the holders hash (leased, including a lease
--- taken back from a dead worker until a fetch takes it over: the task
--- keeps its slot for its next attempt) or has not been delivered to the
--- consumer group yet; an entry acknowledged, buried or given back
--- (Retry) frees it. So a slot is never a count that a crash could leave
--- wrong: it lives as long as its task's lease.
+-- while that entry is in the consumer group's pending list (leased,
+-- including a lease taken back from a dead worker until a fetch takes it
+-- over: the task keeps its slot for its next attempt; XPENDING of that
+-- one entry, O(log n)) or has not been delivered to the consumer group
+-- yet; an entry acknowledged, buried or given back (Retry) frees it. So
+-- a slot is never a count that a crash could leave wrong: it lives as
+-- long as its task's lease.
 --
 -- A task added to its gate is queued: if its start is in the queue's
 -- starting set (see starts.go in Go), the script marks it done there, with
@@ -20,8 +21,8 @@
 -- leave a task in its gate whose start a sweep would end, nor one marked
 -- done and not in its gate.
 --
--- KEYS[1] stream, KEYS[2] holders hash, KEYS[3] starting set, then for
---   each flow its gate set, slots set and starts set
+-- KEYS[1] stream, KEYS[2] starting set, then for each flow its gate set,
+--   slots set and starts set
 -- ARGV[1] consumer group, ARGV[2] most tasks to move per flow, ARGV[3]
 --   the score of a start done, then for each flow: its concurrency (0 for
 --   none), its rate (0 for none), the rate's period (ms), the number n of
@@ -32,7 +33,7 @@
 -- window moves on, a task of a gate falls due, or more may move at once:
 -- 0), -1 for never.
 --@include lib/clock.lua
-local stream, holders, starting, group, most = KEYS[1], KEYS[2], KEYS[3], ARGV[1], tonumber(ARGV[2])
+local stream, starting, group, most = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 
 local delivered
 local function lastDelivered()
@@ -64,8 +65,12 @@ local function soonest(ms)
   if wait < 0 or ms < wait then wait = ms end
 end
 
+local function pending(e)
+  local p = redis.pcall('XPENDING', stream, group, e, e, 1)
+  return type(p) == 'table' and not p.err and #p > 0
+end
 local moved, a = 0, 4
-for k = 4, #KEYS, 3 do
+for k = 3, #KEYS, 3 do
   local gate, slots, starts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local conc, rate, per, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   for i = 1, n do
@@ -79,7 +84,7 @@ for k = 4, #KEYS, 3 do
   if conc > 0 then
     local live = 0
     for _, e in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
-      if redis.call('HEXISTS', holders, e) == 1 or after(e, lastDelivered()) then
+      if pending(e) or after(e, lastDelivered()) then
         live = live + 1
       else
         redis.call('ZREM', slots, e)

@@ -2,9 +2,9 @@
 -- bury: releases a held entry as ack.lua does and keeps its task in the
 -- dead-letter set, after pruning the entries buried before the retention.
 --
--- KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash, KEYS[4] dead
---   set, KEYS[5] buried hash
--- ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group, ARGV[4] task
+-- KEYS[1] stream, KEYS[2] leases set, KEYS[3] dead set, KEYS[4] buried
+--   hash
+-- ARGV[1] entry id, ARGV[2] the lease's number (see lib/token.lua), ARGV[3] consumer group, ARGV[4] task
 --   id, ARGV[5] the dead entry's JSON, ARGV[6] now (Unix ms), ARGV[7]
 --   retention (ms)
 --
@@ -16,9 +16,9 @@
 --@include lib/holder_check.lua
 releaseHeld()
 local now, retention = tonumber(ARGV[6]), tonumber(ARGV[7])
-prune(KEYS[4], KEYS[5], now - retention)
-redis.call('ZADD', KEYS[4], now, ARGV[4])
-redis.call('HSET', KEYS[5], ARGV[4], ARGV[5])
+prune(KEYS[3], KEYS[4], now - retention)
+redis.call('ZADD', KEYS[3], now, ARGV[4])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+redis.call('PEXPIRE', KEYS[3], retention)
 redis.call('PEXPIRE', KEYS[4], retention)
-redis.call('PEXPIRE', KEYS[5], retention)
 return 1

@@ -2,13 +2,17 @@
 -- extend: moves the deadline of a held lease to the server's clock plus
 -- the lease.
 --
--- KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash
--- ARGV[1] entry id, ARGV[2] token, ARGV[3] lease (ms)
+-- KEYS[1] stream, KEYS[2] leases set
+-- ARGV[1] entry id, ARGV[2] the lease's number (see lib/token.lua),
+--   ARGV[3] lease (ms)
 --
 -- Returns 1, or 0 when the lease is no longer held.
 --
 -- The shebang makes a read-only replica refuse the script (see script.go).
---@include lib/holder_check.lua
+local token = ARGV[1] .. '/' .. ARGV[2]
+if not redis.call('ZSCORE', KEYS[2], token) then
+  return 0
+end
 --@include lib/clock.lua
-redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), ARGV[1])
+redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), token)
 return 1

@@ -4,15 +4,16 @@
 --  1. due delayed tasks (score <= the server's clock) move to the end of
 --     the stream;
 --  2. entries whose lease has passed (score <= the server's clock in the
---     leases set) are claimed for the consumer (XCLAIM); entries deleted
+--     leases set) are claimed for the consumer (XCLAIM), and the passed
+--     lease's token removed (one ZREM for them all); entries deleted
 --     meanwhile (or whose stream is gone) are forgotten; an entry whose
 --     worker was found dead (see lib/reclaim.lua) ends its attempt as
 --     "worker lost" (queue.EndWorkerLost), any other "lease expired";
 --  3. new entries are read for the consumer (XREADGROUP), creating the
 --     stream and group if they are missing;
---  4. each entry taken gets a lease number, recorded in the holders hash,
---     and a deadline in the leases set (one command each for all the
---     entries): the server's clock in ms, or for an entry taken over one
+--  4. each entry taken gets a lease number, and its token (lib/token.lua)
+--     a deadline in the leases set (one ZADD for all the entries): the
+--     number is the server's clock in ms, or for an entry taken over one
 --     more than the number of the lease before if that is not below the
 --     clock (below);
 --  5. unless ARGV[6] is empty, each entry's task record is read as the
@@ -26,11 +27,11 @@
 --     would differ) asks for it.
 --
 -- A lease number is the second half of a lease token (see lease.go in
--- Go), which a lease script compares with the holders hash: it must differ
+-- Go), by which a lease script finds the lease in the leases set: it must differ
 -- from the number of every earlier lease of the same entry, or the worker
 -- of an earlier one could act on the new one. An entry read anew has had
 -- no lease; an entry taken over has had leases numbered at most the one
--- the holders hash records (a lost one records it too, see lib/lost.lua),
+-- the token in the leases set holds (a lost one holds it too, see lib/lost.lua),
 -- so one more than that, or the clock when it is higher, differs from all
 -- of them. The clock rather than a counter costs no command, and keeps
 -- numbers apart even after a failover to a replica that missed the last
@@ -68,10 +69,10 @@
 -- which every worker that a new task woke in vain would send (another
 -- worker took the task).
 --
--- KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set, KEYS[4] holders
---   hash, KEYS[5] wake stream, KEYS[6] hooks set (the delayed tasks that
---   wait to run their finish hooks again, see retry.lua: a due task
---   leaves it with the delayed set)
+-- KEYS[1] stream, KEYS[2] delayed set, KEYS[3] leases set, KEYS[4] wake
+--   stream, KEYS[5] hooks set (the delayed tasks that wait to run their
+--   finish hooks again, see retry.lua: a due task leaves it with the
+--   delayed set)
 -- ARGV[1] consumer group, ARGV[2] consumer, ARGV[3] max, ARGV[4] lease
 --   (ms), ARGV[5] most delayed tasks to move, ARGV[6] the key prefix of
 --   task hashes or "", ARGV[7] retention (ms), ARGV[8] "1" for the newest
@@ -104,7 +105,8 @@
 -- ready, and they are -1, -1, "", "" and "".
 --@include lib/clock.lua
 --@include lib/lost.lua
-local stream, delayed, leases, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+--@include lib/token.lua
+local stream, delayed, leases = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, max, leasems = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local quickUntil = tonumber(ARGV[9])
 local quick = quickUntil ~= nil and clock < quickUntil - math.floor(tonumber(ARGV[10]) / 4)
@@ -116,7 +118,7 @@ end
 if #nextDue > 0 and tonumber(nextDue[2]) <= clock then
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', clock, 'LIMIT', 0, ARGV[5])
   redis.call('ZREM', delayed, unpack(due))
-  redis.call('ZREM', KEYS[6], unpack(due))
+  redis.call('ZREM', KEYS[5], unpack(due))
   for i = 1, #due do
     redis.call('XADD', stream, '*', 'task', due[i])
   end
@@ -129,13 +131,11 @@ if not quick then
 end
 if #nextExpiry > 0 and tonumber(nextExpiry[2]) <= clock then
   local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', clock, 'LIMIT', 0, max)
+  if #expired > 0 then redis.call('ZREM', leases, unpack(expired)) end
   for i = 1, #expired do
-    local holder = redis.call('HGET', holders, expired[i])
-    local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, expired[i])
-    if claimed.err or #claimed == 0 then
-      redis.call('ZREM', leases, expired[i])
-      redis.call('HDEL', holders, expired[i])
-    else
+    local entry, holder = untoken(expired[i])
+    local claimed = redis.pcall('XCLAIM', stream, group, consumer, 0, entry)
+    if not claimed.err and #claimed > 0 then
       taken[#taken + 1] = claimed[1]
       ended[#taken] = isLost(holder) and 'worker lost' or 'lease expired'
       if holder then
@@ -170,17 +170,15 @@ end
 
 local out = {}
 if #taken > 0 then
-  local tokens, deadlines = {}, {}
+  local deadlines = {}
   local deadline = string.format('%d', clock + leasems)
   for i = 1, #taken do
     local n = clock
     if before[i] and before[i] >= n then n = before[i] + 1 end
-    local id, token = taken[i][1], string.format('%d', n)
-    tokens[2 * i - 1], tokens[2 * i] = id, token
-    deadlines[2 * i - 1], deadlines[2 * i] = deadline, id
-    out[i] = {id, taken[i][2], token, ended[i] or ''}
+    local id, number = taken[i][1], string.format('%d', n)
+    deadlines[2 * i - 1], deadlines[2 * i] = deadline, token(id, number)
+    out[i] = {id, taken[i][2], number, ended[i] or ''}
   end
-  redis.call('HSET', holders, unpack(tokens))
   redis.call('ZADD', leases, unpack(deadlines))
   local prefix, retention = ARGV[6], tonumber(ARGV[7])
   if prefix ~= '' then
@@ -239,7 +237,7 @@ if #nextExpiry > 0 then
   if expiresIn < 0 or e < expiresIn then expiresIn = e end
 end
 local lastWake = ''
-if #out == 0 or ARGV[8] ~= '' then lastWake = newest(KEYS[5]) end
+if #out == 0 or ARGV[8] ~= '' then lastWake = newest(KEYS[4]) end
 local checkIn = tonumber(ARGV[10])
 if dueIn >= 0 and dueIn < checkIn then checkIn = dueIn end
 if expiresIn >= 0 and expiresIn < checkIn then checkIn = expiresIn end

@@ -1,6 +1,8 @@
 -- heartbeat: records a worker's heartbeat in the queue's worker registry,
 -- stamped with the server's clock, and takes back the leases of the
--- workers found dead (see lib/reclaim.lua).
+-- workers found dead (see lib/reclaim.lua), after moving the lapsed
+-- leases of the layout before 2026-12-07 into the leases set (see
+-- lib/legacy.lua: one command when there is none).
 --
 -- A worker judges others only once it has been in contact for as long as
 -- it may itself go without a heartbeat (ARGV[3], its window): the contact
@@ -15,30 +17,34 @@
 -- not in the deadlines set: its leases wait out their deadline.
 --
 -- KEYS[1] workers hash, KEYS[2] last-seen set, KEYS[3] deadlines set,
---   KEYS[4] stream, KEYS[5] leases set, KEYS[6] holders hash, KEYS[7] wake
---   stream, KEYS[8] contact set
+--   KEYS[4] stream, KEYS[5] leases set, KEYS[6] wake stream, KEYS[7]
+--   contact set, KEYS[8] and KEYS[9] the leases set and holders hash of
+--   the layout before (see lib/legacy.lua)
 -- ARGV[1] worker name, ARGV[2] what the worker says of itself (JSON),
 --   ARGV[3] how long it may go without a heartbeat (ms), ARGV[4] consumer
---   group, ARGV[5] most entries to take back per dead worker
+--   group, ARGV[5] most entries to take back per dead worker, and to move
+--   from the layout before
 --
 -- Returns {the server's clock (Unix ms), the number of entries taken back}.
 --@include lib/clock.lua
 --@include lib/reclaim.lua
+--@include lib/legacy.lua
 local window = tonumber(ARGV[3])
 local last = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
 local since
 if last and clock - last <= window / 2 then
-  since = tonumber(redis.call('ZSCORE', KEYS[8], ARGV[1]))
+  since = tonumber(redis.call('ZSCORE', KEYS[7], ARGV[1]))
 end
 if not since then
   since = clock
-  redis.call('ZADD', KEYS[8], clock, ARGV[1])
+  redis.call('ZADD', KEYS[7], clock, ARGV[1])
 end
 redis.call('ZADD', KEYS[2], clock, ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], clock + window, ARGV[1])
+adoptLapsed(KEYS[8], KEYS[9], KEYS[5], KEYS[6], tonumber(ARGV[5]))
 local marked = 0
 if clock - since >= window then
-  marked = reclaim(KEYS[3], KEYS[8], KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[4], tonumber(ARGV[5]))
+  marked = reclaim(KEYS[3], KEYS[7], KEYS[4], KEYS[5], KEYS[6], ARGV[4], tonumber(ARGV[5]), KEYS[8], KEYS[9])
 end
 return {clock, marked}

@@ -11,12 +11,11 @@
 -- to the delayed set is also added to the hooks set, for Depth: it has
 -- ended, and waits to run its hooks, not its flow.
 --
--- KEYS[1] stream, KEYS[2] leases set, KEYS[3] holders hash, KEYS[4]
---   delayed set, KEYS[5] wake stream, KEYS[6] hooks set, KEYS[7] (a task
---   of a limited flow only, never one given back for its finish hooks)
---   its flow's gate set, where the task waits for a slot instead (see
---   admit.lua)
--- ARGV[1] entry id, ARGV[2] token, ARGV[3] consumer group, ARGV[4] task
+-- KEYS[1] stream, KEYS[2] leases set, KEYS[3] delayed set, KEYS[4] wake
+--   stream, KEYS[5] hooks set, KEYS[6] (a task of a limited flow only,
+--   never one given back for its finish hooks) its flow's gate set, where
+--   the task waits for a slot instead (see admit.lua)
+-- ARGV[1] entry id, ARGV[2] the lease's number (see lib/token.lua), ARGV[3] consumer group, ARGV[4] task
 --   id, ARGV[5] due time (Unix ms), ARGV[6] now (Unix ms), ARGV[7]
 --   longest wait of a fetcher (ms), ARGV[8] the task's hash or "" to
 --   record nothing there, ARGV[9] why the attempt ended (a
@@ -41,8 +40,8 @@ if ARGV[8] ~= '' then
   recordEnd(ARGV[8], ARGV[11], ARGV[9], ARGV[10], ARGV[12])
 end
 releaseHeld()
-schedule(KEYS[1], KEYS[4], KEYS[5], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), KEYS[7])
-if ARGV[10] == 'hooks' and not KEYS[7] and tonumber(ARGV[5]) > tonumber(ARGV[6]) then
-  redis.call('ZADD', KEYS[6], ARGV[5], ARGV[4])
+schedule(KEYS[1], KEYS[3], KEYS[4], ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), KEYS[6])
+if ARGV[10] == 'hooks' and not KEYS[6] and tonumber(ARGV[5]) > tonumber(ARGV[6]) then
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[4])
 end
 return 1

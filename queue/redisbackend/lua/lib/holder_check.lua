@@ -1,6 +1,8 @@
--- Fragment: opens every script that acts on one lease. It returns 0 (the
--- lease is no longer held) unless the holders hash KEYS[3] records token
--- ARGV[2] for stream entry ARGV[1].
-if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then
+-- Fragment: opens every script that ends one lease (retry, bury). It
+-- removes the lease's token, stream entry ARGV[1] and number ARGV[2], from
+-- the leases set KEYS[2] (see lib/token.lua), and returns 0 (the lease is
+-- no longer held) when it was not there: one command checks the holder
+-- and ends the lease.
+if redis.call('ZREM', KEYS[2], ARGV[1] .. '/' .. ARGV[2]) == 0 then
   return 0
 end

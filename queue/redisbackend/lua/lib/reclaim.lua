@@ -1,26 +1,41 @@
--- Fragment: defines reclaim(deadlines, contact, stream, leases, holders,
--- wake, group, limit), which takes back the leases of the workers found
--- dead: those whose deadline in the set deadlines (the server's clock plus
--- the time they may go without a heartbeat, as their last heartbeat set
--- it) has passed.
+-- Fragment: defines reclaim(deadlines, contact, stream, leases, wake,
+-- group, limit, oldLeases, oldHolders), which takes back the leases of
+-- the workers found dead: those whose deadline in the set deadlines (the
+-- server's clock plus the time they may go without a heartbeat, as their
+-- last heartbeat set it) has passed.
 --
 -- For each dead worker (up to ten a call), the entries its consumer holds
--- in the group's pending list (up to limit) are marked lost: their holder
--- becomes lostHolder of it (lib/lost.lua), which fences the dead worker
--- out of every lease script at once (a token never matches it), and their
--- lease deadline becomes the clock, so that the next fetch takes them
--- over as it takes over an expired lease, and says why the attempt ended
--- ("worker lost", see fetch.lua). A worker whose pending entries are all
--- marked leaves the set deadlines and the set contact (see
--- heartbeat.lua); the registry still lists it, not alive. An entry is
--- added to the wake stream when an entry was marked, so that the waiting
--- fetchers look at once.
+-- in the group's pending list (up to limit) are marked lost: the token of
+-- each one's lease in the leases set (lib/token.lua) is replaced by one
+-- whose holder is lostHolder of it (lib/lost.lua), which fences the dead
+-- worker out of every lease script at once (its token is no longer
+-- there), scored by the clock, so that the next fetch takes them over as
+-- it takes over an expired lease, and says why the attempt ended ("worker
+-- lost", see fetch.lua). A worker whose pending entries are all marked
+-- leaves the set deadlines and the set contact (see heartbeat.lua); the
+-- registry still lists it, not alive. An entry is added to the wake
+-- stream when an entry was marked, so that the waiting fetchers look at
+-- once.
+--
+-- The pending list names a dead worker's entries, not the numbers of
+-- their leases, and the leases set is ordered by deadline: the first
+-- call that finds a dead worker holding entries reads the whole leases
+-- set once (ZRANGE), one command whose cost grows with the number of
+-- leases held, paid only when a worker is found dead.
+--
+-- A lease taken by a version before 2026-12-07 is still in the layout of
+-- that version (see lib/legacy.lua): the entry in oldLeases and the
+-- lease's number in the hash oldHolders. While oldHolders exists, a dead
+-- worker's entry found there is marked lost by moving it, lost, into the
+-- leases set.
 --
 -- Returns the number of entries marked. It uses clock (lib/clock.lua).
 --@include lib/lost.lua
-local function reclaim(deadlines, contact, stream, leases, holders, wake, group, limit)
+--@include lib/token.lua
+local function reclaim(deadlines, contact, stream, leases, wake, group, limit, oldLeases, oldHolders)
   local dead = redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. clock, 'LIMIT', 0, 10)
   local marked = 0
+  local legacy, held
   for _, worker in ipairs(dead) do
     local pending = redis.pcall('XPENDING', stream, group, '-', '+', limit, worker)
     if type(pending) ~= 'table' or pending.err then
@@ -28,11 +43,33 @@ local function reclaim(deadlines, contact, stream, leases, holders, wake, group,
     end
     for _, p in ipairs(pending) do
       local id = p[1]
-      local holder = redis.call('HGET', holders, id)
-      if holder and not isLost(holder) then
-        redis.call('HSET', holders, id, lostHolder(holder))
-        redis.call('ZADD', leases, 'XX', clock, id)
+      if legacy == nil then legacy = redis.call('EXISTS', oldHolders) == 1 end
+      local old = legacy and redis.call('HGET', oldHolders, id)
+      if old then
+        redis.call('ZREM', oldLeases, id)
+        redis.call('HDEL', oldHolders, id)
+        if not isLost(old) then old = lostHolder(old) end
+        redis.call('ZADD', leases, clock, token(id, old))
         marked = marked + 1
+      else
+        if not held then
+          held = {}
+          for _, member in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
+            local entry = untoken(member)
+            held[entry] = member
+          end
+        end
+        local member = held[id]
+        if member then
+          local _, holder = untoken(member)
+          if holder and not isLost(holder) then
+            local lost = token(id, lostHolder(holder))
+            redis.call('ZREM', leases, member)
+            redis.call('ZADD', leases, clock, lost)
+            held[id] = lost
+            marked = marked + 1
+          end
+        end
       end
     end
     if #pending < limit then

@@ -1,9 +1,13 @@
--- Fragment: defines release(stream, leases, holders, group, entries),
--- which ends held leases: the entries (a list of ids) leave the consumer
--- group's pending list and the lease bookkeeping, with one command of each
--- kind; and releaseHeld(), which runs it on entry ARGV[1], KEYS[1..3]
--- being the stream, leases set and holders hash and ARGV[3] the consumer
--- group.
+-- Fragment: defines release(stream, leases, group, entries, numbers),
+-- which ends the leases that are still held among those given (stream
+-- entry ids and the numbers of their leases): their tokens leave the
+-- leases set (see lib/token.lua) and their entries the consumer group's
+-- pending list, with one command of each kind (a ZMSCORE first when there
+-- are several); it returns, for each lease, whether it was held.
+-- acknowledge(stream, group, entries) is its second half, for entries
+-- whose tokens are gone already; releaseHeld() runs it on entry ARGV[1],
+-- KEYS[1] being the stream and ARGV[3] the consumer group, after
+-- lib/holder_check.lua has removed its token.
 --
 -- Trimming removes the entries older than the oldest one still pending
 -- or, with none pending, than the last one delivered: all of them have
@@ -23,11 +27,9 @@ local trimEvery = 100
 local function picked(entry)
   return tonumber(string.sub(redis.sha1hex(entry), 1, 6), 16) % trimEvery == 0
 end
-local function release(stream, leases, holders, group, entries)
+local function acknowledge(stream, group, entries)
   if #entries == 0 then return end
   redis.call('XACK', stream, group, unpack(entries))
-  redis.call('ZREM', leases, unpack(entries))
-  redis.call('HDEL', holders, unpack(entries))
   local trim = false
   for i = 1, #entries do
     if picked(entries[i]) then trim = true end
@@ -49,6 +51,30 @@ local function release(stream, leases, holders, group, entries)
     redis.call('XTRIM', stream, 'MINID', '~', floor)
   end
 end
+local function release(stream, leases, group, entries, numbers)
+  local held, members = {}, {}
+  for i = 1, #entries do
+    members[i] = entries[i] .. '/' .. numbers[i]
+  end
+  if #members == 0 then return held end
+  if #members == 1 then
+    held[1] = redis.call('ZREM', leases, members[1]) == 1
+  else
+    local scores = redis.call('ZMSCORE', leases, unpack(members))
+    local gone = {}
+    for i = 1, #members do
+      held[i] = scores[i] ~= false
+      if held[i] then gone[#gone + 1] = members[i] end
+    end
+    if #gone > 0 then redis.call('ZREM', leases, unpack(gone)) end
+  end
+  local acked = {}
+  for i = 1, #entries do
+    if held[i] then acked[#acked + 1] = entries[i] end
+  end
+  acknowledge(stream, group, acked)
+  return held
+end
 local function releaseHeld()
-  release(KEYS[1], KEYS[2], KEYS[3], ARGV[3], {ARGV[1]})
+  acknowledge(KEYS[1], ARGV[3], {ARGV[1]})
 end

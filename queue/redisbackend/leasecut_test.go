@@ -1,0 +1,90 @@
+package redisbackend_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// TestLeaseCommands counts the commands Redis runs (INFO commandstats,
+// script internals included) for each path of a lease on a single Redis.
+// A lease is one member of the leases set, its token, scored by its
+// deadline: the fetch writes it with one ZADD for all the entries it
+// takes, and an end that releases it removes it with one ZREM, which is
+// also its check that the lease is still held (there were an HSET of
+// the holder in the fetch, and an HMGET or HGET of the holders hash,
+// a ZREM and an HDEL in the end).
+func TestLeaseCommands(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	lease := func() *queue.Lease {
+		t.Helper()
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+		require.Len(t, leases, 1)
+		return leases[0]
+	}
+	cost := func(op func()) (int, map[string]int) {
+		t.Helper()
+		require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+		op()
+		calls := commandCalls(t, srv)
+		delete(calls, "config|resetstat")
+		n := 0
+		for _, c := range calls {
+			n += c
+		}
+		return n, calls
+	}
+	for _, tt := range []struct {
+		name string
+		end  func(l *queue.Lease) error
+		want int
+		ops  map[string]int
+	}{
+		{"Extend", func(l *queue.Lease) error { return b.Extend(ctx, l, time.Minute) }, 6,
+			map[string]int{"zscore": 1, "zadd": 1, "hget": 1, "hdel": 0}},
+		{"Ack", func(l *queue.Lease) error { return b.Ack(ctx, l) }, 4,
+			map[string]int{"zrem": 1, "hmget": 0, "hdel": 0}},
+		{"Retry", func(l *queue.Lease) error { return b.Retry(ctx, l, time.Now(), queue.EndFailed) }, 7,
+			map[string]int{"zrem": 1, "hget": 0, "hdel": 0}},
+		{"Bury", func(l *queue.Lease) error { return b.Bury(ctx, l, "dead") }, 9,
+			map[string]int{"zrem": 1, "hget": 0, "hdel": 0}},
+	} {
+		for i := range 2 { // the first loads the scripts
+			l := lease()
+			n, calls := cost(func() { require.NoError(t, tt.end(l)) })
+			if i == 0 {
+				continue
+			}
+			assert.Equal(t, tt.want, n, "%s: commands: %v", tt.name, calls)
+			for op, want := range tt.ops {
+				assert.Equal(t, want, calls[op], "%s: %s: %v", tt.name, op, calls)
+			}
+		}
+	}
+	// A fetch that takes one new entry: the deadline and the token in
+	// one ZADD, no HSET of a holder (the record's HSET comes only with a
+	// lease taken over).
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	var leases []*queue.Lease
+	n, calls := cost(func() {
+		var err error
+		leases, err = b.Fetch(ctx, "w", 1, time.Minute)
+		require.NoError(t, err)
+	})
+	require.Len(t, leases, 1)
+	assert.Equal(t, 1, calls["zadd"], "fetch: %v", calls)
+	assert.Zero(t, calls["hset"], "fetch: %v", calls)
+	assert.Equal(t, 9, n, "fetch: commands: %v", calls)
+}
