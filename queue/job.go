@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flowsrun/flows/flow"
-	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -250,6 +248,9 @@ type outcome struct {
 	result json.RawMessage
 	err    error
 	cause  error
+	// goexit is set when the flow ended its goroutine (runtime.Goexit):
+	// err is errGoexit.
+	goexit bool
 }
 
 // examine returns the result of a flow's run encoded as JSON and its
@@ -313,51 +314,28 @@ func (j *job) run(f flow.Flow) {
 
 	hb := j.startHeartbeat(cancel)
 
-	done := make(chan outcome, 1) // buffered: an abandoned flow still returns
-	go func() {
-		returned := false
-		defer func() {
-			if v := recover(); v != nil {
-				j.logger().Error("flows: flow panicked", "panic", redact.Text(fmt.Sprint(v)), "stack", string(debug.Stack()))
-				done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
-			} else if !returned {
-				done <- outcome{err: errGoexit, cause: context.Cause(ctx)}
-			}
-		}()
-		res, err := f.Run(j.flowContext(ctx, cancel), &flow.Task{
-			ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
-			Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
-				Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, ResumeFrom: t.resumeFrom(),
-				Flush: j.rep.Flush, Progress: j.rep, Logger: j.w.log, MaxOutputBytes: j.w.cfg.MaxReportBytes,
-			}),
-		})
-		// The cause is read as the flow returns: a cancellation, time
-		// limit or shutdown landing after that does not undo its result.
-		out := outcome{cause: context.Cause(ctx)}
-		// What the flow returned is looked at here, under the recover
-		// above, before it leaves the flow's goroutine.
-		out.result, out.err = examine(res, err, j.w.cfg.MaxReportBytes)
-		returned = true
-		if hook := j.w.flowReturned; hook != nil {
-			hook(t.ID)
-		}
-		done <- out
-	}()
+	g := j.w.flows.start(flowRun{j: j, f: f, ctx: ctx, cancel: cancel})
 
 	var out outcome
 	returned := true
 	select {
-	case out = <-done:
+	case out = <-g.done:
 	case <-ctx.Done():
 		abandon := time.NewTimer(j.w.cfg.AbandonAfter)
 		select {
-		case out = <-done:
+		case out = <-g.done:
 		case <-abandon.C:
 			returned = false
 		}
 		abandon.Stop()
 	}
 	cause := out.cause
+	if returned && !out.goexit {
+		j.w.flows.put(g)
+	} else {
+		// The flow keeps its goroutine (abandoned), or has ended it.
+		j.w.flows.drop(g)
+	}
 	if !returned {
 		cause = context.Cause(ctx)
 	}

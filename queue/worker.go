@@ -327,6 +327,15 @@ func DefaultBackoff(attempt int) time.Duration {
 // never crashes the worker. A flow that ends its goroutine
 // (runtime.Goexit, as testing's FailNow does) fails its attempt, as if
 // it had returned an error.
+//
+// Flows run on goroutines the worker keeps while it runs, one flow after
+// another, so that the stack grown by one is there for the next; so a
+// flow should leave its goroutine as it found it, as a net/http handler
+// does its connection's: no thread left locked (runtime.LockOSThread),
+// goroutine labels set with pprof.Do rather than
+// pprof.SetGoroutineLabels. A flow that panics leaves its goroutine to
+// the next; one that ends it, or that is abandoned (see
+// WorkerConfig.AbandonAfter), takes it along.
 type Worker struct {
 	backend Backend
 	store   progress.Store
@@ -342,6 +351,7 @@ type Worker struct {
 
 	running atomic.Bool
 	ops     *opctx.Source // contexts of backend and store calls, set by Run
+	flows   *flowPool     // the goroutines that run flows, set by Run
 	// holding counts the tasks the worker holds, for its heartbeats.
 	holding atomic.Int64
 	// live is the worker's standing in the backend's registry; nil when
@@ -576,6 +586,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopBeating := w.beat(base)
 	stopGates := w.keepGates(base)
 	var inFlight sync.WaitGroup
+	w.flows = newFlowPool(w.cfg.Concurrency)
 	w.fetchLoop(ctx, &inFlight, func(l leased) {
 		w.holding.Add(1)
 		defer w.holding.Add(-1)
@@ -596,6 +607,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.stopFlows(errShutdown)
 		<-drained
 	}
+	w.flows.close()
 	stopListening()
 	<-listening
 	stopBeating()

@@ -1,0 +1,165 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redact"
+)
+
+// flowPool keeps the goroutines that run flows, so that the stack one
+// has grown for a flow is there for the next. A goroutine started for
+// each flow grows its stack from 2 KB again every time, copying it at
+// each doubling: about 13,700 instructions of a task that does nothing
+// but report progress with the GC off (a tenth), 8,300 with the default
+// GOGC (see BENCHMARKS.md, "flows on goroutines the worker keeps").
+//
+// A flow takes the goroutine that came back last, whose stack is the
+// likeliest to be in the CPU's caches, and starts one when none is idle:
+// there are as many as flows have run at once, at most the worker's
+// Concurrency, fewer when flows are short. The price is memory: an idle
+// goroutine keeps the stack its flows grew, as much as the deepest of
+// them took, until collections halve it (the GC halves the stack of a
+// goroutine that uses under a quarter of it).
+//
+// A flow's panic is recovered in the call of that flow (see
+// job.callFlow), and its goroutine goes back to the pool. A flow that
+// ends its goroutine (runtime.Goexit) takes it along, and so does a flow
+// abandoned (see WorkerConfig.AbandonAfter), whose goroutine ends when
+// it returns (see drop). Run closes the pool as it ends, ending the idle
+// goroutines (see close).
+//
+// A flow should leave its goroutine as it found it, as a net/http
+// handler leaves its connection's: a thread it locked
+// (runtime.LockOSThread) unlocked, and goroutine labels set with
+// pprof.Do rather than pprof.SetGoroutineLabels.
+type flowPool struct {
+	max int // idle goroutines kept, at most
+
+	mu     sync.Mutex
+	idle   []*flowGoroutine // the last one back last
+	closed bool
+}
+
+func newFlowPool(max int) *flowPool { return &flowPool{max: max} }
+
+// flowGoroutine is a goroutine of a flowPool, and how to talk to it.
+type flowGoroutine struct {
+	// runs takes the flows to run to the goroutine. Closing it ends the
+	// goroutine once its flow returns.
+	runs chan flowRun
+	// done receives each run's outcome: buffered, so that an abandoned
+	// flow's goroutine never waits for the worker.
+	done chan outcome
+	// exited is closed as the goroutine ends.
+	exited chan struct{}
+}
+
+// flowRun is one run of a flow (see job.callFlow).
+type flowRun struct {
+	j      *job
+	f      flow.Flow
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// start runs run on an idle goroutine of the pool, or on a new one if
+// none is idle, and returns that goroutine: its done channel receives
+// the outcome. The caller gives it back with put, or with drop.
+func (p *flowPool) start(run flowRun) *flowGoroutine {
+	p.mu.Lock()
+	var g *flowGoroutine
+	if n := len(p.idle); n > 0 {
+		g = p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+	}
+	p.mu.Unlock()
+	if g == nil {
+		g = &flowGoroutine{runs: make(chan flowRun), done: make(chan outcome, 1), exited: make(chan struct{})}
+		go g.loop()
+	}
+	g.runs <- run
+	return g
+}
+
+// loop runs the flows sent to g until runs is closed.
+func (g *flowGoroutine) loop() {
+	defer close(g.exited) // also when a flow ends the goroutine
+	for run := range g.runs {
+		run.j.callFlow(run.ctx, run.cancel, run.f, g.done)
+	}
+}
+
+// put gives g back, its flow's outcome received: it runs the next flow
+// started, unless the pool is closed or holds enough idle goroutines,
+// and then it ends.
+func (p *flowPool) put(g *flowGoroutine) {
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= p.max {
+		p.mu.Unlock()
+		close(g.runs)
+		return
+	}
+	p.idle = append(p.idle, g)
+	p.mu.Unlock()
+}
+
+// drop leaves g to the flow it runs, which has ended it (runtime.Goexit)
+// or is abandoned: g ends as the flow returns.
+func (p *flowPool) drop(g *flowGoroutine) { close(g.runs) }
+
+// close ends the idle goroutines, and waits for them to end, so that
+// none is left once Run returns. The flows have all returned or been
+// abandoned by then: none is started or given back after.
+func (p *flowPool) close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, g := range idle {
+		close(g.runs)
+	}
+	for _, g := range idle {
+		<-g.exited
+	}
+}
+
+// callFlow runs f, the flow of j's task, with the run's context ctx,
+// and sends its outcome on done, recovering its panic. It runs on a
+// goroutine of the worker's flowPool, and returns to it unless the flow
+// ends that goroutine (runtime.Goexit).
+func (j *job) callFlow(ctx context.Context, cancel context.CancelCauseFunc, f flow.Flow, done chan<- outcome) {
+	t := j.task
+	returned := false
+	defer func() {
+		if v := recover(); v != nil {
+			j.logger().Error("flows: flow panicked", "panic", redact.Text(fmt.Sprint(v)), "stack", string(debug.Stack()))
+			done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
+		} else if !returned {
+			done <- outcome{err: errGoexit, cause: context.Cause(ctx), goexit: true}
+		}
+	}()
+	res, err := f.Run(j.flowContext(ctx, cancel), &flow.Task{
+		ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
+		Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
+			Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, ResumeFrom: t.resumeFrom(),
+			Flush: j.rep.Flush, Progress: j.rep, Logger: j.w.log, MaxOutputBytes: j.w.cfg.MaxReportBytes,
+		}),
+	})
+	// The cause is read as the flow returns: a cancellation, time
+	// limit or shutdown landing after that does not undo its result.
+	out := outcome{cause: context.Cause(ctx)}
+	// What the flow returned is looked at here, under the recover
+	// above, before it leaves the flow's goroutine.
+	out.result, out.err = examine(res, err, j.w.cfg.MaxReportBytes)
+	returned = true
+	if hook := j.w.flowReturned; hook != nil {
+		hook(t.ID)
+	}
+	done <- out
+}

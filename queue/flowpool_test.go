@@ -1,0 +1,109 @@
+package queue_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/leakcheck"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+)
+
+// goroutineID returns the id of the calling goroutine, as its stack
+// trace names it.
+func goroutineID() int {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	buf, _ = bytes.CutPrefix(buf, []byte("goroutine "))
+	id, err := strconv.Atoi(string(buf[:bytes.IndexByte(buf, ' ')]))
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+// TestWorkerKeepsFlowGoroutines: flows that run one after the other run
+// on one goroutine, which the worker keeps, so that the stack it grew
+// for one is there for the next; a flow that panics leaves it to the
+// next (the panic is recovered per task, as ever); a flow that ends it
+// (runtime.Goexit) or is abandoned takes it along, and the next flow
+// runs on another. Once Run returns, no goroutine is left: the
+// abandoned flow's ends as its flow returns.
+func TestWorkerKeepsFlowGoroutines(t *testing.T) {
+	baseline := runtime.NumGoroutine()
+	s := newSetup()
+	ran := make(chan int, 1) // the goroutine of the last "where" flow
+	release := make(chan struct{})
+	s.reg.MustRegister("where", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		ran <- goroutineID()
+		return nil, nil
+	}))
+	s.reg.MustRegister("panics", flow.Func(func(context.Context, *flow.Task) (any, error) { panic("boom") }))
+	s.reg.MustRegister("exits", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		runtime.Goexit()
+		return nil, nil
+	}))
+	s.reg.MustRegister("stuck", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		<-release // deaf to its context: it is abandoned
+		return nil, nil
+	}))
+	w := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
+		Registry: s.reg, Concurrency: 1, AbandonAfter: time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	returned := make(chan error, 1)
+	go func() { returned <- w.Run(ctx) }()
+
+	// run enqueues a task of name, waits for its end and returns it.
+	run := func(name string, opts queue.EnqueueOptions) progress.Snapshot {
+		t.Helper()
+		opts.MaxAttempts = 1
+		return waitTerminal(t, s.store, s.enqueue(t, name, opts))
+	}
+	where := func() int {
+		t.Helper()
+		assert.Equal(t, progress.StateSuccess, run("where", queue.EnqueueOptions{}).State)
+		return <-ran
+	}
+
+	first := where()
+	assert.Equal(t, first, where(), "the second flow runs on the goroutine of the first")
+
+	snap := run("panics", queue.EnqueueOptions{})
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, "panic: boom", snap.Details.Status)
+	assert.Equal(t, first, where(), "a panic recovered leaves the goroutine to the next flow")
+
+	snap = run("exits", queue.EnqueueOptions{})
+	assert.Equal(t, progress.StateFailure, snap.State)
+	assert.Equal(t, "flow ended its goroutine (runtime.Goexit) without returning", snap.Details.Status)
+	second := where()
+	assert.NotEqual(t, first, second, "a goroutine the flow ended is not used again")
+	assert.Equal(t, second, where())
+
+	snap = run("stuck", queue.EnqueueOptions{Timeout: time.Millisecond})
+	assert.Equal(t, progress.StateFailure, snap.State)
+	third := where()
+	assert.NotEqual(t, second, third, "the goroutine of an abandoned flow is left to it")
+	assert.Equal(t, third, where())
+
+	stop()
+	select {
+	case err := <-returned:
+		require.NoError(t, err)
+	case <-time.After(waitLong):
+		require.FailNow(t, "Worker.Run did not return")
+	}
+	close(release) // the abandoned flow returns; its goroutine ends
+	leakcheck.Settle(t, baseline, waitLong)
+}
