@@ -88,3 +88,42 @@ func TestLeaseCommands(t *testing.T) {
 	assert.Zero(t, calls["hset"], "fetch: %v", calls)
 	assert.Equal(t, 9, n, "fetch: commands: %v", calls)
 }
+
+// TestSharedAckChecksEachToken acknowledges three leases in one ack
+// script (AckDelay), one of them marked lost meanwhile: one ZMSCORE
+// tells which tokens are still in the leases set, one ZREM and one XACK
+// release the two held, and the lost one's Ack fails alone, its entry
+// still pending for the fetch that takes it over.
+func TestSharedAckChecksEachToken(t *testing.T) {
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{AckDelay: 100 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	require.NoError(t, b.Ack(ctx, leased(t, b, 1, time.Minute)[0])) // loads the script, lingering 100 ms
+
+	leases := leased(t, b, 3, time.Minute)
+	markLost(t, srv, b, leases[1], "")
+	end, asked := lingerByHand(t)
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	errs := make([]chan error, len(leases))
+	for i, l := range leases {
+		errs[i] = make(chan error, 1)
+		go func() { errs[i] <- b.Ack(context.Background(), l) }()
+		require.Eventually(t, func() bool { _, acks, _ := b.Waiting(); return acks == i+1 },
+			waitLimit, time.Millisecond, "%d acks waiting", i+1)
+	}
+	<-asked
+	end()
+	require.NoError(t, <-errs[0])
+	require.ErrorIs(t, <-errs[1], queue.ErrLeaseLost, "the lease marked lost")
+	require.NoError(t, <-errs[2])
+	calls := commandCalls(t, srv)
+	assert.Equal(t, 1, calls["evalsha"], "one ack script: %v", calls)
+	assert.Equal(t, 1, calls["zmscore"], "the tokens checked together: %v", calls)
+	assert.Equal(t, 1, calls["zrem"], "the held ones removed together: %v", calls)
+	assert.Equal(t, 1, calls["xack"], "and released together: %v", calls)
+	assert.Equal(t, int64(1), pendingEntries(t, srv, b.Prefix()), "the lost lease's entry waits for a fetch")
+	left, err := srv.Do("ZCARD", b.Prefix()+":{q:default}:leased").AsInt64()
+	require.NoError(t, err)
+	assert.Equal(t, int64(1), left, "only the lost lease's token is left")
+}
