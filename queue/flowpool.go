@@ -86,11 +86,31 @@ func (p *flowPool) start(run flowRun) *flowGoroutine {
 	return g
 }
 
-// loop runs the flows sent to g until runs is closed.
+// loop runs the flows sent to g until runs is closed, and sends each
+// one's outcome on done. A flow that ends the goroutine (runtime.Goexit)
+// has its outcome sent as the goroutine ends, marked goexit: also when
+// callFlow recovered a panic raised during the Goexit, which a recover
+// does not cancel (the goroutine ends all the same, and must not go back
+// to the pool).
 func (g *flowGoroutine) loop() {
-	defer close(g.exited) // also when a flow ends the goroutine
+	var out outcome
+	calling := false
+	defer func() {
+		if calling {
+			out.goexit = true
+			if out.err == nil {
+				out.err = errGoexit
+			}
+			g.done <- out
+		}
+		close(g.exited)
+	}()
 	for run := range g.runs {
-		run.j.callFlow(run.ctx, run.cancel, run.f, g.done)
+		out, calling = outcome{}, true
+		run.j.callFlow(run.ctx, run.cancel, run.f, &out)
+		calling = false
+		g.done <- out
+		out = outcome{} // not kept while the goroutine is idle
 	}
 }
 
@@ -130,18 +150,19 @@ func (p *flowPool) close() {
 }
 
 // callFlow runs f, the flow of j's task, with the run's context ctx,
-// and sends its outcome on done, recovering its panic. It runs on a
-// goroutine of the worker's flowPool, and returns to it unless the flow
-// ends that goroutine (runtime.Goexit).
-func (j *job) callFlow(ctx context.Context, cancel context.CancelCauseFunc, f flow.Flow, done chan<- outcome) {
+// and writes its outcome into out, recovering its panic. It runs on a
+// goroutine of the worker's flowPool (see flowGoroutine.loop, which
+// sends the outcome), and returns to it unless the flow ends that
+// goroutine (runtime.Goexit).
+func (j *job) callFlow(ctx context.Context, cancel context.CancelCauseFunc, f flow.Flow, out *outcome) {
 	t := j.task
 	returned := false
 	defer func() {
 		if v := recover(); v != nil {
 			j.logger().Error("flows: flow panicked", "panic", redact.Text(fmt.Sprint(v)), "stack", string(debug.Stack()))
-			done <- outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
+			*out = outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
 		} else if !returned {
-			done <- outcome{err: errGoexit, cause: context.Cause(ctx), goexit: true}
+			*out = outcome{err: errGoexit, cause: context.Cause(ctx), goexit: true}
 		}
 	}()
 	res, err := f.Run(j.flowContext(ctx, cancel), &flow.Task{
@@ -153,13 +174,13 @@ func (j *job) callFlow(ctx context.Context, cancel context.CancelCauseFunc, f fl
 	})
 	// The cause is read as the flow returns: a cancellation, time
 	// limit or shutdown landing after that does not undo its result.
-	out := outcome{cause: context.Cause(ctx)}
+	o := outcome{cause: context.Cause(ctx)}
 	// What the flow returned is looked at here, under the recover
 	// above, before it leaves the flow's goroutine.
-	out.result, out.err = examine(res, err, j.w.cfg.MaxReportBytes)
+	o.result, o.err = examine(res, err, j.w.cfg.MaxReportBytes)
 	returned = true
 	if hook := j.w.flowReturned; hook != nil {
 		hook(t.ID)
 	}
-	done <- out
+	*out = o
 }

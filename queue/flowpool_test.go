@@ -107,3 +107,42 @@ func TestWorkerKeepsFlowGoroutines(t *testing.T) {
 	close(release) // the abandoned flow returns; its goroutine ends
 	leakcheck.Settle(t, baseline, waitLong)
 }
+
+// TestWorkerFlowGoexitAfterRecoveredPanic: a flow that ends its goroutine
+// (runtime.Goexit) while a deferred call of its own panics has the panic
+// recovered by the worker, and the Goexit goes on (the runtime does not
+// let a recover cancel a Goexit): the goroutine ends all the same. The
+// worker must not keep it for the next flow, which would then wait
+// forever for a goroutine that is gone, holding its task and the
+// worker's only slot, and keep Run from returning.
+func TestWorkerFlowGoexitAfterRecoveredPanic(t *testing.T) {
+	baseline := runtime.NumGoroutine()
+	s := newSetup()
+	s.reg.MustRegister("exits-panicking", flow.Func(func(context.Context, *flow.Task) (any, error) {
+		defer func() { panic("cleanup failed") }()
+		runtime.Goexit()
+		return nil, nil
+	}))
+	s.reg.MustRegister("ok", flow.Func(func(context.Context, *flow.Task) (any, error) { return "done", nil }))
+	w := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
+		Registry: s.reg, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	returned := make(chan error, 1)
+	go func() { returned <- w.Run(ctx) }()
+
+	snap := waitTerminal(t, s.store, s.enqueue(t, "exits-panicking", queue.EnqueueOptions{MaxAttempts: 1}))
+	assert.Equal(t, progress.StateFailure, snap.State)
+	snap = waitTerminal(t, s.store, s.enqueue(t, "ok", queue.EnqueueOptions{MaxAttempts: 1}))
+	assert.Equal(t, progress.StateSuccess, snap.State, "the next flow runs")
+
+	stop()
+	select {
+	case err := <-returned:
+		require.NoError(t, err)
+	case <-time.After(waitLong):
+		require.FailNow(t, "Worker.Run did not return")
+	}
+	leakcheck.Settle(t, baseline, waitLong)
+}
