@@ -345,15 +345,11 @@ func TestCostOfStartsInSteps(t *testing.T) {
 	ctx := context.Background()
 	cost := func(op func()) (trips int64, commands int, calls map[string]int) {
 		t.Helper()
-		require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-		before := counter.trips.Load()
-		op()
-		trips = counter.trips.Load() - before
-		calls = commandCalls(t, srv)
-		delete(calls, "config|resetstat")
-		for _, n := range calls {
-			commands += n
-		}
+		commands, calls = commandsOf(t, srv, func() {
+			before := counter.trips.Load()
+			op()
+			trips = counter.trips.Load() - before
+		})
 		return trips, commands, calls
 	}
 

@@ -34,18 +34,6 @@ func TestLeaseCommands(t *testing.T) {
 		require.Len(t, leases, 1)
 		return leases[0]
 	}
-	cost := func(op func()) (int, map[string]int) {
-		t.Helper()
-		require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-		op()
-		calls := commandCalls(t, srv)
-		delete(calls, "config|resetstat")
-		n := 0
-		for _, c := range calls {
-			n += c
-		}
-		return n, calls
-	}
 	for _, tt := range []struct {
 		name string
 		end  func(l *queue.Lease) error
@@ -63,7 +51,7 @@ func TestLeaseCommands(t *testing.T) {
 	} {
 		for i := range 2 { // the first loads the scripts
 			l := lease()
-			n, calls := cost(func() { require.NoError(t, tt.end(l)) })
+			n, calls := commandsOf(t, srv, func() { require.NoError(t, tt.end(l)) })
 			if i == 0 {
 				continue
 			}
@@ -78,7 +66,7 @@ func TestLeaseCommands(t *testing.T) {
 	// lease taken over).
 	require.NoError(t, b.Enqueue(ctx, newTask()))
 	var leases []*queue.Lease
-	n, calls := cost(func() {
+	n, calls := commandsOf(t, srv, func() {
 		var err error
 		leases, err = b.Fetch(ctx, "w", 1, time.Minute)
 		require.NoError(t, err)

@@ -73,6 +73,25 @@ func commandCalls(t testing.TB, srv *redistest.Server) map[string]int {
 	return calls
 }
 
+// commandsOf runs op on srv's statistics reset and returns the commands it
+// made Redis run, in all and by name, leaving out the reset itself and the
+// commands named in ignore.
+func commandsOf(t testing.TB, srv *redistest.Server, op func(), ignore ...string) (int, map[string]int) {
+	t.Helper()
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	op()
+	calls := commandCalls(t, srv)
+	delete(calls, "config|resetstat")
+	for _, name := range ignore {
+		delete(calls, name)
+	}
+	n := 0
+	for _, c := range calls {
+		n += c
+	}
+	return n, calls
+}
+
 // progressOnly hides every method of a Backend but those of a progress
 // store, so that a Broker cannot tell that it is also the queue.
 type progressOnly struct{ progress.Backend }
@@ -217,16 +236,7 @@ func TestRoundTrips(t *testing.T) {
 			if tt.create {
 				require.NoError(t, b.Create(ctx, task.ID))
 			}
-			require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-			require.NoError(t, b.Enqueue(ctx, task))
-			calls := commandCalls(t, srv)
-			for _, name := range []string{"config|resetstat", "sadd", "zremrangebyscore"} {
-				delete(calls, name)
-			}
-			n := 0
-			for _, c := range calls {
-				n += c
-			}
+			n, calls := commandsOf(t, srv, func() { require.NoError(t, b.Enqueue(ctx, task)) }, "sadd", "zremrangebyscore")
 			assert.Equal(t, 1, calls["evalsha"], "%s: one script", tt.name)
 			assert.Zero(t, calls["eval"], "%s: no script sent again", tt.name)
 			assert.Equal(t, tt.want, n, "%s: commands: %v", tt.name, calls)
@@ -255,16 +265,7 @@ func TestRoundTrips(t *testing.T) {
 			}, 7},
 			{"Backend.CreateAndEnqueue", func() error { return b.CreateAndEnqueue(ctx, newTask()) }, 7},
 		} {
-			require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-			require.NoError(t, tt.op())
-			calls := commandCalls(t, srv)
-			for _, name := range []string{"config|resetstat", "sadd", "zremrangebyscore"} {
-				delete(calls, name)
-			}
-			n := 0
-			for _, c := range calls {
-				n += c
-			}
+			n, calls := commandsOf(t, srv, func() { require.NoError(t, tt.op()) }, "sadd", "zremrangebyscore")
 			assert.Equal(t, 1, calls["evalsha"], "%s: one script", tt.name)
 			assert.Equal(t, tt.want, n, "%s: commands: %v", tt.name, calls)
 		}
