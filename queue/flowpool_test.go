@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
-	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/leakcheck"
@@ -59,10 +58,7 @@ func TestWorkerKeepsFlowGoroutines(t *testing.T) {
 	w := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
 		Registry: s.reg, Concurrency: 1, AbandonAfter: time.Millisecond, Logger: slog.New(slog.DiscardHandler),
 	})
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	returned := make(chan error, 1)
-	go func() { returned <- w.Run(ctx) }()
+	stop := runWorker(t, w)
 
 	// run enqueues a task of name, waits for its end and returns it.
 	run := func(name string, opts queue.EnqueueOptions) progress.Snapshot {
@@ -98,12 +94,6 @@ func TestWorkerKeepsFlowGoroutines(t *testing.T) {
 	assert.Equal(t, third, where())
 
 	stop()
-	select {
-	case err := <-returned:
-		require.NoError(t, err)
-	case <-time.After(waitLong):
-		require.FailNow(t, "Worker.Run did not return")
-	}
 	close(release) // the abandoned flow returns; its goroutine ends
 	leakcheck.Settle(t, baseline, waitLong)
 }
@@ -127,10 +117,7 @@ func TestWorkerFlowGoexitAfterRecoveredPanic(t *testing.T) {
 	w := queue.NewWorker(s.mem, s.store, queue.WorkerConfig{
 		Registry: s.reg, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
 	})
-	ctx, stop := context.WithCancel(context.Background())
-	defer stop()
-	returned := make(chan error, 1)
-	go func() { returned <- w.Run(ctx) }()
+	stop := runWorker(t, w)
 
 	snap := waitTerminal(t, s.store, s.enqueue(t, "exits-panicking", queue.EnqueueOptions{MaxAttempts: 1}))
 	assert.Equal(t, progress.StateFailure, snap.State)
@@ -138,11 +125,5 @@ func TestWorkerFlowGoexitAfterRecoveredPanic(t *testing.T) {
 	assert.Equal(t, progress.StateSuccess, snap.State, "the next flow runs")
 
 	stop()
-	select {
-	case err := <-returned:
-		require.NoError(t, err)
-	case <-time.After(waitLong):
-		require.FailNow(t, "Worker.Run did not return")
-	}
 	leakcheck.Settle(t, baseline, waitLong)
 }

@@ -141,21 +141,28 @@ func (s *setup) enqueue(t *testing.T, name string, opts queue.EnqueueOptions) st
 	return id
 }
 
-// runWorker runs w until the test ends, then checks that Run returned nil.
-func runWorker(t *testing.T, w *queue.Worker) {
+// runWorker runs w until the test ends, or until the stop it returns is
+// called, and then checks that Run returned nil; stop waits for Run to
+// return.
+func runWorker(t *testing.T, w *queue.Worker) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "Worker.Run")
-		case <-time.After(waitLong):
-			t.Error("Worker.Run did not return")
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err, "Worker.Run")
+			case <-time.After(waitLong):
+				require.FailNow(t, "Worker.Run did not return")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func waitTerminal(t *testing.T, store progress.Store, id string) progress.Snapshot {
@@ -481,22 +488,14 @@ func TestWorkerRetiresWhenRunReturns(t *testing.T) {
 	s := newSetup()
 	b := &retiringBackend{Backend: s.mem}
 	w := queue.NewWorker(b, s.store, queue.WorkerConfig{Name: "w7", Registry: s.reg, Logger: slog.New(slog.DiscardHandler)})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	stop := runWorker(t, w)
 	s.reg.MustRegister("ok", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) { return "ok", nil }))
 	waitTerminal(t, s.store, s.enqueue(t, "ok", queue.EnqueueOptions{}))
 	b.mu.Lock()
 	assert.Empty(t, b.retired, "not retired while running")
 	b.mu.Unlock()
 
-	cancel()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	case <-time.After(waitLong):
-		require.FailNow(t, "Worker.Run did not return")
-	}
+	stop()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	assert.Equal(t, []string{"w7"}, b.retired)
