@@ -93,24 +93,27 @@ func (p *flowPool) start(run flowRun) *flowGoroutine {
 // does not cancel (the goroutine ends all the same, and must not go back
 // to the pool).
 func (g *flowGoroutine) loop() {
-	var out outcome
-	calling := false
+	var (
+		run     flowRun
+		out     outcome
+		calling bool
+	)
 	defer func() {
 		if calling {
 			out.goexit = true
 			if out.err == nil {
-				out.err = errGoexit
+				out.err, out.cause = errGoexit, context.Cause(run.ctx)
 			}
 			g.done <- out
 		}
 		close(g.exited)
 	}()
-	for run := range g.runs {
+	for run = range g.runs {
 		out, calling = outcome{}, true
 		run.j.callFlow(run.ctx, run.cancel, run.f, &out)
 		calling = false
 		g.done <- out
-		out = outcome{} // not kept while the goroutine is idle
+		run, out = flowRun{}, outcome{} // not kept while the goroutine is idle
 	}
 }
 
@@ -152,17 +155,15 @@ func (p *flowPool) close() {
 // callFlow runs f, the flow of j's task, with the run's context ctx,
 // and writes its outcome into out, recovering its panic. It runs on a
 // goroutine of the worker's flowPool (see flowGoroutine.loop, which
-// sends the outcome), and returns to it unless the flow ends that
-// goroutine (runtime.Goexit).
+// sends the outcome, and makes the outcome of a flow that ends that
+// goroutine with runtime.Goexit), and returns to it unless the flow ends
+// the goroutine.
 func (j *job) callFlow(ctx context.Context, cancel context.CancelCauseFunc, f flow.Flow, out *outcome) {
 	t := j.task
-	returned := false
 	defer func() {
 		if v := recover(); v != nil {
 			j.logger().Error("flows: flow panicked", "panic", redact.Text(fmt.Sprint(v)), "stack", string(debug.Stack()))
 			*out = outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
-		} else if !returned {
-			*out = outcome{err: errGoexit, cause: context.Cause(ctx), goexit: true}
 		}
 	}()
 	res, err := f.Run(j.flowContext(ctx, cancel), &flow.Task{
@@ -178,7 +179,6 @@ func (j *job) callFlow(ctx context.Context, cancel context.CancelCauseFunc, f fl
 	// What the flow returned is looked at here, under the recover
 	// above, before it leaves the flow's goroutine.
 	o.result, o.err = examine(res, err, j.w.cfg.MaxReportBytes)
-	returned = true
 	if hook := j.w.flowReturned; hook != nil {
 		hook(t.ID)
 	}
