@@ -102,12 +102,12 @@ func TestLoadScript(t *testing.T) {
 		// finish takes the clock in through the append fragment's expiry
 		// fragment and the release fragment not at all; checkpoint
 		// through the clock fragment and the expiry fragment; retry takes
-		// three fragments.
+		// three fragments, and the token fragment through two of them.
 		assert.Equal(t, 1, strings.Count(finishScript.src, "local function readClock("))
 		assert.Equal(t, 1, strings.Count(checkpointScript.src, "local function readClock("))
 		assert.Equal(t, 1, strings.Count(finishScript.src, "local function append("))
 		assert.Equal(t, 1, strings.Count(finishScript.src, "local function release("))
-		for _, def := range []string{"local function schedule(", "local function release(", "if redis.call('ZREM', KEYS[2], ARGV[1] .. '/' .. ARGV[2]) == 0 then"} {
+		for _, def := range []string{"local function schedule(", "local function release(", "if redis.call('ZREM', KEYS[2], token(ARGV[1], ARGV[2])) == 0 then", "local function token("} {
 			assert.Equal(t, 1, strings.Count(retryScript.src, def), def)
 		}
 	})

@@ -25,7 +25,7 @@ for i = 1, (#ARGV - 1) / 3 do
   if task ~= '' then state = redis.call('HGET', task, 'state') end
   if state and state ~= 'SUCCESS' and state ~= 'FAILURE' then
     out[i] = 0
-    if redis.call('ZSCORE', KEYS[2], entry .. '/' .. number) then out[i] = 2 end
+    if redis.call('ZSCORE', KEYS[2], token(entry, number)) then out[i] = 2 end
   else
     entries[#entries + 1], numbers[#entries + 1], at[#entries + 1] = entry, number, i
   end

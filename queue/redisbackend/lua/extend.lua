@@ -9,10 +9,11 @@
 -- Returns 1, or 0 when the lease is no longer held.
 --
 -- The shebang makes a read-only replica refuse the script (see script.go).
-local token = ARGV[1] .. '/' .. ARGV[2]
-if not redis.call('ZSCORE', KEYS[2], token) then
+--@include lib/token.lua
+local held = token(ARGV[1], ARGV[2])
+if not redis.call('ZSCORE', KEYS[2], held) then
   return 0
 end
 --@include lib/clock.lua
-redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), token)
+redis.call('ZADD', KEYS[2], clock + tonumber(ARGV[3]), held)
 return 1

@@ -3,6 +3,7 @@
 -- the leases set KEYS[2] (see lib/token.lua), and returns 0 (the lease is
 -- no longer held) when it was not there: one command checks the holder
 -- and ends the lease.
-if redis.call('ZREM', KEYS[2], ARGV[1] .. '/' .. ARGV[2]) == 0 then
+--@include lib/token.lua
+if redis.call('ZREM', KEYS[2], token(ARGV[1], ARGV[2])) == 0 then
   return 0
 end

@@ -23,6 +23,7 @@
 -- ids' times could be by a remainder). The stream is trimmed about once
 -- per trimEvery leases released and keeps a few blocks of acknowledged
 -- entries behind the oldest one in use, which XLEN counts.
+--@include lib/token.lua
 local trimEvery = 100
 local function picked(entry)
   return tonumber(string.sub(redis.sha1hex(entry), 1, 6), 16) % trimEvery == 0
@@ -54,7 +55,7 @@ end
 local function release(stream, leases, group, entries, numbers)
   local held, members = {}, {}
   for i = 1, #entries do
-    members[i] = entries[i] .. '/' .. numbers[i]
+    members[i] = token(entries[i], numbers[i])
   end
   if #members == 0 then return held end
   if #members == 1 then
