@@ -3,19 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/internal/redistest"
-	"github.com/flowsrun/flows/internal/testcert"
 )
 
 // tlsURLEnv names, for the test binary run again by
@@ -45,18 +43,13 @@ func TestTLSClusterSharingOneCertificate(t *testing.T) {
 		return
 	}
 	dir := t.TempDir()
-	testcert.Write(t, dir, "localhost")
-	tlsPort, err := redisproc.FreePort()
+	files, _ := redistest.NewTLS(t, dir, "localhost")
+	c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1, TLS: files})
+	_, tlsPort, err := net.SplitHostPort(c.TLSAddrs[0])
 	require.NoError(t, err)
-	redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1, Args: []string{
-		"--tls-port", strconv.Itoa(tlsPort), "--tls-cluster", "yes", "--tls-auth-clients", "no",
-		"--tls-cert-file", filepath.Join(dir, "node.crt"), "--tls-key-file", filepath.Join(dir, "node.key"),
-		"--tls-ca-cert-file", filepath.Join(dir, "ca.crt"),
-		"--cluster-announce-ip", "127.0.0.1",
-	}})
 	cmd := exec.Command(os.Args[0], "-test.run=^TestTLSClusterSharingOneCertificate$", "-test.v")
-	cmd.Env = append(os.Environ(), tlsURLEnv+"=rediss://localhost:"+strconv.Itoa(tlsPort),
-		"SSL_CERT_FILE="+filepath.Join(dir, "ca.crt"), "SSL_CERT_DIR="+dir)
+	cmd.Env = append(os.Environ(), tlsURLEnv+"=rediss://localhost:"+tlsPort,
+		"SSL_CERT_FILE="+files.CAFile, "SSL_CERT_DIR="+dir)
 	out, err := cmd.CombinedOutput()
 	t.Logf("flowbench over TLS:\n%s", out)
 	require.NoError(t, err)

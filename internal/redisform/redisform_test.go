@@ -138,24 +138,18 @@ func TestParseURLVerifiesEachNode(t *testing.T) {
 		{name: "another CA", names: []string{"127.0.0.1", "localhost"}, otherCA: true, first: "localhost"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			ca := testcert.Write(t, dir, tc.names...)
+			files, ca := redistest.NewTLS(t, t.TempDir(), tc.names...)
 			if tc.otherCA {
 				ca = testcert.Write(t, t.TempDir(), tc.names...)
 			}
-			tlsPort, err := redisproc.FreePort()
+			// The node announces itself as 127.0.0.1 (see
+			// redisproc.ClusterOptions.TLS).
+			c := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1, TLS: files})
+			_, tlsPort, err := net.SplitHostPort(c.TLSAddrs[0])
 			require.NoError(t, err)
-			redistest.StartCluster(t, redistest.ClusterOptions{Masters: 1, Args: []string{
-				"--tls-port", strconv.Itoa(tlsPort), "--tls-cluster", "yes", "--tls-auth-clients", "no",
-				"--tls-cert-file", filepath.Join(dir, "node.crt"), "--tls-key-file", filepath.Join(dir, "node.key"),
-				"--tls-ca-cert-file", filepath.Join(dir, "ca.crt"),
-				// A node alone does not know its address, and rueidis
-				// takes the one it dialed for it; told, it announces it.
-				"--cluster-announce-ip", "127.0.0.1",
-			}})
-			raw := "rediss://" + tc.first + ":" + strconv.Itoa(tlsPort)
+			raw := "rediss://" + tc.first + ":" + tlsPort
 			if tc.first == "127.0.0.2" {
-				raw = "rediss://127.0.0.2:" + strconv.Itoa(down) + "?addr=127.0.0.1:" + strconv.Itoa(tlsPort)
+				raw = "rediss://127.0.0.2:" + strconv.Itoa(down) + "?addr=" + c.TLSAddrs[0]
 			}
 			opt, err := ParseURL(raw)
 			require.NoError(t, err)
@@ -182,7 +176,7 @@ func TestParseURLVerifiesEachNode(t *testing.T) {
 			require.NoError(t, client.Do(ctx, client.B().Set().Key("k").Value("v").Build()).Error())
 			// The node is dialed at the address it announces.
 			nodes := client.Nodes()
-			require.Contains(t, nodes, "127.0.0.1:"+strconv.Itoa(tlsPort))
+			require.Contains(t, nodes, c.TLSAddrs[0])
 		})
 	}
 }

@@ -45,6 +45,14 @@ type ClusterOptions struct {
 	AppendFsync string
 	// Args are extra command-line arguments of every node.
 	Args []string
+	// TLS, when set, has every node listen on TLS too, on a port of its
+	// own (Cluster.TLSAddrs), with these files: its cluster bus and its
+	// replication are TLS, and the addresses it announces (CLUSTER
+	// SLOTS, MOVED) are 127.0.0.1 and its TLS port (tls-cluster), so a
+	// client that dials one node over TLS reaches the others over TLS.
+	// Clients need no certificate of their own. The package's own
+	// connections use the plain ports, which stay open.
+	TLS *TLS
 }
 
 // Cluster is a Redis Cluster of local redis-server processes, each on a
@@ -53,10 +61,13 @@ type ClusterOptions struct {
 type Cluster struct {
 	// Nodes are the servers in the order they were started: the first
 	// Masters of them were created masters, the others replicas.
-	Nodes   []*Server
-	cli     string
-	dir     string
-	ownsDir bool
+	Nodes []*Server
+	// TLSAddrs are the addresses of the nodes' TLS ports, in the order
+	// of Nodes, with ClusterOptions.TLS; nil without.
+	TLSAddrs []string
+	cli      string
+	dir      string
+	ownsDir  bool
 }
 
 // StartCluster starts the nodes of a cluster, waits until each answers
@@ -92,13 +103,23 @@ func StartCluster(opts ClusterOptions) (*Cluster, error) {
 		c.ownsDir = true
 	}
 	n := opts.Masters * (1 + opts.Replicas)
-	args := append([]string{"--cluster-node-timeout", strconv.FormatInt(opts.NodeTimeout.Milliseconds(), 10)}, opts.Args...)
 	for i := range n {
 		dir := filepath.Join(c.dir, "node-"+strconv.Itoa(i))
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("redisproc: make a directory: %w", err)
 		}
+		args := []string{"--cluster-node-timeout", strconv.FormatInt(opts.NodeTimeout.Milliseconds(), 10)}
+		if opts.TLS != nil {
+			port, err := FreePort()
+			if err != nil {
+				c.Close()
+				return nil, fmt.Errorf("redisproc: find a free port: %w", err)
+			}
+			args = append(args, opts.TLS.clusterArgs(port)...)
+			c.TLSAddrs = append(c.TLSAddrs, "127.0.0.1:"+strconv.Itoa(port))
+		}
+		args = append(args, opts.Args...)
 		s, err := Start(Options{Dir: dir, ClusterBus: true, AppendOnly: opts.AppendOnly, AppendFsync: opts.AppendFsync, Args: args})
 		if err != nil {
 			c.Close()

@@ -85,8 +85,21 @@ type TLS struct {
 
 // args returns the server arguments that have it listen on port over TLS
 // only.
-func (t *TLS) args(port int) []string {
-	return []string{"--port", "0", "--tls-port", strconv.Itoa(port),
+func (t *TLS) args(port int) []string { return append([]string{"--port", "0"}, t.listenArgs(port)...) }
+
+// clusterArgs returns the arguments of a cluster node that listens on
+// port over TLS as well as on its plain port (see ClusterOptions.TLS).
+func (t *TLS) clusterArgs(port int) []string {
+	return append(t.listenArgs(port), "--tls-cluster", "yes",
+		// A node alone does not know its address, and a client takes
+		// the one it dialed for it; told, it announces it.
+		"--cluster-announce-ip", "127.0.0.1")
+}
+
+// listenArgs returns the arguments that have a server listen on port
+// over TLS with t's files, and replicate over TLS.
+func (t *TLS) listenArgs(port int) []string {
+	return []string{"--tls-port", strconv.Itoa(port),
 		"--tls-cert-file", t.CertFile, "--tls-key-file", t.KeyFile, "--tls-ca-cert-file", t.CAFile,
 		"--tls-auth-clients", "no", "--tls-replication", "yes"}
 }
