@@ -329,7 +329,8 @@ func (b *Broker) create(ctx context.Context, t *Task) error {
 	return nil
 }
 
-// addLimited is add in one step with the caller limits checked in it.
+// addLimited is add in one step with the caller limits checked in it:
+// for a task whose id NewID drew, as add.
 func (b *Broker) addLimited(ctx context.Context, t *Task, caller string) error {
 	err := b.limCreator.CreateAndEnqueueLimited(ctx, t, caller, b.cfg.CallerLimits)
 	switch {

@@ -118,9 +118,14 @@ type callerAdmitter interface {
 	AdmitCaller(ctx context.Context, caller string, lim CallerLimits, id string) error
 }
 
-// limitedCreator is taskCreator with caller limits checked in the same
-// step: see taskCreator and callerAdmitter.
+// limitedCreator is newCreator with caller limits checked in the same
+// step: see newCreator and callerAdmitter.
 type limitedCreator interface {
+	// CreateAndEnqueueLimited does what CreateAndEnqueueNew does, for a
+	// task whose id NewID drew for this call (the implementation may
+	// take it as free unchecked), once the start of caller passes lim,
+	// as AdmitCaller would count it; else it returns AdmitCaller's
+	// *CallerLimitError, having done nothing.
 	CreateAndEnqueueLimited(ctx context.Context, t *Task, caller string, lim CallerLimits) error
 }
 

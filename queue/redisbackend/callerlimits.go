@@ -65,10 +65,15 @@ func (b *Backend) AdmitCaller(ctx context.Context, caller string, lim queue.Call
 	})
 }
 
-// CreateAndEnqueueLimited is CreateAndEnqueue with the caller limits lim
-// of caller checked, and the start counted, in the same round trip on a
-// single Redis (see AdmitCaller for what a refusal is). On a Cluster
-// client it is AdmitCaller, then CreateAndEnqueue.
+// CreateAndEnqueueLimited is CreateAndEnqueueNew with the caller limits
+// lim of caller checked, and the start counted, in the same round trip
+// on a single Redis (see AdmitCaller for what a refusal is). On a
+// Cluster client it is AdmitCaller, then CreateAndEnqueueNew. Like
+// CreateAndEnqueueNew, it is for a task whose id queue.NewID drew for
+// it, which it takes as free without checking it (no EXISTS): a
+// queue.Broker gives it the tasks of a limited caller that have no
+// idempotency key. Given an id that is taken, it overwrites that task's
+// record and snapshot.
 func (b *Backend) CreateAndEnqueueLimited(ctx context.Context, t *queue.Task, caller string, lim queue.CallerLimits) error {
 	if t == nil || !queue.ValidID(t.ID) {
 		return fmt.Errorf("redisbackend: enqueue: %w", queue.ErrInvalidID)
@@ -77,12 +82,12 @@ func (b *Backend) CreateAndEnqueueLimited(ctx context.Context, t *queue.Task, ca
 		if err := b.AdmitCaller(ctx, caller, lim, t.ID); err != nil {
 			return err
 		}
-		return b.create(ctx, t, nil, true)
+		return b.CreateAndEnqueueNew(ctx, t)
 	}
 	rate, pending := b.callerKeys(caller)
 	limits := append([]string{rate, pending}, b.callerArgs(lim, t.ID)...)
 	return b.withPruning(ctx, pending, func() error {
-		err := b.create(ctx, t, limits, true)
+		err := b.create(ctx, t, limits, false)
 		if le := limitError(err); le != nil {
 			return le
 		}

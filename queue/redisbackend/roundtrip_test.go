@@ -248,25 +248,33 @@ func TestRoundTrips(t *testing.T) {
 		// caller (Backend.CreateAndEnqueue's, an idempotency key's) may
 		// be taken, and is checked first: an EXISTS more (7). The ids a
 		// Broker draws itself (queue.NewID, 128 random bits) cannot be,
-		// and are not. The index's upkeep (naming the flow, pruning),
-		// done once in a while, is left out.
+		// and are not, also when the script checks caller limits (the
+		// server's clock, the caller's pending set and rate: 7 more).
+		// The index's upkeep (naming the flow, pruning), done once in a
+		// while, is left out.
 		for _, tt := range []struct {
-			name string
-			op   func() error
-			want int
+			name   string
+			op     func() error
+			want   int
+			exists int
 		}{
 			{"Broker.Enqueue", func() error {
 				_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{})
 				return err
-			}, 6},
+			}, 6, 0},
+			{"Broker.Enqueue with caller limits", func() error {
+				_, err := limited.Enqueue(ctx, "f", nil, queue.EnqueueOptions{Caller: "checks"})
+				return err
+			}, 13, 0},
 			{"Broker.Enqueue with an idempotency key", func() error {
 				_, err := broker.Enqueue(ctx, "f", nil, queue.EnqueueOptions{IdempotencyKey: "checked"})
 				return err
-			}, 7},
-			{"Backend.CreateAndEnqueue", func() error { return b.CreateAndEnqueue(ctx, newTask()) }, 7},
+			}, 7, 1},
+			{"Backend.CreateAndEnqueue", func() error { return b.CreateAndEnqueue(ctx, newTask()) }, 7, 1},
 		} {
 			n, calls := commandsOf(t, srv, func() { require.NoError(t, tt.op()) }, "sadd", "zremrangebyscore")
 			assert.Equal(t, 1, calls["evalsha"], "%s: one script", tt.name)
+			assert.Equal(t, tt.exists, calls["exists"], "%s: EXISTS", tt.name)
 			assert.Equal(t, tt.want, n, "%s: commands: %v", tt.name, calls)
 		}
 	})

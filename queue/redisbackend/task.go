@@ -315,7 +315,9 @@ func (b *Backend) CreateAndEnqueue(ctx context.Context, t *queue.Task) error {
 // the id as free and does not check it, which saves a command (EXISTS)
 // per task; CreateAndEnqueue, whose caller may give an id that is taken,
 // checks it in the same script. A queue.Broker whose store is this
-// Backend enqueues the tasks it names itself through it.
+// Backend enqueues the tasks it names itself through it, and through
+// CreateAndEnqueueLimited, which is this with caller limits, those of a
+// limited caller.
 //
 // Given an id that is taken, it overwrites that task's record and
 // snapshot: give it none but ids that queue.NewID has just drawn.
