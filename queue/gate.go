@@ -19,8 +19,9 @@ import (
 type Admitter interface {
 	// Admit gives the free slots of the flows named in limits to their
 	// waiting tasks, as far as their rates allow, and returns how long
-	// nothing can change but by a slot freeing up (a rate's window
-	// moving on, a waiting task falling due), at most a second.
+	// nothing can change but by a slot freeing up or a task let through
+	// being leased (a rate's window moving on, a waiting task falling
+	// due), at most a second.
 	Admit(ctx context.Context, limits map[string]Limit) (next time.Duration, err error)
 }
 
@@ -32,11 +33,13 @@ const (
 
 // gatekeeper runs Admit for the limited flows of a worker's registry:
 // at once when one of the worker's tasks of a limited flow has been
-// settled (its slot may be free), when the backend says the next change
-// is due, and at least once a second, which is what frees the slots of a
-// dead worker's tasks once they end elsewhere. Its calls never overlap:
-// a worker costs at most one Admit per settled task and per change, and
-// one a second while it holds none.
+// settled (its slot may be free), or leased if its flow has a rate (the
+// backend counted its start as it leased it, which tells when the rate's
+// window moves on), when the backend says the next change is due, and at
+// least once a second, which is what frees the slots of a dead worker's
+// tasks once they end elsewhere. Its calls never overlap: a worker costs
+// at most one Admit per settled task, per leased task of a flow with a
+// rate and per change, and one a second while it holds none.
 type gatekeeper struct {
 	kick chan struct{} // one buffered: a settled task's call for an Admit
 }
@@ -54,6 +57,12 @@ func (w *Worker) limitReleased() {
 	default:
 	}
 }
+
+// rateStarted asks the gatekeeper for an Admit soon: a task of a flow
+// with a rate has been leased here, and the backend counted its start.
+// Until then, the Admit calls knew of no time at which the rate's window
+// would move on (see Admitter).
+func (w *Worker) rateStarted() { w.limitReleased() }
 
 // keepGates runs the gatekeeper until the returned stop is called; it
 // does nothing for a backend that is not an Admitter.

@@ -129,6 +129,9 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	if t.Limit.On() {
 		defer w.limitReleased()
 	}
+	if t.Limit.Rate > 0 {
+		w.rateStarted()
+	}
 	j.startSpan()
 	defer j.endSpan()
 	var store progress.Store = w.store

@@ -18,7 +18,12 @@ import (
 //
 // A backend holds a task whose Limit is on (see On) back, PENDING, with
 // its Attempt untouched, until a slot of its flow is free and the rate
-// allows a start: then the task takes a slot and is ready. The slot is
+// allows a start: then the task takes a slot, and a start of the rate,
+// and is ready. The start is the task's from then on, and is counted
+// from the time a worker first leases the task, so that no window of Per
+// holds more than Rate first leases of the flow's tasks, however long
+// they were ready; a task whose lease is taken back keeps it, a retry
+// takes a new one. The slot is
 // the task's until the task is acknowledged, buried or given back
 // (Retry): a task whose lease is taken back from a dead worker keeps its
 // slot for its next attempt, and a worker that dies frees its slots as
@@ -28,8 +33,8 @@ type Limit struct {
 	// Concurrency is the most tasks of the flow leased at once; zero for
 	// no limit.
 	Concurrency int
-	// Rate is the most tasks of the flow that take a slot within any Per;
-	// zero for no limit.
+	// Rate is the most starts of the flow's tasks within any Per (see
+	// above); zero for no limit.
 	Rate int
 	Per  time.Duration
 }

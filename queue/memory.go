@@ -90,6 +90,9 @@ type memTask struct {
 	// slot is set while the task holds a slot of its flow's Limit (see
 	// memory_gate.go).
 	slot bool
+	// unstarted is set while the task holds a start of its flow's rate
+	// that no lease has taken yet (see memGate.unstarted).
+	unstarted bool
 }
 
 // hooksDue reports whether mt was given back for its finish hooks to run
@@ -201,6 +204,7 @@ func (m *Memory) Fetch(ctx context.Context, worker string, max int, lease time.D
 				mt.at = now.Add(lease)
 				mt.token = worker + "#" + strconv.FormatUint(m.seq, 10)
 				mt.task.Attempt++
+				m.started(mt, now)
 				heap.Push(&m.timers, mt)
 				leases = append(leases, &Lease{Task: mt.task.clone(), Token: mt.token, Deadline: mt.at})
 			}

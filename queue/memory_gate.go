@@ -13,9 +13,13 @@ type memGate struct {
 	waiting fifo[*memTask]
 	// running counts the tasks that hold a slot (memTask.slot).
 	running int
-	// starts are the times tasks took a slot within the last limit.Per,
-	// oldest first.
+	// starts are the times tasks let through were leased, within the
+	// last limit.Per, oldest first: the starts of the rate's window.
 	starts []time.Time
+	// unstarted counts the tasks let through that no worker has leased
+	// yet (memTask.unstarted): each holds a start of the rate until it
+	// is leased, and then for limit.Per.
+	unstarted int
 }
 
 // due makes mt, which is due, ready if it need not wait for its flow's
@@ -55,7 +59,11 @@ func (m *Memory) gateAt(at time.Time) {
 
 // admit gives the free slots of g to its waiting tasks, oldest first, as
 // far as its rate allows, and returns when the rate allows the next start
-// (zero if it is not what holds the next task back). m.mu is held.
+// (zero if it is not what holds the next task back, or if only a lease of
+// a task let through can tell: see started). A task let through holds a
+// start of the rate from then on, and for Per from its lease: so no
+// window of Per holds more than Rate leases of the flow's tasks let
+// through, however long they waited for a worker. m.mu is held.
 func (m *Memory) admit(g *memGate, now time.Time) time.Time {
 	l := g.limit
 	for g.waiting.len() > 0 {
@@ -73,10 +81,14 @@ func (m *Memory) admit(g *memGate, now time.Time) time.Time {
 				cut++
 			}
 			g.starts = g.starts[cut:]
-			if len(g.starts) >= l.Rate {
+			if len(g.starts)+g.unstarted >= l.Rate {
+				if len(g.starts) == 0 {
+					return time.Time{}
+				}
 				return g.starts[0].Add(l.Per)
 			}
-			g.starts = append(g.starts, now)
+			g.unstarted++
+			mt.unstarted = true
 		}
 		g.waiting.pop()
 		mt.slot = true
@@ -84,6 +96,25 @@ func (m *Memory) admit(g *memGate, now time.Time) time.Time {
 		m.makeReady(mt)
 	}
 	return time.Time{}
+}
+
+// started counts mt, leased at now, as a start of its flow's rate if it
+// was let through and not leased since (memTask.unstarted): the rate's
+// window holds it until now plus Per, when the fetchers look at the gate
+// again. A task taken back from its worker has been counted already.
+// m.mu is held.
+func (m *Memory) started(mt *memTask, now time.Time) {
+	if !mt.unstarted {
+		return
+	}
+	mt.unstarted = false
+	if g := m.gates[mt.task.Flow]; g != nil {
+		g.unstarted--
+		g.starts = append(g.starts, now)
+		if g.waiting.len() > 0 {
+			m.gateAt(now.Add(g.limit.Per))
+		}
+	}
 }
 
 // release frees the slot mt holds, if it holds one, and gives it to the
@@ -105,7 +136,7 @@ func (m *Memory) release(mt *memTask, now time.Time) {
 func (m *Memory) admitDue(now time.Time) time.Time {
 	var next time.Time
 	for name, g := range m.gates {
-		if g.waiting.len() == 0 && g.running == 0 && len(g.starts) == 0 {
+		if g.waiting.len() == 0 && g.running == 0 && len(g.starts) == 0 && g.unstarted == 0 {
 			delete(m.gates, name)
 			continue
 		}

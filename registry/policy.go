@@ -25,9 +25,9 @@ type Policy struct {
 	// Concurrency is the most tasks of the flow that run at once, across
 	// all the workers of a queue. Zero means no limit.
 	Concurrency int
-	// Rate is the most tasks of the flow that start within any Per
-	// (a sliding window), across all the workers of a queue. Zero means
-	// no limit.
+	// Rate is the most tasks of the flow that start (are leased by a
+	// worker) within any Per (a sliding window), across all the workers
+	// of a queue. Zero means no limit.
 	Rate int
 	Per  time.Duration
 }
@@ -93,11 +93,14 @@ func Concurrency(n int) Option {
 // Rate limits the flow to n starts within any period per, across every
 // worker of a queue (Policy.Rate and Per), for a provider's quota: a task
 // that would pass it stays PENDING until the oldest start of the window
-// is per old. A start is counted as the task is let through to the
-// workers, not as one runs it: the tasks let through while no worker is
-// free run when one is, beside those of the next period, so a provider
-// may then see up to 2n calls in a period (see the README, Limits). n
-// must be at least 1 and per between MinRatePeriod and MaxRatePeriod.
+// is per old. A start is counted as a worker leases the task, by the
+// backend's clock: tasks let through to the workers while none is free
+// hold their starts until they are leased, so however long they wait,
+// no window of per holds more than n starts. A task taken back from a
+// dead worker keeps its first start; a retry is a start of its own. A
+// provider counts by its own clock, as the flow's calls reach it: leave
+// it some headroom (see the README, Limits). n must be at least 1 and
+// per between MinRatePeriod and MaxRatePeriod.
 func Rate(n int, per time.Duration) Option {
 	return func(i *Info) {
 		switch {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -202,6 +203,106 @@ func runLimits(t *testing.T, newBackends func(t *testing.T) (queue.Backend, prog
 			assert.Equal(t, progress.StateSuccess, h.waitTerminal(id).State)
 		}
 		assert.Equal(t, int32(3), ran.Load())
+	})
+
+	t.Run("RateCountsStarts", func(t *testing.T) {
+		// The rate counts the starts of the flow's runs, not the tasks
+		// let through to the workers: tasks let through while no worker
+		// runs start when one does, and their starts hold the window from
+		// then on, so the next ones wait for it to move on past them. A
+		// retry is a start too.
+		const n, per = 3, 500 * time.Millisecond
+		// The backend counts a start as a worker leases the task, by its
+		// own clock (Redis's, on Redis), and the flow notes its start here
+		// a little later: skew bounds how much that delay may vary from
+		// one task to another (scheduling on a loaded machine, the race
+		// detector), by which two starts that the backend keeps per apart
+		// may be seen closer.
+		const skew = 150 * time.Millisecond
+		h := newHarness(t, newBackends)
+		var starts seen[time.Time]
+		h.reg.MustRegister("quota", flow.Func(func(_ context.Context, ft *flow.Task) (any, error) {
+			starts.add(time.Now())
+			if ft.Attempt == 1 && strings.Contains(string(ft.Inputs), "once") {
+				return nil, errors.New("fails once: its retry starts again")
+			}
+			return "ok", nil
+		}), registry.Rate(n, per))
+		ids := make([]string, 3*n)
+		for i := range ids {
+			inputs := `{}`
+			if i%3 == 0 {
+				inputs = `{"fail": "once"}`
+			}
+			ids[i] = h.enqueue("quota", inputs, queue.EnqueueOptions{})
+		}
+		// The window in which the first n were let through passes before
+		// a worker runs.
+		time.Sleep(per + short)
+		h.start(queue.WorkerConfig{Concurrency: 4 * n})
+		for _, id := range ids {
+			snap := h.waitTerminal(id)
+			assert.Equal(t, progress.StateSuccess, snap.State, "task %s: %q", id, snap.Details.Status)
+		}
+		got := starts.get()
+		slices.SortFunc(got, func(a, b time.Time) int { return a.Compare(b) })
+		require.Len(t, got, 3*n+n, "each task started once, and those that failed once twice")
+		for i := 0; i+n < len(got); i++ {
+			assert.GreaterOrEqual(t, got[i+n].Sub(got[i]), per-skew,
+				"starts %d to %d (of %d) are within %s: more than %d in a window of %s", i+1, i+n+1, len(got), got[i+n].Sub(got[i]), n, per)
+		}
+	})
+
+	t.Run("RateSlotOfCancelledTask", func(t *testing.T) {
+		// A task let through and cancelled before a worker started it
+		// does not hold its flow's rate for ever: its worker ends it
+		// without running it, and the next task starts.
+		h := newHarness(t, newBackends)
+		ran := h.registerCountingWith("quota", registry.Rate(1, 200*time.Millisecond))
+		cancelled := h.enqueue("quota", "", queue.EnqueueOptions{})
+		next := h.enqueue("quota", "", queue.EnqueueOptions{})
+		require.NoError(t, h.broker.Cancel(context.Background(), cancelled))
+		h.start(queue.WorkerConfig{Concurrency: 4})
+		snap := h.waitTerminal(cancelled)
+		assert.Equal(t, progress.StateFailure, snap.State)
+		assert.Equal(t, queue.StatusCancelled, snap.Details.Status)
+		snap = h.waitTerminal(next)
+		assert.Equal(t, progress.StateSuccess, snap.State, "%q", snap.Details.Status)
+		assert.Equal(t, int32(1), ran.Load(), "the cancelled task never ran")
+	})
+
+	t.Run("RateStartOfTakenBackTask", func(t *testing.T) {
+		// A task taken back from a dead worker keeps the start its first
+		// lease counted, and counts no other: one more task of the flow
+		// starts within the hour, and no third.
+		h := newHarness(t, newBackends)
+		reg, ok := h.backend.(queue.WorkerRegistry)
+		if !ok {
+			t.Skipf("%T keeps no worker registry", h.backend)
+		}
+		ran := h.registerCountingWith("quota", registry.Rate(2, time.Hour))
+		ctx := context.Background()
+		first := h.enqueue("quota", "", queue.EnqueueOptions{})
+		// A worker that died right after it leased the task.
+		require.NoError(t, reg.Heartbeat(ctx, queue.WorkerInfo{Name: "killed", Heartbeat: 10 * time.Millisecond}))
+		l := fetchAs(t, h.backend, "killed")
+		require.Equal(t, first, l.Task.ID)
+
+		h.start(queue.WorkerConfig{Concurrency: 4, Heartbeat: 50 * time.Millisecond, Lease: time.Hour})
+		snap := h.waitTerminal(first)
+		assert.Equal(t, progress.StateSuccess, snap.State, "%q", snap.Details.Status)
+		task, err := h.backend.Get(ctx, first)
+		require.NoError(t, err)
+		assert.Equal(t, 2, task.Attempt, "run again, taken back")
+		second := h.enqueue("quota", "", queue.EnqueueOptions{})
+		snap = h.waitTerminal(second)
+		assert.Equal(t, progress.StateSuccess, snap.State, "the second start of the hour: %q", snap.Details.Status)
+		third := h.enqueue("quota", "", queue.EnqueueOptions{})
+		time.Sleep(short) // a worker with free slots has had time to take it
+		snap = h.snapshot(third)
+		assert.Equal(t, progress.StatePending, snap.State, "a third start within the hour")
+		assert.Equal(t, "waiting for a slot of flow quota (2 starts per 1h0m0s)", snap.Details.Status)
+		assert.Equal(t, int32(2), ran.Load())
 	})
 
 	t.Run("HookRerunsTakeNoSlot", func(t *testing.T) {

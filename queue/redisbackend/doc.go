@@ -87,7 +87,9 @@
 //	P:{<id>}:live       shard   live events of the task: one message per
 //	                    channel Append, the id before them, then each
 //	                            event's id and JSON (one line each)
-//	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id;
+//	P:{q:Q}:stream      stream  tasks ready to run: field "task" is the id
+//	                            (and field "rate" the flow's name, for
+//	                            a task let through by a flow's rate);
 //	                            consumer group "workers" hands each entry
 //	                            out once; acknowledged entries are trimmed
 //	                            in blocks of about a hundred, about once
@@ -153,8 +155,11 @@
 //	                            a slot, scored by due Unix ms (see
 //	                            limit.go and lua/admit.lua)
 //	P:{q:Q}:limit:slots:<F> zset    stream entries holding a slot of F
-//	P:{q:Q}:limit:starts:<F> zset   stream entries that took a slot of F
-//	                            within its rate's period
+//	P:{q:Q}:limit:starts:<F> zset   the starts of F's rate: stream
+//	                            entries let through, scored by when a
+//	                            fetch first leased them (server clock,
+//	                            ms), +inf until then, while within its
+//	                            rate's period
 //	P:{q:Q}:limit:flows     set     the names of the flows whose tasks
 //	                            have waited in a gate
 //	P:{c:<h>}:rate      string  caller limits (queue.CallerLimits): the

@@ -294,7 +294,7 @@ func quickLook(prev waitPlan) string { return prev.quickUntil }
 // passes as its ARGV[9] ("" for a full look).
 func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev waitPlan, quickUntil string) (keys, args []string) {
 	keys = []string{b.streamKey(), b.delayedKey(), b.leasesKey(), b.wakeKey(), b.hooksKey()}
-	args = make([]string, 0, 10+len(recordFieldNames))
+	args = make([]string, 0, 11+len(recordFieldNames))
 	args = append(args, group, worker, strconv.Itoa(max), strconv.FormatInt(lease.Milliseconds(), 10), strconv.Itoa(promoteBatch))
 	if b.cluster {
 		args = append(args, "", "0")
@@ -305,7 +305,7 @@ func (b *Backend) fetchCall(worker string, max int, lease time.Duration, prev wa
 	if prev.wakeID == "" {
 		wantWake = "1"
 	}
-	args = append(args, wantWake, quickUntil, strconv.FormatInt(maxBlock.Milliseconds(), 10))
+	args = append(args, wantWake, quickUntil, strconv.FormatInt(maxBlock.Milliseconds(), 10), b.startsKey(""))
 	if !b.cluster {
 		args = append(args, recordFieldNames[:]...)
 	}

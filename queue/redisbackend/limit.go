@@ -20,9 +20,13 @@ import (
 //	                              scored by their due time (Unix ms)
 //	P:{q:Q}:limit:slots:F   zset  the stream entries holding a slot, scored
 //	                              by when they took it
-//	P:{q:Q}:limit:starts:F  zset  the stream entries that took a slot
-//	                              within the rate's period (flows with a
-//	                              rate only)
+//	P:{q:Q}:limit:starts:F  zset  the starts of the rate's window (flows
+//	                              with a rate only): the stream entries
+//	                              let through, scored by the time a fetch
+//	                              first leased them, +inf until then
+//	                              (such an entry carries the field
+//	                              "rate", the flow's name, see
+//	                              lua/admit.lua and lua/fetch.lua)
 //	P:{q:Q}:limit:flows     set   the names of the flows whose tasks have
 //	                              waited in a gate (see Depth)
 //
@@ -88,7 +92,7 @@ func (b *Backend) admitHead() (keys, args []string) {
 func (b *Backend) admitArgs(keys, args []string, flow string, l queue.Limit, add []*queue.Task) ([]string, []string) {
 	keys = append(keys, b.gateKey(flow), b.slotsKey(flow), b.startsKey(flow))
 	args = append(args, strconv.Itoa(l.Concurrency), strconv.Itoa(l.Rate), strconv.FormatInt(max(l.Per.Milliseconds(), 1), 10),
-		strconv.Itoa(len(add)))
+		flow, strconv.Itoa(len(add)))
 	for _, t := range add {
 		due := t.RunAt.UnixMilli()
 		if t.RunAt.IsZero() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -155,4 +156,104 @@ func TestCancelledHandBackOfLimitedFlowWaitsItsTime(t *testing.T) {
 			assert.Equal(t, queue.Depth{Delayed: 1}, d, "waits for its time, in the delayed set")
 		})
 	}
+}
+
+// rateTask returns a task of flow with the limit l, as a Broker would
+// enqueue it.
+func rateTask(flow string, l queue.Limit) *queue.Task {
+	return &queue.Task{ID: queue.NewID(), Flow: flow, Inputs: json.RawMessage(`{}`), MaxAttempts: 3,
+		Timeout: time.Minute, EnqueuedAt: time.Now(), Limit: l}
+}
+
+// admitUntil runs Admit for the flow "quota", limited by l, until the
+// integer reply of the command cmd on srv is want.
+func admitUntil(t *testing.T, b *redisbackend.Backend, l queue.Limit, srv *redistest.Server, cmd []string, want int64, msg string) {
+	t.Helper()
+	eventually(t, func() bool {
+		_, err := b.Admit(context.Background(), map[string]queue.Limit{"quota": l})
+		require.NoError(t, err)
+		n, err := srv.Do(cmd...).AsInt64()
+		require.NoError(t, err)
+		return n == want
+	}, msg)
+}
+
+// TestRateStartLeasedUnscored: a task let through whose entry a worker
+// of a version before 2026-12-07 leased (a fetch that does not score its
+// start in the flow's starts set) does not hold its flow's rate for ever:
+// the admit script that finds its entry delivered scores its start with
+// its own clock, and the next task is let through once that has left the
+// window.
+func TestRateStartLeasedUnscored(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	limit := queue.Limit{Rate: 1, Per: 100 * time.Millisecond}
+	stream := b.Prefix() + ":{q:default}:stream"
+	starts := b.Prefix() + ":{q:default}:limit:starts:quota"
+	first, second := rateTask("quota", limit), rateTask("quota", limit)
+	require.NoError(t, b.Enqueue(ctx, first))
+	require.NoError(t, b.Enqueue(ctx, second))
+	unstarted, err := srv.Do("ZRANGEBYSCORE", starts, "+inf", "+inf").AsStrSlice()
+	require.NoError(t, err)
+	require.Len(t, unstarted, 1, "one start, let through, not started yet")
+
+	// That version's fetch read the entry for its worker, and did no more.
+	require.NoError(t, srv.Do("XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM").Error())
+	require.NoError(t, srv.Do("XREADGROUP", "GROUP", "workers", "old", "COUNT", "1", "STREAMS", stream, ">").Error())
+	admitUntil(t, b, limit, srv, []string{"XLEN", stream}, 2, "the second task is let through")
+	score, err := srv.Do("ZSCORE", starts, unstarted[0]).ToString()
+	if err == nil { // still in the window
+		assert.NotEqual(t, "inf", score, "the start is scored")
+	}
+}
+
+// TestRateStartsOfEarlierVersionCount: the starts a version before
+// 2026-12-07 wrote, scored by when their tasks were let through, keep
+// counting in their window, and leave it as they did.
+func TestRateStartsOfEarlierVersionCount(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	limit := queue.Limit{Rate: 1, Per: 300 * time.Millisecond}
+	gate := b.Prefix() + ":{q:default}:limit:gate:quota"
+	starts := b.Prefix() + ":{q:default}:limit:starts:quota"
+	clock, err := srv.Do("TIME").AsIntSlice()
+	require.NoError(t, err)
+	ms := strconv.FormatInt(clock[0]*1000+clock[1]/1000, 10)
+	require.NoError(t, srv.Do("ZADD", starts, ms, "1-1").Error())
+	require.NoError(t, srv.Do("PEXPIRE", starts, "300").Error())
+
+	task := rateTask("quota", limit)
+	require.NoError(t, b.Enqueue(context.Background(), task))
+	ids, err := srv.Do("ZRANGE", gate, "0", "-1").AsStrSlice()
+	require.NoError(t, err)
+	assert.Equal(t, []string{task.ID}, ids, "the earlier start holds the window")
+	admitUntil(t, b, limit, srv, []string{"ZCARD", gate}, 0, "the task is let through once the earlier start has left the window")
+}
+
+// TestRateSlotOfExpiredTask: a task let through whose record expired
+// before a worker leased it (its entry is dropped, unrun) does not hold
+// its flow's rate for ever: its drop counts as its start, and the next
+// task runs.
+func TestRateSlotOfExpiredTask(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	reg := registry.New()
+	reg.MustRegister("quota", reportingFlow, registry.Rate(1, 100*time.Millisecond))
+	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	expired, err := broker.Enqueue(ctx, "quota", json.RawMessage(`{}`), queue.EnqueueOptions{})
+	require.NoError(t, err)
+	next, err := broker.Enqueue(ctx, "quota", json.RawMessage(`{}`), queue.EnqueueOptions{})
+	require.NoError(t, err)
+	require.NoError(t, srv.Do("DEL", b.Prefix()+":{"+expired+"}:task").Error())
+
+	startWorker(t, queue.NewWorker(b, nil, queue.WorkerConfig{Registry: reg, Logger: slog.New(slog.DiscardHandler)}))
+	snap, _, err := progress.WaitFinished(ctx, b, next)
+	require.NoError(t, err)
+	assert.Equal(t, progress.StateSuccess, snap.State, "%q", snap.Details.Status)
 }

@@ -2,8 +2,8 @@
 -- each flow, first adds the tasks given to its gate, then frees the slots
 -- whose tasks have let go of their lease, then moves the tasks of its
 -- gate that are due, oldest due first, to the end of the stream, as many
--- as its free slots and its rate allow; each takes a slot, and counts as
--- a start of the rate's window.
+-- as its free slots and its rate allow; each takes a slot, and a start
+-- of the rate's window (below).
 --
 -- A slot is named by the stream entry its task was given. It is held
 -- while that entry is in the consumer group's pending list (leased,
@@ -13,6 +13,24 @@
 -- yet; an entry acknowledged, buried or given back (Retry) frees it. So
 -- a slot is never a count that a crash could leave wrong: it lives as
 -- long as its task's lease.
+--
+-- A start of a flow's rate is named by the stream entry too, in the
+-- flow's starts set. A task let through is not running yet: it may wait
+-- for a worker for long (none running, all busy). So its start is scored
+-- +inf, not started, which no window leaves, and its entry carries the
+-- field "rate" with the flow's name, by which the fetch that leases it
+-- scores its start with the lease's time (fetch.lua); from then on the
+-- start leaves the window per after it. A flow's tasks are let through
+-- only while fewer than its rate are in the set: so no window of per
+-- holds more leases of them than the rate, however long they waited for
+-- a worker. A lease taken over from a dead worker keeps the start of the
+-- first (the fetch only lowers a score); a retry is let through again
+-- and takes a start of its own. A start not started whose entry has been
+-- delivered was leased by a fetch that did not score it (one of a
+-- version before 2026-12-07): it is scored with the clock here, later
+-- than its lease, which holds it in the window longer, never shorter.
+-- The set expires per after its last start while it holds none not
+-- started, and not while it does.
 --
 -- A task added to its gate is queued: if its start is in the queue's
 -- starting set (see starts.go in Go), the script marks it done there, with
@@ -25,13 +43,14 @@
 --   slots set and starts set
 -- ARGV[1] consumer group, ARGV[2] most tasks to move per flow, ARGV[3]
 --   the score of a start done, then for each flow: its concurrency (0 for
---   none), its rate (0 for none), the rate's period (ms), the number n of
---   tasks to add, and n pairs of task id and due time (Unix ms)
+--   none), its rate (0 for none), the rate's period (ms), its name, the
+--   number n of tasks to add, and n pairs of task id and due time (Unix
+--   ms)
 --
 -- Returns {moved, wait}: the number of tasks moved to the stream, and the
--- time in ms until something changes without a slot being freed (a rate's
--- window moves on, a task of a gate falls due, or more may move at once:
--- 0), -1 for never.
+-- time in ms until something changes without a slot being freed or a
+-- task let through being leased (a rate's window moves on, a task of a
+-- gate falls due, or more may move at once: 0), -1 for never.
 --@include lib/clock.lua
 local stream, starting, group, most = KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2])
 
@@ -72,13 +91,13 @@ end
 local moved, a = 0, 4
 for k = 3, #KEYS, 3 do
   local gate, slots, starts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local conc, rate, per, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local conc, rate, per, flow, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], tonumber(ARGV[a + 4])
   for i = 1, n do
-    local id = ARGV[a + 2 + 2 * i]
-    redis.call('ZADD', gate, 'NX', ARGV[a + 3 + 2 * i], id)
+    local id = ARGV[a + 3 + 2 * i]
+    redis.call('ZADD', gate, 'NX', ARGV[a + 4 + 2 * i], id)
     redis.call('ZADD', starting, 'XX', ARGV[3], id)
   end
-  a = a + 4 + 2 * n
+  a = a + 5 + 2 * n
 
   local free, left = most, nil
   if conc > 0 then
@@ -92,9 +111,18 @@ for k = 3, #KEYS, 3 do
     end
     free = math.min(free, conc - live)
   end
+  local unstarted, held = 0, 0
   if rate > 0 then
     redis.call('ZREMRANGEBYSCORE', starts, '-inf', clock - per)
-    left = rate - redis.call('ZCARD', starts)
+    for _, e in ipairs(redis.call('ZRANGEBYSCORE', starts, '+inf', '+inf')) do
+      if after(e, lastDelivered()) then
+        unstarted = unstarted + 1
+      else
+        redis.call('ZADD', starts, clock, e) -- leased unscored (above)
+      end
+    end
+    held = redis.call('ZCARD', starts)
+    left = rate - held
     free = math.min(free, left)
   end
   local taken = 0
@@ -102,12 +130,18 @@ for k = 3, #KEYS, 3 do
     local due = redis.call('ZRANGEBYSCORE', gate, '-inf', clock, 'LIMIT', 0, free)
     for _, id in ipairs(due) do
       redis.call('ZREM', gate, id)
-      local e = redis.call('XADD', stream, '*', 'task', id)
+      local e
+      if rate > 0 then
+        e = redis.call('XADD', stream, '*', 'task', id, 'rate', flow)
+        redis.call('ZADD', starts, '+inf', e)
+      else
+        e = redis.call('XADD', stream, '*', 'task', id)
+      end
       if conc > 0 then redis.call('ZADD', slots, clock, e) end
-      if rate > 0 then redis.call('ZADD', starts, clock, e) end
     end
     taken = #due
     moved = moved + taken
+    unstarted = unstarted + taken
   end
   local first = redis.call('ZRANGE', gate, 0, 0, 'WITHSCORES')
   if #first > 0 then
@@ -117,15 +151,19 @@ for k = 3, #KEYS, 3 do
     if taken == most then
       soonest(0) -- more may move at once
     end
-    if left and left - taken <= 0 then
+    if left and left - taken <= 0 and held > unstarted - taken then
       local oldest = redis.call('ZRANGE', starts, 0, 0, 'WITHSCORES')
-      if #oldest > 0 then soonest(tonumber(oldest[2]) + per - clock + 1) end
+      soonest(tonumber(oldest[2]) + per - clock + 1)
     end
-    -- Otherwise what is due waits for a slot: a worker that frees one
-    -- calls again.
+    -- Otherwise what is due waits for a slot, or for a start let through
+    -- to be leased: a worker that frees one, or leases one, calls again.
   end
   if rate > 0 then
-    redis.call('PEXPIRE', starts, per)
+    if unstarted > 0 then
+      redis.call('PERSIST', starts)
+    else
+      redis.call('PEXPIRE', starts, per)
+    end
   end
 end
 return {moved, wait}

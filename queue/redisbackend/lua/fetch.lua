@@ -15,7 +15,12 @@
 --     a deadline in the leases set (one ZADD for all the entries): the
 --     number is the server's clock in ms, or for an entry taken over one
 --     more than the number of the lease before if that is not below the
---     clock (below);
+--     clock (below); an entry with the field "rate" (a task of a flow
+--     with a rate, let through by admit.lua) has its start in the flow's
+--     starts set (ARGV[11] and the field's value, the flow's name: a key
+--     under the queue's hash tag, as the script's KEYS) scored with the
+--     clock, if it was not scored yet (ZADD XX LT: an entry taken over
+--     keeps the start of its first lease);
 --  5. unless ARGV[6] is empty, each entry's task record is read as the
 --     lease step of Fetch would: its attempt incremented and, for an entry
 --     taken over, its prev and counted fields set to why the attempt
@@ -79,7 +84,8 @@
 --   id of the wake stream whenever the reply tells how to wait, "" for it
 --   only when nothing was taken, ARGV[9] "" for a full look or the time
 --   until which a quick one will do (above), ARGV[10] the longest time
---   (ms) until the next full look, ARGV[11...] the fields of a record to
+--   (ms) until the next full look, ARGV[11] the key prefix of the flows'
+--   starts sets (see admit.lua), ARGV[12...] the fields of a record to
 --   read
 --
 -- Returns {taken, dueIn, expiresIn, lastID, lastWake, checkAt}. taken lists {entry
@@ -89,7 +95,7 @@
 -- queue.EndWorkerLost), "" for an entry read
 -- anew; record is the values of the fields asked for (false for a missing
 -- one, all false for a missing record), absent when ARGV[6] is empty or
--- the entry names no valid task id. ARGV[11...] must name rec, attempt,
+-- the entry names no valid task id. ARGV[12...] must name rec, attempt,
 -- prev and counted at places 1, 2, 5 and 10. When the script took every new entry there was
 -- (it took fewer than max), the rest tells how to wait for more: dueIn is
 -- the time in ms until the next delayed task is due and expiresIn until
@@ -178,6 +184,12 @@ if #taken > 0 then
     local id, number = taken[i][1], string.format('%d', n)
     deadlines[2 * i - 1], deadlines[2 * i] = deadline, token(id, number)
     out[i] = {id, taken[i][2], number, ended[i] or ''}
+    local fields = taken[i][2] -- "task" and its id first, then any others
+    for f = 3, #fields - 1, 2 do
+      if fields[f] == 'rate' then
+        redis.call('ZADD', ARGV[11] .. fields[f + 1], 'XX', 'LT', clock, id)
+      end
+    end
   end
   redis.call('ZADD', leases, unpack(deadlines))
   local prefix, retention = ARGV[6], tonumber(ARGV[7])
@@ -189,7 +201,7 @@ if #taken > 0 then
       end
       if id and #id <= 64 and not string.find(id, '[^%w_%-]') then
         local key = prefix .. ':{' .. id .. '}:task'
-        local rec = redis.call('HMGET', key, 'exp', unpack(ARGV, 11))
+        local rec = redis.call('HMGET', key, 'exp', unpack(ARGV, 12))
         local exp = tonumber(table.remove(rec, 1))
         if rec[1] then
           rec[2] = string.format('%d', redis.call('HINCRBY', key, 'attempt', '1'))
