@@ -90,8 +90,10 @@ type Store interface {
 	Head(ctx context.Context, taskID string) (state State, lastID string, err error)
 
 	// Events returns the task's events with ids after afterID, in order;
-	// afterID "" means from the first event. A malformed afterID gives
-	// ErrBadEventID.
+	// afterID "" means from the first event, and so does, on a store
+	// whose ids tell which copy of its data issued them (see Subscribe),
+	// an id of events the store no longer holds. A malformed afterID
+	// gives ErrBadEventID.
 	Events(ctx context.Context, taskID, afterID string) ([]Event, error)
 }
 
@@ -103,6 +105,13 @@ type Subscriber interface {
 	// terminal event has been delivered, when ctx ends, or when the task
 	// disappears; a subscription after the terminal event's id is closed at
 	// once, and one after an id the task has not reached yet waits for it.
+	// A store whose ids tell which copy of its data issued them (Redis,
+	// whose failover may lose the last events of a task, and give their
+	// ids to others) delivers from the first event after an id of events
+	// it no longer holds, and closes the channel, before the terminal
+	// event, when it finds that the events it delivered are no longer
+	// the task's: the subscriber then subscribes again after the last
+	// id it got, and gets the task's events from the first.
 	// Cancelling ctx frees everything the subscription holds.
 	// An unknown task gives ErrNotFound and a malformed afterID
 	// ErrBadEventID, before any channel is returned.

@@ -18,8 +18,6 @@ import (
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
-	"github.com/flowsrun/flows/queue/redisbackend"
-	"github.com/flowsrun/flows/registry"
 	"github.com/flowsrun/flows/ssehttp"
 )
 
@@ -50,13 +48,8 @@ func redisOutput(t *testing.T, srv *redistest.Server) int {
 // stats), with and without Config.Identify.
 func TestResumeCostOnRedis(t *testing.T) {
 	srv := redistest.Start(t)
-	backend, err := redisbackend.New(srv.Client(t), redisbackend.Config{Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, backend.Close()) })
-	reg := registry.New()
-	reg.MustRegister("poem_flow", noopFlow())
+	backend, reg, broker := redisBroker(t, srv, "")
 	quiet := slog.New(slog.DiscardHandler)
-	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: reg, Logger: quiet})
 	ctx := context.Background()
 
 	// Two tasks whose logs hold 1.2 MB: 150 tokens of 4 KB, then 150

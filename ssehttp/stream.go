@@ -216,8 +216,9 @@ type subscription struct {
 // lastID is the fold of the stored events up to the one with that id.
 // Since the log is append-only, that prefix never changes, so the two
 // reads need no common lock. When no stored event has the id (a
-// well-formed id the task never issued), the watch restarts from the
-// first event.
+// well-formed id the task never issued, or, on Redis, one of events that
+// a failover lost, whose ids are not those of the events that took their
+// place), the watch restarts from the first event.
 func (h *Handler) open(ctx context.Context, id, lastID string, info *queue.TaskInfo) (*subscription, error) {
 	if lastID != "" {
 		sub, err := h.resume(ctx, id, lastID, info)

@@ -24,7 +24,7 @@ func makeToken(entry, n string) string { return entry + "/" + n }
 
 func parseToken(token string) (entry, n string, ok bool) {
 	entry, n, ok = strings.Cut(token, "/")
-	if _, err := parseEventID(entry); err != nil || entry == "" || n == "" {
+	if id, err := parseEventID(entry); err != nil || id.tag != "" || entry == "" || n == "" {
 		return "", "", false
 	}
 	return entry, n, ok

@@ -38,6 +38,10 @@ func TestLiveMessage(t *testing.T) {
 		{"no last id", "1-1", "1-1\n" + one, nil, false, false},
 		{"more events than ids", "", " 1-0\n" + one + "\n" + two, nil, false, false},
 		{"undecodable event", "1-1", "1-1 1-2\n{oops", nil, false, false},
+		{"tagged ids", "1-0-aaaa", "1-0-aaaa 2-1-bbbb\n" + one + "\n" + two, []string{"2-0-bbbb", "2-1-bbbb"}, false, true},
+		{"a cursor without a tag (an earlier version's)", "1-0", "1-0-aaaa 2-0-bbbb\n" + one, []string{"2-0-bbbb"}, false, true},
+		{"after an element with another tag", "1-0-aaaa", "1-0-cccc 2-0-bbbb\n" + one, nil, false, false},
+		{"the cursor's element with another tag", "2-0-aaaa", "1-0-cccc 2-0-bbbb\n" + one, nil, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -380,34 +380,58 @@ func TestEventIDs(t *testing.T) {
 	require.NoError(t, b.Create(ctx, id))
 	eventsKey := "ids:{" + id + "}:events"
 	status := func(s string) progress.Event { return progress.Event{Type: progress.EventStatus, Status: s} }
-	eventIDs := func(after string) []string {
+	// tags maps each element to the tag of its ids.
+	tags := map[string]string{}
+	// position returns an id without its tag, "<n>-<k>", and checks the
+	// tag: four digits or lowercase letters, the same for every event of
+	// an element.
+	position := func(id string) string {
+		t.Helper()
+		n, rest, _ := strings.Cut(id, "-")
+		k, tag, ok := strings.Cut(rest, "-")
+		require.True(t, ok, "id %q has a tag", id)
+		assert.Regexp(t, `^[0-9a-z]{4}$`, tag, id)
+		if was, seen := tags[n]; seen {
+			assert.Equal(t, was, tag, "the events of element %s have one tag", n)
+		}
+		tags[n] = tag
+		return n + "-" + k
+	}
+	events := func(after string) []progress.Event {
 		t.Helper()
 		events, err := b.Events(ctx, id, after)
 		require.NoError(t, err)
+		return events
+	}
+	eventIDs := func(after string) []string {
+		t.Helper()
+		events := events(after)
 		out := make([]string, len(events))
 		for i, e := range events {
-			out[i] = e.ID
+			out[i] = position(e.ID)
 		}
 		return out
 	}
 
 	// The n-th Append is the n-th element of the list, one line per event,
-	// and its events are n-0, n-1...
+	// and its events are n-0, n-1... with the element's tag.
 	last, err := b.Append(ctx, id, status("a"), status("b"), status("c"))
 	require.NoError(t, err)
-	assert.Equal(t, "1-2", last)
+	assert.Equal(t, "1-2", position(last))
 	last, err = b.Append(ctx, id, status("d"))
 	require.NoError(t, err)
-	assert.Equal(t, "2-0", last)
+	assert.Equal(t, "2-0", position(last))
 	elements, err := srv.Do("LRANGE", eventsKey, "0", "-1").AsStrSlice()
 	require.NoError(t, err)
 	require.Len(t, elements, 2, "one element per Append")
 	assert.Len(t, strings.Split(elements[0], "\n"), 3, "one line per event")
+	all := events("")
 	assert.Equal(t, []string{"1-0", "1-1", "1-2", "2-0"}, eventIDs(""))
-	assert.Equal(t, []string{"1-2", "2-0"}, eventIDs("1-1"), "from inside an element")
-	assert.Equal(t, []string{"2-0"}, eventIDs("1-2"))
-	assert.Empty(t, eventIDs("2-0"))
-	assert.Empty(t, eventIDs("7-0"), "after an id no event has yet")
+	assert.Equal(t, []string{"1-2", "2-0"}, eventIDs(all[1].ID), "from inside an element")
+	assert.Equal(t, []string{"2-0"}, eventIDs(all[2].ID))
+	assert.Empty(t, eventIDs(all[3].ID))
+	assert.Equal(t, []string{"1-2", "2-0"}, eventIDs("1-1"), "an id without a tag (an earlier version's)")
+	assert.Empty(t, eventIDs("7-0"), "after an id without a tag that no event has yet")
 
 	// Past a page of elements: Events reads on, and every id follows the
 	// one before it.
@@ -416,14 +440,15 @@ func TestEventIDs(t *testing.T) {
 		_, err := b.Append(ctx, id, status("x"), status("y"))
 		require.NoError(t, err)
 	}
-	all := eventIDs("")
-	require.Len(t, all, 4+2*more)
-	assert.Equal(t, strconv.Itoa(2+more)+"-1", all[len(all)-1])
+	allIDs := eventIDs("")
+	require.Len(t, allIDs, 4+2*more)
+	assert.Equal(t, strconv.Itoa(2+more)+"-1", allIDs[len(allIDs)-1])
 	for i, n := 0, 3; n <= 2+more; n++ {
 		for k := range 2 {
-			assert.Equal(t, strconv.Itoa(n)+"-"+strconv.Itoa(k), all[4+i], "event %d", 4+i)
+			assert.Equal(t, strconv.Itoa(n)+"-"+strconv.Itoa(k), allIDs[4+i], "event %d", 4+i)
 			i++
 		}
 	}
 	assert.Len(t, eventIDs("700-1"), 2*(2+more-700))
+	assert.Len(t, eventIDs("700-1-"+tags["700"]), 2*(2+more-700))
 }

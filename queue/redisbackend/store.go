@@ -189,7 +189,8 @@ func (b *Backend) appendValues(taskID, key string, events []progress.Event, lead
 			steps = append(steps, step)
 		}
 	}
-	args = append(args, b.liveChannel(taskID), "", key, strconv.Itoa(len(events)), string(blob))
+	element := string(blob)
+	args = append(args, b.liveChannel(taskID), "", key, strconv.Itoa(len(events)), element, elementTag(element))
 	f := foldEvents(events)
 	starts := ""
 	if f.starts {
@@ -547,7 +548,8 @@ func (b *Backend) Head(ctx context.Context, taskID string) (progress.State, stri
 }
 
 // Events implements progress.Store, reading the events list in pages of
-// pageSize elements.
+// pageSize elements. After an id of another Redis, whose events this one
+// lost (see page.diverged), it returns every event from the first.
 func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progress.Event, error) {
 	after, err := parseEventID(afterID)
 	if err != nil {
@@ -558,45 +560,52 @@ func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progres
 	}
 	var all []progress.Event
 	for {
-		page, more, _, err := b.readPage(ctx, taskID, after, pageSize)
+		p, err := b.readEvents(ctx, taskID, after, pageSize, false)
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, page...)
-		if !more || len(page) == 0 {
+		if p.diverged {
+			// Also between two pages (a failover lost the ids of the
+			// last page): from the first event again.
+			all, after = all[:0], eventID{}
+			continue
+		}
+		all = append(all, p.events...)
+		if !p.more || len(p.events) == 0 {
 			return all, nil
 		}
-		after, _ = parseEventID(page[len(page)-1].ID)
+		after, _ = parseEventID(p.events[len(p.events)-1].ID)
 	}
-}
-
-// readPage reads the events of the task after the given id from up to
-// count elements of its events list, whether there may be more (count
-// elements were read), and whether the task had reached a terminal state
-// when the read began (then every event of the task is in the list, so
-// reading on to the end yields them all). It fails with
-// progress.ErrNotFound when the task does not exist.
-func (b *Backend) readPage(ctx context.Context, taskID string, after eventID, count int64) (events []progress.Event, more, terminal bool, err error) {
-	p, err := b.readEvents(ctx, taskID, after, count, false)
-	return p.events, p.more, p.terminal, err
 }
 
 // page is what readEvents read: the events, whether there may be more,
 // whether the task had reached a terminal state, and, when asked for, how
-// long its hash had left to live (see ttlOf).
+// long its hash had left to live (see ttlOf). diverged is set, and there
+// are no events, when the id the read was after has a tag that is not
+// that of its element, or names an element the list does not have: the
+// id was issued by another Redis, which had recorded events that this
+// one lost (a failover), and others may have taken their places since.
+// What follows the id here does not follow what its holder saw: it must
+// read from the first event.
 type page struct {
-	events         []progress.Event
-	more, terminal bool
-	ttl            time.Duration
+	events                   []progress.Event
+	more, terminal, diverged bool
+	ttl                      time.Duration
 }
 
 // noExpiry is page.ttl when the hash has no expiry, or when it was not
 // asked for.
 const noExpiry time.Duration = -1
 
-// readEvents reads as readPage does and, when ttl is set, the time the
-// task's hash has left to live (its PTTL, in the same round trip): what
-// a subscription waits for before it looks whether the task has expired.
+// readEvents reads the events of the task after the given id from up to
+// count elements of its events list, whether there may be more (count
+// elements were read), and whether the task had reached a terminal state
+// when the read began (then every event of the task is in the list, so
+// reading on to the end yields them all); or that the id is not of this
+// list (see page.diverged). It fails with progress.ErrNotFound when the
+// task does not exist. When ttl is set it also reads the time the task's
+// hash has left to live (its PTTL, in the same round trip): what a
+// subscription waits for before it looks whether the task has expired.
 func (b *Backend) readEvents(ctx context.Context, taskID string, after eventID, count int64, ttl bool) (page, error) {
 	p := page{ttl: noExpiry}
 	// The element of the id after, which may hold later events too; the
@@ -633,14 +642,20 @@ func (b *Backend) readEvents(ctx context.Context, taskID string, after eventID, 
 		p.ttl = ttlOf(ms)
 	}
 	if !lists {
+		// No list has element after.n: a tagged id names none.
+		p.diverged = after.tag != ""
 		return p, nil
 	}
 	elements, err := res[1].AsStrSlice()
 	if err != nil {
 		return p, b.wrap(ctx, "read events of task "+taskID, err)
 	}
+	if after.tag != "" && !holds(elements, after) {
+		p.diverged = true
+		return p, nil
+	}
 	for i, element := range elements {
-		batch := eventBatch{last: eventID{uint64(start) + uint64(i) + 1, uint64(strings.Count(element, "\n"))}, events: element}
+		batch := eventBatch{last: eventID{uint64(start) + uint64(i) + 1, uint64(strings.Count(element, "\n")), elementTag(element)}, events: element}
 		err := batch.each(func(id eventID, data string) error {
 			if id.compare(after) <= 0 {
 				return nil
@@ -660,6 +675,13 @@ func (b *Backend) readEvents(ctx context.Context, taskID string, after eventID, 
 	return p, nil
 }
 
+// holds reports whether elements, read from element id.n on, start with
+// the element that issued id: id's tag is that element's, and the element
+// has an event k.
+func holds(elements []string, id eventID) bool {
+	return len(elements) > 0 && elementTag(elements[0]) == id.tag && uint64(strings.Count(elements[0], "\n")) >= id.k
+}
+
 // ttlOf reads a PTTL reply: the time to live, 0 for a key gone (it
 // expired between the commands of the read) and noExpiry for a key
 // without an expiry.
@@ -676,7 +698,7 @@ func ttlOf(ms int64) time.Duration {
 // eventBatch is the events of one Append as they are stored (an element
 // of the events list) and published (in a live message): the id of the
 // last event and every event's JSON, one per line. The events before the
-// last have the ids just before its id: the same n, consecutive k.
+// last have the ids just before its id: the same n and tag, consecutive k.
 type eventBatch struct {
 	last   eventID
 	events string
@@ -704,7 +726,7 @@ func (b eventBatch) each(fn func(id eventID, data string) error) error {
 	if b.events == "" || n > b.last.k+1 || b.last.n == 0 {
 		return fmt.Errorf("malformed batch of events ending at %s", b.last)
 	}
-	id := eventID{b.last.n, b.last.k + 1 - n}
+	id := eventID{b.last.n, b.last.k + 1 - n, b.last.tag}
 	rest := b.events
 	for {
 		data, more, found := strings.Cut(rest, "\n")

@@ -91,14 +91,17 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 }
 
 // subscription is one Subscribe call: cursor is the id of the last event
-// delivered (or the afterID it started from). At most one goroutine works
-// for it at a time (running); a wake-up while it works makes it go round
-// again (again). Only that goroutine touches cursor, expires and poll.
+// delivered (or the afterID it started from), placed is set once a read
+// of the events list has found it there (see catchUp). At most one
+// goroutine works for it at a time (running); a wake-up while it works
+// makes it go round again (again). Only that goroutine touches cursor,
+// placed, expires and poll.
 type subscription struct {
 	b       *Backend
 	taskID  string
 	channel string
 	cursor  eventID
+	placed  bool
 	in      *inbox
 	out     chan progress.Event
 	poll    *time.Timer // resynchronises after PollInterval without news
@@ -219,9 +222,9 @@ func (s *subscription) finish() {
 
 // live handles one published message (see above): each event at or
 // before the cursor is dropped, each event right after it is delivered.
-// ok is false when the message cannot be used (a gap before an event, or
-// garbage): then the event log must be read. done reports that the
-// subscription is over.
+// ok is false when the message cannot be used (a gap before an event, an
+// event of the cursor's element with another tag, or garbage): then the
+// event log must be read. done reports that the subscription is over.
 func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
 	if raw == goneMessage {
 		return false, false // the event log tells
@@ -235,8 +238,11 @@ func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
 		return false, false
 	}
 	err = eventBatch{last: last, events: events}.each(func(id eventID, data string) error {
+		if id.conflicts(s.cursor) {
+			return errGap // the event log tells whether it diverged
+		}
 		if id.compare(s.cursor) > 0 {
-			if prev != s.cursor {
+			if !prev.is(s.cursor) {
 				return errGap
 			}
 			e, err := decodeEvent(id, data)
@@ -266,7 +272,19 @@ var errGap = errors.New("gap before the live message")
 
 // catchUp delivers every stored event after the cursor. It reports
 // whether the subscription is over: terminal event delivered, task gone,
-// or ctx ended. While Redis cannot be reached it retries.
+// ctx ended, or the events list is not the one the cursor was found in
+// (see page.diverged). While Redis cannot be reached it retries.
+//
+// A cursor that is not in the list, before it was ever found there (the
+// afterID of Subscribe), is an id another Redis issued before a failover
+// lost its events: the subscription delivers from the first event, as
+// for an id the task never issued. One that was found there, and is not
+// any more, a failover lost while the subscription went on: its events
+// from the cursor back may have been lost, and the subscriber has folded
+// them into what it shows. The subscription ends, without the terminal
+// event: the subscriber subscribes again after its last id, which starts
+// from the first event, and rebuilds what it shows (an event stream of
+// package ssehttp ends, and its client reconnects).
 func (s *subscription) catchUp(ctx context.Context) bool {
 	backoff := reconnectMin
 	for {
@@ -275,6 +293,14 @@ func (s *subscription) catchUp(ctx context.Context) bool {
 		switch {
 		case errTaskGone(err):
 			return true
+		case err == nil && p.diverged:
+			if s.placed {
+				s.b.log.Info("flows: the events a subscription delivered are not the task's any more (a Redis failover lost them); it ends, to be resumed from the first event",
+					"task_id", s.taskID, "after", s.cursor.String())
+				return true
+			}
+			s.cursor = eventID{}
+			continue
 		case err != nil:
 			if ctx.Err() != nil {
 				return true
@@ -288,6 +314,7 @@ func (s *subscription) catchUp(ctx context.Context) bool {
 			backoff = min(2*backoff, reconnectMax)
 			continue
 		}
+		s.placed = true
 		s.expires = time.Time{}
 		if p.ttl != noExpiry {
 			// Measured once the reply is here: not before Redis's own

@@ -1,0 +1,218 @@
+package redisbackend_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// replicaOf keeps task id's keys as a replica has them now, and returns
+// what a lossy failover does to them: the replica, promoted, holds them
+// as they were then, whatever the primary accepted since is lost.
+func replicaOf(t *testing.T, srv *redistest.Server, prefix, id string) (promote func()) {
+	t.Helper()
+	return srv.KeepKeys(t, prefix+":{"+id+"}:task", prefix+":{"+id+"}:events", prefix+":{"+id+"}:steps")
+}
+
+// statuses returns the status line of each event.
+func statuses(events []progress.Event) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = e.Status
+	}
+	return out
+}
+
+// watchAfter follows task id from afterID as a watcher that reconnects
+// does: when its subscription ends before the task's terminal event, it
+// subscribes again after the last id it got. It returns the status line
+// of every event each subscription delivered, and sends each to seen
+// (when not nil) as it comes.
+func watchAfter(t *testing.T, b progress.Backend, id, afterID string, seen chan<- string) [][]string {
+	t.Helper()
+	var runs [][]string
+	last := afterID
+	for range 5 {
+		ch, err := b.Subscribe(context.Background(), id, last)
+		require.NoError(t, err)
+		var got []progress.Event
+		for e := range ch {
+			got = append(got, e)
+			if seen != nil {
+				seen <- e.Status
+			}
+		}
+		runs = append(runs, statuses(got))
+		if len(got) == 0 {
+			return runs
+		}
+		last = got[len(got)-1].ID
+		if got[len(got)-1].Terminal() {
+			return runs
+		}
+	}
+	return runs
+}
+
+func status(s string) progress.Event {
+	return progress.Event{Type: progress.EventStatus, Status: s}
+}
+
+func success(s string) progress.Event {
+	return progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: s}
+}
+
+// TestLossyFailoverResume: after a failover that lost the last events
+// of a running task, its next events take the positions of the lost
+// ones. A watcher that saw a lost event and resumes after its id must
+// neither skip the new events at those positions nor stop before the
+// end: it gets the task's events again from the first one.
+func TestLossyFailoverResume(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const prefix = "lossy"
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: prefix, PollInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	appendEvents := func(id string, events ...progress.Event) string {
+		t.Helper()
+		var last string
+		for _, e := range events {
+			var err error
+			last, err = b.Append(ctx, id, e)
+			require.NoError(t, err)
+		}
+		return last
+	}
+	// newTask returns a task whose events "one" and "two" reached the
+	// replica and whose event "lost" did not, the id of "lost" (what a
+	// watcher saw last), and the failover.
+	newTask := func() (id, lost string, promote func()) {
+		id = queue.NewID()
+		require.NoError(t, b.Create(ctx, id))
+		appendEvents(id, status("one"), status("two"))
+		promote = replicaOf(t, srv, prefix, id)
+		lost = appendEvents(id, status("lost"))
+		return id, lost, promote
+	}
+
+	t.Run("new events at the lost ids are not skipped", func(t *testing.T) {
+		id, lost, promote := newTask()
+		promote()
+		appendEvents(id, status("three"), status("four"))
+		events, err := b.Events(ctx, id, lost)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"one", "two", "three", "four"}, statuses(events), "Events after the lost id")
+
+		done := make(chan [][]string, 1)
+		go func() { done <- watchAfter(t, b, id, lost, nil) }()
+		appendEvents(id, success("done"))
+		assert.Equal(t, [][]string{{"one", "two", "three", "four", "done"}}, <-done, "a subscription after the lost id")
+	})
+
+	t.Run("a task that ended within the lost id is watched to its end", func(t *testing.T) {
+		id, lost, promote := newTask()
+		promote()
+		appendEvents(id, success("done"))
+		got := watchAfter(t, b, id, lost, nil)
+		assert.Equal(t, [][]string{{"one", "two", "done"}}, got)
+		events, err := b.Events(ctx, id, lost)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"one", "two", "done"}, statuses(events), "Events after the lost id")
+	})
+
+	t.Run("an id the new primary has not issued yet starts from the first event", func(t *testing.T) {
+		id, lost, promote := newTask()
+		promote()
+		events, err := b.Events(ctx, id, lost)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"one", "two"}, statuses(events))
+	})
+
+	t.Run("a subscription open across the failover", func(t *testing.T) {
+		id, _, promote := newTask()
+		seen := make(chan string, 100)
+		done := make(chan [][]string, 1)
+		go func() { done <- watchAfter(t, b, id, "", seen) }()
+		for _, want := range []string{"one", "two", "lost"} {
+			select {
+			case got := <-seen:
+				require.Equal(t, want, got)
+			case <-ctx.Done():
+				require.FailNow(t, "the watcher did not get "+want)
+			}
+		}
+		promote()
+		appendEvents(id, status("three"), status("four"), success("done"))
+		var runs [][]string
+		select {
+		case runs = <-done:
+		case <-ctx.Done():
+			require.FailNow(t, "the watcher did not end")
+		}
+		assert.Equal(t, [][]string{{"one", "two", "lost"}, {"one", "two", "three", "four", "done"}}, runs,
+			"the subscription ends at the failover; the next one, after the lost id, has the new primary's whole log")
+	})
+}
+
+// TestResumeCheckCostsNoCommand: reading after a tagged id, which checks
+// the tag, costs the commands that reading after an id without one did
+// (the HGET of the state and the LRANGE from the id's element), and an
+// append the commands it did; only a resumption whose tag does not match
+// reads again, from the first element.
+func TestResumeCheckCostsNoCommand(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const prefix = "cost"
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: prefix})
+	ctx := context.Background()
+	id := queue.NewID()
+	require.NoError(t, b.Create(ctx, id))
+	for _, s := range []string{"one", "two", "three"} {
+		_, err := b.Append(ctx, id, status(s))
+		require.NoError(t, err)
+	}
+	events, err := b.Events(ctx, id, "")
+	require.NoError(t, err)
+	second := events[1].ID
+	untagged := second[:len(second)-5]
+	require.Equal(t, "2-0", untagged)
+
+	read := map[string]int{"hget": 1, "lrange": 1}
+	for _, after := range []string{untagged, second} {
+		n, calls := commandsOf(t, srv, func() {
+			events, err := b.Events(ctx, id, after)
+			require.NoError(t, err)
+			assert.Equal(t, []string{"three"}, statuses(events))
+		})
+		assert.Equal(t, 2, n, "after %s", after)
+		assert.Equal(t, read, calls, "after %s", after)
+	}
+	other := untagged + "-zzzz"
+	if other == second {
+		other = untagged + "-0000"
+	}
+	n, calls := commandsOf(t, srv, func() {
+		events, err := b.Events(ctx, id, other)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"one", "two", "three"}, statuses(events))
+	})
+	assert.Equal(t, 4, n, "a tag that does not match: the read again from the first event")
+	assert.Equal(t, map[string]int{"hget": 2, "lrange": 2}, calls)
+
+	n, calls = commandsOf(t, srv, func() {
+		got, err := b.Append(ctx, id, status("four"))
+		require.NoError(t, err)
+		assert.Regexp(t, `^4-0-[0-9a-z]{4}$`, got)
+	})
+	assert.Equal(t, map[string]int{"evalsha": 1, "hmget": 1, "rpush": 1, "spublish": 1, "hset": 1}, calls, "an append")
+	assert.Equal(t, 5, n)
+}
