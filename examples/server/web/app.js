@@ -133,8 +133,10 @@
   }
 
   // eventOrder parses an event id into numbers to compare: the in-memory
-  // store's ids are integers, Redis stream ids are "<ms>-<seq>". Other ids
-  // are opaque and give null.
+  // store's ids are integers, and Redis's of earlier versions "<n>-<k>".
+  // Other ids are opaque and give null, as Redis's "<n>-<k>-<tag>" are:
+  // after a failover that lost events, others take their positions, with
+  // another tag, and do not come before the card's id for all their n.
   function eventOrder(id) {
     const m = /^(\d+)(?:-(\d+))?$/.exec(id || '');
     return m ? [Number(m[1]), Number(m[2] || 0)] : null;
@@ -572,7 +574,16 @@
         } catch (_) {
           return;
         }
-        if (e.lastEventId) this.lastEventId = e.lastEventId;
+        // The snapshot replaces the card: what comes next follows its id.
+        // Without one while the card had one, the stream starts again
+        // from the first event (the server did not know the card's id:
+        // after a Redis failover that lost events the card saw), and the
+        // text streamed so far comes again too.
+        if (!e.lastEventId && this.lastEventId) {
+          this.liveText = '';
+          this.showLive();
+        }
+        this.lastEventId = e.lastEventId;
         this.show(snap);
       });
       source.addEventListener('update', (e) => {
