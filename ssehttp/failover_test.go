@@ -114,6 +114,22 @@ func TestResumeAfterLossyFailover(t *testing.T) {
 		assert.Equal(t, []string{"one", "two", "three", "four", "done"}, got)
 	})
 
+	t.Run("a malformed tagged id gets 400", func(t *testing.T) {
+		id, _ := lostTask()
+		for _, bad := range []string{"1-0-ABCD", "1-0-abc", "1-0-abcde", "0-0-abcd", "1-0-ab_d", "1-0-abcd-"} {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, server.URL+"/task-status/"+id+"/", nil)
+			require.NoError(t, err)
+			req.Header.Set("Last-Event-ID", bad)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			assert.Equal(t, http.StatusBadRequest, resp.StatusCode, bad)
+			assert.Equal(t, "malformed Last-Event-ID", errorOf(t, resp, body), bad)
+		}
+	})
+
 	t.Run("a task that ended at the lost id is watched to its end", func(t *testing.T) {
 		id, lost := lostTask()
 		end(id)

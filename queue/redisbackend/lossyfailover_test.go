@@ -216,3 +216,24 @@ func TestResumeCheckCostsNoCommand(t *testing.T) {
 	assert.Equal(t, map[string]int{"evalsha": 1, "hmget": 1, "rpush": 1, "spublish": 1, "hset": 1}, calls, "an append")
 	assert.Equal(t, 5, n)
 }
+
+// TestMalformedTaggedIDs: an id of the tagged form that no store issues
+// gives progress.ErrBadEventID from Events and Subscribe, as a malformed
+// id of the earlier form does.
+func TestMalformedTaggedIDs(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	id := queue.NewID()
+	require.NoError(t, b.Create(ctx, id))
+	_, err := b.Append(ctx, id, status("one"))
+	require.NoError(t, err)
+	for _, bad := range []string{"1-0-", "1-0-ABCD", "1-0-abc", "1-0-abcde", "1-0-ab d", "1-0-ab-d", "1-0-abcd-", "1-0-abcd-0", "0-0-abcd", "-0-abcd", "1--abcd", "1-x-abcd", "1-2-3"} {
+		_, err := b.Events(ctx, id, bad)
+		assert.ErrorIs(t, err, progress.ErrBadEventID, "Events after %q", bad)
+		ch, err := b.Subscribe(ctx, id, bad)
+		assert.ErrorIs(t, err, progress.ErrBadEventID, "Subscribe after %q", bad)
+		assert.Nil(t, ch)
+	}
+}
