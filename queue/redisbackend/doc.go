@@ -158,8 +158,9 @@
 //	P:{q:Q}:limit:starts:<F> zset   the starts of F's rate: stream
 //	                            entries let through, scored by when a
 //	                            fetch first leased them (server clock,
-//	                            ms), +inf until then, while within its
-//	                            rate's period
+//	                            ms), until then 2^52 plus the entry's
+//	                            time (above any time), while within
+//	                            its rate's period
 //	P:{q:Q}:limit:flows     set     the names of the flows whose tasks
 //	                            have waited in a gate
 //	P:{c:<h>}:rate      string  caller limits (queue.CallerLimits): the

@@ -23,8 +23,10 @@ import (
 //	P:{q:Q}:limit:starts:F  zset  the starts of the rate's window (flows
 //	                              with a rate only): the stream entries
 //	                              let through, scored by the time a fetch
-//	                              first leased them, +inf until then
-//	                              (such an entry carries the field
+//	                              first leased them, until then above
+//	                              any time: 2^52 plus the time (ms) of
+//	                              the entry's id (such an entry carries
+//	                              the field
 //	                              "rate", the flow's name, see
 //	                              lua/admit.lua and lua/fetch.lua)
 //	P:{q:Q}:limit:flows     set   the names of the flows whose tasks have

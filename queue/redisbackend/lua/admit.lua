@@ -17,18 +17,25 @@
 -- A start of a flow's rate is named by the stream entry too, in the
 -- flow's starts set. A task let through is not running yet: it may wait
 -- for a worker for long (none running, all busy). So its start is scored
--- +inf, not started, which no window leaves, and its entry carries the
--- field "rate" with the flow's name, by which the fetch that leases it
--- scores its start with the lease's time (fetch.lua); from then on the
--- start leaves the window per after it. A flow's tasks are let through
--- only while fewer than its rate are in the set: so no window of per
--- holds more leases of them than the rate, however long they waited for
--- a worker. A lease taken over from a dead worker keeps the start of the
+-- not started: 2^52 plus the time (ms) of its entry's id, above any
+-- time, so that no window leaves it, and in the order of the entries,
+-- so that the ones delivered are a range of scores (below); and its
+-- entry carries the field "rate" with the flow's name, by which the
+-- fetch that leases it scores its start with the lease's time
+-- (fetch.lua); from then on the start leaves the window per after it. A
+-- flow's tasks are let through only while fewer than its rate are in the
+-- set: so no window of per holds more leases of them than the rate,
+-- however long they waited for a worker. A lease taken over from a dead worker keeps the start of the
 -- first (the fetch only lowers a score); a retry is let through again
 -- and takes a start of its own. A start not started whose entry has been
 -- delivered was leased by a fetch that did not score it (one of a
 -- version before 2026-12-07): it is scored with the clock here, later
 -- than its lease, which holds it in the window longer, never shorter.
+-- Those are the starts not started scored up to 2^52 plus the time of
+-- the last entry delivered (the consumer group's last-delivered-id),
+-- less those of that millisecond after it: one ZRANGEBYSCORE finds them,
+-- however many starts wait not started behind them (a backlog of up to
+-- the rate, which a loop over them all would read at each admit).
 -- The set expires per after its last start while it holds none not
 -- started, and not while it does.
 --
@@ -69,6 +76,16 @@ local function lastDelivered()
     end
   end
   return delivered
+end
+
+-- notStarted is the score of a start not started, less the time of its
+-- entry's id: 2^52 ms, beyond any clock, and the sum still exact.
+local notStarted = 2 ^ 52
+local function idTime(e)
+  return tonumber(string.match(e, '^(%d+)-'))
+end
+local function score(n)
+  return string.format('%d', n)
 end
 
 local function after(a, b)
@@ -114,11 +131,15 @@ for k = 3, #KEYS, 3 do
   local unstarted, held = 0, 0
   if rate > 0 then
     redis.call('ZREMRANGEBYSCORE', starts, '-inf', clock - per)
-    for _, e in ipairs(redis.call('ZRANGEBYSCORE', starts, '+inf', '+inf')) do
-      if after(e, lastDelivered()) then
-        unstarted = unstarted + 1
-      else
-        redis.call('ZADD', starts, clock, e) -- leased unscored (above)
+    unstarted = redis.call('ZCOUNT', starts, score(notStarted), '+inf')
+    if unstarted > 0 then
+      local last = lastDelivered()
+      local upTo = score(notStarted + idTime(last))
+      for _, e in ipairs(redis.call('ZRANGEBYSCORE', starts, score(notStarted), upTo)) do
+        if not after(e, last) then
+          redis.call('ZADD', starts, clock, e) -- leased unscored (above)
+          unstarted = unstarted - 1
+        end
       end
     end
     held = redis.call('ZCARD', starts)
@@ -133,7 +154,7 @@ for k = 3, #KEYS, 3 do
       local e
       if rate > 0 then
         e = redis.call('XADD', stream, '*', 'task', id, 'rate', flow)
-        redis.call('ZADD', starts, '+inf', e)
+        redis.call('ZADD', starts, score(notStarted + idTime(e)), e)
       else
         e = redis.call('XADD', stream, '*', 'task', id)
       end
