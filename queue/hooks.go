@@ -91,9 +91,13 @@ func (f Finished) Attempts() int {
 // the task, once the hook in progress has had hookGrace to return (one
 // that gives up as its context ends is heard); the hooks' context is
 // cancelled, those not called yet are skipped, and the goroutine calling
-// them is left to end on its own. Errors and panics are logged. It
+// them is left to end on its own. They run on a goroutine of the
+// worker's pool (see pool), which the task's flow has most often just
+// given back. Errors and panics are logged, and so is a hook that ends
+// its goroutine (runtime.Goexit), which skips the hooks after it. It
 // reports whether a hook asked for the hooks to run again
-// (ErrRetryHooks).
+// (ErrRetryHooks), also one whose call returned before a later hook ran
+// out of time.
 func (j *job) runHooks(snap progress.Snapshot, found bool) (again bool) {
 	w := j.w
 	task := j.task
@@ -121,34 +125,47 @@ func (j *job) runHooks(snap progress.Snapshot, found bool) (again bool) {
 	}
 	ctx, cancel := context.WithTimeout(j.base, w.cfg.FinishHookTimeout)
 	defer cancel()
-	var retry atomic.Bool
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i, hook := range w.hooks {
-			if ctx.Err() != nil {
-				j.logger().Error("flows: finish hook skipped: the hooks' time is up", "hook", i)
-				continue
-			}
-			if j.callHook(ctx, i, hook, f) {
-				retry.Store(true)
-			}
-		}
-	}()
-	select {
-	case <-done:
-		return retry.Load()
-	case <-ctx.Done():
-	}
-	grace := time.NewTimer(hookGrace(w.cfg.FinishHookTimeout))
-	defer grace.Stop()
-	select {
-	case <-done:
-	case <-grace.C:
+	c := &hookCall{j: j, ctx: ctx, f: f}
+	if !w.pool.wait(w.pool.start(c), ctx, hookGrace(w.cfg.FinishHookTimeout)) {
 		j.logger().Error("flows: finish hooks did not return in time; going on without them",
 			"timeout", w.cfg.FinishHookTimeout, "hooks", len(w.hooks))
 	}
-	return retry.Load()
+	return c.again.Load()
+}
+
+// hookCall is the calls of a task's finish hooks on a goroutine of the
+// worker's pool (see runHooks). Once runHooks stops waiting for it, it
+// is left to that goroutine: runHooks reads only again.
+type hookCall struct {
+	j   *job
+	ctx context.Context
+	f   Finished
+	// again is set once a hook asks for the hooks to run again.
+	again atomic.Bool
+	// hook is the hook being called, for exited.
+	hook int
+}
+
+// run calls the worker's hooks one after the other, skipping those
+// whose turn comes after the hooks' time is up.
+func (c *hookCall) run() {
+	for i, hook := range c.j.w.hooks {
+		if c.ctx.Err() != nil {
+			c.j.logger().Error("flows: finish hook skipped: the hooks' time is up", "hook", i)
+			continue
+		}
+		c.hook = i
+		if c.j.callHook(c.ctx, i, hook, c.f) {
+			c.again.Store(true)
+		}
+	}
+}
+
+// exited logs a hook that ended its goroutine (runtime.Goexit): the
+// hooks after it are not called.
+func (c *hookCall) exited() {
+	c.j.logger().Error("flows: finish hook ended its goroutine (runtime.Goexit) without returning; the hooks after it are skipped",
+		"hook", c.hook, "hooks", len(c.j.w.hooks))
 }
 
 // hookGrace is how long the worker waits, once the hooks' time is up, for

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flowsrun/flows/flow"
+	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/progress"
 )
 
@@ -33,6 +35,8 @@ type job struct {
 	// ran is set once the flow's run started under this lease (see
 	// endLease).
 	ran bool
+	// flow is the run of the flow on the worker's pool (see run).
+	flow flowCall
 
 	// span traces the lease (see startSpan); endState is the terminal
 	// state this job recorded, "" if it recorded none.
@@ -251,9 +255,6 @@ type outcome struct {
 	result json.RawMessage
 	err    error
 	cause  error
-	// goexit is set when the flow ended its goroutine (runtime.Goexit):
-	// err is errGoexit.
-	goexit bool
 }
 
 // examine returns the result of a flow's run encoded as JSON and its
@@ -317,30 +318,13 @@ func (j *job) run(f flow.Flow) {
 
 	hb := j.startHeartbeat(cancel)
 
-	g := j.w.flows.start(flowRun{j: j, f: f, ctx: ctx, cancel: cancel})
-
+	j.flow = flowCall{j: j, f: f, ctx: ctx, cancel: cancel}
+	returned := j.w.pool.wait(j.w.pool.start(&j.flow), ctx, j.w.cfg.AbandonAfter)
 	var out outcome
-	returned := true
-	select {
-	case out = <-g.done:
-	case <-ctx.Done():
-		abandon := time.NewTimer(j.w.cfg.AbandonAfter)
-		select {
-		case out = <-g.done:
-		case <-abandon.C:
-			returned = false
-		}
-		abandon.Stop()
-	}
-	cause := out.cause
-	if returned && !out.goexit {
-		j.w.flows.put(g)
-	} else {
-		// The flow keeps its goroutine (abandoned), or has ended it.
-		j.w.flows.drop(g)
-	}
-	if !returned {
-		cause = context.Cause(ctx)
+	cause := context.Cause(ctx)
+	if returned {
+		out = j.flow.out
+		cause = out.cause
 	}
 	hb.stop()
 	if !returned {
@@ -349,4 +333,58 @@ func (j *job) run(f flow.Flow) {
 	}
 	j.settle(out, returned, cause)
 	j.release()
+}
+
+// flowCall is the run of a job's flow on a goroutine of the worker's
+// pool (see job.run): a call whose out the job reads once the pool's
+// goroutine says the flow returned, and never when it abandons the flow.
+type flowCall struct {
+	j      *job
+	f      flow.Flow
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	out    outcome
+}
+
+func (c *flowCall) run() { c.j.callFlow(c.ctx, c.cancel, c.f, &c.out) }
+
+// exited makes the outcome of a flow that ended its goroutine
+// (runtime.Goexit) instead of returning: errGoexit, unless callFlow
+// recovered a panic raised during the Goexit, which stays the error.
+func (c *flowCall) exited() {
+	if c.out.err == nil {
+		c.out.err, c.out.cause = errGoexit, context.Cause(c.ctx)
+	}
+}
+
+// callFlow runs f, the flow of j's task, with the run's context ctx,
+// and writes its outcome into out, recovering its panic. It runs on a
+// goroutine of the worker's pool (see flowCall), and returns to it
+// unless the flow ends the goroutine (see flowCall.exited for the
+// outcome then).
+func (j *job) callFlow(ctx context.Context, cancel context.CancelCauseFunc, f flow.Flow, out *outcome) {
+	t := j.task
+	defer func() {
+		if v := recover(); v != nil {
+			j.logger().Error("flows: flow panicked", "panic", redact.Text(fmt.Sprint(v)), "stack", string(debug.Stack()))
+			*out = outcome{err: &panicError{value: v}, cause: context.Cause(ctx)}
+		}
+	}()
+	res, err := f.Run(j.flowContext(ctx, cancel), &flow.Task{
+		ID: t.ID, Flow: t.Flow, Attempt: t.Attempt, Inputs: t.Inputs, Progress: j.rep,
+		Checkpoints: flow.NewCheckpoints(flow.CheckpointsConfig{
+			Store: j.w.cfg.Checkpoints, TaskID: t.ID, Attempt: t.Attempt, ResumeFrom: t.resumeFrom(),
+			Flush: j.rep.Flush, Progress: j.rep, Logger: j.w.log, MaxOutputBytes: j.w.cfg.MaxReportBytes,
+		}),
+	})
+	// The cause is read as the flow returns: a cancellation, time
+	// limit or shutdown landing after that does not undo its result.
+	o := outcome{cause: context.Cause(ctx)}
+	// What the flow returned is looked at here, under the recover
+	// above, before it leaves the flow's goroutine.
+	o.result, o.err = examine(res, err, j.w.cfg.MaxReportBytes)
+	if hook := j.w.flowReturned; hook != nil {
+		hook(t.ID)
+	}
+	*out = o
 }

@@ -143,7 +143,10 @@ type WorkerConfig struct {
 	// task coming back until the database is there again; each pause
 	// costs a lease (on Redis, the fetch and a retry script) and one call
 	// of the hooks per task. The hooks of a task get FinishHookTimeout in
-	// all, each time. With hooks the worker records a
+	// all, each time. They run on the goroutines the worker keeps for
+	// flows (see Worker), and should leave theirs as they found it. A
+	// hook that ends its goroutine (runtime.Goexit) is logged, and the
+	// hooks after it are skipped. With hooks the worker records a
 	// success, reads the final snapshot, runs the hooks and then
 	// acknowledges the task: on Redis, two round trips more per task
 	// than without, where the success and its acknowledgement go in one.
@@ -328,14 +331,16 @@ func DefaultBackoff(attempt int) time.Duration {
 // (runtime.Goexit, as testing's FailNow does) fails its attempt, as if
 // it had returned an error.
 //
-// Flows run on goroutines the worker keeps while it runs, one flow after
-// another, so that the stack grown by one is there for the next; so a
-// flow should leave its goroutine as it found it, as a net/http handler
-// does its connection's: no thread left locked (runtime.LockOSThread),
-// goroutine labels set with pprof.Do rather than
-// pprof.SetGoroutineLabels. A flow that panics leaves its goroutine to
-// the next; one that ends it, or that is abandoned (see
-// WorkerConfig.AbandonAfter), takes it along.
+// Flows and finish hooks run on goroutines the worker keeps while it
+// runs, one call after another (a task's hooks most often on the
+// goroutine its flow has just left), so that the stack grown by one is
+// there for the next; so a flow or a hook should leave its goroutine as
+// it found it, as a net/http handler does its connection's: no thread
+// left locked (runtime.LockOSThread), goroutine labels set with pprof.Do
+// rather than pprof.SetGoroutineLabels. A flow or hook that panics
+// leaves its goroutine to the next; one that ends it, or that the worker
+// stops waiting for (a flow abandoned, see WorkerConfig.AbandonAfter;
+// hooks past FinishHookTimeout), takes it along.
 type Worker struct {
 	backend Backend
 	store   progress.Store
@@ -351,7 +356,7 @@ type Worker struct {
 
 	running atomic.Bool
 	ops     *opctx.Source // contexts of backend and store calls, set by Run
-	flows   *flowPool     // the goroutines that run flows, set by Run
+	pool    *pool         // the goroutines that run flows and hooks, set by Run
 	// holding counts the tasks the worker holds, for its heartbeats.
 	holding atomic.Int64
 	// live is the worker's standing in the backend's registry; nil when
@@ -586,7 +591,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopBeating := w.beat(base)
 	stopGates := w.keepGates(base)
 	var inFlight sync.WaitGroup
-	w.flows = newFlowPool(w.cfg.Concurrency)
+	w.pool = newPool(w.cfg.Concurrency)
 	w.fetchLoop(ctx, &inFlight, func(l leased) {
 		w.holding.Add(1)
 		defer w.holding.Add(-1)
@@ -607,7 +612,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.stopFlows(errShutdown)
 		<-drained
 	}
-	w.flows.close()
+	w.pool.close()
 	stopListening()
 	<-listening
 	stopBeating()
