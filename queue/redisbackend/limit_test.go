@@ -368,3 +368,47 @@ func BenchmarkAdmitWithUnstartedStarts(b *testing.B) {
 		})
 	}
 }
+
+// TestRateStartScoredByItsFetch: the fetch that leases a task let through
+// by its flow's rate scores the task's start with the lease's time itself,
+// on a single Redis and on a Cluster (where the starts set is a key the
+// fetch script builds from the entry, under the queue's hash tag): no
+// admit runs between, which would otherwise score it later, with its own
+// clock.
+func TestRateStartScoredByItsFetch(t *testing.T) {
+	t.Parallel()
+	for _, cluster := range []bool{false, true} {
+		t.Run(map[bool]string{false: "Single", true: "Cluster"}[cluster], func(t *testing.T) {
+			t.Parallel()
+			var client rueidis.Client
+			if cluster {
+				client = newClusterClient(t, redistest.StartCluster(t, redistest.ClusterOptions{}))
+			} else {
+				client = newClient(t, redistest.Start(t))
+			}
+			b := newBackend(t, client, redisbackend.Config{})
+			ctx := context.Background()
+			starts := b.Prefix() + ":{q:default}:limit:starts:quota"
+			clock := func() float64 {
+				now, err := client.Do(ctx, client.B().Time().Build()).AsIntSlice()
+				require.NoError(t, err)
+				return float64(now[0]*1000 + now[1]/1000)
+			}
+			task := rateTask("quota", queue.Limit{Rate: 2, Per: time.Hour})
+			require.NoError(t, b.Enqueue(ctx, task))
+			members, err := client.Do(ctx, client.B().Zrange().Key(starts).Min("0").Max("-1").Build()).AsStrSlice()
+			require.NoError(t, err)
+			require.Len(t, members, 1, "the task let through holds a start")
+			before := clock()
+
+			leases, err := b.Fetch(ctx, "w", 1, time.Minute)
+			require.NoError(t, err)
+			require.Len(t, leases, 1)
+			require.Equal(t, task.ID, leases[0].Task.ID)
+			score, err := client.Do(ctx, client.B().Zscore().Key(starts).Member(members[0]).Build()).AsFloat64()
+			require.NoError(t, err)
+			assert.GreaterOrEqual(t, score, before, "scored by the lease, not before it")
+			assert.LessOrEqual(t, score, clock(), "scored by the fetch")
+		})
+	}
+}
