@@ -50,6 +50,13 @@ func (b *batcher[T, R]) waitingCalls() int {
 	return len(b.waiting)
 }
 
+// isRunning reports whether a batch is in flight or a loop still runs.
+func (b *batcher[T, R]) isRunning() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.running
+}
+
 func TestBatcher(t *testing.T) {
 	t.Run("a lone call runs at once", func(t *testing.T) {
 		gate := make(chan struct{})
@@ -283,7 +290,9 @@ func TestBatcherLinger(t *testing.T) {
 		assert.Equal(t, [][]int{{2}}, *batches, "the first never ran, the second did")
 		mu.Unlock()
 
-		// Alone, it leaves nothing behind: the next call lingers anew.
+		// Alone, it leaves nothing behind: once the loop that ran the
+		// second call has stopped, the next call lingers anew.
+		require.Eventually(t, func() bool { return !b.isRunning() }, 5*time.Second, time.Millisecond)
 		ctx3, cancel3 := context.WithCancel(context.Background())
 		go call(ctx3, 3)
 		require.Eventually(t, func() bool { return b.waitingCalls() == 1 }, 5*time.Second, time.Millisecond)
