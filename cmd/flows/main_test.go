@@ -757,3 +757,94 @@ func TestControlCharactersEscaped(t *testing.T) {
 		assert.Contains(t, out, `\x1b[`, "%q: written as text", args)
 	}
 }
+
+// syncBuffer is a buffer that a test reads while a command writes it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestShowFollowAcrossLossyFailover: a Redis failover lost events that
+// show -follow had printed, and its subscription ends before the task
+// does. The command follows again after the last id it printed, as an
+// event stream's client reconnects: it gets the task's events from the
+// first, says so on stderr, and ends with the task. The failover is
+// played on one redis-server (redistest.KeepKeys); the lost append holds
+// two events and the one that takes its place one, so that the new
+// events differ from the lost ones by their position whatever their tags.
+func TestShowFollowAcrossLossyFailover(t *testing.T) {
+	f := newFixture(t)
+	b, reg := f.otherQueue(t, "unserved") // no worker: the test writes the events
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	appendEvents := func(id string, events ...progress.Event) {
+		t.Helper()
+		_, err := b.Append(ctx, id, events...)
+		require.NoError(t, err)
+	}
+	status := func(s string) progress.Event { return progress.Event{Type: progress.EventStatus, Status: s} }
+	id, err := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: reg}).
+		Enqueue(ctx, "ok", json.RawMessage(`{}`), queue.EnqueueOptions{})
+	require.NoError(t, err)
+	appendEvents(id, status("one"))
+
+	var out, errw syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"show", "-follow", id}, &out, &errw, func(k string) string { return f.env[k] })
+	}()
+	printed := func(s string) {
+		t.Helper()
+		require.Eventually(t, func() bool { return strings.Contains(out.String(), s) }, waitLimit, 5*time.Millisecond,
+			"show -follow prints %q: %s", s, out.String())
+	}
+	printed("State:")
+	channel := f.prefix + ":{" + id + "}:live"
+	require.Eventually(t, func() bool {
+		n, err := f.srv.Do("PUBSUB", "SHARDNUMSUB", channel).ToArray()
+		if err != nil || len(n) != 2 {
+			return false
+		}
+		subs, err := n[1].AsInt64()
+		return err == nil && subs > 0
+	}, waitLimit, 5*time.Millisecond, "show -follow subscribes")
+	appendEvents(id, status("two"))
+	printed("status  two")
+	promote := f.srv.KeepKeys(t, f.prefix+":{"+id+"}:task", f.prefix+":{"+id+"}:events", f.prefix+":{"+id+"}:steps")
+	appendEvents(id, status("lost"), status("lost too"))
+	printed("status  lost too")
+	promote()
+	appendEvents(id, status("three"))
+	appendEvents(id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: "done"})
+
+	var code int
+	select {
+	case code = <-done:
+	case <-time.After(waitLimit):
+		require.FailNow(t, "show -follow did not end with the task", "%s\n%s", out.String(), errw.String())
+	}
+	assert.Equal(t, exitOK, code, "%s\n%s", out.String(), errw.String())
+	assert.Contains(t, errw.String(), "following again", "it says why the events start again")
+	// An event's line is its id, then what it says ("status  two").
+	var whats []string
+	for _, line := range strings.Split(out.String(), "\n") {
+		if fields := strings.Fields(line); len(fields) > 1 && (fields[1] == "status" || fields[1] == "SUCCESS") {
+			whats = append(whats, strings.Join(fields[1:], " "))
+		}
+	}
+	assert.Equal(t, []string{"status two", "status lost", "status lost too",
+		"status one", "status two", "status three", "SUCCESS done"}, whats,
+		"the events after the first it followed from, then the new primary's from the first")
+}

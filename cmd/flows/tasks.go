@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -268,33 +269,61 @@ func stepLine(st progress.StepResult) string {
 }
 
 // follow prints the task's events after afterID as they come, until the
-// task ends, and returns its last state.
+// task ends, and returns its last state. A subscription may end before
+// the task does, the task still there: on Redis, when a failover lost
+// events it had delivered (see progress.Subscriber). follow then says so
+// on stderr and subscribes again after the last id it printed, as an
+// event stream's client reconnects; the store gives the task's events
+// again from the first, which it prints. A task gone gives an error, and
+// so does a second subscription in a row that ends without an event
+// (nothing to resume from, and no reason to spin).
 func (c *cli) follow(ctx context.Context, id, afterID string) (progress.State, error) {
-	events, err := c.backend.Subscribe(ctx, id, afterID)
-	if err != nil {
-		return "", err
-	}
-	var state progress.State
-	enc := json.NewEncoder(c.out)
-	for e := range events {
-		if c.json {
-			if err := enc.Encode(e); err != nil {
-				return "", err
+	endedEarly := fmt.Errorf("task %s: the events ended before the task did (its record expired?)", id)
+	last := afterID
+	idle := 0
+	for again := false; ; again = true {
+		events, err := c.backend.Subscribe(ctx, id, last)
+		if again && errors.Is(err, progress.ErrNotFound) {
+			return "", endedEarly
+		}
+		if err != nil {
+			return "", err
+		}
+		var state progress.State
+		n := 0
+		enc := json.NewEncoder(c.out)
+		for e := range events {
+			n++
+			if e.ID != "" {
+				last = e.ID
 			}
+			if c.json {
+				if err := enc.Encode(e); err != nil {
+					return "", err
+				}
+			} else {
+				fmt.Fprintln(c.out, eventLine(e))
+			}
+			if e.Terminal() {
+				state = e.State
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		if state != "" {
+			return state, nil
+		}
+		if n == 0 {
+			idle++
 		} else {
-			fmt.Fprintln(c.out, eventLine(e))
+			idle = 0
 		}
-		if e.Terminal() {
-			state = e.State
+		if idle == 2 {
+			return "", endedEarly
 		}
+		fmt.Fprintf(c.errw, "flows: task %s: its events ended before it did (a Redis failover that lost some?); following again after %s\n", id, cmp.Or(last, "the start"))
 	}
-	if err := ctx.Err(); err != nil {
-		return "", err
-	}
-	if state == "" {
-		return "", fmt.Errorf("task %s: the events ended before the task did (its record expired?)", id)
-	}
-	return state, nil
 }
 
 // eventLine writes an event on one line: its id, then what it says.
