@@ -66,15 +66,20 @@ func TestResumeAfterLossyFailover(t *testing.T) {
 		require.NoError(t, err)
 	}
 	// lostTask returns a task whose events "one" and "two" reached the
-	// replica and whose event "lost" did not, and the id of "lost",
-	// once the replica has taken over.
+	// replica and whose events "lost" and "lost too", of one append, did
+	// not, and the id of "lost too", once the replica has taken over. The
+	// events that take their place are one per append: their ids differ
+	// from "lost too"'s by position whatever the tags (the same once in
+	// 36^4), so that the test is deterministic.
 	lostTask := func() (id, lost string) {
 		id, err := broker.Enqueue(ctx, "poem_flow", json.RawMessage(`{}`), queue.EnqueueOptions{})
 		require.NoError(t, err)
 		appendStatus(id, "one")
 		appendStatus(id, "two")
 		promote := srv.KeepKeys(t, prefix+":{"+id+"}:task", prefix+":{"+id+"}:events")
-		lost = appendStatus(id, "lost")
+		lost, err = backend.Append(ctx, id, progress.Event{Type: progress.EventStatus, Status: "lost"},
+			progress.Event{Type: progress.EventStatus, Status: "lost too"})
+		require.NoError(t, err)
 		promote()
 		return id, lost
 	}
