@@ -172,6 +172,9 @@ type Backend struct {
 	cluster bool
 
 	hub *hub
+	// replaced logs the subscriptions ended by a failover (see
+	// subscribe.go).
+	replaced replacedLog
 	// plans keeps what each worker's last Fetch learnt of how to wait.
 	plans fetchPlans
 	// appends batches concurrent Appends.

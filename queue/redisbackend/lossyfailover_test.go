@@ -2,6 +2,9 @@ package redisbackend_test
 
 import (
 	"context"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,4 +260,91 @@ func TestMalformedTaggedIDs(t *testing.T) {
 		assert.ErrorIs(t, err, progress.ErrBadEventID, "Subscribe after %q", bad)
 		assert.Nil(t, ch)
 	}
+}
+
+// levelCounter counts the records of each level whose message starts
+// with prefix.
+type levelCounter struct {
+	prefix string
+	mu     sync.Mutex
+	counts map[slog.Level]int
+	attrs  []map[string]string // of the Info records
+}
+
+func (h *levelCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (h *levelCounter) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *levelCounter) WithGroup(string) slog.Handler            { return h }
+func (h *levelCounter) Handle(_ context.Context, r slog.Record) error {
+	if !strings.HasPrefix(r.Message, h.prefix) {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.counts[r.Level]++
+	if r.Level == slog.LevelInfo {
+		attrs := map[string]string{}
+		r.Attrs(func(a slog.Attr) bool {
+			attrs[a.Key] = a.Value.String()
+			return true
+		})
+		h.attrs = append(h.attrs, attrs)
+	}
+	return nil
+}
+
+// TestReplacedSubscriptionsLogOnce: many subscriptions that a failover
+// ends (thousands of open event streams) log one Info line between them,
+// with their count, and one Debug line each, not an Info line each.
+func TestReplacedSubscriptionsLogOnce(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const prefix = "lossylog"
+	logs := &levelCounter{prefix: "flows: the events", counts: map[slog.Level]int{}}
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: prefix, PollInterval: time.Hour, Logger: slog.New(logs)})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	const watchers = 5
+	id := queue.NewID()
+	require.NoError(t, b.Create(ctx, id))
+	_, err := b.Append(ctx, id, status("one"))
+	require.NoError(t, err)
+	subs := make([]<-chan progress.Event, watchers)
+	next := func(ch <-chan progress.Event) string {
+		t.Helper()
+		select {
+		case e := <-ch:
+			return e.Status
+		case <-ctx.Done():
+			require.FailNow(t, "no event")
+			return ""
+		}
+	}
+	for i := range subs {
+		subs[i], err = b.Subscribe(ctx, id, "")
+		require.NoError(t, err)
+		require.Equal(t, "one", next(subs[i]))
+	}
+	promote := replicaOf(t, srv, prefix, id)
+	_, err = b.Append(ctx, id, status("lost"), status("lost too"))
+	require.NoError(t, err)
+	for _, ch := range subs {
+		require.Equal(t, "lost", next(ch))
+		require.Equal(t, "lost too", next(ch))
+	}
+	promote()
+	_, err = b.Append(ctx, id, status("two"))
+	require.NoError(t, err)
+	for _, ch := range subs {
+		select {
+		case e, ok := <-ch:
+			require.False(t, ok, "the subscription ends, before %q", e.Status)
+		case <-ctx.Done():
+			require.FailNow(t, "a subscription did not end")
+		}
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	assert.Equal(t, map[slog.Level]int{slog.LevelInfo: 1, slog.LevelDebug: watchers}, logs.counts)
+	require.Len(t, logs.attrs, 1)
+	assert.Equal(t, "1", logs.attrs[0]["subscriptions"], "the first of a burst is logged at once")
 }

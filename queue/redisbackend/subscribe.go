@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -295,8 +296,7 @@ func (s *subscription) catchUp(ctx context.Context) bool {
 			return true
 		case err == nil && p.diverged:
 			if s.placed {
-				s.b.log.Info("flows: the events a subscription delivered are not the task's any more (a Redis failover lost them); it ends, to be resumed from the first event",
-					"task_id", s.taskID, "after", s.cursor.String())
+				s.b.replaced.ended(s.b.log, s.taskID, s.cursor)
 				return true
 			}
 			s.cursor = eventID{}
@@ -347,4 +347,41 @@ func (s *subscription) deliver(ctx context.Context, e progress.Event) bool {
 	}
 	s.cursor = id
 	return !e.Terminal()
+}
+
+// replacedLog logs the subscriptions that end because the events they
+// delivered were replaced (see catchUp). A failover that lost events ends
+// every open subscription of the tasks that wrote in its window, which
+// may be thousands of event streams at once: one Info line each would be
+// a burst that says the same thing thousands of times (and the failover
+// itself is logged, as the pub/sub connection lost). Each is logged at
+// Debug, with its task; at Info, the first, and then at most one line per
+// replacedLogEvery, with the count of those that ended since the last
+// one.
+type replacedLog struct {
+	mu    sync.Mutex
+	last  time.Time // of the last Info line
+	since int       // ended and not yet counted by an Info line
+}
+
+// replacedLogEvery is the least time between two Info lines of
+// replacedLog.
+const replacedLogEvery = time.Minute
+
+// ended logs that the subscription of taskID, after cursor, ended.
+func (r *replacedLog) ended(log *slog.Logger, taskID string, cursor eventID) {
+	log.Debug("flows: the events a subscription delivered are not the task's any more (a Redis failover lost them); it ends, to be resumed from the first event",
+		"task_id", taskID, "after", cursor.String())
+	r.mu.Lock()
+	r.since++
+	now := time.Now()
+	if !r.last.IsZero() && now.Sub(r.last) < replacedLogEvery {
+		r.mu.Unlock()
+		return
+	}
+	n := r.since
+	r.since, r.last = 0, now
+	r.mu.Unlock()
+	log.Info("flows: the events some subscriptions delivered are not their tasks' any more (a Redis failover lost them); they end, to be resumed from the first event (one line a minute at most, each subscription at Debug)",
+		"subscriptions", n, "task_id", taskID)
 }
