@@ -19,12 +19,15 @@ import (
 // each, as in the event log's element of that Append (see eventBatch):
 // the ids of the events before the last one precede it.
 //
-//	3-0 4-1
+//	3-0-k3x9 4-1-0fa2
 //	{"type":"progress","progress":40}
 //	{"type":"status","status":"Writing"}
 //
 // Each message thus names the event before it, so that a subscriber sees
-// a gap, and one message carries a whole batch.
+// a gap, and one message carries a whole batch. A writer of an earlier
+// version publishes ids without tags ("3-0 4-1"): the subscriber gives
+// the events the tag of their element, which the message holds as
+// stored.
 //
 // The message goneMessage says that the task's keys were deleted (see
 // deleteTask): its subscriptions read the event log, find the task gone
@@ -237,6 +240,13 @@ func (s *subscription) live(ctx context.Context, raw string) (done, ok bool) {
 	if !found || err != nil || err2 != nil || last.isZero() {
 		s.b.log.Warn("flows: undecodable live message", "task_id", s.taskID, "err", errors.Join(err, err2))
 		return false, false
+	}
+	if last.tag == "" {
+		// A writer of an earlier version's: its events get the tag of
+		// their element, which the message carries as stored, as a read
+		// of the event log gives them, so that a subscriber resuming
+		// from one is found.
+		last.tag = elementTag(events)
 	}
 	err = eventBatch{last: last, events: events}.each(func(id eventID, data string) error {
 		if id.conflicts(s.cursor) {
