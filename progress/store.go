@@ -107,11 +107,12 @@ type Subscriber interface {
 	// once, and one after an id the task has not reached yet waits for it.
 	// A store whose ids tell which copy of its data issued them (Redis,
 	// whose failover may lose the last events of a task, and give their
-	// ids to others) delivers from the first event after an id of events
-	// it no longer holds, and closes the channel, before the terminal
-	// event, when it finds that the events it delivered are no longer
-	// the task's: the subscriber then subscribes again after the last
-	// id it got, and gets the task's events from the first.
+	// positions to others) closes the channel before the terminal event
+	// when it finds that the events up to afterID, or those it delivered,
+	// are no longer the task's: at once, without an event, after an id of
+	// events it no longer holds. The subscriber has folded those events
+	// into what it holds; it reads the task again (Snapshot, or Events
+	// from the first) and subscribes after what it read.
 	// Cancelling ctx frees everything the subscription holds.
 	// An unknown task gives ErrNotFound and a malformed afterID
 	// ErrBadEventID, before any channel is returned.

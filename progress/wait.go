@@ -12,7 +12,8 @@ import (
 // terminal event. It reads the snapshot once and then follows the feed
 // from there; it never polls. A feed that ends before the task, the task
 // still there (on Redis, after a failover that lost events it had
-// delivered), it follows again from the snapshot as read again. It
+// delivered, or those up to the snapshot it read), it follows again from
+// the snapshot as read again. It
 // returns an error wrapping ErrNotFound for an unknown task, or one whose
 // retention passes while it waits, and ctx's error when ctx ends first.
 // Everything its subscription holds is freed when it returns.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -142,4 +143,127 @@ func TestResumeAfterLossyFailover(t *testing.T) {
 		assert.Equal(t, http.StatusOK, status, "not 204: the client has not seen the end")
 		assert.Equal(t, []string{"one", "two", "done"}, got)
 	})
+}
+
+// failoverAfterEvents is a progress store on Redis whose subscriptions
+// start their first read only after the next Events call has read the
+// log and a failover that lost events has then happened: the narrowest
+// case of a failover during a resumption, between the stream's check of
+// the client's id (Events) and its subscription's first read.
+type failoverAfterEvents struct {
+	*redisbackend.Backend
+	failover func() // the failover, after Events
+	done     chan struct{}
+	once     sync.Once
+}
+
+func (s *failoverAfterEvents) Events(ctx context.Context, taskID, afterID string) ([]progress.Event, error) {
+	events, err := s.Backend.Events(ctx, taskID, afterID)
+	s.once.Do(func() {
+		s.failover()
+		close(s.done)
+	})
+	return events, err
+}
+
+func (s *failoverAfterEvents) Subscribe(ctx context.Context, taskID, afterID string) (<-chan progress.Event, error) {
+	out := make(chan progress.Event)
+	go func() {
+		defer close(out)
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			return
+		}
+		in, err := s.Backend.Subscribe(ctx, taskID, afterID)
+		if err != nil {
+			return
+		}
+		for e := range in {
+			select {
+			case out <- e:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return out, nil
+}
+
+// TestResumeRacingLossyFailover: a failover that lost events the client
+// saw lands after the stream found the client's id in the log, and
+// before its subscription's first read. The stream has the snapshot at
+// that id; it must not fold the new log's events onto it (the steps
+// twice): it ends, and the client's reconnection gets the task from the
+// first event.
+func TestResumeRacingLossyFailover(t *testing.T) {
+	srv := redistest.Start(t)
+	const prefix = "race"
+	backend, reg, broker := redisBroker(t, srv, prefix)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	step := func(msg string) progress.Event {
+		return progress.Event{Type: progress.EventStep, Step: &progress.StepResult{Type: progress.StepLog, Message: msg}}
+	}
+	id, err := broker.Enqueue(ctx, "poem_flow", json.RawMessage(`{}`), queue.EnqueueOptions{})
+	require.NoError(t, err)
+	for _, msg := range []string{"one", "two"} {
+		_, err := backend.Append(ctx, id, step(msg))
+		require.NoError(t, err)
+	}
+	promote := srv.KeepKeys(t, prefix+":{"+id+"}:task", prefix+":{"+id+"}:events", prefix+":{"+id+"}:steps")
+	// The client saw "lost too" and not "lost last", so that the stream
+	// reads the log (Events) to find its id. The append that takes the
+	// place of the lost one has one event: no event has the client's id
+	// after the failover, whatever the tags.
+	_, err = backend.Append(ctx, id, step("lost"), step("lost too"), step("lost last"))
+	require.NoError(t, err)
+	events, err := backend.Events(ctx, id, "")
+	require.NoError(t, err)
+	require.Len(t, events, 5)
+	lost := events[3].ID
+	store := &failoverAfterEvents{Backend: backend, done: make(chan struct{}), failover: func() {
+		promote()
+		_, err := backend.Append(ctx, id, step("three"))
+		assert.NoError(t, err)
+		_, err = backend.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: "done"})
+		assert.NoError(t, err)
+	}}
+	quiet := slog.New(slog.DiscardHandler)
+	server := httptest.NewServer(ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg, Logger: quiet}))
+	t.Cleanup(server.Close)
+
+	// resume reconnects with Last-Event-ID lastID and returns the steps of
+	// each snapshot the stream carries.
+	resume := func(lastID string) [][]string {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, server.URL+"/task-status/"+id+"/", nil)
+		require.NoError(t, err)
+		req.Header.Set("Last-Event-ID", lastID)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		var got [][]string
+		r := sse.NewReader(resp.Body)
+		for {
+			m, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				return got
+			}
+			require.NoError(t, err)
+			if m.HasData {
+				var snap progress.Snapshot
+				require.NoError(t, json.Unmarshal([]byte(m.Data), &snap))
+				steps := []string{}
+				for _, st := range snap.Details.StepResults {
+					steps = append(steps, st.Message)
+				}
+				got = append(got, steps)
+			}
+		}
+	}
+	assert.Empty(t, resume(lost), "the stream ends without folding the new log's events onto the lost ones")
+	got := resume(lost)
+	require.NotEmpty(t, got)
+	assert.Equal(t, []string{"one", "two", "three"}, got[len(got)-1], "the reconnection: the task from the first event")
 }

@@ -271,16 +271,16 @@ func stepLine(st progress.StepResult) string {
 // follow prints the task's events after afterID as they come, until the
 // task ends, and returns its last state. A subscription may end before
 // the task does, the task still there: on Redis, when a failover lost
-// events it had delivered (see progress.Subscriber). follow then says so
-// on stderr and subscribes again after the last id it printed, as an
-// event stream's client reconnects; the store gives the task's events
-// again from the first, which it prints. A task gone gives an error, and
-// so does a second subscription in a row that ends without an event
-// (nothing to resume from, and no reason to spin).
+// events it had delivered, or those up to the id it followed from (see
+// progress.Subscriber). follow then says so on stderr and follows again,
+// as an event stream's client reconnects: after the last id it printed,
+// and when a subscription ends without an event (the store no longer
+// holds the events up to its id), from the first event, which it prints
+// again. A task gone, or a subscription from the first event that ends
+// without one, gives an error.
 func (c *cli) follow(ctx context.Context, id, afterID string) (progress.State, error) {
 	endedEarly := fmt.Errorf("task %s: the events ended before the task did (its record expired?)", id)
 	last := afterID
-	idle := 0
 	for again := false; ; again = true {
 		events, err := c.backend.Subscribe(ctx, id, last)
 		if again && errors.Is(err, progress.ErrNotFound) {
@@ -315,14 +315,13 @@ func (c *cli) follow(ctx context.Context, id, afterID string) (progress.State, e
 			return state, nil
 		}
 		if n == 0 {
-			idle++
-		} else {
-			idle = 0
+			if last == "" {
+				return "", endedEarly
+			}
+			last = ""
 		}
-		if idle == 2 {
-			return "", endedEarly
-		}
-		fmt.Fprintf(c.errw, "flows: task %s: its events ended before it did (a Redis failover that lost some?); following again after %s\n", id, cmp.Or(last, "the start"))
+		fmt.Fprintf(c.errw, "flows: task %s: its events ended before it did (a Redis failover that lost some?); following again after %s\n",
+			id, cmp.Or(last, "the start"))
 	}
 }
 

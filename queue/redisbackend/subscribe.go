@@ -286,16 +286,19 @@ var errGap = errors.New("gap before the live message")
 // ctx ended, or the events list is not the one the cursor was found in
 // (see page.diverged). While Redis cannot be reached it retries.
 //
-// A cursor that is not in the list, before it was ever found there (the
-// afterID of Subscribe), is an id another Redis issued before a failover
-// lost its events: the subscription delivers from the first event, as
-// for an id the task never issued. One that was found there, and is not
-// any more, a failover lost while the subscription went on: its events
-// from the cursor back may have been lost, and the subscriber has folded
-// them into what it shows. The subscription ends, without the terminal
-// event: the subscriber subscribes again after its last id, which starts
-// from the first event, and rebuilds what it shows (an event stream of
-// package ssehttp ends, and its client reconnects).
+// A cursor that is not in the list is an id of events that a failover
+// lost: the subscriber has folded them into what it shows, those up to
+// the cursor at least (the afterID of Subscribe is the id of what the
+// subscriber read, its Snapshot or Events, before). The subscription
+// ends, without the terminal event, and without delivering the new
+// log's events from the first: the subscriber would fold them onto the
+// lost ones, and cannot tell them from events after its id. It reads
+// the task again (an event stream of package ssehttp ends, its client
+// reconnects, and the stream finds the client's id not in the log and
+// starts from the first event). That holds for the afterID too, which
+// the subscriber may have read from this Redis just before a failover
+// that lands before this first read (placed is not set yet); it is then
+// logged at Debug only, since the subscription delivered nothing.
 func (s *subscription) catchUp(ctx context.Context) bool {
 	backoff := reconnectMin
 	for {
@@ -307,10 +310,11 @@ func (s *subscription) catchUp(ctx context.Context) bool {
 		case err == nil && p.diverged:
 			if s.placed {
 				s.b.replaced.ended(s.b.log, s.taskID, s.cursor)
-				return true
+			} else {
+				s.b.log.Debug("flows: a subscription after an id of events a Redis failover lost ends at once",
+					"task_id", s.taskID, "after", s.cursor.String())
 			}
-			s.cursor = eventID{}
-			continue
+			return true
 		case err != nil:
 			if ctx.Err() != nil {
 				return true
