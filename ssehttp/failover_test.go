@@ -37,6 +37,33 @@ func redisBroker(t *testing.T, srv *redistest.Server, prefix string) (*redisback
 	return backend, reg, queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: reg, Logger: quiet})
 }
 
+// resumeSnapshots reconnects to the event stream of task id at url with
+// Last-Event-ID lastID and returns the answer's status and the snapshots
+// the stream carries, once it has ended.
+func resumeSnapshots(ctx context.Context, t *testing.T, url, id, lastID string) (int, []progress.Snapshot) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/task-status/"+id+"/", nil)
+	require.NoError(t, err)
+	req.Header.Set("Last-Event-ID", lastID)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var got []progress.Snapshot
+	r := sse.NewReader(resp.Body)
+	for {
+		m, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return resp.StatusCode, got
+		}
+		require.NoError(t, err)
+		if m.HasData {
+			var snap progress.Snapshot
+			require.NoError(t, json.Unmarshal([]byte(m.Data), &snap))
+			got = append(got, snap)
+		}
+	}
+}
+
 // TestResumeAfterLossyFailover: a Redis failover lost the last event of
 // a running task, which a client saw; the task's next events, on the new
 // primary, take its position. The client's reconnection with the lost
@@ -88,26 +115,12 @@ func TestResumeAfterLossyFailover(t *testing.T) {
 	// status and the status line of each snapshot the stream carries.
 	resume := func(id, lastID string) (int, []string) {
 		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, server.URL+"/task-status/"+id+"/", nil)
-		require.NoError(t, err)
-		req.Header.Set("Last-Event-ID", lastID)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
+		status, snaps := resumeSnapshots(ctx, t, server.URL, id, lastID)
 		var got []string
-		r := sse.NewReader(resp.Body)
-		for {
-			m, err := r.Next()
-			if errors.Is(err, io.EOF) {
-				return resp.StatusCode, got
-			}
-			require.NoError(t, err)
-			if m.HasData {
-				var snap progress.Snapshot
-				require.NoError(t, json.Unmarshal([]byte(m.Data), &snap))
-				got = append(got, snap.Details.Status)
-			}
+		for _, snap := range snaps {
+			got = append(got, snap.Details.Status)
 		}
+		return status, got
 	}
 
 	t.Run("the new events at the lost ids are not skipped", func(t *testing.T) {
@@ -236,31 +249,17 @@ func TestResumeRacingLossyFailover(t *testing.T) {
 	// each snapshot the stream carries.
 	resume := func(lastID string) [][]string {
 		t.Helper()
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, server.URL+"/task-status/"+id+"/", nil)
-		require.NoError(t, err)
-		req.Header.Set("Last-Event-ID", lastID)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		require.Equal(t, http.StatusOK, resp.StatusCode)
+		status, snaps := resumeSnapshots(ctx, t, server.URL, id, lastID)
+		require.Equal(t, http.StatusOK, status)
 		var got [][]string
-		r := sse.NewReader(resp.Body)
-		for {
-			m, err := r.Next()
-			if errors.Is(err, io.EOF) {
-				return got
+		for _, snap := range snaps {
+			steps := []string{}
+			for _, st := range snap.Details.StepResults {
+				steps = append(steps, st.Message)
 			}
-			require.NoError(t, err)
-			if m.HasData {
-				var snap progress.Snapshot
-				require.NoError(t, json.Unmarshal([]byte(m.Data), &snap))
-				steps := []string{}
-				for _, st := range snap.Details.StepResults {
-					steps = append(steps, st.Message)
-				}
-				got = append(got, steps)
-			}
+			got = append(got, steps)
 		}
+		return got
 	}
 	assert.Empty(t, resume(lost), "the stream ends without folding the new log's events onto the lost ones")
 	got := resume(lost)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/syncbuf"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -651,15 +652,7 @@ func TestShowFollow(t *testing.T) {
 			}()
 			// Let the command print the task and subscribe to its live
 			// events, then let it end.
-			channel := f.prefix + ":{" + id + "}:live"
-			require.Eventually(t, func() bool {
-				n, err := f.srv.Do("PUBSUB", "SHARDNUMSUB", channel).ToArray()
-				if err != nil || len(n) != 2 {
-					return false
-				}
-				subs, err := n[1].AsInt64()
-				return err == nil && subs > 0
-			}, waitLimit, 5*time.Millisecond, "show -follow subscribes")
+			f.subscribed(t, id)
 			f.gate <- struct{}{}
 			select {
 			case <-done:
@@ -758,22 +751,18 @@ func TestControlCharactersEscaped(t *testing.T) {
 	}
 }
 
-// syncBuffer is a buffer that a test reads while a command writes it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+// subscribed waits until something subscribes to task id's live events.
+func (f *fixture) subscribed(t *testing.T, id string) {
+	t.Helper()
+	channel := f.prefix + ":{" + id + "}:live"
+	require.Eventually(t, func() bool {
+		n, err := f.srv.Do("PUBSUB", "SHARDNUMSUB", channel).ToArray()
+		if err != nil || len(n) != 2 {
+			return false
+		}
+		subs, err := n[1].AsInt64()
+		return err == nil && subs > 0
+	}, waitLimit, 5*time.Millisecond, "show -follow subscribes")
 }
 
 // TestShowFollowAcrossLossyFailover: a Redis failover lost events that
@@ -800,7 +789,7 @@ func TestShowFollowAcrossLossyFailover(t *testing.T) {
 	require.NoError(t, err)
 	appendEvents(id, status("one"))
 
-	var out, errw syncBuffer
+	var out, errw syncbuf.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"show", "-follow", id}, &out, &errw, func(k string) string { return f.env[k] })
@@ -811,15 +800,7 @@ func TestShowFollowAcrossLossyFailover(t *testing.T) {
 			"show -follow prints %q: %s", s, out.String())
 	}
 	printed("State:")
-	channel := f.prefix + ":{" + id + "}:live"
-	require.Eventually(t, func() bool {
-		n, err := f.srv.Do("PUBSUB", "SHARDNUMSUB", channel).ToArray()
-		if err != nil || len(n) != 2 {
-			return false
-		}
-		subs, err := n[1].AsInt64()
-		return err == nil && subs > 0
-	}, waitLimit, 5*time.Millisecond, "show -follow subscribes")
+	f.subscribed(t, id)
 	appendEvents(id, status("two"))
 	printed("status  two")
 	promote := f.srv.KeepKeys(t, f.prefix+":{"+id+"}:task", f.prefix+":{"+id+"}:events", f.prefix+":{"+id+"}:steps")
