@@ -412,3 +412,41 @@ func TestRateStartScoredByItsFetch(t *testing.T) {
 		})
 	}
 }
+
+// TestRateStartScoringCannotFailTheFetch: a fetch whose scoring of a
+// start fails (here the flow's starts set is a string: WRONGTYPE; on a
+// Cluster, the starts set moved away while the queue's slot migrates)
+// still leases the task it read: its token is in the leases set, and the
+// lease acknowledges. Before, the failed ZADD aborted the script after
+// XREADGROUP had delivered the entry: pending for the worker with no
+// token, which nothing took back.
+func TestRateStartScoringCannotFailTheFetch(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	stream := b.Prefix() + ":{q:default}:stream"
+	leases := b.Prefix() + ":{q:default}:leased"
+	starts := b.Prefix() + ":{q:default}:limit:starts:quota"
+	task := rateTask("quota", queue.Limit{Rate: 1, Per: time.Hour})
+	require.NoError(t, b.Enqueue(ctx, task))
+	n, err := srv.Do("XLEN", stream).AsInt64()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "the task is let through")
+	require.NoError(t, srv.Do("DEL", starts).Error())
+	require.NoError(t, srv.Do("SET", starts, "not a sorted set").Error())
+
+	got, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, got, 1)
+	assert.Equal(t, task.ID, got[0].Task.ID)
+	held, err := srv.Do("ZRANGE", leases, "0", "-1").AsStrSlice()
+	require.NoError(t, err)
+	assert.Equal(t, []string{got[0].Token}, held, "the lease's token is in the leases set")
+	require.NoError(t, b.Ack(ctx, got[0]))
+	pending, err := srv.Do("XPENDING", stream, "workers").ToArray()
+	require.NoError(t, err)
+	left, err := pending[0].AsInt64()
+	require.NoError(t, err)
+	assert.Zero(t, left, "acknowledged")
+}

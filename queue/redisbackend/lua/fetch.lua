@@ -20,7 +20,12 @@
 --     starts set (ARGV[11] and the field's value, the flow's name: a key
 --     under the queue's hash tag, as the script's KEYS) scored with the
 --     clock, if it was not scored yet (ZADD XX LT: an entry taken over
---     keeps the start of its first lease);
+--     keeps the start of its first lease); a scoring that fails (on a
+--     Cluster, the starts set was moved away as the queue's slot
+--     migrates) leaves the start unscored, for admit.lua to score later
+--     with its own clock ("leased unscored"), and the lease taken: the
+--     script must not stop once XREADGROUP has delivered entries, which
+--     would leave them pending with no token in the leases set;
 --  5. unless ARGV[6] is empty, each entry's task record is read as the
 --     lease step of Fetch would: its attempt incremented and, for an entry
 --     taken over, its prev and counted fields set to why the attempt
@@ -187,7 +192,7 @@ if #taken > 0 then
     local fields = taken[i][2] -- "task" and its id first, then any others
     for f = 3, #fields - 1, 2 do
       if fields[f] == 'rate' then
-        redis.call('ZADD', ARGV[11] .. fields[f + 1], 'XX', 'LT', clock, id)
+        redis.pcall('ZADD', ARGV[11] .. fields[f + 1], 'XX', 'LT', clock, id)
       end
     end
   end
