@@ -434,3 +434,42 @@ func TestWaitingFetchWakesForTaskDueSoon(t *testing.T) {
 		})
 	}
 }
+
+// TestPendingEntryWithNoTokenOfDeadWorker: an entry delivered to a
+// worker's consumer with no token in the leases set (a fetch script that
+// failed after XREADGROUP: a command of it refused, which aborts the
+// script without undoing what it wrote) is taken back once its worker is
+// found dead, as the worker's leased entries are: the next fetch takes it
+// over, its worker lost.
+func TestPendingEntryWithNoTokenOfDeadWorker(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{})
+	ctx := context.Background()
+	stream := b.Prefix() + ":{q:default}:stream"
+	task := &queue.Task{ID: queue.NewID(), Flow: "f", Inputs: []byte(`{}`), MaxAttempts: 3,
+		Timeout: time.Minute, EnqueuedAt: time.Now()}
+	require.NoError(t, b.Enqueue(ctx, task))
+	beat := func(name string) {
+		require.NoError(t, b.Heartbeat(ctx, queue.WorkerInfo{Name: name, Heartbeat: 50 * time.Millisecond}))
+	}
+	beat("dead")
+	require.NoError(t, srv.Do("XGROUP", "CREATE", stream, "workers", "0", "MKSTREAM").Error())
+	require.NoError(t, srv.Do("XREADGROUP", "GROUP", "workers", "dead", "COUNT", "1", "STREAMS", stream, ">").Error())
+
+	leases := b.Prefix() + ":{q:default}:leased"
+	eventually(t, func() bool {
+		beat("other")
+		n, err := srv.Do("ZCARD", leases).AsInt64()
+		require.NoError(t, err)
+		return n == 1
+	}, "the entry is marked lost once its worker is found dead")
+	fctx, cancel := context.WithTimeout(ctx, waitLimit)
+	defer cancel()
+	got, err := b.Fetch(fctx, "other", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, got, 1, "the next fetch takes it over")
+	assert.Equal(t, task.ID, got[0].Task.ID)
+	assert.Equal(t, queue.EndWorkerLost, got[0].Task.PreviousEnd)
+	require.NoError(t, b.Ack(ctx, got[0]))
+}

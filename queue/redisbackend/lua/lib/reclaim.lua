@@ -29,6 +29,16 @@
 -- worker's entry found there is marked lost by moving it, lost, into the
 -- leases set.
 --
+-- An entry a dead worker holds with no token in the leases set was
+-- delivered by a fetch script that then failed (a command of it refused,
+-- which aborts the script without undoing what it wrote): the worker
+-- never got it, and nothing else would run its task again. It is marked
+-- lost as the others, its token numbered by the clock (the lease taken
+-- over next is numbered above it, so above any lease it had before,
+-- unless the server's clock went back since). Such an entry stays
+-- where it is while its worker lives, and once it has retired (it left
+-- the set deadlines): only a worker found dead gives it back.
+--
 -- Returns the number of entries marked. It uses clock (lib/clock.lua).
 --@include lib/lost.lua
 --@include lib/token.lua
@@ -69,6 +79,11 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
             held[id] = lost
             marked = marked + 1
           end
+        else -- delivered with no lease: its fetch failed (above)
+          local lost = token(id, lostHolder(string.format('%d', clock)))
+          redis.call('ZADD', leases, clock, lost)
+          held[id] = lost
+          marked = marked + 1
         end
       end
     end
