@@ -46,6 +46,14 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
   local dead = redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. clock, 'LIMIT', 0, 10)
   local marked = 0
   local legacy, held
+  -- mark puts entry id in the leases set, lost: held by holder, a holder
+  -- marked lost (lib/lost.lua). It returns its token.
+  local function mark(id, holder)
+    local lost = token(id, holder)
+    redis.call('ZADD', leases, clock, lost)
+    marked = marked + 1
+    return lost
+  end
   for _, worker in ipairs(dead) do
     local pending = redis.pcall('XPENDING', stream, group, '-', '+', limit, worker)
     if type(pending) ~= 'table' or pending.err then
@@ -59,8 +67,7 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
         redis.call('ZREM', oldLeases, id)
         redis.call('HDEL', oldHolders, id)
         if not isLost(old) then old = lostHolder(old) end
-        redis.call('ZADD', leases, clock, token(id, old))
-        marked = marked + 1
+        mark(id, old)
       else
         if not held then
           held = {}
@@ -73,17 +80,11 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
         if member then
           local _, holder = untoken(member)
           if holder and not isLost(holder) then
-            local lost = token(id, lostHolder(holder))
             redis.call('ZREM', leases, member)
-            redis.call('ZADD', leases, clock, lost)
-            held[id] = lost
-            marked = marked + 1
+            held[id] = mark(id, lostHolder(holder))
           end
         else -- delivered with no lease: its fetch failed (above)
-          local lost = token(id, lostHolder(string.format('%d', clock)))
-          redis.call('ZADD', leases, clock, lost)
-          held[id] = lost
-          marked = marked + 1
+          held[id] = mark(id, lostHolder(string.format('%d', clock)))
         end
       end
     end
