@@ -26,8 +26,7 @@ import (
 //	                              first leased them, until then above
 //	                              any time: 2^52 plus the time (ms) of
 //	                              the entry's id (such an entry carries
-//	                              the field
-//	                              "rate", the flow's name, see
+//	                              the field "rate", the flow's name, see
 //	                              lua/admit.lua and lua/fetch.lua)
 //	P:{q:Q}:limit:flows     set   the names of the flows whose tasks have
 //	                              waited in a gate (see Depth)

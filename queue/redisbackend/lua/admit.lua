@@ -25,12 +25,13 @@
 -- (fetch.lua); from then on the start leaves the window per after it. A
 -- flow's tasks are let through only while fewer than its rate are in the
 -- set: so no window of per holds more leases of them than the rate,
--- however long they waited for a worker. A lease taken over from a dead worker keeps the start of the
--- first (the fetch only lowers a score); a retry is let through again
--- and takes a start of its own. A start not started whose entry has been
--- delivered was leased by a fetch that did not score it (one of a
--- version before 2026-12-07): it is scored with the clock here, later
--- than its lease, which holds it in the window longer, never shorter.
+-- however long they waited for a worker. A lease taken over from a dead
+-- worker keeps the start of the first (the fetch only lowers a score); a
+-- retry is let through again and takes a start of its own. A start not
+-- started whose entry has been delivered was leased by a fetch that did
+-- not score it (one of a version before 2026-12-07, or one whose scoring
+-- failed): it is scored with the clock here, later than its lease, which
+-- holds it in the window longer, never shorter.
 -- Those are the starts not started scored up to 2^52 plus the time of
 -- the last entry delivered (the consumer group's last-delivered-id),
 -- less those of that millisecond after it: one ZRANGEBYSCORE finds them,
