@@ -69,8 +69,9 @@ func CallerName(id string) string {
 // right-most address of the X-Forwarded-For headers that is not, since
 // each trusted proxy appends the address it got the request from. An
 // entry may carry a port, as some proxies write it (1.2.3.4:5678,
-// [2001:db8::1]:443; see forwardedAddr). An entry that is not an address
-// ends the walk at the one after it.
+// [2001:db8::1]:443), or brackets without one ([2001:db8::1]); see
+// forwardedAddr. An entry that is not an address ends the walk at the one
+// after it.
 func (h *Handler) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -99,17 +100,28 @@ func (h *Handler) clientIP(r *http.Request) string {
 }
 
 // forwardedAddr parses an entry of X-Forwarded-For: an address
-// (203.0.113.7, 2001:db8::1), or an address and a port (203.0.113.7:5678,
-// [2001:db8::1]:443), whose port it drops. It reports false for anything
-// else.
+// (203.0.113.7, 2001:db8::1), an IPv6 address in brackets
+// ([2001:db8::1]), or an address and a port (203.0.113.7:5678,
+// [2001:db8::1]:443), whose port it drops. It drops a zone too
+// (fe80::1%eth0), which names an interface of the host that wrote the
+// entry, not of ours. It reports false for anything else, an IPv4
+// address in brackets among it.
 func forwardedAddr(s string) (netip.Addr, bool) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a, true
+	if inner, ok := strings.CutPrefix(s, "["); ok {
+		if inner, ok := strings.CutSuffix(inner, "]"); ok {
+			a, err := netip.ParseAddr(inner)
+			return a.WithZone(""), err == nil && a.Is6()
+		}
 	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr(), true
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		ap, err := netip.ParseAddrPort(s)
+		if err != nil {
+			return netip.Addr{}, false
+		}
+		a = ap.Addr()
 	}
-	return netip.Addr{}, false
+	return a.WithZone(""), true
 }
 
 // unmapPrefixes returns a copy of prefixes in which each IPv4-mapped IPv6
@@ -134,8 +146,10 @@ func unmapPrefixes(prefixes []netip.Prefix) []netip.Prefix {
 
 // trusted reports whether addr, in its IPv4 form if it has one (Unmap),
 // is one of Config.TrustedProxies (made IPv4 where mapped, see
-// unmapPrefixes).
+// unmapPrefixes). A prefix has no zone: addr's is not compared (a peer
+// fe80::1%eth0 is in fe80::/10).
 func (h *Handler) trusted(addr netip.Addr) bool {
+	addr = addr.WithZone("")
 	for _, p := range h.cfg.TrustedProxies {
 		if p.Contains(addr) {
 			return true

@@ -10,8 +10,9 @@ import (
 
 // FuzzClientIP checks that the address naming an anonymous caller is the
 // connection's own, unless the connection is a trusted proxy, and then
-// one the X-Forwarded-For header holds (with or without a port) or the
-// proxy's own: never text made up of anything else.
+// one the X-Forwarded-For header holds (with or without a port or
+// brackets, without its zone) or the proxy's own: never text made up of
+// anything else.
 func FuzzClientIP(f *testing.F) {
 	f.Add("127.0.0.1:5000", "203.0.113.1")
 	f.Add("127.0.0.1:5000", "198.51.100.7, 203.0.113.1, 127.0.0.2")
@@ -19,6 +20,8 @@ func FuzzClientIP(f *testing.F) {
 	f.Add("[::1]:80", "::ffff:1.2.3.4")
 	f.Add("203.0.113.9:443", "127.0.0.1")
 	f.Add("127.0.0.1:5000", "203.0.113.1:5678, [2001:db8::1]:443, 127.0.0.2:80")
+	f.Add("127.0.0.1:5000", "[2001:db8::1], [::1]")
+	f.Add("[::1]:80", "fe80::1%eth0, [fe80::2%eth1]:443, ::1%lo")
 	h := &Handler{cfg: Config{TrustedProxies: []netip.Prefix{
 		netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128"),
 	}}}
@@ -41,10 +44,11 @@ func FuzzClientIP(f *testing.F) {
 		}
 		for _, hop := range strings.Split(xff, ",") {
 			hop = strings.TrimSpace(hop)
-			if a, err := netip.ParseAddr(hop); err == nil && a.Unmap().String() == got {
-				return
+			if host, _, err := net.SplitHostPort(hop); err == nil {
+				hop = host
 			}
-			if ap, err := netip.ParseAddrPort(hop); err == nil && ap.Addr().Unmap().String() == got {
+			hop = strings.TrimSuffix(strings.TrimPrefix(hop, "["), "]")
+			if a, err := netip.ParseAddr(hop); err == nil && a.WithZone("").Unmap().String() == got {
 				return
 			}
 		}
@@ -78,6 +82,23 @@ func TestClientIP(t *testing.T) {
 		{"not a number", "203.0.113.1:http", "127.0.0.1"},
 		{"bracketed IPv4", "[203.0.113.1]:5678", "127.0.0.1"},
 		{"IPv6 with a port but no brackets", "2001:db8::1:443", "2001:db8::1:443"}, // an address: the port cannot be told apart
+		{"bracketed IPv6", "[2001:db8::1]", "2001:db8::1"},
+		{"bracketed mapped IPv4", "[::ffff:203.0.113.1]", "203.0.113.1"},
+		{"bracketed trusted hop", "203.0.113.1, [::1], 127.0.0.9", "203.0.113.1"},
+		{"bracketed IPv4 without a port", "[203.0.113.1]", "127.0.0.1"},
+		{"empty brackets", "[]", "127.0.0.1"},
+		{"unclosed bracket", "[2001:db8::1", "127.0.0.1"},
+		{"unopened bracket", "2001:db8::1]", "127.0.0.1"},
+		{"doubled brackets", "[[2001:db8::1]]", "127.0.0.1"},
+		{"brackets around an address and a port", "[2001:db8::1:443]", "2001:db8::1:443"}, // an address, as without brackets
+		{"brackets then garbage", "[2001:db8::1]x", "127.0.0.1"},
+		{"empty entry", "203.0.113.1, ", "127.0.0.1"},
+		{"IPv6 with a zone", "fe80::1%eth0", "fe80::1"},
+		{"bracketed IPv6 with a zone", "[fe80::1%eth0]", "fe80::1"},
+		{"bracketed IPv6 with a zone and a port", "[fe80::1%eth0]:443", "fe80::1"},
+		{"trusted hop with a zone", "203.0.113.1, ::1%lo", "203.0.113.1"},
+		{"IPv4 with a zone", "203.0.113.1%eth0", "127.0.0.1"},
+		{"empty zone", "fe80::1%", "127.0.0.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &http.Request{RemoteAddr: "127.0.0.1:5000", Header: http.Header{"X-Forwarded-For": {tc.xff}}}
@@ -148,7 +169,8 @@ func FuzzIdempotencyKey(f *testing.F) {
 
 // TestTrustedPrefixForms: a trusted proxy written as an IPv4 prefix or as
 // its IPv4-mapped IPv6 form matches an IPv4 peer either way it comes
-// (clientIP unmaps it), and an IPv6 prefix matches IPv6 addresses only.
+// (clientIP unmaps it), and an IPv6 prefix matches IPv6 addresses only,
+// with or without a zone.
 func TestTrustedPrefixForms(t *testing.T) {
 	for _, tc := range []struct {
 		prefix string
@@ -162,7 +184,8 @@ func TestTrustedPrefixForms(t *testing.T) {
 		{"::ffff:0:0/96", []string{"10.1.2.3", "192.0.2.1"}, []string{"2001:db8::1", "::1"}},
 		{"2001:db8::/32", []string{"2001:db8::1", "2001:db8:ffff::1"}, []string{"2001:db9::1", "10.1.2.3", "::ffff:10.1.2.3"}},
 		{"::/0", []string{"2001:db8::1", "::1"}, []string{"10.1.2.3", "::ffff:10.1.2.3"}},
-		{"::/80", []string{"::1"}, []string{"10.1.2.3"}}, // wider than ::ffff:0:0/96: left an IPv6 range
+		{"::/80", []string{"::1"}, []string{"10.1.2.3"}},                                       // wider than ::ffff:0:0/96: left an IPv6 range
+		{"fe80::/10", []string{"fe80::1", "fe80::1%eth0"}, []string{"fec0::1%eth0", "::1%lo"}}, // a prefix has no zone: an address's is not compared
 	} {
 		t.Run(tc.prefix, func(t *testing.T) {
 			h := &Handler{cfg: Config{TrustedProxies: unmapPrefixes([]netip.Prefix{netip.MustParsePrefix(tc.prefix)})}}
