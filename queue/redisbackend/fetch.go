@@ -64,7 +64,11 @@ const (
 // fetchPace), first sleeps until FetchDelay has passed since the worker
 // last took tasks, or until the plan's time if sooner, and half the time
 // ctx has left at most, holding nothing, and then waits and takes as
-// above: tasks enqueued meanwhile are taken at once, together.
+// above: tasks enqueued meanwhile are taken at once, together. A sleep
+// that ends after ctx's deadline (late, on a loaded machine) is followed
+// by that look all the same, without a wait, so that a Fetch with a
+// short deadline returns the tasks that are ready; a sleep cut by ctx's
+// cancellation ends the Fetch with nothing leased.
 func (b *Backend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
 	leases, _, err := b.FetchWithState(ctx, worker, max, lease)
 	return leases, err
@@ -89,11 +93,7 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
-		plan := b.plans.get(worker)
-		wait := time.Until(plan.until)
-		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(dl))
-		}
+		plan, wait := b.planOf(ctx, worker)
 		if wait > 0 && !delayed {
 			// Let tasks gather (Config.FetchDelay), once per call, until
 			// FetchDelay has passed since the worker last took tasks: a
@@ -105,10 +105,13 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 				sleep = min(sleep, time.Until(dl)/2)
 			}
 			if sleep > 0 {
-				if !fetchSleep(ctx, sleep) {
+				if !fetchSleep(ctx, sleep) && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 					return nil, nil, ctx.Err()
 				}
-				continue
+				// The look is owed even if ctx's deadline has passed,
+				// as it may when the sleep ends late (a loaded
+				// machine): then it looks without waiting.
+				plan, wait = b.planOf(ctx, worker)
 			}
 		}
 		pace := plan.pace
@@ -131,6 +134,17 @@ func (b *Backend) FetchWithState(ctx context.Context, worker string, max int, le
 			}
 		}
 	}
+}
+
+// planOf returns worker's plan and how long a look may wait for work
+// by it: until the plan's time, and ctx's deadline at the latest.
+func (b *Backend) planOf(ctx context.Context, worker string) (waitPlan, time.Duration) {
+	plan := b.plans.get(worker)
+	wait := time.Until(plan.until)
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl))
+	}
+	return plan, wait
 }
 
 // fetchSleep is how a Fetch lets tasks gather, and fetchNow its clock
