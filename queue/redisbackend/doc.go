@@ -160,7 +160,8 @@
 //	                            fetch first leased them (server clock,
 //	                            ms), until then 2^52 plus the entry's
 //	                            time (above any time), while within
-//	                            its rate's period
+//	                            its rate's period; the set expires (see
+//	                            limit.go)
 //	P:{q:Q}:limit:flows     set     the names of the flows whose tasks
 //	                            have waited in a gate
 //	P:{c:<h>}:rate      string  caller limits (queue.CallerLimits): the

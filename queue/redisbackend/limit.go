@@ -27,7 +27,12 @@ import (
 //	                              any time: 2^52 plus the time (ms) of
 //	                              the entry's id (such an entry carries
 //	                              the field "rate", the flow's name, see
-//	                              lua/admit.lua and lua/fetch.lua)
+//	                              lua/admit.lua and lua/fetch.lua);
+//	                              it expires the rate's period after
+//	                              its last start, or while it holds
+//	                              starts not started, twice the
+//	                              retention (or the period, if longer)
+//	                              after the last admit with the rate
 //	P:{q:Q}:limit:flows     set   the names of the flows whose tasks have
 //	                              waited in a gate (see Depth)
 //
@@ -85,7 +90,7 @@ func (b *Backend) admitNew(ctx context.Context, t *queue.Task, before ...rueidis
 // before those of its flows.
 func (b *Backend) admitHead() (keys, args []string) {
 	return []string{b.streamKey(), b.startingKey()},
-		[]string{group, strconv.Itoa(admitBatch), strconv.FormatInt(doneScore, 10)}
+		[]string{group, strconv.Itoa(admitBatch), strconv.FormatInt(doneScore, 10), strconv.FormatInt(2*b.retentionMS(), 10)}
 }
 
 // admitArgs appends the KEYS and ARGV of one flow to those of an admit

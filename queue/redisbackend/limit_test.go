@@ -450,3 +450,52 @@ func TestRateStartScoringCannotFailTheFetch(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, left, "acknowledged")
 }
+
+// TestRateStartsExpireOnceTheRateIsGone: a flow's starts set that holds
+// starts not started (tasks let through, not leased yet) lives twice the
+// retention (or the rate's period if longer) past the admit that last
+// saw it with its rate, renewed by each: the set of a flow whose rate is
+// removed from the registry meanwhile (no admit names it with a rate
+// again) expires, where it was kept for ever. Neither an admit of the
+// flow without its rate (it keeps a concurrency) nor the fetches that
+// start its tasks let through keep it. With the rate on and every start
+// started, it still expires a period after its last start.
+func TestRateStartsExpireOnceTheRateIsGone(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const retention = time.Hour
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{Retention: retention})
+	ctx := context.Background()
+	limit := queue.Limit{Rate: 5, Per: time.Minute}
+	starts := b.Prefix() + ":{q:default}:limit:starts:quota"
+	pttl := func() time.Duration {
+		ms, err := srv.Do("PTTL", starts).AsInt64()
+		require.NoError(t, err)
+		return time.Duration(ms) * time.Millisecond
+	}
+	for range 2 {
+		require.NoError(t, b.Enqueue(ctx, rateTask("quota", limit)))
+	}
+	n, err := srv.Do("ZCARD", starts).AsInt64()
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "two starts let through, not started")
+	keep := pttl()
+	assert.Greater(t, keep, retention, "the set expires, after the retention")
+	assert.LessOrEqual(t, keep, 2*retention)
+
+	// The rate is gone: the flow keeps a concurrency limit, then none.
+	_, err = b.Admit(ctx, map[string]queue.Limit{"quota": {Concurrency: 3}})
+	require.NoError(t, err)
+	assert.Greater(t, pttl(), time.Duration(0), "an admit without the rate leaves the expiry")
+	leases, err := b.Fetch(ctx, "w", 2, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, leases, 2)
+	assert.Greater(t, pttl(), time.Duration(0), "the fetch that starts the tasks leaves the expiry")
+
+	// The rate again, every start started: a period after the last.
+	_, err = b.Admit(ctx, map[string]queue.Limit{"quota": limit})
+	require.NoError(t, err)
+	left := pttl()
+	assert.Greater(t, left, time.Duration(0))
+	assert.LessOrEqual(t, left, limit.Per)
+}

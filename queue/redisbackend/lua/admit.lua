@@ -38,7 +38,18 @@
 -- however many starts wait not started behind them (a backlog of up to
 -- the rate, which a loop over them all would read at each admit).
 -- The set expires per after its last start while it holds none not
--- started, and not while it does.
+-- started, and while it does, ARGV[4] (twice the retention) or per,
+-- whichever is longer, after the last admit of the flow with its rate:
+-- each admit renews it, and every worker with the flow's rate in its
+-- registry admits once a second at least. So the set of a flow whose
+-- rate is removed (no admit names the flow with a rate again; a fetch's
+-- scoring does not renew it) expires, and holds no starts not started
+-- for ever. A task let through waits in the stream at most the
+-- retention (which Config.Retention asks to exceed the longest wait in
+-- the queue; its record expires after), so the set outlives every
+-- start that can still be leased, unless tasks let through wait longer
+-- while no worker of the flow's rate runs: then up to rate of their
+-- starts go uncounted.
 --
 -- A task added to its gate is queued: if its start is in the queue's
 -- starting set (see starts.go in Go), the script marks it done there, with
@@ -50,7 +61,9 @@
 -- KEYS[1] stream, KEYS[2] starting set, then for each flow its gate set,
 --   slots set and starts set
 -- ARGV[1] consumer group, ARGV[2] most tasks to move per flow, ARGV[3]
---   the score of a start done, then for each flow: its concurrency (0 for
+--   the score of a start done, ARGV[4] how long (ms) a starts set that
+--   holds starts not started lives at least (above), then for each
+--   flow: its concurrency (0 for
 --   none), its rate (0 for none), the rate's period (ms), its name, the
 --   number n of tasks to add, and n pairs of task id and due time (Unix
 --   ms)
@@ -106,7 +119,8 @@ local function pending(e)
   local p = redis.pcall('XPENDING', stream, group, e, e, 1)
   return type(p) == 'table' and not p.err and #p > 0
 end
-local moved, a = 0, 4
+local keep = tonumber(ARGV[4])
+local moved, a = 0, 5
 for k = 3, #KEYS, 3 do
   local gate, slots, starts = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local conc, rate, per, flow, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), ARGV[a + 3], tonumber(ARGV[a + 4])
@@ -181,11 +195,9 @@ for k = 3, #KEYS, 3 do
     -- to be leased: a worker that frees one, or leases one, calls again.
   end
   if rate > 0 then
-    if unstarted > 0 then
-      redis.call('PERSIST', starts)
-    else
-      redis.call('PEXPIRE', starts, per)
-    end
+    local ttl = per
+    if unstarted > 0 then ttl = math.max(per, keep) end
+    redis.call('PEXPIRE', starts, score(ttl))
   end
 end
 return {moved, wait}
