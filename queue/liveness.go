@@ -92,6 +92,23 @@ func (l *liveness) trying(sent time.Time) {
 	}
 }
 
+// replyBy returns until when the worker waits for the reply of a
+// heartbeat sent at sent, with intervals of interval: an interval, or
+// longer while the reply can still renew the window, up to a quarter of
+// an interval before the window ends, so that the next heartbeat still
+// goes out in it (see cause); never longer than limit. A heartbeat the
+// backend recorded in time but whose reply comes late (a loaded host,
+// where the worker's process waits for a CPU to read it) then still
+// renews the window, where giving up on it after an interval left the
+// next one a fraction of an interval to get through.
+func (l *liveness) replyBy(sent time.Time, interval, limit time.Duration) time.Time {
+	wait := interval
+	if until := l.until.Load(); until != math.MaxInt64 {
+		wait = max(wait, time.Duration(until)-interval/4-sent.Sub(l.epoch))
+	}
+	return sent.Add(min(wait, limit))
+}
+
 // cause says why the worker lapsed, as the cause of the runs it stops.
 // A worker that keeps pace sends MissedBeats-1 heartbeats in its window
 // after the last one that succeeded: if it sent that many and none got

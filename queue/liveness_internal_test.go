@@ -150,3 +150,36 @@ func TestAwaitContact(t *testing.T) {
 	w.stopFlows(errShutdown)
 	assert.False(t, w.live.awaitContact(ctx, w.stopSignal()), "the worker stops")
 }
+
+// TestReplyBy: a heartbeat's reply is waited for an interval before the
+// first one succeeded and after a lapse; else for as long as it can
+// still renew the window, up to a quarter of an interval before the
+// window ends (so that the next heartbeat still goes out in it), and
+// never longer than the limit.
+func TestReplyBy(t *testing.T) {
+	const interval = time.Second
+	w := NewWorker(NewMemory(MemoryConfig{}), progress.NewMemoryStore(progress.MemoryConfig{}),
+		WorkerConfig{Logger: slog.New(slog.DiscardHandler), Heartbeat: interval})
+	l := w.live
+	require.Equal(t, 5*interval/2, l.window)
+	at := func(d time.Duration) time.Time { return l.epoch.Add(d) }
+	assert.Equal(t, at(interval), l.replyBy(at(0), interval, time.Hour), "no heartbeat has succeeded yet")
+
+	l.until.Store(int64(l.window)) // the heartbeat sent at 0 succeeded
+	for _, tc := range []struct {
+		name  string
+		sent  time.Duration
+		limit time.Duration
+		want  time.Duration
+	}{
+		{"the next one, on time", interval, time.Hour, 9 * interval / 4},
+		{"a retry just before the next tick", 3 * interval / 2, time.Hour, 5 * interval / 2},
+		{"the one after, whose window ends sooner than an interval", 2 * interval, time.Hour, 3 * interval},
+		{"limited", interval, interval / 2, 3 * interval / 2},
+		{"sent after the lapse", 3 * interval, time.Hour, 4 * interval},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.Equal(t, at(tc.want), l.replyBy(at(tc.sent), interval, tc.limit))
+		})
+	}
+}

@@ -18,13 +18,15 @@ import (
 )
 
 // cutOffRegistry is a Memory whose heartbeats fail while cut is set (a
-// worker that cannot reach its backend: Redis down, a network split), and
-// wait while stall holds a channel, until it is closed, whatever their
+// worker that cannot reach its backend: Redis down), get no reply until
+// their context ends while hang is set (a network split), and wait while
+// stall holds a channel, until it is closed, whatever their
 // context says (a worker whose heartbeat goroutine does not get to run:
 // frozen, starved). beats counts the heartbeats that reached the Memory.
 type cutOffRegistry struct {
 	*queue.Memory
 	cut   atomic.Bool
+	hang  atomic.Bool
 	stall atomic.Pointer[chan struct{}]
 	beats atomic.Int64
 	// leases counts the leases Fetch handed out.
@@ -43,6 +45,10 @@ func (r *cutOffRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) erro
 	}
 	if r.cut.Load() {
 		return errors.New("cut off")
+	}
+	if r.hang.Load() {
+		<-ctx.Done()
+		return ctx.Err()
 	}
 	err := r.Memory.Heartbeat(ctx, w)
 	if err == nil {
@@ -94,6 +100,18 @@ func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
 			cutOff: func(b *cutOffRegistry) func() {
 				b.cut.Store(true)
 				return func() { b.cut.Store(false) }
+			},
+			wantCause: "the backend could not be reached",
+			wantState: progress.StateSuccess,
+			wantLog:   "attempt 2 of 2 starts: the worker of attempt 1 could not reach the backend (not counted)",
+		},
+		{
+			// Each heartbeat waits for its reply for longer than an
+			// interval, and still the next goes out within the window.
+			name: "heartbeats hang",
+			cutOff: func(b *cutOffRegistry) func() {
+				b.hang.Store(true)
+				return func() { b.hang.Store(false) }
 			},
 			wantCause: "the backend could not be reached",
 			wantState: progress.StateSuccess,
@@ -352,33 +370,100 @@ func TestOutageShorterThanTheWindowKeepsTheFlow(t *testing.T) {
 		const heartbeat = 300 * time.Millisecond
 		s := newSetup()
 		b := &outageRegistry{Memory: s.mem, from: 2*heartbeat - 50*time.Millisecond, to: 3*heartbeat + 50*time.Millisecond}
-		started, finish := make(chan struct{}), make(chan struct{})
-		var cause atomic.Value
-		s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
-			if ft.Attempt == 1 {
-				close(started)
-			}
-			select {
-			case <-finish:
-				return ft.Attempt, nil
-			case <-ctx.Done():
-				cause.Store(context.Cause(ctx))
-				return nil, ctx.Err()
-			}
-		}))
-		runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
-			Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
-		}))
-		id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 3})
-		waitStarted(t, started)
 		// Well past the outage and the end of the window it fell in.
-		time.Sleep(10 * heartbeat)
-		synctest.Wait()
-		assert.Nil(t, cause.Load(), "the flow was stopped")
-		close(finish)
+		runKeptFlow(t, s, b, heartbeat, func() {})
+	})
+}
 
-		snap := waitTerminal(t, s.store, id)
-		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-		assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
+// runKeptFlow runs, on a worker of b (on s) with intervals of heartbeat,
+// a flow that runs until it is told to finish; ten intervals after it
+// started, it calls check, and checks that the flow was not stopped and
+// that its first attempt ends the task. It runs in the caller's synctest
+// bubble.
+func runKeptFlow(t *testing.T, s *setup, b queue.Backend, heartbeat time.Duration, check func()) {
+	t.Helper()
+	started, finish := make(chan struct{}), make(chan struct{})
+	var cause atomic.Value
+	s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+		if ft.Attempt == 1 {
+			close(started)
+		}
+		select {
+		case <-finish:
+			return ft.Attempt, nil
+		case <-ctx.Done():
+			cause.Store(context.Cause(ctx))
+			return nil, ctx.Err()
+		}
+	}))
+	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Logger: slog.New(slog.DiscardHandler),
+	}))
+	id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 3})
+	waitStarted(t, started)
+	time.Sleep(10 * heartbeat)
+	synctest.Wait()
+	check()
+	assert.Nil(t, cause.Load(), "the flow was stopped")
+	close(finish)
+
+	snap := waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	assert.JSONEq(t, "1", string(snap.Details.FinalResult), "the first attempt ended the task")
+}
+
+// slowReplyRegistry is a Memory that records each heartbeat at once and
+// answers the ones numbered in slow (1 for the first) only after delay,
+// by the clock it reads (a synctest bubble's): the backend stamped the
+// heartbeat in time, and its reply is late, as on a loaded host where the
+// worker's process waits for a CPU to read it. A heartbeat whose context
+// ends first gets its context's error, as from a real backend; abandoned
+// counts those.
+type slowReplyRegistry struct {
+	*queue.Memory
+	slow      map[int64]bool
+	delay     time.Duration
+	calls     atomic.Int64
+	abandoned atomic.Int64
+}
+
+func (r *slowReplyRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
+	n := r.calls.Add(1)
+	if err := r.Memory.Heartbeat(ctx, w); err != nil {
+		return err
+	}
+	if !r.slow[n] {
+		return nil
+	}
+	select {
+	case <-time.After(r.delay):
+		return nil
+	case <-ctx.Done():
+		r.abandoned.Add(1)
+		return ctx.Err()
+	}
+}
+
+// TestLateHeartbeatRepliesKeepTheFlow: two heartbeats in a row whose
+// replies come 1.1 intervals after they were sent (300 ms intervals, a
+// window of 750 ms), each recorded by the backend at once. The worker
+// waits for a heartbeat's reply as long as it can still renew its
+// window, less a quarter of an interval for the next one: the replies
+// renew it, and the flow goes on. A worker that gave up on each reply
+// after one interval dropped both, and lapsed at 750 ms, 450 ms after the
+// backend had recorded a heartbeat, and long before it would have taken
+// the worker for dead (900 ms after that one).
+//
+// It runs in a synctest bubble: the heartbeats go out, and their replies
+// come, at the very times the test gives.
+func TestLateHeartbeatRepliesKeepTheFlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const heartbeat = 300 * time.Millisecond
+		s := newSetup()
+		b := &slowReplyRegistry{Memory: s.mem, slow: map[int64]bool{2: true, 3: true}, delay: heartbeat * 11 / 10}
+		runKeptFlow(t, s, b, heartbeat, func() {
+			assert.GreaterOrEqual(t, b.calls.Load(), int64(8), "heartbeats sent")
+			assert.Zero(t, b.abandoned.Load(), "late replies given up")
+		})
 	})
 }

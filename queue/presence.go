@@ -18,7 +18,10 @@ const heartbeatRetries = 4
 // again a quarter of an interval later (heartbeatRetries), and so on
 // until one succeeds: a backend back from an outage shorter than the
 // worker's liveness window hears from it before that window ends, even
-// if the outage covered two of its beats. Each write that succeeds
+// if the outage covered two of its beats. A write waits for its reply
+// for an interval, or longer while that reply can still renew the
+// liveness (see liveness.replyBy), so that a reply a loaded host reads
+// late is not dropped. Each write that succeeds
 // renews the worker's liveness, and each one sent tells it that the
 // worker keeps trying (see liveness).
 func (w *Worker) beat(base context.Context) (stop func()) {
@@ -38,8 +41,8 @@ func (w *Worker) beat(base context.Context) (stop func()) {
 		var retry <-chan time.Time // set while the last write failed
 		for {
 			info.Running = int(w.holding.Load())
-			opCtx, opCancel := context.WithTimeout(ctx, min(opTimeout, w.cfg.Heartbeat))
 			sent := time.Now()
+			opCtx, opCancel := context.WithDeadline(ctx, w.live.replyBy(sent, w.cfg.Heartbeat, opTimeout))
 			w.live.trying(sent)
 			err := reg.Heartbeat(opCtx, info)
 			opCancel()

@@ -197,6 +197,10 @@ type WorkerConfig struct {
 	// run: it is handed back at once (EndHandedBack, Lease.NoRun), which
 	// spends no attempt; if the backend does not answer, again once a
 	// heartbeat gets through.
+	// The worker waits for a heartbeat's reply as long as it can still
+	// renew the window, less a quarter of an interval (see the README,
+	// Recovery in seconds): a reply that a loaded host is slow to read
+	// still counts.
 	// A shorter interval brings the tasks back sooner for one script per
 	// interval per worker; a worker whose heartbeats can stall for longer
 	// than MissedBeats intervals (an overloaded host) needs a longer one.
