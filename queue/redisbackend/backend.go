@@ -332,7 +332,7 @@ type queueKeys struct {
 	stream, delayed, leases, wake, dead, buried, cancel string
 	index, flows, workers, seen                         string
 	oldLeases, oldHolders                               string // see lua/lib/legacy.lua
-	deadlines, contact                                  string // see reclaim.go
+	deadlines, contact, swept                           string // see reclaim.go
 	limit                                               string // see limit.go
 	hooks                                               string // see depth.go
 	starting                                            string // see starts.go
@@ -344,7 +344,7 @@ func newQueueKeys(qtag string) queueKeys {
 		oldLeases: qtag + ":leases", oldHolders: qtag + ":holders", wake: qtag + ":wake",
 		dead: qtag + ":dead", buried: qtag + ":buried", cancel: qtag + ":cancel",
 		index: qtag + ":index", flows: qtag + ":flows", workers: qtag + ":workers", seen: qtag + ":workers:seen",
-		deadlines: qtag + ":workers:deadlines", contact: qtag + ":workers:contact", limit: qtag + ":limit", hooks: qtag + ":delayed:hooks",
+		deadlines: qtag + ":workers:deadlines", contact: qtag + ":workers:contact", swept: qtag + ":workers:swept", limit: qtag + ":limit", hooks: qtag + ":delayed:hooks",
 		starting: qtag + ":starting",
 	}
 }

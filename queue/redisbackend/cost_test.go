@@ -163,8 +163,10 @@ func TestCostPerTaskAtLowRate(t *testing.T) {
 	// its full looks at the queue (two ZRANGEs, and an XREVRANGE when one
 	// ends a wait with nothing), and every ten seconds the sweep of cut
 	// starts in a heartbeat's round trip (a ZREMRANGEBYSCORE and a
-	// ZRANGEBYSCORE, see starts.go). Bounds with room for an idle worker's
-	// look, once a second.
+	// ZRANGEBYSCORE, see starts.go) and in its script an XPENDING for
+	// entries pending with no lease (see lua/lib/stray.lua), counted
+	// with the trims below. Bounds with room for an idle worker's look,
+	// once a second.
 	beats := calls["zscore"]
 	perSecond := 7*beats + calls["zrange"] + calls["xrevrange"] + calls["zremrangebyscore"] + calls["zrangebyscore"]
 	assert.LessOrEqual(t, calls["zrange"], 2*(beats+2), "full looks at the delayed set and the leases come about once a second, as heartbeats do, not with every task")

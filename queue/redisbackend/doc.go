@@ -144,6 +144,10 @@
 //	                            since which its heartbeats have come
 //	                            without a gap (server clock; see
 //	                            reclaim.go)
+//	P:{q:Q}:workers:swept string "1" for 10 s after a sweep for
+//	                            entries pending with no lease, during
+//	                            which no other sweep repeats it (see
+//	                            reclaim.go)
 //	P:{q:Q}:starting    zset    the tasks of starts taken in steps (on a
 //	                            Redis Cluster, of limited flows, and
 //	                            re-queues) being started, scored by the

@@ -40,7 +40,12 @@ func SetCutAfter(b *Backend, d time.Duration) {
 // trip that carries a worker's heartbeat can be told apart.
 var HeartbeatSHA = heartbeatScript.sha
 
-// SetSweepEvery changes how often b's heartbeats look for cut starts.
+// ReclaimLimit is the most entries a heartbeat takes back from one dead
+// worker, and a sweep's page of the pending list.
+const ReclaimLimit = reclaimLimit
+
+// SetSweepEvery changes how often b's heartbeats look for cut starts
+// and for entries pending with no lease.
 func SetSweepEvery(b *Backend, d time.Duration) { b.sweep.every = d }
 
 // EndCutStarts looks for cut starts at once, as a heartbeat does when it

@@ -1,6 +1,7 @@
 package redisbackend
 
 import (
+	"cmp"
 	"strconv"
 
 	"github.com/flowsrun/flows/queue"
@@ -47,6 +48,19 @@ import (
 // lost on its next lease script; queue.Worker also stops such a run on
 // its own clock before the deadline can pass (see queue/liveness.go).
 //
+// An entry pending with no lease (a fetch script that failed after it
+// had read the entry, which Redis does not undo) is taken back by a
+// sweep, which the heartbeat script of each process runs once per
+// sweepEvery, and which works once per sweepEvery per queue (the first
+// to come sets the swept key, and the others find it): it marks the
+// entry lost as a dead worker's lease is, whatever the state of the
+// worker it was delivered to, once it has been pending for longer than
+// the beating worker's lease (see lua/lib/stray.lua). An entry that has
+// a token in the leases set is never touched: its lease is held, or
+// passes. A sweep that works costs an XPENDING that scans the pending
+// list, and when it finds entries pending that long (long tasks' too), a
+// read of the whole leases set.
+//
 // The cost is one script per heartbeat interval per worker, whatever the
 // number of tasks it runs (the contact set adds a ZSCORE to it, and a
 // ZADD after a gap, and the leases of the layout before 2026-12-07 a
@@ -54,14 +68,22 @@ import (
 // worker costs the fetch what taking over an expired lease does.
 
 // reclaimLimit bounds the entries one heartbeat takes back from one dead
-// worker; the rest go at the next heartbeat.
+// worker, and those a sweep takes back (reading the pending list in pages
+// of as many); the rest go at the next heartbeat, or sweep.
 const reclaimLimit = 1000
 
 // heartbeatCall returns the KEYS and ARGV of heartbeatScript for worker w,
-// whose JSON is info.
-func (b *Backend) heartbeatCall(w queue.WorkerInfo, info string) (keys, args []string) {
+// whose JSON is info; with sweep, the script also takes back the entries
+// pending with no lease for longer than w's lease, unless another sweep
+// did within a sweep's period.
+func (b *Backend) heartbeatCall(w queue.WorkerInfo, info string, sweep bool) (keys, args []string) {
 	q := b.qkeys
-	keys = []string{q.workers, q.seen, q.deadlines, q.stream, q.leases, q.wake, q.contact, q.oldLeases, q.oldHolders}
-	args = []string{w.Name, info, strconv.FormatInt(w.DeadAfter().Milliseconds(), 10), group, strconv.Itoa(reclaimLimit)}
+	keys = []string{q.workers, q.seen, q.deadlines, q.stream, q.leases, q.wake, q.contact, q.oldLeases, q.oldHolders, q.swept}
+	idle, every := "", ""
+	if sweep {
+		idle = strconv.FormatInt(cmp.Or(max(w.Lease, 0), queue.DefaultLease).Milliseconds(), 10)
+		every = strconv.FormatInt(max(b.sweep.period().Milliseconds(), 1), 10)
+	}
+	args = []string{w.Name, info, strconv.FormatInt(w.DeadAfter().Milliseconds(), 10), group, strconv.Itoa(reclaimLimit), idle, every}
 	return keys, args
 }

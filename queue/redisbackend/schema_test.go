@@ -115,7 +115,7 @@ func TestKeySchema(t *testing.T) {
 	keys, err := srv.Do("KEYS", "*").AsStrSlice()
 	require.NoError(t, err)
 	taskKey := regexp.MustCompile(`^schema:\{([0-9a-f]{32})\}:(task|steps|events|checkpoints)$`)
-	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leased|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen|workers:deadlines|workers:contact)$`)
+	queueKey := regexp.MustCompile(`^schema:\{q:mail\}:(stream|delayed|leased|wake|dead|buried|index|index:[a-z]+|flows|workers|workers:seen|workers:deadlines|workers:contact|workers:swept)$`)
 	perTask := map[string][]string{}
 	var queueKeys []string
 	for _, k := range keys {

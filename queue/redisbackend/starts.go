@@ -99,8 +99,9 @@ const recStarting = "starting"
 // sweepBatch bounds the cut starts one sweep ends.
 const sweepBatch = 100
 
-// sweepEvery is how often a process looks for cut starts, in the round
-// trip of a heartbeat.
+// sweepEvery is how often a process looks for cut starts, and for
+// entries pending with no lease (see reclaim.go), in the round trip of a
+// heartbeat.
 const sweepEvery = 10 * time.Second
 
 // sweepState is when a Backend last looked for cut starts, and every
@@ -115,12 +116,15 @@ type sweepState struct {
 func (s *sweepState) due(now time.Time) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if now.Sub(s.last) < cmp.Or(s.every, sweepEvery) {
+	if now.Sub(s.last) < s.period() {
 		return false
 	}
 	s.last = now
 	return true
 }
+
+// period is how often a sweep is due: sweepEvery, or every when set.
+func (s *sweepState) period() time.Duration { return cmp.Or(s.every, sweepEvery) }
 
 // cutAfter is how long a start may stay in the starting set before it is
 // taken as cut: every step of a start is bounded by OpTimeout.

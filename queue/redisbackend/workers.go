@@ -30,7 +30,8 @@ var _ queue.WorkerRegistry = (*Backend)(nil)
 // takes back the leases of the workers it finds dead (see reclaim.go).
 // Once per sweepEvery and process, the round trip also looks for starts
 // cut between their steps, and ends their tasks (see starts.go), which
-// costs round trips only when it finds some.
+// costs round trips only when it finds some; and the script for entries
+// pending with no lease, which it takes back (see reclaim.go).
 func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	w.LastSeen = time.Time{}
 	info, err := json.Marshal(w)
@@ -39,8 +40,10 @@ func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	}
 	opCtx, cancel := b.bound(ctx, 0)
 	defer cancel()
-	keys, args := b.heartbeatCall(w, string(info))
-	if now := time.Now(); b.sweep.due(now) {
+	now := time.Now()
+	due := b.sweep.due(now)
+	keys, args := b.heartbeatCall(w, string(info), due)
+	if due {
 		reply, sweep := b.runScript(opCtx, heartbeatScript, waitNever, keys, args, b.sweepCommands(now))
 		if err := reply.Error(); err != nil {
 			return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)

@@ -2,7 +2,9 @@
 -- stamped with the server's clock, and takes back the leases of the
 -- workers found dead (see lib/reclaim.lua), after moving the lapsed
 -- leases of the layout before 2026-12-07 into the leases set (see
--- lib/legacy.lua: one command when there is none).
+-- lib/legacy.lua: one command when there is none). A sweep (ARGV[6] set)
+-- also takes back the entries pending with no lease, whatever their
+-- worker's state (see lib/stray.lua).
 --
 -- A worker judges others only once it has been in contact for as long as
 -- it may itself go without a heartbeat (ARGV[3], its window): the contact
@@ -19,16 +21,21 @@
 -- KEYS[1] workers hash, KEYS[2] last-seen set, KEYS[3] deadlines set,
 --   KEYS[4] stream, KEYS[5] leases set, KEYS[6] wake stream, KEYS[7]
 --   contact set, KEYS[8] and KEYS[9] the leases set and holders hash of
---   the layout before (see lib/legacy.lua)
+--   the layout before (see lib/legacy.lua), KEYS[10] the swept key (see
+--   lib/stray.lua)
 -- ARGV[1] worker name, ARGV[2] what the worker says of itself (JSON),
 --   ARGV[3] how long it may go without a heartbeat (ms), ARGV[4] consumer
 --   group, ARGV[5] most entries to take back per dead worker, and to move
---   from the layout before
+--   from the layout before, ARGV[6] "" or, for a sweep (see
+--   lib/stray.lua), the worker's lease (ms): how long an entry must have
+--   been pending with no lease to be taken back, up to ARGV[5] of them;
+--   ARGV[7] how long (ms) no other sweep repeats this one
 --
 -- Returns {the server's clock (Unix ms), the number of entries taken back}.
 --@include lib/clock.lua
 --@include lib/reclaim.lua
 --@include lib/legacy.lua
+--@include lib/stray.lua
 local window = tonumber(ARGV[3])
 local last = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]))
 local since
@@ -46,5 +53,8 @@ adoptLapsed(KEYS[8], KEYS[9], KEYS[5], KEYS[6], tonumber(ARGV[5]))
 local marked = 0
 if clock - since >= window then
   marked = reclaim(KEYS[3], KEYS[7], KEYS[4], KEYS[5], KEYS[6], ARGV[4], tonumber(ARGV[5]), KEYS[8], KEYS[9])
+end
+if ARGV[6] ~= '' then
+  marked = marked + takeStrays(KEYS[4], KEYS[5], KEYS[6], ARGV[4], ARGV[6], tonumber(ARGV[5]), KEYS[8], KEYS[10], ARGV[7])
 end
 return {clock, marked}

@@ -32,16 +32,18 @@
 -- An entry a dead worker holds with no token in the leases set was
 -- delivered by a fetch script that then failed (a command of it refused,
 -- which aborts the script without undoing what it wrote): the worker
--- never got it, and nothing else would run its task again. It is marked
--- lost as the others, its token numbered by the clock (the lease taken
--- over next is numbered above it, so above any lease it had before,
--- unless the server's clock went back since). Such an entry stays
--- where it is while its worker lives, and once it has retired (it left
--- the set deadlines): only a worker found dead gives it back.
+-- never got it. It is marked lost as the others, its token numbered by
+-- the clock (the lease taken over next is numbered above it, so above
+-- any lease it had before, unless the server's clock went back since).
+-- Whatever its worker's state (alive, retired: it left the set
+-- deadlines, or never beat), such an entry is marked the same way by a
+-- sweep of the heartbeats once it has been pending for longer than a
+-- lease (see lib/stray.lua); a worker found dead gives it back at once.
 --
 -- Returns the number of entries marked. It uses clock (lib/clock.lua).
 --@include lib/lost.lua
 --@include lib/token.lua
+--@include lib/leased.lua
 local function reclaim(deadlines, contact, stream, leases, wake, group, limit, oldLeases, oldHolders)
   local dead = redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. clock, 'LIMIT', 0, 10)
   local marked = 0
@@ -69,13 +71,7 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
         if not isLost(old) then old = lostHolder(old) end
         mark(id, old)
       else
-        if not held then
-          held = {}
-          for _, member in ipairs(redis.call('ZRANGE', leases, 0, -1)) do
-            local entry = untoken(member)
-            held[entry] = member
-          end
-        end
+        if not held then held = leasedEntries(leases) end
         local member = held[id]
         if member then
           local _, holder = untoken(member)

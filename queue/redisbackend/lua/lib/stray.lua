@@ -1,0 +1,77 @@
+-- Fragment: defines takeStrays(stream, leases, wake, group, idle, limit,
+-- oldLeases, swept, every), which marks lost the entries pending in the
+-- group with no token in the leases set, whatever the state of the
+-- consumer that holds them, once they have been pending for longer than
+-- idle (ms): up to limit a call. It does nothing while the key swept
+-- exists, which it sets for every ms (SET NX PX): of the sweeps of all
+-- the processes on the queue, one in every ms does the work.
+--
+-- A fetch (fetch.lua) delivers entries and puts their tokens in the
+-- leases set in one script, so an entry pending with no token is never
+-- one whose lease is still being written: it was delivered by a fetch
+-- script that failed before its ZADD of the leases (a command of it
+-- refused, which aborts the script without undoing what it wrote, as the
+-- scoring of a rate's start was, on a Cluster whose slot migrated,
+-- before fetch.lua made it a redis.pcall), or by a fetch of a version
+-- that leased otherwise. Its worker never got it, and no lease of it
+-- will pass; retire.lua keeps the consumer that holds it.
+-- Nothing else would run its task again, whether that worker lives, has
+-- retired or has died (lib/reclaim.lua marks it as soon as its worker is
+-- found dead; this takes it back in every case).
+--
+-- Each is marked as lib/reclaim.lua marks a dead worker's lease: a token
+-- whose holder is lostHolder (lib/lost.lua) of the clock, which no lease
+-- number equals, scored by the clock, so that the next fetch takes it
+-- over ("worker lost", see fetch.lua) and numbers its lease above the
+-- clock, so above any lease the entry had before (unless the server's
+-- clock went back since). An entry is added to the wake stream when one
+-- was marked.
+--
+-- Left alone: every entry with a token in the leases set, whether its
+-- lease is held, extended, passed (the next fetch takes it over) or
+-- lost; every one in the leases set of the layout before 2026-12-07
+-- (oldLeases, see lib/legacy.lua), which moves it into the leases set
+-- once it lapses; and every one pending for idle or less. The caller
+-- passes its lease for idle: a lease given with the entry would have
+-- passed by then. Workers with other leases take such an entry back once
+-- it has been pending for longer than the longest, or sooner.
+--
+-- The cost: a SET; then, once in every ms per queue, XPENDING with IDLE,
+-- which scans the group's pending list, one command per limit entries
+-- pending for longer than idle; and when it finds some (a long task's,
+-- whose lease is extended, as much as a stray), one ZRANGE of the whole
+-- leases set (lib/leased.lua), which grows with the leases held (see
+-- BenchmarkSweep). The caller runs it seldom (see reclaim.go in Go).
+--
+-- Returns the number of entries marked. It uses clock (lib/clock.lua).
+--@include lib/lost.lua
+--@include lib/token.lua
+--@include lib/leased.lua
+local function takeStrays(stream, leases, wake, group, idle, limit, oldLeases, swept, every)
+  if not redis.call('SET', swept, '1', 'PX', every, 'NX') then
+    return 0
+  end
+  local held
+  local marked = 0
+  local start = '-'
+  while marked < limit do
+    local page = redis.pcall('XPENDING', stream, group, 'IDLE', idle, start, '+', limit)
+    if type(page) ~= 'table' or page.err or #page == 0 then
+      break -- no stream or group yet, or nothing pending that long
+    end
+    if not held then held = leasedEntries(leases) end
+    for _, p in ipairs(page) do
+      local id = p[1]
+      if marked < limit and not held[id] and not redis.call('ZSCORE', oldLeases, id) then
+        redis.call('ZADD', leases, clock, token(id, lostHolder(string.format('%d', clock))))
+        marked = marked + 1
+      end
+    end
+    if #page < limit then break end
+    start = '(' .. page[#page][1]
+  end
+  if marked > 0 then
+    redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
+  end
+  return marked
+end
