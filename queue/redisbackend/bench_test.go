@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -182,4 +184,59 @@ func BenchmarkConcurrent(b *testing.B) {
 			return err
 		})
 	})
+}
+
+// BenchmarkSweep runs heartbeats that sweep for entries pending with no
+// lease (see lua/lib/stray.lua) while a worker holds many leases, all
+// pending for longer than the sweeping worker's lease: each sweep reads
+// the whole leases set. redis-µs/op is the time Redis spent in the
+// heartbeat script, by its own count (INFO commandstats).
+func BenchmarkSweep(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("leases=%d", n), func(b *testing.B) {
+			srv := redistest.Start(b)
+			backend := newBackend(b, newClient(b, srv), redisbackend.Config{})
+			redisbackend.SetSweepEvery(backend, time.Nanosecond)
+			ctx := context.Background()
+			for range n {
+				require.NoError(b, backend.Enqueue(ctx, newTask()))
+			}
+			for held := 0; held < n; {
+				leases, err := backend.Fetch(ctx, "w", n-held, time.Hour)
+				require.NoError(b, err)
+				held += len(leases)
+			}
+			w := queue.WorkerInfo{Name: "w", Heartbeat: time.Hour, Lease: time.Millisecond}
+			swept := backend.Prefix() + ":{q:default}:workers:swept"
+			time.Sleep(2 * time.Millisecond) // every entry pending for longer than the lease
+			require.NoError(b, srv.Do("CONFIG", "RESETSTAT").Error())
+			for b.Loop() {
+				require.NoError(b, srv.Do("DEL", swept).Error())
+				require.NoError(b, backend.Heartbeat(ctx, w))
+			}
+			b.ReportMetric(scriptMicros(b, srv)/float64(b.N), "redis-µs/op")
+		})
+	}
+}
+
+// scriptMicros returns the microseconds Redis has spent in EVALSHA since
+// its statistics were reset.
+func scriptMicros(t testing.TB, srv *redistest.Server) float64 {
+	t.Helper()
+	info, err := srv.Do("INFO", "commandstats").ToString()
+	require.NoError(t, err)
+	for _, line := range strings.Split(info, "\n") {
+		stats, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
+		if !ok {
+			continue
+		}
+		for _, kv := range strings.Split(stats, ",") {
+			if v, ok := strings.CutPrefix(kv, "usec="); ok {
+				n, err := strconv.ParseFloat(v, 64)
+				require.NoError(t, err)
+				return n
+			}
+		}
+	}
+	return 0
 }
