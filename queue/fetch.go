@@ -23,6 +23,7 @@ type leased struct {
 // other, at most one per slot, started as needed and ended when fetchLoop
 // returns: a goroutine whose stack has grown for one task keeps it for
 // the next, where a goroutine per task would grow it again every time.
+// A task goes to the goroutine whose last task ended last (see runners).
 // A worker whose heartbeats have lapsed fetches nothing until one gets
 // through again (see liveness.waitContact); what a fetch already waiting
 // as it lapsed leases is handed back unrun (see handle, handBackUnrun),
@@ -36,28 +37,14 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			<-slots
 		}
 	}
-	jobs := make(chan leased)
-	defer close(jobs)
-	runners := 0
+	rs := &runners{handle: handle, release: release}
+	defer rs.close()
 	dispatch := func(l leased) {
-		select {
-		case jobs <- l: // an idle runner took it
-			return
-		default:
+		if !rs.give(l) {
+			// No runner is idle: fewer exist than slots, since each one
+			// goes idle before it gives its slot back (see runners).
+			inFlight.Go(func() { rs.run(l) })
 		}
-		if runners == cap(slots) {
-			// Every runner exists: one that has just released its slot
-			// takes l as soon as it is back.
-			jobs <- l
-			return
-		}
-		runners++
-		inFlight.Go(func() {
-			for ok := true; ok; l, ok = <-jobs {
-				handle(l)
-				release(1)
-			}
-		})
 	}
 	backoff := minFetchBackoff
 	for {
@@ -124,4 +111,74 @@ func (w *Worker) fetch(ctx context.Context, n int) (leases []*Lease, states []pr
 	}
 	leases, err = w.backend.Fetch(ctx, w.cfg.Name, n, w.cfg.Lease)
 	return leases, nil, err
+}
+
+// runners are the goroutines that run a worker's tasks, one after the
+// other (see fetchLoop). A task goes to the runner back last, as a flow
+// goes to the goroutine of the worker's pool back last (see pool): when
+// fewer tasks run at once than there are slots, the few runners they
+// need keep their stacks grown, and the others stay idle, where taking
+// runners in turn would have each of them shrunk by the GC while it
+// waited and grown again for its next task (a task's own work, up to the
+// Append of its end, runs on its runner).
+//
+// A runner goes idle before it gives its slot back: a task leased for a
+// slot finds a runner idle, unless fewer runners exist than slots.
+type runners struct {
+	handle  func(leased)
+	release func(n int) // gives slots back
+
+	mu     sync.Mutex
+	idle   []chan leased // the runner back last last; each buffered
+	closed bool
+}
+
+// give hands l to the idle runner back last, and reports whether one was
+// idle.
+func (rs *runners) give(l leased) bool {
+	rs.mu.Lock()
+	n := len(rs.idle)
+	if n == 0 {
+		rs.mu.Unlock()
+		return false
+	}
+	next := rs.idle[n-1]
+	rs.idle[n-1] = nil
+	rs.idle = rs.idle[:n-1]
+	rs.mu.Unlock()
+	next <- l
+	return true
+}
+
+// run is a runner: it runs l, then the tasks given to it, until close.
+func (rs *runners) run(l leased) {
+	next := make(chan leased, 1)
+	for {
+		rs.handle(l)
+		rs.mu.Lock()
+		closed := rs.closed
+		if !closed {
+			rs.idle = append(rs.idle, next)
+		}
+		rs.mu.Unlock()
+		rs.release(1)
+		if closed {
+			return
+		}
+		var ok bool
+		if l, ok = <-next; !ok {
+			return
+		}
+	}
+}
+
+// close ends the idle runners, and the others as their tasks end.
+func (rs *runners) close() {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.closed = true
+	for _, next := range rs.idle {
+		close(next)
+	}
+	rs.idle = nil
 }

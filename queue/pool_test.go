@@ -1,11 +1,9 @@
 package queue_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
@@ -17,19 +15,6 @@ import (
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 )
-
-// goroutineID returns the id of the calling goroutine, as its stack
-// trace names it.
-func goroutineID() int {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	buf, _ = bytes.CutPrefix(buf, []byte("goroutine "))
-	id, err := strconv.Atoi(string(buf[:bytes.IndexByte(buf, ' ')]))
-	if err != nil {
-		panic(err)
-	}
-	return id
-}
 
 // TestWorkerKeepsFlowGoroutines: flows that run one after the other run
 // on one goroutine, which the worker keeps, so that the stack it grew
@@ -44,7 +29,7 @@ func TestWorkerKeepsFlowGoroutines(t *testing.T) {
 	ran := make(chan int, 1) // the goroutine of the last "where" flow
 	release := make(chan struct{})
 	s.reg.MustRegister("where", flow.Func(func(context.Context, *flow.Task) (any, error) {
-		ran <- goroutineID()
+		ran <- queue.GoroutineID()
 		return nil, nil
 	}))
 	s.reg.MustRegister("panics", flow.Func(func(context.Context, *flow.Task) (any, error) { panic("boom") }))
@@ -159,7 +144,7 @@ func TestWorkerRunsHooksOnFlowGoroutines(t *testing.T) {
 	hanging := make(chan struct{}, 2)
 	release := make(chan struct{})
 	s.reg.MustRegister("where", flow.Func(func(context.Context, *flow.Task) (any, error) {
-		ran <- goroutineID()
+		ran <- queue.GoroutineID()
 		return nil, nil
 	}))
 	skipped := make(chan string, 8) // the flows of tasks whose last hook ran though it should not have
@@ -189,7 +174,7 @@ func TestWorkerRunsHooksOnFlowGoroutines(t *testing.T) {
 				case "hook-exits", "hook-exits-panicking", "hook-hangs":
 					skipped <- f.Task.Flow
 				default:
-					hooked <- goroutineID()
+					hooked <- queue.GoroutineID()
 				}
 				return nil
 			},

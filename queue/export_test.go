@@ -1,0 +1,4 @@
+package queue
+
+// GoroutineID is goroutineID, for the package's external tests.
+var GoroutineID = goroutineID
