@@ -21,7 +21,12 @@ type Admitter interface {
 	// waiting tasks, as far as their rates allow, and returns how long
 	// nothing can change but by a slot freeing up or a task let through
 	// being leased (a rate's window moving on, a waiting task falling
-	// due), at most a second.
+	// due), at most a second. A flow named with a Limit that is not On
+	// has no limits now, whatever its tasks were queued with: Admit lets
+	// every task that waits for its limits through (in batches: a next
+	// of zero says that more wait), taking no slot or start, and forgets
+	// its slots whose tasks have ended, so that a deploy that removes a
+	// flow's limits leaves no task waiting for them.
 	Admit(ctx context.Context, limits map[string]Limit) (next time.Duration, err error)
 }
 
@@ -31,6 +36,14 @@ const (
 	maxAdmitWait = time.Second
 )
 
+// drainEvery is how often the gatekeeper names the flows of the worker's
+// registry that have no limits in its Admit call, so that the tasks that
+// still wait behind limits those flows had before are let through (see
+// Admitter): once as the worker starts, then at this pace, which bounds
+// the wait of a task queued by a Broker that still has the limits while
+// no worker with them runs.
+const drainEvery = 10 * time.Second
+
 // gatekeeper runs Admit for the limited flows of a worker's registry:
 // at once when one of the worker's tasks of a limited flow has been
 // settled (its slot may be free), or leased if its flow has a rate (the
@@ -39,7 +52,11 @@ const (
 // least once a second, which is what frees the slots of a dead worker's
 // tasks once they end elsewhere. Its calls never overlap: a worker costs
 // at most one Admit per settled task, per leased task of a flow with a
-// rate and per change, and one a second while it holds none.
+// rate and per change, and one a second while it holds none. The flows
+// of the registry without limits join a call as the worker starts and
+// every drainEvery after (see drainEvery), and the next call while the
+// one before says more wait: a worker with no limited flow costs one
+// Admit per drainEvery, none per task.
 type gatekeeper struct {
 	kick chan struct{} // one buffered: a settled task's call for an Admit
 }
@@ -76,6 +93,7 @@ func (w *Worker) keepGates(base context.Context) (stop func()) {
 	done.Go(func() {
 		wait := time.NewTimer(0)
 		defer wait.Stop()
+		var drainAt time.Time // when the flows without limits next join a call
 		for {
 			select {
 			case <-ctx.Done():
@@ -85,16 +103,27 @@ func (w *Worker) keepGates(base context.Context) (stop func()) {
 				wait.Stop()
 			}
 			next := maxAdmitWait
-			if limits := w.limits(); len(limits) > 0 {
+			limits := w.limits()
+			now := time.Now()
+			drain := !now.Before(drainAt)
+			if drain {
+				limits = w.unlimited(limits)
+			}
+			if len(limits) > 0 {
 				opCtx, opCancel := context.WithTimeout(ctx, opTimeout)
 				d, err := a.Admit(opCtx, limits)
 				opCancel()
 				switch {
 				case err == nil:
 					next = min(max(d, minAdmitWait), maxAdmitWait)
+					if drain && d > 0 { // else more may wait: drain again
+						drainAt = now.Add(drainEvery)
+					}
 				case ctx.Err() == nil:
 					w.log.Warn("flows: letting the waiting tasks of limited flows start failed", "err", err)
 				}
+			} else if drain {
+				drainAt = now.Add(drainEvery)
 			}
 			wait.Reset(next)
 		}
@@ -116,6 +145,23 @@ func (w *Worker) limits() map[string]Limit {
 		out[name] = LimitOf(p)
 	}
 	return out
+}
+
+// unlimited adds to limits (made if nil) the flows of the worker's
+// registry that have no limits, each with the zero Limit: Admit lets
+// their tasks that wait behind limits they had before through.
+func (w *Worker) unlimited(limits map[string]Limit) map[string]Limit {
+	names := w.cfg.Registry.Unlimited()
+	if len(names) == 0 {
+		return limits
+	}
+	if limits == nil {
+		limits = make(map[string]Limit, len(names))
+	}
+	for _, name := range names {
+		limits[name] = Limit{}
+	}
+	return limits
 }
 
 // warnHidden logs a warning, from NewWorker, when backend keeps no worker

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -134,5 +135,22 @@ func (r *Registry) Limited() map[string]Policy {
 			out[name] = e.Policy
 		}
 	}
+	return out
+}
+
+// Unlimited returns the names of the registered flows that do not limit
+// their starts (see Policy.Limited), internal ones included, sorted: a
+// queue.Worker lets through the tasks of theirs that still wait behind
+// limits the flows had before (see the README, Limits).
+func (r *Registry) Unlimited() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	for name, e := range r.flows {
+		if !e.Policy.Limited() {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
 	return out
 }

@@ -42,6 +42,8 @@ func TestPolicyOptions(t *testing.T) {
 	require.Contains(t, r.Limited(), "limited")
 	assert.Equal(t, 2, r.Limited()["limited"].Concurrency)
 	assert.NotContains(t, r.Limited(), "plain", "Limited lists the flows with a concurrency or rate limit only")
+	require.NoError(t, r.Register("inner", flow.Func(noop), registry.Internal()))
+	assert.Equal(t, []string{"inner", "plain"}, r.Unlimited(), "Unlimited lists the others, internal ones too")
 }
 
 // TestPolicyInvalid: a policy value that cannot work fails Register with

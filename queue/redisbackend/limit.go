@@ -89,7 +89,7 @@ func (b *Backend) admitNew(ctx context.Context, t *queue.Task, before ...rueidis
 // admitHead returns the KEYS and ARGV of an admit script that come
 // before those of its flows.
 func (b *Backend) admitHead() (keys, args []string) {
-	return []string{b.streamKey(), b.startingKey()},
+	return []string{b.streamKey(), b.startingKey(), b.delayedKey(), b.wakeKey()},
 		[]string{group, strconv.Itoa(admitBatch), strconv.FormatInt(doneScore, 10), strconv.FormatInt(2*b.retentionMS(), 10)}
 }
 
