@@ -345,6 +345,31 @@ func (c *countingClient) DoMultiCache(ctx context.Context, multi ...rueidis.Cach
 	return c.Client.DoMultiCache(ctx, multi...)
 }
 
+// Dedicate counts the round trips on the connection it returns too: a
+// worker's heartbeats go on one.
+func (c *countingClient) Dedicate() (rueidis.DedicatedClient, func()) {
+	dc, release := c.Client.Dedicate()
+	return countingDedicated{dc, &c.calls}, release
+}
+
+// countingDedicated is a dedicated connection of a countingClient.
+type countingDedicated struct {
+	rueidis.DedicatedClient
+	calls *atomic.Int64
+}
+
+func (d countingDedicated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	d.calls.Add(1)
+	return d.DedicatedClient.Do(ctx, cmd)
+}
+
+func (d countingDedicated) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	if len(cmds) > 0 {
+		d.calls.Add(1)
+	}
+	return d.DedicatedClient.DoMulti(ctx, cmds...)
+}
+
 // countingConn counts the writes to a connection: with pipelining, one
 // write carries every command queued meanwhile.
 type countingConn struct {

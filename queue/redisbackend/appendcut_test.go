@@ -92,16 +92,7 @@ func (p *cutProxy) takeMarker(tail, chunk []byte) bool {
 
 func (p *cutProxy) accept() {
 	defer p.wg.Done()
-	for {
-		client, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			client.Close()
-			continue
-		}
+	pairEach(p.ln, p.target, func(client, server net.Conn) {
 		p.mu.Lock()
 		p.conns = append(p.conns, client, server)
 		p.mu.Unlock()
@@ -109,6 +100,23 @@ func (p *cutProxy) accept() {
 		p.wg.Add(2)
 		go p.requests(client, server, &cut)
 		go p.replies(server, client, &cut)
+	})
+}
+
+// pairEach accepts connections on ln until it is closed, dials target
+// for each and hands serve the pair; a pair whose dial fails is dropped.
+func pairEach(ln net.Listener, target string, serve func(client, server net.Conn)) {
+	for {
+		client, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		serve(client, server)
 	}
 }
 
@@ -165,14 +173,18 @@ func (p *cutProxy) replies(server, client net.Conn, cut *atomic.Bool) {
 	}
 }
 
-func (p *cutProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
+func (p *cutProxy) close() { closeProxy(p.ln, &p.mu, &p.conns, &p.wg) }
+
+// closeProxy closes a proxy's listener ln and its connections conns
+// (under mu), then waits for its goroutines (wg).
+func closeProxy(ln net.Listener, mu *sync.Mutex, conns *[]net.Conn, wg *sync.WaitGroup) {
+	ln.Close()
+	mu.Lock()
+	for _, c := range *conns {
 		c.Close()
 	}
-	p.mu.Unlock()
-	p.wg.Wait()
+	mu.Unlock()
+	wg.Wait()
 }
 
 // newCutBackend returns a Backend whose client goes through a cutProxy to

@@ -172,6 +172,8 @@ type Backend struct {
 	cluster bool
 
 	hub *hub
+	// beats is the connection of the worker's heartbeats (see Heartbeat).
+	beats beatLine
 	// replaced logs the subscriptions ended by a failover (see
 	// subscribe.go).
 	replaced replacedLog
@@ -306,6 +308,7 @@ func New(client rueidis.Client, cfg Config) (*Backend, error) {
 func (b *Backend) Close() error {
 	b.cancel()
 	b.wg.Wait()
+	b.beats.close()
 	return nil
 }
 

@@ -107,7 +107,12 @@ func (b *Backend) runScript(ctx context.Context, s *script, kind waitKind, keys,
 // it does not look at. A NOSCRIPT fallback resends the script alone:
 // before and also are sent once.
 func (b *Backend) runScriptAfter(ctx context.Context, before rueidis.Commands, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (prior []rueidis.RedisResult, reply rueidis.RedisResult, after []rueidis.RedisResult) {
-	c := b.client
+	return b.runScriptOn(ctx, b.client, before, s, kind, keys, args, also)
+}
+
+// runScriptOn is runScriptAfter on client c: the Backend's, or a
+// connection of its own (see Heartbeat).
+func (b *Backend) runScriptOn(ctx context.Context, c rueidis.CommandClient, before rueidis.Commands, s *script, kind waitKind, keys, args []string, also rueidis.Commands) (prior []rueidis.RedisResult, reply rueidis.RedisResult, after []rueidis.RedisResult) {
 	cmds := make(rueidis.Commands, 0, 2+len(before)+len(also))
 	cmds = append(append(append(cmds, before...), s.evalsha(c, keys, args)), also...)
 	if kind != waitNever {

@@ -46,23 +46,50 @@ func pause(ctx context.Context, n int) bool {
 
 // Do implements rueidis.Client.
 func (c patientClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	return patientDo(ctx, c.Client, cmd)
+}
+
+// DoMulti implements rueidis.Client (see patientDoMulti).
+func (c patientClient) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+	return patientDoMulti(ctx, c.Client, multi...)
+}
+
+// patientDedicated is a dedicated connection as patient as a
+// patientClient (see beatLine).
+type patientDedicated struct {
+	rueidis.DedicatedClient
+}
+
+// Do implements rueidis.DedicatedClient.
+func (c patientDedicated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	return patientDo(ctx, c.DedicatedClient, cmd)
+}
+
+// DoMulti implements rueidis.DedicatedClient.
+func (c patientDedicated) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+	return patientDoMulti(ctx, c.DedicatedClient, multi...)
+}
+
+// patientDo sends cmd on c, and again while Redis refuses it (see
+// patientClient).
+func patientDo(ctx context.Context, c rueidis.CommandClient, cmd rueidis.Completed) rueidis.RedisResult {
 	cmd = cmd.Pin() // rueidis recycles a command once it has an answer
 	for n := 0; ; n++ {
-		res := c.Client.Do(ctx, cmd)
+		res := c.Do(ctx, cmd)
 		if !refused(res.Error()) || !pause(ctx, n) {
 			return res
 		}
 	}
 }
 
-// DoMulti implements rueidis.Client: the refused commands are sent again,
+// patientDoMulti sends multi on c; the refused commands are sent again,
 // in their order. A transaction (MULTI ... EXEC) is sent again whole when
 // Redis discarded it because a command in it was refused.
-func (c patientClient) DoMulti(ctx context.Context, multi ...rueidis.Completed) []rueidis.RedisResult {
+func patientDoMulti(ctx context.Context, c rueidis.CommandClient, multi ...rueidis.Completed) []rueidis.RedisResult {
 	for i := range multi {
 		multi[i] = multi[i].Pin()
 	}
-	res := c.Client.DoMulti(ctx, multi...)
+	res := c.DoMulti(ctx, multi...)
 	for n := 0; ; n++ {
 		var again []int
 		tx := false
@@ -78,14 +105,14 @@ func (c patientClient) DoMulti(ctx context.Context, multi ...rueidis.Completed) 
 			return res
 		}
 		if tx {
-			res = c.Client.DoMulti(ctx, multi...)
+			res = c.DoMulti(ctx, multi...)
 			continue
 		}
 		cmds := make(rueidis.Commands, len(again))
 		for k, i := range again {
 			cmds[k] = multi[i]
 		}
-		for k, r := range c.Client.DoMulti(ctx, cmds...) {
+		for k, r := range c.DoMulti(ctx, cmds...) {
 			res[again[k]] = r
 		}
 	}

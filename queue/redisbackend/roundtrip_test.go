@@ -39,6 +39,29 @@ func (c *countingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed)
 	return c.Client.DoMulti(ctx, cmds...)
 }
 
+// Dedicate counts the round trips on the connection it returns too: the
+// heartbeats go on one (see Backend.Heartbeat).
+func (c *countingClient) Dedicate() (rueidis.DedicatedClient, func()) {
+	dc, release := c.Client.Dedicate()
+	return countingDedicated{dc, c}, release
+}
+
+// countingDedicated is a dedicated connection of a countingClient.
+type countingDedicated struct {
+	rueidis.DedicatedClient
+	c *countingClient
+}
+
+func (d countingDedicated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	d.c.count(cmd)
+	return d.DedicatedClient.Do(ctx, cmd)
+}
+
+func (d countingDedicated) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	d.c.count(cmds...)
+	return d.DedicatedClient.DoMulti(ctx, cmds...)
+}
+
 // count counts one round trip of cmds.
 func (c *countingClient) count(cmds ...rueidis.Completed) {
 	c.trips.Add(1)

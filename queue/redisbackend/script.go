@@ -134,19 +134,19 @@ var (
 )
 
 // evalsha returns the command that runs s by its SHA-1.
-func (s *script) evalsha(c rueidis.Client, keys, args []string) rueidis.Completed {
+func (s *script) evalsha(c rueidis.CommandClient, keys, args []string) rueidis.Completed {
 	return c.B().Evalsha().Sha1(s.sha).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
 }
 
 // eval returns the command that runs s sent whole.
-func (s *script) eval(c rueidis.Client, keys, args []string) rueidis.Completed {
+func (s *script) eval(c rueidis.CommandClient, keys, args []string) rueidis.Completed {
 	return c.B().Eval().Script(s.src).Numkeys(int64(len(keys))).Key(keys...).Arg(args...).Build()
 }
 
 // exec runs s by its SHA-1 and, only when Redis does not have it (a
 // restart, SCRIPT FLUSH), sends it whole in a second round trip: nothing
 // ran the first time, so running it then cannot do anything twice.
-func (s *script) exec(ctx context.Context, c rueidis.Client, keys, args []string) rueidis.RedisResult {
+func (s *script) exec(ctx context.Context, c rueidis.CommandClient, keys, args []string) rueidis.RedisResult {
 	res := c.Do(ctx, s.evalsha(c, keys, args))
 	if noScript(res.Error()) {
 		res = c.Do(ctx, s.eval(c, keys, args))

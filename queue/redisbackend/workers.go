@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -32,6 +33,13 @@ var _ queue.WorkerRegistry = (*Backend)(nil)
 // cut between their steps, and ends their tasks (see starts.go), which
 // costs round trips only when it finds some; and the script for entries
 // pending with no lease, which it takes back (see reclaim.go).
+//
+// The script goes on a connection of its own (see beatLine), not on the
+// connection that the client's other commands share: there it would wait
+// behind every request sent before it, megabytes of a flow's reports
+// among them, and a worker whose link takes seconds over those would
+// miss its heartbeats and stop its flows (see queue.WorkerConfig.Heartbeat)
+// while Redis answered all along.
 func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	w.LastSeen = time.Time{}
 	info, err := json.Marshal(w)
@@ -43,18 +51,79 @@ func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 	now := time.Now()
 	due := b.sweep.due(now)
 	keys, args := b.heartbeatCall(w, string(info), due)
+	c := b.beats.get(b)
+	var sweep []rueidis.RedisResult
 	if due {
-		reply, sweep := b.runScript(opCtx, heartbeatScript, waitNever, keys, args, b.sweepCommands(now))
-		if err := reply.Error(); err != nil {
-			return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)
-		}
+		var reply rueidis.RedisResult
+		_, reply, sweep = b.runScriptOn(opCtx, c, nil, heartbeatScript, waitNever, keys, args, b.sweepCommands(now))
+		err = reply.Error()
+	} else {
+		err = heartbeatScript.exec(opCtx, c, keys, args).Error()
+	}
+	if err != nil {
+		b.beats.drop(c)
+		return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)
+	}
+	if sweep != nil {
 		if _, err := b.endCutStarts(ctx, sweep[len(sweep)-1]); err != nil {
 			b.log.Warn("flows: could not end the tasks of cut starts", "err", err)
 		}
-		return nil
 	}
-	err = heartbeatScript.exec(opCtx, b.client, keys, args).Error()
-	return b.wrap(opCtx, "heartbeat of worker "+w.Name, err)
+	return nil
+}
+
+// beatLine is the connection a Backend's heartbeats go on: one of the
+// client's dedicated connections (rueidis.Client.Dedicate), taken at the
+// first heartbeat and kept until one fails or the Backend is closed, so
+// that a heartbeat never waits behind the other commands of the process.
+// A heartbeat that fails closes it (it may be broken, or bound to a slot
+// that moved), and the next takes a fresh one. It costs the process one
+// connection to Redis more, and a heartbeat no command more.
+type beatLine struct {
+	mu sync.Mutex
+	c  rueidis.DedicatedClient // nil until the first heartbeat, and after a drop
+	// closed is set by close: the heartbeats that come later go on the
+	// client's shared connection, and none is taken.
+	closed bool
+}
+
+// get returns the connection to send a heartbeat on, taking one from
+// b's client if there is none.
+func (l *beatLine) get(b *Backend) rueidis.CommandClient {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return b.client
+	}
+	if l.c == nil {
+		c, _ := b.client.Dedicate() // its Close gives it back
+		l.c = c
+		if b.cluster {
+			l.c = patientDedicated{c}
+		}
+	}
+	return l.c
+}
+
+// drop closes c, a connection get returned, if it is still the line's.
+func (l *beatLine) drop(c rueidis.CommandClient) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.c != nil && c == rueidis.CommandClient(l.c) {
+		l.c.Close()
+		l.c = nil
+	}
+}
+
+// close closes the connection, if any; the line takes no other.
+func (l *beatLine) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.c != nil {
+		l.c.Close()
+		l.c = nil
+	}
 }
 
 // Workers implements queue.WorkerRegistry in one round trip, two when it
