@@ -2,6 +2,7 @@ package redisbackend_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -199,4 +200,113 @@ func TestSweepFindsStrayBehindManyLeases(t *testing.T) {
 	require.Len(t, got, 1, "only the stray is taken over")
 	assert.Equal(t, stray.ID, got[0].Task.ID)
 	assert.Equal(t, queue.EndWorkerLost, got[0].Task.PreviousEnd)
+}
+
+// idleFor waits until every entry pending in b's queue has been pending
+// for longer than d, as a sweep with that lease sees them.
+func idleFor(ctx context.Context, t *testing.T, c rueidis.Client, b *redisbackend.Backend, d time.Duration) {
+	t.Helper()
+	stream := b.Prefix() + ":{q:default}:stream"
+	eventually(t, func() bool {
+		all, err := c.Do(ctx, c.B().Xpending().Key(stream).Group("workers").Start("-").End("+").Count(100).Build()).ToArray()
+		require.NoError(t, err)
+		idle := c.B().Xpending().Key(stream).Group("workers").Idle(d.Milliseconds() + 1).Start("-").End("+").Count(100).Build()
+		old, err := c.Do(ctx, idle).ToArray()
+		require.NoError(t, err)
+		return len(old) == len(all)
+	}, "every entry pending for longer than the lease")
+}
+
+// sweepSetup starts a Redis and returns a client of it and a Backend
+// on it with cfg, whose heartbeats sweep whenever the swept key is gone
+// (see sweepNow).
+func sweepSetup(t *testing.T, cfg redisbackend.Config) (*redistest.Server, rueidis.Client, *redisbackend.Backend) {
+	t.Helper()
+	srv := redistest.Start(t)
+	client := newClient(t, srv)
+	b := newBackend(t, client, cfg)
+	redisbackend.SetSweepEvery(b, time.Nanosecond)
+	return srv, client, b
+}
+
+// sweeper is the worker whose heartbeats sweep in these tests: an entry
+// pending for longer than its lease is swept.
+var sweeper = queue.WorkerInfo{Name: "w", Heartbeat: time.Hour, Lease: 50 * time.Millisecond}
+
+// sweepNow has sweeper beat with a sweep that works, once every entry
+// pending in b's queue has been pending for longer than its lease: the
+// swept key of b's queue is deleted first (see sweepSetup).
+func sweepNow(ctx context.Context, t *testing.T, c rueidis.Client, b *redisbackend.Backend) {
+	t.Helper()
+	idleFor(ctx, t, c, b, sweeper.Lease)
+	sweepOnce(ctx, t, c, b)
+}
+
+// sweepOnce is sweepNow with no wait.
+func sweepOnce(ctx context.Context, t *testing.T, c rueidis.Client, b *redisbackend.Backend) {
+	t.Helper()
+	swept := b.Prefix() + ":{q:default}:workers:swept"
+	require.NoError(t, c.Do(ctx, c.B().Del().Key(swept).Build()).Error())
+	beat(ctx, t, b, sweeper)
+}
+
+// enqueueStray enqueues a task and delivers its entry with no token.
+func enqueueStray(ctx context.Context, t *testing.T, c rueidis.Client, b *redisbackend.Backend) *queue.Task {
+	t.Helper()
+	stray := newTask()
+	require.NoError(t, b.Enqueue(ctx, stray))
+	deliverWithNoToken(ctx, t, c, b, "holder")
+	return stray
+}
+
+// requireTakenOver fetches from b's queue: stray, and only it, is taken
+// over, its worker lost.
+func requireTakenOver(ctx context.Context, t *testing.T, b *redisbackend.Backend, stray *queue.Task) {
+	t.Helper()
+	got, err := b.Fetch(ctx, "other", 2, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, got, 1, "only the stray is taken over")
+	assert.Equal(t, stray.ID, got[0].Task.ID)
+	assert.Equal(t, queue.EndWorkerLost, got[0].Task.PreviousEnd)
+}
+
+// TestSweepOnWrongTypeLeavesHeartbeat: a sweep that fails (here the
+// leases set is a key of another type, which every fetch would refuse
+// too) does not fail the heartbeat that carries it: the worker's
+// heartbeat is recorded and returns no error, and the failure is logged.
+func TestSweepOnWrongTypeLeavesHeartbeat(t *testing.T) {
+	t.Parallel()
+	logs := &logBuffer{}
+	_, client, b := sweepSetup(t, redisbackend.Config{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	ctx := context.Background()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	deliverWithNoToken(ctx, t, client, b, "holder")
+	leases := b.Prefix() + ":{q:default}:leased"
+	require.NoError(t, client.Do(ctx, client.B().Set().Key(leases).Value("x").Build()).Error())
+	sweepNow(ctx, t, client, b)
+
+	workers, err := b.Workers(ctx)
+	require.NoError(t, err)
+	require.Len(t, workers, 1)
+	assert.Equal(t, "w", workers[0].Name)
+	assert.Contains(t, logs.String(), "WRONGTYPE", "the sweep's failure is logged")
+}
+
+// TestSweepTakesNoOldLayoutLease: a lease taken by a worker of the
+// version before 2026-12-07 (its entry in that layout's leases set) is
+// counted with the tokens and never marked, however long it has been
+// pending; a stray beside it is.
+func TestSweepTakesNoOldLayoutLease(t *testing.T) {
+	t.Parallel()
+	srv, client, b := sweepSetup(t, redisbackend.Config{})
+	old := legacy{t: t, srv: srv, prefix: b.Prefix()}
+	ctx := context.Background()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	entry, token := old.fetch("old", time.Minute)
+	require.NotEmpty(t, entry)
+	stray := enqueueStray(ctx, t, client, b)
+	sweepNow(ctx, t, client, b)
+	requireTakenOver(ctx, t, b, stray)
+	assert.True(t, old.extend(entry, token), "the old worker's lease is still held")
+	assert.True(t, old.ack(entry, token))
 }

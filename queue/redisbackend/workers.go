@@ -57,6 +57,10 @@ func (b *Backend) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
 		var reply rueidis.RedisResult
 		_, reply, sweep = b.runScriptOn(opCtx, c, nil, heartbeatScript, waitNever, keys, args, b.sweepCommands(now))
 		err = reply.Error()
+		if out, _ := reply.ToArray(); err == nil && len(out) > 2 {
+			msg, _ := out[2].ToString()
+			b.log.Warn("flows: the sweep for entries pending with no lease failed", "worker", w.Name, "err", msg)
+		}
 	} else {
 		err = heartbeatScript.exec(opCtx, c, keys, args).Error()
 	}

@@ -31,7 +31,10 @@
 --   been pending with no lease to be taken back, up to ARGV[5] of them;
 --   ARGV[7] how long (ms) no other sweep repeats this one
 --
--- Returns {the server's clock (Unix ms), the number of entries taken back}.
+-- Returns {the server's clock (Unix ms), the number of entries taken
+-- back}, and a third element, the error, when the sweep failed: a
+-- command of it refused (a key of the wrong type) stops the sweep, not
+-- the heartbeat, whose writes come before it.
 --@include lib/clock.lua
 --@include lib/reclaim.lua
 --@include lib/legacy.lua
@@ -55,6 +58,11 @@ if clock - since >= window then
   marked = reclaim(KEYS[3], KEYS[7], KEYS[4], KEYS[5], KEYS[6], ARGV[4], tonumber(ARGV[5]), KEYS[8], KEYS[9])
 end
 if ARGV[6] ~= '' then
-  marked = marked + takeStrays(KEYS[4], KEYS[5], KEYS[6], ARGV[4], ARGV[6], tonumber(ARGV[5]), KEYS[8], KEYS[10], ARGV[7])
+  local ok, n = pcall(takeStrays, KEYS[4], KEYS[5], KEYS[6], ARGV[4], ARGV[6], tonumber(ARGV[5]), KEYS[8], KEYS[10], ARGV[7])
+  if not ok then
+    if type(n) == 'table' then n = n.err end
+    return {clock, marked, tostring(n)}
+  end
+  marked = marked + n
 end
 return {clock, marked}
