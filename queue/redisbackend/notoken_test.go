@@ -3,6 +3,7 @@ package redisbackend_test
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -268,6 +269,62 @@ func requireTakenOver(ctx context.Context, t *testing.T, b *redisbackend.Backend
 	require.Len(t, got, 1, "only the stray is taken over")
 	assert.Equal(t, stray.ID, got[0].Task.ID)
 	assert.Equal(t, queue.EndWorkerLost, got[0].Task.PreviousEnd)
+}
+
+// TestSweepFindsStrayHiddenByStaleToken: a sweep first compares the
+// group's pending count with the tokens of both leases sets, and reads on
+// only when more entries are pending than there are tokens. A token whose
+// entry is no longer pending (here acknowledged without its lease: it
+// goes when its lease ends, or passes and a fetch takes it over) hides a
+// stray from that count; once the token is gone, the next sweep marks the
+// stray, and only it.
+func TestSweepFindsStrayHiddenByStaleToken(t *testing.T) {
+	t.Parallel()
+	_, client, b := sweepSetup(t, redisbackend.Config{})
+	ctx := context.Background()
+	require.NoError(t, b.Enqueue(ctx, newTask()))
+	stale, err := b.Fetch(ctx, "w", 1, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, stale, 1)
+	stream := b.Prefix() + ":{q:default}:stream"
+	entry, _, _ := strings.Cut(stale[0].Token, "/")
+	require.NoError(t, client.Do(ctx, client.B().Xack().Key(stream).Group("workers").Id(entry).Build()).Error())
+	stray := enqueueStray(ctx, t, client, b)
+	sweepNow(ctx, t, client, b)
+	leases := b.Prefix() + ":{q:default}:leased"
+	tokens, err := client.Do(ctx, client.B().Zrange().Key(leases).Min("0").Max("-1").Build()).AsStrSlice()
+	require.NoError(t, err)
+	assert.Equal(t, []string{stale[0].Token}, tokens, "as many tokens as entries pending: the sweep stops at the count")
+
+	require.NoError(t, b.Ack(ctx, stale[0]))
+	sweepNow(ctx, t, client, b)
+	requireTakenOver(ctx, t, b, stray)
+}
+
+// TestSweepReadsNoLeasesWhenNoneStray: with every pending entry leased,
+// however long it has been pending, a sweep counts (XPENDING's summary,
+// ZCARD) and reads neither the pending list's entries nor the leases set.
+func TestSweepReadsNoLeasesWhenNoneStray(t *testing.T) {
+	t.Parallel()
+	srv, client, b := sweepSetup(t, redisbackend.Config{})
+	ctx := context.Background()
+	for range 3 {
+		require.NoError(t, b.Enqueue(ctx, newTask()))
+	}
+	held, err := b.Fetch(ctx, "w", 3, time.Minute)
+	require.NoError(t, err)
+	require.Len(t, held, 3)
+	idleFor(ctx, t, client, b, sweeper.Lease)
+	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
+	sweepOnce(ctx, t, client, b)
+
+	info, err := srv.Do("INFO", "commandstats").ToString()
+	require.NoError(t, err)
+	assert.Contains(t, info, "cmdstat_xpending:calls=1,", "one XPENDING, its summary")
+	assert.NotContains(t, info, "cmdstat_zrange:", "no read of the leases set")
+	for _, l := range held {
+		require.NoError(t, b.Extend(ctx, l, time.Minute), "the lease is still held")
+	}
 }
 
 // TestSweepOnWrongTypeLeavesHeartbeat: a sweep that fails (here the

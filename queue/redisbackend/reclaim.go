@@ -57,9 +57,15 @@ import (
 // worker it was delivered to, once it has been pending for longer than
 // the beating worker's lease (see lua/lib/stray.lua). An entry that has
 // a token in the leases set is never touched: its lease is held, or
-// passes. A sweep that works costs an XPENDING that scans the pending
-// list, and when it finds entries pending that long (long tasks' too), a
-// read of the whole leases set.
+// passes. A sweep that works first counts: every pending entry has one
+// token at most, so when the group's pending count (XPENDING's summary)
+// is no more than the tokens (ZCARD of both leases sets), which is the
+// rule, none lacks one, or one hidden by a token whose entry is gone
+// (which lasts until that lease ends or passes), and the sweep stops
+// there, at a cost that does not grow with the leases. Only when more
+// are pending does it scan the pending list and read the whole leases
+// set. A sweep that fails (a key of the wrong type) is logged, and does
+// not fail the heartbeat that carries it.
 //
 // The cost is one script per heartbeat interval per worker, whatever the
 // number of tasks it runs (the contact set adds a ZSCORE to it, and a

@@ -36,12 +36,29 @@
 -- passed by then. Workers with other leases take such an entry back once
 -- it has been pending for longer than the longest, or sooner.
 --
--- The cost: a SET; then, once in every ms per queue, XPENDING with IDLE,
--- which scans the group's pending list, one command per limit entries
--- pending for longer than idle; and when it finds some (a long task's,
--- whose lease is extended, as much as a stray), one ZRANGE of the whole
--- leases set (lib/leased.lua), which grows with the leases held (see
--- BenchmarkSweep). The caller runs it seldom (see reclaim.go in Go).
+-- Counting first. Every pending entry has one token at most, in one of
+-- the two sets: a fetch gives each entry it takes one token (it removes
+-- a passed lease's before it claims the entry), extend rescores the
+-- token it finds, reclaim (lib/reclaim.lua) replaces a live token by a
+-- lost one, adoptLapsed (lib/legacy.lua) moves one from oldLeases, this
+-- marks only entries with none, and every script that ends a lease (ack,
+-- finish, retry, bury) removes its token and acknowledges its entry
+-- together. A token with no pending entry (stale: its entry was
+-- acknowledged or its group destroyed by some other client) lasts until
+-- its lease ends or passes and a fetch takes it over, which drops it. So
+-- the entries pending with no token number at least the group's pending
+-- count (XPENDING's summary) less the tokens of both sets (ZCARD): when
+-- that is 0 or less, which is the rule, the sweep stops there, at a cost
+-- that grows with the group's consumers only; a stray hidden by a stale
+-- token is found by a sweep after that token has gone. Otherwise it
+-- reads the pending list (XPENDING with IDLE, in pages of limit, which
+-- scans it) and the whole leases set (one ZRANGE, see lib/leased.lua,
+-- whose cost grows with the leases held: BenchmarkSweep), and marks up
+-- to that difference (and limit) of entries.
+--
+-- The cost: a SET; then, once in every ms per queue, an XPENDING summary
+-- and two ZCARD; and the reads above only when entries lack a token. The
+-- caller runs it seldom (see reclaim.go in Go).
 --
 -- Returns the number of entries marked. It uses clock (lib/clock.lua).
 --@include lib/lost.lua
@@ -51,18 +68,22 @@ local function takeStrays(stream, leases, wake, group, idle, limit, oldLeases, s
   if not redis.call('SET', swept, '1', 'PX', every, 'NX') then
     return 0
   end
+  local summary = redis.pcall('XPENDING', stream, group)
+  if type(summary) ~= 'table' or summary.err then
+    return 0 -- no stream or group yet
+  end
+  local want = tonumber(summary[1]) - redis.call('ZCARD', leases) - redis.call('ZCARD', oldLeases)
+  if want > limit then want = limit end
   local held
   local marked = 0
   local start = '-'
-  while marked < limit do
-    local page = redis.pcall('XPENDING', stream, group, 'IDLE', idle, start, '+', limit)
-    if type(page) ~= 'table' or page.err or #page == 0 then
-      break -- no stream or group yet, or nothing pending that long
-    end
+  while marked < want do
+    local page = redis.call('XPENDING', stream, group, 'IDLE', idle, start, '+', limit)
+    if #page == 0 then break end -- nothing pending that long
     if not held then held = leasedEntries(leases) end
     for _, p in ipairs(page) do
       local id = p[1]
-      if marked < limit and not held[id] and not redis.call('ZSCORE', oldLeases, id) then
+      if marked < want and not held[id] and not redis.call('ZSCORE', oldLeases, id) then
         redis.call('ZADD', leases, clock, token(id, lostHolder(string.format('%d', clock))))
         marked = marked + 1
       end
