@@ -97,14 +97,18 @@ func commandCalls(t testing.TB, srv *redistest.Server) map[string]int {
 }
 
 // commandsOf runs op on srv's statistics reset and returns the commands it
-// made Redis run, in all and by name, leaving out the reset itself and the
-// commands named in ignore.
+// made Redis run, in all and by name, leaving out the reset itself, the
+// client's PINGs and the commands named in ignore.
 func commandsOf(t testing.TB, srv *redistest.Server, op func(), ignore ...string) (int, map[string]int) {
 	t.Helper()
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
 	op()
 	calls := commandCalls(t, srv)
 	delete(calls, "config|resetstat")
+	// The client's own PINGs (rueidis checks a connection that has been
+	// quiet for a while) are not the operation's: a loaded machine made
+	// one land in a count now and then.
+	delete(calls, "ping")
 	for _, name := range ignore {
 		delete(calls, name)
 	}
