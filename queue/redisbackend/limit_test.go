@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"log/slog"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -350,21 +349,7 @@ func BenchmarkAdmitWithUnstartedStarts(b *testing.B) {
 				require.NoError(b, err)
 			}
 			b.StopTimer()
-			stats, err := srv.Do("INFO", "commandstats").ToString()
-			require.NoError(b, err)
-			for _, line := range strings.Split(stats, "\n") {
-				rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
-				if !ok {
-					continue
-				}
-				for _, f := range strings.Split(rest, ",") {
-					if v, ok := strings.CutPrefix(f, "usec_per_call="); ok {
-						us, err := strconv.ParseFloat(v, 64)
-						require.NoError(b, err)
-						b.ReportMetric(us, "redis-µs/op")
-					}
-				}
-			}
+			b.ReportMetric(evalshaStat(b, srv, "usec_per_call"), "redis-µs/op")
 		})
 	}
 }
