@@ -155,21 +155,25 @@ func TestDurableEndWaitsBeforeTheHooks(t *testing.T) {
 		succeeded(id)
 		assert.Equal(t, string(progress.StateSuccess), <-onReplica, "the end is on the replica when the hook runs")
 	}
-	acked := func() {
+	// acked waits for the WAITs of n tasks: the acknowledgement's WAIT
+	// follows its script, so the lease may be gone before it has run.
+	acked := func(n int) {
 		t.Helper()
 		eventually(t, func() bool {
-			n, err := primary.Do("ZCARD", b.Prefix()+":{q:"+b.Queue()+"}:leased").AsInt64()
-			return err == nil && n == 0
+			held, err := primary.Do("ZCARD", b.Prefix()+":{q:"+b.Queue()+"}:leased").AsInt64()
+			return err == nil && held == 0
 		}, "the last task is acknowledged")
+		eventually(t, func() bool { return commandCalls(t, primary)["wait"] >= 3*n },
+			"three WAITs a task")
 	}
-	run()   // loads the scripts
-	acked() // its acknowledgement, after the hook, is not counted below
+	run()    // loads the scripts
+	acked(1) // its acknowledgement, after the hook, is not counted below
 	require.NoError(t, primary.Do("CONFIG", "RESETSTAT").Error())
 	const tasks = 5
 	for range tasks {
 		run()
 	}
-	acked()
+	acked(tasks)
 	assert.Equal(t, 3*tasks, commandCalls(t, primary)["wait"], "a WAIT to accept a task, one for its end before the hooks, one for its acknowledgement")
 }
 
