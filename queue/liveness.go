@@ -195,9 +195,7 @@ func (l *liveness) awaitContact(ctx context.Context, stop <-chan struct{}) bool 
 		if !l.lapsed() {
 			return true
 		}
-		l.mu.Lock()
-		renewed := l.renewed
-		l.mu.Unlock()
+		renewed := l.renewal()
 		// A heartbeat confirmed before renewed was read has moved
 		// until; one confirmed after closes renewed.
 		if !l.lapsed() {
@@ -211,6 +209,18 @@ func (l *liveness) awaitContact(ctx context.Context, stop <-chan struct{}) bool 
 			return false
 		}
 	}
+}
+
+// renewal returns a channel that the next heartbeat to succeed closes
+// (see confirm), whenever it was sent; nil for a nil l (a worker that
+// sends no heartbeats).
+func (l *liveness) renewal() <-chan struct{} {
+	if l == nil {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.renewed
 }
 
 // stop ends the timer; the worker no longer lapses.

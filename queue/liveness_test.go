@@ -3,6 +3,7 @@ package queue_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"testing"
@@ -31,6 +32,17 @@ type cutOffRegistry struct {
 	beats atomic.Int64
 	// leases counts the leases Fetch handed out.
 	leases atomic.Int64
+	// retries counts the calls of Retry; the first retryFailures of
+	// them fail as a connection refused would, and reach no Memory.
+	retries       atomic.Int32
+	retryFailures atomic.Int32
+}
+
+func (r *cutOffRegistry) Retry(ctx context.Context, l *queue.Lease, at time.Time, why queue.AttemptEnd) error {
+	if r.retries.Add(1) <= r.retryFailures.Load() {
+		return errConnRefused
+	}
+	return r.Memory.Retry(ctx, l, at, why)
 }
 
 func (r *cutOffRegistry) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*queue.Lease, error) {
@@ -63,6 +75,19 @@ func (r *cutOffRegistry) waitBeats(t *testing.T, n int64) {
 	beats := r.beats.Load()
 	require.Eventually(t, func() bool { return r.beats.Load() >= beats+n }, waitLong, 5*time.Millisecond,
 		"no heartbeat reached the backend")
+}
+
+// cutOffRunning waits for the first attempt of the flow "watched" to
+// start (see registerWatched) and for a heartbeat to get through, then
+// cuts the worker off and waits until the flow is stopped.
+func (r *cutOffRegistry) cutOffRunning(t *testing.T, started <-chan struct{}, cause *atomic.Value) {
+	t.Helper()
+	waitStarted(t, started)
+	r.waitBeats(t, 1)
+	require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
+	r.cut.Store(true)
+	require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
+		"the worker did not lapse while cut off")
 }
 
 // TestWorkerLapseStopsFlowAndFencesItsReports: a worker whose heartbeats
@@ -237,6 +262,59 @@ func TestLapseTakenOverCounts(t *testing.T) {
 	})
 }
 
+// TestHandBackAfterOutageIsTriedAgain: a worker cut off from its
+// backend stops its flow and, once a heartbeat gets through again, hands
+// the task back (EndBackendDown, not counted). When that hand-back fails
+// too (Redis still flaky after the outage, an operation timed out under
+// load), once or three times, the worker tries again after each
+// heartbeat that gets through. A worker that gave up after one try left
+// the task leased until its lease (an hour here) ran out, and the worker
+// that took it over then would have counted the attempt (EndWorkerLost),
+// which with MaxAttempts 1 fails the task.
+//
+// It runs in a synctest bubble, for the reason TestLapseTakenOverCounts
+// gives.
+func TestHandBackAfterOutageIsTriedAgain(t *testing.T) {
+	for _, failures := range []int32{1, 3} {
+		t.Run(fmt.Sprintf("%d failed", failures), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				handBackTriedAgain(t, failures)
+			})
+		})
+	}
+}
+
+// handBackTriedAgain runs TestHandBackAfterOutageIsTriedAgain with the
+// first failures hand-backs failing, in the caller's synctest bubble.
+func handBackTriedAgain(t *testing.T, failures int32) {
+	const heartbeat = 300 * time.Millisecond
+	s := newSetup()
+	b := &cutOffRegistry{Memory: s.mem}
+	b.retryFailures.Store(failures)
+	started, cause := registerWatched(s)
+	runWorker(t, queue.NewWorker(b, s.store, queue.WorkerConfig{
+		Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
+	}))
+	t.Cleanup(func() { b.cut.Store(false) })
+	id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
+	b.cutOffRunning(t, started, cause)
+	assert.ErrorContains(t, cause.Load().(error), "the backend could not be reached")
+	b.cut.Store(false)
+
+	require.Eventually(t, func() bool { return b.retries.Load() > failures }, waitLong, 5*time.Millisecond,
+		"the hand-back that failed was not tried again: the task stays leased")
+	snap := waitTerminal(t, s.store, id)
+	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	assert.JSONEq(t, `"second"`, string(snap.Details.FinalResult))
+	assert.Contains(t, logMessages(snap), "attempt 2 of 2 starts: the worker of attempt 1 could not reach the backend (not counted)")
+	assert.Equal(t, failures+1, b.retries.Load(), "hand-backs tried: the ones that failed, and the next")
+	task, err := s.mem.Get(context.Background(), id)
+	require.NoError(t, err)
+	assert.Equal(t, queue.EndBackendDown, task.PreviousEnd)
+	assert.Equal(t, 2, task.Attempt, "leases")
+	assert.Equal(t, 1, task.HandBacks, "the lapsed run was handed back, not counted")
+}
+
 // registerWatched registers the flow "watched" with s: its first attempt
 // closes started, waits for its context to end and keeps the cause in
 // cause; a later attempt returns "second".
@@ -300,12 +378,7 @@ func TestLapsedWorkerDoesNotFetch(t *testing.T) {
 		// reverse): its hand-backs wait for its heartbeats.
 		t.Cleanup(func() { b.cut.Store(false) })
 		watched := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 1})
-		waitStarted(t, started)
-		b.waitBeats(t, 1)
-		require.Nil(t, cause.Load(), "the worker lapsed before it was cut off")
-		b.cut.Store(true)
-		require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
-			"the worker did not lapse while cut off")
+		b.cutOffRunning(t, started, cause)
 
 		// The fetch waiting since before the lapse takes this one.
 		inFlight := s.enqueue(t, "quick", queue.EnqueueOptions{})

@@ -371,16 +371,15 @@ func (j *job) leaveToOthers() {
 // (errBackendUnreachable): once a heartbeat gets through again, so that
 // the hand-back does too, and to run again at once. It waits for that at
 // most a Lease, or until the worker's shutdown stops its flows (see
-// awaitContact); then it tries all the same. The lease guards it: if
-// another worker took the task over meanwhile, the hand-back is refused,
-// and the take-over said why the attempt ended.
+// awaitContact); then it tries all the same, and again if that fails
+// (see handBack).
 func (j *job) giveBackOnceReachable() {
 	j.release()
 	if j.w.live.lapsed() {
 		j.logger().Warn("flows: the backend cannot be reached; handing the task back once it answers")
 		j.w.awaitContact(j.base)
 	}
-	_ = j.w.giveBack(j.base, j.lease, time.Now(), EndBackendDown)
+	j.w.handBack(j.base, j.lease, EndBackendDown)
 }
 
 // handBackUnrun hands back, before it runs, the task of a lease the
@@ -395,17 +394,49 @@ func (j *job) giveBackOnceReachable() {
 // worker may be starting. It does so at once, before another worker
 // that judges this one dead can take the lease back as EndWorkerLost,
 // which would count; if the backend does not answer, again once a
-// heartbeat gets through (see awaitContact).
+// heartbeat gets through (see handBack).
 func (j *job) handBackUnrun(msg string) {
 	j.release()
 	j.logger().Warn(msg)
-	l := j.endLease()
-	err := j.w.giveBack(j.base, l, time.Now(), EndHandedBack)
-	if err == nil || errors.Is(err, ErrLeaseLost) {
-		return
+	j.w.handBack(j.base, j.endLease(), EndHandedBack)
+}
+
+// handBack gives the task of l back (giveBack) to run again at once; why
+// is one of the ends that do not count (EndBackendDown, EndHandedBack).
+// A hand-back that fails for another reason than ErrLeaseLost (Redis
+// still flaky after an outage, an operation that timed out under load)
+// is tried again after each heartbeat that gets through since the try
+// was sent (see liveness.renewal): a worker that gave up on it left the
+// task leased until its lease ran out, and the worker that took it over
+// then counted the attempt (EndWorkerLost). It keeps trying for at most
+// a Lease, past which the lease has run out anyway, or until the
+// worker's shutdown stops its flows; then it tries a last time. A worker
+// that sends no heartbeats (its backend keeps no registry) has nothing
+// to pace the tries with, and tries once more at once. ErrLeaseLost ends
+// the tries: another worker took the lease over, and said why the
+// attempt ended.
+func (w *Worker) handBack(base context.Context, l *Lease, why AttemptEnd) {
+	ctx, cancel := context.WithTimeout(base, w.cfg.Lease)
+	defer cancel()
+	stop := w.stopSignal()
+	for last := false; ; {
+		beat := w.live.renewal()
+		err := w.giveBack(base, l, time.Now(), why)
+		if err == nil || errors.Is(err, ErrLeaseLost) || last {
+			return
+		}
+		if beat == nil {
+			last = true
+			continue
+		}
+		select {
+		case <-beat:
+		case <-ctx.Done():
+			last = true
+		case <-stop:
+			last = true
+		}
 	}
-	j.w.awaitContact(j.base)
-	_ = j.w.giveBack(j.base, l, time.Now(), EndHandedBack)
 }
 
 // awaitContact waits, while the worker has lapsed, until a heartbeat

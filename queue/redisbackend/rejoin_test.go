@@ -92,7 +92,11 @@ type outageQueue struct {
 func newOutageQueue(t *testing.T) *outageQueue {
 	t.Helper()
 	srv := redistest.StartWith(t, redistest.Options{AppendOnly: true, AppendFsync: "always"})
-	b := newBackend(t, newClient(t, srv), redisbackend.Config{OpTimeout: 300 * time.Millisecond})
+	// Each write waits for its fsync (appendfsync always): on a loaded
+	// machine an operation of 300 ms at most failed the first Enqueue
+	// once. While Redis is down its calls fail at once (refused), so a
+	// second changes nothing of the outage.
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{OpTimeout: time.Second})
 	q := &outageQueue{srv: srv, b: b, reg: registry.New(), started: make(chan struct{}), stopped: make(chan error, 1)}
 	q.broker = queue.NewBroker(b, b, queue.BrokerConfig{Registry: q.reg})
 	q.reg.MustRegister("waits", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
