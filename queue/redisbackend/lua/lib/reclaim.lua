@@ -5,13 +5,13 @@
 -- last heartbeat set it) has passed.
 --
 -- For each dead worker (up to ten a call), the entries its consumer holds
--- in the group's pending list (up to limit) are marked lost: the token of
--- each one's lease in the leases set (lib/token.lua) is replaced by one
--- whose holder is lostHolder of it (lib/lost.lua), which fences the dead
--- worker out of every lease script at once (its token is no longer
--- there), scored by the clock, so that the next fetch takes them over as
--- it takes over an expired lease, and says why the attempt ended ("worker
--- lost", see fetch.lua). A worker whose pending entries are all marked
+-- in the group's pending list (up to limit) are marked lost (lostMarks,
+-- lib/mark_lost.lua): the token of each one's lease in the leases set
+-- (lib/token.lua) is replaced by one whose holder is lostHolder of it
+-- (lib/lost.lua), which fences the dead worker out of every lease
+-- script at once (its token is no longer there), scored by the clock, so
+-- that the next fetch takes them over as it takes over an expired lease,
+-- and says why the attempt ended ("worker lost", see fetch.lua). A worker whose pending entries are all marked
 -- leaves the set deadlines and the set contact (see heartbeat.lua); the
 -- registry still lists it, not alive. An entry is added to the wake
 -- stream when an entry was marked, so that the waiting fetchers look at
@@ -41,21 +41,12 @@
 -- lease (see lib/stray.lua); a worker found dead gives it back at once.
 --
 -- Returns the number of entries marked. It uses clock (lib/clock.lua).
---@include lib/lost.lua
---@include lib/token.lua
+--@include lib/mark_lost.lua
 --@include lib/leased.lua
 local function reclaim(deadlines, contact, stream, leases, wake, group, limit, oldLeases, oldHolders)
   local dead = redis.call('ZRANGEBYSCORE', deadlines, '-inf', '(' .. clock, 'LIMIT', 0, 10)
-  local marked = 0
+  local lost = lostMarks(leases, wake)
   local legacy, held
-  -- mark puts entry id in the leases set, lost: held by holder, a holder
-  -- marked lost (lib/lost.lua). It returns its token.
-  local function mark(id, holder)
-    local lost = token(id, holder)
-    redis.call('ZADD', leases, clock, lost)
-    marked = marked + 1
-    return lost
-  end
   for _, worker in ipairs(dead) do
     local pending = redis.pcall('XPENDING', stream, group, '-', '+', limit, worker)
     if type(pending) ~= 'table' or pending.err then
@@ -69,7 +60,7 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
         redis.call('ZREM', oldLeases, id)
         redis.call('HDEL', oldHolders, id)
         if not isLost(old) then old = lostHolder(old) end
-        mark(id, old)
+        lost.mark(id, old)
       else
         if not held then held = leasedEntries(leases) end
         local member = held[id]
@@ -77,10 +68,10 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
           local _, holder = untoken(member)
           if holder and not isLost(holder) then
             redis.call('ZREM', leases, member)
-            held[id] = mark(id, lostHolder(holder))
+            held[id] = lost.mark(id, lostHolder(holder))
           end
         else -- delivered with no lease: its fetch failed (above)
-          held[id] = mark(id, lostHolder(string.format('%d', clock)))
+          held[id] = lost.mark(id)
         end
       end
     end
@@ -89,8 +80,5 @@ local function reclaim(deadlines, contact, stream, leases, wake, group, limit, o
       redis.call('ZREM', contact, worker)
     end
   end
-  if marked > 0 then
-    redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
-  end
-  return marked
+  return lost.wake()
 end

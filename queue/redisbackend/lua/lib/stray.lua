@@ -19,13 +19,13 @@
 -- retired or has died (lib/reclaim.lua marks it as soon as its worker is
 -- found dead; this takes it back in every case).
 --
--- Each is marked as lib/reclaim.lua marks a dead worker's lease: a token
--- whose holder is lostHolder (lib/lost.lua) of the clock, which no lease
--- number equals, scored by the clock, so that the next fetch takes it
--- over ("worker lost", see fetch.lua) and numbers its lease above the
--- clock, so above any lease the entry had before (unless the server's
--- clock went back since). An entry is added to the wake stream when one
--- was marked.
+-- Each is marked as lib/reclaim.lua marks a dead worker's lease, by
+-- lostMarks (lib/mark_lost.lua): a token whose holder is lostHolder
+-- (lib/lost.lua) of the clock, which no lease number equals, scored by
+-- the clock, so that the next fetch takes it over ("worker lost", see
+-- fetch.lua) and numbers its lease above the clock, so above any lease
+-- the entry had before (unless the server's clock went back since). An
+-- entry is added to the wake stream when one was marked.
 --
 -- Left alone: every entry with a token in the leases set, whether its
 -- lease is held, extended, passed (the next fetch takes it over) or
@@ -61,8 +61,7 @@
 -- caller runs it seldom (see reclaim.go in Go).
 --
 -- Returns the number of entries marked. It uses clock (lib/clock.lua).
---@include lib/lost.lua
---@include lib/token.lua
+--@include lib/mark_lost.lua
 --@include lib/leased.lua
 local function takeStrays(stream, leases, wake, group, idle, limit, oldLeases, swept, every)
   if not redis.call('SET', swept, '1', 'PX', every, 'NX') then
@@ -75,24 +74,20 @@ local function takeStrays(stream, leases, wake, group, idle, limit, oldLeases, s
   local want = tonumber(summary[1]) - redis.call('ZCARD', leases) - redis.call('ZCARD', oldLeases)
   if want > limit then want = limit end
   local held
-  local marked = 0
+  local lost = lostMarks(leases, wake)
   local start = '-'
-  while marked < want do
+  while lost.marked < want do
     local page = redis.call('XPENDING', stream, group, 'IDLE', idle, start, '+', limit)
     if #page == 0 then break end -- nothing pending that long
     if not held then held = leasedEntries(leases) end
     for _, p in ipairs(page) do
       local id = p[1]
-      if marked < want and not held[id] and not redis.call('ZSCORE', oldLeases, id) then
-        redis.call('ZADD', leases, clock, token(id, lostHolder(string.format('%d', clock))))
-        marked = marked + 1
+      if lost.marked < want and not held[id] and not redis.call('ZSCORE', oldLeases, id) then
+        lost.mark(id)
       end
     end
     if #page < limit then break end
     start = '(' .. page[#page][1]
   end
-  if marked > 0 then
-    redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
-  end
-  return marked
+  return lost.wake()
 end
