@@ -23,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -242,6 +243,10 @@ func (s *Server) FailSaves(tb testing.TB) (repair func()) {
 		tb.Fatalf("redistest: CONFIG GET dbfilename: %v", err)
 	}
 	snapshot := filepath.Join(s.Dir(), cfg["dbfilename"])
+	// A save that succeeded before (after a repair) left its snapshot there.
+	if err := os.Remove(snapshot); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		tb.Fatalf("redistest: %v", err)
+	}
 	if err := os.Mkdir(snapshot, 0o700); err != nil {
 		tb.Fatalf("redistest: %v", err)
 	}
