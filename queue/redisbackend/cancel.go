@@ -63,7 +63,9 @@ func (b *Backend) makeReady(ctx context.Context, id, flow string) error {
 // connection. It returns once the subscription is in place, so that every
 // Cancel after it is delivered, or with an error wrapping
 // queue.ErrUnavailable if that takes longer than Config.OpTimeout. Ids are
-// buffered for a slow reader, never dropped. Cancellations published while
+// buffered for a slow reader, never dropped; one published while the
+// pub/sub connection is being replaced (see the package documentation)
+// comes twice. Cancellations published while
 // the pub/sub connection is down are not delivered: workers also find the
 // cancelled flag in the task record, when they fetch the task and each
 // time they extend its lease (Extend reports queue.ErrCancelled).

@@ -65,6 +65,7 @@ func TestClusterLiveStreamsUseOneConnectionPerMaster(t *testing.T) {
 	const tasks, perTask, live = 90, 3, 4
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
 	b := newBackend(t, newClusterClient(t, c), redisbackend.Config{})
+	redisbackend.SetDeadChannels(b, 0, 0) // channels left go at once
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 

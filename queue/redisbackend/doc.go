@@ -371,7 +371,8 @@
 // Backend holds one pub/sub connection per node that serves its channels,
 // for all its live subscriptions and cancellation listeners, whatever
 // their number: one in all on a single Redis or through Sentinel, at most
-// one per master of a cluster. A subscription first
+// one per master of a cluster (and for a moment a second one beside it,
+// see below). A subscription first
 // registers for live messages, then reads the backlog from the event log,
 // then follows the live messages; each message names the event before it,
 // so a subscription that sees a gap (or whose pub/sub connection was lost
@@ -379,6 +380,16 @@
 // subscriber once, in order, with no gap, and a slow subscriber delays no
 // one: what it has not taken yet is buffered for it, and past a bound it
 // re-reads from the log instead.
+//
+// A channel whose last listener left is not unsubscribed (rueidis cannot
+// follow an SUNSUBSCRIBE while Redis refuses PING, as it does when it
+// cannot save to disk, and ends the process): it stays subscribed, its
+// messages ignored, until the connection holds more such channels than
+// 1,000 or than the channels listened to, or has held one for a minute.
+// Then a new connection subscribes the channels listened to, and the old
+// one is closed: nothing is missed, and a message published in between
+// arrives on both, which a subscription skips (a cancellation listener
+// may get an id twice).
 //
 // # Starts taken in steps
 //

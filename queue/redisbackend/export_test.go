@@ -21,6 +21,23 @@ func SetInboxLimit(n int) (restore func()) {
 	return func() { inboxLimit = old }
 }
 
+// SetDeadChannels changes, for b's pub/sub connections, how many
+// channels whose watchers left one holds subscribed (beyond those
+// watched) and for how long before it is replaced by one without them.
+// It must be called before b's first subscription.
+func SetDeadChannels(b *Backend, limit int, age time.Duration) {
+	b.hub.deadLimit, b.hub.deadAge = limit, age
+}
+
+// SetHubHooks has b's pub/sub hub call overlap during each replacement
+// of a connection, while the old one and the new one are both
+// subscribed, and resync (holding the hub's lock) for each channel whose
+// listeners are told to resynchronise. It must be called before b's
+// first subscription.
+func SetHubHooks(b *Backend, overlap func(), resync func(channel string)) {
+	b.hub.onOverlap, b.hub.onResync = overlap, resync
+}
+
 // SetCutStart makes every start of b taken in steps (on a Cluster
 // client, of a limited flow, and every re-queue) call cut between the
 // task's record and its queue entry, and stop there if cut returns an

@@ -18,6 +18,17 @@ import (
 // assigned to the link with those subscribed, and after a lost connection
 // reconnects, subscribes everything again and has every inbox
 // resynchronise, since messages published meanwhile are lost.
+//
+// A link never unsubscribes a channel: rueidis follows each
+// SUNSUBSCRIBE with a PING, and when Redis refuses that PING (MISCONF,
+// while it cannot save to disk) rueidis takes the refusal for the
+// SUNSUBSCRIBE's reply and panics on the next error reply of the
+// connection, which ends the process. A channel no longer assigned
+// stays subscribed, dead: the hub ignores its messages (a task's channel
+// is nearly always silent once its watchers left, its task having
+// ended). The link replaces its connection once dead channels pile up
+// (see relink.go): a new one subscribes the channels assigned, then the
+// old one is closed, which ends its subscriptions.
 type link struct {
 	h    *hub
 	addr string
@@ -28,14 +39,34 @@ type link struct {
 	// topics are the channels assigned to the link. pending are those of
 	// them not yet subscribed on the current connection: true when their
 	// inboxes must resynchronise once they are. dropped are channels no
-	// longer assigned, to unsubscribe; leaving those SUNSUBSCRIBE was
-	// sent for, until Redis confirms; lost those Redis unsubscribed
-	// unasked (their slot moved to another node).
+	// longer assigned, still subscribed perhaps (dead).
 	topics  map[string]*topic
 	pending map[string]bool
 	dropped map[string]struct{}
-	leaving map[string]struct{}
-	lost    map[string]struct{}
+}
+
+// conn is one connection of a link. Its goroutine (the link's run)
+// alone reads and writes subscribed and dead.
+type conn struct {
+	dc      rueidis.DedicatedClient
+	release func()
+	// closed reports the connection's end (see SetPubSubHooks).
+	closed <-chan error
+	// subscribed are the channels subscribed on the connection, to the
+	// link's knowledge; dead those of them no longer assigned to the
+	// link, since deadSince (zero when there is none).
+	subscribed map[string]bool
+	dead       map[string]struct{}
+	deadSince  time.Time
+	// retryAt is, after a replacement of the connection failed, when
+	// another may be tried.
+	retryAt time.Time
+
+	// Guarded by h.mu: lost are channels Redis unsubscribed unasked
+	// (their slot moved to another node); hungUp is set once the link
+	// closes the connection, whose hooks it ignores from then on.
+	lost   map[string]struct{}
+	hungUp bool
 }
 
 // errRetired ends the connection of a link that has no channel left and
@@ -50,8 +81,6 @@ func newLink(h *hub, addr string) *link {
 		topics:  map[string]*topic{},
 		pending: map[string]bool{},
 		dropped: map[string]struct{}{},
-		leaving: map[string]struct{}{},
-		lost:    map[string]struct{}{},
 	}
 }
 
@@ -128,48 +157,84 @@ func (l *link) idle() bool {
 // connect opens a connection to the link's node and serves it until it
 // fails, the backend closes or the link retires.
 func (l *link) connect(reconnect bool) error {
+	c, err := l.dial()
+	if err != nil {
+		return err
+	}
+	return l.serve(c, reconnect)
+}
+
+// dial opens a connection to the link's node, its messages going to the
+// hub.
+func (l *link) dial() (*conn, error) {
 	h := l.h
-	var dc rueidis.DedicatedClient
-	var release func()
+	c := &conn{subscribed: map[string]bool{}, dead: map[string]struct{}{}, lost: map[string]struct{}{}}
 	if h.cluster {
 		node, ok := h.client.Nodes()[l.addr]
 		if !ok {
-			return fmt.Errorf("node %s is not known to the client yet", l.addr)
+			return nil, fmt.Errorf("node %s is not known to the client yet", l.addr)
 		}
-		dc, release = node.Dedicate()
+		c.dc, c.release = node.Dedicate()
 	} else {
-		dc, release = h.client.Dedicate()
+		c.dc, c.release = h.client.Dedicate()
 	}
-	defer release()
-	defer dc.Close() // first: a subscribed connection must not go back to the pool
-	lost := dc.SetPubSubHooks(rueidis.PubSubHooks{OnMessage: h.onMessage, OnSubscription: l.onSubscription})
-	return l.serve(dc, lost, reconnect)
+	c.closed = c.dc.SetPubSubHooks(rueidis.PubSubHooks{
+		OnMessage:      h.onMessage,
+		OnSubscription: func(s rueidis.PubSubSubscription) { l.onSubscription(c, s) },
+	})
+	return c, nil
 }
 
-// serve subscribes the link's channels on dc and keeps them in line with
+// hangUp closes c, which ends its subscriptions, without sending any
+// command that could unsubscribe (see link).
+func (l *link) hangUp(c *conn) {
+	l.h.mu.Lock()
+	c.hungUp = true
+	l.h.mu.Unlock()
+	c.dc.Close() // first: a subscribed connection must not go back to the pool
+	c.release()
+}
+
+// serve subscribes the link's channels on c and keeps them in line with
 // the hub's assignments until the connection fails, the backend closes
-// or the link retires. On a connection that replaces a lost one, every
-// channel that was subscribed before has its inboxes resynchronise.
-func (l *link) serve(dc rueidis.DedicatedClient, lost <-chan error, reconnect bool) error {
+// or the link retires, replacing the connection when its dead channels
+// pile up. On a connection that replaces a lost one, every channel that
+// was subscribed before has its inboxes resynchronise.
+func (l *link) serve(c *conn, reconnect bool) error {
 	h := l.h
+	defer func() { l.hangUp(c) }() // the last connection, after replacements
 	h.mu.Lock()
 	for name, t := range l.topics {
 		l.pending[name] = l.pending[name] || (reconnect && t.isReady)
 	}
-	clear(l.leaving)
-	clear(l.lost)
+	clear(l.dropped) // none is subscribed on c
 	h.mu.Unlock()
-	subscribed := map[string]bool{}
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
-		if err := l.reconcile(dc, subscribed); err != nil {
+		if err := l.reconcile(c); err != nil {
 			return err
 		}
 		if l.idle() {
 			return errRetired
 		}
+		due, wait := l.replaceDue(c)
+		if due {
+			if next := l.replace(c); next != nil {
+				c = next
+				continue
+			}
+			_, wait = l.replaceDue(c) // c.retryAt
+		}
+		var tick <-chan time.Time
+		if wait > 0 {
+			timer.Reset(wait)
+			tick = timer.C
+		}
 		select {
 		case <-l.kick:
-		case err := <-lost:
+		case <-tick:
+		case err := <-c.closed:
 			if err == nil {
 				err = errors.New("connection closed")
 			}
@@ -177,46 +242,51 @@ func (l *link) serve(dc rueidis.DedicatedClient, lost <-chan error, reconnect bo
 		case <-h.ctx.Done():
 			return h.ctx.Err()
 		}
+		timer.Stop()
 	}
 }
 
-// reconcile subscribes the channels pending and unsubscribes those
-// dropped.
-func (l *link) reconcile(dc rueidis.DedicatedClient, subscribed map[string]bool) error {
+// reconcile subscribes the channels pending on c, and counts the
+// channels dropped that c holds subscribed as dead.
+func (l *link) reconcile(c *conn) error {
 	h := l.h
-	var sub, unsub []string
+	var sub []string
 	h.mu.Lock()
-	for name := range l.lost {
-		delete(subscribed, name)
+	for name := range c.lost {
+		delete(c.subscribed, name)
+		delete(c.dead, name)
 	}
-	clear(l.lost)
+	clear(c.lost)
 	for name, resync := range l.pending {
-		if subscribed[name] {
+		if c.subscribed[name] {
 			h.confirm(l.topics[name], resync)
 			delete(l.pending, name)
+			delete(c.dead, name) // joined again
 		} else {
 			sub = append(sub, name)
 		}
 	}
 	for name := range l.dropped {
-		if _, live := l.topics[name]; !live && subscribed[name] {
-			unsub = append(unsub, name)
-			l.leaving[name] = struct{}{}
+		if _, live := l.topics[name]; !live && c.subscribed[name] {
+			c.dead[name] = struct{}{}
 		}
 	}
 	clear(l.dropped)
 	h.mu.Unlock()
-
-	if err := l.subscribe(dc, sub, subscribed); err != nil {
-		return err
+	switch {
+	case len(c.dead) == 0:
+		c.deadSince = time.Time{}
+	case c.deadSince.IsZero():
+		c.deadSince = time.Now()
 	}
-	return l.unsubscribe(dc, unsub, subscribed)
+	return l.subscribe(c, sub, true)
 }
 
-// subscribe sends SSUBSCRIBE for names, many commands per round trip.
-// A channel whose slot another node serves now (MOVED) is routed there;
-// any other refusal ends the connection, to be tried again after a
-// backoff.
+// subscribe sends SSUBSCRIBE for names on c, many commands per round
+// trip, and confirms the channels pending among them when confirm is
+// set. A channel whose slot another node serves now (MOVED) is routed
+// there; any other refusal ends the connection, to be tried again after
+// a backoff.
 //
 // On a Cluster client, ROLE follows the SSUBSCRIBEs on the connection
 // (in their round trip, or in one of its own where rueidis takes no
@@ -228,10 +298,11 @@ func (l *link) reconcile(dc rueidis.DedicatedClient, subscribed map[string]bool)
 // the hub read the slots from still names it, and a master that failed
 // comes back as a replica. Such a link confirms nothing: the
 // channels it subscribed move to the node's master, as after MOVED, and
-// are unsubscribed here. Where ROLE is refused (an ACL without it), the
-// link takes its node for a master.
-func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed map[string]bool) error {
+// are dead here. Where ROLE is refused (an ACL without it), the link
+// takes its node for a master.
+func (l *link) subscribe(c *conn, names []string, confirm bool) error {
 	h := l.h
+	dc := c.dc
 	groups := l.group(names)
 	if len(groups) == 0 {
 		return nil
@@ -288,11 +359,11 @@ func (l *link) subscribe(dc rueidis.DedicatedClient, names []string, subscribed 
 		h.mu.Lock()
 		for _, name := range groups[i] {
 			if res.Error() == nil {
-				subscribed[name] = true // on a replica too, to be unsubscribed
+				c.subscribed[name] = true // on a replica too, to be dead
 			}
 			switch {
 			case movedTo == "":
-				if resync, ok := l.pending[name]; ok {
+				if resync, ok := l.pending[name]; ok && confirm {
 					delete(l.pending, name)
 					h.confirm(l.topics[name], resync)
 				}
@@ -348,33 +419,6 @@ func replicaOf(res rueidis.RedisResult) (string, error) {
 	return net.JoinHostPort(host, strconv.FormatInt(port, 10)), nil
 }
 
-// unsubscribe sends SUNSUBSCRIBE for names. An error reply (the node no
-// longer serves the channel's slot) means the channel is not subscribed
-// there either.
-func (l *link) unsubscribe(dc rueidis.DedicatedClient, names []string, subscribed map[string]bool) error {
-	groups := l.group(names)
-	cmds := make(rueidis.Commands, len(groups))
-	for i, g := range groups {
-		cmds[i] = dc.B().Sunsubscribe().Channel(g...).Build()
-	}
-	for i, res := range l.doMulti(dc, cmds) {
-		if err := res.Error(); err != nil {
-			if _, isReply := rueidis.IsRedisErr(err); !isReply {
-				return err
-			}
-		}
-		for _, name := range groups[i] {
-			delete(subscribed, name)
-		}
-	}
-	if len(names) > 0 {
-		// A listener may have joined one of these channels again while
-		// it was being unsubscribed: look again.
-		l.signal()
-	}
-	return nil
-}
-
 // group splits channel names into the channels of one command each: of
 // one slot on a Cluster client (a cluster refuses channels of several
 // slots in one command), at most subscribeBatch.
@@ -411,22 +455,23 @@ func (l *link) doMulti(dc rueidis.DedicatedClient, cmds rueidis.Commands) []ruei
 	return out
 }
 
-// onSubscription is rueidis's hook for subscription changes of the
-// connection. An SUNSUBSCRIBE the link did not send means that Redis
-// ended the subscription because the channel's slot moved to another
-// node: the channel is routed again.
-func (l *link) onSubscription(s rueidis.PubSubSubscription) {
+// onSubscription is rueidis's hook for subscription changes of c. The
+// link sends no SUNSUBSCRIBE: one comes when Redis ended the
+// subscription because the channel's slot moved to another node (on
+// every connection subscribed to it), and the channel is routed again.
+// Once the link hangs up c, c's hooks are ignored: what c held is the
+// business of the connection that replaced it.
+func (l *link) onSubscription(c *conn, s rueidis.PubSubSubscription) {
 	if s.Kind != "sunsubscribe" {
 		return
 	}
 	h := l.h
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if _, ok := l.leaving[s.Channel]; ok {
-		delete(l.leaving, s.Channel)
+	if c.hungUp {
 		return
 	}
-	l.lost[s.Channel] = struct{}{}
+	c.lost[s.Channel] = struct{}{}
 	if t := l.topics[s.Channel]; t != nil {
 		if h.slots != nil && h.slots[t.slot] == l.addr {
 			h.slots[t.slot] = "" // the new owner is not known yet

@@ -13,15 +13,18 @@ import (
 const (
 	reconnectMin = 50 * time.Millisecond
 	reconnectMax = 2 * time.Second
-	// subscribeBatch bounds the channels of one SSUBSCRIBE or
-	// SUNSUBSCRIBE, and the commands sent in one round trip.
+	// subscribeBatch bounds the channels of one SSUBSCRIBE, and the
+	// commands sent in one round trip.
 	subscribeBatch = 1000
 )
 
 // hub owns the pub/sub connections of a Backend. Local listeners
 // (inboxes) join channels; the hub subscribes each channel once, however
-// many listeners it has, unsubscribes it when the last one leaves, and
-// hands every message to the inboxes of its channel without blocking.
+// many listeners it has, and hands every message to the inboxes of its
+// channel without blocking. A channel whose last listener left stays
+// subscribed for a while, its messages ignored, until its connection is
+// replaced by one without it (see link): the hub never sends
+// SUNSUBSCRIBE, which rueidis cannot follow while Redis refuses PING.
 //
 // Every channel is a shard channel (SSUBSCRIBE; the scripts publish with
 // SPUBLISH), which Redis Cluster routes by the channel's hash slot as it
@@ -49,6 +52,16 @@ type hub struct {
 	opTimeout time.Duration
 	// cluster is set for a Cluster client: channels are routed by slot.
 	cluster bool
+	// deadLimit and deadAge bound the dead channels of a link's
+	// connection (see deadChannels).
+	deadLimit int
+	deadAge   time.Duration
+	// onOverlap and onResync, set by tests only, are called during each
+	// replacement of a connection while the old one and the new one are
+	// both subscribed (see replace), and for each channel whose inboxes
+	// are told to resynchronise.
+	onOverlap func()
+	onResync  func(channel string)
 
 	mu     sync.Mutex
 	topics map[string]*topic
@@ -87,6 +100,8 @@ func newHub(ctx context.Context, client rueidis.Client, cluster bool, log *slog.
 		wg:        wg,
 		opTimeout: opTimeout,
 		cluster:   cluster,
+		deadLimit: deadChannels,
+		deadAge:   deadChannelAge,
 		topics:    map[string]*topic{},
 		links:     map[string]*link{},
 		unrouted:  map[string]*topic{},
@@ -161,7 +176,8 @@ func (h *hub) route(t *topic, resync bool) {
 	l.signal()
 }
 
-// unassign takes t from its link, which unsubscribes it. h.mu is held.
+// unassign takes t from its link, whose connection holds it dead from
+// then on. h.mu is held.
 func (h *hub) unassign(t *topic) {
 	l := t.link
 	if l == nil {
@@ -192,6 +208,9 @@ func (h *hub) confirm(t *topic, resync bool) {
 		close(t.ready)
 	}
 	if resync {
+		if h.onResync != nil {
+			h.onResync(t.name)
+		}
 		for in := range t.subs {
 			in.resync()
 		}
