@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -227,20 +225,5 @@ func BenchmarkSweep(b *testing.B) {
 // script has run.
 func evalshaStat(t testing.TB, srv *redistest.Server, field string) float64 {
 	t.Helper()
-	info, err := srv.Do("INFO", "commandstats").ToString()
-	require.NoError(t, err)
-	for _, line := range strings.Split(info, "\n") {
-		stats, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
-		if !ok {
-			continue
-		}
-		for _, kv := range strings.Split(stats, ",") {
-			if v, ok := strings.CutPrefix(kv, field+"="); ok {
-				n, err := strconv.ParseFloat(v, 64)
-				require.NoError(t, err)
-				return n
-			}
-		}
-	}
-	return 0
+	return commandStats(t, srv, field)["evalsha"]
 }

@@ -77,23 +77,35 @@ func (c *countingClient) count(cmds ...rueidis.Completed) {
 // RESETSTAT, from INFO commandstats (commands run by scripts included).
 func commandCalls(t testing.TB, srv *redistest.Server) map[string]int {
 	t.Helper()
+	calls := map[string]int{}
+	for name, n := range commandStats(t, srv, "calls") {
+		calls[name] = int(n)
+	}
+	return calls
+}
+
+// commandStats returns field ("calls", "usec", "usec_per_call"...) of
+// each command's statistics since the last CONFIG RESETSTAT, from INFO
+// commandstats (commands run by scripts included).
+func commandStats(t testing.TB, srv *redistest.Server, field string) map[string]float64 {
+	t.Helper()
 	info, err := srv.Do("INFO", "commandstats").ToString()
 	require.NoError(t, err)
-	calls := map[string]int{}
+	stats := map[string]float64{}
 	for _, line := range strings.Split(info, "\n") {
-		name, stats, ok := strings.Cut(strings.TrimSpace(line), ":")
+		name, values, ok := strings.Cut(strings.TrimSpace(line), ":")
 		if !ok || !strings.HasPrefix(name, "cmdstat_") {
 			continue
 		}
-		for _, kv := range strings.Split(stats, ",") {
-			if v, ok := strings.CutPrefix(kv, "calls="); ok {
-				n, err := strconv.Atoi(v)
+		for _, kv := range strings.Split(values, ",") {
+			if v, ok := strings.CutPrefix(kv, field+"="); ok {
+				n, err := strconv.ParseFloat(v, 64)
 				require.NoError(t, err)
-				calls[strings.TrimPrefix(name, "cmdstat_")] = n
+				stats[strings.TrimPrefix(name, "cmdstat_")] = n
 			}
 		}
 	}
-	return calls
+	return stats
 }
 
 // commandsOf runs op on srv's statistics reset and returns the commands it
