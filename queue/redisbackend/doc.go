@@ -69,9 +69,11 @@
 //	                            result JSON), last (id of the last event
 //	                            appended), exp (expiry, Unix ms),
 //	                            updated, started and ended (the times of
-//	                            the snapshot, Unix ms), and akey (the
+//	                            the snapshot, Unix ms), akey (the
 //	                            append key of the last keyed append, see
-//	                            progress.WithAppendKey)
+//	                            progress.WithAppendKey), and ebytes (the
+//	                            bytes of the events list, by which
+//	                            Subscribe sizes its pages)
 //	P:{<id>}:steps      list    the snapshot's step results, one JSON each
 //	P:{<id>}:events     list    the task's event log: one element per
 //	                            Append, each event's JSON on a line; the

@@ -207,3 +207,7 @@ func BulkLoad(ctx context.Context, b *Backend, n int, flows []string, start time
 func DeleteTask(ctx context.Context, b *Backend, id string) error {
 	return b.send(ctx, "delete task "+id, b.deleteTask(id))
 }
+
+// ReadBudget is the most bytes of a task's events list one read of it
+// takes in (see readBudget), less one element.
+const ReadBudget = readBudget

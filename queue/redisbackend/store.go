@@ -25,6 +25,9 @@ const (
 	fieldProgress = "progress"
 	fieldResult   = "result"
 	fieldLast     = "last"
+	// fieldEventBytes is the bytes of the task's events list (see
+	// lua/lib/append.lua), by which its readers size their pages.
+	fieldEventBytes = "ebytes"
 	// The snapshot's times, in Unix ms by the Redis server's clock (see
 	// lua/lib/append.lua).
 	fieldUpdated = "updated"
@@ -51,10 +54,6 @@ const (
 // snapshotValues is a snapshot as read: the value of each field of
 // snapshotFields, "" for one that is missing (a task has no empty state).
 type snapshotValues [len(snapshotFields)]string
-
-// pageSize is how many elements of a task's events list (each the events
-// of one Append) one LRANGE reads.
-const pageSize = 500
 
 // Create implements progress.Store in one round trip.
 func (b *Backend) Create(ctx context.Context, taskID string) error {
@@ -547,9 +546,14 @@ func (b *Backend) Head(ctx context.Context, taskID string) (progress.State, stri
 	return progress.State(fields[0]), fields[1], nil
 }
 
-// Events implements progress.Store, reading the events list in pages of
-// pageSize elements. After an id of another Redis, whose events this one
-// lost (see page.diverged), it returns every event from the first.
+// Events implements progress.Store, reading the events list in pages (see
+// readEvents): the first of pageSize elements, each next one of as many
+// as readBudget holds at the size of the elements of the one before.
+// What it returns is the task's whole log after afterID, which it holds
+// at once; the pages' bytes are bounded, so that it does not hold them
+// twice (as elements and as events) but for the first page. After an id
+// of another Redis, whose events this one lost (see page.diverged), it
+// returns every event from the first.
 func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progress.Event, error) {
 	after, err := parseEventID(afterID)
 	if err != nil {
@@ -559,8 +563,9 @@ func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progres
 		return nil, fmt.Errorf("%w: %q: %w", progress.ErrNotFound, taskID, queue.ErrInvalidID)
 	}
 	var all []progress.Event
+	var size elementSize
 	for {
-		p, err := b.readEvents(ctx, taskID, after, pageSize, false)
+		p, err := b.readEvents(ctx, taskID, after, size.count(after), false)
 		if err != nil {
 			return nil, err
 		}
@@ -570,25 +575,101 @@ func (b *Backend) Events(ctx context.Context, taskID, afterID string) ([]progres
 			all, after = all[:0], eventID{}
 			continue
 		}
-		all = append(all, p.events...)
-		if !p.more || len(p.events) == 0 {
+		size.observe(p)
+		n := len(all)
+		if _, err := p.each(func(e progress.Event) bool {
+			all = append(all, e)
+			return true
+		}); err != nil {
+			return nil, fmt.Errorf("redisbackend: read events of task %q: %w", taskID, err)
+		}
+		if !p.more || len(all) == n {
 			return all, nil
 		}
-		after, _ = parseEventID(p.events[len(p.events)-1].ID)
+		after, _ = parseEventID(all[len(all)-1].ID)
 	}
 }
 
-// page is what readEvents read: the events, whether there may be more,
-// whether the task had reached a terminal state, and, when asked for, how
-// long its hash had left to live (see ttlOf). diverged is set, and there
-// are no events, when the id the read was after has a tag that is not
-// that of its element, or names an element the list does not have: the
-// id was issued by another Redis, which had recorded events that this
-// one lost (a failover), and others may have taken their places since.
-// What follows the id here does not follow what its holder saw: it must
-// read from the first event.
+// Reading a task's events list in pages (see readEvents).
+const (
+	// pageSize is the most elements of a task's events list (each the
+	// events of one Append) one read takes.
+	pageSize = 500
+	// readBudget is about the most bytes of elements one read takes: a
+	// read takes as many elements as it holds at the size they are
+	// expected to have (see elementSize), so that a subscriber catching
+	// up on a task of large elements (a report may be 1 MiB, an element
+	// a batch of them) holds a few MiB at once, not up to 500 elements
+	// (see TestCatchUpReadsLargeLogsInBoundedReplies). A task of a few
+	// hundred small elements is still read in one page.
+	readBudget = 4 << 20
+)
+
+// elementSize is the size, in bytes, that a reader of a task's events
+// list expects the elements it reads next to have: the largest element
+// of the last page it read, and before its first page the average of the
+// list's elements, from its task hash's fields ebytes and last, which
+// Subscribe reads; 0 when neither is known. (Largest, not average: a
+// page of small elements and a large one is followed by a short one,
+// then the count grows back.)
+type elementSize struct {
+	hint, largest int64
+}
+
+// count returns the elements of the next read after the id after: as
+// many as readBudget holds at the expected size, at least one and at
+// most pageSize, and one more for the element of after, which the read
+// starts with (its events up to after are not new).
+func (s elementSize) count(after eventID) int64 {
+	n := int64(pageSize)
+	size := s.largest
+	if size == 0 {
+		size = s.hint
+	}
+	if size > 0 {
+		n = min(n, max(readBudget/size, 1))
+	}
+	if after.n > 0 {
+		n = min(n+1, pageSize)
+	}
+	return n
+}
+
+// observe notes the sizes of the elements of p.
+func (s *elementSize) observe(p page) {
+	if len(p.elements) > 0 {
+		s.largest = p.largest
+	}
+}
+
+// setHint notes the bytes and the number of elements of a task's events
+// list as its hash has them (fields ebytes and last, "" when missing).
+func (s *elementSize) setHint(ebytes, last string) {
+	bytes, err := strconv.ParseInt(ebytes, 10, 64)
+	id, err2 := parseEventID(last)
+	if err != nil || err2 != nil || id.n == 0 || bytes <= 0 {
+		return
+	}
+	s.hint = bytes / int64(min(id.n, math.MaxInt64))
+}
+
+// page is what readEvents read: the elements (from the one at index
+// start), the size of the largest, whether there may be more, whether the
+// task had reached a terminal state, and, when asked for, how long its
+// hash had left to live (see ttlOf). Its events are those of the
+// elements after the id after (see each). diverged is set, and there are
+// no elements, when the id the read was after has a tag that is not that
+// of its element, or names an element the list does not have: the id
+// was issued by another Redis, which had recorded events that this one
+// lost (a failover), and others may have taken their places since. What
+// follows the id here does not follow what its holder saw: it must read
+// from the first event.
 type page struct {
-	events                   []progress.Event
+	elements                 []string
+	largest                  int64 // the size of the largest element
+	start                    uint64
+	after                    eventID
+	first                    eventBatch // of elements[0], when there is one
 	more, terminal, diverged bool
 	ttl                      time.Duration
 }
@@ -597,21 +678,26 @@ type page struct {
 // asked for.
 const noExpiry time.Duration = -1
 
-// readEvents reads the events of the task after the given id from up to
-// count elements of its events list, whether there may be more (count
-// elements were read), and whether the task had reached a terminal state
-// when the read began (then every event of the task is in the list, so
-// reading on to the end yields them all); or that the id is not of this
-// list (see page.diverged). It fails with progress.ErrNotFound when the
-// task does not exist. When ttl is set it also reads the time the task's
-// hash has left to live (its PTTL, in the same round trip): what a
-// subscription waits for before it looks whether the task has expired.
+// readEvents reads, in one round trip, the task's state and up to count
+// elements of its events list from that of the given id (the first for
+// the zero id): whether there may be more (count elements were read),
+// and whether the task had reached a terminal state when the read began
+// (then every event of the task is in the list, so reading on to the end
+// yields them all); or that the id is not of this list (see
+// page.diverged). It fails with progress.ErrNotFound when the task does
+// not exist. When ttl is set it also reads the time the task's hash has
+// left to live (its PTTL): what a subscription waits for before it looks
+// whether the task has expired. The page's events are decoded as
+// page.each goes, not before, so that a page's elements and all their
+// decoded events are not held at once. A read after an id should take
+// two elements at least: the first is the id's, whose events may all be
+// at or before it.
 func (b *Backend) readEvents(ctx context.Context, taskID string, after eventID, count int64, ttl bool) (page, error) {
-	p := page{ttl: noExpiry}
+	p := page{ttl: noExpiry, after: after}
 	// The element of the id after, which may hold later events too; the
 	// first one for the zero id. None past any list: only the task's
 	// state is read then.
-	start := int64(max(after.n, 1) - 1)
+	p.start = max(after.n, 1) - 1
 	lists := !after.isMax() && after.n <= math.MaxInt64-uint64(count)
 	ctx, cancel := b.bound(ctx, 0)
 	defer cancel()
@@ -620,6 +706,7 @@ func (b *Backend) readEvents(ctx context.Context, taskID string, after eventID, 
 	// sees the terminal event.
 	cmds := rueidis.Commands{c.B().Hget().Key(b.taskKey(taskID)).Field(fieldState).Build()}
 	if lists {
+		start := int64(p.start)
 		cmds = append(cmds, c.B().Lrange().Key(b.eventsKey(taskID)).Start(start).Stop(start+count-1).Build())
 	}
 	if ttl {
@@ -650,36 +737,64 @@ func (b *Backend) readEvents(ctx context.Context, taskID string, after eventID, 
 	if err != nil {
 		return p, b.wrap(ctx, "read events of task "+taskID, err)
 	}
-	if after.tag != "" && !holds(elements, after) {
+	if len(elements) > 0 {
+		// Hashed once: for the check of the id's tag and for the ids
+		// of its events.
+		p.first = elementBatch(p.start, elements[0])
+	}
+	if after.tag != "" && (len(elements) == 0 || !p.first.holds(after)) {
 		p.diverged = true
 		return p, nil
 	}
-	for i, element := range elements {
-		batch := eventBatch{last: eventID{uint64(start) + uint64(i) + 1, uint64(strings.Count(element, "\n")), elementTag(element)}, events: element}
+	for _, e := range elements {
+		p.largest = max(p.largest, int64(len(e)))
+	}
+	p.elements, p.more = elements, int64(len(elements)) == count
+	return p, nil
+}
+
+// elementBatch is the batch of events that element, the one at index i
+// of a task's events list, holds.
+func elementBatch(i uint64, element string) eventBatch {
+	return eventBatch{last: eventID{i + 1, uint64(strings.Count(element, "\n")), elementTag(element)}, events: element}
+}
+
+// holds reports whether the batch, that of the element id.n, is the one
+// that issued id: id's tag is the batch's, and the batch has an event k.
+func (b eventBatch) holds(id eventID) bool {
+	return b.last.tag == id.tag && b.last.k >= id.k
+}
+
+// each decodes the events of the page after p.after, in order, and calls
+// fn with each until fn returns false, which it reports. An element is
+// let go once its events are decoded, so that a subscriber that takes
+// them slowly holds less and less of the page.
+func (p *page) each(fn func(progress.Event) bool) (stopped bool, err error) {
+	for i, element := range p.elements {
+		batch := p.first
+		if i > 0 {
+			batch = elementBatch(p.start+uint64(i), element)
+		}
+		p.elements[i], p.first = "", eventBatch{}
 		err := batch.each(func(id eventID, data string) error {
-			if id.compare(after) <= 0 {
+			if id.compare(p.after) <= 0 {
 				return nil
 			}
 			e, err := decodeEvent(id, data)
 			if err != nil {
 				return err
 			}
-			p.events = append(p.events, e)
+			if !fn(e) {
+				stopped = true
+				return errBreak
+			}
 			return nil
 		})
-		if err != nil {
-			return p, fmt.Errorf("redisbackend: read events of task %q: %w", taskID, err)
+		if err != nil || stopped {
+			return stopped, err
 		}
 	}
-	p.more = int64(len(elements)) == count
-	return p, nil
-}
-
-// holds reports whether elements, read from element id.n on, start with
-// the element that issued id: id's tag is that element's, and the element
-// has an event k.
-func holds(elements []string, id eventID) bool {
-	return len(elements) > 0 && elementTag(elements[0]) == id.tag && uint64(strings.Count(elements[0], "\n")) >= id.k
+	return false, nil
 }
 
 // ttlOf reads a PTTL reply: the time to live, 0 for a key gone (it

@@ -65,14 +65,21 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 	if b.closed() {
 		return nil, ErrClosed
 	}
+	// The task's state, and the size of its events list, by which the
+	// first read of the backlog takes as many elements as fit its
+	// budget (see elementSize).
 	opCtx, cancel := b.bound(ctx, 0)
-	n, err := b.client.Do(opCtx, b.client.B().Hexists().Key(b.taskKey(taskID)).Field(fieldState).Build()).AsInt64()
+	var fields [3]string
+	reply, err := b.client.Do(opCtx, b.client.B().Hmget().Key(b.taskKey(taskID)).Field(fieldState, fieldEventBytes, fieldLast).Build()).ToMessage()
+	if err == nil {
+		err = hmgetValues(reply, fields[:])
+	}
 	err = b.wrap(opCtx, "subscribe to task "+taskID, err)
 	cancel()
 	if err != nil {
 		return nil, err
 	}
-	if n == 0 {
+	if fields[0] == "" {
 		return nil, fmt.Errorf("%w: %q", progress.ErrNotFound, taskID)
 	}
 
@@ -84,6 +91,7 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 		out:     make(chan progress.Event),
 		running: true, // the first goroutine, started below
 	}
+	s.size.setHint(fields[1], fields[2])
 	s.in = newWakingInbox(s.kick)
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	s.unlinkBackend = context.AfterFunc(b.ctx, s.cancel)
@@ -99,13 +107,14 @@ func (b *Backend) Subscribe(ctx context.Context, taskID, afterID string) (<-chan
 // of the events list has found it there (see catchUp). At most one
 // goroutine works for it at a time (running); a wake-up while it works
 // makes it go round again (again). Only that goroutine touches cursor,
-// placed, expires and poll.
+// placed, size, expires and poll.
 type subscription struct {
 	b       *Backend
 	taskID  string
 	channel string
 	cursor  eventID
 	placed  bool
+	size    elementSize // of the elements read next
 	in      *inbox
 	out     chan progress.Event
 	poll    *time.Timer // resynchronises after PollInterval without news
@@ -302,8 +311,7 @@ var errGap = errors.New("gap before the live message")
 func (s *subscription) catchUp(ctx context.Context) bool {
 	backoff := reconnectMin
 	for {
-		p, err := s.b.readEvents(ctx, s.taskID, s.cursor, pageSize, true)
-		events, more, terminal := p.events, p.more, p.terminal
+		p, err := s.b.readEvents(ctx, s.taskID, s.cursor, s.size.count(s.cursor), true)
 		switch {
 		case errTaskGone(err):
 			return true
@@ -316,35 +324,59 @@ func (s *subscription) catchUp(ctx context.Context) bool {
 			}
 			return true
 		case err != nil:
-			if ctx.Err() != nil {
+			if s.wait(ctx, &backoff, err) {
 				return true
 			}
-			s.b.log.Debug("flows: reading events failed; retrying", "task_id", s.taskID, "err", err)
-			select {
-			case <-ctx.Done():
-				return true
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, reconnectMax)
 			continue
 		}
 		s.placed = true
+		s.size.observe(p)
 		s.expires = time.Time{}
 		if p.ttl != noExpiry {
 			// Measured once the reply is here: not before Redis's own
 			// expiry time.
 			s.expires = time.Now().Add(p.ttl)
 		}
-		for _, e := range events {
-			if !s.deliver(ctx, e) {
+		// Delivered page by page, each event as it is decoded: a
+		// page's bytes are about readBudget at most (see elementSize).
+		delivered := 0
+		over, err := p.each(func(e progress.Event) bool {
+			delivered++
+			return s.deliver(ctx, e)
+		})
+		if over {
+			return true
+		}
+		if err != nil {
+			// Garbage in the list: logged, and read again (from the
+			// cursor, past what was delivered) after the backoff.
+			if s.wait(ctx, &backoff, fmt.Errorf("redisbackend: read events of task %q: %w", s.taskID, err)) {
 				return true
 			}
-		}
-		if more && len(events) > 0 {
 			continue
 		}
-		return terminal
+		if p.more && delivered > 0 {
+			continue
+		}
+		return p.terminal
 	}
+}
+
+// wait logs that reading the event log failed with err and waits for the
+// backoff, which it doubles (up to reconnectMax). It reports whether ctx
+// ended first.
+func (s *subscription) wait(ctx context.Context, backoff *time.Duration, err error) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	s.b.log.Debug("flows: reading events failed; retrying", "task_id", s.taskID, "err", err)
+	select {
+	case <-ctx.Done():
+		return true
+	case <-time.After(*backoff):
+	}
+	*backoff = min(2**backoff, reconnectMax)
+	return false
 }
 
 // deliver sends e and moves the cursor. It returns false when the

@@ -57,6 +57,12 @@
 -- channel is a shard channel of the task's slot, so that Redis Cluster
 -- routes it to the node of the task's keys.
 --
+-- The task hash's field ebytes is the bytes of the events list's
+-- elements in all, written by the HSET that every call makes anyway: a
+-- reader sizes its pages by it (see readEvents and Subscribe in Go). A
+-- task recorded by an earlier version counts from its first call of this
+-- one.
+--
 -- The three keys of a task share one expiry time, kept in the task hash's
 -- field exp (Unix ms). An append that finds less than the retention left
 -- moves it to nine eighths of the retention from the server's clock;
@@ -69,7 +75,7 @@
 local retention = tonumber(ARGV[1])
 --@include lib/expiry.lua
 local function append(task, stepsKey, events, channel, a)
-  local cur = redis.call('HMGET', task, 'state', 'last', 'exp', 'akey')
+  local cur = redis.call('HMGET', task, 'state', 'last', 'exp', 'akey', 'ebytes')
   local state = cur[1]
   if not state then
     return redis.error_reply('NOTFOUND task not found')
@@ -89,6 +95,7 @@ local function append(task, stepsKey, events, channel, a)
   a = a + 1
   local n = redis.call('RPUSH', events, ARGV[a + 1])
   local created = n == 1
+  local size = #ARGV[a + 1]
   local last = string.format('%d-%d-%s', n, tonumber(ARGV[a]) - 1, ARGV[a + 2])
   redis.call('SPUBLISH', channel, prev .. ' ' .. last .. '\n' .. ARGV[a + 1])
   prev = last
@@ -100,7 +107,8 @@ local function append(task, stepsKey, events, channel, a)
   local exp, refresh = expiry(cur[3], tonumber(now))
   exp = string.format('%d', exp)
   local k = tonumber(ARGV[a + 4])
-  local set = {'state', state, 'last', prev, 'exp', exp, 'updated', now}
+  local ebytes = string.format('%d', (tonumber(cur[5]) or 0) + size)
+  local set = {'state', state, 'last', prev, 'exp', exp, 'updated', now, 'ebytes', ebytes}
   if key ~= '' then
     set[#set + 1], set[#set + 2] = 'akey', key
   end
