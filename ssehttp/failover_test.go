@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -158,41 +159,32 @@ func TestResumeAfterLossyFailover(t *testing.T) {
 	})
 }
 
-// failoverAfterEvents is a progress store on Redis whose subscriptions
-// start their first read only after the next Events call has read the
-// log and a failover that lost events has then happened: the narrowest
-// case of a failover during a resumption, between the stream's check of
-// the client's id (Events) and its subscription's first read.
-type failoverAfterEvents struct {
+// failoverAt is a progress store on Redis whose subscriptions, before
+// they deliver the event with id at (or before they start, when at is
+// ""), have a failover that lost events happen (once): a failover during
+// a resumption, at a point of the stream's fold of the task's events.
+type failoverAt struct {
 	*redisbackend.Backend
-	failover func() // the failover, after Events
-	done     chan struct{}
+	at       string
+	failover func()
 	once     sync.Once
 }
 
-func (s *failoverAfterEvents) Events(ctx context.Context, taskID, afterID string) ([]progress.Event, error) {
-	events, err := s.Backend.Events(ctx, taskID, afterID)
-	s.once.Do(func() {
-		s.failover()
-		close(s.done)
-	})
-	return events, err
-}
-
-func (s *failoverAfterEvents) Subscribe(ctx context.Context, taskID, afterID string) (<-chan progress.Event, error) {
+func (s *failoverAt) Subscribe(ctx context.Context, taskID, afterID string) (<-chan progress.Event, error) {
+	if s.at == "" {
+		s.once.Do(s.failover)
+	}
+	in, err := s.Backend.Subscribe(ctx, taskID, afterID)
+	if err != nil {
+		return nil, err
+	}
 	out := make(chan progress.Event)
 	go func() {
 		defer close(out)
-		select {
-		case <-s.done:
-		case <-ctx.Done():
-			return
-		}
-		in, err := s.Backend.Subscribe(ctx, taskID, afterID)
-		if err != nil {
-			return
-		}
 		for e := range in {
+			if e.ID == s.at {
+				s.once.Do(s.failover)
+			}
 			select {
 			case out <- e:
 			case <-ctx.Done():
@@ -203,66 +195,121 @@ func (s *failoverAfterEvents) Subscribe(ctx context.Context, taskID, afterID str
 }
 
 // TestResumeRacingLossyFailover: a failover that lost events the client
-// saw lands after the stream found the client's id in the log, and
-// before its subscription's first read. The stream has the snapshot at
-// that id; it must not fold the new log's events onto it (the steps
-// twice): it ends, and the client's reconnection gets the task from the
-// first event.
+// saw lands while the stream resumes. Once the stream's subscription has
+// delivered the client's id (the stream has the snapshot at that id), it
+// must not fold the new log's events onto it (the steps twice): it ends,
+// and the client's reconnection gets the task from the first event.
+// When it lands before the subscription's first read, the stream never
+// meets the client's id, nor the task's last event as it read it first,
+// and starts over from the first event: at the end of the task, or,
+// while the task goes on, once a heartbeat has passed (when it reads the
+// task's head again).
 func TestResumeRacingLossyFailover(t *testing.T) {
-	srv := redistest.Start(t)
-	const prefix = "race"
-	backend, reg, broker := redisBroker(t, srv, prefix)
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	step := func(msg string) progress.Event {
-		return progress.Event{Type: progress.EventStep, Step: &progress.StepResult{Type: progress.StepLog, Message: msg}}
-	}
-	id, err := broker.Enqueue(ctx, "poem_flow", json.RawMessage(`{}`), queue.EnqueueOptions{})
-	require.NoError(t, err)
-	for _, msg := range []string{"one", "two"} {
-		_, err := backend.Append(ctx, id, step(msg))
-		require.NoError(t, err)
-	}
-	promote := srv.KeepKeys(t, prefix+":{"+id+"}:task", prefix+":{"+id+"}:events", prefix+":{"+id+"}:steps")
-	// The client saw "lost too" and not "lost last", so that the stream
-	// reads the log (Events) to find its id. The append that takes the
-	// place of the lost one has one event: no event has the client's id
-	// after the failover, whatever the tags.
-	_, err = backend.Append(ctx, id, step("lost"), step("lost too"), step("lost last"))
-	require.NoError(t, err)
-	events, err := backend.Events(ctx, id, "")
-	require.NoError(t, err)
-	require.Len(t, events, 5)
-	lost := events[3].ID
-	store := &failoverAfterEvents{Backend: backend, done: make(chan struct{}), failover: func() {
-		promote()
-		_, err := backend.Append(ctx, id, step("three"))
-		assert.NoError(t, err)
-		_, err = backend.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: "done"})
-		assert.NoError(t, err)
-	}}
-	quiet := slog.New(slog.DiscardHandler)
-	server := httptest.NewServer(ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg, Logger: quiet}))
-	t.Cleanup(server.Close)
-
-	// resume reconnects with Last-Event-ID lastID and returns the steps of
-	// each snapshot the stream carries.
-	resume := func(lastID string) [][]string {
-		t.Helper()
-		status, snaps := resumeSnapshots(ctx, t, server.URL, id, lastID)
-		require.Equal(t, http.StatusOK, status)
-		var got [][]string
-		for _, snap := range snaps {
-			steps := []string{}
-			for _, st := range snap.Details.StepResults {
-				steps = append(steps, st.Message)
+	for _, tc := range []struct {
+		name string
+		// atLost has the failover land as the subscription delivers
+		// the client's id, else before it starts.
+		atLost bool
+		// running leaves the task running after the failover.
+		running bool
+	}{{"at the client's id", true, false}, {"before the first read", false, false}, {"before the first read, running", false, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			const prefix = "race"
+			backend, reg, broker := redisBroker(t, srv, prefix)
+			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+			defer cancel()
+			step := func(msg string) progress.Event {
+				return progress.Event{Type: progress.EventStep, Step: &progress.StepResult{Type: progress.StepLog, Message: msg}}
 			}
-			got = append(got, steps)
-		}
-		return got
+			id, err := broker.Enqueue(ctx, "poem_flow", json.RawMessage(`{}`), queue.EnqueueOptions{})
+			require.NoError(t, err)
+			for _, msg := range []string{"one", "two"} {
+				_, err := backend.Append(ctx, id, step(msg))
+				require.NoError(t, err)
+			}
+			end := func() {
+				_, err := backend.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Status: "done"})
+				assert.NoError(t, err)
+			}
+			promote := srv.KeepKeys(t, prefix+":{"+id+"}:task", prefix+":{"+id+"}:events", prefix+":{"+id+"}:steps")
+			// The client saw "lost too" and not "lost last", so that the
+			// stream folds the log to find its id. The append that takes
+			// the place of the lost one has one event: no event has the
+			// client's id after the failover, whatever the tags.
+			_, err = backend.Append(ctx, id, step("lost"), step("lost too"), step("lost last"))
+			require.NoError(t, err)
+			events, err := backend.Events(ctx, id, "")
+			require.NoError(t, err)
+			require.Len(t, events, 5)
+			lost := events[3].ID
+			store := &failoverAt{Backend: backend, failover: func() {
+				promote()
+				_, err := backend.Append(ctx, id, step("three"))
+				assert.NoError(t, err)
+				if !tc.running {
+					end()
+				}
+			}}
+			if tc.atLost {
+				store.at = lost
+			}
+			quiet := slog.New(slog.DiscardHandler)
+			server := httptest.NewServer(ssehttp.New(ssehttp.Config{Queue: broker, Progress: store, Registry: reg, Logger: quiet, Heartbeat: 10 * time.Millisecond}))
+			t.Cleanup(server.Close)
+
+			if tc.running {
+				w := watchAt(t, server.URL, id, lost, nil)
+				var got [][]string
+				for _, m := range w.messages(t, 3) {
+					got = append(got, stepsOf(snapshotOf(t, m)))
+				}
+				assert.Equal(t, [][]string{{"one"}, {"one", "two"}, {"one", "two", "three"}}, got,
+					"the task from the first event, while it goes on")
+				end()
+				rest := w.rest(t)
+				require.Len(t, rest, 1)
+				assert.Equal(t, progress.StateSuccess, snapshotOf(t, rest[0]).State)
+				return
+			}
+
+			// resume reconnects with Last-Event-ID lastID and returns the
+			// steps and the state of each snapshot the stream carries.
+			resume := func(lastID string) ([][]string, []progress.State) {
+				t.Helper()
+				status, snaps := resumeSnapshots(ctx, t, server.URL, id, lastID)
+				require.Equal(t, http.StatusOK, status)
+				var steps [][]string
+				var states []progress.State
+				for _, snap := range snaps {
+					steps = append(steps, stepsOf(snap))
+					states = append(states, snap.State)
+				}
+				return steps, states
+			}
+			fromFirst := []string{"one", "two", "three"}
+			got, states := resume(lost)
+			if tc.atLost {
+				for _, steps := range got {
+					assert.Equal(t, []string{"one", "two", "lost", "lost too", "lost last"}, steps,
+						"the lost log's last event at most: the new log's events are not folded onto the lost ones")
+				}
+				assert.NotContains(t, states, progress.StateSuccess, "the stream ends before the end")
+				got, states = resume(lost)
+			}
+			require.NotEmpty(t, got)
+			assert.Equal(t, fromFirst, got[len(got)-1], "the task from the first event")
+			assert.Equal(t, []string{"one"}, got[0], "from the first event")
+			assert.Equal(t, progress.StateSuccess, states[len(states)-1])
+		})
 	}
-	assert.Empty(t, resume(lost), "the stream ends without folding the new log's events onto the lost ones")
-	got := resume(lost)
-	require.NotEmpty(t, got)
-	assert.Equal(t, []string{"one", "two", "three"}, got[len(got)-1], "the reconnection: the task from the first event")
+}
+
+// stepsOf returns the messages of snap's steps.
+func stepsOf(snap progress.Snapshot) []string {
+	steps := []string{}
+	for _, st := range snap.Details.StepResults {
+		steps = append(steps, st.Message)
+	}
+	return steps
 }

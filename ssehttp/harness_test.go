@@ -326,7 +326,14 @@ func (e *env) openStatus(t *testing.T, id, header, query string) (*watch, int) {
 // openQuery is openStatus with the query given whole.
 func (e *env) openQuery(t *testing.T, id, header string, query url.Values) (*watch, int) {
 	t.Helper()
-	u := e.server.URL + "/task-status/" + id + "/"
+	return openWatch(t, e.client, e.server.URL, id, header, query)
+}
+
+// openWatch opens the event stream of task id at base with client, as
+// env.openQuery does.
+func openWatch(t *testing.T, client *http.Client, base, id, header string, query url.Values) (*watch, int) {
+	t.Helper()
+	u := base + "/task-status/" + id + "/"
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
@@ -337,7 +344,7 @@ func (e *env) openQuery(t *testing.T, id, header string, query url.Values) (*wat
 	if header != "" {
 		req.Header.Set("Last-Event-ID", header)
 	}
-	resp, err := e.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		cancel()
 		require.NoError(t, err)

@@ -10,7 +10,10 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"github.com/redis/rueidis"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -18,6 +21,8 @@ import (
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
+	"github.com/flowsrun/flows/queue/redisbackend"
+	"github.com/flowsrun/flows/registry"
 	"github.com/flowsrun/flows/ssehttp"
 )
 
@@ -26,18 +31,41 @@ import (
 // less the reply to the reset itself.
 func redisOutput(t *testing.T, srv *redistest.Server) int {
 	t.Helper()
-	info, err := srv.Do("INFO", "stats").ToString()
+	out, _ := redisCost(t, srv)
+	return out
+}
+
+// redisCost returns the bytes Redis has sent to its clients (as
+// redisOutput) and the commands it has run since the last call (INFO
+// commandstats, after CONFIG RESETSTAT), less the test's own reads of
+// them and the clients' PINGs.
+func redisCost(t *testing.T, srv *redistest.Server) (out, commands int) {
+	t.Helper()
+	stats, err := srv.Do("INFO", "stats").ToString()
+	require.NoError(t, err)
+	cmds, err := srv.Do("INFO", "commandstats").ToString()
 	require.NoError(t, err)
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-	for line := range strings.SplitSeq(info, "\r\n") {
+	out = -1
+	for line := range strings.SplitSeq(stats, "\r\n") {
 		if v, ok := strings.CutPrefix(line, "total_net_output_bytes:"); ok {
 			n, err := strconv.Atoi(v)
 			require.NoError(t, err)
-			return n - len("+OK\r\n")
+			out = n - len("+OK\r\n")
 		}
 	}
-	require.FailNow(t, "no total_net_output_bytes in INFO stats", info)
-	return 0
+	require.NotEqual(t, -1, out, "no total_net_output_bytes in INFO stats: %s", stats)
+	for line := range strings.SplitSeq(cmds, "\r\n") {
+		name, values, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") || name == "cmdstat_info" || name == "cmdstat_ping" || strings.HasPrefix(name, "cmdstat_config") {
+			continue
+		}
+		calls, _, _ := strings.Cut(strings.TrimPrefix(values, "calls="), ",")
+		n, err := strconv.Atoi(calls)
+		require.NoError(t, err, line)
+		commands += n
+	}
+	return out, commands
 }
 
 // TestResumeCostOnRedis checks that reconnecting to the event stream of a
@@ -139,6 +167,109 @@ func TestResumeCostOnRedis(t *testing.T) {
 			assert.Contains(t, body, "id: "+end+"\n")
 			assert.Contains(t, body, `"state":"SUCCESS"`)
 			assert.NotContains(t, body, "id: "+beforeEnd+"\n")
+		})
+	}
+}
+
+// tripCounter is a Redis client that counts the round trips made through
+// it: each Do and each DoMulti is one.
+type tripCounter struct {
+	rueidis.Client
+	trips atomic.Int64
+}
+
+func (c *tripCounter) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
+	c.trips.Add(1)
+	return c.Client.Do(ctx, cmd)
+}
+
+func (c *tripCounter) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
+	c.trips.Add(1)
+	return c.Client.DoMulti(ctx, cmds...)
+}
+
+// TestResumeReadsTheLogOnce: a client that resumes behind its task's last
+// event costs Redis the task's log once, from the first event (the
+// events up to its id are folded into the snapshot at that id as they
+// are read), not the whole log and then the part after the id again. A
+// log read in pages of about 4 MiB costs a little more than its bytes:
+// each page after the first starts with the element the page before
+// ended with (a quarter more for elements of 1 MiB at most). It measures
+// Redis's own output and commands, and the round trips of the handler's
+// client: the task's head, the subscription's check of the task, and
+// one per page. The tasks have ended: one of many small events, read in
+// one page, and one of a few large ones.
+func TestResumeReadsTheLogOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	quiet := slog.New(slog.DiscardHandler)
+	client := &tripCounter{Client: srv.Client(t)}
+	backend, err := redisbackend.New(client, redisbackend.Config{Logger: quiet})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, backend.Close()) })
+	reg := registry.New()
+	reg.MustRegister("poem_flow", noopFlow())
+	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: reg, Logger: quiet})
+	hs := httptest.NewServer(ssehttp.New(ssehttp.Config{Queue: broker, Progress: backend, Registry: reg, Logger: quiet}))
+	t.Cleanup(hs.Close)
+	ctx := t.Context()
+
+	// task returns a task of n tokens of size bytes, then a status, that
+	// has ended, and its events.
+	task := func(n, size int) (string, []progress.Event) {
+		id, err := broker.Enqueue(ctx, "poem_flow", json.RawMessage(`{}`), queue.EnqueueOptions{})
+		require.NoError(t, err)
+		chunk := strings.Repeat("x", size)
+		for range n {
+			_, err := backend.Append(ctx, id, progress.Event{Type: progress.EventToken, Token: chunk})
+			require.NoError(t, err)
+		}
+		_, err = backend.Append(ctx, id, progress.Event{Type: progress.EventStatus, Status: "Finishing"},
+			progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: json.RawMessage(`"done"`)})
+		require.NoError(t, err)
+		events, err := backend.Events(ctx, id, "")
+		require.NoError(t, err)
+		return id, events
+	}
+	for _, tc := range []struct {
+		name    string
+		n, size int
+		trips   int64 // the most round trips of a resume
+	}{
+		{"300 events of 4 KB", 300, 4000, 3},
+		{"6 events of 1 MiB", 6, 1 << 20, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, events := task(tc.n, tc.size)
+			// What reading the log costs: Events from the first.
+			redisOutput(t, srv)
+			_, err := backend.Events(ctx, id, "")
+			require.NoError(t, err)
+			logBytes := redisOutput(t, srv)
+			for _, at := range []struct {
+				name string
+				i    int
+			}{{"first", 0}, {"middle", len(events) / 2}, {"second to last", len(events) - 2}} {
+				name, i := at.name, at.i
+				rctx, cancel := context.WithTimeout(ctx, testTimeout)
+				req, err := http.NewRequestWithContext(rctx, http.MethodGet, hs.URL+"/task-status/"+id+"/", nil)
+				require.NoError(t, err)
+				req.Header.Set("Last-Event-ID", events[i].ID)
+				redisOutput(t, srv)
+				trips := client.trips.Load()
+				resp, err := http.DefaultClient.Do(req)
+				require.NoError(t, err)
+				body, err := io.ReadAll(resp.Body)
+				require.NoError(t, err)
+				require.NoError(t, resp.Body.Close())
+				cancel()
+				trips = client.trips.Load() - trips
+				out, commands := redisCost(t, srv)
+				t.Logf("resume after the %s event: %d round trips, %d commands, %d bytes of Redis output (the log: %d)", name, trips, commands, out, logBytes)
+				assert.Equal(t, http.StatusOK, resp.StatusCode)
+				assert.Equal(t, len(events)-i-1, strings.Count(string(body), "\nid: "), "messages after the %s event", name)
+				assert.Less(t, out, logBytes*13/10, "Redis output of a resume after the %s event: the log once", name)
+				assert.LessOrEqual(t, trips, tc.trips, "round trips of a resume after the %s event", name)
+			}
 		})
 	}
 }

@@ -211,14 +211,16 @@ type subscription struct {
 // whatever the task's size): when lastID is the last event of a task
 // that has ended, the client has seen everything and nothing is read or
 // watched (ended); when it is the last event of a task still going, the
-// snapshot at lastID is the current one. Otherwise the store tells where
-// lastID is in the log (Subscribe after lastID), and the snapshot at
-// lastID is the fold of the stored events up to the one with that id.
-// Since the log is append-only, that prefix never changes, so the two
-// reads need no common lock. When no stored event has the id (a
-// well-formed id the task never issued, or, on Redis, one of events that
-// a failover lost, whose ids are not those of the events that took their
-// place), the watch restarts from the first event.
+// snapshot at lastID is the current one. Otherwise the watch subscribes
+// from the first event, and folds the events the subscription delivers
+// up to the one with lastID into the snapshot at lastID, without sending
+// them; the rest of the same subscription is what the client missed.
+// The log is thus read once, as the store delivers it (on Redis, in
+// pages of about 4 MiB), never whole into memory. When no event up to
+// the task's last one (as read first) has the id (a well-formed id the
+// task never issued, or, on Redis, one of events that a failover lost,
+// whose ids are not those of the events that took their place), the
+// watch restarts from the first event.
 func (h *Handler) open(ctx context.Context, id, lastID string, info *queue.TaskInfo) (*subscription, error) {
 	if lastID != "" {
 		sub, err := h.resume(ctx, id, lastID, info)
@@ -265,11 +267,11 @@ func (h *Handler) resume(ctx context.Context, id, lastID string, info *queue.Tas
 	if lastID == last && state.Terminal() {
 		return &subscription{ended: true}, nil
 	}
-	var snap progress.Snapshot
-	atLast := false
 	if lastID == last {
 		// The client is up to date: the snapshot at lastID is the
 		// current one, unless an event came in the meantime.
+		var snap progress.Snapshot
+		atLast := false
 		if info != nil {
 			snap, atLast = info.Snapshot.Clone(), true
 		} else {
@@ -279,37 +281,97 @@ func (h *Handler) resume(ctx context.Context, id, lastID string, info *queue.Tas
 			}
 			snap, atLast = current, currentLast == lastID
 		}
-	}
-	subCtx, cancel := context.WithCancel(ctx)
-	events, err := h.cfg.Progress.Subscribe(subCtx, id, lastID)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	if atLast {
-		return &subscription{snap: snap, events: events, resumed: true, cancel: cancel}, nil
-	}
-	past, err := h.cfg.Progress.Events(ctx, id, "")
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	snap = progress.NewSnapshot()
-	for _, ev := range past {
-		snap.Apply(ev)
-		if ev.ID == lastID {
-			if snap.State.Terminal() {
-				// The end came since the head was read.
+		if atLast {
+			subCtx, cancel := context.WithCancel(ctx)
+			events, err := h.cfg.Progress.Subscribe(subCtx, id, lastID)
+			if err != nil {
 				cancel()
-				return &subscription{ended: true}, nil
+				return nil, err
 			}
 			return &subscription{snap: snap, events: events, resumed: true, cancel: cancel}, nil
 		}
 	}
-	// An id the task never issued: drop this subscription and start
-	// over from the first event.
-	cancel()
-	return nil, nil
+	if last == "" {
+		// No event yet: the task never issued lastID.
+		return nil, h.checkEventID(ctx, id, lastID)
+	}
+	return h.fold(ctx, id, lastID, last)
+}
+
+// fold opens the watch after lastID by a subscription from the first
+// event: the events up to the one with lastID are folded into the
+// snapshot at lastID, and the rest of the subscription is the watch.
+//
+// It returns neither a subscription nor an error when the task never
+// issued lastID, which it knows without waiting for more events of a
+// task still going: lastID, if the task issued it, comes before last
+// (the task's last event as read before) or is it, so the fold stops
+// when it meets last, or when its subscription ends first (the task
+// gone, or, on Redis, a log that a failover replaced while it was
+// read). A failover that lost last too, before the subscription's first
+// read, leaves a log where the fold meets neither: each time a heartbeat
+// passes while it folds, it reads the task's head again, and stops when
+// it has folded the task's last event.
+func (h *Handler) fold(ctx context.Context, id, lastID, last string) (*subscription, error) {
+	subCtx, cancel := context.WithCancel(ctx)
+	events, err := h.cfg.Progress.Subscribe(subCtx, id, "")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	check := time.NewTicker(h.cfg.Heartbeat)
+	defer check.Stop()
+	snap := progress.NewSnapshot()
+	folded := "" // the id of the last event folded
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				cancel()
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				return nil, h.checkEventID(ctx, id, lastID)
+			}
+			snap.Apply(ev)
+			folded = ev.ID
+			switch ev.ID {
+			case lastID:
+				if snap.State.Terminal() {
+					// The end came since the head was read.
+					cancel()
+					return &subscription{ended: true}, nil
+				}
+				return &subscription{snap: snap, events: events, resumed: true, cancel: cancel}, nil
+			case last:
+				cancel()
+				return nil, h.checkEventID(ctx, id, lastID)
+			}
+		case <-check.C:
+			_, now, err := h.cfg.Progress.Head(ctx, id)
+			if err != nil {
+				cancel()
+				return nil, err
+			}
+			if now == folded {
+				cancel()
+				return nil, h.checkEventID(ctx, id, lastID)
+			}
+		}
+	}
+}
+
+// checkEventID tells whether the store takes lastID, an id that the task
+// never issued, as one of its form: nil if so (the watch starts over from
+// the first event), ErrBadEventID if not. Only the store knows the form
+// of its ids, and it says so when it is given one to read after: a
+// Subscribe after lastID, which refuses a malformed id before it reads
+// anything, and is dropped at once.
+func (h *Handler) checkEventID(ctx context.Context, id, lastID string) error {
+	subCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, err := h.cfg.Progress.Subscribe(subCtx, id, lastID)
+	return err
 }
 
 // stream writes Server-Sent Events messages. Writes stay in the
