@@ -38,6 +38,13 @@ func SetHubHooks(b *Backend, overlap func(), resync func(channel string)) {
 	b.hub.onOverlap, b.hub.onResync = overlap, resync
 }
 
+// SetReplaceHook has b's pub/sub hub call begin as each replacement of a
+// connection begins, before the new connection is dialled: the old one
+// alone is subscribed. It must be called before b's first subscription.
+func SetReplaceHook(b *Backend, begin func()) {
+	b.hub.onReplace = begin
+}
+
 // SetCutStart makes every start of b taken in steps (on a Cluster
 // client, of a limited flow, and every re-queue) call cut between the
 // task's record and its queue entry, and stop there if cut returns an

@@ -56,10 +56,12 @@ type hub struct {
 	// connection (see deadChannels).
 	deadLimit int
 	deadAge   time.Duration
-	// onOverlap and onResync, set by tests only, are called during each
-	// replacement of a connection while the old one and the new one are
-	// both subscribed (see replace), and for each channel whose inboxes
-	// are told to resynchronise.
+	// onReplace, onOverlap and onResync, set by tests only, are called
+	// as each replacement of a connection begins (before the new one is
+	// dialled), during it while the old one and the new one are both
+	// subscribed (see replace), and for each channel whose inboxes are
+	// told to resynchronise.
+	onReplace func()
 	onOverlap func()
 	onResync  func(channel string)
 

@@ -61,6 +61,9 @@ func (l *link) replaceDue(c *conn) (due bool, wait time.Duration) {
 // connection holds resynchronise.
 func (l *link) replace(old *conn) *conn {
 	h := l.h
+	if h.onReplace != nil {
+		h.onReplace()
+	}
 	next, err := l.dial()
 	if err == nil {
 		h.mu.Lock()

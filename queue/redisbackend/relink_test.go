@@ -41,6 +41,13 @@ func eachProtocol(t *testing.T, test func(t *testing.T, srv *redistest.Server, o
 func leaveTask(ctx context.Context, t *testing.T, b *redisbackend.Backend) string {
 	t.Helper()
 	id := newTask().ID
+	leaveTaskID(ctx, t, b, id)
+	return id
+}
+
+// leaveTaskID is leaveTask for a task of b with the id given.
+func leaveTaskID(ctx context.Context, t *testing.T, b *redisbackend.Backend, id string) {
+	t.Helper()
 	require.NoError(t, b.Create(ctx, id))
 	_, err := b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
 	require.NoError(t, err)
@@ -50,7 +57,6 @@ func leaveTask(ctx context.Context, t *testing.T, b *redisbackend.Backend) strin
 	require.Len(t, collectN(t, ch, 1), 1)
 	leave()
 	collect(t, ch)
-	return id
 }
 
 // finishWatched ends task id and checks that watched, which had first

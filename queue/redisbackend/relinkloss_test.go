@@ -1,0 +1,201 @@
+package redisbackend_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/progress"
+	"github.com/flowsrun/flows/queue/redisbackend"
+)
+
+// TestReplacementWhoseOldConnectionFails: the old connection of a
+// replacement is killed before the new one has subscribed the channels
+// (a message published then reaches neither), or while both are
+// subscribed. The watcher of a task still
+// gets every event once, in order, that message included, with no
+// further message and no poll to tell it that it missed one: the hub has
+// it read the event log when the old connection may have missed
+// something.
+func TestReplacementWhoseOldConnectionFails(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		// overlap: the old connection fails while both are subscribed,
+		// rather than as the replacement begins.
+		overlap bool
+	}{
+		{name: "killed before the new connection subscribes"},
+		{name: "killed while both connections are subscribed", overlap: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			eachProtocol(t, func(t *testing.T, srv *redistest.Server, opt rueidis.ClientOption) {
+				// No poll: only the hub can have the watcher read the log.
+				b := newBackend(t, testClient(t, opt), redisbackend.Config{PollInterval: time.Hour, OpTimeout: 2 * time.Second})
+				direct := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: b.Prefix()})
+				ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+				defer cancel()
+				live := newTask().ID
+				const missed = "published while the old connection fails"
+
+				var oldID string // set before the replacement
+				var failed atomic.Bool
+				fail := func() {
+					if !failed.CompareAndSwap(false, true) {
+						return
+					}
+					assert.NoError(t, srv.Do("CLIENT", "KILL", "ID", oldID).Error())
+					_, err := direct.Append(ctx, live, progress.LogEvent(missed))
+					assert.NoError(t, err)
+				}
+				redisbackend.SetDeadChannels(b, 1, time.Hour)
+				if tc.overlap {
+					redisbackend.SetHubHooks(b, fail, nil)
+				} else {
+					redisbackend.SetReplaceHook(b, fail)
+				}
+
+				require.NoError(t, b.Create(ctx, live))
+				_, err := b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+				require.NoError(t, err)
+				watched, err := b.Subscribe(ctx, live, "")
+				require.NoError(t, err)
+				first := collectN(t, watched, 1)[0]
+				leaveTask(ctx, t, b)
+				subs := subscribedClients(t, srv)
+				require.Len(t, subs, 1)
+				oldID = subs[0]["id"]
+				leaveTask(ctx, t, b) // two dead channels, one watched: replaced
+				eventually(t, failed.Load, "the connection is replaced")
+
+				got := collectN(t, watched, 1)
+				assert.Equal(t, missed, got[0].Step.Message, "the event published while the old connection failed")
+				eventually(t, func() bool {
+					for _, cl := range clients(t, srv) {
+						if cl["id"] == oldID {
+							return false
+						}
+					}
+					return true
+				}, "the old connection is closed")
+
+				_, err = b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
+				require.NoError(t, err)
+				rest, err := drain(watched)
+				require.NoError(t, err)
+				want, err := b.Events(ctx, live, "")
+				require.NoError(t, err)
+				assert.Equal(t, ids(want), ids(append([]progress.Event{first, got[0]}, rest...)), "every event once, in order")
+			})
+		})
+	}
+}
+
+// taskOn returns the id of a new task whose slot the master at addr
+// serves, other than the slots in not.
+func taskOn(t *testing.T, c *redistest.Cluster, addr string, not ...int) string {
+	t.Helper()
+	for {
+		id := newTask().ID
+		if slotOwner(t, c, id).Addr != addr {
+			continue
+		}
+		slot, err := c.SlotOf(id)
+		require.NoError(t, err)
+		clash := false
+		for _, s := range not {
+			clash = clash || s == slot
+		}
+		if !clash {
+			return id
+		}
+	}
+}
+
+// TestClusterSlotMovesDuringReplacement moves the slot of a watched task
+// to another master while the connection of its master's link is being
+// replaced: as the replacement begins (Redis ends the channel's
+// subscription on the old connection, and the new one's SSUBSCRIBE gets
+// MOVED), or while the old and the new connection are both subscribed
+// (Redis ends it on both). An event appended right after the move
+// reaches the watcher, and the watcher gets every event once, in order.
+func TestClusterSlotMovesDuringReplacement(t *testing.T) {
+	t.Parallel()
+	c := redistest.StartCluster(t, redistest.ClusterOptions{})
+	for _, overlap := range []bool{false, true} {
+		name := "as the replacement begins"
+		if overlap {
+			name = "while both connections are subscribed"
+		}
+		t.Run(name, func(t *testing.T) {
+			b := newBackend(t, newClusterClient(t, c), redisbackend.Config{PollInterval: time.Hour})
+			ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)
+			defer cancel()
+			masters, err := c.Masters()
+			require.NoError(t, err)
+			from := masters[0]
+			to := otherMasters(t, c, from)[0]
+			live := taskOn(t, c, from.Addr)
+			liveSlot, err := c.SlotOf(live)
+			require.NoError(t, err)
+			const afterMove = "appended after the move"
+
+			var moved atomic.Bool
+			move := func() {
+				if !moved.CompareAndSwap(false, true) {
+					return
+				}
+				assert.NoError(t, c.MoveSlot(liveSlot, to.ID, func() {}))
+				_, err := b.Append(ctx, live, progress.LogEvent(afterMove))
+				assert.NoError(t, err)
+			}
+			redisbackend.SetDeadChannels(b, 1, time.Hour)
+			if overlap {
+				redisbackend.SetHubHooks(b, move, nil)
+			} else {
+				redisbackend.SetReplaceHook(b, move)
+			}
+
+			require.NoError(t, b.Create(ctx, live))
+			_, err = b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+			require.NoError(t, err)
+			watched, err := b.Subscribe(ctx, live, "")
+			require.NoError(t, err)
+			first := collectN(t, watched, 1)[0]
+			// Two dead channels on the live task's master, one watched:
+			// that master's connection alone is replaced.
+			for range 2 {
+				leaveTaskID(ctx, t, b, taskOn(t, c, from.Addr, liveSlot))
+			}
+			eventually(t, moved.Load, "the connection is replaced")
+
+			got := collectN(t, watched, 1)
+			assert.Equal(t, afterMove, got[0].Step.Message)
+			assert.Equal(t, to.ID, slotOwner(t, c, live).ID, "the task's slot moved")
+
+			_, err = b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
+			require.NoError(t, err)
+			rest, err := drain(watched)
+			require.NoError(t, err)
+			want, err := b.Events(ctx, live, "")
+			require.NoError(t, err)
+			assert.Equal(t, ids(want), ids(append([]progress.Event{first, got[0]}, rest...)), "every event once, in order")
+			eventually(t, func() bool {
+				n := 0
+				for _, cl := range nodeClients(t, from.Addr) {
+					if cl["ssub"] != "0" {
+						n++
+					}
+				}
+				return n <= 1
+			}, "one subscribed connection to the old master")
+		})
+	}
+}
