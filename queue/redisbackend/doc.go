@@ -391,7 +391,10 @@
 // Then a new connection subscribes the channels listened to, and the old
 // one is closed: nothing is missed, and a message published in between
 // arrives on both, which a subscription skips (a cancellation listener
-// may get an id twice).
+// may get an id twice). The old connection must answer a command sent
+// once the new one is subscribed, or the subscriptions read the event
+// log: it may have stopped delivering before (killed, or silent after a
+// network cut).
 //
 // # Starts taken in steps
 //

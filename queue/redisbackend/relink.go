@@ -1,7 +1,10 @@
 package redisbackend
 
 import (
+	"context"
 	"time"
+
+	"github.com/redis/rueidis"
 )
 
 // Bounds of the dead channels of a link's connection (see link): the
@@ -55,10 +58,10 @@ func (l *link) replaceDue(c *conn) (due bool, wait time.Duration) {
 // reaches the inboxes twice (a subscription skips the events at or
 // before its cursor; a cancellation is idempotent). The channels pending
 // are confirmed only once the new connection serves (its reconcile),
-// since a replacement that fails drops what it subscribed. If old ends
-// on its own meanwhile, messages may have been missed between its end
-// and the new subscriptions: the inboxes of the channels the new
-// connection holds resynchronise.
+// since a replacement that fails drops what it subscribed. If old may
+// have stopped delivering before the new subscriptions (see delivered),
+// messages may have been missed in between: the inboxes of the channels
+// the new connection holds resynchronise.
 func (l *link) replace(old *conn) *conn {
 	h := l.h
 	if h.onReplace != nil {
@@ -84,12 +87,7 @@ func (l *link) replace(old *conn) *conn {
 	if h.onOverlap != nil {
 		h.onOverlap()
 	}
-	var oldLost bool
-	select {
-	case <-old.closed:
-		oldLost = true
-	default:
-	}
+	oldLost := !l.delivered(old)
 	l.hangUp(old)
 	if oldLost {
 		h.mu.Lock()
@@ -101,4 +99,36 @@ func (l *link) replace(old *conn) *conn {
 		h.mu.Unlock()
 	}
 	return next
+}
+
+// delivered reports whether old has delivered every message published
+// on its channels before now, the new connection being subscribed: it
+// has not ended, and it answers a command sent now, whose reply comes
+// after those messages. The command is an SSUBSCRIBE of a channel old
+// holds, which changes nothing there and which Redis takes even while it
+// refuses PING (MISCONF); on RESP2, rueidis sends it on the connection
+// that holds the subscriptions, where a PING would go on another. A
+// connection that died without a word, which rueidis notices only once
+// its keep-alive fails, does not answer within the hub's opTimeout, and
+// one killed is noticed a moment after other connections carried on: the
+// closed signal alone would miss both.
+func (l *link) delivered(old *conn) bool {
+	select {
+	case <-old.closed:
+		return false
+	default:
+	}
+	probe := ""
+	for name := range old.subscribed {
+		probe = name
+		break
+	}
+	if probe == "" {
+		return true // nothing to miss
+	}
+	ctx, cancel := context.WithTimeout(l.h.ctx, l.h.opTimeout)
+	defer cancel()
+	err := old.dc.Do(ctx, old.dc.B().Ssubscribe().Channel(probe).Build()).Error()
+	_, isReply := rueidis.IsRedisErr(err) // MOVED, say: a reply all the same
+	return err == nil || isReply
 }

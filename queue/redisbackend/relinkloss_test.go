@@ -1,7 +1,10 @@
 package redisbackend_test
 
 import (
+	"bytes"
 	"context"
+	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,10 +18,94 @@ import (
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
 
+// muteProxy forwards TCP connections to a Redis server. mute makes the
+// connections that have carried an SSUBSCRIBE so far fall silent both
+// ways without closing them, as a connection does whose peer or network
+// went away without a word: its client takes it for up until its
+// keep-alive fails.
+type muteProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns []net.Conn
+	pairs []*mutePair
+	wg    sync.WaitGroup
+}
+
+// mutePair is the state of one forwarded connection.
+type mutePair struct {
+	subscribed, muted atomic.Bool
+}
+
+// newMuteProxy starts a proxy to srv, stopped when the test ends.
+func newMuteProxy(t *testing.T, srv *redistest.Server) *muteProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &muteProxy{ln: ln, target: srv.Addr()}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(func() { closeProxy(p.ln, &p.mu, &p.conns, &p.wg) })
+	return p
+}
+
+func (p *muteProxy) accept() {
+	defer p.wg.Done()
+	pairEach(p.ln, p.target, func(client, server net.Conn) {
+		pair := &mutePair{}
+		p.mu.Lock()
+		p.conns = append(p.conns, client, server)
+		p.pairs = append(p.pairs, pair)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.forward(client, server, pair, true)
+		go p.forward(server, client, pair, false)
+	})
+}
+
+// forward copies from to to, dropping what comes once pair is muted;
+// requests tells that from is the client.
+func (p *muteProxy) forward(from, to net.Conn, pair *mutePair, requests bool) {
+	defer p.wg.Done()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 && requests && bytes.Contains(buf[:n], []byte("SSUBSCRIBE")) {
+			pair.subscribed.Store(true)
+		}
+		if n > 0 && !pair.muted.Load() {
+			if _, werr := to.Write(buf[:n]); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			from.Close()
+			to.Close()
+			return
+		}
+	}
+}
+
+// mute silences the connections that have carried an SSUBSCRIBE, and
+// returns how many.
+func (p *muteProxy) mute() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, pair := range p.pairs {
+		if pair.subscribed.Load() {
+			pair.muted.Store(true)
+			n++
+		}
+	}
+	return n
+}
+
 // TestReplacementWhoseOldConnectionFails: the old connection of a
-// replacement is killed before the new one has subscribed the channels
-// (a message published then reaches neither), or while both are
-// subscribed. The watcher of a task still
+// replacement is killed, or falls silent, before the new one has
+// subscribed the channels (a message published then reaches neither),
+// or is killed while both are subscribed. The watcher of a task still
 // gets every event once, in order, that message included, with no
 // further message and no poll to tell it that it missed one: the hub has
 // it read the event log when the old connection may have missed
@@ -30,13 +117,18 @@ func TestReplacementWhoseOldConnectionFails(t *testing.T) {
 		// overlap: the old connection fails while both are subscribed,
 		// rather than as the replacement begins.
 		overlap bool
+		// mute: it falls silent rather than being killed.
+		mute bool
 	}{
 		{name: "killed before the new connection subscribes"},
 		{name: "killed while both connections are subscribed", overlap: true},
+		{name: "silent before the new connection subscribes", mute: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			eachProtocol(t, func(t *testing.T, srv *redistest.Server, opt rueidis.ClientOption) {
+				p := newMuteProxy(t, srv)
+				opt.InitAddress = []string{p.ln.Addr().String()}
 				// No poll: only the hub can have the watcher read the log.
 				b := newBackend(t, testClient(t, opt), redisbackend.Config{PollInterval: time.Hour, OpTimeout: 2 * time.Second})
 				direct := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: b.Prefix()})
@@ -51,7 +143,11 @@ func TestReplacementWhoseOldConnectionFails(t *testing.T) {
 					if !failed.CompareAndSwap(false, true) {
 						return
 					}
-					assert.NoError(t, srv.Do("CLIENT", "KILL", "ID", oldID).Error())
+					if tc.mute {
+						assert.Equal(t, 1, p.mute(), "connections muted")
+					} else {
+						assert.NoError(t, srv.Do("CLIENT", "KILL", "ID", oldID).Error())
+					}
 					_, err := direct.Append(ctx, live, progress.LogEvent(missed))
 					assert.NoError(t, err)
 				}
