@@ -295,3 +295,75 @@ func TestClusterSlotMovesDuringReplacement(t *testing.T) {
 		})
 	}
 }
+
+// TestReplacementWhileAWatcherJoinsAgain: a watcher joins again a
+// channel that the old connection holds dead, as a replacement begins
+// (the new connection subscribes it with the others) or while both
+// connections are subscribed (the new connection subscribes it once the
+// old one is closed), and an event is appended to its task then. The
+// watcher gets the task's backlog, that event and the later ones, each
+// once, in order.
+func TestReplacementWhileAWatcherJoinsAgain(t *testing.T) {
+	t.Parallel()
+	for _, overlap := range []bool{false, true} {
+		name := "as the replacement begins"
+		if overlap {
+			name = "while both connections are subscribed"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			b := newBackend(t, newClient(t, srv), redisbackend.Config{PollInterval: time.Hour})
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			const during = "appended as the watcher joins again"
+
+			var again string // the task whose channel is dead, set before the replacement
+			var joining, joined atomic.Bool
+			var rejoined <-chan progress.Event
+			join := func() {
+				if !joining.CompareAndSwap(false, true) {
+					return
+				}
+				defer joined.Store(true)
+				var err error
+				rejoined, err = b.Subscribe(ctx, again, "")
+				assert.NoError(t, err)
+				_, err = b.Append(ctx, again, progress.LogEvent(during))
+				assert.NoError(t, err)
+			}
+			redisbackend.SetDeadChannels(b, 1, time.Hour)
+			if overlap {
+				redisbackend.SetHubHooks(b, join, nil)
+			} else {
+				redisbackend.SetReplaceHook(b, join)
+			}
+
+			live := newTask().ID
+			require.NoError(t, b.Create(ctx, live))
+			_, err := b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+			require.NoError(t, err)
+			watched, err := b.Subscribe(ctx, live, "")
+			require.NoError(t, err)
+			collectN(t, watched, 1)
+			again = leaveTask(ctx, t, b)
+			leaveTask(ctx, t, b) // two dead channels, one watched: replaced
+			eventually(t, joined.Load, "the connection is replaced")
+			require.NotNil(t, rejoined)
+
+			got := collectN(t, rejoined, 2)
+			assert.Equal(t, during, got[1].Step.Message)
+			_, err = b.Append(ctx, again, progress.LogEvent("after the replacement"))
+			require.NoError(t, err)
+			got = append(got, collectN(t, rejoined, 1)...)
+			assert.Equal(t, "after the replacement", got[2].Step.Message, "a live event after the replacement")
+			_, err = b.Append(ctx, again, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
+			require.NoError(t, err)
+			rest, err := drain(rejoined)
+			require.NoError(t, err)
+			want, err := b.Events(ctx, again, "")
+			require.NoError(t, err)
+			assert.Equal(t, ids(want), ids(append(got, rest...)), "every event once, in order")
+		})
+	}
+}
