@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/internal/redisproc"
 	"github.com/flowsrun/flows/internal/redistest"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -220,17 +221,23 @@ func taskOn(t *testing.T, c *redistest.Cluster, addr string, not ...int) string 
 // replaced: as the replacement begins (Redis ends the channel's
 // subscription on the old connection, and the new one's SSUBSCRIBE gets
 // MOVED), or while the old and the new connection are both subscribed
-// (Redis ends it on both). An event appended right after the move
-// reaches the watcher, and the watcher gets every event once, in order.
+// (Redis ends it on both), or once the old connection was killed as the
+// replacement begins (Redis has no subscription to end: the new
+// connection's SSUBSCRIBE gets MOVED). An event appended right after the
+// move reaches the watcher, and the watcher gets every event once, in
+// order.
 func TestClusterSlotMovesDuringReplacement(t *testing.T) {
 	t.Parallel()
 	c := redistest.StartCluster(t, redistest.ClusterOptions{})
-	for _, overlap := range []bool{false, true} {
-		name := "as the replacement begins"
-		if overlap {
-			name = "while both connections are subscribed"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		overlap, kill bool
+	}{
+		{name: "as the replacement begins"},
+		{name: "while both connections are subscribed", overlap: true},
+		{name: "once the old connection is killed", kill: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			b := newBackend(t, newClusterClient(t, c), redisbackend.Config{PollInterval: time.Hour})
 			ctx, cancel := context.WithTimeout(context.Background(), 3*waitLimit)
 			defer cancel()
@@ -243,17 +250,23 @@ func TestClusterSlotMovesDuringReplacement(t *testing.T) {
 			require.NoError(t, err)
 			const afterMove = "appended after the move"
 
-			var moved atomic.Bool
+			var oldID string // set before the replacement
+			var moving, moved atomic.Bool
 			move := func() {
-				if !moved.CompareAndSwap(false, true) {
+				if !moving.CompareAndSwap(false, true) {
 					return
+				}
+				defer moved.Store(true)
+				if tc.kill {
+					_, err := redisproc.Do(from.Addr, "CLIENT", "KILL", "ID", oldID)
+					assert.NoError(t, err)
 				}
 				assert.NoError(t, c.MoveSlot(liveSlot, to.ID, func() {}))
 				_, err := b.Append(ctx, live, progress.LogEvent(afterMove))
 				assert.NoError(t, err)
 			}
 			redisbackend.SetDeadChannels(b, 1, time.Hour)
-			if overlap {
+			if tc.overlap {
 				redisbackend.SetHubHooks(b, move, nil)
 			} else {
 				redisbackend.SetReplaceHook(b, move)
@@ -267,9 +280,14 @@ func TestClusterSlotMovesDuringReplacement(t *testing.T) {
 			first := collectN(t, watched, 1)[0]
 			// Two dead channels on the live task's master, one watched:
 			// that master's connection alone is replaced.
-			for range 2 {
-				leaveTaskID(ctx, t, b, taskOn(t, c, from.Addr, liveSlot))
+			leaveTaskID(ctx, t, b, taskOn(t, c, from.Addr, liveSlot))
+			for _, cl := range nodeClients(t, from.Addr) {
+				if cl["ssub"] != "0" {
+					require.Empty(t, oldID, "one subscribed connection to the master")
+					oldID = cl["id"]
+				}
 			}
+			leaveTaskID(ctx, t, b, taskOn(t, c, from.Addr, liveSlot))
 			eventually(t, moved.Load, "the connection is replaced")
 
 			got := collectN(t, watched, 1)
