@@ -63,13 +63,20 @@ func leaveTaskID(ctx context.Context, t *testing.T, b *redisbackend.Backend, id 
 // from its backlog, delivered every event of the task once, in order.
 func finishWatched(ctx context.Context, t *testing.T, b *redisbackend.Backend, id string, first progress.Event, watched <-chan progress.Event) {
 	t.Helper()
+	finishAfter(ctx, t, b, id, watched, first)
+}
+
+// finishAfter ends task id and checks that watched, which delivered got
+// so far, delivered every event of the task once, in order.
+func finishAfter(ctx context.Context, t *testing.T, b *redisbackend.Backend, id string, watched <-chan progress.Event, got ...progress.Event) {
+	t.Helper()
 	_, err := b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
 	require.NoError(t, err)
 	rest, err := drain(watched)
 	require.NoError(t, err)
 	want, err := b.Events(ctx, id, "")
 	require.NoError(t, err)
-	assert.Equal(t, ids(want), ids(append([]progress.Event{first}, rest...)),
+	assert.Equal(t, ids(want), ids(append(got, rest...)),
 		"task %s: every event once, in order", id)
 }
 

@@ -103,6 +103,31 @@ func (p *muteProxy) mute() int {
 	return n
 }
 
+// hookReplacement has b replace its pub/sub connection once it holds
+// more dead channels than one and than those watched, and call hook as
+// each replacement begins or, with overlap, while the old and the new
+// connection are both subscribed.
+func hookReplacement(b *redisbackend.Backend, overlap bool, hook func()) {
+	redisbackend.SetDeadChannels(b, 1, time.Hour)
+	if overlap {
+		redisbackend.SetHubHooks(b, hook, nil)
+	} else {
+		redisbackend.SetReplaceHook(b, hook)
+	}
+}
+
+// watchTask creates task id of b with one event, subscribes to it, and
+// returns that event, read from the backlog, and the subscription.
+func watchTask(ctx context.Context, t *testing.T, b *redisbackend.Backend, id string) (progress.Event, <-chan progress.Event) {
+	t.Helper()
+	require.NoError(t, b.Create(ctx, id))
+	_, err := b.Append(ctx, id, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
+	require.NoError(t, err)
+	watched, err := b.Subscribe(ctx, id, "")
+	require.NoError(t, err)
+	return collectN(t, watched, 1)[0], watched
+}
+
 // TestReplacementWhoseOldConnectionFails: the old connection of a
 // replacement is killed, or falls silent, before the new one has
 // subscribed the channels (a message published then reaches neither),
@@ -152,19 +177,9 @@ func TestReplacementWhoseOldConnectionFails(t *testing.T) {
 					_, err := direct.Append(ctx, live, progress.LogEvent(missed))
 					assert.NoError(t, err)
 				}
-				redisbackend.SetDeadChannels(b, 1, time.Hour)
-				if tc.overlap {
-					redisbackend.SetHubHooks(b, fail, nil)
-				} else {
-					redisbackend.SetReplaceHook(b, fail)
-				}
+				hookReplacement(b, tc.overlap, fail)
 
-				require.NoError(t, b.Create(ctx, live))
-				_, err := b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
-				require.NoError(t, err)
-				watched, err := b.Subscribe(ctx, live, "")
-				require.NoError(t, err)
-				first := collectN(t, watched, 1)[0]
+				first, watched := watchTask(ctx, t, b, live)
 				leaveTask(ctx, t, b)
 				subs := subscribedClients(t, srv)
 				require.Len(t, subs, 1)
@@ -182,14 +197,7 @@ func TestReplacementWhoseOldConnectionFails(t *testing.T) {
 					}
 					return true
 				}, "the old connection is closed")
-
-				_, err = b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
-				require.NoError(t, err)
-				rest, err := drain(watched)
-				require.NoError(t, err)
-				want, err := b.Events(ctx, live, "")
-				require.NoError(t, err)
-				assert.Equal(t, ids(want), ids(append([]progress.Event{first, got[0]}, rest...)), "every event once, in order")
+				finishAfter(ctx, t, b, live, watched, first, got[0])
 			})
 		})
 	}
@@ -265,19 +273,9 @@ func TestClusterSlotMovesDuringReplacement(t *testing.T) {
 				_, err := b.Append(ctx, live, progress.LogEvent(afterMove))
 				assert.NoError(t, err)
 			}
-			redisbackend.SetDeadChannels(b, 1, time.Hour)
-			if tc.overlap {
-				redisbackend.SetHubHooks(b, move, nil)
-			} else {
-				redisbackend.SetReplaceHook(b, move)
-			}
+			hookReplacement(b, tc.overlap, move)
 
-			require.NoError(t, b.Create(ctx, live))
-			_, err = b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
-			require.NoError(t, err)
-			watched, err := b.Subscribe(ctx, live, "")
-			require.NoError(t, err)
-			first := collectN(t, watched, 1)[0]
+			first, watched := watchTask(ctx, t, b, live)
 			// Two dead channels on the live task's master, one watched:
 			// that master's connection alone is replaced.
 			leaveTaskID(ctx, t, b, taskOn(t, c, from.Addr, liveSlot))
@@ -293,14 +291,7 @@ func TestClusterSlotMovesDuringReplacement(t *testing.T) {
 			got := collectN(t, watched, 1)
 			assert.Equal(t, afterMove, got[0].Step.Message)
 			assert.Equal(t, to.ID, slotOwner(t, c, live).ID, "the task's slot moved")
-
-			_, err = b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
-			require.NoError(t, err)
-			rest, err := drain(watched)
-			require.NoError(t, err)
-			want, err := b.Events(ctx, live, "")
-			require.NoError(t, err)
-			assert.Equal(t, ids(want), ids(append([]progress.Event{first, got[0]}, rest...)), "every event once, in order")
+			finishAfter(ctx, t, b, live, watched, first, got[0])
 			eventually(t, func() bool {
 				n := 0
 				for _, cl := range nodeClients(t, from.Addr) {
@@ -323,12 +314,14 @@ func TestClusterSlotMovesDuringReplacement(t *testing.T) {
 // once, in order.
 func TestReplacementWhileAWatcherJoinsAgain(t *testing.T) {
 	t.Parallel()
-	for _, overlap := range []bool{false, true} {
-		name := "as the replacement begins"
-		if overlap {
-			name = "while both connections are subscribed"
-		}
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		overlap bool
+	}{
+		{name: "as the replacement begins"},
+		{name: "while both connections are subscribed", overlap: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			srv := redistest.Start(t)
 			b := newBackend(t, newClient(t, srv), redisbackend.Config{PollInterval: time.Hour})
@@ -350,20 +343,9 @@ func TestReplacementWhileAWatcherJoinsAgain(t *testing.T) {
 				_, err = b.Append(ctx, again, progress.LogEvent(during))
 				assert.NoError(t, err)
 			}
-			redisbackend.SetDeadChannels(b, 1, time.Hour)
-			if overlap {
-				redisbackend.SetHubHooks(b, join, nil)
-			} else {
-				redisbackend.SetReplaceHook(b, join)
-			}
+			hookReplacement(b, tc.overlap, join)
 
-			live := newTask().ID
-			require.NoError(t, b.Create(ctx, live))
-			_, err := b.Append(ctx, live, progress.Event{Type: progress.EventState, State: progress.StateProgress, Status: "Started"})
-			require.NoError(t, err)
-			watched, err := b.Subscribe(ctx, live, "")
-			require.NoError(t, err)
-			collectN(t, watched, 1)
+			watchTask(ctx, t, b, newTask().ID)
 			again = leaveTask(ctx, t, b)
 			leaveTask(ctx, t, b) // two dead channels, one watched: replaced
 			eventually(t, joined.Load, "the connection is replaced")
@@ -371,17 +353,11 @@ func TestReplacementWhileAWatcherJoinsAgain(t *testing.T) {
 
 			got := collectN(t, rejoined, 2)
 			assert.Equal(t, during, got[1].Step.Message)
-			_, err = b.Append(ctx, again, progress.LogEvent("after the replacement"))
+			_, err := b.Append(ctx, again, progress.LogEvent("after the replacement"))
 			require.NoError(t, err)
 			got = append(got, collectN(t, rejoined, 1)...)
 			assert.Equal(t, "after the replacement", got[2].Step.Message, "a live event after the replacement")
-			_, err = b.Append(ctx, again, progress.Event{Type: progress.EventState, State: progress.StateSuccess, Result: []byte(`"ok"`)})
-			require.NoError(t, err)
-			rest, err := drain(rejoined)
-			require.NoError(t, err)
-			want, err := b.Events(ctx, again, "")
-			require.NoError(t, err)
-			assert.Equal(t, ids(want), ids(append(got, rest...)), "every event once, in order")
+			finishAfter(ctx, t, b, again, rejoined, got...)
 		})
 	}
 }
