@@ -76,6 +76,9 @@ func TestSubscribersShareOneConnection(t *testing.T) {
 	<-ch
 	stopWarm()
 	collect(t, ch)
+	// Its channel goes with a replacement of the pub/sub connection:
+	// count once the old one is closed, not while both are open.
+	eventually(t, func() bool { return len(subscribedClients(t, srv)) == 0 }, "the warm-up's channel left")
 	before := len(clients(t, srv))
 
 	results := subscribeEach(ctx, t, b, ids, perTask)
