@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
@@ -206,6 +207,98 @@ func TestCatchUpReadsLargeLogsInBoundedReplies(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, collect(t, ch), 301)
 	assert.Equal(t, int64(2), client.trips.Load()-before, "round trips of a subscription to 300 small events")
+}
+
+// TestCatchUpChecksTheLogBetweenPages: each page of a catch-up after the
+// first reads again the element the page before ended with, though the
+// subscription delivered all its events: the read checks that element's
+// tag, and that check is what tells a log replaced between two pages
+// (a failover that lost the page's last elements, and appends that took
+// their places) from the same log grown. A page that started after that
+// element instead would read only the new log's elements, and deliver
+// them as if they followed the lost ones. Here the log is replaced while
+// the subscription delivers its first page (of three elements of about
+// 1 MiB, as many as redisbackend.ReadBudget holds): it delivers that
+// page, then ends, without an event of the new log.
+func TestCatchUpChecksTheLogBetweenPages(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	const prefix = "pages"
+	b := newBackend(t, newClient(t, srv), redisbackend.Config{Prefix: prefix, PollInterval: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+
+	const perEvent = 350 << 10 // three make an element of about 1 MiB
+	id := newTask().ID
+	require.NoError(t, b.Create(ctx, id))
+	appendElement := func(name string) string {
+		t.Helper()
+		events := make([]progress.Event, 3)
+		for i := range events {
+			s := fmt.Sprintf("%s %d:", name, i)
+			events[i] = status(s + strings.Repeat("x", perEvent-len(s)))
+		}
+		last, err := b.Append(ctx, id, events...)
+		require.NoError(t, err)
+		return last
+	}
+	tags := map[string]string{} // the tag of each element of the old log, by its n
+	tagOf := func(last string) (n, tag string) {
+		parts := strings.Split(last, "-")
+		require.Len(t, parts, 3, last)
+		return parts[0], parts[2]
+	}
+	n, tag := tagOf(appendElement("old 1"))
+	tags[n] = tag
+	promote := replicaOf(t, srv, prefix, id) // the replica has element 1
+	for i := 2; i <= 8; i++ {
+		n, tag := tagOf(appendElement(fmt.Sprintf("old %d", i)))
+		tags[n] = tag
+	}
+
+	ch, err := b.Subscribe(ctx, id, "")
+	require.NoError(t, err)
+	next := func() (progress.Event, bool) {
+		t.Helper()
+		select {
+		case e, ok := <-ch:
+			return e, ok
+		case <-ctx.Done():
+			require.FailNow(t, "the subscription neither delivered nor ended")
+			return progress.Event{}, false
+		}
+	}
+	first, ok := next()
+	require.True(t, ok)
+	require.True(t, strings.HasPrefix(first.Status, "old 1 0:"), first.Status[:10])
+	// The first page is read (its first event came from it); the log is
+	// replaced while it is delivered.
+	promote()
+	for i := 2; i <= 10; i++ {
+		n, tag := tagOf(appendElement(fmt.Sprintf("new %d", i)))
+		if tags[n] == tag {
+			t.Skipf("element %s of the new log has the tag of the old one's, as once in 36^4", n)
+		}
+	}
+	_, err = b.Append(ctx, id, success("done"))
+	require.NoError(t, err)
+
+	got := []string{first.Status[:len("old 1 0")]}
+	for {
+		e, ok := next()
+		if !ok {
+			break
+		}
+		got = append(got, e.Status[:min(len(e.Status), len("old 1 0"))])
+	}
+	var want []string
+	for i := 1; len(want) < len(got) || len(want)%3 != 0; i++ {
+		for k := range 3 {
+			want = append(want, fmt.Sprintf("old %d %d", i, k))
+		}
+	}
+	assert.Equal(t, want, got, "the old log's first page, whole elements, then the end: no event of the new log")
+	assert.GreaterOrEqual(t, len(got), 6, "the first page held two elements at least (the second was lost)")
 }
 
 // BenchmarkReadEvents reads a task's whole log, with Events and with a

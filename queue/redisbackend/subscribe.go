@@ -308,6 +308,16 @@ var errGap = errors.New("gap before the live message")
 // the subscriber may have read from this Redis just before a failover
 // that lands before this first read (placed is not set yet); it is then
 // logged at Debug only, since the subscription delivered nothing.
+//
+// So each page after the first reads again the element the page before
+// ended with, though its events were all delivered: that element's tag
+// is what tells a log replaced between the two reads (a failover that
+// lost it, then appends that took its place and the ones after) from
+// the same log grown. A page from the next element would find only the
+// new log's elements, and deliver them as if they followed the lost ones
+// (TestCatchUpChecksTheLogBetweenPages). No cheaper read tells it: Redis
+// has no command that returns less of a list element than all of it,
+// and an element holds no tag of the one before.
 func (s *subscription) catchUp(ctx context.Context) bool {
 	backoff := reconnectMin
 	for {
