@@ -46,7 +46,7 @@ type link struct {
 }
 
 // conn is one connection of a link. Its goroutine (the link's run)
-// alone reads and writes subscribed and dead.
+// alone reads and writes the fields before lost.
 type conn struct {
 	dc      rueidis.DedicatedClient
 	release func()
@@ -59,8 +59,13 @@ type conn struct {
 	dead       map[string]struct{}
 	deadSince  time.Time
 	// retryAt is, after a replacement of the connection failed, when
-	// another may be tried.
-	retryAt time.Time
+	// another may be tried. failures counts the replacements that failed
+	// in a row, since failingSince; warnedAt is when one was last logged
+	// as a warning (see replaceFailed).
+	retryAt      time.Time
+	failures     int
+	failingSince time.Time
+	warnedAt     time.Time
 
 	// Guarded by h.mu: lost are channels Redis unsubscribed unasked
 	// (their slot moved to another node); hungUp is set once the link
