@@ -94,6 +94,7 @@
 -- task let through being leased (a rate's window moves on, a task of a
 -- gate falls due, or more may move at once: 0), -1 for never.
 --@include lib/clock.lua
+--@include lib/wake.lua
 local stream, starting, delayed, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local group, most = ARGV[1], tonumber(ARGV[2])
 
@@ -168,7 +169,7 @@ local function drain(gate, slots)
       later = true
     end
   end
-  if later then redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1') end
+  if later then wakeFetchers(wake) end
   if #ids / 2 == most then soonest(0) end -- more may move at once
   return #ids / 2
 end

@@ -18,6 +18,7 @@
 -- Returns the number of leases moved; one command when none has lapsed.
 -- It uses clock (lib/clock.lua).
 --@include lib/token.lua
+--@include lib/wake.lua
 local function adoptLapsed(oldLeases, oldHolders, leases, wake, limit)
   local lapsed = redis.call('ZRANGEBYSCORE', oldLeases, '-inf', clock, 'WITHSCORES', 'LIMIT', 0, limit)
   if #lapsed == 0 then return 0 end
@@ -31,6 +32,6 @@ local function adoptLapsed(oldLeases, oldHolders, leases, wake, limit)
   redis.call('ZREM', oldLeases, unpack(ids))
   redis.call('HDEL', oldHolders, unpack(ids))
   redis.call('ZADD', leases, unpack(members))
-  redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
+  wakeFetchers(wake)
   return #ids
 end

@@ -15,12 +15,14 @@
 -- of the lost worker finds its lease no longer held. mark returns the
 -- token. The caller removes the token it replaces, if any.
 --
--- wake adds an entry to the wake stream (XADD MAXLEN 1) when mark marked
--- any, so that the waiting fetchers look at once, and returns marked.
+-- wake adds an entry to the wake stream (wakeFetchers, lib/wake.lua)
+-- when mark marked any, so that the waiting fetchers look at once, and
+-- returns marked.
 --
 -- It uses clock (lib/clock.lua).
 --@include lib/lost.lua
 --@include lib/token.lua
+--@include lib/wake.lua
 local function lostMarks(leases, wake)
   local marks = {marked = 0}
   function marks.mark(entry, holder)
@@ -31,7 +33,7 @@ local function lostMarks(leases, wake)
   end
   function marks.wake()
     if marks.marked > 0 then
-      redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
+      wakeFetchers(wake)
     end
     return marks.marked
   end

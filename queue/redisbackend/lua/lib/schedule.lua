@@ -5,6 +5,7 @@
 -- the fetchers waiting on it look again in time. With gate (the gate set
 -- of a limited flow, see admit.lua), the task waits in it for a slot
 -- instead, scored by its due time.
+--@include lib/wake.lua
 local function schedule(stream, delayed, wake, id, due, now, wakeWithin, gate)
   if gate then
     redis.call('ZADD', gate, due, id)
@@ -15,7 +16,7 @@ local function schedule(stream, delayed, wake, id, due, now, wakeWithin, gate)
   else
     redis.call('ZADD', delayed, due, id)
     if due - now < wakeWithin then
-      redis.call('XADD', wake, 'MAXLEN', '1', '*', 'w', '1')
+      wakeFetchers(wake)
     end
   end
 end
