@@ -158,11 +158,16 @@ func (h *Handler) trusted(addr netip.Addr) bool {
 	return false
 }
 
-// tooMany answers 429 with a Retry-After of wait, rounded up to whole
-// seconds (at least one).
+// tooMany answers 429 with a Retry-After of wait (see setRetryAfter).
 func tooMany(w http.ResponseWriter, wait time.Duration, msg string) {
-	w.Header().Set("Retry-After", strconv.FormatInt(int64(max((wait+time.Second-1)/time.Second, 1)), 10))
+	setRetryAfter(w, wait)
 	writeError(w, http.StatusTooManyRequests, msg)
+}
+
+// setRetryAfter sets the Retry-After header of the answer to wait,
+// rounded up to whole seconds (at least one).
+func setRetryAfter(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.FormatInt(int64(max((wait+time.Second-1)/time.Second, 1)), 10))
 }
 
 // callerLimited answers err when it is a refusal by a caller limit of the
@@ -212,16 +217,22 @@ func (s *streamSlots) release(caller string) {
 }
 
 // streamSlot takes a stream slot of the caller of r for the stream's life
-// when Config.MaxStreamsPerCaller is set, and answers 429 when the caller
-// has none left. It returns the release to defer, or false when the
-// request was answered.
+// when Config.MaxStreamsPerCaller is set. It returns the release to
+// defer, or false when the caller has no slot left: the request is then
+// answered as retryStream does, with a Retry-After header of Config.Retry
+// besides (the one sign in the headers that this is no stream). An
+// EventSource takes a 429 as final, so a page one stream over its
+// caller's cap would lose its live view for good; this answer it follows,
+// and reconnects after the delay with its Last-Event-ID, until another
+// of the caller's streams has closed. The refused request takes no slot.
 func (h *Handler) streamSlot(w http.ResponseWriter, r *http.Request, p Principal) (func(), bool) {
 	if h.cfg.MaxStreamsPerCaller <= 0 {
 		return func() {}, true
 	}
 	caller := h.callerName(r, p)
 	if !h.streams.take(caller, h.cfg.MaxStreamsPerCaller) {
-		tooMany(w, h.cfg.Retry, "too many streams open; close one first")
+		setRetryAfter(w, h.cfg.Retry)
+		h.retryStream(w, r, "too many open streams for this caller")
 		return nil, false
 	}
 	return func() { h.streams.release(caller) }, true

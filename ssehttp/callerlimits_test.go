@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/flowsrun/flows/internal/sse"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/ssehttp"
 )
@@ -107,29 +108,99 @@ func TestCallerLimits(t *testing.T) {
 			require.Equal(t, http.StatusOK, first.status)
 			second := openStream(t, base, id, "gina")
 			require.Equal(t, http.StatusOK, second.status)
-			third := openStream(t, base, id, "gina")
-			assert.Equal(t, http.StatusTooManyRequests, third.status)
-			assert.Equal(t, "3", third.header.Get("Retry-After"))
-			third.close()
+
+			// Over the cap, in both modes and for HEAD: an event stream
+			// that holds only why and when to come back, then ends, which
+			// an EventSource follows where a 429 would close it for good.
+			for _, mode := range []string{"", "?mode=updates"} {
+				for _, method := range []string{http.MethodGet, http.MethodHead} {
+					third := peekStream(t, method, base+"/task-status/"+id+"/"+mode, "gina")
+					assert.Equal(t, http.StatusOK, third.status, "%s %q", method, mode)
+					assert.Equal(t, "text/event-stream", third.contentType, "%s %q", method, mode)
+					assert.Equal(t, "3", third.header.Get("Retry-After"), "%s %q: Config.Retry, for clients that read headers", method, mode)
+					if method == http.MethodHead {
+						assert.Empty(t, third.messages, "HEAD %q: no body", mode)
+						continue
+					}
+					require.Len(t, third.messages, 1, "%q: only the hint: %+v", mode, third.messages)
+					assert.Equal(t, "3000", third.messages[0].Retry, "%q", mode)
+					assert.Equal(t, []string{"too many open streams for this caller, reconnect in 3s"}, third.messages[0].Comments, "%q", mode)
+					assert.False(t, third.hasData() || third.messages[0].HasID, "%q: nothing an EventSource dispatches, and its Last-Event-ID stays", mode)
+				}
+			}
 			op := openStream(t, base, id, "op")
 			assert.Equal(t, http.StatusOK, op.status, "another caller has streams of its own")
 			op.close()
 
+			// The refusals held no place: once one of gina's streams
+			// closes, she reconnects, as an EventSource does after each
+			// hint, until she gets a real stream; and then she is at her
+			// cap again.
 			first.close()
+			for _, mode := range []string{"", "?mode=updates"} {
+				deadline := time.Now().Add(testTimeout)
+				for {
+					again := peekStream(t, http.MethodGet, base+"/task-status/"+id+"/"+mode, "gina")
+					require.Equal(t, http.StatusOK, again.status, "%q: %+v", mode, again)
+					if again.hasData() {
+						assert.Empty(t, again.header.Get("Retry-After"), "%q: a real stream", mode)
+						break
+					}
+					require.NotEmpty(t, again.header.Get("Retry-After"), "%q: %+v", mode, again)
+					require.True(t, time.Now().Before(deadline), "%q: a closed stream's place was never freed", mode)
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
 			deadline := time.Now().Add(testTimeout)
 			for {
-				again := openStream(t, base, id, "gina")
-				again.close()
-				if again.status == http.StatusOK {
-					break
+				third := openStream(t, base, id, "gina")
+				require.Equal(t, http.StatusOK, third.status)
+				if third.header.Get("Retry-After") == "" {
+					break // kept open
 				}
-				require.Equal(t, http.StatusTooManyRequests, again.status)
-				require.True(t, time.Now().Before(deadline), "a closed stream's place was never freed")
+				require.True(t, time.Now().Before(deadline), "the places of closed streams were never freed")
 				time.Sleep(10 * time.Millisecond)
 			}
+			fourth := peekStream(t, http.MethodGet, base+"/task-status/"+id+"/", "gina")
+			assert.Equal(t, "3", fourth.header.Get("Retry-After"), "second and third hold both places")
+			assert.False(t, fourth.hasData(), "%+v", fourth)
 			second.close()
 		})
 	})
+}
+
+// peekStream sends one request of a task's stream (url) as user ("" for
+// an anonymous caller), reads its messages up to the first one an
+// EventSource dispatches or the end, whichever comes first, and closes
+// it.
+func peekStream(t *testing.T, method, url, user string) peekedStream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	require.NoError(t, err)
+	if user != "" {
+		req.Header.Set("Authorization", "Bearer "+user)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	p := peekedStream{streamAnswer: streamAnswer{status: resp.StatusCode, contentType: resp.Header.Get("Content-Type")}, header: resp.Header}
+	r := sse.NewReader(resp.Body)
+	for !p.hasData() {
+		m, err := r.Next()
+		if err != nil {
+			break
+		}
+		p.messages = append(p.messages, m)
+	}
+	return p
+}
+
+// peekedStream is what peekStream read: the answer and its headers.
+type peekedStream struct {
+	streamAnswer
+	header http.Header
 }
 
 // openedStream is a GET /task-status/{id}/ whose answer has begun.
@@ -191,9 +262,9 @@ func TestCallerNamesDisjoint(t *testing.T) {
 				require.Equal(t, http.StatusOK, status, id)
 				st := openStream(t, base, id, user)
 				assert.Equal(t, http.StatusOK, st.status, "caller %q: its first stream", user)
-				again := openStream(t, base, id, user)
-				again.close()
-				assert.Equal(t, http.StatusTooManyRequests, again.status, "caller %q: its second stream", user)
+				again := peekStream(t, http.MethodGet, base+"/task-status/"+id+"/", user)
+				assert.Equal(t, "3", again.header.Get("Retry-After"), "caller %q: its second stream is refused", user)
+				assert.False(t, again.hasData(), "caller %q: its second stream: %+v", user, again)
 			}
 		})
 	})

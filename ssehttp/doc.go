@@ -95,9 +95,11 @@
 //	     key repeated in one object of the inputs is refused for every
 //	     flow, see flow.Validate); an Idempotency-Key used before for
 //	     another flow or other inputs
-//	429  a caller over its start rate or its cap on waiting tasks
-//	     (queue.BrokerConfig.CallerLimits), or its cap on open streams
-//	     (Config.MaxStreamsPerCaller); with a Retry-After header
+//	429  a start-task of a caller over its start rate or its cap on
+//	     waiting tasks (queue.BrokerConfig.CallerLimits); with a
+//	     Retry-After header. A stream over the caller's cap on open
+//	     streams (Config.MaxStreamsPerCaller) answers 200 instead (see
+//	     Event stream)
 //	500  anything else (a generic message)
 //	503  the queue or the store cannot be reached in time (an error wrapping
 //	     queue.ErrUnavailable, a deadline or a network error), on every
@@ -222,10 +224,33 @@
 // task can have and 401 first; then, once the task's owner is read (with
 // Identify, for a caller who is not an operator) or need not be, 403, 400
 // for a Last-Event-ID over 256 bytes, with a line break or given twice,
-// or an unknown mode, and 429. A Last-Event-ID the store cannot parse gets its 400 once
+// or an unknown mode, and the answer to a caller over its cap on open
+// streams (below). A Last-Event-ID the store cannot parse gets its 400 once
 // the store answers. The long poll (GET /tasks/{id}/?wait=), for clients
 // that cannot hold a stream and read statuses themselves, keeps 503 with
 // Retry-After, as every JSON route does.
+//
+// A stream of a caller that holds Config.MaxStreamsPerCaller open already
+// (in this process) is answered the same way, before the stream starts
+// and without taking a place under the cap:
+//
+//	: too many open streams for this caller, reconnect in 3s
+//	retry: 3000
+//
+// An EventSource reconnects after the delay with its Last-Event-ID, and
+// again after each such answer, until one of the caller's streams has
+// closed; then it gets its stream, and misses nothing. A 429 would close
+// it for good, so a page one stream over its caller's cap (a user with
+// one tab too many) would lose its live view even once another stream
+// closed. This answer also has a Retry-After header of Config.Retry
+// (whole seconds), which an EventSource ignores: for other clients it is
+// the sign, before the body, that the stream was refused. It is the same
+// in both stream modes, and for HEAD (without the body). It comes before
+// the store is asked for the task's events: it says neither whether the
+// client has seen the task's end (the 204 comes once a place is free),
+// nor, to an operator or to any caller without Identify, whether the
+// task exists (the 404 likewise). The long poll is not counted under the
+// cap.
 //
 // # Stream modes
 //

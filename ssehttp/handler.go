@@ -156,10 +156,15 @@ type Config struct {
 	// MaxStreamsPerCaller caps the task-status streams one caller (its
 	// Principal.ID, or its address when anonymous, the /64 network of an
 	// IPv6 one; see CallerName: a principal is never taken for an
-	// address) holds open at once: one more is answered with 429 and a
-	// Retry-After of Retry. The count
-	// is per Handler, so per process: with n web processes behind a
-	// balancer a caller may hold up to n times as many. Zero: no cap.
+	// address) holds open at once. One more is answered with 200 and an
+	// event stream that holds only a comment and a "retry:" line of
+	// Retry, then ends, with a Retry-After header of Retry besides: an
+	// EventSource reconnects after Retry with its Last-Event-ID, where a
+	// 429 would close it for good (see the package documentation, Event
+	// stream). The refused request holds no place. The count is per
+	// Handler, so per process: with n web processes behind a balancer a
+	// caller may hold up to n times as many. Long polls are not counted.
+	// Zero: no cap.
 	// The start rate and the cap on waiting tasks of each caller are the
 	// queue's: see queue.BrokerConfig.CallerLimits.
 	MaxStreamsPerCaller int

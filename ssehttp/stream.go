@@ -176,10 +176,23 @@ func (h *Handler) streamBackendError(w http.ResponseWriter, r *http.Request, wha
 		return
 	}
 	h.cfg.Logger.WarnContext(r.Context(), "flows: backend unavailable", "op", what, "path", r.URL.Path, "err", redact.Error(err))
+	h.retryStream(w, r, "task backend unavailable")
+}
+
+// retryStream answers a stream request that cannot be served now with
+// an event stream (200) that holds only a comment, why and when to come
+// back, and a "retry:" line of Config.Retry, and then ends:
+//
+//	: <why>, reconnect in 3s
+//	retry: 3000
+//
+// An EventSource dispatches nothing of it and keeps its Last-Event-ID,
+// and reconnects with it after the delay. HEAD gets the headers only.
+func (h *Handler) retryStream(w http.ResponseWriter, r *http.Request, why string) {
 	if !startStream(w, r) {
 		return
 	}
-	_, _ = io.WriteString(w, ": task backend unavailable, reconnect in "+h.cfg.Retry.String()+"\n"+h.retryField()+"\n")
+	_, _ = io.WriteString(w, ": "+why+", reconnect in "+h.cfg.Retry.String()+"\n"+h.retryField()+"\n")
 }
 
 // subscription is an open watch of a task: the snapshot as the client
