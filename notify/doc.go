@@ -29,8 +29,9 @@
 //
 // # Webhooks
 //
-// A Webhook POSTs a JSON body signed per Standard Webhooks
-// (https://www.standardwebhooks.com): the webhook-id header is the same on
+// A Webhook POSTs a JSON body (the task's id, flow, owner, state, times
+// and final snapshot; see Webhook for its fields) signed per Standard
+// Webhooks (https://www.standardwebhooks.com): the webhook-id header is the same on
 // every retry of one notification, so a receiver can drop repeats. A 2xx
 // answer is a delivery; 5xx, 408, 409, 429 (after a Retry-After),
 // timeouts and connection errors are retried; other answers are not. The target is the

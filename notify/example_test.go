@@ -32,11 +32,12 @@ func Example() {
 			Type string `json:"type"`
 			Data struct {
 				Flow     string            `json:"flow"`
+				Owner    string            `json:"owner"` // whom to tell
 				Snapshot progress.Snapshot `json:"snapshot"`
 			} `json:"data"`
 		}
 		_ = json.Unmarshal(body, &event)
-		got <- fmt.Sprintf("%s %s: %s", event.Type, event.Data.Flow, event.Data.Snapshot.Details.FinalResult)
+		got <- fmt.Sprintf("%s %s for %s: %s", event.Type, event.Data.Flow, event.Data.Owner, event.Data.Snapshot.Details.FinalResult)
 	}))
 	defer receiver.Close()
 
@@ -72,9 +73,11 @@ func Example() {
 	})
 	go worker.Run(ctx)
 
-	if _, err := broker.Enqueue(ctx, "greet", nil, queue.EnqueueOptions{}); err != nil {
+	// Owner is whom the task is for; over HTTP, ssehttp sets it to the
+	// caller's Principal.ID.
+	if _, err := broker.Enqueue(ctx, "greet", nil, queue.EnqueueOptions{Owner: "user:ada"}); err != nil {
 		panic(err)
 	}
 	fmt.Println(<-got)
-	// Output: task.succeeded greet: "Hello, Ada!"
+	// Output: task.succeeded greet for user:ada: "Hello, Ada!"
 }

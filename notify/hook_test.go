@@ -24,6 +24,7 @@ type webhookEvent struct {
 	Data      struct {
 		TaskID     string            `json:"task_id"`
 		Flow       string            `json:"flow"`
+		Owner      *string           `json:"owner"`
 		State      progress.State    `json:"state"`
 		Attempts   int               `json:"attempts"`
 		EnqueuedAt time.Time         `json:"enqueued_at"`
@@ -35,8 +36,8 @@ type webhookEvent struct {
 
 // TestHookNotifiesEveryFinishedTask: with the Notifier's hook on the
 // worker, each task that ends, in success or failure, gets one signed
-// webhook carrying its final snapshot; the notification tasks themselves
-// get none.
+// webhook carrying its final snapshot and its owner, when it has one;
+// the notification tasks themselves get none.
 func TestHookNotifiesEveryFinishedTask(t *testing.T) {
 	for _, kind := range backendKinds {
 		t.Run(kind, func(t *testing.T) {
@@ -53,7 +54,7 @@ func TestHookNotifiesEveryFinishedTask(t *testing.T) {
 			}))
 			s.run(t, 10*time.Millisecond, n.Hook())
 
-			ok, err := s.broker.Enqueue(context.Background(), "greet", nil, queue.EnqueueOptions{})
+			ok, err := s.broker.Enqueue(context.Background(), "greet", nil, queue.EnqueueOptions{Owner: "user:ada"})
 			require.NoError(t, err)
 			bad, err := s.broker.Enqueue(context.Background(), "broken", nil, queue.EnqueueOptions{})
 			require.NoError(t, err)
@@ -80,6 +81,10 @@ func TestHookNotifiesEveryFinishedTask(t *testing.T) {
 			require.Contains(t, events, bad)
 			assert.Equal(t, "task.succeeded", events[ok].Type)
 			assert.Equal(t, "greet", events[ok].Data.Flow)
+			if assert.NotNil(t, events[ok].Data.Owner, "the owner, for the receiver to know whom to tell") {
+				assert.Equal(t, "user:ada", *events[ok].Data.Owner)
+			}
+			assert.Nil(t, events[bad].Data.Owner, "no owner, no key")
 			assert.Equal(t, progress.StateSuccess, events[ok].Data.State)
 			assert.JSONEq(t, `"Hello!"`, string(events[ok].Data.Snapshot.Details.FinalResult))
 			assert.Equal(t, "greeting", events[ok].Data.Snapshot.Details.StepResults[0].Message)

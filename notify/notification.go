@@ -28,9 +28,11 @@ type Notification struct {
 	TaskID string `json:"task_id"`
 	// Flow is the name of the task's flow.
 	Flow string `json:"flow"`
-	// Owner is the task's owner (queue.Task.Owner), "" for none. The
-	// notification task is not its: it belongs to queue.InternalOwner,
-	// so that over HTTP only operators may read or cancel it.
+	// Owner is the task's owner (queue.Task.Owner), "" for none: the
+	// "owner" of a webhook's data, so that the receiver knows whom to
+	// tell. The notification task is not its: it belongs to
+	// queue.InternalOwner, so that over HTTP only operators may read or
+	// cancel it.
 	Owner string `json:"owner,omitempty"`
 	// RequeuedFrom is the id of the dead task this task was re-queued
 	// from (queue.Task.RequeuedFrom), "" for a task that was not: a

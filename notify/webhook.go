@@ -72,8 +72,13 @@ type WebhookConfig struct {
 //
 //	{"type": "task.succeeded" | "task.failed",
 //	 "timestamp": "<when the task finished, RFC 3339>",
-//	 "data": {"task_id", "flow", "state", "attempts", "enqueued_at",
-//	          "started_at", "finished_at", "snapshot": {...}}}
+//	 "data": {"task_id", "flow", "owner", "requeued_from", "state", "attempts",
+//	          "enqueued_at", "started_at", "finished_at", "snapshot": {...}}}
+//
+// where "owner" is the task's owner (Notification.Owner: with ssehttp,
+// the Principal.ID of the caller that started it), for the receiver to
+// know whom to tell, and "requeued_from" the dead task a re-queued task
+// came from; each is left out when empty.
 //
 // A 2xx answer is a delivery. A 408, 409, 429 or 5xx answer, a timeout
 // or a connection error is retried (after Retry-After at the earliest,
@@ -226,6 +231,7 @@ type webhookBody struct {
 type webhookData struct {
 	TaskID       string            `json:"task_id"`
 	Flow         string            `json:"flow"`
+	Owner        string            `json:"owner,omitempty"`         // the task's owner, whom to tell; only when it has one
 	RequeuedFrom string            `json:"requeued_from,omitempty"` // only for a task re-queued from a dead one
 	State        progress.State    `json:"state"`
 	Attempts     int               `json:"attempts"`
@@ -242,7 +248,7 @@ func Body(n *Notification) ([]byte, error) {
 		Type:      n.EventType(),
 		Timestamp: n.FinishedAt,
 		Data: webhookData{
-			TaskID: n.TaskID, Flow: n.Flow, RequeuedFrom: n.RequeuedFrom, State: n.State, Attempts: n.Attempts,
+			TaskID: n.TaskID, Flow: n.Flow, Owner: n.Owner, RequeuedFrom: n.RequeuedFrom, State: n.State, Attempts: n.Attempts,
 			EnqueuedAt: n.EnqueuedAt, StartedAt: n.StartedAt, FinishedAt: n.FinishedAt,
 			Snapshot: n.Snapshot,
 		},

@@ -117,6 +117,7 @@ func TestWebhookDelivers(t *testing.T) {
 		leakcheck.Settle(t, baseline, 5*time.Second)
 	})
 	n := sampleNotification("webhook")
+	n.Owner = "user:ada" // whom the receiver tells
 	before := time.Now().Unix()
 	require.NoError(t, w.Deliver(context.Background(), n))
 
@@ -134,7 +135,7 @@ func TestWebhookDelivers(t *testing.T) {
 		"type": "task.succeeded",
 		"timestamp": "2026-12-04T10:00:03Z",
 		"data": {
-			"task_id": "0123456789abcdef0123456789abcdef", "flow": "poem_flow", "state": "SUCCESS", "attempts": 1,
+			"task_id": "0123456789abcdef0123456789abcdef", "flow": "poem_flow", "owner": "user:ada", "state": "SUCCESS", "attempts": 1,
 			"enqueued_at": "2026-12-04T10:00:00Z", "started_at": "2026-12-04T10:00:01Z", "finished_at": "2026-12-04T10:00:03Z",
 			"snapshot": {"state": "SUCCESS", "details": {"status": "Completed", "progress": 100,
 				"step_results": [{"type": "log", "message": "Choosing a theme: done"}],
