@@ -42,9 +42,10 @@ const (
 	EndBackendDown AttemptEnd = "backend unreachable"
 	// EndHandedBack: the worker handed the task back before running it:
 	// a backend leased it more tasks than it asked for, it leased the
-	// task while its heartbeats had lapsed (see WorkerConfig.Heartbeat),
-	// or it lacks the task's flow, one of this module's own that another
-	// worker may have (see WorkerConfig.Registry). It does not count.
+	// task while its heartbeats had lapsed and none got through in time
+	// to run it (see WorkerConfig.Heartbeat), or it lacks the task's
+	// flow, one of this module's own that another worker may have (see
+	// WorkerConfig.Registry). It does not count.
 	EndHandedBack AttemptEnd = "handed back"
 	// EndHooksPending: the task had ended, and a finish hook asked for
 	// the hooks to run again later (ErrRetryHooks); the worker gave the

@@ -26,10 +26,11 @@ type leased struct {
 // A task goes to the goroutine whose last task ended last (see runners).
 // A worker whose heartbeats have lapsed fetches nothing until one gets
 // through again (see liveness.waitContact); what a fetch already waiting
-// as it lapsed leases is handed back unrun (see handle, handBackUnrun),
-// and so are the leases a backend hands out beyond what the worker asked
-// for, each on a goroutine of its own, outside the slots: it runs no
-// flow.
+// as it lapsed leases runs only once one does, in time, and if its lease
+// survived the lapse, else it is handed back unrun (see handle,
+// job.waitLapse). The leases a backend hands out beyond what the worker
+// asked for are handed back unrun (see handBackUnrun), each on a
+// goroutine of its own, outside the slots: it runs no flow.
 func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle func(leased)) {
 	slots := make(chan struct{}, w.cfg.Concurrency)
 	release := func(n int) {

@@ -151,15 +151,16 @@ func (w *Worker) handle(base context.Context, ld leased) {
 	j.rep.SetMaxReportBytes(w.cfg.MaxReportBytes)
 	j.rep.SetMaxRunReportBytes(w.cfg.MaxRunReportBytes) // zero: RunReports times MaxReportBytes, or none
 
-	// A task leased beyond what the worker asked for, or while it has
-	// lapsed, is not run, nor looked at: it goes back unrun (see
-	// handBackUnrun).
-	switch {
-	case ld.extra:
+	// A task leased beyond what the worker asked for is not run, nor
+	// looked at: it goes back unrun (see handBackUnrun). One held while
+	// the worker has lapsed is not looked at until a heartbeat gets
+	// through, and then only if its lease survived the lapse; else it
+	// goes back unrun, or is let go if lost (see waitLapse).
+	if ld.extra {
 		j.handBackUnrun("flows: task leased beyond what the worker asked for; handing it back without running it")
 		return
-	case w.live.lapsed():
-		j.handBackUnrun("flows: task leased while the worker's heartbeats had lapsed; handing it back without running it")
+	}
+	if !j.waitLapse() {
 		return
 	}
 

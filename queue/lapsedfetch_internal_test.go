@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -42,99 +43,233 @@ func (b *lapseBackend) Retry(ctx context.Context, l *Lease, at time.Time, why At
 	return b.Memory.Retry(ctx, l, at, why)
 }
 
-// TestLeasedWhileLapsedIsNotRun: a Fetch already waiting in the backend
-// as the worker lapses may still lease a task (the worker checks its
-// liveness before each Fetch, not during one). The worker does not run
-// it: it hands it back at once, unrun (EndHandedBack, Lease.NoRun), and
-// the task's next lease, once a heartbeat gets through, runs it as its
-// first attempt, whatever made the worker lapse (heartbeats failing, or
-// stalled, which would have counted the lease as an attempt). If the
-// backend does not answer that hand-back, it is tried again once a
-// heartbeat gets through. The test drives the worker's liveness: its
+// lapsedWorker is a worker of flow "quick" on a lapseBackend, with
+// intervals of an hour, leases of lease and a shutdown grace of a
+// minute, whose first heartbeat got through; runs lists the runs of the
+// flow, as "attempt n, lapsed b".
+type lapsedWorker struct {
+	*Worker
+	b     *lapseBackend
+	store *progress.MemoryStore
+	reg   *registry.Registry
+	// stop stops the worker, and waits for Run to return.
+	stop func()
+
+	mu   sync.Mutex
+	runs []string
+}
+
+// startLapsed starts a lapsedWorker in the caller's synctest bubble, and
+// waits for its first heartbeat and for its first Fetch to wait for a
+// task. Then it lapses, with tries heartbeats sent in its window (see
+// liveness.cause): from the time of its liveness's epoch on, so that it
+// may wait for a heartbeat to get through for a quarter of an interval
+// from then (see liveness.awaitContactInTime).
+func startLapsed(t *testing.T, lease time.Duration, tries int32) *lapsedWorker {
+	t.Helper()
+	w := &lapsedWorker{
+		b:     &lapseBackend{Memory: NewMemory(MemoryConfig{})},
+		store: progress.NewMemoryStore(progress.MemoryConfig{}),
+		reg:   registry.New(),
+	}
+	w.reg.MustRegister("quick", flow.Func(func(_ context.Context, ft *flow.Task) (any, error) {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.runs = append(w.runs, fmt.Sprintf("attempt %d, lapsed %t", ft.Attempt, w.live.lapsed()))
+		return "done", nil
+	}))
+	w.Worker = NewWorker(w.b, w.store, WorkerConfig{
+		Registry: w.reg, Heartbeat: time.Hour, Lease: lease, ShutdownGrace: time.Minute, Concurrency: 1,
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	var once sync.Once
+	w.stop = func() {
+		once.Do(func() {
+			cancel()
+			assert.NoError(t, <-done, "Worker.Run")
+		})
+	}
+	t.Cleanup(w.stop)
+	synctest.Wait()
+	require.NotEqual(t, int64(math.MaxInt64), w.live.until.Load(), "no heartbeat got through")
+	require.EqualValues(t, 1, w.b.fetches.Load(), "no Fetch waits")
+	w.live.tries.Store(tries)
+	w.live.until.Store(0)
+	return w
+}
+
+// enqueue enqueues a task of flow "quick" and waits until the worker is
+// idle again: the Fetch waiting since before the lapse leased it.
+func (w *lapsedWorker) enqueue(t *testing.T, maxAttempts int) string {
+	t.Helper()
+	id, err := NewBroker(w.b, w.store, BrokerConfig{Registry: w.reg}).Enqueue(context.Background(), "quick", nil,
+		EnqueueOptions{MaxAttempts: maxAttempts})
+	require.NoError(t, err)
+	synctest.Wait()
+	require.GreaterOrEqual(t, w.get(t, id).Attempt, 1, "the Fetch waiting at the lapse did not lease the task")
+	return id
+}
+
+func (w *lapsedWorker) get(t *testing.T, id string) *Task {
+	t.Helper()
+	task, err := w.b.Get(context.Background(), id)
+	require.NoError(t, err)
+	return task
+}
+
+func (w *lapsedWorker) ran() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.runs)
+}
+
+// back has a heartbeat get through, and waits until the worker is idle
+// again; the task id then has ended.
+func (w *lapsedWorker) back(t *testing.T, id string) progress.Snapshot {
+	t.Helper()
+	w.live.confirm(time.Now())
+	synctest.Wait()
+	snap, _, err := w.store.Snapshot(context.Background(), id)
+	require.NoError(t, err)
+	require.True(t, snap.State.Terminal(), "the task did not end: %+v", snap)
+	assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+	return snap
+}
+
+// TestLeasedWhileLapsed: a Fetch already waiting in the backend as the
+// worker lapses may still lease a task (the worker checks its liveness
+// before each Fetch, not during one). The worker does not run it while
+// it has lapsed: it waits for a heartbeat to get through, for as long as
+// it could still hand the task back before another worker may take its
+// lease back as "worker lost" (a quarter of an interval past the lapse).
+// Each case runs in a synctest bubble, whose clock moves only when every
+// goroutine waits; the test drives the worker's liveness, and its
 // heartbeats (one an hour) play no part after the first.
-func TestLeasedWhileLapsedIsNotRun(t *testing.T) {
+func TestLeasedWhileLapsed(t *testing.T) {
+	// A heartbeat gets through in time: Extend finds the lease still the
+	// worker's, and the task runs once, as its first attempt, with no
+	// hand-back, whatever made the worker lapse (heartbeats failing, or
+	// stalled).
 	for _, tc := range []struct {
-		name   string
-		tries  int32 // heartbeats sent in the window (see liveness.cause)
-		refuse bool  // the first hand-back does not get through
+		name  string
+		tries int32
 	}{
-		{"heartbeats failing", MissedBeats - 1, false},
-		{"heartbeats stalled", 0, false},
-		{"hand-back not answered", MissedBeats - 1, true},
+		{"back in time, heartbeats failing", MissedBeats - 1},
+		{"back in time, heartbeats stalled", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := &lapseBackend{Memory: NewMemory(MemoryConfig{})}
-			store := progress.NewMemoryStore(progress.MemoryConfig{})
-			reg := registry.New()
-			var w *Worker
-			var mu sync.Mutex
-			var runs []string
-			reg.MustRegister("quick", flow.Func(func(_ context.Context, ft *flow.Task) (any, error) {
-				mu.Lock()
-				defer mu.Unlock()
-				runs = append(runs, fmt.Sprintf("attempt %d, lapsed %t", ft.Attempt, w.live.lapsed()))
-				return "done", nil
-			}))
-			w = NewWorker(b, store, WorkerConfig{
-				Registry: reg, Heartbeat: time.Hour, Lease: time.Hour, Concurrency: 1, Logger: slog.New(slog.DiscardHandler),
+			synctest.Test(t, func(t *testing.T) {
+				w := startLapsed(t, time.Hour, tc.tries)
+				id := w.enqueue(t, 1)
+				assert.Empty(t, w.ran(), "the flow ran while the worker had lapsed")
+				assert.Empty(t, w.get(t, id).PreviousEnd, "the task was handed back while the worker waited")
+
+				w.back(t, id)
+				assert.Equal(t, []string{"attempt 1, lapsed false"}, w.ran())
+				task := w.get(t, id)
+				assert.Equal(t, 1, task.Attempt, "leases")
+				assert.Zero(t, task.HandBacks, "hand-backs")
+				assert.Zero(t, task.NoRuns, "leases that did not run")
 			})
-			runWorker(t, w)
-			// The first heartbeat got through (a worker without one never
-			// lapses), and the first Fetch waits for a task.
-			require.Eventually(t, func() bool {
-				return w.live.until.Load() != math.MaxInt64 && b.fetches.Load() == 1
-			}, 10*time.Second, time.Millisecond, "no heartbeat, or no Fetch")
+		})
+	}
 
-			// The worker lapses; its Fetch is still waiting, and leases
-			// the task enqueued now.
-			w.live.tries.Store(tc.tries)
-			w.live.until.Store(-1)
-			b.refuse.Store(tc.refuse)
-			id, err := NewBroker(b, store, BrokerConfig{Registry: reg}).Enqueue(context.Background(), "quick", nil, EnqueueOptions{MaxAttempts: 1})
+	// The lease passes while the worker waits (a lease shorter than a
+	// quarter of an interval), and another worker takes the task over:
+	// once a heartbeat gets through, Extend finds the lease lost, and the
+	// worker neither runs the task nor hands it back. Its next lease
+	// runs it.
+	t.Run("lease lost meanwhile", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			const lease = time.Minute
+			w := startLapsed(t, lease, MissedBeats-1)
+			id := w.enqueue(t, 3)
+			time.Sleep(lease + time.Second)
+			taken, err := w.b.Fetch(context.Background(), "other", 1, time.Hour)
 			require.NoError(t, err)
-			get := func() *Task {
-				task, err := b.Get(context.Background(), id)
-				require.NoError(t, err)
-				return task
-			}
-			if tc.refuse {
-				require.Eventually(t, func() bool { return b.refused.Load() > 0 }, 10*time.Second, time.Millisecond,
-					"the task was not handed back")
-				assert.Zero(t, get().HandBacks, "the hand-back that did not get through")
-				b.refuse.Store(false)
-			} else {
-				require.Eventually(t, func() bool { return get().PreviousEnd == EndHandedBack }, 10*time.Second, time.Millisecond,
-					"the task was not handed back while the worker had lapsed")
-			}
-			mu.Lock()
-			assert.Empty(t, runs, "the flow ran while the worker had lapsed")
-			mu.Unlock()
-			snap, _, err := store.Snapshot(context.Background(), id)
-			require.NoError(t, err)
-			assert.Equal(t, progress.StatePending, snap.State, "the lease that did not run recorded no start")
+			require.Len(t, taken, 1, "the other worker did not take the task over")
+			require.Equal(t, EndLeaseExpired, taken[0].Task.PreviousEnd)
 
-			// A heartbeat gets through: the task runs, once.
 			w.live.confirm(time.Now())
-			deadline := time.Now().Add(10 * time.Second)
-			for !snap.State.Terminal() {
-				require.True(t, time.Now().Before(deadline), "task did not end: %+v", snap)
-				time.Sleep(5 * time.Millisecond)
-				snap, _, err = store.Snapshot(context.Background(), id)
-				require.NoError(t, err)
-			}
+			synctest.Wait()
+			assert.Empty(t, w.ran(), "the lease lost during the lapse ran")
+			assert.Equal(t, 2, w.get(t, id).Attempt, "the lost lease was handed back, or the task leased again")
+
+			// The other worker's attempt fails: the next lease runs it.
+			require.NoError(t, w.b.Retry(context.Background(), taken[0], time.Now(), EndFailed))
+			synctest.Wait()
+			snap, _, err := w.store.Snapshot(context.Background(), id)
+			require.NoError(t, err)
 			assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
-			mu.Lock()
-			assert.Equal(t, []string{"attempt 2, lapsed false"}, runs)
-			mu.Unlock()
-			task := get()
-			assert.Equal(t, 1, task.Attempts(), "attempts")
+			assert.Equal(t, []string{"attempt 3, lapsed false"}, w.ran())
+			assert.Zero(t, w.get(t, id).HandBacks, "hand-backs")
+		})
+	})
+
+	// The worker stops while it waits: once its shutdown's grace has
+	// passed (before a quarter of an interval here), it hands the task
+	// back unrun, as a task it does not run.
+	t.Run("worker stops", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w := startLapsed(t, time.Hour, 0)
+			id := w.enqueue(t, 1)
+			w.stop()
+			assert.Empty(t, w.ran(), "the flow ran while the worker had lapsed")
+			task := w.get(t, id)
+			assert.Equal(t, EndHandedBack, task.PreviousEnd, "the task was not handed back")
 			assert.Equal(t, 1, task.NoRuns, "the lease that did not run")
 			assert.Equal(t, 1, task.HandBacks, "its hand-back, not counted")
-			var msgs []string
-			for _, s := range snap.Details.StepResults {
-				msgs = append(msgs, s.Message)
-			}
-			assert.True(t, slices.Contains(msgs, "attempt 2 of 2 starts: attempt 1 was handed back before it ran (not counted)"), "log %q", msgs)
+		})
+	})
+
+	// No heartbeat gets through in time: the worker hands the task back
+	// unrun (EndHandedBack, Lease.NoRun) before another worker may take
+	// the lease back as "worker lost", which would count; the task's next
+	// lease, once a heartbeat gets through, runs it as its first attempt.
+	// If the backend does not answer that hand-back, it is tried again
+	// once a heartbeat gets through.
+	for _, refuse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("not back in time, hand-back answered %t", !refuse), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				w := startLapsed(t, time.Hour, 0)
+				w.b.refuse.Store(refuse)
+				// The Fetch leases the task an eighth of an interval
+				// after the lapse; the worker waits another eighth.
+				time.Sleep(w.cfg.Heartbeat / 8)
+				id := w.enqueue(t, 1)
+				time.Sleep(w.cfg.Heartbeat/8 - time.Second)
+				synctest.Wait()
+				assert.Empty(t, w.get(t, id).PreviousEnd, "handed back before a quarter of an interval")
+				assert.Zero(t, w.b.refused.Load(), "handed back before a quarter of an interval")
+				time.Sleep(time.Second)
+				synctest.Wait()
+				if refuse {
+					assert.EqualValues(t, 1, w.b.refused.Load(), "hand-backs tried")
+					assert.Zero(t, w.get(t, id).HandBacks, "the hand-back that did not get through")
+					w.b.refuse.Store(false)
+				} else {
+					assert.Equal(t, EndHandedBack, w.get(t, id).PreviousEnd, "the task was not handed back")
+				}
+				assert.Empty(t, w.ran(), "the flow ran while the worker had lapsed")
+				snap, _, err := w.store.Snapshot(context.Background(), id)
+				require.NoError(t, err)
+				assert.Equal(t, progress.StatePending, snap.State, "the lease that did not run recorded no start")
+
+				snap = w.back(t, id)
+				assert.Equal(t, []string{"attempt 2, lapsed false"}, w.ran())
+				task := w.get(t, id)
+				assert.Equal(t, 1, task.Attempts(), "attempts")
+				assert.Equal(t, 1, task.NoRuns, "the lease that did not run")
+				assert.Equal(t, 1, task.HandBacks, "its hand-back, not counted")
+				var msgs []string
+				for _, s := range snap.Details.StepResults {
+					msgs = append(msgs, s.Message)
+				}
+				assert.Contains(t, msgs, "attempt 2 of 2 starts: attempt 1 was handed back before it ran (not counted)")
+			})
 		})
 	}
 }

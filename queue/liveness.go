@@ -173,7 +173,8 @@ func (l *liveness) expire() {
 // each fetch, with logs: a lapsed worker would hand back unrun the tasks
 // it leased (see handBackUnrun), spending a lease and a hand-back of
 // each for nothing. A fetch already waiting in the backend as the worker
-// lapses may still lease: handle hands those back.
+// lapses may still lease: handle waits for a heartbeat before it runs
+// those, or hands them back (see job.waitLapse).
 func (l *liveness) waitContact(ctx context.Context) bool {
 	if !l.lapsed() {
 		return true
@@ -191,18 +192,48 @@ func (l *liveness) waitContact(ctx context.Context) bool {
 // ended, or stop was closed, first. It waits for the heartbeat that
 // renews the liveness (see confirm), not for the clock.
 func (l *liveness) awaitContact(ctx context.Context, stop <-chan struct{}) bool {
+	return l.await(ctx, stop, false)
+}
+
+// awaitContactInTime is awaitContact for a task the worker leased while
+// it had lapsed (see job.waitLapse), which it would rather run than hand
+// back: it also returns false once the worker has been lapsed for a
+// quarter of an interval, the time left to hand the task back before
+// another worker may take its lease back as EndWorkerLost, which would
+// count an attempt that never ran. The backend finds the worker dead no
+// earlier than DeadAfter after it sent its last heartbeat that got
+// through, half an interval past until (see liveness); the other quarter
+// is for the hand-back to reach it, as a heartbeat's last quarter is for
+// the next one (see replyBy).
+func (l *liveness) awaitContactInTime(stop <-chan struct{}) bool {
+	return l.await(context.Background(), stop, true)
+}
+
+// await is awaitContact, and awaitContactInTime when inTime is set.
+func (l *liveness) await(ctx context.Context, stop <-chan struct{}, inTime bool) bool {
 	for {
 		if !l.lapsed() {
 			return true
 		}
 		renewed := l.renewal()
+		until := l.until.Load()
 		// A heartbeat confirmed before renewed was read has moved
 		// until; one confirmed after closes renewed.
 		if !l.lapsed() {
 			return true
 		}
+		var late <-chan time.Time
+		if inTime {
+			// Lapsed: until has passed, and this does not overflow.
+			left := time.Duration(until) + l.w.cfg.Heartbeat/4 - time.Since(l.epoch)
+			if left <= 0 {
+				return false
+			}
+			late = time.After(left)
+		}
 		select {
 		case <-renewed:
+		case <-late: // a heartbeat confirmed meanwhile may have moved until
 		case <-ctx.Done():
 			return false
 		case <-stop:

@@ -351,13 +351,15 @@ func logMessages(snap progress.Snapshot) []string {
 
 // TestLapsedWorkerDoesNotFetch: a worker whose heartbeats fail while its
 // queue still answers has lapsed, and leases no task until a heartbeat
-// gets through again; a task leased meanwhile would be handed back
-// unrun, spending a hand-back and a lease for nothing. Only the fetch
-// that was waiting as the worker lapsed may still lease (task "in
-// flight", taken before "after" is enqueued): that task is handed back
-// unrun (see TestLeasedWhileLapsedIsNotRun), and runs, as its first
-// attempt, once the worker is back in contact; the task enqueued after
-// it is leased once, then, and runs as its first attempt.
+// gets through again; a task leased meanwhile could not run before
+// then, and would be handed back unrun if none got through in time,
+// spending a hand-back and a lease for nothing. Only the fetch that was
+// waiting as the worker lapsed may still lease (task "in flight", taken
+// before "after" is enqueued): no heartbeat gets through for the quarter
+// of an interval that task waits for one, and it is handed back unrun
+// (see TestLeasedWhileLapsed), and runs, as its first attempt, once the
+// worker is back in contact; the task enqueued after it is leased once,
+// then, and runs as its first attempt.
 //
 // It runs in a synctest bubble, for the reason TestLapseTakenOverCounts
 // gives: by the machine's clock, a late heartbeat ticker made the watched
@@ -385,6 +387,7 @@ func TestLapsedWorkerDoesNotFetch(t *testing.T) {
 		require.Eventually(t, func() bool { return b.leases.Load() == 2 }, waitLong, time.Millisecond,
 			"the fetch in flight at the lapse did not lease")
 		after := s.enqueue(t, "quick", queue.EnqueueOptions{})
+		time.Sleep(heartbeat / 2)
 		b.cut.Store(false)
 
 		for _, id := range []string{watched, inFlight, after} {

@@ -382,22 +382,67 @@ func (j *job) giveBackOnceReachable() {
 	j.w.handBack(j.base, j.lease, EndBackendDown)
 }
 
-// handBackUnrun hands back, before it runs, the task of a lease the
-// worker does not run, and logs msg: one the backend leased beyond what
-// the worker asked for (leased.extra), or one the worker holds while its
+// waitLapse returns true at once while the worker has not lapsed.
+// Else the worker holds j's task, before its flow starts, while its
 // heartbeats have lapsed (a Fetch that was already waiting in the
-// backend as it lapsed leased it, or the worker lapsed since). It is
-// not counted, as a lease that did not run the flow
-// (EndHandedBack, with Lease.NoRun unless the lease was one of the
+// backend as the worker lapsed leased it, or the worker lapsed since):
+// another worker may have taken the lease back, or may yet. The task
+// does not run before a heartbeat gets through. waitLapse waits for one
+// for as long as it could still hand the task back before another
+// worker may take the lease back, as EndWorkerLost, which would count
+// an attempt that never ran (see liveness.awaitContactInTime: a quarter
+// of an interval past the lapse), or until the worker's shutdown stops
+// its flows; then it extends the lease, which fails with ErrLeaseLost if
+// it was taken back (see WorkerRegistry). A lease extended after a
+// heartbeat got through is the worker's until its liveness ends, as any
+// other (see liveness), and the task runs on it, with no hand-back and
+// no lease more: true. Else false: a lease taken back is let go (the
+// lease that took it over says why the attempt ended), and one whose
+// worker is still lapsed, or that could not be extended, is handed back
+// unrun (see handBackUnrun).
+func (j *job) waitLapse() bool {
+	for j.w.live.lapsed() {
+		if !j.w.live.awaitContactInTime(j.w.stopSignal()) {
+			j.handBackUnrun("flows: task leased while the worker's heartbeats had lapsed, and none got through in time (or the worker stops); handing it back without running it")
+			return false
+		}
+		// The backend stamped the heartbeat that got through before
+		// this Extend: if it finds the lease held, no other worker may
+		// take it back before the worker's liveness ends again.
+		err := j.w.backend.Extend(j.op(), j.lease, j.w.cfg.Lease)
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrCancelled):
+			// Extended all the same: the task ends as cancelled (see
+			// handle).
+			j.task.Cancelled = true
+		case errors.Is(err, ErrLeaseLost):
+			j.release()
+			j.logger().Warn("flows: the lease of a task leased while the worker's heartbeats had lapsed was taken back meanwhile; dropping it unrun", "err", err)
+			return false
+		default:
+			j.handBackUnrun("flows: task leased while the worker's heartbeats had lapsed, whose lease could not be extended once one got through; handing it back without running it", "err", err)
+			return false
+		}
+	}
+	return true
+}
+
+// handBackUnrun hands back, before it runs, the task of a lease the
+// worker does not run, and logs msg with args: one the backend leased
+// beyond what the worker asked for (leased.extra), or one the worker
+// holds while its heartbeats have lapsed and none got through in time
+// (see waitLapse). It is not counted, as a lease that did not run the
+// flow (EndHandedBack, with Lease.NoRun unless the lease was one of the
 // task's HookRetries, see endLease), so that the task loses neither an
 // attempt nor a run, and starts nothing beside an attempt that another
 // worker may be starting. It does so at once, before another worker
 // that judges this one dead can take the lease back as EndWorkerLost,
 // which would count; if the backend does not answer, again once a
 // heartbeat gets through (see handBack).
-func (j *job) handBackUnrun(msg string) {
+func (j *job) handBackUnrun(msg string, args ...any) {
 	j.release()
-	j.logger().Warn(msg)
+	j.logger().Warn(msg, args...)
 	j.w.handBack(j.base, j.endLease(), EndHandedBack)
 }
 

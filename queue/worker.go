@@ -194,9 +194,14 @@ type WorkerConfig struct {
 	// way, a worker that has lapsed leases no new task until one of its
 	// heartbeats gets through again, and a task it holds before its flow
 	// starts (a fetch already waiting as it lapsed leased it) does not
-	// run: it is handed back at once (EndHandedBack, Lease.NoRun), which
-	// spends no attempt; if the backend does not answer, again once a
-	// heartbeat gets through.
+	// run before then. If one gets through within a quarter of an
+	// interval of the lapse and the lease is still the worker's (it
+	// extends it to know), the task runs on that lease, with no
+	// hand-back; a lease taken back meanwhile is let go unrun. Else the
+	// task is handed back then (EndHandedBack, Lease.NoRun), before
+	// another worker may take the lease back as EndWorkerLost, and spends
+	// no attempt; if the backend does not answer, again once a heartbeat
+	// gets through.
 	// The worker waits for a heartbeat's reply as long as it can still
 	// renew the window, less a quarter of an interval (see the README,
 	// Recovery in seconds): a reply that a loaded host is slow to read
