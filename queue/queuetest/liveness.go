@@ -91,6 +91,11 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		}
 		requireNothingReady(t, b)
 		require.NoError(t, b.Extend(ctx, ghostLease, time.Hour), "the silent worker's lease")
+		// Back in contact, the silent worker finds its lease its own
+		// still: a worker that lapsed runs a task it leased meanwhile
+		// once Extend says so.
+		require.NoError(t, reg.Heartbeat(ctx, ghost))
+		require.NoError(t, b.Extend(ctx, ghostLease, time.Hour), "the lease of the silent worker back in contact")
 		require.NoError(t, b.Ack(ctx, ghostLease))
 	})
 
@@ -145,9 +150,11 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		// A worker whose heartbeats stall lapses and stops its flow,
 		// whose task it gives back (the run counts: the flow may have
 		// stalled the worker). The Fetch it was waiting in for its free
-		// slot may lease the task again while it has lapsed: that lease
-		// is handed back unrun, costing the task neither an attempt
-		// nor a run, and the task runs once a heartbeat gets through.
+		// slot may lease the task again while it has lapsed: no
+		// heartbeat gets through for the quarter of an interval that
+		// lease waits for one, and it is handed back unrun, costing the
+		// task neither an attempt nor a run, before another worker may
+		// take it back; the task runs once a heartbeat gets through.
 		h := newHarness(t, newBackends)
 		reg, ok := h.backend.(queue.WorkerRegistry)
 		if !ok {
@@ -188,8 +195,8 @@ func runLiveness(t *testing.T, newBackends func(t *testing.T) (queue.Backend, pr
 		waitFor(t, stopped, "the lapse to stop the flow")
 		eventually(t, func() bool { return b.leases.Load() == 2 }, "the Fetch waiting at the lapse did not lease the task again")
 		// The heartbeats go through again only once that lease has been
-		// handed back: a lease the worker handles after a heartbeat got
-		// through is its own again, and runs.
+		// handed back: one that got through while the lease waited would
+		// have it run, once Extend found it still the worker's.
 		eventually(t, func() bool {
 			task, err := h.backend.Get(context.Background(), id)
 			return err == nil && task.NoRuns == 1
