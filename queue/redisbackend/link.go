@@ -59,13 +59,10 @@ type conn struct {
 	dead       map[string]struct{}
 	deadSince  time.Time
 	// retryAt is, after a replacement of the connection failed, when
-	// another may be tried. failures counts the replacements that failed
-	// in a row, since failingSince; warnedAt is when one was last logged
-	// as a warning (see replaceFailed).
+	// another may be tried; replaceFails are the replacements that
+	// failed in a row (see replaceFailed).
 	retryAt      time.Time
-	failures     int
-	failingSince time.Time
-	warnedAt     time.Time
+	replaceFails failRun
 
 	// Guarded by h.mu: lost are channels Redis unsubscribed unasked
 	// (their slot moved to another node); hungUp is set once the link
@@ -100,16 +97,23 @@ func (l *link) signal() {
 // run keeps the link's connection up until the backend closes or, on a
 // Cluster client, the link has no channel left after losing its
 // connection or its node's slots.
+//
+// A lost connection and the reconnections that fail after it are one
+// run of failures (see failRun): while Redis is down or refuses new
+// connections, the loss is a warning, and so is one failure a minute;
+// the reconnection that goes through is an info line.
 func (l *link) run() {
 	h := l.h
 	defer h.wg.Done()
 	backoff := reconnectMin
+	var down failRun
+	up := func() { down.end(h.log, "flows: redis pub/sub connection restored", "node", l.addr) }
 	for reconnect := false; ; reconnect = true {
 		if l.retire(reconnect) {
 			return
 		}
 		began := time.Now()
-		err := l.connect(reconnect)
+		err := l.connect(reconnect, up)
 		if h.ctx.Err() != nil {
 			return
 		}
@@ -124,7 +128,7 @@ func (l *link) run() {
 			h.askReroute() // the node may be gone for good: read the slots again
 			h.mu.Unlock()
 		}
-		h.log.Warn("flows: redis pub/sub connection lost; reconnecting", "node", l.addr, "err", err, "retry_in", backoff)
+		down.fail(h.log, "flows: redis pub/sub connection lost; reconnecting", "node", l.addr, "err", err, "retry_in", backoff)
 		select {
 		case <-h.ctx.Done():
 			return
@@ -160,17 +164,18 @@ func (l *link) idle() bool {
 }
 
 // connect opens a connection to the link's node and serves it until it
-// fails, the backend closes or the link retires.
-func (l *link) connect(reconnect bool) error {
+// fails, the backend closes or the link retires, calling up once the
+// connection serves.
+func (l *link) connect(reconnect bool, up func()) error {
 	c, err := l.dial()
 	if err != nil {
 		return err
 	}
-	return l.serve(c, reconnect)
+	return l.serve(c, reconnect, up)
 }
 
 // dial opens a connection to the link's node, its messages going to the
-// hub.
+// hub, or returns why it could not.
 func (l *link) dial() (*conn, error) {
 	h := l.h
 	c := &conn{subscribed: map[string]bool{}, dead: map[string]struct{}{}, lost: map[string]struct{}{}}
@@ -187,7 +192,22 @@ func (l *link) dial() (*conn, error) {
 		OnMessage:      h.onMessage,
 		OnSubscription: func(s rueidis.PubSubSubscription) { l.onSubscription(c, s) },
 	})
+	select {
+	case err := <-c.closed: // a connection that could not be opened reports its error at once
+		l.hangUp(c)
+		return nil, closedErr(err)
+	default:
+	}
 	return c, nil
+}
+
+// closedErr is the error of a connection whose closed signal came with
+// err.
+func closedErr(err error) error {
+	if err == nil {
+		return errors.New("connection closed")
+	}
+	return err
 }
 
 // hangUp closes c, which ends its subscriptions, without sending any
@@ -203,9 +223,10 @@ func (l *link) hangUp(c *conn) {
 // serve subscribes the link's channels on c and keeps them in line with
 // the hub's assignments until the connection fails, the backend closes
 // or the link retires, replacing the connection when its dead channels
-// pile up. On a connection that replaces a lost one, every channel that
-// was subscribed before has its inboxes resynchronise.
-func (l *link) serve(c *conn, reconnect bool) error {
+// pile up. It calls up once the channels are subscribed. On a connection
+// that replaces a lost one, every channel that was subscribed before has
+// its inboxes resynchronise.
+func (l *link) serve(c *conn, reconnect bool, up func()) error {
 	h := l.h
 	defer func() { l.hangUp(c) }() // the last connection, after replacements
 	h.mu.Lock()
@@ -216,9 +237,12 @@ func (l *link) serve(c *conn, reconnect bool) error {
 	h.mu.Unlock()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	for {
+	for first := true; ; first = false {
 		if err := l.reconcile(c); err != nil {
 			return err
+		}
+		if first {
+			up()
 		}
 		if l.idle() {
 			return errRetired
@@ -240,10 +264,7 @@ func (l *link) serve(c *conn, reconnect bool) error {
 		case <-l.kick:
 		case <-tick:
 		case err := <-c.closed:
-			if err == nil {
-				err = errors.New("connection closed")
-			}
-			return err
+			return closedErr(err)
 		case <-h.ctx.Done():
 			return h.ctx.Err()
 		}

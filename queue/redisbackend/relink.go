@@ -24,10 +24,6 @@ const (
 	deadChannelAge = time.Minute
 )
 
-// replaceWarnEvery bounds how often a link warns that the replacement of
-// its connection keeps failing (see replaceFailed).
-const replaceWarnEvery = time.Minute
-
 // replaceDue reports whether c's dead channels call for its replacement
 // now, and otherwise how long until they will if nothing changes (0: not
 // at all).
@@ -101,33 +97,18 @@ func (l *link) replace(old *conn) *conn {
 		}
 		h.mu.Unlock()
 	}
-	if old.failures > 0 {
-		h.log.Info("flows: redis pub/sub connection replaced after failed tries", "node", l.addr,
-			"failures", old.failures, "failing_for", time.Since(old.failingSince).Round(time.Second), "dead_channels", len(old.dead))
-	}
+	old.replaceFails.end(h.log, "flows: redis pub/sub connection replaced after failed tries", "node", l.addr,
+		"dead_channels", len(old.dead))
 	return next
 }
 
-// replaceFailed logs a failed replacement of c, and has the next one
-// tried after reconnectMax. The first failure in a row is a warning, and
-// so is one every replaceWarnEvery while they go on; the others are
-// debug lines. c serves on meanwhile, but its dead channels pile up, and
-// what makes a replacement fail lasts as a rule: Redis refusing new
-// connections (maxclients reached; rueidis may report that as EOF) or
-// the client's credentials (an ACL changed).
+// replaceFailed logs a failed replacement of c as one of a run of
+// failures (see failRun), and has the next one tried after reconnectMax.
+// c serves on meanwhile, but its dead channels pile up.
 func (l *link) replaceFailed(c *conn, err error) {
-	now := time.Now()
-	c.retryAt = now.Add(reconnectMax)
-	if c.failures == 0 {
-		c.failingSince = now
-	}
-	c.failures++
-	log := l.h.log.Debug
-	if c.failures == 1 || now.Sub(c.warnedAt) >= replaceWarnEvery {
-		log, c.warnedAt = l.h.log.Warn, now
-	}
-	log("flows: replacing a redis pub/sub connection failed; trying again later", "node", l.addr, "err", err,
-		"dead_channels", len(c.dead), "failures", c.failures, "failing_for", now.Sub(c.failingSince).Round(time.Second))
+	c.retryAt = time.Now().Add(reconnectMax)
+	c.replaceFails.fail(l.h.log, "flows: replacing a redis pub/sub connection failed; trying again later", "node", l.addr, "err", err,
+		"dead_channels", len(c.dead))
 }
 
 // delivered reports whether old has delivered every message published

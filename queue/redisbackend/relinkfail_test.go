@@ -3,6 +3,7 @@ package redisbackend_test
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,9 +37,9 @@ func logLines(logs *logBuffer, level string, words ...string) []string {
 }
 
 // limitClients has srv refuse new connections (maxclients at the
-// connections open now) until the returned function lets them in again;
-// the test's end lets them in too.
-func limitClients(t *testing.T, srv *redistest.Server) (lift func()) {
+// connections open now, less fewer: those about to be closed) until the
+// returned function lets them in again; the test's end lets them in too.
+func limitClients(t *testing.T, srv *redistest.Server, fewer int) (lift func()) {
 	t.Helper()
 	conf, err := srv.Do("CONFIG", "GET", "maxclients").AsStrMap()
 	require.NoError(t, err)
@@ -46,17 +47,36 @@ func limitClients(t *testing.T, srv *redistest.Server) (lift func()) {
 	require.NotEmpty(t, was)
 	info, err := srv.Do("INFO", "clients").ToString()
 	require.NoError(t, err)
-	connected := ""
+	connected := -1
 	for _, line := range strings.Split(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_clients:"); ok {
-			connected = v
+			connected, err = strconv.Atoi(v)
+			require.NoError(t, err)
 		}
 	}
-	require.NotEmpty(t, connected, "INFO clients: %s", info)
-	require.NoError(t, srv.Do("CONFIG", "SET", "maxclients", connected).Error())
+	require.GreaterOrEqual(t, connected, 0, "INFO clients: %s", info)
+	require.NoError(t, srv.Do("CONFIG", "SET", "maxclients", strconv.Itoa(connected-fewer)).Error())
 	lift = func() { require.NoError(t, srv.Do("CONFIG", "SET", "maxclients", was).Error()) }
 	t.Cleanup(func() { _ = srv.Do("CONFIG", "SET", "maxclients", was).Error() })
 	return lift
+}
+
+// recovers lets Redis take connections again (restore) and checks that
+// the hub says so once, at info (a line whose message mentions info,
+// with the failures), ends up with one connection that holds the watched
+// channel only, and warns no further (warn: what the warnings' messages
+// mention).
+func recovers(t *testing.T, srv *redistest.Server, logs *logBuffer, restore func(), info, warn string) {
+	t.Helper()
+	restore()
+	eventually(t, func() bool { return len(logLines(logs, "INFO", info)) == 1 },
+		"the try that goes through is logged")
+	assert.Contains(t, logLines(logs, "INFO", info)[0], "failures=")
+	eventually(t, func() bool {
+		subs := subscribedClients(t, srv)
+		return len(subs) == 1 && subs[0]["ssub"] == "1"
+	}, "one connection, with the watched channel only")
+	assert.Len(t, logLines(logs, "WARN", warn), 1, "no further warning:\n%s", logs)
 }
 
 // TestReplacementThatKeepsFailingWarns: while Redis refuses new
@@ -83,7 +103,7 @@ func TestReplacementThatKeepsFailingWarns(t *testing.T) {
 		first, watched := watchTask(ctx, t, b, live)
 		leaveTask(ctx, t, b) // one dead channel: no more than the one watched
 		require.Zero(t, tries.Load(), "no replacement yet")
-		lift := limitClients(t, srv)
+		lift := limitClients(t, srv, 0)
 		leaveTask(ctx, t, b) // two: a replacement is due, and fails
 
 		const retries = 2
@@ -96,15 +116,7 @@ func TestReplacementThatKeepsFailingWarns(t *testing.T) {
 		assert.Contains(t, warned[0], "node=")
 		assert.Len(t, subscribedClients(t, srv), 1, "the old connection serves on")
 
-		lift()
-		eventually(t, func() bool { return len(logLines(logs, "INFO", "replaced")) == 1 },
-			"the replacement that goes through is logged")
-		assert.Contains(t, logLines(logs, "INFO", "replaced")[0], "failures=")
-		eventually(t, func() bool {
-			subs := subscribedClients(t, srv)
-			return len(subs) == 1 && subs[0]["ssub"] == "1"
-		}, "one connection, with the watched channel only")
-		assert.Len(t, logLines(logs, "WARN", "replac"), 1, "no further warning:\n%s", logs)
+		recovers(t, srv, logs, lift, "replaced", "replac")
 		finishWatched(ctx, t, b, live, first, watched)
 	})
 }
