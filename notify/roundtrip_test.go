@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/notify"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
@@ -22,52 +22,13 @@ import (
 	"github.com/flowsrun/flows/registry"
 )
 
-// tripRecorder is a rueidis client that records each round trip (a Do or
-// a DoMulti) with the arguments of its commands.
-type tripRecorder struct {
-	rueidis.Client
-	mu    sync.Mutex
-	trips []string
-}
-
-func (c *tripRecorder) record(cmds ...rueidis.Completed) {
-	var b strings.Builder
-	for _, cmd := range cmds {
-		b.WriteString(strings.Join(cmd.Commands(), " "))
-		b.WriteString("; ")
-	}
-	c.mu.Lock()
-	c.trips = append(c.trips, b.String())
-	c.mu.Unlock()
-}
-
-func (c *tripRecorder) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	c.record(cmd)
-	return c.Client.Do(ctx, cmd)
-}
-
-func (c *tripRecorder) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	c.record(cmds...)
-	return c.Client.DoMulti(ctx, cmds...)
-}
-
-// naming returns the round trips since mark that name s.
-func (c *tripRecorder) naming(mark int, s string) []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []string
-	for _, trip := range c.trips[mark:] {
-		if strings.Contains(trip, s) {
-			out = append(out, trip)
-		}
+// joined returns each of trips as its commands joined by "; ".
+func joined(trips [][]string) []string {
+	out := make([]string, len(trips))
+	for i, trip := range trips {
+		out[i] = strings.Join(trip, "; ")
 	}
 	return out
-}
-
-func (c *tripRecorder) mark() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.trips)
 }
 
 // TestNotificationRoundTrips counts the Redis round trips that a
@@ -107,7 +68,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			prefix := "rt" + strings.ReplaceAll(tt.name, " ", "")[:6]
 			webClient := srv.Client(t)
-			workerClient := &tripRecorder{Client: srv.Client(t)}
+			workerClient := &redistrips.Client{Client: srv.Client(t), Record: true}
 			web := newBackend(webClient, prefix)
 			workerSide := newBackend(workerClient, prefix)
 			observer := newBackend(srv.Client(t), prefix)
@@ -145,7 +106,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 			})
 
 			run := func() (id string, task, notif []string) {
-				mark := workerClient.mark()
+				mark := workerClient.Trips()
 				id, err := broker.Enqueue(context.Background(), "quick", nil, queue.EnqueueOptions{})
 				require.NoError(t, err)
 				nid := notify.NotificationTaskID(notify.ID(id, "webhook"))
@@ -159,7 +120,7 @@ func TestNotificationRoundTrips(t *testing.T) {
 					require.False(t, time.Now().After(deadline), "the tasks did not settle")
 					time.Sleep(2 * time.Millisecond)
 				}
-				return id, workerClient.naming(mark, "{"+id+"}"), workerClient.naming(mark, "{"+nid+"}")
+				return id, joined(workerClient.Naming(mark, "{"+id+"}")), joined(workerClient.Naming(mark, "{"+nid+"}"))
 			}
 			run() // loads the scripts: no NOSCRIPT retry is counted below
 			id, task, notif := run()
@@ -172,13 +133,13 @@ func TestNotificationRoundTrips(t *testing.T) {
 			}
 			// The hook run again for the same task, by a worker that found
 			// it ended.
-			mark := workerClient.mark()
+			mark := workerClient.Trips()
 			snap, _, err := observer.Snapshot(context.Background(), id)
 			require.NoError(t, err)
 			again := queue.Finished{Task: &queue.Task{ID: id, Flow: "quick", Attempt: 2}, Snapshot: snap, EndedAt: time.Now(), FoundEnded: true}
 			require.NoError(t, notifier.Hook()(context.Background(), again))
 			nid := notify.NotificationTaskID(notify.ID(id, "webhook"))
-			rerun := workerClient.naming(mark, "{"+nid+"}")
+			rerun := workerClient.Naming(mark, "{"+nid+"}")
 			t.Logf("the hook again: %d round trips", len(rerun))
 			assert.Len(t, rerun, 2, "a hook run again: the refused claim and the read that finds the notification")
 		})

@@ -10,15 +10,13 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
-
-	"github.com/redis/rueidis"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -171,23 +169,6 @@ func TestResumeCostOnRedis(t *testing.T) {
 	}
 }
 
-// tripCounter is a Redis client that counts the round trips made through
-// it: each Do and each DoMulti is one.
-type tripCounter struct {
-	rueidis.Client
-	trips atomic.Int64
-}
-
-func (c *tripCounter) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	c.trips.Add(1)
-	return c.Client.Do(ctx, cmd)
-}
-
-func (c *tripCounter) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	c.trips.Add(1)
-	return c.Client.DoMulti(ctx, cmds...)
-}
-
 // TestResumeReadsTheLogOnce: a client that resumes behind its task's last
 // event costs Redis the task's log once, from the first event (the
 // events up to its id are folded into the snapshot at that id as they
@@ -202,7 +183,7 @@ func (c *tripCounter) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []
 func TestResumeReadsTheLogOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	quiet := slog.New(slog.DiscardHandler)
-	client := &tripCounter{Client: srv.Client(t)}
+	client := &redistrips.Client{Client: srv.Client(t)}
 	backend, err := redisbackend.New(client, redisbackend.Config{Logger: quiet})
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, backend.Close()) })
@@ -255,14 +236,14 @@ func TestResumeReadsTheLogOnce(t *testing.T) {
 				require.NoError(t, err)
 				req.Header.Set("Last-Event-ID", events[i].ID)
 				redisOutput(t, srv)
-				trips := client.trips.Load()
+				trips := client.Trips()
 				resp, err := http.DefaultClient.Do(req)
 				require.NoError(t, err)
 				body, err := io.ReadAll(resp.Body)
 				require.NoError(t, err)
 				require.NoError(t, resp.Body.Close())
 				cancel()
-				trips = client.trips.Load() - trips
+				trips = client.Trips() - trips
 				out, commands := redisCost(t, srv)
 				t.Logf("resume after the %s event: %d round trips, %d commands, %d bytes of Redis output (the log: %d)", name, trips, commands, out, logBytes)
 				assert.Equal(t, http.StatusOK, resp.StatusCode)

@@ -21,6 +21,7 @@ import (
 	"github.com/flowsrun/flows/internal/redact"
 	"github.com/flowsrun/flows/internal/redisform"
 	"github.com/flowsrun/flows/internal/redisproc"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -195,8 +196,8 @@ func (e *env) redis() bool { return e.cfg.Backend == "redis" }
 type stack struct {
 	queue   queue.Backend
 	store   progress.Backend
-	counter *countingClient // nil in memory
-	writes  *atomic.Int64   // socket writes of the benchmarked client; nil in memory
+	counter *redistrips.Client // nil in memory
+	writes  *atomic.Int64      // socket writes of the benchmarked client; nil in memory
 	close   func()
 }
 
@@ -252,7 +253,8 @@ func (e *env) newStack(ctx context.Context) (*stack, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connect to redis: %w", redact.Error(err, redact.Secrets(e.url)...))
 	}
-	counter := &countingClient{Client: client}
+	// A worker's heartbeats go on a dedicated connection.
+	counter := &redistrips.Client{Client: client, CountDedicated: true}
 	var random [6]byte
 	_, _ = rand.Read(random[:])
 	prefix := "flowbench-" + hex.EncodeToString(random[:])
@@ -312,62 +314,6 @@ func (e *env) expireKeys(prefix string) {
 			}
 		}
 	}
-}
-
-// countingClient counts the round trips of the client it wraps: each Do
-// and each non-empty DoMulti waits for one reply.
-type countingClient struct {
-	rueidis.Client
-	calls atomic.Int64
-}
-
-func (c *countingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	c.calls.Add(1)
-	return c.Client.Do(ctx, cmd)
-}
-
-func (c *countingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	if len(cmds) > 0 {
-		c.calls.Add(1)
-	}
-	return c.Client.DoMulti(ctx, cmds...)
-}
-
-func (c *countingClient) DoCache(ctx context.Context, cmd rueidis.Cacheable, ttl time.Duration) rueidis.RedisResult {
-	c.calls.Add(1)
-	return c.Client.DoCache(ctx, cmd, ttl)
-}
-
-func (c *countingClient) DoMultiCache(ctx context.Context, multi ...rueidis.CacheableTTL) []rueidis.RedisResult {
-	if len(multi) > 0 {
-		c.calls.Add(1)
-	}
-	return c.Client.DoMultiCache(ctx, multi...)
-}
-
-// Dedicate counts the round trips on the connection it returns too: a
-// worker's heartbeats go on one.
-func (c *countingClient) Dedicate() (rueidis.DedicatedClient, func()) {
-	dc, release := c.Client.Dedicate()
-	return countingDedicated{dc, &c.calls}, release
-}
-
-// countingDedicated is a dedicated connection of a countingClient.
-type countingDedicated struct {
-	rueidis.DedicatedClient
-	calls *atomic.Int64
-}
-
-func (d countingDedicated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	d.calls.Add(1)
-	return d.DedicatedClient.Do(ctx, cmd)
-}
-
-func (d countingDedicated) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	if len(cmds) > 0 {
-		d.calls.Add(1)
-	}
-	return d.DedicatedClient.DoMulti(ctx, cmds...)
 }
 
 // countingConn counts the writes to a connection: with pipelining, one
@@ -449,7 +395,7 @@ func (e *env) meterTraffic(ctx context.Context, st *stack) (*trafficMeter, error
 	if m.commands, m.perCommand, m.perMaster, err = e.commandCalls(ctx); err != nil {
 		return nil, err
 	}
-	m.calls, m.writes = st.counter.calls.Load(), st.writes.Load()
+	m.calls, m.writes = st.counter.Trips(), st.writes.Load()
 	return m, nil
 }
 
@@ -466,7 +412,7 @@ func (m *trafficMeter) perTask(ctx context.Context, n int) (traffic, error) {
 	for i, c := range perMaster {
 		t.perMaster = append(t.perMaster, float64(c-m.perMaster[i])/float64(max(commands-m.commands, 1)))
 	}
-	t.calls = float64(m.st.counter.calls.Load()-m.calls) / float64(n)
+	t.calls = float64(m.st.counter.Trips()-m.calls) / float64(n)
 	t.writes = float64(m.st.writes.Load()-m.writes) / float64(n)
 	t.commands = float64(commands-m.commands) / float64(n)
 	t.perCommand = map[string]int64{}

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -62,7 +63,7 @@ func state(t *testing.T, b *redisbackend.Backend, id string) progress.State {
 // Every task has succeeded and no lease is left.
 func TestAckDelayEndsShareAScript(t *testing.T) {
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{AckDelay: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -75,7 +76,7 @@ func TestAckDelayEndsShareAScript(t *testing.T) {
 	leases := leased(t, b, n, time.Minute)
 	end, asked := lingerByHand(t)
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-	before := counter.trips.Load()
+	before := counter.Trips()
 	type result struct {
 		acked bool
 		err   error
@@ -97,7 +98,7 @@ func TestAckDelayEndsShareAScript(t *testing.T) {
 		assert.True(t, r.acked, "the lease released")
 	}
 	calls := commandCalls(t, srv)
-	assert.EqualValues(t, 1, counter.trips.Load()-before, "one round trip")
+	assert.EqualValues(t, 1, counter.Trips()-before, "one round trip")
 	assert.Equal(t, 1, calls["evalsha"], "one end script")
 	assert.Equal(t, 1, calls["xack"], "the leases released together")
 	assert.Equal(t, 2, calls["zadd"], "one ZADD into the queue's index, one into the flow's")

@@ -13,15 +13,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
 
-// holdingClient is a countingClient that, while held, makes each round
+// holdingClient is a round-trip counter that, while held, makes each round
 // trip wait until release.
 type holdingClient struct {
-	countingClient
+	redistrips.Client
 	mu      sync.Mutex
 	gate    chan struct{} // nil: not held
 	blocked atomic.Int64
@@ -53,12 +54,12 @@ func (c *holdingClient) wait() {
 
 func (c *holdingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
 	c.wait()
-	return c.countingClient.Do(ctx, cmd)
+	return c.Client.Do(ctx, cmd)
 }
 
 func (c *holdingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
 	c.wait()
-	return c.countingClient.DoMulti(ctx, cmds...)
+	return c.Client.DoMulti(ctx, cmds...)
 }
 
 // TestConcurrentCallsShareRoundTrips checks that Appends, Snapshots, Acks
@@ -67,7 +68,7 @@ func (c *holdingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) 
 func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
+	client := &holdingClient{Client: redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}}
 	b := newBackend(t, client, redisbackend.Config{})
 	broker := queue.NewBroker(b, b, queue.BrokerConfig{Registry: flowsNamed("f")})
 	ctx := context.Background()
@@ -84,7 +85,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 	batched := func(t *testing.T, first func() error, call func(i int) error, waiting func() int) int64 {
 		t.Helper()
 		client.hold()
-		before := client.trips.Load()
+		before := client.Trips()
 		var wg sync.WaitGroup
 		wg.Go(func() { assert.NoError(t, first()) })
 		require.Eventually(t, func() bool { return client.blocked.Load() == 1 }, 5*time.Second, time.Millisecond)
@@ -94,7 +95,7 @@ func TestConcurrentCallsShareRoundTrips(t *testing.T) {
 		require.Eventually(t, func() bool { return waiting() == n }, 5*time.Second, time.Millisecond)
 		client.release()
 		wg.Wait()
-		return client.trips.Load() - before
+		return client.Trips() - before
 	}
 
 	// Enqueue n+1 tasks through the Broker (CreateAndEnqueue).
@@ -183,7 +184,7 @@ func inBothModes(t *testing.T, test func(t *testing.T, srv *redistest.Server, b 
 type tripCounter func(op func() error) (int64, error)
 
 // inBothModesCounted is inBothModes with the round trips of the Backend
-// counted (see countingClient); cluster tells the mode.
+// counted (see newCounter); cluster tells the mode.
 func inBothModesCounted(t *testing.T, test func(t *testing.T, srv *redistest.Server, b *redisbackend.Backend, cluster bool, trips tripCounter)) {
 	for _, cluster := range []bool{false, true} {
 		t.Run(map[bool]string{false: "single Redis", true: "Cluster client"}[cluster], func(t *testing.T) {
@@ -192,12 +193,12 @@ func inBothModesCounted(t *testing.T, test func(t *testing.T, srv *redistest.Ser
 			if cluster {
 				client = clusterMode{client}
 			}
-			counter := &countingClient{Client: client}
+			counter := &redistrips.Client{CountDedicated: true, Client: client}
 			trips := func(op func() error) (int64, error) {
 				t.Helper()
-				before := counter.trips.Load()
+				before := counter.Trips()
 				err := op()
-				return counter.trips.Load() - before, err
+				return counter.Trips() - before, err
 			}
 			test(t, srv, newBackend(t, counter, redisbackend.Config{}), cluster, trips)
 		})
@@ -210,7 +211,7 @@ func inBothModesCounted(t *testing.T, test func(t *testing.T, srv *redistest.Ser
 func TestClusterClientDoesNotBatch(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	client := &holdingClient{countingClient: countingClient{Client: clusterMode{newClient(t, srv)}}}
+	client := &holdingClient{Client: redistrips.Client{CountDedicated: true, Client: clusterMode{newClient(t, srv)}}}
 	b := newBackend(t, client, redisbackend.Config{})
 	ctx := context.Background()
 	runTask(ctx, t, b) // loads the scripts
@@ -243,17 +244,17 @@ func TestClusterClientDoesNotBatch(t *testing.T) {
 	task := newTask()
 	require.NoError(t, b.Create(ctx, task.ID))
 	require.NoError(t, b.Enqueue(ctx, task))
-	before := client.trips.Load()
+	before := client.Trips()
 	leases, err := b.Fetch(ctx, "w", 1, time.Minute)
 	require.NoError(t, err)
 	require.Len(t, leases, 1)
-	assert.Equal(t, int64(2), client.trips.Load()-before, "the fetch script, then the records")
+	assert.Equal(t, int64(2), client.Trips()-before, "the fetch script, then the records")
 	assert.Equal(t, 1, leases[0].Task.Attempt)
-	before = client.trips.Load()
+	before = client.Trips()
 	_, acked, err := b.AppendAndAck(ctx, leases[0], progress.Event{Type: progress.EventState, State: progress.StateSuccess})
 	require.NoError(t, err)
 	assert.True(t, acked)
-	assert.Equal(t, int64(2), client.trips.Load()-before, "an Append, then an Ack")
+	assert.Equal(t, int64(2), client.Trips()-before, "an Append, then an Ack")
 	snap, _, err := b.Snapshot(ctx, task.ID)
 	require.NoError(t, err)
 	assert.Equal(t, progress.StateSuccess, snap.State)

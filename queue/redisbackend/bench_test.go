@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -23,7 +24,7 @@ import (
 
 func BenchmarkEnqueue(b *testing.B) {
 	srv := redistest.Start(b)
-	counter := &countingClient{Client: newClient(b, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(b, srv)}
 	backend := newBackend(b, counter, redisbackend.Config{})
 	ctx := context.Background()
 
@@ -40,13 +41,13 @@ func BenchmarkEnqueue(b *testing.B) {
 		broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: flowsNamed("f")})
 		inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
 		b.ReportAllocs()
-		before := counter.trips.Load()
+		before := counter.Trips()
 		for b.Loop() {
 			if _, err := broker.Enqueue(ctx, "f", inputs, queue.EnqueueOptions{}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
+		b.ReportMetric(float64(counter.Trips()-before)/float64(b.N), "trips/op")
 	})
 	b.Run("BrokerCallerLimits", func(b *testing.B) {
 		// The same with a start rate and a waiting cap checked in the
@@ -55,13 +56,13 @@ func BenchmarkEnqueue(b *testing.B) {
 			CallerLimits: queue.CallerLimits{Starts: 1 << 30, Per: time.Second, MaxPending: 1 << 30}})
 		inputs := json.RawMessage(`{"question":"why is the sky blue?"}`)
 		b.ReportAllocs()
-		before := counter.trips.Load()
+		before := counter.Trips()
 		for b.Loop() {
 			if _, err := broker.Enqueue(ctx, "f", inputs, queue.EnqueueOptions{Caller: "alice"}); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
+		b.ReportMetric(float64(counter.Trips()-before)/float64(b.N), "trips/op")
 	})
 }
 
@@ -102,7 +103,7 @@ func BenchmarkAppend(b *testing.B) {
 // enqueue, fetch, start, five log events, success, ack.
 func BenchmarkLifecycle(b *testing.B) {
 	srv := redistest.Start(b)
-	counter := &countingClient{Client: newClient(b, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(b, srv)}
 	backend := newBackend(b, counter, redisbackend.Config{})
 	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: flowsNamed("poem")})
 	ctx := context.Background()
@@ -110,7 +111,7 @@ func BenchmarkLifecycle(b *testing.B) {
 	result := json.RawMessage(`{"poem":"roses are red"}`)
 
 	b.ReportAllocs()
-	before := counter.trips.Load()
+	before := counter.Trips()
 	for b.Loop() {
 		id, err := broker.Enqueue(ctx, "poem", inputs, queue.EnqueueOptions{})
 		if err != nil {
@@ -134,7 +135,7 @@ func BenchmarkLifecycle(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
+	b.ReportMetric(float64(counter.Trips()-before)/float64(b.N), "trips/op")
 }
 
 // BenchmarkConcurrent runs the batched operations from 64 goroutines at
@@ -143,7 +144,7 @@ func BenchmarkLifecycle(b *testing.B) {
 // trips/op is the round trips per operation.
 func BenchmarkConcurrent(b *testing.B) {
 	srv := redistest.Start(b)
-	counter := &countingClient{Client: newClient(b, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(b, srv)}
 	backend := newBackend(b, counter, redisbackend.Config{})
 	broker := queue.NewBroker(backend, backend, queue.BrokerConfig{Registry: flowsNamed("f")})
 	ctx := context.Background()
@@ -152,7 +153,7 @@ func BenchmarkConcurrent(b *testing.B) {
 	run := func(b *testing.B, op func() error) {
 		b.SetParallelism(32) // 64 goroutines on 2 CPUs
 		b.ReportAllocs()
-		before := counter.trips.Load()
+		before := counter.Trips()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if err := op(); err != nil {
@@ -161,7 +162,7 @@ func BenchmarkConcurrent(b *testing.B) {
 				}
 			}
 		})
-		b.ReportMetric(float64(counter.trips.Load()-before)/float64(b.N), "trips/op")
+		b.ReportMetric(float64(counter.Trips()-before)/float64(b.N), "trips/op")
 	}
 	b.Run("Enqueue", func(b *testing.B) {
 		run(b, func() error {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -48,7 +49,7 @@ func answerOutput(n int) json.RawMessage {
 func TestCheckpointCost(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{})
 	ctx := context.Background()
 	task := queue.NewID()
@@ -58,7 +59,7 @@ func TestCheckpointCost(t *testing.T) {
 
 	const steps, size = 100, 1024
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-	trips := counter.trips.Load()
+	trips := counter.Trips()
 	in, out := infoStat(t, srv, "total_net_input_bytes"), infoStat(t, srv, "total_net_output_bytes")
 	for i := range steps {
 		c := progress.Checkpoint{Key: fmt.Sprintf("lcflow/llm/%016x/0", i), Attempt: 1, Output: answerOutput(size)}
@@ -66,7 +67,7 @@ func TestCheckpointCost(t *testing.T) {
 	}
 	sentPer := float64(infoStat(t, srv, "total_net_input_bytes")-in) / steps
 	repliedPer := float64(infoStat(t, srv, "total_net_output_bytes")-out) / steps
-	assert.Equal(t, int64(steps), counter.trips.Load()-trips, "one round trip per checkpoint")
+	assert.Equal(t, int64(steps), counter.Trips()-trips, "one round trip per checkpoint")
 	calls := commandCalls(t, srv)
 	assert.Equal(t, steps, calls["evalsha"], "one script per checkpoint")
 	assert.Equal(t, steps, calls["hmget"], "the task's state and expiry read")
@@ -76,12 +77,12 @@ func TestCheckpointCost(t *testing.T) {
 	require.NoError(t, err)
 	keptPer := float64(mem) / (steps + 1)
 
-	trips = counter.trips.Load()
+	trips = counter.Trips()
 	in, out = infoStat(t, srv, "total_net_input_bytes"), infoStat(t, srv, "total_net_output_bytes")
 	got, err := b.Checkpoints(ctx, task)
 	require.NoError(t, err)
 	require.Len(t, got, steps+1)
-	assert.Equal(t, int64(1), counter.trips.Load()-trips, "one round trip reads them all")
+	assert.Equal(t, int64(1), counter.Trips()-trips, "one round trip reads them all")
 	readSent := infoStat(t, srv, "total_net_input_bytes") - in
 	readReplied := infoStat(t, srv, "total_net_output_bytes") - out
 
@@ -99,7 +100,7 @@ func TestCheckpointCost(t *testing.T) {
 func TestConcurrentCheckpointsShareRoundTrips(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	client := &holdingClient{countingClient: countingClient{Client: newClient(t, srv)}}
+	client := &holdingClient{Client: redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}}
 	b := newBackend(t, client, redisbackend.Config{})
 	ctx := context.Background()
 	const n = 20
@@ -117,7 +118,7 @@ func TestConcurrentCheckpointsShareRoundTrips(t *testing.T) {
 	require.NoError(t, save(n)) // loads the script
 
 	client.hold()
-	before := client.trips.Load()
+	before := client.Trips()
 	errs := make([]error, n+1)
 	var wg sync.WaitGroup
 	wg.Go(func() { errs[n] = save(n) })
@@ -128,7 +129,7 @@ func TestConcurrentCheckpointsShareRoundTrips(t *testing.T) {
 	require.Eventually(t, func() bool { return b.WaitingCheckpoints() == n }, 5*time.Second, time.Millisecond)
 	client.release()
 	wg.Wait()
-	assert.Equal(t, int64(2), client.trips.Load()-before, "%d checkpoints in 2 round trips", n+1)
+	assert.Equal(t, int64(2), client.Trips()-before, "%d checkpoints in 2 round trips", n+1)
 
 	for i, id := range ids {
 		if id == ended {
@@ -147,7 +148,7 @@ func TestConcurrentCheckpointsShareRoundTrips(t *testing.T) {
 // of a task of 20 steps, as a later attempt does once.
 func BenchmarkCheckpoint(b *testing.B) {
 	srv := redistest.Start(b)
-	counter := &countingClient{Client: newClient(b, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(b, srv)}
 	backend := newBackend(b, counter, redisbackend.Config{})
 	ctx := context.Background()
 	output := answerOutput(1024)
@@ -156,7 +157,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 		id := queue.NewID()
 		require.NoError(b, backend.Create(ctx, id))
 		in := infoStat(b, srv, "total_net_input_bytes")
-		trips := counter.trips.Load()
+		trips := counter.Trips()
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -166,7 +167,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(counter.trips.Load()-trips)/float64(b.N), "trips/op")
+		b.ReportMetric(float64(counter.Trips()-trips)/float64(b.N), "trips/op")
 		b.ReportMetric(float64(infoStat(b, srv, "total_net_input_bytes")-in)/float64(b.N), "sent-B/op")
 	})
 	b.Run("Read20", func(b *testing.B) {
@@ -175,13 +176,13 @@ func BenchmarkCheckpoint(b *testing.B) {
 		for i := range 20 {
 			require.NoError(b, backend.SaveCheckpoint(ctx, id, progress.Checkpoint{Key: "step " + strconv.Itoa(i), Attempt: 1, Output: output}))
 		}
-		trips := counter.trips.Load()
+		trips := counter.Trips()
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := backend.Checkpoints(ctx, id); err != nil {
 				b.Fatal(err)
 			}
 		}
-		b.ReportMetric(float64(counter.trips.Load()-trips)/float64(b.N), "trips/op")
+		b.ReportMetric(float64(counter.Trips()-trips)/float64(b.N), "trips/op")
 	})
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -94,7 +95,7 @@ var reportingFlow = flow.Func(func(_ context.Context, t *flow.Task) (any, error)
 func TestCostPerTaskAtLowRate(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Record: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{})
 	reg := registry.New()
 	reg.MustRegister("report", reportingFlow)
@@ -120,15 +121,16 @@ func TestCostPerTaskAtLowRate(t *testing.T) {
 
 	const tasks = 40
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-	before, beatsBefore := counter.trips.Load(), counter.beats.Load()
+	before := counter.Trips()
 	for range tasks {
 		run()
 	}
 	// The worker's heartbeats, once a second, are as many as the seconds
 	// the tasks took (more on a loaded machine): their round trips, each
 	// one script, are counted apart.
-	beatTrips := int(counter.beats.Load() - beatsBefore)
-	tripCount := int(counter.trips.Load()-before) - beatTrips
+	recorded := counter.Recorded(before)
+	beatTrips := heartbeats(recorded)
+	tripCount := len(recorded) - beatTrips
 	trips := float64(tripCount) / tasks
 	calls := commandCalls(t, srv)
 	perTask := func(names ...string) float64 {
@@ -337,7 +339,7 @@ func TestScriptsLostMidRunLoseNothing(t *testing.T) {
 func TestCostOfStartsInSteps(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{})
 	// One slot, which the first task of "limited" takes and keeps (it is
 	// never leased): the admit script of each later start does the same
@@ -348,9 +350,9 @@ func TestCostOfStartsInSteps(t *testing.T) {
 	cost := func(op func()) (trips int64, commands int, calls map[string]int) {
 		t.Helper()
 		commands, calls = commandsOf(t, srv, func() {
-			before := counter.trips.Load()
+			before := counter.Trips()
 			op()
-			trips = counter.trips.Load() - before
+			trips = counter.Trips() - before
 		})
 		return trips, commands, calls
 	}
@@ -405,7 +407,7 @@ func TestCostOfStartsInSteps(t *testing.T) {
 	assert.Equal(t, int64(2), tripsOf(start), "a start of a limited flow on a cluster: the starting set and the record, then the gate")
 }
 
-// warmCounter counts round trips as countingClient does, but those of a
+// warmCounter counts round trips as redistrips.Client does, but those of a
 // script sent whole (EVAL, after a NOSCRIPT).
 type warmCounter struct {
 	rueidis.Client

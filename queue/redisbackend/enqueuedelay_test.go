@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
@@ -70,7 +71,7 @@ func fetchAll(t *testing.T, b *redisbackend.Backend) map[string]bool {
 // them the script, each). None is lost.
 func TestEnqueueDelayCreatesShareAScript(t *testing.T) {
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{EnqueueDelay: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -79,7 +80,7 @@ func TestEnqueueDelayCreatesShareAScript(t *testing.T) {
 
 	end, asked := lingerByHand(t)
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-	before := counter.trips.Load()
+	before := counter.Trips()
 	const n = 10
 	want := map[string]bool{}
 	errs := make(chan error, n)
@@ -96,7 +97,7 @@ func TestEnqueueDelayCreatesShareAScript(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 	calls := commandCalls(t, srv)
-	assert.EqualValues(t, 1, counter.trips.Load()-before, "one round trip")
+	assert.EqualValues(t, 1, counter.Trips()-before, "one round trip")
 	assert.Equal(t, 1, calls["evalsha"], "one create script")
 	assert.Equal(t, n, calls["xadd"], "each task queued")
 	assert.Equal(t, n, calls["exists"], "each task's id checked")
@@ -111,7 +112,7 @@ func TestEnqueueDelayCreatesShareAScript(t *testing.T) {
 // after a read of it.
 func TestEnqueueDelayKeyedEnqueuesShareAScript(t *testing.T) {
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{EnqueueDelay: 100 * time.Millisecond})
 	broker := queue.NewBroker(b, nil, queue.BrokerConfig{Registry: flowsNamed("f")})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -122,7 +123,7 @@ func TestEnqueueDelayKeyedEnqueuesShareAScript(t *testing.T) {
 
 	end, asked := lingerByHand(t)
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-	before := counter.trips.Load()
+	before := counter.Trips()
 	keys := []string{"k0", "k1", "k2", "k3", "k4", "k0"}
 	type result struct {
 		key, id string
@@ -148,7 +149,7 @@ func TestEnqueueDelayKeyedEnqueuesShareAScript(t *testing.T) {
 	calls := commandCalls(t, srv)
 	assert.Equal(t, 1, calls["evalsha"], "one create script for all")
 	assert.Equal(t, len(want), calls["xadd"], "each key's task queued once")
-	assert.EqualValues(t, 2, counter.trips.Load()-before, "the batch, and the read of the task of the key it held twice")
+	assert.EqualValues(t, 2, counter.Trips()-before, "the batch, and the read of the task of the key it held twice")
 	assert.Equal(t, want, fetchAll(t, b), "every key's task queued once")
 }
 
@@ -347,7 +348,7 @@ func (c *heldClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []r
 // as a first create does, so that a create made later shares its script.
 func TestEnqueueDelayCreateAfterABatchInFlight(t *testing.T) {
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	held := &heldClient{Client: counter}
 	b := newBackend(t, held, redisbackend.Config{EnqueueDelay: 100 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
@@ -385,13 +386,13 @@ func TestEnqueueDelayCreateAfterABatchInFlight(t *testing.T) {
 
 	end := nextLinger() // the second lingers
 	require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
-	before := counter.trips.Load()
+	before := counter.Trips()
 	go func() { errs <- b.CreateAndEnqueue(ctx, third) }()
 	lingering(t, b, 2)
 	end()
 	require.NoError(t, <-errs)
 	require.NoError(t, <-errs)
-	assert.EqualValues(t, 1, counter.trips.Load()-before, "one round trip")
+	assert.EqualValues(t, 1, counter.Trips()-before, "one round trip")
 	assert.Equal(t, 1, commandCalls(t, srv)["evalsha"], "one create script")
 	assert.Equal(t, map[string]bool{first.ID: true, second.ID: true, third.ID: true}, fetchAll(t, b))
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
@@ -27,7 +28,7 @@ const delay100 = 100 * time.Millisecond
 // have been woken by the first and taken it alone.
 func TestFetchDelayTakesGatheredTasksInOneLook(t *testing.T) {
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{FetchDelay: time.Hour})
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
@@ -50,11 +51,11 @@ func TestFetchDelayTakesGatheredTasksInOneLook(t *testing.T) {
 		require.NoError(t, srv.Do("CONFIG", "RESETSTAT").Error())
 		return true
 	})()
-	before := counter.trips.Load()
+	before := counter.Trips()
 	leases, err := b.Fetch(ctx, "w", 16, time.Minute)
 	require.NoError(t, err)
 	calls := commandCalls(t, srv)
-	trips := counter.trips.Load() - before - n // the enqueues' own
+	trips := counter.Trips() - before - n // the enqueues' own
 
 	require.Equal(t, 1, slept, "the Fetch let tasks gather once")
 	got := map[string]bool{}

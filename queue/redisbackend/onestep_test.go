@@ -6,79 +6,37 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/flow"
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 	"github.com/flowsrun/flows/registry"
 )
 
-// recordingClient keeps the commands of each round trip made through it:
-// each Do and each DoMulti is one.
-type recordingClient struct {
-	rueidis.Client
-	mu    sync.Mutex
-	trips [][]string // per round trip, each command's arguments joined by spaces
-}
-
-func (c *recordingClient) record(cmds ...rueidis.Completed) {
-	trip := make([]string, len(cmds))
-	for i, cmd := range cmds {
-		trip[i] = strings.Join(cmd.Commands(), " ")
-	}
-	c.mu.Lock()
-	c.trips = append(c.trips, trip)
-	c.mu.Unlock()
-}
-
-func (c *recordingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	c.record(cmd)
-	return c.Client.Do(ctx, cmd)
-}
-
-func (c *recordingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	c.record(cmds...)
-	return c.Client.DoMulti(ctx, cmds...)
-}
-
-// mark returns the number of round trips so far.
+// debugTrips has firstCommands show each round trip whole (its commands
+// cut at 120 bytes).
 var debugTrips = false
 
-func (c *recordingClient) mark() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.trips)
-}
-
-// naming returns the first command of each round trip since mark whose
-// commands name s: the round trips made for one task, when s is its id.
-func (c *recordingClient) naming(mark int, s string) []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []string
-	for _, trip := range c.trips[mark:] {
-		for _, cmd := range trip {
-			if strings.Contains(cmd, s) {
-				name, _, _ := strings.Cut(trip[0], " ")
-				out = append(out, name)
-				if debugTrips {
-					var short []string
-					for _, c := range trip {
-						short = append(short, c[:min(len(c), 120)])
-					}
-					out[len(out)-1] = strings.Join(short, " | ")
-				}
-				break
+// firstCommands returns the name of the first command of each of trips
+// (see redistrips.Client.Naming).
+func firstCommands(trips [][]string) []string {
+	out := make([]string, len(trips))
+	for i, trip := range trips {
+		out[i], _, _ = strings.Cut(trip[0], " ")
+		if debugTrips {
+			short := make([]string, len(trip))
+			for k, c := range trip {
+				short[k] = c[:min(len(c), 120)]
 			}
+			out[i] = strings.Join(short, " | ")
 		}
 	}
 	return out
@@ -120,8 +78,8 @@ func TestTaskRoundTrips(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// The Broker and the Worker each on a client of its own, as in
 			// a deployment, so that the round trips of each are told apart.
-			webClient := &recordingClient{Client: newClient(t, srv)}
-			workerClient := &recordingClient{Client: newClient(t, srv)}
+			webClient := &redistrips.Client{Client: newClient(t, srv), Record: true}
+			workerClient := &redistrips.Client{Client: newClient(t, srv), Record: true}
 			web := newBackend(t, webClient, redisbackend.Config{})
 			cfg := redisbackend.Config{Prefix: web.Prefix()}
 			workerSide := newBackend(t, workerClient, cfg)
@@ -148,7 +106,7 @@ func TestTaskRoundTrips(t *testing.T) {
 				t.Helper()
 				ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 				defer cancel()
-				webMark, workerMark := webClient.mark(), workerClient.mark()
+				webMark, workerMark := webClient.Trips(), workerClient.Trips()
 				id, err := broker.Enqueue(ctx, "quick", nil, queue.EnqueueOptions{})
 				require.NoError(t, err)
 				eventually(t, func() bool {
@@ -156,7 +114,7 @@ func TestTaskRoundTrips(t *testing.T) {
 					leased, lerr := srv.Do("ZCARD", web.Prefix()+":{q:"+web.Queue()+"}:leased").AsInt64()
 					return err == nil && snap.State == progress.StateSuccess && lerr == nil && leased == 0
 				}, "the task did not succeed and get acknowledged")
-				return webClient.naming(webMark, id), workerClient.naming(workerMark, id)
+				return firstCommands(webClient.Naming(webMark, id)), firstCommands(workerClient.Naming(workerMark, id))
 			}
 			run() // loads the scripts, so that no NOSCRIPT retry is counted
 			enqueue, work := run()

@@ -2,75 +2,34 @@ package redisbackend_test
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/flowsrun/flows/internal/redistest"
+	"github.com/flowsrun/flows/internal/redistrips"
 	"github.com/flowsrun/flows/progress"
 	"github.com/flowsrun/flows/queue"
 	"github.com/flowsrun/flows/queue/redisbackend"
 )
 
-// countingClient counts the round trips made through it: each Do and each
-// DoMulti is one.
-type countingClient struct {
-	rueidis.Client
-	trips atomic.Int64
-	// beats counts the round trips that carry a worker's heartbeat (see
-	// redisbackend.HeartbeatSHA): they come once a second whatever the
-	// rate of tasks, so a count per task leaves them out.
-	beats atomic.Int64
-}
-
-func (c *countingClient) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	c.count(cmd)
-	return c.Client.Do(ctx, cmd)
-}
-
-func (c *countingClient) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	c.count(cmds...)
-	return c.Client.DoMulti(ctx, cmds...)
-}
-
-// Dedicate counts the round trips on the connection it returns too: the
-// heartbeats go on one (see Backend.Heartbeat).
-func (c *countingClient) Dedicate() (rueidis.DedicatedClient, func()) {
-	dc, release := c.Client.Dedicate()
-	return countingDedicated{dc, c}, release
-}
-
-// countingDedicated is a dedicated connection of a countingClient.
-type countingDedicated struct {
-	rueidis.DedicatedClient
-	c *countingClient
-}
-
-func (d countingDedicated) Do(ctx context.Context, cmd rueidis.Completed) rueidis.RedisResult {
-	d.c.count(cmd)
-	return d.DedicatedClient.Do(ctx, cmd)
-}
-
-func (d countingDedicated) DoMulti(ctx context.Context, cmds ...rueidis.Completed) []rueidis.RedisResult {
-	d.c.count(cmds...)
-	return d.DedicatedClient.DoMulti(ctx, cmds...)
-}
-
-// count counts one round trip of cmds.
-func (c *countingClient) count(cmds ...rueidis.Completed) {
-	c.trips.Add(1)
-	for _, cmd := range cmds {
-		if args := cmd.Commands(); len(args) > 1 && args[0] == "EVALSHA" && args[1] == redisbackend.HeartbeatSHA {
-			c.beats.Add(1)
-			return
+// heartbeats returns how many of trips (see redistrips.Client.Recorded)
+// carry a worker's heartbeat (see redisbackend.HeartbeatSHA): they come
+// once a second whatever the rate of tasks, so a count per task leaves
+// them out.
+func heartbeats(trips [][]string) int {
+	n := 0
+	for _, trip := range trips {
+		if slices.ContainsFunc(trip, func(cmd string) bool { return strings.HasPrefix(cmd, "EVALSHA "+redisbackend.HeartbeatSHA+" ") }) {
+			n++
 		}
 	}
+	return n
 }
 
 // commandCalls returns the calls of each command since the last CONFIG
@@ -138,7 +97,7 @@ type progressOnly struct{ progress.Backend }
 func TestRoundTrips(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	counter := &countingClient{Client: newClient(t, srv)}
+	counter := &redistrips.Client{CountDedicated: true, Client: newClient(t, srv)}
 	b := newBackend(t, counter, redisbackend.Config{})
 	ctx := context.Background()
 
@@ -236,9 +195,9 @@ func TestRoundTrips(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			before := counter.trips.Load()
+			before := counter.Trips()
 			require.NoError(t, tt.op())
-			assert.Equal(t, tt.trips, counter.trips.Load()-before, "round trips")
+			assert.Equal(t, tt.trips, counter.Trips()-before, "round trips")
 		})
 	}
 
@@ -320,9 +279,9 @@ func TestRoundTrips(t *testing.T) {
 	t.Run("lease scripts", func(t *testing.T) {
 		trips := func(op func() error) int64 {
 			t.Helper()
-			before := counter.trips.Load()
+			before := counter.Trips()
 			require.NoError(t, op())
-			return counter.trips.Load() - before
+			return counter.Trips() - before
 		}
 		require.NoError(t, b.Enqueue(ctx, newTask()))
 		leases, err := b.Fetch(ctx, "w", 1, time.Minute)
