@@ -29,6 +29,7 @@ package queuetest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -303,12 +304,22 @@ func (h *harness) waitTerminalWithin(id string, d time.Duration) progress.Snapsh
 	// one took when it is longer: reading a snapshot of many megabytes
 	// (the report limit's tests) every poll would keep the store busy,
 	// slowing the very writes the test waits for.
+	// A read that the store could not answer in time (queue.ErrUnavailable:
+	// a snapshot of many megabytes under the race detector on a loaded
+	// machine can take longer than the backend's operation timeout) is
+	// tried again at the next poll, until the deadline; any other error
+	// fails at once.
 	deadline := time.Now().Add(d)
 	for {
 		start := time.Now()
-		snap := h.snapshot(id)
-		if snap.State.Terminal() {
+		snap, _, err := h.store.Snapshot(context.Background(), id)
+		switch {
+		case err == nil && snap.State.Terminal():
 			return snap
+		case err != nil && (!errors.Is(err, queue.ErrUnavailable) || time.Now().After(deadline)):
+			require.NoError(h.t, err, "Snapshot %s", id)
+		case err != nil:
+			h.t.Logf("Snapshot %s: %v; trying again", id, err)
 		}
 		took := time.Since(start)
 		if time.Now().After(deadline) {
