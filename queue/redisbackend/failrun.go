@@ -9,15 +9,16 @@ import (
 // failWarnEvery bounds how often a failRun warns while it goes on.
 const failWarnEvery = time.Minute
 
-// failRun is a run of failures in a row of something a link tries again
-// after a backoff, until it works: a reconnection (see link.run), a
-// replacement of its connection (see link.replace). What makes them fail
-// lasts as a rule: Redis down, or refusing new connections (maxclients
-// reached; rueidis may report that as EOF) or the client's credentials
-// (an ACL changed). So that a long outage does not flood the log, the
-// first failure of a run is a warning, and so is one every failWarnEvery
-// while the run goes on; the others are debug lines. The try that works
-// ends the run with an info line. The zero value is no run.
+// failRun is a run of failures in a row of something the hub tries again
+// after a backoff, until it works: a link's reconnection (see link.run),
+// the replacement of a link's connection (see link.replace), a read of a
+// Cluster's slots (see hub.router). What makes them fail lasts as a rule:
+// Redis down, or refusing new connections (maxclients reached; rueidis
+// may report that as EOF) or the client's credentials (an ACL changed).
+// So that a long outage does not flood the log, the first failure of a
+// run is a warning, and so is one every failWarnEvery while the run goes
+// on; the others are debug lines. The try that works ends the run with an
+// info line. The zero value is no run.
 type failRun struct {
 	failures int       // in a row
 	since    time.Time // of the first

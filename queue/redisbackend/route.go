@@ -35,9 +35,14 @@ func (h *hub) askReroute() {
 // every channel to the master that serves its slot. It reads at most once
 // per reconnectMin, and backs off while the cluster leaves slots unserved
 // (a failover under way) or cannot be read.
+//
+// The reads that fail in a row are one run of failures (see failRun):
+// while no node of the cluster answers, the first is a warning, and so
+// is one a minute; the read that goes through is an info line.
 func (h *hub) router() {
 	defer h.wg.Done()
 	backoff := reconnectMin
+	var unread failRun
 	for {
 		select {
 		case <-h.ctx.Done():
@@ -63,11 +68,13 @@ func (h *hub) router() {
 			h.askReroute()
 		}
 		h.mu.Unlock()
+		if err != nil {
+			unread.fail(h.log, "flows: cannot read the slots of the Redis cluster; retrying", "err", err, "retry_in", backoff)
+		} else {
+			unread.end(h.log, "flows: the slots of the Redis cluster are read again")
+		}
 		wait := reconnectMin
 		if again {
-			if err != nil {
-				h.log.Warn("flows: cannot read the slots of the Redis cluster; retrying", "err", err, "retry_in", backoff)
-			}
 			wait, backoff = backoff, min(2*backoff, reconnectMax)
 		} else {
 			backoff = reconnectMin
