@@ -48,10 +48,14 @@ type Task struct {
 	ID string
 	// Flow is the name the flow was registered under.
 	Flow string
-	// Attempt counts the runs of this task, starting at 1. Delivery is at
-	// least once: a task whose worker died is run again with a higher
-	// attempt, so side effects should be made idempotent with ID and
-	// Attempt.
+	// Attempt is the number of the lease this run holds, starting at 1
+	// (queue.Task.Attempt). Every lease of the task has one, those a
+	// worker handed back before running them included (it was shutting
+	// down, or could not reach the progress store or the backend), so
+	// Attempt can be higher than the runs so far; it is never lower.
+	// Delivery is at least once: a task whose worker died is run again
+	// with a higher attempt, so side effects should be made idempotent
+	// with ID and Attempt.
 	Attempt int
 	// Inputs is the task's inputs as JSON (an object, possibly empty).
 	Inputs json.RawMessage
