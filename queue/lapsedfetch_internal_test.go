@@ -211,12 +211,15 @@ func TestLeasedWhileLapsed(t *testing.T) {
 
 	// The worker stops while it waits: once its shutdown's grace has
 	// passed (before a quarter of an interval here), it hands the task
-	// back unrun, as a task it does not run.
+	// back unrun, as a task it does not run; it does not wait for the
+	// quarter of an interval to pass.
 	t.Run("worker stops", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			w := startLapsed(t, time.Hour, 0)
 			id := w.enqueue(t, 1)
+			stopping := time.Now()
 			w.stop()
+			assert.Less(t, time.Since(stopping), w.cfg.Heartbeat/4, "the stop did not end the wait")
 			assert.Empty(t, w.ran(), "the flow ran while the worker had lapsed")
 			task := w.get(t, id)
 			assert.Equal(t, EndHandedBack, task.PreviousEnd, "the task was not handed back")
