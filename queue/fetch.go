@@ -16,6 +16,11 @@ type leased struct {
 	// extra is set on a lease the backend handed out beyond what the
 	// worker asked for: it is handed back unrun (see handBackUnrun).
 	extra bool
+	// lapses is the worker's count of lapses as the Fetch was sent (see
+	// liveness.lapseCount): a task leased by a Fetch that a lapse
+	// overlapped runs only once Extend finds its lease held (see
+	// job.waitLapse).
+	lapses uint64
 }
 
 // fetchLoop leases tasks for the free slots and hands each to handle,
@@ -69,6 +74,7 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 		if !w.live.waitContact(ctx) {
 			return
 		}
+		lapses := w.live.lapseCount()
 		leases, states, err := w.fetch(ctx, n)
 		if len(leases) > n {
 			// A backend that hands out more than asked for must not
@@ -86,7 +92,7 @@ func (w *Worker) fetchLoop(ctx context.Context, inFlight *sync.WaitGroup, handle
 			if i < len(states) {
 				state = states[i]
 			}
-			dispatch(leased{lease: l, state: state})
+			dispatch(leased{lease: l, state: state, lapses: lapses})
 		}
 		if err == nil {
 			backoff = minFetchBackoff

@@ -153,14 +153,15 @@ func (w *Worker) handle(base context.Context, ld leased) {
 
 	// A task leased beyond what the worker asked for is not run, nor
 	// looked at: it goes back unrun (see handBackUnrun). One held while
-	// the worker has lapsed is not looked at until a heartbeat gets
-	// through, and then only if its lease survived the lapse; else it
-	// goes back unrun, or is let go if lost (see waitLapse).
+	// the worker has lapsed, or leased by a Fetch that a lapse
+	// overlapped, is not looked at until a heartbeat gets through, and
+	// then only if its lease survived the lapse; else it goes back
+	// unrun, or is let go if lost (see waitLapse).
 	if ld.extra {
 		j.handBackUnrun("flows: task leased beyond what the worker asked for; handing it back without running it")
 		return
 	}
-	if !j.waitLapse() {
+	if !j.waitLapse(ld.lapses) {
 		return
 	}
 

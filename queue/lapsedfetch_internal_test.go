@@ -22,17 +22,32 @@ import (
 
 // lapseBackend is a Memory that counts the Fetches started, and whose
 // Retry does not answer while refuse is set (the backend cannot be
-// reached).
+// reached), nor Heartbeat while cut is set. A Fetch that leases while
+// held is set returns once held is closed: its reply is read late. The
+// test's other workers call the Memory itself.
 type lapseBackend struct {
 	*Memory
 	fetches atomic.Int32
 	refuse  atomic.Bool
 	refused atomic.Int32
+	cut     atomic.Bool
+	held    atomic.Pointer[chan struct{}]
 }
 
 func (b *lapseBackend) Fetch(ctx context.Context, worker string, max int, lease time.Duration) ([]*Lease, error) {
 	b.fetches.Add(1)
-	return b.Memory.Fetch(ctx, worker, max, lease)
+	leases, err := b.Memory.Fetch(ctx, worker, max, lease)
+	if held := b.held.Load(); held != nil && len(leases) > 0 {
+		<-*held
+	}
+	return leases, err
+}
+
+func (b *lapseBackend) Heartbeat(ctx context.Context, w WorkerInfo) error {
+	if b.cut.Load() {
+		return fmt.Errorf("cut off: %w", ErrUnavailable)
+	}
+	return b.Memory.Heartbeat(ctx, w)
 }
 
 func (b *lapseBackend) Retry(ctx context.Context, l *Lease, at time.Time, why AttemptEnd) error {
@@ -206,6 +221,50 @@ func TestLeasedWhileLapsed(t *testing.T) {
 			assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
 			assert.Equal(t, []string{"attempt 3, lapsed false"}, w.ran())
 			assert.Zero(t, w.get(t, id).HandBacks, "hand-backs")
+		})
+	})
+
+	// The Fetch's reply is read late (a loaded host): meanwhile another
+	// worker found this one dead and took the lease back, and then one of
+	// its heartbeats got through. The worker has not lapsed as it handles
+	// the task, but it had since the Fetch was sent: Extend finds the
+	// lease lost, and the task does not run beside the attempt that took
+	// it over.
+	t.Run("lease taken back before a heartbeat got through, Fetch read after", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			ctx := context.Background()
+			w := startLapsed(t, 24*time.Hour, 0)
+			w.b.cut.Store(true)
+			held := make(chan struct{})
+			var release sync.Once
+			t.Cleanup(func() { release.Do(func() { close(held) }) })
+			w.b.held.Store(&held)
+			id := w.enqueue(t, 3)
+
+			// A worker in contact for a DeadAfter of its own finds this
+			// one (last heard of as it started) dead.
+			judge := WorkerInfo{Name: "judge", Heartbeat: time.Hour}
+			for range MissedBeats + 1 {
+				require.NoError(t, w.b.Memory.Heartbeat(ctx, judge))
+				time.Sleep(judge.Heartbeat)
+			}
+			require.NoError(t, w.b.Memory.Heartbeat(ctx, judge))
+			taken, err := w.b.Memory.Fetch(ctx, "judge", 1, 24*time.Hour)
+			require.NoError(t, err)
+			require.Len(t, taken, 1, "the judge did not take the task over")
+			require.Equal(t, EndWorkerLost, taken[0].Task.PreviousEnd)
+
+			w.b.cut.Store(false)
+			time.Sleep(w.cfg.Heartbeat / heartbeatRetries)
+			synctest.Wait()
+			require.False(t, w.live.lapsed(), "no heartbeat got through")
+			release.Do(func() { close(held) })
+			synctest.Wait()
+			assert.Empty(t, w.ran(), "the lease taken back ran beside the attempt that took it over")
+			snap, _, err := w.store.Snapshot(ctx, id)
+			require.NoError(t, err)
+			assert.Equal(t, progress.StatePending, snap.State, "the lease taken back recorded the task's start or end")
+			require.NoError(t, w.b.Ack(ctx, taken[0]))
 		})
 	})
 

@@ -56,6 +56,10 @@ type liveness struct {
 	// tries counts the heartbeats sent since the last one that
 	// succeeded was sent, and before until.
 	tries atomic.Int32
+	// lapses counts the lapses that a heartbeat has ended (see confirm):
+	// with lapsed, it tells whether the worker has lapsed at any time
+	// since it was read (see lapsedSince).
+	lapses atomic.Uint64
 
 	mu    sync.Mutex
 	timer *time.Timer // stops the runs at until
@@ -81,6 +85,24 @@ func newLiveness(w *Worker) *liveness {
 // then (a synctest bubble's). It reads the monotonic clock only.
 func (l *liveness) lapsed() bool {
 	return l != nil && int64(time.Since(l.epoch)) >= l.until.Load()
+}
+
+// lapseCount returns the number of the worker's lapses that a heartbeat
+// has ended, for lapsedSince; 0 for a nil l.
+func (l *liveness) lapseCount() uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.lapses.Load()
+}
+
+// lapsedSince reports whether the worker has lapsed at any time since
+// lapseCount returned n: it has lapsed, or a heartbeat has ended a lapse
+// since then. Another worker may have taken back, meanwhile, a lease the
+// worker held then, or took since (see job.waitLapse). A nil l never
+// lapses.
+func (l *liveness) lapsedSince(n uint64) bool {
+	return l != nil && (l.lapsed() || l.lapses.Load() != n)
 }
 
 // trying records a heartbeat about to be sent at sent; the heartbeats
@@ -133,6 +155,12 @@ func (l *liveness) confirm(sent time.Time) {
 	at := int64(sent.Sub(l.epoch))
 	if at >= l.until.Load() {
 		l.w.stopRuns(l.cause())
+	}
+	// A heartbeat confirmed while the worker has lapsed ends the lapse:
+	// it is counted before until moves, so that a look meanwhile finds
+	// the worker lapsed, or the lapse counted (see lapsedSince).
+	if int64(time.Since(l.epoch)) >= l.until.Load() {
+		l.lapses.Add(1)
 	}
 	until := at + int64(l.window)
 	if until < at { // a window of a century and more, decades after epoch

@@ -382,30 +382,35 @@ func (j *job) giveBackOnceReachable() {
 	j.w.handBack(j.base, j.lease, EndBackendDown)
 }
 
-// waitLapse returns true at once while the worker has not lapsed.
-// Else the worker holds j's task, before its flow starts, while its
-// heartbeats have lapsed (a Fetch that was already waiting in the
-// backend as the worker lapsed leased it, or the worker lapsed since):
-// another worker may have taken the lease back, or may yet. The task
-// does not run before a heartbeat gets through. waitLapse waits for one
-// for as long as it could still hand the task back before another
-// worker may take the lease back, as EndWorkerLost, which would count
-// an attempt that never ran (see liveness.awaitContactInTime: a quarter
-// of an interval past the lapse), or until the worker's shutdown stops
-// its flows; then it extends the lease, which fails with ErrLeaseLost if
-// it was taken back (see WorkerRegistry). A lease extended after a
-// heartbeat got through is the worker's until its liveness ends, as any
-// other (see liveness), and the task runs on it, with no hand-back and
-// no lease more: true. Else false: a lease taken back is let go (the
-// lease that took it over says why the attempt ended), and one whose
-// worker is still lapsed, or that could not be extended, is handed back
-// unrun (see handBackUnrun).
-func (j *job) waitLapse() bool {
-	for j.w.live.lapsed() {
+// waitLapse returns true at once while the worker has not lapsed since
+// the Fetch that leased j's task was sent, when its count of lapses was
+// lapses (see liveness.lapsedSince). Else the worker holds the task,
+// before its flow starts, while its heartbeats have lapsed, or have
+// lapsed since (a Fetch that was already waiting in the backend as the
+// worker lapsed leased it, the worker lapsed since, or it read the
+// Fetch's reply only after a heartbeat ended the lapse): another worker
+// may have taken the lease back, or may yet. The task does not run
+// before a heartbeat gets through. waitLapse waits for one for as long
+// as it could still hand the task back before another worker may take
+// the lease back, as EndWorkerLost, which would count an attempt that
+// never ran (see liveness.awaitContactInTime: a quarter of an interval
+// past the lapse), or until the worker's shutdown stops its flows; then
+// it extends the lease, which fails with ErrLeaseLost if it was taken
+// back (see WorkerRegistry), and does so again if the worker lapsed
+// again meanwhile. A lease extended after a heartbeat got through, with
+// no lapse since, is the worker's until its liveness ends, as any other
+// (see liveness), and the task runs on it, with no hand-back and no
+// lease more: true. Else false: a lease taken back is let go (the lease
+// that took it over says why the attempt ended), and one whose worker
+// is still lapsed, or that could not be extended, is handed back unrun
+// (see handBackUnrun).
+func (j *job) waitLapse(lapses uint64) bool {
+	for j.w.live.lapsedSince(lapses) {
 		if !j.w.live.awaitContactInTime(j.w.stopSignal()) {
 			j.handBackUnrun("flows: task leased while the worker's heartbeats had lapsed, and none got through in time (or the worker stops); handing it back without running it")
 			return false
 		}
+		lapses = j.w.live.lapseCount()
 		// The backend stamped the heartbeat that got through before
 		// this Extend: if it finds the lease held, no other worker may
 		// take it back before the worker's liveness ends again.
