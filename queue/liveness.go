@@ -232,9 +232,9 @@ func (l *liveness) awaitContact(ctx context.Context, stop <-chan struct{}) bool 
 // earlier than DeadAfter after it sent its last heartbeat that got
 // through, half an interval past until (see liveness); the other quarter
 // is for the hand-back to reach it, as a heartbeat's last quarter is for
-// the next one (see replyBy).
-func (l *liveness) awaitContactInTime(stop <-chan struct{}) bool {
-	return l.await(context.Background(), stop, true)
+// the next one (see replyBy). It returns false once ctx ends too.
+func (l *liveness) awaitContactInTime(ctx context.Context, stop <-chan struct{}) bool {
+	return l.await(ctx, stop, true)
 }
 
 // await is awaitContact, and awaitContactInTime when inTime is set.

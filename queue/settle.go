@@ -392,9 +392,10 @@ func (j *job) giveBackOnceReachable() {
 // may have taken the lease back, or may yet. The task does not run
 // before a heartbeat gets through. waitLapse waits for one for as long
 // as it could still hand the task back before another worker may take
-// the lease back, as EndWorkerLost, which would count an attempt that
-// never ran (see liveness.awaitContactInTime: a quarter of an interval
-// past the lapse), or until the worker's shutdown stops its flows; then
+// the lease back, as EndWorkerLost, or its lease ends, either of which
+// would count an attempt that never ran (see
+// liveness.awaitContactInTime: a quarter of an interval past the lapse,
+// and handBackBy), or until the worker's shutdown stops its flows; then
 // it extends the lease, which fails with ErrLeaseLost if it was taken
 // back (see WorkerRegistry), and does so again if the worker lapsed
 // again meanwhile. A lease extended after a heartbeat got through, with
@@ -406,7 +407,10 @@ func (j *job) giveBackOnceReachable() {
 // (see handBackUnrun).
 func (j *job) waitLapse(lapses uint64) bool {
 	for j.w.live.lapsedSince(lapses) {
-		if !j.w.live.awaitContactInTime(j.w.stopSignal()) {
+		ctx, cancel := j.handBackBy()
+		inTime := j.w.live.awaitContactInTime(ctx, j.w.stopSignal())
+		cancel()
+		if !inTime {
 			j.handBackUnrun("flows: task leased while the worker's heartbeats had lapsed, and none got through in time (or the worker stops); handing it back without running it")
 			return false
 		}
@@ -431,6 +435,22 @@ func (j *job) waitLapse(lapses uint64) bool {
 		}
 	}
 	return true
+}
+
+// handBackBy returns a context that ends when a task waiting for its
+// worker's lapse to end (see waitLapse) must be handed back for the
+// hand-back to land before its lease's deadline (Lease.Deadline, which
+// Extend moves): a third of a Lease before it, the least a running
+// flow's lease has left when the Extend after a failed one goes out (see
+// heartbeat). Without it, a Lease shorter than the wait (nothing makes
+// it longer than the Heartbeat) could pass first, and another worker
+// take the task over as EndLeaseExpired, an attempt counted that never
+// ran. A lease without a deadline sets none.
+func (j *job) handBackBy() (context.Context, context.CancelFunc) {
+	if j.lease.Deadline.IsZero() {
+		return context.Background(), func() {}
+	}
+	return context.WithDeadline(context.Background(), j.lease.Deadline.Add(-j.w.cfg.Lease/3))
 }
 
 // handBackUnrun hands back, before it runs, the task of a lease the

@@ -65,8 +65,10 @@ type WorkerConfig struct {
 
 	// Lease is how long a fetched task stays claimed without news from
 	// the worker. While a flow runs, the worker extends the lease every
-	// Lease/3, so a long flow is never handed to another worker. If the
-	// worker dies, a backend with a worker registry has others take its
+	// Lease/3, so a long flow is never handed to another worker; it does
+	// so on a timer of its own, not with its heartbeats, so a Lease
+	// shorter than the Heartbeat is kept all the same. If the worker
+	// dies, a backend with a worker registry has others take its
 	// tasks back once it misses its heartbeats (see Heartbeat), and any
 	// backend once Lease passes. Zero means DefaultLease.
 	Lease time.Duration
@@ -194,13 +196,14 @@ type WorkerConfig struct {
 	// way, a worker that has lapsed leases no new task until one of its
 	// heartbeats gets through again, and a task it holds before its flow
 	// starts (a fetch already waiting as it lapsed leased it) does not
-	// run before then. If one gets through within a quarter of an
-	// interval of the lapse and the lease is still the worker's (it
+	// run before then. If one gets through in time (within a quarter of
+	// an interval of the lapse, and while more than a third of the
+	// task's lease is left) and the lease is still the worker's (it
 	// extends it to know), the task runs on that lease, with no
 	// hand-back; a lease taken back meanwhile is let go unrun. Else the
 	// task is handed back then (EndHandedBack, Lease.NoRun), before
-	// another worker may take the lease back as EndWorkerLost, and spends
-	// no attempt; if the backend does not answer, again once a heartbeat
+	// another worker may take the lease back as EndWorkerLost, or the
+	// lease ends (EndLeaseExpired), and spends no attempt; if the backend does not answer, again once a heartbeat
 	// gets through.
 	// The worker waits for a heartbeat's reply as long as it can still
 	// renew the window, less a quarter of an interval (see the README,
