@@ -23,8 +23,10 @@ import (
 // lapseBackend is a Memory that counts the Fetches started, and whose
 // Retry does not answer while refuse is set (the backend cannot be
 // reached), nor Heartbeat while cut is set. A Fetch that leases while
-// held is set returns once held is closed: its reply is read late. The
-// test's other workers call the Memory itself.
+// held is set returns once held is closed: its reply is read late. Its
+// cancellation feed delivers nothing: the worker learns of a
+// cancellation from Extend. The test's other workers call the Memory
+// itself.
 type lapseBackend struct {
 	*Memory
 	fetches atomic.Int32
@@ -41,6 +43,12 @@ func (b *lapseBackend) Fetch(ctx context.Context, worker string, max int, lease 
 		<-*held
 	}
 	return leases, err
+}
+
+func (b *lapseBackend) Cancellations(ctx context.Context) (<-chan string, error) {
+	ch := make(chan string)
+	context.AfterFunc(ctx, func() { close(ch) })
+	return ch, nil
 }
 
 func (b *lapseBackend) Heartbeat(ctx context.Context, w WorkerInfo) error {
@@ -218,6 +226,35 @@ func TestLeasedWhileLapsed(t *testing.T) {
 			w.back(t, id)
 			assert.Equal(t, []string{"attempt 2, lapsed false"}, w.ran())
 			assert.Equal(t, 1, w.get(t, id).Attempts(), "attempts")
+		})
+	})
+
+	// The task is cancelled while its lease waits: once a heartbeat gets
+	// through, the Extend that finds the lease held says so (the worker
+	// missed the cancellation on its feed), and the task ends cancelled,
+	// without running, nor being handed back.
+	t.Run("cancelled meanwhile", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			w := startLapsed(t, time.Hour, MissedBeats-1)
+			id := w.enqueue(t, 1)
+			// The backend's flag alone, as Broker.Cancel sets it for a
+			// task whose state is not PENDING (an earlier attempt ran):
+			// the end is the worker's to record.
+			require.NoError(t, w.b.Cancel(context.Background(), id))
+			synctest.Wait()
+			assert.Empty(t, w.ran(), "the flow ran while the worker had lapsed")
+
+			w.live.confirm(time.Now())
+			synctest.Wait()
+			snap, _, err := w.store.Snapshot(context.Background(), id)
+			require.NoError(t, err)
+			assert.Equal(t, progress.StateFailure, snap.State, "state")
+			assert.Equal(t, StatusCancelled, snap.Details.Status, "status")
+			assert.Empty(t, w.ran(), "the cancelled task ran")
+			task := w.get(t, id)
+			assert.NotEqual(t, EndHandedBack, task.PreviousEnd, "the cancelled task was handed back")
+			assert.Zero(t, task.HandBacks, "hand-backs")
+			assert.Equal(t, 1, task.Attempt, "leases")
 		})
 	})
 
