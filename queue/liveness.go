@@ -25,7 +25,10 @@ var errBackendUnreachable = fmt.Errorf("%w (the backend could not be reached)", 
 // last heartbeat that succeeded, plus its DeadAfter less half a heartbeat
 // interval: the backend stamps the heartbeat no earlier than it was sent,
 // and takes the leases back no earlier than DeadAfter after that stamp,
-// on its own clock.
+// on its own clock. Until one has succeeded, it is the time it sent its
+// first heartbeat, plus as much: a heartbeat that failed may have been
+// recorded all the same (its reply lost, or read after its deadline),
+// and the worker judged dead from its stamp on.
 //
 // Past that time the worker has lapsed: it stops its runs at once
 // (errWorkerLapsed), its flows' contexts report themselves done, and
@@ -34,7 +37,7 @@ var errBackendUnreachable = fmt.Errorf("%w (the backend could not be reached)", 
 // SIGSTOP, a VM paused): when it resumes, a flow's next look at its
 // context comes before any call it would make, and finds it done,
 // whichever of its goroutines runs first. A worker that has not yet
-// written a heartbeat, or whose backend keeps no registry, never lapses:
+// sent a heartbeat, or whose backend keeps no registry, never lapses:
 // no one can take its leases back before they pass.
 //
 // Why it lapsed decides what its stopped runs cost (see cause): a worker
@@ -51,7 +54,7 @@ type liveness struct {
 	// on its leases.
 	window time.Duration
 	// until is the end of that time, in ns since epoch; math.MaxInt64
-	// while no heartbeat has succeeded.
+	// while no heartbeat has been sent.
 	until atomic.Int64
 	// tries counts the heartbeats sent since the last one that
 	// succeeded was sent, and before until.
@@ -106,10 +109,19 @@ func (l *liveness) lapsedSince(n uint64) bool {
 }
 
 // trying records a heartbeat about to be sent at sent; the heartbeats
-// sent after the worker lapsed do not count (see cause). The heartbeats
-// are sent one at a time, and confirmed on the goroutine that sends them.
+// sent after the worker lapsed do not count (see cause). The first one
+// sets until, as if it had succeeded (see liveness). The heartbeats are
+// sent one at a time, and confirmed on the goroutine that sends them.
 func (l *liveness) trying(sent time.Time) {
-	if int64(sent.Sub(l.epoch)) < l.until.Load() {
+	at := int64(sent.Sub(l.epoch))
+	if l.until.Load() == math.MaxInt64 {
+		l.mu.Lock()
+		if l.until.Load() == math.MaxInt64 {
+			l.renew(at)
+		}
+		l.mu.Unlock()
+	}
+	if at < l.until.Load() {
 		l.tries.Add(1)
 	}
 }
@@ -162,16 +174,22 @@ func (l *liveness) confirm(sent time.Time) {
 	if int64(time.Since(l.epoch)) >= l.until.Load() {
 		l.lapses.Add(1)
 	}
+	// until first: a run that looks meanwhile finds the worker lapsed
+	// with the tries of the lapse, or not lapsed.
+	l.renew(at)
+	l.tries.Store(0)
+	close(l.renewed)
+	l.renewed = make(chan struct{})
+}
+
+// renew sets until to a window after at, a heartbeat's send time in ns
+// since epoch, and the timer that stops the runs then. l.mu is held.
+func (l *liveness) renew(at int64) {
 	until := at + int64(l.window)
 	if until < at { // a window of a century and more, decades after epoch
 		until = math.MaxInt64
 	}
-	// until first: a run that looks meanwhile finds the worker lapsed
-	// with the tries of the lapse, or not lapsed.
 	l.until.Store(until)
-	l.tries.Store(0)
-	close(l.renewed)
-	l.renewed = make(chan struct{})
 	wait := time.Duration(until) - time.Since(l.epoch)
 	if l.timer == nil {
 		l.timer = time.AfterFunc(wait, l.expire)

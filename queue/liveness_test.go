@@ -106,8 +106,8 @@ func (r *cutOffRegistry) cutOffRunning(t *testing.T, started <-chan struct{}, ca
 // a heartbeat ticker late by more than half an interval would let the
 // worker lapse before it had sent the MissedBeats-1 heartbeats that tell
 // a backend out of reach from a stuck worker. The test waits for events:
-// a heartbeat that succeeded after the first report (without one, the
-// worker never lapses), then the flow's cancellation; the flow returns
+// a heartbeat that succeeded after the first report (the window runs
+// from it), then the flow's cancellation; the flow returns
 // once heartbeats get through again (a third one is sent after the second
 // is confirmed).
 func TestWorkerLapseStopsFlowAndFencesItsReports(t *testing.T) {
@@ -541,5 +541,81 @@ func TestLateHeartbeatRepliesKeepTheFlow(t *testing.T) {
 			assert.GreaterOrEqual(t, b.calls.Load(), int64(8), "heartbeats sent")
 			assert.Zero(t, b.abandoned.Load(), "late replies given up")
 		})
+	})
+}
+
+// lostReplyRegistry is a Memory that records the first heartbeat, whose
+// reply is then lost (a connection that broke, or a reply read after its
+// deadline, on a loaded host), and refuses every later one (Redis gone
+// since).
+type lostReplyRegistry struct {
+	*queue.Memory
+	calls atomic.Int64
+}
+
+func (r *lostReplyRegistry) Heartbeat(ctx context.Context, w queue.WorkerInfo) error {
+	if r.calls.Add(1) > 1 {
+		return errConnRefused
+	}
+	if err := r.Memory.Heartbeat(ctx, w); err != nil {
+		return err
+	}
+	return errors.New("reply lost")
+}
+
+// TestFirstHeartbeatLostReplyStillLapses: a worker's first heartbeat
+// reaches the backend, but its reply does not reach the worker, and no
+// later one gets through. The backend takes the worker for dead
+// DeadAfter after that heartbeat, and another worker takes its task
+// over. So the worker must lapse by then as after any heartbeat that got
+// through, and stop its flow, though none of its heartbeats has
+// succeeded by its own count: the two attempts must never run at once.
+// Before the fix a worker counted on its leases for ever until one of
+// its heartbeats succeeded, and its first attempt ran on beside the
+// second (and, with Redis down, was never stopped at all).
+//
+// It runs in a synctest bubble: the heartbeats go out at the very times
+// the interval gives.
+func TestFirstHeartbeatLostReplyStillLapses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const heartbeat = 300 * time.Millisecond
+		s := newSetup()
+		started := make(chan struct{})
+		var running atomic.Int32
+		var overlapped atomic.Bool
+		var cause atomic.Value
+		s.reg.MustRegister("watched", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
+			if running.Add(1) > 1 {
+				overlapped.Store(true)
+			}
+			defer running.Add(-1)
+			if ft.Attempt > 1 {
+				return ft.Attempt, nil
+			}
+			close(started)
+			<-ctx.Done()
+			cause.Store(context.Cause(ctx))
+			return nil, ctx.Err()
+		}))
+		// A's shutdown waits its grace for a heartbeat to get through, to
+		// hand its stopped run back: less than runWorker waits for it.
+		cfg := queue.WorkerConfig{
+			Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, ShutdownGrace: time.Second,
+			Logger: slog.New(slog.DiscardHandler),
+		}
+		a := &lostReplyRegistry{Memory: s.mem}
+		cfg.Name = "a"
+		runWorker(t, queue.NewWorker(a, s.store, cfg))
+		id := s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 3})
+		waitStarted(t, started)
+		cfg.Name = "b"
+		runWorker(t, queue.NewWorker(s.mem, s.store, cfg))
+
+		snap := waitTerminal(t, s.store, id)
+		assert.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
+		assert.False(t, overlapped.Load(), "two attempts of the task ran at once")
+		got, _ := cause.Load().(error)
+		require.Error(t, got, "the first attempt was not stopped")
+		assert.ErrorContains(t, got, "could not be reached", "the worker kept sending heartbeats")
 	})
 }

@@ -182,7 +182,9 @@ type WorkerConfig struct {
 	// without a gap for MissedBeats intervals judges others, so that after
 	// an outage each has as long to beat again (see WorkerRegistry). A
 	// worker whose heartbeats stop reaching the
-	// backend for MissedBeats-½ intervals, by its own clock, cancels its
+	// backend for MissedBeats-½ intervals, by its own clock (from its
+	// first heartbeat until one gets through: one whose reply it did not
+	// get may have been recorded all the same), cancels its
 	// flows before anyone may take them back, and refuses what they
 	// report afterwards: a worker that was frozen and wakes up never runs
 	// a task beside its new attempt (see the README, Recovery in seconds).
