@@ -236,10 +236,52 @@ func (s *Sentinel) WaitFailover(old *Server) (*Server, error) {
 			err = errors.New("the sentinels still name the old primary")
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("redisproc: no failover within %v: %w", ClusterTimeout, err)
+			return nil, fmt.Errorf("redisproc: no failover within %v: %w%s", ClusterTimeout, err, s.events())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// events returns, a line for each sentinel, what its log says of the
+// failover (see failoverEvents), for the error of a failover that did
+// not come: a sentinel that a stalled host put in TILT acts on nothing
+// for 30 s, and an election that failed is tried again only after twice
+// the failover-timeout.
+func (s *Sentinel) events() string {
+	var b strings.Builder
+	for _, sn := range s.Sentinels {
+		text, err := os.ReadFile(filepath.Join(sn.dir, "redis.log"))
+		events := failoverEvents(string(text))
+		switch {
+		case err != nil:
+			events = []string{"(no log: " + err.Error() + ")"}
+		case len(events) == 0:
+			events = []string{"(no failover event)"}
+		}
+		fmt.Fprintf(&b, "\n  sentinel %s: %s", sn.Addr(), strings.Join(events, "; "))
+	}
+	return b.String()
+}
+
+// failoverEvents returns the lines of a sentinel's log that tell how a
+// failover went (the primary found down, TILT, the attempts, their
+// elections and aborts, the switch), each as its time and its event.
+func failoverEvents(log string) []string {
+	var events []string
+	for _, line := range strings.Split(log, "\n") {
+		// pid:role date month year time level event details...
+		f := strings.Fields(line)
+		if len(f) < 7 || (f[6][0] != '+' && f[6][0] != '-') {
+			continue
+		}
+		switch name := f[6][1:]; {
+		case name == "sdown", name == "odown", name == "tilt", name == "try-failover",
+			name == "elected-leader", name == "selected-slave", name == "failover-end",
+			name == "switch-master", strings.HasPrefix(name, "failover-abort"):
+			events = append(events, f[4]+" "+strings.Join(f[6:], " "))
+		}
+	}
+	return events
 }
 
 // Rejoin restarts old, a data server that was killed, as a replica of the

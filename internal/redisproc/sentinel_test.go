@@ -79,3 +79,30 @@ func TestSentinelOverTLS(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "v", v)
 }
+
+// TestFailoverEvents: of a sentinel's log, the lines that tell why a
+// failover did not come (TILT, an election, an abort) are kept, in their
+// order; the chatter around them is not.
+func TestFailoverEvents(t *testing.T) {
+	log := strings.Join([]string{
+		"2:X 08 Dec 2026 01:20:01.000 * Sentinel ID is 1c2d",
+		"2:X 08 Dec 2026 01:20:01.001 # +monitor master mymaster 127.0.0.1 6379 quorum 2",
+		"2:X 08 Dec 2026 01:20:05.000 * +sentinel sentinel 9f 127.0.0.1 26380 @ mymaster 127.0.0.1 6379",
+		"2:X 08 Dec 2026 01:20:09.100 # +sdown master mymaster 127.0.0.1 6379",
+		"2:X 08 Dec 2026 01:20:11.500 # +tilt #tilt mode entered",
+		"2:X 08 Dec 2026 01:20:41.500 # -tilt #tilt mode exited",
+		"2:X 08 Dec 2026 01:20:41.600 # +odown master mymaster 127.0.0.1 6379 #quorum 2/2",
+		"2:X 08 Dec 2026 01:20:41.601 # +new-epoch 1",
+		"2:X 08 Dec 2026 01:20:41.602 # +try-failover master mymaster 127.0.0.1 6379",
+		"2:X 08 Dec 2026 01:20:51.700 # -failover-abort-not-elected master mymaster 127.0.0.1 6379",
+		"",
+	}, "\n")
+	assert.Equal(t, []string{
+		"01:20:09.100 +sdown master mymaster 127.0.0.1 6379",
+		"01:20:11.500 +tilt #tilt mode entered",
+		"01:20:41.500 -tilt #tilt mode exited",
+		"01:20:41.600 +odown master mymaster 127.0.0.1 6379 #quorum 2/2",
+		"01:20:41.602 +try-failover master mymaster 127.0.0.1 6379",
+		"01:20:51.700 -failover-abort-not-elected master mymaster 127.0.0.1 6379",
+	}, failoverEvents(log))
+}
