@@ -116,13 +116,20 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		// The review's case: a flow that logs a report at the limit
 		// forty times wrote 40 MiB into its task's log, which every
 		// snapshot read and every SSE client that (re)connects from
-		// the start paid for. The default limit of a run stops it at
-		// 16 MiB; its progress, state and result are still recorded,
-		// and a watcher sees the end.
+		// the start paid for. The default limit of a run, RunReports
+		// times the limit of a report (16 MiB by default, which the
+		// progress package's tests count), stops it; its progress,
+		// state and result are still recorded, and a watcher sees the
+		// end. The worker sets the limit of a report and leaves the
+		// run's unset, the path the defaults take, with a sixteenth of
+		// their bytes: 16 MiB through the store took 10 s of each
+		// run of the suite under the race detector, and the one over
+		// no limit (NoRunLimit) still sends 20 MiB.
 		h := newHarness(t, newBackends)
-		const limit = progress.DefaultMaxRunReportBytes
-		require.Equal(t, 16<<20, limit)
-		big := strings.Repeat("l", progress.DefaultMaxReportBytes)
+		require.Equal(t, 16<<20, progress.DefaultMaxRunReportBytes)
+		const report = progress.DefaultMaxReportBytes / 16
+		const limit = progress.RunReports * report
+		big := strings.Repeat("l", report)
 		h.reg.MustRegister("dump", flow.Func(func(ctx context.Context, ft *flow.Task) (any, error) {
 			for range 40 {
 				ft.Progress.Log(big)
@@ -132,13 +139,13 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 			return "done", nil
 		}))
 		id := h.enqueue("dump", "", queue.EnqueueOptions{})
-		// The watcher is sent 16 MiB, a MiB a message, and reads them as
+		// The watcher is sent 1 MiB, 64 KiB a message, and reads them as
 		// they come. On a loaded machine under the race detector the run
-		// and the checks below (which read this log and snapshot) take
-		// tens of seconds each: its four times long to end count from
-		// after them, as they did not when it failed.
+		// and the checks below (which read this log and snapshot) took
+		// tens of seconds each at 16 MiB: its four times long to end
+		// count from after them, as they did not when it failed.
 		watched := h.followFor(id, 4*long)
-		h.start(queue.WorkerConfig{})
+		h.start(queue.WorkerConfig{MaxReportBytes: report})
 
 		snap := h.waitTerminalWithin(id, 4*long)
 		require.Equal(t, progress.StateSuccess, snap.State, "status %q", snap.Details.Status)
@@ -158,7 +165,7 @@ func runReportLimit(t *testing.T, newBackends func(t *testing.T) (queue.Backend,
 		}
 		assert.Equal(t, fmt.Sprintf("report dropped: log entry of %d bytes would take this run past its limit of %d bytes of reports "+
 			"(WorkerConfig.MaxRunReportBytes); its later log entries, tool results, status lines and tokens are dropped too, "+
-			"its progress, state and result are still recorded", progress.DefaultMaxReportBytes, limit), msgs[15])
+			"its progress, state and result are still recorded", report, limit), msgs[15])
 		var progressed bool
 		for _, e := range events {
 			assert.NotEqual(t, progress.EventToken, e.Type, "no token past the limit")
