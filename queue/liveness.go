@@ -57,7 +57,8 @@ type liveness struct {
 	// while no heartbeat has been sent.
 	until atomic.Int64
 	// tries counts the heartbeats sent since the last one that
-	// succeeded was sent, and before until.
+	// succeeded was sent (until one has, since the Run's first), and
+	// before until.
 	tries atomic.Int32
 	// lapses counts the lapses that a heartbeat has ended (see confirm):
 	// with lapsed, it tells whether the worker has lapsed at any time
@@ -110,13 +111,16 @@ func (l *liveness) lapsedSince(n uint64) bool {
 
 // trying records a heartbeat about to be sent at sent; the heartbeats
 // sent after the worker lapsed do not count (see cause). The first one
-// sets until, as if it had succeeded (see liveness). The heartbeats are
-// sent one at a time, and confirmed on the goroutine that sends them.
+// sets until, as if it had succeeded (see liveness), and the count starts
+// again from it: the heartbeats that failed in a Run before stop do not
+// tell that this one keeps sending them. The heartbeats are sent one at
+// a time, and confirmed on the goroutine that sends them.
 func (l *liveness) trying(sent time.Time) {
 	at := int64(sent.Sub(l.epoch))
 	if l.until.Load() == math.MaxInt64 {
 		l.mu.Lock()
 		if l.until.Load() == math.MaxInt64 {
+			l.tries.Store(0)
 			l.renew(at)
 		}
 		l.mu.Unlock()

@@ -619,3 +619,51 @@ func TestFirstHeartbeatLostReplyStillLapses(t *testing.T) {
 		assert.ErrorContains(t, got, "could not be reached", "the worker kept sending heartbeats")
 	})
 }
+
+// TestRunAgainCountsItsOwnHeartbeats: a worker whose heartbeats failed
+// through a Run that then ended, and that is run again, counts in its new
+// window only the heartbeats of the new Run. Its first heartbeat of that
+// Run starts the window; if it is the only one it gets to send (its
+// heartbeat goroutine stalled, as in a process frozen or starved), the
+// worker lapses as one that did not keep sending them, and its run
+// counts: the failed heartbeats of the Run before must not make it take
+// the backend for unreachable, which would hand the task back uncounted
+// and let a flow that stalls its process retry for ever.
+//
+// It runs in a synctest bubble: the heartbeats go out at the very times
+// the interval gives.
+func TestRunAgainCountsItsOwnHeartbeats(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const heartbeat = 300 * time.Millisecond
+		s := newSetup()
+		b := &cutOffRegistry{Memory: s.mem}
+		started, cause := registerWatched(s)
+		w := queue.NewWorker(b, s.store, queue.WorkerConfig{
+			Registry: s.reg, Heartbeat: heartbeat, Lease: time.Hour, ShutdownGrace: time.Second,
+			Logger: slog.New(slog.DiscardHandler),
+		})
+
+		// A first Run whose heartbeats all fail, ended before it lapses.
+		b.cut.Store(true)
+		stop := runWorker(t, w)
+		time.Sleep(heartbeat * 3 / 2)
+		stop()
+		b.cut.Store(false)
+
+		// A second Run, whose first heartbeat stalls.
+		stall := make(chan struct{})
+		b.stall.Store(&stall)
+		stop = runWorker(t, w)
+		s.enqueue(t, "watched", queue.EnqueueOptions{MaxAttempts: 2})
+		waitStarted(t, started)
+		require.Eventually(t, func() bool { return cause.Load() != nil }, waitLong, 5*time.Millisecond,
+			"the worker did not lapse")
+		got, _ := cause.Load().(error)
+		assert.ErrorContains(t, got, "heartbeats lapsed")
+		assert.NotContains(t, got.Error(), "could not be reached",
+			"the heartbeats of the Run before were counted in the new window")
+		b.stall.Store(nil)
+		close(stall)
+		stop()
+	})
+}
