@@ -300,32 +300,44 @@ func (h *harness) waitTerminal(id string) progress.Snapshot {
 // waitTerminalWithin is waitTerminal waiting up to d.
 func (h *harness) waitTerminalWithin(id string, d time.Duration) progress.Snapshot {
 	h.t.Helper()
-	// A read waits poll after the one before, or four times what that
-	// one took when it is longer: reading a snapshot of many megabytes
-	// (the report limit's tests) every poll would keep the store busy,
-	// slowing the very writes the test waits for.
+	// It polls the task's head, whose cost does not grow with the task's
+	// reports, and reads the snapshot once the head says the task ended:
+	// polling snapshots of many megabytes (the report limit's tests)
+	// would keep the store busy, slowing the very writes the test waits
+	// for, and a poll slowed by one would notice the end late.
 	// A read that the store could not answer in time (queue.ErrUnavailable:
 	// a snapshot of many megabytes under the race detector on a loaded
 	// machine can take longer than the backend's operation timeout) is
 	// tried again at the next poll, until the deadline; any other error
 	// fails at once.
 	deadline := time.Now().Add(d)
-	for {
-		start := time.Now()
-		snap, _, err := h.store.Snapshot(context.Background(), id)
-		switch {
-		case err == nil && snap.State.Terminal():
-			return snap
-		case err != nil && (!errors.Is(err, queue.ErrUnavailable) || time.Now().After(deadline)):
-			require.NoError(h.t, err, "Snapshot %s", id)
-		case err != nil:
-			h.t.Logf("Snapshot %s: %v; trying again", id, err)
+	retry := func(what string, err error) {
+		h.t.Helper()
+		if !errors.Is(err, queue.ErrUnavailable) || time.Now().After(deadline) {
+			require.NoError(h.t, err, "%s %s", what, id)
 		}
-		took := time.Since(start)
+		h.t.Logf("%s %s: %v; trying again", what, id, err)
+	}
+	var state progress.State
+	for {
+		s, _, err := h.store.Head(context.Background(), id)
+		if err != nil {
+			retry("Head", err)
+		} else {
+			state = s
+		}
+		if state.Terminal() {
+			snap, _, err := h.store.Snapshot(context.Background(), id)
+			if err == nil {
+				return snap
+			}
+			retry("Snapshot", err)
+		}
 		if time.Now().After(deadline) {
+			snap, _, _ := h.store.Snapshot(context.Background(), id)
 			require.FailNowf(h.t, "condition not met in time", "task %s did not reach a terminal state; last %v", id, snapSummary{&snap})
 		}
-		time.Sleep(max(poll, 4*took))
+		time.Sleep(poll)
 	}
 }
 
