@@ -205,8 +205,8 @@ type WorkerConfig struct {
 	// hand-back; a lease taken back meanwhile is let go unrun. Else the
 	// task is handed back then (EndHandedBack, Lease.NoRun), before
 	// another worker may take the lease back as EndWorkerLost, or the
-	// lease ends (EndLeaseExpired), and spends no attempt; if the backend does not answer, again once a heartbeat
-	// gets through.
+	// lease ends (EndLeaseExpired), and spends no attempt; if the
+	// backend does not answer, again once a heartbeat gets through.
 	// The worker waits for a heartbeat's reply as long as it can still
 	// renew the window, less a quarter of an interval (see the README,
 	// Recovery in seconds): a reply that a loaded host is slow to read
